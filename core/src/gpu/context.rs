@@ -1,0 +1,238 @@
+//! [`GpuContext`]: the adapter, device and queue, created once and shared by every op.
+
+use std::sync::{Arc, Mutex};
+
+use super::dispatch::PipelineCache;
+use super::pool::{GpuBuffer, MemoryStats, Pool};
+use crate::{Error, Result};
+
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    pool: Arc<Pool>,
+    pub(crate) pipelines: PipelineCache,
+    /// Dispatches are recorded here and submitted together by [`GpuContext::flush`].
+    pub(crate) encoder: Mutex<Option<wgpu::CommandEncoder>>,
+    /// The first error the device reported outside an error scope (validation, out of
+    /// memory); surfaced by the next flush or readback instead of a panic.
+    device_error: Arc<Mutex<Option<String>>>,
+}
+
+/// What was picked, for people to read and for the launchers to choose kernel variants.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    /// A software rasterizer (lavapipe, SwiftShader, WARP): wants different matmul tilings.
+    pub is_software: bool,
+    pub shader_f16: bool,
+    pub max_storage_binding: u64,
+    pub max_buffer: u64,
+    pub max_workgroup_storage: u32,
+    pub max_invocations: u32,
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = if self.name.is_empty() { "(unnamed adapter)" } else { &self.name };
+        write!(
+            f,
+            "{name} [{} {}] f16={} storage-binding={} MiB buffer={} MiB workgroup-mem={} KiB",
+            self.backend,
+            self.device_type,
+            if self.shader_f16 { "yes" } else { "no" },
+            self.max_storage_binding >> 20,
+            self.max_buffer >> 20,
+            self.max_workgroup_storage >> 10,
+        )
+    }
+}
+
+impl GpuContext {
+    /// Picks an adapter (the first whose name contains `name_filter`, case-insensitive, when
+    /// given; otherwise the high-performance default), then requests a device with the
+    /// adapter's real limits and shader-f16 when offered.
+    pub async fn new(name_filter: Option<&str>) -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+        let adapter = match name_filter {
+            Some(filter) => {
+                let wanted = filter.to_lowercase();
+                let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+                    .ok_or_else(|| {
+                        Error::NoAdapter(format!(
+                            "no adapter name contains {filter:?}; found: {}",
+                            if names.is_empty() { "none".into() } else { names.join(", ") }
+                        ))
+                    })?
+            }
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| {
+                    Error::NoAdapter(format!(
+                        "{e} (on Linux without a GPU install Mesa's lavapipe: \
+                         apt-get install mesa-vulkan-drivers)"
+                    ))
+                })?,
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("hearth"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(format!("{} refused a device: {e}", info.name)))?;
+        let device_error = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&device_error);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(describe_device_error(&e));
+            }
+        }));
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            pool: Arc::default(),
+            pipelines: PipelineCache::default(),
+            encoder: Mutex::new(None),
+            device_error,
+        })
+    }
+
+    pub fn summary(&self) -> AdapterSummary {
+        AdapterSummary {
+            name: self.info.name.clone(),
+            backend: format!("{:?}", self.info.backend),
+            device_type: format!("{:?}", self.info.device_type),
+            is_software: self.is_software(),
+            shader_f16: self.has_f16(),
+            max_storage_binding: self.limits.max_storage_buffer_binding_size as u64,
+            max_buffer: self.limits.max_buffer_size,
+            max_workgroup_storage: self.limits.max_compute_workgroup_storage_size,
+            max_invocations: self.limits.max_compute_invocations_per_workgroup,
+        }
+    }
+
+    /// True for CPU-emulated adapters, whose kernels want a different tiling. The web
+    /// backend reports no device type; browsers flag their software adapter elsewhere.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// A zero-initialised buffer of `len` bytes from the pool (it may hold stale data when
+    /// reused: kernels write every output element).
+    pub fn alloc(&self, len: u64) -> Result<GpuBuffer> {
+        let max = self.limits.max_buffer_size;
+        if len > max {
+            return Err(Error::Gpu(format!(
+                "a buffer of {len} bytes exceeds this adapter's max_buffer_size of {max} bytes"
+            )));
+        }
+        Ok(self.pool.acquire(&self.device, len))
+    }
+
+    pub fn alloc_f32(&self, n: usize) -> Result<GpuBuffer> {
+        self.alloc(4 * n as u64)
+    }
+
+    pub fn upload_bytes(&self, data: &[u8]) -> Result<GpuBuffer> {
+        let buf = self.alloc(data.len() as u64)?;
+        self.write_bytes(&buf, data);
+        Ok(buf)
+    }
+
+    pub fn upload_f32(&self, data: &[f32]) -> Result<GpuBuffer> {
+        self.upload_bytes(bytemuck::cast_slice(data))
+    }
+
+    pub fn upload_u32(&self, data: &[u32]) -> Result<GpuBuffer> {
+        self.upload_bytes(bytemuck::cast_slice(data))
+    }
+
+    /// Writes bytes at the start of `buf`, padded with zeros to a multiple of 4.
+    pub fn write_bytes(&self, buf: &GpuBuffer, data: &[u8]) {
+        // Queue writes are ordered before later submissions; flush recorded dispatches first
+        // so a write cannot overtake the kernels recorded before it.
+        self.flush();
+        if data.len() % 4 == 0 {
+            self.queue.write_buffer(buf.raw(), 0, data);
+        } else {
+            let mut padded = data.to_vec();
+            padded.resize(data.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(buf.raw(), 0, &padded);
+        }
+    }
+
+    pub fn write_f32(&self, buf: &GpuBuffer, data: &[f32]) {
+        self.write_bytes(buf, bytemuck::cast_slice(data));
+    }
+
+    pub fn memory(&self) -> MemoryStats {
+        self.pool.stats()
+    }
+
+    pub fn reset_peak_memory(&self) {
+        self.pool.reset_peak();
+    }
+
+    /// Returns unused pooled buffers to the device.
+    pub fn trim_pool(&self) {
+        self.pool.trim();
+    }
+
+    /// Submits every dispatch recorded so far.
+    pub fn flush(&self) {
+        if let Some(encoder) = self.encoder.lock().unwrap().take() {
+            self.queue.submit([encoder.finish()]);
+        }
+    }
+
+    /// The first error the device reported since the last call, if any.
+    pub fn take_device_error(&self) -> Result<()> {
+        match self.device_error.lock().unwrap().take() {
+            Some(msg) => Err(Error::Gpu(msg)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn describe_device_error(e: &wgpu::Error) -> String {
+    match e {
+        wgpu::Error::OutOfMemory { .. } => "the GPU ran out of memory; lower the batch size, \
+            the sequence length or the LoRA rank, or use a quantized base"
+            .to_string(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,14 @@
+//! The GPU runtime: one [`GpuContext`] per process (adapter, device, queue, limits), a
+//! buffer pool with allocation accounting, pipelines cached by (shader, entry point,
+//! variant), dispatches recorded into one pending encoder, and async readback.
+
+mod context;
+mod dispatch;
+mod pool;
+mod readback;
+mod shader;
+
+pub use context::{AdapterSummary, GpuContext};
+pub use dispatch::{Kernel, Variant};
+pub use pool::{GpuBuffer, MemoryStats};
+pub use shader::Shader;

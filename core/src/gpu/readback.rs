@@ -1,0 +1,78 @@
+//! Async readback: copy to a mappable staging buffer, `map_async`, await the callback.
+//! Native builds drive the device with a poll (a blocking wait compiled only there); the
+//! browser resolves the map by itself.
+
+use super::{GpuBuffer, GpuContext};
+use crate::{Error, Result};
+
+impl GpuContext {
+    pub async fn read_bytes(&self, buf: &GpuBuffer) -> Result<Vec<u8>> {
+        let len = buf.len_bytes();
+        let size = len.next_multiple_of(4).max(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut slot = self.encoder.lock().unwrap();
+            let encoder = slot.get_or_insert_with(|| {
+                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+            });
+            encoder.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, Some(size));
+        }
+        self.flush();
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait_native()?;
+        let mapped = rx.await.map_err(|_| Error::Gpu("the device was lost during a readback".into()))?;
+        self.take_device_error()?;
+        mapped.map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+        let data = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?;
+            view[..len as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+
+    pub async fn read_f32(&self, buf: &GpuBuffer) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(buf).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    pub async fn read_u32(&self, buf: &GpuBuffer) -> Result<Vec<u32>> {
+        let bytes = self.read_bytes(buf).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Submits recorded work and resolves when the GPU has finished all of it.
+    pub async fn finish(&self) -> Result<()> {
+        self.flush();
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        self.wait_native()?;
+        rx.await.map_err(|_| Error::Gpu("the device was lost while working".into()))?;
+        self.take_device_error()
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn wait_native(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn wait_native(&self) -> Result<()> {
+        Ok(())
+    }
+}

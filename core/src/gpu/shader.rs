@@ -1,0 +1,90 @@
+//! The shader registry: every WGSL file, compiled into the binary.
+
+/// One WGSL file under `shaders/`, one op family each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Matmul,
+    MatmulTiled,
+    MatmulNf4,
+    MatmulQ4_0,
+    MatmulQ4_1,
+    MatmulQ8_0,
+    MatmulF16,
+    Embedding,
+    Rmsnorm,
+    Rope,
+    Attention,
+    Swiglu,
+    Residual,
+    CrossEntropy,
+    Adamw,
+    GradNorm,
+}
+
+impl Shader {
+    pub const ALL: [Shader; 16] = [
+        Shader::Matmul,
+        Shader::MatmulTiled,
+        Shader::MatmulNf4,
+        Shader::MatmulQ4_0,
+        Shader::MatmulQ4_1,
+        Shader::MatmulQ8_0,
+        Shader::MatmulF16,
+        Shader::Embedding,
+        Shader::Rmsnorm,
+        Shader::Rope,
+        Shader::Attention,
+        Shader::Swiglu,
+        Shader::Residual,
+        Shader::CrossEntropy,
+        Shader::Adamw,
+        Shader::GradNorm,
+    ];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Shader::Matmul => "matmul.wgsl",
+            Shader::MatmulTiled => "matmul_tiled.wgsl",
+            Shader::MatmulNf4 => "matmul_nf4.wgsl",
+            Shader::MatmulQ4_0 => "matmul_q4_0.wgsl",
+            Shader::MatmulQ4_1 => "matmul_q4_1.wgsl",
+            Shader::MatmulQ8_0 => "matmul_q8_0.wgsl",
+            Shader::MatmulF16 => "matmul_f16.wgsl",
+            Shader::Embedding => "embedding.wgsl",
+            Shader::Rmsnorm => "rmsnorm.wgsl",
+            Shader::Rope => "rope.wgsl",
+            Shader::Attention => "attention.wgsl",
+            Shader::Swiglu => "swiglu.wgsl",
+            Shader::Residual => "residual.wgsl",
+            Shader::CrossEntropy => "cross_entropy.wgsl",
+            Shader::Adamw => "adamw.wgsl",
+            Shader::GradNorm => "grad_norm.wgsl",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Matmul => include_str!("../../../shaders/matmul.wgsl"),
+            Shader::MatmulTiled => include_str!("../../../shaders/matmul_tiled.wgsl"),
+            Shader::MatmulNf4 => include_str!("../../../shaders/matmul_nf4.wgsl"),
+            Shader::MatmulQ4_0 => include_str!("../../../shaders/matmul_q4_0.wgsl"),
+            Shader::MatmulQ4_1 => include_str!("../../../shaders/matmul_q4_1.wgsl"),
+            Shader::MatmulQ8_0 => include_str!("../../../shaders/matmul_q8_0.wgsl"),
+            Shader::MatmulF16 => include_str!("../../../shaders/matmul_f16.wgsl"),
+            Shader::Embedding => include_str!("../../../shaders/embedding.wgsl"),
+            Shader::Rmsnorm => include_str!("../../../shaders/rmsnorm.wgsl"),
+            Shader::Rope => include_str!("../../../shaders/rope.wgsl"),
+            Shader::Attention => include_str!("../../../shaders/attention.wgsl"),
+            Shader::Swiglu => include_str!("../../../shaders/swiglu.wgsl"),
+            Shader::Residual => include_str!("../../../shaders/residual.wgsl"),
+            Shader::CrossEntropy => include_str!("../../../shaders/cross_entropy.wgsl"),
+            Shader::Adamw => include_str!("../../../shaders/adamw.wgsl"),
+            Shader::GradNorm => include_str!("../../../shaders/grad_norm.wgsl"),
+        }
+    }
+
+    /// Shaders that need the SHADER_F16 device feature.
+    pub fn needs_f16(self) -> bool {
+        matches!(self, Shader::MatmulF16)
+    }
+}

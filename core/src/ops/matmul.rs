@@ -1,0 +1,231 @@
+//! f32 matmul in the nn.Linear layout and the two products its backward needs.
+//!
+//! Software adapters get the register-blocked kernels of matmul.wgsl when the vec4 rule
+//! holds; everything else runs the shared-memory strided kernel of matmul_tiled.wgsl.
+
+use super::check_len;
+use crate::error::ensure;
+use crate::gpu::{Kernel, Shader, Variant};
+use crate::{GpuBuffer, GpuContext, Result};
+
+/// Sizes of one matmul call; `batch` matrices of a and c, b shared unless `b_batched`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulDims {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub b_batched: bool,
+}
+
+impl MatmulDims {
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        MatmulDims { batch: 1, m, n, k, b_batched: false }
+    }
+}
+
+/// How the result is combined with what `out` holds: `out = beta·out + alpha·product`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Accumulate {
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl Accumulate {
+    pub const OVERWRITE: Accumulate = Accumulate { alpha: 1.0, beta: 0.0 };
+    pub const ADD: Accumulate = Accumulate { alpha: 1.0, beta: 1.0 };
+
+    pub fn scaled(alpha: f32) -> Self {
+        Accumulate { alpha, beta: 0.0 }
+    }
+}
+
+/// Which of the three products to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulKind {
+    /// out(M,N) = inp(M,K)·weight(N,K)ᵀ
+    Forward,
+    /// dinp(M,K) = dout(M,N)·weight(N,K)
+    BackwardInput,
+    /// dweight(N,K) = dout(M,N)ᵀ·inp(M,K)
+    BackwardWeight,
+}
+
+/// The tiling a launch uses; tests run every one the device can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulTiling {
+    /// 32×16 outputs per invocation, vec4 loads, no workgroup memory (software adapters).
+    Register,
+    /// Workgroup-memory tiles, 4×4 outputs per invocation (real GPUs, any shape).
+    Tiled,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RegisterParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    alpha: f32,
+    beta: f32,
+    b_batched: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct StridedParams {
+    m: u32,
+    n: u32,
+    r: u32,
+    alpha: f32,
+    beta: f32,
+    a_si: u32,
+    a_sr: u32,
+    b_sj: u32,
+    b_sr: u32,
+    a_batch: u32,
+    b_batch: u32,
+    c_batch: u32,
+}
+
+const REGISTER_TM: usize = 32;
+const REGISTER_TN: usize = 16;
+const REGISTER_WG: usize = 8;
+const TILED_SIDE: usize = 64; // 4 outputs × 16 invocations
+
+impl MatmulKind {
+    fn entry(self) -> &'static str {
+        match self {
+            MatmulKind::Forward => "matmul_forward",
+            MatmulKind::BackwardInput => "matmul_backward_input",
+            MatmulKind::BackwardWeight => "matmul_backward_weight",
+        }
+    }
+
+    /// (rows, cols) of the output.
+    fn out_shape(self, d: &MatmulDims) -> (usize, usize) {
+        match self {
+            MatmulKind::Forward => (d.m, d.n),
+            MatmulKind::BackwardInput => (d.m, d.k),
+            MatmulKind::BackwardWeight => (d.n, d.k),
+        }
+    }
+
+    /// Whether the register-blocked kernel can take these sizes (its vec4 rule).
+    pub fn register_fits(self, d: &MatmulDims) -> bool {
+        match self {
+            MatmulKind::Forward => d.k % 4 == 0,
+            MatmulKind::BackwardInput => d.k % 4 == 0 && d.n % 4 == 0,
+            MatmulKind::BackwardWeight => d.k % 4 == 0 && d.n % 4 == 0 && !d.b_batched,
+        }
+    }
+}
+
+/// The tiling `matmul` picks for this adapter and these sizes.
+pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> MatmulTiling {
+    if ctx.is_software() && kind.register_fits(d) {
+        MatmulTiling::Register
+    } else {
+        MatmulTiling::Tiled
+    }
+}
+
+/// Records `out = beta·out + alpha·product` for the product `kind` names. For
+/// `Forward`, (a, b) = (inp, weight); `BackwardInput`: (dout, weight); `BackwardWeight`:
+/// (dout, inp). A batched `BackwardWeight` sums over the batch only through `b_batched`
+/// false and batch 1: flatten (B·T) into M instead.
+pub fn matmul(
+    ctx: &GpuContext,
+    kind: MatmulKind,
+    out: &GpuBuffer,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    d: MatmulDims,
+    acc: Accumulate,
+) -> Result<()> {
+    let tiling = choose_tiling(ctx, kind, &d);
+    matmul_with(ctx, kind, tiling, out, a, b, d, acc)
+}
+
+/// [`matmul`] with the tiling given; errors if the register tiling cannot take the sizes.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    ctx: &GpuContext,
+    kind: MatmulKind,
+    tiling: MatmulTiling,
+    out: &GpuBuffer,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    d: MatmulDims,
+    acc: Accumulate,
+) -> Result<()> {
+    let op = kind.entry();
+    ensure(d.batch > 0 && d.m > 0 && d.n > 0 && d.k > 0, || format!("{op}: empty sizes {d:?}"))?;
+    ensure(!(kind == MatmulKind::BackwardWeight && d.batch > 1), || {
+        format!("{op}: batched weight gradients are not supported; fold the batch into M")
+    })?;
+    let bb = if d.b_batched { d.batch } else { 1 };
+    let (rows, cols) = kind.out_shape(&d);
+    let (a_len, b_len) = match kind {
+        MatmulKind::Forward => (d.m * d.k, d.n * d.k),
+        MatmulKind::BackwardInput => (d.m * d.n, d.n * d.k),
+        MatmulKind::BackwardWeight => (d.m * d.n, d.m * d.k),
+    };
+    check_len(op, "a", a, d.batch * a_len)?;
+    check_len(op, "b", b, bb * b_len)?;
+    check_len(op, "out", out, d.batch * rows * cols)?;
+    match tiling {
+        MatmulTiling::Register => {
+            ensure(kind.register_fits(&d), || {
+                format!("{op}: the register tiling needs the vec4 dimensions to be multiples of 4, got {d:?}")
+            })?;
+            let params = RegisterParams {
+                m: d.m as u32,
+                n: d.n as u32,
+                k: d.k as u32,
+                alpha: acc.alpha,
+                beta: acc.beta,
+                b_batched: d.b_batched as u32,
+            };
+            let groups = [
+                cols.div_ceil(REGISTER_TN * REGISTER_WG) as u32,
+                rows.div_ceil(REGISTER_TM * REGISTER_WG) as u32,
+                d.batch as u32,
+            ];
+            ctx.dispatch(&Kernel::new(Shader::Matmul, op, 0), &[a, b], &[out], &params, groups)
+        }
+        MatmulTiling::Tiled => {
+            let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
+            // (rows, cols, reduction, a_si, a_sr, b_sj, b_sr)
+            let (pm, pn, pr, a_si, a_sr, b_sj, b_sr) = match kind {
+                MatmulKind::Forward => (m, n, k, k, 1, k, 1),
+                MatmulKind::BackwardInput => (m, k, n, n, 1, 1, k),
+                MatmulKind::BackwardWeight => (n, k, m, 1, n, 1, k),
+            };
+            let params = StridedParams {
+                m: pm,
+                n: pn,
+                r: pr,
+                alpha: acc.alpha,
+                beta: acc.beta,
+                a_si,
+                a_sr,
+                b_sj,
+                b_sr,
+                a_batch: a_len as u32,
+                b_batch: if d.b_batched { b_len as u32 } else { 0 },
+                c_batch: (rows * cols) as u32,
+            };
+            let groups = [
+                cols.div_ceil(TILED_SIDE) as u32,
+                rows.div_ceil(TILED_SIDE) as u32,
+                d.batch as u32,
+            ];
+            let kernel = Kernel::new(Shader::MatmulTiled, "matmul_strided", 0).with_variant(Variant {
+                name: "wg16",
+                constants: &[("WG", 16.0), ("TILE_R", 16.0)],
+            });
+            ctx.dispatch(&kernel, &[a, b], &[out], &params, groups)
+        }
+    }
+}

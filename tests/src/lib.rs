@@ -1,0 +1,129 @@
+//! Helpers shared by Hearth's integration tests: one GPU context per test binary, the
+//! numerics policy's comparison, and random data.
+
+use std::sync::OnceLock;
+
+use hearth_core::GpuContext;
+pub use hearth_core::rng::Rng;
+
+/// The shared GPU context, or None (after saying why) when no adapter exists. With
+/// HEARTH_REQUIRE_GPU=1 (CI sets it) a missing adapter fails the test instead.
+pub fn gpu() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    let ctx = CTX.get_or_init(|| {
+        let filter = std::env::var("HEARTH_ADAPTER").ok();
+        match pollster::block_on(GpuContext::new(filter.as_deref())) {
+            Ok(ctx) => {
+                eprintln!("adapter: {}", ctx.summary());
+                Some(ctx)
+            }
+            Err(e) => {
+                if std::env::var("HEARTH_REQUIRE_GPU").as_deref() == Ok("1") {
+                    panic!("HEARTH_REQUIRE_GPU=1 but {e}");
+                }
+                None
+            }
+        }
+    });
+    if ctx.is_none() {
+        eprintln!("SKIPPED: no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
+    }
+    ctx.as_ref()
+}
+
+/// Runs `$body` with `$ctx` bound to the GPU context, or returns early (skipped).
+#[macro_export]
+macro_rules! with_gpu {
+    ($ctx:ident => $body:block) => {
+        if let Some($ctx) = $crate::gpu() $body
+    };
+}
+
+/// Reads a buffer back, blocking (tests are native only).
+pub fn read(ctx: &GpuContext, buf: &hearth_core::GpuBuffer) -> Vec<f32> {
+    pollster::block_on(ctx.read_f32(buf)).expect("readback")
+}
+
+/// A buffer filled with NaN, so that any element a kernel forgets to write fails the test.
+pub fn poisoned(ctx: &GpuContext, n: usize) -> hearth_core::GpuBuffer {
+    ctx.upload_f32(&vec![f32::NAN; n]).unwrap()
+}
+
+pub fn upload(ctx: &GpuContext, data: &[f32]) -> hearth_core::GpuBuffer {
+    ctx.upload_f32(data).unwrap()
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Asserts `|got − want| ≤ atol + rtol·|want|` element-wise; on failure prints the first
+/// values and the largest difference.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
+    let mut worst = (0usize, 0.0f64);
+    let mut failures = 0usize;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let diff = (g as f64 - w).abs();
+        let ok = diff <= atol + rtol * w.abs();
+        if !ok || g.is_nan() {
+            failures += 1;
+        }
+        if diff > worst.1 || diff.is_nan() {
+            worst = (i, if diff.is_nan() { f64::INFINITY } else { diff });
+        }
+    }
+    if failures > 0 {
+        let head: Vec<String> =
+            got.iter().zip(want).take(8).map(|(g, w)| format!("{g:.6}/{w:.6}")).collect();
+        panic!(
+            "{what}: {failures} of {} values outside atol {atol} + rtol {rtol}; largest \
+             difference {:.3e} at index {} (got {}, want {}); first got/want: {}",
+            got.len(),
+            worst.1,
+            worst.0,
+            got[worst.0],
+            want[worst.0],
+            head.join(" ")
+        );
+    }
+}
+
+/// Central finite differences of `f` at `x` for the indices in `at`, in f64.
+pub fn finite_diff(f: &mut dyn FnMut(&[f64]) -> f64, x: &[f64], at: &[usize], h: f64) -> Vec<f64> {
+    let mut x = x.to_vec();
+    at.iter()
+        .map(|&i| {
+            let orig = x[i];
+            x[i] = orig + h;
+            let up = f(&x);
+            x[i] = orig - h;
+            let down = f(&x);
+            x[i] = orig;
+            (up - down) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// Asserts analytic gradients equal finite differences (f64; rtol 1e-6, atol 1e-8).
+pub fn assert_grad(what: &str, analytic: &[f64], numeric: &[f64]) {
+    for (i, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+        assert!(
+            (a - n).abs() <= 1e-8 + 1e-6 * n.abs().max(a.abs()),
+            "{what}: gradient {i}: analytic {a:.10e} vs finite difference {n:.10e}"
+        );
+    }
+}
+
+/// A few indices spread over 0..n, always including the first and last.
+pub fn sample_indices(rng: &mut Rng, n: usize, count: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..count).map(|_| rng.below(n)).collect();
+    v.push(0);
+    v.push(n - 1);
+    v
+}
+
+/// Σ out·w: a scalar loss whose gradient with respect to `out` is `w`.
+pub fn dot(out: &[f64], w: &[f64]) -> f64 {
+    out.iter().zip(w).map(|(a, b)| a * b).sum()
+}

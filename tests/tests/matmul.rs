@@ -1,0 +1,128 @@
+//! f32 matmul: the CPU reference against finite differences, and both GPU tilings against
+//! the CPU reference on random shapes (sizes off the tile included).
+
+use hearth_core::ops::cpu;
+use hearth_core::ops::matmul::{matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
+use hearth_tests::*;
+
+// f32 accumulation over K ≤ 300 terms of magnitude ≤ 1: differences stay near 1e-5.
+const ATOL: f64 = 1e-4;
+const RTOL: f64 = 1e-4;
+
+#[test]
+fn cpu_matmul_backward_matches_finite_differences() {
+    let mut rng = Rng::new(1);
+    let (m, n, k) = (3, 5, 4);
+    let x = to_f64(&rng.vec_uniform(m * k, -1.0, 1.0));
+    let w = to_f64(&rng.vec_uniform(n * k, -1.0, 1.0));
+    let g = to_f64(&rng.vec_uniform(m * n, -1.0, 1.0));
+    let mut dx = vec![0.0; m * k];
+    let mut dw = vec![0.0; n * k];
+    cpu::matmul_backward_input(&mut dx, &g, &w, m, n, k);
+    cpu::matmul_backward_weight(&mut dw, &g, &x, m, n, k);
+    let loss = |x: &[f64], w: &[f64]| {
+        let mut y = vec![0.0; m * n];
+        cpu::matmul_forward(&mut y, x, w, m, n, k);
+        dot(&y, &g)
+    };
+    let all_x: Vec<usize> = (0..m * k).collect();
+    let all_w: Vec<usize> = (0..n * k).collect();
+    assert_grad("dx", &dx, &finite_diff(&mut |x| loss(x, &w), &x, &all_x, 1e-6));
+    assert_grad("dw", &dw, &finite_diff(&mut |w| loss(&x, w), &w, &all_w, 1e-6));
+}
+
+fn reference(kind: MatmulKind, a: &[f32], b: &[f32], d: &MatmulDims) -> Vec<f64> {
+    let (a, b) = (to_f64(a), to_f64(b));
+    let (m, n, k) = (d.m, d.n, d.k);
+    let (a_len, b_len, c_len) = match kind {
+        MatmulKind::Forward => (m * k, n * k, m * n),
+        MatmulKind::BackwardInput => (m * n, n * k, m * k),
+        MatmulKind::BackwardWeight => (m * n, m * k, n * k),
+    };
+    let mut out = vec![0.0; d.batch * c_len];
+    for z in 0..d.batch {
+        let a = &a[z * a_len..][..a_len];
+        let b = if d.b_batched { &b[z * b_len..][..b_len] } else { &b[..b_len] };
+        let c = &mut out[z * c_len..][..c_len];
+        match kind {
+            MatmulKind::Forward => cpu::matmul_forward(c, a, b, m, n, k),
+            MatmulKind::BackwardInput => cpu::matmul_backward_input(c, a, b, m, n, k),
+            MatmulKind::BackwardWeight => cpu::matmul_backward_weight(c, a, b, m, n, k),
+        }
+    }
+    out
+}
+
+fn check(kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, rng: &mut Rng) {
+    with_gpu!(ctx => {
+        let (a_len, b_len, c_len) = match kind {
+            MatmulKind::Forward => (d.m * d.k, d.n * d.k, d.m * d.n),
+            MatmulKind::BackwardInput => (d.m * d.n, d.n * d.k, d.m * d.k),
+            MatmulKind::BackwardWeight => (d.m * d.n, d.m * d.k, d.n * d.k),
+        };
+        let bb = if d.b_batched { d.batch } else { 1 };
+        let a = rng.vec_uniform(d.batch * a_len, -1.0, 1.0);
+        let b = rng.vec_uniform(bb * b_len, -1.0, 1.0);
+        let prior = rng.vec_uniform(d.batch * c_len, -1.0, 1.0);
+        let out = if acc.beta == 0.0 { poisoned(ctx, prior.len()) } else { upload(ctx, &prior) };
+        matmul_with(ctx, kind, tiling, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc).unwrap();
+        let want: Vec<f64> = reference(kind, &a, &b, &d)
+            .iter()
+            .zip(&prior)
+            .map(|(p, &c)| acc.alpha as f64 * p + acc.beta as f64 * c as f64)
+            .collect();
+        assert_close(&format!("{kind:?} {tiling:?} {d:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+    });
+}
+
+/// Random shapes; the vec4 dimensions stay multiples of 4 for the register tiling.
+fn random_dims(rng: &mut Rng, vec4: bool) -> MatmulDims {
+    let pick = |rng: &mut Rng, hi: usize| 1 + rng.below(hi);
+    let round = |x: usize| if vec4 { x.next_multiple_of(4) } else { x };
+    MatmulDims::new(pick(rng, 150), round(pick(rng, 150)), round(pick(rng, 300)))
+}
+
+#[test]
+fn matmul_random_shapes_both_tilings() {
+    let mut rng = Rng::new(7);
+    for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+        for round in 0..4 {
+            let d = random_dims(&mut rng, true);
+            let acc = if round % 2 == 0 { Accumulate::OVERWRITE } else { Accumulate { alpha: 0.5, beta: 1.0 } };
+            check(kind, MatmulTiling::Register, d, acc, &mut rng);
+            check(kind, MatmulTiling::Tiled, d, acc, &mut rng);
+            let odd = random_dims(&mut rng, false);
+            check(kind, MatmulTiling::Tiled, odd, acc, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn matmul_forward_ragged_n_register() {
+    let mut rng = Rng::new(8);
+    for (m, n, k) in [(33, 17, 12), (5, 3, 8), (70, 130, 64)] {
+        check(MatmulKind::Forward, MatmulTiling::Register, MatmulDims::new(m, n, k), Accumulate::OVERWRITE, &mut rng);
+    }
+}
+
+#[test]
+fn matmul_batched() {
+    let mut rng = Rng::new(9);
+    for kind in [MatmulKind::Forward, MatmulKind::BackwardInput] {
+        for b_batched in [false, true] {
+            let d = MatmulDims { batch: 3, m: 37, n: 20, k: 44, b_batched };
+            check(kind, MatmulTiling::Register, d, Accumulate::OVERWRITE, &mut rng);
+            check(kind, MatmulTiling::Tiled, d, Accumulate::OVERWRITE, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn matmul_rejects_wrong_sizes() {
+    with_gpu!(ctx => {
+        let small = upload(ctx, &[0.0; 8]);
+        let err = hearth_core::ops::matmul::matmul(ctx, MatmulKind::Forward, &small, &small, &small,
+            MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("matmul_forward: a holds 8 values, expected at least 16"), "{err}");
+    });
+}
