@@ -1,0 +1,98 @@
+//! `hearth bench ...`: speed measurements printed as a table for the adapter they ran on.
+
+use std::time::Instant;
+
+use clap::Subcommand;
+use hearth_core::ops::matmul::{choose_tiling, matmul, Accumulate, MatmulDims, MatmulKind};
+use hearth_core::rng::Rng;
+use hearth_core::{GpuBuffer, GpuContext};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Time the kernels (matmul f32 and quantized, attention, cross-entropy, ...).
+    ///
+    /// Example: hearth bench ops --quick
+    Ops {
+        /// Fewer repetitions and smaller shapes.
+        #[arg(long)]
+        quick: bool,
+        /// Only rows whose kernel name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> Result<(), String> {
+    match cmd {
+        BenchCommand::Ops { quick, filter } => ops(quick, filter.as_deref()),
+    }
+}
+
+struct Row {
+    kernel: String,
+    shape: String,
+    ms: f64,
+    /// (amount, unit) per second: GFLOP/s or GB/s.
+    rate: (f64, &'static str),
+}
+
+/// Runs `launch` once to warm up (pipeline compile), then `reps` times; returns ms per run.
+fn time(ctx: &GpuContext, reps: usize, mut launch: impl FnMut()) -> Result<f64, String> {
+    launch();
+    pollster::block_on(ctx.finish()).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    for _ in 0..reps {
+        launch();
+    }
+    pollster::block_on(ctx.finish()).map_err(|e| e.to_string())?;
+    Ok(start.elapsed().as_secs_f64() * 1e3 / reps as f64)
+}
+
+fn random(ctx: &GpuContext, rng: &mut Rng, n: usize) -> Result<GpuBuffer, String> {
+    ctx.upload_f32(&rng.vec_uniform(n, -1.0, 1.0)).map_err(|e| e.to_string())
+}
+
+fn ops(quick: bool, filter: Option<&str>) -> Result<(), String> {
+    let ctx = crate::open_gpu()?;
+    let mut rng = Rng::new(0);
+    let reps = if quick { 2 } else { 5 };
+    let mut rows: Vec<Row> = Vec::new();
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
+
+    let sizes: &[(usize, usize, usize)] =
+        if quick { &[(256, 256, 256)] } else { &[(1024, 1024, 1024), (1000, 1000, 1000), (512, 576, 1536)] };
+    for &(m, n, k) in sizes {
+        for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+            let d = MatmulDims::new(m, n, k);
+            let name = format!("matmul_{kind:?} ({:?})", choose_tiling(&ctx, kind, &d)).to_lowercase();
+            if !wanted(&name) {
+                continue;
+            }
+            let (a_len, b_len, c_len) = match kind {
+                MatmulKind::Forward => (m * k, n * k, m * n),
+                MatmulKind::BackwardInput => (m * n, n * k, m * k),
+                MatmulKind::BackwardWeight => (m * n, m * k, n * k),
+            };
+            let (a, b, c) = (random(&ctx, &mut rng, a_len)?, random(&ctx, &mut rng, b_len)?, random(&ctx, &mut rng, c_len)?);
+            let ms = time(&ctx, reps, || {
+                matmul(&ctx, kind, &c, &a, &b, d, Accumulate::OVERWRITE).expect("matmul launch");
+            })?;
+            rows.push(Row {
+                kernel: name,
+                shape: format!("M{m} N{n} K{k}"),
+                ms,
+                rate: (2.0 * (m * n * k) as f64 / ms / 1e6, "GFLOP/s"),
+            });
+        }
+    }
+    print_table(&ctx, &rows);
+    Ok(())
+}
+
+fn print_table(ctx: &GpuContext, rows: &[Row]) {
+    println!("adapter: {}", ctx.summary());
+    println!("{:<40} {:<22} {:>10} {:>16}", "kernel", "shape", "ms", "rate");
+    for r in rows {
+        println!("{:<40} {:<22} {:>10.3} {:>9.1} {}", r.kernel, r.shape, r.ms, r.rate.0, r.rate.1);
+    }
+}
