@@ -1,1 +1,166 @@
-// TODO
+// Causal self-attention with grouped-query heads over packed rows:
+//   q (B, T, NH, HS), k and v (B, T, NKV, HS), seg (B, T): token t sees token j iff j ≤ t
+//   and seg[j] = seg[t] (so several sequences can share a row). Query head h reads KV head
+//   h / (NH / NKV). out (B, T, NH, HS); stats (B, NH, T, 2) holds (lse, Σ dout·out) per row.
+// Each invocation owns one query (or key) row and streams over the other side with an
+// online softmax, so memory grows with T·HS and no T×T matrix exists.
+//   attention_forward:         out, stats.lse
+//   attention_backward_prep:   stats.dsum = Σ dout·out          (per query row)
+//   attention_backward_query:  dq = scale·Σ_j P(dP − dsum)·k_j
+//   attention_backward_kv:     dk = scale·Σ_t P(dP − dsum)·q_t,  dv = Σ_t P·dout_t
+//                              summed over the query heads that share the KV head.
+
+struct Params {
+    B: u32,
+    T: u32,
+    NH: u32,
+    NKV: u32,
+    HS: u32,
+    scale: f32,
+}
+
+const MAX_HS: u32 = 128u;
+
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> k: array<f32>;
+@group(0) @binding(2) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read> seg: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
+
+@group(0) @binding(6) var<storage, read> p_dout: array<f32>;
+@group(0) @binding(7) var<storage, read> p_out: array<f32>;
+@group(0) @binding(8) var<storage, read_write> p_stats: array<f32>;
+
+@group(0) @binding(9) var<storage, read> q_dout: array<f32>;
+@group(0) @binding(10) var<storage, read> q_q: array<f32>;
+@group(0) @binding(11) var<storage, read> q_k: array<f32>;
+@group(0) @binding(12) var<storage, read> q_v: array<f32>;
+@group(0) @binding(13) var<storage, read> q_stats: array<f32>;
+@group(0) @binding(14) var<storage, read> q_seg: array<u32>;
+@group(0) @binding(15) var<storage, read_write> dq: array<f32>;
+
+@group(0) @binding(16) var<storage, read> kv_dout: array<f32>;
+@group(0) @binding(17) var<storage, read> kv_q: array<f32>;
+@group(0) @binding(18) var<storage, read> kv_k: array<f32>;
+@group(0) @binding(19) var<storage, read> kv_v: array<f32>;
+@group(0) @binding(20) var<storage, read> kv_stats: array<f32>;
+@group(0) @binding(21) var<storage, read> kv_seg: array<u32>;
+@group(0) @binding(22) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(23) var<storage, read_write> dv: array<f32>;
+@group(1) @binding(0) var<uniform> p: Params;
+
+// Offset of head `h` of token (b, t) in a (B, T, heads, HS) tensor.
+fn row(b: u32, t: u32, heads: u32, h: u32) -> u32 {
+    return ((b * p.T + t) * heads + h) * p.HS;
+}
+
+// Index of (b, h, t) in stats, times 2.
+fn stat(b: u32, h: u32, t: u32) -> u32 {
+    return ((b * p.NH + h) * p.T + t) * 2u;
+}
+
+@compute @workgroup_size(64)
+fn attention_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= p.B * p.NH * p.T) { return; }
+    let t = i % p.T;
+    let h = (i / p.T) % p.NH;
+    let b = i / (p.T * p.NH);
+    let kvh = h / (p.NH / p.NKV);
+    let qb = row(b, t, p.NH, h);
+    let my_seg = seg[b * p.T + t];
+    var qv: array<f32, MAX_HS>;
+    var acc: array<f32, MAX_HS>;
+    for (var d = 0u; d < p.HS; d++) { qv[d] = q[qb + d] * p.scale; acc[d] = 0.0; }
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var j = 0u; j <= t; j++) {
+        if (seg[b * p.T + j] != my_seg) { continue; }
+        let kb = row(b, j, p.NKV, kvh);
+        var s = 0.0;
+        for (var d = 0u; d < p.HS; d++) { s += qv[d] * k[kb + d]; }
+        let m_new = max(m, s);
+        let corr = exp(m - m_new);
+        let e = exp(s - m_new);
+        l = l * corr + e;
+        for (var d = 0u; d < p.HS; d++) { acc[d] = acc[d] * corr + e * v[kb + d]; }
+        m = m_new;
+    }
+    for (var d = 0u; d < p.HS; d++) { out[qb + d] = acc[d] / l; }
+    stats[stat(b, h, t)] = m + log(l);
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_prep(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= p.B * p.NH * p.T) { return; }
+    let t = i % p.T;
+    let h = (i / p.T) % p.NH;
+    let b = i / (p.T * p.NH);
+    let ob = row(b, t, p.NH, h);
+    var s = 0.0;
+    for (var d = 0u; d < p.HS; d++) { s += p_dout[ob + d] * p_out[ob + d]; }
+    p_stats[stat(b, h, t) + 1u] = s;
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_query(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= p.B * p.NH * p.T) { return; }
+    let t = i % p.T;
+    let h = (i / p.T) % p.NH;
+    let b = i / (p.T * p.NH);
+    let kvh = h / (p.NH / p.NKV);
+    let qb = row(b, t, p.NH, h);
+    let lse = q_stats[stat(b, h, t)];
+    let dsum = q_stats[stat(b, h, t) + 1u];
+    let my_seg = q_seg[b * p.T + t];
+    var qv: array<f32, MAX_HS>;
+    var go: array<f32, MAX_HS>;
+    var acc: array<f32, MAX_HS>;
+    for (var d = 0u; d < p.HS; d++) { qv[d] = q_q[qb + d] * p.scale; go[d] = q_dout[qb + d]; acc[d] = 0.0; }
+    for (var j = 0u; j <= t; j++) {
+        if (q_seg[b * p.T + j] != my_seg) { continue; }
+        let kb = row(b, j, p.NKV, kvh);
+        var s = 0.0;
+        var dp = 0.0;
+        for (var d = 0u; d < p.HS; d++) { s += qv[d] * q_k[kb + d]; dp += go[d] * q_v[kb + d]; }
+        let ds = exp(s - lse) * (dp - dsum) * p.scale;
+        for (var d = 0u; d < p.HS; d++) { acc[d] += ds * q_k[kb + d]; }
+    }
+    for (var d = 0u; d < p.HS; d++) { dq[qb + d] = acc[d]; }
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_kv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= p.B * p.NKV * p.T) { return; }
+    let j = i % p.T;
+    let kvh = (i / p.T) % p.NKV;
+    let b = i / (p.T * p.NKV);
+    let group = p.NH / p.NKV;
+    let kb = row(b, j, p.NKV, kvh);
+    let my_seg = kv_seg[b * p.T + j];
+    var kvec: array<f32, MAX_HS>;
+    var vvec: array<f32, MAX_HS>;
+    var dka: array<f32, MAX_HS>;
+    var dva: array<f32, MAX_HS>;
+    for (var d = 0u; d < p.HS; d++) { kvec[d] = kv_k[kb + d]; vvec[d] = kv_v[kb + d]; dka[d] = 0.0; dva[d] = 0.0; }
+    for (var h = kvh * group; h < (kvh + 1u) * group; h++) {
+        for (var t = j; t < p.T; t++) {
+            if (kv_seg[b * p.T + t] != my_seg) { continue; }
+            let qb = row(b, t, p.NH, h);
+            var s = 0.0;
+            var dp = 0.0;
+            for (var d = 0u; d < p.HS; d++) { s += kv_q[qb + d] * kvec[d]; dp += kv_dout[qb + d] * vvec[d]; }
+            let prob = exp(s * p.scale - kv_stats[stat(b, h, t)]);
+            let ds = prob * (dp - kv_stats[stat(b, h, t) + 1u]) * p.scale;
+            for (var d = 0u; d < p.HS; d++) {
+                dva[d] += prob * kv_dout[qb + d];
+                dka[d] += ds * kv_q[qb + d];
+            }
+        }
+    }
+    for (var d = 0u; d < p.HS; d++) { dk[kb + d] = dka[d]; dv[kb + d] = dva[d]; }
+}

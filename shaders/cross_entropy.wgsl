@@ -1,1 +1,93 @@
-// TODO
+// Cross-entropy over the vocabulary for one chunk of R rows of logits (R, V), so that the
+// launcher can walk B·T rows chunk by chunk and never hold all B·T·V logits.
+// A target of IGNORE (0xFFFFFFFF) masks its row: loss 0 and gradient 0.
+//   cross_entropy_forward:  losses[r] = logsumexp(logits[r]) − logits[r, target]
+//   cross_entropy_backward: the same losses, and in the same pass
+//                           dlogits = scale · (softmax(logits) − onehot(target)),
+//                           scale = 1 / (number of counted tokens in the whole batch)
+// One workgroup of 256 per row.
+
+struct Params {
+    R: u32,
+    V: u32,
+    scale: f32,
+}
+
+const IGNORE: u32 = 0xFFFFFFFFu;
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<u32>;
+@group(0) @binding(2) var<storage, read_write> losses: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
+@group(1) @binding(0) var<uniform> p: Params;
+
+var<workgroup> partial: array<f32, 256>;
+
+fn workgroup_max(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) { partial[lid] = max(partial[lid], partial[lid + s]); }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) { partial[lid] += partial[lid + s]; }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+// (max, log Σ exp(x − max)) of one row.
+fn row_logsumexp(lid: u32, base: u32) -> vec2<f32> {
+    var m = -3.0e38;
+    for (var v = lid; v < p.V; v += WG) { m = max(m, logits[base + v]); }
+    m = workgroup_max(lid, m);
+    var s = 0.0;
+    for (var v = lid; v < p.V; v += WG) { s += exp(logits[base + v] - m); }
+    return vec2<f32>(m, log(workgroup_sum(lid, s)));
+}
+
+@compute @workgroup_size(256)
+fn cross_entropy_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.R) { return; }
+    let base = row * p.V;
+    let lse = row_logsumexp(lid, base);
+    let t = targets[row];
+    if (lid == 0u) {
+        losses[row] = select(lse.x + lse.y - logits[base + min(t, p.V - 1u)], 0.0, t == IGNORE);
+    }
+}
+
+@compute @workgroup_size(256)
+fn cross_entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.R) { return; }
+    let base = row * p.V;
+    let t = targets[row];
+    if (t == IGNORE) {
+        for (var v = lid; v < p.V; v += WG) { dlogits[base + v] = 0.0; }
+        if (lid == 0u) { losses[row] = 0.0; }
+        return;
+    }
+    let lse = row_logsumexp(lid, base);
+    let shift = lse.x + lse.y;
+    if (lid == 0u) { losses[row] = shift - logits[base + t]; }
+    for (var v = lid; v < p.V; v += WG) {
+        let prob = exp(logits[base + v] - shift);
+        dlogits[base + v] = p.scale * (prob - select(0.0, 1.0, v == t));
+    }
+}

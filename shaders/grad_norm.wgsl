@@ -1,1 +1,51 @@
-// TODO
+// The global gradient norm for clipping, without a host round trip:
+//   grad_norm_partial: sums[slot] = Σ grad²        (one workgroup per tensor)
+//   grad_norm_finish:  out = (‖g‖, clip factor) with ‖g‖ = sqrt(Σ sums) and
+//                      clip = min(1, max_norm / (‖g‖ + 1e-6)), or 1 when max_norm is 0.
+// AdamW reads the clip factor straight from `out`.
+
+struct Params {
+    N: u32,
+    slot: u32,
+    max_norm: f32,
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read> grad: array<f32>;
+@group(0) @binding(1) var<storage, read_write> sums: array<f32>;
+
+@group(0) @binding(2) var<storage, read> f_sums: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(1) @binding(0) var<uniform> p: Params;
+
+var<workgroup> partial: array<f32, 256>;
+
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) { partial[lid] += partial[lid + s]; }
+        workgroupBarrier();
+    }
+    return partial[0];
+}
+
+@compute @workgroup_size(256)
+fn grad_norm_partial(@builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    for (var i = lid; i < p.N; i += WG) { acc += grad[i] * grad[i]; }
+    let total = workgroup_sum(lid, acc);
+    if (lid == 0u) { sums[p.slot] = total; }
+}
+
+@compute @workgroup_size(256)
+fn grad_norm_finish(@builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    for (var i = lid; i < p.N; i += WG) { acc += f_sums[i]; }
+    let norm = sqrt(workgroup_sum(lid, acc));
+    if (lid == 0u) {
+        out[0] = norm;
+        out[1] = select(1.0, min(1.0, p.max_norm / (norm + 1e-6)), p.max_norm > 0.0);
+    }
+}

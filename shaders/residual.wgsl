@@ -1,1 +1,19 @@
-// TODO
+// Residual connection: out = a + b, element-wise over N values. Its backward is the identity
+// (the same gradient flows to both inputs), so it has no kernel of its own.
+
+struct Params {
+    N: u32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(1) @binding(0) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn residual_forward(@builtin(global_invocation_id) gid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.N) { return; }
+    out[i] = a[i] + b[i];
+}

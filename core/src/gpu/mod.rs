@@ -9,6 +9,6 @@ mod readback;
 mod shader;
 
 pub use context::{AdapterSummary, GpuContext};
-pub use dispatch::{Kernel, Variant};
+pub use dispatch::{grid_1d, Kernel, Variant};
 pub use pool::{GpuBuffer, MemoryStats};
 pub use shader::Shader;

@@ -28,3 +28,202 @@ pub fn matmul_backward_weight(dweight: &mut [f64], dout: &[f64], inp: &[f64], m:
         }
     }
 }
+
+/// out(N, C) = wte[tokens]
+pub fn embedding_forward(out: &mut [f64], tokens: &[u32], wte: &[f64], c: usize) {
+    for (n, &t) in tokens.iter().enumerate() {
+        out[n * c..][..c].copy_from_slice(&wte[t as usize * c..][..c]);
+    }
+}
+
+/// out = weight ⊙ x·r, rstd = r = 1/sqrt(mean(x²) + eps), per row of C.
+pub fn rmsnorm_forward(out: &mut [f64], rstd: &mut [f64], inp: &[f64], weight: &[f64], n: usize, c: usize, eps: f64) {
+    for i in 0..n {
+        let x = &inp[i * c..][..c];
+        let r = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / c as f64 + eps).sqrt();
+        rstd[i] = r;
+        for j in 0..c {
+            out[i * c + j] = weight[j] * x[j] * r;
+        }
+    }
+}
+
+/// dinp and dweight of rmsnorm_forward (rstd recomputed).
+#[allow(clippy::too_many_arguments)]
+pub fn rmsnorm_backward(dinp: &mut [f64], dweight: &mut [f64], dout: &[f64], inp: &[f64], weight: &[f64], n: usize, c: usize, eps: f64) {
+    dweight.iter_mut().for_each(|d| *d = 0.0);
+    for i in 0..n {
+        let x = &inp[i * c..][..c];
+        let g = &dout[i * c..][..c];
+        let r = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / c as f64 + eps).sqrt();
+        let dot: f64 = (0..c).map(|j| weight[j] * g[j] * x[j]).sum();
+        for j in 0..c {
+            dinp[i * c + j] = r * weight[j] * g[j] - x[j] * r * r * r * dot / c as f64;
+            dweight[j] += g[j] * x[j] * r;
+        }
+    }
+}
+
+/// HF rotate_half rope over (N, H, HS) with per-token positions; `sign` −1 is the backward.
+pub fn rope(out: &mut [f64], inp: &[f64], pos: &[u32], h: usize, hs: usize, theta: f64, sign: f64) {
+    let half = hs / 2;
+    for (n, &p) in pos.iter().enumerate() {
+        for head in 0..h {
+            let base = (n * h + head) * hs;
+            for j in 0..half {
+                let inv_freq = 1.0 / theta.powf((2 * j) as f64 / hs as f64);
+                let (s, c) = (p as f64 * inv_freq).sin_cos();
+                let s = sign * s;
+                let (x1, x2) = (inp[base + j], inp[base + j + half]);
+                out[base + j] = x1 * c - x2 * s;
+                out[base + j + half] = x2 * c + x1 * s;
+            }
+        }
+    }
+}
+
+/// Sizes shared by the attention references: q (B,T,NH,HS), k/v (B,T,NKV,HS).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnSizes {
+    pub b: usize,
+    pub t: usize,
+    pub nh: usize,
+    pub nkv: usize,
+    pub hs: usize,
+}
+
+impl AttnSizes {
+    fn at(&self, b: usize, t: usize, heads: usize, h: usize) -> usize {
+        ((b * self.t + t) * heads + h) * self.hs
+    }
+
+    /// Softmax probabilities of query (b, h, t) over keys 0..=t of its segment.
+    fn probs(&self, q: &[f64], k: &[f64], seg: &[u32], b: usize, h: usize, t: usize) -> Vec<f64> {
+        let kvh = h / (self.nh / self.nkv);
+        let scale = 1.0 / (self.hs as f64).sqrt();
+        let qi = self.at(b, t, self.nh, h);
+        let scores: Vec<f64> = (0..=t)
+            .map(|j| {
+                if seg[b * self.t + j] != seg[b * self.t + t] {
+                    return f64::NEG_INFINITY;
+                }
+                let kj = self.at(b, j, self.nkv, kvh);
+                scale * (0..self.hs).map(|d| q[qi + d] * k[kj + d]).sum::<f64>()
+            })
+            .collect();
+        let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.iter().map(|x| x / z).collect()
+    }
+}
+
+/// Causal GQA attention with segment masking; the naive T×T form.
+pub fn attention_forward(out: &mut [f64], q: &[f64], k: &[f64], v: &[f64], seg: &[u32], s: AttnSizes) {
+    for b in 0..s.b {
+        for h in 0..s.nh {
+            let kvh = h / (s.nh / s.nkv);
+            for t in 0..s.t {
+                let p = s.probs(q, k, seg, b, h, t);
+                let oi = s.at(b, t, s.nh, h);
+                for d in 0..s.hs {
+                    out[oi + d] = (0..=t).map(|j| p[j] * v[s.at(b, j, s.nkv, kvh) + d]).sum();
+                }
+            }
+        }
+    }
+}
+
+/// dq, dk, dv of attention_forward for the upstream gradient dout.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(dq: &mut [f64], dk: &mut [f64], dv: &mut [f64], dout: &[f64], q: &[f64], k: &[f64], v: &[f64], seg: &[u32], s: AttnSizes) {
+    dq.iter_mut().chain(dk.iter_mut()).chain(dv.iter_mut()).for_each(|x| *x = 0.0);
+    let scale = 1.0 / (s.hs as f64).sqrt();
+    for b in 0..s.b {
+        for h in 0..s.nh {
+            let kvh = h / (s.nh / s.nkv);
+            for t in 0..s.t {
+                let p = s.probs(q, k, seg, b, h, t);
+                let qi = s.at(b, t, s.nh, h);
+                let dp: Vec<f64> = (0..=t)
+                    .map(|j| (0..s.hs).map(|d| dout[qi + d] * v[s.at(b, j, s.nkv, kvh) + d]).sum())
+                    .collect();
+                let dsum: f64 = (0..=t).map(|j| p[j] * dp[j]).sum();
+                for j in 0..=t {
+                    let kj = s.at(b, j, s.nkv, kvh);
+                    let ds = p[j] * (dp[j] - dsum) * scale;
+                    for d in 0..s.hs {
+                        dq[qi + d] += ds * k[kj + d];
+                        dk[kj + d] += ds * q[qi + d];
+                        dv[kj + d] += p[j] * dout[qi + d];
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// out = silu(gate)·up
+pub fn swiglu_forward(out: &mut [f64], gate: &[f64], up: &[f64]) {
+    for i in 0..out.len() {
+        out[i] = gate[i] * sigmoid(gate[i]) * up[i];
+    }
+}
+
+pub fn swiglu_backward(dgate: &mut [f64], dup: &mut [f64], dout: &[f64], gate: &[f64], up: &[f64]) {
+    for i in 0..dout.len() {
+        let (g, s) = (gate[i], sigmoid(gate[i]));
+        dgate[i] = dout[i] * up[i] * s * (1.0 + g * (1.0 - s));
+        dup[i] = dout[i] * g * s;
+    }
+}
+
+/// out = a + b
+pub fn residual_forward(out: &mut [f64], a: &[f64], b: &[f64]) {
+    for i in 0..out.len() {
+        out[i] = a[i] + b[i];
+    }
+}
+
+/// Per-row NLL (0 where the target is u32::MAX) over logits (R, V).
+pub fn cross_entropy_forward(losses: &mut [f64], logits: &[f64], targets: &[u32], v: usize) {
+    for (r, &t) in targets.iter().enumerate() {
+        let row = &logits[r * v..][..v];
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+        losses[r] = if t == u32::MAX { 0.0 } else { lse - row[t as usize] };
+    }
+}
+
+/// dlogits = scale·(softmax − onehot), zero rows where the target is u32::MAX.
+pub fn cross_entropy_backward(dlogits: &mut [f64], logits: &[f64], targets: &[u32], v: usize, scale: f64) {
+    for (r, &t) in targets.iter().enumerate() {
+        let row = &logits[r * v..][..v];
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = row.iter().map(|x| (x - m).exp()).sum();
+        for j in 0..v {
+            dlogits[r * v + j] = if t == u32::MAX {
+                0.0
+            } else {
+                scale * ((row[j] - m).exp() / z - if j == t as usize { 1.0 } else { 0.0 })
+            };
+        }
+    }
+}
+
+/// One torch.optim.AdamW step (step counts from 1) with the gradient scaled by `clip`.
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_update(param: &mut [f64], m: &mut [f64], v: &mut [f64], grad: &[f64], clip: f64, step: i32, lr: f64, beta1: f64, beta2: f64, eps: f64, wd: f64) {
+    let (bc1, bc2) = (1.0 - beta1.powi(step), 1.0 - beta2.powi(step));
+    for i in 0..param.len() {
+        let g = grad[i] * clip;
+        param[i] *= 1.0 - lr * wd;
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g;
+        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
+        param[i] -= (lr / bc1) * m[i] / (v[i].sqrt() / bc2.sqrt() + eps);
+    }
+}

@@ -1,0 +1,92 @@
+//! Causal grouped-query self-attention with an online softmax (memory O(T·HS)).
+
+use super::{check_len, grid_1d};
+use crate::error::ensure;
+use crate::gpu::{Kernel, Shader};
+use crate::{GpuBuffer, GpuContext, Result};
+
+/// The largest head size the kernels hold in registers (attention.wgsl's MAX_HS).
+pub const MAX_HEAD_SIZE: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionDims {
+    pub b: usize,
+    pub t: usize,
+    pub nh: usize,
+    pub nkv: usize,
+    pub hs: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    b: u32,
+    t: u32,
+    nh: u32,
+    nkv: u32,
+    hs: u32,
+    scale: f32,
+}
+
+impl AttentionDims {
+    fn check(&self, op: &str) -> Result<Params> {
+        ensure(self.hs <= MAX_HEAD_SIZE && self.hs > 0, || {
+            format!("{op}: head size {} is above the supported {MAX_HEAD_SIZE}", self.hs)
+        })?;
+        ensure(self.nkv > 0 && self.nh % self.nkv == 0, || {
+            format!("{op}: {} query heads do not divide into {} KV heads", self.nh, self.nkv)
+        })?;
+        Ok(Params {
+            b: self.b as u32,
+            t: self.t as u32,
+            nh: self.nh as u32,
+            nkv: self.nkv as u32,
+            hs: self.hs as u32,
+            scale: 1.0 / (self.hs as f32).sqrt(),
+        })
+    }
+
+    fn q_len(&self) -> usize {
+        self.b * self.t * self.nh * self.hs
+    }
+
+    fn kv_len(&self) -> usize {
+        self.b * self.t * self.nkv * self.hs
+    }
+
+    /// Length of the stats buffer: (B, NH, T, 2).
+    pub fn stats_len(&self) -> usize {
+        self.b * self.nh * self.t * 2
+    }
+}
+
+/// out (B,T,NH,HS) and stats.lse from q, k, v and segment ids seg (B,T).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: &GpuBuffer, d: AttentionDims) -> Result<()> {
+    let op = "attention_forward";
+    let params = d.check(op)?;
+    for (name, buf, len) in [("q", q, d.q_len()), ("k", k, d.kv_len()), ("v", v, d.kv_len()), ("seg", seg, d.b * d.t), ("out", out, d.q_len()), ("stats", stats, d.stats_len())] {
+        check_len(op, name, buf, len)?;
+    }
+    let rows = (d.b * d.nh * d.t) as u64;
+    ctx.dispatch(&Kernel::new(Shader::Attention, op, 0), &[q, k, v, seg], &[out, stats], &params, grid_1d(rows, 64))
+}
+
+/// dq, dk, dv from dout and the forward's tensors; `stats` gains Σ dout·out on the way.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: &GpuBuffer, d: AttentionDims) -> Result<()> {
+    let op = "attention_backward";
+    let params = d.check(op)?;
+    for (name, buf, len) in [
+        ("dout", dout, d.q_len()), ("q", q, d.q_len()), ("k", k, d.kv_len()), ("v", v, d.kv_len()),
+        ("out", out, d.q_len()), ("stats", stats, d.stats_len()), ("seg", seg, d.b * d.t),
+        ("dq", dq, d.q_len()), ("dk", dk, d.kv_len()), ("dv", dv, d.kv_len()),
+    ] {
+        check_len(op, name, buf, len)?;
+    }
+    let q_rows = grid_1d((d.b * d.nh * d.t) as u64, 64);
+    let kv_rows = grid_1d((d.b * d.nkv * d.t) as u64, 64);
+    ctx.dispatch(&Kernel::new(Shader::Attention, "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
+    ctx.dispatch(&Kernel::new(Shader::Attention, "attention_backward_query", 9), &[dout, q, k, v, stats, seg], &[dq], &params, q_rows)?;
+    ctx.dispatch(&Kernel::new(Shader::Attention, "attention_backward_kv", 16), &[dout, q, k, v, stats, seg], &[dk, dv], &params, kv_rows)
+}

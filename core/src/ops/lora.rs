@@ -1,0 +1,36 @@
+//! LoRA on top of a frozen linear layer: y += scale·(x·Aᵀ)·Bᵀ, with A (r, in) and B (out, r).
+//! Built from the matmul kernels with their alpha/beta accumulation.
+
+use super::matmul::{matmul, Accumulate, MatmulDims, MatmulKind};
+use crate::{GpuBuffer, GpuContext, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoraDims {
+    /// Rows of x (B·T).
+    pub m: usize,
+    pub d_in: usize,
+    pub d_out: usize,
+    pub rank: usize,
+    /// alpha / r (or alpha / √r with rsLoRA).
+    pub scale: f32,
+}
+
+/// y(M, out) += scale·(x·Aᵀ)·Bᵀ; `h` (M, r) receives x·Aᵀ, kept for the backward.
+pub fn lora_forward(ctx: &GpuContext, y: &GpuBuffer, h: &GpuBuffer, x: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
+    matmul(ctx, MatmulKind::Forward, h, x, a, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate::OVERWRITE)?;
+    matmul(ctx, MatmulKind::Forward, y, h, b, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate { alpha: d.scale, beta: 1.0 })
+}
+
+/// From dy (M, out): dA (r, in), dB (out, r), and dx (M, in) += the LoRA path's part.
+/// `dh` (M, r) is scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn lora_backward(ctx: &GpuContext, da: &GpuBuffer, db: &GpuBuffer, dx: &GpuBuffer, dh: &GpuBuffer, dy: &GpuBuffer, x: &GpuBuffer, h: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
+    // dB = scale·dyᵀ·h
+    matmul(ctx, MatmulKind::BackwardWeight, db, dy, h, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate::scaled(d.scale))?;
+    // dh = scale·dy·B
+    matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate::scaled(d.scale))?;
+    // dA = dhᵀ·x
+    matmul(ctx, MatmulKind::BackwardWeight, da, dh, x, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate::OVERWRITE)?;
+    // dx += dh·A
+    matmul(ctx, MatmulKind::BackwardInput, dx, dh, a, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate::ADD)
+}

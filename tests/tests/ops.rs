@@ -1,0 +1,323 @@
+//! Every non-matmul kernel against its CPU reference on random shapes, and every CPU
+//! backward against central finite differences in f64.
+
+use hearth_core::ops::attention::{attention_backward, attention_forward, AttentionDims};
+use hearth_core::ops::cpu::{self, AttnSizes};
+use hearth_core::ops::{adamw, cross_entropy, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
+use hearth_tests::*;
+
+// Element-wise kernels: f32 rounding of a few operations.
+const ELEM: (f64, f64) = (1e-5, 1e-5);
+// Reductions over rows of up to a few hundred values, exp/log: a little looser.
+const ROW: (f64, f64) = (2e-5, 1e-4);
+// Attention sums T·HS products and exponentials in f32.
+const ATTN: (f64, f64) = (1e-4, 1e-3);
+
+fn u(rng: &mut Rng, n: usize) -> Vec<f32> {
+    rng.vec_uniform(n, -1.0, 1.0)
+}
+
+#[test]
+fn embedding_matches_cpu() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(1);
+        for _ in 0..3 {
+            let (n, c, v) = (1 + rng.below(50), 1 + rng.below(70), 2 + rng.below(100));
+            let tokens: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
+            let wte = u(&mut rng, v * c);
+            let out = poisoned(ctx, n * c);
+            embedding::embedding_forward(ctx, &out, &ctx.upload_u32(&tokens).unwrap(), &upload(ctx, &wte), n, c, v).unwrap();
+            let mut want = vec![0.0; n * c];
+            cpu::embedding_forward(&mut want, &tokens, &to_f64(&wte), c);
+            assert_close("embedding", &read(ctx, &out), &want, 0.0, 0.0);
+        }
+    });
+}
+
+#[test]
+fn residual_and_swiglu_match_cpu() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(2);
+        for n in [1, 255, 1000, 70_001] {
+            let (a, b, g) = (u(&mut rng, n), u(&mut rng, n), u(&mut rng, n));
+            let out = poisoned(ctx, n);
+            residual::residual_forward(ctx, &out, &upload(ctx, &a), &upload(ctx, &b), n).unwrap();
+            let mut want = vec![0.0; n];
+            cpu::residual_forward(&mut want, &to_f64(&a), &to_f64(&b));
+            assert_close("residual", &read(ctx, &out), &want, ELEM.0, ELEM.1);
+
+            swiglu::swiglu_forward(ctx, &out, &upload(ctx, &a), &upload(ctx, &b), n).unwrap();
+            cpu::swiglu_forward(&mut want, &to_f64(&a), &to_f64(&b));
+            assert_close("swiglu_forward", &read(ctx, &out), &want, ELEM.0, ELEM.1);
+
+            let (dg, du) = (poisoned(ctx, n), poisoned(ctx, n));
+            swiglu::swiglu_backward(ctx, &dg, &du, &upload(ctx, &g), &upload(ctx, &a), &upload(ctx, &b), n).unwrap();
+            let (mut wdg, mut wdu) = (vec![0.0; n], vec![0.0; n]);
+            cpu::swiglu_backward(&mut wdg, &mut wdu, &to_f64(&g), &to_f64(&a), &to_f64(&b));
+            assert_close("swiglu dgate", &read(ctx, &dg), &wdg, ELEM.0, ELEM.1);
+            assert_close("swiglu dup", &read(ctx, &du), &wdu, ELEM.0, ELEM.1);
+        }
+    });
+}
+
+#[test]
+fn cpu_swiglu_backward_matches_finite_differences() {
+    let mut rng = Rng::new(3);
+    let n = 7;
+    let (g, up, w) = (to_f64(&u(&mut rng, n)), to_f64(&u(&mut rng, n)), to_f64(&u(&mut rng, n)));
+    let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
+    cpu::swiglu_backward(&mut dg, &mut du, &w, &g, &up);
+    let all: Vec<usize> = (0..n).collect();
+    let loss = |g: &[f64], up: &[f64]| {
+        let mut o = vec![0.0; n];
+        cpu::swiglu_forward(&mut o, g, up);
+        dot(&o, &w)
+    };
+    assert_grad("dgate", &dg, &finite_diff(&mut |x| loss(x, &up), &g, &all, 1e-6));
+    assert_grad("dup", &du, &finite_diff(&mut |x| loss(&g, x), &up, &all, 1e-6));
+}
+
+#[test]
+fn rmsnorm_matches_cpu() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(4);
+        for _ in 0..3 {
+            let (n, c, eps) = (1 + rng.below(40), 1 + rng.below(600), 1e-5);
+            let (x, w, g) = (u(&mut rng, n * c), u(&mut rng, c), u(&mut rng, n * c));
+            let (out, rstd) = (poisoned(ctx, n * c), poisoned(ctx, n));
+            let (xb, wb, gb) = (upload(ctx, &x), upload(ctx, &w), upload(ctx, &g));
+            rmsnorm::rmsnorm_forward(ctx, &out, &rstd, &xb, &wb, n, c, eps as f32).unwrap();
+            let (mut want, mut wr) = (vec![0.0; n * c], vec![0.0; n]);
+            cpu::rmsnorm_forward(&mut want, &mut wr, &to_f64(&x), &to_f64(&w), n, c, eps);
+            assert_close("rmsnorm out", &read(ctx, &out), &want, ROW.0, ROW.1);
+            assert_close("rmsnorm rstd", &read(ctx, &rstd), &wr, ROW.0, ROW.1);
+
+            let (dinp, dw) = (poisoned(ctx, n * c), poisoned(ctx, c));
+            rmsnorm::rmsnorm_backward(ctx, &dinp, &gb, &xb, &wb, &rstd, n, c).unwrap();
+            rmsnorm::rmsnorm_backward_weight(ctx, &dw, &gb, &xb, &rstd, n, c).unwrap();
+            let (mut wdx, mut wdw) = (vec![0.0; n * c], vec![0.0; c]);
+            cpu::rmsnorm_backward(&mut wdx, &mut wdw, &to_f64(&g), &to_f64(&x), &to_f64(&w), n, c, eps);
+            assert_close("rmsnorm dinp", &read(ctx, &dinp), &wdx, ROW.0, ROW.1);
+            assert_close("rmsnorm dweight", &read(ctx, &dw), &wdw, ROW.0, ROW.1);
+        }
+    });
+}
+
+#[test]
+fn cpu_rmsnorm_backward_matches_finite_differences() {
+    let mut rng = Rng::new(5);
+    let (n, c, eps) = (3, 6, 1e-5);
+    let (x, w, g) = (to_f64(&u(&mut rng, n * c)), to_f64(&u(&mut rng, c)), to_f64(&u(&mut rng, n * c)));
+    let (mut dx, mut dw) = (vec![0.0; n * c], vec![0.0; c]);
+    cpu::rmsnorm_backward(&mut dx, &mut dw, &g, &x, &w, n, c, eps);
+    let loss = |x: &[f64], w: &[f64]| {
+        let (mut o, mut r) = (vec![0.0; n * c], vec![0.0; n]);
+        cpu::rmsnorm_forward(&mut o, &mut r, x, w, n, c, eps);
+        dot(&o, &g)
+    };
+    assert_grad("dinp", &dx, &finite_diff(&mut |v| loss(v, &w), &x, &(0..n * c).collect::<Vec<_>>(), 1e-6));
+    assert_grad("dweight", &dw, &finite_diff(&mut |v| loss(&x, v), &w, &(0..c).collect::<Vec<_>>(), 1e-6));
+}
+
+#[test]
+fn rope_matches_cpu() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(6);
+        for _ in 0..3 {
+            let (n, h, hs, theta) = (1 + rng.below(40), 1 + rng.below(5), 2 * (1 + rng.below(40)), 10000.0);
+            let pos: Vec<u32> = (0..n).map(|_| rng.below(2048) as u32).collect();
+            let x = u(&mut rng, n * h * hs);
+            let d = rope::RopeDims { n, heads: h, head_size: hs, theta: theta as f32 };
+            let (xb, pb) = (upload(ctx, &x), ctx.upload_u32(&pos).unwrap());
+            let mut want = vec![0.0; x.len()];
+            // Angles reach 2048 rad; f32 sin/cos of such arguments are good to ~1e-4.
+            for (sign, name) in [(1.0, "rope_forward"), (-1.0, "rope_backward")] {
+                let out = poisoned(ctx, x.len());
+                if sign > 0.0 { rope::rope_forward(ctx, &out, &xb, &pb, d) } else { rope::rope_backward(ctx, &out, &xb, &pb, d) }.unwrap();
+                cpu::rope(&mut want, &to_f64(&x), &pos, h, hs, theta, sign);
+                assert_close(name, &read(ctx, &out), &want, 5e-4, 1e-3);
+            }
+        }
+    });
+}
+
+#[test]
+fn cpu_rope_backward_matches_finite_differences() {
+    let mut rng = Rng::new(7);
+    let (n, h, hs) = (3, 2, 6);
+    let pos = [0u32, 5, 17];
+    let (x, g) = (to_f64(&u(&mut rng, n * h * hs)), to_f64(&u(&mut rng, n * h * hs)));
+    let mut dx = vec![0.0; x.len()];
+    cpu::rope(&mut dx, &g, &pos, h, hs, 10000.0, -1.0);
+    let mut loss = |x: &[f64]| {
+        let mut o = vec![0.0; x.len()];
+        cpu::rope(&mut o, x, &pos, h, hs, 10000.0, 1.0);
+        dot(&o, &g)
+    };
+    assert_grad("rope dinp", &dx, &finite_diff(&mut loss, &x, &(0..x.len()).collect::<Vec<_>>(), 1e-6));
+}
+
+fn random_segments(rng: &mut Rng, b: usize, t: usize) -> Vec<u32> {
+    let mut seg = Vec::with_capacity(b * t);
+    for _ in 0..b {
+        let mut s = 0;
+        for i in 0..t {
+            if i > 0 && rng.below(6) == 0 {
+                s += 1;
+            }
+            seg.push(s);
+        }
+    }
+    seg
+}
+
+#[test]
+fn attention_matches_cpu() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(8);
+        for (b, t, nh, nkv, hs) in [(1, 1, 1, 1, 4), (2, 37, 6, 2, 16), (1, 70, 9, 3, 64), (2, 9, 4, 4, 128)] {
+            let s = AttnSizes { b, t, nh, nkv, hs };
+            let d = AttentionDims { b, t, nh, nkv, hs };
+            let (q, k, v, g) = (u(&mut rng, b * t * nh * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nh * hs));
+            let seg = random_segments(&mut rng, b, t);
+            let (qb, kb, vb, gb, sb) = (upload(ctx, &q), upload(ctx, &k), upload(ctx, &v), upload(ctx, &g), ctx.upload_u32(&seg).unwrap());
+            let (out, stats) = (poisoned(ctx, q.len()), poisoned(ctx, d.stats_len()));
+            attention_forward(ctx, &out, &stats, &qb, &kb, &vb, &sb, d).unwrap();
+            let mut want = vec![0.0; q.len()];
+            cpu::attention_forward(&mut want, &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
+            assert_close(&format!("attention out {s:?}"), &read(ctx, &out), &want, ATTN.0, ATTN.1);
+
+            let (dq, dk, dv) = (poisoned(ctx, q.len()), poisoned(ctx, k.len()), poisoned(ctx, v.len()));
+            attention_backward(ctx, &dq, &dk, &dv, &gb, &qb, &kb, &vb, &out, &stats, &sb, d).unwrap();
+            let (mut wq, mut wk, mut wv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+            cpu::attention_backward(&mut wq, &mut wk, &mut wv, &to_f64(&g), &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
+            assert_close(&format!("attention dq {s:?}"), &read(ctx, &dq), &wq, ATTN.0, ATTN.1);
+            assert_close(&format!("attention dk {s:?}"), &read(ctx, &dk), &wk, ATTN.0, ATTN.1);
+            assert_close(&format!("attention dv {s:?}"), &read(ctx, &dv), &wv, ATTN.0, ATTN.1);
+        }
+    });
+}
+
+#[test]
+fn cpu_attention_backward_matches_finite_differences() {
+    let mut rng = Rng::new(9);
+    let s = AttnSizes { b: 2, t: 5, nh: 4, nkv: 2, hs: 3 };
+    let (nq, nk) = (s.b * s.t * s.nh * s.hs, s.b * s.t * s.nkv * s.hs);
+    let (q, k, v, g) = (to_f64(&u(&mut rng, nq)), to_f64(&u(&mut rng, nk)), to_f64(&u(&mut rng, nk)), to_f64(&u(&mut rng, nq)));
+    let seg = vec![0, 0, 0, 1, 1, 0, 0, 0, 0, 0];
+    let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nk], vec![0.0; nk]);
+    cpu::attention_backward(&mut dq, &mut dk, &mut dv, &g, &q, &k, &v, &seg, s);
+    let loss = |q: &[f64], k: &[f64], v: &[f64]| {
+        let mut o = vec![0.0; nq];
+        cpu::attention_forward(&mut o, q, k, v, &seg, s);
+        dot(&o, &g)
+    };
+    assert_grad("dq", &dq, &finite_diff(&mut |x| loss(x, &k, &v), &q, &(0..nq).collect::<Vec<_>>(), 1e-6));
+    assert_grad("dk", &dk, &finite_diff(&mut |x| loss(&q, x, &v), &k, &(0..nk).collect::<Vec<_>>(), 1e-6));
+    assert_grad("dv", &dv, &finite_diff(&mut |x| loss(&q, &k, x), &v, &(0..nk).collect::<Vec<_>>(), 1e-6));
+}
+
+#[test]
+fn cross_entropy_matches_cpu() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(10);
+        for _ in 0..3 {
+            let (r, v) = (1 + rng.below(20), 2 + rng.below(3000));
+            let logits: Vec<f32> = rng.vec_uniform(r * v, -8.0, 8.0);
+            let targets: Vec<u32> = (0..r).map(|i| if i % 3 == 1 { cross_entropy::IGNORE } else { rng.below(v) as u32 }).collect();
+            let scale = 1.0 / cross_entropy::counted(&targets).max(1) as f64;
+            let (lb, tb) = (upload(ctx, &logits), ctx.upload_u32(&targets).unwrap());
+            let (losses, losses2, dl) = (poisoned(ctx, r), poisoned(ctx, r), poisoned(ctx, r * v));
+            cross_entropy::cross_entropy_forward(ctx, &losses, &lb, &tb, r, v).unwrap();
+            cross_entropy::cross_entropy_backward(ctx, &losses2, &dl, &lb, &tb, r, v, scale as f32).unwrap();
+            let (mut wl, mut wd) = (vec![0.0; r], vec![0.0; r * v]);
+            cpu::cross_entropy_forward(&mut wl, &to_f64(&logits), &targets, v);
+            cpu::cross_entropy_backward(&mut wd, &to_f64(&logits), &targets, v, scale);
+            assert_close("ce losses", &read(ctx, &losses), &wl, ROW.0, ROW.1);
+            assert_close("ce losses (backward pass)", &read(ctx, &losses2), &wl, ROW.0, ROW.1);
+            assert_close("ce dlogits", &read(ctx, &dl), &wd, 1e-6, ROW.1);
+        }
+    });
+}
+
+#[test]
+fn cpu_cross_entropy_backward_matches_finite_differences() {
+    let mut rng = Rng::new(11);
+    let (r, v) = (4, 7);
+    let logits = to_f64(&u(&mut rng, r * v));
+    let targets = [3u32, u32::MAX, 0, 6];
+    let mut dl = vec![0.0; r * v];
+    cpu::cross_entropy_backward(&mut dl, &logits, &targets, v, 1.0 / 3.0);
+    let mut loss = |x: &[f64]| {
+        let mut l = vec![0.0; r];
+        cpu::cross_entropy_forward(&mut l, x, &targets, v);
+        l.iter().sum::<f64>() / 3.0
+    };
+    assert_grad("dlogits", &dl, &finite_diff(&mut loss, &logits, &(0..r * v).collect::<Vec<_>>(), 1e-6));
+}
+
+#[test]
+fn adamw_and_grad_norm_match_cpu() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(12);
+        let sizes = [1usize, 300, 5000];
+        let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| u(&mut rng, n)).collect();
+        let bufs: Vec<_> = grads.iter().map(|g| upload(ctx, g)).collect();
+        let list: Vec<_> = bufs.iter().zip(sizes).map(|(b, n)| (b, n)).collect();
+        let (out, sums) = (poisoned(ctx, 2), poisoned(ctx, sizes.len()));
+        let norm: f64 = grads.iter().flatten().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
+        grad_norm::grad_norm(ctx, &out, &sums, &list, 1.0).unwrap();
+        assert_close("grad norm, clip", &read(ctx, &out), &[norm, (1.0 / (norm + 1e-6)).min(1.0)], 1e-4, 1e-5);
+
+        let cfg = adamw::AdamwConfig { lr: 1e-2, weight_decay: 0.1, ..Default::default() };
+        let n = 5000;
+        let (p0, m0, v0) = (u(&mut rng, n), u(&mut rng, n), rng.vec_uniform(n, 0.0, 1.0));
+        let (pb, mb, vb) = (upload(ctx, &p0), upload(ctx, &m0), upload(ctx, &v0));
+        let (mut p, mut m, mut v) = (to_f64(&p0), to_f64(&m0), to_f64(&v0));
+        let clip = read(ctx, &out)[1] as f64;
+        for step in 1..=3 {
+            adamw::adamw_update(ctx, &pb, &mb, &vb, &bufs[2], &out, n, step, &cfg).unwrap();
+            cpu::adamw_update(&mut p, &mut m, &mut v, &to_f64(&grads[2]), clip, step as i32, 1e-2, 0.9, 0.999, 1e-8, 0.1);
+        }
+        assert_close("adamw param", &read(ctx, &pb), &p, 1e-5, 1e-4);
+        assert_close("adamw m", &read(ctx, &mb), &m, 1e-6, 1e-5);
+        assert_close("adamw v", &read(ctx, &vb), &v, 1e-6, 1e-5);
+    });
+}
+
+#[test]
+fn lora_matches_cpu() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(13);
+        for (m, d_in, d_out, rank) in [(17, 64, 48, 8), (33, 36, 20, 3)] {
+            let d = lora::LoraDims { m, d_in, d_out, rank, scale: 2.0 };
+            let (x, a, b, y0, dy) = (u(&mut rng, m * d_in), u(&mut rng, rank * d_in), u(&mut rng, d_out * rank), u(&mut rng, m * d_out), u(&mut rng, m * d_out));
+            let (xb, ab, bb, dyb) = (upload(ctx, &x), upload(ctx, &a), upload(ctx, &b), upload(ctx, &dy));
+            let (y, h) = (upload(ctx, &y0), poisoned(ctx, m * rank));
+            lora::lora_forward(ctx, &y, &h, &xb, &ab, &bb, d).unwrap();
+            // Reference: h = x·Aᵀ; y = y0 + scale·h·Bᵀ.
+            let (xf, af, bf) = (to_f64(&x), to_f64(&a), to_f64(&b));
+            let mut hr = vec![0.0; m * rank];
+            cpu::matmul_forward(&mut hr, &xf, &af, m, rank, d_in);
+            let mut hb = vec![0.0; m * d_out];
+            cpu::matmul_forward(&mut hb, &hr, &bf, m, d_out, rank);
+            let want: Vec<f64> = y0.iter().zip(&hb).map(|(&y, p)| y as f64 + 2.0 * p).collect();
+            assert_close("lora y", &read(ctx, &y), &want, 1e-4, 1e-4);
+
+            let (da, db, dh) = (poisoned(ctx, rank * d_in), poisoned(ctx, d_out * rank), poisoned(ctx, m * rank));
+            let dx0 = u(&mut rng, m * d_in);
+            let dx = upload(ctx, &dx0);
+            lora::lora_backward(ctx, &da, &db, &dx, &dh, &dyb, &xb, &h, &ab, &bb, d).unwrap();
+            let dyf: Vec<f64> = to_f64(&dy).iter().map(|g| 2.0 * g).collect(); // scale folded in
+            let (mut wdb, mut wdh, mut wda, mut wdx) = (vec![0.0; d_out * rank], vec![0.0; m * rank], vec![0.0; rank * d_in], vec![0.0; m * d_in]);
+            cpu::matmul_backward_weight(&mut wdb, &dyf, &hr, m, d_out, rank);
+            cpu::matmul_backward_input(&mut wdh, &dyf, &bf, m, d_out, rank);
+            cpu::matmul_backward_weight(&mut wda, &wdh, &xf, m, rank, d_in);
+            cpu::matmul_backward_input(&mut wdx, &wdh, &af, m, rank, d_in);
+            let wdx: Vec<f64> = wdx.iter().zip(&dx0).map(|(a, &b)| a + b as f64).collect();
+            assert_close("lora dB", &read(ctx, &db), &wdb, 1e-4, 1e-4);
+            assert_close("lora dA", &read(ctx, &da), &wda, 1e-4, 1e-4);
+            assert_close("lora dx", &read(ctx, &dx), &wdx, 1e-4, 1e-4);
+        }
+    });
+}
