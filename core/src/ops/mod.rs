@@ -9,6 +9,7 @@ pub mod embedding;
 pub mod grad_norm;
 pub mod lora;
 pub mod matmul;
+pub mod matmul_quant;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;

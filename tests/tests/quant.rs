@@ -1,0 +1,68 @@
+//! Block formats: CPU round trips, and each quantized matmul against the f32 reference over
+//! the CPU-dequantized weight (so only kernel arithmetic, not quantization error, is tested).
+
+use hearth_core::ops::cpu;
+use hearth_core::ops::matmul::{Accumulate, MatmulKind};
+use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
+use hearth_core::quant::{QuantFormat, QuantTensor};
+use hearth_tests::*;
+
+#[test]
+fn quantize_round_trip_error_is_bounded() {
+    let mut rng = Rng::new(1);
+    let (rows, cols) = (300, 128); // 600 NF4 blocks: more than one group of 256
+    let data = rng.vec_normal(rows * cols, 0.05);
+    // Largest error relative to the tensor's absmax, per format (4-bit: half a step of ~1/7).
+    for (format, bound) in [(QuantFormat::F16, 1e-3), (QuantFormat::Q8_0, 0.01), (QuantFormat::Q4_0, 0.1), (QuantFormat::Q4_1, 0.1), (QuantFormat::Nf4, 0.2)] {
+        let t = QuantTensor::quantize(format, &data, rows, cols).unwrap();
+        assert_eq!(t.q.len(), rows * cols / format.block_size() * format.block_bytes(), "{format:?} bytes");
+        let back = t.dequantize();
+        let amax = data.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let worst = data.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= bound * amax, "{format:?}: worst error {worst} vs absmax {amax}");
+    }
+}
+
+#[test]
+fn gguf_blocks_decode_like_llama_cpp() {
+    // One Q4_0 block by hand: d = 0.5, nibbles 0..15 then 15..0 → (q − 8)·d.
+    let mut q = half::f16::from_f32(0.5).to_le_bytes().to_vec();
+    q.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+    let t = QuantTensor::from_blocks(QuantFormat::Q4_0, 1, 32, q).unwrap();
+    let want: Vec<f32> = (0..16).map(|j| (j as f32 - 8.0) * 0.5).chain((0..16).map(|j| (7.0 - j as f32) * 0.5)).collect();
+    assert_eq!(t.dequantize(), want);
+    let err = QuantTensor::from_blocks(QuantFormat::Q8_0, 2, 32, vec![0; 40]).unwrap_err();
+    assert!(err.to_string().contains("needs 68 bytes, got 40"), "{err}");
+}
+
+#[test]
+fn quantized_matmuls_match_f32_over_dequantized_weight() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(2);
+        for format in QuantFormat::ALL {
+            for (m, n, k) in [(1, 1, 64), (37, 70, 128), (70, 33, 576)] {
+                let w = rng.vec_uniform(n * k, -1.0, 1.0);
+                let t = QuantTensor::quantize(format, &w, n, k).unwrap();
+                let wd = to_f64(&t.dequantize());
+                let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+
+                let x = rng.vec_uniform(m * k, -1.0, 1.0);
+                let y = poisoned(ctx, m * n);
+                matmul_quant(ctx, MatmulKind::Forward, &y, &upload(ctx, &x), &gw, m, Accumulate::OVERWRITE).unwrap();
+                let mut want = vec![0.0; m * n];
+                cpu::matmul_forward(&mut want, &to_f64(&x), &wd, m, n, k);
+                // f32 sums of up to 576 products of magnitude ≤ 1.
+                assert_close(&format!("{format:?} forward {m}×{n}×{k}"), &read(ctx, &y), &want, 2e-4, 1e-4);
+
+                let dy = rng.vec_uniform(m * n, -1.0, 1.0);
+                let prior = rng.vec_uniform(m * k, -1.0, 1.0);
+                let dx = upload(ctx, &prior);
+                matmul_quant(ctx, MatmulKind::BackwardInput, &dx, &upload(ctx, &dy), &gw, m, Accumulate::ADD).unwrap();
+                let mut want = vec![0.0; m * k];
+                cpu::matmul_backward_input(&mut want, &to_f64(&dy), &wd, m, n, k);
+                let want: Vec<f64> = want.iter().zip(&prior).map(|(a, &b)| a + b as f64).collect();
+                assert_close(&format!("{format:?} backward_input {m}×{n}×{k}"), &read(ctx, &dx), &want, 2e-4, 1e-4);
+            }
+        }
+    });
+}
