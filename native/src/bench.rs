@@ -4,6 +4,8 @@ use std::time::Instant;
 
 use clap::Subcommand;
 use hearth_core::ops::matmul::{choose_tiling, matmul, Accumulate, MatmulDims, MatmulKind};
+use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
+use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
 use hearth_core::{GpuBuffer, GpuContext};
 
@@ -84,6 +86,22 @@ fn ops(quick: bool, filter: Option<&str>) -> Result<(), String> {
                 rate: (2.0 * (m * n * k) as f64 / ms / 1e6, "GFLOP/s"),
             });
         }
+    }
+    // Quantized forward at 512 rows of x, beside the f32 matmul of the same shape above.
+    let (m, n, k) = if quick { (128, 256, 256) } else { (512, 576, 1536) };
+    for format in QuantFormat::ALL {
+        let name = format!("matmul_{format:?}_forward").to_lowercase();
+        if !wanted(&name) {
+            continue;
+        }
+        let w = rng.vec_uniform(n * k, -1.0, 1.0);
+        let t = QuantTensor::quantize(format, &w, n, k).map_err(|e| e.to_string())?;
+        let gw = GpuQuantWeight::upload(&ctx, &t).map_err(|e| e.to_string())?;
+        let (x, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, m * n)?);
+        let ms = time(&ctx, reps, || {
+            matmul_quant(&ctx, MatmulKind::Forward, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch");
+        })?;
+        rows.push(Row { kernel: name, shape: format!("M{m} N{n} K{k}"), ms, rate: (2.0 * (m * n * k) as f64 / ms / 1e6, "GFLOP/s") });
     }
     print_table(&ctx, &rows);
     Ok(())
