@@ -212,6 +212,16 @@ impl GpuContext {
         self.pool.trim();
     }
 
+    /// Runs `f` on the pending encoder, creating it if needed; work recorded there is
+    /// submitted by the next [`GpuContext::flush`].
+    pub(crate) fn record<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut slot = self.encoder.lock().unwrap();
+        let encoder = slot.get_or_insert_with(|| {
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        f(encoder)
+    }
+
     /// Submits every dispatch recorded so far.
     pub fn flush(&self) {
         if let Some(encoder) = self.encoder.lock().unwrap().take() {

@@ -193,11 +193,7 @@ impl GpuContext {
             layout: &cached.params_layout,
             entries: &[wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }],
         });
-        let mut slot = self.encoder.lock().unwrap();
-        let encoder = slot.get_or_insert_with(|| {
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
-        {
+        self.record(|encoder| {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(k.entry),
                 timestamp_writes: None,
@@ -206,16 +202,14 @@ impl GpuContext {
             pass.set_bind_group(0, &storage, &[]);
             pass.set_bind_group(1, &params_group, &[]);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
-        }
+        });
         Ok(())
     }
 
     /// Records a copy of `bytes` bytes from the start of `src` to the start of `dst`.
     pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) {
-        let mut slot = self.encoder.lock().unwrap();
-        let encoder = slot.get_or_insert_with(|| {
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        self.record(|encoder| {
+            encoder.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, Some(bytes.next_multiple_of(4)))
         });
-        encoder.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, Some(bytes.next_multiple_of(4)));
     }
 }
