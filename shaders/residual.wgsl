@@ -1,8 +1,10 @@
-// Residual connection: out = a + b, element-wise over N values. Its backward is the identity
+// Residual connection: out = a + b, element-wise over N values; and residual_accumulate,
+// out = beta·out + x, which the matmuls use to add into an output. Its backward is the identity
 // (the same gradient flows to both inputs), so it has no kernel of its own.
 
 struct Params {
     N: u32,
+    beta: f32, // residual_accumulate only
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -16,4 +18,15 @@ fn residual_forward(@builtin(global_invocation_id) gid: vec3<u32>,
     let i = gid.x + gid.y * nwg.x * 256u;
     if (i >= p.N) { return; }
     out[i] = a[i] + b[i];
+}
+
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@group(0) @binding(4) var<storage, read_write> acc: array<f32>;
+
+@compute @workgroup_size(256)
+fn residual_accumulate(@builtin(global_invocation_id) gid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.N) { return; }
+    acc[i] = p.beta * acc[i] + x[i];
 }

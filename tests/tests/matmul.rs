@@ -98,11 +98,30 @@ fn matmul_random_shapes_both_tilings() {
 }
 
 #[test]
-fn matmul_forward_ragged_n_register() {
+fn matmul_register_spans_several_workgroups() {
+    // A register workgroup covers 256 rows × 256 columns; these shapes need several, with
+    // partial blocks at both edges.
     let mut rng = Rng::new(8);
-    for (m, n, k) in [(33, 17, 12), (5, 3, 8), (70, 130, 64)] {
-        check(MatmulKind::Forward, MatmulTiling::Register, MatmulDims::new(m, n, k), Accumulate::OVERWRITE, &mut rng);
+    for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+        for (m, n, k) in [(300, 264, 36), (70, 520, 260), (513, 4, 4)] {
+            check(kind, MatmulTiling::Register, MatmulDims::new(m, n, k), Accumulate::OVERWRITE, &mut rng);
+        }
     }
+}
+
+#[test]
+fn matmul_ragged_sizes_fall_back_to_tiled() {
+    with_gpu!(ctx => {
+        let d = MatmulDims::new(33, 17, 12);
+        let buf = upload(ctx, &[0.0; 33 * 17]);
+        let x = upload(ctx, &[0.0; 33 * 12]);
+        let w = upload(ctx, &[0.0; 17 * 12]);
+        let err = matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Register, &buf, &x, &w, d, Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("multiples of 4"), "{err}");
+        assert_eq!(hearth_core::ops::matmul::choose_tiling(ctx, MatmulKind::Forward, &d), MatmulTiling::Tiled);
+    });
+    let mut rng = Rng::new(10);
+    check(MatmulKind::Forward, MatmulTiling::Tiled, MatmulDims::new(33, 17, 12), Accumulate::OVERWRITE, &mut rng);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use hearth_core::ops::cpu;
 use hearth_core::ops::matmul::{Accumulate, MatmulKind};
-use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
+use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_tests::*;
 
@@ -40,28 +40,37 @@ fn quantized_matmuls_match_f32_over_dequantized_weight() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(2);
         for format in QuantFormat::ALL {
-            for (m, n, k) in [(1, 1, 64), (37, 70, 128), (70, 33, 576)] {
+            // Partial blocks on every edge; (300, 36, 64) spans two large workgroups of rows.
+            for (m, n, k) in [(1, 1, 64), (37, 70, 128), (70, 36, 576), (300, 36, 64)] {
                 let w = rng.vec_uniform(n * k, -1.0, 1.0);
                 let t = QuantTensor::quantize(format, &w, n, k).unwrap();
                 let wd = to_f64(&t.dequantize());
                 let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+                for block in [QuantBlock::Large, QuantBlock::Small] {
+                    let what = format!("{format:?} {block:?} {m}×{n}×{k}");
+                    let x = rng.vec_uniform(m * k, -1.0, 1.0);
+                    let y = poisoned(ctx, m * n);
+                    matmul_quant_with(ctx, block, MatmulKind::Forward, &y, &upload(ctx, &x), &gw, m, Accumulate::OVERWRITE).unwrap();
+                    let mut want = vec![0.0; m * n];
+                    cpu::matmul_forward(&mut want, &to_f64(&x), &wd, m, n, k);
+                    // f32 sums of up to 576 products of magnitude ≤ 1.
+                    assert_close(&format!("{what} forward"), &read(ctx, &y), &want, 2e-4, 1e-4);
 
-                let x = rng.vec_uniform(m * k, -1.0, 1.0);
-                let y = poisoned(ctx, m * n);
-                matmul_quant(ctx, MatmulKind::Forward, &y, &upload(ctx, &x), &gw, m, Accumulate::OVERWRITE).unwrap();
-                let mut want = vec![0.0; m * n];
-                cpu::matmul_forward(&mut want, &to_f64(&x), &wd, m, n, k);
-                // f32 sums of up to 576 products of magnitude ≤ 1.
-                assert_close(&format!("{format:?} forward {m}×{n}×{k}"), &read(ctx, &y), &want, 2e-4, 1e-4);
-
-                let dy = rng.vec_uniform(m * n, -1.0, 1.0);
-                let prior = rng.vec_uniform(m * k, -1.0, 1.0);
-                let dx = upload(ctx, &prior);
-                matmul_quant(ctx, MatmulKind::BackwardInput, &dx, &upload(ctx, &dy), &gw, m, Accumulate::ADD).unwrap();
-                let mut want = vec![0.0; m * k];
-                cpu::matmul_backward_input(&mut want, &to_f64(&dy), &wd, m, n, k);
-                let want: Vec<f64> = want.iter().zip(&prior).map(|(a, &b)| a + b as f64).collect();
-                assert_close(&format!("{format:?} backward_input {m}×{n}×{k}"), &read(ctx, &dx), &want, 2e-4, 1e-4);
+                    let dy = rng.vec_uniform(m * n, -1.0, 1.0);
+                    let prior = rng.vec_uniform(m * k, -1.0, 1.0);
+                    let dx = upload(ctx, &prior);
+                    let res = matmul_quant_with(ctx, block, MatmulKind::BackwardInput, &dx, &upload(ctx, &dy), &gw, m, Accumulate::ADD);
+                    if n % 4 != 0 {
+                        let err = res.unwrap_err().to_string();
+                        assert!(err.contains("must be a multiple of 4"), "{what}: {err}");
+                        continue;
+                    }
+                    res.unwrap();
+                    let mut want = vec![0.0; m * k];
+                    cpu::matmul_backward_input(&mut want, &to_f64(&dy), &wd, m, n, k);
+                    let want: Vec<f64> = want.iter().zip(&prior).map(|(a, &b)| a + b as f64).collect();
+                    assert_close(&format!("{what} backward_input"), &read(ctx, &dx), &want, 2e-4, 1e-4);
+                }
             }
         }
     });

@@ -26,3 +26,12 @@ fn every_wgsl_file_is_registered() {
         }
     }
 }
+
+#[test]
+fn generated_shaders_are_current() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shaders");
+    for (name, text) in hearth_tests::shader_gen::generate_all() {
+        let on_disk = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+        assert!(on_disk == text, "shaders/{name} is stale: run `cargo run -p hearth-tests --bin gen-shaders`");
+    }
+}

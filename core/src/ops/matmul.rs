@@ -5,6 +5,7 @@
 
 use super::check_len;
 use crate::error::ensure;
+use super::residual::residual_accumulate;
 use crate::gpu::{Kernel, Shader, Variant};
 use crate::{GpuBuffer, GpuContext, Result};
 
@@ -54,7 +55,7 @@ pub enum MatmulKind {
 /// The tiling a launch uses; tests run every one the device can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulTiling {
-    /// 32×16 outputs per invocation, vec4 loads, no workgroup memory (software adapters).
+    /// 32×32 outputs per invocation, vec4 loads, no workgroup memory (software adapters).
     Register,
     /// Workgroup-memory tiles, 4×4 outputs per invocation (real GPUs, any shape).
     Tiled,
@@ -67,7 +68,6 @@ struct RegisterParams {
     n: u32,
     k: u32,
     alpha: f32,
-    beta: f32,
     b_batched: u32,
 }
 
@@ -88,9 +88,10 @@ struct StridedParams {
     c_batch: u32,
 }
 
+// matmul.wgsl's block per invocation (tests/src/shader_gen.rs) and workgroup (WG_X, WG_Y).
 const REGISTER_TM: usize = 32;
-const REGISTER_TN: usize = 16;
-const REGISTER_WG: usize = 8;
+const REGISTER_TN: usize = 32;
+const REGISTER_WG: (usize, usize) = (8, 8);
 const TILED_SIDE: usize = 64; // 4 outputs × 16 invocations
 
 impl MatmulKind {
@@ -114,8 +115,7 @@ impl MatmulKind {
     /// Whether the register-blocked kernel can take these sizes (its vec4 rule).
     pub fn register_fits(self, d: &MatmulDims) -> bool {
         match self {
-            MatmulKind::Forward => d.k % 4 == 0,
-            MatmulKind::BackwardInput => d.k % 4 == 0 && d.n % 4 == 0,
+            MatmulKind::Forward | MatmulKind::BackwardInput => d.k % 4 == 0 && d.n % 4 == 0,
             MatmulKind::BackwardWeight => d.k % 4 == 0 && d.n % 4 == 0 && !d.b_batched,
         }
     }
@@ -179,20 +179,17 @@ pub fn matmul_with(
             ensure(kind.register_fits(&d), || {
                 format!("{op}: the register tiling needs the vec4 dimensions to be multiples of 4, got {d:?}")
             })?;
-            let params = RegisterParams {
-                m: d.m as u32,
-                n: d.n as u32,
-                k: d.k as u32,
-                alpha: acc.alpha,
-                beta: acc.beta,
-                b_batched: d.b_batched as u32,
-            };
+            let params =
+                RegisterParams { m: d.m as u32, n: d.n as u32, k: d.k as u32, alpha: acc.alpha, b_batched: d.b_batched as u32 };
             let groups = [
-                cols.div_ceil(REGISTER_TN * REGISTER_WG) as u32,
-                rows.div_ceil(REGISTER_TM * REGISTER_WG) as u32,
+                cols.div_ceil(REGISTER_TN * REGISTER_WG.0) as u32,
+                rows.div_ceil(REGISTER_TM * REGISTER_WG.1) as u32,
                 d.batch as u32,
             ];
-            ctx.dispatch(&Kernel::new(Shader::Matmul, op, 0), &[a, b], &[out], &params, groups)
+            // The register kernels only overwrite (see matmul.wgsl's `st`).
+            overwrite_then_accumulate(ctx, out, d.batch * rows * cols, acc.beta, |dest| {
+                ctx.dispatch(&Kernel::new(Shader::Matmul, op, 0), &[a, b], &[dest], &params, groups)
+            })
         }
         MatmulTiling::Tiled => {
             let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
@@ -228,4 +225,21 @@ pub fn matmul_with(
             ctx.dispatch(&kernel, &[a, b], &[out], &params, groups)
         }
     }
+}
+
+/// Runs `write`, which stores `alpha·product` into the buffer it is given: straight into
+/// `out` when beta is 0, else into a scratch buffer then `out = beta·out + scratch`.
+pub(crate) fn overwrite_then_accumulate(
+    ctx: &GpuContext,
+    out: &GpuBuffer,
+    len: usize,
+    beta: f32,
+    write: impl FnOnce(&GpuBuffer) -> Result<()>,
+) -> Result<()> {
+    if beta == 0.0 {
+        return write(out);
+    }
+    let scratch = ctx.alloc_f32(len)?;
+    write(&scratch)?;
+    residual_accumulate(ctx, out, &scratch, beta, len)
 }

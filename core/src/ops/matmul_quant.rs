@@ -2,10 +2,10 @@
 //! forward y = x·Wᵀ and input gradient dx = dy·W. Frozen weights get no gradient.
 
 use super::check_len;
-use super::matmul::{Accumulate, MatmulKind};
+use super::matmul::{overwrite_then_accumulate, Accumulate, MatmulKind};
 use crate::error::ensure;
 use crate::gpu::{Kernel, Shader};
-use crate::quant::{QuantFormat, QuantTensor};
+use crate::quant::{QuantFormat, QuantTensor, NF4_CODEBOOK};
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
 /// A quantized weight on the GPU: its blocks and, for NF4, the absmax codes and scales.
@@ -42,41 +42,114 @@ struct Params {
     n: u32,
     k: u32,
     alpha: f32,
-    beta: f32,
+    /// NF4: the absmax offset; unused by the other formats.
     aux: f32,
+    _pad: [u32; 3],
+    /// NF4's code values (the uniform keeps the kernel from indexing a private array).
+    codebook: [f32; 16],
 }
 
-fn shader(format: QuantFormat) -> (Shader, &'static str, &'static str) {
+/// A format's entry points: forward large, forward small, backward large, backward small.
+macro_rules! entries {
+    ($f:literal) => {
+        [
+            concat!("matmul_", $f, "_forward_16x16"),
+            concat!("matmul_", $f, "_forward_4x4"),
+            concat!("matmul_", $f, "_backward_input_16x16"),
+            concat!("matmul_", $f, "_backward_input_4x8"),
+        ]
+    };
+}
+
+fn shader(format: QuantFormat) -> (Shader, [&'static str; 4]) {
     match format {
-        QuantFormat::F16 => (Shader::MatmulF16, "matmul_f16_forward", "matmul_f16_backward_input"),
-        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, "matmul_q4_0_forward", "matmul_q4_0_backward_input"),
-        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, "matmul_q4_1_forward", "matmul_q4_1_backward_input"),
-        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, "matmul_q8_0_forward", "matmul_q8_0_backward_input"),
-        QuantFormat::Nf4 => (Shader::MatmulNf4, "matmul_nf4_forward", "matmul_nf4_backward_input"),
+        QuantFormat::F16 => (Shader::MatmulF16, entries!("f16")),
+        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, entries!("q4_0")),
+        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, entries!("q4_1")),
+        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, entries!("q8_0")),
+        QuantFormat::Nf4 => (Shader::MatmulNf4, entries!("nf4")),
     }
 }
+
+/// Outputs per invocation (rows, cols) of each generated entry point
+/// (tests/src/shader_gen.rs): large blocks for software adapters, small ones for GPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantBlock {
+    Large,
+    Small,
+}
+
+impl QuantBlock {
+    pub fn for_adapter(ctx: &GpuContext) -> Self {
+        if ctx.is_software() {
+            QuantBlock::Large
+        } else {
+            QuantBlock::Small
+        }
+    }
+
+    fn dims(self, kind: MatmulKind) -> (usize, usize) {
+        match (self, kind) {
+            (QuantBlock::Large, _) => (16, 16),
+            (QuantBlock::Small, MatmulKind::Forward) => (4, 4),
+            (QuantBlock::Small, _) => (4, 8),
+        }
+    }
+}
+
+const WG: (usize, usize) = (8, 4);
 
 /// `Forward`: out(M, N) = inp(M, K)·Wᵀ. `BackwardInput`: out(M, K) = inp(M, N)·W, with
 /// inp the upstream gradient. Combined with `out` as `acc` says.
 pub fn matmul_quant(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, acc: Accumulate) -> Result<()> {
-    let (sh, fwd, bwd) = shader(w.format);
+    matmul_quant_with(ctx, QuantBlock::for_adapter(ctx), kind, out, inp, w, m, acc)
+}
+
+/// [`matmul_quant`] with the block size given (tests run both).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_quant_with(
+    ctx: &GpuContext,
+    block: QuantBlock,
+    kind: MatmulKind,
+    out: &GpuBuffer,
+    inp: &GpuBuffer,
+    w: &GpuQuantWeight,
+    m: usize,
+    acc: Accumulate,
+) -> Result<()> {
+    let (sh, entries) = shader(w.format);
     let (n, k) = (w.rows, w.cols);
-    let (op, in_len, out_len, groups) = match kind {
-        MatmulKind::Forward => (fwd, m * k, m * n, [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1]),
-        MatmulKind::BackwardInput => (bwd, m * n, m * k, [(k / 8).div_ceil(8) as u32, m.div_ceil(32) as u32, 1]),
+    let (tm, tn) = block.dims(kind);
+    let (in_len, out_len, out_cols) = match kind {
+        MatmulKind::Forward => (m * k, m * n, n),
+        MatmulKind::BackwardInput => (m * n, m * k, k),
         MatmulKind::BackwardWeight => {
             return Err(Error::Shape("a frozen quantized weight has no weight gradient".into()))
         }
     };
+    let op = entries[2 * (kind != MatmulKind::Forward) as usize + (block == QuantBlock::Small) as usize];
+    let groups = [out_cols.div_ceil(tn * WG.0) as u32, m.div_ceil(tm * WG.1) as u32, 1];
+    ensure(kind != MatmulKind::BackwardInput || n % 4 == 0, || {
+        format!("{op}: the weight's rows (N = {n}) must be a multiple of 4 for the input gradient")
+    })?;
     ensure(m > 0, || format!("{op}: no rows"))?;
     check_len(op, "inp", inp, in_len)?;
     check_len(op, "out", out, out_len)?;
-    let params = Params { m: m as u32, n: n as u32, k: k as u32, alpha: acc.alpha, beta: acc.beta, aux: 0.0 };
-    match &w.nf4 {
+    let params = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        alpha: acc.alpha,
+        aux: 0.0,
+        _pad: [0; 3],
+        codebook: NF4_CODEBOOK,
+    };
+    // The kernels only overwrite (see the generated files' `st1`).
+    overwrite_then_accumulate(ctx, out, out_len, acc.beta, |dest| match &w.nf4 {
         Some((codes, scales, offset)) => {
             let params = Params { aux: *offset, ..params };
-            ctx.dispatch(&Kernel::new(sh, op, 0), &[&w.q, codes, scales, inp], &[out], &params, groups)
+            ctx.dispatch(&Kernel::new(sh, op, 0), &[&w.q, codes, scales, inp], &[dest], &params, groups)
         }
-        None => ctx.dispatch(&Kernel::new(sh, op, 0), &[&w.q, inp], &[out], &params, groups),
-    }
+        None => ctx.dispatch(&Kernel::new(sh, op, 0), &[&w.q, inp], &[dest], &params, groups),
+    })
 }

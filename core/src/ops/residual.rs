@@ -1,4 +1,5 @@
-//! Residual add. Its backward is the identity: the caller passes the same gradient on.
+//! Residual add (its backward is the identity: the caller passes the same gradient on), and
+//! the in-place `acc = beta·acc + x` that kernels writing `alpha·product` use to accumulate.
 
 use super::{check_len, grid_1d};
 use crate::gpu::{Kernel, Shader};
@@ -8,6 +9,7 @@ use crate::{GpuBuffer, GpuContext, Result};
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
+    beta: f32,
 }
 
 /// out = a + b over n values.
@@ -16,5 +18,13 @@ pub fn residual_forward(ctx: &GpuContext, out: &GpuBuffer, a: &GpuBuffer, b: &Gp
     check_len(op, "a", a, n)?;
     check_len(op, "b", b, n)?;
     check_len(op, "out", out, n)?;
-    ctx.dispatch(&Kernel::new(Shader::Residual, op, 0), &[a, b], &[out], &Params { n: n as u32 }, grid_1d(n as u64, 256))
+    ctx.dispatch(&Kernel::new(Shader::Residual, op, 0), &[a, b], &[out], &Params { n: n as u32, beta: 0.0 }, grid_1d(n as u64, 256))
+}
+
+/// acc = beta·acc + x over n values, in place.
+pub fn residual_accumulate(ctx: &GpuContext, acc: &GpuBuffer, x: &GpuBuffer, beta: f32, n: usize) -> Result<()> {
+    let op = "residual_accumulate";
+    check_len(op, "x", x, n)?;
+    check_len(op, "acc", acc, n)?;
+    ctx.dispatch(&Kernel::new(Shader::Residual, op, 3), &[x], &[acc], &Params { n: n as u32, beta }, grid_1d(n as u64, 256))
 }
