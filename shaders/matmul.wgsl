@@ -37,17 +37,19 @@ fn st(idx: u32, v: vec4<f32>) {
     c[idx] = p.alpha * v;
 }
 
-// Each invocation: rows r0.. r0+32 of c, vec4 columns q0.. q0+8.
+// Each invocation: rows r0.. r0+32 of c(M,N), vec4 columns q0.. q0+8.
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn matmul_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let K4 = p.K / 4u;
+    let N4 = p.N / 4u;
     let r0 = gid.y * 32u;
     let q0 = gid.x * 8u;
     let nrows = p.M;
-    let ncols4 = p.N / 4u;
-    if (r0 >= p.M || q0 >= ncols4) { return; }
+    let ncols4 = N4;
+    if (r0 >= nrows || q0 >= ncols4) { return; }
     let a_off = gid.z * p.M * K4;
     let b_off = gid.z * p.b_batched * p.N * K4;
+    let c_off = gid.z * p.M * N4;
     let ra0 = a_off + min(r0 + 0u, p.M - 1u) * K4;
     let ra1 = a_off + min(r0 + 1u, p.M - 1u) * K4;
     let ra2 = a_off + min(r0 + 2u, p.M - 1u) * K4;
@@ -186,7 +188,6 @@ fn matmul_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         { let x = a[ra30 + k4]; c30_0 += w0 * x; c30_1 += w1 * x; c30_2 += w2 * x; c30_3 += w3 * x; c30_4 += w4 * x; c30_5 += w5 * x; c30_6 += w6 * x; c30_7 += w7 * x; }
         { let x = a[ra31 + k4]; c31_0 += w0 * x; c31_1 += w1 * x; c31_2 += w2 * x; c31_3 += w3 * x; c31_4 += w4 * x; c31_5 += w5 * x; c31_6 += w6 * x; c31_7 += w7 * x; }
     }
-    let c_off = gid.z * p.M * ncols4;
     if (r0 + 0u < nrows) {
         let r = c_off + (r0 + 0u) * ncols4 + q0;
         if (q0 + 0u < ncols4) { st(r + 0u, c0_0); } if (q0 + 1u < ncols4) { st(r + 1u, c0_1); } if (q0 + 2u < ncols4) { st(r + 2u, c0_2); } if (q0 + 3u < ncols4) { st(r + 3u, c0_3); } if (q0 + 4u < ncols4) { st(r + 4u, c0_4); } if (q0 + 5u < ncols4) { st(r + 5u, c0_5); } if (q0 + 6u < ncols4) { st(r + 6u, c0_6); } if (q0 + 7u < ncols4) { st(r + 7u, c0_7); }
@@ -326,7 +327,7 @@ fn matmul_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let q0 = gid.x * 8u;
     let nrows = p.M;
     let ncols4 = K4;
-    if (r0 >= p.M || q0 >= K4) { return; }
+    if (r0 >= nrows || q0 >= ncols4) { return; }
     let a_off = gid.z * p.M * N4;
     let b_off = gid.z * p.b_batched * p.N * K4;
     let c_off = gid.z * p.M * K4;
@@ -584,7 +585,7 @@ fn matmul_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
     let q0 = gid.x * 8u;
     let nrows = p.N;
     let ncols4 = K4;
-    if (r0 >= p.N || q0 >= K4) { return; }
+    if (r0 >= nrows || q0 >= ncols4) { return; }
     let a_off = gid.z * p.M * N4;
     let b_off = gid.z * p.b_batched * p.M * K4;
     let c_off = gid.z * p.N * K4;

@@ -133,20 +133,30 @@ fn store_scalar(o: &mut Out, rows: usize, vec4s: usize, ncols: &str, col0: &str)
     }
 }
 
-fn f32_forward(o: &mut Out, rows: usize, cols: usize) {
-    let q4 = cols / 4;
+/// The start of an f32 entry point: rows r0.. and vec4 columns q0.. of its output block,
+/// the early return past the output (`nrows` × `ncols4` vec4), and the batch offsets of a,
+/// b and c (in vec4) as WGSL expressions.
+fn f32_prologue(o: &mut Out, entry: &str, what: &str, (rows, q4): (usize, usize), (nrows, ncols4): (&str, &str), offsets: [&str; 3]) {
     o.line("");
-    o.line(format!("// Each invocation: rows r0.. r0+{rows} of c, vec4 columns q0.. q0+{q4}."));
+    o.line(format!("// Each invocation: rows r0.. r0+{rows} of {what}"));
     o.line("@compute @workgroup_size(WG_X, WG_Y, 1)");
-    o.line("fn matmul_forward(@builtin(global_invocation_id) gid: vec3<u32>) {");
+    o.line(format!("fn {entry}(@builtin(global_invocation_id) gid: vec3<u32>) {{"));
     o.line("    let K4 = p.K / 4u;");
+    o.line("    let N4 = p.N / 4u;");
     o.line(format!("    let r0 = gid.y * {rows}u;"));
     o.line(format!("    let q0 = gid.x * {q4}u;"));
-    o.line("    let nrows = p.M;");
-    o.line("    let ncols4 = p.N / 4u;");
-    o.line("    if (r0 >= p.M || q0 >= ncols4) { return; }");
-    o.line("    let a_off = gid.z * p.M * K4;");
-    o.line("    let b_off = gid.z * p.b_batched * p.N * K4;");
+    o.line(format!("    let nrows = {nrows};"));
+    o.line(format!("    let ncols4 = {ncols4};"));
+    o.line("    if (r0 >= nrows || q0 >= ncols4) { return; }");
+    for (name, off) in ["a_off", "b_off", "c_off"].iter().zip(offsets) {
+        o.line(format!("    let {name} = gid.z * {off};"));
+    }
+}
+
+fn f32_forward(o: &mut Out, rows: usize, cols: usize) {
+    let q4 = cols / 4;
+    let what = format!("c(M,N), vec4 columns q0.. q0+{q4}.");
+    f32_prologue(o, "matmul_forward", &what, (rows, q4), ("p.M", "N4"), ["p.M * K4", "p.b_batched * p.N * K4", "p.M * N4"]);
     for i in 0..rows {
         o.line(format!("    let ra{i} = a_off + min(r0 + {i}u, p.M - 1u) * K4;"));
     }
@@ -170,27 +180,14 @@ fn f32_forward(o: &mut Out, rows: usize, cols: usize) {
         o.line(format!("        {{ let x = a[ra{i} + k4]; {} }}", upd.join(" ")));
     }
     o.line("    }");
-    o.line("    let c_off = gid.z * p.M * ncols4;");
     store_vec4(o, rows, q4);
     o.line("}");
 }
 
 fn f32_backward_input(o: &mut Out, rows: usize, cols: usize) {
     let q4 = cols / 4;
-    o.line("");
-    o.line(format!("// Each invocation: rows r0.. r0+{rows} of c(M,K), vec4 columns q0.. q0+{q4}; steps of 4 along N."));
-    o.line("@compute @workgroup_size(WG_X, WG_Y, 1)");
-    o.line("fn matmul_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {");
-    o.line("    let K4 = p.K / 4u;");
-    o.line("    let N4 = p.N / 4u;");
-    o.line(format!("    let r0 = gid.y * {rows}u;"));
-    o.line(format!("    let q0 = gid.x * {q4}u;"));
-    o.line("    let nrows = p.M;");
-    o.line("    let ncols4 = K4;");
-    o.line("    if (r0 >= p.M || q0 >= K4) { return; }");
-    o.line("    let a_off = gid.z * p.M * N4;");
-    o.line("    let b_off = gid.z * p.b_batched * p.N * K4;");
-    o.line("    let c_off = gid.z * p.M * K4;");
+    let what = format!("c(M,K), vec4 columns q0.. q0+{q4}; steps of 4 along N.");
+    f32_prologue(o, "matmul_backward_input", &what, (rows, q4), ("p.M", "K4"), ["p.M * N4", "p.b_batched * p.N * K4", "p.M * K4"]);
     for i in 0..rows {
         o.line(format!("    let ra{i} = a_off + min(r0 + {i}u, p.M - 1u) * N4;"));
     }
@@ -218,20 +215,8 @@ fn f32_backward_input(o: &mut Out, rows: usize, cols: usize) {
 fn f32_backward_weight(o: &mut Out, rows: usize, cols: usize) {
     let q4 = cols / 4;
     let r4 = rows / 4;
-    o.line("");
-    o.line(format!("// Each invocation: rows r0.. r0+{rows} of c(N,K), vec4 columns q0.. q0+{q4}; four rows of a and b per step."));
-    o.line("@compute @workgroup_size(WG_X, WG_Y, 1)");
-    o.line("fn matmul_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>) {");
-    o.line("    let K4 = p.K / 4u;");
-    o.line("    let N4 = p.N / 4u;");
-    o.line(format!("    let r0 = gid.y * {rows}u;"));
-    o.line(format!("    let q0 = gid.x * {q4}u;"));
-    o.line("    let nrows = p.N;");
-    o.line("    let ncols4 = K4;");
-    o.line("    if (r0 >= p.N || q0 >= K4) { return; }");
-    o.line("    let a_off = gid.z * p.M * N4;");
-    o.line("    let b_off = gid.z * p.b_batched * p.M * K4;");
-    o.line("    let c_off = gid.z * p.N * K4;");
+    let what = format!("c(N,K), vec4 columns q0.. q0+{q4}; four rows of a and b per step.");
+    f32_prologue(o, "matmul_backward_weight", &what, (rows, q4), ("p.N", "K4"), ["p.M * N4", "p.b_batched * p.M * K4", "p.N * K4"]);
     for j in 0..r4 {
         o.line(format!("    let na{j} = min(r0 / 4u + {j}u, N4 - 1u);"));
     }
