@@ -9,24 +9,21 @@
 
 use std::fmt::Write;
 
+use hearth_core::ops::matmul::{MatmulKind, REGISTER_BLOCK, REGISTER_WG};
+use hearth_core::ops::matmul_quant::{QuantBlock, QUANT_WG};
+
 /// Outputs per invocation of a kernel: `rows` × `cols`, `cols` a multiple of 4.
 #[derive(Clone, Copy)]
-pub struct Block {
-    pub rows: usize,
-    pub cols: usize,
+struct Block {
+    rows: usize,
+    cols: usize,
 }
 
-/// The f32 kernels' block (software adapters). Larger blocks feed more FMAs per load, but
-/// llvmpipe's compile time grows steeply with the unrolled body: 64×32 measured ~10% faster
-/// and took two minutes per kernel to compile; 32×32 takes ~5 s (docs/PERF.md).
-pub const F32_BLOCK: Block = Block { rows: 32, cols: 32 };
-/// The quantized kernels' blocks: large for software adapters, small for GPUs.
-/// Each decoded row is inlined once per block column, so these are smaller (~9 s to compile).
-pub const QUANT_LARGE_FORWARD: Block = Block { rows: 16, cols: 16 };
-pub const QUANT_LARGE_BACKWARD: Block = Block { rows: 16, cols: 16 };
-pub const QUANT_SMALL_FORWARD: Block = Block { rows: 4, cols: 4 };
-/// Backward blocks span whole groups of 8 columns.
-pub const QUANT_SMALL_BACKWARD: Block = Block { rows: 4, cols: 8 };
+impl From<(usize, usize)> for Block {
+    fn from((rows, cols): (usize, usize)) -> Self {
+        Block { rows, cols }
+    }
+}
 
 /// Every generated file: (file name under shaders/, text).
 pub fn generate_all() -> Vec<(String, String)> {
@@ -51,7 +48,8 @@ impl Out {
 // ---------------------------------------------------------------- f32
 
 fn f32_file() -> String {
-    let Block { rows, cols } = F32_BLOCK;
+    let Block { rows, cols } = REGISTER_BLOCK.into();
+    let (wg_x, wg_y) = REGISTER_WG;
     let mut o = Out(String::new());
     o.line(HEADER);
     write!(
@@ -83,8 +81,8 @@ struct Params {{
 @group(0) @binding(2) var<storage, read_write> c: array<vec4<f32>>;
 @group(1) @binding(0) var<uniform> p: Params;
 
-override WG_X: u32 = 8u;
-override WG_Y: u32 = 8u;
+override WG_X: u32 = {wg_x}u;
+override WG_Y: u32 = {wg_y}u;
 
 // c[idx] = alpha·v. Accumulating into c (beta ≠ 0) is a separate pass (residual.wgsl's
 // residual_accumulate): reading c in these unrolled stores made llvmpipe's compile 3× slower.
@@ -438,8 +436,8 @@ struct Params {{
 @group(0) @binding({ob}) var<storage, read_write> out: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
-override WG_X: u32 = 8u;
-override WG_Y: u32 = 4u;
+override WG_X: u32 = {wg_x}u;
+override WG_Y: u32 = {wg_y}u;
 
 {helpers}{decode}
 // out[idx] = alpha·v. Accumulating into out (beta ≠ 0) is a separate pass, as in matmul.wgsl.
@@ -464,14 +462,16 @@ fn st4(idx: u32, col0: u32, ncols: u32, v: vec4<f32>) {{
         bindings = f.weight_bindings,
         ib = nw,
         ob = nw + 1,
+        wg_x = QUANT_WG.0,
+        wg_y = QUANT_WG.1,
         decode = f.decode,
     )
     .unwrap();
-    for b in [QUANT_LARGE_FORWARD, QUANT_SMALL_FORWARD] {
-        quant_forward(&mut o, name, b);
+    for b in [QuantBlock::Large, QuantBlock::Small] {
+        quant_forward(&mut o, name, b.dims(MatmulKind::Forward).into());
     }
-    for b in [QUANT_LARGE_BACKWARD, QUANT_SMALL_BACKWARD] {
-        quant_backward_input(&mut o, name, b);
+    for b in [QuantBlock::Large, QuantBlock::Small] {
+        quant_backward_input(&mut o, name, b.dims(MatmulKind::BackwardInput).into());
     }
     o.0
 }

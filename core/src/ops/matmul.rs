@@ -4,8 +4,8 @@
 //! holds; everything else runs the shared-memory strided kernel of matmul_tiled.wgsl.
 
 use super::check_len;
-use crate::error::ensure;
 use super::residual::residual_accumulate;
+use crate::error::ensure;
 use crate::gpu::{Kernel, Shader, Variant};
 use crate::{GpuBuffer, GpuContext, Result};
 
@@ -88,10 +88,13 @@ struct StridedParams {
     c_batch: u32,
 }
 
-// matmul.wgsl's block per invocation (tests/src/shader_gen.rs) and workgroup (WG_X, WG_Y).
-const REGISTER_TM: usize = 32;
-const REGISTER_TN: usize = 32;
-const REGISTER_WG: (usize, usize) = (8, 8);
+/// Outputs per invocation (rows, cols) of matmul.wgsl's kernels; tests/src/shader_gen.rs
+/// generates them from this. Larger blocks feed more FMAs per load, but llvmpipe's compile
+/// time grows steeply with the unrolled body: 64×32 measured ~10% faster and took two
+/// minutes per kernel to compile; 32×32 takes ~5 s (docs/PERF.md).
+pub const REGISTER_BLOCK: (usize, usize) = (32, 32);
+/// Their workgroup (WG_X, WG_Y).
+pub const REGISTER_WG: (usize, usize) = (8, 8);
 const TILED_SIDE: usize = 64; // 4 outputs × 16 invocations
 
 impl MatmulKind {
@@ -182,8 +185,8 @@ pub fn matmul_with(
             let params =
                 RegisterParams { m: d.m as u32, n: d.n as u32, k: d.k as u32, alpha: acc.alpha, b_batched: d.b_batched as u32 };
             let groups = [
-                cols.div_ceil(REGISTER_TN * REGISTER_WG.0) as u32,
-                rows.div_ceil(REGISTER_TM * REGISTER_WG.1) as u32,
+                cols.div_ceil(REGISTER_BLOCK.1 * REGISTER_WG.0) as u32,
+                rows.div_ceil(REGISTER_BLOCK.0 * REGISTER_WG.1) as u32,
                 d.batch as u32,
             ];
             // The register kernels only overwrite (see matmul.wgsl's `st`).

@@ -71,8 +71,9 @@ fn shader(format: QuantFormat) -> (Shader, [&'static str; 4]) {
     }
 }
 
-/// Outputs per invocation (rows, cols) of each generated entry point
-/// (tests/src/shader_gen.rs): large blocks for software adapters, small ones for GPUs.
+/// The blocks of outputs per invocation of the generated entry points
+/// (tests/src/shader_gen.rs writes them from `dims`): large for software adapters, small for
+/// GPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuantBlock {
     Large,
@@ -88,7 +89,10 @@ impl QuantBlock {
         }
     }
 
-    fn dims(self, kind: MatmulKind) -> (usize, usize) {
+    /// (rows, cols) per invocation. Each decoded weight row is inlined once per block column,
+    /// so the large blocks stay at 16×16 (~9 s of llvmpipe compile); backward blocks span
+    /// whole groups of 8 columns. The names in `entries!` spell these sizes.
+    pub fn dims(self, kind: MatmulKind) -> (usize, usize) {
         match (self, kind) {
             (QuantBlock::Large, _) => (16, 16),
             (QuantBlock::Small, MatmulKind::Forward) => (4, 4),
@@ -97,7 +101,8 @@ impl QuantBlock {
     }
 }
 
-const WG: (usize, usize) = (8, 4);
+/// The quantized kernels' workgroup (WG_X, WG_Y).
+pub const QUANT_WG: (usize, usize) = (8, 4);
 
 /// `Forward`: out(M, N) = inp(M, K)·Wᵀ. `BackwardInput`: out(M, K) = inp(M, N)·W, with
 /// inp the upstream gradient. Combined with `out` as `acc` says.
@@ -128,7 +133,7 @@ pub fn matmul_quant_with(
         }
     };
     let op = entries[2 * (kind != MatmulKind::Forward) as usize + (block == QuantBlock::Small) as usize];
-    let groups = [out_cols.div_ceil(tn * WG.0) as u32, m.div_ceil(tm * WG.1) as u32, 1];
+    let groups = [out_cols.div_ceil(tn * QUANT_WG.0) as u32, m.div_ceil(tm * QUANT_WG.1) as u32, 1];
     ensure(kind != MatmulKind::BackwardInput || n % 4 == 0, || {
         format!("{op}: the weight's rows (N = {n}) must be a multiple of 4 for the input gradient")
     })?;
