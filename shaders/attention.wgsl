@@ -9,6 +9,9 @@
 //   attention_backward_query:  dq = scale·Σ_j P(dP − dsum)·k_j
 //   attention_backward_kv:     dk = scale·Σ_t P(dP − dsum)·q_t,  dv = Σ_t P·dout_t
 //                              summed over the query heads that share the KV head.
+//   attention_forward_cached:  inference with a KV cache, one sequence: q (T, NH, HS) for the
+//                              tokens at positions past..past+T, k and v caches (≥ past+T, NKV, HS)
+//                              that already hold them; query t sees cache rows 0..=past+t.
 
 struct Params {
     B: u32,
@@ -17,6 +20,7 @@ struct Params {
     NKV: u32,
     HS: u32,
     scale: f32,
+    past: u32, // attention_forward_cached only
 }
 
 const MAX_HS: u32 = 128u;
@@ -163,4 +167,36 @@ fn attention_backward_kv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
         }
     }
     for (var d = 0u; d < p.HS; d++) { dk[kb + d] = dka[d]; dv[kb + d] = dva[d]; }
+}
+
+@group(0) @binding(24) var<storage, read> c_q: array<f32>;
+@group(0) @binding(25) var<storage, read> c_k: array<f32>;
+@group(0) @binding(26) var<storage, read> c_v: array<f32>;
+@group(0) @binding(27) var<storage, read_write> c_out: array<f32>;
+
+@compute @workgroup_size(64)
+fn attention_forward_cached(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= p.NH * p.T) { return; }
+    let t = i / p.NH;
+    let h = i % p.NH;
+    let kvh = h / (p.NH / p.NKV);
+    let qb = (t * p.NH + h) * p.HS;
+    var qv: array<f32, MAX_HS>;
+    var acc: array<f32, MAX_HS>;
+    for (var d = 0u; d < p.HS; d++) { qv[d] = c_q[qb + d] * p.scale; acc[d] = 0.0; }
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var j = 0u; j <= p.past + t; j++) {
+        let kb = (j * p.NKV + kvh) * p.HS;
+        var s = 0.0;
+        for (var d = 0u; d < p.HS; d++) { s += qv[d] * c_k[kb + d]; }
+        let m_new = max(m, s);
+        let corr = exp(m - m_new);
+        let e = exp(s - m_new);
+        l = l * corr + e;
+        for (var d = 0u; d < p.HS; d++) { acc[d] = acc[d] * corr + e * c_v[kb + d]; }
+        m = m_new;
+    }
+    for (var d = 0u; d < p.HS; d++) { c_out[qb + d] = acc[d] / l; }
 }

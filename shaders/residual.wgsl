@@ -1,10 +1,12 @@
 // Residual connection: out = a + b, element-wise over N values; and residual_accumulate,
 // out = beta·out + x, which the matmuls use to add into an output. Its backward is the identity
-// (the same gradient flows to both inputs), so it has no kernel of its own.
+// (the same gradient flows to both inputs), so it has no kernel of its own. bias_forward adds a
+// (C) bias to every row of an (N/C, C) output (Qwen2's q/k/v projections).
 
 struct Params {
     N: u32,
     beta: f32, // residual_accumulate only
+    C: u32,    // bias_forward only
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -29,4 +31,15 @@ fn residual_accumulate(@builtin(global_invocation_id) gid: vec3<u32>,
     let i = gid.x + gid.y * nwg.x * 256u;
     if (i >= p.N) { return; }
     acc[i] = p.beta * acc[i] + x[i];
+}
+
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+@group(0) @binding(6) var<storage, read_write> biased: array<f32>;
+
+@compute @workgroup_size(256)
+fn bias_forward(@builtin(global_invocation_id) gid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.N) { return; }
+    biased[i] = biased[i] + bias[i % p.C];
 }

@@ -7,6 +7,8 @@
 
 pub mod error;
 pub mod gpu;
+pub mod io;
+pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod rng;

@@ -1,6 +1,10 @@
 //! The `hearth` command-line tool.
 
 mod bench;
+mod generate;
+mod info;
+mod load;
+mod score;
 mod selftest;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +23,14 @@ enum Command {
     ///
     /// Example: hearth selftest
     Selftest,
+    /// Describe a model: architecture, sizes, parameters, memory per format and for training.
+    Info(info::InfoArgs),
+    /// Mean negative log-likelihood per token and perplexity of a text.
+    Score(score::ScoreArgs),
+    /// Continue a prompt (greedy or sampled), streaming the text.
+    Generate(generate::GenerateArgs),
+    /// Talk to the model in the terminal; the history goes through its chat template.
+    Chat(generate::ChatArgs),
     /// Measure speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -37,6 +49,10 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Selftest => selftest::run(),
+        Command::Info(a) => info::run(a),
+        Command::Score(a) => score::run(a),
+        Command::Generate(a) => generate::run_generate(a),
+        Command::Chat(a) => generate::run_chat(a),
         Command::Bench(cmd) => bench::run(cmd),
     };
     if let Err(msg) = result {

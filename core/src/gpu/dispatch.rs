@@ -212,4 +212,10 @@ impl GpuContext {
             encoder.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, Some(bytes.next_multiple_of(4)))
         });
     }
+
+    /// Records a copy of `bytes` bytes from byte `src_at` of `src` to byte `dst_at` of `dst`
+    /// (all multiples of 4).
+    pub fn copy_region(&self, src: &GpuBuffer, src_at: u64, dst: &GpuBuffer, dst_at: u64, bytes: u64) {
+        self.record(|encoder| encoder.copy_buffer_to_buffer(src.raw(), src_at, dst.raw(), dst_at, Some(bytes)));
+    }
 }

@@ -26,6 +26,7 @@ struct Params {
     nkv: u32,
     hs: u32,
     scale: f32,
+    past: u32,
 }
 
 impl AttentionDims {
@@ -43,6 +44,7 @@ impl AttentionDims {
             nkv: self.nkv as u32,
             hs: self.hs as u32,
             scale: 1.0 / (self.hs as f32).sqrt(),
+            past: 0,
         })
     }
 
@@ -89,4 +91,20 @@ pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: 
     ctx.dispatch(&Kernel::new(Shader::Attention, "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
     ctx.dispatch(&Kernel::new(Shader::Attention, "attention_backward_query", 9), &[dout, q, k, v, stats, seg], &[dq], &params, q_rows)?;
     ctx.dispatch(&Kernel::new(Shader::Attention, "attention_backward_kv", 16), &[dout, q, k, v, stats, seg], &[dk, dv], &params, kv_rows)
+}
+
+/// Inference over a KV cache, one sequence (`d.b` must be 1): out and q are (T, NH, HS) for
+/// the tokens at positions past..past+T; k_cache and v_cache (rows ≥ past+T, NKV, HS) already
+/// hold their keys and values. Query t attends to cache rows 0..=past+t.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer, k_cache: &GpuBuffer, v_cache: &GpuBuffer, past: usize, d: AttentionDims) -> Result<()> {
+    let op = "attention_forward_cached";
+    ensure(d.b == 1, || format!("{op}: one sequence at a time, got batch {}", d.b))?;
+    let mut params = d.check(op)?;
+    params.past = past as u32;
+    let cache_len = (past + d.t) * d.nkv * d.hs;
+    for (name, buf, len) in [("q", q, d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("out", out, d.q_len())] {
+        check_len(op, name, buf, len)?;
+    }
+    ctx.dispatch(&Kernel::new(Shader::Attention, op, 24), &[q, k_cache, v_cache], &[out], &params, grid_1d((d.nh * d.t) as u64, 64))
 }

@@ -3,6 +3,7 @@
 //! Q8_0 are llama.cpp's exact layouts, so tensors from a GGUF file upload unchanged.
 //! A tensor is (rows, cols) in the nn.Linear layout; blocks run along cols (the K axis).
 
+pub mod kquants;
 mod nf4;
 
 use half::f16;

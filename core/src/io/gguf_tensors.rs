@@ -1,0 +1,149 @@
+//! GGUF tensors by HF name: llama.cpp's names mapped back, its Q/K row permutation undone,
+//! block formats Hearth runs kept as they are, the others dequantized to f32.
+
+use super::gguf::{GgmlType, Gguf, GgufTensorInfo};
+use crate::model::config::Arch;
+use crate::model::weights::{Matrix, MatrixData, TensorSource};
+use crate::quant::{kquants, QuantFormat, QuantTensor};
+use crate::{Error, Result};
+
+pub struct GgufSource<'a> {
+    pub gguf: &'a Gguf<'a>,
+    pub file: String,
+    pub arch: Arch,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+}
+
+/// llama.cpp's tensor name for an HF name.
+fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (module, suffix) = rest.rsplit_once('.')?;
+    let short = match module {
+        "input_layernorm" => "attn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "post_attention_layernorm" => "ffn_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{short}.{suffix}"))
+}
+
+/// Undoes convert_hf_to_gguf.py's permute for llama-family q/k: within each head, GGUF row
+/// 2i + j holds HF row j·HS/2 + i. Rows move whole, so block formats stay intact.
+fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
+    let row_bytes = bytes.len() / rows;
+    let hs = rows / heads;
+    let mut out = vec![0u8; bytes.len()];
+    for h in 0..heads {
+        for i in 0..hs / 2 {
+            for j in 0..2 {
+                let src = h * hs + 2 * i + j;
+                let dst = h * hs + j * (hs / 2) + i;
+                out[dst * row_bytes..(dst + 1) * row_bytes].copy_from_slice(&bytes[src * row_bytes..(src + 1) * row_bytes]);
+            }
+        }
+    }
+    out
+}
+
+impl GgufSource<'_> {
+    fn matrix(&self, hf_name: &str, info: &GgufTensorInfo, bytes: Vec<u8>) -> Result<Matrix> {
+        let (rows, cols) = info.rows_cols();
+        let bad = |e: Error| Error::Format(format!("{}: tensor {}: {e}", self.file, info.name));
+        let quant = |f: QuantFormat, b: Vec<u8>| QuantTensor::from_blocks(f, rows, cols, b).map(MatrixData::Quant).map_err(bad);
+        let dequant = |block: fn(&[u8], &mut [f32]), b: &[u8]| {
+            let (n, bb) = info.ty.block();
+            let mut out = vec![0f32; rows * cols];
+            for (blk, y) in b.chunks_exact(bb).zip(out.chunks_exact_mut(n)) {
+                block(blk, y);
+            }
+            MatrixData::F32(out)
+        };
+        let data = match info.ty {
+            GgmlType::F32 => MatrixData::F32(bytemuck::pod_collect_to_vec(&bytes)),
+            GgmlType::F16 if cols % QuantFormat::F16.block_size() == 0 => quant(QuantFormat::F16, bytes)?,
+            GgmlType::F16 => MatrixData::F32(kquants::dequantize_f16(&bytes)),
+            GgmlType::Bf16 => MatrixData::F32(kquants::dequantize_bf16(&bytes)),
+            GgmlType::Q4_0 => quant(QuantFormat::Q4_0, bytes)?,
+            GgmlType::Q4_1 => quant(QuantFormat::Q4_1, bytes)?,
+            GgmlType::Q8_0 => quant(QuantFormat::Q8_0, bytes)?,
+            GgmlType::Q4K => dequant(kquants::dequantize_q4_k, &bytes),
+            GgmlType::Q5K => dequant(kquants::dequantize_q5_k, &bytes),
+            GgmlType::Q6K => dequant(kquants::dequantize_q6_k, &bytes),
+        };
+        Ok(Matrix { name: hf_name.to_string(), rows, cols, data })
+    }
+}
+
+impl TensorSource for GgufSource<'_> {
+    fn origin(&self) -> &str {
+        &self.file
+    }
+
+    fn tensor(&self, name: &str) -> Result<Option<Matrix>> {
+        let Some(gname) = gguf_name(name) else { return Ok(None) };
+        let Some(info) = self.gguf.tensor(&gname) else { return Ok(None) };
+        let mut bytes = self.gguf.data(info).to_vec();
+        // llama.cpp permutes q and k (weights and biases) for the llama family only.
+        if matches!(self.arch, Arch::Llama | Arch::Mistral) {
+            let (rows, _) = info.rows_cols();
+            let heads = if gname.contains(".attn_q.") {
+                Some(self.n_heads)
+            } else if gname.contains(".attn_k.") {
+                Some(self.n_kv_heads)
+            } else {
+                None
+            };
+            if let Some(heads) = heads {
+                // a bias is a vector: its elements move like the rows of the weight
+                let n = if info.dims.len() == 1 { info.dims[0] } else { rows };
+                bytes = unpermute_rows(&bytes, n, heads);
+            }
+        }
+        self.matrix(name, info, bytes).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_llama_cpp() {
+        assert_eq!(gguf_name("model.layers.12.self_attn.k_proj.bias").unwrap(), "blk.12.attn_k.bias");
+        assert_eq!(gguf_name("model.layers.0.mlp.down_proj.weight").unwrap(), "blk.0.ffn_down.weight");
+        assert_eq!(gguf_name("lm_head.weight").unwrap(), "output.weight");
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // HF rows 0..8 for 2 heads of size 4; llama.cpp's permute: reshape(h, 2, hs/2) → swap → flatten.
+        let (heads, hs) = (2, 4);
+        let hf: Vec<u8> = (0..8).collect();
+        let mut permuted = vec![0u8; 8];
+        for h in 0..heads {
+            for j in 0..2 {
+                for i in 0..hs / 2 {
+                    permuted[h * hs + 2 * i + j] = hf[h * hs + j * (hs / 2) + i];
+                }
+            }
+        }
+        assert_eq!(unpermute_rows(&permuted, 8, heads), hf);
+    }
+}

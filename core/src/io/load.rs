@@ -1,0 +1,89 @@
+//! A model from its files: an HF folder (config.json, safetensors shards, tokenizer files)
+//! or one GGUF file. The caller supplies the bytes (native: the file system; web: storage).
+
+use super::gguf::Gguf;
+use super::gguf_tensors::GgufSource;
+use super::safetensors::SafetensorsSource;
+use crate::model::weights::{HostWeights, WeightFormat};
+use crate::model::{Config, Tokenizer};
+use crate::{Error, Result};
+
+/// Read access to the files of an HF folder.
+pub trait Files {
+    /// The folder, for error messages.
+    fn origin(&self) -> &str;
+    /// The bytes of `name`, or None when there is no such file.
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>>;
+}
+
+pub struct LoadedModel {
+    pub cfg: Config,
+    pub weights: HostWeights,
+    pub tokenizer: Tokenizer,
+    /// What was read, e.g. "GGUF (Q4_1 ×210, F32 ×61, Q8_0 ×1)".
+    pub description: String,
+}
+
+fn text(files: &dyn Files, name: &str) -> Result<Option<String>> {
+    match files.read(name)? {
+        Some(b) => String::from_utf8(b).map(Some).map_err(|_| Error::Format(format!("{}/{name} is not UTF-8", files.origin()))),
+        None => Ok(None),
+    }
+}
+
+/// The safetensors files of a folder: the shards its index names, or model.safetensors.
+fn shard_names(files: &dyn Files) -> Result<Vec<String>> {
+    let dir = files.origin();
+    if let Some(index) = text(files, "model.safetensors.index.json")? {
+        let v: serde_json::Value = serde_json::from_str(&index).map_err(|e| Error::Format(format!("{dir}/model.safetensors.index.json: {e}")))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Format(format!("{dir}/model.safetensors.index.json: no weight_map object")))?;
+        let mut names: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
+        names.sort();
+        names.dedup();
+        return Ok(names);
+    }
+    Ok(vec!["model.safetensors".to_string()])
+}
+
+pub fn load_hf_folder(files: &dyn Files, quant: Option<WeightFormat>) -> Result<LoadedModel> {
+    let dir = files.origin();
+    let missing = |name: &str, what: &str| Error::Format(format!("{dir}: {name} is missing ({what})"));
+    let config = text(files, "config.json")?.ok_or_else(|| missing("config.json", "an HF model folder needs it"))?;
+    let cfg = Config::from_hf_json(&config, &format!("{dir}/config.json"))?;
+    let tokenizer_json = files.read("tokenizer.json")?.ok_or_else(|| missing("tokenizer.json", "Hearth reads HF fast tokenizers"))?;
+    let mut tokenizer = Tokenizer::from_hf(&tokenizer_json, text(files, "tokenizer_config.json")?.as_deref(), text(files, "generation_config.json")?.as_deref(), dir)?;
+    // transformers 5 writes the template to its own file
+    if let Some(t) = text(files, "chat_template.jinja")? {
+        tokenizer.chat_template = Some(t);
+    }
+    let mut shards = Vec::new();
+    for name in shard_names(files)? {
+        let bytes = files.read(&name)?.ok_or_else(|| missing(&name, "the weights"))?;
+        shards.push((name, bytes));
+    }
+    let src = SafetensorsSource::new(dir, &shards)?;
+    let weights = HostWeights::load(&cfg, &src, quant)?;
+    let description = format!("HF folder, {} safetensors file(s)", shards.len());
+    Ok(LoadedModel { cfg, weights, tokenizer, description })
+}
+
+pub fn load_gguf(bytes: &[u8], file: &str, quant: Option<WeightFormat>) -> Result<LoadedModel> {
+    let g = Gguf::parse(bytes, file)?;
+    let cfg = Config::from_gguf(&g, file)?;
+    let tokenizer = Tokenizer::from_gguf(&g, file)?;
+    let src = GgufSource { gguf: &g, file: file.to_string(), arch: cfg.arch, n_heads: cfg.n_heads, n_kv_heads: cfg.n_kv_heads };
+    let weights = HostWeights::load(&cfg, &src, quant)?;
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for t in &g.tensors {
+        let name = format!("{:?}", t.ty);
+        match counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    let types: Vec<String> = counts.iter().map(|(n, c)| format!("{n} ×{c}")).collect();
+    Ok(LoadedModel { cfg, weights, tokenizer, description: format!("GGUF v3 ({})", types.join(", ")) })
+}

@@ -1,0 +1,6 @@
+//! File formats, bytes in and out: the caller owns files (native) or browser storage (web).
+
+pub mod gguf;
+pub mod gguf_tensors;
+pub mod load;
+pub mod safetensors;

@@ -1,0 +1,197 @@
+//! Config: the sizes of a decoder, read from an HF config.json or from GGUF metadata.
+
+use serde::Deserialize;
+
+use crate::io::gguf::{Gguf, GgufValue};
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+    Mistral,
+}
+
+impl Arch {
+    pub fn parse(name: &str, file: &str) -> Result<Self> {
+        match name {
+            "llama" | "LlamaForCausalLM" => Ok(Arch::Llama),
+            "qwen2" | "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
+            "mistral" | "MistralForCausalLM" => Ok(Arch::Mistral),
+            other => Err(Error::Format(format!(
+                "{file}: architecture \"{other}\" is not supported (Hearth runs llama, qwen2 and mistral)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Mistral => "mistral",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub arch: Arch,
+    /// V
+    pub vocab_size: usize,
+    /// C
+    pub hidden_size: usize,
+    /// FF
+    pub intermediate_size: usize,
+    /// L
+    pub n_layers: usize,
+    /// NH
+    pub n_heads: usize,
+    /// NKV
+    pub n_kv_heads: usize,
+    /// HS
+    pub head_size: usize,
+    pub rope_theta: f32,
+    pub rms_norm_eps: f32,
+    pub tie_embeddings: bool,
+    /// q/k/v projections carry a bias (Qwen2).
+    pub qkv_bias: bool,
+    pub max_seq_len: usize,
+}
+
+#[derive(Deserialize)]
+struct HfConfig {
+    model_type: Option<String>,
+    architectures: Option<Vec<String>>,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rope_theta: Option<f32>,
+    rms_norm_eps: Option<f32>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    max_position_embeddings: Option<usize>,
+    rope_scaling: Option<serde_json::Value>,
+    rope_parameters: Option<serde_json::Value>,
+}
+
+impl Config {
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_size
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_size
+    }
+
+    /// Parses an HF config.json; `file` names it in errors.
+    pub fn from_hf_json(text: &str, file: &str) -> Result<Self> {
+        let c: HfConfig = serde_json::from_str(text).map_err(|e| Error::Format(format!("{file}: {e}")))?;
+        let arch_name = c
+            .model_type
+            .clone()
+            .or_else(|| c.architectures.as_ref().and_then(|a| a.first().cloned()))
+            .ok_or_else(|| Error::Format(format!("{file}: no model_type or architectures field")))?;
+        let arch = Arch::parse(&arch_name, file)?;
+        // rope_scaling (Llama 3.x's "llama3", YaRN, ...) changes the frequencies; refuse
+        // rather than give silently different numbers. Plain "default" is fine.
+        for scaling in [&c.rope_scaling, &c.rope_parameters].into_iter().flatten() {
+            let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
+            if kind != "default" {
+                return Err(Error::Format(format!("{file}: rope scaling \"{kind}\" is not supported yet")));
+            }
+        }
+        let rope_theta = c
+            .rope_theta
+            .or_else(|| c.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()).map(|v| v as f32))
+            .unwrap_or(10000.0);
+        let cfg = Config {
+            arch,
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            n_layers: c.num_hidden_layers,
+            n_heads: c.num_attention_heads,
+            n_kv_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
+            head_size: c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads.max(1)),
+            rope_theta,
+            rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
+            tie_embeddings: c.tie_word_embeddings.unwrap_or(false),
+            qkv_bias: arch == Arch::Qwen2 || c.attention_bias.unwrap_or(false),
+            max_seq_len: c.max_position_embeddings.unwrap_or(4096),
+        };
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Reads `<arch>.*` metadata of a GGUF file; `file` names it in errors.
+    pub fn from_gguf(g: &Gguf, file: &str) -> Result<Self> {
+        let arch_name = g
+            .get("general.architecture")
+            .and_then(GgufValue::as_str)
+            .ok_or_else(|| Error::Format(format!("{file}: metadata general.architecture is missing")))?;
+        let arch = Arch::parse(arch_name, file)?;
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let int = |k: &str| -> Result<usize> {
+            g.get(&key(k))
+                .and_then(GgufValue::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| Error::Format(format!("{file}: metadata {} is missing or not an integer", key(k))))
+        };
+        let float = |k: &str| g.get(&key(k)).and_then(GgufValue::as_f64);
+        let vocab_size = match g.get(&key("vocab_size")).and_then(GgufValue::as_u64) {
+            Some(v) => v as usize,
+            None => g.get("tokenizer.ggml.tokens").and_then(GgufValue::as_array).map(|a| a.len()).unwrap_or(0),
+        };
+        let hidden_size = int("embedding_length")?;
+        let n_heads = int("attention.head_count")?;
+        if let Some(kind) = g.get(&key("rope.scaling.type")).and_then(GgufValue::as_str) {
+            if kind != "none" {
+                return Err(Error::Format(format!("{file}: rope scaling \"{kind}\" is not supported yet")));
+            }
+        }
+        let cfg = Config {
+            arch,
+            vocab_size,
+            hidden_size,
+            intermediate_size: int("feed_forward_length")?,
+            n_layers: int("block_count")?,
+            n_heads,
+            n_kv_heads: int("attention.head_count_kv").unwrap_or(n_heads),
+            head_size: int("attention.key_length").unwrap_or(hidden_size / n_heads.max(1)),
+            rope_theta: float("rope.freq_base").unwrap_or(10000.0) as f32,
+            rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
+            tie_embeddings: g.tensor("output.weight").is_none(),
+            qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
+            max_seq_len: int("context_length").unwrap_or(4096),
+        };
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str) -> Result<()> {
+        let bad = |what: String| Err(Error::Format(format!("{file}: {what}")));
+        if self.vocab_size == 0 || self.hidden_size == 0 || self.n_layers == 0 || self.intermediate_size == 0 {
+            return bad(format!("empty sizes in the config: {self:?}"));
+        }
+        if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!("{} attention heads do not divide into {} KV heads", self.n_heads, self.n_kv_heads));
+        }
+        if self.head_size % 2 != 0 || self.head_size > crate::ops::attention::MAX_HEAD_SIZE {
+            return bad(format!("head size {} is not supported (even, at most {})", self.head_size, crate::ops::attention::MAX_HEAD_SIZE));
+        }
+        Ok(())
+    }
+
+    /// Parameters of the base model (embedding counted once when tied).
+    pub fn param_count(&self) -> usize {
+        let (c, ff) = (self.hidden_size, self.intermediate_size);
+        let attn = c * self.q_dim() * 2 + c * self.kv_dim() * 2 + if self.qkv_bias { self.q_dim() + 2 * self.kv_dim() } else { 0 };
+        let layer = attn + 3 * c * ff + 2 * c;
+        let embed = self.vocab_size * c * if self.tie_embeddings { 1 } else { 2 };
+        embed + self.n_layers * layer + c
+    }
+}

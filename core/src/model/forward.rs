@@ -1,0 +1,307 @@
+//! The decoder on the GPU for inference: weights uploaded once, a run state sized for a
+//! chunk of tokens, and a KV cache. `forward` pushes tokens through the layers; `logits_last`
+//! and `score` turn the final hidden states into logits and log-likelihoods.
+
+use crate::model::config::Config;
+use crate::model::linear::Linear;
+use crate::model::weights::{HostWeights, Matrix};
+use crate::ops::attention::{attention_forward_cached, AttentionDims};
+use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
+use crate::ops::residual::{bias_forward, residual_accumulate};
+use crate::ops::rmsnorm::rmsnorm_forward;
+use crate::ops::rope::{rope_forward, RopeDims};
+use crate::ops::swiglu::swiglu_forward;
+use crate::{Error, GpuBuffer, GpuContext, Result};
+
+struct GpuLayer {
+    attn_norm: GpuBuffer, // (C)
+    q: Linear,            // (NH·HS, C)
+    k: Linear,            // (NKV·HS, C)
+    v: Linear,            // (NKV·HS, C)
+    q_bias: Option<GpuBuffer>,
+    k_bias: Option<GpuBuffer>,
+    v_bias: Option<GpuBuffer>,
+    o: Linear,            // (C, NH·HS)
+    ffn_norm: GpuBuffer,  // (C)
+    gate: Linear,         // (FF, C)
+    up: Linear,           // (FF, C)
+    down: Linear,         // (C, FF)
+}
+
+/// Activations for up to `chunk` tokens at a time.
+struct RunState {
+    x: GpuBuffer,      // (T, C) residual stream
+    xn: GpuBuffer,     // (T, C) normed
+    rstd: GpuBuffer,   // (T)
+    q: GpuBuffer,      // (T, NH·HS)
+    k: GpuBuffer,      // (T, NKV·HS)
+    v: GpuBuffer,      // (T, NKV·HS)
+    q_rot: GpuBuffer,  // (T, NH·HS)
+    k_rot: GpuBuffer,  // (T, NKV·HS)
+    att: GpuBuffer,    // (T, NH·HS)
+    proj: GpuBuffer,   // (T, C) attention / MLP output before the residual add
+    gate: GpuBuffer,   // (T, FF)
+    up: GpuBuffer,     // (T, FF)
+    h: GpuBuffer,      // (T, FF)
+    pos: GpuBuffer,    // (T) u32
+    last: GpuBuffer,   // (1, C) the last normed row
+    logits: GpuBuffer, // (R, V) for R = logit_rows
+    targets: GpuBuffer, // (R) u32
+    losses: GpuBuffer, // (R)
+    vocab_part: GpuBuffer, // (R, largest lm_head part) when the lm_head is split
+}
+
+pub struct KvCache {
+    k: Vec<GpuBuffer>, // L × (S, NKV·HS)
+    v: Vec<GpuBuffer>, // L × (S, NKV·HS)
+    /// Tokens the cache holds.
+    pub len: usize,
+    /// S: the most tokens it can hold.
+    pub capacity: usize,
+}
+
+/// Sizes that fix what [`Model::new`] allocates.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelOptions {
+    /// Tokens per forward call (prefill runs in chunks of this).
+    pub chunk: usize,
+    /// The KV cache's length: the longest context.
+    pub max_seq: usize,
+    /// Split the lm_head into row parts no larger than this many bytes (None: the adapter's
+    /// storage binding limit).
+    pub max_binding: Option<u64>,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions { chunk: 256, max_seq: 2048, max_binding: None }
+    }
+}
+
+pub struct Model {
+    pub cfg: Config,
+    /// The token embedding stays on the host: a lookup needs only T rows of it.
+    embed: Matrix,
+    layers: Vec<GpuLayer>,
+    final_norm: GpuBuffer,
+    /// (first row, part): the lm_head in row parts that each fit one storage binding.
+    lm_head: Vec<(usize, Linear)>,
+    state: RunState,
+    pub cache: KvCache,
+    chunk: usize,
+    logit_rows: usize,
+}
+
+impl Model {
+    pub fn new(ctx: &GpuContext, cfg: &Config, w: HostWeights, opts: ModelOptions) -> Result<Self> {
+        let (c, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let limit = opts.max_binding.unwrap_or(ctx.limits().max_storage_buffer_binding_size).min(ctx.limits().max_buffer_size);
+        let upload_vec = |x: &Vec<f32>| ctx.upload_f32(x);
+        let bias = |b: &Option<Vec<f32>>| b.as_ref().map(|b| ctx.upload_f32(b)).transpose();
+        let layers = w
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(GpuLayer {
+                    attn_norm: upload_vec(&l.attn_norm)?,
+                    q: Linear::upload(ctx, &l.q)?,
+                    k: Linear::upload(ctx, &l.k)?,
+                    v: Linear::upload(ctx, &l.v)?,
+                    q_bias: bias(&l.q_bias)?,
+                    k_bias: bias(&l.k_bias)?,
+                    v_bias: bias(&l.v_bias)?,
+                    o: Linear::upload(ctx, &l.o)?,
+                    ffn_norm: upload_vec(&l.ffn_norm)?,
+                    gate: Linear::upload(ctx, &l.gate)?,
+                    up: Linear::upload(ctx, &l.up)?,
+                    down: Linear::upload(ctx, &l.down)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Split the lm_head by rows so that each part (and its logits) fits one binding.
+        let head = w.lm_head.as_ref().unwrap_or(&w.embed);
+        let row_bytes = (head.bytes() / head.rows).max(c * 4) as u64;
+        let part_rows = ((limit / row_bytes) as usize).min(v).max(1);
+        let mut lm_head = Vec::new();
+        for start in (0..v).step_by(part_rows) {
+            let end = (start + part_rows).min(v);
+            let part = if start == 0 && end == v { Linear::upload(ctx, head)? } else { Linear::upload(ctx, &head.rows_slice(start, end)?)? };
+            lm_head.push((start, part));
+        }
+        let chunk = opts.chunk.max(1);
+        // logits rows per cross-entropy pass: bounded by the binding limit
+        let logit_rows = ((limit / (v as u64 * 4)) as usize).clamp(1, chunk);
+        let f = |n: usize| ctx.alloc_f32(n);
+        let split = lm_head.len() > 1;
+        let state = RunState {
+            x: f(chunk * c)?,
+            xn: f(chunk * c)?,
+            rstd: f(chunk)?,
+            q: f(chunk * qd)?,
+            k: f(chunk * kvd)?,
+            v: f(chunk * kvd)?,
+            q_rot: f(chunk * qd)?,
+            k_rot: f(chunk * kvd)?,
+            att: f(chunk * qd)?,
+            proj: f(chunk * c)?,
+            gate: f(chunk * ff)?,
+            up: f(chunk * ff)?,
+            h: f(chunk * ff)?,
+            pos: f(chunk)?,
+            last: f(c)?,
+            logits: f(logit_rows * v)?,
+            targets: f(logit_rows)?,
+            losses: f(logit_rows)?,
+            vocab_part: f(if split { logit_rows * part_rows } else { 1 })?,
+        };
+        let max_seq = opts.max_seq.max(1);
+        let cache = KvCache {
+            k: (0..cfg.n_layers).map(|_| f(max_seq * kvd)).collect::<Result<_>>()?,
+            v: (0..cfg.n_layers).map(|_| f(max_seq * kvd)).collect::<Result<_>>()?,
+            len: 0,
+            capacity: max_seq,
+        };
+        Ok(Model { cfg: cfg.clone(), embed: w.embed, layers, final_norm: ctx.upload_f32(&w.final_norm)?, lm_head, state, cache, chunk, logit_rows })
+    }
+
+    /// Parts the lm_head was split into (1 when it fits one binding).
+    pub fn lm_head_parts(&self) -> usize {
+        self.lm_head.len()
+    }
+
+    /// Bytes of weights on the GPU.
+    pub fn gpu_weight_bytes(&self) -> u64 {
+        let lin = |l: &GpuLayer| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().map(|x| x.bytes()).sum::<u64>();
+        self.layers.iter().map(lin).sum::<u64>() + self.lm_head.iter().map(|(_, p)| p.bytes()).sum::<u64>()
+    }
+
+    pub fn reset(&mut self) {
+        self.cache.len = 0;
+    }
+
+    /// Pushes `tokens` (at most `chunk`) through the layers at positions cache.len.., adds
+    /// their keys and values to the cache and leaves the final normed states in `xn`.
+    fn forward_chunk(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<()> {
+        let cfg = &self.cfg;
+        let (t, c, ff) = (tokens.len(), cfg.hidden_size, cfg.intermediate_size);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let past = self.cache.len;
+        if past + t > self.cache.capacity {
+            return Err(Error::Shape(format!(
+                "the context would hold {} tokens, more than the {} the KV cache was made for (raise --ctx)",
+                past + t,
+                self.cache.capacity
+            )));
+        }
+        let mut emb = Vec::with_capacity(t * c);
+        for &id in tokens {
+            if id as usize >= cfg.vocab_size {
+                return Err(Error::Shape(format!("token id {id} is outside the vocabulary of {}", cfg.vocab_size)));
+            }
+            emb.extend(self.embed.row(id as usize));
+        }
+        let s = &self.state;
+        ctx.write_f32(&s.x, &emb);
+        let pos: Vec<u32> = (past as u32..(past + t) as u32).collect();
+        ctx.write_bytes(&s.pos, bytemuck::cast_slice(&pos));
+        let rope_q = RopeDims { n: t, heads: cfg.n_heads, head_size: cfg.head_size, theta: cfg.rope_theta };
+        let rope_k = RopeDims { heads: cfg.n_kv_heads, ..rope_q };
+        let att = AttentionDims { b: 1, t, nh: cfg.n_heads, nkv: cfg.n_kv_heads, hs: cfg.head_size };
+        let at = (past * kvd * 4) as u64;
+        for (i, l) in self.layers.iter().enumerate() {
+            rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &l.attn_norm, t, c, cfg.rms_norm_eps)?;
+            for (lin, out, bias, dim) in [(&l.q, &s.q, &l.q_bias, qd), (&l.k, &s.k, &l.k_bias, kvd), (&l.v, &s.v, &l.v_bias, kvd)] {
+                lin.forward(ctx, out, &s.xn, t)?;
+                if let Some(b) = bias {
+                    bias_forward(ctx, out, b, t, dim)?;
+                }
+            }
+            rope_forward(ctx, &s.q_rot, &s.q, &s.pos, rope_q)?;
+            rope_forward(ctx, &s.k_rot, &s.k, &s.pos, rope_k)?;
+            ctx.copy_region(&s.k_rot, 0, &self.cache.k[i], at, (t * kvd * 4) as u64);
+            ctx.copy_region(&s.v, 0, &self.cache.v[i], at, (t * kvd * 4) as u64);
+            attention_forward_cached(ctx, &s.att, &s.q_rot, &self.cache.k[i], &self.cache.v[i], past, att)?;
+            l.o.forward(ctx, &s.proj, &s.att, t)?;
+            residual_accumulate(ctx, &s.x, &s.proj, 1.0, t * c)?;
+            rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &l.ffn_norm, t, c, cfg.rms_norm_eps)?;
+            l.gate.forward(ctx, &s.gate, &s.xn, t)?;
+            l.up.forward(ctx, &s.up, &s.xn, t)?;
+            swiglu_forward(ctx, &s.h, &s.gate, &s.up, t * ff)?;
+            l.down.forward(ctx, &s.proj, &s.h, t)?;
+            residual_accumulate(ctx, &s.x, &s.proj, 1.0, t * c)?;
+        }
+        rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &self.final_norm, t, c, cfg.rms_norm_eps)?;
+        self.cache.len += t;
+        Ok(())
+    }
+
+    /// Appends `tokens` to the context (in chunks) and returns the logits (V) after the last.
+    pub async fn forward(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(Error::Shape("no tokens to run".into()));
+        }
+        let mut last_t = 0;
+        for part in tokens.chunks(self.chunk) {
+            self.forward_chunk(ctx, part)?;
+            last_t = part.len();
+        }
+        let c = self.cfg.hidden_size;
+        ctx.copy_region(&self.state.xn, ((last_t - 1) * c * 4) as u64, &self.state.last, 0, (c * 4) as u64);
+        self.lm_head_forward(ctx, &self.state.logits, &self.state.last, 1)?;
+        let logits = ctx.read_f32(&self.state.logits).await?;
+        Ok(logits[..self.cfg.vocab_size].to_vec())
+    }
+
+    /// logits(M, V) = hidden(M, C)·lm_headᵀ, part by part when the lm_head is split.
+    fn lm_head_forward(&self, ctx: &GpuContext, logits: &GpuBuffer, hidden: &GpuBuffer, m: usize) -> Result<()> {
+        let v = self.cfg.vocab_size;
+        if let [(_, head)] = self.lm_head.as_slice() {
+            return head.forward(ctx, logits, hidden, m);
+        }
+        for (start, part) in &self.lm_head {
+            let n = part.shape().0;
+            part.forward(ctx, &self.state.vocab_part, hidden, m)?;
+            for r in 0..m {
+                ctx.copy_region(&self.state.vocab_part, (r * n * 4) as u64, logits, ((r * v + start) * 4) as u64, (n * 4) as u64);
+            }
+        }
+        Ok(())
+    }
+
+    /// (predicted tokens, Σ NLL) of `tokens` as one sequence from position 0: each token
+    /// after the first is predicted from the ones before it (natural log).
+    pub async fn score(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<(usize, f64)> {
+        if tokens.len() < 2 {
+            return Err(Error::Shape(format!("scoring needs at least 2 tokens, got {}", tokens.len())));
+        }
+        self.reset();
+        let c = self.cfg.hidden_size;
+        let v = self.cfg.vocab_size;
+        let mut total = 0.0f64;
+        let mut start = 0;
+        while start < tokens.len() {
+            let end = (start + self.chunk).min(tokens.len());
+            self.forward_chunk(ctx, &tokens[start..end])?;
+            // rows of this chunk, logit_rows at a time
+            let mut r0 = 0;
+            while r0 < end - start {
+                let r1 = (r0 + self.logit_rows).min(end - start);
+                let rows = r1 - r0;
+                let targets: Vec<u32> = (start + r0..start + r1).map(|i| tokens.get(i + 1).copied().unwrap_or(IGNORE)).collect();
+                ctx.write_bytes(&self.state.targets, bytemuck::cast_slice(&targets));
+                ctx.copy_region(&self.state.xn, (r0 * c * 4) as u64, &self.state.proj, 0, (rows * c * 4) as u64);
+                self.lm_head_forward(ctx, &self.state.logits, &self.state.proj, rows)?;
+                cross_entropy_forward(ctx, &self.state.losses, &self.state.logits, &self.state.targets, rows, v)?;
+                let losses = ctx.read_f32(&self.state.losses).await?;
+                total += losses[..rows].iter().map(|&x| x as f64).sum::<f64>();
+                r0 = r1;
+            }
+            start = end;
+        }
+        if !total.is_finite() {
+            return Err(Error::Gpu("the log-likelihood is not finite (NaN or infinite logits)".into()));
+        }
+        Ok((tokens.len() - 1, total))
+    }
+}

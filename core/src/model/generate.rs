@@ -1,0 +1,93 @@
+//! Generation: prefill the prompt, then decode one token at a time through the KV cache,
+//! streaming text as it comes, until EOS, a stop string or max_new_tokens.
+
+use crate::model::forward::Model;
+use crate::model::sampling::{Sampler, SamplingParams};
+use crate::model::tokenizer::Tokenizer;
+use crate::{Error, GpuContext, Result};
+
+#[derive(Clone, Debug)]
+pub struct GenerateParams {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation stops when the text contains one of these (it is cut before it).
+    pub stop_strings: Vec<String>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams { max_new_tokens: 128, sampling: SamplingParams::default(), stop_strings: vec![] }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StopReason {
+    Eos,
+    StopString,
+    MaxTokens,
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub stop: StopReason,
+    pub prompt_tokens: usize,
+}
+
+/// Generates after `prompt` (token ids) from an empty cache; `on_text` receives each new
+/// piece of text as it is decoded.
+pub async fn generate(
+    ctx: &GpuContext,
+    model: &mut Model,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    params: &GenerateParams,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    if prompt.is_empty() {
+        return Err(Error::Shape("the prompt is empty: give at least one token".into()));
+    }
+    model.reset();
+    let mut sampler = Sampler::new(params.sampling.clone());
+    let mut seen: Vec<u32> = prompt.to_vec();
+    let mut ids = Vec::new();
+    let mut text = String::new();
+    let mut stop = StopReason::MaxTokens;
+    let mut logits = model.forward(ctx, prompt).await?;
+    for step in 0..params.max_new_tokens {
+        let id = sampler.sample(&mut logits, &seen);
+        if tok.is_eos(id) {
+            stop = StopReason::Eos;
+            break;
+        }
+        ids.push(id);
+        seen.push(id);
+        // decode everything so far and emit what is new, holding back a split UTF-8 char
+        let full = tok.decode(&ids, true)?;
+        if let Some(pos) = params.stop_strings.iter().filter_map(|s| full.find(s.as_str())).min() {
+            if pos > text.len() {
+                on_text(&full[text.len()..pos]);
+            }
+            text = full[..pos].to_string();
+            stop = StopReason::StopString;
+            break;
+        }
+        if !full.ends_with('\u{FFFD}') && full.len() > text.len() && full.starts_with(&text) {
+            on_text(&full[text.len()..]);
+            text = full;
+        }
+        if step + 1 == params.max_new_tokens {
+            break;
+        }
+        logits = model.forward(ctx, &[id]).await?;
+    }
+    if stop != StopReason::StopString {
+        let full = tok.decode(&ids, true)?;
+        if full.len() > text.len() && full.starts_with(&text) {
+            on_text(&full[text.len()..]);
+        }
+        text = full;
+    }
+    Ok(Generation { ids, text, stop, prompt_tokens: prompt.len() })
+}

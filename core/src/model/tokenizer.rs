@@ -1,0 +1,213 @@
+//! The tokenizer: HF's `tokenizers` crate, built from tokenizer.json or rebuilt from GGUF
+//! metadata (byte-level BPE: tokens, merges, token types, the pre-tokenizer that
+//! tokenizer.ggml.pre names), plus the special ids and the chat template.
+
+use serde_json::{json, Value};
+
+use crate::io::gguf::{Gguf, GgufValue};
+use crate::{Error, Result};
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    pub bos_id: Option<u32>,
+    pub eos_ids: Vec<u32>,
+    pub pad_id: Option<u32>,
+    pub bos_token: String,
+    pub eos_token: String,
+    /// Jinja source of the chat template, when the model has one.
+    pub chat_template: Option<String>,
+}
+
+/// The split patterns llama.cpp names in tokenizer.ggml.pre (llama-vocab.cpp), as HF writes them.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+fn pre_tokenizer(pre: &str, file: &str) -> Result<Value> {
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
+    Ok(match pre {
+        "gpt2" | "default" => byte_level(true),
+        "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+        "llama-bpe" | "llama3" | "smaug-bpe" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}),
+        "qwen2" | "deepseek-r1-qwen" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level(false)]}),
+        other => {
+            return Err(Error::Format(format!(
+                "{file}: pre-tokenizer \"{other}\" (tokenizer.ggml.pre) is not supported; Hearth knows gpt2, smollm, llama-bpe and qwen2"
+            )))
+        }
+    })
+}
+
+fn token_str(tok: &tokenizers::Tokenizer, id: Option<u32>) -> String {
+    id.and_then(|i| tok.id_to_token(i)).unwrap_or_default()
+}
+
+impl Tokenizer {
+    /// From tokenizer.json and, when present, tokenizer_config.json and generation_config.json.
+    pub fn from_hf(tokenizer_json: &[u8], tokenizer_config: Option<&str>, generation_config: Option<&str>, folder: &str) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json)
+            .map_err(|e| Error::Format(format!("{folder}/tokenizer.json: {e}")))?;
+        let parse = |text: Option<&str>, name: &str| -> Result<Value> {
+            match text {
+                Some(t) => serde_json::from_str(t).map_err(|e| Error::Format(format!("{folder}/{name}: {e}"))),
+                None => Ok(Value::Null),
+            }
+        };
+        let cfg = parse(tokenizer_config, "tokenizer_config.json")?;
+        let gen = parse(generation_config, "generation_config.json")?;
+        // special tokens are either strings or {"content": ...} objects
+        let token_of = |key: &str| -> Option<String> {
+            match cfg.get(key)? {
+                Value::String(s) => Some(s.clone()),
+                v => v.get("content")?.as_str().map(str::to_string),
+            }
+        };
+        let id_of = |t: &Option<String>| t.as_ref().and_then(|t| inner.token_to_id(t));
+        let ids = |v: Option<&Value>| -> Vec<u32> {
+            match v {
+                Some(Value::Number(n)) => n.as_u64().map(|i| vec![i as u32]).unwrap_or_default(),
+                Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|i| i as u32).collect(),
+                _ => vec![],
+            }
+        };
+        let bos_token = token_of("bos_token");
+        let eos_token = token_of("eos_token");
+        let mut eos_ids = ids(gen.get("eos_token_id"));
+        if let Some(id) = id_of(&eos_token) {
+            if !eos_ids.contains(&id) {
+                eos_ids.insert(0, id);
+            }
+        }
+        let bos_id = id_of(&bos_token).or_else(|| ids(gen.get("bos_token_id")).first().copied());
+        let chat_template = match cfg.get("chat_template") {
+            Some(Value::String(s)) => Some(s.clone()),
+            // a list of named templates: take "default"
+            Some(Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            _ => None,
+        };
+        Ok(Tokenizer {
+            pad_id: id_of(&token_of("pad_token")),
+            bos_token: bos_token.unwrap_or_default(),
+            eos_token: eos_token.unwrap_or_else(|| token_str(&inner, eos_ids.first().copied())),
+            bos_id,
+            eos_ids,
+            chat_template,
+            inner,
+        })
+    }
+
+    /// Rebuilds the tokenizer from GGUF metadata (byte-level BPE, tokenizer.ggml.model "gpt2").
+    pub fn from_gguf(g: &Gguf, file: &str) -> Result<Self> {
+        let json = Self::gguf_tokenizer_json(g, file)?;
+        let bytes = serde_json::to_vec(&json).expect("tokenizer json");
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::Format(format!("{file}: tokenizer metadata: {e}")))?;
+        let id = |k: &str| g.get(k).and_then(GgufValue::as_u64).map(|v| v as u32);
+        let bos_id = id("tokenizer.ggml.bos_token_id");
+        let eos_id = id("tokenizer.ggml.eos_token_id");
+        let mut eos_ids: Vec<u32> = eos_id.into_iter().collect();
+        if let Some(eot) = id("tokenizer.ggml.eot_token_id") {
+            if !eos_ids.contains(&eot) {
+                eos_ids.push(eot);
+            }
+        }
+        Ok(Tokenizer {
+            bos_token: token_str(&inner, bos_id),
+            eos_token: token_str(&inner, eos_id),
+            bos_id,
+            eos_ids,
+            pad_id: id("tokenizer.ggml.padding_token_id"),
+            chat_template: g.get("tokenizer.chat_template").and_then(GgufValue::as_str).map(str::to_string),
+            inner,
+        })
+    }
+
+    /// The tokenizer.json that the GGUF metadata describes (also written by `export`).
+    pub fn gguf_tokenizer_json(g: &Gguf, file: &str) -> Result<Value> {
+        let model = g.get("tokenizer.ggml.model").and_then(GgufValue::as_str).unwrap_or("(none)");
+        if model != "gpt2" {
+            return Err(Error::Format(format!(
+                "{file}: tokenizer model \"{model}\" is not supported from GGUF metadata (Hearth rebuilds byte-level BPE, \"gpt2\"); use the model's HF folder instead"
+            )));
+        }
+        let strings = |key: &str| -> Result<Vec<&str>> {
+            g.get(key)
+                .and_then(GgufValue::as_array)
+                .ok_or_else(|| Error::Format(format!("{file}: metadata {key} is missing")))?
+                .iter()
+                .map(|v| v.as_str().ok_or_else(|| Error::Format(format!("{file}: metadata {key} holds a non-string"))))
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = strings("tokenizer.ggml.merges")?;
+        let types: Vec<u64> = g
+            .get("tokenizer.ggml.token_type")
+            .and_then(GgufValue::as_array)
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let pre = g.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
+        let vocab: serde_json::Map<String, Value> = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
+        // token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
+        let added: Vec<Value> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t == 3 || t == 4)
+            .map(|(i, &t)| json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false, "rstrip": false, "normalized": t == 4, "special": t == 3}))
+            .collect();
+        let add_bos = g.get("tokenizer.ggml.add_bos_token").and_then(GgufValue::as_bool).unwrap_or(false);
+        let bos = g.get("tokenizer.ggml.bos_token_id").and_then(GgufValue::as_u64).map(|v| v as usize);
+        let post = match (add_bos, bos) {
+            (true, Some(b)) if b < tokens.len() => json!({
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": tokens[b], "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": tokens[b], "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                         {"SpecialToken": {"id": tokens[b], "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {tokens[b]: {"id": tokens[b], "ids": [b], "tokens": [tokens[b]]}}
+            }),
+            _ => Value::Null,
+        };
+        Ok(json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": pre_tokenizer(pre, file)?,
+            "post_processor": post,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges}
+        }))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Token ids of `text`; `add_special` adds what HF's `tokenizer(text)` adds (a BOS for
+    /// Llama 3, nothing for SmolLM2).
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, add_special)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| Error::Format(format!("tokenizing failed: {e}")))
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special).map_err(|e| Error::Format(format!("detokenizing failed: {e}")))
+    }
+
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn is_eos(&self, id: u32) -> bool {
+        self.eos_ids.contains(&id)
+    }
+}

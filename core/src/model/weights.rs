@@ -1,0 +1,251 @@
+//! Host-side weights: every tensor of the decoder as a [`Matrix`] (f32 or a block format),
+//! read by HF name from a [`TensorSource`] (safetensors shards or a GGUF file) and checked
+//! against the config's shapes.
+
+use crate::model::config::Config;
+use crate::quant::{QuantFormat, QuantTensor};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum MatrixData {
+    F32(Vec<f32>),
+    Quant(QuantTensor),
+}
+
+/// A (rows, cols) tensor in the nn.Linear layout; vectors are (1, n).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matrix {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: MatrixData,
+}
+
+/// A precision to hold the frozen linear weights in (`--quant`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightFormat {
+    F32,
+    Quant(QuantFormat),
+}
+
+impl WeightFormat {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "f32" => WeightFormat::F32,
+            "f16" => WeightFormat::Quant(QuantFormat::F16),
+            "nf4" => WeightFormat::Quant(QuantFormat::Nf4),
+            "q4_0" => WeightFormat::Quant(QuantFormat::Q4_0),
+            "q4_1" => WeightFormat::Quant(QuantFormat::Q4_1),
+            "q8_0" => WeightFormat::Quant(QuantFormat::Q8_0),
+            other => return Err(Error::Format(format!("unknown weight format \"{other}\" (expected f32, f16, nf4, q4_0, q4_1 or q8_0)"))),
+        })
+    }
+
+    /// Bytes per weight, scales included.
+    pub fn bytes_per_weight(self) -> f64 {
+        match self {
+            WeightFormat::F32 => 4.0,
+            WeightFormat::Quant(QuantFormat::Nf4) => 0.5 + 1.0 / 64.0 + 4.0 / (64.0 * 256.0),
+            WeightFormat::Quant(f) => f.block_bytes() as f64 / f.block_size() as f64,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::Quant(QuantFormat::F16) => "f16",
+            WeightFormat::Quant(QuantFormat::Nf4) => "nf4",
+            WeightFormat::Quant(QuantFormat::Q4_0) => "q4_0",
+            WeightFormat::Quant(QuantFormat::Q4_1) => "q4_1",
+            WeightFormat::Quant(QuantFormat::Q8_0) => "q8_0",
+        }
+    }
+}
+
+impl Matrix {
+    pub fn f32(name: &str, rows: usize, cols: usize, data: Vec<f32>) -> Self {
+        Matrix { name: name.to_string(), rows, cols, data: MatrixData::F32(data) }
+    }
+
+    pub fn format(&self) -> WeightFormat {
+        match &self.data {
+            MatrixData::F32(_) => WeightFormat::F32,
+            MatrixData::Quant(q) => WeightFormat::Quant(q.format),
+        }
+    }
+
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.data {
+            MatrixData::F32(v) => v.clone(),
+            MatrixData::Quant(q) => q.dequantize(),
+        }
+    }
+
+    pub fn into_f32(self) -> Vec<f32> {
+        match self.data {
+            MatrixData::F32(v) => v,
+            MatrixData::Quant(q) => q.dequantize(),
+        }
+    }
+
+    /// Row `r` in f32 (a token's embedding).
+    pub fn row(&self, r: usize) -> Vec<f32> {
+        match &self.data {
+            MatrixData::F32(v) => v[r * self.cols..(r + 1) * self.cols].to_vec(),
+            MatrixData::Quant(q) if q.nf4.is_none() => {
+                let row_bytes = self.cols / q.block_size * q.format.block_bytes();
+                let bytes = q.q[r * row_bytes..(r + 1) * row_bytes].to_vec();
+                QuantTensor::from_blocks(q.format, 1, self.cols, bytes).map(|t| t.dequantize()).unwrap_or_default()
+            }
+            MatrixData::Quant(q) => q.dequantize()[r * self.cols..(r + 1) * self.cols].to_vec(),
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            MatrixData::F32(v) => v.len() * 4,
+            MatrixData::Quant(q) => q.q.len() + q.nf4.as_ref().map_or(0, |s| s.codes.len() + s.scales.len() * 4),
+        }
+    }
+
+    /// Converts to `format` (dequantizing first when needed); a no-op when it already is.
+    pub fn convert(self, format: WeightFormat) -> Result<Self> {
+        if self.format() == format {
+            return Ok(self);
+        }
+        let (name, rows, cols) = (self.name.clone(), self.rows, self.cols);
+        let data = self.into_f32();
+        let data = match format {
+            WeightFormat::F32 => MatrixData::F32(data),
+            WeightFormat::Quant(f) => MatrixData::Quant(
+                QuantTensor::quantize(f, &data, rows, cols).map_err(|e| Error::Shape(format!("tensor {name}: {e}")))?,
+            ),
+        };
+        Ok(Matrix { name, rows, cols, data })
+    }
+
+    /// Rows `start..end` as their own matrix (the lm_head is split this way when it is larger
+    /// than one storage binding).
+    pub fn rows_slice(&self, start: usize, end: usize) -> Result<Matrix> {
+        let name = format!("{}[{start}..{end}]", self.name);
+        let data = match &self.data {
+            MatrixData::F32(v) => MatrixData::F32(v[start * self.cols..end * self.cols].to_vec()),
+            MatrixData::Quant(q) if q.nf4.is_none() => {
+                let row_bytes = self.cols / q.block_size * q.format.block_bytes();
+                MatrixData::Quant(QuantTensor::from_blocks(q.format, end - start, self.cols, q.q[start * row_bytes..end * row_bytes].to_vec())?)
+            }
+            MatrixData::Quant(q) => {
+                let dense = q.dequantize();
+                MatrixData::Quant(QuantTensor::quantize(q.format, &dense[start * self.cols..end * self.cols], end - start, self.cols)?)
+            }
+        };
+        Ok(Matrix { name, rows: end - start, cols: self.cols, data })
+    }
+}
+
+/// Where tensors come from: safetensors shards or a GGUF file, addressed by HF name.
+pub trait TensorSource {
+    /// The file (or folder) in error messages.
+    fn origin(&self) -> &str;
+    /// The tensor stored under the HF name `name`, or None when the file has no such tensor.
+    fn tensor(&self, name: &str) -> Result<Option<Matrix>>;
+}
+
+#[derive(Clone, Debug)]
+pub struct HostLayer {
+    pub attn_norm: Vec<f32>, // (C)
+    pub q: Matrix,           // (NH·HS, C)
+    pub k: Matrix,           // (NKV·HS, C)
+    pub v: Matrix,           // (NKV·HS, C)
+    pub q_bias: Option<Vec<f32>>,
+    pub k_bias: Option<Vec<f32>>,
+    pub v_bias: Option<Vec<f32>>,
+    pub o: Matrix,           // (C, NH·HS)
+    pub ffn_norm: Vec<f32>,  // (C)
+    pub gate: Matrix,        // (FF, C)
+    pub up: Matrix,          // (FF, C)
+    pub down: Matrix,        // (C, FF)
+}
+
+impl HostLayer {
+    pub fn linears(&self) -> [&Matrix; 7] {
+        [&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HostWeights {
+    pub embed: Matrix,           // (V, C)
+    pub lm_head: Option<Matrix>, // (V, C); None when tied to the embedding
+    pub final_norm: Vec<f32>,    // (C)
+    pub layers: Vec<HostLayer>,
+}
+
+impl HostWeights {
+    /// Reads every tensor the config names from `src`, checking shapes; converts the linear
+    /// weights of the blocks to `quant` when given.
+    pub fn load(cfg: &Config, src: &dyn TensorSource, quant: Option<WeightFormat>) -> Result<Self> {
+        let (c, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let matrix = |name: &str, rows: usize, cols: usize| -> Result<Matrix> {
+            let m = src
+                .tensor(name)?
+                .ok_or_else(|| Error::Format(format!("{}: tensor {name} is missing (expected ({rows}, {cols}))", src.origin())))?;
+            if (m.rows, m.cols) != (rows, cols) {
+                return Err(Error::Shape(format!(
+                    "{}: tensor {name} has shape ({}, {}), the config expects ({rows}, {cols})",
+                    src.origin(),
+                    m.rows,
+                    m.cols
+                )));
+            }
+            Ok(m)
+        };
+        let vector = |name: &str, n: usize| -> Result<Vec<f32>> {
+            let m = src.tensor(name)?.ok_or_else(|| Error::Format(format!("{}: tensor {name} is missing (expected ({n}))", src.origin())))?;
+            if m.rows * m.cols != n {
+                return Err(Error::Shape(format!("{}: tensor {name} has {} values, the config expects {n}", src.origin(), m.rows * m.cols)));
+            }
+            Ok(m.into_f32())
+        };
+        let linear = |name: &str, rows: usize, cols: usize| -> Result<Matrix> {
+            let m = matrix(name, rows, cols)?;
+            match quant {
+                Some(f) => m.convert(f),
+                None => Ok(m),
+            }
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let p = format!("model.layers.{i}");
+            let bias = |proj: &str, n: usize| -> Result<Option<Vec<f32>>> {
+                if cfg.qkv_bias {
+                    vector(&format!("{p}.self_attn.{proj}.bias"), n).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            layers.push(HostLayer {
+                attn_norm: vector(&format!("{p}.input_layernorm.weight"), c)?,
+                q: linear(&format!("{p}.self_attn.q_proj.weight"), cfg.q_dim(), c)?,
+                k: linear(&format!("{p}.self_attn.k_proj.weight"), cfg.kv_dim(), c)?,
+                v: linear(&format!("{p}.self_attn.v_proj.weight"), cfg.kv_dim(), c)?,
+                q_bias: bias("q_proj", cfg.q_dim())?,
+                k_bias: bias("k_proj", cfg.kv_dim())?,
+                v_bias: bias("v_proj", cfg.kv_dim())?,
+                o: linear(&format!("{p}.self_attn.o_proj.weight"), c, cfg.q_dim())?,
+                ffn_norm: vector(&format!("{p}.post_attention_layernorm.weight"), c)?,
+                gate: linear(&format!("{p}.mlp.gate_proj.weight"), ff, c)?,
+                up: linear(&format!("{p}.mlp.up_proj.weight"), ff, c)?,
+                down: linear(&format!("{p}.mlp.down_proj.weight"), c, ff)?,
+            });
+        }
+        let lm_head = if cfg.tie_embeddings { None } else { Some(matrix("lm_head.weight", v, c)?) };
+        Ok(HostWeights { embed: matrix("model.embed_tokens.weight", v, c)?, lm_head, final_norm: vector("model.norm.weight", c)?, layers })
+    }
+
+    /// Bytes the weights take as loaded.
+    pub fn bytes(&self) -> usize {
+        let layers: usize = self.layers.iter().map(|l| l.linears().iter().map(|m| m.bytes()).sum::<usize>() + 8 * l.attn_norm.len()).sum();
+        layers + self.embed.bytes() + self.lm_head.as_ref().map_or(0, Matrix::bytes) + 4 * self.final_norm.len()
+    }
+}

@@ -1,0 +1,98 @@
+//! `hearth info`: what a model is, what its weights take in each format, and an estimate of
+//! the memory LoRA and QLoRA training would need.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use hearth_core::model::{Config, WeightFormat};
+use hearth_core::quant::QuantFormat;
+
+use crate::load::load_config;
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  hearth info model.gguf\n  hearth info ./Qwen2.5-0.5B-Instruct --seq-len 1024 --batch-size 4 --rank 16")]
+pub struct InfoArgs {
+    /// An HF model folder or a .gguf file.
+    pub model: PathBuf,
+    /// Tokens per training sequence, for the memory estimate.
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: usize,
+    /// Sequences per step, for the memory estimate.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// LoRA rank, for the memory estimate (all linear layers).
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+}
+
+fn mib(bytes: f64) -> String {
+    if bytes >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2} GiB", bytes / (1024.0 * 1024.0 * 1024.0))
+    } else {
+        format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
+    }
+}
+
+/// Bytes of the linear weights of the blocks (what `--quant` converts) and of the rest.
+fn split_params(cfg: &Config) -> (f64, f64) {
+    let c = cfg.hidden_size;
+    let linear = cfg.n_layers * (2 * c * cfg.q_dim() + 2 * c * cfg.kv_dim() + 3 * c * cfg.intermediate_size);
+    (linear as f64, (cfg.param_count() - linear) as f64)
+}
+
+/// Activation floats kept per token for the backward pass of one layer.
+fn activations_per_token_layer(cfg: &Config, rank: usize) -> usize {
+    let (c, ff, qd, kvd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
+    4 * c + 3 * qd + 4 * kvd + 3 * ff + 7 * rank
+}
+
+pub fn run(a: InfoArgs) -> Result<(), String> {
+    let (cfg, kind) = load_config(&a.model)?;
+    let (linear, rest) = split_params(&cfg);
+    println!("model:          {} ({kind})", a.model.display());
+    println!("architecture:   {}", cfg.arch.name());
+    println!("layers:         {}", cfg.n_layers);
+    println!("hidden size:    {} (MLP {})", cfg.hidden_size, cfg.intermediate_size);
+    println!("heads:          {} query, {} key/value, head size {}", cfg.n_heads, cfg.n_kv_heads, cfg.head_size);
+    println!("vocabulary:     {}{}", cfg.vocab_size, if cfg.tie_embeddings { " (embedding tied to the lm_head)" } else { "" });
+    println!("rope theta:     {}   rms eps: {:e}   context: {}", cfg.rope_theta, cfg.rms_norm_eps, cfg.max_seq_len);
+    println!("parameters:     {} ({:.1} M)", cfg.param_count(), cfg.param_count() as f64 / 1e6);
+    println!();
+    println!("weights in memory (linear layers converted, embeddings and norms in f32):");
+    let formats = [
+        WeightFormat::F32,
+        WeightFormat::Quant(QuantFormat::F16),
+        WeightFormat::Quant(QuantFormat::Q8_0),
+        WeightFormat::Quant(QuantFormat::Q4_1),
+        WeightFormat::Quant(QuantFormat::Q4_0),
+        WeightFormat::Quant(QuantFormat::Nf4),
+    ];
+    for f in formats {
+        println!("  {:5} {:>12}", f.name(), mib(linear * f.bytes_per_weight() + rest * 4.0));
+    }
+    // Training estimate: frozen base + LoRA (params, grads, AdamW m and v in f32) + activations
+    // (kept for every layer, or with checkpointing one layer's worth plus each layer's input)
+    // + one chunk of logits.
+    let tokens = (a.seq_len * a.batch_size) as f64;
+    let c = cfg.hidden_size;
+    let lora_params = cfg.n_layers * a.rank * (2 * (c + cfg.q_dim()) + 2 * (c + cfg.kv_dim()) + 3 * (c + cfg.intermediate_size));
+    let lora = lora_params as f64 * 4.0 * 4.0;
+    let per_layer = activations_per_token_layer(&cfg, a.rank) as f64 * 4.0 * tokens;
+    let full = per_layer * cfg.n_layers as f64;
+    let ckpt = per_layer + cfg.n_layers as f64 * tokens * c as f64 * 4.0;
+    let logits = 256.0f64.min(tokens) * cfg.vocab_size as f64 * 4.0 * 2.0;
+    println!();
+    println!(
+        "training estimate at --seq-len {} --batch-size {}, LoRA r={} on all linear layers ({} trainable params):",
+        a.seq_len, a.batch_size, a.rank, lora_params
+    );
+    for (name, f) in [("LoRA (f32 base)", WeightFormat::F32), ("LoRA (f16 base)", WeightFormat::Quant(QuantFormat::F16)), ("QLoRA (nf4 base)", WeightFormat::Quant(QuantFormat::Nf4))] {
+        let base = linear * f.bytes_per_weight() + rest * 4.0;
+        println!(
+            "  {name:17} {:>11} without checkpointing, {:>11} with",
+            mib(base + lora + full + logits),
+            mib(base + lora + ckpt + logits)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! MODEL arguments: an HF folder or a .gguf file, read from disk into hearth-core's loaders.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use hearth_core::io::gguf::Gguf;
+use hearth_core::io::load::{load_gguf, load_hf_folder, Files, LoadedModel};
+use hearth_core::model::{Config, Model, ModelOptions, WeightFormat};
+use hearth_core::{GpuContext, Result as CoreResult};
+
+/// Options every command that runs a model takes.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// An HF model folder (config.json, *.safetensors, tokenizer.json) or a .gguf file.
+    pub model: PathBuf,
+    /// Convert the linear weights on load: f32, f16, nf4, q4_0, q4_1 or q8_0 (default: keep
+    /// the file's format).
+    #[arg(long)]
+    pub quant: Option<String>,
+    /// A PEFT LoRA adapter folder (not yet supported).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// The longest context (KV cache length) in tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub ctx: usize,
+}
+
+struct DirFiles {
+    dir: PathBuf,
+    origin: String,
+}
+
+impl Files for DirFiles {
+    fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn read(&self, name: &str) -> CoreResult<Option<Vec<u8>>> {
+        let path = self.dir.join(name);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(hearth_core::Error::Format(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn check_exists(path: &Path) -> Result<(), String> {
+    if !path.exists() {
+        return Err(format!("{}: no such file or folder (expected an HF model folder or a .gguf file)", path.display()));
+    }
+    Ok(())
+}
+
+fn is_gguf(path: &Path) -> bool {
+    path.is_file()
+}
+
+/// Reads only the config (fast: no weights are converted).
+pub fn load_config(path: &Path) -> Result<(Config, String), String> {
+    check_exists(path)?;
+    if is_gguf(path) {
+        let bytes = read_file(path)?;
+        let file = path.display().to_string();
+        let g = Gguf::parse(&bytes, &file).map_err(|e| e.to_string())?;
+        return Ok((Config::from_gguf(&g, &file).map_err(|e| e.to_string())?, "GGUF".into()));
+    }
+    let cfg_path = path.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+    Ok((Config::from_hf_json(&text, &cfg_path.display().to_string()).map_err(|e| e.to_string())?, "HF folder".into()))
+}
+
+pub fn load(args: &ModelArgs) -> Result<LoadedModel, String> {
+    if let Some(a) = &args.adapter {
+        return Err(format!("--adapter {}: LoRA adapters are not yet supported (they come with `hearth train`)", a.display()));
+    }
+    let quant = args.quant.as_deref().map(WeightFormat::parse).transpose().map_err(|e| e.to_string())?;
+    let path = &args.model;
+    check_exists(path)?;
+    let loaded = if is_gguf(path) {
+        let bytes = read_file(path)?;
+        load_gguf(&bytes, &path.display().to_string(), quant)
+    } else {
+        load_hf_folder(&DirFiles { dir: path.clone(), origin: path.display().to_string() }, quant)
+    };
+    loaded.map_err(|e| e.to_string())
+}
+
+/// Loads the model and puts it on the GPU.
+pub fn load_on_gpu(ctx: &GpuContext, args: &ModelArgs, chunk: usize) -> Result<(Model, hearth_core::model::Tokenizer), String> {
+    let loaded = load(args)?;
+    let max_seq = args.ctx.min(loaded.cfg.max_seq_len).max(1);
+    eprintln!(
+        "model: {} {} layers, C {}, {} heads ({} KV), vocab {} — {}",
+        loaded.cfg.arch.name(),
+        loaded.cfg.n_layers,
+        loaded.cfg.hidden_size,
+        loaded.cfg.n_heads,
+        loaded.cfg.n_kv_heads,
+        loaded.cfg.vocab_size,
+        loaded.description
+    );
+    let model = Model::new(ctx, &loaded.cfg, loaded.weights, ModelOptions { chunk, max_seq, max_binding: None }).map_err(|e| e.to_string())?;
+    Ok((model, loaded.tokenizer))
+}
