@@ -1,6 +1,7 @@
 //! The `hearth` command-line tool.
 
 mod bench;
+mod export;
 mod generate;
 mod info;
 mod load;
@@ -31,6 +32,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Talk to the model in the terminal; the history goes through its chat template.
     Chat(generate::ChatArgs),
+    /// Write a model (GGUF or HF folder) as an HF folder that transformers loads.
+    Export(export::ExportArgs),
     /// Measure speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -53,6 +56,7 @@ fn main() {
         Command::Score(a) => score::run(a),
         Command::Generate(a) => generate::run_generate(a),
         Command::Chat(a) => generate::run_chat(a),
+        Command::Export(a) => export::run(a),
         Command::Bench(cmd) => bench::run(cmd),
     };
     if let Err(msg) = result {

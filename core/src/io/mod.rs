@@ -2,5 +2,6 @@
 
 pub mod gguf;
 pub mod gguf_tensors;
+pub mod hf_export;
 pub mod load;
 pub mod safetensors;

@@ -64,17 +64,3 @@ impl TensorSource for SafetensorsSource<'_> {
         Ok(None)
     }
 }
-
-/// Writes f32 tensors as a safetensors file (names sorted, as the format asks).
-pub fn write_f32(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, shape, data)| {
-            let bytes: &[u8] = bytemuck::cast_slice(data);
-            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Shape(format!("tensor {name}: {e}")))
-        })
-        .collect::<Result<_>>()?;
-    safetensors::serialize(views, None).map_err(|e| Error::Format(format!("writing safetensors: {e}")))
-}

@@ -186,6 +186,11 @@ impl Tokenizer {
         }))
     }
 
+    /// The tokenizer as tokenizer.json text.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(true).map_err(|e| Error::Format(format!("serializing the tokenizer: {e}")))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

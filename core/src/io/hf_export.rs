@@ -1,0 +1,139 @@
+//! Writes a model as an HF folder (config.json, model.safetensors, tokenizer.json,
+//! tokenizer_config.json) that transformers loads: `hearth export`, and later `merge`.
+
+use half::{bf16, f16};
+use safetensors::Dtype;
+use serde_json::json;
+
+use crate::model::weights::HostWeights;
+use crate::model::{Arch, Config, Tokenizer};
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportDtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl ExportDtype {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "float32" => Ok(ExportDtype::F32),
+            "f16" | "float16" => Ok(ExportDtype::F16),
+            "bf16" | "bfloat16" => Ok(ExportDtype::Bf16),
+            other => Err(Error::Format(format!("unknown dtype \"{other}\" (expected f32, f16 or bf16)"))),
+        }
+    }
+
+    fn torch_name(self) -> &'static str {
+        match self {
+            ExportDtype::F32 => "float32",
+            ExportDtype::F16 => "float16",
+            ExportDtype::Bf16 => "bfloat16",
+        }
+    }
+}
+
+pub fn config_json(cfg: &Config, tok: &Tokenizer, dtype: ExportDtype) -> serde_json::Value {
+    let arch = match cfg.arch {
+        Arch::Llama => "LlamaForCausalLM",
+        Arch::Qwen2 => "Qwen2ForCausalLM",
+        Arch::Mistral => "MistralForCausalLM",
+    };
+    json!({
+        "architectures": [arch],
+        "model_type": cfg.arch.name(),
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_size,
+        "hidden_act": "silu",
+        "rope_theta": cfg.rope_theta,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": cfg.qkv_bias,
+        "max_position_embeddings": cfg.max_seq_len,
+        "bos_token_id": tok.bos_id,
+        "eos_token_id": tok.eos_ids.first(),
+        "torch_dtype": dtype.torch_name(),
+    })
+}
+
+pub fn tokenizer_config_json(tok: &Tokenizer) -> serde_json::Value {
+    json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": tok.bos_token,
+        "eos_token": tok.eos_token,
+        "pad_token": tok.pad_id.and_then(|i| tok.token(i)),
+        "chat_template": tok.chat_template,
+        "clean_up_tokenization_spaces": false,
+    })
+}
+
+/// The weights under HF's names as one safetensors file in `dtype`.
+pub fn safetensors_bytes(cfg: &Config, w: &HostWeights, dtype: ExportDtype) -> Result<Vec<u8>> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>, data: Vec<f32>| tensors.push((name, shape, data));
+    push("model.embed_tokens.weight".into(), vec![w.embed.rows, w.embed.cols], w.embed.to_f32());
+    if let Some(h) = &w.lm_head {
+        push("lm_head.weight".into(), vec![h.rows, h.cols], h.to_f32());
+    }
+    push("model.norm.weight".into(), vec![cfg.hidden_size], w.final_norm.clone());
+    for (i, l) in w.layers.iter().enumerate() {
+        let p = format!("model.layers.{i}");
+        push(format!("{p}.input_layernorm.weight"), vec![cfg.hidden_size], l.attn_norm.clone());
+        push(format!("{p}.post_attention_layernorm.weight"), vec![cfg.hidden_size], l.ffn_norm.clone());
+        for (m, name) in [(&l.q, "self_attn.q_proj"), (&l.k, "self_attn.k_proj"), (&l.v, "self_attn.v_proj"), (&l.o, "self_attn.o_proj"), (&l.gate, "mlp.gate_proj"), (&l.up, "mlp.up_proj"), (&l.down, "mlp.down_proj")] {
+            push(format!("{p}.{name}.weight"), vec![m.rows, m.cols], m.to_f32());
+        }
+        for (b, name) in [(&l.q_bias, "q_proj"), (&l.k_bias, "k_proj"), (&l.v_bias, "v_proj")] {
+            if let Some(b) = b {
+                push(format!("{p}.self_attn.{name}.bias"), vec![b.len()], b.clone());
+            }
+        }
+    }
+    write_tensors(&tensors, dtype)
+}
+
+/// Serializes (name, shape, f32 data) as safetensors in `dtype`.
+pub fn write_tensors(tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: ExportDtype) -> Result<Vec<u8>> {
+    let encoded: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| match dtype {
+            ExportDtype::F32 => bytemuck::cast_slice(d).to_vec(),
+            ExportDtype::F16 => d.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+            ExportDtype::Bf16 => d.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
+        })
+        .collect();
+    let st_dtype = match dtype {
+        ExportDtype::F32 => Dtype::F32,
+        ExportDtype::F16 => Dtype::F16,
+        ExportDtype::Bf16 => Dtype::BF16,
+    };
+    let views = tensors
+        .iter()
+        .zip(&encoded)
+        .map(|((name, shape, _), bytes)| {
+            safetensors::tensor::TensorView::new(st_dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::Shape(format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format(format!("writing safetensors: {e}")))
+}
+
+/// Every file of the folder as (name, bytes).
+pub fn hf_folder(cfg: &Config, w: &HostWeights, tok: &Tokenizer, dtype: ExportDtype) -> Result<Vec<(String, Vec<u8>)>> {
+    let pretty = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("json");
+    Ok(vec![
+        ("config.json".into(), pretty(config_json(cfg, tok, dtype))),
+        ("tokenizer.json".into(), tok.to_json()?.into_bytes()),
+        ("tokenizer_config.json".into(), pretty(tokenizer_config_json(tok))),
+        ("model.safetensors".into(), safetensors_bytes(cfg, w, dtype)?),
+    ])
+}

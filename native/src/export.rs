@@ -1,0 +1,41 @@
+//! `hearth export`: a model (GGUF or HF folder) written as an HF folder transformers loads.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use hearth_core::io::hf_export::{hf_folder, ExportDtype};
+
+use crate::load::{load, ModelArgs};
+
+#[derive(Args)]
+#[command(after_help = "Example:\n  hearth export SmolLM2-135M-Instruct.Q4_1.gguf --out ./smollm2-hf --dtype f32")]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The folder to write (created; existing files of the same names are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tensor type of model.safetensors: f32, f16 or bf16 (quantized weights are dequantized).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so that a reader never
+/// sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp-hearth");
+    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub fn run(a: ExportArgs) -> Result<(), String> {
+    let dtype = ExportDtype::parse(&a.dtype).map_err(|e| e.to_string())?;
+    let m = load(&a.model)?;
+    let files = hf_folder(&m.cfg, &m.weights, &m.tokenizer, dtype).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    for (name, bytes) in &files {
+        write_atomic(&a.out.join(name), bytes)?;
+    }
+    eprintln!("wrote {} ({} files, {})", a.out.display(), files.len(), a.dtype);
+    Ok(())
+}
