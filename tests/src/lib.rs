@@ -129,3 +129,21 @@ pub fn sample_indices(rng: &mut Rng, n: usize, count: usize) -> Vec<usize> {
 pub fn dot(out: &[f64], w: &[f64]) -> f64 {
     out.iter().zip(w).map(|(a, b)| a * b).sum()
 }
+
+/// A model folder on disk as hearth-core's [`hearth_core::io::load::Files`].
+pub struct DirFiles(pub std::path::PathBuf);
+
+impl hearth_core::io::load::Files for DirFiles {
+    fn origin(&self) -> &str {
+        self.0.to_str().unwrap_or("folder")
+    }
+
+    fn read(&self, name: &str) -> hearth_core::Result<Option<Vec<u8>>> {
+        Ok(std::fs::read(self.0.join(name)).ok())
+    }
+}
+
+/// A committed fixture folder under tests/fixtures.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}

@@ -269,6 +269,23 @@ impl Model {
         Ok(())
     }
 
+    /// Logits (T, V) of every position of `tokens` as one sequence from position 0.
+    pub async fn logits(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.reset();
+        let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let mut out = Vec::with_capacity(tokens.len() * v);
+        for part in tokens.chunks(self.chunk) {
+            self.forward_chunk(ctx, part)?;
+            for r0 in (0..part.len()).step_by(self.logit_rows) {
+                let rows = self.logit_rows.min(part.len() - r0);
+                ctx.copy_region(&self.state.xn, (r0 * c * 4) as u64, &self.state.proj, 0, (rows * c * 4) as u64);
+                self.lm_head_forward(ctx, &self.state.logits, &self.state.proj, rows)?;
+                out.extend_from_slice(&ctx.read_f32(&self.state.logits).await?[..rows * v]);
+            }
+        }
+        Ok(out)
+    }
+
     /// (predicted tokens, Σ NLL) of `tokens` as one sequence from position 0: each token
     /// after the first is predicted from the ones before it (natural log).
     pub async fn score(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<(usize, f64)> {

@@ -1,0 +1,66 @@
+"""Tiny random-weight Llama and Qwen2 models and their logits from HF transformers.
+
+Writes tests/fixtures/tiny-llama and tests/fixtures/tiny-qwen2: HF folders (config.json,
+safetensors, tokenizer.json, tokenizer_config.json) and reference.json with the token ids
+of a text and transformers' logits for them (f32). They cover what SmolLM2 does not:
+grouped-query attention with 4 query heads on 2 KV heads, untied embeddings, q/k/v biases
+(Qwen2), sharded safetensors with an index and f16 weights (Llama), bf16 weights (Qwen2).
+
+    V/bin/python tests/reference/tiny_models.py
+"""
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+TEXT = "Hello world, tiny models are fun! 12345 and more text."
+CORPUS = ["Hello world, tiny models are fun.", "The quick brown fox jumps over the lazy dog.", "12345 67890 text and more text"] * 50
+TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+
+
+def tokenizer():
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", chat_template=TEMPLATE)
+
+
+def make(name, model, dtype, shard):
+    torch.manual_seed(0)
+    out = FIXTURES / name
+    out.mkdir(parents=True, exist_ok=True)
+    for f in out.glob("*"):
+        f.unlink()
+    tok = tokenizer()
+    # larger than the default init so that the logits are not all near zero
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.08)
+    model.to(dtype).save_pretrained(out, max_shard_size=shard)
+    tok.save_pretrained(out)
+    model = type(model).from_pretrained(out, dtype=torch.float32).eval()
+    ids = tok(TEXT)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    ref = {"text": TEXT, "ids": ids, "vocab": logits.shape[1], "logits": [round(x, 7) for x in logits.flatten().tolist()]}
+    (out / "reference.json").write_text(json.dumps(ref) + "\n")
+    print(name, len(ids), "tokens", sorted(p.name for p in out.iterdir()))
+
+
+def main():
+    common = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                  bos_token_id=1, eos_token_id=2)
+    make("tiny-llama", LlamaForCausalLM(LlamaConfig(rope_theta=10000.0, **common)), torch.float16, "100KB")
+    make("tiny-qwen2", Qwen2ForCausalLM(Qwen2Config(rope_theta=1000000.0, **common)), torch.bfloat16, "10MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+//! Tiny random-weight Llama and Qwen2 models (tests/fixtures/tiny-*, made by
+//! tests/reference/tiny_models.py) against transformers' logits: GQA (4 heads on 2 KV
+//! heads), untied embeddings, q/k/v biases, sharded f16 safetensors, bf16 safetensors.
+//!
+//! Tolerance: |logit − transformers| ≤ 2e-4 + 1e-4·|logit| (f32 kernels against PyTorch's
+//! f32 CPU; measured differences are ~1e-6). With `--quant q8_0` the bound is looser
+//! (3e-3 + 3e-2·|x|, logits here are ~0.05; measured 7e-4): 8-bit weights against the f32 reference.
+
+use hearth_core::io::load::load_hf_folder;
+use hearth_core::model::{Model, ModelOptions, WeightFormat};
+use hearth_tests::{assert_close, fixture, with_gpu, DirFiles};
+use serde_json::Value;
+
+fn check(name: &str, quant: Option<WeightFormat>, max_binding: Option<u64>, atol: f64, rtol: f64) {
+    with_gpu!(ctx => {
+        let dir = fixture(name);
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        let m = load_hf_folder(&DirFiles(dir), quant).unwrap();
+        let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        assert_eq!(m.tokenizer.encode(r["text"].as_str().unwrap(), true).unwrap(), ids, "{name}: token ids");
+        let want: Vec<f64> = r["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        // chunk 8: the 13+ tokens run through the KV cache in several chunks
+        let opts = ModelOptions { chunk: 8, max_seq: 64, max_binding };
+        let mut model = Model::new(ctx, &m.cfg, m.weights, opts).unwrap();
+        if max_binding.is_some() {
+            assert!(model.lm_head_parts() > 1, "{name}: the lm_head should have been split");
+        }
+        let got = pollster::block_on(model.logits(ctx, &ids)).unwrap();
+        assert_close(&format!("{name} logits"), &got, &want, atol, rtol);
+    });
+}
+
+#[test]
+fn tiny_llama_matches_transformers() {
+    check("tiny-llama", None, None, 2e-4, 1e-4);
+}
+
+#[test]
+fn tiny_qwen2_with_qkv_bias_matches_transformers() {
+    check("tiny-qwen2", None, None, 2e-4, 1e-4);
+}
+
+#[test]
+fn lm_head_split_across_bindings_gives_the_same_logits() {
+    // 300 × 64 × 4 bytes = 76800: a 20000-byte binding splits it into 4 parts
+    check("tiny-llama", None, Some(20000), 2e-4, 1e-4);
+}
+
+#[test]
+fn quantized_on_load_stays_close() {
+    check("tiny-qwen2", Some(WeightFormat::parse("q8_0").unwrap()), None, 3e-3, 3e-2);
+}
