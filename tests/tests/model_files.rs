@@ -1,0 +1,152 @@
+//! Model files: k-quant dequantization against gguf-py, and bad input — truncated or corrupt
+//! GGUF and safetensors files, shapes that disagree with config.json, unknown architectures
+//! and tensor types, empty prompts — each a clear error naming the file or tensor.
+
+use hearth_core::io::gguf::Gguf;
+use hearth_core::io::load::{load_gguf, load_hf_folder, Files};
+use hearth_core::model::generate::{generate, GenerateParams};
+use hearth_core::model::{Model, ModelOptions};
+use hearth_core::quant::kquants;
+use hearth_tests::{assert_close, fixture, with_gpu, DirFiles};
+use serde_json::Value;
+
+#[test]
+fn kquants_match_gguf_py() {
+    // exact: the same f16 scales times small integers
+    let r: Value = serde_json::from_str(include_str!("../fixtures/kquants.json")).unwrap();
+    let cases: [(&str, fn(&[u8], &mut [f32]), usize); 3] =
+        [("q4_k", kquants::dequantize_q4_k, 144), ("q5_k", kquants::dequantize_q5_k, 176), ("q6_k", kquants::dequantize_q6_k, 210)];
+    for (name, f, bb) in cases {
+        let bytes: Vec<u8> = r[name]["bytes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u8).collect();
+        let want: Vec<f64> = r[name]["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let mut got = vec![0f32; want.len()];
+        for (b, y) in bytes.chunks(bb).zip(got.chunks_mut(256)) {
+            f(b, y);
+        }
+        assert_close(name, &got, &want, 1e-6, 1e-6);
+    }
+}
+
+/// A folder with some files replaced.
+struct Patched {
+    base: DirFiles,
+    replace: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Files for Patched {
+    fn origin(&self) -> &str {
+        self.base.origin()
+    }
+
+    fn read(&self, name: &str) -> hearth_core::Result<Option<Vec<u8>>> {
+        match self.replace.iter().find(|(n, _)| *n == name) {
+            Some((_, b)) => Ok(Some(b.clone())),
+            None => self.base.read(name),
+        }
+    }
+}
+
+fn load_err(name: &str, replace: Vec<(&'static str, Vec<u8>)>) -> String {
+    match load_hf_folder(&Patched { base: DirFiles(fixture(name)), replace }, None) {
+        Ok(_) => panic!("loading the patched {name} should fail"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn patched_config(name: &str, key: &str, value: Value) -> Vec<u8> {
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(fixture(name).join("config.json")).unwrap()).unwrap();
+    cfg[key] = value;
+    serde_json::to_vec(&cfg).unwrap()
+}
+
+#[test]
+fn shapes_that_disagree_with_the_config_name_the_tensor() {
+    let e = load_err("tiny-qwen2", vec![("config.json", patched_config("tiny-qwen2", "intermediate_size", 128.into()))]);
+    assert!(e.contains("model.layers.0.mlp.gate_proj.weight") && e.contains("(96, 64)") && e.contains("(128, 64)"), "{e}");
+}
+
+#[test]
+fn unknown_architecture_is_named() {
+    let e = load_err("tiny-llama", vec![("config.json", patched_config("tiny-llama", "model_type", "gpt_neox".into()))]);
+    assert!(e.contains("\"gpt_neox\" is not supported"), "{e}");
+}
+
+#[test]
+fn truncated_safetensors_names_the_file() {
+    let full = std::fs::read(fixture("tiny-qwen2").join("model.safetensors")).unwrap();
+    let e = load_err("tiny-qwen2", vec![("model.safetensors", full[..full.len() / 2].to_vec())]);
+    assert!(e.contains("model.safetensors") && e.contains("not a valid safetensors file"), "{e}");
+    let e = load_err("tiny-qwen2", vec![("model.safetensors", b"\xff\xff\xff\xff\xff\xff\xff\x7f{".to_vec())]);
+    assert!(e.contains("model.safetensors"), "{e}");
+}
+
+#[test]
+fn missing_files_are_named() {
+    let e = match load_hf_folder(&DirFiles(fixture("no-such-model")), None) {
+        Ok(_) => panic!("should fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("config.json is missing"), "{e}");
+}
+
+/// A GGUF file with the given metadata (string values) and one F32 tensor of `ty`.
+fn gguf(kv: &[(&str, &str)], tensor_type: u32, dims: &[u64], data: usize) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    let s = |b: &mut Vec<u8>, x: &str| {
+        b.extend((x.len() as u64).to_le_bytes());
+        b.extend(x.as_bytes());
+    };
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    b.extend((kv.len() as u64).to_le_bytes());
+    for (k, v) in kv {
+        s(&mut b, k);
+        b.extend(8u32.to_le_bytes());
+        s(&mut b, v);
+    }
+    s(&mut b, "token_embd.weight");
+    b.extend((dims.len() as u32).to_le_bytes());
+    dims.iter().for_each(|d| b.extend(d.to_le_bytes()));
+    b.extend(tensor_type.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.resize(b.len().next_multiple_of(32) + data, 0);
+    b
+}
+
+#[test]
+fn corrupt_gguf_files_give_clear_errors() {
+    let err = |bytes: &[u8]| match Gguf::parse(bytes, "m.gguf") {
+        Ok(_) => panic!("should fail"),
+        Err(e) => e.to_string(),
+    };
+    let good = gguf(&[("general.architecture", "llama")], 0, &[32, 4], 512);
+    assert!(Gguf::parse(&good, "m.gguf").is_ok());
+    assert!(err(b"GGML....").contains("not a GGUF file"));
+    assert!(err(&good[..good.len() - 1]).contains("truncated"), "{}", err(&good[..good.len() - 1]));
+    assert!(err(&good[..40]).contains("m.gguf"));
+    // a tensor count no file could hold: refused before any allocation
+    let mut huge = good.clone();
+    huge[8..16].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    assert!(err(&huge).contains("tensor count"), "{}", err(&huge));
+    let q2k = gguf(&[("general.architecture", "llama")], 10, &[256, 4], 4 * 84);
+    assert!(err(&q2k).contains("token_embd.weight has type Q2_K"), "{}", err(&q2k));
+    let arch = gguf(&[("general.architecture", "gpt2")], 0, &[32, 4], 512);
+    let e = match load_gguf(&arch, "m.gguf", None) {
+        Ok(_) => panic!("should fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("m.gguf") && e.contains("\"gpt2\" is not supported"), "{e}");
+}
+
+#[test]
+fn empty_prompt_is_an_error() {
+    with_gpu!(ctx => {
+        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+        let mut model = Model::new(ctx, &m.cfg, m.weights, ModelOptions { chunk: 8, max_seq: 32, max_binding: None }).unwrap();
+        let e = pollster::block_on(generate(ctx, &mut model, &m.tokenizer, &[], &GenerateParams::default(), |_| {})).unwrap_err();
+        assert!(e.to_string().contains("prompt is empty"), "{e}");
+        let long: Vec<u32> = vec![5; 40];
+        let e = pollster::block_on(model.logits(ctx, &long)).unwrap_err();
+        assert!(e.to_string().contains("raise --ctx"), "{e}");
+    });
+}
