@@ -22,11 +22,16 @@ pub enum BenchCommand {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Prefill and decode tokens/s of a model (HF folder or .gguf).
+    ///
+    /// Example: hearth bench generate SmolLM2-135M-Instruct.Q4_1.gguf --prompt-tokens 128 --new-tokens 64
+    Generate(crate::bench_generate::BenchGenerateArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<(), String> {
     match cmd {
         BenchCommand::Ops { quick, filter } => ops(quick, filter.as_deref()),
+        BenchCommand::Generate(a) => crate::bench_generate::run(a),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `hearth` command-line tool.
 
 mod bench;
+mod bench_generate;
 mod export;
 mod generate;
 mod info;

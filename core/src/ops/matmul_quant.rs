@@ -107,7 +107,9 @@ pub const QUANT_WG: (usize, usize) = (8, 4);
 /// `Forward`: out(M, N) = inp(M, K)·Wᵀ. `BackwardInput`: out(M, K) = inp(M, N)·W, with
 /// inp the upstream gradient. Combined with `out` as `acc` says.
 pub fn matmul_quant(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, acc: Accumulate) -> Result<()> {
-    matmul_quant_with(ctx, QuantBlock::for_adapter(ctx), kind, out, inp, w, m, acc)
+    // A few rows (decoding one token) would leave most of a large block idle.
+    let block = if m <= 4 { QuantBlock::Small } else { QuantBlock::for_adapter(ctx) };
+    matmul_quant_with(ctx, block, kind, out, inp, w, m, acc)
 }
 
 /// [`matmul_quant`] with the block size given (tests run both).

@@ -1,0 +1,57 @@
+//! `hearth bench generate`: prefill and decode speed of a real model.
+
+use std::time::Instant;
+
+use clap::Args;
+use hearth_core::model::sampling::argmax;
+
+use crate::load::{load_on_gpu, ModelArgs};
+
+#[derive(Args)]
+pub struct BenchGenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Tokens in the prompt (prefill).
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+    /// Tokens decoded one at a time after it (EOS does not stop the benchmark).
+    #[arg(long, default_value_t = 64)]
+    pub new_tokens: usize,
+}
+
+const TEXT: &str = "The history of the city begins with a small settlement on the river, where traders met to exchange grain, salt and cloth. ";
+
+pub fn run(a: BenchGenerateArgs) -> Result<(), String> {
+    let ctx = crate::open_gpu()?;
+    let (mut model, tok) = load_on_gpu(&ctx, &a.model, a.prompt_tokens.max(1))?;
+    let mut prompt = Vec::new();
+    while prompt.len() < a.prompt_tokens {
+        prompt.extend(tok.encode(TEXT, false).map_err(|e| e.to_string())?);
+    }
+    prompt.truncate(a.prompt_tokens.max(1));
+    if prompt.len() + a.new_tokens > model.cache.capacity {
+        return Err(format!("{} + {} tokens do not fit the context of {} (raise --ctx)", prompt.len(), a.new_tokens, model.cache.capacity));
+    }
+    // warm-up: compiles every pipeline the two phases use
+    block(model.forward(&ctx, &prompt[..prompt.len().min(8)]))?;
+    block(model.forward(&ctx, &prompt[..1]))?;
+    model.reset();
+    let start = Instant::now();
+    let mut logits = block(model.forward(&ctx, &prompt))?;
+    let prefill = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for _ in 0..a.new_tokens {
+        let next = argmax(&logits);
+        logits = block(model.forward(&ctx, &[next]))?;
+    }
+    let decode = start.elapsed().as_secs_f64();
+    println!("| phase   | tokens | seconds | tokens/s |");
+    println!("|---------|-------:|--------:|---------:|");
+    println!("| prefill | {:6} | {:7.3} | {:8.1} |", prompt.len(), prefill, prompt.len() as f64 / prefill);
+    println!("| decode  | {:6} | {:7.3} | {:8.1} |", a.new_tokens, decode, a.new_tokens as f64 / decode);
+    Ok(())
+}
+
+fn block<T>(f: impl std::future::Future<Output = hearth_core::Result<T>>) -> Result<T, String> {
+    pollster::block_on(f).map_err(|e| e.to_string())
+}
