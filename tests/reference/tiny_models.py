@@ -59,6 +59,9 @@ def main():
                   num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False,
                   bos_token_id=1, eos_token_id=2)
     make("tiny-llama", LlamaForCausalLM(LlamaConfig(rope_theta=10000.0, **common)), torch.float16, "100KB")
+    # Llama 3.x rope scaling; an original context of 16 puts head size 16's frequencies in all three bands
+    llama3 = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16)
+    make("tiny-llama3", LlamaForCausalLM(LlamaConfig(rope_parameters=dict(rope_theta=10000.0, **llama3), **common)), torch.float32, "10MB")
     make("tiny-qwen2", Qwen2ForCausalLM(Qwen2Config(rope_theta=1000000.0, **common)), torch.bfloat16, "10MB")
 
 

@@ -127,14 +127,20 @@ fn rope_matches_cpu() {
             let (n, h, hs, theta) = (1 + rng.below(40), 1 + rng.below(5), 2 * (1 + rng.below(40)), 10000.0);
             let pos: Vec<u32> = (0..n).map(|_| rng.below(2048) as u32).collect();
             let x = u(&mut rng, n * h * hs);
-            let d = rope::RopeDims { n, heads: h, head_size: hs, theta: theta as f32 };
+            // every other case with Llama 3 scaling (original context 64, so all three bands occur)
+            let scaling = if rng.below(2) == 0 {
+                rope::RopeScaling::default()
+            } else {
+                rope::RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 64.0 }
+            };
+            let d = rope::RopeDims { n, heads: h, head_size: hs, theta: theta as f32, scaling };
             let (xb, pb) = (upload(ctx, &x), ctx.upload_u32(&pos).unwrap());
             let mut want = vec![0.0; x.len()];
             // Angles reach 2048 rad; f32 sin/cos of such arguments are good to ~1e-4.
             for (sign, name) in [(1.0, "rope_forward"), (-1.0, "rope_backward")] {
                 let out = poisoned(ctx, x.len());
                 if sign > 0.0 { rope::rope_forward(ctx, &out, &xb, &pb, d) } else { rope::rope_backward(ctx, &out, &xb, &pb, d) }.unwrap();
-                cpu::rope(&mut want, &to_f64(&x), &pos, h, hs, theta, sign);
+                cpu::rope(&mut want, &to_f64(&x), &pos, h, hs, theta, &scaling, sign);
                 assert_close(name, &read(ctx, &out), &want, 5e-4, 1e-3);
             }
         }
@@ -148,10 +154,10 @@ fn cpu_rope_backward_matches_finite_differences() {
     let pos = [0u32, 5, 17];
     let (x, g) = (to_f64(&u(&mut rng, n * h * hs)), to_f64(&u(&mut rng, n * h * hs)));
     let mut dx = vec![0.0; x.len()];
-    cpu::rope(&mut dx, &g, &pos, h, hs, 10000.0, -1.0);
+    cpu::rope(&mut dx, &g, &pos, h, hs, 10000.0, &rope::RopeScaling::default(), -1.0);
     let mut loss = |x: &[f64]| {
         let mut o = vec![0.0; x.len()];
-        cpu::rope(&mut o, x, &pos, h, hs, 10000.0, 1.0);
+        cpu::rope(&mut o, x, &pos, h, hs, 10000.0, &rope::RopeScaling::default(), 1.0);
         dot(&o, &g)
     };
     assert_grad("rope dinp", &dx, &finite_diff(&mut loss, &x, &(0..x.len()).collect::<Vec<_>>(), 1e-6));

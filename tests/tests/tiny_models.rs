@@ -41,6 +41,11 @@ fn tiny_qwen2_with_qkv_bias_matches_transformers() {
 }
 
 #[test]
+fn tiny_llama3_rope_scaling_matches_transformers() {
+    check("tiny-llama3", None, None, 2e-4, 1e-4);
+}
+
+#[test]
 fn lm_head_split_across_bindings_gives_the_same_logits() {
     // 300 × 64 × 4 bytes = 76800: a 20000-byte binding splits it into 4 parts
     check("tiny-llama", None, Some(20000), 2e-4, 1e-4);

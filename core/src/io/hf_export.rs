@@ -53,6 +53,13 @@ pub fn config_json(cfg: &Config, tok: &Tokenizer, dtype: ExportDtype) -> serde_j
         "head_dim": cfg.head_size,
         "hidden_act": "silu",
         "rope_theta": cfg.rope_theta,
+        "rope_scaling": (cfg.rope_scaling.factor > 0.0).then(|| json!({
+            "rope_type": "llama3",
+            "factor": cfg.rope_scaling.factor,
+            "low_freq_factor": cfg.rope_scaling.low_freq_factor,
+            "high_freq_factor": cfg.rope_scaling.high_freq_factor,
+            "original_max_position_embeddings": cfg.rope_scaling.original_max_position,
+        })),
         "rms_norm_eps": cfg.rms_norm_eps,
         "tie_word_embeddings": cfg.tie_embeddings,
         "attention_bias": cfg.qkv_bias,

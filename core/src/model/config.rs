@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use crate::io::gguf::{Gguf, GgufValue};
+use crate::ops::rope::RopeScaling;
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct Config {
     /// HS
     pub head_size: usize,
     pub rope_theta: f32,
+    /// Llama 3's rope scaling (factor 0: none).
+    pub rope_scaling: RopeScaling,
     pub rms_norm_eps: f32,
     pub tie_embeddings: bool,
     /// q/k/v projections carry a bias (Qwen2).
@@ -96,12 +99,25 @@ impl Config {
             .or_else(|| c.architectures.as_ref().and_then(|a| a.first().cloned()))
             .ok_or_else(|| Error::Format(format!("{file}: no model_type or architectures field")))?;
         let arch = Arch::parse(&arch_name, file)?;
-        // rope_scaling (Llama 3.x's "llama3", YaRN, ...) changes the frequencies; refuse
-        // rather than give silently different numbers. Plain "default" is fine.
+        // rope scaling changes the frequencies: Llama 3's "llama3" is supported; refuse the
+        // others (YaRN, linear, dynamic) rather than give silently different numbers.
+        let mut rope_scaling = RopeScaling::default();
         for scaling in [&c.rope_scaling, &c.rope_parameters].into_iter().flatten() {
             let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
-            if kind != "default" {
-                return Err(Error::Format(format!("{file}: rope scaling \"{kind}\" is not supported yet")));
+            let num = |k: &str| {
+                scaling.get(k).and_then(|v| v.as_f64()).map(|v| v as f32).ok_or_else(|| Error::Format(format!("{file}: rope scaling \"llama3\" lacks {k}")))
+            };
+            match kind {
+                "default" => {}
+                "llama3" => {
+                    rope_scaling = RopeScaling {
+                        factor: num("factor")?,
+                        low_freq_factor: num("low_freq_factor")?,
+                        high_freq_factor: num("high_freq_factor")?,
+                        original_max_position: num("original_max_position_embeddings")?,
+                    }
+                }
+                other => return Err(Error::Format(format!("{file}: rope scaling \"{other}\" is not supported (Hearth knows \"llama3\")"))),
             }
         }
         let rope_theta = c
@@ -118,6 +134,7 @@ impl Config {
             n_kv_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
             head_size: c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads.max(1)),
             rope_theta,
+            rope_scaling,
             rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
             tie_embeddings: c.tie_word_embeddings.unwrap_or(false),
             qkv_bias: arch == Arch::Qwen2 || c.attention_bias.unwrap_or(false),
@@ -153,6 +170,12 @@ impl Config {
                 return Err(Error::Format(format!("{file}: rope scaling \"{kind}\" is not supported yet")));
             }
         }
+        // Llama 3.1+ GGUFs carry their scaled frequencies as a tensor instead.
+        if g.tensor("rope_freqs.weight").is_some() {
+            return Err(Error::Format(format!(
+                "{file}: rope_freqs.weight (Llama 3.1+ rope scaling in GGUF) is not supported yet; the model's HF folder works"
+            )));
+        }
         let cfg = Config {
             arch,
             vocab_size,
@@ -163,6 +186,7 @@ impl Config {
             n_kv_heads: int("attention.head_count_kv").unwrap_or(n_heads),
             head_size: int("attention.key_length").unwrap_or(hidden_size / n_heads.max(1)),
             rope_theta: float("rope.freq_base").unwrap_or(10000.0) as f32,
+            rope_scaling: RopeScaling::default(),
             rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
             tie_embeddings: g.tensor("output.weight").is_none(),
             qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),

@@ -205,7 +205,7 @@ impl Model {
         ctx.write_f32(&s.x, &emb);
         let pos: Vec<u32> = (past as u32..(past + t) as u32).collect();
         ctx.write_bytes(&s.pos, bytemuck::cast_slice(&pos));
-        let rope_q = RopeDims { n: t, heads: cfg.n_heads, head_size: cfg.head_size, theta: cfg.rope_theta };
+        let rope_q = RopeDims { n: t, heads: cfg.n_heads, head_size: cfg.head_size, theta: cfg.rope_theta, scaling: cfg.rope_scaling };
         let rope_k = RopeDims { heads: cfg.n_kv_heads, ..rope_q };
         let att = AttentionDims { b: 1, t, nh: cfg.n_heads, nkv: cfg.n_kv_heads, hs: cfg.head_size };
         let at = (past * kvd * 4) as u64;

@@ -64,14 +64,34 @@ pub fn rmsnorm_backward(dinp: &mut [f64], dweight: &mut [f64], dout: &[f64], inp
     }
 }
 
+/// Rope's inverse frequency j of HS/2, with Llama 3's scaling when `scaling.factor` > 0.
+pub fn rope_inv_freq(j: usize, hs: usize, theta: f64, scaling: &crate::ops::rope::RopeScaling) -> f64 {
+    let f = 1.0 / theta.powf((2 * j) as f64 / hs as f64);
+    if scaling.factor == 0.0 {
+        return f;
+    }
+    let (factor, low, high, ctx) =
+        (scaling.factor as f64, scaling.low_freq_factor as f64, scaling.high_freq_factor as f64, scaling.original_max_position as f64);
+    let wavelen = 2.0 * std::f64::consts::PI / f;
+    if wavelen < ctx / high {
+        f
+    } else if wavelen > ctx / low {
+        f / factor
+    } else {
+        let smooth = (ctx / wavelen - low) / (high - low);
+        (1.0 - smooth) * f / factor + smooth * f
+    }
+}
+
 /// HF rotate_half rope over (N, H, HS) with per-token positions; `sign` −1 is the backward.
-pub fn rope(out: &mut [f64], inp: &[f64], pos: &[u32], h: usize, hs: usize, theta: f64, sign: f64) {
+#[allow(clippy::too_many_arguments)]
+pub fn rope(out: &mut [f64], inp: &[f64], pos: &[u32], h: usize, hs: usize, theta: f64, scaling: &crate::ops::rope::RopeScaling, sign: f64) {
     let half = hs / 2;
     for (n, &p) in pos.iter().enumerate() {
         for head in 0..h {
             let base = (n * h + head) * hs;
             for j in 0..half {
-                let inv_freq = 1.0 / theta.powf((2 * j) as f64 / hs as f64);
+                let inv_freq = rope_inv_freq(j, hs, theta, scaling);
                 let (s, c) = (p as f64 * inv_freq).sin_cos();
                 let s = sign * s;
                 let (x1, x2) = (inp[base + j], inp[base + j + half]);

@@ -12,6 +12,17 @@ struct Params {
     h: u32,
     hs: u32,
     theta: f32,
+    scaling: RopeScaling,
+}
+
+/// Llama 3's rope scaling (HF rope_type "llama3"); `factor` 0 is none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RopeScaling {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_max_position: f32,
 }
 
 /// Sizes of a rope call: N tokens with positions `pos` (N), H heads of HS.
@@ -21,6 +32,7 @@ pub struct RopeDims {
     pub heads: usize,
     pub head_size: usize,
     pub theta: f32,
+    pub scaling: RopeScaling,
 }
 
 fn launch(ctx: &GpuContext, op: &'static str, out: &GpuBuffer, inp: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
@@ -29,7 +41,7 @@ fn launch(ctx: &GpuContext, op: &'static str, out: &GpuBuffer, inp: &GpuBuffer, 
     check_len(op, "inp", inp, len)?;
     check_len(op, "out", out, len)?;
     check_len(op, "pos", pos, d.n)?;
-    let params = Params { n: d.n as u32, h: d.heads as u32, hs: d.head_size as u32, theta: d.theta };
+    let params = Params { n: d.n as u32, h: d.heads as u32, hs: d.head_size as u32, theta: d.theta, scaling: d.scaling };
     ctx.dispatch(&Kernel::new(Shader::Rope, op, 0), &[inp, pos], &[out], &params, grid_1d((len / 2) as u64, 256))
 }
 
