@@ -7,7 +7,12 @@ use crate::{Error, Result};
 
 impl GpuContext {
     pub async fn read_bytes(&self, buf: &GpuBuffer) -> Result<Vec<u8>> {
-        let len = buf.len_bytes();
+        self.read_prefix(buf, buf.len_bytes()).await
+    }
+
+    /// The first `len` bytes of `buf` (at most its length): only they are copied and mapped.
+    async fn read_prefix(&self, buf: &GpuBuffer, len: u64) -> Result<Vec<u8>> {
+        let len = len.min(buf.len_bytes());
         let size = len.next_multiple_of(4).max(4);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -37,6 +42,12 @@ impl GpuContext {
 
     pub async fn read_f32(&self, buf: &GpuBuffer) -> Result<Vec<f32>> {
         let bytes = self.read_bytes(buf).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// The first `n` f32 values of `buf`.
+    pub async fn read_f32_prefix(&self, buf: &GpuBuffer, n: usize) -> Result<Vec<f32>> {
+        let bytes = self.read_prefix(buf, n as u64 * 4).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 

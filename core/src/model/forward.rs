@@ -249,8 +249,7 @@ impl Model {
         let c = self.cfg.hidden_size;
         ctx.copy_region(&self.state.xn, ((last_t - 1) * c * 4) as u64, &self.state.last, 0, (c * 4) as u64);
         self.lm_head_forward(ctx, &self.state.logits, &self.state.last, 1)?;
-        let logits = ctx.read_f32(&self.state.logits).await?;
-        Ok(logits[..self.cfg.vocab_size].to_vec())
+        ctx.read_f32_prefix(&self.state.logits, self.cfg.vocab_size).await
     }
 
     /// logits(M, V) = hidden(M, C)·lm_headᵀ, part by part when the lm_head is split.
@@ -280,7 +279,7 @@ impl Model {
                 let rows = self.logit_rows.min(part.len() - r0);
                 ctx.copy_region(&self.state.xn, (r0 * c * 4) as u64, &self.state.proj, 0, (rows * c * 4) as u64);
                 self.lm_head_forward(ctx, &self.state.logits, &self.state.proj, rows)?;
-                out.extend_from_slice(&ctx.read_f32(&self.state.logits).await?[..rows * v]);
+                out.extend(ctx.read_f32_prefix(&self.state.logits, rows * v).await?);
             }
         }
         Ok(out)
@@ -310,8 +309,8 @@ impl Model {
                 ctx.copy_region(&self.state.xn, (r0 * c * 4) as u64, &self.state.proj, 0, (rows * c * 4) as u64);
                 self.lm_head_forward(ctx, &self.state.logits, &self.state.proj, rows)?;
                 cross_entropy_forward(ctx, &self.state.losses, &self.state.logits, &self.state.targets, rows, v)?;
-                let losses = ctx.read_f32(&self.state.losses).await?;
-                total += losses[..rows].iter().map(|&x| x as f64).sum::<f64>();
+                let losses = ctx.read_f32_prefix(&self.state.losses, rows).await?;
+                total += losses.iter().map(|&x| x as f64).sum::<f64>();
                 r0 = r1;
             }
             start = end;
