@@ -33,13 +33,6 @@ fn mib(bytes: f64) -> String {
     }
 }
 
-/// Bytes of the linear weights of the blocks (what `--quant` converts) and of the rest.
-fn split_params(cfg: &Config) -> (f64, f64) {
-    let c = cfg.hidden_size;
-    let linear = cfg.n_layers * (2 * c * cfg.q_dim() + 2 * c * cfg.kv_dim() + 3 * c * cfg.intermediate_size);
-    (linear as f64, (cfg.param_count() - linear) as f64)
-}
-
 /// Activation floats kept per token for the backward pass of one layer.
 fn activations_per_token_layer(cfg: &Config, rank: usize) -> usize {
     let (c, ff, qd, kvd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
@@ -48,7 +41,8 @@ fn activations_per_token_layer(cfg: &Config, rank: usize) -> usize {
 
 pub fn run(a: InfoArgs) -> Result<(), String> {
     let (cfg, kind) = load_config(&a.model)?;
-    let (linear, rest) = split_params(&cfg);
+    let linear = cfg.linear_param_count() as f64;
+    let rest = cfg.param_count() as f64 - linear;
     println!("model:          {} ({kind})", a.model.display());
     println!("architecture:   {}", cfg.arch.name());
     println!("layers:         {}", cfg.n_layers);

@@ -26,11 +26,6 @@ impl<'a> SafetensorsSource<'a> {
             .collect::<Result<Vec<_>>>()?;
         Ok(SafetensorsSource { folder: folder.to_string(), shards })
     }
-
-    /// Every tensor name across the shards.
-    pub fn names(&self) -> Vec<String> {
-        self.shards.iter().flat_map(|(_, st)| st.names().into_iter().map(|n| n.to_string())).collect()
-    }
 }
 
 impl TensorSource for SafetensorsSource<'_> {

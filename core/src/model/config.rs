@@ -210,12 +210,17 @@ impl Config {
         Ok(())
     }
 
+    /// Weights of the blocks' linear layers (q, k, v, o, gate, up, down): what `--quant` converts.
+    pub fn linear_param_count(&self) -> usize {
+        let c = self.hidden_size;
+        self.n_layers * (2 * c * self.q_dim() + 2 * c * self.kv_dim() + 3 * c * self.intermediate_size)
+    }
+
     /// Parameters of the base model (embedding counted once when tied).
     pub fn param_count(&self) -> usize {
-        let (c, ff) = (self.hidden_size, self.intermediate_size);
-        let attn = c * self.q_dim() * 2 + c * self.kv_dim() * 2 + if self.qkv_bias { self.q_dim() + 2 * self.kv_dim() } else { 0 };
-        let layer = attn + 3 * c * ff + 2 * c;
+        let c = self.hidden_size;
+        let bias = if self.qkv_bias { self.q_dim() + 2 * self.kv_dim() } else { 0 };
         let embed = self.vocab_size * c * if self.tie_embeddings { 1 } else { 2 };
-        embed + self.n_layers * layer + c
+        self.linear_param_count() + self.n_layers * (bias + 2 * c) + embed + c
     }
 }

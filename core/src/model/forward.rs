@@ -39,12 +39,11 @@ struct RunState {
     q_rot: GpuBuffer,  // (T, NH·HS)
     k_rot: GpuBuffer,  // (T, NKV·HS)
     att: GpuBuffer,    // (T, NH·HS)
-    proj: GpuBuffer,   // (T, C) attention / MLP output before the residual add
+    proj: GpuBuffer,   // (T, C) attention / MLP output before the residual add; the lm_head's input
     gate: GpuBuffer,   // (T, FF)
     up: GpuBuffer,     // (T, FF)
     h: GpuBuffer,      // (T, FF)
     pos: GpuBuffer,    // (T) u32
-    last: GpuBuffer,   // (1, C) the last normed row
     logits: GpuBuffer, // (R, V) for R = logit_rows
     targets: GpuBuffer, // (R) u32
     losses: GpuBuffer, // (R)
@@ -121,8 +120,8 @@ impl Model {
             .collect::<Result<Vec<_>>>()?;
         // Split the lm_head by rows so that each part (and its logits) fits one binding.
         let head = w.lm_head.as_ref().unwrap_or(&w.embed);
-        let row_bytes = (head.bytes() / head.rows).max(c * 4) as u64;
-        let part_rows = ((limit / row_bytes) as usize).min(v).max(1);
+        // Parts are sized as if in f32, the widest format, so they fit whatever the head holds.
+        let part_rows = ((limit / (c as u64 * 4)) as usize).min(v).max(1);
         let mut lm_head = Vec::new();
         for start in (0..v).step_by(part_rows) {
             let end = (start + part_rows).min(v);
@@ -149,7 +148,6 @@ impl Model {
             up: f(chunk * ff)?,
             h: f(chunk * ff)?,
             pos: f(chunk)?,
-            last: f(c)?,
             logits: f(logit_rows * v)?,
             targets: f(logit_rows)?,
             losses: f(logit_rows)?,
@@ -168,12 +166,6 @@ impl Model {
     /// Parts the lm_head was split into (1 when it fits one binding).
     pub fn lm_head_parts(&self) -> usize {
         self.lm_head.len()
-    }
-
-    /// Bytes of weights on the GPU.
-    pub fn gpu_weight_bytes(&self) -> u64 {
-        let lin = |l: &GpuLayer| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().map(|x| x.bytes()).sum::<u64>();
-        self.layers.iter().map(lin).sum::<u64>() + self.lm_head.iter().map(|(_, p)| p.bytes()).sum::<u64>()
     }
 
     pub fn reset(&mut self) {
@@ -199,7 +191,7 @@ impl Model {
             if id as usize >= cfg.vocab_size {
                 return Err(Error::Shape(format!("token id {id} is outside the vocabulary of {}", cfg.vocab_size)));
             }
-            emb.extend(self.embed.row(id as usize));
+            emb.extend(self.embed.row(id as usize)?);
         }
         let s = &self.state;
         ctx.write_f32(&s.x, &emb);
@@ -246,23 +238,25 @@ impl Model {
             self.forward_chunk(ctx, part)?;
             last_t = part.len();
         }
-        let c = self.cfg.hidden_size;
-        ctx.copy_region(&self.state.xn, ((last_t - 1) * c * 4) as u64, &self.state.last, 0, (c * 4) as u64);
-        self.lm_head_forward(ctx, &self.state.logits, &self.state.last, 1)?;
+        self.lm_head_rows(ctx, last_t - 1, 1)?;
         ctx.read_f32_prefix(&self.state.logits, self.cfg.vocab_size).await
     }
 
-    /// logits(M, V) = hidden(M, C)·lm_headᵀ, part by part when the lm_head is split.
-    fn lm_head_forward(&self, ctx: &GpuContext, logits: &GpuBuffer, hidden: &GpuBuffer, m: usize) -> Result<()> {
-        let v = self.cfg.vocab_size;
+    /// logits(rows, V) = lm_head applied to rows r0..r0+rows of the last chunk's final
+    /// states, part by part when the lm_head is split.
+    fn lm_head_rows(&self, ctx: &GpuContext, r0: usize, rows: usize) -> Result<()> {
+        let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let s = &self.state;
+        // the matmuls read their input from offset 0
+        ctx.copy_region(&s.xn, (r0 * c * 4) as u64, &s.proj, 0, (rows * c * 4) as u64);
         if let [(_, head)] = self.lm_head.as_slice() {
-            return head.forward(ctx, logits, hidden, m);
+            return head.forward(ctx, &s.logits, &s.proj, rows);
         }
         for (start, part) in &self.lm_head {
             let n = part.shape().0;
-            part.forward(ctx, &self.state.vocab_part, hidden, m)?;
-            for r in 0..m {
-                ctx.copy_region(&self.state.vocab_part, (r * n * 4) as u64, logits, ((r * v + start) * 4) as u64, (n * 4) as u64);
+            part.forward(ctx, &s.vocab_part, &s.proj, rows)?;
+            for r in 0..rows {
+                ctx.copy_region(&s.vocab_part, (r * n * 4) as u64, &s.logits, ((r * v + start) * 4) as u64, (n * 4) as u64);
             }
         }
         Ok(())
@@ -271,14 +265,13 @@ impl Model {
     /// Logits (T, V) of every position of `tokens` as one sequence from position 0.
     pub async fn logits(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<Vec<f32>> {
         self.reset();
-        let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let v = self.cfg.vocab_size;
         let mut out = Vec::with_capacity(tokens.len() * v);
         for part in tokens.chunks(self.chunk) {
             self.forward_chunk(ctx, part)?;
             for r0 in (0..part.len()).step_by(self.logit_rows) {
                 let rows = self.logit_rows.min(part.len() - r0);
-                ctx.copy_region(&self.state.xn, (r0 * c * 4) as u64, &self.state.proj, 0, (rows * c * 4) as u64);
-                self.lm_head_forward(ctx, &self.state.logits, &self.state.proj, rows)?;
+                self.lm_head_rows(ctx, r0, rows)?;
                 out.extend(ctx.read_f32_prefix(&self.state.logits, rows * v).await?);
             }
         }
@@ -292,28 +285,19 @@ impl Model {
             return Err(Error::Shape(format!("scoring needs at least 2 tokens, got {}", tokens.len())));
         }
         self.reset();
-        let c = self.cfg.hidden_size;
-        let v = self.cfg.vocab_size;
         let mut total = 0.0f64;
-        let mut start = 0;
-        while start < tokens.len() {
-            let end = (start + self.chunk).min(tokens.len());
-            self.forward_chunk(ctx, &tokens[start..end])?;
-            // rows of this chunk, logit_rows at a time
-            let mut r0 = 0;
-            while r0 < end - start {
-                let r1 = (r0 + self.logit_rows).min(end - start);
-                let rows = r1 - r0;
-                let targets: Vec<u32> = (start + r0..start + r1).map(|i| tokens.get(i + 1).copied().unwrap_or(IGNORE)).collect();
+        for (i, part) in tokens.chunks(self.chunk).enumerate() {
+            let start = i * self.chunk;
+            self.forward_chunk(ctx, part)?;
+            for r0 in (0..part.len()).step_by(self.logit_rows) {
+                let rows = self.logit_rows.min(part.len() - r0);
+                let targets: Vec<u32> = (start + r0..start + r0 + rows).map(|t| tokens.get(t + 1).copied().unwrap_or(IGNORE)).collect();
                 ctx.write_bytes(&self.state.targets, bytemuck::cast_slice(&targets));
-                ctx.copy_region(&self.state.xn, (r0 * c * 4) as u64, &self.state.proj, 0, (rows * c * 4) as u64);
-                self.lm_head_forward(ctx, &self.state.logits, &self.state.proj, rows)?;
-                cross_entropy_forward(ctx, &self.state.losses, &self.state.logits, &self.state.targets, rows, v)?;
+                self.lm_head_rows(ctx, r0, rows)?;
+                cross_entropy_forward(ctx, &self.state.losses, &self.state.logits, &self.state.targets, rows, self.cfg.vocab_size)?;
                 let losses = ctx.read_f32_prefix(&self.state.losses, rows).await?;
                 total += losses.iter().map(|&x| x as f64).sum::<f64>();
-                r0 = r1;
             }
-            start = end;
         }
         if !total.is_finite() {
             return Err(Error::Gpu("the log-likelihood is not finite (NaN or infinite logits)".into()));

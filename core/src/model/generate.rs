@@ -32,7 +32,6 @@ pub struct Generation {
     pub ids: Vec<u32>,
     pub text: String,
     pub stop: StopReason,
-    pub prompt_tokens: usize,
 }
 
 /// Generates after `prompt` (token ids) from an empty cache; `on_text` receives each new
@@ -89,5 +88,5 @@ pub async fn generate(
         }
         text = full;
     }
-    Ok(Generation { ids, text, stop, prompt_tokens: prompt.len() })
+    Ok(Generation { ids, text, stop })
 }

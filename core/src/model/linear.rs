@@ -26,13 +26,6 @@ impl Linear {
         }
     }
 
-    pub fn bytes(&self) -> u64 {
-        match self {
-            Linear::F32 { w, .. } => w.len_bytes(),
-            Linear::Quant(q) => q.bytes(),
-        }
-    }
-
     /// out(M, rows) = inp(M, cols)·Wᵀ.
     pub fn forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, m: usize) -> Result<()> {
         match self {

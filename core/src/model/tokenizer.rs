@@ -191,10 +191,6 @@ impl Tokenizer {
         self.inner.to_string(true).map_err(|e| Error::Format(format!("serializing the tokenizer: {e}")))
     }
 
-    pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
-    }
-
     /// Token ids of `text`; `add_special` adds what HF's `tokenizer(text)` adds (a BOS for
     /// Llama 3, nothing for SmolLM2).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {

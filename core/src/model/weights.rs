@@ -63,10 +63,6 @@ impl WeightFormat {
 }
 
 impl Matrix {
-    pub fn f32(name: &str, rows: usize, cols: usize, data: Vec<f32>) -> Self {
-        Matrix { name: name.to_string(), rows, cols, data: MatrixData::F32(data) }
-    }
-
     pub fn format(&self) -> WeightFormat {
         match &self.data {
             MatrixData::F32(_) => WeightFormat::F32,
@@ -89,23 +85,11 @@ impl Matrix {
     }
 
     /// Row `r` in f32 (a token's embedding).
-    pub fn row(&self, r: usize) -> Vec<f32> {
-        match &self.data {
-            MatrixData::F32(v) => v[r * self.cols..(r + 1) * self.cols].to_vec(),
-            MatrixData::Quant(q) if q.nf4.is_none() => {
-                let row_bytes = self.cols / q.block_size * q.format.block_bytes();
-                let bytes = q.q[r * row_bytes..(r + 1) * row_bytes].to_vec();
-                QuantTensor::from_blocks(q.format, 1, self.cols, bytes).map(|t| t.dequantize()).unwrap_or_default()
-            }
-            MatrixData::Quant(q) => q.dequantize()[r * self.cols..(r + 1) * self.cols].to_vec(),
-        }
-    }
-
-    pub fn bytes(&self) -> usize {
-        match &self.data {
-            MatrixData::F32(v) => v.len() * 4,
-            MatrixData::Quant(q) => q.q.len() + q.nf4.as_ref().map_or(0, |s| s.codes.len() + s.scales.len() * 4),
-        }
+    pub fn row(&self, r: usize) -> Result<Vec<f32>> {
+        Ok(match self.rows_data(r, r + 1)? {
+            MatrixData::F32(v) => v,
+            MatrixData::Quant(q) => q.dequantize(),
+        })
     }
 
     /// Converts to `format` (dequantizing first when needed); a no-op when it already is.
@@ -127,8 +111,14 @@ impl Matrix {
     /// Rows `start..end` as their own matrix (the lm_head is split this way when it is larger
     /// than one storage binding).
     pub fn rows_slice(&self, start: usize, end: usize) -> Result<Matrix> {
-        let name = format!("{}[{start}..{end}]", self.name);
-        let data = match &self.data {
+        let data = self.rows_data(start, end)?;
+        Ok(Matrix { name: format!("{}[{start}..{end}]", self.name), rows: end - start, cols: self.cols, data })
+    }
+
+    /// The data of rows `start..end`: block formats keep their blocks (a row's blocks are
+    /// contiguous); NF4 is quantized again because its absmax groups span rows.
+    fn rows_data(&self, start: usize, end: usize) -> Result<MatrixData> {
+        Ok(match &self.data {
             MatrixData::F32(v) => MatrixData::F32(v[start * self.cols..end * self.cols].to_vec()),
             MatrixData::Quant(q) if q.nf4.is_none() => {
                 let row_bytes = self.cols / q.block_size * q.format.block_bytes();
@@ -138,8 +128,7 @@ impl Matrix {
                 let dense = q.dequantize();
                 MatrixData::Quant(QuantTensor::quantize(q.format, &dense[start * self.cols..end * self.cols], end - start, self.cols)?)
             }
-        };
-        Ok(Matrix { name, rows: end - start, cols: self.cols, data })
+        })
     }
 }
 
@@ -165,12 +154,6 @@ pub struct HostLayer {
     pub gate: Matrix,        // (FF, C)
     pub up: Matrix,          // (FF, C)
     pub down: Matrix,        // (C, FF)
-}
-
-impl HostLayer {
-    pub fn linears(&self) -> [&Matrix; 7] {
-        [&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down]
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -243,9 +226,4 @@ impl HostWeights {
         Ok(HostWeights { embed: matrix("model.embed_tokens.weight", v, c)?, lm_head, final_norm: vector("model.norm.weight", c)?, layers })
     }
 
-    /// Bytes the weights take as loaded.
-    pub fn bytes(&self) -> usize {
-        let layers: usize = self.layers.iter().map(|l| l.linears().iter().map(|m| m.bytes()).sum::<usize>() + 8 * l.attn_norm.len()).sum();
-        layers + self.embed.bytes() + self.lm_head.as_ref().map_or(0, Matrix::bytes) + 4 * self.final_norm.len()
-    }
 }

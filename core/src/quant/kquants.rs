@@ -1,11 +1,10 @@
 //! CPU dequantizers for GGUF types Hearth does not run in a kernel: the k-quants
-//! (Q4_K, Q5_K, Q6_K, super-blocks of 256) and bf16. Layouts follow ggml-quants.c.
+//! (Q4_K, Q5_K, Q6_K, super-blocks of 256) and bf16; and plain f16 arrays. Layouts follow
+//! ggml-quants.c.
 
-use half::{bf16, f16};
+use half::bf16;
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
-}
+use super::le_f16;
 
 /// The 6-bit scale and min of sub-block `j` from a k-quant's 12 packed scale bytes.
 fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
@@ -18,7 +17,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
 
 /// Q4_K block (144 bytes): f16 d, f16 dmin, 12 scale bytes, 128 bytes of nibbles.
 pub fn dequantize_q4_k(block: &[u8], out: &mut [f32]) {
-    let (d, min) = (f16_at(block, 0), f16_at(block, 2));
+    let (d, min) = (le_f16(block, 0), le_f16(block, 2));
     let scales = &block[4..16];
     let qs = &block[16..144];
     for chunk in 0..4 {
@@ -35,7 +34,7 @@ pub fn dequantize_q4_k(block: &[u8], out: &mut [f32]) {
 
 /// Q5_K block (176 bytes): f16 d, f16 dmin, 12 scale bytes, 32 bytes of high bits, 128 of nibbles.
 pub fn dequantize_q5_k(block: &[u8], out: &mut [f32]) {
-    let (d, min) = (f16_at(block, 0), f16_at(block, 2));
+    let (d, min) = (le_f16(block, 0), le_f16(block, 2));
     let scales = &block[4..16];
     let qh = &block[16..48];
     let qs = &block[48..176];
@@ -56,7 +55,7 @@ pub fn dequantize_q5_k(block: &[u8], out: &mut [f32]) {
 
 /// Q6_K block (210 bytes): 128 bytes low nibbles, 64 bytes high 2-bit pairs, 16 i8 scales, f16 d.
 pub fn dequantize_q6_k(block: &[u8], out: &mut [f32]) {
-    let d = f16_at(block, 208);
+    let d = le_f16(block, 208);
     for half_ in 0..2 {
         let ql = &block[64 * half_..64 * half_ + 64];
         let qh = &block[128 + 32 * half_..128 + 32 * half_ + 32];
@@ -81,5 +80,5 @@ pub fn dequantize_bf16(bytes: &[u8]) -> Vec<f32> {
 }
 
 pub fn dequantize_f16(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+    (0..bytes.len() / 2).map(|i| le_f16(bytes, 2 * i)).collect()
 }

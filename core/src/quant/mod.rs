@@ -94,7 +94,7 @@ impl QuantTensor {
         let bb = self.format.block_bytes();
         let mut out = Vec::with_capacity(self.rows * self.cols);
         match self.format {
-            QuantFormat::F16 => out.extend(self.q.chunks(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
+            QuantFormat::F16 => out.extend(kquants::dequantize_f16(&self.q)),
             QuantFormat::Q8_0 => self.q.chunks(bb).for_each(|b| {
                 let d = le_f16(b, 0);
                 out.extend(b[2..34].iter().map(|&v| v as i8 as f32 * d));
@@ -124,7 +124,8 @@ fn check_shape(format: QuantFormat, len: usize, rows: usize, cols: usize) -> Res
     Ok(())
 }
 
-fn le_f16(b: &[u8], at: usize) -> f32 {
+/// The little-endian f16 at byte `at`, as f32.
+pub(crate) fn le_f16(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
