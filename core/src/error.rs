@@ -12,6 +12,8 @@ pub enum Error {
     Gpu(String),
     /// Bytes that do not hold what their format says.
     Format(String),
+    /// Training produced a NaN or infinite loss or gradient.
+    NonFinite(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -23,6 +25,7 @@ impl fmt::Display for Error {
             Error::Shape(m) => write!(f, "shape error: {m}"),
             Error::Gpu(m) => write!(f, "GPU error: {m}"),
             Error::Format(m) => write!(f, "format error: {m}"),
+            Error::NonFinite(m) => write!(f, "training diverged: {m}"),
         }
     }
 }

@@ -8,10 +8,12 @@
 pub mod error;
 pub mod gpu;
 pub mod io;
+pub mod lora;
 pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod rng;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{GpuBuffer, GpuContext};

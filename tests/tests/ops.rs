@@ -3,7 +3,7 @@
 
 use hearth_core::ops::attention::{attention_backward, attention_forward, AttentionDims};
 use hearth_core::ops::cpu::{self, AttnSizes};
-use hearth_core::ops::{adamw, cross_entropy, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
+use hearth_core::ops::{adamw, cross_entropy, dropout, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
 use hearth_tests::*;
 
 // Element-wise kernels: f32 rounding of a few operations.
@@ -296,7 +296,7 @@ fn lora_matches_cpu() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(13);
         for (m, d_in, d_out, rank) in [(17, 64, 48, 8), (33, 36, 20, 3)] {
-            let d = lora::LoraDims { m, d_in, d_out, rank, scale: 2.0 };
+            let d = lora::LoraDims { m, d_in, d_out, rank, scale: 2.0, accumulate: false };
             let (x, a, b, y0, dy) = (u(&mut rng, m * d_in), u(&mut rng, rank * d_in), u(&mut rng, d_out * rank), u(&mut rng, m * d_out), u(&mut rng, m * d_out));
             let (xb, ab, bb, dyb) = (upload(ctx, &x), upload(ctx, &a), upload(ctx, &b), upload(ctx, &dy));
             let (y, h) = (upload(ctx, &y0), poisoned(ctx, m * rank));
@@ -325,5 +325,25 @@ fn lora_matches_cpu() {
             assert_close("lora dA", &read(ctx, &da), &wda, 1e-4, 1e-4);
             assert_close("lora dx", &read(ctx, &dx), &wdx, 1e-4, 1e-4);
         }
+    });
+}
+
+#[test]
+fn dropout_matches_cpu() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(21);
+        for (n, p, beta) in [(1, 0.5, 0.0), (1000, 0.1, 1.0), (70_001, 0.3, 0.5), (513, 0.0, 0.0)] {
+            let (x, prior) = (u(&mut rng, n), u(&mut rng, n));
+            let seed = rng.next_u64() as u32;
+            let out = upload(ctx, &prior);
+            dropout::dropout_forward(ctx, &out, &upload(ctx, &x), n, p, seed, beta as f32).unwrap();
+            let mut want = to_f64(&prior);
+            cpu::dropout_forward(&mut want, &to_f64(&x), p, seed, beta);
+            assert_close("dropout", &read(ctx, &out), &want, ELEM.0, ELEM.1);
+        }
+        // about p of a large input is dropped
+        let kept = (0..100_000u32).filter(|&i| cpu::dropout_keep(i, 7, 0.25)).count();
+        assert!((kept as f64 / 100_000.0 - 0.75).abs() < 0.01, "kept {kept} of 100000 at p = 0.25");
+        assert!(dropout::dropout_forward(ctx, &poisoned(ctx, 4), &poisoned(ctx, 4), 4, 1.0, 0, 0.0).is_err());
     });
 }

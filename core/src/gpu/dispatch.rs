@@ -206,6 +206,11 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Records a fill of `buf` with zeros.
+    pub fn zero(&self, buf: &GpuBuffer) {
+        self.record(|encoder| encoder.clear_buffer(buf.raw(), 0, None));
+    }
+
     /// Records a copy of `bytes` bytes from the start of `src` to the start of `dst`.
     pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) {
         self.record(|encoder| {

@@ -19,10 +19,11 @@ pub enum Shader {
     CrossEntropy,
     Adamw,
     GradNorm,
+    Dropout,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 16] = [
+    pub const ALL: [Shader; 17] = [
         Shader::Matmul,
         Shader::MatmulTiled,
         Shader::MatmulNf4,
@@ -39,6 +40,7 @@ impl Shader {
         Shader::CrossEntropy,
         Shader::Adamw,
         Shader::GradNorm,
+        Shader::Dropout,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -59,6 +61,7 @@ impl Shader {
             Shader::CrossEntropy => "cross_entropy.wgsl",
             Shader::Adamw => "adamw.wgsl",
             Shader::GradNorm => "grad_norm.wgsl",
+            Shader::Dropout => "dropout.wgsl",
         }
     }
 
@@ -80,6 +83,7 @@ impl Shader {
             Shader::CrossEntropy => include_str!("../../../shaders/cross_entropy.wgsl"),
             Shader::Adamw => include_str!("../../../shaders/adamw.wgsl"),
             Shader::GradNorm => include_str!("../../../shaders/grad_norm.wgsl"),
+            Shader::Dropout => include_str!("../../../shaders/dropout.wgsl"),
         }
     }
 

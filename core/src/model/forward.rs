@@ -1,31 +1,36 @@
 //! The decoder on the GPU for inference: weights uploaded once, a run state sized for a
-//! chunk of tokens, and a KV cache. `forward` pushes tokens through the layers; `logits_last`
-//! and `score` turn the final hidden states into logits and log-likelihoods.
+//! chunk of tokens, and a KV cache. `forward` pushes tokens through the layers; `logits`
+//! and `score` turn the final hidden states into logits and log-likelihoods. An optional
+//! LoRA adapter adds scale·(x·Aᵀ)·Bᵀ to the layers it adapts (unmerged, so the same GPU
+//! copy is what training updates).
 
+use crate::lora::gpu::GpuAdapter;
+use crate::lora::{Adapter, Target};
 use crate::model::config::Config;
 use crate::model::linear::Linear;
 use crate::model::weights::{HostWeights, Matrix};
 use crate::ops::attention::{attention_forward_cached, AttentionDims};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
+use crate::ops::lora::lora_forward;
 use crate::ops::residual::{bias_forward, residual_accumulate};
 use crate::ops::rmsnorm::rmsnorm_forward;
 use crate::ops::rope::{rope_forward, RopeDims};
 use crate::ops::swiglu::swiglu_forward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
-struct GpuLayer {
-    attn_norm: GpuBuffer, // (C)
-    q: Linear,            // (NH·HS, C)
-    k: Linear,            // (NKV·HS, C)
-    v: Linear,            // (NKV·HS, C)
-    q_bias: Option<GpuBuffer>,
-    k_bias: Option<GpuBuffer>,
-    v_bias: Option<GpuBuffer>,
-    o: Linear,            // (C, NH·HS)
-    ffn_norm: GpuBuffer,  // (C)
-    gate: Linear,         // (FF, C)
-    up: Linear,           // (FF, C)
-    down: Linear,         // (C, FF)
+pub(crate) struct GpuLayer {
+    pub(crate) attn_norm: GpuBuffer, // (C)
+    pub(crate) q: Linear,            // (NH·HS, C)
+    pub(crate) k: Linear,            // (NKV·HS, C)
+    pub(crate) v: Linear,            // (NKV·HS, C)
+    pub(crate) q_bias: Option<GpuBuffer>,
+    pub(crate) k_bias: Option<GpuBuffer>,
+    pub(crate) v_bias: Option<GpuBuffer>,
+    pub(crate) o: Linear,            // (C, NH·HS)
+    pub(crate) ffn_norm: GpuBuffer,  // (C)
+    pub(crate) gate: Linear,         // (FF, C)
+    pub(crate) up: Linear,           // (FF, C)
+    pub(crate) down: Linear,         // (C, FF)
 }
 
 /// Activations for up to `chunk` tokens at a time.
@@ -48,6 +53,30 @@ struct RunState {
     targets: GpuBuffer, // (R) u32
     losses: GpuBuffer, // (R)
     vocab_part: GpuBuffer, // (R, largest lm_head part) when the lm_head is split
+    lora_h: GpuBuffer,  // (T, largest rank) x·Aᵀ of the adapter
+}
+
+impl GpuLayer {
+    pub(crate) fn linear(&self, t: Target) -> &Linear {
+        match t {
+            Target::Q => &self.q,
+            Target::K => &self.k,
+            Target::V => &self.v,
+            Target::O => &self.o,
+            Target::Gate => &self.gate,
+            Target::Up => &self.up,
+            Target::Down => &self.down,
+        }
+    }
+
+    pub(crate) fn bias(&self, t: Target) -> Option<&GpuBuffer> {
+        match t {
+            Target::Q => self.q_bias.as_ref(),
+            Target::K => self.k_bias.as_ref(),
+            Target::V => self.v_bias.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 pub struct KvCache {
@@ -80,11 +109,14 @@ impl Default for ModelOptions {
 pub struct Model {
     pub cfg: Config,
     /// The token embedding stays on the host: a lookup needs only T rows of it.
-    embed: Matrix,
-    layers: Vec<GpuLayer>,
-    final_norm: GpuBuffer,
+    pub(crate) embed: Matrix,
+    pub(crate) layers: Vec<GpuLayer>,
+    pub(crate) final_norm: GpuBuffer,
     /// (first row, part): the lm_head in row parts that each fit one storage binding.
-    lm_head: Vec<(usize, Linear)>,
+    pub(crate) lm_head: Vec<(usize, Linear)>,
+    /// The largest number of bytes one storage binding may hold.
+    pub(crate) binding_limit: u64,
+    pub adapter: Option<GpuAdapter>,
     state: RunState,
     pub cache: KvCache,
     chunk: usize,
@@ -152,6 +184,7 @@ impl Model {
             targets: f(logit_rows)?,
             losses: f(logit_rows)?,
             vocab_part: f(if split { logit_rows * part_rows } else { 1 })?,
+            lora_h: f(1)?,
         };
         let max_seq = opts.max_seq.max(1);
         let cache = KvCache {
@@ -160,7 +193,19 @@ impl Model {
             len: 0,
             capacity: max_seq,
         };
-        Ok(Model { cfg: cfg.clone(), embed: w.embed, layers, final_norm: ctx.upload_f32(&w.final_norm)?, lm_head, state, cache, chunk, logit_rows })
+        Ok(Model {
+            cfg: cfg.clone(),
+            embed: w.embed,
+            layers,
+            final_norm: ctx.upload_f32(&w.final_norm)?,
+            lm_head,
+            binding_limit: limit,
+            adapter: None,
+            state,
+            cache,
+            chunk,
+            logit_rows,
+        })
     }
 
     /// Parts the lm_head was split into (1 when it fits one binding).
@@ -172,12 +217,53 @@ impl Model {
         self.cache.len = 0;
     }
 
+    /// Puts `adapter` on the GPU and applies it from the next token on (None: the base
+    /// model alone). Fails, naming the tensor, when its shapes are not this model's.
+    pub fn set_adapter(&mut self, ctx: &GpuContext, adapter: Option<Adapter>, origin: &str) -> Result<()> {
+        self.adapter = match adapter {
+            Some(a) => {
+                a.check_against(&self.cfg, origin)?;
+                let gpu = GpuAdapter::upload(ctx, a, self.cfg.n_layers)?;
+                self.state.lora_h = ctx.alloc_f32(self.chunk * gpu.max_rank().max(1))?;
+                Some(gpu)
+            }
+            None => None,
+        };
+        self.reset();
+        Ok(())
+    }
+
+    /// The token embedding rows of `tokens`, checked against the vocabulary.
+    pub(crate) fn embed_rows(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut emb = Vec::with_capacity(tokens.len() * self.cfg.hidden_size);
+        for &id in tokens {
+            if id as usize >= self.cfg.vocab_size {
+                return Err(Error::Shape(format!("token id {id} is outside the vocabulary of {}", self.cfg.vocab_size)));
+            }
+            emb.extend(self.embed.row(id as usize)?);
+        }
+        Ok(emb)
+    }
+
+    /// out(T, out) = inp·Wᵀ (+ bias) (+ the adapter's part) for layer `i`'s `target`.
+    fn project(&self, ctx: &GpuContext, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, t: usize) -> Result<()> {
+        let l = &self.layers[i];
+        l.linear(target).forward(ctx, out, inp, t)?;
+        if let Some(b) = l.bias(target) {
+            bias_forward(ctx, out, b, t, l.linear(target).shape().0)?;
+        }
+        if let Some(lora) = self.adapter.as_ref().and_then(|a| a.get(i, target)) {
+            lora_forward(ctx, out, &self.state.lora_h, inp, &lora.a, &lora.b, lora.dims(t))?;
+        }
+        Ok(())
+    }
+
     /// Pushes `tokens` (at most `chunk`) through the layers at positions cache.len.., adds
     /// their keys and values to the cache and leaves the final normed states in `xn`.
     fn forward_chunk(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<()> {
         let cfg = &self.cfg;
         let (t, c, ff) = (tokens.len(), cfg.hidden_size, cfg.intermediate_size);
-        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let kvd = cfg.kv_dim();
         let past = self.cache.len;
         if past + t > self.cache.capacity {
             return Err(Error::Shape(format!(
@@ -186,13 +272,7 @@ impl Model {
                 self.cache.capacity
             )));
         }
-        let mut emb = Vec::with_capacity(t * c);
-        for &id in tokens {
-            if id as usize >= cfg.vocab_size {
-                return Err(Error::Shape(format!("token id {id} is outside the vocabulary of {}", cfg.vocab_size)));
-            }
-            emb.extend(self.embed.row(id as usize)?);
-        }
+        let emb = self.embed_rows(tokens)?;
         let s = &self.state;
         ctx.write_f32(&s.x, &emb);
         let pos: Vec<u32> = (past as u32..(past + t) as u32).collect();
@@ -203,24 +283,21 @@ impl Model {
         let at = (past * kvd * 4) as u64;
         for (i, l) in self.layers.iter().enumerate() {
             rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &l.attn_norm, t, c, cfg.rms_norm_eps)?;
-            for (lin, out, bias, dim) in [(&l.q, &s.q, &l.q_bias, qd), (&l.k, &s.k, &l.k_bias, kvd), (&l.v, &s.v, &l.v_bias, kvd)] {
-                lin.forward(ctx, out, &s.xn, t)?;
-                if let Some(b) = bias {
-                    bias_forward(ctx, out, b, t, dim)?;
-                }
+            for (target, out) in [(Target::Q, &s.q), (Target::K, &s.k), (Target::V, &s.v)] {
+                self.project(ctx, i, target, out, &s.xn, t)?;
             }
             rope_forward(ctx, &s.q_rot, &s.q, &s.pos, rope_q)?;
             rope_forward(ctx, &s.k_rot, &s.k, &s.pos, rope_k)?;
             ctx.copy_region(&s.k_rot, 0, &self.cache.k[i], at, (t * kvd * 4) as u64);
             ctx.copy_region(&s.v, 0, &self.cache.v[i], at, (t * kvd * 4) as u64);
             attention_forward_cached(ctx, &s.att, &s.q_rot, &self.cache.k[i], &self.cache.v[i], past, att)?;
-            l.o.forward(ctx, &s.proj, &s.att, t)?;
+            self.project(ctx, i, Target::O, &s.proj, &s.att, t)?;
             residual_accumulate(ctx, &s.x, &s.proj, 1.0, t * c)?;
             rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &l.ffn_norm, t, c, cfg.rms_norm_eps)?;
-            l.gate.forward(ctx, &s.gate, &s.xn, t)?;
-            l.up.forward(ctx, &s.up, &s.xn, t)?;
+            self.project(ctx, i, Target::Gate, &s.gate, &s.xn, t)?;
+            self.project(ctx, i, Target::Up, &s.up, &s.xn, t)?;
             swiglu_forward(ctx, &s.h, &s.gate, &s.up, t * ff)?;
-            l.down.forward(ctx, &s.proj, &s.h, t)?;
+            self.project(ctx, i, Target::Down, &s.proj, &s.h, t)?;
             residual_accumulate(ctx, &s.x, &s.proj, 1.0, t * c)?;
         }
         rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &self.final_norm, t, c, cfg.rms_norm_eps)?;

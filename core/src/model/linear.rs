@@ -35,4 +35,14 @@ impl Linear {
             Linear::Quant(q) => matmul_quant(ctx, MatmulKind::Forward, out, inp, q, m, Accumulate::OVERWRITE),
         }
     }
+
+    /// dinp(M, cols) = beta·dinp + dout(M, rows)·W: the input gradient through the frozen
+    /// weight (a block format is dequantized on the fly, never as a whole).
+    pub fn backward_input(&self, ctx: &GpuContext, dinp: &GpuBuffer, dout: &GpuBuffer, m: usize, beta: f32) -> Result<()> {
+        let acc = Accumulate { alpha: 1.0, beta };
+        match self {
+            Linear::F32 { w, rows, cols } => matmul(ctx, MatmulKind::BackwardInput, dinp, dout, w, MatmulDims::new(m, *rows, *cols), acc),
+            Linear::Quant(q) => matmul_quant(ctx, MatmulKind::BackwardInput, dinp, dout, q, m, acc),
+        }
+    }
 }

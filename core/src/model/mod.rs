@@ -1,6 +1,7 @@
 //! The decoder: Config, host weights and their sources, the GPU forward with a KV cache,
 //! the tokenizer and chat template, sampling and generation.
 
+pub mod backward;
 pub mod chat;
 pub mod config;
 pub mod forward;

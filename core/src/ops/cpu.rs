@@ -247,3 +247,26 @@ pub fn adamw_update(param: &mut [f64], m: &mut [f64], v: &mut [f64], grad: &[f64
         param[i] -= (lr / bc1) * m[i] / (v[i].sqrt() / bc2.sqrt() + eps);
     }
 }
+
+fn lowbias32(v: u32) -> u32 {
+    let mut x = v;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
+/// Whether dropout.wgsl keeps value `i` for `seed` at drop probability `p`.
+pub fn dropout_keep(i: u32, seed: u32, p: f32) -> bool {
+    let u = (lowbias32(i ^ lowbias32(seed)) >> 8) as f32 * (1.0 / 16_777_216.0);
+    u >= p
+}
+
+/// out = beta·out + inp·keep/(1 − p).
+pub fn dropout_forward(out: &mut [f64], inp: &[f64], p: f32, seed: u32, beta: f64) {
+    for (i, (o, &x)) in out.iter_mut().zip(inp).enumerate() {
+        let kept = if dropout_keep(i as u32, seed, p) { x / (1.0 - p as f64) } else { 0.0 };
+        *o = beta * *o + kept;
+    }
+}

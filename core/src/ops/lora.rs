@@ -13,6 +13,8 @@ pub struct LoraDims {
     pub rank: usize,
     /// alpha / r (or alpha / √r with rsLoRA).
     pub scale: f32,
+    /// The backward adds into dA and dB instead of overwriting them (gradient accumulation).
+    pub accumulate: bool,
 }
 
 /// y(M, out) += scale·(x·Aᵀ)·Bᵀ; `h` (M, r) receives x·Aᵀ, kept for the backward.
@@ -22,15 +24,17 @@ pub fn lora_forward(ctx: &GpuContext, y: &GpuBuffer, h: &GpuBuffer, x: &GpuBuffe
 }
 
 /// From dy (M, out): dA (r, in), dB (out, r), and dx (M, in) += the LoRA path's part.
-/// `dh` (M, r) is scratch.
+/// `dh` (M, r) is scratch. With dropout, `x` is the dropped input the forward used and `dx`
+/// a scratch that the caller passes through the same dropout.
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward(ctx: &GpuContext, da: &GpuBuffer, db: &GpuBuffer, dx: &GpuBuffer, dh: &GpuBuffer, dy: &GpuBuffer, x: &GpuBuffer, h: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
+    let beta = if d.accumulate { 1.0 } else { 0.0 };
     // dB = scale·dyᵀ·h
-    matmul(ctx, MatmulKind::BackwardWeight, db, dy, h, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate::scaled(d.scale))?;
+    matmul(ctx, MatmulKind::BackwardWeight, db, dy, h, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate { alpha: d.scale, beta })?;
     // dh = scale·dy·B
     matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate::scaled(d.scale))?;
     // dA = dhᵀ·x
-    matmul(ctx, MatmulKind::BackwardWeight, da, dh, x, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate::OVERWRITE)?;
+    matmul(ctx, MatmulKind::BackwardWeight, da, dh, x, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate { alpha: 1.0, beta })?;
     // dx += dh·A
     matmul(ctx, MatmulKind::BackwardInput, dx, dh, a, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate::ADD)
 }

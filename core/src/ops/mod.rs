@@ -5,6 +5,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cpu;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod embedding;
 pub mod grad_norm;
 pub mod lora;

@@ -1,0 +1,223 @@
+//! LoRA adapters: which linear layers carry one, their rank and scale, PEFT's
+//! initialization, PEFT's file format ([`peft`]), the GPU copy ([`gpu`]) and merging into
+//! the base weights ([`merge`]).
+
+pub mod gpu;
+pub mod merge;
+pub mod peft;
+
+use crate::model::config::Config;
+use crate::rng::Rng;
+use crate::{Error, Result};
+
+/// A linear layer of a decoder block that can carry an adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Target {
+    pub const ALL: [Target; 7] = [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
+
+    /// PEFT's module name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Q => "q_proj",
+            Target::K => "k_proj",
+            Target::V => "v_proj",
+            Target::O => "o_proj",
+            Target::Gate => "gate_proj",
+            Target::Up => "up_proj",
+            Target::Down => "down_proj",
+        }
+    }
+
+    /// The module's path inside a block: `self_attn.q_proj`, `mlp.down_proj`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Target::Q => "self_attn.q_proj",
+            Target::K => "self_attn.k_proj",
+            Target::V => "self_attn.v_proj",
+            Target::O => "self_attn.o_proj",
+            Target::Gate => "mlp.gate_proj",
+            Target::Up => "mlp.up_proj",
+            Target::Down => "mlp.down_proj",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Target> {
+        Target::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// (out features, in features) of the layer.
+    pub fn shape(self, cfg: &Config) -> (usize, usize) {
+        let (c, ff) = (cfg.hidden_size, cfg.intermediate_size);
+        match self {
+            Target::Q => (cfg.q_dim(), c),
+            Target::K | Target::V => (cfg.kv_dim(), c),
+            Target::O => (c, cfg.q_dim()),
+            Target::Gate | Target::Up => (ff, c),
+            Target::Down => (c, ff),
+        }
+    }
+
+    /// "q_proj,v_proj" or "all-linear" (every linear layer of the blocks, as PEFT's
+    /// all-linear picks for a causal LM: the lm_head is left out).
+    pub fn parse_list(s: &str) -> Result<Vec<Target>> {
+        if s.trim() == "all-linear" {
+            return Ok(Target::ALL.to_vec());
+        }
+        let mut out = Vec::new();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let t = Target::from_name(name).ok_or_else(|| {
+                Error::Format(format!(
+                    "unknown target module \"{name}\" (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all-linear)"
+                ))
+            })?;
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::Format("no target modules given".into()));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// The adapter's hyperparameters (PEFT's LoraConfig).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub alpha: f32,
+    /// Scale by alpha/√r instead of alpha/r.
+    pub rslora: bool,
+    pub dropout: f32,
+    pub targets: Vec<Target>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig { r: 16, alpha: 32.0, rslora: false, dropout: 0.05, targets: Target::ALL.to_vec() }
+    }
+}
+
+impl LoraConfig {
+    pub fn scale_for(alpha: f32, r: usize, rslora: bool) -> f32 {
+        if rslora {
+            alpha / (r as f32).sqrt()
+        } else {
+            alpha / r as f32
+        }
+    }
+
+    pub fn scale(&self) -> f32 {
+        Self::scale_for(self.alpha, self.r, self.rslora)
+    }
+
+    pub fn check(&self) -> Result<()> {
+        if self.r == 0 {
+            return Err(Error::Format("the LoRA rank r must be at least 1".into()));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Format(format!("LoRA dropout {} is outside [0, 1)", self.dropout)));
+        }
+        Ok(())
+    }
+}
+
+/// One adapted layer: A (r, in) and B (out, r), y += scale·(x·Aᵀ)·Bᵀ.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraTensor {
+    pub layer: usize,
+    pub target: Target,
+    pub rank: usize,
+    pub d_in: usize,
+    pub d_out: usize,
+    pub scale: f32,
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+impl LoraTensor {
+    /// PEFT's key prefix: `base_model.model.model.layers.3.self_attn.q_proj`.
+    pub fn peft_prefix(&self) -> String {
+        format!("base_model.model.model.layers.{}.{}", self.layer, self.target.path())
+    }
+}
+
+/// All adapted layers of a model, ordered by layer, then target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adapter {
+    pub cfg: LoraConfig,
+    pub tensors: Vec<LoraTensor>,
+}
+
+impl Adapter {
+    /// A new adapter initialized as PEFT does: A Kaiming-uniform (a = √5, which is
+    /// U(−1/√in, 1/√in)), B zeros, so that training starts from the base model exactly.
+    pub fn init(model: &Config, cfg: &LoraConfig, seed: u64) -> Result<Self> {
+        cfg.check()?;
+        let mut rng = Rng::new(seed);
+        let mut tensors = Vec::new();
+        for layer in 0..model.n_layers {
+            for &target in &cfg.targets {
+                let (d_out, d_in) = target.shape(model);
+                let bound = 1.0 / (d_in as f32).sqrt();
+                tensors.push(LoraTensor {
+                    layer,
+                    target,
+                    rank: cfg.r,
+                    d_in,
+                    d_out,
+                    scale: cfg.scale(),
+                    a: rng.vec_uniform(cfg.r * d_in, -bound, bound),
+                    b: vec![0.0; d_out * cfg.r],
+                });
+            }
+        }
+        Ok(Adapter { cfg: cfg.clone(), tensors })
+    }
+
+    pub fn trainable_params(&self) -> usize {
+        self.tensors.iter().map(|t| t.a.len() + t.b.len()).sum()
+    }
+
+    /// PEFT's print_trainable_parameters line; `base` counts the frozen model's parameters.
+    pub fn trainable_line(&self, base: usize) -> String {
+        let t = self.trainable_params();
+        let all = base + t;
+        format!("trainable params: {t} || all params: {all} || trainable%: {:.4}", 100.0 * t as f64 / all as f64)
+    }
+
+    /// Checks every tensor against the model's shapes, naming the tensor that differs.
+    pub fn check_against(&self, model: &Config, origin: &str) -> Result<()> {
+        for t in &self.tensors {
+            if t.layer >= model.n_layers {
+                return Err(Error::Shape(format!(
+                    "{origin}: {}.lora_A.weight is for layer {}, the model has {} layers",
+                    t.peft_prefix(),
+                    t.layer,
+                    model.n_layers
+                )));
+            }
+            let (out, inp) = t.target.shape(model);
+            if (t.d_out, t.d_in) != (out, inp) {
+                return Err(Error::Shape(format!(
+                    "{origin}: {} adapts a ({}, {}) weight, the model's is ({out}, {inp}): the adapter was made for another base model",
+                    t.peft_prefix(),
+                    t.d_out,
+                    t.d_in
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,425 @@
+//! The training pass over one packed micro-batch: the forward keeping what the backward
+//! needs, cross-entropy on the counted tokens, and the backward down to the LoRA gradients.
+//! It mirrors `Model::forward_chunk` layer by layer; frozen weights get no gradient, only
+//! the input gradient flows through them (`dx = dy·W`, dequantized on the fly).
+//!
+//! A micro-batch is padding-free: its examples are concatenated into one row, with
+//! segment ids that keep attention inside each example and positions that restart at 0.
+//! With gradient checkpointing only each layer's input is kept; the backward recomputes the
+//! layer's activations into one shared set just before it needs them.
+
+use crate::lora::Target;
+use crate::model::forward::Model;
+use crate::ops::attention::{attention_backward, attention_forward, AttentionDims};
+use crate::ops::cross_entropy::{cross_entropy_backward, cross_entropy_forward, IGNORE};
+use crate::ops::dropout::dropout_forward;
+use crate::ops::lora::{lora_backward, lora_forward};
+use crate::ops::residual::{bias_forward, residual_accumulate, residual_forward};
+use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
+use crate::ops::rope::{rope_backward, rope_forward, RopeDims};
+use crate::ops::swiglu::{swiglu_backward, swiglu_forward};
+use crate::{Error, GpuBuffer, GpuContext, Result};
+
+/// One micro-batch of concatenated examples, all (N).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TokenBatch {
+    pub tokens: Vec<u32>,
+    /// The next token where it carries loss, else [`IGNORE`].
+    pub targets: Vec<u32>,
+    /// Position inside its example.
+    pub pos: Vec<u32>,
+    /// Which example the token belongs to.
+    pub seg: Vec<u32>,
+}
+
+impl TokenBatch {
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Tokens that carry loss.
+    pub fn counted(&self) -> usize {
+        self.targets.iter().filter(|&&t| t != IGNORE).count()
+    }
+}
+
+/// LoRA dropout for one micro-batch: each adapted layer draws its own mask from `seed`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    pub p: f32,
+    pub seed: u32,
+}
+
+impl Dropout {
+    pub const OFF: Dropout = Dropout { p: 0.0, seed: 0 };
+
+    fn seed_for(self, tensor: usize) -> u32 {
+        let x = (self.seed as u64) << 32 | tensor as u64;
+        (crate::rng::Rng::new(x).next_u64() >> 32) as u32
+    }
+}
+
+/// What one layer's backward needs from its forward.
+struct LayerActs {
+    xn1: GpuBuffer,   // (N, C) attention norm output
+    rstd1: GpuBuffer, // (N)
+    q_rot: GpuBuffer, // (N, NH·HS)
+    k_rot: GpuBuffer, // (N, NKV·HS)
+    v: GpuBuffer,     // (N, NKV·HS)
+    att: GpuBuffer,   // (N, NH·HS)
+    stats: GpuBuffer, // (NH, N, 2)
+    x_mid: GpuBuffer, // (N, C) residual stream after attention
+    xn2: GpuBuffer,   // (N, C) MLP norm output
+    rstd2: GpuBuffer, // (N)
+    gate: GpuBuffer,  // (N, FF)
+    up: GpuBuffer,    // (N, FF)
+    h: GpuBuffer,     // (N, FF) swiglu output
+    /// Per target (indexed by `Target as usize`): x·Aᵀ (N, r) when some layer adapts it.
+    lora_h: Vec<Option<GpuBuffer>>,
+}
+
+/// Buffers used within one layer or the head, then reused.
+struct Scratch {
+    pos: GpuBuffer,      // (N) u32
+    seg: GpuBuffer,      // (N) u32
+    targets: GpuBuffer,  // (N) u32
+    q: GpuBuffer,        // (N, NH·HS) before rope
+    k: GpuBuffer,        // (N, NKV·HS)
+    proj: GpuBuffer,     // (N, C) attention / MLP output; the lm_head's input rows
+    xnf: GpuBuffer,      // (N, C) final norm output
+    rstdf: GpuBuffer,    // (N)
+    dres: GpuBuffer,     // (N, C) gradient of the residual stream
+    dxn: GpuBuffer,      // (N, C)
+    dtmp: GpuBuffer,     // (N, C)
+    dh: GpuBuffer,       // (N, FF)
+    dgate: GpuBuffer,    // (N, FF)
+    dup: GpuBuffer,      // (N, FF)
+    datt: GpuBuffer,     // (N, NH·HS)
+    dq_rot: GpuBuffer,   // (N, NH·HS)
+    dq: GpuBuffer,       // (N, NH·HS)
+    dk_rot: GpuBuffer,   // (N, NKV·HS)
+    dk: GpuBuffer,       // (N, NKV·HS)
+    dv: GpuBuffer,       // (N, NKV·HS)
+    dr: GpuBuffer,       // (N, largest rank)
+    xd: GpuBuffer,       // (N, widest layer input) dropped LoRA input
+    dxd: GpuBuffer,      // (N, widest layer input)
+    row_targets: GpuBuffer, // (R) u32
+    logits: GpuBuffer,   // (R, V)
+    dlogits: GpuBuffer,  // (R, V)
+    vocab_part: GpuBuffer, // (R, largest lm_head part) when the lm_head is split
+    losses: GpuBuffer,   // (R)
+    all_losses: GpuBuffer, // (N)
+}
+
+pub struct TrainPass {
+    /// N: the most tokens a micro-batch may hold.
+    pub max_tokens: usize,
+    pub checkpointing: bool,
+    /// R: logits rows per cross-entropy pass.
+    rows: usize,
+    xs: Vec<GpuBuffer>, // (L+1) × (N, C): each layer's input, and the last layer's output
+    acts: Vec<LayerActs>, // L, or 1 with checkpointing
+    s: Scratch,
+    /// (dA, dB) per adapter tensor, in the adapter's order.
+    pub grads: Vec<(GpuBuffer, GpuBuffer)>,
+}
+
+/// Bytes of activations a [`TrainPass`] allocates for `n` tokens (for memory estimates).
+pub fn activation_bytes(cfg: &crate::model::Config, n: usize, rank: usize, checkpointing: bool) -> u64 {
+    let (c, ff, qd, kvd, l) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim(), cfg.n_layers);
+    let per_layer = n * (3 * c + 2 + 2 * qd + 2 * kvd + 2 * cfg.n_heads + 3 * ff + 7 * rank);
+    let slots = if checkpointing { 1 } else { l };
+    let scratch = n * (6 * c + 3 * ff + 3 * qd + 3 * kvd + rank + 2 * ff.max(c).max(qd) + 5);
+    let head = 64 * cfg.vocab_size * 3;
+    4 * ((l + 1) * n * c + slots * per_layer + scratch + head) as u64
+}
+
+impl TrainPass {
+    /// Buffers for micro-batches of up to `max_tokens` tokens on `model` (with its adapter,
+    /// whose gradients this pass computes; without one the pass can only evaluate).
+    pub fn new(ctx: &GpuContext, model: &Model, max_tokens: usize, checkpointing: bool) -> Result<Self> {
+        let cfg = &model.cfg;
+        let n = max_tokens.max(1);
+        let (c, ff, qd, kvd, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim(), cfg.vocab_size);
+        let f = |len: usize| ctx.alloc_f32(len.max(1));
+        let adapter = model.adapter.as_ref();
+        let max_rank = adapter.map_or(0, |a| a.max_rank());
+        let target_rank = |t: Target| adapter.and_then(|a| a.adapter.tensors.iter().filter(|x| x.target == t).map(|x| x.rank).max());
+        let slots = if checkpointing { 1 } else { cfg.n_layers };
+        let acts = (0..slots)
+            .map(|_| {
+                Ok(LayerActs {
+                    xn1: f(n * c)?,
+                    rstd1: f(n)?,
+                    q_rot: f(n * qd)?,
+                    k_rot: f(n * kvd)?,
+                    v: f(n * kvd)?,
+                    att: f(n * qd)?,
+                    stats: f(cfg.n_heads * n * 2)?,
+                    x_mid: f(n * c)?,
+                    xn2: f(n * c)?,
+                    rstd2: f(n)?,
+                    gate: f(n * ff)?,
+                    up: f(n * ff)?,
+                    h: f(n * ff)?,
+                    lora_h: Target::ALL.iter().map(|&t| target_rank(t).map(|r| f(n * r)).transpose()).collect::<Result<_>>()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let part_rows = model.lm_head.iter().map(|(_, p)| p.shape().0).max().unwrap_or(v);
+        let rows = ((model.binding_limit / (v as u64 * 4)) as usize).clamp(1, n.min(64));
+        let wide = c.max(ff).max(qd);
+        let s = Scratch {
+            pos: f(n)?,
+            seg: f(n)?,
+            targets: f(n)?,
+            q: f(n * qd)?,
+            k: f(n * kvd)?,
+            proj: f(n * c)?,
+            xnf: f(n * c)?,
+            rstdf: f(n)?,
+            dres: f(n * c)?,
+            dxn: f(n * c)?,
+            dtmp: f(n * c)?,
+            dh: f(n * ff)?,
+            dgate: f(n * ff)?,
+            dup: f(n * ff)?,
+            datt: f(n * qd)?,
+            dq_rot: f(n * qd)?,
+            dq: f(n * qd)?,
+            dk_rot: f(n * kvd)?,
+            dk: f(n * kvd)?,
+            dv: f(n * kvd)?,
+            dr: f(n * max_rank)?,
+            xd: f(n * wide)?,
+            dxd: f(n * wide)?,
+            row_targets: f(rows)?,
+            logits: f(rows * v)?,
+            dlogits: f(rows * v)?,
+            vocab_part: f(if model.lm_head.len() > 1 { rows * part_rows } else { 1 })?,
+            losses: f(rows)?,
+            all_losses: f(n)?,
+        };
+        let grads = adapter
+            .map(|a| a.tensors.iter().map(|t| Ok((f(t.rank * t.d_in)?, f(t.d_out * t.rank)?))).collect::<Result<Vec<_>>>())
+            .transpose()?
+            .unwrap_or_default();
+        Ok(TrainPass {
+            max_tokens: n,
+            checkpointing,
+            rows,
+            xs: (0..=cfg.n_layers).map(|_| f(n * c)).collect::<Result<_>>()?,
+            acts,
+            s,
+            grads,
+        })
+    }
+
+    /// Sets every LoRA gradient to zero (the start of an optimizer step).
+    pub fn zero_grads(&self, ctx: &GpuContext) {
+        for (da, db) in &self.grads {
+            ctx.zero(da);
+            ctx.zero(db);
+        }
+    }
+
+    /// Σ NLL over the counted tokens of `batch`, without gradients (evaluation).
+    pub async fn forward_loss(&mut self, ctx: &GpuContext, model: &Model, batch: &TokenBatch) -> Result<f64> {
+        self.run(ctx, model, batch, None, Dropout::OFF).await
+    }
+
+    /// Σ NLL over the counted tokens of `batch`, and the LoRA gradients of
+    /// `loss_scale`·Σ NLL added into `grads`.
+    pub async fn forward_backward(&mut self, ctx: &GpuContext, model: &Model, batch: &TokenBatch, loss_scale: f32, dropout: Dropout) -> Result<f64> {
+        if model.adapter.is_none() || self.grads.is_empty() {
+            return Err(Error::Shape("training needs an adapter on the model before the TrainPass is made".into()));
+        }
+        self.run(ctx, model, batch, Some(loss_scale), dropout).await
+    }
+
+    async fn run(&mut self, ctx: &GpuContext, model: &Model, batch: &TokenBatch, backward: Option<f32>, drop: Dropout) -> Result<f64> {
+        let n = batch.len();
+        if n == 0 || n > self.max_tokens {
+            return Err(Error::Shape(format!("a micro-batch of {n} tokens; this pass holds 1 to {}", self.max_tokens)));
+        }
+        let emb = model.embed_rows(&batch.tokens)?;
+        ctx.write_f32(&self.xs[0], &emb);
+        ctx.write_bytes(&self.s.pos, bytemuck::cast_slice(&batch.pos));
+        ctx.write_bytes(&self.s.seg, bytemuck::cast_slice(&batch.seg));
+        ctx.write_bytes(&self.s.targets, bytemuck::cast_slice(&batch.targets));
+        let layers = model.cfg.n_layers;
+        for i in 0..layers {
+            self.layer_forward(ctx, model, i, n, drop)?;
+        }
+        self.head(ctx, model, n, backward)?;
+        if backward.is_some() {
+            for i in (0..layers).rev() {
+                if self.checkpointing {
+                    self.layer_forward(ctx, model, i, n, drop)?;
+                }
+                self.layer_backward(ctx, model, i, n, drop)?;
+            }
+        }
+        let losses = ctx.read_f32_prefix(&self.s.all_losses, n).await?;
+        ctx.take_device_error()?;
+        Ok(losses.iter().map(|&x| x as f64).sum())
+    }
+
+    fn slot(&self, i: usize) -> &LayerActs {
+        &self.acts[if self.checkpointing { 0 } else { i }]
+    }
+
+    fn dims(model: &Model, n: usize) -> (RopeDims, RopeDims, AttentionDims) {
+        let cfg = &model.cfg;
+        let rope_q = RopeDims { n, heads: cfg.n_heads, head_size: cfg.head_size, theta: cfg.rope_theta, scaling: cfg.rope_scaling };
+        let rope_k = RopeDims { heads: cfg.n_kv_heads, ..rope_q };
+        let att = AttentionDims { b: 1, t: n, nh: cfg.n_heads, nkv: cfg.n_kv_heads, hs: cfg.head_size };
+        (rope_q, rope_k, att)
+    }
+
+    /// out = inp·Wᵀ (+ bias) (+ scale·(dropout(inp)·Aᵀ)·Bᵀ, keeping x·Aᵀ in `h`).
+    #[allow(clippy::too_many_arguments)]
+    fn project(&self, ctx: &GpuContext, model: &Model, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
+        let l = &model.layers[i];
+        l.linear(target).forward(ctx, out, inp, n)?;
+        if let Some(b) = l.bias(target) {
+            bias_forward(ctx, out, b, n, l.linear(target).shape().0)?;
+        }
+        let Some(adapter) = model.adapter.as_ref() else { return Ok(()) };
+        let Some(idx) = adapter.index(i, target) else { return Ok(()) };
+        let lora = &adapter.tensors[idx];
+        let h = acts.lora_h[target as usize].as_ref().expect("allocated for every adapted target");
+        let x = if drop.p > 0.0 {
+            dropout_forward(ctx, &self.s.xd, inp, n * lora.d_in, drop.p, drop.seed_for(idx), 0.0)?;
+            &self.s.xd
+        } else {
+            inp
+        };
+        lora_forward(ctx, out, h, x, &lora.a, &lora.b, lora.dims(n))
+    }
+
+    /// dinp = beta·dinp + dout·W (+ the adapter's part), and the adapter's dA, dB.
+    #[allow(clippy::too_many_arguments)]
+    fn project_backward(&self, ctx: &GpuContext, model: &Model, i: usize, target: Target, dinp: &GpuBuffer, beta: f32, dout: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
+        model.layers[i].linear(target).backward_input(ctx, dinp, dout, n, beta)?;
+        let Some(adapter) = model.adapter.as_ref() else { return Ok(()) };
+        let Some(idx) = adapter.index(i, target) else { return Ok(()) };
+        let lora = &adapter.tensors[idx];
+        let h = acts.lora_h[target as usize].as_ref().expect("allocated for every adapted target");
+        let (da, db) = &self.grads[idx];
+        let d = crate::ops::lora::LoraDims { accumulate: true, ..lora.dims(n) };
+        if drop.p > 0.0 {
+            // the same mask as the forward (same seed): A saw dropout(x), and only the kept
+            // inputs receive the LoRA path's gradient
+            let seed = drop.seed_for(idx);
+            dropout_forward(ctx, &self.s.xd, inp, n * lora.d_in, drop.p, seed, 0.0)?;
+            ctx.zero(&self.s.dxd);
+            lora_backward(ctx, da, db, &self.s.dxd, &self.s.dr, dout, &self.s.xd, h, &lora.a, &lora.b, d)?;
+            dropout_forward(ctx, dinp, &self.s.dxd, n * lora.d_in, drop.p, seed, 1.0)
+        } else {
+            lora_backward(ctx, da, db, dinp, &self.s.dr, dout, inp, h, &lora.a, &lora.b, d)
+        }
+    }
+
+    /// Layer i from xs[i] to xs[i+1], keeping its activations in its slot.
+    fn layer_forward(&self, ctx: &GpuContext, model: &Model, i: usize, n: usize, drop: Dropout) -> Result<()> {
+        let cfg = &model.cfg;
+        let (c, ff, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
+        let (rope_q, rope_k, att) = Self::dims(model, n);
+        let (l, a, s) = (&model.layers[i], self.slot(i), &self.s);
+        let x = &self.xs[i];
+        rmsnorm_forward(ctx, &a.xn1, &a.rstd1, x, &l.attn_norm, n, c, eps)?;
+        self.project(ctx, model, i, Target::Q, &s.q, &a.xn1, n, a, drop)?;
+        self.project(ctx, model, i, Target::K, &s.k, &a.xn1, n, a, drop)?;
+        self.project(ctx, model, i, Target::V, &a.v, &a.xn1, n, a, drop)?;
+        rope_forward(ctx, &a.q_rot, &s.q, &s.pos, rope_q)?;
+        rope_forward(ctx, &a.k_rot, &s.k, &s.pos, rope_k)?;
+        attention_forward(ctx, &a.att, &a.stats, &a.q_rot, &a.k_rot, &a.v, &s.seg, att)?;
+        self.project(ctx, model, i, Target::O, &s.proj, &a.att, n, a, drop)?;
+        residual_forward(ctx, &a.x_mid, x, &s.proj, n * c)?;
+        rmsnorm_forward(ctx, &a.xn2, &a.rstd2, &a.x_mid, &l.ffn_norm, n, c, eps)?;
+        self.project(ctx, model, i, Target::Gate, &a.gate, &a.xn2, n, a, drop)?;
+        self.project(ctx, model, i, Target::Up, &a.up, &a.xn2, n, a, drop)?;
+        swiglu_forward(ctx, &a.h, &a.gate, &a.up, n * ff)?;
+        self.project(ctx, model, i, Target::Down, &s.proj, &a.h, n, a, drop)?;
+        residual_forward(ctx, &self.xs[i + 1], &a.x_mid, &s.proj, n * c)
+    }
+
+    /// From dres = ∂loss/∂xs[i+1] to dres = ∂loss/∂xs[i], adding the layer's LoRA gradients.
+    fn layer_backward(&self, ctx: &GpuContext, model: &Model, i: usize, n: usize, drop: Dropout) -> Result<()> {
+        let cfg = &model.cfg;
+        let (c, ff) = (cfg.hidden_size, cfg.intermediate_size);
+        let (rope_q, rope_k, att) = Self::dims(model, n);
+        let (l, a, s) = (&model.layers[i], self.slot(i), &self.s);
+        self.project_backward(ctx, model, i, Target::Down, &s.dh, 0.0, &s.dres, &a.h, n, a, drop)?;
+        swiglu_backward(ctx, &s.dgate, &s.dup, &s.dh, &a.gate, &a.up, n * ff)?;
+        self.project_backward(ctx, model, i, Target::Gate, &s.dxn, 0.0, &s.dgate, &a.xn2, n, a, drop)?;
+        self.project_backward(ctx, model, i, Target::Up, &s.dxn, 1.0, &s.dup, &a.xn2, n, a, drop)?;
+        rmsnorm_backward(ctx, &s.dtmp, &s.dxn, &a.x_mid, &l.ffn_norm, &a.rstd2, n, c)?;
+        residual_accumulate(ctx, &s.dres, &s.dtmp, 1.0, n * c)?;
+        self.project_backward(ctx, model, i, Target::O, &s.datt, 0.0, &s.dres, &a.att, n, a, drop)?;
+        attention_backward(ctx, &s.dq_rot, &s.dk_rot, &s.dv, &s.datt, &a.q_rot, &a.k_rot, &a.v, &a.att, &a.stats, &s.seg, att)?;
+        rope_backward(ctx, &s.dq, &s.dq_rot, &s.pos, rope_q)?;
+        rope_backward(ctx, &s.dk, &s.dk_rot, &s.pos, rope_k)?;
+        self.project_backward(ctx, model, i, Target::Q, &s.dxn, 0.0, &s.dq, &a.xn1, n, a, drop)?;
+        self.project_backward(ctx, model, i, Target::K, &s.dxn, 1.0, &s.dk, &a.xn1, n, a, drop)?;
+        self.project_backward(ctx, model, i, Target::V, &s.dxn, 1.0, &s.dv, &a.xn1, n, a, drop)?;
+        rmsnorm_backward(ctx, &s.dtmp, &s.dxn, &self.xs[i], &l.attn_norm, &a.rstd1, n, c)?;
+        residual_accumulate(ctx, &s.dres, &s.dtmp, 1.0, n * c)
+    }
+
+    /// Final norm, lm_head and cross-entropy in chunks of R rows, per-token losses into
+    /// all_losses; with `backward` (the loss scale), dres = ∂loss/∂xs[L].
+    fn head(&self, ctx: &GpuContext, model: &Model, n: usize, backward: Option<f32>) -> Result<()> {
+        let cfg = &model.cfg;
+        let (c, v) = (cfg.hidden_size, cfg.vocab_size);
+        let s = &self.s;
+        let last = &self.xs[cfg.n_layers];
+        rmsnorm_forward(ctx, &s.xnf, &s.rstdf, last, &model.final_norm, n, c, cfg.rms_norm_eps)?;
+        for r0 in (0..n).step_by(self.rows) {
+            let rows = self.rows.min(n - r0);
+            // the matmuls read their operands from offset 0
+            ctx.copy_region(&s.xnf, (r0 * c * 4) as u64, &s.proj, 0, (rows * c * 4) as u64);
+            ctx.copy_region(&s.targets, (r0 * 4) as u64, &s.row_targets, 0, (rows * 4) as u64);
+            if let [(_, head)] = model.lm_head.as_slice() {
+                head.forward(ctx, &s.logits, &s.proj, rows)?;
+            } else {
+                for (start, part) in &model.lm_head {
+                    let pn = part.shape().0;
+                    part.forward(ctx, &s.vocab_part, &s.proj, rows)?;
+                    for r in 0..rows {
+                        ctx.copy_region(&s.vocab_part, (r * pn * 4) as u64, &s.logits, ((r * v + start) * 4) as u64, (pn * 4) as u64);
+                    }
+                }
+            }
+            match backward {
+                None => cross_entropy_forward(ctx, &s.losses, &s.logits, &s.row_targets, rows, v)?,
+                Some(scale) => {
+                    cross_entropy_backward(ctx, &s.losses, &s.dlogits, &s.logits, &s.row_targets, rows, v, scale)?;
+                    // ∂loss/∂(head input rows) into dtmp, then into its rows of dxn
+                    if let [(_, head)] = model.lm_head.as_slice() {
+                        head.backward_input(ctx, &s.dtmp, &s.dlogits, rows, 0.0)?;
+                    } else {
+                        for (p, (start, part)) in model.lm_head.iter().enumerate() {
+                            let pn = part.shape().0;
+                            for r in 0..rows {
+                                ctx.copy_region(&s.dlogits, ((r * v + start) * 4) as u64, &s.vocab_part, (r * pn * 4) as u64, (pn * 4) as u64);
+                            }
+                            part.backward_input(ctx, &s.dtmp, &s.vocab_part, rows, if p == 0 { 0.0 } else { 1.0 })?;
+                        }
+                    }
+                    ctx.copy_region(&s.dtmp, 0, &s.dxn, (r0 * c * 4) as u64, (rows * c * 4) as u64);
+                }
+            }
+            ctx.copy_region(&s.losses, 0, &s.all_losses, (r0 * 4) as u64, (rows * 4) as u64);
+        }
+        if backward.is_some() {
+            rmsnorm_backward(ctx, &s.dres, &s.dxn, last, &model.final_norm, &s.rstdf, n, c)?;
+        }
+        Ok(())
+    }
+}

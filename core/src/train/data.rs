@@ -1,0 +1,327 @@
+//! Training data: records from .jsonl or a .json array (Alpaca instruction/input/output,
+//! prompt/completion, chat messages, or one text field), rendered by a template into
+//! prompt and response text, tokenized with a loss mask (response tokens only unless
+//! `train_on_prompt`), truncated at `max_seq_len`.
+
+use serde_json::{Map, Value};
+
+use crate::model::chat::{render, Message};
+use crate::model::Tokenizer;
+use crate::{Error, Result};
+
+/// One record of the data file, and where it came from ("data.jsonl line 3").
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub origin: String,
+    pub fields: Map<String, Value>,
+}
+
+/// Parses .jsonl (one object per line, blank lines skipped) or a .json array of objects.
+pub fn parse_records(file: &str, text: &str) -> Result<Vec<Record>> {
+    let trimmed = text.trim_start_matches('\u{feff}').trim_start();
+    let mut out = Vec::new();
+    if trimmed.starts_with('[') {
+        let items: Vec<Value> = serde_json::from_str(trimmed).map_err(|e| Error::Format(format!("{file}: not a valid JSON array ({e})")))?;
+        for (i, v) in items.into_iter().enumerate() {
+            let origin = format!("{file} item {}", i + 1);
+            match v {
+                Value::Object(fields) => out.push(Record { origin, fields }),
+                other => return Err(Error::Format(format!("{origin}: expected an object, found {}", kind(&other)))),
+            }
+        }
+    } else {
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let origin = format!("{file} line {}", i + 1);
+            match serde_json::from_str::<Value>(line) {
+                Ok(Value::Object(fields)) => out.push(Record { origin, fields }),
+                Ok(other) => return Err(Error::Format(format!("{origin}: expected a JSON object, found {}", kind(&other)))),
+                Err(e) => return Err(Error::Format(format!("{origin}: not valid JSON ({e})"))),
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Format(format!("{file}: holds no examples")));
+    }
+    Ok(out)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// How a record becomes text.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Template {
+    /// Stanford Alpaca's prompt ("Below is an instruction …### Response:\n").
+    Alpaca,
+    /// <|im_start|>role\n…<|im_end|>\n turns.
+    Chatml,
+    /// The model's own chat template.
+    Model,
+    /// Text with {field} placeholders; the last placeholder is the response.
+    Custom(String),
+}
+
+impl Template {
+    pub fn parse(s: &str) -> Template {
+        match s {
+            "alpaca" => Template::Alpaca,
+            "chatml" => Template::Chatml,
+            "model" => Template::Model,
+            // shells pass "\n" literally
+            custom => Template::Custom(custom.replace("\\n", "\n").replace("\\t", "\t")),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Template::Alpaca => "alpaca",
+            Template::Chatml => "chatml",
+            Template::Model => "model",
+            Template::Custom(t) => t,
+        }
+    }
+}
+
+const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// Text pieces of one example; `true` pieces carry loss.
+pub type Segments = Vec<(String, bool)>;
+
+fn field<'a>(r: &'a Record, name: &str) -> Result<&'a str> {
+    match r.fields.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(Error::Format(format!("{}: field \"{name}\" should be a string, found {}", r.origin, kind(other)))),
+        None => Err(Error::Format(format!("{}: field \"{name}\" is missing", r.origin))),
+    }
+}
+
+fn optional<'a>(r: &'a Record, name: &str) -> Result<Option<&'a str>> {
+    if r.fields.get(name).is_none_or(Value::is_null) {
+        return Ok(None);
+    }
+    field(r, name).map(Some)
+}
+
+/// A record as chat messages: its `messages`, or (prompt, response) as one user turn and
+/// one assistant turn.
+fn messages_of(r: &Record) -> Result<Vec<Message>> {
+    if let Some(m) = r.fields.get("messages") {
+        let list = m.as_array().ok_or_else(|| Error::Format(format!("{}: \"messages\" should be an array of {{role, content}}", r.origin)))?;
+        return list
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let get = |k: &str| m.get(k).and_then(Value::as_str).ok_or_else(|| Error::Format(format!("{}: messages[{i}] has no string \"{k}\"", r.origin)));
+                Ok(Message::new(get("role")?, get("content")?))
+            })
+            .collect();
+    }
+    let (prompt, response) = prompt_response(r)?;
+    Ok(vec![Message::new("user", &prompt), Message::new("assistant", &response)])
+}
+
+/// (prompt, response) of an instruction or prompt/completion record.
+fn prompt_response(r: &Record) -> Result<(String, String)> {
+    if r.fields.contains_key("instruction") {
+        let mut prompt = field(r, "instruction")?.to_string();
+        if let Some(input) = optional(r, "input")?.filter(|s| !s.trim().is_empty()) {
+            prompt = format!("{prompt}\n\n{input}");
+        }
+        let response = if r.fields.contains_key("output") { field(r, "output")? } else { field(r, "response")? };
+        return Ok((prompt, response.to_string()));
+    }
+    if r.fields.contains_key("prompt") {
+        return Ok((field(r, "prompt")?.to_string(), field(r, "completion")?.to_string()));
+    }
+    Err(Error::Format(format!(
+        "{}: no known fields (expected instruction/input/output, prompt/completion, messages or text; found {})",
+        r.origin,
+        r.fields.keys().cloned().collect::<Vec<_>>().join(", ")
+    )))
+}
+
+/// Renders a record into segments. `eos` is appended to responses that a chat template does
+/// not close itself (Alpaca, custom, plain text).
+pub fn render_record(r: &Record, template: &Template, tok: &Tokenizer) -> Result<Segments> {
+    let eos = tok.eos_token.clone();
+    if r.fields.contains_key("text") && !r.fields.contains_key("messages") && !r.fields.contains_key("instruction") && !r.fields.contains_key("prompt") {
+        return Ok(vec![(field(r, "text")?.to_string() + &eos, true)]);
+    }
+    match template {
+        Template::Alpaca => {
+            if r.fields.contains_key("messages") {
+                return Err(Error::Format(format!("{}: chat messages need a chat template (--template model or chatml)", r.origin)));
+            }
+            let instruction = if r.fields.contains_key("instruction") { field(r, "instruction")? } else { field(r, "prompt")? };
+            let input = optional(r, "input")?.filter(|s| !s.trim().is_empty());
+            let prompt = match input {
+                Some(input) => format!("Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"),
+                None => format!("Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"),
+            };
+            let (_, response) = prompt_response(r)?;
+            Ok(vec![(prompt, false), (response + &eos, true)])
+        }
+        Template::Custom(t) => render_custom(r, t, &eos),
+        Template::Chatml => render_chat(r, CHATML, tok),
+        Template::Model => {
+            let t = tok.chat_template.as_deref().ok_or_else(|| {
+                Error::Format("the model has no chat template; use --template alpaca, chatml or a custom one".into())
+            })?;
+            render_chat(r, t, tok)
+        }
+    }
+}
+
+/// "{instruction}\n### Answer:\n{output}": text up to the last placeholder is the prompt.
+fn render_custom(r: &Record, t: &str, eos: &str) -> Result<Segments> {
+    let mut pieces = Vec::new(); // (literal, Some(field))
+    let mut rest = t;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else { break };
+        let name = &rest[open + 1..open + close];
+        pieces.push((rest[..open].to_string(), Some(name.to_string())));
+        rest = &rest[open + close + 1..];
+    }
+    let tail = rest.to_string();
+    let Some(last) = pieces.len().checked_sub(1) else {
+        return Err(Error::Format(format!("template \"{t}\" has no {{field}} placeholder")));
+    };
+    let mut prompt = String::new();
+    let mut response = String::new();
+    for (i, (lit, name)) in pieces.iter().enumerate() {
+        let value = match name.as_deref() {
+            Some(n) => optional(r, n)?.ok_or_else(|| Error::Format(format!("{}: field \"{n}\" (used by the template) is missing", r.origin)))?,
+            None => "",
+        };
+        prompt.push_str(lit);
+        if i == last {
+            response.push_str(value);
+        } else {
+            prompt.push_str(value);
+        }
+    }
+    response.push_str(&tail);
+    Ok(vec![(prompt, false), (response + eos, true)])
+}
+
+/// A chat rendered by `template`; each assistant turn (as the template closes it) carries loss.
+fn render_chat(r: &Record, template: &str, tok: &Tokenizer) -> Result<Segments> {
+    let messages = messages_of(r)?;
+    if !messages.iter().any(|m| m.role == "assistant") {
+        return Err(Error::Format(format!("{}: the conversation has no assistant message to learn", r.origin)));
+    }
+    let rnd = |m: &[Message], gen: bool| render(template, m, gen, &tok.bos_token, &tok.eos_token).map_err(|e| Error::Format(format!("{}: {e}", r.origin)));
+    let mut segments = Vec::new();
+    let mut done = 0; // bytes of the full rendering already placed in segments
+    let full = rnd(&messages, false)?;
+    for (k, m) in messages.iter().enumerate() {
+        if m.role != "assistant" {
+            continue;
+        }
+        let before = rnd(&messages[..k], true)?;
+        let through = rnd(&messages[..=k], false)?;
+        if !through.starts_with(&before) || !full.starts_with(&through) || before.len() < done {
+            return Err(Error::Format(format!(
+                "{}: the chat template does not render the conversation turn by turn as a prefix, so the response tokens cannot be found; use --template chatml",
+                r.origin
+            )));
+        }
+        segments.push((full[done..before.len()].to_string(), false));
+        segments.push((full[before.len()..through.len()].to_string(), true));
+        done = through.len();
+    }
+    if done < full.len() {
+        segments.push((full[done..].to_string(), false));
+    }
+    segments.retain(|(s, _)| !s.is_empty());
+    Ok(segments)
+}
+
+/// A tokenized example: `loss[t]` says whether token t is predicted with loss.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Example {
+    pub tokens: Vec<u32>,
+    pub loss: Vec<bool>,
+}
+
+impl Example {
+    /// Tokens that carry loss (each predicted from the ones before it).
+    pub fn counted(&self) -> usize {
+        self.loss.iter().skip(1).filter(|&&l| l).count()
+    }
+}
+
+/// What tokenization did to a data file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DataStats {
+    pub examples: usize,
+    pub truncated: usize,
+    /// Dropped: nothing left to learn after truncation.
+    pub dropped: usize,
+    pub tokens: usize,
+    pub loss_tokens: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataOptions {
+    pub template: Template,
+    pub max_seq_len: usize,
+    pub train_on_prompt: bool,
+}
+
+/// Tokenizes segments: chat-template text already holds its special tokens; other text is
+/// tokenized as HF's `tokenizer(text)` does (BOS when the tokenizer adds one).
+pub fn tokenize(segments: &Segments, tok: &Tokenizer, chat: bool, train_on_prompt: bool) -> Result<Example> {
+    let mut tokens = Vec::new();
+    let mut loss = Vec::new();
+    for (i, (text, is_loss)) in segments.iter().enumerate() {
+        let ids = tok.encode(text, i == 0 && !chat)?;
+        loss.extend(std::iter::repeat_n(*is_loss || train_on_prompt, ids.len()));
+        tokens.extend(ids);
+    }
+    Ok(Example { tokens, loss })
+}
+
+/// Every record as an [`Example`], with the counts of truncated and dropped ones.
+pub fn prepare(records: &[Record], tok: &Tokenizer, opts: &DataOptions) -> Result<(Vec<Example>, DataStats)> {
+    let mut stats = DataStats::default();
+    let mut out = Vec::with_capacity(records.len());
+    let chat = matches!(opts.template, Template::Chatml | Template::Model);
+    for r in records {
+        let segments = render_record(r, &opts.template, tok)?;
+        let is_text = segments.len() == 1 && segments[0].1;
+        let mut ex = tokenize(&segments, tok, chat && !is_text, opts.train_on_prompt)?;
+        if ex.tokens.len() > opts.max_seq_len {
+            ex.tokens.truncate(opts.max_seq_len);
+            ex.loss.truncate(opts.max_seq_len);
+            stats.truncated += 1;
+        }
+        if ex.counted() == 0 {
+            stats.dropped += 1;
+            continue;
+        }
+        stats.examples += 1;
+        stats.tokens += ex.tokens.len();
+        stats.loss_tokens += ex.counted();
+        out.push(ex);
+    }
+    if out.is_empty() {
+        return Err(Error::Format(format!(
+            "no example has response tokens left within --max-seq-len {} ({} dropped)",
+            opts.max_seq_len, stats.dropped
+        )));
+    }
+    Ok((out, stats))
+}

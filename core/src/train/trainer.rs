@@ -1,0 +1,250 @@
+//! The step loop: an optimizer step runs `grad_accum` micro-batches forward and backward,
+//! normalizes by the loss tokens of the whole step, clips, and updates the adapter. Which
+//! examples a step sees depends only on (seed, step), so a run resumed from a checkpoint
+//! continues exactly as the uninterrupted run would.
+
+use super::batch::{epoch_batches, max_batch_tokens, pack};
+use super::data::Example;
+use super::optimizer::Optimizer;
+use super::schedule::Schedule;
+use crate::lora::{Adapter, LoraConfig};
+use crate::model::backward::{activation_bytes, Dropout, TrainPass};
+use crate::model::Model;
+use crate::ops::adamw::AdamwConfig;
+use crate::{Error, GpuContext, Result};
+
+/// Everything that shapes a run (the CLI's and the web app's settings).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub lora: LoraConfig,
+    pub adamw: AdamwConfig,
+    pub max_grad_norm: f32,
+    pub schedule: Schedule,
+    /// Warmup in optimizer steps, or as a fraction of all steps when `warmup_steps` is 0.
+    pub warmup_steps: usize,
+    pub warmup_ratio: f32,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub epochs: f32,
+    /// Overrides `epochs` when set.
+    pub max_steps: Option<usize>,
+    pub seed: u64,
+    /// None: on when activations without it would exceed `memory_budget` bytes.
+    pub checkpointing: Option<bool>,
+    pub memory_budget: u64,
+}
+
+impl Default for TrainConfig {
+    /// The CLI's defaults (transformers' Trainer where it has one).
+    fn default() -> Self {
+        TrainConfig {
+            lora: LoraConfig::default(),
+            adamw: AdamwConfig { lr: 2e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+            max_grad_norm: 1.0,
+            schedule: Schedule::Linear,
+            warmup_steps: 0,
+            warmup_ratio: 0.0,
+            batch_size: 4,
+            grad_accum: 1,
+            epochs: 3.0,
+            max_steps: None,
+            seed: 42,
+            checkpointing: None,
+            memory_budget: 4 << 30,
+        }
+    }
+}
+
+/// Where a run stands; with the adapter and the optimizer moments, all a checkpoint needs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub step: usize,
+    pub best_eval_loss: Option<f64>,
+    /// Evaluations since the best one (early stopping).
+    pub evals_since_best: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    pub step: usize,
+    pub epoch: f64,
+    /// Mean NLL per loss token over the step's micro-batches.
+    pub loss: f64,
+    pub lr: f32,
+    pub grad_norm: f32,
+    /// Tokens run through the model in the step.
+    pub tokens: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvalStats {
+    pub loss: f64,
+    pub perplexity: f64,
+    pub tokens: usize,
+}
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub model: Model,
+    pub state: TrainerState,
+    pass: TrainPass,
+    opt: Optimizer,
+    train: Vec<Example>,
+    /// Micro-batches per epoch and optimizer steps per epoch.
+    batches_per_epoch: usize,
+    steps_per_epoch: usize,
+    /// Optimizer steps of the whole run, and of the warmup.
+    pub total_steps: usize,
+    pub warmup: usize,
+}
+
+impl Trainer {
+    /// Puts `adapter` on `model` and sizes the buffers for the longest micro-batch of
+    /// `train` and `eval_sets`.
+    pub fn new(ctx: &GpuContext, mut model: Model, adapter: Adapter, cfg: TrainConfig, train: Vec<Example>, eval_sets: &[&[Example]]) -> Result<Self> {
+        if train.is_empty() {
+            return Err(Error::Format("no training examples".into()));
+        }
+        model.set_adapter(ctx, Some(adapter), "the new adapter")?;
+        let bs = cfg.batch_size.max(1);
+        let mut max_tokens = max_batch_tokens(&train, bs);
+        for set in eval_sets {
+            max_tokens = max_tokens.max(max_batch_tokens(set, bs));
+        }
+        let rank = model.adapter.as_ref().map_or(0, |a| a.max_rank());
+        let checkpointing = cfg.checkpointing.unwrap_or_else(|| activation_bytes(&model.cfg, max_tokens, rank, false) > cfg.memory_budget);
+        let pass = TrainPass::new(ctx, &model, max_tokens, checkpointing)?;
+        let opt = Optimizer::new(ctx, model.adapter.as_ref().expect("just set"), cfg.adamw, cfg.max_grad_norm)?;
+        let batches_per_epoch = train.len().div_ceil(bs);
+        let steps_per_epoch = batches_per_epoch.div_ceil(cfg.grad_accum.max(1));
+        let total_steps = match cfg.max_steps {
+            Some(s) => s,
+            None => ((cfg.epochs as f64 * steps_per_epoch as f64).ceil() as usize).max(1),
+        };
+        let warmup = if cfg.warmup_steps > 0 { cfg.warmup_steps } else { (cfg.warmup_ratio as f64 * total_steps as f64).ceil() as usize };
+        Ok(Trainer { cfg, model, state: TrainerState::default(), pass, opt, train, batches_per_epoch, steps_per_epoch, total_steps, warmup })
+    }
+
+    pub fn checkpointing(&self) -> bool {
+        self.pass.checkpointing
+    }
+
+    pub fn max_tokens(&self) -> usize {
+        self.pass.max_tokens
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        self.steps_per_epoch
+    }
+
+    pub fn done(&self) -> bool {
+        self.state.step >= self.total_steps
+    }
+
+    /// The micro-batches (example indices) of optimizer step `step`.
+    fn step_batches(&self, step: usize) -> Vec<Vec<usize>> {
+        let epoch = step / self.steps_per_epoch;
+        let group = step % self.steps_per_epoch;
+        let batches = epoch_batches(self.train.len(), self.cfg.batch_size, self.cfg.seed, epoch, true);
+        let accum = self.cfg.grad_accum.max(1);
+        batches[group * accum..((group + 1) * accum).min(self.batches_per_epoch)].to_vec()
+    }
+
+    /// One optimizer step.
+    pub async fn step(&mut self, ctx: &GpuContext) -> Result<StepStats> {
+        let step = self.state.step;
+        let batches: Vec<_> = self.step_batches(step).iter().map(|ids| pack(&ids.iter().map(|&i| &self.train[i]).collect::<Vec<_>>())).collect();
+        let counted: usize = batches.iter().map(|b| b.counted()).sum();
+        let scale = 1.0 / counted.max(1) as f32;
+        self.pass.zero_grads(ctx);
+        let mut total = 0.0;
+        let mut tokens = 0;
+        for (j, b) in batches.iter().enumerate() {
+            let seed = (self.cfg.seed as u32).wrapping_mul(0x9E37_79B9) ^ ((step * 64 + j) as u32);
+            let dropout = Dropout { p: self.cfg.lora.dropout, seed };
+            total += self.pass.forward_backward(ctx, &self.model, b, scale, dropout).await?;
+            tokens += b.len();
+        }
+        let loss = total / counted.max(1) as f64;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "the loss at step {} is {loss}; training stopped before updating the adapter (lower --lr, or check the data)",
+                step + 1
+            )));
+        }
+        let lr = self.cfg.schedule.lr(self.cfg.adamw.lr, step, self.warmup, self.total_steps);
+        let adapter = self.model.adapter.as_ref().expect("set in new");
+        let grad_norm = self.opt.step(ctx, adapter, &self.pass.grads, lr).await?;
+        if !grad_norm.is_finite() {
+            return Err(Error::NonFinite(format!("the gradient norm at step {} is {grad_norm}; the adapter is no longer usable (lower --lr)", step + 1)));
+        }
+        self.state.step += 1;
+        let epoch = self.state.step as f64 / self.steps_per_epoch as f64;
+        Ok(StepStats { step: self.state.step, epoch, loss, lr, grad_norm, tokens })
+    }
+
+    /// Mean NLL per loss token of `examples` with the current adapter (no dropout).
+    pub async fn evaluate(&mut self, ctx: &GpuContext, examples: &[Example]) -> Result<EvalStats> {
+        evaluate(ctx, &self.model, &mut self.pass, examples, self.cfg.batch_size).await
+    }
+
+    /// Records an evaluation for early stopping; true when it is the best so far.
+    pub fn record_eval(&mut self, loss: f64) -> bool {
+        let best = self.state.best_eval_loss.is_none_or(|b| loss < b);
+        if best {
+            self.state.best_eval_loss = Some(loss);
+            self.state.evals_since_best = 0;
+        } else {
+            self.state.evals_since_best += 1;
+        }
+        best
+    }
+
+    /// The adapter as trained so far.
+    pub async fn adapter(&mut self, ctx: &GpuContext) -> Result<Adapter> {
+        Ok(self.model.adapter.as_mut().expect("set in new").download(ctx).await?.clone())
+    }
+
+    pub async fn optimizer_moments(&self, ctx: &GpuContext) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        self.opt.moments(ctx).await
+    }
+
+    /// Continues from a checkpoint's adapter weights, optimizer moments and state.
+    pub fn restore(&mut self, ctx: &GpuContext, adapter: &Adapter, moments: &[(Vec<f32>, Vec<f32>)], state: TrainerState) -> Result<()> {
+        let gpu = self.model.adapter.as_mut().expect("set in new");
+        if adapter.tensors.len() != gpu.tensors.len() {
+            return Err(Error::Shape(format!("the checkpoint's adapter has {} tensors, this run's has {}", adapter.tensors.len(), gpu.tensors.len())));
+        }
+        for ((h, g), cur) in adapter.tensors.iter().zip(&gpu.tensors).zip(&gpu.adapter.tensors) {
+            if (h.layer, h.target, h.rank, h.d_in, h.d_out) != (cur.layer, cur.target, cur.rank, cur.d_in, cur.d_out) {
+                return Err(Error::Shape(format!("the checkpoint's {} does not match this run's adapter (r, targets)", h.peft_prefix())));
+            }
+            ctx.write_f32(&g.a, &h.a);
+            ctx.write_f32(&g.b, &h.b);
+        }
+        self.opt.set_moments(ctx, moments, state.step as u32)?;
+        self.state = state;
+        Ok(())
+    }
+}
+
+/// Mean NLL per loss token of `examples` on `model` (its adapter included), in micro-batches
+/// of `batch_size` examples.
+pub async fn evaluate(ctx: &GpuContext, model: &Model, pass: &mut TrainPass, examples: &[Example], batch_size: usize) -> Result<EvalStats> {
+    let mut total = 0.0;
+    let mut tokens = 0;
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let b = pack(&chunk.iter().collect::<Vec<_>>());
+        total += pass.forward_loss(ctx, model, &b).await?;
+        tokens += b.counted();
+    }
+    if tokens == 0 {
+        return Err(Error::Format("the evaluation data has no loss tokens".into()));
+    }
+    let loss = total / tokens as f64;
+    if !loss.is_finite() {
+        return Err(Error::NonFinite(format!("the evaluation loss is {loss}")));
+    }
+    Ok(EvalStats { loss, perplexity: loss.exp(), tokens })
+}
