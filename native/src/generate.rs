@@ -11,7 +11,7 @@ use hearth_core::GpuContext;
 
 use crate::load::{load_on_gpu, ModelArgs};
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 pub struct SamplingArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 128)]
@@ -94,6 +94,15 @@ fn chat_ids(tok: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>, String> {
     let template = tok.chat_template.as_deref().ok_or("this model has no chat template (tokenizer_config.json chat_template or GGUF tokenizer.chat_template)")?;
     let text = render(template, messages, true, &tok.bos_token, &tok.eos_token).map_err(|e| e.to_string())?;
     tok.encode(&text, false).map_err(|e| e.to_string())
+}
+
+/// The model's reply to `messages` (chat template, generation prompt), not streamed; the
+/// context starts empty.
+pub fn answer(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, messages: &[Message], sampling: &SamplingArgs) -> Result<String, String> {
+    let ids = chat_ids(tok, messages)?;
+    let params = sampling.params()?;
+    model.reset();
+    Ok(run(ctx, model, tok, &ids, &params, false)?.1)
 }
 
 pub fn run_generate(a: GenerateArgs) -> Result<(), String> {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use hearth_core::io::gguf::Gguf;
 use hearth_core::io::load::{load_gguf, load_hf_folder, Files, LoadedModel};
+use hearth_core::lora::{peft, Adapter};
 use hearth_core::model::{Config, Model, ModelOptions, WeightFormat};
 use hearth_core::{GpuContext, Result as CoreResult};
 
@@ -17,7 +18,8 @@ pub struct ModelArgs {
     /// the file's format).
     #[arg(long)]
     pub quant: Option<String>,
-    /// A PEFT LoRA adapter folder (not yet supported).
+    /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), from
+    /// `hearth train` or from PEFT.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
     /// The longest context (KV cache length) in tokens.
@@ -25,9 +27,9 @@ pub struct ModelArgs {
     pub ctx: usize,
 }
 
-struct DirFiles {
-    dir: PathBuf,
-    origin: String,
+pub struct DirFiles {
+    pub dir: PathBuf,
+    pub origin: String,
 }
 
 impl Files for DirFiles {
@@ -74,10 +76,15 @@ pub fn load_config(path: &Path) -> Result<(Config, String), String> {
     Ok((Config::from_hf_json(&text, &cfg_path.display().to_string()).map_err(|e| e.to_string())?, "HF folder".into()))
 }
 
+/// A PEFT LoRA adapter folder.
+pub fn read_adapter(dir: &Path) -> Result<Adapter, String> {
+    let config_path = dir.join(peft::CONFIG_FILE);
+    let config = std::fs::read_to_string(&config_path).map_err(|e| format!("{}: {e} (expected a PEFT adapter folder)", config_path.display()))?;
+    let weights = read_file(&dir.join(peft::WEIGHTS_FILE))?;
+    peft::read(&config, &weights, &dir.display().to_string()).map_err(|e| e.to_string())
+}
+
 pub fn load(args: &ModelArgs) -> Result<LoadedModel, String> {
-    if let Some(a) = &args.adapter {
-        return Err(format!("--adapter {}: LoRA adapters are not yet supported (they come with `hearth train`)", a.display()));
-    }
     let quant = args.quant.as_deref().map(WeightFormat::parse).transpose().map_err(|e| e.to_string())?;
     let path = &args.model;
     check_exists(path)?;
@@ -104,6 +111,11 @@ pub fn load_on_gpu(ctx: &GpuContext, args: &ModelArgs, chunk: usize) -> Result<(
         loaded.cfg.vocab_size,
         loaded.description
     );
-    let model = Model::new(ctx, &loaded.cfg, loaded.weights, ModelOptions { chunk, max_seq, max_binding: None }).map_err(|e| e.to_string())?;
+    let mut model = Model::new(ctx, &loaded.cfg, loaded.weights, ModelOptions { chunk, max_seq, max_binding: None }).map_err(|e| e.to_string())?;
+    if let Some(dir) = &args.adapter {
+        let adapter = read_adapter(dir)?;
+        eprintln!("adapter: {} ({} layers adapted, r {}, {} parameters)", dir.display(), adapter.tensors.len(), adapter.cfg.r, adapter.trainable_params());
+        model.set_adapter(ctx, Some(adapter), &dir.display().to_string()).map_err(|e| e.to_string())?;
+    }
     Ok((model, loaded.tokenizer))
 }

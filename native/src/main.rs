@@ -2,12 +2,15 @@
 
 mod bench;
 mod bench_generate;
+mod eval;
 mod export;
 mod generate;
 mod info;
 mod load;
+mod merge;
 mod score;
 mod selftest;
+mod train;
 
 use clap::{Parser, Subcommand};
 use hearth_core::GpuContext;
@@ -33,6 +36,12 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Talk to the model in the terminal; the history goes through its chat template.
     Chat(generate::ChatArgs),
+    /// Fine-tune a LoRA or QLoRA adapter on a data file.
+    Train(Box<train::TrainArgs>),
+    /// Loss and perplexity over the response tokens of a data file.
+    Eval(eval::EvalArgs),
+    /// Fold an adapter into the base weights and write an HF folder.
+    Merge(merge::MergeArgs),
     /// Write a model (GGUF or HF folder) as an HF folder that transformers loads.
     Export(export::ExportArgs),
     /// Measure speed.
@@ -57,6 +66,9 @@ fn main() {
         Command::Score(a) => score::run(a),
         Command::Generate(a) => generate::run_generate(a),
         Command::Chat(a) => generate::run_chat(a),
+        Command::Train(a) => train::run(*a),
+        Command::Eval(a) => eval::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Export(a) => export::run(a),
         Command::Bench(cmd) => bench::run(cmd),
     };
