@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_generate;
+mod demo;
 mod eval;
 mod export;
 mod generate;
@@ -36,6 +37,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Talk to the model in the terminal; the history goes through its chat template.
     Chat(generate::ChatArgs),
+    /// Fine-tune on the bundled customer-service data and show answers before and after.
+    Demo(demo::DemoArgs),
     /// Fine-tune a LoRA or QLoRA adapter on a data file.
     Train(Box<train::TrainArgs>),
     /// Loss and perplexity over the response tokens of a data file.
@@ -66,6 +69,7 @@ fn main() {
         Command::Score(a) => score::run(a),
         Command::Generate(a) => generate::run_generate(a),
         Command::Chat(a) => generate::run_chat(a),
+        Command::Demo(a) => demo::run(a),
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run(a),
         Command::Merge(a) => merge::run(a),

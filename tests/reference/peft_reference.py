@@ -18,7 +18,11 @@ With --hearth-adapter DIR (a PEFT-format adapter that `hearth train` wrote for t
 it loads that adapter with PeftModel.from_pretrained and records the NLL of the same text in
 tests/fixtures/peft/tiny-llama/hearth_adapter.json.
 
-    V/bin/python tests/reference/peft_reference.py [--hearth-adapter DIR]
+    V/bin/python tests/reference/peft_reference.py
+    hearth train tests/fixtures/tiny-llama --data tests/fixtures/peft/tiny-llama/data.jsonl \
+        --template "{prompt}{completion}" --out /tmp/hearth-adapter --max-steps 5 --lr 1e-2 \
+        --r 4 --alpha 8 --batch-size 2 --seed 3
+    V/bin/python tests/reference/peft_reference.py --hearth-adapter /tmp/hearth-adapter
 """
 import argparse
 import json

@@ -173,3 +173,33 @@ fn training_through_a_quantized_base_matches_its_dequantized_weights() {
         }
     });
 }
+
+/// An adapter `hearth train` saved, loaded into PEFT by the fixture script: Hearth's NLL of
+/// the text with it equals PEFT's within 1e-4.
+#[test]
+fn hearth_adapter_loads_in_peft_with_the_same_nll() {
+    with_gpu!(ctx => {
+        let rec: Value = serde_json::from_str(&std::fs::read_to_string(fixture("peft/tiny-llama/hearth_adapter.json")).unwrap()).unwrap();
+        let m = load("tiny-llama");
+        let mut mdl = model(ctx, &m);
+        mdl.set_adapter(ctx, Some(read_adapter("peft/tiny-llama/hearth-adapter")), "hearth-adapter").unwrap();
+        let ids = m.tokenizer.encode(rec["text"].as_str().unwrap(), true).unwrap();
+        let (n, total) = pollster::block_on(mdl.score(ctx, &ids)).unwrap();
+        let want = rec["peft_text_nll"].as_f64().unwrap();
+        assert!((total / n as f64 - want).abs() < 1e-4, "Hearth {} vs PEFT {want}", total / n as f64);
+    });
+}
+
+/// A PEFT adapter for another base model is refused, naming the tensor.
+#[test]
+fn adapter_for_another_model_is_refused() {
+    with_gpu!(ctx => {
+        let m = load("tiny-llama");
+        let mut mdl = model(ctx, &m);
+        let mut a = read_adapter("peft/tiny-llama/initial");
+        a.tensors[3].d_in += 8;
+        let e = mdl.set_adapter(ctx, Some(a), "adapter-dir").unwrap_err().to_string();
+        assert!(e.contains("adapter-dir") && e.contains("lora") || e.contains("layers.0"), "{e}");
+        assert!(e.contains("another base model"), "{e}");
+    });
+}

@@ -139,7 +139,8 @@ fn prompt_response(r: &Record) -> Result<(String, String)> {
         if let Some(input) = optional(r, "input")?.filter(|s| !s.trim().is_empty()) {
             prompt = format!("{prompt}\n\n{input}");
         }
-        let response = if r.fields.contains_key("output") { field(r, "output")? } else { field(r, "response")? };
+        // "response" is a common alias of Alpaca's "output"
+        let response = if r.fields.contains_key("response") { field(r, "response")? } else { field(r, "output")? };
         return Ok((prompt, response.to_string()));
     }
     if r.fields.contains_key("prompt") {
@@ -164,13 +165,13 @@ pub fn render_record(r: &Record, template: &Template, tok: &Tokenizer) -> Result
             if r.fields.contains_key("messages") {
                 return Err(Error::Format(format!("{}: chat messages need a chat template (--template model or chatml)", r.origin)));
             }
+            let (_, response) = prompt_response(r)?;
             let instruction = if r.fields.contains_key("instruction") { field(r, "instruction")? } else { field(r, "prompt")? };
             let input = optional(r, "input")?.filter(|s| !s.trim().is_empty());
             let prompt = match input {
                 Some(input) => format!("Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"),
                 None => format!("Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"),
             };
-            let (_, response) = prompt_response(r)?;
             Ok(vec![(prompt, false), (response + &eos, true)])
         }
         Template::Custom(t) => render_custom(r, t, &eos),
@@ -325,3 +326,7 @@ pub fn prepare(records: &[Record], tok: &Tokenizer, opts: &DataOptions) -> Resul
     }
     Ok((out, stats))
 }
+
+/// The bundled example: customer-service questions and answers of a fictional bike shop
+/// (instruction/output records), for the demo and the web app's one-click dataset.
+pub const CUSTOMER_SERVICE_JSONL: &str = include_str!("../../../examples/customer_service.jsonl");

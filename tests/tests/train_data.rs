@@ -1,0 +1,105 @@
+//! Training data: record formats, templates, loss masks, truncation, packing, and the
+//! errors bad files get. Uses the tiny Llama fixture's tokenizer and chat template (ChatML).
+
+use hearth_core::io::load::load_hf_folder;
+use hearth_core::model::Tokenizer;
+use hearth_core::ops::cross_entropy::IGNORE;
+use hearth_core::train::batch::{epoch_batches, pack};
+use hearth_core::train::data::{parse_records, prepare, render_record, DataOptions, Template, CUSTOMER_SERVICE_JSONL};
+use hearth_tests::{fixture, DirFiles};
+
+fn tok() -> Tokenizer {
+    load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap().tokenizer
+}
+
+fn opts(template: &str) -> DataOptions {
+    DataOptions { template: Template::parse(template), max_seq_len: 512, train_on_prompt: false }
+}
+
+#[test]
+fn malformed_files_name_the_line_and_the_field() {
+    let e = parse_records("d.jsonl", "{\"text\": \"a\"}\n\n{not json}\n").unwrap_err().to_string();
+    assert!(e.contains("d.jsonl line 3") && e.contains("not valid JSON"), "{e}");
+    let e = parse_records("d.jsonl", "[1, 2]").unwrap_err().to_string();
+    assert!(e.contains("d.jsonl item 1") && e.contains("expected an object"), "{e}");
+    let e = parse_records("d.jsonl", "\n\n").unwrap_err().to_string();
+    assert!(e.contains("no examples"), "{e}");
+    let recs = parse_records("d.jsonl", "{\"instruction\": \"hi\"}\n").unwrap();
+    let e = prepare(&recs, &tok(), &opts("alpaca")).unwrap_err().to_string();
+    assert!(e.contains("d.jsonl line 1") && e.contains("\"output\""), "{e}");
+    let recs = parse_records("d.jsonl", "{\"question\": \"hi\"}\n").unwrap();
+    let e = prepare(&recs, &tok(), &opts("alpaca")).unwrap_err().to_string();
+    assert!(e.contains("no known fields") && e.contains("question"), "{e}");
+    let recs = parse_records("d.json", "[{\"prompt\": 3, \"completion\": \"x\"}]").unwrap();
+    let e = prepare(&recs, &tok(), &opts("chatml")).unwrap_err().to_string();
+    assert!(e.contains("d.json item 1") && e.contains("should be a string"), "{e}");
+}
+
+#[test]
+fn templates_put_the_loss_on_the_response() {
+    let t = tok();
+    let recs = parse_records("d.jsonl", "{\"instruction\": \"Say hi\", \"input\": \"\", \"output\": \"hi\"}\n").unwrap();
+    let seg = render_record(&recs[0], &Template::Alpaca, &t).unwrap();
+    assert!(seg[0].0.ends_with("### Instruction:\nSay hi\n\n### Response:\n") && !seg[0].1, "{seg:?}");
+    assert_eq!(seg[1], ("hi<|im_end|>".to_string(), true));
+
+    let custom = Template::parse("### 指令：\\n{instruction}\\n\\n### 回應：\\n{output}");
+    let seg = render_record(&recs[0], &custom, &t).unwrap();
+    assert_eq!(seg, vec![("### 指令：\nSay hi\n\n### 回應：\n".to_string(), false), ("hi<|im_end|>".to_string(), true)]);
+
+    // a two-turn chat with the model's (ChatML) template: both assistant turns carry loss
+    let chat = r#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}"#;
+    let recs = parse_records("d.jsonl", chat).unwrap();
+    let seg = render_record(&recs[0], &Template::Model, &t).unwrap();
+    let loss: Vec<&str> = seg.iter().filter(|s| s.1).map(|s| s.0.as_str()).collect();
+    assert_eq!(loss, vec!["b<|im_end|>\n", "d<|im_end|>\n"]);
+    let (ex, _) = prepare(&recs, &t, &opts("model")).unwrap();
+    let text: String = seg.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(ex[0].tokens, t.encode(&text, false).unwrap(), "segments tokenize like the whole text here");
+
+    // --train-on-prompt: every token after the first carries loss
+    let o = DataOptions { train_on_prompt: true, ..opts("model") };
+    let (ex, _) = prepare(&recs, &t, &o).unwrap();
+    assert!(ex[0].loss.iter().all(|&l| l));
+}
+
+#[test]
+fn truncation_is_counted_and_empty_examples_dropped() {
+    let t = tok();
+    let long = "word ".repeat(200);
+    let text = format!("{{\"prompt\": \"{long}\", \"completion\": \"end\"}}\n{{\"prompt\": \"q\", \"completion\": \"{long}\"}}\n");
+    let recs = parse_records("d.jsonl", &text).unwrap();
+    let o = DataOptions { max_seq_len: 64, ..opts("{prompt}{completion}") };
+    let (ex, stats) = prepare(&recs, &t, &o).unwrap();
+    assert_eq!((stats.examples, stats.truncated, stats.dropped), (1, 2, 1), "{stats:?}");
+    assert_eq!(ex[0].tokens.len(), 64);
+}
+
+#[test]
+fn packing_keeps_examples_apart() {
+    let t = tok();
+    let recs = parse_records("d.jsonl", "{\"prompt\": \"ab\", \"completion\": \"cd\"}\n{\"prompt\": \"x\", \"completion\": \"yz\"}\n").unwrap();
+    let (ex, _) = prepare(&recs, &t, &opts("{prompt}{completion}")).unwrap();
+    let b = pack(&[&ex[0], &ex[1]]);
+    let n0 = ex[0].tokens.len();
+    assert_eq!(b.len(), n0 + ex[1].tokens.len());
+    assert_eq!(b.pos[n0], 0, "positions restart in each example");
+    assert_eq!((b.seg[n0 - 1], b.seg[n0]), (0, 1));
+    assert_eq!(b.targets[n0 - 1], IGNORE, "no target across examples");
+    assert_eq!(b.counted(), ex[0].counted() + ex[1].counted());
+    // the order depends on (seed, epoch) only, and covers every example once
+    let a = epoch_batches(10, 3, 5, 1, true);
+    assert_eq!(a, epoch_batches(10, 3, 5, 1, true));
+    assert_ne!(a, epoch_batches(10, 3, 5, 2, true));
+    let mut all: Vec<usize> = a.concat();
+    all.sort();
+    assert_eq!(all, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn bundled_customer_service_data_parses() {
+    let recs = parse_records("customer_service.jsonl", CUSTOMER_SERVICE_JSONL).unwrap();
+    let (ex, stats) = prepare(&recs, &tok(), &opts("model")).unwrap();
+    assert_eq!(ex.len(), recs.len());
+    assert_eq!(stats.truncated, 0);
+}
