@@ -420,7 +420,12 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         };
         let tps = s.tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_position(s.step as u64);
-        bar.set_message(format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", s.loss, s.lr, tps));
+        let line = format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", s.loss, s.lr, tps);
+        if bar.is_hidden() {
+            // not a terminal (a log file, CI): one line per step instead of the bar
+            eprintln!("step {}/{}: {line}", s.step, t.total_steps);
+        }
+        bar.set_message(line);
         run.log(json!({"step": s.step, "epoch": s.epoch, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm, "tokens_per_s": tps}))?;
         if !val.is_empty() && (s.step % eval_every == 0 || t.done()) {
             let e = match pollster::block_on(t.evaluate(&ctx, &val)) {

@@ -221,3 +221,58 @@ impl Adapter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::Arch;
+    use crate::ops::rope::RopeScaling;
+
+    fn cfg() -> Config {
+        Config {
+            arch: Arch::Llama,
+            vocab_size: 50,
+            hidden_size: 64,
+            intermediate_size: 96,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_size: 16,
+            rope_theta: 10000.0,
+            rope_scaling: RopeScaling::default(),
+            rms_norm_eps: 1e-5,
+            tie_embeddings: true,
+            qkv_bias: false,
+            max_seq_len: 128,
+        }
+    }
+
+    #[test]
+    fn init_is_peft_like_and_seeded() {
+        let lc = LoraConfig { r: 4, alpha: 8.0, rslora: false, dropout: 0.0, targets: Target::parse_list("q_proj,down_proj").unwrap() };
+        let a = Adapter::init(&cfg(), &lc, 1).unwrap();
+        assert_eq!(a.tensors.len(), 4);
+        let down = &a.tensors[1];
+        assert_eq!((down.target, down.d_out, down.d_in, down.scale), (Target::Down, 64, 96, 2.0));
+        let bound = 1.0 / (96f32).sqrt();
+        assert!(down.a.iter().all(|x| x.abs() <= bound) && down.a.iter().any(|x| x.abs() > bound / 2.0));
+        assert!(a.tensors.iter().all(|t| t.b.iter().all(|&x| x == 0.0)), "B starts at zero");
+        assert_eq!(a, Adapter::init(&cfg(), &lc, 1).unwrap());
+        assert_ne!(a, Adapter::init(&cfg(), &lc, 2).unwrap());
+        assert_eq!(LoraConfig { rslora: true, ..lc }.scale(), 4.0);
+        assert!(Target::parse_list("q_proj,lm_head").unwrap_err().to_string().contains("lm_head"));
+        assert_eq!(a.trainable_params(), 2 * (4 * 64 + 64 * 4) + 2 * (4 * 96 + 64 * 4));
+    }
+
+    #[test]
+    fn peft_files_round_trip() {
+        let lc = LoraConfig { r: 2, alpha: 4.0, rslora: false, dropout: 0.1, targets: Target::ALL.to_vec() };
+        let mut a = Adapter::init(&cfg(), &lc, 3).unwrap();
+        a.tensors[5].b[1] = 0.25;
+        let config = serde_json::to_string(&peft::config_json(&a, "base")).unwrap();
+        let back = peft::read(&config, &peft::weights_bytes(&a).unwrap(), "dir").unwrap();
+        assert_eq!(back, a);
+        let e = peft::read(&config, b"garbage", "dir").unwrap_err().to_string();
+        assert!(e.contains("dir/adapter_model.safetensors"), "{e}");
+    }
+}
