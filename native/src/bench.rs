@@ -26,12 +26,17 @@ pub enum BenchCommand {
     ///
     /// Example: hearth bench generate SmolLM2-135M-Instruct.Q4_1.gguf --prompt-tokens 128 --new-tokens 64
     Generate(crate::bench_generate::BenchGenerateArgs),
+    /// Training tokens/s and peak GPU memory on synthetic examples.
+    ///
+    /// Example: hearth bench train SmolLM2-135M-Instruct.Q4_1.gguf --seq-len 128 --batch-size 4
+    Train(crate::bench_train::BenchTrainArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<(), String> {
     match cmd {
         BenchCommand::Ops { quick, filter } => ops(quick, filter.as_deref()),
         BenchCommand::Generate(a) => crate::bench_generate::run(a),
+        BenchCommand::Train(a) => crate::bench_train::run(a),
     }
 }
 
