@@ -111,3 +111,41 @@ fn diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     assert!(!d.join("adapter_model.safetensors").exists(), "no final adapter after divergence");
     let _ = std::fs::remove_dir_all(d);
 }
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_before_exiting() {
+    if !gpu_available() {
+        return;
+    }
+    let d = tmp("interrupt");
+    let out = d.to_str().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["train", "tests/fixtures/tiny-llama", "--data", DATA, "--template", "{prompt}{completion}", "--out", &out, "--max-steps", "100000", "--lr", "1e-3"])
+        .current_dir(repo())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until training has logged a step, then interrupt it as Ctrl-C would
+    let metrics = d.join("metrics.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(true, |m| m.lines().count() < 2) {
+        assert!(started.elapsed().as_secs() < 120, "no training step within 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: checkpoint written"), "{err}");
+    let ckpt = existing(&d);
+    assert!(ckpt.join("adapter_model.safetensors").exists() && ckpt.join("optimizer.safetensors").exists(), "{}", ckpt.display());
+    let _ = std::fs::remove_dir_all(d);
+}
+
+/// The one checkpoint-N folder in `dir`.
+fn existing(dir: &Path) -> PathBuf {
+    let found: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("checkpoint-")).collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
