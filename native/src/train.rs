@@ -224,7 +224,7 @@ fn split_records(mut records: Vec<Record>, fraction: f32, seed: u64) -> (Vec<Rec
         return (records, Vec::new());
     }
     let n_val = ((records.len() as f64 * fraction as f64).ceil() as usize).clamp(1, records.len() - 1);
-    let mut rng = Rng::new(seed ^ 0x5EED_0F_5917);
+    let mut rng = Rng::new(seed ^ 0x005E_ED0F_5917);
     let mut picked: Vec<usize> = Vec::new();
     let mut order: Vec<usize> = (0..records.len()).collect();
     for i in 0..n_val {
@@ -483,7 +483,7 @@ fn failure(e: Error, t: &Trainer, checkpoints: &[PathBuf]) -> String {
         return gpu_hint(e);
     }
     let step_of = |p: &PathBuf| p.file_name()?.to_str()?.strip_prefix("checkpoint-")?.parse::<usize>().ok();
-    let good = checkpoints.iter().filter(|p| step_of(p).is_some_and(|s| s < t.state.step)).next_back();
+    let good = checkpoints.iter().rfind(|p| step_of(p).is_some_and(|s| s < t.state.step));
     match good {
         Some(d) => format!("{e}; the last good checkpoint is {} (continue from it with --resume and a lower --lr)", d.display()),
         None => format!("{e}; no good checkpoint had been written (use --save-steps)"),

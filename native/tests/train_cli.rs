@@ -119,7 +119,7 @@ fn ctrl_c_writes_a_checkpoint_before_exiting() {
     }
     let d = tmp("interrupt");
     let out = d.to_str().unwrap().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+    let child = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args(["train", "tests/fixtures/tiny-llama", "--data", DATA, "--template", "{prompt}{completion}", "--out", &out, "--max-steps", "100000", "--lr", "1e-3"])
         .current_dir(repo())
         .stderr(std::process::Stdio::piped())
