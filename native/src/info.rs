@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use hearth_core::model::{Config, WeightFormat};
+use hearth_core::model::backward::activation_bytes;
+use hearth_core::model::WeightFormat;
 use hearth_core::quant::QuantFormat;
 
 use crate::load::load_config;
@@ -33,12 +34,6 @@ fn mib(bytes: f64) -> String {
     }
 }
 
-/// Activation floats kept per token for the backward pass of one layer.
-fn activations_per_token_layer(cfg: &Config, rank: usize) -> usize {
-    let (c, ff, qd, kvd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
-    4 * c + 3 * qd + 4 * kvd + 3 * ff + 7 * rank
-}
-
 pub fn run(a: InfoArgs) -> Result<(), String> {
     let (cfg, kind) = load_config(&a.model)?;
     let linear = cfg.linear_param_count() as f64;
@@ -64,17 +59,15 @@ pub fn run(a: InfoArgs) -> Result<(), String> {
     for f in formats {
         println!("  {:5} {:>12}", f.name(), mib(linear * f.bytes_per_weight() + rest * 4.0));
     }
-    // Training estimate: frozen base + LoRA (params, grads, AdamW m and v in f32) + activations
-    // (kept for every layer, or with checkpointing one layer's worth plus each layer's input)
-    // + one chunk of logits.
-    let tokens = (a.seq_len * a.batch_size) as f64;
+    // Training estimate: frozen base + LoRA (params, grads, AdamW m and v in f32) + what the
+    // training pass allocates (activations kept for every layer, or with checkpointing one
+    // layer's worth plus each layer's input; scratch; a chunk of logits).
+    let tokens = a.seq_len * a.batch_size;
     let c = cfg.hidden_size;
     let lora_params = cfg.n_layers * a.rank * (2 * (c + cfg.q_dim()) + 2 * (c + cfg.kv_dim()) + 3 * (c + cfg.intermediate_size));
     let lora = lora_params as f64 * 4.0 * 4.0;
-    let per_layer = activations_per_token_layer(&cfg, a.rank) as f64 * 4.0 * tokens;
-    let full = per_layer * cfg.n_layers as f64;
-    let ckpt = per_layer + cfg.n_layers as f64 * tokens * c as f64 * 4.0;
-    let logits = 256.0f64.min(tokens) * cfg.vocab_size as f64 * 4.0 * 2.0;
+    let full = activation_bytes(&cfg, tokens, a.rank, false) as f64;
+    let ckpt = activation_bytes(&cfg, tokens, a.rank, true) as f64;
     println!();
     println!(
         "training estimate at --seq-len {} --batch-size {}, LoRA r={} on all linear layers ({} trainable params):",
@@ -84,8 +77,8 @@ pub fn run(a: InfoArgs) -> Result<(), String> {
         let base = linear * f.bytes_per_weight() + rest * 4.0;
         println!(
             "  {name:17} {:>11} without checkpointing, {:>11} with",
-            mib(base + lora + full + logits),
-            mib(base + lora + ckpt + logits)
+            mib(base + lora + full),
+            mib(base + lora + ckpt)
         );
     }
     Ok(())

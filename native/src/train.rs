@@ -299,6 +299,18 @@ impl Run<'_> {
     }
 }
 
+/// Drops the lines of metrics.jsonl logged after `step` (a run that went on past the
+/// checkpoint it is resumed from), so that each step appears once.
+fn keep_metrics_through(path: &Path, step: usize) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())
+}
+
 /// The existing checkpoint-N folders of `out`, oldest first.
 fn existing_checkpoints(out: &Path) -> Vec<PathBuf> {
     let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(out)
@@ -384,6 +396,9 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         eprintln!("resumed from {} at step {}", dir.display(), t.state.step);
     }
     let metrics_path = args.out.join("metrics.jsonl");
+    if args.resume.is_some() {
+        keep_metrics_through(&metrics_path, t.state.step)?;
+    }
     let metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(args.resume.is_some())

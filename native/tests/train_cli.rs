@@ -74,6 +74,12 @@ fn resumed_run_matches_uninterrupted_run() {
     let wc = std::fs::read(c.join("adapter_model.safetensors")).unwrap();
     assert!(wa == wc, "the resumed run's adapter differs from the uninterrupted run's");
 
+    // resumed into its own folder, the run logs each step once
+    ok(&train(&b, &["--lr", "5e-3", "--max-steps", "6", "--resume", ckpt.to_str().unwrap()]));
+    let again = losses(&b);
+    assert_eq!(again.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+    assert!(again.iter().zip(&full).all(|(x, y)| (x.1 - y.1).abs() <= 1e-6));
+
     // a settings change is refused
     let d = tmp("mismatch");
     let out = train(&d, &["--lr", "5e-3", "--max-steps", "6", "--seed", "7", "--resume", ckpt.to_str().unwrap()]);
