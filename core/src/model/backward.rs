@@ -11,10 +11,10 @@
 use crate::lora::Target;
 use crate::model::forward::Model;
 use crate::ops::attention::{attention_backward, attention_forward, AttentionDims};
-use crate::ops::cross_entropy::{cross_entropy_backward, cross_entropy_forward, IGNORE};
+use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::dropout::dropout_forward;
 use crate::ops::lora::{lora_backward, lora_forward};
-use crate::ops::residual::{bias_forward, residual_accumulate, residual_forward};
+use crate::ops::residual::{residual_accumulate, residual_forward};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, rope_forward, RopeDims};
 use crate::ops::swiglu::{swiglu_backward, swiglu_forward};
@@ -24,7 +24,7 @@ use crate::{Error, GpuBuffer, GpuContext, Result};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TokenBatch {
     pub tokens: Vec<u32>,
-    /// The next token where it carries loss, else [`IGNORE`].
+    /// The next token where it carries loss, else [`crate::ops::cross_entropy::IGNORE`].
     pub targets: Vec<u32>,
     /// Position inside its example.
     pub pos: Vec<u32>,
@@ -43,7 +43,7 @@ impl TokenBatch {
 
     /// Tokens that carry loss.
     pub fn counted(&self) -> usize {
-        self.targets.iter().filter(|&&t| t != IGNORE).count()
+        counted(&self.targets)
     }
 }
 
@@ -284,11 +284,7 @@ impl TrainPass {
     /// out = inp·Wᵀ (+ bias) (+ scale·(dropout(inp)·Aᵀ)·Bᵀ, keeping x·Aᵀ in `h`).
     #[allow(clippy::too_many_arguments)]
     fn project(&self, ctx: &GpuContext, model: &Model, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
-        let l = &model.layers[i];
-        l.linear(target).forward(ctx, out, inp, n)?;
-        if let Some(b) = l.bias(target) {
-            bias_forward(ctx, out, b, n, l.linear(target).shape().0)?;
-        }
+        model.layers[i].base_forward(ctx, target, out, inp, n)?;
         let Some(adapter) = model.adapter.as_ref() else { return Ok(()) };
         let Some(idx) = adapter.index(i, target) else { return Ok(()) };
         let lora = &adapter.tensors[idx];
@@ -385,17 +381,7 @@ impl TrainPass {
             // the matmuls read their operands from offset 0
             ctx.copy_region(&s.xnf, (r0 * c * 4) as u64, &s.proj, 0, (rows * c * 4) as u64);
             ctx.copy_region(&s.targets, (r0 * 4) as u64, &s.row_targets, 0, (rows * 4) as u64);
-            if let [(_, head)] = model.lm_head.as_slice() {
-                head.forward(ctx, &s.logits, &s.proj, rows)?;
-            } else {
-                for (start, part) in &model.lm_head {
-                    let pn = part.shape().0;
-                    part.forward(ctx, &s.vocab_part, &s.proj, rows)?;
-                    for r in 0..rows {
-                        ctx.copy_region(&s.vocab_part, (r * pn * 4) as u64, &s.logits, ((r * v + start) * 4) as u64, (pn * 4) as u64);
-                    }
-                }
-            }
+            model.head_logits(ctx, &s.logits, &s.vocab_part, &s.proj, rows)?;
             match backward {
                 None => cross_entropy_forward(ctx, &s.losses, &s.logits, &s.row_targets, rows, v)?,
                 Some(scale) => {

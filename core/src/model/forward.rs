@@ -69,12 +69,19 @@ impl GpuLayer {
         }
     }
 
-    pub(crate) fn bias(&self, t: Target) -> Option<&GpuBuffer> {
-        match t {
+    /// out(n, out) = inp·Wᵀ (+ bias, Qwen2's q/k/v) of the frozen weight of `t`.
+    pub(crate) fn base_forward(&self, ctx: &GpuContext, t: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize) -> Result<()> {
+        let lin = self.linear(t);
+        lin.forward(ctx, out, inp, n)?;
+        let bias = match t {
             Target::Q => self.q_bias.as_ref(),
             Target::K => self.k_bias.as_ref(),
             Target::V => self.v_bias.as_ref(),
             _ => None,
+        };
+        match bias {
+            Some(b) => bias_forward(ctx, out, b, n, lin.shape().0),
+            None => Ok(()),
         }
     }
 }
@@ -247,11 +254,7 @@ impl Model {
 
     /// out(T, out) = inp·Wᵀ (+ bias) (+ the adapter's part) for layer `i`'s `target`.
     fn project(&self, ctx: &GpuContext, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, t: usize) -> Result<()> {
-        let l = &self.layers[i];
-        l.linear(target).forward(ctx, out, inp, t)?;
-        if let Some(b) = l.bias(target) {
-            bias_forward(ctx, out, b, t, l.linear(target).shape().0)?;
-        }
+        self.layers[i].base_forward(ctx, target, out, inp, t)?;
         if let Some(lora) = self.adapter.as_ref().and_then(|a| a.get(i, target)) {
             lora_forward(ctx, out, &self.state.lora_h, inp, &lora.a, &lora.b, lora.dims(t))?;
         }
@@ -322,18 +325,25 @@ impl Model {
     /// logits(rows, V) = lm_head applied to rows r0..r0+rows of the last chunk's final
     /// states, part by part when the lm_head is split.
     fn lm_head_rows(&self, ctx: &GpuContext, r0: usize, rows: usize) -> Result<()> {
-        let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let c = self.cfg.hidden_size;
         let s = &self.state;
         // the matmuls read their input from offset 0
         ctx.copy_region(&s.xn, (r0 * c * 4) as u64, &s.proj, 0, (rows * c * 4) as u64);
+        self.head_logits(ctx, &s.logits, &s.vocab_part, &s.proj, rows)
+    }
+
+    /// logits(rows, V) = inp(rows, C)·lm_headᵀ; a split lm_head runs part by part through
+    /// `vocab_part` (rows, largest part), whose rows are copied into place.
+    pub(crate) fn head_logits(&self, ctx: &GpuContext, logits: &GpuBuffer, vocab_part: &GpuBuffer, inp: &GpuBuffer, rows: usize) -> Result<()> {
+        let v = self.cfg.vocab_size;
         if let [(_, head)] = self.lm_head.as_slice() {
-            return head.forward(ctx, &s.logits, &s.proj, rows);
+            return head.forward(ctx, logits, inp, rows);
         }
         for (start, part) in &self.lm_head {
             let n = part.shape().0;
-            part.forward(ctx, &s.vocab_part, &s.proj, rows)?;
+            part.forward(ctx, vocab_part, inp, rows)?;
             for r in 0..rows {
-                ctx.copy_region(&s.vocab_part, (r * n * 4) as u64, &s.logits, ((r * v + start) * 4) as u64, (n * 4) as u64);
+                ctx.copy_region(vocab_part, (r * n * 4) as u64, logits, ((r * v + start) * 4) as u64, (n * 4) as u64);
             }
         }
         Ok(())
