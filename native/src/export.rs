@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use hearth_core::io::hf_export::{hf_folder, ExportDtype};
+use hearth_core::io::load::LoadedModel;
 
 use crate::load::{load, ModelArgs};
 
@@ -28,14 +29,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Writes `m` as an HF folder into `out` (created), each file atomically; returns how many
+/// files it wrote.
+pub fn write_hf_folder(out: &Path, m: &LoadedModel, dtype: ExportDtype) -> Result<usize, String> {
+    let files = hf_folder(&m.cfg, &m.weights, &m.tokenizer, dtype).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    for (name, bytes) in &files {
+        write_atomic(&out.join(name), bytes)?;
+    }
+    Ok(files.len())
+}
+
 pub fn run(a: ExportArgs) -> Result<(), String> {
     let dtype = ExportDtype::parse(&a.dtype).map_err(|e| e.to_string())?;
     let m = load(&a.model)?;
-    let files = hf_folder(&m.cfg, &m.weights, &m.tokenizer, dtype).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
-    for (name, bytes) in &files {
-        write_atomic(&a.out.join(name), bytes)?;
-    }
-    eprintln!("wrote {} ({} files, {})", a.out.display(), files.len(), a.dtype);
+    let n = write_hf_folder(&a.out, &m, dtype)?;
+    eprintln!("wrote {} ({n} files, {})", a.out.display(), a.dtype);
     Ok(())
 }

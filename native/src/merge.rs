@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use hearth_core::io::hf_export::{hf_folder, ExportDtype};
+use hearth_core::io::hf_export::ExportDtype;
 use hearth_core::lora::merge::merge_into;
 
-use crate::export::write_atomic;
+use crate::export::write_hf_folder;
 use crate::load::{load, read_adapter, ModelArgs};
 
 #[derive(Args)]
@@ -31,11 +31,7 @@ pub fn run(a: MergeArgs) -> Result<(), String> {
     let mut m = load(&args)?;
     adapter.check_against(&m.cfg, &dir.display().to_string()).map_err(|e| e.to_string())?;
     merge_into(&mut m.weights, &adapter);
-    let files = hf_folder(&m.cfg, &m.weights, &m.tokenizer, dtype).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
-    for (name, bytes) in &files {
-        write_atomic(&a.out.join(name), bytes)?;
-    }
+    write_hf_folder(&a.out, &m, dtype)?;
     eprintln!("merged {} layers of {} into {} ({})", adapter.tensors.len(), dir.display(), a.out.display(), a.dtype);
     Ok(())
 }
