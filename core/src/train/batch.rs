@@ -7,15 +7,13 @@ use crate::ops::cross_entropy::IGNORE;
 use crate::rng::Rng;
 
 /// The examples of every micro-batch of `epoch`, in order (the last one may be smaller).
-pub fn epoch_batches(n_examples: usize, batch_size: usize, seed: u64, epoch: usize, shuffle: bool) -> Vec<Vec<usize>> {
+pub fn epoch_batches(n_examples: usize, batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..n_examples).collect();
-    if shuffle {
-        // Fisher–Yates with a generator that depends only on (seed, epoch), so a resumed run
-        // sees the same order
-        let mut rng = Rng::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i + 1));
-        }
+    // Fisher–Yates with a generator that depends only on (seed, epoch), so a resumed run sees
+    // the same order
+    let mut rng = Rng::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i + 1));
     }
     order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
 }

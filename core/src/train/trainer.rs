@@ -146,7 +146,7 @@ impl Trainer {
     fn step_batches(&self, step: usize) -> Vec<Vec<usize>> {
         let epoch = step / self.steps_per_epoch;
         let group = step % self.steps_per_epoch;
-        let batches = epoch_batches(self.train.len(), self.cfg.batch_size, self.cfg.seed, epoch, true);
+        let batches = epoch_batches(self.train.len(), self.cfg.batch_size, self.cfg.seed, epoch);
         let accum = self.cfg.grad_accum.max(1);
         batches[group * accum..((group + 1) * accum).min(self.batches_per_epoch)].to_vec()
     }
