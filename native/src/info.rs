@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use hearth_core::model::backward::activation_bytes;
+use hearth_core::lora::LoraConfig;
 use hearth_core::model::WeightFormat;
 use hearth_core::quant::QuantFormat;
+use hearth_core::train::memory::{base_bytes, estimate, lora_params};
 
 use crate::load::load_config;
 
@@ -36,8 +37,6 @@ fn mib(bytes: f64) -> String {
 
 pub fn run(a: InfoArgs) -> Result<(), String> {
     let (cfg, kind) = load_config(&a.model)?;
-    let linear = cfg.linear_param_count() as f64;
-    let rest = cfg.param_count() as f64 - linear;
     println!("model:          {} ({kind})", a.model.display());
     println!("architecture:   {}", cfg.arch.name());
     println!("layers:         {}", cfg.n_layers);
@@ -57,28 +56,26 @@ pub fn run(a: InfoArgs) -> Result<(), String> {
         WeightFormat::Quant(QuantFormat::Nf4),
     ];
     for f in formats {
-        println!("  {:5} {:>12}", f.name(), mib(linear * f.bytes_per_weight() + rest * 4.0));
+        println!("  {:5} {:>12}", f.name(), mib(base_bytes(&cfg, f) as f64));
     }
     // Training estimate: frozen base + LoRA (params, grads, AdamW m and v in f32) + what the
     // training pass allocates (activations kept for every layer, or with checkpointing one
     // layer's worth plus each layer's input; scratch; a chunk of logits).
     let tokens = a.seq_len * a.batch_size;
-    let c = cfg.hidden_size;
-    let lora_params = cfg.n_layers * a.rank * (2 * (c + cfg.q_dim()) + 2 * (c + cfg.kv_dim()) + 3 * (c + cfg.intermediate_size));
-    let lora = lora_params as f64 * 4.0 * 4.0;
-    let full = activation_bytes(&cfg, tokens, a.rank, false) as f64;
-    let ckpt = activation_bytes(&cfg, tokens, a.rank, true) as f64;
+    let lora = LoraConfig { r: a.rank, ..LoraConfig::default() };
     println!();
     println!(
         "training estimate at --seq-len {} --batch-size {}, LoRA r={} on all linear layers ({} trainable params):",
-        a.seq_len, a.batch_size, a.rank, lora_params
+        a.seq_len,
+        a.batch_size,
+        a.rank,
+        lora_params(&cfg, a.rank, &lora.targets)
     );
     for (name, f) in [("LoRA (f32 base)", WeightFormat::F32), ("LoRA (f16 base)", WeightFormat::Quant(QuantFormat::F16)), ("QLoRA (nf4 base)", WeightFormat::Quant(QuantFormat::Nf4))] {
-        let base = linear * f.bytes_per_weight() + rest * 4.0;
         println!(
             "  {name:17} {:>11} without checkpointing, {:>11} with",
-            mib(base + lora + full),
-            mib(base + lora + ckpt)
+            mib(estimate(&cfg, f, &lora, tokens, false).total() as f64),
+            mib(estimate(&cfg, f, &lora, tokens, true).total() as f64)
         );
     }
     Ok(())

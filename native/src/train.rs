@@ -13,9 +13,8 @@ use hearth_core::lora::{peft, Adapter, LoraConfig, Target};
 use hearth_core::model::chat::Message;
 use hearth_core::model::{Model, ModelOptions, Tokenizer};
 use hearth_core::ops::adamw::AdamwConfig;
-use hearth_core::rng::Rng;
 use hearth_core::train::checkpoint;
-use hearth_core::train::data::{parse_records, prepare, DataOptions, DataStats, Example, Record, Template};
+use hearth_core::train::data::{parse_records, prepare, split_records, DataOptions, DataStats, Example, Record, Template};
 use hearth_core::train::schedule::Schedule;
 use hearth_core::train::trainer::{TrainConfig, Trainer};
 use hearth_core::{Error, GpuContext};
@@ -216,29 +215,6 @@ impl TrainArgs {
             memory_budget: (self.memory_budget_gb as f64 * (1u64 << 30) as f64) as u64,
         })
     }
-}
-
-/// Splits off a seeded random `fraction` of the records (at least one) for validation.
-fn split_records(mut records: Vec<Record>, fraction: f32, seed: u64) -> (Vec<Record>, Vec<Record>) {
-    if fraction <= 0.0 || records.len() < 2 {
-        return (records, Vec::new());
-    }
-    let n_val = ((records.len() as f64 * fraction as f64).ceil() as usize).clamp(1, records.len() - 1);
-    let mut rng = Rng::new(seed ^ 0x005E_ED0F_5917);
-    let mut picked: Vec<usize> = Vec::new();
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    for i in 0..n_val {
-        let j = i + rng.below(order.len() - i);
-        order.swap(i, j);
-        picked.push(order[i]);
-    }
-    picked.sort_unstable();
-    let mut val = Vec::with_capacity(n_val);
-    for &i in picked.iter().rev() {
-        val.push(records.remove(i));
-    }
-    val.reverse();
-    (records, val)
 }
 
 /// Writes a folder's files into `dir` through `dir.tmp-hearth` and a rename, so that the

@@ -11,15 +11,21 @@ const TYPES = {
   ".json": "application/json",
 };
 
-/** Serves `root` on a free localhost port; resolves to { url, close }. */
-export function serve(root) {
+/**
+ * Serves `root` on a free localhost port; `mounts` maps URL prefixes to other folders (the
+ * browser test serves the model fixtures as a classroom's models/ folder). Resolves to
+ * { url, close }.
+ */
+export function serve(root, mounts = {}) {
   const server = createServer(async (req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^(\.\.[/\\])+/, "");
-    const file = join(root, path.endsWith("/") ? path + "index.html" : path);
+    const [prefix, dir] = Object.entries(mounts).find(([p]) => path.startsWith(p)) ?? ["/", root];
+    const rel = path.slice(prefix.length);
+    const file = join(dir, rel === "" || rel.endsWith("/") ? rel + "index.html" : rel);
     try {
       const body = await readFile(file);
-      res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream" });
-      res.end(body);
+      res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream", "content-length": body.length });
+      res.end(req.method === "HEAD" ? undefined : body);
     } catch {
       res.writeHead(404).end("not found");
     }

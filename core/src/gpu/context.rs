@@ -106,6 +106,13 @@ impl GpuContext {
                 *slot = Some(describe_device_error(&e));
             }
         }));
+        let sink = Arc::clone(&device_error);
+        device.set_device_lost_callback(move |reason, message| {
+            // dropping the context also "loses" the device; that is no error
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                *sink.lock().unwrap() = Some(format!("the GPU device was lost ({message}); the work since the last checkpoint is gone"));
+            }
+        });
         Ok(GpuContext {
             device,
             queue,

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::model::chat::{render, Message};
 use crate::model::Tokenizer;
+use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// One record of the data file, and where it came from ("data.jsonl line 3").
@@ -185,6 +186,29 @@ pub fn render_record(r: &Record, template: &Template, tok: &Tokenizer) -> Result
     }
 }
 
+/// The prompt that asks for the next assistant turn of `history` the way `template` renders
+/// training examples, and whether it is chat-template text (which holds its own special
+/// tokens). Alpaca and custom templates see the last user message only.
+pub fn generation_prompt(history: &[Message], template: &Template, tok: &Tokenizer) -> Result<(String, bool)> {
+    let last = history.iter().rev().find(|m| m.role == "user").ok_or_else(|| Error::Format("there is no user message to answer".into()))?;
+    let chat = |t: &str| render(t, history, true, &tok.bos_token, &tok.eos_token).map(|p| (p, true));
+    let fields = |names: &[&str]| Record {
+        origin: "the prompt".into(),
+        fields: names.iter().map(|n| (n.to_string(), Value::String(last.content.clone()))).collect(),
+    };
+    let segments = match template {
+        Template::Chatml => return chat(CHATML),
+        Template::Model => return chat(tok.chat_template.as_deref().unwrap_or(CHATML)),
+        Template::Alpaca => render_record(&fields(&["instruction", "output"]), template, tok)?,
+        // every placeholder gets the message; the response part is dropped below
+        Template::Custom(t) => {
+            let names: Vec<&str> = t.split('{').skip(1).filter_map(|s| s.split_once('}').map(|(n, _)| n)).collect();
+            render_record(&fields(&names), template, tok)?
+        }
+    };
+    Ok((segments.into_iter().take_while(|(_, loss)| !loss).map(|(s, _)| s).collect(), false))
+}
+
 /// "{instruction}\n### Answer:\n{output}": text up to the last placeholder is the prompt.
 fn render_custom(r: &Record, t: &str, eos: &str) -> Result<Segments> {
     let mut pieces = Vec::new(); // (literal, Some(field))
@@ -330,3 +354,26 @@ pub fn prepare(records: &[Record], tok: &Tokenizer, opts: &DataOptions) -> Resul
 /// The bundled example: customer-service questions and answers of a fictional bike shop
 /// (instruction/output records), for the demo and the web app's one-click dataset.
 pub const CUSTOMER_SERVICE_JSONL: &str = include_str!("../../../examples/customer_service.jsonl");
+
+/// Splits off a seeded random `fraction` of the records (at least one) for validation.
+pub fn split_records(mut records: Vec<Record>, fraction: f32, seed: u64) -> (Vec<Record>, Vec<Record>) {
+    if fraction <= 0.0 || records.len() < 2 {
+        return (records, Vec::new());
+    }
+    let n_val = ((records.len() as f64 * fraction as f64).ceil() as usize).clamp(1, records.len() - 1);
+    let mut rng = Rng::new(seed ^ 0x005E_ED0F_5917);
+    let mut picked: Vec<usize> = Vec::new();
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    for i in 0..n_val {
+        let j = i + rng.below(order.len() - i);
+        order.swap(i, j);
+        picked.push(order[i]);
+    }
+    picked.sort_unstable();
+    let mut val = Vec::with_capacity(n_val);
+    for &i in picked.iter().rev() {
+        val.push(records.remove(i));
+    }
+    val.reverse();
+    (records, val)
+}

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod data;
+pub mod memory;
 pub mod optimizer;
 pub mod schedule;
 pub mod trainer;

@@ -1,0 +1,16 @@
+// Headless Chromium with WebGPU on SwiftShader (shared/TESTING.md), driven by playwright-core.
+import { chromium } from "playwright-core";
+
+const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-webgpu", "--disable-quic",
+  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--remote-debugging-pipe"];
+
+export function launch() {
+  return chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", ignoreDefaultArgs: true, args: FLAGS });
+}
+
+/** Copies the page's console and errors to ours, prefixed. */
+export function echo(page, tag = "page") {
+  page.on("console", (m) => console.log(`[${tag}] ${m.text()}`));
+  page.on("pageerror", (e) => console.log(`[${tag} error] ${e.message}`));
+}

@@ -1,0 +1,149 @@
+// The web app end to end in headless Chromium (WebGPU on SwiftShader): load the tiny Llama
+// fixture from a served models/ folder, train a few steps, check the loss chart and that the
+// loss fell, chat with both models, score a text, download the adapter, and check that
+// `hearth score --adapter` prints the NLL the page showed. Then reload: the saved run is
+// offered and resumes to the same adapter. Last, a browser without WebGPU gets the help page.
+//
+// Usage: node webapp.mjs DIST OUT_DIR HEARTH_BINARY
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { launch, echo } from "./chromium.mjs";
+import { serve } from "./serve.mjs";
+
+const [dist, out, hearth] = process.argv.slice(2);
+const repo = resolve(import.meta.dirname, "../..");
+const fixture = join(repo, "tests/fixtures/tiny-llama");
+const DATA = readFileSync(join(repo, "tests/fixtures/peft/tiny-llama/data.jsonl"), "utf8");
+const SCORE_TEXT = "Hello world, tiny models are fun.";
+// |page − CLI| for the same adapter and text (the issue's bound; both run hearth-core's f32 kernels)
+const NLL_TOLERANCE = 1e-4;
+const MINUTE = 60_000;
+
+mkdirSync(out, { recursive: true });
+const server = await serve(dist, { "/models/tiny-llama/": fixture });
+const browser = await launch();
+const failures = [];
+const check = (ok, what) => {
+  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+  if (!ok) failures.push(what);
+};
+
+/** Unpacks the page's stored zip into `dir`. */
+function unzip(bytes, dir) {
+  mkdirSync(dir, { recursive: true });
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  const names = [];
+  while (view.getUint32(at, true) === 0x04034b50) {
+    const size = view.getUint32(at + 18, true);
+    const nameLen = view.getUint16(at + 26, true);
+    const name = new TextDecoder().decode(bytes.subarray(at + 30, at + 30 + nameLen));
+    writeFileSync(join(dir, name), bytes.subarray(at + 30 + nameLen, at + 30 + nameLen + size));
+    names.push(name);
+    at += 30 + nameLen + size;
+  }
+  return names;
+}
+
+const scoreOnPage = async (page) => {
+  await page.evaluate(() => (document.querySelector("#try-section details").open = true));
+  await page.fill("#score-text", SCORE_TEXT);
+  await page.evaluate(() => delete document.getElementById("score-result").dataset.nll);
+  await page.click("#score");
+  await page.waitForFunction(() => document.getElementById("score-result").dataset.nll, null, { timeout: 2 * MINUTE });
+  return Number(await page.getAttribute("#score-result", "data-nll"));
+};
+
+try {
+  const context = await browser.newContext({ acceptDownloads: true });
+  const page = await context.newPage();
+  echo(page);
+  page.on("dialog", (d) => d.accept());
+  await page.goto(server.url);
+  await page.waitForFunction(() => /^Ready on|could not|not available/.test(document.getElementById("status").textContent), null, { timeout: 2 * MINUTE });
+  const ready = await page.textContent("#status");
+  console.log(`status: ${ready}`);
+  check(ready.startsWith("Ready on"), "the worker opened WebGPU");
+
+  // 1. the model, from the served models/ folder (sharded safetensors + tokenizer files)
+  await page.fill("#model-url", "models/tiny-llama/");
+  await page.click("#load-url");
+  await page.waitForFunction(() => /Model loaded|Could not/.test(document.getElementById("status").textContent), null, { timeout: 2 * MINUTE });
+  console.log(`model: ${await page.textContent("#model-info")}`);
+  check((await page.textContent("#status")).startsWith("Model loaded"), "the model loaded from models/tiny-llama/");
+
+  // 2. data and template preview
+  await page.fill("#data", DATA);
+  await page.waitForFunction(() => document.querySelectorAll("#data-table tr").length >= 5 && document.querySelector("#preview .tok.loss"), null, { timeout: MINUTE });
+  check((await page.locator("#data-table tr").count()) === 6, "the table shows the 4 records (+ header and add row)");
+  check((await page.locator("#preview .tok.loss").count()) > 0 && (await page.locator("#preview .tok:not(.loss)").count()) > 0, "the preview marks which tokens carry loss");
+
+  // 3. settings: a short, fast run with a held-out example
+  for (const [key, value] of Object.entries({ max_steps: "8", lr: "0.01", dropout: "0", val_split: "0.25", eval_steps: "2", batch_size: "4", r: "8", alpha: "16" })) {
+    await page.fill(`#set-${key}`, value);
+  }
+  await page.fill("#save-steps", "4");
+  await page.waitForFunction(() => document.querySelectorAll("#memory rect.mem").length > 0 && document.querySelectorAll("#lora-shapes figure").length === 7, null, { timeout: MINUTE });
+  check(true, "the memory estimate and the 7 LoRA shapes are drawn");
+
+  // 4. train
+  await page.click("#train");
+  await page.waitForFunction(() => window.hearth.finished || /Training stopped|Could not/.test(document.getElementById("status").textContent), null, { timeout: 8 * MINUTE });
+  console.log(`status: ${await page.textContent("#status")}`);
+  const { metrics, finished } = await page.evaluate(() => ({ metrics: window.hearth.metrics, finished: window.hearth.finished }));
+  const losses = metrics.filter((m) => m.loss !== undefined).map((m) => m.loss);
+  console.log(`losses: ${losses.map((l) => l.toFixed(4)).join(" ")}; validation: ${metrics.filter((m) => m.val_loss !== undefined).map((m) => m.val_loss.toFixed(4)).join(" ")}`);
+  check(finished && finished.step === 8, "the run finished its 8 steps");
+  check((await page.locator("#loss-chart circle.point.train").count()) === 8, "the loss chart has 8 train points");
+  check((await page.locator("#loss-chart circle.point.val").count()) >= 4, "the loss chart has validation points");
+  check(losses.length === 8 && losses[7] < losses[0], "the loss fell");
+  if (finished) console.log(`browser training speed: ${finished.tokens_per_s.toFixed(1)} tokens/s`);
+
+  // 5. side-by-side chat
+  await page.fill("#prompt", "Hello world, ");
+  await page.click("#send");
+  await page.waitForFunction(() => document.querySelectorAll(".log p.assistant[data-done]").length === 2, null, { timeout: 2 * MINUTE });
+  const answers = await page.locator(".log p.assistant").allTextContents();
+  console.log(`answers: base ${JSON.stringify(answers[0])}, fine-tuned ${JSON.stringify(answers[1])}`);
+  check(answers.every((a) => !a.startsWith("(")), "both models answered");
+
+  // 6. score, download, and the CLI's score with the downloaded adapter
+  const nll = await scoreOnPage(page);
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download-adapter")]);
+  const zipPath = join(out, "hearth-adapter.zip");
+  await download.saveAs(zipPath);
+  const adapterDir = join(out, "adapter");
+  rmSync(adapterDir, { recursive: true, force: true });
+  const names = unzip(readFileSync(zipPath), adapterDir);
+  check(names.includes("adapter_config.json") && names.includes("adapter_model.safetensors"), `the zip holds the PEFT files (${names.join(", ")})`);
+  const cli = JSON.parse(execFileSync(hearth, ["score", fixture, "--adapter", adapterDir, "--text", SCORE_TEXT, "--json"], { encoding: "utf8" }));
+  console.log(`mean NLL: page ${nll}, hearth score ${cli.mean_nll} (|diff| ${Math.abs(nll - cli.mean_nll).toExponential(2)})`);
+  check(Math.abs(nll - cli.mean_nll) <= NLL_TOLERANCE, `hearth score --adapter matches the page within ${NLL_TOLERANCE}`);
+  await page.screenshot({ path: join(out, "webapp.png"), fullPage: true });
+
+  // 7. reload: the saved run is offered; resuming it brings the same adapter back
+  await page.reload();
+  await page.waitForFunction(() => !document.getElementById("resume-banner").hidden, null, { timeout: 2 * MINUTE });
+  console.log(`banner: ${await page.textContent("#resume-text")}`);
+  await page.click("#resume-run");
+  await page.waitForFunction(() => window.hearth.finished || /stopped|Could not/.test(document.getElementById("status").textContent), null, { timeout: 4 * MINUTE });
+  check((await page.locator("#loss-chart circle.point.train").count()) === 8, "the resumed run shows the saved loss chart");
+  const nllAfter = await scoreOnPage(page);
+  check(Math.abs(nllAfter - nll) <= 1e-6, `the resumed run scores as before the reload (${nllAfter})`);
+
+  // 8. no WebGPU: a page that says what works
+  const bare = await context.newPage();
+  await bare.addInitScript(() => delete Navigator.prototype.gpu);
+  await bare.goto(server.url);
+  await bare.waitForSelector("#no-webgpu:not([hidden])", { timeout: MINUTE });
+  check((await bare.textContent("#no-webgpu")).includes("Chrome"), "a browser without WebGPU gets the help page");
+} finally {
+  await browser.close();
+  server.close();
+}
+if (failures.length) {
+  console.error(`FAILED: ${failures.join("; ")}`);
+  process.exit(1);
+}
+console.log("web app test passed");

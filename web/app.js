@@ -1,0 +1,476 @@
+// The page: forms, tables and pictures. Every computation goes to the worker (worker.js),
+// which runs hearth-core on WebGPU; this thread only draws, so it never freezes.
+
+import { lossChart, memoryBar, loraShapes, mib } from "./draw.js";
+import { zip } from "./zip.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { defaults: null, model: null, metrics: [], totalSteps: 0, training: false, tuned: false, lastScore: null, tokensPerS: null };
+// Read by the browser test and handy in the console.
+window.hearth = state;
+
+function say(text, kind = "") {
+  $("status").textContent = text;
+  $("status").className = kind;
+}
+
+function noWebGpu(reason) {
+  $("no-webgpu").hidden = false;
+  $("no-webgpu-reason").textContent = reason;
+  $("app").hidden = true;
+  say("WebGPU is not available here.", "error");
+}
+
+// --- the worker -------------------------------------------------------------------------
+
+const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+let nextId = 1;
+const pending = new Map();
+const textSinks = new Map();
+
+function call(op, fields = {}) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ id, op, ...fields });
+  });
+}
+
+const handlers = {
+  download({ file, index, count, done, total }) {
+    $("download").hidden = false;
+    $("download").value = total ? (index + done / total) / count : index / count;
+    $("download-text").textContent = `Downloading ${file} (${index + 1} of ${count})${total ? `: ${mib(done)} of ${mib(total)}` : ""}`;
+  },
+  status: ({ text }) => say(text),
+  model: ({ info }) => showModel(info),
+  started({ info, metrics, settings, data }) {
+    // a resumed run brings back its own settings and data
+    for (const [key] of FIELDS) $(`set-${key}`).value = settings[key];
+    $("data").value = data;
+    state.metrics = metrics;
+    state.totalSteps = info.total_steps;
+    $("train-status").textContent = `${info.trainable}. ${info.total_steps} steps (${info.steps_per_epoch} per epoch, warmup ${info.warmup}), micro-batches of ≤ ${info.max_tokens} tokens, gradient checkpointing ${info.checkpointing ? "on" : "off"}${info.step ? `; resumed at step ${info.step}` : ""}.`;
+    lossChart($("loss-chart"), state.metrics, state.totalSteps);
+  },
+  step(m) {
+    state.metrics.push({ step: m.step, epoch: m.epoch, loss: m.loss, lr: m.lr, grad_norm: m.grad_norm });
+    state.tokensPerS = m.tokens_per_s;
+    $("train-progress").value = m.step / m.total_steps;
+    $("train-status").textContent = `step ${m.step} of ${m.total_steps} · epoch ${m.epoch.toFixed(2)} · loss ${m.loss.toFixed(4)} · lr ${m.lr.toExponential(2)} · ${m.tokens_per_s.toFixed(1)} tokens/s · ETA ${eta(m.eta_s)}`;
+    lossChart($("loss-chart"), state.metrics, state.totalSteps);
+  },
+  eval(e) {
+    state.metrics.push({ step: e.step, val_loss: e.loss });
+    lossChart($("loss-chart"), state.metrics, state.totalSteps);
+  },
+  checkpoint: ({ step }) => (state.checkpoint = step),
+  finished({ step, stopped, tokens_per_s }) {
+    setTraining(false);
+    state.tuned = true;
+    state.finished = { step, stopped, tokens_per_s };
+    $("download-adapter").disabled = false;
+    say(`${stopped ? "Stopped" : "Finished"} at step ${step} (${tokens_per_s.toFixed(1)} tokens/s). The adapter is saved in this browser; try it below or download it.`, "ok");
+  },
+  failed({ error, checkpoint }) {
+    setTraining(false);
+    say(`Training stopped: ${error}${checkpoint ? ` The checkpoint of step ${checkpoint} is kept: reload the page to resume from it.` : ""}`, "error");
+  },
+  text({ stream, piece }) {
+    textSinks.get(stream)?.(piece);
+  },
+};
+
+worker.onmessage = ({ data }) => {
+  if (data.event) return handlers[data.event]?.(data);
+  const p = pending.get(data.id);
+  pending.delete(data.id);
+  if (data.error !== undefined) p.reject(new Error(data.error));
+  else p.resolve(data.result);
+};
+worker.onerror = (e) => say(`The worker failed: ${e.message}`, "error");
+
+const eta = (s) => (s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
+
+// --- model ----------------------------------------------------------------------------
+
+function showModel(info) {
+  state.model = info;
+  $("download").hidden = true;
+  $("download-text").textContent = "";
+  $("model-info").textContent = `${info.origin}: ${info.architecture}, ${info.layers} layers, hidden ${info.hidden_size}, ${info.heads} heads (${info.kv_heads} key/value), vocabulary ${info.vocab_size}, ${(info.params / 1e6).toFixed(1)} M parameters, weights ${info.format}; ${info.description}${info.chat_template ? "; has a chat template" : ""}.`;
+  say("Model loaded. Add data, check the settings, and train.", "ok");
+  refreshData();
+}
+
+async function loadModel(fields) {
+  say("Loading the model…");
+  try {
+    showModel(await call("load", fields));
+  } catch (e) {
+    $("download").hidden = true;
+    say(`Could not load the model: ${e.message}`, "error");
+  }
+}
+
+$("url-form").onsubmit = (e) => {
+  e.preventDefault();
+  if ($("model-url").value.trim()) loadModel({ url: $("model-url").value });
+};
+$("model-files").onchange = (e) => e.target.files.length && loadModel({ files: [...e.target.files] });
+$("model-folder").onchange = (e) => e.target.files.length && loadModel({ files: [...e.target.files] });
+$("drop").ondragover = (e) => {
+  e.preventDefault();
+  $("drop").classList.add("over");
+};
+$("drop").ondragleave = () => $("drop").classList.remove("over");
+$("drop").ondrop = (e) => {
+  e.preventDefault();
+  $("drop").classList.remove("over");
+  if (e.dataTransfer.files.length) loadModel({ files: [...e.dataTransfer.files] });
+};
+
+// --- data -----------------------------------------------------------------------------
+
+const data = () => $("data").value;
+let refreshTimer = null;
+
+function refreshData() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(async () => {
+    if (!state.model) return;
+    await Promise.all([showData(), showPreview(), showEstimate()]);
+  }, 250);
+}
+
+function fieldsOf(records) {
+  const keys = [];
+  for (const r of records) for (const k of Object.keys(r)) if (!keys.includes(k)) keys.push(k);
+  return keys;
+}
+
+async function showData() {
+  if (!data().trim()) {
+    $("data-info").textContent = "No data yet.";
+    $("data-table").replaceChildren();
+    return;
+  }
+  try {
+    const d = await call("inspect", { settings: settings(), data: data() });
+    const s = d.train;
+    $("data-info").textContent = `${d.records.length} records · train: ${s.examples} examples, ${s.tokens} tokens (${s.loss_tokens} with loss), ${s.truncated} cut at ${settings().max_seq_len} tokens, ${s.dropped} dropped${d.validation ? ` · validation: ${d.validation.examples} examples` : ""} · template ${d.template}`;
+    $("data-info").className = "small";
+    drawTable(d.records);
+  } catch (e) {
+    $("data-info").textContent = e.message;
+    $("data-info").className = "small error";
+  }
+}
+
+// The table edits the records in place; the text box stays the source of truth (JSONL).
+function drawTable(records) {
+  const keys = fieldsOf(records);
+  const head = document.createElement("tr");
+  head.append(...["#", ...keys].map((k) => Object.assign(document.createElement("th"), { textContent: k })));
+  const rows = records.slice(0, 200).map((r, i) => {
+    const tr = document.createElement("tr");
+    tr.append(Object.assign(document.createElement("td"), { textContent: i + 1 }));
+    for (const k of keys) {
+      const td = document.createElement("td");
+      const v = r[k];
+      td.textContent = typeof v === "string" ? v : v === undefined ? "" : JSON.stringify(v);
+      td.contentEditable = typeof v === "string" || v === undefined ? "true" : "false";
+      td.onblur = () => {
+        if (td.textContent === (typeof v === "string" ? v : "")) return;
+        records[i][k] = td.textContent;
+        $("data").value = records.map((x) => JSON.stringify(x)).join("\n") + "\n";
+        refreshData();
+      };
+      tr.append(td);
+    }
+    return tr;
+  });
+  const add = document.createElement("tr");
+  const cell = Object.assign(document.createElement("td"), { colSpan: keys.length + 1 });
+  const button = Object.assign(document.createElement("button"), { textContent: "add an example", className: "quiet" });
+  button.onclick = () => {
+    const blank = Object.fromEntries(keys.map((k) => [k, ""]));
+    $("data").value = data().replace(/\s*$/, "\n") + JSON.stringify(blank) + "\n";
+    refreshData();
+  };
+  cell.append(button);
+  add.append(cell);
+  $("data-table").replaceChildren(head, ...rows, add);
+}
+
+async function showPreview() {
+  if (!data().trim()) return $("preview").replaceChildren();
+  try {
+    const p = await call("preview", { settings: settings(), data: data(), index: Math.max(0, $("preview-index").value - 1) });
+    const spans = p.tokens.map((t) => {
+      const s = document.createElement("span");
+      s.className = `tok${t.loss ? " loss" : ""}${t.cut ? " cut" : ""}`;
+      s.textContent = t.text;
+      s.title = `token ${t.id}${t.loss ? ", carries loss" : ""}${t.cut ? ", cut (beyond the max sequence length)" : ""}`;
+      return s;
+    });
+    $("preview").replaceChildren(...spans);
+  } catch (e) {
+    $("preview").textContent = e.message;
+  }
+}
+
+$("data").oninput = refreshData;
+$("preview-index").oninput = refreshData;
+$("use-example").onclick = async () => {
+  $("data").value = await call("example");
+  refreshData();
+};
+$("data-file").onchange = async (e) => {
+  const f = e.target.files[0];
+  if (f) {
+    $("data").value = await f.text();
+    refreshData();
+  }
+};
+$("template-choice").onchange = () => {
+  $("template-custom").hidden = $("template-choice").value !== "custom";
+  refreshData();
+};
+$("template-custom").oninput = refreshData;
+
+// --- settings ---------------------------------------------------------------------------
+
+// [key, label, kind, choices]; the defaults come from hearth-core (the CLI's).
+const FIELDS = [
+  ["method", "method", ["lora", "qlora"]],
+  ["r", "rank r", "int"],
+  ["alpha", "alpha", "num"],
+  ["dropout", "LoRA dropout", "num"],
+  ["targets", "target modules", "text"],
+  ["lr", "learning rate", "num"],
+  ["schedule", "schedule", ["linear", "cosine", "constant"]],
+  ["warmup_ratio", "warmup ratio", "num"],
+  ["warmup_steps", "warmup steps", "int"],
+  ["epochs", "epochs", "num"],
+  ["max_steps", "max steps (0: epochs)", "int"],
+  ["batch_size", "batch size", "int"],
+  ["grad_accum", "gradient accumulation", "int"],
+  ["max_seq_len", "max sequence length", "int"],
+  ["weight_decay", "weight decay", "num"],
+  ["val_split", "validation split", "num"],
+  ["eval_steps", "evaluate every (0: epoch)", "int"],
+  ["seed", "seed", "int"],
+  ["gradient_checkpointing", "gradient checkpointing", ["auto", "on", "off"]],
+  ["memory_budget_gb", "GPU memory budget (GiB)", "num"],
+];
+
+function buildSettings(defaults) {
+  const form = $("settings");
+  for (const [key, label, kind] of FIELDS) {
+    const l = document.createElement("label");
+    l.append(label);
+    let input;
+    if (Array.isArray(kind)) {
+      input = document.createElement("select");
+      for (const c of kind) input.append(new Option(c, c));
+    } else {
+      input = document.createElement("input");
+      input.type = kind === "text" ? "text" : "number";
+      if (kind === "num") input.step = "any";
+      if (kind === "int") input.min = "0";
+    }
+    input.id = `set-${key}`;
+    input.value = defaults[key];
+    input.oninput = refreshData;
+    l.append(input);
+    form.append(l);
+  }
+}
+
+function settings() {
+  const s = { ...state.defaults };
+  for (const [key, , kind] of FIELDS) {
+    const v = $(`set-${key}`).value;
+    s[key] = kind === "int" ? parseInt(v, 10) || 0 : kind === "num" ? Number(v) : v;
+  }
+  const choice = $("template-choice").value;
+  s.template = choice === "custom" ? $("template-custom").value : choice;
+  return s;
+}
+
+async function showEstimate() {
+  try {
+    const est = await call("estimate", { settings: settings(), data: data() });
+    memoryBar($("memory"), est);
+    memoryBar($("memory-split"), est);
+    loraShapes($("lora-shapes"), est);
+    $("memory-warning").hidden = !est.warning;
+    $("memory-warning").textContent = est.warning ? `Warning: ${est.warning}.` : "";
+    state.estimate = est;
+  } catch (e) {
+    $("memory-warning").hidden = false;
+    $("memory-warning").textContent = e.message;
+  }
+}
+
+// --- training ---------------------------------------------------------------------------
+
+function setTraining(on) {
+  state.training = on;
+  $("train").disabled = on;
+  $("pause").disabled = !on;
+  $("stop").disabled = !on;
+  $("pause").textContent = "Pause";
+}
+
+async function startTraining(resume) {
+  setTraining(true);
+  state.metrics = [];
+  say(resume ? "Resuming the saved run…" : "Preparing the run…");
+  try {
+    await call("train", { settings: settings(), data: data(), resume, saveSteps: Math.max(1, parseInt($("save-steps").value, 10) || 10) });
+    $("resume-banner").hidden = true;
+    say("Training… (pause or stop at any time; checkpoints are kept in this browser)");
+  } catch (e) {
+    setTraining(false);
+    say(`Could not start: ${e.message}`, "error");
+  }
+}
+
+$("train").onclick = () => {
+  if (!state.model) return say("Load a model first.", "error");
+  if (!data().trim()) return say("Add some data first.", "error");
+  if (state.estimate?.warning && !confirm(`${state.estimate.warning}. Train anyway?`)) return;
+  startTraining(false);
+};
+$("pause").onclick = () => {
+  const pausing = $("pause").textContent === "Pause";
+  call(pausing ? "pause" : "resume");
+  $("pause").textContent = pausing ? "Resume" : "Pause";
+  say(pausing ? "Paused after the current step." : "Training…");
+};
+$("stop").onclick = () => {
+  call("stop");
+  say("Stopping after the current step and saving a checkpoint…");
+};
+$("resume-run").onclick = () => startTraining(true);
+$("discard-run").onclick = async () => {
+  await call("discard");
+  $("resume-banner").hidden = true;
+};
+
+// --- try it -----------------------------------------------------------------------------
+
+const histories = { base: [], tuned: [] };
+let nextStream = 1;
+
+function bubble(log, role, text) {
+  const p = document.createElement("p");
+  p.className = role;
+  p.textContent = text;
+  log.append(p);
+  log.scrollTop = log.scrollHeight;
+  return p;
+}
+
+async function ask(side, prompt) {
+  const log = $(`chat-${side}`);
+  const history = histories[side];
+  history.push({ role: "user", content: prompt });
+  bubble(log, "user", prompt);
+  const out = bubble(log, "assistant", "");
+  if (side === "tuned" && !state.tuned) {
+    out.textContent = "(train first: there is no adapter yet)";
+    history.pop();
+    return;
+  }
+  const stream = nextStream++; // the worker's text events name the request by this
+  textSinks.set(stream, (piece) => (out.textContent += piece));
+  const request = {
+    messages: history,
+    tuned: side === "tuned",
+    temperature: Number($("temperature").value),
+    top_p: Number($("top-p").value),
+    top_k: parseInt($("top-k").value, 10) || 0,
+    max_new_tokens: parseInt($("max-new").value, 10) || 64,
+    seed: parseInt($("seed").value, 10) || 0,
+  };
+  try {
+    const g = await call("generate", { request, stream });
+    out.textContent = g.text;
+    out.dataset.done = "1";
+    history.push({ role: "assistant", content: g.text });
+  } catch (e) {
+    out.textContent = `(${e.message})`;
+    out.dataset.done = "1";
+    history.pop();
+  } finally {
+    textSinks.delete(stream);
+  }
+}
+
+$("chat-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const prompt = $("prompt").value.trim();
+  if (!prompt || !state.model) return;
+  $("prompt").value = "";
+  await Promise.all([ask("base", prompt), ask("tuned", prompt)]);
+};
+$("clear-chat").onclick = () => {
+  histories.base = [];
+  histories.tuned = [];
+  $("chat-base").replaceChildren();
+  $("chat-tuned").replaceChildren();
+};
+
+$("score-form").onsubmit = async (e) => {
+  e.preventDefault();
+  try {
+    const s = await call("score", { text: $("score-text").value, tuned: state.tuned });
+    state.lastScore = s;
+    $("score-result").textContent = `${state.tuned ? "fine-tuned" : "base"} model: ${s.tokens} tokens scored, mean NLL ${s.mean_nll.toFixed(6)} nats/token, perplexity ${s.perplexity.toFixed(4)}`;
+    $("score-result").dataset.nll = s.mean_nll;
+  } catch (err) {
+    $("score-result").textContent = err.message;
+  }
+};
+
+// --- export -----------------------------------------------------------------------------
+
+$("download-adapter").onclick = async () => {
+  try {
+    const files = await call("adapter");
+    const a = Object.assign(document.createElement("a"), { href: URL.createObjectURL(zip(files)), download: "hearth-adapter.zip" });
+    document.body.append(a);
+    a.click();
+    a.remove();
+  } catch (e) {
+    say(`Could not export: ${e.message}`, "error");
+  }
+};
+
+// --- start ------------------------------------------------------------------------------
+
+async function start() {
+  if (!("gpu" in navigator)) return noWebGpu("This browser does not offer WebGPU (navigator.gpu is missing).");
+  if (!(await navigator.gpu.requestAdapter().catch(() => null))) return noWebGpu("WebGPU is present but found no usable GPU adapter (it may be blocked or turned off).");
+  try {
+    const { gpu, defaults, saved } = await call("init");
+    state.defaults = defaults;
+    state.gpu = gpu;
+    buildSettings(defaults);
+    $("app").hidden = false;
+    say(`Ready on ${gpu.summary}${gpu.software ? " — a software adapter, so training is slow: use a tiny model" : ""}. Load a model to begin.`, "ok");
+    lossChart($("loss-chart"), [], 1);
+    if (saved) {
+      const where = saved.model.kind === "url" ? saved.model.url : saved.model.name;
+      $("resume-text").textContent = `A run on ${where} was saved at step ${saved.step} of ${saved.total_steps}.`;
+      $("resume-banner").hidden = false;
+    }
+  } catch (e) {
+    noWebGpu(`Hearth could not open the GPU: ${e.message}`);
+  }
+}
+
+start();

@@ -1,0 +1,126 @@
+// Pictures for the page, as SVG: the loss chart, the memory split and the LoRA shapes.
+
+const NS = "http://www.w3.org/2000/svg";
+
+function el(name, attrs = {}, text) {
+  const e = document.createElementNS(NS, name);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+export const mib = (b) => (b >= 1 << 30 ? `${(b / (1 << 30)).toFixed(2)} GiB` : `${(b / (1 << 20)).toFixed(1)} MiB`);
+
+function niceTicks(lo, hi, n) {
+  const span = hi - lo || 1;
+  const step = 10 ** Math.floor(Math.log10(span / n));
+  const mult = [1, 2, 5, 10].find((m) => span / (m * step) <= n) * step;
+  const ticks = [];
+  for (let t = Math.ceil(lo / mult) * mult; t <= hi + 1e-12; t += mult) ticks.push(+t.toPrecision(6));
+  return ticks;
+}
+
+/**
+ * The loss chart: train loss per step and validation loss per evaluation. Each point is a
+ * <circle> with data-step/data-loss, so tests (and curious people) can read the values.
+ */
+export function lossChart(container, metrics, totalSteps) {
+  const W = 640, H = 260, L = 48, R = 110, T = 12, B = 32;
+  const train = metrics.filter((m) => m.loss !== undefined);
+  const val = metrics.filter((m) => m.val_loss !== undefined);
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "loss per step" });
+  const all = [...train.map((m) => m.loss), ...val.map((m) => m.val_loss)];
+  if (!all.length) {
+    svg.append(el("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" }, "The loss appears here as training runs."));
+    container.replaceChildren(svg);
+    return;
+  }
+  const lo = Math.min(...all), hi = Math.max(...all);
+  const pad = (hi - lo) * 0.08 || 0.1;
+  const y0 = lo - pad, y1 = hi + pad;
+  const xMax = Math.max(totalSteps || 1, ...metrics.map((m) => m.step));
+  const x = (s) => L + (s / xMax) * (W - L - R);
+  const y = (v) => T + (1 - (v - y0) / (y1 - y0)) * (H - T - B);
+  for (const t of niceTicks(y0, y1, 5)) {
+    svg.append(el("line", { x1: L, x2: W - R, y1: y(t), y2: y(t), class: "grid" }));
+    svg.append(el("text", { x: L - 6, y: y(t) + 4, "text-anchor": "end", class: "axis" }, String(t)));
+  }
+  for (const t of niceTicks(0, xMax, 8)) svg.append(el("text", { x: x(t), y: H - 12, "text-anchor": "middle", class: "axis" }, String(t)));
+  svg.append(el("text", { x: (L + W - R) / 2, y: H - 1, "text-anchor": "middle", class: "axis" }, "step"));
+  const series = [
+    [train, "loss", "train", "train loss"],
+    [val, "val_loss", "val", "validation loss"],
+  ];
+  series.forEach(([points, key, cls, label], i) => {
+    if (!points.length) return;
+    svg.append(el("polyline", { points: points.map((m) => `${x(m.step)},${y(m[key])}`).join(" "), class: `line ${cls}` }));
+    for (const m of points) {
+      const c = el("circle", { cx: x(m.step), cy: y(m[key]), r: 3, class: `point ${cls}`, "data-step": m.step, "data-loss": m[key] });
+      c.append(el("title", {}, `step ${m.step}: ${label} ${m[key].toFixed(4)}`));
+      svg.append(c);
+    }
+    svg.append(el("line", { x1: W - R + 10, x2: W - R + 28, y1: T + 10 + i * 18, y2: T + 10 + i * 18, class: `line ${cls}` }));
+    svg.append(el("text", { x: W - R + 32, y: T + 14 + i * 18, class: "axis" }, label));
+  });
+  container.replaceChildren(svg);
+}
+
+const PARTS = [
+  ["base", "base weights (frozen)"],
+  ["adapter", "LoRA adapter"],
+  ["gradients", "adapter gradients"],
+  ["optimizer", "AdamW moments"],
+  ["activations", "activations"],
+];
+
+/** One stacked bar of the memory estimate, against the budget. */
+export function memoryBar(container, est) {
+  const W = 640, H = 92, L = 4, R = 4;
+  const scale = Math.max(est.total, est.budget);
+  const x = (b) => L + (b / scale) * (W - L - R);
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "memory estimate" });
+  let at = 0;
+  PARTS.forEach(([key, label], i) => {
+    const w = x(at + est[key]) - x(at);
+    const r = el("rect", { x: x(at), y: 8, width: Math.max(w, 0.5), height: 26, class: `mem ${key}` });
+    r.append(el("title", {}, `${label}: ${mib(est[key])}`));
+    svg.append(r);
+    at += est[key];
+    svg.append(el("rect", { x: L + (i % 3) * 210, y: 48 + Math.floor(i / 3) * 20, width: 12, height: 12, class: `mem ${key}` }));
+    svg.append(el("text", { x: L + (i % 3) * 210 + 16, y: 58 + Math.floor(i / 3) * 20, class: "axis" }, `${label} ${mib(est[key])}`));
+  });
+  svg.append(el("line", { x1: x(est.budget), x2: x(est.budget), y1: 2, y2: 40, class: "budget" }));
+  svg.append(el("text", { x: Math.min(x(est.budget), W - 90), y: 45, class: "axis" }, `budget ${mib(est.budget)}`));
+  container.replaceChildren(svg);
+}
+
+/** For each target module, W beside A and B drawn to the same scale, with parameter counts. */
+export function loraShapes(container, est) {
+  const maxDim = Math.max(...est.targets.flatMap((t) => [t.d_in, t.d_out]));
+  const S = 150 / maxDim; // pixels per row/column
+  const wrap = document.createElement("div");
+  wrap.className = "shapes";
+  for (const t of est.targets) {
+    const fig = document.createElement("figure");
+    const w = t.d_in * S, h = t.d_out * S, r = Math.max(t.r * S, 2);
+    // W with B (d_out × r) beside it and A (r × d_in) under it: the update is B·A
+    const Wd = w + r + 40, Hd = h + r + 34;
+    const svg = el("svg", { viewBox: `0 0 ${Wd} ${Hd}`, width: Wd, height: Hd, role: "img" });
+    svg.append(el("rect", { x: 0, y: 12, width: w, height: h, class: "frozen" }));
+    svg.append(el("text", { x: w / 2, y: 10, "text-anchor": "middle", class: "axis" }, "W"));
+    svg.append(el("rect", { x: w + 8, y: 12, width: r, height: h, class: "lora-b" }));
+    svg.append(el("text", { x: w + 12 + r, y: 12 + h / 2, class: "axis" }, "B"));
+    svg.append(el("rect", { x: 0, y: 20 + h, width: w, height: r, class: "lora-a" }));
+    svg.append(el("text", { x: w / 2, y: 32 + h + r, "text-anchor": "middle", class: "axis" }, "A"));
+    fig.append(svg);
+    const cap = document.createElement("figcaption");
+    const share = ((100 * t.lora) / t.base).toFixed(2);
+    cap.innerHTML = `<b>${t.name}</b> W ${t.d_out}×${t.d_in} (${t.base.toLocaleString()})<br>A ${t.r}×${t.d_in} + B ${t.d_out}×${t.r} = ${t.lora.toLocaleString()} trainable (${share}%)`;
+    fig.append(cap);
+    wrap.append(fig);
+  }
+  const total = document.createElement("p");
+  total.className = "small";
+  total.textContent = `${est.layers} layers × these = ${est.trainable.toLocaleString()} trainable parameters of ${est.params.toLocaleString()} (${((100 * est.trainable) / est.params).toFixed(3)}%).`;
+  container.replaceChildren(wrap, total);
+}

@@ -1,0 +1,498 @@
+//! What the worker holds: the GPU, the loaded model, and the training run. The worker calls
+//! one method at a time (wasm-bindgen refuses a second `&mut` call while one is awaiting), and
+//! gets JSON strings back, so the page's JavaScript stays a thin layer over hearth-core.
+
+use hearth_core::io::load::{load_gguf, load_hf_folder, Files, LoadedModel};
+use hearth_core::lora::{peft, Adapter};
+use hearth_core::model::chat::Message;
+use hearth_core::model::generate::{generate, GenerateParams};
+use hearth_core::model::sampling::SamplingParams;
+use hearth_core::model::{Config, Model, ModelOptions, Tokenizer, WeightFormat};
+use hearth_core::train::batch::max_batch_tokens;
+use hearth_core::train::checkpoint;
+use hearth_core::train::data::{generation_prompt, parse_records, prepare, render_record, split_records, tokenize, DataStats, Example, Template};
+use hearth_core::train::memory::{estimate, lora_params};
+use hearth_core::train::trainer::Trainer;
+use hearth_core::{Error, GpuContext};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wasm_bindgen::prelude::*;
+
+use crate::settings::Settings;
+
+/// Where pasted or uploaded data comes from, for error messages ("pasted data, line 3: …").
+const DATA_ORIGIN: &str = "the data";
+
+fn js(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// Files handed over by the page (an HF folder's files, or one .gguf).
+struct StagedFiles<'a> {
+    origin: &'a str,
+    files: &'a [(String, Vec<u8>)],
+}
+
+impl Files for StagedFiles<'_> {
+    fn origin(&self) -> &str {
+        self.origin
+    }
+
+    fn read(&self, name: &str) -> hearth_core::Result<Option<Vec<u8>>> {
+        Ok(self.files.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone()))
+    }
+}
+
+/// The model as loaded, kept so that a QLoRA run can requantize it.
+struct Base {
+    origin: String,
+    files: Vec<(String, Vec<u8>)>,
+    cfg: Config,
+    tok: Tokenizer,
+    description: String,
+    /// The format of the linear layers in the files, and on the GPU now.
+    file_format: WeightFormat,
+    format: WeightFormat,
+    /// What `format` was converted to on load (None: as the file has it).
+    quant: Option<WeightFormat>,
+}
+
+struct Run {
+    trainer: Trainer,
+    settings: Settings,
+    train_examples: usize,
+    val: Vec<Example>,
+}
+
+#[wasm_bindgen]
+pub struct Session {
+    ctx: GpuContext,
+    staged: Vec<(String, Vec<u8>)>,
+    base: Option<Base>,
+    /// The model while no run holds it.
+    model: Option<Model>,
+    run: Option<Run>,
+}
+
+#[derive(Deserialize)]
+struct GenerateRequest {
+    messages: Vec<Message>,
+    #[serde(default)]
+    tuned: bool,
+    #[serde(default = "default_max_new")]
+    max_new_tokens: usize,
+    #[serde(default)]
+    temperature: f32,
+    #[serde(default)]
+    top_k: usize,
+    #[serde(default = "one")]
+    top_p: f32,
+    #[serde(default = "one")]
+    repetition_penalty: f32,
+    #[serde(default)]
+    seed: u64,
+}
+
+fn default_max_new() -> usize {
+    96
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn linear_format(loaded: &LoadedModel) -> WeightFormat {
+    loaded.weights.layers.first().map_or(WeightFormat::F32, |l| l.q.format())
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Opens WebGPU; the error says which browsers work when there is none.
+    pub async fn open() -> Result<Session, JsError> {
+        let ctx = GpuContext::new(None).await.map_err(js)?;
+        Ok(Session { ctx, staged: Vec::new(), base: None, model: None, run: None })
+    }
+
+    /// The settings form's defaults (the CLI's).
+    pub fn default_settings() -> String {
+        serde_json::to_string(&Settings::default()).expect("json")
+    }
+
+    /// The built-in customer-service dataset.
+    pub fn example_data() -> String {
+        hearth_core::train::data::CUSTOMER_SERVICE_JSONL.to_string()
+    }
+
+    /// The adapter: name, type, limits.
+    pub fn gpu_json(&self) -> String {
+        let s = self.ctx.summary();
+        json!({
+            "summary": s.to_string(),
+            "software": s.is_software,
+            "f16": s.shader_f16,
+            "max_storage_binding": s.max_storage_binding,
+            "max_buffer": s.max_buffer,
+        })
+        .to_string()
+    }
+
+    /// Hands over one file of the next model or checkpoint.
+    pub fn stage_file(&mut self, name: String, bytes: Vec<u8>) {
+        self.staged.retain(|(n, _)| *n != name);
+        self.staged.push((name, bytes));
+    }
+
+    pub fn clear_staged(&mut self) {
+        self.staged.clear();
+    }
+
+    /// Loads the staged files as a model: one .gguf file, or an HF folder's files.
+    pub fn load_model(&mut self, origin: String) -> Result<String, JsError> {
+        let files = std::mem::take(&mut self.staged);
+        self.run = None;
+        self.model = None;
+        self.base = None;
+        let loaded = read_model(&origin, &files, None).map_err(js)?;
+        let format = linear_format(&loaded);
+        self.model = Some(self.upload(&loaded.cfg, loaded.weights)?);
+        self.base = Some(Base { origin, files, cfg: loaded.cfg, tok: loaded.tokenizer, description: loaded.description, file_format: format, format, quant: None });
+        Ok(self.model_json())
+    }
+
+    pub fn model_json(&self) -> String {
+        let Some(b) = &self.base else { return "null".into() };
+        let c = &b.cfg;
+        json!({
+            "origin": b.origin,
+            "architecture": c.arch.name(),
+            "layers": c.n_layers,
+            "hidden_size": c.hidden_size,
+            "intermediate_size": c.intermediate_size,
+            "heads": c.n_heads,
+            "kv_heads": c.n_kv_heads,
+            "vocab_size": c.vocab_size,
+            "max_seq_len": c.max_seq_len,
+            "params": c.param_count(),
+            "description": b.description,
+            "format": b.format.name(),
+            "chat_template": b.tok.chat_template.is_some(),
+        })
+        .to_string()
+    }
+
+    /// How the data parses and tokenizes under `settings`: counts for the train and
+    /// validation splits, and each record's fields for the table.
+    pub fn inspect_data(&self, settings: &str, data: &str) -> Result<String, JsError> {
+        let (base, s) = (self.base()?, Settings::parse(settings).map_err(js)?);
+        let records = parse_records(DATA_ORIGIN, data).map_err(js)?;
+        let rows: Vec<&serde_json::Map<String, Value>> = records.iter().map(|r| &r.fields).collect();
+        let (train, val) = split_records(records.clone(), s.val_split, s.seed);
+        let opts = s.data_options(&base.tok);
+        let (_, train_stats) = prepare(&train, &base.tok, &opts).map_err(js)?;
+        let val_stats = if val.is_empty() { None } else { Some(prepare(&val, &base.tok, &opts).map_err(js)?.1) };
+        Ok(json!({
+            "records": rows,
+            "template": opts.template.name(),
+            "train": stats_json(&train_stats),
+            "validation": val_stats.as_ref().map(stats_json),
+        })
+        .to_string())
+    }
+
+    /// Record `index` rendered by the template: each token's text and whether it carries loss.
+    pub fn preview(&self, settings: &str, data: &str, index: usize) -> Result<String, JsError> {
+        let (base, s) = (self.base()?, Settings::parse(settings).map_err(js)?);
+        let records = parse_records(DATA_ORIGIN, data).map_err(js)?;
+        let r = records.get(index).ok_or_else(|| js(format!("there is no record {}", index + 1)))?;
+        let opts = s.data_options(&base.tok);
+        let segments = render_record(r, &opts.template, &base.tok).map_err(js)?;
+        let chat = matches!(opts.template, Template::Model | Template::Chatml);
+        let ex = tokenize(&segments, &base.tok, chat, opts.train_on_prompt).map_err(js)?;
+        let mut tokens = Vec::new();
+        for (i, (&id, &loss)) in ex.tokens.iter().zip(&ex.loss).enumerate() {
+            let text = base.tok.decode(&[id], false).map_err(js)?;
+            // the first token is never predicted, so it never counts
+            tokens.push(json!({ "id": id, "text": text, "loss": loss && i > 0, "cut": i >= opts.max_seq_len }));
+        }
+        Ok(json!({ "tokens": tokens, "template": opts.template.name() }).to_string())
+    }
+
+    /// The memory a run with these settings would take, split into parts, the LoRA shapes of
+    /// each target, and a warning when it would not fit.
+    pub fn estimate(&self, settings: &str, data: &str) -> Result<String, JsError> {
+        let (base, s) = (self.base()?, Settings::parse(settings).map_err(js)?);
+        let tcfg = s.train_config().map_err(js)?;
+        let format = s.quant().map_err(js)?.unwrap_or(base.file_format);
+        // the micro-batch the data gives, else a full one
+        let tokens = parse_records(DATA_ORIGIN, data)
+            .ok()
+            .and_then(|r| prepare(&split_records(r, s.val_split, s.seed).0, &base.tok, &s.data_options(&base.tok)).ok())
+            .map(|(ex, _)| max_batch_tokens(&ex, s.batch_size))
+            .filter(|&n| n > 0)
+            .unwrap_or(s.batch_size * s.max_seq_len);
+        let c = &base.cfg;
+        let auto_ckpt = estimate(c, format, &tcfg.lora, tokens, false).total() > s.budget_bytes();
+        let checkpointing = tcfg.checkpointing.unwrap_or(auto_ckpt);
+        let e = estimate(c, format, &tcfg.lora, tokens, checkpointing);
+        let limits = self.ctx.limits();
+        // the largest buffer of the pass: a (tokens, widest layer) activation
+        let widest = 4 * tokens as u64 * c.intermediate_size.max(c.hidden_size).max(c.q_dim()) as u64;
+        let binding = limits.max_storage_buffer_binding_size as u64;
+        let warning = if widest > binding {
+            Some(format!(
+                "one activation needs {} MiB but this GPU binds at most {} MiB: lower the batch size or the max sequence length",
+                widest >> 20,
+                binding >> 20
+            ))
+        } else if e.total() > s.budget_bytes() {
+            Some(format!(
+                "about {} MiB is more than the {} GiB memory budget: lower the batch size, the max sequence length or r, use QLoRA, or turn gradient checkpointing on",
+                e.total() >> 20,
+                s.memory_budget_gb
+            ))
+        } else {
+            None
+        };
+        let targets: Vec<Value> = tcfg
+            .lora
+            .targets
+            .iter()
+            .map(|&t| {
+                let (out, inp) = t.shape(c);
+                json!({ "name": t.name(), "d_in": inp, "d_out": out, "r": s.r, "lora": s.r * (inp + out), "base": inp * out })
+            })
+            .collect();
+        Ok(json!({
+            "format": format.name(),
+            "tokens": tokens,
+            "checkpointing": checkpointing,
+            "base": e.base, "adapter": e.adapter, "gradients": e.gradients, "optimizer": e.optimizer, "activations": e.activations,
+            "total": e.total(),
+            "budget": s.budget_bytes(),
+            "max_storage_binding": binding,
+            "warning": warning,
+            "layers": c.n_layers,
+            "targets": targets,
+            "trainable": lora_params(c, s.r, &tcfg.lora.targets),
+            "params": c.param_count(),
+        })
+        .to_string())
+    }
+
+    /// Prepares a run; with `resume` the staged files are a checkpoint to continue from.
+    pub fn start(&mut self, settings: &str, data: &str, resume: bool) -> Result<String, JsError> {
+        let s = Settings::parse(settings).map_err(js)?;
+        let cfg = s.train_config().map_err(js)?;
+        let want = s.quant().map_err(js)?;
+        self.reclaim_model();
+        if self.base()?.quant != want {
+            self.model = None; // free the GPU copy before the new one is made
+            let b = self.base.as_ref().expect("checked");
+            let loaded = read_model(&b.origin, &b.files, want).map_err(js)?;
+            let format = linear_format(&loaded);
+            let model = self.upload(&loaded.cfg, loaded.weights)?;
+            let b = self.base.as_mut().expect("checked");
+            (b.format, b.quant) = (format, want);
+            self.model = Some(model);
+        }
+        let base = self.base.as_ref().expect("checked");
+        let records = parse_records(DATA_ORIGIN, data).map_err(js)?;
+        let (train_records, val_records) = split_records(records, s.val_split, s.seed);
+        let opts = s.data_options(&base.tok);
+        let (train, train_stats) = prepare(&train_records, &base.tok, &opts).map_err(js)?;
+        let val = if val_records.is_empty() { Vec::new() } else { prepare(&val_records, &base.tok, &opts).map_err(js)?.0 };
+        let adapter = Adapter::init(&base.cfg, &cfg.lora, s.seed).map_err(js)?;
+        let trainable = adapter.trainable_line(base.cfg.param_count());
+        let train_examples = train.len();
+        let model = self.model.take().expect("loaded");
+        let mut trainer = Trainer::new(&self.ctx, model, adapter, cfg, train, &[&val]).map_err(|e| js(explain(e)))?;
+        if resume {
+            let staged = std::mem::take(&mut self.staged);
+            let read = |name: &str| {
+                staged.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone()).ok_or_else(|| Error::Format(format!("the checkpoint has no {name}")))
+            };
+            let r = checkpoint::read("the saved checkpoint", &read, &trainer.cfg, train_examples).map_err(js)?;
+            trainer.restore(&self.ctx, &r.adapter, &r.moments, r.state).map_err(js)?;
+        }
+        let info = json!({
+            "step": trainer.state.step,
+            "total_steps": trainer.total_steps,
+            "steps_per_epoch": trainer.steps_per_epoch(),
+            "warmup": trainer.warmup,
+            "checkpointing": trainer.checkpointing(),
+            "max_tokens": trainer.max_tokens(),
+            "trainable": trainable,
+            "train": stats_json(&train_stats),
+            "validation_examples": val.len(),
+            "template": opts.template.name(),
+        });
+        self.run = Some(Run { trainer, settings: s, train_examples, val });
+        Ok(info.to_string())
+    }
+
+    /// One optimizer step: its loss, learning rate, gradient norm and tokens.
+    pub async fn step(&mut self) -> Result<String, JsError> {
+        let run = self.run.as_mut().ok_or_else(|| js("no run has started"))?;
+        if run.trainer.done() {
+            return Err(js("the run is complete"));
+        }
+        let st = run.trainer.step(&self.ctx).await.map_err(|e| js(explain(e)))?;
+        Ok(json!({
+            "step": st.step, "epoch": st.epoch, "loss": st.loss, "lr": st.lr, "grad_norm": st.grad_norm,
+            "tokens": st.tokens, "done": run.trainer.done(),
+        })
+        .to_string())
+    }
+
+    /// Whether the validation split should be evaluated after the step just taken.
+    pub fn eval_due(&self) -> bool {
+        let Some(run) = &self.run else { return false };
+        let (step, t) = (run.trainer.state.step, &run.trainer);
+        let every = if run.settings.eval_steps > 0 { run.settings.eval_steps } else { t.steps_per_epoch() };
+        !run.val.is_empty() && step > 0 && (step % every == 0 || t.done())
+    }
+
+    /// Loss and perplexity on the validation split.
+    pub async fn evaluate(&mut self) -> Result<String, JsError> {
+        let run = self.run.as_mut().ok_or_else(|| js("no run has started"))?;
+        let e = run.trainer.evaluate(&self.ctx, &run.val).await.map_err(|e| js(explain(e)))?;
+        run.trainer.record_eval(e.loss);
+        Ok(json!({ "step": run.trainer.state.step, "loss": e.loss, "perplexity": e.perplexity, "tokens": e.tokens }).to_string())
+    }
+
+    /// The run's checkpoint files as [[name, bytes], …].
+    pub async fn checkpoint(&mut self) -> Result<js_sys::Array, JsError> {
+        let origin = self.base()?.origin.clone();
+        let run = self.run.as_mut().ok_or_else(|| js("no run has started"))?;
+        let moments = run.trainer.optimizer_moments(&self.ctx).await.map_err(js)?;
+        let adapter = run.trainer.adapter(&self.ctx).await.map_err(js)?;
+        let files = checkpoint::files(&adapter, &origin, &moments, &run.trainer.state, &run.trainer.cfg, run.train_examples).map_err(js)?;
+        Ok(file_array(files))
+    }
+
+    /// The adapter in PEFT's format: adapter_config.json and adapter_model.safetensors.
+    pub async fn adapter_files(&mut self) -> Result<js_sys::Array, JsError> {
+        let origin = self.base()?.origin.clone();
+        let run = self.run.as_mut().ok_or_else(|| js("train an adapter first"))?;
+        let adapter = run.trainer.adapter(&self.ctx).await.map_err(js)?;
+        let config = serde_json::to_vec_pretty(&peft::config_json(&adapter, &origin)).expect("json");
+        Ok(file_array(vec![(peft::CONFIG_FILE.into(), config), (peft::WEIGHTS_FILE.into(), peft::weights_bytes(&adapter).map_err(js)?)]))
+    }
+
+    /// Answers the last user message of `request.messages` with the base model or the
+    /// fine-tuned one, calling `on_text` with each new piece of text.
+    pub async fn generate(&mut self, request: &str, on_text: &js_sys::Function) -> Result<String, JsError> {
+        let req: GenerateRequest = serde_json::from_str(request).map_err(|e| js(format!("generate: {e}")))?;
+        let template = match &self.run {
+            Some(run) => run.settings.data_options(&self.base()?.tok).template,
+            None => Settings::default().data_options(&self.base()?.tok).template,
+        };
+        let tok = &self.base.as_ref().expect("checked").tok;
+        let (prompt, chat) = generation_prompt(&req.messages, &template, tok).map_err(js)?;
+        let ids = tok.encode(&prompt, !chat).map_err(js)?;
+        let params = GenerateParams {
+            max_new_tokens: req.max_new_tokens,
+            sampling: SamplingParams { temperature: req.temperature, top_k: req.top_k, top_p: req.top_p, repetition_penalty: req.repetition_penalty, seed: req.seed },
+            stop_strings: Vec::new(),
+        };
+        let (ctx, model) = (&self.ctx, model_of(&mut self.model, &mut self.run)?);
+        // the base model is the same weights with the adapter set aside
+        let set_aside = if req.tuned {
+            if model.adapter.is_none() {
+                return Err(js("there is no fine-tuned adapter yet: train first"));
+            }
+            None
+        } else {
+            model.adapter.take()
+        };
+        let out = generate(ctx, model, tok, &ids, &params, |piece| {
+            let _ = on_text.call1(&JsValue::NULL, &JsValue::from_str(piece));
+        })
+        .await;
+        if set_aside.is_some() {
+            model.adapter = set_aside;
+        }
+        let g = out.map_err(js)?;
+        Ok(json!({ "text": g.text, "tokens": g.ids.len(), "stop": format!("{:?}", g.stop) }).to_string())
+    }
+
+    /// Mean NLL per predicted token of `text` (tokenized as HF's `tokenizer(text)`), with the
+    /// adapter when `tuned`: the number `hearth score --adapter` prints.
+    pub async fn score(&mut self, text: &str, tuned: bool) -> Result<String, JsError> {
+        let ids = self.base()?.tok.encode(text, true).map_err(js)?;
+        if ids.len() < 2 {
+            return Err(js("the text to score needs at least two tokens"));
+        }
+        let (ctx, model) = (&self.ctx, model_of(&mut self.model, &mut self.run)?);
+        let set_aside = if tuned { None } else { model.adapter.take() };
+        let out = model.score(ctx, &ids).await;
+        if set_aside.is_some() {
+            model.adapter = set_aside;
+        }
+        let (n, total) = out.map_err(js)?;
+        let mean = total / n as f64;
+        Ok(json!({ "tokens": n, "mean_nll": mean, "perplexity": mean.exp() }).to_string())
+    }
+}
+
+impl Session {
+    fn base(&self) -> Result<&Base, JsError> {
+        self.base.as_ref().ok_or_else(|| js("load a model first"))
+    }
+
+    fn upload(&self, cfg: &Config, weights: hearth_core::model::HostWeights) -> Result<Model, JsError> {
+        let max_seq = cfg.max_seq_len.clamp(1, 2048);
+        Model::new(&self.ctx, cfg, weights, ModelOptions { chunk: 256, max_seq, max_binding: None }).map_err(|e| js(explain(e)))
+    }
+
+    /// Takes the model back from a finished or abandoned run, without its adapter.
+    fn reclaim_model(&mut self) {
+        if let Some(run) = self.run.take() {
+            let mut model = run.trainer.model;
+            model.adapter = None;
+            self.model = Some(model);
+        }
+    }
+}
+
+/// The model, wherever it is now.
+fn model_of<'a>(model: &'a mut Option<Model>, run: &'a mut Option<Run>) -> Result<&'a mut Model, JsError> {
+    match run {
+        Some(r) => Ok(&mut r.trainer.model),
+        None => model.as_mut().ok_or_else(|| js("load a model first")),
+    }
+}
+
+fn read_model(origin: &str, files: &[(String, Vec<u8>)], quant: Option<WeightFormat>) -> hearth_core::Result<LoadedModel> {
+    match files {
+        [(name, bytes)] if name.to_lowercase().ends_with(".gguf") => load_gguf(bytes, &format!("{origin}/{name}"), quant),
+        [] => Err(Error::Format(format!("{origin}: no files were given"))),
+        _ => load_hf_folder(&StagedFiles { origin, files }, quant),
+    }
+}
+
+fn stats_json(s: &DataStats) -> Value {
+    json!({ "examples": s.examples, "truncated": s.truncated, "dropped": s.dropped, "tokens": s.tokens, "loss_tokens": s.loss_tokens })
+}
+
+fn file_array(files: Vec<(String, Vec<u8>)>) -> js_sys::Array {
+    files
+        .into_iter()
+        .map(|(name, bytes)| {
+            let pair = js_sys::Array::new();
+            pair.push(&JsValue::from_str(&name));
+            pair.push(&js_sys::Uint8Array::from(bytes.as_slice()));
+            JsValue::from(pair)
+        })
+        .collect()
+}
+
+/// A GPU error with what to do about it.
+fn explain(e: Error) -> String {
+    let msg = e.to_string();
+    if msg.contains("out of memory") || msg.contains("OutOfMemory") {
+        format!("{msg}. The last checkpoint is kept; lower the batch size, the max sequence length or r, or use QLoRA, then resume.")
+    } else {
+        msg
+    }
+}

@@ -1,0 +1,89 @@
+// Browser storage for the worker: downloaded model files and the latest checkpoint live in
+// the Cache API, so a reload neither downloads again nor loses a run.
+
+const MODELS = "hearth-models";
+const CHECKPOINTS = "hearth-checkpoints";
+const KEY = (path) => new URL(path, self.location.origin).href;
+
+/** Bytes of `url`, from the cache or downloaded with `progress(done, total)` and cached. */
+export async function fetchCached(url, progress) {
+  const cache = await caches.open(MODELS);
+  const hit = await cache.match(url);
+  if (hit) return new Uint8Array(await hit.arrayBuffer());
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);
+  const total = Number(res.headers.get("content-length")) || 0;
+  const reader = res.body.getReader();
+  const parts = [];
+  let done = 0;
+  for (;;) {
+    const { value, done: end } = await reader.read();
+    if (end) break;
+    parts.push(value);
+    done += value.length;
+    progress(done, total);
+  }
+  const bytes = new Uint8Array(done);
+  let at = 0;
+  for (const p of parts) { bytes.set(p, at); at += p.length; }
+  await cache.put(url, new Response(bytes));
+  return bytes;
+}
+
+/** Whether `url` answers (HEAD, or a cached copy). */
+export async function exists(url) {
+  if (await (await caches.open(MODELS)).match(url)) return true;
+  const res = await fetch(url, { method: "HEAD" });
+  return res.ok;
+}
+
+/** Keeps files the user picked, so a reloaded tab can load the model again. */
+export async function keepLocal(name, files) {
+  const cache = await caches.open(MODELS);
+  for (const [file, bytes] of files) await cache.put(KEY(`/__local__/${encodeURIComponent(name)}/${encodeURIComponent(file)}`), new Response(bytes));
+}
+
+export async function readLocal(name, fileNames) {
+  const cache = await caches.open(MODELS);
+  const out = [];
+  for (const file of fileNames) {
+    const hit = await cache.match(KEY(`/__local__/${encodeURIComponent(name)}/${encodeURIComponent(file)}`));
+    if (!hit) throw new Error(`${name}/${file} is no longer in the browser's storage; load the model again`);
+    out.push([file, new Uint8Array(await hit.arrayBuffer())]);
+  }
+  return out;
+}
+
+/**
+ * Saves a checkpoint: its files go under a folder named by the step, then run.json points
+ * at that folder, then the previous folder is deleted. A tab closed half-way keeps the old one.
+ */
+export async function saveCheckpoint(files, run) {
+  const cache = await caches.open(CHECKPOINTS);
+  const dir = `/__checkpoint__/${run.step}-${Date.now()}/`;
+  for (const [name, bytes] of files) await cache.put(KEY(dir + name), new Response(bytes));
+  const old = await loadRun();
+  await cache.put(KEY("/__checkpoint__/run.json"), new Response(JSON.stringify({ ...run, dir, files: files.map(([n]) => n) })));
+  if (old?.dir && old.dir !== dir) for (const n of old.files) await cache.delete(KEY(old.dir + n));
+}
+
+/** The saved run's description (model, settings, data, metrics, step), or null. */
+export async function loadRun() {
+  const hit = await (await caches.open(CHECKPOINTS)).match(KEY("/__checkpoint__/run.json"));
+  return hit ? hit.json() : null;
+}
+
+export async function checkpointFiles(run) {
+  const cache = await caches.open(CHECKPOINTS);
+  const out = [];
+  for (const n of run.files) {
+    const hit = await cache.match(KEY(run.dir + n));
+    if (!hit) throw new Error(`the saved checkpoint lacks ${n}`);
+    out.push([n, new Uint8Array(await hit.arrayBuffer())]);
+  }
+  return out;
+}
+
+export async function discardRun() {
+  await caches.delete(CHECKPOINTS);
+}

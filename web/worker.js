@@ -1,0 +1,207 @@
+// The worker: all GPU work happens here, through hearth-core compiled to wasm, so the page
+// stays responsive. The page sends {id, op, ...}; the worker answers {id, result} or
+// {id, error} and sends events {event, ...} while it works (downloads, steps, text).
+
+import init, { Session } from "./hearth-web.js";
+import { fetchCached, exists, keepLocal, readLocal, saveCheckpoint, loadRun, checkpointFiles, discardRun } from "./storage.js";
+
+let session = null;
+let model = null; // where the loaded model came from: {kind: "url", url} or {kind: "local", name, files}
+let run = null; // the current run: settings, data, metrics, control flags
+
+const post = (msg) => self.postMessage(msg);
+const event = (name, fields) => post({ event: name, ...fields });
+
+// Session methods must not overlap (each borrows the session), so they run one at a time.
+let queue = Promise.resolve();
+function exclusive(fn) {
+  const next = queue.then(fn);
+  queue = next.catch(() => {});
+  return next;
+}
+
+const parse = (s) => JSON.parse(s);
+const errorText = (e) => (e && e.message) || String(e);
+
+/** The files of a model at `where`: a .gguf URL, a folder URL, or a Hugging Face repo id. */
+async function modelFiles(where) {
+  const trimmed = where.trim();
+  if (/\.gguf(\?.*)?$/i.test(trimmed)) {
+    const url = new URL(trimmed, self.location.href).href;
+    return { base: url.slice(0, url.lastIndexOf("/") + 1), names: [url.slice(url.lastIndexOf("/") + 1)] };
+  }
+  const repo = /^[\w.-]+\/[\w.-]+$/.test(trimmed) && !trimmed.startsWith(".") && !(await exists(new URL(trimmed + "/config.json", self.location.href).href).catch(() => false));
+  const base = repo ? `https://huggingface.co/${trimmed}/resolve/main/` : new URL(trimmed.endsWith("/") ? trimmed : trimmed + "/", self.location.href).href;
+  const names = ["config.json", "tokenizer.json"];
+  for (const optional of ["tokenizer_config.json", "generation_config.json", "chat_template.jinja"]) {
+    if (await exists(base + optional).catch(() => false)) names.push(optional);
+  }
+  if (await exists(base + "model.safetensors.index.json").catch(() => false)) {
+    const index = JSON.parse(new TextDecoder().decode(await fetchCached(base + "model.safetensors.index.json", () => {})));
+    names.push("model.safetensors.index.json", ...new Set(Object.values(index.weight_map ?? {})));
+  } else {
+    names.push("model.safetensors");
+  }
+  return { base, names };
+}
+
+async function loadFromUrl(where) {
+  const { base, names } = await modelFiles(where);
+  const files = [];
+  for (const [i, name] of names.entries()) {
+    const bytes = await fetchCached(base + name, (done, total) => event("download", { file: name, index: i, count: names.length, done, total }));
+    files.push([name, bytes]);
+    event("download", { file: name, index: i, count: names.length, done: bytes.length, total: bytes.length });
+  }
+  // named as the user gave it (a repo id stays a repo id in adapter_config.json)
+  const given = where.trim().replace(/\/+$/, "");
+  const origin = names.length === 1 && /\.gguf(\?.*)?$/i.test(given) ? given.slice(0, Math.max(0, given.lastIndexOf("/"))) || "." : given;
+  return { origin, files, source: { kind: "url", url: where } };
+}
+
+async function stageAndLoad({ origin, files, source }) {
+  return exclusive(() => {
+    session.clear_staged();
+    for (const [name, bytes] of files) session.stage_file(name, bytes);
+    const info = parse(session.load_model(origin));
+    model = source;
+    return info;
+  });
+}
+
+async function loadModel(msg) {
+  if (msg.url) return stageAndLoad(await loadFromUrl(msg.url));
+  // picked files: keep only what a model folder needs; a folder pick carries its path
+  const files = [];
+  for (const f of msg.files) {
+    const name = f.name;
+    if (/\.(json|safetensors|gguf|jinja)$/i.test(name)) files.push([name, new Uint8Array(await f.arrayBuffer())]);
+  }
+  const folder = msg.files[0]?.webkitRelativePath?.split("/")[0] || (files.length === 1 ? files[0][0] : "picked files");
+  await keepLocal(folder, files);
+  return stageAndLoad({ origin: folder, files, source: { kind: "local", name: folder, files: files.map(([n]) => n) } });
+}
+
+async function loadSaved(source) {
+  if (source.kind === "url") return stageAndLoad(await loadFromUrl(source.url));
+  const files = await readLocal(source.name, source.files);
+  return stageAndLoad({ origin: source.name, files, source });
+}
+
+async function checkpoint() {
+  const files = await exclusive(() => session.checkpoint());
+  const saved = { model, settings: run.settings, data: run.data, step: run.step, total_steps: run.total_steps, metrics: run.metrics, save_steps: run.saveSteps };
+  await saveCheckpoint(files.map(([n, b]) => [n, b]), saved);
+  run.lastCheckpoint = run.step;
+  event("checkpoint", { step: run.step });
+}
+
+async function train(msg) {
+  if (run && run.active) throw new Error("a run is already going");
+  const resumeFrom = msg.resume ? await loadRun() : null;
+  if (msg.resume && !resumeFrom) throw new Error("there is no saved run to resume");
+  const settings = resumeFrom ? resumeFrom.settings : msg.settings;
+  const data = resumeFrom ? resumeFrom.data : msg.data;
+  if (resumeFrom) {
+    event("status", { text: "Loading the saved run's model…" });
+    event("model", { info: await loadSaved(resumeFrom.model) });
+  }
+  const files = resumeFrom ? await checkpointFiles(resumeFrom) : null;
+  const info = await exclusive(() => {
+    session.clear_staged();
+    if (files) for (const [n, b] of files) session.stage_file(n, b);
+    return parse(session.start(JSON.stringify(settings), data, !!files));
+  });
+  run = {
+    settings, data, active: true, paused: false, stopped: false,
+    step: info.step, total_steps: info.total_steps, saveSteps: msg.saveSteps ?? resumeFrom?.save_steps ?? 10,
+    metrics: resumeFrom ? resumeFrom.metrics.filter((m) => m.step <= info.step) : [],
+    lastCheckpoint: resumeFrom ? info.step : null,
+    tokens: 0, seconds: 0,
+  };
+  event("started", { info, metrics: run.metrics, settings, data });
+  trainLoop().catch((e) => {
+    run.active = false;
+    event("failed", { error: errorText(e), checkpoint: run.lastCheckpoint });
+  });
+  return info;
+}
+
+async function trainLoop() {
+  while (!run.stopped && run.step < run.total_steps) {
+    if (run.paused) {
+      await new Promise((resolve) => (run.wake = resolve));
+      continue;
+    }
+    const t0 = performance.now();
+    const st = parse(await exclusive(() => session.step()));
+    const seconds = (performance.now() - t0) / 1000;
+    run.tokens += st.tokens;
+    run.seconds += seconds;
+    run.step = st.step;
+    const metric = { step: st.step, epoch: st.epoch, loss: st.loss, lr: st.lr, grad_norm: st.grad_norm };
+    run.metrics.push(metric);
+    const perStep = run.seconds / Math.max(1, run.metrics.filter((m) => m.loss !== undefined).length);
+    event("step", { ...metric, tokens_per_s: run.tokens / run.seconds, eta_s: perStep * (run.total_steps - st.step), total_steps: run.total_steps });
+    if (!Number.isFinite(st.loss)) throw new Error(`the loss is ${st.loss} at step ${st.step}`);
+    if (session.eval_due()) {
+      const ev = parse(await exclusive(() => session.evaluate()));
+      run.metrics.push({ step: ev.step, val_loss: ev.loss });
+      event("eval", ev);
+    }
+    if (st.done || st.step % run.saveSteps === 0) await checkpoint();
+    if (st.done) break;
+  }
+  if (run.stopped && run.lastCheckpoint !== run.step) await checkpoint();
+  run.active = false;
+  event("finished", { step: run.step, stopped: run.stopped, tokens_per_s: run.tokens / Math.max(run.seconds, 1e-9) });
+}
+
+const ops = {
+  async init() {
+    await init();
+    session = await Session.open();
+    const saved = await loadRun().catch(() => null);
+    return {
+      gpu: parse(session.gpu_json()),
+      defaults: parse(Session.default_settings()),
+      saved: saved && { step: saved.step, total_steps: saved.total_steps, model: saved.model },
+    };
+  },
+  example: () => Session.example_data(),
+  load: loadModel,
+  inspect: (m) => exclusive(() => parse(session.inspect_data(JSON.stringify(m.settings), m.data))),
+  preview: (m) => exclusive(() => parse(session.preview(JSON.stringify(m.settings), m.data, m.index))),
+  estimate: (m) => exclusive(() => parse(session.estimate(JSON.stringify(m.settings), m.data))),
+  train,
+  pause() {
+    if (run) run.paused = true;
+  },
+  resume() {
+    if (run) {
+      run.paused = false;
+      run.wake?.();
+    }
+  },
+  stop() {
+    if (run) {
+      run.stopped = true;
+      run.paused = false;
+      run.wake?.();
+    }
+  },
+  discard: () => discardRun(),
+  generate: (m) =>
+    exclusive(() => session.generate(JSON.stringify(m.request), (piece) => event("text", { stream: m.stream, piece }))).then(parse),
+  score: (m) => exclusive(() => session.score(m.text, m.tuned)).then(parse),
+  adapter: () => exclusive(() => session.adapter_files()),
+};
+
+self.onmessage = async ({ data: msg }) => {
+  try {
+    const result = await ops[msg.op](msg);
+    post({ id: msg.id, result });
+  } catch (e) {
+    post({ id: msg.id, error: errorText(e) });
+  }
+};
