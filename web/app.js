@@ -74,7 +74,12 @@ const handlers = {
   },
   failed({ error, checkpoint }) {
     setTraining(false);
-    say(`Training stopped: ${error}${checkpoint ? ` The checkpoint of step ${checkpoint} is kept: reload the page to resume from it.` : ""}`, "error");
+    say(`Training stopped: ${error}${checkpoint ? ` The checkpoint of step ${checkpoint} is kept.` : ""}`, "error");
+    if (checkpoint) {
+      $("resume-text").textContent = `Resume from the checkpoint of step ${checkpoint} (after lowering what the message names, if it was memory)?`;
+      $("resume-banner").hidden = false;
+      state.resumeWithForm = true;
+    }
   },
   text({ stream, piece }) {
     textSinks.get(stream)?.(piece);
@@ -324,12 +329,12 @@ function setTraining(on) {
   $("pause").textContent = "Pause";
 }
 
-async function startTraining(resume) {
+async function startTraining(resume, current = false) {
   setTraining(true);
   state.metrics = [];
   say(resume ? "Resuming the saved run…" : "Preparing the run…");
   try {
-    await call("train", { settings: settings(), data: data(), resume, saveSteps: Math.max(1, parseInt($("save-steps").value, 10) || 10) });
+    await call("train", { settings: settings(), data: data(), resume, current, saveSteps: Math.max(1, parseInt($("save-steps").value, 10) || 10) });
     $("resume-banner").hidden = true;
     say("Training… (pause or stop at any time; checkpoints are kept in this browser)");
   } catch (e) {
@@ -354,7 +359,7 @@ $("stop").onclick = () => {
   call("stop");
   say("Stopping after the current step and saving a checkpoint…");
 };
-$("resume-run").onclick = () => startTraining(true);
+$("resume-run").onclick = () => startTraining(true, !!state.resumeWithForm);
 $("discard-run").onclick = async () => {
   await call("discard");
   $("resume-banner").hidden = true;

@@ -76,7 +76,9 @@ const PARTS = [
 /** One stacked bar of the memory estimate, against the budget. */
 export function memoryBar(container, est) {
   const W = 640, H = 92, L = 4, R = 4;
-  const scale = Math.max(est.total, est.budget);
+  // the budget line is drawn only when it is near enough for the parts to stay visible
+  const showBudget = est.budget <= 4 * est.total;
+  const scale = showBudget ? Math.max(est.total, est.budget) : est.total * 1.05;
   const x = (b) => L + (b / scale) * (W - L - R);
   const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "memory estimate" });
   let at = 0;
@@ -89,8 +91,12 @@ export function memoryBar(container, est) {
     svg.append(el("rect", { x: L + (i % 3) * 210, y: 48 + Math.floor(i / 3) * 20, width: 12, height: 12, class: `mem ${key}` }));
     svg.append(el("text", { x: L + (i % 3) * 210 + 16, y: 58 + Math.floor(i / 3) * 20, class: "axis" }, `${label} ${mib(est[key])}`));
   });
-  svg.append(el("line", { x1: x(est.budget), x2: x(est.budget), y1: 2, y2: 40, class: "budget" }));
-  svg.append(el("text", { x: Math.min(x(est.budget), W - 90), y: 45, class: "axis" }, `budget ${mib(est.budget)}`));
+  if (showBudget) {
+    svg.append(el("line", { x1: x(est.budget), x2: x(est.budget), y1: 2, y2: 40, class: "budget" }));
+    svg.append(el("text", { x: Math.min(x(est.budget), W - 90), y: 45, class: "axis" }, `budget ${mib(est.budget)}`));
+  } else {
+    svg.append(el("text", { x: W - R, y: 45, "text-anchor": "end", class: "axis" }, `total ${mib(est.total)}, far below the ${mib(est.budget)} budget`));
+  }
   container.replaceChildren(svg);
 }
 

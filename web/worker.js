@@ -8,6 +8,7 @@ import { fetchCached, exists, keepLocal, readLocal, saveCheckpoint, loadRun, che
 let session = null;
 let model = null; // where the loaded model came from: {kind: "url", url} or {kind: "local", name, files}
 let run = null; // the current run: settings, data, metrics, control flags
+let deviceLost = false;
 
 const post = (msg) => self.postMessage(msg);
 const event = (name, fields) => post({ event: name, ...fields });
@@ -98,9 +99,15 @@ async function checkpoint() {
 
 async function train(msg) {
   if (run && run.active) throw new Error("a run is already going");
+  if (deviceLost) {
+    session = await Session.open();
+    deviceLost = false;
+  }
   const resumeFrom = msg.resume ? await loadRun() : null;
   if (msg.resume && !resumeFrom) throw new Error("there is no saved run to resume");
-  const settings = resumeFrom ? resumeFrom.settings : msg.settings;
+  // after a failure the page's settings apply (e.g. a lower max sequence length or
+  // checkpointing on); after a reload, the saved run's
+  const settings = resumeFrom && !msg.current ? resumeFrom.settings : msg.settings;
   const data = resumeFrom ? resumeFrom.data : msg.data;
   if (resumeFrom) {
     event("status", { text: "Loading the saved run's model…" });
@@ -117,11 +124,13 @@ async function train(msg) {
     step: info.step, total_steps: info.total_steps, saveSteps: msg.saveSteps ?? resumeFrom?.save_steps ?? 10,
     metrics: resumeFrom ? resumeFrom.metrics.filter((m) => m.step <= info.step) : [],
     lastCheckpoint: resumeFrom ? info.step : null,
-    tokens: 0, seconds: 0,
+    tokens: 0, seconds: 0, timedSteps: 0, warm: false,
   };
   event("started", { info, metrics: run.metrics, settings, data });
   trainLoop().catch((e) => {
     run.active = false;
+    // a lost device cannot be used again: the next run opens a new one
+    if (/device was lost/.test(errorText(e))) deviceLost = true;
     event("failed", { error: errorText(e), checkpoint: run.lastCheckpoint });
   });
   return info;
@@ -136,15 +145,20 @@ async function trainLoop() {
     const t0 = performance.now();
     const st = parse(await exclusive(() => session.step()));
     const seconds = (performance.now() - t0) / 1000;
-    run.tokens += st.tokens;
-    run.seconds += seconds;
+    // the first step of a session compiles the pipelines: tokens/s counts the steps after it
+    if (run.warm) {
+      run.tokens += st.tokens;
+      run.seconds += seconds;
+      run.timedSteps += 1;
+    }
+    run.warm = true;
     run.step = st.step;
     const metric = { step: st.step, epoch: st.epoch, loss: st.loss, lr: st.lr, grad_norm: st.grad_norm };
     run.metrics.push(metric);
-    const perStep = run.seconds / Math.max(1, run.metrics.filter((m) => m.loss !== undefined).length);
-    event("step", { ...metric, tokens_per_s: run.tokens / run.seconds, eta_s: perStep * (run.total_steps - st.step), total_steps: run.total_steps });
+    const perStep = run.seconds ? run.seconds / run.timedSteps : seconds;
+    event("step", { ...metric, tokens_per_s: run.seconds ? run.tokens / run.seconds : st.tokens / seconds, eta_s: perStep * (run.total_steps - st.step), total_steps: run.total_steps });
     if (!Number.isFinite(st.loss)) throw new Error(`the loss is ${st.loss} at step ${st.step}`);
-    if (session.eval_due()) {
+    if (await exclusive(() => session.eval_due())) {
       const ev = parse(await exclusive(() => session.evaluate()));
       run.metrics.push({ step: ev.step, val_loss: ev.loss });
       event("eval", ev);
