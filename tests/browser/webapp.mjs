@@ -84,11 +84,24 @@ try {
     await page.fill(`#set-${key}`, value);
   }
   await page.fill("#save-steps", "4");
+  // a budget far too small for the run: the page warns before it starts
+  await page.fill("#set-memory_budget_gb", "0.0001");
+  await page.waitForSelector("#memory-warning:not([hidden])", { timeout: MINUTE });
+  check((await page.textContent("#memory-warning")).includes("lower the batch size"), "a run that would not fit is warned about");
+  await page.fill("#set-memory_budget_gb", "4");
+  await page.waitForSelector("#memory-warning[hidden]", { timeout: MINUTE });
   await page.waitForFunction(() => document.querySelectorAll("#memory rect.mem").length > 0 && document.querySelectorAll("#lora-shapes figure").length === 7, null, { timeout: MINUTE });
   check(true, "the memory estimate and the 7 LoRA shapes are drawn");
 
-  // 4. train
+  // 4. train, pausing on the way: no step runs while paused
   await page.click("#train");
+  await page.waitForFunction(() => window.hearth.metrics.some((m) => m.step >= 2), null, { timeout: 4 * MINUTE });
+  await page.click("#pause");
+  await page.waitForTimeout(2000); // the step in flight finishes
+  const stepsWhenPaused = await page.evaluate(() => window.hearth.metrics.length);
+  await page.waitForTimeout(2000);
+  check((await page.evaluate(() => window.hearth.metrics.length)) === stepsWhenPaused, `no step ran while paused (${stepsWhenPaused} metrics)`);
+  await page.click("#pause"); // now "Resume"
   await page.waitForFunction(() => window.hearth.finished || /Training stopped|Could not/.test(document.getElementById("status").textContent), null, { timeout: 8 * MINUTE });
   console.log(`status: ${await page.textContent("#status")}`);
   const { metrics, finished } = await page.evaluate(() => ({ metrics: window.hearth.metrics, finished: window.hearth.finished }));

@@ -5,7 +5,11 @@ use hearth_core::io::load::load_hf_folder;
 use hearth_core::model::Tokenizer;
 use hearth_core::ops::cross_entropy::IGNORE;
 use hearth_core::train::batch::{epoch_batches, pack};
-use hearth_core::train::data::{parse_records, prepare, render_record, DataOptions, Template, CUSTOMER_SERVICE_JSONL};
+use hearth_core::lora::{Adapter, LoraConfig, Target};
+use hearth_core::model::chat::Message;
+use hearth_core::model::WeightFormat;
+use hearth_core::train::data::{generation_prompt, parse_records, prepare, render_record, split_records, DataOptions, Template, CUSTOMER_SERVICE_JSONL};
+use hearth_core::train::memory::{base_bytes, estimate, lora_params};
 use hearth_tests::{fixture, DirFiles};
 
 fn tok() -> Tokenizer {
@@ -102,4 +106,49 @@ fn bundled_customer_service_data_parses() {
     let (ex, stats) = prepare(&recs, &tok(), &opts("model")).unwrap();
     assert_eq!(ex.len(), recs.len());
     assert_eq!(stats.truncated, 0);
+}
+
+#[test]
+fn generation_prompts_are_the_training_prompts() {
+    let t = tok();
+    let history = vec![Message::new("user", "Say hi")];
+    // the same record with an answer, rendered for training: its prompt part must be what
+    // generation sends, so the fine-tuned model sees what it learned from
+    let rec = &parse_records("d.jsonl", "{\"instruction\": \"Say hi\", \"output\": \"hi\"}").unwrap()[0];
+    for template in [Template::Alpaca, Template::Chatml, Template::Model, Template::parse("Q: {instruction}\\nA: {output}")] {
+        let (prompt, chat) = generation_prompt(&history, &template, &t).unwrap();
+        let seg = render_record(rec, &template, &t).unwrap();
+        let trained: String = seg.iter().take_while(|s| !s.1).map(|s| s.0.as_str()).collect();
+        assert_eq!(prompt, trained, "{template:?}");
+        assert_eq!(chat, matches!(template, Template::Chatml | Template::Model));
+    }
+    let e = generation_prompt(&[], &Template::Alpaca, &t).unwrap_err().to_string();
+    assert!(e.contains("no user message"), "{e}");
+}
+
+#[test]
+fn validation_split_is_seeded_and_disjoint() {
+    let recs = parse_records("cs.jsonl", CUSTOMER_SERVICE_JSONL).unwrap();
+    let (train, val) = split_records(recs.clone(), 0.1, 7);
+    assert_eq!((train.len(), val.len()), (recs.len() - 3, 3));
+    assert!(val.iter().all(|v| !train.iter().any(|t| t.origin == v.origin)));
+    assert_eq!(split_records(recs.clone(), 0.1, 7).1.iter().map(|r| &r.origin).collect::<Vec<_>>(), val.iter().map(|r| &r.origin).collect::<Vec<_>>());
+    assert_eq!(split_records(recs.clone(), 0.0, 7).1.len(), 0);
+}
+
+#[test]
+fn memory_estimate_parts_add_up() {
+    let cfg = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap().cfg;
+    let lora = LoraConfig { r: 8, targets: vec![Target::Q, Target::V, Target::Down], ..LoraConfig::default() };
+    // the estimate counts the parameters Adapter::init makes
+    assert_eq!(lora_params(&cfg, 8, &lora.targets), Adapter::init(&cfg, &lora, 0).unwrap().trainable_params());
+    let e = estimate(&cfg, WeightFormat::F32, &lora, 256, false);
+    let p = lora_params(&cfg, 8, &lora.targets) as u64;
+    assert_eq!((e.adapter, e.gradients, e.optimizer), (4 * p, 4 * p, 8 * p));
+    assert_eq!(e.base, 4 * cfg.param_count() as u64);
+    assert_eq!(e.total(), e.base + e.adapter + e.gradients + e.optimizer + e.activations);
+    assert!(estimate(&cfg, WeightFormat::F32, &lora, 256, true).activations < e.activations, "checkpointing keeps less");
+    let nf4 = WeightFormat::parse("nf4").unwrap();
+    let rest = 4 * (cfg.param_count() - cfg.linear_param_count()) as u64;
+    assert!((base_bytes(&cfg, nf4) - rest) * 7 < e.base - rest, "NF4 linear layers take about an eighth of f32");
 }

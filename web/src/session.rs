@@ -149,11 +149,10 @@ impl Session {
     /// Loads the staged files as a model: one .gguf file, or an HF folder's files.
     pub fn load_model(&mut self, origin: String) -> Result<String, JsError> {
         let files = std::mem::take(&mut self.staged);
-        self.run = None;
-        self.model = None;
-        self.base = None;
+        // a file that does not load leaves the current model in place
         let loaded = read_model(&origin, &files, None).map_err(js)?;
         let format = linear_format(&loaded);
+        (self.run, self.model, self.base) = (None, None, None);
         self.model = Some(self.upload(&loaded.cfg, loaded.weights)?);
         self.base = Some(Base { origin, files, cfg: loaded.cfg, tok: loaded.tokenizer, description: loaded.description, file_format: format, format, quant: None });
         Ok(self.model_json())
