@@ -387,6 +387,7 @@ async function ask(side, prompt) {
   const out = bubble(log, "assistant", "");
   if (side === "tuned" && !state.tuned) {
     out.textContent = "(train first: there is no adapter yet)";
+    out.dataset.done = "1";
     history.pop();
     return;
   }

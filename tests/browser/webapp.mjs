@@ -89,7 +89,7 @@ try {
   await page.waitForSelector("#memory-warning:not([hidden])", { timeout: MINUTE });
   check((await page.textContent("#memory-warning")).includes("lower the batch size"), "a run that would not fit is warned about");
   await page.fill("#set-memory_budget_gb", "4");
-  await page.waitForSelector("#memory-warning[hidden]", { timeout: MINUTE });
+  await page.waitForSelector("#memory-warning", { state: "hidden", timeout: MINUTE });
   await page.waitForFunction(() => document.querySelectorAll("#memory rect.mem").length > 0 && document.querySelectorAll("#lora-shapes figure").length === 7, null, { timeout: MINUTE });
   check(true, "the memory estimate and the 7 LoRA shapes are drawn");
 

@@ -140,10 +140,16 @@ impl GpuContext {
         }
     }
 
-    /// True for CPU-emulated adapters, whose kernels want a different tiling. The web
-    /// backend reports no device type; browsers flag their software adapter elsewhere.
+    /// True for CPU-emulated adapters (lavapipe, SwiftShader, a browser's fallback adapter).
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// True on lavapipe (llvmpipe). SwiftShader (Chromium's software adapter, native and in
+    /// the browser) is also a CPU device, but the quantized matmuls' large blocks, which suit
+    /// llvmpipe, ran SmolLM2 over 25× slower there than the GPU blocks (docs/PERF.md).
+    pub fn is_llvmpipe(&self) -> bool {
+        self.is_software() && self.info.name.to_lowercase().contains("llvmpipe")
     }
 
     pub fn has_f16(&self) -> bool {

@@ -72,8 +72,8 @@ fn shader(format: QuantFormat) -> (Shader, [&'static str; 4]) {
 }
 
 /// The blocks of outputs per invocation of the generated entry points
-/// (tests/src/shader_gen.rs writes them from `dims`): large for software adapters, small for
-/// GPUs.
+/// (tests/src/shader_gen.rs writes them from `dims`): large for lavapipe, small for GPUs and
+/// SwiftShader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuantBlock {
     Large,
@@ -82,7 +82,7 @@ pub enum QuantBlock {
 
 impl QuantBlock {
     pub fn for_adapter(ctx: &GpuContext) -> Self {
-        if ctx.is_software() {
+        if ctx.is_llvmpipe() {
             QuantBlock::Large
         } else {
             QuantBlock::Small
