@@ -7,7 +7,7 @@ use hearth_core::lora::{Adapter, LoraConfig, Target};
 use hearth_core::model::ModelOptions;
 use hearth_core::rng::Rng;
 use hearth_core::train::data::Example;
-use hearth_core::train::trainer::{TrainConfig, Trainer};
+use hearth_core::train::trainer::{parse_checkpointing, TrainConfig, Trainer};
 
 use crate::load::{load, ModelArgs};
 
@@ -44,11 +44,7 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         .map(|_| Example { tokens: (0..a.seq_len).map(|_| rng.below(cfg.vocab_size) as u32).collect(), loss: vec![true; a.seq_len] })
         .collect();
     let lora = LoraConfig { r: a.r, alpha: 2.0 * a.r as f32, rslora: false, dropout: 0.05, targets: Target::parse_list(&a.targets).map_err(|e| e.to_string())? };
-    let checkpointing = match a.gradient_checkpointing.as_str() {
-        "on" => Some(true),
-        "off" => Some(false),
-        _ => None,
-    };
+    let checkpointing = parse_checkpointing(&a.gradient_checkpointing).flatten();
     let tc = TrainConfig { lora: lora.clone(), batch_size: a.batch_size, max_steps: Some(a.steps + 1), checkpointing, ..TrainConfig::default() };
     let adapter = Adapter::init(&cfg, &lora, 1).map_err(|e| e.to_string())?;
     let mut t = Trainer::new(&ctx, model, adapter, tc, examples, &[]).map_err(|e| e.to_string())?;

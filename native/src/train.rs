@@ -16,7 +16,7 @@ use hearth_core::ops::adamw::AdamwConfig;
 use hearth_core::train::checkpoint;
 use hearth_core::train::data::{parse_records, prepare, split_records, DataOptions, DataStats, Example, Record, Template};
 use hearth_core::train::schedule::Schedule;
-use hearth_core::train::trainer::{TrainConfig, Trainer};
+use hearth_core::train::trainer::{parse_checkpointing, TrainConfig, Trainer};
 use hearth_core::{Error, GpuContext};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -187,12 +187,8 @@ pub struct TrainArgs {
 impl TrainArgs {
     fn config(&self) -> Result<TrainConfig, String> {
         let targets = Target::parse_list(&self.targets).map_err(|e| e.to_string())?;
-        let checkpointing = match self.gradient_checkpointing.as_str() {
-            "auto" => None,
-            "on" => Some(true),
-            "off" => Some(false),
-            other => return Err(format!("--gradient-checkpointing {other}: expected auto, on or off")),
-        };
+        let checkpointing = parse_checkpointing(&self.gradient_checkpointing)
+            .ok_or_else(|| format!("--gradient-checkpointing {}: expected auto, on or off", self.gradient_checkpointing))?;
         if self.batch_size == 0 || self.grad_accum == 0 {
             return Err("--batch-size and --grad-accum must be at least 1".into());
         }

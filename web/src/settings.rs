@@ -7,7 +7,7 @@ use hearth_core::ops::adamw::AdamwConfig;
 use hearth_core::quant::QuantFormat;
 use hearth_core::train::data::{DataOptions, Template};
 use hearth_core::train::schedule::Schedule;
-use hearth_core::train::trainer::TrainConfig;
+use hearth_core::train::trainer::{parse_checkpointing, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,12 +108,8 @@ impl Settings {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(format!("learning rate {} must be a positive number", self.lr));
         }
-        let checkpointing = match self.gradient_checkpointing.as_str() {
-            "auto" => None,
-            "on" => Some(true),
-            "off" => Some(false),
-            other => return Err(format!("gradient checkpointing \"{other}\": expected auto, on or off")),
-        };
+        let checkpointing = parse_checkpointing(&self.gradient_checkpointing)
+            .ok_or_else(|| format!("gradient checkpointing \"{}\": expected auto, on or off", self.gradient_checkpointing))?;
         let d = TrainConfig::default();
         Ok(TrainConfig {
             lora,

@@ -55,6 +55,17 @@ impl Default for TrainConfig {
     }
 }
 
+/// The `checkpointing` setting from its spelling in the CLI and the web app: "auto" (None),
+/// "on" or "off"; None for anything else.
+pub fn parse_checkpointing(s: &str) -> Option<Option<bool>> {
+    match s {
+        "auto" => Some(None),
+        "on" => Some(Some(true)),
+        "off" => Some(Some(false)),
+        _ => None,
+    }
+}
+
 /// Where a run stands; with the adapter and the optimizer moments, all a checkpoint needs.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TrainerState {
