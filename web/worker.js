@@ -92,7 +92,7 @@ async function loadSaved(source) {
 async function checkpoint() {
   const files = await exclusive(() => session.checkpoint());
   const saved = { model, settings: run.settings, data: run.data, step: run.step, total_steps: run.total_steps, metrics: run.metrics, save_steps: run.saveSteps };
-  await saveCheckpoint(files.map(([n, b]) => [n, b]), saved);
+  await saveCheckpoint(files, saved);
   run.lastCheckpoint = run.step;
   event("checkpoint", { step: run.step });
 }

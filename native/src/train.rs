@@ -391,7 +391,6 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         });
     }
 
-    let eval_every = args.eval_steps.unwrap_or(t.steps_per_epoch()).max(1);
     let bar = ProgressBar::new(t.total_steps as u64).with_position(t.state.step as u64);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]").expect("template"));
     let mut best: Option<Adapter> = None;
@@ -414,7 +413,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         }
         bar.set_message(line);
         run.log(json!({"step": s.step, "epoch": s.epoch, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm, "tokens_per_s": tps}))?;
-        if !val.is_empty() && (s.step % eval_every == 0 || t.done()) {
+        if !val.is_empty() && t.eval_due(args.eval_steps) {
             let e = match pollster::block_on(t.evaluate(&ctx, &val)) {
                 Ok(e) => e,
                 Err(e) => {

@@ -45,6 +45,17 @@ fn losses(dir: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// The steps at which metrics.jsonl logged an evaluation.
+fn eval_steps(dir: &Path) -> Vec<u64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("eval_loss").is_some())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect()
+}
+
 fn ok(out: &Output) {
     assert!(out.status.success(), "hearth failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -64,6 +75,7 @@ fn resumed_run_matches_uninterrupted_run() {
     let ckpt = b.join("checkpoint-3");
     ok(&train(&c, &["--lr", "5e-3", "--max-steps", "6", "--resume", ckpt.to_str().unwrap()]));
     let full = losses(&a);
+    assert_eq!(eval_steps(&a), vec![2, 4, 6], "--eval-steps 2 evaluates every 2nd step");
     let resumed = losses(&c);
     assert_eq!(resumed.iter().map(|x| x.0).collect::<Vec<_>>(), vec![4, 5, 6]);
     for (r, f) in resumed.iter().zip(&full[3..]) {

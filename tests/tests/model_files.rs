@@ -14,7 +14,8 @@ use serde_json::Value;
 fn kquants_match_gguf_py() {
     // exact: the same f16 scales times small integers
     let r: Value = serde_json::from_str(include_str!("../fixtures/kquants.json")).unwrap();
-    let cases: [(&str, fn(&[u8], &mut [f32]), usize); 3] =
+    type Dequantize = fn(&[u8], &mut [f32]);
+    let cases: [(&str, Dequantize, usize); 3] =
         [("q4_k", kquants::dequantize_q4_k, 144), ("q5_k", kquants::dequantize_q5_k, 176), ("q6_k", kquants::dequantize_q6_k, 210)];
     for (name, f, bb) in cases {
         let bytes: Vec<u8> = r[name]["bytes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u8).collect();

@@ -269,7 +269,7 @@ fn adamw_and_grad_norm_match_cpu() {
         let sizes = [1usize, 300, 5000];
         let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| u(&mut rng, n)).collect();
         let bufs: Vec<_> = grads.iter().map(|g| upload(ctx, g)).collect();
-        let list: Vec<_> = bufs.iter().zip(sizes).map(|(b, n)| (b, n)).collect();
+        let list: Vec<_> = bufs.iter().zip(sizes).collect();
         let (out, sums) = (poisoned(ctx, 2), poisoned(ctx, sizes.len()));
         let norm: f64 = grads.iter().flatten().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
         grad_norm::grad_norm(ctx, &out, &sums, &list, 1.0).unwrap();

@@ -236,7 +236,7 @@ impl Session {
         let limits = self.ctx.limits();
         // the largest buffer of the pass: a (tokens, widest layer) activation
         let widest = 4 * tokens as u64 * c.intermediate_size.max(c.hidden_size).max(c.q_dim()) as u64;
-        let binding = limits.max_storage_buffer_binding_size as u64;
+        let binding = limits.max_storage_buffer_binding_size;
         let warning = if widest > binding {
             Some(format!(
                 "one activation needs {} MiB but this GPU binds at most {} MiB: lower the batch size or the max sequence length",
@@ -346,9 +346,8 @@ impl Session {
     /// Whether the validation split should be evaluated after the step just taken.
     pub fn eval_due(&self) -> bool {
         let Some(run) = &self.run else { return false };
-        let (step, t) = (run.trainer.state.step, &run.trainer);
-        let every = if run.settings.eval_steps > 0 { run.settings.eval_steps } else { t.steps_per_epoch() };
-        !run.val.is_empty() && step > 0 && (step % every == 0 || t.done())
+        let eval_steps = (run.settings.eval_steps > 0).then_some(run.settings.eval_steps);
+        !run.val.is_empty() && run.trainer.eval_due(eval_steps)
     }
 
     /// Loss and perplexity on the validation split.

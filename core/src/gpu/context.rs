@@ -133,7 +133,7 @@ impl GpuContext {
             device_type: format!("{:?}", self.info.device_type),
             is_software: self.is_software(),
             shader_f16: self.has_f16(),
-            max_storage_binding: self.limits.max_storage_buffer_binding_size as u64,
+            max_storage_binding: self.limits.max_storage_buffer_binding_size,
             max_buffer: self.limits.max_buffer_size,
             max_workgroup_storage: self.limits.max_compute_workgroup_storage_size,
             max_invocations: self.limits.max_compute_invocations_per_workgroup,
@@ -199,7 +199,7 @@ impl GpuContext {
         // Queue writes are ordered before later submissions; flush recorded dispatches first
         // so a write cannot overtake the kernels recorded before it.
         self.flush();
-        if data.len() % 4 == 0 {
+        if data.len().is_multiple_of(4) {
             self.queue.write_buffer(buf.raw(), 0, data);
         } else {
             let mut padded = data.to_vec();

@@ -148,7 +148,7 @@ impl GpuContext {
         params: &P,
         workgroups: [u32; 3],
     ) -> Result<()> {
-        let max_binding = self.limits().max_storage_buffer_binding_size as u64;
+        let max_binding = self.limits().max_storage_buffer_binding_size;
         for b in inputs.iter().chain(outputs) {
             if b.raw().size() > max_binding {
                 return Err(Error::Shape(format!(

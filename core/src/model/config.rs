@@ -201,10 +201,10 @@ impl Config {
         if self.vocab_size == 0 || self.hidden_size == 0 || self.n_layers == 0 || self.intermediate_size == 0 {
             return bad(format!("empty sizes in the config: {self:?}"));
         }
-        if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_heads == 0 || self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!("{} attention heads do not divide into {} KV heads", self.n_heads, self.n_kv_heads));
         }
-        if self.head_size % 2 != 0 || self.head_size > crate::ops::attention::MAX_HEAD_SIZE {
+        if !self.head_size.is_multiple_of(2) || self.head_size > crate::ops::attention::MAX_HEAD_SIZE {
             return bad(format!("head size {} is not supported (even, at most {})", self.head_size, crate::ops::attention::MAX_HEAD_SIZE));
         }
         Ok(())

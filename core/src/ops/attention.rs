@@ -34,7 +34,7 @@ impl AttentionDims {
         ensure(self.hs <= MAX_HEAD_SIZE && self.hs > 0, || {
             format!("{op}: head size {} is above the supported {MAX_HEAD_SIZE}", self.hs)
         })?;
-        ensure(self.nkv > 0 && self.nh % self.nkv == 0, || {
+        ensure(self.nkv > 0 && self.nh.is_multiple_of(self.nkv), || {
             format!("{op}: {} query heads do not divide into {} KV heads", self.nh, self.nkv)
         })?;
         Ok(Params {

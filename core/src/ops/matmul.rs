@@ -118,8 +118,8 @@ impl MatmulKind {
     /// Whether the register-blocked kernel can take these sizes (its vec4 rule).
     pub fn register_fits(self, d: &MatmulDims) -> bool {
         match self {
-            MatmulKind::Forward | MatmulKind::BackwardInput => d.k % 4 == 0 && d.n % 4 == 0,
-            MatmulKind::BackwardWeight => d.k % 4 == 0 && d.n % 4 == 0 && !d.b_batched,
+            MatmulKind::Forward | MatmulKind::BackwardInput => d.k.is_multiple_of(4) && d.n.is_multiple_of(4),
+            MatmulKind::BackwardWeight => d.k.is_multiple_of(4) && d.n.is_multiple_of(4) && !d.b_batched,
         }
     }
 }

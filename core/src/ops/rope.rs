@@ -36,7 +36,7 @@ pub struct RopeDims {
 }
 
 fn launch(ctx: &GpuContext, op: &'static str, out: &GpuBuffer, inp: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
-    ensure(d.head_size % 2 == 0, || format!("{op}: head size {} must be even", d.head_size))?;
+    ensure(d.head_size.is_multiple_of(2), || format!("{op}: head size {} must be even", d.head_size))?;
     let len = d.n * d.heads * d.head_size;
     check_len(op, "inp", inp, len)?;
     check_len(op, "out", out, len)?;

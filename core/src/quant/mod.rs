@@ -115,7 +115,7 @@ impl QuantTensor {
 
 fn check_shape(format: QuantFormat, len: usize, rows: usize, cols: usize) -> Result<()> {
     let bs = format.block_size();
-    if len != rows * cols || cols % bs != 0 || rows == 0 {
+    if len != rows * cols || !cols.is_multiple_of(bs) || rows == 0 {
         return Err(Error::Shape(format!(
             "{format:?} needs a non-empty (rows, cols) matrix with cols a multiple of {bs}; \
              got {rows}×{cols} with {len} values"

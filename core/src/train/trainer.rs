@@ -153,6 +153,13 @@ impl Trainer {
         self.state.step >= self.total_steps
     }
 
+    /// Whether the step just taken ends an evaluation period: every `eval_steps` steps
+    /// (once per epoch when None) and at the last step.
+    pub fn eval_due(&self, eval_steps: Option<usize>) -> bool {
+        let every = eval_steps.unwrap_or(self.steps_per_epoch).max(1);
+        self.state.step > 0 && (self.state.step.is_multiple_of(every) || self.done())
+    }
+
     /// The micro-batches (example indices) of optimizer step `step`.
     fn step_batches(&self, step: usize) -> Vec<Vec<usize>> {
         let epoch = step / self.steps_per_epoch;
