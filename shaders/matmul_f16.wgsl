@@ -27,6 +27,7 @@ struct Params {
 
 override WG_X: u32 = 8u;
 override WG_Y: u32 = 4u;
+override ROW_WG: u32 = 32u;
 
 
 // Weights k = 8·k8 .. 8·k8 + 7 of row n.
@@ -34,6 +35,21 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     let i = (n * p.K + 8u * k8) / 2u;
     return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(w[i]), unpack2x16float(w[i + 1u])),
                                vec4<f32>(unpack2x16float(w[i + 2u]), unpack2x16float(w[i + 3u])));
+}
+
+// Σ weights 32·b .. 32·b + 31 of row n × x: 16 words of halves.
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let i = (n * p.K + 32u * b) / 2u;
+    var s = 0.0;
+    s += dot(vec4<f32>(unpack2x16float(w[i]), unpack2x16float(w[i + 1u])), x[0]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 2u]), unpack2x16float(w[i + 3u])), x[1]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 4u]), unpack2x16float(w[i + 5u])), x[2]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 6u]), unpack2x16float(w[i + 7u])), x[3]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 8u]), unpack2x16float(w[i + 9u])), x[4]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 10u]), unpack2x16float(w[i + 11u])), x[5]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 12u]), unpack2x16float(w[i + 13u])), x[6]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 14u]), unpack2x16float(w[i + 15u])), x[7]);
+    return s;
 }
 
 // out[idx] = alpha·v. Accumulating into out (beta ≠ 0) is a separate pass, as in matmul.wgsl.
@@ -263,6 +279,29 @@ fn matmul_f16_forward_4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
         let r = (m0 + 3u) * p.N + n0;
         st4(r + 0u, n0 + 0u, p.N, c3_0);
     }
+}
+
+// Each invocation: row m = gid.y of inp × rows n0.. n0+4 of W; K must be a multiple of 32.
+@compute @workgroup_size(ROW_WG, 1, 1)
+fn matmul_f16_forward_1x4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let m = gid.y;
+    let n0 = gid.x * 4u;
+    if (m >= p.M || n0 >= p.N) { return; }
+    let ra = m * (p.K / 4u);
+    let rn0 = min(n0 + 0u, p.N - 1u);
+    let rn1 = min(n0 + 1u, p.N - 1u);
+    let rn2 = min(n0 + 2u, p.N - 1u);
+    let rn3 = min(n0 + 3u, p.N - 1u);
+    var c0 = 0.0; var c1 = 0.0; var c2 = 0.0; var c3 = 0.0;
+    for (var b = 0u; b < p.K / 32u; b++) {
+        let xi = ra + 8u * b;
+        let x = array<vec4<f32>, 8>(inp[xi + 0u], inp[xi + 1u], inp[xi + 2u], inp[xi + 3u], inp[xi + 4u], inp[xi + 5u], inp[xi + 6u], inp[xi + 7u]);
+        c0 += dot32(rn0, b, x);
+        c1 += dot32(rn1, b, x);
+        c2 += dot32(rn2, b, x);
+        c3 += dot32(rn3, b, x);
+    }
+    st4(m * p.N + n0 + 0u, n0 + 0u, p.N, vec4<f32>(c0, c1, c2, c3));
 }
 
 // Each invocation: rows m0.. m0+16 of out(M,K), columns k0.. k0+16; steps of 4 rows of W.

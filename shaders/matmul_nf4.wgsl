@@ -29,6 +29,7 @@ struct Params {
 
 override WG_X: u32 = 8u;
 override WG_Y: u32 = 4u;
+override ROW_WG: u32 = 32u;
 
 
 // NF4's code value for `code`, by a tree of selects on its bits: on llvmpipe both a private
@@ -54,6 +55,26 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(
         a * vec4<f32>(nf4(q & 15u), nf4((q >> 4u) & 15u), nf4((q >> 8u) & 15u), nf4((q >> 12u) & 15u)),
         a * vec4<f32>(nf4((q >> 16u) & 15u), nf4((q >> 20u) & 15u), nf4((q >> 24u) & 15u), nf4(q >> 28u)));
+}
+
+// Σ weights 32·b .. 32·b + 31 of row n × x: 4 words of codes, one absmax.
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let e = n * p.K + 32u * b;
+    let blk = e / 64u;
+    let code = extractBits(i32(absq[blk / 4u]), 8u * (blk % 4u), 8u);
+    let a = p.aux + scales[blk / 256u] * f32(code) / 127.0;
+    let i = e / 8u;
+    var s = 0.0;
+    let q0 = w[i]; let q1 = w[i + 1u]; let q2 = w[i + 2u]; let q3 = w[i + 3u];
+    s += dot(vec4<f32>(nf4(q0 & 15u), nf4((q0 >> 4u) & 15u), nf4((q0 >> 8u) & 15u), nf4((q0 >> 12u) & 15u)), x[0]);
+    s += dot(vec4<f32>(nf4((q0 >> 16u) & 15u), nf4((q0 >> 20u) & 15u), nf4((q0 >> 24u) & 15u), nf4(q0 >> 28u)), x[1]);
+    s += dot(vec4<f32>(nf4(q1 & 15u), nf4((q1 >> 4u) & 15u), nf4((q1 >> 8u) & 15u), nf4((q1 >> 12u) & 15u)), x[2]);
+    s += dot(vec4<f32>(nf4((q1 >> 16u) & 15u), nf4((q1 >> 20u) & 15u), nf4((q1 >> 24u) & 15u), nf4(q1 >> 28u)), x[3]);
+    s += dot(vec4<f32>(nf4(q2 & 15u), nf4((q2 >> 4u) & 15u), nf4((q2 >> 8u) & 15u), nf4((q2 >> 12u) & 15u)), x[4]);
+    s += dot(vec4<f32>(nf4((q2 >> 16u) & 15u), nf4((q2 >> 20u) & 15u), nf4((q2 >> 24u) & 15u), nf4(q2 >> 28u)), x[5]);
+    s += dot(vec4<f32>(nf4(q3 & 15u), nf4((q3 >> 4u) & 15u), nf4((q3 >> 8u) & 15u), nf4((q3 >> 12u) & 15u)), x[6]);
+    s += dot(vec4<f32>(nf4((q3 >> 16u) & 15u), nf4((q3 >> 20u) & 15u), nf4((q3 >> 24u) & 15u), nf4(q3 >> 28u)), x[7]);
+    return a * s;
 }
 
 // out[idx] = alpha·v. Accumulating into out (beta ≠ 0) is a separate pass, as in matmul.wgsl.
@@ -283,6 +304,29 @@ fn matmul_nf4_forward_4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
         let r = (m0 + 3u) * p.N + n0;
         st4(r + 0u, n0 + 0u, p.N, c3_0);
     }
+}
+
+// Each invocation: row m = gid.y of inp × rows n0.. n0+4 of W; K must be a multiple of 32.
+@compute @workgroup_size(ROW_WG, 1, 1)
+fn matmul_nf4_forward_1x4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let m = gid.y;
+    let n0 = gid.x * 4u;
+    if (m >= p.M || n0 >= p.N) { return; }
+    let ra = m * (p.K / 4u);
+    let rn0 = min(n0 + 0u, p.N - 1u);
+    let rn1 = min(n0 + 1u, p.N - 1u);
+    let rn2 = min(n0 + 2u, p.N - 1u);
+    let rn3 = min(n0 + 3u, p.N - 1u);
+    var c0 = 0.0; var c1 = 0.0; var c2 = 0.0; var c3 = 0.0;
+    for (var b = 0u; b < p.K / 32u; b++) {
+        let xi = ra + 8u * b;
+        let x = array<vec4<f32>, 8>(inp[xi + 0u], inp[xi + 1u], inp[xi + 2u], inp[xi + 3u], inp[xi + 4u], inp[xi + 5u], inp[xi + 6u], inp[xi + 7u]);
+        c0 += dot32(rn0, b, x);
+        c1 += dot32(rn1, b, x);
+        c2 += dot32(rn2, b, x);
+        c3 += dot32(rn3, b, x);
+    }
+    st4(m * p.N + n0 + 0u, n0 + 0u, p.N, vec4<f32>(c0, c1, c2, c3));
 }
 
 // Each invocation: rows m0.. m0+16 of out(M,K), columns k0.. k0+16; steps of 4 rows of W.

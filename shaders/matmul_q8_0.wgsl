@@ -26,6 +26,7 @@ struct Params {
 
 override WG_X: u32 = 8u;
 override WG_Y: u32 = 4u;
+override ROW_WG: u32 = 32u;
 
 // The u16 at an even byte address of w.
 fn read_u16(addr: u32) -> u32 {
@@ -57,6 +58,28 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     let d = half_at(base);
     let q = base + 2u + k % 32u;
     return array<vec4<f32>, 2>(d * i8x4(read_u32(q)), d * i8x4(read_u32(q + 4u)));
+}
+
+// Σ weights of block b of row n × x. The 34-byte block lies in words i .. i+8: d in the low
+// half of word i and bytes from byte 2 when it starts a word, else d in the high half and
+// bytes in words i+1 .. i+8.
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let base = (n * (p.K / 32u) + b) * 34u;
+    let i = base / 4u;
+    let odd = base % 4u != 0u;
+    let w0 = w[i]; let w1 = w[i + 1u]; let w2 = w[i + 2u]; let w3 = w[i + 3u]; let w4 = w[i + 4u];
+    let w5 = w[i + 5u]; let w6 = w[i + 6u]; let w7 = w[i + 7u]; let w8 = w[i + 8u];
+    let dh = unpack2x16float(w0);
+    let d = select(dh.x, dh.y, odd);
+    var s = dot(i8x4(select((w0 >> 16u) | (w1 << 16u), w1, odd)), x[0]);
+    s += dot(i8x4(select((w1 >> 16u) | (w2 << 16u), w2, odd)), x[1]);
+    s += dot(i8x4(select((w2 >> 16u) | (w3 << 16u), w3, odd)), x[2]);
+    s += dot(i8x4(select((w3 >> 16u) | (w4 << 16u), w4, odd)), x[3]);
+    s += dot(i8x4(select((w4 >> 16u) | (w5 << 16u), w5, odd)), x[4]);
+    s += dot(i8x4(select((w5 >> 16u) | (w6 << 16u), w6, odd)), x[5]);
+    s += dot(i8x4(select((w6 >> 16u) | (w7 << 16u), w7, odd)), x[6]);
+    s += dot(i8x4(select((w7 >> 16u) | (w8 << 16u), w8, odd)), x[7]);
+    return d * s;
 }
 
 // out[idx] = alpha·v. Accumulating into out (beta ≠ 0) is a separate pass, as in matmul.wgsl.
@@ -286,6 +309,29 @@ fn matmul_q8_0_forward_4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
         let r = (m0 + 3u) * p.N + n0;
         st4(r + 0u, n0 + 0u, p.N, c3_0);
     }
+}
+
+// Each invocation: row m = gid.y of inp × rows n0.. n0+4 of W; K must be a multiple of 32.
+@compute @workgroup_size(ROW_WG, 1, 1)
+fn matmul_q8_0_forward_1x4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let m = gid.y;
+    let n0 = gid.x * 4u;
+    if (m >= p.M || n0 >= p.N) { return; }
+    let ra = m * (p.K / 4u);
+    let rn0 = min(n0 + 0u, p.N - 1u);
+    let rn1 = min(n0 + 1u, p.N - 1u);
+    let rn2 = min(n0 + 2u, p.N - 1u);
+    let rn3 = min(n0 + 3u, p.N - 1u);
+    var c0 = 0.0; var c1 = 0.0; var c2 = 0.0; var c3 = 0.0;
+    for (var b = 0u; b < p.K / 32u; b++) {
+        let xi = ra + 8u * b;
+        let x = array<vec4<f32>, 8>(inp[xi + 0u], inp[xi + 1u], inp[xi + 2u], inp[xi + 3u], inp[xi + 4u], inp[xi + 5u], inp[xi + 6u], inp[xi + 7u]);
+        c0 += dot32(rn0, b, x);
+        c1 += dot32(rn1, b, x);
+        c2 += dot32(rn2, b, x);
+        c3 += dot32(rn3, b, x);
+    }
+    st4(m * p.N + n0 + 0u, n0 + 0u, p.N, vec4<f32>(c0, c1, c2, c3));
 }
 
 // Each invocation: rows m0.. m0+16 of out(M,K), columns k0.. k0+16; steps of 4 rows of W.

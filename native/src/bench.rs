@@ -113,6 +113,21 @@ fn ops(quick: bool, filter: Option<&str>) -> Result<(), String> {
         })?;
         rows.push(Row { kernel: name, shape: format!("M{m} N{n} K{k}"), ms, rate: (2.0 * (m * n * k) as f64 / ms / 1e6, "GFLOP/s") });
     }
+    // One row of x (decoding a token): bound by reading the weight, so the rate is its bytes/s.
+    let (n, k) = if quick { (256, 256) } else { (1536, 576) };
+    for format in QuantFormat::ALL {
+        let name = format!("matmul_{format:?}_forward_row").to_lowercase();
+        if !wanted(&name) {
+            continue;
+        }
+        let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).map_err(|e| e.to_string())?;
+        let gw = GpuQuantWeight::upload(&ctx, &t).map_err(|e| e.to_string())?;
+        let (x, y) = (random(&ctx, &mut rng, k)?, random(&ctx, &mut rng, n)?);
+        let ms = time(&ctx, reps * 10, || {
+            matmul_quant(&ctx, MatmulKind::Forward, &y, &x, &gw, 1, Accumulate::OVERWRITE).expect("launch");
+        })?;
+        rows.push(Row { kernel: name, shape: format!("M1 N{n} K{k}"), ms, rate: (gw.bytes() as f64 / ms / 1e6, "GB/s") });
+    }
     print_table(&ctx, &rows);
     Ok(())
 }

@@ -10,7 +10,7 @@
 use std::fmt::Write;
 
 use hearth_core::ops::matmul::{MatmulKind, REGISTER_BLOCK, REGISTER_WG};
-use hearth_core::ops::matmul_quant::{QuantBlock, QUANT_WG};
+use hearth_core::ops::matmul_quant::{QuantBlock, QUANT_ROW_WG, QUANT_WG};
 
 /// Outputs per invocation of a kernel: `rows` × `cols`, `cols` a multiple of 4.
 #[derive(Clone, Copy)]
@@ -265,6 +265,9 @@ struct QuantFormatText {
     /// Helpers and `fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2>`: weights
     /// k = 8·k8 .. 8·k8 + 7 of row n.
     decode: &'static str,
+    /// `fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32`: weights 32·b .. 32·b + 31
+    /// of row n dotted with x, reading each block's words once (the row kernel's step).
+    dot32: &'static str,
 }
 
 const GGUF_READS: &str = r#"// The u16 at an even byte address of w.
@@ -325,6 +328,27 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
         a * vec4<f32>(nf4((q >> 16u) & 15u), nf4((q >> 20u) & 15u), nf4((q >> 24u) & 15u), nf4(q >> 28u)));
 }
 "#,
+        dot32: r#"
+// Σ weights 32·b .. 32·b + 31 of row n × x: 4 words of codes, one absmax.
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let e = n * p.K + 32u * b;
+    let blk = e / 64u;
+    let code = extractBits(i32(absq[blk / 4u]), 8u * (blk % 4u), 8u);
+    let a = p.aux + scales[blk / 256u] * f32(code) / 127.0;
+    let i = e / 8u;
+    var s = 0.0;
+    let q0 = w[i]; let q1 = w[i + 1u]; let q2 = w[i + 2u]; let q3 = w[i + 3u];
+    s += dot(vec4<f32>(nf4(q0 & 15u), nf4((q0 >> 4u) & 15u), nf4((q0 >> 8u) & 15u), nf4((q0 >> 12u) & 15u)), x[0]);
+    s += dot(vec4<f32>(nf4((q0 >> 16u) & 15u), nf4((q0 >> 20u) & 15u), nf4((q0 >> 24u) & 15u), nf4(q0 >> 28u)), x[1]);
+    s += dot(vec4<f32>(nf4(q1 & 15u), nf4((q1 >> 4u) & 15u), nf4((q1 >> 8u) & 15u), nf4((q1 >> 12u) & 15u)), x[2]);
+    s += dot(vec4<f32>(nf4((q1 >> 16u) & 15u), nf4((q1 >> 20u) & 15u), nf4((q1 >> 24u) & 15u), nf4(q1 >> 28u)), x[3]);
+    s += dot(vec4<f32>(nf4(q2 & 15u), nf4((q2 >> 4u) & 15u), nf4((q2 >> 8u) & 15u), nf4((q2 >> 12u) & 15u)), x[4]);
+    s += dot(vec4<f32>(nf4((q2 >> 16u) & 15u), nf4((q2 >> 20u) & 15u), nf4((q2 >> 24u) & 15u), nf4(q2 >> 28u)), x[5]);
+    s += dot(vec4<f32>(nf4(q3 & 15u), nf4((q3 >> 4u) & 15u), nf4((q3 >> 8u) & 15u), nf4((q3 >> 12u) & 15u)), x[6]);
+    s += dot(vec4<f32>(nf4((q3 >> 16u) & 15u), nf4((q3 >> 20u) & 15u), nf4((q3 >> 24u) & 15u), nf4(q3 >> 28u)), x[7]);
+    return a * s;
+}
+"#,
     },
     QuantFormatText {
         name: "q4_0",
@@ -341,6 +365,27 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     let q = base + 2u + o % 16u;
     let shift = select(0u, 4u, o >= 16u);
     return array<vec4<f32>, 2>(d * (nib4(read_u32(q), shift) - 8.0), d * (nib4(read_u32(q + 4u), shift) - 8.0));
+}
+"#,
+        dot32: r#"
+// Σ weights of block b of row n × x. The 18-byte block lies in words i .. i+4: d in the low
+// half of word i and nibbles from byte 2 when it starts a word, else d in the high half and
+// nibbles in words i+1 .. i+4. Σ (q − 8)·x = Σ q·x − 8·Σ x.
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let base = (n * (p.K / 32u) + b) * 18u;
+    let i = base / 4u;
+    let odd = base % 4u != 0u;
+    let w0 = w[i]; let w1 = w[i + 1u]; let w2 = w[i + 2u]; let w3 = w[i + 3u]; let w4 = w[i + 4u];
+    let dh = unpack2x16float(w0);
+    let d = select(dh.x, dh.y, odd);
+    let q0 = select((w0 >> 16u) | (w1 << 16u), w1, odd);
+    let q1 = select((w1 >> 16u) | (w2 << 16u), w2, odd);
+    let q2 = select((w2 >> 16u) | (w3 << 16u), w3, odd);
+    let q3 = select((w3 >> 16u) | (w4 << 16u), w4, odd);
+    let lo = dot(nib4(q0, 0u), x[0]) + dot(nib4(q1, 0u), x[1]) + dot(nib4(q2, 0u), x[2]) + dot(nib4(q3, 0u), x[3]);
+    let hi = dot(nib4(q0, 4u), x[4]) + dot(nib4(q1, 4u), x[5]) + dot(nib4(q2, 4u), x[6]) + dot(nib4(q3, 4u), x[7]);
+    let sx = dot(x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7], vec4<f32>(1.0));
+    return d * (lo + hi - 8.0 * sx);
 }
 "#,
     },
@@ -360,6 +405,19 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     let q = base + 4u + o % 16u;
     let shift = select(0u, 4u, o >= 16u);
     return array<vec4<f32>, 2>(d * nib4(read_u32(q), shift) + m, d * nib4(read_u32(q + 4u), shift) + m);
+}
+"#,
+        dot32: r#"
+// Σ weights of block b of row n × x: the 20-byte block is words i .. i+4 (d, m in word i).
+// Σ (d·q + m)·x = d·Σ q·x + m·Σ x.
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let i = (n * (p.K / 32u) + b) * 5u;
+    let dm = unpack2x16float(w[i]);
+    let q0 = w[i + 1u]; let q1 = w[i + 2u]; let q2 = w[i + 3u]; let q3 = w[i + 4u];
+    let lo = dot(nib4(q0, 0u), x[0]) + dot(nib4(q1, 0u), x[1]) + dot(nib4(q2, 0u), x[2]) + dot(nib4(q3, 0u), x[3]);
+    let hi = dot(nib4(q0, 4u), x[4]) + dot(nib4(q1, 4u), x[5]) + dot(nib4(q2, 4u), x[6]) + dot(nib4(q3, 4u), x[7]);
+    let sx = dot(x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7], vec4<f32>(1.0));
+    return dm.x * (lo + hi) + dm.y * sx;
 }
 "#,
     },
@@ -384,6 +442,29 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(d * i8x4(read_u32(q)), d * i8x4(read_u32(q + 4u)));
 }
 "#,
+        dot32: r#"
+// Σ weights of block b of row n × x. The 34-byte block lies in words i .. i+8: d in the low
+// half of word i and bytes from byte 2 when it starts a word, else d in the high half and
+// bytes in words i+1 .. i+8.
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let base = (n * (p.K / 32u) + b) * 34u;
+    let i = base / 4u;
+    let odd = base % 4u != 0u;
+    let w0 = w[i]; let w1 = w[i + 1u]; let w2 = w[i + 2u]; let w3 = w[i + 3u]; let w4 = w[i + 4u];
+    let w5 = w[i + 5u]; let w6 = w[i + 6u]; let w7 = w[i + 7u]; let w8 = w[i + 8u];
+    let dh = unpack2x16float(w0);
+    let d = select(dh.x, dh.y, odd);
+    var s = dot(i8x4(select((w0 >> 16u) | (w1 << 16u), w1, odd)), x[0]);
+    s += dot(i8x4(select((w1 >> 16u) | (w2 << 16u), w2, odd)), x[1]);
+    s += dot(i8x4(select((w2 >> 16u) | (w3 << 16u), w3, odd)), x[2]);
+    s += dot(i8x4(select((w3 >> 16u) | (w4 << 16u), w4, odd)), x[3]);
+    s += dot(i8x4(select((w4 >> 16u) | (w5 << 16u), w5, odd)), x[4]);
+    s += dot(i8x4(select((w5 >> 16u) | (w6 << 16u), w6, odd)), x[5]);
+    s += dot(i8x4(select((w6 >> 16u) | (w7 << 16u), w7, odd)), x[6]);
+    s += dot(i8x4(select((w7 >> 16u) | (w8 << 16u), w8, odd)), x[7]);
+    return d * s;
+}
+"#,
     },
     QuantFormatText {
         name: "f16",
@@ -396,6 +477,22 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     let i = (n * p.K + 8u * k8) / 2u;
     return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(w[i]), unpack2x16float(w[i + 1u])),
                                vec4<f32>(unpack2x16float(w[i + 2u]), unpack2x16float(w[i + 3u])));
+}
+"#,
+        dot32: r#"
+// Σ weights 32·b .. 32·b + 31 of row n × x: 16 words of halves.
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let i = (n * p.K + 32u * b) / 2u;
+    var s = 0.0;
+    s += dot(vec4<f32>(unpack2x16float(w[i]), unpack2x16float(w[i + 1u])), x[0]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 2u]), unpack2x16float(w[i + 3u])), x[1]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 4u]), unpack2x16float(w[i + 5u])), x[2]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 6u]), unpack2x16float(w[i + 7u])), x[3]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 8u]), unpack2x16float(w[i + 9u])), x[4]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 10u]), unpack2x16float(w[i + 11u])), x[5]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 12u]), unpack2x16float(w[i + 13u])), x[6]);
+    s += dot(vec4<f32>(unpack2x16float(w[i + 14u]), unpack2x16float(w[i + 15u])), x[7]);
+    return s;
 }
 "#,
     },
@@ -438,8 +535,9 @@ struct Params {{
 
 override WG_X: u32 = {wg_x}u;
 override WG_Y: u32 = {wg_y}u;
+override ROW_WG: u32 = {row_wg}u;
 
-{helpers}{decode}
+{helpers}{decode}{dot32}
 // out[idx] = alpha·v. Accumulating into out (beta ≠ 0) is a separate pass, as in matmul.wgsl.
 fn st1(idx: u32, v: f32) {{
     out[idx] = p.alpha * v;
@@ -465,15 +563,50 @@ fn st4(idx: u32, col0: u32, ncols: u32, v: vec4<f32>) {{
         wg_x = QUANT_WG.0,
         wg_y = QUANT_WG.1,
         decode = f.decode,
+        dot32 = f.dot32,
+        row_wg = QUANT_ROW_WG,
     )
     .unwrap();
     for b in [QuantBlock::Large, QuantBlock::Small] {
         quant_forward(&mut o, name, b.dims(MatmulKind::Forward).into());
     }
+    quant_forward_row(&mut o, name, QuantBlock::Row.dims(MatmulKind::Forward).1);
     for b in [QuantBlock::Large, QuantBlock::Small] {
         quant_backward_input(&mut o, name, b.dims(MatmulKind::BackwardInput).into());
     }
     o.0
+}
+
+/// The forward for one row of inp at a time (decoding a token): `cols` rows of W per
+/// invocation, a whole block per step, so each word of W is read once and each vec4 of x
+/// feeds `cols` rows. The blocked kernels would compute mostly clamped, repeated rows.
+fn quant_forward_row(o: &mut Out, name: &str, cols: usize) {
+    o.line("");
+    o.line(format!("// Each invocation: row m = gid.y of inp × rows n0.. n0+{cols} of W; K must be a multiple of 32."));
+    o.line("@compute @workgroup_size(ROW_WG, 1, 1)");
+    o.line(format!("fn matmul_{name}_forward_1x{cols}(@builtin(global_invocation_id) gid: vec3<u32>) {{"));
+    o.line("    let m = gid.y;");
+    o.line(format!("    let n0 = gid.x * {cols}u;"));
+    o.line("    if (m >= p.M || n0 >= p.N) { return; }");
+    o.line("    let ra = m * (p.K / 4u);");
+    for j in 0..cols {
+        o.line(format!("    let rn{j} = min(n0 + {j}u, p.N - 1u);"));
+    }
+    let accs: Vec<String> = (0..cols).map(|j| format!("var c{j} = 0.0;")).collect();
+    o.line(format!("    {}", accs.join(" ")));
+    o.line("    for (var b = 0u; b < p.K / 32u; b++) {");
+    o.line("        let xi = ra + 8u * b;");
+    let xs: Vec<String> = (0..8).map(|t| format!("inp[xi + {t}u]")).collect();
+    o.line(format!("        let x = array<vec4<f32>, 8>({});", xs.join(", ")));
+    for j in 0..cols {
+        o.line(format!("        c{j} += dot32(rn{j}, b, x);"));
+    }
+    o.line("    }");
+    for q in 0..cols / 4 {
+        let c: Vec<String> = (0..4).map(|e| format!("c{}", 4 * q + e)).collect();
+        o.line(format!("    st4(m * p.N + n0 + {0}u, n0 + {0}u, p.N, vec4<f32>({1}));", 4 * q, c.join(", ")));
+    }
+    o.line("}");
 }
 
 fn quant_forward(o: &mut Out, name: &str, b: Block) {

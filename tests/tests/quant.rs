@@ -3,7 +3,7 @@
 
 use hearth_core::ops::cpu;
 use hearth_core::ops::matmul::{Accumulate, MatmulKind};
-use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
+use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_tests::*;
 
@@ -46,7 +46,8 @@ fn quantized_matmuls_match_f32_over_dequantized_weight() {
                 let t = QuantTensor::quantize(format, &w, n, k).unwrap();
                 let wd = to_f64(&t.dequantize());
                 let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
-                for block in [QuantBlock::Large, QuantBlock::Small] {
+                // Row: the one-row kernel, run here on every row of x.
+                for block in [QuantBlock::Large, QuantBlock::Small, QuantBlock::Row] {
                     let what = format!("{format:?} {block:?} {m}×{n}×{k}");
                     let x = rng.vec_uniform(m * k, -1.0, 1.0);
                     let y = poisoned(ctx, m * n);
@@ -55,6 +56,9 @@ fn quantized_matmuls_match_f32_over_dequantized_weight() {
                     cpu::matmul_forward(&mut want, &to_f64(&x), &wd, m, n, k);
                     // f32 sums of up to 576 products of magnitude ≤ 1.
                     assert_close(&format!("{what} forward"), &read(ctx, &y), &want, 2e-4, 1e-4);
+                    if block == QuantBlock::Row {
+                        continue;
+                    }
 
                     let dy = rng.vec_uniform(m * n, -1.0, 1.0);
                     let prior = rng.vec_uniform(m * k, -1.0, 1.0);
@@ -73,5 +77,27 @@ fn quantized_matmuls_match_f32_over_dequantized_weight() {
                 }
             }
         }
+    });
+}
+
+#[test]
+fn one_row_forward_matches_for_any_k() {
+    // matmul_quant picks the row kernel for one row when K is a multiple of 32 and the small
+    // block otherwise (f16 allows K = 8·j); both must match the f32 matmul.
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(5);
+        for (format, n, k) in [(QuantFormat::F16, 6, 40), (QuantFormat::F16, 9, 96), (QuantFormat::Q8_0, 70, 576), (QuantFormat::Nf4, 33, 128)] {
+            let w = rng.vec_uniform(n * k, -1.0, 1.0);
+            let t = QuantTensor::quantize(format, &w, n, k).unwrap();
+            let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+            let x = rng.vec_uniform(k, -1.0, 1.0);
+            let y = poisoned(ctx, n);
+            matmul_quant(ctx, MatmulKind::Forward, &y, &upload(ctx, &x), &gw, 1, Accumulate::OVERWRITE).unwrap();
+            let mut want = vec![0.0; n];
+            cpu::matmul_forward(&mut want, &to_f64(&x), &to_f64(&t.dequantize()), 1, n, k);
+            assert_close(&format!("{format:?} 1×{n}×{k}"), &read(ctx, &y), &want, 2e-4, 1e-4);
+        }
+        let err = matmul_quant_with(ctx, QuantBlock::Row, MatmulKind::BackwardInput, &poisoned(ctx, 40), &poisoned(ctx, 6), &GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::F16, &[0.0; 240], 6, 40).unwrap()).unwrap(), 1, Accumulate::OVERWRITE);
+        assert!(err.is_err(), "the row kernel has no input gradient");
     });
 }

@@ -49,19 +49,20 @@ struct Params {
     codebook: [f32; 16],
 }
 
-/// A format's entry points: forward large, forward small, backward large, backward small.
+/// A format's entry points: forward large, small and row, backward large and small.
 macro_rules! entries {
     ($f:literal) => {
         [
             concat!("matmul_", $f, "_forward_16x16"),
             concat!("matmul_", $f, "_forward_4x4"),
+            concat!("matmul_", $f, "_forward_1x4"),
             concat!("matmul_", $f, "_backward_input_16x16"),
             concat!("matmul_", $f, "_backward_input_4x8"),
         ]
     };
 }
 
-fn shader(format: QuantFormat) -> (Shader, [&'static str; 4]) {
+fn shader(format: QuantFormat) -> (Shader, [&'static str; 5]) {
     match format {
         QuantFormat::F16 => (Shader::MatmulF16, entries!("f16")),
         QuantFormat::Q4_0 => (Shader::MatmulQ4_0, entries!("q4_0")),
@@ -73,11 +74,13 @@ fn shader(format: QuantFormat) -> (Shader, [&'static str; 4]) {
 
 /// The blocks of outputs per invocation of the generated entry points
 /// (tests/src/shader_gen.rs writes them from `dims`): large for lavapipe, small for GPUs and
-/// SwiftShader.
+/// SwiftShader, and a row kernel for the forward of a single row (decoding a token).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuantBlock {
     Large,
     Small,
+    /// Forward only; K a multiple of 32.
+    Row,
 }
 
 impl QuantBlock {
@@ -97,18 +100,25 @@ impl QuantBlock {
             (QuantBlock::Large, _) => (16, 16),
             (QuantBlock::Small, MatmulKind::Forward) => (4, 4),
             (QuantBlock::Small, _) => (4, 8),
+            (QuantBlock::Row, _) => (1, 4),
         }
     }
 }
 
 /// The quantized kernels' workgroup (WG_X, WG_Y).
 pub const QUANT_WG: (usize, usize) = (8, 4);
+/// The row kernel's workgroup: ROW_WG × 1.
+pub const QUANT_ROW_WG: usize = 32;
 
 /// `Forward`: out(M, N) = inp(M, K)·Wᵀ. `BackwardInput`: out(M, K) = inp(M, N)·W, with
 /// inp the upstream gradient. Combined with `out` as `acc` says.
 pub fn matmul_quant(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, acc: Accumulate) -> Result<()> {
     // A few rows (decoding one token) would leave most of a large block idle.
-    let block = if m <= 4 { QuantBlock::Small } else { QuantBlock::for_adapter(ctx) };
+    let block = match m {
+        1 if kind == MatmulKind::Forward && w.cols % 32 == 0 => QuantBlock::Row,
+        ..=4 => QuantBlock::Small,
+        _ => QuantBlock::for_adapter(ctx),
+    };
     matmul_quant_with(ctx, block, kind, out, inp, w, m, acc)
 }
 
@@ -134,8 +144,19 @@ pub fn matmul_quant_with(
             return Err(Error::Shape("a frozen quantized weight has no weight gradient".into()))
         }
     };
-    let op = entries[2 * (kind != MatmulKind::Forward) as usize + (block == QuantBlock::Small) as usize];
-    let groups = [out_cols.div_ceil(tn * QUANT_WG.0) as u32, m.div_ceil(tm * QUANT_WG.1) as u32, 1];
+    let op = match (kind, block) {
+        (MatmulKind::Forward, QuantBlock::Large) => entries[0],
+        (MatmulKind::Forward, QuantBlock::Small) => entries[1],
+        (MatmulKind::Forward, QuantBlock::Row) => entries[2],
+        (_, QuantBlock::Large) => entries[3],
+        (_, QuantBlock::Small) => entries[4],
+        (_, QuantBlock::Row) => return Err(Error::Shape("the row kernel computes forwards only".into())),
+    };
+    let groups = match block {
+        QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
+        _ => [out_cols.div_ceil(tn * QUANT_WG.0) as u32, m.div_ceil(tm * QUANT_WG.1) as u32, 1],
+    };
+    ensure(block != QuantBlock::Row || k % 32 == 0, || format!("{op}: K = {k} must be a multiple of 32"))?;
     ensure(kind != MatmulKind::BackwardInput || n % 4 == 0, || {
         format!("{op}: the weight's rows (N = {n}) must be a multiple of 4 for the input gradient")
     })?;
