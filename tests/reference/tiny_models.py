@@ -1,10 +1,12 @@
-"""Tiny random-weight Llama and Qwen2 models and their logits from HF transformers.
+"""Tiny random-weight Llama, Qwen2 and Mistral models and their logits from HF transformers.
 
-Writes tests/fixtures/tiny-llama and tests/fixtures/tiny-qwen2: HF folders (config.json,
+Writes tests/fixtures/tiny-{llama,llama3,qwen2,mistral}: HF folders (config.json,
 safetensors, tokenizer.json, tokenizer_config.json) and reference.json with the token ids
 of a text and transformers' logits for them (f32). They cover what SmolLM2 does not:
 grouped-query attention with 4 query heads on 2 KV heads, untied embeddings, q/k/v biases
-(Qwen2), sharded safetensors with an index and f16 weights (Llama), bf16 weights (Qwen2).
+(Qwen2), sharded safetensors with an index and f16 weights (Llama), bf16 weights (Qwen2),
+Llama 3 rope scaling, and (Mistral) a head_dim that is not hidden_size / heads with a
+SentencePiece-style tokenizer (Metaspace, byte fallback, "<s>" added in front).
 
     V/bin/python tests/reference/tiny_models.py
 """
@@ -12,8 +14,9 @@ import json
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast,
+                          Qwen2Config, Qwen2ForCausalLM)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TEXT = "Hello world, tiny models are fun! 12345 and more text."
@@ -32,7 +35,34 @@ def tokenizer():
                                    pad_token="<|endoftext|>", chat_template=TEMPLATE)
 
 
-def make(name, model, dtype, shard):
+MISTRAL_TEXT = "Hello world, tiny models are fun! Un café 🙂 12345."
+MISTRAL_TEMPLATE = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+
+
+def sentencepiece_tokenizer():
+    """Llama 2 / Mistral style: "▁" for spaces (Metaspace, prepended to the first word), BPE
+    with byte fallback (<0x00>..<0xFF> at ids 3..258, as in Mistral's vocabulary), "<s>" added
+    in front of every encoding."""
+    meta = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    trained = Tokenizer(models.BPE())
+    trained.pre_tokenizer = meta
+    trained.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"]))
+    learned = json.loads(trained.to_str())["model"]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({f"<0x{b:02X}>": 3 + b for b in range(256)})
+    for t in sorted(learned["vocab"], key=learned["vocab"].get):
+        vocab.setdefault(t, len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.pre_tokenizer = meta
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens(["<unk>", "<s>", "</s>"])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   chat_template=MISTRAL_TEMPLATE)
+
+
+def make(name, model, dtype, shard, tokenizer=tokenizer, text=TEXT):
     torch.manual_seed(0)
     out = FIXTURES / name
     out.mkdir(parents=True, exist_ok=True)
@@ -46,10 +76,10 @@ def make(name, model, dtype, shard):
     model.to(dtype).save_pretrained(out, max_shard_size=shard)
     tok.save_pretrained(out)
     model = type(model).from_pretrained(out, dtype=torch.float32).eval()
-    ids = tok(TEXT)["input_ids"]
+    ids = tok(text)["input_ids"]
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
-    ref = {"text": TEXT, "ids": ids, "vocab": logits.shape[1], "logits": [round(x, 7) for x in logits.flatten().tolist()]}
+    ref = {"text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=True), "vocab": logits.shape[1], "logits": [round(x, 7) for x in logits.flatten().tolist()]}
     (out / "reference.json").write_text(json.dumps(ref) + "\n")
     print(name, len(ids), "tokens", sorted(p.name for p in out.iterdir()))
 
@@ -63,6 +93,11 @@ def main():
     llama3 = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16)
     make("tiny-llama3", LlamaForCausalLM(LlamaConfig(rope_parameters=dict(rope_theta=10000.0, **llama3), **common)), torch.float32, "10MB")
     make("tiny-qwen2", Qwen2ForCausalLM(Qwen2Config(rope_theta=1000000.0, **common)), torch.bfloat16, "10MB")
+    # head_dim 32 with 4 heads on hidden 64: q has 128 rows, o 128 columns
+    mistral = dict(common, vocab_size=sentencepiece_tokenizer().vocab_size, head_dim=32, sliding_window=None,
+                   bos_token_id=1, eos_token_id=2)
+    make("tiny-mistral", MistralForCausalLM(MistralConfig(rope_theta=1000000.0, **mistral)), torch.float32, "10MB",
+         sentencepiece_tokenizer, MISTRAL_TEXT)
 
 
 if __name__ == "__main__":

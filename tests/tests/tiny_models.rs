@@ -1,6 +1,8 @@
-//! Tiny random-weight Llama and Qwen2 models (tests/fixtures/tiny-*, made by
-//! tests/reference/tiny_models.py) against transformers' logits: GQA (4 heads on 2 KV
-//! heads), untied embeddings, q/k/v biases, sharded f16 safetensors, bf16 safetensors.
+//! Tiny random-weight Llama, Qwen2 and Mistral models (tests/fixtures/tiny-*, made by
+//! tests/reference/tiny_models.py) against transformers' logits and tokenizer: GQA (4 heads
+//! on 2 KV heads), untied embeddings, q/k/v biases, sharded f16 safetensors, bf16
+//! safetensors, Llama 3 rope scaling, a head_dim other than hidden / heads and a
+//! SentencePiece-style tokenizer with byte fallback (Mistral).
 //!
 //! Tolerance: |logit − transformers| ≤ 2e-4 + 1e-4·|logit| (f32 kernels against PyTorch's
 //! f32 CPU; measured differences are ~1e-6). With `--quant q8_0` the bound is looser
@@ -18,6 +20,7 @@ fn check(name: &str, quant: Option<WeightFormat>, max_binding: Option<u64>, atol
         let m = load_hf_folder(&DirFiles(dir), quant).unwrap();
         let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
         assert_eq!(m.tokenizer.encode(r["text"].as_str().unwrap(), true).unwrap(), ids, "{name}: token ids");
+        assert_eq!(m.tokenizer.decode(&ids, true).unwrap(), r["decoded"].as_str().unwrap(), "{name}: decoded text");
         let want: Vec<f64> = r["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         // chunk 8: the 13+ tokens run through the KV cache in several chunks
         let opts = ModelOptions { chunk: 8, max_seq: 64, max_binding };
@@ -46,6 +49,11 @@ fn tiny_llama3_rope_scaling_matches_transformers() {
 }
 
 #[test]
+fn tiny_mistral_with_wide_heads_matches_transformers() {
+    check("tiny-mistral", None, None, 2e-4, 1e-4);
+}
+
+#[test]
 fn lm_head_split_across_bindings_gives_the_same_logits() {
     // 300 × 64 × 4 bytes = 76800: a 20000-byte binding splits it into 4 parts
     check("tiny-llama", None, Some(20000), 2e-4, 1e-4);
@@ -54,4 +62,23 @@ fn lm_head_split_across_bindings_gives_the_same_logits() {
 #[test]
 fn quantized_on_load_stays_close() {
     check("tiny-qwen2", Some(WeightFormat::parse("q8_0").unwrap()), None, 3e-3, 3e-2);
+}
+
+#[test]
+fn a_context_past_the_sliding_window_is_refused() {
+    // Mistral's window: Hearth attends to the whole context, so it refuses to go past it.
+    let text = std::fs::read_to_string(fixture("tiny-mistral").join("config.json")).unwrap();
+    let with_window = text.replace("\"sliding_window\": null", "\"sliding_window\": 8");
+    let cfg = hearth_core::model::Config::from_hf_json(&with_window, "config.json").unwrap();
+    assert_eq!(cfg.sliding_window, Some(8));
+    let qwen = std::fs::read_to_string(fixture("tiny-qwen2").join("config.json")).unwrap().replace("\"sliding_window\": null", "\"sliding_window\": 8");
+    assert_eq!(hearth_core::model::Config::from_hf_json(&qwen, "config.json").unwrap().sliding_window, None, "Qwen2's window is off");
+    with_gpu!(ctx => {
+        let m = load_hf_folder(&DirFiles(fixture("tiny-mistral")), None).unwrap();
+        let mut model = Model::new(ctx, &cfg, m.weights, ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
+        let ids: Vec<u32> = (1..20).collect();
+        let err = pollster::block_on(model.logits(ctx, &ids)).unwrap_err().to_string();
+        assert!(err.contains("sliding attention window of 8"), "{err}");
+        assert!(pollster::block_on(model.logits(ctx, &ids[..8])).is_ok(), "8 tokens fit the window");
+    });
 }

@@ -243,6 +243,7 @@ mod tests {
             rms_norm_eps: 1e-5,
             tie_embeddings: true,
             qkv_bias: false,
+            sliding_window: None,
             max_seq_len: 128,
         }
     }

@@ -59,6 +59,9 @@ pub struct Config {
     /// q/k/v projections carry a bias (Qwen2).
     pub qkv_bias: bool,
     pub max_seq_len: usize,
+    /// Mistral's sliding attention window. Hearth attends to the whole context, which is the
+    /// same while the context fits the window, so longer contexts are refused.
+    pub sliding_window: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +80,7 @@ struct HfConfig {
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     max_position_embeddings: Option<usize>,
+    sliding_window: Option<usize>,
     rope_scaling: Option<serde_json::Value>,
     rope_parameters: Option<serde_json::Value>,
 }
@@ -139,6 +143,8 @@ impl Config {
             tie_embeddings: c.tie_word_embeddings.unwrap_or(false),
             qkv_bias: arch == Arch::Qwen2 || c.attention_bias.unwrap_or(false),
             max_seq_len: c.max_position_embeddings.unwrap_or(4096),
+            // Qwen2's configs carry a window with use_sliding_window false
+            sliding_window: if arch == Arch::Mistral { c.sliding_window } else { None },
         };
         cfg.validate(file)?;
         Ok(cfg)
@@ -191,6 +197,7 @@ impl Config {
             tie_embeddings: g.tensor("output.weight").is_none(),
             qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
             max_seq_len: int("context_length").unwrap_or(4096),
+            sliding_window: int("attention.sliding_window").ok(),
         };
         cfg.validate(file)?;
         Ok(cfg)

@@ -268,6 +268,12 @@ impl Model {
         let (t, c, ff) = (tokens.len(), cfg.hidden_size, cfg.intermediate_size);
         let kvd = cfg.kv_dim();
         let past = self.cache.len;
+        if let Some(w) = cfg.sliding_window.filter(|&w| past + t > w) {
+            return Err(Error::Shape(format!(
+                "the context would hold {} tokens, more than the model's sliding attention window of {w}; Hearth attends to the whole context, so it stops there",
+                past + t
+            )));
+        }
         if past + t > self.cache.capacity {
             return Err(Error::Shape(format!(
                 "the context would hold {} tokens, more than the {} the KV cache was made for (raise --ctx)",

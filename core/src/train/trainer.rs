@@ -117,6 +117,14 @@ impl Trainer {
         if train.is_empty() {
             return Err(Error::Format("no training examples".into()));
         }
+        if let Some(w) = model.cfg.sliding_window {
+            let longest = train.iter().chain(eval_sets.iter().flat_map(|s| s.iter())).map(|e| e.tokens.len()).max().unwrap_or(0);
+            if longest > w {
+                return Err(Error::Shape(format!(
+                    "an example holds {longest} tokens, more than the model's sliding attention window of {w}; lower --max-seq-len to {w}"
+                )));
+            }
+        }
         model.set_adapter(ctx, Some(adapter), "the new adapter")?;
         let bs = cfg.batch_size.max(1);
         let mut max_tokens = max_batch_tokens(&train, bs);
