@@ -176,12 +176,15 @@ impl Tokenizer {
             "truncation": null,
             "padding": null,
             "added_tokens": added,
-            "normalizer": null,
+            // Qwen2's tokenizer.json composes text (NFC) before splitting it
+            "normalizer": if matches!(pre, "qwen2" | "deepseek-r1-qwen") { json!({"type": "NFC"}) } else { Value::Null },
             "pre_tokenizer": pre_tokenizer(pre, file)?,
             "post_processor": post,
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
             "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                      // Llama 3 takes a word that is in the vocabulary whole, before merging
+                      "ignore_merges": matches!(pre, "llama-bpe" | "llama3" | "smaug-bpe"),
                       "vocab": vocab, "merges": merges}
         }))
     }

@@ -1,0 +1,124 @@
+"""GGUF tokenizer fixtures: one small byte-level BPE per pre-tokenizer that Hearth rebuilds
+from GGUF metadata (tokenizer.ggml.pre = gpt2, smollm, llama-bpe, qwen2), with HF's token
+ids for a set of texts.
+
+Each tokenizer is built with the `tokenizers` package the way that family's tokenizer.json
+is (SmolLM2: digits split one by one; Llama 3: its split regex, merges ignored for whole
+vocabulary words, "<|begin_of_text|>" in front; Qwen2: its split regex after NFC), trained
+on a small corpus, and written as a GGUF file that holds only the tokenizer metadata, the
+way llama.cpp's converter writes it (tokens, merges, token types, pre, special ids,
+add_bos). reference.json holds, per fixture and text, HF's ids and decoded text, and the
+ids that transformers' own GGUF loader gives, where it can load that pre-tokenizer (an
+independent reading of the same metadata).
+
+    V/bin/python tests/reference/gguf_tokenizers.py
+"""
+import json
+from pathlib import Path
+
+import gguf
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer
+
+OUT = Path(__file__).resolve().parents[1] / "fixtures" / "gguf-tokenizers"
+LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+CORPUS = [
+    "Hello world! It's a test of 12345 and 678 apples; they'll see what we've done.",
+    "Customer service: How do I reset my password? Click 'Forgot password' on the login page.",
+    "繁體中文：你好，世界。我們的客服中心全天候提供服務。",
+    "def f(x):\n    return x ** 2  # square\n\n\nclass A:\n\tpass\n",
+    "I'M SHOUTING, YOU'RE NOT, WE'LL SEE.   Spaces   everywhere.",
+    "café naïve résumé 😀 🙂",
+] * 40
+TEXTS = [
+    "Hello world! It's 12345 apples.",
+    "  leading spaces\n\nand newlines\t tabs   ",
+    "繁體中文：你好，世界。",
+    "def f(x):\n    return x**2  # 😀",
+    "I'M SHOUTING, they'll SEE 3.14159",
+    "cafe\u0301 na\u00efve",  # a decomposed é: NFC (Qwen2) composes it
+    "Unseen words: zebra quokka 987654321",
+]
+SPECIALS = {
+    "gpt2": ["<|endoftext|>"],
+    "smollm": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    "llama-bpe": ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"],
+    "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+}
+
+
+def build(pre):
+    byte_level = lambda use_regex: pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=use_regex)
+    split = lambda pattern: pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False)
+    tok = Tokenizer(models.BPE(ignore_merges=pre == "llama-bpe"))
+    tok.pre_tokenizer = {
+        "gpt2": byte_level(True),
+        "smollm": pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level(True)]),
+        "llama-bpe": pre_tokenizers.Sequence([split(LLAMA3_SPLIT), byte_level(False)]),
+        "qwen2": pre_tokenizers.Sequence([split(QWEN2_SPLIT), byte_level(False)]),
+    }[pre]
+    if pre == "qwen2":
+        tok.normalizer = normalizers.NFC()
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS[pre], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    if pre == "llama-bpe":
+        # Llama 3: ignore_merges is a model setting the trainer drops
+        spec = json.loads(tok.to_str())
+        spec["model"]["ignore_merges"] = True
+        tok = Tokenizer.from_str(json.dumps(spec))
+        bos = SPECIALS[pre][0]
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, tok.token_to_id(bos))])
+    return tok
+
+
+def write_gguf(pre, tok, path):
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    tokens = sorted(vocab, key=vocab.get)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+    specials = set(SPECIALS[pre])
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.CONTROL if t in specials else gguf.TokenType.NORMAL for t in tokens])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(vocab[SPECIALS[pre][0]])
+    w.add_eos_token_id(vocab[SPECIALS[pre][-1] if pre != "llama-bpe" else "<|eot_id|>"])
+    w.add_add_bos_token(pre == "llama-bpe")
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    ref = {}
+    for pre in SPECIALS:
+        tok = build(pre)
+        path = OUT / f"{pre}.gguf"
+        write_gguf(pre, tok, path)
+        try:
+            from_gguf = AutoTokenizer.from_pretrained(str(OUT), gguf_file=path.name)
+        except Exception as e:  # transformers does not read every pre-tokenizer
+            print(pre, "transformers' GGUF loader:", type(e).__name__, str(e)[:200])
+            from_gguf = None
+        cases = []
+        for text in TEXTS:
+            ids = tok.encode(text).ids
+            case = {"text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=True)}
+            if from_gguf is not None:
+                case["transformers_gguf_ids"] = from_gguf(text)["input_ids"]
+            cases.append(case)
+        agree = sum(c.get("transformers_gguf_ids") == c["ids"] for c in cases)
+        print(pre, path.stat().st_size, "bytes;", f"transformers' GGUF loader agrees on {agree}/{len(cases)} texts")
+        ref[pre] = cases
+    (OUT / "reference.json").write_text(json.dumps(ref, ensure_ascii=False, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
