@@ -82,3 +82,32 @@ fn a_context_past_the_sliding_window_is_refused() {
         assert!(pollster::block_on(model.logits(ctx, &ids[..8])).is_ok(), "8 tokens fit the window");
     });
 }
+
+#[test]
+fn tiny_llama3_gguf_with_rope_freqs_matches_transformers() {
+    // tiny-llama3 as llama.cpp writes Llama 3.1+: permuted q/k rows and the rope scaling as
+    // rope_freqs.weight (tests/reference/tiny_gguf.py); the logits are the HF folder's.
+    with_gpu!(ctx => {
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture("tiny-llama3").join("reference.json")).unwrap()).unwrap();
+        let bytes = std::fs::read(fixture("tiny-llama3.gguf")).unwrap();
+        let m = hearth_core::io::load::load_gguf(&bytes, "tiny-llama3.gguf", None).unwrap();
+        let hf = load_hf_folder(&DirFiles(fixture("tiny-llama3")), None).unwrap();
+        assert_eq!(m.cfg.rope_scaling, hf.cfg.rope_scaling, "the scaling recovered from rope_freqs.weight");
+        let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        assert_eq!(m.tokenizer.encode(r["text"].as_str().unwrap(), true).unwrap(), ids, "token ids");
+        let want: Vec<f64> = r["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let mut model = Model::new(ctx, &m.cfg, m.weights, ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
+        let got = pollster::block_on(model.logits(ctx, &ids)).unwrap();
+        assert_close("tiny-llama3.gguf logits", &got, &want, 2e-4, 1e-4);
+    });
+}
+
+#[test]
+fn rope_freqs_that_are_not_llama3_scaling_are_refused() {
+    let mut bytes = std::fs::read(fixture("tiny-llama3.gguf")).unwrap();
+    let start = hearth_core::io::gguf::Gguf::parse(&bytes, "m.gguf").unwrap().tensor("rope_freqs.weight").unwrap().start;
+    bytes[start..start + 4].copy_from_slice(&0.5f32.to_le_bytes());
+    let g = hearth_core::io::gguf::Gguf::parse(&bytes, "m.gguf").unwrap();
+    let err = hearth_core::model::Config::from_gguf(&g, "m.gguf").unwrap_err().to_string();
+    assert!(err.contains("m.gguf") && err.contains("rope_freqs.weight is not Llama 3's rope scaling"), "{err}");
+}

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::io::gguf::{Gguf, GgufValue};
+use crate::io::gguf::{GgmlType, Gguf, GgufValue};
 use crate::ops::rope::RopeScaling;
 use crate::{Error, Result};
 
@@ -176,12 +176,24 @@ impl Config {
                 return Err(Error::Format(format!("{file}: rope scaling \"{kind}\" is not supported yet")));
             }
         }
-        // Llama 3.1+ GGUFs carry their scaled frequencies as a tensor instead.
-        if g.tensor("rope_freqs.weight").is_some() {
-            return Err(Error::Format(format!(
-                "{file}: rope_freqs.weight (Llama 3.1+ rope scaling in GGUF) is not supported yet; the model's HF folder works"
-            )));
-        }
+        let head_size = int("attention.key_length").unwrap_or(hidden_size / n_heads.max(1));
+        let rope_theta = float("rope.freq_base").unwrap_or(10000.0) as f32;
+        // Llama 3.1+ GGUFs carry their rope scaling as per-frequency divisors instead.
+        let rope_scaling = match g.tensor("rope_freqs.weight") {
+            Some(t) if t.ty == GgmlType::F32 && t.len == head_size / 2 * 4 => {
+                let divisors: Vec<f32> = g.data(t).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                llama3_scaling_from_divisors(&divisors, head_size, rope_theta, file)?
+            }
+            Some(t) => {
+                return Err(Error::Format(format!(
+                    "{file}: rope_freqs.weight should hold {} f32 values (one per rotary frequency), found {:?} {:?}",
+                    head_size / 2,
+                    t.ty,
+                    t.dims
+                )))
+            }
+            None => RopeScaling::default(),
+        };
         let cfg = Config {
             arch,
             vocab_size,
@@ -190,9 +202,9 @@ impl Config {
             n_layers: int("block_count")?,
             n_heads,
             n_kv_heads: int("attention.head_count_kv").unwrap_or(n_heads),
-            head_size: int("attention.key_length").unwrap_or(hidden_size / n_heads.max(1)),
-            rope_theta: float("rope.freq_base").unwrap_or(10000.0) as f32,
-            rope_scaling: RopeScaling::default(),
+            head_size,
+            rope_theta,
+            rope_scaling,
             rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
             tie_embeddings: g.tensor("output.weight").is_none(),
             qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
@@ -230,4 +242,48 @@ impl Config {
         let embed = self.vocab_size * c * if self.tie_embeddings { 1 } else { 2 };
         self.linear_param_count() + self.n_layers * (bias + 2 * c) + embed + c
     }
+}
+
+/// Llama 3's rope scaling from the per-frequency divisors llama.cpp's converter writes to
+/// rope_freqs.weight (1 for high frequencies, `factor` for low ones, a smooth blend between).
+/// Llama 3.x uses low/high frequency factors 1 and 4; `factor` is the largest divisor and the
+/// original context follows from a blended divisor (or from where the bands meet). The
+/// parameters are accepted only if they give back every divisor.
+fn llama3_scaling_from_divisors(divisors: &[f32], head_size: usize, theta: f32, file: &str) -> Result<RopeScaling> {
+    let factor = divisors.iter().copied().fold(0.0f32, f32::max);
+    if factor <= 1.0 + 1e-6 && divisors.iter().all(|&d| (d - 1.0).abs() < 1e-6) {
+        return Ok(RopeScaling::default());
+    }
+    let (low, high) = (1.0f64, 4.0f64);
+    let wavelen = |j: usize| 2.0 * std::f64::consts::PI * (theta as f64).powf((2 * j) as f64 / head_size as f64);
+    let f = factor as f64;
+    let mut candidates = vec![8192.0f64];
+    for (j, &d) in divisors.iter().enumerate() {
+        let d = d as f64;
+        if d > 1.0 + 1e-4 && d < f - 1e-4 {
+            let smooth = (1.0 / d - 1.0 / f) / (1.0 - 1.0 / f);
+            candidates.push(wavelen(j) * (smooth * (high - low) + low));
+        }
+    }
+    // no blended divisor: any context between the bands' edges gives the same divisors
+    let last_one = divisors.iter().rposition(|&d| (d - 1.0).abs() < 1e-6).map(wavelen);
+    let first_full = divisors.iter().position(|&d| (d - factor).abs() < 1e-6).map(wavelen);
+    if let (Some(a), Some(b)) = (last_one, first_full) {
+        candidates.push((a * high * b * low).sqrt());
+    }
+    // contexts are whole numbers: try the rounded value first
+    for original in candidates.iter().flat_map(|&c| [c.round(), c]) {
+        let s = RopeScaling { factor, low_freq_factor: low as f32, high_freq_factor: high as f32, original_max_position: original as f32 };
+        let fits = divisors.iter().enumerate().all(|(j, &d)| {
+            let plain = crate::ops::cpu::rope_inv_freq(j, head_size, theta as f64, &RopeScaling::default());
+            let scaled = crate::ops::cpu::rope_inv_freq(j, head_size, theta as f64, &s);
+            ((plain / scaled) / d as f64 - 1.0).abs() < 1e-4
+        });
+        if fits {
+            return Ok(s);
+        }
+    }
+    Err(Error::Format(format!(
+        "{file}: rope_freqs.weight is not Llama 3's rope scaling (low/high frequency factors 1 and 4) for any original context; the model's HF folder works"
+    )))
 }

@@ -1,0 +1,101 @@
+"""tests/fixtures/tiny-llama3.gguf: the tiny-llama3 HF folder (Llama 3 rope scaling) written
+as llama.cpp's convert_hf_to_gguf.py writes a Llama 3.1+ model: q/k rows permuted, the rope
+scaling as per-frequency divisors in rope_freqs.weight (no scaling parameters in the
+metadata), the byte-level BPE tokenizer in tokenizer.ggml.*. Its logits must be the HF
+folder's (tests/fixtures/tiny-llama3/reference.json, from transformers).
+
+    V/bin/python tests/reference/tiny_gguf.py
+"""
+import json
+import math
+from pathlib import Path
+
+import gguf
+import numpy as np
+from safetensors.numpy import load_file
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def permute(w, n_head):
+    """llama.cpp's q/k row order: each head's two rotary halves interleaved."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def rope_factors(cfg):
+    """convert_hf_to_gguf.py's LlamaModel rope_freqs for rope_type llama3."""
+    p = cfg["rope_parameters"]
+    dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    freqs = 1.0 / (p["rope_theta"] ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    factor, low, high, old = p["factor"], p["low_freq_factor"], p["high_freq_factor"], p["original_max_position_embeddings"]
+    out = []
+    for f in freqs:
+        wavelen = 2 * math.pi / f
+        if wavelen < old / high:
+            out.append(1.0)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def main():
+    src = FIXTURES / "tiny-llama3"
+    cfg = json.loads((src / "config.json").read_text())
+    tok = json.loads((src / "tokenizer.json").read_text())
+    w = load_file(str(src / "model.safetensors"))
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+
+    out = gguf.GGUFWriter(str(FIXTURES / "tiny-llama3.gguf"), "llama")
+    out.add_context_length(cfg["max_position_embeddings"])
+    out.add_embedding_length(cfg["hidden_size"])
+    out.add_block_count(cfg["num_hidden_layers"])
+    out.add_feed_forward_length(cfg["intermediate_size"])
+    out.add_rope_dimension_count(cfg["hidden_size"] // nh)
+    out.add_head_count(nh)
+    out.add_head_count_kv(nkv)
+    out.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    out.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
+    out.add_vocab_size(cfg["vocab_size"])
+
+    vocab = tok["model"]["vocab"]
+    for a in tok["added_tokens"]:
+        vocab[a["content"]] = a["id"]
+    tokens = sorted(vocab, key=vocab.get)
+    special = {a["content"] for a in tok["added_tokens"] if a["special"]}
+    out.add_tokenizer_model("gpt2")
+    out.add_tokenizer_pre("gpt2")
+    out.add_token_list(tokens)
+    out.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens])
+    out.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]])
+    out.add_bos_token_id(cfg["bos_token_id"])
+    out.add_eos_token_id(cfg["eos_token_id"])
+    out.add_add_bos_token(False)
+
+    f32 = lambda name: w[name].astype(np.float32)
+    out.add_tensor("token_embd.weight", f32("model.embed_tokens.weight"))
+    out.add_tensor("output_norm.weight", f32("model.norm.weight"))
+    out.add_tensor("output.weight", f32("lm_head.weight"))
+    out.add_tensor("rope_freqs.weight", rope_factors(cfg))
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        out.add_tensor(f"blk.{i}.attn_norm.weight", f32(p + "input_layernorm.weight"))
+        out.add_tensor(f"blk.{i}.attn_q.weight", permute(f32(p + "self_attn.q_proj.weight"), nh))
+        out.add_tensor(f"blk.{i}.attn_k.weight", permute(f32(p + "self_attn.k_proj.weight"), nkv))
+        out.add_tensor(f"blk.{i}.attn_v.weight", f32(p + "self_attn.v_proj.weight"))
+        out.add_tensor(f"blk.{i}.attn_output.weight", f32(p + "self_attn.o_proj.weight"))
+        out.add_tensor(f"blk.{i}.ffn_norm.weight", f32(p + "post_attention_layernorm.weight"))
+        out.add_tensor(f"blk.{i}.ffn_gate.weight", f32(p + "mlp.gate_proj.weight"))
+        out.add_tensor(f"blk.{i}.ffn_up.weight", f32(p + "mlp.up_proj.weight"))
+        out.add_tensor(f"blk.{i}.ffn_down.weight", f32(p + "mlp.down_proj.weight"))
+    out.write_header_to_file()
+    out.write_kv_data_to_file()
+    out.write_tensors_to_file()
+    out.close()
+    print("wrote", FIXTURES / "tiny-llama3.gguf", "rope_freqs", rope_factors(cfg))
+
+
+if __name__ == "__main__":
+    main()
