@@ -1,6 +1,11 @@
 """GGUF tokenizer fixtures: one small byte-level BPE per pre-tokenizer that Hearth rebuilds
 from GGUF metadata (tokenizer.ggml.pre = gpt2, smollm, llama-bpe, qwen2), with HF's token
-ids for a set of texts.
+ids for a set of texts; and llama-spm.gguf, a SentencePiece BPE vocabulary (Llama 2,
+TinyLlama, Mistral: tokenizer.ggml.model "llama", scores instead of merges, byte fallback)
+trained with the sentencepiece package, whose own ids are the reference. (transformers' GGUF
+loader differs from sentencepiece on one text: it drops one of two leading spaces, as its
+Metaspace pre-tokenizer does not prepend "▁" to a text that starts with a space. It also
+omits Qwen2's NFC step, so it differs on the decomposed accent there.)
 
 Each tokenizer is built with the `tokenizers` package the way that family's tokenizer.json
 is (SmolLM2: digits split one by one; Llama 3: its split regex, merges ignored for whole
@@ -17,6 +22,7 @@ import json
 from pathlib import Path
 
 import gguf
+import sentencepiece as spm
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer
 
@@ -95,6 +101,56 @@ def write_gguf(pre, tok, path):
     w.close()
 
 
+def sentencepiece_fixture(from_gguf_loader):
+    """A SentencePiece BPE model as Llama 2's: "▁" prefix, byte fallback, digits split; written
+    as llama.cpp's converter writes tokenizer.model (pieces, scores, types)."""
+    tmp = OUT / "spm-corpus.txt"
+    tmp.write_text("\n".join(CORPUS))
+    prefix = OUT / "spm"
+    spm.SentencePieceTrainer.train(input=str(tmp), model_prefix=str(prefix), vocab_size=420, model_type="bpe",
+                                   byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                   split_digits=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   allow_whitespace_only_pieces=True, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(prefix) + ".model")
+    for f in [tmp, OUT / "spm.model", OUT / "spm.vocab"]:
+        f.unlink()
+    path = OUT / "llama-spm.gguf"
+    kind = lambda i: (gguf.TokenType.UNKNOWN if sp.is_unknown(i) else gguf.TokenType.CONTROL if sp.is_control(i)
+                      else gguf.TokenType.BYTE if sp.is_byte(i) else gguf.TokenType.UNUSED if sp.is_unused(i) else gguf.TokenType.NORMAL)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list([sp.id_to_piece(i) for i in range(sp.get_piece_size())])
+    w.add_token_scores([sp.get_score(i) for i in range(sp.get_piece_size())])
+    w.add_token_types([kind(i) for i in range(sp.get_piece_size())])
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+    w.add_add_bos_token(True)
+    w.add_add_space_prefix(True)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    hf = from_gguf_loader(path)
+    cases = []
+    for text in TEXTS:
+        ids = [sp.bos_id()] + sp.encode(text)
+        case = {"text": text, "ids": ids, "decoded": sp.decode(ids)}
+        if hf is not None:
+            case["transformers_gguf_ids"] = hf(text)["input_ids"]
+        cases.append(case)
+    return path, cases
+
+
+def transformers_gguf(path):
+    try:
+        return AutoTokenizer.from_pretrained(str(OUT), gguf_file=path.name)
+    except Exception as e:  # transformers does not read every pre-tokenizer
+        print(path.name, "transformers' GGUF loader:", type(e).__name__, str(e)[:200])
+        return None
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     ref = {}
@@ -102,11 +158,7 @@ def main():
         tok = build(pre)
         path = OUT / f"{pre}.gguf"
         write_gguf(pre, tok, path)
-        try:
-            from_gguf = AutoTokenizer.from_pretrained(str(OUT), gguf_file=path.name)
-        except Exception as e:  # transformers does not read every pre-tokenizer
-            print(pre, "transformers' GGUF loader:", type(e).__name__, str(e)[:200])
-            from_gguf = None
+        from_gguf = transformers_gguf(path)
         cases = []
         for text in TEXTS:
             ids = tok.encode(text).ids
@@ -117,6 +169,10 @@ def main():
         agree = sum(c.get("transformers_gguf_ids") == c["ids"] for c in cases)
         print(pre, path.stat().st_size, "bytes;", f"transformers' GGUF loader agrees on {agree}/{len(cases)} texts")
         ref[pre] = cases
+    path, cases = sentencepiece_fixture(transformers_gguf)
+    agree = sum(c.get("transformers_gguf_ids") == c["ids"] for c in cases)
+    print("llama-spm", path.stat().st_size, "bytes;", f"transformers' GGUF loader agrees on {agree}/{len(cases)} texts")
+    ref["llama-spm"] = cases
     (OUT / "reference.json").write_text(json.dumps(ref, ensure_ascii=False, indent=1) + "\n")
 
 

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod config;
 pub mod forward;
 pub mod generate;
+pub mod gguf_tokenizer;
 pub mod linear;
 pub mod sampling;
 pub mod tokenizer;

@@ -1,8 +1,7 @@
 //! The tokenizer: HF's `tokenizers` crate, built from tokenizer.json or rebuilt from GGUF
-//! metadata (byte-level BPE: tokens, merges, token types, the pre-tokenizer that
-//! tokenizer.ggml.pre names), plus the special ids and the chat template.
+//! metadata (model/gguf_tokenizer.rs), plus the special ids and the chat template.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::io::gguf::{Gguf, GgufValue};
 use crate::{Error, Result};
@@ -16,27 +15,6 @@ pub struct Tokenizer {
     pub eos_token: String,
     /// Jinja source of the chat template, when the model has one.
     pub chat_template: Option<String>,
-}
-
-/// The split patterns llama.cpp names in tokenizer.ggml.pre (llama-vocab.cpp), as HF writes them.
-const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-fn pre_tokenizer(pre: &str, file: &str) -> Result<Value> {
-    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
-    let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
-    Ok(match pre {
-        "gpt2" | "default" => byte_level(true),
-        "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
-        "llama-bpe" | "llama3" | "smaug-bpe" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}),
-        "qwen2" | "deepseek-r1-qwen" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level(false)]}),
-        other => {
-            return Err(Error::Format(format!(
-                "{file}: pre-tokenizer \"{other}\" (tokenizer.ggml.pre) is not supported; Hearth knows gpt2, smollm, llama-bpe and qwen2"
-            )))
-        }
-    })
 }
 
 fn token_str(tok: &tokenizers::Tokenizer, id: Option<u32>) -> String {
@@ -102,9 +80,9 @@ impl Tokenizer {
         })
     }
 
-    /// Rebuilds the tokenizer from GGUF metadata (byte-level BPE, tokenizer.ggml.model "gpt2").
+    /// Rebuilds the tokenizer from GGUF metadata (byte-level BPE or SentencePiece).
     pub fn from_gguf(g: &Gguf, file: &str) -> Result<Self> {
-        let json = Self::gguf_tokenizer_json(g, file)?;
+        let json = super::gguf_tokenizer::tokenizer_json(g, file)?;
         let bytes = serde_json::to_vec(&json).expect("tokenizer json");
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::Format(format!("{file}: tokenizer metadata: {e}")))?;
         let id = |k: &str| g.get(k).and_then(GgufValue::as_u64).map(|v| v as u32);
@@ -125,68 +103,6 @@ impl Tokenizer {
             chat_template: g.get("tokenizer.chat_template").and_then(GgufValue::as_str).map(str::to_string),
             inner,
         })
-    }
-
-    /// The tokenizer.json that the GGUF metadata describes (also written by `export`).
-    pub fn gguf_tokenizer_json(g: &Gguf, file: &str) -> Result<Value> {
-        let model = g.get("tokenizer.ggml.model").and_then(GgufValue::as_str).unwrap_or("(none)");
-        if model != "gpt2" {
-            return Err(Error::Format(format!(
-                "{file}: tokenizer model \"{model}\" is not supported from GGUF metadata (Hearth rebuilds byte-level BPE, \"gpt2\"); use the model's HF folder instead"
-            )));
-        }
-        let strings = |key: &str| -> Result<Vec<&str>> {
-            g.get(key)
-                .and_then(GgufValue::as_array)
-                .ok_or_else(|| Error::Format(format!("{file}: metadata {key} is missing")))?
-                .iter()
-                .map(|v| v.as_str().ok_or_else(|| Error::Format(format!("{file}: metadata {key} holds a non-string"))))
-                .collect()
-        };
-        let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?;
-        let types: Vec<u64> = g
-            .get("tokenizer.ggml.token_type")
-            .and_then(GgufValue::as_array)
-            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
-            .unwrap_or_default();
-        let pre = g.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
-        let vocab: serde_json::Map<String, Value> = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
-        // token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
-        let added: Vec<Value> = types
-            .iter()
-            .enumerate()
-            .filter(|(_, &t)| t == 3 || t == 4)
-            .map(|(i, &t)| json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false, "rstrip": false, "normalized": t == 4, "special": t == 3}))
-            .collect();
-        let add_bos = g.get("tokenizer.ggml.add_bos_token").and_then(GgufValue::as_bool).unwrap_or(false);
-        let bos = g.get("tokenizer.ggml.bos_token_id").and_then(GgufValue::as_u64).map(|v| v as usize);
-        let post = match (add_bos, bos) {
-            (true, Some(b)) if b < tokens.len() => json!({
-                "type": "TemplateProcessing",
-                "single": [{"SpecialToken": {"id": tokens[b], "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-                "pair": [{"SpecialToken": {"id": tokens[b], "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                         {"SpecialToken": {"id": tokens[b], "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
-                "special_tokens": {tokens[b]: {"id": tokens[b], "ids": [b], "tokens": [tokens[b]]}}
-            }),
-            _ => Value::Null,
-        };
-        Ok(json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            // Qwen2's tokenizer.json composes text (NFC) before splitting it
-            "normalizer": if matches!(pre, "qwen2" | "deepseek-r1-qwen") { json!({"type": "NFC"}) } else { Value::Null },
-            "pre_tokenizer": pre_tokenizer(pre, file)?,
-            "post_processor": post,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                      // Llama 3 takes a word that is in the vocabulary whole, before merging
-                      "ignore_merges": matches!(pre, "llama-bpe" | "llama3" | "smaug-bpe"),
-                      "vocab": vocab, "merges": merges}
-        }))
     }
 
     /// The tokenizer as tokenizer.json text.

@@ -115,7 +115,7 @@ pub const QUANT_ROW_WG: usize = 32;
 pub fn matmul_quant(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, acc: Accumulate) -> Result<()> {
     // A few rows (decoding one token) would leave most of a large block idle.
     let block = match m {
-        1 if kind == MatmulKind::Forward && w.cols % 32 == 0 => QuantBlock::Row,
+        1 if kind == MatmulKind::Forward && w.cols.is_multiple_of(32) => QuantBlock::Row,
         ..=4 => QuantBlock::Small,
         _ => QuantBlock::for_adapter(ctx),
     };
@@ -156,7 +156,7 @@ pub fn matmul_quant_with(
         QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
         _ => [out_cols.div_ceil(tn * QUANT_WG.0) as u32, m.div_ceil(tm * QUANT_WG.1) as u32, 1],
     };
-    ensure(block != QuantBlock::Row || k % 32 == 0, || format!("{op}: K = {k} must be a multiple of 32"))?;
+    ensure(block != QuantBlock::Row || k.is_multiple_of(32), || format!("{op}: K = {k} must be a multiple of 32"))?;
     ensure(kind != MatmulKind::BackwardInput || n % 4 == 0, || {
         format!("{op}: the weight's rows (N = {n}) must be a multiple of 4 for the input gradient")
     })?;
