@@ -54,6 +54,7 @@ impl SamplingArgs {
                 seed: self.seed,
             },
             stop_strings: self.stop.clone(),
+            reuse_cache: false,
         })
     }
 }
@@ -136,7 +137,8 @@ fn run(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, ids: &[u32], params
 }
 
 pub fn run_chat(a: ChatArgs) -> Result<(), String> {
-    let params = a.sampling.params()?;
+    // each turn runs only what the template adds after the cached conversation
+    let params = GenerateParams { reuse_cache: true, ..a.sampling.params()? };
     let ctx = crate::open_gpu()?;
     let (mut model, tok) = load_on_gpu(&ctx, &a.model, 256)?;
     let start: Vec<Message> = a.system.iter().map(|s| Message::new("system", s)).collect();

@@ -111,3 +111,29 @@ fn rope_freqs_that_are_not_llama3_scaling_are_refused() {
     let err = hearth_core::model::Config::from_gguf(&g, "m.gguf").unwrap_err().to_string();
     assert!(err.contains("m.gguf") && err.contains("rope_freqs.weight is not Llama 3's rope scaling"), "{err}");
 }
+
+#[test]
+fn reusing_the_cache_generates_what_a_fresh_start_does() {
+    // A chat's second turn with reuse_cache runs only the new tokens; the answer must be the
+    // one generated from an empty cache (greedy, then sampled with a seed).
+    use hearth_core::model::generate::{generate, GenerateParams};
+    with_gpu!(ctx => {
+        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+        let tok = m.tokenizer;
+        let mut model = Model::new(ctx, &m.cfg, m.weights, ModelOptions { chunk: 8, max_seq: 128, max_binding: None }).unwrap();
+        for temperature in [0.0, 0.9] {
+            let mut params = GenerateParams { max_new_tokens: 6, ..Default::default() };
+            params.sampling.temperature = temperature;
+            params.sampling.seed = 3;
+            let first = tok.encode("Hello world, tiny", true).unwrap();
+            let g = pollster::block_on(generate(ctx, &mut model, &tok, &first, &params, |_| {})).unwrap();
+            let second: Vec<u32> = first.iter().chain(&g.ids).copied().chain(tok.encode(" models are fun", false).unwrap()).collect();
+            let reused = GenerateParams { reuse_cache: true, ..params.clone() };
+            let cached = model.cached_prefix(&second);
+            assert!(cached >= first.len(), "the cache should hold the first turn ({cached} of {} tokens)", first.len());
+            let again = pollster::block_on(generate(ctx, &mut model, &tok, &second, &reused, |_| {})).unwrap();
+            let fresh = pollster::block_on(generate(ctx, &mut model, &tok, &second, &params, |_| {})).unwrap();
+            assert_eq!(again.ids, fresh.ids, "temperature {temperature}: reused cache vs fresh start");
+        }
+    });
+}

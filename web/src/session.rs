@@ -392,6 +392,8 @@ impl Session {
             max_new_tokens: req.max_new_tokens,
             sampling: SamplingParams { temperature: req.temperature, top_k: req.top_k, top_p: req.top_p, repetition_penalty: req.repetition_penalty, seed: req.seed },
             stop_strings: Vec::new(),
+            // the base and the fine-tuned model take turns on the same cache
+            reuse_cache: false,
         };
         let (ctx, model) = (&self.ctx, model_of(&mut self.model, &mut self.run)?);
         // the base model is the same weights with the adapter set aside

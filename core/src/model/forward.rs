@@ -91,6 +91,8 @@ pub struct KvCache {
     v: Vec<GpuBuffer>, // L × (S, NKV·HS)
     /// Tokens the cache holds.
     pub len: usize,
+    /// Their ids (what `forward` ran since the last reset).
+    ids: Vec<u32>,
     /// S: the most tokens it can hold.
     pub capacity: usize,
 }
@@ -198,6 +200,7 @@ impl Model {
             k: (0..cfg.n_layers).map(|_| f(max_seq * kvd)).collect::<Result<_>>()?,
             v: (0..cfg.n_layers).map(|_| f(max_seq * kvd)).collect::<Result<_>>()?,
             len: 0,
+            ids: Vec::new(),
             capacity: max_seq,
         };
         Ok(Model {
@@ -221,7 +224,19 @@ impl Model {
     }
 
     pub fn reset(&mut self) {
-        self.cache.len = 0;
+        self.rewind(0);
+    }
+
+    /// Keeps the first `len` cached tokens (at most those held): the next `forward` continues
+    /// after them, overwriting the rest.
+    pub fn rewind(&mut self, len: usize) {
+        self.cache.len = self.cache.len.min(len);
+        self.cache.ids.truncate(self.cache.len);
+    }
+
+    /// How many leading tokens of `tokens` the cache already holds.
+    pub fn cached_prefix(&self, tokens: &[u32]) -> usize {
+        self.cache.ids.iter().zip(tokens).take_while(|(a, b)| a == b).count()
     }
 
     /// Puts `adapter` on the GPU and applies it from the next token on (None: the base
@@ -311,6 +326,7 @@ impl Model {
         }
         rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &self.final_norm, t, c, cfg.rms_norm_eps)?;
         self.cache.len += t;
+        self.cache.ids.extend_from_slice(tokens);
         Ok(())
     }
 

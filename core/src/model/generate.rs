@@ -12,11 +12,15 @@ pub struct GenerateParams {
     pub sampling: SamplingParams,
     /// Generation stops when the text contains one of these (it is cut before it).
     pub stop_strings: Vec<String>,
+    /// Keep the part of the KV cache that the prompt shares with what the model last ran
+    /// (a chat's earlier turns) instead of starting empty. Only while the weights and the
+    /// adapter are the ones that filled the cache.
+    pub reuse_cache: bool,
 }
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        GenerateParams { max_new_tokens: 128, sampling: SamplingParams::default(), stop_strings: vec![] }
+        GenerateParams { max_new_tokens: 128, sampling: SamplingParams::default(), stop_strings: vec![], reuse_cache: false }
     }
 }
 
@@ -34,8 +38,8 @@ pub struct Generation {
     pub stop: StopReason,
 }
 
-/// Generates after `prompt` (token ids) from an empty cache; `on_text` receives each new
-/// piece of text as it is decoded.
+/// Generates after `prompt` (token ids), from an empty cache unless `params.reuse_cache`;
+/// `on_text` receives each new piece of text as it is decoded.
 pub async fn generate(
     ctx: &GpuContext,
     model: &mut Model,
@@ -47,13 +51,15 @@ pub async fn generate(
     if prompt.is_empty() {
         return Err(Error::Shape("the prompt is empty: give at least one token".into()));
     }
-    model.reset();
+    // at least the last prompt token runs, for the logits of the first new one
+    let keep = if params.reuse_cache { model.cached_prefix(prompt).min(prompt.len() - 1) } else { 0 };
+    model.rewind(keep);
     let mut sampler = Sampler::new(params.sampling.clone());
     let mut seen: Vec<u32> = prompt.to_vec();
     let mut ids = Vec::new();
     let mut text = String::new();
     let mut stop = StopReason::MaxTokens;
-    let mut logits = model.forward(ctx, prompt).await?;
+    let mut logits = model.forward(ctx, &prompt[keep..]).await?;
     for step in 0..params.max_new_tokens {
         let id = sampler.sample(&mut logits, &seen);
         if tok.is_eos(id) {
