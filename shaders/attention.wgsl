@@ -200,3 +200,53 @@ fn attention_forward_cached(@builtin(global_invocation_id) gid: vec3<u32>, @buil
     }
     for (var d = 0u; d < p.HS; d++) { c_out[qb + d] = acc[d] / l; }
 }
+
+// Decoding one token (T = 1) at position `past`, in two passes that each spread over many
+// invocations (attention_forward_cached gives each head one invocation that walks the whole
+// cache). HS must be a multiple of 4: vec4 loads.
+//   attention_decode_scores: scores (NH, past+1) = scale · q_h · k_j, one invocation per (h, j)
+//   attention_decode_mix:    out (NH, HS) = Σ_j softmax(scores[h])_j · v_j, one per (h, vec4 of HS)
+@group(0) @binding(28) var<storage, read> d_q: array<vec4<f32>>;
+@group(0) @binding(29) var<storage, read> d_k: array<vec4<f32>>;
+@group(0) @binding(30) var<storage, read_write> d_scores: array<f32>;
+
+@compute @workgroup_size(64)
+fn attention_decode_scores(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    let n = p.past + 1u;
+    if (i >= p.NH * n) { return; }
+    let h = i / n;
+    let j = i % n;
+    let h4 = p.HS / 4u;
+    let qb = h * h4;
+    let kb = (j * p.NKV + h / (p.NH / p.NKV)) * h4;
+    var s = vec4<f32>();
+    for (var e = 0u; e < h4; e++) { s += d_q[qb + e] * d_k[kb + e]; }
+    d_scores[i] = p.scale * (s.x + s.y + s.z + s.w);
+}
+
+@group(0) @binding(31) var<storage, read> m_scores: array<f32>;
+@group(0) @binding(32) var<storage, read> m_v: array<vec4<f32>>;
+@group(0) @binding(33) var<storage, read_write> m_out: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn attention_decode_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    let h4 = p.HS / 4u;
+    if (i >= p.NH * h4) { return; }
+    let h = i / h4;
+    let e = i % h4;
+    let kvh = h / (p.NH / p.NKV);
+    let n = p.past + 1u;
+    let sb = h * n;
+    var m = -3.0e38;
+    for (var j = 0u; j < n; j++) { m = max(m, m_scores[sb + j]); }
+    var l = 0.0;
+    var acc = vec4<f32>();
+    for (var j = 0u; j < n; j++) {
+        let w = exp(m_scores[sb + j] - m);
+        l += w;
+        acc += w * m_v[(j * p.NKV + kvh) * h4 + e];
+    }
+    m_out[i] = acc / l;
+}

@@ -1,7 +1,7 @@
 //! Every non-matmul kernel against its CPU reference on random shapes, and every CPU
 //! backward against central finite differences in f64.
 
-use hearth_core::ops::attention::{attention_backward, attention_forward, AttentionDims};
+use hearth_core::ops::attention::{attention_backward, attention_decode, attention_forward, attention_forward_cached, AttentionDims};
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::{adamw, cross_entropy, dropout, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
 use hearth_tests::*;
@@ -200,6 +200,38 @@ fn attention_matches_cpu() {
             assert_close(&format!("attention dq {s:?}"), &read(ctx, &dq), &wq, ATTN.0, ATTN.1);
             assert_close(&format!("attention dk {s:?}"), &read(ctx, &dk), &wk, ATTN.0, ATTN.1);
             assert_close(&format!("attention dv {s:?}"), &read(ctx, &dv), &wv, ATTN.0, ATTN.1);
+        }
+    });
+}
+
+#[test]
+fn cached_attention_matches_cpu() {
+    // The last T of S tokens over a KV cache that holds all S: rows S−T.. of the CPU attention
+    // over the whole sequence. T = 1 also runs the two-pass decode kernel.
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(10);
+        for (s_len, t, nh, nkv, hs) in [(1, 1, 1, 1, 4), (9, 1, 6, 2, 16), (130, 1, 9, 3, 64), (40, 3, 4, 4, 128), (17, 1, 4, 2, 6)] {
+            let past = s_len - t;
+            let sizes = AttnSizes { b: 1, t: s_len, nh, nkv, hs };
+            let (q, k, v) = (u(&mut rng, s_len * nh * hs), u(&mut rng, s_len * nkv * hs), u(&mut rng, s_len * nkv * hs));
+            let mut full = vec![0.0; q.len()];
+            cpu::attention_forward(&mut full, &to_f64(&q), &to_f64(&k), &to_f64(&v), &vec![0; s_len], sizes);
+            let want = &full[past * nh * hs..];
+            let d = AttentionDims { b: 1, t, nh, nkv, hs };
+            let (qb, kb, vb) = (upload(ctx, &q[past * nh * hs..]), upload(ctx, &k), upload(ctx, &v));
+            let out = poisoned(ctx, t * nh * hs);
+            attention_forward_cached(ctx, &out, &qb, &kb, &vb, past, d).unwrap();
+            assert_close(&format!("cached attention S {s_len} T {t} {nh}/{nkv}×{hs}"), &read(ctx, &out), want, ATTN.0, ATTN.1);
+            if t == 1 {
+                let (out, scores) = (poisoned(ctx, nh * hs), poisoned(ctx, nh * s_len));
+                let res = attention_decode(ctx, &out, &scores, &qb, &kb, &vb, past, d);
+                if hs % 4 != 0 {
+                    assert!(res.unwrap_err().to_string().contains("multiple of 4"));
+                    continue;
+                }
+                res.unwrap();
+                assert_close(&format!("decode attention S {s_len} {nh}/{nkv}×{hs}"), &read(ctx, &out), want, ATTN.0, ATTN.1);
+            }
         }
     });
 }

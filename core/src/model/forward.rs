@@ -9,7 +9,7 @@ use crate::lora::{Adapter, Target};
 use crate::model::config::Config;
 use crate::model::linear::Linear;
 use crate::model::weights::{HostWeights, Matrix};
-use crate::ops::attention::{attention_forward_cached, AttentionDims};
+use crate::ops::attention::{attention_decode, attention_forward_cached, AttentionDims};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
 use crate::ops::lora::lora_forward;
 use crate::ops::residual::{bias_forward, residual_accumulate};
@@ -54,6 +54,7 @@ struct RunState {
     losses: GpuBuffer, // (R)
     vocab_part: GpuBuffer, // (R, largest lm_head part) when the lm_head is split
     lora_h: GpuBuffer,  // (T, largest rank) x·Aᵀ of the adapter
+    scores: GpuBuffer,  // (NH, S) attention scores of one decoded token
 }
 
 impl GpuLayer {
@@ -170,6 +171,7 @@ impl Model {
             lm_head.push((start, part));
         }
         let chunk = opts.chunk.max(1);
+        let max_seq = opts.max_seq.max(1);
         // logits rows per cross-entropy pass: bounded by the binding limit
         let logit_rows = ((limit / (v as u64 * 4)) as usize).clamp(1, chunk);
         let f = |n: usize| ctx.alloc_f32(n);
@@ -194,8 +196,8 @@ impl Model {
             losses: f(logit_rows)?,
             vocab_part: f(if split { logit_rows * part_rows } else { 1 })?,
             lora_h: f(1)?,
+            scores: f(cfg.n_heads * max_seq)?,
         };
-        let max_seq = opts.max_seq.max(1);
         let cache = KvCache {
             k: (0..cfg.n_layers).map(|_| f(max_seq * kvd)).collect::<Result<_>>()?,
             v: (0..cfg.n_layers).map(|_| f(max_seq * kvd)).collect::<Result<_>>()?,
@@ -314,7 +316,11 @@ impl Model {
             rope_forward(ctx, &s.k_rot, &s.k, &s.pos, rope_k)?;
             ctx.copy_region(&s.k_rot, 0, &self.cache.k[i], at, (t * kvd * 4) as u64);
             ctx.copy_region(&s.v, 0, &self.cache.v[i], at, (t * kvd * 4) as u64);
-            attention_forward_cached(ctx, &s.att, &s.q_rot, &self.cache.k[i], &self.cache.v[i], past, att)?;
+            if t == 1 && cfg.head_size.is_multiple_of(4) {
+                attention_decode(ctx, &s.att, &s.scores, &s.q_rot, &self.cache.k[i], &self.cache.v[i], past, att)?;
+            } else {
+                attention_forward_cached(ctx, &s.att, &s.q_rot, &self.cache.k[i], &self.cache.v[i], past, att)?;
+            }
             self.project(ctx, i, Target::O, &s.proj, &s.att, t)?;
             residual_accumulate(ctx, &s.x, &s.proj, 1.0, t * c)?;
             rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &l.ffn_norm, t, c, cfg.rms_norm_eps)?;

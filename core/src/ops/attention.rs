@@ -108,3 +108,23 @@ pub fn attention_forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer
     }
     ctx.dispatch(&Kernel::new(Shader::Attention, op, 24), &[q, k_cache, v_cache], &[out], &params, grid_1d((d.nh * d.t) as u64, 64))
 }
+
+/// Decoding one token at position `past` (T = 1, one sequence) over a KV cache: `scores`
+/// (NH × (past+1), scratch) = scale·q·kᵀ, then out (NH, HS) = softmax(scores)·v. The same
+/// result as [`attention_forward_cached`] with T = 1, in two passes that spread over NH·(past+1)
+/// and NH·HS/4 invocations instead of one per head. HS must be a multiple of 4.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode(ctx: &GpuContext, out: &GpuBuffer, scores: &GpuBuffer, q: &GpuBuffer, k_cache: &GpuBuffer, v_cache: &GpuBuffer, past: usize, d: AttentionDims) -> Result<()> {
+    let op = "attention_decode";
+    ensure(d.b == 1 && d.t == 1, || format!("{op}: one token of one sequence, got batch {} × {} tokens", d.b, d.t))?;
+    ensure(d.hs.is_multiple_of(4), || format!("{op}: head size {} must be a multiple of 4", d.hs))?;
+    let mut params = d.check(op)?;
+    params.past = past as u32;
+    let n = past + 1;
+    let cache_len = n * d.nkv * d.hs;
+    for (name, buf, len) in [("q", q, d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("scores", scores, d.nh * n), ("out", out, d.q_len())] {
+        check_len(op, name, buf, len)?;
+    }
+    ctx.dispatch(&Kernel::new(Shader::Attention, "attention_decode_scores", 28), &[q, k_cache], &[scores], &params, grid_1d((d.nh * n) as u64, 64))?;
+    ctx.dispatch(&Kernel::new(Shader::Attention, "attention_decode_mix", 31), &[scores, v_cache], &[out], &params, grid_1d((d.nh * d.hs / 4) as u64, 64))
+}
