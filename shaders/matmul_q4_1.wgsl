@@ -93,11 +93,11 @@ fn st4(idx: u32, col0: u32, ncols: u32, v: vec4<f32>) {
     if (col0 + 2u < ncols) { st1(idx + 2u, v.z); }
 }
 
-// Each invocation: rows m0.. m0+16 of inp × rows n0.. n0+16 of W.
+// Each invocation: rows m0.. m0+32 of inp × rows n0.. n0+16 of W.
 @compute @workgroup_size(WG_X, WG_Y, 1)
-fn matmul_q4_1_forward_16x16(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn matmul_q4_1_forward_32x16(@builtin(global_invocation_id) gid: vec3<u32>) {
     let K4 = p.K / 4u;
-    let m0 = gid.y * 16u;
+    let m0 = gid.y * 32u;
     let n0 = gid.x * 16u;
     if (m0 >= p.M || n0 >= p.N) { return; }
     let ra0 = min(m0 + 0u, p.M - 1u) * K4;
@@ -116,6 +116,22 @@ fn matmul_q4_1_forward_16x16(@builtin(global_invocation_id) gid: vec3<u32>) {
     let ra13 = min(m0 + 13u, p.M - 1u) * K4;
     let ra14 = min(m0 + 14u, p.M - 1u) * K4;
     let ra15 = min(m0 + 15u, p.M - 1u) * K4;
+    let ra16 = min(m0 + 16u, p.M - 1u) * K4;
+    let ra17 = min(m0 + 17u, p.M - 1u) * K4;
+    let ra18 = min(m0 + 18u, p.M - 1u) * K4;
+    let ra19 = min(m0 + 19u, p.M - 1u) * K4;
+    let ra20 = min(m0 + 20u, p.M - 1u) * K4;
+    let ra21 = min(m0 + 21u, p.M - 1u) * K4;
+    let ra22 = min(m0 + 22u, p.M - 1u) * K4;
+    let ra23 = min(m0 + 23u, p.M - 1u) * K4;
+    let ra24 = min(m0 + 24u, p.M - 1u) * K4;
+    let ra25 = min(m0 + 25u, p.M - 1u) * K4;
+    let ra26 = min(m0 + 26u, p.M - 1u) * K4;
+    let ra27 = min(m0 + 27u, p.M - 1u) * K4;
+    let ra28 = min(m0 + 28u, p.M - 1u) * K4;
+    let ra29 = min(m0 + 29u, p.M - 1u) * K4;
+    let ra30 = min(m0 + 30u, p.M - 1u) * K4;
+    let ra31 = min(m0 + 31u, p.M - 1u) * K4;
     let rn0 = min(n0 + 0u, p.N - 1u);
     let rn1 = min(n0 + 1u, p.N - 1u);
     let rn2 = min(n0 + 2u, p.N - 1u);
@@ -148,6 +164,22 @@ fn matmul_q4_1_forward_16x16(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c13_0 = vec4<f32>(); var c13_1 = vec4<f32>(); var c13_2 = vec4<f32>(); var c13_3 = vec4<f32>();
     var c14_0 = vec4<f32>(); var c14_1 = vec4<f32>(); var c14_2 = vec4<f32>(); var c14_3 = vec4<f32>();
     var c15_0 = vec4<f32>(); var c15_1 = vec4<f32>(); var c15_2 = vec4<f32>(); var c15_3 = vec4<f32>();
+    var c16_0 = vec4<f32>(); var c16_1 = vec4<f32>(); var c16_2 = vec4<f32>(); var c16_3 = vec4<f32>();
+    var c17_0 = vec4<f32>(); var c17_1 = vec4<f32>(); var c17_2 = vec4<f32>(); var c17_3 = vec4<f32>();
+    var c18_0 = vec4<f32>(); var c18_1 = vec4<f32>(); var c18_2 = vec4<f32>(); var c18_3 = vec4<f32>();
+    var c19_0 = vec4<f32>(); var c19_1 = vec4<f32>(); var c19_2 = vec4<f32>(); var c19_3 = vec4<f32>();
+    var c20_0 = vec4<f32>(); var c20_1 = vec4<f32>(); var c20_2 = vec4<f32>(); var c20_3 = vec4<f32>();
+    var c21_0 = vec4<f32>(); var c21_1 = vec4<f32>(); var c21_2 = vec4<f32>(); var c21_3 = vec4<f32>();
+    var c22_0 = vec4<f32>(); var c22_1 = vec4<f32>(); var c22_2 = vec4<f32>(); var c22_3 = vec4<f32>();
+    var c23_0 = vec4<f32>(); var c23_1 = vec4<f32>(); var c23_2 = vec4<f32>(); var c23_3 = vec4<f32>();
+    var c24_0 = vec4<f32>(); var c24_1 = vec4<f32>(); var c24_2 = vec4<f32>(); var c24_3 = vec4<f32>();
+    var c25_0 = vec4<f32>(); var c25_1 = vec4<f32>(); var c25_2 = vec4<f32>(); var c25_3 = vec4<f32>();
+    var c26_0 = vec4<f32>(); var c26_1 = vec4<f32>(); var c26_2 = vec4<f32>(); var c26_3 = vec4<f32>();
+    var c27_0 = vec4<f32>(); var c27_1 = vec4<f32>(); var c27_2 = vec4<f32>(); var c27_3 = vec4<f32>();
+    var c28_0 = vec4<f32>(); var c28_1 = vec4<f32>(); var c28_2 = vec4<f32>(); var c28_3 = vec4<f32>();
+    var c29_0 = vec4<f32>(); var c29_1 = vec4<f32>(); var c29_2 = vec4<f32>(); var c29_3 = vec4<f32>();
+    var c30_0 = vec4<f32>(); var c30_1 = vec4<f32>(); var c30_2 = vec4<f32>(); var c30_3 = vec4<f32>();
+    var c31_0 = vec4<f32>(); var c31_1 = vec4<f32>(); var c31_2 = vec4<f32>(); var c31_3 = vec4<f32>();
     for (var k8 = 0u; k8 < p.K / 8u; k8++) {
         let d0 = dequant8(rn0, k8);
         let d1 = dequant8(rn1, k8);
@@ -189,6 +221,22 @@ fn matmul_q4_1_forward_16x16(@builtin(global_invocation_id) gid: vec3<u32>) {
         { let x0 = inp[ra13 + 2u * k8]; let x1 = inp[ra13 + 2u * k8 + 1u]; c13_0 += lo0 * x0 + hi0 * x1; c13_1 += lo1 * x0 + hi1 * x1; c13_2 += lo2 * x0 + hi2 * x1; c13_3 += lo3 * x0 + hi3 * x1; }
         { let x0 = inp[ra14 + 2u * k8]; let x1 = inp[ra14 + 2u * k8 + 1u]; c14_0 += lo0 * x0 + hi0 * x1; c14_1 += lo1 * x0 + hi1 * x1; c14_2 += lo2 * x0 + hi2 * x1; c14_3 += lo3 * x0 + hi3 * x1; }
         { let x0 = inp[ra15 + 2u * k8]; let x1 = inp[ra15 + 2u * k8 + 1u]; c15_0 += lo0 * x0 + hi0 * x1; c15_1 += lo1 * x0 + hi1 * x1; c15_2 += lo2 * x0 + hi2 * x1; c15_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra16 + 2u * k8]; let x1 = inp[ra16 + 2u * k8 + 1u]; c16_0 += lo0 * x0 + hi0 * x1; c16_1 += lo1 * x0 + hi1 * x1; c16_2 += lo2 * x0 + hi2 * x1; c16_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra17 + 2u * k8]; let x1 = inp[ra17 + 2u * k8 + 1u]; c17_0 += lo0 * x0 + hi0 * x1; c17_1 += lo1 * x0 + hi1 * x1; c17_2 += lo2 * x0 + hi2 * x1; c17_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra18 + 2u * k8]; let x1 = inp[ra18 + 2u * k8 + 1u]; c18_0 += lo0 * x0 + hi0 * x1; c18_1 += lo1 * x0 + hi1 * x1; c18_2 += lo2 * x0 + hi2 * x1; c18_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra19 + 2u * k8]; let x1 = inp[ra19 + 2u * k8 + 1u]; c19_0 += lo0 * x0 + hi0 * x1; c19_1 += lo1 * x0 + hi1 * x1; c19_2 += lo2 * x0 + hi2 * x1; c19_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra20 + 2u * k8]; let x1 = inp[ra20 + 2u * k8 + 1u]; c20_0 += lo0 * x0 + hi0 * x1; c20_1 += lo1 * x0 + hi1 * x1; c20_2 += lo2 * x0 + hi2 * x1; c20_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra21 + 2u * k8]; let x1 = inp[ra21 + 2u * k8 + 1u]; c21_0 += lo0 * x0 + hi0 * x1; c21_1 += lo1 * x0 + hi1 * x1; c21_2 += lo2 * x0 + hi2 * x1; c21_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra22 + 2u * k8]; let x1 = inp[ra22 + 2u * k8 + 1u]; c22_0 += lo0 * x0 + hi0 * x1; c22_1 += lo1 * x0 + hi1 * x1; c22_2 += lo2 * x0 + hi2 * x1; c22_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra23 + 2u * k8]; let x1 = inp[ra23 + 2u * k8 + 1u]; c23_0 += lo0 * x0 + hi0 * x1; c23_1 += lo1 * x0 + hi1 * x1; c23_2 += lo2 * x0 + hi2 * x1; c23_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra24 + 2u * k8]; let x1 = inp[ra24 + 2u * k8 + 1u]; c24_0 += lo0 * x0 + hi0 * x1; c24_1 += lo1 * x0 + hi1 * x1; c24_2 += lo2 * x0 + hi2 * x1; c24_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra25 + 2u * k8]; let x1 = inp[ra25 + 2u * k8 + 1u]; c25_0 += lo0 * x0 + hi0 * x1; c25_1 += lo1 * x0 + hi1 * x1; c25_2 += lo2 * x0 + hi2 * x1; c25_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra26 + 2u * k8]; let x1 = inp[ra26 + 2u * k8 + 1u]; c26_0 += lo0 * x0 + hi0 * x1; c26_1 += lo1 * x0 + hi1 * x1; c26_2 += lo2 * x0 + hi2 * x1; c26_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra27 + 2u * k8]; let x1 = inp[ra27 + 2u * k8 + 1u]; c27_0 += lo0 * x0 + hi0 * x1; c27_1 += lo1 * x0 + hi1 * x1; c27_2 += lo2 * x0 + hi2 * x1; c27_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra28 + 2u * k8]; let x1 = inp[ra28 + 2u * k8 + 1u]; c28_0 += lo0 * x0 + hi0 * x1; c28_1 += lo1 * x0 + hi1 * x1; c28_2 += lo2 * x0 + hi2 * x1; c28_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra29 + 2u * k8]; let x1 = inp[ra29 + 2u * k8 + 1u]; c29_0 += lo0 * x0 + hi0 * x1; c29_1 += lo1 * x0 + hi1 * x1; c29_2 += lo2 * x0 + hi2 * x1; c29_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra30 + 2u * k8]; let x1 = inp[ra30 + 2u * k8 + 1u]; c30_0 += lo0 * x0 + hi0 * x1; c30_1 += lo1 * x0 + hi1 * x1; c30_2 += lo2 * x0 + hi2 * x1; c30_3 += lo3 * x0 + hi3 * x1; }
+        { let x0 = inp[ra31 + 2u * k8]; let x1 = inp[ra31 + 2u * k8 + 1u]; c31_0 += lo0 * x0 + hi0 * x1; c31_1 += lo1 * x0 + hi1 * x1; c31_2 += lo2 * x0 + hi2 * x1; c31_3 += lo3 * x0 + hi3 * x1; }
     }
     if (m0 + 0u < p.M) {
         let r = (m0 + 0u) * p.N + n0;
@@ -253,6 +301,70 @@ fn matmul_q4_1_forward_16x16(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (m0 + 15u < p.M) {
         let r = (m0 + 15u) * p.N + n0;
         st4(r + 0u, n0 + 0u, p.N, c15_0); st4(r + 4u, n0 + 4u, p.N, c15_1); st4(r + 8u, n0 + 8u, p.N, c15_2); st4(r + 12u, n0 + 12u, p.N, c15_3);
+    }
+    if (m0 + 16u < p.M) {
+        let r = (m0 + 16u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c16_0); st4(r + 4u, n0 + 4u, p.N, c16_1); st4(r + 8u, n0 + 8u, p.N, c16_2); st4(r + 12u, n0 + 12u, p.N, c16_3);
+    }
+    if (m0 + 17u < p.M) {
+        let r = (m0 + 17u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c17_0); st4(r + 4u, n0 + 4u, p.N, c17_1); st4(r + 8u, n0 + 8u, p.N, c17_2); st4(r + 12u, n0 + 12u, p.N, c17_3);
+    }
+    if (m0 + 18u < p.M) {
+        let r = (m0 + 18u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c18_0); st4(r + 4u, n0 + 4u, p.N, c18_1); st4(r + 8u, n0 + 8u, p.N, c18_2); st4(r + 12u, n0 + 12u, p.N, c18_3);
+    }
+    if (m0 + 19u < p.M) {
+        let r = (m0 + 19u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c19_0); st4(r + 4u, n0 + 4u, p.N, c19_1); st4(r + 8u, n0 + 8u, p.N, c19_2); st4(r + 12u, n0 + 12u, p.N, c19_3);
+    }
+    if (m0 + 20u < p.M) {
+        let r = (m0 + 20u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c20_0); st4(r + 4u, n0 + 4u, p.N, c20_1); st4(r + 8u, n0 + 8u, p.N, c20_2); st4(r + 12u, n0 + 12u, p.N, c20_3);
+    }
+    if (m0 + 21u < p.M) {
+        let r = (m0 + 21u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c21_0); st4(r + 4u, n0 + 4u, p.N, c21_1); st4(r + 8u, n0 + 8u, p.N, c21_2); st4(r + 12u, n0 + 12u, p.N, c21_3);
+    }
+    if (m0 + 22u < p.M) {
+        let r = (m0 + 22u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c22_0); st4(r + 4u, n0 + 4u, p.N, c22_1); st4(r + 8u, n0 + 8u, p.N, c22_2); st4(r + 12u, n0 + 12u, p.N, c22_3);
+    }
+    if (m0 + 23u < p.M) {
+        let r = (m0 + 23u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c23_0); st4(r + 4u, n0 + 4u, p.N, c23_1); st4(r + 8u, n0 + 8u, p.N, c23_2); st4(r + 12u, n0 + 12u, p.N, c23_3);
+    }
+    if (m0 + 24u < p.M) {
+        let r = (m0 + 24u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c24_0); st4(r + 4u, n0 + 4u, p.N, c24_1); st4(r + 8u, n0 + 8u, p.N, c24_2); st4(r + 12u, n0 + 12u, p.N, c24_3);
+    }
+    if (m0 + 25u < p.M) {
+        let r = (m0 + 25u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c25_0); st4(r + 4u, n0 + 4u, p.N, c25_1); st4(r + 8u, n0 + 8u, p.N, c25_2); st4(r + 12u, n0 + 12u, p.N, c25_3);
+    }
+    if (m0 + 26u < p.M) {
+        let r = (m0 + 26u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c26_0); st4(r + 4u, n0 + 4u, p.N, c26_1); st4(r + 8u, n0 + 8u, p.N, c26_2); st4(r + 12u, n0 + 12u, p.N, c26_3);
+    }
+    if (m0 + 27u < p.M) {
+        let r = (m0 + 27u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c27_0); st4(r + 4u, n0 + 4u, p.N, c27_1); st4(r + 8u, n0 + 8u, p.N, c27_2); st4(r + 12u, n0 + 12u, p.N, c27_3);
+    }
+    if (m0 + 28u < p.M) {
+        let r = (m0 + 28u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c28_0); st4(r + 4u, n0 + 4u, p.N, c28_1); st4(r + 8u, n0 + 8u, p.N, c28_2); st4(r + 12u, n0 + 12u, p.N, c28_3);
+    }
+    if (m0 + 29u < p.M) {
+        let r = (m0 + 29u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c29_0); st4(r + 4u, n0 + 4u, p.N, c29_1); st4(r + 8u, n0 + 8u, p.N, c29_2); st4(r + 12u, n0 + 12u, p.N, c29_3);
+    }
+    if (m0 + 30u < p.M) {
+        let r = (m0 + 30u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c30_0); st4(r + 4u, n0 + 4u, p.N, c30_1); st4(r + 8u, n0 + 8u, p.N, c30_2); st4(r + 12u, n0 + 12u, p.N, c30_3);
+    }
+    if (m0 + 31u < p.M) {
+        let r = (m0 + 31u) * p.N + n0;
+        st4(r + 0u, n0 + 0u, p.N, c31_0); st4(r + 4u, n0 + 4u, p.N, c31_1); st4(r + 8u, n0 + 8u, p.N, c31_2); st4(r + 12u, n0 + 12u, p.N, c31_3);
     }
 }
 

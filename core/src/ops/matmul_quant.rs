@@ -53,7 +53,7 @@ struct Params {
 macro_rules! entries {
     ($f:literal) => {
         [
-            concat!("matmul_", $f, "_forward_16x16"),
+            concat!("matmul_", $f, "_forward_32x16"),
             concat!("matmul_", $f, "_forward_4x4"),
             concat!("matmul_", $f, "_forward_1x4"),
             concat!("matmul_", $f, "_backward_input_16x16"),
@@ -93,10 +93,13 @@ impl QuantBlock {
     }
 
     /// (rows, cols) per invocation. Each decoded weight row is inlined once per block column,
-    /// so the large blocks stay at 16×16 (~9 s of llvmpipe compile); backward blocks span
-    /// whole groups of 8 columns. The names in `entries!` spell these sizes.
+    /// so the large blocks keep 16 columns; the forward's 32 rows let each decoded weight
+    /// feed twice the FMAs (+10–70 % over 16×16, ~5 s more of llvmpipe compile, once per
+    /// format; docs/PERF.md). Backward blocks span whole groups of 8 columns. The names in
+    /// `entries!` spell these sizes.
     pub fn dims(self, kind: MatmulKind) -> (usize, usize) {
         match (self, kind) {
+            (QuantBlock::Large, MatmulKind::Forward) => (32, 16),
             (QuantBlock::Large, _) => (16, 16),
             (QuantBlock::Small, MatmulKind::Forward) => (4, 4),
             (QuantBlock::Small, _) => (4, 8),
