@@ -248,7 +248,8 @@ impl Config {
 /// rope_freqs.weight (1 for high frequencies, `factor` for low ones, a smooth blend between).
 /// Llama 3.x uses low/high frequency factors 1 and 4; `factor` is the largest divisor and the
 /// original context follows from a blended divisor (or from where the bands meet). The
-/// parameters are accepted only if they give back every divisor.
+/// parameters are accepted only if they give back every divisor (low/high pairs of the same
+/// ratio give the same divisors at another context, so they are read as (1, 4)).
 fn llama3_scaling_from_divisors(divisors: &[f32], head_size: usize, theta: f32, file: &str) -> Result<RopeScaling> {
     let factor = divisors.iter().copied().fold(0.0f32, f32::max);
     if factor <= 1.0 + 1e-6 && divisors.iter().all(|&d| (d - 1.0).abs() < 1e-6) {
@@ -286,4 +287,44 @@ fn llama3_scaling_from_divisors(divisors: &[f32], head_size: usize, theta: f32, 
     Err(Error::Format(format!(
         "{file}: rope_freqs.weight is not Llama 3's rope scaling (low/high frequency factors 1 and 4) for any original context; the model's HF folder works"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rope_freqs.weight as llama.cpp's converter computes it (convert_hf_to_gguf.py).
+    fn divisors(hs: usize, theta: f64, factor: f64, low: f64, high: f64, original: f64) -> Vec<f32> {
+        (0..hs / 2)
+            .map(|j| {
+                let wavelen = 2.0 * std::f64::consts::PI * theta.powf((2 * j) as f64 / hs as f64);
+                if wavelen < original / high {
+                    1.0
+                } else if wavelen > original / low {
+                    factor as f32
+                } else {
+                    let smooth = (original / wavelen - low) / (high - low);
+                    (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn llama3_scaling_is_recovered_from_rope_freqs() {
+        // Llama 3.1 8B and Llama 3.2 1B
+        for (hs, theta, factor) in [(128, 500000.0, 8.0), (64, 500000.0, 32.0)] {
+            let d = divisors(hs, theta, factor, 1.0, 4.0, 8192.0);
+            let s = llama3_scaling_from_divisors(&d, hs, theta as f32, "m.gguf").unwrap();
+            assert_eq!((s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_position), (factor as f32, 1.0, 4.0, 8192.0));
+        }
+        // no scaling at all
+        assert_eq!(llama3_scaling_from_divisors(&[1.0; 32], 64, 10000.0, "m.gguf").unwrap(), RopeScaling::default());
+        // other factors (low 2, high 8) give the same divisors as (1, 4) at half the context
+        let d = divisors(128, 500000.0, 8.0, 2.0, 8.0, 8192.0);
+        assert_eq!(llama3_scaling_from_divisors(&d, 128, 500000.0, "m.gguf").unwrap().original_max_position, 4096.0);
+        // linear scaling (every frequency divided by 2) is not Llama 3's
+        let err = llama3_scaling_from_divisors(&[2.0; 64], 128, 500000.0, "m.gguf").unwrap_err().to_string();
+        assert!(err.contains("m.gguf") && err.contains("rope_freqs.weight"), "{err}");
+    }
 }
