@@ -34,26 +34,19 @@ fn train(out: &Path, extra: &[&str]) -> Output {
     hearth(&args)
 }
 
+/// The lines of metrics.jsonl.
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// (step, loss) of every training line of metrics.jsonl.
 fn losses(dir: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v.get("loss").is_some())
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
-        .collect()
+    metrics(dir).iter().filter(|v| v.get("loss").is_some()).map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())).collect()
 }
 
 /// The steps at which metrics.jsonl logged an evaluation.
 fn eval_steps(dir: &Path) -> Vec<u64> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v.get("eval_loss").is_some())
-        .map(|v| v["step"].as_u64().unwrap())
-        .collect()
+    metrics(dir).iter().filter(|v| v.get("eval_loss").is_some()).map(|v| v["step"].as_u64().unwrap()).collect()
 }
 
 fn ok(out: &Output) {

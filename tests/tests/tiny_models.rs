@@ -8,28 +8,33 @@
 //! f32 CPU; measured differences are ~1e-6). With `--quant q8_0` the bound is looser
 //! (3e-3 + 3e-2·|x|, logits here are ~0.05; measured 7e-4): 8-bit weights against the f32 reference.
 
-use hearth_core::io::load::load_hf_folder;
+use hearth_core::io::load::{load_hf_folder, LoadedModel};
 use hearth_core::model::{Model, ModelOptions, WeightFormat};
 use hearth_tests::{assert_close, fixture, with_gpu, DirFiles};
 use serde_json::Value;
 
 fn check(name: &str, quant: Option<WeightFormat>, max_binding: Option<u64>, atol: f64, rtol: f64) {
+    let m = load_hf_folder(&DirFiles(fixture(name)), quant).unwrap();
+    check_loaded(name, name, m, max_binding, atol, rtol);
+}
+
+/// `m` (loaded from `what`) against the ids, decoded text and logits of fixture `name`'s
+/// reference.json.
+fn check_loaded(what: &str, name: &str, m: LoadedModel, max_binding: Option<u64>, atol: f64, rtol: f64) {
     with_gpu!(ctx => {
-        let dir = fixture(name);
-        let r: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-        let m = load_hf_folder(&DirFiles(dir), quant).unwrap();
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap();
         let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-        assert_eq!(m.tokenizer.encode(r["text"].as_str().unwrap(), true).unwrap(), ids, "{name}: token ids");
-        assert_eq!(m.tokenizer.decode(&ids, true).unwrap(), r["decoded"].as_str().unwrap(), "{name}: decoded text");
+        assert_eq!(m.tokenizer.encode(r["text"].as_str().unwrap(), true).unwrap(), ids, "{what}: token ids");
+        assert_eq!(m.tokenizer.decode(&ids, true).unwrap(), r["decoded"].as_str().unwrap(), "{what}: decoded text");
         let want: Vec<f64> = r["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         // chunk 8: the 13+ tokens run through the KV cache in several chunks
         let opts = ModelOptions { chunk: 8, max_seq: 64, max_binding };
         let mut model = Model::new(ctx, &m.cfg, m.weights, opts).unwrap();
         if max_binding.is_some() {
-            assert!(model.lm_head_parts() > 1, "{name}: the lm_head should have been split");
+            assert!(model.lm_head_parts() > 1, "{what}: the lm_head should have been split");
         }
         let got = pollster::block_on(model.logits(ctx, &ids)).unwrap();
-        assert_close(&format!("{name} logits"), &got, &want, atol, rtol);
+        assert_close(&format!("{what} logits"), &got, &want, atol, rtol);
     });
 }
 
@@ -87,19 +92,11 @@ fn a_context_past_the_sliding_window_is_refused() {
 fn tiny_llama3_gguf_with_rope_freqs_matches_transformers() {
     // tiny-llama3 as llama.cpp writes Llama 3.1+: permuted q/k rows and the rope scaling as
     // rope_freqs.weight (tests/reference/tiny_gguf.py); the logits are the HF folder's.
-    with_gpu!(ctx => {
-        let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture("tiny-llama3").join("reference.json")).unwrap()).unwrap();
-        let bytes = std::fs::read(fixture("tiny-llama3.gguf")).unwrap();
-        let m = hearth_core::io::load::load_gguf(&bytes, "tiny-llama3.gguf", None).unwrap();
-        let hf = load_hf_folder(&DirFiles(fixture("tiny-llama3")), None).unwrap();
-        assert_eq!(m.cfg.rope_scaling, hf.cfg.rope_scaling, "the scaling recovered from rope_freqs.weight");
-        let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-        assert_eq!(m.tokenizer.encode(r["text"].as_str().unwrap(), true).unwrap(), ids, "token ids");
-        let want: Vec<f64> = r["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        let mut model = Model::new(ctx, &m.cfg, m.weights, ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
-        let got = pollster::block_on(model.logits(ctx, &ids)).unwrap();
-        assert_close("tiny-llama3.gguf logits", &got, &want, 2e-4, 1e-4);
-    });
+    let bytes = std::fs::read(fixture("tiny-llama3.gguf")).unwrap();
+    let m = hearth_core::io::load::load_gguf(&bytes, "tiny-llama3.gguf", None).unwrap();
+    let hf = load_hf_folder(&DirFiles(fixture("tiny-llama3")), None).unwrap();
+    assert_eq!(m.cfg.rope_scaling, hf.cfg.rope_scaling, "the scaling recovered from rope_freqs.weight");
+    check_loaded("tiny-llama3.gguf", "tiny-llama3", m, None, 2e-4, 1e-4);
 }
 
 #[test]
