@@ -3,8 +3,10 @@
 
 // GGUF Q4_0 matmul: blocks of 32 as (f16 d, 16 bytes: element j in the low nibble of
 // byte j, element j + 16 in its high nibble), x = d·(q − 8); 18 bytes.
-// Fused dequantization: the dense weight is never built; each step decodes 8 consecutive
-// weights of a row in registers. W is (N, K) in the nn.Linear layout, blocks along K.
+// Fused dequantization: the dense weight is never built. The forwards read a chunk of a W row
+// (32 weights) once and decode it 8 weights at a time in registers; the input gradient
+// decodes 8 consecutive weights of a row per step. W is (N, K) in the nn.Linear layout,
+// blocks along K.
 //   matmul_q4_0_forward_RxC:        out(M,N) = alpha · inp(M,K) · Wᵀ
 //   matmul_q4_0_backward_input_RxC: out(M,K) = alpha · inp(M,N) · W     (dx = dy·W)
 // RxC is the block of outputs per invocation: large ones for software adapters, where loads
@@ -17,7 +19,6 @@ struct Params {
     K: u32,
     alpha: f32,
     aux: f32,                          // NF4: the absmax offset
-    codebook: array<vec4<f32>, 4>,     // NF4: the 16 code values
 }
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;   // raw blocks, row-major
@@ -63,24 +64,41 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(d * (nib4(read_u32(q), shift) - 8.0), d * (nib4(read_u32(q + 4u), shift) - 8.0));
 }
 
-// Σ weights of block b of row n × x. The 18-byte block lies in words i .. i+4: d in the low
-// half of word i and nibbles from byte 2 when it starts a word, else d in the high half and
-// nibbles in words i+1 .. i+4. Σ (q − 8)·x = Σ q·x − 8·Σ x.
-fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
-    let base = (n * (p.K / 32u) + b) * 18u;
+// A block in registers: its scale and its 16 bytes of nibbles.
+struct Chunk {
+    d: f32,
+    q: vec4<u32>,
+}
+
+// Block c of row n. The 18-byte block lies in words i .. i+4: d in the low half of word i
+// and nibbles from byte 2 when it starts a word, else d in the high half and nibbles in
+// words i+1 .. i+4.
+fn load_chunk(n: u32, c: u32) -> Chunk {
+    let base = (n * (p.K / 32u) + c) * 18u;
     let i = base / 4u;
+    let lo = vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
+    let hi = vec4<u32>(lo.yzw, w[i + 4u]);
+    let dh = unpack2x16float(lo.x);
     let odd = base % 4u != 0u;
-    let w0 = w[i]; let w1 = w[i + 1u]; let w2 = w[i + 2u]; let w3 = w[i + 3u]; let w4 = w[i + 4u];
-    let dh = unpack2x16float(w0);
-    let d = select(dh.x, dh.y, odd);
-    let q0 = select((w0 >> 16u) | (w1 << 16u), w1, odd);
-    let q1 = select((w1 >> 16u) | (w2 << 16u), w2, odd);
-    let q2 = select((w2 >> 16u) | (w3 << 16u), w3, odd);
-    let q3 = select((w3 >> 16u) | (w4 << 16u), w4, odd);
-    let lo = dot(nib4(q0, 0u), x[0]) + dot(nib4(q1, 0u), x[1]) + dot(nib4(q2, 0u), x[2]) + dot(nib4(q3, 0u), x[3]);
-    let hi = dot(nib4(q0, 4u), x[4]) + dot(nib4(q1, 4u), x[5]) + dot(nib4(q2, 4u), x[6]) + dot(nib4(q3, 4u), x[7]);
+    return Chunk(select(dh.x, dh.y, odd), select((lo >> vec4<u32>(16u)) | (hi << vec4<u32>(16u)), hi, odd));
+}
+
+// Weights 8·s .. 8·s + 7 of the block: element j < 16 is the low nibble of byte j, element
+// j + 16 its high nibble.
+fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
+    let shift = select(0u, 4u, s >= 2u);
+    let odd = (s & 1u) == 1u;
+    return array<vec4<f32>, 2>(ch.d * (nib4(select(ch.q.x, ch.q.z, odd), shift) - 8.0),
+                               ch.d * (nib4(select(ch.q.y, ch.q.w, odd), shift) - 8.0));
+}
+
+// Σ weights of block b of row n × x, as d·(Σ q·x − 8·Σ x).
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let ch = load_chunk(n, b);
+    let lo = dot(nib4(ch.q.x, 0u), x[0]) + dot(nib4(ch.q.y, 0u), x[1]) + dot(nib4(ch.q.z, 0u), x[2]) + dot(nib4(ch.q.w, 0u), x[3]);
+    let hi = dot(nib4(ch.q.x, 4u), x[4]) + dot(nib4(ch.q.y, 4u), x[5]) + dot(nib4(ch.q.z, 4u), x[6]) + dot(nib4(ch.q.w, 4u), x[7]);
     let sx = dot(x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7], vec4<f32>(1.0));
-    return d * (lo + hi - 8.0 * sx);
+    return ch.d * (lo + hi - 8.0 * sx);
 }
 
 // out[idx] = alpha·v. Accumulating into out (beta ≠ 0) is a separate pass, as in matmul.wgsl.
@@ -100,12 +118,13 @@ fn st4(idx: u32, col0: u32, ncols: u32, v: vec4<f32>) {
     if (col0 + 2u < ncols) { st1(idx + 2u, v.z); }
 }
 
-// Each invocation: rows m0.. m0+32 of inp × rows n0.. n0+16 of W.
+// Each invocation: rows m0.. m0+32 of inp × rows n0.. n0+24 of W, a chunk of
+// 32 weights of each W row per step, decoded 8 at a time from registers.
 @compute @workgroup_size(WG_X, WG_Y, 1)
-fn matmul_q4_0_forward_32x16(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn matmul_q4_0_forward_32x24(@builtin(global_invocation_id) gid: vec3<u32>) {
     let K4 = p.K / 4u;
     let m0 = gid.y * 32u;
-    let n0 = gid.x * 16u;
+    let n0 = gid.x * 24u;
     if (m0 >= p.M || n0 >= p.N) { return; }
     let ra0 = min(m0 + 0u, p.M - 1u) * K4;
     let ra1 = min(m0 + 1u, p.M - 1u) * K4;
@@ -155,227 +174,275 @@ fn matmul_q4_0_forward_32x16(@builtin(global_invocation_id) gid: vec3<u32>) {
     let rn13 = min(n0 + 13u, p.N - 1u);
     let rn14 = min(n0 + 14u, p.N - 1u);
     let rn15 = min(n0 + 15u, p.N - 1u);
-    var c0_0 = vec4<f32>(); var c0_1 = vec4<f32>(); var c0_2 = vec4<f32>(); var c0_3 = vec4<f32>();
-    var c1_0 = vec4<f32>(); var c1_1 = vec4<f32>(); var c1_2 = vec4<f32>(); var c1_3 = vec4<f32>();
-    var c2_0 = vec4<f32>(); var c2_1 = vec4<f32>(); var c2_2 = vec4<f32>(); var c2_3 = vec4<f32>();
-    var c3_0 = vec4<f32>(); var c3_1 = vec4<f32>(); var c3_2 = vec4<f32>(); var c3_3 = vec4<f32>();
-    var c4_0 = vec4<f32>(); var c4_1 = vec4<f32>(); var c4_2 = vec4<f32>(); var c4_3 = vec4<f32>();
-    var c5_0 = vec4<f32>(); var c5_1 = vec4<f32>(); var c5_2 = vec4<f32>(); var c5_3 = vec4<f32>();
-    var c6_0 = vec4<f32>(); var c6_1 = vec4<f32>(); var c6_2 = vec4<f32>(); var c6_3 = vec4<f32>();
-    var c7_0 = vec4<f32>(); var c7_1 = vec4<f32>(); var c7_2 = vec4<f32>(); var c7_3 = vec4<f32>();
-    var c8_0 = vec4<f32>(); var c8_1 = vec4<f32>(); var c8_2 = vec4<f32>(); var c8_3 = vec4<f32>();
-    var c9_0 = vec4<f32>(); var c9_1 = vec4<f32>(); var c9_2 = vec4<f32>(); var c9_3 = vec4<f32>();
-    var c10_0 = vec4<f32>(); var c10_1 = vec4<f32>(); var c10_2 = vec4<f32>(); var c10_3 = vec4<f32>();
-    var c11_0 = vec4<f32>(); var c11_1 = vec4<f32>(); var c11_2 = vec4<f32>(); var c11_3 = vec4<f32>();
-    var c12_0 = vec4<f32>(); var c12_1 = vec4<f32>(); var c12_2 = vec4<f32>(); var c12_3 = vec4<f32>();
-    var c13_0 = vec4<f32>(); var c13_1 = vec4<f32>(); var c13_2 = vec4<f32>(); var c13_3 = vec4<f32>();
-    var c14_0 = vec4<f32>(); var c14_1 = vec4<f32>(); var c14_2 = vec4<f32>(); var c14_3 = vec4<f32>();
-    var c15_0 = vec4<f32>(); var c15_1 = vec4<f32>(); var c15_2 = vec4<f32>(); var c15_3 = vec4<f32>();
-    var c16_0 = vec4<f32>(); var c16_1 = vec4<f32>(); var c16_2 = vec4<f32>(); var c16_3 = vec4<f32>();
-    var c17_0 = vec4<f32>(); var c17_1 = vec4<f32>(); var c17_2 = vec4<f32>(); var c17_3 = vec4<f32>();
-    var c18_0 = vec4<f32>(); var c18_1 = vec4<f32>(); var c18_2 = vec4<f32>(); var c18_3 = vec4<f32>();
-    var c19_0 = vec4<f32>(); var c19_1 = vec4<f32>(); var c19_2 = vec4<f32>(); var c19_3 = vec4<f32>();
-    var c20_0 = vec4<f32>(); var c20_1 = vec4<f32>(); var c20_2 = vec4<f32>(); var c20_3 = vec4<f32>();
-    var c21_0 = vec4<f32>(); var c21_1 = vec4<f32>(); var c21_2 = vec4<f32>(); var c21_3 = vec4<f32>();
-    var c22_0 = vec4<f32>(); var c22_1 = vec4<f32>(); var c22_2 = vec4<f32>(); var c22_3 = vec4<f32>();
-    var c23_0 = vec4<f32>(); var c23_1 = vec4<f32>(); var c23_2 = vec4<f32>(); var c23_3 = vec4<f32>();
-    var c24_0 = vec4<f32>(); var c24_1 = vec4<f32>(); var c24_2 = vec4<f32>(); var c24_3 = vec4<f32>();
-    var c25_0 = vec4<f32>(); var c25_1 = vec4<f32>(); var c25_2 = vec4<f32>(); var c25_3 = vec4<f32>();
-    var c26_0 = vec4<f32>(); var c26_1 = vec4<f32>(); var c26_2 = vec4<f32>(); var c26_3 = vec4<f32>();
-    var c27_0 = vec4<f32>(); var c27_1 = vec4<f32>(); var c27_2 = vec4<f32>(); var c27_3 = vec4<f32>();
-    var c28_0 = vec4<f32>(); var c28_1 = vec4<f32>(); var c28_2 = vec4<f32>(); var c28_3 = vec4<f32>();
-    var c29_0 = vec4<f32>(); var c29_1 = vec4<f32>(); var c29_2 = vec4<f32>(); var c29_3 = vec4<f32>();
-    var c30_0 = vec4<f32>(); var c30_1 = vec4<f32>(); var c30_2 = vec4<f32>(); var c30_3 = vec4<f32>();
-    var c31_0 = vec4<f32>(); var c31_1 = vec4<f32>(); var c31_2 = vec4<f32>(); var c31_3 = vec4<f32>();
-    for (var k8 = 0u; k8 < p.K / 8u; k8++) {
-        let d0 = dequant8(rn0, k8);
-        let d1 = dequant8(rn1, k8);
-        let d2 = dequant8(rn2, k8);
-        let d3 = dequant8(rn3, k8);
-        let d4 = dequant8(rn4, k8);
-        let d5 = dequant8(rn5, k8);
-        let d6 = dequant8(rn6, k8);
-        let d7 = dequant8(rn7, k8);
-        let d8 = dequant8(rn8, k8);
-        let d9 = dequant8(rn9, k8);
-        let d10 = dequant8(rn10, k8);
-        let d11 = dequant8(rn11, k8);
-        let d12 = dequant8(rn12, k8);
-        let d13 = dequant8(rn13, k8);
-        let d14 = dequant8(rn14, k8);
-        let d15 = dequant8(rn15, k8);
-        let lo0 = transpose(mat4x4<f32>(d0[0], d1[0], d2[0], d3[0]));
-        let hi0 = transpose(mat4x4<f32>(d0[1], d1[1], d2[1], d3[1]));
-        let lo1 = transpose(mat4x4<f32>(d4[0], d5[0], d6[0], d7[0]));
-        let hi1 = transpose(mat4x4<f32>(d4[1], d5[1], d6[1], d7[1]));
-        let lo2 = transpose(mat4x4<f32>(d8[0], d9[0], d10[0], d11[0]));
-        let hi2 = transpose(mat4x4<f32>(d8[1], d9[1], d10[1], d11[1]));
-        let lo3 = transpose(mat4x4<f32>(d12[0], d13[0], d14[0], d15[0]));
-        let hi3 = transpose(mat4x4<f32>(d12[1], d13[1], d14[1], d15[1]));
-        { let x0 = inp[ra0 + 2u * k8]; let x1 = inp[ra0 + 2u * k8 + 1u]; c0_0 += lo0 * x0 + hi0 * x1; c0_1 += lo1 * x0 + hi1 * x1; c0_2 += lo2 * x0 + hi2 * x1; c0_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra1 + 2u * k8]; let x1 = inp[ra1 + 2u * k8 + 1u]; c1_0 += lo0 * x0 + hi0 * x1; c1_1 += lo1 * x0 + hi1 * x1; c1_2 += lo2 * x0 + hi2 * x1; c1_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra2 + 2u * k8]; let x1 = inp[ra2 + 2u * k8 + 1u]; c2_0 += lo0 * x0 + hi0 * x1; c2_1 += lo1 * x0 + hi1 * x1; c2_2 += lo2 * x0 + hi2 * x1; c2_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra3 + 2u * k8]; let x1 = inp[ra3 + 2u * k8 + 1u]; c3_0 += lo0 * x0 + hi0 * x1; c3_1 += lo1 * x0 + hi1 * x1; c3_2 += lo2 * x0 + hi2 * x1; c3_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra4 + 2u * k8]; let x1 = inp[ra4 + 2u * k8 + 1u]; c4_0 += lo0 * x0 + hi0 * x1; c4_1 += lo1 * x0 + hi1 * x1; c4_2 += lo2 * x0 + hi2 * x1; c4_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra5 + 2u * k8]; let x1 = inp[ra5 + 2u * k8 + 1u]; c5_0 += lo0 * x0 + hi0 * x1; c5_1 += lo1 * x0 + hi1 * x1; c5_2 += lo2 * x0 + hi2 * x1; c5_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra6 + 2u * k8]; let x1 = inp[ra6 + 2u * k8 + 1u]; c6_0 += lo0 * x0 + hi0 * x1; c6_1 += lo1 * x0 + hi1 * x1; c6_2 += lo2 * x0 + hi2 * x1; c6_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra7 + 2u * k8]; let x1 = inp[ra7 + 2u * k8 + 1u]; c7_0 += lo0 * x0 + hi0 * x1; c7_1 += lo1 * x0 + hi1 * x1; c7_2 += lo2 * x0 + hi2 * x1; c7_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra8 + 2u * k8]; let x1 = inp[ra8 + 2u * k8 + 1u]; c8_0 += lo0 * x0 + hi0 * x1; c8_1 += lo1 * x0 + hi1 * x1; c8_2 += lo2 * x0 + hi2 * x1; c8_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra9 + 2u * k8]; let x1 = inp[ra9 + 2u * k8 + 1u]; c9_0 += lo0 * x0 + hi0 * x1; c9_1 += lo1 * x0 + hi1 * x1; c9_2 += lo2 * x0 + hi2 * x1; c9_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra10 + 2u * k8]; let x1 = inp[ra10 + 2u * k8 + 1u]; c10_0 += lo0 * x0 + hi0 * x1; c10_1 += lo1 * x0 + hi1 * x1; c10_2 += lo2 * x0 + hi2 * x1; c10_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra11 + 2u * k8]; let x1 = inp[ra11 + 2u * k8 + 1u]; c11_0 += lo0 * x0 + hi0 * x1; c11_1 += lo1 * x0 + hi1 * x1; c11_2 += lo2 * x0 + hi2 * x1; c11_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra12 + 2u * k8]; let x1 = inp[ra12 + 2u * k8 + 1u]; c12_0 += lo0 * x0 + hi0 * x1; c12_1 += lo1 * x0 + hi1 * x1; c12_2 += lo2 * x0 + hi2 * x1; c12_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra13 + 2u * k8]; let x1 = inp[ra13 + 2u * k8 + 1u]; c13_0 += lo0 * x0 + hi0 * x1; c13_1 += lo1 * x0 + hi1 * x1; c13_2 += lo2 * x0 + hi2 * x1; c13_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra14 + 2u * k8]; let x1 = inp[ra14 + 2u * k8 + 1u]; c14_0 += lo0 * x0 + hi0 * x1; c14_1 += lo1 * x0 + hi1 * x1; c14_2 += lo2 * x0 + hi2 * x1; c14_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra15 + 2u * k8]; let x1 = inp[ra15 + 2u * k8 + 1u]; c15_0 += lo0 * x0 + hi0 * x1; c15_1 += lo1 * x0 + hi1 * x1; c15_2 += lo2 * x0 + hi2 * x1; c15_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra16 + 2u * k8]; let x1 = inp[ra16 + 2u * k8 + 1u]; c16_0 += lo0 * x0 + hi0 * x1; c16_1 += lo1 * x0 + hi1 * x1; c16_2 += lo2 * x0 + hi2 * x1; c16_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra17 + 2u * k8]; let x1 = inp[ra17 + 2u * k8 + 1u]; c17_0 += lo0 * x0 + hi0 * x1; c17_1 += lo1 * x0 + hi1 * x1; c17_2 += lo2 * x0 + hi2 * x1; c17_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra18 + 2u * k8]; let x1 = inp[ra18 + 2u * k8 + 1u]; c18_0 += lo0 * x0 + hi0 * x1; c18_1 += lo1 * x0 + hi1 * x1; c18_2 += lo2 * x0 + hi2 * x1; c18_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra19 + 2u * k8]; let x1 = inp[ra19 + 2u * k8 + 1u]; c19_0 += lo0 * x0 + hi0 * x1; c19_1 += lo1 * x0 + hi1 * x1; c19_2 += lo2 * x0 + hi2 * x1; c19_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra20 + 2u * k8]; let x1 = inp[ra20 + 2u * k8 + 1u]; c20_0 += lo0 * x0 + hi0 * x1; c20_1 += lo1 * x0 + hi1 * x1; c20_2 += lo2 * x0 + hi2 * x1; c20_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra21 + 2u * k8]; let x1 = inp[ra21 + 2u * k8 + 1u]; c21_0 += lo0 * x0 + hi0 * x1; c21_1 += lo1 * x0 + hi1 * x1; c21_2 += lo2 * x0 + hi2 * x1; c21_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra22 + 2u * k8]; let x1 = inp[ra22 + 2u * k8 + 1u]; c22_0 += lo0 * x0 + hi0 * x1; c22_1 += lo1 * x0 + hi1 * x1; c22_2 += lo2 * x0 + hi2 * x1; c22_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra23 + 2u * k8]; let x1 = inp[ra23 + 2u * k8 + 1u]; c23_0 += lo0 * x0 + hi0 * x1; c23_1 += lo1 * x0 + hi1 * x1; c23_2 += lo2 * x0 + hi2 * x1; c23_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra24 + 2u * k8]; let x1 = inp[ra24 + 2u * k8 + 1u]; c24_0 += lo0 * x0 + hi0 * x1; c24_1 += lo1 * x0 + hi1 * x1; c24_2 += lo2 * x0 + hi2 * x1; c24_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra25 + 2u * k8]; let x1 = inp[ra25 + 2u * k8 + 1u]; c25_0 += lo0 * x0 + hi0 * x1; c25_1 += lo1 * x0 + hi1 * x1; c25_2 += lo2 * x0 + hi2 * x1; c25_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra26 + 2u * k8]; let x1 = inp[ra26 + 2u * k8 + 1u]; c26_0 += lo0 * x0 + hi0 * x1; c26_1 += lo1 * x0 + hi1 * x1; c26_2 += lo2 * x0 + hi2 * x1; c26_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra27 + 2u * k8]; let x1 = inp[ra27 + 2u * k8 + 1u]; c27_0 += lo0 * x0 + hi0 * x1; c27_1 += lo1 * x0 + hi1 * x1; c27_2 += lo2 * x0 + hi2 * x1; c27_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra28 + 2u * k8]; let x1 = inp[ra28 + 2u * k8 + 1u]; c28_0 += lo0 * x0 + hi0 * x1; c28_1 += lo1 * x0 + hi1 * x1; c28_2 += lo2 * x0 + hi2 * x1; c28_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra29 + 2u * k8]; let x1 = inp[ra29 + 2u * k8 + 1u]; c29_0 += lo0 * x0 + hi0 * x1; c29_1 += lo1 * x0 + hi1 * x1; c29_2 += lo2 * x0 + hi2 * x1; c29_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra30 + 2u * k8]; let x1 = inp[ra30 + 2u * k8 + 1u]; c30_0 += lo0 * x0 + hi0 * x1; c30_1 += lo1 * x0 + hi1 * x1; c30_2 += lo2 * x0 + hi2 * x1; c30_3 += lo3 * x0 + hi3 * x1; }
-        { let x0 = inp[ra31 + 2u * k8]; let x1 = inp[ra31 + 2u * k8 + 1u]; c31_0 += lo0 * x0 + hi0 * x1; c31_1 += lo1 * x0 + hi1 * x1; c31_2 += lo2 * x0 + hi2 * x1; c31_3 += lo3 * x0 + hi3 * x1; }
+    let rn16 = min(n0 + 16u, p.N - 1u);
+    let rn17 = min(n0 + 17u, p.N - 1u);
+    let rn18 = min(n0 + 18u, p.N - 1u);
+    let rn19 = min(n0 + 19u, p.N - 1u);
+    let rn20 = min(n0 + 20u, p.N - 1u);
+    let rn21 = min(n0 + 21u, p.N - 1u);
+    let rn22 = min(n0 + 22u, p.N - 1u);
+    let rn23 = min(n0 + 23u, p.N - 1u);
+    var c0_0 = vec4<f32>(); var c0_1 = vec4<f32>(); var c0_2 = vec4<f32>(); var c0_3 = vec4<f32>(); var c0_4 = vec4<f32>(); var c0_5 = vec4<f32>();
+    var c1_0 = vec4<f32>(); var c1_1 = vec4<f32>(); var c1_2 = vec4<f32>(); var c1_3 = vec4<f32>(); var c1_4 = vec4<f32>(); var c1_5 = vec4<f32>();
+    var c2_0 = vec4<f32>(); var c2_1 = vec4<f32>(); var c2_2 = vec4<f32>(); var c2_3 = vec4<f32>(); var c2_4 = vec4<f32>(); var c2_5 = vec4<f32>();
+    var c3_0 = vec4<f32>(); var c3_1 = vec4<f32>(); var c3_2 = vec4<f32>(); var c3_3 = vec4<f32>(); var c3_4 = vec4<f32>(); var c3_5 = vec4<f32>();
+    var c4_0 = vec4<f32>(); var c4_1 = vec4<f32>(); var c4_2 = vec4<f32>(); var c4_3 = vec4<f32>(); var c4_4 = vec4<f32>(); var c4_5 = vec4<f32>();
+    var c5_0 = vec4<f32>(); var c5_1 = vec4<f32>(); var c5_2 = vec4<f32>(); var c5_3 = vec4<f32>(); var c5_4 = vec4<f32>(); var c5_5 = vec4<f32>();
+    var c6_0 = vec4<f32>(); var c6_1 = vec4<f32>(); var c6_2 = vec4<f32>(); var c6_3 = vec4<f32>(); var c6_4 = vec4<f32>(); var c6_5 = vec4<f32>();
+    var c7_0 = vec4<f32>(); var c7_1 = vec4<f32>(); var c7_2 = vec4<f32>(); var c7_3 = vec4<f32>(); var c7_4 = vec4<f32>(); var c7_5 = vec4<f32>();
+    var c8_0 = vec4<f32>(); var c8_1 = vec4<f32>(); var c8_2 = vec4<f32>(); var c8_3 = vec4<f32>(); var c8_4 = vec4<f32>(); var c8_5 = vec4<f32>();
+    var c9_0 = vec4<f32>(); var c9_1 = vec4<f32>(); var c9_2 = vec4<f32>(); var c9_3 = vec4<f32>(); var c9_4 = vec4<f32>(); var c9_5 = vec4<f32>();
+    var c10_0 = vec4<f32>(); var c10_1 = vec4<f32>(); var c10_2 = vec4<f32>(); var c10_3 = vec4<f32>(); var c10_4 = vec4<f32>(); var c10_5 = vec4<f32>();
+    var c11_0 = vec4<f32>(); var c11_1 = vec4<f32>(); var c11_2 = vec4<f32>(); var c11_3 = vec4<f32>(); var c11_4 = vec4<f32>(); var c11_5 = vec4<f32>();
+    var c12_0 = vec4<f32>(); var c12_1 = vec4<f32>(); var c12_2 = vec4<f32>(); var c12_3 = vec4<f32>(); var c12_4 = vec4<f32>(); var c12_5 = vec4<f32>();
+    var c13_0 = vec4<f32>(); var c13_1 = vec4<f32>(); var c13_2 = vec4<f32>(); var c13_3 = vec4<f32>(); var c13_4 = vec4<f32>(); var c13_5 = vec4<f32>();
+    var c14_0 = vec4<f32>(); var c14_1 = vec4<f32>(); var c14_2 = vec4<f32>(); var c14_3 = vec4<f32>(); var c14_4 = vec4<f32>(); var c14_5 = vec4<f32>();
+    var c15_0 = vec4<f32>(); var c15_1 = vec4<f32>(); var c15_2 = vec4<f32>(); var c15_3 = vec4<f32>(); var c15_4 = vec4<f32>(); var c15_5 = vec4<f32>();
+    var c16_0 = vec4<f32>(); var c16_1 = vec4<f32>(); var c16_2 = vec4<f32>(); var c16_3 = vec4<f32>(); var c16_4 = vec4<f32>(); var c16_5 = vec4<f32>();
+    var c17_0 = vec4<f32>(); var c17_1 = vec4<f32>(); var c17_2 = vec4<f32>(); var c17_3 = vec4<f32>(); var c17_4 = vec4<f32>(); var c17_5 = vec4<f32>();
+    var c18_0 = vec4<f32>(); var c18_1 = vec4<f32>(); var c18_2 = vec4<f32>(); var c18_3 = vec4<f32>(); var c18_4 = vec4<f32>(); var c18_5 = vec4<f32>();
+    var c19_0 = vec4<f32>(); var c19_1 = vec4<f32>(); var c19_2 = vec4<f32>(); var c19_3 = vec4<f32>(); var c19_4 = vec4<f32>(); var c19_5 = vec4<f32>();
+    var c20_0 = vec4<f32>(); var c20_1 = vec4<f32>(); var c20_2 = vec4<f32>(); var c20_3 = vec4<f32>(); var c20_4 = vec4<f32>(); var c20_5 = vec4<f32>();
+    var c21_0 = vec4<f32>(); var c21_1 = vec4<f32>(); var c21_2 = vec4<f32>(); var c21_3 = vec4<f32>(); var c21_4 = vec4<f32>(); var c21_5 = vec4<f32>();
+    var c22_0 = vec4<f32>(); var c22_1 = vec4<f32>(); var c22_2 = vec4<f32>(); var c22_3 = vec4<f32>(); var c22_4 = vec4<f32>(); var c22_5 = vec4<f32>();
+    var c23_0 = vec4<f32>(); var c23_1 = vec4<f32>(); var c23_2 = vec4<f32>(); var c23_3 = vec4<f32>(); var c23_4 = vec4<f32>(); var c23_5 = vec4<f32>();
+    var c24_0 = vec4<f32>(); var c24_1 = vec4<f32>(); var c24_2 = vec4<f32>(); var c24_3 = vec4<f32>(); var c24_4 = vec4<f32>(); var c24_5 = vec4<f32>();
+    var c25_0 = vec4<f32>(); var c25_1 = vec4<f32>(); var c25_2 = vec4<f32>(); var c25_3 = vec4<f32>(); var c25_4 = vec4<f32>(); var c25_5 = vec4<f32>();
+    var c26_0 = vec4<f32>(); var c26_1 = vec4<f32>(); var c26_2 = vec4<f32>(); var c26_3 = vec4<f32>(); var c26_4 = vec4<f32>(); var c26_5 = vec4<f32>();
+    var c27_0 = vec4<f32>(); var c27_1 = vec4<f32>(); var c27_2 = vec4<f32>(); var c27_3 = vec4<f32>(); var c27_4 = vec4<f32>(); var c27_5 = vec4<f32>();
+    var c28_0 = vec4<f32>(); var c28_1 = vec4<f32>(); var c28_2 = vec4<f32>(); var c28_3 = vec4<f32>(); var c28_4 = vec4<f32>(); var c28_5 = vec4<f32>();
+    var c29_0 = vec4<f32>(); var c29_1 = vec4<f32>(); var c29_2 = vec4<f32>(); var c29_3 = vec4<f32>(); var c29_4 = vec4<f32>(); var c29_5 = vec4<f32>();
+    var c30_0 = vec4<f32>(); var c30_1 = vec4<f32>(); var c30_2 = vec4<f32>(); var c30_3 = vec4<f32>(); var c30_4 = vec4<f32>(); var c30_5 = vec4<f32>();
+    var c31_0 = vec4<f32>(); var c31_1 = vec4<f32>(); var c31_2 = vec4<f32>(); var c31_3 = vec4<f32>(); var c31_4 = vec4<f32>(); var c31_5 = vec4<f32>();
+    for (var c = 0u; c < p.K / 32u; c++) {
+        let ch0 = load_chunk(rn0, c);
+        let ch1 = load_chunk(rn1, c);
+        let ch2 = load_chunk(rn2, c);
+        let ch3 = load_chunk(rn3, c);
+        let ch4 = load_chunk(rn4, c);
+        let ch5 = load_chunk(rn5, c);
+        let ch6 = load_chunk(rn6, c);
+        let ch7 = load_chunk(rn7, c);
+        let ch8 = load_chunk(rn8, c);
+        let ch9 = load_chunk(rn9, c);
+        let ch10 = load_chunk(rn10, c);
+        let ch11 = load_chunk(rn11, c);
+        let ch12 = load_chunk(rn12, c);
+        let ch13 = load_chunk(rn13, c);
+        let ch14 = load_chunk(rn14, c);
+        let ch15 = load_chunk(rn15, c);
+        let ch16 = load_chunk(rn16, c);
+        let ch17 = load_chunk(rn17, c);
+        let ch18 = load_chunk(rn18, c);
+        let ch19 = load_chunk(rn19, c);
+        let ch20 = load_chunk(rn20, c);
+        let ch21 = load_chunk(rn21, c);
+        let ch22 = load_chunk(rn22, c);
+        let ch23 = load_chunk(rn23, c);
+        for (var s = 0u; s < 4u; s++) {
+            let x2 = 8u * c + 2u * s;
+            let d0 = decode8(ch0, s);
+            let d1 = decode8(ch1, s);
+            let d2 = decode8(ch2, s);
+            let d3 = decode8(ch3, s);
+            let d4 = decode8(ch4, s);
+            let d5 = decode8(ch5, s);
+            let d6 = decode8(ch6, s);
+            let d7 = decode8(ch7, s);
+            let d8 = decode8(ch8, s);
+            let d9 = decode8(ch9, s);
+            let d10 = decode8(ch10, s);
+            let d11 = decode8(ch11, s);
+            let d12 = decode8(ch12, s);
+            let d13 = decode8(ch13, s);
+            let d14 = decode8(ch14, s);
+            let d15 = decode8(ch15, s);
+            let d16 = decode8(ch16, s);
+            let d17 = decode8(ch17, s);
+            let d18 = decode8(ch18, s);
+            let d19 = decode8(ch19, s);
+            let d20 = decode8(ch20, s);
+            let d21 = decode8(ch21, s);
+            let d22 = decode8(ch22, s);
+            let d23 = decode8(ch23, s);
+            let lo0 = transpose(mat4x4<f32>(d0[0], d1[0], d2[0], d3[0]));
+            let hi0 = transpose(mat4x4<f32>(d0[1], d1[1], d2[1], d3[1]));
+            let lo1 = transpose(mat4x4<f32>(d4[0], d5[0], d6[0], d7[0]));
+            let hi1 = transpose(mat4x4<f32>(d4[1], d5[1], d6[1], d7[1]));
+            let lo2 = transpose(mat4x4<f32>(d8[0], d9[0], d10[0], d11[0]));
+            let hi2 = transpose(mat4x4<f32>(d8[1], d9[1], d10[1], d11[1]));
+            let lo3 = transpose(mat4x4<f32>(d12[0], d13[0], d14[0], d15[0]));
+            let hi3 = transpose(mat4x4<f32>(d12[1], d13[1], d14[1], d15[1]));
+            let lo4 = transpose(mat4x4<f32>(d16[0], d17[0], d18[0], d19[0]));
+            let hi4 = transpose(mat4x4<f32>(d16[1], d17[1], d18[1], d19[1]));
+            let lo5 = transpose(mat4x4<f32>(d20[0], d21[0], d22[0], d23[0]));
+            let hi5 = transpose(mat4x4<f32>(d20[1], d21[1], d22[1], d23[1]));
+            { let x0 = inp[ra0 + x2]; let x1 = inp[ra0 + x2 + 1u]; c0_0 += lo0 * x0 + hi0 * x1; c0_1 += lo1 * x0 + hi1 * x1; c0_2 += lo2 * x0 + hi2 * x1; c0_3 += lo3 * x0 + hi3 * x1; c0_4 += lo4 * x0 + hi4 * x1; c0_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra1 + x2]; let x1 = inp[ra1 + x2 + 1u]; c1_0 += lo0 * x0 + hi0 * x1; c1_1 += lo1 * x0 + hi1 * x1; c1_2 += lo2 * x0 + hi2 * x1; c1_3 += lo3 * x0 + hi3 * x1; c1_4 += lo4 * x0 + hi4 * x1; c1_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra2 + x2]; let x1 = inp[ra2 + x2 + 1u]; c2_0 += lo0 * x0 + hi0 * x1; c2_1 += lo1 * x0 + hi1 * x1; c2_2 += lo2 * x0 + hi2 * x1; c2_3 += lo3 * x0 + hi3 * x1; c2_4 += lo4 * x0 + hi4 * x1; c2_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra3 + x2]; let x1 = inp[ra3 + x2 + 1u]; c3_0 += lo0 * x0 + hi0 * x1; c3_1 += lo1 * x0 + hi1 * x1; c3_2 += lo2 * x0 + hi2 * x1; c3_3 += lo3 * x0 + hi3 * x1; c3_4 += lo4 * x0 + hi4 * x1; c3_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra4 + x2]; let x1 = inp[ra4 + x2 + 1u]; c4_0 += lo0 * x0 + hi0 * x1; c4_1 += lo1 * x0 + hi1 * x1; c4_2 += lo2 * x0 + hi2 * x1; c4_3 += lo3 * x0 + hi3 * x1; c4_4 += lo4 * x0 + hi4 * x1; c4_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra5 + x2]; let x1 = inp[ra5 + x2 + 1u]; c5_0 += lo0 * x0 + hi0 * x1; c5_1 += lo1 * x0 + hi1 * x1; c5_2 += lo2 * x0 + hi2 * x1; c5_3 += lo3 * x0 + hi3 * x1; c5_4 += lo4 * x0 + hi4 * x1; c5_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra6 + x2]; let x1 = inp[ra6 + x2 + 1u]; c6_0 += lo0 * x0 + hi0 * x1; c6_1 += lo1 * x0 + hi1 * x1; c6_2 += lo2 * x0 + hi2 * x1; c6_3 += lo3 * x0 + hi3 * x1; c6_4 += lo4 * x0 + hi4 * x1; c6_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra7 + x2]; let x1 = inp[ra7 + x2 + 1u]; c7_0 += lo0 * x0 + hi0 * x1; c7_1 += lo1 * x0 + hi1 * x1; c7_2 += lo2 * x0 + hi2 * x1; c7_3 += lo3 * x0 + hi3 * x1; c7_4 += lo4 * x0 + hi4 * x1; c7_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra8 + x2]; let x1 = inp[ra8 + x2 + 1u]; c8_0 += lo0 * x0 + hi0 * x1; c8_1 += lo1 * x0 + hi1 * x1; c8_2 += lo2 * x0 + hi2 * x1; c8_3 += lo3 * x0 + hi3 * x1; c8_4 += lo4 * x0 + hi4 * x1; c8_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra9 + x2]; let x1 = inp[ra9 + x2 + 1u]; c9_0 += lo0 * x0 + hi0 * x1; c9_1 += lo1 * x0 + hi1 * x1; c9_2 += lo2 * x0 + hi2 * x1; c9_3 += lo3 * x0 + hi3 * x1; c9_4 += lo4 * x0 + hi4 * x1; c9_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra10 + x2]; let x1 = inp[ra10 + x2 + 1u]; c10_0 += lo0 * x0 + hi0 * x1; c10_1 += lo1 * x0 + hi1 * x1; c10_2 += lo2 * x0 + hi2 * x1; c10_3 += lo3 * x0 + hi3 * x1; c10_4 += lo4 * x0 + hi4 * x1; c10_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra11 + x2]; let x1 = inp[ra11 + x2 + 1u]; c11_0 += lo0 * x0 + hi0 * x1; c11_1 += lo1 * x0 + hi1 * x1; c11_2 += lo2 * x0 + hi2 * x1; c11_3 += lo3 * x0 + hi3 * x1; c11_4 += lo4 * x0 + hi4 * x1; c11_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra12 + x2]; let x1 = inp[ra12 + x2 + 1u]; c12_0 += lo0 * x0 + hi0 * x1; c12_1 += lo1 * x0 + hi1 * x1; c12_2 += lo2 * x0 + hi2 * x1; c12_3 += lo3 * x0 + hi3 * x1; c12_4 += lo4 * x0 + hi4 * x1; c12_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra13 + x2]; let x1 = inp[ra13 + x2 + 1u]; c13_0 += lo0 * x0 + hi0 * x1; c13_1 += lo1 * x0 + hi1 * x1; c13_2 += lo2 * x0 + hi2 * x1; c13_3 += lo3 * x0 + hi3 * x1; c13_4 += lo4 * x0 + hi4 * x1; c13_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra14 + x2]; let x1 = inp[ra14 + x2 + 1u]; c14_0 += lo0 * x0 + hi0 * x1; c14_1 += lo1 * x0 + hi1 * x1; c14_2 += lo2 * x0 + hi2 * x1; c14_3 += lo3 * x0 + hi3 * x1; c14_4 += lo4 * x0 + hi4 * x1; c14_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra15 + x2]; let x1 = inp[ra15 + x2 + 1u]; c15_0 += lo0 * x0 + hi0 * x1; c15_1 += lo1 * x0 + hi1 * x1; c15_2 += lo2 * x0 + hi2 * x1; c15_3 += lo3 * x0 + hi3 * x1; c15_4 += lo4 * x0 + hi4 * x1; c15_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra16 + x2]; let x1 = inp[ra16 + x2 + 1u]; c16_0 += lo0 * x0 + hi0 * x1; c16_1 += lo1 * x0 + hi1 * x1; c16_2 += lo2 * x0 + hi2 * x1; c16_3 += lo3 * x0 + hi3 * x1; c16_4 += lo4 * x0 + hi4 * x1; c16_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra17 + x2]; let x1 = inp[ra17 + x2 + 1u]; c17_0 += lo0 * x0 + hi0 * x1; c17_1 += lo1 * x0 + hi1 * x1; c17_2 += lo2 * x0 + hi2 * x1; c17_3 += lo3 * x0 + hi3 * x1; c17_4 += lo4 * x0 + hi4 * x1; c17_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra18 + x2]; let x1 = inp[ra18 + x2 + 1u]; c18_0 += lo0 * x0 + hi0 * x1; c18_1 += lo1 * x0 + hi1 * x1; c18_2 += lo2 * x0 + hi2 * x1; c18_3 += lo3 * x0 + hi3 * x1; c18_4 += lo4 * x0 + hi4 * x1; c18_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra19 + x2]; let x1 = inp[ra19 + x2 + 1u]; c19_0 += lo0 * x0 + hi0 * x1; c19_1 += lo1 * x0 + hi1 * x1; c19_2 += lo2 * x0 + hi2 * x1; c19_3 += lo3 * x0 + hi3 * x1; c19_4 += lo4 * x0 + hi4 * x1; c19_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra20 + x2]; let x1 = inp[ra20 + x2 + 1u]; c20_0 += lo0 * x0 + hi0 * x1; c20_1 += lo1 * x0 + hi1 * x1; c20_2 += lo2 * x0 + hi2 * x1; c20_3 += lo3 * x0 + hi3 * x1; c20_4 += lo4 * x0 + hi4 * x1; c20_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra21 + x2]; let x1 = inp[ra21 + x2 + 1u]; c21_0 += lo0 * x0 + hi0 * x1; c21_1 += lo1 * x0 + hi1 * x1; c21_2 += lo2 * x0 + hi2 * x1; c21_3 += lo3 * x0 + hi3 * x1; c21_4 += lo4 * x0 + hi4 * x1; c21_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra22 + x2]; let x1 = inp[ra22 + x2 + 1u]; c22_0 += lo0 * x0 + hi0 * x1; c22_1 += lo1 * x0 + hi1 * x1; c22_2 += lo2 * x0 + hi2 * x1; c22_3 += lo3 * x0 + hi3 * x1; c22_4 += lo4 * x0 + hi4 * x1; c22_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra23 + x2]; let x1 = inp[ra23 + x2 + 1u]; c23_0 += lo0 * x0 + hi0 * x1; c23_1 += lo1 * x0 + hi1 * x1; c23_2 += lo2 * x0 + hi2 * x1; c23_3 += lo3 * x0 + hi3 * x1; c23_4 += lo4 * x0 + hi4 * x1; c23_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra24 + x2]; let x1 = inp[ra24 + x2 + 1u]; c24_0 += lo0 * x0 + hi0 * x1; c24_1 += lo1 * x0 + hi1 * x1; c24_2 += lo2 * x0 + hi2 * x1; c24_3 += lo3 * x0 + hi3 * x1; c24_4 += lo4 * x0 + hi4 * x1; c24_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra25 + x2]; let x1 = inp[ra25 + x2 + 1u]; c25_0 += lo0 * x0 + hi0 * x1; c25_1 += lo1 * x0 + hi1 * x1; c25_2 += lo2 * x0 + hi2 * x1; c25_3 += lo3 * x0 + hi3 * x1; c25_4 += lo4 * x0 + hi4 * x1; c25_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra26 + x2]; let x1 = inp[ra26 + x2 + 1u]; c26_0 += lo0 * x0 + hi0 * x1; c26_1 += lo1 * x0 + hi1 * x1; c26_2 += lo2 * x0 + hi2 * x1; c26_3 += lo3 * x0 + hi3 * x1; c26_4 += lo4 * x0 + hi4 * x1; c26_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra27 + x2]; let x1 = inp[ra27 + x2 + 1u]; c27_0 += lo0 * x0 + hi0 * x1; c27_1 += lo1 * x0 + hi1 * x1; c27_2 += lo2 * x0 + hi2 * x1; c27_3 += lo3 * x0 + hi3 * x1; c27_4 += lo4 * x0 + hi4 * x1; c27_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra28 + x2]; let x1 = inp[ra28 + x2 + 1u]; c28_0 += lo0 * x0 + hi0 * x1; c28_1 += lo1 * x0 + hi1 * x1; c28_2 += lo2 * x0 + hi2 * x1; c28_3 += lo3 * x0 + hi3 * x1; c28_4 += lo4 * x0 + hi4 * x1; c28_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra29 + x2]; let x1 = inp[ra29 + x2 + 1u]; c29_0 += lo0 * x0 + hi0 * x1; c29_1 += lo1 * x0 + hi1 * x1; c29_2 += lo2 * x0 + hi2 * x1; c29_3 += lo3 * x0 + hi3 * x1; c29_4 += lo4 * x0 + hi4 * x1; c29_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra30 + x2]; let x1 = inp[ra30 + x2 + 1u]; c30_0 += lo0 * x0 + hi0 * x1; c30_1 += lo1 * x0 + hi1 * x1; c30_2 += lo2 * x0 + hi2 * x1; c30_3 += lo3 * x0 + hi3 * x1; c30_4 += lo4 * x0 + hi4 * x1; c30_5 += lo5 * x0 + hi5 * x1; }
+            { let x0 = inp[ra31 + x2]; let x1 = inp[ra31 + x2 + 1u]; c31_0 += lo0 * x0 + hi0 * x1; c31_1 += lo1 * x0 + hi1 * x1; c31_2 += lo2 * x0 + hi2 * x1; c31_3 += lo3 * x0 + hi3 * x1; c31_4 += lo4 * x0 + hi4 * x1; c31_5 += lo5 * x0 + hi5 * x1; }
+        }
     }
     if (m0 + 0u < p.M) {
         let r = (m0 + 0u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c0_0); st4(r + 4u, n0 + 4u, p.N, c0_1); st4(r + 8u, n0 + 8u, p.N, c0_2); st4(r + 12u, n0 + 12u, p.N, c0_3);
+        st4(r + 0u, n0 + 0u, p.N, c0_0); st4(r + 4u, n0 + 4u, p.N, c0_1); st4(r + 8u, n0 + 8u, p.N, c0_2); st4(r + 12u, n0 + 12u, p.N, c0_3); st4(r + 16u, n0 + 16u, p.N, c0_4); st4(r + 20u, n0 + 20u, p.N, c0_5);
     }
     if (m0 + 1u < p.M) {
         let r = (m0 + 1u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c1_0); st4(r + 4u, n0 + 4u, p.N, c1_1); st4(r + 8u, n0 + 8u, p.N, c1_2); st4(r + 12u, n0 + 12u, p.N, c1_3);
+        st4(r + 0u, n0 + 0u, p.N, c1_0); st4(r + 4u, n0 + 4u, p.N, c1_1); st4(r + 8u, n0 + 8u, p.N, c1_2); st4(r + 12u, n0 + 12u, p.N, c1_3); st4(r + 16u, n0 + 16u, p.N, c1_4); st4(r + 20u, n0 + 20u, p.N, c1_5);
     }
     if (m0 + 2u < p.M) {
         let r = (m0 + 2u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c2_0); st4(r + 4u, n0 + 4u, p.N, c2_1); st4(r + 8u, n0 + 8u, p.N, c2_2); st4(r + 12u, n0 + 12u, p.N, c2_3);
+        st4(r + 0u, n0 + 0u, p.N, c2_0); st4(r + 4u, n0 + 4u, p.N, c2_1); st4(r + 8u, n0 + 8u, p.N, c2_2); st4(r + 12u, n0 + 12u, p.N, c2_3); st4(r + 16u, n0 + 16u, p.N, c2_4); st4(r + 20u, n0 + 20u, p.N, c2_5);
     }
     if (m0 + 3u < p.M) {
         let r = (m0 + 3u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c3_0); st4(r + 4u, n0 + 4u, p.N, c3_1); st4(r + 8u, n0 + 8u, p.N, c3_2); st4(r + 12u, n0 + 12u, p.N, c3_3);
+        st4(r + 0u, n0 + 0u, p.N, c3_0); st4(r + 4u, n0 + 4u, p.N, c3_1); st4(r + 8u, n0 + 8u, p.N, c3_2); st4(r + 12u, n0 + 12u, p.N, c3_3); st4(r + 16u, n0 + 16u, p.N, c3_4); st4(r + 20u, n0 + 20u, p.N, c3_5);
     }
     if (m0 + 4u < p.M) {
         let r = (m0 + 4u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c4_0); st4(r + 4u, n0 + 4u, p.N, c4_1); st4(r + 8u, n0 + 8u, p.N, c4_2); st4(r + 12u, n0 + 12u, p.N, c4_3);
+        st4(r + 0u, n0 + 0u, p.N, c4_0); st4(r + 4u, n0 + 4u, p.N, c4_1); st4(r + 8u, n0 + 8u, p.N, c4_2); st4(r + 12u, n0 + 12u, p.N, c4_3); st4(r + 16u, n0 + 16u, p.N, c4_4); st4(r + 20u, n0 + 20u, p.N, c4_5);
     }
     if (m0 + 5u < p.M) {
         let r = (m0 + 5u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c5_0); st4(r + 4u, n0 + 4u, p.N, c5_1); st4(r + 8u, n0 + 8u, p.N, c5_2); st4(r + 12u, n0 + 12u, p.N, c5_3);
+        st4(r + 0u, n0 + 0u, p.N, c5_0); st4(r + 4u, n0 + 4u, p.N, c5_1); st4(r + 8u, n0 + 8u, p.N, c5_2); st4(r + 12u, n0 + 12u, p.N, c5_3); st4(r + 16u, n0 + 16u, p.N, c5_4); st4(r + 20u, n0 + 20u, p.N, c5_5);
     }
     if (m0 + 6u < p.M) {
         let r = (m0 + 6u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c6_0); st4(r + 4u, n0 + 4u, p.N, c6_1); st4(r + 8u, n0 + 8u, p.N, c6_2); st4(r + 12u, n0 + 12u, p.N, c6_3);
+        st4(r + 0u, n0 + 0u, p.N, c6_0); st4(r + 4u, n0 + 4u, p.N, c6_1); st4(r + 8u, n0 + 8u, p.N, c6_2); st4(r + 12u, n0 + 12u, p.N, c6_3); st4(r + 16u, n0 + 16u, p.N, c6_4); st4(r + 20u, n0 + 20u, p.N, c6_5);
     }
     if (m0 + 7u < p.M) {
         let r = (m0 + 7u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c7_0); st4(r + 4u, n0 + 4u, p.N, c7_1); st4(r + 8u, n0 + 8u, p.N, c7_2); st4(r + 12u, n0 + 12u, p.N, c7_3);
+        st4(r + 0u, n0 + 0u, p.N, c7_0); st4(r + 4u, n0 + 4u, p.N, c7_1); st4(r + 8u, n0 + 8u, p.N, c7_2); st4(r + 12u, n0 + 12u, p.N, c7_3); st4(r + 16u, n0 + 16u, p.N, c7_4); st4(r + 20u, n0 + 20u, p.N, c7_5);
     }
     if (m0 + 8u < p.M) {
         let r = (m0 + 8u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c8_0); st4(r + 4u, n0 + 4u, p.N, c8_1); st4(r + 8u, n0 + 8u, p.N, c8_2); st4(r + 12u, n0 + 12u, p.N, c8_3);
+        st4(r + 0u, n0 + 0u, p.N, c8_0); st4(r + 4u, n0 + 4u, p.N, c8_1); st4(r + 8u, n0 + 8u, p.N, c8_2); st4(r + 12u, n0 + 12u, p.N, c8_3); st4(r + 16u, n0 + 16u, p.N, c8_4); st4(r + 20u, n0 + 20u, p.N, c8_5);
     }
     if (m0 + 9u < p.M) {
         let r = (m0 + 9u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c9_0); st4(r + 4u, n0 + 4u, p.N, c9_1); st4(r + 8u, n0 + 8u, p.N, c9_2); st4(r + 12u, n0 + 12u, p.N, c9_3);
+        st4(r + 0u, n0 + 0u, p.N, c9_0); st4(r + 4u, n0 + 4u, p.N, c9_1); st4(r + 8u, n0 + 8u, p.N, c9_2); st4(r + 12u, n0 + 12u, p.N, c9_3); st4(r + 16u, n0 + 16u, p.N, c9_4); st4(r + 20u, n0 + 20u, p.N, c9_5);
     }
     if (m0 + 10u < p.M) {
         let r = (m0 + 10u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c10_0); st4(r + 4u, n0 + 4u, p.N, c10_1); st4(r + 8u, n0 + 8u, p.N, c10_2); st4(r + 12u, n0 + 12u, p.N, c10_3);
+        st4(r + 0u, n0 + 0u, p.N, c10_0); st4(r + 4u, n0 + 4u, p.N, c10_1); st4(r + 8u, n0 + 8u, p.N, c10_2); st4(r + 12u, n0 + 12u, p.N, c10_3); st4(r + 16u, n0 + 16u, p.N, c10_4); st4(r + 20u, n0 + 20u, p.N, c10_5);
     }
     if (m0 + 11u < p.M) {
         let r = (m0 + 11u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c11_0); st4(r + 4u, n0 + 4u, p.N, c11_1); st4(r + 8u, n0 + 8u, p.N, c11_2); st4(r + 12u, n0 + 12u, p.N, c11_3);
+        st4(r + 0u, n0 + 0u, p.N, c11_0); st4(r + 4u, n0 + 4u, p.N, c11_1); st4(r + 8u, n0 + 8u, p.N, c11_2); st4(r + 12u, n0 + 12u, p.N, c11_3); st4(r + 16u, n0 + 16u, p.N, c11_4); st4(r + 20u, n0 + 20u, p.N, c11_5);
     }
     if (m0 + 12u < p.M) {
         let r = (m0 + 12u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c12_0); st4(r + 4u, n0 + 4u, p.N, c12_1); st4(r + 8u, n0 + 8u, p.N, c12_2); st4(r + 12u, n0 + 12u, p.N, c12_3);
+        st4(r + 0u, n0 + 0u, p.N, c12_0); st4(r + 4u, n0 + 4u, p.N, c12_1); st4(r + 8u, n0 + 8u, p.N, c12_2); st4(r + 12u, n0 + 12u, p.N, c12_3); st4(r + 16u, n0 + 16u, p.N, c12_4); st4(r + 20u, n0 + 20u, p.N, c12_5);
     }
     if (m0 + 13u < p.M) {
         let r = (m0 + 13u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c13_0); st4(r + 4u, n0 + 4u, p.N, c13_1); st4(r + 8u, n0 + 8u, p.N, c13_2); st4(r + 12u, n0 + 12u, p.N, c13_3);
+        st4(r + 0u, n0 + 0u, p.N, c13_0); st4(r + 4u, n0 + 4u, p.N, c13_1); st4(r + 8u, n0 + 8u, p.N, c13_2); st4(r + 12u, n0 + 12u, p.N, c13_3); st4(r + 16u, n0 + 16u, p.N, c13_4); st4(r + 20u, n0 + 20u, p.N, c13_5);
     }
     if (m0 + 14u < p.M) {
         let r = (m0 + 14u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c14_0); st4(r + 4u, n0 + 4u, p.N, c14_1); st4(r + 8u, n0 + 8u, p.N, c14_2); st4(r + 12u, n0 + 12u, p.N, c14_3);
+        st4(r + 0u, n0 + 0u, p.N, c14_0); st4(r + 4u, n0 + 4u, p.N, c14_1); st4(r + 8u, n0 + 8u, p.N, c14_2); st4(r + 12u, n0 + 12u, p.N, c14_3); st4(r + 16u, n0 + 16u, p.N, c14_4); st4(r + 20u, n0 + 20u, p.N, c14_5);
     }
     if (m0 + 15u < p.M) {
         let r = (m0 + 15u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c15_0); st4(r + 4u, n0 + 4u, p.N, c15_1); st4(r + 8u, n0 + 8u, p.N, c15_2); st4(r + 12u, n0 + 12u, p.N, c15_3);
+        st4(r + 0u, n0 + 0u, p.N, c15_0); st4(r + 4u, n0 + 4u, p.N, c15_1); st4(r + 8u, n0 + 8u, p.N, c15_2); st4(r + 12u, n0 + 12u, p.N, c15_3); st4(r + 16u, n0 + 16u, p.N, c15_4); st4(r + 20u, n0 + 20u, p.N, c15_5);
     }
     if (m0 + 16u < p.M) {
         let r = (m0 + 16u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c16_0); st4(r + 4u, n0 + 4u, p.N, c16_1); st4(r + 8u, n0 + 8u, p.N, c16_2); st4(r + 12u, n0 + 12u, p.N, c16_3);
+        st4(r + 0u, n0 + 0u, p.N, c16_0); st4(r + 4u, n0 + 4u, p.N, c16_1); st4(r + 8u, n0 + 8u, p.N, c16_2); st4(r + 12u, n0 + 12u, p.N, c16_3); st4(r + 16u, n0 + 16u, p.N, c16_4); st4(r + 20u, n0 + 20u, p.N, c16_5);
     }
     if (m0 + 17u < p.M) {
         let r = (m0 + 17u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c17_0); st4(r + 4u, n0 + 4u, p.N, c17_1); st4(r + 8u, n0 + 8u, p.N, c17_2); st4(r + 12u, n0 + 12u, p.N, c17_3);
+        st4(r + 0u, n0 + 0u, p.N, c17_0); st4(r + 4u, n0 + 4u, p.N, c17_1); st4(r + 8u, n0 + 8u, p.N, c17_2); st4(r + 12u, n0 + 12u, p.N, c17_3); st4(r + 16u, n0 + 16u, p.N, c17_4); st4(r + 20u, n0 + 20u, p.N, c17_5);
     }
     if (m0 + 18u < p.M) {
         let r = (m0 + 18u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c18_0); st4(r + 4u, n0 + 4u, p.N, c18_1); st4(r + 8u, n0 + 8u, p.N, c18_2); st4(r + 12u, n0 + 12u, p.N, c18_3);
+        st4(r + 0u, n0 + 0u, p.N, c18_0); st4(r + 4u, n0 + 4u, p.N, c18_1); st4(r + 8u, n0 + 8u, p.N, c18_2); st4(r + 12u, n0 + 12u, p.N, c18_3); st4(r + 16u, n0 + 16u, p.N, c18_4); st4(r + 20u, n0 + 20u, p.N, c18_5);
     }
     if (m0 + 19u < p.M) {
         let r = (m0 + 19u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c19_0); st4(r + 4u, n0 + 4u, p.N, c19_1); st4(r + 8u, n0 + 8u, p.N, c19_2); st4(r + 12u, n0 + 12u, p.N, c19_3);
+        st4(r + 0u, n0 + 0u, p.N, c19_0); st4(r + 4u, n0 + 4u, p.N, c19_1); st4(r + 8u, n0 + 8u, p.N, c19_2); st4(r + 12u, n0 + 12u, p.N, c19_3); st4(r + 16u, n0 + 16u, p.N, c19_4); st4(r + 20u, n0 + 20u, p.N, c19_5);
     }
     if (m0 + 20u < p.M) {
         let r = (m0 + 20u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c20_0); st4(r + 4u, n0 + 4u, p.N, c20_1); st4(r + 8u, n0 + 8u, p.N, c20_2); st4(r + 12u, n0 + 12u, p.N, c20_3);
+        st4(r + 0u, n0 + 0u, p.N, c20_0); st4(r + 4u, n0 + 4u, p.N, c20_1); st4(r + 8u, n0 + 8u, p.N, c20_2); st4(r + 12u, n0 + 12u, p.N, c20_3); st4(r + 16u, n0 + 16u, p.N, c20_4); st4(r + 20u, n0 + 20u, p.N, c20_5);
     }
     if (m0 + 21u < p.M) {
         let r = (m0 + 21u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c21_0); st4(r + 4u, n0 + 4u, p.N, c21_1); st4(r + 8u, n0 + 8u, p.N, c21_2); st4(r + 12u, n0 + 12u, p.N, c21_3);
+        st4(r + 0u, n0 + 0u, p.N, c21_0); st4(r + 4u, n0 + 4u, p.N, c21_1); st4(r + 8u, n0 + 8u, p.N, c21_2); st4(r + 12u, n0 + 12u, p.N, c21_3); st4(r + 16u, n0 + 16u, p.N, c21_4); st4(r + 20u, n0 + 20u, p.N, c21_5);
     }
     if (m0 + 22u < p.M) {
         let r = (m0 + 22u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c22_0); st4(r + 4u, n0 + 4u, p.N, c22_1); st4(r + 8u, n0 + 8u, p.N, c22_2); st4(r + 12u, n0 + 12u, p.N, c22_3);
+        st4(r + 0u, n0 + 0u, p.N, c22_0); st4(r + 4u, n0 + 4u, p.N, c22_1); st4(r + 8u, n0 + 8u, p.N, c22_2); st4(r + 12u, n0 + 12u, p.N, c22_3); st4(r + 16u, n0 + 16u, p.N, c22_4); st4(r + 20u, n0 + 20u, p.N, c22_5);
     }
     if (m0 + 23u < p.M) {
         let r = (m0 + 23u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c23_0); st4(r + 4u, n0 + 4u, p.N, c23_1); st4(r + 8u, n0 + 8u, p.N, c23_2); st4(r + 12u, n0 + 12u, p.N, c23_3);
+        st4(r + 0u, n0 + 0u, p.N, c23_0); st4(r + 4u, n0 + 4u, p.N, c23_1); st4(r + 8u, n0 + 8u, p.N, c23_2); st4(r + 12u, n0 + 12u, p.N, c23_3); st4(r + 16u, n0 + 16u, p.N, c23_4); st4(r + 20u, n0 + 20u, p.N, c23_5);
     }
     if (m0 + 24u < p.M) {
         let r = (m0 + 24u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c24_0); st4(r + 4u, n0 + 4u, p.N, c24_1); st4(r + 8u, n0 + 8u, p.N, c24_2); st4(r + 12u, n0 + 12u, p.N, c24_3);
+        st4(r + 0u, n0 + 0u, p.N, c24_0); st4(r + 4u, n0 + 4u, p.N, c24_1); st4(r + 8u, n0 + 8u, p.N, c24_2); st4(r + 12u, n0 + 12u, p.N, c24_3); st4(r + 16u, n0 + 16u, p.N, c24_4); st4(r + 20u, n0 + 20u, p.N, c24_5);
     }
     if (m0 + 25u < p.M) {
         let r = (m0 + 25u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c25_0); st4(r + 4u, n0 + 4u, p.N, c25_1); st4(r + 8u, n0 + 8u, p.N, c25_2); st4(r + 12u, n0 + 12u, p.N, c25_3);
+        st4(r + 0u, n0 + 0u, p.N, c25_0); st4(r + 4u, n0 + 4u, p.N, c25_1); st4(r + 8u, n0 + 8u, p.N, c25_2); st4(r + 12u, n0 + 12u, p.N, c25_3); st4(r + 16u, n0 + 16u, p.N, c25_4); st4(r + 20u, n0 + 20u, p.N, c25_5);
     }
     if (m0 + 26u < p.M) {
         let r = (m0 + 26u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c26_0); st4(r + 4u, n0 + 4u, p.N, c26_1); st4(r + 8u, n0 + 8u, p.N, c26_2); st4(r + 12u, n0 + 12u, p.N, c26_3);
+        st4(r + 0u, n0 + 0u, p.N, c26_0); st4(r + 4u, n0 + 4u, p.N, c26_1); st4(r + 8u, n0 + 8u, p.N, c26_2); st4(r + 12u, n0 + 12u, p.N, c26_3); st4(r + 16u, n0 + 16u, p.N, c26_4); st4(r + 20u, n0 + 20u, p.N, c26_5);
     }
     if (m0 + 27u < p.M) {
         let r = (m0 + 27u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c27_0); st4(r + 4u, n0 + 4u, p.N, c27_1); st4(r + 8u, n0 + 8u, p.N, c27_2); st4(r + 12u, n0 + 12u, p.N, c27_3);
+        st4(r + 0u, n0 + 0u, p.N, c27_0); st4(r + 4u, n0 + 4u, p.N, c27_1); st4(r + 8u, n0 + 8u, p.N, c27_2); st4(r + 12u, n0 + 12u, p.N, c27_3); st4(r + 16u, n0 + 16u, p.N, c27_4); st4(r + 20u, n0 + 20u, p.N, c27_5);
     }
     if (m0 + 28u < p.M) {
         let r = (m0 + 28u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c28_0); st4(r + 4u, n0 + 4u, p.N, c28_1); st4(r + 8u, n0 + 8u, p.N, c28_2); st4(r + 12u, n0 + 12u, p.N, c28_3);
+        st4(r + 0u, n0 + 0u, p.N, c28_0); st4(r + 4u, n0 + 4u, p.N, c28_1); st4(r + 8u, n0 + 8u, p.N, c28_2); st4(r + 12u, n0 + 12u, p.N, c28_3); st4(r + 16u, n0 + 16u, p.N, c28_4); st4(r + 20u, n0 + 20u, p.N, c28_5);
     }
     if (m0 + 29u < p.M) {
         let r = (m0 + 29u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c29_0); st4(r + 4u, n0 + 4u, p.N, c29_1); st4(r + 8u, n0 + 8u, p.N, c29_2); st4(r + 12u, n0 + 12u, p.N, c29_3);
+        st4(r + 0u, n0 + 0u, p.N, c29_0); st4(r + 4u, n0 + 4u, p.N, c29_1); st4(r + 8u, n0 + 8u, p.N, c29_2); st4(r + 12u, n0 + 12u, p.N, c29_3); st4(r + 16u, n0 + 16u, p.N, c29_4); st4(r + 20u, n0 + 20u, p.N, c29_5);
     }
     if (m0 + 30u < p.M) {
         let r = (m0 + 30u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c30_0); st4(r + 4u, n0 + 4u, p.N, c30_1); st4(r + 8u, n0 + 8u, p.N, c30_2); st4(r + 12u, n0 + 12u, p.N, c30_3);
+        st4(r + 0u, n0 + 0u, p.N, c30_0); st4(r + 4u, n0 + 4u, p.N, c30_1); st4(r + 8u, n0 + 8u, p.N, c30_2); st4(r + 12u, n0 + 12u, p.N, c30_3); st4(r + 16u, n0 + 16u, p.N, c30_4); st4(r + 20u, n0 + 20u, p.N, c30_5);
     }
     if (m0 + 31u < p.M) {
         let r = (m0 + 31u) * p.N + n0;
-        st4(r + 0u, n0 + 0u, p.N, c31_0); st4(r + 4u, n0 + 4u, p.N, c31_1); st4(r + 8u, n0 + 8u, p.N, c31_2); st4(r + 12u, n0 + 12u, p.N, c31_3);
+        st4(r + 0u, n0 + 0u, p.N, c31_0); st4(r + 4u, n0 + 4u, p.N, c31_1); st4(r + 8u, n0 + 8u, p.N, c31_2); st4(r + 12u, n0 + 12u, p.N, c31_3); st4(r + 16u, n0 + 16u, p.N, c31_4); st4(r + 20u, n0 + 20u, p.N, c31_5);
     }
 }
 
-// Each invocation: rows m0.. m0+4 of inp × rows n0.. n0+4 of W.
+// Each invocation: rows m0.. m0+4 of inp × rows n0.. n0+4 of W, a chunk of
+// 32 weights of each W row per step, decoded 8 at a time from registers.
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn matmul_q4_0_forward_4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let K4 = p.K / 4u;
@@ -394,17 +461,24 @@ fn matmul_q4_0_forward_4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c1_0 = vec4<f32>();
     var c2_0 = vec4<f32>();
     var c3_0 = vec4<f32>();
-    for (var k8 = 0u; k8 < p.K / 8u; k8++) {
-        let d0 = dequant8(rn0, k8);
-        let d1 = dequant8(rn1, k8);
-        let d2 = dequant8(rn2, k8);
-        let d3 = dequant8(rn3, k8);
-        let lo0 = transpose(mat4x4<f32>(d0[0], d1[0], d2[0], d3[0]));
-        let hi0 = transpose(mat4x4<f32>(d0[1], d1[1], d2[1], d3[1]));
-        { let x0 = inp[ra0 + 2u * k8]; let x1 = inp[ra0 + 2u * k8 + 1u]; c0_0 += lo0 * x0 + hi0 * x1; }
-        { let x0 = inp[ra1 + 2u * k8]; let x1 = inp[ra1 + 2u * k8 + 1u]; c1_0 += lo0 * x0 + hi0 * x1; }
-        { let x0 = inp[ra2 + 2u * k8]; let x1 = inp[ra2 + 2u * k8 + 1u]; c2_0 += lo0 * x0 + hi0 * x1; }
-        { let x0 = inp[ra3 + 2u * k8]; let x1 = inp[ra3 + 2u * k8 + 1u]; c3_0 += lo0 * x0 + hi0 * x1; }
+    for (var c = 0u; c < p.K / 32u; c++) {
+        let ch0 = load_chunk(rn0, c);
+        let ch1 = load_chunk(rn1, c);
+        let ch2 = load_chunk(rn2, c);
+        let ch3 = load_chunk(rn3, c);
+        for (var s = 0u; s < 4u; s++) {
+            let x2 = 8u * c + 2u * s;
+            let d0 = decode8(ch0, s);
+            let d1 = decode8(ch1, s);
+            let d2 = decode8(ch2, s);
+            let d3 = decode8(ch3, s);
+            let lo0 = transpose(mat4x4<f32>(d0[0], d1[0], d2[0], d3[0]));
+            let hi0 = transpose(mat4x4<f32>(d0[1], d1[1], d2[1], d3[1]));
+            { let x0 = inp[ra0 + x2]; let x1 = inp[ra0 + x2 + 1u]; c0_0 += lo0 * x0 + hi0 * x1; }
+            { let x0 = inp[ra1 + x2]; let x1 = inp[ra1 + x2 + 1u]; c1_0 += lo0 * x0 + hi0 * x1; }
+            { let x0 = inp[ra2 + x2]; let x1 = inp[ra2 + x2 + 1u]; c2_0 += lo0 * x0 + hi0 * x1; }
+            { let x0 = inp[ra3 + x2]; let x1 = inp[ra3 + x2 + 1u]; c3_0 += lo0 * x0 + hi0 * x1; }
+        }
     }
     if (m0 + 0u < p.M) {
         let r = (m0 + 0u) * p.N + n0;

@@ -11,6 +11,7 @@ use std::fmt::Write;
 
 use hearth_core::ops::matmul::{MatmulKind, REGISTER_BLOCK, REGISTER_WG};
 use hearth_core::ops::matmul_quant::{QuantBlock, QUANT_ROW_WG, QUANT_WG};
+use hearth_core::quant::NF4_CODEBOOK;
 
 /// Outputs per invocation of a kernel: `rows` × `cols`, `cols` a multiple of 4.
 #[derive(Clone, Copy)]
@@ -265,8 +266,15 @@ struct QuantFormatText {
     /// Helpers and `fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2>`: weights
     /// k = 8·k8 .. 8·k8 + 7 of row n.
     decode: &'static str,
+    /// Weights per chunk: the large forward's unit of reading.
+    chunk: usize,
+    /// `struct Chunk`, `fn load_chunk(n: u32, c: u32) -> Chunk` (reads chunk c of row n, each
+    /// word once) and `fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2>` (its weights
+    /// 8·s .. 8·s + 7, from registers).
+    chunk_decode: &'static str,
     /// `fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32`: weights 32·b .. 32·b + 31
-    /// of row n dotted with x, reading each block's words once (the row kernel's step).
+    /// of row n dotted with x (the row kernel's step), scaling once per block where it can:
+    /// with one row of x, each decoded weight feeds a single FMA.
     dot32: &'static str,
 }
 
@@ -303,17 +311,19 @@ const QUANT_FORMATS: [QuantFormatText; 5] = [
         block: 64,
         weight_bindings: "@group(0) @binding(0) var<storage, read> w: array<u32>;       // 8 codes per word, element j at bits 4j\n@group(0) @binding(1) var<storage, read> absq: array<u32>;    // i8 absmax codes, 4 per word\n@group(0) @binding(2) var<storage, read> scales: array<f32>;  // one per 256 blocks\n",
         decode: r#"
-// NF4's code value for `code`, by a tree of selects on its bits: on llvmpipe both a private
-// array and a uniform indexed per lane made the large kernels take minutes to compile.
-fn nf4(code: u32) -> f32 {
-    let t = p.codebook;
-    let b0 = (code & 1u) != 0u;
+// NF4's code value for the code at bits 4i .. 4i + 3 of q, by a tree of selects on its bits
+// (each bit shifted into the sign, which x86's blend reads directly). The table is a
+// constant: held in the uniform it made the large forward about 5 % slower; a private array or a
+// uniform indexed per lane made the large kernels take minutes to compile.
+fn nf4(q: u32, i: u32) -> f32 {
+    let t = NF4_TABLE;
+    let b0 = i32(q << (31u - 4u * i)) < 0;
     let l = vec4<f32>(select(t[0].x, t[0].y, b0), select(t[0].z, t[0].w, b0), select(t[1].x, t[1].y, b0), select(t[1].z, t[1].w, b0));
     let h = vec4<f32>(select(t[2].x, t[2].y, b0), select(t[2].z, t[2].w, b0), select(t[3].x, t[3].y, b0), select(t[3].z, t[3].w, b0));
-    let b1 = (code & 2u) != 0u;
-    let q = vec4<f32>(select(l.x, l.y, b1), select(l.z, l.w, b1), select(h.x, h.y, b1), select(h.z, h.w, b1));
-    let b2 = (code & 4u) != 0u;
-    return select(select(q.x, q.y, b2), select(q.z, q.w, b2), (code & 8u) != 0u);
+    let b1 = i32(q << (30u - 4u * i)) < 0;
+    let v = vec4<f32>(select(l.x, l.y, b1), select(l.z, l.w, b1), select(h.x, h.y, b1), select(h.z, h.w, b1));
+    let b2 = i32(q << (29u - 4u * i)) < 0;
+    return select(select(v.x, v.y, b2), select(v.z, v.w, b2), i32(q << (28u - 4u * i)) < 0);
 }
 
 // Weights k = 8·k8 .. 8·k8 + 7 of row n.
@@ -324,29 +334,49 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     let a = p.aux + scales[b / 256u] * f32(code) / 127.0;
     let q = w[e / 8u];
     return array<vec4<f32>, 2>(
-        a * vec4<f32>(nf4(q & 15u), nf4((q >> 4u) & 15u), nf4((q >> 8u) & 15u), nf4((q >> 12u) & 15u)),
-        a * vec4<f32>(nf4((q >> 16u) & 15u), nf4((q >> 20u) & 15u), nf4((q >> 24u) & 15u), nf4(q >> 28u)));
+        a * vec4<f32>(nf4(q, 0u), nf4(q, 1u), nf4(q, 2u), nf4(q, 3u)),
+        a * vec4<f32>(nf4(q, 4u), nf4(q, 5u), nf4(q, 6u), nf4(q, 7u)));
+}
+"#,
+        chunk: 32,
+        chunk_decode: r#"
+// 32 weights of a row in registers: their absmax and their 4 words of codes.
+struct Chunk {
+    a: f32,
+    q: vec4<u32>,
+}
+
+// Weights 32·c .. 32·c + 31 of row n.
+fn load_chunk(n: u32, c: u32) -> Chunk {
+    let e = n * p.K + 32u * c;
+    let b = e / 64u;
+    let code = extractBits(i32(absq[b / 4u]), 8u * (b % 4u), 8u);
+    let i = e / 8u;
+    return Chunk(p.aux + scales[b / 256u] * f32(code) / 127.0, vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]));
+}
+
+// Weights 8·s .. 8·s + 7 of the chunk: the codes of word s.
+fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
+    let q = select(select(ch.q.x, ch.q.y, s == 1u), select(ch.q.z, ch.q.w, s == 3u), s >= 2u);
+    return array<vec4<f32>, 2>(
+        ch.a * vec4<f32>(nf4(q, 0u), nf4(q, 1u), nf4(q, 2u), nf4(q, 3u)),
+        ch.a * vec4<f32>(nf4(q, 4u), nf4(q, 5u), nf4(q, 6u), nf4(q, 7u)));
 }
 "#,
         dot32: r#"
-// Σ weights 32·b .. 32·b + 31 of row n × x: 4 words of codes, one absmax.
+// Σ weights 32·b .. 32·b + 31 of row n × x, scaled once.
 fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
-    let e = n * p.K + 32u * b;
-    let blk = e / 64u;
-    let code = extractBits(i32(absq[blk / 4u]), 8u * (blk % 4u), 8u);
-    let a = p.aux + scales[blk / 256u] * f32(code) / 127.0;
-    let i = e / 8u;
+    let ch = load_chunk(n, b);
     var s = 0.0;
-    let q0 = w[i]; let q1 = w[i + 1u]; let q2 = w[i + 2u]; let q3 = w[i + 3u];
-    s += dot(vec4<f32>(nf4(q0 & 15u), nf4((q0 >> 4u) & 15u), nf4((q0 >> 8u) & 15u), nf4((q0 >> 12u) & 15u)), x[0]);
-    s += dot(vec4<f32>(nf4((q0 >> 16u) & 15u), nf4((q0 >> 20u) & 15u), nf4((q0 >> 24u) & 15u), nf4(q0 >> 28u)), x[1]);
-    s += dot(vec4<f32>(nf4(q1 & 15u), nf4((q1 >> 4u) & 15u), nf4((q1 >> 8u) & 15u), nf4((q1 >> 12u) & 15u)), x[2]);
-    s += dot(vec4<f32>(nf4((q1 >> 16u) & 15u), nf4((q1 >> 20u) & 15u), nf4((q1 >> 24u) & 15u), nf4(q1 >> 28u)), x[3]);
-    s += dot(vec4<f32>(nf4(q2 & 15u), nf4((q2 >> 4u) & 15u), nf4((q2 >> 8u) & 15u), nf4((q2 >> 12u) & 15u)), x[4]);
-    s += dot(vec4<f32>(nf4((q2 >> 16u) & 15u), nf4((q2 >> 20u) & 15u), nf4((q2 >> 24u) & 15u), nf4(q2 >> 28u)), x[5]);
-    s += dot(vec4<f32>(nf4(q3 & 15u), nf4((q3 >> 4u) & 15u), nf4((q3 >> 8u) & 15u), nf4((q3 >> 12u) & 15u)), x[6]);
-    s += dot(vec4<f32>(nf4((q3 >> 16u) & 15u), nf4((q3 >> 20u) & 15u), nf4((q3 >> 24u) & 15u), nf4(q3 >> 28u)), x[7]);
-    return a * s;
+    s += dot(vec4<f32>(nf4(ch.q.x, 0u), nf4(ch.q.x, 1u), nf4(ch.q.x, 2u), nf4(ch.q.x, 3u)), x[0]);
+    s += dot(vec4<f32>(nf4(ch.q.x, 4u), nf4(ch.q.x, 5u), nf4(ch.q.x, 6u), nf4(ch.q.x, 7u)), x[1]);
+    s += dot(vec4<f32>(nf4(ch.q.y, 0u), nf4(ch.q.y, 1u), nf4(ch.q.y, 2u), nf4(ch.q.y, 3u)), x[2]);
+    s += dot(vec4<f32>(nf4(ch.q.y, 4u), nf4(ch.q.y, 5u), nf4(ch.q.y, 6u), nf4(ch.q.y, 7u)), x[3]);
+    s += dot(vec4<f32>(nf4(ch.q.z, 0u), nf4(ch.q.z, 1u), nf4(ch.q.z, 2u), nf4(ch.q.z, 3u)), x[4]);
+    s += dot(vec4<f32>(nf4(ch.q.z, 4u), nf4(ch.q.z, 5u), nf4(ch.q.z, 6u), nf4(ch.q.z, 7u)), x[5]);
+    s += dot(vec4<f32>(nf4(ch.q.w, 0u), nf4(ch.q.w, 1u), nf4(ch.q.w, 2u), nf4(ch.q.w, 3u)), x[6]);
+    s += dot(vec4<f32>(nf4(ch.q.w, 4u), nf4(ch.q.w, 5u), nf4(ch.q.w, 6u), nf4(ch.q.w, 7u)), x[7]);
+    return ch.a * s;
 }
 "#,
     },
@@ -367,25 +397,44 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(d * (nib4(read_u32(q), shift) - 8.0), d * (nib4(read_u32(q + 4u), shift) - 8.0));
 }
 "#,
-        dot32: r#"
-// Σ weights of block b of row n × x. The 18-byte block lies in words i .. i+4: d in the low
-// half of word i and nibbles from byte 2 when it starts a word, else d in the high half and
-// nibbles in words i+1 .. i+4. Σ (q − 8)·x = Σ q·x − 8·Σ x.
-fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
-    let base = (n * (p.K / 32u) + b) * 18u;
+        chunk: 32,
+        chunk_decode: r#"
+// A block in registers: its scale and its 16 bytes of nibbles.
+struct Chunk {
+    d: f32,
+    q: vec4<u32>,
+}
+
+// Block c of row n. The 18-byte block lies in words i .. i+4: d in the low half of word i
+// and nibbles from byte 2 when it starts a word, else d in the high half and nibbles in
+// words i+1 .. i+4.
+fn load_chunk(n: u32, c: u32) -> Chunk {
+    let base = (n * (p.K / 32u) + c) * 18u;
     let i = base / 4u;
+    let lo = vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
+    let hi = vec4<u32>(lo.yzw, w[i + 4u]);
+    let dh = unpack2x16float(lo.x);
     let odd = base % 4u != 0u;
-    let w0 = w[i]; let w1 = w[i + 1u]; let w2 = w[i + 2u]; let w3 = w[i + 3u]; let w4 = w[i + 4u];
-    let dh = unpack2x16float(w0);
-    let d = select(dh.x, dh.y, odd);
-    let q0 = select((w0 >> 16u) | (w1 << 16u), w1, odd);
-    let q1 = select((w1 >> 16u) | (w2 << 16u), w2, odd);
-    let q2 = select((w2 >> 16u) | (w3 << 16u), w3, odd);
-    let q3 = select((w3 >> 16u) | (w4 << 16u), w4, odd);
-    let lo = dot(nib4(q0, 0u), x[0]) + dot(nib4(q1, 0u), x[1]) + dot(nib4(q2, 0u), x[2]) + dot(nib4(q3, 0u), x[3]);
-    let hi = dot(nib4(q0, 4u), x[4]) + dot(nib4(q1, 4u), x[5]) + dot(nib4(q2, 4u), x[6]) + dot(nib4(q3, 4u), x[7]);
+    return Chunk(select(dh.x, dh.y, odd), select((lo >> vec4<u32>(16u)) | (hi << vec4<u32>(16u)), hi, odd));
+}
+
+// Weights 8·s .. 8·s + 7 of the block: element j < 16 is the low nibble of byte j, element
+// j + 16 its high nibble.
+fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
+    let shift = select(0u, 4u, s >= 2u);
+    let odd = (s & 1u) == 1u;
+    return array<vec4<f32>, 2>(ch.d * (nib4(select(ch.q.x, ch.q.z, odd), shift) - 8.0),
+                               ch.d * (nib4(select(ch.q.y, ch.q.w, odd), shift) - 8.0));
+}
+"#,
+        dot32: r#"
+// Σ weights of block b of row n × x, as d·(Σ q·x − 8·Σ x).
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let ch = load_chunk(n, b);
+    let lo = dot(nib4(ch.q.x, 0u), x[0]) + dot(nib4(ch.q.y, 0u), x[1]) + dot(nib4(ch.q.z, 0u), x[2]) + dot(nib4(ch.q.w, 0u), x[3]);
+    let hi = dot(nib4(ch.q.x, 4u), x[4]) + dot(nib4(ch.q.y, 4u), x[5]) + dot(nib4(ch.q.z, 4u), x[6]) + dot(nib4(ch.q.w, 4u), x[7]);
     let sx = dot(x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7], vec4<f32>(1.0));
-    return d * (lo + hi - 8.0 * sx);
+    return ch.d * (lo + hi - 8.0 * sx);
 }
 "#,
     },
@@ -407,17 +456,38 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(d * nib4(read_u32(q), shift) + m, d * nib4(read_u32(q + 4u), shift) + m);
 }
 "#,
-        dot32: r#"
-// Σ weights of block b of row n × x: the 20-byte block is words i .. i+4 (d, m in word i).
-// Σ (d·q + m)·x = d·Σ q·x + m·Σ x.
-fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
-    let i = (n * (p.K / 32u) + b) * 5u;
+        chunk: 32,
+        chunk_decode: r#"
+// A block in registers: its scale, its minimum and its 16 bytes of nibbles.
+struct Chunk {
+    d: f32,
+    m: f32,
+    q: vec4<u32>,
+}
+
+// Block c of row n: the 20-byte block is words i .. i+4 (d, m in word i).
+fn load_chunk(n: u32, c: u32) -> Chunk {
+    let i = (n * (p.K / 32u) + c) * 5u;
     let dm = unpack2x16float(w[i]);
-    let q0 = w[i + 1u]; let q1 = w[i + 2u]; let q2 = w[i + 3u]; let q3 = w[i + 4u];
-    let lo = dot(nib4(q0, 0u), x[0]) + dot(nib4(q1, 0u), x[1]) + dot(nib4(q2, 0u), x[2]) + dot(nib4(q3, 0u), x[3]);
-    let hi = dot(nib4(q0, 4u), x[4]) + dot(nib4(q1, 4u), x[5]) + dot(nib4(q2, 4u), x[6]) + dot(nib4(q3, 4u), x[7]);
+    return Chunk(dm.x, dm.y, vec4<u32>(w[i + 1u], w[i + 2u], w[i + 3u], w[i + 4u]));
+}
+
+// Weights 8·s .. 8·s + 7 of the block, nibbles in Q4_0's order.
+fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
+    let shift = select(0u, 4u, s >= 2u);
+    let odd = (s & 1u) == 1u;
+    return array<vec4<f32>, 2>(ch.d * nib4(select(ch.q.x, ch.q.z, odd), shift) + ch.m,
+                               ch.d * nib4(select(ch.q.y, ch.q.w, odd), shift) + ch.m);
+}
+"#,
+        dot32: r#"
+// Σ weights of block b of row n × x, as d·Σ q·x + m·Σ x.
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let ch = load_chunk(n, b);
+    let lo = dot(nib4(ch.q.x, 0u), x[0]) + dot(nib4(ch.q.y, 0u), x[1]) + dot(nib4(ch.q.z, 0u), x[2]) + dot(nib4(ch.q.w, 0u), x[3]);
+    let hi = dot(nib4(ch.q.x, 4u), x[4]) + dot(nib4(ch.q.y, 4u), x[5]) + dot(nib4(ch.q.z, 4u), x[6]) + dot(nib4(ch.q.w, 4u), x[7]);
     let sx = dot(x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7], vec4<f32>(1.0));
-    return dm.x * (lo + hi) + dm.y * sx;
+    return ch.d * (lo + hi) + ch.m * sx;
 }
 "#,
     },
@@ -442,27 +512,45 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(d * i8x4(read_u32(q)), d * i8x4(read_u32(q + 4u)));
 }
 "#,
-        dot32: r#"
-// Σ weights of block b of row n × x. The 34-byte block lies in words i .. i+8: d in the low
-// half of word i and bytes from byte 2 when it starts a word, else d in the high half and
-// bytes in words i+1 .. i+8.
-fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
-    let base = (n * (p.K / 32u) + b) * 34u;
+        chunk: 32,
+        chunk_decode: r#"
+// A block in registers: its scale and its 32 bytes.
+struct Chunk {
+    d: f32,
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+}
+
+// Block c of row n. The 34-byte block lies in words i .. i+8: d in the low half of word i
+// and bytes from byte 2 when it starts a word, else d in the high half and bytes in words
+// i+1 .. i+8.
+fn load_chunk(n: u32, c: u32) -> Chunk {
+    let base = (n * (p.K / 32u) + c) * 34u;
     let i = base / 4u;
+    let w0 = vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
+    let w1 = vec4<u32>(w[i + 4u], w[i + 5u], w[i + 6u], w[i + 7u]);
+    let w2 = vec4<u32>(w0.yzw, w1.x);
+    let w3 = vec4<u32>(w1.yzw, w[i + 8u]);
+    let dh = unpack2x16float(w0.x);
     let odd = base % 4u != 0u;
-    let w0 = w[i]; let w1 = w[i + 1u]; let w2 = w[i + 2u]; let w3 = w[i + 3u]; let w4 = w[i + 4u];
-    let w5 = w[i + 5u]; let w6 = w[i + 6u]; let w7 = w[i + 7u]; let w8 = w[i + 8u];
-    let dh = unpack2x16float(w0);
-    let d = select(dh.x, dh.y, odd);
-    var s = dot(i8x4(select((w0 >> 16u) | (w1 << 16u), w1, odd)), x[0]);
-    s += dot(i8x4(select((w1 >> 16u) | (w2 << 16u), w2, odd)), x[1]);
-    s += dot(i8x4(select((w2 >> 16u) | (w3 << 16u), w3, odd)), x[2]);
-    s += dot(i8x4(select((w3 >> 16u) | (w4 << 16u), w4, odd)), x[3]);
-    s += dot(i8x4(select((w4 >> 16u) | (w5 << 16u), w5, odd)), x[4]);
-    s += dot(i8x4(select((w5 >> 16u) | (w6 << 16u), w6, odd)), x[5]);
-    s += dot(i8x4(select((w6 >> 16u) | (w7 << 16u), w7, odd)), x[6]);
-    s += dot(i8x4(select((w7 >> 16u) | (w8 << 16u), w8, odd)), x[7]);
-    return d * s;
+    let s16 = vec4<u32>(16u);
+    return Chunk(select(dh.x, dh.y, odd), select((w0 >> s16) | (w2 << s16), w2, odd), select((w1 >> s16) | (w3 << s16), w3, odd));
+}
+
+// Weights 8·s .. 8·s + 7 of the block: its words 2s, 2s + 1.
+fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
+    let h = select(ch.lo, ch.hi, s >= 2u);
+    let odd = (s & 1u) == 1u;
+    return array<vec4<f32>, 2>(ch.d * i8x4(select(h.x, h.z, odd)), ch.d * i8x4(select(h.y, h.w, odd)));
+}
+"#,
+        dot32: r#"
+// Σ weights of block b of row n × x, scaled once.
+fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
+    let ch = load_chunk(n, b);
+    let lo = dot(i8x4(ch.lo.x), x[0]) + dot(i8x4(ch.lo.y), x[1]) + dot(i8x4(ch.lo.z), x[2]) + dot(i8x4(ch.lo.w), x[3]);
+    let hi = dot(i8x4(ch.hi.x), x[4]) + dot(i8x4(ch.hi.y), x[5]) + dot(i8x4(ch.hi.z), x[6]) + dot(i8x4(ch.hi.w), x[7]);
+    return ch.d * (lo + hi);
 }
 "#,
     },
@@ -477,6 +565,25 @@ fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     let i = (n * p.K + 8u * k8) / 2u;
     return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(w[i]), unpack2x16float(w[i + 1u])),
                                vec4<f32>(unpack2x16float(w[i + 2u]), unpack2x16float(w[i + 3u])));
+}
+"#,
+        chunk: 8,
+        chunk_decode: r#"
+// 8 weights of a row in registers: 4 words of halves.
+struct Chunk {
+    h: vec4<u32>,
+}
+
+// Weights 8·c .. 8·c + 7 of row n.
+fn load_chunk(n: u32, c: u32) -> Chunk {
+    let i = (n * p.K + 8u * c) / 2u;
+    return Chunk(vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]));
+}
+
+// The chunk's weights (s is always 0: a chunk is one step).
+fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(ch.h.x), unpack2x16float(ch.h.y)),
+                               vec4<f32>(unpack2x16float(ch.h.z), unpack2x16float(ch.h.w)));
 }
 "#,
         dot32: r#"
@@ -505,15 +612,18 @@ fn quant_file(f: &QuantFormatText) -> String {
     let mut o = Out(String::new());
     o.line(HEADER);
     let helpers = match name {
-        "nf4" | "f16" => String::new(),
+        "nf4" => nf4_table(),
+        "f16" => String::new(),
         "q8_0" => GGUF_READS.to_string(),
         _ => format!("{GGUF_READS}{NIB4}"),
     };
     write!(
         o.0,
         r#"// {about}
-// Fused dequantization: the dense weight is never built; each step decodes 8 consecutive
-// weights of a row in registers. W is (N, K) in the nn.Linear layout, blocks along K.
+// Fused dequantization: the dense weight is never built. The forwards read a chunk of a W row
+// ({chunk} weights) once and decode it 8 weights at a time in registers; the input gradient
+// decodes 8 consecutive weights of a row per step. W is (N, K) in the nn.Linear layout,
+// blocks along K.
 //   matmul_{name}_forward_RxC:        out(M,N) = alpha · inp(M,K) · Wᵀ
 //   matmul_{name}_backward_input_RxC: out(M,K) = alpha · inp(M,N) · W     (dx = dy·W)
 // RxC is the block of outputs per invocation: large ones for software adapters, where loads
@@ -526,7 +636,6 @@ struct Params {{
     K: u32,
     alpha: f32,
     aux: f32,                          // NF4: the absmax offset
-    codebook: array<vec4<f32>, 4>,     // NF4: the 16 code values
 }}
 
 {bindings}@group(0) @binding({ib}) var<storage, read> inp: array<vec4<f32>>;
@@ -537,7 +646,7 @@ override WG_X: u32 = {wg_x}u;
 override WG_Y: u32 = {wg_y}u;
 override ROW_WG: u32 = {row_wg}u;
 
-{helpers}{decode}{dot32}
+{helpers}{decode}{chunk_decode}{dot32}
 // out[idx] = alpha·v. Accumulating into out (beta ≠ 0) is a separate pass, as in matmul.wgsl.
 fn st1(idx: u32, v: f32) {{
     out[idx] = p.alpha * v;
@@ -557,24 +666,35 @@ fn st4(idx: u32, col0: u32, ncols: u32, v: vec4<f32>) {{
 "#,
         about = f.about,
         block = f.block,
+        chunk = f.chunk,
         bindings = f.weight_bindings,
         ib = nw,
         ob = nw + 1,
         wg_x = QUANT_WG.0,
         wg_y = QUANT_WG.1,
         decode = f.decode,
+        chunk_decode = f.chunk_decode,
         dot32 = f.dot32,
         row_wg = QUANT_ROW_WG,
     )
     .unwrap();
     for b in [QuantBlock::Large, QuantBlock::Small] {
-        quant_forward(&mut o, name, b.dims(MatmulKind::Forward).into());
+        quant_forward(&mut o, f, b.dims(MatmulKind::Forward).into());
     }
     quant_forward_row(&mut o, name, QuantBlock::Row.dims(MatmulKind::Forward).1);
     for b in [QuantBlock::Large, QuantBlock::Small] {
         quant_backward_input(&mut o, name, b.dims(MatmulKind::BackwardInput).into());
     }
     o.0
+}
+
+/// NF4's code values as a WGSL constant, written from the CPU's table.
+fn nf4_table() -> String {
+    let vec4s: Vec<String> = NF4_CODEBOOK
+        .chunks(4)
+        .map(|v| format!("vec4<f32>({:?}, {:?}, {:?}, {:?})", v[0], v[1], v[2], v[3]))
+        .collect();
+    format!("// NF4's 16 code values (core/src/quant/nf4.rs).\nconst NF4_TABLE = array<vec4<f32>, 4>(\n    {});\n", vec4s.join(",\n    "))
 }
 
 /// The forward for one row of inp at a time (decoding a token): `cols` rows of W per
@@ -609,11 +729,13 @@ fn quant_forward_row(o: &mut Out, name: &str, cols: usize) {
     o.line("}");
 }
 
-fn quant_forward(o: &mut Out, name: &str, b: Block) {
+fn quant_forward(o: &mut Out, f: &QuantFormatText, b: Block) {
     let Block { rows, cols } = b;
+    let (name, steps) = (f.name, f.chunk / 8);
     let q4 = cols / 4;
     o.line("");
-    o.line(format!("// Each invocation: rows m0.. m0+{rows} of inp × rows n0.. n0+{cols} of W."));
+    o.line(format!("// Each invocation: rows m0.. m0+{rows} of inp × rows n0.. n0+{cols} of W, a chunk of"));
+    o.line(format!("// {} weights of each W row per step, decoded 8 at a time from registers.", f.chunk));
     o.line("@compute @workgroup_size(WG_X, WG_Y, 1)");
     o.line(format!("fn matmul_{name}_forward_{rows}x{cols}(@builtin(global_invocation_id) gid: vec3<u32>) {{"));
     o.line("    let K4 = p.K / 4u;");
@@ -627,16 +749,28 @@ fn quant_forward(o: &mut Out, name: &str, b: Block) {
         o.line(format!("    let rn{j} = min(n0 + {j}u, p.N - 1u);"));
     }
     accumulators(o, rows, q4);
-    o.line("    for (var k8 = 0u; k8 < p.K / 8u; k8++) {");
+    o.line(format!("    for (var c = 0u; c < p.K / {}u; c++) {{", f.chunk));
     for j in 0..cols {
-        o.line(format!("        let d{j} = dequant8(rn{j}, k8);"));
+        o.line(format!("        let ch{j} = load_chunk(rn{j}, c);"));
+    }
+    // A loop, not unrolled steps: the body is large, and llvmpipe's compile time grows with it.
+    let indent = if steps > 1 {
+        o.line(format!("        for (var s = 0u; s < {steps}u; s++) {{"));
+        "            "
+    } else {
+        o.line("        let s = 0u;");
+        "        "
+    };
+    o.line(format!("{indent}let x2 = {}u * c + 2u * s;", f.chunk / 4));
+    for j in 0..cols {
+        o.line(format!("{indent}let d{j} = decode8(ch{j}, s);"));
     }
     // lo{q}/hi{q}: weights k..k+4 / k+4..k+8 of rows 4q..4q+4 as transposed tiles.
     for q in 0..q4 {
         let j = 4 * q;
         for (h, half) in ["lo", "hi"].iter().enumerate() {
             o.line(format!(
-                "        let {half}{q} = transpose(mat4x4<f32>(d{j}[{h}], d{}[{h}], d{}[{h}], d{}[{h}]));",
+                "{indent}let {half}{q} = transpose(mat4x4<f32>(d{j}[{h}], d{}[{h}], d{}[{h}], d{}[{h}]));",
                 j + 1,
                 j + 2,
                 j + 3
@@ -645,7 +779,10 @@ fn quant_forward(o: &mut Out, name: &str, b: Block) {
     }
     for i in 0..rows {
         let upd: Vec<String> = (0..q4).map(|q| format!("c{i}_{q} += lo{q} * x0 + hi{q} * x1;")).collect();
-        o.line(format!("        {{ let x0 = inp[ra{i} + 2u * k8]; let x1 = inp[ra{i} + 2u * k8 + 1u]; {} }}", upd.join(" ")));
+        o.line(format!("{indent}{{ let x0 = inp[ra{i} + x2]; let x1 = inp[ra{i} + x2 + 1u]; {} }}", upd.join(" ")));
+    }
+    if steps > 1 {
+        o.line("        }");
     }
     o.line("    }");
     store_scalar(o, rows, q4, "p.N", "n0");

@@ -5,7 +5,7 @@ use super::check_len;
 use super::matmul::{overwrite_then_accumulate, Accumulate, MatmulKind};
 use crate::error::ensure;
 use crate::gpu::{Kernel, Shader};
-use crate::quant::{QuantFormat, QuantTensor, NF4_CODEBOOK};
+use crate::quant::{QuantFormat, QuantTensor};
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
 /// A quantized weight on the GPU: its blocks and, for NF4, the absmax codes and scales.
@@ -45,17 +45,15 @@ struct Params {
     /// NF4: the absmax offset; unused by the other formats.
     aux: f32,
     _pad: [u32; 3],
-    /// NF4's code values (the uniform keeps the kernel from indexing a private array).
-    codebook: [f32; 16],
 }
 
 /// A format's entry points: forward large, small and row, backward large and small.
 macro_rules! entries {
     ($f:literal) => {
         [
-            concat!("matmul_", $f, "_forward_32x16"),
-            concat!("matmul_", $f, "_forward_4x4"),
-            concat!("matmul_", $f, "_forward_1x4"),
+            concat!("matmul_", $f, "_forward_32x24"),
+            concat!("matmul_", $f, "_forward_32x24"),
+            concat!("matmul_", $f, "_forward_32x24"),
             concat!("matmul_", $f, "_backward_input_16x16"),
             concat!("matmul_", $f, "_backward_input_4x8"),
         ]
@@ -92,14 +90,16 @@ impl QuantBlock {
         }
     }
 
-    /// (rows, cols) per invocation. Each decoded weight row is inlined once per block column,
-    /// so the large blocks keep 16 columns; the forward's 32 rows let each decoded weight
-    /// feed twice the FMAs (+10–70 % over 16×16, ~5 s more of llvmpipe compile, once per
-    /// format; docs/PERF.md). Backward blocks span whole groups of 8 columns. The names in
-    /// `entries!` spell these sizes.
+    /// (rows, cols) per invocation. On lavapipe each buffer load is a loop over the SIMD
+    /// lanes, so a block must feed many FMAs per load: the large forward's 32 × 24, reading
+    /// each block of a W row once, makes about one load per 65 FMAs, as the f32 kernel's
+    /// 32 × 32 does (docs/PERF.md). Every block column inlines its own decoding, and
+    /// llvmpipe's compile time grows with the block (~20 s for the large forward, once per
+    /// format). Backward blocks span whole groups of 8 columns. The names in `entries!`
+    /// spell these sizes.
     pub fn dims(self, kind: MatmulKind) -> (usize, usize) {
         match (self, kind) {
-            (QuantBlock::Large, MatmulKind::Forward) => (32, 16),
+            (QuantBlock::Large, MatmulKind::Forward) => (32, 24),
             (QuantBlock::Large, _) => (16, 16),
             (QuantBlock::Small, MatmulKind::Forward) => (4, 4),
             (QuantBlock::Small, _) => (4, 8),
@@ -173,7 +173,6 @@ pub fn matmul_quant_with(
         alpha: acc.alpha,
         aux: 0.0,
         _pad: [0; 3],
-        codebook: NF4_CODEBOOK,
     };
     // The kernels only overwrite (see the generated files' `st1`).
     overwrite_then_accumulate(ctx, out, out_len, acc.beta, |dest| match &w.nf4 {
