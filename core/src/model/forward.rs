@@ -90,12 +90,17 @@ impl GpuLayer {
 pub struct KvCache {
     k: Vec<GpuBuffer>, // L × (S, NKV·HS)
     v: Vec<GpuBuffer>, // L × (S, NKV·HS)
-    /// Tokens the cache holds.
-    pub len: usize,
-    /// Their ids (what `forward` ran since the last reset).
+    /// The ids of the tokens it holds (what `forward` ran since the last reset).
     ids: Vec<u32>,
     /// S: the most tokens it can hold.
     pub capacity: usize,
+}
+
+impl KvCache {
+    /// Tokens it holds.
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
 }
 
 /// Sizes that fix what [`Model::new`] allocates.
@@ -201,7 +206,6 @@ impl Model {
         let cache = KvCache {
             k: (0..cfg.n_layers).map(|_| f(max_seq * kvd)).collect::<Result<_>>()?,
             v: (0..cfg.n_layers).map(|_| f(max_seq * kvd)).collect::<Result<_>>()?,
-            len: 0,
             ids: Vec::new(),
             capacity: max_seq,
         };
@@ -232,8 +236,7 @@ impl Model {
     /// Keeps the first `len` cached tokens (at most those held): the next `forward` continues
     /// after them, overwriting the rest.
     pub fn rewind(&mut self, len: usize) {
-        self.cache.len = self.cache.len.min(len);
-        self.cache.ids.truncate(self.cache.len);
+        self.cache.ids.truncate(len);
     }
 
     /// How many leading tokens of `tokens` the cache already holds.
@@ -278,13 +281,13 @@ impl Model {
         Ok(())
     }
 
-    /// Pushes `tokens` (at most `chunk`) through the layers at positions cache.len.., adds
+    /// Pushes `tokens` (at most `chunk`) through the layers at positions cache.len().., adds
     /// their keys and values to the cache and leaves the final normed states in `xn`.
     fn forward_chunk(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<()> {
         let cfg = &self.cfg;
         let (t, c, ff) = (tokens.len(), cfg.hidden_size, cfg.intermediate_size);
         let kvd = cfg.kv_dim();
-        let past = self.cache.len;
+        let past = self.cache.len();
         if let Some(w) = cfg.sliding_window.filter(|&w| past + t > w) {
             return Err(Error::Shape(format!(
                 "the context would hold {} tokens, more than the model's sliding attention window of {w}; Hearth attends to the whole context, so it stops there",
@@ -331,7 +334,6 @@ impl Model {
             residual_accumulate(ctx, &s.x, &s.proj, 1.0, t * c)?;
         }
         rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &self.final_norm, t, c, cfg.rms_norm_eps)?;
-        self.cache.len += t;
         self.cache.ids.extend_from_slice(tokens);
         Ok(())
     }
