@@ -256,7 +256,9 @@ fn llama3_scaling_from_divisors(divisors: &[f32], head_size: usize, theta: f32, 
         return Ok(RopeScaling::default());
     }
     let (low, high) = (1.0f64, 4.0f64);
-    let wavelen = |j: usize| 2.0 * std::f64::consts::PI * (theta as f64).powf((2 * j) as f64 / head_size as f64);
+    let plain: Vec<f64> =
+        (0..divisors.len()).map(|j| crate::ops::cpu::rope_inv_freq(j, head_size, theta as f64, &RopeScaling::default())).collect();
+    let wavelen = |j: usize| 2.0 * std::f64::consts::PI / plain[j];
     let f = factor as f64;
     let mut candidates = vec![8192.0f64];
     for (j, &d) in divisors.iter().enumerate() {
@@ -276,9 +278,8 @@ fn llama3_scaling_from_divisors(divisors: &[f32], head_size: usize, theta: f32, 
     for original in candidates.iter().flat_map(|&c| [c.round(), c]) {
         let s = RopeScaling { factor, low_freq_factor: low as f32, high_freq_factor: high as f32, original_max_position: original as f32 };
         let fits = divisors.iter().enumerate().all(|(j, &d)| {
-            let plain = crate::ops::cpu::rope_inv_freq(j, head_size, theta as f64, &RopeScaling::default());
             let scaled = crate::ops::cpu::rope_inv_freq(j, head_size, theta as f64, &s);
-            ((plain / scaled) / d as f64 - 1.0).abs() < 1e-4
+            ((plain[j] / scaled) / d as f64 - 1.0).abs() < 1e-4
         });
         if fits {
             return Ok(s);
