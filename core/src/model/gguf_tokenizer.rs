@@ -24,10 +24,9 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 
 /// The tokenizer.json for `g`'s metadata; `file` names it in errors.
 pub fn tokenizer_json(g: &Gguf, file: &str) -> Result<Value> {
-    let meta = Metadata::read(g, file)?;
     match g.get("tokenizer.ggml.model").and_then(GgufValue::as_str).unwrap_or("(none)") {
-        "gpt2" => byte_level_bpe(g, &meta, file),
-        "llama" => sentencepiece_bpe(g, &meta, file),
+        "gpt2" => byte_level_bpe(g, &Metadata::read(g, false, file)?, file),
+        "llama" => sentencepiece_bpe(g, &Metadata::read(g, true, file)?, file),
         other => Err(Error::Format(format!(
             "{file}: tokenizer model \"{other}\" is not supported from GGUF metadata (Hearth rebuilds \"gpt2\" byte-level BPE and \"llama\" SentencePiece); use the model's HF folder instead"
         ))),
@@ -43,7 +42,8 @@ struct Metadata<'a> {
 }
 
 impl<'a> Metadata<'a> {
-    fn read(g: &'a Gguf, file: &str) -> Result<Self> {
+    /// `spm`: a SentencePiece vocabulary ("llama"), to which llama.cpp adds BOS by default.
+    fn read(g: &'a Gguf, spm: bool, file: &str) -> Result<Self> {
         let tokens = strings(g, "tokenizer.ggml.tokens", file)?;
         let types: Vec<u64> = match g.get("tokenizer.ggml.token_type").and_then(GgufValue::as_array) {
             Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
@@ -56,8 +56,6 @@ impl<'a> Metadata<'a> {
                 tokens.len()
             )));
         }
-        // llama.cpp adds BOS by default for SentencePiece vocabularies, not for BPE ones
-        let spm = g.get("tokenizer.ggml.model").and_then(GgufValue::as_str) == Some("llama");
         let add = g.get("tokenizer.ggml.add_bos_token").and_then(GgufValue::as_bool).unwrap_or(spm);
         let bos = g.get("tokenizer.ggml.bos_token_id").and_then(GgufValue::as_u64).map(|v| v as usize);
         Ok(Metadata { add_bos: bos.filter(|&b| add && b < tokens.len()), tokens, types })
