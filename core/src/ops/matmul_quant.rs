@@ -52,8 +52,8 @@ macro_rules! entries {
     ($f:literal) => {
         [
             concat!("matmul_", $f, "_forward_32x24"),
-            concat!("matmul_", $f, "_forward_32x24"),
-            concat!("matmul_", $f, "_forward_32x24"),
+            concat!("matmul_", $f, "_forward_4x4"),
+            concat!("matmul_", $f, "_forward_1x4"),
             concat!("matmul_", $f, "_backward_input_16x16"),
             concat!("matmul_", $f, "_backward_input_4x8"),
         ]
@@ -182,4 +182,26 @@ pub fn matmul_quant_with(
         }
         None => ctx.dispatch(&Kernel::new(sh, op, 0), &[&w.q, inp], &[dest], &params, groups),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_spell_their_block_sizes() {
+        let kinds = [
+            (QuantBlock::Large, MatmulKind::Forward),
+            (QuantBlock::Small, MatmulKind::Forward),
+            (QuantBlock::Row, MatmulKind::Forward),
+            (QuantBlock::Large, MatmulKind::BackwardInput),
+            (QuantBlock::Small, MatmulKind::BackwardInput),
+        ];
+        for format in QuantFormat::ALL {
+            for (entry, (block, kind)) in shader(format).1.iter().zip(kinds) {
+                let (rows, cols) = block.dims(kind);
+                assert!(entry.ends_with(&format!("_{rows}x{cols}")), "{entry} is not the {block:?} {kind:?} kernel");
+            }
+        }
+    }
 }
