@@ -31,11 +31,9 @@ override WG_Y: u32 = 4u;
 override ROW_WG: u32 = 32u;
 
 
-// Weights k = 8·k8 .. 8·k8 + 7 of row n.
+// Weights k = 8·k8 .. 8·k8 + 7 of row n: one chunk.
 fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
-    let i = (n * p.K + 8u * k8) / 2u;
-    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(w[i]), unpack2x16float(w[i + 1u])),
-                               vec4<f32>(unpack2x16float(w[i + 2u]), unpack2x16float(w[i + 3u])));
+    return decode8(load_chunk(n, k8), 0u);
 }
 
 // 8 weights of a row in registers: 4 words of halves.
@@ -55,19 +53,12 @@ fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
                                vec4<f32>(unpack2x16float(ch.h.z), unpack2x16float(ch.h.w)));
 }
 
-// Σ weights 32·b .. 32·b + 31 of row n × x: 16 words of halves.
+// Σ weights 32·b .. 32·b + 31 of row n × x: four chunks.
 fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
-    let i = (n * p.K + 32u * b) / 2u;
-    var s = 0.0;
-    s += dot(vec4<f32>(unpack2x16float(w[i]), unpack2x16float(w[i + 1u])), x[0]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 2u]), unpack2x16float(w[i + 3u])), x[1]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 4u]), unpack2x16float(w[i + 5u])), x[2]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 6u]), unpack2x16float(w[i + 7u])), x[3]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 8u]), unpack2x16float(w[i + 9u])), x[4]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 10u]), unpack2x16float(w[i + 11u])), x[5]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 12u]), unpack2x16float(w[i + 13u])), x[6]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 14u]), unpack2x16float(w[i + 15u])), x[7]);
-    return s;
+    let h0 = decode8(load_chunk(n, 4u * b), 0u); let h1 = decode8(load_chunk(n, 4u * b + 1u), 0u);
+    let h2 = decode8(load_chunk(n, 4u * b + 2u), 0u); let h3 = decode8(load_chunk(n, 4u * b + 3u), 0u);
+    return dot(h0[0], x[0]) + dot(h0[1], x[1]) + dot(h1[0], x[2]) + dot(h1[1], x[3])
+         + dot(h2[0], x[4]) + dot(h2[1], x[5]) + dot(h3[0], x[6]) + dot(h3[1], x[7]);
 }
 
 // out[idx] = alpha·v. Accumulating into out (beta ≠ 0) is a separate pass, as in matmul.wgsl.

@@ -54,16 +54,24 @@ fn nf4(q: u32, i: u32) -> f32 {
     return select(select(v.x, v.y, b2), select(v.z, v.w, b2), i32(q << (28u - 4u * i)) < 0);
 }
 
+// The code values of the 8 codes in word q (element j at bits 4j), not yet scaled.
+fn nf4x8(q: u32) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(vec4<f32>(nf4(q, 0u), nf4(q, 1u), nf4(q, 2u), nf4(q, 3u)),
+                               vec4<f32>(nf4(q, 4u), nf4(q, 5u), nf4(q, 6u), nf4(q, 7u)));
+}
+
+// The absmax of block b (64 weights): its 8-bit code, rescaled by its group's scale.
+fn absmax(b: u32) -> f32 {
+    let code = extractBits(i32(absq[b / 4u]), 8u * (b % 4u), 8u);
+    return p.aux + scales[b / 256u] * f32(code) / 127.0;
+}
+
 // Weights k = 8·k8 .. 8·k8 + 7 of row n.
 fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     let e = n * p.K + 8u * k8;
-    let b = e / 64u;
-    let code = extractBits(i32(absq[b / 4u]), 8u * (b % 4u), 8u);
-    let a = p.aux + scales[b / 256u] * f32(code) / 127.0;
-    let q = w[e / 8u];
-    return array<vec4<f32>, 2>(
-        a * vec4<f32>(nf4(q, 0u), nf4(q, 1u), nf4(q, 2u), nf4(q, 3u)),
-        a * vec4<f32>(nf4(q, 4u), nf4(q, 5u), nf4(q, 6u), nf4(q, 7u)));
+    let a = absmax(e / 64u);
+    let v = nf4x8(w[e / 8u]);
+    return array<vec4<f32>, 2>(a * v[0], a * v[1]);
 }
 
 // 32 weights of a row in registers: their absmax and their 4 words of codes.
@@ -75,33 +83,22 @@ struct Chunk {
 // Weights 32·c .. 32·c + 31 of row n.
 fn load_chunk(n: u32, c: u32) -> Chunk {
     let e = n * p.K + 32u * c;
-    let b = e / 64u;
-    let code = extractBits(i32(absq[b / 4u]), 8u * (b % 4u), 8u);
     let i = e / 8u;
-    return Chunk(p.aux + scales[b / 256u] * f32(code) / 127.0, vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]));
+    return Chunk(absmax(e / 64u), vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]));
 }
 
 // Weights 8·s .. 8·s + 7 of the chunk: the codes of word s.
 fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
-    let q = select(select(ch.q.x, ch.q.y, s == 1u), select(ch.q.z, ch.q.w, s == 3u), s >= 2u);
-    return array<vec4<f32>, 2>(
-        ch.a * vec4<f32>(nf4(q, 0u), nf4(q, 1u), nf4(q, 2u), nf4(q, 3u)),
-        ch.a * vec4<f32>(nf4(q, 4u), nf4(q, 5u), nf4(q, 6u), nf4(q, 7u)));
+    let v = nf4x8(select(select(ch.q.x, ch.q.y, s == 1u), select(ch.q.z, ch.q.w, s == 3u), s >= 2u));
+    return array<vec4<f32>, 2>(ch.a * v[0], ch.a * v[1]);
 }
 
 // Σ weights 32·b .. 32·b + 31 of row n × x, scaled once.
 fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
     let ch = load_chunk(n, b);
-    var s = 0.0;
-    s += dot(vec4<f32>(nf4(ch.q.x, 0u), nf4(ch.q.x, 1u), nf4(ch.q.x, 2u), nf4(ch.q.x, 3u)), x[0]);
-    s += dot(vec4<f32>(nf4(ch.q.x, 4u), nf4(ch.q.x, 5u), nf4(ch.q.x, 6u), nf4(ch.q.x, 7u)), x[1]);
-    s += dot(vec4<f32>(nf4(ch.q.y, 0u), nf4(ch.q.y, 1u), nf4(ch.q.y, 2u), nf4(ch.q.y, 3u)), x[2]);
-    s += dot(vec4<f32>(nf4(ch.q.y, 4u), nf4(ch.q.y, 5u), nf4(ch.q.y, 6u), nf4(ch.q.y, 7u)), x[3]);
-    s += dot(vec4<f32>(nf4(ch.q.z, 0u), nf4(ch.q.z, 1u), nf4(ch.q.z, 2u), nf4(ch.q.z, 3u)), x[4]);
-    s += dot(vec4<f32>(nf4(ch.q.z, 4u), nf4(ch.q.z, 5u), nf4(ch.q.z, 6u), nf4(ch.q.z, 7u)), x[5]);
-    s += dot(vec4<f32>(nf4(ch.q.w, 0u), nf4(ch.q.w, 1u), nf4(ch.q.w, 2u), nf4(ch.q.w, 3u)), x[6]);
-    s += dot(vec4<f32>(nf4(ch.q.w, 4u), nf4(ch.q.w, 5u), nf4(ch.q.w, 6u), nf4(ch.q.w, 7u)), x[7]);
-    return ch.a * s;
+    let v0 = nf4x8(ch.q.x); let v1 = nf4x8(ch.q.y); let v2 = nf4x8(ch.q.z); let v3 = nf4x8(ch.q.w);
+    return ch.a * (dot(v0[0], x[0]) + dot(v0[1], x[1]) + dot(v1[0], x[2]) + dot(v1[1], x[3])
+                 + dot(v2[0], x[4]) + dot(v2[1], x[5]) + dot(v3[0], x[6]) + dot(v3[1], x[7]));
 }
 
 // out[idx] = alpha·v. Accumulating into out (beta ≠ 0) is a separate pass, as in matmul.wgsl.

@@ -53,6 +53,24 @@ fn nib4(word: u32, shift: u32) -> vec4<f32> {
                      f32((word >> (16u + shift)) & 15u), f32((word >> (24u + shift)) & 15u));
 }
 
+// The nibbles of elements 8·s .. 8·s + 7 of a block's 16 bytes q: element j < 16 is the low
+// nibble of byte j, element j + 16 its high nibble (GGUF's Q4_0 and Q4_1 order).
+fn nib8(q: vec4<u32>, s: u32) -> array<vec4<f32>, 2> {
+    let shift = select(0u, 4u, s >= 2u);
+    let odd = (s & 1u) == 1u;
+    return array<vec4<f32>, 2>(nib4(select(q.x, q.z, odd), shift), nib4(select(q.y, q.w, odd), shift));
+}
+
+// Σ nibble·x over a block's 32 elements.
+fn nib_dot(q: vec4<u32>, x: array<vec4<f32>, 8>) -> f32 {
+    return dot(nib4(q.x, 0u), x[0]) + dot(nib4(q.y, 0u), x[1]) + dot(nib4(q.z, 0u), x[2]) + dot(nib4(q.w, 0u), x[3])
+         + dot(nib4(q.x, 4u), x[4]) + dot(nib4(q.y, 4u), x[5]) + dot(nib4(q.z, 4u), x[6]) + dot(nib4(q.w, 4u), x[7]);
+}
+
+fn sum32(x: array<vec4<f32>, 8>) -> f32 {
+    return dot(x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7], vec4<f32>(1.0));
+}
+
 // Weights k = 8·k8 .. 8·k8 + 7 of row n.
 fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     let k = 8u * k8;
@@ -79,21 +97,16 @@ fn load_chunk(n: u32, c: u32) -> Chunk {
     return Chunk(dm.x, dm.y, vec4<u32>(w[i + 1u], w[i + 2u], w[i + 3u], w[i + 4u]));
 }
 
-// Weights 8·s .. 8·s + 7 of the block, nibbles in Q4_0's order.
+// Weights 8·s .. 8·s + 7 of the block.
 fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
-    let shift = select(0u, 4u, s >= 2u);
-    let odd = (s & 1u) == 1u;
-    return array<vec4<f32>, 2>(ch.d * nib4(select(ch.q.x, ch.q.z, odd), shift) + ch.m,
-                               ch.d * nib4(select(ch.q.y, ch.q.w, odd), shift) + ch.m);
+    let q = nib8(ch.q, s);
+    return array<vec4<f32>, 2>(ch.d * q[0] + ch.m, ch.d * q[1] + ch.m);
 }
 
 // Σ weights of block b of row n × x, as d·Σ q·x + m·Σ x.
 fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
     let ch = load_chunk(n, b);
-    let lo = dot(nib4(ch.q.x, 0u), x[0]) + dot(nib4(ch.q.y, 0u), x[1]) + dot(nib4(ch.q.z, 0u), x[2]) + dot(nib4(ch.q.w, 0u), x[3]);
-    let hi = dot(nib4(ch.q.x, 4u), x[4]) + dot(nib4(ch.q.y, 4u), x[5]) + dot(nib4(ch.q.z, 4u), x[6]) + dot(nib4(ch.q.w, 4u), x[7]);
-    let sx = dot(x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7], vec4<f32>(1.0));
-    return ch.d * (lo + hi) + ch.m * sx;
+    return ch.d * nib_dot(ch.q, x) + ch.m * sum32(x);
 }
 
 // out[idx] = alpha·v. Accumulating into out (beta ≠ 0) is a separate pass, as in matmul.wgsl.

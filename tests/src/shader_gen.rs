@@ -302,6 +302,24 @@ fn nib4(word: u32, shift: u32) -> vec4<f32> {
     return vec4<f32>(f32((word >> shift) & 15u), f32((word >> (8u + shift)) & 15u),
                      f32((word >> (16u + shift)) & 15u), f32((word >> (24u + shift)) & 15u));
 }
+
+// The nibbles of elements 8·s .. 8·s + 7 of a block's 16 bytes q: element j < 16 is the low
+// nibble of byte j, element j + 16 its high nibble (GGUF's Q4_0 and Q4_1 order).
+fn nib8(q: vec4<u32>, s: u32) -> array<vec4<f32>, 2> {
+    let shift = select(0u, 4u, s >= 2u);
+    let odd = (s & 1u) == 1u;
+    return array<vec4<f32>, 2>(nib4(select(q.x, q.z, odd), shift), nib4(select(q.y, q.w, odd), shift));
+}
+
+// Σ nibble·x over a block's 32 elements.
+fn nib_dot(q: vec4<u32>, x: array<vec4<f32>, 8>) -> f32 {
+    return dot(nib4(q.x, 0u), x[0]) + dot(nib4(q.y, 0u), x[1]) + dot(nib4(q.z, 0u), x[2]) + dot(nib4(q.w, 0u), x[3])
+         + dot(nib4(q.x, 4u), x[4]) + dot(nib4(q.y, 4u), x[5]) + dot(nib4(q.z, 4u), x[6]) + dot(nib4(q.w, 4u), x[7]);
+}
+
+fn sum32(x: array<vec4<f32>, 8>) -> f32 {
+    return dot(x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7], vec4<f32>(1.0));
+}
 "#;
 
 const QUANT_FORMATS: [QuantFormatText; 5] = [
@@ -326,16 +344,24 @@ fn nf4(q: u32, i: u32) -> f32 {
     return select(select(v.x, v.y, b2), select(v.z, v.w, b2), i32(q << (28u - 4u * i)) < 0);
 }
 
+// The code values of the 8 codes in word q (element j at bits 4j), not yet scaled.
+fn nf4x8(q: u32) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(vec4<f32>(nf4(q, 0u), nf4(q, 1u), nf4(q, 2u), nf4(q, 3u)),
+                               vec4<f32>(nf4(q, 4u), nf4(q, 5u), nf4(q, 6u), nf4(q, 7u)));
+}
+
+// The absmax of block b (64 weights): its 8-bit code, rescaled by its group's scale.
+fn absmax(b: u32) -> f32 {
+    let code = extractBits(i32(absq[b / 4u]), 8u * (b % 4u), 8u);
+    return p.aux + scales[b / 256u] * f32(code) / 127.0;
+}
+
 // Weights k = 8·k8 .. 8·k8 + 7 of row n.
 fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
     let e = n * p.K + 8u * k8;
-    let b = e / 64u;
-    let code = extractBits(i32(absq[b / 4u]), 8u * (b % 4u), 8u);
-    let a = p.aux + scales[b / 256u] * f32(code) / 127.0;
-    let q = w[e / 8u];
-    return array<vec4<f32>, 2>(
-        a * vec4<f32>(nf4(q, 0u), nf4(q, 1u), nf4(q, 2u), nf4(q, 3u)),
-        a * vec4<f32>(nf4(q, 4u), nf4(q, 5u), nf4(q, 6u), nf4(q, 7u)));
+    let a = absmax(e / 64u);
+    let v = nf4x8(w[e / 8u]);
+    return array<vec4<f32>, 2>(a * v[0], a * v[1]);
 }
 "#,
         chunk: 32,
@@ -349,34 +375,23 @@ struct Chunk {
 // Weights 32·c .. 32·c + 31 of row n.
 fn load_chunk(n: u32, c: u32) -> Chunk {
     let e = n * p.K + 32u * c;
-    let b = e / 64u;
-    let code = extractBits(i32(absq[b / 4u]), 8u * (b % 4u), 8u);
     let i = e / 8u;
-    return Chunk(p.aux + scales[b / 256u] * f32(code) / 127.0, vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]));
+    return Chunk(absmax(e / 64u), vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]));
 }
 
 // Weights 8·s .. 8·s + 7 of the chunk: the codes of word s.
 fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
-    let q = select(select(ch.q.x, ch.q.y, s == 1u), select(ch.q.z, ch.q.w, s == 3u), s >= 2u);
-    return array<vec4<f32>, 2>(
-        ch.a * vec4<f32>(nf4(q, 0u), nf4(q, 1u), nf4(q, 2u), nf4(q, 3u)),
-        ch.a * vec4<f32>(nf4(q, 4u), nf4(q, 5u), nf4(q, 6u), nf4(q, 7u)));
+    let v = nf4x8(select(select(ch.q.x, ch.q.y, s == 1u), select(ch.q.z, ch.q.w, s == 3u), s >= 2u));
+    return array<vec4<f32>, 2>(ch.a * v[0], ch.a * v[1]);
 }
 "#,
         dot32: r#"
 // Σ weights 32·b .. 32·b + 31 of row n × x, scaled once.
 fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
     let ch = load_chunk(n, b);
-    var s = 0.0;
-    s += dot(vec4<f32>(nf4(ch.q.x, 0u), nf4(ch.q.x, 1u), nf4(ch.q.x, 2u), nf4(ch.q.x, 3u)), x[0]);
-    s += dot(vec4<f32>(nf4(ch.q.x, 4u), nf4(ch.q.x, 5u), nf4(ch.q.x, 6u), nf4(ch.q.x, 7u)), x[1]);
-    s += dot(vec4<f32>(nf4(ch.q.y, 0u), nf4(ch.q.y, 1u), nf4(ch.q.y, 2u), nf4(ch.q.y, 3u)), x[2]);
-    s += dot(vec4<f32>(nf4(ch.q.y, 4u), nf4(ch.q.y, 5u), nf4(ch.q.y, 6u), nf4(ch.q.y, 7u)), x[3]);
-    s += dot(vec4<f32>(nf4(ch.q.z, 0u), nf4(ch.q.z, 1u), nf4(ch.q.z, 2u), nf4(ch.q.z, 3u)), x[4]);
-    s += dot(vec4<f32>(nf4(ch.q.z, 4u), nf4(ch.q.z, 5u), nf4(ch.q.z, 6u), nf4(ch.q.z, 7u)), x[5]);
-    s += dot(vec4<f32>(nf4(ch.q.w, 0u), nf4(ch.q.w, 1u), nf4(ch.q.w, 2u), nf4(ch.q.w, 3u)), x[6]);
-    s += dot(vec4<f32>(nf4(ch.q.w, 4u), nf4(ch.q.w, 5u), nf4(ch.q.w, 6u), nf4(ch.q.w, 7u)), x[7]);
-    return ch.a * s;
+    let v0 = nf4x8(ch.q.x); let v1 = nf4x8(ch.q.y); let v2 = nf4x8(ch.q.z); let v3 = nf4x8(ch.q.w);
+    return ch.a * (dot(v0[0], x[0]) + dot(v0[1], x[1]) + dot(v1[0], x[2]) + dot(v1[1], x[3])
+                 + dot(v2[0], x[4]) + dot(v2[1], x[5]) + dot(v3[0], x[6]) + dot(v3[1], x[7]));
 }
 "#,
     },
@@ -418,23 +433,17 @@ fn load_chunk(n: u32, c: u32) -> Chunk {
     return Chunk(select(dh.x, dh.y, odd), select((lo >> vec4<u32>(16u)) | (hi << vec4<u32>(16u)), hi, odd));
 }
 
-// Weights 8·s .. 8·s + 7 of the block: element j < 16 is the low nibble of byte j, element
-// j + 16 its high nibble.
+// Weights 8·s .. 8·s + 7 of the block.
 fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
-    let shift = select(0u, 4u, s >= 2u);
-    let odd = (s & 1u) == 1u;
-    return array<vec4<f32>, 2>(ch.d * (nib4(select(ch.q.x, ch.q.z, odd), shift) - 8.0),
-                               ch.d * (nib4(select(ch.q.y, ch.q.w, odd), shift) - 8.0));
+    let q = nib8(ch.q, s);
+    return array<vec4<f32>, 2>(ch.d * (q[0] - 8.0), ch.d * (q[1] - 8.0));
 }
 "#,
         dot32: r#"
 // Σ weights of block b of row n × x, as d·(Σ q·x − 8·Σ x).
 fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
     let ch = load_chunk(n, b);
-    let lo = dot(nib4(ch.q.x, 0u), x[0]) + dot(nib4(ch.q.y, 0u), x[1]) + dot(nib4(ch.q.z, 0u), x[2]) + dot(nib4(ch.q.w, 0u), x[3]);
-    let hi = dot(nib4(ch.q.x, 4u), x[4]) + dot(nib4(ch.q.y, 4u), x[5]) + dot(nib4(ch.q.z, 4u), x[6]) + dot(nib4(ch.q.w, 4u), x[7]);
-    let sx = dot(x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7], vec4<f32>(1.0));
-    return ch.d * (lo + hi - 8.0 * sx);
+    return ch.d * (nib_dot(ch.q, x) - 8.0 * sum32(x));
 }
 "#,
     },
@@ -472,22 +481,17 @@ fn load_chunk(n: u32, c: u32) -> Chunk {
     return Chunk(dm.x, dm.y, vec4<u32>(w[i + 1u], w[i + 2u], w[i + 3u], w[i + 4u]));
 }
 
-// Weights 8·s .. 8·s + 7 of the block, nibbles in Q4_0's order.
+// Weights 8·s .. 8·s + 7 of the block.
 fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
-    let shift = select(0u, 4u, s >= 2u);
-    let odd = (s & 1u) == 1u;
-    return array<vec4<f32>, 2>(ch.d * nib4(select(ch.q.x, ch.q.z, odd), shift) + ch.m,
-                               ch.d * nib4(select(ch.q.y, ch.q.w, odd), shift) + ch.m);
+    let q = nib8(ch.q, s);
+    return array<vec4<f32>, 2>(ch.d * q[0] + ch.m, ch.d * q[1] + ch.m);
 }
 "#,
         dot32: r#"
 // Σ weights of block b of row n × x, as d·Σ q·x + m·Σ x.
 fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
     let ch = load_chunk(n, b);
-    let lo = dot(nib4(ch.q.x, 0u), x[0]) + dot(nib4(ch.q.y, 0u), x[1]) + dot(nib4(ch.q.z, 0u), x[2]) + dot(nib4(ch.q.w, 0u), x[3]);
-    let hi = dot(nib4(ch.q.x, 4u), x[4]) + dot(nib4(ch.q.y, 4u), x[5]) + dot(nib4(ch.q.z, 4u), x[6]) + dot(nib4(ch.q.w, 4u), x[7]);
-    let sx = dot(x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7], vec4<f32>(1.0));
-    return ch.d * (lo + hi) + ch.m * sx;
+    return ch.d * nib_dot(ch.q, x) + ch.m * sum32(x);
 }
 "#,
     },
@@ -560,11 +564,9 @@ fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
         block: 8,
         weight_bindings: "@group(0) @binding(0) var<storage, read> w: array<u32>;   // (N, K) halves, two per word\n",
         decode: r#"
-// Weights k = 8·k8 .. 8·k8 + 7 of row n.
+// Weights k = 8·k8 .. 8·k8 + 7 of row n: one chunk.
 fn dequant8(n: u32, k8: u32) -> array<vec4<f32>, 2> {
-    let i = (n * p.K + 8u * k8) / 2u;
-    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(w[i]), unpack2x16float(w[i + 1u])),
-                               vec4<f32>(unpack2x16float(w[i + 2u]), unpack2x16float(w[i + 3u])));
+    return decode8(load_chunk(n, k8), 0u);
 }
 "#,
         chunk: 8,
@@ -587,19 +589,12 @@ fn decode8(ch: Chunk, s: u32) -> array<vec4<f32>, 2> {
 }
 "#,
         dot32: r#"
-// Σ weights 32·b .. 32·b + 31 of row n × x: 16 words of halves.
+// Σ weights 32·b .. 32·b + 31 of row n × x: four chunks.
 fn dot32(n: u32, b: u32, x: array<vec4<f32>, 8>) -> f32 {
-    let i = (n * p.K + 32u * b) / 2u;
-    var s = 0.0;
-    s += dot(vec4<f32>(unpack2x16float(w[i]), unpack2x16float(w[i + 1u])), x[0]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 2u]), unpack2x16float(w[i + 3u])), x[1]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 4u]), unpack2x16float(w[i + 5u])), x[2]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 6u]), unpack2x16float(w[i + 7u])), x[3]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 8u]), unpack2x16float(w[i + 9u])), x[4]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 10u]), unpack2x16float(w[i + 11u])), x[5]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 12u]), unpack2x16float(w[i + 13u])), x[6]);
-    s += dot(vec4<f32>(unpack2x16float(w[i + 14u]), unpack2x16float(w[i + 15u])), x[7]);
-    return s;
+    let h0 = decode8(load_chunk(n, 4u * b), 0u); let h1 = decode8(load_chunk(n, 4u * b + 1u), 0u);
+    let h2 = decode8(load_chunk(n, 4u * b + 2u), 0u); let h3 = decode8(load_chunk(n, 4u * b + 3u), 0u);
+    return dot(h0[0], x[0]) + dot(h0[1], x[1]) + dot(h1[0], x[2]) + dot(h1[1], x[3])
+         + dot(h2[0], x[4]) + dot(h2[1], x[5]) + dot(h3[0], x[6]) + dot(h3[1], x[7]);
 }
 "#,
     },

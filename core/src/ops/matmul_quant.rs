@@ -44,7 +44,6 @@ struct Params {
     alpha: f32,
     /// NF4: the absmax offset; unused by the other formats.
     aux: f32,
-    _pad: [u32; 3],
 }
 
 /// A format's entry points: forward large, small and row, backward large and small.
@@ -172,7 +171,6 @@ pub fn matmul_quant_with(
         k: k as u32,
         alpha: acc.alpha,
         aux: 0.0,
-        _pad: [0; 3],
     };
     // The kernels only overwrite (see the generated files' `st1`).
     overwrite_then_accumulate(ctx, out, out_len, acc.beta, |dest| match &w.nf4 {
