@@ -22,31 +22,7 @@ const WG: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, 256>;
-
-fn workgroup_max(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { partial[lid] = max(partial[lid], partial[lid + s]); }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { partial[lid] += partial[lid + s]; }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
+// #include "pieces/reduce.wgsl"
 
 // (max, log Σ exp(x − max)) of one row.
 fn row_logsumexp(lid: u32, base: u32) -> vec2<f32> {

@@ -19,17 +19,7 @@ const WG: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, 256>;
-
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { partial[lid] += partial[lid + s]; }
-        workgroupBarrier();
-    }
-    return partial[0];
-}
+// #include "pieces/reduce.wgsl"
 
 @compute @workgroup_size(256)
 fn grad_norm_partial(@builtin(local_invocation_index) lid: u32) {

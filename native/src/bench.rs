@@ -1,5 +1,6 @@
 //! `hearth bench ...`: speed measurements printed as a table for the adapter they ran on.
 
+use anyhow::Result;
 use std::time::Instant;
 
 use clap::Subcommand;
@@ -32,7 +33,7 @@ pub enum BenchCommand {
     Train(crate::bench_train::BenchTrainArgs),
 }
 
-pub fn run(cmd: BenchCommand) -> Result<(), String> {
+pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Ops { quick, filter } => ops(quick, filter.as_deref()),
         BenchCommand::Generate(a) => crate::bench_generate::run(a),
@@ -51,27 +52,27 @@ struct Row {
 /// Runs `launch` once to warm up (pipeline compile), then `BATCHES` batches of `reps` runs;
 /// returns ms per run of the fastest batch. On a shared machine the slower batches measure
 /// the neighbours, not the kernel.
-fn time(ctx: &GpuContext, reps: usize, mut launch: impl FnMut()) -> Result<f64, String> {
+fn time(ctx: &GpuContext, reps: usize, mut launch: impl FnMut()) -> Result<f64> {
     const BATCHES: usize = 5;
     launch();
-    pollster::block_on(ctx.finish()).map_err(|e| e.to_string())?;
+    pollster::block_on(ctx.finish())?;
     let mut best = f64::INFINITY;
     for _ in 0..BATCHES {
         let start = Instant::now();
         for _ in 0..reps {
             launch();
         }
-        pollster::block_on(ctx.finish()).map_err(|e| e.to_string())?;
+        pollster::block_on(ctx.finish())?;
         best = best.min(start.elapsed().as_secs_f64() * 1e3 / reps as f64);
     }
     Ok(best)
 }
 
-fn random(ctx: &GpuContext, rng: &mut Rng, n: usize) -> Result<GpuBuffer, String> {
-    ctx.upload_f32(&rng.vec_uniform(n, -1.0, 1.0)).map_err(|e| e.to_string())
+fn random(ctx: &GpuContext, rng: &mut Rng, n: usize) -> Result<GpuBuffer> {
+    Ok(ctx.upload_f32(&rng.vec_uniform(n, -1.0, 1.0))?)
 }
 
-fn ops(quick: bool, filter: Option<&str>) -> Result<(), String> {
+fn ops(quick: bool, filter: Option<&str>) -> Result<()> {
     let ctx = crate::open_gpu()?;
     let mut rng = Rng::new(0);
     let reps = if quick { 2 } else { 5 };
@@ -112,8 +113,8 @@ fn ops(quick: bool, filter: Option<&str>) -> Result<(), String> {
             continue;
         }
         let w = rng.vec_uniform(n * k, -1.0, 1.0);
-        let t = QuantTensor::quantize(format, &w, n, k).map_err(|e| e.to_string())?;
-        let gw = GpuQuantWeight::upload(&ctx, &t).map_err(|e| e.to_string())?;
+        let t = QuantTensor::quantize(format, &w, n, k)?;
+        let gw = GpuQuantWeight::upload(&ctx, &t)?;
         let (x, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, m * n)?);
         let ms = time(&ctx, reps, || {
             matmul_quant(&ctx, MatmulKind::Forward, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch");
@@ -127,8 +128,8 @@ fn ops(quick: bool, filter: Option<&str>) -> Result<(), String> {
         if !wanted(&name) {
             continue;
         }
-        let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).map_err(|e| e.to_string())?;
-        let gw = GpuQuantWeight::upload(&ctx, &t).map_err(|e| e.to_string())?;
+        let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
+        let gw = GpuQuantWeight::upload(&ctx, &t)?;
         let (x, y) = (random(&ctx, &mut rng, k)?, random(&ctx, &mut rng, n)?);
         let ms = time(&ctx, reps * 10, || {
             matmul_quant(&ctx, MatmulKind::Forward, &y, &x, &gw, 1, Accumulate::OVERWRITE).expect("launch");

@@ -1,5 +1,6 @@
 //! `hearth bench generate`: prefill and decode speed of a real model.
 
+use anyhow::{bail, Result};
 use std::time::Instant;
 
 use clap::Args;
@@ -21,16 +22,16 @@ pub struct BenchGenerateArgs {
 
 const TEXT: &str = "The history of the city begins with a small settlement on the river, where traders met to exchange grain, salt and cloth. ";
 
-pub fn run(a: BenchGenerateArgs) -> Result<(), String> {
+pub fn run(a: BenchGenerateArgs) -> Result<()> {
     let ctx = crate::open_gpu()?;
     let (mut model, tok) = load_on_gpu(&ctx, &a.model, a.prompt_tokens.max(1))?;
     let mut prompt = Vec::new();
     while prompt.len() < a.prompt_tokens {
-        prompt.extend(tok.encode(TEXT, false).map_err(|e| e.to_string())?);
+        prompt.extend(tok.encode(TEXT, false)?);
     }
     prompt.truncate(a.prompt_tokens.max(1));
     if prompt.len() + a.new_tokens > model.cache.capacity {
-        return Err(format!("{} + {} tokens do not fit the context of {} (raise --ctx)", prompt.len(), a.new_tokens, model.cache.capacity));
+        bail!("{} + {} tokens do not fit the context of {} (raise --ctx)", prompt.len(), a.new_tokens, model.cache.capacity);
     }
     // warm-up: compiles every pipeline the two phases use
     block(model.forward(&ctx, &prompt[..prompt.len().min(8)]))?;
@@ -52,6 +53,6 @@ pub fn run(a: BenchGenerateArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn block<T>(f: impl std::future::Future<Output = hearth_core::Result<T>>) -> Result<T, String> {
-    pollster::block_on(f).map_err(|e| e.to_string())
+fn block<T>(f: impl std::future::Future<Output = hearth_core::Result<T>>) -> Result<T> {
+    Ok(pollster::block_on(f)?)
 }

@@ -1,5 +1,6 @@
 //! `hearth bench train`: training tokens/s and GPU memory of a model on synthetic examples.
 
+use anyhow::Result;
 use std::time::Instant;
 
 use clap::Args;
@@ -33,26 +34,26 @@ pub struct BenchTrainArgs {
     pub gradient_checkpointing: String,
 }
 
-pub fn run(a: BenchTrainArgs) -> Result<(), String> {
+pub fn run(a: BenchTrainArgs) -> Result<()> {
     let ctx = crate::open_gpu()?;
     let loaded = load(&a.model)?;
     let cfg = loaded.cfg.clone();
-    let model = hearth_core::model::Model::new(&ctx, &cfg, loaded.weights, ModelOptions { chunk: 16, max_seq: 16, max_binding: None }).map_err(|e| e.to_string())?;
+    let model = hearth_core::model::Model::new(&ctx, &cfg, loaded.weights, ModelOptions { chunk: 16, max_seq: 16, max_binding: None })?;
     let mut rng = Rng::new(1);
     let n = (a.steps + 1) * a.batch_size;
     let examples: Vec<Example> = (0..n)
         .map(|_| Example { tokens: (0..a.seq_len).map(|_| rng.below(cfg.vocab_size) as u32).collect(), loss: vec![true; a.seq_len] })
         .collect();
-    let lora = LoraConfig { r: a.r, alpha: 2.0 * a.r as f32, rslora: false, dropout: 0.05, targets: Target::parse_list(&a.targets).map_err(|e| e.to_string())? };
+    let lora = LoraConfig { r: a.r, alpha: 2.0 * a.r as f32, rslora: false, dropout: 0.05, targets: Target::parse_list(&a.targets)? };
     let checkpointing = parse_checkpointing(&a.gradient_checkpointing).flatten();
     let tc = TrainConfig { lora: lora.clone(), batch_size: a.batch_size, max_steps: Some(a.steps + 1), checkpointing, ..TrainConfig::default() };
-    let adapter = Adapter::init(&cfg, &lora, 1).map_err(|e| e.to_string())?;
-    let mut t = Trainer::new(&ctx, model, adapter, tc, examples, &[]).map_err(|e| e.to_string())?;
-    pollster::block_on(t.step(&ctx)).map_err(|e| e.to_string())?; // compiles the pipelines
+    let adapter = Adapter::init(&cfg, &lora, 1)?;
+    let mut t = Trainer::new(&ctx, model, adapter, tc, examples, &[])?;
+    pollster::block_on(t.step(&ctx))?; // compiles the pipelines
     let start = Instant::now();
     let mut tokens = 0;
     for _ in 0..a.steps {
-        tokens += pollster::block_on(t.step(&ctx)).map_err(|e| e.to_string())?.tokens;
+        tokens += pollster::block_on(t.step(&ctx))?.tokens;
     }
     let secs = start.elapsed().as_secs_f64();
     let mem = ctx.memory();

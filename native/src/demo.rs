@@ -1,6 +1,7 @@
 //! `hearth demo`: fine-tunes a model on the bundled customer-service data and shows its
 //! answers to three of the questions before and after.
 
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 use clap::{Args, Parser};
@@ -30,10 +31,10 @@ struct Wrapped {
 
 const QUESTIONS: [&str; 3] = ["What are your opening hours?", "How long is the warranty on the battery?", "Do you rent bikes?"];
 
-pub fn run(a: DemoArgs) -> Result<(), String> {
-    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+pub fn run(a: DemoArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.out).with_context(|| a.out.display().to_string())?;
     let data = a.out.join("customer_service.jsonl");
-    std::fs::write(&data, CUSTOMER_SERVICE_JSONL).map_err(|e| format!("{}: {e}", data.display()))?;
+    std::fs::write(&data, CUSTOMER_SERVICE_JSONL).with_context(|| data.display().to_string())?;
     let (epochs, lr) = (a.epochs.to_string(), a.lr.to_string());
     let mut argv: Vec<String> = ["demo", &a.model.display().to_string(), "--data", &data.display().to_string(), "--out", &a.out.display().to_string()]
         .iter()
@@ -43,7 +44,7 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
     for q in QUESTIONS {
         argv.extend(["--compare".to_string(), q.to_string()]);
     }
-    let w = Wrapped::try_parse_from(argv).map_err(|e| e.to_string())?;
+    let w = Wrapped::try_parse_from(argv)?;
     eprintln!("demo: fine-tuning on {} (28 questions and answers of a bike shop), {} epochs", data.display(), a.epochs);
     crate::train::run(w.train)
 }

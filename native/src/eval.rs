@@ -1,5 +1,6 @@
 //! `hearth eval`: loss and perplexity over the response tokens of a data file.
 
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 use clap::Args;
@@ -9,7 +10,7 @@ use hearth_core::train::data::prepare;
 use hearth_core::train::trainer::evaluate;
 
 use crate::load::{load_on_gpu, ModelArgs};
-use crate::train::{describe, gpu_hint, read_records, DataArgs};
+use crate::train::{describe, read_records, DataArgs};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  hearth eval model.gguf --data val.jsonl\n  hearth eval model.gguf --adapter runs/faq --data val.jsonl --template model --json")]
@@ -29,14 +30,14 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-pub fn run(a: EvalArgs) -> Result<(), String> {
+pub fn run(a: EvalArgs) -> Result<()> {
     let ctx = crate::open_gpu()?;
     let (model, tok) = load_on_gpu(&ctx, &a.model, 256)?;
     let opts = a.data_opts.options(&tok);
-    let (examples, stats) = prepare(&read_records(&a.data)?, &tok, &opts).map_err(|e| format!("{}: {e}", a.data.display()))?;
+    let (examples, stats) = prepare(&read_records(&a.data)?, &tok, &opts).with_context(|| a.data.display().to_string())?;
     eprintln!("{}", describe("data", &stats, opts.max_seq_len));
-    let mut pass = TrainPass::new(&ctx, &model, max_batch_tokens(&examples, a.batch_size), true).map_err(gpu_hint)?;
-    let e = pollster::block_on(evaluate(&ctx, &model, &mut pass, &examples, a.batch_size)).map_err(gpu_hint)?;
+    let mut pass = TrainPass::new(&ctx, &model, max_batch_tokens(&examples, a.batch_size), true)?;
+    let e = pollster::block_on(evaluate(&ctx, &model, &mut pass, &examples, a.batch_size))?;
     if a.json {
         println!("{}", serde_json::json!({"examples": examples.len(), "tokens": e.tokens, "loss": e.loss, "perplexity": e.perplexity}));
     } else {

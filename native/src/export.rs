@@ -1,5 +1,6 @@
 //! `hearth export`: a model (GGUF or HF folder) written as an HF folder transformers loads.
 
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -23,25 +24,25 @@ pub struct ExportArgs {
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so that a reader never
 /// sees half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp-hearth");
-    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(&tmp, bytes).with_context(|| tmp.display().to_string())?;
+    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())
 }
 
 /// Writes `m` as an HF folder into `out` (created), each file atomically; returns how many
 /// files it wrote.
-pub fn write_hf_folder(out: &Path, m: &LoadedModel, dtype: ExportDtype) -> Result<usize, String> {
-    let files = hf_folder(&m.cfg, &m.weights, &m.tokenizer, dtype).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+pub fn write_hf_folder(out: &Path, m: &LoadedModel, dtype: ExportDtype) -> Result<usize> {
+    let files = hf_folder(&m.cfg, &m.weights, &m.tokenizer, dtype)?;
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
     for (name, bytes) in &files {
         write_atomic(&out.join(name), bytes)?;
     }
     Ok(files.len())
 }
 
-pub fn run(a: ExportArgs) -> Result<(), String> {
-    let dtype = ExportDtype::parse(&a.dtype).map_err(|e| e.to_string())?;
+pub fn run(a: ExportArgs) -> Result<()> {
+    let dtype = ExportDtype::parse(&a.dtype)?;
     let m = load(&a.model)?;
     let n = write_hf_folder(&a.out, &m, dtype)?;
     eprintln!("wrote {} ({n} files, {})", a.out.display(), a.dtype);

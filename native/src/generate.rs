@@ -1,5 +1,6 @@
 //! `hearth generate` and `hearth chat`: sampling from the model, streamed to the terminal.
 
+use anyhow::{bail, Context, Result};
 use std::io::{BufRead, Write};
 
 use clap::Args;
@@ -37,12 +38,12 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    fn params(&self) -> Result<GenerateParams, String> {
+    fn params(&self) -> Result<GenerateParams> {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("--top-p {} must be in (0, 1]", self.top_p));
+            bail!("--top-p {} must be in (0, 1]", self.top_p);
         }
         if self.temperature < 0.0 || self.repetition_penalty <= 0.0 {
-            return Err("--temperature must be ≥ 0 and --repetition-penalty > 0".into());
+            bail!("--temperature must be ≥ 0 and --repetition-penalty > 0");
         }
         Ok(GenerateParams {
             max_new_tokens: self.max_new_tokens,
@@ -91,29 +92,29 @@ pub struct ChatArgs {
 
 /// The chat template applied to `messages`, tokenized as HF does (no extra special tokens:
 /// the template writes them).
-fn chat_ids(tok: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>, String> {
-    let template = tok.chat_template.as_deref().ok_or("this model has no chat template (tokenizer_config.json chat_template or GGUF tokenizer.chat_template)")?;
-    let text = render(template, messages, true, &tok.bos_token, &tok.eos_token).map_err(|e| e.to_string())?;
-    tok.encode(&text, false).map_err(|e| e.to_string())
+fn chat_ids(tok: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
+    let template = tok.chat_template.as_deref().context("this model has no chat template (tokenizer_config.json chat_template or GGUF tokenizer.chat_template)")?;
+    let text = render(template, messages, true, &tok.bos_token, &tok.eos_token)?;
+    Ok(tok.encode(&text, false)?)
 }
 
 /// The model's reply to `messages` (chat template, generation prompt), not streamed; the
 /// context starts empty.
-pub fn answer(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, messages: &[Message], sampling: &SamplingArgs) -> Result<String, String> {
+pub fn answer(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, messages: &[Message], sampling: &SamplingArgs) -> Result<String> {
     let ids = chat_ids(tok, messages)?;
     let params = sampling.params()?;
     model.reset();
     Ok(run(ctx, model, tok, &ids, &params, false)?.1)
 }
 
-pub fn run_generate(a: GenerateArgs) -> Result<(), String> {
+pub fn run_generate(a: GenerateArgs) -> Result<()> {
     if a.prompt.is_empty() {
-        return Err("--prompt is empty: give some text to continue".into());
+        bail!("--prompt is empty: give some text to continue");
     }
     let params = a.sampling.params()?;
     let ctx = crate::open_gpu()?;
     let (mut model, tok) = load_on_gpu(&ctx, &a.model, 256)?;
-    let ids = if a.chat { chat_ids(&tok, &[Message::new("user", &a.prompt)])? } else { tok.encode(&a.prompt, true).map_err(|e| e.to_string())? };
+    let ids = if a.chat { chat_ids(&tok, &[Message::new("user", &a.prompt)])? } else { tok.encode(&a.prompt, true)? };
     let json = a.json;
     let gen = run(&ctx, &mut model, &tok, &ids, &params, !json)?;
     if json {
@@ -124,7 +125,7 @@ pub fn run_generate(a: GenerateArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn run(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, ids: &[u32], params: &GenerateParams, stream: bool) -> Result<(Vec<u32>, String), String> {
+fn run(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, ids: &[u32], params: &GenerateParams, stream: bool) -> Result<(Vec<u32>, String)> {
     let mut out = std::io::stdout();
     let g = pollster::block_on(generate(ctx, model, tok, ids, params, |piece| {
         if stream {
@@ -132,11 +133,11 @@ fn run(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, ids: &[u32], params
             let _ = out.flush();
         }
     }))
-    .map_err(|e| e.to_string())?;
+    ?;
     Ok((g.ids, g.text))
 }
 
-pub fn run_chat(a: ChatArgs) -> Result<(), String> {
+pub fn run_chat(a: ChatArgs) -> Result<()> {
     // each turn runs only what the template adds after the cached conversation
     let params = GenerateParams { reuse_cache: true, ..a.sampling.params()? };
     let ctx = crate::open_gpu()?;
@@ -148,7 +149,7 @@ pub fn run_chat(a: ChatArgs) -> Result<(), String> {
     loop {
         eprint!("> ");
         let mut line = String::new();
-        if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+        if stdin.lock().read_line(&mut line)? == 0 {
             break;
         }
         let line = line.trim();

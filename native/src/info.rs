@@ -1,6 +1,7 @@
 //! `hearth info`: what a model is, what its weights take in each format, and an estimate of
 //! the memory LoRA and QLoRA training would need.
 
+use anyhow::Result;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -35,7 +36,7 @@ fn mib(bytes: f64) -> String {
     }
 }
 
-pub fn run(a: InfoArgs) -> Result<(), String> {
+pub fn run(a: InfoArgs) -> Result<()> {
     let (cfg, kind) = load_config(&a.model)?;
     println!("model:          {} ({kind})", a.model.display());
     println!("architecture:   {}", cfg.arch.name());

@@ -1,5 +1,6 @@
 //! MODEL arguments: an HF folder or a .gguf file, read from disk into hearth-core's loaders.
 
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -42,18 +43,18 @@ impl Files for DirFiles {
         match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(hearth_core::Error::Format(format!("{}: {e}", path.display()))),
+            Err(e) => Err(hearth_core::Error::io(path.display(), e)),
         }
     }
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| path.display().to_string())
 }
 
-fn check_exists(path: &Path) -> Result<(), String> {
+fn check_exists(path: &Path) -> Result<()> {
     if !path.exists() {
-        return Err(format!("{}: no such file or folder (expected an HF model folder or a .gguf file)", path.display()));
+        bail!("{}: no such file or folder (expected an HF model folder or a .gguf file)", path.display());
     }
     Ok(())
 }
@@ -63,29 +64,29 @@ fn is_gguf(path: &Path) -> bool {
 }
 
 /// Reads only the config (fast: no weights are converted).
-pub fn load_config(path: &Path) -> Result<(Config, String), String> {
+pub fn load_config(path: &Path) -> Result<(Config, String)> {
     check_exists(path)?;
     if is_gguf(path) {
         let bytes = read_file(path)?;
         let file = path.display().to_string();
-        let g = Gguf::parse(&bytes, &file).map_err(|e| e.to_string())?;
-        return Ok((Config::from_gguf(&g, &file).map_err(|e| e.to_string())?, "GGUF".into()));
+        let g = Gguf::parse(&bytes, &file)?;
+        return Ok((Config::from_gguf(&g, &file)?, "GGUF".into()));
     }
     let cfg_path = path.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-    Ok((Config::from_hf_json(&text, &cfg_path.display().to_string()).map_err(|e| e.to_string())?, "HF folder".into()))
+    let text = std::fs::read_to_string(&cfg_path).with_context(|| cfg_path.display().to_string())?;
+    Ok((Config::from_hf_json(&text, &cfg_path.display().to_string())?, "HF folder".into()))
 }
 
 /// A PEFT LoRA adapter folder.
-pub fn read_adapter(dir: &Path) -> Result<Adapter, String> {
+pub fn read_adapter(dir: &Path) -> Result<Adapter> {
     let config_path = dir.join(peft::CONFIG_FILE);
-    let config = std::fs::read_to_string(&config_path).map_err(|e| format!("{}: {e} (expected a PEFT adapter folder)", config_path.display()))?;
+    let config = std::fs::read_to_string(&config_path).with_context(|| format!("{} (expected a PEFT adapter folder)", config_path.display()))?;
     let weights = read_file(&dir.join(peft::WEIGHTS_FILE))?;
-    peft::read(&config, &weights, &dir.display().to_string()).map_err(|e| e.to_string())
+    Ok(peft::read(&config, &weights, &dir.display().to_string())?)
 }
 
-pub fn load(args: &ModelArgs) -> Result<LoadedModel, String> {
-    let quant = args.quant.as_deref().map(WeightFormat::parse).transpose().map_err(|e| e.to_string())?;
+pub fn load(args: &ModelArgs) -> Result<LoadedModel> {
+    let quant = args.quant.as_deref().map(WeightFormat::parse).transpose()?;
     let path = &args.model;
     check_exists(path)?;
     let loaded = if is_gguf(path) {
@@ -94,11 +95,11 @@ pub fn load(args: &ModelArgs) -> Result<LoadedModel, String> {
     } else {
         load_hf_folder(&DirFiles { dir: path.clone(), origin: path.display().to_string() }, quant)
     };
-    loaded.map_err(|e| e.to_string())
+    Ok(loaded?)
 }
 
 /// Loads the model and puts it on the GPU.
-pub fn load_on_gpu(ctx: &GpuContext, args: &ModelArgs, chunk: usize) -> Result<(Model, hearth_core::model::Tokenizer), String> {
+pub fn load_on_gpu(ctx: &GpuContext, args: &ModelArgs, chunk: usize) -> Result<(Model, hearth_core::model::Tokenizer)> {
     let loaded = load(args)?;
     let max_seq = args.ctx.min(loaded.cfg.max_seq_len).max(1);
     eprintln!(
@@ -111,11 +112,11 @@ pub fn load_on_gpu(ctx: &GpuContext, args: &ModelArgs, chunk: usize) -> Result<(
         loaded.cfg.vocab_size,
         loaded.description
     );
-    let mut model = Model::new(ctx, &loaded.cfg, loaded.weights, ModelOptions { chunk, max_seq, max_binding: None }).map_err(|e| e.to_string())?;
+    let mut model = Model::new(ctx, &loaded.cfg, loaded.weights, ModelOptions { chunk, max_seq, max_binding: None })?;
     if let Some(dir) = &args.adapter {
         let adapter = read_adapter(dir)?;
         eprintln!("adapter: {} ({} layers adapted, r {}, {} parameters)", dir.display(), adapter.tensors.len(), adapter.cfg.r, adapter.trainable_params());
-        model.set_adapter(ctx, Some(adapter), &dir.display().to_string()).map_err(|e| e.to_string())?;
+        model.set_adapter(ctx, Some(adapter), &dir.display().to_string())?;
     }
     Ok((model, loaded.tokenizer))
 }

@@ -14,8 +14,9 @@ mod score;
 mod selftest;
 mod train;
 
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use hearth_core::GpuContext;
+use hearth_core::{Error, GpuContext};
 
 #[derive(Parser)]
 #[command(name = "hearth", version, about = "Fine-tune small language models with LoRA and QLoRA on any GPU")]
@@ -55,9 +56,9 @@ enum Command {
 
 /// Opens the GPU named by HEARTH_ADAPTER (a substring of its name), or the default one,
 /// and says which it picked.
-pub fn open_gpu() -> Result<GpuContext, String> {
+pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
-    let ctx = pollster::block_on(GpuContext::new(filter.as_deref())).map_err(|e| e.to_string())?;
+    let ctx = pollster::block_on(GpuContext::new(filter.as_deref()))?;
     eprintln!("adapter: {}", ctx.summary());
     Ok(ctx)
 }
@@ -77,8 +78,28 @@ fn main() {
         Command::Export(a) => export::run(a),
         Command::Bench(cmd) => bench::run(cmd),
     };
-    if let Err(msg) = result {
-        eprintln!("error: {msg}");
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        if let Some(advice) = advice(&e) {
+            eprintln!("{advice}");
+        }
         std::process::exit(1);
     }
+}
+
+/// What to do about an error, in this CLI's terms (core's messages name no flags).
+fn advice(e: &anyhow::Error) -> Option<String> {
+    let core = e.chain().find_map(|c| c.downcast_ref::<Error>())?;
+    Some(match core {
+        Error::OutOfMemory(_) => {
+            "lower --batch-size or --max-seq-len, use --gradient-checkpointing on, or --method qlora".into()
+        }
+        Error::DeviceLost(_) => "run again (training: with --resume and the last checkpoint)".into(),
+        Error::Diverged { .. } => "lower --lr, or check the data".into(),
+        Error::InvalidSetting { setting, .. } => format!("change --{}", setting.replace('_', "-")),
+        Error::NoAdapter(_) => {
+            "install a Vulkan, Metal or DX12 driver (without a GPU: apt-get install mesa-vulkan-drivers)".into()
+        }
+        _ => return None,
+    })
 }

@@ -1,5 +1,6 @@
 //! `hearth merge`: the base model with an adapter folded in (W + scale·B·A), as an HF folder.
 
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 use clap::Args;
@@ -22,14 +23,14 @@ pub struct MergeArgs {
     pub dtype: String,
 }
 
-pub fn run(a: MergeArgs) -> Result<(), String> {
-    let dtype = ExportDtype::parse(&a.dtype).map_err(|e| e.to_string())?;
-    let dir = a.model.adapter.clone().ok_or("--adapter DIR is required: the adapter to merge")?;
+pub fn run(a: MergeArgs) -> Result<()> {
+    let dtype = ExportDtype::parse(&a.dtype)?;
+    let dir = a.model.adapter.clone().context("--adapter DIR is required: the adapter to merge")?;
     let adapter = read_adapter(&dir)?;
     let mut args = a.model.clone();
     args.adapter = None;
     let mut m = load(&args)?;
-    adapter.check_against(&m.cfg, &dir.display().to_string()).map_err(|e| e.to_string())?;
+    adapter.check_against(&m.cfg, &dir.display().to_string())?;
     merge_into(&mut m.weights, &adapter);
     write_hf_folder(&a.out, &m, dtype)?;
     eprintln!("merged {} layers of {} into {} ({})", adapter.tensors.len(), dir.display(), a.out.display(), a.dtype);

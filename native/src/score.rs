@@ -1,5 +1,6 @@
 //! `hearth score`: mean negative log-likelihood per predicted token, and perplexity.
 
+use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
 use clap::Args;
@@ -22,26 +23,26 @@ pub struct ScoreArgs {
     pub json: bool,
 }
 
-pub fn run(a: ScoreArgs) -> Result<(), String> {
+pub fn run(a: ScoreArgs) -> Result<()> {
     let text = match (&a.text, &a.file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?,
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| f.display().to_string())?,
         (None, None) => unreachable!("clap requires one"),
     };
     if text.is_empty() {
-        return Err("the text to score is empty".into());
+        bail!("the text to score is empty");
     }
     let ctx = crate::open_gpu()?;
     let (mut model, tok) = load_on_gpu(&ctx, &a.model, 256)?;
     // what HF's tokenizer(text) gives: the default special tokens
-    let ids = tok.encode(&text, true).map_err(|e| e.to_string())?;
+    let ids = tok.encode(&text, true)?;
     if ids.len() < 2 {
-        return Err(format!("the text is {} token(s); scoring needs at least 2", ids.len()));
+        bail!("the text is {} token(s); scoring needs at least 2", ids.len());
     }
     if ids.len() > model.cache.capacity {
-        return Err(format!("the text is {} tokens, longer than the context of {} (raise --ctx)", ids.len(), model.cache.capacity));
+        bail!("the text is {} tokens, longer than the context of {} (raise --ctx)", ids.len(), model.cache.capacity);
     }
-    let (n, total) = pollster::block_on(model.score(&ctx, &ids)).map_err(|e| e.to_string())?;
+    let (n, total) = pollster::block_on(model.score(&ctx, &ids))?;
     let mean = total / n as f64;
     if a.json {
         println!("{}", serde_json::json!({"tokens": n, "mean_nll": mean, "perplexity": mean.exp()}));

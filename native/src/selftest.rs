@@ -1,5 +1,6 @@
 //! `hearth selftest`: prints the adapter and checks kernels against their CPU references.
 
+use anyhow::{bail, Result};
 use hearth_core::ops::cpu;
 use hearth_core::ops::matmul::{matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
 use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
@@ -14,14 +15,13 @@ fn largest_diff(got: &[f32], want: &[f64]) -> f64 {
     got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max)
 }
 
-pub fn run() -> Result<(), String> {
+pub fn run() -> Result<()> {
     let ctx = crate::open_gpu()?;
-    let e = |e: hearth_core::Error| e.to_string();
     let mut rng = Rng::new(0);
     let (m, n, k) = (70, 96, 128);
     let x = rng.vec_uniform(m * k, -1.0, 1.0);
     let w = rng.vec_uniform(n * k, -1.0, 1.0);
-    let (xb, wb, yb) = (ctx.upload_f32(&x).map_err(e)?, ctx.upload_f32(&w).map_err(e)?, ctx.alloc_f32(m * n).map_err(e)?);
+    let (xb, wb, yb) = (ctx.upload_f32(&x)?, ctx.upload_f32(&w)?, ctx.alloc_f32(m * n)?);
     let mut want = vec![0.0; m * n];
     cpu::matmul_forward(&mut want, &to64(&x), &to64(&w), m, n, k);
     let mut failed = 0;
@@ -32,21 +32,21 @@ pub fn run() -> Result<(), String> {
         println!("{:<44} largest difference {diff:.2e}  {}", name, if ok { "ok" } else { "FAILED" });
     };
     for tiling in [MatmulTiling::Register, MatmulTiling::Tiled] {
-        matmul_with(&ctx, MatmulKind::Forward, tiling, &yb, &xb, &wb, MatmulDims::new(m, n, k), Accumulate::OVERWRITE).map_err(e)?;
-        let got = pollster::block_on(ctx.read_f32(&yb)).map_err(e)?;
+        matmul_with(&ctx, MatmulKind::Forward, tiling, &yb, &xb, &wb, MatmulDims::new(m, n, k), Accumulate::OVERWRITE)?;
+        let got = pollster::block_on(ctx.read_f32(&yb))?;
         report(format!("matmul_forward ({tiling:?})"), largest_diff(&got, &want));
     }
     for format in QuantFormat::ALL {
-        let t = QuantTensor::quantize(format, &w, n, k).map_err(e)?;
+        let t = QuantTensor::quantize(format, &w, n, k)?;
         let mut want = vec![0.0; m * n];
         cpu::matmul_forward(&mut want, &to64(&x), &to64(&t.dequantize()), m, n, k);
-        let gw = GpuQuantWeight::upload(&ctx, &t).map_err(e)?;
-        matmul_quant(&ctx, MatmulKind::Forward, &yb, &xb, &gw, m, Accumulate::OVERWRITE).map_err(e)?;
-        let got = pollster::block_on(ctx.read_f32(&yb)).map_err(e)?;
+        let gw = GpuQuantWeight::upload(&ctx, &t)?;
+        matmul_quant(&ctx, MatmulKind::Forward, &yb, &xb, &gw, m, Accumulate::OVERWRITE)?;
+        let got = pollster::block_on(ctx.read_f32(&yb))?;
         report(format!("matmul_{format:?}_forward").to_lowercase(), largest_diff(&got, &want));
     }
     if failed > 0 {
-        return Err(format!("{failed} kernel checks failed on this adapter"));
+        bail!("{failed} kernel checks failed on this adapter");
     }
     println!("all kernel checks passed");
     Ok(())

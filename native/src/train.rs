@@ -1,6 +1,7 @@
 //! `hearth train`: LoRA / QLoRA fine-tuning with a progress bar, metrics.jsonl,
 //! evaluation and early stopping, atomic checkpoints, exact resume and Ctrl-C → checkpoint.
 
+use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,9 +54,9 @@ impl DataArgs {
     }
 }
 
-pub fn read_records(path: &Path) -> Result<Vec<Record>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_records(&path.display().to_string(), &text).map_err(|e| e.to_string())
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    Ok(parse_records(&path.display().to_string(), &text)?)
 }
 
 pub fn describe(what: &str, s: &DataStats, max_seq_len: usize) -> String {
@@ -185,21 +186,21 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    fn config(&self) -> Result<TrainConfig, String> {
-        let targets = Target::parse_list(&self.targets).map_err(|e| e.to_string())?;
+    fn config(&self) -> Result<TrainConfig> {
+        let targets = Target::parse_list(&self.targets)?;
         let checkpointing = parse_checkpointing(&self.gradient_checkpointing)
-            .ok_or_else(|| format!("--gradient-checkpointing {}: expected auto, on or off", self.gradient_checkpointing))?;
+            .with_context(|| format!("--gradient-checkpointing {}: expected auto, on or off", self.gradient_checkpointing))?;
         if self.batch_size == 0 || self.grad_accum == 0 {
-            return Err("--batch-size and --grad-accum must be at least 1".into());
+            bail!("--batch-size and --grad-accum must be at least 1");
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(format!("--lr {} must be a positive number", self.lr));
+            bail!("--lr {} must be a positive number", self.lr);
         }
         Ok(TrainConfig {
             lora: LoraConfig { r: self.r, alpha: self.alpha, rslora: self.rslora, dropout: self.dropout, targets },
             adamw: AdamwConfig { lr: self.lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, weight_decay: self.weight_decay },
             max_grad_norm: self.max_grad_norm,
-            schedule: Schedule::parse(&self.schedule).map_err(|e| e.to_string())?,
+            schedule: Schedule::parse(&self.schedule)?,
             warmup_steps: self.warmup_steps,
             warmup_ratio: self.warmup_ratio,
             batch_size: self.batch_size,
@@ -215,26 +216,26 @@ impl TrainArgs {
 
 /// Writes a folder's files into `dir` through `dir.tmp-hearth` and a rename, so that the
 /// folder is either complete or absent.
-fn write_folder_atomic(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
+fn write_folder_atomic(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
     let tmp = dir.with_extension("tmp-hearth");
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::create_dir_all(&tmp).with_context(|| tmp.display().to_string())?;
     for (name, bytes) in files {
-        std::fs::write(tmp.join(name), bytes).map_err(|e| format!("{}: {e}", tmp.join(name).display()))?;
+        std::fs::write(tmp.join(name), bytes).with_context(|| tmp.join(name).display().to_string())?;
     }
     if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::remove_dir_all(dir).with_context(|| dir.display().to_string())?;
     }
-    std::fs::rename(&tmp, dir).map_err(|e| format!("{}: {e}", dir.display()))
+    std::fs::rename(&tmp, dir).with_context(|| dir.display().to_string())
 }
 
 /// The adapter files and the tokenizer's, written into `out` (each file atomically).
-fn save_adapter(out: &Path, adapter: &Adapter, base: &str, tok: &Tokenizer) -> Result<(), String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+fn save_adapter(out: &Path, adapter: &Adapter, base: &str, tok: &Tokenizer) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
     let config = serde_json::to_vec_pretty(&peft::config_json(adapter, base)).expect("json");
-    write_atomic(&out.join(peft::WEIGHTS_FILE), &peft::weights_bytes(adapter).map_err(|e| e.to_string())?)?;
+    write_atomic(&out.join(peft::WEIGHTS_FILE), &peft::weights_bytes(adapter)?)?;
     write_atomic(&out.join(peft::CONFIG_FILE), &config)?;
-    write_atomic(&out.join("tokenizer.json"), tok.to_json().map_err(|e| e.to_string())?.as_bytes())?;
+    write_atomic(&out.join("tokenizer.json"), tok.to_json()?.as_bytes())?;
     write_atomic(&out.join("tokenizer_config.json"), &serde_json::to_vec_pretty(&tokenizer_config_json(tok)).expect("json"))
 }
 
@@ -249,14 +250,14 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn log(&mut self, v: serde_json::Value) -> Result<(), String> {
-        writeln!(self.metrics, "{v}").and_then(|_| self.metrics.flush()).map_err(|e| format!("metrics.jsonl: {e}"))
+    fn log(&mut self, v: serde_json::Value) -> Result<()> {
+        writeln!(self.metrics, "{v}").and_then(|_| self.metrics.flush()).context("metrics.jsonl")
     }
 
-    fn save_checkpoint(&mut self, t: &mut Trainer) -> Result<PathBuf, String> {
-        let adapter = pollster::block_on(t.adapter(self.ctx)).map_err(|e| e.to_string())?;
-        let moments = pollster::block_on(t.optimizer_moments(self.ctx)).map_err(|e| e.to_string())?;
-        let files = checkpoint::files(&adapter, &self.base, &moments, &t.state, &t.cfg, self.train_examples).map_err(|e| e.to_string())?;
+    fn save_checkpoint(&mut self, t: &mut Trainer) -> Result<PathBuf> {
+        let adapter = pollster::block_on(t.adapter(self.ctx))?;
+        let moments = pollster::block_on(t.optimizer_moments(self.ctx))?;
+        let files = checkpoint::files(&adapter, &self.base, &moments, &t.state, &t.cfg, self.train_examples)?;
         let dir = self.args.out.join(format!("checkpoint-{}", t.state.step));
         write_folder_atomic(&dir, &files)?;
         self.checkpoints.retain(|d| d != &dir);
@@ -273,7 +274,7 @@ impl Run<'_> {
 
 /// Drops the lines of metrics.jsonl logged after `step` (a run that went on past the
 /// checkpoint it is resumed from), so that each step appears once.
-fn keep_metrics_through(path: &Path, step: usize) -> Result<(), String> {
+fn keep_metrics_through(path: &Path, step: usize) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
     let kept: String = text
         .lines()
@@ -300,12 +301,12 @@ fn existing_checkpoints(out: &Path) -> Vec<PathBuf> {
 }
 
 /// Greedy answers to `prompts`, each as a new chat.
-fn compare_answers(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, prompts: &[String], max_new_tokens: usize) -> Result<Vec<String>, String> {
+fn compare_answers(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, prompts: &[String], max_new_tokens: usize) -> Result<Vec<String>> {
     let greedy = SamplingArgs { max_new_tokens, temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0, stop: Vec::new() };
     prompts.iter().map(|p| answer(ctx, model, tok, &[Message::new("user", p)], &greedy)).collect()
 }
 
-pub fn run(args: TrainArgs) -> Result<(), String> {
+pub fn run(args: TrainArgs) -> Result<()> {
     let cfg = args.config()?;
     let mut model_args = args.model.clone();
     match args.method.as_str() {
@@ -313,7 +314,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         "qlora" => {
             model_args.quant.get_or_insert_with(|| "nf4".into());
         }
-        other => return Err(format!("--method {other}: expected lora or qlora")),
+        other => bail!("--method {other}: expected lora or qlora"),
     }
     model_args.adapter = None; // applied below as the starting adapter
     let ctx = crate::open_gpu()?;
@@ -328,29 +329,29 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     if let Some(v) = &args.val_data {
         val_records = read_records(v)?;
     }
-    let (train, stats) = prepare(&train_records, &tok, &data_opts).map_err(|e| format!("{}: {e}", args.data.display()))?;
+    let (train, stats) = prepare(&train_records, &tok, &data_opts).with_context(|| args.data.display().to_string())?;
     eprintln!("{} (template {})", describe("train data", &stats, data_opts.max_seq_len), data_opts.template.name().replace('\n', "\\n"));
     let val: Vec<Example> = if val_records.is_empty() {
         Vec::new()
     } else {
-        let (v, s) = prepare(&val_records, &tok, &data_opts).map_err(|e| format!("validation data: {e}"))?;
+        let (v, s) = prepare(&val_records, &tok, &data_opts).context("validation data")?;
         eprintln!("{}", describe("validation data", &s, data_opts.max_seq_len));
         v
     };
 
     let max_seq = args.model.ctx.min(mcfg.max_seq_len).max(1);
-    let mut model = Model::new(&ctx, &mcfg, loaded.weights, ModelOptions { chunk: 256, max_seq, max_binding: None }).map_err(|e| e.to_string())?;
+    let mut model = Model::new(&ctx, &mcfg, loaded.weights, ModelOptions { chunk: 256, max_seq, max_binding: None })?;
     let before = compare_answers(&ctx, &mut model, &tok, &args.compare, args.compare_max_tokens)?;
     let adapter = match &args.model.adapter {
         Some(dir) => {
             eprintln!("starting from the adapter in {}", dir.display());
             read_adapter(dir)?
         }
-        None => Adapter::init(&mcfg, &cfg.lora, args.seed).map_err(|e| e.to_string())?,
+        None => Adapter::init(&mcfg, &cfg.lora, args.seed)?,
     };
     println!("{}", adapter.trainable_line(mcfg.param_count()));
     let train_examples = train.len();
-    let mut t = Trainer::new(&ctx, model, adapter, cfg, train, &[&val]).map_err(|e| e.to_string())?;
+    let mut t = Trainer::new(&ctx, model, adapter, cfg, train, &[&val])?;
     eprintln!(
         "steps: {} ({} per epoch), warmup {}, micro-batches of ≤ {} tokens, gradient checkpointing {}",
         t.total_steps,
@@ -360,11 +361,11 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         if t.checkpointing() { "on" } else { "off" }
     );
 
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
     if let Some(dir) = &args.resume {
-        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| Error::Format(format!("{}: {e}", dir.join(name).display())));
-        let r = checkpoint::read(&dir.display().to_string(), &read, &t.cfg, train_examples).map_err(|e| e.to_string())?;
-        t.restore(&ctx, &r.adapter, &r.moments, r.state).map_err(|e| e.to_string())?;
+        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| Error::io(dir.join(name).display(), e));
+        let r = checkpoint::read(&dir.display().to_string(), &read, &t.cfg, train_examples)?;
+        t.restore(&ctx, &r.adapter, &r.moments, r.state)?;
         eprintln!("resumed from {} at step {}", dir.display(), t.state.step);
     }
     let metrics_path = args.out.join("metrics.jsonl");
@@ -377,7 +378,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         .write(true)
         .truncate(args.resume.is_none())
         .open(&metrics_path)
-        .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+        .with_context(|| metrics_path.display().to_string())?;
     let mut run = Run { ctx: &ctx, args: &args, tok: &tok, base: args.model.model.display().to_string(), train_examples, metrics, checkpoints: existing_checkpoints(&args.out) };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -425,7 +426,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             say(&bar, format!("step {}: eval loss {:.4}, perplexity {:.3}", s.step, e.loss, e.perplexity));
             if t.record_eval(e.loss) {
                 if args.patience.is_some() {
-                    best = Some(pollster::block_on(t.adapter(&ctx)).map_err(|e| e.to_string())?);
+                    best = Some(pollster::block_on(t.adapter(&ctx))?);
                 }
             } else if args.patience.is_some_and(|p| t.state.evals_since_best >= p) {
                 say(&bar, format!("early stop: {} evaluations without improvement", t.state.evals_since_best));
@@ -448,7 +449,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     bar.finish();
     let adapter = match best.filter(|_| early_stopped) {
         Some(b) => b,
-        None => pollster::block_on(t.adapter(&ctx)).map_err(|e| e.to_string())?,
+        None => pollster::block_on(t.adapter(&ctx))?,
     };
     save_adapter(&args.out, &adapter, &run.base, run.tok)?;
     eprintln!("adapter saved to {} (PEFT format; use --adapter {} with score, generate, chat, eval, merge)", args.out.display(), args.out.display());
@@ -461,19 +462,20 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The message for an error during training. A NaN or infinite loss or gradient at step k
+/// The error for a failure during training. A NaN or infinite loss or gradient at step k
 /// means the weights after step k − 1 already diverged, so the good checkpoints are those
 /// before the trainer's current step.
-fn failure(e: Error, t: &Trainer, checkpoints: &[PathBuf]) -> String {
-    if !matches!(e, Error::NonFinite(_)) {
-        return gpu_hint(e);
+fn failure(e: Error, t: &Trainer, checkpoints: &[PathBuf]) -> anyhow::Error {
+    if !matches!(e, Error::Diverged { .. }) {
+        return e.into();
     }
     let step_of = |p: &PathBuf| p.file_name()?.to_str()?.strip_prefix("checkpoint-")?.parse::<usize>().ok();
     let good = checkpoints.iter().rfind(|p| step_of(p).is_some_and(|s| s < t.state.step));
-    match good {
-        Some(d) => format!("{e}; the last good checkpoint is {} (continue from it with --resume and a lower --lr)", d.display()),
-        None => format!("{e}; no good checkpoint had been written (use --save-steps)"),
-    }
+    let at = match good {
+        Some(d) => format!("the last good checkpoint is {} (continue from it with --resume)", d.display()),
+        None => "no good checkpoint had been written (--save-steps writes them)".into(),
+    };
+    anyhow::Error::new(e).context(at)
 }
 
 /// A line above the progress bar, or on stderr when the bar is hidden (not a terminal).
@@ -482,15 +484,5 @@ fn say(bar: &ProgressBar, line: String) {
         eprintln!("{line}");
     } else {
         bar.println(line);
-    }
-}
-
-/// Explains a GPU out-of-memory error with what to lower.
-pub fn gpu_hint(e: Error) -> String {
-    let msg = e.to_string();
-    if msg.to_lowercase().contains("memory") {
-        format!("{msg}\nthe GPU ran out of memory: lower --batch-size or --max-seq-len, use --gradient-checkpointing on, or --method qlora")
-    } else {
-        msg
     }
 }

@@ -1,8 +1,6 @@
 //! Helpers shared by Hearth's integration tests: one GPU context per test binary, the
 //! numerics policy's comparison, and random data.
 
-pub mod shader_gen;
-
 use std::sync::OnceLock;
 
 use hearth_core::GpuContext;

@@ -308,7 +308,7 @@ impl Session {
         if resume {
             let staged = std::mem::take(&mut self.staged);
             let read = |name: &str| {
-                staged.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone()).ok_or_else(|| Error::Format(format!("the checkpoint has no {name}")))
+                staged.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone()).ok_or_else(|| Error::bad_file("the checkpoint", format!("{name} is missing")))
             };
             let r = checkpoint::read("the saved checkpoint", &read, &trainer.cfg, train_examples).map_err(js)?;
             trainer.restore(&self.ctx, &r.adapter, &r.moments, r.state).map_err(js)?;
@@ -466,7 +466,7 @@ fn model_of<'a>(model: &'a mut Option<Model>, run: &'a mut Option<Run>) -> Resul
 fn read_model(origin: &str, files: &[(String, Vec<u8>)], quant: Option<WeightFormat>) -> hearth_core::Result<LoadedModel> {
     match files {
         [(name, bytes)] if name.to_lowercase().ends_with(".gguf") => load_gguf(bytes, &format!("{origin}/{name}"), quant),
-        [] => Err(Error::Format(format!("{origin}: no files were given"))),
+        [] => Err(Error::bad_file(&origin, "no files were given")),
         _ => load_hf_folder(&StagedFiles { origin, files }, quant),
     }
 }
@@ -487,12 +487,15 @@ fn file_array(files: Vec<(String, Vec<u8>)>) -> js_sys::Array {
         .collect()
 }
 
-/// A GPU error with what to do about it.
+/// An error with what to do about it on this page.
 fn explain(e: Error) -> String {
-    let msg = e.to_string();
-    if msg.contains("out of memory") || msg.contains("OutOfMemory") {
-        format!("{msg}. The last checkpoint is kept; lower the batch size, the max sequence length or r, or use QLoRA, then resume.")
-    } else {
-        msg
+    match &e {
+        Error::OutOfMemory(_) => {
+            format!("{e}. The last checkpoint is kept; lower the batch size, the max sequence length or r, or use QLoRA, then resume.")
+        }
+        Error::DeviceLost(_) => format!("{e}. Reload the page, then resume from the last checkpoint."),
+        Error::Diverged { .. } => format!("{e}. Lower the learning rate (or check the data), then start again or resume from an earlier checkpoint."),
+        Error::InvalidSetting { setting, .. } => format!("{e}. Change the setting \"{setting}\" and try again."),
+        _ => e.to_string(),
     }
 }

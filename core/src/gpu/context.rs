@@ -18,7 +18,7 @@ pub struct GpuContext {
     pub(crate) encoder: Mutex<Option<wgpu::CommandEncoder>>,
     /// The first error the device reported outside an error scope (validation, out of
     /// memory); surfaced by the next flush or readback instead of a panic.
-    device_error: Arc<Mutex<Option<String>>>,
+    device_error: Arc<Mutex<Option<Error>>>,
 }
 
 /// What was picked, for people to read and for the launchers to choose kernel variants.
@@ -110,7 +110,7 @@ impl GpuContext {
         device.set_device_lost_callback(move |reason, message| {
             // dropping the context also "loses" the device; that is no error
             if reason != wgpu::DeviceLostReason::Destroyed {
-                *sink.lock().unwrap() = Some(format!("the GPU device was lost ({message}); the work since the last checkpoint is gone"));
+                *sink.lock().unwrap() = Some(Error::DeviceLost(format!("{message} ({reason:?}); the work since the last checkpoint is gone")));
             }
         });
         Ok(GpuContext {
@@ -169,7 +169,7 @@ impl GpuContext {
     pub fn alloc(&self, len: u64) -> Result<GpuBuffer> {
         let max = self.limits.max_buffer_size;
         if len > max {
-            return Err(Error::Gpu(format!(
+            return Err(Error::OutOfMemory(format!(
                 "a buffer of {len} bytes exceeds this adapter's max_buffer_size of {max} bytes"
             )));
         }
@@ -245,17 +245,15 @@ impl GpuContext {
     /// The first error the device reported since the last call, if any.
     pub fn take_device_error(&self) -> Result<()> {
         match self.device_error.lock().unwrap().take() {
-            Some(msg) => Err(Error::Gpu(msg)),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
 }
 
-fn describe_device_error(e: &wgpu::Error) -> String {
+fn describe_device_error(e: &wgpu::Error) -> Error {
     match e {
-        wgpu::Error::OutOfMemory { .. } => "the GPU ran out of memory; lower the batch size, \
-            the sequence length or the LoRA rank, or use a quantized base"
-            .to_string(),
-        other => other.to_string(),
+        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory("an allocation or a submission failed".into()),
+        other => Error::Gpu(other.to_string()),
     }
 }

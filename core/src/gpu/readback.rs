@@ -27,7 +27,7 @@ impl GpuContext {
             let _ = tx.send(r);
         });
         self.wait_native()?;
-        let mapped = rx.await.map_err(|_| Error::Gpu("the device was lost during a readback".into()))?;
+        let mapped = rx.await.map_err(|_| Error::DeviceLost("during a readback".into()))?;
         self.take_device_error()?;
         mapped.map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
         let data = {
@@ -64,7 +64,7 @@ impl GpuContext {
             let _ = tx.send(());
         });
         self.wait_native()?;
-        rx.await.map_err(|_| Error::Gpu("the device was lost while working".into()))?;
+        rx.await.map_err(|_| Error::DeviceLost("while working".into()))?;
         self.take_device_error()
     }
 

@@ -1,6 +1,8 @@
-//! The shader registry: every WGSL file, compiled into the binary.
+//! The shader registry: every WGSL kernel, compiled into the binary as core/build/ composed
+//! it from shaders/ (into OUT_DIR).
 
-/// One WGSL file under `shaders/`, one op family each.
+/// One composed WGSL file, one op family each: shaders/<file_name>, or for the matmul
+/// variants shaders/matmul/ (see shaders/README.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Matmul,
@@ -67,23 +69,23 @@ impl Shader {
 
     pub fn source(self) -> &'static str {
         match self {
-            Shader::Matmul => include_str!("../../../shaders/matmul.wgsl"),
-            Shader::MatmulTiled => include_str!("../../../shaders/matmul_tiled.wgsl"),
-            Shader::MatmulNf4 => include_str!("../../../shaders/matmul_nf4.wgsl"),
-            Shader::MatmulQ4_0 => include_str!("../../../shaders/matmul_q4_0.wgsl"),
-            Shader::MatmulQ4_1 => include_str!("../../../shaders/matmul_q4_1.wgsl"),
-            Shader::MatmulQ8_0 => include_str!("../../../shaders/matmul_q8_0.wgsl"),
-            Shader::MatmulF16 => include_str!("../../../shaders/matmul_f16.wgsl"),
-            Shader::Embedding => include_str!("../../../shaders/embedding.wgsl"),
-            Shader::Rmsnorm => include_str!("../../../shaders/rmsnorm.wgsl"),
-            Shader::Rope => include_str!("../../../shaders/rope.wgsl"),
-            Shader::Attention => include_str!("../../../shaders/attention.wgsl"),
-            Shader::Swiglu => include_str!("../../../shaders/swiglu.wgsl"),
-            Shader::Residual => include_str!("../../../shaders/residual.wgsl"),
-            Shader::CrossEntropy => include_str!("../../../shaders/cross_entropy.wgsl"),
-            Shader::Adamw => include_str!("../../../shaders/adamw.wgsl"),
-            Shader::GradNorm => include_str!("../../../shaders/grad_norm.wgsl"),
-            Shader::Dropout => include_str!("../../../shaders/dropout.wgsl"),
+            Shader::Matmul => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul.wgsl")),
+            Shader::MatmulTiled => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled.wgsl")),
+            Shader::MatmulNf4 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_nf4.wgsl")),
+            Shader::MatmulQ4_0 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_0.wgsl")),
+            Shader::MatmulQ4_1 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_1.wgsl")),
+            Shader::MatmulQ8_0 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q8_0.wgsl")),
+            Shader::MatmulF16 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_f16.wgsl")),
+            Shader::Embedding => include_str!(concat!(env!("OUT_DIR"), "/shaders/embedding.wgsl")),
+            Shader::Rmsnorm => include_str!(concat!(env!("OUT_DIR"), "/shaders/rmsnorm.wgsl")),
+            Shader::Rope => include_str!(concat!(env!("OUT_DIR"), "/shaders/rope.wgsl")),
+            Shader::Attention => include_str!(concat!(env!("OUT_DIR"), "/shaders/attention.wgsl")),
+            Shader::Swiglu => include_str!(concat!(env!("OUT_DIR"), "/shaders/swiglu.wgsl")),
+            Shader::Residual => include_str!(concat!(env!("OUT_DIR"), "/shaders/residual.wgsl")),
+            Shader::CrossEntropy => include_str!(concat!(env!("OUT_DIR"), "/shaders/cross_entropy.wgsl")),
+            Shader::Adamw => include_str!(concat!(env!("OUT_DIR"), "/shaders/adamw.wgsl")),
+            Shader::GradNorm => include_str!(concat!(env!("OUT_DIR"), "/shaders/grad_norm.wgsl")),
+            Shader::Dropout => include_str!(concat!(env!("OUT_DIR"), "/shaders/dropout.wgsl")),
         }
     }
 

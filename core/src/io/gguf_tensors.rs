@@ -65,7 +65,7 @@ fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
 impl GgufSource<'_> {
     fn matrix(&self, hf_name: &str, info: &GgufTensorInfo, bytes: Vec<u8>) -> Result<Matrix> {
         let (rows, cols) = info.rows_cols();
-        let bad = |e: Error| Error::Format(format!("{}: tensor {}: {e}", self.file, info.name));
+        let bad = |e: Error| Error::bad_file(&self.file, format!("tensor {}: {e}", info.name));
         let quant = |f: QuantFormat, b: Vec<u8>| QuantTensor::from_blocks(f, rows, cols, b).map(MatrixData::Quant).map_err(bad);
         let dequant = |block: fn(&[u8], &mut [f32]), b: &[u8]| {
             let (n, bb) = info.ty.block();

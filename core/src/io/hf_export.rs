@@ -22,7 +22,7 @@ impl ExportDtype {
             "f32" | "float32" => Ok(ExportDtype::F32),
             "f16" | "float16" => Ok(ExportDtype::F16),
             "bf16" | "bfloat16" => Ok(ExportDtype::Bf16),
-            other => Err(Error::Format(format!("unknown dtype \"{other}\" (expected f32, f16 or bf16)"))),
+            other => Err(Error::invalid_setting("dtype", format!("unknown dtype \"{other}\" (expected f32, f16 or bf16)"))),
         }
     }
 
@@ -131,7 +131,7 @@ pub fn write_tensors(tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: ExportDt
         })
         .collect::<Result<Vec<_>>>()?;
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format(format!("writing safetensors: {e}")))
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Shape(format!("writing safetensors: {e}")))
 }
 
 /// Every file of the folder as (name, bytes).

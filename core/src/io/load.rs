@@ -26,7 +26,7 @@ pub struct LoadedModel {
 
 fn text(files: &dyn Files, name: &str) -> Result<Option<String>> {
     match files.read(name)? {
-        Some(b) => String::from_utf8(b).map(Some).map_err(|_| Error::Format(format!("{}/{name} is not UTF-8", files.origin()))),
+        Some(b) => String::from_utf8(b).map(Some).map_err(|_| Error::bad_file(format!("{}/{name}", files.origin()), "is not UTF-8")),
         None => Ok(None),
     }
 }
@@ -35,11 +35,11 @@ fn text(files: &dyn Files, name: &str) -> Result<Option<String>> {
 fn shard_names(files: &dyn Files) -> Result<Vec<String>> {
     let dir = files.origin();
     if let Some(index) = text(files, "model.safetensors.index.json")? {
-        let v: serde_json::Value = serde_json::from_str(&index).map_err(|e| Error::Format(format!("{dir}/model.safetensors.index.json: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(&index).map_err(|e| Error::bad_file(format!("{dir}/model.safetensors.index.json"), e.to_string()))?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())
-            .ok_or_else(|| Error::Format(format!("{dir}/model.safetensors.index.json: no weight_map object")))?;
+            .ok_or_else(|| Error::bad_file(format!("{dir}/model.safetensors.index.json"), "no weight_map object"))?;
         let mut names: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
         names.sort();
         names.dedup();
@@ -50,7 +50,7 @@ fn shard_names(files: &dyn Files) -> Result<Vec<String>> {
 
 pub fn load_hf_folder(files: &dyn Files, quant: Option<WeightFormat>) -> Result<LoadedModel> {
     let dir = files.origin();
-    let missing = |name: &str, what: &str| Error::Format(format!("{dir}: {name} is missing ({what})"));
+    let missing = |name: &str, what: &str| Error::bad_file(&dir, format!("{name} is missing ({what})"));
     let config = text(files, "config.json")?.ok_or_else(|| missing("config.json", "an HF model folder needs it"))?;
     let cfg = Config::from_hf_json(&config, &format!("{dir}/config.json"))?;
     let tokenizer_json = files.read("tokenizer.json")?.ok_or_else(|| missing("tokenizer.json", "Hearth reads HF fast tokenizers"))?;

@@ -21,7 +21,7 @@ impl<'a> SafetensorsSource<'a> {
             .map(|(name, bytes)| {
                 SafeTensors::deserialize(bytes)
                     .map(|st| (name.clone(), st))
-                    .map_err(|e| Error::Format(format!("{folder}/{name}: not a valid safetensors file ({e})")))
+                    .map_err(|e| Error::bad_file(format!("{folder}/{name}"), format!("not a valid safetensors file ({e})")))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(SafetensorsSource { folder: folder.to_string(), shards })
@@ -48,10 +48,10 @@ impl TensorSource for SafetensorsSource<'_> {
                 }
                 Dtype::F16 => MatrixData::F32(kquants::dequantize_f16(bytes)),
                 other => {
-                    return Err(Error::Format(format!(
-                        "{}/{file}: tensor {name} has dtype {other:?}; Hearth reads F32, F16 and BF16",
-                        self.folder
-                    )))
+                    return Err(Error::unsupported(
+                        format!("{}/{file}", self.folder),
+                        format!("tensor {name} has dtype {other:?}; Hearth reads F32, F16 and BF16"),
+                    ))
                 }
             };
             return Ok(Some(Matrix { name: name.to_string(), rows, cols, data }));

@@ -76,7 +76,7 @@ impl Target {
         let mut out = Vec::new();
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let t = Target::from_name(name).ok_or_else(|| {
-                Error::Format(format!(
+                Error::invalid_setting("targets", format!(
                     "unknown target module \"{name}\" (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all-linear)"
                 ))
             })?;
@@ -85,7 +85,7 @@ impl Target {
             }
         }
         if out.is_empty() {
-            return Err(Error::Format("no target modules given".into()));
+            return Err(Error::invalid_setting("targets", "no target modules given"));
         }
         out.sort();
         Ok(out)
@@ -124,10 +124,10 @@ impl LoraConfig {
 
     pub fn check(&self) -> Result<()> {
         if self.r == 0 {
-            return Err(Error::Format("the LoRA rank r must be at least 1".into()));
+            return Err(Error::invalid_setting("r", "the LoRA rank must be at least 1"));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::Format(format!("LoRA dropout {} is outside [0, 1)", self.dropout)));
+            return Err(Error::invalid_setting("dropout", format!("{} is outside [0, 1)", self.dropout)));
         }
         Ok(())
     }

@@ -56,22 +56,22 @@ pub fn weights_bytes(a: &Adapter) -> Result<Vec<u8>> {
 /// Reads an adapter from the two files' contents; `dir` names the folder in errors.
 pub fn read(config: &str, weights: &[u8], dir: &str) -> Result<Adapter> {
     let cfg_file = format!("{dir}/{CONFIG_FILE}");
-    let c: Value = serde_json::from_str(config).map_err(|e| Error::Format(format!("{cfg_file}: not valid JSON ({e})")))?;
+    let c: Value = serde_json::from_str(config).map_err(|e| Error::bad_file(&cfg_file, format!("not valid JSON ({e})")))?;
     if let Some(kind) = c.get("peft_type").and_then(Value::as_str) {
         if kind != "LORA" {
-            return Err(Error::Format(format!("{cfg_file}: peft_type is \"{kind}\"; Hearth reads LoRA adapters (LORA)")));
+            return Err(Error::unsupported(&cfg_file, format!("peft_type is \"{kind}\"; Hearth reads LoRA adapters (LORA)")));
         }
     }
     let flag = |key: &str| c.get(key).and_then(Value::as_bool).unwrap_or(false);
     for (key, what) in [("use_dora", "DoRA"), ("fan_in_fan_out", "fan_in_fan_out (Conv1D layers)")] {
         if flag(key) {
-            return Err(Error::Format(format!("{cfg_file}: {what} adapters are not supported")));
+            return Err(Error::unsupported(&cfg_file, format!("{what} adapters are not supported")));
         }
     }
     if let Some(m) = c.get("modules_to_save").and_then(Value::as_array).filter(|m| !m.is_empty()) {
-        return Err(Error::Format(format!("{cfg_file}: modules_to_save {m:?} (fully trained modules) are not supported")));
+        return Err(Error::unsupported(&cfg_file, format!("modules_to_save {m:?} (fully trained modules) are not supported")));
     }
-    let r = c.get("r").and_then(Value::as_u64).ok_or_else(|| Error::Format(format!("{cfg_file}: field \"r\" is missing")))? as usize;
+    let r = c.get("r").and_then(Value::as_u64).ok_or_else(|| Error::bad_file(&cfg_file, "field \"r\" is missing"))? as usize;
     let alpha = c.get("lora_alpha").and_then(Value::as_f64).unwrap_or(8.0) as f32;
     let rslora = flag("use_rslora");
     let dropout = c.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0) as f32;
@@ -82,21 +82,19 @@ pub fn read(config: &str, weights: &[u8], dir: &str) -> Result<Adapter> {
         .unwrap_or_default();
 
     let file = format!("{dir}/{WEIGHTS_FILE}");
-    let st = SafeTensors::deserialize(weights).map_err(|e| Error::Format(format!("{file}: not a valid safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(weights).map_err(|e| Error::bad_file(&file, format!("not a valid safetensors file ({e})")))?;
     // (layer, target) → (A, B) with their shapes
     type Pair = (Option<(Vec<usize>, Vec<f32>)>, Option<(Vec<usize>, Vec<f32>)>);
     let mut pairs: BTreeMap<(usize, Target), Pair> = BTreeMap::new();
     for (name, view) in st.tensors() {
         let (layer, target, is_a) = parse_key(&name).ok_or_else(|| {
-            Error::Format(format!(
-                "{file}: tensor {name} is not a LoRA A/B weight of a decoder layer (expected e.g. base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight)"
-            ))
+            Error::bad_file(&file, format!("tensor {name} is not a LoRA A/B weight of a decoder layer (expected e.g. base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight)"))
         })?;
         let data = match view.dtype() {
             Dtype::F32 => bytemuck::pod_collect_to_vec(view.data()),
             Dtype::F16 => kquants::dequantize_f16(view.data()),
             Dtype::BF16 => kquants::dequantize_bf16(view.data()),
-            other => return Err(Error::Format(format!("{file}: tensor {name} has dtype {other:?}; expected F32, F16 or BF16"))),
+            other => return Err(Error::bad_file(&file, format!("tensor {name} has dtype {other:?}; expected F32, F16 or BF16"))),
         };
         if view.shape().len() != 2 {
             return Err(Error::Shape(format!("{file}: tensor {name} has shape {:?}, expected 2 dimensions", view.shape())));
@@ -106,12 +104,12 @@ pub fn read(config: &str, weights: &[u8], dir: &str) -> Result<Adapter> {
         *slot = Some((view.shape().to_vec(), data));
     }
     if pairs.is_empty() {
-        return Err(Error::Format(format!("{file}: holds no LoRA tensors")));
+        return Err(Error::bad_file(&file, "holds no LoRA tensors"));
     }
     let mut tensors = Vec::with_capacity(pairs.len());
     for ((layer, target), (a, b)) in pairs {
         let prefix = format!("base_model.model.model.layers.{layer}.{}", target.path());
-        let missing = |which: &str| Error::Format(format!("{file}: {prefix}.lora_{which}.weight is missing"));
+        let missing = |which: &str| Error::bad_file(&file, format!("{prefix}.lora_{which}.weight is missing"));
         let (a_shape, a) = a.ok_or_else(|| missing("A"))?;
         let (b_shape, b) = b.ok_or_else(|| missing("B"))?;
         let rank = a_shape[0];

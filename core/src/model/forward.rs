@@ -289,14 +289,17 @@ impl Model {
         let kvd = cfg.kv_dim();
         let past = self.cache.len();
         if let Some(w) = cfg.sliding_window.filter(|&w| past + t > w) {
-            return Err(Error::Shape(format!(
-                "the context would hold {} tokens, more than the model's sliding attention window of {w}; Hearth attends to the whole context, so it stops there",
-                past + t
-            )));
+            return Err(Error::unsupported(
+                "the model",
+                format!(
+                    "the context would hold {} tokens, more than its sliding attention window of {w}; Hearth attends to the whole context, so it stops there",
+                    past + t
+                ),
+            ));
         }
         if past + t > self.cache.capacity {
-            return Err(Error::Shape(format!(
-                "the context would hold {} tokens, more than the {} the KV cache was made for (raise --ctx)",
+            return Err(Error::invalid_setting("ctx", format!(
+                "the context would hold {} tokens, more than the {} the KV cache was made for",
                 past + t,
                 self.cache.capacity
             )));
@@ -417,7 +420,7 @@ impl Model {
             }
         }
         if !total.is_finite() {
-            return Err(Error::Gpu("the log-likelihood is not finite (NaN or infinite logits)".into()));
+            return Err(Error::NotFinite("the log-likelihood is NaN or infinite".into()));
         }
         Ok((tokens.len() - 1, total))
     }

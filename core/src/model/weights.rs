@@ -37,7 +37,7 @@ impl WeightFormat {
             "q4_0" => WeightFormat::Quant(QuantFormat::Q4_0),
             "q4_1" => WeightFormat::Quant(QuantFormat::Q4_1),
             "q8_0" => WeightFormat::Quant(QuantFormat::Q8_0),
-            other => return Err(Error::Format(format!("unknown weight format \"{other}\" (expected f32, f16, nf4, q4_0, q4_1 or q8_0)"))),
+            other => return Err(Error::invalid_setting("quant", format!("unknown weight format \"{other}\" (expected f32, f16, nf4, q4_0, q4_1 or q8_0)"))),
         })
     }
 
@@ -172,7 +172,7 @@ impl HostWeights {
         let matrix = |name: &str, rows: usize, cols: usize| -> Result<Matrix> {
             let m = src
                 .tensor(name)?
-                .ok_or_else(|| Error::Format(format!("{}: tensor {name} is missing (expected ({rows}, {cols}))", src.origin())))?;
+                .ok_or_else(|| Error::bad_file(src.origin(), format!("tensor {name} is missing (expected ({rows}, {cols}))")))?;
             if (m.rows, m.cols) != (rows, cols) {
                 return Err(Error::Shape(format!(
                     "{}: tensor {name} has shape ({}, {}), the config expects ({rows}, {cols})",
@@ -184,7 +184,7 @@ impl HostWeights {
             Ok(m)
         };
         let vector = |name: &str, n: usize| -> Result<Vec<f32>> {
-            let m = src.tensor(name)?.ok_or_else(|| Error::Format(format!("{}: tensor {name} is missing (expected ({n}))", src.origin())))?;
+            let m = src.tensor(name)?.ok_or_else(|| Error::bad_file(src.origin(), format!("tensor {name} is missing (expected ({n}))")))?;
             if m.rows * m.cols != n {
                 return Err(Error::Shape(format!("{}: tensor {name} has {} values, the config expects {n}", src.origin(), m.rows * m.cols)));
             }

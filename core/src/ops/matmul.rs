@@ -88,22 +88,15 @@ struct StridedParams {
     c_batch: u32,
 }
 
-/// Outputs per invocation (rows, cols) of matmul.wgsl's kernels; tests/src/shader_gen.rs
-/// generates them from this. Larger blocks feed more FMAs per load, but llvmpipe's compile
-/// time grows steeply with the unrolled body: 64×32 measured ~10% faster and took two
-/// minutes per kernel to compile; 32×32 takes ~5 s (docs/PERF.md).
-pub const REGISTER_BLOCK: (usize, usize) = (32, 32);
-/// Their workgroup (WG_X, WG_Y).
-pub const REGISTER_WG: (usize, usize) = (8, 8);
+pub use super::matmul_blocks::{REGISTER_BLOCK, REGISTER_WG};
+include!(concat!(env!("OUT_DIR"), "/matmul_entries.rs"));
+
 const TILED_SIDE: usize = 64; // 4 outputs × 16 invocations
 
 impl MatmulKind {
+    /// Its entry point in matmul.wgsl (core/build/ names them).
     fn entry(self) -> &'static str {
-        match self {
-            MatmulKind::Forward => "matmul_forward",
-            MatmulKind::BackwardInput => "matmul_backward_input",
-            MatmulKind::BackwardWeight => "matmul_backward_weight",
-        }
+        F32_ENTRIES[self as usize]
     }
 
     /// (rows, cols) of the output.

@@ -2,6 +2,8 @@
 //! forward y = x·Wᵀ and input gradient dx = dy·W. Frozen weights get no gradient.
 
 use super::check_len;
+pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
+use super::matmul_blocks::*;
 use super::matmul::{overwrite_then_accumulate, Accumulate, MatmulKind};
 use crate::error::ensure;
 use crate::gpu::{Kernel, Shader};
@@ -46,32 +48,30 @@ struct Params {
     aux: f32,
 }
 
-/// A format's entry points: forward large, small and row, backward large and small.
-macro_rules! entries {
-    ($f:literal) => {
-        [
-            concat!("matmul_", $f, "_forward_32x24"),
-            concat!("matmul_", $f, "_forward_4x4"),
-            concat!("matmul_", $f, "_forward_1x4"),
-            concat!("matmul_", $f, "_backward_input_16x16"),
-            concat!("matmul_", $f, "_backward_input_4x8"),
-        ]
-    };
+/// The entry points of a matmul_<format>.wgsl, named by core/build/ after its blocks.
+pub struct QuantEntries {
+    forward_large: &'static str,
+    forward_small: &'static str,
+    forward_row: &'static str,
+    backward_input_large: &'static str,
+    backward_input_small: &'static str,
 }
 
-fn shader(format: QuantFormat) -> (Shader, [&'static str; 5]) {
+include!(concat!(env!("OUT_DIR"), "/matmul_quant_entries.rs"));
+
+fn shader(format: QuantFormat) -> (Shader, QuantEntries) {
     match format {
-        QuantFormat::F16 => (Shader::MatmulF16, entries!("f16")),
-        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, entries!("q4_0")),
-        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, entries!("q4_1")),
-        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, entries!("q8_0")),
-        QuantFormat::Nf4 => (Shader::MatmulNf4, entries!("nf4")),
+        QuantFormat::F16 => (Shader::MatmulF16, F16_ENTRIES),
+        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, Q4_0_ENTRIES),
+        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, Q4_1_ENTRIES),
+        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, Q8_0_ENTRIES),
+        QuantFormat::Nf4 => (Shader::MatmulNf4, NF4_ENTRIES),
     }
 }
 
-/// The blocks of outputs per invocation of the generated entry points
-/// (tests/src/shader_gen.rs writes them from `dims`): large for lavapipe, small for GPUs and
-/// SwiftShader, and a row kernel for the forward of a single row (decoding a token).
+/// The blocks of outputs per invocation of the generated entry points: large for lavapipe,
+/// small for GPUs and SwiftShader, and a row kernel for the forward of a single row
+/// (decoding a token). Their sizes: core/src/ops/matmul_blocks.rs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuantBlock {
     Large,
@@ -89,28 +89,17 @@ impl QuantBlock {
         }
     }
 
-    /// (rows, cols) per invocation. On lavapipe each buffer load is a loop over the SIMD
-    /// lanes, so a block must feed many FMAs per load: the large forward's 32 × 24, reading
-    /// each block of a W row once, makes about one load per 65 FMAs, as the f32 kernel's
-    /// 32 × 32 does (docs/PERF.md). Every block column inlines its own decoding, and
-    /// llvmpipe's compile time grows with the block (~20 s for the large forward, once per
-    /// format). Backward blocks span whole groups of 8 columns. The names in `entries!`
-    /// spell these sizes.
+    /// (rows, cols) per invocation.
     pub fn dims(self, kind: MatmulKind) -> (usize, usize) {
         match (self, kind) {
-            (QuantBlock::Large, MatmulKind::Forward) => (32, 24),
-            (QuantBlock::Large, _) => (16, 16),
-            (QuantBlock::Small, MatmulKind::Forward) => (4, 4),
-            (QuantBlock::Small, _) => (4, 8),
-            (QuantBlock::Row, _) => (1, 4),
+            (QuantBlock::Large, MatmulKind::Forward) => QUANT_FORWARD_LARGE,
+            (QuantBlock::Large, _) => QUANT_BACKWARD_INPUT_LARGE,
+            (QuantBlock::Small, MatmulKind::Forward) => QUANT_FORWARD_SMALL,
+            (QuantBlock::Small, _) => QUANT_BACKWARD_INPUT_SMALL,
+            (QuantBlock::Row, _) => QUANT_FORWARD_ROW,
         }
     }
 }
-
-/// The quantized kernels' workgroup (WG_X, WG_Y).
-pub const QUANT_WG: (usize, usize) = (8, 4);
-/// The row kernel's workgroup: ROW_WG × 1.
-pub const QUANT_ROW_WG: usize = 32;
 
 /// `Forward`: out(M, N) = inp(M, K)·Wᵀ. `BackwardInput`: out(M, K) = inp(M, N)·W, with
 /// inp the upstream gradient. Combined with `out` as `acc` says.
@@ -147,11 +136,11 @@ pub fn matmul_quant_with(
         }
     };
     let op = match (kind, block) {
-        (MatmulKind::Forward, QuantBlock::Large) => entries[0],
-        (MatmulKind::Forward, QuantBlock::Small) => entries[1],
-        (MatmulKind::Forward, QuantBlock::Row) => entries[2],
-        (_, QuantBlock::Large) => entries[3],
-        (_, QuantBlock::Small) => entries[4],
+        (MatmulKind::Forward, QuantBlock::Large) => entries.forward_large,
+        (MatmulKind::Forward, QuantBlock::Small) => entries.forward_small,
+        (MatmulKind::Forward, QuantBlock::Row) => entries.forward_row,
+        (_, QuantBlock::Large) => entries.backward_input_large,
+        (_, QuantBlock::Small) => entries.backward_input_small,
         (_, QuantBlock::Row) => return Err(Error::Shape("the row kernel computes forwards only".into())),
     };
     let groups = match block {
@@ -172,7 +161,7 @@ pub fn matmul_quant_with(
         alpha: acc.alpha,
         aux: 0.0,
     };
-    // The kernels only overwrite (see the generated files' `st1`).
+    // The kernels only overwrite (see shaders/matmul/quant.wgsl's `st1`).
     overwrite_then_accumulate(ctx, out, out_len, acc.beta, |dest| match &w.nf4 {
         Some((codes, scales, offset)) => {
             let params = Params { aux: *offset, ..params };
@@ -180,26 +169,4 @@ pub fn matmul_quant_with(
         }
         None => ctx.dispatch(&Kernel::new(sh, op, 0), &[&w.q, inp], &[dest], &params, groups),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entry_names_spell_their_block_sizes() {
-        let kinds = [
-            (QuantBlock::Large, MatmulKind::Forward),
-            (QuantBlock::Small, MatmulKind::Forward),
-            (QuantBlock::Row, MatmulKind::Forward),
-            (QuantBlock::Large, MatmulKind::BackwardInput),
-            (QuantBlock::Small, MatmulKind::BackwardInput),
-        ];
-        for format in QuantFormat::ALL {
-            for (entry, (block, kind)) in shader(format).1.iter().zip(kinds) {
-                let (rows, cols) = block.dims(kind);
-                assert!(entry.ends_with(&format!("_{rows}x{cols}")), "{entry} is not the {block:?} {kind:?} kernel");
-            }
-        }
-    }
 }

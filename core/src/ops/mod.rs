@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod grad_norm;
 pub mod lora;
 pub mod matmul;
+mod matmul_blocks;
 pub mod matmul_quant;
 pub mod residual;
 pub mod rmsnorm;

@@ -5,6 +5,7 @@
 
 pub mod kquants;
 mod nf4;
+mod nf4_codebook;
 
 use half::f16;
 
@@ -78,11 +79,11 @@ impl QuantTensor {
     pub fn from_blocks(format: QuantFormat, rows: usize, cols: usize, q: Vec<u8>) -> Result<Self> {
         check_shape(format, rows * cols, rows, cols)?;
         if format == QuantFormat::Nf4 {
-            return Err(Error::Format("NF4 tensors carry separate scales; use quantize".into()));
+            return Err(Error::Shape("NF4 tensors carry separate scales; use quantize".into()));
         }
         let want = rows * cols / format.block_size() * format.block_bytes();
         if q.len() != want {
-            return Err(Error::Format(format!(
+            return Err(Error::Shape(format!(
                 "a {format:?} tensor of {rows}×{cols} needs {want} bytes, got {}",
                 q.len()
             )));

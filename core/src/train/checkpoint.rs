@@ -64,28 +64,27 @@ pub struct Restored {
 /// belongs to a run with these settings.
 pub fn read(dir: &str, read: &dyn Fn(&str) -> Result<Vec<u8>>, cfg: &TrainConfig, train_examples: usize) -> Result<Restored> {
     let state_bytes = read(STATE_FILE)?;
-    let st: Value = serde_json::from_slice(&state_bytes).map_err(|e| Error::Format(format!("{dir}/{STATE_FILE}: not valid JSON ({e})")))?;
+    let st: Value = serde_json::from_slice(&state_bytes).map_err(|e| Error::bad_file(format!("{dir}/{STATE_FILE}"), format!("not valid JSON ({e})")))?;
     let want = fingerprint(cfg, train_examples);
     if st.get("run") != Some(&want) {
-        return Err(Error::Format(format!(
-            "{dir}: the checkpoint was written by a run with {}, this run has {want}; resume with the same data, seed, batch size, accumulation, r and targets",
+        return Err(Error::bad_file(&dir, format!("the checkpoint was written by a run with {}, this run has {want}; resume with the same data, seed, batch size, accumulation, r and targets",
             st.get("run").unwrap_or(&Value::Null)
         )));
     }
-    let step = st.get("step").and_then(Value::as_u64).ok_or_else(|| Error::Format(format!("{dir}/{STATE_FILE}: \"step\" is missing")))? as usize;
+    let step = st.get("step").and_then(Value::as_u64).ok_or_else(|| Error::bad_file(format!("{dir}/{STATE_FILE}"), "\"step\" is missing"))? as usize;
     let state = TrainerState {
         step,
         best_eval_loss: st.get("best_eval_loss").and_then(Value::as_f64),
         evals_since_best: st.get("evals_since_best").and_then(Value::as_u64).unwrap_or(0) as usize,
     };
-    let config = String::from_utf8(read(peft::CONFIG_FILE)?).map_err(|_| Error::Format(format!("{dir}/{}: not UTF-8", peft::CONFIG_FILE)))?;
+    let config = String::from_utf8(read(peft::CONFIG_FILE)?).map_err(|_| Error::bad_file(format!("{dir}/{}", peft::CONFIG_FILE), "not UTF-8"))?;
     let adapter = peft::read(&config, &read(peft::WEIGHTS_FILE)?, dir)?;
     let opt_bytes = read(OPTIMIZER_FILE)?;
-    let st = SafeTensors::deserialize(&opt_bytes).map_err(|e| Error::Format(format!("{dir}/{OPTIMIZER_FILE}: not a valid safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(&opt_bytes).map_err(|e| Error::bad_file(format!("{dir}/{OPTIMIZER_FILE}"), format!("not a valid safetensors file ({e})")))?;
     let get = |name: String| -> Result<Vec<f32>> {
-        let t = st.tensor(&name).map_err(|_| Error::Format(format!("{dir}/{OPTIMIZER_FILE}: tensor {name} is missing")))?;
+        let t = st.tensor(&name).map_err(|_| Error::bad_file(format!("{dir}/{OPTIMIZER_FILE}"), format!("tensor {name} is missing")))?;
         if t.dtype() != Dtype::F32 {
-            return Err(Error::Format(format!("{dir}/{OPTIMIZER_FILE}: tensor {name} is not F32")));
+            return Err(Error::bad_file(format!("{dir}/{OPTIMIZER_FILE}"), format!("tensor {name} is not F32")));
         }
         Ok(bytemuck::pod_collect_to_vec(t.data()))
     };

@@ -22,12 +22,12 @@ pub fn parse_records(file: &str, text: &str) -> Result<Vec<Record>> {
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
     let mut out = Vec::new();
     if trimmed.starts_with('[') {
-        let items: Vec<Value> = serde_json::from_str(trimmed).map_err(|e| Error::Format(format!("{file}: not a valid JSON array ({e})")))?;
+        let items: Vec<Value> = serde_json::from_str(trimmed).map_err(|e| Error::bad_file(&file, format!("not a valid JSON array ({e})")))?;
         for (i, v) in items.into_iter().enumerate() {
             let origin = format!("{file} item {}", i + 1);
             match v {
                 Value::Object(fields) => out.push(Record { origin, fields }),
-                other => return Err(Error::Format(format!("{origin}: expected an object, found {}", kind(&other)))),
+                other => return Err(Error::bad_file(&origin, format!("expected an object, found {}", kind(&other)))),
             }
         }
     } else {
@@ -39,13 +39,13 @@ pub fn parse_records(file: &str, text: &str) -> Result<Vec<Record>> {
             let origin = format!("{file} line {}", i + 1);
             match serde_json::from_str::<Value>(line) {
                 Ok(Value::Object(fields)) => out.push(Record { origin, fields }),
-                Ok(other) => return Err(Error::Format(format!("{origin}: expected a JSON object, found {}", kind(&other)))),
-                Err(e) => return Err(Error::Format(format!("{origin}: not valid JSON ({e})"))),
+                Ok(other) => return Err(Error::bad_file(&origin, format!("expected a JSON object, found {}", kind(&other)))),
+                Err(e) => return Err(Error::bad_file(&origin, format!("not valid JSON ({e})"))),
             }
         }
     }
     if out.is_empty() {
-        return Err(Error::Format(format!("{file}: holds no examples")));
+        return Err(Error::bad_file(&file, "holds no examples"));
     }
     Ok(out)
 }
@@ -103,8 +103,8 @@ pub type Segments = Vec<(String, bool)>;
 fn field<'a>(r: &'a Record, name: &str) -> Result<&'a str> {
     match r.fields.get(name) {
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(Error::Format(format!("{}: field \"{name}\" should be a string, found {}", r.origin, kind(other)))),
-        None => Err(Error::Format(format!("{}: field \"{name}\" is missing", r.origin))),
+        Some(other) => Err(Error::bad_file(&r.origin, format!("field \"{name}\" should be a string, found {}", kind(other)))),
+        None => Err(Error::bad_file(&r.origin, format!("field \"{name}\" is missing"))),
     }
 }
 
@@ -119,12 +119,12 @@ fn optional<'a>(r: &'a Record, name: &str) -> Result<Option<&'a str>> {
 /// one assistant turn.
 fn messages_of(r: &Record) -> Result<Vec<Message>> {
     if let Some(m) = r.fields.get("messages") {
-        let list = m.as_array().ok_or_else(|| Error::Format(format!("{}: \"messages\" should be an array of {{role, content}}", r.origin)))?;
+        let list = m.as_array().ok_or_else(|| Error::bad_file(&r.origin, "\"messages\" should be an array of {{role, content}}"))?;
         return list
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let get = |k: &str| m.get(k).and_then(Value::as_str).ok_or_else(|| Error::Format(format!("{}: messages[{i}] has no string \"{k}\"", r.origin)));
+                let get = |k: &str| m.get(k).and_then(Value::as_str).ok_or_else(|| Error::bad_file(&r.origin, format!("messages[{i}] has no string \"{k}\"")));
                 Ok(Message::new(get("role")?, get("content")?))
             })
             .collect();
@@ -147,9 +147,7 @@ fn prompt_response(r: &Record) -> Result<(String, String)> {
     if r.fields.contains_key("prompt") {
         return Ok((field(r, "prompt")?.to_string(), field(r, "completion")?.to_string()));
     }
-    Err(Error::Format(format!(
-        "{}: no known fields (expected instruction/input/output, prompt/completion, messages or text; found {})",
-        r.origin,
+    Err(Error::bad_file(&r.origin, format!("no known fields (expected instruction/input/output, prompt/completion, messages or text; found {})",
         r.fields.keys().cloned().collect::<Vec<_>>().join(", ")
     )))
 }
@@ -164,7 +162,7 @@ pub fn render_record(r: &Record, template: &Template, tok: &Tokenizer) -> Result
     match template {
         Template::Alpaca => {
             if r.fields.contains_key("messages") {
-                return Err(Error::Format(format!("{}: chat messages need a chat template (--template model or chatml)", r.origin)));
+                return Err(Error::bad_file(&r.origin, "chat messages need a chat template (the model's or chatml), not alpaca"));
             }
             let (_, response) = prompt_response(r)?;
             let instruction = if r.fields.contains_key("instruction") { field(r, "instruction")? } else { field(r, "prompt")? };
@@ -179,7 +177,7 @@ pub fn render_record(r: &Record, template: &Template, tok: &Tokenizer) -> Result
         Template::Chatml => render_chat(r, CHATML, tok),
         Template::Model => {
             let t = tok.chat_template.as_deref().ok_or_else(|| {
-                Error::Format("the model has no chat template; use --template alpaca, chatml or a custom one".into())
+                Error::invalid_setting("template", "the model has no chat template; choose alpaca, chatml or a custom template")
             })?;
             render_chat(r, t, tok)
         }
@@ -190,7 +188,7 @@ pub fn render_record(r: &Record, template: &Template, tok: &Tokenizer) -> Result
 /// training examples, and whether it is chat-template text (which holds its own special
 /// tokens). Alpaca and custom templates see the last user message only.
 pub fn generation_prompt(history: &[Message], template: &Template, tok: &Tokenizer) -> Result<(String, bool)> {
-    let last = history.iter().rev().find(|m| m.role == "user").ok_or_else(|| Error::Format("there is no user message to answer".into()))?;
+    let last = history.iter().rev().find(|m| m.role == "user").ok_or_else(|| Error::Shape("the conversation has no user message to answer".into()))?;
     let chat = |t: &str| render(t, history, true, &tok.bos_token, &tok.eos_token).map(|p| (p, true));
     let fields = |names: &[&str]| Record {
         origin: "the prompt".into(),
@@ -221,13 +219,13 @@ fn render_custom(r: &Record, t: &str, eos: &str) -> Result<Segments> {
     }
     let tail = rest.to_string();
     let Some(last) = pieces.len().checked_sub(1) else {
-        return Err(Error::Format(format!("template \"{t}\" has no {{field}} placeholder")));
+        return Err(Error::invalid_setting("template", format!("\"{t}\" has no {{field}} placeholder")));
     };
     let mut prompt = String::new();
     let mut response = String::new();
     for (i, (lit, name)) in pieces.iter().enumerate() {
         let value = match name.as_deref() {
-            Some(n) => optional(r, n)?.ok_or_else(|| Error::Format(format!("{}: field \"{n}\" (used by the template) is missing", r.origin)))?,
+            Some(n) => optional(r, n)?.ok_or_else(|| Error::bad_file(&r.origin, format!("field \"{n}\" (used by the template) is missing")))?,
             None => "",
         };
         prompt.push_str(lit);
@@ -245,9 +243,9 @@ fn render_custom(r: &Record, t: &str, eos: &str) -> Result<Segments> {
 fn render_chat(r: &Record, template: &str, tok: &Tokenizer) -> Result<Segments> {
     let messages = messages_of(r)?;
     if !messages.iter().any(|m| m.role == "assistant") {
-        return Err(Error::Format(format!("{}: the conversation has no assistant message to learn", r.origin)));
+        return Err(Error::bad_file(&r.origin, "the conversation has no assistant message to learn"));
     }
-    let rnd = |m: &[Message], gen: bool| render(template, m, gen, &tok.bos_token, &tok.eos_token).map_err(|e| Error::Format(format!("{}: {e}", r.origin)));
+    let rnd = |m: &[Message], gen: bool| render(template, m, gen, &tok.bos_token, &tok.eos_token).map_err(|e| Error::bad_file(&r.origin, format!("{e}")));
     let mut segments = Vec::new();
     let mut done = 0; // bytes of the full rendering already placed in segments
     let full = rnd(&messages, false)?;
@@ -258,10 +256,7 @@ fn render_chat(r: &Record, template: &str, tok: &Tokenizer) -> Result<Segments> 
         let before = rnd(&messages[..k], true)?;
         let through = rnd(&messages[..=k], false)?;
         if !through.starts_with(&before) || !full.starts_with(&through) || before.len() < done {
-            return Err(Error::Format(format!(
-                "{}: the chat template does not render the conversation turn by turn as a prefix, so the response tokens cannot be found; use --template chatml",
-                r.origin
-            )));
+            return Err(Error::bad_file(&r.origin, "the chat template does not render the conversation turn by turn as a prefix, so the response tokens cannot be found; the chatml template can"));
         }
         segments.push((full[done..before.len()].to_string(), false));
         segments.push((full[before.len()..through.len()].to_string(), true));
@@ -343,8 +338,8 @@ pub fn prepare(records: &[Record], tok: &Tokenizer, opts: &DataOptions) -> Resul
         out.push(ex);
     }
     if out.is_empty() {
-        return Err(Error::Format(format!(
-            "no example has response tokens left within --max-seq-len {} ({} dropped)",
+        return Err(Error::invalid_setting("max_seq_len", format!(
+            "no example has response tokens left within {} tokens ({} dropped)",
             opts.max_seq_len, stats.dropped
         )));
     }

@@ -17,7 +17,7 @@ impl Schedule {
             "constant" => Ok(Schedule::Constant),
             "linear" => Ok(Schedule::Linear),
             "cosine" => Ok(Schedule::Cosine),
-            other => Err(Error::Format(format!("unknown schedule \"{other}\" (expected constant, linear or cosine)"))),
+            other => Err(Error::invalid_setting("schedule", format!("unknown schedule \"{other}\" (expected constant, linear or cosine)"))),
         }
     }
 

@@ -115,14 +115,15 @@ impl Trainer {
     /// `train` and `eval_sets`.
     pub fn new(ctx: &GpuContext, mut model: Model, adapter: Adapter, cfg: TrainConfig, train: Vec<Example>, eval_sets: &[&[Example]]) -> Result<Self> {
         if train.is_empty() {
-            return Err(Error::Format("no training examples".into()));
+            return Err(Error::invalid_setting("data", "no training examples"));
         }
         if let Some(w) = model.cfg.sliding_window {
             let longest = train.iter().chain(eval_sets.iter().flat_map(|s| s.iter())).map(|e| e.tokens.len()).max().unwrap_or(0);
             if longest > w {
-                return Err(Error::Shape(format!(
-                    "an example holds {longest} tokens, more than the model's sliding attention window of {w}; lower --max-seq-len to {w}"
-                )));
+                return Err(Error::invalid_setting(
+                    "max_seq_len",
+                    format!("an example holds {longest} tokens, more than the model's sliding attention window of {w}; at most {w} fits"),
+                ));
             }
         }
         model.set_adapter(ctx, Some(adapter), "the new adapter")?;
@@ -194,16 +195,13 @@ impl Trainer {
         }
         let loss = total / counted.max(1) as f64;
         if !loss.is_finite() {
-            return Err(Error::NonFinite(format!(
-                "the loss at step {} is {loss}; training stopped before updating the adapter (lower --lr, or check the data)",
-                step + 1
-            )));
+            return Err(Error::Diverged { step: step + 1, detail: format!("the loss is {loss}; the adapter was not updated with it") });
         }
         let lr = self.cfg.schedule.lr(self.cfg.adamw.lr, step, self.warmup, self.total_steps);
         let adapter = self.model.adapter.as_ref().expect("set in new");
         let grad_norm = self.opt.step(ctx, adapter, &self.pass.grads, lr).await?;
         if !grad_norm.is_finite() {
-            return Err(Error::NonFinite(format!("the gradient norm at step {} is {grad_norm}; the adapter is no longer usable (lower --lr)", step + 1)));
+            return Err(Error::Diverged { step: step + 1, detail: format!("the gradient norm is {grad_norm}; the adapter is no longer usable") });
         }
         self.state.step += 1;
         let epoch = self.state.step as f64 / self.steps_per_epoch as f64;
@@ -212,7 +210,10 @@ impl Trainer {
 
     /// Mean NLL per loss token of `examples` with the current adapter (no dropout).
     pub async fn evaluate(&mut self, ctx: &GpuContext, examples: &[Example]) -> Result<EvalStats> {
-        evaluate(ctx, &self.model, &mut self.pass, examples, self.cfg.batch_size).await
+        evaluate(ctx, &self.model, &mut self.pass, examples, self.cfg.batch_size).await.map_err(|e| match e {
+            Error::NotFinite(detail) => Error::Diverged { step: self.state.step, detail },
+            other => other,
+        })
     }
 
     /// Records an evaluation for early stopping; true when it is the best so far.
@@ -266,11 +267,11 @@ pub async fn evaluate(ctx: &GpuContext, model: &Model, pass: &mut TrainPass, exa
         tokens += b.counted();
     }
     if tokens == 0 {
-        return Err(Error::Format("the evaluation data has no loss tokens".into()));
+        return Err(Error::invalid_setting("val_data", "the evaluation data has no loss tokens"));
     }
     let loss = total / tokens as f64;
     if !loss.is_finite() {
-        return Err(Error::NonFinite(format!("the evaluation loss is {loss}")));
+        return Err(Error::NotFinite(format!("the evaluation loss is {loss}")));
     }
     Ok(EvalStats { loss, perplexity: loss.exp(), tokens })
 }

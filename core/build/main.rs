@@ -1,0 +1,103 @@
+//! Composes the WGSL kernels into OUT_DIR/shaders/ and writes the tables of their entry points
+//! (OUT_DIR/matmul_entries.rs, OUT_DIR/matmul_quant_entries.rs).
+//!
+//! - Every shaders/<op>.wgsl is copied, with its `// #include "<path>"` lines replaced by the
+//!   file they name (relative to the including file; each file once per shader).
+//! - matmul.wgsl is shaders/matmul/f32.wgsl and the unrolled entry points of `matmul.rs`;
+//!   matmul_<format>.wgsl is shaders/matmul/quant.wgsl, shaders/matmul/<format>.wgsl and
+//!   theirs. The entry tables name those entry points for the launchers, so a name is
+//!   spelled in one place: here, from the block sizes in core/src/ops/matmul_blocks.rs.
+//!
+//! shaders/README.md explains the composition.
+
+#[path = "../src/ops/matmul_blocks.rs"]
+#[allow(dead_code)]
+mod matmul_blocks;
+mod matmul;
+#[path = "../src/quant/nf4_codebook.rs"]
+mod nf4_codebook;
+
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let core = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let shaders = core.join("../shaders");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("shaders");
+    fs::create_dir_all(&out).unwrap();
+    for dir in [&shaders, &shaders.join("matmul"), &shaders.join("pieces"), &core.join("build")] {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    println!("cargo:rerun-if-changed={}", core.join("src/ops/matmul_blocks.rs").display());
+    println!("cargo:rerun-if-changed={}", core.join("src/quant/nf4_codebook.rs").display());
+
+    let mut ops: Vec<PathBuf> = fs::read_dir(&shaders)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
+        .collect();
+    ops.sort();
+    for path in ops {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let composed = name == "matmul.wgsl" || matmul::QUANT_FORMATS.iter().any(|f| name == format!("matmul_{}.wgsl", f.name));
+        assert!(!composed, "shaders/{name} is composed from shaders/matmul/: delete it");
+        write(&out.join(name), &compose(&path));
+    }
+
+    let dir = shaders.join("matmul");
+    write(&out.join("matmul.wgsl"), &(compose(&dir.join("f32.wgsl")) + &matmul::f32_entries()));
+    let f32_entries = format!(
+        "// Written by core/build/main.rs.\n\n/// matmul.wgsl's entry points, in MatmulKind's order.\npub const F32_ENTRIES: [&str; 3] = {:?};\n",
+        matmul::F32_ENTRIES
+    );
+    write(&out.join("../matmul_entries.rs"), &f32_entries);
+    let mut entries = String::from("// Written by core/build/main.rs.\n\n");
+    for f in &matmul::QUANT_FORMATS {
+        let text = compose(&dir.join("quant.wgsl")) + &compose(&dir.join(format!("{}.wgsl", f.name))) + &matmul::quant_file_entries(f);
+        write(&out.join(format!("matmul_{}.wgsl", f.name)), &text);
+        writeln!(entries, "/// matmul_{}.wgsl's entry points.", f.name).unwrap();
+        writeln!(entries, "pub const {}_ENTRIES: QuantEntries = QuantEntries {{", f.name.to_uppercase()).unwrap();
+        for (field, entry) in matmul::quant_entries(f.name) {
+            writeln!(entries, "    {field}: {entry:?},").unwrap();
+        }
+        writeln!(entries, "}};\n").unwrap();
+    }
+    write(&out.join("../matmul_quant_entries.rs"), &entries);
+}
+
+/// The file at `path` with its includes expanded.
+fn compose(path: &Path) -> String {
+    let mut seen = HashSet::new();
+    let mut text = String::new();
+    expand(path, &mut seen, &mut text);
+    text
+}
+
+fn expand(path: &Path, seen: &mut HashSet<PathBuf>, text: &mut String) {
+    let src = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (i, line) in src.lines().enumerate() {
+        match line.trim().strip_prefix("// #include ") {
+            Some(name) => {
+                let name = name.trim().trim_matches('"');
+                let piece = path.parent().unwrap().join(name);
+                let piece = piece.canonicalize().unwrap_or_else(|e| panic!("{}:{}: #include {name}: {e}", path.display(), i + 1));
+                if seen.insert(piece.clone()) {
+                    expand(&piece, seen, text);
+                }
+            }
+            None => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+}
+
+/// Writes only when the text changed, so that cargo does not rebuild hearth-core needlessly.
+fn write(path: &Path, text: &str) {
+    if fs::read_to_string(path).ok().as_deref() != Some(text) {
+        fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}

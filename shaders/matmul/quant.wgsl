@@ -1,0 +1,39 @@
+// The declarations every quantized matmul shares. core/build/ composes matmul_<format>.wgsl
+// from this file, the format's file beside it (its bindings and block decoding: `dequant8`,
+// `Chunk`, `load_chunk`, `decode8`, `dot32`) and the unrolled entry points it generates.
+//
+// Fused dequantization: the dense weight is never built. The forwards read a chunk of a W row
+// once and decode it 8 weights at a time in registers; the input gradient decodes 8
+// consecutive weights of a row per step. W is (N, K) in the nn.Linear layout, blocks along K.
+//   matmul_<format>_forward_RxC:        out(M,N) = alpha · inp(M,K) · Wᵀ
+//   matmul_<format>_backward_input_RxC: out(M,K) = alpha · inp(M,N) · W     (dx = dy·W)
+// RxC is the block of outputs per invocation: large ones for software adapters, where loads
+// are dear, 4x4 for GPUs, 1x4 for a single row. Block layout: shaders/README.md and
+// core/src/quant/. The backward reads inp as vec4, so N must be a multiple of 4.
+
+struct Params {
+    M: u32,
+    N: u32,
+    K: u32,
+    alpha: f32,
+    aux: f32,                          // NF4: the absmax offset
+}
+
+@group(1) @binding(0) var<uniform> p: Params;
+
+// out[idx] = alpha·v. Accumulating into out (beta ≠ 0) is a separate pass, as in matmul.wgsl.
+fn st1(idx: u32, v: f32) {
+    out[idx] = p.alpha * v;
+}
+
+// out[idx + e] = alpha·v[e] for the e < 4 with col0 + e < ncols.
+// No loop over e: dynamic indexing of a vector and branches slow llvmpipe's compile.
+fn st4(idx: u32, col0: u32, ncols: u32, v: vec4<f32>) {
+    if (col0 + 3u < ncols) {
+        st1(idx, v.x); st1(idx + 1u, v.y); st1(idx + 2u, v.z); st1(idx + 3u, v.w);
+        return;
+    }
+    if (col0 < ncols) { st1(idx, v.x); }
+    if (col0 + 1u < ncols) { st1(idx + 1u, v.y); }
+    if (col0 + 2u < ncols) { st1(idx + 2u, v.z); }
+}
