@@ -46,9 +46,10 @@ const handlers = {
   model: ({ info }) => showModel(info),
   started({ info, metrics, settings, data }) {
     // a resumed run brings back its own settings and data
-    for (const [key] of FIELDS) $(`set-${key}`).value = settings[key];
+    for (const [key] of FIELDS) $(`set-${key}`).value = settings[key] ?? state.defaults[key];
     $("data").value = data;
     state.metrics = metrics;
+    state.earlyStop = null;
     state.totalSteps = info.total_steps;
     $("train-status").textContent = `${info.trainable}. ${info.total_steps} steps (${info.steps_per_epoch} per epoch, warmup ${info.warmup}), micro-batches of ≤ ${info.max_tokens} tokens, gradient checkpointing ${info.checkpointing ? "on" : "off"}${info.step ? `; resumed at step ${info.step}` : ""}.`;
     lossChart($("loss-chart"), state.metrics, state.totalSteps);
@@ -65,12 +66,18 @@ const handlers = {
     lossChart($("loss-chart"), state.metrics, state.totalSteps);
   },
   checkpoint: ({ step }) => (state.checkpoint = step),
-  finished({ step, stopped, tokens_per_s }) {
+  early_stop({ step, evals_since_best }) {
+    state.earlyStop = { step, evals_since_best };
+  },
+  finished({ step, stopped, early_stopped, tokens_per_s }) {
     setTraining(false);
     state.tuned = true;
-    state.finished = { step, stopped, tokens_per_s };
+    state.finished = { step, stopped, early_stopped, tokens_per_s };
     $("download-adapter").disabled = false;
-    say(`${stopped ? "Stopped" : "Finished"} at step ${step} (${tokens_per_s.toFixed(1)} tokens/s). The adapter is saved in this browser; try it below or download it.`, "ok");
+    const how = early_stopped
+      ? `Stopped early at step ${step}: ${state.earlyStop?.evals_since_best ?? "several"} evaluations without a lower validation loss; the adapter is the one with the best validation loss`
+      : `${stopped ? "Stopped" : "Finished"} at step ${step}`;
+    say(`${how} (${tokens_per_s.toFixed(1)} tokens/s). The adapter is saved in this browser; try it below or download it.`, "ok");
   },
   failed({ error, checkpoint }) {
     setTraining(false);
@@ -265,6 +272,7 @@ const FIELDS = [
   ["weight_decay", "weight decay", "num"],
   ["val_split", "validation split", "num"],
   ["eval_steps", "evaluate every (0: epoch)", "int"],
+  ["patience", "early-stopping patience (0: off)", "int"],
   ["seed", "seed", "int"],
   ["gradient_checkpointing", "gradient checkpointing", ["auto", "on", "off"]],
   ["memory_budget_gb", "GPU memory budget (GiB)", "num"],

@@ -91,7 +91,7 @@ async function loadSaved(source) {
 
 async function checkpoint() {
   const files = await exclusive(() => session.checkpoint());
-  const saved = { model, settings: run.settings, data: run.data, step: run.step, total_steps: run.total_steps, metrics: run.metrics, save_steps: run.saveSteps };
+  const saved = { model, settings: run.settings, data: run.data, step: run.step, total_steps: run.total_steps, metrics: run.metrics, save_steps: run.saveSteps, finished: !!run.finished };
   await saveCheckpoint(files, saved);
   run.lastCheckpoint = run.step;
   event("checkpoint", { step: run.step });
@@ -114,14 +114,15 @@ async function train(msg) {
     event("model", { info: await loadSaved(resumeFrom.model) });
   }
   const files = resumeFrom ? await checkpointFiles(resumeFrom) : null;
+  const saveSteps = msg.saveSteps ?? resumeFrom?.save_steps ?? 10;
   const info = await exclusive(() => {
     session.clear_staged();
     if (files) for (const [n, b] of files) session.stage_file(n, b);
-    return parse(session.start(JSON.stringify(settings), data, !!files));
+    return parse(session.start(JSON.stringify(settings), data, !!files, saveSteps));
   });
   run = {
     settings, data, active: true, paused: false, stopped: false,
-    step: info.step, total_steps: info.total_steps, saveSteps: msg.saveSteps ?? resumeFrom?.save_steps ?? 10,
+    step: info.step, total_steps: info.total_steps, saveSteps, finished: info.finished || !!resumeFrom?.finished,
     metrics: resumeFrom ? resumeFrom.metrics.filter((m) => m.step <= info.step) : [],
     lastCheckpoint: resumeFrom ? info.step : null,
     tokens: 0, seconds: 0, timedSteps: 0, warm: false,
@@ -136,39 +137,56 @@ async function train(msg) {
   return info;
 }
 
+// The run engine (hearth-core) decides what follows each step: evaluations, early stopping,
+// divergence, when a checkpoint is due. This loop renders its events and stores checkpoints.
 async function trainLoop() {
-  while (!run.stopped && run.step < run.total_steps) {
+  let earlyStopped = false;
+  while (!run.stopped && !run.finished) {
     if (run.paused) {
       await new Promise((resolve) => (run.wake = resolve));
       continue;
     }
     const t0 = performance.now();
-    const st = parse(await exclusive(() => session.step()));
+    const events = parse(await exclusive(() => session.advance()));
     const seconds = (performance.now() - t0) / 1000;
-    // the first step of a session compiles the pipelines: tokens/s counts the steps after it
-    if (run.warm) {
-      run.tokens += st.tokens;
-      run.seconds += seconds;
-      run.timedSteps += 1;
+    for (const ev of events) {
+      if (ev.event === "step") {
+        // the first step of a session compiles the pipelines: tokens/s counts the steps after it
+        if (run.warm) {
+          run.tokens += ev.tokens;
+          run.seconds += seconds;
+          run.timedSteps += 1;
+        }
+        run.warm = true;
+        run.step = ev.step;
+        const metric = { step: ev.step, epoch: ev.epoch, loss: ev.loss, lr: ev.lr, grad_norm: ev.grad_norm };
+        run.metrics.push(metric);
+        const perStep = run.seconds ? run.seconds / run.timedSteps : seconds;
+        event("step", { ...metric, tokens_per_s: run.seconds ? run.tokens / run.seconds : ev.tokens / seconds, eta_s: perStep * (run.total_steps - ev.step), total_steps: run.total_steps });
+      } else if (ev.event === "eval") {
+        run.metrics.push({ step: ev.step, val_loss: ev.loss, best: ev.best });
+        event("eval", ev);
+      } else if (ev.event === "early_stop") {
+        earlyStopped = true;
+        event("early_stop", ev);
+      } else if (ev.event === "checkpoint_due") {
+        await checkpoint();
+      } else if (ev.event === "diverged") {
+        // the checkpoints kept are from before the divergence
+        run.active = false;
+        run.finished = true;
+        // browser storage keeps the latest checkpoint only: offer it when it is a good one
+        event("failed", { error: ev.error, checkpoint: ev.last_good_checkpoint === run.lastCheckpoint ? run.lastCheckpoint : null });
+        return;
+      } else if (ev.event === "done") {
+        run.finished = true;
+      }
     }
-    run.warm = true;
-    run.step = st.step;
-    const metric = { step: st.step, epoch: st.epoch, loss: st.loss, lr: st.lr, grad_norm: st.grad_norm };
-    run.metrics.push(metric);
-    const perStep = run.seconds ? run.seconds / run.timedSteps : seconds;
-    event("step", { ...metric, tokens_per_s: run.seconds ? run.tokens / run.seconds : st.tokens / seconds, eta_s: perStep * (run.total_steps - st.step), total_steps: run.total_steps });
-    if (!Number.isFinite(st.loss)) throw new Error(`the loss is ${st.loss} at step ${st.step}`);
-    if (await exclusive(() => session.eval_due())) {
-      const ev = parse(await exclusive(() => session.evaluate()));
-      run.metrics.push({ step: ev.step, val_loss: ev.loss });
-      event("eval", ev);
-    }
-    if (st.done || st.step % run.saveSteps === 0) await checkpoint();
-    if (st.done) break;
   }
-  if (run.stopped && run.lastCheckpoint !== run.step) await checkpoint();
+  // the end (or a stop): the adapter the run ends with is kept in browser storage
+  if (run.lastCheckpoint !== run.step) await checkpoint();
   run.active = false;
-  event("finished", { step: run.step, stopped: run.stopped, tokens_per_s: run.tokens / Math.max(run.seconds, 1e-9) });
+  event("finished", { step: run.step, stopped: run.stopped, early_stopped: earlyStopped, tokens_per_s: run.tokens / Math.max(run.seconds, 1e-9) });
 }
 
 const ops = {

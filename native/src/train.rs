@@ -14,10 +14,10 @@ use hearth_core::lora::{peft, Adapter, LoraConfig, Target};
 use hearth_core::model::chat::Message;
 use hearth_core::model::{Model, ModelOptions, Tokenizer};
 use hearth_core::ops::adamw::AdamwConfig;
-use hearth_core::train::checkpoint;
-use hearth_core::train::data::{parse_records, prepare, split_records, DataOptions, DataStats, Example, Record, Template};
+use hearth_core::train::data::{parse_records, DataOptions, DataStats, Record, Template};
 use hearth_core::train::schedule::Schedule;
-use hearth_core::train::trainer::{parse_checkpointing, TrainConfig, Trainer};
+use hearth_core::train::run::{Event, Run, RunSpec};
+use hearth_core::train::trainer::{parse_checkpointing, TrainConfig};
 use hearth_core::{Error, GpuContext};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -232,33 +232,29 @@ fn write_folder_atomic(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
 /// The adapter files and the tokenizer's, written into `out` (each file atomically).
 fn save_adapter(out: &Path, adapter: &Adapter, base: &str, tok: &Tokenizer) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
-    let config = serde_json::to_vec_pretty(&peft::config_json(adapter, base)).expect("json");
-    write_atomic(&out.join(peft::WEIGHTS_FILE), &peft::weights_bytes(adapter)?)?;
-    write_atomic(&out.join(peft::CONFIG_FILE), &config)?;
+    for (name, bytes) in peft::files(adapter, base)? {
+        write_atomic(&out.join(name), &bytes)?;
+    }
     write_atomic(&out.join("tokenizer.json"), tok.to_json()?.as_bytes())?;
     write_atomic(&out.join("tokenizer_config.json"), &serde_json::to_vec_pretty(&tokenizer_config_json(tok)).expect("json"))
 }
 
-struct Run<'a> {
-    ctx: &'a GpuContext,
+/// Where the CLI keeps a run's output: checkpoint folders and metrics.jsonl under --out.
+struct Store<'a> {
     args: &'a TrainArgs,
-    tok: &'a Tokenizer,
-    base: String,
-    train_examples: usize,
     metrics: std::fs::File,
+    /// checkpoint-N folders on disk, oldest first.
     checkpoints: Vec<PathBuf>,
 }
 
-impl Run<'_> {
+impl Store<'_> {
     fn log(&mut self, v: serde_json::Value) -> Result<()> {
         writeln!(self.metrics, "{v}").and_then(|_| self.metrics.flush()).context("metrics.jsonl")
     }
 
-    fn save_checkpoint(&mut self, t: &mut Trainer) -> Result<PathBuf> {
-        let adapter = pollster::block_on(t.adapter(self.ctx))?;
-        let moments = pollster::block_on(t.optimizer_moments(self.ctx))?;
-        let files = checkpoint::files(&adapter, &self.base, &moments, &t.state, &t.cfg, self.train_examples)?;
-        let dir = self.args.out.join(format!("checkpoint-{}", t.state.step));
+    fn save_checkpoint(&mut self, ctx: &GpuContext, run: &mut Run) -> Result<PathBuf> {
+        let files = pollster::block_on(run.checkpoint(ctx))?;
+        let dir = self.args.out.join(format!("checkpoint-{}", run.step()));
         write_folder_atomic(&dir, &files)?;
         self.checkpoints.retain(|d| d != &dir);
         self.checkpoints.push(dir.clone());
@@ -323,35 +319,36 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mcfg = loaded.cfg.clone();
     eprintln!("model: {} {} layers, C {}, vocab {} — {}", mcfg.arch.name(), mcfg.n_layers, mcfg.hidden_size, mcfg.vocab_size, loaded.description);
 
-    let data_opts = args.data_opts.options(&tok);
-    let records = read_records(&args.data)?;
-    let (train_records, mut val_records) = split_records(records, args.val_split, args.seed);
-    if let Some(v) = &args.val_data {
-        val_records = read_records(v)?;
-    }
-    let (train, stats) = prepare(&train_records, &tok, &data_opts).with_context(|| args.data.display().to_string())?;
-    eprintln!("{} (template {})", describe("train data", &stats, data_opts.max_seq_len), data_opts.template.name().replace('\n', "\\n"));
-    let val: Vec<Example> = if val_records.is_empty() {
-        Vec::new()
-    } else {
-        let (v, s) = prepare(&val_records, &tok, &data_opts).context("validation data")?;
-        eprintln!("{}", describe("validation data", &s, data_opts.max_seq_len));
-        v
+    let spec = RunSpec {
+        train: cfg,
+        data: args.data_opts.options(&tok),
+        val_split: args.val_split,
+        eval_steps: args.eval_steps,
+        patience: args.patience,
+        save_steps: args.save_steps,
     };
-
+    let records = read_records(&args.data)?;
+    let val_records = args.val_data.as_deref().map(read_records).transpose()?;
     let max_seq = args.model.ctx.min(mcfg.max_seq_len).max(1);
     let mut model = Model::new(&ctx, &mcfg, loaded.weights, ModelOptions { chunk: 256, max_seq, max_binding: None })?;
     let before = compare_answers(&ctx, &mut model, &tok, &args.compare, args.compare_max_tokens)?;
-    let adapter = match &args.model.adapter {
+    let start = match &args.model.adapter {
         Some(dir) => {
             eprintln!("starting from the adapter in {}", dir.display());
-            read_adapter(dir)?
+            Some(read_adapter(dir)?)
         }
-        None => Adapter::init(&mcfg, &cfg.lora, args.seed)?,
+        None => None,
     };
-    println!("{}", adapter.trainable_line(mcfg.param_count()));
-    let train_examples = train.len();
-    let mut t = Trainer::new(&ctx, model, adapter, cfg, train, &[&val])?;
+    let base = args.model.model.display().to_string();
+    let max_seq_len = spec.data.max_seq_len;
+    let template = spec.data.template.name().replace('\n', "\\n");
+    let mut run = Run::new(&ctx, model, &tok, spec, records, val_records, start, &base)?;
+    eprintln!("{} (template {template})", describe("train data", &run.train_stats, max_seq_len));
+    if let Some(s) = &run.val_stats {
+        eprintln!("{}", describe("validation data", s, max_seq_len));
+    }
+    let t = &run.trainer;
+    println!("{}", t.model.adapter.as_ref().expect("set by the run").adapter.trainable_line(mcfg.param_count()));
     eprintln!(
         "steps: {} ({} per epoch), warmup {}, micro-batches of ≤ {} tokens, gradient checkpointing {}",
         t.total_steps,
@@ -364,13 +361,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
     if let Some(dir) = &args.resume {
         let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| Error::io(dir.join(name).display(), e));
-        let r = checkpoint::read(&dir.display().to_string(), &read, &t.cfg, train_examples)?;
-        t.restore(&ctx, &r.adapter, &r.moments, r.state)?;
-        eprintln!("resumed from {} at step {}", dir.display(), t.state.step);
+        run.resume(&ctx, &dir.display().to_string(), &read)?;
+        eprintln!("resumed from {} at step {}", dir.display(), run.step());
     }
     let metrics_path = args.out.join("metrics.jsonl");
     if args.resume.is_some() {
-        keep_metrics_through(&metrics_path, t.state.step)?;
+        keep_metrics_through(&metrics_path, run.step())?;
     }
     let metrics = std::fs::OpenOptions::new()
         .create(true)
@@ -379,7 +375,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .truncate(args.resume.is_none())
         .open(&metrics_path)
         .with_context(|| metrics_path.display().to_string())?;
-    let mut run = Run { ctx: &ctx, args: &args, tok: &tok, base: args.model.model.display().to_string(), train_examples, metrics, checkpoints: existing_checkpoints(&args.out) };
+    let mut store = Store { args: &args, metrics, checkpoints: existing_checkpoints(&args.out) };
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -392,69 +388,55 @@ pub fn run(args: TrainArgs) -> Result<()> {
         });
     }
 
-    let bar = ProgressBar::new(t.total_steps as u64).with_position(t.state.step as u64);
+    let total = run.trainer.total_steps;
+    let bar = ProgressBar::new(total as u64).with_position(run.step() as u64);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]").expect("template"));
-    let mut best: Option<Adapter> = None;
-    let mut early_stopped = false;
-    while !t.done() {
+    while !run.finished() {
         let started = Instant::now();
-        let s = match pollster::block_on(t.step(&ctx)) {
-            Ok(s) => s,
-            Err(e) => {
-                bar.abandon();
-                return Err(failure(e, &t, &run.checkpoints));
-            }
-        };
-        let tps = s.tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        bar.set_position(s.step as u64);
-        let line = format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", s.loss, s.lr, tps);
-        if bar.is_hidden() {
-            // not a terminal (a log file, CI): one line per step instead of the bar
-            eprintln!("step {}/{}: {line}", s.step, t.total_steps);
-        }
-        bar.set_message(line);
-        run.log(json!({"step": s.step, "epoch": s.epoch, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm, "tokens_per_s": tps}))?;
-        if !val.is_empty() && t.eval_due(args.eval_steps) {
-            let e = match pollster::block_on(t.evaluate(&ctx, &val)) {
-                Ok(e) => e,
-                Err(e) => {
+        let events = pollster::block_on(run.advance(&ctx)).inspect_err(|_| bar.abandon())?;
+        for event in events {
+            match event {
+                Event::Step(s) => {
+                    let tps = s.tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_position(s.step as u64);
+                    let line = format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", s.loss, s.lr, tps);
+                    if bar.is_hidden() {
+                        // not a terminal (a log file, CI): one line per step instead of the bar
+                        eprintln!("step {}/{total}: {line}", s.step);
+                    }
+                    bar.set_message(line);
+                    store.log(json!({"step": s.step, "epoch": s.epoch, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm, "tokens_per_s": tps}))?;
+                }
+                Event::Eval { step, stats, .. } => {
+                    store.log(json!({"step": step, "eval_loss": stats.loss, "eval_perplexity": stats.perplexity}))?;
+                    say(&bar, format!("step {step}: eval loss {:.4}, perplexity {:.3}", stats.loss, stats.perplexity));
+                }
+                Event::EarlyStop { evals_since_best, .. } => {
+                    say(&bar, format!("early stop: {evals_since_best} evaluations without improvement"));
+                }
+                Event::CheckpointDue { .. } => {
+                    store.save_checkpoint(&ctx, &mut run)?;
+                }
+                Event::Diverged { step, detail, last_good_checkpoint } => {
                     bar.abandon();
-                    return Err(failure(e, &t, &run.checkpoints));
+                    return Err(diverged(step, detail, last_good_checkpoint, &args.out));
                 }
-            };
-            run.log(json!({"step": s.step, "eval_loss": e.loss, "eval_perplexity": e.perplexity}))?;
-            say(&bar, format!("step {}: eval loss {:.4}, perplexity {:.3}", s.step, e.loss, e.perplexity));
-            if t.record_eval(e.loss) {
-                if args.patience.is_some() {
-                    best = Some(pollster::block_on(t.adapter(&ctx))?);
-                }
-            } else if args.patience.is_some_and(|p| t.state.evals_since_best >= p) {
-                say(&bar, format!("early stop: {} evaluations without improvement", t.state.evals_since_best));
-                early_stopped = true;
+                Event::Done { .. } => {}
             }
-        }
-        if args.save_steps.is_some_and(|n| s.step % n.max(1) == 0) {
-            run.save_checkpoint(&mut t)?;
         }
         if stop.load(Ordering::SeqCst) {
-            let dir = run.save_checkpoint(&mut t)?;
+            let dir = store.save_checkpoint(&ctx, &mut run)?;
             bar.abandon();
             eprintln!("interrupted: checkpoint written to {} (continue with --resume {})", dir.display(), dir.display());
             std::process::exit(130);
         }
-        if early_stopped {
-            break;
-        }
     }
     bar.finish();
-    let adapter = match best.filter(|_| early_stopped) {
-        Some(b) => b,
-        None => pollster::block_on(t.adapter(&ctx))?,
-    };
-    save_adapter(&args.out, &adapter, &run.base, run.tok)?;
+    let adapter = pollster::block_on(run.final_adapter(&ctx))?;
+    save_adapter(&args.out, &adapter, &base, &tok)?;
     eprintln!("adapter saved to {} (PEFT format; use --adapter {} with score, generate, chat, eval, merge)", args.out.display(), args.out.display());
     if !args.compare.is_empty() {
-        let after = compare_answers(&ctx, &mut t.model, &tok, &args.compare, args.compare_max_tokens)?;
+        let after = compare_answers(&ctx, &mut run.trainer.model, &tok, &args.compare, args.compare_max_tokens)?;
         for ((p, b), a) in args.compare.iter().zip(&before).zip(&after) {
             println!("\n\u{25b6} {p}\n  before: {}\n  after:  {}", b.trim(), a.trim());
         }
@@ -462,20 +444,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The error for a failure during training. A NaN or infinite loss or gradient at step k
-/// means the weights after step k − 1 already diverged, so the good checkpoints are those
-/// before the trainer's current step.
-fn failure(e: Error, t: &Trainer, checkpoints: &[PathBuf]) -> anyhow::Error {
-    if !matches!(e, Error::Diverged { .. }) {
-        return e.into();
-    }
-    let step_of = |p: &PathBuf| p.file_name()?.to_str()?.strip_prefix("checkpoint-")?.parse::<usize>().ok();
-    let good = checkpoints.iter().rfind(|p| step_of(p).is_some_and(|s| s < t.state.step));
-    let at = match good {
+/// The error for a diverged run, with the checkpoint to continue from.
+fn diverged(step: usize, detail: String, last_good: Option<usize>, out: &Path) -> anyhow::Error {
+    let dir = last_good.map(|s| out.join(format!("checkpoint-{s}"))).filter(|d| d.exists());
+    let at = match dir {
         Some(d) => format!("the last good checkpoint is {} (continue from it with --resume)", d.display()),
         None => "no good checkpoint had been written (--save-steps writes them)".into(),
     };
-    anyhow::Error::new(e).context(at)
+    anyhow::Error::new(Error::Diverged { step, detail }).context(at)
 }
 
 /// A line above the progress bar, or on stderr when the bar is hidden (not a terminal).

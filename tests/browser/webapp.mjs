@@ -145,7 +145,29 @@ try {
   const nllAfter = await scoreOnPage(page);
   check(Math.abs(nllAfter - nll) <= 1e-6, `the resumed run scores as before the reload (${nllAfter})`);
 
-  // 8. no WebGPU: a page that says what works
+  // 8. early stopping (the run engine's): evaluated after every step at a learning rate that
+  // overshoots, the run stops once the validation loss rises and keeps the best adapter
+  const runTo = async (fields) => {
+    for (const [key, value] of Object.entries(fields)) await page.fill(`#set-${key}`, value);
+    await page.evaluate(() => (window.hearth.finished = null));
+    await page.click("#train");
+    await page.waitForFunction(() => window.hearth.finished || /Training stopped|Could not/.test(document.getElementById("status").textContent), null, { timeout: 4 * MINUTE });
+    const status = await page.textContent("#status");
+    console.log(`status: ${status}`);
+    return { status, finished: await page.evaluate(() => window.hearth.finished), metrics: await page.evaluate(() => window.hearth.metrics) };
+  };
+  const early = await runTo({ max_steps: "8", lr: "0.05", eval_steps: "1", patience: "1" });
+  const vals = early.metrics.filter((m) => m.val_loss !== undefined).map((m) => m.val_loss);
+  console.log(`early stopping: validation ${vals.map((l) => l.toFixed(4)).join(" ")}`);
+  check(early.finished?.early_stopped && early.finished.step < 8, "the run stopped early");
+  check(early.status.includes("Stopped early") && early.status.includes("best validation loss"), "the page says it stopped early with the best adapter");
+  check(vals.length >= 2 && vals[vals.length - 1] > Math.min(...vals), "it stopped after the validation loss rose");
+
+  // 9. divergence: a learning rate of 1e30 makes the loss infinite; the run stops and says so
+  const nan = await runTo({ max_steps: "6", lr: "1e30", patience: "0" });
+  check(!nan.finished && nan.status.includes("training diverged at step"), "a diverged run stops with a message");
+
+  // 10. no WebGPU: a page that says what works
   const bare = await context.newPage();
   await bare.addInitScript(() => delete Navigator.prototype.gpu);
   await bare.goto(server.url);

@@ -3,16 +3,14 @@
 //! gets JSON strings back, so the page's JavaScript stays a thin layer over hearth-core.
 
 use hearth_core::io::load::{load_gguf, load_hf_folder, Files, LoadedModel};
-use hearth_core::lora::{peft, Adapter};
 use hearth_core::model::chat::Message;
 use hearth_core::model::generate::{generate, GenerateParams};
 use hearth_core::model::sampling::SamplingParams;
 use hearth_core::model::{Config, Model, ModelOptions, Tokenizer, WeightFormat};
 use hearth_core::train::batch::max_batch_tokens;
-use hearth_core::train::checkpoint;
-use hearth_core::train::data::{generation_prompt, parse_records, prepare, render_record, split_records, tokenize, DataStats, Example, Template};
+use hearth_core::train::data::{generation_prompt, parse_records, prepare, render_record, split_records, tokenize, DataStats, Template};
 use hearth_core::train::memory::{estimate, lora_params};
-use hearth_core::train::trainer::Trainer;
+use hearth_core::train::run::{Event, Run as TrainRun, RunSpec};
 use hearth_core::{Error, GpuContext};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -57,11 +55,10 @@ struct Base {
     quant: Option<WeightFormat>,
 }
 
+/// A training run: the engine, and the settings the page started it with.
 struct Run {
-    trainer: Trainer,
+    engine: TrainRun,
     settings: Settings,
-    train_examples: usize,
-    val: Vec<Example>,
 }
 
 #[wasm_bindgen]
@@ -279,7 +276,8 @@ impl Session {
     }
 
     /// Prepares a run; with `resume` the staged files are a checkpoint to continue from.
-    pub fn start(&mut self, settings: &str, data: &str, resume: bool) -> Result<String, JsError> {
+    /// A checkpoint is due every `save_steps` steps (the page's storage cadence).
+    pub fn start(&mut self, settings: &str, data: &str, resume: bool, save_steps: usize) -> Result<String, JsError> {
         let s = Settings::parse(settings).map_err(js)?;
         let cfg = s.train_config().map_err(js)?;
         let want = s.quant().map_err(js)?;
@@ -296,85 +294,84 @@ impl Session {
         }
         let base = self.base.as_ref().expect("checked");
         let records = parse_records(DATA_ORIGIN, data).map_err(js)?;
-        let (train_records, val_records) = split_records(records, s.val_split, s.seed);
-        let opts = s.data_options(&base.tok);
-        let (train, train_stats) = prepare(&train_records, &base.tok, &opts).map_err(js)?;
-        let val = if val_records.is_empty() { Vec::new() } else { prepare(&val_records, &base.tok, &opts).map_err(js)?.0 };
-        let adapter = Adapter::init(&base.cfg, &cfg.lora, s.seed).map_err(js)?;
-        let trainable = adapter.trainable_line(base.cfg.param_count());
-        let train_examples = train.len();
+        let spec = RunSpec {
+            train: cfg,
+            data: s.data_options(&base.tok),
+            val_split: s.val_split,
+            eval_steps: (s.eval_steps > 0).then_some(s.eval_steps),
+            patience: (s.patience > 0).then_some(s.patience),
+            save_steps: Some(save_steps.max(1)),
+        };
+        let template = spec.data.template.name().to_string();
         let model = self.model.take().expect("loaded");
-        let mut trainer = Trainer::new(&self.ctx, model, adapter, cfg, train, &[&val]).map_err(|e| js(explain(e)))?;
+        let mut engine = TrainRun::new(&self.ctx, model, &base.tok, spec, records, None, None, &base.origin).map_err(|e| js(explain(e)))?;
         if resume {
             let staged = std::mem::take(&mut self.staged);
             let read = |name: &str| {
                 staged.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone()).ok_or_else(|| Error::bad_file("the checkpoint", format!("{name} is missing")))
             };
-            let r = checkpoint::read("the saved checkpoint", &read, &trainer.cfg, train_examples).map_err(js)?;
-            trainer.restore(&self.ctx, &r.adapter, &r.moments, r.state).map_err(js)?;
+            engine.resume(&self.ctx, "the saved checkpoint", &read).map_err(js)?;
         }
+        let t = &engine.trainer;
+        let trainable = t.model.adapter.as_ref().expect("set by the run").adapter.trainable_line(base.cfg.param_count());
         let info = json!({
-            "step": trainer.state.step,
-            "total_steps": trainer.total_steps,
-            "steps_per_epoch": trainer.steps_per_epoch(),
-            "warmup": trainer.warmup,
-            "checkpointing": trainer.checkpointing(),
-            "max_tokens": trainer.max_tokens(),
+            "step": t.state.step,
+            "total_steps": t.total_steps,
+            "steps_per_epoch": t.steps_per_epoch(),
+            "warmup": t.warmup,
+            "checkpointing": t.checkpointing(),
+            "max_tokens": t.max_tokens(),
             "trainable": trainable,
-            "train": stats_json(&train_stats),
-            "validation_examples": val.len(),
-            "template": opts.template.name(),
+            "train": stats_json(&engine.train_stats),
+            "validation_examples": engine.val_stats.as_ref().map_or(0, |v| v.examples),
+            "template": template,
+            "finished": engine.finished(),
         });
-        self.run = Some(Run { trainer, settings: s, train_examples, val });
+        self.run = Some(Run { engine, settings: s });
         Ok(info.to_string())
     }
 
-    /// One optimizer step: its loss, learning rate, gradient norm and tokens.
-    pub async fn step(&mut self) -> Result<String, JsError> {
+    /// One optimizer step and what follows it, as a JSON array of events:
+    /// {event: "step" | "eval" | "checkpoint_due" | "early_stop" | "diverged" | "done", ...}.
+    pub async fn advance(&mut self) -> Result<String, JsError> {
         let run = self.run.as_mut().ok_or_else(|| js("no run has started"))?;
-        if run.trainer.done() {
+        if run.engine.finished() {
             return Err(js("the run is complete"));
         }
-        let st = run.trainer.step(&self.ctx).await.map_err(|e| js(explain(e)))?;
-        Ok(json!({
-            "step": st.step, "epoch": st.epoch, "loss": st.loss, "lr": st.lr, "grad_norm": st.grad_norm,
-            "tokens": st.tokens, "done": run.trainer.done(),
-        })
-        .to_string())
-    }
-
-    /// Whether the validation split should be evaluated after the step just taken.
-    pub fn eval_due(&self) -> bool {
-        let Some(run) = &self.run else { return false };
-        let eval_steps = (run.settings.eval_steps > 0).then_some(run.settings.eval_steps);
-        !run.val.is_empty() && run.trainer.eval_due(eval_steps)
-    }
-
-    /// Loss and perplexity on the validation split.
-    pub async fn evaluate(&mut self) -> Result<String, JsError> {
-        let run = self.run.as_mut().ok_or_else(|| js("no run has started"))?;
-        let e = run.trainer.evaluate(&self.ctx, &run.val).await.map_err(|e| js(explain(e)))?;
-        run.trainer.record_eval(e.loss);
-        Ok(json!({ "step": run.trainer.state.step, "loss": e.loss, "perplexity": e.perplexity, "tokens": e.tokens }).to_string())
+        let events = run.engine.advance(&self.ctx).await.map_err(|e| js(explain(e)))?;
+        let events: Vec<Value> = events
+            .into_iter()
+            .map(|e| match e {
+                Event::Step(st) => json!({
+                    "event": "step", "step": st.step, "epoch": st.epoch, "loss": st.loss, "lr": st.lr,
+                    "grad_norm": st.grad_norm, "tokens": st.tokens,
+                }),
+                Event::Eval { step, stats, best } => {
+                    json!({ "event": "eval", "step": step, "loss": stats.loss, "perplexity": stats.perplexity, "tokens": stats.tokens, "best": best })
+                }
+                Event::CheckpointDue { step } => json!({ "event": "checkpoint_due", "step": step }),
+                Event::EarlyStop { step, evals_since_best } => json!({ "event": "early_stop", "step": step, "evals_since_best": evals_since_best }),
+                Event::Diverged { step, detail, last_good_checkpoint } => json!({
+                    "event": "diverged", "step": step, "last_good_checkpoint": last_good_checkpoint,
+                    "error": explain(Error::Diverged { step, detail }),
+                }),
+                Event::Done { step, early_stopped } => json!({ "event": "done", "step": step, "early_stopped": early_stopped }),
+            })
+            .collect();
+        Ok(Value::Array(events).to_string())
     }
 
     /// The run's checkpoint files as [[name, bytes], …].
     pub async fn checkpoint(&mut self) -> Result<js_sys::Array, JsError> {
-        let origin = self.base()?.origin.clone();
         let run = self.run.as_mut().ok_or_else(|| js("no run has started"))?;
-        let moments = run.trainer.optimizer_moments(&self.ctx).await.map_err(js)?;
-        let adapter = run.trainer.adapter(&self.ctx).await.map_err(js)?;
-        let files = checkpoint::files(&adapter, &origin, &moments, &run.trainer.state, &run.trainer.cfg, run.train_examples).map_err(js)?;
-        Ok(file_array(files))
+        Ok(file_array(run.engine.checkpoint(&self.ctx).await.map_err(js)?))
     }
 
-    /// The adapter in PEFT's format: adapter_config.json and adapter_model.safetensors.
+    /// The adapter the run ends with, in PEFT's format: adapter_config.json and
+    /// adapter_model.safetensors.
     pub async fn adapter_files(&mut self) -> Result<js_sys::Array, JsError> {
-        let origin = self.base()?.origin.clone();
         let run = self.run.as_mut().ok_or_else(|| js("train an adapter first"))?;
-        let adapter = run.trainer.adapter(&self.ctx).await.map_err(js)?;
-        let config = serde_json::to_vec_pretty(&peft::config_json(&adapter, &origin)).expect("json");
-        Ok(file_array(vec![(peft::CONFIG_FILE.into(), config), (peft::WEIGHTS_FILE.into(), peft::weights_bytes(&adapter).map_err(js)?)]))
+        Ok(file_array(run.engine.adapter_files(&self.ctx).await.map_err(js)?))
     }
 
     /// Answers the last user message of `request.messages` with the base model or the
@@ -448,7 +445,7 @@ impl Session {
     /// Takes the model back from a finished or abandoned run, without its adapter.
     fn reclaim_model(&mut self) {
         if let Some(run) = self.run.take() {
-            let mut model = run.trainer.model;
+            let mut model = run.engine.trainer.model;
             model.adapter = None;
             self.model = Some(model);
         }
@@ -458,7 +455,7 @@ impl Session {
 /// The model, wherever it is now.
 fn model_of<'a>(model: &'a mut Option<Model>, run: &'a mut Option<Run>) -> Result<&'a mut Model, JsError> {
     match run {
-        Some(r) => Ok(&mut r.trainer.model),
+        Some(r) => Ok(&mut r.engine.trainer.model),
         None => model.as_mut().ok_or_else(|| js("load a model first")),
     }
 }

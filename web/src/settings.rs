@@ -38,6 +38,9 @@ pub struct Settings {
     pub val_split: f32,
     /// Evaluate every this many steps (0: once per epoch).
     pub eval_steps: usize,
+    /// Stop after this many evaluations without a lower validation loss and keep the best
+    /// adapter (0: no early stopping).
+    pub patience: usize,
     pub seed: u64,
     /// "auto", "on" or "off".
     pub gradient_checkpointing: String,
@@ -68,6 +71,7 @@ impl Default for Settings {
             train_on_prompt: false,
             val_split: 0.0,
             eval_steps: 0,
+            patience: 0,
             seed: t.seed,
             gradient_checkpointing: "auto".into(),
             memory_budget_gb: t.memory_budget as f32 / (1u64 << 30) as f32,

@@ -53,6 +53,12 @@ pub fn weights_bytes(a: &Adapter) -> Result<Vec<u8>> {
     write_tensors(&tensors, ExportDtype::F32)
 }
 
+/// The adapter's two files as (name, bytes): adapter_config.json, adapter_model.safetensors.
+pub fn files(a: &Adapter, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let config = serde_json::to_vec_pretty(&config_json(a, base_model)).expect("json");
+    Ok(vec![(CONFIG_FILE.into(), config), (WEIGHTS_FILE.into(), weights_bytes(a)?)])
+}
+
 /// Reads an adapter from the two files' contents; `dir` names the folder in errors.
 pub fn read(config: &str, weights: &[u8], dir: &str) -> Result<Adapter> {
     let cfg_file = format!("{dir}/{CONFIG_FILE}");

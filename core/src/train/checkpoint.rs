@@ -45,12 +45,10 @@ pub fn files(
         "evals_since_best": state.evals_since_best,
         "run": fingerprint(cfg, train_examples),
     });
-    Ok(vec![
-        (peft::CONFIG_FILE.into(), serde_json::to_vec_pretty(&peft::config_json(adapter, base_model)).expect("json")),
-        (peft::WEIGHTS_FILE.into(), peft::weights_bytes(adapter)?),
-        (OPTIMIZER_FILE.into(), write_tensors(&tensors, ExportDtype::F32)?),
-        (STATE_FILE.into(), serde_json::to_vec_pretty(&st).expect("json")),
-    ])
+    let mut files = peft::files(adapter, base_model)?;
+    files.push((OPTIMIZER_FILE.into(), write_tensors(&tensors, ExportDtype::F32)?));
+    files.push((STATE_FILE.into(), serde_json::to_vec_pretty(&st).expect("json")));
+    Ok(files)
 }
 
 /// What a run needs to continue from a checkpoint.

@@ -239,6 +239,14 @@ impl Trainer {
 
     /// Continues from a checkpoint's adapter weights, optimizer moments and state.
     pub fn restore(&mut self, ctx: &GpuContext, adapter: &Adapter, moments: &[(Vec<f32>, Vec<f32>)], state: TrainerState) -> Result<()> {
+        self.load_adapter_weights(ctx, adapter)?;
+        self.opt.set_moments(ctx, moments, state.step as u32)?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// Puts `adapter`'s weights on the model; its shapes must be this run's.
+    pub fn load_adapter_weights(&mut self, ctx: &GpuContext, adapter: &Adapter) -> Result<()> {
         let gpu = self.model.adapter.as_mut().expect("set in new");
         if adapter.tensors.len() != gpu.tensors.len() {
             return Err(Error::Shape(format!("the checkpoint's adapter has {} tensors, this run's has {}", adapter.tensors.len(), gpu.tensors.len())));
@@ -250,8 +258,6 @@ impl Trainer {
             ctx.write_f32(&g.a, &h.a);
             ctx.write_f32(&g.b, &h.b);
         }
-        self.opt.set_moments(ctx, moments, state.step as u32)?;
-        self.state = state;
         Ok(())
     }
 }

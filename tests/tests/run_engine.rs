@@ -1,0 +1,155 @@
+//! The run engine (hearth_core::train::run) on the tiny Llama fixture: early stopping ends
+//! with the best adapter, the best adapter survives a resume, a diverged loss ends the run
+//! as an event naming the last good checkpoint, and conflicting settings are refused.
+
+use hearth_core::io::load::{load_hf_folder, LoadedModel};
+use hearth_core::lora::{Adapter, LoraConfig, Target};
+use hearth_core::model::{Model, ModelOptions};
+use hearth_core::ops::adamw::AdamwConfig;
+use hearth_core::train::data::{parse_records, DataOptions, Record, Template};
+use hearth_core::train::run::{Event, Run, RunSpec};
+use hearth_core::train::trainer::TrainConfig;
+use hearth_core::{Error, GpuContext};
+use hearth_tests::{fixture, with_gpu, DirFiles};
+
+const DATA: &str = r#"{"prompt": "Hello", "completion": " world, tiny models"}
+{"prompt": "The bike", "completion": " shop opens at nine"}
+{"prompt": "Rent a", "completion": " bike for a day"}
+{"prompt": "Tiny models", "completion": " learn quickly"}
+{"prompt": "Hello world", "completion": ", tiny models learn"}
+{"prompt": "Opening", "completion": " hours are nine to five"}
+"#;
+
+fn records() -> Vec<Record> {
+    parse_records("data.jsonl", DATA).unwrap()
+}
+
+/// A run of `steps` steps evaluated after every step, on 2 of the 6 records held out; a
+/// learning rate this high overshoots, so the validation loss rises within a few steps.
+fn spec(lr: f32, steps: usize, patience: Option<usize>) -> RunSpec {
+    RunSpec {
+        train: TrainConfig {
+            lora: LoraConfig { r: 4, alpha: 8.0, rslora: false, dropout: 0.0, targets: Target::ALL.to_vec() },
+            adamw: AdamwConfig { lr, ..AdamwConfig::default() },
+            batch_size: 2,
+            max_steps: Some(steps),
+            ..TrainConfig::default()
+        },
+        data: DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 64, train_on_prompt: false },
+        val_split: 0.34,
+        eval_steps: Some(1),
+        patience,
+        save_steps: None,
+    }
+}
+
+fn new_run(ctx: &GpuContext, m: &LoadedModel, spec: RunSpec) -> Run {
+    let model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 64, max_binding: None }).unwrap();
+    Run::new(ctx, model, &m.tokenizer, spec, records(), None, None, "tiny-llama").unwrap()
+}
+
+/// Advances to the end (or to `until` steps), collecting the events.
+fn advance(ctx: &GpuContext, run: &mut Run, until: Option<usize>) -> Vec<Event> {
+    let mut events = Vec::new();
+    while !run.finished() && until.is_none_or(|u| run.step() < u) {
+        events.extend(pollster::block_on(run.advance(ctx)).unwrap());
+    }
+    events
+}
+
+fn weights(a: &Adapter) -> Vec<f32> {
+    a.tensors.iter().flat_map(|t| t.a.iter().chain(&t.b).copied()).collect()
+}
+
+/// (step, loss, best) of every evaluation.
+fn evals(events: &[Event]) -> Vec<(usize, f64, bool)> {
+    events.iter().filter_map(|e| if let Event::Eval { step, stats, best } = e { Some((*step, stats.loss, *best)) } else { None }).collect()
+}
+
+#[test]
+fn early_stopping_ends_with_the_best_adapter_also_across_a_resume() {
+    with_gpu!(ctx => {
+        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+        let lr = 0.05;
+        // Without early stopping: where the validation loss is lowest, and that adapter.
+        let mut plain = new_run(ctx, &m, spec(lr, 10, None));
+        let mut best_at = (0, f64::INFINITY, Vec::new());
+        while !plain.finished() {
+            for e in pollster::block_on(plain.advance(ctx)).unwrap() {
+                if let Event::Eval { step, stats, .. } = e {
+                    if stats.loss < best_at.1 {
+                        best_at = (step, stats.loss, weights(&pollster::block_on(plain.final_adapter(ctx)).unwrap()));
+                    }
+                }
+            }
+        }
+        let (best_step, best_loss, best_weights) = best_at;
+        assert!(best_step < 9, "the validation loss should rise before the end at this learning rate (best at step {best_step})");
+
+        // With patience 1: the run stops one evaluation after the best, with its adapter.
+        let mut stopping = new_run(ctx, &m, spec(lr, 10, Some(1)));
+        let events = advance(ctx, &mut stopping, None);
+        let e = evals(&events);
+        assert!(e.iter().all(|&(s, _, _)| s <= best_step + 1), "{e:?}");
+        assert!(events.contains(&Event::EarlyStop { step: best_step + 1, evals_since_best: 1 }), "{events:?}");
+        assert!(events.contains(&Event::Done { step: best_step + 1, early_stopped: true }), "{events:?}");
+        let end = weights(&pollster::block_on(stopping.final_adapter(ctx)).unwrap());
+        assert!(end == best_weights, "the early-stopped run ends with the adapter of step {best_step}");
+        assert!(e.iter().any(|&(s, l, b)| s == best_step && b && (l - best_loss).abs() < 1e-9), "{e:?}");
+
+        // Interrupted after the best step, and resumed from that checkpoint in a new run:
+        // it stops at the same step with the same best adapter.
+        let mut first = new_run(ctx, &m, spec(lr, 10, Some(1)));
+        advance(ctx, &mut first, Some(best_step));
+        let files = pollster::block_on(first.checkpoint(ctx)).unwrap();
+        assert!(files.iter().any(|(n, _)| n == hearth_core::train::run::BEST_WEIGHTS_FILE), "the checkpoint keeps the best adapter");
+        drop(first);
+        let mut resumed = new_run(ctx, &m, spec(lr, 10, Some(1)));
+        let read = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone()).ok_or_else(|| Error::bad_file("checkpoint", name));
+        resumed.resume(ctx, "checkpoint", &read).unwrap();
+        let events = advance(ctx, &mut resumed, None);
+        assert!(events.contains(&Event::Done { step: best_step + 1, early_stopped: true }), "{events:?}");
+        let end = weights(&pollster::block_on(resumed.final_adapter(ctx)).unwrap());
+        assert!(end == best_weights, "the resumed run ends with the best adapter from before the resume");
+    });
+}
+
+#[test]
+fn a_diverged_loss_ends_the_run_with_an_event() {
+    with_gpu!(ctx => {
+        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+        let mut s = spec(1e30, 6, None);
+        s.train.max_grad_norm = 0.0;
+        s.eval_steps = Some(100);
+        let mut run = new_run(ctx, &m, s);
+        let mut taken = Vec::new();
+        let mut diverged = None;
+        while !run.finished() {
+            for e in pollster::block_on(run.advance(ctx)).unwrap() {
+                match e {
+                    Event::Step(st) => {
+                        pollster::block_on(run.checkpoint(ctx)).unwrap();
+                        taken.push(st.step);
+                    }
+                    Event::Diverged { step, last_good_checkpoint, .. } => diverged = Some((step, last_good_checkpoint)),
+                    _ => {}
+                }
+            }
+        }
+        let (step, last_good) = diverged.expect("a 1e30 learning rate diverges");
+        assert_eq!(taken.len(), step - 1, "every step before the diverged one completed");
+        // The weights after step − 1 produced the non-finite loss: the checkpoints before it are good.
+        assert_eq!(last_good, (step >= 3).then_some(step - 2), "diverged at step {step}");
+        assert!(pollster::block_on(run.advance(ctx)).unwrap().is_empty(), "a diverged run does not go on");
+    });
+}
+
+#[test]
+fn a_validation_split_with_separate_validation_data_is_refused() {
+    with_gpu!(ctx => {
+        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+        let model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 64, max_binding: None }).unwrap();
+        let err = Run::new(ctx, model, &m.tokenizer, spec(1e-3, 2, None), records(), Some(records()), None, "tiny-llama").err().unwrap();
+        assert!(matches!(err, Error::InvalidSetting { setting: "val_split", .. }), "{err:?}");
+    });
+}
