@@ -75,7 +75,7 @@ const handlers = {
     state.finished = { step, stopped, early_stopped, tokens_per_s };
     $("download-adapter").disabled = false;
     const how = early_stopped
-      ? `Stopped early at step ${step}: ${state.earlyStop?.evals_since_best ?? "several"} evaluations without a lower validation loss; the adapter is the one with the best validation loss`
+      ? `Stopped early at step ${step}: no lower validation loss in ${state.earlyStop?.evals_since_best ?? "several"} evaluation(s); the adapter is the one with the best validation loss`
       : `${stopped ? "Stopped" : "Finished"} at step ${step}`;
     say(`${how} (${tokens_per_s.toFixed(1)} tokens/s). The adapter is saved in this browser; try it below or download it.`, "ok");
   },

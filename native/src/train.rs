@@ -50,7 +50,7 @@ impl DataArgs {
             None if tok.chat_template.is_some() => Template::Model,
             None => Template::Alpaca,
         };
-        DataOptions { template, max_seq_len: self.max_seq_len.max(2), train_on_prompt: self.train_on_prompt }
+        DataOptions { template, max_seq_len: self.max_seq_len, train_on_prompt: self.train_on_prompt }
     }
 }
 
@@ -190,13 +190,7 @@ impl TrainArgs {
         let targets = Target::parse_list(&self.targets)?;
         let checkpointing = parse_checkpointing(&self.gradient_checkpointing)
             .with_context(|| format!("--gradient-checkpointing {}: expected auto, on or off", self.gradient_checkpointing))?;
-        if self.batch_size == 0 || self.grad_accum == 0 {
-            bail!("--batch-size and --grad-accum must be at least 1");
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("--lr {} must be a positive number", self.lr);
-        }
-        Ok(TrainConfig {
+        let cfg = TrainConfig {
             lora: LoraConfig { r: self.r, alpha: self.alpha, rslora: self.rslora, dropout: self.dropout, targets },
             adamw: AdamwConfig { lr: self.lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, weight_decay: self.weight_decay },
             max_grad_norm: self.max_grad_norm,
@@ -210,7 +204,9 @@ impl TrainArgs {
             seed: self.seed,
             checkpointing,
             memory_budget: (self.memory_budget_gb as f64 * (1u64 << 30) as f64) as u64,
-        })
+        };
+        cfg.validate()?;
+        Ok(cfg)
     }
 }
 
@@ -327,6 +323,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         patience: args.patience,
         save_steps: args.save_steps,
     };
+    spec.validate()?;
     let records = read_records(&args.data)?;
     let val_records = args.val_data.as_deref().map(read_records).transpose()?;
     let max_seq = args.model.ctx.min(mcfg.max_seq_len).max(1);

@@ -156,7 +156,7 @@ try {
     console.log(`status: ${status}`);
     return { status, finished: await page.evaluate(() => window.hearth.finished), metrics: await page.evaluate(() => window.hearth.metrics) };
   };
-  const early = await runTo({ max_steps: "8", lr: "0.05", eval_steps: "1", patience: "1" });
+  const early = await runTo({ max_steps: "8", lr: "0.5", eval_steps: "1", patience: "1" });
   const vals = early.metrics.filter((m) => m.val_loss !== undefined).map((m) => m.val_loss);
   console.log(`early stopping: validation ${vals.map((l) => l.toFixed(4)).join(" ")}`);
   check(early.finished?.early_stopped && early.finished.step < 8, "the run stopped early");

@@ -153,3 +153,50 @@ fn a_validation_split_with_separate_validation_data_is_refused() {
         assert!(matches!(err, Error::InvalidSetting { setting: "val_split", .. }), "{err:?}");
     });
 }
+
+#[test]
+fn every_out_of_range_setting_is_refused_by_name() {
+    let ok = spec(1e-3, 2, Some(1));
+    ok.validate().unwrap();
+    let cases: Vec<(&str, Box<dyn Fn(&mut RunSpec)>)> = vec![
+        ("r", Box::new(|s| s.train.lora.r = 0)),
+        ("alpha", Box::new(|s| s.train.lora.alpha = 0.0)),
+        ("dropout", Box::new(|s| s.train.lora.dropout = 1.0)),
+        ("lr", Box::new(|s| s.train.adamw.lr = f32::NAN)),
+        ("beta1", Box::new(|s| s.train.adamw.beta1 = 1.0)),
+        ("beta2", Box::new(|s| s.train.adamw.beta2 = -0.1)),
+        ("eps", Box::new(|s| s.train.adamw.eps = 0.0)),
+        ("weight_decay", Box::new(|s| s.train.adamw.weight_decay = -1.0)),
+        ("max_grad_norm", Box::new(|s| s.train.max_grad_norm = -1.0)),
+        ("warmup_ratio", Box::new(|s| s.train.warmup_ratio = 1.5)),
+        ("batch_size", Box::new(|s| s.train.batch_size = 0)),
+        ("grad_accum", Box::new(|s| s.train.grad_accum = 0)),
+        ("max_steps", Box::new(|s| s.train.max_steps = Some(0))),
+        ("epochs", Box::new(|s| (s.train.max_steps, s.train.epochs) = (None, 0.0))),
+        ("max_seq_len", Box::new(|s| s.data.max_seq_len = 1)),
+        ("val_split", Box::new(|s| s.val_split = 1.0)),
+        ("eval_steps", Box::new(|s| s.eval_steps = Some(0))),
+        ("patience", Box::new(|s| s.patience = Some(0))),
+        ("save_steps", Box::new(|s| s.save_steps = Some(0))),
+    ];
+    for (name, change) in cases {
+        let mut s = ok.clone();
+        change(&mut s);
+        match s.validate() {
+            Err(Error::InvalidSetting { setting, .. }) => assert_eq!(setting, name),
+            other => panic!("{name}: expected InvalidSetting, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn early_stopping_without_validation_data_is_refused() {
+    with_gpu!(ctx => {
+        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+        let model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 64, max_binding: None }).unwrap();
+        let mut s = spec(1e-3, 2, Some(2));
+        s.val_split = 0.0;
+        let err = Run::new(ctx, model, &m.tokenizer, s, records(), None, None, "tiny-llama").err().unwrap();
+        assert!(matches!(err, Error::InvalidSetting { setting: "patience", .. }), "{err:?}");
+    });
+}

@@ -99,23 +99,16 @@ impl Settings {
             "" => Template::Alpaca,
             t => Template::parse(t),
         };
-        DataOptions { template, max_seq_len: self.max_seq_len.max(2), train_on_prompt: self.train_on_prompt }
+        DataOptions { template, max_seq_len: self.max_seq_len, train_on_prompt: self.train_on_prompt }
     }
 
     pub fn train_config(&self) -> Result<TrainConfig, String> {
         let targets = Target::parse_list(&self.targets).map_err(|e| e.to_string())?;
         let lora = LoraConfig { r: self.r, alpha: self.alpha, rslora: false, dropout: self.dropout, targets };
-        lora.check().map_err(|e| e.to_string())?;
-        if self.batch_size == 0 || self.grad_accum == 0 {
-            return Err("batch size and gradient accumulation must be at least 1".into());
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(format!("learning rate {} must be a positive number", self.lr));
-        }
         let checkpointing = parse_checkpointing(&self.gradient_checkpointing)
             .ok_or_else(|| format!("gradient checkpointing \"{}\": expected auto, on or off", self.gradient_checkpointing))?;
         let d = TrainConfig::default();
-        Ok(TrainConfig {
+        let cfg = TrainConfig {
             lora,
             adamw: AdamwConfig { lr: self.lr, weight_decay: self.weight_decay, ..d.adamw },
             schedule: Schedule::parse(&self.schedule).map_err(|e| e.to_string())?,
@@ -129,7 +122,9 @@ impl Settings {
             checkpointing,
             memory_budget: self.budget_bytes(),
             ..d
-        })
+        };
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
     }
 
     pub fn budget_bytes(&self) -> u64 {

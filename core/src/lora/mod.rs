@@ -276,4 +276,23 @@ mod tests {
         let e = peft::read(&config, b"garbage", "dir").unwrap_err().to_string();
         assert!(e.contains("dir/adapter_model.safetensors"), "{e}");
     }
+
+    #[test]
+    fn a_config_that_contradicts_the_tensors_is_refused() {
+        let lc = LoraConfig { r: 2, alpha: 4.0, rslora: false, dropout: 0.0, targets: Target::parse_list("q_proj,v_proj").unwrap() };
+        let a = Adapter::init(&cfg(), &lc, 3).unwrap();
+        let weights = peft::weights_bytes(&a).unwrap();
+        let mut config = peft::config_json(&a, "base");
+        config["r"] = 4.into();
+        let e = peft::read(&config.to_string(), &weights, "dir").unwrap_err();
+        assert!(matches!(e, Error::BadFile { .. }) && e.to_string().contains("has rank 2, but adapter_config.json gives"), "{e}");
+        config["rank_pattern"] = serde_json::json!({"q_proj": 2, "v_proj": 2});
+        peft::read(&config.to_string(), &weights, "dir").expect("rank_pattern gives each module its rank");
+        let mut config = peft::config_json(&a, "base");
+        config["target_modules"] = serde_json::json!(["q_proj"]);
+        let e = peft::read(&config.to_string(), &weights, "dir").unwrap_err().to_string();
+        assert!(e.contains("v_proj") && e.contains("target_modules"), "{e}");
+        config["target_modules"] = serde_json::json!(["self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.layers.1.self_attn.v_proj"]);
+        peft::read(&config.to_string(), &weights, "dir").expect("names match the modules' last components, as in PEFT");
+    }
 }

@@ -81,11 +81,13 @@ pub fn read(config: &str, weights: &[u8], dir: &str) -> Result<Adapter> {
     let alpha = c.get("lora_alpha").and_then(Value::as_f64).unwrap_or(8.0) as f32;
     let rslora = flag("use_rslora");
     let dropout = c.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0) as f32;
-    let alpha_pattern: Vec<(String, f32)> = c
-        .get("alpha_pattern")
-        .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()? as f32))).collect())
-        .unwrap_or_default();
+    let pattern = |key: &str| -> Vec<(String, f64)> {
+        c.get(key).and_then(Value::as_object).map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect()).unwrap_or_default()
+    };
+    let (alpha_pattern, rank_pattern) = (pattern("alpha_pattern"), pattern("rank_pattern"));
+    let find = |p: &[(String, f64)], module: &str| p.iter().find(|(k, _)| module.ends_with(k.as_str())).map(|&(_, v)| v);
+    // A list of module names (not "all-linear" or a regex): each tensor must be one of them.
+    let target_modules: Option<Vec<&str>> = c.get("target_modules").and_then(Value::as_array).map(|l| l.iter().filter_map(Value::as_str).collect());
 
     let file = format!("{dir}/{WEIGHTS_FILE}");
     let st = SafeTensors::deserialize(weights).map_err(|e| Error::bad_file(&file, format!("not a valid safetensors file ({e})")))?;
@@ -125,7 +127,16 @@ pub fn read(config: &str, weights: &[u8], dir: &str) -> Result<Adapter> {
             )));
         }
         let module = format!("model.layers.{layer}.{}", target.path());
-        let alpha = alpha_pattern.iter().find(|(k, _)| module.ends_with(k.as_str())).map(|&(_, a)| a).unwrap_or(alpha);
+        // PEFT builds each layer from the config and refuses weights of another shape.
+        let want = find(&rank_pattern, &module).map_or(r, |v| v as usize);
+        if rank != want {
+            return Err(Error::bad_file(&file, format!("{prefix}.lora_A.weight has rank {rank}, but {CONFIG_FILE} gives {module} r = {want}")));
+        }
+        // PEFT's rule: a listed name matches a module's full name or its last components.
+        if let Some(names) = target_modules.as_ref().filter(|names| !names.iter().any(|n| module == *n || module.ends_with(&format!(".{n}")))) {
+            return Err(Error::bad_file(&file, format!("{prefix} is a LoRA weight of {}, which {CONFIG_FILE}'s target_modules {names:?} does not name", target.name())));
+        }
+        let alpha = find(&alpha_pattern, &module).map_or(alpha, |v| v as f32);
         tensors.push(LoraTensor {
             layer,
             target,

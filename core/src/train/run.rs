@@ -35,6 +35,28 @@ pub struct RunSpec {
     pub save_steps: Option<usize>,
 }
 
+impl RunSpec {
+    /// Checks every value against its range, naming the setting that is out of it. `Run::new`
+    /// calls it; a front end may call it earlier, before loading anything.
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
+        let positive = |setting: &'static str, v: Option<usize>| match v {
+            Some(0) => Err(Error::invalid_setting(setting, "must be at least 1")),
+            _ => Ok(()),
+        };
+        positive("eval_steps", self.eval_steps)?;
+        positive("patience", self.patience)?;
+        positive("save_steps", self.save_steps)?;
+        if self.data.max_seq_len < 2 {
+            return Err(Error::invalid_setting("max_seq_len", format!("{} must be at least 2 (a prompt token and a response token)", self.data.max_seq_len)));
+        }
+        if !(0.0..1.0).contains(&self.val_split) {
+            return Err(Error::invalid_setting("val_split", format!("{} must be in [0, 1)", self.val_split)));
+        }
+        Ok(())
+    }
+}
+
 /// What happened in one [`Run::advance`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -86,6 +108,7 @@ impl Run {
         start: Option<Adapter>,
         base_model: &str,
     ) -> Result<Self> {
+        spec.validate()?;
         if val_records.is_some() && spec.val_split > 0.0 {
             return Err(Error::invalid_setting("val_split", "validation data is given separately; a split of the training data would go unused"));
         }
@@ -98,6 +121,9 @@ impl Run {
             let (v, s) = prepare(&val_records, tok, &spec.data)?;
             (v, Some(s))
         };
+        if spec.patience.is_some() && val.is_empty() {
+            return Err(Error::invalid_setting("patience", "early stopping needs validation data: a validation split or separate validation records"));
+        }
         let adapter = match start {
             Some(a) => a,
             None => Adapter::init(&model.cfg, &spec.train.lora, spec.train.seed)?,

@@ -55,6 +55,54 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Checks every value against its range, naming the setting (as the run specification
+    /// names it) that is out of it.
+    pub fn validate(&self) -> Result<()> {
+        self.lora.check()?;
+        let a = &self.adamw;
+        let checks: [(&'static str, bool, &str); 13] = [
+            ("alpha", self.lora.alpha > 0.0 && self.lora.alpha.is_finite(), "must be a positive number"),
+            ("lr", a.lr > 0.0 && a.lr.is_finite(), "must be a positive number"),
+            ("beta1", (0.0..1.0).contains(&a.beta1), "must be in [0, 1)"),
+            ("beta2", (0.0..1.0).contains(&a.beta2), "must be in [0, 1)"),
+            ("eps", a.eps > 0.0 && a.eps.is_finite(), "must be a positive number"),
+            ("weight_decay", a.weight_decay >= 0.0 && a.weight_decay.is_finite(), "must be ≥ 0"),
+            ("max_grad_norm", self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite(), "must be ≥ 0 (0: no clipping)"),
+            ("warmup_ratio", (0.0..=1.0).contains(&self.warmup_ratio), "must be in [0, 1]"),
+            ("batch_size", self.batch_size >= 1, "must be at least 1"),
+            ("grad_accum", self.grad_accum >= 1, "must be at least 1"),
+            ("epochs", self.max_steps.is_some() || (self.epochs > 0.0 && self.epochs.is_finite()), "must be a positive number"),
+            ("max_steps", self.max_steps != Some(0), "must be at least 1"),
+            ("memory_budget_gb", self.memory_budget > 0, "must be more than 0"),
+        ];
+        match checks.iter().find(|(_, ok, _)| !ok) {
+            Some(&(setting, _, rule)) => Err(Error::invalid_setting(setting, format!("{} {rule}", self.value_of(setting)))),
+            None => Ok(()),
+        }
+    }
+
+    /// A setting's value as text, for the messages of `validate`.
+    fn value_of(&self, setting: &str) -> String {
+        let a = &self.adamw;
+        match setting {
+            "alpha" => self.lora.alpha.to_string(),
+            "lr" => a.lr.to_string(),
+            "beta1" => a.beta1.to_string(),
+            "beta2" => a.beta2.to_string(),
+            "eps" => a.eps.to_string(),
+            "weight_decay" => a.weight_decay.to_string(),
+            "max_grad_norm" => self.max_grad_norm.to_string(),
+            "warmup_ratio" => self.warmup_ratio.to_string(),
+            "batch_size" => self.batch_size.to_string(),
+            "grad_accum" => self.grad_accum.to_string(),
+            "epochs" => self.epochs.to_string(),
+            "max_steps" => format!("{:?}", self.max_steps),
+            _ => format!("{} bytes", self.memory_budget),
+        }
+    }
+}
+
 /// The `checkpointing` setting from its spelling in the CLI and the web app: "auto" (None),
 /// "on" or "off"; None for anything else.
 pub fn parse_checkpointing(s: &str) -> Option<Option<bool>> {
@@ -114,6 +162,7 @@ impl Trainer {
     /// Puts `adapter` on `model` and sizes the buffers for the longest micro-batch of
     /// `train` and `eval_sets`.
     pub fn new(ctx: &GpuContext, mut model: Model, adapter: Adapter, cfg: TrainConfig, train: Vec<Example>, eval_sets: &[&[Example]]) -> Result<Self> {
+        cfg.validate()?;
         if train.is_empty() {
             return Err(Error::invalid_setting("data", "no training examples"));
         }
