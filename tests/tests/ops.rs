@@ -379,3 +379,52 @@ fn dropout_matches_cpu() {
         assert!(dropout::dropout_forward(ctx, &poisoned(ctx, 4), &poisoned(ctx, 4), 4, 1.0, 0, 0.0).is_err());
     });
 }
+
+/// Arenas (tensors as views of one buffer, at the adapter's offset alignment): each view
+/// reads and writes only its part, the gaps stay zero, and AdamW over the whole arena equals
+/// AdamW over chunks of it (how an arena past the storage binding limit is updated).
+#[test]
+fn arena_views_keep_to_their_parts() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(11);
+        let parts = [37, 300, 5, 129];
+        let arenas: Vec<_> = (0..5).map(|_| ctx.alloc_arena(&parts).unwrap()).collect();
+        assert!(read(ctx, &arenas[0].whole).iter().all(|&x| x == 0.0), "an arena starts zeroed");
+        let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+        assert!(arenas[0].offsets.iter().all(|o| o % align == 0), "{:?}", arenas[0].offsets);
+        let fill = |a: &hearth_core::gpu::Arena, rng: &mut Rng| -> Vec<Vec<f32>> {
+            let data: Vec<Vec<f32>> = parts.iter().map(|&n| rng.vec_uniform(n, -1.0, 1.0)).collect();
+            for (v, d) in a.views.iter().zip(&data) {
+                ctx.write_f32(v, d);
+            }
+            data
+        };
+        let (p, g) = (fill(&arenas[0], &mut rng), fill(&arenas[1], &mut rng));
+        for (v, d) in arenas[2].views.iter().zip(&p) {
+            ctx.write_f32(v, d);
+        }
+        assert_eq!(pollster::block_on(arenas[0].read_parts(ctx)).unwrap(), p, "each view reads back its own part");
+        let clip = upload(ctx, &[0.0, 1.0]);
+        let cfg = adamw::AdamwConfig { lr: 0.1, weight_decay: 0.01, ..Default::default() };
+        let (m1, v1, m2, v2) = (ctx.alloc_arena(&parts).unwrap(), ctx.alloc_arena(&parts).unwrap(), &arenas[3], &arenas[4]);
+        let whole = |a: &hearth_core::gpu::Arena| a.whole.len_words();
+        adamw::adamw_update(ctx, &arenas[0].whole, &m1.whole, &v1.whole, &arenas[1].whole, &clip, whole(&arenas[0]), 1, &cfg).unwrap();
+        // the same update in chunks of one alignment unit
+        let chunks = |a: &hearth_core::gpu::Arena| a.chunks(align, align);
+        for (((param, grad), m), v) in chunks(&arenas[2]).iter().zip(&chunks(&arenas[1])).zip(&chunks(m2)).zip(&chunks(v2)) {
+            adamw::adamw_update(ctx, param, m, v, grad, &clip, grad.len_words(), 1, &cfg).unwrap();
+        }
+        let (a, b) = (read(ctx, &arenas[0].whole), read(ctx, &arenas[2].whole));
+        assert_eq!(a, b, "AdamW over the whole arena and over its chunks");
+        let updated = pollster::block_on(arenas[0].read_parts(ctx)).unwrap();
+        for ((u, p), g) in updated.iter().zip(&p).zip(&g) {
+            // one AdamW step moves every weight by about lr against its gradient's sign
+            for ((&u, &p), &g) in u.iter().zip(p).zip(g) {
+                assert!(((p - u) - 0.1 * g.signum() - 0.001 * p).abs() < 1e-3, "{p} -> {u} (grad {g})");
+            }
+        }
+        let total: usize = parts.iter().sum();
+        let nonzero = a.iter().filter(|&&x| x != 0.0).count();
+        assert_eq!(nonzero, total, "the gaps between the parts stay zero");
+    });
+}

@@ -176,6 +176,23 @@ impl GpuContext {
         Ok(self.pool.acquire(&self.device, len))
     }
 
+    /// One zeroed buffer holding `parts` (f32 counts) at offsets the adapter can bind, and a
+    /// view of each part: an arena, so that ops over all of them are single launches (or
+    /// one per `max_storage_buffer_binding_size` of it) and one readback.
+    pub fn alloc_arena(&self, parts: &[usize]) -> Result<Arena> {
+        let align = self.limits.min_storage_buffer_offset_alignment.max(16) as u64;
+        let mut offsets = Vec::with_capacity(parts.len());
+        let mut end = 0u64;
+        for &n in parts {
+            offsets.push(end);
+            end = (end + 4 * n as u64).next_multiple_of(align);
+        }
+        let whole = Arc::new(self.alloc(end.max(4))?);
+        self.zero(&whole);
+        let views = parts.iter().zip(&offsets).map(|(&n, &at)| GpuBuffer::view(&whole, at, 4 * n as u64)).collect();
+        Ok(Arena { whole, offsets, views })
+    }
+
     pub fn alloc_f32(&self, n: usize) -> Result<GpuBuffer> {
         self.alloc(4 * n as u64)
     }
@@ -200,11 +217,11 @@ impl GpuContext {
         // so a write cannot overtake the kernels recorded before it.
         self.flush();
         if data.len().is_multiple_of(4) {
-            self.queue.write_buffer(buf.raw(), 0, data);
+            self.queue.write_buffer(buf.raw(), buf.offset(), data);
         } else {
             let mut padded = data.to_vec();
             padded.resize(data.len().next_multiple_of(4), 0);
-            self.queue.write_buffer(buf.raw(), 0, &padded);
+            self.queue.write_buffer(buf.raw(), buf.offset(), &padded);
         }
     }
 
@@ -257,3 +274,35 @@ fn describe_device_error(e: &wgpu::Error) -> Error {
         other => Error::Gpu(other.to_string()),
     }
 }
+
+/// Tensors in one buffer (see [`GpuContext::alloc_arena`]).
+pub struct Arena {
+    /// The whole buffer, gaps between the parts included (they stay zero).
+    pub whole: Arc<GpuBuffer>,
+    /// Each part's start in bytes.
+    pub offsets: Vec<u64>,
+    /// Each part as its own buffer.
+    pub views: Vec<GpuBuffer>,
+}
+
+impl Arena {
+    /// Another view of part `i` (the arena keeps its own).
+    pub fn view(&self, i: usize) -> GpuBuffer {
+        GpuBuffer::view(&self.whole, self.offsets[i], self.views[i].len_bytes())
+    }
+
+    /// The parts' values from one readback of the whole buffer.
+    pub async fn read_parts(&self, ctx: &GpuContext) -> Result<Vec<Vec<f32>>> {
+        let all = ctx.read_f32(&self.whole).await?;
+        Ok(self.offsets.iter().zip(&self.views).map(|(&at, v)| all[(at / 4) as usize..][..v.len_words()].to_vec()).collect())
+    }
+
+    /// Views of the whole buffer, each at most `max_bytes` long, that cover it: the whole
+    /// buffer, unless it passes the adapter's storage binding limit.
+    pub fn chunks(&self, max_bytes: u64, align: u64) -> Vec<GpuBuffer> {
+        let step = (max_bytes / align * align).max(align);
+        let len = self.whole.len_bytes();
+        (0..len.div_ceil(step)).map(|i| GpuBuffer::view(&self.whole, i * step, step.min(len - i * step))).collect()
+    }
+}
+

@@ -150,12 +150,12 @@ impl GpuContext {
     ) -> Result<()> {
         let max_binding = self.limits().max_storage_buffer_binding_size;
         for b in inputs.iter().chain(outputs) {
-            if b.raw().size() > max_binding {
+            if b.binding_size() > max_binding {
                 return Err(Error::Shape(format!(
                     "{}: a buffer of {} bytes is larger than this adapter's storage binding \
                      limit of {max_binding} bytes; split the tensor",
                     k.entry,
-                    b.raw().size()
+                    b.binding_size()
                 )));
             }
         }
@@ -173,7 +173,11 @@ impl GpuContext {
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {
                 binding: k.base + i as u32,
-                resource: b.raw().as_entire_binding(),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b.raw(),
+                    offset: b.offset(),
+                    size: std::num::NonZeroU64::new(b.binding_size()),
+                }),
             })
             .collect();
         let storage = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -208,19 +212,19 @@ impl GpuContext {
 
     /// Records a fill of `buf` with zeros.
     pub fn zero(&self, buf: &GpuBuffer) {
-        self.record(|encoder| encoder.clear_buffer(buf.raw(), 0, None));
+        self.record(|encoder| encoder.clear_buffer(buf.raw(), buf.offset(), Some(buf.binding_size())));
     }
 
     /// Records a copy of `bytes` bytes from the start of `src` to the start of `dst`.
     pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) {
         self.record(|encoder| {
-            encoder.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, Some(bytes.next_multiple_of(4)))
+            encoder.copy_buffer_to_buffer(src.raw(), src.offset(), dst.raw(), dst.offset(), Some(bytes.next_multiple_of(4)))
         });
     }
 
     /// Records a copy of `bytes` bytes from byte `src_at` of `src` to byte `dst_at` of `dst`
     /// (all multiples of 4).
     pub fn copy_region(&self, src: &GpuBuffer, src_at: u64, dst: &GpuBuffer, dst_at: u64, bytes: u64) {
-        self.record(|encoder| encoder.copy_buffer_to_buffer(src.raw(), src_at, dst.raw(), dst_at, Some(bytes)));
+        self.record(|encoder| encoder.copy_buffer_to_buffer(src.raw(), src.offset() + src_at, dst.raw(), dst.offset() + dst_at, Some(bytes)));
     }
 }

@@ -8,7 +8,7 @@ mod pool;
 mod readback;
 mod shader;
 
-pub use context::{AdapterSummary, GpuContext};
+pub use context::{AdapterSummary, Arena, GpuContext};
 pub use dispatch::{grid_1d, Kernel, Variant};
 pub use pool::{GpuBuffer, MemoryStats};
 pub use shader::Shader;

@@ -25,12 +25,24 @@ struct PoolState {
     stats: MemoryStats,
 }
 
-/// A storage buffer owned by the pool. `len` is the number of bytes the caller asked for;
-/// the device buffer may be larger (rounded to 16 bytes for vec4 bindings).
+/// A storage buffer owned by the pool, or a view of a part of one (an arena's tensor).
+/// `len` is the number of bytes the caller asked for; the device buffer may be larger
+/// (rounded to 16 bytes for vec4 bindings). Every launch, copy, fill and readback of a view
+/// touches only its bytes, so a view is used wherever a buffer is.
 pub struct GpuBuffer {
     buffer: Option<wgpu::Buffer>,
+    /// Where this buffer's bytes start in `buffer` (0 unless a view).
+    offset: u64,
     len: u64,
-    pool: Arc<Pool>,
+    owner: Owner,
+}
+
+enum Owner {
+    /// Returned to the pool on drop.
+    Pool(Arc<Pool>),
+    /// A view: holds the buffer it is part of, so that it is not returned to the pool (and
+    /// handed out again) while the view lives.
+    View { _whole: Arc<GpuBuffer> },
 }
 
 impl GpuBuffer {
@@ -43,6 +55,24 @@ impl GpuBuffer {
         self.len
     }
 
+    /// Where this buffer starts in [`GpuBuffer::raw`], in bytes.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The bytes a launch binds: `len` rounded up to 16 (vec4 arrays), within the device
+    /// buffer.
+    pub(crate) fn binding_size(&self) -> u64 {
+        self.len.max(16).next_multiple_of(16).min(self.raw().size() - self.offset)
+    }
+
+    /// A view of `len` bytes of `whole` from byte `offset` (a multiple of the adapter's
+    /// storage offset alignment when it is to be bound; see `GpuContext::alloc_arena`).
+    pub fn view(whole: &Arc<GpuBuffer>, offset: u64, len: u64) -> GpuBuffer {
+        assert!(offset + len <= whole.len.max(16).next_multiple_of(16), "a view past the end of its buffer");
+        GpuBuffer { buffer: whole.buffer.clone(), offset: whole.offset + offset, len, owner: Owner::View { _whole: Arc::clone(whole) } }
+    }
+
     /// Number of f32 (or u32) elements.
     pub fn len_words(&self) -> usize {
         (self.len / 4) as usize
@@ -51,8 +81,8 @@ impl GpuBuffer {
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
-        if let Some(buffer) = self.buffer.take() {
-            self.pool.release(buffer);
+        if let (Some(buffer), Owner::Pool(pool)) = (self.buffer.take(), &self.owner) {
+            pool.release(buffer);
         }
     }
 }
@@ -85,7 +115,7 @@ impl Pool {
         };
         st.stats.live_bytes += size;
         st.stats.peak_bytes = st.stats.peak_bytes.max(st.stats.live_bytes);
-        GpuBuffer { buffer: Some(buffer), len, pool: Arc::clone(self) }
+        GpuBuffer { buffer: Some(buffer), offset: 0, len, owner: Owner::Pool(Arc::clone(self)) }
     }
 
     fn release(&self, buffer: wgpu::Buffer) {

@@ -20,7 +20,7 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.record(|encoder| encoder.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, Some(size)));
+        self.record(|encoder| encoder.copy_buffer_to_buffer(buf.raw(), buf.offset(), &staging, 0, Some(size)));
         self.flush();
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {

@@ -8,6 +8,8 @@
 //! With gradient checkpointing only each layer's input is kept; the backward recomputes the
 //! layer's activations into one shared set just before it needs them.
 
+use crate::gpu::Arena;
+use crate::lora::gpu::lora_parts;
 use crate::lora::Target;
 use crate::model::forward::Model;
 use crate::ops::attention::{attention_backward, attention_forward, AttentionDims};
@@ -124,8 +126,10 @@ pub struct TrainPass {
     xs: Vec<GpuBuffer>, // (L+1) × (N, C): each layer's input, and the last layer's output
     acts: Vec<LayerActs>, // L, or 1 with checkpointing
     s: Scratch,
-    /// (dA, dB) per adapter tensor, in the adapter's order.
+    /// (dA, dB) per adapter tensor, in the adapter's order: views of `grad_arena`.
     pub grads: Vec<(GpuBuffer, GpuBuffer)>,
+    /// The gradients in one buffer, laid out as the adapter's weights (`lora_parts`).
+    pub grad_arena: Option<Arena>,
 }
 
 /// Bytes of activations a [`TrainPass`] allocates for `n` tokens (for memory estimates).
@@ -204,10 +208,8 @@ impl TrainPass {
             losses: f(rows)?,
             all_losses: f(n)?,
         };
-        let grads = adapter
-            .map(|a| a.tensors.iter().map(|t| Ok((f(t.rank * t.d_in)?, f(t.d_out * t.rank)?))).collect::<Result<Vec<_>>>())
-            .transpose()?
-            .unwrap_or_default();
+        let grad_arena = adapter.map(|a| ctx.alloc_arena(&lora_parts(&a.adapter))).transpose()?;
+        let grads = grad_arena.as_ref().map_or_else(Vec::new, |g| (0..g.views.len() / 2).map(|i| (g.view(2 * i), g.view(2 * i + 1))).collect());
         Ok(TrainPass {
             max_tokens: n,
             checkpointing,
@@ -216,14 +218,14 @@ impl TrainPass {
             acts,
             s,
             grads,
+            grad_arena,
         })
     }
 
     /// Sets every LoRA gradient to zero (the start of an optimizer step).
     pub fn zero_grads(&self, ctx: &GpuContext) {
-        for (da, db) in &self.grads {
-            ctx.zero(da);
-            ctx.zero(db);
+        if let Some(g) = &self.grad_arena {
+            ctx.zero(&g.whole);
         }
     }
 

@@ -1,6 +1,11 @@
-//! AdamW over the adapter's A and B, with global gradient-norm clipping, on the GPU.
+//! AdamW over the adapter's A and B, with global gradient-norm clipping, on the GPU. The
+//! weights, their gradients and the two moments are arenas with one layout (`lora_parts`),
+//! so the gradient norm and the update each run as one launch over all of them (one per
+//! binding-limit-sized chunk of a very large adapter), and a checkpoint reads each moment
+//! back at once.
 
-use crate::lora::gpu::GpuAdapter;
+use crate::gpu::Arena;
+use crate::lora::gpu::{lora_parts, GpuAdapter};
 use crate::ops::adamw::{adamw_update, AdamwConfig};
 use crate::ops::grad_norm::grad_norm;
 use crate::{Error, GpuBuffer, GpuContext, Result};
@@ -11,40 +16,33 @@ pub struct Optimizer {
     pub max_grad_norm: f32,
     /// Steps taken (AdamW's bias correction counts from 1).
     pub steps: u32,
-    /// (m, v) for A then B of every adapter tensor.
-    moments: Vec<(GpuBuffer, GpuBuffer)>,
+    /// The first and second moments of A then B of every adapter tensor.
+    m: Arena,
+    v: Arena,
     clip: GpuBuffer, // (2): ‖g‖, clip factor
-    sums: GpuBuffer, // one per gradient tensor
+    sums: GpuBuffer, // one per chunk
 }
 
 impl Optimizer {
     pub fn new(ctx: &GpuContext, adapter: &GpuAdapter, cfg: AdamwConfig, max_grad_norm: f32) -> Result<Self> {
-        let mut moments = Vec::new();
-        for t in &adapter.tensors {
-            for n in [t.rank * t.d_in, t.d_out * t.rank] {
-                let (m, v) = (ctx.alloc_f32(n)?, ctx.alloc_f32(n)?);
-                ctx.zero(&m);
-                ctx.zero(&v);
-                moments.push((m, v));
-            }
-        }
-        Ok(Optimizer { cfg, max_grad_norm, steps: 0, clip: ctx.alloc_f32(2)?, sums: ctx.alloc_f32(moments.len())?, moments })
+        let parts = lora_parts(&adapter.adapter);
+        let (m, v) = (ctx.alloc_arena(&parts)?, ctx.alloc_arena(&parts)?);
+        let chunks = chunks(ctx, &m).len();
+        Ok(Optimizer { cfg, max_grad_norm, steps: 0, m, v, clip: ctx.alloc_f32(2)?, sums: ctx.alloc_f32(chunks)? })
     }
 
     /// Clips the gradients to max_grad_norm as a whole, then one AdamW step at `lr`.
-    /// Returns the gradient norm before clipping.
-    pub async fn step(&mut self, ctx: &GpuContext, adapter: &GpuAdapter, grads: &[(GpuBuffer, GpuBuffer)], lr: f32) -> Result<f32> {
-        let mut list = Vec::with_capacity(2 * grads.len());
-        for ((da, db), t) in grads.iter().zip(&adapter.tensors) {
-            list.push((da, t.rank * t.d_in));
-            list.push((db, t.d_out * t.rank));
-        }
+    /// `grads` has the adapter's layout. Returns the gradient norm before clipping.
+    pub async fn step(&mut self, ctx: &GpuContext, adapter: &GpuAdapter, grads: &Arena, lr: f32) -> Result<f32> {
+        let g = chunks(ctx, grads);
+        let list: Vec<(&GpuBuffer, usize)> = g.iter().map(|c| (c, c.len_words())).collect();
         grad_norm(ctx, &self.clip, &self.sums, &list, self.max_grad_norm)?;
         self.steps += 1;
         let cfg = AdamwConfig { lr, ..self.cfg };
-        let params = adapter.tensors.iter().flat_map(|t| [&t.a, &t.b]);
-        for ((param, (g, n)), (m, v)) in params.zip(&list).zip(&self.moments) {
-            adamw_update(ctx, param, m, v, g, &self.clip, *n, self.steps, &cfg)?;
+        // The gaps between the parts are zero in all four arenas, and AdamW keeps them zero.
+        let (p, m, v) = (chunks(ctx, &adapter.params), chunks(ctx, &self.m), chunks(ctx, &self.v));
+        for (((param, grad), m), v) in p.iter().zip(&g).zip(&m).zip(&v) {
+            adamw_update(ctx, param, m, v, grad, &self.clip, grad.len_words(), self.steps, &cfg)?;
         }
         let norm = ctx.read_f32_prefix(&self.clip, 1).await?[0];
         Ok(norm)
@@ -52,19 +50,16 @@ impl Optimizer {
 
     /// (m, v) of every tensor, for a checkpoint.
     pub async fn moments(&self, ctx: &GpuContext) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-        let mut out = Vec::with_capacity(self.moments.len());
-        for (m, v) in &self.moments {
-            out.push((ctx.read_f32(m).await?, ctx.read_f32(v).await?));
-        }
-        Ok(out)
+        let (m, v) = (self.m.read_parts(ctx).await?, self.v.read_parts(ctx).await?);
+        Ok(m.into_iter().zip(v).collect())
     }
 
     /// Restores what [`Optimizer::moments`] returned.
     pub fn set_moments(&mut self, ctx: &GpuContext, moments: &[(Vec<f32>, Vec<f32>)], steps: u32) -> Result<()> {
-        if moments.len() != self.moments.len() {
-            return Err(Error::Shape(format!("the checkpoint holds {} optimizer tensors, this adapter needs {}", moments.len(), self.moments.len())));
+        if moments.len() != self.m.views.len() {
+            return Err(Error::Shape(format!("the checkpoint holds {} optimizer tensors, this adapter needs {}", moments.len(), self.m.views.len())));
         }
-        for ((m, v), (hm, hv)) in self.moments.iter().zip(moments) {
+        for ((m, v), (hm, hv)) in self.m.views.iter().zip(&self.v.views).zip(moments) {
             if hm.len() != m.len_words() || hv.len() != v.len_words() {
                 return Err(Error::Shape(format!("an optimizer tensor holds {} values, the adapter's has {}", hm.len(), m.len_words())));
             }
@@ -74,4 +69,10 @@ impl Optimizer {
         self.steps = steps;
         Ok(())
     }
+}
+
+/// Views that cover an arena within the adapter's storage binding limit.
+fn chunks(ctx: &GpuContext, arena: &Arena) -> Vec<GpuBuffer> {
+    let limits = ctx.limits();
+    arena.chunks(limits.max_storage_buffer_binding_size, limits.min_storage_buffer_offset_alignment as u64)
 }

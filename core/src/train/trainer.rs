@@ -248,7 +248,8 @@ impl Trainer {
         }
         let lr = self.cfg.schedule.lr(self.cfg.adamw.lr, step, self.warmup, self.total_steps);
         let adapter = self.model.adapter.as_ref().expect("set in new");
-        let grad_norm = self.opt.step(ctx, adapter, &self.pass.grads, lr).await?;
+        let grads = self.pass.grad_arena.as_ref().expect("a pass made with the adapter has gradients");
+        let grad_norm = self.opt.step(ctx, adapter, grads, lr).await?;
         if !grad_norm.is_finite() {
             return Err(Error::Diverged { step: step + 1, detail: format!("the gradient norm is {grad_norm}; the adapter is no longer usable") });
         }
