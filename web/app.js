@@ -46,7 +46,7 @@ const handlers = {
   model: ({ info }) => showModel(info),
   started({ info, metrics, settings, data }) {
     // a resumed run brings back its own settings and data
-    for (const [key] of FIELDS) $(`set-${key}`).value = settings[key] ?? state.defaults[key];
+    for (const f of formFields()) setField(f, settings[f.name] ?? state.defaults[f.name]);
     $("data").value = data;
     state.metrics = metrics;
     state.earlyStop = null;
@@ -253,59 +253,48 @@ $("template-custom").oninput = refreshData;
 
 // --- settings ---------------------------------------------------------------------------
 
-// [key, label, kind, choices]; the defaults come from hearth-core (the CLI's).
-const FIELDS = [
-  ["method", "method", ["lora", "qlora"]],
-  ["r", "rank r", "int"],
-  ["alpha", "alpha", "num"],
-  ["dropout", "LoRA dropout", "num"],
-  ["targets", "target modules", "text"],
-  ["lr", "learning rate", "num"],
-  ["schedule", "schedule", ["linear", "cosine", "constant"]],
-  ["warmup_ratio", "warmup ratio", "num"],
-  ["warmup_steps", "warmup steps", "int"],
-  ["epochs", "epochs", "num"],
-  ["max_steps", "max steps (0: epochs)", "int"],
-  ["batch_size", "batch size", "int"],
-  ["grad_accum", "gradient accumulation", "int"],
-  ["max_seq_len", "max sequence length", "int"],
-  ["weight_decay", "weight decay", "num"],
-  ["val_split", "validation split", "num"],
-  ["eval_steps", "evaluate every (0: epoch)", "int"],
-  ["patience", "early-stopping patience (0: off)", "int"],
-  ["seed", "seed", "int"],
-  ["gradient_checkpointing", "gradient checkpointing", ["auto", "on", "off"]],
-  ["memory_budget_gb", "GPU memory budget (GiB)", "num"],
-];
+// The settings form comes from hearth-core's schema (the CLI's flags come from it too):
+// a field per setting, with its label, help, range and default. The template and the
+// checkpoint cadence have their own controls on the page.
+const OWN_CONTROLS = ["template", "save_steps"];
+const formFields = () => state.schema.filter((f) => !OWN_CONTROLS.includes(f.name));
 
-function buildSettings(defaults) {
+function setField(f, value) {
+  const input = $(`set-${f.name}`);
+  if (f.kind === "bool") input.checked = !!value;
+  else input.value = value;
+}
+
+function buildSettings(schema, defaults) {
   const form = $("settings");
-  for (const [key, label, kind] of FIELDS) {
+  for (const f of formFields()) {
     const l = document.createElement("label");
-    l.append(label);
+    l.append(f.label);
+    l.title = f.help;
     let input;
-    if (Array.isArray(kind)) {
+    if (f.kind === "choice") {
       input = document.createElement("select");
-      for (const c of kind) input.append(new Option(c, c));
+      for (const c of f.choices) input.append(new Option(c, c));
     } else {
       input = document.createElement("input");
-      input.type = kind === "text" ? "text" : "number";
-      if (kind === "num") input.step = "any";
-      if (kind === "int") input.min = "0";
+      input.type = f.kind === "bool" ? "checkbox" : f.kind === "text" ? "text" : "number";
+      if (f.kind === "float") input.step = "any";
+      if (f.min !== undefined && f.min !== null) input.min = String(f.min);
+      if (f.max !== undefined && f.max !== null) input.max = String(f.max);
     }
-    input.id = `set-${key}`;
-    input.value = defaults[key];
+    input.id = `set-${f.name}`;
     input.oninput = refreshData;
     l.append(input);
     form.append(l);
+    setField(f, defaults[f.name]);
   }
 }
 
 function settings() {
   const s = { ...state.defaults };
-  for (const [key, , kind] of FIELDS) {
-    const v = $(`set-${key}`).value;
-    s[key] = kind === "int" ? parseInt(v, 10) || 0 : kind === "num" ? Number(v) : v;
+  for (const f of formFields()) {
+    const input = $(`set-${f.name}`);
+    s[f.name] = f.kind === "bool" ? input.checked : f.kind === "int" ? parseInt(input.value, 10) || 0 : f.kind === "float" ? Number(input.value) : input.value;
   }
   const choice = $("template-choice").value;
   s.template = choice === "custom" ? $("template-custom").value : choice;
@@ -470,10 +459,11 @@ async function start() {
   if (!("gpu" in navigator)) return noWebGpu("This browser does not offer WebGPU (navigator.gpu is missing).");
   if (!(await navigator.gpu.requestAdapter().catch(() => null))) return noWebGpu("WebGPU is present but found no usable GPU adapter (it may be blocked or turned off).");
   try {
-    const { gpu, defaults, saved } = await call("init");
+    const { gpu, defaults, schema, saved } = await call("init");
     state.defaults = defaults;
+    state.schema = schema;
     state.gpu = gpu;
-    buildSettings(defaults);
+    buildSettings(schema, defaults);
     $("app").hidden = false;
     say(`Ready on ${gpu.summary}${gpu.software ? " — a software adapter, so training is slow: use a tiny model" : ""}. Load a model to begin.`, "ok");
     lossChart($("loss-chart"), [], 1);

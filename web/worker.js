@@ -197,6 +197,7 @@ const ops = {
     return {
       gpu: parse(session.gpu_json()),
       defaults: parse(Session.default_settings()),
+      schema: parse(Session.settings_schema()),
       saved: saved && { step: saved.step, total_steps: saved.total_steps, model: saved.model },
     };
   },

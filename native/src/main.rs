@@ -12,6 +12,7 @@ mod load;
 mod merge;
 mod score;
 mod selftest;
+mod settings_args;
 mod train;
 
 use anyhow::Result;

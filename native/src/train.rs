@@ -1,7 +1,7 @@
 //! `hearth train`: LoRA / QLoRA fine-tuning with a progress bar, metrics.jsonl,
 //! evaluation and early stopping, atomic checkpoints, exact resume and Ctrl-C → checkpoint.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,14 +10,11 @@ use std::time::Instant;
 
 use clap::Args;
 use hearth_core::io::hf_export::tokenizer_config_json;
-use hearth_core::lora::{peft, Adapter, LoraConfig, Target};
+use hearth_core::lora::{peft, Adapter};
 use hearth_core::model::chat::Message;
 use hearth_core::model::{Model, ModelOptions, Tokenizer};
-use hearth_core::ops::adamw::AdamwConfig;
 use hearth_core::train::data::{parse_records, DataOptions, DataStats, Record, Template};
-use hearth_core::train::schedule::Schedule;
-use hearth_core::train::run::{Event, Run, RunSpec};
-use hearth_core::train::trainer::{parse_checkpointing, TrainConfig};
+use hearth_core::train::run::{Event, Run};
 use hearth_core::{Error, GpuContext};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -25,8 +22,9 @@ use serde_json::json;
 use crate::export::write_atomic;
 use crate::generate::{answer, SamplingArgs};
 use crate::load::{load, read_adapter, ModelArgs};
+use crate::settings_args::SettingsArgs;
 
-/// How records become tokens (shared with `hearth eval`).
+/// How records become tokens in `hearth eval` (`hearth train` takes them with its settings).
 #[derive(Args, Clone, Debug)]
 pub struct DataArgs {
     /// alpaca, chatml, model (the model's chat template) or a custom template with {field}
@@ -45,12 +43,7 @@ pub struct DataArgs {
 
 impl DataArgs {
     pub fn options(&self, tok: &Tokenizer) -> DataOptions {
-        let template = match &self.template {
-            Some(t) => Template::parse(t),
-            None if tok.chat_template.is_some() => Template::Model,
-            None => Template::Alpaca,
-        };
-        DataOptions { template, max_seq_len: self.max_seq_len, train_on_prompt: self.train_on_prompt }
+        DataOptions { template: Template::resolve(self.template.as_deref().unwrap_or(""), tok), max_seq_len: self.max_seq_len, train_on_prompt: self.train_on_prompt }
     }
 }
 
@@ -91,86 +84,10 @@ pub struct TrainArgs {
     #[arg(long, default_value = "hearth-out")]
     pub out: PathBuf,
     #[command(flatten)]
-    pub data_opts: DataArgs,
-    /// lora keeps the base in the file's precision; qlora quantizes it to NF4 (with double
-    /// quantization) unless --quant names another format.
-    #[arg(long, default_value = "lora")]
-    pub method: String,
-    /// LoRA rank.
-    #[arg(long, default_value_t = 16)]
-    pub r: usize,
-    /// LoRA alpha: the update is scaled by alpha/r.
-    #[arg(long, default_value_t = 32.0)]
-    pub alpha: f32,
-    /// Scale by alpha/√r (rsLoRA).
-    #[arg(long)]
-    pub rslora: bool,
-    /// Dropout on the adapter's input.
-    #[arg(long, default_value_t = 0.05)]
-    pub dropout: f32,
-    /// Layers to adapt: all-linear, or names from q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj.
-    #[arg(long, default_value = "all-linear")]
-    pub targets: String,
-    #[arg(long, default_value_t = 2e-4)]
-    pub lr: f32,
-    #[arg(long, default_value_t = 0.9)]
-    pub beta1: f32,
-    #[arg(long, default_value_t = 0.999)]
-    pub beta2: f32,
-    #[arg(long, default_value_t = 1e-8)]
-    pub eps: f32,
-    /// AdamW's decoupled weight decay.
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f32,
-    /// constant, linear or cosine (after the warmup).
-    #[arg(long, default_value = "linear")]
-    pub schedule: String,
-    /// Warmup in optimizer steps (overrides --warmup-ratio).
-    #[arg(long, default_value_t = 0)]
-    pub warmup_steps: usize,
-    /// Warmup as a fraction of all steps.
-    #[arg(long, default_value_t = 0.0)]
-    pub warmup_ratio: f32,
-    /// Examples per micro-batch (concatenated without padding).
-    #[arg(long, default_value_t = 4)]
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
-    #[arg(long, default_value_t = 3.0)]
-    pub epochs: f32,
-    /// Stop after this many optimizer steps (overrides --epochs).
-    #[arg(long)]
-    pub max_steps: Option<usize>,
-    /// Clip the global gradient norm to this (0: no clipping).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f32,
-    /// Recompute activations per layer in the backward: auto (on when the activations would
-    /// pass --memory-budget-gb), on or off.
-    #[arg(long, default_value = "auto")]
-    pub gradient_checkpointing: String,
-    /// Activation memory above which auto turns gradient checkpointing on.
-    #[arg(long, default_value_t = 4.0)]
-    pub memory_budget_gb: f32,
-    /// Seeds the adapter's initialization, the data order, dropout and the validation split.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Hold out this fraction of the records for validation.
-    #[arg(long, default_value_t = 0.0, conflicts_with = "val_data")]
-    pub val_split: f32,
-    /// A separate validation file.
+    pub settings: SettingsArgs,
+    /// A separate validation file (instead of --val-split).
     #[arg(long)]
     pub val_data: Option<PathBuf>,
-    /// Evaluate every this many steps (default: every epoch, when there is validation data).
-    #[arg(long)]
-    pub eval_steps: Option<usize>,
-    /// Stop when this many evaluations in a row do not improve the best validation loss
-    /// (the best adapter is the one saved).
-    #[arg(long)]
-    pub patience: Option<usize>,
-    /// Write a checkpoint every this many steps.
-    #[arg(long)]
-    pub save_steps: Option<usize>,
     /// Keep at most this many checkpoints (oldest removed first).
     #[arg(long)]
     pub save_total_limit: Option<usize>,
@@ -183,31 +100,6 @@ pub struct TrainArgs {
     /// Most tokens of each --compare answer.
     #[arg(long, default_value_t = 80)]
     pub compare_max_tokens: usize,
-}
-
-impl TrainArgs {
-    fn config(&self) -> Result<TrainConfig> {
-        let targets = Target::parse_list(&self.targets)?;
-        let checkpointing = parse_checkpointing(&self.gradient_checkpointing)
-            .with_context(|| format!("--gradient-checkpointing {}: expected auto, on or off", self.gradient_checkpointing))?;
-        let cfg = TrainConfig {
-            lora: LoraConfig { r: self.r, alpha: self.alpha, rslora: self.rslora, dropout: self.dropout, targets },
-            adamw: AdamwConfig { lr: self.lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, weight_decay: self.weight_decay },
-            max_grad_norm: self.max_grad_norm,
-            schedule: Schedule::parse(&self.schedule)?,
-            warmup_steps: self.warmup_steps,
-            warmup_ratio: self.warmup_ratio,
-            batch_size: self.batch_size,
-            grad_accum: self.grad_accum,
-            epochs: self.epochs,
-            max_steps: self.max_steps,
-            seed: self.seed,
-            checkpointing,
-            memory_budget: (self.memory_budget_gb as f64 * (1u64 << 30) as f64) as u64,
-        };
-        cfg.validate()?;
-        Ok(cfg)
-    }
 }
 
 /// Writes a folder's files into `dir` through `dir.tmp-hearth` and a rename, so that the
@@ -299,14 +191,12 @@ fn compare_answers(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, prompts
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let cfg = args.config()?;
+    // Every setting is checked before anything loads.
+    args.settings.0.train_config()?;
     let mut model_args = args.model.clone();
-    match args.method.as_str() {
-        "lora" => {}
-        "qlora" => {
-            model_args.quant.get_or_insert_with(|| "nf4".into());
-        }
-        other => bail!("--method {other}: expected lora or qlora"),
+    if args.settings.0.quant()?.is_some() {
+        // qlora: NF4 unless --quant names another format
+        model_args.quant.get_or_insert_with(|| "nf4".into());
     }
     model_args.adapter = None; // applied below as the starting adapter
     let ctx = crate::open_gpu()?;
@@ -315,15 +205,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mcfg = loaded.cfg.clone();
     eprintln!("model: {} {} layers, C {}, vocab {} — {}", mcfg.arch.name(), mcfg.n_layers, mcfg.hidden_size, mcfg.vocab_size, loaded.description);
 
-    let spec = RunSpec {
-        train: cfg,
-        data: args.data_opts.options(&tok),
-        val_split: args.val_split,
-        eval_steps: args.eval_steps,
-        patience: args.patience,
-        save_steps: args.save_steps,
-    };
-    spec.validate()?;
+    let spec = args.settings.0.run_spec(&tok)?;
     let records = read_records(&args.data)?;
     let val_records = args.val_data.as_deref().map(read_records).transpose()?;
     let max_seq = args.model.ctx.min(mcfg.max_seq_len).max(1);

@@ -160,3 +160,19 @@ fn existing(dir: &Path) -> PathBuf {
     assert_eq!(found.len(), 1, "{found:?}");
     found[0].clone()
 }
+
+#[test]
+fn every_run_setting_is_a_flag_and_out_of_range_values_are_refused_by_name() {
+    let help = String::from_utf8_lossy(&hearth(&["train", "--help"]).stdout).to_string();
+    for s in hearth_core::train::settings::SCHEMA {
+        let flag = format!("--{}", s.name.replace('_', "-"));
+        assert!(help.contains(&flag), "hearth train --help lacks {flag}");
+    }
+    // Checked before the model loads: no GPU needed.
+    for (flag, value) in [("--dropout", "1"), ("--lr", "0"), ("--warmup-ratio", "2"), ("--max-seq-len", "1")] {
+        let out = hearth(&["train", "tests/fixtures/tiny-llama", "--data", DATA, flag, value]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        assert!(err.contains(&format!("setting {}", flag[2..].replace('-', "_"))) && err.contains(&format!("change {flag}")), "{flag}: {err}");
+    }
+}

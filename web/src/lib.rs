@@ -3,7 +3,6 @@
 //! the same loading, training and generation code as the `hearth` CLI.
 
 mod session;
-mod settings;
 
 pub use session::Session;
 use wasm_bindgen::prelude::*;

@@ -10,13 +10,13 @@ use hearth_core::model::{Config, Model, ModelOptions, Tokenizer, WeightFormat};
 use hearth_core::train::batch::max_batch_tokens;
 use hearth_core::train::data::{generation_prompt, parse_records, prepare, render_record, split_records, tokenize, DataStats, Template};
 use hearth_core::train::memory::{estimate, lora_params};
-use hearth_core::train::run::{Event, Run as TrainRun, RunSpec};
+use hearth_core::train::run::{Event, Run as TrainRun};
 use hearth_core::{Error, GpuContext};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
-use crate::settings::Settings;
+use hearth_core::train::settings::{schema_json, RunSettings};
 
 /// Where pasted or uploaded data comes from, for error messages ("pasted data, line 3: …").
 const DATA_ORIGIN: &str = "the data";
@@ -58,7 +58,7 @@ struct Base {
 /// A training run: the engine, and the settings the page started it with.
 struct Run {
     engine: TrainRun,
-    settings: Settings,
+    settings: RunSettings,
 }
 
 #[wasm_bindgen]
@@ -112,7 +112,13 @@ impl Session {
 
     /// The settings form's defaults (the CLI's).
     pub fn default_settings() -> String {
-        serde_json::to_string(&Settings::default()).expect("json")
+        serde_json::to_string(&RunSettings::default()).expect("json")
+    }
+
+    /// Every setting with its label, help, kind, range and default, for the settings form
+    /// (hearth-core's schema, which the CLI's flags come from too).
+    pub fn settings_schema() -> String {
+        schema_json().to_string()
     }
 
     /// The built-in customer-service dataset.
@@ -179,7 +185,7 @@ impl Session {
     /// How the data parses and tokenizes under `settings`: counts for the train and
     /// validation splits, and each record's fields for the table.
     pub fn inspect_data(&self, settings: &str, data: &str) -> Result<String, JsError> {
-        let (base, s) = (self.base()?, Settings::parse(settings).map_err(js)?);
+        let (base, s) = (self.base()?, RunSettings::from_json(settings).map_err(js)?);
         let records = parse_records(DATA_ORIGIN, data).map_err(js)?;
         let rows: Vec<&serde_json::Map<String, Value>> = records.iter().map(|r| &r.fields).collect();
         let (train, val) = split_records(records.clone(), s.val_split, s.seed);
@@ -197,7 +203,7 @@ impl Session {
 
     /// Record `index` rendered by the template: each token's text and whether it carries loss.
     pub fn preview(&self, settings: &str, data: &str, index: usize) -> Result<String, JsError> {
-        let (base, s) = (self.base()?, Settings::parse(settings).map_err(js)?);
+        let (base, s) = (self.base()?, RunSettings::from_json(settings).map_err(js)?);
         let records = parse_records(DATA_ORIGIN, data).map_err(js)?;
         let r = records.get(index).ok_or_else(|| js(format!("there is no record {}", index + 1)))?;
         let opts = s.data_options(&base.tok);
@@ -216,7 +222,7 @@ impl Session {
     /// The memory a run with these settings would take, split into parts, the LoRA shapes of
     /// each target, and a warning when it would not fit.
     pub fn estimate(&self, settings: &str, data: &str) -> Result<String, JsError> {
-        let (base, s) = (self.base()?, Settings::parse(settings).map_err(js)?);
+        let (base, s) = (self.base()?, RunSettings::from_json(settings).map_err(js)?);
         let tcfg = s.train_config().map_err(js)?;
         let format = s.quant().map_err(js)?.unwrap_or(base.file_format);
         // the micro-batch the data gives, else a full one
@@ -278,8 +284,9 @@ impl Session {
     /// Prepares a run; with `resume` the staged files are a checkpoint to continue from.
     /// A checkpoint is due every `save_steps` steps (the page's storage cadence).
     pub fn start(&mut self, settings: &str, data: &str, resume: bool, save_steps: usize) -> Result<String, JsError> {
-        let s = Settings::parse(settings).map_err(js)?;
-        let cfg = s.train_config().map_err(js)?;
+        let mut s = RunSettings::from_json(settings).map_err(js)?;
+        s.save_steps = save_steps.max(1);
+        s.train_config().map_err(js)?; // every setting is checked before anything is loaded
         let want = s.quant().map_err(js)?;
         self.reclaim_model();
         if self.base()?.quant != want {
@@ -294,14 +301,7 @@ impl Session {
         }
         let base = self.base.as_ref().expect("checked");
         let records = parse_records(DATA_ORIGIN, data).map_err(js)?;
-        let spec = RunSpec {
-            train: cfg,
-            data: s.data_options(&base.tok),
-            val_split: s.val_split,
-            eval_steps: (s.eval_steps > 0).then_some(s.eval_steps),
-            patience: (s.patience > 0).then_some(s.patience),
-            save_steps: Some(save_steps.max(1)),
-        };
+        let spec = s.run_spec(&base.tok).map_err(js)?;
         let template = spec.data.template.name().to_string();
         let model = self.model.take().expect("loaded");
         let mut engine = TrainRun::new(&self.ctx, model, &base.tok, spec, records, None, None, &base.origin).map_err(|e| js(explain(e)))?;
@@ -380,7 +380,7 @@ impl Session {
         let req: GenerateRequest = serde_json::from_str(request).map_err(|e| js(format!("generate: {e}")))?;
         let template = match &self.run {
             Some(run) => run.settings.data_options(&self.base()?.tok).template,
-            None => Settings::default().data_options(&self.base()?.tok).template,
+            None => RunSettings::default().data_options(&self.base()?.tok).template,
         };
         let tok = &self.base.as_ref().expect("checked").tok;
         let (prompt, chat) = generation_prompt(&req.messages, &template, tok).map_err(js)?;

@@ -75,6 +75,16 @@ pub enum Template {
 }
 
 impl Template {
+    /// The template a setting names: empty picks the model's chat template when it has
+    /// one, else alpaca.
+    pub fn resolve(name: &str, tok: &Tokenizer) -> Template {
+        match name {
+            "" if tok.chat_template.is_some() => Template::Model,
+            "" => Template::Alpaca,
+            t => Template::parse(t),
+        }
+    }
+
     pub fn parse(s: &str) -> Template {
         match s {
             "alpaca" => Template::Alpaca,

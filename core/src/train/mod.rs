@@ -10,4 +10,5 @@ pub mod memory;
 pub mod optimizer;
 pub mod run;
 pub mod schedule;
+pub mod settings;
 pub mod trainer;
