@@ -71,6 +71,7 @@ const PARTS = [
   ["gradients", "adapter gradients"],
   ["optimizer", "AdamW moments"],
   ["activations", "activations"],
+  ["inference", "KV cache and inference buffers"],
 ];
 
 /** One stacked bar of the memory estimate, against the budget. */

@@ -8,7 +8,7 @@ use clap::Args;
 use hearth_core::lora::LoraConfig;
 use hearth_core::model::WeightFormat;
 use hearth_core::quant::QuantFormat;
-use hearth_core::train::memory::{base_bytes, estimate, lora_params};
+use hearth_core::train::memory::{base_bytes, estimate, lora_params, ModelShape, DEFAULT_BINDING_LIMIT};
 
 use crate::load::load_config;
 
@@ -37,7 +37,7 @@ fn mib(bytes: f64) -> String {
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
-    let (cfg, kind) = load_config(&a.model)?;
+    let (cfg, kind, head) = load_config(&a.model)?;
     println!("model:          {} ({kind})", a.model.display());
     println!("architecture:   {}", cfg.arch.name());
     println!("layers:         {}", cfg.n_layers);
@@ -47,7 +47,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
     println!("rope theta:     {}   rms eps: {:e}   context: {}", cfg.rope_theta, cfg.rms_norm_eps, cfg.max_seq_len);
     println!("parameters:     {} ({:.1} M)", cfg.param_count(), cfg.param_count() as f64 / 1e6);
     println!();
-    println!("weights in memory (linear layers converted, embeddings and norms in f32):");
+    println!("weights on the GPU (linear layers converted; the lm_head as the file holds it ({}), norms in f32):", head.name());
     let formats = [
         WeightFormat::F32,
         WeightFormat::Quant(QuantFormat::F16),
@@ -57,12 +57,14 @@ pub fn run(a: InfoArgs) -> Result<()> {
         WeightFormat::Quant(QuantFormat::Nf4),
     ];
     for f in formats {
-        println!("  {:5} {:>12}", f.name(), mib(base_bytes(&cfg, f) as f64));
+        println!("  {:5} {:>12}", f.name(), mib(base_bytes(&cfg, f, head) as f64));
     }
     // Training estimate: frozen base + LoRA (params, grads, AdamW m and v in f32) + what the
     // training pass allocates (activations kept for every layer, or with checkpointing one
     // layer's worth plus each layer's input; scratch; a chunk of logits).
     let tokens = a.seq_len * a.batch_size;
+    // as hearth train holds the model: chunks of 256 tokens, a KV cache of --ctx 2048
+    let shape = ModelShape { head_format: head, chunk: 256, ctx_tokens: cfg.max_seq_len.clamp(1, 2048), binding_limit: DEFAULT_BINDING_LIMIT };
     let lora = LoraConfig { r: a.rank, ..LoraConfig::default() };
     println!();
     println!(
@@ -75,8 +77,8 @@ pub fn run(a: InfoArgs) -> Result<()> {
     for (name, f) in [("LoRA (f32 base)", WeightFormat::F32), ("LoRA (f16 base)", WeightFormat::Quant(QuantFormat::F16)), ("QLoRA (nf4 base)", WeightFormat::Quant(QuantFormat::Nf4))] {
         println!(
             "  {name:17} {:>11} without checkpointing, {:>11} with",
-            mib(estimate(&cfg, f, &lora, tokens, false).total() as f64),
-            mib(estimate(&cfg, f, &lora, tokens, true).total() as f64)
+            mib(estimate(&cfg, f, &lora, tokens, false, shape).total() as f64),
+            mib(estimate(&cfg, f, &lora, tokens, true, shape).total() as f64)
         );
     }
     Ok(())

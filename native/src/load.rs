@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use hearth_core::io::gguf::Gguf;
+use hearth_core::io::gguf_tensors::format_on_load;
 use hearth_core::io::load::{load_gguf, load_hf_folder, Files, LoadedModel};
 use hearth_core::lora::{peft, Adapter};
 use hearth_core::model::{Config, Model, ModelOptions, WeightFormat};
@@ -64,17 +65,20 @@ fn is_gguf(path: &Path) -> bool {
 }
 
 /// Reads only the config (fast: no weights are converted).
-pub fn load_config(path: &Path) -> Result<(Config, String)> {
+/// The config, the kind of file and the format the lm_head loads in (from a GGUF file's
+/// tensor; f32 for an HF folder, whose f16 heads load as f16 and take less).
+pub fn load_config(path: &Path) -> Result<(Config, String, WeightFormat)> {
     check_exists(path)?;
     if is_gguf(path) {
         let bytes = read_file(path)?;
         let file = path.display().to_string();
         let g = Gguf::parse(&bytes, &file)?;
-        return Ok((Config::from_gguf(&g, &file)?, "GGUF".into()));
+        let head = g.tensor("output.weight").or_else(|| g.tensor("token_embd.weight")).map_or(WeightFormat::F32, format_on_load);
+        return Ok((Config::from_gguf(&g, &file)?, "GGUF".into(), head));
     }
     let cfg_path = path.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).with_context(|| cfg_path.display().to_string())?;
-    Ok((Config::from_hf_json(&text, &cfg_path.display().to_string())?, "HF folder".into()))
+    Ok((Config::from_hf_json(&text, &cfg_path.display().to_string())?, "HF folder".into(), WeightFormat::F32))
 }
 
 /// A PEFT LoRA adapter folder.

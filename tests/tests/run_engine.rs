@@ -200,3 +200,39 @@ fn early_stopping_without_validation_data_is_refused() {
         assert!(matches!(err, Error::InvalidSetting { setting: "patience", .. }), "{err:?}");
     });
 }
+
+/// Gradient checkpointing recomputes each layer's activations in the backward instead of
+/// keeping them: the gradients must not change (the same kernels run on the same inputs).
+#[test]
+fn gradients_with_checkpointing_equal_those_without() {
+    use hearth_core::model::backward::{Dropout, TrainPass};
+    use hearth_core::train::batch::pack;
+    use hearth_core::train::data::prepare;
+    with_gpu!(ctx => {
+        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+        let s = spec(1e-3, 2, None);
+        let (examples, _) = prepare(&records(), &m.tokenizer, &s.data).unwrap();
+        let batch = pack(&examples.iter().take(3).collect::<Vec<_>>());
+        let mut adapter = Adapter::init(&m.cfg, &s.train.lora, 5).unwrap();
+        for t in &mut adapter.tensors {
+            // B away from zero, so that every LoRA path carries gradient into the layers below
+            t.b.iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 7) as f32 - 3.0) * 0.01);
+        }
+        let grads = |checkpointing: bool| -> Vec<Vec<f32>> {
+            let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 64, max_binding: None }).unwrap();
+            model.set_adapter(ctx, Some(adapter.clone()), "test").unwrap();
+            let mut pass = TrainPass::new(ctx, &model, batch.len(), checkpointing).unwrap();
+            pass.zero_grads(ctx);
+            let dropout = Dropout { p: 0.1, seed: 9 };
+            pollster::block_on(pass.forward_backward(ctx, &model, &batch, 1.0 / batch.counted() as f32, dropout)).unwrap();
+            pollster::block_on(pass.grad_arena.as_ref().unwrap().read_parts(ctx)).unwrap()
+        };
+        let (off, on) = (grads(false), grads(true));
+        assert!(off.iter().flatten().any(|&g| g != 0.0), "the gradients are not all zero");
+        for (i, (a, b)) in off.iter().zip(&on).enumerate() {
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            // Bitwise equal is expected (same kernels, same inputs); 1e-7 allows a reordered sum.
+            assert!(worst <= 1e-7, "part {i}: checkpointing changes a gradient by {worst}");
+        }
+    });
+}

@@ -9,7 +9,7 @@ use hearth_core::lora::{Adapter, LoraConfig, Target};
 use hearth_core::model::chat::Message;
 use hearth_core::model::WeightFormat;
 use hearth_core::train::data::{generation_prompt, parse_records, prepare, render_record, split_records, DataOptions, Template, CUSTOMER_SERVICE_JSONL};
-use hearth_core::train::memory::{base_bytes, estimate, lora_params};
+use hearth_core::train::memory::{base_bytes, estimate, lora_params, ModelShape, DEFAULT_BINDING_LIMIT};
 use hearth_tests::{fixture, DirFiles};
 
 fn tok() -> Tokenizer {
@@ -142,13 +142,16 @@ fn memory_estimate_parts_add_up() {
     let lora = LoraConfig { r: 8, targets: vec![Target::Q, Target::V, Target::Down], ..LoraConfig::default() };
     // the estimate counts the parameters Adapter::init makes
     assert_eq!(lora_params(&cfg, 8, &lora.targets), Adapter::init(&cfg, &lora, 0).unwrap().trainable_params());
-    let e = estimate(&cfg, WeightFormat::F32, &lora, 256, false);
+    let shape = ModelShape { head_format: WeightFormat::F32, chunk: 256, ctx_tokens: 128, binding_limit: DEFAULT_BINDING_LIMIT };
+    let e = estimate(&cfg, WeightFormat::F32, &lora, 256, false, shape);
     let p = lora_params(&cfg, 8, &lora.targets) as u64;
     assert_eq!((e.adapter, e.gradients, e.optimizer), (4 * p, 4 * p, 8 * p));
-    assert_eq!(e.base, 4 * cfg.param_count() as u64);
-    assert_eq!(e.total(), e.base + e.adapter + e.gradients + e.optimizer + e.activations);
-    assert!(estimate(&cfg, WeightFormat::F32, &lora, 256, true).activations < e.activations, "checkpointing keeps less");
+    // every weight but the embedding, which stays in host memory (tied: it is the lm_head)
+    let embed = if cfg.tie_embeddings { 0 } else { cfg.vocab_size * cfg.hidden_size };
+    assert_eq!(e.base, 4 * (cfg.param_count() - embed) as u64);
+    assert_eq!(e.total(), e.base + e.adapter + e.gradients + e.optimizer + e.activations + e.inference);
+    assert!(estimate(&cfg, WeightFormat::F32, &lora, 256, true, shape).activations < e.activations, "checkpointing keeps less");
     let nf4 = WeightFormat::parse("nf4").unwrap();
-    let rest = 4 * (cfg.param_count() - cfg.linear_param_count()) as u64;
-    assert!((base_bytes(&cfg, nf4) - rest) * 7 < e.base - rest, "NF4 linear layers take about an eighth of f32");
+    let rest = e.base - 4 * cfg.linear_param_count() as u64;
+    assert!((base_bytes(&cfg, nf4, WeightFormat::F32) - rest) * 7 < e.base - rest, "NF4 linear layers take about an eighth of f32");
 }

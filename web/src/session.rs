@@ -9,7 +9,7 @@ use hearth_core::model::sampling::SamplingParams;
 use hearth_core::model::{Config, Model, ModelOptions, Tokenizer, WeightFormat};
 use hearth_core::train::batch::max_batch_tokens;
 use hearth_core::train::data::{generation_prompt, parse_records, prepare, render_record, split_records, tokenize, DataStats, Template};
-use hearth_core::train::memory::{estimate, lora_params};
+use hearth_core::train::memory::{estimate, lora_params, ModelShape};
 use hearth_core::train::run::{Event, Run as TrainRun};
 use hearth_core::{Error, GpuContext};
 use serde::Deserialize;
@@ -53,6 +53,8 @@ struct Base {
     format: WeightFormat,
     /// What `format` was converted to on load (None: as the file has it).
     quant: Option<WeightFormat>,
+    /// The lm_head's format (not converted).
+    head_format: WeightFormat,
 }
 
 /// A training run: the engine, and the settings the page started it with.
@@ -154,10 +156,10 @@ impl Session {
         let files = std::mem::take(&mut self.staged);
         // a file that does not load leaves the current model in place
         let loaded = read_model(&origin, &files, None).map_err(js)?;
-        let format = linear_format(&loaded);
+        let (format, head_format) = (linear_format(&loaded), loaded.weights.head_format());
         (self.run, self.model, self.base) = (None, None, None);
         self.model = Some(self.upload(&loaded.cfg, loaded.weights)?);
-        self.base = Some(Base { origin, files, cfg: loaded.cfg, tok: loaded.tokenizer, description: loaded.description, file_format: format, format, quant: None });
+        self.base = Some(Base { origin, files, cfg: loaded.cfg, tok: loaded.tokenizer, description: loaded.description, file_format: format, format, quant: None, head_format });
         Ok(self.model_json())
     }
 
@@ -233,9 +235,10 @@ impl Session {
             .filter(|&n| n > 0)
             .unwrap_or(s.batch_size * s.max_seq_len);
         let c = &base.cfg;
-        let auto_ckpt = estimate(c, format, &tcfg.lora, tokens, false).total() > s.budget_bytes();
+        let shape = ModelShape { head_format: base.head_format, chunk: 256, ctx_tokens: model_ctx(c), binding_limit: self.ctx.limits().max_storage_buffer_binding_size };
+        let auto_ckpt = estimate(c, format, &tcfg.lora, tokens, false, shape).total() > s.budget_bytes();
         let checkpointing = tcfg.checkpointing.unwrap_or(auto_ckpt);
-        let e = estimate(c, format, &tcfg.lora, tokens, checkpointing);
+        let e = estimate(c, format, &tcfg.lora, tokens, checkpointing, shape);
         let limits = self.ctx.limits();
         // the largest buffer of the pass: a (tokens, widest layer) activation
         let widest = 4 * tokens as u64 * c.intermediate_size.max(c.hidden_size).max(c.q_dim()) as u64;
@@ -269,6 +272,7 @@ impl Session {
             "tokens": tokens,
             "checkpointing": checkpointing,
             "base": e.base, "adapter": e.adapter, "gradients": e.gradients, "optimizer": e.optimizer, "activations": e.activations,
+            "inference": e.inference,
             "total": e.total(),
             "budget": s.budget_bytes(),
             "max_storage_binding": binding,
@@ -438,8 +442,7 @@ impl Session {
     }
 
     fn upload(&self, cfg: &Config, weights: hearth_core::model::HostWeights) -> Result<Model, JsError> {
-        let max_seq = cfg.max_seq_len.clamp(1, 2048);
-        Model::new(&self.ctx, cfg, weights, ModelOptions { chunk: 256, max_seq, max_binding: None }).map_err(|e| js(explain(e)))
+        Model::new(&self.ctx, cfg, weights, ModelOptions { chunk: 256, max_seq: model_ctx(cfg), max_binding: None }).map_err(|e| js(explain(e)))
     }
 
     /// Takes the model back from a finished or abandoned run, without its adapter.
@@ -495,4 +498,9 @@ fn explain(e: Error) -> String {
         Error::InvalidSetting { setting, .. } => format!("{e}. Change the setting \"{setting}\" and try again."),
         _ => e.to_string(),
     }
+}
+
+/// The page's KV cache: the model's context, at most 2048 tokens.
+fn model_ctx(cfg: &Config) -> usize {
+    cfg.max_seq_len.clamp(1, 2048)
 }

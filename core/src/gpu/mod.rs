@@ -4,6 +4,7 @@
 
 mod context;
 mod dispatch;
+pub(crate) mod layout;
 mod pool;
 mod readback;
 mod shader;

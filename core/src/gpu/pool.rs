@@ -99,7 +99,7 @@ pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 
 impl Pool {
     pub(crate) fn acquire(self: &Arc<Self>, device: &wgpu::Device, len: u64) -> GpuBuffer {
-        let size = len.max(16).next_multiple_of(16);
+        let size = super::layout::pooled_bytes(len);
         let mut st = self.state.lock().unwrap();
         let buffer = match st.free.get_mut(&size).and_then(Vec::pop) {
             Some(b) => {

@@ -3,7 +3,7 @@
 
 use super::gguf::{GgmlType, Gguf, GgufTensorInfo};
 use crate::model::config::Arch;
-use crate::model::weights::{Matrix, MatrixData, TensorSource};
+use crate::model::weights::{Matrix, MatrixData, TensorSource, WeightFormat};
 use crate::quant::{kquants, QuantFormat, QuantTensor};
 use crate::{Error, Result};
 
@@ -60,6 +60,19 @@ fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The format `tensor` has once loaded: GGUF's Q4_0, Q4_1, Q8_0 and F16 blocks are kept,
+/// everything else becomes f32 (as `GgufSource::matrix` loads it).
+pub fn format_on_load(tensor: &GgufTensorInfo) -> WeightFormat {
+    let (_, cols) = tensor.rows_cols();
+    match tensor.ty {
+        GgmlType::Q4_0 => WeightFormat::Quant(QuantFormat::Q4_0),
+        GgmlType::Q4_1 => WeightFormat::Quant(QuantFormat::Q4_1),
+        GgmlType::Q8_0 => WeightFormat::Quant(QuantFormat::Q8_0),
+        GgmlType::F16 if cols % QuantFormat::F16.block_size() == 0 => WeightFormat::Quant(QuantFormat::F16),
+        _ => WeightFormat::F32,
+    }
 }
 
 impl GgufSource<'_> {

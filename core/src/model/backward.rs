@@ -8,10 +8,12 @@
 //! With gradient checkpointing only each layer's input is kept; the backward recomputes the
 //! layer's activations into one shared set just before it needs them.
 
+use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::Arena;
 use crate::lora::gpu::lora_parts;
 use crate::lora::Target;
 use crate::model::forward::Model;
+use crate::model::Config;
 use crate::ops::attention::{attention_backward, attention_forward, AttentionDims};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::dropout::dropout_forward;
@@ -65,56 +67,208 @@ impl Dropout {
     }
 }
 
-/// What one layer's backward needs from its forward.
+buffer_set! {
+    /// What one layer's backward needs from its forward (the LoRA inputs x·Aᵀ are beside
+    /// it, one per adapted target).
+    LayerTensors / LayerActSizes {
+        /// (N, C) attention norm output
+        xn1,
+        /// (N)
+        rstd1,
+        /// (N, NH·HS)
+        q_rot,
+        /// (N, NKV·HS)
+        k_rot,
+        /// (N, NKV·HS)
+        v,
+        /// (N, NH·HS)
+        att,
+        /// (NH, N, 2)
+        stats,
+        /// (N, C) residual stream after attention
+        x_mid,
+        /// (N, C) MLP norm output
+        xn2,
+        /// (N)
+        rstd2,
+        /// (N, FF)
+        gate,
+        /// (N, FF)
+        up,
+        /// (N, FF) swiglu output
+        h,
+    }
+}
+
+buffer_set! {
+    /// Buffers used within one layer or the head, then reused.
+    Scratch / ScratchSizes {
+        /// (N) u32
+        pos,
+        /// (N) u32
+        seg,
+        /// (N) u32
+        targets,
+        /// (N, NH·HS) before rope
+        q,
+        /// (N, NKV·HS)
+        k,
+        /// (N, C) attention / MLP output; the lm_head's input rows
+        proj,
+        /// (N, C) final norm output
+        xnf,
+        /// (N)
+        rstdf,
+        /// (N, C) gradient of the residual stream
+        dres,
+        /// (N, C)
+        dxn,
+        /// (N, C)
+        dtmp,
+        /// (N, FF)
+        dh,
+        /// (N, FF)
+        dgate,
+        /// (N, FF)
+        dup,
+        /// (N, NH·HS)
+        datt,
+        /// (N, NH·HS)
+        dq_rot,
+        /// (N, NH·HS)
+        dq,
+        /// (N, NKV·HS)
+        dk_rot,
+        /// (N, NKV·HS)
+        dk,
+        /// (N, NKV·HS)
+        dv,
+        /// (N, largest rank)
+        dr,
+        /// (N, widest layer input) dropped LoRA input
+        xd,
+        /// (N, widest layer input)
+        dxd,
+        /// (R) u32
+        row_targets,
+        /// (R, V)
+        logits,
+        /// (R, V)
+        dlogits,
+        /// (R, largest lm_head part) when the lm_head is split
+        vocab_part,
+        /// (R)
+        losses,
+        /// (N)
+        all_losses,
+    }
+}
+
+/// One layer's saved activations and, per adapted target (`Target as usize`), its LoRA
+/// input x·Aᵀ (N, r).
 struct LayerActs {
-    xn1: GpuBuffer,   // (N, C) attention norm output
-    rstd1: GpuBuffer, // (N)
-    q_rot: GpuBuffer, // (N, NH·HS)
-    k_rot: GpuBuffer, // (N, NKV·HS)
-    v: GpuBuffer,     // (N, NKV·HS)
-    att: GpuBuffer,   // (N, NH·HS)
-    stats: GpuBuffer, // (NH, N, 2)
-    x_mid: GpuBuffer, // (N, C) residual stream after attention
-    xn2: GpuBuffer,   // (N, C) MLP norm output
-    rstd2: GpuBuffer, // (N)
-    gate: GpuBuffer,  // (N, FF)
-    up: GpuBuffer,    // (N, FF)
-    h: GpuBuffer,     // (N, FF) swiglu output
-    /// Per target (indexed by `Target as usize`): x·Aᵀ (N, r) when some layer adapts it.
+    tensors: LayerTensors,
     lora_h: Vec<Option<GpuBuffer>>,
 }
 
-/// Buffers used within one layer or the head, then reused.
-struct Scratch {
-    pos: GpuBuffer,      // (N) u32
-    seg: GpuBuffer,      // (N) u32
-    targets: GpuBuffer,  // (N) u32
-    q: GpuBuffer,        // (N, NH·HS) before rope
-    k: GpuBuffer,        // (N, NKV·HS)
-    proj: GpuBuffer,     // (N, C) attention / MLP output; the lm_head's input rows
-    xnf: GpuBuffer,      // (N, C) final norm output
-    rstdf: GpuBuffer,    // (N)
-    dres: GpuBuffer,     // (N, C) gradient of the residual stream
-    dxn: GpuBuffer,      // (N, C)
-    dtmp: GpuBuffer,     // (N, C)
-    dh: GpuBuffer,       // (N, FF)
-    dgate: GpuBuffer,    // (N, FF)
-    dup: GpuBuffer,      // (N, FF)
-    datt: GpuBuffer,     // (N, NH·HS)
-    dq_rot: GpuBuffer,   // (N, NH·HS)
-    dq: GpuBuffer,       // (N, NH·HS)
-    dk_rot: GpuBuffer,   // (N, NKV·HS)
-    dk: GpuBuffer,       // (N, NKV·HS)
-    dv: GpuBuffer,       // (N, NKV·HS)
-    dr: GpuBuffer,       // (N, largest rank)
-    xd: GpuBuffer,       // (N, widest layer input) dropped LoRA input
-    dxd: GpuBuffer,      // (N, widest layer input)
-    row_targets: GpuBuffer, // (R) u32
-    logits: GpuBuffer,   // (R, V)
-    dlogits: GpuBuffer,  // (R, V)
-    vocab_part: GpuBuffer, // (R, largest lm_head part) when the lm_head is split
-    losses: GpuBuffer,   // (R)
-    all_losses: GpuBuffer, // (N)
+impl std::ops::Deref for LayerActs {
+    type Target = LayerTensors;
+    fn deref(&self) -> &LayerTensors {
+        &self.tensors
+    }
+}
+
+/// What a [`TrainPass`] allocates for micro-batches of N tokens, as sizes: the one table
+/// that both the allocation and the memory estimates read.
+pub(crate) struct PassLayout {
+    layer: LayerActSizes,
+    /// N·r per target, for the targets some layer adapts.
+    lora_h: [Option<usize>; 7],
+    /// Layers whose activations are kept: L, or 1 with checkpointing.
+    slots: usize,
+    /// (L+1) × N·C: each layer's input, and the last layer's output.
+    xs: usize,
+    scratch: ScratchSizes,
+    /// R: logits rows per cross-entropy pass.
+    rows: usize,
+}
+
+impl PassLayout {
+    /// `ranks`: the largest rank per target (None: not adapted); `binding_limit`: the
+    /// model's storage binding limit, which splits the lm_head and the logits.
+    pub(crate) fn new(cfg: &Config, n: usize, ranks: [Option<usize>; 7], checkpointing: bool, binding_limit: u64) -> Self {
+        let (c, ff, qd, kvd, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim(), cfg.vocab_size);
+        let max_rank = ranks.iter().flatten().copied().max().unwrap_or(0);
+        let (part_rows, split) = lm_head_parts(cfg, binding_limit);
+        let rows = ((binding_limit / (v as u64 * 4)) as usize).clamp(1, n.min(64));
+        let wide = c.max(ff).max(qd);
+        PassLayout {
+            layer: LayerActSizes {
+                xn1: n * c,
+                rstd1: n,
+                q_rot: n * qd,
+                k_rot: n * kvd,
+                v: n * kvd,
+                att: n * qd,
+                stats: cfg.n_heads * n * 2,
+                x_mid: n * c,
+                xn2: n * c,
+                rstd2: n,
+                gate: n * ff,
+                up: n * ff,
+                h: n * ff,
+            },
+            lora_h: ranks.map(|r| r.map(|r| n * r)),
+            slots: if checkpointing { 1 } else { cfg.n_layers },
+            xs: n * c,
+            scratch: ScratchSizes {
+                pos: n,
+                seg: n,
+                targets: n,
+                q: n * qd,
+                k: n * kvd,
+                proj: n * c,
+                xnf: n * c,
+                rstdf: n,
+                dres: n * c,
+                dxn: n * c,
+                dtmp: n * c,
+                dh: n * ff,
+                dgate: n * ff,
+                dup: n * ff,
+                datt: n * qd,
+                dq_rot: n * qd,
+                dq: n * qd,
+                dk_rot: n * kvd,
+                dk: n * kvd,
+                dv: n * kvd,
+                dr: n * max_rank,
+                xd: n * wide,
+                dxd: n * wide,
+                row_targets: rows,
+                logits: rows * v,
+                dlogits: rows * v,
+                vocab_part: if split { rows * part_rows } else { 1 },
+                losses: rows,
+                all_losses: n,
+            },
+            rows,
+        }
+    }
+
+    /// Bytes of the activations, the LoRA inputs, the layer inputs and the scratch (not the
+    /// gradients, which are the adapter's size).
+    pub(crate) fn bytes(&self, n_layers: usize) -> u64 {
+        let lora: u64 = self.lora_h.iter().flatten().map(|&n| pooled_bytes(4 * n.max(1) as u64)).sum();
+        self.slots as u64 * (self.layer.bytes() + lora) + (n_layers as u64 + 1) * pooled_bytes(4 * self.xs as u64) + self.scratch.bytes()
+    }
+}
+
+/// Rows per part of the lm_head split to fit `binding_limit` (as if in f32, the widest
+/// format), and whether it is split.
+pub(crate) fn lm_head_parts(cfg: &Config, binding_limit: u64) -> (usize, bool) {
+    let part_rows = ((binding_limit / (cfg.hidden_size as u64 * 4)) as usize).min(cfg.vocab_size).max(1);
+    (part_rows, part_rows < cfg.vocab_size)
 }
 
 pub struct TrainPass {
@@ -132,14 +286,11 @@ pub struct TrainPass {
     pub grad_arena: Option<Arena>,
 }
 
-/// Bytes of activations a [`TrainPass`] allocates for `n` tokens (for memory estimates).
-pub fn activation_bytes(cfg: &crate::model::Config, n: usize, rank: usize, checkpointing: bool) -> u64 {
-    let (c, ff, qd, kvd, l) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim(), cfg.n_layers);
-    let per_layer = n * (3 * c + 2 + 2 * qd + 2 * kvd + 2 * cfg.n_heads + 3 * ff + 7 * rank);
-    let slots = if checkpointing { 1 } else { l };
-    let scratch = n * (6 * c + 3 * ff + 3 * qd + 3 * kvd + rank + 2 * ff.max(c).max(qd) + 5);
-    let head = 64 * cfg.vocab_size * 3;
-    4 * ((l + 1) * n * c + slots * per_layer + scratch + head) as u64
+/// Bytes a [`TrainPass`] allocates for micro-batches of `n` tokens with LoRA of rank
+/// `rank` on `targets` (for memory estimates; the same table as the allocation).
+pub fn activation_bytes(cfg: &Config, n: usize, rank: usize, targets: &[Target], checkpointing: bool, binding_limit: u64) -> u64 {
+    let ranks = Target::ALL.map(|t| targets.contains(&t).then_some(rank));
+    PassLayout::new(cfg, n.max(1), ranks, checkpointing, binding_limit).bytes(cfg.n_layers)
 }
 
 impl TrainPass {
@@ -148,73 +299,24 @@ impl TrainPass {
     pub fn new(ctx: &GpuContext, model: &Model, max_tokens: usize, checkpointing: bool) -> Result<Self> {
         let cfg = &model.cfg;
         let n = max_tokens.max(1);
-        let (c, ff, qd, kvd, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim(), cfg.vocab_size);
         let f = |len: usize| ctx.alloc_f32(len.max(1));
         let adapter = model.adapter.as_ref();
-        let max_rank = adapter.map_or(0, |a| a.max_rank());
-        let target_rank = |t: Target| adapter.and_then(|a| a.adapter.tensors.iter().filter(|x| x.target == t).map(|x| x.rank).max());
-        let slots = if checkpointing { 1 } else { cfg.n_layers };
-        let acts = (0..slots)
+        let ranks = Target::ALL.map(|t| adapter.and_then(|a| a.adapter.tensors.iter().filter(|x| x.target == t).map(|x| x.rank).max()));
+        let layout = PassLayout::new(cfg, n, ranks, checkpointing, model.binding_limit);
+        let acts = (0..layout.slots)
             .map(|_| {
-                Ok(LayerActs {
-                    xn1: f(n * c)?,
-                    rstd1: f(n)?,
-                    q_rot: f(n * qd)?,
-                    k_rot: f(n * kvd)?,
-                    v: f(n * kvd)?,
-                    att: f(n * qd)?,
-                    stats: f(cfg.n_heads * n * 2)?,
-                    x_mid: f(n * c)?,
-                    xn2: f(n * c)?,
-                    rstd2: f(n)?,
-                    gate: f(n * ff)?,
-                    up: f(n * ff)?,
-                    h: f(n * ff)?,
-                    lora_h: Target::ALL.iter().map(|&t| target_rank(t).map(|r| f(n * r)).transpose()).collect::<Result<_>>()?,
-                })
+                let lora_h = layout.lora_h.iter().map(|r| r.map(f).transpose()).collect::<Result<_>>()?;
+                Ok(LayerActs { tensors: LayerTensors::alloc(ctx, &layout.layer)?, lora_h })
             })
             .collect::<Result<Vec<_>>>()?;
-        let part_rows = model.lm_head.iter().map(|(_, p)| p.shape().0).max().unwrap_or(v);
-        let rows = ((model.binding_limit / (v as u64 * 4)) as usize).clamp(1, n.min(64));
-        let wide = c.max(ff).max(qd);
-        let s = Scratch {
-            pos: f(n)?,
-            seg: f(n)?,
-            targets: f(n)?,
-            q: f(n * qd)?,
-            k: f(n * kvd)?,
-            proj: f(n * c)?,
-            xnf: f(n * c)?,
-            rstdf: f(n)?,
-            dres: f(n * c)?,
-            dxn: f(n * c)?,
-            dtmp: f(n * c)?,
-            dh: f(n * ff)?,
-            dgate: f(n * ff)?,
-            dup: f(n * ff)?,
-            datt: f(n * qd)?,
-            dq_rot: f(n * qd)?,
-            dq: f(n * qd)?,
-            dk_rot: f(n * kvd)?,
-            dk: f(n * kvd)?,
-            dv: f(n * kvd)?,
-            dr: f(n * max_rank)?,
-            xd: f(n * wide)?,
-            dxd: f(n * wide)?,
-            row_targets: f(rows)?,
-            logits: f(rows * v)?,
-            dlogits: f(rows * v)?,
-            vocab_part: f(if model.lm_head.len() > 1 { rows * part_rows } else { 1 })?,
-            losses: f(rows)?,
-            all_losses: f(n)?,
-        };
+        let s = Scratch::alloc(ctx, &layout.scratch)?;
         let grad_arena = adapter.map(|a| ctx.alloc_arena(&lora_parts(&a.adapter))).transpose()?;
         let grads = grad_arena.as_ref().map_or_else(Vec::new, |g| (0..g.views.len() / 2).map(|i| (g.view(2 * i), g.view(2 * i + 1))).collect());
         Ok(TrainPass {
             max_tokens: n,
             checkpointing,
-            rows,
-            xs: (0..=cfg.n_layers).map(|_| f(n * c)).collect::<Result<_>>()?,
+            rows: layout.rows,
+            xs: (0..=cfg.n_layers).map(|_| f(layout.xs)).collect::<Result<_>>()?,
             acts,
             s,
             grads,

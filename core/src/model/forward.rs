@@ -4,7 +4,9 @@
 //! LoRA adapter adds scale·(x·Aᵀ)·Bᵀ to the layers it adapts (unmerged, so the same GPU
 //! copy is what training updates).
 
+use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::lora::gpu::GpuAdapter;
+use crate::model::backward::lm_head_parts;
 use crate::lora::{Adapter, Target};
 use crate::model::config::Config;
 use crate::model::linear::Linear;
@@ -33,28 +35,50 @@ pub(crate) struct GpuLayer {
     pub(crate) down: Linear,         // (C, FF)
 }
 
-/// Activations for up to `chunk` tokens at a time.
-struct RunState {
-    x: GpuBuffer,      // (T, C) residual stream
-    xn: GpuBuffer,     // (T, C) normed
-    rstd: GpuBuffer,   // (T)
-    q: GpuBuffer,      // (T, NH·HS)
-    k: GpuBuffer,      // (T, NKV·HS)
-    v: GpuBuffer,      // (T, NKV·HS)
-    q_rot: GpuBuffer,  // (T, NH·HS)
-    k_rot: GpuBuffer,  // (T, NKV·HS)
-    att: GpuBuffer,    // (T, NH·HS)
-    proj: GpuBuffer,   // (T, C) attention / MLP output before the residual add; the lm_head's input
-    gate: GpuBuffer,   // (T, FF)
-    up: GpuBuffer,     // (T, FF)
-    h: GpuBuffer,      // (T, FF)
-    pos: GpuBuffer,    // (T) u32
-    logits: GpuBuffer, // (R, V) for R = logit_rows
-    targets: GpuBuffer, // (R) u32
-    losses: GpuBuffer, // (R)
-    vocab_part: GpuBuffer, // (R, largest lm_head part) when the lm_head is split
-    lora_h: GpuBuffer,  // (T, largest rank) x·Aᵀ of the adapter
-    scores: GpuBuffer,  // (NH, S) attention scores of one decoded token
+buffer_set! {
+    /// Activations for up to `chunk` tokens at a time.
+    RunState / RunStateSizes {
+        /// (T, C) residual stream
+        x,
+        /// (T, C) normed
+        xn,
+        /// (T)
+        rstd,
+        /// (T, NH·HS)
+        q,
+        /// (T, NKV·HS)
+        k,
+        /// (T, NKV·HS)
+        v,
+        /// (T, NH·HS)
+        q_rot,
+        /// (T, NKV·HS)
+        k_rot,
+        /// (T, NH·HS)
+        att,
+        /// (T, C) attention / MLP output before the residual add; the lm_head's input
+        proj,
+        /// (T, FF)
+        gate,
+        /// (T, FF)
+        up,
+        /// (T, FF)
+        h,
+        /// (T) u32
+        pos,
+        /// (R, V) for R = logit_rows
+        logits,
+        /// (R) u32
+        targets,
+        /// (R)
+        losses,
+        /// (R, largest lm_head part) when the lm_head is split
+        vocab_part,
+        /// (T, largest rank) x·Aᵀ of the adapter
+        lora_h,
+        /// (NH, S) attention scores of one decoded token
+        scores,
+    }
 }
 
 impl GpuLayer {
@@ -138,10 +162,56 @@ pub struct Model {
     logit_rows: usize,
 }
 
+/// What a [`Model`] allocates besides its weights: the run state for chunks of `chunk`
+/// tokens and the KV cache of `max_seq` tokens, as sizes (the table both the allocation and
+/// the memory estimates read).
+pub(crate) struct StateLayout {
+    state: RunStateSizes,
+    /// (S, NKV·HS) per layer, for k and for v.
+    cache: usize,
+    /// R: logits rows per cross-entropy pass, bounded by the binding limit.
+    logit_rows: usize,
+}
+
+impl StateLayout {
+    pub(crate) fn new(cfg: &Config, chunk: usize, max_seq: usize, max_rank: usize, binding_limit: u64) -> Self {
+        let (c, ff, v, qd, kvd) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.q_dim(), cfg.kv_dim());
+        let logit_rows = ((binding_limit / (v as u64 * 4)) as usize).clamp(1, chunk);
+        let (part_rows, split) = lm_head_parts(cfg, binding_limit);
+        let state = RunStateSizes {
+            x: chunk * c,
+            xn: chunk * c,
+            rstd: chunk,
+            q: chunk * qd,
+            k: chunk * kvd,
+            v: chunk * kvd,
+            q_rot: chunk * qd,
+            k_rot: chunk * kvd,
+            att: chunk * qd,
+            proj: chunk * c,
+            gate: chunk * ff,
+            up: chunk * ff,
+            h: chunk * ff,
+            pos: chunk,
+            logits: logit_rows * v,
+            targets: logit_rows,
+            losses: logit_rows,
+            vocab_part: if split { logit_rows * part_rows } else { 1 },
+            lora_h: chunk * max_rank.max(1),
+            scores: cfg.n_heads * max_seq,
+        };
+        StateLayout { state, cache: max_seq * kvd, logit_rows }
+    }
+
+    /// Bytes of the run state and the KV cache.
+    pub(crate) fn bytes(&self, n_layers: usize) -> u64 {
+        self.state.bytes() + 2 * n_layers as u64 * pooled_bytes(4 * self.cache as u64)
+    }
+}
+
 impl Model {
     pub fn new(ctx: &GpuContext, cfg: &Config, w: HostWeights, opts: ModelOptions) -> Result<Self> {
-        let (c, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let v = cfg.vocab_size;
         let limit = opts.max_binding.unwrap_or(ctx.limits().max_storage_buffer_binding_size).min(ctx.limits().max_buffer_size);
         let upload_vec = |x: &Vec<f32>| ctx.upload_f32(x);
         let bias = |b: &Option<Vec<f32>>| b.as_ref().map(|b| ctx.upload_f32(b)).transpose();
@@ -168,7 +238,7 @@ impl Model {
         // Split the lm_head by rows so that each part (and its logits) fits one binding.
         let head = w.lm_head.as_ref().unwrap_or(&w.embed);
         // Parts are sized as if in f32, the widest format, so they fit whatever the head holds.
-        let part_rows = ((limit / (c as u64 * 4)) as usize).min(v).max(1);
+        let (part_rows, _) = lm_head_parts(cfg, limit);
         let mut lm_head = Vec::new();
         for start in (0..v).step_by(part_rows) {
             let end = (start + part_rows).min(v);
@@ -177,35 +247,13 @@ impl Model {
         }
         let chunk = opts.chunk.max(1);
         let max_seq = opts.max_seq.max(1);
-        // logits rows per cross-entropy pass: bounded by the binding limit
-        let logit_rows = ((limit / (v as u64 * 4)) as usize).clamp(1, chunk);
+        let layout = StateLayout::new(cfg, chunk, max_seq, 0, limit);
+        let logit_rows = layout.logit_rows;
         let f = |n: usize| ctx.alloc_f32(n);
-        let split = lm_head.len() > 1;
-        let state = RunState {
-            x: f(chunk * c)?,
-            xn: f(chunk * c)?,
-            rstd: f(chunk)?,
-            q: f(chunk * qd)?,
-            k: f(chunk * kvd)?,
-            v: f(chunk * kvd)?,
-            q_rot: f(chunk * qd)?,
-            k_rot: f(chunk * kvd)?,
-            att: f(chunk * qd)?,
-            proj: f(chunk * c)?,
-            gate: f(chunk * ff)?,
-            up: f(chunk * ff)?,
-            h: f(chunk * ff)?,
-            pos: f(chunk)?,
-            logits: f(logit_rows * v)?,
-            targets: f(logit_rows)?,
-            losses: f(logit_rows)?,
-            vocab_part: f(if split { logit_rows * part_rows } else { 1 })?,
-            lora_h: f(1)?,
-            scores: f(cfg.n_heads * max_seq)?,
-        };
+        let state = RunState::alloc(ctx, &layout.state)?;
         let cache = KvCache {
-            k: (0..cfg.n_layers).map(|_| f(max_seq * kvd)).collect::<Result<_>>()?,
-            v: (0..cfg.n_layers).map(|_| f(max_seq * kvd)).collect::<Result<_>>()?,
+            k: (0..cfg.n_layers).map(|_| f(layout.cache)).collect::<Result<_>>()?,
+            v: (0..cfg.n_layers).map(|_| f(layout.cache)).collect::<Result<_>>()?,
             ids: Vec::new(),
             capacity: max_seq,
         };

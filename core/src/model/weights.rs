@@ -165,6 +165,12 @@ pub struct HostWeights {
 }
 
 impl HostWeights {
+    /// The format the lm_head is uploaded in (the embedding's when they are tied; `--quant`
+    /// converts the decoder layers' linear weights only).
+    pub fn head_format(&self) -> WeightFormat {
+        self.lm_head.as_ref().unwrap_or(&self.embed).format()
+    }
+
     /// Reads every tensor the config names from `src`, checking shapes; converts the linear
     /// weights of the blocks to `quant` when given.
     pub fn load(cfg: &Config, src: &dyn TensorSource, quant: Option<WeightFormat>) -> Result<Self> {

@@ -4,31 +4,53 @@
 
 use crate::lora::{LoraConfig, Target};
 use crate::model::backward::activation_bytes;
+use crate::model::forward::StateLayout;
 use crate::model::{Config, WeightFormat};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MemoryEstimate {
-    /// Linear layers in their format; embeddings and norms in f32.
+    /// The decoder layers' linear weights in their format, the lm_head in its format, the
+    /// norms in f32 (the embedding stays in host memory).
     pub base: u64,
     /// LoRA A and B in f32.
     pub adapter: u64,
     pub gradients: u64,
     /// AdamW's first and second moments.
     pub optimizer: u64,
+    /// What the training pass keeps and its scratch.
     pub activations: u64,
+    /// The model's own buffers for generation and scoring: the KV cache and a chunk's state.
+    pub inference: u64,
 }
 
 impl MemoryEstimate {
     pub fn total(&self) -> u64 {
-        self.base + self.adapter + self.gradients + self.optimizer + self.activations
+        self.base + self.adapter + self.gradients + self.optimizer + self.activations + self.inference
     }
 }
 
-/// Bytes of the base weights with the linear layers in `format`.
-pub fn base_bytes(cfg: &Config, format: WeightFormat) -> u64 {
+/// WebGPU's default storage binding limit, which splits the lm_head and the logits; the
+/// estimates assume it unless the adapter's limit is known.
+pub const DEFAULT_BINDING_LIMIT: u64 = 128 << 20;
+
+/// How a model is held for training: the chunk of tokens its forward runs at once and its
+/// KV cache (the CLI's: 256 and --ctx; the web app's: 256 and the model's context, at most
+/// 2048), the adapter's storage binding limit, and the lm_head's format.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelShape {
+    pub head_format: WeightFormat,
+    pub chunk: usize,
+    pub ctx_tokens: usize,
+    pub binding_limit: u64,
+}
+
+/// Bytes of the base weights on the GPU with the decoder's linear layers in `format` and
+/// the lm_head in `head` (`HostWeights::head_format`; f32 when unknown).
+pub fn base_bytes(cfg: &Config, format: WeightFormat, head: WeightFormat) -> u64 {
     let linear = cfg.linear_param_count() as f64;
-    let rest = cfg.param_count() as f64 - linear;
-    (linear * format.bytes_per_weight() + rest * 4.0) as u64
+    let norms = (2 * cfg.n_layers + 1) * cfg.hidden_size;
+    let head = (cfg.vocab_size * cfg.hidden_size) as f64 * head.bytes_per_weight();
+    (linear * format.bytes_per_weight() + head) as u64 + 4 * norms as u64
 }
 
 /// Trainable parameters of LoRA on `targets` of every layer: r·(in + out) each.
@@ -43,14 +65,16 @@ pub fn lora_params(cfg: &Config, r: usize, targets: &[Target]) -> usize {
     cfg.n_layers * per_layer
 }
 
-/// The estimate for micro-batches of `tokens` tokens.
-pub fn estimate(cfg: &Config, format: WeightFormat, lora: &LoraConfig, tokens: usize, checkpointing: bool) -> MemoryEstimate {
-    let params = lora_params(cfg, lora.r, &lora.targets) as u64;
+/// The estimate for micro-batches of `tokens` tokens; the sizes of the training pass and
+/// of the model's state come from the tables their allocations read.
+pub fn estimate(cfg: &Config, format: WeightFormat, lora: &LoraConfig, tokens: usize, checkpointing: bool, model: ModelShape) -> MemoryEstimate {
+    let params = 4 * lora_params(cfg, lora.r, &lora.targets) as u64;
     MemoryEstimate {
-        base: base_bytes(cfg, format),
-        adapter: 4 * params,
-        gradients: 4 * params,
-        optimizer: 8 * params,
-        activations: activation_bytes(cfg, tokens, lora.r, checkpointing),
+        base: base_bytes(cfg, format, model.head_format),
+        adapter: params,
+        gradients: params,
+        optimizer: 2 * params,
+        activations: activation_bytes(cfg, tokens, lora.r, &lora.targets, checkpointing, model.binding_limit),
+        inference: StateLayout::new(cfg, model.chunk, model.ctx_tokens, lora.r, model.binding_limit).bytes(cfg.n_layers),
     }
 }

