@@ -12,16 +12,17 @@ use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::Arena;
 use crate::lora::gpu::lora_parts;
 use crate::lora::Target;
+use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers};
 use crate::model::forward::Model;
 use crate::model::Config;
-use crate::ops::attention::{attention_backward, attention_forward, AttentionDims};
+use crate::ops::attention::{attention_backward, AttentionDims};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::dropout::dropout_forward;
 use crate::ops::lora::{lora_backward, lora_forward};
-use crate::ops::residual::{residual_accumulate, residual_forward};
+use crate::ops::residual::residual_accumulate;
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
-use crate::ops::rope::{rope_backward, rope_forward, RopeDims};
-use crate::ops::swiglu::{swiglu_backward, swiglu_forward};
+use crate::ops::rope::{rope_backward, RopeDims};
+use crate::ops::swiglu::swiglu_backward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
 /// One micro-batch of concatenated examples, all (N).
@@ -378,11 +379,8 @@ impl TrainPass {
     }
 
     fn dims(model: &Model, n: usize) -> (RopeDims, RopeDims, AttentionDims) {
-        let cfg = &model.cfg;
-        let rope_q = RopeDims { n, heads: cfg.n_heads, head_size: cfg.head_size, theta: cfg.rope_theta, scaling: cfg.rope_scaling };
-        let rope_k = RopeDims { heads: cfg.n_kv_heads, ..rope_q };
-        let att = AttentionDims { b: 1, t: n, nh: cfg.n_heads, nkv: cfg.n_kv_heads, hs: cfg.head_size };
-        (rope_q, rope_k, att)
+        let (rope_q, rope_k) = rope_dims(&model.cfg, n);
+        (rope_q, rope_k, attention_dims(&model.cfg, n))
     }
 
     /// out = inp·Wᵀ (+ bias) (+ scale·(dropout(inp)·Aᵀ)·Bᵀ, keeping x·Aᵀ in `h`).
@@ -427,26 +425,29 @@ impl TrainPass {
 
     /// Layer i from xs[i] to xs[i+1], keeping its activations in its slot.
     fn layer_forward(&self, ctx: &GpuContext, model: &Model, i: usize, n: usize, drop: Dropout) -> Result<()> {
-        let cfg = &model.cfg;
-        let (c, ff, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
-        let (rope_q, rope_k, att) = Self::dims(model, n);
-        let (l, a, s) = (&model.layers[i], self.slot(i), &self.s);
-        let x = &self.xs[i];
-        rmsnorm_forward(ctx, &a.xn1, &a.rstd1, x, &l.attn_norm, n, c, eps)?;
-        self.project(ctx, model, i, Target::Q, &s.q, &a.xn1, n, a, drop)?;
-        self.project(ctx, model, i, Target::K, &s.k, &a.xn1, n, a, drop)?;
-        self.project(ctx, model, i, Target::V, &a.v, &a.xn1, n, a, drop)?;
-        rope_forward(ctx, &a.q_rot, &s.q, &s.pos, rope_q)?;
-        rope_forward(ctx, &a.k_rot, &s.k, &s.pos, rope_k)?;
-        attention_forward(ctx, &a.att, &a.stats, &a.q_rot, &a.k_rot, &a.v, &s.seg, att)?;
-        self.project(ctx, model, i, Target::O, &s.proj, &a.att, n, a, drop)?;
-        residual_forward(ctx, &a.x_mid, x, &s.proj, n * c)?;
-        rmsnorm_forward(ctx, &a.xn2, &a.rstd2, &a.x_mid, &l.ffn_norm, n, c, eps)?;
-        self.project(ctx, model, i, Target::Gate, &a.gate, &a.xn2, n, a, drop)?;
-        self.project(ctx, model, i, Target::Up, &a.up, &a.xn2, n, a, drop)?;
-        swiglu_forward(ctx, &a.h, &a.gate, &a.up, n * ff)?;
-        self.project(ctx, model, i, Target::Down, &s.proj, &a.h, n, a, drop)?;
-        residual_forward(ctx, &self.xs[i + 1], &a.x_mid, &s.proj, n * c)
+        let (a, s) = (self.slot(i), &self.s);
+        let b = BlockBuffers {
+            x: &self.xs[i],
+            x_mid: Some(&a.x_mid),
+            x_out: Some(&self.xs[i + 1]),
+            xn1: &a.xn1,
+            rstd1: &a.rstd1,
+            xn2: &a.xn2,
+            rstd2: &a.rstd2,
+            q: &s.q,
+            k: &s.k,
+            v: &a.v,
+            q_rot: &a.q_rot,
+            k_rot: &a.k_rot,
+            att: &a.att,
+            proj: &s.proj,
+            gate: &a.gate,
+            up: &a.up,
+            h: &a.h,
+            pos: &s.pos,
+        };
+        let attention = Attention::Packed { seg: &s.seg, stats: &a.stats };
+        block_forward(ctx, &model.cfg, &model.layers[i], &b, n, attention, &|target, out, inp| self.project(ctx, model, i, target, out, inp, n, a, drop))
     }
 
     /// From dres = ∂loss/∂xs[i+1] to dres = ∂loss/∂xs[i], adding the layer's LoRA gradients.

@@ -7,17 +7,15 @@
 use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::lora::gpu::GpuAdapter;
 use crate::model::backward::lm_head_parts;
+use crate::model::block::{block_forward, Attention, BlockBuffers};
 use crate::lora::{Adapter, Target};
 use crate::model::config::Config;
 use crate::model::linear::Linear;
 use crate::model::weights::{HostWeights, Matrix};
-use crate::ops::attention::{attention_decode, attention_forward_cached, AttentionDims};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
 use crate::ops::lora::lora_forward;
-use crate::ops::residual::{bias_forward, residual_accumulate};
+use crate::ops::residual::bias_forward;
 use crate::ops::rmsnorm::rmsnorm_forward;
-use crate::ops::rope::{rope_forward, RopeDims};
-use crate::ops::swiglu::swiglu_forward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
 pub(crate) struct GpuLayer {
@@ -333,8 +331,7 @@ impl Model {
     /// their keys and values to the cache and leaves the final normed states in `xn`.
     fn forward_chunk(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<()> {
         let cfg = &self.cfg;
-        let (t, c, ff) = (tokens.len(), cfg.hidden_size, cfg.intermediate_size);
-        let kvd = cfg.kv_dim();
+        let (t, c) = (tokens.len(), cfg.hidden_size);
         let past = self.cache.len();
         if let Some(w) = cfg.sliding_window.filter(|&w| past + t > w) {
             return Err(Error::unsupported(
@@ -357,32 +354,29 @@ impl Model {
         ctx.write_f32(&s.x, &emb);
         let pos: Vec<u32> = (past as u32..(past + t) as u32).collect();
         ctx.write_bytes(&s.pos, bytemuck::cast_slice(&pos));
-        let rope_q = RopeDims { n: t, heads: cfg.n_heads, head_size: cfg.head_size, theta: cfg.rope_theta, scaling: cfg.rope_scaling };
-        let rope_k = RopeDims { heads: cfg.n_kv_heads, ..rope_q };
-        let att = AttentionDims { b: 1, t, nh: cfg.n_heads, nkv: cfg.n_kv_heads, hs: cfg.head_size };
-        let at = (past * kvd * 4) as u64;
+        let b = BlockBuffers {
+            x: &s.x,
+            x_mid: None,
+            x_out: None,
+            xn1: &s.xn,
+            rstd1: &s.rstd,
+            xn2: &s.xn,
+            rstd2: &s.rstd,
+            q: &s.q,
+            k: &s.k,
+            v: &s.v,
+            q_rot: &s.q_rot,
+            k_rot: &s.k_rot,
+            att: &s.att,
+            proj: &s.proj,
+            gate: &s.gate,
+            up: &s.up,
+            h: &s.h,
+            pos: &s.pos,
+        };
         for (i, l) in self.layers.iter().enumerate() {
-            rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &l.attn_norm, t, c, cfg.rms_norm_eps)?;
-            for (target, out) in [(Target::Q, &s.q), (Target::K, &s.k), (Target::V, &s.v)] {
-                self.project(ctx, i, target, out, &s.xn, t)?;
-            }
-            rope_forward(ctx, &s.q_rot, &s.q, &s.pos, rope_q)?;
-            rope_forward(ctx, &s.k_rot, &s.k, &s.pos, rope_k)?;
-            ctx.copy_region(&s.k_rot, 0, &self.cache.k[i], at, (t * kvd * 4) as u64);
-            ctx.copy_region(&s.v, 0, &self.cache.v[i], at, (t * kvd * 4) as u64);
-            if t == 1 && cfg.head_size.is_multiple_of(4) {
-                attention_decode(ctx, &s.att, &s.scores, &s.q_rot, &self.cache.k[i], &self.cache.v[i], past, att)?;
-            } else {
-                attention_forward_cached(ctx, &s.att, &s.q_rot, &self.cache.k[i], &self.cache.v[i], past, att)?;
-            }
-            self.project(ctx, i, Target::O, &s.proj, &s.att, t)?;
-            residual_accumulate(ctx, &s.x, &s.proj, 1.0, t * c)?;
-            rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &l.ffn_norm, t, c, cfg.rms_norm_eps)?;
-            self.project(ctx, i, Target::Gate, &s.gate, &s.xn, t)?;
-            self.project(ctx, i, Target::Up, &s.up, &s.xn, t)?;
-            swiglu_forward(ctx, &s.h, &s.gate, &s.up, t * ff)?;
-            self.project(ctx, i, Target::Down, &s.proj, &s.h, t)?;
-            residual_accumulate(ctx, &s.x, &s.proj, 1.0, t * c)?;
+            let attention = Attention::Cached { k_cache: &self.cache.k[i], v_cache: &self.cache.v[i], past, scores: &s.scores };
+            block_forward(ctx, cfg, l, &b, t, attention, &|target, out, inp| self.project(ctx, i, target, out, inp, t))?;
         }
         rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &self.final_norm, t, c, cfg.rms_norm_eps)?;
         self.cache.ids.extend_from_slice(tokens);

@@ -1,0 +1,115 @@
+//! One decoder block's forward, for inference and training alike: rmsnorm → q, k, v → rope
+//! → causal GQA attention → o → residual → rmsnorm → gate, up → swiglu → down → residual.
+//! What differs is passed in: where the intermediates go (inference reuses one chunk's
+//! buffers and adds to the residual stream in place; training keeps what its backward
+//! reads), the attention mode, and how a projection adds its LoRA part.
+
+use super::forward::GpuLayer;
+use super::Config;
+use crate::lora::Target;
+use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, AttentionDims};
+use crate::ops::residual::{residual_accumulate, residual_forward};
+use crate::ops::rmsnorm::rmsnorm_forward;
+use crate::ops::rope::{rope_forward, RopeDims};
+use crate::ops::swiglu::swiglu_forward;
+use crate::{GpuBuffer, GpuContext, Result};
+
+pub(crate) enum Attention<'a> {
+    /// Inference: the chunk's keys and values are appended to the layer's cache at `past`
+    /// tokens, and each token attends to everything cached before it.
+    Cached { k_cache: &'a GpuBuffer, v_cache: &'a GpuBuffer, past: usize, scores: &'a GpuBuffer },
+    /// Training: packed examples, kept apart by their segment ids; the softmax statistics
+    /// are kept for the backward.
+    Packed { seg: &'a GpuBuffer, stats: &'a GpuBuffer },
+}
+
+/// Where the block reads and writes, all (N, ·) for its N tokens.
+pub(crate) struct BlockBuffers<'a> {
+    /// (N, C) the residual stream coming in.
+    pub x: &'a GpuBuffer,
+    /// (N, C) the stream after attention, and after the MLP; None: `x` is updated in place.
+    pub x_mid: Option<&'a GpuBuffer>,
+    pub x_out: Option<&'a GpuBuffer>,
+    /// The two norms' outputs and 1/rms (the same buffers twice when nothing is kept).
+    pub xn1: &'a GpuBuffer,
+    pub rstd1: &'a GpuBuffer,
+    pub xn2: &'a GpuBuffer,
+    pub rstd2: &'a GpuBuffer,
+    /// (N, NH·HS), (N, NKV·HS) ×2 before rope; q_rot, k_rot after it; att the attention output.
+    pub q: &'a GpuBuffer,
+    pub k: &'a GpuBuffer,
+    pub v: &'a GpuBuffer,
+    pub q_rot: &'a GpuBuffer,
+    pub k_rot: &'a GpuBuffer,
+    pub att: &'a GpuBuffer,
+    /// (N, C) o's and down's outputs before the residual add.
+    pub proj: &'a GpuBuffer,
+    /// (N, FF) ×3: gate, up, swiglu(gate, up).
+    pub gate: &'a GpuBuffer,
+    pub up: &'a GpuBuffer,
+    pub h: &'a GpuBuffer,
+    /// (N) u32: each token's position (in its example, or in the context).
+    pub pos: &'a GpuBuffer,
+}
+
+/// out = inp·Wᵀ (+ bias) (+ the adapter's part) for one target of the block.
+pub(crate) type Project<'a> = dyn Fn(Target, &GpuBuffer, &GpuBuffer) -> Result<()> + 'a;
+
+pub(crate) fn rope_dims(cfg: &Config, n: usize) -> (RopeDims, RopeDims) {
+    let rope_q = RopeDims { n, heads: cfg.n_heads, head_size: cfg.head_size, theta: cfg.rope_theta, scaling: cfg.rope_scaling };
+    (rope_q, RopeDims { heads: cfg.n_kv_heads, ..rope_q })
+}
+
+pub(crate) fn attention_dims(cfg: &Config, n: usize) -> AttentionDims {
+    AttentionDims { b: 1, t: n, nh: cfg.n_heads, nkv: cfg.n_kv_heads, hs: cfg.head_size }
+}
+
+/// The block's forward for `n` tokens.
+pub(crate) fn block_forward(ctx: &GpuContext, cfg: &Config, layer: &GpuLayer, b: &BlockBuffers, n: usize, attention: Attention, project: &Project) -> Result<()> {
+    let (c, ff, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
+    let (rope_q, rope_k) = rope_dims(cfg, n);
+    let att = attention_dims(cfg, n);
+    rmsnorm_forward(ctx, b.xn1, b.rstd1, b.x, &layer.attn_norm, n, c, eps)?;
+    project(Target::Q, b.q, b.xn1)?;
+    project(Target::K, b.k, b.xn1)?;
+    project(Target::V, b.v, b.xn1)?;
+    rope_forward(ctx, b.q_rot, b.q, b.pos, rope_q)?;
+    rope_forward(ctx, b.k_rot, b.k, b.pos, rope_k)?;
+    match attention {
+        Attention::Cached { k_cache, v_cache, past, scores } => {
+            let (at, bytes) = ((past * cfg.kv_dim() * 4) as u64, (n * cfg.kv_dim() * 4) as u64);
+            ctx.copy_region(b.k_rot, 0, k_cache, at, bytes);
+            ctx.copy_region(b.v, 0, v_cache, at, bytes);
+            if n == 1 && cfg.head_size.is_multiple_of(4) {
+                attention_decode(ctx, b.att, scores, b.q_rot, k_cache, v_cache, past, att)?;
+            } else {
+                attention_forward_cached(ctx, b.att, b.q_rot, k_cache, v_cache, past, att)?;
+            }
+        }
+        Attention::Packed { seg, stats } => attention_forward(ctx, b.att, stats, b.q_rot, b.k_rot, b.v, seg, att)?,
+    }
+    project(Target::O, b.proj, b.att)?;
+    let x_mid = add_residual(ctx, b.x, b.x_mid, b.proj, n * c)?;
+    rmsnorm_forward(ctx, b.xn2, b.rstd2, x_mid, &layer.ffn_norm, n, c, eps)?;
+    project(Target::Gate, b.gate, b.xn2)?;
+    project(Target::Up, b.up, b.xn2)?;
+    swiglu_forward(ctx, b.h, b.gate, b.up, n * ff)?;
+    project(Target::Down, b.proj, b.h)?;
+    add_residual(ctx, x_mid, b.x_out, b.proj, n * c)?;
+    Ok(())
+}
+
+/// `out` = `x` + `proj`, or `x` += `proj` in place when there is no `out`; returns where the
+/// sum is.
+fn add_residual<'a>(ctx: &GpuContext, x: &'a GpuBuffer, out: Option<&'a GpuBuffer>, proj: &GpuBuffer, len: usize) -> Result<&'a GpuBuffer> {
+    match out {
+        Some(out) => {
+            residual_forward(ctx, out, x, proj, len)?;
+            Ok(out)
+        }
+        None => {
+            residual_accumulate(ctx, x, proj, 1.0, len)?;
+            Ok(x)
+        }
+    }
+}
