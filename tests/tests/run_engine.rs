@@ -158,7 +158,8 @@ fn a_validation_split_with_separate_validation_data_is_refused() {
 fn every_out_of_range_setting_is_refused_by_name() {
     let ok = spec(1e-3, 2, Some(1));
     ok.validate().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut RunSpec)>)> = vec![
+    type Change = Box<dyn Fn(&mut RunSpec)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("r", Box::new(|s| s.train.lora.r = 0)),
         ("alpha", Box::new(|s| s.train.lora.alpha = 0.0)),
         ("dropout", Box::new(|s| s.train.lora.dropout = 1.0)),

@@ -466,7 +466,7 @@ fn model_of<'a>(model: &'a mut Option<Model>, run: &'a mut Option<Run>) -> Resul
 fn read_model(origin: &str, files: &[(String, Vec<u8>)], quant: Option<WeightFormat>) -> hearth_core::Result<LoadedModel> {
     match files {
         [(name, bytes)] if name.to_lowercase().ends_with(".gguf") => load_gguf(bytes, &format!("{origin}/{name}"), quant),
-        [] => Err(Error::bad_file(&origin, "no files were given")),
+        [] => Err(Error::bad_file(origin, "no files were given")),
         _ => load_hf_folder(&StagedFiles { origin, files }, quant),
     }
 }

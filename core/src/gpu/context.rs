@@ -187,6 +187,8 @@ impl GpuContext {
             offsets.push(end);
             end = (end + 4 * n as u64).next_multiple_of(align);
         }
+        // An Arc keeps arenas Send natively; on the web wgpu's buffers are not Send anyway.
+        #[allow(clippy::arc_with_non_send_sync)]
         let whole = Arc::new(self.alloc(end.max(4))?);
         self.zero(&whole);
         let views = parts.iter().zip(&offsets).map(|(&n, &at)| GpuBuffer::view(&whole, at, 4 * n as u64)).collect();

@@ -149,7 +149,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn err(&self, what: &str) -> Error {
-        Error::bad_file(&self.file, format!("{what} at byte {} (file is {} bytes)", self.pos, self.b.len()))
+        Error::bad_file(self.file, format!("{what} at byte {} (file is {} bytes)", self.pos, self.b.len()))
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
@@ -227,11 +227,11 @@ impl<'a> Gguf<'a> {
         let mut r = Reader { b: bytes, pos: 0, file };
         let magic = r.take(4, "magic")?;
         if magic != b"GGUF" {
-            return Err(Error::bad_file(&file, format!("not a GGUF file (magic {magic:?}, expected \"GGUF\")")));
+            return Err(Error::bad_file(file, format!("not a GGUF file (magic {magic:?}, expected \"GGUF\")")));
         }
         let version = r.u32("version")?;
         if version != 3 && version != 2 {
-            return Err(Error::unsupported(&file, format!("GGUF version {version} is not supported (expected 3)")));
+            return Err(Error::unsupported(file, format!("GGUF version {version} is not supported (expected 3)")));
         }
         let n_tensors = r.count("tensor count", 24)?;
         let n_kv = r.count("metadata count", 12)?;
@@ -262,7 +262,7 @@ impl<'a> Gguf<'a> {
         let mut tensors = Vec::with_capacity(raw.len());
         for (name, dims, ty_id, offset) in raw {
             let ty = GgmlType::from_id(ty_id).ok_or_else(|| {
-                Error::bad_file(&file, format!("tensor {name} has type {}, which Hearth does not read (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K)",
+                Error::bad_file(file, format!("tensor {name} has type {}, which Hearth does not read (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K)",
                     ggml_type_name(ty_id)
                 ))
             })?;
@@ -271,11 +271,11 @@ impl<'a> Gguf<'a> {
             let len = elements
                 .filter(|e| dims[0] % block_elems as u64 == 0 && e % block_elems as u64 == 0)
                 .map(|e| e / block_elems as u64 * block_bytes as u64)
-                .ok_or_else(|| Error::bad_file(&file, format!("tensor {name} has impossible dimensions {dims:?} for {ty:?}")))?;
+                .ok_or_else(|| Error::bad_file(file, format!("tensor {name} has impossible dimensions {dims:?} for {ty:?}")))?;
             let start = (data_start as u64).checked_add(offset);
             let fits = start.and_then(|s| s.checked_add(len)).is_some_and(|end| end <= bytes.len() as u64);
             if !fits {
-                return Err(Error::bad_file(&file, format!("tensor {name} ({ty:?} {dims:?}) needs bytes {}..{} but the file has {} bytes (truncated?)",
+                return Err(Error::bad_file(file, format!("tensor {name} ({ty:?} {dims:?}) needs bytes {}..{} but the file has {} bytes (truncated?)",
                     data_start as u64 + offset,
                     data_start as u64 + offset + len,
                     bytes.len()

@@ -50,7 +50,7 @@ fn shard_names(files: &dyn Files) -> Result<Vec<String>> {
 
 pub fn load_hf_folder(files: &dyn Files, quant: Option<WeightFormat>) -> Result<LoadedModel> {
     let dir = files.origin();
-    let missing = |name: &str, what: &str| Error::bad_file(&dir, format!("{name} is missing ({what})"));
+    let missing = |name: &str, what: &str| Error::bad_file(dir, format!("{name} is missing ({what})"));
     let config = text(files, "config.json")?.ok_or_else(|| missing("config.json", "an HF model folder needs it"))?;
     let cfg = Config::from_hf_json(&config, &format!("{dir}/config.json"))?;
     let tokenizer_json = files.read("tokenizer.json")?.ok_or_else(|| missing("tokenizer.json", "Hearth reads HF fast tokenizers"))?;

@@ -19,7 +19,7 @@ impl Arch {
             "llama" | "LlamaForCausalLM" => Ok(Arch::Llama),
             "qwen2" | "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
             "mistral" | "MistralForCausalLM" => Ok(Arch::Mistral),
-            other => Err(Error::unsupported(&file, format!("architecture \"{other}\" is not supported (Hearth runs llama, qwen2 and mistral)"))),
+            other => Err(Error::unsupported(file, format!("architecture \"{other}\" is not supported (Hearth runs llama, qwen2 and mistral)"))),
         }
     }
 
@@ -94,12 +94,12 @@ impl Config {
 
     /// Parses an HF config.json; `file` names it in errors.
     pub fn from_hf_json(text: &str, file: &str) -> Result<Self> {
-        let c: HfConfig = serde_json::from_str(text).map_err(|e| Error::bad_file(&file, format!("{e}")))?;
+        let c: HfConfig = serde_json::from_str(text).map_err(|e| Error::bad_file(file, format!("{e}")))?;
         let arch_name = c
             .model_type
             .clone()
             .or_else(|| c.architectures.as_ref().and_then(|a| a.first().cloned()))
-            .ok_or_else(|| Error::bad_file(&file, "no model_type or architectures field"))?;
+            .ok_or_else(|| Error::bad_file(file, "no model_type or architectures field"))?;
         let arch = Arch::parse(&arch_name, file)?;
         // rope scaling changes the frequencies: Llama 3's "llama3" is supported; refuse the
         // others (YaRN, linear, dynamic) rather than give silently different numbers.
@@ -107,7 +107,7 @@ impl Config {
         for scaling in [&c.rope_scaling, &c.rope_parameters].into_iter().flatten() {
             let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
             let num = |k: &str| {
-                scaling.get(k).and_then(|v| v.as_f64()).map(|v| v as f32).ok_or_else(|| Error::bad_file(&file, format!("rope scaling \"llama3\" lacks {k}")))
+                scaling.get(k).and_then(|v| v.as_f64()).map(|v| v as f32).ok_or_else(|| Error::bad_file(file, format!("rope scaling \"llama3\" lacks {k}")))
             };
             match kind {
                 "default" => {}
@@ -119,7 +119,7 @@ impl Config {
                         original_max_position: num("original_max_position_embeddings")?,
                     }
                 }
-                other => return Err(Error::unsupported(&file, format!("rope scaling \"{other}\" is not supported (Hearth knows \"llama3\")"))),
+                other => return Err(Error::unsupported(file, format!("rope scaling \"{other}\" is not supported (Hearth knows \"llama3\")"))),
             }
         }
         let rope_theta = c
@@ -153,14 +153,14 @@ impl Config {
         let arch_name = g
             .get("general.architecture")
             .and_then(GgufValue::as_str)
-            .ok_or_else(|| Error::bad_file(&file, "metadata general.architecture is missing"))?;
+            .ok_or_else(|| Error::bad_file(file, "metadata general.architecture is missing"))?;
         let arch = Arch::parse(arch_name, file)?;
         let key = |k: &str| format!("{arch_name}.{k}");
         let int = |k: &str| -> Result<usize> {
             g.get(&key(k))
                 .and_then(GgufValue::as_u64)
                 .map(|v| v as usize)
-                .ok_or_else(|| Error::bad_file(&file, format!("metadata {} is missing or not an integer", key(k))))
+                .ok_or_else(|| Error::bad_file(file, format!("metadata {} is missing or not an integer", key(k))))
         };
         let float = |k: &str| g.get(&key(k)).and_then(GgufValue::as_f64);
         let vocab_size = match g.get(&key("vocab_size")).and_then(GgufValue::as_u64) {
@@ -171,7 +171,7 @@ impl Config {
         let n_heads = int("attention.head_count")?;
         if let Some(kind) = g.get(&key("rope.scaling.type")).and_then(GgufValue::as_str) {
             if kind != "none" {
-                return Err(Error::unsupported(&file, format!("rope scaling \"{kind}\" is not supported yet")));
+                return Err(Error::unsupported(file, format!("rope scaling \"{kind}\" is not supported yet")));
             }
         }
         let head_size = int("attention.key_length").unwrap_or(hidden_size / n_heads.max(1));
@@ -183,7 +183,7 @@ impl Config {
                 llama3_scaling_from_divisors(&divisors, head_size, rope_theta, file)?
             }
             Some(t) => {
-                return Err(Error::bad_file(&file, format!("rope_freqs.weight should hold {} f32 values (one per rotary frequency), found {:?} {:?}",
+                return Err(Error::bad_file(file, format!("rope_freqs.weight should hold {} f32 values (one per rotary frequency), found {:?} {:?}",
                     head_size / 2,
                     t.ty,
                     t.dims
@@ -213,7 +213,7 @@ impl Config {
     }
 
     fn validate(&self, file: &str) -> Result<()> {
-        let bad = |what: String| Err(Error::bad_file(&file, format!("{what}")));
+        let bad = |what: String| Err(Error::bad_file(file, what.to_string()));
         if self.vocab_size == 0 || self.hidden_size == 0 || self.n_layers == 0 || self.intermediate_size == 0 {
             return bad(format!("empty sizes in the config: {self:?}"));
         }
@@ -282,7 +282,7 @@ fn llama3_scaling_from_divisors(divisors: &[f32], head_size: usize, theta: f32, 
             return Ok(s);
         }
     }
-    Err(Error::unsupported(&file, "rope_freqs.weight is not Llama 3's rope scaling (low/high frequency factors 1 and 4) for any original context; the model's HF folder works"))
+    Err(Error::unsupported(file, "rope_freqs.weight is not Llama 3's rope scaling (low/high frequency factors 1 and 4) for any original context; the model's HF folder works"))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub fn tokenizer_json(g: &Gguf, file: &str) -> Result<Value> {
     match g.get("tokenizer.ggml.model").and_then(GgufValue::as_str).unwrap_or("(none)") {
         "gpt2" => byte_level_bpe(g, &Metadata::read(g, false, file)?, file),
         "llama" => sentencepiece_bpe(g, &Metadata::read(g, true, file)?, file),
-        other => Err(Error::unsupported(&file, format!("tokenizer model \"{other}\" is not supported from GGUF metadata (Hearth rebuilds \"gpt2\" byte-level BPE and \"llama\" SentencePiece); use the model's HF folder instead"))),
+        other => Err(Error::unsupported(file, format!("tokenizer model \"{other}\" is not supported from GGUF metadata (Hearth rebuilds \"gpt2\" byte-level BPE and \"llama\" SentencePiece); use the model's HF folder instead"))),
     }
 }
 
@@ -48,7 +48,7 @@ impl<'a> Metadata<'a> {
             None => vec![1; tokens.len()],
         };
         if types.len() != tokens.len() {
-            return Err(Error::bad_file(&file, format!("metadata tokenizer.ggml.token_type has {} entries for {} tokens",
+            return Err(Error::bad_file(file, format!("metadata tokenizer.ggml.token_type has {} entries for {} tokens",
                 types.len(),
                 tokens.len()
             )));
@@ -90,9 +90,9 @@ impl<'a> Metadata<'a> {
 fn strings<'a>(g: &'a Gguf, key: &str, file: &str) -> Result<Vec<&'a str>> {
     g.get(key)
         .and_then(GgufValue::as_array)
-        .ok_or_else(|| Error::bad_file(&file, format!("metadata {key} is missing")))?
+        .ok_or_else(|| Error::bad_file(file, format!("metadata {key} is missing")))?
         .iter()
-        .map(|v| v.as_str().ok_or_else(|| Error::bad_file(&file, format!("metadata {key} holds a non-string"))))
+        .map(|v| v.as_str().ok_or_else(|| Error::bad_file(file, format!("metadata {key} holds a non-string"))))
         .collect()
 }
 
@@ -106,7 +106,7 @@ fn pre_tokenizer(pre: &str, file: &str) -> Result<Value> {
         "llama-bpe" | "llama3" | "smaug-bpe" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}),
         "qwen2" | "deepseek-r1-qwen" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level(false)]}),
         other => {
-            return Err(Error::unsupported(&file, format!("pre-tokenizer \"{other}\" (tokenizer.ggml.pre) is not supported; Hearth knows gpt2, smollm, llama-bpe and qwen2")))
+            return Err(Error::unsupported(file, format!("pre-tokenizer \"{other}\" (tokenizer.ggml.pre) is not supported; Hearth knows gpt2, smollm, llama-bpe and qwen2")))
         }
     })
 }
@@ -136,12 +136,12 @@ fn sentencepiece_bpe(g: &Gguf, meta: &Metadata, file: &str) -> Result<Value> {
     let scores: Vec<f64> = g
         .get("tokenizer.ggml.scores")
         .and_then(GgufValue::as_array)
-        .ok_or_else(|| Error::bad_file(&file, "metadata tokenizer.ggml.scores is missing (a SentencePiece vocabulary needs it)"))?
+        .ok_or_else(|| Error::bad_file(file, "metadata tokenizer.ggml.scores is missing (a SentencePiece vocabulary needs it)"))?
         .iter()
         .map(|v| v.as_f64().unwrap_or(0.0))
         .collect();
     if scores.len() != meta.tokens.len() {
-        return Err(Error::bad_file(&file, format!("{} scores for {} tokens", scores.len(), meta.tokens.len())));
+        return Err(Error::bad_file(file, format!("{} scores for {} tokens", scores.len(), meta.tokens.len())));
     }
     let unk = g
         .get("tokenizer.ggml.unknown_token_id")

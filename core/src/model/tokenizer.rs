@@ -84,7 +84,7 @@ impl Tokenizer {
     pub fn from_gguf(g: &Gguf, file: &str) -> Result<Self> {
         let json = super::gguf_tokenizer::tokenizer_json(g, file)?;
         let bytes = serde_json::to_vec(&json).expect("tokenizer json");
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::bad_file(&file, format!("tokenizer metadata: {e}")))?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::bad_file(file, format!("tokenizer metadata: {e}")))?;
         let id = |k: &str| g.get(k).and_then(GgufValue::as_u64).map(|v| v as u32);
         let bos_id = id("tokenizer.ggml.bos_token_id");
         let eos_id = id("tokenizer.ggml.eos_token_id");

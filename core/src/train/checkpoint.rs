@@ -65,7 +65,7 @@ pub fn read(dir: &str, read: &dyn Fn(&str) -> Result<Vec<u8>>, cfg: &TrainConfig
     let st: Value = serde_json::from_slice(&state_bytes).map_err(|e| Error::bad_file(format!("{dir}/{STATE_FILE}"), format!("not valid JSON ({e})")))?;
     let want = fingerprint(cfg, train_examples);
     if st.get("run") != Some(&want) {
-        return Err(Error::bad_file(&dir, format!("the checkpoint was written by a run with {}, this run has {want}; resume with the same data, seed, batch size, accumulation, r and targets",
+        return Err(Error::bad_file(dir, format!("the checkpoint was written by a run with {}, this run has {want}; resume with the same data, seed, batch size, accumulation, r and targets",
             st.get("run").unwrap_or(&Value::Null)
         )));
     }

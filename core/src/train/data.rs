@@ -22,7 +22,7 @@ pub fn parse_records(file: &str, text: &str) -> Result<Vec<Record>> {
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
     let mut out = Vec::new();
     if trimmed.starts_with('[') {
-        let items: Vec<Value> = serde_json::from_str(trimmed).map_err(|e| Error::bad_file(&file, format!("not a valid JSON array ({e})")))?;
+        let items: Vec<Value> = serde_json::from_str(trimmed).map_err(|e| Error::bad_file(file, format!("not a valid JSON array ({e})")))?;
         for (i, v) in items.into_iter().enumerate() {
             let origin = format!("{file} item {}", i + 1);
             match v {
@@ -45,7 +45,7 @@ pub fn parse_records(file: &str, text: &str) -> Result<Vec<Record>> {
         }
     }
     if out.is_empty() {
-        return Err(Error::bad_file(&file, "holds no examples"));
+        return Err(Error::bad_file(file, "holds no examples"));
     }
     Ok(out)
 }

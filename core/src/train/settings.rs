@@ -277,7 +277,7 @@ impl RunSettings {
 pub fn describe(kind: Kind) -> String {
     match kind {
         Kind::Int { min } => format!("must be a whole number ≥ {min}"),
-        Kind::Float { min, min_open: true, max: None, .. } if min == 0.0 => "must be a positive number".into(),
+        Kind::Float { min: 0.0, min_open: true, max: None, .. } => "must be a positive number".into(),
         Kind::Float { min, min_open, max: None, .. } => format!("must be a number {} {min}", if min_open { ">" } else { "≥" }),
         Kind::Float { min, min_open, max: Some(max), max_open } => {
             format!("must be in {}{min}, {max}{}", if min_open { "(" } else { "[" }, if max_open { ")" } else { "]" })
