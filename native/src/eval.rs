@@ -10,7 +10,8 @@ use hearth_core::train::data::prepare;
 use hearth_core::train::trainer::evaluate;
 
 use crate::load::{load_on_gpu, ModelArgs};
-use crate::train::{describe, read_records, DataArgs};
+use crate::settings_args::DataSettingsArgs;
+use crate::train::{describe, read_records};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  hearth eval model.gguf --data val.jsonl\n  hearth eval model.gguf --adapter runs/faq --data val.jsonl --template model --json")]
@@ -21,7 +22,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: PathBuf,
     #[command(flatten)]
-    pub data_opts: DataArgs,
+    pub data_opts: DataSettingsArgs,
     /// Examples per forward pass.
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
@@ -33,7 +34,8 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<()> {
     let ctx = crate::open_gpu()?;
     let (model, tok) = load_on_gpu(&ctx, &a.model, 256)?;
-    let opts = a.data_opts.options(&tok);
+    a.data_opts.0.validate()?;
+    let opts = a.data_opts.0.data_options(&tok);
     let (examples, stats) = prepare(&read_records(&a.data)?, &tok, &opts).with_context(|| a.data.display().to_string())?;
     eprintln!("{}", describe("data", &stats, opts.max_seq_len));
     let mut pass = TrainPass::new(&ctx, &model, max_batch_tokens(&examples, a.batch_size), true)?;

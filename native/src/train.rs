@@ -13,7 +13,7 @@ use hearth_core::io::hf_export::tokenizer_config_json;
 use hearth_core::lora::{peft, Adapter};
 use hearth_core::model::chat::Message;
 use hearth_core::model::{Model, ModelOptions, Tokenizer};
-use hearth_core::train::data::{parse_records, DataOptions, DataStats, Record, Template};
+use hearth_core::train::data::{parse_records, DataStats, Record};
 use hearth_core::train::run::{Event, Run};
 use hearth_core::{Error, GpuContext};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,29 +23,6 @@ use crate::export::write_atomic;
 use crate::generate::{answer, SamplingArgs};
 use crate::load::{load, read_adapter, ModelArgs};
 use crate::settings_args::SettingsArgs;
-
-/// How records become tokens in `hearth eval` (`hearth train` takes them with its settings).
-#[derive(Args, Clone, Debug)]
-pub struct DataArgs {
-    /// alpaca, chatml, model (the model's chat template) or a custom template with {field}
-    /// placeholders whose last placeholder is the response, e.g.
-    /// "### 指令：\n{instruction}\n\n### 回應：\n{output}" (default: model when the model has a
-    /// chat template, else alpaca).
-    #[arg(long)]
-    pub template: Option<String>,
-    /// Examples longer than this many tokens are cut (and counted).
-    #[arg(long, default_value_t = 512)]
-    pub max_seq_len: usize,
-    /// Compute the loss on the prompt tokens too (default: the response only).
-    #[arg(long)]
-    pub train_on_prompt: bool,
-}
-
-impl DataArgs {
-    pub fn options(&self, tok: &Tokenizer) -> DataOptions {
-        DataOptions { template: Template::resolve(self.template.as_deref().unwrap_or(""), tok), max_seq_len: self.max_seq_len, train_on_prompt: self.train_on_prompt }
-    }
-}
 
 pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
