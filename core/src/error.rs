@@ -24,7 +24,7 @@ pub enum Error {
     /// Bytes that do not hold what their format says. `origin` names the file and, where
     /// known, the position in it: the line or item of a data file, the tensor, the
     /// metadata key.
-    BadFile { origin: String, detail: String },
+    BadFile { origin: String, detail: String, source: Option<Source> },
     /// A valid file that asks for something Hearth does not implement (an architecture, a
     /// rope scaling, a tokenizer model, an adapter type).
     Unsupported { origin: String, detail: String },
@@ -43,13 +43,25 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The error underneath a bad file (a JSON or safetensors parser's), kept for callers that
+/// walk the chain.
+pub type Source = Arc<dyn std::error::Error + Send + Sync>;
+
 impl Error {
     pub fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
         Error::Io { path: path.to_string(), source: Arc::new(source) }
     }
 
     pub fn bad_file(origin: impl fmt::Display, detail: impl Into<String>) -> Self {
-        Error::BadFile { origin: origin.to_string(), detail: detail.into() }
+        Error::BadFile { origin: origin.to_string(), detail: detail.into(), source: None }
+    }
+
+    /// A bad file's error with the parser's error underneath it (other variants unchanged).
+    pub fn with_source(self, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        match self {
+            Error::BadFile { origin, detail, .. } => Error::BadFile { origin, detail, source: Some(Arc::new(e)) },
+            other => other,
+        }
     }
 
     pub fn unsupported(origin: impl fmt::Display, detail: impl Into<String>) -> Self {
@@ -69,7 +81,7 @@ impl fmt::Display for Error {
             Error::DeviceLost(m) => write!(f, "the GPU device was lost: {m}"),
             Error::Gpu(m) => write!(f, "GPU error: {m}"),
             Error::Io { path, source } => write!(f, "{path}: {source}"),
-            Error::BadFile { origin, detail } => write!(f, "{origin}: {detail}"),
+            Error::BadFile { origin, detail, .. } => write!(f, "{origin}: {detail}"),
             Error::Unsupported { origin, detail } => write!(f, "{origin}: {detail}"),
             Error::InvalidSetting { setting, detail } => write!(f, "setting {setting}: {detail}"),
             Error::Diverged { step, detail } => write!(f, "training diverged at step {step}: {detail}"),
@@ -83,6 +95,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source.as_ref()),
+            Error::BadFile { source: Some(source), .. } => Some(source.as_ref()),
             _ => None,
         }
     }
@@ -94,5 +107,18 @@ pub(crate) fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Shape(msg()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    #[test]
+    fn a_bad_file_keeps_the_parser_error_underneath() {
+        let e = crate::train::data::parse_records("d.jsonl", "{\"prompt\": 1}\n{oops\n").unwrap_err();
+        assert!(e.to_string().starts_with("d.jsonl line 2: not valid JSON"), "{e}");
+        let source = e.source().expect("the JSON parser's error");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some(), "{source:?}");
     }
 }

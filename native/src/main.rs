@@ -80,7 +80,16 @@ fn main() {
         Command::Bench(cmd) => bench::run(cmd),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        // The context chain down to core's error, whose message already says what its
+        // source says.
+        let mut parts = Vec::new();
+        for cause in e.chain() {
+            parts.push(cause.to_string());
+            if cause.downcast_ref::<Error>().is_some() {
+                break;
+            }
+        }
+        eprintln!("error: {}", parts.join(": "));
         if let Some(advice) = advice(&e) {
             eprintln!("{advice}");
         }

@@ -35,7 +35,7 @@ fn text(files: &dyn Files, name: &str) -> Result<Option<String>> {
 fn shard_names(files: &dyn Files) -> Result<Vec<String>> {
     let dir = files.origin();
     if let Some(index) = text(files, "model.safetensors.index.json")? {
-        let v: serde_json::Value = serde_json::from_str(&index).map_err(|e| Error::bad_file(format!("{dir}/model.safetensors.index.json"), e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_str(&index).map_err(|e| Error::bad_file(format!("{dir}/model.safetensors.index.json"), e.to_string()).with_source(e))?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())

@@ -21,7 +21,7 @@ impl<'a> SafetensorsSource<'a> {
             .map(|(name, bytes)| {
                 SafeTensors::deserialize(bytes)
                     .map(|st| (name.clone(), st))
-                    .map_err(|e| Error::bad_file(format!("{folder}/{name}"), format!("not a valid safetensors file ({e})")))
+                    .map_err(|e| Error::bad_file(format!("{folder}/{name}"), format!("not a valid safetensors file ({e})")).with_source(e))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(SafetensorsSource { folder: folder.to_string(), shards })

@@ -62,7 +62,7 @@ pub fn files(a: &Adapter, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
 /// Reads an adapter from the two files' contents; `dir` names the folder in errors.
 pub fn read(config: &str, weights: &[u8], dir: &str) -> Result<Adapter> {
     let cfg_file = format!("{dir}/{CONFIG_FILE}");
-    let c: Value = serde_json::from_str(config).map_err(|e| Error::bad_file(&cfg_file, format!("not valid JSON ({e})")))?;
+    let c: Value = serde_json::from_str(config).map_err(|e| Error::bad_file(&cfg_file, format!("not valid JSON ({e})")).with_source(e))?;
     if let Some(kind) = c.get("peft_type").and_then(Value::as_str) {
         if kind != "LORA" {
             return Err(Error::unsupported(&cfg_file, format!("peft_type is \"{kind}\"; Hearth reads LoRA adapters (LORA)")));
@@ -90,7 +90,7 @@ pub fn read(config: &str, weights: &[u8], dir: &str) -> Result<Adapter> {
     let target_modules: Option<Vec<&str>> = c.get("target_modules").and_then(Value::as_array).map(|l| l.iter().filter_map(Value::as_str).collect());
 
     let file = format!("{dir}/{WEIGHTS_FILE}");
-    let st = SafeTensors::deserialize(weights).map_err(|e| Error::bad_file(&file, format!("not a valid safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(weights).map_err(|e| Error::bad_file(&file, format!("not a valid safetensors file ({e})")).with_source(e))?;
     // (layer, target) → (A, B) with their shapes
     type Pair = (Option<(Vec<usize>, Vec<f32>)>, Option<(Vec<usize>, Vec<f32>)>);
     let mut pairs: BTreeMap<(usize, Target), Pair> = BTreeMap::new();

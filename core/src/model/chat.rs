@@ -27,7 +27,7 @@ pub fn render(template: &str, messages: &[Message], add_generation_prompt: bool,
         Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
     });
     env.add_function("strftime_now", |_fmt: String| "26 Jul 2024".to_string());
-    env.add_template("chat", template).map_err(|e| Error::bad_file("the chat template", format!("does not parse: {e}")))?;
+    env.add_template("chat", template).map_err(|e| Error::bad_file("the chat template", format!("does not parse: {e}")).with_source(e))?;
     let tmpl = env.get_template("chat").expect("just added");
     tmpl.render(context! {
         messages => minijinja::Value::from(minijinja::value::Serde(messages)),
@@ -35,7 +35,7 @@ pub fn render(template: &str, messages: &[Message], add_generation_prompt: bool,
         bos_token => bos_token,
         eos_token => eos_token,
     })
-    .map_err(|e| Error::bad_file("the chat template", format!("failed: {e}")))
+    .map_err(|e| Error::bad_file("the chat template", format!("failed: {e}")).with_source(e))
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ impl Config {
 
     /// Parses an HF config.json; `file` names it in errors.
     pub fn from_hf_json(text: &str, file: &str) -> Result<Self> {
-        let c: HfConfig = serde_json::from_str(text).map_err(|e| Error::bad_file(file, format!("{e}")))?;
+        let c: HfConfig = serde_json::from_str(text).map_err(|e| Error::bad_file(file, format!("{e}")).with_source(e))?;
         let arch_name = c
             .model_type
             .clone()

@@ -28,7 +28,7 @@ impl Tokenizer {
             .map_err(|e| Error::bad_file(format!("{folder}/tokenizer.json"), e.to_string()))?;
         let parse = |text: Option<&str>, name: &str| -> Result<Value> {
             match text {
-                Some(t) => serde_json::from_str(t).map_err(|e| Error::bad_file(format!("{folder}/{name}"), e.to_string())),
+                Some(t) => serde_json::from_str(t).map_err(|e| Error::bad_file(format!("{folder}/{name}"), e.to_string()).with_source(e)),
                 None => Ok(Value::Null),
             }
         };

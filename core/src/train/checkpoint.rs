@@ -62,7 +62,7 @@ pub struct Restored {
 /// belongs to a run with these settings.
 pub fn read(dir: &str, read: &dyn Fn(&str) -> Result<Vec<u8>>, cfg: &TrainConfig, train_examples: usize) -> Result<Restored> {
     let state_bytes = read(STATE_FILE)?;
-    let st: Value = serde_json::from_slice(&state_bytes).map_err(|e| Error::bad_file(format!("{dir}/{STATE_FILE}"), format!("not valid JSON ({e})")))?;
+    let st: Value = serde_json::from_slice(&state_bytes).map_err(|e| Error::bad_file(format!("{dir}/{STATE_FILE}"), format!("not valid JSON ({e})")).with_source(e))?;
     let want = fingerprint(cfg, train_examples);
     if st.get("run") != Some(&want) {
         return Err(Error::bad_file(dir, format!("the checkpoint was written by a run with {}, this run has {want}; resume with the same data, seed, batch size, accumulation, r and targets",
@@ -78,7 +78,7 @@ pub fn read(dir: &str, read: &dyn Fn(&str) -> Result<Vec<u8>>, cfg: &TrainConfig
     let config = String::from_utf8(read(peft::CONFIG_FILE)?).map_err(|_| Error::bad_file(format!("{dir}/{}", peft::CONFIG_FILE), "not UTF-8"))?;
     let adapter = peft::read(&config, &read(peft::WEIGHTS_FILE)?, dir)?;
     let opt_bytes = read(OPTIMIZER_FILE)?;
-    let st = SafeTensors::deserialize(&opt_bytes).map_err(|e| Error::bad_file(format!("{dir}/{OPTIMIZER_FILE}"), format!("not a valid safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(&opt_bytes).map_err(|e| Error::bad_file(format!("{dir}/{OPTIMIZER_FILE}"), format!("not a valid safetensors file ({e})")).with_source(e))?;
     let get = |name: String| -> Result<Vec<f32>> {
         let t = st.tensor(&name).map_err(|_| Error::bad_file(format!("{dir}/{OPTIMIZER_FILE}"), format!("tensor {name} is missing")))?;
         if t.dtype() != Dtype::F32 {

@@ -22,7 +22,7 @@ pub fn parse_records(file: &str, text: &str) -> Result<Vec<Record>> {
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
     let mut out = Vec::new();
     if trimmed.starts_with('[') {
-        let items: Vec<Value> = serde_json::from_str(trimmed).map_err(|e| Error::bad_file(file, format!("not a valid JSON array ({e})")))?;
+        let items: Vec<Value> = serde_json::from_str(trimmed).map_err(|e| Error::bad_file(file, format!("not a valid JSON array ({e})")).with_source(e))?;
         for (i, v) in items.into_iter().enumerate() {
             let origin = format!("{file} item {}", i + 1);
             match v {
@@ -40,7 +40,7 @@ pub fn parse_records(file: &str, text: &str) -> Result<Vec<Record>> {
             match serde_json::from_str::<Value>(line) {
                 Ok(Value::Object(fields)) => out.push(Record { origin, fields }),
                 Ok(other) => return Err(Error::bad_file(&origin, format!("expected a JSON object, found {}", kind(&other)))),
-                Err(e) => return Err(Error::bad_file(&origin, format!("not valid JSON ({e})"))),
+                Err(e) => return Err(Error::bad_file(&origin, format!("not valid JSON ({e})")).with_source(e)),
             }
         }
     }

@@ -183,7 +183,7 @@ impl RunSettings {
     /// Settings from the page's JSON; unknown keys are refused, missing ones take their
     /// default.
     pub fn from_json(text: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).map_err(|e| Error::bad_file("the settings", e.to_string()))?;
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::bad_file("the settings", e.to_string()).with_source(e))?;
         Self::from_value(v)
     }
 
@@ -191,7 +191,7 @@ impl RunSettings {
         if let Some(key) = v.as_object().and_then(|o| o.keys().find(|k| !SCHEMA.iter().any(|s| s.name == k.as_str()))) {
             return Err(Error::bad_file("the settings", format!("unknown setting \"{key}\"")));
         }
-        serde_json::from_value(v).map_err(|e| Error::bad_file("the settings", e.to_string()))
+        serde_json::from_value(v).map_err(|e| Error::bad_file("the settings", e.to_string()).with_source(e))
     }
 
     /// Checks every setting against its range in [`SCHEMA`], naming the first that is out.
