@@ -26,6 +26,9 @@ pub struct InfoArgs {
     /// LoRA rank, for the memory estimate (all linear layers).
     #[arg(long, default_value_t = 16)]
     pub rank: usize,
+    /// The KV cache the run holds, as `hearth train --ctx` (capped at the model's context).
+    #[arg(long, default_value_t = 2048)]
+    pub ctx: usize,
 }
 
 fn mib(bytes: f64) -> String {
@@ -63,8 +66,8 @@ pub fn run(a: InfoArgs) -> Result<()> {
     // training pass allocates (activations kept for every layer, or with checkpointing one
     // layer's worth plus each layer's input; scratch; a chunk of logits).
     let tokens = a.seq_len * a.batch_size;
-    // as hearth train holds the model: chunks of 256 tokens, a KV cache of --ctx 2048
-    let shape = ModelShape { head_format: head, chunk: 256, ctx_tokens: cfg.max_seq_len.clamp(1, 2048), binding_limit: DEFAULT_BINDING_LIMIT };
+    // as hearth train holds the model: chunks of 256 tokens, a KV cache of --ctx tokens
+    let shape = ModelShape { head_format: head, chunk: 256, ctx_tokens: a.ctx.min(cfg.max_seq_len).max(1), binding_limit: DEFAULT_BINDING_LIMIT };
     let lora = LoraConfig { r: a.rank, ..LoraConfig::default() };
     println!();
     println!(
