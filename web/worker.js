@@ -128,10 +128,10 @@ async function train(msg) {
     tokens: 0, seconds: 0, timedSteps: 0, warm: false,
   };
   event("started", { info, metrics: run.metrics, settings, data });
-  trainLoop().catch((e) => {
+  trainLoop().catch(async (e) => {
     run.active = false;
     // a lost device cannot be used again: the next run opens a new one
-    if (/device was lost/.test(errorText(e))) deviceLost = true;
+    if (await exclusive(() => session.device_lost())) deviceLost = true;
     event("failed", { error: errorText(e), checkpoint: run.lastCheckpoint });
   });
   return info;

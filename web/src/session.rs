@@ -128,6 +128,11 @@ impl Session {
         hearth_core::train::data::CUSTOMER_SERVICE_JSONL.to_string()
     }
 
+    /// Whether the GPU device was lost: the worker then opens a new session for the next run.
+    pub fn device_lost(&self) -> bool {
+        self.ctx.is_lost()
+    }
+
     /// The adapter: name, type, limits.
     pub fn gpu_json(&self) -> String {
         let s = self.ctx.summary();

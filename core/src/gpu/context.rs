@@ -1,5 +1,6 @@
 //! [`GpuContext`]: the adapter, device and queue, created once and shared by every op.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::dispatch::PipelineCache;
@@ -19,6 +20,8 @@ pub struct GpuContext {
     /// The first error the device reported outside an error scope (validation, out of
     /// memory); surfaced by the next flush or readback instead of a panic.
     device_error: Arc<Mutex<Option<Error>>>,
+    /// Set when the device is lost: this context cannot be used again.
+    lost: Arc<AtomicBool>,
 }
 
 /// What was picked, for people to read and for the launchers to choose kernel variants.
@@ -106,10 +109,12 @@ impl GpuContext {
                 *slot = Some(describe_device_error(&e));
             }
         }));
-        let sink = Arc::clone(&device_error);
+        let (sink, lost) = (Arc::clone(&device_error), Arc::new(AtomicBool::new(false)));
+        let lost_flag = Arc::clone(&lost);
         device.set_device_lost_callback(move |reason, message| {
             // dropping the context also "loses" the device; that is no error
             if reason != wgpu::DeviceLostReason::Destroyed {
+                lost_flag.store(true, Ordering::SeqCst);
                 *sink.lock().unwrap() = Some(Error::DeviceLost(format!("{message} ({reason:?}); the work since the last checkpoint is gone")));
             }
         });
@@ -123,6 +128,7 @@ impl GpuContext {
             pipelines: PipelineCache::default(),
             encoder: Mutex::new(None),
             device_error,
+            lost,
         })
     }
 
@@ -259,6 +265,11 @@ impl GpuContext {
         if let Some(encoder) = self.encoder.lock().unwrap().take() {
             self.queue.submit([encoder.finish()]);
         }
+    }
+
+    /// Whether the device was lost (a new context is needed).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
     }
 
     /// The first error the device reported since the last call, if any.
