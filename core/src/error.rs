@@ -64,6 +64,14 @@ impl Error {
         }
     }
 
+    /// [`Error::with_source`] for an error that comes boxed (the tokenizers crate's).
+    pub fn with_boxed_source(self, e: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        match self {
+            Error::BadFile { origin, detail, .. } => Error::BadFile { origin, detail, source: Some(Arc::from(e)) },
+            other => other,
+        }
+    }
+
     pub fn unsupported(origin: impl fmt::Display, detail: impl Into<String>) -> Self {
         Error::Unsupported { origin: origin.to_string(), detail: detail.into() }
     }
@@ -120,5 +128,8 @@ mod tests {
         assert!(e.to_string().starts_with("d.jsonl line 2: not valid JSON"), "{e}");
         let source = e.source().expect("the JSON parser's error");
         assert!(source.downcast_ref::<serde_json::Error>().is_some(), "{source:?}");
+        let e = crate::model::Tokenizer::from_hf(b"{}", None, None, "m").err().expect("not a tokenizer");
+        assert!(e.to_string().starts_with("m/tokenizer.json: "), "{e}");
+        assert!(e.source().is_some(), "the tokenizers crate's error stays underneath");
     }
 }

@@ -25,7 +25,7 @@ impl Tokenizer {
     /// From tokenizer.json and, when present, tokenizer_config.json and generation_config.json.
     pub fn from_hf(tokenizer_json: &[u8], tokenizer_config: Option<&str>, generation_config: Option<&str>, folder: &str) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json)
-            .map_err(|e| Error::bad_file(format!("{folder}/tokenizer.json"), e.to_string()))?;
+            .map_err(|e| Error::bad_file(format!("{folder}/tokenizer.json"), e.to_string()).with_boxed_source(e))?;
         let parse = |text: Option<&str>, name: &str| -> Result<Value> {
             match text {
                 Some(t) => serde_json::from_str(t).map_err(|e| Error::bad_file(format!("{folder}/{name}"), e.to_string()).with_source(e)),
@@ -84,7 +84,7 @@ impl Tokenizer {
     pub fn from_gguf(g: &Gguf, file: &str) -> Result<Self> {
         let json = super::gguf_tokenizer::tokenizer_json(g, file)?;
         let bytes = serde_json::to_vec(&json).expect("tokenizer json");
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::bad_file(file, format!("tokenizer metadata: {e}")))?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::bad_file(file, format!("tokenizer metadata: {e}")).with_boxed_source(e))?;
         let id = |k: &str| g.get(k).and_then(GgufValue::as_u64).map(|v| v as u32);
         let bos_id = id("tokenizer.ggml.bos_token_id");
         let eos_id = id("tokenizer.ggml.eos_token_id");
@@ -107,7 +107,7 @@ impl Tokenizer {
 
     /// The tokenizer as tokenizer.json text.
     pub fn to_json(&self) -> Result<String> {
-        self.inner.to_string(true).map_err(|e| Error::bad_file("the tokenizer", format!("cannot be serialized: {e}")))
+        self.inner.to_string(true).map_err(|e| Error::bad_file("the tokenizer", format!("cannot be serialized: {e}")).with_boxed_source(e))
     }
 
     /// Token ids of `text`; `add_special` adds what HF's `tokenizer(text)` adds (a BOS for
@@ -116,11 +116,11 @@ impl Tokenizer {
         self.inner
             .encode(text, add_special)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| Error::bad_file("the tokenizer", format!("tokenizing failed: {e}")))
+            .map_err(|e| Error::bad_file("the tokenizer", format!("tokenizing failed: {e}")).with_boxed_source(e))
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special).map_err(|e| Error::bad_file("the tokenizer", format!("detokenizing failed: {e}")))
+        self.inner.decode(ids, skip_special).map_err(|e| Error::bad_file("the tokenizer", format!("detokenizing failed: {e}")).with_boxed_source(e))
     }
 
     pub fn token(&self, id: u32) -> Option<String> {
