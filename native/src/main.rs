@@ -106,7 +106,7 @@ fn advice(e: &anyhow::Error) -> Option<String> {
         }
         Error::DeviceLost(_) => "run again (training: with --resume and the last checkpoint)".into(),
         Error::Diverged { .. } => "lower --lr, or check the data".into(),
-        Error::InvalidSetting { setting, .. } => format!("change --{}", setting.replace('_', "-")),
+        Error::InvalidSetting { setting, .. } => format!("change --{}", settings_args::flag(setting)),
         Error::NoAdapter(_) => {
             "install a Vulkan, Metal or DX12 driver (without a GPU: apt-get install mesa-vulkan-drivers)".into()
         }

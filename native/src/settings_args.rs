@@ -30,14 +30,9 @@ pub fn flag(setting: &str) -> String {
     setting.replace('_', "-")
 }
 
-fn defaults() -> Value {
-    // Through text, so that f32 defaults read as written (2e-4, not 2.0000000949949026e-4).
-    serde_json::from_str(&serde_json::to_string(&RunSettings::default()).expect("json")).expect("json")
-}
-
 /// One flag per setting that `keep` selects.
 fn augment(cmd: Command, keep: fn(&Setting) -> bool) -> Command {
-    let defaults = defaults();
+    let defaults = RunSettings::default().to_json();
     SCHEMA.iter().filter(|s| keep(s)).fold(cmd, |cmd, s| {
         let default = match &defaults[s.name] {
             Value::String(t) if t.is_empty() => String::new(),
@@ -64,7 +59,7 @@ fn augment(cmd: Command, keep: fn(&Setting) -> bool) -> Command {
 
 /// The settings the flags selected by `keep` gave, the defaults for the rest.
 fn from_matches(m: &ArgMatches, keep: fn(&Setting) -> bool) -> Result<RunSettings, clap::Error> {
-    let mut v = defaults();
+    let mut v = RunSettings::default().to_json();
     for s in SCHEMA.iter().filter(|s| keep(s)) {
         let given = match s.kind {
             Kind::Bool => m.get_flag(s.name).then_some(Value::Bool(true)),

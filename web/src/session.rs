@@ -10,7 +10,7 @@ use hearth_core::model::{Config, Model, ModelOptions, Tokenizer, WeightFormat};
 use hearth_core::train::batch::max_batch_tokens;
 use hearth_core::train::data::{generation_prompt, parse_records, prepare, render_record, split_records, tokenize, DataStats, Template};
 use hearth_core::train::memory::{estimate, lora_params, ModelShape};
-use hearth_core::train::run::{Event, Run as TrainRun};
+use hearth_core::train::run::{Event, Run};
 use hearth_core::{Error, GpuContext};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -57,11 +57,6 @@ struct Base {
     head_format: WeightFormat,
 }
 
-/// A training run: the engine, and the settings the page started it with.
-struct Run {
-    engine: TrainRun,
-    settings: RunSettings,
-}
 
 #[wasm_bindgen]
 pub struct Session {
@@ -313,7 +308,7 @@ impl Session {
         let spec = s.run_spec(&base.tok).map_err(js)?;
         let template = spec.data.template.name().to_string();
         let model = self.model.take().expect("loaded");
-        let mut engine = TrainRun::new(&self.ctx, model, &base.tok, spec, records, None, None, &base.origin).map_err(|e| js(explain(e)))?;
+        let mut engine = Run::new(&self.ctx, model, &base.tok, spec, records, None, None, &base.origin).map_err(|e| js(explain(e)))?;
         if resume {
             let staged = std::mem::take(&mut self.staged);
             let read = |name: &str| {
@@ -336,7 +331,7 @@ impl Session {
             "template": template,
             "finished": engine.finished(),
         });
-        self.run = Some(Run { engine, settings: s });
+        self.run = Some(engine);
         Ok(info.to_string())
     }
 
@@ -344,10 +339,10 @@ impl Session {
     /// {event: "step" | "eval" | "checkpoint_due" | "early_stop" | "diverged" | "done", ...}.
     pub async fn advance(&mut self) -> Result<String, JsError> {
         let run = self.run.as_mut().ok_or_else(|| js("no run has started"))?;
-        if run.engine.finished() {
+        if run.finished() {
             return Err(js("the run is complete"));
         }
-        let events = run.engine.advance(&self.ctx).await.map_err(|e| js(explain(e)))?;
+        let events = run.advance(&self.ctx).await.map_err(|e| js(explain(e)))?;
         let events: Vec<Value> = events
             .into_iter()
             .map(|e| match e {
@@ -373,14 +368,14 @@ impl Session {
     /// The run's checkpoint files as [[name, bytes], …].
     pub async fn checkpoint(&mut self) -> Result<js_sys::Array, JsError> {
         let run = self.run.as_mut().ok_or_else(|| js("no run has started"))?;
-        Ok(file_array(run.engine.checkpoint(&self.ctx).await.map_err(js)?))
+        Ok(file_array(run.checkpoint(&self.ctx).await.map_err(js)?))
     }
 
     /// The adapter the run ends with, in PEFT's format: adapter_config.json and
     /// adapter_model.safetensors.
     pub async fn adapter_files(&mut self) -> Result<js_sys::Array, JsError> {
         let run = self.run.as_mut().ok_or_else(|| js("train an adapter first"))?;
-        Ok(file_array(run.engine.adapter_files(&self.ctx).await.map_err(js)?))
+        Ok(file_array(run.adapter_files(&self.ctx).await.map_err(js)?))
     }
 
     /// Answers the last user message of `request.messages` with the base model or the
@@ -388,7 +383,7 @@ impl Session {
     pub async fn generate(&mut self, request: &str, on_text: &js_sys::Function) -> Result<String, JsError> {
         let req: GenerateRequest = serde_json::from_str(request).map_err(|e| js(format!("generate: {e}")))?;
         let template = match &self.run {
-            Some(run) => run.settings.data_options(&self.base()?.tok).template,
+            Some(run) => run.spec.data.template.clone(),
             None => RunSettings::default().data_options(&self.base()?.tok).template,
         };
         let tok = &self.base.as_ref().expect("checked").tok;
@@ -453,7 +448,7 @@ impl Session {
     /// Takes the model back from a finished or abandoned run, without its adapter.
     fn reclaim_model(&mut self) {
         if let Some(run) = self.run.take() {
-            let mut model = run.engine.trainer.model;
+            let mut model = run.trainer.model;
             model.adapter = None;
             self.model = Some(model);
         }
@@ -463,7 +458,7 @@ impl Session {
 /// The model, wherever it is now.
 fn model_of<'a>(model: &'a mut Option<Model>, run: &'a mut Option<Run>) -> Result<&'a mut Model, JsError> {
     match run {
-        Some(r) => Ok(&mut r.engine.trainer.model),
+        Some(r) => Ok(&mut r.trainer.model),
         None => model.as_mut().ok_or_else(|| js("load a model first")),
     }
 }

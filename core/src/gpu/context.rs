@@ -197,8 +197,8 @@ impl GpuContext {
         #[allow(clippy::arc_with_non_send_sync)]
         let whole = Arc::new(self.alloc(end.max(4))?);
         self.zero(&whole);
-        let views = parts.iter().zip(&offsets).map(|(&n, &at)| GpuBuffer::view(&whole, at, 4 * n as u64)).collect();
-        Ok(Arena { whole, offsets, views })
+        let views = parts.iter().zip(offsets).map(|(&n, at)| GpuBuffer::view(&whole, at, 4 * n as u64)).collect();
+        Ok(Arena { whole, views })
     }
 
     pub fn alloc_f32(&self, n: usize) -> Result<GpuBuffer> {
@@ -292,22 +292,20 @@ fn describe_device_error(e: &wgpu::Error) -> Error {
 pub struct Arena {
     /// The whole buffer, gaps between the parts included (they stay zero).
     pub whole: Arc<GpuBuffer>,
-    /// Each part's start in bytes.
-    pub offsets: Vec<u64>,
-    /// Each part as its own buffer.
+    /// Each part as its own buffer (its `offset()` is where it starts in `whole`).
     pub views: Vec<GpuBuffer>,
 }
 
 impl Arena {
     /// Another view of part `i` (the arena keeps its own).
     pub fn view(&self, i: usize) -> GpuBuffer {
-        GpuBuffer::view(&self.whole, self.offsets[i], self.views[i].len_bytes())
+        GpuBuffer::view(&self.whole, self.views[i].offset(), self.views[i].len_bytes())
     }
 
     /// The parts' values from one readback of the whole buffer.
     pub async fn read_parts(&self, ctx: &GpuContext) -> Result<Vec<Vec<f32>>> {
         let all = ctx.read_f32(&self.whole).await?;
-        Ok(self.offsets.iter().zip(&self.views).map(|(&at, v)| all[(at / 4) as usize..][..v.len_words()].to_vec()).collect())
+        Ok(self.views.iter().map(|v| all[(v.offset() / 4) as usize..][..v.len_words()].to_vec()).collect())
     }
 
     /// Views of the whole buffer, each at most `max_bytes` long, that cover it: the whole

@@ -63,13 +63,13 @@ impl GpuBuffer {
     /// The bytes a launch binds: `len` rounded up to 16 (vec4 arrays), within the device
     /// buffer.
     pub(crate) fn binding_size(&self) -> u64 {
-        self.len.max(16).next_multiple_of(16).min(self.raw().size() - self.offset)
+        super::layout::pooled_bytes(self.len).min(self.raw().size() - self.offset)
     }
 
     /// A view of `len` bytes of `whole` from byte `offset` (a multiple of the adapter's
     /// storage offset alignment when it is to be bound; see `GpuContext::alloc_arena`).
     pub fn view(whole: &Arc<GpuBuffer>, offset: u64, len: u64) -> GpuBuffer {
-        assert!(offset + len <= whole.len.max(16).next_multiple_of(16), "a view past the end of its buffer");
+        assert!(offset + len <= super::layout::pooled_bytes(whole.len), "a view past the end of its buffer");
         GpuBuffer { buffer: whole.buffer.clone(), offset: whole.offset + offset, len, owner: Owner::View { _whole: Arc::clone(whole) } }
     }
 

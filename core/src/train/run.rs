@@ -247,11 +247,6 @@ impl Run {
         self.trainer.adapter(ctx).await
     }
 
-    /// The best adapter so far (kept only with early stopping).
-    pub fn best_adapter(&self) -> Option<&Adapter> {
-        self.best.as_ref()
-    }
-
     /// The PEFT files of [`Run::final_adapter`].
     pub async fn adapter_files(&mut self, ctx: &GpuContext) -> Result<Vec<(String, Vec<u8>)>> {
         let adapter = self.final_adapter(ctx).await?;

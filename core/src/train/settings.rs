@@ -194,9 +194,15 @@ impl RunSettings {
         serde_json::from_value(v).map_err(|e| Error::bad_file("the settings", e.to_string()).with_source(e))
     }
 
+    /// The settings as a JSON object, numbers as written: through text, so that an f32 reads
+    /// 2e-4 and not 2.0000000949949026e-4 (as the page, the CLI's help and messages show it).
+    pub fn to_json(&self) -> Value {
+        serde_json::from_str(&serde_json::to_string(self).expect("json")).expect("json")
+    }
+
     /// Checks every setting against its range in [`SCHEMA`], naming the first that is out.
     pub fn validate(&self) -> Result<()> {
-        let values = serde_json::to_value(self).expect("json");
+        let values = self.to_json();
         for s in SCHEMA {
             let v = &values[s.name];
             let ok = match s.kind {
@@ -291,7 +297,7 @@ pub fn describe(kind: Kind) -> String {
 /// The schema as JSON, for forms: [{name, label, help, group, kind, min, max, choices,
 /// default}].
 pub fn schema_json() -> Value {
-    let defaults = serde_json::to_value(RunSettings::default()).expect("json");
+    let defaults = RunSettings::default().to_json();
     let items: Vec<Value> = SCHEMA
         .iter()
         .map(|s| {
@@ -325,7 +331,7 @@ mod tests {
 
     #[test]
     fn every_field_has_one_schema_entry_and_the_defaults_pass() {
-        let fields = serde_json::to_value(RunSettings::default()).unwrap();
+        let fields = RunSettings::default().to_json();
         let names: Vec<&str> = SCHEMA.iter().map(|s| s.name).collect();
         let mut keys: Vec<&str> = fields.as_object().unwrap().keys().map(String::as_str).collect();
         let mut sorted = names.clone();

@@ -61,44 +61,25 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.lora.check()?;
         let a = &self.adamw;
-        let checks: [(&'static str, bool, &str); 13] = [
-            ("alpha", self.lora.alpha > 0.0 && self.lora.alpha.is_finite(), "must be a positive number"),
-            ("lr", a.lr > 0.0 && a.lr.is_finite(), "must be a positive number"),
-            ("beta1", (0.0..1.0).contains(&a.beta1), "must be in [0, 1)"),
-            ("beta2", (0.0..1.0).contains(&a.beta2), "must be in [0, 1)"),
-            ("eps", a.eps > 0.0 && a.eps.is_finite(), "must be a positive number"),
-            ("weight_decay", a.weight_decay >= 0.0 && a.weight_decay.is_finite(), "must be ≥ 0"),
-            ("max_grad_norm", self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite(), "must be ≥ 0 (0: no clipping)"),
-            ("warmup_ratio", (0.0..=1.0).contains(&self.warmup_ratio), "must be in [0, 1]"),
-            ("batch_size", self.batch_size >= 1, "must be at least 1"),
-            ("grad_accum", self.grad_accum >= 1, "must be at least 1"),
-            ("epochs", self.max_steps.is_some() || (self.epochs > 0.0 && self.epochs.is_finite()), "must be a positive number"),
-            ("max_steps", self.max_steps != Some(0), "must be at least 1"),
-            ("memory_budget_gb", self.memory_budget > 0, "must be more than 0"),
+        // (setting, in range, its value for the message, the rule)
+        let checks: [(&'static str, bool, String, &str); 13] = [
+            ("alpha", self.lora.alpha > 0.0 && self.lora.alpha.is_finite(), self.lora.alpha.to_string(), "must be a positive number"),
+            ("lr", a.lr > 0.0 && a.lr.is_finite(), a.lr.to_string(), "must be a positive number"),
+            ("beta1", (0.0..1.0).contains(&a.beta1), a.beta1.to_string(), "must be in [0, 1)"),
+            ("beta2", (0.0..1.0).contains(&a.beta2), a.beta2.to_string(), "must be in [0, 1)"),
+            ("eps", a.eps > 0.0 && a.eps.is_finite(), a.eps.to_string(), "must be a positive number"),
+            ("weight_decay", a.weight_decay >= 0.0 && a.weight_decay.is_finite(), a.weight_decay.to_string(), "must be ≥ 0"),
+            ("max_grad_norm", self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite(), self.max_grad_norm.to_string(), "must be ≥ 0 (0: no clipping)"),
+            ("warmup_ratio", (0.0..=1.0).contains(&self.warmup_ratio), self.warmup_ratio.to_string(), "must be in [0, 1]"),
+            ("batch_size", self.batch_size >= 1, self.batch_size.to_string(), "must be at least 1"),
+            ("grad_accum", self.grad_accum >= 1, self.grad_accum.to_string(), "must be at least 1"),
+            ("epochs", self.max_steps.is_some() || (self.epochs > 0.0 && self.epochs.is_finite()), self.epochs.to_string(), "must be a positive number"),
+            ("max_steps", self.max_steps != Some(0), format!("{:?}", self.max_steps), "must be at least 1"),
+            ("memory_budget_gb", self.memory_budget > 0, format!("{} bytes", self.memory_budget), "must be more than 0"),
         ];
-        match checks.iter().find(|(_, ok, _)| !ok) {
-            Some(&(setting, _, rule)) => Err(Error::invalid_setting(setting, format!("{} {rule}", self.value_of(setting)))),
+        match checks.into_iter().find(|(_, ok, _, _)| !ok) {
+            Some((setting, _, value, rule)) => Err(Error::invalid_setting(setting, format!("{value} {rule}"))),
             None => Ok(()),
-        }
-    }
-
-    /// A setting's value as text, for the messages of `validate`.
-    fn value_of(&self, setting: &str) -> String {
-        let a = &self.adamw;
-        match setting {
-            "alpha" => self.lora.alpha.to_string(),
-            "lr" => a.lr.to_string(),
-            "beta1" => a.beta1.to_string(),
-            "beta2" => a.beta2.to_string(),
-            "eps" => a.eps.to_string(),
-            "weight_decay" => a.weight_decay.to_string(),
-            "max_grad_norm" => self.max_grad_norm.to_string(),
-            "warmup_ratio" => self.warmup_ratio.to_string(),
-            "batch_size" => self.batch_size.to_string(),
-            "grad_accum" => self.grad_accum.to_string(),
-            "epochs" => self.epochs.to_string(),
-            "max_steps" => format!("{:?}", self.max_steps),
-            _ => format!("{} bytes", self.memory_budget),
         }
     }
 }
