@@ -171,6 +171,11 @@ pub(crate) struct StateLayout {
     logit_rows: usize,
 }
 
+/// The run state's x·Aᵀ scratch: (chunk, largest rank), sized again when an adapter is set.
+fn lora_h_len(chunk: usize, max_rank: usize) -> usize {
+    chunk * max_rank.max(1)
+}
+
 impl StateLayout {
     pub(crate) fn new(cfg: &Config, chunk: usize, max_seq: usize, max_rank: usize, binding_limit: u64) -> Self {
         let (c, ff, v, qd, kvd) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.q_dim(), cfg.kv_dim());
@@ -195,7 +200,7 @@ impl StateLayout {
             targets: logit_rows,
             losses: logit_rows,
             vocab_part: if split { logit_rows * part_rows } else { 1 },
-            lora_h: chunk * max_rank.max(1),
+            lora_h: lora_h_len(chunk, max_rank),
             scores: cfg.n_heads * max_seq,
         };
         StateLayout { state, cache: max_seq * kvd, logit_rows }
@@ -297,7 +302,7 @@ impl Model {
             Some(a) => {
                 a.check_against(&self.cfg, origin)?;
                 let gpu = GpuAdapter::upload(ctx, a, self.cfg.n_layers)?;
-                self.state.lora_h = ctx.alloc_f32(self.chunk * gpu.max_rank().max(1))?;
+                self.state.lora_h = ctx.alloc_f32(lora_h_len(self.chunk, gpu.max_rank()))?;
                 Some(gpu)
             }
             None => None,
