@@ -16,4 +16,4 @@ pub mod rng;
 pub mod train;
 
 pub use error::{Error, Result};
-pub use gpu::{GpuBuffer, GpuContext};
+pub use gpu::{GpuBuffer, GpuContext, Profile};

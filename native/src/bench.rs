@@ -1,61 +1,101 @@
-//! `hearth bench ...`: speed measurements printed as a table for the adapter they ran on.
+//! `hearth bench ...`: speed measurements, printed as a table for people or, with `--json`,
+//! as one JSON object for scripts (bench/gpu.sh).
 
 use anyhow::Result;
+use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Subcommand;
-use hearth_core::ops::matmul::{choose_tiling, matmul, Accumulate, MatmulDims, MatmulKind};
+use clap::{Args, Subcommand};
+use hearth_core::model::Config;
+use hearth_core::ops::matmul::{matmul, Accumulate, MatmulDims, MatmulKind};
 use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
-use hearth_core::{GpuBuffer, GpuContext};
+use hearth_core::{GpuBuffer, GpuContext, Profile};
+use serde_json::{json, Value};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Time the kernels (matmul f32 and quantized, attention, cross-entropy, ...).
+    /// Time every matmul variant (f32, f16 and each quantized format; forward and backward)
+    /// at a model's shapes and at 4096³.
     ///
     /// Example: hearth bench ops --quick
-    Ops {
-        /// Fewer repetitions and smaller shapes.
-        #[arg(long)]
-        quick: bool,
-        /// Only rows whose kernel name contains this.
-        #[arg(long)]
-        filter: Option<String>,
-    },
+    Ops(OpsArgs),
     /// Prefill and decode tokens/s of a model (HF folder or .gguf).
     ///
     /// Example: hearth bench generate SmolLM2-135M-Instruct.Q4_1.gguf --prompt-tokens 128 --new-tokens 64
     Generate(crate::bench_generate::BenchGenerateArgs),
-    /// Training tokens/s and peak GPU memory on synthetic examples.
+    /// Training tokens/s, the step's host and GPU time, launches and peak GPU memory on
+    /// synthetic examples.
     ///
     /// Example: hearth bench train SmolLM2-135M-Instruct.Q4_1.gguf --seq-len 128 --batch-size 4
     Train(crate::bench_train::BenchTrainArgs),
 }
 
+#[derive(Args)]
+pub struct OpsArgs {
+    /// Small shapes and fewer repetitions (for CPU emulators such as lavapipe).
+    #[arg(long)]
+    quick: bool,
+    /// Only rows whose kernel name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Take the matmul shapes from this model's config (HF folder or .gguf); default:
+    /// SmolLM2-135M's.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Rows of x in the model-shape matmuls (tokens in a training step: 4 × 512).
+    #[arg(long, default_value_t = 2048)]
+    tokens: usize,
+    /// Leave out the 4096 × 4096 × 4096 rows (minutes on a CPU emulator).
+    #[arg(long)]
+    no_square: bool,
+    /// Timed launches per batch (the fastest of 5 batches counts); default 5, 2 with --quick.
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Ops { quick, filter } => ops(quick, filter.as_deref()),
+        BenchCommand::Ops(a) => ops(a),
         BenchCommand::Generate(a) => crate::bench_generate::run(a),
         BenchCommand::Train(a) => crate::bench_train::run(a),
     }
 }
 
-struct Row {
-    kernel: String,
-    shape: String,
-    ms: f64,
-    /// (amount, unit) per second: GFLOP/s or GB/s.
-    rate: (f64, &'static str),
+/// The adapter as the JSON reports name it.
+pub fn adapter_json(ctx: &GpuContext) -> Value {
+    let s = ctx.summary();
+    json!({
+        "name": s.name,
+        "backend": s.backend,
+        "device_type": s.device_type,
+        "driver": s.driver,
+        "shader_f16": s.shader_f16,
+        "gpu_timestamps": ctx.has_gpu_timer(),
+    })
 }
 
-/// Runs `launch` once to warm up (pipeline compile), then `BATCHES` batches of `reps` runs;
-/// returns ms per run of the fastest batch. On a shared machine the slower batches measure
-/// the neighbours, not the kernel.
-fn time(ctx: &GpuContext, reps: usize, mut launch: impl FnMut()) -> Result<f64> {
+/// The launches of a profile, per kernel (entry point and variant), divided by `per`.
+pub fn kernels_json(p: &Profile, per: f64) -> Value {
+    p.kernels
+        .iter()
+        .map(|(name, k)| json!({ "kernel": name, "launches": k.launches as f64 / per, "gflop": k.flops / per / 1e9 }))
+        .collect()
+}
+
+/// Runs `launch` once to warm up (pipeline compile) inside a profile, which names the
+/// kernels it ran; then `BATCHES` batches of `reps` runs. Returns ms per run of the fastest
+/// batch (on a shared machine the slower batches measure the neighbours, not the kernel)
+/// and the kernels.
+pub fn time(ctx: &GpuContext, reps: usize, mut launch: impl FnMut()) -> Result<(f64, Vec<String>)> {
     const BATCHES: usize = 5;
+    ctx.profile_begin();
     launch();
-    pollster::block_on(ctx.finish())?;
+    let kernels = pollster::block_on(ctx.profile_end())?.kernels.into_keys().collect();
     let mut best = f64::INFINITY;
     for _ in 0..BATCHES {
         let start = Instant::now();
@@ -65,85 +105,140 @@ fn time(ctx: &GpuContext, reps: usize, mut launch: impl FnMut()) -> Result<f64> 
         pollster::block_on(ctx.finish())?;
         best = best.min(start.elapsed().as_secs_f64() * 1e3 / reps as f64);
     }
-    Ok(best)
+    Ok((best, kernels))
 }
 
-fn random(ctx: &GpuContext, rng: &mut Rng, n: usize) -> Result<GpuBuffer> {
+pub fn random(ctx: &GpuContext, rng: &mut Rng, n: usize) -> Result<GpuBuffer> {
     Ok(ctx.upload_f32(&rng.vec_uniform(n, -1.0, 1.0))?)
 }
 
-fn ops(quick: bool, filter: Option<&str>) -> Result<()> {
+struct Row {
+    /// What was timed: format and product, e.g. "f32 forward", "q4_1 backward_input".
+    op: String,
+    /// The kernel(s) that ran it, with their variant.
+    kernels: Vec<String>,
+    /// (M, N, K) as MatmulDims names them.
+    shape: (usize, usize, usize),
+    ms: f64,
+    /// (amount, unit) per second: GFLOP/s or GB/s.
+    rate: (f64, &'static str),
+}
+
+/// The distinct (N, K) of a model's linear layers, with their names.
+fn linear_shapes(cfg: &Config) -> Vec<(String, usize, usize)> {
+    let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let (q, kv) = (cfg.n_heads * cfg.head_size, cfg.n_kv_heads * cfg.head_size);
+    let all = [("q_proj", q, c), ("k_proj", kv, c), ("v_proj", kv, c), ("o_proj", c, q), ("gate_proj", i, c), ("up_proj", i, c), ("down_proj", c, i), ("lm_head", cfg.vocab_size, c)];
+    let mut shapes: Vec<(String, usize, usize)> = Vec::new();
+    for (name, n, k) in all {
+        match shapes.iter_mut().find(|s| (s.1, s.2) == (n, k)) {
+            Some(s) => s.0 = format!("{}, {name}", s.0),
+            None => shapes.push((name.to_string(), n, k)),
+        }
+    }
+    shapes
+}
+
+/// SmolLM2-135M's sizes, for `bench ops` without `--model`.
+const SMOLLM2_SHAPES: [(&str, usize, usize); 5] =
+    [("q_proj, o_proj", 576, 576), ("k_proj, v_proj", 192, 576), ("gate_proj, up_proj", 1536, 576), ("down_proj", 576, 1536), ("lm_head", 49152, 576)];
+
+fn ops(a: OpsArgs) -> Result<()> {
     let ctx = crate::open_gpu()?;
     let mut rng = Rng::new(0);
-    let reps = if quick { 2 } else { 5 };
+    let reps = a.reps.unwrap_or(if a.quick { 2 } else { 5 }).max(1);
+    let wanted = |name: &str| a.filter.as_deref().is_none_or(|f| name.contains(f));
+    // (label, M, N, K)
+    let mut shapes: Vec<(String, usize, usize, usize)> = Vec::new();
+    if a.quick {
+        shapes.push(("square".into(), 256, 256, 256));
+    } else {
+        let named = match &a.model {
+            Some(path) => linear_shapes(&crate::load::load_config(path)?.0),
+            None => SMOLLM2_SHAPES.iter().map(|&(l, n, k)| (l.to_string(), n, k)).collect(),
+        };
+        shapes.extend(named.into_iter().map(|(l, n, k)| (l, a.tokens, n, k)));
+        if !a.no_square {
+            shapes.push(("square".into(), 4096, 4096, 4096));
+        }
+    }
     let mut rows: Vec<Row> = Vec::new();
-    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
-
-    let sizes: &[(usize, usize, usize)] =
-        if quick { &[(256, 256, 256)] } else { &[(1024, 1024, 1024), (1000, 1000, 1000), (512, 576, 1536)] };
-    for &(m, n, k) in sizes {
+    for (_, m, n, k) in &shapes {
+        let (m, n, k) = (*m, *n, *k);
+        let flop = 2.0 * (m * n * k) as f64;
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
-            let d = MatmulDims::new(m, n, k);
-            let name = format!("matmul_{kind:?} ({:?})", choose_tiling(&ctx, kind, &d)).to_lowercase();
-            if !wanted(&name) {
+            let op = format!("f32 {}", kind_name(kind));
+            if !wanted(&op) {
                 continue;
             }
+            let d = MatmulDims::new(m, n, k);
             let (a_len, b_len, c_len) = match kind {
                 MatmulKind::Forward => (m * k, n * k, m * n),
                 MatmulKind::BackwardInput => (m * n, n * k, m * k),
                 MatmulKind::BackwardWeight => (m * n, m * k, n * k),
             };
-            let (a, b, c) = (random(&ctx, &mut rng, a_len)?, random(&ctx, &mut rng, b_len)?, random(&ctx, &mut rng, c_len)?);
-            let ms = time(&ctx, reps, || {
-                matmul(&ctx, kind, &c, &a, &b, d, Accumulate::OVERWRITE).expect("matmul launch");
-            })?;
-            rows.push(Row {
-                kernel: name,
-                shape: format!("M{m} N{n} K{k}"),
-                ms,
-                rate: (2.0 * (m * n * k) as f64 / ms / 1e6, "GFLOP/s"),
-            });
+            let (x, w, y) = (random(&ctx, &mut rng, a_len)?, random(&ctx, &mut rng, b_len)?, random(&ctx, &mut rng, c_len)?);
+            let (ms, kernels) = time(&ctx, reps, || matmul(&ctx, kind, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
-    }
-    // Quantized forward at 512 rows of x, beside the f32 matmul of the same shape above.
-    let (m, n, k) = if quick { (128, 256, 256) } else { (512, 576, 1536) };
-    for format in QuantFormat::ALL {
-        let name = format!("matmul_{format:?}_forward").to_lowercase();
-        if !wanted(&name) {
-            continue;
+        for format in QuantFormat::ALL {
+            let wanted_kinds: Vec<MatmulKind> =
+                [MatmulKind::Forward, MatmulKind::BackwardInput].into_iter().filter(|&kind| wanted(&format!("{} {}", format_name(format), kind_name(kind)))).collect();
+            if wanted_kinds.is_empty() {
+                continue;
+            }
+            let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
+            let gw = GpuQuantWeight::upload(&ctx, &t)?;
+            for kind in wanted_kinds {
+                let (in_len, out_len) = if kind == MatmulKind::Forward { (m * k, m * n) } else { (m * n, m * k) };
+                let (x, y) = (random(&ctx, &mut rng, in_len)?, random(&ctx, &mut rng, out_len)?);
+                let (ms, kernels) = time(&ctx, reps, || matmul_quant(&ctx, kind, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch"))?;
+                rows.push(Row { op: format!("{} {}", format_name(format), kind_name(kind)), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+            }
         }
-        let w = rng.vec_uniform(n * k, -1.0, 1.0);
-        let t = QuantTensor::quantize(format, &w, n, k)?;
-        let gw = GpuQuantWeight::upload(&ctx, &t)?;
-        let (x, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, m * n)?);
-        let ms = time(&ctx, reps, || {
-            matmul_quant(&ctx, MatmulKind::Forward, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch");
-        })?;
-        rows.push(Row { kernel: name, shape: format!("M{m} N{n} K{k}"), ms, rate: (2.0 * (m * n * k) as f64 / ms / 1e6, "GFLOP/s") });
     }
     // One row of x (decoding a token): bound by reading the weight, so the rate is its bytes/s.
-    let (n, k) = if quick { (256, 256) } else { (1536, 576) };
+    let (n, k) = if a.quick { (256, 256) } else { (shapes[0].2.max(1536), shapes[0].3) };
     for format in QuantFormat::ALL {
-        let name = format!("matmul_{format:?}_forward_row").to_lowercase();
-        if !wanted(&name) {
+        let op = format!("{} forward_row", format_name(format));
+        if !wanted(&op) {
             continue;
         }
         let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
         let gw = GpuQuantWeight::upload(&ctx, &t)?;
         let (x, y) = (random(&ctx, &mut rng, k)?, random(&ctx, &mut rng, n)?);
-        let ms = time(&ctx, reps * 10, || {
-            matmul_quant(&ctx, MatmulKind::Forward, &y, &x, &gw, 1, Accumulate::OVERWRITE).expect("launch");
-        })?;
-        rows.push(Row { kernel: name, shape: format!("M1 N{n} K{k}"), ms, rate: (gw.bytes() as f64 / ms / 1e6, "GB/s") });
+        let (ms, kernels) = time(&ctx, reps * 10, || matmul_quant(&ctx, MatmulKind::Forward, &y, &x, &gw, 1, Accumulate::OVERWRITE).expect("launch"))?;
+        rows.push(Row { op, kernels, shape: (1, n, k), ms, rate: (gw.bytes() as f64 / ms / 1e6, "GB/s") });
     }
-    print_table(&ctx, &rows);
+    if a.json {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|r| json!({ "op": r.op, "kernels": r.kernels, "m": r.shape.0, "n": r.shape.1, "k": r.shape.2, "ms": r.ms, "rate": r.rate.0, "unit": r.rate.1 }))
+            .collect();
+        let shapes: Vec<Value> = shapes.iter().map(|(l, m, n, k)| json!({ "layers": l, "m": m, "n": n, "k": k })).collect();
+        println!("{}", json!({ "bench": "ops", "adapter": adapter_json(&ctx), "shapes": shapes, "rows": rows }));
+    } else {
+        println!("adapter: {}", ctx.summary());
+        for (l, m, n, k) in &shapes {
+            println!("shape M{m} N{n} K{k}: {l}");
+        }
+        println!("{:<24} {:<22} {:>10} {:>16}  kernel", "op", "shape", "ms", "rate");
+        for r in &rows {
+            let (m, n, k) = r.shape;
+            println!("{:<24} {:<22} {:>10.3} {:>9.1} {:<7} {}", r.op, format!("M{m} N{n} K{k}"), r.ms, r.rate.0, r.rate.1, r.kernels.join(" + "));
+        }
+    }
     Ok(())
 }
 
-fn print_table(ctx: &GpuContext, rows: &[Row]) {
-    println!("adapter: {}", ctx.summary());
-    println!("{:<40} {:<22} {:>10} {:>16}", "kernel", "shape", "ms", "rate");
-    for r in rows {
-        println!("{:<40} {:<22} {:>10.3} {:>9.1} {}", r.kernel, r.shape, r.ms, r.rate.0, r.rate.1);
+fn kind_name(kind: MatmulKind) -> &'static str {
+    match kind {
+        MatmulKind::Forward => "forward",
+        MatmulKind::BackwardInput => "backward_input",
+        MatmulKind::BackwardWeight => "backward_weight",
     }
+}
+
+fn format_name(format: QuantFormat) -> String {
+    format!("{format:?}").to_lowercase()
 }

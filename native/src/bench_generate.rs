@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use clap::Args;
 use hearth_core::model::sampling::argmax;
+use serde_json::json;
 
+use crate::bench::{adapter_json, kernels_json};
 use crate::load::{load_on_gpu, ModelArgs};
 
 #[derive(Args)]
@@ -18,6 +20,9 @@ pub struct BenchGenerateArgs {
     /// Tokens decoded one at a time after it (EOS does not stop the benchmark).
     #[arg(long, default_value_t = 64)]
     pub new_tokens: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const TEXT: &str = "The history of the city begins with a small settlement on the river, where traders met to exchange grain, salt and cloth. ";
@@ -40,16 +45,44 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     let start = Instant::now();
     let mut logits = block(model.forward(&ctx, &prompt))?;
     let prefill = start.elapsed().as_secs_f64();
+    ctx.profile_begin();
     let start = Instant::now();
     for _ in 0..a.new_tokens {
         let next = argmax(&logits);
         logits = block(model.forward(&ctx, &[next]))?;
     }
     let decode = start.elapsed().as_secs_f64();
+    let profile = block(ctx.profile_end())?;
+    let per_token = a.new_tokens.max(1) as f64;
+    if a.json {
+        let out = json!({
+            "bench": "generate",
+            "adapter": adapter_json(&ctx),
+            "model": a.model.model.display().to_string(),
+            "quant": a.model.quant,
+            "prompt_tokens": prompt.len(),
+            "new_tokens": a.new_tokens,
+            "prefill_tokens_per_s": prompt.len() as f64 / prefill,
+            "decode_tokens_per_s": a.new_tokens as f64 / decode,
+            "dispatches_per_token": profile.dispatches as f64 / per_token,
+            "host_ms_per_token": profile.host_ms / per_token,
+            "gpu_ms_per_token": profile.gpu_ms.map(|g| g / per_token),
+            "gpu_time_note": profile.gpu_time_note,
+            "kernels": kernels_json(&profile, per_token),
+        });
+        println!("{out}");
+        return Ok(());
+    }
     println!("| phase   | tokens | seconds | tokens/s |");
     println!("|---------|-------:|--------:|---------:|");
     println!("| prefill | {:6} | {:7.3} | {:8.1} |", prompt.len(), prefill, prompt.len() as f64 / prefill);
     println!("| decode  | {:6} | {:7.3} | {:8.1} |", a.new_tokens, decode, a.new_tokens as f64 / decode);
+    println!(
+        "decode: {:.0} launches and {:.2} ms of host time per token{}",
+        profile.dispatches as f64 / per_token,
+        profile.host_ms / per_token,
+        profile.gpu_ms.map_or(String::new(), |g| format!(", {:.2} ms of GPU time", g / per_token))
+    );
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! `hearth bench train`: training tokens/s and GPU memory of a model on synthetic examples.
+//! `hearth bench train`: training tokens/s, the step's host and GPU time, its launches and
+//! the GPU memory of a model on synthetic examples.
 
 use anyhow::Result;
 use std::time::Instant;
@@ -6,10 +7,13 @@ use std::time::Instant;
 use clap::Args;
 use hearth_core::lora::{Adapter, LoraConfig, Target};
 use hearth_core::model::ModelOptions;
+use hearth_core::ops::matmul::{matmul, Accumulate, MatmulDims, MatmulKind};
 use hearth_core::rng::Rng;
 use hearth_core::train::data::Example;
 use hearth_core::train::trainer::{parse_checkpointing, TrainConfig, Trainer};
+use serde_json::json;
 
+use crate::bench::{adapter_json, kernels_json, random, time};
 use crate::load::{load, ModelArgs};
 
 #[derive(Args)]
@@ -22,9 +26,12 @@ pub struct BenchTrainArgs {
     /// Examples per step.
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
-    /// Timed steps (after one warm-up step).
+    /// Timed steps (after the warm-up steps).
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
+    /// Untimed steps first (the first compiles every pipeline).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
     #[arg(long, default_value_t = 16)]
     pub r: usize,
     #[arg(long, default_value = "all-linear")]
@@ -32,35 +39,85 @@ pub struct BenchTrainArgs {
     /// auto, on or off.
     #[arg(long, default_value = "auto")]
     pub gradient_checkpointing: String,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: BenchTrainArgs) -> Result<()> {
     let ctx = crate::open_gpu()?;
     let loaded = load(&a.model)?;
     let cfg = loaded.cfg.clone();
+    let base_format = loaded.description.clone();
     let model = hearth_core::model::Model::new(&ctx, &cfg, loaded.weights, ModelOptions { chunk: 16, max_seq: 16, max_binding: None })?;
     let mut rng = Rng::new(1);
-    let n = (a.steps + 1) * a.batch_size;
+    let n = (a.steps + a.warmup) * a.batch_size;
     let examples: Vec<Example> = (0..n)
         .map(|_| Example { tokens: (0..a.seq_len).map(|_| rng.below(cfg.vocab_size) as u32).collect(), loss: vec![true; a.seq_len] })
         .collect();
     let lora = LoraConfig { r: a.r, alpha: 2.0 * a.r as f32, rslora: false, dropout: 0.05, targets: Target::parse_list(&a.targets)? };
     let checkpointing = parse_checkpointing(&a.gradient_checkpointing).flatten();
-    let tc = TrainConfig { lora: lora.clone(), batch_size: a.batch_size, max_steps: Some(a.steps + 1), checkpointing, ..TrainConfig::default() };
+    let tc = TrainConfig { lora: lora.clone(), batch_size: a.batch_size, max_steps: Some(a.steps + a.warmup), checkpointing, ..TrainConfig::default() };
     let adapter = Adapter::init(&cfg, &lora, 1)?;
     let mut t = Trainer::new(&ctx, model, adapter, tc, examples, &[])?;
-    pollster::block_on(t.step(&ctx))?; // compiles the pipelines
+    for _ in 0..a.warmup {
+        pollster::block_on(t.step(&ctx))?;
+    }
+    ctx.profile_begin();
     let start = Instant::now();
     let mut tokens = 0;
     for _ in 0..a.steps {
         tokens += pollster::block_on(t.step(&ctx))?.tokens;
     }
+    let profile = pollster::block_on(ctx.profile_end())?;
     let secs = start.elapsed().as_secs_f64();
-    let mem = ctx.memory();
+    let steps = a.steps as f64;
+    let ms_per_step = secs * 1e3 / steps;
+    let peak_mib = ctx.memory().peak_bytes as f64 / (1u64 << 20) as f64;
+    let matmul_rate = profile.matmul_flops() / secs;
+    // The f32 forward matmul at the step's MLP shape (tokens × intermediate × hidden), timed
+    // in this process: what `matmul_efficiency` divides by.
+    let (m, nn, k) = (a.batch_size * a.seq_len, cfg.intermediate_size, cfg.hidden_size);
+    let (x, w, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, nn * k)?, random(&ctx, &mut rng, m * nn)?);
+    let (ref_ms, ref_kernels) = time(&ctx, 2, || {
+        matmul(&ctx, MatmulKind::Forward, &y, &x, &w, MatmulDims::new(m, nn, k), Accumulate::OVERWRITE).expect("matmul launch")
+    })?;
+    let ref_rate = 2.0 * (m * nn * k) as f64 / (ref_ms / 1e3);
+    let gpu_ms = profile.gpu_ms.map(|g| g / steps);
+    if a.json {
+        let out = json!({
+            "bench": "train",
+            "adapter": adapter_json(&ctx),
+            "model": { "path": a.model.model.display().to_string(), "arch": cfg.arch.name(), "layers": cfg.n_layers, "hidden": cfg.hidden_size, "base": base_format, "quant": a.model.quant },
+            "settings": { "batch_size": a.batch_size, "seq_len": a.seq_len, "r": a.r, "targets": a.targets, "checkpointing": t.checkpointing(), "steps": a.steps, "warmup": a.warmup },
+            "tokens_per_s": tokens as f64 / secs,
+            "ms_per_step": ms_per_step,
+            "host_ms_per_step": profile.host_ms / steps,
+            "gpu_ms_per_step": gpu_ms,
+            "gpu_busy": gpu_ms.map(|g| g / ms_per_step),
+            "gpu_time_note": profile.gpu_time_note,
+            "dispatches_per_step": profile.dispatches as f64 / steps,
+            "submissions_per_step": profile.submissions as f64 / steps,
+            "peak_gpu_memory_mib": peak_mib,
+            "matmul_gflop_per_step": profile.matmul_flops() / steps / 1e9,
+            "matmul_gflops": matmul_rate / 1e9,
+            "reference_matmul": { "m": m, "n": nn, "k": k, "kernels": ref_kernels, "gflops": ref_rate / 1e9 },
+            "matmul_efficiency": matmul_rate / ref_rate,
+            "kernels": kernels_json(&profile, steps),
+        });
+        println!("{out}");
+        return Ok(());
+    }
     println!("adapter        {}", ctx.summary());
-    println!("model          {} ({} layers, C {})", a.model.model.display(), cfg.n_layers, cfg.hidden_size);
+    println!("model          {} ({} layers, C {}, {})", a.model.model.display(), cfg.n_layers, cfg.hidden_size, base_format);
     println!("batch          {} × {} tokens, r {}, targets {}, checkpointing {}", a.batch_size, a.seq_len, a.r, a.targets, if t.checkpointing() { "on" } else { "off" });
-    println!("train          {:.1} tokens/s ({:.2} s/step over {} steps)", tokens as f64 / secs, secs / a.steps as f64, a.steps);
-    println!("GPU memory     {:.0} MiB peak", mem.peak_bytes as f64 / (1u64 << 20) as f64);
+    println!("train          {:.1} tokens/s ({:.1} ms/step over {} steps)", tokens as f64 / secs, ms_per_step, a.steps);
+    println!("host           {:.1} ms/step recording and submitting {:.0} launches in {:.0} submissions", profile.host_ms / steps, profile.dispatches as f64 / steps, profile.submissions as f64 / steps);
+    match gpu_ms {
+        Some(g) => println!("GPU            {g:.1} ms/step busy ({:.0} % of the step)", 100.0 * g / ms_per_step),
+        None => println!("GPU            not timed: {}", profile.gpu_time_note.as_deref().unwrap_or("")),
+    }
+    println!("matmuls        {:.1} GFLOP/step at {:.1} GFLOP/s; f32 forward M{m} N{nn} K{k} alone {:.1} GFLOP/s: efficiency {:.2}", profile.matmul_flops() / steps / 1e9, matmul_rate / 1e9, ref_rate / 1e9, matmul_rate / ref_rate);
+    println!("GPU memory     {peak_mib:.0} MiB peak");
     Ok(())
 }

@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use super::dispatch::PipelineCache;
 use super::pool::{GpuBuffer, MemoryStats, Pool};
+use super::recording::{Counters, KernelStat, Profile, ProfileSlot, Profiling, Recording, Timer, UniformRing};
+use super::Kernel;
 use crate::{Error, Result};
 
 pub struct GpuContext {
@@ -16,7 +18,11 @@ pub struct GpuContext {
     pool: Arc<Pool>,
     pub(crate) pipelines: PipelineCache,
     /// Dispatches are recorded here and submitted together by [`GpuContext::flush`].
-    pub(crate) encoder: Mutex<Option<wgpu::CommandEncoder>>,
+    recording: Mutex<Recording>,
+    /// Every launch's parameters, at a dynamic offset (recording.rs).
+    pub(crate) ring: UniformRing,
+    pub(crate) counters: Counters,
+    profiling: ProfileSlot,
     /// The first error the device reported outside an error scope (validation, out of
     /// memory); surfaced by the next flush or readback instead of a panic.
     device_error: Arc<Mutex<Option<Error>>>,
@@ -30,6 +36,8 @@ pub struct AdapterSummary {
     pub name: String,
     pub backend: String,
     pub device_type: String,
+    /// The driver's name and version, as the adapter reports them (empty in browsers).
+    pub driver: String,
     /// A software rasterizer (lavapipe, SwiftShader, WARP): wants different matmul tilings.
     pub is_software: bool,
     pub shader_f16: bool,
@@ -91,7 +99,9 @@ impl GpuContext {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        // Timestamps cost nothing until a profile asks for them (`hearth bench`).
+        let features = adapter.features()
+            & (wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("hearth"),
@@ -118,6 +128,7 @@ impl GpuContext {
                 *sink.lock().unwrap() = Some(Error::DeviceLost(format!("{message} ({reason:?}); the work since the last checkpoint is gone")));
             }
         });
+        let ring = UniformRing::new(&device, limits.min_uniform_buffer_offset_alignment);
         Ok(GpuContext {
             device,
             queue,
@@ -126,7 +137,10 @@ impl GpuContext {
             features,
             pool: Arc::default(),
             pipelines: PipelineCache::default(),
-            encoder: Mutex::new(None),
+            recording: Mutex::new(Recording { encoder: None, pass: None, params: Vec::new(), timed_from: None }),
+            ring,
+            counters: Counters::default(),
+            profiling: Mutex::new(None),
             device_error,
             lost,
         })
@@ -137,6 +151,7 @@ impl GpuContext {
             name: self.info.name.clone(),
             backend: format!("{:?}", self.info.backend),
             device_type: format!("{:?}", self.info.device_type),
+            driver: format!("{} {}", self.info.driver, self.info.driver_info).trim().to_string(),
             is_software: self.is_software(),
             shader_f16: self.has_f16(),
             max_storage_binding: self.limits.max_storage_buffer_binding_size,
@@ -247,24 +262,126 @@ impl GpuContext {
 
     /// Returns unused pooled buffers to the device.
     pub fn trim_pool(&self) {
+        self.pipelines.forget_groups();
         self.pool.trim();
     }
 
-    /// Runs `f` on the pending encoder, creating it if needed; work recorded there is
-    /// submitted by the next [`GpuContext::flush`].
+    /// Runs `f` on the pending encoder (the shared compute pass ended first), creating it if
+    /// needed; work recorded there is submitted by the next [`GpuContext::flush`].
     pub(crate) fn record<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
-        let mut slot = self.encoder.lock().unwrap();
-        let encoder = slot.get_or_insert_with(|| {
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
-        f(encoder)
+        let mut rec = self.recording.lock().unwrap();
+        rec.pass = None;
+        f(self.encoder(&mut rec))
+    }
+
+    /// Runs `f` in the shared compute pass with the ring offset of `params`.
+    pub(crate) fn in_pass(&self, params: &[u8], f: impl FnOnce(&mut wgpu::ComputePass<'static>, u32)) {
+        let mut rec = self.recording.lock().unwrap();
+        let offset = match self.ring.place(&mut rec.params, params) {
+            Some(at) => at,
+            None => {
+                self.submit(&mut rec);
+                self.ring.place(&mut rec.params, params).expect("an empty ring takes one launch")
+            }
+        };
+        if rec.pass.is_none() {
+            let pass = self.encoder(&mut rec).begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            rec.pass = Some(pass.forget_lifetime());
+        }
+        f(rec.pass.as_mut().expect("pass just opened"), offset)
+    }
+
+    fn encoder<'r>(&self, rec: &'r mut Recording) -> &'r mut wgpu::CommandEncoder {
+        if rec.encoder.is_none() {
+            let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            if let Some(timer) = self.profiling.lock().unwrap().as_mut().and_then(|p| p.timer.as_mut()) {
+                rec.timed_from = timer.take_pair();
+                if let Some(i) = rec.timed_from {
+                    encoder.write_timestamp(&timer.queries, i);
+                }
+            }
+            rec.encoder = Some(encoder);
+        }
+        rec.encoder.as_mut().expect("encoder just made")
     }
 
     /// Submits every dispatch recorded so far.
     pub fn flush(&self) {
-        if let Some(encoder) = self.encoder.lock().unwrap().take() {
-            self.queue.submit([encoder.finish()]);
+        let mut rec = self.recording.lock().unwrap();
+        self.submit(&mut rec);
+    }
+
+    fn submit(&self, rec: &mut Recording) {
+        let started = std::time::Instant::now();
+        rec.pass = None;
+        let Some(mut encoder) = rec.encoder.take() else { return };
+        if let Some(i) = rec.timed_from.take() {
+            if let Some(timer) = self.profiling.lock().unwrap().as_ref().and_then(|p| p.timer.as_ref()) {
+                encoder.write_timestamp(&timer.queries, i + 1);
+            }
         }
+        if !rec.params.is_empty() {
+            self.queue.write_buffer(&self.ring.buffer, 0, &rec.params);
+            rec.params.clear();
+        }
+        self.queue.submit([encoder.finish()]);
+        self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+        self.counters.add_host_time(started);
+    }
+
+    /// Counts a launch of `k` in the open profile, if any.
+    pub(crate) fn note_launch(&self, k: &Kernel, flops: f64) {
+        if let Some(p) = self.profiling.lock().unwrap().as_mut() {
+            let name = format!("{}:{} [{}]", k.shader.file_name().trim_end_matches(".wgsl"), k.entry, k.variant.name);
+            let stat = p.kernels.entry(name).or_insert_with(KernelStat::default);
+            stat.launches += 1;
+            stat.flops += flops;
+        }
+    }
+
+    /// Whether GPU time can be measured here (timestamps inside command encoders).
+    pub fn has_gpu_timer(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    }
+
+    /// Opens a profiling window: launches, FLOPs, host and GPU time from here to
+    /// [`GpuContext::profile_end`].
+    pub fn profile_begin(&self) {
+        self.flush();
+        let c = &self.counters;
+        let start = (c.dispatches.load(Ordering::Relaxed), c.submissions.load(Ordering::Relaxed), c.host_ns.load(Ordering::Relaxed));
+        let timer = self.has_gpu_timer().then(|| Timer::new(&self.device));
+        *self.profiling.lock().unwrap() = Some(Profiling { start, kernels: Default::default(), timer });
+    }
+
+    /// Waits for the window's work and reports it.
+    pub async fn profile_end(&self) -> Result<Profile> {
+        self.finish().await?;
+        let p = self.profiling.lock().unwrap().take().ok_or_else(|| Error::Gpu("profile_end without profile_begin".into()))?;
+        let c = &self.counters;
+        let (d0, s0, h0) = p.start;
+        let mut profile = Profile {
+            dispatches: c.dispatches.load(Ordering::Relaxed) - d0,
+            submissions: c.submissions.load(Ordering::Relaxed) - s0,
+            host_ms: (c.host_ns.load(Ordering::Relaxed) - h0) as f64 / 1e6,
+            gpu_ms: None,
+            gpu_time_note: None,
+            kernels: p.kernels,
+        };
+        match p.timer {
+            None => profile.gpu_time_note = Some("this adapter offers no timestamp queries inside command encoders".into()),
+            Some(t) if t.overflowed => profile.gpu_time_note = Some("more submissions than the timestamp set holds".into()),
+            Some(t) => {
+                if t.next > 0 {
+                    self.record(|e| e.resolve_query_set(&t.queries, 0..t.next, &t.resolved, 0));
+                    let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&self.read_raw(&t.resolved, 0, t.next as u64 * 8).await?);
+                    let period = self.queue.get_timestamp_period() as f64;
+                    let ns: f64 = ticks.chunks(2).map(|pair| pair[1].saturating_sub(pair[0]) as f64 * period).sum();
+                    profile.gpu_ms = Some(ns / 1e6);
+                }
+            }
+        }
+        Ok(profile)
     }
 
     /// Whether the device was lost (a new context is needed).

@@ -1,15 +1,18 @@
 //! Recording a kernel launch: the pipeline (created once, cached by shader, entry point and
-//! variant), explicit bind group layouts (inputs read-only, then outputs) and the dispatch.
+//! variant), explicit bind group layouts (inputs read-only, then outputs; shared by every
+//! kernel of the same binding shape), bind groups cached by the buffers they bind, and the
+//! dispatch into the shared compute pass (see recording.rs for the parameters' ring).
 //!
 //! Binding convention (shaders/README.md): an entry point's storage buffers sit at
 //! `@group(0)`, contiguous from its `base` binding, inputs before outputs; each WGSL file has
 //! one `Params` uniform at `@group(1) @binding(0)` shared by its entry points.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use wgpu::util::DeviceExt;
-
+use super::recording::PARAMS_BINDING;
 use super::{GpuBuffer, GpuContext, Shader};
 use crate::{Error, Result};
 
@@ -44,17 +47,28 @@ impl Kernel {
 }
 
 type PipelineKey = (Shader, &'static str, &'static str, usize, usize);
+/// (first binding, inputs, outputs): what a storage bind group layout depends on.
+type StorageShape = (u32, usize, usize);
+/// A storage bind group: its shape and each binding's (buffer, offset, size).
+type GroupKey = (StorageShape, Vec<(wgpu::Buffer, u64, u64)>);
 
-struct CachedPipeline {
-    pipeline: wgpu::ComputePipeline,
-    storage_layout: wgpu::BindGroupLayout,
-    params_layout: wgpu::BindGroupLayout,
-}
+/// Bind groups kept before the cache is cleared (a training loop binds far fewer: the pool
+/// hands out the same buffers every step).
+const MAX_CACHED_GROUPS: usize = 16384;
 
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<CachedPipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    storage_layouts: Mutex<HashMap<StorageShape, wgpu::BindGroupLayout>>,
+    groups: Mutex<HashMap<GroupKey, wgpu::BindGroup>>,
+}
+
+impl PipelineCache {
+    /// Drops the cached bind groups (they keep their buffers alive).
+    pub(crate) fn forget_groups(&self) {
+        self.groups.lock().unwrap().clear();
+    }
 }
 
 /// Workgroup counts for `n` invocations of a 1-D kernel with `wg` lanes per workgroup,
@@ -71,7 +85,30 @@ pub fn grid_1d(n: u64, wg: u32) -> [u32; 3] {
 }
 
 impl GpuContext {
-    fn pipeline(&self, k: &Kernel, n_in: usize, n_out: usize) -> Arc<CachedPipeline> {
+    fn storage_layout(&self, shape: StorageShape) -> wgpu::BindGroupLayout {
+        let (base, n_in, n_out) = shape;
+        let mut layouts = self.pipelines.storage_layouts.lock().unwrap();
+        layouts
+            .entry(shape)
+            .or_insert_with(|| {
+                let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..n_in + n_out)
+                    .map(|i| wgpu::BindGroupLayoutEntry {
+                        binding: base + i as u32,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage { read_only: i < n_in },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    })
+                    .collect();
+                self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("storage"), entries: &entries })
+            })
+            .clone()
+    }
+
+    fn pipeline(&self, k: &Kernel, n_in: usize, n_out: usize) -> Arc<wgpu::ComputePipeline> {
         let key = (k.shader, k.entry, k.variant.name, n_in, n_out);
         if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(&key) {
             return Arc::clone(p);
@@ -88,41 +125,13 @@ impl GpuContext {
                 })
                 .clone()
         };
-        let storage_entries: Vec<wgpu::BindGroupLayoutEntry> = (0..n_in + n_out)
-            .map(|i| wgpu::BindGroupLayoutEntry {
-                binding: k.base + i as u32,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: i < n_in },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            })
-            .collect();
-        let storage_layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(k.entry),
-            entries: &storage_entries,
-        });
-        let params_layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("params"),
-            entries: &[wgpu::BindGroupLayoutEntry {
-                binding: 0,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            }],
-        });
+        let storage_layout = self.storage_layout((k.base, n_in, n_out));
         let layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(k.entry),
-            bind_group_layouts: &[Some(&storage_layout), Some(&params_layout)],
+            bind_group_layouts: &[Some(&storage_layout), Some(&self.ring.layout)],
             immediate_size: 0,
         });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        let pipeline = Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(k.entry),
             layout: Some(&layout),
             module: &module,
@@ -132,10 +141,37 @@ impl GpuContext {
                 ..Default::default()
             },
             cache: None,
-        });
-        let cached = Arc::new(CachedPipeline { pipeline, storage_layout, params_layout });
-        self.pipelines.pipelines.lock().unwrap().insert(key, Arc::clone(&cached));
-        cached
+        }));
+        self.pipelines.pipelines.lock().unwrap().insert(key, Arc::clone(&pipeline));
+        pipeline
+    }
+
+    /// The bind group of these buffers for this storage shape, made once.
+    fn storage_group(&self, shape: StorageShape, buffers: &[&GpuBuffer]) -> wgpu::BindGroup {
+        let key: GroupKey = (shape, buffers.iter().map(|b| (b.raw().clone(), b.offset(), b.binding_size())).collect());
+        if let Some(g) = self.pipelines.groups.lock().unwrap().get(&key) {
+            return g.clone();
+        }
+        let layout = self.storage_layout(shape);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: shape.0 + i as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b.raw(),
+                    offset: b.offset(),
+                    size: std::num::NonZeroU64::new(b.binding_size()),
+                }),
+            })
+            .collect();
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("storage"), layout: &layout, entries: &entries });
+        let mut groups = self.pipelines.groups.lock().unwrap();
+        if groups.len() >= MAX_CACHED_GROUPS {
+            groups.clear();
+        }
+        groups.insert(key, group.clone());
+        group
     }
 
     /// Records one launch of `k` into the pending encoder. Callers have checked shapes;
@@ -148,6 +184,21 @@ impl GpuContext {
         params: &P,
         workgroups: [u32; 3],
     ) -> Result<()> {
+        self.dispatch_counted(k, inputs, outputs, params, workgroups, 0.0)
+    }
+
+    /// [`GpuContext::dispatch`] of a launch that does `flops` floating-point operations
+    /// (counted in profiles: the matmuls).
+    pub(crate) fn dispatch_counted<P: bytemuck::Pod>(
+        &self,
+        k: &Kernel,
+        inputs: &[&GpuBuffer],
+        outputs: &[&GpuBuffer],
+        params: &P,
+        workgroups: [u32; 3],
+        flops: f64,
+    ) -> Result<()> {
+        let started = Instant::now();
         let max_binding = self.limits().max_storage_buffer_binding_size;
         for b in inputs.iter().chain(outputs) {
             if b.binding_size() > max_binding {
@@ -166,47 +217,22 @@ impl GpuContext {
                 k.entry
             )));
         }
-        let cached = self.pipeline(k, inputs.len(), outputs.len());
-        let entries: Vec<wgpu::BindGroupEntry> = inputs
-            .iter()
-            .chain(outputs)
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: k.base + i as u32,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b.raw(),
-                    offset: b.offset(),
-                    size: std::num::NonZeroU64::new(b.binding_size()),
-                }),
-            })
-            .collect();
-        let storage = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(k.entry),
-            layout: &cached.storage_layout,
-            entries: &entries,
-        });
-        let mut bytes = bytemuck::bytes_of(params).to_vec();
-        bytes.resize(bytes.len().next_multiple_of(16).max(16), 0);
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: &bytes,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let params_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("params"),
-            layout: &cached.params_layout,
-            entries: &[wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }],
-        });
-        self.record(|encoder| {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(k.entry),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&cached.pipeline);
+        let bytes = bytemuck::bytes_of(params);
+        if bytes.len() as u64 > PARAMS_BINDING {
+            return Err(Error::Shape(format!("{}: its parameters take {} bytes, more than {PARAMS_BINDING}", k.entry, bytes.len())));
+        }
+        let pipeline = self.pipeline(k, inputs.len(), outputs.len());
+        let buffers: Vec<&GpuBuffer> = inputs.iter().chain(outputs).copied().collect();
+        let storage = self.storage_group((k.base, inputs.len(), outputs.len()), &buffers);
+        self.note_launch(k, flops);
+        self.in_pass(bytes, |pass, offset| {
+            pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &storage, &[]);
-            pass.set_bind_group(1, &params_group, &[]);
+            pass.set_bind_group(1, &self.ring.group, &[offset]);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
         });
+        self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
+        self.counters.add_host_time(started);
         Ok(())
     }
 

@@ -7,9 +7,11 @@ mod dispatch;
 pub(crate) mod layout;
 mod pool;
 mod readback;
+mod recording;
 mod shader;
 
 pub use context::{AdapterSummary, Arena, GpuContext};
 pub use dispatch::{grid_1d, Kernel, Variant};
 pub use pool::{GpuBuffer, MemoryStats};
+pub use recording::{KernelStat, Profile};
 pub use shader::Shader;

@@ -12,7 +12,11 @@ impl GpuContext {
 
     /// The first `len` bytes of `buf` (at most its length): only they are copied and mapped.
     async fn read_prefix(&self, buf: &GpuBuffer, len: u64) -> Result<Vec<u8>> {
-        let len = len.min(buf.len_bytes());
+        self.read_raw(buf.raw(), buf.offset(), len.min(buf.len_bytes())).await
+    }
+
+    /// `len` bytes of a device buffer from byte `offset`.
+    pub(crate) async fn read_raw(&self, buf: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
         let size = len.next_multiple_of(4).max(4);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -20,7 +24,7 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.record(|encoder| encoder.copy_buffer_to_buffer(buf.raw(), buf.offset(), &staging, 0, Some(size)));
+        self.record(|encoder| encoder.copy_buffer_to_buffer(buf, offset, &staging, 0, Some(size)));
         self.flush();
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {

@@ -170,6 +170,7 @@ pub fn matmul_with(
     check_len(op, "a", a, d.batch * a_len)?;
     check_len(op, "b", b, bb * b_len)?;
     check_len(op, "out", out, d.batch * rows * cols)?;
+    let flops = 2.0 * (d.batch * d.m * d.n * d.k) as f64;
     match tiling {
         MatmulTiling::Register => {
             ensure(kind.register_fits(&d), || {
@@ -184,7 +185,7 @@ pub fn matmul_with(
             ];
             // The register kernels only overwrite (see matmul.wgsl's `st`).
             overwrite_then_accumulate(ctx, out, d.batch * rows * cols, acc.beta, |dest| {
-                ctx.dispatch(&Kernel::new(Shader::Matmul, op, 0), &[a, b], &[dest], &params, groups)
+                ctx.dispatch_counted(&Kernel::new(Shader::Matmul, op, 0), &[a, b], &[dest], &params, groups, flops)
             })
         }
         MatmulTiling::Tiled => {
@@ -218,7 +219,7 @@ pub fn matmul_with(
                 name: "wg16",
                 constants: &[("WG", 16.0), ("TILE_R", 16.0)],
             });
-            ctx.dispatch(&kernel, &[a, b], &[out], &params, groups)
+            ctx.dispatch_counted(&kernel, &[a, b], &[out], &params, groups, flops)
         }
     }
 }

@@ -161,12 +161,13 @@ pub fn matmul_quant_with(
         alpha: acc.alpha,
         aux: 0.0,
     };
+    let flops = 2.0 * (m * n * k) as f64;
     // The kernels only overwrite (see shaders/matmul/quant.wgsl's `st1`).
     overwrite_then_accumulate(ctx, out, out_len, acc.beta, |dest| match &w.nf4 {
         Some((codes, scales, offset)) => {
             let params = Params { aux: *offset, ..params };
-            ctx.dispatch(&Kernel::new(sh, op, 0), &[&w.q, codes, scales, inp], &[dest], &params, groups)
+            ctx.dispatch_counted(&Kernel::new(sh, op, 0), &[&w.q, codes, scales, inp], &[dest], &params, groups, flops)
         }
-        None => ctx.dispatch(&Kernel::new(sh, op, 0), &[&w.q, inp], &[dest], &params, groups),
+        None => ctx.dispatch_counted(&Kernel::new(sh, op, 0), &[&w.q, inp], &[dest], &params, groups, flops),
     })
 }

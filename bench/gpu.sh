@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Hearth and PyTorch + PEFT side by side on one GPU: the script a session with a lent GPU
+# machine runs (docs/PERF.md, "The GPU script"). It builds nothing: bench/prepare.sh put the
+# `hearth` binary in .carry/ and the Vulkan loader in .gl/ on the dev machine. It makes the
+# models here (exact configs, random weights), runs every bench with a time limit so that
+# the whole script stays under about 7 minutes, and writes into $OUT one JSON file per
+# bench, results.json (all of them) and report.md (the ratios, for docs/PERF.md).
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/hearth-bench}"
+HEARTH="${HEARTH:-.carry/hearth}"
+MODELS="${MODELS:-/tmp/hearth-bench-models}"
+# QUICK=1: a dry run of the whole script on a CPU emulator (small shapes, one model,
+# longer limits); the device run uses the defaults.
+if [ "${QUICK:-0}" = 1 ]; then
+    SEQ=64 BATCH=1 STEPS=1 NEW=4 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" SLOW=20
+else
+    SEQ=512 BATCH=4 STEPS=3 NEW=64 MODEL_LIST="smollm2-135m qwen2.5-0.5b" OPS_ARGS="--reps 3" SLOW=1
+fi
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+
+if [ -d .gl ] && ! ldconfig -p | grep -q libvulkan.so.1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; fi
+
+gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
+printf '{"date": "%s", "gpu": "%s", "driver": "%s"}\n' "$(date -u +%F)" "${gpu%%,*}" "${gpu##*, }" > "$OUT/env.json"
+echo "== $(date -u +%T) $gpu" | tee -a "$LOG"
+"$HEARTH" selftest >> "$LOG" 2>&1 || echo "selftest failed" | tee -a "$LOG"
+
+# run NAME SECONDS COMMAND...: the command's last stdout line into NAME.json, its stderr
+# into the log; a failure or a timeout leaves NAME.json empty (report.md says so).
+run() {
+    local name=$1 limit=$(($2 * SLOW))
+    shift 2
+    echo "== $(date -u +%T) $name (limit ${limit}s): $*" | tee -a "$LOG"
+    timeout "$limit" "$@" > "$OUT/$name.json" 2>> "$LOG"
+    local rc=$?
+    [ $rc -eq 0 ] || echo "   $name failed: exit $rc" | tee -a "$LOG"
+}
+
+run make-models 60 python3 bench/make_models.py "$MODELS" $MODEL_LIST
+rm -f "$OUT/make-models.json"
+run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
+for model in $MODEL_LIST; do
+    for base in f32 q4_1 nf4; do
+        run "train-$model-$base" 30 "$HEARTH" bench train "$MODELS/$model" --quant "$base" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+    done
+    run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --json
+    run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW
+done
+python3 bench/report.py "$OUT" | tee -a "$LOG"
+echo "== $(date -u +%T) done" | tee -a "$LOG"

@@ -1,0 +1,88 @@
+"""Combines the JSON files bench/gpu.sh wrote into one (results.json) and a markdown table
+of ratios, Hearth ÷ peer, for docs/PERF.md (report.md).
+
+    python3 bench/report.py RESULTS_DIR
+
+Files it reads (any may be missing: a bench that failed or ran out of time is reported as
+such): ops.json, train-MODEL-BASE.json, generate-MODEL.json, peer-MODEL.json, env.json.
+"""
+import json
+import sys
+from pathlib import Path
+
+
+def load(path):
+    try:
+        return json.loads(path.read_text().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "—"
+
+
+def num(x, digits=1):
+    return f"{x:,.{digits}f}" if isinstance(x, (int, float)) else "—"
+
+
+def main():
+    d = Path(sys.argv[1])
+    results = {p.stem: load(p) for p in sorted(d.glob("*.json")) if p.name != "results.json"}
+    (d / "results.json").write_text(json.dumps(results, indent=1))
+    env = results.get("env") or {}
+    rows = []  # (figure, hearth, peer, ratio, target)
+
+    ops = results.get("ops")
+    peers = {k.removeprefix("peer-"): v for k, v in results.items() if k.startswith("peer-") and v}
+    peak = next(iter(peers.values()), {}).get("matmul", []) if peers else []
+    torch_rate = {m["dtype"]: m["gflops"] for m in peak}
+    if ops:
+        square = [r for r in ops["rows"] if (r["m"], r["n"], r["k"]) == (4096, 4096, 4096)]
+        for r in square:
+            peer_dtype = "float32" if r["op"].startswith("f32") else "bfloat16"
+            target = "≥ 0.5" if r["op"] == "f32 forward" else ""
+            rows.append((f"matmul 4096³ {r['op']} (GFLOP/s) vs torch {peer_dtype}", num(r["rate"]), num(torch_rate.get(peer_dtype)),
+                         ratio(r["rate"], torch_rate.get(peer_dtype)), target))
+    for name, peer in peers.items():
+        fp32 = next((t for t in peer.get("train", []) if t["precision"] == "fp32"), {})
+        bf16 = next((t for t in peer.get("train", []) if t["precision"] == "bf16"), {})
+        for base in ("f32", "q4_1", "nf4"):
+            h = results.get(f"train-{name}-{base}")
+            if not h:
+                continue
+            t = h["tokens_per_s"]
+            rows.append((f"{name} LoRA train tokens/s, base {base}, vs PEFT fp32", num(t), num(fp32.get("tokens_per_s")),
+                         ratio(t, fp32.get("tokens_per_s")), "≥ 1.0" if base == "f32" else ""))
+            rows.append((f"{name} LoRA train tokens/s, base {base}, vs PEFT bf16", num(t), num(bf16.get("tokens_per_s")),
+                         ratio(t, bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else ""))
+            rows.append((f"{name} base {base}: GPU busy / step wall time", num(h.get("gpu_busy"), 2), "", "", "≥ 0.8"))
+            rows.append((f"{name} base {base}: launches / step; host ms / step", f"{num(h['dispatches_per_step'], 0)}; {num(h['host_ms_per_step'])}", "", "", ""))
+            rows.append((f"{name} base {base}: matmul_efficiency", num(h["matmul_efficiency"], 2), "", "", ""))
+            rows.append((f"{name} base {base}: peak GPU MiB (PEFT fp32)", num(h["peak_gpu_memory_mib"], 0), num(fp32.get("peak_gpu_memory_mib"), 0),
+                         ratio(h["peak_gpu_memory_mib"], fp32.get("peak_gpu_memory_mib")), ""))
+        g = results.get(f"generate-{name}")
+        pg = peer.get("generate", {})
+        if g:
+            rows.append((f"{name} decode tokens/s vs transformers fp32", num(g["decode_tokens_per_s"]), num(pg.get("decode_tokens_per_s")),
+                         ratio(g["decode_tokens_per_s"], pg.get("decode_tokens_per_s")), "≥ 1.5"))
+            rows.append((f"{name} prefill tokens/s vs transformers fp32", num(g["prefill_tokens_per_s"]), num(pg.get("prefill_tokens_per_s")),
+                         ratio(g["prefill_tokens_per_s"], pg.get("prefill_tokens_per_s")), "≥ 1.0"))
+    adapter = (ops or {}).get("adapter") or next((v["adapter"] for v in results.values() if v and "adapter" in v), {})
+    lines = [
+        f"{env.get('date', '')}: {env.get('gpu', adapter.get('name', ''))}, driver {adapter.get('driver') or env.get('driver', '')}, "
+        f"{adapter.get('backend', '')}; torch {next(iter(peers.values()), {}).get('torch', '—')}",
+        "",
+        "| figure | Hearth | peer | ratio | target |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    lines += [f"| {f} | {h} | {p} | {r} | {t} |" for f, h, p, r, t in rows]
+    missing = [k for k, v in results.items() if v is None]
+    if missing:
+        lines += ["", "No result (failed or out of time; see the logs): " + ", ".join(missing)]
+    (d / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

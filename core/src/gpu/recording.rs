@@ -1,0 +1,180 @@
+//! The work recorded since the last submission: one command encoder, the compute pass that
+//! consecutive dispatches share, and the launches' parameters, staged for one write into a
+//! uniform ring. Nothing here is created per launch once the first step has run.
+//!
+//! Parameters: each launch's `Params` struct goes at the next aligned offset of the staged
+//! bytes; the bind group of the ring is bound with that dynamic offset. At submission the
+//! staged bytes are written to the ring with one `queue.write_buffer`, which the queue orders
+//! after every earlier submission, so the next batch can reuse the ring from offset 0.
+//! A batch that would overflow the ring is submitted early.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Bytes the ring binds per launch: the largest `Params` struct a kernel may declare.
+pub(crate) const PARAMS_BINDING: u64 = 256;
+/// The ring's size: at least 1,024 launches per submission on any adapter (offset alignment
+/// at most 256).
+const RING_BYTES: u64 = 1 << 20;
+/// Timestamps per profiling window (two per submission).
+const MAX_QUERIES: u32 = 4096;
+
+pub(crate) struct Recording {
+    pub encoder: Option<wgpu::CommandEncoder>,
+    /// The pass the current run of dispatches shares; ended before any copy or fill.
+    pub pass: Option<wgpu::ComputePass<'static>>,
+    /// Parameters of the launches recorded so far, at their ring offsets.
+    pub params: Vec<u8>,
+    /// The query index of this encoder's first timestamp, when it is being timed.
+    pub timed_from: Option<u32>,
+}
+
+pub(crate) struct UniformRing {
+    pub buffer: wgpu::Buffer,
+    pub layout: wgpu::BindGroupLayout,
+    pub group: wgpu::BindGroup,
+    align: u64,
+}
+
+impl UniformRing {
+    pub fn new(device: &wgpu::Device, align: u32) -> Self {
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params ring"),
+            size: RING_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("params"),
+            entries: &[wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: true,
+                    min_binding_size: None,
+                },
+                count: None,
+            }],
+        });
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("params ring"),
+            layout: &layout,
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &buffer,
+                    offset: 0,
+                    size: std::num::NonZeroU64::new(PARAMS_BINDING),
+                }),
+            }],
+        });
+        UniformRing { buffer, layout, group, align: align.max(16) as u64 }
+    }
+
+    /// Where the next launch's parameters go in `staged`, or None when the ring is full.
+    pub fn place(&self, staged: &mut Vec<u8>, bytes: &[u8]) -> Option<u32> {
+        let at = (staged.len() as u64).next_multiple_of(self.align);
+        if at + PARAMS_BINDING > RING_BYTES {
+            return None;
+        }
+        staged.resize(at as usize, 0);
+        staged.extend_from_slice(bytes);
+        Some(at as u32)
+    }
+}
+
+/// Counters every context keeps (cheap enough to leave on).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub dispatches: AtomicU64,
+    pub submissions: AtomicU64,
+    /// Nanoseconds spent recording launches and submitting them.
+    pub host_ns: AtomicU64,
+}
+
+impl Counters {
+    pub fn add_host_time(&self, since: Instant) {
+        self.host_ns.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Launches and FLOPs of one kernel (entry point and variant) in a profiling window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelStat {
+    pub launches: u64,
+    /// Multiply-adds × 2 as the launcher counted them (matmuls; 0 for other kernels).
+    pub flops: f64,
+}
+
+/// What [`GpuContext::profile_end`](super::GpuContext::profile_end) reports about the work
+/// recorded since `profile_begin`.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    pub dispatches: u64,
+    pub submissions: u64,
+    /// Time spent recording and submitting, in ms.
+    pub host_ms: f64,
+    /// GPU time of the window's submissions from timestamp queries, in ms; None where the
+    /// adapter has no timestamps inside encoders (see `gpu_time_note`).
+    pub gpu_ms: Option<f64>,
+    pub gpu_time_note: Option<String>,
+    /// By `shader:entry [variant]`.
+    pub kernels: BTreeMap<String, KernelStat>,
+}
+
+impl Profile {
+    /// FLOPs of every launch that counted them (the matmuls).
+    pub fn matmul_flops(&self) -> f64 {
+        self.kernels.values().map(|k| k.flops).sum()
+    }
+}
+
+/// The state of an open profiling window.
+pub(crate) struct Profiling {
+    pub start: (u64, u64, u64),
+    pub kernels: BTreeMap<String, KernelStat>,
+    pub timer: Option<Timer>,
+}
+
+/// Timestamps written at the start and the end of each submitted encoder.
+pub(crate) struct Timer {
+    pub queries: wgpu::QuerySet,
+    pub resolved: wgpu::Buffer,
+    pub next: u32,
+    pub overflowed: bool,
+}
+
+impl Timer {
+    pub fn new(device: &wgpu::Device) -> Self {
+        Timer {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("step timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: MAX_QUERIES,
+            }),
+            resolved: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("resolved timestamps"),
+                size: MAX_QUERIES as u64 * 8,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            next: 0,
+            overflowed: false,
+        }
+    }
+
+    /// The index of a new pair of timestamps, or None when the set is full.
+    pub fn take_pair(&mut self) -> Option<u32> {
+        if self.next + 2 > MAX_QUERIES {
+            self.overflowed = true;
+            return None;
+        }
+        self.next += 2;
+        Some(self.next - 2)
+    }
+}
+
+pub(crate) type ProfileSlot = Mutex<Option<Profiling>>;

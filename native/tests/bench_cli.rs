@@ -1,0 +1,99 @@
+//! `hearth bench ... --json` on the tiny Llama fixture: each prints one JSON object with the
+//! fields bench/gpu.sh and bench/report.py read, with values that follow from the run (the
+//! launches and FLOPs counted, not only present). Skipped without a GPU adapter (fails
+//! instead with HEARTH_REQUIRE_GPU=1).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth")).arg("bench").args(args).arg("--json").current_dir(repo()).output().expect("run hearth");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "hearth bench {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line expected, got:\n{stdout}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("{key} missing or not a number in {v}"))
+}
+
+fn check_adapter(v: &Value) {
+    let a = &v["adapter"];
+    for key in ["name", "backend", "device_type", "driver"] {
+        assert!(a[key].is_string(), "adapter.{key} in {v}");
+    }
+    assert!(a["gpu_timestamps"].is_boolean());
+}
+
+#[test]
+fn bench_train_json_counts_the_step() {
+    if hearth_tests::gpu().is_none() {
+        return;
+    }
+    let v = bench(&["train", "tests/fixtures/tiny-llama", "--seq-len", "16", "--batch-size", "2", "--steps", "2", "--r", "4"]);
+    assert_eq!(v["bench"], "train");
+    check_adapter(&v);
+    assert!(f(&v, "tokens_per_s") > 0.0);
+    let ms = f(&v, "ms_per_step");
+    let host = f(&v, "host_ms_per_step");
+    assert!(host > 0.0 && host <= ms, "host {host} ms within the step's {ms} ms");
+    match v["gpu_ms_per_step"].as_f64() {
+        Some(gpu) => assert!(gpu > 0.0 && gpu <= ms * 1.05, "GPU {gpu} ms within the step's {ms} ms"),
+        None => assert!(v["gpu_time_note"].is_string(), "says why the GPU time is missing"),
+    }
+    // The same launches every step: a whole number per step.
+    let dispatches = f(&v, "dispatches_per_step");
+    assert!(dispatches > 10.0 && dispatches.fract() == 0.0, "{dispatches}");
+    // Two layers of the tiny model, seven LoRA-adapted linears each, and the head: the
+    // matmul FLOPs counted are at least the base forward's 2·tokens·params.
+    let kernels = v["kernels"].as_array().unwrap();
+    let launches: f64 = kernels.iter().map(|k| f(k, "launches")).sum();
+    assert_eq!(launches, dispatches);
+    let gflop: f64 = kernels.iter().map(|k| f(k, "gflop")).sum();
+    assert!((gflop - f(&v, "matmul_gflop_per_step")).abs() < 1e-9);
+    assert!(gflop > 0.0);
+    assert!(kernels.iter().any(|k| k["kernel"].as_str().unwrap().starts_with("matmul") && f(k, "gflop") > 0.0));
+    assert!(f(&v, "matmul_efficiency") > 0.0);
+    assert!(f(&v, "peak_gpu_memory_mib") > 0.0);
+    assert!(f(&v["reference_matmul"], "gflops") > 0.0);
+}
+
+#[test]
+fn bench_generate_json_reports_both_phases() {
+    if hearth_tests::gpu().is_none() {
+        return;
+    }
+    let v = bench(&["generate", "tests/fixtures/tiny-llama", "--prompt-tokens", "8", "--new-tokens", "3"]);
+    assert_eq!(v["bench"], "generate");
+    check_adapter(&v);
+    assert!(f(&v, "prefill_tokens_per_s") > 0.0 && f(&v, "decode_tokens_per_s") > 0.0);
+    let per_token = f(&v, "dispatches_per_token");
+    assert!(per_token > 5.0 && per_token.fract() == 0.0, "{per_token}");
+    assert!(f(&v, "host_ms_per_token") > 0.0);
+}
+
+#[test]
+fn bench_ops_json_names_each_kernel() {
+    if hearth_tests::gpu().is_none() {
+        return;
+    }
+    let v = bench(&["ops", "--quick", "--reps", "1", "--filter", "q8_0"]);
+    assert_eq!(v["bench"], "ops");
+    check_adapter(&v);
+    let rows = v["rows"].as_array().unwrap();
+    let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["q8_0 forward", "q8_0 backward_input", "q8_0 forward_row"]);
+    for r in rows {
+        assert!(f(r, "rate") > 0.0 && f(r, "ms") > 0.0);
+        let kernels = r["kernels"].as_array().unwrap();
+        assert!(!kernels.is_empty() && kernels.iter().all(|k| k.as_str().unwrap().starts_with("matmul_q8_0:")), "{r}");
+    }
+}
