@@ -77,6 +77,11 @@ def main():
         "| --- | ---: | ---: | ---: | --- |",
     ]
     lines += [f"| {f} | {h} | {p} | {r} | {t} |" for f, h, p, r, t in rows]
+    sweep = results.get("ops-sweep")
+    if sweep:
+        lines += ["", "f32 forward matmul by shape (a fixed cost per launch shows as equal times):", "",
+                  "| M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | ---: | ---: |"]
+        lines += [f"| {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in sweep["rows"]]
     missing = [k for k, v in results.items() if v is None]
     if missing:
         lines += ["", "No result (failed or out of time; see the logs): " + ", ".join(missing)]

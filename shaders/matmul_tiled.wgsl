@@ -1,12 +1,16 @@
-// A strided f32 GEMM with workgroup-memory tiles, the variant for real GPUs (and for any
-// shape the register-blocked matmul.wgsl does not take):
+// A strided f32 GEMM with workgroup-memory tiles: the matmul of real GPUs (and of any shape
+// the register-blocked matmul.wgsl does not take):
 //
 //   c[z](M,N) = beta·c[z] + alpha · Σ_r A(i,r)·B(j,r)
 //   A(i,r) = a[z·a_batch + i·a_si + r·a_sr],  B(j,r) = b[z·b_batch + j·b_sj + r·b_sr]
 //
 // The launcher expresses y = x·Wᵀ, dx = dy·W and dW = dyᵀ·x through the strides.
-// Each invocation computes a 4×4 block; a workgroup covers (4·WG)×(4·WG) outputs and stages
-// TILE_R reduction steps of A and B in workgroup memory per iteration.
+// A workgroup of TX × TY invocations computes a (8·TY) × (8·TX) tile of c; each invocation
+// an 8 × 8 block of it, as two 4-row by two 4-column quarters spread over the tile (so that
+// neighbouring invocations read neighbouring words of the staged tiles and write
+// neighbouring words of c). Per step, BK reduction steps of A and B are staged in
+// workgroup memory, reduction-major, so that the inner loop reads vec4s of rows and columns.
+// The launcher sets TX and TY (matmul.rs: 8 × 8 for small outputs, 16 × 16 for large).
 
 struct Params {
     M: u32,
@@ -28,63 +32,108 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
-override WG: u32 = 16u;     // invocations per side of the workgroup
-override TILE_R: u32 = 16u; // reduction steps staged per iteration
-const T: u32 = 4u;          // outputs per invocation per side
+override TX: u32 = 8u; // invocations along N
+override TY: u32 = 8u; // invocations along M
+const BK: u32 = 8u;    // reduction steps staged per iteration
 
-var<workgroup> tile_a: array<f32, 64u * TILE_R>; // (4·WG) rows × TILE_R; sized for WG ≤ 16
-var<workgroup> tile_b: array<f32, 64u * TILE_R>;
+// Tiles in vec4s: BK rows of (8·T)/4 = 2·T vec4s, and one vec4 of padding per row so that
+// the transposing stores of a row-major operand spread over the banks.
+var<workgroup> tile_a: array<vec4<f32>, BK * (2u * TY + 1u)>;
+var<workgroup> tile_b: array<vec4<f32>, BK * (2u * TX + 1u)>;
 
-@compute @workgroup_size(WG, WG, 1)
-fn matmul_strided(@builtin(workgroup_id) wid: vec3<u32>,
-                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let side = T * WG;
-    let i0 = wid.y * side;
-    let j0 = wid.x * side;
+// Stages A(i0.., r0..) into tile_a[r][row]. Consecutive invocations take consecutive
+// addresses of `a`: along r when r is its contiguous index, else along the rows.
+fn stage_a(a_off: u32, i0: u32, r0: u32, flat: u32) {
+    let rows = 8u * TY;
+    let along_r = p.a_sr == 1u;
+    for (var e = flat; e < rows * BK; e += TX * TY) {
+        let row = select(e % rows, e / BK, along_r);
+        let r = select(e / rows, e % BK, along_r);
+        let i = i0 + row;
+        let rr = r0 + r;
+        var v = 0.0;
+        if (i < p.M && rr < p.R) {
+            v = a[a_off + i * p.a_si + rr * p.a_sr];
+        }
+        tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = v;
+    }
+}
+
+fn stage_b(b_off: u32, j0: u32, r0: u32, flat: u32) {
+    let cols = 8u * TX;
+    let along_r = p.b_sr == 1u;
+    for (var e = flat; e < cols * BK; e += TX * TY) {
+        let col = select(e % cols, e / BK, along_r);
+        let r = select(e / cols, e % BK, along_r);
+        let j = j0 + col;
+        let rr = r0 + r;
+        var v = 0.0;
+        if (j < p.N && rr < p.R) {
+            v = b[b_off + j * p.b_sj + rr * p.b_sr];
+        }
+        tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = v;
+    }
+}
+
+// c[i, j..j+4] = alpha·v + beta·c, within bounds.
+fn store4(z: u32, i: u32, j: u32, v: vec4<f32>) {
+    if (i >= p.M) {
+        return;
+    }
+    for (var t = 0u; t < 4u; t++) {
+        if (j + t < p.N) {
+            let idx = z * p.c_batch + i * p.N + j + t;
+            var out = p.alpha * v[t];
+            if (p.beta != 0.0) {
+                out += p.beta * c[idx];
+            }
+            c[idx] = out;
+        }
+    }
+}
+
+@compute @workgroup_size(TX, TY, 1)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i0 = wid.y * 8u * TY;
+    let j0 = wid.x * 8u * TX;
     let a_off = wid.z * p.a_batch;
     let b_off = wid.z * p.b_batch;
-    let flat = lid.y * WG + lid.x;
-    let lanes = WG * WG;
-    var acc: array<array<f32, 4>, 4>;
-    for (var r0 = 0u; r0 < p.R; r0 += TILE_R) {
-        for (var e = flat; e < side * TILE_R; e += lanes) {
-            let row = e / TILE_R;
-            let r = r0 + e % TILE_R;
-            let i = i0 + row;
-            let j = j0 + row;
-            var va = 0.0;
-            var vb = 0.0;
-            if (i < p.M && r < p.R) { va = a[a_off + i * p.a_si + r * p.a_sr]; }
-            if (j < p.N && r < p.R) { vb = b[b_off + j * p.b_sj + r * p.b_sr]; }
-            tile_a[e] = va;
-            tile_b[e] = vb;
-        }
+    let flat = lid.y * TX + lid.x;
+    let sa = 2u * TY + 1u;
+    let sb = 2u * TX + 1u;
+    // acc{row quarter}{row}{column quarter}: rows 4·ty + row (quarter 0) and
+    // 4·TY + 4·ty + row (quarter 1); columns 4·tx.. and 4·TX + 4·tx..
+    var acc00 = mat4x4<f32>();
+    var acc01 = mat4x4<f32>();
+    var acc10 = mat4x4<f32>();
+    var acc11 = mat4x4<f32>();
+    for (var r0 = 0u; r0 < p.R; r0 += BK) {
+        stage_a(a_off, i0, r0, flat);
+        stage_b(b_off, j0, r0, flat);
         workgroupBarrier();
-        for (var r = 0u; r < TILE_R; r++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var t = 0u; t < T; t++) {
-                av[t] = tile_a[(lid.y * T + t) * TILE_R + r];
-                bv[t] = tile_b[(lid.x * T + t) * TILE_R + r];
-            }
-            for (var ti = 0u; ti < T; ti++) {
-                for (var tj = 0u; tj < T; tj++) {
-                    acc[ti][tj] += av[ti] * bv[tj];
-                }
-            }
+        for (var r = 0u; r < BK; r++) {
+            let a0 = tile_a[r * sa + lid.y];
+            let a1 = tile_a[r * sa + TY + lid.y];
+            let b0 = tile_b[r * sb + lid.x];
+            let b1 = tile_b[r * sb + TX + lid.x];
+            // column t of acc is row t of the block: acc[t] += a[t] · b
+            acc00 += mat4x4<f32>(a0.x * b0, a0.y * b0, a0.z * b0, a0.w * b0);
+            acc01 += mat4x4<f32>(a0.x * b1, a0.y * b1, a0.z * b1, a0.w * b1);
+            acc10 += mat4x4<f32>(a1.x * b0, a1.y * b0, a1.z * b0, a1.w * b0);
+            acc11 += mat4x4<f32>(a1.x * b1, a1.y * b1, a1.z * b1, a1.w * b1);
         }
         workgroupBarrier();
     }
-    for (var ti = 0u; ti < T; ti++) {
-        let i = i0 + lid.y * T + ti;
-        for (var tj = 0u; tj < T; tj++) {
-            let j = j0 + lid.x * T + tj;
-            if (i < p.M && j < p.N) {
-                let idx = wid.z * p.c_batch + i * p.N + j;
-                var v = p.alpha * acc[ti][tj];
-                if (p.beta != 0.0) { v += p.beta * c[idx]; }
-                c[idx] = v;
-            }
-        }
+    let z = wid.z;
+    let ia = i0 + 4u * lid.y;
+    let ib = i0 + 4u * TY + 4u * lid.y;
+    let ja = j0 + 4u * lid.x;
+    let jb = j0 + 4u * TX + 4u * lid.x;
+    for (var t = 0u; t < 4u; t++) {
+        store4(z, ia + t, ja, acc00[t]);
+        store4(z, ia + t, jb, acc01[t]);
+        store4(z, ib + t, ja, acc10[t]);
+        store4(z, ib + t, jb, acc11[t]);
     }
 }

@@ -50,6 +50,10 @@ pub struct OpsArgs {
     /// Leave out the 4096 × 4096 × 4096 rows (minutes on a CPU emulator).
     #[arg(long)]
     no_square: bool,
+    /// Time these shapes (MxNxK, repeatable) instead of the model's and 4096³: a sweep that
+    /// separates a launch's fixed cost from its work.
+    #[arg(long, value_parser = parse_shape)]
+    shape: Vec<(usize, usize, usize)>,
     /// Timed launches per batch (the fastest of 5 batches counts); default 5, 2 with --quick.
     #[arg(long)]
     reps: Option<usize>,
@@ -83,7 +87,13 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
 pub fn kernels_json(p: &Profile, per: f64) -> Value {
     p.kernels
         .iter()
-        .map(|(name, k)| json!({ "kernel": name, "launches": k.launches as f64 / per, "gflop": k.flops / per / 1e9 }))
+        .map(|(name, k)| {
+            let mut v = json!({ "kernel": name, "launches": k.launches as f64 / per, "gflop": k.flops / per / 1e9 });
+            if p.kernel_times {
+                v["ms"] = json!(k.ms / per);
+            }
+            v
+        })
         .collect()
 }
 
@@ -150,7 +160,9 @@ fn ops(a: OpsArgs) -> Result<()> {
     let wanted = |name: &str| a.filter.as_deref().is_none_or(|f| name.contains(f));
     // (label, M, N, K)
     let mut shapes: Vec<(String, usize, usize, usize)> = Vec::new();
-    if a.quick {
+    if !a.shape.is_empty() {
+        shapes.extend(a.shape.iter().map(|&(m, n, k)| ("--shape".to_string(), m, n, k)));
+    } else if a.quick {
         shapes.push(("square".into(), 256, 256, 256));
     } else {
         let named = match &a.model {
@@ -241,4 +253,24 @@ fn kind_name(kind: MatmulKind) -> &'static str {
 
 fn format_name(format: QuantFormat) -> String {
     format!("{format:?}").to_lowercase()
+}
+
+fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
+    let dims: Vec<usize> = s.split('x').map(|d| d.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|e| format!("{s:?}: {e}"))?;
+    match dims[..] {
+        [m, n, k] if m > 0 && n > 0 && k > 0 => Ok((m, n, k)),
+        _ => Err(format!("{s:?}: expected MxNxK, three sizes above 0 such as 512x576x1536")),
+    }
+}
+
+/// The kernels of a profile with kernel times, slowest first, as a table.
+pub fn print_kernel_times(p: &Profile, per: f64) {
+    let total: f64 = p.kernels.values().map(|k| k.ms).sum();
+    let mut rows: Vec<(&String, &hearth_core::gpu::KernelStat)> = p.kernels.iter().collect();
+    rows.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
+    println!("{:<56} {:>9} {:>10} {:>6} {:>10}", "kernel (each launch run alone)", "launches", "ms", "%", "GFLOP/s");
+    for (name, k) in rows {
+        let rate = if k.flops > 0.0 { format!("{:.1}", k.flops / k.ms / 1e6) } else { String::new() };
+        println!("{:<56} {:>9.0} {:>10.1} {:>6.1} {:>10}", name, k.launches as f64 / per, k.ms / per, 100.0 * k.ms / total, rate);
+    }
 }

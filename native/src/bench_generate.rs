@@ -20,6 +20,9 @@ pub struct BenchGenerateArgs {
     /// Tokens decoded one at a time after it (EOS does not stop the benchmark).
     #[arg(long, default_value_t = 64)]
     pub new_tokens: usize,
+    /// Also time each kernel of the decode loop: every launch is run and waited for alone.
+    #[arg(long)]
+    pub kernel_times: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -45,7 +48,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     let start = Instant::now();
     let mut logits = block(model.forward(&ctx, &prompt))?;
     let prefill = start.elapsed().as_secs_f64();
-    ctx.profile_begin();
+    ctx.profile_begin_with(a.kernel_times);
     let start = Instant::now();
     for _ in 0..a.new_tokens {
         let next = argmax(&logits);
@@ -83,6 +86,9 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
         profile.host_ms / per_token,
         profile.gpu_ms.map_or(String::new(), |g| format!(", {:.2} ms of GPU time", g / per_token))
     );
+    if a.kernel_times {
+        crate::bench::print_kernel_times(&profile, per_token);
+    }
     Ok(())
 }
 

@@ -39,6 +39,10 @@ pub struct BenchTrainArgs {
     /// auto, on or off.
     #[arg(long, default_value = "auto")]
     pub gradient_checkpointing: String,
+    /// Also time each kernel: every launch of the timed steps is run and waited for alone
+    /// (the step's own figures then include those waits).
+    #[arg(long)]
+    pub kernel_times: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -63,7 +67,7 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
     for _ in 0..a.warmup {
         pollster::block_on(t.step(&ctx))?;
     }
-    ctx.profile_begin();
+    ctx.profile_begin_with(a.kernel_times);
     let start = Instant::now();
     let mut tokens = 0;
     for _ in 0..a.steps {
@@ -119,5 +123,8 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
     }
     println!("matmuls        {:.1} GFLOP/step at {:.1} GFLOP/s; f32 forward M{m} N{nn} K{k} alone {:.1} GFLOP/s: efficiency {:.2}", profile.matmul_flops() / steps / 1e9, matmul_rate / 1e9, ref_rate / 1e9, matmul_rate / ref_rate);
     println!("GPU memory     {peak_mib:.0} MiB peak");
+    if a.kernel_times {
+        crate::bench::print_kernel_times(&profile, steps);
+    }
     Ok(())
 }

@@ -31,7 +31,7 @@ pub fn run() -> Result<()> {
         failed += usize::from(!ok);
         println!("{:<44} largest difference {diff:.2e}  {}", name, if ok { "ok" } else { "FAILED" });
     };
-    for tiling in [MatmulTiling::Register, MatmulTiling::Tiled] {
+    for tiling in MatmulTiling::ALL {
         matmul_with(&ctx, MatmulKind::Forward, tiling, &yb, &xb, &wb, MatmulDims::new(m, n, k), Accumulate::OVERWRITE)?;
         let got = pollster::block_on(ctx.read_f32(&yb))?;
         report(format!("matmul_forward ({tiling:?})"), largest_diff(&got, &want));

@@ -89,10 +89,12 @@ fn matmul_random_shapes_both_tilings() {
         for round in 0..4 {
             let d = random_dims(&mut rng, true);
             let acc = if round % 2 == 0 { Accumulate::OVERWRITE } else { Accumulate { alpha: 0.5, beta: 1.0 } };
-            check(kind, MatmulTiling::Register, d, acc, &mut rng);
-            check(kind, MatmulTiling::Tiled, d, acc, &mut rng);
+            for tiling in MatmulTiling::ALL {
+                check(kind, tiling, d, acc, &mut rng);
+            }
             let odd = random_dims(&mut rng, false);
             check(kind, MatmulTiling::Tiled, odd, acc, &mut rng);
+            check(kind, MatmulTiling::TiledWide, odd, acc, &mut rng);
         }
     }
 }
@@ -105,6 +107,20 @@ fn matmul_register_spans_several_workgroups() {
     for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
         for (m, n, k) in [(300, 264, 36), (70, 520, 260), (513, 4, 4)] {
             check(kind, MatmulTiling::Register, MatmulDims::new(m, n, k), Accumulate::OVERWRITE, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn matmul_tiled_spans_several_workgroups() {
+    // Tiles of 64 and 128 outputs a side, staged 8 reduction steps at a time: several tiles
+    // with partial ones at both edges, and reductions that end inside a stage.
+    let mut rng = Rng::new(11);
+    for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+        for (m, n, k) in [(300, 270, 37), (129, 520, 9), (513, 5, 130)] {
+            for tiling in [MatmulTiling::Tiled, MatmulTiling::TiledWide] {
+                check(kind, tiling, MatmulDims::new(m, n, k), Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+            }
         }
     }
 }
@@ -130,8 +146,9 @@ fn matmul_batched() {
     for kind in [MatmulKind::Forward, MatmulKind::BackwardInput] {
         for b_batched in [false, true] {
             let d = MatmulDims { batch: 3, m: 37, n: 20, k: 44, b_batched };
-            check(kind, MatmulTiling::Register, d, Accumulate::OVERWRITE, &mut rng);
-            check(kind, MatmulTiling::Tiled, d, Accumulate::OVERWRITE, &mut rng);
+            for tiling in MatmulTiling::ALL {
+                check(kind, tiling, d, Accumulate::OVERWRITE, &mut rng);
+            }
         }
     }
 }

@@ -329,14 +329,25 @@ impl GpuContext {
         self.counters.add_host_time(started);
     }
 
-    /// Counts a launch of `k` in the open profile, if any.
-    pub(crate) fn note_launch(&self, k: &Kernel, flops: f64) {
+    /// Counts a launch of `k`, just recorded, in the open profile, if any; in a profile
+    /// with kernel times, submits it and waits for it first.
+    pub(crate) fn note_launch(&self, k: &Kernel, flops: f64) -> Result<()> {
+        let timed = matches!(self.profiling.lock().unwrap().as_ref(), Some(p) if p.kernel_times);
+        let mut ms = 0.0;
+        if timed {
+            let start = std::time::Instant::now();
+            self.flush();
+            self.wait_native()?;
+            ms = start.elapsed().as_secs_f64() * 1e3;
+        }
         if let Some(p) = self.profiling.lock().unwrap().as_mut() {
             let name = format!("{}:{} [{}]", k.shader.file_name().trim_end_matches(".wgsl"), k.entry, k.variant.name);
             let stat = p.kernels.entry(name).or_insert_with(KernelStat::default);
             stat.launches += 1;
             stat.flops += flops;
+            stat.ms += ms;
         }
+        Ok(())
     }
 
     /// Whether GPU time can be measured here (timestamps inside command encoders).
@@ -347,11 +358,17 @@ impl GpuContext {
     /// Opens a profiling window: launches, FLOPs, host and GPU time from here to
     /// [`GpuContext::profile_end`].
     pub fn profile_begin(&self) {
+        self.profile_begin_with(false);
+    }
+
+    /// [`GpuContext::profile_begin`]; with `kernel_times`, each launch is submitted and
+    /// waited for alone, to time it (natively only: the browser cannot wait).
+    pub fn profile_begin_with(&self, kernel_times: bool) {
         self.flush();
         let c = &self.counters;
         let start = (c.dispatches.load(Ordering::Relaxed), c.submissions.load(Ordering::Relaxed), c.host_ns.load(Ordering::Relaxed));
         let timer = self.has_gpu_timer().then(|| Timer::new(&self.device));
-        *self.profiling.lock().unwrap() = Some(Profiling { start, kernels: Default::default(), timer });
+        *self.profiling.lock().unwrap() = Some(Profiling { start, kernel_times, kernels: Default::default(), timer });
     }
 
     /// Waits for the window's work and reports it.
@@ -367,6 +384,7 @@ impl GpuContext {
             gpu_ms: None,
             gpu_time_note: None,
             kernels: p.kernels,
+            kernel_times: p.kernel_times,
         };
         match p.timer {
             None => profile.gpu_time_note = Some("this adapter offers no timestamp queries inside command encoders".into()),

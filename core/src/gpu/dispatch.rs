@@ -224,7 +224,6 @@ impl GpuContext {
         let pipeline = self.pipeline(k, inputs.len(), outputs.len());
         let buffers: Vec<&GpuBuffer> = inputs.iter().chain(outputs).copied().collect();
         let storage = self.storage_group((k.base, inputs.len(), outputs.len()), &buffers);
-        self.note_launch(k, flops);
         self.in_pass(bytes, |pass, offset| {
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &storage, &[]);
@@ -233,7 +232,7 @@ impl GpuContext {
         });
         self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
         self.counters.add_host_time(started);
-        Ok(())
+        self.note_launch(k, flops)
     }
 
     /// Records a fill of `buf` with zeros.

@@ -73,7 +73,7 @@ impl GpuContext {
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    fn wait_native(&self) -> Result<()> {
+    pub(crate) fn wait_native(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
@@ -81,7 +81,7 @@ impl GpuContext {
     }
 
     #[cfg(target_arch = "wasm32")]
-    fn wait_native(&self) -> Result<()> {
+    pub(crate) fn wait_native(&self) -> Result<()> {
         Ok(())
     }
 }

@@ -107,6 +107,8 @@ pub struct KernelStat {
     pub launches: u64,
     /// Multiply-adds × 2 as the launcher counted them (matmuls; 0 for other kernels).
     pub flops: f64,
+    /// Wall time of its launches, each run alone (only in a profile that asked for it).
+    pub ms: f64,
 }
 
 /// What [`GpuContext::profile_end`](super::GpuContext::profile_end) reports about the work
@@ -123,6 +125,8 @@ pub struct Profile {
     pub gpu_time_note: Option<String>,
     /// By `shader:entry [variant]`.
     pub kernels: BTreeMap<String, KernelStat>,
+    /// Whether each launch was run and waited for alone, timing it (and slowing the whole).
+    pub kernel_times: bool,
 }
 
 impl Profile {
@@ -135,6 +139,7 @@ impl Profile {
 /// The state of an open profiling window.
 pub(crate) struct Profiling {
     pub start: (u64, u64, u64),
+    pub kernel_times: bool,
     pub kernels: BTreeMap<String, KernelStat>,
     pub timer: Option<Timer>,
 }

@@ -1,7 +1,8 @@
 //! f32 matmul in the nn.Linear layout and the two products its backward needs.
 //!
 //! Software adapters get the register-blocked kernels of matmul.wgsl when the vec4 rule
-//! holds; everything else runs the shared-memory strided kernel of matmul_tiled.wgsl.
+//! holds; everything else runs the workgroup-tiled strided kernel of matmul_tiled.wgsl, in
+//! 64 × 64 tiles, or 128 × 128 where the output has enough of them to fill a large GPU.
 
 use super::check_len;
 use super::residual::residual_accumulate;
@@ -57,9 +58,27 @@ pub enum MatmulKind {
 pub enum MatmulTiling {
     /// 32×32 outputs per invocation, vec4 loads, no workgroup memory (software adapters).
     Register,
-    /// Workgroup-memory tiles, 4×4 outputs per invocation (real GPUs, any shape).
+    /// Workgroup-memory tiles of 64 × 64 outputs, 8 × 8 per invocation (real GPUs, any shape).
     Tiled,
+    /// The same kernel in 128 × 128 tiles (256 invocations): for large outputs.
+    TiledWide,
 }
+
+impl MatmulTiling {
+    pub const ALL: [MatmulTiling; 3] = [MatmulTiling::Register, MatmulTiling::Tiled, MatmulTiling::TiledWide];
+
+    /// Invocations per side of a workgroup of the tiled kernel (8 outputs each).
+    fn tiled_side(self) -> Option<u32> {
+        match self {
+            MatmulTiling::Register => None,
+            MatmulTiling::Tiled => Some(8),
+            MatmulTiling::TiledWide => Some(16),
+        }
+    }
+}
+
+/// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output).
+const WIDE_OUTPUTS: usize = 1 << 20;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -91,7 +110,6 @@ struct StridedParams {
 pub use super::matmul_blocks::{REGISTER_BLOCK, REGISTER_WG};
 include!(concat!(env!("OUT_DIR"), "/matmul_entries.rs"));
 
-const TILED_SIDE: usize = 64; // 4 outputs × 16 invocations
 
 impl MatmulKind {
     /// Its entry point in matmul.wgsl (core/build/ names them).
@@ -119,8 +137,11 @@ impl MatmulKind {
 
 /// The tiling `matmul` picks for this adapter and these sizes.
 pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> MatmulTiling {
+    let (rows, cols) = kind.out_shape(d);
     if ctx.is_software() && kind.register_fits(d) {
         MatmulTiling::Register
+    } else if d.batch * rows * cols >= WIDE_OUTPUTS {
+        MatmulTiling::TiledWide
     } else {
         MatmulTiling::Tiled
     }
@@ -188,7 +209,8 @@ pub fn matmul_with(
                 ctx.dispatch_counted(&Kernel::new(Shader::Matmul, op, 0), &[a, b], &[dest], &params, groups, flops)
             })
         }
-        MatmulTiling::Tiled => {
+        MatmulTiling::Tiled | MatmulTiling::TiledWide => {
+            let side = tiling.tiled_side().expect("a tiled variant");
             let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
             // (rows, cols, reduction, a_si, a_sr, b_sj, b_sr)
             let (pm, pn, pr, a_si, a_sr, b_sj, b_sr) = match kind {
@@ -210,15 +232,13 @@ pub fn matmul_with(
                 b_batch: if d.b_batched { b_len as u32 } else { 0 },
                 c_batch: (rows * cols) as u32,
             };
-            let groups = [
-                cols.div_ceil(TILED_SIDE) as u32,
-                rows.div_ceil(TILED_SIDE) as u32,
-                d.batch as u32,
-            ];
-            let kernel = Kernel::new(Shader::MatmulTiled, "matmul_strided", 0).with_variant(Variant {
-                name: "wg16",
-                constants: &[("WG", 16.0), ("TILE_R", 16.0)],
-            });
+            let tile = 8 * side as usize;
+            let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, d.batch as u32];
+            let variant = match tiling {
+                MatmulTiling::TiledWide => Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] },
+                _ => Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] },
+            };
+            let kernel = Kernel::new(Shader::MatmulTiled, "matmul_tiled", 0).with_variant(variant);
             ctx.dispatch_counted(&kernel, &[a, b], &[out], &params, groups, flops)
         }
     }
