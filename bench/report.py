@@ -82,6 +82,14 @@ def main():
         lines += ["", "f32 forward matmul by shape (a fixed cost per launch shows as equal times):", "",
                   "| M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | ---: | ---: |"]
         lines += [f"| {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in sweep["rows"]]
+    for key, v in results.items():
+        if key.startswith("kernels-") and v:
+            ks = sorted(v["kernels"], key=lambda k: -k.get("ms", 0))
+            total = sum(k.get("ms", 0) for k in ks) or 1
+            lines += ["", f"Where a training step of {key.removeprefix('kernels-')} goes (f32 base, each launch run alone), slowest first:", "",
+                      "| kernel | launches | ms | % | GFLOP/s |", "| --- | ---: | ---: | ---: | ---: |"]
+            lines += [f"| {k['kernel']} | {k['launches']:.0f} | {k['ms']:.1f} | {100 * k['ms'] / total:.1f} | "
+                      f"{(k['gflop'] / k['ms'] * 1e3 if k['gflop'] and k['ms'] else 0):,.0f} |" for k in ks[:12]]
     missing = [k for k, v in results.items() if v is None]
     if missing:
         lines += ["", "No result (failed or out of time; see the logs): " + ", ".join(missing)]

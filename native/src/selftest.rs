@@ -1,9 +1,11 @@
-//! `hearth selftest`: prints the adapter and checks kernels against their CPU references.
+//! `hearth selftest`: prints the adapter and the kernel paths it gets, and checks kernels
+//! against their CPU references.
 
 use anyhow::{bail, Result};
 use hearth_core::ops::cpu;
-use hearth_core::ops::matmul::{matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
-use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
+use hearth_core::ops::matmul::{choose_tiling, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
+use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight, QuantBlock};
+use hearth_core::GpuContext;
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
 
@@ -15,8 +17,21 @@ fn largest_diff(got: &[f32], want: &[f64]) -> f64 {
     got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max)
 }
 
+/// Which kernels this adapter runs, as the launchers choose them.
+fn print_paths(ctx: &GpuContext) {
+    let small = MatmulDims::new(512, 576, 576);
+    let large = MatmulDims::new(2048, 1536, 576);
+    println!("paths on this adapter:");
+    println!("  f32 matmul           {:?} (512 × 576 outputs), {:?} (2048 × 1536)", choose_tiling(ctx, MatmulKind::Forward, &small), choose_tiling(ctx, MatmulKind::Forward, &large));
+    println!("  quantized matmul     {:?} blocks; Row kernel for one row of x (decoding)", QuantBlock::for_adapter(ctx));
+    println!("  f16 weights          unpacked to f32 in the matmul (any adapter); f16 arithmetic not used (shader-f16 offered: {})", if ctx.has_f16() { "yes" } else { "no" });
+    println!("  reductions           portable workgroup reductions (no subgroup or cooperative-matrix kernels yet)");
+    println!("  GPU timestamps       {}", if ctx.has_gpu_timer() { "yes (bench reports GPU time)" } else { "no (bench reports host and wall time only)" });
+}
+
 pub fn run() -> Result<()> {
     let ctx = crate::open_gpu()?;
+    print_paths(&ctx);
     let mut rng = Rng::new(0);
     let (m, n, k) = (70, 96, 128);
     let x = rng.vec_uniform(m * k, -1.0, 1.0);

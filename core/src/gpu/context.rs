@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::dispatch::PipelineCache;
 use super::pool::{GpuBuffer, MemoryStats, Pool};
-use super::recording::{Counters, KernelStat, Profile, ProfileSlot, Profiling, Recording, Timer, UniformRing};
+use super::recording::{Counters, KernelStat, Profile, ProfileSlot, Profiling, Recording, Stopwatch, Timer, UniformRing};
 use super::Kernel;
 use crate::{Error, Result};
 
@@ -312,7 +312,7 @@ impl GpuContext {
     }
 
     fn submit(&self, rec: &mut Recording) {
-        let started = std::time::Instant::now();
+        let started = Stopwatch::start();
         rec.pass = None;
         let Some(mut encoder) = rec.encoder.take() else { return };
         if let Some(i) = rec.timed_from.take() {
@@ -335,10 +335,10 @@ impl GpuContext {
         let timed = matches!(self.profiling.lock().unwrap().as_ref(), Some(p) if p.kernel_times);
         let mut ms = 0.0;
         if timed {
-            let start = std::time::Instant::now();
+            let start = Stopwatch::start();
             self.flush();
             self.wait_native()?;
-            ms = start.elapsed().as_secs_f64() * 1e3;
+            ms = start.elapsed_ns() as f64 / 1e6;
         }
         if let Some(p) = self.profiling.lock().unwrap().as_mut() {
             let name = format!("{}:{} [{}]", k.shader.file_name().trim_end_matches(".wgsl"), k.entry, k.variant.name);

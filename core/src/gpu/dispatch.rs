@@ -10,9 +10,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use super::recording::PARAMS_BINDING;
+use super::recording::{Stopwatch, PARAMS_BINDING};
 use super::{GpuBuffer, GpuContext, Shader};
 use crate::{Error, Result};
 
@@ -198,7 +197,7 @@ impl GpuContext {
         workgroups: [u32; 3],
         flops: f64,
     ) -> Result<()> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let max_binding = self.limits().max_storage_buffer_binding_size;
         for b in inputs.iter().chain(outputs) {
             if b.binding_size() > max_binding {

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
 
 /// Bytes the ring binds per launch: the largest `Params` struct a kernel may declare.
 pub(crate) const PARAMS_BINDING: u64 = 256;
@@ -96,8 +95,32 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub fn add_host_time(&self, since: Instant) {
-        self.host_ns.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    pub fn add_host_time(&self, since: Stopwatch) {
+        self.host_ns.fetch_add(since.elapsed_ns(), Ordering::Relaxed);
+    }
+}
+
+/// Host time natively; in the browser, where std's clock panics, it reads 0 (the benches
+/// that report host time are native).
+#[derive(Clone, Copy)]
+pub(crate) struct Stopwatch {
+    #[cfg(not(target_arch = "wasm32"))]
+    start: std::time::Instant,
+}
+
+impl Stopwatch {
+    pub fn start() -> Self {
+        Stopwatch {
+            #[cfg(not(target_arch = "wasm32"))]
+            start: std::time::Instant::now(),
+        }
+    }
+
+    pub fn elapsed_ns(self) -> u64 {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.start.elapsed().as_nanos() as u64;
+        #[cfg(target_arch = "wasm32")]
+        0
     }
 }
 

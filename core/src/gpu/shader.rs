@@ -88,9 +88,4 @@ impl Shader {
             Shader::Dropout => include_str!(concat!(env!("OUT_DIR"), "/shaders/dropout.wgsl")),
         }
     }
-
-    /// Shaders that need the SHADER_F16 device feature.
-    pub fn needs_f16(self) -> bool {
-        matches!(self, Shader::MatmulF16)
-    }
 }
