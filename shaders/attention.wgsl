@@ -4,11 +4,12 @@
 //   h / (NH / NKV). out (B, T, NH, HS); stats (B, NH, T, 2) holds (lse, Σ dout·out) per row.
 // Each invocation owns one query (or key) row and streams over the other side with an
 // online softmax, so memory grows with T·HS and no T×T matrix exists.
-//   attention_forward:         out, stats.lse
-//   attention_backward_prep:   stats.dsum = Σ dout·out          (per query row)
-//   attention_backward_query:  dq = scale·Σ_j P(dP − dsum)·k_j
-//   attention_backward_kv:     dk = scale·Σ_t P(dP − dsum)·q_t,  dv = Σ_t P·dout_t
-//                              summed over the query heads that share the KV head.
+//   attention_forward_*:        out, stats.lse
+//   attention_backward_prep:    stats.dsum = Σ dout·out          (per query row)
+//   attention_backward_query_*: dq = scale·Σ_j P(dP − dsum)·k_j
+//   attention_backward_kv_*:    dk = scale·Σ_t P(dP − dsum)·q_t,  dv = Σ_t P·dout_t
+//                               summed over the query heads that share the KV head.
+//   (* = rows or tiled: the same results, see the tiled kernels' comment.)
 //   attention_forward_cached:  inference with a KV cache, one sequence: q (T, NH, HS) for the
 //                              tokens at positions past..past+T, k and v caches (≥ past+T, NKV, HS)
 //                              that already hold them; query t sees cache rows 0..=past+t.
@@ -65,7 +66,7 @@ fn stat(b: u32, h: u32, t: u32) -> u32 {
 }
 
 @compute @workgroup_size(64)
-fn attention_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn attention_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
     if (i >= p.B * p.NH * p.T) { return; }
     let t = i % p.T;
@@ -96,20 +97,7 @@ fn attention_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 }
 
 @compute @workgroup_size(64)
-fn attention_backward_prep(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
-    if (i >= p.B * p.NH * p.T) { return; }
-    let t = i % p.T;
-    let h = (i / p.T) % p.NH;
-    let b = i / (p.T * p.NH);
-    let ob = row(b, t, p.NH, h);
-    var s = 0.0;
-    for (var d = 0u; d < p.HS; d++) { s += p_dout[ob + d] * p_out[ob + d]; }
-    p_stats[stat(b, h, t) + 1u] = s;
-}
-
-@compute @workgroup_size(64)
-fn attention_backward_query(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn attention_backward_query_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
     if (i >= p.B * p.NH * p.T) { return; }
     let t = i % p.T;
@@ -137,7 +125,7 @@ fn attention_backward_query(@builtin(global_invocation_id) gid: vec3<u32>, @buil
 }
 
 @compute @workgroup_size(64)
-fn attention_backward_kv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn attention_backward_kv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
     if (i >= p.B * p.NKV * p.T) { return; }
     let j = i % p.T;
@@ -167,6 +155,197 @@ fn attention_backward_kv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
         }
     }
     for (var d = 0u; d < p.HS; d++) { dk[kb + d] = dka[d]; dv[kb + d] = dva[d]; }
+}
+
+// The _tiled variants (real GPUs) run a workgroup of 64 invocations over 64 consecutive rows
+// of one head (queries, or keys for backward_kv) and stream the other side through workgroup
+// memory in tiles of up to 64 rows (1024 floats per tensor): each row of the other side is
+// read from memory once per workgroup instead of once per invocation. The _rows variants
+// above (software adapters, where workgroup barriers are costly and caches serve the
+// repeated reads) read it directly.
+const TILE: u32 = 1024u;
+var<workgroup> tile_x: array<f32, TILE>;   // keys, or queries (backward_kv)
+var<workgroup> tile_y: array<f32, TILE>;   // values, or dout (backward_kv)
+var<workgroup> tile_seg: array<u32, 64>;
+var<workgroup> tile_lse: array<f32, 64>;  // backward_kv: the queries' stats
+var<workgroup> tile_dsum: array<f32, 64>;
+
+// Rows of the other side per tile.
+fn tile_rows() -> u32 {
+    return min(TILE / p.HS, 64u);
+}
+
+@compute @workgroup_size(64)
+fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = wid.z;
+    let h = wid.y;
+    let t0 = wid.x * 64u;
+    let t = t0 + lid.x;
+    let live = t < p.T;
+    let tq = min(t, p.T - 1u);
+    let kvh = h / (p.NH / p.NKV);
+    let qb = row(b, tq, p.NH, h);
+    let my_seg = seg[b * p.T + tq];
+    var qv: array<f32, MAX_HS>;
+    var acc: array<f32, MAX_HS>;
+    for (var d = 0u; d < p.HS; d++) { qv[d] = q[qb + d] * p.scale; acc[d] = 0.0; }
+    var m = -3.0e38;
+    var l = 0.0;
+    let kt = tile_rows();
+    let last = min(t0 + 63u, p.T - 1u);
+    for (var j0 = 0u; j0 <= last; j0 += kt) {
+        workgroupBarrier();
+        for (var e = lid.x; e < kt * p.HS; e += 64u) {
+            let j = j0 + e / p.HS;
+            if (j < p.T) {
+                let kb = row(b, j, p.NKV, kvh) + e % p.HS;
+                tile_x[e] = k[kb];
+                tile_y[e] = v[kb];
+            }
+        }
+        if (lid.x < kt && j0 + lid.x < p.T) { tile_seg[lid.x] = seg[b * p.T + j0 + lid.x]; }
+        workgroupBarrier();
+        if (live) {
+            for (var jj = 0u; jj < kt; jj++) {
+                if (j0 + jj > t) { break; }
+                if (tile_seg[jj] != my_seg) { continue; }
+                let kb = jj * p.HS;
+                var s = 0.0;
+                for (var d = 0u; d < p.HS; d++) { s += qv[d] * tile_x[kb + d]; }
+                let m_new = max(m, s);
+                let corr = exp(m - m_new);
+                let e = exp(s - m_new);
+                l = l * corr + e;
+                for (var d = 0u; d < p.HS; d++) { acc[d] = acc[d] * corr + e * tile_y[kb + d]; }
+                m = m_new;
+            }
+        }
+    }
+    if (live) {
+        for (var d = 0u; d < p.HS; d++) { out[qb + d] = acc[d] / l; }
+        stats[stat(b, h, t)] = m + log(l);
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_prep(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= p.B * p.NH * p.T) { return; }
+    let t = i % p.T;
+    let h = (i / p.T) % p.NH;
+    let b = i / (p.T * p.NH);
+    let ob = row(b, t, p.NH, h);
+    var s = 0.0;
+    for (var d = 0u; d < p.HS; d++) { s += p_dout[ob + d] * p_out[ob + d]; }
+    p_stats[stat(b, h, t) + 1u] = s;
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_query_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = wid.z;
+    let h = wid.y;
+    let t0 = wid.x * 64u;
+    let t = t0 + lid.x;
+    let live = t < p.T;
+    let tq = min(t, p.T - 1u);
+    let kvh = h / (p.NH / p.NKV);
+    let qb = row(b, tq, p.NH, h);
+    let lse = q_stats[stat(b, h, tq)];
+    let dsum = q_stats[stat(b, h, tq) + 1u];
+    let my_seg = q_seg[b * p.T + tq];
+    var qv: array<f32, MAX_HS>;
+    var go: array<f32, MAX_HS>;
+    var acc: array<f32, MAX_HS>;
+    for (var d = 0u; d < p.HS; d++) { qv[d] = q_q[qb + d] * p.scale; go[d] = q_dout[qb + d]; acc[d] = 0.0; }
+    let kt = tile_rows();
+    let last = min(t0 + 63u, p.T - 1u);
+    for (var j0 = 0u; j0 <= last; j0 += kt) {
+        workgroupBarrier();
+        for (var e = lid.x; e < kt * p.HS; e += 64u) {
+            let j = j0 + e / p.HS;
+            if (j < p.T) {
+                let kb = row(b, j, p.NKV, kvh) + e % p.HS;
+                tile_x[e] = q_k[kb];
+                tile_y[e] = q_v[kb];
+            }
+        }
+        if (lid.x < kt && j0 + lid.x < p.T) { tile_seg[lid.x] = q_seg[b * p.T + j0 + lid.x]; }
+        workgroupBarrier();
+        if (live) {
+            for (var jj = 0u; jj < kt; jj++) {
+                if (j0 + jj > t) { break; }
+                if (tile_seg[jj] != my_seg) { continue; }
+                let kb = jj * p.HS;
+                var s = 0.0;
+                var dp = 0.0;
+                for (var d = 0u; d < p.HS; d++) { s += qv[d] * tile_x[kb + d]; dp += go[d] * tile_y[kb + d]; }
+                let ds = exp(s - lse) * (dp - dsum) * p.scale;
+                for (var d = 0u; d < p.HS; d++) { acc[d] += ds * tile_x[kb + d]; }
+            }
+        }
+    }
+    if (live) {
+        for (var d = 0u; d < p.HS; d++) { dq[qb + d] = acc[d]; }
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_kv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = wid.z;
+    let kvh = wid.y;
+    let j_first = wid.x * 64u;
+    let j = j_first + lid.x;
+    let live = j < p.T;
+    let jk = min(j, p.T - 1u);
+    let group = p.NH / p.NKV;
+    let kb = row(b, jk, p.NKV, kvh);
+    let my_seg = kv_seg[b * p.T + jk];
+    var kvec: array<f32, MAX_HS>;
+    var vvec: array<f32, MAX_HS>;
+    var dka: array<f32, MAX_HS>;
+    var dva: array<f32, MAX_HS>;
+    for (var d = 0u; d < p.HS; d++) { kvec[d] = kv_k[kb + d]; vvec[d] = kv_v[kb + d]; dka[d] = 0.0; dva[d] = 0.0; }
+    let qt = tile_rows();
+    for (var h = kvh * group; h < (kvh + 1u) * group; h++) {
+        for (var t0 = j_first; t0 < p.T; t0 += qt) {
+            workgroupBarrier();
+            for (var e = lid.x; e < qt * p.HS; e += 64u) {
+                let t = t0 + e / p.HS;
+                if (t < p.T) {
+                    let qb = row(b, t, p.NH, h) + e % p.HS;
+                    tile_x[e] = kv_q[qb];
+                    tile_y[e] = kv_dout[qb];
+                }
+            }
+            if (lid.x < qt && t0 + lid.x < p.T) {
+                let t = t0 + lid.x;
+                tile_seg[lid.x] = kv_seg[b * p.T + t];
+                tile_lse[lid.x] = kv_stats[stat(b, h, t)];
+                tile_dsum[lid.x] = kv_stats[stat(b, h, t) + 1u];
+            }
+            workgroupBarrier();
+            if (live) {
+                for (var tt = 0u; tt < qt; tt++) {
+                    let t = t0 + tt;
+                    if (t >= p.T) { break; }
+                    if (t < j || tile_seg[tt] != my_seg) { continue; }
+                    let qb = tt * p.HS;
+                    var s = 0.0;
+                    var dp = 0.0;
+                    for (var d = 0u; d < p.HS; d++) { s += tile_x[qb + d] * kvec[d]; dp += tile_y[qb + d] * vvec[d]; }
+                    let prob = exp(s * p.scale - tile_lse[tt]);
+                    let ds = prob * (dp - tile_dsum[tt]) * p.scale;
+                    for (var d = 0u; d < p.HS; d++) {
+                        dva[d] += prob * tile_y[qb + d];
+                        dka[d] += ds * tile_x[qb + d];
+                    }
+                }
+            }
+        }
+    }
+    if (live) {
+        for (var d = 0u; d < p.HS; d++) { dk[kb + d] = dka[d]; dv[kb + d] = dva[d]; }
+    }
 }
 
 @group(0) @binding(24) var<storage, read> c_q: array<f32>;

@@ -2,6 +2,7 @@
 //! against their CPU references.
 
 use anyhow::{bail, Result};
+use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::ops::cpu;
 use hearth_core::ops::matmul::{choose_tiling, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
 use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight, QuantBlock};
@@ -24,6 +25,7 @@ fn print_paths(ctx: &GpuContext) {
     println!("paths on this adapter:");
     println!("  f32 matmul           {:?} (512 × 576 outputs), {:?} (2048 × 1536)", choose_tiling(ctx, MatmulKind::Forward, &small), choose_tiling(ctx, MatmulKind::Forward, &large));
     println!("  quantized matmul     {:?} blocks; Row kernel for one row of x (decoding)", QuantBlock::for_adapter(ctx));
+    println!("  attention            {:?} kernels for training", AttentionKernels::for_adapter(ctx));
     println!("  f16 weights          unpacked to f32 in the matmul (any adapter); f16 arithmetic not used (shader-f16 offered: {})", if ctx.has_f16() { "yes" } else { "no" });
     println!("  reductions           portable workgroup reductions (no subgroup or cooperative-matrix kernels yet)");
     println!("  GPU timestamps       {}", if ctx.has_gpu_timer() { "yes (bench reports GPU time)" } else { "no (bench reports host and wall time only)" });

@@ -1,7 +1,7 @@
 //! Every non-matmul kernel against its CPU reference on random shapes, and every CPU
 //! backward against central finite differences in f64.
 
-use hearth_core::ops::attention::{attention_backward, attention_decode, attention_forward, attention_forward_cached, AttentionDims};
+use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, AttentionDims, AttentionKernels};
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::{adamw, cross_entropy, dropout, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
 use hearth_tests::*;
@@ -181,25 +181,26 @@ fn random_segments(rng: &mut Rng, b: usize, t: usize) -> Vec<u32> {
 fn attention_matches_cpu() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(8);
-        for (b, t, nh, nkv, hs) in [(1, 1, 1, 1, 4), (2, 37, 6, 2, 16), (1, 70, 9, 3, 64), (2, 9, 4, 4, 128)] {
+        for (b, t, nh, nkv, hs) in [(1, 1, 1, 1, 4), (2, 37, 6, 2, 16), (1, 70, 9, 3, 64), (2, 9, 4, 4, 128), (1, 150, 4, 1, 8), (2, 131, 2, 2, 100)] {
             let s = AttnSizes { b, t, nh, nkv, hs };
             let d = AttentionDims { b, t, nh, nkv, hs };
             let (q, k, v, g) = (u(&mut rng, b * t * nh * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nh * hs));
             let seg = random_segments(&mut rng, b, t);
             let (qb, kb, vb, gb, sb) = (upload(ctx, &q), upload(ctx, &k), upload(ctx, &v), upload(ctx, &g), ctx.upload_u32(&seg).unwrap());
-            let (out, stats) = (poisoned(ctx, q.len()), poisoned(ctx, d.stats_len()));
-            attention_forward(ctx, &out, &stats, &qb, &kb, &vb, &sb, d).unwrap();
             let mut want = vec![0.0; q.len()];
             cpu::attention_forward(&mut want, &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
-            assert_close(&format!("attention out {s:?}"), &read(ctx, &out), &want, ATTN.0, ATTN.1);
-
-            let (dq, dk, dv) = (poisoned(ctx, q.len()), poisoned(ctx, k.len()), poisoned(ctx, v.len()));
-            attention_backward(ctx, &dq, &dk, &dv, &gb, &qb, &kb, &vb, &out, &stats, &sb, d).unwrap();
             let (mut wq, mut wk, mut wv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
             cpu::attention_backward(&mut wq, &mut wk, &mut wv, &to_f64(&g), &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
-            assert_close(&format!("attention dq {s:?}"), &read(ctx, &dq), &wq, ATTN.0, ATTN.1);
-            assert_close(&format!("attention dk {s:?}"), &read(ctx, &dk), &wk, ATTN.0, ATTN.1);
-            assert_close(&format!("attention dv {s:?}"), &read(ctx, &dv), &wv, ATTN.0, ATTN.1);
+            for kernels in AttentionKernels::ALL {
+                let (out, stats) = (poisoned(ctx, q.len()), poisoned(ctx, d.stats_len()));
+                attention_forward_with(ctx, kernels, &out, &stats, &qb, &kb, &vb, &sb, d).unwrap();
+                assert_close(&format!("attention out {kernels:?} {s:?}"), &read(ctx, &out), &want, ATTN.0, ATTN.1);
+                let (dq, dk, dv) = (poisoned(ctx, q.len()), poisoned(ctx, k.len()), poisoned(ctx, v.len()));
+                attention_backward_with(ctx, kernels, &dq, &dk, &dv, &gb, &qb, &kb, &vb, &out, &stats, &sb, d).unwrap();
+                assert_close(&format!("attention dq {kernels:?} {s:?}"), &read(ctx, &dq), &wq, ATTN.0, ATTN.1);
+                assert_close(&format!("attention dk {kernels:?} {s:?}"), &read(ctx, &dk), &wk, ATTN.0, ATTN.1);
+                assert_close(&format!("attention dv {kernels:?} {s:?}"), &read(ctx, &dv), &wv, ATTN.0, ATTN.1);
+            }
         }
     });
 }

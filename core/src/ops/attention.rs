@@ -62,21 +62,72 @@ impl AttentionDims {
     }
 }
 
+/// How the training kernels walk the other side of each row (tests run both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernels {
+    /// One invocation per row reads the other side from memory (software adapters).
+    Rows,
+    /// Workgroups of 64 rows stage the other side in workgroup memory (real GPUs).
+    Tiled,
+}
+
+impl AttentionKernels {
+    pub const ALL: [AttentionKernels; 2] = [AttentionKernels::Rows, AttentionKernels::Tiled];
+
+    /// What this adapter runs: on llvmpipe the tiled kernels were 2–2.6× slower (docs/PERF.md).
+    pub fn for_adapter(ctx: &GpuContext) -> Self {
+        if ctx.is_software() {
+            AttentionKernels::Rows
+        } else {
+            AttentionKernels::Tiled
+        }
+    }
+
+    /// The entry point `name` of this variant, and its grid over `heads` heads.
+    fn launch(self, name: &str, d: &AttentionDims, heads: usize) -> (&'static str, [u32; 3]) {
+        let entry = match (self, name) {
+            (AttentionKernels::Rows, "forward") => "attention_forward_rows",
+            (AttentionKernels::Rows, "backward_query") => "attention_backward_query_rows",
+            (AttentionKernels::Rows, _) => "attention_backward_kv_rows",
+            (AttentionKernels::Tiled, "forward") => "attention_forward_tiled",
+            (AttentionKernels::Tiled, "backward_query") => "attention_backward_query_tiled",
+            (AttentionKernels::Tiled, _) => "attention_backward_kv_tiled",
+        };
+        let grid = match self {
+            AttentionKernels::Rows => grid_1d((d.b * heads * d.t) as u64, 64),
+            AttentionKernels::Tiled => [d.t.div_ceil(64) as u32, heads as u32, d.b as u32],
+        };
+        (entry, grid)
+    }
+}
+
 /// out (B,T,NH,HS) and stats.lse from q, k, v and segment ids seg (B,T).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: &GpuBuffer, d: AttentionDims) -> Result<()> {
+    attention_forward_with(ctx, AttentionKernels::for_adapter(ctx), out, stats, q, k, v, seg, d)
+}
+
+/// [`attention_forward`] with the kernels given.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: &GpuBuffer, d: AttentionDims) -> Result<()> {
     let op = "attention_forward";
     let params = d.check(op)?;
     for (name, buf, len) in [("q", q, d.q_len()), ("k", k, d.kv_len()), ("v", v, d.kv_len()), ("seg", seg, d.b * d.t), ("out", out, d.q_len()), ("stats", stats, d.stats_len())] {
         check_len(op, name, buf, len)?;
     }
-    let rows = (d.b * d.nh * d.t) as u64;
-    ctx.dispatch(&Kernel::new(Shader::Attention, op, 0), &[q, k, v, seg], &[out, stats], &params, grid_1d(rows, 64))
+    let (entry, grid) = kernels.launch("forward", &d, d.nh);
+    ctx.dispatch(&Kernel::new(Shader::Attention, entry, 0), &[q, k, v, seg], &[out, stats], &params, grid)
 }
 
 /// dq, dk, dv from dout and the forward's tensors; `stats` gains Σ dout·out on the way.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: &GpuBuffer, d: AttentionDims) -> Result<()> {
+    attention_backward_with(ctx, AttentionKernels::for_adapter(ctx), dq, dk, dv, dout, q, k, v, out, stats, seg, d)
+}
+
+/// [`attention_backward`] with the kernels given.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: &GpuBuffer, d: AttentionDims) -> Result<()> {
     let op = "attention_backward";
     let params = d.check(op)?;
     for (name, buf, len) in [
@@ -87,10 +138,11 @@ pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: 
         check_len(op, name, buf, len)?;
     }
     let q_rows = grid_1d((d.b * d.nh * d.t) as u64, 64);
-    let kv_rows = grid_1d((d.b * d.nkv * d.t) as u64, 64);
     ctx.dispatch(&Kernel::new(Shader::Attention, "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
-    ctx.dispatch(&Kernel::new(Shader::Attention, "attention_backward_query", 9), &[dout, q, k, v, stats, seg], &[dq], &params, q_rows)?;
-    ctx.dispatch(&Kernel::new(Shader::Attention, "attention_backward_kv", 16), &[dout, q, k, v, stats, seg], &[dk, dv], &params, kv_rows)
+    let (entry, grid) = kernels.launch("backward_query", &d, d.nh);
+    ctx.dispatch(&Kernel::new(Shader::Attention, entry, 9), &[dout, q, k, v, stats, seg], &[dq], &params, grid)?;
+    let (entry, grid) = kernels.launch("backward_kv", &d, d.nkv);
+    ctx.dispatch(&Kernel::new(Shader::Attention, entry, 16), &[dout, q, k, v, stats, seg], &[dk, dv], &params, grid)
 }
 
 /// Inference over a KV cache, one sequence (`d.b` must be 1): out and q are (T, NH, HS) for
