@@ -17,8 +17,11 @@ pub const REGISTER_WG: (usize, usize) = (8, 8);
 /// kernel's 32 × 32 does. Every block column inlines its own decoding, and llvmpipe's
 /// compile time grows with the block (~20 s for the large forward, once per format).
 pub const QUANT_FORWARD_LARGE: (usize, usize) = (32, 24);
-/// Backward blocks span whole groups of 8 columns.
-pub const QUANT_BACKWARD_INPUT_LARGE: (usize, usize) = (16, 16);
+/// Backward blocks span whole groups of 8 columns. Each step decodes 4 rows of W per 8
+/// columns and reads one vec4 of the gradient per row: 32 rows × 16 columns ran 14–32 %
+/// faster than 16 × 16 (about 6 FMAs per load, against 10) for ~3 s more compile per format;
+/// 32 × 32 and 64 × 16 added little more for 15 s (docs/PERF.md).
+pub const QUANT_BACKWARD_INPUT_LARGE: (usize, usize) = (32, 16);
 /// Small blocks for real GPUs and SwiftShader.
 pub const QUANT_FORWARD_SMALL: (usize, usize) = (4, 4);
 pub const QUANT_BACKWARD_INPUT_SMALL: (usize, usize) = (4, 8);
