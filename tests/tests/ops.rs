@@ -346,13 +346,17 @@ fn lora_matches_cpu() {
             let (da, db, dh) = (poisoned(ctx, rank * d_in), poisoned(ctx, d_out * rank), poisoned(ctx, m * rank));
             let dx0 = u(&mut rng, m * d_in);
             let dx = upload(ctx, &dx0);
-            lora::lora_backward(ctx, &da, &db, &dx, &dh, &dyb, &xb, &h, &ab, &bb, d).unwrap();
+            lora::lora_backward(ctx, &da, &db, &dx, 1.0, &dh, &dyb, &xb, &h, &ab, &bb, d).unwrap();
+            // dx_beta 0 overwrites whatever dx held
+            let dx_only = poisoned(ctx, m * d_in);
+            lora::lora_backward(ctx, &poisoned(ctx, rank * d_in), &poisoned(ctx, d_out * rank), &dx_only, 0.0, &dh, &dyb, &xb, &h, &ab, &bb, d).unwrap();
             let dyf: Vec<f64> = to_f64(&dy).iter().map(|g| 2.0 * g).collect(); // scale folded in
             let (mut wdb, mut wdh, mut wda, mut wdx) = (vec![0.0; d_out * rank], vec![0.0; m * rank], vec![0.0; rank * d_in], vec![0.0; m * d_in]);
             cpu::matmul_backward_weight(&mut wdb, &dyf, &hr, m, d_out, rank);
             cpu::matmul_backward_input(&mut wdh, &dyf, &bf, m, d_out, rank);
             cpu::matmul_backward_weight(&mut wda, &wdh, &xf, m, rank, d_in);
             cpu::matmul_backward_input(&mut wdx, &wdh, &af, m, rank, d_in);
+            assert_close("lora dx (overwritten)", &read(ctx, &dx_only), &wdx, 1e-4, 1e-4);
             let wdx: Vec<f64> = wdx.iter().zip(&dx0).map(|(a, &b)| a + b as f64).collect();
             assert_close("lora dB", &read(ctx, &db), &wdb, 1e-4, 1e-4);
             assert_close("lora dA", &read(ctx, &da), &wda, 1e-4, 1e-4);

@@ -415,11 +415,10 @@ impl TrainPass {
             // inputs receive the LoRA path's gradient
             let seed = drop.seed_for(idx);
             dropout_forward(ctx, &self.s.xd, inp, n * lora.d_in, drop.p, seed, 0.0)?;
-            ctx.zero(&self.s.dxd);
-            lora_backward(ctx, da, db, &self.s.dxd, &self.s.dr, dout, &self.s.xd, h, &lora.a, &lora.b, d)?;
+            lora_backward(ctx, da, db, &self.s.dxd, 0.0, &self.s.dr, dout, &self.s.xd, h, &lora.a, &lora.b, d)?;
             dropout_forward(ctx, dinp, &self.s.dxd, n * lora.d_in, drop.p, seed, 1.0)
         } else {
-            lora_backward(ctx, da, db, dinp, &self.s.dr, dout, inp, h, &lora.a, &lora.b, d)
+            lora_backward(ctx, da, db, dinp, 1.0, &self.s.dr, dout, inp, h, &lora.a, &lora.b, d)
         }
     }
 

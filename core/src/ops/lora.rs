@@ -23,11 +23,11 @@ pub fn lora_forward(ctx: &GpuContext, y: &GpuBuffer, h: &GpuBuffer, x: &GpuBuffe
     matmul(ctx, MatmulKind::Forward, y, h, b, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate { alpha: d.scale, beta: 1.0 })
 }
 
-/// From dy (M, out): dA (r, in), dB (out, r), and dx (M, in) += the LoRA path's part.
-/// `dh` (M, r) is scratch. With dropout, `x` is the dropped input the forward used and `dx`
-/// a scratch that the caller passes through the same dropout.
+/// From dy (M, out): dA (r, in), dB (out, r), and dx (M, in) = dx_beta·dx + the LoRA path's
+/// part. `dh` (M, r) is scratch. With dropout, `x` is the dropped input the forward used and
+/// `dx` a scratch (dx_beta 0) that the caller passes through the same dropout.
 #[allow(clippy::too_many_arguments)]
-pub fn lora_backward(ctx: &GpuContext, da: &GpuBuffer, db: &GpuBuffer, dx: &GpuBuffer, dh: &GpuBuffer, dy: &GpuBuffer, x: &GpuBuffer, h: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
+pub fn lora_backward(ctx: &GpuContext, da: &GpuBuffer, db: &GpuBuffer, dx: &GpuBuffer, dx_beta: f32, dh: &GpuBuffer, dy: &GpuBuffer, x: &GpuBuffer, h: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
     let beta = if d.accumulate { 1.0 } else { 0.0 };
     // dB = scale·dyᵀ·h
     matmul(ctx, MatmulKind::BackwardWeight, db, dy, h, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate { alpha: d.scale, beta })?;
@@ -35,6 +35,6 @@ pub fn lora_backward(ctx: &GpuContext, da: &GpuBuffer, db: &GpuBuffer, dx: &GpuB
     matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate::scaled(d.scale))?;
     // dA = dhᵀ·x
     matmul(ctx, MatmulKind::BackwardWeight, da, dh, x, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate { alpha: 1.0, beta })?;
-    // dx += dh·A
-    matmul(ctx, MatmulKind::BackwardInput, dx, dh, a, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate::ADD)
+    // dx = dx_beta·dx + dh·A
+    matmul(ctx, MatmulKind::BackwardInput, dx, dh, a, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate { alpha: 1.0, beta: dx_beta })
 }
