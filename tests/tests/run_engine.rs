@@ -223,9 +223,8 @@ fn gradients_with_checkpointing_equal_those_without() {
             let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 64, max_binding: None }).unwrap();
             model.set_adapter(ctx, Some(adapter.clone()), "test").unwrap();
             let mut pass = TrainPass::new(ctx, &model, batch.len(), checkpointing).unwrap();
-            pass.zero_grads(ctx);
             let dropout = Dropout { p: 0.1, seed: 9 };
-            pollster::block_on(pass.forward_backward(ctx, &model, &batch, 1.0 / batch.counted() as f32, dropout)).unwrap();
+            pollster::block_on(pass.forward_backward(ctx, &model, &batch, 1.0 / batch.counted() as f32, dropout, false)).unwrap();
             pollster::block_on(pass.grad_arena.as_ref().unwrap().read_parts(ctx)).unwrap()
         };
         let (off, on) = (grads(false), grads(true));

@@ -283,8 +283,12 @@ pub struct TrainPass {
     s: Scratch,
     /// (dA, dB) per adapter tensor, in the adapter's order: views of `grad_arena`.
     pub grads: Vec<(GpuBuffer, GpuBuffer)>,
-    /// The gradients in one buffer, laid out as the adapter's weights (`lora_parts`).
+    /// The gradients in one buffer, laid out as the adapter's weights (`lora_parts`); the
+    /// gaps between them stay zero (nothing writes them), as the optimizer's launches over
+    /// the whole buffer need.
     pub grad_arena: Option<Arena>,
+    /// Whether the backward running now adds into `grads` (see `forward_backward`).
+    accumulate_grads: bool,
 }
 
 /// Bytes a [`TrainPass`] allocates for micro-batches of `n` tokens with LoRA of rank
@@ -322,14 +326,8 @@ impl TrainPass {
             s,
             grads,
             grad_arena,
+            accumulate_grads: false,
         })
-    }
-
-    /// Sets every LoRA gradient to zero (the start of an optimizer step).
-    pub fn zero_grads(&self, ctx: &GpuContext) {
-        if let Some(g) = &self.grad_arena {
-            ctx.zero(&g.whole);
-        }
     }
 
     /// Σ NLL over the counted tokens of `batch`, without gradients (evaluation).
@@ -338,11 +336,13 @@ impl TrainPass {
     }
 
     /// Σ NLL over the counted tokens of `batch`, and the LoRA gradients of
-    /// `loss_scale`·Σ NLL added into `grads`.
-    pub async fn forward_backward(&mut self, ctx: &GpuContext, model: &Model, batch: &TokenBatch, loss_scale: f32, dropout: Dropout) -> Result<f64> {
+    /// `loss_scale`·Σ NLL in `grads`: added to what they hold with `accumulate` (the later
+    /// micro-batches of a step), else replacing it (the first: no zeroing needed).
+    pub async fn forward_backward(&mut self, ctx: &GpuContext, model: &Model, batch: &TokenBatch, loss_scale: f32, dropout: Dropout, accumulate: bool) -> Result<f64> {
         if model.adapter.is_none() || self.grads.is_empty() {
             return Err(Error::Shape("training needs an adapter on the model before the TrainPass is made".into()));
         }
+        self.accumulate_grads = accumulate;
         self.run(ctx, model, batch, Some(loss_scale), dropout).await
     }
 
@@ -409,7 +409,7 @@ impl TrainPass {
         let lora = &adapter.tensors[idx];
         let h = acts.lora_h[target as usize].as_ref().expect("allocated for every adapted target");
         let (da, db) = &self.grads[idx];
-        let d = crate::ops::lora::LoraDims { accumulate: true, ..lora.dims(n) };
+        let d = crate::ops::lora::LoraDims { accumulate: self.accumulate_grads, ..lora.dims(n) };
         if drop.p > 0.0 {
             // the same mask as the forward (same seed): A saw dropout(x), and only the kept
             // inputs receive the LoRA path's gradient

@@ -214,13 +214,12 @@ impl Trainer {
         let batches: Vec<_> = self.step_batches(step).iter().map(|ids| pack(&ids.iter().map(|&i| &self.train[i]).collect::<Vec<_>>())).collect();
         let counted: usize = batches.iter().map(|b| b.counted()).sum();
         let scale = 1.0 / counted.max(1) as f32;
-        self.pass.zero_grads(ctx);
         let mut total = 0.0;
         let mut tokens = 0;
         for (j, b) in batches.iter().enumerate() {
             let seed = (self.cfg.seed as u32).wrapping_mul(0x9E37_79B9) ^ ((step * 64 + j) as u32);
             let dropout = Dropout { p: self.cfg.lora.dropout, seed };
-            total += self.pass.forward_backward(ctx, &self.model, b, scale, dropout).await?;
+            total += self.pass.forward_backward(ctx, &self.model, b, scale, dropout, j > 0).await?;
             tokens += b.len();
         }
         let loss = total / counted.max(1) as f64;
