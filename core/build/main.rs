@@ -4,8 +4,8 @@
 //! - Every shaders/<op>.wgsl is copied, with its `// #include "<path>"` lines replaced by the
 //!   file they name (relative to the including file; each file once per shader).
 //! - matmul.wgsl is shaders/matmul/f32.wgsl and the unrolled entry points of `matmul.rs`;
-//!   matmul_<format>.wgsl is shaders/matmul/quant.wgsl, shaders/matmul/<format>.wgsl and
-//!   theirs. The entry tables name those entry points for the launchers, so a name is
+//!   matmul_<format>.wgsl is shaders/matmul/quant.wgsl, shaders/matmul/<format>.wgsl,
+//!   theirs and shaders/matmul/quant_tiled.wgsl (the GPU kernels, written by hand). The entry tables name those entry points for the launchers, so a name is
 //!   spelled in one place: here, from the block sizes in core/src/ops/matmul_blocks.rs.
 //!
 //! shaders/README.md explains the composition.
@@ -55,7 +55,10 @@ fn main() {
     write(&out.join("../matmul_entries.rs"), &f32_entries);
     let mut entries = String::from("// Written by core/build/main.rs.\n\n");
     for f in &matmul::QUANT_FORMATS {
-        let text = compose(&dir.join("quant.wgsl")) + &compose(&dir.join(format!("{}.wgsl", f.name))) + &matmul::quant_file_entries(f);
+        let text = compose(&dir.join("quant.wgsl"))
+            + &compose(&dir.join(format!("{}.wgsl", f.name)))
+            + &matmul::quant_file_entries(f)
+            + &compose(&dir.join("quant_tiled.wgsl"));
         write(&out.join(format!("matmul_{}.wgsl", f.name)), &text);
         writeln!(entries, "/// matmul_{}.wgsl's entry points.", f.name).unwrap();
         writeln!(entries, "pub const {}_ENTRIES: QuantEntries = QuantEntries {{", f.name.to_uppercase()).unwrap();

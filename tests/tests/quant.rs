@@ -41,15 +41,17 @@ fn quantized_matmuls_match_f32_over_dequantized_weight() {
         let mut rng = Rng::new(2);
         for format in QuantFormat::ALL {
             // Partial blocks on every edge; (300, 36, 64) spans two large workgroups of rows;
-            // f16 also takes K = 8·j, which its forwards read in chunks of 8.
+            // the last two give the tiled kernels outputs of over 1024² (128 × 128 tiles) in
+            // the forward and in the input gradient; f16 also takes K = 8·j, which its
+            // forwards read in chunks of 8.
             let f16_only = (format == QuantFormat::F16).then_some((37, 30, 40));
-            for (m, n, k) in [(1, 1, 64), (37, 70, 128), (70, 36, 576), (300, 36, 64)].into_iter().chain(f16_only) {
+            for (m, n, k) in [(1, 1, 64), (37, 70, 128), (70, 36, 576), (300, 36, 64), (1030, 1040, 64), (1030, 40, 1024)].into_iter().chain(f16_only) {
                 let w = rng.vec_uniform(n * k, -1.0, 1.0);
                 let t = QuantTensor::quantize(format, &w, n, k).unwrap();
                 let wd = to_f64(&t.dequantize());
                 let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
                 // Row: the one-row kernel, run here on every row of x.
-                for block in [QuantBlock::Large, QuantBlock::Small, QuantBlock::Row] {
+                for block in [QuantBlock::Large, QuantBlock::Small, QuantBlock::Row, QuantBlock::Tiled] {
                     if block == QuantBlock::Row && !k.is_multiple_of(32) {
                         continue; // refused; one_row_forward_matches_for_any_k covers the fallback
                     }

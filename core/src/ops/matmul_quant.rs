@@ -6,7 +6,7 @@ pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::matmul::{overwrite_then_accumulate, Accumulate, MatmulKind};
 use crate::error::ensure;
-use crate::gpu::{Kernel, Shader};
+use crate::gpu::{Kernel, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
@@ -69,23 +69,29 @@ fn shader(format: QuantFormat) -> (Shader, QuantEntries) {
     }
 }
 
-/// The blocks of outputs per invocation of the generated entry points: large for lavapipe,
-/// small for GPUs and SwiftShader, and a row kernel for the forward of a single row
-/// (decoding a token). Their sizes: core/src/ops/matmul_blocks.rs.
+/// The blocks of outputs per invocation of the entry points: the generated large ones for
+/// lavapipe and small ones for SwiftShader (and few rows), a row kernel for the forward of a
+/// single row (decoding a token), and workgroup tiles for real GPUs (quant_tiled.wgsl).
+/// Their sizes: core/src/ops/matmul_blocks.rs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuantBlock {
     Large,
     Small,
     /// Forward only; K a multiple of 32.
     Row,
+    /// 64 × 64 outputs per workgroup of 8 × 8 invocations (128 × 128 for large outputs),
+    /// W decoded into workgroup memory.
+    Tiled,
 }
 
 impl QuantBlock {
     pub fn for_adapter(ctx: &GpuContext) -> Self {
         if ctx.is_llvmpipe() {
             QuantBlock::Large
-        } else {
+        } else if ctx.is_software() {
             QuantBlock::Small
+        } else {
+            QuantBlock::Tiled
         }
     }
 
@@ -97,6 +103,7 @@ impl QuantBlock {
             (QuantBlock::Small, MatmulKind::Forward) => QUANT_FORWARD_SMALL,
             (QuantBlock::Small, _) => QUANT_BACKWARD_INPUT_SMALL,
             (QuantBlock::Row, _) => QUANT_FORWARD_ROW,
+            (QuantBlock::Tiled, _) => (8, 8),
         }
     }
 }
@@ -108,7 +115,10 @@ pub fn matmul_quant(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, inp: &G
     let block = match m {
         1 if kind == MatmulKind::Forward && w.cols.is_multiple_of(32) => QuantBlock::Row,
         ..=4 => QuantBlock::Small,
-        _ => QuantBlock::for_adapter(ctx),
+        _ => match QuantBlock::for_adapter(ctx) {
+            QuantBlock::Tiled if !w.cols.is_multiple_of(8) => QuantBlock::Small,
+            block => block,
+        },
     };
     matmul_quant_with(ctx, block, kind, out, inp, w, m, acc)
 }
@@ -142,11 +152,23 @@ pub fn matmul_quant_with(
         (_, QuantBlock::Large) => entries.backward_input_large,
         (_, QuantBlock::Small) => entries.backward_input_small,
         (_, QuantBlock::Row) => return Err(Error::Shape("the row kernel computes forwards only".into())),
+        (MatmulKind::Forward, QuantBlock::Tiled) => "matmul_quant_forward_tiled",
+        (_, QuantBlock::Tiled) => "matmul_quant_backward_input_tiled",
     };
+    // The tiled kernels: 16 × 16 invocations for outputs of at least 1024 × 1024 (as the f32
+    // matmul's), else 8 × 8.
+    let tq: usize = if m * out_cols >= 1 << 20 { 16 } else { 8 };
     let groups = match block {
         QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
+        QuantBlock::Tiled => [out_cols.div_ceil(8 * tq) as u32, m.div_ceil(8 * tq) as u32, 1],
         _ => [out_cols.div_ceil(tn * QUANT_WG.0) as u32, m.div_ceil(tm * QUANT_WG.1) as u32, 1],
     };
+    let variant = match (block, tq) {
+        (QuantBlock::Tiled, 16) => Variant { name: "128x128", constants: &[("TQ", 16.0)] },
+        (QuantBlock::Tiled, _) => Variant { name: "64x64", constants: &[("TQ", 8.0)] },
+        _ => Variant::DEFAULT,
+    };
+    ensure(block != QuantBlock::Tiled || k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
     ensure(block != QuantBlock::Row || k.is_multiple_of(32), || format!("{op}: K = {k} must be a multiple of 32"))?;
     ensure(kind != MatmulKind::BackwardInput || n % 4 == 0, || {
         format!("{op}: the weight's rows (N = {n}) must be a multiple of 4 for the input gradient")
@@ -166,8 +188,8 @@ pub fn matmul_quant_with(
     overwrite_then_accumulate(ctx, out, out_len, acc.beta, |dest| match &w.nf4 {
         Some((codes, scales, offset)) => {
             let params = Params { aux: *offset, ..params };
-            ctx.dispatch_counted(&Kernel::new(sh, op, 0), &[&w.q, codes, scales, inp], &[dest], &params, groups, flops)
+            ctx.dispatch_counted(&Kernel::new(sh, op, 0).with_variant(variant), &[&w.q, codes, scales, inp], &[dest], &params, groups, flops)
         }
-        None => ctx.dispatch_counted(&Kernel::new(sh, op, 0), &[&w.q, inp], &[dest], &params, groups, flops),
+        None => ctx.dispatch_counted(&Kernel::new(sh, op, 0).with_variant(variant), &[&w.q, inp], &[dest], &params, groups, flops),
     })
 }

@@ -1,0 +1,110 @@
+// The quantized matmuls for real GPUs: matmul_tiled.wgsl's workgroup tiles (each invocation
+// an 8 × 8 block of out as four 4 × 4 quarters; 8 reduction steps staged per iteration in
+// workgroup memory), with W decoded 8 weights at a time (`dequant8`) as it is staged, so
+// that each weight is decoded once per workgroup. core/build/ appends this file to every
+// matmul_<format>.wgsl, after the format's own file.
+//   matmul_quant_forward_tiled:        out(M,N) = alpha · inp(M,K) · Wᵀ
+//   matmul_quant_backward_input_tiled: out(M,K) = alpha · inp(M,N) · W
+// The launcher sets TQ (invocations per side: 8 or 16).
+
+override TQ: u32 = 8u;
+
+var<workgroup> qt_a: array<vec4<f32>, 8u * (2u * TQ + 1u)>; // [r][row]: inp
+var<workgroup> qt_b: array<vec4<f32>, 8u * (2u * TQ + 1u)>; // [r][col]: W
+
+// inp(i0 + row, r0 + r) into qt_a[r][row], for a row-major inp with `stride` columns.
+fn qt_stage_inp(i0: u32, r0: u32, stride: u32, flat: u32) {
+    let rows = 8u * TQ;
+    for (var e = flat; e < rows * 8u; e += TQ * TQ) {
+        let row = e / 8u;
+        let r = e % 8u;
+        var v = 0.0;
+        if (i0 + row < p.M && r0 + r < stride) {
+            let idx = (i0 + row) * stride + r0 + r;
+            v = inp[idx / 4u][idx % 4u];
+        }
+        qt_a[r * (2u * TQ + 1u) + row / 4u][row % 4u] = v;
+    }
+}
+
+fn qt_put(r: u32, col: u32, v: f32) {
+    qt_b[r * (2u * TQ + 1u) + col / 4u][col % 4u] = v;
+}
+
+// c[i, j..j+4] = alpha·v for the columns below ncols (no reads of out).
+fn qt_store(i: u32, j: u32, ncols: u32, v: vec4<f32>) {
+    if (i < p.M) {
+        st4(i * ncols + j, j, ncols, v);
+    }
+}
+
+// The accumulation both entry points share, over `reduce` steps; `forward` picks how W is
+// staged: W(j, r) for the forward, W(r, j) for the input gradient.
+fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
+    let i0 = wid.y * 8u * TQ;
+    let j0 = wid.x * 8u * TQ;
+    let flat = lid.y * TQ + lid.x;
+    let s = 2u * TQ + 1u;
+    let reduce = select(p.N, p.K, forward);
+    let ncols = select(p.K, p.N, forward);
+    var acc00 = mat4x4<f32>();
+    var acc01 = mat4x4<f32>();
+    var acc10 = mat4x4<f32>();
+    var acc11 = mat4x4<f32>();
+    for (var r0 = 0u; r0 < reduce; r0 += 8u) {
+        qt_stage_inp(i0, r0, reduce, flat);
+        if (forward) {
+            // 8·TQ columns (rows of W), 8 weights of each
+            for (var col = flat; col < 8u * TQ; col += TQ * TQ) {
+                var w = array<vec4<f32>, 2>();
+                if (j0 + col < p.N) {
+                    w = dequant8(j0 + col, r0 / 8u);
+                }
+                for (var r = 0u; r < 8u; r++) { qt_put(r, col, w[r / 4u][r % 4u]); }
+            }
+        } else {
+            // 8 rows of W, 8·TQ columns of each in groups of 8
+            for (var e = flat; e < 8u * TQ; e += TQ * TQ) {
+                let r = e / TQ;
+                let g = e % TQ;
+                var w = array<vec4<f32>, 2>();
+                if (r0 + r < p.N && j0 + 8u * g < p.K) {
+                    w = dequant8(r0 + r, j0 / 8u + g);
+                }
+                for (var c = 0u; c < 8u; c++) { qt_put(r, 8u * g + c, w[c / 4u][c % 4u]); }
+            }
+        }
+        workgroupBarrier();
+        for (var r = 0u; r < 8u; r++) {
+            let a0 = qt_a[r * s + lid.y];
+            let a1 = qt_a[r * s + TQ + lid.y];
+            let b0 = qt_b[r * s + lid.x];
+            let b1 = qt_b[r * s + TQ + lid.x];
+            acc00 += mat4x4<f32>(a0.x * b0, a0.y * b0, a0.z * b0, a0.w * b0);
+            acc01 += mat4x4<f32>(a0.x * b1, a0.y * b1, a0.z * b1, a0.w * b1);
+            acc10 += mat4x4<f32>(a1.x * b0, a1.y * b0, a1.z * b0, a1.w * b0);
+            acc11 += mat4x4<f32>(a1.x * b1, a1.y * b1, a1.z * b1, a1.w * b1);
+        }
+        workgroupBarrier();
+    }
+    let ia = i0 + 4u * lid.y;
+    let ib = i0 + 4u * TQ + 4u * lid.y;
+    let ja = j0 + 4u * lid.x;
+    let jb = j0 + 4u * TQ + 4u * lid.x;
+    for (var t = 0u; t < 4u; t++) {
+        qt_store(ia + t, ja, ncols, acc00[t]);
+        qt_store(ia + t, jb, ncols, acc01[t]);
+        qt_store(ib + t, ja, ncols, acc10[t]);
+        qt_store(ib + t, jb, ncols, acc11[t]);
+    }
+}
+
+@compute @workgroup_size(TQ, TQ, 1)
+fn matmul_quant_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    qt_matmul(wid, lid, true);
+}
+
+@compute @workgroup_size(TQ, TQ, 1)
+fn matmul_quant_backward_input_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    qt_matmul(wid, lid, false);
+}
