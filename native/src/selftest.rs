@@ -22,7 +22,7 @@ fn largest_diff(got: &[f32], want: &[f64]) -> f64 {
 fn print_paths(ctx: &GpuContext) {
     let small = MatmulDims::new(512, 576, 576);
     let large = MatmulDims::new(2048, 1536, 576);
-    println!("paths on this adapter:");
+    println!("kernel paths on this adapter: {:?}", ctx.kernel_paths());
     println!("  f32 matmul           {:?} (512 × 576 outputs), {:?} (2048 × 1536)", choose_tiling(ctx, MatmulKind::Forward, &small), choose_tiling(ctx, MatmulKind::Forward, &large));
     println!("  quantized matmul     {:?} blocks; Row kernel for one row of x (decoding)", QuantBlock::for_adapter(ctx));
     println!("  attention            {:?} kernels for training", AttentionKernels::for_adapter(ctx));

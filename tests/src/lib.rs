@@ -3,6 +3,7 @@
 
 use std::sync::OnceLock;
 
+use hearth_core::gpu::KernelPaths;
 use hearth_core::GpuContext;
 pub use hearth_core::rng::Rng;
 
@@ -10,11 +11,26 @@ pub use hearth_core::rng::Rng;
 /// HEARTH_REQUIRE_GPU=1 (CI sets it) a missing adapter fails the test instead.
 pub fn gpu() -> Option<&'static GpuContext> {
     static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
-    let ctx = CTX.get_or_init(|| {
+    shared(&CTX, None)
+}
+
+/// A second context on the same adapter whose launchers pick the GPU kernels (workgroup
+/// tiles) whatever the adapter: whole models run through them on lavapipe this way.
+pub fn gpu_kernels() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    shared(&CTX, Some(KernelPaths::Gpu))
+}
+
+fn shared(cell: &'static OnceLock<Option<GpuContext>>, paths: Option<KernelPaths>) -> Option<&'static GpuContext> {
+    let ctx = cell.get_or_init(|| {
         let filter = std::env::var("HEARTH_ADAPTER").ok();
         match pollster::block_on(GpuContext::new(filter.as_deref())) {
             Ok(ctx) => {
-                eprintln!("adapter: {}", ctx.summary());
+                let ctx = match paths {
+                    Some(p) => ctx.with_kernel_paths(p),
+                    None => ctx,
+                };
+                eprintln!("adapter: {} ({:?} kernels)", ctx.summary(), ctx.kernel_paths());
                 Some(ctx)
             }
             Err(e) => {
@@ -36,6 +52,14 @@ pub fn gpu() -> Option<&'static GpuContext> {
 macro_rules! with_gpu {
     ($ctx:ident => $body:block) => {
         if let Some($ctx) = $crate::gpu() $body
+    };
+}
+
+/// [`with_gpu!`] with the context that runs the GPU kernels ([`gpu_kernels`]).
+#[macro_export]
+macro_rules! with_gpu_kernels {
+    ($ctx:ident => $body:block) => {
+        if let Some($ctx) = $crate::gpu_kernels() $body
     };
 }
 

@@ -19,7 +19,7 @@ use hearth_core::train::data::{parse_records, prepare, DataOptions, Template};
 use hearth_core::train::schedule::Schedule;
 use hearth_core::train::trainer::{TrainConfig, Trainer};
 use hearth_core::GpuContext;
-use hearth_tests::{assert_close, fixture, with_gpu, DirFiles};
+use hearth_tests::{assert_close, fixture, with_gpu, with_gpu_kernels, DirFiles};
 use serde_json::Value;
 
 fn reference(name: &str) -> Value {
@@ -62,7 +62,11 @@ fn train_config(r: &Value) -> TrainConfig {
 }
 
 fn check(name: &str) {
-    with_gpu!(ctx => {
+    with_gpu!(ctx => { check_on(ctx, name) });
+}
+
+fn check_on(ctx: &GpuContext, name: &str) {
+    {
         let r = reference(name);
         let m = load(name);
         // data: PEFT's token ids and loss masks
@@ -115,12 +119,19 @@ fn check(name: &str) {
         let nll = total / n as f64;
         let want = r["trained_text_nll"].as_f64().unwrap();
         assert!((nll - want).abs() < 1e-4, "{name}: NLL with PEFT's trained adapter {nll}, PEFT {want}");
-    });
+    }
 }
 
 #[test]
 fn tiny_llama_lora_training_matches_peft() {
     check("tiny-llama");
+}
+
+/// The same with the GPU kernels (workgroup-tiled matmuls and attention), which software
+/// adapters do not pick: run here through the whole model on lavapipe.
+#[test]
+fn tiny_llama_lora_training_matches_peft_with_the_gpu_kernels() {
+    with_gpu_kernels!(ctx => { check_on(ctx, "tiny-llama") });
 }
 
 #[test]
@@ -134,9 +145,19 @@ fn tiny_qwen2_lora_training_matches_peft() {
 /// weights summed in a different order.
 #[test]
 fn training_through_a_quantized_base_matches_its_dequantized_weights() {
+    with_gpu!(ctx => { quantized_base_on(ctx) });
+}
+
+/// The same with the GPU kernels (the tiled quantized forward and input gradient).
+#[test]
+fn training_through_a_quantized_base_matches_with_the_gpu_kernels() {
+    with_gpu_kernels!(ctx => { quantized_base_on(ctx) });
+}
+
+fn quantized_base_on(ctx: &GpuContext) {
     use hearth_core::model::weights::{Matrix, MatrixData};
     use hearth_core::model::WeightFormat;
-    with_gpu!(ctx => {
+    {
         let r = reference("tiny-llama");
         let text = std::fs::read_to_string(fixture("peft/tiny-llama/data.jsonl")).unwrap();
         let records = parse_records("data.jsonl", &text).unwrap();
@@ -170,7 +191,7 @@ fn training_through_a_quantized_base_matches_its_dequantized_weights() {
             let want = run(dense);
             assert_close(&format!("{fmt} base losses"), &got.iter().map(|&x| x as f32).collect::<Vec<_>>(), &want, 0.0, 1e-4);
         }
-    });
+    }
 }
 
 /// An adapter `hearth train` saved, loaded into PEFT by the fixture script: Hearth's NLL of

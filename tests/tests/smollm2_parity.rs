@@ -15,7 +15,7 @@ use hearth_core::model::chat::{render, Message};
 use hearth_core::model::generate::{generate, GenerateParams};
 use hearth_core::model::{Model, ModelOptions};
 use hearth_core::GpuContext;
-use hearth_tests::with_gpu;
+use hearth_tests::{with_gpu, with_gpu_kernels};
 use serde_json::Value;
 
 
@@ -62,6 +62,17 @@ fn check(ctx: &GpuContext, m: LoadedModel, what: &str) {
     let params = GenerateParams { max_new_tokens: 16, ..Default::default() };
     let g = pollster::block_on(generate(ctx, &mut model, &tok, &prompt, &params, |_| {})).unwrap();
     assert_eq!(g.ids, ids(&chat["greedy16"]), "{what}: first 16 greedy tokens (text {:?})", g.text);
+}
+
+/// The real model through the GPU kernels (tiled Q4_1 and f32 matmuls, tiled attention),
+/// which lavapipe does not pick by itself.
+#[test]
+fn smollm2_matches_transformers_with_the_gpu_kernels() {
+    let Some(path) = hearth_tests::smollm2_gguf() else { return };
+    with_gpu_kernels!(ctx => {
+        let bytes = std::fs::read(&path).unwrap();
+        check(ctx, load_gguf(&bytes, &path.display().to_string(), None).unwrap(), "GGUF, GPU kernels");
+    });
 }
 
 #[test]

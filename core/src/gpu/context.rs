@@ -28,6 +28,20 @@ pub struct GpuContext {
     device_error: Arc<Mutex<Option<Error>>>,
     /// Set when the device is lost: this context cannot be used again.
     lost: Arc<AtomicBool>,
+    /// The kernel family the launchers pick (from the adapter unless overridden).
+    paths: KernelPaths,
+}
+
+/// The kernel families: each op has a variant for software adapters and one for GPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelPaths {
+    /// lavapipe: register-blocked matmuls, the large quantized blocks, per-row attention.
+    Llvmpipe,
+    /// Other CPU adapters (SwiftShader, a browser's fallback): as lavapipe, with the small
+    /// quantized blocks.
+    Software,
+    /// Real GPUs: workgroup-tiled matmuls (f32 and quantized) and attention.
+    Gpu,
 }
 
 /// What was picked, for people to read and for the launchers to choose kernel variants.
@@ -143,7 +157,35 @@ impl GpuContext {
             profiling: Mutex::new(None),
             device_error,
             lost,
-        })
+            paths: KernelPaths::Gpu,
+        }
+        .with_adapter_paths())
+    }
+
+    /// lavapipe gets its own paths: SwiftShader (Chromium's software adapter, native and in
+    /// the browser) is also a CPU device, but the quantized matmuls' large blocks, which suit
+    /// llvmpipe, ran SmolLM2 over 25× slower there than the small ones (docs/PERF.md).
+    fn with_adapter_paths(self) -> Self {
+        let paths = if !self.is_software() {
+            KernelPaths::Gpu
+        } else if self.info.name.to_lowercase().contains("llvmpipe") {
+            KernelPaths::Llvmpipe
+        } else {
+            KernelPaths::Software
+        };
+        self.with_kernel_paths(paths)
+    }
+
+    /// This context with the launchers picking `paths` whatever the adapter: tests run the
+    /// GPU kernels through whole models on a software adapter this way.
+    pub fn with_kernel_paths(mut self, paths: KernelPaths) -> Self {
+        self.paths = paths;
+        self
+    }
+
+    /// The kernel family the launchers pick.
+    pub fn kernel_paths(&self) -> KernelPaths {
+        self.paths
     }
 
     pub fn summary(&self) -> AdapterSummary {
@@ -164,13 +206,6 @@ impl GpuContext {
     /// True for CPU-emulated adapters (lavapipe, SwiftShader, a browser's fallback adapter).
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
-    }
-
-    /// True on lavapipe (llvmpipe). SwiftShader (Chromium's software adapter, native and in
-    /// the browser) is also a CPU device, but the quantized matmuls' large blocks, which suit
-    /// llvmpipe, ran SmolLM2 over 25× slower there than the GPU blocks (docs/PERF.md).
-    pub fn is_llvmpipe(&self) -> bool {
-        self.is_software() && self.info.name.to_lowercase().contains("llvmpipe")
     }
 
     pub fn has_f16(&self) -> bool {

@@ -2,7 +2,7 @@
 
 use super::{check_len, grid_1d};
 use crate::error::ensure;
-use crate::gpu::{Kernel, Shader};
+use crate::gpu::{Kernel, KernelPaths, Shader};
 use crate::{GpuBuffer, GpuContext, Result};
 
 /// The largest head size the kernels hold in registers (attention.wgsl's MAX_HS).
@@ -76,10 +76,10 @@ impl AttentionKernels {
 
     /// What this adapter runs: on llvmpipe the tiled kernels were 2–2.6× slower (docs/PERF.md).
     pub fn for_adapter(ctx: &GpuContext) -> Self {
-        if ctx.is_software() {
-            AttentionKernels::Rows
-        } else {
+        if ctx.kernel_paths() == KernelPaths::Gpu {
             AttentionKernels::Tiled
+        } else {
+            AttentionKernels::Rows
         }
     }
 

@@ -7,7 +7,7 @@
 use super::check_len;
 use super::residual::residual_accumulate;
 use crate::error::ensure;
-use crate::gpu::{Kernel, Shader, Variant};
+use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::{GpuBuffer, GpuContext, Result};
 
 /// Sizes of one matmul call; `batch` matrices of a and c, b shared unless `b_batched`.
@@ -138,7 +138,7 @@ impl MatmulKind {
 /// The tiling `matmul` picks for this adapter and these sizes.
 pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> MatmulTiling {
     let (rows, cols) = kind.out_shape(d);
-    if ctx.is_software() && kind.register_fits(d) {
+    if ctx.kernel_paths() != KernelPaths::Gpu && kind.register_fits(d) {
         MatmulTiling::Register
     } else if d.batch * rows * cols >= WIDE_OUTPUTS {
         MatmulTiling::TiledWide

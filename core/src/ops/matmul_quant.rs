@@ -6,7 +6,7 @@ pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::matmul::{overwrite_then_accumulate, Accumulate, MatmulKind};
 use crate::error::ensure;
-use crate::gpu::{Kernel, Shader, Variant};
+use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
@@ -86,12 +86,10 @@ pub enum QuantBlock {
 
 impl QuantBlock {
     pub fn for_adapter(ctx: &GpuContext) -> Self {
-        if ctx.is_llvmpipe() {
-            QuantBlock::Large
-        } else if ctx.is_software() {
-            QuantBlock::Small
-        } else {
-            QuantBlock::Tiled
+        match ctx.kernel_paths() {
+            KernelPaths::Llvmpipe => QuantBlock::Large,
+            KernelPaths::Software => QuantBlock::Small,
+            KernelPaths::Gpu => QuantBlock::Tiled,
         }
     }
 
