@@ -66,60 +66,58 @@ fn check(name: &str) {
 }
 
 fn check_on(ctx: &GpuContext, name: &str) {
-    {
-        let r = reference(name);
-        let m = load(name);
-        // data: PEFT's token ids and loss masks
-        let text = std::fs::read_to_string(fixture(&format!("peft/{name}/data.jsonl"))).unwrap();
-        let records = parse_records("data.jsonl", &text).unwrap();
-        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false };
-        let (examples, _) = prepare(&records, &m.tokenizer, &opts).unwrap();
-        for (i, ex) in examples.iter().enumerate() {
-            assert_eq!(ex.tokens, ids(&r["ids"][i]), "{name}: example {i} token ids");
-            let mask: Vec<bool> = r["loss_mask"][i].as_array().unwrap().iter().map(|x| x.as_u64() == Some(1)).collect();
-            assert_eq!(ex.loss, mask, "{name}: example {i} loss mask");
-        }
-
-        // step-one gradients from the initial adapter
-        let initial = read_adapter(&format!("peft/{name}/initial"));
-        let mut mdl = model(ctx, &m);
-        mdl.set_adapter(ctx, Some(initial.clone()), "initial").unwrap();
-        let mut pass = TrainPass::new(ctx, &mdl, 128, false).unwrap();
-        let micro = [pack(&[&examples[0], &examples[1]]), pack(&[&examples[2], &examples[3]])];
-        let counted: usize = micro.iter().map(|b| b.counted()).sum();
-        for (j, b) in micro.iter().enumerate() {
-            pollster::block_on(pass.forward_backward(ctx, &mdl, b, 1.0 / counted as f32, Dropout::OFF, j > 0)).unwrap();
-        }
-        let grads = &r["step1_grads"];
-        for (t, (da, db)) in initial.tensors.iter().zip(&pass.grads) {
-            let p = t.peft_prefix();
-            for (which, buf) in [("lora_A", da), ("lora_B", db)] {
-                let key = format!("{p}.{which}.weight");
-                let want: Vec<f64> = grads[&key].as_array().unwrap_or_else(|| panic!("{key} missing")).iter().map(|x| x.as_f64().unwrap()).collect();
-                let got = pollster::block_on(ctx.read_f32_prefix(buf, want.len())).unwrap();
-                assert_close(&format!("{name} step-1 grad {key}"), &got, &want, 1e-6, 1e-3);
-            }
-        }
-        drop(pass);
-
-        // ten steps
-        let cfg = train_config(&r);
-        let mut trainer = Trainer::new(ctx, model(ctx, &m), initial, cfg, examples, &[]).unwrap();
-        let mut losses = Vec::new();
-        while !trainer.done() {
-            losses.push(pollster::block_on(trainer.step(ctx)).unwrap().loss);
-        }
-        let want: Vec<f64> = r["losses"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        assert_close(&format!("{name} per-step losses"), &losses.iter().map(|&x| x as f32).collect::<Vec<_>>(), &want, 0.0, 1e-3);
-
-        // PEFT's trained adapter scores PEFT's NLL in Hearth
-        let mut mdl = model(ctx, &m);
-        mdl.set_adapter(ctx, Some(read_adapter(&format!("peft/{name}/trained"))), "trained").unwrap();
-        let (n, total) = pollster::block_on(mdl.score(ctx, &ids(&r["text_ids"]))).unwrap();
-        let nll = total / n as f64;
-        let want = r["trained_text_nll"].as_f64().unwrap();
-        assert!((nll - want).abs() < 1e-4, "{name}: NLL with PEFT's trained adapter {nll}, PEFT {want}");
+    let r = reference(name);
+    let m = load(name);
+    // data: PEFT's token ids and loss masks
+    let text = std::fs::read_to_string(fixture(&format!("peft/{name}/data.jsonl"))).unwrap();
+    let records = parse_records("data.jsonl", &text).unwrap();
+    let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false };
+    let (examples, _) = prepare(&records, &m.tokenizer, &opts).unwrap();
+    for (i, ex) in examples.iter().enumerate() {
+        assert_eq!(ex.tokens, ids(&r["ids"][i]), "{name}: example {i} token ids");
+        let mask: Vec<bool> = r["loss_mask"][i].as_array().unwrap().iter().map(|x| x.as_u64() == Some(1)).collect();
+        assert_eq!(ex.loss, mask, "{name}: example {i} loss mask");
     }
+
+    // step-one gradients from the initial adapter
+    let initial = read_adapter(&format!("peft/{name}/initial"));
+    let mut mdl = model(ctx, &m);
+    mdl.set_adapter(ctx, Some(initial.clone()), "initial").unwrap();
+    let mut pass = TrainPass::new(ctx, &mdl, 128, false).unwrap();
+    let micro = [pack(&[&examples[0], &examples[1]]), pack(&[&examples[2], &examples[3]])];
+    let counted: usize = micro.iter().map(|b| b.counted()).sum();
+    for (j, b) in micro.iter().enumerate() {
+        pollster::block_on(pass.forward_backward(ctx, &mdl, b, 1.0 / counted as f32, Dropout::OFF, j > 0)).unwrap();
+    }
+    let grads = &r["step1_grads"];
+    for (t, (da, db)) in initial.tensors.iter().zip(&pass.grads) {
+        let p = t.peft_prefix();
+        for (which, buf) in [("lora_A", da), ("lora_B", db)] {
+            let key = format!("{p}.{which}.weight");
+            let want: Vec<f64> = grads[&key].as_array().unwrap_or_else(|| panic!("{key} missing")).iter().map(|x| x.as_f64().unwrap()).collect();
+            let got = pollster::block_on(ctx.read_f32_prefix(buf, want.len())).unwrap();
+            assert_close(&format!("{name} step-1 grad {key}"), &got, &want, 1e-6, 1e-3);
+        }
+    }
+    drop(pass);
+
+    // ten steps
+    let cfg = train_config(&r);
+    let mut trainer = Trainer::new(ctx, model(ctx, &m), initial, cfg, examples, &[]).unwrap();
+    let mut losses = Vec::new();
+    while !trainer.done() {
+        losses.push(pollster::block_on(trainer.step(ctx)).unwrap().loss);
+    }
+    let want: Vec<f64> = r["losses"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_close(&format!("{name} per-step losses"), &losses.iter().map(|&x| x as f32).collect::<Vec<_>>(), &want, 0.0, 1e-3);
+
+    // PEFT's trained adapter scores PEFT's NLL in Hearth
+    let mut mdl = model(ctx, &m);
+    mdl.set_adapter(ctx, Some(read_adapter(&format!("peft/{name}/trained"))), "trained").unwrap();
+    let (n, total) = pollster::block_on(mdl.score(ctx, &ids(&r["text_ids"]))).unwrap();
+    let nll = total / n as f64;
+    let want = r["trained_text_nll"].as_f64().unwrap();
+    assert!((nll - want).abs() < 1e-4, "{name}: NLL with PEFT's trained adapter {nll}, PEFT {want}");
 }
 
 #[test]
@@ -157,40 +155,38 @@ fn training_through_a_quantized_base_matches_with_the_gpu_kernels() {
 fn quantized_base_on(ctx: &GpuContext) {
     use hearth_core::model::weights::{Matrix, MatrixData};
     use hearth_core::model::WeightFormat;
-    {
-        let r = reference("tiny-llama");
-        let text = std::fs::read_to_string(fixture("peft/tiny-llama/data.jsonl")).unwrap();
-        let records = parse_records("data.jsonl", &text).unwrap();
-        for fmt in ["nf4", "q4_0", "q8_0", "f16"] {
-            // the layers whose rows hold whole blocks (NF4's are 64 wide; FF here is 96)
-            let mut quant = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
-            let f = WeightFormat::parse(fmt).unwrap();
-            for l in &mut quant.weights.layers {
-                for m in [&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.gate, &mut l.up, &mut l.down] {
-                    if let Ok(q) = m.clone().convert(f) {
-                        *m = q;
-                    }
+    let r = reference("tiny-llama");
+    let text = std::fs::read_to_string(fixture("peft/tiny-llama/data.jsonl")).unwrap();
+    let records = parse_records("data.jsonl", &text).unwrap();
+    for fmt in ["nf4", "q4_0", "q8_0", "f16"] {
+        // the layers whose rows hold whole blocks (NF4's are 64 wide; FF here is 96)
+        let mut quant = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+        let f = WeightFormat::parse(fmt).unwrap();
+        for l in &mut quant.weights.layers {
+            for m in [&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.gate, &mut l.up, &mut l.down] {
+                if let Ok(q) = m.clone().convert(f) {
+                    *m = q;
                 }
             }
-            assert!(quant.weights.layers[0].q.format() == f, "{fmt}: q_proj should be quantized");
-            let mut dense = quant.weights.clone();
-            for l in &mut dense.layers {
-                for m in [&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.gate, &mut l.up, &mut l.down] {
-                    *m = Matrix { name: m.name.clone(), rows: m.rows, cols: m.cols, data: MatrixData::F32(m.to_f32()) };
-                }
-            }
-            let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false };
-            let (examples, _) = prepare(&records, &quant.tokenizer, &opts).unwrap();
-            let run = |w| {
-                let mdl = Model::new(ctx, &quant.cfg, w, ModelOptions { chunk: 64, max_seq: 128, max_binding: None }).unwrap();
-                let cfg = TrainConfig { max_steps: Some(3), ..train_config(&r) };
-                let mut t = Trainer::new(ctx, mdl, read_adapter("peft/tiny-llama/initial"), cfg, examples.clone(), &[]).unwrap();
-                (0..3).map(|_| pollster::block_on(t.step(ctx)).unwrap().loss).collect::<Vec<f64>>()
-            };
-            let got = run(quant.weights.clone());
-            let want = run(dense);
-            assert_close(&format!("{fmt} base losses"), &got.iter().map(|&x| x as f32).collect::<Vec<_>>(), &want, 0.0, 1e-4);
         }
+        assert!(quant.weights.layers[0].q.format() == f, "{fmt}: q_proj should be quantized");
+        let mut dense = quant.weights.clone();
+        for l in &mut dense.layers {
+            for m in [&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.gate, &mut l.up, &mut l.down] {
+                *m = Matrix { name: m.name.clone(), rows: m.rows, cols: m.cols, data: MatrixData::F32(m.to_f32()) };
+            }
+        }
+        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false };
+        let (examples, _) = prepare(&records, &quant.tokenizer, &opts).unwrap();
+        let run = |w| {
+            let mdl = Model::new(ctx, &quant.cfg, w, ModelOptions { chunk: 64, max_seq: 128, max_binding: None }).unwrap();
+            let cfg = TrainConfig { max_steps: Some(3), ..train_config(&r) };
+            let mut t = Trainer::new(ctx, mdl, read_adapter("peft/tiny-llama/initial"), cfg, examples.clone(), &[]).unwrap();
+            (0..3).map(|_| pollster::block_on(t.step(ctx)).unwrap().loss).collect::<Vec<f64>>()
+        };
+        let got = run(quant.weights.clone());
+        let want = run(dense);
+        assert_close(&format!("{fmt} base losses"), &got.iter().map(|&x| x as f32).collect::<Vec<_>>(), &want, 0.0, 1e-4);
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`GpuContext`]: the adapter, device and queue, created once and shared by every op.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +24,8 @@ pub struct GpuContext {
     pub(crate) ring: UniformRing,
     pub(crate) counters: Counters,
     profiling: ProfileSlot,
+    /// Mappable buffers of past readbacks, by size (readback.rs).
+    pub(crate) staging: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     /// The first error the device reported outside an error scope (validation, out of
     /// memory); surfaced by the next flush or readback instead of a panic.
     device_error: Arc<Mutex<Option<Error>>>,
@@ -155,6 +158,7 @@ impl GpuContext {
             ring,
             counters: Counters::default(),
             profiling: Mutex::new(None),
+            staging: Mutex::default(),
             device_error,
             lost,
             paths: KernelPaths::Gpu,
@@ -298,6 +302,7 @@ impl GpuContext {
     /// Returns unused pooled buffers to the device.
     pub fn trim_pool(&self) {
         self.pipelines.forget_groups();
+        self.staging.lock().unwrap().clear();
         self.pool.trim();
     }
 

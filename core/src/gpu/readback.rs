@@ -5,6 +5,9 @@
 use super::{GpuBuffer, GpuContext};
 use crate::{Error, Result};
 
+/// Staging buffers kept per size.
+const STAGING_PER_SIZE: usize = 2;
+
 impl GpuContext {
     pub async fn read_bytes(&self, buf: &GpuBuffer) -> Result<Vec<u8>> {
         self.read_prefix(buf, buf.len_bytes()).await
@@ -15,14 +18,18 @@ impl GpuContext {
         self.read_raw(buf.raw(), buf.offset(), len.min(buf.len_bytes())).await
     }
 
-    /// `len` bytes of a device buffer from byte `offset`.
+    /// `len` bytes of a device buffer from byte `offset`. The staging buffers are kept for
+    /// the next readback of the same size (a training or decode loop reads the same sizes).
     pub(crate) async fn read_raw(&self, buf: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
         let size = len.next_multiple_of(4).max(4);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let kept = self.staging.lock().unwrap().get_mut(&size).and_then(Vec::pop);
+        let staging = kept.unwrap_or_else(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
         self.record(|encoder| encoder.copy_buffer_to_buffer(buf, offset, &staging, 0, Some(size)));
         self.flush();
@@ -41,6 +48,11 @@ impl GpuContext {
             view[..len as usize].to_vec()
         };
         staging.unmap();
+        let mut kept = self.staging.lock().unwrap();
+        let same_size = kept.entry(size).or_default();
+        if same_size.len() < STAGING_PER_SIZE {
+            same_size.push(staging);
+        }
         Ok(data)
     }
 
