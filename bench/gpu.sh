@@ -50,6 +50,8 @@ run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
 # The f32 matmul's cost against each of M·N and K alone: a fixed cost per launch shows as
 # equal times down the sweep.
 run ops-sweep 20 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --shape 64x64x8 --shape 64x64x4096 --shape 4096x4096x8 --shape 1024x1024x1024 --shape 2048x2048x2048
+# LoRA's thin matmuls at 4 × 512 tokens, r 16 (their weight gradients take the split reduction)
+run ops-lora 20 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 for model in $MODEL_LIST; do
     for base in f32 q4_1 nf4; do
         run "train-$model-$base" 30 "$HEARTH" bench train "$MODELS/$model" --quant "$base" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json

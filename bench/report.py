@@ -77,11 +77,12 @@ def main():
         "| --- | ---: | ---: | ---: | --- |",
     ]
     lines += [f"| {f} | {h} | {p} | {r} | {t} |" for f, h, p, r, t in rows]
-    sweep = results.get("ops-sweep")
-    if sweep:
-        lines += ["", "f32 forward matmul by shape (a fixed cost per launch shows as equal times):", "",
-                  "| M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | ---: | ---: |"]
-        lines += [f"| {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in sweep["rows"]]
+    for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
+                       ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)")):
+        sweep = results.get(key)
+        if sweep:
+            lines += ["", f"{title}:", "", "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
+            lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in sweep["rows"]]
     for key, v in results.items():
         if key.startswith("kernels-") and v:
             ks = sorted(v["kernels"], key=lambda k: -k.get("ms", 0))

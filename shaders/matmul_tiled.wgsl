@@ -11,6 +11,12 @@
 // neighbouring words of c). Per step, BK reduction steps of A and B are staged in
 // workgroup memory, reduction-major, so that the inner loop reads vec4s of rows and columns.
 // The launcher sets TX and TY (matmul.rs: 8 × 8 for small outputs, 16 × 16 for large).
+//
+// Split reduction: an output of few tiles over a long reduction (LoRA's weight gradients:
+// r × in over all the tokens) would leave most of a GPU idle, so the launcher may split the
+// reduction into `splits` ranges of `r_split` steps, one per z, each writing its partial
+// product (alpha 1, beta 0) to its own M × N slice of a scratch; matmul_sum_splits then
+// forms c = beta·c + alpha·Σ partials. Batches are not split (z is either).
 
 struct Params {
     M: u32,
@@ -25,6 +31,8 @@ struct Params {
     a_batch: u32,
     b_batch: u32,
     c_batch: u32,
+    splits: u32,
+    r_split: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -41,9 +49,9 @@ const BK: u32 = 8u;    // reduction steps staged per iteration
 var<workgroup> tile_a: array<vec4<f32>, BK * (2u * TY + 1u)>;
 var<workgroup> tile_b: array<vec4<f32>, BK * (2u * TX + 1u)>;
 
-// Stages A(i0.., r0..) into tile_a[r][row]. Consecutive invocations take consecutive
-// addresses of `a`: along r when r is its contiguous index, else along the rows.
-fn stage_a(a_off: u32, i0: u32, r0: u32, flat: u32) {
+// Stages A(i0.., r0..) into tile_a[r][row] (zero past r_end). Consecutive invocations take
+// consecutive addresses of `a`: along r when r is its contiguous index, else along the rows.
+fn stage_a(a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let rows = 8u * TY;
     let along_r = p.a_sr == 1u;
     for (var e = flat; e < rows * BK; e += TX * TY) {
@@ -52,14 +60,14 @@ fn stage_a(a_off: u32, i0: u32, r0: u32, flat: u32) {
         let i = i0 + row;
         let rr = r0 + r;
         var v = 0.0;
-        if (i < p.M && rr < p.R) {
+        if (i < p.M && rr < r_end) {
             v = a[a_off + i * p.a_si + rr * p.a_sr];
         }
         tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = v;
     }
 }
 
-fn stage_b(b_off: u32, j0: u32, r0: u32, flat: u32) {
+fn stage_b(b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let cols = 8u * TX;
     let along_r = p.b_sr == 1u;
     for (var e = flat; e < cols * BK; e += TX * TY) {
@@ -68,7 +76,7 @@ fn stage_b(b_off: u32, j0: u32, r0: u32, flat: u32) {
         let j = j0 + col;
         let rr = r0 + r;
         var v = 0.0;
-        if (j < p.N && rr < p.R) {
+        if (j < p.N && rr < r_end) {
             v = b[b_off + j * p.b_sj + rr * p.b_sr];
         }
         tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = v;
@@ -108,9 +116,16 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     var acc01 = mat4x4<f32>();
     var acc10 = mat4x4<f32>();
     var acc11 = mat4x4<f32>();
-    for (var r0 = 0u; r0 < p.R; r0 += BK) {
-        stage_a(a_off, i0, r0, flat);
-        stage_b(b_off, j0, r0, flat);
+    // this workgroup's part of the reduction
+    var r_begin = 0u;
+    var r_end = p.R;
+    if (p.splits > 1u) {
+        r_begin = wid.z * p.r_split;
+        r_end = min(p.R, r_begin + p.r_split);
+    }
+    for (var r0 = r_begin; r0 < r_end; r0 += BK) {
+        stage_a(a_off, i0, r0, r_end, flat);
+        stage_b(b_off, j0, r0, r_end, flat);
         workgroupBarrier();
         for (var r = 0u; r < BK; r++) {
             let a0 = tile_a[r * sa + lid.y];
@@ -136,4 +151,24 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         store4(z, ib + t, ja, acc10[t]);
         store4(z, ib + t, jb, acc11[t]);
     }
+}
+
+@group(0) @binding(3) var<storage, read> parts: array<f32>;
+@group(0) @binding(4) var<storage, read_write> summed: array<f32>;
+
+// summed[i] = beta·summed[i] + alpha·Σ_s parts[s·M·N + i]: the split reduction's last step.
+@compute @workgroup_size(256)
+fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    let len = p.M * p.N;
+    if (i >= len) { return; }
+    var total = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        total += parts[s * len + i];
+    }
+    var v = p.alpha * total;
+    if (p.beta != 0.0) {
+        v += p.beta * summed[i];
+    }
+    summed[i] = v;
 }

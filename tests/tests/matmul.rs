@@ -126,6 +126,30 @@ fn matmul_tiled_spans_several_workgroups() {
 }
 
 #[test]
+fn matmul_tiled_splits_long_reductions_over_few_tiles() {
+    // Outputs of one tile over reductions of thousands of steps (LoRA's weight gradients):
+    // the reduction is split into parts and summed, with alpha and beta applied once.
+    let mut rng = Rng::new(12);
+    for (kind, m, n, k) in [(MatmulKind::BackwardWeight, 2000, 12, 20), (MatmulKind::Forward, 10, 12, 3000), (MatmulKind::BackwardInput, 9, 2600, 20), (MatmulKind::BackwardWeight, 1030, 70, 130)] {
+        for acc in [Accumulate::OVERWRITE, Accumulate { alpha: 0.5, beta: 1.0 }] {
+            for tiling in [MatmulTiling::Tiled, MatmulTiling::TiledWide] {
+                check(kind, tiling, MatmulDims::new(m, n, k), acc, &mut rng);
+            }
+        }
+    }
+    with_gpu!(ctx => {
+        // the split path ran: its summing pass is among the launches
+        let (m, n, k) = (2000, 12, 20);
+        ctx.profile_begin();
+        let out = upload(ctx, &vec![0.0; n * k]);
+        matmul_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Tiled, &out, &upload(ctx, &vec![1.0; m * n]), &upload(ctx, &vec![1.0; m * k]), MatmulDims::new(m, n, k), Accumulate::OVERWRITE).unwrap();
+        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+        assert!(kernels.keys().any(|name| name.contains("matmul_sum_splits")), "{kernels:?}");
+        assert_eq!(read(ctx, &out), vec![m as f32; n * k]);
+    });
+}
+
+#[test]
 fn matmul_ragged_sizes_fall_back_to_tiled() {
     with_gpu!(ctx => {
         let d = MatmulDims::new(33, 17, 12);

@@ -7,7 +7,7 @@
 use super::check_len;
 use super::residual::residual_accumulate;
 use crate::error::ensure;
-use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
+use crate::gpu::{grid_1d, Kernel, KernelPaths, Shader, Variant};
 use crate::{GpuBuffer, GpuContext, Result};
 
 /// Sizes of one matmul call; `batch` matrices of a and c, b shared unless `b_batched`.
@@ -105,7 +105,17 @@ struct StridedParams {
     a_batch: u32,
     b_batch: u32,
     c_batch: u32,
+    splits: u32,
+    r_split: u32,
 }
+
+/// The split reduction of the tiled kernel (matmul_tiled.wgsl): an output of fewer tiles than
+/// this over a reduction of at least `SPLIT_MIN_REDUCTION` steps is computed in parts of at
+/// least `SPLIT_MIN_STEPS` steps each, up to `SPLIT_WORKGROUPS` workgroups in all.
+const SPLIT_BELOW_TILES: usize = 32;
+const SPLIT_MIN_REDUCTION: usize = 512;
+const SPLIT_MIN_STEPS: usize = 256;
+const SPLIT_WORKGROUPS: usize = 64;
 
 pub use super::matmul_blocks::{REGISTER_BLOCK, REGISTER_WG};
 include!(concat!(env!("OUT_DIR"), "/matmul_entries.rs"));
@@ -218,28 +228,44 @@ pub fn matmul_with(
                 MatmulKind::BackwardInput => (m, k, n, n, 1, 1, k),
                 MatmulKind::BackwardWeight => (n, k, m, 1, n, 1, k),
             };
+            let tile = 8 * side as usize;
+            let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
+            let reduction = pr as usize;
+            let splits = if d.batch == 1 && tiles < SPLIT_BELOW_TILES && reduction >= SPLIT_MIN_REDUCTION {
+                SPLIT_WORKGROUPS.div_ceil(tiles).min(reduction / SPLIT_MIN_STEPS)
+            } else {
+                1
+            };
+            let r_split = reduction.div_ceil(splits).next_multiple_of(8);
             let params = StridedParams {
                 m: pm,
                 n: pn,
                 r: pr,
-                alpha: acc.alpha,
-                beta: acc.beta,
+                alpha: if splits > 1 { 1.0 } else { acc.alpha },
+                beta: if splits > 1 { 0.0 } else { acc.beta },
                 a_si,
                 a_sr,
                 b_sj,
                 b_sr,
-                a_batch: a_len as u32,
+                a_batch: if splits > 1 { 0 } else { a_len as u32 },
                 b_batch: if d.b_batched { b_len as u32 } else { 0 },
                 c_batch: (rows * cols) as u32,
+                splits: splits as u32,
+                r_split: r_split as u32,
             };
-            let tile = 8 * side as usize;
-            let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, d.batch as u32];
+            let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];
             let variant = match tiling {
                 MatmulTiling::TiledWide => Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] },
                 _ => Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] },
             };
             let kernel = Kernel::new(Shader::MatmulTiled, "matmul_tiled", 0).with_variant(variant);
-            ctx.dispatch_counted(&kernel, &[a, b], &[out], &params, groups, flops)
+            if splits == 1 {
+                return ctx.dispatch_counted(&kernel, &[a, b], &[out], &params, groups, flops);
+            }
+            let parts = ctx.alloc_f32(splits * rows * cols)?;
+            ctx.dispatch_counted(&kernel, &[a, b], &[&parts], &params, groups, flops)?;
+            let sum = StridedParams { alpha: acc.alpha, beta: acc.beta, ..params };
+            ctx.dispatch(&Kernel::new(Shader::MatmulTiled, "matmul_sum_splits", 3), &[&parts], &[out], &sum, grid_1d((rows * cols) as u64, 256))
         }
     }
 }
