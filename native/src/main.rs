@@ -15,8 +15,9 @@ mod selftest;
 mod settings_args;
 mod train;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
+use hearth_core::gpu::KernelPaths;
 use hearth_core::{Error, GpuContext};
 
 #[derive(Parser)]
@@ -56,11 +57,21 @@ enum Command {
 }
 
 /// Opens the GPU named by HEARTH_ADAPTER (a substring of its name), or the default one,
-/// and says which it picked.
+/// with the kernels HEARTH_KERNELS names (gpu, software or llvmpipe; default: the adapter's
+/// own), and says which it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
-    let ctx = pollster::block_on(GpuContext::new(filter.as_deref()))?;
-    eprintln!("adapter: {}", ctx.summary());
+    let mut ctx = pollster::block_on(GpuContext::new(filter.as_deref()))?;
+    if let Ok(name) = std::env::var("HEARTH_KERNELS") {
+        let paths = match name.to_lowercase().as_str() {
+            "gpu" => KernelPaths::Gpu,
+            "software" => KernelPaths::Software,
+            "llvmpipe" => KernelPaths::Llvmpipe,
+            other => bail!("HEARTH_KERNELS={other:?}: expected gpu, software or llvmpipe"),
+        };
+        ctx = ctx.with_kernel_paths(paths);
+    }
+    eprintln!("adapter: {} ({:?} kernels)", ctx.summary(), ctx.kernel_paths());
     Ok(ctx)
 }
 

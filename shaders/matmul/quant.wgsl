@@ -17,6 +17,7 @@ struct Params {
     K: u32,
     alpha: f32,
     aux: f32,                          // NF4: the absmax offset
+    beta: f32,                         // quant_tiled.wgsl only: out = beta·out + alpha·product
 }
 
 @group(1) @binding(0) var<uniform> p: Params;

@@ -3,8 +3,8 @@
 // workgroup memory), with W decoded 8 weights at a time (`dequant8`) as it is staged, so
 // that each weight is decoded once per workgroup. core/build/ appends this file to every
 // matmul_<format>.wgsl, after the format's own file.
-//   matmul_quant_forward_tiled:        out(M,N) = alpha · inp(M,K) · Wᵀ
-//   matmul_quant_backward_input_tiled: out(M,K) = alpha · inp(M,N) · W
+//   matmul_quant_forward_tiled:        out(M,N) = beta · out + alpha · inp(M,K) · Wᵀ
+//   matmul_quant_backward_input_tiled: out(M,K) = beta · out + alpha · inp(M,N) · W
 // The launcher sets TQ (invocations per side: 8 or 16).
 
 override TQ: u32 = 8u;
@@ -31,10 +31,20 @@ fn qt_put(r: u32, col: u32, v: f32) {
     qt_b[r * (2u * TQ + 1u) + col / 4u][col % 4u] = v;
 }
 
-// c[i, j..j+4] = alpha·v for the columns below ncols (no reads of out).
+// out[i, j..j+4] = alpha·v + beta·out for the columns below ncols.
 fn qt_store(i: u32, j: u32, ncols: u32, v: vec4<f32>) {
-    if (i < p.M) {
-        st4(i * ncols + j, j, ncols, v);
+    if (i >= p.M) {
+        return;
+    }
+    for (var t = 0u; t < 4u; t++) {
+        if (j + t < ncols) {
+            let idx = i * ncols + j + t;
+            var o = p.alpha * v[t];
+            if (p.beta != 0.0) {
+                o += p.beta * out[idx];
+            }
+            out[idx] = o;
+        }
     }
 }
 

@@ -46,6 +46,8 @@ struct Params {
     alpha: f32,
     /// NF4: the absmax offset; unused by the other formats.
     aux: f32,
+    /// out = beta·out + alpha·product: the tiled kernels only; the others overwrite.
+    beta: f32,
 }
 
 /// The entry points of a matmul_<format>.wgsl, named by core/build/ after its blocks.
@@ -180,10 +182,13 @@ pub fn matmul_quant_with(
         k: k as u32,
         alpha: acc.alpha,
         aux: 0.0,
+        beta: if block == QuantBlock::Tiled { acc.beta } else { 0.0 },
     };
     let flops = 2.0 * (m * n * k) as f64;
-    // The kernels only overwrite (see shaders/matmul/quant.wgsl's `st1`).
-    overwrite_then_accumulate(ctx, out, out_len, acc.beta, |dest| match &w.nf4 {
+    // The generated kernels only overwrite (see shaders/matmul/quant.wgsl's `st1`); the tiled
+    // ones accumulate themselves.
+    let beta_after = if block == QuantBlock::Tiled { 0.0 } else { acc.beta };
+    overwrite_then_accumulate(ctx, out, out_len, beta_after, |dest| match &w.nf4 {
         Some((codes, scales, offset)) => {
             let params = Params { aux: *offset, ..params };
             ctx.dispatch_counted(&Kernel::new(sh, op, 0).with_variant(variant), &[&w.q, codes, scales, inp], &[dest], &params, groups, flops)
