@@ -172,3 +172,41 @@ fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     }
     summed[i] = v;
 }
+
+// The forward of at most 4 rows of x (decoding a token), for real GPUs: a tile of 64 × 64
+// outputs would leave all but a few rows idle. One workgroup of 64 invocations per output
+// column j (row j of W) splits the reduction, consecutive invocations reading consecutive
+// weights, and sums the parts in workgroup memory:
+//   c(i, j) = beta·c(i, j) + alpha · Σ_r a(i, r)·b(j, r),   i < M ≤ 4
+// (strides as above, z = 0). The grid folds columns past 65535 into y.
+const GEMV_WG: u32 = 64u;
+var<workgroup> gemv_part: array<vec4<f32>, GEMV_WG>;
+
+@compute @workgroup_size(64)
+fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let j = wid.x + wid.y * nwg.x;
+    let live = j < p.N;
+    let jb = min(j, p.N - 1u) * p.b_sj;
+    var acc = vec4<f32>();
+    for (var r = lid; r < p.R; r += GEMV_WG) {
+        let w = b[jb + r * p.b_sr];
+        for (var i = 0u; i < p.M; i++) {
+            acc[i] += a[i * p.a_si + r * p.a_sr] * w;
+        }
+    }
+    gemv_part[lid] = acc;
+    workgroupBarrier();
+    for (var s = GEMV_WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) { gemv_part[lid] += gemv_part[lid + s]; }
+        workgroupBarrier();
+    }
+    if (live && lid < p.M) {
+        let idx = lid * p.N + j;
+        var v = p.alpha * gemv_part[0][lid];
+        if (p.beta != 0.0) {
+            v += p.beta * c[idx];
+        }
+        c[idx] = v;
+    }
+}

@@ -23,7 +23,13 @@ fn print_paths(ctx: &GpuContext) {
     let small = MatmulDims::new(512, 576, 576);
     let large = MatmulDims::new(2048, 1536, 576);
     println!("kernel paths on this adapter: {:?}", ctx.kernel_paths());
-    println!("  f32 matmul           {:?} (512 × 576 outputs), {:?} (2048 × 1536)", choose_tiling(ctx, MatmulKind::Forward, &small), choose_tiling(ctx, MatmulKind::Forward, &large));
+    let row = MatmulDims::new(1, 576, 576);
+    println!(
+        "  f32 matmul           {:?} (512 × 576 outputs), {:?} (2048 × 1536), {:?} (one row: decoding)",
+        choose_tiling(ctx, MatmulKind::Forward, &small),
+        choose_tiling(ctx, MatmulKind::Forward, &large),
+        choose_tiling(ctx, MatmulKind::Forward, &row)
+    );
     println!("  quantized matmul     {:?} blocks; Row kernel for one row of x (decoding)", QuantBlock::for_adapter(ctx));
     println!("  attention            {:?} kernels for training", AttentionKernels::for_adapter(ctx));
     println!("  f16 weights          unpacked to f32 in the matmul (any adapter); f16 arithmetic not used (shader-f16 offered: {})", if ctx.has_f16() { "yes" } else { "no" });

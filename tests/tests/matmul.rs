@@ -150,6 +150,22 @@ fn matmul_tiled_splits_long_reductions_over_few_tiles() {
 }
 
 #[test]
+fn matmul_gemv_for_decoding_rows() {
+    // 1 to 4 rows of x (decoding), reductions that are not multiples of the workgroup, and
+    // more columns than one grid dimension holds (the lm_head of a large vocabulary).
+    let mut rng = Rng::new(13);
+    for (m, n, k) in [(1, 1, 1), (1, 70, 576), (2, 33, 100), (3, 129, 64), (4, 576, 1536), (1, 70000, 8)] {
+        for acc in [Accumulate::OVERWRITE, Accumulate { alpha: 0.5, beta: 1.0 }] {
+            check(MatmulKind::Forward, MatmulTiling::Gemv, MatmulDims::new(m, n, k), acc, &mut rng);
+        }
+    }
+    with_gpu!(ctx => {
+        let err = matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Gemv, &upload(ctx, &[0.0; 5 * 4]), &upload(ctx, &[0.0; 5 * 8]), &upload(ctx, &[0.0; 4 * 8]), MatmulDims::new(5, 4, 8), Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("1 to 4 rows"), "{err}");
+    });
+}
+
+#[test]
 fn matmul_ragged_sizes_fall_back_to_tiled() {
     with_gpu!(ctx => {
         let d = MatmulDims::new(33, 17, 12);

@@ -10,7 +10,8 @@
 
 use hearth_core::io::load::{load_hf_folder, LoadedModel};
 use hearth_core::model::{Model, ModelOptions, WeightFormat};
-use hearth_tests::{assert_close, fixture, with_gpu, DirFiles};
+use hearth_core::GpuContext;
+use hearth_tests::{assert_close, fixture, with_gpu, with_gpu_kernels, DirFiles};
 use serde_json::Value;
 
 fn check(name: &str, quant: Option<WeightFormat>, max_binding: Option<u64>, atol: f64, rtol: f64) {
@@ -21,20 +22,37 @@ fn check(name: &str, quant: Option<WeightFormat>, max_binding: Option<u64>, atol
 /// `m` (loaded from `what`) against the ids, decoded text and logits of fixture `name`'s
 /// reference.json.
 fn check_loaded(what: &str, name: &str, m: LoadedModel, max_binding: Option<u64>, atol: f64, rtol: f64) {
-    with_gpu!(ctx => {
-        let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap();
-        let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-        assert_eq!(m.tokenizer.encode(r["text"].as_str().unwrap(), true).unwrap(), ids, "{what}: token ids");
-        assert_eq!(m.tokenizer.decode(&ids, true).unwrap(), r["decoded"].as_str().unwrap(), "{what}: decoded text");
-        let want: Vec<f64> = r["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        // chunk 8: the 13+ tokens run through the KV cache in several chunks
-        let opts = ModelOptions { chunk: 8, max_seq: 64, max_binding };
-        let mut model = Model::new(ctx, &m.cfg, m.weights, opts).unwrap();
-        if max_binding.is_some() {
-            assert!(model.lm_head_parts() > 1, "{what}: the lm_head should have been split");
-        }
-        let got = pollster::block_on(model.logits(ctx, &ids)).unwrap();
-        assert_close(&format!("{what} logits"), &got, &want, atol, rtol);
+    // chunk 8: the 13+ tokens run through the KV cache in several chunks
+    with_gpu!(ctx => { check_on(ctx, what, name, m, 8, max_binding, atol, rtol) });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_on(ctx: &GpuContext, what: &str, name: &str, m: LoadedModel, chunk: usize, max_binding: Option<u64>, atol: f64, rtol: f64) {
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap();
+    let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    assert_eq!(m.tokenizer.encode(r["text"].as_str().unwrap(), true).unwrap(), ids, "{what}: token ids");
+    assert_eq!(m.tokenizer.decode(&ids, true).unwrap(), r["decoded"].as_str().unwrap(), "{what}: decoded text");
+    let want: Vec<f64> = r["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let opts = ModelOptions { chunk, max_seq: 64, max_binding };
+    let mut model = Model::new(ctx, &m.cfg, m.weights, opts).unwrap();
+    if max_binding.is_some() {
+        assert!(model.lm_head_parts() > 1, "{what}: the lm_head should have been split");
+    }
+    let got = pollster::block_on(model.logits(ctx, &ids)).unwrap();
+    assert_close(&format!("{what} logits"), &got, &want, atol, rtol);
+}
+
+/// The kernels GPUs get, run on this adapter through the KV cache 3 tokens at a time, so that
+/// every matmul is a matrix-vector product (decoding's path) and attention reads the cache.
+#[test]
+fn tiny_llama_with_the_gpu_kernels_three_tokens_at_a_time() {
+    with_gpu_kernels!(ctx => {
+        // f32 weights: the f32 matrix-vector kernel (the file's f16 would take the quantized ones)
+        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), Some(WeightFormat::F32)).unwrap();
+        ctx.profile_begin();
+        check_on(ctx, "tiny-llama (GPU kernels, chunks of 3)", "tiny-llama", m, 3, None, 2e-4, 1e-4);
+        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+        assert!(kernels.keys().any(|k| k.contains("matmul_gemv")), "{kernels:?}");
     });
 }
 

@@ -62,20 +62,26 @@ pub enum MatmulTiling {
     Tiled,
     /// The same kernel in 128 × 128 tiles (256 invocations): for large outputs.
     TiledWide,
+    /// A workgroup per output column: the forward of at most 4 rows (decoding) on GPUs.
+    Gemv,
 }
 
 impl MatmulTiling {
+    /// The tilings that take any product (Gemv takes forwards of few rows only).
     pub const ALL: [MatmulTiling; 3] = [MatmulTiling::Register, MatmulTiling::Tiled, MatmulTiling::TiledWide];
 
     /// Invocations per side of a workgroup of the tiled kernel (8 outputs each).
     fn tiled_side(self) -> Option<u32> {
         match self {
-            MatmulTiling::Register => None,
+            MatmulTiling::Register | MatmulTiling::Gemv => None,
             MatmulTiling::Tiled => Some(8),
             MatmulTiling::TiledWide => Some(16),
         }
     }
 }
+
+/// Rows of x up to which a GPU's forward runs as matrix-vector products.
+pub const GEMV_ROWS: usize = 4;
 
 /// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output).
 const WIDE_OUTPUTS: usize = 1 << 20;
@@ -150,6 +156,8 @@ pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> Matm
     let (rows, cols) = kind.out_shape(d);
     if ctx.kernel_paths() != KernelPaths::Gpu && kind.register_fits(d) {
         MatmulTiling::Register
+    } else if ctx.kernel_paths() == KernelPaths::Gpu && kind == MatmulKind::Forward && d.batch == 1 && d.m <= GEMV_ROWS {
+        MatmulTiling::Gemv
     } else if d.batch * rows * cols >= WIDE_OUTPUTS {
         MatmulTiling::TiledWide
     } else {
@@ -218,6 +226,30 @@ pub fn matmul_with(
             overwrite_then_accumulate(ctx, out, d.batch * rows * cols, acc.beta, |dest| {
                 ctx.dispatch_counted(&Kernel::new(Shader::Matmul, op, 0), &[a, b], &[dest], &params, groups, flops)
             })
+        }
+        MatmulTiling::Gemv => {
+            ensure(kind == MatmulKind::Forward && d.batch == 1 && d.m <= GEMV_ROWS, || {
+                format!("{op}: the matrix-vector kernel takes the forward of 1 to {GEMV_ROWS} rows, got {d:?}")
+            })?;
+            let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
+            let params = StridedParams {
+                m,
+                n,
+                r: k,
+                alpha: acc.alpha,
+                beta: acc.beta,
+                a_si: k,
+                a_sr: 1,
+                b_sj: k,
+                b_sr: 1,
+                a_batch: 0,
+                b_batch: 0,
+                c_batch: 0,
+                splits: 1,
+                r_split: k,
+            };
+            let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
+            ctx.dispatch_counted(&Kernel::new(Shader::MatmulTiled, "matmul_gemv", 0), &[a, b], &[out], &params, groups, flops)
         }
         MatmulTiling::Tiled | MatmulTiling::TiledWide => {
             let side = tiling.tiled_side().expect("a tiled variant");
