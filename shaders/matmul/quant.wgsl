@@ -18,6 +18,8 @@ struct Params {
     alpha: f32,
     aux: f32,                          // NF4: the absmax offset
     beta: f32,                         // quant_tiled.wgsl only: out = beta·out + alpha·product
+    splits: u32,                       // quant_tiled.wgsl only: the split reduction
+    r_split: u32,                      //   (matmul_tiled.wgsl explains it)
 }
 
 @group(1) @binding(0) var<uniform> p: Params;

@@ -5,21 +5,24 @@
 // matmul_<format>.wgsl, after the format's own file.
 //   matmul_quant_forward_tiled:        out(M,N) = beta · out + alpha · inp(M,K) · Wᵀ
 //   matmul_quant_backward_input_tiled: out(M,K) = beta · out + alpha · inp(M,N) · W
-// The launcher sets TQ (invocations per side: 8 or 16).
+//   matmul_quant_gemv:                 the forward for at most 4 rows of inp (decoding)
+// The launcher sets TQ (invocations per side: 8 or 16). A long reduction is split as
+// matmul_tiled.wgsl's is: z is the part, writing its own M × ncols slice of a scratch.
 
 override TQ: u32 = 8u;
 
 var<workgroup> qt_a: array<vec4<f32>, 8u * (2u * TQ + 1u)>; // [r][row]: inp
 var<workgroup> qt_b: array<vec4<f32>, 8u * (2u * TQ + 1u)>; // [r][col]: W
 
-// inp(i0 + row, r0 + r) into qt_a[r][row], for a row-major inp with `stride` columns.
-fn qt_stage_inp(i0: u32, r0: u32, stride: u32, flat: u32) {
+// inp(i0 + row, r0 + r) into qt_a[r][row] (zero past r_end), for a row-major inp with
+// `stride` columns.
+fn qt_stage_inp(i0: u32, r0: u32, r_end: u32, stride: u32, flat: u32) {
     let rows = 8u * TQ;
     for (var e = flat; e < rows * 8u; e += TQ * TQ) {
         let row = e / 8u;
         let r = e % 8u;
         var v = 0.0;
-        if (i0 + row < p.M && r0 + r < stride) {
+        if (i0 + row < p.M && r0 + r < r_end) {
             let idx = (i0 + row) * stride + r0 + r;
             v = inp[idx / 4u][idx % 4u];
         }
@@ -31,14 +34,14 @@ fn qt_put(r: u32, col: u32, v: f32) {
     qt_b[r * (2u * TQ + 1u) + col / 4u][col % 4u] = v;
 }
 
-// out[i, j..j+4] = alpha·v + beta·out for the columns below ncols.
-fn qt_store(i: u32, j: u32, ncols: u32, v: vec4<f32>) {
+// out[z, i, j..j+4] = alpha·v + beta·out for the columns below ncols.
+fn qt_store(z: u32, i: u32, j: u32, ncols: u32, v: vec4<f32>) {
     if (i >= p.M) {
         return;
     }
     for (var t = 0u; t < 4u; t++) {
         if (j + t < ncols) {
-            let idx = i * ncols + j + t;
+            let idx = (z * p.M + i) * ncols + j + t;
             var o = p.alpha * v[t];
             if (p.beta != 0.0) {
                 o += p.beta * out[idx];
@@ -61,13 +64,19 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
     var acc01 = mat4x4<f32>();
     var acc10 = mat4x4<f32>();
     var acc11 = mat4x4<f32>();
-    for (var r0 = 0u; r0 < reduce; r0 += 8u) {
-        qt_stage_inp(i0, r0, reduce, flat);
+    var r_begin = 0u;
+    var r_end = reduce;
+    if (p.splits > 1u) {
+        r_begin = wid.z * p.r_split;
+        r_end = min(reduce, r_begin + p.r_split);
+    }
+    for (var r0 = r_begin; r0 < r_end; r0 += 8u) {
+        qt_stage_inp(i0, r0, r_end, reduce, flat);
         if (forward) {
             // 8·TQ columns (rows of W), 8 weights of each
             for (var col = flat; col < 8u * TQ; col += TQ * TQ) {
                 var w = array<vec4<f32>, 2>();
-                if (j0 + col < p.N) {
+                if (j0 + col < p.N && r0 < r_end) {
                     w = dequant8(j0 + col, r0 / 8u);
                 }
                 for (var r = 0u; r < 8u; r++) { qt_put(r, col, w[r / 4u][r % 4u]); }
@@ -78,7 +87,7 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
                 let r = e / TQ;
                 let g = e % TQ;
                 var w = array<vec4<f32>, 2>();
-                if (r0 + r < p.N && j0 + 8u * g < p.K) {
+                if (r0 + r < r_end && j0 + 8u * g < p.K) {
                     w = dequant8(r0 + r, j0 / 8u + g);
                 }
                 for (var c = 0u; c < 8u; c++) { qt_put(r, 8u * g + c, w[c / 4u][c % 4u]); }
@@ -101,11 +110,12 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
     let ib = i0 + 4u * TQ + 4u * lid.y;
     let ja = j0 + 4u * lid.x;
     let jb = j0 + 4u * TQ + 4u * lid.x;
+    let z = select(0u, wid.z, p.splits > 1u);
     for (var t = 0u; t < 4u; t++) {
-        qt_store(ia + t, ja, ncols, acc00[t]);
-        qt_store(ia + t, jb, ncols, acc01[t]);
-        qt_store(ib + t, ja, ncols, acc10[t]);
-        qt_store(ib + t, jb, ncols, acc11[t]);
+        qt_store(z, ia + t, ja, ncols, acc00[t]);
+        qt_store(z, ia + t, jb, ncols, acc01[t]);
+        qt_store(z, ib + t, ja, ncols, acc10[t]);
+        qt_store(z, ib + t, jb, ncols, acc11[t]);
     }
 }
 
@@ -117,4 +127,39 @@ fn matmul_quant_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(lo
 @compute @workgroup_size(TQ, TQ, 1)
 fn matmul_quant_backward_input_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     qt_matmul(wid, lid, false);
+}
+
+// The forward of at most 4 rows of inp (decoding a token) on GPUs: one workgroup of 64
+// invocations per row j of W, each decoding groups of 8 weights along K (consecutive
+// invocations take consecutive groups), then a sum in workgroup memory. The grid folds rows
+// past 65535 into y.
+var<workgroup> qg_part: array<vec4<f32>, 64>;
+
+@compute @workgroup_size(64)
+fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let j = wid.x + wid.y * nwg.x;
+    let jw = min(j, p.N - 1u);
+    var acc = vec4<f32>();
+    for (var g = lid; g < p.K / 8u; g += 64u) {
+        let w = dequant8(jw, g);
+        for (var i = 0u; i < p.M; i++) {
+            let x = i * (p.K / 4u) + 2u * g;
+            acc[i] += dot(inp[x], w[0]) + dot(inp[x + 1u], w[1]);
+        }
+    }
+    qg_part[lid] = acc;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (lid < s) { qg_part[lid] += qg_part[lid + s]; }
+        workgroupBarrier();
+    }
+    if (j < p.N && lid < p.M) {
+        let idx = lid * p.N + j;
+        var o = p.alpha * qg_part[0][lid];
+        if (p.beta != 0.0) {
+            o += p.beta * out[idx];
+        }
+        out[idx] = o;
+    }
 }

@@ -126,11 +126,12 @@ fn matmul_tiled_spans_several_workgroups() {
 }
 
 #[test]
-fn matmul_tiled_splits_long_reductions_over_few_tiles() {
-    // Outputs of one tile over reductions of thousands of steps (LoRA's weight gradients):
-    // the reduction is split into parts and summed, with alpha and beta applied once.
+fn matmul_tiled_splits_long_reductions() {
+    // Outputs of one tile over reductions of thousands of steps (LoRA's weight gradients), and
+    // a reduction longer than one workgroup may take over many tiles (260 × 520 × 5000): the
+    // reduction is split into parts and summed, with alpha and beta applied once.
     let mut rng = Rng::new(12);
-    for (kind, m, n, k) in [(MatmulKind::BackwardWeight, 2000, 12, 20), (MatmulKind::Forward, 10, 12, 3000), (MatmulKind::BackwardInput, 9, 2600, 20), (MatmulKind::BackwardWeight, 1030, 70, 130)] {
+    for (kind, m, n, k) in [(MatmulKind::BackwardWeight, 2000, 12, 20), (MatmulKind::Forward, 10, 12, 3000), (MatmulKind::BackwardInput, 9, 2600, 20), (MatmulKind::BackwardWeight, 1030, 70, 130), (MatmulKind::Forward, 260, 520, 5000)] {
         for acc in [Accumulate::OVERWRITE, Accumulate { alpha: 0.5, beta: 1.0 }] {
             for tiling in [MatmulTiling::Tiled, MatmulTiling::TiledWide] {
                 check(kind, tiling, MatmulDims::new(m, n, k), acc, &mut rng);

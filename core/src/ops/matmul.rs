@@ -115,13 +115,57 @@ struct StridedParams {
     r_split: u32,
 }
 
-/// The split reduction of the tiled kernel (matmul_tiled.wgsl): an output of fewer tiles than
-/// this over a reduction of at least `SPLIT_MIN_REDUCTION` steps is computed in parts of at
-/// least `SPLIT_MIN_STEPS` steps each, up to `SPLIT_WORKGROUPS` workgroups in all.
+/// The split reduction of the tiled kernels (matmul_tiled.wgsl, quant_tiled.wgsl): an output
+/// of fewer tiles than this over a reduction of at least `SPLIT_MIN_REDUCTION` steps is
+/// computed in parts of at least `SPLIT_MIN_STEPS` steps each, up to `SPLIT_WORKGROUPS`
+/// workgroups in all; and no workgroup reduces over more than `SPLIT_MAX_STEPS` steps (on
+/// lavapipe a workgroup that loops over more than ~2,500 stages of 8 steps, two barriers
+/// each, returned wrong sums, while SwiftShader's were right; the lm_head's input gradient
+/// reduces over the whole vocabulary).
 const SPLIT_BELOW_TILES: usize = 32;
 const SPLIT_MIN_REDUCTION: usize = 512;
 const SPLIT_MIN_STEPS: usize = 256;
 const SPLIT_WORKGROUPS: usize = 64;
+const SPLIT_MAX_STEPS: usize = 4096;
+
+/// Parts the reduction of a tiled launch is split into (1: none), and the steps of each
+/// (a multiple of the 8 staged per iteration). Batched launches use z for the batch, so they
+/// cannot split; their reductions must fit one part.
+pub(crate) fn reduction_split(op: &str, tiles: usize, reduction: usize, batch: usize) -> Result<(usize, usize)> {
+    let few_tiles = if tiles < SPLIT_BELOW_TILES && reduction >= SPLIT_MIN_REDUCTION {
+        SPLIT_WORKGROUPS.div_ceil(tiles).min(reduction / SPLIT_MIN_STEPS)
+    } else {
+        1
+    };
+    let splits = few_tiles.max(reduction.div_ceil(SPLIT_MAX_STEPS)).max(1);
+    if batch > 1 {
+        ensure(reduction <= SPLIT_MAX_STEPS, || format!("{op}: a batched product over {reduction} steps; at most {SPLIT_MAX_STEPS} are supported"))?;
+        return Ok((1, reduction.next_multiple_of(8)));
+    }
+    Ok((splits, reduction.div_ceil(splits).next_multiple_of(8)))
+}
+
+/// The split reduction's last step: out = beta·out + alpha·Σ of the `splits` (rows × cols)
+/// partial products in `parts`.
+pub(crate) fn sum_splits(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, rows: usize, cols: usize, splits: usize, acc: Accumulate) -> Result<()> {
+    let params = StridedParams {
+        m: rows as u32,
+        n: cols as u32,
+        r: 0,
+        alpha: acc.alpha,
+        beta: acc.beta,
+        a_si: 0,
+        a_sr: 0,
+        b_sj: 0,
+        b_sr: 0,
+        a_batch: 0,
+        b_batch: 0,
+        c_batch: 0,
+        splits: splits as u32,
+        r_split: 0,
+    };
+    ctx.dispatch(&Kernel::new(Shader::MatmulTiled, "matmul_sum_splits", 3), &[parts], &[out], &params, grid_1d((rows * cols) as u64, 256))
+}
 
 pub use super::matmul_blocks::{REGISTER_BLOCK, REGISTER_WG};
 include!(concat!(env!("OUT_DIR"), "/matmul_entries.rs"));
@@ -262,13 +306,7 @@ pub fn matmul_with(
             };
             let tile = 8 * side as usize;
             let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
-            let reduction = pr as usize;
-            let splits = if d.batch == 1 && tiles < SPLIT_BELOW_TILES && reduction >= SPLIT_MIN_REDUCTION {
-                SPLIT_WORKGROUPS.div_ceil(tiles).min(reduction / SPLIT_MIN_STEPS)
-            } else {
-                1
-            };
-            let r_split = reduction.div_ceil(splits).next_multiple_of(8);
+            let (splits, r_split) = reduction_split(op, tiles, pr as usize, d.batch)?;
             let params = StridedParams {
                 m: pm,
                 n: pn,
@@ -296,8 +334,7 @@ pub fn matmul_with(
             }
             let parts = ctx.alloc_f32(splits * rows * cols)?;
             ctx.dispatch_counted(&kernel, &[a, b], &[&parts], &params, groups, flops)?;
-            let sum = StridedParams { alpha: acc.alpha, beta: acc.beta, ..params };
-            ctx.dispatch(&Kernel::new(Shader::MatmulTiled, "matmul_sum_splits", 3), &[&parts], &[out], &sum, grid_1d((rows * cols) as u64, 256))
+            sum_splits(ctx, out, &parts, rows, cols, splits, acc)
         }
     }
 }

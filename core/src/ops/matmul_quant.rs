@@ -4,7 +4,7 @@
 use super::check_len;
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
-use super::matmul::{overwrite_then_accumulate, Accumulate, MatmulKind};
+use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits, Accumulate, MatmulKind};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -48,6 +48,9 @@ struct Params {
     aux: f32,
     /// out = beta·out + alpha·product: the tiled kernels only; the others overwrite.
     beta: f32,
+    /// The tiled kernels' split reduction (ops::matmul::reduction_split).
+    splits: u32,
+    r_split: u32,
 }
 
 /// The entry points of a matmul_<format>.wgsl, named by core/build/ after its blocks.
@@ -84,6 +87,8 @@ pub enum QuantBlock {
     /// 64 × 64 outputs per workgroup of 8 × 8 invocations (128 × 128 for large outputs),
     /// W decoded into workgroup memory.
     Tiled,
+    /// Forward only, 1 to 4 rows, K a multiple of 8: a workgroup per row of W (GPUs decoding).
+    Gemv,
 }
 
 impl QuantBlock {
@@ -104,6 +109,7 @@ impl QuantBlock {
             (QuantBlock::Small, _) => QUANT_BACKWARD_INPUT_SMALL,
             (QuantBlock::Row, _) => QUANT_FORWARD_ROW,
             (QuantBlock::Tiled, _) => (8, 8),
+            (QuantBlock::Gemv, _) => (4, 1),
         }
     }
 }
@@ -112,7 +118,9 @@ impl QuantBlock {
 /// inp the upstream gradient. Combined with `out` as `acc` says.
 pub fn matmul_quant(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, acc: Accumulate) -> Result<()> {
     // A few rows (decoding one token) would leave most of a large block idle.
+    let gpu = ctx.kernel_paths() == KernelPaths::Gpu;
     let block = match m {
+        ..=4 if gpu && kind == MatmulKind::Forward && w.cols.is_multiple_of(8) => QuantBlock::Gemv,
         1 if kind == MatmulKind::Forward && w.cols.is_multiple_of(32) => QuantBlock::Row,
         ..=4 => QuantBlock::Small,
         _ => match QuantBlock::for_adapter(ctx) {
@@ -154,6 +162,8 @@ pub fn matmul_quant_with(
         (_, QuantBlock::Row) => return Err(Error::Shape("the row kernel computes forwards only".into())),
         (MatmulKind::Forward, QuantBlock::Tiled) => "matmul_quant_forward_tiled",
         (_, QuantBlock::Tiled) => "matmul_quant_backward_input_tiled",
+        (MatmulKind::Forward, QuantBlock::Gemv) => "matmul_quant_gemv",
+        (_, QuantBlock::Gemv) => return Err(Error::Shape("the matrix-vector kernel computes forwards only".into())),
     };
     // The tiled kernels: 16 × 16 invocations for outputs of at least 1024 × 1024 (as the f32
     // matmul's), else 8 × 8.
@@ -161,6 +171,7 @@ pub fn matmul_quant_with(
     let groups = match block {
         QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
         QuantBlock::Tiled => [out_cols.div_ceil(8 * tq) as u32, m.div_ceil(8 * tq) as u32, 1],
+        QuantBlock::Gemv => [n.min(65535) as u32, n.div_ceil(65535) as u32, 1],
         _ => [out_cols.div_ceil(tn * QUANT_WG.0) as u32, m.div_ceil(tm * QUANT_WG.1) as u32, 1],
     };
     let variant = match (block, tq) {
@@ -168,7 +179,8 @@ pub fn matmul_quant_with(
         (QuantBlock::Tiled, _) => Variant { name: "64x64", constants: &[("TQ", 8.0)] },
         _ => Variant::DEFAULT,
     };
-    ensure(block != QuantBlock::Tiled || k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
+    ensure(!matches!(block, QuantBlock::Tiled | QuantBlock::Gemv) || k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
+    ensure(block != QuantBlock::Gemv || m <= 4, || format!("{op}: the matrix-vector kernel takes 1 to 4 rows, got {m}"))?;
     ensure(block != QuantBlock::Row || k.is_multiple_of(32), || format!("{op}: K = {k} must be a multiple of 32"))?;
     ensure(kind != MatmulKind::BackwardInput || n % 4 == 0, || {
         format!("{op}: the weight's rows (N = {n}) must be a multiple of 4 for the input gradient")
@@ -176,23 +188,40 @@ pub fn matmul_quant_with(
     ensure(m > 0, || format!("{op}: no rows"))?;
     check_len(op, "inp", inp, in_len)?;
     check_len(op, "out", out, out_len)?;
+    // The tiled kernels split long reductions (ops::matmul::reduction_split) into parts that
+    // matmul_sum_splits adds up; every other kernel runs whole.
+    let (splits, r_split) = match block {
+        QuantBlock::Tiled => {
+            let tiles = out_cols.div_ceil(8 * tq) * m.div_ceil(8 * tq);
+            reduction_split(op, tiles, if kind == MatmulKind::Forward { k } else { n }, 1)?
+        }
+        _ => (1, 0),
+    };
+    let accumulates = matches!(block, QuantBlock::Tiled | QuantBlock::Gemv) && splits == 1;
     let params = Params {
         m: m as u32,
         n: n as u32,
         k: k as u32,
-        alpha: acc.alpha,
-        aux: 0.0,
-        beta: if block == QuantBlock::Tiled { acc.beta } else { 0.0 },
+        alpha: if splits > 1 { 1.0 } else { acc.alpha },
+        aux: w.nf4.as_ref().map_or(0.0, |nf4| nf4.2),
+        beta: if accumulates { acc.beta } else { 0.0 },
+        splits: splits as u32,
+        r_split: r_split as u32,
     };
+    let groups = [groups[0], groups[1], splits as u32];
     let flops = 2.0 * (m * n * k) as f64;
+    let kernel = Kernel::new(sh, op, 0).with_variant(variant);
+    let launch = |dest: &GpuBuffer| match &w.nf4 {
+        Some((codes, scales, _)) => ctx.dispatch_counted(&kernel, &[&w.q, codes, scales, inp], &[dest], &params, groups, flops),
+        None => ctx.dispatch_counted(&kernel, &[&w.q, inp], &[dest], &params, groups, flops),
+    };
+    if splits > 1 {
+        let parts = ctx.alloc_f32(splits * out_len)?;
+        launch(&parts)?;
+        return sum_splits(ctx, out, &parts, m, out_cols, splits, acc);
+    }
     // The generated kernels only overwrite (see shaders/matmul/quant.wgsl's `st1`); the tiled
-    // ones accumulate themselves.
-    let beta_after = if block == QuantBlock::Tiled { 0.0 } else { acc.beta };
-    overwrite_then_accumulate(ctx, out, out_len, beta_after, |dest| match &w.nf4 {
-        Some((codes, scales, offset)) => {
-            let params = Params { aux: *offset, ..params };
-            ctx.dispatch_counted(&Kernel::new(sh, op, 0).with_variant(variant), &[&w.q, codes, scales, inp], &[dest], &params, groups, flops)
-        }
-        None => ctx.dispatch_counted(&Kernel::new(sh, op, 0).with_variant(variant), &[&w.q, inp], &[dest], &params, groups, flops),
-    })
+    // and matrix-vector ones accumulate themselves.
+    overwrite_then_accumulate(ctx, out, out_len, if accumulates { 0.0 } else { acc.beta }, launch)
 }
+
