@@ -3,11 +3,14 @@
 # machine runs (docs/PERF.md, "The GPU script"). It builds nothing: bench/prepare.sh put the
 # `hearth` binary in .carry/ and the Vulkan loader in .gl/ on the dev machine. It makes the
 # models here (exact configs, random weights), runs every bench with a time limit so that
-# the whole script stays under about 7 minutes, and writes into $OUT one JSON file per
-# bench, results.json (all of them) and report.md (the ratios, for docs/PERF.md).
+# the whole script stays under about 7 minutes, and writes three files into $OUT (the device
+# tool returns at most 8): results.json (every bench's JSON), report.md (the ratios, for
+# docs/PERF.md) and log.txt (progress, stderr and the tests' summaries). The per-bench JSON
+# files stay in $WORK.
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/hearth-bench}"
+WORK="${WORK:-/tmp/hearth-bench-work}"
 HEARTH="${HEARTH:-.carry/hearth}"
 MODELS="${MODELS:-/tmp/hearth-bench-models}"
 # QUICK=1: a dry run of the whole script on a CPU emulator (small shapes, one model,
@@ -17,7 +20,8 @@ if [ "${QUICK:-0}" = 1 ]; then
 else
     SEQ=512 BATCH=4 STEPS=3 NEW=64 MODEL_LIST="smollm2-135m qwen2.5-0.5b" OPS_ARGS="--reps 3" SLOW=1
 fi
-mkdir -p "$OUT"
+rm -rf "$WORK"
+mkdir -p "$OUT" "$WORK"
 LOG="$OUT/log.txt"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 
@@ -29,23 +33,23 @@ icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; fi
 
 gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
-printf '{"date": "%s", "gpu": "%s", "driver": "%s"}\n' "$(date -u +%F)" "${gpu%%,*}" "${gpu##*, }" > "$OUT/env.json"
+printf '{"date": "%s", "gpu": "%s", "driver": "%s"}\n' "$(date -u +%F)" "${gpu%%,*}" "${gpu##*, }" > "$WORK/env.json"
 echo "== $(date -u +%T) $gpu" | tee -a "$LOG"
 "$HEARTH" selftest >> "$LOG" 2>&1 || echo "selftest failed" | tee -a "$LOG"
 
-# run NAME SECONDS COMMAND...: the command's last stdout line into NAME.json, its stderr
-# into the log; a failure or a timeout leaves NAME.json empty (report.md says so).
+# run NAME SECONDS COMMAND...: the command's stdout into $WORK/NAME.json, its stderr into the
+# log; a failure or a timeout leaves NAME.json empty (report.md says so).
 run() {
     local name=$1 limit=$(($2 * SLOW))
     shift 2
     echo "== $(date -u +%T) $name (limit ${limit}s): $*" | tee -a "$LOG"
-    timeout "$limit" "$@" > "$OUT/$name.json" 2>> "$LOG"
+    timeout "$limit" "$@" > "$WORK/$name.json" 2>> "$LOG"
     local rc=$?
     [ $rc -eq 0 ] || echo "   $name failed: exit $rc" | tee -a "$LOG"
 }
 
 run make-models 60 python3 bench/make_models.py "$MODELS" $MODEL_LIST
-rm -f "$OUT/make-models.json"
+rm -f "$WORK/make-models.json"
 run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
 # The f32 matmul's cost against each of M·N and K alone: a fixed cost per launch shows as
 # equal times down the sweep.
@@ -60,5 +64,15 @@ for model in $MODEL_LIST; do
     run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --json
     run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW
 done
-python3 bench/report.py "$OUT" | tee -a "$LOG"
+# Last, so that the benches get their time: the GPU kernels against the CPU references on
+# this GPU (the test binaries bench/prepare.sh carried): failures and summaries into the log.
+for t in .carry/tests/*; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t")
+    echo "== $(date -u +%T) tests $name" | tee -a "$LOG"
+    HEARTH_FIXTURES="$PWD/tests/fixtures" HEARTH_REQUIRE_GPU=1 timeout $((45 * SLOW)) "$t" --test-threads 1 > "$WORK/tests-$name.txt" 2>&1
+    echo "   exit $?" | tee -a "$LOG"
+    grep -E "^test .*FAILED|panicked|^test result" "$WORK/tests-$name.txt" | tee -a "$LOG"
+done
+python3 bench/report.py "$WORK" "$OUT" | tee -a "$LOG"
 echo "== $(date -u +%T) done" | tee -a "$LOG"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares what bench/gpu.sh needs on a lent GPU machine, on the dev machine (it has no
-# network and no Rust there): the release `hearth` binary in .carry/ and Debian's Vulkan
-# loader in .gl/, both ignored by git and carried by the device call:
+# network and no Rust there): the release `hearth` binary and four test binaries in .carry/
+# and Debian's Vulkan loader in .gl/, all ignored by git and carried by the device call:
 #
 #   bench/prepare.sh
 #   device run: command "bash bench/gpu.sh", carry [".carry", ".gl"], timeout_s 540
@@ -10,7 +10,17 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hearth-target}"
 for d in /.carry/ /.gl/; do grep -qxF "$d" .git/info/exclude || echo "$d" >> .git/info/exclude; done
 cargo build --release -p hearth
-mkdir -p .carry && cp "$CARGO_TARGET_DIR/release/hearth" .carry/hearth
+mkdir -p .carry/tests && cp "$CARGO_TARGET_DIR/release/hearth" .carry/hearth
+# The GPU kernels' correctness tests, stripped (~7 MB each), to run against the CPU
+# references on that GPU too.
+cargo test -p hearth-tests --no-run --message-format=json 2>/dev/null \
+    | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("matmul", "ops", "tiny_models", "peft_parity"):
+        print(m["target"]["name"], m["executable"])' \
+    | while read -r name exe; do strip -o ".carry/tests/$name" "$exe"; done
 if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
     mkdir -p .gl /tmp/amd64/partial
     o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
@@ -18,3 +28,7 @@ if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
     (cd .gl && apt-get $o download libvulkan1)
 fi
 du -sh .carry .gl
+# The device tool carries at most 64 MiB: the working tree and these together.
+total=$(( $(git ls-files -z | xargs -0 cat | wc -c) + $(du -sb .carry .gl | awk '{s += $1} END {print s}') ))
+echo "to carry: $((total >> 20)) MiB of 64"
+[ "$total" -lt $((64 << 20)) ] || { echo "over the device tool's 64 MiB: carry fewer test binaries" >&2; exit 1; }

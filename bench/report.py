@@ -1,7 +1,8 @@
 """Combines the JSON files bench/gpu.sh wrote into one (results.json) and a markdown table
-of ratios, Hearth ÷ peer, for docs/PERF.md (report.md).
+of ratios, Hearth ÷ peer, for docs/PERF.md (report.md), both written to OUT_DIR (default:
+the same folder).
 
-    python3 bench/report.py RESULTS_DIR
+    python3 bench/report.py RESULTS_DIR [OUT_DIR]
 
 Files it reads (any may be missing: a bench that failed or ran out of time is reported as
 such): ops.json, train-MODEL-BASE.json, generate-MODEL.json, peer-MODEL.json, env.json.
@@ -28,8 +29,9 @@ def num(x, digits=1):
 
 def main():
     d = Path(sys.argv[1])
+    out = Path(sys.argv[2]) if len(sys.argv) > 2 else d
     results = {p.stem: load(p) for p in sorted(d.glob("*.json")) if p.name != "results.json"}
-    (d / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     env = results.get("env") or {}
     rows = []  # (figure, hearth, peer, ratio, target)
 
@@ -94,7 +96,7 @@ def main():
     missing = [k for k, v in results.items() if v is None]
     if missing:
         lines += ["", "No result (failed or out of time; see the logs): " + ", ".join(missing)]
-    (d / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

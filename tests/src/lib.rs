@@ -165,9 +165,13 @@ impl hearth_core::io::load::Files for DirFiles {
     }
 }
 
-/// A committed fixture folder under tests/fixtures.
+/// A committed fixture folder under tests/fixtures (under HEARTH_FIXTURES when set: test
+/// binaries carried to another machine, as bench/gpu.sh does).
 pub fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    match std::env::var_os("HEARTH_FIXTURES") {
+        Some(dir) => std::path::PathBuf::from(dir).join(name),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name),
+    }
 }
 
 /// The real SmolLM2-135M-Instruct GGUF (tests/reference/fetch_smollm2.sh; HEARTH_SMOLLM2_GGUF
