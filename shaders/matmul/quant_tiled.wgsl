@@ -76,7 +76,7 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
             // 8·TQ columns (rows of W), 8 weights of each
             for (var col = flat; col < 8u * TQ; col += TQ * TQ) {
                 var w = array<vec4<f32>, 2>();
-                if (j0 + col < p.N && r0 < r_end) {
+                if (j0 + col < p.N) {
                     w = dequant8(j0 + col, r0 / 8u);
                 }
                 for (var r = 0u; r < 8u; r++) { qt_put(r, col, w[r / 4u][r % 4u]); }

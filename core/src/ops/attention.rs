@@ -83,21 +83,12 @@ impl AttentionKernels {
         }
     }
 
-    /// The entry point `name` of this variant, and its grid over `heads` heads.
-    fn launch(self, name: &str, d: &AttentionDims, heads: usize) -> (&'static str, [u32; 3]) {
-        let entry = match (self, name) {
-            (AttentionKernels::Rows, "forward") => "attention_forward_rows",
-            (AttentionKernels::Rows, "backward_query") => "attention_backward_query_rows",
-            (AttentionKernels::Rows, _) => "attention_backward_kv_rows",
-            (AttentionKernels::Tiled, "forward") => "attention_forward_tiled",
-            (AttentionKernels::Tiled, "backward_query") => "attention_backward_query_tiled",
-            (AttentionKernels::Tiled, _) => "attention_backward_kv_tiled",
-        };
-        let grid = match self {
-            AttentionKernels::Rows => grid_1d((d.b * heads * d.t) as u64, 64),
-            AttentionKernels::Tiled => [d.t.div_ceil(64) as u32, heads as u32, d.b as u32],
-        };
-        (entry, grid)
+    /// This variant's entry point (`rows` or `tiled`) and its grid over `heads` heads.
+    fn launch(self, rows: &'static str, tiled: &'static str, d: &AttentionDims, heads: usize) -> (&'static str, [u32; 3]) {
+        match self {
+            AttentionKernels::Rows => (rows, grid_1d((d.b * heads * d.t) as u64, 64)),
+            AttentionKernels::Tiled => (tiled, [d.t.div_ceil(64) as u32, heads as u32, d.b as u32]),
+        }
     }
 }
 
@@ -115,7 +106,7 @@ pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: 
     for (name, buf, len) in [("q", q, d.q_len()), ("k", k, d.kv_len()), ("v", v, d.kv_len()), ("seg", seg, d.b * d.t), ("out", out, d.q_len()), ("stats", stats, d.stats_len())] {
         check_len(op, name, buf, len)?;
     }
-    let (entry, grid) = kernels.launch("forward", &d, d.nh);
+    let (entry, grid) = kernels.launch("attention_forward_rows", "attention_forward_tiled", &d, d.nh);
     ctx.dispatch(&Kernel::new(Shader::Attention, entry, 0), &[q, k, v, seg], &[out, stats], &params, grid)
 }
 
@@ -139,9 +130,9 @@ pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: 
     }
     let q_rows = grid_1d((d.b * d.nh * d.t) as u64, 64);
     ctx.dispatch(&Kernel::new(Shader::Attention, "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
-    let (entry, grid) = kernels.launch("backward_query", &d, d.nh);
+    let (entry, grid) = kernels.launch("attention_backward_query_rows", "attention_backward_query_tiled", &d, d.nh);
     ctx.dispatch(&Kernel::new(Shader::Attention, entry, 9), &[dout, q, k, v, stats, seg], &[dq], &params, grid)?;
-    let (entry, grid) = kernels.launch("backward_kv", &d, d.nkv);
+    let (entry, grid) = kernels.launch("attention_backward_kv_rows", "attention_backward_kv_tiled", &d, d.nkv);
     ctx.dispatch(&Kernel::new(Shader::Attention, entry, 16), &[dout, q, k, v, stats, seg], &[dk, dv], &params, grid)
 }
 
