@@ -3,6 +3,7 @@
 
 use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, AttentionDims, AttentionKernels};
 use hearth_core::ops::cpu::{self, AttnSizes};
+use hearth_core::ops::block_copy::{block_copy, Columns};
 use hearth_core::ops::{adamw, cross_entropy, dropout, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
 use hearth_tests::*;
 
@@ -31,6 +32,28 @@ fn embedding_matches_cpu() {
             cpu::embedding_forward(&mut want, &tokens, &to_f64(&wte), c);
             assert_close("embedding", &read(ctx, &out), &want, 0.0, 0.0);
         }
+    });
+}
+
+#[test]
+fn block_copy_matches_cpu() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(21);
+        for _ in 0..4 {
+            let (rows, cols) = (1 + rng.below(40), 1 + rng.below(300));
+            let (src_w, dst_w) = (cols + rng.below(50), cols + rng.below(500));
+            let (src_col, dst_col) = (rng.below(src_w - cols + 1), rng.below(dst_w - cols + 1));
+            let (src, dst) = (u(&mut rng, rows * src_w), u(&mut rng, rows * dst_w));
+            let out = upload(ctx, &dst);
+            let (d, s) = (Columns { stride: dst_w, col: dst_col }, Columns { stride: src_w, col: src_col });
+            block_copy(ctx, &out, d, &upload(ctx, &src), s, rows, cols).unwrap();
+            // everything outside the block keeps its value
+            let mut want = to_f64(&dst);
+            cpu::block_copy(&mut want, dst_w, dst_col, &to_f64(&src), src_w, src_col, rows, cols);
+            assert_close("block_copy", &read(ctx, &out), &want, 0.0, 0.0);
+        }
+        let err = block_copy(ctx, &poisoned(ctx, 8), Columns { stride: 4, col: 2 }, &poisoned(ctx, 8), Columns { stride: 4, col: 0 }, 2, 3);
+        assert!(err.unwrap_err().to_string().contains("dst columns 2..5 pass its width 4"));
     });
 }
 

@@ -15,7 +15,7 @@ use hearth_core::model::backward::{Dropout, TrainPass};
 use hearth_core::model::{Model, ModelOptions};
 use hearth_core::ops::adamw::AdamwConfig;
 use hearth_core::train::batch::pack;
-use hearth_core::train::data::{parse_records, prepare, DataOptions, Template};
+use hearth_core::train::data::{parse_records, prepare, DataOptions, Example, Template};
 use hearth_core::train::schedule::Schedule;
 use hearth_core::train::trainer::{TrainConfig, Trainer};
 use hearth_core::GpuContext;
@@ -38,7 +38,12 @@ fn load(name: &str) -> LoadedModel {
 }
 
 fn model(ctx: &GpuContext, m: &LoadedModel) -> Model {
-    Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 128, max_binding: None }).unwrap()
+    model_split(ctx, m, None)
+}
+
+/// With `max_binding`, a lm_head larger than it is split into parts.
+fn model_split(ctx: &GpuContext, m: &LoadedModel, max_binding: Option<u64>) -> Model {
+    Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 128, max_binding }).unwrap()
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -79,27 +84,8 @@ fn check_on(ctx: &GpuContext, name: &str) {
         assert_eq!(ex.loss, mask, "{name}: example {i} loss mask");
     }
 
-    // step-one gradients from the initial adapter
+    check_step_one_grads(ctx, name, &m, &examples, None);
     let initial = read_adapter(&format!("peft/{name}/initial"));
-    let mut mdl = model(ctx, &m);
-    mdl.set_adapter(ctx, Some(initial.clone()), "initial").unwrap();
-    let mut pass = TrainPass::new(ctx, &mdl, 128, false).unwrap();
-    let micro = [pack(&[&examples[0], &examples[1]]), pack(&[&examples[2], &examples[3]])];
-    let counted: usize = micro.iter().map(|b| b.counted()).sum();
-    for (j, b) in micro.iter().enumerate() {
-        pollster::block_on(pass.forward_backward(ctx, &mdl, b, 1.0 / counted as f32, Dropout::OFF, j > 0)).unwrap();
-    }
-    let grads = &r["step1_grads"];
-    for (t, (da, db)) in initial.tensors.iter().zip(&pass.grads) {
-        let p = t.peft_prefix();
-        for (which, buf) in [("lora_A", da), ("lora_B", db)] {
-            let key = format!("{p}.{which}.weight");
-            let want: Vec<f64> = grads[&key].as_array().unwrap_or_else(|| panic!("{key} missing")).iter().map(|x| x.as_f64().unwrap()).collect();
-            let got = pollster::block_on(ctx.read_f32_prefix(buf, want.len())).unwrap();
-            assert_close(&format!("{name} step-1 grad {key}"), &got, &want, 1e-6, 1e-3);
-        }
-    }
-    drop(pass);
 
     // ten steps
     let cfg = train_config(&r);
@@ -118,6 +104,49 @@ fn check_on(ctx: &GpuContext, name: &str) {
     let nll = total / n as f64;
     let want = r["trained_text_nll"].as_f64().unwrap();
     assert!((nll - want).abs() < 1e-4, "{name}: NLL with PEFT's trained adapter {nll}, PEFT {want}");
+}
+
+/// The step-one gradients from PEFT's initial adapter match PEFT's, with the lm_head in
+/// parts when `max_binding` splits it.
+fn check_step_one_grads(ctx: &GpuContext, name: &str, m: &LoadedModel, examples: &[Example], max_binding: Option<u64>) {
+    let r = reference(name);
+    let initial = read_adapter(&format!("peft/{name}/initial"));
+    let mut mdl = model_split(ctx, m, max_binding);
+    if max_binding.is_some() {
+        assert!(mdl.lm_head_parts() > 1, "{name}: the lm_head should have been split");
+    }
+    mdl.set_adapter(ctx, Some(initial.clone()), "initial").unwrap();
+    let mut pass = TrainPass::new(ctx, &mdl, 128, false).unwrap();
+    let micro = [pack(&[&examples[0], &examples[1]]), pack(&[&examples[2], &examples[3]])];
+    let counted: usize = micro.iter().map(|b| b.counted()).sum();
+    for (j, b) in micro.iter().enumerate() {
+        pollster::block_on(pass.forward_backward(ctx, &mdl, b, 1.0 / counted as f32, Dropout::OFF, j > 0)).unwrap();
+    }
+    let grads = &r["step1_grads"];
+    for (t, (da, db)) in initial.tensors.iter().zip(&pass.grads) {
+        let p = t.peft_prefix();
+        for (which, buf) in [("lora_A", da), ("lora_B", db)] {
+            let key = format!("{p}.{which}.weight");
+            let want: Vec<f64> = grads[&key].as_array().unwrap_or_else(|| panic!("{key} missing")).iter().map(|x| x.as_f64().unwrap()).collect();
+            let got = pollster::block_on(ctx.read_f32_prefix(buf, want.len())).unwrap();
+            assert_close(&format!("{name} step-1 grad {key}"), &got, &want, 1e-6, 1e-3);
+        }
+    }
+}
+
+/// The backward through a lm_head split across bindings (the gradient's columns gathered
+/// part by part) gives PEFT's step-one gradients too.
+#[test]
+fn step_one_gradients_through_a_split_lm_head_match_peft() {
+    with_gpu!(ctx => {
+        let name = "tiny-llama";
+        let m = load(name);
+        let text = std::fs::read_to_string(fixture(&format!("peft/{name}/data.jsonl"))).unwrap();
+        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false };
+        let (examples, _) = prepare(&parse_records("data.jsonl", &text).unwrap(), &m.tokenizer, &opts).unwrap();
+        // 300 × 64 × 4 bytes = 76800: a 20000-byte binding splits it into 4 parts
+        check_step_one_grads(ctx, name, &m, &examples, Some(20000));
+    });
 }
 
 #[test]

@@ -22,10 +22,11 @@ pub enum Shader {
     Adamw,
     GradNorm,
     Dropout,
+    BlockCopy,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 17] = [
+    pub const ALL: [Shader; 18] = [
         Shader::Matmul,
         Shader::MatmulTiled,
         Shader::MatmulNf4,
@@ -43,6 +44,7 @@ impl Shader {
         Shader::Adamw,
         Shader::GradNorm,
         Shader::Dropout,
+        Shader::BlockCopy,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -64,6 +66,7 @@ impl Shader {
             Shader::Adamw => "adamw.wgsl",
             Shader::GradNorm => "grad_norm.wgsl",
             Shader::Dropout => "dropout.wgsl",
+            Shader::BlockCopy => "block_copy.wgsl",
         }
     }
 
@@ -86,6 +89,7 @@ impl Shader {
             Shader::Adamw => include_str!(concat!(env!("OUT_DIR"), "/shaders/adamw.wgsl")),
             Shader::GradNorm => include_str!(concat!(env!("OUT_DIR"), "/shaders/grad_norm.wgsl")),
             Shader::Dropout => include_str!(concat!(env!("OUT_DIR"), "/shaders/dropout.wgsl")),
+            Shader::BlockCopy => include_str!(concat!(env!("OUT_DIR"), "/shaders/block_copy.wgsl")),
         }
     }
 }

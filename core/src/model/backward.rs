@@ -268,7 +268,9 @@ impl PassLayout {
 /// Rows per part of the lm_head split to fit `binding_limit` (as if in f32, the widest
 /// format), and whether it is split.
 pub(crate) fn lm_head_parts(cfg: &Config, binding_limit: u64) -> (usize, bool) {
-    let part_rows = ((binding_limit / (cfg.hidden_size as u64 * 4)) as usize).min(cfg.vocab_size).max(1);
+    // parts of a multiple of 4 rows: the quantized input gradients read the rows as vec4
+    let fit = (binding_limit / (cfg.hidden_size as u64 * 4)) as usize;
+    let part_rows = if fit >= 4 { fit / 4 * 4 } else { fit }.min(cfg.vocab_size).max(1);
     (part_rows, part_rows < cfg.vocab_size)
 }
 
@@ -491,17 +493,7 @@ impl TrainPass {
                 Some(scale) => {
                     cross_entropy_backward(ctx, &s.losses, &s.dlogits, &s.logits, &s.row_targets, rows, v, scale)?;
                     // ∂loss/∂(head input rows) into dtmp, then into its rows of dxn
-                    if let [(_, head)] = model.lm_head.as_slice() {
-                        head.backward_input(ctx, &s.dtmp, &s.dlogits, rows, 0.0)?;
-                    } else {
-                        for (p, (start, part)) in model.lm_head.iter().enumerate() {
-                            let pn = part.shape().0;
-                            for r in 0..rows {
-                                ctx.copy_region(&s.dlogits, ((r * v + start) * 4) as u64, &s.vocab_part, (r * pn * 4) as u64, (pn * 4) as u64);
-                            }
-                            part.backward_input(ctx, &s.dtmp, &s.vocab_part, rows, if p == 0 { 0.0 } else { 1.0 })?;
-                        }
-                    }
+                    model.head_backward_input(ctx, &s.dtmp, &s.dlogits, &s.vocab_part, rows)?;
                     ctx.copy_region(&s.dtmp, 0, &s.dxn, (r0 * c * 4) as u64, (rows * c * 4) as u64);
                 }
             }

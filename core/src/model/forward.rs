@@ -12,6 +12,7 @@ use crate::lora::{Adapter, Target};
 use crate::model::config::Config;
 use crate::model::linear::Linear;
 use crate::model::weights::{HostWeights, Matrix};
+use crate::ops::block_copy::{block_copy, Columns};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
 use crate::ops::lora::lora_forward;
 use crate::ops::residual::bias_forward;
@@ -413,7 +414,7 @@ impl Model {
     }
 
     /// logits(rows, V) = inp(rows, C)·lm_headᵀ; a split lm_head runs part by part through
-    /// `vocab_part` (rows, largest part), whose rows are copied into place.
+    /// `vocab_part` (rows, largest part), each part copied into its columns of the logits.
     pub(crate) fn head_logits(&self, ctx: &GpuContext, logits: &GpuBuffer, vocab_part: &GpuBuffer, inp: &GpuBuffer, rows: usize) -> Result<()> {
         let v = self.cfg.vocab_size;
         if let [(_, head)] = self.lm_head.as_slice() {
@@ -422,9 +423,22 @@ impl Model {
         for (start, part) in &self.lm_head {
             let n = part.shape().0;
             part.forward(ctx, vocab_part, inp, rows)?;
-            for r in 0..rows {
-                ctx.copy_region(vocab_part, (r * n * 4) as u64, logits, ((r * v + start) * 4) as u64, (n * 4) as u64);
-            }
+            block_copy(ctx, logits, Columns { stride: v, col: *start }, vocab_part, Columns { stride: n, col: 0 }, rows, n)?;
+        }
+        Ok(())
+    }
+
+    /// dinp(rows, C) = dlogits(rows, V)·lm_head: a split lm_head part by part, each part's
+    /// columns of the gradient gathered into `vocab_part` first.
+    pub(crate) fn head_backward_input(&self, ctx: &GpuContext, dinp: &GpuBuffer, dlogits: &GpuBuffer, vocab_part: &GpuBuffer, rows: usize) -> Result<()> {
+        let v = self.cfg.vocab_size;
+        if let [(_, head)] = self.lm_head.as_slice() {
+            return head.backward_input(ctx, dinp, dlogits, rows, 0.0);
+        }
+        for (p, (start, part)) in self.lm_head.iter().enumerate() {
+            let n = part.shape().0;
+            block_copy(ctx, vocab_part, Columns { stride: n, col: 0 }, dlogits, Columns { stride: v, col: *start }, rows, n)?;
+            part.backward_input(ctx, dinp, vocab_part, rows, if p == 0 { 0.0 } else { 1.0 })?;
         }
         Ok(())
     }

@@ -202,6 +202,16 @@ pub fn swiglu_backward(dgate: &mut [f64], dup: &mut [f64], dout: &[f64], gate: &
     }
 }
 
+/// dst[r, dst_col + c] = src[r, src_col + c] for rows × cols, with the matrices' widths.
+#[allow(clippy::too_many_arguments)]
+pub fn block_copy(dst: &mut [f64], dst_stride: usize, dst_col: usize, src: &[f64], src_stride: usize, src_col: usize, rows: usize, cols: usize) {
+    for r in 0..rows {
+        for c in 0..cols {
+            dst[r * dst_stride + dst_col + c] = src[r * src_stride + src_col + c];
+        }
+    }
+}
+
 /// out = a + b
 pub fn residual_forward(out: &mut [f64], a: &[f64], b: &[f64]) {
     for i in 0..out.len() {

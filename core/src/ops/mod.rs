@@ -3,6 +3,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod block_copy;
 pub mod cpu;
 pub mod cross_entropy;
 pub mod dropout;
