@@ -1,22 +1,26 @@
-"""Tiny random-weight Llama, Qwen2 and Mistral models and their logits from HF transformers.
+"""Tiny random-weight Llama, Qwen2, Qwen3, Mistral and SmolLM3 models and their logits from
+HF transformers.
 
-Writes tests/fixtures/tiny-{llama,llama3,qwen2,mistral}: HF folders (config.json,
+Writes tests/fixtures/tiny-{llama,llama3,qwen2,qwen3,mistral,smollm3}: HF folders (config.json,
 safetensors, tokenizer.json, tokenizer_config.json) and reference.json with the token ids
 of a text and transformers' logits for them (f32). They cover what SmolLM2 does not:
 grouped-query attention with 4 query heads on 2 KV heads, untied embeddings, q/k/v biases
 (Qwen2), sharded safetensors with an index and f16 weights (Llama), bf16 weights (Qwen2),
 Llama 3 rope scaling, and (Mistral) a head_dim that is not hidden_size / heads with a
-SentencePiece-style tokenizer (Metaspace, byte fallback, "<s>" added in front).
+SentencePiece-style tokenizer (Metaspace, byte fallback, "<s>" added in front). Qwen3: the
+per-head q/k norms (random, not ones), a head_dim of twice hidden_size / heads, tied
+embeddings. SmolLM3: four layers, the fourth without rope (NoPE).
 
-    V/bin/python tests/reference/tiny_models.py
+    V/bin/python tests/reference/tiny_models.py [NAME...]   (default: all)
 """
 import json
+import sys
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast,
-                          Qwen2Config, Qwen2ForCausalLM)
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TEXT = "Hello world, tiny models are fun! 12345 and more text."
@@ -88,16 +92,27 @@ def main():
     common = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False,
                   bos_token_id=1, eos_token_id=2)
-    make("tiny-llama", LlamaForCausalLM(LlamaConfig(rope_theta=10000.0, **common)), torch.float16, "100KB")
     # Llama 3.x rope scaling; an original context of 16 puts head size 16's frequencies in all three bands
     llama3 = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16)
-    make("tiny-llama3", LlamaForCausalLM(LlamaConfig(rope_parameters=dict(rope_theta=10000.0, **llama3), **common)), torch.float32, "10MB")
-    make("tiny-qwen2", Qwen2ForCausalLM(Qwen2Config(rope_theta=1000000.0, **common)), torch.bfloat16, "10MB")
     # head_dim 32 with 4 heads on hidden 64: q has 128 rows, o 128 columns
     mistral = dict(common, vocab_size=sentencepiece_tokenizer().vocab_size, head_dim=32, sliding_window=None,
                    bos_token_id=1, eos_token_id=2)
-    make("tiny-mistral", MistralForCausalLM(MistralConfig(rope_theta=1000000.0, **mistral)), torch.float32, "10MB",
-         sentencepiece_tokenizer, MISTRAL_TEXT)
+    fixtures = {
+        "tiny-llama": lambda: make("tiny-llama", LlamaForCausalLM(LlamaConfig(rope_theta=10000.0, **common)), torch.float16, "100KB"),
+        "tiny-llama3": lambda: make("tiny-llama3", LlamaForCausalLM(LlamaConfig(rope_parameters=dict(rope_theta=10000.0, **llama3), **common)),
+                                    torch.float32, "10MB"),
+        "tiny-qwen2": lambda: make("tiny-qwen2", Qwen2ForCausalLM(Qwen2Config(rope_theta=1000000.0, **common)), torch.bfloat16, "10MB"),
+        "tiny-mistral": lambda: make("tiny-mistral", MistralForCausalLM(MistralConfig(rope_theta=1000000.0, **mistral)), torch.float32,
+                                     "10MB", sentencepiece_tokenizer, MISTRAL_TEXT),
+        "tiny-qwen3": lambda: make("tiny-qwen3", Qwen3ForCausalLM(Qwen3Config(**dict(common, head_dim=32, tie_word_embeddings=True,
+                                                                                    rope_parameters=dict(rope_type="default", rope_theta=1000000.0)))),
+                                   torch.float32, "10MB"),
+        "tiny-smollm3": lambda: make("tiny-smollm3", SmolLM3ForCausalLM(SmolLM3Config(**dict(common, num_hidden_layers=4, pad_token_id=0,
+                                                                                          rope_parameters=dict(rope_type="default", rope_theta=50000.0)))),
+                                     torch.float32, "10MB"),
+    }
+    for name in sys.argv[1:] or fixtures:
+        fixtures[name]()
 
 
 if __name__ == "__main__":

@@ -152,3 +152,15 @@ fn reusing_the_cache_generates_what_a_fresh_start_does() {
         }
     });
 }
+
+#[test]
+fn tiny_qwen3_with_head_norms_matches_transformers() {
+    check("tiny-qwen3", None, None, 2e-4, 1e-4);
+}
+
+#[test]
+fn tiny_smollm3_with_a_nope_layer_matches_transformers() {
+    let m = load_hf_folder(&DirFiles(fixture("tiny-smollm3")), None).unwrap();
+    assert_eq!(m.cfg.nope_layers, vec![3], "the fourth layer has no rope");
+    check("tiny-smollm3", None, None, 2e-4, 1e-4);
+}

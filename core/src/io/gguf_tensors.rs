@@ -35,6 +35,8 @@ fn gguf_name(hf: &str) -> Option<String> {
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
         "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
         "post_attention_layernorm" => "ffn_norm",
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
@@ -114,7 +116,7 @@ impl TensorSource for GgufSource<'_> {
         let Some(info) = self.gguf.tensor(&gname) else { return Ok(None) };
         let mut bytes = self.gguf.data(info).to_vec();
         // llama.cpp permutes q and k (weights and biases) for the llama family only.
-        if matches!(self.arch, Arch::Llama | Arch::Mistral) {
+        if self.arch.gguf_permutes_qk() {
             let (rows, _) = info.rows_cols();
             let heads = if gname.contains(".attn_q.") {
                 Some(self.n_heads)

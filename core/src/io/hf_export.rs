@@ -36,13 +36,8 @@ impl ExportDtype {
 }
 
 pub fn config_json(cfg: &Config, tok: &Tokenizer, dtype: ExportDtype) -> serde_json::Value {
-    let arch = match cfg.arch {
-        Arch::Llama => "LlamaForCausalLM",
-        Arch::Qwen2 => "Qwen2ForCausalLM",
-        Arch::Mistral => "MistralForCausalLM",
-    };
-    json!({
-        "architectures": [arch],
+    let mut config = json!({
+        "architectures": [cfg.arch.hf_class()],
         "model_type": cfg.arch.name(),
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
@@ -67,7 +62,11 @@ pub fn config_json(cfg: &Config, tok: &Tokenizer, dtype: ExportDtype) -> serde_j
         "bos_token_id": tok.bos_id,
         "eos_token_id": tok.eos_ids.first(),
         "torch_dtype": dtype.torch_name(),
-    })
+    });
+    if cfg.arch == Arch::SmolLM3 {
+        config["no_rope_layers"] = json!((0..cfg.n_layers).map(|i| u8::from(cfg.uses_rope(i))).collect::<Vec<_>>());
+    }
+    config
 }
 
 pub fn tokenizer_config_json(tok: &Tokenizer) -> serde_json::Value {
@@ -96,6 +95,11 @@ pub fn safetensors_bytes(cfg: &Config, w: &HostWeights, dtype: ExportDtype) -> R
         push(format!("{p}.post_attention_layernorm.weight"), vec![cfg.hidden_size], l.ffn_norm.clone());
         for (m, name) in [(&l.q, "self_attn.q_proj"), (&l.k, "self_attn.k_proj"), (&l.v, "self_attn.v_proj"), (&l.o, "self_attn.o_proj"), (&l.gate, "mlp.gate_proj"), (&l.up, "mlp.up_proj"), (&l.down, "mlp.down_proj")] {
             push(format!("{p}.{name}.weight"), vec![m.rows, m.cols], m.to_f32());
+        }
+        for (norm, name) in [(&l.q_norm, "q_norm"), (&l.k_norm, "k_norm")] {
+            if let Some(w) = norm {
+                push(format!("{p}.self_attn.{name}.weight"), vec![w.len()], w.clone());
+            }
         }
         for (b, name) in [(&l.q_bias, "q_proj"), (&l.k_bias, "k_proj"), (&l.v_bias, "v_proj")] {
             if let Some(b) = b {

@@ -243,6 +243,8 @@ mod tests {
             rms_norm_eps: 1e-5,
             tie_embeddings: true,
             qkv_bias: false,
+            qk_norm: false,
+            nope_layers: Vec::new(),
             sliding_window: None,
             max_seq_len: 128,
         }

@@ -76,6 +76,14 @@ buffer_set! {
         xn1,
         /// (N)
         rstd1,
+        /// (N, NH·HS) q before its per-head norm (Qwen3; else empty)
+        q_raw,
+        /// (N, NKV·HS) k before its per-head norm (Qwen3; else empty)
+        k_raw,
+        /// (N·NH) the q norm's 1/rms (Qwen3; else empty)
+        rstd_q,
+        /// (N·NKV) the k norm's 1/rms (Qwen3; else empty)
+        rstd_k,
         /// (N, NH·HS)
         q_rot,
         /// (N, NKV·HS)
@@ -207,6 +215,10 @@ impl PassLayout {
             layer: LayerActSizes {
                 xn1: n * c,
                 rstd1: n,
+                q_raw: if cfg.qk_norm { n * qd } else { 0 },
+                k_raw: if cfg.qk_norm { n * kvd } else { 0 },
+                rstd_q: if cfg.qk_norm { n * cfg.n_heads } else { 0 },
+                rstd_k: if cfg.qk_norm { n * cfg.n_kv_heads } else { 0 },
                 q_rot: n * qd,
                 k_rot: n * kvd,
                 v: n * kvd,
@@ -435,6 +447,10 @@ impl TrainPass {
             rstd1: &a.rstd1,
             xn2: &a.xn2,
             rstd2: &a.rstd2,
+            q_raw: &a.q_raw,
+            k_raw: &a.k_raw,
+            rstd_q: &a.rstd_q,
+            rstd_k: &a.rstd_k,
             q: &s.q,
             k: &s.k,
             v: &a.v,
@@ -465,10 +481,22 @@ impl TrainPass {
         residual_accumulate(ctx, &s.dres, &s.dtmp, 1.0, n * c)?;
         self.project_backward(ctx, model, i, Target::O, &s.datt, 0.0, &s.dres, &a.att, n, a, drop)?;
         attention_backward(ctx, &s.dq_rot, &s.dk_rot, &s.dv, &s.datt, &a.q_rot, &a.k_rot, &a.v, &a.att, &a.stats, &s.seg, att)?;
-        rope_backward(ctx, &s.dq, &s.dq_rot, &s.pos, rope_q)?;
-        rope_backward(ctx, &s.dk, &s.dk_rot, &s.pos, rope_k)?;
-        self.project_backward(ctx, model, i, Target::Q, &s.dxn, 0.0, &s.dq, &a.xn1, n, a, drop)?;
-        self.project_backward(ctx, model, i, Target::K, &s.dxn, 1.0, &s.dk, &a.xn1, n, a, drop)?;
+        // q's and k's gradients go back through rope and the head norms; each step writes
+        // into the pair of buffers the previous one read from
+        let (mut cur, mut spare) = ((&s.dq_rot, &s.dk_rot), (&s.dq, &s.dk));
+        if l.rope {
+            rope_backward(ctx, spare.0, cur.0, &s.pos, rope_q)?;
+            rope_backward(ctx, spare.1, cur.1, &s.pos, rope_k)?;
+            std::mem::swap(&mut cur, &mut spare);
+        }
+        if let (Some(q_norm), Some(k_norm)) = (&l.q_norm, &l.k_norm) {
+            rmsnorm_backward(ctx, spare.0, cur.0, &a.q_raw, q_norm, &a.rstd_q, n * cfg.n_heads, cfg.head_size)?;
+            rmsnorm_backward(ctx, spare.1, cur.1, &a.k_raw, k_norm, &a.rstd_k, n * cfg.n_kv_heads, cfg.head_size)?;
+            std::mem::swap(&mut cur, &mut spare);
+        }
+        let (dq, dk) = cur;
+        self.project_backward(ctx, model, i, Target::Q, &s.dxn, 0.0, dq, &a.xn1, n, a, drop)?;
+        self.project_backward(ctx, model, i, Target::K, &s.dxn, 1.0, dk, &a.xn1, n, a, drop)?;
         self.project_backward(ctx, model, i, Target::V, &s.dxn, 1.0, &s.dv, &a.xn1, n, a, drop)?;
         rmsnorm_backward(ctx, &s.dtmp, &s.dxn, &self.xs[i], &l.attn_norm, &a.rstd1, n, c)?;
         residual_accumulate(ctx, &s.dres, &s.dtmp, 1.0, n * c)

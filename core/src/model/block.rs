@@ -1,5 +1,6 @@
-//! One decoder block's forward, for inference and training alike: rmsnorm → q, k, v → rope
-//! → causal GQA attention → o → residual → rmsnorm → gate, up → swiglu → down → residual.
+//! One decoder block's forward, for inference and training alike: rmsnorm → q, k, v
+//! (→ Qwen3's per-head norms of q and k) → rope (none on SmolLM3's NoPE layers) → causal GQA
+//! attention → o → residual → rmsnorm → gate, up → swiglu → down → residual.
 //! What differs is passed in: where the intermediates go (inference reuses one chunk's
 //! buffers and adds to the residual stream in place; training keeps what its backward
 //! reads), the attention mode, and how a projection adds its LoRA part.
@@ -35,6 +36,12 @@ pub(crate) struct BlockBuffers<'a> {
     pub rstd1: &'a GpuBuffer,
     pub xn2: &'a GpuBuffer,
     pub rstd2: &'a GpuBuffer,
+    /// (N, NH·HS), (N, NKV·HS): q and k as projected, before the per-head norms, and the
+    /// norms' 1/rms (N·NH), (N·NKV); used only when the layer has q/k norms (Qwen3).
+    pub q_raw: &'a GpuBuffer,
+    pub k_raw: &'a GpuBuffer,
+    pub rstd_q: &'a GpuBuffer,
+    pub rstd_k: &'a GpuBuffer,
     /// (N, NH·HS), (N, NKV·HS) ×2 before rope; q_rot, k_rot after it; att the attention output.
     pub q: &'a GpuBuffer,
     pub k: &'a GpuBuffer,
@@ -70,11 +77,27 @@ pub(crate) fn block_forward(ctx: &GpuContext, cfg: &Config, layer: &GpuLayer, b:
     let (rope_q, rope_k) = rope_dims(cfg, n);
     let att = attention_dims(cfg, n);
     rmsnorm_forward(ctx, b.xn1, b.rstd1, b.x, &layer.attn_norm, n, c, eps)?;
-    project(Target::Q, b.q, b.xn1)?;
-    project(Target::K, b.k, b.xn1)?;
+    match (&layer.q_norm, &layer.k_norm) {
+        (Some(q_norm), Some(k_norm)) => {
+            project(Target::Q, b.q_raw, b.xn1)?;
+            project(Target::K, b.k_raw, b.xn1)?;
+            // each head's HS values are one row of the norm
+            rmsnorm_forward(ctx, b.q, b.rstd_q, b.q_raw, q_norm, n * cfg.n_heads, cfg.head_size, eps)?;
+            rmsnorm_forward(ctx, b.k, b.rstd_k, b.k_raw, k_norm, n * cfg.n_kv_heads, cfg.head_size, eps)?;
+        }
+        _ => {
+            project(Target::Q, b.q, b.xn1)?;
+            project(Target::K, b.k, b.xn1)?;
+        }
+    }
     project(Target::V, b.v, b.xn1)?;
-    rope_forward(ctx, b.q_rot, b.q, b.pos, rope_q)?;
-    rope_forward(ctx, b.k_rot, b.k, b.pos, rope_k)?;
+    if layer.rope {
+        rope_forward(ctx, b.q_rot, b.q, b.pos, rope_q)?;
+        rope_forward(ctx, b.k_rot, b.k, b.pos, rope_k)?;
+    } else {
+        ctx.copy_region(b.q, 0, b.q_rot, 0, (n * cfg.q_dim() * 4) as u64);
+        ctx.copy_region(b.k, 0, b.k_rot, 0, (n * cfg.kv_dim() * 4) as u64);
+    }
     match attention {
         Attention::Cached { k_cache, v_cache, past, scores } => {
             let (at, bytes) = ((past * cfg.kv_dim() * 4) as u64, (n * cfg.kv_dim() * 4) as u64);

@@ -11,6 +11,10 @@ pub enum Arch {
     Llama,
     Qwen2,
     Mistral,
+    /// Qwen2's block without q/k/v biases, with q_norm and k_norm.
+    Qwen3,
+    /// Llama's block with no rope on the configured layers (NoPE).
+    SmolLM3,
 }
 
 impl Arch {
@@ -19,7 +23,12 @@ impl Arch {
             "llama" | "LlamaForCausalLM" => Ok(Arch::Llama),
             "qwen2" | "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
             "mistral" | "MistralForCausalLM" => Ok(Arch::Mistral),
-            other => Err(Error::unsupported(file, format!("architecture \"{other}\" is not supported (Hearth runs llama, qwen2 and mistral)"))),
+            "qwen3" | "Qwen3ForCausalLM" => Ok(Arch::Qwen3),
+            "smollm3" | "SmolLM3ForCausalLM" => Ok(Arch::SmolLM3),
+            other => Err(Error::unsupported(
+                file,
+                format!("architecture \"{other}\" is not supported (Hearth runs llama, qwen2, qwen3, mistral and smollm3)"),
+            )),
         }
     }
 
@@ -28,7 +37,26 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Mistral => "mistral",
+            Arch::Qwen3 => "qwen3",
+            Arch::SmolLM3 => "smollm3",
         }
+    }
+
+    /// transformers' class for the architecture (config.json's `architectures`).
+    pub fn hf_class(self) -> &'static str {
+        match self {
+            Arch::Llama => "LlamaForCausalLM",
+            Arch::Qwen2 => "Qwen2ForCausalLM",
+            Arch::Mistral => "MistralForCausalLM",
+            Arch::Qwen3 => "Qwen3ForCausalLM",
+            Arch::SmolLM3 => "SmolLM3ForCausalLM",
+        }
+    }
+
+    /// Whether llama.cpp's converter permutes the q/k rows of this family (its rope pairs
+    /// neighbouring dimensions where transformers pairs halves).
+    pub fn gguf_permutes_qk(self) -> bool {
+        matches!(self, Arch::Llama | Arch::Mistral | Arch::SmolLM3)
     }
 }
 
@@ -56,6 +84,10 @@ pub struct Config {
     pub tie_embeddings: bool,
     /// q/k/v projections carry a bias (Qwen2).
     pub qkv_bias: bool,
+    /// Per-head RMSNorm of q and k before rope (Qwen3's q_norm, k_norm).
+    pub qk_norm: bool,
+    /// Layers that apply no rope (SmolLM3's NoPE layers); empty for the other families.
+    pub nope_layers: Vec<usize>,
     pub max_seq_len: usize,
     /// Mistral's sliding attention window. Hearth attends to the whole context, which is the
     /// same while the context fits the window, so longer contexts are refused.
@@ -81,9 +113,24 @@ struct HfConfig {
     sliding_window: Option<usize>,
     rope_scaling: Option<serde_json::Value>,
     rope_parameters: Option<serde_json::Value>,
+    use_sliding_window: Option<bool>,
+    /// SmolLM3: 1 where a layer applies rope, 0 where it does not.
+    no_rope_layers: Option<Vec<u8>>,
+    no_rope_layer_interval: Option<usize>,
+    /// Features Hearth does not implement: refused when set.
+    attn_logit_softcapping: Option<f64>,
+    final_logit_softcapping: Option<f64>,
+    num_experts: Option<usize>,
+    num_local_experts: Option<usize>,
+    layer_types: Option<Vec<String>>,
 }
 
 impl Config {
+    /// Whether layer `i` applies rope to q and k.
+    pub fn uses_rope(&self, i: usize) -> bool {
+        !self.nope_layers.contains(&i)
+    }
+
     pub fn q_dim(&self) -> usize {
         self.n_heads * self.head_size
     }
@@ -122,6 +169,17 @@ impl Config {
                 other => return Err(Error::unsupported(file, format!("rope scaling \"{other}\" is not supported (Hearth knows \"llama3\")"))),
             }
         }
+        refuse_unimplemented(&c, arch, file)?;
+        let nope_layers = match arch {
+            Arch::SmolLM3 => match &c.no_rope_layers {
+                Some(flags) if flags.len() == c.num_hidden_layers => flags.iter().enumerate().filter(|(_, &f)| f == 0).map(|(i, _)| i).collect(),
+                Some(flags) => {
+                    return Err(Error::bad_file(file, format!("no_rope_layers has {} entries for {} layers", flags.len(), c.num_hidden_layers)))
+                }
+                None => smollm3_nope_layers(c.num_hidden_layers, c.no_rope_layer_interval.unwrap_or(4)),
+            },
+            _ => Vec::new(),
+        };
         let rope_theta = c
             .rope_theta
             .or_else(|| c.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()).map(|v| v as f32))
@@ -140,6 +198,8 @@ impl Config {
             rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
             tie_embeddings: c.tie_word_embeddings.unwrap_or(false),
             qkv_bias: arch == Arch::Qwen2 || c.attention_bias.unwrap_or(false),
+            qk_norm: arch == Arch::Qwen3,
+            nope_layers,
             max_seq_len: c.max_position_embeddings.unwrap_or(4096),
             // Qwen2's configs carry a window with use_sliding_window false
             sliding_window: if arch == Arch::Mistral { c.sliding_window } else { None },
@@ -175,6 +235,7 @@ impl Config {
             }
         }
         let head_size = int("attention.key_length").unwrap_or(hidden_size / n_heads.max(1));
+        let n_layers = int("block_count")?;
         let rope_theta = float("rope.freq_base").unwrap_or(10000.0) as f32;
         // Llama 3.1+ GGUFs carry their rope scaling as per-frequency divisors instead.
         let rope_scaling = match g.tensor("rope_freqs.weight") {
@@ -196,7 +257,7 @@ impl Config {
             vocab_size,
             hidden_size,
             intermediate_size: int("feed_forward_length")?,
-            n_layers: int("block_count")?,
+            n_layers,
             n_heads,
             n_kv_heads: int("attention.head_count_kv").unwrap_or(n_heads),
             head_size,
@@ -205,6 +266,9 @@ impl Config {
             rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
             tie_embeddings: g.tensor("output.weight").is_none(),
             qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
+            qk_norm: arch == Arch::Qwen3,
+            // llama.cpp writes no key for them: every 4th layer, as its smollm3 graph does
+            nope_layers: if arch == Arch::SmolLM3 { smollm3_nope_layers(n_layers, 4) } else { Vec::new() },
             max_seq_len: int("context_length").unwrap_or(4096),
             sliding_window: int("attention.sliding_window").ok(),
         };
@@ -236,9 +300,38 @@ impl Config {
     pub fn param_count(&self) -> usize {
         let c = self.hidden_size;
         let bias = if self.qkv_bias { self.q_dim() + 2 * self.kv_dim() } else { 0 };
+        let head_norms = if self.qk_norm { 2 * self.head_size } else { 0 };
         let embed = self.vocab_size * c * if self.tie_embeddings { 1 } else { 2 };
-        self.linear_param_count() + self.n_layers * (bias + 2 * c) + embed + c
+        self.linear_param_count() + self.n_layers * (bias + head_norms + 2 * c) + embed + c
     }
+}
+
+/// SmolLM3's default NoPE layers: every `interval`-th (layers interval−1, 2·interval−1, …).
+fn smollm3_nope_layers(n_layers: usize, interval: usize) -> Vec<usize> {
+    (0..n_layers).filter(|i| interval > 0 && (i + 1) % interval == 0).collect()
+}
+
+/// Refuses a config that switches on what Hearth does not compute, naming the feature,
+/// rather than run it with different numbers.
+fn refuse_unimplemented(c: &HfConfig, arch: Arch, file: &str) -> Result<()> {
+    let refuse = |what: String| Err(Error::unsupported(file, what));
+    if matches!(arch, Arch::Qwen2 | Arch::Qwen3 | Arch::SmolLM3) && c.use_sliding_window == Some(true) {
+        return refuse("use_sliding_window: Hearth does not compute this family's sliding-window attention".into());
+    }
+    for (name, v) in [("attn_logit_softcapping", c.attn_logit_softcapping), ("final_logit_softcapping", c.final_logit_softcapping)] {
+        if v.is_some() {
+            return refuse(format!("{name}: Hearth does not cap logits"));
+        }
+    }
+    for (name, v) in [("num_experts", c.num_experts), ("num_local_experts", c.num_local_experts)] {
+        if v.is_some_and(|n| n > 0) {
+            return refuse(format!("{name}: mixture-of-experts layers are not supported"));
+        }
+    }
+    if let Some(t) = c.layer_types.iter().flatten().find(|t| t.as_str() != "full_attention" && !(t.as_str() == "sliding_attention" && c.use_sliding_window != Some(true))) {
+        return refuse(format!("layer_types: \"{t}\" layers are not supported"));
+    }
+    Ok(())
 }
 
 /// Llama 3's rope scaling from the per-frequency divisors llama.cpp's converter writes to

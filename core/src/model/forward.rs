@@ -27,6 +27,10 @@ pub(crate) struct GpuLayer {
     pub(crate) q_bias: Option<GpuBuffer>,
     pub(crate) k_bias: Option<GpuBuffer>,
     pub(crate) v_bias: Option<GpuBuffer>,
+    pub(crate) q_norm: Option<GpuBuffer>, // (HS) Qwen3
+    pub(crate) k_norm: Option<GpuBuffer>, // (HS) Qwen3
+    /// Whether the layer applies rope (not on SmolLM3's NoPE layers).
+    pub(crate) rope: bool,
     pub(crate) o: Linear,            // (C, NH·HS)
     pub(crate) ffn_norm: GpuBuffer,  // (C)
     pub(crate) gate: Linear,         // (FF, C)
@@ -43,6 +47,14 @@ buffer_set! {
         xn,
         /// (T)
         rstd,
+        /// (T, NH·HS) q before its per-head norm (Qwen3; else empty)
+        q_raw,
+        /// (T, NKV·HS) k before its per-head norm (Qwen3; else empty)
+        k_raw,
+        /// (T·NH) the q norm's 1/rms (Qwen3; else empty)
+        rstd_q,
+        /// (T·NKV) the k norm's 1/rms (Qwen3; else empty)
+        rstd_k,
         /// (T, NH·HS)
         q,
         /// (T, NKV·HS)
@@ -186,6 +198,10 @@ impl StateLayout {
             x: chunk * c,
             xn: chunk * c,
             rstd: chunk,
+            q_raw: if cfg.qk_norm { chunk * qd } else { 0 },
+            k_raw: if cfg.qk_norm { chunk * kvd } else { 0 },
+            rstd_q: if cfg.qk_norm { chunk * cfg.n_heads } else { 0 },
+            rstd_k: if cfg.qk_norm { chunk * cfg.n_kv_heads } else { 0 },
             q: chunk * qd,
             k: chunk * kvd,
             v: chunk * kvd,
@@ -218,11 +234,12 @@ impl Model {
         let v = cfg.vocab_size;
         let limit = opts.max_binding.unwrap_or(ctx.limits().max_storage_buffer_binding_size).min(ctx.limits().max_buffer_size);
         let upload_vec = |x: &Vec<f32>| ctx.upload_f32(x);
-        let bias = |b: &Option<Vec<f32>>| b.as_ref().map(|b| ctx.upload_f32(b)).transpose();
+        let bias = |b: &Option<Vec<f32>>| b.as_ref().map(|b| ctx.upload_f32(b)).transpose(); // biases and head norms
         let layers = w
             .layers
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
                 Ok(GpuLayer {
                     attn_norm: upload_vec(&l.attn_norm)?,
                     q: Linear::upload(ctx, &l.q)?,
@@ -231,6 +248,9 @@ impl Model {
                     q_bias: bias(&l.q_bias)?,
                     k_bias: bias(&l.k_bias)?,
                     v_bias: bias(&l.v_bias)?,
+                    q_norm: bias(&l.q_norm)?,
+                    k_norm: bias(&l.k_norm)?,
+                    rope: cfg.uses_rope(i),
                     o: Linear::upload(ctx, &l.o)?,
                     ffn_norm: upload_vec(&l.ffn_norm)?,
                     gate: Linear::upload(ctx, &l.gate)?,
@@ -368,6 +388,10 @@ impl Model {
             rstd1: &s.rstd,
             xn2: &s.xn,
             rstd2: &s.rstd,
+            q_raw: &s.q_raw,
+            k_raw: &s.k_raw,
+            rstd_q: &s.rstd_q,
+            rstd_k: &s.rstd_k,
             q: &s.q,
             k: &s.k,
             v: &s.v,

@@ -149,6 +149,9 @@ pub struct HostLayer {
     pub q_bias: Option<Vec<f32>>,
     pub k_bias: Option<Vec<f32>>,
     pub v_bias: Option<Vec<f32>>,
+    /// (HS) each: Qwen3's per-head norms of q and k.
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
     pub o: Matrix,           // (C, NH·HS)
     pub ffn_norm: Vec<f32>,  // (C)
     pub gate: Matrix,        // (FF, C)
@@ -213,6 +216,13 @@ impl HostWeights {
                     Ok(None)
                 }
             };
+            let head_norm = |which: &str| -> Result<Option<Vec<f32>>> {
+                if cfg.qk_norm {
+                    vector(&format!("{p}.self_attn.{which}.weight"), cfg.head_size).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
             layers.push(HostLayer {
                 attn_norm: vector(&format!("{p}.input_layernorm.weight"), c)?,
                 q: linear(&format!("{p}.self_attn.q_proj.weight"), cfg.q_dim(), c)?,
@@ -221,6 +231,8 @@ impl HostWeights {
                 q_bias: bias("q_proj", cfg.q_dim())?,
                 k_bias: bias("k_proj", cfg.kv_dim())?,
                 v_bias: bias("v_proj", cfg.kv_dim())?,
+                q_norm: head_norm("q_norm")?,
+                k_norm: head_norm("k_norm")?,
                 o: linear(&format!("{p}.self_attn.o_proj.weight"), c, cfg.q_dim())?,
                 ffn_norm: vector(&format!("{p}.post_attention_layernorm.weight"), c)?,
                 gate: linear(&format!("{p}.mlp.gate_proj.weight"), ff, c)?,
