@@ -1,6 +1,6 @@
 """LoRA training references from HF transformers + PEFT on the tiny fixtures.
 
-For tests/fixtures/tiny-llama and tiny-qwen2 this writes tests/fixtures/peft/<model>/:
+For tests/fixtures/tiny-{llama,qwen2,qwen3,smollm3} this writes tests/fixtures/peft/<model>/:
   data.jsonl          four prompt/completion records
   initial/            the starting adapter as PEFT saves it (A from PEFT's init; B drawn
                       at random so that the gradients of A are not zero at step one)
@@ -18,7 +18,7 @@ With --hearth-adapter DIR (a PEFT-format adapter that `hearth train` wrote for t
 it loads that adapter with PeftModel.from_pretrained and records the NLL of the same text in
 tests/fixtures/peft/tiny-llama/hearth_adapter.json.
 
-    V/bin/python tests/reference/peft_reference.py
+    V/bin/python tests/reference/peft_reference.py [MODEL...]
     hearth train tests/fixtures/tiny-llama --data tests/fixtures/peft/tiny-llama/data.jsonl \
         --template "{prompt}{completion}" --out /tmp/hearth-adapter --max-steps 5 --lr 1e-2 \
         --r 4 --alpha 8 --batch-size 2 --seed 3
@@ -167,11 +167,12 @@ def hearth_adapter(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hearth-adapter")
+    ap.add_argument("models", nargs="*", default=["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3"])
     args = ap.parse_args()
     if args.hearth_adapter:
         hearth_adapter(args.hearth_adapter)
         return
-    for name in ["tiny-llama", "tiny-qwen2"]:
+    for name in args.models:
         make(name)
 
 

@@ -1,5 +1,6 @@
 //! LoRA training against HF transformers + PEFT (fixtures from
-//! tests/reference/peft_reference.py) on the tiny Llama and Qwen2 models, f32 base:
+//! tests/reference/peft_reference.py) on the tiny Llama, Qwen2, Qwen3 and SmolLM3 models, f32
+//! base:
 //! - the data pipeline gives PEFT's token ids and loss masks;
 //! - the step-one LoRA gradients match: |g − PEFT| ≤ 1e-6 + 1e-3·|g| (f32 kernels against
 //!   PyTorch's f32 CPU autograd; gradients here are ~1e-3);
@@ -164,6 +165,18 @@ fn tiny_llama_lora_training_matches_peft_with_the_gpu_kernels() {
 #[test]
 fn tiny_qwen2_lora_training_matches_peft() {
     check("tiny-qwen2");
+}
+
+/// Through the per-head q/k norms' backward.
+#[test]
+fn tiny_qwen3_lora_training_matches_peft() {
+    check("tiny-qwen3");
+}
+
+/// Through a layer without rope.
+#[test]
+fn tiny_smollm3_lora_training_matches_peft() {
+    check("tiny-smollm3");
 }
 
 /// QLoRA and the other block formats: training through a quantized frozen base gives the
