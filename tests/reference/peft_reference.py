@@ -6,7 +6,8 @@ For tests/fixtures/tiny-{llama,qwen2,qwen3,smollm3} this writes tests/fixtures/p
                       at random so that the gradients of A are not zero at step one)
   trained/            the adapter after ten steps, as PEFT saves it
   reference.json      the token ids and loss masks of the data, the step-one LoRA gradients,
-                      the ten per-step losses, and the NLL of a text with the trained adapter
+                      the ten per-step losses, the NLL of a text with the trained adapter,
+                      and that text's logits from the base with it merged (merge_and_unload)
 
 Training follows Hearth's recipe: each optimizer step sees two micro-batches of two
 examples (gradient accumulation 2), the loss is the sum of token NLLs over the step divided
@@ -90,12 +91,22 @@ def text_nll(model, tok):
         return float(model(input_ids=ids, labels=ids).loss)
 
 
+def merged_logits(adapter, src, tok):
+    """The logits of TEXT from the base with the adapter merged in (merge_and_unload)."""
+    base = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload().eval()
+    with torch.no_grad():
+        logits = merged(torch.tensor([tok(TEXT)["input_ids"]])).logits[0]
+    return [round(x, 7) for x in logits.flatten().tolist()]
+
+
 def make(name):
     src = FIXTURES / name
     out = FIXTURES / "peft" / name
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    # what this writes; hearth-adapter/ and hearth_adapter.json (--hearth-adapter) stay
+    for sub in ["initial", "trained"]:
+        shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
     tok = tokenizer(src)
     base = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     torch.manual_seed(0)
@@ -146,6 +157,7 @@ def make(name):
         "text_ids": tok(TEXT)["input_ids"],
         "trained_text_nll": text_nll(model, tok),
         "base_text_nll": text_nll(base.__class__.from_pretrained(src, dtype=torch.float32).eval(), tok),
+        "merged_logits": merged_logits(out / "trained", src, tok),
     }
     (out / "reference.json").write_text(json.dumps(ref) + "\n")
     print(name, "losses", [round(x, 5) for x in losses], "trained NLL", ref["trained_text_nll"])

@@ -83,7 +83,7 @@ def make(name, model, dtype, shard, tokenizer=tokenizer, text=TEXT):
     ids = tok(text)["input_ids"]
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
-    ref = {"text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=True), "vocab": logits.shape[1], "logits": [round(x, 7) for x in logits.flatten().tolist()]}
+    ref = {"param_count": sum(p.numel() for p in model.parameters()), "text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=True), "vocab": logits.shape[1], "logits": [round(x, 7) for x in logits.flatten().tolist()]}
     (out / "reference.json").write_text(json.dumps(ref) + "\n")
     print(name, len(ids), "tokens", sorted(p.name for p in out.iterdir()))
 

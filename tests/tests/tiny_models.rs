@@ -164,3 +164,14 @@ fn tiny_smollm3_with_a_nope_layer_matches_transformers() {
     assert_eq!(m.cfg.nope_layers, vec![3], "the fourth layer has no rope");
     check("tiny-smollm3", None, None, 2e-4, 1e-4);
 }
+
+/// `hearth info`'s parameter count is transformers' (tied embeddings counted once; q/k/v
+/// biases, head norms and every norm included).
+#[test]
+fn parameter_counts_match_transformers() {
+    for name in ["tiny-llama", "tiny-llama3", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-smollm3"] {
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap();
+        let cfg = load_hf_folder(&DirFiles(fixture(name)), None).unwrap().cfg;
+        assert_eq!(cfg.param_count() as u64, r["param_count"].as_u64().unwrap(), "{name}");
+    }
+}

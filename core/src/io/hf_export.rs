@@ -61,6 +61,8 @@ pub fn config_json(cfg: &Config, tok: &Tokenizer, dtype: ExportDtype) -> serde_j
         "max_position_embeddings": cfg.max_seq_len,
         "bos_token_id": tok.bos_id,
         "eos_token_id": tok.eos_ids.first(),
+        // explicit, also when none: SmolLM3's config otherwise defaults to its own id 128004
+        "pad_token_id": tok.pad_id,
         "torch_dtype": dtype.torch_name(),
     });
     if cfg.arch == Arch::SmolLM3 {
