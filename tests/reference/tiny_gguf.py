@@ -1,8 +1,15 @@
-"""tests/fixtures/tiny-llama3.gguf: the tiny-llama3 HF folder (Llama 3 rope scaling) written
-as llama.cpp's convert_hf_to_gguf.py writes a Llama 3.1+ model: q/k rows permuted, the rope
-scaling as per-frequency divisors in rope_freqs.weight (no scaling parameters in the
-metadata), the byte-level BPE tokenizer in tokenizer.ggml.*. Its logits must be the HF
-folder's (tests/fixtures/tiny-llama3/reference.json, from transformers).
+"""tests/fixtures/tiny-{llama3,qwen3,smollm3}.gguf: the tiny HF folders written as llama.cpp's
+convert_hf_to_gguf.py writes them, with the byte-level BPE tokenizer in tokenizer.ggml.*
+(pre "gpt2": the tiny tokenizers have no family split regex; those are checked by
+gguf_tokenizers.py).
+Their logits must be the HF folders' (tests/fixtures/tiny-*/reference.json, from
+transformers).
+- llama3 (arch llama): q/k rows permuted, the rope scaling as per-frequency divisors in
+  rope_freqs.weight (no scaling parameters in the metadata);
+- qwen3 (arch qwen3): q/k not permuted, q_norm/k_norm as attn_q_norm/attn_k_norm,
+  key_length the head size, tied embeddings (no output.weight);
+- smollm3 (arch smollm3): llama's permutation; its NoPE layers are not in the metadata
+  (llama.cpp takes every 4th layer).
 
     V/bin/python tests/reference/tiny_gguf.py
 """
@@ -41,21 +48,25 @@ def rope_factors(cfg):
     return np.array(out, dtype=np.float32)
 
 
-def main():
-    src = FIXTURES / "tiny-llama3"
+def write(name, arch, permute_qk, pre):
+    src = FIXTURES / name
     cfg = json.loads((src / "config.json").read_text())
     tok = json.loads((src / "tokenizer.json").read_text())
     w = load_file(str(src / "model.safetensors"))
     nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    head = cfg.get("head_dim") or cfg["hidden_size"] // nh
+    dest = FIXTURES / f"{name}.gguf"
 
-    out = gguf.GGUFWriter(str(FIXTURES / "tiny-llama3.gguf"), "llama")
+    out = gguf.GGUFWriter(str(dest), arch)
     out.add_context_length(cfg["max_position_embeddings"])
     out.add_embedding_length(cfg["hidden_size"])
     out.add_block_count(cfg["num_hidden_layers"])
     out.add_feed_forward_length(cfg["intermediate_size"])
-    out.add_rope_dimension_count(cfg["hidden_size"] // nh)
+    out.add_rope_dimension_count(head)
     out.add_head_count(nh)
     out.add_head_count_kv(nkv)
+    out.add_key_length(head)
+    out.add_value_length(head)
     out.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     out.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
     out.add_vocab_size(cfg["vocab_size"])
@@ -66,7 +77,7 @@ def main():
     tokens = sorted(vocab, key=vocab.get)
     special = {a["content"] for a in tok["added_tokens"] if a["special"]}
     out.add_tokenizer_model("gpt2")
-    out.add_tokenizer_pre("gpt2")
+    out.add_tokenizer_pre(pre)
     out.add_token_list(tokens)
     out.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens])
     out.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]])
@@ -75,16 +86,22 @@ def main():
     out.add_add_bos_token(False)
 
     f32 = lambda name: w[name].astype(np.float32)
+    qk = (lambda m, n: permute(m, n)) if permute_qk else (lambda m, n: m)
     out.add_tensor("token_embd.weight", f32("model.embed_tokens.weight"))
     out.add_tensor("output_norm.weight", f32("model.norm.weight"))
-    out.add_tensor("output.weight", f32("lm_head.weight"))
-    out.add_tensor("rope_freqs.weight", rope_factors(cfg))
+    if "lm_head.weight" in w:
+        out.add_tensor("output.weight", f32("lm_head.weight"))
+    if cfg["rope_parameters"].get("rope_type") == "llama3":
+        out.add_tensor("rope_freqs.weight", rope_factors(cfg))
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         out.add_tensor(f"blk.{i}.attn_norm.weight", f32(p + "input_layernorm.weight"))
-        out.add_tensor(f"blk.{i}.attn_q.weight", permute(f32(p + "self_attn.q_proj.weight"), nh))
-        out.add_tensor(f"blk.{i}.attn_k.weight", permute(f32(p + "self_attn.k_proj.weight"), nkv))
+        out.add_tensor(f"blk.{i}.attn_q.weight", qk(f32(p + "self_attn.q_proj.weight"), nh))
+        out.add_tensor(f"blk.{i}.attn_k.weight", qk(f32(p + "self_attn.k_proj.weight"), nkv))
         out.add_tensor(f"blk.{i}.attn_v.weight", f32(p + "self_attn.v_proj.weight"))
+        if p + "self_attn.q_norm.weight" in w:
+            out.add_tensor(f"blk.{i}.attn_q_norm.weight", f32(p + "self_attn.q_norm.weight"))
+            out.add_tensor(f"blk.{i}.attn_k_norm.weight", f32(p + "self_attn.k_norm.weight"))
         out.add_tensor(f"blk.{i}.attn_output.weight", f32(p + "self_attn.o_proj.weight"))
         out.add_tensor(f"blk.{i}.ffn_norm.weight", f32(p + "post_attention_layernorm.weight"))
         out.add_tensor(f"blk.{i}.ffn_gate.weight", f32(p + "mlp.gate_proj.weight"))
@@ -94,7 +111,13 @@ def main():
     out.write_kv_data_to_file()
     out.write_tensors_to_file()
     out.close()
-    print("wrote", FIXTURES / "tiny-llama3.gguf", "rope_freqs", rope_factors(cfg))
+    print("wrote", dest)
+
+
+def main():
+    write("tiny-llama3", "llama", True, "gpt2")
+    write("tiny-qwen3", "qwen3", False, "gpt2")
+    write("tiny-smollm3", "smollm3", True, "gpt2")
 
 
 if __name__ == "__main__":

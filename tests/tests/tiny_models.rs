@@ -117,6 +117,21 @@ fn tiny_llama3_gguf_with_rope_freqs_matches_transformers() {
     check_loaded("tiny-llama3.gguf", "tiny-llama3", m, None, 2e-4, 1e-4);
 }
 
+/// Qwen3 and SmolLM3 as llama.cpp's converter writes them (tests/reference/tiny_gguf.py):
+/// the head norms under attn_q_norm/attn_k_norm, Qwen3's q/k unpermuted and its lm_head tied,
+/// SmolLM3's q/k permuted and its NoPE layers (no metadata key) every 4th; the logits are
+/// the HF folders'.
+#[test]
+fn tiny_qwen3_and_smollm3_ggufs_match_transformers() {
+    for name in ["tiny-qwen3", "tiny-smollm3"] {
+        let file = format!("{name}.gguf");
+        let m = hearth_core::io::load::load_gguf(&std::fs::read(fixture(&file)).unwrap(), &file, None).unwrap();
+        let hf = load_hf_folder(&DirFiles(fixture(name)), None).unwrap();
+        assert_eq!((m.cfg.arch, m.cfg.qk_norm, &m.cfg.nope_layers, m.cfg.tie_embeddings), (hf.cfg.arch, hf.cfg.qk_norm, &hf.cfg.nope_layers, hf.cfg.tie_embeddings), "{file}");
+        check_loaded(&file, name, m, None, 2e-4, 1e-4);
+    }
+}
+
 #[test]
 fn rope_freqs_that_are_not_llama3_scaling_are_refused() {
     let mut bytes = std::fs::read(fixture("tiny-llama3.gguf")).unwrap();
