@@ -35,7 +35,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let ctx = crate::open_gpu()?;
     let (model, tok) = load_on_gpu(&ctx, &a.model, 256)?;
     a.data_opts.0.validate()?;
-    let opts = a.data_opts.0.data_options(&tok);
+    let opts = a.data_opts.0.data_options(&tok)?;
     let (examples, stats) = prepare(&read_records(&a.data)?, &tok, &opts).with_context(|| a.data.display().to_string())?;
     eprintln!("{}", describe("data", &stats, opts.max_seq_len));
     let mut pass = TrainPass::new(&ctx, &model, max_batch_tokens(&examples, a.batch_size), true)?;

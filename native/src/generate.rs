@@ -7,6 +7,7 @@ use clap::Args;
 use hearth_core::model::chat::{render, Message};
 use hearth_core::model::generate::{generate, GenerateParams};
 use hearth_core::model::sampling::SamplingParams;
+use hearth_core::train::settings::parse_thinking;
 use hearth_core::model::{Model, Tokenizer};
 use hearth_core::GpuContext;
 
@@ -35,6 +36,10 @@ pub struct SamplingArgs {
     /// Stop when the text contains this (may be given several times).
     #[arg(long = "stop")]
     pub stop: Vec<String>,
+    /// enable_thinking for chat templates that read it (Qwen3): on or off; default: the
+    /// template's own.
+    #[arg(long, value_parser = ["default", "on", "off"], default_value = "default")]
+    pub thinking: String,
 }
 
 impl SamplingArgs {
@@ -92,16 +97,16 @@ pub struct ChatArgs {
 
 /// The chat template applied to `messages`, tokenized as HF does (no extra special tokens:
 /// the template writes them).
-fn chat_ids(tok: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
+fn chat_ids(tok: &Tokenizer, messages: &[Message], thinking: &str) -> Result<Vec<u32>> {
     let template = tok.chat_template.as_deref().context("this model has no chat template (tokenizer_config.json chat_template or GGUF tokenizer.chat_template)")?;
-    let text = render(template, messages, true, &tok.bos_token, &tok.eos_token)?;
+    let text = render(template, messages, true, &tok.bos_token, &tok.eos_token, parse_thinking(thinking)?)?;
     Ok(tok.encode(&text, false)?)
 }
 
 /// The model's reply to `messages` (chat template, generation prompt), not streamed; the
 /// context starts empty.
 pub fn answer(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, messages: &[Message], sampling: &SamplingArgs) -> Result<String> {
-    let ids = chat_ids(tok, messages)?;
+    let ids = chat_ids(tok, messages, &sampling.thinking)?;
     let params = sampling.params()?;
     model.reset();
     Ok(run(ctx, model, tok, &ids, &params, false)?.1)
@@ -114,7 +119,7 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
     let params = a.sampling.params()?;
     let ctx = crate::open_gpu()?;
     let (mut model, tok) = load_on_gpu(&ctx, &a.model, 256)?;
-    let ids = if a.chat { chat_ids(&tok, &[Message::new("user", &a.prompt)])? } else { tok.encode(&a.prompt, true)? };
+    let ids = if a.chat { chat_ids(&tok, &[Message::new("user", &a.prompt)], &a.sampling.thinking)? } else { tok.encode(&a.prompt, true)? };
     let json = a.json;
     let gen = run(&ctx, &mut model, &tok, &ids, &params, !json)?;
     if json {
@@ -163,7 +168,7 @@ pub fn run_chat(a: ChatArgs) -> Result<()> {
             _ => {}
         }
         history.push(Message::new("user", line));
-        let ids = chat_ids(&tok, &history)?;
+        let ids = chat_ids(&tok, &history, &a.sampling.thinking)?;
         if ids.len() + params.max_new_tokens > model.cache.capacity {
             eprintln!("(the conversation is longer than the context of {} tokens; /reset to start over)", model.cache.capacity);
             history.pop();

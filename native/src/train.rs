@@ -161,9 +161,18 @@ fn existing_checkpoints(out: &Path) -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Greedy answers to `prompts`, each as a new chat.
-fn compare_answers(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, prompts: &[String], max_new_tokens: usize) -> Result<Vec<String>> {
-    let greedy = SamplingArgs { max_new_tokens, temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0, stop: Vec::new() };
+/// Greedy answers to `prompts`, each as a new chat (with the run's thinking choice).
+fn compare_answers(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, prompts: &[String], max_new_tokens: usize, thinking: &str) -> Result<Vec<String>> {
+    let greedy = SamplingArgs {
+        max_new_tokens,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        repetition_penalty: 1.0,
+        seed: 0,
+        stop: Vec::new(),
+        thinking: thinking.to_string(),
+    };
     prompts.iter().map(|p| answer(ctx, model, tok, &[Message::new("user", p)], &greedy)).collect()
 }
 
@@ -187,7 +196,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let val_records = args.val_data.as_deref().map(read_records).transpose()?;
     let max_seq = args.model.ctx.min(mcfg.max_seq_len).max(1);
     let mut model = Model::new(&ctx, &mcfg, loaded.weights, ModelOptions { chunk: 256, max_seq, max_binding: None })?;
-    let before = compare_answers(&ctx, &mut model, &tok, &args.compare, args.compare_max_tokens)?;
+    let before = compare_answers(&ctx, &mut model, &tok, &args.compare, args.compare_max_tokens, &args.settings.0.thinking)?;
     let start = match &args.model.adapter {
         Some(dir) => {
             eprintln!("starting from the adapter in {}", dir.display());
@@ -292,7 +301,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     save_adapter(&args.out, &adapter, &base, &tok)?;
     eprintln!("adapter saved to {} (PEFT format; use --adapter {} with score, generate, chat, eval, merge)", args.out.display(), args.out.display());
     if !args.compare.is_empty() {
-        let after = compare_answers(&ctx, &mut run.trainer.model, &tok, &args.compare, args.compare_max_tokens)?;
+        let after = compare_answers(&ctx, &mut run.trainer.model, &tok, &args.compare, args.compare_max_tokens, &args.settings.0.thinking)?;
         for ((p, b), a) in args.compare.iter().zip(&before).zip(&after) {
             println!("\n\u{25b6} {p}\n  before: {}\n  after:  {}", b.trim(), a.trim());
         }

@@ -77,7 +77,7 @@ fn check_on(ctx: &GpuContext, name: &str) {
     // data: PEFT's token ids and loss masks
     let text = std::fs::read_to_string(fixture(&format!("peft/{name}/data.jsonl"))).unwrap();
     let records = parse_records("data.jsonl", &text).unwrap();
-    let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false };
+    let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false, enable_thinking: None };
     let (examples, _) = prepare(&records, &m.tokenizer, &opts).unwrap();
     for (i, ex) in examples.iter().enumerate() {
         assert_eq!(ex.tokens, ids(&r["ids"][i]), "{name}: example {i} token ids");
@@ -143,7 +143,7 @@ fn step_one_gradients_through_a_split_lm_head_match_peft() {
         let name = "tiny-llama";
         let m = load(name);
         let text = std::fs::read_to_string(fixture(&format!("peft/{name}/data.jsonl"))).unwrap();
-        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false };
+        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false, enable_thinking: None };
         let (examples, _) = prepare(&parse_records("data.jsonl", &text).unwrap(), &m.tokenizer, &opts).unwrap();
         // 300 × 64 × 4 bytes = 76800: a 20000-byte binding splits it into 4 parts
         check_step_one_grads(ctx, name, &m, &examples, Some(20000));
@@ -218,7 +218,7 @@ fn quantized_base_on(ctx: &GpuContext) {
                 *m = Matrix { name: m.name.clone(), rows: m.rows, cols: m.cols, data: MatrixData::F32(m.to_f32()) };
             }
         }
-        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false };
+        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false, enable_thinking: None };
         let (examples, _) = prepare(&records, &quant.tokenizer, &opts).unwrap();
         let run = |w| {
             let mdl = Model::new(ctx, &quant.cfg, w, ModelOptions { chunk: 64, max_seq: 128, max_binding: None }).unwrap();

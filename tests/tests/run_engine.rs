@@ -35,7 +35,7 @@ fn spec(lr: f32, steps: usize, patience: Option<usize>) -> RunSpec {
             max_steps: Some(steps),
             ..TrainConfig::default()
         },
-        data: DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 64, train_on_prompt: false },
+        data: DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 64, train_on_prompt: false, enable_thinking: None },
         val_split: 0.34,
         eval_steps: Some(1),
         patience,

@@ -55,7 +55,7 @@ fn check(ctx: &GpuContext, m: LoadedModel, what: &str) {
         assert!((mean - want).abs() <= 1e-3, "{what}: mean NLL of the {name} text is {mean}, transformers gives {want}");
     }
     let chat = &r["chat"];
-    let rendered = render(tok.chat_template.as_deref().unwrap(), &[Message::new("user", chat["prompt"].as_str().unwrap())], true, &tok.bos_token, &tok.eos_token).unwrap();
+    let rendered = render(tok.chat_template.as_deref().unwrap(), &[Message::new("user", chat["prompt"].as_str().unwrap())], true, &tok.bos_token, &tok.eos_token, None).unwrap();
     assert_eq!(rendered, chat["rendered"].as_str().unwrap(), "{what}: rendered chat template");
     let prompt = tok.encode(&rendered, false).unwrap();
     assert_eq!(prompt, ids(&chat["ids"]), "{what}: chat prompt ids");

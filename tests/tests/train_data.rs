@@ -17,7 +17,7 @@ fn tok() -> Tokenizer {
 }
 
 fn opts(template: &str) -> DataOptions {
-    DataOptions { template: Template::parse(template), max_seq_len: 512, train_on_prompt: false }
+    DataOptions { template: Template::parse(template), max_seq_len: 512, train_on_prompt: false, enable_thinking: None }
 }
 
 #[test]
@@ -43,18 +43,18 @@ fn malformed_files_name_the_line_and_the_field() {
 fn templates_put_the_loss_on_the_response() {
     let t = tok();
     let recs = parse_records("d.jsonl", "{\"instruction\": \"Say hi\", \"input\": \"\", \"output\": \"hi\"}\n").unwrap();
-    let seg = render_record(&recs[0], &Template::Alpaca, &t).unwrap();
+    let seg = render_record(&recs[0], &opts("alpaca"), &t).unwrap();
     assert!(seg[0].0.ends_with("### Instruction:\nSay hi\n\n### Response:\n") && !seg[0].1, "{seg:?}");
     assert_eq!(seg[1], ("hi<|im_end|>".to_string(), true));
 
     let custom = Template::parse("### 指令：\\n{instruction}\\n\\n### 回應：\\n{output}");
-    let seg = render_record(&recs[0], &custom, &t).unwrap();
+    let seg = render_record(&recs[0], &DataOptions { template: custom, ..opts("model") }, &t).unwrap();
     assert_eq!(seg, vec![("### 指令：\nSay hi\n\n### 回應：\n".to_string(), false), ("hi<|im_end|>".to_string(), true)]);
 
     // a two-turn chat with the model's (ChatML) template: both assistant turns carry loss
     let chat = r#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}"#;
     let recs = parse_records("d.jsonl", chat).unwrap();
-    let seg = render_record(&recs[0], &Template::Model, &t).unwrap();
+    let seg = render_record(&recs[0], &opts("model"), &t).unwrap();
     let loss: Vec<&str> = seg.iter().filter(|s| s.1).map(|s| s.0.as_str()).collect();
     assert_eq!(loss, vec!["b<|im_end|>\n", "d<|im_end|>\n"]);
     let (ex, _) = prepare(&recs, &t, &opts("model")).unwrap();
@@ -116,13 +116,14 @@ fn generation_prompts_are_the_training_prompts() {
     // generation sends, so the fine-tuned model sees what it learned from
     let rec = &parse_records("d.jsonl", "{\"instruction\": \"Say hi\", \"output\": \"hi\"}").unwrap()[0];
     for template in [Template::Alpaca, Template::Chatml, Template::Model, Template::parse("Q: {instruction}\\nA: {output}")] {
-        let (prompt, chat) = generation_prompt(&history, &template, &t).unwrap();
-        let seg = render_record(rec, &template, &t).unwrap();
+        let o = DataOptions { template: template.clone(), ..opts("model") };
+        let (prompt, chat) = generation_prompt(&history, &o, &t).unwrap();
+        let seg = render_record(rec, &o, &t).unwrap();
         let trained: String = seg.iter().take_while(|s| !s.1).map(|s| s.0.as_str()).collect();
         assert_eq!(prompt, trained, "{template:?}");
         assert_eq!(chat, matches!(template, Template::Chatml | Template::Model));
     }
-    let e = generation_prompt(&[], &Template::Alpaca, &t).unwrap_err().to_string();
+    let e = generation_prompt(&[], &opts("alpaca"), &t).unwrap_err().to_string();
     assert!(e.contains("no user message"), "{e}");
 }
 
@@ -154,4 +155,41 @@ fn memory_estimate_parts_add_up() {
     let nf4 = WeightFormat::parse("nf4").unwrap();
     let rest = e.base - 4 * cfg.linear_param_count() as u64;
     assert!((base_bytes(&cfg, nf4, WeightFormat::F32) - rest) * 7 < e.base - rest, "NF4 linear layers take about an eighth of f32");
+}
+
+/// Chat templates of the families (tests/fixtures/chat-templates, Qwen3's with thinking
+/// blocks) render as transformers' apply_chat_template does, with enable_thinking unset, on
+/// and off (tests/reference/chat_templates.py).
+#[test]
+fn chat_templates_render_as_transformers_does() {
+    use hearth_core::model::chat::render;
+    let dir = hearth_tests::fixture("chat-templates");
+    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    for c in cases.as_array().unwrap() {
+        let template = std::fs::read_to_string(dir.join(c["template"].as_str().unwrap())).unwrap();
+        let messages: Vec<Message> = serde_json::from_value(c["messages"].clone()).unwrap();
+        let got = render(&template, &messages, c["add_generation_prompt"].as_bool().unwrap(), "", "", c["enable_thinking"].as_bool()).unwrap();
+        assert_eq!(got, c["text"].as_str().unwrap(), "{} {:?}", c["template"], c["messages"]);
+    }
+}
+
+/// Training on a Qwen3 conversation: the response carries loss together with the empty
+/// thinking block the template writes before it (what transformers renders for the whole
+/// conversation), and generation asks with the prompt training saw.
+#[test]
+fn qwen3_chats_train_on_the_answer_after_the_thinking_block() {
+    let mut t = tok();
+    t.chat_template = Some(std::fs::read_to_string(hearth_tests::fixture("chat-templates/qwen3.jinja")).unwrap());
+    let recs = parse_records("d.jsonl", r#"{"messages": [{"role": "user", "content": "When?"}, {"role": "assistant", "content": "At nine."}]}"#).unwrap();
+    let seg = render_record(&recs[0], &opts("model"), &t).unwrap();
+    let loss: Vec<&str> = seg.iter().filter(|s| s.1).map(|s| s.0.as_str()).collect();
+    assert_eq!(loss, vec!["<think>\n\n</think>\n\nAt nine.<|im_end|>\n"]);
+    let (prompt, _) = generation_prompt(&[Message::new("user", "When?")], &opts("model"), &t).unwrap();
+    assert_eq!(prompt, "<|im_start|>user\nWhen?<|im_end|>\n<|im_start|>assistant\n");
+    // with thinking off the generation prompt holds the empty block, and training's prompt too
+    let off = DataOptions { enable_thinking: Some(false), ..opts("model") };
+    let (prompt, _) = generation_prompt(&[Message::new("user", "When?")], &off, &t).unwrap();
+    assert!(prompt.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"), "{prompt:?}");
+    let seg = render_record(&recs[0], &off, &t).unwrap();
+    assert_eq!(seg.iter().filter(|s| s.1).map(|s| s.0.as_str()).collect::<Vec<_>>(), vec!["At nine.<|im_end|>\n"]);
 }

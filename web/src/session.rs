@@ -191,7 +191,7 @@ impl Session {
         let records = parse_records(DATA_ORIGIN, data).map_err(js)?;
         let rows: Vec<&serde_json::Map<String, Value>> = records.iter().map(|r| &r.fields).collect();
         let (train, val) = split_records(records.clone(), s.val_split, s.seed);
-        let opts = s.data_options(&base.tok);
+        let opts = s.data_options(&base.tok).map_err(js)?;
         let (_, train_stats) = prepare(&train, &base.tok, &opts).map_err(js)?;
         let val_stats = if val.is_empty() { None } else { Some(prepare(&val, &base.tok, &opts).map_err(js)?.1) };
         Ok(json!({
@@ -208,8 +208,8 @@ impl Session {
         let (base, s) = (self.base()?, RunSettings::from_json(settings).map_err(js)?);
         let records = parse_records(DATA_ORIGIN, data).map_err(js)?;
         let r = records.get(index).ok_or_else(|| js(format!("there is no record {}", index + 1)))?;
-        let opts = s.data_options(&base.tok);
-        let segments = render_record(r, &opts.template, &base.tok).map_err(js)?;
+        let opts = s.data_options(&base.tok).map_err(js)?;
+        let segments = render_record(r, &opts, &base.tok).map_err(js)?;
         let chat = matches!(opts.template, Template::Model | Template::Chatml);
         let ex = tokenize(&segments, &base.tok, chat, opts.train_on_prompt).map_err(js)?;
         let mut tokens = Vec::new();
@@ -230,7 +230,7 @@ impl Session {
         // the micro-batch the data gives, else a full one
         let tokens = parse_records(DATA_ORIGIN, data)
             .ok()
-            .and_then(|r| prepare(&split_records(r, s.val_split, s.seed).0, &base.tok, &s.data_options(&base.tok)).ok())
+            .and_then(|r| prepare(&split_records(r, s.val_split, s.seed).0, &base.tok, &s.data_options(&base.tok).ok()?).ok())
             .map(|(ex, _)| max_batch_tokens(&ex, s.batch_size))
             .filter(|&n| n > 0)
             .unwrap_or(s.batch_size * s.max_seq_len);
@@ -382,12 +382,12 @@ impl Session {
     /// fine-tuned one, calling `on_text` with each new piece of text.
     pub async fn generate(&mut self, request: &str, on_text: &js_sys::Function) -> Result<String, JsError> {
         let req: GenerateRequest = serde_json::from_str(request).map_err(|e| js(format!("generate: {e}")))?;
-        let template = match &self.run {
-            Some(run) => run.spec.data.template.clone(),
-            None => RunSettings::default().data_options(&self.base()?.tok).template,
+        let opts = match &self.run {
+            Some(run) => run.spec.data.clone(),
+            None => RunSettings::default().data_options(&self.base()?.tok).map_err(js)?,
         };
         let tok = &self.base.as_ref().expect("checked").tok;
-        let (prompt, chat) = generation_prompt(&req.messages, &template, tok).map_err(js)?;
+        let (prompt, chat) = generation_prompt(&req.messages, &opts, tok).map_err(js)?;
         let ids = tok.encode(&prompt, !chat).map_err(js)?;
         let params = GenerateParams {
             max_new_tokens: req.max_new_tokens,

@@ -1,5 +1,6 @@
 //! Chat templates: the model's Jinja template rendered with minijinja, as HF's
-//! `apply_chat_template` does (messages, add_generation_prompt, bos_token, eos_token).
+//! `apply_chat_template` does (messages, add_generation_prompt, bos_token, eos_token, and
+//! enable_thinking when one is chosen: Qwen3's templates read it).
 
 use minijinja::{context, Environment, ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,9 @@ impl Message {
 }
 
 /// Renders `template` for `messages`; `add_generation_prompt` appends the assistant's header.
-pub fn render(template: &str, messages: &[Message], add_generation_prompt: bool, bos_token: &str, eos_token: &str) -> Result<String> {
+/// `enable_thinking` is passed to the template when given (None: undefined, as when
+/// apply_chat_template is called without it).
+pub fn render(template: &str, messages: &[Message], add_generation_prompt: bool, bos_token: &str, eos_token: &str, enable_thinking: Option<bool>) -> Result<String> {
     let mut env = Environment::new();
     // Python string methods (.strip(), .startswith(), ...) that HF templates call.
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -34,6 +37,7 @@ pub fn render(template: &str, messages: &[Message], add_generation_prompt: bool,
         add_generation_prompt => add_generation_prompt,
         bos_token => bos_token,
         eos_token => eos_token,
+        enable_thinking => enable_thinking.map_or(minijinja::Value::UNDEFINED, minijinja::Value::from),
     })
     .map_err(|e| Error::bad_file("the chat template", format!("failed: {e}")).with_source(e))
 }
@@ -45,14 +49,14 @@ mod tests {
     #[test]
     fn chatml_template_renders_with_generation_prompt() {
         let t = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
-        let out = render(t, &[Message::new("user", " hi ")], true, "", "").unwrap();
+        let out = render(t, &[Message::new("user", " hi ")], true, "", "", None).unwrap();
         assert_eq!(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]
     fn raise_exception_is_an_error() {
         let t = "{{ raise_exception('roles must alternate') }}";
-        let e = render(t, &[], false, "", "").unwrap_err();
+        let e = render(t, &[], false, "", "", None).unwrap_err();
         assert!(e.to_string().contains("roles must alternate"), "{e}");
     }
 }

@@ -164,12 +164,12 @@ fn prompt_response(r: &Record) -> Result<(String, String)> {
 
 /// Renders a record into segments. `eos` is appended to responses that a chat template does
 /// not close itself (Alpaca, custom, plain text).
-pub fn render_record(r: &Record, template: &Template, tok: &Tokenizer) -> Result<Segments> {
+pub fn render_record(r: &Record, opts: &DataOptions, tok: &Tokenizer) -> Result<Segments> {
     let eos = tok.eos_token.clone();
     if r.fields.contains_key("text") && !r.fields.contains_key("messages") && !r.fields.contains_key("instruction") && !r.fields.contains_key("prompt") {
         return Ok(vec![(field(r, "text")?.to_string() + &eos, true)]);
     }
-    match template {
+    match &opts.template {
         Template::Alpaca => {
             if r.fields.contains_key("messages") {
                 return Err(Error::bad_file(&r.origin, "chat messages need a chat template (the model's or chatml), not alpaca"));
@@ -184,12 +184,12 @@ pub fn render_record(r: &Record, template: &Template, tok: &Tokenizer) -> Result
             Ok(vec![(prompt, false), (response + &eos, true)])
         }
         Template::Custom(t) => render_custom(r, t, &eos),
-        Template::Chatml => render_chat(r, CHATML, tok),
+        Template::Chatml => render_chat(r, CHATML, tok, opts.enable_thinking),
         Template::Model => {
             let t = tok.chat_template.as_deref().ok_or_else(|| {
                 Error::invalid_setting("template", "the model has no chat template; choose alpaca, chatml or a custom template")
             })?;
-            render_chat(r, t, tok)
+            render_chat(r, t, tok, opts.enable_thinking)
         }
     }
 }
@@ -197,9 +197,10 @@ pub fn render_record(r: &Record, template: &Template, tok: &Tokenizer) -> Result
 /// The prompt that asks for the next assistant turn of `history` the way `template` renders
 /// training examples, and whether it is chat-template text (which holds its own special
 /// tokens). Alpaca and custom templates see the last user message only.
-pub fn generation_prompt(history: &[Message], template: &Template, tok: &Tokenizer) -> Result<(String, bool)> {
+pub fn generation_prompt(history: &[Message], opts: &DataOptions, tok: &Tokenizer) -> Result<(String, bool)> {
+    let template = &opts.template;
     let last = history.iter().rev().find(|m| m.role == "user").ok_or_else(|| Error::Shape("the conversation has no user message to answer".into()))?;
-    let chat = |t: &str| render(t, history, true, &tok.bos_token, &tok.eos_token).map(|p| (p, true));
+    let chat = |t: &str| render(t, history, true, &tok.bos_token, &tok.eos_token, opts.enable_thinking).map(|p| (p, true));
     let fields = |names: &[&str]| Record {
         origin: "the prompt".into(),
         fields: names.iter().map(|n| (n.to_string(), Value::String(last.content.clone()))).collect(),
@@ -207,11 +208,11 @@ pub fn generation_prompt(history: &[Message], template: &Template, tok: &Tokeniz
     let segments = match template {
         Template::Chatml => return chat(CHATML),
         Template::Model => return chat(tok.chat_template.as_deref().unwrap_or(CHATML)),
-        Template::Alpaca => render_record(&fields(&["instruction", "output"]), template, tok)?,
+        Template::Alpaca => render_record(&fields(&["instruction", "output"]), opts, tok)?,
         // every placeholder gets the message; the response part is dropped below
         Template::Custom(t) => {
             let names: Vec<&str> = t.split('{').skip(1).filter_map(|s| s.split_once('}').map(|(n, _)| n)).collect();
-            render_record(&fields(&names), template, tok)?
+            render_record(&fields(&names), opts, tok)?
         }
     };
     Ok((segments.into_iter().take_while(|(_, loss)| !loss).map(|(s, _)| s).collect(), false))
@@ -250,12 +251,12 @@ fn render_custom(r: &Record, t: &str, eos: &str) -> Result<Segments> {
 }
 
 /// A chat rendered by `template`; each assistant turn (as the template closes it) carries loss.
-fn render_chat(r: &Record, template: &str, tok: &Tokenizer) -> Result<Segments> {
+fn render_chat(r: &Record, template: &str, tok: &Tokenizer, enable_thinking: Option<bool>) -> Result<Segments> {
     let messages = messages_of(r)?;
     if !messages.iter().any(|m| m.role == "assistant") {
         return Err(Error::bad_file(&r.origin, "the conversation has no assistant message to learn"));
     }
-    let rnd = |m: &[Message], gen: bool| render(template, m, gen, &tok.bos_token, &tok.eos_token).map_err(|e| Error::bad_file(&r.origin, format!("{e}")));
+    let rnd = |m: &[Message], gen: bool| render(template, m, gen, &tok.bos_token, &tok.eos_token, enable_thinking).map_err(|e| Error::bad_file(&r.origin, format!("{e}")));
     let mut segments = Vec::new();
     let mut done = 0; // bytes of the full rendering already placed in segments
     let full = rnd(&messages, false)?;
@@ -309,6 +310,8 @@ pub struct DataOptions {
     pub template: Template,
     pub max_seq_len: usize,
     pub train_on_prompt: bool,
+    /// enable_thinking for chat templates that read it (Qwen3); None: the template's default.
+    pub enable_thinking: Option<bool>,
 }
 
 /// Tokenizes segments: chat-template text already holds its special tokens; other text is
@@ -330,7 +333,7 @@ pub fn prepare(records: &[Record], tok: &Tokenizer, opts: &DataOptions) -> Resul
     let mut out = Vec::with_capacity(records.len());
     let chat = matches!(opts.template, Template::Chatml | Template::Model);
     for r in records {
-        let segments = render_record(r, &opts.template, tok)?;
+        let segments = render_record(r, opts, tok)?;
         let is_text = segments.len() == 1 && segments[0].1;
         let mut ex = tokenize(&segments, tok, chat && !is_text, opts.train_on_prompt)?;
         if ex.tokens.len() > opts.max_seq_len {

@@ -45,6 +45,7 @@ pub struct RunSettings {
     pub template: String,
     pub max_seq_len: usize,
     pub train_on_prompt: bool,
+    pub thinking: String,
     pub val_split: f32,
     pub eval_steps: usize,
     pub patience: usize,
@@ -82,11 +83,22 @@ impl Default for RunSettings {
             template: String::new(),
             max_seq_len: 512,
             train_on_prompt: false,
+            thinking: "default".into(),
             val_split: 0.0,
             eval_steps: 0,
             patience: 0,
             save_steps: 0,
         }
+    }
+}
+
+/// "default", "on" or "off" as enable_thinking (None: the template's default).
+pub fn parse_thinking(s: &str) -> Result<Option<bool>> {
+    match s {
+        "default" => Ok(None),
+        "on" => Ok(Some(true)),
+        "off" => Ok(Some(false)),
+        other => Err(Error::invalid_setting("thinking", format!("\"{other}\": expected default, on or off"))),
     }
 }
 
@@ -169,6 +181,8 @@ pub const SCHEMA: &[Setting] = &[
         help: "Examples longer than this many tokens are cut (and counted)" },
     Setting { name: "train_on_prompt", label: "loss on the prompt too", group: "data", kind: Kind::Bool,
         help: "Compute the loss on the prompt tokens too (default: the response only)" },
+    Setting { name: "thinking", label: "thinking blocks", group: "data", kind: Kind::Choice(&["default", "on", "off"]),
+        help: "enable_thinking for chat templates that read it (Qwen3): default (the template's own), on or off" },
     Setting { name: "val_split", label: "validation split", group: "evaluation", kind: UNIT_OPEN,
         help: "Hold out this fraction of the records for validation" },
     Setting { name: "eval_steps", label: "evaluate every (0: epoch)", group: "evaluation", kind: int(0),
@@ -233,8 +247,13 @@ impl RunSettings {
     }
 
     /// How records become tokens for `tok`'s model.
-    pub fn data_options(&self, tok: &Tokenizer) -> DataOptions {
-        DataOptions { template: Template::resolve(&self.template, tok), max_seq_len: self.max_seq_len, train_on_prompt: self.train_on_prompt }
+    pub fn data_options(&self, tok: &Tokenizer) -> Result<DataOptions> {
+        Ok(DataOptions {
+            template: Template::resolve(&self.template, tok),
+            max_seq_len: self.max_seq_len,
+            train_on_prompt: self.train_on_prompt,
+            enable_thinking: parse_thinking(&self.thinking)?,
+        })
     }
 
     pub fn train_config(&self) -> Result<TrainConfig> {
@@ -264,7 +283,7 @@ impl RunSettings {
     pub fn run_spec(&self, tok: &Tokenizer) -> Result<RunSpec> {
         let spec = RunSpec {
             train: self.train_config()?,
-            data: self.data_options(tok),
+            data: self.data_options(tok)?,
             val_split: self.val_split,
             eval_steps: (self.eval_steps > 0).then_some(self.eval_steps),
             patience: (self.patience > 0).then_some(self.patience),

@@ -1,0 +1,49 @@
+"""Chat templates of the families Hearth loads, rendered by transformers' apply_chat_template.
+
+tests/fixtures/chat-templates/<family>.jinja is the template as the family's
+tokenizer_config.json carries it (qwen3.jinja: Qwen3's, with thinking blocks, as TRL keeps it
+in trl/chat_templates/qwen3.jinja). reference.json holds, per template and case, the
+messages, add_generation_prompt, enable_thinking (absent: not passed, the template's
+default) and the text transformers renders. Hearth must render the same text.
+
+    V/bin/python tests/reference/chat_templates.py
+"""
+import json
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerFast
+
+DIR = Path(__file__).resolve().parents[1] / "fixtures" / "chat-templates"
+USER = {"role": "user", "content": "When are you open?"}
+SYSTEM = {"role": "system", "content": "You answer for a bike shop."}
+ANSWER = {"role": "assistant", "content": "Monday to Saturday, 9:00 to 18:00."}
+THOUGHT = {"role": "assistant", "content": "<think>\nThe hours are on the sign.\n</think>\n\nMonday to Saturday."}
+CASES = [
+    ([USER], True, None),
+    ([SYSTEM, USER], True, None),
+    ([USER], True, False),
+    ([USER], True, True),
+    ([USER, ANSWER], False, None),
+    ([SYSTEM, USER, ANSWER], False, None),
+    ([USER, THOUGHT], False, None),
+    ([USER, ANSWER, {"role": "user", "content": "And on Sunday?"}], True, None),
+    ([USER, THOUGHT, {"role": "user", "content": "And on Sunday?"}, ANSWER], False, None),
+]
+
+
+def main():
+    # any tokenizer will do: the template is what renders
+    tok = PreTrainedTokenizerFast.from_pretrained(DIR.parents[0] / "tiny-qwen3")
+    out = []
+    for path in sorted(DIR.glob("*.jinja")):
+        template = path.read_text()
+        for messages, gen, thinking in CASES:
+            extra = {} if thinking is None else {"enable_thinking": thinking}
+            text = tok.apply_chat_template(messages, chat_template=template, add_generation_prompt=gen, tokenize=False, **extra)
+            out.append({"template": path.name, "messages": messages, "add_generation_prompt": gen, "enable_thinking": thinking, "text": text})
+    (DIR / "reference.json").write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+    print(len(out), "renderings")
+
+
+if __name__ == "__main__":
+    main()
