@@ -1,12 +1,12 @@
 """Tiny random-weight Llama, Qwen2, Qwen3, Mistral and SmolLM3 models and their logits from
 HF transformers.
 
-Writes tests/fixtures/tiny-{llama,llama3,qwen2,qwen3,mistral,smollm3}: HF folders (config.json,
+Writes tests/fixtures/tiny-{llama,llama3,llama32,qwen2,qwen3,mistral,smollm3}: HF folders (config.json,
 safetensors, tokenizer.json, tokenizer_config.json) and reference.json with the token ids
 of a text and transformers' logits for them (f32). They cover what SmolLM2 does not:
 grouped-query attention with 4 query heads on 2 KV heads, untied embeddings, q/k/v biases
 (Qwen2), sharded safetensors with an index and f16 weights (Llama), bf16 weights (Qwen2),
-Llama 3 rope scaling, and (Mistral) a head_dim that is not hidden_size / heads with a
+Llama 3 rope scaling (untied, and tied as Llama 3.2 1B/3B have it), and (Mistral) a head_dim that is not hidden_size / heads with a
 SentencePiece-style tokenizer (Metaspace, byte fallback, "<s>" added in front). Qwen3: the
 per-head q/k norms (random, not ones), a head_dim of twice hidden_size / heads, tied
 embeddings. SmolLM3: four layers, the fourth without rope (NoPE).
@@ -101,6 +101,10 @@ def main():
         "tiny-llama": lambda: make("tiny-llama", LlamaForCausalLM(LlamaConfig(rope_theta=10000.0, **common)), torch.float16, "100KB"),
         "tiny-llama3": lambda: make("tiny-llama3", LlamaForCausalLM(LlamaConfig(rope_parameters=dict(rope_theta=10000.0, **llama3), **common)),
                                     torch.float32, "10MB"),
+        # Llama 3.2 1B/3B's shape: tied embeddings with Llama 3 rope scaling
+        "tiny-llama32": lambda: make("tiny-llama32", LlamaForCausalLM(LlamaConfig(rope_parameters=dict(rope_theta=500000.0, **llama3),
+                                                                                 **dict(common, tie_word_embeddings=True))),
+                                     torch.bfloat16, "10MB"),
         "tiny-qwen2": lambda: make("tiny-qwen2", Qwen2ForCausalLM(Qwen2Config(rope_theta=1000000.0, **common)), torch.bfloat16, "10MB"),
         "tiny-mistral": lambda: make("tiny-mistral", MistralForCausalLM(MistralConfig(rope_theta=1000000.0, **mistral)), torch.float32,
                                      "10MB", sentencepiece_tokenizer, MISTRAL_TEXT),

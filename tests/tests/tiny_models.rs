@@ -71,6 +71,14 @@ fn tiny_llama3_rope_scaling_matches_transformers() {
     check("tiny-llama3", None, None, 2e-4, 1e-4);
 }
 
+/// Llama 3.2 1B and 3B's shape: Llama 3 rope scaling with tied embeddings.
+#[test]
+fn tiny_llama32_tied_with_rope_scaling_matches_transformers() {
+    let m = load_hf_folder(&DirFiles(fixture("tiny-llama32")), None).unwrap();
+    assert!(m.cfg.tie_embeddings && m.cfg.rope_scaling.factor == 8.0, "{:?}", m.cfg);
+    check("tiny-llama32", None, None, 2e-4, 1e-4);
+}
+
 #[test]
 fn tiny_mistral_with_wide_heads_matches_transformers() {
     check("tiny-mistral", None, None, 2e-4, 1e-4);
@@ -184,7 +192,7 @@ fn tiny_smollm3_with_a_nope_layer_matches_transformers() {
 /// biases, head norms and every norm included).
 #[test]
 fn parameter_counts_match_transformers() {
-    for name in ["tiny-llama", "tiny-llama3", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-smollm3"] {
+    for name in ["tiny-llama", "tiny-llama3", "tiny-llama32", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-smollm3"] {
         let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap();
         let cfg = load_hf_folder(&DirFiles(fixture(name)), None).unwrap().cfg;
         assert_eq!(cfg.param_count() as u64, r["param_count"].as_u64().unwrap(), "{name}");
