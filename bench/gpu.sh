@@ -18,7 +18,7 @@ MODELS="${MODELS:-/tmp/hearth-bench-models}"
 if [ "${QUICK:-0}" = 1 ]; then
     SEQ=64 BATCH=1 STEPS=1 NEW=4 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" SLOW=20
 else
-    SEQ=512 BATCH=4 STEPS=3 NEW=64 MODEL_LIST="smollm2-135m qwen2.5-0.5b" OPS_ARGS="--reps 3" SLOW=1
+    SEQ=512 BATCH=4 STEPS=3 NEW=64 MODEL_LIST="smollm2-135m qwen2.5-0.5b qwen3-0.6b" OPS_ARGS="--reps 3" SLOW=1
 fi
 rm -rf "$WORK"
 mkdir -p "$OUT" "$WORK"

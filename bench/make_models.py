@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 TOKENIZER = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tiny-llama"
 
@@ -24,9 +24,15 @@ QWEN25 = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hi
               tie_word_embeddings=True, hidden_act="silu", use_sliding_window=False, bos_token_id=151643,
               eos_token_id=151645)
 
+# Qwen/Qwen3-0.6B's config.json (the model of llama.cpp's WebGPU training figure, issue 16)
+QWEN3 = dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+             num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0,
+             tie_word_embeddings=True, hidden_act="silu", use_sliding_window=False, bos_token_id=151643, eos_token_id=151645)
+
 MODELS = {
     "smollm2-135m": (LlamaConfig, LlamaForCausalLM, SMOLLM2),
     "qwen2.5-0.5b": (Qwen2Config, Qwen2ForCausalLM, QWEN25),
+    "qwen3-0.6b": (Qwen3Config, Qwen3ForCausalLM, QWEN3),
 }
 
 

@@ -110,7 +110,7 @@ function showModel(info) {
   state.model = info;
   $("download").hidden = true;
   $("download-text").textContent = "";
-  $("model-info").textContent = `${info.origin}: ${info.architecture}, ${info.layers} layers, hidden ${info.hidden_size}, ${info.heads} heads (${info.kv_heads} key/value), vocabulary ${info.vocab_size}, ${(info.params / 1e6).toFixed(1)} M parameters, weights ${info.format}; ${info.description}${info.chat_template ? "; has a chat template" : ""}.`;
+  $("model-info").textContent = `${info.origin}: ${info.architecture}${info.features.length ? ` (${info.features.join("; ")})` : ""}, ${info.layers} layers, hidden ${info.hidden_size}, ${info.heads} heads (${info.kv_heads} key/value), vocabulary ${info.vocab_size}, ${(info.params / 1e6).toFixed(1)} M parameters, weights ${info.format}; ${info.description}${info.chat_template ? "; has a chat template" : ""}.`;
   say("Model loaded. Add data, check the settings, and train.", "ok");
   refreshData();
 }

@@ -49,6 +49,10 @@ pub fn run(a: InfoArgs) -> Result<()> {
     println!("vocabulary:     {}{}", cfg.vocab_size, if cfg.tie_embeddings { " (embedding tied to the lm_head)" } else { "" });
     println!("rope theta:     {}   rms eps: {:e}   context: {}", cfg.rope_theta, cfg.rms_norm_eps, cfg.max_seq_len);
     println!("parameters:     {} ({:.1} M)", cfg.param_count(), cfg.param_count() as f64 / 1e6);
+    let features = cfg.features();
+    if !features.is_empty() {
+        println!("features:       {}", features.join("; "));
+    }
     println!();
     println!("weights on the GPU (linear layers converted; the lm_head as the file holds it ({}), norms in f32):", head.name());
     let formats = [

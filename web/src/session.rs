@@ -169,6 +169,7 @@ impl Session {
         json!({
             "origin": b.origin,
             "architecture": c.arch.name(),
+            "features": c.features(),
             "layers": c.n_layers,
             "hidden_size": c.hidden_size,
             "intermediate_size": c.intermediate_size,

@@ -126,6 +126,36 @@ struct HfConfig {
 }
 
 impl Config {
+    /// What sets the model apart from a plain Llama block, in words (`hearth info`, the
+    /// page's model info): tied embeddings, biases, head norms, NoPE layers, rope scaling,
+    /// a sliding window.
+    pub fn features(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        if self.tie_embeddings {
+            f.push("tied embeddings".to_string());
+        }
+        if self.qkv_bias {
+            f.push("q/k/v biases".to_string());
+        }
+        if self.qk_norm {
+            f.push("per-head q/k norms".to_string());
+        }
+        if !self.nope_layers.is_empty() {
+            let layers: Vec<String> = self.nope_layers.iter().map(|l| l.to_string()).collect();
+            f.push(format!("no rope on layers {}", layers.join(", ")));
+        }
+        if self.rope_scaling.factor > 0.0 {
+            f.push(format!("Llama 3 rope scaling ×{}", self.rope_scaling.factor));
+        }
+        if self.head_size * self.n_heads != self.hidden_size {
+            f.push(format!("head size {} (not hidden / heads)", self.head_size));
+        }
+        if let Some(w) = self.sliding_window {
+            f.push(format!("sliding window {w} (contexts up to it)"));
+        }
+        f
+    }
+
     /// Whether layer `i` applies rope to q and k.
     pub fn uses_rope(&self, i: usize) -> bool {
         !self.nope_layers.contains(&i)
