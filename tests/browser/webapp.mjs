@@ -2,7 +2,9 @@
 // fixture from a served models/ folder, train a few steps, check the loss chart and that the
 // loss fell, chat with both models, score a text, download the adapter, and check that
 // `hearth score --adapter` prints the NLL the page showed. Then reload: the saved run is
-// offered and resumes to the same adapter. Last, a browser without WebGPU gets the help page.
+// offered and resumes to the same adapter; early stopping and divergence end runs. Then a
+// non-llama family (the tiny Qwen3: per-head q/k norms, tied embeddings) loads, names its
+// features and trains. Last, a browser without WebGPU gets the help page.
 //
 // Usage: node webapp.mjs DIST OUT_DIR HEARTH_BINARY
 import { execFileSync } from "node:child_process";
@@ -21,7 +23,7 @@ const NLL_TOLERANCE = 1e-4;
 const MINUTE = 60_000;
 
 mkdirSync(out, { recursive: true });
-const server = await serve(dist, { "/models/tiny-llama/": fixture });
+const server = await serve(dist, { "/models/tiny-llama/": fixture, "/models/tiny-qwen3/": join(repo, "tests/fixtures/tiny-qwen3") });
 const browser = await launch();
 const failures = [];
 const check = (ok, what) => {
@@ -171,7 +173,19 @@ try {
   const nan = await runTo({ max_steps: "6", lr: "1e30", patience: "0" });
   check(!nan.finished && nan.status.includes("training diverged at step"), "a diverged run stops with a message");
 
-  // 10. no WebGPU: a page that says what works
+  // 10. another family: the tiny Qwen3 loads, the page names its features, and it trains
+  await page.fill("#model-url", "models/tiny-qwen3/");
+  await page.click("#load-url");
+  await page.waitForFunction(() => /Model loaded|Could not/.test(document.getElementById("status").textContent), null, { timeout: 2 * MINUTE });
+  const qwenInfo = await page.textContent("#model-info");
+  console.log(`model: ${qwenInfo}`);
+  check(qwenInfo.includes("qwen3") && qwenInfo.includes("per-head q/k norms") && qwenInfo.includes("tied embeddings"), "the page names Qwen3 and its features");
+  const qwen = await runTo({ max_steps: "4", lr: "0.01", eval_steps: "2", patience: "0" });
+  const qwenLosses = qwen.metrics.filter((m) => m.loss !== undefined).map((m) => m.loss);
+  console.log(`qwen3 losses: ${qwenLosses.map((l) => l.toFixed(4)).join(" ")}`);
+  check(qwen.finished?.step === 4 && qwenLosses.length === 4 && qwenLosses[3] < qwenLosses[0], "the tiny Qwen3 trained 4 steps and its loss fell");
+
+  // 11. no WebGPU: a page that says what works
   const bare = await context.newPage();
   await bare.addInitScript(() => delete Navigator.prototype.gpu);
   await bare.goto(server.url);
