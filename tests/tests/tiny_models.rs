@@ -198,3 +198,28 @@ fn parameter_counts_match_transformers() {
         assert_eq!(cfg.param_count() as u64, r["param_count"].as_u64().unwrap(), "{name}");
     }
 }
+
+/// A config that switches on what Hearth does not compute is refused on load, naming the
+/// feature: never run with other numbers.
+#[test]
+fn unimplemented_features_are_refused_by_name() {
+    let base: Value = serde_json::from_str(&std::fs::read_to_string(fixture("tiny-qwen3").join("config.json")).unwrap()).unwrap();
+    let cases: [(&str, Value, &str); 6] = [
+        ("use_sliding_window", Value::Bool(true), "use_sliding_window"),
+        ("attn_logit_softcapping", serde_json::json!(50.0), "attn_logit_softcapping"),
+        ("final_logit_softcapping", serde_json::json!(30.0), "final_logit_softcapping"),
+        ("num_experts", serde_json::json!(8), "mixture-of-experts"),
+        ("layer_types", serde_json::json!(["full_attention", "linear_attention"]), "\"linear_attention\" layers"),
+        ("rope_scaling", serde_json::json!({"rope_type": "yarn", "factor": 4.0}), "rope scaling \"yarn\""),
+    ];
+    for (key, value, named) in cases {
+        let mut cfg = base.clone();
+        cfg[key] = value;
+        let err = hearth_core::model::Config::from_hf_json(&cfg.to_string(), "config.json").unwrap_err().to_string();
+        assert!(err.contains("config.json") && err.contains(named), "{key}: {err}");
+    }
+    let mut gemma = base.clone();
+    gemma["model_type"] = "gemma3_text".into();
+    let err = hearth_core::model::Config::from_hf_json(&gemma.to_string(), "config.json").unwrap_err().to_string();
+    assert!(err.contains("\"gemma3_text\" is not supported"), "{err}");
+}
