@@ -1,6 +1,7 @@
 // Causal self-attention with grouped-query heads over packed rows:
 //   q (B, T, NH, HS), k and v (B, T, NKV, HS), seg (B, T): token t sees token j iff j ≤ t
-//   and seg[j] = seg[t] (so several sequences can share a row). Query head h reads KV head
+//   and seg[j] = seg[t] (so several sequences can share a row), and with a window W,
+//   t − j < W (sliding-window layers). Query head h reads KV head
 //   h / (NH / NKV). out (B, T, NH, HS); stats (B, NH, T, 2) holds (lse, Σ dout·out) per row.
 // Each invocation owns one query (or key) row and streams over the other side with an
 // online softmax, so memory grows with T·HS and no T×T matrix exists.
@@ -21,10 +22,23 @@ struct Params {
     NKV: u32,
     HS: u32,
     scale: f32,
-    past: u32, // attention_forward_cached only
+    past: u32,   // attention_forward_cached and the decode kernels
+    window: u32, // a query at t sees keys t − window < j ≤ t (Gemma's sliding layers); 0: all
 }
 
-const MAX_HS: u32 = 128u;
+const MAX_HS: u32 = 256u;
+
+// The first key a query at position t sees.
+fn first_key(t: u32) -> u32 {
+    if (p.window == 0u || t < p.window) { return 0u; }
+    return t + 1u - p.window;
+}
+
+// One past the last query that sees the key at position j.
+fn query_end(j: u32) -> u32 {
+    if (p.window == 0u) { return p.T; }
+    return min(p.T, j + p.window);
+}
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
@@ -80,7 +94,7 @@ fn attention_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     for (var d = 0u; d < p.HS; d++) { qv[d] = q[qb + d] * p.scale; acc[d] = 0.0; }
     var m = -3.0e38;
     var l = 0.0;
-    for (var j = 0u; j <= t; j++) {
+    for (var j = first_key(t); j <= t; j++) {
         if (seg[b * p.T + j] != my_seg) { continue; }
         let kb = row(b, j, p.NKV, kvh);
         var s = 0.0;
@@ -112,7 +126,7 @@ fn attention_backward_query_rows(@builtin(global_invocation_id) gid: vec3<u32>, 
     var go: array<f32, MAX_HS>;
     var acc: array<f32, MAX_HS>;
     for (var d = 0u; d < p.HS; d++) { qv[d] = q_q[qb + d] * p.scale; go[d] = q_dout[qb + d]; acc[d] = 0.0; }
-    for (var j = 0u; j <= t; j++) {
+    for (var j = first_key(t); j <= t; j++) {
         if (q_seg[b * p.T + j] != my_seg) { continue; }
         let kb = row(b, j, p.NKV, kvh);
         var s = 0.0;
@@ -140,7 +154,7 @@ fn attention_backward_kv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @bu
     var dva: array<f32, MAX_HS>;
     for (var d = 0u; d < p.HS; d++) { kvec[d] = kv_k[kb + d]; vvec[d] = kv_v[kb + d]; dka[d] = 0.0; dva[d] = 0.0; }
     for (var h = kvh * group; h < (kvh + 1u) * group; h++) {
-        for (var t = j; t < p.T; t++) {
+        for (var t = j; t < query_end(j); t++) {
             if (kv_seg[b * p.T + t] != my_seg) { continue; }
             let qb = row(b, t, p.NH, h);
             var s = 0.0;
@@ -193,7 +207,7 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     var l = 0.0;
     let kt = tile_rows();
     let last = min(t0 + 63u, p.T - 1u);
-    for (var j0 = 0u; j0 <= last; j0 += kt) {
+    for (var j0 = first_key(t0); j0 <= last; j0 += kt) {
         workgroupBarrier();
         for (var e = lid.x; e < kt * p.HS; e += 64u) {
             let j = j0 + e / p.HS;
@@ -208,7 +222,7 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
         if (live) {
             for (var jj = 0u; jj < kt; jj++) {
                 if (j0 + jj > t) { break; }
-                if (tile_seg[jj] != my_seg) { continue; }
+                if (j0 + jj < first_key(t) || tile_seg[jj] != my_seg) { continue; }
                 let kb = jj * p.HS;
                 var s = 0.0;
                 for (var d = 0u; d < p.HS; d++) { s += qv[d] * tile_x[kb + d]; }
@@ -259,7 +273,7 @@ fn attention_backward_query_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builti
     for (var d = 0u; d < p.HS; d++) { qv[d] = q_q[qb + d] * p.scale; go[d] = q_dout[qb + d]; acc[d] = 0.0; }
     let kt = tile_rows();
     let last = min(t0 + 63u, p.T - 1u);
-    for (var j0 = 0u; j0 <= last; j0 += kt) {
+    for (var j0 = first_key(t0); j0 <= last; j0 += kt) {
         workgroupBarrier();
         for (var e = lid.x; e < kt * p.HS; e += 64u) {
             let j = j0 + e / p.HS;
@@ -274,7 +288,7 @@ fn attention_backward_query_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builti
         if (live) {
             for (var jj = 0u; jj < kt; jj++) {
                 if (j0 + jj > t) { break; }
-                if (tile_seg[jj] != my_seg) { continue; }
+                if (j0 + jj < first_key(t) || tile_seg[jj] != my_seg) { continue; }
                 let kb = jj * p.HS;
                 var s = 0.0;
                 var dp = 0.0;
@@ -307,7 +321,7 @@ fn attention_backward_kv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
     for (var d = 0u; d < p.HS; d++) { kvec[d] = kv_k[kb + d]; vvec[d] = kv_v[kb + d]; dka[d] = 0.0; dva[d] = 0.0; }
     let qt = tile_rows();
     for (var h = kvh * group; h < (kvh + 1u) * group; h++) {
-        for (var t0 = j_first; t0 < p.T; t0 += qt) {
+        for (var t0 = j_first; t0 < query_end(min(j_first + 63u, p.T - 1u)); t0 += qt) {
             workgroupBarrier();
             for (var e = lid.x; e < qt * p.HS; e += 64u) {
                 let t = t0 + e / p.HS;
@@ -328,7 +342,7 @@ fn attention_backward_kv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
                 for (var tt = 0u; tt < qt; tt++) {
                     let t = t0 + tt;
                     if (t >= p.T) { break; }
-                    if (t < j || tile_seg[tt] != my_seg) { continue; }
+                    if (t < j || t >= query_end(j) || tile_seg[tt] != my_seg) { continue; }
                     let qb = tt * p.HS;
                     var s = 0.0;
                     var dp = 0.0;
@@ -366,7 +380,7 @@ fn attention_forward_cached(@builtin(global_invocation_id) gid: vec3<u32>, @buil
     for (var d = 0u; d < p.HS; d++) { qv[d] = c_q[qb + d] * p.scale; acc[d] = 0.0; }
     var m = -3.0e38;
     var l = 0.0;
-    for (var j = 0u; j <= p.past + t; j++) {
+    for (var j = first_key(p.past + t); j <= p.past + t; j++) {
         let kb = (j * p.NKV + kvh) * p.HS;
         var s = 0.0;
         for (var d = 0u; d < p.HS; d++) { s += qv[d] * c_k[kb + d]; }
@@ -419,10 +433,11 @@ fn attention_decode_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let n = p.past + 1u;
     let sb = h * n;
     var m = -3.0e38;
-    for (var j = 0u; j < n; j++) { m = max(m, m_scores[sb + j]); }
+    // the keys before the window (their scores were computed too) are left out
+    for (var j = first_key(p.past); j < n; j++) { m = max(m, m_scores[sb + j]); }
     var l = 0.0;
     var acc = vec4<f32>();
-    for (var j = 0u; j < n; j++) {
+    for (var j = first_key(p.past); j < n; j++) {
         let w = exp(m_scores[sb + j] - m);
         l += w;
         acc += w * m_v[(j * p.NKV + kvh) * h4 + e];

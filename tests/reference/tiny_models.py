@@ -1,7 +1,7 @@
 """Tiny random-weight Llama, Qwen2, Qwen3, Mistral and SmolLM3 models and their logits from
 HF transformers.
 
-Writes tests/fixtures/tiny-{llama,llama3,llama32,qwen2,qwen3,mistral,smollm3}: HF folders (config.json,
+Writes tests/fixtures/tiny-{llama,llama3,llama32,qwen2,qwen3,mistral,smollm3,gemma3}: HF folders (config.json,
 safetensors, tokenizer.json, tokenizer_config.json) and reference.json with the token ids
 of a text and transformers' logits for them (f32). They cover what SmolLM2 does not:
 grouped-query attention with 4 query heads on 2 KV heads, untied embeddings, q/k/v biases
@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast,
-                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM,
+                          Gemma3TextConfig, Gemma3ForCausalLM)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TEXT = "Hello world, tiny models are fun! 12345 and more text."
@@ -114,6 +115,14 @@ def main():
         "tiny-smollm3": lambda: make("tiny-smollm3", SmolLM3ForCausalLM(SmolLM3Config(**dict(common, num_hidden_layers=4, pad_token_id=0,
                                                                                           rope_parameters=dict(rope_type="default", rope_theta=50000.0)))),
                                      torch.float32, "10MB"),
+        # Gemma 3: a window of 4 tokens on layers 0 and 2 (pattern 2), their own rope theta,
+        # query_pre_attn_scalar other than head_dim, GELU (tanh), four norms per layer
+        "tiny-gemma3": lambda: make("tiny-gemma3", Gemma3ForCausalLM(Gemma3TextConfig(**dict(
+            common, num_hidden_layers=4, head_dim=32, query_pre_attn_scalar=24, sliding_window=4, sliding_window_pattern=2,
+            tie_word_embeddings=True, pad_token_id=0, hidden_activation="gelu_pytorch_tanh",
+            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}))),
+                                    torch.float32, "10MB"),
     }
     for name in sys.argv[1:] or fixtures:
         fixtures[name]()

@@ -204,9 +204,13 @@ fn random_segments(rng: &mut Rng, b: usize, t: usize) -> Vec<u32> {
 fn attention_matches_cpu() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(8);
-        for (b, t, nh, nkv, hs) in [(1, 1, 1, 1, 4), (2, 37, 6, 2, 16), (1, 70, 9, 3, 64), (2, 9, 4, 4, 128), (1, 150, 4, 1, 8), (2, 131, 2, 2, 100)] {
-            let s = AttnSizes { b, t, nh, nkv, hs };
-            let d = AttentionDims { b, t, nh, nkv, hs };
+        // (…, window): sliding windows inside and across the tiled kernels' 64-row blocks; head
+        // size 256 (Gemma 3) with its own scale
+        let shapes = [(1, 1, 1, 1, 4, 0), (2, 37, 6, 2, 16, 0), (1, 70, 9, 3, 64, 0), (2, 9, 4, 4, 128, 0), (1, 150, 4, 1, 8, 0), (2, 131, 2, 2, 100, 0), (2, 37, 4, 2, 16, 5), (1, 150, 2, 1, 8, 70), (1, 20, 2, 1, 256, 7)];
+        for (b, t, nh, nkv, hs, window) in shapes {
+            let scale = if hs == 256 { 1.0 / 24f32.sqrt() } else { 1.0 / (hs as f32).sqrt() };
+            let s = AttnSizes { scale: scale as f64, window, ..AttnSizes::causal(b, t, nh, nkv, hs) };
+            let d = AttentionDims { scale, window, ..AttentionDims::causal(b, t, nh, nkv, hs) };
             let (q, k, v, g) = (u(&mut rng, b * t * nh * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nh * hs));
             let seg = random_segments(&mut rng, b, t);
             let (qb, kb, vb, gb, sb) = (upload(ctx, &q), upload(ctx, &k), upload(ctx, &v), upload(ctx, &g), ctx.upload_u32(&seg).unwrap());
@@ -234,14 +238,15 @@ fn cached_attention_matches_cpu() {
     // over the whole sequence. T = 1 also runs the two-pass decode kernel.
     with_gpu!(ctx => {
         let mut rng = Rng::new(10);
-        for (s_len, t, nh, nkv, hs) in [(1, 1, 1, 1, 4), (9, 1, 6, 2, 16), (130, 1, 9, 3, 64), (40, 3, 4, 4, 128), (17, 1, 4, 2, 6)] {
+        let shapes = [(1, 1, 1, 1, 4, 0), (9, 1, 6, 2, 16, 0), (130, 1, 9, 3, 64, 0), (40, 3, 4, 4, 128, 0), (17, 1, 4, 2, 6, 0), (40, 3, 4, 2, 256, 9), (30, 1, 4, 2, 16, 8)];
+        for (s_len, t, nh, nkv, hs, window) in shapes {
             let past = s_len - t;
-            let sizes = AttnSizes { b: 1, t: s_len, nh, nkv, hs };
+            let sizes = AttnSizes { window, ..AttnSizes::causal(1, s_len, nh, nkv, hs) };
             let (q, k, v) = (u(&mut rng, s_len * nh * hs), u(&mut rng, s_len * nkv * hs), u(&mut rng, s_len * nkv * hs));
             let mut full = vec![0.0; q.len()];
             cpu::attention_forward(&mut full, &to_f64(&q), &to_f64(&k), &to_f64(&v), &vec![0; s_len], sizes);
             let want = &full[past * nh * hs..];
-            let d = AttentionDims { b: 1, t, nh, nkv, hs };
+            let d = AttentionDims { window, ..AttentionDims::causal(1, t, nh, nkv, hs) };
             let (qb, kb, vb) = (upload(ctx, &q[past * nh * hs..]), upload(ctx, &k), upload(ctx, &v));
             let out = poisoned(ctx, t * nh * hs);
             attention_forward_cached(ctx, &out, &qb, &kb, &vb, past, d).unwrap();
@@ -263,7 +268,8 @@ fn cached_attention_matches_cpu() {
 #[test]
 fn cpu_attention_backward_matches_finite_differences() {
     let mut rng = Rng::new(9);
-    let s = AttnSizes { b: 2, t: 5, nh: 4, nkv: 2, hs: 3 };
+    // a window of 3 and a scale other than 1/√HS
+    let s = AttnSizes { scale: 0.4, window: 3, ..AttnSizes::causal(2, 5, 4, 2, 3) };
     let (nq, nk) = (s.b * s.t * s.nh * s.hs, s.b * s.t * s.nkv * s.hs);
     let (q, k, v, g) = (to_f64(&u(&mut rng, nq)), to_f64(&u(&mut rng, nk)), to_f64(&u(&mut rng, nk)), to_f64(&u(&mut rng, nq)));
     let seg = vec![0, 0, 0, 1, 1, 0, 0, 0, 0, 0];

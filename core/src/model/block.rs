@@ -68,7 +68,7 @@ pub(crate) fn rope_dims(cfg: &Config, n: usize) -> (RopeDims, RopeDims) {
 }
 
 pub(crate) fn attention_dims(cfg: &Config, n: usize) -> AttentionDims {
-    AttentionDims { b: 1, t: n, nh: cfg.n_heads, nkv: cfg.n_kv_heads, hs: cfg.head_size }
+    AttentionDims::causal(1, n, cfg.n_heads, cfg.n_kv_heads, cfg.head_size)
 }
 
 /// The block's forward for `n` tokens.

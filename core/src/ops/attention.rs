@@ -6,15 +6,19 @@ use crate::gpu::{Kernel, KernelPaths, Shader};
 use crate::{GpuBuffer, GpuContext, Result};
 
 /// The largest head size the kernels hold in registers (attention.wgsl's MAX_HS).
-pub const MAX_HEAD_SIZE: usize = 128;
+pub const MAX_HEAD_SIZE: usize = 256;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionDims {
     pub b: usize,
     pub t: usize,
     pub nh: usize,
     pub nkv: usize,
     pub hs: usize,
+    /// Multiplies q·k: 1/√HS, or Gemma's query_pre_attn_scalar^−½.
+    pub scale: f32,
+    /// A query at t sees keys t − window < j ≤ t (sliding-window layers); 0: all before it.
+    pub window: usize,
 }
 
 #[repr(C)]
@@ -27,9 +31,15 @@ struct Params {
     hs: u32,
     scale: f32,
     past: u32,
+    window: u32,
 }
 
 impl AttentionDims {
+    /// Plain causal attention: scale 1/√HS, no window.
+    pub fn causal(b: usize, t: usize, nh: usize, nkv: usize, hs: usize) -> Self {
+        AttentionDims { b, t, nh, nkv, hs, scale: 1.0 / (hs as f32).sqrt(), window: 0 }
+    }
+
     fn check(&self, op: &str) -> Result<Params> {
         ensure(self.hs <= MAX_HEAD_SIZE && self.hs > 0, || {
             format!("{op}: head size {} is above the supported {MAX_HEAD_SIZE}", self.hs)
@@ -43,8 +53,9 @@ impl AttentionDims {
             nh: self.nh as u32,
             nkv: self.nkv as u32,
             hs: self.hs as u32,
-            scale: 1.0 / (self.hs as f32).sqrt(),
+            scale: self.scale,
             past: 0,
+            window: self.window as u32,
         })
     }
 

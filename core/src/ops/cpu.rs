@@ -110,21 +110,30 @@ pub struct AttnSizes {
     pub nh: usize,
     pub nkv: usize,
     pub hs: usize,
+    /// Multiplies q·k (1/√HS for the usual attention).
+    pub scale: f64,
+    /// Keys t − window < j ≤ t only (0: all).
+    pub window: usize,
 }
 
 impl AttnSizes {
+    /// Plain causal attention: scale 1/√HS, no window.
+    pub fn causal(b: usize, t: usize, nh: usize, nkv: usize, hs: usize) -> Self {
+        AttnSizes { b, t, nh, nkv, hs, scale: 1.0 / (hs as f64).sqrt(), window: 0 }
+    }
+
     fn at(&self, b: usize, t: usize, heads: usize, h: usize) -> usize {
         ((b * self.t + t) * heads + h) * self.hs
     }
 
-    /// Softmax probabilities of query (b, h, t) over keys 0..=t of its segment.
+    /// Softmax probabilities of query (b, h, t) over keys 0..=t of its segment (and window).
     fn probs(&self, q: &[f64], k: &[f64], seg: &[u32], b: usize, h: usize, t: usize) -> Vec<f64> {
         let kvh = h / (self.nh / self.nkv);
-        let scale = 1.0 / (self.hs as f64).sqrt();
+        let scale = self.scale;
         let qi = self.at(b, t, self.nh, h);
         let scores: Vec<f64> = (0..=t)
             .map(|j| {
-                if seg[b * self.t + j] != seg[b * self.t + t] {
+                if seg[b * self.t + j] != seg[b * self.t + t] || (self.window > 0 && t - j >= self.window) {
                     return f64::NEG_INFINITY;
                 }
                 let kj = self.at(b, j, self.nkv, kvh);
@@ -158,7 +167,7 @@ pub fn attention_forward(out: &mut [f64], q: &[f64], k: &[f64], v: &[f64], seg: 
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(dq: &mut [f64], dk: &mut [f64], dv: &mut [f64], dout: &[f64], q: &[f64], k: &[f64], v: &[f64], seg: &[u32], s: AttnSizes) {
     dq.iter_mut().chain(dk.iter_mut()).chain(dv.iter_mut()).for_each(|x| *x = 0.0);
-    let scale = 1.0 / (s.hs as f64).sqrt();
+    let scale = s.scale;
     for b in 0..s.b {
         for h in 0..s.nh {
             let kvh = h / (s.nh / s.nkv);
