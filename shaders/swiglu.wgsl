@@ -1,5 +1,9 @@
-// SwiGLU: out = silu(gate) · up, element-wise over N values, silu(x) = x·σ(x).
-//   swiglu_backward: dgate = dout·up·σ(g)·(1 + g·(1 − σ(g))),  dup = dout·silu(g)
+// Gated MLP activations, element-wise over N values:
+//   SwiGLU (Llama, Qwen, …): out = silu(gate) · up, silu(x) = x·σ(x)
+//     swiglu_backward: dgate = dout·up·σ(g)·(1 + g·(1 − σ(g))),  dup = dout·silu(g)
+//   GeGLU (Gemma): out = gelu(gate) · up with PyTorch's tanh approximation,
+//     gelu(x) = x/2·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³)
+//     geglu_backward: dgate = dout·up·gelu'(g),  dup = dout·gelu(g)
 
 struct Params {
     N: u32,
@@ -39,4 +43,40 @@ fn swiglu_backward(@builtin(global_invocation_id) gid: vec3<u32>,
     let d = dout[i];
     dgate[i] = d * bup[i] * s * (1.0 + g * (1.0 - s));
     dup[i] = d * g * s;
+}
+
+// tanh(u) with u clamped: the same value in f32 (|u| > 10 gives ±1), and no overflow in
+// implementations that compute it through exp.
+fn tanh_c(u: f32) -> f32 {
+    return tanh(clamp(u, -10.0, 10.0));
+}
+
+const GELU_K: f32 = 0.7978845608028654; // √(2/π)
+
+fn gelu(x: f32) -> f32 {
+    return 0.5 * x * (1.0 + tanh_c(GELU_K * (x + 0.044715 * x * x * x)));
+}
+
+fn gelu_grad(x: f32) -> f32 {
+    let t = tanh_c(GELU_K * (x + 0.044715 * x * x * x));
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
+@compute @workgroup_size(256)
+fn geglu_forward(@builtin(global_invocation_id) gid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.N) { return; }
+    out[i] = gelu(gate[i]) * up[i];
+}
+
+@compute @workgroup_size(256)
+fn geglu_backward(@builtin(global_invocation_id) gid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.N) { return; }
+    let g = bgate[i];
+    let d = dout[i];
+    dgate[i] = d * bup[i] * gelu_grad(g);
+    dup[i] = d * gelu(g);
 }

@@ -4,6 +4,7 @@
 use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, AttentionDims, AttentionKernels};
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::block_copy::{block_copy, Columns};
+use hearth_core::ops::swiglu::Activation;
 use hearth_core::ops::{adamw, cross_entropy, dropout, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
 use hearth_tests::*;
 
@@ -69,35 +70,50 @@ fn residual_and_swiglu_match_cpu() {
             cpu::residual_forward(&mut want, &to_f64(&a), &to_f64(&b));
             assert_close("residual", &read(ctx, &out), &want, ELEM.0, ELEM.1);
 
-            swiglu::swiglu_forward(ctx, &out, &upload(ctx, &a), &upload(ctx, &b), n).unwrap();
-            cpu::swiglu_forward(&mut want, &to_f64(&a), &to_f64(&b));
-            assert_close("swiglu_forward", &read(ctx, &out), &want, ELEM.0, ELEM.1);
+            // inputs up to ±4 (a gate beyond the tanh's saturation too)
+            let g4: Vec<f32> = a.iter().map(|x| 4.0 * x).collect();
+            type Cpu = fn(&mut [f64], &[f64], &[f64]);
+            type CpuBack = fn(&mut [f64], &mut [f64], &[f64], &[f64], &[f64]);
+            let acts: [(Activation, Cpu, CpuBack); 2] = [
+                (Activation::Silu, cpu::swiglu_forward, cpu::swiglu_backward),
+                (Activation::GeluTanh, cpu::geglu_forward, cpu::geglu_backward),
+            ];
+            for (act, fwd, back) in acts {
+                swiglu::gated_forward(ctx, act, &out, &upload(ctx, &g4), &upload(ctx, &b), n).unwrap();
+                fwd(&mut want, &to_f64(&g4), &to_f64(&b));
+                assert_close(&format!("{act:?} forward"), &read(ctx, &out), &want, ELEM.0, ELEM.1);
 
-            let (dg, du) = (poisoned(ctx, n), poisoned(ctx, n));
-            swiglu::swiglu_backward(ctx, &dg, &du, &upload(ctx, &g), &upload(ctx, &a), &upload(ctx, &b), n).unwrap();
-            let (mut wdg, mut wdu) = (vec![0.0; n], vec![0.0; n]);
-            cpu::swiglu_backward(&mut wdg, &mut wdu, &to_f64(&g), &to_f64(&a), &to_f64(&b));
-            assert_close("swiglu dgate", &read(ctx, &dg), &wdg, ELEM.0, ELEM.1);
-            assert_close("swiglu dup", &read(ctx, &du), &wdu, ELEM.0, ELEM.1);
+                let (dg, du) = (poisoned(ctx, n), poisoned(ctx, n));
+                swiglu::gated_backward(ctx, act, &dg, &du, &upload(ctx, &g), &upload(ctx, &g4), &upload(ctx, &b), n).unwrap();
+                let (mut wdg, mut wdu) = (vec![0.0; n], vec![0.0; n]);
+                back(&mut wdg, &mut wdu, &to_f64(&g), &to_f64(&g4), &to_f64(&b));
+                assert_close(&format!("{act:?} dgate"), &read(ctx, &dg), &wdg, ELEM.0, ELEM.1);
+                assert_close(&format!("{act:?} dup"), &read(ctx, &du), &wdu, ELEM.0, ELEM.1);
+            }
         }
     });
 }
 
 #[test]
-fn cpu_swiglu_backward_matches_finite_differences() {
+fn cpu_gated_backwards_match_finite_differences() {
     let mut rng = Rng::new(3);
     let n = 7;
-    let (g, up, w) = (to_f64(&u(&mut rng, n)), to_f64(&u(&mut rng, n)), to_f64(&u(&mut rng, n)));
-    let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
-    cpu::swiglu_backward(&mut dg, &mut du, &w, &g, &up);
-    let all: Vec<usize> = (0..n).collect();
-    let loss = |g: &[f64], up: &[f64]| {
-        let mut o = vec![0.0; n];
-        cpu::swiglu_forward(&mut o, g, up);
-        dot(&o, &w)
-    };
-    assert_grad("dgate", &dg, &finite_diff(&mut |x| loss(x, &up), &g, &all, 1e-6));
-    assert_grad("dup", &du, &finite_diff(&mut |x| loss(&g, x), &up, &all, 1e-6));
+    let (g, up, w) = (to_f64(&rng.vec_uniform(n, -4.0, 4.0)), to_f64(&u(&mut rng, n)), to_f64(&u(&mut rng, n)));
+    type Cpu = fn(&mut [f64], &[f64], &[f64]);
+    type CpuBack = fn(&mut [f64], &mut [f64], &[f64], &[f64], &[f64]);
+    let acts: [(&str, Cpu, CpuBack); 2] = [("swiglu", cpu::swiglu_forward, cpu::swiglu_backward), ("geglu", cpu::geglu_forward, cpu::geglu_backward)];
+    for (name, fwd, back) in acts {
+        let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
+        back(&mut dg, &mut du, &w, &g, &up);
+        let all: Vec<usize> = (0..n).collect();
+        let loss = |g: &[f64], up: &[f64]| {
+            let mut o = vec![0.0; n];
+            fwd(&mut o, g, up);
+            dot(&o, &w)
+        };
+        assert_grad(&format!("{name} dgate"), &dg, &finite_diff(&mut |x| loss(x, &up), &g, &all, 1e-6));
+        assert_grad(&format!("{name} dup"), &du, &finite_diff(&mut |x| loss(&g, x), &up, &all, 1e-6));
+    }
 }
 
 #[test]

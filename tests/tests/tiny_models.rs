@@ -71,6 +71,18 @@ fn tiny_llama3_rope_scaling_matches_transformers() {
     check("tiny-llama3", None, None, 2e-4, 1e-4);
 }
 
+/// Gemma 3 with every feature on: windows of 4 tokens on layers 0 and 2 (the 27-token text
+/// runs past them, through the KV cache in chunks of 8), their own rope theta, GeGLU, four
+/// norms of (1 + w) per layer, q/k norms, scaled embeddings, query_pre_attn_scalar.
+#[test]
+fn tiny_gemma3_with_sliding_windows_matches_transformers() {
+    let m = load_hf_folder(&DirFiles(fixture("tiny-gemma3")), None).unwrap();
+    let local = m.cfg.local_attention.clone().unwrap();
+    assert_eq!((local.window, local.layers, local.rope_theta), (4, vec![0, 2], 10000.0));
+    assert_eq!((m.cfg.rope_theta, m.cfg.attn_scale), (1_000_000.0, 1.0 / 24f32.sqrt()));
+    check("tiny-gemma3", None, None, 2e-4, 1e-4);
+}
+
 /// Llama 3.2 1B and 3B's shape: Llama 3 rope scaling with tied embeddings.
 #[test]
 fn tiny_llama32_tied_with_rope_scaling_matches_transformers() {
@@ -192,7 +204,7 @@ fn tiny_smollm3_with_a_nope_layer_matches_transformers() {
 /// biases, head norms and every norm included).
 #[test]
 fn parameter_counts_match_transformers() {
-    for name in ["tiny-llama", "tiny-llama3", "tiny-llama32", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-smollm3"] {
+    for name in ["tiny-llama", "tiny-llama3", "tiny-llama32", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-smollm3", "tiny-gemma3"] {
         let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap();
         let cfg = load_hf_folder(&DirFiles(fixture(name)), None).unwrap().cfg;
         assert_eq!(cfg.param_count() as u64, r["param_count"].as_u64().unwrap(), "{name}");
@@ -218,8 +230,10 @@ fn unimplemented_features_are_refused_by_name() {
         let err = hearth_core::model::Config::from_hf_json(&cfg.to_string(), "config.json").unwrap_err().to_string();
         assert!(err.contains("config.json") && err.contains(named), "{key}: {err}");
     }
-    let mut gemma = base.clone();
-    gemma["model_type"] = "gemma3_text".into();
-    let err = hearth_core::model::Config::from_hf_json(&gemma.to_string(), "config.json").unwrap_err().to_string();
-    assert!(err.contains("\"gemma3_text\" is not supported"), "{err}");
+    for (family, named) in [("phi3", "\"phi3\" is not supported"), ("gemma3", "the multimodal Gemma 3")] {
+        let mut other = base.clone();
+        other["model_type"] = family.into();
+        let err = hearth_core::model::Config::from_hf_json(&other.to_string(), "config.json").unwrap_err().to_string();
+        assert!(err.contains(named), "{err}");
+    }
 }

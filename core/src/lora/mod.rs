@@ -245,6 +245,11 @@ mod tests {
             qkv_bias: false,
             qk_norm: false,
             nope_layers: Vec::new(),
+            embed_scale: 1.0,
+            post_norms: false,
+            activation: crate::model::config::Activation::Silu,
+            attn_scale: 0.25,
+            local_attention: None,
             sliding_window: None,
             max_seq_len: 128,
         }

@@ -22,7 +22,7 @@ use crate::ops::lora::{lora_backward, lora_forward};
 use crate::ops::residual::residual_accumulate;
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
-use crate::ops::swiglu::swiglu_backward;
+use crate::ops::swiglu::gated_backward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
 /// One micro-batch of concatenated examples, all (N).
@@ -94,6 +94,10 @@ buffer_set! {
         att,
         /// (NH, N, 2)
         stats,
+        /// (N, C) o's output before its post-norm (Gemma 3; else empty)
+        o_out,
+        /// (N) the post-attention norm's 1/rms (Gemma 3; else empty)
+        rstd_po,
         /// (N, C) residual stream after attention
         x_mid,
         /// (N, C) MLP norm output
@@ -106,6 +110,10 @@ buffer_set! {
         up,
         /// (N, FF) swiglu output
         h,
+        /// (N, C) down's output before its post-norm (Gemma 3; else empty)
+        down_out,
+        /// (N) the post-MLP norm's 1/rms (Gemma 3; else empty)
+        rstd_pf,
     }
 }
 
@@ -224,12 +232,16 @@ impl PassLayout {
                 v: n * kvd,
                 att: n * qd,
                 stats: cfg.n_heads * n * 2,
+                o_out: if cfg.post_norms { n * c } else { 0 },
+                rstd_po: if cfg.post_norms { n } else { 0 },
                 x_mid: n * c,
                 xn2: n * c,
                 rstd2: n,
                 gate: n * ff,
                 up: n * ff,
                 h: n * ff,
+                down_out: if cfg.post_norms { n * c } else { 0 },
+                rstd_pf: if cfg.post_norms { n } else { 0 },
             },
             lora_h: ranks.map(|r| r.map(|r| n * r)),
             slots: if checkpointing { 1 } else { cfg.n_layers },
@@ -392,9 +404,9 @@ impl TrainPass {
         &self.acts[if self.checkpointing { 0 } else { i }]
     }
 
-    fn dims(model: &Model, n: usize) -> (RopeDims, RopeDims, AttentionDims) {
-        let (rope_q, rope_k) = rope_dims(&model.cfg, n);
-        (rope_q, rope_k, attention_dims(&model.cfg, n))
+    fn dims(model: &Model, i: usize, n: usize) -> (RopeDims, RopeDims, AttentionDims) {
+        let (rope_q, rope_k) = rope_dims(&model.cfg, i, n);
+        (rope_q, rope_k, attention_dims(&model.cfg, i, n))
     }
 
     /// out = inp·Wᵀ (+ bias) (+ scale·(dropout(inp)·Aᵀ)·Bᵀ, keeping x·Aᵀ in `h`).
@@ -458,28 +470,47 @@ impl TrainPass {
             k_rot: &a.k_rot,
             att: &a.att,
             proj: &s.proj,
+            o_out: &a.o_out,
+            down_out: &a.down_out,
+            rstd_po: &a.rstd_po,
+            rstd_pf: &a.rstd_pf,
             gate: &a.gate,
             up: &a.up,
             h: &a.h,
             pos: &s.pos,
         };
         let attention = Attention::Packed { seg: &s.seg, stats: &a.stats };
-        block_forward(ctx, &model.cfg, &model.layers[i], &b, n, attention, &|target, out, inp| self.project(ctx, model, i, target, out, inp, n, a, drop))
+        block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, &|target, out, inp| self.project(ctx, model, i, target, out, inp, n, a, drop))
     }
 
     /// From dres = ∂loss/∂xs[i+1] to dres = ∂loss/∂xs[i], adding the layer's LoRA gradients.
     fn layer_backward(&self, ctx: &GpuContext, model: &Model, i: usize, n: usize, drop: Dropout) -> Result<()> {
         let cfg = &model.cfg;
         let (c, ff) = (cfg.hidden_size, cfg.intermediate_size);
-        let (rope_q, rope_k, att) = Self::dims(model, n);
+        let (rope_q, rope_k, att) = Self::dims(model, i, n);
         let (l, a, s) = (&model.layers[i], self.slot(i), &self.s);
-        self.project_backward(ctx, model, i, Target::Down, &s.dh, 0.0, &s.dres, &a.h, n, a, drop)?;
-        swiglu_backward(ctx, &s.dgate, &s.dup, &s.dh, &a.gate, &a.up, n * ff)?;
+        // through the post-MLP norm (Gemma 3) to down's output
+        let d_down = match &l.post_ffn_norm {
+            Some(w) => {
+                rmsnorm_backward(ctx, &s.dtmp, &s.dres, &a.down_out, w, &a.rstd_pf, n, c)?;
+                &s.dtmp
+            }
+            None => &s.dres,
+        };
+        self.project_backward(ctx, model, i, Target::Down, &s.dh, 0.0, d_down, &a.h, n, a, drop)?;
+        gated_backward(ctx, cfg.activation, &s.dgate, &s.dup, &s.dh, &a.gate, &a.up, n * ff)?;
         self.project_backward(ctx, model, i, Target::Gate, &s.dxn, 0.0, &s.dgate, &a.xn2, n, a, drop)?;
         self.project_backward(ctx, model, i, Target::Up, &s.dxn, 1.0, &s.dup, &a.xn2, n, a, drop)?;
         rmsnorm_backward(ctx, &s.dtmp, &s.dxn, &a.x_mid, &l.ffn_norm, &a.rstd2, n, c)?;
         residual_accumulate(ctx, &s.dres, &s.dtmp, 1.0, n * c)?;
-        self.project_backward(ctx, model, i, Target::O, &s.datt, 0.0, &s.dres, &a.att, n, a, drop)?;
+        let d_o = match &l.post_attn_norm {
+            Some(w) => {
+                rmsnorm_backward(ctx, &s.dtmp, &s.dres, &a.o_out, w, &a.rstd_po, n, c)?;
+                &s.dtmp
+            }
+            None => &s.dres,
+        };
+        self.project_backward(ctx, model, i, Target::O, &s.datt, 0.0, d_o, &a.att, n, a, drop)?;
         attention_backward(ctx, &s.dq_rot, &s.dk_rot, &s.dv, &s.datt, &a.q_rot, &a.k_rot, &a.v, &a.att, &a.stats, &s.seg, att)?;
         // q's and k's gradients go back through rope and the head norms; each step writes
         // into the pair of buffers the previous one read from

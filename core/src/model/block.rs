@@ -1,6 +1,7 @@
 //! One decoder block's forward, for inference and training alike: rmsnorm → q, k, v
 //! (→ Qwen3's per-head norms of q and k) → rope (none on SmolLM3's NoPE layers) → causal GQA
-//! attention → o → residual → rmsnorm → gate, up → swiglu → down → residual.
+//! attention → o (→ Gemma's post-norm) → residual → rmsnorm → gate, up → swiglu or geglu →
+//! down (→ post-norm) → residual.
 //! What differs is passed in: where the intermediates go (inference reuses one chunk's
 //! buffers and adds to the residual stream in place; training keeps what its backward
 //! reads), the attention mode, and how a projection adds its LoRA part.
@@ -12,7 +13,7 @@ use crate::ops::attention::{attention_decode, attention_forward, attention_forwa
 use crate::ops::residual::{residual_accumulate, residual_forward};
 use crate::ops::rmsnorm::rmsnorm_forward;
 use crate::ops::rope::{rope_forward, RopeDims};
-use crate::ops::swiglu::swiglu_forward;
+use crate::ops::swiglu::gated_forward;
 use crate::{GpuBuffer, GpuContext, Result};
 
 pub(crate) enum Attention<'a> {
@@ -51,6 +52,12 @@ pub(crate) struct BlockBuffers<'a> {
     pub att: &'a GpuBuffer,
     /// (N, C) o's and down's outputs before the residual add.
     pub proj: &'a GpuBuffer,
+    /// With post-norms (Gemma 3): (N, C) o's and down's outputs before their norms, which
+    /// write `proj`, and the norms' 1/rms (N).
+    pub o_out: &'a GpuBuffer,
+    pub down_out: &'a GpuBuffer,
+    pub rstd_po: &'a GpuBuffer,
+    pub rstd_pf: &'a GpuBuffer,
     /// (N, FF) ×3: gate, up, swiglu(gate, up).
     pub gate: &'a GpuBuffer,
     pub up: &'a GpuBuffer,
@@ -62,20 +69,25 @@ pub(crate) struct BlockBuffers<'a> {
 /// out = inp·Wᵀ (+ bias) (+ the adapter's part) for one target of the block.
 pub(crate) type Project<'a> = dyn Fn(Target, &GpuBuffer, &GpuBuffer) -> Result<()> + 'a;
 
-pub(crate) fn rope_dims(cfg: &Config, n: usize) -> (RopeDims, RopeDims) {
-    let rope_q = RopeDims { n, heads: cfg.n_heads, head_size: cfg.head_size, theta: cfg.rope_theta, scaling: cfg.rope_scaling };
+/// Rope of layer `i` for q and k (sliding-window layers have their own theta, unscaled).
+pub(crate) fn rope_dims(cfg: &Config, i: usize, n: usize) -> (RopeDims, RopeDims) {
+    let (theta, window) = cfg.layer_attention(i);
+    let scaling = if window > 0 { Default::default() } else { cfg.rope_scaling };
+    let rope_q = RopeDims { n, heads: cfg.n_heads, head_size: cfg.head_size, theta, scaling };
     (rope_q, RopeDims { heads: cfg.n_kv_heads, ..rope_q })
 }
 
-pub(crate) fn attention_dims(cfg: &Config, n: usize) -> AttentionDims {
-    AttentionDims::causal(1, n, cfg.n_heads, cfg.n_kv_heads, cfg.head_size)
+pub(crate) fn attention_dims(cfg: &Config, i: usize, n: usize) -> AttentionDims {
+    let (_, window) = cfg.layer_attention(i);
+    AttentionDims { scale: cfg.attn_scale, window, ..AttentionDims::causal(1, n, cfg.n_heads, cfg.n_kv_heads, cfg.head_size) }
 }
 
-/// The block's forward for `n` tokens.
-pub(crate) fn block_forward(ctx: &GpuContext, cfg: &Config, layer: &GpuLayer, b: &BlockBuffers, n: usize, attention: Attention, project: &Project) -> Result<()> {
+/// Layer `i`'s forward for `n` tokens.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn block_forward(ctx: &GpuContext, cfg: &Config, i: usize, layer: &GpuLayer, b: &BlockBuffers, n: usize, attention: Attention, project: &Project) -> Result<()> {
     let (c, ff, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
-    let (rope_q, rope_k) = rope_dims(cfg, n);
-    let att = attention_dims(cfg, n);
+    let (rope_q, rope_k) = rope_dims(cfg, i, n);
+    let att = attention_dims(cfg, i, n);
     rmsnorm_forward(ctx, b.xn1, b.rstd1, b.x, &layer.attn_norm, n, c, eps)?;
     match (&layer.q_norm, &layer.k_norm) {
         (Some(q_norm), Some(k_norm)) => {
@@ -111,13 +123,25 @@ pub(crate) fn block_forward(ctx: &GpuContext, cfg: &Config, layer: &GpuLayer, b:
         }
         Attention::Packed { seg, stats } => attention_forward(ctx, b.att, stats, b.q_rot, b.k_rot, b.v, seg, att)?,
     }
-    project(Target::O, b.proj, b.att)?;
+    match &layer.post_attn_norm {
+        Some(w) => {
+            project(Target::O, b.o_out, b.att)?;
+            rmsnorm_forward(ctx, b.proj, b.rstd_po, b.o_out, w, n, c, eps)?;
+        }
+        None => project(Target::O, b.proj, b.att)?,
+    }
     let x_mid = add_residual(ctx, b.x, b.x_mid, b.proj, n * c)?;
     rmsnorm_forward(ctx, b.xn2, b.rstd2, x_mid, &layer.ffn_norm, n, c, eps)?;
     project(Target::Gate, b.gate, b.xn2)?;
     project(Target::Up, b.up, b.xn2)?;
-    swiglu_forward(ctx, b.h, b.gate, b.up, n * ff)?;
-    project(Target::Down, b.proj, b.h)?;
+    gated_forward(ctx, cfg.activation, b.h, b.gate, b.up, n * ff)?;
+    match &layer.post_ffn_norm {
+        Some(w) => {
+            project(Target::Down, b.down_out, b.h)?;
+            rmsnorm_forward(ctx, b.proj, b.rstd_pf, b.down_out, w, n, c, eps)?;
+        }
+        None => project(Target::Down, b.proj, b.h)?,
+    }
     add_residual(ctx, x_mid, b.x_out, b.proj, n * c)?;
     Ok(())
 }

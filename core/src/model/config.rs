@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use crate::io::gguf::{GgmlType, Gguf, GgufValue};
 use crate::ops::rope::RopeScaling;
+pub use crate::ops::swiglu::Activation;
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +16,9 @@ pub enum Arch {
     Qwen3,
     /// Llama's block with no rope on the configured layers (NoPE).
     SmolLM3,
+    /// Gemma 3's text models (270M, 1B): scaled embeddings, norms of (1 + w), post-norms,
+    /// GeGLU, q/k norms, sliding-window layers with their own rope theta.
+    Gemma3,
 }
 
 impl Arch {
@@ -25,9 +29,12 @@ impl Arch {
             "mistral" | "MistralForCausalLM" => Ok(Arch::Mistral),
             "qwen3" | "Qwen3ForCausalLM" => Ok(Arch::Qwen3),
             "smollm3" | "SmolLM3ForCausalLM" => Ok(Arch::SmolLM3),
+            // "gemma3" is the GGUF architecture of the text model (in config.json it names the
+            // multimodal model, refused in from_hf_json)
+            "gemma3_text" | "Gemma3ForCausalLM" | "gemma3" => Ok(Arch::Gemma3),
             other => Err(Error::unsupported(
                 file,
-                format!("architecture \"{other}\" is not supported (Hearth runs llama, qwen2, qwen3, mistral and smollm3)"),
+                format!("architecture \"{other}\" is not supported (Hearth runs llama, qwen2, qwen3, mistral, smollm3 and gemma3_text)"),
             )),
         }
     }
@@ -39,6 +46,7 @@ impl Arch {
             Arch::Mistral => "mistral",
             Arch::Qwen3 => "qwen3",
             Arch::SmolLM3 => "smollm3",
+            Arch::Gemma3 => "gemma3_text",
         }
     }
 
@@ -50,6 +58,7 @@ impl Arch {
             Arch::Mistral => "MistralForCausalLM",
             Arch::Qwen3 => "Qwen3ForCausalLM",
             Arch::SmolLM3 => "SmolLM3ForCausalLM",
+            Arch::Gemma3 => "Gemma3ForCausalLM",
         }
     }
 
@@ -88,10 +97,28 @@ pub struct Config {
     pub qk_norm: bool,
     /// Layers that apply no rope (SmolLM3's NoPE layers); empty for the other families.
     pub nope_layers: Vec<usize>,
+    /// Multiplies the token embeddings (Gemma: √hidden; 1 for the others).
+    pub embed_scale: f32,
+    /// Norms after attention and after the MLP, before each residual add (Gemma 3).
+    pub post_norms: bool,
+    pub activation: Activation,
+    /// Multiplies q·k in attention: 1/√HS, or Gemma's query_pre_attn_scalar^−½.
+    pub attn_scale: f32,
+    /// Gemma 3's sliding-window layers.
+    pub local_attention: Option<LocalAttention>,
     pub max_seq_len: usize,
     /// Mistral's sliding attention window. Hearth attends to the whole context, which is the
     /// same while the context fits the window, so longer contexts are refused.
     pub sliding_window: Option<usize>,
+}
+
+/// Layers that attend to the last `window` tokens only, with their own rope theta (Gemma 3's
+/// "sliding_attention" layers); the others attend to the whole context.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalAttention {
+    pub window: usize,
+    pub layers: Vec<usize>,
+    pub rope_theta: f32,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +150,11 @@ struct HfConfig {
     num_experts: Option<usize>,
     num_local_experts: Option<usize>,
     layer_types: Option<Vec<String>>,
+    hidden_activation: Option<String>,
+    hidden_act: Option<String>,
+    query_pre_attn_scalar: Option<f32>,
+    sliding_window_pattern: Option<usize>,
+    rope_local_base_freq: Option<f32>,
 }
 
 impl Config {
@@ -153,7 +185,30 @@ impl Config {
         if let Some(w) = self.sliding_window {
             f.push(format!("sliding window {w} (contexts up to it)"));
         }
+        if let Some(l) = &self.local_attention {
+            f.push(format!("sliding window {} on {} of {} layers (rope theta {})", l.window, l.layers.len(), self.n_layers, l.rope_theta));
+        }
+        if self.post_norms {
+            f.push("post-attention and post-MLP norms".to_string());
+        }
+        if self.activation != Activation::Silu {
+            f.push(format!("{} MLP", self.activation.name()));
+        }
+        if self.embed_scale != 1.0 {
+            f.push(format!("embeddings × {:.2}", self.embed_scale));
+        }
+        if (self.attn_scale - 1.0 / (self.head_size as f32).sqrt()).abs() > 1e-7 {
+            f.push(format!("attention scale {:.4}", self.attn_scale));
+        }
         f
+    }
+
+    /// Layer `i`'s rope theta and attention window (0: the whole context).
+    pub fn layer_attention(&self, i: usize) -> (f32, usize) {
+        match &self.local_attention {
+            Some(l) if l.layers.contains(&i) => (l.rope_theta, l.window),
+            _ => (self.rope_theta, 0),
+        }
     }
 
     /// Whether layer `i` applies rope to q and k.
@@ -177,6 +232,9 @@ impl Config {
             .clone()
             .or_else(|| c.architectures.as_ref().and_then(|a| a.first().cloned()))
             .ok_or_else(|| Error::bad_file(file, "no model_type or architectures field"))?;
+        if arch_name == "gemma3" {
+            return Err(Error::unsupported(file, "the multimodal Gemma 3 (model_type gemma3) is not supported; Hearth loads Gemma 3's text models (gemma3_text: 270M, 1B)"));
+        }
         let arch = Arch::parse(&arch_name, file)?;
         // rope scaling changes the frequencies: Llama 3's "llama3" is supported; refuse the
         // others (YaRN, linear, dynamic) rather than give silently different numbers.
@@ -210,10 +268,27 @@ impl Config {
             },
             _ => Vec::new(),
         };
-        let rope_theta = c
+        let mut rope_theta = c
             .rope_theta
             .or_else(|| c.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()).map(|v| v as f32))
             .unwrap_or(10000.0);
+        let head_size = c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads.max(1));
+        let activation = match c.hidden_activation.as_deref().or(c.hidden_act.as_deref()).unwrap_or("silu") {
+            "silu" | "swish" => Activation::Silu,
+            "gelu_pytorch_tanh" => Activation::GeluTanh,
+            other => return Err(Error::unsupported(file, format!("the MLP activation \"{other}\" is not supported (silu, gelu_pytorch_tanh)"))),
+        };
+        let mut local_attention = None;
+        if arch == Arch::Gemma3 {
+            let (full, local) = gemma3_rope(&c, file)?;
+            rope_theta = full;
+            let window = c.sliding_window.ok_or_else(|| Error::bad_file(file, "Gemma 3 needs sliding_window"))?;
+            let layers = match &c.layer_types {
+                Some(types) => types.iter().enumerate().filter(|(_, t)| t.as_str() == "sliding_attention").map(|(i, _)| i).collect(),
+                None => gemma3_local_layers(c.num_hidden_layers, c.sliding_window_pattern.unwrap_or(6)),
+            };
+            local_attention = Some(LocalAttention { window, layers, rope_theta: local });
+        }
         let cfg = Config {
             arch,
             vocab_size: c.vocab_size,
@@ -222,14 +297,19 @@ impl Config {
             n_layers: c.num_hidden_layers,
             n_heads: c.num_attention_heads,
             n_kv_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
-            head_size: c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads.max(1)),
+            head_size,
             rope_theta,
             rope_scaling,
             rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
             tie_embeddings: c.tie_word_embeddings.unwrap_or(false),
             qkv_bias: arch == Arch::Qwen2 || c.attention_bias.unwrap_or(false),
-            qk_norm: arch == Arch::Qwen3,
+            qk_norm: matches!(arch, Arch::Qwen3 | Arch::Gemma3),
             nope_layers,
+            embed_scale: if arch == Arch::Gemma3 { (c.hidden_size as f32).sqrt() } else { 1.0 },
+            post_norms: arch == Arch::Gemma3,
+            activation,
+            attn_scale: 1.0 / c.query_pre_attn_scalar.filter(|_| arch == Arch::Gemma3).unwrap_or(head_size as f32).sqrt(),
+            local_attention,
             max_seq_len: c.max_position_embeddings.unwrap_or(4096),
             // Qwen2's configs carry a window with use_sliding_window false
             sliding_window: if arch == Arch::Mistral { c.sliding_window } else { None },
@@ -296,11 +376,27 @@ impl Config {
             rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
             tie_embeddings: g.tensor("output.weight").is_none(),
             qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
-            qk_norm: arch == Arch::Qwen3,
+            qk_norm: matches!(arch, Arch::Qwen3 | Arch::Gemma3),
             // llama.cpp writes no key for them: every 4th layer, as its smollm3 graph does
             nope_layers: if arch == Arch::SmolLM3 { smollm3_nope_layers(n_layers, 4) } else { Vec::new() },
             max_seq_len: int("context_length").unwrap_or(4096),
-            sliding_window: int("attention.sliding_window").ok(),
+            sliding_window: if arch == Arch::Gemma3 { None } else { int("attention.sliding_window").ok() },
+            embed_scale: if arch == Arch::Gemma3 { (hidden_size as f32).sqrt() } else { 1.0 },
+            post_norms: arch == Arch::Gemma3,
+            activation: if arch == Arch::Gemma3 { Activation::GeluTanh } else { Activation::Silu },
+            // llama.cpp scales by 1/√(key length) (query_pre_attn_scalar is the head size for
+            // the text models)
+            attn_scale: 1.0 / (head_size as f32).sqrt(),
+            // as llama.cpp's gemma3 graph: every 6th layer global, the others a window with
+            // rope theta 10000 (no metadata keys for the pattern and the theta)
+            local_attention: match arch {
+                Arch::Gemma3 => Some(LocalAttention {
+                    window: int("attention.sliding_window")?,
+                    layers: gemma3_local_layers(n_layers, 6),
+                    rope_theta: 10000.0,
+                }),
+                _ => None,
+            },
         };
         cfg.validate(file)?;
         Ok(cfg)
@@ -331,9 +427,31 @@ impl Config {
         let c = self.hidden_size;
         let bias = if self.qkv_bias { self.q_dim() + 2 * self.kv_dim() } else { 0 };
         let head_norms = if self.qk_norm { 2 * self.head_size } else { 0 };
+        let post_norms = if self.post_norms { 2 * c } else { 0 };
         let embed = self.vocab_size * c * if self.tie_embeddings { 1 } else { 2 };
-        self.linear_param_count() + self.n_layers * (bias + head_norms + 2 * c) + embed + c
+        self.linear_param_count() + self.n_layers * (bias + head_norms + post_norms + 2 * c) + embed + c
     }
+}
+
+/// Gemma 3's sliding-window layers from its pattern: all but every `pattern`-th.
+fn gemma3_local_layers(n_layers: usize, pattern: usize) -> Vec<usize> {
+    (0..n_layers).filter(|i| pattern == 0 || (i + 1) % pattern != 0).collect()
+}
+
+/// Gemma 3's rope thetas (global layers, sliding layers): `rope_parameters` per layer type
+/// (transformers 5) or rope_theta and rope_local_base_freq; only the default rope (no
+/// scaling) is supported for either.
+fn gemma3_rope(c: &HfConfig, file: &str) -> Result<(f32, f32)> {
+    let part = |kind: &str| c.rope_parameters.as_ref().and_then(|p| p.get(kind));
+    for kind in ["full_attention", "sliding_attention"] {
+        if let Some(t) = part(kind).and_then(|p| p.get("rope_type")).and_then(|v| v.as_str()).filter(|t| *t != "default") {
+            return Err(Error::unsupported(file, format!("rope scaling \"{t}\" of the {kind} layers is not supported")));
+        }
+    }
+    let theta = |kind: &str| part(kind).and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()).map(|v| v as f32);
+    let full = theta("full_attention").or(c.rope_theta).unwrap_or(1_000_000.0);
+    let local = theta("sliding_attention").or(c.rope_local_base_freq).unwrap_or(10_000.0);
+    Ok((full, local))
 }
 
 /// SmolLM3's default NoPE layers: every `interval`-th (layers interval−1, 2·interval−1, …).

@@ -33,6 +33,8 @@ pub(crate) struct GpuLayer {
     pub(crate) rope: bool,
     pub(crate) o: Linear,            // (C, NH·HS)
     pub(crate) ffn_norm: GpuBuffer,  // (C)
+    pub(crate) post_attn_norm: Option<GpuBuffer>, // (C) Gemma 3
+    pub(crate) post_ffn_norm: Option<GpuBuffer>,  // (C) Gemma 3
     pub(crate) gate: Linear,         // (FF, C)
     pub(crate) up: Linear,           // (FF, C)
     pub(crate) down: Linear,         // (C, FF)
@@ -253,6 +255,8 @@ impl Model {
                     rope: cfg.uses_rope(i),
                     o: Linear::upload(ctx, &l.o)?,
                     ffn_norm: upload_vec(&l.ffn_norm)?,
+                    post_attn_norm: bias(&l.post_attn_norm)?,
+                    post_ffn_norm: bias(&l.post_ffn_norm)?,
                     gate: Linear::upload(ctx, &l.gate)?,
                     up: Linear::upload(ctx, &l.up)?,
                     down: Linear::upload(ctx, &l.down)?,
@@ -339,7 +343,11 @@ impl Model {
             if id as usize >= self.cfg.vocab_size {
                 return Err(Error::Shape(format!("token id {id} is outside the vocabulary of {}", self.cfg.vocab_size)));
             }
-            emb.extend(self.embed.row(id as usize)?);
+            let row = self.embed.row(id as usize)?;
+            match self.cfg.embed_scale {
+                1.0 => emb.extend(row),
+                scale => emb.extend(row.into_iter().map(|x| x * scale)),
+            }
         }
         Ok(emb)
     }
@@ -399,6 +407,11 @@ impl Model {
             k_rot: &s.k_rot,
             att: &s.att,
             proj: &s.proj,
+            // the normed input of q/k/v and of gate/up is used up by then
+            o_out: &s.xn,
+            down_out: &s.xn,
+            rstd_po: &s.rstd,
+            rstd_pf: &s.rstd,
             gate: &s.gate,
             up: &s.up,
             h: &s.h,
@@ -406,7 +419,7 @@ impl Model {
         };
         for (i, l) in self.layers.iter().enumerate() {
             let attention = Attention::Cached { k_cache: &self.cache.k[i], v_cache: &self.cache.v[i], past, scores: &s.scores };
-            block_forward(ctx, cfg, l, &b, t, attention, &|target, out, inp| self.project(ctx, i, target, out, inp, t))?;
+            block_forward(ctx, cfg, i, l, &b, t, attention, &|target, out, inp| self.project(ctx, i, target, out, inp, t))?;
         }
         rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &self.final_norm, t, c, cfg.rms_norm_eps)?;
         self.cache.ids.extend_from_slice(tokens);

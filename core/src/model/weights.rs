@@ -2,7 +2,7 @@
 //! read by HF name from a [`TensorSource`] (safetensors shards or a GGUF file) and checked
 //! against the config's shapes.
 
-use crate::model::config::Config;
+use crate::model::config::{Arch, Config};
 use crate::quant::{QuantFormat, QuantTensor};
 use crate::{Error, Result};
 
@@ -138,6 +138,11 @@ pub trait TensorSource {
     fn origin(&self) -> &str;
     /// The tensor stored under the HF name `name`, or None when the file has no such tensor.
     fn tensor(&self, name: &str) -> Result<Option<Matrix>>;
+    /// Whether Gemma's norm weights are stored as 1 + w (llama.cpp's GGUF) rather than w
+    /// (transformers).
+    fn norms_hold_one_plus_w(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -153,7 +158,10 @@ pub struct HostLayer {
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
     pub o: Matrix,           // (C, NH·HS)
-    pub ffn_norm: Vec<f32>,  // (C)
+    pub ffn_norm: Vec<f32>,  // (C) before the MLP
+    /// (C) each: Gemma 3's norms of the attention and MLP outputs.
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub post_ffn_norm: Option<Vec<f32>>,
     pub gate: Matrix,        // (FF, C)
     pub up: Matrix,          // (FF, C)
     pub down: Matrix,        // (C, FF)
@@ -199,6 +207,12 @@ impl HostWeights {
             }
             Ok(m.into_f32())
         };
+        // Gemma's norms compute x·(1 + w): held as 1 + w, so that every norm runs as x·w
+        let one_plus = cfg.arch == Arch::Gemma3 && !src.norms_hold_one_plus_w();
+        let norm = |name: &str, n: usize| -> Result<Vec<f32>> {
+            let w = vector(name, n)?;
+            Ok(if one_plus { w.into_iter().map(|x| 1.0 + x).collect() } else { w })
+        };
         let linear = |name: &str, rows: usize, cols: usize| -> Result<Matrix> {
             let m = matrix(name, rows, cols)?;
             match quant {
@@ -218,13 +232,20 @@ impl HostWeights {
             };
             let head_norm = |which: &str| -> Result<Option<Vec<f32>>> {
                 if cfg.qk_norm {
-                    vector(&format!("{p}.self_attn.{which}.weight"), cfg.head_size).map(Some)
+                    norm(&format!("{p}.self_attn.{which}.weight"), cfg.head_size).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let post_norm = |which: &str| -> Result<Option<Vec<f32>>> {
+                if cfg.post_norms {
+                    norm(&format!("{p}.{which}.weight"), c).map(Some)
                 } else {
                     Ok(None)
                 }
             };
             layers.push(HostLayer {
-                attn_norm: vector(&format!("{p}.input_layernorm.weight"), c)?,
+                attn_norm: norm(&format!("{p}.input_layernorm.weight"), c)?,
                 q: linear(&format!("{p}.self_attn.q_proj.weight"), cfg.q_dim(), c)?,
                 k: linear(&format!("{p}.self_attn.k_proj.weight"), cfg.kv_dim(), c)?,
                 v: linear(&format!("{p}.self_attn.v_proj.weight"), cfg.kv_dim(), c)?,
@@ -234,14 +255,17 @@ impl HostWeights {
                 q_norm: head_norm("q_norm")?,
                 k_norm: head_norm("k_norm")?,
                 o: linear(&format!("{p}.self_attn.o_proj.weight"), c, cfg.q_dim())?,
-                ffn_norm: vector(&format!("{p}.post_attention_layernorm.weight"), c)?,
+                // Gemma's post_attention_layernorm is a post-norm; its MLP norm is pre_feedforward
+                ffn_norm: norm(&format!("{p}.{}.weight", if cfg.post_norms { "pre_feedforward_layernorm" } else { "post_attention_layernorm" }), c)?,
+                post_attn_norm: post_norm("post_attention_layernorm")?,
+                post_ffn_norm: post_norm("post_feedforward_layernorm")?,
                 gate: linear(&format!("{p}.mlp.gate_proj.weight"), ff, c)?,
                 up: linear(&format!("{p}.mlp.up_proj.weight"), ff, c)?,
                 down: linear(&format!("{p}.mlp.down_proj.weight"), c, ff)?,
             });
         }
         let lm_head = if cfg.tie_embeddings { None } else { Some(matrix("lm_head.weight", v, c)?) };
-        Ok(HostWeights { embed: matrix("model.embed_tokens.weight", v, c)?, lm_head, final_norm: vector("model.norm.weight", c)?, layers })
+        Ok(HostWeights { embed: matrix("model.embed_tokens.weight", v, c)?, lm_head, final_norm: norm("model.norm.weight", c)?, layers })
     }
 
 }

@@ -211,6 +211,30 @@ pub fn swiglu_backward(dgate: &mut [f64], dup: &mut [f64], dout: &[f64], gate: &
     }
 }
 
+/// gelu with PyTorch's tanh approximation (gelu_pytorch_tanh).
+fn gelu_tanh(x: f64) -> f64 {
+    let k = (2.0 / std::f64::consts::PI).sqrt();
+    0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())
+}
+
+/// out = gelu_tanh(gate)·up
+pub fn geglu_forward(out: &mut [f64], gate: &[f64], up: &[f64]) {
+    for i in 0..out.len() {
+        out[i] = gelu_tanh(gate[i]) * up[i];
+    }
+}
+
+pub fn geglu_backward(dgate: &mut [f64], dup: &mut [f64], dout: &[f64], gate: &[f64], up: &[f64]) {
+    let k = (2.0 / std::f64::consts::PI).sqrt();
+    for i in 0..dout.len() {
+        let x = gate[i];
+        let t = (k * (x + 0.044715 * x * x * x)).tanh();
+        let grad = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
+        dgate[i] = dout[i] * up[i] * grad;
+        dup[i] = dout[i] * gelu_tanh(x);
+    }
+}
+
 /// dst[r, dst_col + c] = src[r, src_col + c] for rows × cols, with the matrices' widths.
 #[allow(clippy::too_many_arguments)]
 pub fn block_copy(dst: &mut [f64], dst_stride: usize, dst_col: usize, src: &[f64], src_stride: usize, src_col: usize, rows: usize, cols: usize) {
