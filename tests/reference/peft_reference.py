@@ -1,6 +1,6 @@
 """LoRA training references from HF transformers + PEFT on the tiny fixtures.
 
-For tests/fixtures/tiny-{llama,qwen2,qwen3,smollm3} this writes tests/fixtures/peft/<model>/:
+For tests/fixtures/tiny-{llama,qwen2,qwen3,smollm3,gemma3} this writes tests/fixtures/peft/<model>/:
   data.jsonl          four prompt/completion records
   initial/            the starting adapter as PEFT saves it (A from PEFT's init; B drawn
                       at random so that the gradients of A are not zero at step one)
@@ -179,7 +179,7 @@ def hearth_adapter(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hearth-adapter")
-    ap.add_argument("models", nargs="*", default=["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3"])
+    ap.add_argument("models", nargs="*", default=["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3", "tiny-gemma3"])
     args = ap.parse_args()
     if args.hearth_adapter:
         hearth_adapter(args.hearth_adapter)

@@ -46,7 +46,7 @@ pub fn config_json(cfg: &Config, tok: &Tokenizer, dtype: ExportDtype) -> serde_j
         "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.n_kv_heads,
         "head_dim": cfg.head_size,
-        "hidden_act": "silu",
+        "hidden_act": cfg.activation.name(),
         "rope_theta": cfg.rope_theta,
         "rope_scaling": (cfg.rope_scaling.factor > 0.0).then(|| json!({
             "rope_type": "llama3",
@@ -67,6 +67,18 @@ pub fn config_json(cfg: &Config, tok: &Tokenizer, dtype: ExportDtype) -> serde_j
     });
     if cfg.arch == Arch::SmolLM3 {
         config["no_rope_layers"] = json!((0..cfg.n_layers).map(|i| u8::from(cfg.uses_rope(i))).collect::<Vec<_>>());
+    }
+    if let (Arch::Gemma3, Some(local)) = (cfg.arch, &cfg.local_attention) {
+        let kind = |i: usize| if local.layers.contains(&i) { "sliding_attention" } else { "full_attention" };
+        config["layer_types"] = json!((0..cfg.n_layers).map(kind).collect::<Vec<_>>());
+        config["sliding_window"] = json!(local.window);
+        config["rope_theta"] = serde_json::Value::Null;
+        config["rope_parameters"] = json!({
+            "full_attention": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+            "sliding_attention": {"rope_type": "default", "rope_theta": local.rope_theta},
+        });
+        config["hidden_activation"] = json!(cfg.activation.name());
+        config["query_pre_attn_scalar"] = json!((1.0 / (cfg.attn_scale * cfg.attn_scale)).round() as u64);
     }
     config
 }
@@ -90,17 +102,25 @@ pub fn safetensors_bytes(cfg: &Config, w: &HostWeights, dtype: ExportDtype) -> R
     if let Some(h) = &w.lm_head {
         push("lm_head.weight".into(), vec![h.rows, h.cols], h.to_f32());
     }
-    push("model.norm.weight".into(), vec![cfg.hidden_size], w.final_norm.clone());
+    // Gemma's norms are held as 1 + w (weights.rs); transformers stores w
+    let norm = |w: &Vec<f32>| if cfg.arch == Arch::Gemma3 { w.iter().map(|x| x - 1.0).collect() } else { w.clone() };
+    push("model.norm.weight".into(), vec![cfg.hidden_size], norm(&w.final_norm));
     for (i, l) in w.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        push(format!("{p}.input_layernorm.weight"), vec![cfg.hidden_size], l.attn_norm.clone());
-        push(format!("{p}.post_attention_layernorm.weight"), vec![cfg.hidden_size], l.ffn_norm.clone());
+        push(format!("{p}.input_layernorm.weight"), vec![cfg.hidden_size], norm(&l.attn_norm));
+        let mlp_norm = if cfg.post_norms { "pre_feedforward_layernorm" } else { "post_attention_layernorm" };
+        push(format!("{p}.{mlp_norm}.weight"), vec![cfg.hidden_size], norm(&l.ffn_norm));
+        for (post, name) in [(&l.post_attn_norm, "post_attention_layernorm"), (&l.post_ffn_norm, "post_feedforward_layernorm")] {
+            if let Some(w) = post {
+                push(format!("{p}.{name}.weight"), vec![w.len()], norm(w));
+            }
+        }
         for (m, name) in [(&l.q, "self_attn.q_proj"), (&l.k, "self_attn.k_proj"), (&l.v, "self_attn.v_proj"), (&l.o, "self_attn.o_proj"), (&l.gate, "mlp.gate_proj"), (&l.up, "mlp.up_proj"), (&l.down, "mlp.down_proj")] {
             push(format!("{p}.{name}.weight"), vec![m.rows, m.cols], m.to_f32());
         }
-        for (norm, name) in [(&l.q_norm, "q_norm"), (&l.k_norm, "k_norm")] {
-            if let Some(w) = norm {
-                push(format!("{p}.self_attn.{name}.weight"), vec![w.len()], w.clone());
+        for (head_norm, name) in [(&l.q_norm, "q_norm"), (&l.k_norm, "k_norm")] {
+            if let Some(w) = head_norm {
+                push(format!("{p}.self_attn.{name}.weight"), vec![w.len()], norm(w));
             }
         }
         for (b, name) in [(&l.q_bias, "q_proj"), (&l.k_bias, "k_proj"), (&l.v_bias, "v_proj")] {
