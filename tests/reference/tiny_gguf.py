@@ -1,4 +1,4 @@
-"""tests/fixtures/tiny-{llama3,qwen3,smollm3}.gguf: the tiny HF folders written as llama.cpp's
+"""tests/fixtures/tiny-{llama3,qwen3,smollm3,gemma3-p6}.gguf: the tiny HF folders written as llama.cpp's
 convert_hf_to_gguf.py writes them, with the byte-level BPE tokenizer in tokenizer.ggml.*
 (pre "gpt2": the tiny tokenizers have no family split regex; those are checked by
 gguf_tokenizers.py).
@@ -9,7 +9,10 @@ transformers).
 - qwen3 (arch qwen3): q/k not permuted, q_norm/k_norm as attn_q_norm/attn_k_norm,
   key_length the head size, tied embeddings (no output.weight);
 - smollm3 (arch smollm3): llama's permutation; its NoPE layers are not in the metadata
-  (llama.cpp takes every 4th layer).
+  (llama.cpp takes every 4th layer);
+- gemma3-p6 (arch gemma3): norm weights stored as 1 + w, post_attention_norm, ffn_norm (the
+  pre-feedforward norm), post_ffw_norm, the sliding window in the metadata (the pattern, 6,
+  and the local rope theta, 10000, are llama.cpp's constants).
 
     V/bin/python tests/reference/tiny_gguf.py
 """
@@ -68,8 +71,11 @@ def write(name, arch, permute_qk, pre):
     out.add_key_length(head)
     out.add_value_length(head)
     out.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    out.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
+    rope = cfg["rope_parameters"].get("full_attention", cfg["rope_parameters"])  # Gemma's per layer type
+    out.add_rope_freq_base(rope["rope_theta"])
     out.add_vocab_size(cfg["vocab_size"])
+    if arch == "gemma3":
+        out.add_sliding_window(cfg["sliding_window"])
 
     vocab = tok["model"]["vocab"]
     for a in tok["added_tokens"]:
@@ -86,24 +92,31 @@ def write(name, arch, permute_qk, pre):
     out.add_add_bos_token(False)
 
     f32 = lambda name: w[name].astype(np.float32)
+    # llama.cpp's converter stores Gemma's norms as 1 + w
+    norm = (lambda name: f32(name) + 1) if arch == "gemma3" else f32
     qk = (lambda m, n: permute(m, n)) if permute_qk else (lambda m, n: m)
     out.add_tensor("token_embd.weight", f32("model.embed_tokens.weight"))
-    out.add_tensor("output_norm.weight", f32("model.norm.weight"))
+    out.add_tensor("output_norm.weight", norm("model.norm.weight"))
     if "lm_head.weight" in w:
         out.add_tensor("output.weight", f32("lm_head.weight"))
-    if cfg["rope_parameters"].get("rope_type") == "llama3":
+    if rope.get("rope_type") == "llama3":
         out.add_tensor("rope_freqs.weight", rope_factors(cfg))
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        out.add_tensor(f"blk.{i}.attn_norm.weight", f32(p + "input_layernorm.weight"))
+        out.add_tensor(f"blk.{i}.attn_norm.weight", norm(p + "input_layernorm.weight"))
         out.add_tensor(f"blk.{i}.attn_q.weight", qk(f32(p + "self_attn.q_proj.weight"), nh))
         out.add_tensor(f"blk.{i}.attn_k.weight", qk(f32(p + "self_attn.k_proj.weight"), nkv))
         out.add_tensor(f"blk.{i}.attn_v.weight", f32(p + "self_attn.v_proj.weight"))
         if p + "self_attn.q_norm.weight" in w:
-            out.add_tensor(f"blk.{i}.attn_q_norm.weight", f32(p + "self_attn.q_norm.weight"))
-            out.add_tensor(f"blk.{i}.attn_k_norm.weight", f32(p + "self_attn.k_norm.weight"))
+            out.add_tensor(f"blk.{i}.attn_q_norm.weight", norm(p + "self_attn.q_norm.weight"))
+            out.add_tensor(f"blk.{i}.attn_k_norm.weight", norm(p + "self_attn.k_norm.weight"))
         out.add_tensor(f"blk.{i}.attn_output.weight", f32(p + "self_attn.o_proj.weight"))
-        out.add_tensor(f"blk.{i}.ffn_norm.weight", f32(p + "post_attention_layernorm.weight"))
+        if arch == "gemma3":
+            out.add_tensor(f"blk.{i}.post_attention_norm.weight", norm(p + "post_attention_layernorm.weight"))
+            out.add_tensor(f"blk.{i}.ffn_norm.weight", norm(p + "pre_feedforward_layernorm.weight"))
+            out.add_tensor(f"blk.{i}.post_ffw_norm.weight", norm(p + "post_feedforward_layernorm.weight"))
+        else:
+            out.add_tensor(f"blk.{i}.ffn_norm.weight", f32(p + "post_attention_layernorm.weight"))
         out.add_tensor(f"blk.{i}.ffn_gate.weight", f32(p + "mlp.gate_proj.weight"))
         out.add_tensor(f"blk.{i}.ffn_up.weight", f32(p + "mlp.up_proj.weight"))
         out.add_tensor(f"blk.{i}.ffn_down.weight", f32(p + "mlp.down_proj.weight"))
@@ -118,6 +131,7 @@ def main():
     write("tiny-llama3", "llama", True, "gpt2")
     write("tiny-qwen3", "qwen3", False, "gpt2")
     write("tiny-smollm3", "smollm3", True, "gpt2")
+    write("tiny-gemma3-p6", "gemma3", False, "gpt2")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Tiny random-weight Llama, Qwen2, Qwen3, Mistral and SmolLM3 models and their logits from
 HF transformers.
 
-Writes tests/fixtures/tiny-{llama,llama3,llama32,qwen2,qwen3,mistral,smollm3,gemma3}: HF folders (config.json,
+Writes tests/fixtures/tiny-{llama,llama3,llama32,qwen2,qwen3,mistral,smollm3,gemma3,gemma3-p6}: HF folders (config.json,
 safetensors, tokenizer.json, tokenizer_config.json) and reference.json with the token ids
 of a text and transformers' logits for them (f32). They cover what SmolLM2 does not:
 grouped-query attention with 4 query heads on 2 KV heads, untied embeddings, q/k/v biases
@@ -123,6 +123,14 @@ def main():
             rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
                              "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}))),
                                     torch.float32, "10MB"),
+        # Gemma 3 as llama.cpp runs it (its GGUF holds neither the layer pattern nor the local
+        # theta nor query_pre_attn_scalar): six layers, every 6th global, scalar = head size
+        "tiny-gemma3-p6": lambda: make("tiny-gemma3-p6", Gemma3ForCausalLM(Gemma3TextConfig(**dict(
+            common, num_hidden_layers=6, head_dim=32, query_pre_attn_scalar=32, sliding_window=4, sliding_window_pattern=6,
+            tie_word_embeddings=True, pad_token_id=0, hidden_activation="gelu_pytorch_tanh",
+            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}))),
+                                       torch.float32, "10MB"),
     }
     for name in sys.argv[1:] or fixtures:
         fixtures[name]()

@@ -152,6 +152,20 @@ fn tiny_qwen3_and_smollm3_ggufs_match_transformers() {
     }
 }
 
+/// Gemma 3 as llama.cpp's converter writes it: norms stored as 1 + w, post_attention_norm,
+/// ffn_norm (the pre-feedforward norm) and post_ffw_norm; llama.cpp's constants for the layer
+/// pattern (every 6th global) and the local rope theta. The logits are the HF folder's.
+#[test]
+fn tiny_gemma3_gguf_matches_transformers() {
+    let file = "tiny-gemma3-p6.gguf";
+    let m = hearth_core::io::load::load_gguf(&std::fs::read(fixture(file)).unwrap(), file, None).unwrap();
+    let hf = load_hf_folder(&DirFiles(fixture("tiny-gemma3-p6")), None).unwrap();
+    assert_eq!(m.cfg.local_attention, hf.cfg.local_attention, "{file}");
+    assert_eq!((m.cfg.attn_scale, m.cfg.embed_scale, m.cfg.activation), (hf.cfg.attn_scale, hf.cfg.embed_scale, hf.cfg.activation));
+    check_loaded(file, "tiny-gemma3-p6", m, None, 2e-4, 1e-4);
+    check("tiny-gemma3-p6", None, None, 2e-4, 1e-4);
+}
+
 #[test]
 fn rope_freqs_that_are_not_llama3_scaling_are_refused() {
     let mut bytes = std::fs::read(fixture("tiny-llama3.gguf")).unwrap();

@@ -15,8 +15,8 @@ pub struct GgufSource<'a> {
     pub n_kv_heads: usize,
 }
 
-/// llama.cpp's tensor name for an HF name.
-fn gguf_name(hf: &str) -> Option<String> {
+/// llama.cpp's tensor name for an HF name in a model of `arch`.
+fn gguf_name(hf: &str, arch: Arch) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -37,7 +37,11 @@ fn gguf_name(hf: &str) -> Option<String> {
         "self_attn.o_proj" => "attn_output",
         "self_attn.q_norm" => "attn_q_norm",
         "self_attn.k_norm" => "attn_k_norm",
+        // Gemma's post_attention_layernorm is a post-norm; its MLP norm is the pre_feedforward one
+        "post_attention_layernorm" if arch == Arch::Gemma3 => "post_attention_norm",
         "post_attention_layernorm" => "ffn_norm",
+        "pre_feedforward_layernorm" => "ffn_norm",
+        "post_feedforward_layernorm" => "post_ffw_norm",
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
@@ -111,8 +115,13 @@ impl TensorSource for GgufSource<'_> {
         &self.file
     }
 
+    /// llama.cpp's converter adds 1 to Gemma's norm weights.
+    fn norms_hold_one_plus_w(&self) -> bool {
+        self.arch == Arch::Gemma3
+    }
+
     fn tensor(&self, name: &str) -> Result<Option<Matrix>> {
-        let Some(gname) = gguf_name(name) else { return Ok(None) };
+        let Some(gname) = gguf_name(name, self.arch) else { return Ok(None) };
         let Some(info) = self.gguf.tensor(&gname) else { return Ok(None) };
         let mut bytes = self.gguf.data(info).to_vec();
         // llama.cpp permutes q and k (weights and biases) for the llama family only.
@@ -141,9 +150,9 @@ mod tests {
 
     #[test]
     fn names_map_to_llama_cpp() {
-        assert_eq!(gguf_name("model.layers.12.self_attn.k_proj.bias").unwrap(), "blk.12.attn_k.bias");
-        assert_eq!(gguf_name("model.layers.0.mlp.down_proj.weight").unwrap(), "blk.0.ffn_down.weight");
-        assert_eq!(gguf_name("lm_head.weight").unwrap(), "output.weight");
+        assert_eq!(gguf_name("model.layers.12.self_attn.k_proj.bias", Arch::Llama).unwrap(), "blk.12.attn_k.bias");
+        assert_eq!(gguf_name("model.layers.0.mlp.down_proj.weight", Arch::Llama).unwrap(), "blk.0.ffn_down.weight");
+        assert_eq!(gguf_name("lm_head.weight", Arch::Llama).unwrap(), "output.weight");
     }
 
     #[test]
