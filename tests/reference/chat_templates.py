@@ -2,9 +2,11 @@
 
 tests/fixtures/chat-templates/<family>.jinja is the template as the family's
 tokenizer_config.json carries it (qwen3.jinja: Qwen3's, with thinking blocks, as TRL keeps it
-in trl/chat_templates/qwen3.jinja). reference.json holds, per template and case, the
-messages, add_generation_prompt, enable_thinking (absent: not passed, the template's
-default) and the text transformers renders. Hearth must render the same text.
+in trl/chat_templates/qwen3.jinja; gemma3.jinja: Gemma 3's, which has no system role: the
+system message goes in front of the first user turn). reference.json holds, per template and
+case, the messages, add_generation_prompt, enable_thinking (absent: not passed, the
+template's default), the BOS and EOS tokens and the text transformers renders. Hearth must
+render the same text.
 
     V/bin/python tests/reference/chat_templates.py
 """
@@ -40,7 +42,8 @@ def main():
         for messages, gen, thinking in CASES:
             extra = {} if thinking is None else {"enable_thinking": thinking}
             text = tok.apply_chat_template(messages, chat_template=template, add_generation_prompt=gen, tokenize=False, **extra)
-            out.append({"template": path.name, "messages": messages, "add_generation_prompt": gen, "enable_thinking": thinking, "text": text})
+            out.append({"template": path.name, "messages": messages, "add_generation_prompt": gen, "enable_thinking": thinking,
+                        "bos_token": tok.bos_token, "eos_token": tok.eos_token, "text": text})
     (DIR / "reference.json").write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
     print(len(out), "renderings")
 

@@ -157,8 +157,8 @@ fn memory_estimate_parts_add_up() {
     assert!((base_bytes(&cfg, nf4, WeightFormat::F32) - rest) * 7 < e.base - rest, "NF4 linear layers take about an eighth of f32");
 }
 
-/// Chat templates of the families (tests/fixtures/chat-templates, Qwen3's with thinking
-/// blocks) render as transformers' apply_chat_template does, with enable_thinking unset, on
+/// Chat templates of the families (tests/fixtures/chat-templates: Qwen3's with thinking
+/// blocks, Gemma 3's without a system role) render as transformers' apply_chat_template does, with enable_thinking unset, on
 /// and off (tests/reference/chat_templates.py).
 #[test]
 fn chat_templates_render_as_transformers_does() {
@@ -168,7 +168,8 @@ fn chat_templates_render_as_transformers_does() {
     for c in cases.as_array().unwrap() {
         let template = std::fs::read_to_string(dir.join(c["template"].as_str().unwrap())).unwrap();
         let messages: Vec<Message> = serde_json::from_value(c["messages"].clone()).unwrap();
-        let got = render(&template, &messages, c["add_generation_prompt"].as_bool().unwrap(), "", "", c["enable_thinking"].as_bool()).unwrap();
+        let (bos, eos) = (c["bos_token"].as_str().unwrap(), c["eos_token"].as_str().unwrap());
+        let got = render(&template, &messages, c["add_generation_prompt"].as_bool().unwrap(), bos, eos, c["enable_thinking"].as_bool()).unwrap();
         assert_eq!(got, c["text"].as_str().unwrap(), "{} {:?}", c["template"], c["messages"]);
     }
 }
