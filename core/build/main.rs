@@ -3,6 +3,7 @@
 //!
 //! - Every shaders/<op>.wgsl is copied, with its `// #include "<path>"` lines replaced by the
 //!   file they name (relative to the including file; each file once per shader).
+//! - attention_wide.wgsl is attention.wgsl for heads of up to 256 (its MAX_HS);
 //! - matmul.wgsl is shaders/matmul/f32.wgsl and the unrolled entry points of `matmul.rs`;
 //!   matmul_<format>.wgsl is shaders/matmul/quant.wgsl, shaders/matmul/<format>.wgsl,
 //!   theirs and shaders/matmul/quant_tiled.wgsl (the GPU kernels, written by hand). The entry tables name those entry points for the launchers, so a name is
@@ -45,6 +46,10 @@ fn main() {
         assert!(!composed, "shaders/{name} is composed from shaders/matmul/: delete it");
         write(&out.join(name), &compose(&path));
     }
+    let attention = compose(&shaders.join("attention.wgsl"));
+    let narrow = "const MAX_HS: u32 = 128u;";
+    assert!(attention.contains(narrow), "shaders/attention.wgsl: `{narrow}` is rewritten for attention_wide.wgsl");
+    write(&out.join("attention_wide.wgsl"), &attention.replace(narrow, "const MAX_HS: u32 = 256u;"));
 
     let dir = shaders.join("matmul");
     write(&out.join("matmul.wgsl"), &(compose(&dir.join("f32.wgsl")) + &matmul::f32_entries()));

@@ -16,6 +16,8 @@ pub enum Shader {
     Rmsnorm,
     Rope,
     Attention,
+    /// attention.wgsl for heads above 128 (core/build/).
+    AttentionWide,
     Swiglu,
     Residual,
     CrossEntropy,
@@ -26,7 +28,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 18] = [
+    pub const ALL: [Shader; 19] = [
         Shader::Matmul,
         Shader::MatmulTiled,
         Shader::MatmulNf4,
@@ -38,6 +40,7 @@ impl Shader {
         Shader::Rmsnorm,
         Shader::Rope,
         Shader::Attention,
+        Shader::AttentionWide,
         Shader::Swiglu,
         Shader::Residual,
         Shader::CrossEntropy,
@@ -60,6 +63,7 @@ impl Shader {
             Shader::Rmsnorm => "rmsnorm.wgsl",
             Shader::Rope => "rope.wgsl",
             Shader::Attention => "attention.wgsl",
+            Shader::AttentionWide => "attention_wide.wgsl",
             Shader::Swiglu => "swiglu.wgsl",
             Shader::Residual => "residual.wgsl",
             Shader::CrossEntropy => "cross_entropy.wgsl",
@@ -83,6 +87,7 @@ impl Shader {
             Shader::Rmsnorm => include_str!(concat!(env!("OUT_DIR"), "/shaders/rmsnorm.wgsl")),
             Shader::Rope => include_str!(concat!(env!("OUT_DIR"), "/shaders/rope.wgsl")),
             Shader::Attention => include_str!(concat!(env!("OUT_DIR"), "/shaders/attention.wgsl")),
+            Shader::AttentionWide => include_str!(concat!(env!("OUT_DIR"), "/shaders/attention_wide.wgsl")),
             Shader::Swiglu => include_str!(concat!(env!("OUT_DIR"), "/shaders/swiglu.wgsl")),
             Shader::Residual => include_str!(concat!(env!("OUT_DIR"), "/shaders/residual.wgsl")),
             Shader::CrossEntropy => include_str!(concat!(env!("OUT_DIR"), "/shaders/cross_entropy.wgsl")),

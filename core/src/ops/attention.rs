@@ -59,6 +59,15 @@ impl AttentionDims {
         })
     }
 
+    /// attention.wgsl, or its build for heads above 128.
+    fn shader(&self) -> Shader {
+        if self.hs > 128 {
+            Shader::AttentionWide
+        } else {
+            Shader::Attention
+        }
+    }
+
     fn q_len(&self) -> usize {
         self.b * self.t * self.nh * self.hs
     }
@@ -118,7 +127,7 @@ pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: 
         check_len(op, name, buf, len)?;
     }
     let (entry, grid) = kernels.launch("attention_forward_rows", "attention_forward_tiled", &d, d.nh);
-    ctx.dispatch(&Kernel::new(Shader::Attention, entry, 0), &[q, k, v, seg], &[out, stats], &params, grid)
+    ctx.dispatch(&Kernel::new(d.shader(), entry, 0), &[q, k, v, seg], &[out, stats], &params, grid)
 }
 
 /// dq, dk, dv from dout and the forward's tensors; `stats` gains Σ dout·out on the way.
@@ -140,11 +149,11 @@ pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: 
         check_len(op, name, buf, len)?;
     }
     let q_rows = grid_1d((d.b * d.nh * d.t) as u64, 64);
-    ctx.dispatch(&Kernel::new(Shader::Attention, "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
+    ctx.dispatch(&Kernel::new(d.shader(), "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
     let (entry, grid) = kernels.launch("attention_backward_query_rows", "attention_backward_query_tiled", &d, d.nh);
-    ctx.dispatch(&Kernel::new(Shader::Attention, entry, 9), &[dout, q, k, v, stats, seg], &[dq], &params, grid)?;
+    ctx.dispatch(&Kernel::new(d.shader(), entry, 9), &[dout, q, k, v, stats, seg], &[dq], &params, grid)?;
     let (entry, grid) = kernels.launch("attention_backward_kv_rows", "attention_backward_kv_tiled", &d, d.nkv);
-    ctx.dispatch(&Kernel::new(Shader::Attention, entry, 16), &[dout, q, k, v, stats, seg], &[dk, dv], &params, grid)
+    ctx.dispatch(&Kernel::new(d.shader(), entry, 16), &[dout, q, k, v, stats, seg], &[dk, dv], &params, grid)
 }
 
 /// Inference over a KV cache, one sequence (`d.b` must be 1): out and q are (T, NH, HS) for
@@ -160,7 +169,7 @@ pub fn attention_forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer
     for (name, buf, len) in [("q", q, d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("out", out, d.q_len())] {
         check_len(op, name, buf, len)?;
     }
-    ctx.dispatch(&Kernel::new(Shader::Attention, op, 24), &[q, k_cache, v_cache], &[out], &params, grid_1d((d.nh * d.t) as u64, 64))
+    ctx.dispatch(&Kernel::new(d.shader(), op, 24), &[q, k_cache, v_cache], &[out], &params, grid_1d((d.nh * d.t) as u64, 64))
 }
 
 /// Decoding one token at position `past` (T = 1, one sequence) over a KV cache: `scores`
@@ -179,6 +188,6 @@ pub fn attention_decode(ctx: &GpuContext, out: &GpuBuffer, scores: &GpuBuffer, q
     for (name, buf, len) in [("q", q, d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("scores", scores, d.nh * n), ("out", out, d.q_len())] {
         check_len(op, name, buf, len)?;
     }
-    ctx.dispatch(&Kernel::new(Shader::Attention, "attention_decode_scores", 28), &[q, k_cache], &[scores], &params, grid_1d((d.nh * n) as u64, 64))?;
-    ctx.dispatch(&Kernel::new(Shader::Attention, "attention_decode_mix", 31), &[scores, v_cache], &[out], &params, grid_1d((d.nh * d.hs / 4) as u64, 64))
+    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_scores", 28), &[q, k_cache], &[scores], &params, grid_1d((d.nh * n) as u64, 64))?;
+    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_mix", 31), &[scores, v_cache], &[out], &params, grid_1d((d.nh * d.hs / 4) as u64, 64))
 }
