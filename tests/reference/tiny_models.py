@@ -1,7 +1,8 @@
 """Tiny random-weight Llama, Qwen2, Qwen3, Mistral and SmolLM3 models and their logits from
 HF transformers.
 
-Writes tests/fixtures/tiny-{llama,llama3,llama32,qwen2,qwen3,mistral,smollm3,gemma3,gemma3-p6}: HF folders (config.json,
+Writes tests/fixtures/tiny-{llama,llama3,llama32,qwen2,qwen3,mistral,smollm3,gemma3,gemma3-p6,phi3}: HF
+folders (config.json,
 safetensors, tokenizer.json, tokenizer_config.json) and reference.json with the token ids
 of a text and transformers' logits for them (f32). They cover what SmolLM2 does not:
 grouped-query attention with 4 query heads on 2 KV heads, untied embeddings, q/k/v biases
@@ -21,7 +22,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast,
                           Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM,
-                          Gemma3TextConfig, Gemma3ForCausalLM)
+                          Gemma3TextConfig, Gemma3ForCausalLM, Phi3Config, Phi3ForCausalLM)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TEXT = "Hello world, tiny models are fun! 12345 and more text."
@@ -131,6 +132,15 @@ def main():
             rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
                              "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}))),
                                        torch.float32, "10MB"),
+        # Phi-3.5 / Phi-4-mini's features: fused qkv_proj and gate_up_proj, rope on 12 of 16
+        # dims, LongRoPE (short factors up to the original context of 64; attention factor from
+        # 256 / 64), a window of 8 tokens on every layer
+        "tiny-phi3": lambda: make("tiny-phi3", Phi3ForCausalLM(Phi3Config(**dict(
+            common, pad_token_id=0, sliding_window=8, original_max_position_embeddings=64,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                             "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5], "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 9.0],
+                             "original_max_position_embeddings": 64}))),
+                                  torch.float32, "10MB"),
     }
     for name in sys.argv[1:] or fixtures:
         fixtures[name]()

@@ -166,21 +166,27 @@ fn rope_matches_cpu() {
             let (n, h, hs, theta) = (1 + rng.below(40), 1 + rng.below(5), 2 * (1 + rng.below(40)), 10000.0);
             let pos: Vec<u32> = (0..n).map(|_| rng.below(2048) as u32).collect();
             let x = u(&mut rng, n * h * hs);
-            // every other case with Llama 3 scaling (original context 64, so all three bands occur)
-            let scaling = if rng.below(2) == 0 {
-                rope::RopeScaling::default()
-            } else {
-                rope::RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 64.0 }
-            };
-            let d = rope::RopeDims { n, heads: h, head_size: hs, theta: theta as f32, scaling };
+            // plain; Llama 3 scaling (original context 64, so all three bands occur); partial
+            // rotary with LongRoPE's divisors and attention factor
+            let mut d = rope::RopeDims { n, heads: h, head_size: hs, rotary: hs, theta: theta as f32, scaling: Default::default(), longrope: None };
+            match rng.below(3) {
+                0 => {}
+                1 => d.scaling = rope::RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 64.0 },
+                _ => {
+                    d.rotary = 2 * (hs / 2 * 3 / 4).max(1);
+                    let mut divisors = [1.0; rope::MAX_FREQS];
+                    divisors.iter_mut().for_each(|x| *x = rng.vec_uniform(1, 1.0, 3.0)[0]);
+                    d.longrope = Some(rope::LongRope { divisors, mscale: 1.19 });
+                }
+            }
             let (xb, pb) = (upload(ctx, &x), ctx.upload_u32(&pos).unwrap());
             let mut want = vec![0.0; x.len()];
             // Angles reach 2048 rad; f32 sin/cos of such arguments are good to ~1e-4.
             for (sign, name) in [(1.0, "rope_forward"), (-1.0, "rope_backward")] {
                 let out = poisoned(ctx, x.len());
                 if sign > 0.0 { rope::rope_forward(ctx, &out, &xb, &pb, d) } else { rope::rope_backward(ctx, &out, &xb, &pb, d) }.unwrap();
-                cpu::rope(&mut want, &to_f64(&x), &pos, h, hs, theta, &scaling, sign);
-                assert_close(name, &read(ctx, &out), &want, 5e-4, 1e-3);
+                cpu::rope(&mut want, &to_f64(&x), &pos, &d, sign);
+                assert_close(&format!("{name} {d:?}"), &read(ctx, &out), &want, 5e-4, 1e-3);
             }
         }
     });
@@ -191,12 +197,16 @@ fn cpu_rope_backward_matches_finite_differences() {
     let mut rng = Rng::new(7);
     let (n, h, hs) = (3, 2, 6);
     let pos = [0u32, 5, 17];
+    // partial rotary (4 of 6 dims) with LongRoPE's divisors and factor
+    let mut divisors = [1.0; rope::MAX_FREQS];
+    divisors[1] = 2.5;
+    let d = rope::RopeDims { n, heads: h, head_size: hs, rotary: 4, theta: 10000.0, scaling: Default::default(), longrope: Some(rope::LongRope { divisors, mscale: 1.2 }) };
     let (x, g) = (to_f64(&u(&mut rng, n * h * hs)), to_f64(&u(&mut rng, n * h * hs)));
     let mut dx = vec![0.0; x.len()];
-    cpu::rope(&mut dx, &g, &pos, h, hs, 10000.0, &rope::RopeScaling::default(), -1.0);
+    cpu::rope(&mut dx, &g, &pos, &d, -1.0);
     let mut loss = |x: &[f64]| {
         let mut o = vec![0.0; x.len()];
-        cpu::rope(&mut o, x, &pos, h, hs, 10000.0, &rope::RopeScaling::default(), 1.0);
+        cpu::rope(&mut o, x, &pos, &d, 1.0);
         dot(&o, &g)
     };
     assert_grad("rope dinp", &dx, &finite_diff(&mut loss, &x, &(0..x.len()).collect::<Vec<_>>(), 1e-6));

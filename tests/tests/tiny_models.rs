@@ -78,9 +78,21 @@ fn tiny_llama3_rope_scaling_matches_transformers() {
 fn tiny_gemma3_with_sliding_windows_matches_transformers() {
     let m = load_hf_folder(&DirFiles(fixture("tiny-gemma3")), None).unwrap();
     let local = m.cfg.local_attention.clone().unwrap();
-    assert_eq!((local.window, local.layers, local.rope_theta), (4, vec![0, 2], 10000.0));
+    assert_eq!((local.window, local.layers, local.rope_theta), (4, vec![0, 2], Some(10000.0)));
     assert_eq!((m.cfg.rope_theta, m.cfg.attn_scale), (1_000_000.0, 1.0 / 24f32.sqrt()));
     check("tiny-gemma3", None, None, 2e-4, 1e-4);
+}
+
+/// Phi-3.5 / Phi-4-mini's features: fused qkv_proj and gate_up_proj (split on load), rope on
+/// 12 of 16 dims with LongRoPE's short factors and attention factor, a window of 8 tokens on
+/// every layer.
+#[test]
+fn tiny_phi3_with_partial_longrope_matches_transformers() {
+    let m = load_hf_folder(&DirFiles(fixture("tiny-phi3")), None).unwrap();
+    assert_eq!((m.cfg.rotary_dims, m.cfg.local_attention.as_ref().map(|l| l.window)), (12, Some(8)));
+    let mscale = m.cfg.longrope.as_ref().unwrap().factors.mscale;
+    assert!((mscale - (1.0 + 4f32.ln() / 64f32.ln()).sqrt()).abs() < 1e-6, "{mscale}");
+    check("tiny-phi3", None, None, 2e-4, 1e-4);
 }
 
 /// Llama 3.2 1B and 3B's shape: Llama 3 rope scaling with tied embeddings.
@@ -218,7 +230,7 @@ fn tiny_smollm3_with_a_nope_layer_matches_transformers() {
 /// biases, head norms and every norm included).
 #[test]
 fn parameter_counts_match_transformers() {
-    for name in ["tiny-llama", "tiny-llama3", "tiny-llama32", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-smollm3", "tiny-gemma3"] {
+    for name in ["tiny-llama", "tiny-llama3", "tiny-llama32", "tiny-qwen2", "tiny-mistral", "tiny-qwen3", "tiny-smollm3", "tiny-gemma3", "tiny-phi3"] {
         let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap();
         let cfg = load_hf_folder(&DirFiles(fixture(name)), None).unwrap().cfg;
         assert_eq!(cfg.param_count() as u64, r["param_count"].as_u64().unwrap(), "{name}");
@@ -244,7 +256,7 @@ fn unimplemented_features_are_refused_by_name() {
         let err = hearth_core::model::Config::from_hf_json(&cfg.to_string(), "config.json").unwrap_err().to_string();
         assert!(err.contains("config.json") && err.contains(named), "{key}: {err}");
     }
-    for (family, named) in [("phi3", "\"phi3\" is not supported"), ("gemma3", "the multimodal Gemma 3")] {
+    for (family, named) in [("olmo2", "\"olmo2\" is not supported"), ("gemma3", "the multimodal Gemma 3")] {
         let mut other = base.clone();
         other["model_type"] = family.into();
         let err = hearth_core::model::Config::from_hf_json(&other.to_string(), "config.json").unwrap_err().to_string();

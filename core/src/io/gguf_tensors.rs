@@ -35,6 +35,8 @@ fn gguf_name(hf: &str, arch: Arch) -> Option<String> {
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
         "self_attn.o_proj" => "attn_output",
+        "self_attn.qkv_proj" => "attn_qkv",
+        "mlp.gate_up_proj" => "ffn_up",
         "self_attn.q_norm" => "attn_q_norm",
         "self_attn.k_norm" => "attn_k_norm",
         // Gemma's post_attention_layernorm is a post-norm; its MLP norm is the pre_feedforward one

@@ -65,6 +65,16 @@ pub fn config_json(cfg: &Config, tok: &Tokenizer, dtype: ExportDtype) -> serde_j
         "pad_token_id": tok.pad_id,
         "torch_dtype": dtype.torch_name(),
     });
+    if cfg.rotary_dims != cfg.head_size {
+        config["partial_rotary_factor"] = json!(cfg.rotary_dims as f64 / cfg.head_size as f64);
+    }
+    if let Some(l) = &cfg.longrope {
+        config["rope_scaling"] = l.hf.clone();
+        config["original_max_position_embeddings"] = json!(l.original_max_position);
+    }
+    if let (Arch::Phi3, Some(local)) = (cfg.arch, &cfg.local_attention) {
+        config["sliding_window"] = json!(local.window);
+    }
     if cfg.arch == Arch::SmolLM3 {
         config["no_rope_layers"] = json!((0..cfg.n_layers).map(|i| u8::from(cfg.uses_rope(i))).collect::<Vec<_>>());
     }
@@ -75,7 +85,7 @@ pub fn config_json(cfg: &Config, tok: &Tokenizer, dtype: ExportDtype) -> serde_j
         config["rope_theta"] = serde_json::Value::Null;
         config["rope_parameters"] = json!({
             "full_attention": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-            "sliding_attention": {"rope_type": "default", "rope_theta": local.rope_theta},
+            "sliding_attention": {"rope_type": "default", "rope_theta": local.rope_theta.unwrap_or(cfg.rope_theta)},
         });
         config["hidden_activation"] = json!(cfg.activation.name());
         config["query_pre_attn_scalar"] = json!((1.0 / (cfg.attn_scale * cfg.attn_scale)).round() as u64);
@@ -115,8 +125,19 @@ pub fn safetensors_bytes(cfg: &Config, w: &HostWeights, dtype: ExportDtype) -> R
                 push(format!("{p}.{name}.weight"), vec![w.len()], norm(w));
             }
         }
-        for (m, name) in [(&l.q, "self_attn.q_proj"), (&l.k, "self_attn.k_proj"), (&l.v, "self_attn.v_proj"), (&l.o, "self_attn.o_proj"), (&l.gate, "mlp.gate_proj"), (&l.up, "mlp.up_proj"), (&l.down, "mlp.down_proj")] {
-            push(format!("{p}.{name}.weight"), vec![m.rows, m.cols], m.to_f32());
+        if cfg.fused {
+            // Phi-3: q, k, v and gate, up stored as one weight each, rows in that order
+            for (parts, name) in [(vec![&l.q, &l.k, &l.v], "self_attn.qkv_proj"), (vec![&l.gate, &l.up], "mlp.gate_up_proj")] {
+                let rows = parts.iter().map(|m| m.rows).sum();
+                push(format!("{p}.{name}.weight"), vec![rows, cfg.hidden_size], parts.iter().flat_map(|m| m.to_f32()).collect());
+            }
+            for (m, name) in [(&l.o, "self_attn.o_proj"), (&l.down, "mlp.down_proj")] {
+                push(format!("{p}.{name}.weight"), vec![m.rows, m.cols], m.to_f32());
+            }
+        } else {
+            for (m, name) in [(&l.q, "self_attn.q_proj"), (&l.k, "self_attn.k_proj"), (&l.v, "self_attn.v_proj"), (&l.o, "self_attn.o_proj"), (&l.gate, "mlp.gate_proj"), (&l.up, "mlp.up_proj"), (&l.down, "mlp.down_proj")] {
+                push(format!("{p}.{name}.weight"), vec![m.rows, m.cols], m.to_f32());
+            }
         }
         for (head_norm, name) in [(&l.q_norm, "q_norm"), (&l.k_norm, "k_norm")] {
             if let Some(w) = head_norm {

@@ -240,6 +240,8 @@ mod tests {
             head_size: 16,
             rope_theta: 10000.0,
             rope_scaling: RopeScaling::default(),
+            rotary_dims: 16,
+            longrope: None,
             rms_norm_eps: 1e-5,
             tie_embeddings: true,
             qkv_bias: false,
@@ -250,6 +252,7 @@ mod tests {
             activation: crate::model::config::Activation::Silu,
             attn_scale: 0.25,
             local_attention: None,
+            fused: false,
             sliding_window: None,
             max_seq_len: 128,
         }

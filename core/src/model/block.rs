@@ -71,14 +71,17 @@ pub(crate) type Project<'a> = dyn Fn(Target, &GpuBuffer, &GpuBuffer) -> Result<(
 
 /// Rope of layer `i` for q and k (sliding-window layers have their own theta, unscaled).
 pub(crate) fn rope_dims(cfg: &Config, i: usize, n: usize) -> (RopeDims, RopeDims) {
-    let (theta, window) = cfg.layer_attention(i);
-    let scaling = if window > 0 { Default::default() } else { cfg.rope_scaling };
-    let rope_q = RopeDims { n, heads: cfg.n_heads, head_size: cfg.head_size, theta, scaling };
+    let longrope = cfg.longrope.as_ref().map(|l| l.factors);
+    let (theta, scaling, longrope) = match cfg.layer_attention(i).1 {
+        Some(theta) => (theta, Default::default(), None),
+        None => (cfg.rope_theta, cfg.rope_scaling, longrope),
+    };
+    let rope_q = RopeDims { n, heads: cfg.n_heads, head_size: cfg.head_size, rotary: cfg.rotary_dims, theta, scaling, longrope };
     (rope_q, RopeDims { heads: cfg.n_kv_heads, ..rope_q })
 }
 
 pub(crate) fn attention_dims(cfg: &Config, i: usize, n: usize) -> AttentionDims {
-    let (_, window) = cfg.layer_attention(i);
+    let (window, _) = cfg.layer_attention(i);
     AttentionDims { scale: cfg.attn_scale, window, ..AttentionDims::causal(1, n, cfg.n_heads, cfg.n_kv_heads, cfg.head_size) }
 }
 

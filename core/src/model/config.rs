@@ -19,6 +19,8 @@ pub enum Arch {
     /// Gemma 3's text models (270M, 1B): scaled embeddings, norms of (1 + w), post-norms,
     /// GeGLU, q/k norms, sliding-window layers with their own rope theta.
     Gemma3,
+    /// Phi-3 / Phi-3.5 / Phi-4-mini: fused qkv_proj and gate_up_proj, partial rotary, LongRoPE.
+    Phi3,
 }
 
 impl Arch {
@@ -32,9 +34,10 @@ impl Arch {
             // "gemma3" is the GGUF architecture of the text model (in config.json it names the
             // multimodal model, refused in from_hf_json)
             "gemma3_text" | "Gemma3ForCausalLM" | "gemma3" => Ok(Arch::Gemma3),
+            "phi3" | "Phi3ForCausalLM" => Ok(Arch::Phi3),
             other => Err(Error::unsupported(
                 file,
-                format!("architecture \"{other}\" is not supported (Hearth runs llama, qwen2, qwen3, mistral, smollm3 and gemma3_text)"),
+                format!("architecture \"{other}\" is not supported (Hearth runs llama, qwen2, qwen3, mistral, smollm3, gemma3_text and phi3)"),
             )),
         }
     }
@@ -47,6 +50,7 @@ impl Arch {
             Arch::Qwen3 => "qwen3",
             Arch::SmolLM3 => "smollm3",
             Arch::Gemma3 => "gemma3_text",
+            Arch::Phi3 => "phi3",
         }
     }
 
@@ -59,6 +63,7 @@ impl Arch {
             Arch::Qwen3 => "Qwen3ForCausalLM",
             Arch::SmolLM3 => "SmolLM3ForCausalLM",
             Arch::Gemma3 => "Gemma3ForCausalLM",
+            Arch::Phi3 => "Phi3ForCausalLM",
         }
     }
 
@@ -89,6 +94,10 @@ pub struct Config {
     pub rope_theta: f32,
     /// Llama 3's rope scaling (factor 0: none).
     pub rope_scaling: RopeScaling,
+    /// Dims of each head that rope rotates (Phi's partial rotary; the head size otherwise).
+    pub rotary_dims: usize,
+    /// Phi-3.5 / Phi-4-mini's LongRoPE.
+    pub longrope: Option<LongRopeConfig>,
     pub rms_norm_eps: f32,
     pub tie_embeddings: bool,
     /// q/k/v projections carry a bias (Qwen2).
@@ -104,12 +113,26 @@ pub struct Config {
     pub activation: Activation,
     /// Multiplies q·k in attention: 1/√HS, or Gemma's query_pre_attn_scalar^−½.
     pub attn_scale: f32,
-    /// Gemma 3's sliding-window layers.
+    /// Gemma 3's sliding-window layers (and Phi-3's window, on every layer).
     pub local_attention: Option<LocalAttention>,
+    /// q/k/v and gate/up are stored fused (Phi-3's qkv_proj and gate_up_proj), and adapters
+    /// adapt them fused, as PEFT does.
+    pub fused: bool,
     pub max_seq_len: usize,
     /// Mistral's sliding attention window. Hearth attends to the whole context, which is the
     /// same while the context fits the window, so longer contexts are refused.
     pub sliding_window: Option<usize>,
+}
+
+/// LongRoPE with its short factors, which hold for contexts up to the original one: longer
+/// contexts (where transformers switches to the long factors) are refused.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LongRopeConfig {
+    pub factors: crate::ops::rope::LongRope,
+    pub original_max_position: usize,
+    /// The rope parameters as config.json has them (the long factors too), written back on
+    /// export.
+    pub hf: serde_json::Value,
 }
 
 /// Layers that attend to the last `window` tokens only, with their own rope theta (Gemma 3's
@@ -118,7 +141,8 @@ pub struct Config {
 pub struct LocalAttention {
     pub window: usize,
     pub layers: Vec<usize>,
-    pub rope_theta: f32,
+    /// Their own rope theta, unscaled (Gemma 3); None: the model's rope (Phi-3).
+    pub rope_theta: Option<f32>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +179,8 @@ struct HfConfig {
     query_pre_attn_scalar: Option<f32>,
     sliding_window_pattern: Option<usize>,
     rope_local_base_freq: Option<f32>,
+    partial_rotary_factor: Option<f32>,
+    original_max_position_embeddings: Option<usize>,
 }
 
 impl Config {
@@ -186,7 +212,14 @@ impl Config {
             f.push(format!("sliding window {w} (contexts up to it)"));
         }
         if let Some(l) = &self.local_attention {
-            f.push(format!("sliding window {} on {} of {} layers (rope theta {})", l.window, l.layers.len(), self.n_layers, l.rope_theta));
+            let theta = l.rope_theta.map(|t| format!(", rope theta {t}")).unwrap_or_default();
+            f.push(format!("sliding window {} on {} of {} layers{theta}", l.window, l.layers.len(), self.n_layers));
+        }
+        if self.rotary_dims != self.head_size {
+            f.push(format!("rope on {} of {} dims per head", self.rotary_dims, self.head_size));
+        }
+        if let Some(l) = &self.longrope {
+            f.push(format!("LongRoPE (short factors; contexts up to {})", l.original_max_position));
         }
         if self.post_norms {
             f.push("post-attention and post-MLP norms".to_string());
@@ -203,11 +236,25 @@ impl Config {
         f
     }
 
-    /// Layer `i`'s rope theta and attention window (0: the whole context).
-    pub fn layer_attention(&self, i: usize) -> (f32, usize) {
+    /// The longest context Hearth computes as transformers does, where that is shorter than
+    /// the model's, and why: Mistral's sliding window (Hearth attends to the whole context) or
+    /// LongRoPE's original context (past it transformers switches to the long factors).
+    pub fn context_limit(&self) -> Option<(usize, String)> {
+        if let Some(w) = self.sliding_window {
+            return Some((w, format!("its sliding attention window of {w} (Hearth attends to the whole context)")));
+        }
+        self.longrope.as_ref().map(|l| {
+            let n = l.original_max_position;
+            (n, format!("LongRoPE's original context of {n} (Hearth has the short factors only)"))
+        })
+    }
+
+    /// Layer `i`'s attention window (0: the whole context) and its own rope theta (None:
+    /// the model's rope with its scaling).
+    pub fn layer_attention(&self, i: usize) -> (usize, Option<f32>) {
         match &self.local_attention {
-            Some(l) if l.layers.contains(&i) => (l.rope_theta, l.window),
-            _ => (self.rope_theta, 0),
+            Some(l) if l.layers.contains(&i) => (l.window, l.rope_theta),
+            _ => (0, None),
         }
     }
 
@@ -239,8 +286,11 @@ impl Config {
         // rope scaling changes the frequencies: Llama 3's "llama3" is supported; refuse the
         // others (YaRN, linear, dynamic) rather than give silently different numbers.
         let mut rope_scaling = RopeScaling::default();
+        let mut longrope_params = None;
         for scaling in [&c.rope_scaling, &c.rope_parameters].into_iter().flatten() {
             let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
+            // transformers reads Phi-3's older "su" and "yarn" as longrope
+            let kind = if arch == Arch::Phi3 && matches!(kind, "su" | "yarn") { "longrope" } else { kind };
             let num = |k: &str| {
                 scaling.get(k).and_then(|v| v.as_f64()).map(|v| v as f32).ok_or_else(|| Error::bad_file(file, format!("rope scaling \"llama3\" lacks {k}")))
             };
@@ -254,7 +304,8 @@ impl Config {
                         original_max_position: num("original_max_position_embeddings")?,
                     }
                 }
-                other => return Err(Error::unsupported(file, format!("rope scaling \"{other}\" is not supported (Hearth knows \"llama3\")"))),
+                "longrope" => longrope_params = Some(scaling.clone()),
+                other => return Err(Error::unsupported(file, format!("rope scaling \"{other}\" is not supported (Hearth knows \"llama3\" and \"longrope\")"))),
             }
         }
         refuse_unimplemented(&c, arch, file)?;
@@ -273,6 +324,16 @@ impl Config {
             .or_else(|| c.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()).map(|v| v as f32))
             .unwrap_or(10000.0);
         let head_size = c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads.max(1));
+        let partial = c
+            .partial_rotary_factor
+            .or_else(|| c.rope_parameters.as_ref().and_then(|p| p.get("partial_rotary_factor")).and_then(|v| v.as_f64()).map(|v| v as f32))
+            .unwrap_or(1.0);
+        // transformers: int(head_dim · factor)
+        let rotary_dims = (head_size as f32 * partial) as usize;
+        let longrope = match longrope_params {
+            Some(p) => Some(longrope_config(&p, rotary_dims, c.max_position_embeddings.unwrap_or(4096), c.original_max_position_embeddings, file)?),
+            None => None,
+        };
         let activation = match c.hidden_activation.as_deref().or(c.hidden_act.as_deref()).unwrap_or("silu") {
             "silu" | "swish" => Activation::Silu,
             "gelu_pytorch_tanh" => Activation::GeluTanh,
@@ -287,7 +348,11 @@ impl Config {
                 Some(types) => types.iter().enumerate().filter(|(_, t)| t.as_str() == "sliding_attention").map(|(i, _)| i).collect(),
                 None => gemma3_local_layers(c.num_hidden_layers, c.sliding_window_pattern.unwrap_or(6)),
             };
-            local_attention = Some(LocalAttention { window, layers, rope_theta: local });
+            local_attention = Some(LocalAttention { window, layers, rope_theta: Some(local) });
+        }
+        if arch == Arch::Phi3 {
+            // transformers' Phi-3 applies its window on every layer
+            local_attention = c.sliding_window.map(|window| LocalAttention { window, layers: (0..c.num_hidden_layers).collect(), rope_theta: None });
         }
         let cfg = Config {
             arch,
@@ -300,6 +365,8 @@ impl Config {
             head_size,
             rope_theta,
             rope_scaling,
+            rotary_dims,
+            longrope,
             rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
             tie_embeddings: c.tie_word_embeddings.unwrap_or(false),
             qkv_bias: arch == Arch::Qwen2 || c.attention_bias.unwrap_or(false),
@@ -310,6 +377,7 @@ impl Config {
             activation,
             attn_scale: 1.0 / c.query_pre_attn_scalar.filter(|_| arch == Arch::Gemma3).unwrap_or(head_size as f32).sqrt(),
             local_attention,
+            fused: arch == Arch::Phi3,
             max_seq_len: c.max_position_embeddings.unwrap_or(4096),
             // Qwen2's configs carry a window with use_sliding_window false
             sliding_window: if arch == Arch::Mistral { c.sliding_window } else { None },
@@ -373,6 +441,8 @@ impl Config {
             head_size,
             rope_theta,
             rope_scaling,
+            rotary_dims: head_size,
+            longrope: None,
             rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
             tie_embeddings: g.tensor("output.weight").is_none(),
             qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
@@ -393,10 +463,11 @@ impl Config {
                 Arch::Gemma3 => Some(LocalAttention {
                     window: int("attention.sliding_window")?,
                     layers: gemma3_local_layers(n_layers, 6),
-                    rope_theta: 10000.0,
+                    rope_theta: Some(10000.0),
                 }),
                 _ => None,
             },
+            fused: arch == Arch::Phi3,
         };
         cfg.validate(file)?;
         Ok(cfg)
@@ -431,6 +502,33 @@ impl Config {
         let embed = self.vocab_size * c * if self.tie_embeddings { 1 } else { 2 };
         self.linear_param_count() + self.n_layers * (bias + head_norms + post_norms + 2 * c) + embed + c
     }
+}
+
+/// LongRoPE's short factors and attention factor, as transformers' _compute_longrope_parameters.
+fn longrope_config(p: &serde_json::Value, rotary_dims: usize, max_position: usize, original: Option<usize>, file: &str) -> Result<LongRopeConfig> {
+    let original = p
+        .get("original_max_position_embeddings")
+        .and_then(|v| v.as_u64())
+        .map(|v| v as usize)
+        .or(original)
+        .ok_or_else(|| Error::bad_file(file, "rope scaling \"longrope\" lacks original_max_position_embeddings"))?;
+    let short: Vec<f32> = p
+        .get("short_factor")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+        .ok_or_else(|| Error::bad_file(file, "rope scaling \"longrope\" lacks short_factor"))?;
+    if short.len() != rotary_dims / 2 || short.len() > crate::ops::rope::MAX_FREQS {
+        return Err(Error::bad_file(file, format!("longrope's short_factor has {} values for {} rotary frequencies", short.len(), rotary_dims / 2)));
+    }
+    let factor = p.get("factor").and_then(|v| v.as_f64()).unwrap_or(max_position as f64 / original as f64);
+    let mscale = match p.get("attention_factor").and_then(|v| v.as_f64()) {
+        Some(a) => a,
+        None if factor <= 1.0 => 1.0,
+        None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+    };
+    let mut divisors = [1.0; crate::ops::rope::MAX_FREQS];
+    divisors[..short.len()].copy_from_slice(&short);
+    Ok(LongRopeConfig { factors: crate::ops::rope::LongRope { divisors, mscale: mscale as f32 }, original_max_position: original, hf: p.clone() })
 }
 
 /// Gemma 3's sliding-window layers from its pattern: all but every `pattern`-th.

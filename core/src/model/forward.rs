@@ -367,14 +367,8 @@ impl Model {
         let cfg = &self.cfg;
         let (t, c) = (tokens.len(), cfg.hidden_size);
         let past = self.cache.len();
-        if let Some(w) = cfg.sliding_window.filter(|&w| past + t > w) {
-            return Err(Error::unsupported(
-                "the model",
-                format!(
-                    "the context would hold {} tokens, more than its sliding attention window of {w}; Hearth attends to the whole context, so it stops there",
-                    past + t
-                ),
-            ));
+        if let Some((_, why)) = cfg.context_limit().filter(|(limit, _)| past + t > *limit) {
+            return Err(Error::unsupported("the model", format!("the context would hold {} tokens, more than {why}, so it stops there", past + t)));
         }
         if past + t > self.cache.capacity {
             return Err(Error::invalid_setting("ctx", format!(

@@ -213,12 +213,24 @@ impl HostWeights {
             let w = vector(name, n)?;
             Ok(if one_plus { w.into_iter().map(|x| 1.0 + x).collect() } else { w })
         };
-        let linear = |name: &str, rows: usize, cols: usize| -> Result<Matrix> {
-            let m = matrix(name, rows, cols)?;
+        let convert = |m: Matrix| -> Result<Matrix> {
             match quant {
                 Some(f) => m.convert(f),
                 None => Ok(m),
             }
+        };
+        let linear = |name: &str, rows: usize, cols: usize| -> Result<Matrix> { convert(matrix(name, rows, cols)?) };
+        // a fused weight (Phi-3's qkv_proj, gate_up_proj) cut into its parts by rows
+        let split = |name: &str, parts: &[usize], cols: usize| -> Result<Vec<Matrix>> {
+            let m = matrix(name, parts.iter().sum(), cols)?;
+            let mut start = 0;
+            parts
+                .iter()
+                .map(|&rows| {
+                    start += rows;
+                    convert(m.rows_slice(start - rows, start)?)
+                })
+                .collect()
         };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
@@ -244,11 +256,24 @@ impl HostWeights {
                     Ok(None)
                 }
             };
+            let (q, k, v, gate, up) = if cfg.fused {
+                let [q, k, v]: [Matrix; 3] = split(&format!("{p}.self_attn.qkv_proj.weight"), &[cfg.q_dim(), cfg.kv_dim(), cfg.kv_dim()], c)?.try_into().expect("3 parts");
+                let [gate, up]: [Matrix; 2] = split(&format!("{p}.mlp.gate_up_proj.weight"), &[ff, ff], c)?.try_into().expect("2 parts");
+                (q, k, v, gate, up)
+            } else {
+                (
+                    linear(&format!("{p}.self_attn.q_proj.weight"), cfg.q_dim(), c)?,
+                    linear(&format!("{p}.self_attn.k_proj.weight"), cfg.kv_dim(), c)?,
+                    linear(&format!("{p}.self_attn.v_proj.weight"), cfg.kv_dim(), c)?,
+                    linear(&format!("{p}.mlp.gate_proj.weight"), ff, c)?,
+                    linear(&format!("{p}.mlp.up_proj.weight"), ff, c)?,
+                )
+            };
             layers.push(HostLayer {
                 attn_norm: norm(&format!("{p}.input_layernorm.weight"), c)?,
-                q: linear(&format!("{p}.self_attn.q_proj.weight"), cfg.q_dim(), c)?,
-                k: linear(&format!("{p}.self_attn.k_proj.weight"), cfg.kv_dim(), c)?,
-                v: linear(&format!("{p}.self_attn.v_proj.weight"), cfg.kv_dim(), c)?,
+                q,
+                k,
+                v,
                 q_bias: bias("q_proj", cfg.q_dim())?,
                 k_bias: bias("k_proj", cfg.kv_dim())?,
                 v_bias: bias("v_proj", cfg.kv_dim())?,
@@ -259,8 +284,8 @@ impl HostWeights {
                 ffn_norm: norm(&format!("{p}.{}.weight", if cfg.post_norms { "pre_feedforward_layernorm" } else { "post_attention_layernorm" }), c)?,
                 post_attn_norm: post_norm("post_attention_layernorm")?,
                 post_ffn_norm: post_norm("post_feedforward_layernorm")?,
-                gate: linear(&format!("{p}.mlp.gate_proj.weight"), ff, c)?,
-                up: linear(&format!("{p}.mlp.up_proj.weight"), ff, c)?,
+                gate,
+                up,
                 down: linear(&format!("{p}.mlp.down_proj.weight"), c, ff)?,
             });
         }

@@ -83,17 +83,23 @@ pub fn rope_inv_freq(j: usize, hs: usize, theta: f64, scaling: &crate::ops::rope
     }
 }
 
-/// HF rotate_half rope over (N, H, HS) with per-token positions; `sign` −1 is the backward.
-#[allow(clippy::too_many_arguments)]
-pub fn rope(out: &mut [f64], inp: &[f64], pos: &[u32], h: usize, hs: usize, theta: f64, scaling: &crate::ops::rope::RopeScaling, sign: f64) {
-    let half = hs / 2;
+/// HF rotate_half rope over (N, H, HS) with per-token positions on the first `d.rotary` dims
+/// of each head (the rest pass through), with Llama 3's or LongRoPE's frequencies; `sign` −1
+/// is the backward (the transposed map).
+pub fn rope(out: &mut [f64], inp: &[f64], pos: &[u32], d: &crate::ops::rope::RopeDims, sign: f64) {
+    let (hs, half) = (d.head_size, d.rotary / 2);
+    let mscale = d.longrope.map_or(1.0, |l| l.mscale as f64);
     for (n, &p) in pos.iter().enumerate() {
-        for head in 0..h {
-            let base = (n * h + head) * hs;
+        for head in 0..d.heads {
+            let base = (n * d.heads + head) * hs;
+            out[base + d.rotary..base + hs].copy_from_slice(&inp[base + d.rotary..base + hs]);
             for j in 0..half {
-                let inv_freq = rope_inv_freq(j, hs, theta, scaling);
+                let inv_freq = match d.longrope {
+                    Some(l) => rope_inv_freq(j, d.rotary, d.theta as f64, &Default::default()) / l.divisors[j] as f64,
+                    None => rope_inv_freq(j, d.rotary, d.theta as f64, &d.scaling),
+                };
                 let (s, c) = (p as f64 * inv_freq).sin_cos();
-                let s = sign * s;
+                let (s, c) = (mscale * sign * s, mscale * c);
                 let (x1, x2) = (inp[base + j], inp[base + j + half]);
                 out[base + j] = x1 * c - x2 * s;
                 out[base + j + half] = x2 * c + x1 * s;

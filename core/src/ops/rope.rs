@@ -1,4 +1,5 @@
-//! Rotary position embedding (HF rotate_half), over (N tokens, H heads, HS).
+//! Rotary position embedding (HF rotate_half), over (N tokens, H heads, HS): on the first
+//! `rotary` dims of each head, with Llama 3's or LongRoPE's frequencies.
 
 use super::{check_len, grid_1d};
 use crate::error::ensure;
@@ -13,6 +14,23 @@ struct Params {
     hs: u32,
     theta: f32,
     scaling: RopeScaling,
+    rot: u32,
+    mscale: f32,
+    divided: u32,
+    _pad: u32,
+    divisors: [f32; MAX_FREQS],
+}
+
+/// The most frequencies LongRoPE's divisors cover (96 rotary dims: Phi-3.5-mini's heads of 96,
+/// Phi-4-mini's 0.75 of 128); the launch's parameters must fit 256 bytes.
+pub const MAX_FREQS: usize = 48;
+
+/// LongRoPE (Phi-3.5, Phi-4-mini): frequency i divided by `divisors[i]` (the short factors,
+/// for contexts up to the original one), cos and sin multiplied by `mscale`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LongRope {
+    pub divisors: [f32; MAX_FREQS],
+    pub mscale: f32,
 }
 
 /// Llama 3's rope scaling (HF rope_type "llama3"); `factor` 0 is none.
@@ -25,23 +43,41 @@ pub struct RopeScaling {
     pub original_max_position: f32,
 }
 
-/// Sizes of a rope call: N tokens with positions `pos` (N), H heads of HS.
+/// Sizes of a rope call: N tokens with positions `pos` (N), H heads of HS, the first
+/// `rotary` dims of each rotated.
 #[derive(Clone, Copy, Debug)]
 pub struct RopeDims {
     pub n: usize,
     pub heads: usize,
     pub head_size: usize,
+    pub rotary: usize,
     pub theta: f32,
     pub scaling: RopeScaling,
+    pub longrope: Option<LongRope>,
 }
 
 fn launch(ctx: &GpuContext, op: &'static str, out: &GpuBuffer, inp: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
     ensure(d.head_size.is_multiple_of(2), || format!("{op}: head size {} must be even", d.head_size))?;
+    ensure(d.rotary.is_multiple_of(2) && d.rotary <= d.head_size, || {
+        format!("{op}: {} rotary dims of a head of {}: expected an even number up to the head size", d.rotary, d.head_size)
+    })?;
+    ensure(d.longrope.is_none() || d.rotary / 2 <= MAX_FREQS, || format!("{op}: LongRoPE over {} rotary dims; at most {}", d.rotary, 2 * MAX_FREQS))?;
     let len = d.n * d.heads * d.head_size;
     check_len(op, "inp", inp, len)?;
     check_len(op, "out", out, len)?;
     check_len(op, "pos", pos, d.n)?;
-    let params = Params { n: d.n as u32, h: d.heads as u32, hs: d.head_size as u32, theta: d.theta, scaling: d.scaling };
+    let params = Params {
+        n: d.n as u32,
+        h: d.heads as u32,
+        hs: d.head_size as u32,
+        theta: d.theta,
+        scaling: d.scaling,
+        rot: d.rotary as u32,
+        mscale: d.longrope.map_or(1.0, |l| l.mscale),
+        divided: u32::from(d.longrope.is_some()),
+        _pad: 0,
+        divisors: d.longrope.map_or([1.0; MAX_FREQS], |l| l.divisors),
+    };
     ctx.dispatch(&Kernel::new(Shader::Rope, op, 0), &[inp, pos], &[out], &params, grid_1d((len / 2) as u64, 256))
 }
 

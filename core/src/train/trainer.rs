@@ -147,13 +147,10 @@ impl Trainer {
         if train.is_empty() {
             return Err(Error::invalid_setting("data", "no training examples"));
         }
-        if let Some(w) = model.cfg.sliding_window {
+        if let Some((limit, why)) = model.cfg.context_limit() {
             let longest = train.iter().chain(eval_sets.iter().flat_map(|s| s.iter())).map(|e| e.tokens.len()).max().unwrap_or(0);
-            if longest > w {
-                return Err(Error::invalid_setting(
-                    "max_seq_len",
-                    format!("an example holds {longest} tokens, more than the model's sliding attention window of {w}; at most {w} fits"),
-                ));
+            if longest > limit {
+                return Err(Error::invalid_setting("max_seq_len", format!("an example holds {longest} tokens, more than {why}; at most {limit} fits")));
             }
         }
         model.set_adapter(ctx, Some(adapter), "the new adapter")?;
