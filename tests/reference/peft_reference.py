@@ -1,6 +1,6 @@
 """LoRA training references from HF transformers + PEFT on the tiny fixtures.
 
-For tests/fixtures/tiny-{llama,qwen2,qwen3,smollm3,gemma3} this writes tests/fixtures/peft/<model>/:
+For tests/fixtures/tiny-{llama,qwen2,qwen3,smollm3,gemma3,phi3} this writes tests/fixtures/peft/<model>/:
   data.jsonl          four prompt/completion records
   initial/            the starting adapter as PEFT saves it (A from PEFT's init; B drawn
                       at random so that the gradients of A are not zero at step one)
@@ -43,6 +43,8 @@ RECORDS = [
 ]
 TEXT = "The quick brown fox and the tiny models are fun. 12345"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Phi-3 has fused layers: PEFT adapts them as they are
+FUSED_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
 STEPS, LR, WD, WARMUP, CLIP = 10, 1e-2, 0.01, 2, 1.0
 
 
@@ -110,7 +112,8 @@ def make(name):
     tok = tokenizer(src)
     base = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     torch.manual_seed(0)
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
+    targets = FUSED_TARGETS if name == "tiny-phi3" else TARGETS
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
     model = get_peft_model(base, cfg)
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -179,7 +182,7 @@ def hearth_adapter(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hearth-adapter")
-    ap.add_argument("models", nargs="*", default=["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3", "tiny-gemma3"])
+    ap.add_argument("models", nargs="*", default=["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3", "tiny-gemma3", "tiny-phi3"])
     args = ap.parse_args()
     if args.hearth_adapter:
         hearth_adapter(args.hearth_adapter)

@@ -1,6 +1,6 @@
 //! LoRA training against HF transformers + PEFT (fixtures from
-//! tests/reference/peft_reference.py) on the tiny Llama, Qwen2, Qwen3, SmolLM3 and Gemma 3
-//! models, f32 base:
+//! tests/reference/peft_reference.py) on the tiny Llama, Qwen2, Qwen3, SmolLM3, Gemma 3 and
+//! Phi-3 models, f32 base:
 //! - the data pipeline gives PEFT's token ids and loss masks;
 //! - the step-one LoRA gradients match: |g − PEFT| ≤ 1e-6 + 1e-3·|g| (f32 kernels against
 //!   PyTorch's f32 CPU autograd; gradients here are ~1e-3);
@@ -179,6 +179,13 @@ fn tiny_smollm3_lora_training_matches_peft() {
     check("tiny-smollm3");
 }
 
+/// Phi-3: adapters on the fused qkv_proj and gate_up_proj (one A for q, k and v), through
+/// partial rotary with LongRoPE and a window on every layer.
+#[test]
+fn tiny_phi3_lora_training_matches_peft() {
+    check("tiny-phi3");
+}
+
 /// Through Gemma 3's sliding windows (4 tokens; the examples are longer), post-norms and
 /// GeGLU.
 #[test]
@@ -248,7 +255,7 @@ fn merged_models_of_each_family_give_peft_merged_logits() {
     use hearth_core::io::hf_export::{hf_folder, ExportDtype};
     use hearth_core::lora::merge::merge_into;
     with_gpu!(ctx => {
-        for name in ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3", "tiny-gemma3"] {
+        for name in ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3", "tiny-gemma3", "tiny-phi3"] {
             let r = reference(name);
             let mut m = load(name);
             let adapter = read_adapter(&format!("peft/{name}/trained"));

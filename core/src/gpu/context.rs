@@ -487,6 +487,17 @@ impl Arena {
         Ok(self.views.iter().map(|v| all[(v.offset() / 4) as usize..][..v.len_words()].to_vec()).collect())
     }
 
+    /// Bytes `start..start + len` of part `i` as a buffer of their own (a fused layer's rows
+    /// of B). A bound buffer must start at a multiple of `align` (the adapter's storage offset
+    /// alignment): `what` names the part in the error when it does not.
+    pub fn sub_view(&self, i: usize, start: u64, len: u64, align: u64, what: &str) -> Result<GpuBuffer> {
+        let at = self.views[i].offset() - self.whole.offset() + start;
+        crate::error::ensure(at.is_multiple_of(align), || {
+            format!("{what} starts at byte {at} of its buffer, which the GPU cannot bind (it needs a multiple of {align}): choose a LoRA rank that is a multiple of 64")
+        })?;
+        Ok(GpuBuffer::view(&self.whole, at, len))
+    }
+
     /// Views of the whole buffer, each at most `max_bytes` long, that cover it: the whole
     /// buffer, unless it passes the adapter's storage binding limit.
     pub fn chunks(&self, max_bytes: u64, align: u64) -> Vec<GpuBuffer> {

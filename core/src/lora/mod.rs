@@ -20,10 +20,18 @@ pub enum Target {
     Gate,
     Up,
     Down,
+    /// Phi-3's fused q, k, v projection (qkv_proj): one adapter over the three.
+    Qkv,
+    /// Phi-3's fused gate and up projection (gate_up_proj).
+    GateUp,
 }
 
 impl Target {
+    /// The separate layers: what "all-linear" names before [`Target::for_model`].
     pub const ALL: [Target; 7] = [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
+    /// Every target, fused ones included; `target as usize` indexes it.
+    pub const EVERY: [Target; 9] = [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down, Target::Qkv, Target::GateUp];
+    pub const COUNT: usize = 9;
 
     /// PEFT's module name.
     pub fn name(self) -> &'static str {
@@ -35,6 +43,8 @@ impl Target {
             Target::Gate => "gate_proj",
             Target::Up => "up_proj",
             Target::Down => "down_proj",
+            Target::Qkv => "qkv_proj",
+            Target::GateUp => "gate_up_proj",
         }
     }
 
@@ -48,11 +58,69 @@ impl Target {
             Target::Gate => "mlp.gate_proj",
             Target::Up => "mlp.up_proj",
             Target::Down => "mlp.down_proj",
+            Target::Qkv => "self_attn.qkv_proj",
+            Target::GateUp => "mlp.gate_up_proj",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Target> {
-        Target::ALL.into_iter().find(|t| t.name() == name)
+        Target::EVERY.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The separate layers a fused one stands for, in the order of its output rows.
+    pub fn parts(self) -> &'static [Target] {
+        match self {
+            Target::Qkv => &[Target::Q, Target::K, Target::V],
+            Target::GateUp => &[Target::Gate, Target::Up],
+            Target::Q => &[Target::Q],
+            Target::K => &[Target::K],
+            Target::V => &[Target::V],
+            Target::O => &[Target::O],
+            Target::Gate => &[Target::Gate],
+            Target::Up => &[Target::Up],
+            Target::Down => &[Target::Down],
+        }
+    }
+
+    /// The fused layer this one is part of in a model that fuses (Phi-3), or itself.
+    pub fn fused(self) -> Target {
+        match self {
+            Target::Q | Target::K | Target::V => Target::Qkv,
+            Target::Gate | Target::Up => Target::GateUp,
+            other => other,
+        }
+    }
+
+    pub fn is_fused(self) -> bool {
+        matches!(self, Target::Qkv | Target::GateUp)
+    }
+
+    /// The targets as `model` has its layers: a fusing model (Phi-3) adapts q, k, v as
+    /// qkv_proj and gate, up as gate_up_proj (PEFT's names), only all of them together; the
+    /// others have no fused layers.
+    pub fn for_model(targets: &[Target], model: &Config) -> Result<Vec<Target>> {
+        let mut out: Vec<Target> = Vec::new();
+        for &t in targets {
+            let t = if model.fused { t.fused() } else { t };
+            if t.is_fused() && !model.fused {
+                return Err(Error::invalid_setting("targets", format!("{} is a fused layer of Phi-3; this {} model has {}", t.name(), model.arch.name(),
+                    t.parts().iter().map(|p| p.name()).collect::<Vec<_>>().join(", "))));
+            }
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        if model.fused {
+            for &f in &[Target::Qkv, Target::GateUp] {
+                let named: Vec<&Target> = f.parts().iter().filter(|p| targets.contains(p)).collect();
+                if !named.is_empty() && named.len() < f.parts().len() && !targets.contains(&f) {
+                    return Err(Error::invalid_setting("targets", format!("{} fuses {} into one layer: adapt {} (or all of its parts)", model.arch.name(),
+                        f.parts().iter().map(|p| p.name()).collect::<Vec<_>>().join(", "), f.name())));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// (out features, in features) of the layer.
@@ -64,7 +132,22 @@ impl Target {
             Target::O => (c, cfg.q_dim()),
             Target::Gate | Target::Up => (ff, c),
             Target::Down => (c, ff),
+            Target::Qkv => (cfg.q_dim() + 2 * cfg.kv_dim(), c),
+            Target::GateUp => (2 * ff, c),
         }
+    }
+
+    /// Rows of the fused layer's output that part `self` holds.
+    pub fn rows_in(self, fused: Target, cfg: &Config) -> std::ops::Range<usize> {
+        let mut start = 0;
+        for &p in fused.parts() {
+            let rows = p.shape(cfg).0;
+            if p == self {
+                return start..start + rows;
+            }
+            start += rows;
+        }
+        panic!("{self:?} is not a part of {fused:?}")
     }
 
     /// "q_proj,v_proj" or "all-linear" (every linear layer of the blocks, as PEFT's
@@ -77,7 +160,7 @@ impl Target {
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let t = Target::from_name(name).ok_or_else(|| {
                 Error::invalid_setting("targets", format!(
-                    "unknown target module \"{name}\" (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all-linear)"
+                    "unknown target module \"{name}\" (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, qkv_proj, gate_up_proj or all-linear)"
                 ))
             })?;
             if !out.contains(&t) {
@@ -167,8 +250,9 @@ impl Adapter {
         cfg.check()?;
         let mut rng = Rng::new(seed);
         let mut tensors = Vec::new();
+        let targets = Target::for_model(&cfg.targets, model)?;
         for layer in 0..model.n_layers {
-            for &target in &cfg.targets {
+            for &target in &targets {
                 let (d_out, d_in) = target.shape(model);
                 let bound = 1.0 / (d_in as f32).sqrt();
                 tensors.push(LoraTensor {
@@ -183,7 +267,7 @@ impl Adapter {
                 });
             }
         }
-        Ok(Adapter { cfg: cfg.clone(), tensors })
+        Ok(Adapter { cfg: LoraConfig { targets, ..cfg.clone() }, tensors })
     }
 
     pub fn trainable_params(&self) -> usize {
@@ -206,6 +290,14 @@ impl Adapter {
                     t.peft_prefix(),
                     t.layer,
                     model.n_layers
+                )));
+            }
+            if (t.target.is_fused() && !model.fused) || (model.fused && t.target.fused() != t.target) {
+                return Err(Error::Shape(format!(
+                    "{origin}: {} adapts {}, a layer this {} model does not have: the adapter was made for another base model",
+                    t.peft_prefix(),
+                    t.target.name(),
+                    model.arch.name()
                 )));
             }
             let (out, inp) = t.target.shape(model);

@@ -10,7 +10,7 @@
 
 use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::Arena;
-use crate::lora::gpu::lora_parts;
+use crate::lora::gpu::{fused_part_views, lora_parts};
 use crate::lora::Target;
 use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers};
 use crate::model::forward::Model;
@@ -18,7 +18,7 @@ use crate::model::Config;
 use crate::ops::attention::{attention_backward, AttentionDims};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::dropout::dropout_forward;
-use crate::ops::lora::{lora_backward, lora_forward};
+use crate::ops::lora::{lora_backward, lora_backward_a, lora_backward_b, lora_forward, lora_forward_b};
 use crate::ops::residual::residual_accumulate;
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
@@ -200,7 +200,7 @@ impl std::ops::Deref for LayerActs {
 pub(crate) struct PassLayout {
     layer: LayerActSizes,
     /// N·r per target, for the targets some layer adapts.
-    lora_h: [Option<usize>; 7],
+    lora_h: [Option<usize>; Target::COUNT],
     /// Layers whose activations are kept: L, or 1 with checkpointing.
     slots: usize,
     /// (L+1) × N·C: each layer's input, and the last layer's output.
@@ -213,7 +213,7 @@ pub(crate) struct PassLayout {
 impl PassLayout {
     /// `ranks`: the largest rank per target (None: not adapted); `binding_limit`: the
     /// model's storage binding limit, which splits the lm_head and the logits.
-    pub(crate) fn new(cfg: &Config, n: usize, ranks: [Option<usize>; 7], checkpointing: bool, binding_limit: u64) -> Self {
+    pub(crate) fn new(cfg: &Config, n: usize, ranks: [Option<usize>; Target::COUNT], checkpointing: bool, binding_limit: u64) -> Self {
         let (c, ff, qd, kvd, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim(), cfg.vocab_size);
         let max_rank = ranks.iter().flatten().copied().max().unwrap_or(0);
         let (part_rows, split) = lm_head_parts(cfg, binding_limit);
@@ -309,6 +309,8 @@ pub struct TrainPass {
     s: Scratch,
     /// (dA, dB) per adapter tensor, in the adapter's order: views of `grad_arena`.
     pub grads: Vec<(GpuBuffer, GpuBuffer)>,
+    /// Per adapter tensor, a fused layer's parts and their rows of dB (empty otherwise).
+    grad_parts: Vec<Vec<(Target, GpuBuffer)>>,
     /// The gradients in one buffer, laid out as the adapter's weights (`lora_parts`); the
     /// gaps between them stay zero (nothing writes them), as the optimizer's launches over
     /// the whole buffer need.
@@ -320,7 +322,9 @@ pub struct TrainPass {
 /// Bytes a [`TrainPass`] allocates for micro-batches of `n` tokens with LoRA of rank
 /// `rank` on `targets` (for memory estimates; the same table as the allocation).
 pub fn activation_bytes(cfg: &Config, n: usize, rank: usize, targets: &[Target], checkpointing: bool, binding_limit: u64) -> u64 {
-    let ranks = Target::ALL.map(|t| targets.contains(&t).then_some(rank));
+    // the targets as the model has its layers (fused for Phi-3)
+    let targets = Target::for_model(targets, cfg).unwrap_or_else(|_| targets.to_vec());
+    let ranks = Target::EVERY.map(|t| targets.contains(&t).then_some(rank));
     PassLayout::new(cfg, n.max(1), ranks, checkpointing, binding_limit).bytes(cfg.n_layers)
 }
 
@@ -332,7 +336,7 @@ impl TrainPass {
         let n = max_tokens.max(1);
         let f = |len: usize| ctx.alloc_f32(len.max(1));
         let adapter = model.adapter.as_ref();
-        let ranks = Target::ALL.map(|t| adapter.and_then(|a| a.adapter.tensors.iter().filter(|x| x.target == t).map(|x| x.rank).max()));
+        let ranks = Target::EVERY.map(|t| adapter.and_then(|a| a.adapter.tensors.iter().filter(|x| x.target == t).map(|x| x.rank).max()));
         let layout = PassLayout::new(cfg, n, ranks, checkpointing, model.binding_limit);
         let acts = (0..layout.slots)
             .map(|_| {
@@ -343,6 +347,16 @@ impl TrainPass {
         let s = Scratch::alloc(ctx, &layout.scratch)?;
         let grad_arena = adapter.map(|a| ctx.alloc_arena(&lora_parts(&a.adapter))).transpose()?;
         let grads = grad_arena.as_ref().map_or_else(Vec::new, |g| (0..g.views.len() / 2).map(|i| (g.view(2 * i), g.view(2 * i + 1))).collect());
+        let grad_parts = match (adapter, &grad_arena) {
+            (Some(a), Some(g)) => a
+                .adapter
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(i, t)| if t.target.is_fused() { fused_part_views(ctx, g, 2 * i + 1, t.target, t.rank, cfg) } else { Ok(Vec::new()) })
+                .collect::<Result<_>>()?,
+            _ => Vec::new(),
+        };
         Ok(TrainPass {
             max_tokens: n,
             checkpointing,
@@ -351,6 +365,7 @@ impl TrainPass {
             acts,
             s,
             grads,
+            grad_parts,
             grad_arena,
             accumulate_grads: false,
         })
@@ -414,16 +429,23 @@ impl TrainPass {
     fn project(&self, ctx: &GpuContext, model: &Model, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
         model.layers[i].base_forward(ctx, target, out, inp, n)?;
         let Some(adapter) = model.adapter.as_ref() else { return Ok(()) };
-        let Some(idx) = adapter.index(i, target) else { return Ok(()) };
-        let lora = &adapter.tensors[idx];
-        let h = acts.lora_h[target as usize].as_ref().expect("allocated for every adapted target");
+        let Some(u) = adapter.lora_use(i, target) else { return Ok(()) };
+        let (idx, lora) = (u.index, &adapter.tensors[u.index]);
+        let h = acts.lora_h[adapter.adapter.tensors[idx].target as usize].as_ref().expect("allocated for every adapted target");
+        // a fused layer's later parts reuse x·Aᵀ of its first (the same input)
+        if let Some(p) = u.part.filter(|p| !p.first) {
+            return lora_forward_b(ctx, out, h, &lora.parts[p.index].1, lora.part_dims(n, p.rows));
+        }
         let x = if drop.p > 0.0 {
             dropout_forward(ctx, &self.s.xd, inp, n * lora.d_in, drop.p, drop.seed_for(idx), 0.0)?;
             &self.s.xd
         } else {
             inp
         };
-        lora_forward(ctx, out, h, x, &lora.a, &lora.b, lora.dims(n))
+        match u.part {
+            None => lora_forward(ctx, out, h, x, &lora.a, &lora.b, lora.dims(n)),
+            Some(p) => lora_forward(ctx, out, h, x, &lora.a, &lora.parts[p.index].1, lora.part_dims(n, p.rows)),
+        }
     }
 
     /// dinp = beta·dinp + dout·W (+ the adapter's part), and the adapter's dA, dB.
@@ -431,11 +453,29 @@ impl TrainPass {
     fn project_backward(&self, ctx: &GpuContext, model: &Model, i: usize, target: Target, dinp: &GpuBuffer, beta: f32, dout: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
         model.layers[i].linear(target).backward_input(ctx, dinp, dout, n, beta)?;
         let Some(adapter) = model.adapter.as_ref() else { return Ok(()) };
-        let Some(idx) = adapter.index(i, target) else { return Ok(()) };
-        let lora = &adapter.tensors[idx];
-        let h = acts.lora_h[target as usize].as_ref().expect("allocated for every adapted target");
+        let Some(u) = adapter.lora_use(i, target) else { return Ok(()) };
+        let (idx, lora) = (u.index, &adapter.tensors[u.index]);
+        let h = acts.lora_h[adapter.adapter.tensors[idx].target as usize].as_ref().expect("allocated for every adapted target");
         let (da, db) = &self.grads[idx];
         let d = crate::ops::lora::LoraDims { accumulate: self.accumulate_grads, ..lora.dims(n) };
+        if let Some(p) = u.part {
+            // a fused layer: each part adds its rows' dB and its share of dh (s.dr, which the
+            // parts' backwards, run one after another, add up); the last finishes dA and dx
+            let part = crate::ops::lora::LoraDims { d_out: p.rows, ..d };
+            let db_part = &self.grad_parts[idx][p.index].1;
+            lora_backward_b(ctx, db_part, &self.s.dr, if p.first { 0.0 } else { 1.0 }, dout, h, &lora.parts[p.index].1, part)?;
+            if !p.last {
+                return Ok(());
+            }
+            return if drop.p > 0.0 {
+                let seed = drop.seed_for(idx);
+                dropout_forward(ctx, &self.s.xd, inp, n * lora.d_in, drop.p, seed, 0.0)?;
+                lora_backward_a(ctx, da, &self.s.dxd, 0.0, &self.s.dr, &self.s.xd, &lora.a, d)?;
+                dropout_forward(ctx, dinp, &self.s.dxd, n * lora.d_in, drop.p, seed, 1.0)
+            } else {
+                lora_backward_a(ctx, da, dinp, 1.0, &self.s.dr, inp, &lora.a, d)
+            };
+        }
         if drop.p > 0.0 {
             // the same mask as the forward (same seed): A saw dropout(x), and only the kept
             // inputs receive the LoRA path's gradient

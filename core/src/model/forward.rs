@@ -14,7 +14,7 @@ use crate::model::linear::Linear;
 use crate::model::weights::{HostWeights, Matrix};
 use crate::ops::block_copy::{block_copy, Columns};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
-use crate::ops::lora::lora_forward;
+use crate::ops::lora::{lora_forward, lora_forward_b};
 use crate::ops::residual::bias_forward;
 use crate::ops::rmsnorm::rmsnorm_forward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
@@ -104,6 +104,8 @@ impl GpuLayer {
             Target::Gate => &self.gate,
             Target::Up => &self.up,
             Target::Down => &self.down,
+            // the base weights of a fused layer are held split; only adapters are fused
+            Target::Qkv | Target::GateUp => unreachable!("{t:?}: the block projects the parts"),
         }
     }
 
@@ -326,7 +328,7 @@ impl Model {
         self.adapter = match adapter {
             Some(a) => {
                 a.check_against(&self.cfg, origin)?;
-                let gpu = GpuAdapter::upload(ctx, a, self.cfg.n_layers)?;
+                let gpu = GpuAdapter::upload(ctx, a, &self.cfg)?;
                 self.state.lora_h = ctx.alloc_f32(lora_h_len(self.chunk, gpu.max_rank()))?;
                 Some(gpu)
             }
@@ -355,10 +357,22 @@ impl Model {
     /// out(T, out) = inp·Wᵀ (+ bias) (+ the adapter's part) for layer `i`'s `target`.
     fn project(&self, ctx: &GpuContext, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, t: usize) -> Result<()> {
         self.layers[i].base_forward(ctx, target, out, inp, t)?;
-        if let Some(lora) = self.adapter.as_ref().and_then(|a| a.get(i, target)) {
-            lora_forward(ctx, out, &self.state.lora_h, inp, &lora.a, &lora.b, lora.dims(t))?;
+        let Some(adapter) = self.adapter.as_ref() else { return Ok(()) };
+        let Some(u) = adapter.lora_use(i, target) else { return Ok(()) };
+        let lora = &adapter.tensors[u.index];
+        match u.part {
+            None => lora_forward(ctx, out, &self.state.lora_h, inp, &lora.a, &lora.b, lora.dims(t)),
+            // a fused layer's part: x·Aᵀ once, at its first part (the block projects the parts
+            // one after another, from the same input)
+            Some(p) => {
+                let b = &lora.parts[p.index].1;
+                if p.first {
+                    lora_forward(ctx, out, &self.state.lora_h, inp, &lora.a, b, lora.part_dims(t, p.rows))
+                } else {
+                    lora_forward_b(ctx, out, &self.state.lora_h, b, lora.part_dims(t, p.rows))
+                }
+            }
         }
-        Ok(())
     }
 
     /// Pushes `tokens` (at most `chunk`) through the layers at positions cache.len().., adds

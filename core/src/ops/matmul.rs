@@ -37,9 +37,6 @@ impl Accumulate {
     pub const OVERWRITE: Accumulate = Accumulate { alpha: 1.0, beta: 0.0 };
     pub const ADD: Accumulate = Accumulate { alpha: 1.0, beta: 1.0 };
 
-    pub fn scaled(alpha: f32) -> Self {
-        Accumulate { alpha, beta: 0.0 }
-    }
 }
 
 /// Which of the three products to compute.

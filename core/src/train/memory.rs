@@ -53,8 +53,10 @@ pub fn base_bytes(cfg: &Config, format: WeightFormat, head: WeightFormat) -> u64
     (linear * format.bytes_per_weight() + head) as u64 + 4 * norms as u64
 }
 
-/// Trainable parameters of LoRA on `targets` of every layer: r·(in + out) each.
+/// Trainable parameters of LoRA on `targets` of every layer: r·(in + out) each (fused
+/// layers counted once, as the model has them).
 pub fn lora_params(cfg: &Config, r: usize, targets: &[Target]) -> usize {
+    let targets = Target::for_model(targets, cfg).unwrap_or_else(|_| targets.to_vec());
     let per_layer: usize = targets
         .iter()
         .map(|t| {
