@@ -3,7 +3,8 @@
 tests/fixtures/chat-templates/<family>.jinja is the template as the family's
 tokenizer_config.json carries it (qwen3.jinja: Qwen3's, with thinking blocks, as TRL keeps it
 in trl/chat_templates/qwen3.jinja; gemma3.jinja: Gemma 3's, which has no system role: the
-system message goes in front of the first user turn). reference.json holds, per template and
+system message goes in front of the first user turn; phi3.jinja: Phi-3.5-mini's, as TRL keeps it
+in trl/chat_templates/phi3.jinja). reference.json holds, per template and
 case, the messages, add_generation_prompt, enable_thinking (absent: not passed, the
 template's default), the BOS and EOS tokens and the text transformers renders. Hearth must
 render the same text.

@@ -1,4 +1,4 @@
-"""tests/fixtures/tiny-{llama3,qwen3,smollm3,gemma3-p6}.gguf: the tiny HF folders written as llama.cpp's
+"""tests/fixtures/tiny-{llama3,qwen3,smollm3,gemma3-p6,phi3}.gguf: the tiny HF folders written as llama.cpp's
 convert_hf_to_gguf.py writes them, with the byte-level BPE tokenizer in tokenizer.ggml.*
 (pre "gpt2": the tiny tokenizers have no family split regex; those are checked by
 gguf_tokenizers.py).
@@ -10,6 +10,9 @@ transformers).
   key_length the head size, tied embeddings (no output.weight);
 - smollm3 (arch smollm3): llama's permutation; its NoPE layers are not in the metadata
   (llama.cpp takes every 4th layer);
+- phi3 (arch phi3): q/k/v as one attn_qkv, gate and up as one ffn_up, the rotary dims in
+  rope.dimension_count, LongRoPE as rope_factors_short/long.weight with
+  rope.scaling.attn_factor and .original_context_length, the window in the metadata;
 - gemma3-p6 (arch gemma3): norm weights stored as 1 + w, post_attention_norm, ffn_norm (the
   pre-feedforward norm), post_ffw_norm, the sliding window in the metadata (the pattern, 6,
   and the local rope theta, 10000, are llama.cpp's constants).
@@ -65,17 +68,23 @@ def write(name, arch, permute_qk, pre):
     out.add_embedding_length(cfg["hidden_size"])
     out.add_block_count(cfg["num_hidden_layers"])
     out.add_feed_forward_length(cfg["intermediate_size"])
-    out.add_rope_dimension_count(head)
+    rope = cfg["rope_parameters"].get("full_attention", cfg["rope_parameters"])  # Gemma's per layer type
+    out.add_rope_dimension_count(int(head * rope.get("partial_rotary_factor", 1.0)))
     out.add_head_count(nh)
     out.add_head_count_kv(nkv)
     out.add_key_length(head)
     out.add_value_length(head)
     out.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    rope = cfg["rope_parameters"].get("full_attention", cfg["rope_parameters"])  # Gemma's per layer type
     out.add_rope_freq_base(rope["rope_theta"])
     out.add_vocab_size(cfg["vocab_size"])
-    if arch == "gemma3":
+    if arch in ("gemma3", "phi3"):
         out.add_sliding_window(cfg["sliding_window"])
+    if rope.get("rope_type") == "longrope":
+        # convert_hf_to_gguf.py's Phi3MiniModel: the attention factor from the context ratio
+        orig = rope["original_max_position_embeddings"]
+        scale = cfg["max_position_embeddings"] / orig
+        out.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(orig)))
+        out.add_rope_scaling_orig_ctx_len(orig)
 
     vocab = tok["model"]["vocab"]
     for a in tok["added_tokens"]:
@@ -101,12 +110,18 @@ def write(name, arch, permute_qk, pre):
         out.add_tensor("output.weight", f32("lm_head.weight"))
     if rope.get("rope_type") == "llama3":
         out.add_tensor("rope_freqs.weight", rope_factors(cfg))
+    if rope.get("rope_type") == "longrope":
+        out.add_tensor("rope_factors_long.weight", np.array(rope["long_factor"], dtype=np.float32))
+        out.add_tensor("rope_factors_short.weight", np.array(rope["short_factor"], dtype=np.float32))
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         out.add_tensor(f"blk.{i}.attn_norm.weight", norm(p + "input_layernorm.weight"))
-        out.add_tensor(f"blk.{i}.attn_q.weight", qk(f32(p + "self_attn.q_proj.weight"), nh))
-        out.add_tensor(f"blk.{i}.attn_k.weight", qk(f32(p + "self_attn.k_proj.weight"), nkv))
-        out.add_tensor(f"blk.{i}.attn_v.weight", f32(p + "self_attn.v_proj.weight"))
+        if arch == "phi3":
+            out.add_tensor(f"blk.{i}.attn_qkv.weight", f32(p + "self_attn.qkv_proj.weight"))
+        else:
+            out.add_tensor(f"blk.{i}.attn_q.weight", qk(f32(p + "self_attn.q_proj.weight"), nh))
+            out.add_tensor(f"blk.{i}.attn_k.weight", qk(f32(p + "self_attn.k_proj.weight"), nkv))
+            out.add_tensor(f"blk.{i}.attn_v.weight", f32(p + "self_attn.v_proj.weight"))
         if p + "self_attn.q_norm.weight" in w:
             out.add_tensor(f"blk.{i}.attn_q_norm.weight", norm(p + "self_attn.q_norm.weight"))
             out.add_tensor(f"blk.{i}.attn_k_norm.weight", norm(p + "self_attn.k_norm.weight"))
@@ -117,8 +132,11 @@ def write(name, arch, permute_qk, pre):
             out.add_tensor(f"blk.{i}.post_ffw_norm.weight", norm(p + "post_feedforward_layernorm.weight"))
         else:
             out.add_tensor(f"blk.{i}.ffn_norm.weight", f32(p + "post_attention_layernorm.weight"))
-        out.add_tensor(f"blk.{i}.ffn_gate.weight", f32(p + "mlp.gate_proj.weight"))
-        out.add_tensor(f"blk.{i}.ffn_up.weight", f32(p + "mlp.up_proj.weight"))
+        if arch == "phi3":
+            out.add_tensor(f"blk.{i}.ffn_up.weight", f32(p + "mlp.gate_up_proj.weight"))
+        else:
+            out.add_tensor(f"blk.{i}.ffn_gate.weight", f32(p + "mlp.gate_proj.weight"))
+            out.add_tensor(f"blk.{i}.ffn_up.weight", f32(p + "mlp.up_proj.weight"))
         out.add_tensor(f"blk.{i}.ffn_down.weight", f32(p + "mlp.down_proj.weight"))
     out.write_header_to_file()
     out.write_kv_data_to_file()
@@ -132,6 +150,7 @@ def main():
     write("tiny-qwen3", "qwen3", False, "gpt2")
     write("tiny-smollm3", "smollm3", True, "gpt2")
     write("tiny-gemma3-p6", "gemma3", False, "gpt2")
+    write("tiny-phi3", "phi3", False, "gpt2")
 
 
 if __name__ == "__main__":

@@ -178,6 +178,21 @@ fn tiny_gemma3_gguf_matches_transformers() {
     check("tiny-gemma3-p6", None, None, 2e-4, 1e-4);
 }
 
+/// Phi-3 as llama.cpp's converter writes it: attn_qkv and ffn_up (gate and up) fused, the
+/// rotary dims in the metadata, LongRoPE as rope_factors_short.weight with its attention
+/// factor and original context; the logits are the HF folder's.
+#[test]
+fn tiny_phi3_gguf_matches_transformers() {
+    let file = "tiny-phi3.gguf";
+    let m = hearth_core::io::load::load_gguf(&std::fs::read(fixture(file)).unwrap(), file, None).unwrap();
+    let hf = load_hf_folder(&DirFiles(fixture("tiny-phi3")), None).unwrap();
+    assert_eq!((m.cfg.rotary_dims, &m.cfg.local_attention, m.cfg.fused), (hf.cfg.rotary_dims, &hf.cfg.local_attention, true));
+    let (a, b) = (m.cfg.longrope.as_ref().unwrap(), hf.cfg.longrope.as_ref().unwrap());
+    assert_eq!((a.factors.divisors, a.original_max_position), (b.factors.divisors, b.original_max_position));
+    assert!((a.factors.mscale - b.factors.mscale).abs() < 1e-6);
+    check_loaded(file, "tiny-phi3", m, None, 2e-4, 1e-4);
+}
+
 #[test]
 fn rope_freqs_that_are_not_llama3_scaling_are_refused() {
     let mut bytes = std::fs::read(fixture("tiny-llama3.gguf")).unwrap();

@@ -415,6 +415,8 @@ impl Config {
         let head_size = int("attention.key_length").unwrap_or(hidden_size / n_heads.max(1));
         let n_layers = int("block_count")?;
         let rope_theta = float("rope.freq_base").unwrap_or(10000.0) as f32;
+        let rotary_dims = int("rope.dimension_count").unwrap_or(head_size);
+        let longrope = gguf_longrope(g, &key, rotary_dims, file)?;
         // Llama 3.1+ GGUFs carry their rope scaling as per-frequency divisors instead.
         let rope_scaling = match g.tensor("rope_freqs.weight") {
             Some(t) if t.ty == GgmlType::F32 && t.len == head_size / 2 * 4 => {
@@ -441,8 +443,8 @@ impl Config {
             head_size,
             rope_theta,
             rope_scaling,
-            rotary_dims: head_size,
-            longrope: None,
+            rotary_dims,
+            longrope,
             rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
             tie_embeddings: g.tensor("output.weight").is_none(),
             qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
@@ -450,7 +452,7 @@ impl Config {
             // llama.cpp writes no key for them: every 4th layer, as its smollm3 graph does
             nope_layers: if arch == Arch::SmolLM3 { smollm3_nope_layers(n_layers, 4) } else { Vec::new() },
             max_seq_len: int("context_length").unwrap_or(4096),
-            sliding_window: if arch == Arch::Gemma3 { None } else { int("attention.sliding_window").ok() },
+            sliding_window: if matches!(arch, Arch::Gemma3 | Arch::Phi3) { None } else { int("attention.sliding_window").ok() },
             embed_scale: if arch == Arch::Gemma3 { (hidden_size as f32).sqrt() } else { 1.0 },
             post_norms: arch == Arch::Gemma3,
             activation: if arch == Arch::Gemma3 { Activation::GeluTanh } else { Activation::Silu },
@@ -465,6 +467,7 @@ impl Config {
                     layers: gemma3_local_layers(n_layers, 6),
                     rope_theta: Some(10000.0),
                 }),
+                Arch::Phi3 => int("attention.sliding_window").ok().map(|window| LocalAttention { window, layers: (0..n_layers).collect(), rope_theta: None }),
                 _ => None,
             },
             fused: arch == Arch::Phi3,
@@ -529,6 +532,29 @@ fn longrope_config(p: &serde_json::Value, rotary_dims: usize, max_position: usiz
     let mut divisors = [1.0; crate::ops::rope::MAX_FREQS];
     divisors[..short.len()].copy_from_slice(&short);
     Ok(LongRopeConfig { factors: crate::ops::rope::LongRope { divisors, mscale: mscale as f32 }, original_max_position: original, hf: p.clone() })
+}
+
+/// LongRoPE as llama.cpp's converter writes Phi-3's: the short factors in
+/// rope_factors_short.weight, <arch>.rope.scaling.attn_factor and .original_context_length.
+fn gguf_longrope(g: &Gguf, key: &dyn Fn(&str) -> String, rotary_dims: usize, file: &str) -> Result<Option<LongRopeConfig>> {
+    let Some(t) = g.tensor("rope_factors_short.weight") else { return Ok(None) };
+    if t.ty != GgmlType::F32 || t.len != rotary_dims / 2 * 4 || rotary_dims / 2 > crate::ops::rope::MAX_FREQS {
+        return Err(Error::bad_file(file, format!("rope_factors_short.weight should hold {} f32 values (at most {}), found {:?} {:?}", rotary_dims / 2, crate::ops::rope::MAX_FREQS, t.ty, t.dims)));
+    }
+    let short: Vec<f32> = g.data(t).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let original = g
+        .get(&key("rope.scaling.original_context_length"))
+        .and_then(GgufValue::as_u64)
+        .ok_or_else(|| Error::bad_file(file, format!("LongRoPE needs {}", key("rope.scaling.original_context_length"))))? as usize;
+    let mscale = g.get(&key("rope.scaling.attn_factor")).and_then(GgufValue::as_f64).unwrap_or(1.0) as f32;
+    let mut divisors = [1.0; crate::ops::rope::MAX_FREQS];
+    divisors[..short.len()].copy_from_slice(&short);
+    let long: Vec<f32> = match g.tensor("rope_factors_long.weight") {
+        Some(l) if l.ty == GgmlType::F32 => g.data(l).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+        _ => short.clone(),
+    };
+    let hf = serde_json::json!({"rope_type": "longrope", "short_factor": short, "long_factor": long, "original_max_position_embeddings": original, "attention_factor": mscale});
+    Ok(Some(LongRopeConfig { factors: crate::ops::rope::LongRope { divisors, mscale }, original_max_position: original, hf }))
 }
 
 /// Gemma 3's sliding-window layers from its pattern: all but every `pattern`-th.
