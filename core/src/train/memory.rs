@@ -48,7 +48,9 @@ pub struct ModelShape {
 /// the lm_head in `head` (`HostWeights::head_format`; f32 when unknown).
 pub fn base_bytes(cfg: &Config, format: WeightFormat, head: WeightFormat) -> u64 {
     let linear = cfg.linear_param_count() as f64;
-    let norms = (2 * cfg.n_layers + 1) * cfg.hidden_size;
+    // norms, biases and head norms, in f32: what is neither a linear layer nor an embedding
+    let embeds = cfg.vocab_size * cfg.hidden_size * if cfg.tie_embeddings { 1 } else { 2 };
+    let norms = cfg.param_count() - cfg.linear_param_count() - embeds;
     let head = (cfg.vocab_size * cfg.hidden_size) as f64 * head.bytes_per_weight();
     (linear * format.bytes_per_weight() + head) as u64 + 4 * norms as u64
 }
