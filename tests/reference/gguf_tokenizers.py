@@ -1,8 +1,9 @@
 """GGUF tokenizer fixtures: one small byte-level BPE per pre-tokenizer that Hearth rebuilds
 from GGUF metadata (tokenizer.ggml.pre = gpt2, smollm, llama-bpe, qwen2), with HF's token
 ids for a set of texts; and llama-spm.gguf, a SentencePiece BPE vocabulary (Llama 2,
-TinyLlama, Mistral: tokenizer.ggml.model "llama", scores instead of merges, byte fallback)
-trained with the sentencepiece package, whose own ids are the reference. (transformers' GGUF
+TinyLlama, Mistral, Phi-3: tokenizer.ggml.model "llama", scores instead of merges, byte
+fallback) trained with the sentencepiece package, whose own ids are the reference, and
+gemma-spm.gguf, the same without the dummy "▁" prefix (Gemma: add_space_prefix false). (transformers' GGUF
 loader differs from sentencepiece on one text: it drops one of two leading spaces, as its
 Metaspace pre-tokenizer does not prepend "▁" to a text that starts with a space. It also
 omits Qwen2's NFC step, so it differs on the decomposed accent there.)
@@ -101,23 +102,24 @@ def write_gguf(pre, tok, path):
     w.close()
 
 
-def sentencepiece_fixture(from_gguf_loader):
+def sentencepiece_fixture(from_gguf_loader, name="llama-spm", arch="llama", dummy_prefix=True):
     """A SentencePiece BPE model as Llama 2's: "▁" prefix, byte fallback, digits split; written
-    as llama.cpp's converter writes tokenizer.model (pieces, scores, types)."""
+    as llama.cpp's converter writes tokenizer.model (pieces, scores, types). With
+    dummy_prefix False, as Gemma's: no "▁" in front of the text (add_space_prefix false)."""
     tmp = OUT / "spm-corpus.txt"
     tmp.write_text("\n".join(CORPUS))
     prefix = OUT / "spm"
     spm.SentencePieceTrainer.train(input=str(tmp), model_prefix=str(prefix), vocab_size=420, model_type="bpe",
                                    byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
                                    split_digits=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
-                                   allow_whitespace_only_pieces=True, minloglevel=2)
+                                   allow_whitespace_only_pieces=True, add_dummy_prefix=dummy_prefix, minloglevel=2)
     sp = spm.SentencePieceProcessor(model_file=str(prefix) + ".model")
     for f in [tmp, OUT / "spm.model", OUT / "spm.vocab"]:
         f.unlink()
-    path = OUT / "llama-spm.gguf"
+    path = OUT / f"{name}.gguf"
     kind = lambda i: (gguf.TokenType.UNKNOWN if sp.is_unknown(i) else gguf.TokenType.CONTROL if sp.is_control(i)
                       else gguf.TokenType.BYTE if sp.is_byte(i) else gguf.TokenType.UNUSED if sp.is_unused(i) else gguf.TokenType.NORMAL)
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), arch)
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
     w.add_token_list([sp.id_to_piece(i) for i in range(sp.get_piece_size())])
@@ -127,7 +129,7 @@ def sentencepiece_fixture(from_gguf_loader):
     w.add_eos_token_id(sp.eos_id())
     w.add_unk_token_id(sp.unk_id())
     w.add_add_bos_token(True)
-    w.add_add_space_prefix(True)
+    w.add_add_space_prefix(dummy_prefix)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -169,10 +171,11 @@ def main():
         agree = sum(c.get("transformers_gguf_ids") == c["ids"] for c in cases)
         print(pre, path.stat().st_size, "bytes;", f"transformers' GGUF loader agrees on {agree}/{len(cases)} texts")
         ref[pre] = cases
-    path, cases = sentencepiece_fixture(transformers_gguf)
-    agree = sum(c.get("transformers_gguf_ids") == c["ids"] for c in cases)
-    print("llama-spm", path.stat().st_size, "bytes;", f"transformers' GGUF loader agrees on {agree}/{len(cases)} texts")
-    ref["llama-spm"] = cases
+    for name, arch, dummy_prefix in [("llama-spm", "llama", True), ("gemma-spm", "gemma3", False)]:
+        path, cases = sentencepiece_fixture(transformers_gguf, name, arch, dummy_prefix)
+        agree = sum(c.get("transformers_gguf_ids") == c["ids"] for c in cases)
+        print(name, path.stat().st_size, "bytes;", f"transformers' GGUF loader agrees on {agree}/{len(cases)} texts")
+        ref[name] = cases
     (OUT / "reference.json").write_text(json.dumps(ref, ensure_ascii=False, indent=1) + "\n")
 
 
