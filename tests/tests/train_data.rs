@@ -158,18 +158,21 @@ fn memory_estimate_parts_add_up() {
 }
 
 /// Chat templates of the families (tests/fixtures/chat-templates: Qwen3's with thinking
-/// blocks, Gemma 3's without a system role) render as transformers' apply_chat_template does, with enable_thinking unset, on
+/// blocks, Gemma 3's without a system role, Phi-3.5's, SmolLM3's with its date, reasoning mode
+/// and {% generation %} markers) render as transformers' apply_chat_template does, with enable_thinking unset, on
 /// and off (tests/reference/chat_templates.py).
 #[test]
 fn chat_templates_render_as_transformers_does() {
-    use hearth_core::model::chat::render;
+    use hearth_core::model::chat::render_dated;
     let dir = hearth_tests::fixture("chat-templates");
     let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
     for c in cases.as_array().unwrap() {
         let template = std::fs::read_to_string(dir.join(c["template"].as_str().unwrap())).unwrap();
         let messages: Vec<Message> = serde_json::from_value(c["messages"].clone()).unwrap();
         let (bos, eos) = (c["bos_token"].as_str().unwrap(), c["eos_token"].as_str().unwrap());
-        let got = render(&template, &messages, c["add_generation_prompt"].as_bool().unwrap(), bos, eos, c["enable_thinking"].as_bool()).unwrap();
+        let d = &c["date"];
+        let date = (d[0].as_i64().unwrap(), d[1].as_u64().unwrap() as u32, d[2].as_u64().unwrap() as u32);
+        let got = render_dated(&template, &messages, c["add_generation_prompt"].as_bool().unwrap(), bos, eos, c["enable_thinking"].as_bool(), date).unwrap();
         assert_eq!(got, c["text"].as_str().unwrap(), "{} {:?}", c["template"], c["messages"]);
     }
 }
