@@ -1,5 +1,5 @@
 """GGUF tokenizer fixtures: one small byte-level BPE per pre-tokenizer that Hearth rebuilds
-from GGUF metadata (tokenizer.ggml.pre = gpt2, smollm, llama-bpe, qwen2), with HF's token
+from GGUF metadata (tokenizer.ggml.pre = gpt2, smollm, llama-bpe, qwen2, gpt-4o: Phi-4-mini), with HF's token
 ids for a set of texts; and llama-spm.gguf, a SentencePiece BPE vocabulary (Llama 2,
 TinyLlama, Mistral, Phi-3: tokenizer.ggml.model "llama", scores instead of merges, byte
 fallback) trained with the sentencepiece package, whose own ids are the reference, and
@@ -29,6 +29,9 @@ from transformers import AutoTokenizer
 
 OUT = Path(__file__).resolve().parents[1] / "fixtures" / "gguf-tokenizers"
 LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 CORPUS = [
     "Hello world! It's a test of 12345 and 678 apples; they'll see what we've done.",
@@ -52,6 +55,7 @@ SPECIALS = {
     "smollm": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
     "llama-bpe": ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"],
     "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    "gpt-4o": ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"],
 }
 
 
@@ -64,6 +68,7 @@ def build(pre):
         "smollm": pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level(True)]),
         "llama-bpe": pre_tokenizers.Sequence([split(LLAMA3_SPLIT), byte_level(False)]),
         "qwen2": pre_tokenizers.Sequence([split(QWEN2_SPLIT), byte_level(False)]),
+        "gpt-4o": pre_tokenizers.Sequence([split(GPT4O_SPLIT), byte_level(False)]),
     }[pre]
     if pre == "qwen2":
         tok.normalizer = normalizers.NFC()

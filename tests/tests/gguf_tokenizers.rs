@@ -1,5 +1,5 @@
 //! Tokenizers rebuilt from GGUF metadata, one per pre-tokenizer Hearth knows (gpt2, smollm,
-//! llama-bpe, qwen2), against HF `tokenizers` built as those families' tokenizer.json are,
+//! llama-bpe, qwen2, gpt-4o), against HF `tokenizers` built as those families' tokenizer.json are,
 //! and SentencePiece vocabularies with and without the dummy "▁" prefix (llama-spm: Llama 2,
 //! Mistral, Phi-3; gemma-spm: Gemma) against the sentencepiece package itself
 //! (tests/fixtures/gguf-tokenizers, made by tests/reference/gguf_tokenizers.py): the same
@@ -16,7 +16,7 @@ fn gguf_tokenizers_match_hf() {
     let dir = fixture("gguf-tokenizers");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
     let fixtures = r.as_object().unwrap();
-    assert_eq!(fixtures.len(), 6, "gpt2, smollm, llama-bpe, qwen2, llama-spm, gemma-spm");
+    assert_eq!(fixtures.len(), 7, "gpt2, smollm, llama-bpe, qwen2, gpt-4o, llama-spm, gemma-spm");
     for (pre, cases) in fixtures {
         let file = format!("{pre}.gguf");
         let bytes = std::fs::read(dir.join(&file)).unwrap();

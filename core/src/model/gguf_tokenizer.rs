@@ -21,6 +21,9 @@ const BYTE: u64 = 6;
 /// The split patterns llama.cpp names in tokenizer.ggml.pre (llama-vocab.cpp), as HF writes them.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// GPT-4o's (o200k) split, Phi-4-mini's tokenizer: letters by case with the contraction as a
+/// suffix, digits in threes, punctuation runs that take a trailing newline or slash.
+const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The tokenizer.json for `g`'s metadata; `file` names it in errors.
 pub fn tokenizer_json(g: &Gguf, file: &str) -> Result<Value> {
@@ -105,8 +108,12 @@ fn pre_tokenizer(pre: &str, file: &str) -> Result<Value> {
             {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
         "llama-bpe" | "llama3" | "smaug-bpe" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}),
         "qwen2" | "deepseek-r1-qwen" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level(false)]}),
+        "gpt-4o" => json!({"type": "Sequence", "pretokenizers": [split(GPT4O_SPLIT), byte_level(false)]}),
         other => {
-            return Err(Error::unsupported(file, format!("pre-tokenizer \"{other}\" (tokenizer.ggml.pre) is not supported; Hearth knows gpt2, smollm, llama-bpe and qwen2")))
+            return Err(Error::unsupported(
+                file,
+                format!("pre-tokenizer \"{other}\" (tokenizer.ggml.pre) is not supported; Hearth knows gpt2, smollm, llama-bpe, qwen2 and gpt-4o"),
+            ))
         }
     })
 }
