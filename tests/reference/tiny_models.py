@@ -4,7 +4,7 @@ HF transformers.
 Writes tests/fixtures/tiny-{llama,llama3,llama32,qwen2,qwen3,mistral,smollm3,gemma3,gemma3-p6,phi3}: HF
 folders (config.json,
 safetensors, tokenizer.json, tokenizer_config.json) and reference.json with the token ids
-of a text and transformers' logits for them (f32). They cover what SmolLM2 does not:
+of a text, transformers' logits for them (f32) and its greedy continuation (12 tokens). They cover what SmolLM2 does not:
 grouped-query attention with 4 query heads on 2 KV heads, untied embeddings, q/k/v biases
 (Qwen2), sharded safetensors with an index and f16 weights (Llama), bf16 weights (Qwen2),
 Llama 3 rope scaling (untied, and tied as Llama 3.2 1B/3B have it), and (Mistral) a head_dim that is not hidden_size / heads with a
@@ -85,7 +85,14 @@ def make(name, model, dtype, shard, tokenizer=tokenizer, text=TEXT):
     ids = tok(text)["input_ids"]
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
-    ref = {"param_count": sum(p.numel() for p in model.parameters()), "text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=True), "vocab": logits.shape[1], "logits": [round(x, 7) for x in logits.flatten().tolist()]}
+    # greedy continuation, without the EOS it may stop at (Hearth's generate leaves it out)
+    with torch.no_grad():
+        new = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    greedy = new[:next((i for i, t in enumerate(new) if t in eos), len(new))]
+    ref = {"param_count": sum(p.numel() for p in model.parameters()), "text": text, "ids": ids,
+           "greedy": greedy, "greedy_text": tok.decode(greedy, skip_special_tokens=True), "decoded": tok.decode(ids, skip_special_tokens=True), "vocab": logits.shape[1], "logits": [round(x, 7) for x in logits.flatten().tolist()]}
     (out / "reference.json").write_text(json.dumps(ref) + "\n")
     print(name, len(ids), "tokens", sorted(p.name for p in out.iterdir()))
 

@@ -1,5 +1,6 @@
-//! Tiny random-weight Llama, Qwen2 and Mistral models (tests/fixtures/tiny-*, made by
-//! tests/reference/tiny_models.py) against transformers' logits and tokenizer: GQA (4 heads
+//! Tiny random-weight models of every family (tests/fixtures/tiny-*, made by
+//! tests/reference/tiny_models.py) against transformers' logits, greedy continuation (ids and
+//! text) and tokenizer: GQA (4 heads
 //! on 2 KV heads), untied embeddings, q/k/v biases, sharded f16 safetensors, bf16
 //! safetensors, Llama 3 rope scaling, a head_dim other than hidden / heads and a
 //! SentencePiece-style tokenizer with byte fallback (Mistral).
@@ -34,12 +35,23 @@ fn check_on(ctx: &GpuContext, what: &str, name: &str, m: LoadedModel, chunk: usi
     assert_eq!(m.tokenizer.decode(&ids, true).unwrap(), r["decoded"].as_str().unwrap(), "{what}: decoded text");
     let want: Vec<f64> = r["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
     let opts = ModelOptions { chunk, max_seq: 64, max_binding };
+    let tok = m.tokenizer;
     let mut model = Model::new(ctx, &m.cfg, m.weights, opts).unwrap();
     if max_binding.is_some() {
         assert!(model.lm_head_parts() > 1, "{what}: the lm_head should have been split");
     }
     let got = pollster::block_on(model.logits(ctx, &ids)).unwrap();
     assert_close(&format!("{what} logits"), &got, &want, atol, rtol);
+    // transformers' greedy continuation, through the KV cache one token at a time (past
+    // Gemma's and Phi-3's windows)
+    if let Some(greedy) = r["greedy"].as_array().filter(|_| atol < 1e-3) {
+        use hearth_core::model::generate::{generate, GenerateParams};
+        let params = GenerateParams { max_new_tokens: 12, ..Default::default() };
+        let g = pollster::block_on(generate(ctx, &mut model, &tok, &ids, &params, |_| {})).unwrap();
+        let want: Vec<u32> = greedy.iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        assert_eq!(g.ids, want, "{what}: greedy ids");
+        assert_eq!(g.text, r["greedy_text"].as_str().unwrap(), "{what}: greedy text");
+    }
 }
 
 /// The kernels GPUs get, run on this adapter through the KV cache 3 tokens at a time, so that
