@@ -1,9 +1,10 @@
 //! Tiny random-weight models of every family (tests/fixtures/tiny-*, made by
 //! tests/reference/tiny_models.py) against transformers' logits, greedy continuation (ids and
-//! text) and tokenizer: GQA (4 heads
-//! on 2 KV heads), untied embeddings, q/k/v biases, sharded f16 safetensors, bf16
-//! safetensors, Llama 3 rope scaling, a head_dim other than hidden / heads and a
-//! SentencePiece-style tokenizer with byte fallback (Mistral).
+//! text) and tokenizer: GQA (4 heads on 2 KV heads), untied and tied embeddings, q/k/v biases,
+//! sharded f16 and bf16 safetensors, Llama 3 rope scaling, head sizes other than hidden /
+//! heads, a SentencePiece-style tokenizer with byte fallback (Mistral), per-head q/k norms
+//! (Qwen3, Gemma 3), NoPE layers (SmolLM3), Gemma 3's windows, post-norms and GeGLU, Phi-3's
+//! fused layers, partial rotary and LongRoPE; and their GGUF files as llama.cpp writes them.
 //!
 //! Tolerance: |logit − transformers| ≤ 2e-4 + 1e-4·|logit| (f32 kernels against PyTorch's
 //! f32 CPU; measured differences are ~1e-6). With `--quant q8_0` the bound is looser
