@@ -21,19 +21,25 @@ pub enum GgmlType {
 }
 
 impl GgmlType {
+    const IDS: [(GgmlType, u32); 9] = [
+        (GgmlType::F32, 0),
+        (GgmlType::F16, 1),
+        (GgmlType::Q4_0, 2),
+        (GgmlType::Q4_1, 3),
+        (GgmlType::Q8_0, 8),
+        (GgmlType::Q4K, 12),
+        (GgmlType::Q5K, 13),
+        (GgmlType::Q6K, 14),
+        (GgmlType::Bf16, 30),
+    ];
+
     fn from_id(id: u32) -> Option<Self> {
-        Some(match id {
-            0 => GgmlType::F32,
-            1 => GgmlType::F16,
-            2 => GgmlType::Q4_0,
-            3 => GgmlType::Q4_1,
-            8 => GgmlType::Q8_0,
-            12 => GgmlType::Q4K,
-            13 => GgmlType::Q5K,
-            14 => GgmlType::Q6K,
-            30 => GgmlType::Bf16,
-            _ => return None,
-        })
+        Self::IDS.iter().find(|(_, i)| *i == id).map(|(t, _)| *t)
+    }
+
+    /// ggml's id of the type.
+    pub fn id(self) -> u32 {
+        Self::IDS.iter().find(|(t, _)| *t == self).map(|(_, i)| *i).expect("every type has an id")
     }
 
     /// (elements, bytes) per block.

@@ -16,7 +16,7 @@ pub struct GgufSource<'a> {
 }
 
 /// llama.cpp's tensor name for an HF name in a model of `arch`.
-fn gguf_name(hf: &str, arch: Arch) -> Option<String> {
+pub(crate) fn gguf_name(hf: &str, arch: Arch) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -52,17 +52,27 @@ fn gguf_name(hf: &str, arch: Arch) -> Option<String> {
     Some(format!("blk.{layer}.{short}.{suffix}"))
 }
 
-/// Undoes convert_hf_to_gguf.py's permute for llama-family q/k: within each head, GGUF row
-/// 2i + j holds HF row j·HS/2 + i. Rows move whole, so block formats stay intact.
+/// convert_hf_to_gguf.py's permute for llama-family q/k: within each head, HF row
+/// j·HS/2 + i goes to row 2i + j (its rope pairs neighbouring dims; transformers pairs halves).
+/// Rows move whole, so block formats stay intact.
+pub(crate) fn permute_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
+    move_rows(bytes, rows, heads, true)
+}
+
+/// Undoes [`permute_rows`]: GGUF row 2i + j back to HF row j·HS/2 + i.
 fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
+    move_rows(bytes, rows, heads, false)
+}
+
+fn move_rows(bytes: &[u8], rows: usize, heads: usize, to_gguf: bool) -> Vec<u8> {
     let row_bytes = bytes.len() / rows;
     let hs = rows / heads;
     let mut out = vec![0u8; bytes.len()];
     for h in 0..heads {
         for i in 0..hs / 2 {
             for j in 0..2 {
-                let src = h * hs + 2 * i + j;
-                let dst = h * hs + j * (hs / 2) + i;
+                let (hf, gguf) = (h * hs + j * (hs / 2) + i, h * hs + 2 * i + j);
+                let (src, dst) = if to_gguf { (hf, gguf) } else { (gguf, hf) };
                 out[dst * row_bytes..(dst + 1) * row_bytes].copy_from_slice(&bytes[src * row_bytes..(src + 1) * row_bytes]);
             }
         }

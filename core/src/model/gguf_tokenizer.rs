@@ -99,7 +99,12 @@ fn strings<'a>(g: &'a Gguf, key: &str, file: &str) -> Result<Vec<&'a str>> {
         .collect()
 }
 
-fn pre_tokenizer(pre: &str, file: &str) -> Result<Value> {
+/// The pre-tokenizers Hearth rebuilds, by llama.cpp's names (the GGUF export names a
+/// tokenizer.json's by finding it here).
+pub(crate) const KNOWN_PRE: [&str; 5] = ["gpt2", "smollm", "llama-bpe", "qwen2", "gpt-4o"];
+
+/// tokenizer.json's pre_tokenizer for llama.cpp's name `pre`.
+pub(crate) fn pre_tokenizer(pre: &str, file: &str) -> Result<Value> {
     let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
     Ok(match pre {
