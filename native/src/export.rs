@@ -1,25 +1,53 @@
-//! `hearth export`: a model (GGUF or HF folder) written as an HF folder transformers loads.
+//! `hearth export`: a model (GGUF or HF folder) written as an HF folder transformers loads, or
+//! as one GGUF file llama.cpp loads (`--format gguf`).
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use hearth_core::io::gguf_export::{gguf_bytes, GgufDtype};
 use hearth_core::io::hf_export::{hf_folder, ExportDtype};
 use hearth_core::io::load::LoadedModel;
 
 use crate::load::{load, ModelArgs};
 
 #[derive(Args)]
-#[command(after_help = "Example:\n  hearth export SmolLM2-135M-Instruct.Q4_1.gguf --out ./smollm2-hf --dtype f32")]
+#[command(after_help = "Examples:\n  hearth export SmolLM2-135M-Instruct.Q4_1.gguf --out ./smollm2-hf --dtype f32\n  hearth export ./smollm2-hf --out smollm2.q8_0.gguf --format gguf --dtype q8_0")]
 pub struct ExportArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The folder to write (created; existing files of the same names are replaced).
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Where and how a model is written (export and merge).
+#[derive(Args, Clone)]
+pub struct OutputArgs {
+    /// The folder to write (hf: created; existing files of the same names are replaced), or
+    /// the .gguf file (gguf).
     #[arg(long)]
     pub out: PathBuf,
-    /// Tensor type of model.safetensors: f32, f16 or bf16 (quantized weights are dequantized).
+    /// hf: an HF folder (config.json, model.safetensors, tokenizer files) for transformers;
+    /// gguf: one GGUF file for llama.cpp, Ollama and LM Studio.
+    #[arg(long, default_value = "hf", value_parser = ["hf", "gguf"])]
+    pub format: String,
+    /// Tensor type: f32, f16 or bf16 (hf and gguf), q8_0, q4_0 or q4_1 (gguf; llama.cpp's
+    /// rounding). Quantized weights are dequantized first.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+}
+
+impl OutputArgs {
+    /// Writes `m` as asked; returns what was written, for the closing line.
+    pub fn write(&self, m: &LoadedModel, name: &str) -> Result<String> {
+        if self.format == "gguf" {
+            let bytes = gguf_bytes(&m.cfg, &m.weights, &m.tokenizer, GgufDtype::parse(&self.dtype)?, name)?;
+            write_atomic(&self.out, &bytes)?;
+            return Ok(format!("{} (GGUF, {}, {:.1} MiB)", self.out.display(), self.dtype, bytes.len() as f64 / (1u64 << 20) as f64));
+        }
+        let n = write_hf_folder(&self.out, m, ExportDtype::parse(&self.dtype)?)?;
+        Ok(format!("{} ({n} files, {})", self.out.display(), self.dtype))
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so that a reader never
@@ -42,9 +70,8 @@ pub fn write_hf_folder(out: &Path, m: &LoadedModel, dtype: ExportDtype) -> Resul
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
-    let dtype = ExportDtype::parse(&a.dtype)?;
     let m = load(&a.model)?;
-    let n = write_hf_folder(&a.out, &m, dtype)?;
-    eprintln!("wrote {} ({n} files, {})", a.out.display(), a.dtype);
+    let name = a.model.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    eprintln!("wrote {}", a.output.write(&m, &name)?);
     Ok(())
 }

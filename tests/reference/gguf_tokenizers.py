@@ -94,7 +94,7 @@ def write_gguf(pre, tok, path):
     specials = set(SPECIALS[pre])
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
+    w.add_tokenizer_pre("gpt-2" if pre == "gpt2" else pre)  # llama.cpp's name
     w.add_token_list(tokens)
     w.add_token_types([gguf.TokenType.CONTROL if t in specials else gguf.TokenType.NORMAL for t in tokens])
     w.add_token_merges(merges)

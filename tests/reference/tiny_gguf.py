@@ -1,6 +1,6 @@
 """tests/fixtures/tiny-{llama3,qwen3,smollm3,gemma3-p6,phi3}.gguf: the tiny HF folders written as llama.cpp's
 convert_hf_to_gguf.py writes them, with the byte-level BPE tokenizer in tokenizer.ggml.*
-(pre "gpt2": the tiny tokenizers have no family split regex; those are checked by
+(pre "gpt-2": the tiny tokenizers have no family split regex; those are checked by
 gguf_tokenizers.py).
 Their logits must be the HF folders' (tests/fixtures/tiny-*/reference.json, from
 transformers).
@@ -146,11 +146,12 @@ def write(name, arch, permute_qk, pre):
 
 
 def main():
-    write("tiny-llama3", "llama", True, "gpt2")
-    write("tiny-qwen3", "qwen3", False, "gpt2")
-    write("tiny-smollm3", "smollm3", True, "gpt2")
-    write("tiny-gemma3-p6", "gemma3", False, "gpt2")
-    write("tiny-phi3", "phi3", False, "gpt2")
+    # "gpt-2": llama.cpp's name for the plain byte-level split
+    write("tiny-llama3", "llama", True, "gpt-2")
+    write("tiny-qwen3", "qwen3", False, "gpt-2")
+    write("tiny-smollm3", "smollm3", True, "gpt-2")
+    write("tiny-gemma3-p6", "gemma3", False, "gpt-2")
+    write("tiny-phi3", "phi3", False, "gpt-2")
 
 
 if __name__ == "__main__":

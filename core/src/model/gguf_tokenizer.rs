@@ -101,14 +101,15 @@ fn strings<'a>(g: &'a Gguf, key: &str, file: &str) -> Result<Vec<&'a str>> {
 
 /// The pre-tokenizers Hearth rebuilds, by llama.cpp's names (the GGUF export names a
 /// tokenizer.json's by finding it here).
-pub(crate) const KNOWN_PRE: [&str; 5] = ["gpt2", "smollm", "llama-bpe", "qwen2", "gpt-4o"];
+pub(crate) const KNOWN_PRE: [&str; 5] = ["gpt-2", "smollm", "llama-bpe", "qwen2", "gpt-4o"];
 
 /// tokenizer.json's pre_tokenizer for llama.cpp's name `pre`.
 pub(crate) fn pre_tokenizer(pre: &str, file: &str) -> Result<Value> {
     let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
     Ok(match pre {
-        "gpt2" | "default" => byte_level(true),
+        // llama.cpp's name is "gpt-2"; "gpt2" as files written before Hearth knew it
+        "gpt-2" | "gpt2" | "default" => byte_level(true),
         "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
         "llama-bpe" | "llama3" | "smaug-bpe" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}),
@@ -117,7 +118,7 @@ pub(crate) fn pre_tokenizer(pre: &str, file: &str) -> Result<Value> {
         other => {
             return Err(Error::unsupported(
                 file,
-                format!("pre-tokenizer \"{other}\" (tokenizer.ggml.pre) is not supported; Hearth knows gpt2, smollm, llama-bpe, qwen2 and gpt-4o"),
+                format!("pre-tokenizer \"{other}\" (tokenizer.ggml.pre) is not supported; Hearth knows gpt-2, smollm, llama-bpe, qwen2 and gpt-4o"),
             ))
         }
     })
