@@ -13,6 +13,7 @@ mod merge;
 mod score;
 mod selftest;
 mod settings_args;
+mod tokenize;
 mod train;
 
 use anyhow::{bail, Result};
@@ -47,10 +48,13 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Loss and perplexity over the response tokens of a data file.
     Eval(eval::EvalArgs),
-    /// Fold an adapter into the base weights and write an HF folder.
+    /// Fold an adapter into the base weights and write an HF folder or a GGUF file.
     Merge(merge::MergeArgs),
-    /// Write a model (GGUF or HF folder) as an HF folder that transformers loads.
+    /// Write a model (GGUF or HF folder) as an HF folder transformers loads or a GGUF file
+    /// llama.cpp loads.
     Export(export::ExportArgs),
+    /// The token ids of a text.
+    Tokenize(tokenize::TokenizeArgs),
     /// Measure speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -88,6 +92,7 @@ fn main() {
         Command::Eval(a) => eval::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Export(a) => export::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
         Command::Bench(cmd) => bench::run(cmd),
     };
     if let Err(e) = result {

@@ -1,0 +1,86 @@
+// Hearth's GGUF files in llama.cpp itself (npm's node-llama-cpp, its prebuilt CPU build):
+// for the tiny fixtures (merged with PEFT's trained adapters) and SmolLM2, written as f16 and
+// q8_0 by `hearth merge/export --format gguf`, llama.cpp must
+//   - tokenize a multilingual text into Hearth's ids (`hearth tokenize`), and
+//   - continue each prompt greedily with Hearth's ids (`hearth generate --json`; 12 tokens,
+//     up to an end-of-generation token, which Hearth leaves out): all of them for f16; the
+//     first for q8_0, where ggml's CPU dot products quantize the activations to 8 bits too
+//     (Hearth multiplies f32 activations by the dequantized weights), so later tokens may
+//     part at a near tie (the tiny random models are full of them; SmolLM2 parts after 3
+//     tokens on one prompt).
+//
+// Usage: node check.mjs HEARTH_BINARY OUT_DIR [SMOLLM2_GGUF]
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { getLlama } from "node-llama-cpp";
+
+const [hearth, out, smollm2] = process.argv.slice(2);
+const repo = resolve(import.meta.dirname, "../..");
+const fixture = (name) => join(repo, "tests/fixtures", name);
+const TEXT = "Hello world! 你好，世界。Grüße aus Köln, café 🙂 12345 — tiny models.";
+const PROMPTS = ["Hello world, tiny", "The quick brown fox"];
+const NEW_TOKENS = 12;
+
+mkdirSync(out, { recursive: true });
+const run = (args) => execFileSync(hearth, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+
+// (name, how the GGUF is made): merged with PEFT's trained adapter, or exported as it is
+const models = [
+  ["tiny-llama", "merge"],
+  ["tiny-qwen2", "merge"],
+  ["tiny-qwen3", "merge"],
+  ["tiny-smollm3", "merge"],
+  ["tiny-gemma3-p6", "export"],
+];
+const files = [];
+for (const [name, how] of models) {
+  for (const dtype of ["f16", "q8_0"]) {
+    const file = join(out, `${name}.${dtype}.gguf`);
+    const adapter = how === "merge" ? ["--adapter", fixture(`peft/${name}/trained`)] : [];
+    run([how, fixture(name), ...adapter, "--out", file, "--format", "gguf", "--dtype", dtype]);
+    files.push(file);
+  }
+}
+if (smollm2) {
+  const file = join(out, "smollm2.q8_0.gguf");
+  run(["export", smollm2, "--out", file, "--format", "gguf", "--dtype", "q8_0"]);
+  files.push(file);
+}
+
+const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" });
+const failures = [];
+const check = (ok, what) => {
+  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+  if (!ok) failures.push(what);
+};
+for (const file of files) {
+  const model = await llama.loadModel({ modelPath: file });
+  const ours = JSON.parse(run(["tokenize", file, "--text", TEXT, "--json"])).ids;
+  const theirs = Array.from(model.tokenize(TEXT));
+  check(JSON.stringify(ours) === JSON.stringify(theirs), `${file}: tokenization (${ours.length} tokens)`);
+  const context = await model.createContext({ contextSize: 128 });
+  for (const prompt of PROMPTS) {
+    const hearthIds = JSON.parse(run(["generate", file, "--prompt", prompt, "--max-new-tokens", String(NEW_TOKENS), "--json"])).ids;
+    const sequence = context.getSequence();
+    // the prompt as Hearth tokenizes it for generation (BOS where the tokenizer adds one)
+    const prompted = JSON.parse(run(["tokenize", file, "--text", prompt, "--special", "--json"])).ids;
+    const llamaIds = [];
+    for await (const token of sequence.evaluate(prompted, { temperature: 0 })) {
+      if (model.isEogToken(token)) break;
+      llamaIds.push(token);
+      if (llamaIds.length >= NEW_TOKENS) break;
+    }
+    sequence.dispose();
+    const compared = file.includes(".q8_0.") ? 1 : NEW_TOKENS;
+    const same = JSON.stringify(hearthIds.slice(0, compared)) === JSON.stringify(llamaIds.slice(0, compared));
+    check(same && (compared === 1 || hearthIds.length === llamaIds.length), `${file}: greedy continuation of ${JSON.stringify(prompt)}, ${compared === 1 ? "first token" : "every token"} (${JSON.stringify(hearthIds)} vs ${JSON.stringify(llamaIds)})`);
+  }
+  await context.dispose();
+  await model.dispose();
+}
+if (failures.length) {
+  console.error(`FAILED: ${failures.length} check(s)`);
+  process.exit(1);
+}
+console.log(`llama.cpp check passed (${files.length} files)`);
