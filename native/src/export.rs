@@ -69,6 +69,30 @@ pub fn write_hf_folder(out: &Path, m: &LoadedModel, dtype: ExportDtype) -> Resul
     Ok(files.len())
 }
 
+#[derive(Args)]
+#[command(after_help = "Example:\n  hearth export-adapter SmolLM2-135M-Instruct.Q4_1.gguf --adapter runs/faq --out faq-lora.gguf\n  llama-cli -m SmolLM2-135M-Instruct.Q4_1.gguf --lora faq-lora.gguf\n\nThe model is the base the adapter was trained on (its family fixes the tensor names).")]
+pub struct ExportAdapterArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The .gguf file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `hearth export-adapter`: a PEFT adapter as a LoRA adapter GGUF for llama.cpp and Ollama.
+pub fn run_adapter(a: ExportAdapterArgs) -> Result<()> {
+    let dir = a.model.adapter.clone().context("--adapter DIR is required: the adapter to write")?;
+    let mut args = a.model.clone();
+    args.adapter = None;
+    let m = load(&args)?;
+    let adapter = crate::load::read_adapter(&dir, &m.cfg)?;
+    adapter.check_against(&m.cfg, &dir.display().to_string())?;
+    let bytes = hearth_core::lora::gguf::adapter_gguf_bytes(&adapter, &m.cfg)?;
+    write_atomic(&a.out, &bytes)?;
+    eprintln!("wrote {} ({} adapted layers, r {}, alpha {})", a.out.display(), adapter.tensors.len(), adapter.cfg.r, adapter.cfg.alpha);
+    Ok(())
+}
+
 pub fn run(a: ExportArgs) -> Result<()> {
     let m = load(&a.model)?;
     let name = a.model.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -21,7 +21,8 @@ pub struct ModelArgs {
     #[arg(long)]
     pub quant: Option<String>,
     /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), from
-    /// `hearth train` or from PEFT.
+    /// `hearth train` or from PEFT, or a LoRA adapter GGUF (llama.cpp's, `hearth
+    /// export-adapter`).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
     /// The longest context (KV cache length) in tokens.
@@ -81,8 +82,12 @@ pub fn load_config(path: &Path) -> Result<(Config, String, WeightFormat)> {
     Ok((Config::from_hf_json(&text, &cfg_path.display().to_string())?, "HF folder".into(), WeightFormat::F32))
 }
 
-/// A PEFT LoRA adapter folder.
-pub fn read_adapter(dir: &Path) -> Result<Adapter> {
+/// A PEFT adapter folder, or an adapter GGUF (llama.cpp's) for the model `cfg`.
+pub fn read_adapter(dir: &Path, cfg: &Config) -> Result<Adapter> {
+    if is_gguf(dir) {
+        let origin = dir.display().to_string();
+        return Ok(hearth_core::lora::gguf::read_gguf_adapter(&read_file(dir)?, &origin, cfg)?);
+    }
     let config_path = dir.join(peft::CONFIG_FILE);
     let config = std::fs::read_to_string(&config_path).with_context(|| format!("{} (expected a PEFT adapter folder)", config_path.display()))?;
     let weights = read_file(&dir.join(peft::WEIGHTS_FILE))?;
@@ -118,7 +123,7 @@ pub fn load_on_gpu(ctx: &GpuContext, args: &ModelArgs, chunk: usize) -> Result<(
     );
     let mut model = Model::new(ctx, &loaded.cfg, loaded.weights, ModelOptions { chunk, max_seq, max_binding: None })?;
     if let Some(dir) = &args.adapter {
-        let adapter = read_adapter(dir)?;
+        let adapter = read_adapter(dir, &loaded.cfg)?;
         eprintln!("adapter: {} ({} layers adapted, r {}, {} parameters)", dir.display(), adapter.tensors.len(), adapter.cfg.r, adapter.trainable_params());
         model.set_adapter(ctx, Some(adapter), &dir.display().to_string())?;
     }

@@ -53,6 +53,8 @@ enum Command {
     /// Write a model (GGUF or HF folder) as an HF folder transformers loads or a GGUF file
     /// llama.cpp loads.
     Export(export::ExportArgs),
+    /// Write a LoRA adapter as a GGUF file for llama.cpp (--lora) and Ollama (ADAPTER).
+    ExportAdapter(export::ExportAdapterArgs),
     /// The token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Measure speed.
@@ -92,6 +94,7 @@ fn main() {
         Command::Eval(a) => eval::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Export(a) => export::run(a),
+        Command::ExportAdapter(a) => export::run_adapter(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Bench(cmd) => bench::run(cmd),
     };

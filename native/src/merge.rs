@@ -20,10 +20,10 @@ pub struct MergeArgs {
 
 pub fn run(a: MergeArgs) -> Result<()> {
     let dir = a.model.adapter.clone().context("--adapter DIR is required: the adapter to merge")?;
-    let adapter = read_adapter(&dir)?;
     let mut args = a.model.clone();
     args.adapter = None;
     let mut m = load(&args)?;
+    let adapter = read_adapter(&dir, &m.cfg)?;
     adapter.check_against(&m.cfg, &dir.display().to_string())?;
     merge_into(&mut m.weights, &adapter);
     let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -200,7 +200,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let start = match &args.model.adapter {
         Some(dir) => {
             eprintln!("starting from the adapter in {}", dir.display());
-            Some(read_adapter(dir)?)
+            Some(read_adapter(dir, &mcfg)?)
         }
         None => None,
     };

@@ -7,7 +7,9 @@
 //     first for q8_0, where ggml's CPU dot products quantize the activations to 8 bits too
 //     (Hearth multiplies f32 activations by the dequantized weights), so later tokens may
 //     part at a near tie (the tiny random models are full of them; SmolLM2 parts after 3
-//     tokens on one prompt).
+//     tokens on one prompt);
+//   - with the base as GGUF and the adapter as an adapter GGUF (`hearth export-adapter`,
+//     llama.cpp's --lora), continue each prompt as the merged f16 model does.
 //
 // Usage: node check.mjs HEARTH_BINARY OUT_DIR [SMOLLM2_GGUF]
 import { execFileSync } from "node:child_process";
@@ -34,7 +36,15 @@ const models = [
   ["tiny-gemma3-p6", "export"],
 ];
 const files = [];
+const adapters = []; // [base f16 GGUF, adapter GGUF, merged f16 GGUF]
 for (const [name, how] of models) {
+  if (how === "merge") {
+    const base = join(out, `${name}.base.f16.gguf`);
+    const lora = join(out, `${name}.lora.gguf`);
+    run(["export", fixture(name), "--out", base, "--format", "gguf", "--dtype", "f16"]);
+    run(["export-adapter", fixture(name), "--adapter", fixture(`peft/${name}/trained`), "--out", lora]);
+    adapters.push([base, lora, join(out, `${name}.f16.gguf`)]);
+  }
   for (const dtype of ["f16", "q8_0"]) {
     const file = join(out, `${name}.${dtype}.gguf`);
     const adapter = how === "merge" ? ["--adapter", fixture(`peft/${name}/trained`)] : [];
@@ -50,6 +60,7 @@ if (smollm2) {
 
 const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" });
 const failures = [];
+const hearthGreedy = new Map(); // "file\nprompt" -> ids
 const check = (ok, what) => {
   console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
   if (!ok) failures.push(what);
@@ -62,6 +73,7 @@ for (const file of files) {
   const context = await model.createContext({ contextSize: 128 });
   for (const prompt of PROMPTS) {
     const hearthIds = JSON.parse(run(["generate", file, "--prompt", prompt, "--max-new-tokens", String(NEW_TOKENS), "--json"])).ids;
+    hearthGreedy.set(`${file}\n${prompt}`, hearthIds);
     const sequence = context.getSequence();
     // the prompt as Hearth tokenizes it for generation (BOS where the tokenizer adds one)
     const prompted = JSON.parse(run(["tokenize", file, "--text", prompt, "--special", "--json"])).ids;
@@ -79,8 +91,33 @@ for (const file of files) {
   await context.dispose();
   await model.dispose();
 }
+// greedy ids of `prompt` in llama.cpp, with `lora` applied when given
+async function llamaGreedy(file, lora, prompt) {
+  const model = await llama.loadModel({ modelPath: file });
+  const context = await model.createContext({ contextSize: 128, ...(lora ? { lora: { adapters: [{ filePath: lora }] } } : {}) });
+  const prompted = JSON.parse(run(["tokenize", file, "--text", prompt, "--special", "--json"])).ids;
+  const ids = [];
+  for await (const token of context.getSequence().evaluate(prompted, { temperature: 0 })) {
+    if (model.isEogToken(token)) break;
+    ids.push(token);
+    if (ids.length >= NEW_TOKENS) break;
+  }
+  await context.dispose();
+  await model.dispose();
+  return ids;
+}
+for (const [base, lora, merged] of adapters) {
+  let changed = false;
+  for (const prompt of PROMPTS) {
+    const want = hearthGreedy.get(`${merged}\n${prompt}`);
+    const got = await llamaGreedy(base, lora, prompt);
+    check(JSON.stringify(got) === JSON.stringify(want), `${lora} on ${base}: continuation of ${JSON.stringify(prompt)} as the merged model's (${JSON.stringify(got)} vs ${JSON.stringify(want)})`);
+    changed ||= JSON.stringify(await llamaGreedy(base, null, prompt)) !== JSON.stringify(want);
+  }
+  check(changed, `${lora}: the adapter changes what the base continues`);
+}
 if (failures.length) {
   console.error(`FAILED: ${failures.length} check(s)`);
   process.exit(1);
 }
-console.log(`llama.cpp check passed (${files.length} files)`);
+console.log(`llama.cpp check passed (${files.length} files, ${adapters.length} adapters)`);

@@ -8,7 +8,10 @@
 //!   the largest logit: 8-bit noise, which Gemma's √hidden embedding scale multiplies);
 //! - Q8_0, Q4_0 and Q4_1 blocks are byte for byte the gguf package's (llama.cpp's reference
 //!   rounding; tests/reference/gguf_quants.py);
-//! - what llama.cpp would compute otherwise is refused by name.
+//! - what llama.cpp would compute otherwise is refused by name;
+//! - adapters written as LoRA GGUF (llama.cpp's layout) read back the same.
+//!
+//! tests/llama_cpp/run.sh loads these files with llama.cpp itself.
 
 use hearth_core::io::gguf::Gguf;
 use hearth_core::io::gguf_export::{gguf_bytes, GgufDtype};
@@ -96,4 +99,30 @@ fn what_llama_cpp_would_compute_otherwise_is_refused() {
     assert!(refused("tiny-gemma3").contains("every 6th layer global"));
     // a SentencePiece tokenizer (byte fallback): not written yet
     assert!(refused("tiny-mistral").contains("SentencePiece"));
+}
+
+/// An adapter as a LoRA GGUF (llama.cpp's convert_lora_to_gguf layout) reads back as the same
+/// adapter: llama's q/k rows of B reordered and back, Phi-3's fused layers, the scale as
+/// alpha / r.
+#[test]
+fn adapters_as_gguf_read_back_the_same() {
+    use hearth_core::lora::gguf::{adapter_gguf_bytes, read_gguf_adapter};
+    use hearth_core::lora::peft;
+    for name in ["tiny-llama", "tiny-qwen3", "tiny-phi3"] {
+        let m = load_hf_folder(&DirFiles(fixture(name)), None).unwrap();
+        let dir = fixture(&format!("peft/{name}/trained"));
+        let cfg_text = std::fs::read_to_string(dir.join(peft::CONFIG_FILE)).unwrap();
+        let adapter = peft::read(&cfg_text, &std::fs::read(dir.join(peft::WEIGHTS_FILE)).unwrap(), name).unwrap();
+        let bytes = adapter_gguf_bytes(&adapter, &m.cfg).unwrap();
+        let back = read_gguf_adapter(&bytes, "adapter.gguf", &m.cfg).unwrap();
+        assert_eq!(back.tensors.len(), adapter.tensors.len(), "{name}");
+        for (a, b) in adapter.tensors.iter().zip(&back.tensors) {
+            assert_eq!((a.layer, a.target, a.rank, a.d_in, a.d_out), (b.layer, b.target, b.rank, b.d_in, b.d_out), "{name}");
+            assert_eq!((&a.a, &a.b), (&b.a, &b.b), "{name}: {}", a.peft_prefix());
+            assert!((a.scale - b.scale).abs() < 1e-6, "{name}: scale");
+        }
+        // made for another model: refused by name
+        let other = load_hf_folder(&DirFiles(fixture(if name == "tiny-qwen3" { "tiny-llama" } else { "tiny-qwen3" })), None).unwrap();
+        assert!(read_gguf_adapter(&bytes, "adapter.gguf", &other.cfg).is_err(), "{name}: for another model");
+    }
 }

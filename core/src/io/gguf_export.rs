@@ -58,7 +58,7 @@ impl GgufDtype {
 }
 
 /// llama.cpp's architecture name: Mistral's converter writes it as llama.
-fn gguf_arch(arch: Arch) -> &'static str {
+pub(crate) fn gguf_arch(arch: Arch) -> &'static str {
     match arch {
         Arch::Llama | Arch::Mistral => "llama",
         Arch::Qwen2 => "qwen2",
@@ -182,7 +182,7 @@ fn check_llama_cpp_constants(cfg: &Config) -> Result<()> {
 }
 
 /// llama.cpp's q/k row order (`permute_rows`) for f32 values.
-fn permute_f32(v: &[f32], rows: usize, heads: usize) -> Vec<f32> {
+pub(crate) fn permute_f32(v: &[f32], rows: usize, heads: usize) -> Vec<f32> {
     bytemuck::pod_collect_to_vec(&permute_rows(bytemuck::cast_slice(v), rows, heads))
 }
 

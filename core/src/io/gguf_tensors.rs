@@ -60,7 +60,7 @@ pub(crate) fn permute_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
 }
 
 /// Undoes [`permute_rows`]: GGUF row 2i + j back to HF row j·HS/2 + i.
-fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
+pub(crate) fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
     move_rows(bytes, rows, heads, false)
 }
 

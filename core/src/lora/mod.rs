@@ -3,6 +3,7 @@
 //! the base weights ([`merge`]).
 
 pub mod gpu;
+pub mod gguf;
 pub mod merge;
 pub mod peft;
 
