@@ -106,6 +106,12 @@ def main():
     # head_dim 32 with 4 heads on hidden 64: q has 128 rows, o 128 columns
     mistral = dict(common, vocab_size=sentencepiece_tokenizer().vocab_size, head_dim=32, sliding_window=None,
                    bos_token_id=1, eos_token_id=2)
+    def gemma3(**layout):
+        return Gemma3ForCausalLM(Gemma3TextConfig(**dict(
+            common, head_dim=32, sliding_window=4, tie_word_embeddings=True, pad_token_id=0, hidden_activation="gelu_pytorch_tanh",
+            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}, **layout)))
+
     fixtures = {
         "tiny-llama": lambda: make("tiny-llama", LlamaForCausalLM(LlamaConfig(rope_theta=10000.0, **common)), torch.float16, "100KB"),
         "tiny-llama3": lambda: make("tiny-llama3", LlamaForCausalLM(LlamaConfig(rope_parameters=dict(rope_theta=10000.0, **llama3), **common)),
@@ -125,19 +131,11 @@ def main():
                                      torch.float32, "10MB"),
         # Gemma 3: a window of 4 tokens on layers 0 and 2 (pattern 2), their own rope theta,
         # query_pre_attn_scalar other than head_dim, GELU (tanh), four norms per layer
-        "tiny-gemma3": lambda: make("tiny-gemma3", Gemma3ForCausalLM(Gemma3TextConfig(**dict(
-            common, num_hidden_layers=4, head_dim=32, query_pre_attn_scalar=24, sliding_window=4, sliding_window_pattern=2,
-            tie_word_embeddings=True, pad_token_id=0, hidden_activation="gelu_pytorch_tanh",
-            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
-                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}))),
+        "tiny-gemma3": lambda: make("tiny-gemma3", gemma3(num_hidden_layers=4, query_pre_attn_scalar=24, sliding_window_pattern=2),
                                     torch.float32, "10MB"),
         # Gemma 3 as llama.cpp runs it (its GGUF holds neither the layer pattern nor the local
         # theta nor query_pre_attn_scalar): six layers, every 6th global, scalar = head size
-        "tiny-gemma3-p6": lambda: make("tiny-gemma3-p6", Gemma3ForCausalLM(Gemma3TextConfig(**dict(
-            common, num_hidden_layers=6, head_dim=32, query_pre_attn_scalar=32, sliding_window=4, sliding_window_pattern=6,
-            tie_word_embeddings=True, pad_token_id=0, hidden_activation="gelu_pytorch_tanh",
-            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
-                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}))),
+        "tiny-gemma3-p6": lambda: make("tiny-gemma3-p6", gemma3(num_hidden_layers=6, query_pre_attn_scalar=32, sliding_window_pattern=6),
                                        torch.float32, "10MB"),
         # Phi-3.5 / Phi-4-mini's features: fused qkv_proj and gate_up_proj, rope on 12 of 16
         # dims, LongRoPE (short factors up to the original context of 64; attention factor from

@@ -6,12 +6,13 @@
 //! the chosen type (block formats quantized with llama.cpp's reference rounding); norms and
 //! biases stay f32.
 
-use half::{bf16, f16};
 use serde_json::Value;
 
 use super::gguf::GgmlType;
-use super::gguf_tensors::{gguf_name, permute_rows};
+use super::gguf_tensors::{gguf_name, permute_rows, permuted_heads};
 use super::gguf_write::{GgufWriter, MetaValue};
+use super::hf_export::{encode, ExportDtype};
+use crate::lora::Target;
 use crate::model::config::Arch;
 use crate::model::gguf_tokenizer::{pre_tokenizer, KNOWN_PRE};
 use crate::model::weights::{HostWeights, Matrix};
@@ -134,23 +135,28 @@ pub fn gguf_bytes(cfg: &Config, w: &HostWeights, tok: &Tokenizer, dtype: GgufDty
         }
         if cfg.fused {
             // Phi-3: q, k, v as one attn_qkv and gate, up as one ffn_up, rows in that order
-            for (parts, hf) in [(vec![&l.q, &l.k, &l.v], "self_attn.qkv_proj.weight"), (vec![&l.gate, &l.up], "mlp.gate_up_proj.weight")] {
-                let rows = parts.iter().map(|m| m.rows).sum();
-                put_matrix(&mut g, &name(hf), rows, cfg.hidden_size, parts.iter().flat_map(|m| m.to_f32()).collect(), dtype)?;
+            for (module, rows, data) in l.fused_weights() {
+                put_matrix(&mut g, &name(&format!("{module}.weight")), rows, cfg.hidden_size, data, dtype)?;
             }
         } else {
-            let qk = |m: &Matrix, heads: usize| if cfg.arch.gguf_permutes_qk() { permute_f32(&m.to_f32(), m.rows, heads) } else { m.to_f32() };
-            matrix(&mut g, &name("self_attn.q_proj.weight"), &l.q, qk(&l.q, cfg.n_heads))?;
-            matrix(&mut g, &name("self_attn.k_proj.weight"), &l.k, qk(&l.k, cfg.n_kv_heads))?;
+            let qk = |m: &Matrix, t: Target| match permuted_heads(t, cfg) {
+                Some(heads) => permute_f32(&m.to_f32(), m.rows, heads),
+                None => m.to_f32(),
+            };
+            matrix(&mut g, &name("self_attn.q_proj.weight"), &l.q, qk(&l.q, Target::Q))?;
+            matrix(&mut g, &name("self_attn.k_proj.weight"), &l.k, qk(&l.k, Target::K))?;
             matrix(&mut g, &name("self_attn.v_proj.weight"), &l.v, l.v.to_f32())?;
             matrix(&mut g, &name("mlp.gate_proj.weight"), &l.gate, l.gate.to_f32())?;
             matrix(&mut g, &name("mlp.up_proj.weight"), &l.up, l.up.to_f32())?;
         }
         matrix(&mut g, &name("self_attn.o_proj.weight"), &l.o, l.o.to_f32())?;
         matrix(&mut g, &name("mlp.down_proj.weight"), &l.down, l.down.to_f32())?;
-        for (b, hf, heads) in [(&l.q_bias, "self_attn.q_proj.bias", cfg.n_heads), (&l.k_bias, "self_attn.k_proj.bias", cfg.n_kv_heads), (&l.v_bias, "self_attn.v_proj.bias", 0)] {
+        for (b, hf, t) in [(&l.q_bias, "self_attn.q_proj.bias", Target::Q), (&l.k_bias, "self_attn.k_proj.bias", Target::K), (&l.v_bias, "self_attn.v_proj.bias", Target::V)] {
             if let Some(b) = b {
-                let b = if heads > 0 && cfg.arch.gguf_permutes_qk() { permute_f32(b, b.len(), heads) } else { b.clone() };
+                let b = match permuted_heads(t, cfg) {
+                    Some(heads) => permute_f32(b, b.len(), heads),
+                    None => b.clone(),
+                };
                 put_vector(&mut g, &name(hf), &b);
             }
         }
@@ -196,10 +202,10 @@ fn put_matrix(g: &mut GgufWriter, name: &str, rows: usize, cols: usize, data: Ve
     let quant = |f: QuantFormat| QuantTensor::quantize(f, &data, rows, cols).map(|t| t.q).map_err(|e| Error::Shape(format!("{name}: {e}")));
     let block = matches!(dtype, GgufDtype::Q8_0 | GgufDtype::Q4_0 | GgufDtype::Q4_1);
     let (ty, bytes) = match dtype {
-        _ if block && !cols.is_multiple_of(32) => (GgmlType::F16, data.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect()),
-        GgufDtype::F32 => (GgmlType::F32, bytemuck::cast_slice(&data).to_vec()),
-        GgufDtype::F16 => (GgmlType::F16, data.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect()),
-        GgufDtype::Bf16 => (GgmlType::Bf16, data.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect()),
+        _ if block && !cols.is_multiple_of(32) => (GgmlType::F16, encode(&data, ExportDtype::F16)),
+        GgufDtype::F32 => (GgmlType::F32, encode(&data, ExportDtype::F32)),
+        GgufDtype::F16 => (GgmlType::F16, encode(&data, ExportDtype::F16)),
+        GgufDtype::Bf16 => (GgmlType::Bf16, encode(&data, ExportDtype::Bf16)),
         GgufDtype::Q8_0 => (GgmlType::Q8_0, quant(QuantFormat::Q8_0)?),
         GgufDtype::Q4_0 => (GgmlType::Q4_0, quant(QuantFormat::Q4_0)?),
         GgufDtype::Q4_1 => (GgmlType::Q4_1, quant(QuantFormat::Q4_1)?),

@@ -2,7 +2,8 @@
 //! block formats Hearth runs kept as they are, the others dequantized to f32.
 
 use super::gguf::{GgmlType, Gguf, GgufTensorInfo};
-use crate::model::config::Arch;
+use crate::lora::Target;
+use crate::model::config::{Arch, Config};
 use crate::model::weights::{Matrix, MatrixData, TensorSource, WeightFormat};
 use crate::quant::{kquants, QuantFormat, QuantTensor};
 use crate::{Error, Result};
@@ -50,6 +51,15 @@ pub(crate) fn gguf_name(hf: &str, arch: Arch) -> Option<String> {
         _ => return None,
     };
     Some(format!("blk.{layer}.{short}.{suffix}"))
+}
+
+/// Heads whose rows llama.cpp reorders in `target`'s output (q and k of the llama family).
+pub(crate) fn permuted_heads(target: Target, cfg: &Config) -> Option<usize> {
+    match target {
+        Target::Q if cfg.arch.gguf_permutes_qk() => Some(cfg.n_heads),
+        Target::K if cfg.arch.gguf_permutes_qk() => Some(cfg.n_kv_heads),
+        _ => None,
+    }
 }
 
 /// convert_hf_to_gguf.py's permute for llama-family q/k: within each head, HF row

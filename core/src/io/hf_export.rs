@@ -127,9 +127,8 @@ pub fn safetensors_bytes(cfg: &Config, w: &HostWeights, dtype: ExportDtype) -> R
         }
         if cfg.fused {
             // Phi-3: q, k, v and gate, up stored as one weight each, rows in that order
-            for (parts, name) in [(vec![&l.q, &l.k, &l.v], "self_attn.qkv_proj"), (vec![&l.gate, &l.up], "mlp.gate_up_proj")] {
-                let rows = parts.iter().map(|m| m.rows).sum();
-                push(format!("{p}.{name}.weight"), vec![rows, cfg.hidden_size], parts.iter().flat_map(|m| m.to_f32()).collect());
+            for (name, rows, data) in l.fused_weights() {
+                push(format!("{p}.{name}.weight"), vec![rows, cfg.hidden_size], data);
             }
             for (m, name) in [(&l.o, "self_attn.o_proj"), (&l.down, "mlp.down_proj")] {
                 push(format!("{p}.{name}.weight"), vec![m.rows, m.cols], m.to_f32());
@@ -153,16 +152,18 @@ pub fn safetensors_bytes(cfg: &Config, w: &HostWeights, dtype: ExportDtype) -> R
     write_tensors(&tensors, dtype)
 }
 
+/// f32 values as little-endian `dtype` bytes (safetensors and GGUF alike).
+pub(crate) fn encode(data: &[f32], dtype: ExportDtype) -> Vec<u8> {
+    match dtype {
+        ExportDtype::F32 => bytemuck::cast_slice(data).to_vec(),
+        ExportDtype::F16 => data.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+        ExportDtype::Bf16 => data.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
+    }
+}
+
 /// Serializes (name, shape, f32 data) as safetensors in `dtype`.
 pub fn write_tensors(tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: ExportDtype) -> Result<Vec<u8>> {
-    let encoded: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, d)| match dtype {
-            ExportDtype::F32 => bytemuck::cast_slice(d).to_vec(),
-            ExportDtype::F16 => d.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
-            ExportDtype::Bf16 => d.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
-        })
-        .collect();
+    let encoded: Vec<Vec<u8>> = tensors.iter().map(|(_, _, d)| encode(d, dtype)).collect();
     let st_dtype = match dtype {
         ExportDtype::F32 => Dtype::F32,
         ExportDtype::F16 => Dtype::F16,

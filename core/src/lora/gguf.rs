@@ -8,20 +8,11 @@
 use super::{Adapter, LoraConfig, LoraTensor, Target};
 use crate::io::gguf::{GgmlType, Gguf, GgufValue};
 use crate::io::gguf_export::{gguf_arch, permute_f32};
-use crate::io::gguf_tensors::gguf_name;
+use crate::io::gguf_tensors::{gguf_name, permuted_heads};
 use crate::io::gguf_write::{GgufWriter, MetaValue};
 use crate::model::Config;
 use crate::quant::kquants;
 use crate::{Error, Result};
-
-/// Heads whose rows llama.cpp reorders in a target's output, for `cfg`'s family.
-fn permuted_heads(target: Target, cfg: &Config) -> Option<usize> {
-    match target {
-        Target::Q if cfg.arch.gguf_permutes_qk() => Some(cfg.n_heads),
-        Target::K if cfg.arch.gguf_permutes_qk() => Some(cfg.n_kv_heads),
-        _ => None,
-    }
-}
 
 fn weight_name(layer: usize, target: Target, cfg: &Config) -> String {
     gguf_name(&format!("model.layers.{layer}.{}.weight", target.path()), cfg.arch).expect("every target has a GGUF name")
@@ -76,8 +67,8 @@ pub fn read_gguf_adapter(bytes: &[u8], file: &str, cfg: &Config) -> Result<Adapt
     let mut tensors = Vec::new();
     for layer in 0..cfg.n_layers {
         for &target in &Target::EVERY {
-            if target.is_fused() != cfg.fused && (target.is_fused() || target.fused() != target) {
-                continue; // a layer this model does not have
+            if !target.in_model(cfg) {
+                continue;
             }
             let base = weight_name(layer, target, cfg);
             if g.tensor(&format!("{base}.lora_a")).is_none() {

@@ -96,6 +96,16 @@ impl Target {
         matches!(self, Target::Qkv | Target::GateUp)
     }
 
+    /// Whether `model` has this layer to adapt: a fusing model (Phi-3) its fused layers and the
+    /// others as they are, every other model the separate layers.
+    pub fn in_model(self, model: &Config) -> bool {
+        if model.fused {
+            self.fused() == self
+        } else {
+            !self.is_fused()
+        }
+    }
+
     /// The targets as `model` has its layers: a fusing model (Phi-3) adapts q, k, v as
     /// qkv_proj and gate, up as gate_up_proj (PEFT's names), only all of them together; the
     /// others have no fused layers.
@@ -293,7 +303,7 @@ impl Adapter {
                     model.n_layers
                 )));
             }
-            if (t.target.is_fused() && !model.fused) || (model.fused && t.target.fused() != t.target) {
+            if !t.target.in_model(model) {
                 return Err(Error::Shape(format!(
                     "{origin}: {} adapts {}, a layer this {} model does not have: the adapter was made for another base model",
                     t.peft_prefix(),

@@ -238,7 +238,8 @@ impl Model {
         let v = cfg.vocab_size;
         let limit = opts.max_binding.unwrap_or(ctx.limits().max_storage_buffer_binding_size).min(ctx.limits().max_buffer_size);
         let upload_vec = |x: &Vec<f32>| ctx.upload_f32(x);
-        let bias = |b: &Option<Vec<f32>>| b.as_ref().map(|b| ctx.upload_f32(b)).transpose(); // biases and head norms
+        // the vectors only some families have: biases, head norms, post-norms
+        let optional = |v: &Option<Vec<f32>>| v.as_ref().map(|v| ctx.upload_f32(v)).transpose();
         let layers = w
             .layers
             .iter()
@@ -249,16 +250,16 @@ impl Model {
                     q: Linear::upload(ctx, &l.q)?,
                     k: Linear::upload(ctx, &l.k)?,
                     v: Linear::upload(ctx, &l.v)?,
-                    q_bias: bias(&l.q_bias)?,
-                    k_bias: bias(&l.k_bias)?,
-                    v_bias: bias(&l.v_bias)?,
-                    q_norm: bias(&l.q_norm)?,
-                    k_norm: bias(&l.k_norm)?,
+                    q_bias: optional(&l.q_bias)?,
+                    k_bias: optional(&l.k_bias)?,
+                    v_bias: optional(&l.v_bias)?,
+                    q_norm: optional(&l.q_norm)?,
+                    k_norm: optional(&l.k_norm)?,
                     rope: cfg.uses_rope(i),
                     o: Linear::upload(ctx, &l.o)?,
                     ffn_norm: upload_vec(&l.ffn_norm)?,
-                    post_attn_norm: bias(&l.post_attn_norm)?,
-                    post_ffn_norm: bias(&l.post_ffn_norm)?,
+                    post_attn_norm: optional(&l.post_attn_norm)?,
+                    post_ffn_norm: optional(&l.post_ffn_norm)?,
                     gate: Linear::upload(ctx, &l.gate)?,
                     up: Linear::upload(ctx, &l.up)?,
                     down: Linear::upload(ctx, &l.down)?,

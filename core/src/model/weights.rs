@@ -167,6 +167,17 @@ pub struct HostLayer {
     pub down: Matrix,        // (C, FF)
 }
 
+impl HostLayer {
+    /// Phi-3's fused weights as its files hold them: (HF module, rows, data) of qkv_proj (q, k,
+    /// v rows in that order) and gate_up_proj (gate, then up).
+    pub fn fused_weights(&self) -> [(&'static str, usize, Vec<f32>); 2] {
+        let fuse = |parts: &[&Matrix]| (parts.iter().map(|m| m.rows).sum(), parts.iter().flat_map(|m| m.to_f32()).collect());
+        let (qkv_rows, qkv) = fuse(&[&self.q, &self.k, &self.v]);
+        let (gate_up_rows, gate_up) = fuse(&[&self.gate, &self.up]);
+        [("self_attn.qkv_proj", qkv_rows, qkv), ("mlp.gate_up_proj", gate_up_rows, gate_up)]
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct HostWeights {
     pub embed: Matrix,           // (V, C)
