@@ -12,6 +12,7 @@ mod load;
 mod merge;
 mod score;
 mod selftest;
+mod serve;
 mod settings_args;
 mod tokenize;
 mod train;
@@ -57,6 +58,8 @@ enum Command {
     ExportAdapter(export::ExportAdapterArgs),
     /// The token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
+    /// Serve the model and its adapters over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Measure speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -96,6 +99,7 @@ fn main() {
         Command::Export(a) => export::run(a),
         Command::ExportAdapter(a) => export::run_adapter(a),
         Command::Tokenize(a) => tokenize::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Bench(cmd) => bench::run(cmd),
     };
     if let Err(e) = result {

@@ -326,17 +326,29 @@ impl Model {
     /// Puts `adapter` on the GPU and applies it from the next token on (None: the base
     /// model alone). Fails, naming the tensor, when its shapes are not this model's.
     pub fn set_adapter(&mut self, ctx: &GpuContext, adapter: Option<Adapter>, origin: &str) -> Result<()> {
-        self.adapter = match adapter {
-            Some(a) => {
-                a.check_against(&self.cfg, origin)?;
-                let gpu = GpuAdapter::upload(ctx, a, &self.cfg)?;
-                self.state.lora_h = ctx.alloc_f32(lora_h_len(self.chunk, gpu.max_rank()))?;
-                Some(gpu)
-            }
-            None => None,
-        };
-        self.reset();
+        let gpu = adapter.map(|a| self.upload_adapter(ctx, a, origin)).transpose()?;
+        self.swap_adapter(gpu);
         Ok(())
+    }
+
+    /// Checks `adapter` against this model and puts it on the GPU, ready for
+    /// [`Model::swap_adapter`]; several can be held at once (a server's adapters).
+    pub fn upload_adapter(&mut self, ctx: &GpuContext, adapter: Adapter, origin: &str) -> Result<GpuAdapter> {
+        adapter.check_against(&self.cfg, origin)?;
+        let gpu = GpuAdapter::upload(ctx, adapter, &self.cfg)?;
+        let need = lora_h_len(self.chunk, gpu.max_rank());
+        if need > self.state.lora_h.len_words() {
+            self.state.lora_h = ctx.alloc_f32(need)?;
+        }
+        Ok(gpu)
+    }
+
+    /// Applies `adapter` from the next token on (None: the base alone) and returns the one
+    /// it replaces. No upload: switching between held adapters costs nothing but the
+    /// emptied KV cache.
+    pub fn swap_adapter(&mut self, adapter: Option<GpuAdapter>) -> Option<GpuAdapter> {
+        self.reset();
+        std::mem::replace(&mut self.adapter, adapter)
     }
 
     /// The token embedding rows of `tokens`, checked against the vocabulary.

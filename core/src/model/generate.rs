@@ -29,6 +29,8 @@ pub enum StopReason {
     Eos,
     StopString,
     MaxTokens,
+    /// `on_text` asked to stop (a server's client went away).
+    Cancelled,
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +49,22 @@ pub async fn generate(
     prompt: &[u32],
     params: &GenerateParams,
     mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    generate_until(ctx, model, tok, prompt, params, |piece| {
+        on_text(piece);
+        true
+    })
+    .await
+}
+
+/// [`generate`], stopping early ([`StopReason::Cancelled`]) when `on_text` returns false.
+pub async fn generate_until(
+    ctx: &GpuContext,
+    model: &mut Model,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    params: &GenerateParams,
+    mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generation> {
     if prompt.is_empty() {
         return Err(Error::Shape("the prompt is empty: give at least one token".into()));
@@ -78,16 +96,23 @@ pub async fn generate(
             stop = StopReason::StopString;
             break;
         }
-        if !full.ends_with('\u{FFFD}') && full.len() > text.len() && full.starts_with(&text) {
-            on_text(&full[text.len()..]);
-            text = full;
+        // hold back what could be the start of a stop string, so streamed text never
+        // holds a piece of one
+        let safe = full.len() - stop_prefix_len(&full, &params.stop_strings);
+        if !full[..safe].ends_with('\u{FFFD}') && safe > text.len() && full.starts_with(&text) {
+            let go_on = on_text(&full[text.len()..safe]);
+            text = full[..safe].to_string();
+            if !go_on {
+                stop = StopReason::Cancelled;
+                break;
+            }
         }
         if step + 1 == params.max_new_tokens {
             break;
         }
         logits = model.forward(ctx, &[id]).await?;
     }
-    if stop != StopReason::StopString {
+    if stop != StopReason::StopString && stop != StopReason::Cancelled {
         let full = tok.decode(&ids, true)?;
         if full.len() > text.len() && full.starts_with(&text) {
             on_text(&full[text.len()..]);
@@ -95,4 +120,28 @@ pub async fn generate(
         text = full;
     }
     Ok(Generation { ids, text, stop })
+}
+
+/// The length of the longest end of `text` that begins one of `stops` (0: none does).
+fn stop_prefix_len(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .flat_map(|s| (1..s.len()).filter(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k])))
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stop_prefix_len;
+
+    #[test]
+    fn holds_back_the_start_of_a_stop_string() {
+        let stops = vec!["\nUser:".to_string(), "ß!".to_string()];
+        assert_eq!(stop_prefix_len("Hello\nUs", &stops), 3);
+        assert_eq!(stop_prefix_len("Hello\n", &stops), 1);
+        assert_eq!(stop_prefix_len("Hello", &stops), 0);
+        assert_eq!(stop_prefix_len("Straße", &stops), 0);
+        assert_eq!(stop_prefix_len("Straß", &stops), "ß".len());
+    }
 }
