@@ -1,13 +1,14 @@
 //! `hearth export`: a model (GGUF or HF folder) written as an HF folder transformers loads, or
 //! as one GGUF file llama.cpp loads (`--format gguf`).
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use hearth_core::io::gguf_export::{gguf_bytes, GgufDtype};
 use hearth_core::io::hf_export::{hf_folder, ExportDtype};
 use hearth_core::io::load::LoadedModel;
+use hearth_core::io::ollama::{modelfile, ModelfileSource};
 
 use crate::load::{load, ModelArgs};
 
@@ -35,6 +36,10 @@ pub struct OutputArgs {
     /// rounding). Quantized weights are dequantized first.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Also write an Ollama Modelfile beside the GGUF (NAME.Modelfile: FROM, TEMPLATE in
+    /// Ollama's syntax, SYSTEM, stop strings, num_ctx), for `ollama create NAME -f` it.
+    #[arg(long)]
+    pub ollama: bool,
 }
 
 impl OutputArgs {
@@ -42,12 +47,45 @@ impl OutputArgs {
     pub fn write(&self, m: &LoadedModel, name: &str) -> Result<String> {
         if self.format == "gguf" {
             let bytes = gguf_bytes(&m.cfg, &m.weights, &m.tokenizer, GgufDtype::parse(&self.dtype)?, name)?;
+            // the Modelfile is checked before anything is written
+            let modelfile = self.ollama.then(|| {
+                let from = format!("./{}", self.out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+                ollama_modelfile(m, &from, None)
+            });
+            let modelfile = modelfile.transpose()?;
             write_atomic(&self.out, &bytes)?;
-            return Ok(format!("{} (GGUF, {}, {:.1} MiB)", self.out.display(), self.dtype, bytes.len() as f64 / (1u64 << 20) as f64));
+            let mut done = format!("{} (GGUF, {}, {:.1} MiB)", self.out.display(), self.dtype, bytes.len() as f64 / (1u64 << 20) as f64);
+            if let Some(text) = modelfile {
+                done += &write_modelfile(&self.out, &text)?;
+            }
+            return Ok(done);
+        }
+        if self.ollama {
+            bail!("--ollama writes a Modelfile for a GGUF file: add --format gguf");
         }
         let n = write_hf_folder(&self.out, m, ExportDtype::parse(&self.dtype)?)?;
         Ok(format!("{} ({n} files, {})", self.out.display(), self.dtype))
     }
+}
+
+/// The Modelfile for `m` (its chat template and context) with FROM `from` (and ADAPTER).
+fn ollama_modelfile(m: &LoadedModel, from: &str, adapter: Option<&str>) -> Result<String> {
+    let tok = &m.tokenizer;
+    let adds_bos = tok.bos_id.is_some() && tok.encode("a", true)?.first() == tok.bos_id.as_ref();
+    let src = ModelfileSource { from, adapter, context: m.cfg.max_seq_len.min(OLLAMA_CONTEXT) };
+    Ok(modelfile(tok, &src, adds_bos).context("--ollama")?)
+}
+
+/// num_ctx at most: Ollama allocates the whole context, so a model's full context (32k and
+/// more) would take more memory than most machines have for it.
+const OLLAMA_CONTEXT: usize = 8192;
+
+/// Writes `text` as NAME.Modelfile beside `gguf`; returns the line that says so.
+fn write_modelfile(gguf: &Path, text: &str) -> Result<String> {
+    let path = gguf.with_extension("Modelfile");
+    write_atomic(&path, text.as_bytes())?;
+    let name = gguf.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
+    Ok(format!("\nand {} (ollama create {name} -f {})", path.display(), path.display()))
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so that a reader never
@@ -77,6 +115,10 @@ pub struct ExportAdapterArgs {
     /// The .gguf file to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write an Ollama Modelfile beside it (FROM the base model, ADAPTER this file,
+    /// and the base's chat template, system prompt and stop strings).
+    #[arg(long)]
+    pub ollama: bool,
 }
 
 /// `hearth export-adapter`: a PEFT adapter as a LoRA adapter GGUF for llama.cpp and Ollama.
@@ -88,8 +130,19 @@ pub fn run_adapter(a: ExportAdapterArgs) -> Result<()> {
     let adapter = crate::load::read_adapter(&dir, &m.cfg)?;
     adapter.check_against(&m.cfg, &dir.display().to_string())?;
     let bytes = hearth_core::lora::gguf::adapter_gguf_bytes(&adapter, &m.cfg)?;
+    let modelfile = if a.ollama {
+        let base = std::path::absolute(&args.model).with_context(|| args.model.display().to_string())?;
+        let file = format!("./{}", a.out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        Some(ollama_modelfile(&m, &base.display().to_string(), Some(&file))?)
+    } else {
+        None
+    };
     write_atomic(&a.out, &bytes)?;
-    eprintln!("wrote {} ({} adapted layers, r {}, alpha {})", a.out.display(), adapter.tensors.len(), adapter.cfg.r, adapter.cfg.alpha);
+    let mut done = format!("{} ({} adapted layers, r {}, alpha {})", a.out.display(), adapter.tensors.len(), adapter.cfg.r, adapter.cfg.alpha);
+    if let Some(text) = modelfile {
+        done += &write_modelfile(&a.out, &text)?;
+    }
+    eprintln!("wrote {done}");
     Ok(())
 }
 

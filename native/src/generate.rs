@@ -95,12 +95,15 @@ pub struct ChatArgs {
     pub sampling: SamplingArgs,
 }
 
-/// The chat template applied to `messages`, tokenized as HF does (no extra special tokens:
-/// the template writes them).
-fn chat_ids(tok: &Tokenizer, messages: &[Message], thinking: &str) -> Result<Vec<u32>> {
+/// The chat template applied to `messages`, with the generation prompt.
+pub fn chat_text(tok: &Tokenizer, messages: &[Message], thinking: &str) -> Result<String> {
     let template = tok.chat_template.as_deref().context("this model has no chat template (tokenizer_config.json chat_template or GGUF tokenizer.chat_template)")?;
-    let text = render(template, messages, true, &tok.bos_token, &tok.eos_token, parse_thinking(thinking)?)?;
-    Ok(tok.encode(&text, false)?)
+    Ok(render(template, messages, true, &tok.bos_token, &tok.eos_token, parse_thinking(thinking)?)?)
+}
+
+/// [`chat_text`] tokenized as HF does (no extra special tokens: the template writes them).
+fn chat_ids(tok: &Tokenizer, messages: &[Message], thinking: &str) -> Result<Vec<u32>> {
+    Ok(tok.encode(&chat_text(tok, messages, thinking)?, false)?)
 }
 
 /// The model's reply to `messages` (chat template, generation prompt), not streamed; the

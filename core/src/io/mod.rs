@@ -6,4 +6,5 @@ pub mod gguf_tensors;
 pub mod gguf_write;
 pub mod hf_export;
 pub mod load;
+pub mod ollama;
 pub mod safetensors;
