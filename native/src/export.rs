@@ -40,13 +40,17 @@ pub struct OutputArgs {
     /// Ollama's syntax, SYSTEM, stop strings, num_ctx), for `ollama create NAME -f` it.
     #[arg(long)]
     pub ollama: bool,
+    /// general.name in the GGUF (default: the model's, or the adapter's, folder or file
+    /// name). llama.cpp reads it: a name with "phi3" in it makes it expect Phi-3's tokens.
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 impl OutputArgs {
     /// Writes `m` as asked; returns what was written, for the closing line.
     pub fn write(&self, m: &LoadedModel, name: &str) -> Result<String> {
         if self.format == "gguf" {
-            let bytes = gguf_bytes(&m.cfg, &m.weights, &m.tokenizer, GgufDtype::parse(&self.dtype)?, name)?;
+            let bytes = gguf_bytes(&m.cfg, &m.weights, &m.tokenizer, GgufDtype::parse(&self.dtype)?, self.name.as_deref().unwrap_or(name))?;
             // the Modelfile is checked before anything is written
             let modelfile = self.ollama.then(|| {
                 let from = format!("./{}", self.out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());

@@ -27,13 +27,24 @@ const NEW_TOKENS = 12;
 mkdirSync(out, { recursive: true });
 const run = (args) => execFileSync(hearth, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 
-// (name, how the GGUF is made): merged with PEFT's trained adapter, or exported as it is
+// (name, how the GGUF is made): merged with PEFT's trained adapter, or exported as it is.
+// general.name is set: llama.cpp expects Phi-3's SentencePiece tokens (</s>, <unk>) in any
+// model whose name holds "phi3", which the tiny one's byte-level vocabulary lacks.
+const NAME = ["--name", "hearth-tiny"];
+// llama.cpp leaves Phi-3's sliding window out ("Phi SWA is currently disabled"), so past the
+// window (8 tokens in the tiny one; 2047 in Phi-3 mini) it attends further back than
+// transformers and Hearth: its tokens are compared only while the context fits the window.
+const WINDOW = { "tiny-phi3": 8 };
+const SHORT_PROMPTS = ["Hi", "The fox"];
+const windowOf = (file) => Object.entries(WINDOW).find(([name]) => file.includes(`/${name}.`))?.[1];
 const models = [
   ["tiny-llama", "merge"],
   ["tiny-qwen2", "merge"],
   ["tiny-qwen3", "merge"],
   ["tiny-smollm3", "merge"],
+  ["tiny-phi3", "merge"],
   ["tiny-gemma3-p6", "export"],
+  ["tiny-mistral", "export"], // a SentencePiece-style tokenizer ("llama" in GGUF)
 ];
 const files = [];
 const adapters = []; // [base f16 GGUF, adapter GGUF, merged f16 GGUF]
@@ -41,14 +52,14 @@ for (const [name, how] of models) {
   if (how === "merge") {
     const base = join(out, `${name}.base.f16.gguf`);
     const lora = join(out, `${name}.lora.gguf`);
-    run(["export", fixture(name), "--out", base, "--format", "gguf", "--dtype", "f16"]);
+    run(["export", fixture(name), "--out", base, "--format", "gguf", "--dtype", "f16", ...NAME]);
     run(["export-adapter", fixture(name), "--adapter", fixture(`peft/${name}/trained`), "--out", lora]);
     adapters.push([base, lora, join(out, `${name}.f16.gguf`)]);
   }
   for (const dtype of ["f16", "q8_0"]) {
     const file = join(out, `${name}.${dtype}.gguf`);
     const adapter = how === "merge" ? ["--adapter", fixture(`peft/${name}/trained`)] : [];
-    run([how, fixture(name), ...adapter, "--out", file, "--format", "gguf", "--dtype", dtype]);
+    run([how, fixture(name), ...adapter, "--out", file, "--format", "gguf", "--dtype", dtype, ...NAME]);
     files.push(file);
   }
 }
@@ -71,7 +82,7 @@ for (const file of files) {
   const theirs = Array.from(model.tokenize(TEXT));
   check(JSON.stringify(ours) === JSON.stringify(theirs), `${file}: tokenization (${ours.length} tokens)`);
   const context = await model.createContext({ contextSize: 128 });
-  for (const prompt of PROMPTS) {
+  for (const prompt of windowOf(file) ? SHORT_PROMPTS : PROMPTS) {
     const hearthIds = JSON.parse(run(["generate", file, "--prompt", prompt, "--max-new-tokens", String(NEW_TOKENS), "--json"])).ids;
     hearthGreedy.set(`${file}\n${prompt}`, hearthIds);
     const sequence = context.getSequence();
@@ -84,9 +95,12 @@ for (const file of files) {
       if (llamaIds.length >= NEW_TOKENS) break;
     }
     sequence.dispose();
-    const compared = file.includes(".q8_0.") ? 1 : NEW_TOKENS;
+    const window = windowOf(file);
+    const inWindow = window ? window - prompted.length + 1 : NEW_TOKENS;
+    const compared = file.includes(".q8_0.") ? 1 : Math.min(NEW_TOKENS, inWindow);
     const same = JSON.stringify(hearthIds.slice(0, compared)) === JSON.stringify(llamaIds.slice(0, compared));
-    check(same && (compared === 1 || hearthIds.length === llamaIds.length), `${file}: greedy continuation of ${JSON.stringify(prompt)}, ${compared === 1 ? "first token" : "every token"} (${JSON.stringify(hearthIds)} vs ${JSON.stringify(llamaIds)})`);
+    const what = compared === 1 ? "first token" : compared < NEW_TOKENS ? `the ${compared} tokens inside the sliding window` : "every token";
+    check(same && compared > 0 && (compared < NEW_TOKENS || hearthIds.length === llamaIds.length), `${file}: greedy continuation of ${JSON.stringify(prompt)}, ${what} (${JSON.stringify(hearthIds)} vs ${JSON.stringify(llamaIds)})`);
   }
   await context.dispose();
   await model.dispose();
@@ -108,10 +122,14 @@ async function llamaGreedy(file, lora, prompt) {
 }
 for (const [base, lora, merged] of adapters) {
   let changed = false;
-  for (const prompt of PROMPTS) {
+  for (const prompt of windowOf(merged) ? SHORT_PROMPTS : PROMPTS) {
+    const window = windowOf(merged);
+    const prompted = JSON.parse(run(["tokenize", merged, "--text", prompt, "--special", "--json"])).ids;
+    const n = window ? window - prompted.length + 1 : NEW_TOKENS;
     const want = hearthGreedy.get(`${merged}\n${prompt}`);
     const got = await llamaGreedy(base, lora, prompt);
-    check(JSON.stringify(got) === JSON.stringify(want), `${lora} on ${base}: continuation of ${JSON.stringify(prompt)} as the merged model's (${JSON.stringify(got)} vs ${JSON.stringify(want)})`);
+    const same = n < NEW_TOKENS ? n > 0 && JSON.stringify(got.slice(0, n)) === JSON.stringify(want.slice(0, n)) : JSON.stringify(got) === JSON.stringify(want);
+    check(same, `${lora} on ${base}: continuation of ${JSON.stringify(prompt)} as the merged model's${n < NEW_TOKENS ? ` (inside the window: ${n} tokens)` : ""} (${JSON.stringify(got)} vs ${JSON.stringify(want)})`);
     changed ||= JSON.stringify(await llamaGreedy(base, null, prompt)) !== JSON.stringify(want);
   }
   check(changed, `${lora}: the adapter changes what the base continues`);

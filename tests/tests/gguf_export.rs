@@ -8,6 +8,7 @@
 //!   the largest logit: 8-bit noise, which Gemma's √hidden embedding scale multiplies);
 //! - Q8_0, Q4_0 and Q4_1 blocks are byte for byte the gguf package's (llama.cpp's reference
 //!   rounding; tests/reference/gguf_quants.py);
+//! - SentencePiece-style tokenizers (Mistral's) read back with the HF tokenizer's ids;
 //! - what llama.cpp would compute otherwise is refused by name;
 //! - adapters written as LoRA GGUF (llama.cpp's layout) read back the same.
 //!
@@ -53,7 +54,7 @@ fn tiny_qwen3_is_written_as_the_converter_writes_it() {
 #[test]
 fn every_family_reads_back_with_transformers_logits() {
     with_gpu!(ctx => {
-        let families = ["tiny-llama", "tiny-llama3", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3", "tiny-gemma3-p6", "tiny-phi3"];
+        let families = ["tiny-llama", "tiny-llama3", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3", "tiny-gemma3-p6", "tiny-phi3", "tiny-mistral"];
         for name in families {
             let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap();
             let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
@@ -97,8 +98,29 @@ fn what_llama_cpp_would_compute_otherwise_is_refused() {
     };
     // layers 0 and 2 windowed: llama.cpp's gemma3 takes every 6th layer as the global one
     assert!(refused("tiny-gemma3").contains("every 6th layer global"));
-    // a SentencePiece tokenizer (byte fallback): not written yet
-    assert!(refused("tiny-mistral").contains("SentencePiece"));
+}
+
+/// A SentencePiece-style tokenizer (Mistral's: BPE with byte fallback, "▁" for spaces) is
+/// written as llama.cpp's "llama" model, with scores that order its merges; read back, it
+/// gives the HF tokenizer's ids for text with spaces in a row, byte fallbacks and CJK. (Not
+/// for a text that starts with a space: HF's Metaspace then adds no "▁" in front, where
+/// SentencePiece and llama.cpp do; nor after a special token written in the text, where
+/// llama.cpp adds one too.)
+#[test]
+fn sentencepiece_tokenizers_read_back_with_the_same_ids() {
+    let hf = load_hf_folder(&DirFiles(fixture("tiny-mistral")), None).unwrap();
+    let g = load_gguf(&export("tiny-mistral", GgufDtype::F16), "tiny-mistral.gguf", None).unwrap();
+    for text in ["Hello world!", "two  spaces,   then\nnewlines\n\n", "你好，世界。Grüße aus Köln 🙂 — 12345"] {
+        for special in [false, true] {
+            assert_eq!(g.tokenizer.encode(text, special).unwrap(), hf.tokenizer.encode(text, special).unwrap(), "{text:?} (special {special})");
+        }
+        let ids = hf.tokenizer.encode(text, false).unwrap();
+        assert_eq!(g.tokenizer.decode(&ids, false).unwrap(), hf.tokenizer.decode(&ids, false).unwrap(), "{text:?} decoded");
+    }
+    let bytes = export("tiny-mistral", GgufDtype::F16);
+    let file = Gguf::parse(&bytes, "tiny-mistral.gguf").unwrap();
+    assert_eq!(file.get("tokenizer.ggml.model").and_then(|v| v.as_str()), Some("llama"));
+    assert_eq!(file.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.as_bool()), Some(true));
 }
 
 /// An adapter as a LoRA GGUF (llama.cpp's convert_lora_to_gguf layout) reads back as the same

@@ -14,7 +14,6 @@ use super::gguf_write::{GgufWriter, MetaValue};
 use super::hf_export::{encode, ExportDtype};
 use crate::lora::Target;
 use crate::model::config::Arch;
-use crate::model::gguf_tokenizer::{pre_tokenizer, KNOWN_PRE};
 use crate::model::weights::{HostWeights, Matrix};
 use crate::model::{Config, Tokenizer};
 use crate::ops::cpu::rope_inv_freq;
@@ -100,7 +99,7 @@ pub fn gguf_bytes(cfg: &Config, w: &HostWeights, tok: &Tokenizer, dtype: GgufDty
         g.set(key("rope.scaling.attn_factor"), MetaValue::F32(l.factors.mscale));
         g.set(key("rope.scaling.original_context_length"), u(l.original_max_position));
     }
-    tokenizer_meta(&mut g, tok, cfg)?;
+    super::gguf_vocab::tokenizer_meta(&mut g, tok, cfg)?;
 
     let matrix = |g: &mut GgufWriter, gname: &str, m: &Matrix, data: Vec<f32>| put_matrix(g, gname, m.rows, m.cols, data, dtype);
     matrix(&mut g, "token_embd.weight", &w.embed, w.embed.to_f32())?;
@@ -214,71 +213,3 @@ fn put_matrix(g: &mut GgufWriter, name: &str, rows: usize, cols: usize, data: Ve
     Ok(())
 }
 
-/// tokenizer.ggml.* for a byte-level BPE tokenizer.json (the gpt2 model), its pre-tokenizer
-/// named as llama.cpp names it; and the chat template.
-fn tokenizer_meta(g: &mut GgufWriter, tok: &Tokenizer, cfg: &Config) -> Result<()> {
-    let json: Value = serde_json::from_str(&tok.to_json()?).map_err(|e| Error::bad_file("the tokenizer", e.to_string()).with_source(e))?;
-    let model = &json["model"];
-    let refuse = |what: &str| Err(Error::unsupported("the tokenizer", format!("as GGUF: {what} (Hearth writes byte-level BPE tokenizers)")));
-    if model["type"] != "BPE" || model["byte_fallback"] == true {
-        return refuse("a SentencePiece-style or non-BPE tokenizer");
-    }
-    let pre = json.get("pre_tokenizer").cloned().unwrap_or(Value::Null);
-    let canonical = |v: &Value| -> Option<Value> { serde_json::from_value::<tokenizers::pre_tokenizers::PreTokenizerWrapper>(v.clone()).ok().and_then(|p| serde_json::to_value(p).ok()) };
-    let theirs = canonical(&pre);
-    let Some(pre_name) = KNOWN_PRE.iter().find(|name| pre_tokenizer(name, "").ok().and_then(|v| canonical(&v)) == theirs && theirs.is_some()) else {
-        return refuse("a pre-tokenizer llama.cpp has no name for here");
-    };
-    let vocab = model["vocab"].as_object().ok_or_else(|| Error::bad_file("the tokenizer", "no model.vocab"))?;
-    let n = cfg.vocab_size.max(vocab.len());
-    let mut tokens = vec![String::new(); n];
-    let mut types = vec![1i32; n];
-    for (t, id) in vocab {
-        if let Some(i) = id.as_u64().map(|i| i as usize).filter(|&i| i < n) {
-            tokens[i] = t.clone();
-        }
-    }
-    for a in json["added_tokens"].as_array().into_iter().flatten() {
-        if let (Some(i), Some(t)) = (a["id"].as_u64().map(|i| i as usize).filter(|&i| i < n), a["content"].as_str()) {
-            tokens[i] = t.to_string();
-            // llama.cpp's token types: 3 control (special), 4 user-defined
-            types[i] = if a["special"] == true { 3 } else { 4 };
-        }
-    }
-    // ids the vocabulary leaves out (a padded embedding) as llama.cpp's converter pads them
-    for (i, t) in tokens.iter_mut().enumerate().filter(|(_, t)| t.is_empty()) {
-        *t = format!("[PAD{i}]");
-        types[i] = 5;
-    }
-    let merges: Vec<String> = model["merges"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| match m {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(p) => Some(p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")),
-            _ => None,
-        })
-        .collect();
-    g.set("tokenizer.ggml.model", MetaValue::Str("gpt2".into()));
-    g.set("tokenizer.ggml.pre", MetaValue::Str(pre_name.to_string()));
-    g.set("tokenizer.ggml.tokens", MetaValue::Strs(tokens));
-    g.set("tokenizer.ggml.token_type", MetaValue::I32s(types));
-    g.set("tokenizer.ggml.merges", MetaValue::Strs(merges));
-    if let Some(b) = tok.bos_id {
-        g.set("tokenizer.ggml.bos_token_id", MetaValue::U32(b));
-    }
-    if let Some(&e) = tok.eos_ids.first() {
-        g.set("tokenizer.ggml.eos_token_id", MetaValue::U32(e));
-    }
-    if let Some(p) = tok.pad_id {
-        g.set("tokenizer.ggml.padding_token_id", MetaValue::U32(p));
-    }
-    // whether the tokenizer puts BOS in front of a text, as `tokenizer(text)` does
-    let adds_bos = tok.bos_id.is_some() && tok.encode("a", true)?.first() == tok.bos_id.as_ref();
-    g.set("tokenizer.ggml.add_bos_token", MetaValue::Bool(adds_bos));
-    if let Some(t) = &tok.chat_template {
-        g.set("tokenizer.chat_template", MetaValue::Str(t.clone()));
-    }
-    Ok(())
-}

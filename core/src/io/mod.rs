@@ -3,6 +3,7 @@
 pub mod gguf;
 pub mod gguf_export;
 pub mod gguf_tensors;
+mod gguf_vocab;
 pub mod gguf_write;
 pub mod hf_export;
 pub mod load;
