@@ -319,14 +319,15 @@ fn cross_entropy_matches_cpu() {
             let (r, v) = (1 + rng.below(20), 2 + rng.below(3000));
             let logits: Vec<f32> = rng.vec_uniform(r * v, -8.0, 8.0);
             let targets: Vec<u32> = (0..r).map(|i| if i % 3 == 1 { cross_entropy::IGNORE } else { rng.below(v) as u32 }).collect();
-            let scale = 1.0 / cross_entropy::counted(&targets).max(1) as f64;
-            let (lb, tb) = (upload(ctx, &logits), ctx.upload_u32(&targets).unwrap());
+            // per-row weights of either sign, as preference losses give them
+            let weights: Vec<f32> = rng.vec_uniform(r, -1.0, 1.0);
+            let (lb, tb, wb) = (upload(ctx, &logits), ctx.upload_u32(&targets).unwrap(), upload(ctx, &weights));
             let (losses, losses2, dl) = (poisoned(ctx, r), poisoned(ctx, r), poisoned(ctx, r * v));
             cross_entropy::cross_entropy_forward(ctx, &losses, &lb, &tb, r, v).unwrap();
-            cross_entropy::cross_entropy_backward(ctx, &losses2, &dl, &lb, &tb, r, v, scale as f32).unwrap();
+            cross_entropy::cross_entropy_backward(ctx, &losses2, &dl, &lb, &tb, &wb, r, v).unwrap();
             let (mut wl, mut wd) = (vec![0.0; r], vec![0.0; r * v]);
             cpu::cross_entropy_forward(&mut wl, &to_f64(&logits), &targets, v);
-            cpu::cross_entropy_backward(&mut wd, &to_f64(&logits), &targets, v, scale);
+            cpu::cross_entropy_backward(&mut wd, &to_f64(&logits), &targets, &to_f64(&weights), v);
             assert_close("ce losses", &read(ctx, &losses), &wl, ROW.0, ROW.1);
             assert_close("ce losses (backward pass)", &read(ctx, &losses2), &wl, ROW.0, ROW.1);
             assert_close("ce dlogits", &read(ctx, &dl), &wd, 1e-6, ROW.1);
@@ -341,11 +342,12 @@ fn cpu_cross_entropy_backward_matches_finite_differences() {
     let logits = to_f64(&u(&mut rng, r * v));
     let targets = [3u32, u32::MAX, 0, 6];
     let mut dl = vec![0.0; r * v];
-    cpu::cross_entropy_backward(&mut dl, &logits, &targets, v, 1.0 / 3.0);
+    let weights = [0.5, 2.0, -1.5, 1.0 / 3.0];
+    cpu::cross_entropy_backward(&mut dl, &logits, &targets, &weights, v);
     let mut loss = |x: &[f64]| {
         let mut l = vec![0.0; r];
         cpu::cross_entropy_forward(&mut l, x, &targets, v);
-        l.iter().sum::<f64>() / 3.0
+        l.iter().zip(&weights).map(|(l, w)| l * w).sum::<f64>()
     };
     assert_grad("dlogits", &dl, &finite_diff(&mut loss, &logits, &(0..r * v).collect::<Vec<_>>(), 1e-6));
 }

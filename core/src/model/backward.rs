@@ -52,6 +52,14 @@ impl TokenBatch {
     }
 }
 
+/// ∂loss/∂(each token's NLL) for a training pass.
+enum TokenWeights<'a> {
+    /// The same for every token: 1 / (loss tokens of the step) for the mean NLL.
+    Uniform(f32),
+    /// From the tokens' NLLs, once the forward has them.
+    FromLosses(&'a mut dyn FnMut(&[f32]) -> Vec<f32>),
+}
+
 /// LoRA dropout for one micro-batch: each adapted layer draws its own mask from `seed`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dropout {
@@ -166,8 +174,12 @@ buffer_set! {
         xd,
         /// (N, widest layer input)
         dxd,
+        /// (N) ∂loss/∂(each token's NLL)
+        weights,
         /// (R) u32
         row_targets,
+        /// (R)
+        row_weights,
         /// (R, V)
         logits,
         /// (R, V)
@@ -270,7 +282,9 @@ impl PassLayout {
                 dr: n * max_rank,
                 xd: n * wide,
                 dxd: n * wide,
+                weights: n,
                 row_targets: rows,
+                row_weights: rows,
                 logits: rows * v,
                 dlogits: rows * v,
                 vocab_part: if split { rows * part_rows } else { 1 },
@@ -373,6 +387,12 @@ impl TrainPass {
 
     /// Σ NLL over the counted tokens of `batch`, without gradients (evaluation).
     pub async fn forward_loss(&mut self, ctx: &GpuContext, model: &Model, batch: &TokenBatch) -> Result<f64> {
+        Ok(self.forward_token_losses(ctx, model, batch).await?.iter().map(|&x| x as f64).sum())
+    }
+
+    /// Each token's NLL (0 where it carries no loss), without gradients: a preference
+    /// loss's reference, and its evaluation.
+    pub async fn forward_token_losses(&mut self, ctx: &GpuContext, model: &Model, batch: &TokenBatch) -> Result<Vec<f32>> {
         self.run(ctx, model, batch, None, Dropout::OFF).await
     }
 
@@ -380,14 +400,35 @@ impl TrainPass {
     /// `loss_scale`·Σ NLL in `grads`: added to what they hold with `accumulate` (the later
     /// micro-batches of a step), else replacing it (the first: no zeroing needed).
     pub async fn forward_backward(&mut self, ctx: &GpuContext, model: &Model, batch: &TokenBatch, loss_scale: f32, dropout: Dropout, accumulate: bool) -> Result<f64> {
+        let losses = self.train(ctx, model, batch, TokenWeights::Uniform(loss_scale), dropout, accumulate).await?;
+        Ok(losses.iter().map(|&x| x as f64).sum())
+    }
+
+    /// Each token's NLL, and the LoRA gradients of a loss that is any function of them:
+    /// `weights_of` maps the NLLs to ∂loss/∂(each NLL), known only once the forward has run
+    /// (a preference loss weighs each sequence by how it compares with its pair). Gradients
+    /// accumulate as in [`TrainPass::forward_backward`].
+    pub async fn forward_backward_weighted(
+        &mut self,
+        ctx: &GpuContext,
+        model: &Model,
+        batch: &TokenBatch,
+        weights_of: &mut dyn FnMut(&[f32]) -> Vec<f32>,
+        dropout: Dropout,
+        accumulate: bool,
+    ) -> Result<Vec<f32>> {
+        self.train(ctx, model, batch, TokenWeights::FromLosses(weights_of), dropout, accumulate).await
+    }
+
+    async fn train(&mut self, ctx: &GpuContext, model: &Model, batch: &TokenBatch, weights: TokenWeights<'_>, dropout: Dropout, accumulate: bool) -> Result<Vec<f32>> {
         if model.adapter.is_none() || self.grads.is_empty() {
             return Err(Error::Shape("training needs an adapter on the model before the TrainPass is made".into()));
         }
         self.accumulate_grads = accumulate;
-        self.run(ctx, model, batch, Some(loss_scale), dropout).await
+        self.run(ctx, model, batch, Some(weights), dropout).await
     }
 
-    async fn run(&mut self, ctx: &GpuContext, model: &Model, batch: &TokenBatch, backward: Option<f32>, drop: Dropout) -> Result<f64> {
+    async fn run(&mut self, ctx: &GpuContext, model: &Model, batch: &TokenBatch, backward: Option<TokenWeights<'_>>, drop: Dropout) -> Result<Vec<f32>> {
         let n = batch.len();
         if n == 0 || n > self.max_tokens {
             return Err(Error::Shape(format!("a micro-batch of {n} tokens; this pass holds 1 to {}", self.max_tokens)));
@@ -401,18 +442,49 @@ impl TrainPass {
         for i in 0..layers {
             self.layer_forward(ctx, model, i, n, drop)?;
         }
-        self.head(ctx, model, n, backward)?;
-        if backward.is_some() {
-            for i in (0..layers).rev() {
-                if self.checkpointing {
-                    self.layer_forward(ctx, model, i, n, drop)?;
-                }
-                self.layer_backward(ctx, model, i, n, drop)?;
+        let losses = match backward {
+            None => {
+                self.head(ctx, model, n, false)?;
+                return self.losses(ctx, n).await;
             }
+            Some(TokenWeights::Uniform(scale)) => {
+                ctx.write_f32(&self.s.weights, &vec![scale; n]);
+                self.head(ctx, model, n, true)?;
+                None
+            }
+            Some(TokenWeights::FromLosses(weights_of)) => {
+                // the losses first; the head runs again with the weights they give
+                self.head(ctx, model, n, false)?;
+                let losses = self.losses(ctx, n).await?;
+                let w = weights_of(&losses);
+                if w.len() != n {
+                    return Err(Error::Shape(format!("{} token weights for {n} tokens", w.len())));
+                }
+                ctx.write_f32(&self.s.weights, &w);
+                self.head(ctx, model, n, true)?;
+                Some(losses)
+            }
+        };
+        for i in (0..layers).rev() {
+            if self.checkpointing {
+                self.layer_forward(ctx, model, i, n, drop)?;
+            }
+            self.layer_backward(ctx, model, i, n, drop)?;
         }
+        match losses {
+            Some(l) => {
+                ctx.take_device_error()?;
+                Ok(l)
+            }
+            None => self.losses(ctx, n).await,
+        }
+    }
+
+    /// The NLL of each of the `n` tokens the head last ran.
+    async fn losses(&self, ctx: &GpuContext, n: usize) -> Result<Vec<f32>> {
         let losses = ctx.read_f32_prefix(&self.s.all_losses, n).await?;
         ctx.take_device_error()?;
-        Ok(losses.iter().map(|&x| x as f64).sum())
+        Ok(losses)
     }
 
     fn slot(&self, i: usize) -> &LayerActs {
@@ -574,8 +646,8 @@ impl TrainPass {
     }
 
     /// Final norm, lm_head and cross-entropy in chunks of R rows, per-token losses into
-    /// all_losses; with `backward` (the loss scale), dres = ∂loss/∂xs[L].
-    fn head(&self, ctx: &GpuContext, model: &Model, n: usize, backward: Option<f32>) -> Result<()> {
+    /// all_losses; with `backward`, dres = ∂loss/∂xs[L] for the token weights in `weights`.
+    fn head(&self, ctx: &GpuContext, model: &Model, n: usize, backward: bool) -> Result<()> {
         let cfg = &model.cfg;
         let (c, v) = (cfg.hidden_size, cfg.vocab_size);
         let s = &self.s;
@@ -588,9 +660,10 @@ impl TrainPass {
             ctx.copy_region(&s.targets, (r0 * 4) as u64, &s.row_targets, 0, (rows * 4) as u64);
             model.head_logits(ctx, &s.logits, &s.vocab_part, &s.proj, rows)?;
             match backward {
-                None => cross_entropy_forward(ctx, &s.losses, &s.logits, &s.row_targets, rows, v)?,
-                Some(scale) => {
-                    cross_entropy_backward(ctx, &s.losses, &s.dlogits, &s.logits, &s.row_targets, rows, v, scale)?;
+                false => cross_entropy_forward(ctx, &s.losses, &s.logits, &s.row_targets, rows, v)?,
+                true => {
+                    ctx.copy_region(&s.weights, (r0 * 4) as u64, &s.row_weights, 0, (rows * 4) as u64);
+                    cross_entropy_backward(ctx, &s.losses, &s.dlogits, &s.logits, &s.row_targets, &s.row_weights, rows, v)?;
                     // ∂loss/∂(head input rows) into dtmp, then into its rows of dxn
                     model.head_backward_input(ctx, &s.dtmp, &s.dlogits, &s.vocab_part, rows)?;
                     ctx.copy_region(&s.dtmp, 0, &s.dxn, (r0 * c * 4) as u64, (rows * c * 4) as u64);
@@ -598,7 +671,7 @@ impl TrainPass {
             }
             ctx.copy_region(&s.losses, 0, &s.all_losses, (r0 * 4) as u64, (rows * 4) as u64);
         }
-        if backward.is_some() {
+        if backward {
             rmsnorm_backward(ctx, &s.dres, &s.dxn, last, &model.final_norm, &s.rstdf, n, c)?;
         }
         Ok(())

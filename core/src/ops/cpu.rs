@@ -268,8 +268,8 @@ pub fn cross_entropy_forward(losses: &mut [f64], logits: &[f64], targets: &[u32]
     }
 }
 
-/// dlogits = scale·(softmax − onehot), zero rows where the target is u32::MAX.
-pub fn cross_entropy_backward(dlogits: &mut [f64], logits: &[f64], targets: &[u32], v: usize, scale: f64) {
+/// dlogits = weights[r]·(softmax − onehot), zero rows where the target is u32::MAX.
+pub fn cross_entropy_backward(dlogits: &mut [f64], logits: &[f64], targets: &[u32], weights: &[f64], v: usize) {
     for (r, &t) in targets.iter().enumerate() {
         let row = &logits[r * v..][..v];
         let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -278,7 +278,7 @@ pub fn cross_entropy_backward(dlogits: &mut [f64], logits: &[f64], targets: &[u3
             dlogits[r * v + j] = if t == u32::MAX {
                 0.0
             } else {
-                scale * ((row[j] - m).exp() / z - if j == t as usize { 1.0 } else { 0.0 })
+                weights[r] * ((row[j] - m).exp() / z - if j == t as usize { 1.0 } else { 0.0 })
             };
         }
     }

@@ -16,7 +16,6 @@ pub const IGNORE: u32 = u32::MAX;
 struct Params {
     r: u32,
     v: u32,
-    scale: f32,
 }
 
 /// The number of rows that count (targets not IGNORE): the mean's denominator.
@@ -30,19 +29,21 @@ pub fn cross_entropy_forward(ctx: &GpuContext, losses: &GpuBuffer, logits: &GpuB
     check_len(op, "logits", logits, rows * vocab)?;
     check_len(op, "targets", targets, rows)?;
     check_len(op, "losses", losses, rows)?;
-    let params = Params { r: rows as u32, v: vocab as u32, scale: 0.0 };
+    let params = Params { r: rows as u32, v: vocab as u32 };
     ctx.dispatch(&Kernel::new(Shader::CrossEntropy, op, 0), &[logits, targets], &[losses], &params, grid_rows(rows))
 }
 
-/// losses (R) as the forward, and dlogits (R, V) = scale·(softmax − onehot) in the same
-/// pass; scale is 1 / (counted tokens in the batch).
+/// losses (R) as the forward, and dlogits (R, V) = weights[r]·(softmax − onehot) in the same
+/// pass; weights[r] = ∂loss/∂(row r's NLL): 1 / (counted tokens in the batch) for the mean
+/// NLL.
 #[allow(clippy::too_many_arguments)]
-pub fn cross_entropy_backward(ctx: &GpuContext, losses: &GpuBuffer, dlogits: &GpuBuffer, logits: &GpuBuffer, targets: &GpuBuffer, rows: usize, vocab: usize, scale: f32) -> Result<()> {
+pub fn cross_entropy_backward(ctx: &GpuContext, losses: &GpuBuffer, dlogits: &GpuBuffer, logits: &GpuBuffer, targets: &GpuBuffer, weights: &GpuBuffer, rows: usize, vocab: usize) -> Result<()> {
     let op = "cross_entropy_backward";
     check_len(op, "logits", logits, rows * vocab)?;
     check_len(op, "targets", targets, rows)?;
+    check_len(op, "weights", weights, rows)?;
     check_len(op, "losses", losses, rows)?;
     check_len(op, "dlogits", dlogits, rows * vocab)?;
-    let params = Params { r: rows as u32, v: vocab as u32, scale };
-    ctx.dispatch(&Kernel::new(Shader::CrossEntropy, op, 0), &[logits, targets], &[losses, dlogits], &params, grid_rows(rows))
+    let params = Params { r: rows as u32, v: vocab as u32 };
+    ctx.dispatch(&Kernel::new(Shader::CrossEntropy, op, 3), &[logits, targets, weights], &[losses, dlogits], &params, grid_rows(rows))
 }
