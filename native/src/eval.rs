@@ -37,7 +37,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     a.data_opts.0.validate()?;
     let opts = a.data_opts.0.data_options(&tok)?;
     let (examples, stats) = prepare(&read_records(&a.data)?, &tok, &opts).with_context(|| a.data.display().to_string())?;
-    eprintln!("{}", describe("data", &stats, opts.max_seq_len));
+    eprintln!("{}", describe("data", "examples", &stats, opts.max_seq_len));
     let mut pass = TrainPass::new(&ctx, &model, max_batch_tokens(&examples, a.batch_size), true)?;
     let e = pollster::block_on(evaluate(&ctx, &model, &mut pass, &examples, a.batch_size))?;
     if a.json {

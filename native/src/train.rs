@@ -29,13 +29,14 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     Ok(parse_records(&path.display().to_string(), &text)?)
 }
 
-pub fn describe(what: &str, s: &DataStats, max_seq_len: usize) -> String {
-    let mut line = format!("{what}: {} examples, {} tokens, {} with loss", s.examples, s.tokens, s.loss_tokens);
+/// A line about prepared data; `unit`: "examples", or "pairs" for preference data.
+pub fn describe(what: &str, unit: &str, s: &DataStats, max_seq_len: usize) -> String {
+    let mut line = format!("{what}: {} {unit}, {} tokens, {} with loss", s.examples, s.tokens, s.loss_tokens);
     if s.truncated > 0 {
         line += &format!("; {} truncated at --max-seq-len {max_seq_len}", s.truncated);
     }
     if s.dropped > 0 {
-        line += &format!("; {} dropped (no response tokens left)", s.dropped);
+        line += &format!("; {} dropped (no {} tokens left)", s.dropped, if unit == "pairs" { "completion" } else { "response" });
     }
     line
 }
@@ -207,10 +208,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let base = args.model.model.display().to_string();
     let max_seq_len = spec.data.max_seq_len;
     let template = spec.data.template.name().replace('\n', "\\n");
+    let unit = if spec.train.objective.is_preference() { "pairs" } else { "examples" };
+    if spec.train.objective.needs_reference() {
+        eprintln!("reference: {}", if start.is_some() { "the starting adapter, frozen" } else { "the base model (the adapter switched off)" });
+    }
     let mut run = Run::new(&ctx, model, &tok, spec, records, val_records, start, &base)?;
-    eprintln!("{} (template {template})", describe("train data", &run.train_stats, max_seq_len));
+    eprintln!("{} (template {template})", describe("train data", unit, &run.train_stats, max_seq_len));
     if let Some(s) = &run.val_stats {
-        eprintln!("{}", describe("validation data", s, max_seq_len));
+        eprintln!("{}", describe("validation data", unit, s, max_seq_len));
     }
     let t = &run.trainer;
     println!("{}", t.model.adapter.as_ref().expect("set by the run").adapter.trainable_line(mcfg.param_count()));
@@ -264,17 +269,30 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 Event::Step(s) => {
                     let tps = s.tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
                     bar.set_position(s.step as u64);
-                    let line = format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", s.loss, s.lr, tps);
+                    let mut line = format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", s.loss, s.lr, tps);
+                    if let Some(p) = &s.preference {
+                        line += &format!("  margin {:.3}  accuracy {:.2}", p.margin, p.accuracy);
+                    }
                     if bar.is_hidden() {
                         // not a terminal (a log file, CI): one line per step instead of the bar
                         eprintln!("step {}/{total}: {line}", s.step);
                     }
                     bar.set_message(line);
-                    store.log(json!({"step": s.step, "epoch": s.epoch, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm, "tokens_per_s": tps}))?;
+                    let mut row = json!({"step": s.step, "epoch": s.epoch, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm, "tokens_per_s": tps});
+                    if let Some(p) = &s.preference {
+                        row.as_object_mut().expect("an object").extend(p.to_json(""));
+                    }
+                    store.log(row)?;
                 }
                 Event::Eval { step, stats, .. } => {
-                    store.log(json!({"step": step, "eval_loss": stats.loss, "eval_perplexity": stats.perplexity}))?;
-                    say(&bar, format!("step {step}: eval loss {:.4}, perplexity {:.3}", stats.loss, stats.perplexity));
+                    let mut row = json!({"step": step, "eval_loss": stats.loss, "eval_perplexity": stats.perplexity});
+                    let mut line = format!("step {step}: eval loss {:.4}, perplexity {:.3}", stats.loss, stats.perplexity);
+                    if let Some(p) = &stats.preference {
+                        row.as_object_mut().expect("an object").extend(p.to_json("eval_"));
+                        line = format!("step {step}: eval loss {:.4}, reward margin {:.3}, accuracy {:.2} (chosen perplexity {:.3})", stats.loss, p.margin, p.accuracy, stats.perplexity);
+                    }
+                    store.log(row)?;
+                    say(&bar, line);
                 }
                 Event::EarlyStop { evals_since_best, .. } => {
                     say(&bar, format!("early stop: {evals_since_best} evaluations without improvement"));

@@ -15,14 +15,19 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// The settings a resumed run must share with the one that wrote the checkpoint.
 fn fingerprint(cfg: &TrainConfig, train_examples: usize) -> Value {
-    json!({
+    let mut run = json!({
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "grad_accum": cfg.grad_accum,
         "train_examples": train_examples,
         "r": cfg.lora.r,
         "targets": cfg.lora.targets.iter().map(|t| t.name()).collect::<Vec<_>>(),
-    })
+    });
+    // only preference runs name it: supervised checkpoints from before it stay resumable
+    if cfg.objective.is_preference() {
+        run["objective"] = json!(format!("{:?}", cfg.objective));
+    }
+    run
 }
 
 /// Every file of a checkpoint as (name, bytes).
@@ -65,7 +70,7 @@ pub fn read(dir: &str, read: &dyn Fn(&str) -> Result<Vec<u8>>, cfg: &TrainConfig
     let st: Value = serde_json::from_slice(&state_bytes).map_err(|e| Error::bad_file(format!("{dir}/{STATE_FILE}"), format!("not valid JSON ({e})")).with_source(e))?;
     let want = fingerprint(cfg, train_examples);
     if st.get("run") != Some(&want) {
-        return Err(Error::bad_file(dir, format!("the checkpoint was written by a run with {}, this run has {want}; resume with the same data, seed, batch size, accumulation, r and targets",
+        return Err(Error::bad_file(dir, format!("the checkpoint was written by a run with {}, this run has {want}; resume with the same data, seed, batch size, accumulation, r, targets and objective",
             st.get("run").unwrap_or(&Value::Null)
         )));
     }

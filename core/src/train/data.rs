@@ -327,20 +327,33 @@ pub fn tokenize(segments: &Segments, tok: &Tokenizer, chat: bool, train_on_promp
     Ok(Example { tokens, loss })
 }
 
+/// One record tokenized, cut to `max_seq_len`.
+pub struct Prepared {
+    pub example: Example,
+    pub truncated: bool,
+}
+
+/// A record as an [`Example`] (which may have no loss tokens left after the cut).
+pub fn prepare_one(r: &Record, tok: &Tokenizer, opts: &DataOptions) -> Result<Prepared> {
+    let chat = matches!(opts.template, Template::Chatml | Template::Model);
+    let segments = render_record(r, opts, tok)?;
+    let is_text = segments.len() == 1 && segments[0].1;
+    let mut ex = tokenize(&segments, tok, chat && !is_text, opts.train_on_prompt)?;
+    let truncated = ex.tokens.len() > opts.max_seq_len;
+    if truncated {
+        ex.tokens.truncate(opts.max_seq_len);
+        ex.loss.truncate(opts.max_seq_len);
+    }
+    Ok(Prepared { example: ex, truncated })
+}
+
 /// Every record as an [`Example`], with the counts of truncated and dropped ones.
 pub fn prepare(records: &[Record], tok: &Tokenizer, opts: &DataOptions) -> Result<(Vec<Example>, DataStats)> {
     let mut stats = DataStats::default();
     let mut out = Vec::with_capacity(records.len());
-    let chat = matches!(opts.template, Template::Chatml | Template::Model);
     for r in records {
-        let segments = render_record(r, opts, tok)?;
-        let is_text = segments.len() == 1 && segments[0].1;
-        let mut ex = tokenize(&segments, tok, chat && !is_text, opts.train_on_prompt)?;
-        if ex.tokens.len() > opts.max_seq_len {
-            ex.tokens.truncate(opts.max_seq_len);
-            ex.loss.truncate(opts.max_seq_len);
-            stats.truncated += 1;
-        }
+        let Prepared { example: ex, truncated } = prepare_one(r, tok, opts)?;
+        stats.truncated += usize::from(truncated);
         if ex.counted() == 0 {
             stats.dropped += 1;
             continue;

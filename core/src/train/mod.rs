@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod memory;
 pub mod optimizer;
+pub mod preference;
 pub mod run;
 pub mod schedule;
 pub mod settings;

@@ -8,6 +8,7 @@
 
 use super::checkpoint;
 use super::data::{prepare, split_records, DataOptions, DataStats, Example, Record};
+use super::preference::{interleave, prepare_pairs};
 use super::trainer::{EvalStats, StepStats, TrainConfig, Trainer};
 use crate::lora::{peft, Adapter};
 use crate::model::{Model, Tokenizer};
@@ -114,22 +115,37 @@ impl Run {
         }
         let (train_records, split_val) = split_records(records, spec.val_split, spec.train.seed);
         let val_records = val_records.unwrap_or(split_val);
-        let (train, train_stats) = prepare(&train_records, tok, &spec.data)?;
+        // supervised examples, or preference pairs as chosen, rejected, chosen, ...
+        let preference = spec.train.objective.is_preference();
+        let examples = |records: &[Record]| -> Result<(Vec<Example>, DataStats)> {
+            if preference {
+                let (pairs, stats) = prepare_pairs(records, tok, &spec.data)?;
+                Ok((interleave(&pairs), stats))
+            } else {
+                prepare(records, tok, &spec.data)
+            }
+        };
+        let (train, train_stats) = examples(&train_records)?;
         let (val, val_stats) = if val_records.is_empty() {
             (Vec::new(), None)
         } else {
-            let (v, s) = prepare(&val_records, tok, &spec.data)?;
+            let (v, s) = examples(&val_records)?;
             (v, Some(s))
         };
         if spec.patience.is_some() && val.is_empty() {
             return Err(Error::invalid_setting("patience", "early stopping needs validation data: a validation split or separate validation records"));
         }
+        let reference = start.as_ref().filter(|_| spec.train.objective.needs_reference()).cloned();
         let adapter = match start {
             Some(a) => a,
             None => Adapter::init(&model.cfg, &spec.train.lora, spec.train.seed)?,
         };
         let train_examples = train.len();
-        let trainer = Trainer::new(ctx, model, adapter, spec.train.clone(), train, &[&val])?;
+        let mut trainer = Trainer::new(ctx, model, adapter, spec.train.clone(), train, &[&val])?;
+        if let Some(r) = reference {
+            // DPO from a supervised adapter: that adapter, frozen, is the reference
+            trainer.freeze_reference(ctx, r)?;
+        }
         Ok(Run {
             trainer,
             spec,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::data::{DataOptions, Template};
+use super::preference::{DpoLoss, Objective};
 use super::run::RunSpec;
 use super::schedule::Schedule;
 use super::trainer::{parse_checkpointing, TrainConfig};
@@ -50,6 +51,11 @@ pub struct RunSettings {
     pub eval_steps: usize,
     pub patience: usize,
     pub save_steps: usize,
+    pub objective: String,
+    pub beta: f32,
+    pub dpo_loss: String,
+    pub label_smoothing: f32,
+    pub orpo_alpha: f32,
 }
 
 impl Default for RunSettings {
@@ -88,6 +94,11 @@ impl Default for RunSettings {
             eval_steps: 0,
             patience: 0,
             save_steps: 0,
+            objective: "sft".into(),
+            beta: 0.1,
+            dpo_loss: "sigmoid".into(),
+            label_smoothing: 0.0,
+            orpo_alpha: 0.1,
         }
     }
 }
@@ -122,7 +133,8 @@ pub struct Setting {
     pub label: &'static str,
     pub help: &'static str,
     pub kind: Kind,
-    /// Where it belongs: "adapter", "optimizer", "schedule", "data" or "evaluation".
+    /// Where it belongs: "adapter", "optimizer", "schedule", "data", "evaluation" or
+    /// "objective".
     pub group: &'static str,
 }
 
@@ -191,6 +203,16 @@ pub const SCHEMA: &[Setting] = &[
         help: "Stop when this many evaluations in a row do not lower the best validation loss, and keep the best adapter (0: off)" },
     Setting { name: "save_steps", label: "checkpoint every (0: never)", group: "evaluation", kind: int(0),
         help: "Write a checkpoint every this many steps (0: none)" },
+    Setting { name: "objective", label: "objective", group: "objective", kind: Kind::Choice(&["sft", "dpo", "orpo"]),
+        help: "sft: learn the responses; dpo or orpo: learn to prefer each record's chosen completion to its rejected one (records with prompt, chosen, rejected)" },
+    Setting { name: "beta", label: "DPO beta", group: "objective", kind: POSITIVE,
+        help: "DPO: how far the adapter may move from the reference (smaller: further)" },
+    Setting { name: "dpo_loss", label: "DPO loss", group: "objective", kind: Kind::Choice(&["sigmoid", "ipo", "hinge"]),
+        help: "DPO's loss, as TRL defines it: sigmoid (the DPO paper's), ipo or hinge" },
+    Setting { name: "label_smoothing", label: "DPO label smoothing", group: "objective", kind: float(0.0, false, Some(0.5), true),
+        help: "DPO sigmoid: the share of pairs assumed mislabeled (conservative DPO; 0: off)" },
+    Setting { name: "orpo_alpha", label: "ORPO alpha", group: "objective", kind: POSITIVE,
+        help: "ORPO: the weight of the odds-ratio term next to the chosen completions' NLL (TRL's beta)" },
 ];
 
 impl RunSettings {
@@ -274,6 +296,7 @@ impl RunSettings {
             seed: self.seed,
             checkpointing,
             memory_budget: self.budget_bytes(),
+            objective: self.objective()?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -291,6 +314,16 @@ impl RunSettings {
         };
         spec.validate()?;
         Ok(spec)
+    }
+
+    /// What the run optimizes.
+    pub fn objective(&self) -> Result<Objective> {
+        match self.objective.as_str() {
+            "sft" => Ok(Objective::Sft),
+            "dpo" => Ok(Objective::Dpo { beta: self.beta as f64, loss: DpoLoss::parse(&self.dpo_loss)?, label_smoothing: self.label_smoothing as f64 }),
+            "orpo" => Ok(Objective::Orpo { alpha: self.orpo_alpha as f64 }),
+            other => Err(Error::invalid_setting("objective", format!("\"{other}\": expected sft, dpo or orpo"))),
+        }
     }
 
     pub fn budget_bytes(&self) -> u64 {

@@ -6,11 +6,14 @@
 use super::batch::{epoch_batches, max_batch_tokens, pack};
 use super::data::Example;
 use super::optimizer::Optimizer;
+use super::preference::{sequence_logps, token_weights, DpoLoss, Objective, PairTerms, PreferenceStats, PreferenceTally, SeqLogp};
 use super::schedule::Schedule;
+use crate::lora::gpu::GpuAdapter;
 use crate::lora::{Adapter, LoraConfig};
-use crate::model::backward::{activation_bytes, Dropout, TrainPass};
+use crate::model::backward::{activation_bytes, Dropout, TokenBatch, TrainPass};
 use crate::model::Model;
 use crate::ops::adamw::AdamwConfig;
+use crate::ops::cross_entropy::IGNORE;
 use crate::{Error, GpuContext, Result};
 
 /// Everything that shapes a run (the CLI's and the web app's settings).
@@ -32,6 +35,9 @@ pub struct TrainConfig {
     /// None: on when activations without it would exceed `memory_budget` bytes.
     pub checkpointing: Option<bool>,
     pub memory_budget: u64,
+    /// Supervised, or a preference loss on pairs (the examples then come chosen, rejected,
+    /// chosen, ...).
+    pub objective: Objective,
 }
 
 impl Default for TrainConfig {
@@ -51,6 +57,7 @@ impl Default for TrainConfig {
             seed: 42,
             checkpointing: None,
             memory_budget: 4 << 30,
+            objective: Objective::Sft,
         }
     }
 }
@@ -77,9 +84,18 @@ impl TrainConfig {
             ("max_steps", self.max_steps != Some(0), format!("{:?}", self.max_steps), "must be at least 1"),
             ("memory_budget_gb", self.memory_budget > 0, format!("{} bytes", self.memory_budget), "must be more than 0"),
         ];
-        match checks.into_iter().find(|(_, ok, _, _)| !ok) {
-            Some((setting, _, value, rule)) => Err(Error::invalid_setting(setting, format!("{value} {rule}"))),
-            None => Ok(()),
+        if let Some((setting, _, value, rule)) = checks.into_iter().find(|(_, ok, _, _)| !ok) {
+            return Err(Error::invalid_setting(setting, format!("{value} {rule}")));
+        }
+        match self.objective {
+            // (the settings are f32: printed as such)
+            Objective::Dpo { beta, .. } if !(beta > 0.0 && beta.is_finite()) => Err(Error::invalid_setting("beta", format!("{} must be a positive number", beta as f32))),
+            Objective::Dpo { label_smoothing: e, .. } if !(0.0..0.5).contains(&e) => Err(Error::invalid_setting("label_smoothing", format!("{} must be in [0, 0.5)", e as f32))),
+            Objective::Dpo { label_smoothing: e, loss, .. } if e > 0.0 && loss != DpoLoss::Sigmoid => {
+                Err(Error::invalid_setting("label_smoothing", format!("{}: label smoothing applies to the sigmoid loss only", e as f32)))
+            }
+            Objective::Orpo { alpha } if !(alpha > 0.0 && alpha.is_finite()) => Err(Error::invalid_setting("orpo_alpha", format!("{} must be a positive number", alpha as f32))),
+            _ => Ok(()),
         }
     }
 }
@@ -109,19 +125,26 @@ pub struct TrainerState {
 pub struct StepStats {
     pub step: usize,
     pub epoch: f64,
-    /// Mean NLL per loss token over the step's micro-batches.
+    /// The objective's loss: the mean NLL per loss token over the step's micro-batches
+    /// (supervised), or the preference loss, a mean over the step's pairs.
     pub loss: f64,
     pub lr: f32,
     pub grad_norm: f32,
     /// Tokens run through the model in the step.
     pub tokens: usize,
+    /// The preference metrics TRL logs (preference objectives only).
+    pub preference: Option<PreferenceStats>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalStats {
+    /// The objective's loss (as in [`StepStats`]).
     pub loss: f64,
+    /// exp of the mean NLL per loss token (supervised; of the chosen completions for
+    /// preference objectives).
     pub perplexity: f64,
     pub tokens: usize,
+    pub preference: Option<PreferenceStats>,
 }
 
 pub struct Trainer {
@@ -131,6 +154,11 @@ pub struct Trainer {
     pass: TrainPass,
     opt: Optimizer,
     train: Vec<Example>,
+    /// Examples per unit of data: 1, or 2 for a preference pair (chosen, rejected).
+    unit: usize,
+    /// DPO's reference when the run starts from an adapter: a frozen copy of it (None: the
+    /// base, the adapter switched off).
+    reference: Option<GpuAdapter>,
     /// Micro-batches per epoch and optimizer steps per epoch.
     batches_per_epoch: usize,
     steps_per_epoch: usize,
@@ -154,23 +182,34 @@ impl Trainer {
             }
         }
         model.set_adapter(ctx, Some(adapter), "the new adapter")?;
+        let unit = if cfg.objective.is_preference() { 2 } else { 1 };
+        if train.len() % unit != 0 {
+            return Err(Error::Shape(format!("{} examples do not make whole preference pairs", train.len())));
+        }
         let bs = cfg.batch_size.max(1);
-        let mut max_tokens = max_batch_tokens(&train, bs);
+        let mut max_tokens = max_batch_tokens(&train, bs * unit);
         for set in eval_sets {
-            max_tokens = max_tokens.max(max_batch_tokens(set, bs));
+            max_tokens = max_tokens.max(max_batch_tokens(set, bs * unit));
         }
         let rank = model.adapter.as_ref().map_or(0, |a| a.max_rank());
         let checkpointing = cfg.checkpointing.unwrap_or_else(|| activation_bytes(&model.cfg, max_tokens, rank, &cfg.lora.targets, false, model.binding_limit) > cfg.memory_budget);
         let pass = TrainPass::new(ctx, &model, max_tokens, checkpointing)?;
         let opt = Optimizer::new(ctx, model.adapter.as_ref().expect("just set"), cfg.adamw, cfg.max_grad_norm)?;
-        let batches_per_epoch = train.len().div_ceil(bs);
+        let batches_per_epoch = (train.len() / unit).div_ceil(bs);
         let steps_per_epoch = batches_per_epoch.div_ceil(cfg.grad_accum.max(1));
         let total_steps = match cfg.max_steps {
             Some(s) => s,
             None => ((cfg.epochs as f64 * steps_per_epoch as f64).ceil() as usize).max(1),
         };
         let warmup = if cfg.warmup_steps > 0 { cfg.warmup_steps } else { (cfg.warmup_ratio as f64 * total_steps as f64).ceil() as usize };
-        Ok(Trainer { cfg, model, state: TrainerState::default(), pass, opt, train, batches_per_epoch, steps_per_epoch, total_steps, warmup })
+        Ok(Trainer { cfg, model, state: TrainerState::default(), pass, opt, train, unit, reference: None, batches_per_epoch, steps_per_epoch, total_steps, warmup })
+    }
+
+    /// Makes the adapter as it is now DPO's reference, frozen (a run that continues a
+    /// supervised adapter, as TRL's ref_adapter_name does).
+    pub fn freeze_reference(&mut self, ctx: &GpuContext, adapter: Adapter) -> Result<()> {
+        self.reference = Some(self.model.upload_adapter(ctx, adapter, "the reference adapter")?);
+        Ok(())
     }
 
     pub fn checkpointing(&self) -> bool {
@@ -196,30 +235,41 @@ impl Trainer {
         self.state.step > 0 && (self.state.step.is_multiple_of(every) || self.done())
     }
 
-    /// The micro-batches (example indices) of optimizer step `step`.
-    fn step_batches(&self, step: usize) -> Vec<Vec<usize>> {
+    /// The micro-batches of optimizer step `step`, packed: each a list of units (examples,
+    /// or pairs as chosen then rejected).
+    fn step_batches(&self, step: usize) -> Vec<TokenBatch> {
         let epoch = step / self.steps_per_epoch;
         let group = step % self.steps_per_epoch;
-        let batches = epoch_batches(self.train.len(), self.cfg.batch_size, self.cfg.seed, epoch);
+        let batches = epoch_batches(self.train.len() / self.unit, self.cfg.batch_size, self.cfg.seed, epoch);
         let accum = self.cfg.grad_accum.max(1);
-        batches[group * accum..((group + 1) * accum).min(self.batches_per_epoch)].to_vec()
+        batches[group * accum..((group + 1) * accum).min(self.batches_per_epoch)]
+            .iter()
+            .map(|units| pack(&units.iter().flat_map(|&u| &self.train[u * self.unit..(u + 1) * self.unit]).collect::<Vec<_>>()))
+            .collect()
+    }
+
+    fn dropout(&self, step: usize, j: usize) -> Dropout {
+        let seed = (self.cfg.seed as u32).wrapping_mul(0x9E37_79B9) ^ ((step * 64 + j) as u32);
+        Dropout { p: self.cfg.lora.dropout, seed }
     }
 
     /// One optimizer step.
     pub async fn step(&mut self, ctx: &GpuContext) -> Result<StepStats> {
         let step = self.state.step;
-        let batches: Vec<_> = self.step_batches(step).iter().map(|ids| pack(&ids.iter().map(|&i| &self.train[i]).collect::<Vec<_>>())).collect();
-        let counted: usize = batches.iter().map(|b| b.counted()).sum();
-        let scale = 1.0 / counted.max(1) as f32;
-        let mut total = 0.0;
-        let mut tokens = 0;
-        for (j, b) in batches.iter().enumerate() {
-            let seed = (self.cfg.seed as u32).wrapping_mul(0x9E37_79B9) ^ ((step * 64 + j) as u32);
-            let dropout = Dropout { p: self.cfg.lora.dropout, seed };
-            total += self.pass.forward_backward(ctx, &self.model, b, scale, dropout, j > 0).await?;
-            tokens += b.len();
-        }
-        let loss = total / counted.max(1) as f64;
+        let batches = self.step_batches(step);
+        let tokens = batches.iter().map(|b| b.len()).sum();
+        let (loss, preference) = if self.cfg.objective.is_preference() {
+            let stats = self.preference_step(ctx, step, &batches).await?;
+            (stats.loss, Some(stats))
+        } else {
+            let counted: usize = batches.iter().map(|b| b.counted()).sum();
+            let scale = 1.0 / counted.max(1) as f32;
+            let mut total = 0.0;
+            for (j, b) in batches.iter().enumerate() {
+                total += self.pass.forward_backward(ctx, &self.model, b, scale, self.dropout(step, j), j > 0).await?;
+            }
+            (total / counted.max(1) as f64, None)
+        };
         if !loss.is_finite() {
             return Err(Error::Diverged { step: step + 1, detail: format!("the loss is {loss}; the adapter was not updated with it") });
         }
@@ -232,12 +282,72 @@ impl Trainer {
         }
         self.state.step += 1;
         let epoch = self.state.step as f64 / self.steps_per_epoch as f64;
-        Ok(StepStats { step: self.state.step, epoch, loss, lr, grad_norm, tokens })
+        Ok(StepStats { step: self.state.step, epoch, loss, lr, grad_norm, tokens, preference })
     }
 
-    /// Mean NLL per loss token of `examples` with the current adapter (no dropout).
+    /// The reference's log-probability of each sequence of `batch`: the model with the
+    /// frozen starting adapter, or with none.
+    async fn reference_logps(&mut self, ctx: &GpuContext, batch: &TokenBatch) -> Result<Vec<SeqLogp>> {
+        let policy = self.model.swap_adapter(self.reference.take());
+        let nll = self.pass.forward_token_losses(ctx, &self.model, batch).await;
+        self.reference = self.model.swap_adapter(policy);
+        Ok(sequence_logps(batch, &nll?))
+    }
+
+    /// The gradients of the preference loss over the step's pairs, and its metrics.
+    async fn preference_step(&mut self, ctx: &GpuContext, step: usize, batches: &[TokenBatch]) -> Result<PreferenceStats> {
+        let objective = self.cfg.objective.clone();
+        let pairs: usize = batches.iter().map(|b| b.seg.last().map_or(0, |&s| s as usize + 1) / 2).sum();
+        // the chosen completions' loss tokens over the step (ORPO's NLL is a mean over them)
+        let chosen_tokens: usize = batches.iter().map(|b| b.seg.iter().zip(&b.targets).filter(|&(&s, &t)| s % 2 == 0 && t != IGNORE).count()).sum();
+        let mut tally = PreferenceTally::default();
+        for (j, b) in batches.iter().enumerate() {
+            let reference = if objective.needs_reference() { Some(self.reference_logps(ctx, b).await?) } else { None };
+            let dropout = self.dropout(step, j);
+            let mut weights_of = |nll: &[f32]| {
+                let (terms, policy) = pair_terms(&objective, b, nll, reference.as_deref());
+                for (t, pair) in terms.iter().zip(policy.chunks(2)) {
+                    tally.add(t, pair[0]);
+                }
+                token_weights(b, &terms, pairs, &objective, chosen_tokens)
+            };
+            self.pass.forward_backward_weighted(ctx, &self.model, b, &mut weights_of, dropout, j > 0).await?;
+        }
+        Ok(tally.stats(&objective))
+    }
+
+    /// The preference loss and metrics of `pairs` (chosen, rejected, ...) with the current
+    /// adapter, in micro-batches of `batch_size` pairs.
+    async fn evaluate_pairs(&mut self, ctx: &GpuContext, examples: &[Example]) -> Result<EvalStats> {
+        let objective = self.cfg.objective.clone();
+        let mut tally = PreferenceTally::default();
+        let mut tokens = 0;
+        for chunk in examples.chunks(2 * self.cfg.batch_size.max(1)) {
+            let b = pack(&chunk.iter().collect::<Vec<_>>());
+            let reference = if objective.needs_reference() { Some(self.reference_logps(ctx, &b).await?) } else { None };
+            let nll = self.pass.forward_token_losses(ctx, &self.model, &b).await?;
+            let (terms, policy) = pair_terms(&objective, &b, &nll, reference.as_deref());
+            for (t, pair) in terms.iter().zip(policy.chunks(2)) {
+                tally.add(t, pair[0]);
+            }
+            tokens += b.len();
+        }
+        let stats = tally.stats(&objective);
+        if !stats.loss.is_finite() {
+            return Err(Error::NotFinite(format!("the evaluation loss is {}", stats.loss)));
+        }
+        Ok(EvalStats { loss: stats.loss, perplexity: tally.chosen_nll().exp(), tokens, preference: Some(stats) })
+    }
+
+    /// The objective's loss on `examples` with the current adapter (no dropout): the mean
+    /// NLL per loss token, or the preference loss and metrics of pairs.
     pub async fn evaluate(&mut self, ctx: &GpuContext, examples: &[Example]) -> Result<EvalStats> {
-        evaluate(ctx, &self.model, &mut self.pass, examples, self.cfg.batch_size).await.map_err(|e| match e {
+        let stats = if self.cfg.objective.is_preference() {
+            self.evaluate_pairs(ctx, examples).await
+        } else {
+            evaluate(ctx, &self.model, &mut self.pass, examples, self.cfg.batch_size).await
+        };
+        stats.map_err(|e| match e {
             Error::NotFinite(detail) => Error::Diverged { step: self.state.step, detail },
             other => other,
         })
@@ -306,5 +416,17 @@ pub async fn evaluate(ctx: &GpuContext, model: &Model, pass: &mut TrainPass, exa
     if !loss.is_finite() {
         return Err(Error::NotFinite(format!("the evaluation loss is {loss}")));
     }
-    Ok(EvalStats { loss, perplexity: loss.exp(), tokens })
+    Ok(EvalStats { loss, perplexity: loss.exp(), tokens, preference: None })
+}
+
+/// Each pair's terms in `batch` (chosen, rejected, ...) from the tokens' NLLs, and the
+/// sequences' log-probabilities.
+fn pair_terms(objective: &Objective, batch: &TokenBatch, nll: &[f32], reference: Option<&[SeqLogp]>) -> (Vec<PairTerms>, Vec<SeqLogp>) {
+    let policy = sequence_logps(batch, nll);
+    let terms = policy
+        .chunks(2)
+        .enumerate()
+        .map(|(i, p)| objective.pair_terms(p[0], p[1], reference.map(|r| (r[2 * i], r[2 * i + 1]))))
+        .collect();
+    (terms, policy)
 }
