@@ -197,7 +197,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let val_records = args.val_data.as_deref().map(read_records).transpose()?;
     let max_seq = args.model.ctx.min(mcfg.max_seq_len).max(1);
     let mut model = Model::new(&ctx, &mcfg, loaded.weights, ModelOptions { chunk: 256, max_seq, max_binding: None })?;
-    let before = compare_answers(&ctx, &mut model, &tok, &args.compare, args.compare_max_tokens, &args.settings.0.thinking)?;
     let start = match &args.model.adapter {
         Some(dir) => {
             eprintln!("starting from the adapter in {}", dir.display());
@@ -205,6 +204,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         None => None,
     };
+    // "before": where training starts, the starting adapter included
+    model.set_adapter(&ctx, start.clone(), "the starting adapter")?;
+    let before = compare_answers(&ctx, &mut model, &tok, &args.compare, args.compare_max_tokens, &args.settings.0.thinking)?;
+    model.set_adapter(&ctx, None, "")?;
     let base = args.model.model.display().to_string();
     let max_seq_len = spec.data.max_seq_len;
     let template = spec.data.template.name().replace('\n', "\\n");

@@ -376,6 +376,10 @@ pub fn prepare(records: &[Record], tok: &Tokenizer, opts: &DataOptions) -> Resul
 /// (instruction/output records), for the demo and the web app's one-click dataset.
 pub const CUSTOMER_SERVICE_JSONL: &str = include_str!("../../../examples/customer_service.jsonl");
 
+/// The bike shop's questions with a good answer (chosen) and a wrong or curt one (rejected),
+/// for preference tuning (`hearth demo --dpo`).
+pub const CUSTOMER_SERVICE_PREFERENCES_JSONL: &str = include_str!("../../../examples/customer_service_preferences.jsonl");
+
 /// Splits off a seeded random `fraction` of the records (at least one) for validation.
 pub fn split_records(mut records: Vec<Record>, fraction: f32, seed: u64) -> (Vec<Record>, Vec<Record>) {
     if fraction <= 0.0 || records.len() < 2 {
