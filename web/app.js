@@ -257,7 +257,10 @@ $("template-custom").oninput = refreshData;
 // a field per setting, with its label, help, range and default. The template and the
 // checkpoint cadence have their own controls on the page.
 const OWN_CONTROLS = ["template", "save_steps"];
-const formFields = () => state.schema.filter((f) => !OWN_CONTROLS.includes(f.name));
+// Preference tuning (DPO, ORPO) is the CLI's for now: the page has no pairs table or reward
+// chart yet, so it keeps these settings at their defaults (supervised).
+const NOT_ON_PAGE = ["objective", "beta", "dpo_loss", "label_smoothing", "orpo_alpha"];
+const formFields = () => state.schema.filter((f) => !OWN_CONTROLS.includes(f.name) && !NOT_ON_PAGE.includes(f.name));
 
 function setField(f, value) {
   const input = $(`set-${f.name}`);

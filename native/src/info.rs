@@ -20,9 +20,12 @@ pub struct InfoArgs {
     /// Tokens per training sequence, for the memory estimate.
     #[arg(long, default_value_t = 512)]
     pub seq_len: usize,
-    /// Sequences per step, for the memory estimate.
+    /// Sequences per step, for the memory estimate (pairs with --objective dpo or orpo).
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
+    /// sft, or dpo / orpo: a batch of pairs, each a chosen and a rejected sequence.
+    #[arg(long, default_value = "sft", value_parser = ["sft", "dpo", "orpo"])]
+    pub objective: String,
     /// LoRA rank, for the memory estimate (all linear layers).
     #[arg(long, default_value_t = 16)]
     pub rank: usize,
@@ -69,15 +72,18 @@ pub fn run(a: InfoArgs) -> Result<()> {
     // Training estimate: frozen base + LoRA (params, grads, AdamW m and v in f32) + what the
     // training pass allocates (activations kept for every layer, or with checkpointing one
     // layer's worth plus each layer's input; scratch; a chunk of logits).
-    let tokens = a.seq_len * a.batch_size;
+    let preference = a.objective != "sft";
+    let sequences = if preference { 2 * a.batch_size } else { a.batch_size };
+    let tokens = a.seq_len * sequences;
     // as hearth train holds the model: chunks of 256 tokens, a KV cache of --ctx tokens
     let shape = ModelShape { head_format: head, chunk: 256, ctx_tokens: a.ctx.min(cfg.max_seq_len).max(1), binding_limit: DEFAULT_BINDING_LIMIT };
     let lora = LoraConfig { r: a.rank, ..LoraConfig::default() };
     println!();
     println!(
-        "training estimate at --seq-len {} --batch-size {}, LoRA r={} on all linear layers ({} trainable params):",
+        "training estimate at --seq-len {} --batch-size {}{}, LoRA r={} on all linear layers ({} trainable params):",
         a.seq_len,
         a.batch_size,
+        if preference { format!(" pairs ({sequences} sequences; {} takes no second copy of the weights)", a.objective) } else { String::new() },
         a.rank,
         lora_params(&cfg, a.rank, &lora.targets)
     );
@@ -87,6 +93,10 @@ pub fn run(a: InfoArgs) -> Result<()> {
             mib(estimate(&cfg, f, &lora, tokens, false, shape).total() as f64),
             mib(estimate(&cfg, f, &lora, tokens, true, shape).total() as f64)
         );
+    }
+    if a.objective == "dpo" {
+        let copy = 4.0 * lora_params(&cfg, a.rank, &lora.targets) as f64;
+        println!("  DPO from a starting adapter (--adapter) adds its frozen copy, the reference: {}", mib(copy));
     }
     Ok(())
 }

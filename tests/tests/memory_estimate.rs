@@ -48,3 +48,39 @@ fn the_estimate_is_within_ten_percent_of_what_training_allocates() {
         assert!(worst <= 0.10, "the estimate is off by up to {:.1} %", 100.0 * worst);
     });
 }
+
+/// DPO with QLoRA at 2 pairs of 512 tokens allocates what supervised QLoRA at 4 × 512 does
+/// (the reference is the base with the adapter switched off: no second copy), through a
+/// step (the reference pass, the policy's forward and backward), within 1 %: and the
+/// estimate for a batch of pairs counts two sequences each.
+#[test]
+fn dpo_fits_the_memory_of_supervised_training_at_twice_the_batch() {
+    use hearth_core::train::memory::batch_sequences;
+    use hearth_core::train::preference::{DpoLoss, Objective};
+    let Some(path) = hearth_tests::smollm2_gguf() else { return };
+    with_gpu!(ctx => {
+        let bytes = std::fs::read(&path).unwrap();
+        let lora = LoraConfig { r: 16, alpha: 32.0, rslora: false, dropout: 0.0, targets: Target::ALL.to_vec() };
+        let dpo = Objective::Dpo { beta: 0.1, loss: DpoLoss::Sigmoid, label_smoothing: 0.0 };
+        let mut peaks = Vec::new();
+        for (objective, batch_size) in [(Objective::Sft, 4), (dpo.clone(), 2)] {
+            let loaded = load_gguf(&bytes, "smollm2", Some(WeightFormat::Quant(QuantFormat::Nf4))).unwrap();
+            ctx.trim_pool();
+            let before = ctx.memory().live_bytes;
+            ctx.reset_peak_memory();
+            let model = Model::new(ctx, &loaded.cfg, loaded.weights, ModelOptions { chunk: 256, max_seq: 1024, max_binding: None }).unwrap();
+            let adapter = Adapter::init(&loaded.cfg, &lora, 1).unwrap();
+            // four sequences of 512 tokens: four examples, or two pairs (chosen, rejected)
+            let examples: Vec<Example> = (0..4).map(|i| Example { tokens: vec![1 + i as u32; 512], loss: (0..512).map(|t| t >= 100).collect() }).collect();
+            assert_eq!(batch_sequences(&objective, batch_size), 4);
+            let cfg = TrainConfig { lora: lora.clone(), batch_size, max_steps: Some(1), checkpointing: Some(true), objective, ..TrainConfig::default() };
+            let mut trainer = Trainer::new(ctx, model, adapter, cfg, examples, &[]).unwrap();
+            pollster::block_on(trainer.step(ctx)).unwrap();
+            peaks.push(ctx.memory().peak_bytes - before);
+            drop(trainer);
+        }
+        let (sft, dpo) = (peaks[0] as f64, peaks[1] as f64);
+        eprintln!("QLoRA, 4 × 512 tokens: supervised {} MiB, DPO (2 pairs) {} MiB", peaks[0] >> 20, peaks[1] >> 20);
+        assert!(dpo <= sft * 1.01, "DPO took {dpo} bytes, supervised {sft}");
+    });
+}

@@ -9,7 +9,8 @@ use hearth_core::model::sampling::SamplingParams;
 use hearth_core::model::{Config, Model, ModelOptions, Tokenizer, WeightFormat};
 use hearth_core::train::batch::max_batch_tokens;
 use hearth_core::train::data::{generation_prompt, parse_records, prepare, render_record, split_records, tokenize, DataStats, Template};
-use hearth_core::train::memory::{estimate, lora_params, ModelShape};
+use hearth_core::train::memory::{batch_sequences, estimate, lora_params, ModelShape};
+use hearth_core::train::preference::{interleave, prepare_pairs};
 use hearth_core::train::run::{Event, Run};
 use hearth_core::{Error, GpuContext};
 use serde::Deserialize;
@@ -229,12 +230,20 @@ impl Session {
         let tcfg = s.train_config().map_err(js)?;
         let format = s.quant().map_err(js)?.unwrap_or(base.file_format);
         // the micro-batch the data gives, else a full one
+        let sequences = batch_sequences(&tcfg.objective, s.batch_size);
+        let examples = |records: &[_], opts: &_| -> Option<Vec<_>> {
+            if tcfg.objective.is_preference() {
+                prepare_pairs(records, &base.tok, opts).ok().map(|(pairs, _)| interleave(&pairs))
+            } else {
+                prepare(records, &base.tok, opts).ok().map(|(ex, _)| ex)
+            }
+        };
         let tokens = parse_records(DATA_ORIGIN, data)
             .ok()
-            .and_then(|r| prepare(&split_records(r, s.val_split, s.seed).0, &base.tok, &s.data_options(&base.tok).ok()?).ok())
-            .map(|(ex, _)| max_batch_tokens(&ex, s.batch_size))
+            .and_then(|r| examples(&split_records(r, s.val_split, s.seed).0, &s.data_options(&base.tok).ok()?))
+            .map(|ex| max_batch_tokens(&ex, sequences))
             .filter(|&n| n > 0)
-            .unwrap_or(s.batch_size * s.max_seq_len);
+            .unwrap_or(sequences * s.max_seq_len);
         let c = &base.cfg;
         let shape = ModelShape { head_format: base.head_format, chunk: 256, ctx_tokens: model_ctx(c), binding_limit: self.ctx.limits().max_storage_buffer_binding_size };
         let auto_ckpt = estimate(c, format, &tcfg.lora, tokens, false, shape).total() > s.budget_bytes();

@@ -2,6 +2,7 @@
 //! the frozen base, the adapter, its gradients, AdamW's two moments, and the activations
 //! of the training pass. `hearth info` prints it; the web app draws it and warns with it.
 
+use super::preference::Objective;
 use crate::lora::{LoraConfig, Target};
 use crate::model::backward::activation_bytes;
 use crate::model::forward::StateLayout;
@@ -80,5 +81,15 @@ pub fn estimate(cfg: &Config, format: WeightFormat, lora: &LoraConfig, tokens: u
         optimizer: 2 * params,
         activations: activation_bytes(cfg, tokens, lora.r, &lora.targets, checkpointing, model.binding_limit),
         inference: StateLayout::new(cfg, model.chunk, model.ctx_tokens, lora.r, model.binding_limit).bytes(cfg.n_layers),
+    }
+}
+
+/// Sequences in a micro-batch of `batch_size`: a preference objective's batch counts pairs,
+/// each a chosen and a rejected sequence in the same micro-batch.
+pub fn batch_sequences(objective: &Objective, batch_size: usize) -> usize {
+    if objective.is_preference() {
+        2 * batch_size
+    } else {
+        batch_size
     }
 }
