@@ -1,7 +1,7 @@
 // The page: forms, tables and pictures. Every computation goes to the worker (worker.js),
 // which runs hearth-core on WebGPU; this thread only draws, so it never freezes.
 
-import { lossChart, memoryBar, loraShapes, mib } from "./draw.js";
+import { lossChart, rewardChart, memoryBar, loraShapes, mib } from "./draw.js";
 import { zip } from "./zip.js";
 
 const $ = (id) => document.getElementById(id);
@@ -36,6 +36,14 @@ function call(op, fields = {}) {
   });
 }
 
+// The loss chart, and for preference tuning the reward margin and accuracy next to it.
+function drawCharts() {
+  lossChart($("loss-chart"), state.metrics, state.totalSteps);
+  const preference = state.metrics.some((m) => m.margin !== undefined);
+  $("reward-chart").hidden = !preference;
+  if (preference) rewardChart($("reward-chart"), state.metrics, state.totalSteps);
+}
+
 const handlers = {
   download({ file, index, count, done, total }) {
     $("download").hidden = false;
@@ -52,18 +60,20 @@ const handlers = {
     state.earlyStop = null;
     state.totalSteps = info.total_steps;
     $("train-status").textContent = `${info.trainable}. ${info.total_steps} steps (${info.steps_per_epoch} per epoch, warmup ${info.warmup}), micro-batches of ≤ ${info.max_tokens} tokens, gradient checkpointing ${info.checkpointing ? "on" : "off"}${info.step ? `; resumed at step ${info.step}` : ""}.`;
-    lossChart($("loss-chart"), state.metrics, state.totalSteps);
+    drawCharts();
   },
   step(m) {
-    state.metrics.push({ step: m.step, epoch: m.epoch, loss: m.loss, lr: m.lr, grad_norm: m.grad_norm });
+    const { step, epoch, loss, lr, grad_norm, margin, accuracy } = m;
+    state.metrics.push({ step, epoch, loss, lr, grad_norm, ...(margin !== undefined && { margin, accuracy }) });
     state.tokensPerS = m.tokens_per_s;
     $("train-progress").value = m.step / m.total_steps;
-    $("train-status").textContent = `step ${m.step} of ${m.total_steps} · epoch ${m.epoch.toFixed(2)} · loss ${m.loss.toFixed(4)} · lr ${m.lr.toExponential(2)} · ${m.tokens_per_s.toFixed(1)} tokens/s · ETA ${eta(m.eta_s)}`;
-    lossChart($("loss-chart"), state.metrics, state.totalSteps);
+    const rewards = margin !== undefined ? ` · reward margin ${margin.toFixed(3)} · accuracy ${(100 * accuracy).toFixed(0)} %` : "";
+    $("train-status").textContent = `step ${m.step} of ${m.total_steps} · epoch ${m.epoch.toFixed(2)} · loss ${m.loss.toFixed(4)}${rewards} · lr ${m.lr.toExponential(2)} · ${m.tokens_per_s.toFixed(1)} tokens/s · ETA ${eta(m.eta_s)}`;
+    drawCharts();
   },
   eval(e) {
     state.metrics.push({ step: e.step, val_loss: e.loss });
-    lossChart($("loss-chart"), state.metrics, state.totalSteps);
+    drawCharts();
   },
   checkpoint: ({ step }) => (state.checkpoint = step),
   early_stop({ step, evals_since_best }) {
@@ -170,7 +180,7 @@ async function showData() {
   try {
     const d = await call("inspect", { settings: settings(), data: data() });
     const s = d.train;
-    $("data-info").textContent = `${d.records.length} records · train: ${s.examples} examples, ${s.tokens} tokens (${s.loss_tokens} with loss), ${s.truncated} cut at ${settings().max_seq_len} tokens, ${s.dropped} dropped${d.validation ? ` · validation: ${d.validation.examples} examples` : ""} · template ${d.template}`;
+    $("data-info").textContent = `${d.records.length} records · train: ${s.examples} ${d.unit}, ${s.tokens} tokens (${s.loss_tokens} with loss), ${s.truncated} cut at ${settings().max_seq_len} tokens, ${s.dropped} dropped${d.validation ? ` · validation: ${d.validation.examples} ${d.unit}` : ""} · template ${d.template}`;
     $("data-info").className = "small";
     drawTable(d.records);
   } catch (e) {
@@ -219,23 +229,40 @@ async function showPreview() {
   if (!data().trim()) return $("preview").replaceChildren();
   try {
     const p = await call("preview", { settings: settings(), data: data(), index: Math.max(0, $("preview-index").value - 1) });
-    const spans = p.tokens.map((t) => {
-      const s = document.createElement("span");
-      s.className = `tok${t.loss ? " loss" : ""}${t.cut ? " cut" : ""}`;
-      s.textContent = t.text;
-      s.title = `token ${t.id}${t.loss ? ", carries loss" : ""}${t.cut ? ", cut (beyond the max sequence length)" : ""}`;
-      return s;
-    });
+    const spans = [];
+    let part = "";
+    for (const t of p.tokens) {
+      // a preference record: its chosen sequence, then its rejected one, each labelled
+      if (t.part && t.part !== part) {
+        part = t.part;
+        spans.push(Object.assign(document.createElement("strong"), { className: "part", textContent: `${part}: ` }));
+      }
+      spans.push(tokenSpan(t));
+    }
     $("preview").replaceChildren(...spans);
   } catch (e) {
     $("preview").textContent = e.message;
   }
 }
 
+function tokenSpan(t) {
+  const s = document.createElement("span");
+  s.className = `tok${t.loss ? " loss" : ""}${t.cut ? " cut" : ""}`;
+  s.textContent = t.text;
+  s.title = `token ${t.id}${t.loss ? ", carries loss" : ""}${t.cut ? ", cut (beyond the max sequence length)" : ""}`;
+  return s;
+}
+
 $("data").oninput = refreshData;
 $("preview-index").oninput = refreshData;
 $("use-example").onclick = async () => {
   $("data").value = await call("example");
+  if ($("set-objective").value !== "sft") $("set-objective").value = "sft";
+  refreshData();
+};
+$("use-preference-example").onclick = async () => {
+  $("data").value = await call("preference_example");
+  $("set-objective").value = "dpo";
   refreshData();
 };
 $("data-file").onchange = async (e) => {
@@ -257,10 +284,7 @@ $("template-custom").oninput = refreshData;
 // a field per setting, with its label, help, range and default. The template and the
 // checkpoint cadence have their own controls on the page.
 const OWN_CONTROLS = ["template", "save_steps"];
-// Preference tuning (DPO, ORPO) is the CLI's for now: the page has no pairs table or reward
-// chart yet, so it keeps these settings at their defaults (supervised).
-const NOT_ON_PAGE = ["objective", "beta", "dpo_loss", "label_smoothing", "orpo_alpha"];
-const formFields = () => state.schema.filter((f) => !OWN_CONTROLS.includes(f.name) && !NOT_ON_PAGE.includes(f.name));
+const formFields = () => state.schema.filter((f) => !OWN_CONTROLS.includes(f.name));
 
 function setField(f, value) {
   const input = $(`set-${f.name}`);
@@ -469,7 +493,9 @@ async function start() {
     buildSettings(schema, defaults);
     $("app").hidden = false;
     say(`Ready on ${gpu.summary}${gpu.software ? " — a software adapter, so training is slow: use a tiny model" : ""}. Load a model to begin.`, "ok");
-    lossChart($("loss-chart"), [], 1);
+    state.metrics = [];
+    state.totalSteps = 1;
+    drawCharts();
     if (saved) {
       const where = saved.model.kind === "url" ? saved.model.url : saved.model.name;
       $("resume-text").textContent = `A run on ${where} was saved at step ${saved.step} of ${saved.total_steps}.`;

@@ -65,6 +65,51 @@ export function lossChart(container, metrics, totalSteps) {
   container.replaceChildren(svg);
 }
 
+/**
+ * Preference tuning's progress: the reward margin (chosen − rejected, left axis) and the
+ * share of pairs whose chosen answer the adapter prefers (accuracy, right axis, 0 to 1),
+ * per step. Points carry data-step/data-margin/data-accuracy; the label says the latest.
+ */
+export function rewardChart(container, metrics, totalSteps) {
+  const W = 640, H = 220, L = 48, R = 110, T = 12, B = 32;
+  const pts = metrics.filter((m) => m.margin !== undefined);
+  const last = pts[pts.length - 1];
+  const summary = last
+    ? `reward margin and accuracy per step; at step ${last.step}: margin ${last.margin.toFixed(3)}, accuracy ${(100 * last.accuracy).toFixed(0)} %`
+    : "reward margin and accuracy per step";
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": summary });
+  if (!pts.length) {
+    container.replaceChildren(svg);
+    return;
+  }
+  const lo = Math.min(0, ...pts.map((m) => m.margin)), hi = Math.max(...pts.map((m) => m.margin), 1e-3);
+  const xMax = Math.max(totalSteps || 1, ...pts.map((m) => m.step));
+  const x = (s) => L + (s / xMax) * (W - L - R);
+  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
+  const ya = (a) => T + (1 - a) * (H - T - B);
+  for (const t of niceTicks(lo, hi, 4)) {
+    svg.append(el("line", { x1: L, x2: W - R, y1: y(t), y2: y(t), class: "grid" }));
+    svg.append(el("text", { x: L - 6, y: y(t) + 4, "text-anchor": "end", class: "axis" }, String(t)));
+  }
+  for (const a of [0, 0.5, 1]) svg.append(el("text", { x: W - R + 6, y: ya(a) + 4, class: "axis" }, `${a * 100} %`));
+  svg.append(el("text", { x: (L + W - R) / 2, y: H - 1, "text-anchor": "middle", class: "axis" }, "step"));
+  const series = [
+    ["margin", y, "train", "reward margin"],
+    ["accuracy", ya, "val", "accuracy"],
+  ];
+  series.forEach(([key, f, cls, label], i) => {
+    svg.append(el("polyline", { points: pts.map((m) => `${x(m.step)},${f(m[key])}`).join(" "), class: `line ${cls}` }));
+    for (const m of pts) {
+      const c = el("circle", { cx: x(m.step), cy: f(m[key]), r: 3, class: `point ${cls}`, "data-step": m.step, [`data-${key}`]: m[key] });
+      c.append(el("title", {}, `step ${m.step}: ${label} ${key === "accuracy" ? `${(100 * m[key]).toFixed(0)} %` : m[key].toFixed(4)}`));
+      svg.append(c);
+    }
+    svg.append(el("line", { x1: W - R + 44, x2: W - R + 60, y1: T + 40 + i * 18, y2: T + 40 + i * 18, class: `line ${cls}` }));
+    svg.append(el("text", { x: W - R + 62, y: T + 44 + i * 18, class: "axis" }, label === "reward margin" ? "margin" : label));
+  });
+  container.replaceChildren(svg);
+}
+
 const PARTS = [
   ["base", "base weights (frozen)"],
   ["adapter", "LoRA adapter"],

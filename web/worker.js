@@ -160,11 +160,14 @@ async function trainLoop() {
         run.warm = true;
         run.step = ev.step;
         const metric = { step: ev.step, epoch: ev.epoch, loss: ev.loss, lr: ev.lr, grad_norm: ev.grad_norm };
+        if (ev.preference) Object.assign(metric, { margin: ev.preference["rewards/margins"], accuracy: ev.preference["rewards/accuracies"] });
         run.metrics.push(metric);
         const perStep = run.seconds ? run.seconds / run.timedSteps : seconds;
         event("step", { ...metric, tokens_per_s: run.seconds ? run.tokens / run.seconds : ev.tokens / seconds, eta_s: perStep * (run.total_steps - ev.step), total_steps: run.total_steps });
       } else if (ev.event === "eval") {
-        run.metrics.push({ step: ev.step, val_loss: ev.loss, best: ev.best });
+        const metric = { step: ev.step, val_loss: ev.loss, best: ev.best };
+        if (ev.preference) Object.assign(metric, { val_margin: ev.preference["rewards/margins"], val_accuracy: ev.preference["rewards/accuracies"] });
+        run.metrics.push(metric);
         event("eval", ev);
       } else if (ev.event === "early_stop") {
         earlyStopped = true;
@@ -202,6 +205,7 @@ const ops = {
     };
   },
   example: () => Session.example_data(),
+  preference_example: () => Session.preference_example_data(),
   load: loadModel,
   inspect: (m) => exclusive(() => parse(session.inspect_data(JSON.stringify(m.settings), m.data))),
   preview: (m) => exclusive(() => parse(session.preview(JSON.stringify(m.settings), m.data, m.index))),

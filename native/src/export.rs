@@ -77,7 +77,7 @@ fn ollama_modelfile(m: &LoadedModel, from: &str, adapter: Option<&str>) -> Resul
     let tok = &m.tokenizer;
     let adds_bos = tok.bos_id.is_some() && tok.encode("a", true)?.first() == tok.bos_id.as_ref();
     let src = ModelfileSource { from, adapter, context: m.cfg.max_seq_len.min(OLLAMA_CONTEXT) };
-    Ok(modelfile(tok, &src, adds_bos).context("--ollama")?)
+    modelfile(tok, &src, adds_bos).context("--ollama")
 }
 
 /// num_ctx at most: Ollama allocates the whole context, so a model's full context (32k and

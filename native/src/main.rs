@@ -48,7 +48,7 @@ enum Command {
     /// Fine-tune a LoRA or QLoRA adapter on a data file.
     Train(Box<train::TrainArgs>),
     /// Loss and perplexity over the response tokens of a data file.
-    Eval(eval::EvalArgs),
+    Eval(Box<eval::EvalArgs>),
     /// Fold an adapter into the base weights and write an HF folder or a GGUF file.
     Merge(merge::MergeArgs),
     /// Write a model (GGUF or HF folder) as an HF folder transformers loads or a GGUF file
@@ -94,7 +94,7 @@ fn main() {
         Command::Chat(a) => generate::run_chat(a),
         Command::Demo(a) => demo::run(a),
         Command::Train(a) => train::run(*a),
-        Command::Eval(a) => eval::run(a),
+        Command::Eval(a) => eval::run(*a),
         Command::Merge(a) => merge::run(a),
         Command::Export(a) => export::run(a),
         Command::ExportAdapter(a) => export::run_adapter(a),

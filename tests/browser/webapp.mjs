@@ -82,10 +82,9 @@ try {
   check((await page.locator("#preview .tok.loss").count()) > 0 && (await page.locator("#preview .tok:not(.loss)").count()) > 0, "the preview marks which tokens carry loss");
 
   // 3. settings: the form has a field for every setting of hearth-core's schema (the CLI's
-  // flags come from it too), but the two the page has its own controls for and the
-  // preference objective's five (the CLI's only, for now)
+  // flags come from it too), but the two the page has its own controls for
   const fields = await page.evaluate(() => [window.hearth.schema.length, document.querySelectorAll("#settings input, #settings select").length]);
-  check(fields[0] > 20 && fields[1] === fields[0] - 7 && (await page.locator("#set-beta2").count()) === 1 && (await page.locator("#set-objective").count()) === 0, `the settings form comes from the schema (${fields[1]} fields)`);
+  check(fields[0] > 20 && fields[1] === fields[0] - 2 && (await page.locator("#set-beta2").count()) === 1 && (await page.locator("#set-objective").count()) === 1, `the settings form comes from the schema (${fields[1]} fields)`);
   // a short, fast run with a held-out example
   for (const [key, value] of Object.entries({ max_steps: "8", lr: "0.01", dropout: "0", val_split: "0.25", eval_steps: "2", batch_size: "4", r: "8", alpha: "16" })) {
     await page.fill(`#set-${key}`, value);
@@ -186,7 +185,23 @@ try {
   console.log(`qwen3 losses: ${qwenLosses.map((l) => l.toFixed(4)).join(" ")}`);
   check(qwen.finished?.step === 4 && qwenLosses.length === 4 && qwenLosses[3] < qwenLosses[0], "the tiny Qwen3 trained 4 steps and its loss fell");
 
-  // 11. no WebGPU: a page that says what works
+  // 11. preference tuning (DPO) on the bundled pairs: the table shows chosen and rejected
+  // side by side, and the reward margin grows from 0 (the adapter starts as the reference)
+  await page.click("#use-preference-example");
+  await page.waitForFunction(() => /pairs/.test(document.getElementById("data-info").textContent), null, { timeout: MINUTE });
+  const headers = await page.locator("#data-table th").allTextContents();
+  check(headers.includes("chosen") && headers.includes("rejected") && (await page.inputValue("#set-objective")) === "dpo", `the preference example shows chosen and rejected side by side, objective dpo (${headers.join(", ")})`);
+  check((await page.locator("#preview strong.part").count()) === 2, "the preview shows a pair's chosen and rejected sequences");
+  const dpo = await runTo({ max_steps: "4", lr: "0.01", eval_steps: "2", patience: "0", batch_size: "2" });
+  const margins = dpo.metrics.filter((m) => m.margin !== undefined).map((m) => m.margin);
+  console.log(`dpo: losses ${dpo.metrics.filter((m) => m.loss !== undefined).map((m) => m.loss.toFixed(4)).join(" ")}; margins ${margins.map((x) => x.toFixed(4)).join(" ")}`);
+  check(dpo.finished?.step === 4 && margins.length === 4 && margins[0] === 0 && margins[3] > margins[0], "four DPO steps, and the reward margin grew");
+  check(!(await page.locator("#reward-chart").isHidden()) && (await page.locator("#reward-chart circle.point.train").count()) === 4, "the reward chart shows the margin per step");
+  check(/margin [-0-9.]+, accuracy \d+ %/.test(await page.locator("#reward-chart svg").getAttribute("aria-label")), "the reward chart says its latest values in words");
+  check(/reward margin/.test(await page.textContent("#train-status")), "the status line shows the reward margin");
+  await page.screenshot({ path: join(out, "webapp-dpo.png"), fullPage: true });
+
+  // 12. no WebGPU: a page that says what works
   const bare = await context.newPage();
   await bare.addInitScript(() => delete Navigator.prototype.gpu);
   await bare.goto(server.url);

@@ -8,9 +8,9 @@ use hearth_core::model::generate::{generate, GenerateParams};
 use hearth_core::model::sampling::SamplingParams;
 use hearth_core::model::{Config, Model, ModelOptions, Tokenizer, WeightFormat};
 use hearth_core::train::batch::max_batch_tokens;
-use hearth_core::train::data::{generation_prompt, parse_records, prepare, render_record, split_records, tokenize, DataStats, Template};
+use hearth_core::train::data::{generation_prompt, parse_records, render_record, split_records, tokenize, DataStats, Template};
 use hearth_core::train::memory::{batch_sequences, estimate, lora_params, ModelShape};
-use hearth_core::train::preference::{interleave, prepare_pairs};
+use hearth_core::train::preference::{pair_records, prepare_examples};
 use hearth_core::train::run::{Event, Run};
 use hearth_core::{Error, GpuContext};
 use serde::Deserialize;
@@ -124,6 +124,12 @@ impl Session {
         hearth_core::train::data::CUSTOMER_SERVICE_JSONL.to_string()
     }
 
+    /// The built-in preference pairs: the bike shop's questions, each with a good and a bad
+    /// answer.
+    pub fn preference_example_data() -> String {
+        hearth_core::train::data::CUSTOMER_SERVICE_PREFERENCES_JSONL.to_string()
+    }
+
     /// Whether the GPU device was lost: the worker then opens a new session for the next run.
     pub fn device_lost(&self) -> bool {
         self.ctx.is_lost()
@@ -194,10 +200,12 @@ impl Session {
         let rows: Vec<&serde_json::Map<String, Value>> = records.iter().map(|r| &r.fields).collect();
         let (train, val) = split_records(records.clone(), s.val_split, s.seed);
         let opts = s.data_options(&base.tok).map_err(js)?;
-        let (_, train_stats) = prepare(&train, &base.tok, &opts).map_err(js)?;
-        let val_stats = if val.is_empty() { None } else { Some(prepare(&val, &base.tok, &opts).map_err(js)?.1) };
+        let objective = s.objective().map_err(js)?;
+        let (_, train_stats) = prepare_examples(&objective, &train, &base.tok, &opts).map_err(js)?;
+        let val_stats = if val.is_empty() { None } else { Some(prepare_examples(&objective, &val, &base.tok, &opts).map_err(js)?.1) };
         Ok(json!({
             "records": rows,
+            "unit": if objective.is_preference() { "pairs" } else { "examples" },
             "template": opts.template.name(),
             "train": stats_json(&train_stats),
             "validation": val_stats.as_ref().map(stats_json),
@@ -211,14 +219,23 @@ impl Session {
         let records = parse_records(DATA_ORIGIN, data).map_err(js)?;
         let r = records.get(index).ok_or_else(|| js(format!("there is no record {}", index + 1)))?;
         let opts = s.data_options(&base.tok).map_err(js)?;
-        let segments = render_record(r, &opts, &base.tok).map_err(js)?;
+        // a preference record: its chosen sequence, then its rejected one
+        let parts = if s.objective().map_err(js)?.is_preference() {
+            let (c, r) = pair_records(r).map_err(js)?;
+            vec![("chosen", c), ("rejected", r)]
+        } else {
+            vec![("", r.clone())]
+        };
         let chat = matches!(opts.template, Template::Model | Template::Chatml);
-        let ex = tokenize(&segments, &base.tok, chat, opts.train_on_prompt).map_err(js)?;
         let mut tokens = Vec::new();
-        for (i, (&id, &loss)) in ex.tokens.iter().zip(&ex.loss).enumerate() {
-            let text = base.tok.decode(&[id], false).map_err(js)?;
-            // the first token is never predicted, so it never counts
-            tokens.push(json!({ "id": id, "text": text, "loss": loss && i > 0, "cut": i >= opts.max_seq_len }));
+        for (part, r) in &parts {
+            let segments = render_record(r, &opts, &base.tok).map_err(js)?;
+            let ex = tokenize(&segments, &base.tok, chat, opts.train_on_prompt).map_err(js)?;
+            for (i, (&id, &loss)) in ex.tokens.iter().zip(&ex.loss).enumerate() {
+                let text = base.tok.decode(&[id], false).map_err(js)?;
+                // the first token is never predicted, so it never counts
+                tokens.push(json!({ "id": id, "text": text, "loss": loss && i > 0, "cut": i >= opts.max_seq_len, "part": part }));
+            }
         }
         Ok(json!({ "tokens": tokens, "template": opts.template.name() }).to_string())
     }
@@ -231,16 +248,10 @@ impl Session {
         let format = s.quant().map_err(js)?.unwrap_or(base.file_format);
         // the micro-batch the data gives, else a full one
         let sequences = batch_sequences(&tcfg.objective, s.batch_size);
-        let examples = |records: &[_], opts: &_| -> Option<Vec<_>> {
-            if tcfg.objective.is_preference() {
-                prepare_pairs(records, &base.tok, opts).ok().map(|(pairs, _)| interleave(&pairs))
-            } else {
-                prepare(records, &base.tok, opts).ok().map(|(ex, _)| ex)
-            }
-        };
         let tokens = parse_records(DATA_ORIGIN, data)
             .ok()
-            .and_then(|r| examples(&split_records(r, s.val_split, s.seed).0, &s.data_options(&base.tok).ok()?))
+            .and_then(|r| prepare_examples(&tcfg.objective, &split_records(r, s.val_split, s.seed).0, &base.tok, &s.data_options(&base.tok).ok()?).ok())
+            .map(|(ex, _)| ex)
             .map(|ex| max_batch_tokens(&ex, sequences))
             .filter(|&n| n > 0)
             .unwrap_or(sequences * s.max_seq_len);
@@ -359,10 +370,12 @@ impl Session {
                 Event::Step(st) => json!({
                     "event": "step", "step": st.step, "epoch": st.epoch, "loss": st.loss, "lr": st.lr,
                     "grad_norm": st.grad_norm, "tokens": st.tokens,
+                    "preference": st.preference.map(|p| Value::Object(p.to_json(""))),
                 }),
-                Event::Eval { step, stats, best } => {
-                    json!({ "event": "eval", "step": step, "loss": stats.loss, "perplexity": stats.perplexity, "tokens": stats.tokens, "best": best })
-                }
+                Event::Eval { step, stats, best } => json!({
+                    "event": "eval", "step": step, "loss": stats.loss, "perplexity": stats.perplexity, "tokens": stats.tokens, "best": best,
+                    "preference": stats.preference.map(|p| Value::Object(p.to_json(""))),
+                }),
                 Event::CheckpointDue { step } => json!({ "event": "checkpoint_due", "step": step }),
                 Event::EarlyStop { step, evals_since_best } => json!({ "event": "early_stop", "step": step, "evals_since_best": evals_since_best }),
                 Event::Diverged { step, detail, last_good_checkpoint } => json!({

@@ -325,7 +325,7 @@ fn messages(r: &Record, name: &str) -> Result<Option<Vec<Value>>> {
 /// The two supervised records a preference record stands for: (prompt, chosen) and
 /// (prompt, rejected), as prompt/completion records or as conversations whose last
 /// assistant turn is the completion.
-fn split_record(r: &Record) -> Result<(Record, Record)> {
+pub fn pair_records(r: &Record) -> Result<(Record, Record)> {
     for field in ["chosen", "rejected"] {
         if !r.fields.contains_key(field) {
             return Err(Error::bad_file(&r.origin, format!("field \"{field}\" is missing (a preference record has prompt, chosen and rejected)")));
@@ -365,7 +365,7 @@ pub fn prepare_pairs(records: &[Record], tok: &Tokenizer, opts: &DataOptions) ->
     let mut stats = DataStats::default();
     let mut out = Vec::new();
     for r in records {
-        let (c, rj) = split_record(r)?;
+        let (c, rj) = pair_records(r)?;
         let (chosen, rejected) = (last_turn_only(prepare_one(&c, tok, opts)?), last_turn_only(prepare_one(&rj, tok, opts)?));
         stats.truncated += usize::from(chosen.truncated || rejected.truncated);
         if chosen.example.counted() == 0 || rejected.example.counted() == 0 {
@@ -397,6 +397,17 @@ fn last_turn_only(mut p: Prepared) -> Prepared {
         }
     }
     p
+}
+
+/// The records as training examples for `objective`: supervised examples, or preference
+/// pairs as chosen, rejected, chosen, ... (`DataStats::examples` then counts pairs).
+pub fn prepare_examples(objective: &Objective, records: &[Record], tok: &Tokenizer, opts: &DataOptions) -> Result<(Vec<Example>, DataStats)> {
+    if objective.is_preference() {
+        let (pairs, stats) = prepare_pairs(records, tok, opts)?;
+        Ok((interleave(&pairs), stats))
+    } else {
+        super::data::prepare(records, tok, opts)
+    }
 }
 
 /// The examples of `pairs`, chosen then rejected, pair after pair: what a micro-batch packs.

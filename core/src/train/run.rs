@@ -7,8 +7,8 @@
 //! (files on disk, browser storage). Nothing here touches files.
 
 use super::checkpoint;
-use super::data::{prepare, split_records, DataOptions, DataStats, Example, Record};
-use super::preference::{interleave, prepare_pairs};
+use super::data::{split_records, DataOptions, DataStats, Example, Record};
+use super::preference::prepare_examples;
 use super::trainer::{EvalStats, StepStats, TrainConfig, Trainer};
 use crate::lora::{peft, Adapter};
 use crate::model::{Model, Tokenizer};
@@ -115,16 +115,8 @@ impl Run {
         }
         let (train_records, split_val) = split_records(records, spec.val_split, spec.train.seed);
         let val_records = val_records.unwrap_or(split_val);
-        // supervised examples, or preference pairs as chosen, rejected, chosen, ...
-        let preference = spec.train.objective.is_preference();
-        let examples = |records: &[Record]| -> Result<(Vec<Example>, DataStats)> {
-            if preference {
-                let (pairs, stats) = prepare_pairs(records, tok, &spec.data)?;
-                Ok((interleave(&pairs), stats))
-            } else {
-                prepare(records, tok, &spec.data)
-            }
-        };
+        let objective = &spec.train.objective;
+        let examples = |records: &[Record]| prepare_examples(objective, records, tok, &spec.data);
         let (train, train_stats) = examples(&train_records)?;
         let (val, val_stats) = if val_records.is_empty() {
             (Vec::new(), None)

@@ -183,7 +183,7 @@ impl Trainer {
         }
         model.set_adapter(ctx, Some(adapter), "the new adapter")?;
         let unit = if cfg.objective.is_preference() { 2 } else { 1 };
-        if train.len() % unit != 0 {
+        if !train.len().is_multiple_of(unit) {
             return Err(Error::Shape(format!("{} examples do not make whole preference pairs", train.len())));
         }
         let bs = cfg.batch_size.max(1);
