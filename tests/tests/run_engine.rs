@@ -236,3 +236,52 @@ fn gradients_with_checkpointing_equal_those_without() {
         }
     });
 }
+
+/// DPO from a starting adapter (the reference: its frozen copy), interrupted and resumed
+/// from a checkpoint, ends with the losses and the adapter of the uninterrupted run; a
+/// resume without that starting adapter is refused (its reference would differ).
+#[test]
+fn a_dpo_run_resumes_exactly() {
+    use hearth_core::lora::peft;
+    use hearth_core::train::preference::{DpoLoss, Objective};
+    const PAIRS: &str = r#"{"prompt": "Hello", "chosen": " world, tiny models", "rejected": " nothing"}
+{"prompt": "The bike", "chosen": " shop opens at nine", "rejected": " is closed"}
+{"prompt": "Rent a", "chosen": " bike for a day", "rejected": " car"}
+{"prompt": "Tiny models", "chosen": " learn quickly", "rejected": " never learn anything"}
+"#;
+    with_gpu!(ctx => {
+        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+        let dir = fixture("peft/tiny-llama/initial");
+        let start = peft::read(&std::fs::read_to_string(dir.join(peft::CONFIG_FILE)).unwrap(), &std::fs::read(dir.join(peft::WEIGHTS_FILE)).unwrap(), "initial").unwrap();
+        let mut s = spec(1e-2, 6, None);
+        s.val_split = 0.0;
+        s.eval_steps = None;
+        s.train.objective = Objective::Dpo { beta: 0.1, loss: DpoLoss::Sigmoid, label_smoothing: 0.0 };
+        let run = |start: Option<Adapter>| {
+            let model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 64, max_binding: None }).unwrap();
+            Run::new(ctx, model, &m.tokenizer, s.clone(), parse_records("pairs.jsonl", PAIRS).unwrap(), None, start, "tiny-llama").unwrap()
+        };
+        let losses = |events: &[Event]| -> Vec<f64> { events.iter().filter_map(|e| if let Event::Step(st) = e { Some(st.loss) } else { None }).collect() };
+        let mut whole = run(Some(start.clone()));
+        let all = losses(&advance(ctx, &mut whole, None));
+        assert_eq!(all.len(), 6);
+        assert!((all[0] - std::f64::consts::LN_2).abs() < 1e-6, "the first step's policy is its reference: loss ln 2, got {}", all[0]);
+        assert!(all[5] < all[0], "the DPO loss fell: {all:?}");
+        let end = weights(&pollster::block_on(whole.final_adapter(ctx)).unwrap());
+
+        let mut first = run(Some(start.clone()));
+        let before = losses(&advance(ctx, &mut first, Some(3)));
+        let files = pollster::block_on(first.checkpoint(ctx)).unwrap();
+        drop(first);
+        let read = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone()).ok_or_else(|| Error::bad_file("checkpoint", name));
+        let mut resumed = run(Some(start.clone()));
+        resumed.resume(ctx, "checkpoint", &read).unwrap();
+        let after = losses(&advance(ctx, &mut resumed, None));
+        assert_eq!([before, after].concat(), all, "the resumed run's losses");
+        assert!(weights(&pollster::block_on(resumed.final_adapter(ctx)).unwrap()) == end, "the resumed run's adapter");
+
+        let mut without = run(None);
+        let e = without.resume(ctx, "checkpoint", &read).unwrap_err().to_string();
+        assert!(e.contains("starting adapter"), "{e}");
+    });
+}

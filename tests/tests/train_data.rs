@@ -197,3 +197,41 @@ fn qwen3_chats_train_on_the_answer_after_the_thinking_block() {
     let seg = render_record(&recs[0], &off, &t).unwrap();
     assert_eq!(seg.iter().filter(|s| s.1).map(|s| s.0.as_str()).collect::<Vec<_>>(), vec!["At nine.<|im_end|>\n"]);
 }
+
+/// Preference records: strings or chat lists become a chosen and a rejected example with the
+/// loss on the completion only (a conversation's last assistant turn); bad records name their
+/// line; a pair whose completion is cut to nothing is dropped and counted.
+#[test]
+fn preference_records_become_pairs_and_bad_ones_are_named() {
+    use hearth_core::train::preference::prepare_pairs;
+    let tok = tok();
+    let pairs = |text: &str, o: &DataOptions| prepare_pairs(&parse_records("p.jsonl", text).unwrap(), &tok, o);
+    let plain = opts("{prompt}{completion}");
+    let (p, stats) = pairs(r#"{"prompt": "Q: open?\nA:", "chosen": " Tuesday to Saturday.", "rejected": " Never."}"#, &plain).unwrap();
+    assert_eq!((p.len(), stats.examples), (1, 1));
+    let (c, r) = (&p[0].chosen, &p[0].rejected);
+    let prompt = tok.encode("Q: open?\nA:", true).unwrap().len();
+    assert_eq!(c.tokens[..prompt], r.tokens[..prompt], "the pair shares its prompt");
+    assert!(c.loss[..prompt].iter().all(|&l| !l) && c.loss[prompt..].iter().all(|&l| l), "loss on the completion (and EOS) only");
+
+    // chat lists: the earlier assistant turn is prompt; the loss is on the last one only
+    let chat = r#"{"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Open?"}, {"role": "assistant", "content": "Yes, 9 to 6."}],
+                   "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Open?"}, {"role": "assistant", "content": "No."}]}"#;
+    let (p, _) = pairs(&chat.replace('\n', " "), &opts("chatml")).unwrap();
+    let runs = |loss: &[bool]| loss.windows(2).filter(|w| !w[0] && w[1]).count();
+    assert_eq!((runs(&p[0].chosen.loss), runs(&p[0].rejected.loss)), (1, 1), "one run of loss tokens each");
+    let explicit = r#"{"prompt": [{"role": "user", "content": "Open?"}], "chosen": [{"role": "assistant", "content": "Yes."}], "rejected": [{"role": "assistant", "content": "No."}]}"#;
+    assert_eq!(pairs(explicit, &opts("chatml")).unwrap().0.len(), 1);
+
+    let e = pairs("{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}\n{\"prompt\": \"a\", \"chosen\": \"b\"}\n", &plain).unwrap_err().to_string();
+    assert!(e.contains("p.jsonl line 2") && e.contains("\"rejected\" is missing"), "{e}");
+    let e = pairs(r#"{"prompt": "a", "chosen": "same", "rejected": "same"}"#, &plain).unwrap_err().to_string();
+    assert!(e.contains("line 1") && e.contains("the same"), "{e}");
+    let e = pairs(r#"{"prompt": "a", "chosen": "b", "rejected": [{"role": "assistant", "content": "c"}]}"#, &plain).unwrap_err().to_string();
+    assert!(e.contains("line 1"), "{e}");
+    // a prompt that fills max_seq_len: the pair is dropped and counted
+    let short = DataOptions { max_seq_len: 4, ..plain.clone() };
+    let text = "{\"prompt\": \"a long prompt that fills it\", \"chosen\": \" b\", \"rejected\": \" c\"}\n{\"prompt\": \"Q\", \"chosen\": \" yes\", \"rejected\": \" no\"}\n";
+    let (p, stats) = pairs(text, &short).unwrap();
+    assert_eq!((p.len(), stats.dropped), (1, 1));
+}

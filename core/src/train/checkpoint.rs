@@ -14,7 +14,8 @@ pub const STATE_FILE: &str = "trainer_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// The settings a resumed run must share with the one that wrote the checkpoint.
-fn fingerprint(cfg: &TrainConfig, train_examples: usize) -> Value {
+/// `frozen_reference`: DPO's reference is the starting adapter (so a resume needs it again).
+fn fingerprint(cfg: &TrainConfig, train_examples: usize, frozen_reference: bool) -> Value {
     let mut run = json!({
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
@@ -27,6 +28,9 @@ fn fingerprint(cfg: &TrainConfig, train_examples: usize) -> Value {
     if cfg.objective.is_preference() {
         run["objective"] = json!(format!("{:?}", cfg.objective));
     }
+    if frozen_reference {
+        run["reference"] = json!("the starting adapter");
+    }
     run
 }
 
@@ -38,6 +42,7 @@ pub fn files(
     state: &TrainerState,
     cfg: &TrainConfig,
     train_examples: usize,
+    frozen_reference: bool,
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = moments
         .iter()
@@ -48,7 +53,7 @@ pub fn files(
         "step": state.step,
         "best_eval_loss": state.best_eval_loss,
         "evals_since_best": state.evals_since_best,
-        "run": fingerprint(cfg, train_examples),
+        "run": fingerprint(cfg, train_examples, frozen_reference),
     });
     let mut files = peft::files(adapter, base_model)?;
     files.push((OPTIMIZER_FILE.into(), write_tensors(&tensors, ExportDtype::F32)?));
@@ -65,12 +70,12 @@ pub struct Restored {
 
 /// Reads a checkpoint's files (`read(name)` returns a file's bytes) and checks that it
 /// belongs to a run with these settings.
-pub fn read(dir: &str, read: &dyn Fn(&str) -> Result<Vec<u8>>, cfg: &TrainConfig, train_examples: usize) -> Result<Restored> {
+pub fn read(dir: &str, read: &dyn Fn(&str) -> Result<Vec<u8>>, cfg: &TrainConfig, train_examples: usize, frozen_reference: bool) -> Result<Restored> {
     let state_bytes = read(STATE_FILE)?;
     let st: Value = serde_json::from_slice(&state_bytes).map_err(|e| Error::bad_file(format!("{dir}/{STATE_FILE}"), format!("not valid JSON ({e})")).with_source(e))?;
-    let want = fingerprint(cfg, train_examples);
+    let want = fingerprint(cfg, train_examples, frozen_reference);
     if st.get("run") != Some(&want) {
-        return Err(Error::bad_file(dir, format!("the checkpoint was written by a run with {}, this run has {want}; resume with the same data, seed, batch size, accumulation, r, targets and objective",
+        return Err(Error::bad_file(dir, format!("the checkpoint was written by a run with {}, this run has {want}; resume with the same data, seed, batch size, accumulation, r, targets, objective and starting adapter",
             st.get("run").unwrap_or(&Value::Null)
         )));
     }

@@ -157,7 +157,7 @@ impl Run {
     /// the checkpoint in errors). The checkpoint must come from a run with the same data
     /// order and adapter shape.
     pub fn resume(&mut self, ctx: &GpuContext, origin: &str, read: &dyn Fn(&str) -> Result<Vec<u8>>) -> Result<()> {
-        let r = checkpoint::read(origin, read, &self.trainer.cfg, self.train_examples)?;
+        let r = checkpoint::read(origin, read, &self.trainer.cfg, self.train_examples, self.trainer.has_frozen_reference())?;
         self.trainer.restore(ctx, &r.adapter, &r.moments, r.state)?;
         if self.trainer.state.best_eval_loss.is_some() && self.spec.patience.is_some() {
             // A checkpoint taken without early stopping has no copy.
@@ -240,7 +240,7 @@ impl Run {
     pub async fn checkpoint(&mut self, ctx: &GpuContext) -> Result<Vec<(String, Vec<u8>)>> {
         let adapter = self.trainer.adapter(ctx).await?;
         let moments = self.trainer.optimizer_moments(ctx).await?;
-        let mut files = checkpoint::files(&adapter, &self.base_model, &moments, &self.trainer.state, &self.trainer.cfg, self.train_examples)?;
+        let mut files = checkpoint::files(&adapter, &self.base_model, &moments, &self.trainer.state, &self.trainer.cfg, self.train_examples, self.trainer.has_frozen_reference())?;
         if let Some(best) = &self.best {
             files.push((BEST_WEIGHTS_FILE.into(), peft::weights_bytes(best)?));
         }

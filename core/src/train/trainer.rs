@@ -205,7 +205,12 @@ impl Trainer {
         Ok(Trainer { cfg, model, state: TrainerState::default(), pass, opt, train, unit, reference: None, batches_per_epoch, steps_per_epoch, total_steps, warmup })
     }
 
-    /// Makes the adapter as it is now DPO's reference, frozen (a run that continues a
+    /// Whether DPO's reference is a frozen copy of the starting adapter (else the base).
+    pub fn has_frozen_reference(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    /// Makes `adapter` DPO's reference, frozen (a run that continues a
     /// supervised adapter, as TRL's ref_adapter_name does).
     pub fn freeze_reference(&mut self, ctx: &GpuContext, adapter: Adapter) -> Result<()> {
         self.reference = Some(self.model.upload_adapter(ctx, adapter, "the reference adapter")?);
