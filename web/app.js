@@ -165,10 +165,14 @@ function refreshData() {
   }, 250);
 }
 
+// The table's columns: the prompt first, a pair's chosen and rejected answers side by side,
+// then any other fields.
+const COLUMN_ORDER = ["instruction", "input", "prompt", "output", "completion", "chosen", "rejected", "messages", "text"];
 function fieldsOf(records) {
   const keys = [];
   for (const r of records) for (const k of Object.keys(r)) if (!keys.includes(k)) keys.push(k);
-  return keys;
+  const rank = (k) => (COLUMN_ORDER.includes(k) ? COLUMN_ORDER.indexOf(k) : COLUMN_ORDER.length);
+  return keys.sort((a, b) => rank(a) - rank(b));
 }
 
 async function showData() {

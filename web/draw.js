@@ -92,6 +92,7 @@ export function rewardChart(container, metrics, totalSteps) {
     svg.append(el("text", { x: L - 6, y: y(t) + 4, "text-anchor": "end", class: "axis" }, String(t)));
   }
   for (const a of [0, 0.5, 1]) svg.append(el("text", { x: W - R + 6, y: ya(a) + 4, class: "axis" }, `${a * 100} %`));
+  for (const t of niceTicks(0, xMax, 8)) svg.append(el("text", { x: x(t), y: H - 12, "text-anchor": "middle", class: "axis" }, String(t)));
   svg.append(el("text", { x: (L + W - R) / 2, y: H - 1, "text-anchor": "middle", class: "axis" }, "step"));
   const series = [
     ["margin", y, "train", "reward margin"],

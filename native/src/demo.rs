@@ -26,7 +26,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub dpo: bool,
     /// The DPO pass's learning rate.
-    #[arg(long, default_value_t = 2e-4)]
+    #[arg(long, default_value_t = 5e-4)]
     pub dpo_lr: f32,
 }
 
