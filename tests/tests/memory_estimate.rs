@@ -14,9 +14,13 @@ use hearth_core::train::memory::{estimate, ModelShape};
 use hearth_core::train::trainer::{TrainConfig, Trainer};
 use hearth_tests::with_gpu;
 
+/// The tests here read the GPU pool's process-wide peak: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 
 #[test]
 fn the_estimate_is_within_ten_percent_of_what_training_allocates() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(path) = hearth_tests::smollm2_gguf() else { return };
     with_gpu!(ctx => {
         let bytes = std::fs::read(&path).unwrap();
@@ -57,6 +61,7 @@ fn the_estimate_is_within_ten_percent_of_what_training_allocates() {
 fn dpo_fits_the_memory_of_supervised_training_at_twice_the_batch() {
     use hearth_core::train::memory::batch_sequences;
     use hearth_core::train::preference::{DpoLoss, Objective};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(path) = hearth_tests::smollm2_gguf() else { return };
     with_gpu!(ctx => {
         let bytes = std::fs::read(&path).unwrap();
