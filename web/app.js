@@ -179,6 +179,7 @@ async function showData() {
   if (!data().trim()) {
     $("data-info").textContent = "No data yet.";
     $("data-table").replaceChildren();
+    $("data-shown").textContent = "";
     return;
   }
   try {
@@ -198,7 +199,9 @@ function drawTable(records) {
   const keys = fieldsOf(records);
   const head = document.createElement("tr");
   head.append(...["#", ...keys].map((k) => Object.assign(document.createElement("th"), { textContent: k })));
-  const rows = records.slice(0, 200).map((r, i) => {
+  const SHOWN = 200;
+  $("data-shown").textContent = records.length > SHOWN ? `The table shows the first ${SHOWN} of ${records.length} records; all of them are used.` : "";
+  const rows = records.slice(0, SHOWN).map((r, i) => {
     const tr = document.createElement("tr");
     tr.append(Object.assign(document.createElement("td"), { textContent: i + 1 }));
     for (const k of keys) {
@@ -349,12 +352,15 @@ async function showEstimate() {
 
 // --- training ---------------------------------------------------------------------------
 
+// While a run is active its settings are fixed: the form is locked and says so.
 function setTraining(on) {
   state.training = on;
   $("train").disabled = on;
   $("pause").disabled = !on;
   $("stop").disabled = !on;
   $("pause").textContent = "Pause";
+  for (const input of $("settings").querySelectorAll("input, select")) input.disabled = on;
+  $("settings-locked").hidden = !on;
 }
 
 async function startTraining(resume, current = false) {

@@ -80,6 +80,12 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("#data-table tr").length >= 5 && document.querySelector("#preview .tok.loss"), null, { timeout: MINUTE });
   check((await page.locator("#data-table tr").count()) === 6, "the table shows the 4 records (+ header and add row)");
   check((await page.locator("#preview .tok.loss").count()) > 0 && (await page.locator("#preview .tok:not(.loss)").count()) > 0, "the preview marks which tokens carry loss");
+  // more records than the table shows: it says how many of how many
+  await page.fill("#data", DATA.trim().split("\n")[0].concat("\n").repeat(205));
+  await page.waitForFunction(() => /first 200 of 205/.test(document.getElementById("data-shown").textContent), null, { timeout: MINUTE });
+  check((await page.locator("#data-table tr").count()) === 202, "a table of 205 records shows 200 and says so");
+  await page.fill("#data", DATA);
+  await page.waitForFunction(() => document.querySelectorAll("#data-table tr").length === 6 && !document.getElementById("data-shown").textContent, null, { timeout: MINUTE });
 
   // 3. settings: the form has a field for every setting of hearth-core's schema (the CLI's
   // flags come from it too), but the two the page has its own controls for
@@ -102,6 +108,7 @@ try {
   // 4. train, pausing on the way: no step runs while paused
   await page.click("#train");
   await page.waitForFunction(() => window.hearth.metrics.some((m) => m.step >= 2), null, { timeout: 4 * MINUTE });
+  check((await page.locator("#set-lr").isDisabled()) && !(await page.locator("#settings-locked").isHidden()), "the settings are locked while the run is active, and the page says so");
   await page.click("#pause");
   await page.waitForTimeout(2000); // the step in flight finishes
   const stepsWhenPaused = await page.evaluate(() => window.hearth.metrics.length);
@@ -114,6 +121,7 @@ try {
   const losses = metrics.filter((m) => m.loss !== undefined).map((m) => m.loss);
   console.log(`losses: ${losses.map((l) => l.toFixed(4)).join(" ")}; validation: ${metrics.filter((m) => m.val_loss !== undefined).map((m) => m.val_loss.toFixed(4)).join(" ")}`);
   check(finished && finished.step === 8, "the run finished its 8 steps");
+  check(!(await page.locator("#set-lr").isDisabled()) && (await page.locator("#settings-locked").isHidden()), "the settings are unlocked when the run ends");
   check((await page.locator("#loss-chart circle.point.train").count()) === 8, "the loss chart has 8 train points");
   check((await page.locator("#loss-chart circle.point.val").count()) >= 4, "the loss chart has validation points");
   check(losses.length === 8 && losses[7] < losses[0], "the loss fell");
