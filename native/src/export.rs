@@ -10,7 +10,7 @@ use hearth_core::io::hf_export::{hf_folder, ExportDtype};
 use hearth_core::io::load::LoadedModel;
 use hearth_core::io::ollama::{modelfile, ModelfileSource};
 
-use crate::load::{load, ModelArgs};
+use crate::load::{load, load_base_and_adapter, ModelArgs};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  hearth export SmolLM2-135M-Instruct.Q4_1.gguf --out ./smollm2-hf --dtype f32\n  hearth export ./smollm2-hf --out smollm2.q8_0.gguf --format gguf --dtype q8_0")]
@@ -127,15 +127,10 @@ pub struct ExportAdapterArgs {
 
 /// `hearth export-adapter`: a PEFT adapter as a LoRA adapter GGUF for llama.cpp and Ollama.
 pub fn run_adapter(a: ExportAdapterArgs) -> Result<()> {
-    let dir = a.model.adapter.clone().context("--adapter DIR is required: the adapter to write")?;
-    let mut args = a.model.clone();
-    args.adapter = None;
-    let m = load(&args)?;
-    let adapter = crate::load::read_adapter(&dir, &m.cfg)?;
-    adapter.check_against(&m.cfg, &dir.display().to_string())?;
+    let (m, adapter, _) = load_base_and_adapter(&a.model, "write")?;
     let bytes = hearth_core::lora::gguf::adapter_gguf_bytes(&adapter, &m.cfg)?;
     let modelfile = if a.ollama {
-        let base = std::path::absolute(&args.model).with_context(|| args.model.display().to_string())?;
+        let base = std::path::absolute(&a.model.model).with_context(|| a.model.model.display().to_string())?;
         let file = format!("./{}", a.out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
         Some(ollama_modelfile(&m, &base.display().to_string(), Some(&file))?)
     } else {

@@ -8,7 +8,8 @@ use clap::Args;
 use hearth_core::lora::LoraConfig;
 use hearth_core::model::WeightFormat;
 use hearth_core::quant::QuantFormat;
-use hearth_core::train::memory::{base_bytes, estimate, lora_params, ModelShape, DEFAULT_BINDING_LIMIT};
+use hearth_core::train::memory::{base_bytes, batch_sequences, estimate, lora_params, ModelShape, DEFAULT_BINDING_LIMIT};
+use hearth_core::train::settings::RunSettings;
 
 use crate::load::load_config;
 
@@ -72,8 +73,9 @@ pub fn run(a: InfoArgs) -> Result<()> {
     // Training estimate: frozen base + LoRA (params, grads, AdamW m and v in f32) + what the
     // training pass allocates (activations kept for every layer, or with checkpointing one
     // layer's worth plus each layer's input; scratch; a chunk of logits).
-    let preference = a.objective != "sft";
-    let sequences = if preference { 2 * a.batch_size } else { a.batch_size };
+    let objective = RunSettings { objective: a.objective.clone(), ..RunSettings::default() }.objective()?;
+    let preference = objective.is_preference();
+    let sequences = batch_sequences(&objective, a.batch_size);
     let tokens = a.seq_len * sequences;
     // as hearth train holds the model: chunks of 256 tokens, a KV cache of --ctx tokens
     let shape = ModelShape { head_format: head, chunk: 256, ctx_tokens: a.ctx.min(cfg.max_seq_len).max(1), binding_limit: DEFAULT_BINDING_LIMIT };

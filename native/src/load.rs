@@ -107,6 +107,17 @@ pub fn load(args: &ModelArgs) -> Result<LoadedModel> {
     Ok(loaded?)
 }
 
+/// The base model (without the adapter) and the adapter `--adapter` names, checked against
+/// the model's shapes; the flag is required (`what`: what the adapter is for, in the error).
+pub fn load_base_and_adapter(args: &ModelArgs, what: &str) -> Result<(LoadedModel, Adapter, PathBuf)> {
+    let dir = args.adapter.clone().with_context(|| format!("--adapter DIR is required: the adapter to {what}"))?;
+    let base = ModelArgs { adapter: None, ..args.clone() };
+    let m = load(&base)?;
+    let adapter = read_adapter(&dir, &m.cfg)?;
+    adapter.check_against(&m.cfg, &dir.display().to_string())?;
+    Ok((m, adapter, dir))
+}
+
 /// Loads the model and puts it on the GPU.
 pub fn load_on_gpu(ctx: &GpuContext, args: &ModelArgs, chunk: usize) -> Result<(Model, hearth_core::model::Tokenizer)> {
     let loaded = load(args)?;

@@ -1,13 +1,13 @@
 //! `hearth merge`: the base model with an adapter folded in (W + scale·B·A), as an HF folder
 //! or one GGUF file (`--format gguf`).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use clap::Args;
 use hearth_core::lora::merge::merge_into;
 
 use crate::export::OutputArgs;
-use crate::load::{load, read_adapter, ModelArgs};
+use crate::load::{load_base_and_adapter, ModelArgs};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  hearth merge SmolLM2-135M-Instruct.Q4_1.gguf --adapter runs/faq --out ./smollm2-faq --dtype f16\n  hearth merge SmolLM2-135M-Instruct.Q4_1.gguf --adapter runs/faq --out faq.q8_0.gguf --format gguf --dtype q8_0\n\nQuantized weights are dequantized before the adapter is added.")]
@@ -19,12 +19,7 @@ pub struct MergeArgs {
 }
 
 pub fn run(a: MergeArgs) -> Result<()> {
-    let dir = a.model.adapter.clone().context("--adapter DIR is required: the adapter to merge")?;
-    let mut args = a.model.clone();
-    args.adapter = None;
-    let mut m = load(&args)?;
-    let adapter = read_adapter(&dir, &m.cfg)?;
-    adapter.check_against(&m.cfg, &dir.display().to_string())?;
+    let (mut m, adapter, dir) = load_base_and_adapter(&a.model, "merge")?;
     merge_into(&mut m.weights, &adapter);
     let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     eprintln!("merged {} adapted layers of {} into {}", adapter.tensors.len(), dir.display(), a.output.write(&m, &name)?);

@@ -12,17 +12,10 @@
 use serde_json::Value;
 
 use super::gguf_write::{GgufWriter, MetaValue};
+use crate::model::gguf_tokenizer::token_type::{BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED};
 use crate::model::gguf_tokenizer::{pre_tokenizer, KNOWN_PRE};
 use crate::model::{Config, Tokenizer};
 use crate::{Error, Result};
-
-// llama.cpp's token types
-const NORMAL: i32 = 1;
-const UNKNOWN: i32 = 2;
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
-const UNUSED: i32 = 5;
-const BYTE: i32 = 6;
 
 fn refuse<T>(what: &str) -> Result<T> {
     Err(Error::unsupported("the tokenizer", format!("as GGUF: {what} (Hearth writes byte-level BPE and SentencePiece-style BPE tokenizers)")))

@@ -13,10 +13,16 @@ use serde_json::{json, Map, Value};
 use crate::io::gguf::{Gguf, GgufValue};
 use crate::{Error, Result};
 
-const UNKNOWN: u64 = 2;
-const CONTROL: u64 = 3;
-const USER_DEFINED: u64 = 4;
-const BYTE: u64 = 6;
+/// llama.cpp's token types, for reading and for writing GGUF vocabularies.
+pub(crate) mod token_type {
+    pub const NORMAL: i32 = 1;
+    pub const UNKNOWN: i32 = 2;
+    pub const CONTROL: i32 = 3;
+    pub const USER_DEFINED: i32 = 4;
+    pub const UNUSED: i32 = 5;
+    pub const BYTE: i32 = 6;
+}
+use token_type::{BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED};
 
 /// The split patterns llama.cpp names in tokenizer.ggml.pre (llama-vocab.cpp), as HF writes them.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -37,7 +43,7 @@ pub fn tokenizer_json(g: &Gguf, file: &str) -> Result<Value> {
 /// What both kinds share: the tokens, their types and the BOS handling.
 struct Metadata<'a> {
     tokens: Vec<&'a str>,
-    types: Vec<u64>,
+    types: Vec<i32>,
     /// The BOS token when tokenizer.ggml.add_bos_token asks for it in front of every text.
     add_bos: Option<usize>,
 }
@@ -46,9 +52,9 @@ impl<'a> Metadata<'a> {
     /// `spm`: a SentencePiece vocabulary ("llama"), to which llama.cpp adds BOS by default.
     fn read(g: &'a Gguf, spm: bool, file: &str) -> Result<Self> {
         let tokens = strings(g, "tokenizer.ggml.tokens", file)?;
-        let types: Vec<u64> = match g.get("tokenizer.ggml.token_type").and_then(GgufValue::as_array) {
-            Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
-            None => vec![1; tokens.len()],
+        let types: Vec<i32> = match g.get("tokenizer.ggml.token_type").and_then(GgufValue::as_array) {
+            Some(a) => a.iter().map(|v| v.as_u64().and_then(|t| i32::try_from(t).ok()).unwrap_or(NORMAL)).collect(),
+            None => vec![NORMAL; tokens.len()],
         };
         if types.len() != tokens.len() {
             return Err(Error::bad_file(file, format!("metadata tokenizer.ggml.token_type has {} entries for {} tokens",

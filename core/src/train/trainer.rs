@@ -310,10 +310,7 @@ impl Trainer {
             let reference = if objective.needs_reference() { Some(self.reference_logps(ctx, b).await?) } else { None };
             let dropout = self.dropout(step, j);
             let mut weights_of = |nll: &[f32]| {
-                let (terms, policy) = pair_terms(&objective, b, nll, reference.as_deref());
-                for (t, pair) in terms.iter().zip(policy.chunks(2)) {
-                    tally.add(t, pair[0]);
-                }
+                let terms = score_pairs(&objective, b, nll, reference.as_deref(), &mut tally);
                 token_weights(b, &terms, pairs, &objective, chosen_tokens)
             };
             self.pass.forward_backward_weighted(ctx, &self.model, b, &mut weights_of, dropout, j > 0).await?;
@@ -331,10 +328,7 @@ impl Trainer {
             let b = pack(&chunk.iter().collect::<Vec<_>>());
             let reference = if objective.needs_reference() { Some(self.reference_logps(ctx, &b).await?) } else { None };
             let nll = self.pass.forward_token_losses(ctx, &self.model, &b).await?;
-            let (terms, policy) = pair_terms(&objective, &b, &nll, reference.as_deref());
-            for (t, pair) in terms.iter().zip(policy.chunks(2)) {
-                tally.add(t, pair[0]);
-            }
+            score_pairs(&objective, &b, &nll, reference.as_deref(), &mut tally);
             tokens += b.len();
         }
         let stats = tally.stats(&objective);
@@ -424,14 +418,17 @@ pub async fn evaluate(ctx: &GpuContext, model: &Model, pass: &mut TrainPass, exa
     Ok(EvalStats { loss, perplexity: loss.exp(), tokens, preference: None })
 }
 
-/// Each pair's terms in `batch` (chosen, rejected, ...) from the tokens' NLLs, and the
-/// sequences' log-probabilities.
-fn pair_terms(objective: &Objective, batch: &TokenBatch, nll: &[f32], reference: Option<&[SeqLogp]>) -> (Vec<PairTerms>, Vec<SeqLogp>) {
+/// Each pair's terms in `batch` (chosen, rejected, ...) from the tokens' NLLs, added to
+/// `tally`.
+fn score_pairs(objective: &Objective, batch: &TokenBatch, nll: &[f32], reference: Option<&[SeqLogp]>, tally: &mut PreferenceTally) -> Vec<PairTerms> {
     let policy = sequence_logps(batch, nll);
-    let terms = policy
+    policy
         .chunks(2)
         .enumerate()
-        .map(|(i, p)| objective.pair_terms(p[0], p[1], reference.map(|r| (r[2 * i], r[2 * i + 1]))))
-        .collect();
-    (terms, policy)
+        .map(|(i, p)| {
+            let t = objective.pair_terms(p[0], p[1], reference.map(|r| (r[2 * i], r[2 * i + 1])));
+            tally.add(&t, p[0]);
+            t
+        })
+        .collect()
 }

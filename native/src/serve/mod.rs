@@ -151,7 +151,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         context,
         api_key: a.api_key.clone(),
         max_queue: a.max_queue,
-        started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        started: routes::now(),
         next_id: AtomicU64::new(0),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

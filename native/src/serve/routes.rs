@@ -53,7 +53,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn now() -> u64 {
+/// Seconds since the Unix epoch (OpenAI's `created`).
+pub(super) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
