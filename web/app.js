@@ -1,7 +1,7 @@
 // The page: forms, tables and pictures. Every computation goes to the worker (worker.js),
 // which runs hearth-core on WebGPU; this thread only draws, so it never freezes.
 
-import { lossChart, rewardChart, memoryBar, loraShapes, mib } from "./draw.js";
+import { lossChart, rewardChart, memoryBar, loraShapes, tokenLosses, layerMap, measuredMemory, mib } from "./draw.js";
 import { zip } from "./zip.js";
 
 const $ = (id) => document.getElementById(id);
@@ -46,11 +46,16 @@ function drawCharts() {
 
 const handlers = {
   download({ file, index, count, done, total }) {
+    state.downloads = (state.downloads ?? 0) + 1;
     $("download").hidden = false;
     $("download").value = total ? (index + done / total) / count : index / count;
     $("download-text").textContent = `Downloading ${file} (${index + 1} of ${count})${total ? `: ${mib(done)} of ${mib(total)}` : ""}`;
   },
   status: ({ text }) => say(text),
+  preparing() {
+    state.preparedKernels = (state.preparedKernels ?? 0) + 1;
+    $("train-status").textContent = "Preparing the GPU kernels: the first step's time and the ETA do not include this.";
+  },
   model: ({ info }) => showModel(info),
   started({ info, metrics, settings, data }) {
     // a resumed run brings back its own settings and data
@@ -82,12 +87,17 @@ const handlers = {
   finished({ step, stopped, early_stopped, tokens_per_s }) {
     setTraining(false);
     state.tuned = true;
+    state.downloaded = false;
+    $("train").textContent = "New run";
+    $("continue").hidden = false;
     state.finished = { step, stopped, early_stopped, tokens_per_s };
     $("download-adapter").disabled = false;
+    $("resume-banner").hidden = true;
     const how = early_stopped
       ? `Stopped early at step ${step}: no lower validation loss in ${state.earlyStop?.evals_since_best ?? "several"} evaluation(s); the adapter is the one with the best validation loss`
       : `${stopped ? "Stopped" : "Finished"} at step ${step}`;
     say(`${how} (${tokens_per_s.toFixed(1)} tokens/s). The adapter is saved in this browser; try it below or download it.`, "ok");
+    showTokenLosses();
   },
   failed({ error, checkpoint }) {
     setTraining(false);
@@ -97,6 +107,14 @@ const handlers = {
       $("resume-banner").hidden = false;
       state.resumeWithForm = true;
     }
+  },
+  norms({ step, norms }) {
+    state.norms = { step, ...norms };
+    layerMap($("layer-map"), norms, step);
+  },
+  memory(m) {
+    state.measured = m;
+    measuredMemory($("memory-measured"), m, state.estimate);
   },
   text({ stream, piece }) {
     textSinks.get(stream)?.(piece);
@@ -135,10 +153,44 @@ async function loadModel(fields) {
   }
 }
 
+// One model of each family a laptop's tab can train: Hub id, family, parameters, download
+// bytes (the safetensors, bf16).
+const HUB_MODELS = [
+  ["HuggingFaceTB/SmolLM2-135M-Instruct", "Llama (SmolLM2)", 135e6, 270e6],
+  ["HuggingFaceTB/SmolLM2-360M-Instruct", "Llama (SmolLM2)", 362e6, 724e6],
+  ["Qwen/Qwen2.5-0.5B-Instruct", "Qwen2.5", 494e6, 988e6],
+  ["Qwen/Qwen3-0.6B", "Qwen3", 752e6, 1.5e9],
+  ["unsloth/gemma-3-270m-it", "Gemma 3", 268e6, 536e6],
+];
+const size = (b) => (b >= 1e9 ? `${(b / 1e9).toFixed(1)} GB` : b >= 1e6 ? `${Math.round(b / 1e6)} MB` : `${Math.max(1, Math.round(b / 1e3))} kB`);
+
+function modelButton(label, detail, load) {
+  const li = document.createElement("li");
+  const b = Object.assign(document.createElement("button"), { type: "button", className: "quiet", textContent: label });
+  b.onclick = load;
+  li.append(b, " ", Object.assign(document.createElement("span"), { className: "small", textContent: detail }));
+  return li;
+}
+
+// The served models folder's list (hearth web makes models/index.json; a static host may
+// carry one), then the Hub's.
+async function listModels() {
+  const served = await fetch("models/index.json").then((r) => (r.ok ? r.json() : [])).catch(() => []);
+  $("served-models").replaceChildren(...served.map((m) => modelButton(m.name, `from this server, ${size(m.bytes)}`, () => loadModel({ url: m.path }))));
+  $("served-models").hidden = !served.length;
+  $("hub-models").replaceChildren(
+    ...HUB_MODELS.map(([id, family, params, bytes]) =>
+      modelButton(id.split("/")[1], `${family}, ${(params / 1e6).toFixed(0)} M parameters: download ≈ ${size(bytes)}, weights on the GPU ≈ ${size(4 * params)}`, () => loadModel({ url: id }))),
+  );
+}
+
 $("url-form").onsubmit = (e) => {
   e.preventDefault();
   if ($("model-url").value.trim()) loadModel({ url: $("model-url").value });
+  else say("Type a models/ folder, a .gguf address or a Hub id (or pick a ready model above).", "error");
 };
+// The file pickers are buttons (reachable by keyboard) that open their hidden inputs.
+for (const b of document.querySelectorAll("button[data-picks]")) b.onclick = () => $(b.dataset.picks).click();
 $("model-files").onchange = (e) => e.target.files.length && loadModel({ files: [...e.target.files] });
 $("model-folder").onchange = (e) => e.target.files.length && loadModel({ files: [...e.target.files] });
 $("drop").ondragover = (e) => {
@@ -363,25 +415,36 @@ function setTraining(on) {
   $("settings-locked").hidden = !on;
 }
 
-async function startTraining(resume, current = false) {
+// resume: from the saved checkpoint (current: with the page's settings, after a failure);
+// continue: a new run from the adapter the last one ended with.
+async function startTraining({ resume = false, current = false, continued = false } = {}) {
   setTraining(true);
   state.metrics = [];
-  say(resume ? "Resuming the saved run…" : "Preparing the run…");
+  state.finished = null;
+  say(resume && !continued ? "Resuming the saved run…" : continued ? "Continuing from the last adapter…" : "Preparing the run…");
   try {
-    await call("train", { settings: settings(), data: data(), resume, current, saveSteps: Math.max(1, parseInt($("save-steps").value, 10) || 10) });
+    await call("train", { settings: settings(), data: data(), resume, current, continue: continued, saveSteps: Math.max(1, parseInt($("save-steps").value, 10) || 10) });
     $("resume-banner").hidden = true;
-    say("Training… (pause or stop at any time; checkpoints are kept in this browser)");
   } catch (e) {
     setTraining(false);
     say(`Could not start: ${e.message}`, "error");
   }
 }
 
+// Whether to go on over an adapter that was never downloaded (a new run replaces it).
+const replaceUnsaved = () =>
+  !state.tuned || state.downloaded || confirm("The adapter of the last run has not been downloaded, and a new run replaces it. Start a new run anyway?");
+
 $("train").onclick = () => {
   if (!state.model) return say("Load a model first.", "error");
   if (!data().trim()) return say("Add some data first.", "error");
   if (state.estimate?.warning && !confirm(`${state.estimate.warning}. Train anyway?`)) return;
-  startTraining(false);
+  if (!replaceUnsaved()) return;
+  startTraining();
+};
+$("continue").onclick = () => {
+  if (!data().trim()) return say("Add some data first.", "error");
+  startTraining({ continued: true });
 };
 $("pause").onclick = () => {
   const pausing = $("pause").textContent === "Pause";
@@ -393,10 +456,16 @@ $("stop").onclick = () => {
   call("stop");
   say("Stopping after the current step and saving a checkpoint…");
 };
-$("resume-run").onclick = () => startTraining(true, !!state.resumeWithForm);
+$("resume-run").onclick = () => startTraining({ resume: true, current: !!state.resumeWithForm });
+$("continue-saved").onclick = () => startTraining({ resume: true, continued: true });
+$("new-run-saved").onclick = () => {
+  $("resume-banner").hidden = true;
+  say("Load a model and add data for the new run (the saved run is kept until it starts).", "ok");
+};
 $("discard-run").onclick = async () => {
   await call("discard");
   $("resume-banner").hidden = true;
+  say("The saved run is discarded.", "ok");
 };
 
 // --- try it -----------------------------------------------------------------------------
@@ -476,6 +545,20 @@ $("score-form").onsubmit = async (e) => {
   }
 };
 
+// --- teaching view ----------------------------------------------------------------------
+
+async function showTokenLosses() {
+  if (!state.model || !data().trim()) return;
+  try {
+    const d = await call("token_losses", { settings: settings(), data: data() });
+    state.tokenLosses = d;
+    tokenLosses($("token-loss"), $("token-loss-summary"), d);
+  } catch (e) {
+    $("token-loss-summary").textContent = e.message;
+  }
+}
+$("token-loss-show").onclick = showTokenLosses;
+
 // --- export -----------------------------------------------------------------------------
 
 $("download-adapter").onclick = async () => {
@@ -485,6 +568,7 @@ $("download-adapter").onclick = async () => {
     document.body.append(a);
     a.click();
     a.remove();
+    state.downloaded = true;
   } catch (e) {
     say(`Could not export: ${e.message}`, "error");
   }
@@ -493,6 +577,11 @@ $("download-adapter").onclick = async () => {
 // --- start ------------------------------------------------------------------------------
 
 async function start() {
+  if (!window.isSecureContext) {
+    $("insecure").hidden = false;
+    $("insecure-origin").textContent = location.origin;
+    return say("This page is not a secure context, so the browser hides WebGPU: open it over https.", "error");
+  }
   if (!("gpu" in navigator)) return noWebGpu("This browser does not offer WebGPU (navigator.gpu is missing).");
   if (!(await navigator.gpu.requestAdapter().catch(() => null))) return noWebGpu("WebGPU is present but found no usable GPU adapter (it may be blocked or turned off).");
   try {
@@ -501,6 +590,7 @@ async function start() {
     state.schema = schema;
     state.gpu = gpu;
     buildSettings(schema, defaults);
+    await listModels();
     $("app").hidden = false;
     say(`Ready on ${gpu.summary}${gpu.software ? " — a software adapter, so training is slow: use a tiny model" : ""}. Load a model to begin.`, "ok");
     state.metrics = [];
@@ -508,7 +598,12 @@ async function start() {
     drawCharts();
     if (saved) {
       const where = saved.model.kind === "url" ? saved.model.url : saved.model.name;
-      $("resume-text").textContent = `A run on ${where} was saved at step ${saved.step} of ${saved.total_steps}.`;
+      $("resume-text").textContent = saved.finished
+        ? `A run on ${where} finished at step ${saved.step}; its adapter is saved in this browser.`
+        : `A run on ${where} was saved at step ${saved.step} of ${saved.total_steps}.`;
+      $("resume-run").hidden = saved.finished;
+      $("continue-saved").hidden = !saved.finished;
+      $("new-run-saved").hidden = !saved.finished;
       $("resume-banner").hidden = false;
     }
   } catch (e) {

@@ -158,7 +158,10 @@ export function loraShapes(container, est) {
     const w = t.d_in * S, h = t.d_out * S, r = Math.max(t.r * S, 2);
     // W with B (d_out × r) beside it and A (r × d_in) under it: the update is B·A
     const Wd = w + r + 40, Hd = h + r + 34;
-    const svg = el("svg", { viewBox: `0 0 ${Wd} ${Hd}`, width: Wd, height: Hd, role: "img" });
+    const svg = el("svg", {
+      viewBox: `0 0 ${Wd} ${Hd}`, width: Wd, height: Hd, role: "img",
+      "aria-label": `${t.name}, drawn to scale: the frozen W, ${t.d_out} by ${t.d_in}; the trained B, ${t.d_out} by ${t.r}, and A, ${t.r} by ${t.d_in}`,
+    });
     svg.append(el("rect", { x: 0, y: 12, width: w, height: h, class: "frozen" }));
     svg.append(el("text", { x: w / 2, y: 10, "text-anchor": "middle", class: "axis" }, "W"));
     svg.append(el("rect", { x: w + 8, y: 12, width: r, height: h, class: "lora-b" }));
@@ -176,4 +179,95 @@ export function loraShapes(container, est) {
   total.className = "small";
   total.textContent = `${est.layers} layers × these = ${est.trainable.toLocaleString()} trainable parameters of ${est.params.toLocaleString()} (${((100 * est.trainable) / est.params).toFixed(3)}%).`;
   container.replaceChildren(wrap, total);
+}
+
+/**
+ * One example's tokens, each shaded by how its loss changed with training (green: the model
+ * now predicts it better; red: worse), with the numbers on hover and ↓/↑ after the tokens that
+ * changed by more than half a nat; `summary` gets the same in words.
+ */
+export function tokenLosses(container, summary, d) {
+  const spans = d.tokens.map((t) => {
+    const s = document.createElement("span");
+    s.className = `tok${t.loss ? " loss" : ""}`;
+    s.textContent = t.text;
+    if (t.before === null) return s;
+    const delta = t.after === null ? 0 : t.after - t.before;
+    if (t.loss && t.after !== null) {
+      const a = Math.min(1, Math.abs(delta) / 2).toFixed(2);
+      s.style.backgroundColor = delta < 0 ? `rgba(22, 163, 74, ${a})` : `rgba(220, 38, 38, ${a})`;
+      if (Math.abs(delta) > 0.5) s.dataset.change = delta < 0 ? "down" : "up";
+    }
+    s.title = t.after === null ? `loss ${t.before.toFixed(3)} nats` : `loss ${t.before.toFixed(3)} → ${t.after.toFixed(3)} nats`;
+    s.dataset.before = t.before;
+    if (t.after !== null) s.dataset.after = t.after;
+    return s;
+  });
+  container.replaceChildren(...spans);
+  const counted = d.tokens.filter((t) => t.loss && t.before !== null);
+  const mean = (key) => counted.reduce((n, t) => n + t[key], 0) / Math.max(counted.length, 1);
+  if (!counted.length) return (summary.textContent = "This example has no tokens with loss.");
+  if (counted[0].after === null) {
+    summary.textContent = `The ${d.split} example's ${counted.length} answer tokens cost the base model ${mean("before").toFixed(3)} nats each on average. Train, and this shows what changed.`;
+    return;
+  }
+  const most = [...counted].sort((a, b) => a.after - a.before - (b.after - b.before)).slice(0, 5);
+  summary.textContent =
+    `On the ${d.split} example the ${counted.length} answer tokens cost ${mean("before").toFixed(3)} nats each before training and ${mean("after").toFixed(3)} after. ` +
+    `Learned most: ${most.map((t) => `"${t.text.trim() || t.text}" ${t.before.toFixed(2)} → ${t.after.toFixed(2)}`).join(", ")}.`;
+}
+
+/**
+ * The adapter's update per layer (rows) and module (columns): ‖scale·B·A‖, the darker the
+ * larger, with the values on hover, in the picture's label, and in a table below it.
+ */
+export function layerMap(container, d, step) {
+  const modules = [...new Set(d.norms.map((n) => n.module))];
+  const max = Math.max(...d.norms.map((n) => n.norm), 1e-12);
+  const cw = 64, ch = Math.max(8, Math.min(18, 360 / d.layers)), L = 58, T = 18;
+  const W = L + modules.length * cw + 4, H = T + d.layers * ch + 4;
+  const top = [...d.norms].sort((a, b) => b.norm - a.norm).slice(0, 3);
+  const svg = el("svg", {
+    viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": `How much the adapter changes each layer at step ${step}: largest ${top.map((n) => `layer ${n.layer} ${n.module} ${n.norm.toPrecision(3)}`).join(", ")}`,
+  });
+  modules.forEach((m, j) => svg.append(el("text", { x: L + j * cw + cw / 2, y: 12, "text-anchor": "middle", class: "axis" }, m.replace("_proj", ""))));
+  for (let l = 0; l < d.layers; l += Math.ceil(d.layers / 12)) svg.append(el("text", { x: L - 6, y: T + l * ch + ch * 0.75, "text-anchor": "end", class: "axis" }, `layer ${l}`));
+  for (const n of d.norms) {
+    const r = el("rect", { x: L + modules.indexOf(n.module) * cw, y: T + n.layer * ch, width: cw - 2, height: ch - 1, class: "cell", "fill-opacity": (0.05 + 0.95 * n.norm / max).toFixed(3), "data-norm": n.norm });
+    r.append(el("title", {}, `layer ${n.layer} ${n.module}: ‖ΔW‖ = ${n.norm.toPrecision(4)}`));
+    svg.append(r);
+  }
+  const table = document.createElement("table");
+  const head = document.createElement("tr");
+  head.append(...["layer", ...modules].map((k) => Object.assign(document.createElement("th"), { textContent: k, scope: "col" })));
+  const rows = [];
+  for (let l = 0; l < d.layers; l++) {
+    const tr = document.createElement("tr");
+    tr.append(Object.assign(document.createElement("th"), { textContent: l, scope: "row" }));
+    for (const m of modules) tr.append(Object.assign(document.createElement("td"), { textContent: d.norms.find((n) => n.layer === l && n.module === m)?.norm.toPrecision(3) ?? "" }));
+    rows.push(tr);
+  }
+  table.append(head, ...rows);
+  const details = document.createElement("details");
+  details.append(Object.assign(document.createElement("summary"), { textContent: "The same as a table" }), table);
+  container.replaceChildren(svg, details);
+}
+
+/** The run's memory as the GPU allocator counted it, next to the estimate. */
+export function measuredMemory(container, m, est) {
+  const rows = [
+    ["the model (weights, KV cache, inference buffers)", est ? est.base + est.inference : null, m.model],
+    ["the run's buffers (adapter, gradients, AdamW moments, work buffers)", est ? est.adapter + est.gradients + est.optimizer + est.activations : null, m.run],
+    ["peak while stepping (all of it)", est ? est.total : null, m.peak],
+  ];
+  const table = document.createElement("table");
+  const head = document.createElement("tr");
+  head.append(...["part", "estimated", "measured"].map((k) => Object.assign(document.createElement("th"), { textContent: k, scope: "col" })));
+  table.append(head, ...rows.map(([label, e, v]) => {
+    const tr = document.createElement("tr");
+    tr.append(Object.assign(document.createElement("th"), { textContent: label, scope: "row" }), Object.assign(document.createElement("td"), { textContent: e === null ? "" : mib(e) }), Object.assign(document.createElement("td"), { textContent: mib(v) }));
+    return tr;
+  }));
+  container.replaceChildren(table);
 }

@@ -97,35 +97,50 @@ async function checkpoint() {
   event("checkpoint", { step: run.step });
 }
 
+/**
+ * Starts a run. `msg.resume`: from the saved checkpoint (after a reload, with the saved run's
+ * settings and data, or after a failure with the page's). `msg.continue`: a new run that
+ * starts from the adapter the last run ended with (after a reload, the saved one).
+ */
 async function train(msg) {
   if (run && run.active) throw new Error("a run is already going");
   if (deviceLost) {
     session = await Session.open();
     deviceLost = false;
   }
-  const resumeFrom = msg.resume ? await loadRun() : null;
-  if (msg.resume && !resumeFrom) throw new Error("there is no saved run to resume");
-  // after a failure the page's settings apply (e.g. a lower max sequence length or
-  // checkpointing on); after a reload, the saved run's
-  const settings = resumeFrom && !msg.current ? resumeFrom.settings : msg.settings;
-  const data = resumeFrom ? resumeFrom.data : msg.data;
-  if (resumeFrom) {
+  const saved = msg.resume ? await loadRun() : null;
+  if (msg.resume && !saved) throw new Error("there is no saved run to resume");
+  let settings = saved && !msg.current ? saved.settings : msg.settings;
+  const data = saved ? saved.data : msg.data;
+  const saveSteps = msg.saveSteps ?? saved?.save_steps ?? 10;
+  if (saved) {
     event("status", { text: "Loading the saved run's model…" });
-    event("model", { info: await loadSaved(resumeFrom.model) });
+    event("model", { info: await loadSaved(saved.model) });
+    const files = await checkpointFiles(saved);
+    const info = await startRun(settings, data, { files, saveSteps });
+    if (!msg.continue) return began(info, settings, data, saveSteps, saved);
   }
-  const files = resumeFrom ? await checkpointFiles(resumeFrom) : null;
-  const saveSteps = msg.saveSteps ?? resumeFrom?.save_steps ?? 10;
-  const info = await exclusive(() => {
+  if (msg.continue && !msg.resume) settings = msg.settings;
+  return began(await startRun(settings, data, { continueCurrent: !!msg.continue, saveSteps }), settings, data, saveSteps, null);
+}
+
+/** session.start with the staged checkpoint `files`, if any. */
+function startRun(settings, data, { files = null, continueCurrent = false, saveSteps }) {
+  return exclusive(async () => {
     session.clear_staged();
     if (files) for (const [n, b] of files) session.stage_file(n, b);
-    return parse(session.start(JSON.stringify(settings), data, !!files, saveSteps));
+    return parse(await session.start(JSON.stringify(settings), data, !!files, continueCurrent, saveSteps));
   });
+}
+
+/** Records the run the session now holds, tells the page, and starts stepping. */
+function began(info, settings, data, saveSteps, resumedFrom) {
   run = {
     settings, data, active: true, paused: false, stopped: false,
-    step: info.step, total_steps: info.total_steps, saveSteps, finished: info.finished || !!resumeFrom?.finished,
-    metrics: resumeFrom ? resumeFrom.metrics.filter((m) => m.step <= info.step) : [],
-    lastCheckpoint: resumeFrom ? info.step : null,
-    tokens: 0, seconds: 0, timedSteps: 0, warm: false,
+    step: info.step, total_steps: info.total_steps, saveSteps, finished: info.finished || !!resumedFrom?.finished,
+    metrics: resumedFrom ? resumedFrom.metrics.filter((m) => m.step <= info.step) : [],
+    lastCheckpoint: resumedFrom ? info.step : null,
+    tokens: 0, seconds: 0, timedSteps: 0,
   };
   event("started", { info, metrics: run.metrics, settings, data });
   trainLoop().catch(async (e) => {
@@ -141,6 +156,13 @@ async function train(msg) {
 // divergence, when a checkpoint is due. This loop renders its events and stores checkpoints.
 async function trainLoop() {
   let earlyStopped = false;
+  if (!run.finished) {
+    // the first step would compile every kernel: done first, as a stage of its own
+    event("status", { text: "Preparing the GPU kernels (once per session)…" });
+    event("preparing", {});
+    await exclusive(() => session.prepare_kernels());
+    event("status", { text: "Training… (pause or stop at any time; checkpoints are kept in this browser)" });
+  }
   while (!run.stopped && !run.finished) {
     if (run.paused) {
       await new Promise((resolve) => (run.wake = resolve));
@@ -151,19 +173,22 @@ async function trainLoop() {
     const seconds = (performance.now() - t0) / 1000;
     for (const ev of events) {
       if (ev.event === "step") {
-        // the first step of a session compiles the pipelines: tokens/s counts the steps after it
-        if (run.warm) {
-          run.tokens += ev.tokens;
-          run.seconds += seconds;
-          run.timedSteps += 1;
-        }
-        run.warm = true;
+        // the kernels were compiled before the first step (prepare_kernels): every step counts
+        run.tokens += ev.tokens;
+        run.seconds += seconds;
+        run.timedSteps += 1;
         run.step = ev.step;
         const metric = { step: ev.step, epoch: ev.epoch, loss: ev.loss, lr: ev.lr, grad_norm: ev.grad_norm };
         if (ev.preference) Object.assign(metric, { margin: ev.preference["rewards/margins"], accuracy: ev.preference["rewards/accuracies"] });
         run.metrics.push(metric);
-        const perStep = run.seconds ? run.seconds / run.timedSteps : seconds;
-        event("step", { ...metric, tokens_per_s: run.seconds ? run.tokens / run.seconds : ev.tokens / seconds, eta_s: perStep * (run.total_steps - ev.step), total_steps: run.total_steps });
+        event("step", { ...metric, tokens_per_s: run.tokens / run.seconds, eta_s: (run.seconds / run.timedSteps) * (run.total_steps - ev.step), total_steps: run.total_steps });
+        // the teaching view: the adapter's update per layer, about 20 times a run, and the
+        // memory once a step has reached its peak
+        if (ev.step % Math.max(1, Math.ceil(run.total_steps / 20)) === 0 || ev.step === run.total_steps) await showNorms();
+        if (!run.memoryShown) {
+          run.memoryShown = true;
+          event("memory", parse(await exclusive(() => session.run_memory())));
+        }
       } else if (ev.event === "eval") {
         const metric = { step: ev.step, val_loss: ev.loss, best: ev.best };
         if (ev.preference) Object.assign(metric, { val_margin: ev.preference["rewards/margins"], val_accuracy: ev.preference["rewards/accuracies"] });
@@ -188,8 +213,13 @@ async function trainLoop() {
   }
   // the end (or a stop): the adapter the run ends with is kept in browser storage
   if (run.lastCheckpoint !== run.step) await checkpoint();
+  await showNorms();
   run.active = false;
   event("finished", { step: run.step, stopped: run.stopped, early_stopped: earlyStopped, tokens_per_s: run.tokens / Math.max(run.seconds, 1e-9) });
+}
+
+async function showNorms() {
+  event("norms", { step: run.step, norms: parse(await exclusive(() => session.update_norms())) });
 }
 
 const ops = {
@@ -201,7 +231,7 @@ const ops = {
       gpu: parse(session.gpu_json()),
       defaults: parse(Session.default_settings()),
       schema: parse(Session.settings_schema()),
-      saved: saved && { step: saved.step, total_steps: saved.total_steps, model: saved.model },
+      saved: saved && { step: saved.step, total_steps: saved.total_steps, model: saved.model, finished: saved.finished },
     };
   },
   example: () => Session.example_data(),
@@ -232,6 +262,7 @@ const ops = {
     exclusive(() => session.generate(JSON.stringify(m.request), (piece) => event("text", { stream: m.stream, piece }))).then(parse),
   score: (m) => exclusive(() => session.score(m.text, m.tuned)).then(parse),
   adapter: () => exclusive(() => session.adapter_files()),
+  token_losses: (m) => exclusive(() => session.token_losses(JSON.stringify(m.settings), m.data)).then(parse),
 };
 
 self.onmessage = async ({ data: msg }) => {

@@ -16,6 +16,7 @@ mod serve;
 mod settings_args;
 mod tokenize;
 mod train;
+mod web;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -60,6 +61,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Serve the model and its adapters over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Serve the web page and a folder of models to a classroom (--https for the LAN).
+    Web(web::WebArgs),
     /// Measure speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -100,6 +103,7 @@ fn main() {
         Command::ExportAdapter(a) => export::run_adapter(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Web(a) => web::run(a),
         Command::Bench(cmd) => bench::run(cmd),
     };
     if let Err(e) = result {

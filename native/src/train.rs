@@ -182,8 +182,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     args.settings.0.train_config()?;
     let mut model_args = args.model.clone();
     if args.settings.0.quant()?.is_some() {
-        // qlora: NF4 unless --quant names another format
-        model_args.quant.get_or_insert_with(|| "nf4".into());
+        // qlora: the QLoRA format, unless --quant names one
+        model_args.quant.get_or_insert_with(|| args.settings.0.qlora_format.clone());
     }
     model_args.adapter = None; // applied below as the starting adapter
     let ctx = crate::open_gpu()?;

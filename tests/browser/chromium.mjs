@@ -5,8 +5,9 @@ const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-w
   "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
   "--remote-debugging-pipe"];
 
-export function launch() {
-  return chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", ignoreDefaultArgs: true, args: FLAGS });
+/** `extra`: more Chromium flags (the test maps a LAN-like host name to 127.0.0.1). */
+export function launch(extra = []) {
+  return chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", ignoreDefaultArgs: true, args: [...FLAGS, ...extra] });
 }
 
 /** Copies the page's console and errors to ours, prefixed. */

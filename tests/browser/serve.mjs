@@ -12,16 +12,17 @@ const TYPES = {
 };
 
 /**
- * Serves `root` on a free localhost port; `mounts` maps URL prefixes to other folders (the
- * browser test serves the model fixtures as a classroom's models/ folder). Resolves to
- * { url, close }.
+ * Serves `root` on a free localhost port; `mounts` maps URL prefixes to other folders (or a
+ * path to a file), the first that matches wins (the browser test serves the page from a sub-path, as GitHub Pages
+ * does, and the model fixtures as its models/ folder). Resolves to { url, port, close }.
  */
 export function serve(root, mounts = {}) {
   const server = createServer(async (req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^(\.\.[/\\])+/, "");
     const [prefix, dir] = Object.entries(mounts).find(([p]) => path.startsWith(p)) ?? ["/", root];
     const rel = path.slice(prefix.length);
-    const file = join(dir, rel === "" || rel.endsWith("/") ? rel + "index.html" : rel);
+    // a prefix without a closing slash names one file
+    const file = !prefix.endsWith("/") ? dir : join(dir, rel === "" || rel.endsWith("/") ? rel + "index.html" : rel);
     try {
       const body = await readFile(file);
       res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream", "content-length": body.length });
@@ -32,5 +33,5 @@ export function serve(root, mounts = {}) {
   });
   return new Promise((resolve) =>
     server.listen(0, "127.0.0.1", () =>
-      resolve({ url: `http://127.0.0.1:${server.address().port}/`, close: () => server.close() })));
+      resolve({ url: `http://127.0.0.1:${server.address().port}/`, port: server.address().port, close: () => server.close() })));
 }

@@ -285,3 +285,20 @@ fn a_dpo_run_resumes_exactly() {
         assert!(e.contains("starting adapter"), "{e}");
     });
 }
+
+#[test]
+fn preparing_the_kernels_changes_nothing() {
+    with_gpu!(ctx => {
+        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+        let mut s = spec(1e-2, 4, None);
+        s.train.lora.dropout = 0.1; // the prepared pass uses the first step's dropout mask
+        let mut plain = new_run(ctx, &m, s.clone());
+        let plain_events = advance(ctx, &mut plain, None);
+        let mut prepared = new_run(ctx, &m, s);
+        pollster::block_on(prepared.prepare_kernels(ctx)).unwrap();
+        let prepared_events = advance(ctx, &mut prepared, None);
+        let losses = |events: &[Event]| -> Vec<f64> { events.iter().filter_map(|e| if let Event::Step(st) = e { Some(st.loss) } else { None }).collect() };
+        assert_eq!(losses(&prepared_events), losses(&plain_events));
+        assert!(weights(&pollster::block_on(prepared.final_adapter(ctx)).unwrap()) == weights(&pollster::block_on(plain.final_adapter(ctx)).unwrap()));
+    });
+}

@@ -67,6 +67,9 @@ pub struct Session {
     /// The model while no run holds it.
     model: Option<Model>,
     run: Option<Run>,
+    /// GPU bytes the allocator held when the run started: (the model alone, with the run's
+    /// own buffers).
+    run_memory: (u64, u64),
 }
 
 #[derive(Deserialize)]
@@ -105,7 +108,7 @@ impl Session {
     /// Opens WebGPU; the error says which browsers work when there is none.
     pub async fn open() -> Result<Session, JsError> {
         let ctx = GpuContext::new(None).await.map_err(js)?;
-        Ok(Session { ctx, staged: Vec::new(), base: None, model: None, run: None })
+        Ok(Session { ctx, staged: Vec::new(), base: None, model: None, run: None, run_memory: (0, 0) })
     }
 
     /// The settings form's defaults (the CLI's).
@@ -306,13 +309,20 @@ impl Session {
         .to_string())
     }
 
-    /// Prepares a run; with `resume` the staged files are a checkpoint to continue from.
-    /// A checkpoint is due every `save_steps` steps (the page's storage cadence).
-    pub fn start(&mut self, settings: &str, data: &str, resume: bool, save_steps: usize) -> Result<String, JsError> {
+    /// Prepares a run; with `resume` the staged files are a checkpoint to continue from;
+    /// with `continue_current` the new run starts from the adapter the current run ends with
+    /// (as `hearth train --adapter` does). A checkpoint is due every `save_steps` steps (the
+    /// page's storage cadence).
+    pub async fn start(&mut self, settings: &str, data: &str, resume: bool, continue_current: bool, save_steps: usize) -> Result<String, JsError> {
         let mut s = RunSettings::from_json(settings).map_err(js)?;
         s.save_steps = save_steps.max(1);
         s.train_config().map_err(js)?; // every setting is checked before anything is loaded
         let want = s.quant().map_err(js)?;
+        let start = match (continue_current, self.run.as_mut()) {
+            (false, _) => None,
+            (true, Some(run)) => Some(run.final_adapter(&self.ctx).await.map_err(js)?),
+            (true, None) => return Err(js("there is no adapter to continue from: train first")),
+        };
         self.reclaim_model();
         if self.base()?.quant != want {
             self.model = None; // free the GPU copy before the new one is made
@@ -329,7 +339,9 @@ impl Session {
         let spec = s.run_spec(&base.tok).map_err(js)?;
         let template = spec.data.template.name().to_string();
         let model = self.model.take().expect("loaded");
-        let mut engine = Run::new(&self.ctx, model, &base.tok, spec, records, None, None, &base.origin).map_err(|e| js(explain(e)))?;
+        let before = self.ctx.memory().live_bytes;
+        self.ctx.reset_peak_memory();
+        let mut engine = Run::new(&self.ctx, model, &base.tok, spec, records, None, start, &base.origin).map_err(|e| js(explain(e)))?;
         if resume {
             let staged = std::mem::take(&mut self.staged);
             let read = |name: &str| {
@@ -353,6 +365,7 @@ impl Session {
             "finished": engine.finished(),
         });
         self.run = Some(engine);
+        self.run_memory = (before, self.ctx.memory().live_bytes);
         Ok(info.to_string())
     }
 
@@ -386,6 +399,13 @@ impl Session {
             })
             .collect();
         Ok(Value::Array(events).to_string())
+    }
+
+    /// Compiles the GPU kernels of a step before the run's first (a stage of its own on the
+    /// page, kept out of tokens/s and the ETA).
+    pub async fn prepare_kernels(&mut self) -> Result<(), JsError> {
+        let run = self.run.as_mut().ok_or_else(|| js("no run has started"))?;
+        run.prepare_kernels(&self.ctx).await.map_err(|e| js(explain(e)))
     }
 
     /// The run's checkpoint files as [[name, bytes], …].
@@ -456,6 +476,66 @@ impl Session {
         let (n, total) = out.map_err(js)?;
         let mean = total / n as f64;
         Ok(json!({ "tokens": n, "mean_nll": mean, "perplexity": mean.exp() }).to_string())
+    }
+    /// The GPU memory of the run, measured by the allocator: the base model (and its KV
+    /// cache), the buffers the run allocated when it started (adapter, gradients, AdamW
+    /// moments, the pass's work buffers), and the peak while it stepped.
+    pub fn run_memory(&self) -> Result<String, JsError> {
+        if self.run.is_none() {
+            return Err(js("no run has started"));
+        }
+        let (model, started) = self.run_memory;
+        Ok(json!({ "model": model, "run": started.saturating_sub(model), "peak": self.ctx.memory().peak_bytes.max(started) }).to_string())
+    }
+
+    /// How much each adapted layer changes its weight now: ‖scale·B·A‖ per layer and module.
+    pub async fn update_norms(&mut self) -> Result<String, JsError> {
+        let run = self.run.as_mut().ok_or_else(|| js("no run has started"))?;
+        let adapter = run.final_adapter(&self.ctx).await.map_err(js)?;
+        let norms: Vec<Value> = adapter.tensors.iter().map(|t| json!({ "layer": t.layer, "module": t.target.name(), "norm": t.update_norm() })).collect();
+        Ok(json!({ "layers": self.base()?.cfg.n_layers, "norms": norms }).to_string())
+    }
+
+    /// Each token's NLL on one example, with the base model ("before") and, once there is
+    /// one, the adapter ("after"): the first validation record, else the first record. Only
+    /// the tokens that carry loss under the run's template are marked.
+    pub async fn token_losses(&mut self, settings: &str, data: &str) -> Result<String, JsError> {
+        let s = RunSettings::from_json(settings).map_err(js)?;
+        let records = parse_records(DATA_ORIGIN, data).map_err(js)?;
+        let (train, val) = split_records(records, s.val_split, s.seed);
+        let (split, record) = match (val.first(), train.first()) {
+            (Some(r), _) => ("validation", r.clone()),
+            (None, Some(r)) => ("training", r.clone()),
+            (None, None) => return Err(js("there is no record to show")),
+        };
+        let opts = match &self.run {
+            Some(run) => run.spec.data.clone(),
+            None => s.data_options(&self.base()?.tok).map_err(js)?,
+        };
+        // a preference pair: its chosen answer
+        let record = if s.objective().map_err(js)?.is_preference() { pair_records(&record).map_err(js)?.0 } else { record };
+        let tok = &self.base.as_ref().expect("checked").tok;
+        let chat = matches!(opts.template, Template::Model | Template::Chatml);
+        let segments = render_record(&record, &opts, tok).map_err(js)?;
+        let mut ex = tokenize(&segments, tok, chat, opts.train_on_prompt).map_err(js)?;
+        ex.tokens.truncate(opts.max_seq_len);
+        let texts = ex.tokens.iter().map(|&id| tok.decode(&[id], false)).collect::<hearth_core::Result<Vec<_>>>().map_err(js)?;
+        let (ctx, model) = (&self.ctx, model_of(&mut self.model, &mut self.run)?);
+        let adapter = model.adapter.take();
+        let before = model.token_nll(ctx, &ex.tokens).await;
+        model.adapter = adapter;
+        let before = before.map_err(js)?;
+        let after = if model.adapter.is_some() { Some(model.token_nll(ctx, &ex.tokens).await.map_err(js)?) } else { None };
+        let tokens: Vec<Value> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                // token i is predicted by position i − 1; the first is never predicted
+                let nll = |v: &Vec<f32>| (i > 0).then(|| v[i - 1]);
+                json!({ "text": text, "loss": i > 0 && ex.loss[i], "before": nll(&before), "after": after.as_ref().and_then(nll) })
+            })
+            .collect();
+        Ok(json!({ "split": split, "tokens": tokens }).to_string())
     }
 }
 

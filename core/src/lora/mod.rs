@@ -245,6 +245,30 @@ impl LoraTensor {
     pub fn peft_prefix(&self) -> String {
         format!("base_model.model.model.layers.{}.{}", self.layer, self.target.path())
     }
+
+    /// The Frobenius norm of the update this layer adds to its weight, ‖scale·B·A‖, without
+    /// forming B·A: ‖B·A‖² = trace((BᵀB)(AAᵀ)), two r × r products.
+    pub fn update_norm(&self) -> f64 {
+        let r = self.rank;
+        let gram = |m: &[f32], rows: usize, cols: usize, by_rows: bool| {
+            // by_rows: M·Mᵀ for M (rows=r, cols); else Mᵀ·M for M (rows, cols=r)
+            let mut g = vec![0f64; r * r];
+            for i in 0..r {
+                for j in 0..r {
+                    g[i * r + j] = if by_rows {
+                        (0..cols).map(|k| m[i * cols + k] as f64 * m[j * cols + k] as f64).sum()
+                    } else {
+                        (0..rows).map(|k| m[k * cols + i] as f64 * m[k * cols + j] as f64).sum()
+                    };
+                }
+            }
+            g
+        };
+        let aat = gram(&self.a, r, self.d_in, true);
+        let btb = gram(&self.b, self.d_out, r, false);
+        let sq: f64 = aat.iter().zip(&btb).map(|(x, y)| x * y).sum();
+        self.scale as f64 * sq.max(0.0).sqrt()
+    }
 }
 
 /// All adapted layers of a model, ordered by layer, then target.
@@ -328,6 +352,31 @@ impl Adapter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn update_norm_is_the_norm_of_scale_b_a() {
+        let mut rng = crate::rng::Rng::new(7);
+        let (r, d_in, d_out) = (3, 5, 4);
+        let t = LoraTensor {
+            layer: 0,
+            target: Target::Q,
+            rank: r,
+            d_in,
+            d_out,
+            scale: 2.5,
+            a: (0..r * d_in).map(|_| rng.uniform(-1.0, 1.0)).collect(),
+            b: (0..d_out * r).map(|_| rng.uniform(-1.0, 1.0)).collect(),
+        };
+        let mut sq = 0f64;
+        for o in 0..d_out {
+            for i in 0..d_in {
+                let x: f64 = (0..r).map(|k| t.b[o * r + k] as f64 * t.a[k * d_in + i] as f64).sum();
+                sq += x * x;
+            }
+        }
+        let want = 2.5 * sq.sqrt();
+        assert!((t.update_norm() - want).abs() <= 1e-9 * want, "{} vs {want}", t.update_norm());
+    }
     use crate::model::config::Arch;
     use crate::ops::rope::RopeScaling;
 

@@ -520,11 +520,21 @@ impl Model {
     /// (predicted tokens, Σ NLL) of `tokens` as one sequence from position 0: each token
     /// after the first is predicted from the ones before it (natural log).
     pub async fn score(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<(usize, f64)> {
+        let nll = self.token_nll(ctx, tokens).await?;
+        let total: f64 = nll.iter().map(|&x| x as f64).sum();
+        if !total.is_finite() {
+            return Err(Error::NotFinite("the log-likelihood is NaN or infinite".into()));
+        }
+        Ok((nll.len(), total))
+    }
+
+    /// Each predicted token's NLL: entry i is −log p(tokens[i + 1] | tokens[..=i]).
+    pub async fn token_nll(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<Vec<f32>> {
         if tokens.len() < 2 {
             return Err(Error::Shape(format!("scoring needs at least 2 tokens, got {}", tokens.len())));
         }
         self.reset();
-        let mut total = 0.0f64;
+        let mut nll = Vec::with_capacity(tokens.len());
         for (i, part) in tokens.chunks(self.chunk).enumerate() {
             let start = i * self.chunk;
             self.forward_chunk(ctx, part)?;
@@ -534,13 +544,11 @@ impl Model {
                 ctx.write_bytes(&self.state.targets, bytemuck::cast_slice(&targets));
                 self.lm_head_rows(ctx, r0, rows)?;
                 cross_entropy_forward(ctx, &self.state.losses, &self.state.logits, &self.state.targets, rows, self.cfg.vocab_size)?;
-                let losses = ctx.read_f32_prefix(&self.state.losses, rows).await?;
-                total += losses.iter().map(|&x| x as f64).sum::<f64>();
+                nll.extend(ctx.read_f32_prefix(&self.state.losses, rows).await?);
             }
         }
-        if !total.is_finite() {
-            return Err(Error::NotFinite("the log-likelihood is NaN or infinite".into()));
-        }
-        Ok((tokens.len() - 1, total))
+        // the last token predicts nothing
+        nll.truncate(tokens.len() - 1);
+        Ok(nll)
     }
 }

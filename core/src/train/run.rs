@@ -171,6 +171,11 @@ impl Run {
         Ok(())
     }
 
+    /// Compiles the kernels of a step ([`Trainer::prepare_kernels`]); changes nothing else.
+    pub async fn prepare_kernels(&mut self, ctx: &GpuContext) -> Result<()> {
+        self.trainer.prepare_kernels(ctx).await
+    }
+
     pub fn finished(&self) -> bool {
         self.finished
     }

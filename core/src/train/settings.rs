@@ -15,13 +15,13 @@ use super::trainer::{parse_checkpointing, TrainConfig};
 use crate::lora::{LoraConfig, Target};
 use crate::model::{Tokenizer, WeightFormat};
 use crate::ops::adamw::AdamwConfig;
-use crate::quant::QuantFormat;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunSettings {
     pub method: String,
+    pub qlora_format: String,
     pub r: usize,
     pub alpha: f32,
     pub rslora: bool,
@@ -65,6 +65,7 @@ impl Default for RunSettings {
         let t = TrainConfig::default();
         RunSettings {
             method: "lora".into(),
+            qlora_format: "nf4".into(),
             r: t.lora.r,
             alpha: t.lora.alpha,
             rslora: t.lora.rslora,
@@ -154,7 +155,9 @@ const UNIT_OPEN: Kind = float(0.0, false, Some(1.0), true);
 /// Every setting, in the order forms show them.
 pub const SCHEMA: &[Setting] = &[
     Setting { name: "method", label: "method", group: "adapter", kind: Kind::Choice(&["lora", "qlora"]),
-        help: "lora keeps the base in the file's precision; qlora quantizes it to NF4 (with double quantization)" },
+        help: "lora keeps the base in the file's precision; qlora quantizes it (to the QLoRA format)" },
+    Setting { name: "qlora_format", label: "QLoRA format", group: "adapter", kind: Kind::Choice(&["nf4", "q4_0", "q4_1", "q8_0"]),
+        help: "What qlora quantizes the base to: NF4 with double quantization (bitsandbytes'), or llama.cpp's Q4_0, Q4_1 or Q8_0" },
     Setting { name: "r", label: "rank r", group: "adapter", kind: int(1), help: "LoRA rank" },
     Setting { name: "alpha", label: "alpha", group: "adapter", kind: POSITIVE, help: "LoRA alpha: the update is scaled by alpha/r" },
     Setting { name: "rslora", label: "rsLoRA", group: "adapter", kind: Kind::Bool, help: "Scale by alpha/√r (rsLoRA)" },
@@ -259,11 +262,12 @@ impl RunSettings {
         Ok(())
     }
 
-    /// The base format the run trains on: None keeps the loaded one (lora), NF4 for qlora.
+    /// The base format the run trains on: None keeps the loaded one (lora), the QLoRA format
+    /// for qlora.
     pub fn quant(&self) -> Result<Option<WeightFormat>> {
         match self.method.as_str() {
             "lora" => Ok(None),
-            "qlora" => Ok(Some(WeightFormat::Quant(QuantFormat::Nf4))),
+            "qlora" => WeightFormat::parse(&self.qlora_format).map(Some).map_err(|_| Error::invalid_setting("qlora_format", format!("\"{}\": expected nf4, q4_0, q4_1 or q8_0", self.qlora_format))),
             other => Err(Error::invalid_setting("method", format!("\"{other}\": expected lora or qlora"))),
         }
     }

@@ -258,6 +258,18 @@ impl Trainer {
         Dropout { p: self.cfg.lora.dropout, seed }
     }
 
+    /// Compiles the GPU kernels of a step before the first one (the page shows this as its
+    /// own stage, so that the first step's time is the step's): one forward and backward of
+    /// the next step's first micro-batch into the gradient buffers, which that step's first
+    /// micro-batch then overwrites. Nothing the run keeps changes.
+    pub async fn prepare_kernels(&mut self, ctx: &GpuContext) -> Result<()> {
+        let step = self.state.step;
+        let Some(first) = self.step_batches(step).into_iter().next() else { return Ok(()) };
+        let scale = 1.0 / first.counted().max(1) as f32;
+        self.pass.forward_backward(ctx, &self.model, &first, scale, self.dropout(step, 0), false).await?;
+        Ok(())
+    }
+
     /// One optimizer step.
     pub async fn step(&mut self, ctx: &GpuContext) -> Result<StepStats> {
         let step = self.state.step;
