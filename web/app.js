@@ -139,14 +139,19 @@ function showModel(info) {
   $("download").hidden = true;
   $("download-text").textContent = "";
   $("model-info").textContent = `${info.origin}: ${info.architecture}${info.features.length ? ` (${info.features.join("; ")})` : ""}, ${info.layers} layers, hidden ${info.hidden_size}, ${info.heads} heads (${info.kv_heads} key/value), vocabulary ${info.vocab_size}, ${(info.params / 1e6).toFixed(1)} M parameters, weights ${info.format}; ${info.description}${info.chat_template ? "; has a chat template" : ""}.`;
-  say("Model loaded. Add data, check the settings, and train.", "ok");
+  if (info.qlora_only) $("set-method").value = "qlora";
+  say(info.qlora_only
+    ? "Model loaded in NF4: its f32 weights would not fit this tab's memory, so it trains with QLoRA. Add data, check the settings, and train."
+    : "Model loaded. Add data, check the settings, and train.", "ok");
   refreshData();
 }
 
 async function loadModel(fields) {
   say("Loading the model…");
+  // with QLoRA chosen, the weights are quantized as they load (a large model fits then)
+  const s = settings();
   try {
-    showModel(await call("load", fields));
+    showModel(await call("load", { ...fields, quant: s.method === "qlora" ? s.qlora_format : null }));
   } catch (e) {
     $("download").hidden = true;
     say(`Could not load the model: ${e.message}`, "error");

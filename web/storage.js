@@ -30,6 +30,36 @@ export async function fetchCached(url, progress) {
   return bytes;
 }
 
+/**
+ * `url` as a Blob of the cache: downloaded straight into the cache (with `progress(done,
+ * total)`) when missing, so that a model's weights never sit in JavaScript or wasm memory
+ * whole; the worker reads them a tensor at a time (worker.js, `weightReader`).
+ */
+export async function cachedBlob(url, progress) {
+  const cache = await caches.open(MODELS);
+  let hit = await cache.match(url);
+  if (!hit) {
+    const res = await fetch(url);
+    if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);
+    const total = Number(res.headers.get("content-length")) || 0;
+    let done = 0;
+    const counted = res.body.pipeThrough(new TransformStream({
+      transform(chunk, out) {
+        done += chunk.length;
+        progress(done, total);
+        out.enqueue(chunk);
+      },
+    }));
+    await cache.put(url, new Response(counted));
+    hit = await cache.match(url);
+    if (total && (await hit.clone().blob()).size !== total) {
+      await cache.delete(url);
+      throw new Error(`${url}: the download stopped after ${done} of ${total} bytes; load it again`);
+    }
+  }
+  return hit.blob();
+}
+
 /** Whether `url` answers (HEAD, or a cached copy). */
 export async function exists(url) {
   if (await (await caches.open(MODELS)).match(url)) return true;
@@ -37,19 +67,22 @@ export async function exists(url) {
   return res.ok;
 }
 
-/** Keeps files the user picked, so a reloaded tab can load the model again. */
+const LOCAL = (name, file) => KEY(`/__local__/${encodeURIComponent(name)}/${encodeURIComponent(file)}`);
+
+/** Keeps files the user picked (File objects, streamed to the cache), so a reloaded tab can load the model again. */
 export async function keepLocal(name, files) {
   const cache = await caches.open(MODELS);
-  for (const [file, bytes] of files) await cache.put(KEY(`/__local__/${encodeURIComponent(name)}/${encodeURIComponent(file)}`), new Response(bytes));
+  for (const file of files) await cache.put(LOCAL(name, file.name), new Response(file));
 }
 
+/** Files kept by keepLocal, as Blobs. */
 export async function readLocal(name, fileNames) {
   const cache = await caches.open(MODELS);
   const out = [];
   for (const file of fileNames) {
-    const hit = await cache.match(KEY(`/__local__/${encodeURIComponent(name)}/${encodeURIComponent(file)}`));
+    const hit = await cache.match(LOCAL(name, file));
     if (!hit) throw new Error(`${name}/${file} is no longer in the browser's storage; load the model again`);
-    out.push([file, new Uint8Array(await hit.arrayBuffer())]);
+    out.push([file, await hit.blob()]);
   }
   return out;
 }

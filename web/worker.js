@@ -3,7 +3,7 @@
 // {id, error} and sends events {event, ...} while it works (downloads, steps, text).
 
 import init, { Session } from "./hearth-web.js";
-import { fetchCached, exists, keepLocal, readLocal, saveCheckpoint, loadRun, checkpointFiles, discardRun } from "./storage.js";
+import { fetchCached, cachedBlob, exists, keepLocal, readLocal, saveCheckpoint, loadRun, checkpointFiles, discardRun } from "./storage.js";
 
 let session = null;
 let model = null; // where the loaded model came from: {kind: "url", url} or {kind: "local", name, files}
@@ -46,47 +46,80 @@ async function modelFiles(where) {
   return { base, names };
 }
 
+// A folder's safetensors shards stay Blobs in browser storage; the session reads them a
+// tensor at a time. The other files (config, tokenizer, a GGUF file) are handed over whole.
+const isShard = (name) => /\.safetensors$/i.test(name);
+
+/**
+ * The session's reader of `shards` (name → Blob): bytes start..end of a shard, read
+ * synchronously (FileReaderSync, which workers have), and a shard's length.
+ */
+function weightReader(shards) {
+  return {
+    read: (file, start, end) => new Uint8Array(new FileReaderSync().readAsArrayBuffer(shards.get(file).slice(start, end))),
+    len: (file) => shards.get(file)?.size,
+  };
+}
+
 async function loadFromUrl(where) {
   const { base, names } = await modelFiles(where);
   const files = [];
+  const shards = new Map();
   for (const [i, name] of names.entries()) {
-    const bytes = await fetchCached(base + name, (done, total) => event("download", { file: name, index: i, count: names.length, done, total }));
-    files.push([name, bytes]);
-    event("download", { file: name, index: i, count: names.length, done: bytes.length, total: bytes.length });
+    const progress = (done, total) => event("download", { file: name, index: i, count: names.length, done, total });
+    if (isShard(name)) {
+      const blob = await cachedBlob(base + name, progress);
+      shards.set(name, blob);
+      progress(blob.size, blob.size);
+    } else {
+      const bytes = await fetchCached(base + name, progress);
+      files.push([name, bytes]);
+      progress(bytes.length, bytes.length);
+    }
   }
   // named as the user gave it (a repo id stays a repo id in adapter_config.json)
   const given = where.trim().replace(/\/+$/, "");
   const origin = names.length === 1 && /\.gguf(\?.*)?$/i.test(given) ? given.slice(0, Math.max(0, given.lastIndexOf("/"))) || "." : given;
-  return { origin, files, source: { kind: "url", url: where } };
+  return { origin, files, shards, source: { kind: "url", url: where } };
 }
 
-async function stageAndLoad({ origin, files, source }) {
+/** Hands the files to the session and loads them; `quant`: the QLoRA format, when chosen. */
+async function stageAndLoad({ origin, files, shards, source }, quant) {
   return exclusive(() => {
     session.clear_staged();
     for (const [name, bytes] of files) session.stage_file(name, bytes);
-    const info = parse(session.load_model(origin));
+    const reader = shards.size ? weightReader(shards) : null;
+    const info = parse(session.load_model(origin, reader?.read, reader?.len, quant ?? undefined));
     model = source;
     return info;
   });
 }
 
-async function loadModel(msg) {
-  if (msg.url) return stageAndLoad(await loadFromUrl(msg.url));
-  // picked files: keep only what a model folder needs; a folder pick carries its path
+/** Splits (name, Blob) pairs into the files handed over whole and the shards read in place. */
+async function split(blobs) {
   const files = [];
-  for (const f of msg.files) {
-    const name = f.name;
-    if (/\.(json|safetensors|gguf|jinja)$/i.test(name)) files.push([name, new Uint8Array(await f.arrayBuffer())]);
+  const shards = new Map();
+  for (const [name, blob] of blobs) {
+    if (isShard(name)) shards.set(name, blob);
+    else files.push([name, new Uint8Array(await blob.arrayBuffer())]);
   }
-  const folder = msg.files[0]?.webkitRelativePath?.split("/")[0] || (files.length === 1 ? files[0][0] : "picked files");
-  await keepLocal(folder, files);
-  return stageAndLoad({ origin: folder, files, source: { kind: "local", name: folder, files: files.map(([n]) => n) } });
+  return { files, shards };
 }
 
-async function loadSaved(source) {
-  if (source.kind === "url") return stageAndLoad(await loadFromUrl(source.url));
-  const files = await readLocal(source.name, source.files);
-  return stageAndLoad({ origin: source.name, files, source });
+async function loadModel(msg) {
+  if (msg.url) return stageAndLoad(await loadFromUrl(msg.url), msg.quant);
+  // picked files: keep only what a model folder needs; a folder pick carries its path
+  const picked = msg.files.filter((f) => /\.(json|safetensors|gguf|jinja)$/i.test(f.name));
+  const folder = msg.files[0]?.webkitRelativePath?.split("/")[0] || (picked.length === 1 ? picked[0].name : "picked files");
+  await keepLocal(folder, picked);
+  const { files, shards } = await split(picked.map((f) => [f.name, f]));
+  return stageAndLoad({ origin: folder, files, shards, source: { kind: "local", name: folder, files: picked.map((f) => f.name) } }, msg.quant);
+}
+
+async function loadSaved(source, quant) {
+  if (source.kind === "url") return stageAndLoad(await loadFromUrl(source.url), quant);
+  const { files, shards } = await split(await readLocal(source.name, source.files));
+  return stageAndLoad({ origin: source.name, files, shards, source }, quant);
 }
 
 async function checkpoint() {
@@ -115,7 +148,7 @@ async function train(msg) {
   const saveSteps = msg.saveSteps ?? saved?.save_steps ?? 10;
   if (saved) {
     event("status", { text: "Loading the saved run's model…" });
-    event("model", { info: await loadSaved(saved.model) });
+    event("model", { info: await loadSaved(saved.model, saved.settings.method === "qlora" ? saved.settings.qlora_format : null) });
     const files = await checkpointFiles(saved);
     const info = await startRun(settings, data, { files, saveSteps });
     if (!msg.continue) return began(info, settings, data, saveSteps, saved);

@@ -3,7 +3,8 @@
 //! and tensor types, empty prompts — each a clear error naming the file or tensor.
 
 use hearth_core::io::gguf::Gguf;
-use hearth_core::io::load::{load_gguf, load_hf_folder, Files};
+use hearth_core::io::load::{load_gguf, load_hf_folder, load_hf_folder_streamed, Files};
+use hearth_core::io::safetensors::ReadRange;
 use hearth_core::model::generate::{generate, GenerateParams};
 use hearth_core::model::{Model, ModelOptions};
 use hearth_core::quant::kquants;
@@ -79,6 +80,31 @@ fn truncated_safetensors_names_the_file() {
     assert!(e.contains("model.safetensors") && e.contains("not a valid safetensors file"), "{e}");
     let e = load_err("tiny-qwen2", vec![("model.safetensors", b"\xff\xff\xff\xff\xff\xff\xff\x7f{".to_vec())]);
     assert!(e.contains("model.safetensors"), "{e}");
+}
+
+/// Byte ranges of a folder's files, as the web page reads them from browser storage.
+impl ReadRange for Patched {
+    fn len(&self, file: &str) -> hearth_core::Result<u64> {
+        Ok(Files::read(self, file)?.map_or(0, |b| b.len() as u64))
+    }
+
+    fn read(&self, file: &str, start: u64, end: u64) -> hearth_core::Result<Vec<u8>> {
+        Ok(Files::read(self, file)?.unwrap_or_default()[start as usize..end as usize].to_vec())
+    }
+}
+
+#[test]
+fn streamed_safetensors_load_the_same_weights_and_refuse_truncated_files() {
+    // the tiny Llama has three shards
+    let folder = Patched { base: DirFiles(fixture("tiny-llama")), replace: Vec::new() };
+    let whole = load_hf_folder(&folder, None).unwrap();
+    let streamed = load_hf_folder_streamed(&folder, &folder, None).unwrap();
+    assert_eq!(format!("{:?}", streamed.weights), format!("{:?}", whole.weights));
+    assert_eq!(streamed.cfg, whole.cfg);
+    let full = std::fs::read(fixture("tiny-qwen2").join("model.safetensors")).unwrap();
+    let cut = Patched { base: DirFiles(fixture("tiny-qwen2")), replace: vec![("model.safetensors", full[..full.len() - 10].to_vec())] };
+    let e = load_hf_folder_streamed(&cut, &cut, None).err().expect("a truncated shard is refused").to_string();
+    assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
 }
 
 #[test]

@@ -2,11 +2,13 @@
 //! one method at a time (wasm-bindgen refuses a second `&mut` call while one is awaiting), and
 //! gets JSON strings back, so the page's JavaScript stays a thin layer over hearth-core.
 
-use hearth_core::io::load::{load_gguf, load_hf_folder, Files, LoadedModel};
+use hearth_core::io::load::{load_gguf, load_hf_folder, load_hf_folder_streamed, Files, LoadedModel};
+use hearth_core::io::safetensors::ReadRange;
 use hearth_core::model::chat::Message;
 use hearth_core::model::generate::{generate, GenerateParams};
 use hearth_core::model::sampling::SamplingParams;
 use hearth_core::model::{Config, Model, ModelOptions, Tokenizer, WeightFormat};
+use hearth_core::quant::QuantFormat;
 use hearth_core::train::batch::max_batch_tokens;
 use hearth_core::train::data::{generation_prompt, parse_records, render_record, split_records, tokenize, DataStats, Template};
 use hearth_core::train::memory::{batch_sequences, estimate, lora_params, ModelShape};
@@ -45,7 +47,9 @@ impl Files for StagedFiles<'_> {
 /// The model as loaded, kept so that a QLoRA run can requantize it.
 struct Base {
     origin: String,
+    /// The files as staged: all of them, or with `ranges` all but the safetensors shards.
     files: Vec<(String, Vec<u8>)>,
+    ranges: Option<JsRanges>,
     cfg: Config,
     tok: Tokenizer,
     description: String,
@@ -56,6 +60,19 @@ struct Base {
     quant: Option<WeightFormat>,
     /// The lm_head's format (not converted).
     head_format: WeightFormat,
+    /// Loaded in NF4 because its f32 weights would not fit the tab: no run may ask for them.
+    qlora_only: bool,
+}
+
+/// The most f32 weight bytes the page loads as they are: wasm's memory ends at 4 GiB, and a
+/// load holds the weights on the host once before they go to the GPU.
+const TAB_F32_LIMIT: u64 = 3 << 30;
+
+/// What the f32 weights of an HF folder's model would take, from its config.json.
+fn f32_bytes(origin: &str, files: &[(String, Vec<u8>)]) -> Option<u64> {
+    let (_, config) = files.iter().find(|(n, _)| n == "config.json")?;
+    let cfg = Config::from_hf_json(std::str::from_utf8(config).ok()?, &format!("{origin}/config.json")).ok()?;
+    Some(4 * cfg.param_count() as u64)
 }
 
 
@@ -161,15 +178,29 @@ impl Session {
         self.staged.clear();
     }
 
-    /// Loads the staged files as a model: one .gguf file, or an HF folder's files.
-    pub fn load_model(&mut self, origin: String) -> Result<String, JsError> {
+    /// Loads the staged files as a model: one .gguf file, or an HF folder's files. With
+    /// `read` and `len`, the folder's safetensors shards are not staged but read a tensor at a
+    /// time: `read(file, start, end)` gives bytes start..end of a shard as a Uint8Array and
+    /// `len(file)` its length (the worker slices the cached files), so the files never sit
+    /// in wasm memory beside the weights. `quant` converts the linear weights on load (the
+    /// page's QLoRA format); an HF model whose f32 weights would not fit the tab's memory is
+    /// loaded in NF4 without being asked, and then trains with QLoRA only.
+    pub fn load_model(&mut self, origin: String, read: Option<js_sys::Function>, len: Option<js_sys::Function>, quant: Option<String>) -> Result<String, JsError> {
         let files = std::mem::take(&mut self.staged);
+        let ranges = read.zip(len).map(|(read, len)| JsRanges { read, len });
+        let mut quant = quant.as_deref().map(WeightFormat::parse).transpose().map_err(js)?;
+        let too_big = quant.is_none() && f32_bytes(&origin, &files).is_some_and(|b| b > TAB_F32_LIMIT);
+        if too_big {
+            quant = Some(WeightFormat::Quant(QuantFormat::Nf4));
+        }
         // a file that does not load leaves the current model in place
-        let loaded = read_model(&origin, &files, None).map_err(js)?;
-        let (format, head_format) = (linear_format(&loaded), loaded.weights.head_format());
+        let loaded = read_model(&origin, &files, ranges.as_ref(), quant).map_err(js)?;
+        let format = linear_format(&loaded);
+        let file_format = if quant.is_some() { WeightFormat::F32 } else { format };
+        let head_format = loaded.weights.head_format();
         (self.run, self.model, self.base) = (None, None, None);
         self.model = Some(self.upload(&loaded.cfg, loaded.weights)?);
-        self.base = Some(Base { origin, files, cfg: loaded.cfg, tok: loaded.tokenizer, description: loaded.description, file_format: format, format, quant: None, head_format });
+        self.base = Some(Base { origin, files, ranges, cfg: loaded.cfg, tok: loaded.tokenizer, description: loaded.description, file_format, format, quant, qlora_only: too_big, head_format });
         Ok(self.model_json())
     }
 
@@ -190,6 +221,7 @@ impl Session {
             "params": c.param_count(),
             "description": b.description,
             "format": b.format.name(),
+            "qlora_only": b.qlora_only,
             "chat_template": b.tok.chat_template.is_some(),
         })
         .to_string()
@@ -318,6 +350,9 @@ impl Session {
         s.save_steps = save_steps.max(1);
         s.train_config().map_err(js)?; // every setting is checked before anything is loaded
         let want = s.quant().map_err(js)?;
+        if want.is_none() && self.base()?.qlora_only {
+            return Err(js("this model was loaded in NF4 because its f32 weights would not fit the tab's memory: choose the method qlora"));
+        }
         let start = match (continue_current, self.run.as_mut()) {
             (false, _) => None,
             (true, Some(run)) => Some(run.final_adapter(&self.ctx).await.map_err(js)?),
@@ -327,7 +362,7 @@ impl Session {
         if self.base()?.quant != want {
             self.model = None; // free the GPU copy before the new one is made
             let b = self.base.as_ref().expect("checked");
-            let loaded = read_model(&b.origin, &b.files, want).map_err(js)?;
+            let loaded = read_model(&b.origin, &b.files, b.ranges.as_ref(), want).map_err(js)?;
             let format = linear_format(&loaded);
             let model = self.upload(&loaded.cfg, loaded.weights)?;
             let b = self.base.as_mut().expect("checked");
@@ -566,11 +601,40 @@ fn model_of<'a>(model: &'a mut Option<Model>, run: &'a mut Option<Run>) -> Resul
     }
 }
 
-fn read_model(origin: &str, files: &[(String, Vec<u8>)], quant: Option<WeightFormat>) -> hearth_core::Result<LoadedModel> {
-    match files {
-        [(name, bytes)] if name.to_lowercase().ends_with(".gguf") => load_gguf(bytes, &format!("{origin}/{name}"), quant),
-        [] => Err(Error::bad_file(origin, "no files were given")),
-        _ => load_hf_folder(&StagedFiles { origin, files }, quant),
+fn read_model(origin: &str, files: &[(String, Vec<u8>)], ranges: Option<&JsRanges>, quant: Option<WeightFormat>) -> hearth_core::Result<LoadedModel> {
+    match (files, ranges) {
+        ([(name, bytes)], _) if name.to_lowercase().ends_with(".gguf") => load_gguf(bytes, &format!("{origin}/{name}"), quant),
+        ([], _) => Err(Error::bad_file(origin, "no files were given")),
+        (_, Some(r)) => load_hf_folder_streamed(&StagedFiles { origin, files }, r, quant),
+        (_, None) => load_hf_folder(&StagedFiles { origin, files }, quant),
+    }
+}
+
+/// The worker's byte ranges of the files it keeps (see [`Session::load_model`]).
+struct JsRanges {
+    read: js_sys::Function,
+    len: js_sys::Function,
+}
+
+impl JsRanges {
+    fn failed(file: &str, e: JsValue) -> Error {
+        Error::bad_file(file, format!("could not be read from browser storage: {}", e.as_string().or_else(|| js_sys::Error::from(e).message().as_string()).unwrap_or_default()))
+    }
+}
+
+impl ReadRange for JsRanges {
+    fn len(&self, file: &str) -> hearth_core::Result<u64> {
+        let v = self.len.call1(&JsValue::NULL, &JsValue::from_str(file)).map_err(|e| Self::failed(file, e))?;
+        v.as_f64().map(|n| n as u64).ok_or_else(|| Error::bad_file(file, "is not in browser storage"))
+    }
+
+    fn read(&self, file: &str, start: u64, end: u64) -> hearth_core::Result<Vec<u8>> {
+        let v = self.read.call3(&JsValue::NULL, &JsValue::from_str(file), &JsValue::from_f64(start as f64), &JsValue::from_f64(end as f64)).map_err(|e| Self::failed(file, e))?;
+        let bytes = js_sys::Uint8Array::new(&v).to_vec();
+        if bytes.len() as u64 != end - start {
+            return Err(Error::bad_file(file, format!("gave {} bytes where {} were asked for (bytes {start}..{end})", bytes.len(), end - start)));
+        }
+        Ok(bytes)
     }
 }
 

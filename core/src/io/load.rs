@@ -3,7 +3,7 @@
 
 use super::gguf::Gguf;
 use super::gguf_tensors::GgufSource;
-use super::safetensors::SafetensorsSource;
+use super::safetensors::{ReadRange, SafetensorsSource, StreamedSafetensors};
 use crate::model::weights::{HostWeights, WeightFormat};
 use crate::model::{Config, Tokenizer};
 use crate::{Error, Result};
@@ -49,25 +49,45 @@ fn shard_names(files: &dyn Files) -> Result<Vec<String>> {
 }
 
 pub fn load_hf_folder(files: &dyn Files, quant: Option<WeightFormat>) -> Result<LoadedModel> {
+    let (cfg, tokenizer) = hf_config(files)?;
+    let mut shards = Vec::new();
+    for name in shard_names(files)? {
+        let bytes = files.read(&name)?.ok_or_else(|| missing(files, &name, "the weights"))?;
+        shards.push((name, bytes));
+    }
+    let src = SafetensorsSource::new(files.origin(), &shards)?;
+    let weights = HostWeights::load(&cfg, &src, quant)?;
+    let description = format!("HF folder, {} safetensors file(s)", shards.len());
+    Ok(LoadedModel { cfg, weights, tokenizer, description })
+}
+
+/// An HF folder whose small files come from `files` and whose safetensors shards are read a
+/// tensor at a time through `weights` (the web page: its files stay in browser storage).
+pub fn load_hf_folder_streamed(files: &dyn Files, weights: &dyn ReadRange, quant: Option<WeightFormat>) -> Result<LoadedModel> {
+    let (cfg, tokenizer) = hf_config(files)?;
+    let names = shard_names(files)?;
+    let src = StreamedSafetensors::new(files.origin(), &names, weights)?;
+    let weights = HostWeights::load(&cfg, &src, quant)?;
+    let description = format!("HF folder, {} safetensors file(s), streamed", names.len());
+    Ok(LoadedModel { cfg, weights, tokenizer, description })
+}
+
+fn missing(files: &dyn Files, name: &str, what: &str) -> Error {
+    Error::bad_file(files.origin(), format!("{name} is missing ({what})"))
+}
+
+/// The config and the tokenizer of an HF folder.
+fn hf_config(files: &dyn Files) -> Result<(Config, Tokenizer)> {
     let dir = files.origin();
-    let missing = |name: &str, what: &str| Error::bad_file(dir, format!("{name} is missing ({what})"));
-    let config = text(files, "config.json")?.ok_or_else(|| missing("config.json", "an HF model folder needs it"))?;
+    let config = text(files, "config.json")?.ok_or_else(|| missing(files, "config.json", "an HF model folder needs it"))?;
     let cfg = Config::from_hf_json(&config, &format!("{dir}/config.json"))?;
-    let tokenizer_json = files.read("tokenizer.json")?.ok_or_else(|| missing("tokenizer.json", "Hearth reads HF fast tokenizers"))?;
+    let tokenizer_json = files.read("tokenizer.json")?.ok_or_else(|| missing(files, "tokenizer.json", "Hearth reads HF fast tokenizers"))?;
     let mut tokenizer = Tokenizer::from_hf(&tokenizer_json, text(files, "tokenizer_config.json")?.as_deref(), text(files, "generation_config.json")?.as_deref(), dir)?;
     // transformers 5 writes the template to its own file
     if let Some(t) = text(files, "chat_template.jinja")? {
         tokenizer.chat_template = Some(t);
     }
-    let mut shards = Vec::new();
-    for name in shard_names(files)? {
-        let bytes = files.read(&name)?.ok_or_else(|| missing(&name, "the weights"))?;
-        shards.push((name, bytes));
-    }
-    let src = SafetensorsSource::new(dir, &shards)?;
-    let weights = HostWeights::load(&cfg, &src, quant)?;
-    let description = format!("HF folder, {} safetensors file(s)", shards.len());
-    Ok(LoadedModel { cfg, weights, tokenizer, description })
+    Ok((cfg, tokenizer))
 }
 
 pub fn load_gguf(bytes: &[u8], file: &str, quant: Option<WeightFormat>) -> Result<LoadedModel> {
