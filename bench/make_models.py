@@ -29,17 +29,22 @@ QWEN3 = dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hi
              num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0,
              tie_word_embeddings=True, hidden_act="silu", use_sliding_window=False, bos_token_id=151643, eos_token_id=151645)
 
+# Qwen/Qwen2.5-1.5B-Instruct's config.json (the 1.5B model the web page loads in 4-bit, issue 18)
+QWEN25_15B = dict(QWEN25, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12)
+
 MODELS = {
     "smollm2-135m": (LlamaConfig, LlamaForCausalLM, SMOLLM2),
     "qwen2.5-0.5b": (Qwen2Config, Qwen2ForCausalLM, QWEN25),
     "qwen3-0.6b": (Qwen3Config, Qwen3ForCausalLM, QWEN3),
 }
+# written only when named, and in bf16 as the Hub has it (3.1 GB)
+ON_REQUEST = {"qwen2.5-1.5b": (Qwen2Config, Qwen2ForCausalLM, QWEN25_15B)}
 
 
 def make(out: Path, name: str):
-    config_cls, model_cls, kwargs = MODELS[name]
+    config_cls, model_cls, kwargs = {**MODELS, **ON_REQUEST}[name]
     torch.manual_seed(0)
-    model = model_cls(config_cls(**kwargs)).to(torch.float32)
+    model = model_cls(config_cls(**kwargs)).to(torch.bfloat16 if name in ON_REQUEST else torch.float32)
     folder = out / name
     model.save_pretrained(folder, safe_serialization=True)
     for f in ("tokenizer.json", "tokenizer_config.json"):

@@ -141,7 +141,7 @@ function showModel(info) {
   $("model-info").textContent = `${info.origin}: ${info.architecture}${info.features.length ? ` (${info.features.join("; ")})` : ""}, ${info.layers} layers, hidden ${info.hidden_size}, ${info.heads} heads (${info.kv_heads} key/value), vocabulary ${info.vocab_size}, ${(info.params / 1e6).toFixed(1)} M parameters, weights ${info.format}; ${info.description}${info.chat_template ? "; has a chat template" : ""}.`;
   if (info.qlora_only) $("set-method").value = "qlora";
   say(info.qlora_only
-    ? "Model loaded in NF4: its f32 weights would not fit this tab's memory, so it trains with QLoRA. Add data, check the settings, and train."
+    ? "Model loaded in NF4: its weights would not fit this tab's memory as they are, so it trains with QLoRA. Add data, check the settings, and train."
     : "Model loaded. Add data, check the settings, and train.", "ok");
   refreshData();
 }
@@ -185,7 +185,7 @@ async function listModels() {
   $("served-models").hidden = !served.length;
   $("hub-models").replaceChildren(
     ...HUB_MODELS.map(([id, family, params, bytes]) =>
-      modelButton(id.split("/")[1], `${family}, ${(params / 1e6).toFixed(0)} M parameters: download ≈ ${size(bytes)}, weights on the GPU ≈ ${size(4 * params)}`, () => loadModel({ url: id }))),
+      modelButton(id.split("/")[1], `${family}, ${(params / 1e6).toFixed(0)} M parameters: download and weights on the GPU ≈ ${size(bytes)}`, () => loadModel({ url: id }))),
   );
 }
 

@@ -50,7 +50,9 @@ export async function cachedBlob(url, progress) {
         out.enqueue(chunk);
       },
     }));
-    await cache.put(url, new Response(counted));
+    await cache.put(url, new Response(counted)).catch((e) => {
+      throw new Error(`${url}: the browser's storage did not take it after ${done} bytes (${e.message}); it may be out of space (a private window has little)`);
+    });
     hit = await cache.match(url);
     if (total && (await hit.clone().blob()).size !== total) {
       await cache.delete(url);

@@ -6,6 +6,7 @@ import init, { Session } from "./hearth-web.js";
 import { fetchCached, cachedBlob, exists, keepLocal, readLocal, saveCheckpoint, loadRun, checkpointFiles, discardRun } from "./storage.js";
 
 let session = null;
+let wasm = null; // the module's exports: its memory's size is reported with each model
 let model = null; // where the loaded model came from: {kind: "url", url} or {kind: "local", name, files}
 let run = null; // the current run: settings, data, metrics, control flags
 let deviceLost = false;
@@ -257,7 +258,7 @@ async function showNorms() {
 
 const ops = {
   async init() {
-    await init();
+    wasm = await init();
     session = await Session.open();
     const saved = await loadRun().catch(() => null);
     return {
@@ -269,7 +270,7 @@ const ops = {
   },
   example: () => Session.example_data(),
   preference_example: () => Session.preference_example_data(),
-  load: loadModel,
+  load: async (m) => ({ ...(await loadModel(m)), wasm_memory: wasm.memory.buffer.byteLength }),
   inspect: (m) => exclusive(() => parse(session.inspect_data(JSON.stringify(m.settings), m.data))),
   preview: (m) => exclusive(() => parse(session.preview(JSON.stringify(m.settings), m.data, m.index))),
   estimate: (m) => exclusive(() => parse(session.estimate(JSON.stringify(m.settings), m.data))),

@@ -15,3 +15,8 @@ export function echo(page, tag = "page") {
   page.on("console", (m) => console.log(`[${tag}] ${m.text()}`));
   page.on("pageerror", (e) => console.log(`[${tag} error] ${e.message}`));
 }
+
+/** A browser with a profile on disk (`dir`), as a person's: its storage quota is the disk's. */
+export function launchProfile(dir, extra = []) {
+  return chromium.launchPersistentContext(dir, { executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", ignoreDefaultArgs: true, args: [...FLAGS, ...extra] });
+}

@@ -1,6 +1,7 @@
 // A static file server for dist/ (any static server works; this one needs nothing installed).
 import { createServer } from "node:http";
-import { readFile } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
 import { extname, join, normalize } from "node:path";
 
 const TYPES = {
@@ -23,13 +24,12 @@ export function serve(root, mounts = {}) {
     const rel = path.slice(prefix.length);
     // a prefix without a closing slash names one file
     const file = !prefix.endsWith("/") ? dir : join(dir, rel === "" || rel.endsWith("/") ? rel + "index.html" : rel);
-    try {
-      const body = await readFile(file);
-      res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream", "content-length": body.length });
-      res.end(req.method === "HEAD" ? undefined : body);
-    } catch {
-      res.writeHead(404).end("not found");
-    }
+    // streamed: a model's weights may pass Node's 2 GiB limit on one buffer
+    const info = await stat(file).catch(() => null);
+    if (!info?.isFile()) return res.writeHead(404).end("not found");
+    res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream", "content-length": info.size });
+    if (req.method === "HEAD") return res.end();
+    createReadStream(file).pipe(res);
   });
   return new Promise((resolve) =>
     server.listen(0, "127.0.0.1", () =>

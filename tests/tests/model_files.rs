@@ -98,13 +98,38 @@ fn streamed_safetensors_load_the_same_weights_and_refuse_truncated_files() {
     // the tiny Llama has three shards
     let folder = Patched { base: DirFiles(fixture("tiny-llama")), replace: Vec::new() };
     let whole = load_hf_folder(&folder, None).unwrap();
-    let streamed = load_hf_folder_streamed(&folder, &folder, None).unwrap();
+    let streamed = load_hf_folder_streamed(&folder, &folder, None, false).unwrap();
     assert_eq!(format!("{:?}", streamed.weights), format!("{:?}", whole.weights));
     assert_eq!(streamed.cfg, whole.cfg);
     let full = std::fs::read(fixture("tiny-qwen2").join("model.safetensors")).unwrap();
     let cut = Patched { base: DirFiles(fixture("tiny-qwen2")), replace: vec![("model.safetensors", full[..full.len() - 10].to_vec())] };
-    let e = load_hf_folder_streamed(&cut, &cut, None).err().expect("a truncated shard is refused").to_string();
+    let e = load_hf_folder_streamed(&cut, &cut, None, false).err().expect("a truncated shard is refused").to_string();
     assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
+}
+
+#[test]
+fn streamed_bf16_weights_stay_16_bit_with_the_same_values() {
+    use hearth_core::model::WeightFormat;
+    use hearth_core::quant::QuantFormat;
+    // the tiny Qwen2's weights are bf16
+    let folder = Patched { base: DirFiles(fixture("tiny-qwen2")), replace: Vec::new() };
+    let f32s = load_hf_folder(&folder, None).unwrap().weights;
+    let halves = load_hf_folder_streamed(&folder, &folder, None, true).unwrap().weights;
+    let pairs = |w: &hearth_core::model::HostWeights| -> Vec<hearth_core::model::Matrix> {
+        let mut m = vec![w.embed.clone()];
+        for l in &w.layers {
+            m.extend([&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].map(|x| x.clone()));
+        }
+        m
+    };
+    for (a, b) in pairs(&f32s).iter().zip(pairs(&halves)) {
+        assert_eq!(a.format(), WeightFormat::F32, "{}", a.name);
+        assert_eq!(b.format(), WeightFormat::Quant(QuantFormat::F16), "{} stays 16-bit", b.name);
+        // exact in f16's normal range; below it (6.1e-5) f16's subnormals round to 2^-24
+        for (x, y) in a.to_f32().iter().zip(b.to_f32()) {
+            assert!(x == &y || (x.abs() < 6.2e-5 && (x - y).abs() <= 3.0e-8), "{}: {x} became {y}", a.name);
+        }
+    }
 }
 
 #[test]

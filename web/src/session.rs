@@ -2,7 +2,7 @@
 //! one method at a time (wasm-bindgen refuses a second `&mut` call while one is awaiting), and
 //! gets JSON strings back, so the page's JavaScript stays a thin layer over hearth-core.
 
-use hearth_core::io::load::{load_gguf, load_hf_folder, load_hf_folder_streamed, Files, LoadedModel};
+use hearth_core::io::load::{load_gguf, load_hf_folder, load_hf_folder_streamed, shard_names, Files, LoadedModel};
 use hearth_core::io::safetensors::ReadRange;
 use hearth_core::model::chat::Message;
 use hearth_core::model::generate::{generate, GenerateParams};
@@ -64,12 +64,18 @@ struct Base {
     qlora_only: bool,
 }
 
-/// The most f32 weight bytes the page loads as they are: wasm's memory ends at 4 GiB, and a
-/// load holds the weights on the host once before they go to the GPU.
-const TAB_F32_LIMIT: u64 = 3 << 30;
+/// The most weight bytes the page loads as they are: wasm's memory ends at 4 GiB, and a load
+/// holds the weights on the host once before they go to the GPU.
+const TAB_WEIGHT_LIMIT: u64 = 5 << 29; // 2.5 GiB
 
-/// What the f32 weights of an HF folder's model would take, from its config.json.
-fn f32_bytes(origin: &str, files: &[(String, Vec<u8>)]) -> Option<u64> {
+/// What an HF folder's weights would take on the host as loaded: streamed, the shards' size
+/// (16-bit weights stay 16-bit, f32 stays f32); staged, 4 bytes a parameter.
+fn host_bytes(origin: &str, files: &[(String, Vec<u8>)], ranges: Option<&JsRanges>) -> Option<u64> {
+    let staged = StagedFiles { origin, files };
+    if let Some(r) = ranges {
+        let names = shard_names(&staged).ok()?;
+        return names.iter().map(|n| r.len(n).ok()).sum();
+    }
     let (_, config) = files.iter().find(|(n, _)| n == "config.json")?;
     let cfg = Config::from_hf_json(std::str::from_utf8(config).ok()?, &format!("{origin}/config.json")).ok()?;
     Some(4 * cfg.param_count() as u64)
@@ -182,14 +188,15 @@ impl Session {
     /// `read` and `len`, the folder's safetensors shards are not staged but read a tensor at a
     /// time: `read(file, start, end)` gives bytes start..end of a shard as a Uint8Array and
     /// `len(file)` its length (the worker slices the cached files), so the files never sit
-    /// in wasm memory beside the weights. `quant` converts the linear weights on load (the
-    /// page's QLoRA format); an HF model whose f32 weights would not fit the tab's memory is
-    /// loaded in NF4 without being asked, and then trains with QLoRA only.
+    /// in wasm memory beside the weights, and 16-bit weights stay 16-bit. `quant` converts the
+    /// linear weights on load (the page's QLoRA format); an HF model whose weights would not
+    /// fit the tab's memory is loaded in NF4 without being asked, and then trains with QLoRA
+    /// only.
     pub fn load_model(&mut self, origin: String, read: Option<js_sys::Function>, len: Option<js_sys::Function>, quant: Option<String>) -> Result<String, JsError> {
         let files = std::mem::take(&mut self.staged);
         let ranges = read.zip(len).map(|(read, len)| JsRanges { read, len });
         let mut quant = quant.as_deref().map(WeightFormat::parse).transpose().map_err(js)?;
-        let too_big = quant.is_none() && f32_bytes(&origin, &files).is_some_and(|b| b > TAB_F32_LIMIT);
+        let too_big = quant.is_none() && host_bytes(&origin, &files, ranges.as_ref()).is_some_and(|b| b > TAB_WEIGHT_LIMIT);
         if too_big {
             quant = Some(WeightFormat::Quant(QuantFormat::Nf4));
         }
@@ -351,7 +358,7 @@ impl Session {
         s.train_config().map_err(js)?; // every setting is checked before anything is loaded
         let want = s.quant().map_err(js)?;
         if want.is_none() && self.base()?.qlora_only {
-            return Err(js("this model was loaded in NF4 because its f32 weights would not fit the tab's memory: choose the method qlora"));
+            return Err(js("this model was loaded in NF4 because its weights would not fit the tab's memory: choose the method qlora"));
         }
         let start = match (continue_current, self.run.as_mut()) {
             (false, _) => None,
@@ -605,7 +612,8 @@ fn read_model(origin: &str, files: &[(String, Vec<u8>)], ranges: Option<&JsRange
     match (files, ranges) {
         ([(name, bytes)], _) if name.to_lowercase().ends_with(".gguf") => load_gguf(bytes, &format!("{origin}/{name}"), quant),
         ([], _) => Err(Error::bad_file(origin, "no files were given")),
-        (_, Some(r)) => load_hf_folder_streamed(&StagedFiles { origin, files }, r, quant),
+        // the page keeps 16-bit weights in 16 bits: half the memory of f32
+        (_, Some(r)) => load_hf_folder_streamed(&StagedFiles { origin, files }, r, quant, true),
         (_, None) => load_hf_folder(&StagedFiles { origin, files }, quant),
     }
 }

@@ -32,7 +32,7 @@ fn text(files: &dyn Files, name: &str) -> Result<Option<String>> {
 }
 
 /// The safetensors files of a folder: the shards its index names, or model.safetensors.
-fn shard_names(files: &dyn Files) -> Result<Vec<String>> {
+pub fn shard_names(files: &dyn Files) -> Result<Vec<String>> {
     let dir = files.origin();
     if let Some(index) = text(files, "model.safetensors.index.json")? {
         let v: serde_json::Value = serde_json::from_str(&index).map_err(|e| Error::bad_file(format!("{dir}/model.safetensors.index.json"), e.to_string()).with_source(e))?;
@@ -62,11 +62,12 @@ pub fn load_hf_folder(files: &dyn Files, quant: Option<WeightFormat>) -> Result<
 }
 
 /// An HF folder whose small files come from `files` and whose safetensors shards are read a
-/// tensor at a time through `weights` (the web page: its files stay in browser storage).
-pub fn load_hf_folder_streamed(files: &dyn Files, weights: &dyn ReadRange, quant: Option<WeightFormat>) -> Result<LoadedModel> {
+/// tensor at a time through `weights` (the web page: its files stay in browser storage), bf16
+/// weights kept in 16 bits (as f16) when `bf16_as_f16`.
+pub fn load_hf_folder_streamed(files: &dyn Files, weights: &dyn ReadRange, quant: Option<WeightFormat>, bf16_as_f16: bool) -> Result<LoadedModel> {
     let (cfg, tokenizer) = hf_config(files)?;
     let names = shard_names(files)?;
-    let src = StreamedSafetensors::new(files.origin(), &names, weights)?;
+    let src = StreamedSafetensors::new(files.origin(), &names, weights, bf16_as_f16)?;
     let weights = HostWeights::load(&cfg, &src, quant)?;
     let description = format!("HF folder, {} safetensors file(s), streamed", names.len());
     Ok(LoadedModel { cfg, weights, tokenizer, description })

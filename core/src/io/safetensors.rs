@@ -39,20 +39,33 @@ impl TensorSource for SafetensorsSource<'_> {
     fn tensor(&self, name: &str) -> Result<Option<Matrix>> {
         for (file, st) in &self.shards {
             let Ok(view) = st.tensor(name) else { continue };
-            return matrix(&self.folder, file, name, view.dtype(), view.shape(), view.data()).map(Some);
+            return matrix(&self.folder, file, name, view.dtype(), view.shape(), view.data(), false).map(Some);
         }
         Ok(None)
     }
 }
 
-/// A tensor's bytes as a [`Matrix`]: f32 and bf16 as f32, f16 kept when its rows fit.
-fn matrix(folder: &str, file: &str, name: &str, dtype: Dtype, shape: &[usize], bytes: &[u8]) -> Result<Matrix> {
+/// A tensor's bytes as a [`Matrix`]: f32 and bf16 as f32, f16 kept when its rows fit; with
+/// `bf16_as_f16`, bf16 too becomes f16 when its values lie in f16's range (bf16's 8-bit
+/// significand fits f16's 11, so only values below f16's normal range, 6.1e-5, round).
+fn matrix(folder: &str, file: &str, name: &str, dtype: Dtype, shape: &[usize], bytes: &[u8], bf16_as_f16: bool) -> Result<Matrix> {
     let cols = shape.last().copied().unwrap_or(1);
     let rows = shape.iter().product::<usize>() / cols.max(1);
+    let f16_rows = cols % QuantFormat::F16.block_size() == 0 && rows > 0;
     let data = match dtype {
+        Dtype::BF16 if bf16_as_f16 && f16_rows => {
+            // value by value: no f32 copy of a large embedding on the way
+            let values = || bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32());
+            if values().all(|x| x.abs() <= 65504.0) {
+                let halves: Vec<u8> = values().flat_map(|x| half::f16::from_f32(x).to_le_bytes()).collect();
+                MatrixData::Quant(QuantTensor::from_blocks(QuantFormat::F16, rows, cols, halves)?)
+            } else {
+                MatrixData::F32(kquants::dequantize_bf16(bytes))
+            }
+        }
         Dtype::F32 => MatrixData::F32(bytemuck::pod_collect_to_vec(bytes)),
         Dtype::BF16 => MatrixData::F32(kquants::dequantize_bf16(bytes)),
-        Dtype::F16 if cols % QuantFormat::F16.block_size() == 0 && rows > 0 => MatrixData::Quant(QuantTensor::from_blocks(QuantFormat::F16, rows, cols, bytes.to_vec())?),
+        Dtype::F16 if f16_rows => MatrixData::Quant(QuantTensor::from_blocks(QuantFormat::F16, rows, cols, bytes.to_vec())?),
         Dtype::F16 => MatrixData::F32(kquants::dequantize_f16(bytes)),
         other => return Err(Error::unsupported(format!("{folder}/{file}"), format!("tensor {name} has dtype {other:?}; Hearth reads F32, F16 and BF16"))),
     };
@@ -73,12 +86,14 @@ pub struct StreamedSafetensors<'a> {
     reader: &'a dyn ReadRange,
     /// Each shard: its name, where its data starts, and its header.
     shards: Vec<(String, u64, Metadata)>,
+    /// Keep bf16 weights in 16 bits, as f16 (see [`matrix`]): half the memory of f32.
+    bf16_as_f16: bool,
 }
 
 impl<'a> StreamedSafetensors<'a> {
     /// Reads and checks each shard's header: its length, its JSON, and that its tensors end
     /// where the file does (a truncated download is named here, not at its last tensor).
-    pub fn new(folder: &str, names: &[String], reader: &'a dyn ReadRange) -> Result<Self> {
+    pub fn new(folder: &str, names: &[String], reader: &'a dyn ReadRange, bf16_as_f16: bool) -> Result<Self> {
         let mut shards = Vec::new();
         for name in names {
             let bad = |why: String| Error::bad_file(format!("{folder}/{name}"), format!("not a valid safetensors file ({why})"));
@@ -95,7 +110,7 @@ impl<'a> StreamedSafetensors<'a> {
             }
             shards.push((name.clone(), 8 + n, meta));
         }
-        Ok(StreamedSafetensors { folder: folder.to_string(), reader, shards })
+        Ok(StreamedSafetensors { folder: folder.to_string(), reader, shards, bf16_as_f16 })
     }
 }
 
@@ -109,7 +124,7 @@ impl TensorSource for StreamedSafetensors<'_> {
             let Some(info) = meta.info(name) else { continue };
             let (start, end) = info.data_offsets;
             let bytes = self.reader.read(file, data_start + start as u64, data_start + end as u64)?;
-            return matrix(&self.folder, file, name, info.dtype, &info.shape, &bytes).map(Some);
+            return matrix(&self.folder, file, name, info.dtype, &info.shape, &bytes, self.bf16_as_f16).map(Some);
         }
         Ok(None)
     }
