@@ -3,8 +3,9 @@
 //! and tensor types, empty prompts — each a clear error naming the file or tensor.
 
 use hearth_core::io::gguf::Gguf;
-use hearth_core::io::load::{load_gguf, load_hf_folder, load_hf_folder_streamed, Files};
-use hearth_core::io::safetensors::ReadRange;
+use hearth_core::io::load::{load_gguf, load_hf_folder, shard_names, stream_hf_folder, Files};
+use hearth_core::io::safetensors::{ReadRange, StreamedSafetensors};
+use hearth_core::model::HostWeights;
 use hearth_core::model::generate::{generate, GenerateParams};
 use hearth_core::model::{Model, ModelOptions};
 use hearth_core::quant::kquants;
@@ -93,17 +94,33 @@ impl ReadRange for Patched {
     }
 }
 
+/// The weights of `folder` read a tensor at a time, bf16 kept 16-bit when `halves`.
+fn streamed(folder: &Patched, halves: bool) -> hearth_core::Result<HostWeights> {
+    let config = Files::read(folder, "config.json")?.expect("config.json");
+    let cfg = hearth_core::model::Config::from_hf_json(std::str::from_utf8(&config).unwrap(), "config.json")?;
+    let src = StreamedSafetensors::new(folder.origin(), &shard_names(folder)?, folder, halves)?;
+    HostWeights::load(&cfg, &src, None)
+}
+
 #[test]
 fn streamed_safetensors_load_the_same_weights_and_refuse_truncated_files() {
     // the tiny Llama has three shards
     let folder = Patched { base: DirFiles(fixture("tiny-llama")), replace: Vec::new() };
     let whole = load_hf_folder(&folder, None).unwrap();
-    let streamed = load_hf_folder_streamed(&folder, &folder, None, false).unwrap();
-    assert_eq!(format!("{:?}", streamed.weights), format!("{:?}", whole.weights));
-    assert_eq!(streamed.cfg, whole.cfg);
+    assert_eq!(format!("{:?}", streamed(&folder, false).unwrap()), format!("{:?}", whole.weights));
+    // layer by layer onto the GPU: the same logits as the model uploaded whole
+    with_gpu!(ctx => {
+        let opts = |_: &hearth_core::model::Config| ModelOptions { chunk: 64, max_seq: 64, max_binding: None };
+        let mut on_gpu = stream_hf_folder(ctx, &folder, &folder, None, false, &opts).unwrap().model;
+        let mut uploaded = Model::new(ctx, &whole.cfg, whole.weights.clone(), opts(&whole.cfg)).unwrap();
+        let tokens = [1, 5, 9, 42, 7];
+        let a = pollster::block_on(on_gpu.logits(ctx, &tokens)).unwrap();
+        let b = pollster::block_on(uploaded.logits(ctx, &tokens)).unwrap();
+        assert!(a == b, "streamed and uploaded models give different logits");
+    });
     let full = std::fs::read(fixture("tiny-qwen2").join("model.safetensors")).unwrap();
     let cut = Patched { base: DirFiles(fixture("tiny-qwen2")), replace: vec![("model.safetensors", full[..full.len() - 10].to_vec())] };
-    let e = load_hf_folder_streamed(&cut, &cut, None, false).err().expect("a truncated shard is refused").to_string();
+    let e = streamed(&cut, false).expect_err("a truncated shard is refused").to_string();
     assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
 }
 
@@ -114,15 +131,15 @@ fn streamed_bf16_weights_stay_16_bit_with_the_same_values() {
     // the tiny Qwen2's weights are bf16
     let folder = Patched { base: DirFiles(fixture("tiny-qwen2")), replace: Vec::new() };
     let f32s = load_hf_folder(&folder, None).unwrap().weights;
-    let halves = load_hf_folder_streamed(&folder, &folder, None, true).unwrap().weights;
-    let pairs = |w: &hearth_core::model::HostWeights| -> Vec<hearth_core::model::Matrix> {
+    let halves = streamed(&folder, true).unwrap();
+    let matrices = |w: &HostWeights| -> Vec<hearth_core::model::Matrix> {
         let mut m = vec![w.embed.clone()];
         for l in &w.layers {
             m.extend([&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].map(|x| x.clone()));
         }
         m
     };
-    for (a, b) in pairs(&f32s).iter().zip(pairs(&halves)) {
+    for (a, b) in matrices(&f32s).iter().zip(matrices(&halves)) {
         assert_eq!(a.format(), WeightFormat::F32, "{}", a.name);
         assert_eq!(b.format(), WeightFormat::Quant(QuantFormat::F16), "{} stays 16-bit", b.name);
         // exact in f16's normal range; below it (6.1e-5) f16's subnormals round to 2^-24

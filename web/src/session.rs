@@ -2,7 +2,7 @@
 //! one method at a time (wasm-bindgen refuses a second `&mut` call while one is awaiting), and
 //! gets JSON strings back, so the page's JavaScript stays a thin layer over hearth-core.
 
-use hearth_core::io::load::{load_gguf, load_hf_folder, load_hf_folder_streamed, shard_names, Files, LoadedModel};
+use hearth_core::io::load::{load_gguf, load_hf_folder, shard_names, stream_hf_folder, Files, GpuLoaded};
 use hearth_core::io::safetensors::ReadRange;
 use hearth_core::model::chat::Message;
 use hearth_core::model::generate::{generate, GenerateParams};
@@ -122,10 +122,6 @@ fn one() -> f32 {
     1.0
 }
 
-fn linear_format(loaded: &LoadedModel) -> WeightFormat {
-    loaded.weights.layers.first().map_or(WeightFormat::F32, |l| l.q.format())
-}
-
 #[wasm_bindgen]
 impl Session {
     /// Opens WebGPU; the error says which browsers work when there is none.
@@ -200,14 +196,15 @@ impl Session {
         if too_big {
             quant = Some(WeightFormat::Quant(QuantFormat::Nf4));
         }
-        // a file that does not load leaves the current model in place
-        let loaded = read_model(&origin, &files, ranges.as_ref(), quant).map_err(js)?;
-        let format = linear_format(&loaded);
-        let file_format = if quant.is_some() { WeightFormat::F32 } else { format };
-        let head_format = loaded.weights.head_format();
+        // the GPU memory of the current model is freed first: a file that does not load
+        // leaves no model
         (self.run, self.model, self.base) = (None, None, None);
-        self.model = Some(self.upload(&loaded.cfg, loaded.weights)?);
-        self.base = Some(Base { origin, files, ranges, cfg: loaded.cfg, tok: loaded.tokenizer, description: loaded.description, file_format, format, quant, qlora_only: too_big, head_format });
+        let loaded = model_on_gpu(&self.ctx, &origin, &files, ranges.as_ref(), quant).map_err(|e| js(explain(e)))?;
+        let (format, head_format) = loaded.model.formats();
+        let file_format = if quant.is_some() { WeightFormat::F32 } else { format };
+        let cfg = loaded.model.cfg.clone();
+        self.model = Some(loaded.model);
+        self.base = Some(Base { origin, files, ranges, cfg, tok: loaded.tokenizer, description: loaded.description, file_format, format, quant, qlora_only: too_big, head_format });
         Ok(self.model_json())
     }
 
@@ -369,11 +366,9 @@ impl Session {
         if self.base()?.quant != want {
             self.model = None; // free the GPU copy before the new one is made
             let b = self.base.as_ref().expect("checked");
-            let loaded = read_model(&b.origin, &b.files, b.ranges.as_ref(), want).map_err(js)?;
-            let format = linear_format(&loaded);
-            let model = self.upload(&loaded.cfg, loaded.weights)?;
+            let model = model_on_gpu(&self.ctx, &b.origin, &b.files, b.ranges.as_ref(), want).map_err(|e| js(explain(e)))?.model;
             let b = self.base.as_mut().expect("checked");
-            (b.format, b.quant) = (format, want);
+            (b.format, b.quant) = (model.formats().0, want);
             self.model = Some(model);
         }
         let base = self.base.as_ref().expect("checked");
@@ -586,10 +581,6 @@ impl Session {
         self.base.as_ref().ok_or_else(|| js("load a model first"))
     }
 
-    fn upload(&self, cfg: &Config, weights: hearth_core::model::HostWeights) -> Result<Model, JsError> {
-        Model::new(&self.ctx, cfg, weights, ModelOptions { chunk: 256, max_seq: model_ctx(cfg), max_binding: None }).map_err(|e| js(explain(e)))
-    }
-
     /// Takes the model back from a finished or abandoned run, without its adapter.
     fn reclaim_model(&mut self) {
         if let Some(run) = self.run.take() {
@@ -608,14 +599,20 @@ fn model_of<'a>(model: &'a mut Option<Model>, run: &'a mut Option<Run>) -> Resul
     }
 }
 
-fn read_model(origin: &str, files: &[(String, Vec<u8>)], ranges: Option<&JsRanges>, quant: Option<WeightFormat>) -> hearth_core::Result<LoadedModel> {
-    match (files, ranges) {
-        ([(name, bytes)], _) if name.to_lowercase().ends_with(".gguf") => load_gguf(bytes, &format!("{origin}/{name}"), quant),
-        ([], _) => Err(Error::bad_file(origin, "no files were given")),
-        // the page keeps 16-bit weights in 16 bits: half the memory of f32
-        (_, Some(r)) => load_hf_folder_streamed(&StagedFiles { origin, files }, r, quant, true),
-        (_, None) => load_hf_folder(&StagedFiles { origin, files }, quant),
-    }
+/// The staged model on the GPU: a folder's shards streamed a layer at a time when the worker
+/// reads them in place (the page keeps 16-bit weights in 16 bits: half the memory of f32),
+/// else the files read whole and uploaded.
+fn model_on_gpu(ctx: &GpuContext, origin: &str, files: &[(String, Vec<u8>)], ranges: Option<&JsRanges>, quant: Option<WeightFormat>) -> hearth_core::Result<GpuLoaded> {
+    let opts = |cfg: &Config| ModelOptions { chunk: 256, max_seq: model_ctx(cfg), max_binding: None };
+    let staged = StagedFiles { origin, files };
+    let loaded = match (files, ranges) {
+        ([(name, bytes)], _) if name.to_lowercase().ends_with(".gguf") => load_gguf(bytes, &format!("{origin}/{name}"), quant)?,
+        ([], _) => return Err(Error::bad_file(origin, "no files were given")),
+        (_, Some(r)) => return stream_hf_folder(ctx, &staged, r, quant, true, &opts),
+        (_, None) => load_hf_folder(&staged, quant)?,
+    };
+    let model = Model::new(ctx, &loaded.cfg, loaded.weights, opts(&loaded.cfg))?;
+    Ok(GpuLoaded { model, tokenizer: loaded.tokenizer, description: loaded.description })
 }
 
 /// The worker's byte ranges of the files it keeps (see [`Session::load_model`]).

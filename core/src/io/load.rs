@@ -5,8 +5,8 @@ use super::gguf::Gguf;
 use super::gguf_tensors::GgufSource;
 use super::safetensors::{ReadRange, SafetensorsSource, StreamedSafetensors};
 use crate::model::weights::{HostWeights, WeightFormat};
-use crate::model::{Config, Tokenizer};
-use crate::{Error, Result};
+use crate::model::{Config, Model, ModelOptions, Tokenizer};
+use crate::{Error, GpuContext, Result};
 
 /// Read access to the files of an HF folder.
 pub trait Files {
@@ -61,16 +61,29 @@ pub fn load_hf_folder(files: &dyn Files, quant: Option<WeightFormat>) -> Result<
     Ok(LoadedModel { cfg, weights, tokenizer, description })
 }
 
+fn streamed_description(names: &[String]) -> String {
+    format!("HF folder, {} safetensors file(s), streamed to the GPU", names.len())
+}
+
+/// A model on the GPU and what came with it.
+pub struct GpuLoaded {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub description: String,
+}
+
 /// An HF folder whose small files come from `files` and whose safetensors shards are read a
 /// tensor at a time through `weights` (the web page: its files stay in browser storage), bf16
-/// weights kept in 16 bits (as f16) when `bf16_as_f16`.
-pub fn load_hf_folder_streamed(files: &dyn Files, weights: &dyn ReadRange, quant: Option<WeightFormat>, bf16_as_f16: bool) -> Result<LoadedModel> {
+/// weights kept in 16 bits (as f16) when `bf16_as_f16`, straight onto the GPU: each layer is
+/// read, converted and uploaded before the next ([`Model::stream`]), so the host never holds
+/// the whole model.
+/// `opts` gives the model's options from its config.
+pub fn stream_hf_folder(ctx: &GpuContext, files: &dyn Files, weights: &dyn ReadRange, quant: Option<WeightFormat>, bf16_as_f16: bool, opts: &dyn Fn(&Config) -> ModelOptions) -> Result<GpuLoaded> {
     let (cfg, tokenizer) = hf_config(files)?;
     let names = shard_names(files)?;
     let src = StreamedSafetensors::new(files.origin(), &names, weights, bf16_as_f16)?;
-    let weights = HostWeights::load(&cfg, &src, quant)?;
-    let description = format!("HF folder, {} safetensors file(s), streamed", names.len());
-    Ok(LoadedModel { cfg, weights, tokenizer, description })
+    let model = Model::stream(ctx, &cfg, &src, quant, opts(&cfg))?;
+    Ok(GpuLoaded { model, tokenizer, description: streamed_description(&names) })
 }
 
 fn missing(files: &dyn Files, name: &str, what: &str) -> Error {

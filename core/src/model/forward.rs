@@ -11,7 +11,7 @@ use crate::model::block::{block_forward, Attention, BlockBuffers};
 use crate::lora::{Adapter, Target};
 use crate::model::config::Config;
 use crate::model::linear::Linear;
-use crate::model::weights::{HostWeights, Matrix};
+use crate::model::weights::{HostLayer, HostWeights, Matrix, TensorSource, WeightFormat, WeightReader};
 use crate::ops::block_copy::{block_copy, Columns};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
 use crate::ops::lora::{lora_forward, lora_forward_b};
@@ -95,6 +95,32 @@ buffer_set! {
 }
 
 impl GpuLayer {
+    /// Block `i`'s weights on the GPU.
+    fn upload(ctx: &GpuContext, cfg: &Config, i: usize, l: &HostLayer) -> Result<Self> {
+        let upload_vec = |x: &Vec<f32>| ctx.upload_f32(x);
+        // the vectors only some families have: biases, head norms, post-norms
+        let optional = |v: &Option<Vec<f32>>| v.as_ref().map(|v| ctx.upload_f32(v)).transpose();
+        Ok(GpuLayer {
+            attn_norm: upload_vec(&l.attn_norm)?,
+            q: Linear::upload(ctx, &l.q)?,
+            k: Linear::upload(ctx, &l.k)?,
+            v: Linear::upload(ctx, &l.v)?,
+            q_bias: optional(&l.q_bias)?,
+            k_bias: optional(&l.k_bias)?,
+            v_bias: optional(&l.v_bias)?,
+            q_norm: optional(&l.q_norm)?,
+            k_norm: optional(&l.k_norm)?,
+            rope: cfg.uses_rope(i),
+            o: Linear::upload(ctx, &l.o)?,
+            ffn_norm: upload_vec(&l.ffn_norm)?,
+            post_attn_norm: optional(&l.post_attn_norm)?,
+            post_ffn_norm: optional(&l.post_ffn_norm)?,
+            gate: Linear::upload(ctx, &l.gate)?,
+            up: Linear::upload(ctx, &l.up)?,
+            down: Linear::upload(ctx, &l.down)?,
+        })
+    }
+
     pub(crate) fn linear(&self, t: Target) -> &Linear {
         match t {
             Target::Q => &self.q,
@@ -235,39 +261,26 @@ impl StateLayout {
 
 impl Model {
     pub fn new(ctx: &GpuContext, cfg: &Config, w: HostWeights, opts: ModelOptions) -> Result<Self> {
+        let layers = w.layers.iter().enumerate().map(|(i, l)| GpuLayer::upload(ctx, cfg, i, l)).collect::<Result<Vec<_>>>()?;
+        Self::assemble(ctx, cfg, layers, w.embed, w.lm_head, &w.final_norm, opts)
+    }
+
+    /// The model read from `src` a layer at a time, each put on the GPU before the next is
+    /// read: the host holds one layer (and the embedding, which stays on the host), never the
+    /// whole model.
+    pub fn stream(ctx: &GpuContext, cfg: &Config, src: &dyn TensorSource, quant: Option<WeightFormat>, opts: ModelOptions) -> Result<Self> {
+        let r = WeightReader { cfg, src, quant };
+        let layers = (0..cfg.n_layers).map(|i| GpuLayer::upload(ctx, cfg, i, &r.layer(i)?)).collect::<Result<Vec<_>>>()?;
+        Self::assemble(ctx, cfg, layers, r.embed()?, r.lm_head()?, &r.final_norm()?, opts)
+    }
+
+    /// The model around its uploaded blocks: the lm_head (split to fit bindings), the final
+    /// norm, the work buffers and the KV cache.
+    fn assemble(ctx: &GpuContext, cfg: &Config, layers: Vec<GpuLayer>, embed: Matrix, lm_head_w: Option<Matrix>, final_norm: &[f32], opts: ModelOptions) -> Result<Self> {
         let v = cfg.vocab_size;
         let limit = opts.max_binding.unwrap_or(ctx.limits().max_storage_buffer_binding_size).min(ctx.limits().max_buffer_size);
-        let upload_vec = |x: &Vec<f32>| ctx.upload_f32(x);
-        // the vectors only some families have: biases, head norms, post-norms
-        let optional = |v: &Option<Vec<f32>>| v.as_ref().map(|v| ctx.upload_f32(v)).transpose();
-        let layers = w
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                Ok(GpuLayer {
-                    attn_norm: upload_vec(&l.attn_norm)?,
-                    q: Linear::upload(ctx, &l.q)?,
-                    k: Linear::upload(ctx, &l.k)?,
-                    v: Linear::upload(ctx, &l.v)?,
-                    q_bias: optional(&l.q_bias)?,
-                    k_bias: optional(&l.k_bias)?,
-                    v_bias: optional(&l.v_bias)?,
-                    q_norm: optional(&l.q_norm)?,
-                    k_norm: optional(&l.k_norm)?,
-                    rope: cfg.uses_rope(i),
-                    o: Linear::upload(ctx, &l.o)?,
-                    ffn_norm: upload_vec(&l.ffn_norm)?,
-                    post_attn_norm: optional(&l.post_attn_norm)?,
-                    post_ffn_norm: optional(&l.post_ffn_norm)?,
-                    gate: Linear::upload(ctx, &l.gate)?,
-                    up: Linear::upload(ctx, &l.up)?,
-                    down: Linear::upload(ctx, &l.down)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
         // Split the lm_head by rows so that each part (and its logits) fits one binding.
-        let head = w.lm_head.as_ref().unwrap_or(&w.embed);
+        let head = lm_head_w.as_ref().unwrap_or(&embed);
         // Parts are sized as if in f32, the widest format, so they fit whatever the head holds.
         let (part_rows, _) = lm_head_parts(cfg, limit);
         let mut lm_head = Vec::new();
@@ -290,9 +303,9 @@ impl Model {
         };
         Ok(Model {
             cfg: cfg.clone(),
-            embed: w.embed,
+            embed,
             layers,
-            final_norm: ctx.upload_f32(&w.final_norm)?,
+            final_norm: ctx.upload_f32(final_norm)?,
             lm_head,
             binding_limit: limit,
             adapter: None,
@@ -301,6 +314,12 @@ impl Model {
             chunk,
             logit_rows,
         })
+    }
+
+    /// The format of the blocks' linear weights on the GPU, and of the lm_head's.
+    pub fn formats(&self) -> (WeightFormat, WeightFormat) {
+        let linear = self.layers.first().map_or(WeightFormat::F32, |l| l.q.format());
+        (linear, self.lm_head[0].1.format())
     }
 
     /// Parts the lm_head was split into (1 when it fits one binding).

@@ -1,6 +1,6 @@
 //! A frozen linear weight on the GPU, f32 or a block format; its kind picks the matmul kernel.
 
-use crate::model::weights::{Matrix, MatrixData};
+use crate::model::weights::{Matrix, MatrixData, WeightFormat};
 use crate::ops::matmul::{matmul, Accumulate, MatmulDims, MatmulKind};
 use crate::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
 use crate::{GpuBuffer, GpuContext, Result};
@@ -16,6 +16,14 @@ impl Linear {
             MatrixData::F32(v) => Linear::F32 { w: ctx.upload_f32(v)?, rows: m.rows, cols: m.cols },
             MatrixData::Quant(q) => Linear::Quant(GpuQuantWeight::upload(ctx, q)?),
         })
+    }
+
+    /// The format its weights are held in on the GPU.
+    pub fn format(&self) -> WeightFormat {
+        match self {
+            Linear::F32 { .. } => WeightFormat::F32,
+            Linear::Quant(q) => WeightFormat::Quant(q.format),
+        }
     }
 
     /// (rows, cols) = (out features, in features).

@@ -196,112 +196,145 @@ impl HostWeights {
     /// Reads every tensor the config names from `src`, checking shapes; converts the linear
     /// weights of the blocks to `quant` when given.
     pub fn load(cfg: &Config, src: &dyn TensorSource, quant: Option<WeightFormat>) -> Result<Self> {
-        let (c, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let matrix = |name: &str, rows: usize, cols: usize| -> Result<Matrix> {
-            let m = src
-                .tensor(name)?
-                .ok_or_else(|| Error::bad_file(src.origin(), format!("tensor {name} is missing (expected ({rows}, {cols}))")))?;
-            if (m.rows, m.cols) != (rows, cols) {
-                return Err(Error::Shape(format!(
-                    "{}: tensor {name} has shape ({}, {}), the config expects ({rows}, {cols})",
-                    src.origin(),
-                    m.rows,
-                    m.cols
-                )));
-            }
-            Ok(m)
-        };
-        let vector = |name: &str, n: usize| -> Result<Vec<f32>> {
-            let m = src.tensor(name)?.ok_or_else(|| Error::bad_file(src.origin(), format!("tensor {name} is missing (expected ({n}))")))?;
-            if m.rows * m.cols != n {
-                return Err(Error::Shape(format!("{}: tensor {name} has {} values, the config expects {n}", src.origin(), m.rows * m.cols)));
-            }
-            Ok(m.into_f32())
-        };
-        // Gemma's norms compute x·(1 + w): held as 1 + w, so that every norm runs as x·w
-        let one_plus = cfg.arch == Arch::Gemma3 && !src.norms_hold_one_plus_w();
-        let norm = |name: &str, n: usize| -> Result<Vec<f32>> {
-            let w = vector(name, n)?;
-            Ok(if one_plus { w.into_iter().map(|x| 1.0 + x).collect() } else { w })
-        };
-        let convert = |m: Matrix| -> Result<Matrix> {
-            match quant {
-                Some(f) => m.convert(f),
-                None => Ok(m),
-            }
-        };
-        let linear = |name: &str, rows: usize, cols: usize| -> Result<Matrix> { convert(matrix(name, rows, cols)?) };
-        // a fused weight (Phi-3's qkv_proj, gate_up_proj) cut into its parts by rows
-        let split = |name: &str, parts: &[usize], cols: usize| -> Result<Vec<Matrix>> {
-            let m = matrix(name, parts.iter().sum(), cols)?;
-            let mut start = 0;
-            parts
-                .iter()
-                .map(|&rows| {
-                    start += rows;
-                    convert(m.rows_slice(start - rows, start)?)
-                })
-                .collect()
-        };
-        let mut layers = Vec::with_capacity(cfg.n_layers);
-        for i in 0..cfg.n_layers {
-            let p = format!("model.layers.{i}");
-            let bias = |proj: &str, n: usize| -> Result<Option<Vec<f32>>> {
-                if cfg.qkv_bias {
-                    vector(&format!("{p}.self_attn.{proj}.bias"), n).map(Some)
-                } else {
-                    Ok(None)
-                }
-            };
-            let head_norm = |which: &str| -> Result<Option<Vec<f32>>> {
-                if cfg.qk_norm {
-                    norm(&format!("{p}.self_attn.{which}.weight"), cfg.head_size).map(Some)
-                } else {
-                    Ok(None)
-                }
-            };
-            let post_norm = |which: &str| -> Result<Option<Vec<f32>>> {
-                if cfg.post_norms {
-                    norm(&format!("{p}.{which}.weight"), c).map(Some)
-                } else {
-                    Ok(None)
-                }
-            };
-            let (q, k, v, gate, up) = if cfg.fused {
-                let [q, k, v]: [Matrix; 3] = split(&format!("{p}.self_attn.qkv_proj.weight"), &[cfg.q_dim(), cfg.kv_dim(), cfg.kv_dim()], c)?.try_into().expect("3 parts");
-                let [gate, up]: [Matrix; 2] = split(&format!("{p}.mlp.gate_up_proj.weight"), &[ff, ff], c)?.try_into().expect("2 parts");
-                (q, k, v, gate, up)
-            } else {
-                (
-                    linear(&format!("{p}.self_attn.q_proj.weight"), cfg.q_dim(), c)?,
-                    linear(&format!("{p}.self_attn.k_proj.weight"), cfg.kv_dim(), c)?,
-                    linear(&format!("{p}.self_attn.v_proj.weight"), cfg.kv_dim(), c)?,
-                    linear(&format!("{p}.mlp.gate_proj.weight"), ff, c)?,
-                    linear(&format!("{p}.mlp.up_proj.weight"), ff, c)?,
-                )
-            };
-            layers.push(HostLayer {
-                attn_norm: norm(&format!("{p}.input_layernorm.weight"), c)?,
-                q,
-                k,
-                v,
-                q_bias: bias("q_proj", cfg.q_dim())?,
-                k_bias: bias("k_proj", cfg.kv_dim())?,
-                v_bias: bias("v_proj", cfg.kv_dim())?,
-                q_norm: head_norm("q_norm")?,
-                k_norm: head_norm("k_norm")?,
-                o: linear(&format!("{p}.self_attn.o_proj.weight"), c, cfg.q_dim())?,
-                // Gemma's post_attention_layernorm is a post-norm; its MLP norm is pre_feedforward
-                ffn_norm: norm(&format!("{p}.{}.weight", if cfg.post_norms { "pre_feedforward_layernorm" } else { "post_attention_layernorm" }), c)?,
-                post_attn_norm: post_norm("post_attention_layernorm")?,
-                post_ffn_norm: post_norm("post_feedforward_layernorm")?,
-                gate,
-                up,
-                down: linear(&format!("{p}.mlp.down_proj.weight"), c, ff)?,
-            });
+        let r = WeightReader { cfg, src, quant };
+        let layers = (0..cfg.n_layers).map(|i| r.layer(i)).collect::<Result<Vec<_>>>()?;
+        Ok(HostWeights { embed: r.embed()?, lm_head: r.lm_head()?, final_norm: r.final_norm()?, layers })
+    }
+}
+
+/// Reads a model's tensors from a [`TensorSource`] a layer at a time, checking shapes, and
+/// converts the blocks' linear weights to `quant` when given: [`HostWeights::load`] keeps
+/// them all, [`crate::model::Model::stream`] puts each layer on the GPU as it is read.
+pub struct WeightReader<'a> {
+    pub cfg: &'a Config,
+    pub src: &'a dyn TensorSource,
+    pub quant: Option<WeightFormat>,
+}
+
+impl WeightReader<'_> {
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let src = self.src;
+        let m = src.tensor(name)?.ok_or_else(|| Error::bad_file(src.origin(), format!("tensor {name} is missing (expected ({rows}, {cols}))")))?;
+        if (m.rows, m.cols) != (rows, cols) {
+            return Err(Error::Shape(format!("{}: tensor {name} has shape ({}, {}), the config expects ({rows}, {cols})", src.origin(), m.rows, m.cols)));
         }
-        let lm_head = if cfg.tie_embeddings { None } else { Some(matrix("lm_head.weight", v, c)?) };
-        Ok(HostWeights { embed: matrix("model.embed_tokens.weight", v, c)?, lm_head, final_norm: norm("model.norm.weight", c)?, layers })
+        Ok(m)
     }
 
+    fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        let src = self.src;
+        let m = src.tensor(name)?.ok_or_else(|| Error::bad_file(src.origin(), format!("tensor {name} is missing (expected ({n}))")))?;
+        if m.rows * m.cols != n {
+            return Err(Error::Shape(format!("{}: tensor {name} has {} values, the config expects {n}", src.origin(), m.rows * m.cols)));
+        }
+        Ok(m.into_f32())
+    }
+
+    /// Gemma's norms compute x·(1 + w): held as 1 + w, so that every norm runs as x·w.
+    fn norm(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        let w = self.vector(name, n)?;
+        let one_plus = self.cfg.arch == Arch::Gemma3 && !self.src.norms_hold_one_plus_w();
+        Ok(if one_plus { w.into_iter().map(|x| 1.0 + x).collect() } else { w })
+    }
+
+    fn convert(&self, m: Matrix) -> Result<Matrix> {
+        match self.quant {
+            Some(f) => m.convert(f),
+            None => Ok(m),
+        }
+    }
+
+    fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        self.convert(self.matrix(name, rows, cols)?)
+    }
+
+    /// A fused weight (Phi-3's qkv_proj, gate_up_proj) cut into its parts by rows.
+    fn split(&self, name: &str, parts: &[usize], cols: usize) -> Result<Vec<Matrix>> {
+        let m = self.matrix(name, parts.iter().sum(), cols)?;
+        let mut start = 0;
+        parts
+            .iter()
+            .map(|&rows| {
+                start += rows;
+                self.convert(m.rows_slice(start - rows, start)?)
+            })
+            .collect()
+    }
+
+    /// The token embedding (V, C), in the file's format.
+    pub fn embed(&self) -> Result<Matrix> {
+        self.matrix("model.embed_tokens.weight", self.cfg.vocab_size, self.cfg.hidden_size)
+    }
+
+    /// The lm_head (V, C); None when tied to the embedding.
+    pub fn lm_head(&self) -> Result<Option<Matrix>> {
+        if self.cfg.tie_embeddings {
+            return Ok(None);
+        }
+        self.matrix("lm_head.weight", self.cfg.vocab_size, self.cfg.hidden_size).map(Some)
+    }
+
+    pub fn final_norm(&self) -> Result<Vec<f32>> {
+        self.norm("model.norm.weight", self.cfg.hidden_size)
+    }
+
+    /// Block `i`'s weights.
+    pub fn layer(&self, i: usize) -> Result<HostLayer> {
+        let cfg = self.cfg;
+        let (c, ff) = (cfg.hidden_size, cfg.intermediate_size);
+        let p = format!("model.layers.{i}");
+        let bias = |proj: &str, n: usize| -> Result<Option<Vec<f32>>> {
+            if cfg.qkv_bias {
+                self.vector(&format!("{p}.self_attn.{proj}.bias"), n).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let head_norm = |which: &str| -> Result<Option<Vec<f32>>> {
+            if cfg.qk_norm {
+                self.norm(&format!("{p}.self_attn.{which}.weight"), cfg.head_size).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let post_norm = |which: &str| -> Result<Option<Vec<f32>>> {
+            if cfg.post_norms {
+                self.norm(&format!("{p}.{which}.weight"), c).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (q, k, v, gate, up) = if cfg.fused {
+            let [q, k, v]: [Matrix; 3] = self.split(&format!("{p}.self_attn.qkv_proj.weight"), &[cfg.q_dim(), cfg.kv_dim(), cfg.kv_dim()], c)?.try_into().expect("3 parts");
+            let [gate, up]: [Matrix; 2] = self.split(&format!("{p}.mlp.gate_up_proj.weight"), &[ff, ff], c)?.try_into().expect("2 parts");
+            (q, k, v, gate, up)
+        } else {
+            (
+                self.linear(&format!("{p}.self_attn.q_proj.weight"), cfg.q_dim(), c)?,
+                self.linear(&format!("{p}.self_attn.k_proj.weight"), cfg.kv_dim(), c)?,
+                self.linear(&format!("{p}.self_attn.v_proj.weight"), cfg.kv_dim(), c)?,
+                self.linear(&format!("{p}.mlp.gate_proj.weight"), ff, c)?,
+                self.linear(&format!("{p}.mlp.up_proj.weight"), ff, c)?,
+            )
+        };
+        Ok(HostLayer {
+            attn_norm: self.norm(&format!("{p}.input_layernorm.weight"), c)?,
+            q,
+            k,
+            v,
+            q_bias: bias("q_proj", cfg.q_dim())?,
+            k_bias: bias("k_proj", cfg.kv_dim())?,
+            v_bias: bias("v_proj", cfg.kv_dim())?,
+            q_norm: head_norm("q_norm")?,
+            k_norm: head_norm("k_norm")?,
+            o: self.linear(&format!("{p}.self_attn.o_proj.weight"), c, cfg.q_dim())?,
+            // Gemma's post_attention_layernorm is a post-norm; its MLP norm is pre_feedforward
+            ffn_norm: self.norm(&format!("{p}.{}.weight", if cfg.post_norms { "pre_feedforward_layernorm" } else { "post_attention_layernorm" }), c)?,
+            post_attn_norm: post_norm("post_attention_layernorm")?,
+            post_ffn_norm: post_norm("post_feedforward_layernorm")?,
+            gate,
+            up,
+            down: self.linear(&format!("{p}.mlp.down_proj.weight"), c, ff)?,
+        })
+    }
 }
