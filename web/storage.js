@@ -7,27 +7,7 @@ const KEY = (path) => new URL(path, self.location.origin).href;
 
 /** Bytes of `url`, from the cache or downloaded with `progress(done, total)` and cached. */
 export async function fetchCached(url, progress) {
-  const cache = await caches.open(MODELS);
-  const hit = await cache.match(url);
-  if (hit) return new Uint8Array(await hit.arrayBuffer());
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);
-  const total = Number(res.headers.get("content-length")) || 0;
-  const reader = res.body.getReader();
-  const parts = [];
-  let done = 0;
-  for (;;) {
-    const { value, done: end } = await reader.read();
-    if (end) break;
-    parts.push(value);
-    done += value.length;
-    progress(done, total);
-  }
-  const bytes = new Uint8Array(done);
-  let at = 0;
-  for (const p of parts) { bytes.set(p, at); at += p.length; }
-  await cache.put(url, new Response(bytes));
-  return bytes;
+  return new Uint8Array(await (await cachedBlob(url, progress)).arrayBuffer());
 }
 
 /**

@@ -144,7 +144,7 @@ async function train(msg) {
   }
   const saved = msg.resume ? await loadRun() : null;
   if (msg.resume && !saved) throw new Error("there is no saved run to resume");
-  let settings = saved && !msg.current ? saved.settings : msg.settings;
+  const settings = saved && !msg.current ? saved.settings : msg.settings;
   const data = saved ? saved.data : msg.data;
   const saveSteps = msg.saveSteps ?? saved?.save_steps ?? 10;
   if (saved) {
@@ -154,7 +154,6 @@ async function train(msg) {
     const info = await startRun(settings, data, { files, saveSteps });
     if (!msg.continue) return began(info, settings, data, saveSteps, saved);
   }
-  if (msg.continue && !msg.resume) settings = msg.settings;
   return began(await startRun(settings, data, { continueCurrent: !!msg.continue, saveSteps }), settings, data, saveSteps, null);
 }
 
@@ -216,9 +215,9 @@ async function trainLoop() {
         if (ev.preference) Object.assign(metric, { margin: ev.preference["rewards/margins"], accuracy: ev.preference["rewards/accuracies"] });
         run.metrics.push(metric);
         event("step", { ...metric, tokens_per_s: run.tokens / run.seconds, eta_s: (run.seconds / run.timedSteps) * (run.total_steps - ev.step), total_steps: run.total_steps });
-        // the teaching view: the adapter's update per layer, about 20 times a run, and the
-        // memory once a step has reached its peak
-        if (ev.step % Math.max(1, Math.ceil(run.total_steps / 20)) === 0 || ev.step === run.total_steps) await showNorms();
+        // the teaching view: the adapter's update per layer, about 20 times a run (and at
+        // its end, below), and the memory once a step has reached its peak
+        if (ev.step % Math.max(1, Math.ceil(run.total_steps / 20)) === 0 && ev.step !== run.total_steps) await showNorms();
         if (!run.memoryShown) {
           run.memoryShown = true;
           event("memory", parse(await exclusive(() => session.run_memory())));

@@ -68,19 +68,12 @@ struct Base {
 /// holds the weights on the host once before they go to the GPU.
 const TAB_WEIGHT_LIMIT: u64 = 5 << 29; // 2.5 GiB
 
-/// What an HF folder's weights would take on the host as loaded: streamed, the shards' size
-/// (16-bit weights stay 16-bit, f32 stays f32); staged, 4 bytes a parameter.
-fn host_bytes(origin: &str, files: &[(String, Vec<u8>)], ranges: Option<&JsRanges>) -> Option<u64> {
-    let staged = StagedFiles { origin, files };
-    if let Some(r) = ranges {
-        let names = shard_names(&staged).ok()?;
-        return names.iter().map(|n| r.len(n).ok()).sum();
-    }
-    let (_, config) = files.iter().find(|(n, _)| n == "config.json")?;
-    let cfg = Config::from_hf_json(std::str::from_utf8(config).ok()?, &format!("{origin}/config.json")).ok()?;
-    Some(4 * cfg.param_count() as u64)
+/// What an HF folder's streamed shards take: about what their weights take on the host as
+/// loaded (16-bit weights stay 16-bit, f32 stays f32).
+fn streamed_bytes(origin: &str, files: &[(String, Vec<u8>)], ranges: &JsRanges) -> Option<u64> {
+    let names = shard_names(&StagedFiles { origin, files }).ok()?;
+    names.iter().map(|n| ranges.len(n).ok()).sum()
 }
-
 
 #[wasm_bindgen]
 pub struct Session {
@@ -192,7 +185,7 @@ impl Session {
         let files = std::mem::take(&mut self.staged);
         let ranges = read.zip(len).map(|(read, len)| JsRanges { read, len });
         let mut quant = quant.as_deref().map(WeightFormat::parse).transpose().map_err(js)?;
-        let too_big = quant.is_none() && host_bytes(&origin, &files, ranges.as_ref()).is_some_and(|b| b > TAB_WEIGHT_LIMIT);
+        let too_big = quant.is_none() && ranges.as_ref().and_then(|r| streamed_bytes(&origin, &files, r)).is_some_and(|b| b > TAB_WEIGHT_LIMIT);
         if too_big {
             quant = Some(WeightFormat::Quant(QuantFormat::Nf4));
         }
@@ -514,6 +507,7 @@ impl Session {
         let mean = total / n as f64;
         Ok(json!({ "tokens": n, "mean_nll": mean, "perplexity": mean.exp() }).to_string())
     }
+
     /// The GPU memory of the run, measured by the allocator: the base model (and its KV
     /// cache), the buffers the run allocated when it started (adapter, gradients, AdamW
     /// moments, the pass's work buffers), and the peak while it stepped.

@@ -61,10 +61,6 @@ pub fn load_hf_folder(files: &dyn Files, quant: Option<WeightFormat>) -> Result<
     Ok(LoadedModel { cfg, weights, tokenizer, description })
 }
 
-fn streamed_description(names: &[String]) -> String {
-    format!("HF folder, {} safetensors file(s), streamed to the GPU", names.len())
-}
-
 /// A model on the GPU and what came with it.
 pub struct GpuLoaded {
     pub model: Model,
@@ -83,7 +79,7 @@ pub fn stream_hf_folder(ctx: &GpuContext, files: &dyn Files, weights: &dyn ReadR
     let names = shard_names(files)?;
     let src = StreamedSafetensors::new(files.origin(), &names, weights, bf16_as_f16)?;
     let model = Model::stream(ctx, &cfg, &src, quant, opts(&cfg))?;
-    Ok(GpuLoaded { model, tokenizer, description: streamed_description(&names) })
+    Ok(GpuLoaded { model, tokenizer, description: format!("HF folder, {} safetensors file(s), streamed to the GPU", names.len()) })
 }
 
 fn missing(files: &dyn Files, name: &str, what: &str) -> Error {
