@@ -309,8 +309,13 @@ def main():
         threads = [threading.Thread(target=one_long, args=(i,)) for i in range(8)]
         for th in threads:
             th.start()
+        # the signal comes once several requests wait and every one has reached the server
+        # (running, queued or answered): one still connecting then would meet a closed port
+        def ready():
+            health = server.get("/health")[1]
+            return health["queued"] >= 4 and health["queued"] + health["running"] + len(results) == 8
         deadline = time.time() + 30
-        while time.time() < deadline and server.get("/health")[1]["queued"] < 4:
+        while time.time() < deadline and not ready():
             time.sleep(0.02)
         server.proc.send_signal(signal.SIGTERM)
         for th in threads:
