@@ -47,16 +47,18 @@ async function modelFiles(where) {
   return { base, names };
 }
 
-// A folder's safetensors shards stay Blobs in browser storage; the session reads them a
-// tensor at a time. The other files (config, tokenizer, a GGUF file) are handed over whole.
-const isShard = (name) => /\.safetensors$/i.test(name);
+// Weight files (a folder's safetensors shards, a GGUF file) stay Blobs in browser storage;
+// the session reads them a tensor at a time. The other files (config, tokenizer) are handed
+// over whole.
+const isShard = (name) => /\.(safetensors|gguf)$/i.test(name);
 
 /**
- * The session's reader of `shards` (name → Blob): bytes start..end of a shard, read
- * synchronously (FileReaderSync, which workers have), and a shard's length.
+ * The session's reader of `shards` (name → Blob): their names, bytes start..end of one, read
+ * synchronously (FileReaderSync, which workers have), and one's length.
  */
 function weightReader(shards) {
   return {
+    names: [...shards.keys()],
     read: (file, start, end) => new Uint8Array(new FileReaderSync().readAsArrayBuffer(shards.get(file).slice(start, end))),
     len: (file) => shards.get(file)?.size,
   };
@@ -90,7 +92,7 @@ async function stageAndLoad({ origin, files, shards, source }, quant) {
     session.clear_staged();
     for (const [name, bytes] of files) session.stage_file(name, bytes);
     const reader = shards.size ? weightReader(shards) : null;
-    const info = parse(session.load_model(origin, reader?.read, reader?.len, quant ?? undefined));
+    const info = parse(session.load_model(origin, reader ?? undefined, quant ?? undefined));
     model = source;
     return info;
   });

@@ -1,12 +1,14 @@
 //! MODEL arguments: an HF folder or a .gguf file, read from disk into hearth-core's loaders.
 
 use anyhow::{bail, Context, Result};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use hearth_core::io::gguf::Gguf;
 use hearth_core::io::gguf_tensors::format_on_load;
 use hearth_core::io::load::{load_gguf, load_hf_folder, Files, LoadedModel};
+use hearth_core::io::ReadRange;
 use hearth_core::lora::{peft, Adapter};
 use hearth_core::model::{Config, Model, ModelOptions, WeightFormat};
 use hearth_core::{GpuContext, Result as CoreResult};
@@ -50,6 +52,23 @@ impl Files for DirFiles {
     }
 }
 
+/// Files on disk read by byte range (a file path as the name): a GGUF's header without its
+/// tensors.
+struct DiskRanges;
+
+impl ReadRange for DiskRanges {
+    fn len(&self, file: &str) -> CoreResult<u64> {
+        std::fs::metadata(file).map(|m| m.len()).map_err(|e| hearth_core::Error::io(file, e))
+    }
+
+    fn read(&self, file: &str, start: u64, end: u64) -> CoreResult<Vec<u8>> {
+        let mut bytes = vec![0; (end - start) as usize];
+        let mut f = std::fs::File::open(file).map_err(|e| hearth_core::Error::io(file, e))?;
+        f.seek(SeekFrom::Start(start)).and_then(|_| f.read_exact(&mut bytes)).map_err(|e| hearth_core::Error::io(file, e))?;
+        Ok(bytes)
+    }
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| path.display().to_string())
 }
@@ -65,15 +84,14 @@ fn is_gguf(path: &Path) -> bool {
     path.is_file()
 }
 
-/// Reads only the config (fast: no weights are converted).
+/// Reads only the config (fast: no weights are read).
 /// The config, the kind of file and the format the lm_head loads in (from a GGUF file's
 /// tensor; f32 for an HF folder, whose f16 heads load as f16 and take less).
 pub fn load_config(path: &Path) -> Result<(Config, String, WeightFormat)> {
     check_exists(path)?;
     if is_gguf(path) {
-        let bytes = read_file(path)?;
         let file = path.display().to_string();
-        let g = Gguf::parse(&bytes, &file)?;
+        let g = Gguf::read(&DiskRanges, &file, &file)?;
         let head = g.tensor("output.weight").or_else(|| g.tensor("token_embd.weight")).map_or(WeightFormat::F32, format_on_load);
         return Ok((Config::from_gguf(&g, &file)?, "GGUF".into(), head));
     }

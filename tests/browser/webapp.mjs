@@ -434,6 +434,7 @@ try {
   const ggufInfo = await page.textContent("#model-info");
   console.log(`model: ${ggufInfo}`);
   check((await page.textContent("#status")).startsWith("Model loaded") && ggufInfo !== hubInfo, "a .gguf address loads");
+  check(ggufInfo.includes("GGUF v3") && ggufInfo.includes("streamed to the GPU"), "the .gguf is read a tensor at a time from browser storage, not handed to wasm whole");
   await page.click("#served-models button:text-is('tiny-llama')");
   await waitLoaded(page);
   await page.fill("#data", DATA);

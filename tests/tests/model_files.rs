@@ -1,10 +1,14 @@
 //! Model files: k-quant dequantization against gguf-py, and bad input — truncated or corrupt
-//! GGUF and safetensors files, shapes that disagree with config.json, unknown architectures
-//! and tensor types, empty prompts — each a clear error naming the file or tensor.
+//! GGUF and safetensors files (whole or read by byte range), shapes that disagree with
+//! config.json, unknown architectures and tensor types, empty prompts — each a clear error
+//! naming the file or tensor.
 
-use hearth_core::io::gguf::Gguf;
-use hearth_core::io::load::{load_gguf, load_hf_folder, shard_names, stream_hf_folder, Files};
-use hearth_core::io::safetensors::{ReadRange, StreamedSafetensors};
+use hearth_core::io::gguf::{GgmlType, Gguf};
+use hearth_core::io::gguf_tensors::GgufSource;
+use hearth_core::io::gguf_write::{GgufWriter, MetaValue};
+use hearth_core::io::load::{load_gguf, load_hf_folder, shard_names, stream_gguf, stream_hf_folder, Files};
+use hearth_core::io::safetensors::StreamedSafetensors;
+use hearth_core::io::ReadRange;
 use hearth_core::model::HostWeights;
 use hearth_core::model::generate::{generate, GenerateParams};
 use hearth_core::model::{Model, ModelOptions};
@@ -122,6 +126,79 @@ fn streamed_safetensors_load_the_same_weights_and_refuse_truncated_files() {
     let cut = Patched { base: DirFiles(fixture("tiny-qwen2")), replace: vec![("model.safetensors", full[..full.len() - 10].to_vec())] };
     let e = streamed(&cut, false).expect_err("a truncated shard is refused").to_string();
     assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
+}
+
+/// One file read by byte range, as the web page reads a .gguf from browser storage; counts
+/// the bytes read.
+struct OneFile {
+    bytes: Vec<u8>,
+    read: std::cell::Cell<u64>,
+}
+
+impl OneFile {
+    fn new(bytes: Vec<u8>) -> Self {
+        OneFile { bytes, read: 0.into() }
+    }
+}
+
+impl ReadRange for OneFile {
+    fn len(&self, _: &str) -> hearth_core::Result<u64> {
+        Ok(self.bytes.len() as u64)
+    }
+
+    fn read(&self, _: &str, start: u64, end: u64) -> hearth_core::Result<Vec<u8>> {
+        self.read.set(self.read.get() + end - start);
+        Ok(self.bytes[start as usize..end as usize].to_vec())
+    }
+}
+
+#[test]
+fn streamed_gguf_files_load_the_same_weights_and_refuse_truncated_files() {
+    // permuted q/k and rope_freqs (Llama 3), fused qkv and LongRoPE (Phi-3), 1 + w norms (Gemma 3)
+    for file in ["tiny-llama3.gguf", "tiny-phi3.gguf", "tiny-gemma3-p6.gguf", "tiny-qwen3.gguf"] {
+        let bytes = std::fs::read(fixture(file)).unwrap();
+        let whole = load_gguf(&bytes, file, None).unwrap();
+        let r = OneFile::new(bytes);
+        let g = Gguf::read(&r, "m.gguf", file).unwrap();
+        assert_eq!(format!("{:?}", hearth_core::model::Config::from_gguf(&g, file).unwrap()), format!("{:?}", whole.cfg), "{file}");
+        let weights = HostWeights::load(&whole.cfg, &GgufSource::new(&g, file, &whole.cfg), None).unwrap();
+        assert_eq!(format!("{weights:?}"), format!("{:?}", whole.weights), "{file}");
+    }
+    // layer by layer onto the GPU: the same logits as the model uploaded whole
+    with_gpu!(ctx => {
+        let file = "tiny-llama3.gguf";
+        let r = OneFile::new(std::fs::read(fixture(file)).unwrap());
+        let whole = load_gguf(&r.bytes, file, None).unwrap();
+        let opts = |_: &hearth_core::model::Config| ModelOptions { chunk: 64, max_seq: 64, max_binding: None };
+        let mut on_gpu = stream_gguf(ctx, &r, "m.gguf", file, None, &opts).unwrap().model;
+        let mut uploaded = Model::new(ctx, &whole.cfg, whole.weights.clone(), opts(&whole.cfg)).unwrap();
+        let tokens = [1, 5, 9, 42, 7];
+        let a = pollster::block_on(on_gpu.logits(ctx, &tokens)).unwrap();
+        let b = pollster::block_on(uploaded.logits(ctx, &tokens)).unwrap();
+        assert!(a == b, "streamed and uploaded models give different logits");
+    });
+    // a cut file is named when its header is read, before any tensor
+    let bytes = std::fs::read(fixture("tiny-qwen3.gguf")).unwrap();
+    let cut = OneFile::new(bytes[..bytes.len() - 10].to_vec());
+    let e = Gguf::read(&cut, "m.gguf", "cut.gguf").err().expect("a truncated file is refused").to_string();
+    assert!(e.contains("cut.gguf") && e.contains("truncated"), "{e}");
+}
+
+#[test]
+fn a_gguf_header_longer_than_the_first_read_is_read_whole_and_the_tensors_are_not() {
+    // a 20 MB vocabulary (a large tokenizer's is several MB) ahead of 16 MB of tensor data
+    let mut w = GgufWriter::default();
+    w.set("general.architecture", MetaValue::Str("llama".into()));
+    w.set("tokenizer.ggml.tokens", MetaValue::Strs((0..1_000_000).map(|i| format!("token{i:012}")).collect()));
+    w.tensor("token_embd.weight", vec![1024, 4096], GgmlType::F32, vec![7; 16 << 20]);
+    let bytes = w.to_bytes();
+    let r = OneFile::new(bytes.clone());
+    let g = Gguf::read(&r, "m.gguf", "big.gguf").unwrap();
+    let whole = Gguf::parse(&bytes, "big.gguf").unwrap();
+    assert_eq!(g.metadata, whole.metadata);
+    assert!(r.read.get() < bytes.len() as u64, "read {} of {} bytes for the header", r.read.get(), bytes.len());
+    let t = g.tensor("token_embd.weight").unwrap();
+    assert!(g.data(t).unwrap() == whole.data(t).unwrap());
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! one method at a time (wasm-bindgen refuses a second `&mut` call while one is awaiting), and
 //! gets JSON strings back, so the page's JavaScript stays a thin layer over hearth-core.
 
-use hearth_core::io::load::{load_gguf, load_hf_folder, shard_names, stream_hf_folder, Files, GpuLoaded};
-use hearth_core::io::safetensors::ReadRange;
+use hearth_core::io::load::{load_hf_folder, shard_names, stream_gguf, stream_hf_folder, Files, GpuLoaded};
+use hearth_core::io::ReadRange;
 use hearth_core::model::chat::Message;
 use hearth_core::model::generate::{generate, GenerateParams};
 use hearth_core::model::sampling::SamplingParams;
@@ -28,7 +28,7 @@ fn js(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// Files handed over by the page (an HF folder's files, or one .gguf).
+/// The small files handed over by the page (an HF folder's config and tokenizer files).
 struct StagedFiles<'a> {
     origin: &'a str,
     files: &'a [(String, Vec<u8>)],
@@ -68,10 +68,13 @@ struct Base {
 /// holds the weights on the host once before they go to the GPU.
 const TAB_WEIGHT_LIMIT: u64 = 5 << 29; // 2.5 GiB
 
-/// What an HF folder's streamed shards take: about what their weights take on the host as
-/// loaded (16-bit weights stay 16-bit, f32 stays f32).
+/// What the streamed weight files take (a folder's shards, or the .gguf): about what their
+/// weights take on the host as loaded (16-bit weights stay 16-bit, f32 stays f32).
 fn streamed_bytes(origin: &str, files: &[(String, Vec<u8>)], ranges: &JsRanges) -> Option<u64> {
-    let names = shard_names(&StagedFiles { origin, files }).ok()?;
+    let names = match ranges.gguf() {
+        Some(gguf) => vec![gguf.to_string()],
+        None => shard_names(&StagedFiles { origin, files }).ok()?,
+    };
     names.iter().map(|n| ranges.len(n).ok()).sum()
 }
 
@@ -174,16 +177,16 @@ impl Session {
     }
 
     /// Loads the staged files as a model: one .gguf file, or an HF folder's files. With
-    /// `read` and `len`, the folder's safetensors shards are not staged but read a tensor at a
-    /// time: `read(file, start, end)` gives bytes start..end of a shard as a Uint8Array and
-    /// `len(file)` its length (the worker slices the cached files), so the files never sit
-    /// in wasm memory beside the weights, and 16-bit weights stay 16-bit. `quant` converts the
-    /// linear weights on load (the page's QLoRA format); an HF model whose weights would not
-    /// fit the tab's memory is loaded in NF4 without being asked, and then trains with QLoRA
-    /// only.
-    pub fn load_model(&mut self, origin: String, read: Option<js_sys::Function>, len: Option<js_sys::Function>, quant: Option<String>) -> Result<String, JsError> {
+    /// `reader`, the weight files (a folder's safetensors shards, or the .gguf) are not staged
+    /// but read a tensor at a time: `reader.names` lists them, `reader.read(file, start, end)`
+    /// gives bytes start..end of one as a Uint8Array and `reader.len(file)` its length (the
+    /// worker slices the cached files), so the files never sit in wasm memory beside the
+    /// weights, and 16-bit weights stay 16-bit. `quant` converts the linear weights on load
+    /// (the page's QLoRA format); a model whose weights would not fit the tab's memory is
+    /// loaded in NF4 without being asked, and then trains with QLoRA only.
+    pub fn load_model(&mut self, origin: String, reader: Option<js_sys::Object>, quant: Option<String>) -> Result<String, JsError> {
         let files = std::mem::take(&mut self.staged);
-        let ranges = read.zip(len).map(|(read, len)| JsRanges { read, len });
+        let ranges = reader.map(|r| JsRanges::new(&r)).transpose().map_err(js)?;
         let mut quant = quant.as_deref().map(WeightFormat::parse).transpose().map_err(js)?;
         let too_big = quant.is_none() && ranges.as_ref().and_then(|r| streamed_bytes(&origin, &files, r)).is_some_and(|b| b > TAB_WEIGHT_LIMIT);
         if too_big {
@@ -593,14 +596,16 @@ fn model_of<'a>(model: &'a mut Option<Model>, run: &'a mut Option<Run>) -> Resul
     }
 }
 
-/// The staged model on the GPU: a folder's shards streamed a layer at a time when the worker
-/// reads them in place (the page keeps 16-bit weights in 16 bits: half the memory of f32),
-/// else the files read whole and uploaded.
+/// The staged model on the GPU: a .gguf or a folder's shards streamed a layer at a time when
+/// the worker reads them in place (the page keeps 16-bit weights in 16 bits: half the memory
+/// of f32), else the files read whole and uploaded.
 fn model_on_gpu(ctx: &GpuContext, origin: &str, files: &[(String, Vec<u8>)], ranges: Option<&JsRanges>, quant: Option<WeightFormat>) -> hearth_core::Result<GpuLoaded> {
     let opts = |cfg: &Config| ModelOptions { chunk: 256, max_seq: model_ctx(cfg), max_binding: None };
+    if let Some((r, name)) = ranges.and_then(|r| Some((r, r.gguf()?))) {
+        return stream_gguf(ctx, r, name, &format!("{origin}/{name}"), quant, &opts);
+    }
     let staged = StagedFiles { origin, files };
     let loaded = match (files, ranges) {
-        ([(name, bytes)], _) if name.to_lowercase().ends_with(".gguf") => load_gguf(bytes, &format!("{origin}/{name}"), quant)?,
         ([], _) => return Err(Error::bad_file(origin, "no files were given")),
         (_, Some(r)) => return stream_hf_folder(ctx, &staged, r, quant, true, &opts),
         (_, None) => load_hf_folder(&staged, quant)?,
@@ -611,11 +616,29 @@ fn model_on_gpu(ctx: &GpuContext, origin: &str, files: &[(String, Vec<u8>)], ran
 
 /// The worker's byte ranges of the files it keeps (see [`Session::load_model`]).
 struct JsRanges {
+    /// The files it keeps.
+    names: Vec<String>,
     read: js_sys::Function,
     len: js_sys::Function,
 }
 
 impl JsRanges {
+    /// From the worker's `{names, read, len}`.
+    fn new(reader: &js_sys::Object) -> Result<Self, String> {
+        let field = |name: &str| js_sys::Reflect::get(reader, &JsValue::from_str(name)).map_err(|_| format!("the weight reader has no {name}"));
+        let function = |name: &str| field(name)?.dyn_into::<js_sys::Function>().map_err(|_| format!("the weight reader's {name} is not a function"));
+        let names = js_sys::Array::from(&field("names")?).iter().filter_map(|n| n.as_string()).collect();
+        Ok(JsRanges { names, read: function("read")?, len: function("len")? })
+    }
+
+    /// The .gguf file it keeps, if that is what it keeps.
+    fn gguf(&self) -> Option<&str> {
+        match self.names.as_slice() {
+            [name] if name.to_lowercase().ends_with(".gguf") => Some(name),
+            _ => None,
+        }
+    }
+
     fn failed(file: &str, e: JsValue) -> Error {
         Error::bad_file(file, format!("could not be read from browser storage: {}", e.as_string().or_else(|| js_sys::Error::from(e).message().as_string()).unwrap_or_default()))
     }

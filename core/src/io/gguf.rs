@@ -1,9 +1,13 @@
-//! GGUF v3 reader (llama.cpp's single-file format), bytes in. Every length and offset read
-//! from the file is checked against the bytes that are there before anything is allocated
-//! from it, so a truncated or corrupt file gives an error, never a panic or a huge alloc.
+//! GGUF v3 reader (llama.cpp's single-file format): the file in memory, or read by byte
+//! ranges (the web page: only the header is read whole, then a tensor at a time). Every
+//! length and offset read from the file is checked against the file's length before anything
+//! is allocated from it, so a truncated or corrupt file gives an error, never a panic or a
+//! huge alloc.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use super::ReadRange;
 use crate::{Error, Result};
 
 /// ggml tensor types Hearth reads (ggml.h `enum ggml_type`).
@@ -140,33 +144,46 @@ impl GgufTensorInfo {
     }
 }
 
-/// A parsed GGUF file: metadata and tensor directory; tensor bytes are slices of `bytes`.
+/// A parsed GGUF file: metadata and tensor directory; [`Gguf::data`] gives a tensor's bytes.
 pub struct Gguf<'a> {
     pub metadata: BTreeMap<String, GgufValue>,
     pub tensors: Vec<GgufTensorInfo>,
-    bytes: &'a [u8],
+    bytes: Bytes<'a>,
 }
 
+/// Where a tensor's bytes come from.
+enum Bytes<'a> {
+    Whole(&'a [u8]),
+    Ranges { reader: &'a dyn ReadRange, name: String },
+}
+
+/// Reads the header from `b`, the first bytes of a file of `total` bytes.
 struct Reader<'a> {
     b: &'a [u8],
+    total: usize,
     pos: usize,
     file: &'a str,
+    /// A read ran past `b` but not past the file: a longer prefix may parse.
+    short: bool,
 }
 
 impl<'a> Reader<'a> {
     fn err(&self, what: &str) -> Error {
-        Error::bad_file(self.file, format!("{what} at byte {} (file is {} bytes)", self.pos, self.b.len()))
+        Error::bad_file(self.file, format!("{what} at byte {} (file is {} bytes)", self.pos, self.total))
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len());
+        let end = self.pos.checked_add(n);
         match end {
-            Some(end) => {
+            Some(end) if end <= self.b.len() => {
                 let s = &self.b[self.pos..end];
                 self.pos = end;
                 Ok(s)
             }
-            None => Err(self.err(&format!("truncated file: {what} needs {n} more bytes"))),
+            _ => {
+                self.short = end.is_some_and(|e| e <= self.total);
+                Err(self.err(&format!("truncated file: {what} needs {n} more bytes")))
+            }
         }
     }
 
@@ -182,7 +199,7 @@ impl<'a> Reader<'a> {
     /// so more items than the remaining bytes can hold means a corrupt file.
     fn count(&mut self, what: &str, min_item: usize) -> Result<usize> {
         let n = self.u64(what)?;
-        let left = (self.b.len() - self.pos) as u64;
+        let left = (self.total - self.pos) as u64;
         if n > left / min_item.max(1) as u64 {
             return Err(self.err(&format!("{what} is {n}, more than the {left} remaining bytes can hold")));
         }
@@ -226,76 +243,36 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What a GGUF header holds.
+type Header = (BTreeMap<String, GgufValue>, Vec<GgufTensorInfo>);
+
 impl<'a> Gguf<'a> {
     /// Parses the header, metadata and tensor directory of `bytes`; `file` names the file
     /// in errors.
     pub fn parse(bytes: &'a [u8], file: &str) -> Result<Self> {
-        let mut r = Reader { b: bytes, pos: 0, file };
-        let magic = r.take(4, "magic")?;
-        if magic != b"GGUF" {
-            return Err(Error::bad_file(file, format!("not a GGUF file (magic {magic:?}, expected \"GGUF\")")));
-        }
-        let version = r.u32("version")?;
-        if version != 3 && version != 2 {
-            return Err(Error::unsupported(file, format!("GGUF version {version} is not supported (expected 3)")));
-        }
-        let n_tensors = r.count("tensor count", 24)?;
-        let n_kv = r.count("metadata count", 12)?;
-        let mut metadata = BTreeMap::new();
-        for _ in 0..n_kv {
-            let key = r.string("metadata key")?;
-            let ty = r.u32(&key)?;
-            let v = r.value(ty, &key, 0)?;
-            metadata.insert(key, v);
-        }
-        let mut raw = Vec::with_capacity(n_tensors);
-        for _ in 0..n_tensors {
-            let name = r.string("tensor name")?;
-            let n_dims = r.u32(&name)? as usize;
-            if n_dims == 0 || n_dims > 4 {
-                return Err(r.err(&format!("tensor {name}: {n_dims} dimensions, expected 1 to 4")));
+        let mut r = Reader { b: bytes, total: bytes.len(), pos: 0, file, short: false };
+        let (metadata, tensors) = header(&mut r)?;
+        Ok(Gguf { metadata, tensors, bytes: Bytes::Whole(bytes) })
+    }
+
+    /// Parses the file `name` of `reader` (`file` names it in errors) from a growing prefix:
+    /// its header (a tokenizer's vocabulary takes megabytes) is held, its tensors are read
+    /// when asked for.
+    pub fn read(reader: &'a dyn ReadRange, name: &str, file: &str) -> Result<Self> {
+        let total = reader.len(name)?;
+        let total_usize = usize::try_from(total).map_err(|_| Error::bad_file(file, format!("is {total} bytes, more than this machine addresses")))?;
+        let mut prefix = reader.read(name, 0, (8 << 20).min(total))?;
+        loop {
+            let mut r = Reader { b: &prefix, total: total_usize, pos: 0, file, short: false };
+            match header(&mut r) {
+                Ok((metadata, tensors)) => return Ok(Gguf { metadata, tensors, bytes: Bytes::Ranges { reader, name: name.to_string() } }),
+                Err(_) if r.short => {
+                    let have = prefix.len() as u64;
+                    prefix.extend(reader.read(name, have, (have * 4).min(total))?);
+                }
+                Err(e) => return Err(e),
             }
-            let mut dims = Vec::with_capacity(n_dims);
-            for _ in 0..n_dims {
-                dims.push(r.u64(&name)?);
-            }
-            let ty = r.u32(&name)?;
-            let offset = r.u64(&name)?;
-            raw.push((name, dims, ty, offset));
         }
-        let align = metadata.get("general.alignment").and_then(GgufValue::as_u64).unwrap_or(32).max(1) as usize;
-        let data_start = r.pos.next_multiple_of(align);
-        let mut tensors = Vec::with_capacity(raw.len());
-        for (name, dims, ty_id, offset) in raw {
-            let ty = GgmlType::from_id(ty_id).ok_or_else(|| {
-                Error::bad_file(file, format!("tensor {name} has type {}, which Hearth does not read (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K)",
-                    ggml_type_name(ty_id)
-                ))
-            })?;
-            let elements = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).filter(|&e| e < (1 << 40));
-            let (block_elems, block_bytes) = ty.block();
-            let len = elements
-                .filter(|e| dims[0] % block_elems as u64 == 0 && e % block_elems as u64 == 0)
-                .map(|e| e / block_elems as u64 * block_bytes as u64)
-                .ok_or_else(|| Error::bad_file(file, format!("tensor {name} has impossible dimensions {dims:?} for {ty:?}")))?;
-            let start = (data_start as u64).checked_add(offset);
-            let fits = start.and_then(|s| s.checked_add(len)).is_some_and(|end| end <= bytes.len() as u64);
-            if !fits {
-                return Err(Error::bad_file(file, format!("tensor {name} ({ty:?} {dims:?}) needs bytes {}..{} but the file has {} bytes (truncated?)",
-                    data_start as u64 + offset,
-                    data_start as u64 + offset + len,
-                    bytes.len()
-                )));
-            }
-            tensors.push(GgufTensorInfo {
-                name,
-                dims: dims.iter().map(|&d| d as usize).collect(),
-                ty,
-                start: start.unwrap() as usize,
-                len: len as usize,
-            });
-        }
-        Ok(Gguf { metadata, tensors, bytes })
     }
 
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
@@ -306,7 +283,82 @@ impl<'a> Gguf<'a> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    pub fn data(&self, t: &GgufTensorInfo) -> &'a [u8] {
-        &self.bytes[t.start..t.start + t.len]
+    /// The bytes of `t`, one of this file's tensors.
+    pub fn data(&self, t: &GgufTensorInfo) -> Result<Cow<'a, [u8]>> {
+        match &self.bytes {
+            Bytes::Whole(b) => Ok(Cow::Borrowed(&b[t.start..t.start + t.len])),
+            Bytes::Ranges { reader, name } => Ok(Cow::Owned(reader.read(name, t.start as u64, (t.start + t.len) as u64)?)),
+        }
     }
+}
+
+/// The header, metadata and tensor directory that `r` reads; every tensor is checked to lie
+/// within the file.
+fn header(r: &mut Reader) -> Result<Header> {
+    let file = r.file;
+    let magic = r.take(4, "magic")?;
+    if magic != b"GGUF" {
+        return Err(Error::bad_file(file, format!("not a GGUF file (magic {magic:?}, expected \"GGUF\")")));
+    }
+    let version = r.u32("version")?;
+    if version != 3 && version != 2 {
+        return Err(Error::unsupported(file, format!("GGUF version {version} is not supported (expected 3)")));
+    }
+    let n_tensors = r.count("tensor count", 24)?;
+    let n_kv = r.count("metadata count", 12)?;
+    let mut metadata = BTreeMap::new();
+    for _ in 0..n_kv {
+        let key = r.string("metadata key")?;
+        let ty = r.u32(&key)?;
+        let v = r.value(ty, &key, 0)?;
+        metadata.insert(key, v);
+    }
+    let mut raw = Vec::with_capacity(n_tensors);
+    for _ in 0..n_tensors {
+        let name = r.string("tensor name")?;
+        let n_dims = r.u32(&name)? as usize;
+        if n_dims == 0 || n_dims > 4 {
+            return Err(r.err(&format!("tensor {name}: {n_dims} dimensions, expected 1 to 4")));
+        }
+        let mut dims = Vec::with_capacity(n_dims);
+        for _ in 0..n_dims {
+            dims.push(r.u64(&name)?);
+        }
+        let ty = r.u32(&name)?;
+        let offset = r.u64(&name)?;
+        raw.push((name, dims, ty, offset));
+    }
+    let align = metadata.get("general.alignment").and_then(GgufValue::as_u64).unwrap_or(32).max(1) as usize;
+    let data_start = r.pos.next_multiple_of(align);
+    let mut tensors = Vec::with_capacity(raw.len());
+    for (name, dims, ty_id, offset) in raw {
+        let ty = GgmlType::from_id(ty_id).ok_or_else(|| {
+            Error::bad_file(file, format!("tensor {name} has type {}, which Hearth does not read (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K)",
+                ggml_type_name(ty_id)
+            ))
+        })?;
+        let elements = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).filter(|&e| e < (1 << 40));
+        let (block_elems, block_bytes) = ty.block();
+        let len = elements
+            .filter(|e| dims[0] % block_elems as u64 == 0 && e % block_elems as u64 == 0)
+            .map(|e| e / block_elems as u64 * block_bytes as u64)
+            .ok_or_else(|| Error::bad_file(file, format!("tensor {name} has impossible dimensions {dims:?} for {ty:?}")))?;
+        let start = (data_start as u64).checked_add(offset);
+        let fits = start.and_then(|s| s.checked_add(len)).is_some_and(|end| end <= r.total as u64);
+        if !fits {
+            return Err(Error::bad_file(file, format!("tensor {name} ({ty:?} {dims:?}) needs bytes {}..{} but the file has {} bytes (truncated?)",
+                data_start as u64 + offset,
+                data_start as u64 + offset + len,
+                r.total
+            )));
+        }
+        tensors.push(GgufTensorInfo {
+            name,
+            dims: dims.iter().map(|&d| d as usize).collect(),
+            ty,
+            start: start.unwrap() as usize,
+            len: len as usize,
+        });
+    }
+    Ok((metadata, tensors))
 }

@@ -9,11 +9,11 @@ use crate::quant::{kquants, QuantFormat, QuantTensor};
 use crate::{Error, Result};
 
 pub struct GgufSource<'a> {
-    pub gguf: &'a Gguf<'a>,
-    pub file: String,
-    pub arch: Arch,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
+    gguf: &'a Gguf<'a>,
+    file: String,
+    arch: Arch,
+    n_heads: usize,
+    n_kv_heads: usize,
 }
 
 /// llama.cpp's tensor name for an HF name in a model of `arch`.
@@ -103,7 +103,12 @@ pub fn format_on_load(tensor: &GgufTensorInfo) -> WeightFormat {
     }
 }
 
-impl GgufSource<'_> {
+impl<'a> GgufSource<'a> {
+    /// The tensors of `gguf` (`file` names it in errors), a model of `cfg`.
+    pub fn new(gguf: &'a Gguf<'a>, file: &str, cfg: &Config) -> Self {
+        GgufSource { gguf, file: file.to_string(), arch: cfg.arch, n_heads: cfg.n_heads, n_kv_heads: cfg.n_kv_heads }
+    }
+
     fn matrix(&self, hf_name: &str, info: &GgufTensorInfo, bytes: Vec<u8>) -> Result<Matrix> {
         let (rows, cols) = info.rows_cols();
         let bad = |e: Error| Error::bad_file(&self.file, format!("tensor {}: {e}", info.name));
@@ -145,7 +150,7 @@ impl TensorSource for GgufSource<'_> {
     fn tensor(&self, name: &str) -> Result<Option<Matrix>> {
         let Some(gname) = gguf_name(name, self.arch) else { return Ok(None) };
         let Some(info) = self.gguf.tensor(&gname) else { return Ok(None) };
-        let mut bytes = self.gguf.data(info).to_vec();
+        let mut bytes = self.gguf.data(info)?.into_owned();
         // llama.cpp permutes q and k (weights and biases) for the llama family only.
         if self.arch.gguf_permutes_qk() {
             let (rows, _) = info.rows_cols();

@@ -1,9 +1,11 @@
 //! A model from its files: an HF folder (config.json, safetensors shards, tokenizer files)
-//! or one GGUF file. The caller supplies the bytes (native: the file system; web: storage).
+//! or one GGUF file. The caller supplies the bytes (native: the file system; web: storage),
+//! whole or by byte ranges ([`ReadRange`]: read a tensor at a time, streamed to the GPU).
 
 use super::gguf::Gguf;
 use super::gguf_tensors::GgufSource;
-use super::safetensors::{ReadRange, SafetensorsSource, StreamedSafetensors};
+use super::safetensors::{SafetensorsSource, StreamedSafetensors};
+use super::ReadRange;
 use crate::model::weights::{HostWeights, WeightFormat};
 use crate::model::{Config, Model, ModelOptions, Tokenizer};
 use crate::{Error, GpuContext, Result};
@@ -102,10 +104,27 @@ fn hf_config(files: &dyn Files) -> Result<(Config, Tokenizer)> {
 
 pub fn load_gguf(bytes: &[u8], file: &str, quant: Option<WeightFormat>) -> Result<LoadedModel> {
     let g = Gguf::parse(bytes, file)?;
-    let cfg = Config::from_gguf(&g, file)?;
-    let tokenizer = Tokenizer::from_gguf(&g, file)?;
-    let src = GgufSource { gguf: &g, file: file.to_string(), arch: cfg.arch, n_heads: cfg.n_heads, n_kv_heads: cfg.n_kv_heads };
-    let weights = HostWeights::load(&cfg, &src, quant)?;
+    let (cfg, tokenizer) = gguf_config(&g, file)?;
+    let weights = HostWeights::load(&cfg, &GgufSource::new(&g, file, &cfg), quant)?;
+    Ok(LoadedModel { cfg, weights, tokenizer, description: gguf_description(&g) })
+}
+
+/// The GGUF file `name` of `reader` (`file` names it in errors) read a tensor at a time,
+/// straight onto the GPU a layer at a time, as [`stream_hf_folder`] does: the host holds the
+/// file's header and one layer, never the file or the whole model.
+pub fn stream_gguf(ctx: &GpuContext, reader: &dyn ReadRange, name: &str, file: &str, quant: Option<WeightFormat>, opts: &dyn Fn(&Config) -> ModelOptions) -> Result<GpuLoaded> {
+    let g = Gguf::read(reader, name, file)?;
+    let (cfg, tokenizer) = gguf_config(&g, file)?;
+    let model = Model::stream(ctx, &cfg, &GgufSource::new(&g, file, &cfg), quant, opts(&cfg))?;
+    Ok(GpuLoaded { model, tokenizer, description: format!("{}, streamed to the GPU", gguf_description(&g)) })
+}
+
+fn gguf_config(g: &Gguf, file: &str) -> Result<(Config, Tokenizer)> {
+    Ok((Config::from_gguf(g, file)?, Tokenizer::from_gguf(g, file)?))
+}
+
+/// What a GGUF file holds, e.g. "GGUF v3 (Q4_1 ×210, F32 ×61, Q8_0 ×1)".
+fn gguf_description(g: &Gguf) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for t in &g.tensors {
         let name = format!("{:?}", t.ty);
@@ -115,5 +134,5 @@ pub fn load_gguf(bytes: &[u8], file: &str, quant: Option<WeightFormat>) -> Resul
         }
     }
     let types: Vec<String> = counts.iter().map(|(n, c)| format!("{n} ×{c}")).collect();
-    Ok(LoadedModel { cfg, weights, tokenizer, description: format!("GGUF v3 ({})", types.join(", ")) })
+    format!("GGUF v3 ({})", types.join(", "))
 }

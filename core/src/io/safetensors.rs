@@ -6,6 +6,7 @@
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
+use super::ReadRange;
 use crate::model::weights::{Matrix, MatrixData, TensorSource};
 use crate::quant::{kquants, QuantFormat, QuantTensor};
 use crate::{Error, Result};
@@ -70,13 +71,6 @@ fn matrix(folder: &str, file: &str, name: &str, dtype: Dtype, shape: &[usize], b
         other => return Err(Error::unsupported(format!("{folder}/{file}"), format!("tensor {name} has dtype {other:?}; Hearth reads F32, F16 and BF16"))),
     };
     Ok(Matrix { name: name.to_string(), rows, cols, data })
-}
-
-/// Reads bytes `start..end` of a file: how [`StreamedSafetensors`] gets each tensor.
-pub trait ReadRange {
-    /// The file's length in bytes.
-    fn len(&self, file: &str) -> Result<u64>;
-    fn read(&self, file: &str, start: u64, end: u64) -> Result<Vec<u8>>;
 }
 
 /// safetensors shards read one tensor at a time: only their headers are held, so the files

@@ -420,7 +420,7 @@ impl Config {
         // Llama 3.1+ GGUFs carry their rope scaling as per-frequency divisors instead.
         let rope_scaling = match g.tensor("rope_freqs.weight") {
             Some(t) if t.ty == GgmlType::F32 && t.len == head_size / 2 * 4 => {
-                let divisors: Vec<f32> = g.data(t).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                let divisors: Vec<f32> = g.data(t)?.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
                 llama3_scaling_from_divisors(&divisors, head_size, rope_theta, file)?
             }
             Some(t) => {
@@ -541,7 +541,7 @@ fn gguf_longrope(g: &Gguf, key: &dyn Fn(&str) -> String, rotary_dims: usize, fil
     if t.ty != GgmlType::F32 || t.len != rotary_dims / 2 * 4 || rotary_dims / 2 > crate::ops::rope::MAX_FREQS {
         return Err(Error::bad_file(file, format!("rope_factors_short.weight should hold {} f32 values (at most {}), found {:?} {:?}", rotary_dims / 2, crate::ops::rope::MAX_FREQS, t.ty, t.dims)));
     }
-    let short: Vec<f32> = g.data(t).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let short: Vec<f32> = g.data(t)?.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     let original = g
         .get(&key("rope.scaling.original_context_length"))
         .and_then(GgufValue::as_u64)
@@ -550,7 +550,7 @@ fn gguf_longrope(g: &Gguf, key: &dyn Fn(&str) -> String, rotary_dims: usize, fil
     let mut divisors = [1.0; crate::ops::rope::MAX_FREQS];
     divisors[..short.len()].copy_from_slice(&short);
     let long: Vec<f32> = match g.tensor("rope_factors_long.weight") {
-        Some(l) if l.ty == GgmlType::F32 => g.data(l).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+        Some(l) if l.ty == GgmlType::F32 => g.data(l)?.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
         _ => short.clone(),
     };
     let hf = serde_json::json!({"rope_type": "longrope", "short_factor": short, "long_factor": long, "original_max_position_embeddings": original, "attention_factor": mscale});
