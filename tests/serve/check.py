@@ -4,10 +4,11 @@ Serves the tiny llama fixture with two PEFT adapters and checks, against `hearth
 on the same model and adapter (greedy, and sampled with a seed):
 - chat and completions, streamed and not, the base and both adapters alternating;
 - stop strings, usage, /v1/models, /health while generating;
-- 32 concurrent clients with mixed adapters, a client that disconnects mid-stream;
+- 32 concurrent clients with mixed adapters; 12 of one adapter, decoded together; a client
+  that disconnects mid-stream;
 - bad input (each a 4xx with an OpenAI error object, and the server keeps serving);
 - --api-key, and refusing a non-loopback --host without one;
-- SIGTERM: the request in progress finishes, queued ones get 503, the process exits 0.
+- SIGTERM: the requests in progress finish, queued ones get 503, the process exits 0.
 
 With a second argument (SmolLM2-135M-Instruct, a .gguf or an HF folder), also checks a
 real model's chat answer, which ends at its end-of-turn token, against `hearth generate`.
@@ -247,6 +248,15 @@ def main():
         with ThreadPoolExecutor(32) as pool:
             results = list(pool.map(one, range(32)))
         check(all(results), f"32 concurrent clients, mixed adapters: {sum(results)} of 32 complete and correct ({time.time() - start:.1f} s)")
+        # requests for one adapter are decoded together (--max-batch 4 by default), each
+        # still getting what it gets alone
+        def same(i):
+            c = server.client()
+            return chat(c, "trained")[0] == ref_chat["trained"]["text"] if i % 2 else complete(c, "trained", stream=i % 4 == 2)[0] == ref_text["trained"]["text"]
+        with ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(same, range(12)))
+        largest = server.get("/health")[1]["largest_batch"]
+        check(all(results) and 2 <= largest <= 4, f"12 concurrent clients of one adapter: {sum(results)} of 12 correct, up to {largest} decoded together (--max-batch 4)")
 
         # /health answers while a long answer is generated, and a client that leaves frees the GPU
         c = server.conn()

@@ -291,3 +291,59 @@ fn unimplemented_features_are_refused_by_name() {
         assert!(err.contains(named), "{err}");
     }
 }
+
+/// Sequences decoded together (a server's requests) get the logits each gets alone: three
+/// prompts of different lengths, each with its own cache, then steps of one token each, on
+/// the emulator's kernels and the GPU ones (where several rows take another matmul kernel
+/// than one, so the sums' order differs: 1e-5). A model with per-head norms, one with sliding
+/// windows (the longest prompt passes the window) and one with an adapter.
+#[test]
+fn batched_decoding_gives_each_sequence_its_own_logits() {
+    use hearth_core::lora::{Adapter, LoraConfig};
+    let prompts: [Vec<u32>; 3] = [vec![3, 17, 99], vec![5, 8, 13, 21, 34, 55, 89], (0..20).map(|i| (i * 37 + 11) % 250).collect()];
+    let steps: [[u32; 3]; 4] = [[7, 8, 9], [100, 2, 44], [250, 251, 1], [12, 12, 12]];
+    let run = |ctx: &GpuContext, name: &str, adapter: bool| {
+        let m = load_hf_folder(&DirFiles(fixture(name)), None).unwrap();
+        let mut model = Model::new(ctx, &m.cfg, m.weights, ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
+        if adapter {
+            let mut a = Adapter::init(&m.cfg, &LoraConfig { r: 4, alpha: 8.0, ..Default::default() }, 7).unwrap();
+            for t in &mut a.tensors {
+                t.b.iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 7) as f32 - 3.0) * 0.05);
+            }
+            model.set_adapter(ctx, Some(a), "a nonzero adapter").unwrap();
+        }
+        // each sequence alone, through the model's own cache
+        let mut alone = Vec::new();
+        for (s, prompt) in prompts.iter().enumerate() {
+            model.reset();
+            let mut rows = vec![pollster::block_on(model.forward(ctx, prompt)).unwrap()];
+            for step in &steps {
+                rows.push(pollster::block_on(model.forward(ctx, &[step[s]])).unwrap());
+            }
+            alone.push(rows);
+        }
+        // together: each prompt into a cache of its own, then one batched step per token
+        let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache(ctx).unwrap()).collect();
+        for (s, (prompt, cache)) in prompts.iter().zip(&mut caches).enumerate() {
+            model.swap_cache(cache);
+            let first = pollster::block_on(model.forward(ctx, prompt)).unwrap();
+            model.swap_cache(cache);
+            assert!(first == alone[s][0], "{name}: sequence {s}'s prompt");
+        }
+        let v = model.cfg.vocab_size;
+        for (i, step) in steps.iter().enumerate() {
+            let mut held: Vec<_> = caches.iter_mut().collect();
+            let logits = pollster::block_on(model.decode_batch(ctx, &mut held, step)).unwrap();
+            for s in 0..3 {
+                let want: Vec<f64> = alone[s][i + 1].iter().map(|&x| x as f64).collect();
+                assert_close(&format!("{name}: sequence {s}, step {i}"), &logits[s * v..(s + 1) * v], &want, 1e-5, 1e-5);
+            }
+        }
+    };
+    with_gpu!(ctx => {
+        for (name, adapter) in [("tiny-qwen3", false), ("tiny-gemma3-p6", false), ("tiny-llama", true)] {
+            run(ctx, name, adapter);
+        }
+    });
+    with_gpu_kernels!(ctx => { run(ctx, "tiny-llama", true) });
+}

@@ -57,7 +57,7 @@ pub fn read_gguf_adapter(bytes: &[u8], file: &str, cfg: &Config) -> Result<Adapt
     let values = |name: &str| -> Result<(Vec<f32>, Vec<usize>)> {
         let t = g.tensor(name).ok_or_else(|| Error::bad_file(file, format!("tensor {name} is missing")))?;
         let data = match t.ty {
-            GgmlType::F32 => bytemuck::pod_collect_to_vec(&*g.data(t)?),
+            GgmlType::F32 => bytemuck::pod_collect_to_vec(&g.data(t)?),
             GgmlType::F16 => kquants::dequantize_f16(&g.data(t)?),
             GgmlType::Bf16 => kquants::dequantize_bf16(&g.data(t)?),
             other => return Err(Error::bad_file(file, format!("tensor {name} is {other:?}; Hearth reads f32, f16 or bf16 adapters"))),

@@ -23,6 +23,17 @@ pub(crate) enum Attention<'a> {
     /// Training: packed examples, kept apart by their segment ids; the softmax statistics
     /// are kept for the backward.
     Packed { seg: &'a GpuBuffer, stats: &'a GpuBuffer },
+    /// Inference for several sequences, one token each: token r's key and value go to
+    /// `seqs[r]`'s cache, and it attends to that cache alone, one sequence after another
+    /// through `q_one` and `att_one` (NH·HS); the projections around it run on all the rows.
+    Batched { seqs: Vec<CachedSeq<'a>>, scores: &'a GpuBuffer, q_one: &'a GpuBuffer, att_one: &'a GpuBuffer },
+}
+
+/// One sequence's cache for layer i, holding `past` tokens.
+pub(crate) struct CachedSeq<'a> {
+    pub k: &'a GpuBuffer,
+    pub v: &'a GpuBuffer,
+    pub past: usize,
 }
 
 /// Where the block reads and writes, all (N, ·) for its N tokens.
@@ -122,6 +133,22 @@ pub(crate) fn block_forward(ctx: &GpuContext, cfg: &Config, i: usize, layer: &Gp
                 attention_decode(ctx, b.att, scores, b.q_rot, k_cache, v_cache, past, att)?;
             } else {
                 attention_forward_cached(ctx, b.att, b.q_rot, k_cache, v_cache, past, att)?;
+            }
+        }
+        Attention::Batched { seqs, scores, q_one, att_one } => {
+            let one = attention_dims(cfg, i, 1);
+            let (q_bytes, kv_bytes) = ((cfg.q_dim() * 4) as u64, (cfg.kv_dim() * 4) as u64);
+            for (r, seq) in (0u64..).zip(&seqs) {
+                let at = seq.past as u64 * kv_bytes;
+                ctx.copy_region(b.k_rot, r * kv_bytes, seq.k, at, kv_bytes);
+                ctx.copy_region(b.v, r * kv_bytes, seq.v, at, kv_bytes);
+                ctx.copy_region(b.q_rot, r * q_bytes, q_one, 0, q_bytes);
+                if cfg.head_size.is_multiple_of(4) {
+                    attention_decode(ctx, att_one, scores, q_one, seq.k, seq.v, seq.past, one)?;
+                } else {
+                    attention_forward_cached(ctx, att_one, q_one, seq.k, seq.v, seq.past, one)?;
+                }
+                ctx.copy_region(att_one, 0, b.att, r * q_bytes, q_bytes);
             }
         }
         Attention::Packed { seg, stats } => attention_forward(ctx, b.att, stats, b.q_rot, b.k_rot, b.v, seg, att)?,

@@ -91,6 +91,9 @@ buffer_set! {
         lora_h,
         /// (NH, S) attention scores of one decoded token
         scores,
+        /// (NH·HS) one sequence's query and attention output in a batched decode
+        decode_q,
+        decode_att,
     }
 }
 
@@ -153,18 +156,39 @@ impl GpuLayer {
 }
 
 pub struct KvCache {
-    k: Vec<GpuBuffer>, // L × (S, NKV·HS)
-    v: Vec<GpuBuffer>, // L × (S, NKV·HS)
+    pub(crate) k: Vec<GpuBuffer>, // L × (S, NKV·HS)
+    pub(crate) v: Vec<GpuBuffer>, // L × (S, NKV·HS)
     /// The ids of the tokens it holds (what `forward` ran since the last reset).
-    ids: Vec<u32>,
+    pub(crate) ids: Vec<u32>,
     /// S: the most tokens it can hold.
     pub capacity: usize,
 }
 
 impl KvCache {
+    /// An empty cache of `capacity` tokens for a model of `cfg`.
+    pub(crate) fn alloc(ctx: &GpuContext, cfg: &Config, capacity: usize) -> Result<Self> {
+        let layer = || ctx.alloc_f32(capacity * cfg.kv_dim());
+        Ok(KvCache {
+            k: (0..cfg.n_layers).map(|_| layer()).collect::<Result<_>>()?,
+            v: (0..cfg.n_layers).map(|_| layer()).collect::<Result<_>>()?,
+            ids: Vec::new(),
+            capacity,
+        })
+    }
+
     /// Tokens it holds.
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Keeps the first `len` tokens (at most those held).
+    pub fn rewind(&mut self, len: usize) {
+        self.ids.truncate(len);
+    }
+
+    /// How many leading tokens of `tokens` it already holds.
+    pub fn cached_prefix(&self, tokens: &[u32]) -> usize {
+        self.ids.iter().zip(tokens).take_while(|(a, b)| a == b).count()
     }
 }
 
@@ -197,10 +221,10 @@ pub struct Model {
     /// The largest number of bytes one storage binding may hold.
     pub(crate) binding_limit: u64,
     pub adapter: Option<GpuAdapter>,
-    state: RunState,
+    pub(crate) state: RunState,
     pub cache: KvCache,
     chunk: usize,
-    logit_rows: usize,
+    pub(crate) logit_rows: usize,
 }
 
 /// What a [`Model`] allocates besides its weights: the run state for chunks of `chunk`
@@ -249,6 +273,8 @@ impl StateLayout {
             vocab_part: if split { logit_rows * part_rows } else { 1 },
             lora_h: lora_h_len(chunk, max_rank),
             scores: cfg.n_heads * max_seq,
+            decode_q: qd,
+            decode_att: qd,
         };
         StateLayout { state, cache: max_seq * kvd, logit_rows }
     }
@@ -293,14 +319,8 @@ impl Model {
         let max_seq = opts.max_seq.max(1);
         let layout = StateLayout::new(cfg, chunk, max_seq, 0, limit);
         let logit_rows = layout.logit_rows;
-        let f = |n: usize| ctx.alloc_f32(n);
         let state = RunState::alloc(ctx, &layout.state)?;
-        let cache = KvCache {
-            k: (0..cfg.n_layers).map(|_| f(layout.cache)).collect::<Result<_>>()?,
-            v: (0..cfg.n_layers).map(|_| f(layout.cache)).collect::<Result<_>>()?,
-            ids: Vec::new(),
-            capacity: max_seq,
-        };
+        let cache = KvCache::alloc(ctx, cfg, max_seq)?;
         Ok(Model {
             cfg: cfg.clone(),
             embed,
@@ -334,12 +354,12 @@ impl Model {
     /// Keeps the first `len` cached tokens (at most those held): the next `forward` continues
     /// after them, overwriting the rest.
     pub fn rewind(&mut self, len: usize) {
-        self.cache.ids.truncate(len);
+        self.cache.rewind(len);
     }
 
     /// How many leading tokens of `tokens` the cache already holds.
     pub fn cached_prefix(&self, tokens: &[u32]) -> usize {
-        self.cache.ids.iter().zip(tokens).take_while(|(a, b)| a == b).count()
+        self.cache.cached_prefix(tokens)
     }
 
     /// Puts `adapter` on the GPU and applies it from the next token on (None: the base
@@ -407,27 +427,43 @@ impl Model {
         }
     }
 
-    /// Pushes `tokens` (at most `chunk`) through the layers at positions cache.len().., adds
-    /// their keys and values to the cache and leaves the final normed states in `xn`.
-    fn forward_chunk(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<()> {
-        let cfg = &self.cfg;
-        let (t, c) = (tokens.len(), cfg.hidden_size);
-        let past = self.cache.len();
-        if let Some((_, why)) = cfg.context_limit().filter(|(limit, _)| past + t > *limit) {
+    /// Fails when `cache` has no room for `t` more tokens.
+    pub(crate) fn check_room(&self, cache: &KvCache, t: usize) -> Result<()> {
+        let past = cache.len();
+        if let Some((_, why)) = self.cfg.context_limit().filter(|(limit, _)| past + t > *limit) {
             return Err(Error::unsupported("the model", format!("the context would hold {} tokens, more than {why}, so it stops there", past + t)));
         }
-        if past + t > self.cache.capacity {
+        if past + t > cache.capacity {
             return Err(Error::invalid_setting("ctx", format!(
                 "the context would hold {} tokens, more than the {} the KV cache was made for",
                 past + t,
-                self.cache.capacity
+                cache.capacity
             )));
         }
+        Ok(())
+    }
+
+    /// Pushes `tokens` (at most `chunk`) through the layers at positions cache.len().., adds
+    /// their keys and values to the cache and leaves the final normed states in `xn`.
+    fn forward_chunk(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<()> {
+        self.check_room(&self.cache, tokens.len())?;
+        let past = self.cache.len();
+        let pos: Vec<u32> = (past as u32..(past + tokens.len()) as u32).collect();
+        let (cache, scores) = (&self.cache, &self.state.scores);
+        self.run_layers(ctx, tokens, &pos, &|i| Attention::Cached { k_cache: &cache.k[i], v_cache: &cache.v[i], past, scores })?;
+        self.cache.ids.extend_from_slice(tokens);
+        Ok(())
+    }
+
+    /// Pushes `tokens` (at most `chunk`), at positions `pos`, through the layers, layer `i`
+    /// attending as `attention(i)` says, and leaves the final normed states in `xn`.
+    pub(crate) fn run_layers<'a>(&'a self, ctx: &GpuContext, tokens: &[u32], pos: &[u32], attention: &dyn Fn(usize) -> Attention<'a>) -> Result<()> {
+        let cfg = &self.cfg;
+        let (t, c) = (tokens.len(), cfg.hidden_size);
         let emb = self.embed_rows(tokens)?;
         let s = &self.state;
         ctx.write_f32(&s.x, &emb);
-        let pos: Vec<u32> = (past as u32..(past + t) as u32).collect();
-        ctx.write_bytes(&s.pos, bytemuck::cast_slice(&pos));
+        ctx.write_bytes(&s.pos, bytemuck::cast_slice(pos));
         let b = BlockBuffers {
             x: &s.x,
             x_mid: None,
@@ -458,12 +494,9 @@ impl Model {
             pos: &s.pos,
         };
         for (i, l) in self.layers.iter().enumerate() {
-            let attention = Attention::Cached { k_cache: &self.cache.k[i], v_cache: &self.cache.v[i], past, scores: &s.scores };
-            block_forward(ctx, cfg, i, l, &b, t, attention, &|target, out, inp| self.project(ctx, i, target, out, inp, t))?;
+            block_forward(ctx, cfg, i, l, &b, t, attention(i), &|target, out, inp| self.project(ctx, i, target, out, inp, t))?;
         }
-        rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &self.final_norm, t, c, cfg.rms_norm_eps)?;
-        self.cache.ids.extend_from_slice(tokens);
-        Ok(())
+        rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &self.final_norm, t, c, cfg.rms_norm_eps)
     }
 
     /// Appends `tokens` to the context (in chunks) and returns the logits (V) after the last.
@@ -482,7 +515,7 @@ impl Model {
 
     /// logits(rows, V) = lm_head applied to rows r0..r0+rows of the last chunk's final
     /// states, part by part when the lm_head is split.
-    fn lm_head_rows(&self, ctx: &GpuContext, r0: usize, rows: usize) -> Result<()> {
+    pub(crate) fn lm_head_rows(&self, ctx: &GpuContext, r0: usize, rows: usize) -> Result<()> {
         let c = self.cfg.hidden_size;
         let s = &self.state;
         // the matmuls read their input from offset 0

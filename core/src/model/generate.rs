@@ -66,60 +66,96 @@ pub async fn generate_until(
     params: &GenerateParams,
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generation> {
-    if prompt.is_empty() {
-        return Err(Error::Shape("the prompt is empty: give at least one token".into()));
+    let (mut decoding, mut logits) = Decoding::prefill(ctx, model, prompt, params).await?;
+    while let Some(id) = decoding.next(tok, &mut logits, &mut on_text)? {
+        logits = model.forward(ctx, &[id]).await?;
     }
-    // at least the last prompt token runs, for the logits of the first new one
-    let keep = if params.reuse_cache { model.cached_prefix(prompt).min(prompt.len() - 1) } else { 0 };
-    model.rewind(keep);
-    let mut sampler = Sampler::new(params.sampling.clone());
-    let mut seen: Vec<u32> = prompt.to_vec();
-    let mut ids = Vec::new();
-    let mut text = String::new();
-    let mut stop = StopReason::MaxTokens;
-    let mut logits = model.forward(ctx, &prompt[keep..]).await?;
-    for step in 0..params.max_new_tokens {
-        let id = sampler.sample(&mut logits, &seen);
-        if tok.is_eos(id) {
-            stop = StopReason::Eos;
-            break;
+    decoding.finish(tok, &mut on_text)
+}
+
+/// One sequence's generation, a token at a time: sampling, end-of-sequence, stop strings,
+/// max_new_tokens and the text streamed so far. [`generate_until`] runs one; a server runs
+/// several, each fed the logits of its row of a batched decode.
+pub struct Decoding {
+    params: GenerateParams,
+    sampler: Sampler,
+    seen: Vec<u32>,
+    ids: Vec<u32>,
+    text: String,
+    stop: StopReason,
+}
+
+impl Decoding {
+    /// Runs `prompt` into the model's cache (keeping what it shares with the cache when
+    /// `params.reuse_cache`) and returns the decoding with the logits of its first token.
+    pub async fn prefill(ctx: &GpuContext, model: &mut Model, prompt: &[u32], params: &GenerateParams) -> Result<(Self, Vec<f32>)> {
+        if prompt.is_empty() {
+            return Err(Error::Shape("the prompt is empty: give at least one token".into()));
         }
-        ids.push(id);
-        seen.push(id);
+        // at least the last prompt token runs, for the logits of the first new one
+        let keep = if params.reuse_cache { model.cached_prefix(prompt).min(prompt.len() - 1) } else { 0 };
+        model.rewind(keep);
+        let logits = model.forward(ctx, &prompt[keep..]).await?;
+        let decoding = Decoding {
+            params: params.clone(),
+            sampler: Sampler::new(params.sampling.clone()),
+            seen: prompt.to_vec(),
+            ids: Vec::new(),
+            text: String::new(),
+            stop: StopReason::MaxTokens,
+        };
+        Ok((decoding, logits))
+    }
+
+    /// Samples the next token from `logits` and streams the new text to `on_text`; returns
+    /// the token to run next, or None when the generation has ended (then [`Decoding::finish`]).
+    pub fn next(&mut self, tok: &Tokenizer, logits: &mut [f32], on_text: &mut impl FnMut(&str) -> bool) -> Result<Option<u32>> {
+        if self.ids.len() >= self.params.max_new_tokens {
+            return Ok(None);
+        }
+        let id = self.sampler.sample(logits, &self.seen);
+        if tok.is_eos(id) {
+            self.stop = StopReason::Eos;
+            return Ok(None);
+        }
+        self.ids.push(id);
+        self.seen.push(id);
         // decode everything so far and emit what is new, holding back a split UTF-8 char
-        let full = tok.decode(&ids, true)?;
-        if let Some(pos) = params.stop_strings.iter().filter_map(|s| full.find(s.as_str())).min() {
-            if pos > text.len() {
-                on_text(&full[text.len()..pos]);
+        let full = tok.decode(&self.ids, true)?;
+        if let Some(pos) = self.params.stop_strings.iter().filter_map(|s| full.find(s.as_str())).min() {
+            if pos > self.text.len() {
+                on_text(&full[self.text.len()..pos]);
             }
-            text = full[..pos].to_string();
-            stop = StopReason::StopString;
-            break;
+            self.text = full[..pos].to_string();
+            self.stop = StopReason::StopString;
+            return Ok(None);
         }
         // hold back what could be the start of a stop string, so streamed text never
         // holds a piece of one
-        let safe = full.len() - stop_prefix_len(&full, &params.stop_strings);
-        if !full[..safe].ends_with('\u{FFFD}') && safe > text.len() && full.starts_with(&text) {
-            let go_on = on_text(&full[text.len()..safe]);
-            text = full[..safe].to_string();
+        let safe = full.len() - stop_prefix_len(&full, &self.params.stop_strings);
+        if !full[..safe].ends_with('\u{FFFD}') && safe > self.text.len() && full.starts_with(&self.text) {
+            let go_on = on_text(&full[self.text.len()..safe]);
+            self.text = full[..safe].to_string();
             if !go_on {
-                stop = StopReason::Cancelled;
-                break;
+                self.stop = StopReason::Cancelled;
+                return Ok(None);
             }
         }
-        if step + 1 == params.max_new_tokens {
-            break;
-        }
-        logits = model.forward(ctx, &[id]).await?;
+        Ok((self.ids.len() < self.params.max_new_tokens).then_some(id))
     }
-    if stop != StopReason::StopString && stop != StopReason::Cancelled {
-        let full = tok.decode(&ids, true)?;
-        if full.len() > text.len() && full.starts_with(&text) {
-            on_text(&full[text.len()..]);
+
+    /// The generation, once [`Decoding::next`] has returned None: the text held back so far
+    /// goes to `on_text`.
+    pub fn finish(mut self, tok: &Tokenizer, on_text: &mut impl FnMut(&str) -> bool) -> Result<Generation> {
+        if self.stop != StopReason::StopString && self.stop != StopReason::Cancelled {
+            let full = tok.decode(&self.ids, true)?;
+            if full.len() > self.text.len() && full.starts_with(&self.text) {
+                on_text(&full[self.text.len()..]);
+            }
+            self.text = full;
         }
-        text = full;
+        Ok(Generation { ids: self.ids, text: self.text, stop: self.stop })
     }
-    Ok(Generation { ids, text, stop })
 }
 
 /// The length of the longest end of `text` that begins one of `stops` (0: none does).

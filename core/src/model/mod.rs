@@ -2,6 +2,7 @@
 //! the tokenizer and chat template, sampling and generation.
 
 pub mod backward;
+mod batch;
 mod block;
 pub mod chat;
 pub mod config;

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Most requests waiting for the GPU; more get 429 (Too Many Requests).
     #[arg(long, default_value_t = 64)]
     pub max_queue: usize,
+    /// Most requests generating at once, decoded together when they use the same adapter
+    /// (one pass over the weights for all of them). Each holds a KV cache of --ctx tokens.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_batch: u16,
 }
 
 /// (name, path) of each --adapter NAME=PATH, checked for clashes with the base's name.
@@ -82,8 +86,8 @@ fn base_name(a: &ServeArgs) -> String {
     })
 }
 
-/// Opens the GPU and loads the base and every adapter onto it.
-fn load_engine(a: &ModelArgs, adapters: &[(String, PathBuf)]) -> Result<Engine> {
+/// Opens the GPU and loads the base, every adapter and `max_batch` KV caches onto it.
+fn load_engine(a: &ModelArgs, adapters: &[(String, PathBuf)], max_batch: usize) -> Result<Engine> {
     let ctx = crate::open_gpu()?;
     let (mut model, tok) = load_on_gpu(&ctx, a, 256)?;
     let mut held = vec![None];
@@ -92,7 +96,14 @@ fn load_engine(a: &ModelArgs, adapters: &[(String, PathBuf)]) -> Result<Engine> 
         eprintln!("adapter {name}: {} (r {}, {} parameters)", path.display(), adapter.cfg.r, adapter.trainable_params());
         held.push(Some(model.upload_adapter(&ctx, adapter, &path.display().to_string())?));
     }
-    Ok(Engine { ctx, model, tok: Arc::new(tok), held })
+    if max_batch > model.max_batch() {
+        bail!("--max-batch {max_batch}: this model decodes at most {} requests at once on this GPU", model.max_batch());
+    }
+    let caches = (0..max_batch)
+        .map(|_| model.new_cache(&ctx))
+        .collect::<hearth_core::Result<Vec<_>>>()
+        .with_context(|| format!("{max_batch} KV caches of {} tokens: lower --max-batch or --ctx", a.ctx))?;
+    Ok(Engine { ctx, model, tok: Arc::new(tok), held, caches })
 }
 
 /// Resolves on SIGTERM or Ctrl-C, and marks the server as draining.
@@ -115,7 +126,7 @@ async fn shutdown_signal(stats: Arc<Stats>) {
         _ = ctrl_c => {}
         _ = term => {}
     }
-    eprintln!("shutting down: finishing the request in progress, refusing queued ones");
+    eprintln!("shutting down: finishing the requests in progress, refusing queued ones");
     stats.draining.store(true, Ordering::SeqCst);
 }
 
@@ -131,7 +142,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let (jobs, job_rx) = std::sync::mpsc::channel();
     let worker_stats = stats.clone();
     let loading = adapters.clone();
-    let worker = std::thread::spawn(move || match load_engine(&model_args, &loading) {
+    let max_batch = a.max_batch as usize;
+    let worker = std::thread::spawn(move || match load_engine(&model_args, &loading, max_batch) {
         Ok(engine) => {
             let _ = ready_tx.send(Ok((engine.tok.clone(), engine.model.cache.capacity)));
             engine.run(job_rx, worker_stats);
@@ -159,7 +171,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let addr = std::net::SocketAddr::new(a.host, a.port);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (is another server using the port? pick another with --port)"))?;
         let addr = listener.local_addr()?;
-        eprintln!("serving {} on http://{addr}/v1 (context {context} tokens; /health for status; Ctrl-C stops)", names.join(", "));
+        eprintln!("serving {} on http://{addr}/v1 (context {context} tokens, up to {max_batch} requests at once; /health for status; Ctrl-C stops)", names.join(", "));
         axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal(stats)).await.context("the HTTP server failed")
     })?;
     // the router and its job sender are gone: the worker ends once its queue is empty

@@ -68,6 +68,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Json<Value> {
         "running": load(&s.running),
         "served": load(&s.served),
         "cancelled": load(&s.cancelled),
+        "largest_batch": load(&s.largest_batch),
     }))
 }
 

@@ -1,14 +1,18 @@
 //! The GPU side of `hearth serve`: one thread owns the GPU, the base model and every
-//! adapter, and runs the queued requests one at a time, in the order they came (first come,
-//! first served, whatever adapter they ask for). Switching adapters swaps which one the
-//! model applies; nothing is uploaded again.
+//! adapter, and runs the requests in the order they came (first come, first served, whatever
+//! adapter they ask for). Requests for the adapter that runs now are decoded together, up to
+//! --max-batch at a time, each with its own KV cache: one step runs a token of each through
+//! the layers as one matrix. A request for another adapter waits until those running end;
+//! then the model switches, which swaps which adapter it applies (nothing is uploaded again).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use hearth_core::lora::gpu::GpuAdapter;
-use hearth_core::model::generate::{generate_until, GenerateParams, StopReason};
+use hearth_core::model::forward::KvCache;
+use hearth_core::model::generate::{Decoding, GenerateParams, Generation, StopReason};
 use hearth_core::model::{Model, Tokenizer};
 use hearth_core::GpuContext;
 use tokio::sync::mpsc::UnboundedSender;
@@ -41,21 +45,43 @@ pub struct Stats {
     pub served: AtomicUsize,
     /// Requests whose client left before the answer was complete.
     pub cancelled: AtomicUsize,
-    /// Set on SIGTERM or Ctrl-C: the running request finishes, queued ones are refused.
+    /// The most requests one decode step has run together.
+    pub largest_batch: AtomicUsize,
+    /// Set on SIGTERM or Ctrl-C: the running requests finish, queued ones are refused.
     pub draining: AtomicBool,
 }
 
-/// The loaded model: the base and the adapters (index i + 1 for the i-th), each uploaded once.
+/// The loaded model: the base and the adapters (index i + 1 for the i-th), each uploaded once,
+/// and a KV cache for each request that may run at once.
 pub struct Engine {
     pub ctx: GpuContext,
     pub model: Model,
     pub tok: Arc<Tokenizer>,
     /// Held adapters by model index; the slot of the one the model applies is empty.
     pub held: Vec<Option<GpuAdapter>>,
+    /// --max-batch caches.
+    pub caches: Vec<KvCache>,
+}
+
+/// A KV cache no request holds, and the model (base or adapter) whose keys and values it
+/// holds: a later request to the same model that shares its start (a chat's earlier turns)
+/// runs only the rest.
+struct FreeCache {
+    cache: KvCache,
+    model: usize,
+}
+
+/// A request that is generating.
+struct Running {
+    job: Job,
+    decoding: Decoding,
+    cache: KvCache,
+    /// The token to run next.
+    next: u32,
 }
 
 impl Engine {
-    /// Makes model `index` the one that runs (the KV cache is emptied when it changes).
+    /// Makes model `index` the one that runs.
     fn switch_to(&mut self, index: usize, current: &mut usize) {
         if index != *current {
             let next = self.held[index].take();
@@ -64,50 +90,139 @@ impl Engine {
         }
     }
 
-    /// Runs jobs until every sender is gone.
+    /// Runs jobs until every sender is gone and the last request has ended.
     pub fn run(mut self, jobs: Receiver<Job>, stats: Arc<Stats>) {
+        let limit = self.caches.len();
+        let mut free: Vec<FreeCache> = std::mem::take(&mut self.caches).into_iter().map(|cache| FreeCache { cache, model: 0 }).collect();
+        let mut waiting = VecDeque::new();
+        let mut running: Vec<Running> = Vec::new();
         let mut current = 0;
-        while let Ok(job) = jobs.recv() {
-            stats.queued.fetch_sub(1, Ordering::SeqCst);
-            if job.events.is_closed() {
-                stats.cancelled.fetch_add(1, Ordering::SeqCst);
-                continue;
-            }
-            if stats.draining.load(Ordering::SeqCst) {
-                let _ = job.events.send(Event::Failed(ApiError::shutting_down()));
-                continue;
-            }
-            stats.running.store(1, Ordering::SeqCst);
-            self.switch_to(job.model, &mut current);
-            let _ = job.events.send(Event::Started);
-            let events = &job.events;
-            let out = pollster::block_on(generate_until(&self.ctx, &mut self.model, &self.tok, &job.prompt, &job.params, |piece| {
-                events.send(Event::Text(piece.to_string())).is_ok()
-            }));
-            stats.running.store(0, Ordering::SeqCst);
-            let event = match out {
-                Ok(g) => {
-                    let finish = match g.stop {
-                        StopReason::Eos | StopReason::StopString => "stop",
-                        StopReason::MaxTokens => "length",
-                        StopReason::Cancelled => {
-                            stats.cancelled.fetch_add(1, Ordering::SeqCst);
-                            continue;
-                        }
-                    };
-                    Event::Done { text: g.text, finish, completion_tokens: g.ids.len() }
+        loop {
+            if running.is_empty() && waiting.is_empty() {
+                match jobs.recv() {
+                    Ok(job) => waiting.push_back(job),
+                    Err(_) => return,
                 }
-                Err(e) => {
-                    // the cache may hold a half-run prompt
-                    self.model.reset();
-                    Event::Failed(ApiError::server(&e.to_string()))
+            }
+            waiting.extend(jobs.try_iter());
+            // first come, first served: one for another model waits until the running end
+            while running.len() < limit && waiting.front().is_some_and(|j: &Job| running.is_empty() || j.model == current) {
+                let job = waiting.pop_front().expect("checked");
+                stats.queued.fetch_sub(1, Ordering::SeqCst);
+                if job.events.is_closed() {
+                    stats.cancelled.fetch_add(1, Ordering::SeqCst);
+                    continue;
                 }
-            };
-            if job.events.send(event).is_ok() {
-                stats.served.fetch_add(1, Ordering::SeqCst);
-            } else {
-                stats.cancelled.fetch_add(1, Ordering::SeqCst);
+                if stats.draining.load(Ordering::SeqCst) {
+                    let _ = job.events.send(Event::Failed(ApiError::shutting_down()));
+                    continue;
+                }
+                self.switch_to(job.model, &mut current);
+                let cache = take_cache(&mut free, &job);
+                if let Some(r) = self.start(job, cache, &mut free, &stats) {
+                    running.push(r);
+                }
+                stats.running.store(running.len(), Ordering::SeqCst);
+            }
+            if !running.is_empty() {
+                self.step(&mut running, &mut free, &stats);
+                stats.running.store(running.len(), Ordering::SeqCst);
             }
         }
     }
+
+    /// Runs `job`'s prompt into `cache` and samples its first token; None when it has
+    /// already ended (its cache is then free again).
+    fn start(&mut self, job: Job, mut cache: KvCache, free: &mut Vec<FreeCache>, stats: &Stats) -> Option<Running> {
+        let _ = job.events.send(Event::Started);
+        self.model.swap_cache(&mut cache);
+        let prefilled = pollster::block_on(Decoding::prefill(&self.ctx, &mut self.model, &job.prompt, &job.params));
+        self.model.swap_cache(&mut cache);
+        let (mut decoding, mut logits) = match prefilled {
+            Ok(p) => p,
+            Err(e) => {
+                end(job, Err(e.to_string()), cache, free, stats);
+                return None;
+            }
+        };
+        let events = &job.events;
+        match decoding.next(&self.tok, &mut logits, &mut |piece| events.send(Event::Text(piece.to_string())).is_ok()) {
+            Ok(Some(next)) => Some(Running { job, decoding, cache, next }),
+            Ok(None) => {
+                let out = decoding.finish(&self.tok, &mut |piece| events.send(Event::Text(piece.to_string())).is_ok()).map_err(|e| e.to_string());
+                end(job, out, cache, free, stats);
+                None
+            }
+            Err(e) => {
+                end(job, Err(e.to_string()), cache, free, stats);
+                None
+            }
+        }
+    }
+
+    /// One decode step of every running request (they all use the model that runs now);
+    /// those that end leave `running`.
+    fn step(&mut self, running: &mut Vec<Running>, free: &mut Vec<FreeCache>, stats: &Stats) {
+        stats.largest_batch.fetch_max(running.len(), Ordering::SeqCst);
+        let tokens: Vec<u32> = running.iter().map(|r| r.next).collect();
+        let mut caches: Vec<&mut KvCache> = running.iter_mut().map(|r| &mut r.cache).collect();
+        let mut logits = match pollster::block_on(self.model.decode_batch(&self.ctx, &mut caches, &tokens)) {
+            Ok(l) => l,
+            Err(e) => {
+                for r in running.drain(..) {
+                    end(r.job, Err(e.to_string()), r.cache, free, stats);
+                }
+                return;
+            }
+        };
+        let mut still = Vec::with_capacity(running.len());
+        for (mut r, row) in running.drain(..).zip(logits.chunks_exact_mut(self.model.cfg.vocab_size)) {
+            let events = &r.job.events;
+            let mut on_text = |piece: &str| events.send(Event::Text(piece.to_string())).is_ok();
+            match r.decoding.next(&self.tok, row, &mut on_text) {
+                Ok(Some(id)) => {
+                    r.next = id;
+                    still.push(r);
+                }
+                Ok(None) => {
+                    let out = r.decoding.finish(&self.tok, &mut on_text).map_err(|e| e.to_string());
+                    end(r.job, out, r.cache, free, stats);
+                }
+                Err(e) => end(r.job, Err(e.to_string()), r.cache, free, stats),
+            }
+        }
+        *running = still;
+    }
+}
+
+/// The free cache for `job`: one of its model that already holds the longest start of its
+/// prompt, else any (emptied).
+fn take_cache(free: &mut Vec<FreeCache>, job: &Job) -> KvCache {
+    let shared = |f: &FreeCache| if f.model == job.model { f.cache.cached_prefix(&job.prompt) } else { 0 };
+    let best = (0..free.len()).max_by_key(|&i| shared(&free[i])).expect("a free cache for every request that may run");
+    let keep = shared(&free[best]);
+    let mut cache = free.swap_remove(best).cache;
+    cache.rewind(keep);
+    cache
+}
+
+/// Sends `job` its answer (or its error) and frees its cache.
+fn end(job: Job, out: Result<Generation, String>, mut cache: KvCache, free: &mut Vec<FreeCache>, stats: &Stats) {
+    let event = match out {
+        // the client went away
+        Ok(g) if g.stop == StopReason::Cancelled => None,
+        Ok(g) => {
+            let finish = if g.stop == StopReason::MaxTokens { "length" } else { "stop" };
+            Some(Event::Done { text: g.text, finish, completion_tokens: g.ids.len() })
+        }
+        Err(e) => {
+            // the cache may hold a half-run prompt
+            cache.rewind(0);
+            Some(Event::Failed(ApiError::server(&e)))
+        }
+    };
+    free.push(FreeCache { cache, model: job.model });
+    let answered = event.is_some_and(|e| job.events.send(e).is_ok());
+    let count = if answered { &stats.served } else { &stats.cancelled };
+    count.fetch_add(1, Ordering::SeqCst);
 }
