@@ -76,6 +76,8 @@ for model in $MODEL_LIST; do
     run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --json
     run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW
 done
+# hearth serve under 8 concurrent clients, by --max-batch (requests decoded together)
+run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/smollm2-135m" 8 64 1,4,8,16
 # Last, so that the benches get their time: the GPU kernels against the CPU references on
 # this GPU (the test binaries bench/prepare.sh carried): failures and summaries into the log.
 for t in .carry/tests/*; do

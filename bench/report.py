@@ -93,6 +93,11 @@ def main():
                       "| kernel | launches | ms | % | GFLOP/s |", "| --- | ---: | ---: | ---: | ---: |"]
             lines += [f"| {k['kernel']} | {k['launches']:.0f} | {k['ms']:.1f} | {100 * k['ms'] / total:.1f} | "
                       f"{(k['gflop'] / k['ms'] * 1e3 if k['gflop'] and k['ms'] else 0):,.0f} |" for k in ks[:12]]
+    for key, v in results.items():
+        if key.startswith("serve-") and v:
+            lines += ["", f"hearth serve, {key.removeprefix('serve-')}: {v['clients']} clients at once, {v['tokens']} greedy tokens each, by --max-batch:", "",
+                      "| --max-batch | generated tokens/s | mean s per answer | largest batch |", "| ---: | ---: | ---: | ---: |"]
+            lines += [f"| {r['max_batch']} | {r['tokens_per_s']:.1f} | {r['mean_s']:.2f} | {r['largest_batch']} |" for r in v["rows"]]
     missing = [k for k, v in results.items() if v is None]
     if missing:
         lines += ["", "No result (failed or out of time; see the logs): " + ", ".join(missing)]
