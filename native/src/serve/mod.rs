@@ -103,6 +103,9 @@ fn load_engine(a: &ModelArgs, adapters: &[(String, PathBuf)], max_batch: usize) 
         .map(|_| model.new_cache(&ctx))
         .collect::<hearth_core::Result<Vec<_>>>()
         .with_context(|| format!("{max_batch} KV caches of {} tokens: lower --max-batch or --ctx", a.ctx))?;
+    let cfg = &model.cfg;
+    let bytes = max_batch * 2 * cfg.n_layers * a.ctx * cfg.kv_dim() * 4;
+    eprintln!("{max_batch} KV caches of {} tokens (--max-batch, --ctx): {:.0} MiB", a.ctx, bytes as f64 / (1 << 20) as f64);
     Ok(Engine { ctx, model, tok: Arc::new(tok), held, caches })
 }
 
