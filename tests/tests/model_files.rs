@@ -4,6 +4,7 @@
 //! naming the file or tensor.
 
 use hearth_core::io::gguf::{GgmlType, Gguf};
+use hearth_core::io::gguf_export::{gguf_bytes, GgufDtype};
 use hearth_core::io::gguf_tensors::GgufSource;
 use hearth_core::io::gguf_write::{GgufWriter, MetaValue};
 use hearth_core::io::load::{load_gguf, load_hf_folder, shard_names, stream_gguf, stream_hf_folder, Files};
@@ -161,7 +162,7 @@ fn streamed_gguf_files_load_the_same_weights_and_refuse_truncated_files() {
         let r = OneFile::new(bytes);
         let g = Gguf::read(&r, "m.gguf", file).unwrap();
         assert_eq!(format!("{:?}", hearth_core::model::Config::from_gguf(&g, file).unwrap()), format!("{:?}", whole.cfg), "{file}");
-        let weights = HostWeights::load(&whole.cfg, &GgufSource::new(&g, file, &whole.cfg), None).unwrap();
+        let weights = HostWeights::load(&whole.cfg, &GgufSource::new(&g, file, &whole.cfg, false), None).unwrap();
         assert_eq!(format!("{weights:?}"), format!("{:?}", whole.weights), "{file}");
     }
     // layer by layer onto the GPU: the same logits as the model uploaded whole
@@ -170,7 +171,7 @@ fn streamed_gguf_files_load_the_same_weights_and_refuse_truncated_files() {
         let r = OneFile::new(std::fs::read(fixture(file)).unwrap());
         let whole = load_gguf(&r.bytes, file, None).unwrap();
         let opts = |_: &hearth_core::model::Config| ModelOptions { chunk: 64, max_seq: 64, max_binding: None };
-        let mut on_gpu = stream_gguf(ctx, &r, "m.gguf", file, None, &opts).unwrap().model;
+        let mut on_gpu = stream_gguf(ctx, &r, "m.gguf", file, None, false, &opts).unwrap().model;
         let mut uploaded = Model::new(ctx, &whole.cfg, whole.weights.clone(), opts(&whole.cfg)).unwrap();
         let tokens = [1, 5, 9, 42, 7];
         let a = pollster::block_on(on_gpu.logits(ctx, &tokens)).unwrap();
@@ -202,7 +203,7 @@ fn a_gguf_header_longer_than_the_first_read_is_read_whole_and_the_tensors_are_no
 }
 
 #[test]
-fn streamed_bf16_weights_stay_16_bit_with_the_same_values() {
+fn streamed_bf16_weights_stay_16_bit_with_the_same_values_from_safetensors_and_gguf() {
     use hearth_core::model::WeightFormat;
     use hearth_core::quant::QuantFormat;
     // the tiny Qwen2's weights are bf16
@@ -216,12 +217,19 @@ fn streamed_bf16_weights_stay_16_bit_with_the_same_values() {
         }
         m
     };
-    for (a, b) in matrices(&f32s).iter().zip(matrices(&halves)) {
-        assert_eq!(a.format(), WeightFormat::F32, "{}", a.name);
-        assert_eq!(b.format(), WeightFormat::Quant(QuantFormat::F16), "{} stays 16-bit", b.name);
-        // exact in f16's normal range; below it (6.1e-5) f16's subnormals round to 2^-24
-        for (x, y) in a.to_f32().iter().zip(b.to_f32()) {
-            assert!(x == &y || (x.abs() < 6.2e-5 && (x - y).abs() <= 3.0e-8), "{}: {x} became {y}", a.name);
+    // and the same model as a bf16 GGUF, read by range as the page reads it
+    let m = load_hf_folder(&folder, None).unwrap();
+    let bf16 = OneFile::new(gguf_bytes(&m.cfg, &m.weights, &m.tokenizer, GgufDtype::Bf16, "tiny-qwen2").unwrap());
+    let g = Gguf::read(&bf16, "m.gguf", "tiny-qwen2.bf16.gguf").unwrap();
+    let gguf_halves = HostWeights::load(&m.cfg, &GgufSource::new(&g, "tiny-qwen2.bf16.gguf", &m.cfg, true), None).unwrap();
+    for halves in [halves, gguf_halves] {
+        for (a, b) in matrices(&f32s).iter().zip(matrices(&halves)) {
+            assert_eq!(a.format(), WeightFormat::F32, "{}", a.name);
+            assert_eq!(b.format(), WeightFormat::Quant(QuantFormat::F16), "{} stays 16-bit", b.name);
+            // exact in f16's normal range; below it (6.1e-5) f16's subnormals round to 2^-24
+            for (x, y) in a.to_f32().iter().zip(b.to_f32()) {
+                assert!(x == &y || (x.abs() < 6.2e-5 && (x - y).abs() <= 3.0e-8), "{}: {x} became {y}", a.name);
+            }
         }
     }
 }

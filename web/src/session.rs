@@ -602,7 +602,7 @@ fn model_of<'a>(model: &'a mut Option<Model>, run: &'a mut Option<Run>) -> Resul
 fn model_on_gpu(ctx: &GpuContext, origin: &str, files: &[(String, Vec<u8>)], ranges: Option<&JsRanges>, quant: Option<WeightFormat>) -> hearth_core::Result<GpuLoaded> {
     let opts = |cfg: &Config| ModelOptions { chunk: 256, max_seq: model_ctx(cfg), max_binding: None };
     if let Some((r, name)) = ranges.and_then(|r| Some((r, r.gguf()?))) {
-        return stream_gguf(ctx, r, name, &format!("{origin}/{name}"), quant, &opts);
+        return stream_gguf(ctx, r, name, &format!("{origin}/{name}"), quant, true, &opts);
     }
     let staged = StagedFiles { origin, files };
     let loaded = match (files, ranges) {

@@ -14,6 +14,8 @@ pub struct GgufSource<'a> {
     arch: Arch,
     n_heads: usize,
     n_kv_heads: usize,
+    /// Keep bf16 weights in 16 bits, as f16 ([`MatrixData::from_bf16`]).
+    bf16_as_f16: bool,
 }
 
 /// llama.cpp's tensor name for an HF name in a model of `arch`.
@@ -104,9 +106,10 @@ pub fn format_on_load(tensor: &GgufTensorInfo) -> WeightFormat {
 }
 
 impl<'a> GgufSource<'a> {
-    /// The tensors of `gguf` (`file` names it in errors), a model of `cfg`.
-    pub fn new(gguf: &'a Gguf<'a>, file: &str, cfg: &Config) -> Self {
-        GgufSource { gguf, file: file.to_string(), arch: cfg.arch, n_heads: cfg.n_heads, n_kv_heads: cfg.n_kv_heads }
+    /// The tensors of `gguf` (`file` names it in errors), a model of `cfg`; bf16 ones stay
+    /// 16-bit when `bf16_as_f16`.
+    pub fn new(gguf: &'a Gguf<'a>, file: &str, cfg: &Config, bf16_as_f16: bool) -> Self {
+        GgufSource { gguf, file: file.to_string(), arch: cfg.arch, n_heads: cfg.n_heads, n_kv_heads: cfg.n_kv_heads, bf16_as_f16 }
     }
 
     fn matrix(&self, hf_name: &str, info: &GgufTensorInfo, bytes: Vec<u8>) -> Result<Matrix> {
@@ -125,7 +128,7 @@ impl<'a> GgufSource<'a> {
             GgmlType::F32 => MatrixData::F32(bytemuck::pod_collect_to_vec(&bytes)),
             GgmlType::F16 if cols % QuantFormat::F16.block_size() == 0 => quant(QuantFormat::F16, bytes)?,
             GgmlType::F16 => MatrixData::F32(kquants::dequantize_f16(&bytes)),
-            GgmlType::Bf16 => MatrixData::F32(kquants::dequantize_bf16(&bytes)),
+            GgmlType::Bf16 => MatrixData::from_bf16(&bytes, rows, cols, self.bf16_as_f16).map_err(bad)?,
             GgmlType::Q4_0 => quant(QuantFormat::Q4_0, bytes)?,
             GgmlType::Q4_1 => quant(QuantFormat::Q4_1, bytes)?,
             GgmlType::Q8_0 => quant(QuantFormat::Q8_0, bytes)?,

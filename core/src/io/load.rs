@@ -105,17 +105,18 @@ fn hf_config(files: &dyn Files) -> Result<(Config, Tokenizer)> {
 pub fn load_gguf(bytes: &[u8], file: &str, quant: Option<WeightFormat>) -> Result<LoadedModel> {
     let g = Gguf::parse(bytes, file)?;
     let (cfg, tokenizer) = gguf_config(&g, file)?;
-    let weights = HostWeights::load(&cfg, &GgufSource::new(&g, file, &cfg), quant)?;
+    let weights = HostWeights::load(&cfg, &GgufSource::new(&g, file, &cfg, false), quant)?;
     Ok(LoadedModel { cfg, weights, tokenizer, description: gguf_description(&g) })
 }
 
 /// The GGUF file `name` of `reader` (`file` names it in errors) read a tensor at a time,
 /// straight onto the GPU a layer at a time, as [`stream_hf_folder`] does: the host holds the
-/// file's header and one layer, never the file or the whole model.
-pub fn stream_gguf(ctx: &GpuContext, reader: &dyn ReadRange, name: &str, file: &str, quant: Option<WeightFormat>, opts: &dyn Fn(&Config) -> ModelOptions) -> Result<GpuLoaded> {
+/// file's header and one layer, never the file or the whole model. bf16 weights stay in 16
+/// bits (as f16) when `bf16_as_f16`.
+pub fn stream_gguf(ctx: &GpuContext, reader: &dyn ReadRange, name: &str, file: &str, quant: Option<WeightFormat>, bf16_as_f16: bool, opts: &dyn Fn(&Config) -> ModelOptions) -> Result<GpuLoaded> {
     let g = Gguf::read(reader, name, file)?;
     let (cfg, tokenizer) = gguf_config(&g, file)?;
-    let model = Model::stream(ctx, &cfg, &GgufSource::new(&g, file, &cfg), quant, opts(&cfg))?;
+    let model = Model::stream(ctx, &cfg, &GgufSource::new(&g, file, &cfg, bf16_as_f16), quant, opts(&cfg))?;
     Ok(GpuLoaded { model, tokenizer, description: format!("{}, streamed to the GPU", gguf_description(&g)) })
 }
 

@@ -47,25 +47,14 @@ impl TensorSource for SafetensorsSource<'_> {
 }
 
 /// A tensor's bytes as a [`Matrix`]: f32 and bf16 as f32, f16 kept when its rows fit; with
-/// `bf16_as_f16`, bf16 too becomes f16 when its values lie in f16's range (bf16's 8-bit
-/// significand fits f16's 11, so only values below f16's normal range, 6.1e-5, round).
+/// `bf16_as_f16`, bf16 too becomes f16 where it can ([`MatrixData::from_bf16`]).
 fn matrix(folder: &str, file: &str, name: &str, dtype: Dtype, shape: &[usize], bytes: &[u8], bf16_as_f16: bool) -> Result<Matrix> {
     let cols = shape.last().copied().unwrap_or(1);
     let rows = shape.iter().product::<usize>() / cols.max(1);
     let f16_rows = cols % QuantFormat::F16.block_size() == 0 && rows > 0;
     let data = match dtype {
-        Dtype::BF16 if bf16_as_f16 && f16_rows => {
-            // value by value: no f32 copy of a large embedding on the way
-            let values = || bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32());
-            if values().all(|x| x.abs() <= 65504.0) {
-                let halves: Vec<u8> = values().flat_map(|x| half::f16::from_f32(x).to_le_bytes()).collect();
-                MatrixData::Quant(QuantTensor::from_blocks(QuantFormat::F16, rows, cols, halves)?)
-            } else {
-                MatrixData::F32(kquants::dequantize_bf16(bytes))
-            }
-        }
         Dtype::F32 => MatrixData::F32(bytemuck::pod_collect_to_vec(bytes)),
-        Dtype::BF16 => MatrixData::F32(kquants::dequantize_bf16(bytes)),
+        Dtype::BF16 => MatrixData::from_bf16(bytes, rows, cols, bf16_as_f16)?,
         Dtype::F16 if f16_rows => MatrixData::Quant(QuantTensor::from_blocks(QuantFormat::F16, rows, cols, bytes.to_vec())?),
         Dtype::F16 => MatrixData::F32(kquants::dequantize_f16(bytes)),
         other => return Err(Error::unsupported(format!("{folder}/{file}"), format!("tensor {name} has dtype {other:?}; Hearth reads F32, F16 and BF16"))),
@@ -80,7 +69,7 @@ pub struct StreamedSafetensors<'a> {
     reader: &'a dyn ReadRange,
     /// Each shard: its name, where its data starts, and its header.
     shards: Vec<(String, u64, Metadata)>,
-    /// Keep bf16 weights in 16 bits, as f16 (see [`matrix`]): half the memory of f32.
+    /// Keep bf16 weights in 16 bits, as f16 ([`MatrixData::from_bf16`]): half the memory of f32.
     bf16_as_f16: bool,
 }
 

@@ -12,6 +12,22 @@ pub enum MatrixData {
     Quant(QuantTensor),
 }
 
+impl MatrixData {
+    /// A (rows, cols) bf16 tensor's bytes: as f32, or with `keep_16_bit` as f16 when its rows
+    /// fit the f16 kernels' blocks and its values f16's range (bf16's 8-bit significand fits
+    /// f16's 11, so only values below f16's normal range, 6.1e-5, round): half the memory.
+    pub(crate) fn from_bf16(bytes: &[u8], rows: usize, cols: usize, keep_16_bit: bool) -> Result<Self> {
+        let values = || bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32());
+        let f16_rows = cols.is_multiple_of(QuantFormat::F16.block_size()) && rows > 0;
+        // value by value: no f32 copy of a large embedding on the way
+        if keep_16_bit && f16_rows && values().all(|x| x.abs() <= 65504.0) {
+            let halves: Vec<u8> = values().flat_map(|x| half::f16::from_f32(x).to_le_bytes()).collect();
+            return Ok(MatrixData::Quant(QuantTensor::from_blocks(QuantFormat::F16, rows, cols, halves)?));
+        }
+        Ok(MatrixData::F32(values().collect()))
+    }
+}
+
 /// A (rows, cols) tensor in the nn.Linear layout; vectors are (1, n).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Matrix {
