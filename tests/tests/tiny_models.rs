@@ -322,8 +322,11 @@ fn batched_decoding_gives_each_sequence_its_own_logits() {
             }
             alone.push(rows);
         }
-        // together: each prompt into a cache of its own, then one batched step per token
-        let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache(ctx).unwrap()).collect();
+        // together: each prompt into a cache of its own (the first the model's own, taken
+        // out as a server does), then one batched step per token
+        model.reset();
+        let mut caches = vec![model.take_cache(ctx).unwrap()];
+        caches.extend((1..prompts.len()).map(|_| model.new_cache(ctx).unwrap()));
         for (s, (prompt, cache)) in prompts.iter().zip(&mut caches).enumerate() {
             model.swap_cache(cache);
             let first = pollster::block_on(model.forward(ctx, prompt)).unwrap();

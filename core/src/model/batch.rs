@@ -8,9 +8,22 @@ use crate::model::forward::{KvCache, Model};
 use crate::{Error, GpuContext, Result};
 
 impl Model {
-    /// An empty KV cache as long as the model's own, for one more sequence.
+    /// The longest context in tokens (the length of the caches it makes).
+    pub fn context(&self) -> usize {
+        self.max_seq
+    }
+
+    /// An empty KV cache of the model's context length, for one more sequence.
     pub fn new_cache(&self, ctx: &GpuContext) -> Result<KvCache> {
-        KvCache::alloc(ctx, &self.cfg, self.cache.capacity)
+        KvCache::alloc(ctx, &self.cfg, self.max_seq)
+    }
+
+    /// Takes the model's own cache out, leaving one of a single token in its place: a server
+    /// that keeps a cache per request holds it with the others ([`Model::swap_cache`]).
+    pub fn take_cache(&mut self, ctx: &GpuContext) -> Result<KvCache> {
+        let mut own = KvCache::alloc(ctx, &self.cfg, 1)?;
+        self.swap_cache(&mut own);
+        Ok(own)
     }
 
     /// Exchanges the model's own cache with `cache`: `forward` and [`generate`] then continue

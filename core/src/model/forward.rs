@@ -224,6 +224,8 @@ pub struct Model {
     pub(crate) state: RunState,
     pub cache: KvCache,
     chunk: usize,
+    /// The KV caches' length: the longest context.
+    pub(crate) max_seq: usize,
     pub(crate) logit_rows: usize,
 }
 
@@ -332,6 +334,7 @@ impl Model {
             state,
             cache,
             chunk,
+            max_seq,
             logit_rows,
         })
     }

@@ -99,8 +99,9 @@ fn load_engine(a: &ModelArgs, adapters: &[(String, PathBuf)], max_batch: usize) 
     if max_batch > model.max_batch() {
         bail!("--max-batch {max_batch}: this model decodes at most {} requests at once on this GPU", model.max_batch());
     }
-    let caches = (0..max_batch)
-        .map(|_| model.new_cache(&ctx))
+    // the model's own cache is the first
+    let caches = std::iter::once(model.take_cache(&ctx))
+        .chain((1..max_batch).map(|_| model.new_cache(&ctx)))
         .collect::<hearth_core::Result<Vec<_>>>()
         .with_context(|| format!("{max_batch} KV caches of {} tokens: lower --max-batch or --ctx", a.ctx))?;
     let cfg = &model.cfg;
@@ -148,7 +149,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let max_batch = a.max_batch as usize;
     let worker = std::thread::spawn(move || match load_engine(&model_args, &loading, max_batch) {
         Ok(engine) => {
-            let _ = ready_tx.send(Ok((engine.tok.clone(), engine.model.cache.capacity)));
+            let _ = ready_tx.send(Ok((engine.tok.clone(), engine.model.context())));
             engine.run(job_rx, worker_stats);
         }
         Err(e) => {
