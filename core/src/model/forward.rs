@@ -176,6 +176,11 @@ impl KvCache {
         })
     }
 
+    /// Bytes of GPU memory its keys and values take.
+    pub fn bytes(&self) -> u64 {
+        self.k.iter().chain(&self.v).map(|b| b.len_bytes()).sum()
+    }
+
     /// Tokens it holds.
     pub(crate) fn len(&self) -> usize {
         self.ids.len()

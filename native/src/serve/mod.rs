@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::load::{load_on_gpu, read_adapter, ModelArgs};
+use hearth_core::model::forward::KvCache;
 use routes::{router, AppState};
 use worker::{Engine, Stats};
 
@@ -104,9 +105,8 @@ fn load_engine(a: &ModelArgs, adapters: &[(String, PathBuf)], max_batch: usize) 
         .chain((1..max_batch).map(|_| model.new_cache(&ctx)))
         .collect::<hearth_core::Result<Vec<_>>>()
         .with_context(|| format!("{max_batch} KV caches of {} tokens: lower --max-batch or --ctx", a.ctx))?;
-    let cfg = &model.cfg;
-    let bytes = max_batch * 2 * cfg.n_layers * a.ctx * cfg.kv_dim() * 4;
-    eprintln!("{max_batch} KV caches of {} tokens (--max-batch, --ctx): {:.0} MiB", a.ctx, bytes as f64 / (1 << 20) as f64);
+    let bytes: u64 = caches.iter().map(KvCache::bytes).sum();
+    eprintln!("{max_batch} KV caches of {} tokens (--max-batch, --ctx): {:.0} MiB", model.context(), bytes as f64 / (1 << 20) as f64);
     Ok(Engine { ctx, model, tok: Arc::new(tok), held, caches })
 }
 

@@ -146,10 +146,11 @@ impl Engine {
             }
         };
         let events = &job.events;
-        match decoding.next(&self.tok, &mut logits, &mut |piece| events.send(Event::Text(piece.to_string())).is_ok()) {
+        let mut on_text = |piece: &str| events.send(Event::Text(piece.to_string())).is_ok();
+        match decoding.next(&self.tok, &mut logits, &mut on_text) {
             Ok(Some(next)) => Some(Running { job, decoding, cache, next }),
             Ok(None) => {
-                let out = decoding.finish(&self.tok, &mut |piece| events.send(Event::Text(piece.to_string())).is_ok()).map_err(|e| e.to_string());
+                let out = decoding.finish(&self.tok, &mut on_text).map_err(|e| e.to_string());
                 end(job, out, cache, free, stats);
                 None
             }
