@@ -54,8 +54,9 @@ fn main() {
     let dir = shaders.join("matmul");
     write(&out.join("matmul.wgsl"), &(compose(&dir.join("f32.wgsl")) + &matmul::f32_entries()));
     let f32_entries = format!(
-        "// Written by core/build/main.rs.\n\n/// matmul.wgsl's entry points, in MatmulKind's order.\npub const F32_ENTRIES: [&str; 3] = {:?};\n",
-        matmul::F32_ENTRIES
+        "// Written by core/build/main.rs.\n\n/// matmul.wgsl's entry points, in MatmulKind's order.\npub const F32_ENTRIES: [&str; 3] = {:?};\n/// The narrow block's.\npub const F32_NARROW_ENTRIES: [&str; 3] = {:?};\n",
+        matmul::F32_ENTRIES,
+        matmul::F32_NARROW_ENTRIES
     );
     write(&out.join("../matmul_entries.rs"), &f32_entries);
     let mut entries = String::from("// Written by core/build/main.rs.\n\n");

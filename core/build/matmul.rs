@@ -24,6 +24,8 @@ pub const QUANT_FORMATS: [QuantFormat; 5] = [
 
 /// The f32 kernel's entry points, in MatmulKind order.
 pub const F32_ENTRIES: [&str; 3] = ["matmul_forward", "matmul_backward_input", "matmul_backward_weight"];
+/// The same for the narrow block (`REGISTER_NARROW_BLOCK`).
+pub const F32_NARROW_ENTRIES: [&str; 3] = ["matmul_forward_narrow", "matmul_backward_input_narrow", "matmul_backward_weight_narrow"];
 
 /// A quantized format's entry points: (field of QuantEntries, name).
 pub fn quant_entries(name: &str) -> [(&'static str, String); 5] {
@@ -61,16 +63,20 @@ impl Out {
 }
 
 
-/// matmul.wgsl's generated part: its workgroup and its three entry points.
+/// matmul.wgsl's generated part: its workgroup and its entry points, three per block.
 pub fn f32_entries() -> String {
-    let Block { rows, cols } = REGISTER_BLOCK.into();
     let (wg_x, wg_y) = REGISTER_WG;
     let mut o = Out(String::new());
     o.line(format!("override WG_X: u32 = {wg_x}u;"));
     o.line(format!("override WG_Y: u32 = {wg_y}u;"));
-    f32_forward(&mut o, rows, cols);
-    f32_backward_input(&mut o, rows, cols);
-    f32_backward_weight(&mut o, rows, cols);
+    // The narrow block's output is one block wide: its row blocks run along x, the
+    // dimension llvmpipe spreads over its SIMD lanes.
+    for (entries, block, rows_on_x) in [(F32_ENTRIES, REGISTER_BLOCK, false), (F32_NARROW_ENTRIES, REGISTER_NARROW_BLOCK, true)] {
+        let b = F32Block { rows: block.0, cols: block.1, rows_on_x };
+        f32_forward(&mut o, entries[0], b);
+        f32_backward_input(&mut o, entries[1], b);
+        f32_backward_weight(&mut o, entries[2], b);
+    }
     o.0
 }
 
@@ -90,6 +96,15 @@ pub fn quant_file_entries(f: &QuantFormat) -> String {
     quant_backward_input(&mut o, f.name, QUANT_BACKWARD_INPUT_LARGE.into());
     quant_backward_input(&mut o, f.name, QUANT_BACKWARD_INPUT_SMALL.into());
     o.0
+}
+
+/// An f32 entry point's outputs per invocation, and which grid dimension its row blocks take
+/// (y, or x with the column blocks on y).
+#[derive(Clone, Copy)]
+struct F32Block {
+    rows: usize,
+    cols: usize,
+    rows_on_x: bool,
 }
 
 /// Declares the accumulators c{i}_{q}: `rows` × `cols / 4` vec4.
@@ -128,15 +143,17 @@ fn store_scalar(o: &mut Out, rows: usize, vec4s: usize, ncols: &str, col0: &str)
 /// The start of an f32 entry point: rows r0.. and vec4 columns q0.. of its output block,
 /// the early return past the output (`nrows` × `ncols4` vec4), and the batch offsets of a,
 /// b and c (in vec4) as WGSL expressions.
-fn f32_prologue(o: &mut Out, entry: &str, what: &str, (rows, q4): (usize, usize), (nrows, ncols4): (&str, &str), offsets: [&str; 3]) {
+fn f32_prologue(o: &mut Out, entry: &str, what: &str, blk: F32Block, (nrows, ncols4): (&str, &str), offsets: [&str; 3]) {
+    let (rows, q4) = (blk.rows, blk.cols / 4);
+    let (row_dim, col_dim) = if blk.rows_on_x { ("x", "y") } else { ("y", "x") };
     o.line("");
     o.line(format!("// Each invocation: rows r0.. r0+{rows} of {what}"));
     o.line("@compute @workgroup_size(WG_X, WG_Y, 1)");
     o.line(format!("fn {entry}(@builtin(global_invocation_id) gid: vec3<u32>) {{"));
     o.line("    let K4 = p.K / 4u;");
     o.line("    let N4 = p.N / 4u;");
-    o.line(format!("    let r0 = gid.y * {rows}u;"));
-    o.line(format!("    let q0 = gid.x * {q4}u;"));
+    o.line(format!("    let r0 = gid.{row_dim} * {rows}u;"));
+    o.line(format!("    let q0 = gid.{col_dim} * {q4}u;"));
     o.line(format!("    let nrows = {nrows};"));
     o.line(format!("    let ncols4 = {ncols4};"));
     o.line("    if (r0 >= nrows || q0 >= ncols4) { return; }");
@@ -145,10 +162,11 @@ fn f32_prologue(o: &mut Out, entry: &str, what: &str, (rows, q4): (usize, usize)
     }
 }
 
-fn f32_forward(o: &mut Out, rows: usize, cols: usize) {
+fn f32_forward(o: &mut Out, entry: &str, blk: F32Block) {
+    let (rows, cols) = (blk.rows, blk.cols);
     let q4 = cols / 4;
     let what = format!("c(M,N), vec4 columns q0.. q0+{q4}.");
-    f32_prologue(o, "matmul_forward", &what, (rows, q4), ("p.M", "N4"), ["p.M * K4", "p.b_batched * p.N * K4", "p.M * N4"]);
+    f32_prologue(o, entry, &what, blk, ("p.M", "N4"), ["p.M * K4", "p.b_batched * p.N * K4", "p.M * N4"]);
     for i in 0..rows {
         o.line(format!("    let ra{i} = a_off + min(r0 + {i}u, p.M - 1u) * K4;"));
     }
@@ -176,10 +194,11 @@ fn f32_forward(o: &mut Out, rows: usize, cols: usize) {
     o.line("}");
 }
 
-fn f32_backward_input(o: &mut Out, rows: usize, cols: usize) {
+fn f32_backward_input(o: &mut Out, entry: &str, blk: F32Block) {
+    let (rows, cols) = (blk.rows, blk.cols);
     let q4 = cols / 4;
     let what = format!("c(M,K), vec4 columns q0.. q0+{q4}; steps of 4 along N.");
-    f32_prologue(o, "matmul_backward_input", &what, (rows, q4), ("p.M", "K4"), ["p.M * N4", "p.b_batched * p.N * K4", "p.M * K4"]);
+    f32_prologue(o, entry, &what, blk, ("p.M", "K4"), ["p.M * N4", "p.b_batched * p.N * K4", "p.M * K4"]);
     for i in 0..rows {
         o.line(format!("    let ra{i} = a_off + min(r0 + {i}u, p.M - 1u) * N4;"));
     }
@@ -204,11 +223,12 @@ fn f32_backward_input(o: &mut Out, rows: usize, cols: usize) {
     o.line("}");
 }
 
-fn f32_backward_weight(o: &mut Out, rows: usize, cols: usize) {
+fn f32_backward_weight(o: &mut Out, entry: &str, blk: F32Block) {
+    let (rows, cols) = (blk.rows, blk.cols);
     let q4 = cols / 4;
     let r4 = rows / 4;
     let what = format!("c(N,K), vec4 columns q0.. q0+{q4}; four rows of a and b per step.");
-    f32_prologue(o, "matmul_backward_weight", &what, (rows, q4), ("p.N", "K4"), ["p.M * N4", "p.b_batched * p.M * K4", "p.N * K4"]);
+    f32_prologue(o, entry, &what, blk, ("p.N", "K4"), ["p.M * N4", "p.b_batched * p.M * K4", "p.N * K4"]);
     for j in 0..r4 {
         o.line(format!("    let na{j} = min(r0 / 4u + {j}u, N4 - 1u);"));
     }

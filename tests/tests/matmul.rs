@@ -1,4 +1,4 @@
-//! f32 matmul: the CPU reference against finite differences, and both GPU tilings against
+//! f32 matmul: the CPU reference against finite differences, and every GPU tiling against
 //! the CPU reference on random shapes (sizes off the tile included).
 
 use hearth_core::ops::cpu;
@@ -83,7 +83,7 @@ fn random_dims(rng: &mut Rng, vec4: bool) -> MatmulDims {
 }
 
 #[test]
-fn matmul_random_shapes_both_tilings() {
+fn matmul_random_shapes_every_tiling() {
     let mut rng = Rng::new(7);
     for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
         for round in 0..4 {
@@ -101,12 +101,15 @@ fn matmul_random_shapes_both_tilings() {
 
 #[test]
 fn matmul_register_spans_several_workgroups() {
-    // A register workgroup covers 256 rows × 256 columns; these shapes need several, with
-    // partial blocks at both edges.
+    // A register workgroup covers 256 rows × 256 columns (the narrow one 128 rows × 16
+    // columns, its row blocks on x); these shapes need several, with partial blocks at both
+    // edges, and outputs of 4 to 16 columns (LoRA's rank side).
     let mut rng = Rng::new(8);
     for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
-        for (m, n, k) in [(300, 264, 36), (70, 520, 260), (513, 4, 4)] {
-            check(kind, MatmulTiling::Register, MatmulDims::new(m, n, k), Accumulate::OVERWRITE, &mut rng);
+        for (m, n, k) in [(300, 264, 36), (70, 520, 260), (513, 4, 4), (300, 16, 16), (513, 12, 40), (260, 40, 8)] {
+            for tiling in [MatmulTiling::Register, MatmulTiling::RegisterNarrow] {
+                check(kind, tiling, MatmulDims::new(m, n, k), Accumulate::OVERWRITE, &mut rng);
+            }
         }
     }
 }

@@ -55,6 +55,8 @@ pub enum MatmulKind {
 pub enum MatmulTiling {
     /// 32×32 outputs per invocation, vec4 loads, no workgroup memory (software adapters).
     Register,
+    /// The same in 16 × 16 blocks and workgroups of 1 × 8: outputs of at most 16 columns.
+    RegisterNarrow,
     /// Workgroup-memory tiles of 64 × 64 outputs, 8 × 8 per invocation (real GPUs, any shape).
     Tiled,
     /// The same kernel in 128 × 128 tiles (256 invocations): for large outputs.
@@ -65,12 +67,12 @@ pub enum MatmulTiling {
 
 impl MatmulTiling {
     /// The tilings that take any product (Gemv takes forwards of few rows only).
-    pub const ALL: [MatmulTiling; 3] = [MatmulTiling::Register, MatmulTiling::Tiled, MatmulTiling::TiledWide];
+    pub const ALL: [MatmulTiling; 4] = [MatmulTiling::Register, MatmulTiling::RegisterNarrow, MatmulTiling::Tiled, MatmulTiling::TiledWide];
 
     /// Invocations per side of a workgroup of the tiled kernel (8 outputs each).
     fn tiled_side(self) -> Option<u32> {
         match self {
-            MatmulTiling::Register | MatmulTiling::Gemv => None,
+            MatmulTiling::Register | MatmulTiling::RegisterNarrow | MatmulTiling::Gemv => None,
             MatmulTiling::Tiled => Some(8),
             MatmulTiling::TiledWide => Some(16),
         }
@@ -164,7 +166,7 @@ pub(crate) fn sum_splits(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, r
     ctx.dispatch(&Kernel::new(Shader::MatmulTiled, "matmul_sum_splits", 3), &[parts], &[out], &params, grid_1d((rows * cols) as u64, 256))
 }
 
-pub use super::matmul_blocks::{REGISTER_BLOCK, REGISTER_WG};
+pub use super::matmul_blocks::{REGISTER_BLOCK, REGISTER_NARROW_BLOCK, REGISTER_NARROW_WG, REGISTER_WG};
 include!(concat!(env!("OUT_DIR"), "/matmul_entries.rs"));
 
 
@@ -172,6 +174,11 @@ impl MatmulKind {
     /// Its entry point in matmul.wgsl (core/build/ names them).
     fn entry(self) -> &'static str {
         F32_ENTRIES[self as usize]
+    }
+
+    /// Its entry point for the narrow register block.
+    fn narrow_entry(self) -> &'static str {
+        F32_NARROW_ENTRIES[self as usize]
     }
 
     /// (rows, cols) of the output.
@@ -196,7 +203,11 @@ impl MatmulKind {
 pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> MatmulTiling {
     let (rows, cols) = kind.out_shape(d);
     if ctx.kernel_paths() != KernelPaths::Gpu && kind.register_fits(d) {
-        MatmulTiling::Register
+        if cols <= REGISTER_NARROW_BLOCK.1 {
+            MatmulTiling::RegisterNarrow
+        } else {
+            MatmulTiling::Register
+        }
     } else if ctx.kernel_paths() == KernelPaths::Gpu && kind == MatmulKind::Forward && d.batch == 1 && d.m <= GEMV_ROWS {
         MatmulTiling::Gemv
     } else if d.batch * rows * cols >= WIDE_OUTPUTS {
@@ -252,20 +263,28 @@ pub fn matmul_with(
     check_len(op, "out", out, d.batch * rows * cols)?;
     let flops = 2.0 * (d.batch * d.m * d.n * d.k) as f64;
     match tiling {
-        MatmulTiling::Register => {
+        MatmulTiling::Register | MatmulTiling::RegisterNarrow => {
             ensure(kind.register_fits(&d), || {
                 format!("{op}: the register tiling needs the vec4 dimensions to be multiples of 4, got {d:?}")
             })?;
             let params =
                 RegisterParams { m: d.m as u32, n: d.n as u32, k: d.k as u32, alpha: acc.alpha, b_batched: d.b_batched as u32 };
-            let groups = [
-                cols.div_ceil(REGISTER_BLOCK.1 * REGISTER_WG.0) as u32,
-                rows.div_ceil(REGISTER_BLOCK.0 * REGISTER_WG.1) as u32,
-                d.batch as u32,
-            ];
+            let (kernel, block, wg) = if tiling == MatmulTiling::Register {
+                (Kernel::new(Shader::Matmul, op, 0), REGISTER_BLOCK, REGISTER_WG)
+            } else {
+                let variant = Variant { name: "8x1", constants: &[("WG_X", REGISTER_NARROW_WG.0 as f64), ("WG_Y", REGISTER_NARROW_WG.1 as f64)] };
+                (Kernel::new(Shader::Matmul, kind.narrow_entry(), 0).with_variant(variant), REGISTER_NARROW_BLOCK, REGISTER_NARROW_WG)
+            };
+            let (col_blocks, row_blocks) = (cols.div_ceil(block.1), rows.div_ceil(block.0));
+            let groups = if tiling == MatmulTiling::Register {
+                [col_blocks.div_ceil(wg.0) as u32, row_blocks.div_ceil(wg.1) as u32, d.batch as u32]
+            } else {
+                // row blocks on x (core/build/)
+                [row_blocks.div_ceil(wg.0) as u32, col_blocks.div_ceil(wg.1) as u32, d.batch as u32]
+            };
             // The register kernels only overwrite (see matmul.wgsl's `st`).
             overwrite_then_accumulate(ctx, out, d.batch * rows * cols, acc.beta, |dest| {
-                ctx.dispatch_counted(&Kernel::new(Shader::Matmul, op, 0), &[a, b], &[dest], &params, groups, flops)
+                ctx.dispatch_counted(&kernel, &[a, b], &[dest], &params, groups, flops)
             })
         }
         MatmulTiling::Gemv => {

@@ -10,6 +10,12 @@
 /// kernel to compile; 32×32 takes ~5 s.
 pub const REGISTER_BLOCK: (usize, usize) = (32, 32);
 pub const REGISTER_WG: (usize, usize) = (8, 8);
+/// The narrow variant for outputs of at most 16 columns (LoRA's h = x·Aᵀ, its input
+/// gradient dh and dB): the 32 × 32 block left half its columns clamped, and its 8 × 8
+/// workgroup 7 of every 8 SIMD lanes idle, since llvmpipe spreads a workgroup's x over its
+/// lanes (2–3 GFLOP/s). Its row blocks run along x (core/build/), in workgroups of 8 × 1.
+pub const REGISTER_NARROW_BLOCK: (usize, usize) = (16, 16);
+pub const REGISTER_NARROW_WG: (usize, usize) = (8, 1);
 
 /// matmul_<format>.wgsl, large blocks for lavapipe. On lavapipe each buffer load is a loop
 /// over the SIMD lanes, so a block must feed many FMAs per load: the large forward's
