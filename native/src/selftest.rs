@@ -24,14 +24,18 @@ fn print_paths(ctx: &GpuContext) {
     let large = MatmulDims::new(2048, 1536, 576);
     println!("kernel paths on this adapter: {:?}", ctx.kernel_paths());
     let row = MatmulDims::new(1, 576, 576);
+    let thin = MatmulDims::new(2048, 16, 576);
     println!(
-        "  f32 matmul           {:?} (512 × 576 outputs), {:?} (2048 × 1536), {:?} (one row: decoding)",
+        "  f32 matmul           {:?} (512 × 576 outputs), {:?} (2048 × 1536), {:?} (2048 × 16: LoRA's rank side), {:?} (one row: decoding)",
         choose_tiling(ctx, MatmulKind::Forward, &small),
         choose_tiling(ctx, MatmulKind::Forward, &large),
+        choose_tiling(ctx, MatmulKind::Forward, &thin),
         choose_tiling(ctx, MatmulKind::Forward, &row)
     );
     println!("  quantized matmul     {:?} blocks; Row kernel for one row of x (decoding)", QuantBlock::for_adapter(ctx));
-    println!("  attention            {:?} kernels for training", AttentionKernels::for_adapter(ctx));
+    let attention = AttentionKernels::for_adapter(ctx);
+    let fallback = if attention == AttentionKernels::Matmul { " (Rows for sequences whose scores exceed a chunk, or heads not a multiple of 4)" } else { "" };
+    println!("  attention            {attention:?} kernels for training{fallback}");
     println!("  f16 weights          unpacked to f32 in the matmul (any adapter); f16 arithmetic not used (shader-f16 offered: {})", if ctx.has_f16() { "yes" } else { "no" });
     println!("  reductions           portable workgroup reductions (no subgroup or cooperative-matrix kernels yet)");
     println!("  GPU timestamps       {}", if ctx.has_gpu_timer() { "yes (bench reports GPU time)" } else { "no (bench reports host and wall time only)" });

@@ -57,7 +57,9 @@ fn bench_train_json_counts_the_step() {
     let kernels = v["kernels"].as_array().unwrap();
     let launches: f64 = kernels.iter().map(|k| f(k, "launches")).sum();
     assert_eq!(launches, dispatches);
-    let gflop: f64 = kernels.iter().map(|k| f(k, "gflop")).sum();
+    // the model's matmuls: launches outside an op's scope (attention's products on software
+    // adapters are listed as attention/…)
+    let gflop: f64 = kernels.iter().filter(|k| !k["kernel"].as_str().unwrap().contains('/')).map(|k| f(k, "gflop")).sum();
     assert!((gflop - f(&v, "matmul_gflop_per_step")).abs() < 1e-9);
     assert!(gflop > 0.0);
     assert!(kernels.iter().any(|k| k["kernel"].as_str().unwrap().starts_with("matmul") && f(k, "gflop") > 0.0));

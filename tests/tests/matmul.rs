@@ -186,15 +186,26 @@ fn matmul_ragged_sizes_fall_back_to_tiled() {
 
 #[test]
 fn matmul_batched() {
+    // A batched weight gradient (one per batch, as the attention's dK and dV are) needs b
+    // batched too.
     let mut rng = Rng::new(9);
-    for kind in [MatmulKind::Forward, MatmulKind::BackwardInput] {
+    for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
         for b_batched in [false, true] {
+            if kind == MatmulKind::BackwardWeight && !b_batched {
+                continue;
+            }
             let d = MatmulDims { batch: 3, m: 37, n: 20, k: 44, b_batched };
             for tiling in MatmulTiling::ALL {
                 check(kind, tiling, d, Accumulate::OVERWRITE, &mut rng);
             }
         }
     }
+    with_gpu!(ctx => {
+        let d = MatmulDims { batch: 2, m: 4, n: 4, k: 4, b_batched: false };
+        let buf = upload(ctx, &[0.0; 32]);
+        let err = matmul_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Register, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("fold it into M"), "{err}");
+    });
 }
 
 #[test]

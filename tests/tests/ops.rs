@@ -1,7 +1,7 @@
 //! Every non-matmul kernel against its CPU reference on random shapes, and every CPU
 //! backward against central finite differences in f64.
 
-use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, AttentionDims, AttentionKernels};
+use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, segment_runs, AttentionDims, AttentionKernels, RunShape, Segments};
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::block_copy::{block_copy, Columns};
 use hearth_core::ops::swiglu::Activation;
@@ -212,12 +212,12 @@ fn cpu_rope_backward_matches_finite_differences() {
     assert_grad("rope dinp", &dx, &finite_diff(&mut loss, &x, &(0..x.len()).collect::<Vec<_>>(), 1e-6));
 }
 
-fn random_segments(rng: &mut Rng, b: usize, t: usize) -> Vec<u32> {
+fn random_segments(rng: &mut Rng, b: usize, t: usize, mean_len: usize) -> Vec<u32> {
     let mut seg = Vec::with_capacity(b * t);
     for _ in 0..b {
         let mut s = 0;
         for i in 0..t {
-            if i > 0 && rng.below(6) == 0 {
+            if i > 0 && rng.below(mean_len) == 0 {
                 s += 1;
             }
             seg.push(s);
@@ -230,32 +230,57 @@ fn random_segments(rng: &mut Rng, b: usize, t: usize) -> Vec<u32> {
 fn attention_matches_cpu() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(8);
-        // (…, window): sliding windows inside and across the tiled kernels' 64-row blocks; head
-        // size 256 (Gemma 3) with its own scale
-        let shapes = [(1, 1, 1, 1, 4, 0), (2, 37, 6, 2, 16, 0), (1, 70, 9, 3, 64, 0), (2, 9, 4, 4, 128, 0), (1, 150, 4, 1, 8, 0), (2, 131, 2, 2, 100, 0), (2, 37, 4, 2, 16, 5), (1, 150, 2, 1, 8, 70), (1, 20, 2, 1, 256, 7)];
-        for (b, t, nh, nkv, hs, window) in shapes {
+        // (…, window, mean sequence length): sliding windows inside and across the tiled
+        // kernels' 64-row blocks; head size 256 (Gemma 3) with its own scale; long sequences,
+        // and (1100 tokens, 8 KV heads) more scores than one chunk of the matmul kernels holds
+        let shapes = [
+            (1, 1, 1, 1, 4, 0, 6), (2, 37, 6, 2, 16, 0, 6), (1, 70, 9, 3, 64, 0, 6), (2, 9, 4, 4, 128, 0, 6), (1, 150, 4, 1, 8, 0, 6),
+            (2, 131, 2, 2, 100, 0, 6), (2, 37, 4, 2, 16, 5, 6), (1, 150, 2, 1, 8, 70, 6), (1, 20, 2, 1, 256, 7, 6),
+            (2, 150, 6, 2, 16, 0, 60), (1, 150, 2, 1, 8, 70, usize::MAX), (1, 1100, 8, 8, 4, 0, usize::MAX),
+        ];
+        for (b, t, nh, nkv, hs, window, mean_len) in shapes {
             let scale = if hs == 256 { 1.0 / 24f32.sqrt() } else { 1.0 / (hs as f32).sqrt() };
             let s = AttnSizes { scale: scale as f64, window, ..AttnSizes::causal(b, t, nh, nkv, hs) };
             let d = AttentionDims { scale, window, ..AttentionDims::causal(b, t, nh, nkv, hs) };
             let (q, k, v, g) = (u(&mut rng, b * t * nh * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nh * hs));
-            let seg = random_segments(&mut rng, b, t);
+            let seg = random_segments(&mut rng, b, t, mean_len);
             let (qb, kb, vb, gb, sb) = (upload(ctx, &q), upload(ctx, &k), upload(ctx, &v), upload(ctx, &g), ctx.upload_u32(&seg).unwrap());
+            let (runs, shape) = segment_runs(&seg, t).unwrap();
+            let runs = ctx.upload_u32(&runs).unwrap();
+            let sb = Segments { ids: &sb, runs: &runs, shape };
             let mut want = vec![0.0; q.len()];
             cpu::attention_forward(&mut want, &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
             let (mut wq, mut wk, mut wv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
             cpu::attention_backward(&mut wq, &mut wk, &mut wv, &to_f64(&g), &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
             for kernels in AttentionKernels::ALL {
                 let (out, stats) = (poisoned(ctx, q.len()), poisoned(ctx, d.stats_len()));
-                attention_forward_with(ctx, kernels, &out, &stats, &qb, &kb, &vb, &sb, d).unwrap();
+                attention_forward_with(ctx, kernels, &out, &stats, &qb, &kb, &vb, sb, d).unwrap();
                 assert_close(&format!("attention out {kernels:?} {s:?}"), &read(ctx, &out), &want, ATTN.0, ATTN.1);
                 let (dq, dk, dv) = (poisoned(ctx, q.len()), poisoned(ctx, k.len()), poisoned(ctx, v.len()));
-                attention_backward_with(ctx, kernels, &dq, &dk, &dv, &gb, &qb, &kb, &vb, &out, &stats, &sb, d).unwrap();
+                attention_backward_with(ctx, kernels, &dq, &dk, &dv, &gb, &qb, &kb, &vb, &out, &stats, sb, d).unwrap();
                 assert_close(&format!("attention dq {kernels:?} {s:?}"), &read(ctx, &dq), &wq, ATTN.0, ATTN.1);
                 assert_close(&format!("attention dk {kernels:?} {s:?}"), &read(ctx, &dk), &wk, ATTN.0, ATTN.1);
                 assert_close(&format!("attention dv {kernels:?} {s:?}"), &read(ctx, &dv), &wv, ATTN.0, ATTN.1);
             }
         }
     });
+}
+
+#[test]
+fn segment_runs_are_the_sequences_of_each_row() {
+    // two rows of 5: (b, start, len) per run
+    let (runs, shape) = segment_runs(&[0, 0, 1, 1, 1, 0, 1, 1, 2, 2], 5).unwrap();
+    assert_eq!(runs, vec![0, 0, 2, 0, 2, 3, 1, 0, 1, 1, 1, 2, 1, 3, 2]);
+    assert_eq!(shape, RunShape { count: 5, longest: 3 });
+    let err = segment_runs(&[0, 0, 1, 0], 4).unwrap_err().to_string();
+    assert!(err.contains("id 0 comes back after another in row 0"), "{err}");
+    // software adapters attend as matmuls unless one sequence's scores would not fit a chunk
+    let d = AttentionDims::causal(1, 4096, 9, 3, 64);
+    assert_eq!(AttentionKernels::Matmul.for_dims(&d, RunShape { count: 8, longest: 512 }), AttentionKernels::Matmul);
+    assert_eq!(AttentionKernels::Matmul.for_dims(&d, RunShape { count: 1, longest: 4096 }), AttentionKernels::Rows);
+    assert_eq!(AttentionKernels::Tiled.for_dims(&d, RunShape { count: 1, longest: 4096 }), AttentionKernels::Tiled);
+    let odd_heads = AttentionDims::causal(1, 64, 4, 2, 6);
+    assert_eq!(AttentionKernels::Matmul.for_dims(&odd_heads, RunShape { count: 1, longest: 64 }), AttentionKernels::Rows);
 }
 
 #[test]
@@ -435,6 +460,15 @@ fn dropout_matches_cpu() {
             cpu::dropout_forward(&mut want, &to_f64(&x), p, seed, beta);
             assert_close("dropout", &read(ctx, &out), &want, ELEM.0, ELEM.1);
         }
+        // the kernels take vec4s; past n they leave the buffer as it was
+        let prior: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let (out, ones) = (upload(ctx, &prior), upload(ctx, &[1.0; 8]));
+        dropout::dropout_forward(ctx, &out, &ones, 5, 0.0, 3, 0.0).unwrap();
+        assert_eq!(read(ctx, &out), [1.0, 1.0, 1.0, 1.0, 1.0, 5.0, 6.0, 7.0]);
+        residual::residual_accumulate(ctx, &out, &ones, 2.0, 6).unwrap();
+        assert_eq!(read(ctx, &out), [3.0, 3.0, 3.0, 3.0, 3.0, 11.0, 6.0, 7.0]);
+        residual::residual_forward(ctx, &out, &ones, &ones, 1).unwrap();
+        assert_eq!(read(ctx, &out), [2.0, 3.0, 3.0, 3.0, 3.0, 11.0, 6.0, 7.0]);
         // about p of a large input is dropped
         let kept = (0..100_000u32).filter(|&i| cpu::dropout_keep(i, 7, 0.25)).count();
         assert!((kept as f64 / 100_000.0 - 0.75).abs() < 0.01, "kept {kept} of 100000 at p = 0.25");

@@ -385,7 +385,8 @@ impl GpuContext {
             ms = start.elapsed_ns() as f64 / 1e6;
         }
         if let Some(p) = self.profiling.lock().unwrap().as_mut() {
-            let name = format!("{}:{} [{}]", k.shader.file_name().trim_end_matches(".wgsl"), k.entry, k.variant.name);
+            let scope = p.scope.map_or(String::new(), |s| format!("{s}/"));
+            let name = format!("{scope}{}:{} [{}]", k.shader.file_name().trim_end_matches(".wgsl"), k.entry, k.variant.name);
             let stat = p.kernels.entry(name).or_insert_with(KernelStat::default);
             stat.launches += 1;
             stat.flops += flops;
@@ -412,7 +413,21 @@ impl GpuContext {
         let c = &self.counters;
         let start = (c.dispatches.load(Ordering::Relaxed), c.submissions.load(Ordering::Relaxed), c.host_ns.load(Ordering::Relaxed));
         let timer = self.has_gpu_timer().then(|| Timer::new(&self.device));
-        *self.profiling.lock().unwrap() = Some(Profiling { start, kernel_times, kernels: Default::default(), timer });
+        *self.profiling.lock().unwrap() = Some(Profiling { start, kernel_times, kernels: Default::default(), timer, scope: None });
+    }
+
+    /// Runs `f`, listing its launches in an open profile as parts of the op `scope` (their
+    /// FLOPs then do not count as the model's matmuls).
+    pub(crate) fn profile_scope<R>(&self, scope: &'static str, f: impl FnOnce() -> R) -> R {
+        let set = |s| {
+            if let Some(p) = self.profiling.lock().unwrap().as_mut() {
+                p.scope = s;
+            }
+        };
+        set(Some(scope));
+        let r = f();
+        set(None);
+        r
     }
 
     /// Waits for the window's work and reports it.

@@ -146,16 +146,18 @@ pub struct Profile {
     /// adapter has no timestamps inside encoders (see `gpu_time_note`).
     pub gpu_ms: Option<f64>,
     pub gpu_time_note: Option<String>,
-    /// By `shader:entry [variant]`.
+    /// By `shader:entry [variant]`, prefixed by `scope/` for launches in a
+    /// [`GpuContext::profile_scope`](super::GpuContext::profile_scope).
     pub kernels: BTreeMap<String, KernelStat>,
     /// Whether each launch was run and waited for alone, timing it (and slowing the whole).
     pub kernel_times: bool,
 }
 
 impl Profile {
-    /// FLOPs of every launch that counted them (the matmuls).
+    /// FLOPs of the launches that counted them outside any scope: the model's linear layers
+    /// (scoped matmuls, such as attention's products, are parts of other ops).
     pub fn matmul_flops(&self) -> f64 {
-        self.kernels.values().map(|k| k.flops).sum()
+        self.kernels.iter().filter(|(name, _)| !name.contains('/')).map(|(_, k)| k.flops).sum()
     }
 }
 
@@ -165,6 +167,8 @@ pub(crate) struct Profiling {
     pub kernel_times: bool,
     pub kernels: BTreeMap<String, KernelStat>,
     pub timer: Option<Timer>,
+    /// The op whose launches are being recorded (`GpuContext::profile_scope`).
+    pub scope: Option<&'static str>,
 }
 
 /// Timestamps written at the start and the end of each submitted encoder.

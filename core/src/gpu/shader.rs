@@ -18,6 +18,8 @@ pub enum Shader {
     Attention,
     /// attention.wgsl for heads above 128 (core/build/).
     AttentionWide,
+    /// Training attention as matmuls (software adapters).
+    AttentionMatmul,
     Swiglu,
     Residual,
     CrossEntropy,
@@ -28,7 +30,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 19] = [
+    pub const ALL: [Shader; 20] = [
         Shader::Matmul,
         Shader::MatmulTiled,
         Shader::MatmulNf4,
@@ -41,6 +43,7 @@ impl Shader {
         Shader::Rope,
         Shader::Attention,
         Shader::AttentionWide,
+        Shader::AttentionMatmul,
         Shader::Swiglu,
         Shader::Residual,
         Shader::CrossEntropy,
@@ -64,6 +67,7 @@ impl Shader {
             Shader::Rope => "rope.wgsl",
             Shader::Attention => "attention.wgsl",
             Shader::AttentionWide => "attention_wide.wgsl",
+            Shader::AttentionMatmul => "attention_matmul.wgsl",
             Shader::Swiglu => "swiglu.wgsl",
             Shader::Residual => "residual.wgsl",
             Shader::CrossEntropy => "cross_entropy.wgsl",
@@ -88,6 +92,7 @@ impl Shader {
             Shader::Rope => include_str!(concat!(env!("OUT_DIR"), "/shaders/rope.wgsl")),
             Shader::Attention => include_str!(concat!(env!("OUT_DIR"), "/shaders/attention.wgsl")),
             Shader::AttentionWide => include_str!(concat!(env!("OUT_DIR"), "/shaders/attention_wide.wgsl")),
+            Shader::AttentionMatmul => include_str!(concat!(env!("OUT_DIR"), "/shaders/attention_matmul.wgsl")),
             Shader::Swiglu => include_str!(concat!(env!("OUT_DIR"), "/shaders/swiglu.wgsl")),
             Shader::Residual => include_str!(concat!(env!("OUT_DIR"), "/shaders/residual.wgsl")),
             Shader::CrossEntropy => include_str!(concat!(env!("OUT_DIR"), "/shaders/cross_entropy.wgsl")),

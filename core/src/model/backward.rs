@@ -15,7 +15,7 @@ use crate::lora::Target;
 use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers};
 use crate::model::forward::Model;
 use crate::model::Config;
-use crate::ops::attention::{attention_backward, AttentionDims};
+use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, RunShape, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::dropout::dropout_forward;
 use crate::ops::lora::{lora_backward, lora_backward_a, lora_backward_b, lora_forward, lora_forward_b};
@@ -132,6 +132,8 @@ buffer_set! {
         pos,
         /// (N) u32
         seg,
+        /// (3N) u32: (0, start, len) per example (attention's runs)
+        runs,
         /// (N) u32
         targets,
         /// (N, NH·HS) before rope
@@ -261,6 +263,7 @@ impl PassLayout {
             scratch: ScratchSizes {
                 pos: n,
                 seg: n,
+                runs: 3 * n,
                 targets: n,
                 q: n * qd,
                 k: n * kvd,
@@ -331,6 +334,8 @@ pub struct TrainPass {
     pub grad_arena: Option<Arena>,
     /// Whether the backward running now adds into `grads` (see `forward_backward`).
     accumulate_grads: bool,
+    /// The examples of the micro-batch running now, as `s.runs` holds them.
+    runs: RunShape,
 }
 
 /// Bytes a [`TrainPass`] allocates for micro-batches of `n` tokens with LoRA of rank
@@ -382,6 +387,7 @@ impl TrainPass {
             grad_parts,
             grad_arena,
             accumulate_grads: false,
+            runs: RunShape::default(),
         })
     }
 
@@ -437,6 +443,9 @@ impl TrainPass {
         ctx.write_f32(&self.xs[0], &emb);
         ctx.write_bytes(&self.s.pos, bytemuck::cast_slice(&batch.pos));
         ctx.write_bytes(&self.s.seg, bytemuck::cast_slice(&batch.seg));
+        let (runs, shape) = segment_runs(&batch.seg, n)?;
+        ctx.write_bytes(&self.s.runs, bytemuck::cast_slice(&runs));
+        self.runs = shape;
         ctx.write_bytes(&self.s.targets, bytemuck::cast_slice(&batch.targets));
         let layers = model.cfg.n_layers;
         for i in 0..layers {
@@ -485,6 +494,10 @@ impl TrainPass {
         let losses = ctx.read_f32_prefix(&self.s.all_losses, n).await?;
         ctx.take_device_error()?;
         Ok(losses)
+    }
+
+    fn segments(&self) -> Segments<'_> {
+        Segments { ids: &self.s.seg, runs: &self.s.runs, shape: self.runs }
     }
 
     fn slot(&self, i: usize) -> &LayerActs {
@@ -591,7 +604,7 @@ impl TrainPass {
             h: &a.h,
             pos: &s.pos,
         };
-        let attention = Attention::Packed { seg: &s.seg, stats: &a.stats };
+        let attention = Attention::Packed { seg: self.segments(), stats: &a.stats };
         block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, &|target, out, inp| self.project(ctx, model, i, target, out, inp, n, a, drop))
     }
 
@@ -623,7 +636,7 @@ impl TrainPass {
             None => &s.dres,
         };
         self.project_backward(ctx, model, i, Target::O, &s.datt, 0.0, d_o, &a.att, n, a, drop)?;
-        attention_backward(ctx, &s.dq_rot, &s.dk_rot, &s.dv, &s.datt, &a.q_rot, &a.k_rot, &a.v, &a.att, &a.stats, &s.seg, att)?;
+        attention_backward(ctx, &s.dq_rot, &s.dk_rot, &s.dv, &s.datt, &a.q_rot, &a.k_rot, &a.v, &a.att, &a.stats, self.segments(), att)?;
         // q's and k's gradients go back through rope and the head norms; each step writes
         // into the pair of buffers the previous one read from
         let (mut cur, mut spare) = ((&s.dq_rot, &s.dk_rot), (&s.dq, &s.dk));

@@ -9,7 +9,7 @@
 use super::forward::GpuLayer;
 use super::Config;
 use crate::lora::Target;
-use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, AttentionDims};
+use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, AttentionDims, Segments};
 use crate::ops::residual::{residual_accumulate, residual_forward};
 use crate::ops::rmsnorm::rmsnorm_forward;
 use crate::ops::rope::{rope_forward, RopeDims};
@@ -22,7 +22,7 @@ pub(crate) enum Attention<'a> {
     Cached { k_cache: &'a GpuBuffer, v_cache: &'a GpuBuffer, past: usize, scores: &'a GpuBuffer },
     /// Training: packed examples, kept apart by their segment ids; the softmax statistics
     /// are kept for the backward.
-    Packed { seg: &'a GpuBuffer, stats: &'a GpuBuffer },
+    Packed { seg: Segments<'a>, stats: &'a GpuBuffer },
     /// Inference for several sequences, one token each: token r's key and value go to
     /// `seqs[r]`'s cache, and it attends to that cache alone, one sequence after another
     /// through `q_one` and `att_one` (NH·HS); the projections around it run on all the rows.

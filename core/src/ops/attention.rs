@@ -1,6 +1,6 @@
 //! Causal grouped-query self-attention with an online softmax (memory O(T·HS)).
 
-use super::{check_len, grid_1d};
+use super::{attention_matmul, check_len, grid_1d};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader};
 use crate::{GpuBuffer, GpuContext, Result};
@@ -82,78 +82,138 @@ impl AttentionDims {
     }
 }
 
-/// How the training kernels walk the other side of each row (tests run both).
+/// The segment ids (B, T) of packed rows, in which a token attends only to earlier tokens of
+/// its own id, and the runs of equal ids that the matmul kernels attend within. Each id must
+/// mark one contiguous run of its row (as `train::batch::pack` writes them).
+#[derive(Clone, Copy)]
+pub struct Segments<'a> {
+    pub ids: &'a GpuBuffer,
+    /// (b, start, len) per run, as u32.
+    pub runs: &'a GpuBuffer,
+    pub shape: RunShape,
+}
+
+/// How many runs the rows hold and the longest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunShape {
+    pub count: usize,
+    pub longest: usize,
+}
+
+/// The runs of equal ids in each row of `ids` (B rows of `t`): (b, start, len) triples for
+/// [`Segments::runs`]. Errors if an id comes back after another within a row.
+pub fn segment_runs(ids: &[u32], t: usize) -> Result<(Vec<u32>, RunShape)> {
+    ensure(t > 0 && ids.len().is_multiple_of(t), || format!("segment ids: {} ids are not rows of {t}", ids.len()))?;
+    let mut runs = Vec::new();
+    let mut shape = RunShape::default();
+    for (b, row) in ids.chunks(t).enumerate() {
+        let mut seen = std::collections::HashSet::new();
+        let mut start = 0;
+        for run in row.chunk_by(|x, y| x == y) {
+            ensure(seen.insert(run[0]), || format!("segment ids: id {} comes back after another in row {b}; each sequence must be one run", run[0]))?;
+            runs.extend([b as u32, start as u32, run.len() as u32]);
+            start += run.len();
+            shape.count += 1;
+            shape.longest = shape.longest.max(run.len());
+        }
+    }
+    Ok((runs, shape))
+}
+
+/// How the training kernels compute attention (tests run all three).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionKernels {
-    /// One invocation per row reads the other side from memory (software adapters).
+    /// One invocation per row reads the other side from memory (software adapters, for
+    /// sequences too long for `Matmul`'s chunks).
     Rows,
     /// Workgroups of 64 rows stage the other side in workgroup memory (real GPUs).
     Tiled,
+    /// The scores of a chunk of heads materialized and the products run as batched matmuls
+    /// (software adapters: attention_matmul.rs).
+    Matmul,
 }
 
 impl AttentionKernels {
-    pub const ALL: [AttentionKernels; 2] = [AttentionKernels::Rows, AttentionKernels::Tiled];
+    pub const ALL: [AttentionKernels; 3] = [AttentionKernels::Rows, AttentionKernels::Tiled, AttentionKernels::Matmul];
 
-    /// What this adapter runs: on llvmpipe the tiled kernels were 2–2.6× slower (docs/PERF.md).
+    /// What this adapter prefers: on llvmpipe the tiled kernels were 2–2.6× slower than the
+    /// per-row ones, and the matmuls several times faster than those (docs/PERF.md).
     pub fn for_adapter(ctx: &GpuContext) -> Self {
         if ctx.kernel_paths() == KernelPaths::Gpu {
             AttentionKernels::Tiled
         } else {
+            AttentionKernels::Matmul
+        }
+    }
+
+    /// What runs `d` over these runs: the preference, but `Matmul` gives way to `Rows` where
+    /// the longest run's scores for one KV head would not fit a chunk, or the head size is
+    /// not a multiple of 4.
+    pub fn for_dims(self, d: &AttentionDims, runs: RunShape) -> Self {
+        if self == AttentionKernels::Matmul && attention_matmul::pairs_per_chunk(d, runs).is_none() {
             AttentionKernels::Rows
+        } else {
+            self
         }
     }
 
     /// This variant's entry point (`rows` or `tiled`) and its grid over `heads` heads.
     fn launch(self, rows: &'static str, tiled: &'static str, d: &AttentionDims, heads: usize) -> (&'static str, [u32; 3]) {
         match self {
-            AttentionKernels::Rows => (rows, grid_1d((d.b * heads * d.t) as u64, 64)),
             AttentionKernels::Tiled => (tiled, [d.t.div_ceil(64) as u32, heads as u32, d.b as u32]),
+            _ => (rows, grid_1d((d.b * heads * d.t) as u64, 64)),
         }
     }
 }
 
 /// out (B,T,NH,HS) and stats.lse from q, k, v and segment ids seg (B,T).
 #[allow(clippy::too_many_arguments)]
-pub fn attention_forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: &GpuBuffer, d: AttentionDims) -> Result<()> {
-    attention_forward_with(ctx, AttentionKernels::for_adapter(ctx), out, stats, q, k, v, seg, d)
+pub fn attention_forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
+    attention_forward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(&d, seg.shape), out, stats, q, k, v, seg, d)
 }
 
 /// [`attention_forward`] with the kernels given.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: &GpuBuffer, d: AttentionDims) -> Result<()> {
+pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
     let op = "attention_forward";
     let params = d.check(op)?;
-    for (name, buf, len) in [("q", q, d.q_len()), ("k", k, d.kv_len()), ("v", v, d.kv_len()), ("seg", seg, d.b * d.t), ("out", out, d.q_len()), ("stats", stats, d.stats_len())] {
+    for (name, buf, len) in [("q", q, d.q_len()), ("k", k, d.kv_len()), ("v", v, d.kv_len()), ("seg", seg.ids, d.b * d.t), ("out", out, d.q_len()), ("stats", stats, d.stats_len())] {
         check_len(op, name, buf, len)?;
     }
+    if kernels == AttentionKernels::Matmul {
+        return ctx.profile_scope("attention", || attention_matmul::forward(ctx, out, stats, q, k, v, seg, d));
+    }
     let (entry, grid) = kernels.launch("attention_forward_rows", "attention_forward_tiled", &d, d.nh);
-    ctx.dispatch(&Kernel::new(d.shader(), entry, 0), &[q, k, v, seg], &[out, stats], &params, grid)
+    ctx.dispatch(&Kernel::new(d.shader(), entry, 0), &[q, k, v, seg.ids], &[out, stats], &params, grid)
 }
 
 /// dq, dk, dv from dout and the forward's tensors; `stats` gains Σ dout·out on the way.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: &GpuBuffer, d: AttentionDims) -> Result<()> {
-    attention_backward_with(ctx, AttentionKernels::for_adapter(ctx), dq, dk, dv, dout, q, k, v, out, stats, seg, d)
+pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
+    attention_backward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(&d, seg.shape), dq, dk, dv, dout, q, k, v, out, stats, seg, d)
 }
 
 /// [`attention_backward`] with the kernels given.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: &GpuBuffer, d: AttentionDims) -> Result<()> {
+pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
     let op = "attention_backward";
     let params = d.check(op)?;
     for (name, buf, len) in [
         ("dout", dout, d.q_len()), ("q", q, d.q_len()), ("k", k, d.kv_len()), ("v", v, d.kv_len()),
-        ("out", out, d.q_len()), ("stats", stats, d.stats_len()), ("seg", seg, d.b * d.t),
+        ("out", out, d.q_len()), ("stats", stats, d.stats_len()), ("seg", seg.ids, d.b * d.t),
         ("dq", dq, d.q_len()), ("dk", dk, d.kv_len()), ("dv", dv, d.kv_len()),
     ] {
         check_len(op, name, buf, len)?;
     }
     let q_rows = grid_1d((d.b * d.nh * d.t) as u64, 64);
     ctx.dispatch(&Kernel::new(d.shader(), "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
+    if kernels == AttentionKernels::Matmul {
+        return ctx.profile_scope("attention", || attention_matmul::backward(ctx, dq, dk, dv, dout, q, k, v, stats, seg, d));
+    }
     let (entry, grid) = kernels.launch("attention_backward_query_rows", "attention_backward_query_tiled", &d, d.nh);
-    ctx.dispatch(&Kernel::new(d.shader(), entry, 9), &[dout, q, k, v, stats, seg], &[dq], &params, grid)?;
+    ctx.dispatch(&Kernel::new(d.shader(), entry, 9), &[dout, q, k, v, stats, seg.ids], &[dq], &params, grid)?;
     let (entry, grid) = kernels.launch("attention_backward_kv_rows", "attention_backward_kv_tiled", &d, d.nkv);
-    ctx.dispatch(&Kernel::new(d.shader(), entry, 16), &[dout, q, k, v, stats, seg], &[dk, dv], &params, grid)
+    ctx.dispatch(&Kernel::new(d.shader(), entry, 16), &[dout, q, k, v, stats, seg.ids], &[dk, dv], &params, grid)
 }
 
 /// Inference over a KV cache, one sequence (`d.b` must be 1): out and q are (T, NH, HS) for

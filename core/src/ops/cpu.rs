@@ -297,7 +297,7 @@ pub fn adamw_update(param: &mut [f64], m: &mut [f64], v: &mut [f64], grad: &[f64
     }
 }
 
-fn lowbias32(v: u32) -> u32 {
+pub(crate) fn lowbias32(v: u32) -> u32 {
     let mut x = v;
     x ^= x >> 16;
     x = x.wrapping_mul(0x7feb_352d);

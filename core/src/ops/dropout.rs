@@ -9,7 +9,7 @@ use crate::{GpuBuffer, GpuContext, Result};
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
-    seed: u32,
+    seed_hash: u32,
     p: f32,
     beta: f32,
 }
@@ -20,6 +20,6 @@ pub fn dropout_forward(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, n: us
     crate::error::ensure((0.0..1.0).contains(&p), || format!("{op}: the dropout probability {p} is outside [0, 1)"))?;
     check_len(op, "inp", inp, n)?;
     check_len(op, "out", out, n)?;
-    let params = Params { n: n as u32, seed, p, beta };
-    ctx.dispatch(&Kernel::new(Shader::Dropout, op, 0), &[inp], &[out], &params, grid_1d(n as u64, 256))
+    let params = Params { n: n as u32, seed_hash: super::cpu::lowbias32(seed), p, beta };
+    ctx.dispatch(&Kernel::new(Shader::Dropout, op, 0), &[inp], &[out], &params, grid_1d(n.div_ceil(4) as u64, 256))
 }

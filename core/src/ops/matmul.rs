@@ -24,6 +24,12 @@ impl MatmulDims {
     pub fn new(m: usize, n: usize, k: usize) -> Self {
         MatmulDims { batch: 1, m, n, k, b_batched: false }
     }
+
+    /// Whether the register-blocked kernels can take these sizes: all three products read N
+    /// and K as vec4.
+    pub fn register_fits(&self) -> bool {
+        self.k.is_multiple_of(4) && self.n.is_multiple_of(4)
+    }
 }
 
 /// How the result is combined with what `out` holds: `out = beta·out + alpha·product`.
@@ -55,7 +61,7 @@ pub enum MatmulKind {
 pub enum MatmulTiling {
     /// 32×32 outputs per invocation, vec4 loads, no workgroup memory (software adapters).
     Register,
-    /// The same in 16 × 16 blocks and workgroups of 1 × 8: outputs of at most 16 columns.
+    /// The same in 16 × 16 blocks with the row blocks along x: outputs of few columns.
     RegisterNarrow,
     /// Workgroup-memory tiles of 64 × 64 outputs, 8 × 8 per invocation (real GPUs, any shape).
     Tiled,
@@ -81,6 +87,12 @@ impl MatmulTiling {
 
 /// Rows of x up to which a GPU's forward runs as matrix-vector products.
 pub const GEMV_ROWS: usize = 4;
+
+/// Outputs of at most this many columns take the narrow register kernels: the 32-column
+/// blocks of the wide ones would fill at most 4 of llvmpipe's 8 SIMD lanes (which run along
+/// x). Measured on llvmpipe (`bench ops --shape 384x128x64`, attention's shapes): 64 columns
+/// (input and weight gradients) 6–7 → 14–17 GFLOP/s; 128 columns (forward) 9–13 → 11–14.
+const REGISTER_NARROW_MAX_COLS: usize = 128;
 
 /// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output).
 const WIDE_OUTPUTS: usize = 1 << 20;
@@ -189,21 +201,13 @@ impl MatmulKind {
             MatmulKind::BackwardWeight => (d.n, d.k),
         }
     }
-
-    /// Whether the register-blocked kernel can take these sizes (its vec4 rule).
-    pub fn register_fits(self, d: &MatmulDims) -> bool {
-        match self {
-            MatmulKind::Forward | MatmulKind::BackwardInput => d.k.is_multiple_of(4) && d.n.is_multiple_of(4),
-            MatmulKind::BackwardWeight => d.k.is_multiple_of(4) && d.n.is_multiple_of(4) && !d.b_batched,
-        }
-    }
 }
 
 /// The tiling `matmul` picks for this adapter and these sizes.
 pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> MatmulTiling {
     let (rows, cols) = kind.out_shape(d);
-    if ctx.kernel_paths() != KernelPaths::Gpu && kind.register_fits(d) {
-        if cols <= REGISTER_NARROW_BLOCK.1 {
+    if ctx.kernel_paths() != KernelPaths::Gpu && d.register_fits() {
+        if cols <= REGISTER_NARROW_MAX_COLS {
             MatmulTiling::RegisterNarrow
         } else {
             MatmulTiling::Register
@@ -219,8 +223,8 @@ pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> Matm
 
 /// Records `out = beta·out + alpha·product` for the product `kind` names. For
 /// `Forward`, (a, b) = (inp, weight); `BackwardInput`: (dout, weight); `BackwardWeight`:
-/// (dout, inp). A batched `BackwardWeight` sums over the batch only through `b_batched`
-/// false and batch 1: flatten (B·T) into M instead.
+/// (dout, inp). A batched `BackwardWeight` (b batched) gives one gradient per batch; to sum
+/// over a batch, flatten (B·T) into M instead.
 pub fn matmul(
     ctx: &GpuContext,
     kind: MatmulKind,
@@ -248,8 +252,8 @@ pub fn matmul_with(
 ) -> Result<()> {
     let op = kind.entry();
     ensure(d.batch > 0 && d.m > 0 && d.n > 0 && d.k > 0, || format!("{op}: empty sizes {d:?}"))?;
-    ensure(!(kind == MatmulKind::BackwardWeight && d.batch > 1), || {
-        format!("{op}: batched weight gradients are not supported; fold the batch into M")
+    ensure(!(kind == MatmulKind::BackwardWeight && d.batch > 1 && !d.b_batched), || {
+        format!("{op}: a batch of weight gradients needs b batched too (one gradient per batch); to sum over a batch, fold it into M")
     })?;
     let bb = if d.b_batched { d.batch } else { 1 };
     let (rows, cols) = kind.out_shape(&d);
@@ -264,7 +268,7 @@ pub fn matmul_with(
     let flops = 2.0 * (d.batch * d.m * d.n * d.k) as f64;
     match tiling {
         MatmulTiling::Register | MatmulTiling::RegisterNarrow => {
-            ensure(kind.register_fits(&d), || {
+            ensure(d.register_fits(), || {
                 format!("{op}: the register tiling needs the vec4 dimensions to be multiples of 4, got {d:?}")
             })?;
             let params =

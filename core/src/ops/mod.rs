@@ -3,6 +3,7 @@
 
 pub mod adamw;
 pub mod attention;
+mod attention_matmul;
 pub mod block_copy;
 pub mod cpu;
 pub mod cross_entropy;

@@ -19,7 +19,7 @@ pub fn residual_forward(ctx: &GpuContext, out: &GpuBuffer, a: &GpuBuffer, b: &Gp
     check_len(op, "a", a, n)?;
     check_len(op, "b", b, n)?;
     check_len(op, "out", out, n)?;
-    ctx.dispatch(&Kernel::new(Shader::Residual, op, 0), &[a, b], &[out], &Params { n: n as u32, beta: 0.0, c: 0 }, grid_1d(n as u64, 256))
+    ctx.dispatch(&Kernel::new(Shader::Residual, op, 0), &[a, b], &[out], &Params { n: n as u32, beta: 0.0, c: 0 }, grid_1d(n.div_ceil(4) as u64, 256))
 }
 
 /// acc = beta·acc + x over n values, in place.
@@ -27,7 +27,7 @@ pub fn residual_accumulate(ctx: &GpuContext, acc: &GpuBuffer, x: &GpuBuffer, bet
     let op = "residual_accumulate";
     check_len(op, "x", x, n)?;
     check_len(op, "acc", acc, n)?;
-    ctx.dispatch(&Kernel::new(Shader::Residual, op, 3), &[x], &[acc], &Params { n: n as u32, beta, c: 0 }, grid_1d(n as u64, 256))
+    ctx.dispatch(&Kernel::new(Shader::Residual, op, 3), &[x], &[acc], &Params { n: n as u32, beta, c: 0 }, grid_1d(n.div_ceil(4) as u64, 256))
 }
 
 /// out(rows, C) += bias(C) on every row, in place.

@@ -1,0 +1,155 @@
+// Training attention as matmuls (software adapters, where the register matmul kernels run
+// many times faster than attention.wgsl's per-row loops). The packed rows' sequences (runs of
+// one segment id: runs holds (b, start, len) per run) are padded to TP rows each, and
+// core/src/ops/attention_matmul.rs runs chunks of (run, KV head) pairs z = run·NKV + kvh,
+// z0 ≤ z < z0 + pairs:
+//   attention_gather:  x (B, T, heads, HS) → xc (pairs, G, TP, HS), the G heads of pair z
+//                      (query heads kvh·G.., or G = 1 for keys and values); rows past the
+//                      run's end are 0
+//   attention_scatter: the inverse, padded rows dropped
+//   attention_softmax: s (pairs, G·TP, TP) of scale·q·kᵀ → its causal (and windowed)
+//                      softmax in place; stats.lse in attention.wgsl's (B, NH, T, 2) layout
+//   attention_softmax_backward: s (scale·q·kᵀ again) → P, and dp → dS = P·(dP − dsum)·scale,
+//                      with stats = (lse, dsum) from the forward and attention_backward_prep
+// TP is the longest run rounded up to a multiple of 4 (the register matmul's vec4 rule);
+// padded keys are masked like future ones, padded query rows get zeros.
+
+struct Params {
+    T: u32,
+    TP: u32,
+    NH: u32,
+    NKV: u32,
+    HS: u32,
+    G: u32,      // heads per pair in the gathered tensor (gather, scatter)
+    heads: u32,  // heads of the (B, T, heads, HS) tensor (gather, scatter)
+    z0: u32,
+    pairs: u32,
+    scale: f32,
+    window: u32,
+}
+
+// The gathers move vec4s (HS is a multiple of 4).
+@group(0) @binding(0) var<storage, read> g_runs: array<u32>;
+@group(0) @binding(1) var<storage, read> g_x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> g_xc: array<vec4<f32>>;
+
+@group(0) @binding(3) var<storage, read> c_runs: array<u32>;
+@group(0) @binding(4) var<storage, read> c_xc: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> c_x: array<vec4<f32>>;
+
+@group(0) @binding(6) var<storage, read> f_runs: array<u32>;
+@group(0) @binding(7) var<storage, read_write> f_s: array<f32>;
+@group(0) @binding(8) var<storage, read_write> f_stats: array<f32>;
+
+@group(0) @binding(9) var<storage, read> b_runs: array<u32>;
+@group(0) @binding(10) var<storage, read> b_stats: array<f32>;
+@group(0) @binding(11) var<storage, read_write> b_s: array<f32>;
+@group(0) @binding(12) var<storage, read_write> b_dp: array<f32>;
+@group(1) @binding(0) var<uniform> p: Params;
+
+// vec4s in the chunk.
+fn chunk_len() -> u32 {
+    return p.pairs * p.G * p.TP * (p.HS / 4u);
+}
+
+// vec4 e of a (pairs, G, TP, HS) chunk: its vec4 in the (B, T, heads, HS) tensor, or -1 for
+// a padded row.
+fn source_of(runs: vec3<u32>, e: u32) -> i32 {
+    let h4 = p.HS / 4u;
+    let row = e / h4;
+    let t = row % p.TP;
+    if (t >= runs.z) { return -1; }
+    let zg = row / p.TP;
+    let h = ((p.z0 + zg / p.G) % p.NKV) * p.G + zg % p.G;
+    return i32(((runs.x * p.T + runs.y + t) * p.heads + h) * h4 + e % h4);
+}
+
+// The run (b, start, len) of chunk vec4 e's pair.
+fn run_of(e: u32) -> u32 {
+    return (p.z0 + e / ((p.HS / 4u) * p.TP * p.G)) / p.NKV;
+}
+
+@compute @workgroup_size(64)
+fn attention_gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = gid.x + gid.y * nwg.x * 64u;
+    if (e >= chunk_len()) { return; }
+    let r = run_of(e);
+    let src = source_of(vec3<u32>(g_runs[3u * r], g_runs[3u * r + 1u], g_runs[3u * r + 2u]), e);
+    g_xc[e] = select(vec4<f32>(), g_x[max(src, 0)], src >= 0);
+}
+
+@compute @workgroup_size(64)
+fn attention_scatter(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = gid.x + gid.y * nwg.x * 64u;
+    if (e >= chunk_len()) { return; }
+    let r = run_of(e);
+    let dst = source_of(vec3<u32>(c_runs[3u * r], c_runs[3u * r + 1u], c_runs[3u * r + 2u]), e);
+    if (dst >= 0) { c_x[dst] = c_xc[e]; }
+}
+
+// Row r of a (pairs, G·TP, TP) score chunk: its run's z, query head h and position t in
+// the run.
+struct ScoreRow {
+    run: u32,
+    h: u32,
+    t: u32,
+}
+
+fn score_row(r: u32) -> ScoreRow {
+    let group = p.NH / p.NKV;
+    let z = p.z0 + r / (p.TP * group);
+    return ScoreRow(z / p.NKV, (z % p.NKV) * group + (r / p.TP) % group, r % p.TP);
+}
+
+// The first key a query at position t of its run sees.
+fn first_key(t: u32) -> u32 {
+    if (p.window == 0u || t < p.window) { return 0u; }
+    return t + 1u - p.window;
+}
+
+// Index of (b, h, t) in stats, times 2.
+fn stat(b: u32, h: u32, t: u32) -> u32 {
+    return ((b * p.NH + h) * p.T + t) * 2u;
+}
+
+@compute @workgroup_size(64)
+fn attention_softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = gid.x + gid.y * nwg.x * 64u;
+    if (r >= p.pairs * (p.NH / p.NKV) * p.TP) { return; }
+    let row = score_row(r);
+    let len = f_runs[3u * row.run + 2u];
+    let base = r * p.TP;
+    if (row.t >= len) {
+        for (var j = 0u; j < p.TP; j++) { f_s[base + j] = 0.0; }
+        return;
+    }
+    let lo = first_key(row.t);
+    var m = -3.0e38;
+    for (var j = lo; j <= row.t; j++) { m = max(m, f_s[base + j]); }
+    var l = 0.0;
+    for (var j = lo; j <= row.t; j++) { l += exp(f_s[base + j] - m); }
+    let lse = m + log(l);
+    for (var j = 0u; j < p.TP; j++) {
+        var prob = 0.0;
+        if (j >= lo && j <= row.t) { prob = exp(f_s[base + j] - lse); }
+        f_s[base + j] = prob;
+    }
+    f_stats[stat(f_runs[3u * row.run], row.h, f_runs[3u * row.run + 1u] + row.t)] = lse;
+}
+
+@compute @workgroup_size(64)
+fn attention_softmax_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = gid.x + gid.y * nwg.x * 64u;
+    if (e >= p.pairs * (p.NH / p.NKV) * p.TP * p.TP) { return; }
+    let j = e % p.TP;
+    let row = score_row(e / p.TP);
+    var prob = 0.0;
+    var ds = 0.0;
+    if (row.t < b_runs[3u * row.run + 2u] && j >= first_key(row.t) && j <= row.t) {
+        let st = stat(b_runs[3u * row.run], row.h, b_runs[3u * row.run + 1u] + row.t);
+        prob = exp(b_s[e] - b_stats[st]);
+        ds = prob * (b_dp[e] - b_stats[st + 1u]) * p.scale;
+    }
+    b_s[e] = prob;
+    b_dp[e] = ds;
+}
