@@ -43,8 +43,8 @@ struct Params {
 
 @group(0) @binding(9) var<storage, read> b_runs: array<u32>;
 @group(0) @binding(10) var<storage, read> b_stats: array<f32>;
-@group(0) @binding(11) var<storage, read_write> b_s: array<f32>;
-@group(0) @binding(12) var<storage, read_write> b_dp: array<f32>;
+@group(0) @binding(11) var<storage, read_write> b_s: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read_write> b_dp: array<vec4<f32>>;
 @group(1) @binding(0) var<uniform> p: Params;
 
 // vec4s in the chunk.
@@ -137,17 +137,20 @@ fn attention_softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     f_stats[stat(f_runs[3u * row.run], row.h, f_runs[3u * row.run + 1u] + row.t)] = lse;
 }
 
+// A vec4 of keys per invocation.
 @compute @workgroup_size(64)
 fn attention_softmax_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = gid.x + gid.y * nwg.x * 64u;
-    if (e >= p.pairs * (p.NH / p.NKV) * p.TP * p.TP) { return; }
-    let j = e % p.TP;
-    let row = score_row(e / p.TP);
-    var prob = 0.0;
-    var ds = 0.0;
-    if (row.t < b_runs[3u * row.run + 2u] && j >= first_key(row.t) && j <= row.t) {
+    let tp4 = p.TP / 4u;
+    if (e >= p.pairs * (p.NH / p.NKV) * p.TP * tp4) { return; }
+    let j = vec4<u32>(4u * (e % tp4)) + vec4<u32>(0u, 1u, 2u, 3u);
+    let row = score_row(e / tp4);
+    var prob = vec4<f32>();
+    var ds = vec4<f32>();
+    if (row.t < b_runs[3u * row.run + 2u]) {
         let st = stat(b_runs[3u * row.run], row.h, b_runs[3u * row.run + 1u] + row.t);
-        prob = exp(b_s[e] - b_stats[st]);
+        let seen = j >= vec4<u32>(first_key(row.t)) & j <= vec4<u32>(row.t);
+        prob = select(vec4<f32>(), exp(b_s[e] - b_stats[st]), seen);
         ds = prob * (b_dp[e] - b_stats[st + 1u]) * p.scale;
     }
     b_s[e] = prob;

@@ -153,9 +153,9 @@ pub(crate) fn backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &Gp
         let dp = c.alloc_scores()?;
         matmul(ctx, MatmulKind::Forward, &dp, &gc, &vc, c.dims(), Accumulate::OVERWRITE)?;
         // s becomes P, dp becomes dS
-        let elements = c.pairs * c.group() * c.tp * c.tp;
+        let vec4s = c.pairs * c.group() * c.tp * c.tp / 4;
         let kernel = Kernel::new(Shader::AttentionMatmul, "attention_softmax_backward", 9);
-        ctx.dispatch(&kernel, &[seg.runs, stats], &[&s, &dp], &c.params(c.group(), d.nh), grid_1d(elements as u64, 64))?;
+        ctx.dispatch(&kernel, &[seg.runs, stats], &[&s, &dp], &c.params(c.group(), d.nh), grid_1d(vec4s as u64, 64))?;
         let (dqc, dkc, dvc) = (c.alloc_rows(c.group())?, c.alloc_rows(1)?, c.alloc_rows(1)?);
         matmul(ctx, MatmulKind::BackwardWeight, &dvc, &s, &gc, c.dims(), Accumulate::OVERWRITE)?;
         matmul(ctx, MatmulKind::BackwardInput, &dqc, &dp, &kc, c.dims(), Accumulate::OVERWRITE)?;
