@@ -72,7 +72,12 @@ for model in $MODEL_LIST; do
     for base in f32 q4_1 nf4; do
         run "train-$model-$base" 30 "$HEARTH" bench train "$MODELS/$model" --quant "$base" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
     done
-    [ "$model" = smollm2-135m ] && run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps 1 --kernel-times --json
+    if [ "$model" = smollm2-135m ]; then
+        run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps 1 --kernel-times --json
+        # training attention as batched matmuls (software adapters' choice) against the
+        # GPU's tiled attention kernels
+        run "train-$model-f32-attention-matmul" 30 env HEARTH_ATTENTION=matmul "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+    fi
     run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --json
     run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW
 done

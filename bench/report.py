@@ -63,6 +63,11 @@ def main():
             rows.append((f"{name} base {base}: matmul_efficiency", num(h["matmul_efficiency"], 2), "", "", ""))
             rows.append((f"{name} base {base}: peak GPU MiB (PEFT fp32)", num(h["peak_gpu_memory_mib"], 0), num(fp32.get("peak_gpu_memory_mib"), 0),
                          ratio(h["peak_gpu_memory_mib"], fp32.get("peak_gpu_memory_mib")), ""))
+        mm = results.get(f"train-{name}-f32-attention-matmul")
+        tiled = results.get(f"train-{name}-f32")
+        if mm and tiled:
+            rows.append((f"{name} f32 train tokens/s: attention as matmuls (HEARTH_ATTENTION=matmul) vs the adapter's own (tiled on GPUs)",
+                         num(mm["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(mm["tokens_per_s"], tiled["tokens_per_s"]), ""))
         g = results.get(f"generate-{name}")
         pg = peer.get("generate", {})
         if g:

@@ -18,9 +18,10 @@ mod tokenize;
 mod train;
 mod web;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hearth_core::gpu::KernelPaths;
+use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::{Error, GpuContext};
 
 #[derive(Parser)]
@@ -70,7 +71,8 @@ enum Command {
 
 /// Opens the GPU named by HEARTH_ADAPTER (a substring of its name), or the default one,
 /// with the kernels HEARTH_KERNELS names (gpu, software or llvmpipe; default: the adapter's
-/// own), and says which it picked.
+/// own) and the training attention HEARTH_ATTENTION names (rows, tiled or matmul), and says
+/// which it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let mut ctx = pollster::block_on(GpuContext::new(filter.as_deref()))?;
@@ -83,7 +85,10 @@ pub fn open_gpu() -> Result<GpuContext> {
         };
         ctx = ctx.with_kernel_paths(paths);
     }
-    eprintln!("adapter: {} ({:?} kernels)", ctx.summary(), ctx.kernel_paths());
+    if let Ok(name) = std::env::var("HEARTH_ATTENTION") {
+        ctx = ctx.with_attention_kernels(AttentionKernels::parse(&name).context("HEARTH_ATTENTION")?);
+    }
+    eprintln!("adapter: {} ({:?} kernels, {:?} attention)", ctx.summary(), ctx.kernel_paths(), AttentionKernels::for_adapter(&ctx));
     Ok(ctx)
 }
 

@@ -228,42 +228,49 @@ fn random_segments(rng: &mut Rng, b: usize, t: usize, mean_len: usize) -> Vec<u3
 
 #[test]
 fn attention_matches_cpu() {
-    with_gpu!(ctx => {
-        let mut rng = Rng::new(8);
-        // (…, window, mean sequence length): sliding windows inside and across the tiled
-        // kernels' 64-row blocks; head size 256 (Gemma 3) with its own scale; long sequences,
-        // and (1100 tokens, 8 KV heads) more scores than one chunk of the matmul kernels holds
-        let shapes = [
-            (1, 1, 1, 1, 4, 0, 6), (2, 37, 6, 2, 16, 0, 6), (1, 70, 9, 3, 64, 0, 6), (2, 9, 4, 4, 128, 0, 6), (1, 150, 4, 1, 8, 0, 6),
-            (2, 131, 2, 2, 100, 0, 6), (2, 37, 4, 2, 16, 5, 6), (1, 150, 2, 1, 8, 70, 6), (1, 20, 2, 1, 256, 7, 6),
-            (2, 150, 6, 2, 16, 0, 60), (1, 150, 2, 1, 8, 70, usize::MAX), (1, 1100, 8, 8, 4, 0, usize::MAX),
-        ];
-        for (b, t, nh, nkv, hs, window, mean_len) in shapes {
-            let scale = if hs == 256 { 1.0 / 24f32.sqrt() } else { 1.0 / (hs as f32).sqrt() };
-            let s = AttnSizes { scale: scale as f64, window, ..AttnSizes::causal(b, t, nh, nkv, hs) };
-            let d = AttentionDims { scale, window, ..AttentionDims::causal(b, t, nh, nkv, hs) };
-            let (q, k, v, g) = (u(&mut rng, b * t * nh * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nh * hs));
-            let seg = random_segments(&mut rng, b, t, mean_len);
+    let mut rng = Rng::new(8);
+    // (…, window, mean sequence length): sliding windows inside and across the tiled
+    // kernels' 64-row blocks; head size 256 (Gemma 3) with its own scale; long sequences,
+    // and (1100 tokens, 8 KV heads) more scores than one chunk of the matmul kernels holds
+    let shapes = [
+        (1, 1, 1, 1, 4, 0, 6), (2, 37, 6, 2, 16, 0, 6), (1, 70, 9, 3, 64, 0, 6), (2, 9, 4, 4, 128, 0, 6), (1, 150, 4, 1, 8, 0, 6),
+        (2, 131, 2, 2, 100, 0, 6), (2, 37, 4, 2, 16, 5, 6), (1, 150, 2, 1, 8, 70, 6), (1, 20, 2, 1, 256, 7, 6),
+        (2, 150, 6, 2, 16, 0, 60), (1, 150, 2, 1, 8, 70, usize::MAX), (1, 1100, 8, 8, 4, 0, usize::MAX),
+    ];
+    for (b, t, nh, nkv, hs, window, mean_len) in shapes {
+        let scale = if hs == 256 { 1.0 / 24f32.sqrt() } else { 1.0 / (hs as f32).sqrt() };
+        let s = AttnSizes { scale: scale as f64, window, ..AttnSizes::causal(b, t, nh, nkv, hs) };
+        let d = AttentionDims { scale, window, ..AttentionDims::causal(b, t, nh, nkv, hs) };
+        let (q, k, v, g) = (u(&mut rng, b * t * nh * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nh * hs));
+        let seg = random_segments(&mut rng, b, t, mean_len);
+        let mut want = vec![0.0; q.len()];
+        cpu::attention_forward(&mut want, &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
+        let (mut wq, mut wk, mut wv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        cpu::attention_backward(&mut wq, &mut wk, &mut wv, &to_f64(&g), &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
+        // every kernel on this adapter's own matmuls, and the matmul one on the GPU
+        // kernels' tiled matmuls too (where HEARTH_ATTENTION=matmul puts it on a GPU)
+        let runs_on = |ctx: &hearth_core::GpuContext, all: &[AttentionKernels], paths: &str| {
             let (qb, kb, vb, gb, sb) = (upload(ctx, &q), upload(ctx, &k), upload(ctx, &v), upload(ctx, &g), ctx.upload_u32(&seg).unwrap());
             let (runs, shape) = segment_runs(&seg, t).unwrap();
             let runs = ctx.upload_u32(&runs).unwrap();
             let sb = Segments { ids: &sb, runs: &runs, shape };
-            let mut want = vec![0.0; q.len()];
-            cpu::attention_forward(&mut want, &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
-            let (mut wq, mut wk, mut wv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
-            cpu::attention_backward(&mut wq, &mut wk, &mut wv, &to_f64(&g), &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
-            for kernels in AttentionKernels::ALL {
+            for &kernels in all {
+                let what = format!("{kernels:?} ({paths}) {s:?}");
                 let (out, stats) = (poisoned(ctx, q.len()), poisoned(ctx, d.stats_len()));
                 attention_forward_with(ctx, kernels, &out, &stats, &qb, &kb, &vb, sb, d).unwrap();
-                assert_close(&format!("attention out {kernels:?} {s:?}"), &read(ctx, &out), &want, ATTN.0, ATTN.1);
+                assert_close(&format!("attention out {what}"), &read(ctx, &out), &want, ATTN.0, ATTN.1);
                 let (dq, dk, dv) = (poisoned(ctx, q.len()), poisoned(ctx, k.len()), poisoned(ctx, v.len()));
                 attention_backward_with(ctx, kernels, &dq, &dk, &dv, &gb, &qb, &kb, &vb, &out, &stats, sb, d).unwrap();
-                assert_close(&format!("attention dq {kernels:?} {s:?}"), &read(ctx, &dq), &wq, ATTN.0, ATTN.1);
-                assert_close(&format!("attention dk {kernels:?} {s:?}"), &read(ctx, &dk), &wk, ATTN.0, ATTN.1);
-                assert_close(&format!("attention dv {kernels:?} {s:?}"), &read(ctx, &dv), &wv, ATTN.0, ATTN.1);
+                assert_close(&format!("attention dq {what}"), &read(ctx, &dq), &wq, ATTN.0, ATTN.1);
+                assert_close(&format!("attention dk {what}"), &read(ctx, &dk), &wk, ATTN.0, ATTN.1);
+                assert_close(&format!("attention dv {what}"), &read(ctx, &dv), &wv, ATTN.0, ATTN.1);
             }
+        };
+        with_gpu!(ctx => { runs_on(ctx, &AttentionKernels::ALL, "adapter's matmuls") });
+        if t <= 150 {
+            with_gpu_kernels!(ctx => { runs_on(ctx, &[AttentionKernels::Matmul], "tiled matmuls") });
         }
-    });
+    }
 }
 
 #[test]
@@ -275,12 +282,24 @@ fn segment_runs_are_the_sequences_of_each_row() {
     let err = segment_runs(&[0, 0, 1, 0], 4).unwrap_err().to_string();
     assert!(err.contains("id 0 comes back after another in row 0"), "{err}");
     // software adapters attend as matmuls unless one sequence's scores would not fit a chunk
+    // or the head size is not a multiple of 4; GPUs asked for them also need a KV head's
+    // query rows (3 × 1400 here) within a batched tiled reduction
     let d = AttentionDims::causal(1, 4096, 9, 3, 64);
-    assert_eq!(AttentionKernels::Matmul.for_dims(&d, RunShape { count: 8, longest: 512 }), AttentionKernels::Matmul);
-    assert_eq!(AttentionKernels::Matmul.for_dims(&d, RunShape { count: 1, longest: 4096 }), AttentionKernels::Rows);
-    assert_eq!(AttentionKernels::Tiled.for_dims(&d, RunShape { count: 1, longest: 4096 }), AttentionKernels::Tiled);
     let odd_heads = AttentionDims::causal(1, 64, 4, 2, 6);
-    assert_eq!(AttentionKernels::Matmul.for_dims(&odd_heads, RunShape { count: 1, longest: 64 }), AttentionKernels::Rows);
+    let (fits, long, too_long) = (RunShape { count: 8, longest: 512 }, RunShape { count: 2, longest: 1400 }, RunShape { count: 1, longest: 4096 });
+    with_gpu!(ctx => {
+        assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, fits), AttentionKernels::Matmul);
+        assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, long), AttentionKernels::Matmul);
+        assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, too_long), AttentionKernels::Rows);
+        assert_eq!(AttentionKernels::Tiled.for_dims(ctx, &d, too_long), AttentionKernels::Tiled);
+        assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &odd_heads, RunShape { count: 1, longest: 64 }), AttentionKernels::Rows);
+    });
+    with_gpu_kernels!(ctx => {
+        assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, fits), AttentionKernels::Matmul);
+        assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, long), AttentionKernels::Tiled);
+    });
+    assert_eq!(AttentionKernels::parse("Matmul").unwrap(), AttentionKernels::Matmul);
+    assert!(AttentionKernels::parse("fast").unwrap_err().to_string().contains("expected rows, tiled or matmul"));
 }
 
 #[test]

@@ -33,12 +33,14 @@ pub struct GpuContext {
     lost: Arc<AtomicBool>,
     /// The kernel family the launchers pick (from the adapter unless overridden).
     paths: KernelPaths,
+    /// The training attention kernels, where set (else the kernel family's).
+    attention: Option<crate::ops::attention::AttentionKernels>,
 }
 
 /// The kernel families: each op has a variant for software adapters and one for GPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelPaths {
-    /// lavapipe: register-blocked matmuls, the large quantized blocks, per-row attention.
+    /// lavapipe: register-blocked matmuls, the large quantized blocks, attention as matmuls.
     Llvmpipe,
     /// Other CPU adapters (SwiftShader, a browser's fallback): as lavapipe, with the small
     /// quantized blocks.
@@ -162,6 +164,7 @@ impl GpuContext {
             device_error,
             lost,
             paths: KernelPaths::Gpu,
+            attention: None,
         }
         .with_adapter_paths())
     }
@@ -190,6 +193,17 @@ impl GpuContext {
     /// The kernel family the launchers pick.
     pub fn kernel_paths(&self) -> KernelPaths {
         self.paths
+    }
+
+    /// This context with training attention on `kernels` whatever the kernel family (to
+    /// compare them on one adapter: `HEARTH_ATTENTION`).
+    pub fn with_attention_kernels(mut self, kernels: crate::ops::attention::AttentionKernels) -> Self {
+        self.attention = Some(kernels);
+        self
+    }
+
+    pub(crate) fn attention_kernels(&self) -> Option<crate::ops::attention::AttentionKernels> {
+        self.attention
     }
 
     pub fn summary(&self) -> AdapterSummary {

@@ -136,24 +136,37 @@ pub enum AttentionKernels {
 impl AttentionKernels {
     pub const ALL: [AttentionKernels; 3] = [AttentionKernels::Rows, AttentionKernels::Tiled, AttentionKernels::Matmul];
 
-    /// What this adapter prefers: on llvmpipe the tiled kernels were 2–2.6× slower than the
-    /// per-row ones, and the matmuls several times faster than those (docs/PERF.md).
+    /// What this adapter prefers (unless the context names kernels): on llvmpipe the tiled
+    /// kernels were 2–2.6× slower than the per-row ones, and the matmuls several times
+    /// faster than those (docs/PERF.md).
     pub fn for_adapter(ctx: &GpuContext) -> Self {
-        if ctx.kernel_paths() == KernelPaths::Gpu {
-            AttentionKernels::Tiled
-        } else {
-            AttentionKernels::Matmul
+        match ctx.attention_kernels() {
+            Some(k) => k,
+            None if ctx.kernel_paths() == KernelPaths::Gpu => AttentionKernels::Tiled,
+            None => AttentionKernels::Matmul,
         }
     }
 
-    /// What runs `d` over these runs: the preference, but `Matmul` gives way to `Rows` where
-    /// the longest run's scores for one KV head would not fit a chunk, or the head size is
-    /// not a multiple of 4.
-    pub fn for_dims(self, d: &AttentionDims, runs: RunShape) -> Self {
-        if self == AttentionKernels::Matmul && attention_matmul::pairs_per_chunk(d, runs).is_none() {
-            AttentionKernels::Rows
-        } else {
+    /// What runs `d` over these runs: the preference, but `Matmul` gives way where its
+    /// chunks cannot take the sizes (`attention_matmul::pairs_per_chunk`): to the tiled
+    /// kernels on GPUs, the per-row ones elsewhere.
+    pub fn for_dims(self, ctx: &GpuContext, d: &AttentionDims, runs: RunShape) -> Self {
+        if self != AttentionKernels::Matmul || attention_matmul::pairs_per_chunk(ctx, d, runs).is_some() {
             self
+        } else if ctx.kernel_paths() == KernelPaths::Gpu {
+            AttentionKernels::Tiled
+        } else {
+            AttentionKernels::Rows
+        }
+    }
+
+    /// Parses a name (`HEARTH_ATTENTION`): rows, tiled or matmul.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_lowercase().as_str() {
+            "rows" => Ok(AttentionKernels::Rows),
+            "tiled" => Ok(AttentionKernels::Tiled),
+            "matmul" => Ok(AttentionKernels::Matmul),
+            other => Err(crate::Error::Shape(format!("attention kernels {other:?}: expected rows, tiled or matmul"))),
         }
     }
 
@@ -169,7 +182,7 @@ impl AttentionKernels {
 /// out (B,T,NH,HS) and stats.lse from q, k, v and segment ids seg (B,T).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
-    attention_forward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(&d, seg.shape), out, stats, q, k, v, seg, d)
+    attention_forward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(ctx, &d, seg.shape), out, stats, q, k, v, seg, d)
 }
 
 /// [`attention_forward`] with the kernels given.
@@ -190,7 +203,7 @@ pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: 
 /// dq, dk, dv from dout and the forward's tensors; `stats` gains Σ dout·out on the way.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
-    attention_backward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(&d, seg.shape), dq, dk, dv, dout, q, k, v, out, stats, seg, d)
+    attention_backward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(ctx, &d, seg.shape), dq, dk, dv, dout, q, k, v, out, stats, seg, d)
 }
 
 /// [`attention_backward`] with the kernels given.

@@ -7,8 +7,8 @@
 
 use super::attention::{AttentionDims, RunShape, Segments};
 use super::grid_1d;
-use super::matmul::{matmul, Accumulate, MatmulDims, MatmulKind};
-use crate::gpu::{Kernel, Shader};
+use super::matmul::{matmul, Accumulate, MatmulDims, MatmulKind, BATCHED_MAX_REDUCTION};
+use crate::gpu::{Kernel, KernelPaths, Shader};
 use crate::{GpuBuffer, GpuContext, Result};
 
 /// Scores one chunk may hold, in bytes (the backward holds two such buffers at once).
@@ -30,16 +30,18 @@ struct Params {
     window: u32,
 }
 
-/// (run, KV head) pairs per chunk, or None when one pair's scores alone exceed a chunk
-/// (sequences of thousands of tokens: the per-row kernels take those) or the head size is
-/// not a multiple of 4 (the gathers move vec4s; the matmuls read HS as vec4).
-pub(crate) fn pairs_per_chunk(d: &AttentionDims, runs: RunShape) -> Option<usize> {
-    if !d.hs.is_multiple_of(4) {
+/// (run, KV head) pairs per chunk, or None where the matmuls cannot take the sizes: one pair's
+/// scores alone exceed a chunk (sequences of thousands of tokens), the head size is not a
+/// multiple of 4 (the gathers move vec4s), or, on GPUs, a pair's G·TP query rows exceed
+/// the longest reduction a batched tiled matmul takes (its weight gradients reduce over them).
+pub(crate) fn pairs_per_chunk(ctx: &GpuContext, d: &AttentionDims, runs: RunShape) -> Option<usize> {
+    let tp = runs.longest.next_multiple_of(4);
+    let group = d.nh / d.nkv;
+    let batched_ok = ctx.kernel_paths() != KernelPaths::Gpu || group * tp <= BATCHED_MAX_REDUCTION;
+    if !d.hs.is_multiple_of(4) || !batched_ok {
         return None;
     }
-    let tp = runs.longest.next_multiple_of(4);
-    let pair = (d.nh / d.nkv) * tp * tp * 4;
-    let n = CHUNK_SCORE_BYTES / pair.max(1);
+    let n = CHUNK_SCORE_BYTES / (group * tp * tp * 4).max(1);
     (n > 0).then(|| n.min(runs.count * d.nkv))
 }
 
@@ -117,9 +119,9 @@ impl Chunk<'_> {
 
 /// The chunks of the runs' pairs; errors if a single pair's scores do not fit one.
 fn chunks<'a>(ctx: &'a GpuContext, d: AttentionDims, seg: &Segments<'a>) -> Result<Vec<Chunk<'a>>> {
-    let per = pairs_per_chunk(&d, seg.shape).ok_or_else(|| {
+    let per = pairs_per_chunk(ctx, &d, seg.shape).ok_or_else(|| {
         crate::Error::Shape(format!(
-            "attention as matmuls needs a head size that is a multiple of 4 (got {}) and sequences whose scores fit {CHUNK_SCORE_BYTES} bytes per KV head (the longest has {} tokens)",
+            "attention as matmuls needs a head size that is a multiple of 4 (got {}) and sequences whose scores fit {CHUNK_SCORE_BYTES} bytes per KV head (the longest has {} tokens; on GPUs, {BATCHED_MAX_REDUCTION} query rows per KV head)",
             d.hs, seg.shape.longest
         ))
     })?;

@@ -138,6 +138,8 @@ const SPLIT_MIN_REDUCTION: usize = 512;
 const SPLIT_MIN_STEPS: usize = 256;
 const SPLIT_WORKGROUPS: usize = 64;
 const SPLIT_MAX_STEPS: usize = 4096;
+/// The longest reduction of a batched tiled launch (it cannot split).
+pub(crate) const BATCHED_MAX_REDUCTION: usize = SPLIT_MAX_STEPS;
 
 /// Parts the reduction of a tiled launch is split into (1: none), and the steps of each
 /// (a multiple of the 8 staged per iteration). Batched launches use z for the batch, so they
