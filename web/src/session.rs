@@ -64,8 +64,10 @@ struct Base {
     qlora_only: bool,
 }
 
-/// The most weight bytes the page loads as they are: wasm's memory ends at 4 GiB, and a load
-/// holds the weights on the host once before they go to the GPU.
+/// The most weight bytes the page loads as they are; above it a model loads in NF4. Streamed
+/// loads hold only the embedding and one layer at a time in wasm memory (4 GiB at most), so
+/// what this now bounds is the GPU memory the weights take beside training's activations on
+/// the integrated GPUs a class has.
 const TAB_WEIGHT_LIMIT: u64 = 5 << 29; // 2.5 GiB
 
 /// What the streamed weight files take (a folder's shards, or the .gguf): about what their
