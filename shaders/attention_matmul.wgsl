@@ -149,7 +149,7 @@ fn attention_softmax_backward(@builtin(global_invocation_id) gid: vec3<u32>, @bu
     var ds = vec4<f32>();
     if (row.t < b_runs[3u * row.run + 2u]) {
         let st = stat(b_runs[3u * row.run], row.h, b_runs[3u * row.run + 1u] + row.t);
-        let seen = j >= vec4<u32>(first_key(row.t)) & j <= vec4<u32>(row.t);
+        let seen = (j >= vec4<u32>(first_key(row.t))) & (j <= vec4<u32>(row.t));
         prob = select(vec4<f32>(), exp(b_s[e] - b_stats[st]), seen);
         ds = prob * (b_dp[e] - b_stats[st + 1u]) * p.scale;
     }

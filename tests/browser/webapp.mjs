@@ -287,7 +287,9 @@ try {
   // 7. train (started by keyboard), pausing on the way: no step runs while paused
   check(await tabTo(page, "#train"), "Start training is reachable by Tab");
   await page.keyboard.press("Enter");
-  await page.waitForFunction(() => window.hearth.metrics.some((m) => m.step >= 2), null, { timeout: 4 * MINUTE });
+  // two steps, or the run's end (an error says why at once instead of at the timeout)
+  await page.waitForFunction(() => window.hearth.metrics.some((m) => m.step >= 2) || /Training stopped|Could not/.test(document.getElementById("status").textContent), null, { timeout: 4 * MINUTE });
+  check(await page.evaluate(() => window.hearth.metrics.some((m) => m.step >= 2)), `two training steps ran (status: ${await page.textContent("#status")})`);
   const firstStepAt = await page.evaluate(() => performance.now());
   check((await page.locator("#set-lr").isDisabled()) && !(await page.locator("#settings-locked").isHidden()), "the settings are locked while the run is active, and the page says so");
   await page.click("#pause");

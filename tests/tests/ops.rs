@@ -1,7 +1,7 @@
 //! Every non-matmul kernel against its CPU reference on random shapes, and every CPU
 //! backward against central finite differences in f64.
 
-use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, segment_runs, AttentionDims, AttentionKernels, RunShape, Segments};
+use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, segment_runs, AttentionDims, AttentionKernels, Segments};
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::block_copy::{block_copy, Columns};
 use hearth_core::ops::swiglu::Activation;
@@ -231,18 +231,21 @@ fn attention_matches_cpu() {
     let mut rng = Rng::new(8);
     // (…, window, mean sequence length): sliding windows inside and across the tiled
     // kernels' 64-row blocks; head size 256 (Gemma 3) with its own scale; long sequences,
-    // and (1100 tokens, 8 KV heads) more scores than one chunk of the matmul kernels holds
+    // (1100 tokens, 8 KV heads) more scores than one chunk of the matmul kernels holds, and
+    // a long sequence beside short ones (chunks padded to different lengths)
     let shapes = [
         (1, 1, 1, 1, 4, 0, 6), (2, 37, 6, 2, 16, 0, 6), (1, 70, 9, 3, 64, 0, 6), (2, 9, 4, 4, 128, 0, 6), (1, 150, 4, 1, 8, 0, 6),
         (2, 131, 2, 2, 100, 0, 6), (2, 37, 4, 2, 16, 5, 6), (1, 150, 2, 1, 8, 70, 6), (1, 20, 2, 1, 256, 7, 6),
-        (2, 150, 6, 2, 16, 0, 60), (1, 150, 2, 1, 8, 70, usize::MAX), (1, 1100, 8, 8, 4, 0, usize::MAX),
+        (2, 150, 6, 2, 16, 0, 60), (1, 150, 2, 1, 8, 70, usize::MAX), (1, 1100, 8, 8, 4, 0, usize::MAX), (1, 1100, 8, 8, 4, 0, 0),
     ];
     for (b, t, nh, nkv, hs, window, mean_len) in shapes {
         let scale = if hs == 256 { 1.0 / 24f32.sqrt() } else { 1.0 / (hs as f32).sqrt() };
         let s = AttnSizes { scale: scale as f64, window, ..AttnSizes::causal(b, t, nh, nkv, hs) };
         let d = AttentionDims { scale, window, ..AttentionDims::causal(b, t, nh, nkv, hs) };
         let (q, k, v, g) = (u(&mut rng, b * t * nh * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nkv * hs), u(&mut rng, b * t * nh * hs));
-        let seg = random_segments(&mut rng, b, t, mean_len);
+        // mean length 0: one sequence of 1000 tokens, then sequences of 5 (chunks padded to
+        // 1000 and to 8 rows)
+        let seg: Vec<u32> = if mean_len == 0 { (0..t).map(|i| i.saturating_sub(995) as u32 / 5).collect() } else { random_segments(&mut rng, b, t, mean_len) };
         let mut want = vec![0.0; q.len()];
         cpu::attention_forward(&mut want, &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
         let (mut wq, mut wk, mut wv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
@@ -251,9 +254,9 @@ fn attention_matches_cpu() {
         // kernels' tiled matmuls too (where HEARTH_ATTENTION=matmul puts it on a GPU)
         let runs_on = |ctx: &hearth_core::GpuContext, all: &[AttentionKernels], paths: &str| {
             let (qb, kb, vb, gb, sb) = (upload(ctx, &q), upload(ctx, &k), upload(ctx, &v), upload(ctx, &g), ctx.upload_u32(&seg).unwrap());
-            let (runs, shape) = segment_runs(&seg, t).unwrap();
+            let (runs, lens) = segment_runs(&seg, t).unwrap();
             let runs = ctx.upload_u32(&runs).unwrap();
-            let sb = Segments { ids: &sb, runs: &runs, shape };
+            let sb = Segments { ids: &sb, runs: &runs, lens: &lens };
             for &kernels in all {
                 let what = format!("{kernels:?} ({paths}) {s:?}");
                 let (out, stats) = (poisoned(ctx, q.len()), poisoned(ctx, d.stats_len()));
@@ -275,10 +278,10 @@ fn attention_matches_cpu() {
 
 #[test]
 fn segment_runs_are_the_sequences_of_each_row() {
-    // two rows of 5: (b, start, len) per run
-    let (runs, shape) = segment_runs(&[0, 0, 1, 1, 1, 0, 1, 1, 2, 2], 5).unwrap();
-    assert_eq!(runs, vec![0, 0, 2, 0, 2, 3, 1, 0, 1, 1, 1, 2, 1, 3, 2]);
-    assert_eq!(shape, RunShape { count: 5, longest: 3 });
+    // two rows of 5: (b, start, len) per run, longest first (ties in order)
+    let (runs, lens) = segment_runs(&[0, 0, 1, 1, 1, 0, 1, 1, 2, 2], 5).unwrap();
+    assert_eq!(runs, vec![0, 2, 3, 0, 0, 2, 1, 1, 2, 1, 3, 2, 1, 0, 1]);
+    assert_eq!(lens, vec![3, 2, 2, 2, 1]);
     let err = segment_runs(&[0, 0, 1, 0], 4).unwrap_err().to_string();
     assert!(err.contains("id 0 comes back after another in row 0"), "{err}");
     // software adapters attend as matmuls unless one sequence's scores would not fit a chunk
@@ -286,13 +289,13 @@ fn segment_runs_are_the_sequences_of_each_row() {
     // query rows (3 × 1400 here) within a batched tiled reduction
     let d = AttentionDims::causal(1, 4096, 9, 3, 64);
     let odd_heads = AttentionDims::causal(1, 64, 4, 2, 6);
-    let (fits, long, too_long) = (RunShape { count: 8, longest: 512 }, RunShape { count: 2, longest: 1400 }, RunShape { count: 1, longest: 4096 });
+    let (fits, long, too_long): (&[u32], &[u32], &[u32]) = (&[512; 8], &[1400, 1400, 30], &[4096]);
     with_gpu!(ctx => {
         assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, fits), AttentionKernels::Matmul);
         assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, long), AttentionKernels::Matmul);
         assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, too_long), AttentionKernels::Rows);
         assert_eq!(AttentionKernels::Tiled.for_dims(ctx, &d, too_long), AttentionKernels::Tiled);
-        assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &odd_heads, RunShape { count: 1, longest: 64 }), AttentionKernels::Rows);
+        assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &odd_heads, &[64]), AttentionKernels::Rows);
     });
     with_gpu_kernels!(ctx => {
         assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, fits), AttentionKernels::Matmul);

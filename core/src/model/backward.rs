@@ -15,7 +15,7 @@ use crate::lora::Target;
 use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers};
 use crate::model::forward::Model;
 use crate::model::Config;
-use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, RunShape, Segments};
+use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::dropout::dropout_forward;
 use crate::ops::lora::{lora_backward, lora_backward_a, lora_backward_b, lora_forward, lora_forward_b};
@@ -334,8 +334,8 @@ pub struct TrainPass {
     pub grad_arena: Option<Arena>,
     /// Whether the backward running now adds into `grads` (see `forward_backward`).
     accumulate_grads: bool,
-    /// The examples of the micro-batch running now, as `s.runs` holds them.
-    runs: RunShape,
+    /// The lengths of the micro-batch's examples, in the order `s.runs` holds them.
+    run_lens: Vec<u32>,
 }
 
 /// Bytes a [`TrainPass`] allocates for micro-batches of `n` tokens with LoRA of rank
@@ -387,7 +387,7 @@ impl TrainPass {
             grad_parts,
             grad_arena,
             accumulate_grads: false,
-            runs: RunShape::default(),
+            run_lens: Vec::new(),
         })
     }
 
@@ -443,9 +443,9 @@ impl TrainPass {
         ctx.write_f32(&self.xs[0], &emb);
         ctx.write_bytes(&self.s.pos, bytemuck::cast_slice(&batch.pos));
         ctx.write_bytes(&self.s.seg, bytemuck::cast_slice(&batch.seg));
-        let (runs, shape) = segment_runs(&batch.seg, n)?;
+        let (runs, lens) = segment_runs(&batch.seg, n)?;
         ctx.write_bytes(&self.s.runs, bytemuck::cast_slice(&runs));
-        self.runs = shape;
+        self.run_lens = lens;
         ctx.write_bytes(&self.s.targets, bytemuck::cast_slice(&batch.targets));
         let layers = model.cfg.n_layers;
         for i in 0..layers {
@@ -497,7 +497,7 @@ impl TrainPass {
     }
 
     fn segments(&self) -> Segments<'_> {
-        Segments { ids: &self.s.seg, runs: &self.s.runs, shape: self.runs }
+        Segments { ids: &self.s.seg, runs: &self.s.runs, lens: &self.run_lens }
     }
 
     fn slot(&self, i: usize) -> &LayerActs {

@@ -83,41 +83,36 @@ impl AttentionDims {
 }
 
 /// The segment ids (B, T) of packed rows, in which a token attends only to earlier tokens of
-/// its own id, and the runs of equal ids that the matmul kernels attend within. Each id must
-/// mark one contiguous run of its row (as `train::batch::pack` writes them).
+/// its own id, and the runs of equal ids that the matmul kernels attend within, longest
+/// first. Each id must mark one contiguous run of its row (as `train::batch::pack` writes
+/// them).
 #[derive(Clone, Copy)]
 pub struct Segments<'a> {
     pub ids: &'a GpuBuffer,
     /// (b, start, len) per run, as u32.
     pub runs: &'a GpuBuffer,
-    pub shape: RunShape,
+    /// The runs' lengths, in the same order.
+    pub lens: &'a [u32],
 }
 
-/// How many runs the rows hold and the longest.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RunShape {
-    pub count: usize,
-    pub longest: usize,
-}
-
-/// The runs of equal ids in each row of `ids` (B rows of `t`): (b, start, len) triples for
-/// [`Segments::runs`]. Errors if an id comes back after another within a row.
-pub fn segment_runs(ids: &[u32], t: usize) -> Result<(Vec<u32>, RunShape)> {
+/// The runs of equal ids in each row of `ids` (B rows of `t`), longest first (so that the
+/// matmul kernels' chunks pad each run only to the longest of its chunk): their (b, start,
+/// len) triples for [`Segments::runs`] and their lengths. Errors if an id comes back after
+/// another within a row.
+pub fn segment_runs(ids: &[u32], t: usize) -> Result<(Vec<u32>, Vec<u32>)> {
     ensure(t > 0 && ids.len().is_multiple_of(t), || format!("segment ids: {} ids are not rows of {t}", ids.len()))?;
     let mut runs = Vec::new();
-    let mut shape = RunShape::default();
     for (b, row) in ids.chunks(t).enumerate() {
         let mut seen = std::collections::HashSet::new();
         let mut start = 0;
         for run in row.chunk_by(|x, y| x == y) {
             ensure(seen.insert(run[0]), || format!("segment ids: id {} comes back after another in row {b}; each sequence must be one run", run[0]))?;
-            runs.extend([b as u32, start as u32, run.len() as u32]);
+            runs.push([b as u32, start as u32, run.len() as u32]);
             start += run.len();
-            shape.count += 1;
-            shape.longest = shape.longest.max(run.len());
         }
     }
-    Ok((runs, shape))
+    runs.sort_by_key(|r| std::cmp::Reverse(r[2]));
+    Ok((runs.iter().flatten().copied().collect(), runs.iter().map(|r| r[2]).collect()))
 }
 
 /// How the training kernels compute attention (tests run all three).
@@ -147,11 +142,12 @@ impl AttentionKernels {
         }
     }
 
-    /// What runs `d` over these runs: the preference, but `Matmul` gives way where its
-    /// chunks cannot take the sizes (`attention_matmul::pairs_per_chunk`): to the tiled
+    /// What runs `d` over runs of these lengths (longest first): the preference, but `Matmul`
+    /// gives way where its chunks cannot take the sizes (`attention_matmul::pairs_per_chunk`): to the tiled
     /// kernels on GPUs, the per-row ones elsewhere.
-    pub fn for_dims(self, ctx: &GpuContext, d: &AttentionDims, runs: RunShape) -> Self {
-        if self != AttentionKernels::Matmul || attention_matmul::pairs_per_chunk(ctx, d, runs).is_some() {
+    pub fn for_dims(self, ctx: &GpuContext, d: &AttentionDims, lens: &[u32]) -> Self {
+        let longest = lens.first().map_or(0, |&l| l as usize);
+        if self != AttentionKernels::Matmul || attention_matmul::pairs_per_chunk(ctx, d, longest).is_some() {
             self
         } else if ctx.kernel_paths() == KernelPaths::Gpu {
             AttentionKernels::Tiled
@@ -182,7 +178,7 @@ impl AttentionKernels {
 /// out (B,T,NH,HS) and stats.lse from q, k, v and segment ids seg (B,T).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
-    attention_forward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(ctx, &d, seg.shape), out, stats, q, k, v, seg, d)
+    attention_forward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(ctx, &d, seg.lens), out, stats, q, k, v, seg, d)
 }
 
 /// [`attention_forward`] with the kernels given.
@@ -203,7 +199,7 @@ pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: 
 /// dq, dk, dv from dout and the forward's tensors; `stats` gains Σ dout·out on the way.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
-    attention_backward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(ctx, &d, seg.shape), dq, dk, dv, dout, q, k, v, out, stats, seg, d)
+    attention_backward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(ctx, &d, seg.lens), dq, dk, dv, dout, q, k, v, out, stats, seg, d)
 }
 
 /// [`attention_backward`] with the kernels given.

@@ -1,11 +1,11 @@
 //! Training attention as batched matmuls, for software adapters: each packed sequence (a run
-//! of one segment id) is padded to the longest, and the scores of a chunk of (run, KV head)
-//! pairs are materialized, so that the register matmul kernels run the products where
+//! of one segment id, longest first) is padded to the longest of its chunk, and the scores of
+//! a chunk of (run, KV head) pairs are materialized, so that the register matmul kernels run the products where
 //! attention.wgsl's per-row kernels read every key once per query row (docs/PERF.md). The G
 //! query heads that share a KV head are stacked as G·TP rows, so each pair is one matrix
 //! product against its keys and values.
 
-use super::attention::{AttentionDims, RunShape, Segments};
+use super::attention::{AttentionDims, Segments};
 use super::grid_1d;
 use super::matmul::{matmul, Accumulate, MatmulDims, MatmulKind, BATCHED_MAX_REDUCTION};
 use crate::gpu::{Kernel, KernelPaths, Shader};
@@ -30,23 +30,24 @@ struct Params {
     window: u32,
 }
 
-/// (run, KV head) pairs per chunk, or None where the matmuls cannot take the sizes: one pair's
-/// scores alone exceed a chunk (sequences of thousands of tokens), the head size is not a
-/// multiple of 4 (the gathers move vec4s), or, on GPUs, a pair's G·TP query rows exceed
-/// the longest reduction a batched tiled matmul takes (its weight gradients reduce over them).
-pub(crate) fn pairs_per_chunk(ctx: &GpuContext, d: &AttentionDims, runs: RunShape) -> Option<usize> {
-    let tp = runs.longest.next_multiple_of(4);
+/// (run, KV head) pairs of runs up to `longest` tokens per chunk, or None where the matmuls
+/// cannot take the sizes: one pair's scores alone exceed a chunk (sequences of thousands of
+/// tokens), the head size is not a multiple of 4 (the gathers move vec4s), or, on GPUs, a
+/// pair's G·TP query rows exceed the longest reduction a batched tiled matmul takes (its
+/// weight gradients reduce over them).
+pub(crate) fn pairs_per_chunk(ctx: &GpuContext, d: &AttentionDims, longest: usize) -> Option<usize> {
+    let tp = longest.next_multiple_of(4);
     let group = d.nh / d.nkv;
     let batched_ok = ctx.kernel_paths() != KernelPaths::Gpu || group * tp <= BATCHED_MAX_REDUCTION;
     if !d.hs.is_multiple_of(4) || !batched_ok {
         return None;
     }
     let n = CHUNK_SCORE_BYTES / (group * tp * tp * 4).max(1);
-    (n > 0).then(|| n.min(runs.count * d.nkv))
+    (n > 0).then_some(n)
 }
 
-/// Pairs z0..z0 + pairs, each run padded to `tp` rows (a multiple of 4: the matmuls' vec4
-/// rule).
+/// Pairs z0..z0 + pairs, each run padded to `tp` rows, its first run's length (the longest)
+/// rounded up to a multiple of 4 (the matmuls' vec4 rule).
 struct Chunk<'a> {
     ctx: &'a GpuContext,
     d: AttentionDims,
@@ -117,17 +118,24 @@ impl Chunk<'_> {
     }
 }
 
-/// The chunks of the runs' pairs; errors if a single pair's scores do not fit one.
+/// The chunks of the runs' pairs, in order; errors if a single pair's scores do not fit one.
 fn chunks<'a>(ctx: &'a GpuContext, d: AttentionDims, seg: &Segments<'a>) -> Result<Vec<Chunk<'a>>> {
-    let per = pairs_per_chunk(ctx, &d, seg.shape).ok_or_else(|| {
-        crate::Error::Shape(format!(
-            "attention as matmuls needs a head size that is a multiple of 4 (got {}) and sequences whose scores fit {CHUNK_SCORE_BYTES} bytes per KV head (the longest has {} tokens; on GPUs, {BATCHED_MAX_REDUCTION} query rows per KV head)",
-            d.hs, seg.shape.longest
-        ))
-    })?;
-    let total = seg.shape.count * d.nkv;
-    let tp = seg.shape.longest.next_multiple_of(4);
-    Ok((0..total).step_by(per).map(|z0| Chunk { ctx, d, runs: seg.runs, z0, pairs: per.min(total - z0), tp }).collect())
+    let total = seg.lens.len() * d.nkv;
+    let mut chunks = Vec::new();
+    let mut z0 = 0;
+    while z0 < total {
+        let longest = seg.lens[z0 / d.nkv] as usize;
+        let per = pairs_per_chunk(ctx, &d, longest).ok_or_else(|| {
+            crate::Error::Shape(format!(
+                "attention as matmuls needs a head size that is a multiple of 4 (got {}) and sequences whose scores fit {CHUNK_SCORE_BYTES} bytes per KV head (this one has {longest} tokens; on GPUs, {BATCHED_MAX_REDUCTION} query rows per KV head)",
+                d.hs
+            ))
+        })?;
+        let pairs = per.min(total - z0);
+        chunks.push(Chunk { ctx, d, runs: seg.runs, z0, pairs, tp: longest.next_multiple_of(4) });
+        z0 += pairs;
+    }
+    Ok(chunks)
 }
 
 /// out (B,T,NH,HS) and stats.lse, as attention.wgsl's forward computes them.
