@@ -1,4 +1,6 @@
-//! Causal grouped-query self-attention with an online softmax (memory O(T·HS)).
+//! Causal grouped-query self-attention over packed examples. The attention.wgsl kernels use
+//! an online softmax (memory O(T·HS)); software adapters run training's as batched matmuls
+//! over chunks of materialized scores instead (attention_matmul.rs).
 
 use super::{attention_matmul, check_len, grid_1d};
 use crate::error::ensure;
@@ -143,8 +145,8 @@ impl AttentionKernels {
     }
 
     /// What runs `d` over runs of these lengths (longest first): the preference, but `Matmul`
-    /// gives way where its chunks cannot take the sizes (`attention_matmul::pairs_per_chunk`): to the tiled
-    /// kernels on GPUs, the per-row ones elsewhere.
+    /// gives way where its chunks cannot take the sizes (`attention_matmul::pairs_per_chunk`):
+    /// to the tiled kernels on GPUs, the per-row ones elsewhere.
     pub fn for_dims(self, ctx: &GpuContext, d: &AttentionDims, lens: &[u32]) -> Self {
         let longest = lens.first().map_or(0, |&l| l as usize);
         if self != AttentionKernels::Matmul || attention_matmul::pairs_per_chunk(ctx, d, longest).is_some() {
@@ -166,7 +168,8 @@ impl AttentionKernels {
         }
     }
 
-    /// This variant's entry point (`rows` or `tiled`) and its grid over `heads` heads.
+    /// This variant's entry point (`rows` or `tiled`; `Matmul` launches none of these) and its
+    /// grid over `heads` heads.
     fn launch(self, rows: &'static str, tiled: &'static str, d: &AttentionDims, heads: usize) -> (&'static str, [u32; 3]) {
         match self {
             AttentionKernels::Tiled => (tiled, [d.t.div_ceil(64) as u32, heads as u32, d.b as u32]),
@@ -190,6 +193,7 @@ pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: 
         check_len(op, name, buf, len)?;
     }
     if kernels == AttentionKernels::Matmul {
+        check_len(op, "runs", seg.runs, 3 * seg.lens.len())?;
         return ctx.profile_scope("attention", || attention_matmul::forward(ctx, out, stats, q, k, v, seg, d));
     }
     let (entry, grid) = kernels.launch("attention_forward_rows", "attention_forward_tiled", &d, d.nh);
@@ -217,6 +221,7 @@ pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: 
     let q_rows = grid_1d((d.b * d.nh * d.t) as u64, 64);
     ctx.dispatch(&Kernel::new(d.shader(), "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
     if kernels == AttentionKernels::Matmul {
+        check_len(op, "runs", seg.runs, 3 * seg.lens.len())?;
         return ctx.profile_scope("attention", || attention_matmul::backward(ctx, dq, dk, dv, dout, q, k, v, stats, seg, d));
     }
     let (entry, grid) = kernels.launch("attention_backward_query_rows", "attention_backward_query_tiled", &d, d.nh);

@@ -1,9 +1,9 @@
 //! Training attention as batched matmuls, for software adapters: each packed sequence (a run
 //! of one segment id, longest first) is padded to the longest of its chunk, and the scores of
-//! a chunk of (run, KV head) pairs are materialized, so that the register matmul kernels run the products where
-//! attention.wgsl's per-row kernels read every key once per query row (docs/PERF.md). The G
-//! query heads that share a KV head are stacked as G·TP rows, so each pair is one matrix
-//! product against its keys and values.
+//! a chunk of (run, KV head) pairs are materialized, so that the register matmul kernels run
+//! the products where attention.wgsl's per-row kernels read every key once per query row
+//! (docs/PERF.md). The G query heads that share a KV head are stacked as G·TP rows, so each
+//! pair is one matrix product against its keys and values.
 
 use super::attention::{AttentionDims, Segments};
 use super::grid_1d;
