@@ -11,7 +11,7 @@
 //                      softmax in place; stats.lse in attention.wgsl's (B, NH, T, 2) layout
 //   attention_softmax_backward: s (scale·q·kᵀ again) → P, and dp → dS = P·(dP − dsum)·scale,
 //                      with stats = (lse, dsum) from the forward and attention_backward_prep
-// TP is the longest run rounded up to a multiple of 4 (the register matmul's vec4 rule);
+// TP is the chunk's longest run rounded up to a multiple of 4 (the register matmul's vec4 rule);
 // padded keys are masked like future ones, padded query rows get zeros.
 
 struct Params {
@@ -28,23 +28,20 @@ struct Params {
     window: u32,
 }
 
-// The gathers move vec4s (HS is a multiple of 4).
-@group(0) @binding(0) var<storage, read> g_runs: array<u32>;
-@group(0) @binding(1) var<storage, read> g_x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> g_xc: array<vec4<f32>>;
+// attention_gather and attention_scatter move vec4s (HS is a multiple of 4) from src to dst:
+// gather from the (B, T, heads, HS) tensor into the chunk, scatter back.
+@group(0) @binding(0) var<storage, read> m_runs: array<u32>;
+@group(0) @binding(1) var<storage, read> m_src: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> m_dst: array<vec4<f32>>;
 
-@group(0) @binding(3) var<storage, read> c_runs: array<u32>;
-@group(0) @binding(4) var<storage, read> c_xc: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> c_x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> f_runs: array<u32>;
+@group(0) @binding(4) var<storage, read_write> f_s: array<f32>;
+@group(0) @binding(5) var<storage, read_write> f_stats: array<f32>;
 
-@group(0) @binding(6) var<storage, read> f_runs: array<u32>;
-@group(0) @binding(7) var<storage, read_write> f_s: array<f32>;
-@group(0) @binding(8) var<storage, read_write> f_stats: array<f32>;
-
-@group(0) @binding(9) var<storage, read> b_runs: array<u32>;
-@group(0) @binding(10) var<storage, read> b_stats: array<f32>;
-@group(0) @binding(11) var<storage, read_write> b_s: array<vec4<f32>>;
-@group(0) @binding(12) var<storage, read_write> b_dp: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> b_runs: array<u32>;
+@group(0) @binding(7) var<storage, read> b_stats: array<f32>;
+@group(0) @binding(8) var<storage, read_write> b_s: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> b_dp: array<vec4<f32>>;
 @group(1) @binding(0) var<uniform> p: Params;
 
 // vec4s in the chunk.
@@ -54,37 +51,31 @@ fn chunk_len() -> u32 {
 
 // vec4 e of a (pairs, G, TP, HS) chunk: its vec4 in the (B, T, heads, HS) tensor, or -1 for
 // a padded row.
-fn source_of(runs: vec3<u32>, e: u32) -> i32 {
+fn source_of(e: u32) -> i32 {
     let h4 = p.HS / 4u;
     let row = e / h4;
-    let t = row % p.TP;
-    if (t >= runs.z) { return -1; }
     let zg = row / p.TP;
+    let r = (p.z0 + zg / p.G) / p.NKV; // its run: (b, start, len) in m_runs
+    let t = row % p.TP;
+    if (t >= m_runs[3u * r + 2u]) { return -1; }
     let h = ((p.z0 + zg / p.G) % p.NKV) * p.G + zg % p.G;
-    return i32(((runs.x * p.T + runs.y + t) * p.heads + h) * h4 + e % h4);
-}
-
-// The run (b, start, len) of chunk vec4 e's pair.
-fn run_of(e: u32) -> u32 {
-    return (p.z0 + e / ((p.HS / 4u) * p.TP * p.G)) / p.NKV;
+    return i32(((m_runs[3u * r] * p.T + m_runs[3u * r + 1u] + t) * p.heads + h) * h4 + e % h4);
 }
 
 @compute @workgroup_size(64)
 fn attention_gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = gid.x + gid.y * nwg.x * 64u;
     if (e >= chunk_len()) { return; }
-    let r = run_of(e);
-    let src = source_of(vec3<u32>(g_runs[3u * r], g_runs[3u * r + 1u], g_runs[3u * r + 2u]), e);
-    g_xc[e] = select(vec4<f32>(), g_x[max(src, 0)], src >= 0);
+    let src = source_of(e);
+    m_dst[e] = select(vec4<f32>(), m_src[max(src, 0)], src >= 0);
 }
 
 @compute @workgroup_size(64)
 fn attention_scatter(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = gid.x + gid.y * nwg.x * 64u;
     if (e >= chunk_len()) { return; }
-    let r = run_of(e);
-    let dst = source_of(vec3<u32>(c_runs[3u * r], c_runs[3u * r + 1u], c_runs[3u * r + 2u]), e);
-    if (dst >= 0) { c_x[dst] = c_xc[e]; }
+    let dst = source_of(e);
+    if (dst >= 0) { m_dst[dst] = m_src[e]; }
 }
 
 // Row r of a (pairs, G·TP, TP) score chunk: its run's z, query head h and position t in

@@ -93,7 +93,7 @@ impl Chunk<'_> {
     fn scatter(&self, xc: &GpuBuffer, x: &GpuBuffer, heads: usize) -> Result<()> {
         let g = heads / self.d.nkv;
         let len = self.pairs * g * self.tp * self.d.hs;
-        let kernel = Kernel::new(Shader::AttentionMatmul, "attention_scatter", 3);
+        let kernel = Kernel::new(Shader::AttentionMatmul, "attention_scatter", 0);
         self.ctx.dispatch(&kernel, &[self.runs, xc], &[x], &self.params(g, heads), grid_1d(len as u64 / 4, 64))
     }
 
@@ -145,7 +145,7 @@ pub(crate) fn forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q: &
         let (qc, kc, vc) = (c.gather(q, d.nh)?, c.gather(k, d.nkv)?, c.gather(v, d.nkv)?);
         let s = c.scores(&qc, &kc)?;
         let rows = c.pairs * c.group() * c.tp;
-        let kernel = Kernel::new(Shader::AttentionMatmul, "attention_softmax", 6);
+        let kernel = Kernel::new(Shader::AttentionMatmul, "attention_softmax", 3);
         ctx.dispatch(&kernel, &[seg.runs], &[&s, stats], &c.params(c.group(), d.nh), grid_1d(rows as u64, 64))?;
         let oc = c.alloc_rows(c.group())?;
         matmul(ctx, MatmulKind::BackwardInput, &oc, &s, &vc, c.dims(), Accumulate::OVERWRITE)?;
@@ -164,7 +164,7 @@ pub(crate) fn backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &Gp
         matmul(ctx, MatmulKind::Forward, &dp, &gc, &vc, c.dims(), Accumulate::OVERWRITE)?;
         // s becomes P, dp becomes dS
         let vec4s = c.pairs * c.group() * c.tp * c.tp / 4;
-        let kernel = Kernel::new(Shader::AttentionMatmul, "attention_softmax_backward", 9);
+        let kernel = Kernel::new(Shader::AttentionMatmul, "attention_softmax_backward", 6);
         ctx.dispatch(&kernel, &[seg.runs, stats], &[&s, &dp], &c.params(c.group(), d.nh), grid_1d(vec4s as u64, 64))?;
         let (dqc, dkc, dvc) = (c.alloc_rows(c.group())?, c.alloc_rows(1)?, c.alloc_rows(1)?);
         matmul(ctx, MatmulKind::BackwardWeight, &dvc, &s, &gc, c.dims(), Accumulate::OVERWRITE)?;

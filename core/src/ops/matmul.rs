@@ -275,18 +275,16 @@ pub fn matmul_with(
             })?;
             let params =
                 RegisterParams { m: d.m as u32, n: d.n as u32, k: d.k as u32, alpha: acc.alpha, b_batched: d.b_batched as u32 };
-            let (kernel, block, wg) = if tiling == MatmulTiling::Register {
-                (Kernel::new(Shader::Matmul, op, 0), REGISTER_BLOCK, REGISTER_WG)
+            let (kernel, groups) = if tiling == MatmulTiling::Register {
+                let (col_blocks, row_blocks) = (cols.div_ceil(REGISTER_BLOCK.1), rows.div_ceil(REGISTER_BLOCK.0));
+                let groups = [col_blocks.div_ceil(REGISTER_WG.0) as u32, row_blocks.div_ceil(REGISTER_WG.1) as u32, d.batch as u32];
+                (Kernel::new(Shader::Matmul, op, 0), groups)
             } else {
                 let variant = Variant { name: "8x1", constants: &[("WG_X", REGISTER_NARROW_WG.0 as f64), ("WG_Y", REGISTER_NARROW_WG.1 as f64)] };
-                (Kernel::new(Shader::Matmul, kind.narrow_entry(), 0).with_variant(variant), REGISTER_NARROW_BLOCK, REGISTER_NARROW_WG)
-            };
-            let (col_blocks, row_blocks) = (cols.div_ceil(block.1), rows.div_ceil(block.0));
-            let groups = if tiling == MatmulTiling::Register {
-                [col_blocks.div_ceil(wg.0) as u32, row_blocks.div_ceil(wg.1) as u32, d.batch as u32]
-            } else {
                 // row blocks on x (core/build/)
-                [row_blocks.div_ceil(wg.0) as u32, col_blocks.div_ceil(wg.1) as u32, d.batch as u32]
+                let (col_blocks, row_blocks) = (cols.div_ceil(REGISTER_NARROW_BLOCK.1), rows.div_ceil(REGISTER_NARROW_BLOCK.0));
+                let groups = [row_blocks.div_ceil(REGISTER_NARROW_WG.0) as u32, col_blocks.div_ceil(REGISTER_NARROW_WG.1) as u32, d.batch as u32];
+                (Kernel::new(Shader::Matmul, kind.narrow_entry(), 0).with_variant(variant), groups)
             };
             // The register kernels only overwrite (see matmul.wgsl's `st`).
             overwrite_then_accumulate(ctx, out, d.batch * rows * cols, acc.beta, |dest| {
