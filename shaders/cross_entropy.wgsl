@@ -31,31 +31,34 @@ const WG: u32 = 256u;
 
 // (max, log Σ exp(x − max)) of one row. Twice, for the forward's and the backward's
 // logits: a function that named both would bind both ranges in each entry point.
-fn row_logsumexp(lid: u32, base: u32) -> vec2<f32> {
+fn row_logsumexp(lane: Lane, base: u32) -> vec2<f32> {
+    let lid = lane.index;
     var m = -3.0e38;
     for (var v = lid; v < p.V; v += WG) { m = max(m, logits[base + v]); }
-    m = workgroup_max(lid, m);
+    m = workgroup_max(lane, m);
     var s = 0.0;
     for (var v = lid; v < p.V; v += WG) { s += exp(logits[base + v] - m); }
-    return vec2<f32>(m, log(workgroup_sum(lid, s)));
+    return vec2<f32>(m, log(workgroup_sum(lane, s)));
 }
 
-fn row_logsumexp_b(lid: u32, base: u32) -> vec2<f32> {
+fn row_logsumexp_b(lane: Lane, base: u32) -> vec2<f32> {
+    let lid = lane.index;
     var m = -3.0e38;
     for (var v = lid; v < p.V; v += WG) { m = max(m, b_logits[base + v]); }
-    m = workgroup_max(lid, m);
+    m = workgroup_max(lane, m);
     var s = 0.0;
     for (var v = lid; v < p.V; v += WG) { s += exp(b_logits[base + v] - m); }
-    return vec2<f32>(m, log(workgroup_sum(lid, s)));
+    return vec2<f32>(m, log(workgroup_sum(lane, s)));
 }
 
 @compute @workgroup_size(256)
 fn cross_entropy_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                         @builtin(local_invocation_index) lid: u32) {
+                         lane: Lane) {
+    let lid = lane.index;
     let row = wid.x + wid.y * nwg.x;
     if (row >= p.R) { return; }
     let base = row * p.V;
-    let lse = row_logsumexp(lid, base);
+    let lse = row_logsumexp(lane, base);
     let t = targets[row];
     if (lid == 0u) {
         losses[row] = select(lse.x + lse.y - logits[base + min(t, p.V - 1u)], 0.0, t == IGNORE);
@@ -64,7 +67,8 @@ fn cross_entropy_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(256)
 fn cross_entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                          @builtin(local_invocation_index) lid: u32) {
+                          lane: Lane) {
+    let lid = lane.index;
     let row = wid.x + wid.y * nwg.x;
     if (row >= p.R) { return; }
     let base = row * p.V;
@@ -74,7 +78,7 @@ fn cross_entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         if (lid == 0u) { b_losses[row] = 0.0; }
         return;
     }
-    let lse = row_logsumexp_b(lid, base);
+    let lse = row_logsumexp_b(lane, base);
     let shift = lse.x + lse.y;
     if (lid == 0u) { b_losses[row] = shift - b_logits[base + t]; }
     let w = b_weights[row];

@@ -22,18 +22,20 @@ const WG: u32 = 256u;
 // #include "pieces/reduce.wgsl"
 
 @compute @workgroup_size(256)
-fn grad_norm_partial(@builtin(local_invocation_index) lid: u32) {
+fn grad_norm_partial(lane: Lane) {
+    let lid = lane.index;
     var acc = 0.0;
     for (var i = lid; i < p.N; i += WG) { acc += grad[i] * grad[i]; }
-    let total = workgroup_sum(lid, acc);
+    let total = workgroup_sum(lane, acc);
     if (lid == 0u) { sums[p.slot] = total; }
 }
 
 @compute @workgroup_size(256)
-fn grad_norm_finish(@builtin(local_invocation_index) lid: u32) {
+fn grad_norm_finish(lane: Lane) {
+    let lid = lane.index;
     var acc = 0.0;
     for (var i = lid; i < p.N; i += WG) { acc += f_sums[i]; }
-    let norm = sqrt(workgroup_sum(lid, acc));
+    let norm = sqrt(workgroup_sum(lane, acc));
     if (lid == 0u) {
         out[0] = norm;
         out[1] = select(1.0, min(1.0, p.max_norm / (norm + 1e-6)), p.max_norm > 0.0);

@@ -32,27 +32,29 @@ const WG: u32 = 64u;
 
 @compute @workgroup_size(64)
 fn rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
+                   lane: Lane) {
+    let lid = lane.index;
     let row = wid.x + wid.y * nwg.x;
     if (row >= p.N) { return; } // uniform per workgroup: barriers stay uniform
     let base = row * p.C;
     var ss = 0.0;
     for (var c = lid; c < p.C; c += WG) { ss += inp[base + c] * inp[base + c]; }
-    let r = inverseSqrt(workgroup_sum(lid, ss) / f32(p.C) + p.eps);
+    let r = inverseSqrt(workgroup_sum(lane, ss) / f32(p.C) + p.eps);
     for (var c = lid; c < p.C; c += WG) { out[base + c] = weight[c] * (inp[base + c] * r); }
     if (lid == 0u) { rstd[row] = r; }
 }
 
 @compute @workgroup_size(64)
 fn rmsnorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
+                    lane: Lane) {
+    let lid = lane.index;
     let row = wid.x + wid.y * nwg.x;
     if (row >= p.N) { return; }
     let base = row * p.C;
     let r = b_rstd[row];
     var dot = 0.0;
     for (var c = lid; c < p.C; c += WG) { dot += b_weight[c] * b_dout[base + c] * b_inp[base + c]; }
-    let k = workgroup_sum(lid, dot) * r * r * r / f32(p.C);
+    let k = workgroup_sum(lane, dot) * r * r * r / f32(p.C);
     for (var c = lid; c < p.C; c += WG) {
         dinp[base + c] = r * b_weight[c] * b_dout[base + c] - b_inp[base + c] * k;
     }

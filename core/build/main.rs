@@ -3,6 +3,8 @@
 //!
 //! - Every shaders/<op>.wgsl is copied, with its `// #include "<path>"` lines replaced by the
 //!   file they name (relative to the including file; each file once per shader).
+//! - <op>_subgroups.wgsl, for each op that includes pieces/reduce.wgsl, is the op with
+//!   pieces/reduce_subgroups.wgsl in its place (adapters with subgroups);
 //! - attention_wide.wgsl is attention.wgsl for heads of up to 256 (its MAX_HS);
 //! - matmul.wgsl is shaders/matmul/f32.wgsl and the unrolled entry points of `matmul.rs`;
 //!   matmul_<format>.wgsl is shaders/matmul/quant.wgsl, shaders/matmul/<format>.wgsl,
@@ -45,6 +47,10 @@ fn main() {
         let composed = name == "matmul.wgsl" || matmul::QUANT_FORMATS.iter().any(|f| name == format!("matmul_{}.wgsl", f.name));
         assert!(!composed, "shaders/{name} is composed from shaders/matmul/: delete it");
         write(&out.join(name), &compose(&path));
+        if fs::read_to_string(&path).unwrap().contains(REDUCE_PIECE) {
+            let variant = compose_swapping(&path, Some((REDUCE_PIECE, "pieces/reduce_subgroups.wgsl")));
+            write(&out.join(name.replace(".wgsl", "_subgroups.wgsl")), &variant);
+        }
     }
     let attention = compose(&shaders.join("attention.wgsl"));
     let narrow = "const MAX_HS: u32 = 128u;";
@@ -76,24 +82,35 @@ fn main() {
     write(&out.join("../matmul_quant_entries.rs"), &entries);
 }
 
+/// The piece whose includers also get a `_subgroups` variant.
+const REDUCE_PIECE: &str = "pieces/reduce.wgsl";
+
 /// The file at `path` with its includes expanded.
 fn compose(path: &Path) -> String {
+    compose_swapping(path, None)
+}
+
+/// [`compose`], including the piece `swap.1` wherever a file includes `swap.0`.
+fn compose_swapping(path: &Path, swap: Option<(&str, &str)>) -> String {
     let mut seen = HashSet::new();
     let mut text = String::new();
-    expand(path, &mut seen, &mut text);
+    expand(path, swap, &mut seen, &mut text);
     text
 }
 
-fn expand(path: &Path, seen: &mut HashSet<PathBuf>, text: &mut String) {
+fn expand(path: &Path, swap: Option<(&str, &str)>, seen: &mut HashSet<PathBuf>, text: &mut String) {
     let src = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     for (i, line) in src.lines().enumerate() {
         match line.trim().strip_prefix("// #include ") {
             Some(name) => {
-                let name = name.trim().trim_matches('"');
+                let name = match (name.trim().trim_matches('"'), swap) {
+                    (name, Some((from, to))) if name == from => to,
+                    (name, _) => name,
+                };
                 let piece = path.parent().unwrap().join(name);
                 let piece = piece.canonicalize().unwrap_or_else(|e| panic!("{}:{}: #include {name}: {e}", path.display(), i + 1));
                 if seen.insert(piece.clone()) {
-                    expand(&piece, seen, text);
+                    expand(&piece, swap, seen, text);
                 }
             }
             None => {

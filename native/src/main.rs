@@ -71,8 +71,8 @@ enum Command {
 
 /// Opens the GPU named by HEARTH_ADAPTER (a substring of its name), or the default one,
 /// with the kernels HEARTH_KERNELS names (gpu, software or llvmpipe; default: the adapter's
-/// own) and the training attention HEARTH_ATTENTION names (rows, tiled or matmul), and says
-/// which it picked.
+/// own) and the training attention HEARTH_ATTENTION names (rows, tiled or matmul), without
+/// subgroup operations where HEARTH_SUBGROUPS=0, and says which it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let mut ctx = pollster::block_on(GpuContext::new(filter.as_deref()))?;
@@ -88,7 +88,18 @@ pub fn open_gpu() -> Result<GpuContext> {
     if let Ok(name) = std::env::var("HEARTH_ATTENTION") {
         ctx = ctx.with_attention_kernels(AttentionKernels::parse(&name).context("HEARTH_ATTENTION")?);
     }
-    eprintln!("adapter: {} ({:?} kernels, {:?} attention)", ctx.summary(), ctx.kernel_paths(), AttentionKernels::for_adapter(&ctx));
+    match std::env::var("HEARTH_SUBGROUPS").as_deref() {
+        Ok("0") => ctx = ctx.with_subgroup_reductions(false),
+        Ok("1") | Err(_) => {}
+        Ok(other) => bail!("HEARTH_SUBGROUPS={other:?}: expected 0 (off) or 1 (where the adapter has them, the default)"),
+    }
+    eprintln!(
+        "adapter: {} ({:?} kernels, {:?} attention, {} reductions)",
+        ctx.summary(),
+        ctx.kernel_paths(),
+        AttentionKernels::for_adapter(&ctx),
+        if ctx.subgroup_reductions() { "subgroup" } else { "workgroup" }
+    );
     Ok(ctx)
 }
 

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use hearth_core::ops::attention::AttentionKernels;
-use hearth_core::ops::cpu;
+use hearth_core::ops::{cpu, cross_entropy, rmsnorm};
 use hearth_core::ops::matmul::{choose_tiling, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
 use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight, QuantBlock};
 use hearth_core::GpuContext;
@@ -37,8 +37,38 @@ fn print_paths(ctx: &GpuContext) {
     let fallback = if attention == AttentionKernels::Matmul { " (Rows for sequences whose scores exceed a chunk, or heads not a multiple of 4)" } else { "" };
     println!("  attention            {attention:?} kernels for training{fallback}");
     println!("  f16 weights          unpacked to f32 in the matmul (any adapter); f16 arithmetic not used (shader-f16 offered: {})", if ctx.has_f16() { "yes" } else { "no" });
-    println!("  reductions           portable workgroup reductions (no subgroup or cooperative-matrix kernels yet)");
+    println!(
+        "  reductions           {} (rmsnorm, cross-entropy, gradient norm)",
+        if ctx.subgroup_reductions() { "subgroup operations" } else { "workgroup memory (the adapter has no subgroups; wgpu passes none through WebGPU)" }
+    );
+    println!(
+        "  cooperative matrices not used: no cooperative-matrix matmul yet (offered here: {})",
+        if ctx.offers_cooperative_matrix() { "yes" } else { "no" }
+    );
     println!("  GPU timestamps       {}", if ctx.has_gpu_timer() { "yes (bench reports GPU time)" } else { "no (bench reports host and wall time only)" });
+}
+
+/// rmsnorm's and cross-entropy's forwards, with the context's reductions: (name, largest
+/// difference from the CPU) each. Rows of 300 and 5,000 cover several loop rounds of the
+/// workgroups (64 and 256 invocations).
+fn check_reductions(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(&'static str, f64)>> {
+    let (n, c) = (7, 300);
+    let (x, w) = (rng.vec_uniform(n * c, -1.0, 1.0), rng.vec_uniform(c, -1.0, 1.0));
+    let (xb, wb, out, rstd) = (ctx.upload_f32(&x)?, ctx.upload_f32(&w)?, ctx.alloc_f32(n * c)?, ctx.alloc_f32(n)?);
+    rmsnorm::rmsnorm_forward(ctx, &out, &rstd, &xb, &wb, n, c, 1e-5)?;
+    let (mut want, mut want_rstd) = (vec![0.0; n * c], vec![0.0; n]);
+    cpu::rmsnorm_forward(&mut want, &mut want_rstd, &to64(&x), &to64(&w), n, c, 1e-5);
+    let norm = largest_diff(&pollster::block_on(ctx.read_f32(&out))?, &want);
+
+    let (r, v) = (5, 5000);
+    let logits = rng.vec_uniform(r * v, -8.0, 8.0);
+    let targets: Vec<u32> = (0..r).map(|_| rng.below(v) as u32).collect();
+    let (lb, tb, losses) = (ctx.upload_f32(&logits)?, ctx.upload_u32(&targets)?, ctx.alloc_f32(r)?);
+    cross_entropy::cross_entropy_forward(ctx, &losses, &lb, &tb, r, v)?;
+    let mut want = vec![0.0; r];
+    cpu::cross_entropy_forward(&mut want, &to64(&logits), &targets, v);
+    let ce = largest_diff(&pollster::block_on(ctx.read_f32(&losses))?, &want);
+    Ok(vec![("rmsnorm_forward", norm), ("cross_entropy_forward", ce)])
 }
 
 pub fn run() -> Result<()> {
@@ -71,6 +101,20 @@ pub fn run() -> Result<()> {
         matmul_quant(&ctx, MatmulKind::Forward, &yb, &xb, &gw, m, Accumulate::OVERWRITE)?;
         let got = pollster::block_on(ctx.read_f32(&yb))?;
         report(format!("matmul_{format:?}_forward").to_lowercase(), largest_diff(&got, &want));
+    }
+    // The reductions' variants: the subgroup one (where the adapter has subgroups), then
+    // the workgroup-memory one.
+    let with_subgroups = ctx.subgroup_reductions();
+    let mut ctx = ctx;
+    for subgroups in [true, false] {
+        if subgroups && !with_subgroups {
+            continue;
+        }
+        ctx = ctx.with_subgroup_reductions(subgroups);
+        let variant = if subgroups { "subgroups" } else { "workgroup memory" };
+        for (name, diff) in check_reductions(&ctx, &mut rng)? {
+            report(format!("{name} ({variant})"), diff);
+        }
     }
     if failed > 0 {
         bail!("{failed} kernel checks failed on this adapter");

@@ -21,10 +21,27 @@ pub fn gpu_kernels() -> Option<&'static GpuContext> {
     shared(&CTX, Some(KernelPaths::Gpu))
 }
 
+/// The shared context, then (where the adapter has subgroups, so that the shared context
+/// reduces with them) one whose rmsnorm, cross-entropy and gradient norm reduce in
+/// workgroup memory only: tests of those ops run both variants.
+pub fn gpu_each_reduction() -> Vec<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    let Some(ctx) = gpu() else { return Vec::new() };
+    if !ctx.subgroup_reductions() {
+        return vec![ctx];
+    }
+    let portable = CTX.get_or_init(|| Some(new_context().expect("a second context on the adapter").with_subgroup_reductions(false)));
+    vec![ctx, portable.as_ref().unwrap()]
+}
+
+fn new_context() -> hearth_core::Result<GpuContext> {
+    let filter = std::env::var("HEARTH_ADAPTER").ok();
+    pollster::block_on(GpuContext::new(filter.as_deref()))
+}
+
 fn shared(cell: &'static OnceLock<Option<GpuContext>>, paths: Option<KernelPaths>) -> Option<&'static GpuContext> {
     let ctx = cell.get_or_init(|| {
-        let filter = std::env::var("HEARTH_ADAPTER").ok();
-        match pollster::block_on(GpuContext::new(filter.as_deref())) {
+        match new_context() {
             Ok(ctx) => {
                 let ctx = match paths {
                     Some(p) => ctx.with_kernel_paths(p),
@@ -52,6 +69,14 @@ fn shared(cell: &'static OnceLock<Option<GpuContext>>, paths: Option<KernelPaths
 macro_rules! with_gpu {
     ($ctx:ident => $body:block) => {
         if let Some($ctx) = $crate::gpu() $body
+    };
+}
+
+/// Runs `$body` once per reduction variant ([`gpu_each_reduction`]), or skips.
+#[macro_export]
+macro_rules! with_each_reduction {
+    ($ctx:ident => $body:block) => {
+        for $ctx in $crate::gpu_each_reduction() $body
     };
 }
 

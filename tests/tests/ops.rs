@@ -118,7 +118,7 @@ fn cpu_gated_backwards_match_finite_differences() {
 
 #[test]
 fn rmsnorm_matches_cpu() {
-    with_gpu!(ctx => {
+    with_each_reduction!(ctx => {
         let mut rng = Rng::new(4);
         for _ in 0..3 {
             let (n, c, eps) = (1 + rng.below(40), 1 + rng.below(600), 1e-5);
@@ -360,7 +360,7 @@ fn cpu_attention_backward_matches_finite_differences() {
 
 #[test]
 fn cross_entropy_matches_cpu() {
-    with_gpu!(ctx => {
+    with_each_reduction!(ctx => {
         let mut rng = Rng::new(10);
         for _ in 0..3 {
             let (r, v) = (1 + rng.below(20), 2 + rng.below(3000));
@@ -401,7 +401,7 @@ fn cpu_cross_entropy_backward_matches_finite_differences() {
 
 #[test]
 fn adamw_and_grad_norm_match_cpu() {
-    with_gpu!(ctx => {
+    with_each_reduction!(ctx => {
         let mut rng = Rng::new(12);
         let sizes = [1usize, 300, 5000];
         let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| u(&mut rng, n)).collect();

@@ -45,6 +45,11 @@ fn every_piece_is_included() {
     }
     for entry in std::fs::read_dir(format!("{shaders}/pieces")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
+        // core/build/ puts this one in reduce.wgsl's place for the `_subgroups` variants
+        if name == "reduce_subgroups.wgsl" {
+            assert!(Shader::ALL.iter().any(|s| s.source().contains("subgroupAdd")), "no `_subgroups` variant was composed");
+            continue;
+        }
         assert!(texts.contains(&format!("// #include \"pieces/{name}\"")), "shaders/pieces/{name} is included nowhere");
     }
 }

@@ -35,6 +35,10 @@ pub struct GpuContext {
     paths: KernelPaths,
     /// The training attention kernels, where set (else the kernel family's).
     attention: Option<crate::ops::attention::AttentionKernels>,
+    /// Whether the ops with workgroup reductions run their `_subgroups` variants.
+    subgroup_reductions: bool,
+    /// The adapter offers cooperative matrices (reported only: no kernel uses them yet).
+    offers_cooperative_matrix: bool,
 }
 
 /// The kernel families: each op has a variant for software adapters and one for GPUs.
@@ -60,6 +64,9 @@ pub struct AdapterSummary {
     /// A software rasterizer (lavapipe, SwiftShader, WARP): wants different matmul tilings.
     pub is_software: bool,
     pub shader_f16: bool,
+    /// Subgroup operations (native Vulkan, Metal, DX12; wgpu does not pass them through
+    /// WebGPU).
+    pub subgroups: bool,
     pub max_storage_binding: u64,
     pub max_buffer: u64,
     pub max_workgroup_storage: u32,
@@ -71,10 +78,11 @@ impl std::fmt::Display for AdapterSummary {
         let name = if self.name.is_empty() { "(unnamed adapter)" } else { &self.name };
         write!(
             f,
-            "{name} [{} {}] f16={} storage-binding={} MiB buffer={} MiB workgroup-mem={} KiB",
+            "{name} [{} {}] f16={} subgroups={} storage-binding={} MiB buffer={} MiB workgroup-mem={} KiB",
             self.backend,
             self.device_type,
             if self.shader_f16 { "yes" } else { "no" },
+            if self.subgroups { "yes" } else { "no" },
             self.max_storage_binding >> 20,
             self.max_buffer >> 20,
             self.max_workgroup_storage >> 10,
@@ -120,7 +128,10 @@ impl GpuContext {
         let limits = adapter.limits();
         // Timestamps cost nothing until a profile asks for them (`hearth bench`).
         let features = adapter.features()
-            & (wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+            & (wgpu::Features::SHADER_F16
+                | wgpu::Features::SUBGROUP
+                | wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("hearth"),
@@ -165,6 +176,8 @@ impl GpuContext {
             lost,
             paths: KernelPaths::Gpu,
             attention: None,
+            subgroup_reductions: features.contains(wgpu::Features::SUBGROUP),
+            offers_cooperative_matrix: adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
         }
         .with_adapter_paths())
     }
@@ -202,6 +215,26 @@ impl GpuContext {
         self
     }
 
+    /// This context with the reductions on subgroup operations (where the adapter has them)
+    /// or on workgroup memory only: tests run both on one adapter this way.
+    pub fn with_subgroup_reductions(mut self, on: bool) -> Self {
+        self.subgroup_reductions = on && self.has_subgroups();
+        self
+    }
+
+    /// True when rmsnorm, cross-entropy and the gradient norm reduce with subgroup operations.
+    pub fn subgroup_reductions(&self) -> bool {
+        self.subgroup_reductions
+    }
+
+    /// `shader`, or its variant on subgroup operations where this context uses them.
+    pub(crate) fn reduction_shader(&self, shader: super::Shader) -> super::Shader {
+        match shader.with_subgroups() {
+            Some(variant) if self.subgroup_reductions => variant,
+            _ => shader,
+        }
+    }
+
     pub(crate) fn attention_kernels(&self) -> Option<crate::ops::attention::AttentionKernels> {
         self.attention
     }
@@ -214,6 +247,7 @@ impl GpuContext {
             driver: format!("{} {}", self.info.driver, self.info.driver_info).trim().to_string(),
             is_software: self.is_software(),
             shader_f16: self.has_f16(),
+            subgroups: self.has_subgroups(),
             max_storage_binding: self.limits.max_storage_buffer_binding_size,
             max_buffer: self.limits.max_buffer_size,
             max_workgroup_storage: self.limits.max_compute_workgroup_storage_size,
@@ -228,6 +262,14 @@ impl GpuContext {
 
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    pub fn offers_cooperative_matrix(&self) -> bool {
+        self.offers_cooperative_matrix
+    }
+
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
     }
 
     pub fn limits(&self) -> &wgpu::Limits {

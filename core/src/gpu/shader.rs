@@ -27,10 +27,14 @@ pub enum Shader {
     GradNorm,
     Dropout,
     BlockCopy,
+    /// The ops with workgroup reductions, on subgroup operations (core/build/).
+    RmsnormSubgroups,
+    CrossEntropySubgroups,
+    GradNormSubgroups,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 20] = [
+    pub const ALL: [Shader; 23] = [
         Shader::Matmul,
         Shader::MatmulTiled,
         Shader::MatmulNf4,
@@ -51,6 +55,9 @@ impl Shader {
         Shader::GradNorm,
         Shader::Dropout,
         Shader::BlockCopy,
+        Shader::RmsnormSubgroups,
+        Shader::CrossEntropySubgroups,
+        Shader::GradNormSubgroups,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -75,6 +82,9 @@ impl Shader {
             Shader::GradNorm => "grad_norm.wgsl",
             Shader::Dropout => "dropout.wgsl",
             Shader::BlockCopy => "block_copy.wgsl",
+            Shader::RmsnormSubgroups => "rmsnorm_subgroups.wgsl",
+            Shader::CrossEntropySubgroups => "cross_entropy_subgroups.wgsl",
+            Shader::GradNormSubgroups => "grad_norm_subgroups.wgsl",
         }
     }
 
@@ -100,6 +110,19 @@ impl Shader {
             Shader::GradNorm => include_str!(concat!(env!("OUT_DIR"), "/shaders/grad_norm.wgsl")),
             Shader::Dropout => include_str!(concat!(env!("OUT_DIR"), "/shaders/dropout.wgsl")),
             Shader::BlockCopy => include_str!(concat!(env!("OUT_DIR"), "/shaders/block_copy.wgsl")),
+            Shader::RmsnormSubgroups => include_str!(concat!(env!("OUT_DIR"), "/shaders/rmsnorm_subgroups.wgsl")),
+            Shader::CrossEntropySubgroups => include_str!(concat!(env!("OUT_DIR"), "/shaders/cross_entropy_subgroups.wgsl")),
+            Shader::GradNormSubgroups => include_str!(concat!(env!("OUT_DIR"), "/shaders/grad_norm_subgroups.wgsl")),
+        }
+    }
+
+    /// This file's variant on subgroup operations, for the ops with workgroup reductions.
+    pub fn with_subgroups(self) -> Option<Shader> {
+        match self {
+            Shader::Rmsnorm => Some(Shader::RmsnormSubgroups),
+            Shader::CrossEntropy => Some(Shader::CrossEntropySubgroups),
+            Shader::GradNorm => Some(Shader::GradNormSubgroups),
+            _ => None,
         }
     }
 }

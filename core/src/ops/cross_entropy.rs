@@ -30,7 +30,7 @@ pub fn cross_entropy_forward(ctx: &GpuContext, losses: &GpuBuffer, logits: &GpuB
     check_len(op, "targets", targets, rows)?;
     check_len(op, "losses", losses, rows)?;
     let params = Params { r: rows as u32, v: vocab as u32 };
-    ctx.dispatch(&Kernel::new(Shader::CrossEntropy, op, 0), &[logits, targets], &[losses], &params, grid_rows(rows))
+    ctx.dispatch(&Kernel::new(ctx.reduction_shader(Shader::CrossEntropy), op, 0), &[logits, targets], &[losses], &params, grid_rows(rows))
 }
 
 /// losses (R) as the forward, and dlogits (R, V) = weights[r]·(softmax − onehot) in the same
@@ -45,5 +45,5 @@ pub fn cross_entropy_backward(ctx: &GpuContext, losses: &GpuBuffer, dlogits: &Gp
     check_len(op, "losses", losses, rows)?;
     check_len(op, "dlogits", dlogits, rows * vocab)?;
     let params = Params { r: rows as u32, v: vocab as u32 };
-    ctx.dispatch(&Kernel::new(Shader::CrossEntropy, op, 3), &[logits, targets, weights], &[losses, dlogits], &params, grid_rows(rows))
+    ctx.dispatch(&Kernel::new(ctx.reduction_shader(Shader::CrossEntropy), op, 3), &[logits, targets, weights], &[losses, dlogits], &params, grid_rows(rows))
 }

@@ -21,8 +21,8 @@ pub fn grad_norm(ctx: &GpuContext, out: &GpuBuffer, sums: &GpuBuffer, grads: &[(
     for (slot, &(g, n)) in grads.iter().enumerate() {
         check_len(op, "grad", g, n)?;
         let params = Params { n: n as u32, slot: slot as u32, max_norm };
-        ctx.dispatch(&Kernel::new(Shader::GradNorm, "grad_norm_partial", 0), &[g], &[sums], &params, [1, 1, 1])?;
+        ctx.dispatch(&Kernel::new(ctx.reduction_shader(Shader::GradNorm), "grad_norm_partial", 0), &[g], &[sums], &params, [1, 1, 1])?;
     }
     let params = Params { n: grads.len() as u32, slot: 0, max_norm };
-    ctx.dispatch(&Kernel::new(Shader::GradNorm, "grad_norm_finish", 2), &[sums], &[out], &params, [1, 1, 1])
+    ctx.dispatch(&Kernel::new(ctx.reduction_shader(Shader::GradNorm), "grad_norm_finish", 2), &[sums], &[out], &params, [1, 1, 1])
 }

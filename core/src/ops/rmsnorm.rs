@@ -21,7 +21,7 @@ pub fn rmsnorm_forward(ctx: &GpuContext, out: &GpuBuffer, rstd: &GpuBuffer, inp:
     check_len(op, "out", out, n * c)?;
     check_len(op, "rstd", rstd, n)?;
     let params = Params { n: n as u32, c: c as u32, eps };
-    ctx.dispatch(&Kernel::new(Shader::Rmsnorm, op, 0), &[inp, weight], &[out, rstd], &params, grid_rows(n))
+    ctx.dispatch(&Kernel::new(ctx.reduction_shader(Shader::Rmsnorm), op, 0), &[inp, weight], &[out, rstd], &params, grid_rows(n))
 }
 
 /// dinp (N, C) from dout, the forward's inp, weight and rstd.
@@ -32,7 +32,7 @@ pub fn rmsnorm_backward(ctx: &GpuContext, dinp: &GpuBuffer, dout: &GpuBuffer, in
         check_len(op, name, b, len)?;
     }
     let params = Params { n: n as u32, c: c as u32, eps: 0.0 };
-    ctx.dispatch(&Kernel::new(Shader::Rmsnorm, op, 4), &[dout, inp, weight, rstd], &[dinp], &params, grid_rows(n))
+    ctx.dispatch(&Kernel::new(ctx.reduction_shader(Shader::Rmsnorm), op, 4), &[dout, inp, weight, rstd], &[dinp], &params, grid_rows(n))
 }
 
 /// dweight (C) = Σ_rows dout·x·rstd (only needed when the norm weights are trained).
@@ -43,5 +43,5 @@ pub fn rmsnorm_backward_weight(ctx: &GpuContext, dweight: &GpuBuffer, dout: &Gpu
         check_len(op, name, b, len)?;
     }
     let params = Params { n: n as u32, c: c as u32, eps: 0.0 };
-    ctx.dispatch(&Kernel::new(Shader::Rmsnorm, op, 9), &[dout, inp, rstd], &[dweight], &params, grid_1d(c as u64, 64))
+    ctx.dispatch(&Kernel::new(ctx.reduction_shader(Shader::Rmsnorm), op, 9), &[dout, inp, rstd], &[dweight], &params, grid_1d(c as u64, 64))
 }
