@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use hearth_core::model::Config;
-use hearth_core::ops::matmul::{matmul, Accumulate, MatmulDims, MatmulKind};
+use hearth_core::ops::matmul::{matmul, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
 use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -79,6 +79,10 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
         "device_type": s.device_type,
         "driver": s.driver,
         "shader_f16": s.shader_f16,
+        "subgroups": s.subgroups,
+        "subgroup_reductions": ctx.subgroup_reductions(),
+        "cooperative_matrix": { "offered": ctx.offers_cooperative_matrix().0, "usable": ctx.offers_cooperative_matrix().1 },
+        "f16_forward": ctx.f16_forward(),
         "gpu_timestamps": ctx.has_gpu_timer(),
     })
 }
@@ -149,6 +153,9 @@ fn linear_shapes(cfg: &Config) -> Vec<(String, usize, usize)> {
     shapes
 }
 
+/// The row of matmul_coop.wgsl's forward (where the adapter has cooperative matrices).
+const COOP_OP: &str = "f16 coop forward";
+
 /// SmolLM2-135M's sizes, for `bench ops` without `--model`.
 const SMOLLM2_SHAPES: [(&str, usize, usize); 5] =
     [("q_proj, o_proj", 576, 576), ("k_proj, v_proj", 192, 576), ("gate_proj, up_proj", 1536, 576), ("down_proj", 576, 1536), ("lm_head", 49152, 576)];
@@ -174,10 +181,20 @@ fn ops(a: OpsArgs) -> Result<()> {
             shapes.push(("square".into(), 4096, 4096, 4096));
         }
     }
+    // cooperative matrices on a context of their own (see open_coop_gpu)
+    let coop = if wanted(COOP_OP) { crate::open_coop_gpu(&ctx)? } else { None };
     let mut rows: Vec<Row> = Vec::new();
     for (_, m, n, k) in &shapes {
         let (m, n, k) = (*m, *n, *k);
         let flop = 2.0 * (m * n * k) as f64;
+        if let Some(coop) = &coop {
+            let (x, w, y) = (random(coop, &mut rng, m * k)?, random(coop, &mut rng, n * k)?, random(coop, &mut rng, m * n)?);
+            let d = MatmulDims::new(m, n, k);
+            let (ms, kernels) = time(coop, reps, || {
+                matmul_with(coop, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch")
+            })?;
+            rows.push(Row { op: COOP_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+        }
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
             let op = format!("f32 {}", kind_name(kind));
             if !wanted(&op) {

@@ -20,7 +20,7 @@ mod web;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use hearth_core::gpu::KernelPaths;
+use hearth_core::gpu::{ContextOptions, KernelPaths};
 use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::{Error, GpuContext};
 
@@ -72,10 +72,24 @@ enum Command {
 /// Opens the GPU named by HEARTH_ADAPTER (a substring of its name), or the default one,
 /// with the kernels HEARTH_KERNELS names (gpu, software or llvmpipe; default: the adapter's
 /// own) and the training attention HEARTH_ATTENTION names (rows, tiled or matmul), without
-/// subgroup operations where HEARTH_SUBGROUPS=0, and says which it picked.
+/// subgroup operations where HEARTH_SUBGROUPS=0, with forward matmuls on cooperative
+/// matrices in f16 where HEARTH_F16_MATMUL=1 (and the adapter has them), and says which it
+/// picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
-    let mut ctx = pollster::block_on(GpuContext::new(filter.as_deref()))?;
+    let f16_forward = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
+        Ok("1") => true,
+        Ok("0") | Err(_) => false,
+        Ok(other) => bail!("HEARTH_F16_MATMUL={other:?}: expected 1 (forwards on cooperative matrices in f16) or 0 (f32, the default)"),
+    };
+    let options = ContextOptions { cooperative_matrix: f16_forward };
+    let mut ctx = pollster::block_on(GpuContext::new_with(filter.as_deref(), options))?.with_f16_forward(f16_forward);
+    if f16_forward && !ctx.f16_forward() {
+        eprintln!(
+            "HEARTH_F16_MATMUL=1: this adapter has no cooperative matrices of 16 × 16 × 16 f16 products into f32 with subgroups of 32 \
+             (`hearth selftest` says what it offers); the matmuls stay f32"
+        );
+    }
     if let Ok(name) = std::env::var("HEARTH_KERNELS") {
         let paths = match name.to_lowercase().as_str() {
             "gpu" => KernelPaths::Gpu,
@@ -94,13 +108,26 @@ pub fn open_gpu() -> Result<GpuContext> {
         Ok(other) => bail!("HEARTH_SUBGROUPS={other:?}: expected 0 (off) or 1 (where the adapter has them, the default)"),
     }
     eprintln!(
-        "adapter: {} ({:?} kernels, {:?} attention, {} reductions)",
+        "adapter: {} ({:?} kernels, {:?} attention, {} reductions{})",
         ctx.summary(),
         ctx.kernel_paths(),
         AttentionKernels::for_adapter(&ctx),
-        if ctx.subgroup_reductions() { "subgroup" } else { "workgroup" }
+        if ctx.subgroup_reductions() { "subgroup" } else { "workgroup" },
+        if ctx.f16_forward() { ", f16 forwards on cooperative matrices" } else { "" }
     );
     Ok(ctx)
+}
+
+/// A second context on `ctx`'s adapter with cooperative matrices, where it offers them in the
+/// form matmul_coop.wgsl needs: `selftest` and `bench ops` check and time them beside the
+/// default context, whose other kernels then run as they do in training.
+pub fn open_coop_gpu(ctx: &GpuContext) -> Result<Option<GpuContext>> {
+    if !ctx.offers_cooperative_matrix().1 {
+        return Ok(None);
+    }
+    let filter = std::env::var("HEARTH_ADAPTER").ok();
+    let coop = pollster::block_on(GpuContext::new_with(filter.as_deref(), ContextOptions { cooperative_matrix: true }))?;
+    Ok(coop.has_cooperative_matrix().then_some(coop))
 }
 
 fn main() {

@@ -36,15 +36,20 @@ fn print_paths(ctx: &GpuContext) {
     let attention = AttentionKernels::for_adapter(ctx);
     let fallback = if attention == AttentionKernels::Matmul { " (Rows for sequences whose scores exceed a chunk, or heads not a multiple of 4)" } else { "" };
     println!("  attention            {attention:?} kernels for training{fallback}");
-    println!("  f16 weights          unpacked to f32 in the matmul (any adapter); f16 arithmetic not used (shader-f16 offered: {})", if ctx.has_f16() { "yes" } else { "no" });
+    println!("  f16 weights          unpacked to f32 in the matmul (any adapter); f16 arithmetic only on cooperative matrices, below (shader-f16 offered: {})", if ctx.has_f16() { "yes" } else { "no" });
     println!(
         "  reductions           {} (rmsnorm, cross-entropy, gradient norm)",
         if ctx.subgroup_reductions() { "subgroup operations" } else { "workgroup memory (the adapter has no subgroups; wgpu passes none through WebGPU)" }
     );
-    println!(
-        "  cooperative matrices not used: no cooperative-matrix matmul yet (offered here: {})",
-        if ctx.offers_cooperative_matrix() { "yes" } else { "no" }
-    );
+    let coop = match ctx.offers_cooperative_matrix() {
+        (false, _) => "not offered by this adapter".to_string(),
+        (true, false) => "offered, but not as 16 × 16 × 16 f16 products into f32 with subgroups of 32 (matmul_coop.wgsl's form)".to_string(),
+        (true, true) => format!(
+            "f16 forwards on matmul_coop.wgsl {} (checked below)",
+            if ctx.f16_forward() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" }
+        ),
+    };
+    println!("  cooperative matrices {coop}");
     println!("  GPU timestamps       {}", if ctx.has_gpu_timer() { "yes (bench reports GPU time)" } else { "no (bench reports host and wall time only)" });
 }
 
@@ -69,6 +74,23 @@ fn check_reductions(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(&'static str
     cpu::cross_entropy_forward(&mut want, &to64(&logits), &targets, v);
     let ce = largest_diff(&pollster::block_on(ctx.read_f32(&losses))?, &want);
     Ok(vec![("rmsnorm_forward", norm), ("cross_entropy_forward", ce)])
+}
+
+/// matmul_coop.wgsl's forward against the CPU's on the same inputs rounded to f16, so that
+/// what remains is f32 accumulation: (shape, largest difference) for a shape of whole tiles,
+/// one of ragged edges, and one whose long reduction is split.
+fn check_coop(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for (m, n, k) in [(128, 64, 256), (70, 97, 130), (8, 40, 4100)] {
+        let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() };
+        let (x, w) = (round(rng.vec_uniform(m * k, -1.0, 1.0)), round(rng.vec_uniform(n * k, -1.0, 1.0)));
+        let (xb, wb, yb) = (ctx.upload_f32(&x)?, ctx.upload_f32(&w)?, ctx.alloc_f32(m * n)?);
+        matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &yb, &xb, &wb, MatmulDims::new(m, n, k), Accumulate::OVERWRITE)?;
+        let mut want = vec![0.0; m * n];
+        cpu::matmul_forward(&mut want, &to64(&x), &to64(&w), m, n, k);
+        out.push((format!("{m}×{n}×{k}"), largest_diff(&pollster::block_on(ctx.read_f32(&yb))?, &want)));
+    }
+    Ok(out)
 }
 
 pub fn run() -> Result<()> {
@@ -114,6 +136,11 @@ pub fn run() -> Result<()> {
         let variant = if subgroups { "subgroups" } else { "workgroup memory" };
         for (name, diff) in check_reductions(&ctx, &mut rng)? {
             report(format!("{name} ({variant})"), diff);
+        }
+    }
+    if let Some(coop) = crate::open_coop_gpu(&ctx)? {
+        for (shape, diff) in check_coop(&coop, &mut rng)? {
+            report(format!("matmul_coop forward {shape}"), diff);
         }
     }
     if failed > 0 {

@@ -34,6 +34,23 @@ pub fn gpu_each_reduction() -> Vec<&'static GpuContext> {
     vec![ctx, portable.as_ref().unwrap()]
 }
 
+/// A context with cooperative matrices, where the adapter offers them in the form
+/// matmul_coop.wgsl needs (none of CI's adapters does).
+pub fn gpu_coop() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    let ctx = gpu()?;
+    if !ctx.offers_cooperative_matrix().1 {
+        return None;
+    }
+    CTX.get_or_init(|| {
+        let filter = std::env::var("HEARTH_ADAPTER").ok();
+        let options = hearth_core::gpu::ContextOptions { cooperative_matrix: true };
+        let coop = pollster::block_on(GpuContext::new_with(filter.as_deref(), options)).expect("a context with cooperative matrices");
+        coop.has_cooperative_matrix().then_some(coop)
+    })
+    .as_ref()
+}
+
 fn new_context() -> hearth_core::Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     pollster::block_on(GpuContext::new(filter.as_deref()))

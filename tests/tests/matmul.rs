@@ -55,14 +55,25 @@ fn reference(kind: MatmulKind, a: &[f32], b: &[f32], d: &MatmulDims) -> Vec<f64>
 
 fn check(kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, rng: &mut Rng) {
     with_gpu!(ctx => {
+        check_on(ctx, kind, tiling, d, acc, rng);
+    });
+}
+
+/// [`check`] on `ctx`. The cooperative-matrix tiling rounds its inputs to f16: so do the
+/// inputs here, and what remains to compare is the f32 accumulation.
+fn check_on(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, rng: &mut Rng) {
+    {
         let (a_len, b_len, c_len) = match kind {
             MatmulKind::Forward => (d.m * d.k, d.n * d.k, d.m * d.n),
             MatmulKind::BackwardInput => (d.m * d.n, d.n * d.k, d.m * d.k),
             MatmulKind::BackwardWeight => (d.m * d.n, d.m * d.k, d.n * d.k),
         };
         let bb = if d.b_batched { d.batch } else { 1 };
-        let a = rng.vec_uniform(d.batch * a_len, -1.0, 1.0);
-        let b = rng.vec_uniform(bb * b_len, -1.0, 1.0);
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            if tiling == MatmulTiling::Coop { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() } else { v }
+        };
+        let a = round(rng.vec_uniform(d.batch * a_len, -1.0, 1.0));
+        let b = round(rng.vec_uniform(bb * b_len, -1.0, 1.0));
         let prior = rng.vec_uniform(d.batch * c_len, -1.0, 1.0);
         let out = if acc.beta == 0.0 { poisoned(ctx, prior.len()) } else { upload(ctx, &prior) };
         matmul_with(ctx, kind, tiling, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc).unwrap();
@@ -72,6 +83,38 @@ fn check(kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate,
             .map(|(p, &c)| acc.alpha as f64 * p + acc.beta as f64 * c as f64)
             .collect();
         assert_close(&format!("{kind:?} {tiling:?} {d:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+    }
+}
+
+/// matmul_coop.wgsl, where the adapter offers cooperative matrices in its form. lavapipe
+/// and SwiftShader offer none, so CI skips this; on such GPUs `hearth selftest` (which
+/// bench/gpu.sh runs) checks the kernel too. Forwards on random shapes off the 64 × 64 tile,
+/// batched, accumulating, and over reductions long enough to split.
+#[test]
+fn coop_matmul_matches_cpu_where_offered() {
+    let Some(ctx) = gpu_coop() else {
+        eprintln!("SKIPPED: this adapter has no cooperative matrices of 16 × 16 × 16 f16 products into f32 with subgroups of 32");
+        return;
+    };
+    let mut rng = Rng::new(21);
+    for _ in 0..6 {
+        let d = random_dims(&mut rng, false);
+        check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate::OVERWRITE, &mut rng);
+    }
+    let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true };
+    check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, batched, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+    check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
+}
+
+#[test]
+fn coop_matmul_is_refused_without_cooperative_matrices() {
+    with_gpu!(ctx => {
+        if ctx.has_cooperative_matrix() {
+            return;
+        }
+        let buf = upload(ctx, &[0.0; 16]);
+        let err = matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &buf, &buf, &buf, MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("no cooperative matrices"), "{err}");
     });
 }
 

@@ -37,8 +37,20 @@ pub struct GpuContext {
     attention: Option<crate::ops::attention::AttentionKernels>,
     /// Whether the ops with workgroup reductions run their `_subgroups` variants.
     subgroup_reductions: bool,
-    /// The adapter offers cooperative matrices (reported only: no kernel uses them yet).
+    /// The adapter offers cooperative matrices, and whether in the form matmul_coop.wgsl needs.
     offers_cooperative_matrix: bool,
+    coop_fits: bool,
+    /// Forward matmuls run on cooperative matrices in f16 (opt-in, where the device has them).
+    f16_forward: bool,
+}
+
+/// What to request of the device beyond the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContextOptions {
+    /// Cooperative matrices, where the adapter offers what matmul_coop.wgsl needs (16 × 16 × 16
+    /// products of f16 into f32, subgroups of exactly 32). Opt-in: wgpu marks them
+    /// experimental, and on Vulkan it then compiles every shader under the Vulkan memory model.
+    pub cooperative_matrix: bool,
 }
 
 /// The kernel families: each op has a variant for software adapters and one for GPUs.
@@ -95,6 +107,11 @@ impl GpuContext {
     /// given; otherwise the high-performance default), then requests a device with the
     /// adapter's real limits and shader-f16 when offered.
     pub async fn new(name_filter: Option<&str>) -> Result<Self> {
+        Self::new_with(name_filter, ContextOptions::default()).await
+    }
+
+    /// [`GpuContext::new`], requesting what `options` asks for where the adapter has it.
+    pub async fn new_with(name_filter: Option<&str>, options: ContextOptions) -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let adapter = match name_filter {
             Some(filter) => {
@@ -127,16 +144,34 @@ impl GpuContext {
         let info = adapter.get_info();
         let limits = adapter.limits();
         // Timestamps cost nothing until a profile asks for them (`hearth bench`).
-        let features = adapter.features()
+        let mut features = adapter.features()
             & (wgpu::Features::SHADER_F16
                 | wgpu::Features::SUBGROUP
                 | wgpu::Features::TIMESTAMP_QUERY
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+        let offers_cooperative_matrix = adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        let coop_fits = offers_cooperative_matrix
+            && features.contains(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP)
+            && (info.subgroup_min_size, info.subgroup_max_size) == (32, 32)
+            && adapter.cooperative_matrix_properties().iter().any(|c| {
+                (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                    && c.ab_type == wgpu::CooperativeScalarType::F16
+                    && c.cr_type == wgpu::CooperativeScalarType::F32
+            });
+        let experimental_features = if options.cooperative_matrix && coop_fits {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            // SAFETY: the one experimental feature requested is cooperative matrices, used
+            // only by matmul_coop.wgsl in the configuration checked just above.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("hearth"),
                 required_features: features,
                 required_limits: limits.clone(),
+                experimental_features,
                 ..Default::default()
             })
             .await
@@ -177,7 +212,9 @@ impl GpuContext {
             paths: KernelPaths::Gpu,
             attention: None,
             subgroup_reductions: features.contains(wgpu::Features::SUBGROUP),
-            offers_cooperative_matrix: adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+            offers_cooperative_matrix,
+            coop_fits,
+            f16_forward: false,
         }
         .with_adapter_paths())
     }
@@ -264,8 +301,27 @@ impl GpuContext {
         self.features.contains(wgpu::Features::SHADER_F16)
     }
 
-    pub fn offers_cooperative_matrix(&self) -> bool {
-        self.offers_cooperative_matrix
+    /// Whether the adapter offers cooperative matrices at all, and in the form
+    /// matmul_coop.wgsl needs (16 × 16 × 16, f16 into f32, subgroups of exactly 32).
+    pub fn offers_cooperative_matrix(&self) -> (bool, bool) {
+        (self.offers_cooperative_matrix, self.coop_fits)
+    }
+
+    /// True when this device can run matmul_coop.wgsl (it was requested and granted).
+    pub fn has_cooperative_matrix(&self) -> bool {
+        self.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    }
+
+    /// This context with forward matmuls on cooperative matrices in f16 (where the device
+    /// has them, see [`ContextOptions`]): faster on tensor cores, but its inputs are rounded
+    /// to f16, so it is a choice, not the default (`HEARTH_F16_MATMUL=1`).
+    pub fn with_f16_forward(mut self, on: bool) -> Self {
+        self.f16_forward = on && self.has_cooperative_matrix();
+        self
+    }
+
+    pub fn f16_forward(&self) -> bool {
+        self.f16_forward
     }
 
     pub fn has_subgroups(&self) -> bool {

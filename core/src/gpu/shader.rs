@@ -7,6 +7,8 @@
 pub enum Shader {
     Matmul,
     MatmulTiled,
+    /// matmul_tiled.wgsl's GEMM on cooperative matrices (adapters that offer them).
+    MatmulCoop,
     MatmulNf4,
     MatmulQ4_0,
     MatmulQ4_1,
@@ -34,9 +36,10 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 23] = [
+    pub const ALL: [Shader; 24] = [
         Shader::Matmul,
         Shader::MatmulTiled,
+        Shader::MatmulCoop,
         Shader::MatmulNf4,
         Shader::MatmulQ4_0,
         Shader::MatmulQ4_1,
@@ -64,6 +67,7 @@ impl Shader {
         match self {
             Shader::Matmul => "matmul.wgsl",
             Shader::MatmulTiled => "matmul_tiled.wgsl",
+            Shader::MatmulCoop => "matmul_coop.wgsl",
             Shader::MatmulNf4 => "matmul_nf4.wgsl",
             Shader::MatmulQ4_0 => "matmul_q4_0.wgsl",
             Shader::MatmulQ4_1 => "matmul_q4_1.wgsl",
@@ -92,6 +96,7 @@ impl Shader {
         match self {
             Shader::Matmul => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul.wgsl")),
             Shader::MatmulTiled => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled.wgsl")),
+            Shader::MatmulCoop => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_coop.wgsl")),
             Shader::MatmulNf4 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_nf4.wgsl")),
             Shader::MatmulQ4_0 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_0.wgsl")),
             Shader::MatmulQ4_1 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_1.wgsl")),

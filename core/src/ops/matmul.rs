@@ -3,6 +3,8 @@
 //! Software adapters get the register-blocked kernels of matmul.wgsl when the vec4 rule
 //! holds; everything else runs the workgroup-tiled strided kernel of matmul_tiled.wgsl, in
 //! 64 × 64 tiles, or 128 × 128 where the output has enough of them to fill a large GPU.
+//! Where a context asks for f16 forwards and its device has cooperative matrices, forwards
+//! run matmul_coop.wgsl instead (the same strided GEMM on tensor cores).
 
 use super::check_len;
 use super::residual::residual_accumulate;
@@ -69,6 +71,9 @@ pub enum MatmulTiling {
     TiledWide,
     /// A workgroup per output column: the forward of at most 4 rows (decoding) on GPUs.
     Gemv,
+    /// The tiled kernel's 64 × 64 tiles on cooperative matrices, inputs rounded to f16:
+    /// forwards where the context asks for it ([`GpuContext::with_f16_forward`]).
+    Coop,
 }
 
 impl MatmulTiling {
@@ -78,7 +83,7 @@ impl MatmulTiling {
     /// Invocations per side of a workgroup of the tiled kernel (8 outputs each).
     fn tiled_side(self) -> Option<u32> {
         match self {
-            MatmulTiling::Register | MatmulTiling::RegisterNarrow | MatmulTiling::Gemv => None,
+            MatmulTiling::Register | MatmulTiling::RegisterNarrow | MatmulTiling::Gemv | MatmulTiling::Coop => None,
             MatmulTiling::Tiled => Some(8),
             MatmulTiling::TiledWide => Some(16),
         }
@@ -93,6 +98,9 @@ pub const GEMV_ROWS: usize = 4;
 /// x). Measured on llvmpipe (`bench ops --shape 384x128x64`, attention's shapes): 64 columns
 /// (input and weight gradients) 6–7 → 14–17 GFLOP/s; 128 columns (forward) 9–13 → 11–14.
 const REGISTER_NARROW_MAX_COLS: usize = 128;
+
+/// The output tile of matmul_coop.wgsl.
+const COOP_TILE: usize = 64;
 
 /// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output).
 const WIDE_OUTPUTS: usize = 1 << 20;
@@ -216,6 +224,8 @@ pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> Matm
         }
     } else if ctx.kernel_paths() == KernelPaths::Gpu && kind == MatmulKind::Forward && d.batch == 1 && d.m <= GEMV_ROWS {
         MatmulTiling::Gemv
+    } else if ctx.f16_forward() && kind == MatmulKind::Forward {
+        MatmulTiling::Coop
     } else if d.batch * rows * cols >= WIDE_OUTPUTS {
         MatmulTiling::TiledWide
     } else {
@@ -315,8 +325,10 @@ pub fn matmul_with(
             let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
             ctx.dispatch_counted(&Kernel::new(Shader::MatmulTiled, "matmul_gemv", 0), &[a, b], &[out], &params, groups, flops)
         }
-        MatmulTiling::Tiled | MatmulTiling::TiledWide => {
-            let side = tiling.tiled_side().expect("a tiled variant");
+        MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::Coop => {
+            ensure(tiling != MatmulTiling::Coop || ctx.has_cooperative_matrix(), || {
+                format!("{op}: this device has no cooperative matrices (ContextOptions::cooperative_matrix, on an adapter that offers them)")
+            })?;
             let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
             // (rows, cols, reduction, a_si, a_sr, b_sj, b_sr)
             let (pm, pn, pr, a_si, a_sr, b_sj, b_sr) = match kind {
@@ -324,7 +336,7 @@ pub fn matmul_with(
                 MatmulKind::BackwardInput => (m, k, n, n, 1, 1, k),
                 MatmulKind::BackwardWeight => (n, k, m, 1, n, 1, k),
             };
-            let tile = 8 * side as usize;
+            let tile = tiling.tiled_side().map_or(COOP_TILE, |side| 8 * side as usize);
             let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
             let (splits, r_split) = reduction_split(op, tiles, pr as usize, d.batch)?;
             let params = StridedParams {
@@ -344,11 +356,12 @@ pub fn matmul_with(
                 r_split: r_split as u32,
             };
             let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];
-            let variant = match tiling {
-                MatmulTiling::TiledWide => Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] },
-                _ => Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] },
+            let kernel = match tiling {
+                MatmulTiling::Coop => Kernel::new(Shader::MatmulCoop, "matmul_coop", 0),
+                MatmulTiling::TiledWide => Kernel::new(Shader::MatmulTiled, "matmul_tiled", 0)
+                    .with_variant(Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] }),
+                _ => Kernel::new(Shader::MatmulTiled, "matmul_tiled", 0).with_variant(Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] }),
             };
-            let kernel = Kernel::new(Shader::MatmulTiled, "matmul_tiled", 0).with_variant(variant);
             if splits == 1 {
                 return ctx.dispatch_counted(&kernel, &[a, b], &[out], &params, groups, flops);
             }

@@ -1,0 +1,137 @@
+enable f16;
+enable wgpu_cooperative_matrix;
+
+// matmul_tiled.wgsl's strided GEMM on cooperative matrices (tensor cores), for adapters that
+// offer 16 × 16 × 16 products of f16 into f32 and subgroups of exactly 32 invocations:
+//
+//   c[z](M,N) = beta·c[z] + alpha · Σ_r A(i,r)·B(j,r)      (strides as matmul_tiled.wgsl's)
+//
+// A and B are rounded to f16 as they are staged (clamped to ±65504, so an overflow saturates
+// instead of becoming inf); the products are summed in f32. The launcher uses it for forwards
+// only: gradients fall below f16's range (6e-8), as mixed-precision training's loss scaling
+// exists to avoid.
+//
+// A workgroup of 4 subgroups computes a 64 × 64 tile of c; subgroup s its 32 × 32 quadrant
+// (s / 2, s % 2), as 2 × 2 cooperative 16 × 16 accumulators. Per step, BK reduction steps of
+// A (rows of the tile × r) and B (columns × r) are staged in workgroup memory, r contiguous,
+// which is row-major for A (M × K) and column-major for B (K × N). The accumulators go
+// through workgroup memory on the way out, so that alpha, beta and the bounds apply per
+// element. Split reductions and batches as in matmul_tiled.wgsl (the launcher shares them).
+
+struct Params {
+    M: u32,
+    N: u32,
+    R: u32,
+    alpha: f32,
+    beta: f32,
+    a_si: u32,
+    a_sr: u32,
+    b_sj: u32,
+    b_sr: u32,
+    a_batch: u32,
+    b_batch: u32,
+    c_batch: u32,
+    splits: u32,
+    r_split: u32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+@group(1) @binding(0) var<uniform> p: Params;
+
+const TILE: u32 = 64u;
+const BK: u32 = 32u;
+const WG: u32 = 128u;
+// Row stride of the staged tiles in f16s: BK plus 8 of padding (80 bytes, a multiple of the
+// 16 bytes a cooperative load's rows must be aligned to), so that rows start on other banks.
+const LD: u32 = 40u;
+const F16_MAX: f32 = 65504.0;
+
+var<workgroup> tile_a: array<f16, TILE * LD>;
+var<workgroup> tile_b: array<f16, TILE * LD>;
+var<workgroup> tile_c: array<f32, TILE * TILE>;
+
+// Stages A(i0.., r0..) into tile_a[row · LD + r] (zero past the edges). Consecutive
+// invocations take consecutive addresses of `a`: along r when r is its contiguous index,
+// else along the rows.
+fn stage_a(a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
+    let along_r = p.a_sr == 1u;
+    for (var e = flat; e < TILE * BK; e += WG) {
+        let row = select(e % TILE, e / BK, along_r);
+        let r = select(e / TILE, e % BK, along_r);
+        var v = 0.0;
+        if (i0 + row < p.M && r0 + r < r_end) {
+            v = a[a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr];
+        }
+        tile_a[row * LD + r] = f16(clamp(v, -F16_MAX, F16_MAX));
+    }
+}
+
+fn stage_b(b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
+    let along_r = p.b_sr == 1u;
+    for (var e = flat; e < TILE * BK; e += WG) {
+        let col = select(e % TILE, e / BK, along_r);
+        let r = select(e / TILE, e % BK, along_r);
+        var v = 0.0;
+        if (j0 + col < p.N && r0 + r < r_end) {
+            v = b[b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr];
+        }
+        tile_b[col * LD + r] = f16(clamp(v, -F16_MAX, F16_MAX));
+    }
+}
+
+@compute @workgroup_size(128)
+fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(local_invocation_index) flat: u32,
+               @builtin(subgroup_id) sg: u32) {
+    let i0 = wid.y * TILE;
+    let j0 = wid.x * TILE;
+    let a_off = wid.z * p.a_batch;
+    let b_off = wid.z * p.b_batch;
+    let qi = (sg / 2u) * 32u;
+    let qj = (sg % 2u) * 32u;
+    var c00 = coop_mat16x16<f32, C>();
+    var c01 = coop_mat16x16<f32, C>();
+    var c10 = coop_mat16x16<f32, C>();
+    var c11 = coop_mat16x16<f32, C>();
+    var r_begin = 0u;
+    var r_end = p.R;
+    if (p.splits > 1u) {
+        r_begin = wid.z * p.r_split;
+        r_end = min(p.R, r_begin + p.r_split);
+    }
+    for (var r0 = r_begin; r0 < r_end; r0 += BK) {
+        stage_a(a_off, i0, r0, r_end, flat);
+        stage_b(b_off, j0, r0, r_end, flat);
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk += 16u) {
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&tile_a[qi * LD + kk], LD);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&tile_a[(qi + 16u) * LD + kk], LD);
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&tile_b[qj * LD + kk], LD);
+            let b1 = coopLoad<coop_mat16x16<f16, B>>(&tile_b[(qj + 16u) * LD + kk], LD);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+        }
+        workgroupBarrier();
+    }
+    coopStoreT(c00, &tile_c[qi * TILE + qj], TILE);
+    coopStoreT(c01, &tile_c[qi * TILE + qj + 16u], TILE);
+    coopStoreT(c10, &tile_c[(qi + 16u) * TILE + qj], TILE);
+    coopStoreT(c11, &tile_c[(qi + 16u) * TILE + qj + 16u], TILE);
+    workgroupBarrier();
+    for (var e = flat; e < TILE * TILE; e += WG) {
+        let i = i0 + e / TILE;
+        let j = j0 + e % TILE;
+        if (i < p.M && j < p.N) {
+            let idx = wid.z * p.c_batch + i * p.N + j;
+            var v = p.alpha * tile_c[e];
+            if (p.beta != 0.0) {
+                v += p.beta * c[idx];
+            }
+            c[idx] = v;
+        }
+    }
+}
