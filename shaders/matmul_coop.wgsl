@@ -33,6 +33,11 @@ struct Params {
     c_batch: u32,
     splits: u32,
     r_split: u32,
+    // matmul_tiled.wgsl's fused dropout: never set for this kernel (the launcher applies it
+    // around the product)
+    drop_on: u32,
+    drop_seed: u32,
+    drop_p: f32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;

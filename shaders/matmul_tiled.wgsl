@@ -33,6 +33,27 @@ struct Params {
     c_batch: u32,
     splits: u32,
     r_split: u32,
+    // LoRA dropout fused into the product: the mask (pieces/dropout_mask.wgsl) applied to
+    // A's values as they are staged (DROP_A), B's (DROP_B), or the product before beta·c is
+    // added (DROP_OUT), each at its flat index in its buffer; NO_DROP: none.
+    drop_on: u32,
+    drop_seed: u32,
+    drop_p: f32,
+}
+
+const NO_DROP: u32 = 0u;
+const DROP_A: u32 = 1u;
+const DROP_B: u32 = 2u;
+const DROP_OUT: u32 = 3u;
+
+// #include "pieces/dropout_mask.wgsl"
+
+// v·keep/(1 − p) at flat index `idx` of the masked buffer, when `on` is the masked operand.
+fn drop_at(on: u32, idx: u32, v: f32) -> f32 {
+    if (p.drop_on != on) {
+        return v;
+    }
+    return select(0.0, v / (1.0 - p.drop_p), dropout_keep(vec4<u32>(idx), p.drop_seed, p.drop_p).x);
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -61,7 +82,8 @@ fn stage_a(a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
         let rr = r0 + r;
         var v = 0.0;
         if (i < p.M && rr < r_end) {
-            v = a[a_off + i * p.a_si + rr * p.a_sr];
+            let idx = a_off + i * p.a_si + rr * p.a_sr;
+            v = drop_at(DROP_A, idx, a[idx]);
         }
         tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = v;
     }
@@ -77,7 +99,8 @@ fn stage_b(b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
         let rr = r0 + r;
         var v = 0.0;
         if (j < p.N && rr < r_end) {
-            v = b[b_off + j * p.b_sj + rr * p.b_sr];
+            let idx = b_off + j * p.b_sj + rr * p.b_sr;
+            v = drop_at(DROP_B, idx, b[idx]);
         }
         tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = v;
     }
@@ -91,7 +114,7 @@ fn store4(z: u32, i: u32, j: u32, v: vec4<f32>) {
     for (var t = 0u; t < 4u; t++) {
         if (j + t < p.N) {
             let idx = z * p.c_batch + i * p.N + j + t;
-            var out = p.alpha * v[t];
+            var out = drop_at(DROP_OUT, idx, p.alpha * v[t]);
             if (p.beta != 0.0) {
                 out += p.beta * c[idx];
             }
@@ -156,7 +179,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(3) var<storage, read> parts: array<f32>;
 @group(0) @binding(4) var<storage, read_write> summed: array<f32>;
 
-// summed[i] = beta·summed[i] + alpha·Σ_s parts[s·M·N + i]: the split reduction's last step.
+// summed[i] = beta·summed[i] + alpha·Σ_s parts[s·M·N + i]: the split reduction's last step
+// (which applies DROP_OUT: the partial products do not).
 @compute @workgroup_size(256)
 fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
@@ -166,7 +190,7 @@ fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     for (var s = 0u; s < p.splits; s++) {
         total += parts[s * len + i];
     }
-    var v = p.alpha * total;
+    var v = drop_at(DROP_OUT, i, p.alpha * total);
     if (p.beta != 0.0) {
         v += p.beta * summed[i];
     }

@@ -2,7 +2,7 @@
 //! the CPU reference on random shapes (sizes off the tile included).
 
 use hearth_core::ops::cpu;
-use hearth_core::ops::matmul::{matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
+use hearth_core::ops::matmul::{matmul_dropout_with, matmul_with, Accumulate, DropOn, MatmulDims, MatmulKind, MatmulTiling, OperandDropout};
 use hearth_tests::*;
 
 // f32 accumulation over K ≤ 300 terms of magnitude ≤ 1: differences stay near 1e-5.
@@ -259,4 +259,65 @@ fn matmul_rejects_wrong_sizes() {
             MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE).unwrap_err();
         assert!(err.to_string().contains("matmul_forward: a holds 8 values, expected at least 16"), "{err}");
     });
+}
+
+/// Dropout on each side of each product: fused into the tiled kernels (also through a split
+/// reduction, where the sum applies the output's mask), and launched around the register
+/// kernels; against the CPU with the mask of ops::cpu::dropout_keep at each value's flat
+/// index in its buffer.
+#[test]
+fn matmul_dropout_on_each_side() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(31);
+        let shapes = [MatmulDims::new(37, 24, 52), MatmulDims { batch: 2, m: 9, n: 12, k: 16, b_batched: true }, MatmulDims::new(8, 12, 3000)];
+        for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+            for d in shapes {
+                if kind == MatmulKind::BackwardWeight && d.batch > 1 && !d.b_batched {
+                    continue;
+                }
+                for on in [DropOn::A, DropOn::B, DropOn::Out] {
+                    for tiling in MatmulTiling::ALL {
+                        if !d.register_fits() && matches!(tiling, MatmulTiling::Register | MatmulTiling::RegisterNarrow) {
+                            continue;
+                        }
+                        let drop = OperandDropout { on, p: 0.25, seed: 5 + on as u32 };
+                        check_dropout(ctx, kind, tiling, d, Accumulate { alpha: 0.5, beta: 1.0 }, drop, &mut rng);
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_dropout(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, drop: OperandDropout, rng: &mut Rng) {
+    let (a_len, b_len, c_len) = match kind {
+        MatmulKind::Forward => (d.m * d.k, d.n * d.k, d.m * d.n),
+        MatmulKind::BackwardInput => (d.m * d.n, d.n * d.k, d.m * d.k),
+        MatmulKind::BackwardWeight => (d.m * d.n, d.m * d.k, d.n * d.k),
+    };
+    let bb = if d.b_batched { d.batch } else { 1 };
+    let a = rng.vec_uniform(d.batch * a_len, -1.0, 1.0);
+    let b = rng.vec_uniform(bb * b_len, -1.0, 1.0);
+    let prior = rng.vec_uniform(d.batch * c_len, -1.0, 1.0);
+    let out = upload(ctx, &prior);
+    matmul_dropout_with(ctx, kind, tiling, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc, drop).unwrap();
+    let masked = |v: &[f32]| -> Vec<f32> {
+        let mut o = vec![0.0; v.len()];
+        cpu::dropout_forward(&mut o, &to_f64(v), drop.p, drop.seed, 0.0);
+        o.into_iter().map(|x| x as f32).collect()
+    };
+    let (a, b) = match drop.on {
+        DropOn::A => (masked(&a), b),
+        DropOn::B => (a, masked(&b)),
+        DropOn::Out => (a, b),
+    };
+    let mut product: Vec<f64> = reference(kind, &a, &b, &d).iter().map(|p| acc.alpha as f64 * p).collect();
+    if drop.on == DropOn::Out {
+        let mut o = vec![0.0; product.len()];
+        cpu::dropout_forward(&mut o, &product, drop.p, drop.seed, 0.0);
+        product = o;
+    }
+    let want: Vec<f64> = product.iter().zip(&prior).map(|(p, &c)| p + acc.beta as f64 * c as f64).collect();
+    assert_close(&format!("{kind:?} {tiling:?} {d:?} dropout on {:?}", drop.on), &read(ctx, &out), &want, ATOL, RTOL);
 }

@@ -428,45 +428,62 @@ fn adamw_and_grad_norm_match_cpu() {
     });
 }
 
+/// LoRA's forward and backward, with and without dropout, on the kernels for this adapter
+/// (lavapipe's register kernels run dropout as launches around the products) and on the
+/// GPU kernels (the tiled matmuls apply the mask themselves).
 #[test]
 fn lora_matches_cpu() {
-    with_gpu!(ctx => {
+    for ctx in [hearth_tests::gpu(), hearth_tests::gpu_kernels()].into_iter().flatten() {
         let mut rng = Rng::new(13);
         for (m, d_in, d_out, rank) in [(17, 64, 48, 8), (33, 36, 20, 3)] {
-            let d = lora::LoraDims { m, d_in, d_out, rank, scale: 2.0, accumulate: false };
-            let (x, a, b, y0, dy) = (u(&mut rng, m * d_in), u(&mut rng, rank * d_in), u(&mut rng, d_out * rank), u(&mut rng, m * d_out), u(&mut rng, m * d_out));
-            let (xb, ab, bb, dyb) = (upload(ctx, &x), upload(ctx, &a), upload(ctx, &b), upload(ctx, &dy));
-            let (y, h) = (upload(ctx, &y0), poisoned(ctx, m * rank));
-            lora::lora_forward(ctx, &y, &h, &xb, &ab, &bb, d).unwrap();
-            // Reference: h = x·Aᵀ; y = y0 + scale·h·Bᵀ.
-            let (xf, af, bf) = (to_f64(&x), to_f64(&a), to_f64(&b));
-            let mut hr = vec![0.0; m * rank];
-            cpu::matmul_forward(&mut hr, &xf, &af, m, rank, d_in);
-            let mut hb = vec![0.0; m * d_out];
-            cpu::matmul_forward(&mut hb, &hr, &bf, m, d_out, rank);
-            let want: Vec<f64> = y0.iter().zip(&hb).map(|(&y, p)| y as f64 + 2.0 * p).collect();
-            assert_close("lora y", &read(ctx, &y), &want, 1e-4, 1e-4);
-
-            let (da, db, dh) = (poisoned(ctx, rank * d_in), poisoned(ctx, d_out * rank), poisoned(ctx, m * rank));
-            let dx0 = u(&mut rng, m * d_in);
-            let dx = upload(ctx, &dx0);
-            lora::lora_backward(ctx, &da, &db, &dx, 1.0, &dh, &dyb, &xb, &h, &ab, &bb, d).unwrap();
-            // dx_beta 0 overwrites whatever dx held
-            let dx_only = poisoned(ctx, m * d_in);
-            lora::lora_backward(ctx, &poisoned(ctx, rank * d_in), &poisoned(ctx, d_out * rank), &dx_only, 0.0, &dh, &dyb, &xb, &h, &ab, &bb, d).unwrap();
-            let dyf: Vec<f64> = to_f64(&dy).iter().map(|g| 2.0 * g).collect(); // scale folded in
-            let (mut wdb, mut wdh, mut wda, mut wdx) = (vec![0.0; d_out * rank], vec![0.0; m * rank], vec![0.0; rank * d_in], vec![0.0; m * d_in]);
-            cpu::matmul_backward_weight(&mut wdb, &dyf, &hr, m, d_out, rank);
-            cpu::matmul_backward_input(&mut wdh, &dyf, &bf, m, d_out, rank);
-            cpu::matmul_backward_weight(&mut wda, &wdh, &xf, m, rank, d_in);
-            cpu::matmul_backward_input(&mut wdx, &wdh, &af, m, rank, d_in);
-            assert_close("lora dx (overwritten)", &read(ctx, &dx_only), &wdx, 1e-4, 1e-4);
-            let wdx: Vec<f64> = wdx.iter().zip(&dx0).map(|(a, &b)| a + b as f64).collect();
-            assert_close("lora dB", &read(ctx, &db), &wdb, 1e-4, 1e-4);
-            assert_close("lora dA", &read(ctx, &da), &wda, 1e-4, 1e-4);
-            assert_close("lora dx", &read(ctx, &dx), &wdx, 1e-4, 1e-4);
+            for (p, seed) in [(0.0, 0), (0.3, 77)] {
+                lora_case(ctx, &mut rng, lora::LoraDims { m, d_in, d_out, rank, scale: 2.0, accumulate: false, dropout: (p, seed) });
+            }
         }
-    });
+    }
+}
+
+fn lora_case(ctx: &hearth_core::GpuContext, rng: &mut Rng, d: lora::LoraDims) {
+    let lora::LoraDims { m, d_in, d_out, rank, .. } = d;
+    let (p, seed) = d.dropout;
+    let what = format!("{:?} kernels, {d:?}", ctx.kernel_paths());
+    let (x, a, b, y0, dy) = (u(rng, m * d_in), u(rng, rank * d_in), u(rng, d_out * rank), u(rng, m * d_out), u(rng, m * d_out));
+    let (xb, ab, bb, dyb) = (upload(ctx, &x), upload(ctx, &a), upload(ctx, &b), upload(ctx, &dy));
+    let (y, h) = (upload(ctx, &y0), poisoned(ctx, m * rank));
+    lora::lora_forward(ctx, &y, &h, &xb, &ab, &bb, d).unwrap();
+    // Reference: xd = dropout(x); h = xd·Aᵀ; y = y0 + scale·h·Bᵀ.
+    let (af, bf) = (to_f64(&a), to_f64(&b));
+    let mut xd = vec![0.0; m * d_in];
+    cpu::dropout_forward(&mut xd, &to_f64(&x), p, seed, 0.0);
+    let mut hr = vec![0.0; m * rank];
+    cpu::matmul_forward(&mut hr, &xd, &af, m, rank, d_in);
+    let mut hb = vec![0.0; m * d_out];
+    cpu::matmul_forward(&mut hb, &hr, &bf, m, d_out, rank);
+    let want: Vec<f64> = y0.iter().zip(&hb).map(|(&y, p)| y as f64 + 2.0 * p).collect();
+    assert_close(&format!("lora y ({what})"), &read(ctx, &y), &want, 1e-4, 1e-4);
+    assert_close(&format!("lora h ({what})"), &read(ctx, &h), &hr, 1e-4, 1e-4);
+
+    let (da, db, dh) = (poisoned(ctx, rank * d_in), poisoned(ctx, d_out * rank), poisoned(ctx, m * rank));
+    let dx0 = u(rng, m * d_in);
+    let dx = upload(ctx, &dx0);
+    lora::lora_backward(ctx, &da, &db, &dx, 1.0, &dh, &dyb, &xb, &h, &ab, &bb, d).unwrap();
+    // dx_beta 0 overwrites whatever dx held
+    let dx_only = poisoned(ctx, m * d_in);
+    lora::lora_backward(ctx, &poisoned(ctx, rank * d_in), &poisoned(ctx, d_out * rank), &dx_only, 0.0, &dh, &dyb, &xb, &h, &ab, &bb, d).unwrap();
+    let dyf: Vec<f64> = to_f64(&dy).iter().map(|g| 2.0 * g).collect(); // scale folded in
+    let (mut wdb, mut wdh, mut wda, mut wdxd) = (vec![0.0; d_out * rank], vec![0.0; m * rank], vec![0.0; rank * d_in], vec![0.0; m * d_in]);
+    cpu::matmul_backward_weight(&mut wdb, &dyf, &hr, m, d_out, rank);
+    cpu::matmul_backward_input(&mut wdh, &dyf, &bf, m, d_out, rank);
+    cpu::matmul_backward_weight(&mut wda, &wdh, &xd, m, rank, d_in);
+    cpu::matmul_backward_input(&mut wdxd, &wdh, &af, m, rank, d_in);
+    // only the kept inputs get the LoRA path's gradient
+    let mut wdx = vec![0.0; m * d_in];
+    cpu::dropout_forward(&mut wdx, &wdxd, p, seed, 0.0);
+    assert_close(&format!("lora dx, overwritten ({what})"), &read(ctx, &dx_only), &wdx, 1e-4, 1e-4);
+    let wdx: Vec<f64> = wdx.iter().zip(&dx0).map(|(a, &b)| a + b as f64).collect();
+    assert_close(&format!("lora dB ({what})"), &read(ctx, &db), &wdb, 1e-4, 1e-4);
+    assert_close(&format!("lora dA ({what})"), &read(ctx, &da), &wda, 1e-4, 1e-4);
+    assert_close(&format!("lora dx ({what})"), &read(ctx, &dx), &wdx, 1e-4, 1e-4);
 }
 
 #[test]

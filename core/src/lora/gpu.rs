@@ -18,7 +18,7 @@ pub struct GpuLora {
 
 impl GpuLora {
     pub fn dims(&self, m: usize) -> LoraDims {
-        LoraDims { m, d_in: self.d_in, d_out: self.d_out, rank: self.rank, scale: self.scale, accumulate: false }
+        LoraDims { m, d_in: self.d_in, d_out: self.d_out, rank: self.rank, scale: self.scale, accumulate: false, dropout: (0.0, 0) }
     }
 
     /// The dims of part `target`'s rows of a fused layer.

@@ -17,8 +17,7 @@ use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
-use crate::ops::dropout::dropout_forward;
-use crate::ops::lora::{lora_backward, lora_backward_a, lora_backward_b, lora_forward, lora_forward_b};
+use crate::ops::lora::{lora_backward, lora_backward_a, lora_backward_b, lora_forward, lora_forward_b, LoraDims};
 use crate::ops::residual::residual_accumulate;
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
@@ -172,10 +171,6 @@ buffer_set! {
         dv,
         /// (N, largest rank)
         dr,
-        /// (N, widest layer input) dropped LoRA input
-        xd,
-        /// (N, widest layer input)
-        dxd,
         /// (N) ∂loss/∂(each token's NLL)
         weights,
         /// (R) u32
@@ -232,7 +227,6 @@ impl PassLayout {
         let max_rank = ranks.iter().flatten().copied().max().unwrap_or(0);
         let (part_rows, split) = lm_head_parts(cfg, binding_limit);
         let rows = ((binding_limit / (v as u64 * 4)) as usize).clamp(1, n.min(64));
-        let wide = c.max(ff).max(qd);
         PassLayout {
             layer: LayerActSizes {
                 xn1: n * c,
@@ -283,8 +277,6 @@ impl PassLayout {
                 dk: n * kvd,
                 dv: n * kvd,
                 dr: n * max_rank,
-                xd: n * wide,
-                dxd: n * wide,
                 weights: n,
                 row_targets: rows,
                 row_weights: rows,
@@ -521,15 +513,10 @@ impl TrainPass {
         if let Some(p) = u.part.filter(|p| !p.first) {
             return lora_forward_b(ctx, out, h, &lora.parts[p.index].1, lora.part_dims(n, p.rows));
         }
-        let x = if drop.p > 0.0 {
-            dropout_forward(ctx, &self.s.xd, inp, n * lora.d_in, drop.p, drop.seed_for(idx), 0.0)?;
-            &self.s.xd
-        } else {
-            inp
-        };
+        let dropout = (drop.p, drop.seed_for(idx));
         match u.part {
-            None => lora_forward(ctx, out, h, x, &lora.a, &lora.b, lora.dims(n)),
-            Some(p) => lora_forward(ctx, out, h, x, &lora.a, &lora.parts[p.index].1, lora.part_dims(n, p.rows)),
+            None => lora_forward(ctx, out, h, inp, &lora.a, &lora.b, LoraDims { dropout, ..lora.dims(n) }),
+            Some(p) => lora_forward(ctx, out, h, inp, &lora.a, &lora.parts[p.index].1, LoraDims { dropout, ..lora.part_dims(n, p.rows) }),
         }
     }
 
@@ -542,35 +529,21 @@ impl TrainPass {
         let (idx, lora) = (u.index, &adapter.tensors[u.index]);
         let h = acts.lora_h[adapter.adapter.tensors[idx].target as usize].as_ref().expect("allocated for every adapted target");
         let (da, db) = &self.grads[idx];
-        let d = crate::ops::lora::LoraDims { accumulate: self.accumulate_grads, ..lora.dims(n) };
+        // the forward's dropout mask (same seed): A saw dropout(x), and only the kept inputs
+        // receive the LoRA path's gradient
+        let d = LoraDims { accumulate: self.accumulate_grads, dropout: (drop.p, drop.seed_for(idx)), ..lora.dims(n) };
         if let Some(p) = u.part {
             // a fused layer: each part adds its rows' dB and its share of dh (s.dr, which the
             // parts' backwards, run one after another, add up); the last finishes dA and dx
-            let part = crate::ops::lora::LoraDims { d_out: p.rows, ..d };
+            let part = LoraDims { d_out: p.rows, ..d };
             let db_part = &self.grad_parts[idx][p.index].1;
             lora_backward_b(ctx, db_part, &self.s.dr, if p.first { 0.0 } else { 1.0 }, dout, h, &lora.parts[p.index].1, part)?;
             if !p.last {
                 return Ok(());
             }
-            return if drop.p > 0.0 {
-                let seed = drop.seed_for(idx);
-                dropout_forward(ctx, &self.s.xd, inp, n * lora.d_in, drop.p, seed, 0.0)?;
-                lora_backward_a(ctx, da, &self.s.dxd, 0.0, &self.s.dr, &self.s.xd, &lora.a, d)?;
-                dropout_forward(ctx, dinp, &self.s.dxd, n * lora.d_in, drop.p, seed, 1.0)
-            } else {
-                lora_backward_a(ctx, da, dinp, 1.0, &self.s.dr, inp, &lora.a, d)
-            };
+            return lora_backward_a(ctx, da, dinp, 1.0, &self.s.dr, inp, &lora.a, d);
         }
-        if drop.p > 0.0 {
-            // the same mask as the forward (same seed): A saw dropout(x), and only the kept
-            // inputs receive the LoRA path's gradient
-            let seed = drop.seed_for(idx);
-            dropout_forward(ctx, &self.s.xd, inp, n * lora.d_in, drop.p, seed, 0.0)?;
-            lora_backward(ctx, da, db, &self.s.dxd, 0.0, &self.s.dr, dout, &self.s.xd, h, &lora.a, &lora.b, d)?;
-            dropout_forward(ctx, dinp, &self.s.dxd, n * lora.d_in, drop.p, seed, 1.0)
-        } else {
-            lora_backward(ctx, da, db, dinp, 1.0, &self.s.dr, dout, inp, h, &lora.a, &lora.b, d)
-        }
+        lora_backward(ctx, da, db, dinp, 1.0, &self.s.dr, dout, inp, h, &lora.a, &lora.b, d)
     }
 
     /// Layer i from xs[i] to xs[i+1], keeping its activations in its slot.

@@ -1,7 +1,8 @@
-//! LoRA on top of a frozen linear layer: y += scale·(x·Aᵀ)·Bᵀ, with A (r, in) and B (out, r).
-//! Built from the matmul kernels with their alpha/beta accumulation.
+//! LoRA on top of a frozen linear layer: y += scale·(dropout(x)·Aᵀ)·Bᵀ, with A (r, in) and
+//! B (out, r). Built from the matmul kernels with their alpha/beta accumulation; the tiled
+//! ones apply the dropout mask themselves (`matmul_dropout`).
 
-use super::matmul::{matmul, Accumulate, MatmulDims, MatmulKind};
+use super::matmul::{matmul, matmul_dropout, Accumulate, DropOn, MatmulDims, MatmulKind, OperandDropout};
 use crate::{GpuBuffer, GpuContext, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -15,11 +16,22 @@ pub struct LoraDims {
     pub scale: f32,
     /// The backward adds into dA and dB instead of overwriting them (gradient accumulation).
     pub accumulate: bool,
+    /// Dropout on the layer's input x (PEFT's lora_dropout): the probability, and this
+    /// layer's seed for the micro-batch (the backward must get the forward's).
+    pub dropout: (f32, u32),
 }
 
-/// y(M, out) += scale·(x·Aᵀ)·Bᵀ; `h` (M, r) receives x·Aᵀ, kept for the backward.
+impl LoraDims {
+    fn drop_on(&self, on: DropOn) -> OperandDropout {
+        OperandDropout { on, p: self.dropout.0, seed: self.dropout.1 }
+    }
+}
+
+/// y(M, out) += scale·(dropout(x)·Aᵀ)·Bᵀ; `h` (M, r) receives dropout(x)·Aᵀ, kept for the
+/// backward.
 pub fn lora_forward(ctx: &GpuContext, y: &GpuBuffer, h: &GpuBuffer, x: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
-    matmul(ctx, MatmulKind::Forward, h, x, a, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate::OVERWRITE)?;
+    let dims = MatmulDims::new(d.m, d.rank, d.d_in);
+    matmul_dropout(ctx, MatmulKind::Forward, h, x, a, dims, Accumulate::OVERWRITE, d.drop_on(DropOn::A))?;
     lora_forward_b(ctx, y, h, b, d)
 }
 
@@ -30,8 +42,8 @@ pub fn lora_forward_b(ctx: &GpuContext, y: &GpuBuffer, h: &GpuBuffer, b: &GpuBuf
 }
 
 /// From dy (M, out): dA (r, in), dB (out, r), and dx (M, in) = dx_beta·dx + the LoRA path's
-/// part. `dh` (M, r) is scratch. With dropout, `x` is the dropped input the forward used and
-/// `dx` a scratch (dx_beta 0) that the caller passes through the same dropout.
+/// part (through the forward's dropout mask). `dh` (M, r) is scratch; `x` the layer's input
+/// as the forward got it (before dropout).
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward(ctx: &GpuContext, da: &GpuBuffer, db: &GpuBuffer, dx: &GpuBuffer, dx_beta: f32, dh: &GpuBuffer, dy: &GpuBuffer, x: &GpuBuffer, h: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
     lora_backward_b(ctx, db, dh, 0.0, dy, h, b, d)?;
@@ -48,10 +60,12 @@ pub fn lora_backward_b(ctx: &GpuContext, db: &GpuBuffer, dh: &GpuBuffer, dh_beta
     matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate { alpha: d.scale, beta: dh_beta })
 }
 
-/// The A half: dA = dhᵀ·x (added to with `d.accumulate`) and dx = dx_beta·dx + dh·A.
+/// The A half: dA = dhᵀ·dropout(x) (added to with `d.accumulate`) and
+/// dx = dx_beta·dx + dropout(dh·A), with the forward's mask.
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward_a(ctx: &GpuContext, da: &GpuBuffer, dx: &GpuBuffer, dx_beta: f32, dh: &GpuBuffer, x: &GpuBuffer, a: &GpuBuffer, d: LoraDims) -> Result<()> {
     let beta = if d.accumulate { 1.0 } else { 0.0 };
-    matmul(ctx, MatmulKind::BackwardWeight, da, dh, x, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate { alpha: 1.0, beta })?;
-    matmul(ctx, MatmulKind::BackwardInput, dx, dh, a, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate { alpha: 1.0, beta: dx_beta })
+    let dims = MatmulDims::new(d.m, d.rank, d.d_in);
+    matmul_dropout(ctx, MatmulKind::BackwardWeight, da, dh, x, dims, Accumulate { alpha: 1.0, beta }, d.drop_on(DropOn::B))?;
+    matmul_dropout(ctx, MatmulKind::BackwardInput, dx, dh, a, dims, Accumulate { alpha: 1.0, beta: dx_beta }, d.drop_on(DropOn::Out))
 }

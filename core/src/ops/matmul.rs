@@ -7,6 +7,7 @@
 //! run matmul_coop.wgsl instead (the same strided GEMM on tensor cores).
 
 use super::check_len;
+use super::dropout::dropout_forward;
 use super::residual::residual_accumulate;
 use crate::error::ensure;
 use crate::gpu::{grid_1d, Kernel, KernelPaths, Shader, Variant};
@@ -132,6 +133,34 @@ struct StridedParams {
     c_batch: u32,
     splits: u32,
     r_split: u32,
+    /// LoRA dropout fused into the product (matmul_tiled.wgsl): 0 none, else [`DropOn`].
+    drop_on: u32,
+    drop_seed: u32,
+    drop_p: f32,
+}
+
+/// LoRA dropout on one side of a product: the mask of ops::dropout at each value's flat index
+/// in its buffer, with probability `p`. The tiled kernels apply it as they stage the operand
+/// (or store the output); the others run dropout_forward around the product.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OperandDropout {
+    pub on: DropOn,
+    pub p: f32,
+    pub seed: u32,
+}
+
+/// Which side of `out = beta·out + alpha·product(a, b)` dropout masks: a, b, or
+/// alpha·product (before beta·out is added).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropOn {
+    A = 1,
+    B = 2,
+    Out = 3,
+}
+
+/// (drop_on, drop_seed, drop_p) of the params for `drop`.
+fn drop_params(drop: Option<OperandDropout>) -> (u32, u32, f32) {
+    drop.map_or((0, 0, 0.0), |x| (x.on as u32, super::cpu::lowbias32(x.seed), x.p))
 }
 
 /// The split reduction of the tiled kernels (matmul_tiled.wgsl, quant_tiled.wgsl): an output
@@ -169,6 +198,13 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, reduction: usize, batch: u
 /// The split reduction's last step: out = beta·out + alpha·Σ of the `splits` (rows × cols)
 /// partial products in `parts`.
 pub(crate) fn sum_splits(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, rows: usize, cols: usize, splits: usize, acc: Accumulate) -> Result<()> {
+    sum_splits_dropping(ctx, out, parts, rows, cols, splits, acc, None)
+}
+
+/// [`sum_splits`], with the output's dropout where `drop` masks it (DropOn::Out).
+#[allow(clippy::too_many_arguments)]
+fn sum_splits_dropping(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, rows: usize, cols: usize, splits: usize, acc: Accumulate, drop: Option<OperandDropout>) -> Result<()> {
+    let (drop_on, drop_seed, drop_p) = drop_params(drop.filter(|x| x.on == DropOn::Out));
     let params = StridedParams {
         m: rows as u32,
         n: cols as u32,
@@ -184,6 +220,9 @@ pub(crate) fn sum_splits(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, r
         c_batch: 0,
         splits: splits as u32,
         r_split: 0,
+        drop_on,
+        drop_seed,
+        drop_p,
     };
     ctx.dispatch(&Kernel::new(Shader::MatmulTiled, "matmul_sum_splits", 3), &[parts], &[out], &params, grid_1d((rows * cols) as u64, 256))
 }
@@ -201,6 +240,15 @@ impl MatmulKind {
     /// Its entry point for the narrow register block.
     fn narrow_entry(self) -> &'static str {
         F32_NARROW_ENTRIES[self as usize]
+    }
+
+    /// Lengths of a, b and the output for one matrix of a batch.
+    fn operand_lens(self, d: &MatmulDims) -> (usize, usize, usize) {
+        match self {
+            MatmulKind::Forward => (d.m * d.k, d.n * d.k, d.m * d.n),
+            MatmulKind::BackwardInput => (d.m * d.n, d.n * d.k, d.m * d.k),
+            MatmulKind::BackwardWeight => (d.m * d.n, d.m * d.k, d.n * d.k),
+        }
     }
 
     /// (rows, cols) of the output.
@@ -262,6 +310,80 @@ pub fn matmul_with(
     d: MatmulDims,
     acc: Accumulate,
 ) -> Result<()> {
+    launch(ctx, kind, tiling, out, a, b, d, acc, None)
+}
+
+/// [`matmul`] with LoRA dropout on one side (none where `drop.p` is 0).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_dropout(
+    ctx: &GpuContext,
+    kind: MatmulKind,
+    out: &GpuBuffer,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    d: MatmulDims,
+    acc: Accumulate,
+    drop: OperandDropout,
+) -> Result<()> {
+    let tiling = choose_tiling(ctx, kind, &d);
+    matmul_dropout_with(ctx, kind, tiling, out, a, b, d, acc, drop)
+}
+
+/// [`matmul_dropout`] with the tiling given: fused into the tiled kernels, else one
+/// dropout_forward launch around the product, through a scratch buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_dropout_with(
+    ctx: &GpuContext,
+    kind: MatmulKind,
+    tiling: MatmulTiling,
+    out: &GpuBuffer,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    d: MatmulDims,
+    acc: Accumulate,
+    drop: OperandDropout,
+) -> Result<()> {
+    if drop.p == 0.0 {
+        return launch(ctx, kind, tiling, out, a, b, d, acc, None);
+    }
+    if matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide) {
+        return launch(ctx, kind, tiling, out, a, b, d, acc, Some(drop));
+    }
+    let (a_len, b_len, _) = kind.operand_lens(&d);
+    let (rows, cols) = kind.out_shape(&d);
+    let (a_len, b_len, out_len) = (d.batch * a_len, if d.b_batched { d.batch * b_len } else { b_len }, d.batch * rows * cols);
+    match drop.on {
+        DropOn::A => {
+            let dropped = ctx.alloc_f32(a_len)?;
+            dropout_forward(ctx, &dropped, a, a_len, drop.p, drop.seed, 0.0)?;
+            launch(ctx, kind, tiling, out, &dropped, b, d, acc, None)
+        }
+        DropOn::B => {
+            let dropped = ctx.alloc_f32(b_len)?;
+            dropout_forward(ctx, &dropped, b, b_len, drop.p, drop.seed, 0.0)?;
+            launch(ctx, kind, tiling, out, a, &dropped, d, acc, None)
+        }
+        DropOn::Out => {
+            let product = ctx.alloc_f32(out_len)?;
+            launch(ctx, kind, tiling, &product, a, b, d, Accumulate { alpha: acc.alpha, beta: 0.0 }, None)?;
+            dropout_forward(ctx, out, &product, out_len, drop.p, drop.seed, acc.beta)
+        }
+    }
+}
+
+/// Records one product with the tiling given; `drop` only with the tiled kernels.
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    ctx: &GpuContext,
+    kind: MatmulKind,
+    tiling: MatmulTiling,
+    out: &GpuBuffer,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    d: MatmulDims,
+    acc: Accumulate,
+    drop: Option<OperandDropout>,
+) -> Result<()> {
     let op = kind.entry();
     ensure(d.batch > 0 && d.m > 0 && d.n > 0 && d.k > 0, || format!("{op}: empty sizes {d:?}"))?;
     ensure(!(kind == MatmulKind::BackwardWeight && d.batch > 1 && !d.b_batched), || {
@@ -269,11 +391,7 @@ pub fn matmul_with(
     })?;
     let bb = if d.b_batched { d.batch } else { 1 };
     let (rows, cols) = kind.out_shape(&d);
-    let (a_len, b_len) = match kind {
-        MatmulKind::Forward => (d.m * d.k, d.n * d.k),
-        MatmulKind::BackwardInput => (d.m * d.n, d.n * d.k),
-        MatmulKind::BackwardWeight => (d.m * d.n, d.m * d.k),
-    };
+    let (a_len, b_len, _) = kind.operand_lens(&d);
     check_len(op, "a", a, d.batch * a_len)?;
     check_len(op, "b", b, bb * b_len)?;
     check_len(op, "out", out, d.batch * rows * cols)?;
@@ -321,6 +439,9 @@ pub fn matmul_with(
                 c_batch: 0,
                 splits: 1,
                 r_split: k,
+                drop_on: 0,
+                drop_seed: 0,
+                drop_p: 0.0,
             };
             let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
             ctx.dispatch_counted(&Kernel::new(Shader::MatmulTiled, "matmul_gemv", 0), &[a, b], &[out], &params, groups, flops)
@@ -339,6 +460,8 @@ pub fn matmul_with(
             let tile = tiling.tiled_side().map_or(COOP_TILE, |side| 8 * side as usize);
             let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
             let (splits, r_split) = reduction_split(op, tiles, pr as usize, d.batch)?;
+            // a split product's parts are unmasked: sum_splits masks their sum
+            let (drop_on, drop_seed, drop_p) = drop_params(drop.filter(|x| splits == 1 || x.on != DropOn::Out));
             let params = StridedParams {
                 m: pm,
                 n: pn,
@@ -354,6 +477,9 @@ pub fn matmul_with(
                 c_batch: (rows * cols) as u32,
                 splits: splits as u32,
                 r_split: r_split as u32,
+                drop_on,
+                drop_seed,
+                drop_p,
             };
             let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];
             let kernel = match tiling {
@@ -367,7 +493,7 @@ pub fn matmul_with(
             }
             let parts = ctx.alloc_f32(splits * rows * cols)?;
             ctx.dispatch_counted(&kernel, &[a, b], &[&parts], &params, groups, flops)?;
-            sum_splits(ctx, out, &parts, rows, cols, splits, acc)
+            sum_splits_dropping(ctx, out, &parts, rows, cols, splits, acc, drop)
         }
     }
 }
