@@ -44,6 +44,9 @@ pub struct GpuContext {
     f16_forward: bool,
 }
 
+/// matmul_coop.wgsl's workgroup memory: two 64 × 40 tiles of f16 and a 64 × 64 tile of f32.
+const COOP_WORKGROUP_BYTES: u32 = 2 * 64 * 40 * 2 + 64 * 64 * 4;
+
 /// What to request of the device beyond the defaults.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ContextOptions {
@@ -153,6 +156,7 @@ impl GpuContext {
         let coop_fits = offers_cooperative_matrix
             && features.contains(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP)
             && (info.subgroup_min_size, info.subgroup_max_size) == (32, 32)
+            && limits.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES
             && adapter.cooperative_matrix_properties().iter().any(|c| {
                 (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
                     && c.ab_type == wgpu::CooperativeScalarType::F16
