@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use hearth_core::gpu::KernelPaths;
+use hearth_core::gpu::{ContextOptions, KernelPaths};
 use hearth_core::GpuContext;
 pub use hearth_core::rng::Rng;
 
@@ -30,7 +30,7 @@ pub fn gpu_each_reduction() -> Vec<&'static GpuContext> {
     if !ctx.subgroup_reductions() {
         return vec![ctx];
     }
-    let portable = CTX.get_or_init(|| Some(new_context().expect("a second context on the adapter").with_subgroup_reductions(false)));
+    let portable = CTX.get_or_init(|| Some(new_context(ContextOptions::default()).expect("a second context on the adapter").with_subgroup_reductions(false)));
     vec![ctx, portable.as_ref().unwrap()]
 }
 
@@ -43,22 +43,21 @@ pub fn gpu_coop() -> Option<&'static GpuContext> {
         return None;
     }
     CTX.get_or_init(|| {
-        let filter = std::env::var("HEARTH_ADAPTER").ok();
-        let options = hearth_core::gpu::ContextOptions { cooperative_matrix: true };
-        let coop = pollster::block_on(GpuContext::new_with(filter.as_deref(), options)).expect("a context with cooperative matrices");
+        let coop = new_context(ContextOptions { cooperative_matrix: true }).expect("a context with cooperative matrices");
         coop.has_cooperative_matrix().then_some(coop)
     })
     .as_ref()
 }
 
-fn new_context() -> hearth_core::Result<GpuContext> {
+/// A context on the adapter HEARTH_ADAPTER names (else the default one).
+fn new_context(options: ContextOptions) -> hearth_core::Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
-    pollster::block_on(GpuContext::new(filter.as_deref()))
+    pollster::block_on(GpuContext::new_with(filter.as_deref(), options))
 }
 
 fn shared(cell: &'static OnceLock<Option<GpuContext>>, paths: Option<KernelPaths>) -> Option<&'static GpuContext> {
     let ctx = cell.get_or_init(|| {
-        match new_context() {
+        match new_context(ContextOptions::default()) {
             Ok(ctx) => {
                 let ctx = match paths {
                     Some(p) => ctx.with_kernel_paths(p),

@@ -34,11 +34,7 @@ fn cpu_matmul_backward_matches_finite_differences() {
 fn reference(kind: MatmulKind, a: &[f32], b: &[f32], d: &MatmulDims) -> Vec<f64> {
     let (a, b) = (to_f64(a), to_f64(b));
     let (m, n, k) = (d.m, d.n, d.k);
-    let (a_len, b_len, c_len) = match kind {
-        MatmulKind::Forward => (m * k, n * k, m * n),
-        MatmulKind::BackwardInput => (m * n, n * k, m * k),
-        MatmulKind::BackwardWeight => (m * n, m * k, n * k),
-    };
+    let (a_len, b_len, c_len) = lens(kind, d);
     let mut out = vec![0.0; d.batch * c_len];
     for z in 0..d.batch {
         let a = &a[z * a_len..][..a_len];
@@ -62,27 +58,30 @@ fn check(kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate,
 /// [`check`] on `ctx`. The cooperative-matrix tiling rounds its inputs to f16: so do the
 /// inputs here, and what remains to compare is the f32 accumulation.
 fn check_on(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, rng: &mut Rng) {
-    {
-        let (a_len, b_len, c_len) = match kind {
-            MatmulKind::Forward => (d.m * d.k, d.n * d.k, d.m * d.n),
-            MatmulKind::BackwardInput => (d.m * d.n, d.n * d.k, d.m * d.k),
-            MatmulKind::BackwardWeight => (d.m * d.n, d.m * d.k, d.n * d.k),
-        };
-        let bb = if d.b_batched { d.batch } else { 1 };
-        let round = |v: Vec<f32>| -> Vec<f32> {
-            if tiling == MatmulTiling::Coop { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() } else { v }
-        };
-        let a = round(rng.vec_uniform(d.batch * a_len, -1.0, 1.0));
-        let b = round(rng.vec_uniform(bb * b_len, -1.0, 1.0));
-        let prior = rng.vec_uniform(d.batch * c_len, -1.0, 1.0);
-        let out = if acc.beta == 0.0 { poisoned(ctx, prior.len()) } else { upload(ctx, &prior) };
-        matmul_with(ctx, kind, tiling, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc).unwrap();
-        let want: Vec<f64> = reference(kind, &a, &b, &d)
-            .iter()
-            .zip(&prior)
-            .map(|(p, &c)| acc.alpha as f64 * p + acc.beta as f64 * c as f64)
-            .collect();
-        assert_close(&format!("{kind:?} {tiling:?} {d:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+    let (a_len, b_len, c_len) = lens(kind, &d);
+    let bb = if d.b_batched { d.batch } else { 1 };
+    let round = |v: Vec<f32>| -> Vec<f32> {
+        if tiling == MatmulTiling::Coop { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() } else { v }
+    };
+    let a = round(rng.vec_uniform(d.batch * a_len, -1.0, 1.0));
+    let b = round(rng.vec_uniform(bb * b_len, -1.0, 1.0));
+    let prior = rng.vec_uniform(d.batch * c_len, -1.0, 1.0);
+    let out = if acc.beta == 0.0 { poisoned(ctx, prior.len()) } else { upload(ctx, &prior) };
+    matmul_with(ctx, kind, tiling, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc).unwrap();
+    let want: Vec<f64> = reference(kind, &a, &b, &d)
+        .iter()
+        .zip(&prior)
+        .map(|(p, &c)| acc.alpha as f64 * p + acc.beta as f64 * c as f64)
+        .collect();
+    assert_close(&format!("{kind:?} {tiling:?} {d:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+}
+
+/// Lengths of a, b and the output for one matrix of a batch.
+fn lens(kind: MatmulKind, d: &MatmulDims) -> (usize, usize, usize) {
+    match kind {
+        MatmulKind::Forward => (d.m * d.k, d.n * d.k, d.m * d.n),
+        MatmulKind::BackwardInput => (d.m * d.n, d.n * d.k, d.m * d.k),
+        MatmulKind::BackwardWeight => (d.m * d.n, d.m * d.k, d.n * d.k),
     }
 }
 
@@ -291,11 +290,7 @@ fn matmul_dropout_on_each_side() {
 
 #[allow(clippy::too_many_arguments)]
 fn check_dropout(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, drop: OperandDropout, rng: &mut Rng) {
-    let (a_len, b_len, c_len) = match kind {
-        MatmulKind::Forward => (d.m * d.k, d.n * d.k, d.m * d.n),
-        MatmulKind::BackwardInput => (d.m * d.n, d.n * d.k, d.m * d.k),
-        MatmulKind::BackwardWeight => (d.m * d.n, d.m * d.k, d.n * d.k),
-    };
+    let (a_len, b_len, c_len) = lens(kind, &d);
     let bb = if d.b_batched { d.batch } else { 1 };
     let a = rng.vec_uniform(d.batch * a_len, -1.0, 1.0);
     let b = rng.vec_uniform(bb * b_len, -1.0, 1.0);
