@@ -288,6 +288,18 @@ fn matmul_dropout_on_each_side() {
     });
 }
 
+#[test]
+fn matmul_dropout_refuses_a_probability_outside_0_to_1() {
+    with_gpu!(ctx => {
+        let buf = upload(ctx, &[0.0; 16]);
+        for p in [1.0, -0.1, f32::NAN] {
+            let drop = OperandDropout { on: DropOn::A, p, seed: 1 };
+            let err = matmul_dropout_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE, drop).unwrap_err();
+            assert!(err.to_string().contains("dropout probability"), "{err}");
+        }
+    });
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check_dropout(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, drop: OperandDropout, rng: &mut Rng) {
     let (a_len, b_len, c_len) = lens(kind, &d);

@@ -343,6 +343,7 @@ pub fn matmul_dropout_with(
     acc: Accumulate,
     drop: OperandDropout,
 ) -> Result<()> {
+    ensure((0.0..1.0).contains(&drop.p), || format!("{}: the dropout probability {} is outside [0, 1)", kind.entry(), drop.p))?;
     if drop.p == 0.0 {
         return launch(ctx, kind, tiling, out, a, b, d, acc, None);
     }
