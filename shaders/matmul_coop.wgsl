@@ -18,32 +18,7 @@ enable wgpu_cooperative_matrix;
 // through workgroup memory on the way out, so that alpha, beta and the bounds apply per
 // element. Split reductions and batches as in matmul_tiled.wgsl (the launcher shares them).
 
-struct Params {
-    M: u32,
-    N: u32,
-    R: u32,
-    alpha: f32,
-    beta: f32,
-    a_si: u32,
-    a_sr: u32,
-    b_sj: u32,
-    b_sr: u32,
-    a_batch: u32,
-    b_batch: u32,
-    c_batch: u32,
-    splits: u32,
-    r_split: u32,
-    // matmul_tiled.wgsl's fused dropout: never set for this kernel (the launcher applies it
-    // around the product)
-    drop_on: u32,
-    drop_seed: u32,
-    drop_p: f32,
-}
-
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
-@group(1) @binding(0) var<uniform> p: Params;
+// #include "pieces/strided_gemm.wgsl"
 
 const TILE: u32 = 64u;
 const BK: u32 = 32u;

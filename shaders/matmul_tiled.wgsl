@@ -18,30 +18,8 @@
 // product (alpha 1, beta 0) to its own M × N slice of a scratch; matmul_sum_splits then
 // forms c = beta·c + alpha·Σ partials. Batches are not split (z is either).
 
-struct Params {
-    M: u32,
-    N: u32,
-    R: u32,
-    alpha: f32,
-    beta: f32,
-    a_si: u32,
-    a_sr: u32,
-    b_sj: u32,
-    b_sr: u32,
-    a_batch: u32,
-    b_batch: u32,
-    c_batch: u32,
-    splits: u32,
-    r_split: u32,
-    // LoRA dropout fused into the product: the mask (pieces/dropout_mask.wgsl) applied to
-    // A's values as they are staged (DROP_A), B's (DROP_B), or the product before beta·c is
-    // added (DROP_OUT), each at its flat index in its buffer; NO_DROP: none.
-    drop_on: u32,
-    drop_seed: u32,
-    drop_p: f32,
-}
+// #include "pieces/strided_gemm.wgsl"
 
-const NO_DROP: u32 = 0u;
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
 const DROP_OUT: u32 = 3u;
@@ -55,11 +33,6 @@ fn drop_at(on: u32, idx: u32, v: f32) -> f32 {
     }
     return select(0.0, v / (1.0 - p.drop_p), dropout_keep(vec4<u32>(idx), p.drop_seed, p.drop_p).x);
 }
-
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
-@group(1) @binding(0) var<uniform> p: Params;
 
 override TX: u32 = 8u; // invocations along N
 override TY: u32 = 8u; // invocations along M

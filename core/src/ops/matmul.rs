@@ -116,6 +116,7 @@ struct RegisterParams {
     b_batched: u32,
 }
 
+/// shaders/pieces/strided_gemm.wgsl's Params (matmul_tiled.wgsl, matmul_coop.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct StridedParams {

@@ -1,0 +1,33 @@
+// The strided GEMM's parameters and buffers, shared by matmul_tiled.wgsl and
+// matmul_coop.wgsl (their Rust twin: StridedParams in core/src/ops/matmul.rs):
+//   c[z](M,N) = beta·c[z] + alpha · Σ_r A(i,r)·B(j,r)
+//   A(i,r) = a[z·a_batch + i·a_si + r·a_sr],  B(j,r) = b[z·b_batch + j·b_sj + r·b_sr]
+
+struct Params {
+    M: u32,
+    N: u32,
+    R: u32,
+    alpha: f32,
+    beta: f32,
+    a_si: u32,
+    a_sr: u32,
+    b_sj: u32,
+    b_sr: u32,
+    a_batch: u32,
+    b_batch: u32,
+    c_batch: u32,
+    splits: u32,
+    r_split: u32,
+    // LoRA dropout fused into the product (matmul_tiled.wgsl only; the launcher applies it
+    // around the cooperative-matrix kernel): the mask (pieces/dropout_mask.wgsl) applied to
+    // A's values as they are staged (DROP_A), B's (DROP_B), or the product before beta·c is
+    // added (DROP_OUT), each at its flat index in its buffer; 0: none.
+    drop_on: u32,
+    drop_seed: u32,
+    drop_p: f32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+@group(1) @binding(0) var<uniform> p: Params;
