@@ -19,6 +19,7 @@ enable wgpu_cooperative_matrix;
 // element. Split reductions and batches as in matmul_tiled.wgsl (the launcher shares them).
 
 // #include "pieces/strided_gemm.wgsl"
+// #include "pieces/gemm_output.wgsl"
 
 const TILE: u32 = 64u;
 const BK: u32 = 32u;

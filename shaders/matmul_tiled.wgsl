@@ -5,6 +5,10 @@
 //   A(i,r) = a[z·a_batch + i·a_si + r·a_sr],  B(j,r) = b[z·b_batch + j·b_sj + r·b_sr]
 //
 // The launcher expresses y = x·Wᵀ, dx = dy·W and dW = dyᵀ·x through the strides.
+// Composed again with pieces/gemm_output_low_rank.wgsl as matmul_tiled_low_rank.wgsl, the
+// kernel also adds a low-rank term (pieces/strided_gemm.wgsl) after the reduction, through
+// the same tiles: LoRA's scale·h·Bᵀ in the base forward and dh·A in its input gradient,
+// without a launch of their own.
 // A workgroup of TX × TY invocations computes a (8·TY) × (8·TX) tile of c; each invocation
 // an 8 × 8 block of it, as two 4-row by two 4-column quarters spread over the tile (so that
 // neighbouring invocations read neighbouring words of the staged tiles and write
@@ -19,6 +23,7 @@
 // forms c = beta·c + alpha·Σ partials. Batches are not split (z is either).
 
 // #include "pieces/strided_gemm.wgsl"
+// #include "pieces/gemm_output.wgsl"
 
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
@@ -43,11 +48,12 @@ const BK: u32 = 8u;    // reduction steps staged per iteration
 var<workgroup> tile_a: array<vec4<f32>, BK * (2u * TY + 1u)>;
 var<workgroup> tile_b: array<vec4<f32>, BK * (2u * TX + 1u)>;
 
-// Stages A(i0.., r0..) into tile_a[r][row] (zero past r_end). Consecutive invocations take
-// consecutive addresses of `a`: along r when r is its contiguous index, else along the rows.
-fn stage_a(a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
+// Stages A(i0.., r0..) into tile_a[r][row] (zero past r_end), or H's where `term`.
+// Consecutive invocations take consecutive addresses of `a`: along r when r is its
+// contiguous index, else along the rows.
+fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let rows = 8u * TY;
-    let along_r = p.a_sr == 1u;
+    let along_r = term || p.a_sr == 1u;
     for (var e = flat; e < rows * BK; e += TX * TY) {
         let row = select(e % rows, e / BK, along_r);
         let r = select(e / rows, e % BK, along_r);
@@ -55,16 +61,21 @@ fn stage_a(a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
         let rr = r0 + r;
         var v = 0.0;
         if (i < p.M && rr < r_end) {
-            let idx = a_off + i * p.a_si + rr * p.a_sr;
-            v = drop_at(DROP_A, idx, a[idx]);
+            if (term) {
+                v = term_h_at(i * p.term_r + rr);
+            } else {
+                let idx = a_off + i * p.a_si + rr * p.a_sr;
+                v = drop_at(DROP_A, idx, a[idx]);
+            }
         }
         tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = v;
     }
 }
 
-fn stage_b(b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
+// B's, or term_scale·V's where `term`.
+fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let cols = 8u * TX;
-    let along_r = p.b_sr == 1u;
+    let along_r = select(p.b_sr, p.term_v_sr, term) == 1u;
     for (var e = flat; e < cols * BK; e += TX * TY) {
         let col = select(e % cols, e / BK, along_r);
         let r = select(e / cols, e % BK, along_r);
@@ -72,8 +83,12 @@ fn stage_b(b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
         let rr = r0 + r;
         var v = 0.0;
         if (j < p.N && rr < r_end) {
-            let idx = b_off + j * p.b_sj + rr * p.b_sr;
-            v = drop_at(DROP_B, idx, b[idx]);
+            if (term) {
+                v = p.term_scale * term_v_at(j * p.term_v_sj + rr * p.term_v_sr);
+            } else {
+                let idx = b_off + j * p.b_sj + rr * p.b_sr;
+                v = drop_at(DROP_B, idx, b[idx]);
+            }
         }
         tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = v;
     }
@@ -119,22 +134,30 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         r_begin = wid.z * p.r_split;
         r_end = min(p.R, r_begin + p.r_split);
     }
-    for (var r0 = r_begin; r0 < r_end; r0 += BK) {
-        stage_a(a_off, i0, r0, r_end, flat);
-        stage_b(b_off, j0, r0, r_end, flat);
-        workgroupBarrier();
-        for (var r = 0u; r < BK; r++) {
-            let a0 = tile_a[r * sa + lid.y];
-            let a1 = tile_a[r * sa + TY + lid.y];
-            let b0 = tile_b[r * sb + lid.x];
-            let b1 = tile_b[r * sb + TX + lid.x];
-            // column t of acc is row t of the block: acc[t] += a[t] · b
-            acc00 += mat4x4<f32>(a0.x * b0, a0.y * b0, a0.z * b0, a0.w * b0);
-            acc01 += mat4x4<f32>(a0.x * b1, a0.y * b1, a0.z * b1, a0.w * b1);
-            acc10 += mat4x4<f32>(a1.x * b0, a1.y * b0, a1.z * b0, a1.w * b0);
-            acc11 += mat4x4<f32>(a1.x * b1, a1.y * b1, a1.z * b1, a1.w * b1);
+    // the reduction's part, then the low-rank term's steps (by the first part of a split
+    // reduction; the launcher never gives a batched launch a term)
+    let segments = select(1u, 2u, LOW_RANK && wid.z == 0u);
+    for (var s = 0u; s < segments; s++) {
+        let term = s == 1u;
+        let lo = select(r_begin, 0u, term);
+        let hi = select(r_end, p.term_r, term);
+        for (var r0 = lo; r0 < hi; r0 += BK) {
+            stage_a(term, a_off, i0, r0, hi, flat);
+            stage_b(term, b_off, j0, r0, hi, flat);
+            workgroupBarrier();
+            for (var r = 0u; r < BK; r++) {
+                let a0 = tile_a[r * sa + lid.y];
+                let a1 = tile_a[r * sa + TY + lid.y];
+                let b0 = tile_b[r * sb + lid.x];
+                let b1 = tile_b[r * sb + TX + lid.x];
+                // column t of acc is row t of the block: acc[t] += a[t] · b
+                acc00 += mat4x4<f32>(a0.x * b0, a0.y * b0, a0.z * b0, a0.w * b0);
+                acc01 += mat4x4<f32>(a0.x * b1, a0.y * b1, a0.z * b1, a0.w * b1);
+                acc10 += mat4x4<f32>(a1.x * b0, a1.y * b0, a1.z * b0, a1.w * b0);
+                acc11 += mat4x4<f32>(a1.x * b1, a1.y * b1, a1.z * b1, a1.w * b1);
+            }
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
     let z = wid.z;
     let ia = i0 + 4u * lid.y;
@@ -149,8 +172,9 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-@group(0) @binding(3) var<storage, read> parts: array<f32>;
-@group(0) @binding(4) var<storage, read_write> summed: array<f32>;
+// (bindings past matmul_tiled_low_rank.wgsl's c)
+@group(0) @binding(5) var<storage, read> parts: array<f32>;
+@group(0) @binding(6) var<storage, read_write> summed: array<f32>;
 
 // summed[i] = beta·summed[i] + alpha·Σ_s parts[s·M·N + i]: the split reduction's last step
 // (which applies DROP_OUT: the partial products do not).

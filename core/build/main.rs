@@ -52,6 +52,8 @@ fn main() {
             write(&out.join(name.replace(".wgsl", "_subgroups.wgsl")), &variant);
         }
     }
+    let tiled = compose_swapping(&shaders.join("matmul_tiled.wgsl"), Some((GEMM_OUTPUT_PIECE, "pieces/gemm_output_low_rank.wgsl")));
+    write(&out.join("matmul_tiled_low_rank.wgsl"), &tiled);
     let attention = compose(&shaders.join("attention.wgsl"));
     let narrow = "const MAX_HS: u32 = 128u;";
     assert!(attention.contains(narrow), "shaders/attention.wgsl: `{narrow}` is rewritten for attention_wide.wgsl");
@@ -81,6 +83,9 @@ fn main() {
     }
     write(&out.join("../matmul_quant_entries.rs"), &entries);
 }
+
+/// The strided GEMM's output; matmul_tiled.wgsl is composed again with a low-rank term.
+const GEMM_OUTPUT_PIECE: &str = "pieces/gemm_output.wgsl";
 
 /// The piece whose includers also get a `_subgroups` variant.
 const REDUCE_PIECE: &str = "pieces/reduce.wgsl";

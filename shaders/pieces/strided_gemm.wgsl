@@ -1,7 +1,11 @@
-// The strided GEMM's parameters and buffers, shared by matmul_tiled.wgsl and
+// The strided GEMM's parameters and inputs, shared by matmul_tiled.wgsl and
 // matmul_coop.wgsl (their Rust twin: StridedParams in core/src/ops/matmul.rs):
-//   c[z](M,N) = beta·c[z] + alpha · Σ_r A(i,r)·B(j,r)
+//   c[z](M,N) = beta·c[z] + alpha · (Σ_r A(i,r)·B(j,r) + term_scale · Σ_q H(i,q)·V(j,q))
 //   A(i,r) = a[z·a_batch + i·a_si + r·a_sr],  B(j,r) = b[z·b_batch + j·b_sj + r·b_sr]
+// The second sum, a low-rank term, only where the includer is composed with
+// pieces/gemm_output_low_rank.wgsl (which declares H, V and c) instead of
+// pieces/gemm_output.wgsl (c alone): LoRA's h·Bᵀ added in the base matmul's epilogue.
+//   H(i,q) = term_h[i·term_r + q] (q < term_r),  V(j,q) = term_v[j·term_v_sj + q·term_v_sr]
 
 struct Params {
     M: u32,
@@ -25,9 +29,12 @@ struct Params {
     drop_on: u32,
     drop_seed: u32,
     drop_p: f32,
+    term_r: u32,
+    term_scale: f32,
+    term_v_sj: u32,
+    term_v_sr: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;

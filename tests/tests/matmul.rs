@@ -2,7 +2,7 @@
 //! the CPU reference on random shapes (sizes off the tile included).
 
 use hearth_core::ops::cpu;
-use hearth_core::ops::matmul::{matmul_dropout_with, matmul_with, Accumulate, DropOn, MatmulDims, MatmulKind, MatmulTiling, OperandDropout};
+use hearth_core::ops::matmul::{matmul_dropout_with, matmul_low_rank_with, matmul_with, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout};
 use hearth_tests::*;
 
 // f32 accumulation over K ≤ 300 terms of magnitude ≤ 1: differences stay near 1e-5.
@@ -298,6 +298,68 @@ fn matmul_dropout_refuses_a_probability_outside_0_to_1() {
             assert!(err.to_string().contains("dropout probability"), "{err}");
         }
     });
+}
+
+#[test]
+fn matmul_low_rank_term_in_the_epilogue() {
+    // out = beta·out + alpha·(product + scale·h·V): LoRA's B product in the base forward and
+    // dh·A in its input gradient, inside the tiled kernels (off the tiles, over ranks that are
+    // not multiples of the 8 staged steps, and over reductions long enough to split, where
+    // only the first part adds the term), and launched after the product by the others.
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(41);
+        let shapes = [MatmulDims::new(37, 24, 52), MatmulDims::new(130, 72, 36), MatmulDims::new(10, 12, 3000), MatmulDims::new(9, 2600, 20)];
+        for kind in [MatmulKind::Forward, MatmulKind::BackwardInput] {
+            for d in shapes {
+                for rank in [1, 8, 13] {
+                    for tiling in MatmulTiling::ALL {
+                        if !d.register_fits() && matches!(tiling, MatmulTiling::Register | MatmulTiling::RegisterNarrow) {
+                            continue;
+                        }
+                        for acc in [Accumulate::OVERWRITE, Accumulate { alpha: 0.5, beta: 1.0 }] {
+                            check_low_rank(ctx, kind, tiling, d, acc, rank, &mut rng);
+                        }
+                    }
+                }
+            }
+        }
+        // the term costs no launch of its own in the tiled kernels
+        ctx.profile_begin();
+        check_low_rank(ctx, MatmulKind::Forward, MatmulTiling::Tiled, MatmulDims::new(37, 24, 52), Accumulate::OVERWRITE, 8, &mut rng);
+        let profile = pollster::block_on(ctx.profile_end()).unwrap();
+        assert_eq!(profile.kernels.values().map(|k| k.launches).sum::<u64>(), 1, "{:?}", profile.kernels);
+        // nor anything but a forward or an input gradient of one matrix
+        let buf = upload(ctx, &[0.0; 64]);
+        let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0 };
+        let err = matmul_low_rank_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE, term).unwrap_err();
+        assert!(err.to_string().contains("low-rank term"), "{err}");
+        let short = upload(ctx, &[0.0; 7]);
+        let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE, LowRankTerm { h: &short, ..term }).unwrap_err();
+        assert!(err.to_string().contains("low-rank term's h"), "{err}");
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_low_rank(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, rank: usize, rng: &mut Rng) {
+    let (a_len, b_len, c_len) = lens(kind, &d);
+    // the term as a product of its own in the same layout: h (M, rank) and V as its weight
+    let term_dims = match kind {
+        MatmulKind::Forward => MatmulDims::new(d.m, d.n, rank),
+        _ => MatmulDims::new(d.m, rank, d.k),
+    };
+    let (h_len, v_len, _) = lens(kind, &term_dims);
+    let (a, b) = (rng.vec_uniform(a_len, -1.0, 1.0), rng.vec_uniform(b_len, -1.0, 1.0));
+    let (h, v) = (rng.vec_uniform(h_len, -1.0, 1.0), rng.vec_uniform(v_len, -1.0, 1.0));
+    let prior = rng.vec_uniform(c_len, -1.0, 1.0);
+    let out = if acc.beta == 0.0 { poisoned(ctx, c_len) } else { upload(ctx, &prior) };
+    let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
+    let scale = 1.75;
+    let term = LowRankTerm { h: &hb, v: &vb, rank, scale };
+    matmul_low_rank_with(ctx, kind, tiling, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc, term).unwrap();
+    let product = reference(kind, &a, &b, &d);
+    let extra = reference(kind, &h, &v, &term_dims);
+    let want: Vec<f64> = (0..c_len).map(|i| acc.alpha as f64 * (product[i] + scale as f64 * extra[i]) + acc.beta as f64 * prior[i] as f64).collect();
+    assert_close(&format!("{kind:?} {tiling:?} {d:?} + rank {rank} term"), &read(ctx, &out), &want, ATOL, RTOL);
 }
 
 #[allow(clippy::too_many_arguments)]

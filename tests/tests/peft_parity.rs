@@ -307,12 +307,13 @@ fn adapter_for_another_model_is_refused() {
     });
 }
 
-/// LoRA dropout: the step-one gradients agree between lavapipe's kernels (dropout launched
-/// around the register matmuls) and the GPU kernels (the mask applied inside the tiled
-/// matmuls), on a plain model and on Phi-3's fused qkv and gate_up (whose parts share one
-/// dropped input); and the dropout changes them.
+/// LoRA inside the GPU kernels: the step-one gradients agree between lavapipe's kernels
+/// (dropout and LoRA's products launched on their own around the register matmuls) and the
+/// GPU kernels (the dropout mask applied inside the tiled matmuls, and h·Bᵀ and dh·A added in
+/// the base matmuls' epilogues), without dropout and with it, on a plain model and on Phi-3's
+/// fused qkv and gate_up (whose parts share one dropped input); and the dropout changes them.
 #[test]
-fn dropout_gives_the_same_gradients_fused_into_the_tiled_matmuls() {
+fn lora_fused_into_the_tiled_matmuls_gives_the_same_gradients() {
     let (Some(plain), Some(tiled)) = (hearth_tests::gpu(), hearth_tests::gpu_kernels()) else { return };
     for name in ["tiny-llama", "tiny-phi3"] {
         let m = load(name);
@@ -323,15 +324,19 @@ fn dropout_gives_the_same_gradients_fused_into_the_tiled_matmuls() {
         let batch = pack(&[&examples[0], &examples[1]]);
         let grads = |ctx: &GpuContext, dropout: Dropout| -> Vec<f32> {
             let mut mdl = model(ctx, &m);
-            mdl.set_adapter(ctx, Some(read_adapter(&format!("peft/{name}/initial"))), "initial").unwrap();
+            // trained: B is not 0 (as PEFT initializes it), so that h·Bᵀ and dh·A count
+            mdl.set_adapter(ctx, Some(read_adapter(&format!("peft/{name}/trained"))), "trained").unwrap();
             let mut pass = TrainPass::new(ctx, &mdl, 128, false).unwrap();
             pollster::block_on(pass.forward_backward(ctx, &mdl, &batch, 0.1, dropout, false)).unwrap();
             pass.grads.iter().flat_map(|(da, db)| [da, db]).flat_map(|b| pollster::block_on(ctx.read_f32(b)).unwrap()).collect()
         };
-        let dropout = Dropout { p: 0.2, seed: 9 };
-        let (fused, launched) = (grads(tiled, dropout), grads(plain, dropout));
-        let want: Vec<f64> = launched.iter().map(|&x| x as f64).collect();
-        assert_close(&format!("{name}: gradients with dropout, tiled against lavapipe's kernels"), &fused, &want, 1e-6, 1e-3);
+        let mut launched = Vec::new();
+        for dropout in [Dropout::OFF, Dropout { p: 0.2, seed: 9 }] {
+            let fused = grads(tiled, dropout);
+            launched = grads(plain, dropout);
+            let want: Vec<f64> = launched.iter().map(|&x| x as f64).collect();
+            assert_close(&format!("{name}: gradients with dropout {}, tiled against lavapipe's kernels", dropout.p), &fused, &want, 1e-6, 1e-3);
+        }
         let off = grads(plain, Dropout::OFF);
         let moved = off.iter().zip(&launched).filter(|(a, b)| (*a - *b).abs() > 1e-5).count();
         assert!(moved > launched.len() / 4, "{name}: dropout changed only {moved} of {} gradients", launched.len());

@@ -7,6 +7,8 @@
 pub enum Shader {
     Matmul,
     MatmulTiled,
+    /// matmul_tiled.wgsl with a low-rank term added in its epilogue (core/build/).
+    MatmulTiledLowRank,
     /// matmul_tiled.wgsl's GEMM on cooperative matrices (adapters that offer them).
     MatmulCoop,
     MatmulNf4,
@@ -36,9 +38,10 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 24] = [
+    pub const ALL: [Shader; 25] = [
         Shader::Matmul,
         Shader::MatmulTiled,
+        Shader::MatmulTiledLowRank,
         Shader::MatmulCoop,
         Shader::MatmulNf4,
         Shader::MatmulQ4_0,
@@ -67,6 +70,7 @@ impl Shader {
         match self {
             Shader::Matmul => "matmul.wgsl",
             Shader::MatmulTiled => "matmul_tiled.wgsl",
+            Shader::MatmulTiledLowRank => "matmul_tiled_low_rank.wgsl",
             Shader::MatmulCoop => "matmul_coop.wgsl",
             Shader::MatmulNf4 => "matmul_nf4.wgsl",
             Shader::MatmulQ4_0 => "matmul_q4_0.wgsl",
@@ -96,6 +100,7 @@ impl Shader {
         match self {
             Shader::Matmul => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul.wgsl")),
             Shader::MatmulTiled => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled.wgsl")),
+            Shader::MatmulTiledLowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled_low_rank.wgsl")),
             Shader::MatmulCoop => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_coop.wgsl")),
             Shader::MatmulNf4 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_nf4.wgsl")),
             Shader::MatmulQ4_0 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_0.wgsl")),

@@ -17,7 +17,7 @@ use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
-use crate::ops::lora::{lora_backward, lora_backward_a, lora_backward_b, lora_forward, lora_forward_b, LoraDims};
+use crate::ops::lora::{lora_backward_b, lora_down, lora_grad_a, lora_grad_input, lora_input_term, lora_up_term, LoraDims};
 use crate::ops::residual::residual_accumulate;
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
@@ -504,46 +504,59 @@ impl TrainPass {
     /// out = inp·Wᵀ (+ bias) (+ scale·(dropout(inp)·Aᵀ)·Bᵀ, keeping x·Aᵀ in `h`).
     #[allow(clippy::too_many_arguments)]
     fn project(&self, ctx: &GpuContext, model: &Model, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
-        model.layers[i].base_forward(ctx, target, out, inp, n)?;
-        let Some(adapter) = model.adapter.as_ref() else { return Ok(()) };
-        let Some(u) = adapter.lora_use(i, target) else { return Ok(()) };
+        let layer = &model.layers[i];
+        let Some((adapter, u)) = model.adapter.as_ref().and_then(|a| a.lora_use(i, target).map(|u| (a, u))) else {
+            return layer.base_forward(ctx, target, out, inp, n, None);
+        };
         let (idx, lora) = (u.index, &adapter.tensors[u.index]);
         let h = acts.lora_h[adapter.adapter.tensors[idx].target as usize].as_ref().expect("allocated for every adapted target");
-        // a fused layer's later parts reuse x·Aᵀ of its first (the same input)
-        if let Some(p) = u.part.filter(|p| !p.first) {
-            return lora_forward_b(ctx, out, h, &lora.parts[p.index].1, lora.part_dims(n, p.rows));
-        }
         let dropout = (drop.p, drop.seed_for(idx));
-        match u.part {
-            None => lora_forward(ctx, out, h, inp, &lora.a, &lora.b, LoraDims { dropout, ..lora.dims(n) }),
-            Some(p) => lora_forward(ctx, out, h, inp, &lora.a, &lora.parts[p.index].1, LoraDims { dropout, ..lora.part_dims(n, p.rows) }),
+        let (b, d) = match u.part {
+            None => (&lora.b, LoraDims { dropout, ..lora.dims(n) }),
+            Some(p) => (&lora.parts[p.index].1, LoraDims { dropout, ..lora.part_dims(n, p.rows) }),
+        };
+        // a fused layer's later parts reuse x·Aᵀ of its first (the same input)
+        if u.part.is_none_or(|p| p.first) {
+            lora_down(ctx, h, inp, &lora.a, d)?;
         }
+        layer.base_forward(ctx, target, out, inp, n, Some(lora_up_term(h, b, d)))
     }
 
     /// dinp = beta·dinp + dout·W (+ the adapter's part), and the adapter's dA, dB.
     #[allow(clippy::too_many_arguments)]
     fn project_backward(&self, ctx: &GpuContext, model: &Model, i: usize, target: Target, dinp: &GpuBuffer, beta: f32, dout: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
-        model.layers[i].linear(target).backward_input(ctx, dinp, dout, n, beta)?;
-        let Some(adapter) = model.adapter.as_ref() else { return Ok(()) };
-        let Some(u) = adapter.lora_use(i, target) else { return Ok(()) };
+        let base = model.layers[i].linear(target);
+        let Some((adapter, u)) = model.adapter.as_ref().and_then(|a| a.lora_use(i, target).map(|u| (a, u))) else {
+            return base.backward_input(ctx, dinp, dout, n, beta, None);
+        };
         let (idx, lora) = (u.index, &adapter.tensors[u.index]);
         let h = acts.lora_h[adapter.adapter.tensors[idx].target as usize].as_ref().expect("allocated for every adapted target");
         let (da, db) = &self.grads[idx];
         // the forward's dropout mask (same seed): A saw dropout(x), and only the kept inputs
         // receive the LoRA path's gradient
         let d = LoraDims { accumulate: self.accumulate_grads, dropout: (drop.p, drop.seed_for(idx)), ..lora.dims(n) };
-        if let Some(p) = u.part {
-            // a fused layer: each part adds its rows' dB and its share of dh (s.dr, which the
-            // parts' backwards, run one after another, add up); the last finishes dA and dx
-            let part = LoraDims { d_out: p.rows, ..d };
-            let db_part = &self.grad_parts[idx][p.index].1;
-            lora_backward_b(ctx, db_part, &self.s.dr, if p.first { 0.0 } else { 1.0 }, dout, h, &lora.parts[p.index].1, part)?;
-            if !p.last {
-                return Ok(());
+        let dh = &self.s.dr;
+        match u.part {
+            // a fused layer: each part adds its rows' dB and its share of dh (which the parts'
+            // backwards, run one after another, add up); the last finishes dA and dx
+            Some(p) => {
+                let part = LoraDims { d_out: p.rows, ..d };
+                let db_part = &self.grad_parts[idx][p.index].1;
+                lora_backward_b(ctx, db_part, dh, if p.first { 0.0 } else { 1.0 }, dout, h, &lora.parts[p.index].1, part)?;
+                if !p.last {
+                    return base.backward_input(ctx, dinp, dout, n, beta, None);
+                }
             }
-            return lora_backward_a(ctx, da, dinp, 1.0, &self.s.dr, inp, &lora.a, d);
+            None => lora_backward_b(ctx, db, dh, 0.0, dout, h, &lora.b, d)?,
         }
-        lora_backward(ctx, da, db, dinp, 1.0, &self.s.dr, dout, inp, h, &lora.a, &lora.b, d)
+        lora_grad_a(ctx, da, dh, inp, d)?;
+        // dx: the base's part with dh·A as its low-rank term, unless dropout masks that alone
+        let term = lora_input_term(dh, &lora.a, d);
+        base.backward_input(ctx, dinp, dout, n, beta, term)?;
+        if term.is_none() {
+            lora_grad_input(ctx, dinp, 1.0, dh, &lora.a, d)?;
+        }
+        Ok(())
     }
 
     /// Layer i from xs[i] to xs[i+1], keeping its activations in its slot.

@@ -14,7 +14,8 @@ use crate::model::linear::Linear;
 use crate::model::weights::{HostLayer, HostWeights, Matrix, TensorSource, WeightFormat, WeightReader};
 use crate::ops::block_copy::{block_copy, Columns};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
-use crate::ops::lora::{lora_forward, lora_forward_b};
+use crate::ops::lora::{lora_down, lora_up_term};
+use crate::ops::matmul::LowRankTerm;
 use crate::ops::residual::bias_forward;
 use crate::ops::rmsnorm::rmsnorm_forward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
@@ -139,9 +140,9 @@ impl GpuLayer {
     }
 
     /// out(n, out) = inp·Wᵀ (+ bias, Qwen2's q/k/v) of the frozen weight of `t`.
-    pub(crate) fn base_forward(&self, ctx: &GpuContext, t: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize) -> Result<()> {
+    pub(crate) fn base_forward(&self, ctx: &GpuContext, t: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize, term: Option<LowRankTerm>) -> Result<()> {
         let lin = self.linear(t);
-        lin.forward(ctx, out, inp, n)?;
+        lin.forward(ctx, out, inp, n, term)?;
         let bias = match t {
             Target::Q => self.q_bias.as_ref(),
             Target::K => self.k_bias.as_ref(),
@@ -416,23 +417,21 @@ impl Model {
 
     /// out(T, out) = inp·Wᵀ (+ bias) (+ the adapter's part) for layer `i`'s `target`.
     fn project(&self, ctx: &GpuContext, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, t: usize) -> Result<()> {
-        self.layers[i].base_forward(ctx, target, out, inp, t)?;
-        let Some(adapter) = self.adapter.as_ref() else { return Ok(()) };
-        let Some(u) = adapter.lora_use(i, target) else { return Ok(()) };
-        let lora = &adapter.tensors[u.index];
-        match u.part {
-            None => lora_forward(ctx, out, &self.state.lora_h, inp, &lora.a, &lora.b, lora.dims(t)),
-            // a fused layer's part: x·Aᵀ once, at its first part (the block projects the parts
-            // one after another, from the same input)
-            Some(p) => {
-                let b = &lora.parts[p.index].1;
-                if p.first {
-                    lora_forward(ctx, out, &self.state.lora_h, inp, &lora.a, b, lora.part_dims(t, p.rows))
-                } else {
-                    lora_forward_b(ctx, out, &self.state.lora_h, b, lora.part_dims(t, p.rows))
-                }
-            }
+        let layer = &self.layers[i];
+        let Some((lora, u)) = self.adapter.as_ref().and_then(|a| a.lora_use(i, target).map(|u| (&a.tensors[u.index], u))) else {
+            return layer.base_forward(ctx, target, out, inp, t, None);
+        };
+        let h = &self.state.lora_h;
+        // x·Aᵀ once per input: at a fused layer's first part (the block projects the parts one
+        // after another, from the same input)
+        let (b, d) = match u.part {
+            None => (&lora.b, lora.dims(t)),
+            Some(p) => (&lora.parts[p.index].1, lora.part_dims(t, p.rows)),
+        };
+        if u.part.is_none_or(|p| p.first) {
+            lora_down(ctx, h, inp, &lora.a, d)?;
         }
+        layer.base_forward(ctx, target, out, inp, t, Some(lora_up_term(h, b, d)))
     }
 
     /// Fails when `cache` has no room for `t` more tokens.
@@ -536,11 +535,11 @@ impl Model {
     pub(crate) fn head_logits(&self, ctx: &GpuContext, logits: &GpuBuffer, vocab_part: &GpuBuffer, inp: &GpuBuffer, rows: usize) -> Result<()> {
         let v = self.cfg.vocab_size;
         if let [(_, head)] = self.lm_head.as_slice() {
-            return head.forward(ctx, logits, inp, rows);
+            return head.forward(ctx, logits, inp, rows, None);
         }
         for (start, part) in &self.lm_head {
             let n = part.shape().0;
-            part.forward(ctx, vocab_part, inp, rows)?;
+            part.forward(ctx, vocab_part, inp, rows, None)?;
             block_copy(ctx, logits, Columns { stride: v, col: *start }, vocab_part, Columns { stride: n, col: 0 }, rows, n)?;
         }
         Ok(())
@@ -551,12 +550,12 @@ impl Model {
     pub(crate) fn head_backward_input(&self, ctx: &GpuContext, dinp: &GpuBuffer, dlogits: &GpuBuffer, vocab_part: &GpuBuffer, rows: usize) -> Result<()> {
         let v = self.cfg.vocab_size;
         if let [(_, head)] = self.lm_head.as_slice() {
-            return head.backward_input(ctx, dinp, dlogits, rows, 0.0);
+            return head.backward_input(ctx, dinp, dlogits, rows, 0.0, None);
         }
         for (p, (start, part)) in self.lm_head.iter().enumerate() {
             let n = part.shape().0;
             block_copy(ctx, vocab_part, Columns { stride: n, col: 0 }, dlogits, Columns { stride: v, col: *start }, rows, n)?;
-            part.backward_input(ctx, dinp, vocab_part, rows, if p == 0 { 0.0 } else { 1.0 })?;
+            part.backward_input(ctx, dinp, vocab_part, rows, if p == 0 { 0.0 } else { 1.0 }, None)?;
         }
         Ok(())
     }

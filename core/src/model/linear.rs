@@ -1,7 +1,7 @@
 //! A frozen linear weight on the GPU, f32 or a block format; its kind picks the matmul kernel.
 
 use crate::model::weights::{Matrix, MatrixData, WeightFormat};
-use crate::ops::matmul::{matmul, Accumulate, MatmulDims, MatmulKind};
+use crate::ops::matmul::{matmul, matmul_low_rank, Accumulate, LowRankTerm, MatmulDims, MatmulKind};
 use crate::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
 use crate::{GpuBuffer, GpuContext, Result};
 
@@ -34,23 +34,29 @@ impl Linear {
         }
     }
 
-    /// out(M, rows) = inp(M, cols)·Wᵀ.
-    pub fn forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, m: usize) -> Result<()> {
-        match self {
-            Linear::F32 { w, rows, cols } => {
-                matmul(ctx, MatmulKind::Forward, out, inp, w, MatmulDims::new(m, *rows, *cols), Accumulate::OVERWRITE)
-            }
-            Linear::Quant(q) => matmul_quant(ctx, MatmulKind::Forward, out, inp, q, m, Accumulate::OVERWRITE),
-        }
+    /// out(M, rows) = inp(M, cols)·Wᵀ (+ a low-rank term: LoRA's scale·h·Bᵀ).
+    pub fn forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, m: usize, term: Option<LowRankTerm>) -> Result<()> {
+        self.product(ctx, MatmulKind::Forward, out, inp, m, Accumulate::OVERWRITE, term)
     }
 
-    /// dinp(M, cols) = beta·dinp + dout(M, rows)·W: the input gradient through the frozen
-    /// weight (a block format is dequantized on the fly, never as a whole).
-    pub fn backward_input(&self, ctx: &GpuContext, dinp: &GpuBuffer, dout: &GpuBuffer, m: usize, beta: f32) -> Result<()> {
-        let acc = Accumulate { alpha: 1.0, beta };
-        match self {
-            Linear::F32 { w, rows, cols } => matmul(ctx, MatmulKind::BackwardInput, dinp, dout, w, MatmulDims::new(m, *rows, *cols), acc),
-            Linear::Quant(q) => matmul_quant(ctx, MatmulKind::BackwardInput, dinp, dout, q, m, acc),
+    /// dinp(M, cols) = beta·dinp + dout(M, rows)·W (+ a low-rank term: LoRA's dh·A): the input
+    /// gradient through the frozen weight (a block format is dequantized on the fly, never as
+    /// a whole).
+    pub fn backward_input(&self, ctx: &GpuContext, dinp: &GpuBuffer, dout: &GpuBuffer, m: usize, beta: f32, term: Option<LowRankTerm>) -> Result<()> {
+        self.product(ctx, MatmulKind::BackwardInput, dinp, dout, m, Accumulate { alpha: 1.0, beta }, term)
+    }
+
+    /// The f32 kernels add the term in the product's launch; the quantized ones after it.
+    #[allow(clippy::too_many_arguments)]
+    fn product(&self, ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, a: &GpuBuffer, m: usize, acc: Accumulate, term: Option<LowRankTerm>) -> Result<()> {
+        match (self, term) {
+            (Linear::F32 { w, rows, cols }, None) => matmul(ctx, kind, out, a, w, MatmulDims::new(m, *rows, *cols), acc),
+            (Linear::F32 { w, rows, cols }, Some(t)) => matmul_low_rank(ctx, kind, out, a, w, MatmulDims::new(m, *rows, *cols), acc, t),
+            (Linear::Quant(q), term) => {
+                matmul_quant(ctx, kind, out, a, q, m, acc)?;
+                let width = if kind == MatmulKind::Forward { q.rows } else { q.cols };
+                term.map_or(Ok(()), |t| t.add_alone(ctx, kind, out, m, width, acc.alpha))
+            }
         }
     }
 }

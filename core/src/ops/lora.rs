@@ -1,8 +1,10 @@
 //! LoRA on top of a frozen linear layer: y += scale·(dropout(x)·Aᵀ)·Bᵀ, with A (r, in) and
 //! B (out, r). Built from the matmul kernels with their alpha/beta accumulation; the tiled
-//! ones apply the dropout mask themselves (`matmul_dropout`).
+//! ones apply the dropout mask themselves (`matmul_dropout`) and add the products that end
+//! in the base layer's output (h·Bᵀ, dh·A) in the base matmul's own launch, as its low-rank
+//! term (`lora_up_term`, `lora_input_term`; the model's projections pass them to the base).
 
-use super::matmul::{matmul, matmul_dropout, Accumulate, DropOn, MatmulDims, MatmulKind, OperandDropout};
+use super::matmul::{matmul, matmul_dropout, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout};
 use crate::{GpuBuffer, GpuContext, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -28,31 +30,39 @@ impl LoraDims {
 }
 
 /// y(M, out) += scale·(dropout(x)·Aᵀ)·Bᵀ; `h` (M, r) receives dropout(x)·Aᵀ, kept for the
-/// backward.
+/// backward. (The model adds the B product in the base matmul instead: [`lora_up_term`].)
 pub fn lora_forward(ctx: &GpuContext, y: &GpuBuffer, h: &GpuBuffer, x: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
-    let dims = MatmulDims::new(d.m, d.rank, d.d_in);
-    matmul_dropout(ctx, MatmulKind::Forward, h, x, a, dims, Accumulate::OVERWRITE, d.drop_on(DropOn::A))?;
-    lora_forward_b(ctx, y, h, b, d)
+    lora_down(ctx, h, x, a, d)?;
+    lora_up_term(h, b, d).add_alone(ctx, MatmulKind::Forward, y, d.m, d.d_out, 1.0)
 }
 
-/// y(M, out) += scale·h·Bᵀ for h = x·Aᵀ already computed: one part of a fused layer (its rows
-/// of B, `d.d_out` of them) after the first.
-pub fn lora_forward_b(ctx: &GpuContext, y: &GpuBuffer, h: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
-    matmul(ctx, MatmulKind::Forward, y, h, b, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate { alpha: d.scale, beta: 1.0 })
+/// h(M, r) = dropout(x)·Aᵀ: the forward's first product (once per input: a fused layer's parts
+/// share it).
+pub fn lora_down(ctx: &GpuContext, h: &GpuBuffer, x: &GpuBuffer, a: &GpuBuffer, d: LoraDims) -> Result<()> {
+    let dims = MatmulDims::new(d.m, d.rank, d.d_in);
+    matmul_dropout(ctx, MatmulKind::Forward, h, x, a, dims, Accumulate::OVERWRITE, d.drop_on(DropOn::A))
+}
+
+/// scale·h·Bᵀ, the forward's second product, as the base forward's low-rank term (B: the
+/// layer's, or a fused layer's part's rows, `d.d_out` of them).
+pub fn lora_up_term<'a>(h: &'a GpuBuffer, b: &'a GpuBuffer, d: LoraDims) -> LowRankTerm<'a> {
+    LowRankTerm { h, v: b, rank: d.rank, scale: d.scale }
 }
 
 /// From dy (M, out): dA (r, in), dB (out, r), and dx (M, in) = dx_beta·dx + the LoRA path's
 /// part (through the forward's dropout mask). `dh` (M, r) is scratch; `x` the layer's input
-/// as the forward got it (before dropout).
+/// as the forward got it (before dropout). (The model adds dh·A in the base layer's input
+/// gradient where it can: [`lora_input_term`].)
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward(ctx: &GpuContext, da: &GpuBuffer, db: &GpuBuffer, dx: &GpuBuffer, dx_beta: f32, dh: &GpuBuffer, dy: &GpuBuffer, x: &GpuBuffer, h: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
     lora_backward_b(ctx, db, dh, 0.0, dy, h, b, d)?;
-    lora_backward_a(ctx, da, dx, dx_beta, dh, x, a, d)
+    lora_grad_a(ctx, da, dh, x, d)?;
+    lora_grad_input(ctx, dx, dx_beta, dh, a, d)
 }
 
 /// The B half of the backward: dB = scale·dyᵀ·h (added to with `d.accumulate`) and
 /// dh = dh_beta·dh + scale·dy·B. A fused layer runs it per part (its rows of B and dB), adding
-/// the parts' dh (dh_beta 1 after the first), then [`lora_backward_a`] once.
+/// the parts' dh (dh_beta 1 after the first), then [`lora_grad_a`] and dx once.
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward_b(ctx: &GpuContext, db: &GpuBuffer, dh: &GpuBuffer, dh_beta: f32, dy: &GpuBuffer, h: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
     let beta = if d.accumulate { 1.0 } else { 0.0 };
@@ -60,12 +70,21 @@ pub fn lora_backward_b(ctx: &GpuContext, db: &GpuBuffer, dh: &GpuBuffer, dh_beta
     matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate { alpha: d.scale, beta: dh_beta })
 }
 
-/// The A half: dA = dhᵀ·dropout(x) (added to with `d.accumulate`) and
-/// dx = dx_beta·dx + dropout(dh·A), with the forward's mask.
-#[allow(clippy::too_many_arguments)]
-pub fn lora_backward_a(ctx: &GpuContext, da: &GpuBuffer, dx: &GpuBuffer, dx_beta: f32, dh: &GpuBuffer, x: &GpuBuffer, a: &GpuBuffer, d: LoraDims) -> Result<()> {
+/// dA = dhᵀ·dropout(x) (added to with `d.accumulate`), with the forward's mask.
+pub fn lora_grad_a(ctx: &GpuContext, da: &GpuBuffer, dh: &GpuBuffer, x: &GpuBuffer, d: LoraDims) -> Result<()> {
     let beta = if d.accumulate { 1.0 } else { 0.0 };
     let dims = MatmulDims::new(d.m, d.rank, d.d_in);
-    matmul_dropout(ctx, MatmulKind::BackwardWeight, da, dh, x, dims, Accumulate { alpha: 1.0, beta }, d.drop_on(DropOn::B))?;
+    matmul_dropout(ctx, MatmulKind::BackwardWeight, da, dh, x, dims, Accumulate { alpha: 1.0, beta }, d.drop_on(DropOn::B))
+}
+
+/// dx = dx_beta·dx + dropout(dh·A), with the forward's mask.
+pub fn lora_grad_input(ctx: &GpuContext, dx: &GpuBuffer, dx_beta: f32, dh: &GpuBuffer, a: &GpuBuffer, d: LoraDims) -> Result<()> {
+    let dims = MatmulDims::new(d.m, d.rank, d.d_in);
     matmul_dropout(ctx, MatmulKind::BackwardInput, dx, dh, a, dims, Accumulate { alpha: 1.0, beta: dx_beta }, d.drop_on(DropOn::Out))
+}
+
+/// dh·A as the base layer's input-gradient low-rank term, where no dropout masks it (the
+/// mask applies to the LoRA path's part of dx alone: then [`lora_grad_input`]).
+pub fn lora_input_term<'a>(dh: &'a GpuBuffer, a: &'a GpuBuffer, d: LoraDims) -> Option<LowRankTerm<'a>> {
+    (d.dropout.0 == 0.0).then_some(LowRankTerm { h: dh, v: a, rank: d.rank, scale: 1.0 })
 }

@@ -4,7 +4,8 @@
 //! holds; everything else runs the workgroup-tiled strided kernel of matmul_tiled.wgsl, in
 //! 64 × 64 tiles, or 128 × 128 where the output has enough of them to fill a large GPU.
 //! Where a context asks for f16 forwards and its device has cooperative matrices, forwards
-//! run matmul_coop.wgsl instead (the same strided GEMM on tensor cores).
+//! run matmul_coop.wgsl instead (the same strided GEMM on tensor cores). The tiled kernels
+//! can also add a low-rank product in the same launch ([`matmul_low_rank`]: LoRA's).
 
 use super::check_len;
 use super::dropout::dropout_forward;
@@ -138,6 +139,11 @@ struct StridedParams {
     drop_on: u32,
     drop_seed: u32,
     drop_p: f32,
+    /// The low-rank term (matmul_tiled_low_rank.wgsl): its rank, scale and V's strides.
+    term_r: u32,
+    term_scale: f32,
+    term_v_sj: u32,
+    term_v_sr: u32,
 }
 
 /// LoRA dropout on one side of a product: the mask of ops::dropout at each value's flat index
@@ -224,8 +230,9 @@ fn sum_splits_dropping(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, row
         drop_on,
         drop_seed,
         drop_p,
+        ..bytemuck::Zeroable::zeroed()
     };
-    ctx.dispatch(&Kernel::new(Shader::MatmulTiled, "matmul_sum_splits", 3), &[parts], &[out], &params, grid_1d((rows * cols) as u64, 256))
+    ctx.dispatch(&Kernel::new(Shader::MatmulTiled, "matmul_sum_splits", 5), &[parts], &[out], &params, grid_1d((rows * cols) as u64, 256))
 }
 
 pub use super::matmul_blocks::{REGISTER_BLOCK, REGISTER_NARROW_BLOCK, REGISTER_NARROW_WG, REGISTER_WG};
@@ -311,7 +318,7 @@ pub fn matmul_with(
     d: MatmulDims,
     acc: Accumulate,
 ) -> Result<()> {
-    launch(ctx, kind, tiling, out, a, b, d, acc, None)
+    launch(ctx, kind, tiling, out, a, b, d, acc, None, None)
 }
 
 /// [`matmul`] with LoRA dropout on one side (none where `drop.p` is 0).
@@ -346,10 +353,10 @@ pub fn matmul_dropout_with(
 ) -> Result<()> {
     ensure((0.0..1.0).contains(&drop.p), || format!("{}: the dropout probability {} is outside [0, 1)", kind.entry(), drop.p))?;
     if drop.p == 0.0 {
-        return launch(ctx, kind, tiling, out, a, b, d, acc, None);
+        return launch(ctx, kind, tiling, out, a, b, d, acc, None, None);
     }
     if matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide) {
-        return launch(ctx, kind, tiling, out, a, b, d, acc, Some(drop));
+        return launch(ctx, kind, tiling, out, a, b, d, acc, Some(drop), None);
     }
     let (a_len, b_len, _) = kind.operand_lens(&d);
     let (rows, cols) = kind.out_shape(&d);
@@ -358,22 +365,98 @@ pub fn matmul_dropout_with(
         DropOn::A => {
             let dropped = ctx.alloc_f32(a_len)?;
             dropout_forward(ctx, &dropped, a, a_len, drop.p, drop.seed, 0.0)?;
-            launch(ctx, kind, tiling, out, &dropped, b, d, acc, None)
+            launch(ctx, kind, tiling, out, &dropped, b, d, acc, None, None)
         }
         DropOn::B => {
             let dropped = ctx.alloc_f32(b_len)?;
             dropout_forward(ctx, &dropped, b, b_len, drop.p, drop.seed, 0.0)?;
-            launch(ctx, kind, tiling, out, a, &dropped, d, acc, None)
+            launch(ctx, kind, tiling, out, a, &dropped, d, acc, None, None)
         }
         DropOn::Out => {
             let product = ctx.alloc_f32(out_len)?;
-            launch(ctx, kind, tiling, &product, a, b, d, Accumulate { alpha: acc.alpha, beta: 0.0 }, None)?;
+            launch(ctx, kind, tiling, &product, a, b, d, Accumulate { alpha: acc.alpha, beta: 0.0 }, None, None)?;
             dropout_forward(ctx, out, &product, out_len, drop.p, drop.seed, acc.beta)
         }
     }
 }
 
-/// Records one product with the tiling given; `drop` only with the tiled kernels.
+/// A low-rank product added to a forward or an input-gradient matmul: LoRA's `scale·h·Bᵀ`
+/// (Forward: `h` (M, rank), `v` = B (N, rank)) or `dh·A` (BackwardInput: `h` = dh (M, rank),
+/// `v` = A (rank, K)).
+#[derive(Clone, Copy)]
+pub struct LowRankTerm<'a> {
+    pub h: &'a GpuBuffer,
+    pub v: &'a GpuBuffer,
+    pub rank: usize,
+    pub scale: f32,
+}
+
+impl LowRankTerm<'_> {
+    /// The term as a product of its own, in `kind`'s layout, for the base product `d`.
+    fn dims(&self, kind: MatmulKind, d: &MatmulDims) -> MatmulDims {
+        match kind {
+            MatmulKind::BackwardInput => MatmulDims::new(d.m, self.rank, d.k),
+            _ => MatmulDims::new(d.m, d.n, self.rank),
+        }
+    }
+
+    /// out(m, width) += alpha·scale·term as a launch of its own, for a `kind` product (the
+    /// kernels that cannot add it to their product).
+    pub fn add_alone(&self, ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, m: usize, width: usize, alpha: f32) -> Result<()> {
+        let dims = self.dims(kind, &MatmulDims::new(m, width, width));
+        matmul(ctx, kind, out, self.h, self.v, dims, Accumulate { alpha: alpha * self.scale, beta: 1.0 })
+    }
+}
+
+/// `out = beta·out + alpha·(product + scale·term)` for a Forward or BackwardInput product of
+/// one matrix: the tiled kernels add the term after their reduction, in the same launch
+/// (matmul_tiled_low_rank.wgsl); the others launch it as a second product.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_low_rank(
+    ctx: &GpuContext,
+    kind: MatmulKind,
+    out: &GpuBuffer,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    d: MatmulDims,
+    acc: Accumulate,
+    term: LowRankTerm,
+) -> Result<()> {
+    let tiling = choose_tiling(ctx, kind, &d);
+    matmul_low_rank_with(ctx, kind, tiling, out, a, b, d, acc, term)
+}
+
+/// [`matmul_low_rank`] with the tiling given.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_low_rank_with(
+    ctx: &GpuContext,
+    kind: MatmulKind,
+    tiling: MatmulTiling,
+    out: &GpuBuffer,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    d: MatmulDims,
+    acc: Accumulate,
+    term: LowRankTerm,
+) -> Result<()> {
+    let op = kind.entry();
+    ensure(kind != MatmulKind::BackwardWeight && d.batch == 1, || {
+        format!("{op}: a low-rank term is added to a forward or an input gradient of one matrix, got {kind:?} of {d:?}")
+    })?;
+    let term_dims = term.dims(kind, &d);
+    ensure(term.rank > 0, || format!("{op}: the low-rank term has rank 0"))?;
+    let (h_len, v_len, _) = kind.operand_lens(&term_dims);
+    check_len(op, "the low-rank term's h", term.h, h_len)?;
+    check_len(op, "the low-rank term's v", term.v, v_len)?;
+    if matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide) {
+        return launch(ctx, kind, tiling, out, a, b, d, acc, None, Some(term));
+    }
+    launch(ctx, kind, tiling, out, a, b, d, acc, None, None)?;
+    term.add_alone(ctx, kind, out, d.m, kind.out_shape(&d).1, acc.alpha)
+}
+
+/// Records one product with the tiling given; `drop` and `term` only with the tiled kernels
+/// (never both).
 #[allow(clippy::too_many_arguments)]
 fn launch(
     ctx: &GpuContext,
@@ -385,6 +468,7 @@ fn launch(
     d: MatmulDims,
     acc: Accumulate,
     drop: Option<OperandDropout>,
+    term: Option<LowRankTerm>,
 ) -> Result<()> {
     let op = kind.entry();
     ensure(d.batch > 0 && d.m > 0 && d.n > 0 && d.k > 0, || format!("{op}: empty sizes {d:?}"))?;
@@ -397,7 +481,11 @@ fn launch(
     check_len(op, "a", a, d.batch * a_len)?;
     check_len(op, "b", b, bb * b_len)?;
     check_len(op, "out", out, d.batch * rows * cols)?;
-    let flops = 2.0 * (d.batch * d.m * d.n * d.k) as f64;
+    let term_rank = term.map_or(0, |t| t.rank);
+    let flops = 2.0 * (d.batch * d.m * d.n * d.k + rows * cols * term_rank) as f64;
+    ensure(term.is_none() || (drop.is_none() && d.batch == 1 && matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide)), || {
+        format!("{op}: a low-rank term is added by the tiled kernels to one unbatched product without dropout")
+    })?;
     match tiling {
         MatmulTiling::Register | MatmulTiling::RegisterNarrow => {
             ensure(d.register_fits(), || {
@@ -441,9 +529,7 @@ fn launch(
                 c_batch: 0,
                 splits: 1,
                 r_split: k,
-                drop_on: 0,
-                drop_seed: 0,
-                drop_p: 0.0,
+                ..bytemuck::Zeroable::zeroed()
             };
             let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
             ctx.dispatch_counted(&Kernel::new(Shader::MatmulTiled, "matmul_gemv", 0), &[a, b], &[out], &params, groups, flops)
@@ -464,6 +550,8 @@ fn launch(
             let (splits, r_split) = reduction_split(op, tiles, pr as usize, d.batch)?;
             // a split product's parts are unmasked: sum_splits masks their sum
             let (drop_on, drop_seed, drop_p) = drop_params(drop.filter(|x| splits == 1 || x.on != DropOn::Out));
+            // V(j, q): B (N, rank) for a forward, A (rank, K) for an input gradient
+            let (term_v_sj, term_v_sr) = if kind == MatmulKind::Forward { (term_rank as u32, 1) } else { (1, k) };
             let params = StridedParams {
                 m: pm,
                 n: pn,
@@ -482,19 +570,28 @@ fn launch(
                 drop_on,
                 drop_seed,
                 drop_p,
+                term_r: term_rank as u32,
+                term_scale: term.map_or(0.0, |t| t.scale),
+                term_v_sj,
+                term_v_sr,
             };
             let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];
+            let shader = if term.is_some() { Shader::MatmulTiledLowRank } else { Shader::MatmulTiled };
             let kernel = match tiling {
                 MatmulTiling::Coop => Kernel::new(Shader::MatmulCoop, "matmul_coop", 0),
-                MatmulTiling::TiledWide => Kernel::new(Shader::MatmulTiled, "matmul_tiled", 0)
+                MatmulTiling::TiledWide => Kernel::new(shader, "matmul_tiled", 0)
                     .with_variant(Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] }),
-                _ => Kernel::new(Shader::MatmulTiled, "matmul_tiled", 0).with_variant(Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] }),
+                _ => Kernel::new(shader, "matmul_tiled", 0).with_variant(Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] }),
+            };
+            let inputs: Vec<&GpuBuffer> = match term {
+                Some(t) => vec![a, b, t.h, t.v],
+                None => vec![a, b],
             };
             if splits == 1 {
-                return ctx.dispatch_counted(&kernel, &[a, b], &[out], &params, groups, flops);
+                return ctx.dispatch_counted(&kernel, &inputs, &[out], &params, groups, flops);
             }
             let parts = ctx.alloc_f32(splits * rows * cols)?;
-            ctx.dispatch_counted(&kernel, &[a, b], &[&parts], &params, groups, flops)?;
+            ctx.dispatch_counted(&kernel, &inputs, &[&parts], &params, groups, flops)?;
             sum_splits_dropping(ctx, out, &parts, rows, cols, splits, acc, drop)
         }
     }
