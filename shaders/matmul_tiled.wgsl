@@ -28,6 +28,7 @@
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
 const DROP_OUT: u32 = 3u;
+const DROP_TERM: u32 = 4u; // the low-rank term's product alone (LoRA's part of dx)
 
 // #include "pieces/dropout_mask.wgsl"
 
@@ -94,20 +95,36 @@ fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     }
 }
 
-// c[i, j..j+4] = alpha·v + beta·c, within bounds.
-fn store4(z: u32, i: u32, j: u32, v: vec4<f32>) {
+// c[i, j..j+4] = alpha·v + beta·c, within bounds; or, for a masked term (`term`),
+// c += alpha·dropout(v).
+fn store4(z: u32, i: u32, j: u32, v: vec4<f32>, term: bool) {
     if (i >= p.M) {
         return;
     }
     for (var t = 0u; t < 4u; t++) {
         if (j + t < p.N) {
             let idx = z * p.c_batch + i * p.N + j + t;
+            if (term) {
+                c[idx] += drop_at(DROP_TERM, idx, p.alpha * v[t]);
+                continue;
+            }
             var out = drop_at(DROP_OUT, idx, p.alpha * v[t]);
             if (p.beta != 0.0) {
                 out += p.beta * c[idx];
             }
             c[idx] = out;
         }
+    }
+}
+
+// An invocation's 8 × 8 block (rows ia.. and ib.., columns ja.. and jb..: see matmul_tiled).
+fn store_block(z: u32, ia: u32, ib: u32, ja: u32, jb: u32, acc00: mat4x4<f32>, acc01: mat4x4<f32>,
+               acc10: mat4x4<f32>, acc11: mat4x4<f32>, term: bool) {
+    for (var t = 0u; t < 4u; t++) {
+        store4(z, ia + t, ja, acc00[t], term);
+        store4(z, ia + t, jb, acc01[t], term);
+        store4(z, ib + t, ja, acc10[t], term);
+        store4(z, ib + t, jb, acc11[t], term);
     }
 }
 
@@ -134,11 +151,26 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         r_begin = wid.z * p.r_split;
         r_end = min(p.R, r_begin + p.r_split);
     }
+    let z = wid.z;
+    let ia = i0 + 4u * lid.y;
+    let ib = i0 + 4u * TY + 4u * lid.y;
+    let ja = j0 + 4u * lid.x;
+    let jb = j0 + 4u * TX + 4u * lid.x;
     // the reduction's part, then the low-rank term's steps (by the first part of a split
     // reduction; the launcher never gives a batched launch a term)
-    let segments = select(1u, 2u, LOW_RANK && wid.z == 0u);
+    let segments = select(1u, 2u, LOW_RANK && z == 0u);
+    // Dropout on the term alone (LoRA's on dx): the product is stored first, and the term,
+    // summed afresh, added through the mask.
+    let masked_term = segments == 2u && p.drop_on == DROP_TERM;
     for (var s = 0u; s < segments; s++) {
         let term = s == 1u;
+        if (term && masked_term) {
+            store_block(z, ia, ib, ja, jb, acc00, acc01, acc10, acc11, false);
+            acc00 = mat4x4<f32>();
+            acc01 = mat4x4<f32>();
+            acc10 = mat4x4<f32>();
+            acc11 = mat4x4<f32>();
+        }
         let lo = select(r_begin, 0u, term);
         let hi = select(r_end, p.term_r, term);
         for (var r0 = lo; r0 < hi; r0 += BK) {
@@ -159,17 +191,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
             workgroupBarrier();
         }
     }
-    let z = wid.z;
-    let ia = i0 + 4u * lid.y;
-    let ib = i0 + 4u * TY + 4u * lid.y;
-    let ja = j0 + 4u * lid.x;
-    let jb = j0 + 4u * TX + 4u * lid.x;
-    for (var t = 0u; t < 4u; t++) {
-        store4(z, ia + t, ja, acc00[t]);
-        store4(z, ia + t, jb, acc01[t]);
-        store4(z, ib + t, ja, acc10[t]);
-        store4(z, ib + t, jb, acc11[t]);
-    }
+    store_block(z, ia, ib, ja, jb, acc00, acc01, acc10, acc11, masked_term);
 }
 
 // (bindings past matmul_tiled_low_rank.wgsl's c)

@@ -25,7 +25,8 @@ struct Params {
     // LoRA dropout fused into the product (matmul_tiled.wgsl only; the launcher applies it
     // around the cooperative-matrix kernel): the mask (pieces/dropout_mask.wgsl) applied to
     // A's values as they are staged (DROP_A), B's (DROP_B), or the product before beta·c is
-    // added (DROP_OUT), each at its flat index in its buffer; 0: none.
+    // added (DROP_OUT), or the low-rank term's product alone (DROP_TERM), each at its flat
+    // index in its buffer; 0: none.
     drop_on: u32,
     drop_seed: u32,
     drop_p: f32,

@@ -305,7 +305,8 @@ fn matmul_low_rank_term_in_the_epilogue() {
     // out = beta·out + alpha·(product + scale·h·V): LoRA's B product in the base forward and
     // dh·A in its input gradient, inside the tiled kernels (off the tiles, over ranks that are
     // not multiples of the 8 staged steps, and over reductions long enough to split, where
-    // only the first part adds the term), and launched after the product by the others.
+    // only the first part adds the term), and launched after the product by the others; with
+    // and without dropout on the term's product alone (LoRA's mask on its part of dx).
     with_gpu!(ctx => {
         let mut rng = Rng::new(41);
         let shapes = [MatmulDims::new(37, 24, 52), MatmulDims::new(130, 72, 36), MatmulDims::new(10, 12, 3000), MatmulDims::new(9, 2600, 20)];
@@ -317,7 +318,9 @@ fn matmul_low_rank_term_in_the_epilogue() {
                             continue;
                         }
                         for acc in [Accumulate::OVERWRITE, Accumulate { alpha: 0.5, beta: 1.0 }] {
-                            check_low_rank(ctx, kind, tiling, d, acc, rank, &mut rng);
+                            for dropout in [(0.0, 0), (0.3, 17)] {
+                                check_low_rank(ctx, kind, tiling, d, acc, rank, dropout, &mut rng);
+                            }
                         }
                     }
                 }
@@ -325,22 +328,26 @@ fn matmul_low_rank_term_in_the_epilogue() {
         }
         // the term costs no launch of its own in the tiled kernels
         ctx.profile_begin();
-        check_low_rank(ctx, MatmulKind::Forward, MatmulTiling::Tiled, MatmulDims::new(37, 24, 52), Accumulate::OVERWRITE, 8, &mut rng);
+        check_low_rank(ctx, MatmulKind::BackwardInput, MatmulTiling::Tiled, MatmulDims::new(37, 24, 52), Accumulate::OVERWRITE, 8, (0.1, 3), &mut rng);
         let profile = pollster::block_on(ctx.profile_end()).unwrap();
         assert_eq!(profile.kernels.values().map(|k| k.launches).sum::<u64>(), 1, "{:?}", profile.kernels);
         // nor anything but a forward or an input gradient of one matrix
         let buf = upload(ctx, &[0.0; 64]);
-        let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0 };
+        let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0) };
         let err = matmul_low_rank_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE, term).unwrap_err();
         assert!(err.to_string().contains("low-rank term"), "{err}");
         let short = upload(ctx, &[0.0; 7]);
         let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE, LowRankTerm { h: &short, ..term }).unwrap_err();
         assert!(err.to_string().contains("low-rank term's h"), "{err}");
+        // and the term's dropout mask without a term is refused, not ignored
+        let drop = OperandDropout { on: DropOn::Term, p: 0.5, seed: 1 };
+        let err = matmul_dropout_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE, drop).unwrap_err();
+        assert!(err.to_string().contains("needs the term"), "{err}");
     });
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check_low_rank(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, rank: usize, rng: &mut Rng) {
+fn check_low_rank(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, rank: usize, dropout: (f32, u32), rng: &mut Rng) {
     let (a_len, b_len, c_len) = lens(kind, &d);
     // the term as a product of its own in the same layout: h (M, rank) and V as its weight
     let term_dims = match kind {
@@ -354,12 +361,13 @@ fn check_low_rank(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: Matmu
     let out = if acc.beta == 0.0 { poisoned(ctx, c_len) } else { upload(ctx, &prior) };
     let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
     let scale = 1.75;
-    let term = LowRankTerm { h: &hb, v: &vb, rank, scale };
+    let term = LowRankTerm { h: &hb, v: &vb, rank, scale, dropout };
     matmul_low_rank_with(ctx, kind, tiling, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc, term).unwrap();
     let product = reference(kind, &a, &b, &d);
-    let extra = reference(kind, &h, &v, &term_dims);
+    let mut extra = vec![0.0; c_len];
+    cpu::dropout_forward(&mut extra, &reference(kind, &h, &v, &term_dims), dropout.0, dropout.1, 0.0);
     let want: Vec<f64> = (0..c_len).map(|i| acc.alpha as f64 * (product[i] + scale as f64 * extra[i]) + acc.beta as f64 * prior[i] as f64).collect();
-    assert_close(&format!("{kind:?} {tiling:?} {d:?} + rank {rank} term"), &read(ctx, &out), &want, ATOL, RTOL);
+    assert_close(&format!("{kind:?} {tiling:?} {d:?} + rank {rank} term, dropout {dropout:?}"), &read(ctx, &out), &want, ATOL, RTOL);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -379,7 +387,7 @@ fn check_dropout(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: Matmul
     let (a, b) = match drop.on {
         DropOn::A => (masked(&a), b),
         DropOn::B => (a, masked(&b)),
-        DropOn::Out => (a, b),
+        DropOn::Out | DropOn::Term => (a, b),
     };
     let mut product: Vec<f64> = reference(kind, &a, &b, &d).iter().map(|p| acc.alpha as f64 * p).collect();
     if drop.on == DropOn::Out {

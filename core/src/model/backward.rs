@@ -17,7 +17,7 @@ use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
-use crate::ops::lora::{lora_backward_b, lora_down, lora_grad_a, lora_grad_input, lora_input_term, lora_up_term, LoraDims};
+use crate::ops::lora::{lora_backward_b, lora_down, lora_grad_a, lora_input_term, lora_up_term, LoraDims};
 use crate::ops::residual::residual_accumulate;
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
@@ -550,13 +550,8 @@ impl TrainPass {
             None => lora_backward_b(ctx, db, dh, 0.0, dout, h, &lora.b, d)?,
         }
         lora_grad_a(ctx, da, dh, inp, d)?;
-        // dx: the base's part with dh·A as its low-rank term, unless dropout masks that alone
-        let term = lora_input_term(dh, &lora.a, d);
-        base.backward_input(ctx, dinp, dout, n, beta, term)?;
-        if term.is_none() {
-            lora_grad_input(ctx, dinp, 1.0, dh, &lora.a, d)?;
-        }
-        Ok(())
+        // dx: the base's part, with the LoRA path's as its low-rank term
+        base.backward_input(ctx, dinp, dout, n, beta, Some(lora_input_term(dh, &lora.a, d)))
     }
 
     /// Layer i from xs[i] to xs[i+1], keeping its activations in its slot.

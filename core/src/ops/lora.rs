@@ -46,7 +46,7 @@ pub fn lora_down(ctx: &GpuContext, h: &GpuBuffer, x: &GpuBuffer, a: &GpuBuffer, 
 /// scale·h·Bᵀ, the forward's second product, as the base forward's low-rank term (B: the
 /// layer's, or a fused layer's part's rows, `d.d_out` of them).
 pub fn lora_up_term<'a>(h: &'a GpuBuffer, b: &'a GpuBuffer, d: LoraDims) -> LowRankTerm<'a> {
-    LowRankTerm { h, v: b, rank: d.rank, scale: d.scale }
+    LowRankTerm { h, v: b, rank: d.rank, scale: d.scale, dropout: (0.0, 0) }
 }
 
 /// From dy (M, out): dA (r, in), dB (out, r), and dx (M, in) = dx_beta·dx + the LoRA path's
@@ -57,7 +57,7 @@ pub fn lora_up_term<'a>(h: &'a GpuBuffer, b: &'a GpuBuffer, d: LoraDims) -> LowR
 pub fn lora_backward(ctx: &GpuContext, da: &GpuBuffer, db: &GpuBuffer, dx: &GpuBuffer, dx_beta: f32, dh: &GpuBuffer, dy: &GpuBuffer, x: &GpuBuffer, h: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
     lora_backward_b(ctx, db, dh, 0.0, dy, h, b, d)?;
     lora_grad_a(ctx, da, dh, x, d)?;
-    lora_grad_input(ctx, dx, dx_beta, dh, a, d)
+    matmul_dropout(ctx, MatmulKind::BackwardInput, dx, dh, a, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate { alpha: 1.0, beta: dx_beta }, d.drop_on(DropOn::Out))
 }
 
 /// The B half of the backward: dB = scale·dyᵀ·h (added to with `d.accumulate`) and
@@ -77,14 +77,8 @@ pub fn lora_grad_a(ctx: &GpuContext, da: &GpuBuffer, dh: &GpuBuffer, x: &GpuBuff
     matmul_dropout(ctx, MatmulKind::BackwardWeight, da, dh, x, dims, Accumulate { alpha: 1.0, beta }, d.drop_on(DropOn::B))
 }
 
-/// dx = dx_beta·dx + dropout(dh·A), with the forward's mask.
-pub fn lora_grad_input(ctx: &GpuContext, dx: &GpuBuffer, dx_beta: f32, dh: &GpuBuffer, a: &GpuBuffer, d: LoraDims) -> Result<()> {
-    let dims = MatmulDims::new(d.m, d.rank, d.d_in);
-    matmul_dropout(ctx, MatmulKind::BackwardInput, dx, dh, a, dims, Accumulate { alpha: 1.0, beta: dx_beta }, d.drop_on(DropOn::Out))
-}
-
-/// dh·A as the base layer's input-gradient low-rank term, where no dropout masks it (the
-/// mask applies to the LoRA path's part of dx alone: then [`lora_grad_input`]).
-pub fn lora_input_term<'a>(dh: &'a GpuBuffer, a: &'a GpuBuffer, d: LoraDims) -> Option<LowRankTerm<'a>> {
-    (d.dropout.0 == 0.0).then_some(LowRankTerm { h: dh, v: a, rank: d.rank, scale: 1.0 })
+/// dropout(dh·A), the LoRA path's part of dx through the forward's mask, as the base layer's
+/// input-gradient low-rank term.
+pub fn lora_input_term<'a>(dh: &'a GpuBuffer, a: &'a GpuBuffer, d: LoraDims) -> LowRankTerm<'a> {
+    LowRankTerm { h: dh, v: a, rank: d.rank, scale: 1.0, dropout: d.dropout }
 }

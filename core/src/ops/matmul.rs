@@ -157,12 +157,14 @@ pub struct OperandDropout {
 }
 
 /// Which side of `out = beta·out + alpha·product(a, b)` dropout masks: a, b, or
-/// alpha·product (before beta·out is added).
+/// alpha·product (before beta·out is added); for a low-rank term, its product alone
+/// ([`LowRankTerm::dropout`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropOn {
     A = 1,
     B = 2,
     Out = 3,
+    Term = 4,
 }
 
 /// (drop_on, drop_seed, drop_p) of the params for `drop`.
@@ -352,6 +354,7 @@ pub fn matmul_dropout_with(
     drop: OperandDropout,
 ) -> Result<()> {
     ensure((0.0..1.0).contains(&drop.p), || format!("{}: the dropout probability {} is outside [0, 1)", kind.entry(), drop.p))?;
+    ensure(drop.on != DropOn::Term, || format!("{}: dropout on a low-rank term needs the term (matmul_low_rank)", kind.entry()))?;
     if drop.p == 0.0 {
         return launch(ctx, kind, tiling, out, a, b, d, acc, None, None);
     }
@@ -372,6 +375,7 @@ pub fn matmul_dropout_with(
             dropout_forward(ctx, &dropped, b, b_len, drop.p, drop.seed, 0.0)?;
             launch(ctx, kind, tiling, out, a, &dropped, d, acc, None, None)
         }
+        DropOn::Term => unreachable!("refused above"),
         DropOn::Out => {
             let product = ctx.alloc_f32(out_len)?;
             launch(ctx, kind, tiling, &product, a, b, d, Accumulate { alpha: acc.alpha, beta: 0.0 }, None, None)?;
@@ -389,6 +393,9 @@ pub struct LowRankTerm<'a> {
     pub v: &'a GpuBuffer,
     pub rank: usize,
     pub scale: f32,
+    /// Dropout on the term's product alone, at each output's flat index (LoRA's mask on its
+    /// part of dx): (p, seed); p 0 for none.
+    pub dropout: (f32, u32),
 }
 
 impl LowRankTerm<'_> {
@@ -404,7 +411,13 @@ impl LowRankTerm<'_> {
     /// kernels that cannot add it to their product).
     pub fn add_alone(&self, ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, m: usize, width: usize, alpha: f32) -> Result<()> {
         let dims = self.dims(kind, &MatmulDims::new(m, width, width));
-        matmul(ctx, kind, out, self.h, self.v, dims, Accumulate { alpha: alpha * self.scale, beta: 1.0 })
+        let acc = Accumulate { alpha: alpha * self.scale, beta: 1.0 };
+        matmul_dropout(ctx, kind, out, self.h, self.v, dims, acc, self.operand_dropout(DropOn::Out))
+    }
+
+    /// Its dropout, as the mask on `on`.
+    fn operand_dropout(&self, on: DropOn) -> OperandDropout {
+        OperandDropout { on, p: self.dropout.0, seed: self.dropout.1 }
     }
 }
 
@@ -445,18 +458,20 @@ pub fn matmul_low_rank_with(
     })?;
     let term_dims = term.dims(kind, &d);
     ensure(term.rank > 0, || format!("{op}: the low-rank term has rank 0"))?;
+    ensure((0.0..1.0).contains(&term.dropout.0), || format!("{op}: the low-rank term's dropout probability {} is outside [0, 1)", term.dropout.0))?;
     let (h_len, v_len, _) = kind.operand_lens(&term_dims);
     check_len(op, "the low-rank term's h", term.h, h_len)?;
     check_len(op, "the low-rank term's v", term.v, v_len)?;
     if matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide) {
-        return launch(ctx, kind, tiling, out, a, b, d, acc, None, Some(term));
+        let drop = (term.dropout.0 > 0.0).then(|| term.operand_dropout(DropOn::Term));
+        return launch(ctx, kind, tiling, out, a, b, d, acc, drop, Some(term));
     }
     launch(ctx, kind, tiling, out, a, b, d, acc, None, None)?;
     term.add_alone(ctx, kind, out, d.m, kind.out_shape(&d).1, acc.alpha)
 }
 
 /// Records one product with the tiling given; `drop` and `term` only with the tiled kernels
-/// (never both).
+/// (with a term, only the term's dropout).
 #[allow(clippy::too_many_arguments)]
 fn launch(
     ctx: &GpuContext,
@@ -483,8 +498,8 @@ fn launch(
     check_len(op, "out", out, d.batch * rows * cols)?;
     let term_rank = term.map_or(0, |t| t.rank);
     let flops = 2.0 * (d.batch * d.m * d.n * d.k + rows * cols * term_rank) as f64;
-    ensure(term.is_none() || (drop.is_none() && d.batch == 1 && matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide)), || {
-        format!("{op}: a low-rank term is added by the tiled kernels to one unbatched product without dropout")
+    ensure(term.is_none() || (d.batch == 1 && drop.is_none_or(|x| x.on == DropOn::Term) && matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide)), || {
+        format!("{op}: a low-rank term is added by the tiled kernels to one unbatched product, with no dropout but its own")
     })?;
     match tiling {
         MatmulTiling::Register | MatmulTiling::RegisterNarrow => {
