@@ -74,6 +74,12 @@ fn main() {
             + &matmul::quant_file_entries(f)
             + &compose(&dir.join("quant_tiled.wgsl"));
         write(&out.join(format!("matmul_{}.wgsl", f.name)), &text);
+        // the tiled kernels again, with a low-rank term (no generated entry points)
+        let low_rank = compose(&dir.join("quant.wgsl"))
+            + &with_term_bindings(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name)
+            + &matmul::quant_file_tables(f)
+            + &compose_swapping(&dir.join("quant_tiled.wgsl"), Some((LOW_RANK_NONE, "../pieces/low_rank_term.wgsl")));
+        write(&out.join(format!("matmul_{}_low_rank.wgsl", f.name)), &low_rank);
         writeln!(entries, "/// matmul_{}.wgsl's entry points.", f.name).unwrap();
         writeln!(entries, "pub const {}_ENTRIES: QuantEntries = QuantEntries {{", f.name.to_uppercase()).unwrap();
         for (field, entry) in matmul::quant_entries(f.name) {
@@ -86,6 +92,30 @@ fn main() {
 
 /// The strided GEMM's output; matmul_tiled.wgsl is composed again with a low-rank term.
 const GEMM_OUTPUT_PIECE: &str = "pieces/gemm_output.wgsl";
+
+/// No low-rank term, as quant_tiled.wgsl includes it.
+const LOW_RANK_NONE: &str = "../pieces/low_rank_none.wgsl";
+
+/// A quantized format's file with a low-rank term's H and V bound just before `out` (which
+/// moves two bindings on), by the binding convention: inputs, then outputs.
+fn with_term_bindings(text: &str, format: &str) -> String {
+    let decl = "var<storage, read_write> out: array<f32>;";
+    let line = text.lines().find(|l| l.contains(decl)).unwrap_or_else(|| panic!("shaders/matmul/{format}.wgsl declares no `{decl}`"));
+    let binding: u32 = line
+        .split("@binding(")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("shaders/matmul/{format}.wgsl: no binding number in `{line}`"));
+    let moved = format!(
+        "@group(0) @binding({binding}) var<storage, read> term_h: array<f32>;\n\
+         @group(0) @binding({}) var<storage, read> term_v: array<f32>;\n\
+         @group(0) @binding({}) {decl}",
+        binding + 1,
+        binding + 2
+    );
+    text.replacen(line, &moved, 1)
+}
 
 /// The piece whose includers also get a `_subgroups` variant.
 const REDUCE_PIECE: &str = "pieces/reduce.wgsl";

@@ -80,16 +80,22 @@ pub fn f32_entries() -> String {
     o.0
 }
 
+/// The constants a format's decoding reads that core/build/ writes (NF4's code table).
+pub fn quant_file_tables(f: &QuantFormat) -> String {
+    if f.name == "nf4" {
+        format!("\n{}", nf4_table())
+    } else {
+        String::new()
+    }
+}
+
 /// matmul_<format>.wgsl's generated part: its workgroups, NF4's table, its entry points.
 pub fn quant_file_entries(f: &QuantFormat) -> String {
     let mut o = Out(String::new());
     o.line(format!("override WG_X: u32 = {}u;", QUANT_WG.0));
     o.line(format!("override WG_Y: u32 = {}u;", QUANT_WG.1));
     o.line(format!("override ROW_WG: u32 = {QUANT_ROW_WG}u;"));
-    if f.name == "nf4" {
-        o.line("");
-        o.0.push_str(&nf4_table());
-    }
+    o.0.push_str(&quant_file_tables(f));
     quant_forward(&mut o, f, QUANT_FORWARD_LARGE.into());
     quant_forward(&mut o, f, QUANT_FORWARD_SMALL.into());
     quant_forward_row(&mut o, f.name, QUANT_FORWARD_ROW.1);

@@ -20,6 +20,12 @@ struct Params {
     beta: f32,                         // quant_tiled.wgsl only: out = beta·out + alpha·product
     splits: u32,                       // quant_tiled.wgsl only: the split reduction
     r_split: u32,                      //   (matmul_tiled.wgsl explains it)
+    term_r: u32,                       // quant_tiled.wgsl's low-rank term, as matmul_tiled.wgsl's
+    term_scale: f32,                   //   (pieces/strided_gemm.wgsl), in the _low_rank
+    term_v_sj: u32,                    //   composition; the dropout mask (p > 0) applies
+    term_v_sr: u32,                    //   to the term alone (LoRA's part of dx)
+    drop_seed: u32,
+    drop_p: f32,
 }
 
 @group(1) @binding(0) var<uniform> p: Params;

@@ -8,6 +8,13 @@
 //   matmul_quant_gemv:                 the forward for at most 4 rows of inp (decoding)
 // The launcher sets TQ (invocations per side: 8 or 16). A long reduction is split as
 // matmul_tiled.wgsl's is: z is the part, writing its own M × ncols slice of a scratch.
+// core/build/ also composes matmul_<format>_low_rank.wgsl from the format's file and this
+// one (not the generated entry points), with a low-rank term's H and V bound before `out` and
+// pieces/low_rank_term.wgsl in low_rank_none.wgsl's place: the tiled entry points then add
+// the term after the reduction, as matmul_tiled.wgsl does (LoRA's h·Bᵀ, dropout(dh·A)).
+
+// #include "../pieces/low_rank_none.wgsl"
+// #include "../pieces/dropout_mask.wgsl"
 
 override TQ: u32 = 8u;
 
@@ -34,14 +41,42 @@ fn qt_put(r: u32, col: u32, v: f32) {
     qt_b[r * (2u * TQ + 1u) + col / 4u][col % 4u] = v;
 }
 
-// out[z, i, j..j+4] = alpha·v + beta·out for the columns below ncols.
-fn qt_store(z: u32, i: u32, j: u32, ncols: u32, v: vec4<f32>) {
+// H(i0 + row, q) into qt_a[q][row] and term_scale·V(j0 + col, q) into qt_b[q][col], for
+// q0 ≤ q < q0 + 8 (zero past the term's rank and the output's edges).
+fn qt_stage_term(i0: u32, j0: u32, q0: u32, ncols: u32, flat: u32) {
+    let side = 8u * TQ;
+    for (var e = flat; e < side * 8u; e += TQ * TQ) {
+        let row = e / 8u;
+        let q = q0 + e % 8u;
+        var h = 0.0;
+        var v = 0.0;
+        if (q < p.term_r) {
+            if (i0 + row < p.M) {
+                h = term_h_at((i0 + row) * p.term_r + q);
+            }
+            if (j0 + row < ncols) {
+                v = p.term_scale * term_v_at((j0 + row) * p.term_v_sj + q * p.term_v_sr);
+            }
+        }
+        qt_a[(e % 8u) * (2u * TQ + 1u) + row / 4u][row % 4u] = h;
+        qt_put(e % 8u, row, v);
+    }
+}
+
+// out[z, i, j..j+4] = alpha·v + beta·out for the columns below ncols; or, for a masked term
+// (`term`), out += alpha·dropout(v).
+fn qt_store(z: u32, i: u32, j: u32, ncols: u32, v: vec4<f32>, term: bool) {
     if (i >= p.M) {
         return;
     }
     for (var t = 0u; t < 4u; t++) {
         if (j + t < ncols) {
             let idx = (z * p.M + i) * ncols + j + t;
+            if (term) {
+                let keep = dropout_keep(vec4<u32>(idx), p.drop_seed, p.drop_p).x;
+                out[idx] += select(0.0, p.alpha * v[t] / (1.0 - p.drop_p), keep);
+                continue;
+            }
             var o = p.alpha * v[t];
             if (p.beta != 0.0) {
                 o += p.beta * out[idx];
@@ -51,8 +86,46 @@ fn qt_store(z: u32, i: u32, j: u32, ncols: u32, v: vec4<f32>) {
     }
 }
 
-// The accumulation both entry points share, over `reduce` steps; `forward` picks how W is
-// staged: W(j, r) for the forward, W(r, j) for the input gradient.
+// An invocation's 8 × 8 block (rows ia.. and ib.., columns ja.. and jb..).
+fn qt_store_block(z: u32, ia: u32, ib: u32, ja: u32, jb: u32, ncols: u32, acc00: mat4x4<f32>,
+                  acc01: mat4x4<f32>, acc10: mat4x4<f32>, acc11: mat4x4<f32>, term: bool) {
+    for (var t = 0u; t < 4u; t++) {
+        qt_store(z, ia + t, ja, ncols, acc00[t], term);
+        qt_store(z, ia + t, jb, ncols, acc01[t], term);
+        qt_store(z, ib + t, ja, ncols, acc10[t], term);
+        qt_store(z, ib + t, jb, ncols, acc11[t], term);
+    }
+}
+
+// Stages the product's steps r0.. of inp and W: W(j, r) for the forward, W(r, j) for the
+// input gradient.
+fn qt_stage_product(forward: bool, i0: u32, j0: u32, r0: u32, r_end: u32, reduce: u32, flat: u32) {
+    qt_stage_inp(i0, r0, r_end, reduce, flat);
+    if (forward) {
+        // 8·TQ columns (rows of W), 8 weights of each
+        for (var col = flat; col < 8u * TQ; col += TQ * TQ) {
+            var w = array<vec4<f32>, 2>();
+            if (j0 + col < p.N) {
+                w = dequant8(j0 + col, r0 / 8u);
+            }
+            for (var r = 0u; r < 8u; r++) { qt_put(r, col, w[r / 4u][r % 4u]); }
+        }
+    } else {
+        // 8 rows of W, 8·TQ columns of each in groups of 8
+        for (var e = flat; e < 8u * TQ; e += TQ * TQ) {
+            let r = e / TQ;
+            let g = e % TQ;
+            var w = array<vec4<f32>, 2>();
+            if (r0 + r < r_end && j0 + 8u * g < p.K) {
+                w = dequant8(r0 + r, j0 / 8u + g);
+            }
+            for (var c = 0u; c < 8u; c++) { qt_put(r, 8u * g + c, w[c / 4u][c % 4u]); }
+        }
+    }
+}
+
+// The accumulation both entry points share, over `reduce` steps; `forward` picks the
+// product (qt_stage_product).
 fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
     let i0 = wid.y * 8u * TQ;
     let j0 = wid.x * 8u * TQ;
@@ -70,53 +143,47 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
         r_begin = wid.z * p.r_split;
         r_end = min(reduce, r_begin + p.r_split);
     }
-    for (var r0 = r_begin; r0 < r_end; r0 += 8u) {
-        qt_stage_inp(i0, r0, r_end, reduce, flat);
-        if (forward) {
-            // 8·TQ columns (rows of W), 8 weights of each
-            for (var col = flat; col < 8u * TQ; col += TQ * TQ) {
-                var w = array<vec4<f32>, 2>();
-                if (j0 + col < p.N) {
-                    w = dequant8(j0 + col, r0 / 8u);
-                }
-                for (var r = 0u; r < 8u; r++) { qt_put(r, col, w[r / 4u][r % 4u]); }
-            }
-        } else {
-            // 8 rows of W, 8·TQ columns of each in groups of 8
-            for (var e = flat; e < 8u * TQ; e += TQ * TQ) {
-                let r = e / TQ;
-                let g = e % TQ;
-                var w = array<vec4<f32>, 2>();
-                if (r0 + r < r_end && j0 + 8u * g < p.K) {
-                    w = dequant8(r0 + r, j0 / 8u + g);
-                }
-                for (var c = 0u; c < 8u; c++) { qt_put(r, 8u * g + c, w[c / 4u][c % 4u]); }
-            }
-        }
-        workgroupBarrier();
-        for (var r = 0u; r < 8u; r++) {
-            let a0 = qt_a[r * s + lid.y];
-            let a1 = qt_a[r * s + TQ + lid.y];
-            let b0 = qt_b[r * s + lid.x];
-            let b1 = qt_b[r * s + TQ + lid.x];
-            acc00 += mat4x4<f32>(a0.x * b0, a0.y * b0, a0.z * b0, a0.w * b0);
-            acc01 += mat4x4<f32>(a0.x * b1, a0.y * b1, a0.z * b1, a0.w * b1);
-            acc10 += mat4x4<f32>(a1.x * b0, a1.y * b0, a1.z * b0, a1.w * b0);
-            acc11 += mat4x4<f32>(a1.x * b1, a1.y * b1, a1.z * b1, a1.w * b1);
-        }
-        workgroupBarrier();
-    }
     let ia = i0 + 4u * lid.y;
     let ib = i0 + 4u * TQ + 4u * lid.y;
     let ja = j0 + 4u * lid.x;
     let jb = j0 + 4u * TQ + 4u * lid.x;
     let z = select(0u, wid.z, p.splits > 1u);
-    for (var t = 0u; t < 4u; t++) {
-        qt_store(z, ia + t, ja, ncols, acc00[t]);
-        qt_store(z, ia + t, jb, ncols, acc01[t]);
-        qt_store(z, ib + t, ja, ncols, acc10[t]);
-        qt_store(z, ib + t, jb, ncols, acc11[t]);
+    // the reduction's part, then the low-rank term's steps (by the first part), as in
+    // matmul_tiled.wgsl; with dropout on the term, the product is stored first
+    let segments = select(1u, 2u, LOW_RANK && wid.z == 0u);
+    let masked_term = segments == 2u && p.drop_p > 0.0;
+    for (var seg = 0u; seg < segments; seg++) {
+        let term = seg == 1u;
+        if (term && masked_term) {
+            qt_store_block(z, ia, ib, ja, jb, ncols, acc00, acc01, acc10, acc11, false);
+            acc00 = mat4x4<f32>();
+            acc01 = mat4x4<f32>();
+            acc10 = mat4x4<f32>();
+            acc11 = mat4x4<f32>();
+        }
+        let lo = select(r_begin, 0u, term);
+        let hi = select(r_end, p.term_r, term);
+        for (var r0 = lo; r0 < hi; r0 += 8u) {
+            if (term) {
+                qt_stage_term(i0, j0, r0, ncols, flat);
+            } else {
+                qt_stage_product(forward, i0, j0, r0, r_end, reduce, flat);
+            }
+            workgroupBarrier();
+            for (var r = 0u; r < 8u; r++) {
+                let a0 = qt_a[r * s + lid.y];
+                let a1 = qt_a[r * s + TQ + lid.y];
+                let b0 = qt_b[r * s + lid.x];
+                let b1 = qt_b[r * s + TQ + lid.x];
+                acc00 += mat4x4<f32>(a0.x * b0, a0.y * b0, a0.z * b0, a0.w * b0);
+                acc01 += mat4x4<f32>(a0.x * b1, a0.y * b1, a0.z * b1, a0.w * b1);
+                acc10 += mat4x4<f32>(a1.x * b0, a1.y * b0, a1.z * b0, a1.w * b0);
+                acc11 += mat4x4<f32>(a1.x * b1, a1.y * b1, a1.z * b1, a1.w * b1);
+            }
+            workgroupBarrier();
+        }
     }
+    qt_store_block(z, ia, ib, ja, jb, ncols, acc00, acc01, acc10, acc11, masked_term);
 }
 
 @compute @workgroup_size(TQ, TQ, 1)

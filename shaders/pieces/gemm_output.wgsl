@@ -3,12 +3,4 @@
 
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 
-const LOW_RANK: bool = false;
-
-fn term_h_at(idx: u32) -> f32 {
-    return 0.0;
-}
-
-fn term_v_at(idx: u32) -> f32 {
-    return 0.0;
-}
+// #include "low_rank_none.wgsl"

@@ -5,12 +5,4 @@
 @group(0) @binding(3) var<storage, read> term_v: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
-const LOW_RANK: bool = true;
-
-fn term_h_at(idx: u32) -> f32 {
-    return term_h[idx];
-}
-
-fn term_v_at(idx: u32) -> f32 {
-    return term_v[idx];
-}
+// #include "low_rank_term.wgsl"

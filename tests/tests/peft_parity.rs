@@ -237,7 +237,8 @@ fn quantized_base_on(ctx: &GpuContext) {
         let run = |w| {
             let mdl = Model::new(ctx, &quant.cfg, w, ModelOptions { chunk: 64, max_seq: 128, max_binding: None }).unwrap();
             let cfg = TrainConfig { max_steps: Some(3), ..train_config(&r) };
-            let mut t = Trainer::new(ctx, mdl, read_adapter("peft/tiny-llama/initial"), cfg, examples.clone(), &[]).unwrap();
+            // trained: B is not 0 from the first step, so that LoRA's products count
+            let mut t = Trainer::new(ctx, mdl, read_adapter("peft/tiny-llama/trained"), cfg, examples.clone(), &[]).unwrap();
             (0..3).map(|_| pollster::block_on(t.step(ctx)).unwrap().loss).collect::<Vec<f64>>()
         };
         let got = run(quant.weights.clone());

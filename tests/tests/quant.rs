@@ -4,6 +4,7 @@
 use hearth_core::ops::cpu;
 use hearth_core::ops::matmul::{Accumulate, MatmulKind};
 use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_with, GpuQuantWeight, QuantBlock};
+use hearth_core::ops::matmul::LowRankTerm;
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_tests::*;
 
@@ -67,7 +68,7 @@ fn quantized_matmuls_match_f32_over_dequantized_weight() {
                     let what = format!("{format:?} {block:?} {m}×{n}×{k}");
                     let x = rng.vec_uniform(m * k, -1.0, 1.0);
                     let y = poisoned(ctx, m * n);
-                    matmul_quant_with(ctx, block, MatmulKind::Forward, &y, &upload(ctx, &x), &gw, m, Accumulate::OVERWRITE).unwrap();
+                    matmul_quant_with(ctx, block, MatmulKind::Forward, &y, &upload(ctx, &x), &gw, m, Accumulate::OVERWRITE, None).unwrap();
                     let mut want = vec![0.0; m * n];
                     cpu::matmul_forward(&mut want, &to_f64(&x), &wd, m, n, k);
                     // f32 sums of R products of magnitude ≤ 1: atol 2e-4 up to R = 576,
@@ -81,7 +82,7 @@ fn quantized_matmuls_match_f32_over_dequantized_weight() {
                     let dy = rng.vec_uniform(m * n, -1.0, 1.0);
                     let prior = rng.vec_uniform(m * k, -1.0, 1.0);
                     let dx = upload(ctx, &prior);
-                    let res = matmul_quant_with(ctx, block, MatmulKind::BackwardInput, &dx, &upload(ctx, &dy), &gw, m, Accumulate::ADD);
+                    let res = matmul_quant_with(ctx, block, MatmulKind::BackwardInput, &dx, &upload(ctx, &dy), &gw, m, Accumulate::ADD, None);
                     if n % 4 != 0 {
                         let err = res.unwrap_err().to_string();
                         assert!(err.contains("must be a multiple of 4"), "{what}: {err}");
@@ -92,6 +93,53 @@ fn quantized_matmuls_match_f32_over_dequantized_weight() {
                     cpu::matmul_backward_input(&mut want, &to_f64(&dy), &wd, m, n, k);
                     let want: Vec<f64> = want.iter().zip(&prior).map(|(a, &b)| a + b as f64).collect();
                     assert_close(&format!("{what} backward_input"), &read(ctx, &dx), &want, atol(n), 1e-4);
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn low_rank_term_in_the_tiled_epilogue() {
+    // QLoRA: LoRA's h·Bᵀ added in the quantized forward's launch and dropout(dh·A) in its
+    // input gradient's (tiled kernels: off the tiles, ranks off the 8 staged steps, split
+    // reductions), and launched after the product by the other blocks.
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(23);
+        for format in QuantFormat::ALL {
+            for (m, n, k) in [(37, 72, 128), (1030, 40, 1024), (9, 2600, 64)] {
+                let w = rng.vec_uniform(n * k, -1.0, 1.0);
+                let t = QuantTensor::quantize(format, &w, n, k).unwrap();
+                let wd = to_f64(&t.dequantize());
+                let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+                for (block, rank, dropout) in [(QuantBlock::Tiled, 3, (0.0, 0)), (QuantBlock::Tiled, 16, (0.3, 7)), (QuantBlock::Small, 5, (0.3, 8))] {
+                    for kind in [MatmulKind::Forward, MatmulKind::BackwardInput] {
+                        let (rows_in, width) = if kind == MatmulKind::Forward { (k, n) } else { (n, k) };
+                        let x = rng.vec_uniform(m * rows_in, -1.0, 1.0);
+                        let h = rng.vec_uniform(m * rank, -1.0, 1.0);
+                        // V: B (width × rank) for the forward, A (rank × width) for dx
+                        let v = rng.vec_uniform(rank * width, -1.0, 1.0);
+                        let prior = rng.vec_uniform(m * width, -1.0, 1.0);
+                        let out = upload(ctx, &prior);
+                        let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
+                        let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout };
+                        let acc = Accumulate { alpha: 1.0, beta: 0.5 };
+                        matmul_quant_with(ctx, block, kind, &out, &upload(ctx, &x), &gw, m, acc, Some(term)).unwrap();
+                        let mut product = vec![0.0; m * width];
+                        let mut extra = vec![0.0; m * width];
+                        if kind == MatmulKind::Forward {
+                            cpu::matmul_forward(&mut product, &to_f64(&x), &wd, m, n, k);
+                            cpu::matmul_forward(&mut extra, &to_f64(&h), &to_f64(&v), m, width, rank);
+                        } else {
+                            cpu::matmul_backward_input(&mut product, &to_f64(&x), &wd, m, n, k);
+                            cpu::matmul_backward_input(&mut extra, &to_f64(&h), &to_f64(&v), m, rank, width);
+                        }
+                        let mut masked = vec![0.0; m * width];
+                        cpu::dropout_forward(&mut masked, &extra, dropout.0, dropout.1, 0.0);
+                        let want: Vec<f64> = (0..m * width).map(|i| product[i] + 1.5 * masked[i] + 0.5 * prior[i] as f64).collect();
+                        let what = format!("{format:?} {block:?} {kind:?} {m}×{n}×{k} + rank {rank} term, dropout {dropout:?}");
+                        assert_close(&what, &read(ctx, &out), &want, 4e-4, 1e-4);
+                    }
                 }
             }
         }
@@ -115,7 +163,7 @@ fn one_row_forward_matches_for_any_k() {
             cpu::matmul_forward(&mut want, &to_f64(&x), &to_f64(&t.dequantize()), 1, n, k);
             assert_close(&format!("{format:?} 1×{n}×{k}"), &read(ctx, &y), &want, 2e-4, 1e-4);
         }
-        let err = matmul_quant_with(ctx, QuantBlock::Row, MatmulKind::BackwardInput, &poisoned(ctx, 40), &poisoned(ctx, 6), &GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::F16, &[0.0; 240], 6, 40).unwrap()).unwrap(), 1, Accumulate::OVERWRITE);
+        let err = matmul_quant_with(ctx, QuantBlock::Row, MatmulKind::BackwardInput, &poisoned(ctx, 40), &poisoned(ctx, 6), &GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::F16, &[0.0; 240], 6, 40).unwrap()).unwrap(), 1, Accumulate::OVERWRITE, None);
         assert!(err.is_err(), "the row kernel has no input gradient");
     });
 }

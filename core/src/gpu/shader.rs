@@ -16,6 +16,12 @@ pub enum Shader {
     MatmulQ4_1,
     MatmulQ8_0,
     MatmulF16,
+    /// The quantized tiled kernels with a low-rank term (core/build/).
+    MatmulNf4LowRank,
+    MatmulQ4_0LowRank,
+    MatmulQ4_1LowRank,
+    MatmulQ8_0LowRank,
+    MatmulF16LowRank,
     Embedding,
     Rmsnorm,
     Rope,
@@ -38,7 +44,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 25] = [
+    pub const ALL: [Shader; 30] = [
         Shader::Matmul,
         Shader::MatmulTiled,
         Shader::MatmulTiledLowRank,
@@ -48,6 +54,11 @@ impl Shader {
         Shader::MatmulQ4_1,
         Shader::MatmulQ8_0,
         Shader::MatmulF16,
+        Shader::MatmulNf4LowRank,
+        Shader::MatmulQ4_0LowRank,
+        Shader::MatmulQ4_1LowRank,
+        Shader::MatmulQ8_0LowRank,
+        Shader::MatmulF16LowRank,
         Shader::Embedding,
         Shader::Rmsnorm,
         Shader::Rope,
@@ -77,6 +88,11 @@ impl Shader {
             Shader::MatmulQ4_1 => "matmul_q4_1.wgsl",
             Shader::MatmulQ8_0 => "matmul_q8_0.wgsl",
             Shader::MatmulF16 => "matmul_f16.wgsl",
+            Shader::MatmulNf4LowRank => "matmul_nf4_low_rank.wgsl",
+            Shader::MatmulQ4_0LowRank => "matmul_q4_0_low_rank.wgsl",
+            Shader::MatmulQ4_1LowRank => "matmul_q4_1_low_rank.wgsl",
+            Shader::MatmulQ8_0LowRank => "matmul_q8_0_low_rank.wgsl",
+            Shader::MatmulF16LowRank => "matmul_f16_low_rank.wgsl",
             Shader::Embedding => "embedding.wgsl",
             Shader::Rmsnorm => "rmsnorm.wgsl",
             Shader::Rope => "rope.wgsl",
@@ -107,6 +123,11 @@ impl Shader {
             Shader::MatmulQ4_1 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_1.wgsl")),
             Shader::MatmulQ8_0 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q8_0.wgsl")),
             Shader::MatmulF16 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_f16.wgsl")),
+            Shader::MatmulNf4LowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_nf4_low_rank.wgsl")),
+            Shader::MatmulQ4_0LowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_0_low_rank.wgsl")),
+            Shader::MatmulQ4_1LowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_1_low_rank.wgsl")),
+            Shader::MatmulQ8_0LowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q8_0_low_rank.wgsl")),
+            Shader::MatmulF16LowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_f16_low_rank.wgsl")),
             Shader::Embedding => include_str!(concat!(env!("OUT_DIR"), "/shaders/embedding.wgsl")),
             Shader::Rmsnorm => include_str!(concat!(env!("OUT_DIR"), "/shaders/rmsnorm.wgsl")),
             Shader::Rope => include_str!(concat!(env!("OUT_DIR"), "/shaders/rope.wgsl")),

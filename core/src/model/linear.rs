@@ -2,7 +2,7 @@
 
 use crate::model::weights::{Matrix, MatrixData, WeightFormat};
 use crate::ops::matmul::{matmul, matmul_low_rank, Accumulate, LowRankTerm, MatmulDims, MatmulKind};
-use crate::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
+use crate::ops::matmul_quant::{matmul_quant, matmul_quant_low_rank, GpuQuantWeight};
 use crate::{GpuBuffer, GpuContext, Result};
 
 pub enum Linear {
@@ -46,17 +46,14 @@ impl Linear {
         self.product(ctx, MatmulKind::BackwardInput, dinp, dout, m, Accumulate { alpha: 1.0, beta }, term)
     }
 
-    /// The f32 kernels add the term in the product's launch; the quantized ones after it.
+    /// The tiled kernels add the term in the product's launch, the others after it.
     #[allow(clippy::too_many_arguments)]
     fn product(&self, ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, a: &GpuBuffer, m: usize, acc: Accumulate, term: Option<LowRankTerm>) -> Result<()> {
         match (self, term) {
             (Linear::F32 { w, rows, cols }, None) => matmul(ctx, kind, out, a, w, MatmulDims::new(m, *rows, *cols), acc),
             (Linear::F32 { w, rows, cols }, Some(t)) => matmul_low_rank(ctx, kind, out, a, w, MatmulDims::new(m, *rows, *cols), acc, t),
-            (Linear::Quant(q), term) => {
-                matmul_quant(ctx, kind, out, a, q, m, acc)?;
-                let width = if kind == MatmulKind::Forward { q.rows } else { q.cols };
-                term.map_or(Ok(()), |t| t.add_alone(ctx, kind, out, m, width, acc.alpha))
-            }
+            (Linear::Quant(q), None) => matmul_quant(ctx, kind, out, a, q, m, acc),
+            (Linear::Quant(q), Some(t)) => matmul_quant_low_rank(ctx, kind, out, a, q, m, acc, t),
         }
     }
 }

@@ -415,6 +415,18 @@ impl LowRankTerm<'_> {
         matmul_dropout(ctx, kind, out, self.h, self.v, dims, acc, self.operand_dropout(DropOn::Out))
     }
 
+    /// Checks the term against a `kind` product of `m` rows into `width` columns.
+    pub(crate) fn check(&self, op: &str, kind: MatmulKind, m: usize, width: usize) -> Result<()> {
+        ensure(kind != MatmulKind::BackwardWeight, || format!("{op}: a low-rank term is added to a forward or an input gradient, not to {kind:?}"))?;
+        ensure(self.rank > 0, || format!("{op}: the low-rank term has rank 0"))?;
+        ensure((0.0..1.0).contains(&self.dropout.0), || {
+            format!("{op}: the low-rank term's dropout probability {} is outside [0, 1)", self.dropout.0)
+        })?;
+        let (h_len, v_len, _) = kind.operand_lens(&self.dims(kind, &MatmulDims::new(m, width, width)));
+        check_len(op, "the low-rank term's h", self.h, h_len)?;
+        check_len(op, "the low-rank term's v", self.v, v_len)
+    }
+
     /// Its dropout, as the mask on `on`.
     fn operand_dropout(&self, on: DropOn) -> OperandDropout {
         OperandDropout { on, p: self.dropout.0, seed: self.dropout.1 }
@@ -453,15 +465,8 @@ pub fn matmul_low_rank_with(
     term: LowRankTerm,
 ) -> Result<()> {
     let op = kind.entry();
-    ensure(kind != MatmulKind::BackwardWeight && d.batch == 1, || {
-        format!("{op}: a low-rank term is added to a forward or an input gradient of one matrix, got {kind:?} of {d:?}")
-    })?;
-    let term_dims = term.dims(kind, &d);
-    ensure(term.rank > 0, || format!("{op}: the low-rank term has rank 0"))?;
-    ensure((0.0..1.0).contains(&term.dropout.0), || format!("{op}: the low-rank term's dropout probability {} is outside [0, 1)", term.dropout.0))?;
-    let (h_len, v_len, _) = kind.operand_lens(&term_dims);
-    check_len(op, "the low-rank term's h", term.h, h_len)?;
-    check_len(op, "the low-rank term's v", term.v, v_len)?;
+    ensure(d.batch == 1, || format!("{op}: a low-rank term is added to a product of one matrix, got {d:?}"))?;
+    term.check(op, kind, d.m, kind.out_shape(&d).1)?;
     if matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide) {
         let drop = (term.dropout.0 > 0.0).then(|| term.operand_dropout(DropOn::Term));
         return launch(ctx, kind, tiling, out, a, b, d, acc, drop, Some(term));

@@ -4,7 +4,7 @@
 use super::check_len;
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
-use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits, Accumulate, MatmulKind};
+use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits, Accumulate, LowRankTerm, MatmulKind};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -51,6 +51,14 @@ struct Params {
     /// The tiled kernels' split reduction (ops::matmul::reduction_split).
     splits: u32,
     r_split: u32,
+    /// The tiled kernels' low-rank term (matmul_<format>_low_rank.wgsl): its rank, scale,
+    /// V's strides and its dropout's hashed seed and probability.
+    term_r: u32,
+    term_scale: f32,
+    term_v_sj: u32,
+    term_v_sr: u32,
+    drop_seed: u32,
+    drop_p: f32,
 }
 
 /// The entry points of a matmul_<format>.wgsl, named by core/build/ after its blocks.
@@ -64,13 +72,14 @@ pub struct QuantEntries {
 
 include!(concat!(env!("OUT_DIR"), "/matmul_quant_entries.rs"));
 
-fn shader(format: QuantFormat) -> (Shader, QuantEntries) {
+/// The format's shader, its tiled kernels with a low-rank term, and its entry points.
+fn shader(format: QuantFormat) -> (Shader, Shader, QuantEntries) {
     match format {
-        QuantFormat::F16 => (Shader::MatmulF16, F16_ENTRIES),
-        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, Q4_0_ENTRIES),
-        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, Q4_1_ENTRIES),
-        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, Q8_0_ENTRIES),
-        QuantFormat::Nf4 => (Shader::MatmulNf4, NF4_ENTRIES),
+        QuantFormat::F16 => (Shader::MatmulF16, Shader::MatmulF16LowRank, F16_ENTRIES),
+        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, Shader::MatmulQ4_0LowRank, Q4_0_ENTRIES),
+        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, Shader::MatmulQ4_1LowRank, Q4_1_ENTRIES),
+        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, Shader::MatmulQ8_0LowRank, Q8_0_ENTRIES),
+        QuantFormat::Nf4 => (Shader::MatmulNf4, Shader::MatmulNf4LowRank, NF4_ENTRIES),
     }
 }
 
@@ -117,11 +126,25 @@ impl QuantBlock {
 /// `Forward`: out(M, N) = inp(M, K)·Wᵀ. `BackwardInput`: out(M, K) = inp(M, N)·W, with
 /// inp the upstream gradient. Combined with `out` as `acc` says.
 pub fn matmul_quant(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, acc: Accumulate) -> Result<()> {
+    let block = choose_block(ctx, kind, w, m);
+    matmul_quant_with(ctx, block, kind, out, inp, w, m, acc, None)
+}
+
+/// [`matmul_quant`] plus a low-rank term (ops::matmul::matmul_low_rank): the tiled kernels add
+/// it in their launch, the others launch it after the product.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_quant_low_rank(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, acc: Accumulate, term: LowRankTerm) -> Result<()> {
+    let block = choose_block(ctx, kind, w, m);
+    matmul_quant_with(ctx, block, kind, out, inp, w, m, acc, Some(term))
+}
+
+/// The block `matmul_quant` runs for `m` rows on this adapter.
+fn choose_block(ctx: &GpuContext, kind: MatmulKind, w: &GpuQuantWeight, m: usize) -> QuantBlock {
     // A few rows (decoding one token, or a server's batch) would leave most of a large
     // block idle: on lavapipe 8 rows of SmolLM2's M × 1536 × 576 (Q4_1) take 1.1 ms in
     // 4 × 4 blocks and 3.4 ms in its 32 × 24 ones; from 12 rows on neither wins clearly.
     let gpu = ctx.kernel_paths() == KernelPaths::Gpu;
-    let block = match m {
+    match m {
         ..=4 if gpu && kind == MatmulKind::Forward && w.cols.is_multiple_of(8) => QuantBlock::Gemv,
         1 if kind == MatmulKind::Forward && w.cols.is_multiple_of(32) => QuantBlock::Row,
         ..=4 => QuantBlock::Small,
@@ -130,11 +153,10 @@ pub fn matmul_quant(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, inp: &G
             QuantBlock::Tiled if !w.cols.is_multiple_of(8) => QuantBlock::Small,
             block => block,
         },
-    };
-    matmul_quant_with(ctx, block, kind, out, inp, w, m, acc)
+    }
 }
 
-/// [`matmul_quant`] with the block size given (tests run both).
+/// [`matmul_quant`] with the block size given (tests run both), and a low-rank term if any.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_quant_with(
     ctx: &GpuContext,
@@ -145,8 +167,15 @@ pub fn matmul_quant_with(
     w: &GpuQuantWeight,
     m: usize,
     acc: Accumulate,
+    term: Option<LowRankTerm>,
 ) -> Result<()> {
-    let (sh, entries) = shader(w.format);
+    if let Some(t) = term.filter(|_| block != QuantBlock::Tiled) {
+        matmul_quant_with(ctx, block, kind, out, inp, w, m, acc, None)?;
+        let width = if kind == MatmulKind::Forward { w.rows } else { w.cols };
+        return t.add_alone(ctx, kind, out, m, width, acc.alpha);
+    }
+    let (plain, with_term, entries) = shader(w.format);
+    let sh = if term.is_some() { with_term } else { plain };
     let (n, k) = (w.rows, w.cols);
     let (tm, tn) = block.dims(kind);
     let (in_len, out_len, out_cols) = match kind {
@@ -191,6 +220,9 @@ pub fn matmul_quant_with(
     ensure(m > 0, || format!("{op}: no rows"))?;
     check_len(op, "inp", inp, in_len)?;
     check_len(op, "out", out, out_len)?;
+    if let Some(t) = term {
+        t.check(op, kind, m, out_cols)?;
+    }
     // The tiled kernels split long reductions (ops::matmul::reduction_split) into parts that
     // matmul_sum_splits adds up; every other kernel runs whole.
     let (splits, r_split) = match block {
@@ -210,14 +242,25 @@ pub fn matmul_quant_with(
         beta: if accumulates { acc.beta } else { 0.0 },
         splits: splits as u32,
         r_split: r_split as u32,
+        term_r: term.map_or(0, |t| t.rank as u32),
+        term_scale: term.map_or(0.0, |t| t.scale),
+        term_v_sj: term.map_or(0, |t| if kind == MatmulKind::Forward { t.rank as u32 } else { 1 }),
+        term_v_sr: if kind == MatmulKind::Forward { 1 } else { k as u32 },
+        drop_seed: term.map_or(0, |t| super::cpu::lowbias32(t.dropout.1)),
+        drop_p: term.map_or(0.0, |t| t.dropout.0),
     };
     let groups = [groups[0], groups[1], splits as u32];
-    let flops = 2.0 * (m * n * k) as f64;
+    let flops = 2.0 * (m * n * k + m * out_cols * term.map_or(0, |t| t.rank)) as f64;
     let kernel = Kernel::new(sh, op, 0).with_variant(variant);
-    let launch = |dest: &GpuBuffer| match &w.nf4 {
-        Some((codes, scales, _)) => ctx.dispatch_counted(&kernel, &[&w.q, codes, scales, inp], &[dest], &params, groups, flops),
-        None => ctx.dispatch_counted(&kernel, &[&w.q, inp], &[dest], &params, groups, flops),
-    };
+    let mut inputs: Vec<&GpuBuffer> = vec![&w.q];
+    if let Some((codes, scales, _)) = &w.nf4 {
+        inputs.extend([codes, scales]);
+    }
+    inputs.push(inp);
+    if let Some(t) = term {
+        inputs.extend([t.h, t.v]);
+    }
+    let launch = |dest: &GpuBuffer| ctx.dispatch_counted(&kernel, &inputs, &[dest], &params, groups, flops);
     if splits > 1 {
         let parts = ctx.alloc_f32(splits * out_len)?;
         launch(&parts)?;
