@@ -1,46 +1,62 @@
 // Rotary position embedding in HF's rotate_half convention, over (N tokens, H heads, HS), on
 // the first R = `rot` dims of each head (partial rotary, Phi); the other HS − R pass through.
-// For i < R/2, θ = pos[n]·inv_freq(i), inv_freq(i) = theta^(−2i/R):
+// For i < R/2, θ = pos[n]·freqs[i]:
 //   out[i]       = m·(x[i]·cos θ − x[i + R/2]·sin θ)
 //   out[i + R/2] = m·(x[i + R/2]·cos θ + x[i]·sin θ)
 // with m = `mscale` (LongRoPE's attention factor; 1 otherwise). rope_backward applies the
 // transposed map (θ → −θ, the same m) to the gradient. Positions come from a buffer so that
 // packed sequences can restart at 0.
-// Frequencies: Llama 3's rope scaling (factor > 0) divides the low frequencies by `factor` and
-// blends the middle band, as HF's _compute_llama3_parameters does; LongRoPE (`divided` 1)
-// divides frequency i by divisors[i] (its short factors), as _compute_longrope_parameters.
+// The frequencies come from the host (core/src/ops/rope.rs: `frequencies`), in f32 as HF
+// computes them, so that θ is the same f32 product as PyTorch's; cos θ and sin θ are
+// evaluated here to f32 precision at any position (`sincos`), since an adapter's own cos and
+// sin may be far coarser away from 0 (WGSL bounds their error only on [−π, π], to 2⁻¹¹;
+// SwiftShader's were off by 2e-4 at 30 radians).
 
 struct Params {
     N: u32,
     H: u32,
     HS: u32,
-    theta: f32,
-    factor: f32,
-    low_freq_factor: f32,
-    high_freq_factor: f32,
-    original_ctx: f32,
     rot: u32,
     mscale: f32,
-    divided: u32,
-    _pad: u32,
-    divisors: array<vec4<f32>, 12>, // up to 48 frequencies (core/src/ops/rope.rs: MAX_FREQS)
+    zero: u32, // 0: see `kept`
 }
 
 @group(0) @binding(0) var<storage, read> inp: array<f32>;
 @group(0) @binding(1) var<storage, read> pos: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> freqs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
-// HF: inv_freq = 1 / theta^(2j/R) in f32, then the scaling.
-fn inv_freq(j: u32) -> f32 {
-    let f = 1.0 / pow(p.theta, f32(2u * j) / f32(p.rot));
-    if (p.divided != 0u) { return f / p.divisors[j / 4u][j % 4u]; }
-    if (p.factor == 0.0) { return f; }
-    let wavelen = 6.283185307179586 / f;
-    if (wavelen < p.original_ctx / p.high_freq_factor) { return f; }
-    if (wavelen > p.original_ctx / p.low_freq_factor) { return f / p.factor; }
-    let blend = (p.original_ctx / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);
-    return (1.0 - blend) * f / p.factor + blend * f;
+// π/2 as C1 + C2 + C3 + C4, the first three of at most 7 significant bits, so that k·Ci is
+// exact for quadrant counts k below 2¹⁷ (angles up to 2·10⁵ radians) and each subtraction
+// cancels exactly (Cody and Waite's reduction).
+const C1: f32 = 1.578125;
+const C2: f32 = -0.00732421875;
+const C3: f32 = -4.4703483581542969e-06;
+const C4: f32 = 1.5893254712295857e-08;
+
+// v, where a compiler may not regroup the sums around it: llvmpipe turned
+// ((x − k·C1) − k·C2) into x − k·(C1 + C2), losing the reduction's exactness (4e-3 at 10⁵
+// radians). The zero comes from the parameters, so that it cannot be folded away.
+fn kept(v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) ^ p.zero);
+}
+
+// (sin x, cos x): x reduced to r in [−π/4, π/4] by its quadrant k, then Cephes' minimax
+// polynomials for sin and cos on that range (about 1 ulp).
+fn sincos(x: f32) -> vec2<f32> {
+    let k = round(x * 0.63661977236758134);
+    let r = (kept(kept(x - k * C1) - k * C2) - k * C3) - k * C4;
+    let z = r * r;
+    let s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r;
+    let c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0;
+    // sin and cos of r + k·π/2
+    switch (i32(k) & 3) {
+        case 0: { return vec2<f32>(s, c); }
+        case 1: { return vec2<f32>(c, -s); }
+        case 2: { return vec2<f32>(-s, -c); }
+        default: { return vec2<f32>(-c, s); }
+    }
 }
 
 // Invocation i handles pair j = i mod HS/2 of head i / (HS/2): a rotated pair (j, j + R/2)
@@ -59,9 +75,9 @@ fn rotate(i: u32, sign: f32) {
         out[e + 1u] = inp[e + 1u];
         return;
     }
-    let angle = f32(pos[n]) * inv_freq(j);
-    let c = p.mscale * cos(angle);
-    let s = p.mscale * sign * sin(angle);
+    let sc = sincos(f32(pos[n]) * freqs[j]);
+    let c = p.mscale * sc.y;
+    let s = p.mscale * sign * sc.x;
     let x1 = inp[base + j];
     let x2 = inp[base + j + rh];
     out[base + j] = x1 * c - x2 * s;

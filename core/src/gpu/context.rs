@@ -26,6 +26,8 @@ pub struct GpuContext {
     profiling: ProfileSlot,
     /// Mappable buffers of past readbacks, by size (readback.rs).
     pub(crate) staging: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// Small tables the kernels read, by their values ([`GpuContext::with_constant`]).
+    constants: Mutex<HashMap<Vec<u32>, GpuBuffer>>,
     /// The first error the device reported outside an error scope (validation, out of
     /// memory); surfaced by the next flush or readback instead of a panic.
     device_error: Arc<Mutex<Option<Error>>>,
@@ -211,6 +213,7 @@ impl GpuContext {
             counters: Counters::default(),
             profiling: Mutex::new(None),
             staging: Mutex::default(),
+            constants: Mutex::default(),
             device_error,
             lost,
             paths: KernelPaths::Gpu,
@@ -387,6 +390,19 @@ impl GpuContext {
 
     pub fn upload_u32(&self, data: &[u32]) -> Result<GpuBuffer> {
         self.upload_bytes(bytemuck::cast_slice(data))
+    }
+
+    /// Runs `f` with a buffer holding `data`: a small table a kernel reads (rope's
+    /// frequencies), uploaded the first time these values are asked for and kept, so that
+    /// launches allocate nothing after the first.
+    pub(crate) fn with_constant<R>(&self, data: &[f32], f: impl FnOnce(&GpuBuffer) -> Result<R>) -> Result<R> {
+        let key: Vec<u32> = data.iter().map(|x| x.to_bits()).collect();
+        let mut constants = self.constants.lock().unwrap();
+        if !constants.contains_key(&key) {
+            let buf = self.upload_f32(data)?;
+            constants.insert(key.clone(), buf);
+        }
+        f(&constants[&key])
     }
 
     /// Writes bytes at the start of `buf`, padded with zeros to a multiple of 4.

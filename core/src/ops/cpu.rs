@@ -89,16 +89,14 @@ pub fn rope_inv_freq(j: usize, hs: usize, theta: f64, scaling: &crate::ops::rope
 pub fn rope(out: &mut [f64], inp: &[f64], pos: &[u32], d: &crate::ops::rope::RopeDims, sign: f64) {
     let (hs, half) = (d.head_size, d.rotary / 2);
     let mscale = d.longrope.map_or(1.0, |l| l.mscale as f64);
+    // HF's f32 frequencies and f32 angles, then cos and sin exactly
+    let freqs = crate::ops::rope::frequencies(d);
     for (n, &p) in pos.iter().enumerate() {
         for head in 0..d.heads {
             let base = (n * d.heads + head) * hs;
             out[base + d.rotary..base + hs].copy_from_slice(&inp[base + d.rotary..base + hs]);
             for j in 0..half {
-                let inv_freq = match d.longrope {
-                    Some(l) => rope_inv_freq(j, d.rotary, d.theta as f64, &Default::default()) / l.divisors[j] as f64,
-                    None => rope_inv_freq(j, d.rotary, d.theta as f64, &d.scaling),
-                };
-                let (s, c) = (p as f64 * inv_freq).sin_cos();
+                let (s, c) = ((p as f32 * freqs[j]) as f64).sin_cos();
                 let (s, c) = (mscale * sign * s, mscale * c);
                 let (x1, x2) = (inp[base + j], inp[base + j + half]);
                 out[base + j] = x1 * c - x2 * s;

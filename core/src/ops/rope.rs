@@ -12,17 +12,14 @@ struct Params {
     n: u32,
     h: u32,
     hs: u32,
-    theta: f32,
-    scaling: RopeScaling,
     rot: u32,
     mscale: f32,
-    divided: u32,
-    _pad: u32,
-    divisors: [f32; MAX_FREQS],
+    /// Always 0 (rope.wgsl's `kept`).
+    zero: u32,
 }
 
 /// The most frequencies LongRoPE's divisors cover (96 rotary dims: Phi-3.5-mini's heads of 96,
-/// Phi-4-mini's 0.75 of 128); the launch's parameters must fit 256 bytes.
+/// Phi-4-mini's 0.75 of 128).
 pub const MAX_FREQS: usize = 48;
 
 /// LongRoPE (Phi-3.5, Phi-4-mini): frequency i divided by `divisors[i]` (the short factors,
@@ -56,6 +53,37 @@ pub struct RopeDims {
     pub longrope: Option<LongRope>,
 }
 
+/// The rotary frequencies, `d.rotary / 2` of them, in f32 as HF computes them
+/// (`_compute_default_rope_parameters`, `_compute_llama3_parameters`,
+/// `_compute_longrope_parameters`): the angle pos·f is then the same f32 product as PyTorch's.
+pub fn frequencies(d: &RopeDims) -> Vec<f32> {
+    (0..d.rotary / 2)
+        .map(|j| {
+            let base = d.theta.powf((2 * j) as f32 / d.rotary as f32);
+            match d.longrope {
+                Some(l) => 1.0 / (l.divisors[j] * base),
+                None => llama3(1.0 / base, &d.scaling),
+            }
+        })
+        .collect()
+}
+
+/// Llama 3's scaling of frequency `f` (none where `s.factor` is 0): the low frequencies divided
+/// by the factor, the middle band blended.
+fn llama3(f: f32, s: &RopeScaling) -> f32 {
+    if s.factor == 0.0 {
+        return f;
+    }
+    let wavelen = 2.0 * std::f32::consts::PI / f;
+    let (low_wavelen, high_wavelen) = (s.original_max_position / s.low_freq_factor, s.original_max_position / s.high_freq_factor);
+    let scaled = if wavelen > low_wavelen { f / s.factor } else { f };
+    if wavelen < high_wavelen || wavelen > low_wavelen {
+        return scaled;
+    }
+    let smooth = (s.original_max_position / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    (1.0 - smooth) * scaled / s.factor + smooth * scaled
+}
+
 fn launch(ctx: &GpuContext, op: &'static str, out: &GpuBuffer, inp: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
     ensure(d.head_size.is_multiple_of(2), || format!("{op}: head size {} must be even", d.head_size))?;
     ensure(d.rotary.is_multiple_of(2) && d.rotary <= d.head_size, || {
@@ -66,19 +94,10 @@ fn launch(ctx: &GpuContext, op: &'static str, out: &GpuBuffer, inp: &GpuBuffer, 
     check_len(op, "inp", inp, len)?;
     check_len(op, "out", out, len)?;
     check_len(op, "pos", pos, d.n)?;
-    let params = Params {
-        n: d.n as u32,
-        h: d.heads as u32,
-        hs: d.head_size as u32,
-        theta: d.theta,
-        scaling: d.scaling,
-        rot: d.rotary as u32,
-        mscale: d.longrope.map_or(1.0, |l| l.mscale),
-        divided: u32::from(d.longrope.is_some()),
-        _pad: 0,
-        divisors: d.longrope.map_or([1.0; MAX_FREQS], |l| l.divisors),
-    };
-    ctx.dispatch(&Kernel::new(Shader::Rope, op, 0), &[inp, pos], &[out], &params, grid_1d((len / 2) as u64, 256))
+    let params = Params { n: d.n as u32, h: d.heads as u32, hs: d.head_size as u32, rot: d.rotary as u32, mscale: d.longrope.map_or(1.0, |l| l.mscale), zero: 0 };
+    ctx.with_constant(&frequencies(&d), |freqs| {
+        ctx.dispatch(&Kernel::new(Shader::Rope, op, 0), &[inp, pos, freqs], &[out], &params, grid_1d((len / 2) as u64, 256))
+    })
 }
 
 pub fn rope_forward(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
