@@ -16,7 +16,9 @@ enable wgpu_cooperative_matrix;
 // A (rows of the tile × r) and B (columns × r) are staged in workgroup memory, r contiguous,
 // which is row-major for A (M × K) and column-major for B (K × N). The accumulators go
 // through workgroup memory on the way out, so that alpha, beta and the bounds apply per
-// element. Split reductions and batches as in matmul_tiled.wgsl (the launcher shares them).
+// element. Split reductions and batches as in matmul_tiled.wgsl (the launcher shares them),
+// and so is the low-rank term (LoRA's h·Bᵀ; no dropout mask) of the composition
+// matmul_coop_low_rank.wgsl, summed after the reduction through the same tiles.
 
 // #include "pieces/strided_gemm.wgsl"
 // #include "pieces/gemm_output.wgsl"
@@ -33,30 +35,39 @@ var<workgroup> tile_a: array<f16, TILE * LD>;
 var<workgroup> tile_b: array<f16, TILE * LD>;
 var<workgroup> tile_c: array<f32, TILE * TILE>;
 
-// Stages A(i0.., r0..) into tile_a[row · LD + r] (zero past the edges). Consecutive
-// invocations take consecutive addresses of `a`: along r when r is its contiguous index,
-// else along the rows.
-fn stage_a(a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
-    let along_r = p.a_sr == 1u;
+// Stages A(i0.., r0..) into tile_a[row · LD + r] (zero past the edges), or H's where
+// `term`. Consecutive invocations take consecutive addresses of `a`: along r when r is its
+// contiguous index, else along the rows.
+fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
+    let along_r = term || p.a_sr == 1u;
     for (var e = flat; e < TILE * BK; e += WG) {
         let row = select(e % TILE, e / BK, along_r);
         let r = select(e / TILE, e % BK, along_r);
         var v = 0.0;
         if (i0 + row < p.M && r0 + r < r_end) {
-            v = a[a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr];
+            if (term) {
+                v = term_h_at((i0 + row) * p.term_r + r0 + r);
+            } else {
+                v = a[a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr];
+            }
         }
         tile_a[row * LD + r] = f16(clamp(v, -F16_MAX, F16_MAX));
     }
 }
 
-fn stage_b(b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
-    let along_r = p.b_sr == 1u;
+// B's, or term_scale·V's where `term`.
+fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
+    let along_r = select(p.b_sr, p.term_v_sr, term) == 1u;
     for (var e = flat; e < TILE * BK; e += WG) {
         let col = select(e % TILE, e / BK, along_r);
         let r = select(e / TILE, e % BK, along_r);
         var v = 0.0;
         if (j0 + col < p.N && r0 + r < r_end) {
-            v = b[b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr];
+            if (term) {
+                v = p.term_scale * term_v_at((j0 + col) * p.term_v_sj + (r0 + r) * p.term_v_sr);
+            } else {
+                v = b[b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr];
+            }
         }
         tile_b[col * LD + r] = f16(clamp(v, -F16_MAX, F16_MAX));
     }
@@ -82,21 +93,28 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,
         r_begin = wid.z * p.r_split;
         r_end = min(p.R, r_begin + p.r_split);
     }
-    for (var r0 = r_begin; r0 < r_end; r0 += BK) {
-        stage_a(a_off, i0, r0, r_end, flat);
-        stage_b(b_off, j0, r0, r_end, flat);
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk += 16u) {
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&tile_a[qi * LD + kk], LD);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&tile_a[(qi + 16u) * LD + kk], LD);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&tile_b[qj * LD + kk], LD);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&tile_b[(qj + 16u) * LD + kk], LD);
-            c00 = coopMultiplyAdd(a0, b0, c00);
-            c01 = coopMultiplyAdd(a0, b1, c01);
-            c10 = coopMultiplyAdd(a1, b0, c10);
-            c11 = coopMultiplyAdd(a1, b1, c11);
+    // the reduction's part, then the low-rank term's steps (by the first part)
+    let segments = select(1u, 2u, LOW_RANK && wid.z == 0u);
+    for (var s = 0u; s < segments; s++) {
+        let term = s == 1u;
+        let lo = select(r_begin, 0u, term);
+        let hi = select(r_end, p.term_r, term);
+        for (var r0 = lo; r0 < hi; r0 += BK) {
+            stage_a(term, a_off, i0, r0, hi, flat);
+            stage_b(term, b_off, j0, r0, hi, flat);
+            workgroupBarrier();
+            for (var kk = 0u; kk < BK; kk += 16u) {
+                let a0 = coopLoadT<coop_mat16x16<f16, A>>(&tile_a[qi * LD + kk], LD);
+                let a1 = coopLoadT<coop_mat16x16<f16, A>>(&tile_a[(qi + 16u) * LD + kk], LD);
+                let b0 = coopLoad<coop_mat16x16<f16, B>>(&tile_b[qj * LD + kk], LD);
+                let b1 = coopLoad<coop_mat16x16<f16, B>>(&tile_b[(qj + 16u) * LD + kk], LD);
+                c00 = coopMultiplyAdd(a0, b0, c00);
+                c01 = coopMultiplyAdd(a0, b1, c01);
+                c10 = coopMultiplyAdd(a1, b0, c10);
+                c11 = coopMultiplyAdd(a1, b1, c11);
+            }
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
     coopStoreT(c00, &tile_c[qi * TILE + qj], TILE);
     coopStoreT(c01, &tile_c[qi * TILE + qj + 16u], TILE);

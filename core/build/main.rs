@@ -54,6 +54,8 @@ fn main() {
     }
     let tiled = compose_swapping(&shaders.join("matmul_tiled.wgsl"), Some((GEMM_OUTPUT_PIECE, "pieces/gemm_output_low_rank.wgsl")));
     write(&out.join("matmul_tiled_low_rank.wgsl"), &tiled);
+    let coop = compose_swapping(&shaders.join("matmul_coop.wgsl"), Some((GEMM_OUTPUT_PIECE, "pieces/gemm_output_low_rank.wgsl")));
+    write(&out.join("matmul_coop_low_rank.wgsl"), &coop);
     let attention = compose(&shaders.join("attention.wgsl"));
     let narrow = "const MAX_HS: u32 = 128u;";
     assert!(attention.contains(narrow), "shaders/attention.wgsl: `{narrow}` is rewritten for attention_wide.wgsl");
@@ -90,7 +92,8 @@ fn main() {
     write(&out.join("../matmul_quant_entries.rs"), &entries);
 }
 
-/// The strided GEMM's output; matmul_tiled.wgsl is composed again with a low-rank term.
+/// The strided GEMM's output; matmul_tiled.wgsl and matmul_coop.wgsl are composed again
+/// with a low-rank term.
 const GEMM_OUTPUT_PIECE: &str = "pieces/gemm_output.wgsl";
 
 /// No low-rank term, as quant_tiled.wgsl includes it.

@@ -103,6 +103,10 @@ fn coop_matmul_matches_cpu_where_offered() {
     let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true };
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, batched, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
+    // LoRA's h·Bᵀ added after the reduction (matmul_coop_low_rank.wgsl)
+    for (d, rank) in [(MatmulDims::new(37, 24, 52), 8), (MatmulDims::new(130, 72, 36), 13), (MatmulDims::new(10, 12, 3000), 16)] {
+        check_low_rank(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate { alpha: 0.5, beta: 1.0 }, rank, (0.0, 0), &mut rng);
+    }
 }
 
 #[test]
@@ -355,12 +359,16 @@ fn check_low_rank(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: Matmu
         _ => MatmulDims::new(d.m, rank, d.k),
     };
     let (h_len, v_len, _) = lens(kind, &term_dims);
-    let (a, b) = (rng.vec_uniform(a_len, -1.0, 1.0), rng.vec_uniform(b_len, -1.0, 1.0));
-    let (h, v) = (rng.vec_uniform(h_len, -1.0, 1.0), rng.vec_uniform(v_len, -1.0, 1.0));
+    // the cooperative-matrix kernel rounds what it stages to f16 (check_on): so do the inputs
+    // here, and the scale is a power of 2
+    let coop = tiling == MatmulTiling::Coop;
+    let round = |v: Vec<f32>| -> Vec<f32> { if coop { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() } else { v } };
+    let (a, b) = (round(rng.vec_uniform(a_len, -1.0, 1.0)), round(rng.vec_uniform(b_len, -1.0, 1.0)));
+    let (h, v) = (round(rng.vec_uniform(h_len, -1.0, 1.0)), round(rng.vec_uniform(v_len, -1.0, 1.0)));
     let prior = rng.vec_uniform(c_len, -1.0, 1.0);
     let out = if acc.beta == 0.0 { poisoned(ctx, c_len) } else { upload(ctx, &prior) };
     let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-    let scale = 1.75;
+    let scale = if coop { 2.0 } else { 1.75 };
     let term = LowRankTerm { h: &hb, v: &vb, rank, scale, dropout };
     matmul_low_rank_with(ctx, kind, tiling, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc, term).unwrap();
     let product = reference(kind, &a, &b, &d);

@@ -11,6 +11,8 @@ pub enum Shader {
     MatmulTiledLowRank,
     /// matmul_tiled.wgsl's GEMM on cooperative matrices (adapters that offer them).
     MatmulCoop,
+    /// The same with a low-rank term (core/build/).
+    MatmulCoopLowRank,
     MatmulNf4,
     MatmulQ4_0,
     MatmulQ4_1,
@@ -44,11 +46,12 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 30] = [
+    pub const ALL: [Shader; 31] = [
         Shader::Matmul,
         Shader::MatmulTiled,
         Shader::MatmulTiledLowRank,
         Shader::MatmulCoop,
+        Shader::MatmulCoopLowRank,
         Shader::MatmulNf4,
         Shader::MatmulQ4_0,
         Shader::MatmulQ4_1,
@@ -83,6 +86,7 @@ impl Shader {
             Shader::MatmulTiled => "matmul_tiled.wgsl",
             Shader::MatmulTiledLowRank => "matmul_tiled_low_rank.wgsl",
             Shader::MatmulCoop => "matmul_coop.wgsl",
+            Shader::MatmulCoopLowRank => "matmul_coop_low_rank.wgsl",
             Shader::MatmulNf4 => "matmul_nf4.wgsl",
             Shader::MatmulQ4_0 => "matmul_q4_0.wgsl",
             Shader::MatmulQ4_1 => "matmul_q4_1.wgsl",
@@ -118,6 +122,7 @@ impl Shader {
             Shader::MatmulTiled => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled.wgsl")),
             Shader::MatmulTiledLowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled_low_rank.wgsl")),
             Shader::MatmulCoop => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_coop.wgsl")),
+            Shader::MatmulCoopLowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_coop_low_rank.wgsl")),
             Shader::MatmulNf4 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_nf4.wgsl")),
             Shader::MatmulQ4_0 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_0.wgsl")),
             Shader::MatmulQ4_1 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_1.wgsl")),

@@ -467,8 +467,9 @@ pub fn matmul_low_rank_with(
     let op = kind.entry();
     ensure(d.batch == 1, || format!("{op}: a low-rank term is added to a product of one matrix, got {d:?}"))?;
     term.check(op, kind, d.m, kind.out_shape(&d).1)?;
-    if matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide) {
-        let drop = (term.dropout.0 > 0.0).then(|| term.operand_dropout(DropOn::Term));
+    let masked = term.dropout.0 > 0.0;
+    if matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide) || (tiling == MatmulTiling::Coop && !masked) {
+        let drop = masked.then(|| term.operand_dropout(DropOn::Term));
         return launch(ctx, kind, tiling, out, a, b, d, acc, drop, Some(term));
     }
     launch(ctx, kind, tiling, out, a, b, d, acc, None, None)?;
@@ -503,8 +504,14 @@ fn launch(
     check_len(op, "out", out, d.batch * rows * cols)?;
     let term_rank = term.map_or(0, |t| t.rank);
     let flops = 2.0 * (d.batch * d.m * d.n * d.k + rows * cols * term_rank) as f64;
-    ensure(term.is_none() || (d.batch == 1 && drop.is_none_or(|x| x.on == DropOn::Term) && matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide)), || {
-        format!("{op}: a low-rank term is added by the tiled kernels to one unbatched product, with no dropout but its own")
+    let takes_term = d.batch == 1
+        && match tiling {
+            MatmulTiling::Tiled | MatmulTiling::TiledWide => drop.is_none_or(|x| x.on == DropOn::Term),
+            MatmulTiling::Coop => drop.is_none(),
+            _ => false,
+        };
+    ensure(term.is_none() || takes_term, || {
+        format!("{op}: a low-rank term is added by the tiled kernels to one unbatched product, with no dropout but its own (none on cooperative matrices)")
     })?;
     match tiling {
         MatmulTiling::Register | MatmulTiling::RegisterNarrow => {
@@ -598,6 +605,7 @@ fn launch(
             let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];
             let shader = if term.is_some() { Shader::MatmulTiledLowRank } else { Shader::MatmulTiled };
             let kernel = match tiling {
+                MatmulTiling::Coop if term.is_some() => Kernel::new(Shader::MatmulCoopLowRank, "matmul_coop", 0),
                 MatmulTiling::Coop => Kernel::new(Shader::MatmulCoop, "matmul_coop", 0),
                 MatmulTiling::TiledWide => Kernel::new(shader, "matmul_tiled", 0)
                     .with_variant(Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] }),
