@@ -33,6 +33,11 @@ fn print_paths(ctx: &GpuContext) {
         choose_tiling(ctx, MatmulKind::Forward, &row)
     );
     println!("  quantized matmul     {:?} blocks; Row kernel for one row of x (decoding)", QuantBlock::for_adapter(ctx));
+    let fused = matches!(choose_tiling(ctx, MatmulKind::Forward, &large), MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::Coop);
+    println!(
+        "  LoRA's h·Bᵀ and dx   {}",
+        if fused { "inside the base matmul's launch (its low-rank term)" } else { "launched after the base matmul (the register kernels take no term)" }
+    );
     let attention = AttentionKernels::for_adapter(ctx);
     let fallback = if attention == AttentionKernels::Matmul { " (Rows for sequences whose scores exceed a chunk, or heads not a multiple of 4)" } else { "" };
     println!("  attention            {attention:?} kernels for training{fallback}");
