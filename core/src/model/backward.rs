@@ -505,7 +505,7 @@ impl TrainPass {
     #[allow(clippy::too_many_arguments)]
     fn project(&self, ctx: &GpuContext, model: &Model, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
         let layer = &model.layers[i];
-        let Some((adapter, u)) = model.adapter.as_ref().and_then(|a| a.lora_use(i, target).map(|u| (a, u))) else {
+        let Some((adapter, u)) = model.adapted(i, target) else {
             return layer.base_forward(ctx, target, out, inp, n, None);
         };
         let (idx, lora) = (u.index, &adapter.tensors[u.index]);
@@ -526,7 +526,7 @@ impl TrainPass {
     #[allow(clippy::too_many_arguments)]
     fn project_backward(&self, ctx: &GpuContext, model: &Model, i: usize, target: Target, dinp: &GpuBuffer, beta: f32, dout: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
         let base = model.layers[i].linear(target);
-        let Some((adapter, u)) = model.adapter.as_ref().and_then(|a| a.lora_use(i, target).map(|u| (a, u))) else {
+        let Some((adapter, u)) = model.adapted(i, target) else {
             return base.backward_input(ctx, dinp, dout, n, beta, None);
         };
         let (idx, lora) = (u.index, &adapter.tensors[u.index]);

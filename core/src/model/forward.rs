@@ -5,7 +5,7 @@
 //! copy is what training updates).
 
 use crate::gpu::layout::{buffer_set, pooled_bytes};
-use crate::lora::gpu::GpuAdapter;
+use crate::lora::gpu::{GpuAdapter, LoraUse};
 use crate::model::backward::lm_head_parts;
 use crate::model::block::{block_forward, Attention, BlockBuffers};
 use crate::lora::{Adapter, Target};
@@ -415,12 +415,18 @@ impl Model {
         Ok(emb)
     }
 
+    /// The adapter and how it adapts layer `i`'s `target`, if it does.
+    pub(crate) fn adapted(&self, i: usize, target: Target) -> Option<(&GpuAdapter, LoraUse)> {
+        self.adapter.as_ref().and_then(|a| a.lora_use(i, target).map(|u| (a, u)))
+    }
+
     /// out(T, out) = inp·Wᵀ (+ bias) (+ the adapter's part) for layer `i`'s `target`.
     fn project(&self, ctx: &GpuContext, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, t: usize) -> Result<()> {
         let layer = &self.layers[i];
-        let Some((lora, u)) = self.adapter.as_ref().and_then(|a| a.lora_use(i, target).map(|u| (&a.tensors[u.index], u))) else {
+        let Some((adapter, u)) = self.adapted(i, target) else {
             return layer.base_forward(ctx, target, out, inp, t, None);
         };
+        let lora = &adapter.tensors[u.index];
         let h = &self.state.lora_h;
         // x·Aᵀ once per input: at a fused layer's first part (the block projects the parts one
         // after another, from the same input)

@@ -399,18 +399,24 @@ pub struct LowRankTerm<'a> {
 }
 
 impl LowRankTerm<'_> {
-    /// The term as a product of its own, in `kind`'s layout, for the base product `d`.
-    fn dims(&self, kind: MatmulKind, d: &MatmulDims) -> MatmulDims {
+    /// The term as a product of its own, in `kind`'s layout, into `m` rows of `width` columns.
+    fn dims(&self, kind: MatmulKind, m: usize, width: usize) -> MatmulDims {
         match kind {
-            MatmulKind::BackwardInput => MatmulDims::new(d.m, self.rank, d.k),
-            _ => MatmulDims::new(d.m, d.n, self.rank),
+            MatmulKind::BackwardInput => MatmulDims::new(m, self.rank, width),
+            _ => MatmulDims::new(m, width, self.rank),
         }
+    }
+
+    /// V's strides (term_v_sj, term_v_sr) for a `kind` product into `width` columns: B (width,
+    /// rank) for a forward, A (rank, width) for an input gradient.
+    pub(crate) fn v_strides(&self, kind: MatmulKind, width: usize) -> (u32, u32) {
+        if kind == MatmulKind::Forward { (self.rank as u32, 1) } else { (1, width as u32) }
     }
 
     /// out(m, width) += alpha·scale·term as a launch of its own, for a `kind` product (the
     /// kernels that cannot add it to their product).
     pub fn add_alone(&self, ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, m: usize, width: usize, alpha: f32) -> Result<()> {
-        let dims = self.dims(kind, &MatmulDims::new(m, width, width));
+        let dims = self.dims(kind, m, width);
         let acc = Accumulate { alpha: alpha * self.scale, beta: 1.0 };
         matmul_dropout(ctx, kind, out, self.h, self.v, dims, acc, self.operand_dropout(DropOn::Out))
     }
@@ -422,7 +428,7 @@ impl LowRankTerm<'_> {
         ensure((0.0..1.0).contains(&self.dropout.0), || {
             format!("{op}: the low-rank term's dropout probability {} is outside [0, 1)", self.dropout.0)
         })?;
-        let (h_len, v_len, _) = kind.operand_lens(&self.dims(kind, &MatmulDims::new(m, width, width)));
+        let (h_len, v_len, _) = kind.operand_lens(&self.dims(kind, m, width));
         check_len(op, "the low-rank term's h", self.h, h_len)?;
         check_len(op, "the low-rank term's v", self.v, v_len)
     }
@@ -577,8 +583,7 @@ fn launch(
             let (splits, r_split) = reduction_split(op, tiles, pr as usize, d.batch)?;
             // a split product's parts are unmasked: sum_splits masks their sum
             let (drop_on, drop_seed, drop_p) = drop_params(drop.filter(|x| splits == 1 || x.on != DropOn::Out));
-            // V(j, q): B (N, rank) for a forward, A (rank, K) for an input gradient
-            let (term_v_sj, term_v_sr) = if kind == MatmulKind::Forward { (term_rank as u32, 1) } else { (1, k) };
+            let (term_v_sj, term_v_sr) = term.map_or((0, 0), |t| t.v_strides(kind, cols));
             let params = StridedParams {
                 m: pm,
                 n: pn,

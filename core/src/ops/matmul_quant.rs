@@ -233,6 +233,7 @@ pub fn matmul_quant_with(
         _ => (1, 0),
     };
     let accumulates = matches!(block, QuantBlock::Tiled | QuantBlock::Gemv) && splits == 1;
+    let (term_v_sj, term_v_sr) = term.map_or((0, 0), |t| t.v_strides(kind, out_cols));
     let params = Params {
         m: m as u32,
         n: n as u32,
@@ -244,8 +245,8 @@ pub fn matmul_quant_with(
         r_split: r_split as u32,
         term_r: term.map_or(0, |t| t.rank as u32),
         term_scale: term.map_or(0.0, |t| t.scale),
-        term_v_sj: term.map_or(0, |t| if kind == MatmulKind::Forward { t.rank as u32 } else { 1 }),
-        term_v_sr: if kind == MatmulKind::Forward { 1 } else { k as u32 },
+        term_v_sj,
+        term_v_sr,
         drop_seed: term.map_or(0, |t| super::cpu::lowbias32(t.dropout.1)),
         drop_p: term.map_or(0.0, |t| t.dropout.0),
     };

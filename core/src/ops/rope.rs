@@ -31,8 +31,7 @@ pub struct LongRope {
 }
 
 /// Llama 3's rope scaling (HF rope_type "llama3"); `factor` 0 is none.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RopeScaling {
     pub factor: f32,
     pub low_freq_factor: f32,
