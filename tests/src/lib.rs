@@ -49,6 +49,13 @@ pub fn gpu_coop() -> Option<&'static GpuContext> {
     .as_ref()
 }
 
+/// A context of its own, for a test that counts what the context does (other tests share
+/// the others), or None where there is no adapter.
+pub fn own_gpu() -> Option<GpuContext> {
+    gpu()?;
+    Some(new_context(ContextOptions::default()).expect("a second context on the adapter"))
+}
+
 /// A context on the adapter HEARTH_ADAPTER names (else the default one).
 fn new_context(options: ContextOptions) -> hearth_core::Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();

@@ -94,6 +94,28 @@ fn residual_and_swiglu_match_cpu() {
     });
 }
 
+/// A long recording is submitted in parts as it grows, so that the GPU starts on it while the
+/// host records the rest; the parts run in order and none is lost: 300 in-place updates
+/// that do not commute.
+#[test]
+fn long_recordings_are_submitted_in_parts_and_run_in_order() {
+    let Some(ctx) = own_gpu() else { return };
+    let n = 1000;
+    let (acc, one) = (upload(&ctx, &vec![0.0; n]), upload(&ctx, &vec![1.0; n]));
+    let mut want = 0.0f64;
+    ctx.profile_begin();
+    for i in 0..300 {
+        let beta = if i % 3 == 0 { 0.5 } else { 1.0 };
+        residual::residual_accumulate(&ctx, &acc, &one, beta, n).unwrap();
+        want = f64::from(beta) * want + 1.0;
+    }
+    let profile = pollster::block_on(ctx.profile_end()).unwrap();
+    assert_eq!(profile.dispatches, 300);
+    // two parts while recording (every 128 launches), the rest at the readback
+    assert_eq!(profile.submissions, 3, "{profile:?}");
+    assert_close("300 updates", &read(&ctx, &acc), &vec![want; n], ELEM.0, ELEM.1);
+}
+
 #[test]
 fn cpu_gated_backwards_match_finite_differences() {
     let mut rng = Rng::new(3);
@@ -138,6 +160,32 @@ fn rmsnorm_matches_cpu() {
             cpu::rmsnorm_backward(&mut wdx, &mut wdw, &to_f64(&g), &to_f64(&x), &to_f64(&w), n, c, eps);
             assert_close("rmsnorm dinp", &read(ctx, &dinp), &wdx, ROW.0, ROW.1);
             assert_close("rmsnorm dweight", &read(ctx, &dw), &wdw, ROW.0, ROW.1);
+
+            // added to a residual stream's gradient
+            let d0 = u(&mut rng, n * c);
+            let dres = upload(ctx, &d0);
+            rmsnorm::rmsnorm_backward_add(ctx, &dres, &gb, &xb, &wb, &rstd, n, c).unwrap();
+            let wadd: Vec<f64> = wdx.iter().zip(&d0).map(|(w, d)| w + f64::from(*d)).collect();
+            assert_close("rmsnorm dinp added", &read(ctx, &dres), &wadd, ROW.0, ROW.1);
+
+            // a residual add and the norm in one launch: the same values as the two launches,
+            // into a new buffer and in place
+            let proj = u(&mut rng, n * c);
+            let pb = upload(ctx, &proj);
+            let (sum, out2, rstd2) = (poisoned(ctx, n * c), poisoned(ctx, n * c), poisoned(ctx, n));
+            rmsnorm::add_rmsnorm_forward(ctx, Some(&sum), &out2, &rstd2, &xb, &pb, &wb, n, c, eps as f32).unwrap();
+            let (apart, sum1) = (poisoned(ctx, n * c), poisoned(ctx, n * c));
+            residual::residual_forward(ctx, &sum1, &xb, &pb, n * c).unwrap();
+            rmsnorm::rmsnorm_forward(ctx, &apart, &rstd, &sum1, &wb, n, c, eps as f32).unwrap();
+            let (want_out, want_rstd) = (read(ctx, &apart), read(ctx, &rstd));
+            assert_eq!(read(ctx, &sum), read(ctx, &sum1), "add_rmsnorm sum");
+            assert_eq!(read(ctx, &out2), want_out, "add_rmsnorm out");
+            assert_eq!(read(ctx, &rstd2), want_rstd, "add_rmsnorm rstd");
+            let x_io = upload(ctx, &x);
+            rmsnorm::add_rmsnorm_forward(ctx, None, &out2, &rstd2, &x_io, &pb, &wb, n, c, eps as f32).unwrap();
+            assert_eq!(read(ctx, &x_io), read(ctx, &sum1), "add_rmsnorm in place: sum");
+            assert_eq!(read(ctx, &out2), want_out, "add_rmsnorm in place: out");
+            assert_eq!(read(ctx, &rstd2), want_rstd, "add_rmsnorm in place: rstd");
         }
     });
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::dispatch::PipelineCache;
 use super::pool::{GpuBuffer, MemoryStats, Pool};
-use super::recording::{Counters, KernelStat, Profile, ProfileSlot, Profiling, Recording, Stopwatch, Timer, UniformRing};
+use super::recording::{Counters, KernelStat, Profile, ProfileSlot, Profiling, Recording, Stopwatch, Timer, UniformRing, SUBMIT_EVERY};
 use super::Kernel;
 use crate::{Error, Result};
 
@@ -208,7 +208,7 @@ impl GpuContext {
             features,
             pool: Arc::default(),
             pipelines: PipelineCache::default(),
-            recording: Mutex::new(Recording { encoder: None, pass: None, params: Vec::new(), timed_from: None }),
+            recording: Mutex::new(Recording { encoder: None, pass: None, params: Vec::new(), timed_from: None, launches: 0 }),
             ring,
             counters: Counters::default(),
             profiling: Mutex::new(None),
@@ -446,21 +446,20 @@ impl GpuContext {
         f(self.encoder(&mut rec))
     }
 
-    /// Runs `f` in the shared compute pass with the ring offset of `params`.
+    /// Runs `f` in the shared compute pass with the ring offset of `params`; every
+    /// `SUBMIT_EVERY` launches, submits what is recorded.
     pub(crate) fn in_pass(&self, params: &[u8], f: impl FnOnce(&mut wgpu::ComputePass<'static>, u32)) {
         let mut rec = self.recording.lock().unwrap();
-        let offset = match self.ring.place(&mut rec.params, params) {
-            Some(at) => at,
-            None => {
-                self.submit(&mut rec);
-                self.ring.place(&mut rec.params, params).expect("an empty ring takes one launch")
-            }
-        };
+        let offset = self.ring.place(&mut rec.params, params);
         if rec.pass.is_none() {
             let pass = self.encoder(&mut rec).begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
             rec.pass = Some(pass.forget_lifetime());
         }
-        f(rec.pass.as_mut().expect("pass just opened"), offset)
+        f(rec.pass.as_mut().expect("pass just opened"), offset);
+        rec.launches += 1;
+        if rec.launches >= SUBMIT_EVERY {
+            self.submit(&mut rec);
+        }
     }
 
     fn encoder<'r>(&self, rec: &'r mut Recording) -> &'r mut wgpu::CommandEncoder {
@@ -486,6 +485,7 @@ impl GpuContext {
     fn submit(&self, rec: &mut Recording) {
         let started = Stopwatch::start();
         rec.pass = None;
+        rec.launches = 0;
         let Some(mut encoder) = rec.encoder.take() else { return };
         if let Some(i) = rec.timed_from.take() {
             if let Some(timer) = self.profiling.lock().unwrap().as_ref().and_then(|p| p.timer.as_ref()) {
@@ -585,8 +585,8 @@ impl GpuContext {
                     self.record(|e| e.resolve_query_set(&t.queries, 0..t.next, &t.resolved, 0));
                     let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&self.read_raw(&t.resolved, 0, t.next as u64 * 8).await?);
                     let period = self.queue.get_timestamp_period() as f64;
-                    let ns: f64 = ticks.chunks(2).map(|pair| pair[1].saturating_sub(pair[0]) as f64 * period).sum();
-                    profile.gpu_ms = Some(ns / 1e6);
+                    let spans: Vec<(u64, u64)> = ticks.chunks(2).map(|pair| (pair[0], pair[1])).collect();
+                    profile.gpu_ms = Some(busy_ticks(spans) as f64 * period / 1e6);
                 }
             }
         }
@@ -605,6 +605,21 @@ impl GpuContext {
             None => Ok(()),
         }
     }
+}
+
+/// Ticks covered by the submissions' (start, end) timestamps, each counted once: a
+/// submission's start may be stamped while the one before it still runs.
+fn busy_ticks(mut spans: Vec<(u64, u64)>) -> u64 {
+    spans.sort_unstable();
+    let (mut busy, mut reached) = (0, 0);
+    for (start, end) in spans {
+        let start = start.max(reached);
+        if end > start {
+            busy += end - start;
+            reached = end;
+        }
+    }
+    busy
 }
 
 fn describe_device_error(e: &wgpu::Error) -> Error {
@@ -654,3 +669,18 @@ impl Arena {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::busy_ticks;
+
+    #[test]
+    fn busy_time_counts_overlapping_submissions_once() {
+        assert_eq!(busy_ticks(vec![]), 0);
+        // back to back, overlapping, contained, then after a gap, out of order
+        assert_eq!(busy_ticks(vec![(0, 10), (10, 20), (15, 30), (16, 18), (50, 60)]), 40);
+        assert_eq!(busy_ticks(vec![(50, 60), (0, 10)]), 20);
+        // a reversed pair (a clock that wrapped) counts nothing
+        assert_eq!(busy_ticks(vec![(5, 3), (0, 1)]), 1);
+    }
+}

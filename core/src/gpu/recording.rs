@@ -6,7 +6,7 @@
 //! bytes; the bind group of the ring is bound with that dynamic offset. At submission the
 //! staged bytes are written to the ring with one `queue.write_buffer`, which the queue orders
 //! after every earlier submission, so the next batch can reuse the ring from offset 0.
-//! A batch that would overflow the ring is submitted early.
+//! A batch is submitted after `SUBMIT_EVERY` launches at most, which the ring holds.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,11 +14,17 @@ use std::sync::Mutex;
 
 /// Bytes the ring binds per launch: the largest `Params` struct a kernel may declare.
 pub(crate) const PARAMS_BINDING: u64 = 256;
-/// The ring's size: at least 1,024 launches per submission on any adapter (offset alignment
-/// at most 256).
-const RING_BYTES: u64 = 1 << 20;
 /// Timestamps per profiling window (two per submission).
 const MAX_QUERIES: u32 = 4096;
+/// Launches after which the recorded work is submitted, so that the GPU runs it while the
+/// host records the rest. A training step is some 2,000 launches ending in one readback;
+/// recorded whole, it left the GPU idle for all of its recording time. A submission costs
+/// about as much host time as a few launches.
+pub(crate) const SUBMIT_EVERY: u32 = 128;
+/// The ring's size: a submission's launches, each at an offset aligned to at most 256 bytes
+/// (WebGPU's largest uniform offset alignment) and binding at most PARAMS_BINDING from it.
+const RING_BYTES: u64 = SUBMIT_EVERY as u64 * PARAMS_BINDING;
+const _: () = assert!(PARAMS_BINDING >= 256);
 
 pub(crate) struct Recording {
     pub encoder: Option<wgpu::CommandEncoder>,
@@ -28,6 +34,8 @@ pub(crate) struct Recording {
     pub params: Vec<u8>,
     /// The query index of this encoder's first timestamp, when it is being timed.
     pub timed_from: Option<u32>,
+    /// Launches recorded since the last submission.
+    pub launches: u32,
 }
 
 pub(crate) struct UniformRing {
@@ -73,15 +81,14 @@ impl UniformRing {
         UniformRing { buffer, layout, group, align: align.max(16) as u64 }
     }
 
-    /// Where the next launch's parameters go in `staged`, or None when the ring is full.
-    pub fn place(&self, staged: &mut Vec<u8>, bytes: &[u8]) -> Option<u32> {
+    /// Where the next launch's parameters go in `staged` (at most `SUBMIT_EVERY` launches
+    /// since the last submission).
+    pub fn place(&self, staged: &mut Vec<u8>, bytes: &[u8]) -> u32 {
         let at = (staged.len() as u64).next_multiple_of(self.align);
-        if at + PARAMS_BINDING > RING_BYTES {
-            return None;
-        }
+        assert!(at + PARAMS_BINDING <= RING_BYTES, "more than SUBMIT_EVERY launches recorded since the last submission");
         staged.resize(at as usize, 0);
         staged.extend_from_slice(bytes);
-        Some(at as u32)
+        at as u32
     }
 }
 

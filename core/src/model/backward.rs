@@ -18,8 +18,7 @@ use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::lora::{lora_backward_b, lora_down, lora_grad_a, lora_input_term, lora_up_term, LoraDims};
-use crate::ops::residual::residual_accumulate;
-use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
+use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
 use crate::ops::swiglu::gated_backward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
@@ -607,8 +606,7 @@ impl TrainPass {
         gated_backward(ctx, cfg.activation, &s.dgate, &s.dup, &s.dh, &a.gate, &a.up, n * ff)?;
         self.project_backward(ctx, model, i, Target::Gate, &s.dxn, 0.0, &s.dgate, &a.xn2, n, a, drop)?;
         self.project_backward(ctx, model, i, Target::Up, &s.dxn, 1.0, &s.dup, &a.xn2, n, a, drop)?;
-        rmsnorm_backward(ctx, &s.dtmp, &s.dxn, &a.x_mid, &l.ffn_norm, &a.rstd2, n, c)?;
-        residual_accumulate(ctx, &s.dres, &s.dtmp, 1.0, n * c)?;
+        rmsnorm_backward_add(ctx, &s.dres, &s.dxn, &a.x_mid, &l.ffn_norm, &a.rstd2, n, c)?;
         let d_o = match &l.post_attn_norm {
             Some(w) => {
                 rmsnorm_backward(ctx, &s.dtmp, &s.dres, &a.o_out, w, &a.rstd_po, n, c)?;
@@ -635,8 +633,7 @@ impl TrainPass {
         self.project_backward(ctx, model, i, Target::Q, &s.dxn, 0.0, dq, &a.xn1, n, a, drop)?;
         self.project_backward(ctx, model, i, Target::K, &s.dxn, 1.0, dk, &a.xn1, n, a, drop)?;
         self.project_backward(ctx, model, i, Target::V, &s.dxn, 1.0, &s.dv, &a.xn1, n, a, drop)?;
-        rmsnorm_backward(ctx, &s.dtmp, &s.dxn, &self.xs[i], &l.attn_norm, &a.rstd1, n, c)?;
-        residual_accumulate(ctx, &s.dres, &s.dtmp, 1.0, n * c)
+        rmsnorm_backward_add(ctx, &s.dres, &s.dxn, &self.xs[i], &l.attn_norm, &a.rstd1, n, c)
     }
 
     /// Final norm, lm_head and cross-entropy in chunks of R rows, per-token losses into

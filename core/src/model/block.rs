@@ -11,7 +11,7 @@ use super::Config;
 use crate::lora::Target;
 use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, AttentionDims, Segments};
 use crate::ops::residual::{residual_accumulate, residual_forward};
-use crate::ops::rmsnorm::rmsnorm_forward;
+use crate::ops::rmsnorm::{add_rmsnorm_forward, rmsnorm_forward};
 use crate::ops::rope::{rope_forward, RopeDims};
 use crate::ops::swiglu::gated_forward;
 use crate::{GpuBuffer, GpuContext, Result};
@@ -160,8 +160,8 @@ pub(crate) fn block_forward(ctx: &GpuContext, cfg: &Config, i: usize, layer: &Gp
         }
         None => project(Target::O, b.proj, b.att)?,
     }
-    let x_mid = add_residual(ctx, b.x, b.x_mid, b.proj, n * c)?;
-    rmsnorm_forward(ctx, b.xn2, b.rstd2, x_mid, &layer.ffn_norm, n, c, eps)?;
+    add_rmsnorm_forward(ctx, b.x_mid, b.xn2, b.rstd2, b.x, b.proj, &layer.ffn_norm, n, c, eps)?;
+    let x_mid = b.x_mid.unwrap_or(b.x);
     project(Target::Gate, b.gate, b.xn2)?;
     project(Target::Up, b.up, b.xn2)?;
     gated_forward(ctx, cfg.activation, b.h, b.gate, b.up, n * ff)?;
