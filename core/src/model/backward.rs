@@ -12,7 +12,7 @@ use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::Arena;
 use crate::lora::gpu::{fused_part_views, lora_parts};
 use crate::lora::Target;
-use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers};
+use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers, Chain};
 use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
@@ -585,7 +585,7 @@ impl TrainPass {
             pos: &s.pos,
         };
         let attention = Attention::Packed { seg: self.segments(), stats: &a.stats };
-        block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, &|target, out, inp| self.project(ctx, model, i, target, out, inp, n, a, drop))
+        block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, Chain::default(), &|target, out, inp| self.project(ctx, model, i, target, out, inp, n, a, drop))
     }
 
     /// From dres = ∂loss/∂xs[i+1] to dres = ∂loss/∂xs[i], adding the layer's LoRA gradients.

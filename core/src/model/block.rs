@@ -77,6 +77,17 @@ pub(crate) struct BlockBuffers<'a> {
     pub pos: &'a GpuBuffer,
 }
 
+/// How a block meets its neighbours where the residual stream is updated in place
+/// (inference): the previous block's last launch already normed this one's input into xn1,
+/// and this block's last launch adds its MLP's output and norms the sum with `next_norm` (the
+/// next layer's input norm, or the final norm) into xn1. Default: each block norms its own
+/// input and ends with the add.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Chain<'a> {
+    pub input_normed: bool,
+    pub next_norm: Option<&'a GpuBuffer>,
+}
+
 /// out = inp·Wᵀ (+ bias) (+ the adapter's part) for one target of the block.
 pub(crate) type Project<'a> = dyn Fn(Target, &GpuBuffer, &GpuBuffer) -> Result<()> + 'a;
 
@@ -98,11 +109,23 @@ pub(crate) fn attention_dims(cfg: &Config, i: usize, n: usize) -> AttentionDims 
 
 /// Layer `i`'s forward for `n` tokens.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn block_forward(ctx: &GpuContext, cfg: &Config, i: usize, layer: &GpuLayer, b: &BlockBuffers, n: usize, attention: Attention, project: &Project) -> Result<()> {
+pub(crate) fn block_forward(
+    ctx: &GpuContext,
+    cfg: &Config,
+    i: usize,
+    layer: &GpuLayer,
+    b: &BlockBuffers,
+    n: usize,
+    attention: Attention,
+    chain: Chain,
+    project: &Project,
+) -> Result<()> {
     let (c, ff, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
     let (rope_q, rope_k) = rope_dims(cfg, i, n);
     let att = attention_dims(cfg, i, n);
-    rmsnorm_forward(ctx, b.xn1, b.rstd1, b.x, &layer.attn_norm, n, c, eps)?;
+    if !chain.input_normed {
+        rmsnorm_forward(ctx, b.xn1, b.rstd1, b.x, &layer.attn_norm, n, c, eps)?;
+    }
     match (&layer.q_norm, &layer.k_norm) {
         (Some(q_norm), Some(k_norm)) => {
             project(Target::Q, b.q_raw, b.xn1)?;
@@ -172,8 +195,10 @@ pub(crate) fn block_forward(ctx: &GpuContext, cfg: &Config, i: usize, layer: &Gp
         }
         None => project(Target::Down, b.proj, b.h)?,
     }
-    add_residual(ctx, x_mid, b.x_out, b.proj, n * c)?;
-    Ok(())
+    match chain.next_norm {
+        Some(w) => add_rmsnorm_forward(ctx, b.x_out, b.xn1, b.rstd1, x_mid, b.proj, w, n, c, eps),
+        None => add_residual(ctx, x_mid, b.x_out, b.proj, n * c).map(|_| ()),
+    }
 }
 
 /// `out` = `x` + `proj`, or `x` += `proj` in place when there is no `out`; returns where the

@@ -7,7 +7,7 @@
 use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::lora::gpu::{GpuAdapter, LoraUse};
 use crate::model::backward::lm_head_parts;
-use crate::model::block::{block_forward, Attention, BlockBuffers};
+use crate::model::block::{block_forward, Attention, BlockBuffers, Chain};
 use crate::lora::{Adapter, Target};
 use crate::model::config::Config;
 use crate::model::linear::Linear;
@@ -17,7 +17,6 @@ use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
 use crate::ops::lora::{lora_down, lora_up_term};
 use crate::ops::matmul::LowRankTerm;
 use crate::ops::residual::bias_forward;
-use crate::ops::rmsnorm::rmsnorm_forward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
 pub(crate) struct GpuLayer {
@@ -472,7 +471,7 @@ impl Model {
     /// attending as `attention(i)` says, and leaves the final normed states in `xn`.
     pub(crate) fn run_layers<'a>(&'a self, ctx: &GpuContext, tokens: &[u32], pos: &[u32], attention: &dyn Fn(usize) -> Attention<'a>) -> Result<()> {
         let cfg = &self.cfg;
-        let (t, c) = (tokens.len(), cfg.hidden_size);
+        let t = tokens.len();
         let emb = self.embed_rows(tokens)?;
         let s = &self.state;
         ctx.write_f32(&s.x, &emb);
@@ -506,10 +505,14 @@ impl Model {
             h: &s.h,
             pos: &s.pos,
         };
+        // each block's last launch norms its output for the next block, the last one's with
+        // the final norm (into xn)
         for (i, l) in self.layers.iter().enumerate() {
-            block_forward(ctx, cfg, i, l, &b, t, attention(i), &|target, out, inp| self.project(ctx, i, target, out, inp, t))?;
+            let next_norm = self.layers.get(i + 1).map_or(&self.final_norm, |next| &next.attn_norm);
+            let chain = Chain { input_normed: i > 0, next_norm: Some(next_norm) };
+            block_forward(ctx, cfg, i, l, &b, t, attention(i), chain, &|target, out, inp| self.project(ctx, i, target, out, inp, t))?;
         }
-        rmsnorm_forward(ctx, &s.xn, &s.rstd, &s.x, &self.final_norm, t, c, cfg.rms_norm_eps)
+        Ok(())
     }
 
     /// Appends `tokens` to the context (in chunks) and returns the logits (V) after the last.
