@@ -446,8 +446,7 @@ impl GpuContext {
         f(self.encoder(&mut rec))
     }
 
-    /// Runs `f` in the shared compute pass with the ring offset of `params`; every
-    /// `SUBMIT_EVERY` launches, submits what is recorded.
+    /// Runs `f` in the shared compute pass with the ring offset of `params`.
     pub(crate) fn in_pass(&self, params: &[u8], f: impl FnOnce(&mut wgpu::ComputePass<'static>, u32)) {
         let mut rec = self.recording.lock().unwrap();
         let offset = self.ring.place(&mut rec.params, params);
@@ -457,6 +456,11 @@ impl GpuContext {
         }
         f(rec.pass.as_mut().expect("pass just opened"), offset);
         rec.launches += 1;
+    }
+
+    /// Submits what is recorded once it holds `SUBMIT_EVERY` launches.
+    pub(crate) fn submit_every_few_launches(&self) {
+        let mut rec = self.recording.lock().unwrap();
         if rec.launches >= SUBMIT_EVERY {
             self.submit(&mut rec);
         }

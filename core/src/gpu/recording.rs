@@ -147,7 +147,8 @@ pub struct KernelStat {
 pub struct Profile {
     pub dispatches: u64,
     pub submissions: u64,
-    /// Time spent recording and submitting, in ms.
+    /// Time spent recording and submitting, in ms. A driver whose submission waits for the
+    /// one before it to finish (lavapipe's) adds that wait: there, compare wall times.
     pub host_ms: f64,
     /// GPU time of the window's submissions from timestamp queries, in ms; None where the
     /// adapter has no timestamps inside encoders (see `gpu_time_note`).
