@@ -446,8 +446,9 @@ impl GpuContext {
         f(self.encoder(&mut rec))
     }
 
-    /// Runs `f` in the shared compute pass with the ring offset of `params`.
-    pub(crate) fn in_pass(&self, params: &[u8], f: impl FnOnce(&mut wgpu::ComputePass<'static>, u32)) {
+    /// Runs `f` in the shared compute pass with the ring offset of `params`; true when the
+    /// recording now holds `SUBMIT_EVERY` launches and should be submitted.
+    pub(crate) fn in_pass(&self, params: &[u8], f: impl FnOnce(&mut wgpu::ComputePass<'static>, u32)) -> bool {
         let mut rec = self.recording.lock().unwrap();
         let offset = self.ring.place(&mut rec.params, params);
         if rec.pass.is_none() {
@@ -456,14 +457,7 @@ impl GpuContext {
         }
         f(rec.pass.as_mut().expect("pass just opened"), offset);
         rec.launches += 1;
-    }
-
-    /// Submits what is recorded once it holds `SUBMIT_EVERY` launches.
-    pub(crate) fn submit_every_few_launches(&self) {
-        let mut rec = self.recording.lock().unwrap();
-        if rec.launches >= SUBMIT_EVERY {
-            self.submit(&mut rec);
-        }
+        rec.launches >= SUBMIT_EVERY
     }
 
     fn encoder<'r>(&self, rec: &'r mut Recording) -> &'r mut wgpu::CommandEncoder {

@@ -223,7 +223,7 @@ impl GpuContext {
         let pipeline = self.pipeline(k, inputs.len(), outputs.len());
         let buffers: Vec<&GpuBuffer> = inputs.iter().chain(outputs).copied().collect();
         let storage = self.storage_group((k.base, inputs.len(), outputs.len()), &buffers);
-        self.in_pass(bytes, |pass, offset| {
+        let full = self.in_pass(bytes, |pass, offset| {
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &storage, &[]);
             pass.set_bind_group(1, &self.ring.group, &[offset]);
@@ -231,8 +231,10 @@ impl GpuContext {
         });
         self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
         self.counters.add_host_time(started);
-        // (a submission adds its own host time)
-        self.submit_every_few_launches();
+        if full {
+            // (a submission adds its own host time)
+            self.flush();
+        }
         self.note_launch(k, flops)
     }
 
