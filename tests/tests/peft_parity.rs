@@ -343,3 +343,60 @@ fn lora_fused_into_the_tiled_matmuls_gives_the_same_gradients() {
         assert!(moved > launched.len() / 4, "{name}: dropout changed only {moved} of {} gradients", launched.len());
     }
 }
+
+/// Over a micro-batch long enough for the tiled kernels to split the LoRA weight gradients'
+/// reductions (≥ 512 tokens), each gradient's parts go into one scratch per layer and one
+/// launch per layer sums them (TrainPass's GradSums). The gradients agree with lavapipe's
+/// kernels (which do not split), overwritten then accumulated, without dropout and with it,
+/// on a plain model and on Phi-3's fused qkv and gate_up (whose dB parts write rows of one
+/// gradient); and with an adapter whose tensors are not grouped by layer, which sums each
+/// gradient on its own, with more launches.
+#[test]
+fn split_weight_gradients_summed_once_per_layer_match() {
+    use hearth_core::gpu::KernelPaths;
+    let (Some(plain), Some(own)) = (hearth_tests::gpu(), hearth_tests::own_gpu()) else { return };
+    // a context of its own: the launches are counted
+    let tiled = own.with_kernel_paths(KernelPaths::Gpu);
+    for name in ["tiny-llama", "tiny-phi3"] {
+        let m = load(name);
+        let text = std::fs::read_to_string(fixture(&format!("peft/{name}/data.jsonl"))).unwrap();
+        let records = parse_records("data.jsonl", &text).unwrap();
+        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false, enable_thinking: None };
+        let (examples, _) = prepare(&records, &m.tokenizer, &opts).unwrap();
+        let mut repeated: Vec<&Example> = Vec::new();
+        for e in examples.iter().cycle() {
+            if repeated.iter().map(|e| e.tokens.len()).sum::<usize>() >= 600 {
+                break;
+            }
+            repeated.push(e);
+        }
+        let batch = pack(&repeated);
+        assert!(batch.len() >= 600, "{name}: {} tokens", batch.len());
+        // the gradients by (target, layer) after an overwriting and an accumulating backward,
+        // and the launches of the two
+        let grads = |ctx: &GpuContext, grouped: bool| -> (Vec<f32>, u64) {
+            let mut adapter = read_adapter(&format!("peft/{name}/trained"));
+            if !grouped {
+                adapter.tensors.sort_by_key(|t| (t.target as usize, t.layer));
+            }
+            let mut keys: Vec<(usize, usize, usize)> = adapter.tensors.iter().enumerate().map(|(i, t)| (t.target as usize, t.layer, i)).collect();
+            keys.sort();
+            let mut mdl = model(ctx, &m);
+            mdl.set_adapter(ctx, Some(adapter), "trained").unwrap();
+            let mut pass = TrainPass::new(ctx, &mdl, batch.len(), false).unwrap();
+            ctx.profile_begin();
+            pollster::block_on(pass.forward_backward(ctx, &mdl, &batch, 0.1, Dropout { p: 0.2, seed: 3 }, false)).unwrap();
+            pollster::block_on(pass.forward_backward(ctx, &mdl, &batch, 0.1, Dropout::OFF, true)).unwrap();
+            let launches = pollster::block_on(ctx.profile_end()).unwrap().dispatches;
+            let values = keys.iter().flat_map(|k| [&pass.grads[k.2].0, &pass.grads[k.2].1]).flat_map(|b| pollster::block_on(ctx.read_f32(b)).unwrap()).collect();
+            (values, launches)
+        };
+        // (dropout's seeds follow the adapter's order, so each order has its own reference)
+        let want = |grouped| grads(plain, grouped).0.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let (per_layer, fewer) = grads(&tiled, true);
+        let (per_gradient, more) = grads(&tiled, false);
+        assert_close(&format!("{name}: gradients summed per layer, against lavapipe's kernels"), &per_layer, &want(true), 1e-6, 1e-3);
+        assert_close(&format!("{name}: gradients summed one by one, against lavapipe's kernels"), &per_gradient, &want(false), 1e-6, 1e-3);
+        assert!(fewer < more, "{name}: {fewer} launches with the sums per layer, {more} with a sum per gradient");
+    }
+}

@@ -17,11 +17,14 @@ use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
-use crate::ops::lora::{lora_backward_b, lora_down, lora_grad_a, lora_input_term, lora_up_term, LoraDims};
+use crate::lora::Adapter;
+use crate::ops::lora::{lora_backward_b, lora_down, lora_grad_a, lora_input_term, lora_up_term, GradDest, LoraDims};
+use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, SplitParts};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
 use crate::ops::swiglu::gated_backward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
+use std::sync::Arc;
 
 /// One micro-batch of concatenated examples, all (N).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -306,6 +309,68 @@ pub(crate) fn lm_head_parts(cfg: &Config, binding_limit: u64) -> (usize, bool) {
     (part_rows, part_rows < cfg.vocab_size)
 }
 
+/// The LoRA weight gradients' split reductions, summed once per layer. Over the thousands of
+/// tokens of a micro-batch, a gradient of LoRA's size (r × in, out × r) is a few tiles, so the
+/// tiled kernels split its reduction into parts and sum them: a second launch for each of the
+/// 14 gradients of a layer with all seven targets. Here the parts of all of a layer's
+/// gradients go into one scratch laid out as the layer's region of the gradient arena, and
+/// one launch sums them into the region.
+struct GradSums {
+    /// `splits` × `len` floats: part s of the layer's region at s·len; zero where no
+    /// gradient lies (nothing writes there), so the region's gaps stay zero.
+    parts: Arc<GpuBuffer>,
+    /// The gradient arena's buffer.
+    arena: Arc<GpuBuffer>,
+    /// Per layer, where its region starts in the arena's buffer (bytes); None for a layer
+    /// the adapter leaves alone.
+    starts: Vec<Option<u64>>,
+    /// Floats in a layer's region (every layer's region has the same layout).
+    len: usize,
+}
+
+impl GradSums {
+    /// For micro-batches of up to `max_tokens` tokens; None where the kernels do not split
+    /// the gradients' reductions, or where the layers' gradients do not lie in one region of
+    /// the same layout each (an adapter whose tensors are not grouped by layer, or whose
+    /// layers differ in targets or ranks), or where the parts would pass the binding limit.
+    fn new(ctx: &GpuContext, adapter: &Adapter, arena: &Arena, n_layers: usize, max_tokens: usize) -> Result<Option<Self>> {
+        let Some(splits) = weight_grad_splits(ctx, max_tokens) else { return Ok(None) };
+        let mut starts = vec![None; n_layers];
+        let mut layout: Option<Vec<(u64, u64)>> = None;
+        for (layer, start) in starts.iter_mut().enumerate() {
+            let tensors: Vec<usize> = (0..adapter.tensors.len()).filter(|&t| adapter.tensors[t].layer == layer).collect();
+            let (Some(&first), Some(&last)) = (tensors.first(), tensors.last()) else { continue };
+            if last - first + 1 != tensors.len() {
+                return Ok(None);
+            }
+            // (offset in the region, bytes) of each of the layer's dA and dB
+            let at = arena.views[2 * first].offset();
+            let parts: Vec<(u64, u64)> = arena.views[2 * first..2 * last + 2].iter().map(|v| (v.offset() - at, v.len_bytes())).collect();
+            if *layout.get_or_insert_with(|| parts.clone()) != parts {
+                return Ok(None);
+            }
+            *start = Some(at);
+        }
+        let Some(&(last_at, last_len)) = layout.as_ref().and_then(|l| l.last()) else { return Ok(None) };
+        let len = ((last_at + last_len) / 4) as usize;
+        if (splits * len * 4) as u64 > ctx.limits().max_storage_buffer_binding_size as u64 {
+            return Ok(None);
+        }
+        let parts = ctx.alloc_f32(splits * len)?;
+        ctx.zero(&parts);
+        Ok(Some(GradSums { parts: Arc::new(parts), arena: Arc::clone(&arena.whole), starts, len }))
+    }
+}
+
+/// Where a weight gradient `g` goes: into the layer's parts where it has them (see
+/// `TrainPass::layer_parts`), else into `g`.
+fn grad_dest<'a>(parts: Option<(&'a GradSums, u64, usize)>, g: &'a GpuBuffer) -> GradDest<'a> {
+    match parts {
+        Some((sums, at, splits)) => GradDest::Parts(SplitParts { parts: &sums.parts, at: g.offset() - at, stride: sums.len, splits }),
+        None => GradDest::Grad(g),
+    }
+}
+
 pub struct TrainPass {
     /// N: the most tokens a micro-batch may hold.
     pub max_tokens: usize,
@@ -325,6 +390,8 @@ pub struct TrainPass {
     pub grad_arena: Option<Arena>,
     /// Whether the backward running now adds into `grads` (see `forward_backward`).
     accumulate_grads: bool,
+    /// Where the kernels split the gradients' reductions: their parts, summed per layer.
+    grad_sums: Option<GradSums>,
     /// The lengths of the micro-batch's examples, in the order `s.runs` holds them.
     run_lens: Vec<u32>,
 }
@@ -367,6 +434,10 @@ impl TrainPass {
                 .collect::<Result<_>>()?,
             _ => Vec::new(),
         };
+        let grad_sums = match (adapter, &grad_arena) {
+            (Some(a), Some(g)) => GradSums::new(ctx, &a.adapter, g, cfg.n_layers, n)?,
+            _ => None,
+        };
         Ok(TrainPass {
             max_tokens: n,
             checkpointing,
@@ -378,6 +449,7 @@ impl TrainPass {
             grad_parts,
             grad_arena,
             accumulate_grads: false,
+            grad_sums,
             run_lens: Vec::new(),
         })
     }
@@ -531,6 +603,8 @@ impl TrainPass {
         let (idx, lora) = (u.index, &adapter.tensors[u.index]);
         let h = acts.lora_h[adapter.adapter.tensors[idx].target as usize].as_ref().expect("allocated for every adapted target");
         let (da, db) = &self.grads[idx];
+        let parts = self.layer_parts(ctx, i, n);
+        let dest = |g| grad_dest(parts, g);
         // the forward's dropout mask (same seed): A saw dropout(x), and only the kept inputs
         // receive the LoRA path's gradient
         let d = LoraDims { accumulate: self.accumulate_grads, dropout: (drop.p, drop.seed_for(idx)), ..lora.dims(n) };
@@ -541,14 +615,14 @@ impl TrainPass {
             Some(p) => {
                 let part = LoraDims { d_out: p.rows, ..d };
                 let db_part = &self.grad_parts[idx][p.index].1;
-                lora_backward_b(ctx, db_part, dh, if p.first { 0.0 } else { 1.0 }, dout, h, &lora.parts[p.index].1, part)?;
+                lora_backward_b(ctx, dest(db_part), dh, if p.first { 0.0 } else { 1.0 }, dout, h, &lora.parts[p.index].1, part)?;
                 if !p.last {
                     return base.backward_input(ctx, dinp, dout, n, beta, None);
                 }
             }
-            None => lora_backward_b(ctx, db, dh, 0.0, dout, h, &lora.b, d)?,
+            None => lora_backward_b(ctx, dest(db), dh, 0.0, dout, h, &lora.b, d)?,
         }
-        lora_grad_a(ctx, da, dh, inp, d)?;
+        lora_grad_a(ctx, dest(da), dh, inp, d)?;
         // dx: the base's part, with the LoRA path's as its low-rank term
         base.backward_input(ctx, dinp, dout, n, beta, Some(lora_input_term(dh, &lora.a, d)))
     }
@@ -633,7 +707,23 @@ impl TrainPass {
         self.project_backward(ctx, model, i, Target::Q, &s.dxn, 0.0, dq, &a.xn1, n, a, drop)?;
         self.project_backward(ctx, model, i, Target::K, &s.dxn, 1.0, dk, &a.xn1, n, a, drop)?;
         self.project_backward(ctx, model, i, Target::V, &s.dxn, 1.0, &s.dv, &a.xn1, n, a, drop)?;
-        rmsnorm_backward_add(ctx, &s.dres, &s.dxn, &self.xs[i], &l.attn_norm, &a.rstd1, n, c)
+        rmsnorm_backward_add(ctx, &s.dres, &s.dxn, &self.xs[i], &l.attn_norm, &a.rstd1, n, c)?;
+        match self.layer_parts(ctx, i, n) {
+            Some((sums, at, splits)) => {
+                let region = GpuBuffer::view(&sums.arena, at - sums.arena.offset(), (4 * sums.len) as u64);
+                let beta = if self.accumulate_grads { 1.0 } else { 0.0 };
+                sum_splits(ctx, &region, &sums.parts, 1, sums.len, splits, Accumulate { alpha: 1.0, beta })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Where layer i's weight gradients of a micro-batch of n tokens go as split parts: the
+    /// sums, the layer's region (a byte offset in the arena's buffer) and the parts per
+    /// gradient; None where they go straight into the gradients.
+    fn layer_parts(&self, ctx: &GpuContext, i: usize, n: usize) -> Option<(&GradSums, u64, usize)> {
+        let sums = self.grad_sums.as_ref()?;
+        Some((sums, sums.starts[i]?, weight_grad_splits(ctx, n)?))
     }
 
     /// Final norm, lm_head and cross-entropy in chunks of R rows, per-token losses into

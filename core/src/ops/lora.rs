@@ -4,7 +4,7 @@
 //! in the base layer's output (h·Bᵀ, dh·A) in the base matmul's own launch, as its low-rank
 //! term (`lora_up_term`, `lora_input_term`; the model's projections pass them to the base).
 
-use super::matmul::{matmul, matmul_dropout, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout};
+use super::matmul::{matmul, matmul_dropout, matmul_weight_parts, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts};
 use crate::{GpuBuffer, GpuContext, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -27,6 +27,21 @@ impl LoraDims {
     fn drop_on(&self, on: DropOn) -> OperandDropout {
         OperandDropout { on, p: self.dropout.0, seed: self.dropout.1 }
     }
+
+    /// The weight gradients' beta: added to with `accumulate`, else overwritten.
+    fn grad_beta(&self) -> f32 {
+        if self.accumulate { 1.0 } else { 0.0 }
+    }
+}
+
+/// Where the backward puts a weight gradient (dA or dB).
+#[derive(Clone, Copy)]
+pub enum GradDest<'a> {
+    /// Into the gradient itself (added to with `LoraDims::accumulate`).
+    Grad(&'a GpuBuffer),
+    /// As its split reduction's parts, which the caller sums into the gradient later,
+    /// together with other gradients' (the model: once per layer).
+    Parts(SplitParts<'a>),
 }
 
 /// y(M, out) += scale·(dropout(x)·Aᵀ)·Bᵀ; `h` (M, r) receives dropout(x)·Aᵀ, kept for the
@@ -55,8 +70,8 @@ pub fn lora_up_term<'a>(h: &'a GpuBuffer, b: &'a GpuBuffer, d: LoraDims) -> LowR
 /// gradient where it can: [`lora_input_term`].)
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward(ctx: &GpuContext, da: &GpuBuffer, db: &GpuBuffer, dx: &GpuBuffer, dx_beta: f32, dh: &GpuBuffer, dy: &GpuBuffer, x: &GpuBuffer, h: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
-    lora_backward_b(ctx, db, dh, 0.0, dy, h, b, d)?;
-    lora_grad_a(ctx, da, dh, x, d)?;
+    lora_backward_b(ctx, GradDest::Grad(db), dh, 0.0, dy, h, b, d)?;
+    lora_grad_a(ctx, GradDest::Grad(da), dh, x, d)?;
     matmul_dropout(ctx, MatmulKind::BackwardInput, dx, dh, a, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate { alpha: 1.0, beta: dx_beta }, d.drop_on(DropOn::Out))
 }
 
@@ -64,17 +79,22 @@ pub fn lora_backward(ctx: &GpuContext, da: &GpuBuffer, db: &GpuBuffer, dx: &GpuB
 /// dh = dh_beta·dh + scale·dy·B. A fused layer runs it per part (its rows of B and dB), adding
 /// the parts' dh (dh_beta 1 after the first), then [`lora_grad_a`] and dx once.
 #[allow(clippy::too_many_arguments)]
-pub fn lora_backward_b(ctx: &GpuContext, db: &GpuBuffer, dh: &GpuBuffer, dh_beta: f32, dy: &GpuBuffer, h: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
-    let beta = if d.accumulate { 1.0 } else { 0.0 };
-    matmul(ctx, MatmulKind::BackwardWeight, db, dy, h, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate { alpha: d.scale, beta })?;
+pub fn lora_backward_b(ctx: &GpuContext, db: GradDest, dh: &GpuBuffer, dh_beta: f32, dy: &GpuBuffer, h: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
+    let dims = MatmulDims::new(d.m, d.d_out, d.rank);
+    match db {
+        GradDest::Grad(db) => matmul(ctx, MatmulKind::BackwardWeight, db, dy, h, dims, Accumulate { alpha: d.scale, beta: d.grad_beta() })?,
+        GradDest::Parts(parts) => matmul_weight_parts(ctx, parts, dy, h, dims, d.scale, None)?,
+    }
     matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate { alpha: d.scale, beta: dh_beta })
 }
 
 /// dA = dhᵀ·dropout(x) (added to with `d.accumulate`), with the forward's mask.
-pub fn lora_grad_a(ctx: &GpuContext, da: &GpuBuffer, dh: &GpuBuffer, x: &GpuBuffer, d: LoraDims) -> Result<()> {
-    let beta = if d.accumulate { 1.0 } else { 0.0 };
+pub fn lora_grad_a(ctx: &GpuContext, da: GradDest, dh: &GpuBuffer, x: &GpuBuffer, d: LoraDims) -> Result<()> {
     let dims = MatmulDims::new(d.m, d.rank, d.d_in);
-    matmul_dropout(ctx, MatmulKind::BackwardWeight, da, dh, x, dims, Accumulate { alpha: 1.0, beta }, d.drop_on(DropOn::B))
+    match da {
+        GradDest::Grad(da) => matmul_dropout(ctx, MatmulKind::BackwardWeight, da, dh, x, dims, Accumulate { alpha: 1.0, beta: d.grad_beta() }, d.drop_on(DropOn::B)),
+        GradDest::Parts(parts) => matmul_weight_parts(ctx, parts, dh, x, dims, 1.0, Some(d.drop_on(DropOn::B))),
+    }
 }
 
 /// dropout(dh·A), the LoRA path's part of dx through the forward's mask, as the base layer's

@@ -13,6 +13,7 @@ use super::residual::residual_accumulate;
 use crate::error::ensure;
 use crate::gpu::{grid_1d, Kernel, KernelPaths, Shader, Variant};
 use crate::{GpuBuffer, GpuContext, Result};
+use std::sync::Arc;
 
 /// Sizes of one matmul call; `batch` matrices of a and c, b shared unless `b_batched`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,7 +321,7 @@ pub fn matmul_with(
     d: MatmulDims,
     acc: Accumulate,
 ) -> Result<()> {
-    launch(ctx, kind, tiling, out, a, b, d, acc, None, None)
+    launch(ctx, kind, tiling, out, a, b, d, acc, None, None, None)
 }
 
 /// [`matmul`] with LoRA dropout on one side (none where `drop.p` is 0).
@@ -356,10 +357,10 @@ pub fn matmul_dropout_with(
     ensure((0.0..1.0).contains(&drop.p), || format!("{}: the dropout probability {} is outside [0, 1)", kind.entry(), drop.p))?;
     ensure(drop.on != DropOn::Term, || format!("{}: dropout on a low-rank term needs the term (matmul_low_rank)", kind.entry()))?;
     if drop.p == 0.0 {
-        return launch(ctx, kind, tiling, out, a, b, d, acc, None, None);
+        return launch(ctx, kind, tiling, out, a, b, d, acc, None, None, None);
     }
     if matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide) {
-        return launch(ctx, kind, tiling, out, a, b, d, acc, Some(drop), None);
+        return launch(ctx, kind, tiling, out, a, b, d, acc, Some(drop), None, None);
     }
     let (a_len, b_len, _) = kind.operand_lens(&d);
     let (rows, cols) = kind.out_shape(&d);
@@ -368,17 +369,17 @@ pub fn matmul_dropout_with(
         DropOn::A => {
             let dropped = ctx.alloc_f32(a_len)?;
             dropout_forward(ctx, &dropped, a, a_len, drop.p, drop.seed, 0.0)?;
-            launch(ctx, kind, tiling, out, &dropped, b, d, acc, None, None)
+            launch(ctx, kind, tiling, out, &dropped, b, d, acc, None, None, None)
         }
         DropOn::B => {
             let dropped = ctx.alloc_f32(b_len)?;
             dropout_forward(ctx, &dropped, b, b_len, drop.p, drop.seed, 0.0)?;
-            launch(ctx, kind, tiling, out, a, &dropped, d, acc, None, None)
+            launch(ctx, kind, tiling, out, a, &dropped, d, acc, None, None, None)
         }
         DropOn::Term => unreachable!("refused above"),
         DropOn::Out => {
             let product = ctx.alloc_f32(out_len)?;
-            launch(ctx, kind, tiling, &product, a, b, d, Accumulate { alpha: acc.alpha, beta: 0.0 }, None, None)?;
+            launch(ctx, kind, tiling, &product, a, b, d, Accumulate { alpha: acc.alpha, beta: 0.0 }, None, None, None)?;
             dropout_forward(ctx, out, &product, out_len, drop.p, drop.seed, acc.beta)
         }
     }
@@ -476,14 +477,54 @@ pub fn matmul_low_rank_with(
     let masked = term.dropout.0 > 0.0;
     if matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide) || (tiling == MatmulTiling::Coop && !masked) {
         let drop = masked.then(|| term.operand_dropout(DropOn::Term));
-        return launch(ctx, kind, tiling, out, a, b, d, acc, drop, Some(term));
+        return launch(ctx, kind, tiling, out, a, b, d, acc, drop, Some(term), None);
     }
-    launch(ctx, kind, tiling, out, a, b, d, acc, None, None)?;
+    launch(ctx, kind, tiling, out, a, b, d, acc, None, None, None)?;
     term.add_alone(ctx, kind, out, d.m, kind.out_shape(&d).1, acc.alpha)
 }
 
+/// Where the parts of a split weight gradient go when they are summed later, together with
+/// other gradients' ([`matmul_weight_parts`]): part s of the product at `at` bytes plus
+/// s·`stride` floats into `parts`. One [`sum_splits`] over a region of gradients laid out as
+/// the parts are then replaces a sum per gradient.
+#[derive(Clone, Copy)]
+pub struct SplitParts<'a> {
+    pub parts: &'a Arc<GpuBuffer>,
+    /// A multiple of the adapter's storage offset alignment (the parts are bound from there).
+    pub at: u64,
+    pub stride: usize,
+    pub splits: usize,
+}
+
+/// Parts a weight gradient's reduction over `m` rows is split into on this context's
+/// kernels, for [`SplitParts`]: from the split the tiled kernels give an output of one tile
+/// (so every gradient of a layer can share it); None where they would not split it or the
+/// context does not run them (the register kernels do not split).
+pub fn weight_grad_splits(ctx: &GpuContext, m: usize) -> Option<usize> {
+    let (splits, _) = reduction_split("a weight gradient", 1, m, 1).ok()?;
+    (ctx.kernel_paths() == KernelPaths::Gpu && splits > 1).then_some(splits)
+}
+
+/// The split parts of the weight gradient `alpha·aᵀ·b` (a BackwardWeight product, with LoRA
+/// dropout on b's side where `drop` has p > 0) into `dest`, on the tiled kernel; a later
+/// [`sum_splits`] adds them into the gradient.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_weight_parts(ctx: &GpuContext, dest: SplitParts, a: &GpuBuffer, b: &GpuBuffer, d: MatmulDims, alpha: f32, drop: Option<OperandDropout>) -> Result<()> {
+    let op = MatmulKind::BackwardWeight.entry();
+    let drop = drop.filter(|x| x.p > 0.0);
+    ensure(drop.is_none_or(|x| x.on == DropOn::B && x.p < 1.0), || format!("{op}: split parts take dropout below 1 on the input's side only"))?;
+    let (_, _, len) = MatmulKind::BackwardWeight.operand_lens(&d);
+    let end = dest.at + 4 * ((dest.splits - 1) * dest.stride + len) as u64;
+    ensure(d.batch == 1 && dest.splits > 1 && end <= dest.parts.len_bytes(), || {
+        format!("{op}: {} parts of {len} floats every {} from byte {} do not fit a buffer of {} bytes ({d:?})", dest.splits, dest.stride, dest.at, dest.parts.len_bytes())
+    })?;
+    let acc = Accumulate { alpha, beta: 0.0 };
+    launch(ctx, MatmulKind::BackwardWeight, MatmulTiling::Tiled, dest.parts, a, b, d, acc, drop, None, Some(dest))
+}
+
 /// Records one product with the tiling given; `drop` and `term` only with the tiled kernels
-/// (with a term, only the term's dropout).
+/// (with a term, only the term's dropout), and `into` only with the plain tiled kernel (then
+/// `out` is the parts' buffer).
 #[allow(clippy::too_many_arguments)]
 fn launch(
     ctx: &GpuContext,
@@ -496,6 +537,7 @@ fn launch(
     acc: Accumulate,
     drop: Option<OperandDropout>,
     term: Option<LowRankTerm>,
+    into: Option<SplitParts>,
 ) -> Result<()> {
     let op = kind.entry();
     ensure(d.batch > 0 && d.m > 0 && d.n > 0 && d.k > 0, || format!("{op}: empty sizes {d:?}"))?;
@@ -507,7 +549,9 @@ fn launch(
     let (a_len, b_len, _) = kind.operand_lens(&d);
     check_len(op, "a", a, d.batch * a_len)?;
     check_len(op, "b", b, bb * b_len)?;
-    check_len(op, "out", out, d.batch * rows * cols)?;
+    if into.is_none() {
+        check_len(op, "out", out, d.batch * rows * cols)?;
+    }
     let term_rank = term.map_or(0, |t| t.rank);
     let flops = 2.0 * (d.batch * d.m * d.n * d.k + rows * cols * term_rank) as f64;
     let takes_term = d.batch == 1
@@ -580,15 +624,20 @@ fn launch(
             };
             let tile = tiling.tiled_side().map_or(COOP_TILE, |side| 8 * side as usize);
             let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
-            let (splits, r_split) = reduction_split(op, tiles, pr as usize, d.batch)?;
+            let (splits, r_split) = match into {
+                Some(p) => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
+                None => reduction_split(op, tiles, pr as usize, d.batch)?,
+            };
             // a split product's parts are unmasked: sum_splits masks their sum
             let (drop_on, drop_seed, drop_p) = drop_params(drop.filter(|x| splits == 1 || x.on != DropOn::Out));
+            // parts to be summed later carry alpha (the one sum serves gradients of other alphas)
+            let alpha = if into.is_some() || splits == 1 { acc.alpha } else { 1.0 };
             let (term_v_sj, term_v_sr) = term.map_or((0, 0), |t| t.v_strides(kind, cols));
             let params = StridedParams {
                 m: pm,
                 n: pn,
                 r: pr,
-                alpha: if splits > 1 { 1.0 } else { acc.alpha },
+                alpha,
                 beta: if splits > 1 { 0.0 } else { acc.beta },
                 a_si,
                 a_sr,
@@ -596,7 +645,7 @@ fn launch(
                 b_sr,
                 a_batch: if splits > 1 { 0 } else { a_len as u32 },
                 b_batch: if d.b_batched { b_len as u32 } else { 0 },
-                c_batch: (rows * cols) as u32,
+                c_batch: into.map_or(rows * cols, |p| p.stride) as u32,
                 splits: splits as u32,
                 r_split: r_split as u32,
                 drop_on,
@@ -620,6 +669,10 @@ fn launch(
                 Some(t) => vec![a, b, t.h, t.v],
                 None => vec![a, b],
             };
+            if let Some(p) = into {
+                let parts = GpuBuffer::view(p.parts, p.at, p.parts.len_bytes() - p.at);
+                return ctx.dispatch_counted(&kernel, &inputs, &[&parts], &params, groups, flops);
+            }
             if splits == 1 {
                 return ctx.dispatch_counted(&kernel, &inputs, &[out], &params, groups, flops);
             }
