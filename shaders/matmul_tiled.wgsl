@@ -24,6 +24,7 @@
 
 // #include "pieces/strided_gemm.wgsl"
 // #include "pieces/gemm_output.wgsl"
+// #include "pieces/tile_f32.wgsl"
 
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
@@ -45,9 +46,11 @@ override TY: u32 = 8u; // invocations along M
 const BK: u32 = 8u;    // reduction steps staged per iteration
 
 // Tiles in vec4s: BK rows of (8·T)/4 = 2·T vec4s, and one vec4 of padding per row so that
-// the transposing stores of a row-major operand spread over the banks.
-var<workgroup> tile_a: array<vec4<f32>, BK * (2u * TY + 1u)>;
-var<workgroup> tile_b: array<vec4<f32>, BK * (2u * TX + 1u)>;
+// the transposing stores of a row-major operand spread over the banks. Their elements are
+// f32, or f16 in matmul_tiled_f16.wgsl (pieces/tile_f16.wgsl: the inputs rounded to f16 as
+// they are staged, for forwards where the context asks for f16).
+var<workgroup> tile_a: array<vec4<TileElem>, BK * (2u * TY + 1u)>;
+var<workgroup> tile_b: array<vec4<TileElem>, BK * (2u * TX + 1u)>;
 
 // Stages A(i0.., r0..) into tile_a[r][row] (zero past r_end), or H's where `term`.
 // Consecutive invocations take consecutive addresses of `a`: along r when r is its
@@ -69,7 +72,7 @@ fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
                 v = drop_at(DROP_A, idx, a[idx]);
             }
         }
-        tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = v;
+        tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = to_tile(v);
     }
 }
 
@@ -91,7 +94,7 @@ fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
                 v = drop_at(DROP_B, idx, b[idx]);
             }
         }
-        tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = v;
+        tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = to_tile(v);
     }
 }
 
@@ -178,10 +181,10 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
             stage_b(term, b_off, j0, r0, hi, flat);
             workgroupBarrier();
             for (var r = 0u; r < BK; r++) {
-                let a0 = tile_a[r * sa + lid.y];
-                let a1 = tile_a[r * sa + TY + lid.y];
-                let b0 = tile_b[r * sb + lid.x];
-                let b1 = tile_b[r * sb + TX + lid.x];
+                let a0 = vec4<f32>(tile_a[r * sa + lid.y]);
+                let a1 = vec4<f32>(tile_a[r * sa + TY + lid.y]);
+                let b0 = vec4<f32>(tile_b[r * sb + lid.x]);
+                let b1 = vec4<f32>(tile_b[r * sb + TX + lid.x]);
                 // column t of acc is row t of the block: acc[t] += a[t] · b
                 acc00 += mat4x4<f32>(a0.x * b0, a0.y * b0, a0.z * b0, a0.w * b0);
                 acc01 += mat4x4<f32>(a0.x * b1, a0.y * b1, a0.z * b1, a0.w * b1);

@@ -48,13 +48,17 @@ fn main() {
         assert!(!composed, "shaders/{name} is composed from shaders/matmul/: delete it");
         write(&out.join(name), &compose(&path));
         if fs::read_to_string(&path).unwrap().contains(REDUCE_PIECE) {
-            let variant = compose_swapping(&path, Some((REDUCE_PIECE, "pieces/reduce_subgroups.wgsl")));
+            let variant = compose_swapping(&path, &[(REDUCE_PIECE, "pieces/reduce_subgroups.wgsl")]);
             write(&out.join(name.replace(".wgsl", "_subgroups.wgsl")), &variant);
         }
     }
-    let tiled = compose_swapping(&shaders.join("matmul_tiled.wgsl"), Some((GEMM_OUTPUT_PIECE, "pieces/gemm_output_low_rank.wgsl")));
-    write(&out.join("matmul_tiled_low_rank.wgsl"), &tiled);
-    let coop = compose_swapping(&shaders.join("matmul_coop.wgsl"), Some((GEMM_OUTPUT_PIECE, "pieces/gemm_output_low_rank.wgsl")));
+    let tiled = shaders.join("matmul_tiled.wgsl");
+    write(&out.join("matmul_tiled_low_rank.wgsl"), &compose_swapping(&tiled, &[LOW_RANK_OUTPUT]));
+    // the tiles in f16 (its `enable` must open the file)
+    for (name, swaps) in [("matmul_tiled_f16.wgsl", &[TILE_F16][..]), ("matmul_tiled_f16_low_rank.wgsl", &[TILE_F16, LOW_RANK_OUTPUT])] {
+        write(&out.join(name), &format!("enable f16;\n\n{}", compose_swapping(&tiled, swaps)));
+    }
+    let coop = compose_swapping(&shaders.join("matmul_coop.wgsl"), &[LOW_RANK_OUTPUT]);
     write(&out.join("matmul_coop_low_rank.wgsl"), &coop);
     let attention = compose(&shaders.join("attention.wgsl"));
     let narrow = "const MAX_HS: u32 = 128u;";
@@ -80,7 +84,7 @@ fn main() {
         let low_rank = compose(&dir.join("quant.wgsl"))
             + &with_term_bindings(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name)
             + &matmul::quant_file_tables(f)
-            + &compose_swapping(&dir.join("quant_tiled.wgsl"), Some((LOW_RANK_NONE, "../pieces/low_rank_term.wgsl")));
+            + &compose_swapping(&dir.join("quant_tiled.wgsl"), &[(LOW_RANK_NONE, "../pieces/low_rank_term.wgsl")]);
         write(&out.join(format!("matmul_{}_low_rank.wgsl", f.name)), &low_rank);
         writeln!(entries, "/// matmul_{}.wgsl's entry points.", f.name).unwrap();
         writeln!(entries, "pub const {}_ENTRIES: QuantEntries = QuantEntries {{", f.name.to_uppercase()).unwrap();
@@ -92,9 +96,12 @@ fn main() {
     write(&out.join("../matmul_quant_entries.rs"), &entries);
 }
 
-/// The strided GEMM's output; matmul_tiled.wgsl and matmul_coop.wgsl are composed again
-/// with a low-rank term.
-const GEMM_OUTPUT_PIECE: &str = "pieces/gemm_output.wgsl";
+/// The strided GEMM's output, swapped for one with a low-rank term: matmul_tiled.wgsl and
+/// matmul_coop.wgsl are composed again with it.
+const LOW_RANK_OUTPUT: (&str, &str) = ("pieces/gemm_output.wgsl", "pieces/gemm_output_low_rank.wgsl");
+
+/// matmul_tiled.wgsl's f32 tiles, swapped for f16 ones.
+const TILE_F16: (&str, &str) = ("pieces/tile_f32.wgsl", "pieces/tile_f16.wgsl");
 
 /// No low-rank term, as quant_tiled.wgsl includes it.
 const LOW_RANK_NONE: &str = "../pieces/low_rank_none.wgsl";
@@ -125,30 +132,29 @@ const REDUCE_PIECE: &str = "pieces/reduce.wgsl";
 
 /// The file at `path` with its includes expanded.
 fn compose(path: &Path) -> String {
-    compose_swapping(path, None)
+    compose_swapping(path, &[])
 }
 
-/// [`compose`], including the piece `swap.1` wherever a file includes `swap.0`.
-fn compose_swapping(path: &Path, swap: Option<(&str, &str)>) -> String {
+/// [`compose`], including the piece `to` wherever a file includes `from`, for each
+/// (from, to) of `swaps`.
+fn compose_swapping(path: &Path, swaps: &[(&str, &str)]) -> String {
     let mut seen = HashSet::new();
     let mut text = String::new();
-    expand(path, swap, &mut seen, &mut text);
+    expand(path, swaps, &mut seen, &mut text);
     text
 }
 
-fn expand(path: &Path, swap: Option<(&str, &str)>, seen: &mut HashSet<PathBuf>, text: &mut String) {
+fn expand(path: &Path, swaps: &[(&str, &str)], seen: &mut HashSet<PathBuf>, text: &mut String) {
     let src = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     for (i, line) in src.lines().enumerate() {
         match line.trim().strip_prefix("// #include ") {
             Some(name) => {
-                let name = match (name.trim().trim_matches('"'), swap) {
-                    (name, Some((from, to))) if name == from => to,
-                    (name, _) => name,
-                };
+                let name = name.trim().trim_matches('"');
+                let name = swaps.iter().find(|(from, _)| *from == name).map_or(name, |(_, to)| to);
                 let piece = path.parent().unwrap().join(name);
                 let piece = piece.canonicalize().unwrap_or_else(|e| panic!("{}:{}: #include {name}: {e}", path.display(), i + 1));
                 if seen.insert(piece.clone()) {
-                    expand(&piece, swap, seen, text);
+                    expand(&piece, swaps, seen, text);
                 }
             }
             None => {

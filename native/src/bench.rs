@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use hearth_core::model::Config;
-use hearth_core::ops::matmul::{matmul, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
+use hearth_core::ops::matmul::{matmul, matmul_with, tiled_for, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
 use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -155,6 +155,8 @@ fn linear_shapes(cfg: &Config) -> Vec<(String, usize, usize)> {
 
 /// The row of matmul_coop.wgsl's forward (where the adapter has cooperative matrices).
 const COOP_OP: &str = "f16 coop forward";
+/// The row of the tiled forward with f16 tiles (where the adapter has shader-f16).
+const F16_TILES_OP: &str = "f16 tiles forward";
 
 /// SmolLM2-135M's sizes, for `bench ops` without `--model`.
 const SMOLLM2_SHAPES: [(&str, usize, usize); 5] =
@@ -194,6 +196,13 @@ fn ops(a: OpsArgs) -> Result<()> {
                 matmul_with(coop, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch")
             })?;
             rows.push(Row { op: COOP_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+        }
+        if ctx.has_f16() && wanted(F16_TILES_OP) {
+            let (x, w, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, n * k)?, random(&ctx, &mut rng, m * n)?);
+            let d = MatmulDims::new(m, n, k);
+            let tiling = tiled_for(MatmulKind::Forward, &d, true);
+            let (ms, kernels) = time(&ctx, reps, || matmul_with(&ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            rows.push(Row { op: F16_TILES_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
             let op = format!("f32 {}", kind_name(kind));

@@ -72,9 +72,9 @@ enum Command {
 /// Opens the GPU named by HEARTH_ADAPTER (a substring of its name), or the default one,
 /// with the kernels HEARTH_KERNELS names (gpu, software or llvmpipe; default: the adapter's
 /// own) and the training attention HEARTH_ATTENTION names (rows, tiled or matmul), without
-/// subgroup operations where HEARTH_SUBGROUPS=0, with forward matmuls on cooperative
-/// matrices in f16 where HEARTH_F16_MATMUL=1 (and the adapter has them), and says which it
-/// picked.
+/// subgroup operations where HEARTH_SUBGROUPS=0, with forward matmuls in f16 where
+/// HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), and says
+/// which it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_forward = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
@@ -85,10 +85,7 @@ pub fn open_gpu() -> Result<GpuContext> {
     let options = ContextOptions { cooperative_matrix: f16_forward };
     let mut ctx = pollster::block_on(GpuContext::new_with(filter.as_deref(), options))?.with_f16_forward(f16_forward);
     if f16_forward && !ctx.f16_forward() {
-        eprintln!(
-            "HEARTH_F16_MATMUL=1: this adapter has no cooperative matrices of 16 × 16 × 16 f16 products into f32 with subgroups of 32 \
-             (`hearth selftest` says what it offers); the matmuls stay f32"
-        );
+        eprintln!("HEARTH_F16_MATMUL=1: this adapter has neither shader-f16 nor cooperative matrices (`hearth selftest` says what it offers); the matmuls stay f32");
     }
     if let Ok(name) = std::env::var("HEARTH_KERNELS") {
         let paths = match name.to_lowercase().as_str() {
@@ -113,7 +110,11 @@ pub fn open_gpu() -> Result<GpuContext> {
         ctx.kernel_paths(),
         AttentionKernels::for_adapter(&ctx),
         if ctx.subgroup_reductions() { "subgroup" } else { "workgroup" },
-        if ctx.f16_forward() { ", f16 forwards on cooperative matrices" } else { "" }
+        match (ctx.f16_forward(), ctx.has_cooperative_matrix()) {
+            (false, _) => "",
+            (true, true) => ", f16 forwards on cooperative matrices",
+            (true, false) => ", f16 forwards in f16 tiles",
+        }
     );
     Ok(ctx)
 }

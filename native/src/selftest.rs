@@ -6,6 +6,7 @@ use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::ops::{cpu, cross_entropy, rmsnorm};
 use hearth_core::ops::matmul::{choose_tiling, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
 use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight, QuantBlock};
+use hearth_core::gpu::KernelPaths;
 use hearth_core::GpuContext;
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -33,7 +34,7 @@ fn print_paths(ctx: &GpuContext) {
         choose_tiling(ctx, MatmulKind::Forward, &row)
     );
     println!("  quantized matmul     {:?} blocks; Row kernel for one row of x (decoding)", QuantBlock::for_adapter(ctx));
-    let fused = matches!(choose_tiling(ctx, MatmulKind::Forward, &large), MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::Coop);
+    let fused = { let t = choose_tiling(ctx, MatmulKind::Forward, &large); t.is_tiled() || t == MatmulTiling::Coop };
     println!(
         "  LoRA's h·Bᵀ and dx   {}",
         if fused { "inside the base matmul's launch (its low-rank term)" } else { "launched after the base matmul (the register kernels take no term)" }
@@ -41,7 +42,15 @@ fn print_paths(ctx: &GpuContext) {
     let attention = AttentionKernels::for_adapter(ctx);
     let fallback = if attention == AttentionKernels::Matmul { " (Rows for sequences whose scores exceed a chunk, or heads not a multiple of 4)" } else { "" };
     println!("  attention            {attention:?} kernels for training{fallback}");
-    println!("  f16 weights          unpacked to f32 in the matmul (any adapter); f16 arithmetic only on cooperative matrices, below (shader-f16 offered: {})", if ctx.has_f16() { "yes" } else { "no" });
+    println!("  f16 weights          unpacked to f32 in the matmul (any adapter)");
+    let f16 = match (ctx.has_f16(), ctx.offers_cooperative_matrix().1) {
+        (false, _) => "none (the adapter has no shader-f16)",
+        (true, true) => "on cooperative matrices, below",
+        (true, false) if ctx.kernel_paths() == KernelPaths::Gpu => "in the tiled kernels' f16 tiles, products summed in f32 (checked below)",
+        (true, false) => "in the tiled kernels' f16 tiles (checked below), which this adapter's kernels use only where the register kernels cannot take the sizes",
+    };
+    let on = if ctx.f16_forward() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" };
+    println!("  f16 forwards         {f16}{}", if ctx.has_f16() { format!("; {on}") } else { String::new() });
     println!(
         "  reductions           {} (rmsnorm, cross-entropy, gradient norm)",
         if ctx.subgroup_reductions() { "subgroup operations" } else { "workgroup memory (the adapter has no subgroups; wgpu passes none through WebGPU)" }
@@ -81,16 +90,17 @@ fn check_reductions(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(&'static str
     Ok(vec![("rmsnorm_forward", norm), ("cross_entropy_forward", ce)])
 }
 
-/// matmul_coop.wgsl's forward against the CPU's on the same inputs rounded to f16, so that
-/// what remains is f32 accumulation: (shape, largest difference) for a shape of whole tiles,
-/// one of ragged edges, and one whose long reduction is split.
-fn check_coop(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>> {
+/// An f16 forward (`tiling`: the f16 tiles or cooperative matrices) against the CPU's on
+/// the same inputs rounded to f16, so that what remains is f32 accumulation: (shape, largest
+/// difference) for a shape of whole tiles, one of ragged edges, and one whose long reduction
+/// is split.
+fn check_f16(ctx: &GpuContext, tiling: MatmulTiling, rng: &mut Rng) -> Result<Vec<(String, f64)>> {
     let mut out = Vec::new();
     for (m, n, k) in [(128, 64, 256), (70, 97, 130), (8, 40, 4100)] {
         let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() };
         let (x, w) = (round(rng.vec_uniform(m * k, -1.0, 1.0)), round(rng.vec_uniform(n * k, -1.0, 1.0)));
         let (xb, wb, yb) = (ctx.upload_f32(&x)?, ctx.upload_f32(&w)?, ctx.alloc_f32(m * n)?);
-        matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &yb, &xb, &wb, MatmulDims::new(m, n, k), Accumulate::OVERWRITE)?;
+        matmul_with(ctx, MatmulKind::Forward, tiling, &yb, &xb, &wb, MatmulDims::new(m, n, k), Accumulate::OVERWRITE)?;
         let mut want = vec![0.0; m * n];
         cpu::matmul_forward(&mut want, &to64(&x), &to64(&w), m, n, k);
         out.push((format!("{m}×{n}×{k}"), largest_diff(&pollster::block_on(ctx.read_f32(&yb))?, &want)));
@@ -143,8 +153,15 @@ pub fn run() -> Result<()> {
             report(format!("{name} ({variant})"), diff);
         }
     }
+    if ctx.has_f16() {
+        for tiling in [MatmulTiling::TiledF16, MatmulTiling::TiledWideF16] {
+            for (shape, diff) in check_f16(&ctx, tiling, &mut rng)? {
+                report(format!("matmul_forward ({tiling:?}) {shape}"), diff);
+            }
+        }
+    }
     if let Some(coop) = crate::open_coop_gpu(&ctx)? {
-        for (shape, diff) in check_coop(&coop, &mut rng)? {
+        for (shape, diff) in check_f16(&coop, MatmulTiling::Coop, &mut rng)? {
             report(format!("matmul_coop forward {shape}"), diff);
         }
     }

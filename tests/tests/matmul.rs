@@ -55,13 +55,13 @@ fn check(kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate,
     });
 }
 
-/// [`check`] on `ctx`. The cooperative-matrix tiling rounds its inputs to f16: so do the
-/// inputs here, and what remains to compare is the f32 accumulation.
+/// [`check`] on `ctx`. The f16 tilings (f16 tiles, cooperative matrices) round their inputs
+/// to f16: so do the inputs here, and what remains to compare is the f32 accumulation.
 fn check_on(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, rng: &mut Rng) {
     let (a_len, b_len, c_len) = lens(kind, &d);
     let bb = if d.b_batched { d.batch } else { 1 };
     let round = |v: Vec<f32>| -> Vec<f32> {
-        if tiling == MatmulTiling::Coop { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() } else { v }
+        if tiling.rounds_to_f16() { to_f16(v) } else { v }
     };
     let a = round(rng.vec_uniform(d.batch * a_len, -1.0, 1.0));
     let b = round(rng.vec_uniform(bb * b_len, -1.0, 1.0));
@@ -107,6 +107,52 @@ fn coop_matmul_matches_cpu_where_offered() {
     for (d, rank) in [(MatmulDims::new(37, 24, 52), 8), (MatmulDims::new(130, 72, 36), 13), (MatmulDims::new(10, 12, 3000), 16)] {
         check_low_rank(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate { alpha: 0.5, beta: 1.0 }, rank, (0.0, 0), &mut rng);
     }
+}
+
+/// Values as f16 holds them.
+fn to_f16(v: Vec<f32>) -> Vec<f32> {
+    v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+/// matmul_tiled_f16.wgsl (the tiled kernel with its tiles in f16), where the adapter has
+/// shader-f16 (lavapipe has; SwiftShader has not, and refuses it): all three layouts (the launchers use it for forwards) on random
+/// shapes off the tiles, batched, accumulating, over a reduction long enough to split, with
+/// LoRA's term and its dropout, with dropout on an input; and inputs past f16's range
+/// saturate at ±65504.
+#[test]
+fn f16_tiles_match_cpu_where_offered() {
+    with_gpu!(ctx => {
+        if !ctx.has_f16() {
+            // refused with a reason, not a failed pipeline (SwiftShader)
+            let buf = upload(ctx, &[0.0; 16]);
+            let err = matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledF16, &buf, &buf, &buf, MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE).unwrap_err();
+            assert!(err.to_string().contains("shader-f16"), "{err}");
+            eprintln!("SKIPPED: this adapter has no shader-f16 (the f16 tiles were refused)");
+            return;
+        }
+        let mut rng = Rng::new(33);
+        let acc = Accumulate { alpha: 0.5, beta: 1.0 };
+        for tiling in [MatmulTiling::TiledF16, MatmulTiling::TiledWideF16] {
+            for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+                for _ in 0..3 {
+                    check_on(ctx, kind, tiling, random_dims(&mut rng, false), acc, &mut rng);
+                }
+            }
+            let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true };
+            check_on(ctx, MatmulKind::Forward, tiling, batched, Accumulate::OVERWRITE, &mut rng);
+            check_on(ctx, MatmulKind::Forward, tiling, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
+            for (d, rank) in [(MatmulDims::new(37, 24, 52), 8), (MatmulDims::new(130, 72, 36), 13)] {
+                check_low_rank(ctx, MatmulKind::Forward, tiling, d, acc, rank, (0.0, 0), &mut rng);
+                check_low_rank(ctx, MatmulKind::BackwardInput, tiling, d, acc, rank, (0.5, 7), &mut rng);
+            }
+            let drop = OperandDropout { on: DropOn::A, p: 0.5, seed: 4 };
+            check_dropout(ctx, MatmulKind::Forward, tiling, MatmulDims::new(45, 70, 33), acc, drop, &mut rng);
+            // 1e5 stages as 65504 (f16's largest), not inf
+            let (x, w, y) = (upload(ctx, &[1e5, 0.0, 0.0, -1e5]), upload(ctx, &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]), poisoned(ctx, 2));
+            matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, MatmulDims::new(1, 2, 4), Accumulate::OVERWRITE).unwrap();
+            assert_eq!(read(ctx, &y), [65504.0, -65504.0], "{tiling:?}");
+        }
+    });
 }
 
 #[test]
@@ -359,10 +405,10 @@ fn check_low_rank(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: Matmu
         _ => MatmulDims::new(d.m, rank, d.k),
     };
     let (h_len, v_len, _) = lens(kind, &term_dims);
-    // the cooperative-matrix kernel rounds what it stages to f16 (check_on): so do the inputs
-    // here, and the scale is a power of 2
-    let coop = tiling == MatmulTiling::Coop;
-    let round = |v: Vec<f32>| -> Vec<f32> { if coop { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() } else { v } };
+    // the f16 tilings round what they stage to f16 (check_on): so do the inputs here, and
+    // the scale is a power of 2
+    let coop = tiling.rounds_to_f16();
+    let round = |v: Vec<f32>| -> Vec<f32> { if coop { to_f16(v) } else { v } };
     let (a, b) = (round(rng.vec_uniform(a_len, -1.0, 1.0)), round(rng.vec_uniform(b_len, -1.0, 1.0)));
     let (h, v) = (round(rng.vec_uniform(h_len, -1.0, 1.0)), round(rng.vec_uniform(v_len, -1.0, 1.0)));
     let prior = rng.vec_uniform(c_len, -1.0, 1.0);
@@ -382,8 +428,11 @@ fn check_low_rank(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: Matmu
 fn check_dropout(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, drop: OperandDropout, rng: &mut Rng) {
     let (a_len, b_len, c_len) = lens(kind, &d);
     let bb = if d.b_batched { d.batch } else { 1 };
-    let a = rng.vec_uniform(d.batch * a_len, -1.0, 1.0);
-    let b = rng.vec_uniform(bb * b_len, -1.0, 1.0);
+    // the f16 tilings stage dropout(input) rounded to f16: exact for inputs in f16 and a
+    // dropout of 1/2 (kept values doubled)
+    let round = |v: Vec<f32>| -> Vec<f32> { if tiling.rounds_to_f16() { to_f16(v) } else { v } };
+    let a = round(rng.vec_uniform(d.batch * a_len, -1.0, 1.0));
+    let b = round(rng.vec_uniform(bb * b_len, -1.0, 1.0));
     let prior = rng.vec_uniform(d.batch * c_len, -1.0, 1.0);
     let out = upload(ctx, &prior);
     matmul_dropout_with(ctx, kind, tiling, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc, drop).unwrap();

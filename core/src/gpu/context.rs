@@ -319,11 +319,13 @@ impl GpuContext {
         self.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
     }
 
-    /// This context with forward matmuls on cooperative matrices in f16 (where the device
-    /// has them, see [`ContextOptions`]): faster on tensor cores, but its inputs are rounded
-    /// to f16, so it is a choice, not the default (`HEARTH_F16_MATMUL=1`).
+    /// This context with forward matmuls in f16, summed in f32: on cooperative matrices where
+    /// the device has them (see [`ContextOptions`]), else in the tiled kernels with f16 tiles
+    /// where it has shader-f16. Faster, but the inputs are rounded to f16, so it is a choice,
+    /// not the default (`HEARTH_F16_MATMUL=1`). Only where the tiled kernels run: software
+    /// adapters keep their f32 register kernels.
     pub fn with_f16_forward(mut self, on: bool) -> Self {
-        self.f16_forward = on && self.has_cooperative_matrix();
+        self.f16_forward = on && (self.has_cooperative_matrix() || self.has_f16());
         self
     }
 

@@ -9,6 +9,10 @@ pub enum Shader {
     MatmulTiled,
     /// matmul_tiled.wgsl with a low-rank term added in its epilogue (core/build/).
     MatmulTiledLowRank,
+    /// matmul_tiled.wgsl with its tiles in f16 (adapters with shader-f16; core/build/).
+    MatmulTiledF16,
+    /// The same with a low-rank term (core/build/).
+    MatmulTiledF16LowRank,
     /// matmul_tiled.wgsl's GEMM on cooperative matrices (adapters that offer them).
     MatmulCoop,
     /// The same with a low-rank term (core/build/).
@@ -46,10 +50,12 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 31] = [
+    pub const ALL: [Shader; 33] = [
         Shader::Matmul,
         Shader::MatmulTiled,
         Shader::MatmulTiledLowRank,
+        Shader::MatmulTiledF16,
+        Shader::MatmulTiledF16LowRank,
         Shader::MatmulCoop,
         Shader::MatmulCoopLowRank,
         Shader::MatmulNf4,
@@ -85,6 +91,8 @@ impl Shader {
             Shader::Matmul => "matmul.wgsl",
             Shader::MatmulTiled => "matmul_tiled.wgsl",
             Shader::MatmulTiledLowRank => "matmul_tiled_low_rank.wgsl",
+            Shader::MatmulTiledF16 => "matmul_tiled_f16.wgsl",
+            Shader::MatmulTiledF16LowRank => "matmul_tiled_f16_low_rank.wgsl",
             Shader::MatmulCoop => "matmul_coop.wgsl",
             Shader::MatmulCoopLowRank => "matmul_coop_low_rank.wgsl",
             Shader::MatmulNf4 => "matmul_nf4.wgsl",
@@ -121,6 +129,8 @@ impl Shader {
             Shader::Matmul => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul.wgsl")),
             Shader::MatmulTiled => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled.wgsl")),
             Shader::MatmulTiledLowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled_low_rank.wgsl")),
+            Shader::MatmulTiledF16 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled_f16.wgsl")),
+            Shader::MatmulTiledF16LowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled_f16_low_rank.wgsl")),
             Shader::MatmulCoop => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_coop.wgsl")),
             Shader::MatmulCoopLowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_coop_low_rank.wgsl")),
             Shader::MatmulNf4 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_nf4.wgsl")),

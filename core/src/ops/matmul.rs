@@ -72,6 +72,12 @@ pub enum MatmulTiling {
     Tiled,
     /// The same kernel in 128 × 128 tiles (256 invocations): for large outputs.
     TiledWide,
+    /// `Tiled` with its tiles staged in f16, products summed in f32 (matmul_tiled_f16.wgsl):
+    /// forwards where the context asks for f16 and the device has shader-f16 but no
+    /// cooperative matrices.
+    TiledF16,
+    /// `TiledWide` in f16.
+    TiledWideF16,
     /// A workgroup per output column: the forward of at most 4 rows (decoding) on GPUs.
     Gemv,
     /// The tiled kernel's 64 × 64 tiles on cooperative matrices, inputs rounded to f16:
@@ -87,9 +93,20 @@ impl MatmulTiling {
     fn tiled_side(self) -> Option<u32> {
         match self {
             MatmulTiling::Register | MatmulTiling::RegisterNarrow | MatmulTiling::Gemv | MatmulTiling::Coop => None,
-            MatmulTiling::Tiled => Some(8),
-            MatmulTiling::TiledWide => Some(16),
+            MatmulTiling::Tiled | MatmulTiling::TiledF16 => Some(8),
+            MatmulTiling::TiledWide | MatmulTiling::TiledWideF16 => Some(16),
         }
+    }
+
+    /// Whether it is matmul_tiled.wgsl's kernel (which fuses dropout and low-rank terms).
+    pub fn is_tiled(self) -> bool {
+        self.tiled_side().is_some()
+    }
+
+    /// Whether it rounds its inputs to f16 (and needs a device with shader-f16, or with
+    /// cooperative matrices).
+    pub fn rounds_to_f16(self) -> bool {
+        matches!(self, MatmulTiling::TiledF16 | MatmulTiling::TiledWideF16 | MatmulTiling::Coop)
     }
 }
 
@@ -274,7 +291,7 @@ impl MatmulKind {
 
 /// The tiling `matmul` picks for this adapter and these sizes.
 pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> MatmulTiling {
-    let (rows, cols) = kind.out_shape(d);
+    let (_, cols) = kind.out_shape(d);
     if ctx.kernel_paths() != KernelPaths::Gpu && d.register_fits() {
         if cols <= REGISTER_NARROW_MAX_COLS {
             MatmulTiling::RegisterNarrow
@@ -283,12 +300,22 @@ pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> Matm
         }
     } else if ctx.kernel_paths() == KernelPaths::Gpu && kind == MatmulKind::Forward && d.batch == 1 && d.m <= GEMV_ROWS {
         MatmulTiling::Gemv
-    } else if ctx.f16_forward() && kind == MatmulKind::Forward {
+    } else if ctx.f16_forward() && kind == MatmulKind::Forward && ctx.has_cooperative_matrix() {
         MatmulTiling::Coop
-    } else if d.batch * rows * cols >= WIDE_OUTPUTS {
-        MatmulTiling::TiledWide
     } else {
-        MatmulTiling::Tiled
+        tiled_for(kind, d, ctx.f16_forward() && kind == MatmulKind::Forward)
+    }
+}
+
+/// The workgroup-tiled kernel's tiling for a `kind` product of `d`: 128 × 128 tiles for
+/// large outputs, else 64 × 64; with its tiles in f16 where `f16`.
+pub fn tiled_for(kind: MatmulKind, d: &MatmulDims, f16: bool) -> MatmulTiling {
+    let (rows, cols) = kind.out_shape(d);
+    match (f16, d.batch * rows * cols >= WIDE_OUTPUTS) {
+        (false, false) => MatmulTiling::Tiled,
+        (false, true) => MatmulTiling::TiledWide,
+        (true, false) => MatmulTiling::TiledF16,
+        (true, true) => MatmulTiling::TiledWideF16,
     }
 }
 
@@ -359,7 +386,7 @@ pub fn matmul_dropout_with(
     if drop.p == 0.0 {
         return launch(ctx, kind, tiling, out, a, b, d, acc, None, None, None);
     }
-    if matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide) {
+    if tiling.is_tiled() {
         return launch(ctx, kind, tiling, out, a, b, d, acc, Some(drop), None, None);
     }
     let (a_len, b_len, _) = kind.operand_lens(&d);
@@ -475,7 +502,7 @@ pub fn matmul_low_rank_with(
     ensure(d.batch == 1, || format!("{op}: a low-rank term is added to a product of one matrix, got {d:?}"))?;
     term.check(op, kind, d.m, kind.out_shape(&d).1)?;
     let masked = term.dropout.0 > 0.0;
-    if matches!(tiling, MatmulTiling::Tiled | MatmulTiling::TiledWide) || (tiling == MatmulTiling::Coop && !masked) {
+    if tiling.is_tiled() || (tiling == MatmulTiling::Coop && !masked) {
         let drop = masked.then(|| term.operand_dropout(DropOn::Term));
         return launch(ctx, kind, tiling, out, a, b, d, acc, drop, Some(term), None);
     }
@@ -556,7 +583,7 @@ fn launch(
     let flops = 2.0 * (d.batch * d.m * d.n * d.k + rows * cols * term_rank) as f64;
     let takes_term = d.batch == 1
         && match tiling {
-            MatmulTiling::Tiled | MatmulTiling::TiledWide => drop.is_none_or(|x| x.on == DropOn::Term),
+            MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::TiledF16 | MatmulTiling::TiledWideF16 => drop.is_none_or(|x| x.on == DropOn::Term),
             MatmulTiling::Coop => drop.is_none(),
             _ => false,
         };
@@ -611,10 +638,11 @@ fn launch(
             let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
             ctx.dispatch_counted(&Kernel::new(Shader::MatmulTiled, "matmul_gemv", 0), &[a, b], &[out], &params, groups, flops)
         }
-        MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::Coop => {
+        MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::TiledF16 | MatmulTiling::TiledWideF16 | MatmulTiling::Coop => {
             ensure(tiling != MatmulTiling::Coop || ctx.has_cooperative_matrix(), || {
                 format!("{op}: this device has no cooperative matrices (ContextOptions::cooperative_matrix, on an adapter that offers them)")
             })?;
+            ensure(!tiling.rounds_to_f16() || ctx.has_f16(), || format!("{op}: {tiling:?} needs an adapter with shader-f16"))?;
             let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
             // (rows, cols, reduction, a_si, a_sr, b_sj, b_sr)
             let (pm, pn, pr, a_si, a_sr, b_sj, b_sr) = match kind {
@@ -657,11 +685,16 @@ fn launch(
                 term_v_sr,
             };
             let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];
-            let shader = if term.is_some() { Shader::MatmulTiledLowRank } else { Shader::MatmulTiled };
+            let shader = match (term.is_some(), tiling.rounds_to_f16()) {
+                (false, false) => Shader::MatmulTiled,
+                (true, false) => Shader::MatmulTiledLowRank,
+                (false, true) => Shader::MatmulTiledF16,
+                (true, true) => Shader::MatmulTiledF16LowRank,
+            };
             let kernel = match tiling {
                 MatmulTiling::Coop if term.is_some() => Kernel::new(Shader::MatmulCoopLowRank, "matmul_coop", 0),
                 MatmulTiling::Coop => Kernel::new(Shader::MatmulCoop, "matmul_coop", 0),
-                MatmulTiling::TiledWide => Kernel::new(shader, "matmul_tiled", 0)
+                MatmulTiling::TiledWide | MatmulTiling::TiledWideF16 => Kernel::new(shader, "matmul_tiled", 0)
                     .with_variant(Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] }),
                 _ => Kernel::new(shader, "matmul_tiled", 0).with_variant(Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] }),
             };

@@ -1,0 +1,12 @@
+// matmul_tiled.wgsl's tiles in f16, for adapters with shader-f16 (core/build/ puts
+// `enable f16;` at the top of matmul_tiled_f16.wgsl): half the workgroup memory, and half
+// its traffic per reduction step. The products are still summed in f32. Values past f16's
+// range saturate at ±65504 instead of becoming inf.
+
+alias TileElem = f16;
+
+const F16_MAX: f32 = 65504.0;
+
+fn to_tile(v: f32) -> TileElem {
+    return f16(clamp(v, -F16_MAX, F16_MAX));
+}
