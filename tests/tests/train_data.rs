@@ -147,6 +147,10 @@ fn memory_estimate_parts_add_up() {
     let e = estimate(&cfg, WeightFormat::F32, &lora, 256, false, shape);
     let p = lora_params(&cfg, 8, &lora.targets) as u64;
     assert_eq!((e.adapter, e.gradients, e.optimizer), (4 * p, 4 * p, 8 * p));
+    // over 2,048 tokens the GPU kernels split the gradients' reductions in 8: one layer's
+    // parts are 8 of its gradients
+    let long = estimate(&cfg, WeightFormat::F32, &lora, 2048, false, shape);
+    assert_eq!(long.gradients, 4 * p + 8 * 4 * p / cfg.n_layers as u64);
     // every weight but the embedding, which stays in host memory (tied: it is the lm_head)
     let embed = if cfg.tie_embeddings { 0 } else { cfg.vocab_size * cfg.hidden_size };
     assert_eq!(e.base, 4 * (cfg.param_count() - embed) as u64);

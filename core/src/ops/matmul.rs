@@ -528,8 +528,13 @@ pub struct SplitParts<'a> {
 /// (so every gradient of a layer can share it); None where they would not split it or the
 /// context does not run them (the register kernels do not split).
 pub fn weight_grad_splits(ctx: &GpuContext, m: usize) -> Option<usize> {
-    let (splits, _) = reduction_split("a weight gradient", 1, m, 1).ok()?;
+    let splits = weight_grad_parts(m);
     (ctx.kernel_paths() == KernelPaths::Gpu && splits > 1).then_some(splits)
+}
+
+/// The parts of [`weight_grad_splits`] on any context that runs the tiled kernels (1: none).
+pub fn weight_grad_parts(m: usize) -> usize {
+    reduction_split("a weight gradient", 1, m, 1).map_or(1, |(splits, _)| splits)
 }
 
 /// The split parts of the weight gradient `alpha·aᵀ·b` (a BackwardWeight product, with LoRA

@@ -5,6 +5,7 @@
 use super::preference::Objective;
 use crate::lora::{LoraConfig, Target};
 use crate::model::backward::activation_bytes;
+use crate::ops::matmul::weight_grad_parts;
 use crate::model::forward::StateLayout;
 use crate::model::{Config, WeightFormat};
 
@@ -15,6 +16,8 @@ pub struct MemoryEstimate {
     pub base: u64,
     /// LoRA A and B in f32.
     pub adapter: u64,
+    /// The gradients, and on GPUs the scratch of one layer's split parts (TrainPass's
+    /// GradSums: a few times a layer's gradients).
     pub gradients: u64,
     /// AdamW's first and second moments.
     pub optimizer: u64,
@@ -77,10 +80,19 @@ pub fn estimate(cfg: &Config, format: WeightFormat, lora: &LoraConfig, tokens: u
     MemoryEstimate {
         base: base_bytes(cfg, format, model.head_format),
         adapter: params,
-        gradients: params,
+        gradients: params + split_parts_bytes(params, tokens, cfg.n_layers),
         optimizer: 2 * params,
         activations: activation_bytes(cfg, tokens, lora.r, &lora.targets, checkpointing, model.binding_limit),
         inference: StateLayout::new(cfg, model.chunk, model.ctx_tokens, lora.r, model.binding_limit).bytes(cfg.n_layers),
+    }
+}
+
+/// The scratch where the GPU kernels put one layer's LoRA gradients as the parts of their
+/// split reductions, for micro-batches of `tokens` (none where they do not split them).
+fn split_parts_bytes(params: u64, tokens: usize, n_layers: usize) -> u64 {
+    match weight_grad_parts(tokens) {
+        1 => 0,
+        parts => parts as u64 * params / n_layers.max(1) as u64,
     }
 }
 
