@@ -353,12 +353,15 @@ impl GradSums {
         }
         let Some(&(last_at, last_len)) = layout.as_ref().and_then(|l| l.last()) else { return Ok(None) };
         let len = ((last_at + last_len) / 4) as usize;
-        if (splits * len * 4) as u64 > ctx.limits().max_storage_buffer_binding_size as u64 {
+        if (splits * len * 4) as u64 > ctx.limits().max_storage_buffer_binding_size {
             return Ok(None);
         }
         let parts = ctx.alloc_f32(splits * len)?;
         ctx.zero(&parts);
-        Ok(Some(GradSums { parts: Arc::new(parts), arena: Arc::clone(&arena.whole), starts, len }))
+        // an Arc, as the arena's (wgpu's buffers are not Send on the web anyway)
+        #[allow(clippy::arc_with_non_send_sync)]
+        let parts = Arc::new(parts);
+        Ok(Some(GradSums { parts, arena: Arc::clone(&arena.whole), starts, len }))
     }
 }
 
