@@ -12,7 +12,7 @@ use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::Arena;
 use crate::lora::gpu::{fused_part_views, lora_parts};
 use crate::lora::Target;
-use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers, Chain};
+use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers, Chain, NextNorm};
 use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
@@ -662,7 +662,22 @@ impl TrainPass {
             pos: &s.pos,
         };
         let attention = Attention::Packed { seg: self.segments(), stats: &a.stats };
-        block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, Chain::default(), &|target, out, inp| self.project(ctx, model, i, target, out, inp, n, a, drop))
+        block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, self.chain(model, i), &|target, out, inp| self.project(ctx, model, i, target, out, inp, n, a, drop))
+    }
+
+    /// Without checkpointing, each block's last launch norms its output into the next
+    /// layer's slot (xn1, rstd1), the last block's with the final norm into the head's input:
+    /// a launch fewer per layer. With checkpointing the layers share one slot, which the
+    /// backward's recompute of layer i would then overwrite with layer i + 1's input.
+    fn chain<'a>(&'a self, model: &'a Model, i: usize) -> Chain<'a> {
+        if self.checkpointing {
+            return Chain::default();
+        }
+        let next = match (model.layers.get(i + 1), self.acts.get(i + 1)) {
+            (Some(layer), Some(slot)) => NextNorm { weight: &layer.attn_norm, out: &slot.xn1, rstd: &slot.rstd1 },
+            _ => NextNorm { weight: &model.final_norm, out: &self.s.xnf, rstd: &self.s.rstdf },
+        };
+        Chain { input_normed: i > 0, next_norm: Some(next) }
     }
 
     /// From dres = ∂loss/∂xs[i+1] to dres = ∂loss/∂xs[i], adding the layer's LoRA gradients.
@@ -736,7 +751,10 @@ impl TrainPass {
         let (c, v) = (cfg.hidden_size, cfg.vocab_size);
         let s = &self.s;
         let last = &self.xs[cfg.n_layers];
-        rmsnorm_forward(ctx, &s.xnf, &s.rstdf, last, &model.final_norm, n, c, cfg.rms_norm_eps)?;
+        // (without checkpointing, the last block's launch normed it: `chain`)
+        if self.checkpointing {
+            rmsnorm_forward(ctx, &s.xnf, &s.rstdf, last, &model.final_norm, n, c, cfg.rms_norm_eps)?;
+        }
         for r0 in (0..n).step_by(self.rows) {
             let rows = self.rows.min(n - r0);
             // the matmuls read their operands from offset 0

@@ -77,15 +77,22 @@ pub(crate) struct BlockBuffers<'a> {
     pub pos: &'a GpuBuffer,
 }
 
-/// How a block meets its neighbours where the residual stream is updated in place
-/// (inference): the previous block's last launch already normed this one's input into xn1,
-/// and this block's last launch adds its MLP's output and norms the sum with `next_norm` (the
-/// next layer's input norm, or the final norm) into xn1. Default: each block norms its own
-/// input and ends with the add.
+/// How a block meets its neighbours: the previous block's last launch already normed this
+/// one's input into xn1 (and rstd1), and this block's last launch adds its MLP's output and
+/// norms the sum with `next_norm`'s weight (the next layer's input norm, or the final norm)
+/// into its buffers. Default: each block norms its own input and ends with the add.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Chain<'a> {
     pub input_normed: bool,
-    pub next_norm: Option<&'a GpuBuffer>,
+    pub next_norm: Option<NextNorm<'a>>,
+}
+
+/// The norm a block's last launch applies for what follows it, and where it writes.
+#[derive(Clone, Copy)]
+pub(crate) struct NextNorm<'a> {
+    pub weight: &'a GpuBuffer,
+    pub out: &'a GpuBuffer,
+    pub rstd: &'a GpuBuffer,
 }
 
 /// out = inp·Wᵀ (+ bias) (+ the adapter's part) for one target of the block.
@@ -196,7 +203,7 @@ pub(crate) fn block_forward(
         None => project(Target::Down, b.proj, b.h)?,
     }
     match chain.next_norm {
-        Some(w) => add_rmsnorm_forward(ctx, b.x_out, b.xn1, b.rstd1, x_mid, b.proj, w, n, c, eps),
+        Some(next) => add_rmsnorm_forward(ctx, b.x_out, next.out, next.rstd, x_mid, b.proj, next.weight, n, c, eps),
         None => add_residual(ctx, x_mid, b.x_out, b.proj, n * c).map(|_| ()),
     }
 }

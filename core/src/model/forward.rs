@@ -7,7 +7,7 @@
 use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::lora::gpu::{GpuAdapter, LoraUse};
 use crate::model::backward::lm_head_parts;
-use crate::model::block::{block_forward, Attention, BlockBuffers, Chain};
+use crate::model::block::{block_forward, Attention, BlockBuffers, Chain, NextNorm};
 use crate::lora::{Adapter, Target};
 use crate::model::config::Config;
 use crate::model::linear::Linear;
@@ -509,7 +509,7 @@ impl Model {
         // the final norm (into xn)
         for (i, l) in self.layers.iter().enumerate() {
             let next_norm = self.layers.get(i + 1).map_or(&self.final_norm, |next| &next.attn_norm);
-            let chain = Chain { input_normed: i > 0, next_norm: Some(next_norm) };
+            let chain = Chain { input_normed: i > 0, next_norm: Some(NextNorm { weight: next_norm, out: b.xn1, rstd: b.rstd1 }) };
             block_forward(ctx, cfg, i, l, &b, t, attention(i), chain, &|target, out, inp| self.project(ctx, i, target, out, inp, t))?;
         }
         Ok(())
