@@ -38,6 +38,15 @@ fn load(name: &str) -> LoadedModel {
     load_hf_folder(&DirFiles(fixture(name)), None).unwrap()
 }
 
+/// Fixture `name`'s training data (peft/NAME/data.jsonl) as PEFT's script prepared it: the
+/// prompt and completion concatenated, the loss on the completion.
+fn fixture_examples(name: &str, m: &LoadedModel) -> Vec<Example> {
+    let text = std::fs::read_to_string(fixture(&format!("peft/{name}/data.jsonl"))).unwrap();
+    let records = parse_records("data.jsonl", &text).unwrap();
+    let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false, enable_thinking: None };
+    prepare(&records, &m.tokenizer, &opts).unwrap().0
+}
+
 fn model(ctx: &GpuContext, m: &LoadedModel) -> Model {
     model_split(ctx, m, None)
 }
@@ -75,10 +84,7 @@ fn check_on(ctx: &GpuContext, name: &str) {
     let r = reference(name);
     let m = load(name);
     // data: PEFT's token ids and loss masks
-    let text = std::fs::read_to_string(fixture(&format!("peft/{name}/data.jsonl"))).unwrap();
-    let records = parse_records("data.jsonl", &text).unwrap();
-    let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false, enable_thinking: None };
-    let (examples, _) = prepare(&records, &m.tokenizer, &opts).unwrap();
+    let examples = fixture_examples(name, &m);
     for (i, ex) in examples.iter().enumerate() {
         assert_eq!(ex.tokens, ids(&r["ids"][i]), "{name}: example {i} token ids");
         let mask: Vec<bool> = r["loss_mask"][i].as_array().unwrap().iter().map(|x| x.as_u64() == Some(1)).collect();
@@ -142,9 +148,7 @@ fn step_one_gradients_through_a_split_lm_head_match_peft() {
     with_gpu!(ctx => {
         let name = "tiny-llama";
         let m = load(name);
-        let text = std::fs::read_to_string(fixture(&format!("peft/{name}/data.jsonl"))).unwrap();
-        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false, enable_thinking: None };
-        let (examples, _) = prepare(&parse_records("data.jsonl", &text).unwrap(), &m.tokenizer, &opts).unwrap();
+        let examples = fixture_examples(name, &m);
         // 300 × 64 × 4 bytes = 76800: a 20000-byte binding splits it into 4 parts
         check_step_one_grads(ctx, name, &m, &examples, Some(20000));
     });
@@ -212,8 +216,6 @@ fn quantized_base_on(ctx: &GpuContext) {
     use hearth_core::model::weights::{Matrix, MatrixData};
     use hearth_core::model::WeightFormat;
     let r = reference("tiny-llama");
-    let text = std::fs::read_to_string(fixture("peft/tiny-llama/data.jsonl")).unwrap();
-    let records = parse_records("data.jsonl", &text).unwrap();
     for fmt in ["nf4", "q4_0", "q8_0", "f16"] {
         // the layers whose rows hold whole blocks (NF4's are 64 wide; FF here is 96)
         let mut quant = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
@@ -232,8 +234,7 @@ fn quantized_base_on(ctx: &GpuContext) {
                 *m = Matrix { name: m.name.clone(), rows: m.rows, cols: m.cols, data: MatrixData::F32(m.to_f32()) };
             }
         }
-        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false, enable_thinking: None };
-        let (examples, _) = prepare(&records, &quant.tokenizer, &opts).unwrap();
+        let examples = fixture_examples("tiny-llama", &quant);
         let run = |w| {
             let mdl = Model::new(ctx, &quant.cfg, w, ModelOptions { chunk: 64, max_seq: 128, max_binding: None }).unwrap();
             let cfg = TrainConfig { max_steps: Some(3), ..train_config(&r) };
@@ -318,10 +319,7 @@ fn lora_fused_into_the_tiled_matmuls_gives_the_same_gradients() {
     let (Some(plain), Some(tiled)) = (hearth_tests::gpu(), hearth_tests::gpu_kernels()) else { return };
     for name in ["tiny-llama", "tiny-phi3"] {
         let m = load(name);
-        let text = std::fs::read_to_string(fixture(&format!("peft/{name}/data.jsonl"))).unwrap();
-        let records = parse_records("data.jsonl", &text).unwrap();
-        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false, enable_thinking: None };
-        let (examples, _) = prepare(&records, &m.tokenizer, &opts).unwrap();
+        let examples = fixture_examples(name, &m);
         let batch = pack(&[&examples[0], &examples[1]]);
         let grads = |ctx: &GpuContext, dropout: Dropout| -> Vec<f32> {
             let mut mdl = model(ctx, &m);
@@ -359,10 +357,7 @@ fn split_weight_gradients_summed_once_per_layer_match() {
     let tiled = own.with_kernel_paths(KernelPaths::Gpu);
     for name in ["tiny-llama", "tiny-phi3"] {
         let m = load(name);
-        let text = std::fs::read_to_string(fixture(&format!("peft/{name}/data.jsonl"))).unwrap();
-        let records = parse_records("data.jsonl", &text).unwrap();
-        let opts = DataOptions { template: Template::parse("{prompt}{completion}"), max_seq_len: 256, train_on_prompt: false, enable_thinking: None };
-        let (examples, _) = prepare(&records, &m.tokenizer, &opts).unwrap();
+        let examples = fixture_examples(name, &m);
         let mut repeated: Vec<&Example> = Vec::new();
         for e in examples.iter().cycle() {
             if repeated.iter().map(|e| e.tokens.len()).sum::<usize>() >= 600 {

@@ -319,8 +319,6 @@ struct GradSums {
     /// `splits` × `len` floats: part s of the layer's region at s·len; zero where no
     /// gradient lies (nothing writes there), so the region's gaps stay zero.
     parts: Arc<GpuBuffer>,
-    /// The gradient arena's buffer.
-    arena: Arc<GpuBuffer>,
     /// Per layer, where its region starts in the arena's buffer (bytes); None for a layer
     /// the adapter leaves alone.
     starts: Vec<Option<u64>>,
@@ -361,7 +359,7 @@ impl GradSums {
         // an Arc, as the arena's (wgpu's buffers are not Send on the web anyway)
         #[allow(clippy::arc_with_non_send_sync)]
         let parts = Arc::new(parts);
-        Ok(Some(GradSums { parts, arena: Arc::clone(&arena.whole), starts, len }))
+        Ok(Some(GradSums { parts, starts, len }))
     }
 }
 
@@ -726,13 +724,13 @@ impl TrainPass {
         self.project_backward(ctx, model, i, Target::K, &s.dxn, 1.0, dk, &a.xn1, n, a, drop)?;
         self.project_backward(ctx, model, i, Target::V, &s.dxn, 1.0, &s.dv, &a.xn1, n, a, drop)?;
         rmsnorm_backward_add(ctx, &s.dres, &s.dxn, &self.xs[i], &l.attn_norm, &a.rstd1, n, c)?;
-        match self.layer_parts(ctx, i, n) {
-            Some((sums, at, splits)) => {
-                let region = GpuBuffer::view(&sums.arena, at - sums.arena.offset(), (4 * sums.len) as u64);
+        match (self.layer_parts(ctx, i, n), &self.grad_arena) {
+            (Some((sums, at, splits)), Some(arena)) => {
+                let region = GpuBuffer::view(&arena.whole, at - arena.whole.offset(), (4 * sums.len) as u64);
                 let beta = if self.accumulate_grads { 1.0 } else { 0.0 };
                 sum_splits(ctx, &region, &sums.parts, 1, sums.len, splits, Accumulate { alpha: 1.0, beta })
             }
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 

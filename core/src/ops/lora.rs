@@ -85,7 +85,7 @@ pub fn lora_backward_b(ctx: &GpuContext, db: GradDest, dh: &GpuBuffer, dh_beta: 
         GradDest::Grad(db) => matmul(ctx, MatmulKind::BackwardWeight, db, dy, h, dims, Accumulate { alpha: d.scale, beta: d.grad_beta() })?,
         GradDest::Parts(parts) => matmul_weight_parts(ctx, parts, dy, h, dims, d.scale, None)?,
     }
-    matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, MatmulDims::new(d.m, d.d_out, d.rank), Accumulate { alpha: d.scale, beta: dh_beta })
+    matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, dims, Accumulate { alpha: d.scale, beta: dh_beta })
 }
 
 /// dA = dhᵀ·dropout(x) (added to with `d.accumulate`), with the forward's mask.

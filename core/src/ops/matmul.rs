@@ -590,7 +590,7 @@ fn launch(
     let flops = 2.0 * (d.batch * d.m * d.n * d.k + rows * cols * term_rank) as f64;
     let takes_term = d.batch == 1
         && match tiling {
-            MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::TiledF16 | MatmulTiling::TiledWideF16 => drop.is_none_or(|x| x.on == DropOn::Term),
+            t if t.is_tiled() => drop.is_none_or(|x| x.on == DropOn::Term),
             MatmulTiling::Coop => drop.is_none(),
             _ => false,
         };
