@@ -80,12 +80,17 @@ fn main() {
             + &matmul::quant_file_entries(f)
             + &compose(&dir.join("quant_tiled.wgsl"));
         write(&out.join(format!("matmul_{}.wgsl", f.name)), &text);
-        // the tiled kernels again, with a low-rank term (no generated entry points)
-        let low_rank = compose(&dir.join("quant.wgsl"))
-            + &with_term_bindings(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name)
-            + &matmul::quant_file_tables(f)
-            + &compose_swapping(&dir.join("quant_tiled.wgsl"), &[(LOW_RANK_NONE, "../pieces/low_rank_term.wgsl")]);
-        write(&out.join(format!("matmul_{}_low_rank.wgsl", f.name)), &low_rank);
+        // the tiled kernels again, with a low-rank term (no generated entry points), and
+        // those with f16 tiles too (whose `enable` must open the file)
+        let with_term = |swaps: &[(&str, &str)]| {
+            compose(&dir.join("quant.wgsl"))
+                + &with_term_bindings(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name)
+                + &matmul::quant_file_tables(f)
+                + &compose_swapping(&dir.join("quant_tiled.wgsl"), swaps)
+        };
+        write(&out.join(format!("matmul_{}_low_rank.wgsl", f.name)), &with_term(&[LOW_RANK_TERM]));
+        let f16_tiles = with_term(&[LOW_RANK_TERM, QUANT_TILE_F16]);
+        write(&out.join(format!("matmul_{}_f16_tiles.wgsl", f.name)), &format!("enable f16;\n\n{f16_tiles}"));
         writeln!(entries, "/// matmul_{}.wgsl's entry points.", f.name).unwrap();
         writeln!(entries, "pub const {}_ENTRIES: QuantEntries = QuantEntries {{", f.name.to_uppercase()).unwrap();
         for (field, entry) in matmul::quant_entries(f.name) {
@@ -103,8 +108,11 @@ const LOW_RANK_OUTPUT: (&str, &str) = ("pieces/gemm_output.wgsl", "pieces/gemm_o
 /// matmul_tiled.wgsl's f32 tiles, swapped for f16 ones.
 const TILE_F16: (&str, &str) = ("pieces/tile_f32.wgsl", "pieces/tile_f16.wgsl");
 
-/// No low-rank term, as quant_tiled.wgsl includes it.
-const LOW_RANK_NONE: &str = "../pieces/low_rank_none.wgsl";
+/// The same, as quant_tiled.wgsl includes them.
+const QUANT_TILE_F16: (&str, &str) = ("../pieces/tile_f32.wgsl", "../pieces/tile_f16.wgsl");
+
+/// No low-rank term as quant_tiled.wgsl includes it, swapped for a term.
+const LOW_RANK_TERM: (&str, &str) = ("../pieces/low_rank_none.wgsl", "../pieces/low_rank_term.wgsl");
 
 /// A quantized format's file with a low-rank term's H and V bound just before `out` (which
 /// moves two bindings on), by the binding convention: inputs, then outputs.

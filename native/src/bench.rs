@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use hearth_core::model::Config;
 use hearth_core::ops::matmul::{matmul, matmul_with, tiled_for, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
-use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
+use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
 use hearth_core::{GpuBuffer, GpuContext, Profile};
@@ -222,7 +222,9 @@ fn ops(a: OpsArgs) -> Result<()> {
         for format in QuantFormat::ALL {
             let wanted_kinds: Vec<MatmulKind> =
                 [MatmulKind::Forward, MatmulKind::BackwardInput].into_iter().filter(|&kind| wanted(&format!("{} {}", format_name(format), kind_name(kind)))).collect();
-            if wanted_kinds.is_empty() {
+            let f16_tiles_op = format!("{} {F16_TILES_OP}", format_name(format));
+            let f16_tiles = ctx.has_f16() && wanted(&f16_tiles_op);
+            if wanted_kinds.is_empty() && !f16_tiles {
                 continue;
             }
             let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
@@ -232,6 +234,13 @@ fn ops(a: OpsArgs) -> Result<()> {
                 let (x, y) = (random(&ctx, &mut rng, in_len)?, random(&ctx, &mut rng, out_len)?);
                 let (ms, kernels) = time(&ctx, reps, || matmul_quant(&ctx, kind, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch"))?;
                 rows.push(Row { op: format!("{} {}", format_name(format), kind_name(kind)), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+            }
+            if f16_tiles {
+                let (x, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, m * n)?);
+                let (ms, kernels) = time(&ctx, reps, || {
+                    matmul_quant_with(&ctx, QuantBlock::TiledF16, MatmulKind::Forward, &y, &x, &gw, m, Accumulate::OVERWRITE, None).expect("launch")
+                })?;
+                rows.push(Row { op: f16_tiles_op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
             }
         }
     }

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::ops::{cpu, cross_entropy, rmsnorm};
 use hearth_core::ops::matmul::{choose_tiling, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
-use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight, QuantBlock};
+use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::gpu::KernelPaths;
 use hearth_core::GpuContext;
 use hearth_core::quant::{QuantFormat, QuantTensor};
@@ -33,7 +33,12 @@ fn print_paths(ctx: &GpuContext) {
         choose_tiling(ctx, MatmulKind::Forward, &thin),
         choose_tiling(ctx, MatmulKind::Forward, &row)
     );
-    println!("  quantized matmul     {:?} blocks; Row kernel for one row of x (decoding)", QuantBlock::for_adapter(ctx));
+    let quant_f16 = if ctx.has_f16() && QuantBlock::for_adapter(ctx) == QuantBlock::Tiled {
+        if ctx.f16_forward() { "; forwards in f16 tiles (HEARTH_F16_MATMUL=1)" } else { "; forwards in f16 tiles with HEARTH_F16_MATMUL=1" }
+    } else {
+        ""
+    };
+    println!("  quantized matmul     {:?} blocks; Row kernel for one row of x (decoding){quant_f16}", QuantBlock::for_adapter(ctx));
     let fused = { let t = choose_tiling(ctx, MatmulKind::Forward, &large); t.is_tiled() || t == MatmulTiling::Coop };
     println!(
         "  LoRA's h·Bᵀ and dx   {}",
@@ -108,6 +113,21 @@ fn check_f16(ctx: &GpuContext, tiling: MatmulTiling, rng: &mut Rng) -> Result<Ve
     Ok(out)
 }
 
+/// A quantized forward in f16 tiles against the CPU's over x and the dequantized weight
+/// rounded to f16 (a weight whose f32 decoding lands an ulp away may round to the other
+/// neighbour: 5e-4 at most for weights below 1), over a reduction long enough to split.
+fn check_quant_f16(ctx: &GpuContext, format: QuantFormat, rng: &mut Rng) -> Result<f64> {
+    let (m, n, k) = (40, 72, 1024);
+    let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() };
+    let x = round(rng.vec_uniform(m * k, -1.0, 1.0));
+    let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
+    let (xb, yb, gw) = (ctx.upload_f32(&x)?, ctx.alloc_f32(m * n)?, GpuQuantWeight::upload(ctx, &t)?);
+    matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::Forward, &yb, &xb, &gw, m, Accumulate::OVERWRITE, None)?;
+    let mut want = vec![0.0; m * n];
+    cpu::matmul_forward(&mut want, &to64(&x), &to64(&round(t.dequantize())), m, n, k);
+    Ok(largest_diff(&pollster::block_on(ctx.read_f32(&yb))?, &want))
+}
+
 pub fn run() -> Result<()> {
     let ctx = crate::open_gpu()?;
     print_paths(&ctx);
@@ -158,6 +178,11 @@ pub fn run() -> Result<()> {
             for (shape, diff) in check_f16(&ctx, tiling, &mut rng)? {
                 report(format!("matmul_forward ({tiling:?}) {shape}"), diff);
             }
+        }
+    }
+    if ctx.has_f16() {
+        for format in QuantFormat::ALL {
+            report(format!("matmul_{}_forward (TiledF16)", format!("{format:?}").to_lowercase()), check_quant_f16(&ctx, format, &mut rng)?);
         }
     }
     if let Some(coop) = crate::open_coop_gpu(&ctx)? {

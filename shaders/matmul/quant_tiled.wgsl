@@ -12,14 +12,18 @@
 // one (not the generated entry points), with a low-rank term's H and V bound before `out` and
 // pieces/low_rank_term.wgsl in low_rank_none.wgsl's place: the tiled entry points then add
 // the term after the reduction, as matmul_tiled.wgsl does (LoRA's h·Bᵀ, dropout(dh·A)).
+// And it composes that once more with pieces/tile_f16.wgsl in tile_f32.wgsl's place, as
+// matmul_<format>_f16_tiles.wgsl: the tiles in f16, the sums in f32 (forwards where the
+// context asks for f16; the launcher binds placeholders for H and V where there is no term).
 
 // #include "../pieces/low_rank_none.wgsl"
 // #include "../pieces/dropout_mask.wgsl"
+// #include "../pieces/tile_f32.wgsl"
 
 override TQ: u32 = 8u;
 
-var<workgroup> qt_a: array<vec4<f32>, 8u * (2u * TQ + 1u)>; // [r][row]: inp
-var<workgroup> qt_b: array<vec4<f32>, 8u * (2u * TQ + 1u)>; // [r][col]: W
+var<workgroup> qt_a: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][row]: inp
+var<workgroup> qt_b: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][col]: W
 
 // inp(i0 + row, r0 + r) into qt_a[r][row] (zero past r_end), for a row-major inp with
 // `stride` columns.
@@ -33,12 +37,12 @@ fn qt_stage_inp(i0: u32, r0: u32, r_end: u32, stride: u32, flat: u32) {
             let idx = (i0 + row) * stride + r0 + r;
             v = inp[idx / 4u][idx % 4u];
         }
-        qt_a[r * (2u * TQ + 1u) + row / 4u][row % 4u] = v;
+        qt_a[r * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(v);
     }
 }
 
 fn qt_put(r: u32, col: u32, v: f32) {
-    qt_b[r * (2u * TQ + 1u) + col / 4u][col % 4u] = v;
+    qt_b[r * (2u * TQ + 1u) + col / 4u][col % 4u] = to_tile(v);
 }
 
 // H(i0 + row, q) into qt_a[q][row] and term_scale·V(j0 + col, q) into qt_b[q][col], for
@@ -58,7 +62,7 @@ fn qt_stage_term(i0: u32, j0: u32, q0: u32, ncols: u32, flat: u32) {
                 v = p.term_scale * term_v_at((j0 + row) * p.term_v_sj + q * p.term_v_sr);
             }
         }
-        qt_a[(e % 8u) * (2u * TQ + 1u) + row / 4u][row % 4u] = h;
+        qt_a[(e % 8u) * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(h);
         qt_put(e % 8u, row, v);
     }
 }
@@ -171,10 +175,10 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
             }
             workgroupBarrier();
             for (var r = 0u; r < 8u; r++) {
-                let a0 = qt_a[r * s + lid.y];
-                let a1 = qt_a[r * s + TQ + lid.y];
-                let b0 = qt_b[r * s + lid.x];
-                let b1 = qt_b[r * s + TQ + lid.x];
+                let a0 = vec4<f32>(qt_a[r * s + lid.y]);
+                let a1 = vec4<f32>(qt_a[r * s + TQ + lid.y]);
+                let b0 = vec4<f32>(qt_b[r * s + lid.x]);
+                let b1 = vec4<f32>(qt_b[r * s + TQ + lid.x]);
                 acc00 += mat4x4<f32>(a0.x * b0, a0.y * b0, a0.z * b0, a0.w * b0);
                 acc01 += mat4x4<f32>(a0.x * b1, a0.y * b1, a0.z * b1, a0.w * b1);
                 acc10 += mat4x4<f32>(a1.x * b0, a1.y * b0, a1.z * b0, a1.w * b0);

@@ -1,5 +1,6 @@
-// matmul_tiled.wgsl's tiles in f16, for adapters with shader-f16 (core/build/ puts
-// `enable f16;` at the top of matmul_tiled_f16.wgsl): half the workgroup memory, and half
+// The tiles of matmul_tiled.wgsl and matmul/quant_tiled.wgsl in f16, for adapters with
+// shader-f16 (core/build/ puts `enable f16;` at the top of matmul_tiled_f16.wgsl and
+// matmul_<format>_f16_tiles.wgsl): half the workgroup memory, and half
 // its traffic per reduction step. The products are still summed in f32. Values past f16's
 // range saturate at ±65504 instead of becoming inf.
 

@@ -146,6 +146,64 @@ fn low_rank_term_in_the_tiled_epilogue() {
     });
 }
 
+/// Values as f16 holds them.
+fn to_f16(v: Vec<f32>) -> Vec<f32> {
+    v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+/// The quantized forward in f16 tiles (`QuantBlock::TiledF16`: inp and the decoded weight
+/// rounded to f16 as they are staged, products summed in f32), where the adapter has
+/// shader-f16 (lavapipe has; SwiftShader has not, and refuses it). The CPU's inputs are rounded
+/// the same way, so what is compared is the f32 accumulation: ragged edges, 128 × 128 tiles,
+/// a split reduction, with and without LoRA's term (scale 2, exact in f16) and its dropout,
+/// accumulating. The input gradient is refused: gradients fall below f16's range.
+#[test]
+fn f16_tiles_quantized_forward_matches_where_offered() {
+    with_gpu!(ctx => {
+        let small = GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::F16, &[0.5; 64], 2, 32).unwrap()).unwrap();
+        let f16_tiles = |kind, out: &_, inp: &_| matmul_quant_with(ctx, QuantBlock::TiledF16, kind, out, inp, &small, 1, Accumulate::OVERWRITE, None);
+        if !ctx.has_f16() {
+            let err = f16_tiles(MatmulKind::Forward, &poisoned(ctx, 2), &upload(ctx, &[0.0; 32])).unwrap_err();
+            assert!(err.to_string().contains("shader-f16"), "{err}");
+            eprintln!("SKIPPED: this adapter has no shader-f16 (the f16 tiles were refused)");
+            return;
+        }
+        let err = f16_tiles(MatmulKind::BackwardInput, &poisoned(ctx, 32), &upload(ctx, &[0.0; 2])).unwrap_err();
+        assert!(err.to_string().contains("forwards only"), "{err}");
+        let mut rng = Rng::new(29);
+        for format in QuantFormat::ALL {
+            for (m, n, k) in [(37, 70, 128), (1030, 1040, 64), (10, 36, 1024)] {
+                let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
+                let wd = to_f64(&to_f16(t.dequantize()));
+                let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+                for (rank, dropout) in [(0, (0.0, 0)), (16, (0.3, 7))] {
+                    let x = to_f16(rng.vec_uniform(m * k, -1.0, 1.0));
+                    let (h, v) = (to_f16(rng.vec_uniform(m * rank, -1.0, 1.0)), to_f16(rng.vec_uniform(rank * n, -1.0, 1.0)));
+                    let prior = rng.vec_uniform(m * n, -1.0, 1.0);
+                    let out = upload(ctx, &prior);
+                    let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
+                    let term = (rank > 0).then_some(LowRankTerm { h: &hb, v: &vb, rank, scale: 2.0, dropout });
+                    let acc = Accumulate { alpha: 1.0, beta: 0.5 };
+                    matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::Forward, &out, &upload(ctx, &x), &gw, m, acc, term).unwrap();
+                    let (mut product, mut extra, mut masked) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
+                    cpu::matmul_forward(&mut product, &to_f64(&x), &wd, m, n, k);
+                    cpu::matmul_forward(&mut extra, &to_f64(&h), &to_f64(&v), m, n, rank);
+                    cpu::dropout_forward(&mut masked, &extra, dropout.0, dropout.1, 0.0);
+                    let want: Vec<f64> = (0..m * n).map(|i| product[i] + 2.0 * masked[i] + 0.5 * prior[i] as f64).collect();
+                    // f32 sums of products of magnitude ≤ 1, as in the f32 tiles' test
+                    let what = format!("{format:?} TiledF16 {m}×{n}×{k} + rank {rank} term, dropout {dropout:?}");
+                    assert_close(&what, &read(ctx, &out), &want, 4e-4, 1e-4);
+                }
+            }
+        }
+        // past f16's range the staged values saturate at ±65504 instead of becoming inf
+        let x = upload(ctx, &[[1e5f32; 1].as_slice(), &[0.0; 31]].concat());
+        let y = poisoned(ctx, 2);
+        matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::Forward, &y, &x, &small, 1, Accumulate::OVERWRITE, None).unwrap();
+        assert_eq!(read(ctx, &y), [65504.0 * 0.5; 2]);
+    });
+}
+
 #[test]
 fn one_row_forward_matches_for_any_k() {
     // matmul_quant picks the row kernel for one row when K is a multiple of 32 and the small

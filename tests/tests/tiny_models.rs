@@ -88,6 +88,23 @@ fn tiny_llama_with_f16_tiles_stays_close() {
     assert!(kernels.keys().any(|k| k.starts_with("matmul_tiled_f16")), "{kernels:?}");
 }
 
+/// The same with Q8_0 weights, quantized on load: the quantized tiled kernels' forwards in
+/// f16 tiles, within quantized_on_load_stays_close's bound.
+#[test]
+fn quantized_with_f16_tiles_stays_close() {
+    let Some(own) = hearth_tests::own_gpu() else { return };
+    if !own.has_f16() {
+        eprintln!("SKIPPED: this adapter has no shader-f16");
+        return;
+    }
+    let ctx = own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu).with_f16_forward(true);
+    let m = load_hf_folder(&DirFiles(fixture("tiny-qwen2")), Some(WeightFormat::parse("q8_0").unwrap())).unwrap();
+    ctx.profile_begin();
+    check_on(&ctx, "tiny-qwen2 (q8_0, f16 tiles)", "tiny-qwen2", m, 8, None, 3e-3, 3e-2);
+    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+    assert!(kernels.keys().any(|k| k.starts_with("matmul_q8_0_f16_tiles")), "{kernels:?}");
+}
+
 #[test]
 fn tiny_llama_matches_transformers() {
     check("tiny-llama", None, None, 2e-4, 1e-4);

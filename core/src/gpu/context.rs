@@ -321,7 +321,8 @@ impl GpuContext {
 
     /// This context with forward matmuls in f16, summed in f32: on cooperative matrices where
     /// the device has them (see [`ContextOptions`]), else in the tiled kernels with f16 tiles
-    /// where it has shader-f16. Faster, but the inputs are rounded to f16, so it is a choice,
+    /// where it has shader-f16; quantized weights' forwards in their tiled kernels' f16 tiles
+    /// wherever it has shader-f16. Faster, but the inputs are rounded to f16, so it is a choice,
     /// not the default (`HEARTH_F16_MATMUL=1`). Only where the tiled kernels run: software
     /// adapters keep their f32 register kernels.
     pub fn with_f16_forward(mut self, on: bool) -> Self {

@@ -28,6 +28,12 @@ pub enum Shader {
     MatmulQ4_1LowRank,
     MatmulQ8_0LowRank,
     MatmulF16LowRank,
+    /// The same with their tiles in f16 (adapters with shader-f16; core/build/).
+    MatmulNf4F16Tiles,
+    MatmulQ4_0F16Tiles,
+    MatmulQ4_1F16Tiles,
+    MatmulQ8_0F16Tiles,
+    MatmulF16F16Tiles,
     Embedding,
     Rmsnorm,
     Rope,
@@ -50,7 +56,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 33] = [
+    pub const ALL: [Shader; 38] = [
         Shader::Matmul,
         Shader::MatmulTiled,
         Shader::MatmulTiledLowRank,
@@ -68,6 +74,11 @@ impl Shader {
         Shader::MatmulQ4_1LowRank,
         Shader::MatmulQ8_0LowRank,
         Shader::MatmulF16LowRank,
+        Shader::MatmulNf4F16Tiles,
+        Shader::MatmulQ4_0F16Tiles,
+        Shader::MatmulQ4_1F16Tiles,
+        Shader::MatmulQ8_0F16Tiles,
+        Shader::MatmulF16F16Tiles,
         Shader::Embedding,
         Shader::Rmsnorm,
         Shader::Rope,
@@ -105,6 +116,11 @@ impl Shader {
             Shader::MatmulQ4_1LowRank => "matmul_q4_1_low_rank.wgsl",
             Shader::MatmulQ8_0LowRank => "matmul_q8_0_low_rank.wgsl",
             Shader::MatmulF16LowRank => "matmul_f16_low_rank.wgsl",
+            Shader::MatmulNf4F16Tiles => "matmul_nf4_f16_tiles.wgsl",
+            Shader::MatmulQ4_0F16Tiles => "matmul_q4_0_f16_tiles.wgsl",
+            Shader::MatmulQ4_1F16Tiles => "matmul_q4_1_f16_tiles.wgsl",
+            Shader::MatmulQ8_0F16Tiles => "matmul_q8_0_f16_tiles.wgsl",
+            Shader::MatmulF16F16Tiles => "matmul_f16_f16_tiles.wgsl",
             Shader::Embedding => "embedding.wgsl",
             Shader::Rmsnorm => "rmsnorm.wgsl",
             Shader::Rope => "rope.wgsl",
@@ -143,6 +159,11 @@ impl Shader {
             Shader::MatmulQ4_1LowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_1_low_rank.wgsl")),
             Shader::MatmulQ8_0LowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q8_0_low_rank.wgsl")),
             Shader::MatmulF16LowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_f16_low_rank.wgsl")),
+            Shader::MatmulNf4F16Tiles => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_nf4_f16_tiles.wgsl")),
+            Shader::MatmulQ4_0F16Tiles => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_0_f16_tiles.wgsl")),
+            Shader::MatmulQ4_1F16Tiles => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_1_f16_tiles.wgsl")),
+            Shader::MatmulQ8_0F16Tiles => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q8_0_f16_tiles.wgsl")),
+            Shader::MatmulF16F16Tiles => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_f16_f16_tiles.wgsl")),
             Shader::Embedding => include_str!(concat!(env!("OUT_DIR"), "/shaders/embedding.wgsl")),
             Shader::Rmsnorm => include_str!(concat!(env!("OUT_DIR"), "/shaders/rmsnorm.wgsl")),
             Shader::Rope => include_str!(concat!(env!("OUT_DIR"), "/shaders/rope.wgsl")),

@@ -72,15 +72,24 @@ pub struct QuantEntries {
 
 include!(concat!(env!("OUT_DIR"), "/matmul_quant_entries.rs"));
 
-/// The format's shader, its tiled kernels with a low-rank term, and its entry points.
-fn shader(format: QuantFormat) -> (Shader, Shader, QuantEntries) {
-    match format {
-        QuantFormat::F16 => (Shader::MatmulF16, Shader::MatmulF16LowRank, F16_ENTRIES),
-        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, Shader::MatmulQ4_0LowRank, Q4_0_ENTRIES),
-        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, Shader::MatmulQ4_1LowRank, Q4_1_ENTRIES),
-        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, Shader::MatmulQ8_0LowRank, Q8_0_ENTRIES),
-        QuantFormat::Nf4 => (Shader::MatmulNf4, Shader::MatmulNf4LowRank, NF4_ENTRIES),
-    }
+/// A format's shaders: matmul_<format>.wgsl with its entry points, and its tiled kernels
+/// again with a low-rank term, in f32 tiles and in f16 ones.
+struct FormatShaders {
+    plain: Shader,
+    low_rank: Shader,
+    f16_tiles: Shader,
+    entries: QuantEntries,
+}
+
+fn shaders(format: QuantFormat) -> FormatShaders {
+    let (plain, low_rank, f16_tiles, entries) = match format {
+        QuantFormat::F16 => (Shader::MatmulF16, Shader::MatmulF16LowRank, Shader::MatmulF16F16Tiles, F16_ENTRIES),
+        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, Shader::MatmulQ4_0LowRank, Shader::MatmulQ4_0F16Tiles, Q4_0_ENTRIES),
+        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, Shader::MatmulQ4_1LowRank, Shader::MatmulQ4_1F16Tiles, Q4_1_ENTRIES),
+        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, Shader::MatmulQ8_0LowRank, Shader::MatmulQ8_0F16Tiles, Q8_0_ENTRIES),
+        QuantFormat::Nf4 => (Shader::MatmulNf4, Shader::MatmulNf4LowRank, Shader::MatmulNf4F16Tiles, NF4_ENTRIES),
+    };
+    FormatShaders { plain, low_rank, f16_tiles, entries }
 }
 
 /// The blocks of outputs per invocation of the entry points: the generated large ones for
@@ -96,6 +105,10 @@ pub enum QuantBlock {
     /// 64 × 64 outputs per workgroup of 8 × 8 invocations (128 × 128 for large outputs),
     /// W decoded into workgroup memory.
     Tiled,
+    /// Forward only: [`QuantBlock::Tiled`] with inp and W rounded to f16 as they are staged
+    /// (saturating at ±65504), the products summed in f32; shader-f16 only, where the context
+    /// asks for f16 forwards (`GpuContext::with_f16_forward`).
+    TiledF16,
     /// Forward only, 1 to 4 rows, K a multiple of 8: a workgroup per row of W (GPUs decoding).
     Gemv,
 }
@@ -117,7 +130,7 @@ impl QuantBlock {
             (QuantBlock::Small, MatmulKind::Forward) => QUANT_FORWARD_SMALL,
             (QuantBlock::Small, _) => QUANT_BACKWARD_INPUT_SMALL,
             (QuantBlock::Row, _) => QUANT_FORWARD_ROW,
-            (QuantBlock::Tiled, _) => (8, 8),
+            (QuantBlock::Tiled | QuantBlock::TiledF16, _) => (8, 8),
             (QuantBlock::Gemv, _) => (4, 1),
         }
     }
@@ -151,6 +164,7 @@ fn choose_block(ctx: &GpuContext, kind: MatmulKind, w: &GpuQuantWeight, m: usize
         ..=8 if !gpu => QuantBlock::Small,
         _ => match QuantBlock::for_adapter(ctx) {
             QuantBlock::Tiled if !w.cols.is_multiple_of(8) => QuantBlock::Small,
+            QuantBlock::Tiled if kind == MatmulKind::Forward && ctx.f16_forward() && ctx.has_f16() => QuantBlock::TiledF16,
             block => block,
         },
     }
@@ -169,13 +183,19 @@ pub fn matmul_quant_with(
     acc: Accumulate,
     term: Option<LowRankTerm>,
 ) -> Result<()> {
-    if let Some(t) = term.filter(|_| block != QuantBlock::Tiled) {
+    let tiled = matches!(block, QuantBlock::Tiled | QuantBlock::TiledF16);
+    if let Some(t) = term.filter(|_| !tiled) {
         matmul_quant_with(ctx, block, kind, out, inp, w, m, acc, None)?;
         let width = if kind == MatmulKind::Forward { w.rows } else { w.cols };
         return t.add_alone(ctx, kind, out, m, width, acc.alpha);
     }
-    let (plain, with_term, entries) = shader(w.format);
-    let sh = if term.is_some() { with_term } else { plain };
+    let shaders = shaders(w.format);
+    let entries = &shaders.entries;
+    let sh = match (block, term) {
+        (QuantBlock::TiledF16, _) => shaders.f16_tiles,
+        (_, Some(_)) => shaders.low_rank,
+        (_, None) => shaders.plain,
+    };
     let (n, k) = (w.rows, w.cols);
     let (tm, tn) = block.dims(kind);
     let (in_len, out_len, out_cols) = match kind {
@@ -192,8 +212,9 @@ pub fn matmul_quant_with(
         (_, QuantBlock::Large) => entries.backward_input_large,
         (_, QuantBlock::Small) => entries.backward_input_small,
         (_, QuantBlock::Row) => return Err(Error::Shape("the row kernel computes forwards only".into())),
-        (MatmulKind::Forward, QuantBlock::Tiled) => "matmul_quant_forward_tiled",
+        (MatmulKind::Forward, QuantBlock::Tiled | QuantBlock::TiledF16) => "matmul_quant_forward_tiled",
         (_, QuantBlock::Tiled) => "matmul_quant_backward_input_tiled",
+        (_, QuantBlock::TiledF16) => return Err(Error::Shape("the f16 tiles compute forwards only (gradients fall below f16's range)".into())),
         (MatmulKind::Forward, QuantBlock::Gemv) => "matmul_quant_gemv",
         (_, QuantBlock::Gemv) => return Err(Error::Shape("the matrix-vector kernel computes forwards only".into())),
     };
@@ -202,16 +223,17 @@ pub fn matmul_quant_with(
     let tq: usize = if m * out_cols >= 1 << 20 { 16 } else { 8 };
     let groups = match block {
         QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
-        QuantBlock::Tiled => [out_cols.div_ceil(8 * tq) as u32, m.div_ceil(8 * tq) as u32, 1],
+        QuantBlock::Tiled | QuantBlock::TiledF16 => [out_cols.div_ceil(8 * tq) as u32, m.div_ceil(8 * tq) as u32, 1],
         QuantBlock::Gemv => [n.min(65535) as u32, n.div_ceil(65535) as u32, 1],
         _ => [out_cols.div_ceil(tn * QUANT_WG.0) as u32, m.div_ceil(tm * QUANT_WG.1) as u32, 1],
     };
-    let variant = match (block, tq) {
-        (QuantBlock::Tiled, 16) => Variant { name: "128x128", constants: &[("TQ", 16.0)] },
-        (QuantBlock::Tiled, _) => Variant { name: "64x64", constants: &[("TQ", 8.0)] },
+    let variant = match (tiled, tq) {
+        (true, 16) => Variant { name: "128x128", constants: &[("TQ", 16.0)] },
+        (true, _) => Variant { name: "64x64", constants: &[("TQ", 8.0)] },
         _ => Variant::DEFAULT,
     };
-    ensure(!matches!(block, QuantBlock::Tiled | QuantBlock::Gemv) || k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
+    ensure(block != QuantBlock::TiledF16 || ctx.has_f16(), || format!("{op}: the f16 tiles need an adapter with shader-f16"))?;
+    ensure(!(tiled || block == QuantBlock::Gemv) || k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
     ensure(block != QuantBlock::Gemv || m <= 4, || format!("{op}: the matrix-vector kernel takes 1 to 4 rows, got {m}"))?;
     ensure(block != QuantBlock::Row || k.is_multiple_of(32), || format!("{op}: K = {k} must be a multiple of 32"))?;
     ensure(kind != MatmulKind::BackwardInput || n % 4 == 0, || {
@@ -225,14 +247,13 @@ pub fn matmul_quant_with(
     }
     // The tiled kernels split long reductions (ops::matmul::reduction_split) into parts that
     // matmul_sum_splits adds up; every other kernel runs whole.
-    let (splits, r_split) = match block {
-        QuantBlock::Tiled => {
-            let tiles = out_cols.div_ceil(8 * tq) * m.div_ceil(8 * tq);
-            reduction_split(op, tiles, if kind == MatmulKind::Forward { k } else { n }, 1)?
-        }
-        _ => (1, 0),
+    let (splits, r_split) = if tiled {
+        let tiles = out_cols.div_ceil(8 * tq) * m.div_ceil(8 * tq);
+        reduction_split(op, tiles, if kind == MatmulKind::Forward { k } else { n }, 1)?
+    } else {
+        (1, 0)
     };
-    let accumulates = matches!(block, QuantBlock::Tiled | QuantBlock::Gemv) && splits == 1;
+    let accumulates = (tiled || block == QuantBlock::Gemv) && splits == 1;
     let (term_v_sj, term_v_sr) = term.map_or((0, 0), |t| t.v_strides(kind, out_cols));
     let params = Params {
         m: m as u32,
@@ -258,8 +279,11 @@ pub fn matmul_quant_with(
         inputs.extend([codes, scales]);
     }
     inputs.push(inp);
-    if let Some(t) = term {
-        inputs.extend([t.h, t.v]);
+    match term {
+        Some(t) => inputs.extend([t.h, t.v]),
+        // the f16 tiles' only composition binds a term: a rank of 0 never reads these
+        None if block == QuantBlock::TiledF16 => inputs.extend([inp, inp]),
+        None => {}
     }
     let launch = |dest: &GpuBuffer| ctx.dispatch_counted(&kernel, &inputs, &[dest], &params, groups, flops);
     if splits > 1 {
