@@ -77,8 +77,11 @@ for model in $MODEL_LIST; do
         # training attention as batched matmuls (software adapters' choice) against the
         # GPU's tiled attention kernels
         run "train-$model-f32-attention-matmul" 30 env HEARTH_ATTENTION=matmul "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
-        # forwards on cooperative matrices in f16, where the GPU has them (else the same f32 run)
-        run "train-$model-f32-f16-forward" 30 env HEARTH_F16_MATMUL=1 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        # forwards in f16 (cooperative matrices where the GPU has them, else f16 tiles; the
+        # quantized base's always in f16 tiles), where it has shader-f16 (else the f32 runs)
+        for base in f32 q4_1; do
+            run "train-$model-$base-f16-forward" 30 env HEARTH_F16_MATMUL=1 "$HEARTH" bench train "$MODELS/$model" --quant $base --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        done
     fi
     run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --json
     run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW

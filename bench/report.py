@@ -68,12 +68,15 @@ def main():
         if mm and tiled:
             rows.append((f"{name} f32 train tokens/s: attention as matmuls (HEARTH_ATTENTION=matmul) vs the adapter's own (tiled on GPUs)",
                          num(mm["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(mm["tokens_per_s"], tiled["tokens_per_s"]), ""))
-        f16 = results.get(f"train-{name}-f32-f16-forward")
-        if f16 and tiled:
-            rows.append((f"{name} f32 train tokens/s: forwards on cooperative matrices in f16 (HEARTH_F16_MATMUL=1) vs f32",
-                         num(f16["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(f16["tokens_per_s"], tiled["tokens_per_s"]), ""))
+        for base in ("f32", "q4_1"):
+            f16 = results.get(f"train-{name}-{base}-f16-forward")
+            plain = results.get(f"train-{name}-{base}")
+            if not (f16 and plain):
+                continue
+            rows.append((f"{name} base {base} train tokens/s: forwards in f16 (HEARTH_F16_MATMUL=1: cooperative matrices or f16 tiles) vs f32",
+                         num(f16["tokens_per_s"]), num(plain["tokens_per_s"]), ratio(f16["tokens_per_s"], plain["tokens_per_s"]), ""))
             rows.append((f"{name} the same vs PEFT bf16", num(f16["tokens_per_s"]), num(bf16.get("tokens_per_s")),
-                         ratio(f16["tokens_per_s"], bf16.get("tokens_per_s")), "≥ 1.0 (stretch)"))
+                         ratio(f16["tokens_per_s"], bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else ""))
         g = results.get(f"generate-{name}")
         pg = peer.get("generate", {})
         if g:

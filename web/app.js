@@ -407,6 +407,19 @@ async function showEstimate() {
   }
 }
 
+// The f16 switch is the worker's GPU context's, not a run setting: it applies from the next
+// launch, to training and generation alike.
+$("f16-matmul").onchange = async () => {
+  const box = $("f16-matmul");
+  try {
+    box.checked = await call("f16", { on: box.checked });
+    say(box.checked ? "The forward matmuls now run in f16 tiles, summed in f32." : "The matmuls are f32 again.", "ok");
+  } catch (e) {
+    box.checked = false;
+    say(e.message, "error");
+  }
+};
+
 // --- training ---------------------------------------------------------------------------
 
 // While a run is active its settings are fixed: the form is locked and says so.
@@ -417,6 +430,7 @@ function setTraining(on) {
   $("stop").disabled = !on;
   $("pause").textContent = "Pause";
   for (const input of $("settings").querySelectorAll("input, select")) input.disabled = on;
+  $("f16-matmul").disabled = on || !state.gpu.f16;
   $("settings-locked").hidden = !on;
 }
 
@@ -595,6 +609,8 @@ async function start() {
     state.schema = schema;
     state.gpu = gpu;
     buildSettings(schema, defaults);
+    $("f16-matmul").disabled = !gpu.f16;
+    $("f16-note").textContent = gpu.f16 ? "(forward inputs rounded to f16, sums in f32; off by default)" : "(this GPU has no shader-f16: the matmuls stay f32)";
     await listModels();
     $("app").hidden = false;
     say(`Ready on ${gpu.summary}${gpu.software ? " — a software adapter, so training is slow: use a tiny model" : ""}. Load a model to begin.`, "ok");

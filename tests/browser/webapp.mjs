@@ -240,6 +240,17 @@ try {
   check(ready.startsWith("Ready on"), "the worker opened WebGPU (page served from a sub-path)");
   await page.waitForSelector("#served-models li");
   check((await page.locator("#hub-models li").count()) >= 4, "the ready models list names Hub models with their sizes");
+  // the f16 switch: offered where the adapter has shader-f16 (SwiftShader has not), else
+  // disabled with the reason
+  if ((await page.textContent("#f16-note")).includes("no shader-f16")) {
+    check(await page.locator("#f16-matmul").isDisabled(), "without shader-f16 the f16 switch is disabled, and the page says why");
+  } else {
+    await page.check("#f16-matmul");
+    await statusIs(page, /in f16 tiles/);
+    await page.uncheck("#f16-matmul");
+    await statusIs(page, /f32 again/);
+    check(true, "the f16 switch turns the f16 forwards on and off");
+  }
   await axe(page, "first screen");
   await everyControlReachable(page, "first screen");
 

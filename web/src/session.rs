@@ -155,6 +155,14 @@ impl Session {
         self.ctx.is_lost()
     }
 
+    /// Forward matmuls in f16 tiles, summed in f32, where the adapter has shader-f16 (the
+    /// CLI's HEARTH_F16_MATMUL=1): faster on most GPUs, at f16's precision. Returns whether it
+    /// is on. The kernels read it at each launch, so it applies from the next one.
+    pub fn set_f16_forward(&mut self, on: bool) -> bool {
+        self.ctx.set_f16_forward(on);
+        self.ctx.f16_forward()
+    }
+
     /// The adapter: name, type, limits.
     pub fn gpu_json(&self) -> String {
         let s = self.ctx.summary();

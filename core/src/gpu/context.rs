@@ -42,7 +42,8 @@ pub struct GpuContext {
     /// The adapter offers cooperative matrices, and whether in the form matmul_coop.wgsl needs.
     offers_cooperative_matrix: bool,
     coop_fits: bool,
-    /// Forward matmuls run on cooperative matrices in f16 (opt-in, where the device has them).
+    /// Forward matmuls run in f16, summed in f32 (opt-in: on cooperative matrices or in f16
+    /// tiles, where the device has them).
     f16_forward: bool,
 }
 
@@ -326,8 +327,13 @@ impl GpuContext {
     /// not the default (`HEARTH_F16_MATMUL=1`). Only where the tiled kernels run: software
     /// adapters keep their f32 register kernels.
     pub fn with_f16_forward(mut self, on: bool) -> Self {
-        self.f16_forward = on && (self.has_cooperative_matrix() || self.has_f16());
+        self.set_f16_forward(on);
         self
+    }
+
+    /// [`GpuContext::with_f16_forward`] in place (the web app's switch).
+    pub fn set_f16_forward(&mut self, on: bool) {
+        self.f16_forward = on && (self.has_cooperative_matrix() || self.has_f16());
     }
 
     pub fn f16_forward(&self) -> bool {
