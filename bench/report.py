@@ -93,6 +93,13 @@ def main():
         "| --- | ---: | ---: | ---: | --- |",
     ]
     lines += [f"| {f} | {h} | {p} | {r} | {t} |" for f, h, p, r, t in rows]
+    if ops:
+        # the forwards at the model's shapes: f32 in both tile sizes, f16, each quantized format
+        model_rows = [r for r in ops["rows"] if (r["m"], r["n"], r["k"]) != (4096, 4096, 4096) and "forward" in r["op"] and "row" not in r["op"]]
+        if model_rows:
+            lines += ["", "The forwards at the model's shapes (f32 in both tile sizes, f16, each quantized format):", "",
+                      "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
+            lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in model_rows]
     for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
                        ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)")):
         sweep = results.get(key)

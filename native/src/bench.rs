@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use hearth_core::model::Config;
-use hearth_core::ops::matmul::{matmul, matmul_with, tiled_for, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
+use hearth_core::ops::matmul::{choose_tiling, matmul, matmul_with, tiled_for, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
 use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -158,6 +158,9 @@ const COOP_OP: &str = "f16 coop forward";
 /// The row of the tiled forward with f16 tiles (where the adapter has shader-f16).
 const F16_TILES_OP: &str = "f16 tiles forward";
 
+/// The row of the f32 forward in the workgroup tiles `matmul` did not pick (GPU kernels).
+const OTHER_TILES_OP: &str = "f32 forward, other tiles";
+
 /// SmolLM2-135M's sizes, for `bench ops` without `--model`.
 const SMOLLM2_SHAPES: [(&str, usize, usize); 5] =
     [("q_proj, o_proj", 576, 576), ("k_proj, v_proj", 192, 576), ("gate_proj, up_proj", 1536, 576), ("down_proj", 576, 1536), ("lm_head", 49152, 576)];
@@ -218,6 +221,19 @@ fn ops(a: OpsArgs) -> Result<()> {
             let (x, w, y) = (random(&ctx, &mut rng, a_len)?, random(&ctx, &mut rng, b_len)?, random(&ctx, &mut rng, c_len)?);
             let (ms, kernels) = time(&ctx, reps, || matmul(&ctx, kind, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
             rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+        }
+        // the f32 forward in the tile size `matmul` did not pick (64 × 64 against 128 × 128
+        // workgroup tiles): where the threshold between them (WIDE_OUTPUTS) should be
+        let other = match choose_tiling(&ctx, MatmulKind::Forward, &MatmulDims::new(m, n, k)) {
+            MatmulTiling::Tiled => Some(MatmulTiling::TiledWide),
+            MatmulTiling::TiledWide => Some(MatmulTiling::Tiled),
+            _ => None,
+        };
+        if let Some(tiling) = other.filter(|_| wanted(OTHER_TILES_OP)) {
+            let (x, w, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, n * k)?, random(&ctx, &mut rng, m * n)?);
+            let d = MatmulDims::new(m, n, k);
+            let (ms, kernels) = time(&ctx, reps, || matmul_with(&ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            rows.push(Row { op: OTHER_TILES_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
         for format in QuantFormat::ALL {
             let wanted_kinds: Vec<MatmulKind> =
