@@ -11,7 +11,9 @@ set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/hearth-bench}"
 WORK="${WORK:-/tmp/hearth-bench-work}"
-HEARTH="${HEARTH:-.carry/hearth}"
+# bench/prepare.sh's binaries, xz-compressed to fit the device call's 64 MiB, unpacked here
+CARRY="${CARRY:-/tmp/hearth-carry}"
+HEARTH="${HEARTH:-$CARRY/hearth}"
 MODELS="${MODELS:-/tmp/hearth-bench-models}"
 # QUICK=1: a dry run of the whole script on a CPU emulator (small shapes, one model,
 # longer limits); the device run uses the defaults.
@@ -25,6 +27,15 @@ mkdir -p "$OUT" "$WORK"
 LOG="$OUT/log.txt"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 
+python3 - "$CARRY" <<'PY'
+import lzma, os, pathlib, sys
+dest = pathlib.Path(sys.argv[1])
+for src in pathlib.Path(".carry").rglob("*.xz"):
+    out = dest / src.relative_to(".carry").with_suffix("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(lzma.decompress(src.read_bytes()))
+    os.chmod(out, 0o755)
+PY
 if [ -d .gl ] && ! ldconfig -p | grep -q libvulkan.so.1; then
     for f in .gl/*.deb; do dpkg -x "$f" /; done
     ldconfig
@@ -90,7 +101,7 @@ done
 run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/smollm2-135m" 8 64 1,4,8,16
 # Last, so that the benches get their time: the GPU kernels against the CPU references on
 # this GPU (the test binaries bench/prepare.sh carried): failures and summaries into the log.
-for t in .carry/tests/*; do
+for t in "$CARRY"/tests/*; do
     [ -x "$t" ] || continue
     name=$(basename "$t")
     echo "== $(date -u +%T) tests $name" | tee -a "$LOG"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares what bench/gpu.sh needs on a lent GPU machine, on the dev machine (it has no
-# network and no Rust there): the release `hearth` binary and four test binaries in .carry/
+# network and no Rust there): the release `hearth` binary and five test binaries in .carry/
 # and Debian's Vulkan loader in .gl/, all ignored by git and carried by the device call:
 #
 #   bench/prepare.sh
@@ -10,17 +10,20 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hearth-target}"
 for d in /.carry/ /.gl/; do grep -qxF "$d" .git/info/exclude || echo "$d" >> .git/info/exclude; done
 cargo build --release -p hearth
-mkdir -p .carry/tests && cp "$CARGO_TARGET_DIR/release/hearth" .carry/hearth
-# The GPU kernels' correctness tests, stripped (~7 MB each), to run against the CPU
-# references on that GPU too.
+# Stripped and xz-compressed (about a quarter of the size; bench/gpu.sh unpacks them with
+# Python's lzma there): the binary, and the GPU kernels' correctness tests, to run against
+# the CPU references on that GPU too.
+rm -rf .carry && mkdir -p .carry/tests
+pack() { strip -o "$2.tmp" "$1" && xz -6 -T2 -c "$2.tmp" > "$2.xz" && rm "$2.tmp"; }
+pack "$CARGO_TARGET_DIR/release/hearth" .carry/hearth
 cargo test -p hearth-tests --no-run --message-format=json 2>/dev/null \
     | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("matmul", "ops", "tiny_models", "peft_parity"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("matmul", "quant", "ops", "tiny_models", "peft_parity"):
         print(m["target"]["name"], m["executable"])' \
-    | while read -r name exe; do strip -o ".carry/tests/$name" "$exe"; done
+    | while read -r name exe; do pack "$exe" ".carry/tests/$name"; done
 if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
     mkdir -p .gl /tmp/amd64/partial
     o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
