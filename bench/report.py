@@ -60,6 +60,8 @@ def main():
                          ratio(t, bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else ""))
             rows.append((f"{name} base {base}: GPU busy / step wall time", num(h.get("gpu_busy"), 2), "", "", "≥ 0.8"))
             rows.append((f"{name} base {base}: launches / step; host ms / step", f"{num(h['dispatches_per_step'], 0)}; {num(h['host_ms_per_step'])}", "", "", ""))
+            rows.append((f"{name} base {base}: bind groups; buffers created / step after the warm-up",
+                         f"{num(h.get('bind_groups_created_per_step'), 0)}; {num(h.get('buffers_created_per_step'), 0)}", "", "", "0; 0"))
             rows.append((f"{name} base {base}: matmul_efficiency", num(h["matmul_efficiency"], 2), "", "", ""))
             rows.append((f"{name} base {base}: peak GPU MiB (PEFT fp32)", num(h["peak_gpu_memory_mib"], 0), num(fp32.get("peak_gpu_memory_mib"), 0),
                          ratio(h["peak_gpu_memory_mib"], fp32.get("peak_gpu_memory_mib")), ""))

@@ -69,6 +69,8 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
             "decode_tokens_per_s": a.new_tokens as f64 / decode,
             "dispatches_per_token": profile.dispatches as f64 / per_token,
             "host_ms_per_token": profile.host_ms / per_token,
+            "bind_groups_created_per_token": profile.bind_groups_created as f64 / per_token,
+            "buffers_created_per_token": profile.buffers_created as f64 / per_token,
             "gpu_ms_per_token": profile.gpu_ms.map(|g| g / per_token),
             "gpu_time_note": profile.gpu_time_note,
             "kernels": kernels_json(&profile, per_token),
@@ -81,10 +83,12 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     println!("| prefill | {:6} | {:7.3} | {:8.1} |", prompt.len(), prefill, prompt.len() as f64 / prefill);
     println!("| decode  | {:6} | {:7.3} | {:8.1} |", a.new_tokens, decode, a.new_tokens as f64 / decode);
     println!(
-        "decode: {:.0} launches and {:.2} ms of host time per token{}",
+        "decode: {:.0} launches and {:.2} ms of host time per token{}; {} bind groups and {} buffers created in all",
         profile.dispatches as f64 / per_token,
         profile.host_ms / per_token,
-        profile.gpu_ms.map_or(String::new(), |g| format!(", {:.2} ms of GPU time", g / per_token))
+        profile.gpu_ms.map_or(String::new(), |g| format!(", {:.2} ms of GPU time", g / per_token)),
+        profile.bind_groups_created,
+        profile.buffers_created
     );
     if a.kernel_times {
         crate::bench::print_kernel_times(&profile, per_token);

@@ -64,17 +64,19 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
     let tc = TrainConfig { lora: lora.clone(), batch_size: a.batch_size, max_steps: Some(a.steps + a.warmup), checkpointing, ..TrainConfig::default() };
     let adapter = Adapter::init(&cfg, &lora, 1)?;
     let mut t = Trainer::new(&ctx, model, adapter, tc, examples, &[])?;
-    for _ in 0..a.warmup {
-        pollster::block_on(t.step(&ctx))?;
-    }
     // The f32 forward matmul at the step's MLP shape (tokens × intermediate × hidden), timed
     // in this process before and after the steps, the faster counting (a machine shared with
-    // others is rarely quiet for a whole step): what `matmul_efficiency` divides by.
+    // others is rarely quiet for a whole step): what `matmul_efficiency` divides by. Its
+    // buffers are made before the warm-up, so that the timed steps get the pooled buffers
+    // (and cached bind groups) of the steps before them, as in a training run.
     let (m, nn, k) = (a.batch_size * a.seq_len, cfg.intermediate_size, cfg.hidden_size);
     let (x, w, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, nn * k)?, random(&ctx, &mut rng, m * nn)?);
     let time_reference = || {
         time(&ctx, 2, || matmul(&ctx, MatmulKind::Forward, &y, &x, &w, MatmulDims::new(m, nn, k), Accumulate::OVERWRITE).expect("matmul launch"))
     };
+    for _ in 0..a.warmup {
+        pollster::block_on(t.step(&ctx))?;
+    }
     let ref_before = time_reference()?;
     ctx.profile_begin_with(a.kernel_times);
     let start = Instant::now();
@@ -106,6 +108,8 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
             "gpu_time_note": profile.gpu_time_note,
             "dispatches_per_step": profile.dispatches as f64 / steps,
             "submissions_per_step": profile.submissions as f64 / steps,
+            "bind_groups_created_per_step": profile.bind_groups_created as f64 / steps,
+            "buffers_created_per_step": profile.buffers_created as f64 / steps,
             "peak_gpu_memory_mib": peak_mib,
             "matmul_gflop_per_step": profile.matmul_flops() / steps / 1e9,
             "matmul_gflops": matmul_rate / 1e9,
@@ -121,6 +125,7 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
     println!("batch          {} × {} tokens, r {}, targets {}, checkpointing {}", a.batch_size, a.seq_len, a.r, a.targets, if t.checkpointing() { "on" } else { "off" });
     println!("train          {:.1} tokens/s ({:.1} ms/step over {} steps)", tokens as f64 / secs, ms_per_step, a.steps);
     println!("host           {:.1} ms/step recording and submitting {:.0} launches in {:.0} submissions", profile.host_ms / steps, profile.dispatches as f64 / steps, profile.submissions as f64 / steps);
+    println!("created        {:.0} bind groups and {:.0} buffers per step after the warm-up", profile.bind_groups_created as f64 / steps, profile.buffers_created as f64 / steps);
     match gpu_ms {
         Some(g) => println!("GPU            {g:.1} ms/step busy ({:.0} % of the step)", 100.0 * g / ms_per_step),
         None => println!("GPU            not timed: {}", profile.gpu_time_note.as_deref().unwrap_or("")),

@@ -116,6 +116,24 @@ fn long_recordings_are_submitted_in_parts_and_run_in_order() {
     assert_close("300 updates", &read(&ctx, &acc), &vec![want; n], ELEM.0, ELEM.1);
 }
 
+/// Scratch buffers whose size follows the batch come in size classes of a quarter octave:
+/// a thousand lengths within one octave take at most five buffers and five bind groups
+/// (each length used to keep a buffer of its own in the pool, and bind its own group).
+#[test]
+fn scratch_buffers_of_many_lengths_share_a_few_classes() {
+    let Some(ctx) = own_gpu() else { return };
+    let ones = upload(&ctx, &vec![1.0; 2048]);
+    ctx.profile_begin();
+    for n in 1024..2048 {
+        let s = ctx.alloc_scratch_f32(n).unwrap();
+        assert!((4 * n as u64..=5 * n as u64).contains(&s.len_bytes()), "{n} f32 in a scratch of {} bytes", s.len_bytes());
+        residual::residual_accumulate(&ctx, &s, &ones, 0.0, n).unwrap();
+    }
+    let p = pollster::block_on(ctx.profile_end()).unwrap();
+    assert_eq!(p.dispatches, 1024);
+    assert!(p.buffers_created <= 5 && p.bind_groups_created <= 5, "{} buffers and {} bind groups for 1024 lengths", p.buffers_created, p.bind_groups_created);
+}
+
 #[test]
 fn cpu_gated_backwards_match_finite_differences() {
     let mut rng = Rng::new(3);

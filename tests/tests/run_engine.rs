@@ -4,13 +4,14 @@
 
 use hearth_core::io::load::{load_hf_folder, LoadedModel};
 use hearth_core::lora::{Adapter, LoraConfig, Target};
-use hearth_core::model::{Model, ModelOptions};
+use hearth_core::model::{Model, ModelOptions, WeightFormat};
 use hearth_core::ops::adamw::AdamwConfig;
 use hearth_core::train::data::{parse_records, DataOptions, Record, Template};
 use hearth_core::train::run::{Event, Run, RunSpec};
 use hearth_core::train::trainer::TrainConfig;
+use hearth_core::gpu::KernelPaths;
 use hearth_core::{Error, GpuContext};
-use hearth_tests::{fixture, with_gpu, DirFiles};
+use hearth_tests::{fixture, own_gpu, with_gpu, DirFiles};
 
 const DATA: &str = r#"{"prompt": "Hello", "completion": " world, tiny models"}
 {"prompt": "The bike", "completion": " shop opens at nine"}
@@ -301,4 +302,64 @@ fn preparing_the_kernels_changes_nothing() {
         assert_eq!(losses(&prepared_events), losses(&plain_events));
         assert!(weights(&pollster::block_on(prepared.final_adapter(ctx)).unwrap()) == weights(&pollster::block_on(plain.final_adapter(ctx)).unwrap()));
     });
+}
+
+/// Once a run has seen its batches' lengths, it creates no GPU buffers and no bind groups
+/// (issue 15's host overhead): the pool hands back the buffers of the steps before and the
+/// cache their bind groups, whatever order the lengths come in and with evaluations between
+/// the steps. Scratch buffers whose size follows the batch come in size classes, so that
+/// many lengths share a few of them. Checked on both kernel paths, each in a context of its
+/// own (so that no other test's launches count).
+#[test]
+fn a_run_creates_no_buffers_or_bind_groups_after_its_first_epoch() {
+    let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+    let data: String = (0..16)
+        .map(|i| format!("{{\"prompt\": \"Question {i}\", \"completion\": \"{}\"}}\n", " tiny models learn".repeat(1 + i * 7 % 16)))
+        .collect();
+    for paths in [None, Some(KernelPaths::Gpu)] {
+        let Some(own) = own_gpu() else { return };
+        let ctx = match paths {
+            Some(p) => own.with_kernel_paths(p),
+            None => own,
+        };
+        // 12 examples to train on, one per step; the first epoch sees every length
+        let mut s = spec(1e-3, 30, None);
+        (s.train.batch_size, s.train.lora.dropout, s.val_split, s.eval_steps, s.data.max_seq_len) = (1, 0.1, 0.25, Some(4), 256);
+        let model = Model::new(&ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 256, max_binding: None }).unwrap();
+        let mut run = Run::new(&ctx, model, &m.tokenizer, s, parse_records("data.jsonl", &data).unwrap(), None, None, "tiny-llama").unwrap();
+        advance(&ctx, &mut run, Some(13));
+        ctx.profile_begin();
+        let events = advance(&ctx, &mut run, None);
+        let p = pollster::block_on(ctx.profile_end()).unwrap();
+        let lengths: std::collections::BTreeSet<usize> = events.iter().filter_map(|e| if let Event::Step(st) = e { Some(st.tokens) } else { None }).collect();
+        assert!(lengths.len() >= 8, "the examples should differ in length: {lengths:?}");
+        let what = format!("{:?} kernels, 17 steps and their evaluations ({} launches)", ctx.kernel_paths(), p.dispatches);
+        assert_eq!((p.bind_groups_created, p.buffers_created), (0, 0), "{what}: bind groups and buffers created");
+    }
+}
+
+/// Decoding creates no GPU buffers and no bind groups after its first token, on both kernel
+/// paths (Q4_0 weights, as GGUF models decode): the attention over a longer cache each
+/// token binds the same buffers.
+#[test]
+fn decoding_creates_no_buffers_or_bind_groups_after_its_first_token() {
+    let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), Some(WeightFormat::parse("q4_0").unwrap())).unwrap();
+    for paths in [None, Some(KernelPaths::Gpu)] {
+        let Some(own) = own_gpu() else { return };
+        let ctx = match paths {
+            Some(p) => own.with_kernel_paths(p),
+            None => own,
+        };
+        let mut model = Model::new(&ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 16, max_seq: 128, max_binding: None }).unwrap();
+        let argmax = |l: &[f32]| (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32;
+        let mut logits = pollster::block_on(model.forward(&ctx, &[1, 2, 3, 4, 5])).unwrap();
+        logits = pollster::block_on(model.forward(&ctx, &[argmax(&logits)])).unwrap();
+        ctx.profile_begin();
+        for _ in 0..40 {
+            logits = pollster::block_on(model.forward(&ctx, &[argmax(&logits)])).unwrap();
+        }
+        let p = pollster::block_on(ctx.profile_end()).unwrap();
+        let what = format!("{:?} kernels, 40 tokens ({} launches)", ctx.kernel_paths(), p.dispatches);
+        assert_eq!((p.bind_groups_created, p.buffers_created), (0, 0), "{what}: bind groups and buffers created");
+    }
 }

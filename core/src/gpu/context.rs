@@ -361,7 +361,7 @@ impl GpuContext {
                 "a buffer of {len} bytes exceeds this adapter's max_buffer_size of {max} bytes"
             )));
         }
-        Ok(self.pool.acquire(&self.device, len))
+        Ok(self.pool.acquire(&self.device, len, &self.counters.buffers))
     }
 
     /// One zeroed buffer holding `parts` (f32 counts) at offsets the adapter can bind, and a
@@ -385,6 +385,18 @@ impl GpuContext {
 
     pub fn alloc_f32(&self, n: usize) -> Result<GpuBuffer> {
         self.alloc(4 * n as u64)
+    }
+
+    /// A buffer of at least `n` f32 for work within a step whose size follows the batch (a
+    /// product to accumulate, a split reduction's parts, a dropped copy): its length is
+    /// `n`'s size class ([`super::layout::scratch_bytes`]), all of which launches bind, so
+    /// that batches of other lengths get the same pooled buffers and cached bind groups
+    /// instead of a new buffer (kept in the pool) and new bind groups per length.
+    pub fn alloc_scratch_f32(&self, n: usize) -> Result<GpuBuffer> {
+        let len = 4 * n as u64;
+        let class = super::layout::scratch_bytes(len);
+        let fits = class <= self.limits.max_storage_buffer_binding_size as u64 && class <= self.limits.max_buffer_size;
+        self.alloc(if fits { class } else { len })
     }
 
     pub fn upload_bytes(&self, data: &[u8]) -> Result<GpuBuffer> {
@@ -549,8 +561,7 @@ impl GpuContext {
     /// waited for alone, to time it (natively only: the browser cannot wait).
     pub fn profile_begin_with(&self, kernel_times: bool) {
         self.flush();
-        let c = &self.counters;
-        let start = (c.dispatches.load(Ordering::Relaxed), c.submissions.load(Ordering::Relaxed), c.host_ns.load(Ordering::Relaxed));
+        let start = self.counters.snapshot();
         let timer = self.has_gpu_timer().then(|| Timer::new(&self.device));
         *self.profiling.lock().unwrap() = Some(Profiling { start, kernel_times, kernels: Default::default(), timer, scope: None });
     }
@@ -573,12 +584,13 @@ impl GpuContext {
     pub async fn profile_end(&self) -> Result<Profile> {
         self.finish().await?;
         let p = self.profiling.lock().unwrap().take().ok_or_else(|| Error::Gpu("profile_end without profile_begin".into()))?;
-        let c = &self.counters;
-        let (d0, s0, h0) = p.start;
+        let (now, then) = (self.counters.snapshot(), p.start);
         let mut profile = Profile {
-            dispatches: c.dispatches.load(Ordering::Relaxed) - d0,
-            submissions: c.submissions.load(Ordering::Relaxed) - s0,
-            host_ms: (c.host_ns.load(Ordering::Relaxed) - h0) as f64 / 1e6,
+            dispatches: now.dispatches - then.dispatches,
+            submissions: now.submissions - then.submissions,
+            bind_groups_created: now.bind_groups - then.bind_groups,
+            buffers_created: now.buffers - then.buffers,
+            host_ms: (now.host_ns - then.host_ns) as f64 / 1e6,
             gpu_ms: None,
             gpu_time_note: None,
             kernels: p.kernels,

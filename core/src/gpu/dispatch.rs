@@ -165,6 +165,7 @@ impl GpuContext {
             })
             .collect();
         let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("storage"), layout: &layout, entries: &entries });
+        self.counters.bind_groups.fetch_add(1, Ordering::Relaxed);
         let mut groups = self.pipelines.groups.lock().unwrap();
         if groups.len() >= MAX_CACHED_GROUPS {
             groups.clear();

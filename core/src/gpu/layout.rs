@@ -7,6 +7,21 @@ pub fn pooled_bytes(len: u64) -> u64 {
     len.max(16).next_multiple_of(16)
 }
 
+/// Bytes of a scratch buffer asked for `len` bytes ([`GpuContext::alloc_scratch_f32`]): up
+/// to 1 KiB the next power of two, above it rounded up to a quarter of its octave (at most
+/// 25 % more, about 9 % on average), so that work whose size follows the batch reuses a
+/// few pooled buffers however many lengths the batches have.
+///
+/// [`GpuContext::alloc_scratch_f32`]: super::GpuContext::alloc_scratch_f32
+pub fn scratch_bytes(len: u64) -> u64 {
+    let len = pooled_bytes(len);
+    if len <= 1024 {
+        return len.next_power_of_two();
+    }
+    let quarter = 1u64 << (63 - len.leading_zeros() - 2);
+    len.next_multiple_of(quarter)
+}
+
 /// `buffer_set!(Buffers / Sizes { /// (N, C) doc, field, ... })` declares `struct Buffers`
 /// (one GpuBuffer per field), `struct Sizes` (one f32 count per field) with `bytes()`, and
 /// `Buffers::alloc(ctx, &sizes)`.

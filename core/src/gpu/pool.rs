@@ -3,6 +3,7 @@
 //! step. The pool also counts live and peak bytes, which is Hearth's GPU memory figure.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Bytes held by live buffers now and at most since the last reset.
@@ -98,7 +99,9 @@ pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST);
 
 impl Pool {
-    pub(crate) fn acquire(self: &Arc<Self>, device: &wgpu::Device, len: u64) -> GpuBuffer {
+    /// A buffer of at least `len` bytes from the free list, else a new one (counted in
+    /// `created`).
+    pub(crate) fn acquire(self: &Arc<Self>, device: &wgpu::Device, len: u64, created: &AtomicU64) -> GpuBuffer {
         let size = super::layout::pooled_bytes(len);
         let mut st = self.state.lock().unwrap();
         let buffer = match st.free.get_mut(&size).and_then(Vec::pop) {
@@ -106,12 +109,10 @@ impl Pool {
                 st.stats.cached_bytes -= size;
                 b
             }
-            None => device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size,
-                usage: STORAGE_USAGE,
-                mapped_at_creation: false,
-            }),
+            None => {
+                created.fetch_add(1, Ordering::Relaxed);
+                device.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: STORAGE_USAGE, mapped_at_creation: false })
+            }
         };
         st.stats.live_bytes += size;
         st.stats.peak_bytes = st.stats.peak_bytes.max(st.stats.live_bytes);

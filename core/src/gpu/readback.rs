@@ -19,14 +19,17 @@ impl GpuContext {
     }
 
     /// `len` bytes of a device buffer from byte `offset`. The staging buffers are kept for
-    /// the next readback of the same size (a training or decode loop reads the same sizes).
+    /// the next readback of the same size class (a training step reads its per-token
+    /// losses, as many as the batch has tokens: one class serves many lengths).
     pub(crate) async fn read_raw(&self, buf: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
         let size = len.next_multiple_of(4).max(4);
-        let kept = self.staging.lock().unwrap().get_mut(&size).and_then(Vec::pop);
+        let class = super::layout::scratch_bytes(size).min(self.limits().max_buffer_size.max(size));
+        let kept = self.staging.lock().unwrap().get_mut(&class).and_then(Vec::pop);
         let staging = kept.unwrap_or_else(|| {
+            self.counters.buffers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
-                size,
+                size: class,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
@@ -34,7 +37,7 @@ impl GpuContext {
         self.record(|encoder| encoder.copy_buffer_to_buffer(buf, offset, &staging, 0, Some(size)));
         self.flush();
         let (tx, rx) = futures_channel::oneshot::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
             let _ = tx.send(r);
         });
         self.wait_native()?;
@@ -43,13 +46,13 @@ impl GpuContext {
         mapped.map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
         let data = {
             let view = staging
-                .get_mapped_range(..)
+                .get_mapped_range(..size)
                 .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?;
             view[..len as usize].to_vec()
         };
         staging.unmap();
         let mut kept = self.staging.lock().unwrap();
-        let same_size = kept.entry(size).or_default();
+        let same_size = kept.entry(class).or_default();
         if same_size.len() < STAGING_PER_SIZE {
             same_size.push(staging);
         }

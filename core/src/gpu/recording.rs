@@ -99,12 +99,37 @@ pub(crate) struct Counters {
     pub submissions: AtomicU64,
     /// Nanoseconds spent recording launches and submitting them.
     pub host_ns: AtomicU64,
+    /// Storage bind groups and device buffers (pooled storage, readback staging) created:
+    /// a loop that reuses what it made creates none after its first step.
+    pub bind_groups: AtomicU64,
+    pub buffers: AtomicU64,
 }
 
 impl Counters {
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            dispatches: load(&self.dispatches),
+            submissions: load(&self.submissions),
+            host_ns: load(&self.host_ns),
+            bind_groups: load(&self.bind_groups),
+            buffers: load(&self.buffers),
+        }
+    }
+
     pub fn add_host_time(&self, since: Stopwatch) {
         self.host_ns.fetch_add(since.elapsed_ns(), Ordering::Relaxed);
     }
+}
+
+/// The counters at the start of a profiling window.
+#[derive(Clone, Copy)]
+pub(crate) struct CounterSnapshot {
+    pub dispatches: u64,
+    pub submissions: u64,
+    pub host_ns: u64,
+    pub bind_groups: u64,
+    pub buffers: u64,
 }
 
 /// Host time natively; in the browser, where std's clock panics, it reads 0 (the benches
@@ -147,6 +172,11 @@ pub struct KernelStat {
 pub struct Profile {
     pub dispatches: u64,
     pub submissions: u64,
+    /// Storage bind groups and device buffers created in the window (none in a training or
+    /// decode loop's later steps: the pool and the bind group cache hand back the first
+    /// step's).
+    pub bind_groups_created: u64,
+    pub buffers_created: u64,
     /// Time spent recording and submitting, in ms. A driver whose submission waits for the
     /// one before it to finish (lavapipe's) adds that wait: there, compare wall times.
     pub host_ms: f64,
@@ -171,7 +201,7 @@ impl Profile {
 
 /// The state of an open profiling window.
 pub(crate) struct Profiling {
-    pub start: (u64, u64, u64),
+    pub start: CounterSnapshot,
     pub kernel_times: bool,
     pub kernels: BTreeMap<String, KernelStat>,
     pub timer: Option<Timer>,

@@ -83,7 +83,7 @@ impl Chunk<'_> {
     fn gather(&self, x: &GpuBuffer, heads: usize) -> Result<GpuBuffer> {
         let g = heads / self.d.nkv;
         let len = self.pairs * g * self.tp * self.d.hs;
-        let out = self.ctx.alloc_f32(len)?;
+        let out = self.ctx.alloc_scratch_f32(len)?;
         let kernel = Kernel::new(Shader::AttentionMatmul, "attention_gather", 0);
         self.ctx.dispatch(&kernel, &[self.runs, x], &[&out], &self.params(g, heads), grid_1d(len as u64 / 4, 64))?;
         Ok(out)
@@ -103,11 +103,11 @@ impl Chunk<'_> {
     }
 
     fn alloc_scores(&self) -> Result<GpuBuffer> {
-        self.ctx.alloc_f32(self.pairs * self.group() * self.tp * self.tp)
+        self.ctx.alloc_scratch_f32(self.pairs * self.group() * self.tp * self.tp)
     }
 
     fn alloc_rows(&self, g: usize) -> Result<GpuBuffer> {
-        self.ctx.alloc_f32(self.pairs * g * self.tp * self.d.hs)
+        self.ctx.alloc_scratch_f32(self.pairs * g * self.tp * self.d.hs)
     }
 
     /// scale · q·kᵀ, (pairs, G·TP, TP).

@@ -396,18 +396,18 @@ pub fn matmul_dropout_with(
     let (a_len, b_len, out_len) = (d.batch * a_len, if d.b_batched { d.batch * b_len } else { b_len }, d.batch * rows * cols);
     match drop.on {
         DropOn::A => {
-            let dropped = ctx.alloc_f32(a_len)?;
+            let dropped = ctx.alloc_scratch_f32(a_len)?;
             dropout_forward(ctx, &dropped, a, a_len, drop.p, drop.seed, 0.0)?;
             launch(ctx, kind, tiling, out, &dropped, b, d, acc, None, None, None)
         }
         DropOn::B => {
-            let dropped = ctx.alloc_f32(b_len)?;
+            let dropped = ctx.alloc_scratch_f32(b_len)?;
             dropout_forward(ctx, &dropped, b, b_len, drop.p, drop.seed, 0.0)?;
             launch(ctx, kind, tiling, out, a, &dropped, d, acc, None, None, None)
         }
         DropOn::Term => unreachable!("refused above"),
         DropOn::Out => {
-            let product = ctx.alloc_f32(out_len)?;
+            let product = ctx.alloc_scratch_f32(out_len)?;
             launch(ctx, kind, tiling, &product, a, b, d, Accumulate { alpha: acc.alpha, beta: 0.0 }, None, None, None)?;
             dropout_forward(ctx, out, &product, out_len, drop.p, drop.seed, acc.beta)
         }
@@ -716,7 +716,7 @@ fn launch(
             if splits == 1 {
                 return ctx.dispatch_counted(&kernel, &inputs, &[out], &params, groups, flops);
             }
-            let parts = ctx.alloc_f32(splits * rows * cols)?;
+            let parts = ctx.alloc_scratch_f32(splits * rows * cols)?;
             ctx.dispatch_counted(&kernel, &inputs, &[&parts], &params, groups, flops)?;
             sum_splits_dropping(ctx, out, &parts, rows, cols, splits, acc, drop)
         }
@@ -735,7 +735,7 @@ pub(crate) fn overwrite_then_accumulate(
     if beta == 0.0 {
         return write(out);
     }
-    let scratch = ctx.alloc_f32(len)?;
+    let scratch = ctx.alloc_scratch_f32(len)?;
     write(&scratch)?;
     residual_accumulate(ctx, out, &scratch, beta, len)
 }

@@ -287,7 +287,7 @@ pub fn matmul_quant_with(
     }
     let launch = |dest: &GpuBuffer| ctx.dispatch_counted(&kernel, &inputs, &[dest], &params, groups, flops);
     if splits > 1 {
-        let parts = ctx.alloc_f32(splits * out_len)?;
+        let parts = ctx.alloc_scratch_f32(splits * out_len)?;
         launch(&parts)?;
         return sum_splits(ctx, out, &parts, m, out_cols, splits, acc);
     }
