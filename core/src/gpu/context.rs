@@ -395,7 +395,7 @@ impl GpuContext {
     pub fn alloc_scratch_f32(&self, n: usize) -> Result<GpuBuffer> {
         let len = 4 * n as u64;
         let class = super::layout::scratch_bytes(len);
-        let fits = class <= self.limits.max_storage_buffer_binding_size as u64 && class <= self.limits.max_buffer_size;
+        let fits = class <= self.limits.max_storage_buffer_binding_size && class <= self.limits.max_buffer_size;
         self.alloc(if fits { class } else { len })
     }
 
