@@ -1,10 +1,11 @@
-// Rotary position embedding in HF's rotate_half convention, over (N tokens, H heads, HS), on
-// the first R = `rot` dims of each head (partial rotary, Phi); the other HS − R pass through.
-// For i < R/2, θ = pos[n]·freqs[i]:
+// Rotary position embedding in HF's rotate_half convention, over one layer's queries (N
+// tokens, H heads, HS) and keys (N, HK, HS) in one launch, on the first R = `rot` dims of
+// each head (partial rotary, Phi); the other HS − R pass through. For i < R/2,
+// θ = pos[n]·freqs[i]:
 //   out[i]       = m·(x[i]·cos θ − x[i + R/2]·sin θ)
 //   out[i + R/2] = m·(x[i + R/2]·cos θ + x[i]·sin θ)
 // with m = `mscale` (LongRoPE's attention factor; 1 otherwise). rope_backward applies the
-// transposed map (θ → −θ, the same m) to the gradient. Positions come from a buffer so that
+// transposed map (θ → −θ, the same m) to the gradients. Positions come from a buffer so that
 // packed sequences can restart at 0.
 // The frequencies come from the host (core/src/ops/rope.rs: `frequencies`), in f32 as HF
 // computes them, so that θ is the same f32 product as PyTorch's; cos θ and sin θ are
@@ -15,16 +16,19 @@
 struct Params {
     N: u32,
     H: u32,
+    HK: u32,
     HS: u32,
     rot: u32,
     mscale: f32,
     zero: u32, // 0: see `kept`
 }
 
-@group(0) @binding(0) var<storage, read> inp: array<f32>;
-@group(0) @binding(1) var<storage, read> pos: array<u32>;
-@group(0) @binding(2) var<storage, read> freqs: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> k: array<f32>;
+@group(0) @binding(2) var<storage, read> pos: array<u32>;
+@group(0) @binding(3) var<storage, read> freqs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> k_out: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
 // π/2 as C1 + C2 + C3 + C4, the first three of at most 7 significant bits, so that k·Ci is
@@ -59,29 +63,43 @@ fn sincos(x: f32) -> vec2<f32> {
     }
 }
 
-// Invocation i handles pair j = i mod HS/2 of head i / (HS/2): a rotated pair (j, j + R/2)
+fn load(on_k: bool, e: u32) -> f32 {
+    if (on_k) { return k[e]; }
+    return q[e];
+}
+
+fn store(on_k: bool, e: u32, v: f32) {
+    if (on_k) { k_out[e] = v; } else { q_out[e] = v; }
+}
+
+// Invocations 0 .. N·H·HS/2 rotate the queries, the next N·HK·HS/2 the keys: invocation i of
+// a tensor handles pair j = i mod HS/2 of its head i / (HS/2), a rotated pair (j, j + R/2)
 // when j < R/2, else two passed-through dims.
-fn rotate(i: u32, sign: f32) {
+fn rotate(flat: u32, sign: f32) {
     let half = p.HS / 2u;
-    if (i >= p.N * p.H * half) { return; }
+    let q_pairs = p.N * p.H * half;
+    let on_k = flat >= q_pairs;
+    let i = select(flat, flat - q_pairs, on_k);
+    let heads = select(p.H, p.HK, on_k);
+    if (i >= p.N * heads * half) { return; }
     let j = i % half;
-    let head = i / half;          // n·H + h
-    let n = head / p.H;
+    let head = i / half;          // n·heads + h
+    let n = head / heads;
     let base = head * p.HS;
     let rh = p.rot / 2u;
     if (j >= rh) {
         let e = base + p.rot + 2u * (j - rh);
-        out[e] = inp[e];
-        out[e + 1u] = inp[e + 1u];
+        store(on_k, e, load(on_k, e));
+        store(on_k, e + 1u, load(on_k, e + 1u));
         return;
     }
     let sc = sincos(f32(pos[n]) * freqs[j]);
     let c = p.mscale * sc.y;
     let s = p.mscale * sign * sc.x;
-    let x1 = inp[base + j];
-    let x2 = inp[base + j + rh];
-    out[base + j] = x1 * c - x2 * s;
-    out[base + j + rh] = x2 * c + x1 * s;
+    let x1 = load(on_k, base + j);
+    let x2 = load(on_k, base + j + rh);
+    store(on_k, base + j, x1 * c - x2 * s);
+    store(on_k, base + j + rh, x2 * c + x1 * s);
 }
 
 @compute @workgroup_size(256)

@@ -224,18 +224,21 @@ fn cpu_rmsnorm_backward_matches_finite_differences() {
     assert_grad("dweight", &dw, &finite_diff(&mut |v| loss(&x, v), &w, &(0..c).collect::<Vec<_>>(), 1e-6));
 }
 
+/// Queries and keys rotated in one launch (a different number of heads each), against the
+/// CPU reference of each.
 #[test]
 fn rope_matches_cpu() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(6);
         for _ in 0..3 {
             let (n, h, hs, theta) = (1 + rng.below(40), 1 + rng.below(5), 2 * (1 + rng.below(40)), 10000.0);
+            let hk = 1 + rng.below(h);
             // positions of long contexts too (angles up to 1.3·10⁵ radians)
             let pos: Vec<u32> = (0..n).map(|i| rng.below(if i % 2 == 0 { 2048 } else { 131072 }) as u32).collect();
-            let x = u(&mut rng, n * h * hs);
+            let (q, k) = (u(&mut rng, n * h * hs), u(&mut rng, n * hk * hs));
             // plain; Llama 3 scaling (original context 64, so all three bands occur); partial
             // rotary with LongRoPE's divisors and attention factor
-            let mut d = rope::RopeDims { n, heads: h, head_size: hs, rotary: hs, theta: theta as f32, scaling: Default::default(), longrope: None };
+            let mut d = rope::RopeDims { n, heads: h, kv_heads: hk, head_size: hs, rotary: hs, theta: theta as f32, scaling: Default::default(), longrope: None };
             match rng.below(3) {
                 0 => {}
                 1 => d.scaling = rope::RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 64.0 },
@@ -246,15 +249,18 @@ fn rope_matches_cpu() {
                     d.longrope = Some(rope::LongRope { divisors, mscale: 1.19 });
                 }
             }
-            let (xb, pb) = (upload(ctx, &x), ctx.upload_u32(&pos).unwrap());
-            let mut want = vec![0.0; x.len()];
+            let (qb, kb, pb) = (upload(ctx, &q), upload(ctx, &k), ctx.upload_u32(&pos).unwrap());
             // The same f32 frequencies and angles as the reference (HF's); what remains is the
             // kernel's cos and sin, good to about 1e-7 at any of these angles.
             for (sign, name) in [(1.0, "rope_forward"), (-1.0, "rope_backward")] {
-                let out = poisoned(ctx, x.len());
-                if sign > 0.0 { rope::rope_forward(ctx, &out, &xb, &pb, d) } else { rope::rope_backward(ctx, &out, &xb, &pb, d) }.unwrap();
-                cpu::rope(&mut want, &to_f64(&x), &pos, &d, sign);
-                assert_close(&format!("{name} {d:?}"), &read(ctx, &out), &want, 1e-6, 1e-5);
+                let (q_out, k_out) = (poisoned(ctx, q.len()), poisoned(ctx, k.len()));
+                let out = (&q_out, &k_out);
+                if sign > 0.0 { rope::rope_forward(ctx, out, &qb, &kb, &pb, d) } else { rope::rope_backward(ctx, out, &qb, &kb, &pb, d) }.unwrap();
+                let (mut want_q, mut want_k) = (vec![0.0; q.len()], vec![0.0; k.len()]);
+                cpu::rope(&mut want_q, &to_f64(&q), &pos, &d, sign);
+                cpu::rope(&mut want_k, &to_f64(&k), &pos, &rope::RopeDims { heads: hk, ..d }, sign);
+                assert_close(&format!("{name} q {d:?}"), &read(ctx, &q_out), &want_q, 1e-6, 1e-5);
+                assert_close(&format!("{name} k {d:?}"), &read(ctx, &k_out), &want_k, 1e-6, 1e-5);
             }
         }
     });
@@ -268,7 +274,7 @@ fn cpu_rope_backward_matches_finite_differences() {
     // partial rotary (4 of 6 dims) with LongRoPE's divisors and factor
     let mut divisors = [1.0; rope::MAX_FREQS];
     divisors[1] = 2.5;
-    let d = rope::RopeDims { n, heads: h, head_size: hs, rotary: 4, theta: 10000.0, scaling: Default::default(), longrope: Some(rope::LongRope { divisors, mscale: 1.2 }) };
+    let d = rope::RopeDims { n, heads: h, kv_heads: h, head_size: hs, rotary: 4, theta: 10000.0, scaling: Default::default(), longrope: Some(rope::LongRope { divisors, mscale: 1.2 }) };
     let (x, g) = (to_f64(&u(&mut rng, n * h * hs)), to_f64(&u(&mut rng, n * h * hs)));
     let mut dx = vec![0.0; x.len()];
     cpu::rope(&mut dx, &g, &pos, &d, -1.0);

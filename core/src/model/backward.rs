@@ -568,9 +568,8 @@ impl TrainPass {
         &self.acts[if self.checkpointing { 0 } else { i }]
     }
 
-    fn dims(model: &Model, i: usize, n: usize) -> (RopeDims, RopeDims, AttentionDims) {
-        let (rope_q, rope_k) = rope_dims(&model.cfg, i, n);
-        (rope_q, rope_k, attention_dims(&model.cfg, i, n))
+    fn dims(model: &Model, i: usize, n: usize) -> (RopeDims, AttentionDims) {
+        (rope_dims(&model.cfg, i, n), attention_dims(&model.cfg, i, n))
     }
 
     /// out = inp·Wᵀ (+ bias) (+ scale·(dropout(inp)·Aᵀ)·Bᵀ, keeping x·Aᵀ in `h`).
@@ -682,7 +681,7 @@ impl TrainPass {
     fn layer_backward(&self, ctx: &GpuContext, model: &Model, i: usize, n: usize, drop: Dropout) -> Result<()> {
         let cfg = &model.cfg;
         let (c, ff) = (cfg.hidden_size, cfg.intermediate_size);
-        let (rope_q, rope_k, att) = Self::dims(model, i, n);
+        let (rope, att) = Self::dims(model, i, n);
         let (l, a, s) = (&model.layers[i], self.slot(i), &self.s);
         // through the post-MLP norm (Gemma 3) to down's output
         let d_down = match &l.post_ffn_norm {
@@ -710,8 +709,7 @@ impl TrainPass {
         // into the pair of buffers the previous one read from
         let (mut cur, mut spare) = ((&s.dq_rot, &s.dk_rot), (&s.dq, &s.dk));
         if l.rope {
-            rope_backward(ctx, spare.0, cur.0, &s.pos, rope_q)?;
-            rope_backward(ctx, spare.1, cur.1, &s.pos, rope_k)?;
+            rope_backward(ctx, spare, cur.0, cur.1, &s.pos, rope)?;
             std::mem::swap(&mut cur, &mut spare);
         }
         if let (Some(q_norm), Some(k_norm)) = (&l.q_norm, &l.k_norm) {

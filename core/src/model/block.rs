@@ -99,14 +99,13 @@ pub(crate) struct NextNorm<'a> {
 pub(crate) type Project<'a> = dyn Fn(Target, &GpuBuffer, &GpuBuffer) -> Result<()> + 'a;
 
 /// Rope of layer `i` for q and k (sliding-window layers have their own theta, unscaled).
-pub(crate) fn rope_dims(cfg: &Config, i: usize, n: usize) -> (RopeDims, RopeDims) {
+pub(crate) fn rope_dims(cfg: &Config, i: usize, n: usize) -> RopeDims {
     let longrope = cfg.longrope.as_ref().map(|l| l.factors);
     let (theta, scaling, longrope) = match cfg.layer_attention(i).1 {
         Some(theta) => (theta, Default::default(), None),
         None => (cfg.rope_theta, cfg.rope_scaling, longrope),
     };
-    let rope_q = RopeDims { n, heads: cfg.n_heads, head_size: cfg.head_size, rotary: cfg.rotary_dims, theta, scaling, longrope };
-    (rope_q, RopeDims { heads: cfg.n_kv_heads, ..rope_q })
+    RopeDims { n, heads: cfg.n_heads, kv_heads: cfg.n_kv_heads, head_size: cfg.head_size, rotary: cfg.rotary_dims, theta, scaling, longrope }
 }
 
 pub(crate) fn attention_dims(cfg: &Config, i: usize, n: usize) -> AttentionDims {
@@ -128,7 +127,7 @@ pub(crate) fn block_forward(
     project: &Project,
 ) -> Result<()> {
     let (c, ff, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
-    let (rope_q, rope_k) = rope_dims(cfg, i, n);
+    let rope = rope_dims(cfg, i, n);
     let att = attention_dims(cfg, i, n);
     if !chain.input_normed {
         rmsnorm_forward(ctx, b.xn1, b.rstd1, b.x, &layer.attn_norm, n, c, eps)?;
@@ -148,8 +147,7 @@ pub(crate) fn block_forward(
     }
     project(Target::V, b.v, b.xn1)?;
     if layer.rope {
-        rope_forward(ctx, b.q_rot, b.q, b.pos, rope_q)?;
-        rope_forward(ctx, b.k_rot, b.k, b.pos, rope_k)?;
+        rope_forward(ctx, (b.q_rot, b.k_rot), b.q, b.k, b.pos, rope)?;
     } else {
         ctx.copy_region(b.q, 0, b.q_rot, 0, (n * cfg.q_dim() * 4) as u64);
         ctx.copy_region(b.k, 0, b.k_rot, 0, (n * cfg.kv_dim() * 4) as u64);

@@ -83,9 +83,10 @@ pub fn rope_inv_freq(j: usize, hs: usize, theta: f64, scaling: &crate::ops::rope
     }
 }
 
-/// HF rotate_half rope over (N, H, HS) with per-token positions on the first `d.rotary` dims
-/// of each head (the rest pass through), with Llama 3's or LongRoPE's frequencies; `sign` −1
-/// is the backward (the transposed map).
+/// HF rotate_half rope over one tensor (N, H = `d.heads`, HS) with per-token positions on the
+/// first `d.rotary` dims of each head (the rest pass through), with Llama 3's or LongRoPE's
+/// frequencies; `sign` −1 is the backward (the transposed map). (The GPU's rope rotates a
+/// layer's queries and keys together; the keys here are `RopeDims { heads: kv_heads, .. }`.)
 pub fn rope(out: &mut [f64], inp: &[f64], pos: &[u32], d: &crate::ops::rope::RopeDims, sign: f64) {
     let (hs, half) = (d.head_size, d.rotary / 2);
     let mscale = d.longrope.map_or(1.0, |l| l.mscale as f64);

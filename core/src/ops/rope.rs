@@ -1,5 +1,6 @@
-//! Rotary position embedding (HF rotate_half), over (N tokens, H heads, HS): on the first
-//! `rotary` dims of each head, with Llama 3's or LongRoPE's frequencies.
+//! Rotary position embedding (HF rotate_half) of one layer's queries (N tokens, H heads, HS)
+//! and keys (N, HK, HS) in one launch: on the first `rotary` dims of each head, with Llama
+//! 3's or LongRoPE's frequencies.
 
 use super::{check_len, grid_1d};
 use crate::error::ensure;
@@ -11,6 +12,7 @@ use crate::{GpuBuffer, GpuContext, Result};
 struct Params {
     n: u32,
     h: u32,
+    hk: u32,
     hs: u32,
     rot: u32,
     mscale: f32,
@@ -39,12 +41,13 @@ pub struct RopeScaling {
     pub original_max_position: f32,
 }
 
-/// Sizes of a rope call: N tokens with positions `pos` (N), H heads of HS, the first
-/// `rotary` dims of each rotated.
+/// Sizes of a rope call: N tokens with positions `pos` (N), `heads` query heads and
+/// `kv_heads` key heads of HS, the first `rotary` dims of each rotated.
 #[derive(Clone, Copy, Debug)]
 pub struct RopeDims {
     pub n: usize,
     pub heads: usize,
+    pub kv_heads: usize,
     pub head_size: usize,
     pub rotary: usize,
     pub theta: f32,
@@ -83,27 +86,39 @@ fn llama3(f: f32, s: &RopeScaling) -> f32 {
     (1.0 - smooth) * scaled / s.factor + smooth * scaled
 }
 
-fn launch(ctx: &GpuContext, op: &'static str, out: &GpuBuffer, inp: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
+/// Queries and keys (`q`, `k`) into `out` (q's, k's).
+fn launch(ctx: &GpuContext, op: &'static str, out: (&GpuBuffer, &GpuBuffer), q: &GpuBuffer, k: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
     ensure(d.head_size.is_multiple_of(2), || format!("{op}: head size {} must be even", d.head_size))?;
     ensure(d.rotary.is_multiple_of(2) && d.rotary <= d.head_size, || {
         format!("{op}: {} rotary dims of a head of {}: expected an even number up to the head size", d.rotary, d.head_size)
     })?;
     ensure(d.longrope.is_none() || d.rotary / 2 <= MAX_FREQS, || format!("{op}: LongRoPE over {} rotary dims; at most {}", d.rotary, 2 * MAX_FREQS))?;
-    let len = d.n * d.heads * d.head_size;
-    check_len(op, "inp", inp, len)?;
-    check_len(op, "out", out, len)?;
+    let (q_len, k_len) = (d.n * d.heads * d.head_size, d.n * d.kv_heads * d.head_size);
+    check_len(op, "q", q, q_len)?;
+    check_len(op, "k", k, k_len)?;
+    check_len(op, "q out", out.0, q_len)?;
+    check_len(op, "k out", out.1, k_len)?;
     check_len(op, "pos", pos, d.n)?;
-    let params = Params { n: d.n as u32, h: d.heads as u32, hs: d.head_size as u32, rot: d.rotary as u32, mscale: d.longrope.map_or(1.0, |l| l.mscale), zero: 0 };
+    let params = Params {
+        n: d.n as u32,
+        h: d.heads as u32,
+        hk: d.kv_heads as u32,
+        hs: d.head_size as u32,
+        rot: d.rotary as u32,
+        mscale: d.longrope.map_or(1.0, |l| l.mscale),
+        zero: 0,
+    };
     ctx.with_constant(&frequencies(&d), |freqs| {
-        ctx.dispatch(&Kernel::new(Shader::Rope, op, 0), &[inp, pos, freqs], &[out], &params, grid_1d((len / 2) as u64, 256))
+        ctx.dispatch(&Kernel::new(Shader::Rope, op, 0), &[q, k, pos, freqs], &[out.0, out.1], &params, grid_1d(((q_len + k_len) / 2) as u64, 256))
     })
 }
 
-pub fn rope_forward(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
-    launch(ctx, "rope_forward", out, inp, pos, d)
+/// `out` = (rope(q), rope(k)).
+pub fn rope_forward(ctx: &GpuContext, out: (&GpuBuffer, &GpuBuffer), q: &GpuBuffer, k: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
+    launch(ctx, "rope_forward", out, q, k, pos, d)
 }
 
-/// dinp from dout: the transposed rotation.
-pub fn rope_backward(ctx: &GpuContext, dinp: &GpuBuffer, dout: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
-    launch(ctx, "rope_backward", dinp, dout, pos, d)
+/// (dq, dk) into `out` from the rotated ones' gradients: the transposed rotation.
+pub fn rope_backward(ctx: &GpuContext, out: (&GpuBuffer, &GpuBuffer), dq: &GpuBuffer, dk: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
+    launch(ctx, "rope_backward", out, dq, dk, pos, d)
 }
