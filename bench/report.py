@@ -88,7 +88,7 @@ def main():
                          ratio(g["prefill_tokens_per_s"], pg.get("prefill_tokens_per_s")), "≥ 1.0"))
     adapter = (ops or {}).get("adapter") or next((v["adapter"] for v in results.values() if v and "adapter" in v), {})
     lines = [
-        f"{env.get('date', '')}: {env.get('gpu', adapter.get('name', ''))}, driver {adapter.get('driver') or env.get('driver', '')}, "
+        f"{env.get('date', '')}: {env.get('gpu') or adapter.get('name', '')}, driver {adapter.get('driver') or env.get('driver', '')}, "
         f"{adapter.get('backend', '')}; torch {next(iter(peers.values()), {}).get('torch', '—')}",
         "",
         "| figure | Hearth | peer | ratio | target |",
