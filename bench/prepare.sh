@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares what bench/gpu.sh needs on a lent GPU machine, on the dev machine (it has no
-# network and no Rust there): the release `hearth` binary and five test binaries in .carry/
+# network and no Rust there): the release `hearth` binary and six test binaries in .carry/
 # and Debian's Vulkan loader in .gl/, all ignored by git and carried by the device call:
 #
 #   bench/prepare.sh
@@ -21,7 +21,7 @@ cargo test -p hearth-tests --no-run --message-format=json 2>/dev/null \
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("matmul", "quant", "ops", "tiny_models", "peft_parity"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("matmul", "quant", "ops", "tiny_models", "peft_parity", "run_engine"):
         print(m["target"]["name"], m["executable"])' \
     | while read -r name exe; do pack "$exe" ".carry/tests/$name"; done
 if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
