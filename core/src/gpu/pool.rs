@@ -1,6 +1,8 @@
 //! Storage buffers come from a pool: a dropped [`GpuBuffer`] goes back to a free list keyed
-//! by its size and is handed out again, so a training loop allocates nothing after its first
-//! step. The pool also counts live and peak bytes, which is Hearth's GPU memory figure.
+//! by its size and is handed out again, so a training loop allocates nothing once it has
+//! seen its batches' sizes (the scratch whose size follows the batch comes in size classes:
+//! `GpuContext::alloc_scratch_f32`). The pool also counts live and peak bytes, which is
+//! Hearth's GPU memory figure.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

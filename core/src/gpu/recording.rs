@@ -122,7 +122,7 @@ impl Counters {
     }
 }
 
-/// The counters at the start of a profiling window.
+/// The counters at one moment (a profiling window subtracts its start from its end).
 #[derive(Clone, Copy)]
 pub(crate) struct CounterSnapshot {
     pub dispatches: u64,
