@@ -52,6 +52,8 @@ fn bench_train_json_counts_the_step() {
     // The same launches every step: a whole number per step.
     let dispatches = f(&v, "dispatches_per_step");
     assert!(dispatches > 10.0 && dispatches.fract() == 0.0, "{dispatches}");
+    // and after the warm-up step nothing new: the pool's buffers, the cached bind groups
+    assert_eq!((f(&v, "bind_groups_created_per_step"), f(&v, "buffers_created_per_step")), (0.0, 0.0));
     // Two layers of the tiny model, seven LoRA-adapted linears each, and the head: the
     // matmul FLOPs counted are at least the base forward's 2·tokens·params.
     let kernels = v["kernels"].as_array().unwrap();
@@ -80,22 +82,27 @@ fn bench_generate_json_reports_both_phases() {
     let per_token = f(&v, "dispatches_per_token");
     assert!(per_token > 5.0 && per_token.fract() == 0.0, "{per_token}");
     assert!(f(&v, "host_ms_per_token") > 0.0);
+    assert_eq!((f(&v, "bind_groups_created_per_token"), f(&v, "buffers_created_per_token")), (0.0, 0.0));
 }
 
+/// The Q8_0 rows, with the forward in f16 tiles where the adapter has shader-f16.
 #[test]
 fn bench_ops_json_names_each_kernel() {
-    if hearth_tests::gpu().is_none() {
-        return;
-    }
+    let Some(ctx) = hearth_tests::gpu() else { return };
     let v = bench(&["ops", "--quick", "--reps", "1", "--filter", "q8_0"]);
     assert_eq!(v["bench"], "ops");
     check_adapter(&v);
     let rows = v["rows"].as_array().unwrap();
     let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
-    assert_eq!(ops, ["q8_0 forward", "q8_0 backward_input", "q8_0 forward_row"]);
+    let want: &[&str] = match ctx.has_f16() {
+        true => &["q8_0 forward", "q8_0 backward_input", "q8_0 f16 tiles forward", "q8_0 forward_row"],
+        false => &["q8_0 forward", "q8_0 backward_input", "q8_0 forward_row"],
+    };
+    assert_eq!(ops, want);
     for r in rows {
         assert!(f(r, "rate") > 0.0 && f(r, "ms") > 0.0);
         let kernels = r["kernels"].as_array().unwrap();
-        assert!(!kernels.is_empty() && kernels.iter().all(|k| k.as_str().unwrap().starts_with("matmul_q8_0:")), "{r}");
+        let prefix = if r["op"] == "q8_0 f16 tiles forward" { "matmul_q8_0_f16_tiles:" } else { "matmul_q8_0:" };
+        assert!(!kernels.is_empty() && kernels.iter().all(|k| k.as_str().unwrap().starts_with(prefix)), "{r}");
     }
 }
