@@ -304,6 +304,21 @@ fn preparing_the_kernels_changes_nothing() {
     });
 }
 
+/// A context of its own on the adapter's kernel path and one on the GPU kernels (none
+/// without an adapter), so that no other test's launches count in their profiles.
+fn own_context_per_kernel_path() -> Vec<GpuContext> {
+    [None, Some(KernelPaths::Gpu)]
+        .into_iter()
+        .filter_map(|paths| {
+            let own = own_gpu()?;
+            Some(match paths {
+                Some(p) => own.with_kernel_paths(p),
+                None => own,
+            })
+        })
+        .collect()
+}
+
 /// Once a run has seen its batches' lengths, it creates no GPU buffers and no bind groups
 /// (issue 15's host overhead): the pool hands back the buffers of the steps before and the
 /// cache their bind groups, whatever order the lengths come in and with evaluations between
@@ -316,12 +331,7 @@ fn a_run_creates_no_buffers_or_bind_groups_after_its_first_epoch() {
     let data: String = (0..16)
         .map(|i| format!("{{\"prompt\": \"Question {i}\", \"completion\": \"{}\"}}\n", " tiny models learn".repeat(1 + i * 7 % 16)))
         .collect();
-    for paths in [None, Some(KernelPaths::Gpu)] {
-        let Some(own) = own_gpu() else { return };
-        let ctx = match paths {
-            Some(p) => own.with_kernel_paths(p),
-            None => own,
-        };
+    for ctx in own_context_per_kernel_path() {
         // 12 examples to train on, one per step; the first epoch sees every length
         let mut s = spec(1e-3, 30, None);
         (s.train.batch_size, s.train.lora.dropout, s.val_split, s.eval_steps, s.data.max_seq_len) = (1, 0.1, 0.25, Some(4), 256);
@@ -344,12 +354,7 @@ fn a_run_creates_no_buffers_or_bind_groups_after_its_first_epoch() {
 #[test]
 fn decoding_creates_no_buffers_or_bind_groups_after_its_first_token() {
     let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), Some(WeightFormat::parse("q4_0").unwrap())).unwrap();
-    for paths in [None, Some(KernelPaths::Gpu)] {
-        let Some(own) = own_gpu() else { return };
-        let ctx = match paths {
-            Some(p) => own.with_kernel_paths(p),
-            None => own,
-        };
+    for ctx in own_context_per_kernel_path() {
         let mut model = Model::new(&ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 16, max_seq: 128, max_binding: None }).unwrap();
         let argmax = |l: &[f32]| (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32;
         let mut logits = pollster::block_on(model.forward(&ctx, &[1, 2, 3, 4, 5])).unwrap();

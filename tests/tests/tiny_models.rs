@@ -69,40 +69,37 @@ fn tiny_llama_with_the_gpu_kernels_three_tokens_at_a_time() {
     });
 }
 
+/// `fixture` loaded as `format`, with the GPU kernels and forwards in f16 tiles, against
+/// transformers within `atol` + `rtol`·|x|; the kernel named `kernel...` must have run.
+/// Skipped where the adapter has no shader-f16.
+fn check_f16_tiles(what: &str, fixture_name: &str, format: WeightFormat, atol: f64, rtol: f64, kernel: &str) {
+    let Some(own) = hearth_tests::own_gpu() else { return };
+    if !own.has_f16() {
+        eprintln!("SKIPPED: this adapter has no shader-f16");
+        return;
+    }
+    let ctx = own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu).with_f16_forward(true);
+    let m = load_hf_folder(&DirFiles(fixture(fixture_name)), Some(format)).unwrap();
+    ctx.profile_begin();
+    check_on(&ctx, what, fixture_name, m, 8, None, atol, rtol);
+    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+    assert!(kernels.keys().any(|k| k.starts_with(kernel)), "{kernels:?}");
+}
+
 /// Forwards in f16 tiles (HEARTH_F16_MATMUL=1 on an adapter with shader-f16 but no
 /// cooperative matrices; here lavapipe with the GPU kernels): the matmuls' inputs rounded to
 /// f16 (11 significant bits), so the logits get a looser bound than f32's: 2e-4 + 1e-3·|x|
 /// (logits here are ~0.05; measured 2.6e-5), and the greedy continuation is transformers'.
 #[test]
 fn tiny_llama_with_f16_tiles_stays_close() {
-    let Some(own) = hearth_tests::own_gpu() else { return };
-    if !own.has_f16() {
-        eprintln!("SKIPPED: this adapter has no shader-f16");
-        return;
-    }
-    let ctx = own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu).with_f16_forward(true);
-    let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), Some(WeightFormat::F32)).unwrap();
-    ctx.profile_begin();
-    check_on(&ctx, "tiny-llama (f16 tiles)", "tiny-llama", m, 8, None, 2e-4, 1e-3);
-    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
-    assert!(kernels.keys().any(|k| k.starts_with("matmul_tiled_f16")), "{kernels:?}");
+    check_f16_tiles("tiny-llama (f16 tiles)", "tiny-llama", WeightFormat::F32, 2e-4, 1e-3, "matmul_tiled_f16");
 }
 
 /// The same with Q8_0 weights, quantized on load: the quantized tiled kernels' forwards in
 /// f16 tiles, within quantized_on_load_stays_close's bound.
 #[test]
 fn quantized_with_f16_tiles_stays_close() {
-    let Some(own) = hearth_tests::own_gpu() else { return };
-    if !own.has_f16() {
-        eprintln!("SKIPPED: this adapter has no shader-f16");
-        return;
-    }
-    let ctx = own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu).with_f16_forward(true);
-    let m = load_hf_folder(&DirFiles(fixture("tiny-qwen2")), Some(WeightFormat::parse("q8_0").unwrap())).unwrap();
-    ctx.profile_begin();
-    check_on(&ctx, "tiny-qwen2 (q8_0, f16 tiles)", "tiny-qwen2", m, 8, None, 3e-3, 3e-2);
-    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
-    assert!(kernels.keys().any(|k| k.starts_with("matmul_q8_0_f16_tiles")), "{kernels:?}");
+    check_f16_tiles("tiny-qwen2 (q8_0, f16 tiles)", "tiny-qwen2", WeightFormat::parse("q8_0").unwrap(), 3e-3, 3e-2, "matmul_q8_0_f16_tiles");
 }
 
 #[test]
