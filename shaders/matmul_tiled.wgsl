@@ -25,6 +25,7 @@
 // #include "pieces/strided_gemm.wgsl"
 // #include "pieces/gemm_output.wgsl"
 // #include "pieces/tile_f32.wgsl"
+// #include "pieces/gated_activations.wgsl"
 
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
@@ -223,8 +224,10 @@ fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 // outputs would leave all but a few rows idle. One workgroup of 64 invocations per output
 // column j (row j of W) splits the reduction, consecutive invocations reading consecutive
 // weights, and sums the parts in workgroup memory:
-//   c(i, j) = beta·c(i, j) + alpha · Σ_r a(i, r)·b(j, r),   i < M ≤ 4
-// (strides as above, z = 0). The grid folds columns past 65535 into y.
+//   c(i, j) = beta·c(i, j) + alpha · (Σ_r a(i, r)·b(j, r) + term_scale · Σ_q H(i,q)·V(j,q))
+// (strides as above, z = 0; the low-rank term, LoRA's h·Bᵀ, where composed with one, its
+// ranks spread over the invocations like the reduction's steps). The grid folds columns past
+// 65535 into y.
 const GEMV_WG: u32 = 64u;
 var<workgroup> gemv_part: array<vec4<f32>, GEMV_WG>;
 
@@ -241,6 +244,12 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             acc[i] += a[i * p.a_si + r * p.a_sr] * w;
         }
     }
+    for (var q = lid; q < p.term_r; q += GEMV_WG) {
+        let v = p.term_scale * term_v_at(min(j, p.N - 1u) * p.term_v_sj + q * p.term_v_sr);
+        for (var i = 0u; i < p.M; i++) {
+            acc[i] += term_h_at(i * p.term_r + q) * v;
+        }
+    }
     gemv_part[lid] = acc;
     workgroupBarrier();
     for (var s = GEMV_WG / 2u; s > 0u; s >>= 1u) {
@@ -254,5 +263,44 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             v += p.beta * c[idx];
         }
         c[idx] = v;
+    }
+}
+
+// The gate and up projections of a gated MLP and its activation for at most 4 rows, in one
+// launch (decoding where no adapter changes them): b holds W_gate's N rows, then W_up's, and
+// workgroup j reduces rows j and N + j as matmul_gemv does:
+//   c(i, j) = act(Σ_r a(i, r)·b(j, r)) · Σ_r a(i, r)·b(N + j, r),   act: silu, or gelu where GATE_GELU
+override GATE_GELU: bool = false;
+var<workgroup> gemv_up_part: array<vec4<f32>, GEMV_WG>;
+
+@compute @workgroup_size(64)
+fn matmul_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let j = wid.x + wid.y * nwg.x;
+    let jg = min(j, p.N - 1u) * p.b_sj;
+    let ju = jg + p.N * p.b_sj;
+    var gate = vec4<f32>();
+    var up = vec4<f32>();
+    for (var r = lid; r < p.R; r += GEMV_WG) {
+        let wg = b[jg + r * p.b_sr];
+        let wu = b[ju + r * p.b_sr];
+        for (var i = 0u; i < p.M; i++) {
+            let x = a[i * p.a_si + r * p.a_sr];
+            gate[i] += x * wg;
+            up[i] += x * wu;
+        }
+    }
+    gemv_part[lid] = gate;
+    gemv_up_part[lid] = up;
+    workgroupBarrier();
+    for (var s = GEMV_WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            gemv_part[lid] += gemv_part[lid + s];
+            gemv_up_part[lid] += gemv_up_part[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (j < p.N && lid < p.M) {
+        c[lid * p.N + j] = gated(gemv_part[0][lid], gemv_up_part[0][lid], GATE_GELU);
     }
 }

@@ -20,9 +20,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> dup: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
+// #include "pieces/gated_activations.wgsl"
 
 @compute @workgroup_size(256)
 fn swiglu_forward(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -43,18 +41,6 @@ fn swiglu_backward(@builtin(global_invocation_id) gid: vec3<u32>,
     let d = dout[i];
     dgate[i] = d * bup[i] * s * (1.0 + g * (1.0 - s));
     dup[i] = d * g * s;
-}
-
-// tanh(u) with u clamped: the same value in f32 (|u| > 10 gives ±1), and no overflow in
-// implementations that compute it through exp.
-fn tanh_c(u: f32) -> f32 {
-    return tanh(clamp(u, -10.0, 10.0));
-}
-
-const GELU_K: f32 = 0.7978845608028654; // √(2/π)
-
-fn gelu(x: f32) -> f32 {
-    return 0.5 * x * (1.0 + tanh_c(GELU_K * (x + 0.044715 * x * x * x)));
 }
 
 fn gelu_grad(x: f32) -> f32 {

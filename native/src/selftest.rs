@@ -38,7 +38,17 @@ fn print_paths(ctx: &GpuContext) {
     } else {
         ""
     };
-    println!("  quantized matmul     {:?} blocks; Row kernel for one row of x (decoding){quant_f16}", QuantBlock::for_adapter(ctx));
+    let gpu = ctx.kernel_paths() == KernelPaths::Gpu;
+    let decode_block = if gpu { "Gemv kernel for 1 to 4 rows" } else { "Row kernel for one row" };
+    println!("  quantized matmul     {:?} blocks; {decode_block} of x (decoding){quant_f16}", QuantBlock::for_adapter(ctx));
+    println!(
+        "  decoding             q, k and v of one token as one matmul (stacked weights){}",
+        if gpu {
+            "; gate, up and the activation in one launch; LoRA's h·Bᵀ inside the matrix-vector kernels"
+        } else {
+            "; gate and up apart (their one-launch kernel is the GPU kernels')"
+        }
+    );
     let fused = { let t = choose_tiling(ctx, MatmulKind::Forward, &large); t.is_tiled() || t == MatmulTiling::Coop };
     println!(
         "  LoRA's h·Bᵀ and dx   {}",

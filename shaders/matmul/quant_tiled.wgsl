@@ -19,6 +19,7 @@
 // #include "../pieces/low_rank_none.wgsl"
 // #include "../pieces/dropout_mask.wgsl"
 // #include "../pieces/tile_f32.wgsl"
+// #include "../pieces/gated_activations.wgsl"
 
 override TQ: u32 = 8u;
 
@@ -202,8 +203,9 @@ fn matmul_quant_backward_input_tiled(@builtin(workgroup_id) wid: vec3<u32>, @bui
 
 // The forward of at most 4 rows of inp (decoding a token) on GPUs: one workgroup of 64
 // invocations per row j of W, each decoding groups of 8 weights along K (consecutive
-// invocations take consecutive groups), then a sum in workgroup memory. The grid folds rows
-// past 65535 into y.
+// invocations take consecutive groups) and taking its share of the low-rank term's ranks
+// (where composed with one: LoRA's h·Bᵀ), then a sum in workgroup memory. The grid folds
+// rows past 65535 into y.
 var<workgroup> qg_part: array<vec4<f32>, 64>;
 
 @compute @workgroup_size(64)
@@ -219,6 +221,12 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             acc[i] += dot(inp[x], w[0]) + dot(inp[x + 1u], w[1]);
         }
     }
+    for (var q = lid; q < p.term_r; q += 64u) {
+        let v = p.term_scale * term_v_at(jw * p.term_v_sj + q * p.term_v_sr);
+        for (var i = 0u; i < p.M; i++) {
+            acc[i] += term_h_at(i * p.term_r + q) * v;
+        }
+    }
     qg_part[lid] = acc;
     workgroupBarrier();
     for (var s = 32u; s > 0u; s >>= 1u) {
@@ -232,5 +240,43 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             o += p.beta * out[idx];
         }
         out[idx] = o;
+    }
+}
+
+// The gate and up projections of a gated MLP and its activation for at most 4 rows of inp,
+// in one launch (decoding where no adapter changes them): W holds W_gate's N rows, then
+// W_up's, and workgroup j decodes rows j and N + j as matmul_quant_gemv does:
+//   out(i, j) = act(inp(i)·W_gate(j)) · inp(i)·W_up(j),   act: silu, or gelu where GATE_GELU
+override GATE_GELU: bool = false;
+var<workgroup> qg_up_part: array<vec4<f32>, 64>;
+
+@compute @workgroup_size(64)
+fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let j = wid.x + wid.y * nwg.x;
+    let jw = min(j, p.N - 1u);
+    var gate = vec4<f32>();
+    var up = vec4<f32>();
+    for (var g = lid; g < p.K / 8u; g += 64u) {
+        let wg = dequant8(jw, g);
+        let wu = dequant8(jw + p.N, g);
+        for (var i = 0u; i < p.M; i++) {
+            let x = i * (p.K / 4u) + 2u * g;
+            gate[i] += dot(inp[x], wg[0]) + dot(inp[x + 1u], wg[1]);
+            up[i] += dot(inp[x], wu[0]) + dot(inp[x + 1u], wu[1]);
+        }
+    }
+    qg_part[lid] = gate;
+    qg_up_part[lid] = up;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            qg_part[lid] += qg_part[lid + s];
+            qg_up_part[lid] += qg_up_part[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (j < p.N && lid < p.M) {
+        out[lid * p.N + j] = gated(qg_part[0][lid], qg_up_part[0][lid], GATE_GELU);
     }
 }

@@ -195,6 +195,22 @@ pub fn sample_indices(rng: &mut Rng, n: usize, count: usize) -> Vec<usize> {
     v
 }
 
+/// act(x·W_gateᵀ)·(x·W_upᵀ) (gelu with PyTorch's tanh approximation where `gelu`, else silu)
+/// for x (m, k) and `w` (2n, k) holding W_gate's rows then W_up's: the CPU reference of the
+/// gated matrix-vector kernels.
+pub fn gated_reference(gelu: bool, x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+    use hearth_core::ops::cpu;
+    let (mut gate, mut up, mut out) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
+    cpu::matmul_forward(&mut gate, &to_f64(x), &to_f64(&w[..n * k]), m, n, k);
+    cpu::matmul_forward(&mut up, &to_f64(x), &to_f64(&w[n * k..]), m, n, k);
+    if gelu {
+        cpu::geglu_forward(&mut out, &gate, &up);
+    } else {
+        cpu::swiglu_forward(&mut out, &gate, &up);
+    }
+    out
+}
+
 /// Σ out·w: a scalar loss whose gradient with respect to `out` is `w`.
 pub fn dot(out: &[f64], w: &[f64]) -> f64 {
     out.iter().zip(w).map(|(a, b)| a * b).sum()

@@ -2,7 +2,8 @@
 //! the CPU reference on random shapes (sizes off the tile included).
 
 use hearth_core::ops::cpu;
-use hearth_core::ops::matmul::{matmul_dropout_with, matmul_low_rank_with, matmul_with, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout};
+use hearth_core::ops::swiglu::Activation;
+use hearth_core::ops::matmul::{matmul_dropout_with, matmul_gemv_gated, matmul_low_rank_with, matmul_with, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout};
 use hearth_tests::*;
 
 // f32 accumulation over K ≤ 300 terms of magnitude ≤ 1: differences stay near 1e-5.
@@ -258,7 +259,48 @@ fn matmul_gemv_for_decoding_rows() {
     with_gpu!(ctx => {
         let err = matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Gemv, &upload(ctx, &[0.0; 5 * 4]), &upload(ctx, &[0.0; 5 * 8]), &upload(ctx, &[0.0; 4 * 8]), MatmulDims::new(5, 4, 8), Accumulate::OVERWRITE).unwrap_err();
         assert!(err.to_string().contains("1 to 4 rows"), "{err}");
+        // LoRA's h·Bᵀ in the same launch (decoding with an adapter), over ranks of fewer and
+        // more than the workgroup's 64 invocations
+        for (m, n, k) in [(1, 70, 576), (4, 33, 100), (2, 70000, 8)] {
+            for rank in [1, 16, 70] {
+                for acc in [Accumulate::OVERWRITE, Accumulate { alpha: 0.5, beta: 1.0 }] {
+                    check_low_rank(ctx, MatmulKind::Forward, MatmulTiling::Gemv, MatmulDims::new(m, n, k), acc, rank, (0.0, 0), &mut rng);
+                }
+            }
+        }
     });
+    // in one launch (counted on a context of its own: the shared one runs other tests' too)
+    let Some(own) = own_gpu() else { return };
+    own.profile_begin();
+    check_low_rank(&own, MatmulKind::Forward, MatmulTiling::Gemv, MatmulDims::new(1, 70, 576), Accumulate::OVERWRITE, 16, (0.0, 0), &mut rng);
+    let profile = pollster::block_on(own.profile_end()).unwrap();
+    assert_eq!(profile.kernels.values().map(|k| k.launches).sum::<u64>(), 1, "{:?}", profile.kernels);
+}
+
+#[test]
+fn matmul_gemv_gated_is_both_products_and_the_activation() {
+    // decoding's gated MLP in one launch: 1 to 4 rows, both activations, reductions off the
+    // workgroup's 64, more columns than one grid dimension holds (on a context of its own, so
+    // that its launches are counted alone)
+    let Some(own) = own_gpu() else { return };
+    let ctx = &own;
+    let mut rng = Rng::new(14);
+    for act in [Activation::Silu, Activation::GeluTanh] {
+        for (m, n, k) in [(1, 96, 64), (4, 33, 100), (2, 1536, 576), (1, 70000, 8)] {
+            let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(2 * n * k, -1.0, 1.0));
+            let out = poisoned(ctx, m * n);
+            ctx.profile_begin();
+            matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w), MatmulDims::new(m, n, k)).unwrap();
+            let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
+            assert_eq!(launches, 1);
+            assert_close(&format!("{act:?} {m}×{n}×{k}"), &read(ctx, &out), &gated_reference(act == Activation::GeluTanh, &x, &w, m, n, k), ATOL, RTOL);
+        }
+    }
+    let buf = upload(ctx, &[0.0; 5 * 16]);
+    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &buf, MatmulDims::new(5, 4, 4)).unwrap_err();
+    assert!(err.to_string().contains("1 to 4 rows"), "{err}");
+    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &upload(ctx, &[0.0; 16]), MatmulDims::new(1, 4, 4)).unwrap_err();
+    assert!(err.to_string().contains("w holds 16 values, expected at least 32"), "{err}");
 }
 
 #[test]

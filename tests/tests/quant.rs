@@ -3,7 +3,8 @@
 
 use hearth_core::ops::cpu;
 use hearth_core::ops::matmul::{Accumulate, MatmulKind};
-use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_with, GpuQuantWeight, QuantBlock};
+use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_gated, matmul_quant_with, GpuQuantWeight, QuantBlock};
+use hearth_core::ops::swiglu::Activation;
 use hearth_core::ops::matmul::LowRankTerm;
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_tests::*;
@@ -140,6 +141,58 @@ fn low_rank_term_in_the_tiled_epilogue() {
                         let what = format!("{format:?} {block:?} {kind:?} {m}×{n}×{k} + rank {rank} term, dropout {dropout:?}");
                         assert_close(&what, &read(ctx, &out), &want, 4e-4, 1e-4);
                     }
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn gemv_adds_the_low_rank_term_in_its_launch() {
+    // decoding with an adapter: the matrix-vector kernel adds LoRA's h·Bᵀ in its launch, over
+    // ranks of fewer and more than its 64 invocations (on a context of its own, so that its
+    // launches are counted alone)
+    let Some(own) = hearth_tests::own_gpu() else { return };
+    let ctx = &own;
+    let mut rng = Rng::new(25);
+    for format in QuantFormat::ALL {
+        for (m, n, k, rank) in [(1, 72, 128, 16), (3, 40, 1024, 70), (4, 9, 64, 1)] {
+            let w = rng.vec_uniform(n * k, -1.0, 1.0);
+            let t = QuantTensor::quantize(format, &w, n, k).unwrap();
+            let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+            let (x, h, v) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(m * rank, -1.0, 1.0), rng.vec_uniform(n * rank, -1.0, 1.0));
+            let prior = rng.vec_uniform(m * n, -1.0, 1.0);
+            let out = upload(ctx, &prior);
+            let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
+            let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0) };
+            ctx.profile_begin();
+            matmul_quant_with(ctx, QuantBlock::Gemv, MatmulKind::Forward, &out, &upload(ctx, &x), &gw, m, Accumulate { alpha: 1.0, beta: 0.5 }, Some(term)).unwrap();
+            let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
+            assert_eq!(launches, 1, "{format:?} gemv + rank {rank} term");
+            let (mut product, mut extra) = (vec![0.0; m * n], vec![0.0; m * n]);
+            cpu::matmul_forward(&mut product, &to_f64(&x), &to_f64(&t.dequantize()), m, n, k);
+            cpu::matmul_forward(&mut extra, &to_f64(&h), &to_f64(&v), m, n, rank);
+            let want: Vec<f64> = (0..m * n).map(|i| product[i] + 1.5 * extra[i] + 0.5 * prior[i] as f64).collect();
+            assert_close(&format!("{format:?} Gemv {m}×{n}×{k} + rank {rank} term"), &read(ctx, &out), &want, 4e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn gemv_gated_is_both_products_and_the_activation() {
+    // decoding's gated MLP in one launch with gate's and up's rows stacked in one quantized
+    // weight: every format, both activations, 1 to 4 rows
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(24);
+        for format in QuantFormat::ALL {
+            for act in [Activation::Silu, Activation::GeluTanh] {
+                for (m, n, k) in [(1, 96, 64), (4, 40, 1024), (2, 1536, 576)] {
+                    let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(2 * n * k, -1.0, 1.0));
+                    let t = QuantTensor::quantize(format, &w, 2 * n, k).unwrap();
+                    let out = poisoned(ctx, m * n);
+                    matmul_quant_gemv_gated(ctx, act, &out, &upload(ctx, &x), &GpuQuantWeight::upload(ctx, &t).unwrap(), m).unwrap();
+                    let want = gated_reference(act == Activation::GeluTanh, &x, &t.dequantize(), m, n, k);
+                    assert_close(&format!("{format:?} {act:?} {m}×{n}×{k}"), &read(ctx, &out), &want, 4e-4, 1e-4);
                 }
             }
         }

@@ -55,18 +55,35 @@ fn check_on(ctx: &GpuContext, what: &str, name: &str, m: LoadedModel, chunk: usi
     }
 }
 
-/// The kernels GPUs get, run on this adapter through the KV cache 3 tokens at a time, so that
-/// every matmul is a matrix-vector product (decoding's path) and attention reads the cache.
+/// The kernels GPUs get, run on this adapter through the KV cache a few tokens at a time, so
+/// that every matmul is a matrix-vector product (decoding's path) and attention reads the
+/// cache: gate, up and the activation in one launch (silu; gelu for Gemma 3), and one token's
+/// q, k and v as one matmul.
 #[test]
-fn tiny_llama_with_the_gpu_kernels_three_tokens_at_a_time() {
-    with_gpu_kernels!(ctx => {
-        // f32 weights: the f32 matrix-vector kernel (the file's f16 would take the quantized ones)
-        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), Some(WeightFormat::F32)).unwrap();
+fn tiny_models_with_the_gpu_kernels_a_few_tokens_at_a_time() {
+    // a context of its own, so that its launches are counted alone
+    let Some(own) = hearth_tests::own_gpu() else { return };
+    let ctx = &own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu);
+    // f32 weights: the f32 matrix-vector kernels (the files' f16 would take the quantized ones)
+    for (name, chunk) in [("tiny-llama", 3), ("tiny-gemma3", 1)] {
+        let m = load_hf_folder(&DirFiles(fixture(name)), Some(WeightFormat::F32)).unwrap();
         ctx.profile_begin();
-        check_on(ctx, "tiny-llama (GPU kernels, chunks of 3)", "tiny-llama", m, 3, None, 2e-4, 1e-4);
+        check_on(ctx, &format!("{name} (GPU kernels, chunks of {chunk})"), name, m, chunk, None, 2e-4, 1e-4);
         let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
-        assert!(kernels.keys().any(|k| k.contains("matmul_gemv")), "{kernels:?}");
-    });
+        for kernel in ["matmul_gemv", "matmul_gemv_gated"] {
+            assert!(kernels.keys().any(|k| k.contains(&format!(":{kernel} ["))), "{name}: {kernel} in {kernels:?}");
+        }
+    }
+    // Q8_0 weights one token at a time: q, k and v with Qwen2's biases as one quantized
+    // matmul and one bias launch per layer and token (three apart), gate and up as one
+    let m = load_hf_folder(&DirFiles(fixture("tiny-qwen2")), Some(WeightFormat::parse("q8_0").unwrap())).unwrap();
+    let (layers, tokens) = (m.cfg.n_layers as u64, 27);
+    ctx.profile_begin();
+    check_on(ctx, "tiny-qwen2 q8_0 (GPU kernels, one token at a time)", "tiny-qwen2", m, 1, None, 3e-3, 3e-2);
+    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+    let launches = |name: &str| kernels.iter().filter(|(k, _)| k.contains(&format!(":{name} ["))).map(|(_, s)| s.launches).sum::<u64>();
+    assert_eq!(launches("bias_forward"), layers * tokens, "{kernels:?}");
+    assert_eq!(launches("matmul_quant_gemv_gated"), layers * tokens, "{kernels:?}");
 }
 
 /// `fixture` loaded as `format`, with the GPU kernels and forwards in f16 tiles, against

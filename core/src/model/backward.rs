@@ -12,7 +12,7 @@ use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::Arena;
 use crate::lora::gpu::{fused_part_views, lora_parts};
 use crate::lora::Target;
-use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers, Chain, NextNorm};
+use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers, Chain, Fused, NextNorm};
 use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
@@ -659,7 +659,7 @@ impl TrainPass {
             pos: &s.pos,
         };
         let attention = Attention::Packed { seg: self.segments(), stats: &a.stats };
-        block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, self.chain(model, i), &|target, out, inp| self.project(ctx, model, i, target, out, inp, n, a, drop))
+        block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, self.chain(model, i), Fused::default(), &|target, out, inp| self.project(ctx, model, i, target, out, inp, n, a, drop))
     }
 
     /// Without checkpointing, each block's last launch norms its output into the next

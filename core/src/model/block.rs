@@ -7,6 +7,7 @@
 //! reads), the attention mode, and how a projection adds its LoRA part.
 
 use super::forward::GpuLayer;
+use super::linear::Linear;
 use super::Config;
 use crate::lora::Target;
 use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, AttentionDims, Segments};
@@ -37,6 +38,7 @@ pub(crate) struct CachedSeq<'a> {
 }
 
 /// Where the block reads and writes, all (N, ·) for its N tokens.
+#[derive(Clone, Copy)]
 pub(crate) struct BlockBuffers<'a> {
     /// (N, C) the residual stream coming in.
     pub x: &'a GpuBuffer,
@@ -95,6 +97,19 @@ pub(crate) struct NextNorm<'a> {
     pub rstd: &'a GpuBuffer,
 }
 
+/// What the block runs as one launch instead of several: inference on a few tokens where no
+/// adapter changes those weights. Training (Default) projects each target alone.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Fused<'a> {
+    /// q, k and v of one token as one matmul (`GpuLayer::qkv_forward`) into this buffer, of
+    /// which the block's q, k and v are the views of its three parts (layers without per-head
+    /// norms of q and k).
+    pub qkv: Option<&'a GpuBuffer>,
+    /// gate, up and the activation in one matrix-vector launch (`Linear::gated_forward`) with
+    /// the layer's stacked gate and up, into the block's h.
+    pub gate_up: Option<&'a Linear>,
+}
+
 /// out = inp·Wᵀ (+ bias) (+ the adapter's part) for one target of the block.
 pub(crate) type Project<'a> = dyn Fn(Target, &GpuBuffer, &GpuBuffer) -> Result<()> + 'a;
 
@@ -124,6 +139,7 @@ pub(crate) fn block_forward(
     n: usize,
     attention: Attention,
     chain: Chain,
+    fused: Fused,
     project: &Project,
 ) -> Result<()> {
     let (c, ff, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
@@ -132,20 +148,22 @@ pub(crate) fn block_forward(
     if !chain.input_normed {
         rmsnorm_forward(ctx, b.xn1, b.rstd1, b.x, &layer.attn_norm, n, c, eps)?;
     }
-    match (&layer.q_norm, &layer.k_norm) {
-        (Some(q_norm), Some(k_norm)) => {
+    match (fused.qkv, &layer.q_norm, &layer.k_norm) {
+        (Some(qkv), ..) => layer.qkv_forward(ctx, qkv, b.xn1, n)?,
+        (None, Some(q_norm), Some(k_norm)) => {
             project(Target::Q, b.q_raw, b.xn1)?;
             project(Target::K, b.k_raw, b.xn1)?;
             // each head's HS values are one row of the norm
             rmsnorm_forward(ctx, b.q, b.rstd_q, b.q_raw, q_norm, n * cfg.n_heads, cfg.head_size, eps)?;
             rmsnorm_forward(ctx, b.k, b.rstd_k, b.k_raw, k_norm, n * cfg.n_kv_heads, cfg.head_size, eps)?;
+            project(Target::V, b.v, b.xn1)?;
         }
-        _ => {
+        (None, ..) => {
             project(Target::Q, b.q, b.xn1)?;
             project(Target::K, b.k, b.xn1)?;
+            project(Target::V, b.v, b.xn1)?;
         }
     }
-    project(Target::V, b.v, b.xn1)?;
     if layer.rope {
         rope_forward(ctx, (b.q_rot, b.k_rot), b.q, b.k, b.pos, rope)?;
     } else {
@@ -190,9 +208,14 @@ pub(crate) fn block_forward(
     }
     add_rmsnorm_forward(ctx, b.x_mid, b.xn2, b.rstd2, b.x, b.proj, &layer.ffn_norm, n, c, eps)?;
     let x_mid = b.x_mid.unwrap_or(b.x);
-    project(Target::Gate, b.gate, b.xn2)?;
-    project(Target::Up, b.up, b.xn2)?;
-    gated_forward(ctx, cfg.activation, b.h, b.gate, b.up, n * ff)?;
+    match fused.gate_up {
+        Some(gate_up) => gate_up.gated_forward(ctx, cfg.activation, b.h, b.xn2, n)?,
+        None => {
+            project(Target::Gate, b.gate, b.xn2)?;
+            project(Target::Up, b.up, b.xn2)?;
+            gated_forward(ctx, cfg.activation, b.h, b.gate, b.up, n * ff)?;
+        }
+    }
     match &layer.post_ffn_norm {
         Some(w) => {
             project(Target::Down, b.down_out, b.h)?;

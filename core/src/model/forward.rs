@@ -5,9 +5,10 @@
 //! copy is what training updates).
 
 use crate::gpu::layout::{buffer_set, pooled_bytes};
+use crate::gpu::KernelPaths;
 use crate::lora::gpu::{GpuAdapter, LoraUse};
 use crate::model::backward::lm_head_parts;
-use crate::model::block::{block_forward, Attention, BlockBuffers, Chain, NextNorm};
+use crate::model::block::{block_forward, Attention, BlockBuffers, Chain, Fused, NextNorm};
 use crate::lora::{Adapter, Target};
 use crate::model::config::Config;
 use crate::model::linear::Linear;
@@ -15,9 +16,10 @@ use crate::model::weights::{HostLayer, HostWeights, Matrix, TensorSource, Weight
 use crate::ops::block_copy::{block_copy, Columns};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
 use crate::ops::lora::{lora_down, lora_up_term};
-use crate::ops::matmul::LowRankTerm;
+use crate::ops::matmul::{LowRankTerm, GEMV_ROWS};
 use crate::ops::residual::bias_forward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
+use std::sync::Arc;
 
 pub(crate) struct GpuLayer {
     pub(crate) attn_norm: GpuBuffer, // (C)
@@ -38,6 +40,13 @@ pub(crate) struct GpuLayer {
     pub(crate) gate: Linear,         // (FF, C)
     pub(crate) up: Linear,           // (FF, C)
     pub(crate) down: Linear,         // (C, FF)
+    /// q's, k's and v's weights stacked in one buffer (q, k and v above are views of their
+    /// rows) and their biases likewise, where the three can share one (`Linear::upload_stacked`):
+    /// one token's three projections as one matmul.
+    pub(crate) qkv: Option<(Linear, Option<GpuBuffer>)>,
+    /// gate's and up's stacked likewise: both and the activation in one launch when decoding on
+    /// GPUs.
+    pub(crate) gate_up: Option<Linear>,
 }
 
 buffer_set! {
@@ -103,11 +112,22 @@ impl GpuLayer {
         let upload_vec = |x: &Vec<f32>| ctx.upload_f32(x);
         // the vectors only some families have: biases, head norms, post-norms
         let optional = |v: &Option<Vec<f32>>| v.as_ref().map(|v| ctx.upload_f32(v)).transpose();
+        let (qkv, [q, k, v]) = stacked(ctx, [&l.q, &l.k, &l.v])?;
+        let (gate_up, [gate, up]) = stacked(ctx, [&l.gate, &l.up])?;
+        // the stacked projection adds the biases as one: all three, or none
+        let qkv = match (&l.q_bias, &l.k_bias, &l.v_bias) {
+            (None, None, None) => qkv.map(|w| (w, None)),
+            (Some(qb), Some(kb), Some(vb)) => match qkv {
+                Some(w) => Some((w, Some(ctx.upload_f32(&[qb.as_slice(), kb, vb].concat())?))),
+                None => None,
+            },
+            _ => None,
+        };
         Ok(GpuLayer {
             attn_norm: upload_vec(&l.attn_norm)?,
-            q: Linear::upload(ctx, &l.q)?,
-            k: Linear::upload(ctx, &l.k)?,
-            v: Linear::upload(ctx, &l.v)?,
+            q,
+            k,
+            v,
             q_bias: optional(&l.q_bias)?,
             k_bias: optional(&l.k_bias)?,
             v_bias: optional(&l.v_bias)?,
@@ -118,10 +138,25 @@ impl GpuLayer {
             ffn_norm: upload_vec(&l.ffn_norm)?,
             post_attn_norm: optional(&l.post_attn_norm)?,
             post_ffn_norm: optional(&l.post_ffn_norm)?,
-            gate: Linear::upload(ctx, &l.gate)?,
-            up: Linear::upload(ctx, &l.up)?,
+            gate,
+            up,
             down: Linear::upload(ctx, &l.down)?,
+            qkv,
+            gate_up,
         })
+    }
+
+    /// out(n, q + 2·kv) = inp·[W_q; W_k; W_v]ᵀ (+ the biases): the three projections of `n`
+    /// tokens in one matmul, where the layer holds them stacked (else an error).
+    pub(crate) fn qkv_forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, n: usize) -> Result<()> {
+        let Some((w, bias)) = &self.qkv else {
+            return Err(Error::Shape("q, k and v are not stacked in this layer".into()));
+        };
+        w.forward(ctx, out, inp, n, None)?;
+        match bias {
+            Some(b) => bias_forward(ctx, out, b, n, w.shape().0),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn linear(&self, t: Target) -> &Linear {
@@ -153,6 +188,31 @@ impl GpuLayer {
             None => Ok(()),
         }
     }
+}
+
+/// `parts` (sharing an input) stacked in one buffer where they can be (`Linear::upload_stacked`),
+/// and each part as a weight of its own: a view of the stack's rows, or uploaded alone.
+fn stacked<const N: usize>(ctx: &GpuContext, parts: [&Matrix; N]) -> Result<(Option<Linear>, [Linear; N])> {
+    let (whole, each) = match Linear::upload_stacked(ctx, &parts)? {
+        Some((whole, views)) => (Some(whole), views),
+        None => (None, parts.iter().map(|m| Linear::upload(ctx, m)).collect::<Result<Vec<_>>>()?),
+    };
+    Ok((whole, each.try_into().unwrap_or_else(|_| unreachable!("one weight per part"))))
+}
+
+/// A buffer for one token's q, k and v, one after another, and a view of each: None where a
+/// part would start at an offset the GPU cannot bind.
+fn one_token_qkv(ctx: &GpuContext, cfg: &Config) -> Result<Option<(GpuBuffer, [GpuBuffer; 3])>> {
+    let align = ctx.limits().min_storage_buffer_offset_alignment.max(16) as u64;
+    let (q, kv) = (4 * cfg.q_dim() as u64, 4 * cfg.kv_dim() as u64);
+    if !q.is_multiple_of(align) || !kv.is_multiple_of(align) {
+        return Ok(None);
+    }
+    // An Arc keeps the views Send natively; on the web wgpu's buffers are not Send anyway.
+    #[allow(clippy::arc_with_non_send_sync)]
+    let whole = Arc::new(ctx.alloc(q + 2 * kv)?);
+    let parts = [GpuBuffer::view(&whole, 0, q), GpuBuffer::view(&whole, q, kv), GpuBuffer::view(&whole, q + kv, kv)];
+    Ok(Some((GpuBuffer::view(&whole, 0, q + 2 * kv), parts)))
 }
 
 pub struct KvCache {
@@ -232,6 +292,10 @@ pub struct Model {
     /// The KV caches' length: the longest context.
     pub(crate) max_seq: usize,
     pub(crate) logit_rows: usize,
+    /// One token's q, k and v as one buffer and a view of each part, for the layers that
+    /// project them in one matmul (`GpuLayer::qkv`); None where the parts' offsets cannot be
+    /// bound or no layer holds them stacked.
+    one_token_qkv: Option<(GpuBuffer, [GpuBuffer; 3])>,
 }
 
 /// What a [`Model`] allocates besides its weights: the run state for chunks of `chunk`
@@ -328,6 +392,7 @@ impl Model {
         let logit_rows = layout.logit_rows;
         let state = RunState::alloc(ctx, &layout.state)?;
         let cache = KvCache::alloc(ctx, cfg, max_seq)?;
+        let one_token_qkv = if layers.iter().any(|l| l.qkv.is_some()) { one_token_qkv(ctx, cfg)? } else { None };
         Ok(Model {
             cfg: cfg.clone(),
             embed,
@@ -341,6 +406,7 @@ impl Model {
             chunk,
             max_seq,
             logit_rows,
+            one_token_qkv,
         })
     }
 
@@ -439,6 +505,23 @@ impl Model {
         layer.base_forward(ctx, target, out, inp, t, Some(lora_up_term(h, b, d)))
     }
 
+    /// What layer `i` runs as one launch for `t` tokens: q, k and v of one token as one matmul,
+    /// and gate, up and the activation of up to 4 as one matrix-vector launch on GPUs (the
+    /// other kernel paths have no such kernel), where the layer holds them stacked and no
+    /// adapter changes them.
+    fn fused(&self, ctx: &GpuContext, i: usize, t: usize) -> Fused<'_> {
+        let layer = &self.layers[i];
+        let unadapted = |targets: &[Target]| targets.iter().all(|&target| self.adapted(i, target).is_none());
+        let qkv = self
+            .one_token_qkv
+            .as_ref()
+            .filter(|_| t == 1 && layer.qkv.is_some() && layer.q_norm.is_none() && unadapted(&[Target::Q, Target::K, Target::V]))
+            .map(|(whole, _)| whole);
+        let gemv = t <= GEMV_ROWS && ctx.kernel_paths() == KernelPaths::Gpu && self.cfg.hidden_size.is_multiple_of(8);
+        let gate_up = layer.gate_up.as_ref().filter(|_| gemv && unadapted(&[Target::Gate, Target::Up]));
+        Fused { qkv, gate_up }
+    }
+
     /// Fails when `cache` has no room for `t` more tokens.
     pub(crate) fn check_room(&self, cache: &KvCache, t: usize) -> Result<()> {
         let past = cache.len();
@@ -510,7 +593,12 @@ impl Model {
         for (i, l) in self.layers.iter().enumerate() {
             let next_norm = self.layers.get(i + 1).map_or(&self.final_norm, |next| &next.attn_norm);
             let chain = Chain { input_normed: i > 0, next_norm: Some(NextNorm { weight: next_norm, out: b.xn1, rstd: b.rstd1 }) };
-            block_forward(ctx, cfg, i, l, &b, t, attention(i), chain, &|target, out, inp| self.project(ctx, i, target, out, inp, t))?;
+            let fused = self.fused(ctx, i, t);
+            let b = match (fused.qkv, &self.one_token_qkv) {
+                (Some(_), Some((_, [q, k, v]))) => BlockBuffers { q, k, v, ..b },
+                _ => b,
+            };
+            block_forward(ctx, cfg, i, l, &b, t, attention(i), chain, fused, &|target, out, inp| self.project(ctx, i, target, out, inp, t))?;
         }
         Ok(())
     }

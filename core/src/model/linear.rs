@@ -1,9 +1,11 @@
 //! A frozen linear weight on the GPU, f32 or a block format; its kind picks the matmul kernel.
 
 use crate::model::weights::{Matrix, MatrixData, WeightFormat};
-use crate::ops::matmul::{matmul, matmul_low_rank, Accumulate, LowRankTerm, MatmulDims, MatmulKind};
-use crate::ops::matmul_quant::{matmul_quant, matmul_quant_low_rank, GpuQuantWeight};
+use crate::ops::matmul::{matmul, matmul_gemv_gated, matmul_low_rank, Accumulate, LowRankTerm, MatmulDims, MatmulKind};
+use crate::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_gated, matmul_quant_low_rank, GpuQuantWeight};
+use crate::ops::swiglu::Activation;
 use crate::{GpuBuffer, GpuContext, Result};
+use std::sync::Arc;
 
 pub enum Linear {
     F32 { w: GpuBuffer, rows: usize, cols: usize },
@@ -16,6 +18,47 @@ impl Linear {
             MatrixData::F32(v) => Linear::F32 { w: ctx.upload_f32(v)?, rows: m.rows, cols: m.cols },
             MatrixData::Quant(q) => Linear::Quant(GpuQuantWeight::upload(ctx, q)?),
         })
+    }
+
+    /// Weights of one format that share an input (q, k and v; gate and up), stacked by rows in
+    /// one buffer, and each part as a weight of its own (a view of its rows): products with
+    /// the parts run as before, and one with the whole gives all of them in one launch. None
+    /// where the parts cannot share a buffer (formats that differ, NF4, parts the GPU cannot
+    /// bind at their offsets, a whole past the storage binding limit): upload them apart.
+    pub fn upload_stacked(ctx: &GpuContext, parts: &[&Matrix]) -> Result<Option<(Self, Vec<Self>)>> {
+        let limits = ctx.limits();
+        let align = limits.min_storage_buffer_offset_alignment.max(16) as u64;
+        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let cols = parts[0].cols;
+        if parts.iter().any(|m| m.cols != cols) {
+            return Ok(None);
+        }
+        if let Some(f32s) = parts.iter().map(|m| match &m.data { MatrixData::F32(v) => Some(v), _ => None }).collect::<Option<Vec<_>>>() {
+            let len: usize = f32s.iter().map(|v| 4 * v.len()).sum();
+            if f32s.iter().any(|v| !(4 * v.len() as u64).is_multiple_of(align)) || len as u64 > max_binding {
+                return Ok(None);
+            }
+            let joined: Vec<f32> = f32s.iter().flat_map(|v| v.iter().copied()).collect();
+            // An Arc keeps the views Send natively; on the web wgpu's buffers are not Send anyway.
+            #[allow(clippy::arc_with_non_send_sync)]
+            let whole = Arc::new(ctx.upload_f32(&joined)?);
+            let mut at = 0;
+            let views = parts
+                .iter()
+                .map(|m| {
+                    let bytes = 4 * (m.rows * cols) as u64;
+                    at += bytes;
+                    Linear::F32 { w: GpuBuffer::view(&whole, at - bytes, bytes), rows: m.rows, cols }
+                })
+                .collect();
+            let rows = parts.iter().map(|m| m.rows).sum();
+            return Ok(Some((Linear::F32 { w: GpuBuffer::view(&whole, 0, len as u64), rows, cols }, views)));
+        }
+        let Some(quant) = parts.iter().map(|m| match &m.data { MatrixData::Quant(q) => Some(q), _ => None }).collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        let stacked = GpuQuantWeight::upload_stacked(ctx, &quant, align, max_binding)?;
+        Ok(stacked.map(|(whole, views)| (Linear::Quant(whole), views.into_iter().map(Linear::Quant).collect())))
     }
 
     /// The format its weights are held in on the GPU.
@@ -46,7 +89,18 @@ impl Linear {
         self.product(ctx, MatmulKind::BackwardInput, dinp, dout, m, Accumulate { alpha: 1.0, beta }, term)
     }
 
-    /// The tiled kernels add the term in the product's launch, the others after it.
+    /// out(M, rows/2) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows, where this weight holds
+    /// gate's rows then up's ([`Linear::upload_stacked`]): one launch on GPUs for what
+    /// otherwise takes two matmuls and the activation.
+    pub fn gated_forward(&self, ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, m: usize) -> Result<()> {
+        match self {
+            Linear::F32 { w, rows, cols } => matmul_gemv_gated(ctx, act, out, inp, w, MatmulDims::new(m, rows / 2, *cols)),
+            Linear::Quant(q) => matmul_quant_gemv_gated(ctx, act, out, inp, q, m),
+        }
+    }
+
+    /// The tiled and matrix-vector kernels add the term in the product's launch, the others
+    /// after it.
     #[allow(clippy::too_many_arguments)]
     fn product(&self, ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, a: &GpuBuffer, m: usize, acc: Accumulate, term: Option<LowRankTerm>) -> Result<()> {
         match (self, term) {

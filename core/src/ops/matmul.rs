@@ -12,6 +12,7 @@
 use super::check_len;
 use super::dropout::dropout_forward;
 use super::residual::residual_accumulate;
+use super::swiglu::Activation;
 use crate::error::ensure;
 use crate::gpu::{grid_1d, Kernel, KernelPaths, Shader, Variant};
 use crate::{GpuBuffer, GpuContext, Result};
@@ -471,7 +472,8 @@ impl LowRankTerm<'_> {
 
 /// `out = beta·out + alpha·(product + scale·term)` for a Forward or BackwardInput product of
 /// one matrix: the tiled kernels add the term after their reduction, in the same launch
-/// (matmul_tiled_low_rank.wgsl); the others launch it as a second product.
+/// (matmul_tiled_low_rank.wgsl), and so does the matrix-vector kernel (a forward's term,
+/// without dropout); the others launch it as a second product.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_low_rank(
     ctx: &GpuContext,
@@ -504,12 +506,28 @@ pub fn matmul_low_rank_with(
     ensure(d.batch == 1, || format!("{op}: a low-rank term is added to a product of one matrix, got {d:?}"))?;
     term.check(op, kind, d.m, kind.out_shape(&d).1)?;
     let masked = term.dropout.0 > 0.0;
-    if tiling.is_tiled() || (tiling == MatmulTiling::Coop && !masked) {
+    if tiling.is_tiled() || (matches!(tiling, MatmulTiling::Coop | MatmulTiling::Gemv) && !masked) {
         let drop = masked.then(|| term.operand_dropout(DropOn::Term));
         return launch(ctx, kind, tiling, out, a, b, d, acc, drop, Some(term), None);
     }
     launch(ctx, kind, tiling, out, a, b, d, acc, None, None, None)?;
     term.add_alone(ctx, kind, out, d.m, kind.out_shape(&d).1, acc.alpha)
+}
+
+/// out(M, N) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows of inp (M, K), with `w` (2N, K)
+/// holding W_gate's rows then W_up's (`Linear::upload_stacked`): a gated MLP's two
+/// projections and its activation in one launch, for decoding on GPUs.
+pub fn matmul_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims) -> Result<()> {
+    let op = "matmul_gemv_gated";
+    ensure(d.batch == 1 && (1..=GEMV_ROWS).contains(&d.m) && d.n > 0 && d.k > 0, || format!("{op}: the forward of 1 to {GEMV_ROWS} rows, got {d:?}"))?;
+    check_len(op, "inp", inp, d.m * d.k)?;
+    check_len(op, "w", w, 2 * d.n * d.k)?;
+    check_len(op, "out", out, d.m * d.n)?;
+    let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
+    let params = StridedParams { m, n, r: k, alpha: 1.0, a_si: k, a_sr: 1, b_sj: k, b_sr: 1, splits: 1, r_split: k, ..bytemuck::Zeroable::zeroed() };
+    let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
+    let kernel = Kernel::new(Shader::MatmulTiled, op, 0).with_variant(act.gemv_variant());
+    ctx.dispatch_counted(&kernel, &[inp, w], &[out], &params, groups, 4.0 * (d.m * d.n * d.k) as f64)
 }
 
 /// Where the parts of a split weight gradient go when they are summed later, together with
@@ -591,11 +609,11 @@ fn launch(
     let takes_term = d.batch == 1
         && match tiling {
             t if t.is_tiled() => drop.is_none_or(|x| x.on == DropOn::Term),
-            MatmulTiling::Coop => drop.is_none(),
+            MatmulTiling::Coop | MatmulTiling::Gemv => drop.is_none(),
             _ => false,
         };
     ensure(term.is_none() || takes_term, || {
-        format!("{op}: a low-rank term is added by the tiled kernels to one unbatched product, with no dropout but its own (none on cooperative matrices)")
+        format!("{op}: a low-rank term is added by the tiled kernels to one unbatched product, with no dropout but its own (none on cooperative matrices and in the matrix-vector kernel)")
     })?;
     match tiling {
         MatmulTiling::Register | MatmulTiling::RegisterNarrow => {
@@ -625,6 +643,7 @@ fn launch(
                 format!("{op}: the matrix-vector kernel takes the forward of 1 to {GEMV_ROWS} rows, got {d:?}")
             })?;
             let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
+            let (term_v_sj, term_v_sr) = term.map_or((0, 0), |t| t.v_strides(kind, cols));
             let params = StridedParams {
                 m,
                 n,
@@ -640,10 +659,18 @@ fn launch(
                 c_batch: 0,
                 splits: 1,
                 r_split: k,
+                term_r: term_rank as u32,
+                term_scale: term.map_or(0.0, |t| t.scale),
+                term_v_sj,
+                term_v_sr,
                 ..bytemuck::Zeroable::zeroed()
             };
             let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
-            ctx.dispatch_counted(&Kernel::new(Shader::MatmulTiled, "matmul_gemv", 0), &[a, b], &[out], &params, groups, flops)
+            let (shader, inputs) = match term {
+                Some(t) => (Shader::MatmulTiledLowRank, vec![a, b, t.h, t.v]),
+                None => (Shader::MatmulTiled, vec![a, b]),
+            };
+            ctx.dispatch_counted(&Kernel::new(shader, "matmul_gemv", 0), &inputs, &[out], &params, groups, flops)
         }
         MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::TiledF16 | MatmulTiling::TiledWideF16 | MatmulTiling::Coop => {
             ensure(tiling != MatmulTiling::Coop || ctx.has_cooperative_matrix(), || {

@@ -4,6 +4,7 @@
 use super::check_len;
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
+use super::swiglu::Activation;
 use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits, Accumulate, LowRankTerm, MatmulKind};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
@@ -29,6 +30,35 @@ impl GpuQuantWeight {
             None => None,
         };
         Ok(GpuQuantWeight { format: t.format, rows: t.rows, cols: t.cols, q: ctx.upload_bytes(&t.q)?, nf4 })
+    }
+
+    /// Weights of one format that share an input, stacked by rows in one buffer (q, k and v;
+    /// gate and up), and each part as a weight of its own on its rows, so that a product with
+    /// all of them is one launch: None for NF4 (each tensor has its own absmax offset) and
+    /// where a part would not start at a multiple of `align` (the adapter's storage offset
+    /// alignment) or the whole would pass `max_binding` bytes.
+    pub fn upload_stacked(ctx: &GpuContext, parts: &[&QuantTensor], align: u64, max_binding: u64) -> Result<Option<(Self, Vec<Self>)>> {
+        let first = parts[0];
+        let stackable = first.format != QuantFormat::Nf4
+            && parts.iter().all(|t| t.format == first.format && t.cols == first.cols && (t.q.len() as u64).is_multiple_of(align));
+        let len: usize = parts.iter().map(|t| t.q.len()).sum();
+        if !stackable || len as u64 > max_binding {
+            return Ok(None);
+        }
+        let bytes: Vec<u8> = parts.iter().flat_map(|t| t.q.iter().copied()).collect();
+        // An Arc keeps the views Send natively; on the web wgpu's buffers are not Send anyway.
+        #[allow(clippy::arc_with_non_send_sync)]
+        let whole = std::sync::Arc::new(ctx.upload_bytes(&bytes)?);
+        let weight = |rows: usize, at: usize, len: usize| GpuQuantWeight { format: first.format, rows, cols: first.cols, q: GpuBuffer::view(&whole, at as u64, len as u64), nf4: None };
+        let mut at = 0;
+        let views = parts
+            .iter()
+            .map(|t| {
+                at += t.q.len();
+                weight(t.rows, at - t.q.len(), t.q.len())
+            })
+            .collect();
+        Ok(Some((weight(parts.iter().map(|t| t.rows).sum(), 0, len), views)))
     }
 
     /// Bytes this weight holds on the GPU.
@@ -144,11 +174,42 @@ pub fn matmul_quant(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, inp: &G
 }
 
 /// [`matmul_quant`] plus a low-rank term (ops::matmul::matmul_low_rank): the tiled kernels add
-/// it in their launch, the others launch it after the product.
+/// it in their launch, as does the matrix-vector one (a term without dropout), the others
+/// launch it after the product.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_quant_low_rank(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, acc: Accumulate, term: LowRankTerm) -> Result<()> {
     let block = choose_block(ctx, kind, w, m);
     matmul_quant_with(ctx, block, kind, out, inp, w, m, acc, Some(term))
+}
+
+/// out(M, N) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows of inp (M, K), with `w` (2N, K)
+/// holding W_gate's rows then W_up's (`Linear::upload_stacked`): a gated MLP's two
+/// projections and its activation in one launch, for decoding on GPUs.
+pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize) -> Result<()> {
+    let op = "matmul_quant_gemv_gated";
+    let (n, k) = (w.rows / 2, w.cols);
+    ensure(w.rows.is_multiple_of(2) && n > 0, || format!("{op}: the weight holds {} rows, not gate's and up's", w.rows))?;
+    ensure((1..=4).contains(&m), || format!("{op}: the matrix-vector kernel takes 1 to 4 rows, got {m}"))?;
+    ensure(k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
+    check_len(op, "inp", inp, m * k)?;
+    check_len(op, "out", out, m * n)?;
+    let params = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        alpha: 1.0,
+        aux: w.nf4.as_ref().map_or(0.0, |nf4| nf4.2),
+        splits: 1,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    let kernel = Kernel::new(shaders(w.format).plain, op, 0).with_variant(act.gemv_variant());
+    let mut inputs: Vec<&GpuBuffer> = vec![&w.q];
+    if let Some((codes, scales, _)) = &w.nf4 {
+        inputs.extend([codes, scales]);
+    }
+    inputs.push(inp);
+    let groups = [n.min(65535) as u32, n.div_ceil(65535) as u32, 1];
+    ctx.dispatch_counted(&kernel, &inputs, &[out], &params, groups, 4.0 * (m * n * k) as f64)
 }
 
 /// The block `matmul_quant` runs for `m` rows on this adapter.
@@ -184,7 +245,10 @@ pub fn matmul_quant_with(
     term: Option<LowRankTerm>,
 ) -> Result<()> {
     let tiled = matches!(block, QuantBlock::Tiled | QuantBlock::TiledF16);
-    if let Some(t) = term.filter(|_| !tiled) {
+    // the tiled kernels add a term (and its dropout) in their launch, the matrix-vector one a
+    // term without dropout (a forward's h·Bᵀ)
+    let takes_term = |t: &LowRankTerm| tiled || (block == QuantBlock::Gemv && t.dropout.0 == 0.0);
+    if let Some(t) = term.filter(|t| !takes_term(t)) {
         matmul_quant_with(ctx, block, kind, out, inp, w, m, acc, None)?;
         let width = if kind == MatmulKind::Forward { w.rows } else { w.cols };
         return t.add_alone(ctx, kind, out, m, width, acc.alpha);
