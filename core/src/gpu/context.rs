@@ -352,6 +352,12 @@ impl GpuContext {
         &self.device
     }
 
+    /// The byte offsets at which parts of one buffer are placed to be bound on their own: the
+    /// adapter's storage offset alignment, at least 16 (vec4 arrays).
+    pub fn storage_offset_alignment(&self) -> u64 {
+        self.limits.min_storage_buffer_offset_alignment.max(16) as u64
+    }
+
     /// A zero-initialised buffer of `len` bytes from the pool (it may hold stale data when
     /// reused: kernels write every output element).
     pub fn alloc(&self, len: u64) -> Result<GpuBuffer> {
@@ -368,7 +374,7 @@ impl GpuContext {
     /// view of each part: an arena, so that ops over all of them are single launches (or
     /// one per `max_storage_buffer_binding_size` of it) and one readback.
     pub fn alloc_arena(&self, parts: &[usize]) -> Result<Arena> {
-        let align = self.limits.min_storage_buffer_offset_alignment.max(16) as u64;
+        let align = self.storage_offset_alignment();
         let mut offsets = Vec::with_capacity(parts.len());
         let mut end = 0u64;
         for &n in parts {

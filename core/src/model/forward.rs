@@ -203,7 +203,7 @@ fn stacked<const N: usize>(ctx: &GpuContext, parts: [&Matrix; N]) -> Result<(Opt
 /// A buffer for one token's q, k and v, one after another, and a view of each: None where a
 /// part would start at an offset the GPU cannot bind.
 fn one_token_qkv(ctx: &GpuContext, cfg: &Config) -> Result<Option<(GpuBuffer, [GpuBuffer; 3])>> {
-    let align = ctx.limits().min_storage_buffer_offset_alignment.max(16) as u64;
+    let align = ctx.storage_offset_alignment();
     let (q, kv) = (4 * cfg.q_dim() as u64, 4 * cfg.kv_dim() as u64);
     if !q.is_multiple_of(align) || !kv.is_multiple_of(align) {
         return Ok(None);

@@ -27,7 +27,7 @@ impl Linear {
     /// bind at their offsets, a whole past the storage binding limit): upload them apart.
     pub fn upload_stacked(ctx: &GpuContext, parts: &[&Matrix]) -> Result<Option<(Self, Vec<Self>)>> {
         let limits = ctx.limits();
-        let align = limits.min_storage_buffer_offset_alignment.max(16) as u64;
+        let align = ctx.storage_offset_alignment();
         let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let cols = parts[0].cols;
         if parts.iter().any(|m| m.cols != cols) {
