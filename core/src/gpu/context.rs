@@ -389,6 +389,32 @@ impl GpuContext {
         Ok(Arena { whole, views })
     }
 
+    /// One buffer holding `parts` back to back, and a view of each: tensors that ops read
+    /// apart and together (q's, k's and v's weights, read as one by a single matmul). None
+    /// where a part's length is not a multiple of the storage offset alignment (the part
+    /// after it could not be bound where it starts) or the whole passes what one binding
+    /// can hold.
+    pub fn upload_packed(&self, parts: &[&[u8]]) -> Result<Option<Arena>> {
+        let align = self.storage_offset_alignment();
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let max_binding = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        if parts.iter().any(|p| !(p.len() as u64).is_multiple_of(align)) || len > max_binding {
+            return Ok(None);
+        }
+        // An Arc keeps arenas Send natively; on the web wgpu's buffers are not Send anyway.
+        #[allow(clippy::arc_with_non_send_sync)]
+        let whole = Arc::new(self.upload_bytes(&parts.concat())?);
+        let mut at = 0;
+        let views = parts
+            .iter()
+            .map(|p| {
+                at += p.len() as u64;
+                GpuBuffer::view(&whole, at - p.len() as u64, p.len() as u64)
+            })
+            .collect();
+        Ok(Some(Arena { whole, views }))
+    }
+
     pub fn alloc_f32(&self, n: usize) -> Result<GpuBuffer> {
         self.alloc(4 * n as u64)
     }
@@ -656,13 +682,18 @@ fn describe_device_error(e: &wgpu::Error) -> Error {
 
 /// Tensors in one buffer (see [`GpuContext::alloc_arena`]).
 pub struct Arena {
-    /// The whole buffer, gaps between the parts included (they stay zero).
+    /// The whole buffer, gaps between the parts included (they stay zero; packed: none).
     pub whole: Arc<GpuBuffer>,
     /// Each part as its own buffer (its `offset()` is where it starts in `whole`).
     pub views: Vec<GpuBuffer>,
 }
 
 impl Arena {
+    /// The whole buffer as a buffer of its own.
+    pub fn all(&self) -> GpuBuffer {
+        GpuBuffer::view(&self.whole, 0, self.whole.len_bytes())
+    }
+
     /// Another view of part `i` (the arena keeps its own).
     pub fn view(&self, i: usize) -> GpuBuffer {
         GpuBuffer::view(&self.whole, self.views[i].offset(), self.views[i].len_bytes())

@@ -19,7 +19,6 @@ use crate::ops::lora::{lora_down, lora_up_term};
 use crate::ops::matmul::{LowRankTerm, GEMV_ROWS};
 use crate::ops::residual::bias_forward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
-use std::sync::Arc;
 
 pub(crate) struct GpuLayer {
     pub(crate) attn_norm: GpuBuffer, // (C)
@@ -114,13 +113,19 @@ impl GpuLayer {
         let optional = |v: &Option<Vec<f32>>| v.as_ref().map(|v| ctx.upload_f32(v)).transpose();
         let (qkv, [q, k, v]) = stacked(ctx, [&l.q, &l.k, &l.v])?;
         let (gate_up, [gate, up]) = stacked(ctx, [&l.gate, &l.up])?;
-        // the stacked projection adds the biases as one: all three, or none
-        let qkv = match (&l.q_bias, &l.k_bias, &l.v_bias) {
-            (None, None, None) => qkv.map(|w| (w, None)),
-            (Some(qb), Some(kb), Some(vb)) => match qkv {
-                Some(w) => Some((w, Some(ctx.upload_f32(&[qb.as_slice(), kb, vb].concat())?))),
-                None => None,
-            },
+        // the stacked projection adds the biases as one: all three (packed likewise), or none
+        let biases = match (&l.q_bias, &l.k_bias, &l.v_bias) {
+            (Some(qb), Some(kb), Some(vb)) => ctx.upload_packed(&[qb, kb, vb].map(|b| bytemuck::cast_slice(b)))?,
+            _ => None,
+        };
+        let (q_bias, k_bias, v_bias) = match &biases {
+            Some(packed) => (Some(packed.view(0)), Some(packed.view(1)), Some(packed.view(2))),
+            None => (optional(&l.q_bias)?, optional(&l.k_bias)?, optional(&l.v_bias)?),
+        };
+        let unbiased = l.q_bias.is_none() && l.k_bias.is_none() && l.v_bias.is_none();
+        let qkv = match (qkv, biases) {
+            (Some(w), None) if unbiased => Some((w, None)),
+            (Some(w), Some(packed)) => Some((w, Some(packed.all()))),
             _ => None,
         };
         Ok(GpuLayer {
@@ -128,9 +133,9 @@ impl GpuLayer {
             q,
             k,
             v,
-            q_bias: optional(&l.q_bias)?,
-            k_bias: optional(&l.k_bias)?,
-            v_bias: optional(&l.v_bias)?,
+            q_bias,
+            k_bias,
+            v_bias,
             q_norm: optional(&l.q_norm)?,
             k_norm: optional(&l.k_norm)?,
             rope: cfg.uses_rope(i),
@@ -203,16 +208,8 @@ fn stacked<const N: usize>(ctx: &GpuContext, parts: [&Matrix; N]) -> Result<(Opt
 /// A buffer for one token's q, k and v, one after another, and a view of each: None where a
 /// part would start at an offset the GPU cannot bind.
 fn one_token_qkv(ctx: &GpuContext, cfg: &Config) -> Result<Option<(GpuBuffer, [GpuBuffer; 3])>> {
-    let align = ctx.storage_offset_alignment();
-    let (q, kv) = (4 * cfg.q_dim() as u64, 4 * cfg.kv_dim() as u64);
-    if !q.is_multiple_of(align) || !kv.is_multiple_of(align) {
-        return Ok(None);
-    }
-    // An Arc keeps the views Send natively; on the web wgpu's buffers are not Send anyway.
-    #[allow(clippy::arc_with_non_send_sync)]
-    let whole = Arc::new(ctx.alloc(q + 2 * kv)?);
-    let parts = [GpuBuffer::view(&whole, 0, q), GpuBuffer::view(&whole, q, kv), GpuBuffer::view(&whole, q + kv, kv)];
-    Ok(Some((GpuBuffer::view(&whole, 0, q + 2 * kv), parts)))
+    let (q, kv) = (vec![0; 4 * cfg.q_dim()], vec![0; 4 * cfg.kv_dim()]);
+    Ok(ctx.upload_packed(&[&q, &kv, &kv])?.map(|packed| (packed.all(), [packed.view(0), packed.view(1), packed.view(2)])))
 }
 
 pub struct KvCache {

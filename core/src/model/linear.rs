@@ -4,8 +4,8 @@ use crate::model::weights::{Matrix, MatrixData, WeightFormat};
 use crate::ops::matmul::{matmul, matmul_gemv_gated, matmul_low_rank, Accumulate, LowRankTerm, MatmulDims, MatmulKind};
 use crate::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_gated, matmul_quant_low_rank, GpuQuantWeight};
 use crate::ops::swiglu::Activation;
+use crate::quant::QuantFormat;
 use crate::{GpuBuffer, GpuContext, Result};
-use std::sync::Arc;
 
 pub enum Linear {
     F32 { w: GpuBuffer, rows: usize, cols: usize },
@@ -23,42 +23,30 @@ impl Linear {
     /// Weights of one format that share an input (q, k and v; gate and up), stacked by rows in
     /// one buffer, and each part as a weight of its own (a view of its rows): products with
     /// the parts run as before, and one with the whole gives all of them in one launch. None
-    /// where the parts cannot share a buffer (formats that differ, NF4, parts the GPU cannot
-    /// bind at their offsets, a whole past the storage binding limit): upload them apart.
+    /// where the parts cannot share a buffer (formats or widths that differ, NF4 with its
+    /// per-tensor absmax offset, parts the GPU cannot bind at their offsets, a whole past the
+    /// storage binding limit): upload them apart.
     pub fn upload_stacked(ctx: &GpuContext, parts: &[&Matrix]) -> Result<Option<(Self, Vec<Self>)>> {
-        let limits = ctx.limits();
-        let align = ctx.storage_offset_alignment();
-        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let cols = parts[0].cols;
-        if parts.iter().any(|m| m.cols != cols) {
+        let (format, cols) = (parts[0].format(), parts[0].cols);
+        if format == WeightFormat::Quant(QuantFormat::Nf4) || parts.iter().any(|m| m.format() != format || m.cols != cols) {
             return Ok(None);
         }
-        if let Some(f32s) = parts.iter().map(|m| match &m.data { MatrixData::F32(v) => Some(v), _ => None }).collect::<Option<Vec<_>>>() {
-            let len: usize = f32s.iter().map(|v| 4 * v.len()).sum();
-            if f32s.iter().any(|v| !(4 * v.len() as u64).is_multiple_of(align)) || len as u64 > max_binding {
-                return Ok(None);
-            }
-            let joined: Vec<f32> = f32s.iter().flat_map(|v| v.iter().copied()).collect();
-            // An Arc keeps the views Send natively; on the web wgpu's buffers are not Send anyway.
-            #[allow(clippy::arc_with_non_send_sync)]
-            let whole = Arc::new(ctx.upload_f32(&joined)?);
-            let mut at = 0;
-            let views = parts
-                .iter()
-                .map(|m| {
-                    let bytes = 4 * (m.rows * cols) as u64;
-                    at += bytes;
-                    Linear::F32 { w: GpuBuffer::view(&whole, at - bytes, bytes), rows: m.rows, cols }
-                })
-                .collect();
-            let rows = parts.iter().map(|m| m.rows).sum();
-            return Ok(Some((Linear::F32 { w: GpuBuffer::view(&whole, 0, len as u64), rows, cols }, views)));
-        }
-        let Some(quant) = parts.iter().map(|m| match &m.data { MatrixData::Quant(q) => Some(q), _ => None }).collect::<Option<Vec<_>>>() else {
+        let bytes: Vec<&[u8]> = parts
+            .iter()
+            .map(|m| match &m.data {
+                MatrixData::F32(v) => bytemuck::cast_slice(v),
+                MatrixData::Quant(q) => q.q.as_slice(),
+            })
+            .collect();
+        let Some(packed) = ctx.upload_packed(&bytes)? else {
             return Ok(None);
         };
-        let stacked = GpuQuantWeight::upload_stacked(ctx, &quant, align, max_binding)?;
-        Ok(stacked.map(|(whole, views)| (Linear::Quant(whole), views.into_iter().map(Linear::Quant).collect())))
+        let on_rows = |w: GpuBuffer, rows: usize| match format {
+            WeightFormat::F32 => Linear::F32 { w, rows, cols },
+            WeightFormat::Quant(format) => Linear::Quant(GpuQuantWeight::on_buffer(format, rows, cols, w)),
+        };
+        let views = parts.iter().enumerate().map(|(i, m)| on_rows(packed.view(i), m.rows)).collect();
+        Ok(Some((on_rows(packed.all(), parts.iter().map(|m| m.rows).sum()), views)))
     }
 
     /// The format its weights are held in on the GPU.

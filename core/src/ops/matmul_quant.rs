@@ -32,33 +32,11 @@ impl GpuQuantWeight {
         Ok(GpuQuantWeight { format: t.format, rows: t.rows, cols: t.cols, q: ctx.upload_bytes(&t.q)?, nf4 })
     }
 
-    /// Weights of one format that share an input, stacked by rows in one buffer (q, k and v;
-    /// gate and up), and each part as a weight of its own on its rows, so that a product with
-    /// all of them is one launch: None for NF4 (each tensor has its own absmax offset) and
-    /// where a part would not start at a multiple of `align` (the adapter's storage offset
-    /// alignment) or the whole would pass `max_binding` bytes.
-    pub fn upload_stacked(ctx: &GpuContext, parts: &[&QuantTensor], align: u64, max_binding: u64) -> Result<Option<(Self, Vec<Self>)>> {
-        let first = parts[0];
-        let stackable = first.format != QuantFormat::Nf4
-            && parts.iter().all(|t| t.format == first.format && t.cols == first.cols && (t.q.len() as u64).is_multiple_of(align));
-        let len: usize = parts.iter().map(|t| t.q.len()).sum();
-        if !stackable || len as u64 > max_binding {
-            return Ok(None);
-        }
-        let bytes: Vec<u8> = parts.iter().flat_map(|t| t.q.iter().copied()).collect();
-        // An Arc keeps the views Send natively; on the web wgpu's buffers are not Send anyway.
-        #[allow(clippy::arc_with_non_send_sync)]
-        let whole = std::sync::Arc::new(ctx.upload_bytes(&bytes)?);
-        let weight = |rows: usize, at: usize, len: usize| GpuQuantWeight { format: first.format, rows, cols: first.cols, q: GpuBuffer::view(&whole, at as u64, len as u64), nf4: None };
-        let mut at = 0;
-        let views = parts
-            .iter()
-            .map(|t| {
-                at += t.q.len();
-                weight(t.rows, at - t.q.len(), t.q.len())
-            })
-            .collect();
-        Ok(Some((weight(parts.iter().map(|t| t.rows).sum(), 0, len), views)))
+    /// A weight of `rows` × `cols` whose blocks `q` holds (not NF4, whose codes and scales are
+    /// apart): one of several stacked in a buffer (`Linear::upload_stacked`), or all of them.
+    pub fn on_buffer(format: QuantFormat, rows: usize, cols: usize, q: GpuBuffer) -> Self {
+        debug_assert!(format != QuantFormat::Nf4, "NF4 weights hold their codes and scales apart");
+        GpuQuantWeight { format, rows, cols, q, nf4: None }
     }
 
     /// Bytes this weight holds on the GPU.
