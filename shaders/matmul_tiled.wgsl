@@ -26,6 +26,7 @@
 // #include "pieces/gemm_output.wgsl"
 // #include "pieces/tile_f32.wgsl"
 // #include "pieces/gated_activations.wgsl"
+// #include "pieces/input_norm_none.wgsl"
 
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
@@ -226,10 +227,21 @@ fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 // weights, and sums the parts in workgroup memory:
 //   c(i, j) = beta·c(i, j) + alpha · (Σ_r a(i, r)·b(j, r) + term_scale · Σ_q H(i,q)·V(j,q))
 // (strides as above, z = 0; the low-rank term, LoRA's h·Bᵀ, where composed with one, its
-// ranks spread over the invocations like the reduction's steps). The grid folds columns past
-// 65535 into y.
+// ranks spread over the invocations like the reduction's steps). Composed with an input norm
+// instead (matmul_tiled_normed.wgsl, pieces/input_norm.wgsl), a(i, ·) is normed as it is
+// read: Σ_r a(i, r)·norm_w(r)·b(j, r) / rms(a(i, ·)). The grid folds columns past 65535
+// into y.
 const GEMV_WG: u32 = 64u;
 var<workgroup> gemv_part: array<vec4<f32>, GEMV_WG>;
+var<workgroup> gemv_ss_part: array<vec4<f32>, GEMV_WG>; // the rows' sums of squares (NORMED)
+
+// 1/rms of input row i from the reduced sums of squares; 1 without an input norm.
+fn gemv_input_scale(i: u32) -> f32 {
+    if (!NORMED) {
+        return 1.0;
+    }
+    return inverseSqrt(gemv_ss_part[0][i] / f32(p.R) + p.norm_eps);
+}
 
 @compute @workgroup_size(64)
 fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -238,10 +250,13 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let live = j < p.N;
     let jb = min(j, p.N - 1u) * p.b_sj;
     var acc = vec4<f32>();
+    var ss = vec4<f32>();
     for (var r = lid; r < p.R; r += GEMV_WG) {
-        let w = b[jb + r * p.b_sr];
+        let w = b[jb + r * p.b_sr] * norm_weight(r);
         for (var i = 0u; i < p.M; i++) {
-            acc[i] += a[i * p.a_si + r * p.a_sr] * w;
+            let x = a[i * p.a_si + r * p.a_sr];
+            acc[i] += x * w;
+            ss[i] += x * x;
         }
     }
     for (var q = lid; q < p.term_r; q += GEMV_WG) {
@@ -251,14 +266,18 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         }
     }
     gemv_part[lid] = acc;
+    if (NORMED) { gemv_ss_part[lid] = ss; }
     workgroupBarrier();
     for (var s = GEMV_WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { gemv_part[lid] += gemv_part[lid + s]; }
+        if (lid < s) {
+            gemv_part[lid] += gemv_part[lid + s];
+            if (NORMED) { gemv_ss_part[lid] += gemv_ss_part[lid + s]; }
+        }
         workgroupBarrier();
     }
     if (live && lid < p.M) {
         let idx = lid * p.N + j;
-        var v = p.alpha * gemv_part[0][lid];
+        var v = p.alpha * gemv_part[0][lid] * gemv_input_scale(lid);
         if (p.beta != 0.0) {
             v += p.beta * c[idx];
         }
@@ -268,7 +287,8 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
 // The gate and up projections of a gated MLP and its activation for at most 4 rows, in one
 // launch (decoding where no adapter changes them): b holds W_gate's N rows, then W_up's, and
-// workgroup j reduces rows j and N + j as matmul_gemv does:
+// workgroup j reduces rows j and N + j as matmul_gemv does (with its input norm, where
+// composed with one):
 //   c(i, j) = act(Σ_r a(i, r)·b(j, r)) · Σ_r a(i, r)·b(N + j, r),   act: silu, or gelu where GATE_GELU
 override GATE_GELU: bool = false;
 var<workgroup> gemv_up_part: array<vec4<f32>, GEMV_WG>;
@@ -281,26 +301,32 @@ fn matmul_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let ju = jg + p.N * p.b_sj;
     var gate = vec4<f32>();
     var up = vec4<f32>();
+    var ss = vec4<f32>();
     for (var r = lid; r < p.R; r += GEMV_WG) {
-        let wg = b[jg + r * p.b_sr];
-        let wu = b[ju + r * p.b_sr];
+        let nw = norm_weight(r);
+        let wg = b[jg + r * p.b_sr] * nw;
+        let wu = b[ju + r * p.b_sr] * nw;
         for (var i = 0u; i < p.M; i++) {
             let x = a[i * p.a_si + r * p.a_sr];
             gate[i] += x * wg;
             up[i] += x * wu;
+            ss[i] += x * x;
         }
     }
     gemv_part[lid] = gate;
     gemv_up_part[lid] = up;
+    if (NORMED) { gemv_ss_part[lid] = ss; }
     workgroupBarrier();
     for (var s = GEMV_WG / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
             gemv_part[lid] += gemv_part[lid + s];
             gemv_up_part[lid] += gemv_up_part[lid + s];
+            if (NORMED) { gemv_ss_part[lid] += gemv_ss_part[lid + s]; }
         }
         workgroupBarrier();
     }
     if (j < p.N && lid < p.M) {
-        c[lid * p.N + j] = gated(gemv_part[0][lid], gemv_up_part[0][lid], GATE_GELU);
+        let scale = gemv_input_scale(lid);
+        c[lid * p.N + j] = gated(gemv_part[0][lid] * scale, gemv_up_part[0][lid] * scale, GATE_GELU);
     }
 }

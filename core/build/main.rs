@@ -58,6 +58,8 @@ fn main() {
     for (name, swaps) in [("matmul_tiled_f16.wgsl", &[TILE_F16][..]), ("matmul_tiled_f16_low_rank.wgsl", &[TILE_F16, LOW_RANK_OUTPUT])] {
         write(&out.join(name), &format!("enable f16;\n\n{}", compose_swapping(&tiled, swaps)));
     }
+    // the matrix-vector kernels with an input norm (decoding)
+    write(&out.join("matmul_tiled_normed.wgsl"), &compose_swapping(&tiled, &[NORMED_OUTPUT, INPUT_NORM]));
     let coop = compose_swapping(&shaders.join("matmul_coop.wgsl"), &[LOW_RANK_OUTPUT]);
     write(&out.join("matmul_coop_low_rank.wgsl"), &coop);
     let attention = compose(&shaders.join("attention.wgsl"));
@@ -84,13 +86,21 @@ fn main() {
         // those with f16 tiles too (whose `enable` must open the file)
         let with_term = |swaps: &[(&str, &str)]| {
             compose(&dir.join("quant.wgsl"))
-                + &with_term_bindings(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name)
+                + &with_bindings_before_out(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name, &["term_h", "term_v"])
                 + &matmul::quant_file_tables(f)
                 + &compose_swapping(&dir.join("quant_tiled.wgsl"), swaps)
         };
         write(&out.join(format!("matmul_{}_low_rank.wgsl", f.name)), &with_term(&[LOW_RANK_TERM]));
         let f16_tiles = with_term(&[LOW_RANK_TERM, QUANT_TILE_F16]);
         write(&out.join(format!("matmul_{}_f16_tiles.wgsl", f.name)), &format!("enable f16;\n\n{f16_tiles}"));
+        if f.name != "nf4" {
+            // the matrix-vector kernels with an input norm (no NF4: its weights are never stacked)
+            let normed = compose(&dir.join("quant.wgsl"))
+                + &with_bindings_before_out(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name, &["norm_w"])
+                + &matmul::quant_file_tables(f)
+                + &compose_swapping(&dir.join("quant_tiled.wgsl"), &[QUANT_INPUT_NORM]);
+            write(&out.join(format!("matmul_{}_normed.wgsl", f.name)), &normed);
+        }
         writeln!(entries, "/// matmul_{}.wgsl's entry points.", f.name).unwrap();
         writeln!(entries, "pub const {}_ENTRIES: QuantEntries = QuantEntries {{", f.name.to_uppercase()).unwrap();
         for (field, entry) in matmul::quant_entries(f.name) {
@@ -114,26 +124,34 @@ const QUANT_TILE_F16: (&str, &str) = ("../pieces/tile_f32.wgsl", "../pieces/tile
 /// No low-rank term as quant_tiled.wgsl includes it, swapped for a term.
 const LOW_RANK_TERM: (&str, &str) = ("../pieces/low_rank_none.wgsl", "../pieces/low_rank_term.wgsl");
 
-/// A quantized format's file with a low-rank term's H and V bound just before `out` (which
-/// moves two bindings on), by the binding convention: inputs, then outputs.
-fn with_term_bindings(text: &str, format: &str) -> String {
+/// A quantized format's file with more inputs (each an f32 array) bound just before `out`,
+/// which moves on past them, by the binding convention (inputs, then outputs): a low-rank
+/// term's H and V, or an input norm's weight.
+fn with_bindings_before_out(text: &str, format: &str, inputs: &[&str]) -> String {
     let decl = "var<storage, read_write> out: array<f32>;";
     let line = text.lines().find(|l| l.contains(decl)).unwrap_or_else(|| panic!("shaders/matmul/{format}.wgsl declares no `{decl}`"));
-    let binding: u32 = line
+    let binding: usize = line
         .split("@binding(")
         .nth(1)
         .and_then(|rest| rest.split(')').next())
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("shaders/matmul/{format}.wgsl: no binding number in `{line}`"));
-    let moved = format!(
-        "@group(0) @binding({binding}) var<storage, read> term_h: array<f32>;\n\
-         @group(0) @binding({}) var<storage, read> term_v: array<f32>;\n\
-         @group(0) @binding({}) {decl}",
-        binding + 1,
-        binding + 2
-    );
+    let mut moved = String::new();
+    for (i, name) in inputs.iter().enumerate() {
+        writeln!(moved, "@group(0) @binding({}) var<storage, read> {name}: array<f32>;", binding + i).unwrap();
+    }
+    write!(moved, "@group(0) @binding({}) {decl}", binding + inputs.len()).unwrap();
     text.replacen(line, &moved, 1)
 }
+
+/// The strided GEMM's output, swapped for one with an input norm's weight before it, and the
+/// norm itself in place of none: matmul_tiled.wgsl's matrix-vector kernels norming their
+/// input rows.
+const NORMED_OUTPUT: (&str, &str) = ("pieces/gemm_output.wgsl", "pieces/gemm_output_normed.wgsl");
+const INPUT_NORM: (&str, &str) = ("pieces/input_norm_none.wgsl", "pieces/input_norm.wgsl");
+
+/// The same, as quant_tiled.wgsl includes it.
+const QUANT_INPUT_NORM: (&str, &str) = ("../pieces/input_norm_none.wgsl", "../pieces/input_norm.wgsl");
 
 /// The piece whose includers also get a `_subgroups` variant.
 const REDUCE_PIECE: &str = "pieces/reduce.wgsl";

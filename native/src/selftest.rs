@@ -44,7 +44,7 @@ fn print_paths(ctx: &GpuContext) {
     println!(
         "  decoding             q, k and v of one token as one matmul (stacked weights){}",
         if gpu {
-            "; gate, up and the activation in one launch; LoRA's h·Bᵀ inside the matrix-vector kernels"
+            "; gate, up and the activation in one launch; each of the two with the norm before it (o's and down's launches add to the stream); LoRA's h·Bᵀ inside the matrix-vector kernels"
         } else {
             "; gate and up apart (their one-launch kernel is the GPU kernels')"
         }

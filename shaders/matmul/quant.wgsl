@@ -26,6 +26,7 @@ struct Params {
     term_v_sr: u32,                    //   to the term alone (LoRA's part of dx)
     drop_seed: u32,
     drop_p: f32,
+    norm_eps: f32,                     // quant_tiled.wgsl's input norm (_normed composition)
 }
 
 @group(1) @binding(0) var<uniform> p: Params;

@@ -20,6 +20,7 @@
 // #include "../pieces/dropout_mask.wgsl"
 // #include "../pieces/tile_f32.wgsl"
 // #include "../pieces/gated_activations.wgsl"
+// #include "../pieces/input_norm_none.wgsl"
 
 override TQ: u32 = 8u;
 
@@ -204,9 +205,20 @@ fn matmul_quant_backward_input_tiled(@builtin(workgroup_id) wid: vec3<u32>, @bui
 // The forward of at most 4 rows of inp (decoding a token) on GPUs: one workgroup of 64
 // invocations per row j of W, each decoding groups of 8 weights along K (consecutive
 // invocations take consecutive groups) and taking its share of the low-rank term's ranks
-// (where composed with one: LoRA's h·Bᵀ), then a sum in workgroup memory. The grid folds
-// rows past 65535 into y.
+// (where composed with one: LoRA's h·Bᵀ), then a sum in workgroup memory. Composed with an
+// input norm instead (matmul_<format>_normed.wgsl, pieces/input_norm.wgsl), each row of inp
+// is normed as it is read, as matmul_tiled.wgsl's matmul_gemv does. The grid folds rows past
+// 65535 into y.
 var<workgroup> qg_part: array<vec4<f32>, 64>;
+var<workgroup> qg_ss_part: array<vec4<f32>, 64>; // the rows' sums of squares (NORMED)
+
+// 1/rms of inp's row i from the reduced sums of squares; 1 without an input norm.
+fn qg_input_scale(i: u32) -> f32 {
+    if (!NORMED) {
+        return 1.0;
+    }
+    return inverseSqrt(qg_ss_part[0][i] / f32(p.K) + p.norm_eps);
+}
 
 @compute @workgroup_size(64)
 fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -214,11 +226,17 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let j = wid.x + wid.y * nwg.x;
     let jw = min(j, p.N - 1u);
     var acc = vec4<f32>();
+    var ss = vec4<f32>();
     for (var g = lid; g < p.K / 8u; g += 64u) {
         let w = dequant8(jw, g);
+        let w0 = w[0] * norm_weight4(2u * g);
+        let w1 = w[1] * norm_weight4(2u * g + 1u);
         for (var i = 0u; i < p.M; i++) {
             let x = i * (p.K / 4u) + 2u * g;
-            acc[i] += dot(inp[x], w[0]) + dot(inp[x + 1u], w[1]);
+            let x0 = inp[x];
+            let x1 = inp[x + 1u];
+            acc[i] += dot(x0, w0) + dot(x1, w1);
+            ss[i] += dot(x0, x0) + dot(x1, x1);
         }
     }
     for (var q = lid; q < p.term_r; q += 64u) {
@@ -228,14 +246,18 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         }
     }
     qg_part[lid] = acc;
+    if (NORMED) { qg_ss_part[lid] = ss; }
     workgroupBarrier();
     for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) { qg_part[lid] += qg_part[lid + s]; }
+        if (lid < s) {
+            qg_part[lid] += qg_part[lid + s];
+            if (NORMED) { qg_ss_part[lid] += qg_ss_part[lid + s]; }
+        }
         workgroupBarrier();
     }
     if (j < p.N && lid < p.M) {
         let idx = lid * p.N + j;
-        var o = p.alpha * qg_part[0][lid];
+        var o = p.alpha * qg_part[0][lid] * qg_input_scale(lid);
         if (p.beta != 0.0) {
             o += p.beta * out[idx];
         }
@@ -245,7 +267,8 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 
 // The gate and up projections of a gated MLP and its activation for at most 4 rows of inp,
 // in one launch (decoding where no adapter changes them): W holds W_gate's N rows, then
-// W_up's, and workgroup j decodes rows j and N + j as matmul_quant_gemv does:
+// W_up's, and workgroup j decodes rows j and N + j as matmul_quant_gemv does (with its input
+// norm, where composed with one):
 //   out(i, j) = act(inp(i)·W_gate(j)) · inp(i)·W_up(j),   act: silu, or gelu where GATE_GELU
 override GATE_GELU: bool = false;
 var<workgroup> qg_up_part: array<vec4<f32>, 64>;
@@ -257,26 +280,39 @@ fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let jw = min(j, p.N - 1u);
     var gate = vec4<f32>();
     var up = vec4<f32>();
+    var ss = vec4<f32>();
     for (var g = lid; g < p.K / 8u; g += 64u) {
+        let nw0 = norm_weight4(2u * g);
+        let nw1 = norm_weight4(2u * g + 1u);
         let wg = dequant8(jw, g);
         let wu = dequant8(jw + p.N, g);
+        let wg0 = wg[0] * nw0;
+        let wg1 = wg[1] * nw1;
+        let wu0 = wu[0] * nw0;
+        let wu1 = wu[1] * nw1;
         for (var i = 0u; i < p.M; i++) {
             let x = i * (p.K / 4u) + 2u * g;
-            gate[i] += dot(inp[x], wg[0]) + dot(inp[x + 1u], wg[1]);
-            up[i] += dot(inp[x], wu[0]) + dot(inp[x + 1u], wu[1]);
+            let x0 = inp[x];
+            let x1 = inp[x + 1u];
+            gate[i] += dot(x0, wg0) + dot(x1, wg1);
+            up[i] += dot(x0, wu0) + dot(x1, wu1);
+            ss[i] += dot(x0, x0) + dot(x1, x1);
         }
     }
     qg_part[lid] = gate;
     qg_up_part[lid] = up;
+    if (NORMED) { qg_ss_part[lid] = ss; }
     workgroupBarrier();
     for (var s = 32u; s > 0u; s >>= 1u) {
         if (lid < s) {
             qg_part[lid] += qg_part[lid + s];
             qg_up_part[lid] += qg_up_part[lid + s];
+            if (NORMED) { qg_ss_part[lid] += qg_ss_part[lid + s]; }
         }
         workgroupBarrier();
     }
     if (j < p.N && lid < p.M) {
-        out[lid * p.N + j] = gated(qg_part[0][lid], qg_up_part[0][lid], GATE_GELU);
+        let scale = qg_input_scale(lid);
+        out[lid * p.N + j] = gated(qg_part[0][lid] * scale, qg_up_part[0][lid] * scale, GATE_GELU);
     }
 }

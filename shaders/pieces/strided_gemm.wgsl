@@ -34,6 +34,8 @@ struct Params {
     term_scale: f32,
     term_v_sj: u32,
     term_v_sr: u32,
+    // The input norm's eps (matrix-vector kernels composed with pieces/input_norm.wgsl).
+    norm_eps: f32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;

@@ -198,16 +198,24 @@ pub fn sample_indices(rng: &mut Rng, n: usize, count: usize) -> Vec<usize> {
 /// act(x·W_gateᵀ)·(x·W_upᵀ) (gelu with PyTorch's tanh approximation where `gelu`, else silu)
 /// for x (m, k) and `w` (2n, k) holding W_gate's rows then W_up's: the CPU reference of the
 /// gated matrix-vector kernels.
-pub fn gated_reference(gelu: bool, x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+pub fn gated_reference(gelu: bool, x: &[f64], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
     use hearth_core::ops::cpu;
     let (mut gate, mut up, mut out) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
-    cpu::matmul_forward(&mut gate, &to_f64(x), &to_f64(&w[..n * k]), m, n, k);
-    cpu::matmul_forward(&mut up, &to_f64(x), &to_f64(&w[n * k..]), m, n, k);
+    cpu::matmul_forward(&mut gate, x, &to_f64(&w[..n * k]), m, n, k);
+    cpu::matmul_forward(&mut up, x, &to_f64(&w[n * k..]), m, n, k);
     if gelu {
         cpu::geglu_forward(&mut out, &gate, &up);
     } else {
         cpu::swiglu_forward(&mut out, &gate, &up);
     }
+    out
+}
+
+/// The RMSNorm of x's m rows of k with `weight` (the CPU reference), for the kernels that norm
+/// their input as they read it.
+pub fn rmsnorm_reference(x: &[f32], weight: &[f32], m: usize, k: usize, eps: f32) -> Vec<f64> {
+    let (mut out, mut rstd) = (vec![0.0; m * k], vec![0.0; m]);
+    hearth_core::ops::cpu::rmsnorm_forward(&mut out, &mut rstd, &to_f64(x), &to_f64(weight), m, k, eps as f64);
     out
 }
 

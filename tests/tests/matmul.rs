@@ -3,7 +3,7 @@
 
 use hearth_core::ops::cpu;
 use hearth_core::ops::swiglu::Activation;
-use hearth_core::ops::matmul::{matmul_dropout_with, matmul_gemv_gated, matmul_low_rank_with, matmul_with, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout};
+use hearth_core::ops::matmul::{matmul_dropout_with, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank_with, matmul_with, Accumulate, DropOn, InputNorm, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout};
 use hearth_tests::*;
 
 // f32 accumulation over K ≤ 300 terms of magnitude ≤ 1: differences stay near 1e-5.
@@ -290,17 +290,56 @@ fn matmul_gemv_gated_is_both_products_and_the_activation() {
             let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(2 * n * k, -1.0, 1.0));
             let out = poisoned(ctx, m * n);
             ctx.profile_begin();
-            matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w), MatmulDims::new(m, n, k)).unwrap();
+            matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w), MatmulDims::new(m, n, k), None).unwrap();
             let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
             assert_eq!(launches, 1);
-            assert_close(&format!("{act:?} {m}×{n}×{k}"), &read(ctx, &out), &gated_reference(act == Activation::GeluTanh, &x, &w, m, n, k), ATOL, RTOL);
+            assert_close(&format!("{act:?} {m}×{n}×{k}"), &read(ctx, &out), &gated_reference(act == Activation::GeluTanh, &to_f64(&x), &w, m, n, k), ATOL, RTOL);
         }
     }
     let buf = upload(ctx, &[0.0; 5 * 16]);
-    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &buf, MatmulDims::new(5, 4, 4)).unwrap_err();
+    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &buf, MatmulDims::new(5, 4, 4), None).unwrap_err();
     assert!(err.to_string().contains("1 to 4 rows"), "{err}");
-    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &upload(ctx, &[0.0; 16]), MatmulDims::new(1, 4, 4)).unwrap_err();
+    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &upload(ctx, &[0.0; 16]), MatmulDims::new(1, 4, 4), None).unwrap_err();
     assert!(err.to_string().contains("w holds 16 values, expected at least 32"), "{err}");
+}
+
+#[test]
+fn matmul_gemv_normed_is_the_norm_then_the_product() {
+    // decoding's norms before q/k/v and before gate/up inside the matrix-vector launch: 1 to 4
+    // rows of a residual stream (values far from unit RMS, so that the norm matters), the
+    // plain and the gated kernel, reductions off the workgroup's 64, more columns than one
+    // grid dimension holds (on a context of its own: one launch each)
+    let Some(own) = own_gpu() else { return };
+    let ctx = &own;
+    let mut rng = Rng::new(31);
+    let eps = 1e-5;
+    let one_launch = |what: &str, run: &dyn Fn()| {
+        ctx.profile_begin();
+        run();
+        let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
+        assert_eq!(launches, 1, "{what}");
+    };
+    for (m, n, k) in [(1, 96, 64), (4, 33, 100), (2, 1536, 576), (1, 70000, 8)] {
+        let (x, nw, w) = (rng.vec_uniform(m * k, -3.0, 3.0), rng.vec_uniform(k, 0.5, 1.5), rng.vec_uniform(2 * n * k, -1.0, 1.0));
+        let xn = rmsnorm_reference(&x, &nw, m, k, eps);
+        let (xb, nwb, wb) = (upload(ctx, &x), upload(ctx, &nw), upload(ctx, &w));
+        let norm = InputNorm { weight: &nwb, eps };
+        // the plain kernel over the first n rows of w
+        let out = poisoned(ctx, m * n);
+        one_launch("normed", &|| matmul_gemv_normed(ctx, &out, &xb, &wb, MatmulDims::new(m, n, k), norm).unwrap());
+        let mut want = vec![0.0; m * n];
+        cpu::matmul_forward(&mut want, &xn, &to_f64(&w[..n * k]), m, n, k);
+        assert_close(&format!("normed {m}×{n}×{k}"), &read(ctx, &out), &want, ATOL, RTOL);
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let out = poisoned(ctx, m * n);
+            one_launch("normed gated", &|| matmul_gemv_gated(ctx, act, &out, &xb, &wb, MatmulDims::new(m, n, k), Some(norm)).unwrap());
+            let want = gated_reference(act == Activation::GeluTanh, &xn, &w, m, n, k);
+            assert_close(&format!("normed {act:?} {m}×{n}×{k}"), &read(ctx, &out), &want, ATOL, RTOL);
+        }
+    }
+    let buf = upload(ctx, &[0.0; 64]);
+    let err = matmul_gemv_normed(ctx, &buf, &buf, &buf, MatmulDims::new(1, 4, 8), InputNorm { weight: &upload(ctx, &[1.0; 4]), eps }).unwrap_err();
+    assert!(err.to_string().contains("norm weight holds 4 values, expected at least 8"), "{err}");
 }
 
 #[test]

@@ -3,9 +3,9 @@
 
 use hearth_core::ops::cpu;
 use hearth_core::ops::matmul::{Accumulate, MatmulKind};
-use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_gated, matmul_quant_with, GpuQuantWeight, QuantBlock};
+use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::ops::swiglu::Activation;
-use hearth_core::ops::matmul::LowRankTerm;
+use hearth_core::ops::matmul::{InputNorm, LowRankTerm};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_tests::*;
 
@@ -190,10 +190,46 @@ fn gemv_gated_is_both_products_and_the_activation() {
                     let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(2 * n * k, -1.0, 1.0));
                     let t = QuantTensor::quantize(format, &w, 2 * n, k).unwrap();
                     let out = poisoned(ctx, m * n);
-                    matmul_quant_gemv_gated(ctx, act, &out, &upload(ctx, &x), &GpuQuantWeight::upload(ctx, &t).unwrap(), m).unwrap();
-                    let want = gated_reference(act == Activation::GeluTanh, &x, &t.dequantize(), m, n, k);
+                    matmul_quant_gemv_gated(ctx, act, &out, &upload(ctx, &x), &GpuQuantWeight::upload(ctx, &t).unwrap(), m, None).unwrap();
+                    let want = gated_reference(act == Activation::GeluTanh, &to_f64(&x), &t.dequantize(), m, n, k);
                     assert_close(&format!("{format:?} {act:?} {m}×{n}×{k}"), &read(ctx, &out), &want, 4e-4, 1e-4);
                 }
+            }
+        }
+    });
+}
+
+#[test]
+fn gemv_normed_is_the_norm_then_the_product() {
+    // decoding's norms before q/k/v and before gate/up inside the quantized matrix-vector
+    // launch: every format that stacks (NF4 is refused by name), the plain and the gated
+    // kernel, 1 to 4 rows of a residual stream far from unit RMS
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(32);
+        let eps = 1e-6;
+        for format in QuantFormat::ALL {
+            for (m, n, k) in [(1, 96, 64), (4, 40, 1024), (2, 1536, 576)] {
+                let (x, nw) = (rng.vec_uniform(m * k, -3.0, 3.0), rng.vec_uniform(k, 0.5, 1.5));
+                let (xb, nwb) = (upload(ctx, &x), upload(ctx, &nw));
+                let norm = InputNorm { weight: &nwb, eps };
+                let plain = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
+                let stacked = QuantTensor::quantize(format, &rng.vec_uniform(2 * n * k, -1.0, 1.0), 2 * n, k).unwrap();
+                let out = poisoned(ctx, m * n);
+                let normed = matmul_quant_gemv_normed(ctx, &out, &xb, &GpuQuantWeight::upload(ctx, &plain).unwrap(), m, norm);
+                if format == QuantFormat::Nf4 {
+                    let err = normed.unwrap_err();
+                    assert!(err.to_string().contains("Nf4 weights have no matrix-vector kernel with an input norm"), "{err}");
+                    break;
+                }
+                normed.unwrap();
+                let xn = rmsnorm_reference(&x, &nw, m, k, eps);
+                let mut want = vec![0.0; m * n];
+                cpu::matmul_forward(&mut want, &xn, &to_f64(&plain.dequantize()), m, n, k);
+                assert_close(&format!("{format:?} normed {m}×{n}×{k}"), &read(ctx, &out), &want, 4e-4, 1e-4);
+                let out = poisoned(ctx, m * n);
+                matmul_quant_gemv_gated(ctx, Activation::Silu, &out, &xb, &GpuQuantWeight::upload(ctx, &stacked).unwrap(), m, Some(norm)).unwrap();
+                let want = gated_reference(false, &xn, &stacked.dequantize(), m, n, k);
+                assert_close(&format!("{format:?} normed gated {m}×{n}×{k}"), &read(ctx, &out), &want, 4e-4, 1e-4);
             }
         }
     });

@@ -73,9 +73,14 @@ fn tiny_models_with_the_gpu_kernels_a_few_tokens_at_a_time() {
         for kernel in ["matmul_gemv", "matmul_gemv_gated"] {
             assert!(kernels.keys().any(|k| k.contains(&format!(":{kernel} ["))), "{name}: {kernel} in {kernels:?}");
         }
+        // the norm before gate and up inside their launch (not Gemma's: a post-norm comes
+        // between o and the stream)
+        let normed = kernels.keys().any(|k| k.starts_with("matmul_tiled_normed:matmul_gemv_gated"));
+        assert_eq!(normed, name == "tiny-llama", "{name}: {kernels:?}");
     }
     // Q8_0 weights one token at a time: q, k and v with Qwen2's biases as one quantized
-    // matmul and one bias launch per layer and token (three apart), gate and up as one
+    // matmul and one bias launch per layer and token (three apart), gate and up as one, each
+    // with the norm before it, so that the only norm launch is the final one
     let m = load_hf_folder(&DirFiles(fixture("tiny-qwen2")), Some(WeightFormat::parse("q8_0").unwrap())).unwrap();
     let (layers, tokens) = (m.cfg.n_layers as u64, 27);
     ctx.profile_begin();
@@ -84,6 +89,9 @@ fn tiny_models_with_the_gpu_kernels_a_few_tokens_at_a_time() {
     let launches = |name: &str| kernels.iter().filter(|(k, _)| k.contains(&format!(":{name} ["))).map(|(_, s)| s.launches).sum::<u64>();
     assert_eq!(launches("bias_forward"), layers * tokens, "{kernels:?}");
     assert_eq!(launches("matmul_quant_gemv_gated"), layers * tokens, "{kernels:?}");
+    let launches_of = |shader: &str| kernels.iter().filter(|(k, _)| k.starts_with(shader)).map(|(_, s)| s.launches).sum::<u64>();
+    assert_eq!(launches_of("matmul_q8_0_normed:"), 2 * layers * tokens, "{kernels:?}");
+    assert_eq!(launches_of("rmsnorm"), tokens, "{kernels:?}");
 }
 
 /// `fixture` loaded as `format`, with the GPU kernels and forwards in f16 tiles, against

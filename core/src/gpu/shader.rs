@@ -9,6 +9,8 @@ pub enum Shader {
     MatmulTiled,
     /// matmul_tiled.wgsl with a low-rank term added in its epilogue (core/build/).
     MatmulTiledLowRank,
+    /// matmul_tiled.wgsl's matrix-vector kernels norming their input rows (core/build/).
+    MatmulTiledNormed,
     /// matmul_tiled.wgsl with its tiles in f16 (adapters with shader-f16; core/build/).
     MatmulTiledF16,
     /// The same with a low-rank term (core/build/).
@@ -34,6 +36,11 @@ pub enum Shader {
     MatmulQ4_1F16Tiles,
     MatmulQ8_0F16Tiles,
     MatmulF16F16Tiles,
+    /// The quantized matrix-vector kernels norming their input rows (core/build/; no NF4).
+    MatmulQ4_0Normed,
+    MatmulQ4_1Normed,
+    MatmulQ8_0Normed,
+    MatmulF16Normed,
     Embedding,
     Rmsnorm,
     Rope,
@@ -56,10 +63,11 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 38] = [
+    pub const ALL: [Shader; 43] = [
         Shader::Matmul,
         Shader::MatmulTiled,
         Shader::MatmulTiledLowRank,
+        Shader::MatmulTiledNormed,
         Shader::MatmulTiledF16,
         Shader::MatmulTiledF16LowRank,
         Shader::MatmulCoop,
@@ -79,6 +87,10 @@ impl Shader {
         Shader::MatmulQ4_1F16Tiles,
         Shader::MatmulQ8_0F16Tiles,
         Shader::MatmulF16F16Tiles,
+        Shader::MatmulQ4_0Normed,
+        Shader::MatmulQ4_1Normed,
+        Shader::MatmulQ8_0Normed,
+        Shader::MatmulF16Normed,
         Shader::Embedding,
         Shader::Rmsnorm,
         Shader::Rope,
@@ -102,6 +114,7 @@ impl Shader {
             Shader::Matmul => "matmul.wgsl",
             Shader::MatmulTiled => "matmul_tiled.wgsl",
             Shader::MatmulTiledLowRank => "matmul_tiled_low_rank.wgsl",
+            Shader::MatmulTiledNormed => "matmul_tiled_normed.wgsl",
             Shader::MatmulTiledF16 => "matmul_tiled_f16.wgsl",
             Shader::MatmulTiledF16LowRank => "matmul_tiled_f16_low_rank.wgsl",
             Shader::MatmulCoop => "matmul_coop.wgsl",
@@ -121,6 +134,10 @@ impl Shader {
             Shader::MatmulQ4_1F16Tiles => "matmul_q4_1_f16_tiles.wgsl",
             Shader::MatmulQ8_0F16Tiles => "matmul_q8_0_f16_tiles.wgsl",
             Shader::MatmulF16F16Tiles => "matmul_f16_f16_tiles.wgsl",
+            Shader::MatmulQ4_0Normed => "matmul_q4_0_normed.wgsl",
+            Shader::MatmulQ4_1Normed => "matmul_q4_1_normed.wgsl",
+            Shader::MatmulQ8_0Normed => "matmul_q8_0_normed.wgsl",
+            Shader::MatmulF16Normed => "matmul_f16_normed.wgsl",
             Shader::Embedding => "embedding.wgsl",
             Shader::Rmsnorm => "rmsnorm.wgsl",
             Shader::Rope => "rope.wgsl",
@@ -145,6 +162,7 @@ impl Shader {
             Shader::Matmul => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul.wgsl")),
             Shader::MatmulTiled => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled.wgsl")),
             Shader::MatmulTiledLowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled_low_rank.wgsl")),
+            Shader::MatmulTiledNormed => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled_normed.wgsl")),
             Shader::MatmulTiledF16 => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled_f16.wgsl")),
             Shader::MatmulTiledF16LowRank => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_tiled_f16_low_rank.wgsl")),
             Shader::MatmulCoop => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_coop.wgsl")),
@@ -164,6 +182,10 @@ impl Shader {
             Shader::MatmulQ4_1F16Tiles => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_1_f16_tiles.wgsl")),
             Shader::MatmulQ8_0F16Tiles => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q8_0_f16_tiles.wgsl")),
             Shader::MatmulF16F16Tiles => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_f16_f16_tiles.wgsl")),
+            Shader::MatmulQ4_0Normed => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_0_normed.wgsl")),
+            Shader::MatmulQ4_1Normed => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q4_1_normed.wgsl")),
+            Shader::MatmulQ8_0Normed => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_q8_0_normed.wgsl")),
+            Shader::MatmulF16Normed => include_str!(concat!(env!("OUT_DIR"), "/shaders/matmul_f16_normed.wgsl")),
             Shader::Embedding => include_str!(concat!(env!("OUT_DIR"), "/shaders/embedding.wgsl")),
             Shader::Rmsnorm => include_str!(concat!(env!("OUT_DIR"), "/shaders/rmsnorm.wgsl")),
             Shader::Rope => include_str!(concat!(env!("OUT_DIR"), "/shaders/rope.wgsl")),

@@ -572,12 +572,13 @@ impl TrainPass {
         (rope_dims(&model.cfg, i, n), attention_dims(&model.cfg, i, n))
     }
 
-    /// out = inp·Wᵀ (+ bias) (+ scale·(dropout(inp)·Aᵀ)·Bᵀ, keeping x·Aᵀ in `h`).
+    /// out = inp·Wᵀ (+ bias) (+ scale·(dropout(inp)·Aᵀ)·Bᵀ, keeping x·Aᵀ in `h`), combined with
+    /// what out holds as `acc` says.
     #[allow(clippy::too_many_arguments)]
-    fn project(&self, ctx: &GpuContext, model: &Model, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
+    fn project(&self, ctx: &GpuContext, model: &Model, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize, acc: Accumulate, acts: &LayerActs, drop: Dropout) -> Result<()> {
         let layer = &model.layers[i];
         let Some((adapter, u)) = model.adapted(i, target) else {
-            return layer.base_forward(ctx, target, out, inp, n, None);
+            return layer.base_forward(ctx, target, out, inp, n, acc, None);
         };
         let (idx, lora) = (u.index, &adapter.tensors[u.index]);
         let h = acts.lora_h[adapter.adapter.tensors[idx].target as usize].as_ref().expect("allocated for every adapted target");
@@ -590,7 +591,7 @@ impl TrainPass {
         if u.part.is_none_or(|p| p.first) {
             lora_down(ctx, h, inp, &lora.a, d)?;
         }
-        layer.base_forward(ctx, target, out, inp, n, Some(lora_up_term(h, b, d)))
+        layer.base_forward(ctx, target, out, inp, n, acc, Some(lora_up_term(h, b, d)))
     }
 
     /// dinp = beta·dinp + dout·W (+ the adapter's part), and the adapter's dA, dB.
@@ -659,7 +660,7 @@ impl TrainPass {
             pos: &s.pos,
         };
         let attention = Attention::Packed { seg: self.segments(), stats: &a.stats };
-        block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, self.chain(model, i), Fused::default(), &|target, out, inp| self.project(ctx, model, i, target, out, inp, n, a, drop))
+        block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, self.chain(model, i), Fused::default(), &|target, out, inp, acc| self.project(ctx, model, i, target, out, inp, n, acc, a, drop))
     }
 
     /// Without checkpointing, each block's last launch norms its output into the next

@@ -15,7 +15,9 @@ use crate::ops::residual::{residual_accumulate, residual_forward};
 use crate::ops::rmsnorm::{add_rmsnorm_forward, rmsnorm_forward};
 use crate::ops::rope::{rope_forward, RopeDims};
 use crate::ops::swiglu::gated_forward;
-use crate::{GpuBuffer, GpuContext, Result};
+use crate::error::ensure;
+use crate::ops::matmul::{Accumulate, InputNorm};
+use crate::{Error, GpuBuffer, GpuContext, Result};
 
 pub(crate) enum Attention<'a> {
     /// Inference: the chunk's keys and values are appended to the layer's cache at `past`
@@ -82,7 +84,8 @@ pub(crate) struct BlockBuffers<'a> {
 /// How a block meets its neighbours: the previous block's last launch already normed this
 /// one's input into xn1 (and rstd1), and this block's last launch adds its MLP's output and
 /// norms the sum with `next_norm`'s weight (the next layer's input norm, or the final norm)
-/// into its buffers. Default: each block norms its own input and ends with the add.
+/// into its buffers. Default: each block norms its own input and ends with the add (in down's
+/// launch where the stream is updated in place, for the next block's q/k/v launch to norm).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Chain<'a> {
     pub input_normed: bool,
@@ -108,10 +111,18 @@ pub(crate) struct Fused<'a> {
     /// gate, up and the activation in one matrix-vector launch (`Linear::gated_forward`) with
     /// the layer's stacked gate and up, into the block's h.
     pub gate_up: Option<&'a Linear>,
+    /// The q/k/v launch norms the block's input itself, which arrives un-normed in `x`
+    /// (matrix-vector kernels; with `Chain::input_normed` false).
+    pub qkv_norms: bool,
+    /// o's launch adds attention's output to the stream in place, and the gate/up launch
+    /// norms the sum itself (matrix-vector kernels; layers without a post-attention norm,
+    /// the stream updated in place).
+    pub gate_up_norms: bool,
 }
 
-/// out = inp·Wᵀ (+ bias) (+ the adapter's part) for one target of the block.
-pub(crate) type Project<'a> = dyn Fn(Target, &GpuBuffer, &GpuBuffer) -> Result<()> + 'a;
+/// out = inp·Wᵀ (+ bias) (+ the adapter's part) for one target of the block, combined with
+/// what out holds as the Accumulate says.
+pub(crate) type Project<'a> = dyn Fn(Target, &GpuBuffer, &GpuBuffer, Accumulate) -> Result<()> + 'a;
 
 /// Rope of layer `i` for q and k (sliding-window layers have their own theta, unscaled).
 pub(crate) fn rope_dims(cfg: &Config, i: usize, n: usize) -> RopeDims {
@@ -145,23 +156,27 @@ pub(crate) fn block_forward(
     let (c, ff, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
     let rope = rope_dims(cfg, i, n);
     let att = attention_dims(cfg, i, n);
-    if !chain.input_normed {
-        rmsnorm_forward(ctx, b.xn1, b.rstd1, b.x, &layer.attn_norm, n, c, eps)?;
+    let project_new = |target, out, inp| project(target, out, inp, Accumulate::OVERWRITE);
+    let qkv_norm = fused.qkv_norms.then(|| InputNorm { weight: &layer.attn_norm, eps });
+    match qkv_norm {
+        Some(_) => ensure(fused.qkv.is_some() && !chain.input_normed, || format!("layer {i}: only the stacked q/k/v launch norms the input, which must arrive un-normed"))?,
+        None if !chain.input_normed => rmsnorm_forward(ctx, b.xn1, b.rstd1, b.x, &layer.attn_norm, n, c, eps)?,
+        None => {}
     }
     match (fused.qkv, &layer.q_norm, &layer.k_norm) {
-        (Some(qkv), ..) => layer.qkv_forward(ctx, qkv, b.xn1, n)?,
+        (Some(qkv), ..) => layer.qkv_forward(ctx, qkv, if qkv_norm.is_some() { b.x } else { b.xn1 }, n, qkv_norm)?,
         (None, Some(q_norm), Some(k_norm)) => {
-            project(Target::Q, b.q_raw, b.xn1)?;
-            project(Target::K, b.k_raw, b.xn1)?;
+            project_new(Target::Q, b.q_raw, b.xn1)?;
+            project_new(Target::K, b.k_raw, b.xn1)?;
             // each head's HS values are one row of the norm
             rmsnorm_forward(ctx, b.q, b.rstd_q, b.q_raw, q_norm, n * cfg.n_heads, cfg.head_size, eps)?;
             rmsnorm_forward(ctx, b.k, b.rstd_k, b.k_raw, k_norm, n * cfg.n_kv_heads, cfg.head_size, eps)?;
-            project(Target::V, b.v, b.xn1)?;
+            project_new(Target::V, b.v, b.xn1)?;
         }
         (None, ..) => {
-            project(Target::Q, b.q, b.xn1)?;
-            project(Target::K, b.k, b.xn1)?;
-            project(Target::V, b.v, b.xn1)?;
+            project_new(Target::Q, b.q, b.xn1)?;
+            project_new(Target::K, b.k, b.xn1)?;
+            project_new(Target::V, b.v, b.xn1)?;
         }
     }
     if layer.rope {
@@ -199,29 +214,39 @@ pub(crate) fn block_forward(
         }
         Attention::Packed { seg, stats } => attention_forward(ctx, b.att, stats, b.q_rot, b.k_rot, b.v, seg, att)?,
     }
-    match &layer.post_attn_norm {
-        Some(w) => {
-            project(Target::O, b.o_out, b.att)?;
+    let gate_up_norm = fused.gate_up_norms.then(|| InputNorm { weight: &layer.ffn_norm, eps });
+    match (&layer.post_attn_norm, gate_up_norm) {
+        (Some(w), None) => {
+            project_new(Target::O, b.o_out, b.att)?;
             rmsnorm_forward(ctx, b.proj, b.rstd_po, b.o_out, w, n, c, eps)?;
+            add_rmsnorm_forward(ctx, b.x_mid, b.xn2, b.rstd2, b.x, b.proj, &layer.ffn_norm, n, c, eps)?;
         }
-        None => project(Target::O, b.proj, b.att)?,
+        (None, None) => {
+            project_new(Target::O, b.proj, b.att)?;
+            add_rmsnorm_forward(ctx, b.x_mid, b.xn2, b.rstd2, b.x, b.proj, &layer.ffn_norm, n, c, eps)?;
+        }
+        // the gate/up launch norms the stream after o's adds to it
+        (None, Some(_)) if fused.gate_up.is_some() && b.x_mid.is_none() => project(Target::O, b.x, b.att, Accumulate::ADD)?,
+        (_, Some(_)) => return Err(Error::Shape(format!("layer {i}: only the stacked gate/up launch norms its input, after o's adds to the stream in place with no post-norm between"))),
     }
-    add_rmsnorm_forward(ctx, b.x_mid, b.xn2, b.rstd2, b.x, b.proj, &layer.ffn_norm, n, c, eps)?;
     let x_mid = b.x_mid.unwrap_or(b.x);
     match fused.gate_up {
-        Some(gate_up) => gate_up.gated_forward(ctx, cfg.activation, b.h, b.xn2, n)?,
+        Some(gate_up) => gate_up.gated_forward(ctx, cfg.activation, b.h, if gate_up_norm.is_some() { x_mid } else { b.xn2 }, n, gate_up_norm)?,
         None => {
-            project(Target::Gate, b.gate, b.xn2)?;
-            project(Target::Up, b.up, b.xn2)?;
+            project_new(Target::Gate, b.gate, b.xn2)?;
+            project_new(Target::Up, b.up, b.xn2)?;
             gated_forward(ctx, cfg.activation, b.h, b.gate, b.up, n * ff)?;
         }
     }
-    match &layer.post_ffn_norm {
-        Some(w) => {
-            project(Target::Down, b.down_out, b.h)?;
+    match (&layer.post_ffn_norm, chain.next_norm, b.x_out) {
+        (Some(w), ..) => {
+            project_new(Target::Down, b.down_out, b.h)?;
             rmsnorm_forward(ctx, b.proj, b.rstd_pf, b.down_out, w, n, c, eps)?;
         }
-        None => project(Target::Down, b.proj, b.h)?,
+        // nothing to norm for the next block and the stream updated in place: down's launch
+        // adds to it
+        (None, None, None) => return project(Target::Down, x_mid, b.h, Accumulate::ADD),
+        (None, ..) => project_new(Target::Down, b.proj, b.h)?,
     }
     match chain.next_norm {
         Some(next) => add_rmsnorm_forward(ctx, b.x_out, next.out, next.rstd, x_mid, b.proj, next.weight, n, c, eps),

@@ -16,7 +16,7 @@ use crate::model::weights::{HostLayer, HostWeights, Matrix, TensorSource, Weight
 use crate::ops::block_copy::{block_copy, Columns};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
 use crate::ops::lora::{lora_down, lora_up_term};
-use crate::ops::matmul::{LowRankTerm, GEMV_ROWS};
+use crate::ops::matmul::{Accumulate, InputNorm, LowRankTerm, GEMV_ROWS};
 use crate::ops::residual::bias_forward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
@@ -152,12 +152,16 @@ impl GpuLayer {
     }
 
     /// out(n, q + 2·kv) = inp·[W_q; W_k; W_v]ᵀ (+ the biases): the three projections of `n`
-    /// tokens in one matmul, where the layer holds them stacked (else an error).
-    pub(crate) fn qkv_forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, n: usize) -> Result<()> {
+    /// tokens in one matmul, where the layer holds them stacked (else an error); with `norm`,
+    /// of inp's rows normed in the same launch (1 to 4 rows, on GPUs).
+    pub(crate) fn qkv_forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, n: usize, norm: Option<InputNorm>) -> Result<()> {
         let Some((w, bias)) = &self.qkv else {
             return Err(Error::Shape("q, k and v are not stacked in this layer".into()));
         };
-        w.forward(ctx, out, inp, n, None)?;
+        match norm {
+            Some(norm) => w.normed_forward(ctx, out, inp, n, norm)?,
+            None => w.forward(ctx, out, inp, n, None)?,
+        }
         match bias {
             Some(b) => bias_forward(ctx, out, b, n, w.shape().0),
             None => Ok(()),
@@ -178,10 +182,12 @@ impl GpuLayer {
         }
     }
 
-    /// out(n, out) = inp·Wᵀ (+ bias, Qwen2's q/k/v) of the frozen weight of `t`.
-    pub(crate) fn base_forward(&self, ctx: &GpuContext, t: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize, term: Option<LowRankTerm>) -> Result<()> {
+    /// out(n, out) = beta·out + alpha·(inp·Wᵀ (+ the term)) (+ bias, Qwen2's q/k/v) of the
+    /// frozen weight of `t`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn base_forward(&self, ctx: &GpuContext, t: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize, acc: Accumulate, term: Option<LowRankTerm>) -> Result<()> {
         let lin = self.linear(t);
-        lin.forward(ctx, out, inp, n, term)?;
+        lin.forward_into(ctx, out, inp, n, acc, term)?;
         let bias = match t {
             Target::Q => self.q_bias.as_ref(),
             Target::K => self.k_bias.as_ref(),
@@ -482,11 +488,13 @@ impl Model {
         self.adapter.as_ref().and_then(|a| a.lora_use(i, target).map(|u| (a, u)))
     }
 
-    /// out(T, out) = inp·Wᵀ (+ bias) (+ the adapter's part) for layer `i`'s `target`.
-    fn project(&self, ctx: &GpuContext, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, t: usize) -> Result<()> {
+    /// out(T, out) = inp·Wᵀ (+ bias) (+ the adapter's part) for layer `i`'s `target`, combined
+    /// with what out holds as `acc` says.
+    #[allow(clippy::too_many_arguments)]
+    fn project(&self, ctx: &GpuContext, i: usize, target: Target, out: &GpuBuffer, inp: &GpuBuffer, t: usize, acc: Accumulate) -> Result<()> {
         let layer = &self.layers[i];
         let Some((adapter, u)) = self.adapted(i, target) else {
-            return layer.base_forward(ctx, target, out, inp, t, None);
+            return layer.base_forward(ctx, target, out, inp, t, acc, None);
         };
         let lora = &adapter.tensors[u.index];
         let h = &self.state.lora_h;
@@ -499,13 +507,14 @@ impl Model {
         if u.part.is_none_or(|p| p.first) {
             lora_down(ctx, h, inp, &lora.a, d)?;
         }
-        layer.base_forward(ctx, target, out, inp, t, Some(lora_up_term(h, b, d)))
+        layer.base_forward(ctx, target, out, inp, t, acc, Some(lora_up_term(h, b, d)))
     }
 
     /// What layer `i` runs as one launch for `t` tokens: q, k and v of one token as one matmul,
     /// and gate, up and the activation of up to 4 as one matrix-vector launch on GPUs (the
     /// other kernel paths have no such kernel), where the layer holds them stacked and no
-    /// adapter changes them.
+    /// adapter changes them; on GPUs each with the norm before it (after attention's output
+    /// is added to the stream in o's launch, where no post-norm comes between).
     fn fused(&self, ctx: &GpuContext, i: usize, t: usize) -> Fused<'_> {
         let layer = &self.layers[i];
         let unadapted = |targets: &[Target]| targets.iter().all(|&target| self.adapted(i, target).is_none());
@@ -516,7 +525,7 @@ impl Model {
             .map(|(whole, _)| whole);
         let gemv = t <= GEMV_ROWS && ctx.kernel_paths() == KernelPaths::Gpu && self.cfg.hidden_size.is_multiple_of(8);
         let gate_up = layer.gate_up.as_ref().filter(|_| gemv && unadapted(&[Target::Gate, Target::Up]));
-        Fused { qkv, gate_up }
+        Fused { qkv, gate_up, qkv_norms: qkv.is_some() && gemv, gate_up_norms: gate_up.is_some() && layer.post_attn_norm.is_none() }
     }
 
     /// Fails when `cache` has no room for `t` more tokens.
@@ -585,17 +594,21 @@ impl Model {
             h: &s.h,
             pos: &s.pos,
         };
-        // each block's last launch norms its output for the next block, the last one's with
-        // the final norm (into xn)
+        // each block's last launch norms its output for the next block (unless the next one's
+        // q/k/v launch norms its input), the last one's with the final norm (into xn)
         for (i, l) in self.layers.iter().enumerate() {
-            let next_norm = self.layers.get(i + 1).map_or(&self.final_norm, |next| &next.attn_norm);
-            let chain = Chain { input_normed: i > 0, next_norm: Some(NextNorm { weight: next_norm, out: b.xn1, rstd: b.rstd1 }) };
             let fused = self.fused(ctx, i, t);
+            let next_norm = match self.layers.get(i + 1) {
+                Some(_) if self.fused(ctx, i + 1, t).qkv_norms => None,
+                Some(next) => Some(NextNorm { weight: &next.attn_norm, out: b.xn1, rstd: b.rstd1 }),
+                None => Some(NextNorm { weight: &self.final_norm, out: b.xn1, rstd: b.rstd1 }),
+            };
+            let chain = Chain { input_normed: i > 0 && !fused.qkv_norms, next_norm };
             let b = match (fused.qkv, &self.one_token_qkv) {
                 (Some(_), Some((_, [q, k, v]))) => BlockBuffers { q, k, v, ..b },
                 _ => b,
             };
-            block_forward(ctx, cfg, i, l, &b, t, attention(i), chain, fused, &|target, out, inp| self.project(ctx, i, target, out, inp, t))?;
+            block_forward(ctx, cfg, i, l, &b, t, attention(i), chain, fused, &|target, out, inp, acc| self.project(ctx, i, target, out, inp, t, acc))?;
         }
         Ok(())
     }

@@ -1,8 +1,8 @@
 //! A frozen linear weight on the GPU, f32 or a block format; its kind picks the matmul kernel.
 
 use crate::model::weights::{Matrix, MatrixData, WeightFormat};
-use crate::ops::matmul::{matmul, matmul_gemv_gated, matmul_low_rank, Accumulate, LowRankTerm, MatmulDims, MatmulKind};
-use crate::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_gated, matmul_quant_low_rank, GpuQuantWeight};
+use crate::ops::matmul::{matmul, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank, Accumulate, InputNorm, LowRankTerm, MatmulDims, MatmulKind};
+use crate::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_low_rank, GpuQuantWeight};
 use crate::ops::swiglu::Activation;
 use crate::quant::QuantFormat;
 use crate::{GpuBuffer, GpuContext, Result};
@@ -67,7 +67,13 @@ impl Linear {
 
     /// out(M, rows) = inp(M, cols)·Wᵀ (+ a low-rank term: LoRA's scale·h·Bᵀ).
     pub fn forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, m: usize, term: Option<LowRankTerm>) -> Result<()> {
-        self.product(ctx, MatmulKind::Forward, out, inp, m, Accumulate::OVERWRITE, term)
+        self.forward_into(ctx, out, inp, m, Accumulate::OVERWRITE, term)
+    }
+
+    /// out(M, rows) = beta·out + alpha·(inp·Wᵀ (+ the term)): with [`Accumulate::ADD`], a
+    /// projection added to the residual stream it writes into.
+    pub fn forward_into(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, m: usize, acc: Accumulate, term: Option<LowRankTerm>) -> Result<()> {
+        self.product(ctx, MatmulKind::Forward, out, inp, m, acc, term)
     }
 
     /// dinp(M, cols) = beta·dinp + dout(M, rows)·W (+ a low-rank term: LoRA's dh·A): the input
@@ -79,11 +85,21 @@ impl Linear {
 
     /// out(M, rows/2) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows, where this weight holds
     /// gate's rows then up's ([`Linear::upload_stacked`]): one launch on GPUs for what
-    /// otherwise takes two matmuls and the activation.
-    pub fn gated_forward(&self, ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, m: usize) -> Result<()> {
+    /// otherwise takes two matmuls and the activation; with `norm`, of inp's rows normed as
+    /// they are read (the norm before the MLP in the same launch).
+    pub fn gated_forward(&self, ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, m: usize, norm: Option<InputNorm>) -> Result<()> {
         match self {
-            Linear::F32 { w, rows, cols } => matmul_gemv_gated(ctx, act, out, inp, w, MatmulDims::new(m, rows / 2, *cols)),
-            Linear::Quant(q) => matmul_quant_gemv_gated(ctx, act, out, inp, q, m),
+            Linear::F32 { w, rows, cols } => matmul_gemv_gated(ctx, act, out, inp, w, MatmulDims::new(m, rows / 2, *cols), norm),
+            Linear::Quant(q) => matmul_quant_gemv_gated(ctx, act, out, inp, q, m, norm),
+        }
+    }
+
+    /// out(M, rows) = rmsnorm(inp)·Wᵀ for 1 to 4 rows: the norm and this projection in one
+    /// launch on GPUs (decoding).
+    pub fn normed_forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, m: usize, norm: InputNorm) -> Result<()> {
+        match self {
+            Linear::F32 { w, rows, cols } => matmul_gemv_normed(ctx, out, inp, w, MatmulDims::new(m, *rows, *cols), norm),
+            Linear::Quant(q) => matmul_quant_gemv_normed(ctx, out, inp, q, m, norm),
         }
     }
 

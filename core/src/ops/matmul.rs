@@ -53,6 +53,16 @@ impl Accumulate {
 
 }
 
+/// An RMSNorm of a product's input rows (HF's form: weight ⊙ x / sqrt(mean(x²) + eps)) that
+/// the matrix-vector kernels apply as they read them: decoding, where the norm before q, k, v
+/// or gate, up then has no launch of its own (the input is the residual stream itself).
+#[derive(Clone, Copy)]
+pub struct InputNorm<'a> {
+    /// (K) the norm's weight.
+    pub weight: &'a GpuBuffer,
+    pub eps: f32,
+}
+
 /// Which of the three products to compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKind {
@@ -165,6 +175,8 @@ struct StridedParams {
     term_scale: f32,
     term_v_sj: u32,
     term_v_sr: u32,
+    /// The matrix-vector kernels' input norm (matmul_tiled_normed.wgsl): its eps.
+    norm_eps: f32,
 }
 
 /// LoRA dropout on one side of a product: the mask of ops::dropout at each value's flat index
@@ -516,18 +528,58 @@ pub fn matmul_low_rank_with(
 
 /// out(M, N) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows of inp (M, K), with `w` (2N, K)
 /// holding W_gate's rows then W_up's (`Linear::upload_stacked`): a gated MLP's two
-/// projections and its activation in one launch, for decoding on GPUs.
-pub fn matmul_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims) -> Result<()> {
+/// projections and its activation in one launch, for decoding on GPUs; with `norm`, of
+/// inp's rows normed as they are read.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, norm: Option<InputNorm>) -> Result<()> {
     let op = "matmul_gemv_gated";
-    ensure(d.batch == 1 && (1..=GEMV_ROWS).contains(&d.m) && d.n > 0 && d.k > 0, || format!("{op}: the forward of 1 to {GEMV_ROWS} rows, got {d:?}"))?;
+    check_gemv(op, d, norm)?;
     check_len(op, "inp", inp, d.m * d.k)?;
     check_len(op, "w", w, 2 * d.n * d.k)?;
     check_len(op, "out", out, d.m * d.n)?;
-    let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
-    let params = StridedParams { m, n, r: k, alpha: 1.0, a_si: k, a_sr: 1, b_sj: k, b_sr: 1, splits: 1, r_split: k, ..bytemuck::Zeroable::zeroed() };
+    let params = StridedParams { norm_eps: norm.map_or(0.0, |x| x.eps), ..gemv_params(d, Accumulate::OVERWRITE) };
     let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
-    let kernel = Kernel::new(Shader::MatmulTiled, op, 0).with_variant(act.gemv_variant());
-    ctx.dispatch_counted(&kernel, &[inp, w], &[out], &params, groups, 4.0 * (d.m * d.n * d.k) as f64)
+    let flops = 4.0 * (d.m * d.n * d.k) as f64;
+    match norm {
+        Some(norm) => {
+            let kernel = Kernel::new(Shader::MatmulTiledNormed, op, 0).with_variant(act.gemv_variant());
+            ctx.dispatch_counted(&kernel, &[inp, w, norm.weight], &[out], &params, groups, flops)
+        }
+        None => {
+            let kernel = Kernel::new(Shader::MatmulTiled, op, 0).with_variant(act.gemv_variant());
+            ctx.dispatch_counted(&kernel, &[inp, w], &[out], &params, groups, flops)
+        }
+    }
+}
+
+/// out(M, N) = rmsnorm(inp)·Wᵀ for 1 to 4 rows of inp (M, K) and w (N, K): the norm and the
+/// projection after it in one matrix-vector launch, for decoding on GPUs.
+pub fn matmul_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, norm: InputNorm) -> Result<()> {
+    let op = "matmul_gemv_normed";
+    check_gemv(op, d, Some(norm))?;
+    check_len(op, "inp", inp, d.m * d.k)?;
+    check_len(op, "w", w, d.n * d.k)?;
+    check_len(op, "out", out, d.m * d.n)?;
+    let params = StridedParams { norm_eps: norm.eps, ..gemv_params(d, Accumulate::OVERWRITE) };
+    let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
+    let kernel = Kernel::new(Shader::MatmulTiledNormed, "matmul_gemv", 0);
+    ctx.dispatch_counted(&kernel, &[inp, w, norm.weight], &[out], &params, groups, 2.0 * (d.m * d.n * d.k) as f64)
+}
+
+/// The shapes the matrix-vector kernels take: the forward of 1 to 4 rows, and a norm weight
+/// as long as a row.
+fn check_gemv(op: &str, d: MatmulDims, norm: Option<InputNorm>) -> Result<()> {
+    ensure(d.batch == 1 && (1..=GEMV_ROWS).contains(&d.m) && d.n > 0 && d.k > 0, || format!("{op}: the forward of 1 to {GEMV_ROWS} rows, got {d:?}"))?;
+    match norm {
+        Some(norm) => check_len(op, "norm weight", norm.weight, d.k),
+        None => Ok(()),
+    }
+}
+
+/// The matrix-vector kernels' params for out(M, N) = beta·out + alpha·inp(M, K)·W(N, K)ᵀ.
+fn gemv_params(d: MatmulDims, acc: Accumulate) -> StridedParams {
+    let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
+    StridedParams { m, n, r: k, alpha: acc.alpha, beta: acc.beta, a_si: k, a_sr: 1, b_sj: k, b_sr: 1, splits: 1, r_split: k, ..bytemuck::Zeroable::zeroed() }
 }
 
 /// Where the parts of a split weight gradient go when they are summed later, together with
@@ -642,28 +694,13 @@ fn launch(
             ensure(kind == MatmulKind::Forward && d.batch == 1 && d.m <= GEMV_ROWS, || {
                 format!("{op}: the matrix-vector kernel takes the forward of 1 to {GEMV_ROWS} rows, got {d:?}")
             })?;
-            let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
             let (term_v_sj, term_v_sr) = term.map_or((0, 0), |t| t.v_strides(kind, cols));
             let params = StridedParams {
-                m,
-                n,
-                r: k,
-                alpha: acc.alpha,
-                beta: acc.beta,
-                a_si: k,
-                a_sr: 1,
-                b_sj: k,
-                b_sr: 1,
-                a_batch: 0,
-                b_batch: 0,
-                c_batch: 0,
-                splits: 1,
-                r_split: k,
                 term_r: term_rank as u32,
                 term_scale: term.map_or(0.0, |t| t.scale),
                 term_v_sj,
                 term_v_sr,
-                ..bytemuck::Zeroable::zeroed()
+                ..gemv_params(d, acc)
             };
             let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
             let (shader, inputs) = match term {
@@ -717,6 +754,7 @@ fn launch(
                 term_scale: term.map_or(0.0, |t| t.scale),
                 term_v_sj,
                 term_v_sr,
+                norm_eps: 0.0,
             };
             let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];
             let shader = match (term.is_some(), tiling.rounds_to_f16()) {

@@ -5,7 +5,7 @@ use super::check_len;
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits, Accumulate, LowRankTerm, MatmulKind};
+use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits, Accumulate, InputNorm, LowRankTerm, MatmulKind};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -67,6 +67,8 @@ struct Params {
     term_v_sr: u32,
     drop_seed: u32,
     drop_p: f32,
+    /// The matrix-vector kernels' input norm (matmul_<format>_normed.wgsl): its eps.
+    norm_eps: f32,
 }
 
 /// The entry points of a matmul_<format>.wgsl, named by core/build/ after its blocks.
@@ -80,24 +82,26 @@ pub struct QuantEntries {
 
 include!(concat!(env!("OUT_DIR"), "/matmul_quant_entries.rs"));
 
-/// A format's shaders: matmul_<format>.wgsl with its entry points, and its tiled kernels
-/// again with a low-rank term, in f32 tiles and in f16 ones.
+/// A format's shaders: matmul_<format>.wgsl with its entry points, its tiled kernels again
+/// with a low-rank term, in f32 tiles and in f16 ones, and its matrix-vector kernels with an
+/// input norm (none for NF4, whose weights are never stacked).
 struct FormatShaders {
     plain: Shader,
     low_rank: Shader,
     f16_tiles: Shader,
+    normed: Option<Shader>,
     entries: QuantEntries,
 }
 
 fn shaders(format: QuantFormat) -> FormatShaders {
-    let (plain, low_rank, f16_tiles, entries) = match format {
-        QuantFormat::F16 => (Shader::MatmulF16, Shader::MatmulF16LowRank, Shader::MatmulF16F16Tiles, F16_ENTRIES),
-        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, Shader::MatmulQ4_0LowRank, Shader::MatmulQ4_0F16Tiles, Q4_0_ENTRIES),
-        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, Shader::MatmulQ4_1LowRank, Shader::MatmulQ4_1F16Tiles, Q4_1_ENTRIES),
-        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, Shader::MatmulQ8_0LowRank, Shader::MatmulQ8_0F16Tiles, Q8_0_ENTRIES),
-        QuantFormat::Nf4 => (Shader::MatmulNf4, Shader::MatmulNf4LowRank, Shader::MatmulNf4F16Tiles, NF4_ENTRIES),
+    let (plain, low_rank, f16_tiles, normed, entries) = match format {
+        QuantFormat::F16 => (Shader::MatmulF16, Shader::MatmulF16LowRank, Shader::MatmulF16F16Tiles, Some(Shader::MatmulF16Normed), F16_ENTRIES),
+        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, Shader::MatmulQ4_0LowRank, Shader::MatmulQ4_0F16Tiles, Some(Shader::MatmulQ4_0Normed), Q4_0_ENTRIES),
+        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, Shader::MatmulQ4_1LowRank, Shader::MatmulQ4_1F16Tiles, Some(Shader::MatmulQ4_1Normed), Q4_1_ENTRIES),
+        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, Shader::MatmulQ8_0LowRank, Shader::MatmulQ8_0F16Tiles, Some(Shader::MatmulQ8_0Normed), Q8_0_ENTRIES),
+        QuantFormat::Nf4 => (Shader::MatmulNf4, Shader::MatmulNf4LowRank, Shader::MatmulNf4F16Tiles, None, NF4_ENTRIES),
     };
-    FormatShaders { plain, low_rank, f16_tiles, entries }
+    FormatShaders { plain, low_rank, f16_tiles, normed, entries }
 }
 
 /// The blocks of outputs per invocation of the entry points: the generated large ones for
@@ -162,15 +166,42 @@ pub fn matmul_quant_low_rank(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer
 
 /// out(M, N) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows of inp (M, K), with `w` (2N, K)
 /// holding W_gate's rows then W_up's (`Linear::upload_stacked`): a gated MLP's two
-/// projections and its activation in one launch, for decoding on GPUs.
-pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize) -> Result<()> {
+/// projections and its activation in one launch, for decoding on GPUs; with `norm`, of
+/// inp's rows normed as they are read.
+pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: Option<InputNorm>) -> Result<()> {
     let op = "matmul_quant_gemv_gated";
-    let (n, k) = (w.rows / 2, w.cols);
+    let n = w.rows / 2;
     ensure(w.rows.is_multiple_of(2) && n > 0, || format!("{op}: the weight holds {} rows, not gate's and up's", w.rows))?;
+    let (shader, params) = gemv_launch(op, inp, out, w, m, n, norm)?;
+    let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
+    let groups = [n.min(65535) as u32, n.div_ceil(65535) as u32, 1];
+    ctx.dispatch_counted(&kernel, &gemv_inputs(w, inp, norm), &[out], &params, groups, 4.0 * (m * n * w.cols) as f64)
+}
+
+/// out(M, N) = rmsnorm(inp)·Wᵀ for 1 to 4 rows of inp (M, K): the norm and the projection
+/// after it in one matrix-vector launch, for decoding on GPUs (not NF4).
+pub fn matmul_quant_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: InputNorm) -> Result<()> {
+    let op = "matmul_quant_gemv_normed";
+    let (shader, params) = gemv_launch(op, inp, out, w, m, w.rows, Some(norm))?;
+    let groups = [w.rows.min(65535) as u32, w.rows.div_ceil(65535) as u32, 1];
+    ctx.dispatch_counted(&Kernel::new(shader, "matmul_quant_gemv", 0), &gemv_inputs(w, inp, Some(norm)), &[out], &params, groups, 2.0 * (m * w.rows * w.cols) as f64)
+}
+
+/// The checks, shader and params of a matrix-vector launch over `m` rows of inp with `n`
+/// outputs per row (a normed input: the format's `_normed` composition).
+fn gemv_launch(op: &str, inp: &GpuBuffer, out: &GpuBuffer, w: &GpuQuantWeight, m: usize, n: usize, norm: Option<InputNorm>) -> Result<(Shader, Params)> {
+    let k = w.cols;
     ensure((1..=4).contains(&m), || format!("{op}: the matrix-vector kernel takes 1 to 4 rows, got {m}"))?;
     ensure(k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
     check_len(op, "inp", inp, m * k)?;
     check_len(op, "out", out, m * n)?;
+    let shader = match norm {
+        Some(norm) => {
+            check_len(op, "norm weight", norm.weight, k)?;
+            shaders(w.format).normed.ok_or_else(|| Error::Shape(format!("{op}: {:?} weights have no matrix-vector kernel with an input norm", w.format)))?
+        }
+        None => shaders(w.format).plain,
+    };
     let params = Params {
         m: m as u32,
         n: n as u32,
@@ -178,16 +209,28 @@ pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffe
         alpha: 1.0,
         aux: w.nf4.as_ref().map_or(0.0, |nf4| nf4.2),
         splits: 1,
+        norm_eps: norm.map_or(0.0, |x| x.eps),
         ..bytemuck::Zeroable::zeroed()
     };
-    let kernel = Kernel::new(shaders(w.format).plain, op, 0).with_variant(act.gemv_variant());
+    Ok((shader, params))
+}
+
+/// A matrix-vector launch's inputs by the binding convention: W's buffers, inp, the norm's
+/// weight.
+fn gemv_inputs<'a>(w: &'a GpuQuantWeight, inp: &'a GpuBuffer, norm: Option<InputNorm<'a>>) -> Vec<&'a GpuBuffer> {
+    let mut inputs = weight_and_input(w, inp);
+    inputs.extend(norm.map(|x| x.weight));
+    inputs
+}
+
+/// W's buffers, then inp: every launch's first inputs.
+fn weight_and_input<'a>(w: &'a GpuQuantWeight, inp: &'a GpuBuffer) -> Vec<&'a GpuBuffer> {
     let mut inputs: Vec<&GpuBuffer> = vec![&w.q];
     if let Some((codes, scales, _)) = &w.nf4 {
         inputs.extend([codes, scales]);
     }
     inputs.push(inp);
-    let groups = [n.min(65535) as u32, n.div_ceil(65535) as u32, 1];
-    ctx.dispatch_counted(&kernel, &inputs, &[out], &params, groups, 4.0 * (m * n * k) as f64)
+    inputs
 }
 
 /// The block `matmul_quant` runs for `m` rows on this adapter.
@@ -312,15 +355,12 @@ pub fn matmul_quant_with(
         term_v_sr,
         drop_seed: term.map_or(0, |t| super::cpu::lowbias32(t.dropout.1)),
         drop_p: term.map_or(0.0, |t| t.dropout.0),
+        norm_eps: 0.0,
     };
     let groups = [groups[0], groups[1], splits as u32];
     let flops = 2.0 * (m * n * k + m * out_cols * term.map_or(0, |t| t.rank)) as f64;
     let kernel = Kernel::new(sh, op, 0).with_variant(variant);
-    let mut inputs: Vec<&GpuBuffer> = vec![&w.q];
-    if let Some((codes, scales, _)) = &w.nf4 {
-        inputs.extend([codes, scales]);
-    }
-    inputs.push(inp);
+    let mut inputs = weight_and_input(w, inp);
     match term {
         Some(t) => inputs.extend([t.h, t.v]),
         // the f16 tiles' only composition binds a term: a rank of 0 never reads these
