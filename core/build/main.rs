@@ -6,6 +6,9 @@
 //! - <op>_subgroups.wgsl, for each op that includes pieces/reduce.wgsl, is the op with
 //!   pieces/reduce_subgroups.wgsl in its place (adapters with subgroups);
 //! - attention_wide.wgsl is attention.wgsl for heads of up to 256 (its MAX_HS);
+//! - matmul_tiled.wgsl is composed again with a low-rank term (`_low_rank`), f16 tiles
+//!   (`_f16`, `_f16_low_rank`) and an input norm for its matrix-vector kernels (`_normed`);
+//!   the quantized kernels likewise (`matmul_<format>_low_rank`, `_f16_tiles`, `_normed`);
 //! - matmul.wgsl is shaders/matmul/f32.wgsl and the unrolled entry points of `matmul.rs`;
 //!   matmul_<format>.wgsl is shaders/matmul/quant.wgsl, shaders/matmul/<format>.wgsl,
 //!   theirs and shaders/matmul/quant_tiled.wgsl (the GPU kernels, written by hand). The entry tables name those entry points for the launchers, so a name is
