@@ -233,7 +233,7 @@ impl GpuContext {
     fn with_adapter_paths(self) -> Self {
         let paths = if !self.is_software() {
             KernelPaths::Gpu
-        } else if self.info.name.to_lowercase().contains("llvmpipe") {
+        } else if self.is_llvmpipe() {
             KernelPaths::Llvmpipe
         } else {
             KernelPaths::Software
@@ -303,6 +303,11 @@ impl GpuContext {
     /// True for CPU-emulated adapters (lavapipe, SwiftShader, a browser's fallback adapter).
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// True for Mesa's lavapipe (llvmpipe): the CI's and the dev machines' adapter.
+    pub fn is_llvmpipe(&self) -> bool {
+        self.info.name.to_lowercase().contains("llvmpipe")
     }
 
     pub fn has_f16(&self) -> bool {

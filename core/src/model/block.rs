@@ -10,7 +10,7 @@ use super::forward::GpuLayer;
 use super::linear::Linear;
 use super::Config;
 use crate::lora::Target;
-use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, AttentionDims, Segments};
+use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, cached_row_by_row, AttentionDims, Segments};
 use crate::ops::residual::{residual_accumulate, residual_forward};
 use crate::ops::rmsnorm::{add_rmsnorm_forward, rmsnorm_forward};
 use crate::ops::rope::{rope_forward, RopeDims};
@@ -21,8 +21,10 @@ use crate::{Error, GpuBuffer, GpuContext, Result};
 
 pub(crate) enum Attention<'a> {
     /// Inference: the chunk's keys and values are appended to the layer's cache at `past`
-    /// tokens, and each token attends to everything cached before it.
-    Cached { k_cache: &'a GpuBuffer, v_cache: &'a GpuBuffer, past: usize, scores: &'a GpuBuffer },
+    /// tokens, and each token attends to everything cached before it. `q_one` and `att_one`
+    /// (NH·HS): one token's query and output where the chunk goes a token at a time (lavapipe
+    /// over a long cache: `cached_row_by_row`).
+    Cached { k_cache: &'a GpuBuffer, v_cache: &'a GpuBuffer, past: usize, scores: &'a GpuBuffer, q_one: &'a GpuBuffer, att_one: &'a GpuBuffer },
     /// Training: packed examples, kept apart by their segment ids; the softmax statistics
     /// are kept for the backward.
     Packed { seg: Segments<'a>, stats: &'a GpuBuffer },
@@ -157,7 +159,7 @@ pub(crate) fn block_forward(
     let rope = rope_dims(cfg, i, n);
     let att = attention_dims(cfg, i, n);
     let project_new = |target, out, inp| project(target, out, inp, Accumulate::OVERWRITE);
-    let qkv_norm = fused.qkv_norms.then(|| InputNorm { weight: &layer.attn_norm, eps });
+    let qkv_norm = fused.qkv_norms.then_some(InputNorm { weight: &layer.attn_norm, eps });
     match qkv_norm {
         Some(_) => ensure(fused.qkv.is_some() && !chain.input_normed, || format!("layer {i}: only the stacked q/k/v launch norms the input, which must arrive un-normed"))?,
         None if !chain.input_normed => rmsnorm_forward(ctx, b.xn1, b.rstd1, b.x, &layer.attn_norm, n, c, eps)?,
@@ -186,12 +188,21 @@ pub(crate) fn block_forward(
         ctx.copy_region(b.k, 0, b.k_rot, 0, (n * cfg.kv_dim() * 4) as u64);
     }
     match attention {
-        Attention::Cached { k_cache, v_cache, past, scores } => {
+        Attention::Cached { k_cache, v_cache, past, scores, q_one, att_one } => {
             let (at, bytes) = ((past * cfg.kv_dim() * 4) as u64, (n * cfg.kv_dim() * 4) as u64);
             ctx.copy_region(b.k_rot, 0, k_cache, at, bytes);
             ctx.copy_region(b.v, 0, v_cache, at, bytes);
             if n == 1 && cfg.head_size.is_multiple_of(4) {
                 attention_decode(ctx, b.att, scores, b.q_rot, k_cache, v_cache, past, att)?;
+            } else if cached_row_by_row(ctx, &att, past) {
+                // each token as decoding does, its query and output through q_one and att_one
+                let one = attention_dims(cfg, i, 1);
+                let q_bytes = (cfg.q_dim() * 4) as u64;
+                for r in 0..n {
+                    ctx.copy_region(b.q_rot, r as u64 * q_bytes, q_one, 0, q_bytes);
+                    attention_decode(ctx, att_one, scores, q_one, k_cache, v_cache, past + r, one)?;
+                    ctx.copy_region(att_one, 0, b.att, r as u64 * q_bytes, q_bytes);
+                }
             } else {
                 attention_forward_cached(ctx, b.att, b.q_rot, k_cache, v_cache, past, att)?;
             }
@@ -214,7 +225,7 @@ pub(crate) fn block_forward(
         }
         Attention::Packed { seg, stats } => attention_forward(ctx, b.att, stats, b.q_rot, b.k_rot, b.v, seg, att)?,
     }
-    let gate_up_norm = fused.gate_up_norms.then(|| InputNorm { weight: &layer.ffn_norm, eps });
+    let gate_up_norm = fused.gate_up_norms.then_some(InputNorm { weight: &layer.ffn_norm, eps });
     match (&layer.post_attn_norm, gate_up_norm) {
         (Some(w), None) => {
             project_new(Target::O, b.o_out, b.att)?;

@@ -550,8 +550,9 @@ impl Model {
         self.check_room(&self.cache, tokens.len())?;
         let past = self.cache.len();
         let pos: Vec<u32> = (past as u32..(past + tokens.len()) as u32).collect();
-        let (cache, scores) = (&self.cache, &self.state.scores);
-        self.run_layers(ctx, tokens, &pos, &|i| Attention::Cached { k_cache: &cache.k[i], v_cache: &cache.v[i], past, scores })?;
+        let (cache, s) = (&self.cache, &self.state);
+        let (scores, q_one, att_one) = (&s.scores, &s.decode_q, &s.decode_att);
+        self.run_layers(ctx, tokens, &pos, &|i| Attention::Cached { k_cache: &cache.k[i], v_cache: &cache.v[i], past, scores, q_one, att_one })?;
         self.cache.ids.extend_from_slice(tokens);
         Ok(())
     }

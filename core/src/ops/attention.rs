@@ -146,10 +146,14 @@ impl AttentionKernels {
 
     /// What runs `d` over runs of these lengths (longest first): the preference, but `Matmul`
     /// gives way where its chunks cannot take the sizes (`attention_matmul::pairs_per_chunk`):
-    /// to the tiled kernels on GPUs, the per-row ones elsewhere.
+    /// to the tiled kernels on GPUs, the per-row ones elsewhere. On lavapipe the matmuls also
+    /// take over from the others where those would loop past its limit (`LLVMPIPE_LOOP_LIMIT`).
     pub fn for_dims(self, ctx: &GpuContext, d: &AttentionDims, lens: &[u32]) -> Self {
         let longest = lens.first().map_or(0, |&l| l as usize);
-        if self != AttentionKernels::Matmul || attention_matmul::pairs_per_chunk(ctx, d, longest).is_some() {
+        let matmul_fits = attention_matmul::pairs_per_chunk(ctx, d, longest).is_some();
+        if self != AttentionKernels::Matmul && ctx.is_llvmpipe() && !within_llvmpipe_loops(d) && matmul_fits {
+            AttentionKernels::Matmul
+        } else if self != AttentionKernels::Matmul || matmul_fits {
             self
         } else if ctx.kernel_paths() == KernelPaths::Gpu {
             AttentionKernels::Tiled
@@ -189,6 +193,7 @@ pub fn attention_forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q
 pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
     let op = "attention_forward";
     let params = d.check(op)?;
+    check_llvmpipe_loops(ctx, op, kernels, &d)?;
     for (name, buf, len) in [("q", q, d.q_len()), ("k", k, d.kv_len()), ("v", v, d.kv_len()), ("seg", seg.ids, d.b * d.t), ("out", out, d.q_len()), ("stats", stats, d.stats_len())] {
         check_len(op, name, buf, len)?;
     }
@@ -211,6 +216,7 @@ pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: 
 pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
     let op = "attention_backward";
     let params = d.check(op)?;
+    check_llvmpipe_loops(ctx, op, kernels, &d)?;
     for (name, buf, len) in [
         ("dout", dout, d.q_len()), ("q", q, d.q_len()), ("k", k, d.kv_len()), ("v", v, d.kv_len()),
         ("out", out, d.q_len()), ("stats", stats, d.stats_len()), ("seg", seg.ids, d.b * d.t),
@@ -230,6 +236,46 @@ pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: 
     ctx.dispatch(&Kernel::new(d.shader(), entry, 16), &[dout, q, k, v, stats, seg.ids], &[dk, dv], &params, grid)
 }
 
+/// Mesa's llvmpipe (lavapipe; Mesa 22.3 here and on CI) ends a shader's loops once an
+/// invocation has run this many iterations of them in all (`LP_MAX_TGSI_LOOP_ITERATIONS`,
+/// shared between every loop), silently: the kernel then returns wrong values (SmolLM2's
+/// keys' and values' gradients were NaN at 512 tokens, SwiftShader's right; docs/PERF.md).
+const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
+
+/// Whether the per-row and tiled kernels stay within lavapipe's loop limit for `d`: their
+/// busiest invocation (the keys' and values' gradient of the first key) loops over its
+/// group's query heads × the queries of the row × a score's and the sums' loops over the head.
+fn within_llvmpipe_loops(d: &AttentionDims) -> bool {
+    (d.nh / d.nkv).max(1) * d.t * (3 * d.hs + 2) < LLVMPIPE_LOOP_LIMIT
+}
+
+/// Whether a chunk of `d.t` tokens over a cache of `past` goes a token at a time through the
+/// decode kernels ([`attention_decode`], whose loops stay within lavapipe's limit up to
+/// contexts of 32K) instead of [`attention_forward_cached`], which gives each query one
+/// invocation that walks the whole cache: on lavapipe past the limit's reach (about 500
+/// tokens of heads of 64), where the head size suits the decode kernels.
+pub fn cached_row_by_row(ctx: &GpuContext, d: &AttentionDims, past: usize) -> bool {
+    ctx.is_llvmpipe() && d.hs.is_multiple_of(4) && !cached_within_llvmpipe_loops(d, past)
+}
+
+/// attention_forward_cached's loops per invocation within lavapipe's limit: each key of the
+/// cache, a score's and the sum's loops over the head.
+fn cached_within_llvmpipe_loops(d: &AttentionDims, past: usize) -> bool {
+    (past + d.t) * (2 * d.hs + 1) < LLVMPIPE_LOOP_LIMIT
+}
+
+/// The error for kernels lavapipe would run past its loop limit.
+fn check_llvmpipe_loops(ctx: &GpuContext, op: &str, kernels: AttentionKernels, d: &AttentionDims) -> Result<()> {
+    ensure(kernels == AttentionKernels::Matmul || !ctx.is_llvmpipe() || within_llvmpipe_loops(d), || {
+        format!(
+            "{op}: the {kernels:?} kernels over {} tokens with {} query heads of {} per KV head would loop past lavapipe's limit of {LLVMPIPE_LOOP_LIMIT} iterations per invocation, where it returns wrong values: use the matmul attention (HEARTH_ATTENTION=matmul) or shorter sequences",
+            d.t,
+            d.nh / d.nkv,
+            d.hs
+        )
+    })
+}
+
 /// Inference over a KV cache, one sequence (`d.b` must be 1): out and q are (T, NH, HS) for
 /// the tokens at positions past..past+T; k_cache and v_cache (rows ≥ past+T, NKV, HS) already
 /// hold their keys and values. Query t attends to cache rows 0..=past+t.
@@ -239,6 +285,9 @@ pub fn attention_forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer
     ensure(d.b == 1, || format!("{op}: one sequence at a time, got batch {}", d.b))?;
     let mut params = d.check(op)?;
     params.past = past as u32;
+    ensure(!ctx.is_llvmpipe() || cached_within_llvmpipe_loops(&d, past), || {
+        format!("{op}: {} tokens over a cache of {past} would loop past lavapipe's limit of {LLVMPIPE_LOOP_LIMIT} iterations per invocation, where it returns wrong values: run them a token at a time (attention_decode)", d.t)
+    })?;
     let cache_len = (past + d.t) * d.nkv * d.hs;
     for (name, buf, len) in [("q", q, d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("out", out, d.q_len())] {
         check_len(op, name, buf, len)?;
