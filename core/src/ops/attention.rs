@@ -307,6 +307,10 @@ pub fn attention_decode(ctx: &GpuContext, out: &GpuBuffer, scores: &GpuBuffer, q
     let mut params = d.check(op)?;
     params.past = past as u32;
     let n = past + 1;
+    // attention_decode_mix walks the cache twice per invocation
+    ensure(!ctx.is_llvmpipe() || 2 * n < LLVMPIPE_LOOP_LIMIT, || {
+        format!("{op}: a context of {n} tokens would loop past lavapipe's limit of {LLVMPIPE_LOOP_LIMIT} iterations per invocation, where it returns wrong values")
+    })?;
     let cache_len = n * d.nkv * d.hs;
     for (name, buf, len) in [("q", q, d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("scores", scores, d.nh * n), ("out", out, d.q_len())] {
         check_len(op, name, buf, len)?;
