@@ -194,9 +194,20 @@ fn expand(path: &Path, swaps: &[(&str, &str)], seen: &mut HashSet<PathBuf>, text
     }
 }
 
-/// Writes only when the text changed, so that cargo does not rebuild hearth-core needlessly.
+/// Writes only when the text changed, so that cargo does not rebuild hearth-core needlessly. A
+/// kernel built for the web (wasm32) goes without its comments, indentation and blank lines:
+/// about a third of the kernels' text, which the page would otherwise download in its wasm;
+/// native builds keep them for reading (shaders/README.md).
 fn write(path: &Path, text: &str) {
-    if fs::read_to_string(path).ok().as_deref() != Some(text) {
+    let for_web = path.extension().is_some_and(|e| e == "wgsl") && std::env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|a| a == "wasm32");
+    let text = if for_web { without_comments(text) } else { text.to_string() };
+    if fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
         fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
+}
+
+/// WGSL without `//` comments, indentation and blank lines (WGSL has no string literals, so
+/// `//` starts a comment wherever it stands).
+fn without_comments(text: &str) -> String {
+    text.lines().map(|l| l.split("//").next().unwrap_or("").trim()).filter(|l| !l.is_empty()).map(|l| format!("{l}\n")).collect()
 }
