@@ -85,24 +85,21 @@ fn main() {
             + &matmul::quant_file_entries(f)
             + &compose(&dir.join("quant_tiled.wgsl"));
         write(&out.join(format!("matmul_{}.wgsl", f.name)), &text);
-        // the tiled kernels again, with a low-rank term (no generated entry points), and
-        // those with f16 tiles too (whose `enable` must open the file)
-        let with_term = |swaps: &[(&str, &str)]| {
+        // the GPU kernels again (no generated entry points) with more inputs bound before
+        // `out` and pieces swapped: a low-rank term, that with f16 tiles too (whose `enable`
+        // must open the file), and an input norm (no NF4: its weights are never stacked)
+        let gpu_kernels_with = |inputs: &[&str], swaps: &[(&str, &str)]| {
             compose(&dir.join("quant.wgsl"))
-                + &with_bindings_before_out(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name, &["term_h", "term_v"])
+                + &with_bindings_before_out(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name, inputs)
                 + &matmul::quant_file_tables(f)
                 + &compose_swapping(&dir.join("quant_tiled.wgsl"), swaps)
         };
-        write(&out.join(format!("matmul_{}_low_rank.wgsl", f.name)), &with_term(&[LOW_RANK_TERM]));
-        let f16_tiles = with_term(&[LOW_RANK_TERM, QUANT_TILE_F16]);
+        let term = ["term_h", "term_v"];
+        write(&out.join(format!("matmul_{}_low_rank.wgsl", f.name)), &gpu_kernels_with(&term, &[LOW_RANK_TERM]));
+        let f16_tiles = gpu_kernels_with(&term, &[LOW_RANK_TERM, QUANT_TILE_F16]);
         write(&out.join(format!("matmul_{}_f16_tiles.wgsl", f.name)), &format!("enable f16;\n\n{f16_tiles}"));
         if f.name != "nf4" {
-            // the matrix-vector kernels with an input norm (no NF4: its weights are never stacked)
-            let normed = compose(&dir.join("quant.wgsl"))
-                + &with_bindings_before_out(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name, &["norm_w"])
-                + &matmul::quant_file_tables(f)
-                + &compose_swapping(&dir.join("quant_tiled.wgsl"), &[QUANT_INPUT_NORM]);
-            write(&out.join(format!("matmul_{}_normed.wgsl", f.name)), &normed);
+            write(&out.join(format!("matmul_{}_normed.wgsl", f.name)), &gpu_kernels_with(&["norm_w"], &[QUANT_INPUT_NORM]));
         }
         writeln!(entries, "/// matmul_{}.wgsl's entry points.", f.name).unwrap();
         writeln!(entries, "pub const {}_ENTRIES: QuantEntries = QuantEntries {{", f.name.to_uppercase()).unwrap();

@@ -195,32 +195,22 @@ pub(crate) fn block_forward(
             if n == 1 && cfg.head_size.is_multiple_of(4) {
                 attention_decode(ctx, b.att, scores, b.q_rot, k_cache, v_cache, past, att)?;
             } else if cached_row_by_row(ctx, &att, past) {
-                // each token as decoding does, its query and output through q_one and att_one
-                let one = attention_dims(cfg, i, 1);
-                let q_bytes = (cfg.q_dim() * 4) as u64;
+                let one = OneRow { q_one, att_one, scores, dims: attention_dims(cfg, i, 1) };
                 for r in 0..n {
-                    ctx.copy_region(b.q_rot, r as u64 * q_bytes, q_one, 0, q_bytes);
-                    attention_decode(ctx, att_one, scores, q_one, k_cache, v_cache, past + r, one)?;
-                    ctx.copy_region(att_one, 0, b.att, r as u64 * q_bytes, q_bytes);
+                    one.attend(ctx, b, r, k_cache, v_cache, past + r)?;
                 }
             } else {
                 attention_forward_cached(ctx, b.att, b.q_rot, k_cache, v_cache, past, att)?;
             }
         }
         Attention::Batched { seqs, scores, q_one, att_one } => {
-            let one = attention_dims(cfg, i, 1);
-            let (q_bytes, kv_bytes) = ((cfg.q_dim() * 4) as u64, (cfg.kv_dim() * 4) as u64);
-            for (r, seq) in (0u64..).zip(&seqs) {
+            let one = OneRow { q_one, att_one, scores, dims: attention_dims(cfg, i, 1) };
+            let kv_bytes = (cfg.kv_dim() * 4) as u64;
+            for (r, seq) in seqs.iter().enumerate() {
                 let at = seq.past as u64 * kv_bytes;
-                ctx.copy_region(b.k_rot, r * kv_bytes, seq.k, at, kv_bytes);
-                ctx.copy_region(b.v, r * kv_bytes, seq.v, at, kv_bytes);
-                ctx.copy_region(b.q_rot, r * q_bytes, q_one, 0, q_bytes);
-                if cfg.head_size.is_multiple_of(4) {
-                    attention_decode(ctx, att_one, scores, q_one, seq.k, seq.v, seq.past, one)?;
-                } else {
-                    attention_forward_cached(ctx, att_one, q_one, seq.k, seq.v, seq.past, one)?;
-                }
-                ctx.copy_region(att_one, 0, b.att, r * q_bytes, q_bytes);
+                ctx.copy_region(b.k_rot, r as u64 * kv_bytes, seq.k, at, kv_bytes);
+                ctx.copy_region(b.v, r as u64 * kv_bytes, seq.v, at, kv_bytes);
+                one.attend(ctx, b, r, seq.k, seq.v, seq.past)?;
             }
         }
         Attention::Packed { seg, stats } => attention_forward(ctx, b.att, stats, b.q_rot, b.k_rot, b.v, seg, att)?,
@@ -262,6 +252,32 @@ pub(crate) fn block_forward(
     match chain.next_norm {
         Some(next) => add_rmsnorm_forward(ctx, b.x_out, next.out, next.rstd, x_mid, b.proj, next.weight, n, c, eps),
         None => add_residual(ctx, x_mid, b.x_out, b.proj, n * c).map(|_| ()),
+    }
+}
+
+/// One token's attention over a cache at a time, through buffers of one row (`q_one`,
+/// `att_one`, from offset 0 as the kernels read them): a batch's sequences, or a chunk over a
+/// cache too long for attention_forward_cached on lavapipe.
+struct OneRow<'a> {
+    q_one: &'a GpuBuffer,
+    att_one: &'a GpuBuffer,
+    scores: &'a GpuBuffer,
+    dims: AttentionDims,
+}
+
+impl OneRow<'_> {
+    /// Row `r` of the block's queries over `k` and `v` (`past` tokens before it) into row `r`
+    /// of its attention output.
+    fn attend(&self, ctx: &GpuContext, b: &BlockBuffers, r: usize, k: &GpuBuffer, v: &GpuBuffer, past: usize) -> Result<()> {
+        let q_bytes = (self.dims.nh * self.dims.hs * 4) as u64;
+        ctx.copy_region(b.q_rot, r as u64 * q_bytes, self.q_one, 0, q_bytes);
+        if self.dims.hs.is_multiple_of(4) {
+            attention_decode(ctx, self.att_one, self.scores, self.q_one, k, v, past, self.dims)?;
+        } else {
+            attention_forward_cached(ctx, self.att_one, self.q_one, k, v, past, self.dims)?;
+        }
+        ctx.copy_region(self.att_one, 0, b.att, r as u64 * q_bytes, q_bytes);
+        Ok(())
     }
 }
 

@@ -597,11 +597,14 @@ impl Model {
         };
         // each block's last launch norms its output for the next block (unless the next one's
         // q/k/v launch norms its input), the last one's with the final norm (into xn)
+        let mut next_fused = self.fused(ctx, 0, t);
         for (i, l) in self.layers.iter().enumerate() {
-            let fused = self.fused(ctx, i, t);
+            let fused = next_fused;
             let next_norm = match self.layers.get(i + 1) {
-                Some(_) if self.fused(ctx, i + 1, t).qkv_norms => None,
-                Some(next) => Some(NextNorm { weight: &next.attn_norm, out: b.xn1, rstd: b.rstd1 }),
+                Some(next) => {
+                    next_fused = self.fused(ctx, i + 1, t);
+                    (!next_fused.qkv_norms).then_some(NextNorm { weight: &next.attn_norm, out: b.xn1, rstd: b.rstd1 })
+                }
                 None => Some(NextNorm { weight: &self.final_norm, out: b.xn1, rstd: b.rstd1 }),
             };
             let chain = Chain { input_normed: i > 0 && !fused.qkv_norms, next_norm };

@@ -9,7 +9,7 @@
 //! low-rank product in the same launch ([`matmul_low_rank`]: LoRA's), and leave a weight
 //! gradient's split parts for a later sum over many gradients ([`matmul_weight_parts`]).
 
-use super::check_len;
+use super::{check_len, grid_rows};
 use super::dropout::dropout_forward;
 use super::residual::residual_accumulate;
 use super::swiglu::Activation;
@@ -538,18 +538,12 @@ pub fn matmul_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp
     check_len(op, "w", w, 2 * d.n * d.k)?;
     check_len(op, "out", out, d.m * d.n)?;
     let params = StridedParams { norm_eps: norm.map_or(0.0, |x| x.eps), ..gemv_params(d, Accumulate::OVERWRITE) };
-    let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
-    let flops = 4.0 * (d.m * d.n * d.k) as f64;
-    match norm {
-        Some(norm) => {
-            let kernel = Kernel::new(Shader::MatmulTiledNormed, op, 0).with_variant(act.gemv_variant());
-            ctx.dispatch_counted(&kernel, &[inp, w, norm.weight], &[out], &params, groups, flops)
-        }
-        None => {
-            let kernel = Kernel::new(Shader::MatmulTiled, op, 0).with_variant(act.gemv_variant());
-            ctx.dispatch_counted(&kernel, &[inp, w], &[out], &params, groups, flops)
-        }
-    }
+    let (shader, inputs) = match norm {
+        Some(norm) => (Shader::MatmulTiledNormed, vec![inp, w, norm.weight]),
+        None => (Shader::MatmulTiled, vec![inp, w]),
+    };
+    let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
+    ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(d.n), 4.0 * (d.m * d.n * d.k) as f64)
 }
 
 /// out(M, N) = rmsnorm(inp)·Wᵀ for 1 to 4 rows of inp (M, K) and w (N, K): the norm and the
@@ -561,9 +555,8 @@ pub fn matmul_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w:
     check_len(op, "w", w, d.n * d.k)?;
     check_len(op, "out", out, d.m * d.n)?;
     let params = StridedParams { norm_eps: norm.eps, ..gemv_params(d, Accumulate::OVERWRITE) };
-    let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
     let kernel = Kernel::new(Shader::MatmulTiledNormed, "matmul_gemv", 0);
-    ctx.dispatch_counted(&kernel, &[inp, w, norm.weight], &[out], &params, groups, 2.0 * (d.m * d.n * d.k) as f64)
+    ctx.dispatch_counted(&kernel, &[inp, w, norm.weight], &[out], &params, grid_rows(d.n), 2.0 * (d.m * d.n * d.k) as f64)
 }
 
 /// The shapes the matrix-vector kernels take: the forward of 1 to 4 rows, and a norm weight
@@ -702,7 +695,7 @@ fn launch(
                 term_v_sr,
                 ..gemv_params(d, acc)
             };
-            let groups = [d.n.min(65535) as u32, d.n.div_ceil(65535) as u32, 1];
+            let groups = grid_rows(d.n);
             let (shader, inputs) = match term {
                 Some(t) => (Shader::MatmulTiledLowRank, vec![a, b, t.h, t.v]),
                 None => (Shader::MatmulTiled, vec![a, b]),

@@ -1,7 +1,7 @@
 //! Matmul against a frozen quantized weight (N, K), dequantized inside the kernel:
 //! forward y = x·Wᵀ and input gradient dx = dy·W. Frozen weights get no gradient.
 
-use super::check_len;
+use super::{check_len, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
@@ -174,8 +174,7 @@ pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffe
     ensure(w.rows.is_multiple_of(2) && n > 0, || format!("{op}: the weight holds {} rows, not gate's and up's", w.rows))?;
     let (shader, params) = gemv_launch(op, inp, out, w, m, n, norm)?;
     let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
-    let groups = [n.min(65535) as u32, n.div_ceil(65535) as u32, 1];
-    ctx.dispatch_counted(&kernel, &gemv_inputs(w, inp, norm), &[out], &params, groups, 4.0 * (m * n * w.cols) as f64)
+    ctx.dispatch_counted(&kernel, &gemv_inputs(w, inp, norm), &[out], &params, grid_rows(n), 4.0 * (m * n * w.cols) as f64)
 }
 
 /// out(M, N) = rmsnorm(inp)·Wᵀ for 1 to 4 rows of inp (M, K): the norm and the projection
@@ -183,8 +182,7 @@ pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffe
 pub fn matmul_quant_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: InputNorm) -> Result<()> {
     let op = "matmul_quant_gemv_normed";
     let (shader, params) = gemv_launch(op, inp, out, w, m, w.rows, Some(norm))?;
-    let groups = [w.rows.min(65535) as u32, w.rows.div_ceil(65535) as u32, 1];
-    ctx.dispatch_counted(&Kernel::new(shader, "matmul_quant_gemv", 0), &gemv_inputs(w, inp, Some(norm)), &[out], &params, groups, 2.0 * (m * w.rows * w.cols) as f64)
+    ctx.dispatch_counted(&Kernel::new(shader, "matmul_quant_gemv", 0), &gemv_inputs(w, inp, Some(norm)), &[out], &params, grid_rows(w.rows), 2.0 * (m * w.rows * w.cols) as f64)
 }
 
 /// The checks, shader and params of a matrix-vector launch over `m` rows of inp with `n`
@@ -309,7 +307,7 @@ pub fn matmul_quant_with(
     let groups = match block {
         QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
         QuantBlock::Tiled | QuantBlock::TiledF16 => [out_cols.div_ceil(8 * tq) as u32, m.div_ceil(8 * tq) as u32, 1],
-        QuantBlock::Gemv => [n.min(65535) as u32, n.div_ceil(65535) as u32, 1],
+        QuantBlock::Gemv => grid_rows(n),
         _ => [out_cols.div_ceil(tn * QUANT_WG.0) as u32, m.div_ceil(tm * QUANT_WG.1) as u32, 1],
     };
     let variant = match (tiled, tq) {
