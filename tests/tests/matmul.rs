@@ -101,7 +101,7 @@ fn coop_matmul_matches_cpu_where_offered() {
         let d = random_dims(&mut rng, false);
         check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate::OVERWRITE, &mut rng);
     }
-    let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true };
+    let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false };
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, batched, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
     // LoRA's h·Bᵀ added after the reduction (matmul_coop_low_rank.wgsl)
@@ -139,7 +139,7 @@ fn f16_tiles_match_cpu_where_offered() {
                     check_on(ctx, kind, tiling, random_dims(&mut rng, false), acc, &mut rng);
                 }
             }
-            let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true };
+            let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false };
             check_on(ctx, MatmulKind::Forward, tiling, batched, Accumulate::OVERWRITE, &mut rng);
             check_on(ctx, MatmulKind::Forward, tiling, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
             for (d, rank) in [(MatmulDims::new(37, 24, 52), 8), (MatmulDims::new(130, 72, 36), 13)] {
@@ -367,14 +367,14 @@ fn matmul_batched() {
             if kind == MatmulKind::BackwardWeight && !b_batched {
                 continue;
             }
-            let d = MatmulDims { batch: 3, m: 37, n: 20, k: 44, b_batched };
+            let d = MatmulDims { batch: 3, m: 37, n: 20, k: 44, b_batched, a_shared: false };
             for tiling in MatmulTiling::ALL {
                 check(kind, tiling, d, Accumulate::OVERWRITE, &mut rng);
             }
         }
     }
     with_gpu!(ctx => {
-        let d = MatmulDims { batch: 2, m: 4, n: 4, k: 4, b_batched: false };
+        let d = MatmulDims { batch: 2, m: 4, n: 4, k: 4, b_batched: false, a_shared: false };
         let buf = upload(ctx, &[0.0; 32]);
         let err = matmul_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Register, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
         assert!(err.to_string().contains("fold it into M"), "{err}");
@@ -399,7 +399,7 @@ fn matmul_rejects_wrong_sizes() {
 fn matmul_dropout_on_each_side() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(31);
-        let shapes = [MatmulDims::new(37, 24, 52), MatmulDims { batch: 2, m: 9, n: 12, k: 16, b_batched: true }, MatmulDims::new(8, 12, 3000)];
+        let shapes = [MatmulDims::new(37, 24, 52), MatmulDims { batch: 2, m: 9, n: 12, k: 16, b_batched: true, a_shared: false }, MatmulDims::new(8, 12, 3000)];
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
             for d in shapes {
                 if kind == MatmulKind::BackwardWeight && d.batch > 1 && !d.b_batched {
@@ -537,4 +537,43 @@ fn check_dropout(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: Matmul
     }
     let want: Vec<f64> = product.iter().zip(&prior).map(|(p, &c)| p + acc.beta as f64 * c as f64).collect();
     assert_close(&format!("{kind:?} {tiling:?} {d:?} dropout on {:?}", drop.on), &read(ctx, &out), &want, ATOL, RTOL);
+}
+
+/// One input by several weights back to back (LoRA's x·Aᵀ of the targets that read one
+/// input) in one tiled launch, each output at a stride from the last (the gaps untouched),
+/// with one dropout mask on the input for all: against the CPU, product by product, on random
+/// shapes with and without dropout; and a destination too small is refused.
+#[test]
+fn matmul_shared_input_matches_cpu() {
+    use hearth_core::ops::matmul::{matmul_shared_input, SplitParts};
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(41);
+        for _ in 0..4 {
+            let (count, m, n, k) = (2 + rng.below(2), 1 + rng.below(70), 1 + rng.below(40), 8 + rng.below(300));
+            let d = MatmulDims { batch: count, b_batched: true, a_shared: true, ..MatmulDims::new(m, n, k) };
+            let stride = m * n + 64 + rng.below(64) * 4;
+            let x = rng.vec_uniform(m * k, -1.0, 1.0);
+            let w = rng.vec_uniform(count * n * k, -1.0, 1.0);
+            for p in [0.0, 0.3] {
+                let drop = OperandDropout { on: DropOn::A, p, seed: 7 };
+                let prior = rng.vec_uniform(count * stride, -1.0, 1.0);
+                let out = std::sync::Arc::new(upload(ctx, &prior));
+                let dest = SplitParts { parts: &out, at: 0, stride, splits: 1 };
+                matmul_shared_input(ctx, dest, &upload(ctx, &x), &upload(ctx, &w), d, drop).unwrap();
+                let got = read(ctx, &out);
+                let mut dropped = vec![0.0; m * k];
+                cpu::dropout_forward(&mut dropped, &to_f64(&x), p, drop.seed, 0.0);
+                for z in 0..count {
+                    let mut want = vec![0.0; m * n];
+                    cpu::matmul_forward(&mut want, &dropped, &to_f64(&w[z * n * k..][..n * k]), m, n, k);
+                    assert_close(&format!("product {z} of {d:?}, dropout {p}"), &got[z * stride..][..m * n], &want, ATOL, RTOL);
+                    assert_eq!(&got[z * stride + m * n..(z + 1) * stride], &prior[z * stride + m * n..(z + 1) * stride], "the gap after product {z} of {d:?}");
+                }
+            }
+        }
+        let d = MatmulDims { batch: 3, b_batched: true, a_shared: true, ..MatmulDims::new(4, 8, 8) };
+        let (small, x, w) = (std::sync::Arc::new(upload(ctx, &[0.0; 64])), upload(ctx, &[0.0; 32]), upload(ctx, &[0.0; 192]));
+        let err = matmul_shared_input(ctx, SplitParts { parts: &small, at: 0, stride: 32, splits: 1 }, &x, &w, d, OperandDropout { on: DropOn::A, p: 0.0, seed: 0 }).unwrap_err();
+        assert!(err.to_string().contains("do not fit a buffer of 256 bytes"), "{err}");
+    });
 }

@@ -347,8 +347,9 @@ fn lora_fused_into_the_tiled_matmuls_gives_the_same_gradients() {
 /// launch per layer sums them (TrainPass's GradSums). The gradients agree with lavapipe's
 /// kernels (which do not split), overwritten then accumulated, without dropout and with it,
 /// on a plain model and on Phi-3's fused qkv and gate_up (whose dB parts write rows of one
-/// gradient); and with an adapter whose tensors are not grouped by layer, which sums each
-/// gradient on its own, with more launches.
+/// gradient). The GPU lays the gradients out by layer whatever the adapter's order (its
+/// tensors sorted by target: the same launches); an adapter whose layers differ in targets
+/// sums each gradient on its own, with more launches.
 #[test]
 fn split_weight_gradients_summed_once_per_layer_match() {
     use hearth_core::gpu::KernelPaths;
@@ -369,10 +370,22 @@ fn split_weight_gradients_summed_once_per_layer_match() {
         assert!(batch.len() >= 600, "{name}: {} tokens", batch.len());
         // the gradients by (target, layer) after an overwriting and an accumulating backward,
         // and the launches of the two
-        let grads = |ctx: &GpuContext, grouped: bool| -> (Vec<f32>, u64) {
+        // the adapter as trained, its tensors sorted by target, and without layer 0's first
+        #[derive(Clone, Copy, Debug)]
+        enum Variant {
+            ByLayer,
+            ByTarget,
+            Uneven,
+        }
+        let grads = |ctx: &GpuContext, variant: Variant| -> (Vec<f32>, u64) {
             let mut adapter = read_adapter(&format!("peft/{name}/trained"));
-            if !grouped {
-                adapter.tensors.sort_by_key(|t| (t.target as usize, t.layer));
+            match variant {
+                Variant::ByLayer => {}
+                Variant::ByTarget => adapter.tensors.sort_by_key(|t| (t.target as usize, t.layer)),
+                Variant::Uneven => {
+                    let first = adapter.tensors.iter().position(|t| t.layer == 0).expect("layer 0 adapted");
+                    adapter.tensors.remove(first);
+                }
             }
             let mut keys: Vec<(usize, usize, usize)> = adapter.tensors.iter().enumerate().map(|(i, t)| (t.target as usize, t.layer, i)).collect();
             keys.sort();
@@ -387,12 +400,16 @@ fn split_weight_gradients_summed_once_per_layer_match() {
             (values, launches)
         };
         // (dropout's seeds follow the adapter's order, so each order has its own reference)
-        let want = |grouped| grads(plain, grouped).0.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-        let (per_layer, fewer) = grads(&tiled, true);
-        let (per_gradient, more) = grads(&tiled, false);
-        assert_close(&format!("{name}: gradients summed per layer, against lavapipe's kernels"), &per_layer, &want(true), 1e-6, 1e-3);
-        assert_close(&format!("{name}: gradients summed one by one, against lavapipe's kernels"), &per_gradient, &want(false), 1e-6, 1e-3);
-        eprintln!("{name}, {} tokens, two backwards: {fewer} launches with the sums per layer, {more} with a sum per gradient", batch.len());
-        assert!(fewer < more, "{name}: {fewer} launches with the sums per layer, {more} with a sum per gradient");
+        for (variant, reference) in [(Variant::ByLayer, None), (Variant::ByTarget, Some(Variant::ByLayer)), (Variant::Uneven, None)] {
+            let want: Vec<f64> = grads(plain, variant).0.iter().map(|&x| x as f64).collect();
+            let (got, launches) = grads(&tiled, variant);
+            assert_close(&format!("{name}: gradients of the adapter {variant:?}, against lavapipe's kernels"), &got, &want, 1e-6, 1e-3);
+            eprintln!("{name}, {} tokens, two backwards of the adapter {variant:?}: {launches} launches", batch.len());
+            if let Some(reference) = reference {
+                assert_eq!(launches, grads(&tiled, reference).1, "{name}: the adapter {variant:?} takes other launches than {reference:?}");
+            }
+        }
+        let (by_layer, uneven) = (grads(&tiled, Variant::ByLayer).1, grads(&tiled, Variant::Uneven).1);
+        assert!(uneven > by_layer, "{name}: {uneven} launches with a sum per gradient, {by_layer} with the sums per layer");
     }
 }

@@ -1,8 +1,10 @@
 //! An adapter on the GPU: A and B of every adapted layer, looked up by (layer, target).
 
 use super::{Adapter, LoraTensor, Target};
-use crate::ops::lora::LoraDims;
+use crate::error::ensure;
 use crate::gpu::Arena;
+use crate::ops::lora::{lora_down, lora_down_shared, LoraDims};
+use crate::ops::matmul::SplitParts;
 use crate::{GpuBuffer, GpuContext, Result};
 
 pub struct GpuLora {
@@ -33,6 +35,12 @@ impl GpuLora {
 pub struct LoraUse {
     pub index: usize,
     pub part: Option<FusedPart>,
+    /// The tensor whose seed draws the dropout mask on the layer's input: the first adapted
+    /// of the targets that read the same input (q, k, v; gate, up), which share one mask as
+    /// the parts of a fused layer do, so that one launch can compute all their x·Aᵀ.
+    pub seed_index: usize,
+    /// Where one launch computes x·Aᵀ of this target with the others that read its input.
+    pub shared: Option<SharedUse>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +49,85 @@ pub struct FusedPart {
     pub rows: usize,
     pub first: bool,
     pub last: bool,
+}
+
+/// A target's place in its input's [`SharedA`]: its x·Aᵀ is output `slot` of the group's
+/// launch, which the group's first target (slot 0) records.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedUse {
+    pub group: usize,
+    pub slot: usize,
+}
+
+/// The A's of a layer's targets that read one input (q, k, v; gate, up), of one rank and
+/// back to back in the adapter's buffer: one (count·r, in) matrix whose product with the input
+/// is one launch (ops::lora::lora_down_shared).
+pub struct SharedA {
+    pub a: GpuBuffer,
+    /// The targets' tensors, in target order (the order the block projects them).
+    pub members: Vec<usize>,
+}
+
+/// Where the adapter's A and B lie in its arenas (its weights, their gradients, the
+/// optimizer's moments): layer by layer, and within a layer the A's of the targets that read
+/// one input back to back, then their B's, so that those A's are one matrix. Reads and writes
+/// of whole arenas go through [`LoraLayout::canonical`] and [`LoraLayout::arena_order`], so
+/// what leaves the GPU (downloads, checkpoints' moments) keeps the adapter's tensor order:
+/// A then B of each tensor.
+pub struct LoraLayout {
+    /// The f32 count of each part, in arena order.
+    pub sizes: Vec<usize>,
+    /// Per tensor (adapter order): the arena part of its A and of its B.
+    pub a: Vec<usize>,
+    pub b: Vec<usize>,
+    /// Per tensor: the first tensor of its input group (see [`LoraUse::seed_index`]).
+    pub seed_index: Vec<usize>,
+    /// The input groups of two tensors or more, each in target order.
+    pub groups: Vec<Vec<usize>>,
+    /// Per layer: the range of arena parts that holds its tensors.
+    pub layers: Vec<std::ops::Range<usize>>,
+}
+
+impl LoraLayout {
+    pub fn new(adapter: &Adapter, n_layers: usize) -> Self {
+        let t = &adapter.tensors;
+        let mut order: Vec<usize> = (0..t.len()).collect();
+        // the fused target stands for the input: q, k, v read qkv's, gate and up gate_up's
+        order.sort_by_key(|&i| (t[i].layer, t[i].target.fused() as usize, t[i].target as usize));
+        let n = t.len();
+        let (mut a, mut b, mut seed_index) = (vec![0; n], vec![0; n], vec![0; n]);
+        let (mut sizes, mut groups) = (Vec::with_capacity(2 * n), Vec::new());
+        let mut layers: Vec<std::ops::Range<usize>> = vec![0..0; n_layers];
+        for run in order.chunk_by(|&x, &y| (t[x].layer, t[x].target.fused()) == (t[y].layer, t[y].target.fused())) {
+            let start = sizes.len();
+            for &i in run {
+                (a[i], seed_index[i]) = (sizes.len(), run[0]);
+                sizes.push(t[i].rank * t[i].d_in);
+            }
+            for &i in run {
+                b[i] = sizes.len();
+                sizes.push(t[i].d_out * t[i].rank);
+            }
+            if run.len() > 1 {
+                groups.push(run.to_vec());
+            }
+            // the layer's runs follow one another: its range grows from its first run's start
+            let layer = &mut layers[t[run[0]].layer];
+            *layer = if layer.end == 0 { start..sizes.len() } else { layer.start..sizes.len() };
+        }
+        LoraLayout { sizes, a, b, seed_index, groups, layers }
+    }
+
+    /// An arena's parts (read in arena order) in the adapter's order: A then B of each tensor.
+    pub fn canonical(&self, mut parts: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+        self.a.iter().zip(&self.b).flat_map(|(&a, &b)| [std::mem::take(&mut parts[a]), std::mem::take(&mut parts[b])]).collect()
+    }
+
+    /// The arena part each of the adapter's order's values goes to (the inverse of
+    /// [`LoraLayout::canonical`]).
+    pub fn arena_order(&self) -> Vec<usize> {
+        self.a.iter().zip(&self.b).flat_map(|(&a, &b)| [a, b]).collect()
+    }
 }
 
 /// Part `i` of arena tensor `tensor`'s B (or dB) rows for each part of a fused `target`.
@@ -61,27 +148,49 @@ pub struct GpuAdapter {
     pub adapter: Adapter,
     /// Same order as `adapter.tensors`; their A and B are views of `params`.
     pub tensors: Vec<GpuLora>,
-    /// A then B of every tensor in one buffer ([`lora_parts`] order): AdamW updates them
-    /// in one launch and a download is one readback.
+    /// Every tensor's A and B in one buffer, as `layout` places them: AdamW updates them in
+    /// one launch and a download is one readback.
     pub params: Arena,
+    pub layout: LoraLayout,
+    /// The input groups whose x·Aᵀ one launch computes (on the GPU kernels, where their A's
+    /// lie back to back and share a rank).
+    pub shared: Vec<SharedA>,
     /// by_layer[layer][target as index] → index into `tensors`.
     by_layer: Vec<[Option<usize>; Target::COUNT]>,
+    /// Per tensor: its group in `shared` and its slot there.
+    shared_of: Vec<Option<SharedUse>>,
 }
 
 impl GpuAdapter {
     pub fn upload(ctx: &GpuContext, adapter: Adapter, cfg: &crate::model::Config) -> Result<Self> {
-        let params = ctx.alloc_arena(&lora_parts(&adapter))?;
+        let layout = LoraLayout::new(&adapter, cfg.n_layers);
+        let params = ctx.alloc_arena(&layout.sizes)?;
         let mut by_layer = vec![[None; Target::COUNT]; cfg.n_layers];
         let mut tensors = Vec::with_capacity(adapter.tensors.len());
         for (i, t) in adapter.tensors.iter().enumerate() {
             by_layer[t.layer][t.target as usize] = Some(i);
-            let (a, b) = (params.view(2 * i), params.view(2 * i + 1));
+            let (a, b) = (params.view(layout.a[i]), params.view(layout.b[i]));
             ctx.write_f32(&a, &t.a);
             ctx.write_f32(&b, &t.b);
-            let parts = if t.target.is_fused() { fused_part_views(ctx, &params, 2 * i + 1, t.target, t.rank, cfg)? } else { Vec::new() };
+            let parts = if t.target.is_fused() { fused_part_views(ctx, &params, layout.b[i], t.target, t.rank, cfg)? } else { Vec::new() };
             tensors.push(GpuLora { a, b, rank: t.rank, d_in: t.d_in, d_out: t.d_out, scale: t.scale, parts });
         }
-        Ok(GpuAdapter { adapter, tensors, params, by_layer })
+        let mut shared_of = vec![None; tensors.len()];
+        let shared: Vec<SharedA> = layout
+            .groups
+            .iter()
+            .filter(|g| ctx.kernel_paths() == crate::gpu::KernelPaths::Gpu && back_to_back(&tensors, g))
+            .enumerate()
+            .map(|(group, members)| {
+                for (slot, &i) in members.iter().enumerate() {
+                    shared_of[i] = Some(SharedUse { group, slot });
+                }
+                let (first, last) = (&tensors[members[0]].a, &tensors[*members.last().expect("two or more")].a);
+                let a = GpuBuffer::view(&params.whole, first.offset() - params.whole.offset(), last.offset() + last.len_bytes() - first.offset());
+                SharedA { a, members: members.clone() }
+            })
+            .collect();
+        Ok(GpuAdapter { adapter, tensors, params, layout, shared, by_layer, shared_of })
     }
 
     pub fn index(&self, layer: usize, target: Target) -> Option<usize> {
@@ -92,18 +201,40 @@ impl GpuAdapter {
     /// of a fused one.
     pub fn lora_use(&self, layer: usize, target: Target) -> Option<LoraUse> {
         if let Some(index) = self.index(layer, target) {
-            return Some(LoraUse { index, part: None });
+            return Some(LoraUse { index, part: None, seed_index: self.layout.seed_index[index], shared: self.shared_of[index] });
         }
         let fused = target.fused();
         let index = self.index(layer, fused).filter(|_| fused != target)?;
         let parts = fused.parts();
         let p = parts.iter().position(|&t| t == target).expect("a part of its fused layer");
         let rows = self.tensors[index].parts[p].1.len_words() / self.tensors[index].rank;
-        Some(LoraUse { index, part: Some(FusedPart { index: p, rows, first: p == 0, last: p + 1 == parts.len() }) })
+        let part = Some(FusedPart { index: p, rows, first: p == 0, last: p + 1 == parts.len() });
+        Some(LoraUse { index, part, seed_index: index, shared: None })
     }
 
     pub fn get(&self, layer: usize, target: Target) -> Option<&GpuLora> {
         self.index(layer, target).map(|i| &self.tensors[i])
+    }
+
+    /// Target `i`'s slot in its input's launch (0 where none).
+    pub fn shared_slot(&self, i: usize) -> usize {
+        self.shared_of[i].map_or(0, |s| s.slot)
+    }
+
+    /// Records x·Aᵀ (with the dropout `d` gives) for the target `u` tells of, where it falls to
+    /// it: its own; at a fused layer's first part, the parts'; at the first of the targets
+    /// that share an input, theirs, in one launch. Each goes to part `h_part(tensor)` of `h`.
+    pub fn lora_down(&self, ctx: &GpuContext, u: LoraUse, x: &GpuBuffer, h: &Arena, h_part: &dyn Fn(usize) -> usize, d: LoraDims) -> Result<()> {
+        match (u.shared, u.part) {
+            (Some(s), _) if s.slot > 0 => Ok(()),
+            (Some(s), _) => {
+                let group = &self.shared[s.group];
+                let parts: Vec<usize> = group.members.iter().map(|&i| h_part(i)).collect();
+                lora_down_shared(ctx, equally_spaced(h, &parts)?, x, &group.a, parts.len(), d)
+            }
+            (None, Some(p)) if !p.first => Ok(()),
+            (None, _) => lora_down(ctx, &h.views[h_part(u.index)], x, &self.tensors[u.index].a, d),
+        }
     }
 
     /// The largest rank (scratch buffers are sized by it).
@@ -113,7 +244,7 @@ impl GpuAdapter {
 
     /// Copies the GPU's A and B back into the host adapter and returns it.
     pub async fn download(&mut self, ctx: &GpuContext) -> Result<&Adapter> {
-        let mut parts = self.params.read_parts(ctx).await?.into_iter();
+        let mut parts = self.layout.canonical(self.params.read_parts(ctx).await?).into_iter();
         for t in &mut self.adapter.tensors {
             let LoraTensor { a, b, .. } = t;
             (*a, *b) = (parts.next().expect("A"), parts.next().expect("B"));
@@ -122,8 +253,20 @@ impl GpuAdapter {
     }
 }
 
-/// The f32 counts of an adapter's A and B, tensor by tensor: the parts of its arenas (the
-/// weights, their gradients, the optimizer's moments).
-pub fn lora_parts(adapter: &Adapter) -> Vec<usize> {
-    adapter.tensors.iter().flat_map(|t| [t.rank * t.d_in, t.d_out * t.rank]).collect()
+/// Parts `parts` of `h` as one launch's outputs: they must be equally spaced.
+fn equally_spaced<'a>(h: &'a Arena, parts: &[usize]) -> Result<SplitParts<'a>> {
+    let at = |i: usize| h.views[parts[i]].offset() - h.whole.offset();
+    let stride = at(1) - at(0);
+    ensure((2..parts.len()).all(|i| at(i) == at(0) + i as u64 * stride), || format!("x·Aᵀ of the targets that share an input: parts {parts:?} of the scratch are not equally spaced"))?;
+    Ok(SplitParts { parts: &h.whole, at: at(0), stride: (stride / 4) as usize, splits: 1 })
+}
+
+/// Whether the A's of `members` (an input group, in arena order) share a rank and lie back to
+/// back in their buffer, so that they are one matrix.
+fn back_to_back(tensors: &[GpuLora], members: &[usize]) -> bool {
+    let first = &tensors[members[0]];
+    members.windows(2).all(|w| {
+        let (x, y) = (&tensors[w[0]], &tensors[w[1]]);
+        y.rank == first.rank && y.d_in == first.d_in && x.a.offset() + x.a.len_bytes() == y.a.offset()
+    })
 }

@@ -10,15 +10,14 @@
 
 use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::Arena;
-use crate::lora::gpu::{fused_part_views, lora_parts};
+use crate::lora::gpu::{fused_part_views, LoraLayout};
 use crate::lora::Target;
 use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers, Chain, Fused, NextNorm};
 use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
-use crate::lora::Adapter;
-use crate::ops::lora::{lora_backward_b, lora_down, lora_grad_a, lora_input_term, lora_up_term, GradDest, LoraDims};
+use crate::ops::lora::{lora_backward_b, lora_grad_a, lora_input_term, lora_up_term, GradDest, LoraDims};
 use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, SplitParts};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
@@ -192,11 +191,12 @@ buffer_set! {
     }
 }
 
-/// One layer's saved activations and, per adapted target (`Target as usize`), its LoRA
-/// input x·Aᵀ (N, r).
+/// One layer's saved activations and, per target (`Target as usize`, empty where none is
+/// adapted), its LoRA input x·Aᵀ (N, r): one arena, where the targets that read one input
+/// (q, k, v; gate, up) have equal parts, so that one launch writes theirs.
 struct LayerActs {
     tensors: LayerTensors,
-    lora_h: Vec<Option<GpuBuffer>>,
+    lora_h: Arena,
 }
 
 impl std::ops::Deref for LayerActs {
@@ -210,7 +210,8 @@ impl std::ops::Deref for LayerActs {
 /// that both the allocation and the memory estimates read.
 pub(crate) struct PassLayout {
     layer: LayerActSizes,
-    /// N·r per target, for the targets some layer adapts.
+    /// N·r per target, for the targets some layer adapts (r: the largest rank of the targets
+    /// that read its input).
     lora_h: [Option<usize>; Target::COUNT],
     /// Layers whose activations are kept: L, or 1 with checkpointing.
     slots: usize,
@@ -253,7 +254,10 @@ impl PassLayout {
                 down_out: if cfg.post_norms { n * c } else { 0 },
                 rstd_pf: if cfg.post_norms { n } else { 0 },
             },
-            lora_h: ranks.map(|r| r.map(|r| n * r)),
+            lora_h: Target::EVERY.map(|t| {
+                let input = Target::EVERY.iter().filter(|u| u.fused() == t.fused()).filter_map(|&u| ranks[u as usize]).max();
+                ranks[t as usize].and(input).map(|r| n * r)
+            }),
             slots: if checkpointing { 1 } else { cfg.n_layers },
             xs: n * c,
             scratch: ScratchSizes {
@@ -328,22 +332,16 @@ struct GradSums {
 
 impl GradSums {
     /// For micro-batches of up to `max_tokens` tokens; None where the kernels do not split
-    /// the gradients' reductions, or where the layers' gradients do not lie in one region of
-    /// the same layout each (an adapter whose tensors are not grouped by layer, or whose
-    /// layers differ in targets or ranks), or where the parts would pass the binding limit.
-    fn new(ctx: &GpuContext, adapter: &Adapter, arena: &Arena, n_layers: usize, max_tokens: usize) -> Result<Option<Self>> {
+    /// the gradients' reductions, or where the layers' regions differ in layout (layers that
+    /// differ in targets or ranks), or where the parts would pass the binding limit.
+    fn new(ctx: &GpuContext, lora: &LoraLayout, arena: &Arena, max_tokens: usize) -> Result<Option<Self>> {
         let Some(splits) = weight_grad_splits(ctx, max_tokens) else { return Ok(None) };
-        let mut starts = vec![None; n_layers];
+        let mut starts = vec![None; lora.layers.len()];
         let mut layout: Option<Vec<(u64, u64)>> = None;
-        for (layer, start) in starts.iter_mut().enumerate() {
-            let tensors: Vec<usize> = (0..adapter.tensors.len()).filter(|&t| adapter.tensors[t].layer == layer).collect();
-            let (Some(&first), Some(&last)) = (tensors.first(), tensors.last()) else { continue };
-            if last - first + 1 != tensors.len() {
-                return Ok(None);
-            }
+        for (parts, start) in lora.layers.iter().zip(starts.iter_mut()).filter(|(parts, _)| !parts.is_empty()) {
             // (offset in the region, bytes) of each of the layer's dA and dB
-            let at = arena.views[2 * first].offset();
-            let parts: Vec<(u64, u64)> = arena.views[2 * first..2 * last + 2].iter().map(|v| (v.offset() - at, v.len_bytes())).collect();
+            let at = arena.views[parts.start].offset();
+            let parts: Vec<(u64, u64)> = arena.views[parts.clone()].iter().map(|v| (v.offset() - at, v.len_bytes())).collect();
             if *layout.get_or_insert_with(|| parts.clone()) != parts {
                 return Ok(None);
             }
@@ -418,25 +416,22 @@ impl TrainPass {
         let layout = PassLayout::new(cfg, n, ranks, checkpointing, model.binding_limit);
         let acts = (0..layout.slots)
             .map(|_| {
-                let lora_h = layout.lora_h.iter().map(|r| r.map(f).transpose()).collect::<Result<_>>()?;
+                let lora_h = ctx.alloc_arena(&layout.lora_h.map(|n| n.unwrap_or(0)))?;
                 Ok(LayerActs { tensors: LayerTensors::alloc(ctx, &layout.layer)?, lora_h })
             })
             .collect::<Result<Vec<_>>>()?;
         let s = Scratch::alloc(ctx, &layout.scratch)?;
-        let grad_arena = adapter.map(|a| ctx.alloc_arena(&lora_parts(&a.adapter))).transpose()?;
-        let grads = grad_arena.as_ref().map_or_else(Vec::new, |g| (0..g.views.len() / 2).map(|i| (g.view(2 * i), g.view(2 * i + 1))).collect());
-        let grad_parts = match (adapter, &grad_arena) {
-            (Some(a), Some(g)) => a
-                .adapter
-                .tensors
-                .iter()
-                .enumerate()
-                .map(|(i, t)| if t.target.is_fused() { fused_part_views(ctx, g, 2 * i + 1, t.target, t.rank, cfg) } else { Ok(Vec::new()) })
-                .collect::<Result<_>>()?,
-            _ => Vec::new(),
-        };
+        let grad_arena = adapter.map(|a| ctx.alloc_arena(&a.layout.sizes)).transpose()?;
+        let (mut grads, mut grad_parts) = (Vec::new(), Vec::new());
+        if let (Some(a), Some(g)) = (adapter, &grad_arena) {
+            for (i, t) in a.adapter.tensors.iter().enumerate() {
+                let (da, db) = (a.layout.a[i], a.layout.b[i]);
+                grads.push((g.view(da), g.view(db)));
+                grad_parts.push(if t.target.is_fused() { fused_part_views(ctx, g, db, t.target, t.rank, cfg)? } else { Vec::new() });
+            }
+        }
         let grad_sums = match (adapter, &grad_arena) {
-            (Some(a), Some(g)) => GradSums::new(ctx, &a.adapter, g, cfg.n_layers, n)?,
+            (Some(a), Some(g)) => GradSums::new(ctx, &a.layout, g, n)?,
             _ => None,
         };
         Ok(TrainPass {
@@ -580,17 +575,15 @@ impl TrainPass {
         let Some((adapter, u)) = model.adapted(i, target) else {
             return layer.base_forward(ctx, target, out, inp, n, acc, None);
         };
-        let (idx, lora) = (u.index, &adapter.tensors[u.index]);
-        let h = acts.lora_h[adapter.adapter.tensors[idx].target as usize].as_ref().expect("allocated for every adapted target");
-        let dropout = (drop.p, drop.seed_for(idx));
+        let lora = &adapter.tensors[u.index];
+        let dropout = (drop.p, drop.seed_for(u.seed_index));
         let (b, d) = match u.part {
             None => (&lora.b, LoraDims { dropout, ..lora.dims(n) }),
             Some(p) => (&lora.parts[p.index].1, LoraDims { dropout, ..lora.part_dims(n, p.rows) }),
         };
-        // a fused layer's later parts reuse x·Aᵀ of its first (the same input)
-        if u.part.is_none_or(|p| p.first) {
-            lora_down(ctx, h, inp, &lora.a, d)?;
-        }
+        let h_part = |i: usize| adapter.adapter.tensors[i].target as usize;
+        adapter.lora_down(ctx, u, inp, &acts.lora_h, &h_part, d)?;
+        let h = &acts.lora_h.views[h_part(u.index)];
         layer.base_forward(ctx, target, out, inp, n, acc, Some(lora_up_term(h, b, d)))
     }
 
@@ -602,13 +595,13 @@ impl TrainPass {
             return base.backward_input(ctx, dinp, dout, n, beta, None);
         };
         let (idx, lora) = (u.index, &adapter.tensors[u.index]);
-        let h = acts.lora_h[adapter.adapter.tensors[idx].target as usize].as_ref().expect("allocated for every adapted target");
+        let h = &acts.lora_h.views[adapter.adapter.tensors[idx].target as usize];
         let (da, db) = &self.grads[idx];
         let parts = self.layer_parts(ctx, i, n);
         let dest = |g| grad_dest(parts, g);
         // the forward's dropout mask (same seed): A saw dropout(x), and only the kept inputs
         // receive the LoRA path's gradient
-        let d = LoraDims { accumulate: self.accumulate_grads, dropout: (drop.p, drop.seed_for(idx)), ..lora.dims(n) };
+        let d = LoraDims { accumulate: self.accumulate_grads, dropout: (drop.p, drop.seed_for(u.seed_index)), ..lora.dims(n) };
         let dh = &self.s.dr;
         match u.part {
             // a fused layer: each part adds its rows' dB and its share of dh (which the parts'

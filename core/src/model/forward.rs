@@ -5,7 +5,7 @@
 //! copy is what training updates).
 
 use crate::gpu::layout::{buffer_set, pooled_bytes};
-use crate::gpu::KernelPaths;
+use crate::gpu::{Arena, KernelPaths};
 use crate::lora::gpu::{GpuAdapter, LoraUse};
 use crate::model::backward::lm_head_parts;
 use crate::model::block::{block_forward, Attention, BlockBuffers, Chain, Fused, NextNorm};
@@ -15,7 +15,7 @@ use crate::model::linear::Linear;
 use crate::model::weights::{HostLayer, HostWeights, Matrix, TensorSource, WeightFormat, WeightReader};
 use crate::ops::block_copy::{block_copy, Columns};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
-use crate::ops::lora::{lora_down, lora_up_term};
+use crate::ops::lora::lora_up_term;
 use crate::ops::matmul::{Accumulate, InputNorm, LowRankTerm, GEMV_ROWS};
 use crate::ops::residual::bias_forward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
@@ -95,8 +95,6 @@ buffer_set! {
         losses,
         /// (R, largest lm_head part) when the lm_head is split
         vocab_part,
-        /// (T, largest rank) x·Aᵀ of the adapter
-        lora_h,
         /// (NH, S) attention scores of one decoded token
         scores,
         /// (NH·HS) one sequence's query and attention output in a batched decode
@@ -290,6 +288,9 @@ pub struct Model {
     pub(crate) binding_limit: u64,
     pub adapter: Option<GpuAdapter>,
     pub(crate) state: RunState,
+    /// x·Aᵀ of the adapted layer being projected, or of the targets one launch projects
+    /// together (their parts in slot order).
+    lora_h: Arena,
     pub cache: KvCache,
     chunk: usize,
     /// The KV caches' length: the longest context.
@@ -306,16 +307,26 @@ pub struct Model {
 /// the memory estimates read).
 pub(crate) struct StateLayout {
     state: RunStateSizes,
+    /// Floats in each part of the x·Aᵀ scratch.
+    lora_h: usize,
     /// (S, NKV·HS) per layer, for k and for v.
     cache: usize,
     /// R: logits rows per cross-entropy pass, bounded by the binding limit.
     logit_rows: usize,
 }
 
-/// The run state's x·Aᵀ scratch: (chunk, largest rank), sized again when an adapter is set.
+/// The run state's x·Aᵀ scratch: one (chunk, largest rank) part per target that reads an input
+/// another may share (q, k, v: [`SHARED_INPUT_TARGETS`]), sized again when an adapter is set.
+fn lora_h_arena(ctx: &GpuContext, chunk: usize, max_rank: usize) -> Result<Arena> {
+    ctx.alloc_arena(&[lora_h_len(chunk, max_rank); SHARED_INPUT_TARGETS])
+}
+
 fn lora_h_len(chunk: usize, max_rank: usize) -> usize {
     chunk * max_rank.max(1)
 }
+
+/// The most targets that read one input: q, k and v.
+const SHARED_INPUT_TARGETS: usize = 3;
 
 impl StateLayout {
     pub(crate) fn new(cfg: &Config, chunk: usize, max_seq: usize, max_rank: usize, binding_limit: u64) -> Self {
@@ -345,17 +356,17 @@ impl StateLayout {
             targets: logit_rows,
             losses: logit_rows,
             vocab_part: if split { logit_rows * part_rows } else { 1 },
-            lora_h: lora_h_len(chunk, max_rank),
             scores: cfg.n_heads * max_seq,
             decode_q: qd,
             decode_att: qd,
         };
-        StateLayout { state, cache: max_seq * kvd, logit_rows }
+        StateLayout { state, lora_h: lora_h_len(chunk, max_rank), cache: max_seq * kvd, logit_rows }
     }
 
     /// Bytes of the run state and the KV cache.
     pub(crate) fn bytes(&self, n_layers: usize) -> u64 {
-        self.state.bytes() + 2 * n_layers as u64 * pooled_bytes(4 * self.cache as u64)
+        let lora_h = SHARED_INPUT_TARGETS as u64 * pooled_bytes(4 * self.lora_h as u64);
+        self.state.bytes() + lora_h + 2 * n_layers as u64 * pooled_bytes(4 * self.cache as u64)
     }
 }
 
@@ -394,6 +405,7 @@ impl Model {
         let layout = StateLayout::new(cfg, chunk, max_seq, 0, limit);
         let logit_rows = layout.logit_rows;
         let state = RunState::alloc(ctx, &layout.state)?;
+        let lora_h = lora_h_arena(ctx, chunk, 0)?;
         let cache = KvCache::alloc(ctx, cfg, max_seq)?;
         let one_token_qkv = if layers.iter().any(|l| l.qkv.is_some()) { one_token_qkv(ctx, cfg)? } else { None };
         Ok(Model {
@@ -405,6 +417,7 @@ impl Model {
             binding_limit: limit,
             adapter: None,
             state,
+            lora_h,
             cache,
             chunk,
             max_seq,
@@ -452,9 +465,8 @@ impl Model {
     pub fn upload_adapter(&mut self, ctx: &GpuContext, adapter: Adapter, origin: &str) -> Result<GpuAdapter> {
         adapter.check_against(&self.cfg, origin)?;
         let gpu = GpuAdapter::upload(ctx, adapter, &self.cfg)?;
-        let need = lora_h_len(self.chunk, gpu.max_rank());
-        if need > self.state.lora_h.len_words() {
-            self.state.lora_h = ctx.alloc_f32(need)?;
+        if lora_h_len(self.chunk, gpu.max_rank()) > self.lora_h.views[0].len_words() {
+            self.lora_h = lora_h_arena(ctx, self.chunk, gpu.max_rank())?;
         }
         Ok(gpu)
     }
@@ -497,16 +509,14 @@ impl Model {
             return layer.base_forward(ctx, target, out, inp, t, acc, None);
         };
         let lora = &adapter.tensors[u.index];
-        let h = &self.state.lora_h;
-        // x·Aᵀ once per input: at a fused layer's first part (the block projects the parts one
-        // after another, from the same input)
         let (b, d) = match u.part {
             None => (&lora.b, lora.dims(t)),
             Some(p) => (&lora.parts[p.index].1, lora.part_dims(t, p.rows)),
         };
-        if u.part.is_none_or(|p| p.first) {
-            lora_down(ctx, h, inp, &lora.a, d)?;
-        }
+        // one part of the scratch per slot of the targets that share an input
+        let h_part = |i: usize| adapter.shared_slot(i);
+        adapter.lora_down(ctx, u, inp, &self.lora_h, &h_part, d)?;
+        let h = &self.lora_h.views[h_part(u.index)];
         layer.base_forward(ctx, target, out, inp, t, acc, Some(lora_up_term(h, b, d)))
     }
 

@@ -4,7 +4,7 @@
 //! in the base layer's output (h·Bᵀ, dh·A) in the base matmul's own launch, as its low-rank
 //! term (`lora_up_term`, `lora_input_term`; the model's projections pass them to the base).
 
-use super::matmul::{matmul, matmul_dropout, matmul_weight_parts, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts};
+use super::matmul::{matmul, matmul_dropout, matmul_shared_input, matmul_weight_parts, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts};
 use crate::{GpuBuffer, GpuContext, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,6 +56,14 @@ pub fn lora_forward(ctx: &GpuContext, y: &GpuBuffer, h: &GpuBuffer, x: &GpuBuffe
 pub fn lora_down(ctx: &GpuContext, h: &GpuBuffer, x: &GpuBuffer, a: &GpuBuffer, d: LoraDims) -> Result<()> {
     let dims = MatmulDims::new(d.m, d.rank, d.d_in);
     matmul_dropout(ctx, MatmulKind::Forward, h, x, a, dims, Accumulate::OVERWRITE, d.drop_on(DropOn::A))
+}
+
+/// h_z(M, r) = dropout(x)·A_zᵀ for `count` targets that read the input x, their A's back to
+/// back in `a` (count·r, in), h_z at `h.at` bytes plus z·`h.stride` floats: one launch (the
+/// tiled kernels), one dropout mask on x for them all.
+pub fn lora_down_shared(ctx: &GpuContext, h: SplitParts, x: &GpuBuffer, a: &GpuBuffer, count: usize, d: LoraDims) -> Result<()> {
+    let dims = MatmulDims { batch: count, b_batched: true, a_shared: true, ..MatmulDims::new(d.m, d.rank, d.d_in) };
+    matmul_shared_input(ctx, h, x, a, dims, d.drop_on(DropOn::A))
 }
 
 /// scale·h·Bᵀ, the forward's second product, as the base forward's low-rank term (B: the

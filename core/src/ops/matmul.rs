@@ -26,11 +26,14 @@ pub struct MatmulDims {
     pub n: usize,
     pub k: usize,
     pub b_batched: bool,
+    /// One a for the whole batch (with b batched: one input by several weights; the tiled
+    /// kernels only).
+    pub a_shared: bool,
 }
 
 impl MatmulDims {
     pub fn new(m: usize, n: usize, k: usize) -> Self {
-        MatmulDims { batch: 1, m, n, k, b_batched: false }
+        MatmulDims { batch: 1, m, n, k, b_batched: false, a_shared: false }
     }
 
     /// Whether the register-blocked kernels can take these sizes: all three products read N
@@ -619,9 +622,25 @@ pub fn matmul_weight_parts(ctx: &GpuContext, dest: SplitParts, a: &GpuBuffer, b:
     launch(ctx, MatmulKind::BackwardWeight, MatmulTiling::Tiled, dest.parts, a, b, d, acc, drop, None, Some(dest))
 }
 
+/// out[z](M, N) = dropout(x)·w_zᵀ for the `d.batch` weights w_z (N, K) back to back in `w`,
+/// out[z] at `dest.at` bytes plus z·`dest.stride` floats of `dest.parts` (`dest.splits` 1): one
+/// input by several weights in one launch of the tiled kernel, one dropout mask on x for all
+/// of them (LoRA's x·Aᵀ of the targets that read the same input).
+pub fn matmul_shared_input(ctx: &GpuContext, dest: SplitParts, x: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, drop: OperandDropout) -> Result<()> {
+    let op = "matmul_shared_input";
+    let end = dest.at + 4 * ((d.batch - 1) * dest.stride + d.m * d.n) as u64;
+    ensure(d.a_shared && d.b_batched && dest.splits == 1 && dest.stride >= d.m * d.n && end <= dest.parts.len_bytes(), || {
+        format!("{op}: {} outputs of {}×{} every {} floats from byte {} do not fit a buffer of {} bytes ({d:?})", d.batch, d.m, d.n, dest.stride, dest.at, dest.parts.len_bytes())
+    })?;
+    ensure(drop.on == DropOn::A && (0.0..1.0).contains(&drop.p), || format!("{op}: dropout below 1 on the input only, got {drop:?}"))?;
+    let tiling = tiled_for(MatmulKind::Forward, &d, false);
+    launch(ctx, MatmulKind::Forward, tiling, dest.parts, x, w, d, Accumulate::OVERWRITE, (drop.p > 0.0).then_some(drop), None, Some(dest))
+}
+
 /// Records one product with the tiling given; `drop` and `term` only with the tiled kernels
 /// (with a term, only the term's dropout), and `into` only with the plain tiled kernel (then
-/// `out` is the parts' buffer).
+/// `out` is the parts' buffer): a split product's parts, or a batch's outputs
+/// ([`matmul_shared_input`]).
 #[allow(clippy::too_many_arguments)]
 fn launch(
     ctx: &GpuContext,
@@ -641,10 +660,11 @@ fn launch(
     ensure(!(kind == MatmulKind::BackwardWeight && d.batch > 1 && !d.b_batched), || {
         format!("{op}: a batch of weight gradients needs b batched too (one gradient per batch); to sum over a batch, fold it into M")
     })?;
+    ensure(!d.a_shared || tiling.is_tiled(), || format!("{op}: one a for a batch is for the tiled kernels, not {tiling:?}"))?;
     let bb = if d.b_batched { d.batch } else { 1 };
     let (rows, cols) = kind.out_shape(&d);
     let (a_len, b_len, _) = kind.operand_lens(&d);
-    check_len(op, "a", a, d.batch * a_len)?;
+    check_len(op, "a", a, if d.a_shared { a_len } else { d.batch * a_len })?;
     check_len(op, "b", b, bb * b_len)?;
     if into.is_none() {
         check_len(op, "out", out, d.batch * rows * cols)?;
@@ -717,8 +737,8 @@ fn launch(
             let tile = tiling.tiled_side().map_or(COOP_TILE, |side| 8 * side as usize);
             let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
             let (splits, r_split) = match into {
-                Some(p) => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
-                None => reduction_split(op, tiles, pr as usize, d.batch)?,
+                Some(p) if d.batch == 1 => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
+                _ => reduction_split(op, tiles, pr as usize, d.batch)?,
             };
             // a split product's parts are unmasked: sum_splits masks their sum
             let (drop_on, drop_seed, drop_p) = drop_params(drop.filter(|x| splits == 1 || x.on != DropOn::Out));
@@ -735,7 +755,7 @@ fn launch(
                 a_sr,
                 b_sj,
                 b_sr,
-                a_batch: if splits > 1 { 0 } else { a_len as u32 },
+                a_batch: if splits > 1 || d.a_shared { 0 } else { a_len as u32 },
                 b_batch: if d.b_batched { b_len as u32 } else { 0 },
                 c_batch: into.map_or(rows * cols, |p| p.stride) as u32,
                 splits: splits as u32,

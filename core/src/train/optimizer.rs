@@ -1,11 +1,11 @@
 //! AdamW over the adapter's A and B, with global gradient-norm clipping, on the GPU. The
-//! weights, their gradients and the two moments are arenas with one layout (`lora_parts`),
+//! weights, their gradients and the two moments are arenas with one layout (`LoraLayout`),
 //! so the gradient norm and the update each run as one launch over all of them (one per
 //! binding-limit-sized chunk of a very large adapter), and a checkpoint reads each moment
 //! back at once.
 
 use crate::gpu::Arena;
-use crate::lora::gpu::{lora_parts, GpuAdapter};
+use crate::lora::gpu::GpuAdapter;
 use crate::ops::adamw::{adamw_update, AdamwConfig};
 use crate::ops::grad_norm::grad_norm;
 use crate::{Error, GpuBuffer, GpuContext, Result};
@@ -16,19 +16,24 @@ pub struct Optimizer {
     pub max_grad_norm: f32,
     /// Steps taken (AdamW's bias correction counts from 1).
     pub steps: u32,
-    /// The first and second moments of A then B of every adapter tensor.
+    /// The first and second moments of A and B of every adapter tensor, laid out as the
+    /// adapter's weights.
     m: Arena,
     v: Arena,
+    /// The moments' arena part of each value of the adapter's order (A then B of each
+    /// tensor): checkpoints keep that order.
+    arena_order: Vec<usize>,
     clip: GpuBuffer, // (2): ‖g‖, clip factor
     sums: GpuBuffer, // one per chunk
 }
 
 impl Optimizer {
     pub fn new(ctx: &GpuContext, adapter: &GpuAdapter, cfg: AdamwConfig, max_grad_norm: f32) -> Result<Self> {
-        let parts = lora_parts(&adapter.adapter);
-        let (m, v) = (ctx.alloc_arena(&parts)?, ctx.alloc_arena(&parts)?);
+        let parts = &adapter.layout.sizes;
+        let (m, v) = (ctx.alloc_arena(parts)?, ctx.alloc_arena(parts)?);
         let chunks = chunks(ctx, &m).len();
-        Ok(Optimizer { cfg, max_grad_norm, steps: 0, m, v, clip: ctx.alloc_f32(2)?, sums: ctx.alloc_f32(chunks)? })
+        let arena_order = adapter.layout.arena_order();
+        Ok(Optimizer { cfg, max_grad_norm, steps: 0, m, v, arena_order, clip: ctx.alloc_f32(2)?, sums: ctx.alloc_f32(chunks)? })
     }
 
     /// Clips the gradients to max_grad_norm as a whole, then one AdamW step at `lr`.
@@ -48,10 +53,10 @@ impl Optimizer {
         Ok(norm)
     }
 
-    /// (m, v) of every tensor, for a checkpoint.
+    /// (m, v) of A and B of every tensor, in the adapter's order, for a checkpoint.
     pub async fn moments(&self, ctx: &GpuContext) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-        let (m, v) = (self.m.read_parts(ctx).await?, self.v.read_parts(ctx).await?);
-        Ok(m.into_iter().zip(v).collect())
+        let (mut m, mut v) = (self.m.read_parts(ctx).await?, self.v.read_parts(ctx).await?);
+        Ok(self.arena_order.iter().map(|&p| (std::mem::take(&mut m[p]), std::mem::take(&mut v[p]))).collect())
     }
 
     /// Restores what [`Optimizer::moments`] returned.
@@ -59,7 +64,8 @@ impl Optimizer {
         if moments.len() != self.m.views.len() {
             return Err(Error::Shape(format!("the checkpoint holds {} optimizer tensors, this adapter needs {}", moments.len(), self.m.views.len())));
         }
-        for ((m, v), (hm, hv)) in self.m.views.iter().zip(&self.v.views).zip(moments) {
+        for (&p, (hm, hv)) in self.arena_order.iter().zip(moments) {
+            let (m, v) = (&self.m.views[p], &self.v.views[p]);
             if hm.len() != m.len_words() || hv.len() != v.len_words() {
                 return Err(Error::Shape(format!("an optimizer tensor holds {} values, the adapter's has {}", hm.len(), m.len_words())));
             }
