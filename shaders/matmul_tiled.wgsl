@@ -259,10 +259,11 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             ss[i] += x * x;
         }
     }
+    let jt = min(j, p.N - 1u);
     for (var q = lid; q < p.term_r; q += GEMV_WG) {
-        let v = p.term_scale * term_v_at(min(j, p.N - 1u) * p.term_v_sj + q * p.term_v_sr);
+        let v = p.term_scale * term_v_at(jt * p.term_v_sj + q * p.term_v_sr);
         for (var i = 0u; i < p.M; i++) {
-            acc[i] += term_h_at(i * p.term_r + q) * v;
+            acc[i] += term_h_of(jt, i, q) * v;
         }
     }
     gemv_part[lid] = acc;
@@ -286,9 +287,9 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 }
 
 // The gate and up projections of a gated MLP and its activation for at most 4 rows, in one
-// launch (decoding where no adapter changes them): b holds W_gate's N rows, then W_up's, and
-// workgroup j reduces rows j and N + j as matmul_gemv does (with its input norm, where
-// composed with one):
+// launch (decoding): b holds W_gate's N rows, then W_up's, and workgroup j reduces rows j and
+// N + j as matmul_gemv does (with its input norm, or a low-rank term over the stacked rows,
+// where composed with one):
 //   c(i, j) = act(Σ_r a(i, r)·b(j, r)) · Σ_r a(i, r)·b(N + j, r),   act: silu, or gelu where GATE_GELU
 override GATE_GELU: bool = false;
 var<workgroup> gemv_up_part: array<vec4<f32>, GEMV_WG>;
@@ -311,6 +312,16 @@ fn matmul_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             gate[i] += x * wg;
             up[i] += x * wu;
             ss[i] += x * x;
+        }
+    }
+    // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
+    let jt = min(j, p.N - 1u);
+    for (var q = lid; q < p.term_r; q += GEMV_WG) {
+        let vg = p.term_scale * term_v_at(jt * p.term_v_sj + q * p.term_v_sr);
+        let vu = p.term_scale * term_v_at((jt + p.N) * p.term_v_sj + q * p.term_v_sr);
+        for (var i = 0u; i < p.M; i++) {
+            gate[i] += term_h_of(jt, i, q) * vg;
+            up[i] += term_h_of(jt + p.N, i, q) * vu;
         }
     }
     gemv_part[lid] = gate;

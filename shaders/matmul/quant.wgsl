@@ -27,6 +27,10 @@ struct Params {
     drop_seed: u32,
     drop_p: f32,
     norm_eps: f32,                     // quant_tiled.wgsl's input norm (_normed composition)
+    term_h_row: u32,                   // the matrix-vector kernels' term over stacked weights
+    term_h_part: u32,                  //   (pieces/low_rank_term.wgsl's term_h_of)
+    term_start1: u32,
+    term_start2: u32,
 }
 
 @group(1) @binding(0) var<uniform> p: Params;

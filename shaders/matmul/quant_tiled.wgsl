@@ -242,7 +242,7 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     for (var q = lid; q < p.term_r; q += 64u) {
         let v = p.term_scale * term_v_at(jw * p.term_v_sj + q * p.term_v_sr);
         for (var i = 0u; i < p.M; i++) {
-            acc[i] += term_h_at(i * p.term_r + q) * v;
+            acc[i] += term_h_of(jw, i, q) * v;
         }
     }
     qg_part[lid] = acc;
@@ -266,9 +266,9 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 }
 
 // The gate and up projections of a gated MLP and its activation for at most 4 rows of inp,
-// in one launch (decoding where no adapter changes them): W holds W_gate's N rows, then
-// W_up's, and workgroup j decodes rows j and N + j as matmul_quant_gemv does (with its input
-// norm, where composed with one):
+// in one launch (decoding): W holds W_gate's N rows, then W_up's, and workgroup j decodes rows
+// j and N + j as matmul_quant_gemv does (with its input norm, or a low-rank term over the
+// stacked rows, where composed with one):
 //   out(i, j) = act(inp(i)·W_gate(j)) · inp(i)·W_up(j),   act: silu, or gelu where GATE_GELU
 override GATE_GELU: bool = false;
 var<workgroup> qg_up_part: array<vec4<f32>, 64>;
@@ -297,6 +297,15 @@ fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
             gate[i] += dot(x0, wg0) + dot(x1, wg1);
             up[i] += dot(x0, wu0) + dot(x1, wu1);
             ss[i] += dot(x0, x0) + dot(x1, x1);
+        }
+    }
+    // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
+    for (var q = lid; q < p.term_r; q += 64u) {
+        let vg = p.term_scale * term_v_at(jw * p.term_v_sj + q * p.term_v_sr);
+        let vu = p.term_scale * term_v_at((jw + p.N) * p.term_v_sj + q * p.term_v_sr);
+        for (var i = 0u; i < p.M; i++) {
+            gate[i] += term_h_of(jw, i, q) * vg;
+            up[i] += term_h_of(jw + p.N, i, q) * vu;
         }
     }
     qg_part[lid] = gate;

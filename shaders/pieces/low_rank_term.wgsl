@@ -9,3 +9,12 @@ fn term_h_at(idx: u32) -> f32 {
 fn term_v_at(idx: u32) -> f32 {
     return term_v[idx];
 }
+
+// H(i, q) for output row j of the matrix-vector kernels. Over stacked weights (q, k and v as
+// one matmul, each with its LoRA) the targets' x·Aᵀ lie side by side, term_h_part apart, and
+// output rows from term_start1 on read the second's, from term_start2 on the third's; else
+// the starts lie past N and term_h_row is term_r.
+fn term_h_of(j: u32, i: u32, q: u32) -> f32 {
+    let part = select(0u, 1u, j >= p.term_start1) + select(0u, 1u, j >= p.term_start2);
+    return term_h[part * p.term_h_part + i * p.term_h_row + q];
+}

@@ -36,6 +36,12 @@ struct Params {
     term_v_sr: u32,
     // The input norm's eps (matrix-vector kernels composed with pieces/input_norm.wgsl).
     norm_eps: f32,
+    // The matrix-vector kernels' term over stacked weights (pieces/low_rank_term.wgsl's
+    // term_h_of): H's row stride, its parts' distance, the output rows where parts 2 and 3 start.
+    term_h_row: u32,
+    term_h_part: u32,
+    term_start1: u32,
+    term_start2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;

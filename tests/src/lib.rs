@@ -196,17 +196,38 @@ pub fn sample_indices(rng: &mut Rng, n: usize, count: usize) -> Vec<usize> {
 }
 
 /// act(x·W_gateᵀ)·(x·W_upᵀ) (gelu with PyTorch's tanh approximation where `gelu`, else silu)
-/// for x (m, k) and `w` (2n, k) holding W_gate's rows then W_up's: the CPU reference of the
-/// gated matrix-vector kernels.
-pub fn gated_reference(gelu: bool, x: &[f64], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+/// for x (m, k) and `w` (2n, k) holding W_gate's rows then W_up's, with `term` (m, 2n) added
+/// to the two products where given: the CPU reference of the gated matrix-vector kernels.
+pub fn gated_reference(gelu: bool, x: &[f64], w: &[f32], m: usize, n: usize, k: usize, term: Option<&[f64]>) -> Vec<f64> {
     use hearth_core::ops::cpu;
     let (mut gate, mut up, mut out) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
     cpu::matmul_forward(&mut gate, x, &to_f64(&w[..n * k]), m, n, k);
     cpu::matmul_forward(&mut up, x, &to_f64(&w[n * k..]), m, n, k);
+    if let Some(term) = term {
+        for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+            gate[i * n + j] += term[i * 2 * n + j];
+            up[i * n + j] += term[i * 2 * n + n + j];
+        }
+    }
     if gelu {
         cpu::geglu_forward(&mut out, &gate, &up);
     } else {
         cpu::swiglu_forward(&mut out, &gate, &up);
+    }
+    out
+}
+
+/// scale·Σ_q H_p(i, q)·V(j, q) for m rows of `rows` outputs of stacked weights
+/// (ops::matmul::StackedTerm): H_p(i, q) = h[p·h_part + i·h_row + q], p the part row j falls
+/// in (1 from starts[0] on, 2 from starts[1] on).
+#[allow(clippy::too_many_arguments)]
+pub fn stacked_term_reference(h: &[f32], v: &[f32], m: usize, rows: usize, rank: usize, scale: f32, h_row: usize, h_part: usize, starts: [usize; 2]) -> Vec<f64> {
+    let mut out = vec![0.0; m * rows];
+    for i in 0..m {
+        for j in 0..rows {
+            let part = starts.iter().filter(|&&s| j >= s).count();
+            out[i * rows + j] = scale as f64 * (0..rank).map(|q| h[part * h_part + i * h_row + q] as f64 * v[j * rank + q] as f64).sum::<f64>();
+        }
     }
     out
 }

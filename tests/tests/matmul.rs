@@ -290,16 +290,16 @@ fn matmul_gemv_gated_is_both_products_and_the_activation() {
             let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(2 * n * k, -1.0, 1.0));
             let out = poisoned(ctx, m * n);
             ctx.profile_begin();
-            matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w), MatmulDims::new(m, n, k), None).unwrap();
+            matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w), MatmulDims::new(m, n, k), None, None).unwrap();
             let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
             assert_eq!(launches, 1);
-            assert_close(&format!("{act:?} {m}×{n}×{k}"), &read(ctx, &out), &gated_reference(act == Activation::GeluTanh, &to_f64(&x), &w, m, n, k), ATOL, RTOL);
+            assert_close(&format!("{act:?} {m}×{n}×{k}"), &read(ctx, &out), &gated_reference(act == Activation::GeluTanh, &to_f64(&x), &w, m, n, k, None), ATOL, RTOL);
         }
     }
     let buf = upload(ctx, &[0.0; 5 * 16]);
-    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &buf, MatmulDims::new(5, 4, 4), None).unwrap_err();
+    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &buf, MatmulDims::new(5, 4, 4), None, None).unwrap_err();
     assert!(err.to_string().contains("1 to 4 rows"), "{err}");
-    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &upload(ctx, &[0.0; 16]), MatmulDims::new(1, 4, 4), None).unwrap_err();
+    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &upload(ctx, &[0.0; 16]), MatmulDims::new(1, 4, 4), None, None).unwrap_err();
     assert!(err.to_string().contains("w holds 16 values, expected at least 32"), "{err}");
 }
 
@@ -332,8 +332,8 @@ fn matmul_gemv_normed_is_the_norm_then_the_product() {
         assert_close(&format!("normed {m}×{n}×{k}"), &read(ctx, &out), &want, ATOL, RTOL);
         for act in [Activation::Silu, Activation::GeluTanh] {
             let out = poisoned(ctx, m * n);
-            one_launch("normed gated", &|| matmul_gemv_gated(ctx, act, &out, &xb, &wb, MatmulDims::new(m, n, k), Some(norm)).unwrap());
-            let want = gated_reference(act == Activation::GeluTanh, &xn, &w, m, n, k);
+            one_launch("normed gated", &|| matmul_gemv_gated(ctx, act, &out, &xb, &wb, MatmulDims::new(m, n, k), Some(norm), None).unwrap());
+            let want = gated_reference(act == Activation::GeluTanh, &xn, &w, m, n, k, None);
             assert_close(&format!("normed {act:?} {m}×{n}×{k}"), &read(ctx, &out), &want, ATOL, RTOL);
         }
     }
@@ -466,7 +466,7 @@ fn matmul_low_rank_term_in_the_epilogue() {
         assert_eq!(profile.kernels.values().map(|k| k.launches).sum::<u64>(), 1, "{:?}", profile.kernels);
         // nor anything but a forward or an input gradient of one matrix
         let buf = upload(ctx, &[0.0; 64]);
-        let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0) };
+        let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0), stacked: None };
         let err = matmul_low_rank_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE, term).unwrap_err();
         assert!(err.to_string().contains("low-rank term"), "{err}");
         let short = upload(ctx, &[0.0; 7]);
@@ -498,7 +498,7 @@ fn check_low_rank(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: Matmu
     let out = if acc.beta == 0.0 { poisoned(ctx, c_len) } else { upload(ctx, &prior) };
     let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
     let scale = if coop { 2.0 } else { 1.75 };
-    let term = LowRankTerm { h: &hb, v: &vb, rank, scale, dropout };
+    let term = LowRankTerm { h: &hb, v: &vb, rank, scale, dropout, stacked: None };
     matmul_low_rank_with(ctx, kind, tiling, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc, term).unwrap();
     let product = reference(kind, &a, &b, &d);
     let mut extra = vec![0.0; c_len];
@@ -576,4 +576,55 @@ fn matmul_shared_input_matches_cpu() {
         let err = matmul_shared_input(ctx, SplitParts { parts: &small, at: 0, stride: 32, splits: 1 }, &x, &w, d, OperandDropout { on: DropOn::A, p: 0.0, seed: 0 }).unwrap_err();
         assert!(err.to_string().contains("do not fit a buffer of 256 bytes"), "{err}");
     });
+}
+
+/// Decoding with an adapter over stacked weights: the matrix-vector kernel adds each stacked
+/// part's h·Bᵀ from that part's h (q, k and v: three parts; the gated kernel: gate's and up's),
+/// in its launch, for H laid out as decoding writes it (the parts' h side by side in each row)
+/// and as the shared-input launch does (each part's rows apart); against the CPU.
+#[test]
+fn gemv_adds_a_term_over_stacked_weights() {
+    use hearth_core::ops::matmul::StackedTerm;
+    let Some(own) = own_gpu() else { return };
+    let ctx = &own;
+    let mut rng = Rng::new(43);
+    for (m, rank, sizes) in [(1, 16, [64, 24, 24]), (3, 5, [40, 8, 16]), (4, 70, [9, 9, 9])] {
+        let (rows, k) = (sizes.iter().sum::<usize>(), 96);
+        let starts = [sizes[0], sizes[0] + sizes[1]];
+        for (h_row, h_part) in [(3 * rank, rank), (rank, m * rank + 3)] {
+            let stacked = StackedTerm { h_row, h_part, starts };
+            // w and v long enough for the stacked rows and for gate's and up's (2 × the first part)
+            let long = rows.max(2 * sizes[0]);
+            let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(long * k, -1.0, 1.0));
+            let (h, v) = (rng.vec_uniform(2 * h_part + m * h_row, -1.0, 1.0), rng.vec_uniform(long * rank, -1.0, 1.0));
+            let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
+            let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0), stacked: Some(stacked) };
+            let out = poisoned(ctx, m * rows);
+            ctx.profile_begin();
+            matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Gemv, &out, &upload(ctx, &x), &upload(ctx, &w[..rows * k]), MatmulDims::new(m, rows, k), Accumulate::OVERWRITE, term).unwrap();
+            let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
+            assert_eq!(launches, 1);
+            let mut want = vec![0.0; m * rows];
+            cpu::matmul_forward(&mut want, &to_f64(&x), &to_f64(&w[..rows * k]), m, rows, k);
+            let extra = stacked_term_reference(&h, &v, m, rows, rank, 1.5, h_row, h_part, starts);
+            let want: Vec<f64> = want.iter().zip(&extra).map(|(a, b)| a + b).collect();
+            assert_close(&format!("{m}×{rows}×{k} + rank {rank} term over {sizes:?}, {stacked:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+            // gate's rows then up's, the first `n` of the parts above
+            let n = sizes[0];
+            let gated = StackedTerm { starts: [n, usize::MAX], ..stacked };
+            let term = LowRankTerm { stacked: Some(gated), ..term };
+            for act in [Activation::Silu, Activation::GeluTanh] {
+                let out = poisoned(ctx, m * n);
+                matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w[..2 * n * k]), MatmulDims::new(m, n, k), None, Some(term)).unwrap();
+                let extra = stacked_term_reference(&h, &v, m, 2 * n, rank, 1.5, h_row, h_part, gated.starts);
+                let want = gated_reference(act == Activation::GeluTanh, &to_f64(&x), &w[..2 * n * k], m, n, k, Some(&extra));
+                assert_close(&format!("{act:?} {m}×{n}×{k} + rank {rank} term, {gated:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+            }
+        }
+    }
+    // only the matrix-vector kernels read a stacked term
+    let buf = upload(ctx, &[0.0; 4096]);
+    let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0), stacked: Some(StackedTerm { h_row: 4, h_part: 2, starts: [8, 16] }) };
+    let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(8, 24, 8), Accumulate::OVERWRITE, term).unwrap_err();
+    assert!(err.to_string().contains("a term over stacked weights is the matrix-vector kernel's"), "{err}");
 }

@@ -123,7 +123,7 @@ fn low_rank_term_in_the_tiled_epilogue() {
                         let prior = rng.vec_uniform(m * width, -1.0, 1.0);
                         let out = upload(ctx, &prior);
                         let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-                        let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout };
+                        let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout, stacked: None };
                         let acc = Accumulate { alpha: 1.0, beta: 0.5 };
                         matmul_quant_with(ctx, block, kind, &out, &upload(ctx, &x), &gw, m, acc, Some(term)).unwrap();
                         let mut product = vec![0.0; m * width];
@@ -164,7 +164,7 @@ fn gemv_adds_the_low_rank_term_in_its_launch() {
             let prior = rng.vec_uniform(m * n, -1.0, 1.0);
             let out = upload(ctx, &prior);
             let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-            let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0) };
+            let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0), stacked: None };
             ctx.profile_begin();
             matmul_quant_with(ctx, QuantBlock::Gemv, MatmulKind::Forward, &out, &upload(ctx, &x), &gw, m, Accumulate { alpha: 1.0, beta: 0.5 }, Some(term)).unwrap();
             let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
@@ -190,8 +190,8 @@ fn gemv_gated_is_both_products_and_the_activation() {
                     let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(2 * n * k, -1.0, 1.0));
                     let t = QuantTensor::quantize(format, &w, 2 * n, k).unwrap();
                     let out = poisoned(ctx, m * n);
-                    matmul_quant_gemv_gated(ctx, act, &out, &upload(ctx, &x), &GpuQuantWeight::upload(ctx, &t).unwrap(), m, None).unwrap();
-                    let want = gated_reference(act == Activation::GeluTanh, &to_f64(&x), &t.dequantize(), m, n, k);
+                    matmul_quant_gemv_gated(ctx, act, &out, &upload(ctx, &x), &GpuQuantWeight::upload(ctx, &t).unwrap(), m, None, None).unwrap();
+                    let want = gated_reference(act == Activation::GeluTanh, &to_f64(&x), &t.dequantize(), m, n, k, None);
                     assert_close(&format!("{format:?} {act:?} {m}×{n}×{k}"), &read(ctx, &out), &want, 4e-4, 1e-4);
                 }
             }
@@ -227,8 +227,8 @@ fn gemv_normed_is_the_norm_then_the_product() {
                 cpu::matmul_forward(&mut want, &xn, &to_f64(&plain.dequantize()), m, n, k);
                 assert_close(&format!("{format:?} normed {m}×{n}×{k}"), &read(ctx, &out), &want, 4e-4, 1e-4);
                 let out = poisoned(ctx, m * n);
-                matmul_quant_gemv_gated(ctx, Activation::Silu, &out, &xb, &GpuQuantWeight::upload(ctx, &stacked).unwrap(), m, Some(norm)).unwrap();
-                let want = gated_reference(false, &xn, &stacked.dequantize(), m, n, k);
+                matmul_quant_gemv_gated(ctx, Activation::Silu, &out, &xb, &GpuQuantWeight::upload(ctx, &stacked).unwrap(), m, Some(norm), None).unwrap();
+                let want = gated_reference(false, &xn, &stacked.dequantize(), m, n, k, None);
                 assert_close(&format!("{format:?} normed gated {m}×{n}×{k}"), &read(ctx, &out), &want, 4e-4, 1e-4);
             }
         }
@@ -271,7 +271,7 @@ fn f16_tiles_quantized_forward_matches_where_offered() {
                     let prior = rng.vec_uniform(m * n, -1.0, 1.0);
                     let out = upload(ctx, &prior);
                     let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-                    let term = (rank > 0).then_some(LowRankTerm { h: &hb, v: &vb, rank, scale: 2.0, dropout });
+                    let term = (rank > 0).then_some(LowRankTerm { h: &hb, v: &vb, rank, scale: 2.0, dropout, stacked: None });
                     let acc = Accumulate { alpha: 1.0, beta: 0.5 };
                     matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::Forward, &out, &upload(ctx, &x), &gw, m, acc, term).unwrap();
                     let (mut product, mut extra, mut masked) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
@@ -312,5 +312,43 @@ fn one_row_forward_matches_for_any_k() {
         }
         let err = matmul_quant_with(ctx, QuantBlock::Row, MatmulKind::BackwardInput, &poisoned(ctx, 40), &poisoned(ctx, 6), &GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::F16, &[0.0; 240], 6, 40).unwrap()).unwrap(), 1, Accumulate::OVERWRITE, None);
         assert!(err.is_err(), "the row kernel has no input gradient");
+    });
+}
+
+/// The quantized matrix-vector kernels with a term over stacked weights (decoding with an
+/// adapter over q, k and v as one matmul, and over gate and up): each part's h·Bᵀ from that
+/// part's h, every format, plain and gated; against the CPU over the dequantized weights.
+#[test]
+fn gemv_adds_a_term_over_stacked_weights() {
+    use hearth_core::ops::matmul::StackedTerm;
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(44);
+        for format in QuantFormat::ALL {
+            for (m, rank, sizes) in [(1, 16, [64, 32, 32]), (4, 3, [32, 16, 8])] {
+                let (rows, k) = (sizes.iter().sum::<usize>(), 128);
+                let stacked = StackedTerm { h_row: 3 * rank, h_part: rank, starts: [sizes[0], sizes[0] + sizes[1]] };
+                let x = rng.vec_uniform(m * k, -1.0, 1.0);
+                // v long enough for the stacked rows and for gate's and up's (2 × the first part)
+                let (h, v) = (rng.vec_uniform(m * 3 * rank, -1.0, 1.0), rng.vec_uniform(rows.max(2 * sizes[0]) * rank, -1.0, 1.0));
+                let (xb, hb, vb) = (upload(ctx, &x), upload(ctx, &h), upload(ctx, &v));
+                let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 0.5, dropout: (0.0, 0), stacked: Some(stacked) };
+                let t = QuantTensor::quantize(format, &rng.vec_uniform(rows * k, -1.0, 1.0), rows, k).unwrap();
+                let out = poisoned(ctx, m * rows);
+                matmul_quant_with(ctx, QuantBlock::Gemv, MatmulKind::Forward, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, Accumulate::OVERWRITE, Some(term)).unwrap();
+                let mut want = vec![0.0; m * rows];
+                cpu::matmul_forward(&mut want, &to_f64(&x), &to_f64(&t.dequantize()), m, rows, k);
+                let extra = stacked_term_reference(&h, &v, m, rows, rank, 0.5, stacked.h_row, stacked.h_part, stacked.starts);
+                let want: Vec<f64> = want.iter().zip(&extra).map(|(a, b)| a + b).collect();
+                assert_close(&format!("{format:?} {m}×{rows}×{k} + rank {rank} term over {sizes:?}"), &read(ctx, &out), &want, 4e-4, 1e-4);
+                let n = sizes[0];
+                let gated = StackedTerm { starts: [n, usize::MAX], ..stacked };
+                let t = QuantTensor::quantize(format, &rng.vec_uniform(2 * n * k, -1.0, 1.0), 2 * n, k).unwrap();
+                let out = poisoned(ctx, m * n);
+                matmul_quant_gemv_gated(ctx, Activation::Silu, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, None, Some(LowRankTerm { stacked: Some(gated), ..term })).unwrap();
+                let extra = stacked_term_reference(&h, &v, m, 2 * n, rank, 0.5, gated.h_row, gated.h_part, gated.starts);
+                let want = gated_reference(false, &to_f64(&x), &t.dequantize(), m, n, k, Some(&extra));
+                assert_close(&format!("{format:?} gated {m}×{n}×{k} + rank {rank} term"), &read(ctx, &out), &want, 4e-4, 1e-4);
+            }
+        }
     });
 }

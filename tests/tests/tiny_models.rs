@@ -94,10 +94,12 @@ fn tiny_models_with_the_gpu_kernels_a_few_tokens_at_a_time() {
     assert_eq!(launches_of("rmsnorm"), tokens, "{kernels:?}");
 }
 
-/// Decoding with an adapter on all seven targets: the GPU kernels (x·Aᵀ of q, k and v in one
-/// launch, of gate and up in another, h·Bᵀ inside the base matrix-vector launches) give the
-/// logits of lavapipe's kernels (each target's products launched apart), over a prompt and
-/// six decoded tokens; the decoded tokens take two shared-input launches per layer.
+/// Decoding with an adapter on all seven targets: the GPU kernels give the logits of
+/// lavapipe's kernels (each target's products launched apart), over a prompt and six decoded
+/// tokens. On the GPU kernels the prompt's x·Aᵀ of q, k and v is one launch, as is gate's and
+/// up's; a decoded token's q, k and v are one launch with their three LoRA terms, gate, up and
+/// the activation another, after one x·Aᵀ launch each: per layer and token 4 x·Aᵀ, 3
+/// matrix-vector launches with a term (q/k/v, o, down) and the gated one.
 #[test]
 fn an_adapter_decodes_alike_on_both_kernel_paths() {
     use hearth_core::lora::{Adapter, LoraConfig};
@@ -105,31 +107,45 @@ fn an_adapter_decodes_alike_on_both_kernel_paths() {
     // a context of its own, so that its launches are counted alone
     let tiled = &own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu);
     let (prompt, steps) = (vec![3u32, 17, 99, 5, 8], [7u32, 100, 250, 12, 44, 1]);
-    let run = |ctx: &GpuContext| -> (Vec<Vec<f32>>, u64, usize) {
+    type Launches = std::collections::BTreeMap<String, u64>;
+    let profiled = |ctx: &GpuContext, run: &mut dyn FnMut()| -> Launches {
+        ctx.profile_begin();
+        run();
+        pollster::block_on(ctx.profile_end()).unwrap().kernels.into_iter().map(|(k, s)| (k, s.launches)).collect()
+    };
+    let run = |ctx: &GpuContext| -> (Vec<Vec<f32>>, Launches, Launches, u64) {
         let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), Some(WeightFormat::F32)).unwrap();
-        let layers = m.cfg.n_layers;
+        let layers = m.cfg.n_layers as u64;
         let mut model = Model::new(ctx, &m.cfg, m.weights, ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
         let mut a = Adapter::init(&m.cfg, &LoraConfig { r: 4, alpha: 8.0, ..Default::default() }, 7).unwrap();
         for t in &mut a.tensors {
             t.b.iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 7) as f32 - 3.0) * 0.05);
         }
         model.set_adapter(ctx, Some(a), "a nonzero adapter").unwrap();
-        let mut rows = vec![pollster::block_on(model.forward(ctx, &prompt)).unwrap()];
-        ctx.profile_begin();
-        for &t in &steps {
-            rows.push(pollster::block_on(model.forward(ctx, &[t])).unwrap());
-        }
-        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
-        let shared = kernels.iter().filter(|(k, _)| k.starts_with("matmul_tiled:matmul_tiled [")).map(|(_, s)| s.launches).sum();
-        (rows, shared, layers)
+        let mut rows = Vec::new();
+        let prefill = profiled(ctx, &mut || rows.push(pollster::block_on(model.forward(ctx, &prompt)).unwrap()));
+        let decode = profiled(ctx, &mut || {
+            for &t in &steps {
+                rows.push(pollster::block_on(model.forward(ctx, &[t])).unwrap());
+            }
+        });
+        (rows, prefill, decode, layers)
     };
-    let (want, _, _) = run(plain);
-    let (got, shared, layers) = run(tiled);
+    let (want, ..) = run(plain);
+    let (got, prefill, decode, layers) = run(tiled);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         let w: Vec<f64> = w.iter().map(|&x| x as f64).collect();
         assert_close(&format!("tiny-llama with an adapter, row {i} (0: the prompt)"), g, &w, 1e-5, 1e-5);
     }
-    assert_eq!(shared, (2 * layers * steps.len()) as u64, "x·Aᵀ launches of q, k, v and of gate, up");
+    let count = |l: &Launches, key: &str| l.get(key).copied().unwrap_or(0);
+    // the prompt: x·Aᵀ in 4 launches per layer (q/k/v's, o's, gate/up's, down's), not 7 (the
+    // base products with their terms are matmul_tiled_low_rank's)
+    assert_eq!(count(&prefill, "matmul_tiled:matmul_tiled [64x64]"), 4 * layers, "{prefill:#?}");
+    let per_token = layers * steps.len() as u64;
+    assert_eq!(count(&decode, "matmul_tiled:matmul_gemv [default]"), 4 * per_token, "x·Aᵀ: {decode:#?}");
+    assert_eq!(count(&decode, "matmul_tiled_low_rank:matmul_gemv [default]"), 3 * per_token, "q/k/v, o, down: {decode:#?}");
+    assert_eq!(count(&decode, "matmul_tiled_low_rank:matmul_gemv_gated [silu]"), per_token, "{decode:#?}");
+    assert!(!decode.keys().any(|k| k.starts_with("swiglu")), "{decode:#?}");
 }
 
 /// `fixture` loaded as `format`, with the GPU kernels and forwards in f16 tiles, against

@@ -4,7 +4,7 @@ use super::{Adapter, LoraTensor, Target};
 use crate::error::ensure;
 use crate::gpu::Arena;
 use crate::ops::lora::{lora_down, lora_down_shared, LoraDims};
-use crate::ops::matmul::SplitParts;
+use crate::ops::matmul::{matmul, Accumulate, LowRankTerm, MatmulDims, MatmulKind, SplitParts, StackedTerm};
 use crate::{GpuBuffer, GpuContext, Result};
 
 pub struct GpuLora {
@@ -66,6 +66,38 @@ pub struct SharedA {
     pub a: GpuBuffer,
     /// The targets' tensors, in target order (the order the block projects them).
     pub members: Vec<usize>,
+    /// Their B's as one (Σ out, r) matrix, where they too lie back to back and the targets
+    /// share a scale: the term of the layer's stacked weights ([`GpuAdapter::stacked`]).
+    pub b: Option<GpuBuffer>,
+}
+
+/// An adapter's targets over a layer's stacked weights (q, k and v as one matmul; gate and
+/// up), for the matrix-vector launches of decoding: their x·Aᵀ as one product over their A's
+/// into `h` side by side, then h·Bᵀ as the stacked launch's term.
+#[derive(Clone, Copy)]
+pub struct StackedLora<'a> {
+    /// (count·r, in)
+    pub a: &'a GpuBuffer,
+    /// (Σ out, r)
+    pub b: &'a GpuBuffer,
+    /// Scratch of at least m·count·r floats.
+    pub h: &'a GpuBuffer,
+    pub count: usize,
+    pub rank: usize,
+    pub d_in: usize,
+    pub scale: f32,
+    /// The stacked rows where the second target's and the third's start (usize::MAX: none).
+    pub starts: [usize; 2],
+}
+
+impl<'a> StackedLora<'a> {
+    /// Records h = x·Aᵀ of the targets for `m` rows of `x` and returns their term.
+    pub fn down(self, ctx: &GpuContext, x: &GpuBuffer, m: usize) -> Result<LowRankTerm<'a>> {
+        let width = self.count * self.rank;
+        matmul(ctx, MatmulKind::Forward, self.h, x, self.a, MatmulDims::new(m, width, self.d_in), Accumulate::OVERWRITE)?;
+        let stacked = Some(StackedTerm { h_row: width, h_part: self.rank, starts: self.starts });
+        Ok(LowRankTerm { h: self.h, v: self.b, rank: self.rank, scale: self.scale, dropout: (0.0, 0), stacked })
+    }
 }
 
 /// Where the adapter's A and B lie in its arenas (its weights, their gradients, the
@@ -185,9 +217,15 @@ impl GpuAdapter {
                 for (slot, &i) in members.iter().enumerate() {
                     shared_of[i] = Some(SharedUse { group, slot });
                 }
-                let (first, last) = (&tensors[members[0]].a, &tensors[*members.last().expect("two or more")].a);
-                let a = GpuBuffer::view(&params.whole, first.offset() - params.whole.offset(), last.offset() + last.len_bytes() - first.offset());
-                SharedA { a, members: members.clone() }
+                let span = |of: &dyn Fn(&GpuLora) -> &GpuBuffer| {
+                    let (first, last) = (of(&tensors[members[0]]), of(&tensors[*members.last().expect("two or more")]));
+                    GpuBuffer::view(&params.whole, first.offset() - params.whole.offset(), last.offset() + last.len_bytes() - first.offset())
+                };
+                let b_stacked = members.windows(2).all(|w| {
+                    let (x, y) = (&tensors[w[0]], &tensors[w[1]]);
+                    x.b.offset() + x.b.len_bytes() == y.b.offset() && x.scale == y.scale
+                });
+                SharedA { a: span(&|t| &t.a), members: members.clone(), b: b_stacked.then(|| span(&|t| &t.b)) }
             })
             .collect();
         Ok(GpuAdapter { adapter, tensors, params, layout, shared, by_layer, shared_of })
@@ -235,6 +273,26 @@ impl GpuAdapter {
             (None, Some(p)) if !p.first => Ok(()),
             (None, _) => lora_down(ctx, &h.views[h_part(u.index)], x, &self.tensors[u.index].a, d),
         }
+    }
+
+    /// The adapter over layer `layer`'s stacked `targets` (q, k, v; gate, up), where it adapts
+    /// each of them alone, through one [`SharedA`] with their B's back to back; `h` is the
+    /// scratch for their x·Aᵀ.
+    pub fn stacked<'a>(&'a self, layer: usize, targets: &[Target], h: &'a GpuBuffer) -> Option<StackedLora<'a>> {
+        let tensors: Vec<usize> = targets.iter().map(|&t| self.index(layer, t)).collect::<Option<_>>()?;
+        let group = self.shared_of[tensors[0]]?.group;
+        let shared = &self.shared[group];
+        if shared.members != tensors {
+            return None;
+        }
+        let first = &self.tensors[tensors[0]];
+        let mut starts = [usize::MAX; 2];
+        let mut end = 0;
+        for (start, &i) in starts.iter_mut().zip(&tensors[..tensors.len() - 1]) {
+            end += self.tensors[i].d_out;
+            *start = end;
+        }
+        Some(StackedLora { a: &shared.a, b: shared.b.as_ref()?, h, count: tensors.len(), rank: first.rank, d_in: first.d_in, scale: first.scale, starts })
     }
 
     /// The largest rank (scratch buffers are sized by it).

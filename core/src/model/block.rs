@@ -15,6 +15,7 @@ use crate::ops::residual::{residual_accumulate, residual_forward};
 use crate::ops::rmsnorm::{add_rmsnorm_forward, rmsnorm_forward};
 use crate::ops::rope::{rope_forward, RopeDims};
 use crate::ops::swiglu::gated_forward;
+use crate::lora::gpu::StackedLora;
 use crate::error::ensure;
 use crate::ops::matmul::{Accumulate, InputNorm};
 use crate::{Error, GpuBuffer, GpuContext, Result};
@@ -102,8 +103,9 @@ pub(crate) struct NextNorm<'a> {
     pub rstd: &'a GpuBuffer,
 }
 
-/// What the block runs as one launch instead of several: inference on a few tokens where no
-/// adapter changes those weights. Training (Default) projects each target alone.
+/// What the block runs as one launch instead of several: inference on a few tokens, where no
+/// adapter changes those weights or one adapts all of them alike (`qkv_lora`,
+/// `gate_up_lora`). Training (Default) projects each target alone.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Fused<'a> {
     /// q, k and v of one token as one matmul (`GpuLayer::qkv_forward`) into this buffer, of
@@ -120,6 +122,10 @@ pub(crate) struct Fused<'a> {
     /// norms the sum itself (matrix-vector kernels; layers without a post-attention norm,
     /// the stream updated in place).
     pub gate_up_norms: bool,
+    /// The adapter's q, k and v over the stacked q/k/v launch (none of its input norm then).
+    pub qkv_lora: Option<StackedLora<'a>>,
+    /// The adapter's gate and up over the gate/up launch (none of its input norm then).
+    pub gate_up_lora: Option<StackedLora<'a>>,
 }
 
 /// out = inp·Wᵀ (+ bias) (+ the adapter's part) for one target of the block, combined with
@@ -166,7 +172,11 @@ pub(crate) fn block_forward(
         None => {}
     }
     match (fused.qkv, &layer.q_norm, &layer.k_norm) {
-        (Some(qkv), ..) => layer.qkv_forward(ctx, qkv, if qkv_norm.is_some() { b.x } else { b.xn1 }, n, qkv_norm)?,
+        (Some(qkv), ..) => {
+            let input = if qkv_norm.is_some() { b.x } else { b.xn1 };
+            let term = fused.qkv_lora.map(|l| l.down(ctx, input, n)).transpose()?;
+            layer.qkv_forward(ctx, qkv, input, n, qkv_norm, term)?
+        }
         (None, Some(q_norm), Some(k_norm)) => {
             project_new(Target::Q, b.q_raw, b.xn1)?;
             project_new(Target::K, b.k_raw, b.xn1)?;
@@ -232,7 +242,11 @@ pub(crate) fn block_forward(
     }
     let x_mid = b.x_mid.unwrap_or(b.x);
     match fused.gate_up {
-        Some(gate_up) => gate_up.gated_forward(ctx, cfg.activation, b.h, if gate_up_norm.is_some() { x_mid } else { b.xn2 }, n, gate_up_norm)?,
+        Some(gate_up) => {
+            let input = if gate_up_norm.is_some() { x_mid } else { b.xn2 };
+            let term = fused.gate_up_lora.map(|l| l.down(ctx, input, n)).transpose()?;
+            gate_up.gated_forward(ctx, cfg.activation, b.h, input, n, gate_up_norm, term)?
+        }
         None => {
             project_new(Target::Gate, b.gate, b.xn2)?;
             project_new(Target::Up, b.up, b.xn2)?;

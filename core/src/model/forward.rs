@@ -6,7 +6,7 @@
 
 use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::{Arena, KernelPaths};
-use crate::lora::gpu::{GpuAdapter, LoraUse};
+use crate::lora::gpu::{GpuAdapter, LoraUse, StackedLora};
 use crate::model::backward::lm_head_parts;
 use crate::model::block::{block_forward, Attention, BlockBuffers, Chain, Fused, NextNorm};
 use crate::lora::{Adapter, Target};
@@ -152,13 +152,14 @@ impl GpuLayer {
     /// out(n, q + 2·kv) = inp·[W_q; W_k; W_v]ᵀ (+ the biases): the three projections of `n`
     /// tokens in one matmul, where the layer holds them stacked (else an error); with `norm`,
     /// of inp's rows normed in the same launch (1 to 4 rows, on GPUs).
-    pub(crate) fn qkv_forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, n: usize, norm: Option<InputNorm>) -> Result<()> {
+    pub(crate) fn qkv_forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, n: usize, norm: Option<InputNorm>, term: Option<LowRankTerm>) -> Result<()> {
         let Some((w, bias)) = &self.qkv else {
             return Err(Error::Shape("q, k and v are not stacked in this layer".into()));
         };
-        match norm {
-            Some(norm) => w.normed_forward(ctx, out, inp, n, norm)?,
-            None => w.forward(ctx, out, inp, n, None)?,
+        match (norm, term) {
+            (Some(_), Some(_)) => return Err(Error::Shape("the stacked q/k/v launch takes an input norm or the adapter's term, not both".into())),
+            (Some(norm), None) => w.normed_forward(ctx, out, inp, n, norm)?,
+            (None, term) => w.forward(ctx, out, inp, n, term)?,
         }
         match bias {
             Some(b) => bias_forward(ctx, out, b, n, w.shape().0),
@@ -523,19 +524,37 @@ impl Model {
     /// What layer `i` runs as one launch for `t` tokens: q, k and v of one token as one matmul,
     /// and gate, up and the activation of up to 4 as one matrix-vector launch on GPUs (the
     /// other kernel paths have no such kernel), where the layer holds them stacked and no
-    /// adapter changes them; on GPUs each with the norm before it (after attention's output
-    /// is added to the stream in o's launch, where no post-norm comes between).
+    /// adapter changes them, or (on GPUs) the adapter adapts all of them alike; on GPUs, where
+    /// no adapter does, each with the norm before it (after attention's output is added to the
+    /// stream in o's launch, where no post-norm comes between).
     fn fused(&self, ctx: &GpuContext, i: usize, t: usize) -> Fused<'_> {
         let layer = &self.layers[i];
-        let unadapted = |targets: &[Target]| targets.iter().all(|&target| self.adapted(i, target).is_none());
+        let gemv = t <= GEMV_ROWS && ctx.kernel_paths() == KernelPaths::Gpu && self.cfg.hidden_size.is_multiple_of(8);
+        // Ok(None): no adapter changes them; Ok(Some): one adapts them all on the stacked
+        // launch; Err: neither (each projected apart)
+        let lora = |targets: &[Target]| -> std::result::Result<Option<StackedLora<'_>>, ()> {
+            if targets.iter().all(|&target| self.adapted(i, target).is_none()) {
+                return Ok(None);
+            }
+            let adapter = self.adapter.as_ref().filter(|_| gemv).ok_or(())?;
+            adapter.stacked(i, targets, &self.lora_h.whole).map(Some).ok_or(())
+        };
+        let (qkv_lora, gate_up_lora) = (lora(&[Target::Q, Target::K, Target::V]), lora(&[Target::Gate, Target::Up]));
         let qkv = self
             .one_token_qkv
             .as_ref()
-            .filter(|_| t == 1 && layer.qkv.is_some() && layer.q_norm.is_none() && unadapted(&[Target::Q, Target::K, Target::V]))
+            .filter(|_| t == 1 && layer.qkv.is_some() && layer.q_norm.is_none() && qkv_lora.is_ok())
             .map(|(whole, _)| whole);
-        let gemv = t <= GEMV_ROWS && ctx.kernel_paths() == KernelPaths::Gpu && self.cfg.hidden_size.is_multiple_of(8);
-        let gate_up = layer.gate_up.as_ref().filter(|_| gemv && unadapted(&[Target::Gate, Target::Up]));
-        Fused { qkv, gate_up, qkv_norms: qkv.is_some() && gemv, gate_up_norms: gate_up.is_some() && layer.post_attn_norm.is_none() }
+        let gate_up = layer.gate_up.as_ref().filter(|_| gemv && gate_up_lora.is_ok());
+        let (qkv_lora, gate_up_lora) = (qkv_lora.ok().flatten().filter(|_| qkv.is_some()), gate_up_lora.ok().flatten().filter(|_| gate_up.is_some()));
+        Fused {
+            qkv,
+            gate_up,
+            qkv_norms: qkv.is_some() && gemv && qkv_lora.is_none(),
+            gate_up_norms: gate_up.is_some() && layer.post_attn_norm.is_none() && gate_up_lora.is_none(),
+            qkv_lora,
+            gate_up_lora,
+        }
     }
 
     /// Fails when `cache` has no room for `t` more tokens.

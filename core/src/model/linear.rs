@@ -86,11 +86,13 @@ impl Linear {
     /// out(M, rows/2) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows, where this weight holds
     /// gate's rows then up's ([`Linear::upload_stacked`]): one launch on GPUs for what
     /// otherwise takes two matmuls and the activation; with `norm`, of inp's rows normed as
-    /// they are read (the norm before the MLP in the same launch).
-    pub fn gated_forward(&self, ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, m: usize, norm: Option<InputNorm>) -> Result<()> {
+    /// they are read (the norm before the MLP in the same launch), or with a term over the
+    /// stacked rows (the adapter's gate and up).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gated_forward(&self, ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, m: usize, norm: Option<InputNorm>, term: Option<LowRankTerm>) -> Result<()> {
         match self {
-            Linear::F32 { w, rows, cols } => matmul_gemv_gated(ctx, act, out, inp, w, MatmulDims::new(m, rows / 2, *cols), norm),
-            Linear::Quant(q) => matmul_quant_gemv_gated(ctx, act, out, inp, q, m, norm),
+            Linear::F32 { w, rows, cols } => matmul_gemv_gated(ctx, act, out, inp, w, MatmulDims::new(m, rows / 2, *cols), norm, term),
+            Linear::Quant(q) => matmul_quant_gemv_gated(ctx, act, out, inp, q, m, norm, term),
         }
     }
 

@@ -15,7 +15,7 @@ use super::residual::residual_accumulate;
 use super::swiglu::Activation;
 use crate::error::ensure;
 use crate::gpu::{grid_1d, Kernel, KernelPaths, Shader, Variant};
-use crate::{GpuBuffer, GpuContext, Result};
+use crate::{Error, GpuBuffer, GpuContext, Result};
 use std::sync::Arc;
 
 /// Sizes of one matmul call; `batch` matrices of a and c, b shared unless `b_batched`.
@@ -180,6 +180,11 @@ struct StridedParams {
     term_v_sr: u32,
     /// The matrix-vector kernels' input norm (matmul_tiled_normed.wgsl): its eps.
     norm_eps: f32,
+    /// The matrix-vector kernels' term over stacked weights ([`StackedTerm`]).
+    term_h_row: u32,
+    term_h_part: u32,
+    term_start1: u32,
+    term_start2: u32,
 }
 
 /// LoRA dropout on one side of a product: the mask of ops::dropout at each value's flat index
@@ -442,9 +447,30 @@ pub struct LowRankTerm<'a> {
     /// Dropout on the term's product alone, at each output's flat index (LoRA's mask on its
     /// part of dx): (p, seed); p 0 for none.
     pub dropout: (f32, u32),
+    /// A forward's term over stacked weights (the matrix-vector kernels only).
+    pub stacked: Option<StackedTerm>,
+}
+
+/// The term of stacked weights' product (q, k and v as one matmul, each target with its LoRA;
+/// V: their B's back to back): the targets' h lie side by side in H, `h_part` floats apart,
+/// each row `h_row` floats long; output rows from `starts[0]` on take the second's, from
+/// `starts[1]` on the third's (usize::MAX: no third).
+#[derive(Clone, Copy, Debug)]
+pub struct StackedTerm {
+    pub h_row: usize,
+    pub h_part: usize,
+    pub starts: [usize; 2],
 }
 
 impl LowRankTerm<'_> {
+    /// The matrix-vector kernels' (term_h_row, term_h_part, term_start1, term_start2).
+    pub(crate) fn gemv_layout(&self) -> [u32; 4] {
+        match self.stacked {
+            Some(s) => [s.h_row as u32, s.h_part as u32, s.starts[0].min(u32::MAX as usize) as u32, s.starts[1].min(u32::MAX as usize) as u32],
+            None => [self.rank as u32, 0, u32::MAX, u32::MAX],
+        }
+    }
+
     /// The term as a product of its own, in `kind`'s layout, into `m` rows of `width` columns.
     fn dims(&self, kind: MatmulKind, m: usize, width: usize) -> MatmulDims {
         match kind {
@@ -475,6 +501,14 @@ impl LowRankTerm<'_> {
             format!("{op}: the low-rank term's dropout probability {} is outside [0, 1)", self.dropout.0)
         })?;
         let (h_len, v_len, _) = kind.operand_lens(&self.dims(kind, m, width));
+        let h_len = match self.stacked {
+            Some(s) => {
+                let parts = 1 + s.starts.iter().filter(|&&x| x < width).count();
+                ensure(kind == MatmulKind::Forward && self.dropout.0 == 0.0 && s.h_row >= self.rank, || format!("{op}: a term over stacked weights is a forward's, without dropout, its rows no shorter than its rank ({s:?})"))?;
+                (parts - 1) * s.h_part + (m - 1) * s.h_row + self.rank
+            }
+            None => h_len,
+        };
         check_len(op, "the low-rank term's h", self.h, h_len)?;
         check_len(op, "the low-rank term's v", self.v, v_len)
     }
@@ -532,18 +566,24 @@ pub fn matmul_low_rank_with(
 /// out(M, N) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows of inp (M, K), with `w` (2N, K)
 /// holding W_gate's rows then W_up's (`Linear::upload_stacked`): a gated MLP's two
 /// projections and its activation in one launch, for decoding on GPUs; with `norm`, of
-/// inp's rows normed as they are read.
+/// inp's rows normed as they are read; or with a term over the stacked rows (LoRA's h·Bᵀ of
+/// gate and up: its `stacked` starts up's rows at N).
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, norm: Option<InputNorm>) -> Result<()> {
+pub fn matmul_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, norm: Option<InputNorm>, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_gemv_gated";
     check_gemv(op, d, norm)?;
     check_len(op, "inp", inp, d.m * d.k)?;
     check_len(op, "w", w, 2 * d.n * d.k)?;
     check_len(op, "out", out, d.m * d.n)?;
-    let params = StridedParams { norm_eps: norm.map_or(0.0, |x| x.eps), ..gemv_params(d, Accumulate::OVERWRITE) };
-    let (shader, inputs) = match norm {
-        Some(norm) => (Shader::MatmulTiledNormed, vec![inp, w, norm.weight]),
-        None => (Shader::MatmulTiled, vec![inp, w]),
+    let params = StridedParams { norm_eps: norm.map_or(0.0, |x| x.eps), ..gemv_term_params(gemv_params(d, Accumulate::OVERWRITE), term) };
+    let (shader, inputs) = match (norm, term) {
+        (Some(_), Some(_)) => return Err(Error::Shape(format!("{op}: an input norm or a low-rank term, not both"))),
+        (Some(norm), None) => (Shader::MatmulTiledNormed, vec![inp, w, norm.weight]),
+        (None, Some(t)) => {
+            t.check(op, MatmulKind::Forward, d.m, 2 * d.n)?;
+            (Shader::MatmulTiledLowRank, vec![inp, w, t.h, t.v])
+        }
+        (None, None) => (Shader::MatmulTiled, vec![inp, w]),
     };
     let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
     ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(d.n), 4.0 * (d.m * d.n * d.k) as f64)
@@ -570,6 +610,14 @@ fn check_gemv(op: &str, d: MatmulDims, norm: Option<InputNorm>) -> Result<()> {
         Some(norm) => check_len(op, "norm weight", norm.weight, d.k),
         None => Ok(()),
     }
+}
+
+/// `params` with a forward's `term` (a matrix-vector kernel's: none of its dropout).
+fn gemv_term_params(params: StridedParams, term: Option<LowRankTerm>) -> StridedParams {
+    let Some(t) = term else { return params };
+    let (term_v_sj, term_v_sr) = t.v_strides(MatmulKind::Forward, 0);
+    let [term_h_row, term_h_part, term_start1, term_start2] = t.gemv_layout();
+    StridedParams { term_r: t.rank as u32, term_scale: t.scale, term_v_sj, term_v_sr, term_h_row, term_h_part, term_start1, term_start2, ..params }
 }
 
 /// The matrix-vector kernels' params for out(M, N) = beta·out + alpha·inp(M, K)·W(N, K)ᵀ.
@@ -680,6 +728,7 @@ fn launch(
     ensure(term.is_none() || takes_term, || {
         format!("{op}: a low-rank term is added by the tiled kernels to one unbatched product, with no dropout but its own (none on cooperative matrices and in the matrix-vector kernel)")
     })?;
+    ensure(term.is_none_or(|t| t.stacked.is_none()) || tiling == MatmulTiling::Gemv, || format!("{op}: a term over stacked weights is the matrix-vector kernel's, not {tiling:?}'s"))?;
     match tiling {
         MatmulTiling::Register | MatmulTiling::RegisterNarrow => {
             ensure(d.register_fits(), || {
@@ -707,14 +756,7 @@ fn launch(
             ensure(kind == MatmulKind::Forward && d.batch == 1 && d.m <= GEMV_ROWS, || {
                 format!("{op}: the matrix-vector kernel takes the forward of 1 to {GEMV_ROWS} rows, got {d:?}")
             })?;
-            let (term_v_sj, term_v_sr) = term.map_or((0, 0), |t| t.v_strides(kind, cols));
-            let params = StridedParams {
-                term_r: term_rank as u32,
-                term_scale: term.map_or(0.0, |t| t.scale),
-                term_v_sj,
-                term_v_sr,
-                ..gemv_params(d, acc)
-            };
+            let params = gemv_term_params(gemv_params(d, acc), term);
             let groups = grid_rows(d.n);
             let (shader, inputs) = match term {
                 Some(t) => (Shader::MatmulTiledLowRank, vec![a, b, t.h, t.v]),
@@ -767,7 +809,7 @@ fn launch(
                 term_scale: term.map_or(0.0, |t| t.scale),
                 term_v_sj,
                 term_v_sr,
-                norm_eps: 0.0,
+                ..bytemuck::Zeroable::zeroed()
             };
             let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];
             let shader = match (term.is_some(), tiling.rounds_to_f16()) {

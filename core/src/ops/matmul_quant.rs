@@ -69,6 +69,11 @@ struct Params {
     drop_p: f32,
     /// The matrix-vector kernels' input norm (matmul_<format>_normed.wgsl): its eps.
     norm_eps: f32,
+    /// The matrix-vector kernels' term over stacked weights (ops::matmul::StackedTerm).
+    term_h_row: u32,
+    term_h_part: u32,
+    term_start1: u32,
+    term_start2: u32,
 }
 
 /// The entry points of a matmul_<format>.wgsl, named by core/build/ after its blocks.
@@ -168,13 +173,24 @@ pub fn matmul_quant_low_rank(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer
 /// holding W_gate's rows then W_up's (`Linear::upload_stacked`): a gated MLP's two
 /// projections and its activation in one launch, for decoding on GPUs; with `norm`, of
 /// inp's rows normed as they are read.
-pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: Option<InputNorm>) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: Option<InputNorm>, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_quant_gemv_gated";
     let n = w.rows / 2;
     ensure(w.rows.is_multiple_of(2) && n > 0, || format!("{op}: the weight holds {} rows, not gate's and up's", w.rows))?;
-    let (shader, params) = gemv_launch(op, inp, out, w, m, n, norm)?;
+    let (mut shader, mut params) = gemv_launch(op, inp, out, w, m, n, norm)?;
+    let mut inputs = gemv_inputs(w, inp, norm);
+    if let Some(t) = term {
+        ensure(norm.is_none(), || format!("{op}: an input norm or a low-rank term, not both"))?;
+        t.check(op, MatmulKind::Forward, m, w.rows)?;
+        let (term_v_sj, term_v_sr) = t.v_strides(MatmulKind::Forward, w.rows);
+        let [term_h_row, term_h_part, term_start1, term_start2] = t.gemv_layout();
+        params = Params { term_r: t.rank as u32, term_scale: t.scale, term_v_sj, term_v_sr, term_h_row, term_h_part, term_start1, term_start2, ..params };
+        shader = shaders(w.format).low_rank;
+        inputs.extend([t.h, t.v]);
+    }
     let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
-    ctx.dispatch_counted(&kernel, &gemv_inputs(w, inp, norm), &[out], &params, grid_rows(n), 4.0 * (m * n * w.cols) as f64)
+    ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(n), 4.0 * (m * n * w.cols) as f64)
 }
 
 /// out(M, N) = rmsnorm(inp)·Wᵀ for 1 to 4 rows of inp (M, K): the norm and the projection
@@ -338,6 +354,8 @@ pub fn matmul_quant_with(
     };
     let accumulates = (tiled || block == QuantBlock::Gemv) && splits == 1;
     let (term_v_sj, term_v_sr) = term.map_or((0, 0), |t| t.v_strides(kind, out_cols));
+    ensure(term.is_none_or(|t| t.stacked.is_none()) || block == QuantBlock::Gemv, || format!("{op}: a term over stacked weights is the matrix-vector kernel's, not {block:?}'s"))?;
+    let [term_h_row, term_h_part, term_start1, term_start2] = term.map_or([0; 4], |t| t.gemv_layout());
     let params = Params {
         m: m as u32,
         n: n as u32,
@@ -354,6 +372,10 @@ pub fn matmul_quant_with(
         drop_seed: term.map_or(0, |t| super::cpu::lowbias32(t.dropout.1)),
         drop_p: term.map_or(0.0, |t| t.dropout.0),
         norm_eps: 0.0,
+        term_h_row,
+        term_h_part,
+        term_start1,
+        term_start2,
     };
     let groups = [groups[0], groups[1], splits as u32];
     let flops = 2.0 * (m * n * k + m * out_cols * term.map_or(0, |t| t.rank)) as f64;
