@@ -226,11 +226,11 @@ fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 // column j (row j of W) splits the reduction, consecutive invocations reading consecutive
 // weights, and sums the parts in workgroup memory:
 //   c(i, j) = beta·c(i, j) + alpha · (Σ_r a(i, r)·b(j, r) + term_scale · Σ_q H(i,q)·V(j,q))
-// (strides as above, z = 0; the low-rank term, LoRA's h·Bᵀ, where composed with one, its
-// ranks spread over the invocations like the reduction's steps). Composed with an input norm
-// instead (matmul_tiled_normed.wgsl, pieces/input_norm.wgsl), a(i, ·) is normed as it is
-// read: Σ_r a(i, r)·norm_w(r)·b(j, r) / rms(a(i, ·)). The grid folds columns past 65535
-// into y.
+// (strides as above, z = 0; the low-rank term, LoRA's h·Bᵀ, where composed with one: summed
+// after the reduction, pieces/low_rank_term.wgsl's gemv_term). Composed with an input norm
+// (matmul_tiled_normed.wgsl, pieces/input_norm.wgsl, with a term's bindings too), a(i, ·)
+// is normed as it is read: Σ_r a(i, r)·norm_w(r)·b(j, r) / rms(a(i, ·)), the term added
+// unscaled. The grid folds columns past 65535 into y.
 const GEMV_WG: u32 = 64u;
 var<workgroup> gemv_part: array<vec4<f32>, GEMV_WG>;
 var<workgroup> gemv_ss_part: array<vec4<f32>, GEMV_WG>; // the rows' sums of squares (NORMED)
@@ -259,13 +259,6 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             ss[i] += x * x;
         }
     }
-    let jt = min(j, p.N - 1u);
-    for (var q = lid; q < p.term_r; q += GEMV_WG) {
-        let v = p.term_scale * term_v_at(jt * p.term_v_sj + q * p.term_v_sr);
-        for (var i = 0u; i < p.M; i++) {
-            acc[i] += term_h_of(jt, i, q) * v;
-        }
-    }
     gemv_part[lid] = acc;
     if (NORMED) { gemv_ss_part[lid] = ss; }
     workgroupBarrier();
@@ -278,7 +271,7 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     if (live && lid < p.M) {
         let idx = lid * p.N + j;
-        var v = p.alpha * gemv_part[0][lid] * gemv_input_scale(lid);
+        var v = p.alpha * (gemv_part[0][lid] * gemv_input_scale(lid) + gemv_term(j, lid));
         if (p.beta != 0.0) {
             v += p.beta * c[idx];
         }
@@ -314,16 +307,6 @@ fn matmul_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             ss[i] += x * x;
         }
     }
-    // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
-    let jt = min(j, p.N - 1u);
-    for (var q = lid; q < p.term_r; q += GEMV_WG) {
-        let vg = p.term_scale * term_v_at(jt * p.term_v_sj + q * p.term_v_sr);
-        let vu = p.term_scale * term_v_at((jt + p.N) * p.term_v_sj + q * p.term_v_sr);
-        for (var i = 0u; i < p.M; i++) {
-            gate[i] += term_h_of(jt, i, q) * vg;
-            up[i] += term_h_of(jt + p.N, i, q) * vu;
-        }
-    }
     gemv_part[lid] = gate;
     gemv_up_part[lid] = up;
     if (NORMED) { gemv_ss_part[lid] = ss; }
@@ -337,7 +320,9 @@ fn matmul_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         workgroupBarrier();
     }
     if (j < p.N && lid < p.M) {
+        // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
         let scale = gemv_input_scale(lid);
-        c[lid * p.N + j] = gated(gemv_part[0][lid] * scale, gemv_up_part[0][lid] * scale, GATE_GELU);
+        let gate = gemv_part[0][lid] * scale + gemv_term(j, lid);
+        c[lid * p.N + j] = gated(gate, gemv_up_part[0][lid] * scale + gemv_term(j + p.N, lid), GATE_GELU);
     }
 }

@@ -87,7 +87,8 @@ fn main() {
         write(&out.join(format!("matmul_{}.wgsl", f.name)), &text);
         // the GPU kernels again (no generated entry points) with more inputs bound before
         // `out` and pieces swapped: a low-rank term, that with f16 tiles too (whose `enable`
-        // must open the file), and an input norm (no NF4: its weights are never stacked)
+        // must open the file), and an input norm with a term (no NF4: its weights are never
+        // stacked)
         let gpu_kernels_with = |inputs: &[&str], swaps: &[(&str, &str)]| {
             compose(&dir.join("quant.wgsl"))
                 + &with_bindings_before_out(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name, inputs)
@@ -99,7 +100,7 @@ fn main() {
         let f16_tiles = gpu_kernels_with(&term, &[LOW_RANK_TERM, QUANT_TILE_F16]);
         write(&out.join(format!("matmul_{}_f16_tiles.wgsl", f.name)), &format!("enable f16;\n\n{f16_tiles}"));
         if f.name != "nf4" {
-            write(&out.join(format!("matmul_{}_normed.wgsl", f.name)), &gpu_kernels_with(&["norm_w"], &[QUANT_INPUT_NORM]));
+            write(&out.join(format!("matmul_{}_normed.wgsl", f.name)), &gpu_kernels_with(&["norm_w", "term_h", "term_v"], &[QUANT_INPUT_NORM, LOW_RANK_TERM]));
         }
         writeln!(entries, "/// matmul_{}.wgsl's entry points.", f.name).unwrap();
         writeln!(entries, "pub const {}_ENTRIES: QuantEntries = QuantEntries {{", f.name.to_uppercase()).unwrap();

@@ -204,9 +204,9 @@ fn matmul_quant_backward_input_tiled(@builtin(workgroup_id) wid: vec3<u32>, @bui
 
 // The forward of at most 4 rows of inp (decoding a token) on GPUs: one workgroup of 64
 // invocations per row j of W, each decoding groups of 8 weights along K (consecutive
-// invocations take consecutive groups) and taking its share of the low-rank term's ranks
-// (where composed with one: LoRA's h·Bᵀ), then a sum in workgroup memory. Composed with an
-// input norm instead (matmul_<format>_normed.wgsl, pieces/input_norm.wgsl), each row of inp
+// invocations take consecutive groups), then a sum in workgroup memory, and the low-rank
+// term where composed with one (LoRA's h·Bᵀ: pieces/low_rank_term.wgsl's gemv_term). Composed
+// with an input norm (matmul_<format>_normed.wgsl, pieces/input_norm.wgsl), each row of inp
 // is normed as it is read, as matmul_tiled.wgsl's matmul_gemv does. The grid folds rows past
 // 65535 into y.
 var<workgroup> qg_part: array<vec4<f32>, 64>;
@@ -239,12 +239,6 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             ss[i] += dot(x0, x0) + dot(x1, x1);
         }
     }
-    for (var q = lid; q < p.term_r; q += 64u) {
-        let v = p.term_scale * term_v_at(jw * p.term_v_sj + q * p.term_v_sr);
-        for (var i = 0u; i < p.M; i++) {
-            acc[i] += term_h_of(jw, i, q) * v;
-        }
-    }
     qg_part[lid] = acc;
     if (NORMED) { qg_ss_part[lid] = ss; }
     workgroupBarrier();
@@ -257,7 +251,7 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     }
     if (j < p.N && lid < p.M) {
         let idx = lid * p.N + j;
-        var o = p.alpha * qg_part[0][lid] * qg_input_scale(lid);
+        var o = p.alpha * (qg_part[0][lid] * qg_input_scale(lid) + gemv_term(j, lid));
         if (p.beta != 0.0) {
             o += p.beta * out[idx];
         }
@@ -299,15 +293,6 @@ fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
             ss[i] += dot(x0, x0) + dot(x1, x1);
         }
     }
-    // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
-    for (var q = lid; q < p.term_r; q += 64u) {
-        let vg = p.term_scale * term_v_at(jw * p.term_v_sj + q * p.term_v_sr);
-        let vu = p.term_scale * term_v_at((jw + p.N) * p.term_v_sj + q * p.term_v_sr);
-        for (var i = 0u; i < p.M; i++) {
-            gate[i] += term_h_of(jw, i, q) * vg;
-            up[i] += term_h_of(jw + p.N, i, q) * vu;
-        }
-    }
     qg_part[lid] = gate;
     qg_up_part[lid] = up;
     if (NORMED) { qg_ss_part[lid] = ss; }
@@ -321,7 +306,9 @@ fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
         workgroupBarrier();
     }
     if (j < p.N && lid < p.M) {
+        // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
         let scale = qg_input_scale(lid);
-        out[lid * p.N + j] = gated(qg_part[0][lid] * scale, qg_up_part[0][lid] * scale, GATE_GELU);
+        let gate = qg_part[0][lid] * scale + gemv_term(j, lid);
+        out[lid * p.N + j] = gated(gate, qg_up_part[0][lid] * scale + gemv_term(j + p.N, lid), GATE_GELU);
     }
 }

@@ -15,3 +15,7 @@ fn term_v_at(idx: u32) -> f32 {
 fn term_h_of(j: u32, i: u32, q: u32) -> f32 {
     return 0.0;
 }
+
+fn gemv_term(j: u32, i: u32) -> f32 {
+    return 0.0;
+}

@@ -18,3 +18,14 @@ fn term_h_of(j: u32, i: u32, q: u32) -> f32 {
     let part = select(0u, 1u, j >= p.term_start1) + select(0u, 1u, j >= p.term_start2);
     return term_h[part * p.term_h_part + i * p.term_h_row + q];
 }
+
+// The matrix-vector kernels' term for row i and output row j: term_scale·Σ_q H(i, q)·V(j, q),
+// summed by the one invocation that stores the output, after the reduction (so that an
+// input norm's 1/rms, which scales the product, leaves it alone).
+fn gemv_term(j: u32, i: u32) -> f32 {
+    var t = 0.0;
+    for (var q = 0u; q < p.term_r; q++) {
+        t += term_h_of(j, i, q) * term_v_at(j * p.term_v_sj + q * p.term_v_sr);
+    }
+    return p.term_scale * t;
+}

@@ -326,7 +326,7 @@ fn matmul_gemv_normed_is_the_norm_then_the_product() {
         let norm = InputNorm { weight: &nwb, eps };
         // the plain kernel over the first n rows of w
         let out = poisoned(ctx, m * n);
-        one_launch("normed", &|| matmul_gemv_normed(ctx, &out, &xb, &wb, MatmulDims::new(m, n, k), norm).unwrap());
+        one_launch("normed", &|| matmul_gemv_normed(ctx, &out, &xb, &wb, MatmulDims::new(m, n, k), norm, None).unwrap());
         let mut want = vec![0.0; m * n];
         cpu::matmul_forward(&mut want, &xn, &to_f64(&w[..n * k]), m, n, k);
         assert_close(&format!("normed {m}×{n}×{k}"), &read(ctx, &out), &want, ATOL, RTOL);
@@ -338,7 +338,7 @@ fn matmul_gemv_normed_is_the_norm_then_the_product() {
         }
     }
     let buf = upload(ctx, &[0.0; 64]);
-    let err = matmul_gemv_normed(ctx, &buf, &buf, &buf, MatmulDims::new(1, 4, 8), InputNorm { weight: &upload(ctx, &[1.0; 4]), eps }).unwrap_err();
+    let err = matmul_gemv_normed(ctx, &buf, &buf, &buf, MatmulDims::new(1, 4, 8), InputNorm { weight: &upload(ctx, &[1.0; 4]), eps }, None).unwrap_err();
     assert!(err.to_string().contains("norm weight holds 4 values, expected at least 8"), "{err}");
 }
 
@@ -581,7 +581,8 @@ fn matmul_shared_input_matches_cpu() {
 /// Decoding with an adapter over stacked weights: the matrix-vector kernel adds each stacked
 /// part's h·Bᵀ from that part's h (q, k and v: three parts; the gated kernel: gate's and up's),
 /// in its launch, for H laid out as decoding writes it (the parts' h side by side in each row)
-/// and as the shared-input launch does (each part's rows apart); against the CPU.
+/// and as the shared-input launch does (each part's rows apart); and with the input norm
+/// (which scales the product, not the term); against the CPU.
 #[test]
 fn gemv_adds_a_term_over_stacked_weights() {
     use hearth_core::ops::matmul::StackedTerm;
@@ -609,6 +610,17 @@ fn gemv_adds_a_term_over_stacked_weights() {
             let extra = stacked_term_reference(&h, &v, m, rows, rank, 1.5, h_row, h_part, starts);
             let want: Vec<f64> = want.iter().zip(&extra).map(|(a, b)| a + b).collect();
             assert_close(&format!("{m}×{rows}×{k} + rank {rank} term over {sizes:?}, {stacked:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+            // normed: the stream's rows (far from unit RMS) normed as they are read
+            let (nw, eps) = (rng.vec_uniform(k, 0.5, 1.5), 1e-5);
+            let (x3, nwb): (Vec<f32>, _) = (x.iter().map(|v| 3.0 * v).collect(), upload(ctx, &nw));
+            let norm = InputNorm { weight: &nwb, eps };
+            let xn = rmsnorm_reference(&x3, &nw, m, k, eps);
+            let out = poisoned(ctx, m * rows);
+            matmul_gemv_normed(ctx, &out, &upload(ctx, &x3), &upload(ctx, &w[..rows * k]), MatmulDims::new(m, rows, k), norm, Some(term)).unwrap();
+            let mut normed = vec![0.0; m * rows];
+            cpu::matmul_forward(&mut normed, &xn, &to_f64(&w[..rows * k]), m, rows, k);
+            let normed: Vec<f64> = normed.iter().zip(&extra).map(|(a, b)| a + b).collect();
+            assert_close(&format!("normed {m}×{rows}×{k} + rank {rank} term, {stacked:?}"), &read(ctx, &out), &normed, ATOL, RTOL);
             // gate's rows then up's, the first `n` of the parts above
             let n = sizes[0];
             let gated = StackedTerm { starts: [n, usize::MAX], ..stacked };
@@ -619,6 +631,10 @@ fn gemv_adds_a_term_over_stacked_weights() {
                 let extra = stacked_term_reference(&h, &v, m, 2 * n, rank, 1.5, h_row, h_part, gated.starts);
                 let want = gated_reference(act == Activation::GeluTanh, &to_f64(&x), &w[..2 * n * k], m, n, k, Some(&extra));
                 assert_close(&format!("{act:?} {m}×{n}×{k} + rank {rank} term, {gated:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+                let out = poisoned(ctx, m * n);
+                matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x3), &upload(ctx, &w[..2 * n * k]), MatmulDims::new(m, n, k), Some(norm), Some(term)).unwrap();
+                let want = gated_reference(act == Activation::GeluTanh, &xn, &w[..2 * n * k], m, n, k, Some(&extra));
+                assert_close(&format!("normed {act:?} {m}×{n}×{k} + rank {rank} term, {gated:?}"), &read(ctx, &out), &want, ATOL, RTOL);
             }
         }
     }

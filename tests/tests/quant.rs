@@ -215,7 +215,7 @@ fn gemv_normed_is_the_norm_then_the_product() {
                 let plain = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
                 let stacked = QuantTensor::quantize(format, &rng.vec_uniform(2 * n * k, -1.0, 1.0), 2 * n, k).unwrap();
                 let out = poisoned(ctx, m * n);
-                let normed = matmul_quant_gemv_normed(ctx, &out, &xb, &GpuQuantWeight::upload(ctx, &plain).unwrap(), m, norm);
+                let normed = matmul_quant_gemv_normed(ctx, &out, &xb, &GpuQuantWeight::upload(ctx, &plain).unwrap(), m, norm, None);
                 if format == QuantFormat::Nf4 {
                     let err = normed.unwrap_err();
                     assert!(err.to_string().contains("Nf4 weights have no matrix-vector kernel with an input norm"), "{err}");
@@ -317,7 +317,8 @@ fn one_row_forward_matches_for_any_k() {
 
 /// The quantized matrix-vector kernels with a term over stacked weights (decoding with an
 /// adapter over q, k and v as one matmul, and over gate and up): each part's h·Bᵀ from that
-/// part's h, every format, plain and gated; against the CPU over the dequantized weights.
+/// part's h, every format, plain and gated, and with the input norm (every format that
+/// stacks: not NF4); against the CPU over the dequantized weights.
 #[test]
 fn gemv_adds_a_term_over_stacked_weights() {
     use hearth_core::ops::matmul::StackedTerm;
@@ -340,6 +341,18 @@ fn gemv_adds_a_term_over_stacked_weights() {
                 let extra = stacked_term_reference(&h, &v, m, rows, rank, 0.5, stacked.h_row, stacked.h_part, stacked.starts);
                 let want: Vec<f64> = want.iter().zip(&extra).map(|(a, b)| a + b).collect();
                 assert_close(&format!("{format:?} {m}×{rows}×{k} + rank {rank} term over {sizes:?}"), &read(ctx, &out), &want, 4e-4, 1e-4);
+                let (nw, eps) = (rng.vec_uniform(k, 0.5, 1.5), 1e-5);
+                let nwb = upload(ctx, &nw);
+                let norm = InputNorm { weight: &nwb, eps };
+                let xn = rmsnorm_reference(&x, &nw, m, k, eps);
+                if format != QuantFormat::Nf4 {
+                    let out = poisoned(ctx, m * rows);
+                    matmul_quant_gemv_normed(ctx, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, norm, Some(term)).unwrap();
+                    let mut want = vec![0.0; m * rows];
+                    cpu::matmul_forward(&mut want, &xn, &to_f64(&t.dequantize()), m, rows, k);
+                    let want: Vec<f64> = want.iter().zip(&extra).map(|(a, b)| a + b).collect();
+                    assert_close(&format!("{format:?} normed {m}×{rows}×{k} + rank {rank} term"), &read(ctx, &out), &want, 4e-4, 1e-4);
+                }
                 let n = sizes[0];
                 let gated = StackedTerm { starts: [n, usize::MAX], ..stacked };
                 let t = QuantTensor::quantize(format, &rng.vec_uniform(2 * n * k, -1.0, 1.0), 2 * n, k).unwrap();
@@ -348,6 +361,12 @@ fn gemv_adds_a_term_over_stacked_weights() {
                 let extra = stacked_term_reference(&h, &v, m, 2 * n, rank, 0.5, gated.h_row, gated.h_part, gated.starts);
                 let want = gated_reference(false, &to_f64(&x), &t.dequantize(), m, n, k, Some(&extra));
                 assert_close(&format!("{format:?} gated {m}×{n}×{k} + rank {rank} term"), &read(ctx, &out), &want, 4e-4, 1e-4);
+                if format != QuantFormat::Nf4 {
+                    let out = poisoned(ctx, m * n);
+                    matmul_quant_gemv_gated(ctx, Activation::Silu, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, Some(norm), Some(LowRankTerm { stacked: Some(gated), ..term })).unwrap();
+                    let want = gated_reference(false, &xn, &t.dequantize(), m, n, k, Some(&extra));
+                    assert_close(&format!("{format:?} normed gated {m}×{n}×{k} + rank {rank} term"), &read(ctx, &out), &want, 4e-4, 1e-4);
+                }
             }
         }
     });

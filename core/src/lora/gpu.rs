@@ -4,7 +4,7 @@ use super::{Adapter, LoraTensor, Target};
 use crate::error::ensure;
 use crate::gpu::Arena;
 use crate::ops::lora::{lora_down, lora_down_shared, LoraDims};
-use crate::ops::matmul::{matmul, Accumulate, LowRankTerm, MatmulDims, MatmulKind, SplitParts, StackedTerm};
+use crate::ops::matmul::{matmul, matmul_gemv_normed, Accumulate, InputNorm, LowRankTerm, MatmulDims, MatmulKind, SplitParts, StackedTerm};
 use crate::{GpuBuffer, GpuContext, Result};
 
 pub struct GpuLora {
@@ -91,10 +91,14 @@ pub struct StackedLora<'a> {
 }
 
 impl<'a> StackedLora<'a> {
-    /// Records h = x·Aᵀ of the targets for `m` rows of `x` and returns their term.
-    pub fn down(self, ctx: &GpuContext, x: &GpuBuffer, m: usize) -> Result<LowRankTerm<'a>> {
-        let width = self.count * self.rank;
-        matmul(ctx, MatmulKind::Forward, self.h, x, self.a, MatmulDims::new(m, width, self.d_in), Accumulate::OVERWRITE)?;
+    /// Records h = x·Aᵀ of the targets for `m` rows of `x` (normed as they are read where
+    /// `norm` says: the stacked launch norms them too) and returns their term.
+    pub fn down(self, ctx: &GpuContext, x: &GpuBuffer, m: usize, norm: Option<InputNorm>) -> Result<LowRankTerm<'a>> {
+        let (width, d) = (self.count * self.rank, MatmulDims::new(m, self.count * self.rank, self.d_in));
+        match norm {
+            Some(norm) => matmul_gemv_normed(ctx, self.h, x, self.a, d, norm, None)?,
+            None => matmul(ctx, MatmulKind::Forward, self.h, x, self.a, d, Accumulate::OVERWRITE)?,
+        }
         let stacked = Some(StackedTerm { h_row: width, h_part: self.rank, starts: self.starts });
         Ok(LowRankTerm { h: self.h, v: self.b, rank: self.rank, scale: self.scale, dropout: (0.0, 0), stacked })
     }

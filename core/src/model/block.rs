@@ -122,9 +122,9 @@ pub(crate) struct Fused<'a> {
     /// norms the sum itself (matrix-vector kernels; layers without a post-attention norm,
     /// the stream updated in place).
     pub gate_up_norms: bool,
-    /// The adapter's q, k and v over the stacked q/k/v launch (none of its input norm then).
+    /// The adapter's q, k and v over the stacked q/k/v launch.
     pub qkv_lora: Option<StackedLora<'a>>,
-    /// The adapter's gate and up over the gate/up launch (none of its input norm then).
+    /// The adapter's gate and up over the gate/up launch.
     pub gate_up_lora: Option<StackedLora<'a>>,
 }
 
@@ -174,7 +174,7 @@ pub(crate) fn block_forward(
     match (fused.qkv, &layer.q_norm, &layer.k_norm) {
         (Some(qkv), ..) => {
             let input = if qkv_norm.is_some() { b.x } else { b.xn1 };
-            let term = fused.qkv_lora.map(|l| l.down(ctx, input, n)).transpose()?;
+            let term = fused.qkv_lora.map(|l| l.down(ctx, input, n, qkv_norm)).transpose()?;
             layer.qkv_forward(ctx, qkv, input, n, qkv_norm, term)?
         }
         (None, Some(q_norm), Some(k_norm)) => {
@@ -244,7 +244,7 @@ pub(crate) fn block_forward(
     match fused.gate_up {
         Some(gate_up) => {
             let input = if gate_up_norm.is_some() { x_mid } else { b.xn2 };
-            let term = fused.gate_up_lora.map(|l| l.down(ctx, input, n)).transpose()?;
+            let term = fused.gate_up_lora.map(|l| l.down(ctx, input, n, gate_up_norm)).transpose()?;
             gate_up.gated_forward(ctx, cfg.activation, b.h, input, n, gate_up_norm, term)?
         }
         None => {

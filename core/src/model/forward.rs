@@ -156,10 +156,9 @@ impl GpuLayer {
         let Some((w, bias)) = &self.qkv else {
             return Err(Error::Shape("q, k and v are not stacked in this layer".into()));
         };
-        match (norm, term) {
-            (Some(_), Some(_)) => return Err(Error::Shape("the stacked q/k/v launch takes an input norm or the adapter's term, not both".into())),
-            (Some(norm), None) => w.normed_forward(ctx, out, inp, n, norm)?,
-            (None, term) => w.forward(ctx, out, inp, n, term)?,
+        match norm {
+            Some(norm) => w.normed_forward(ctx, out, inp, n, norm, term)?,
+            None => w.forward(ctx, out, inp, n, term)?,
         }
         match bias {
             Some(b) => bias_forward(ctx, out, b, n, w.shape().0),
@@ -524,9 +523,9 @@ impl Model {
     /// What layer `i` runs as one launch for `t` tokens: q, k and v of one token as one matmul,
     /// and gate, up and the activation of up to 4 as one matrix-vector launch on GPUs (the
     /// other kernel paths have no such kernel), where the layer holds them stacked and no
-    /// adapter changes them, or (on GPUs) the adapter adapts all of them alike; on GPUs, where
-    /// no adapter does, each with the norm before it (after attention's output is added to the
-    /// stream in o's launch, where no post-norm comes between).
+    /// adapter changes them, or (on GPUs) the adapter adapts all of them alike; on GPUs each
+    /// with the norm before it (after attention's output is added to the stream in o's launch,
+    /// where no post-norm comes between), the adapter's x·Aᵀ too.
     fn fused(&self, ctx: &GpuContext, i: usize, t: usize) -> Fused<'_> {
         let layer = &self.layers[i];
         let gemv = t <= GEMV_ROWS && ctx.kernel_paths() == KernelPaths::Gpu && self.cfg.hidden_size.is_multiple_of(8);
@@ -550,8 +549,8 @@ impl Model {
         Fused {
             qkv,
             gate_up,
-            qkv_norms: qkv.is_some() && gemv && qkv_lora.is_none(),
-            gate_up_norms: gate_up.is_some() && layer.post_attn_norm.is_none() && gate_up_lora.is_none(),
+            qkv_norms: qkv.is_some() && gemv,
+            gate_up_norms: gate_up.is_some() && layer.post_attn_norm.is_none(),
             qkv_lora,
             gate_up_lora,
         }

@@ -96,12 +96,12 @@ impl Linear {
         }
     }
 
-    /// out(M, rows) = rmsnorm(inp)·Wᵀ for 1 to 4 rows: the norm and this projection in one
-    /// launch on GPUs (decoding).
-    pub fn normed_forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, m: usize, norm: InputNorm) -> Result<()> {
+    /// out(M, rows) = rmsnorm(inp)·Wᵀ (+ the term: the adapter's h·Bᵀ) for 1 to 4 rows: the
+    /// norm and this projection in one launch on GPUs (decoding).
+    pub fn normed_forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, m: usize, norm: InputNorm, term: Option<LowRankTerm>) -> Result<()> {
         match self {
-            Linear::F32 { w, rows, cols } => matmul_gemv_normed(ctx, out, inp, w, MatmulDims::new(m, *rows, *cols), norm),
-            Linear::Quant(q) => matmul_quant_gemv_normed(ctx, out, inp, q, m, norm),
+            Linear::F32 { w, rows, cols } => matmul_gemv_normed(ctx, out, inp, w, MatmulDims::new(m, *rows, *cols), norm, term),
+            Linear::Quant(q) => matmul_quant_gemv_normed(ctx, out, inp, q, m, norm, term),
         }
     }
 

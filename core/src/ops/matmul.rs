@@ -15,7 +15,7 @@ use super::residual::residual_accumulate;
 use super::swiglu::Activation;
 use crate::error::ensure;
 use crate::gpu::{grid_1d, Kernel, KernelPaths, Shader, Variant};
-use crate::{Error, GpuBuffer, GpuContext, Result};
+use crate::{GpuBuffer, GpuContext, Result};
 use std::sync::Arc;
 
 /// Sizes of one matmul call; `batch` matrices of a and c, b shared unless `b_batched`.
@@ -566,40 +566,47 @@ pub fn matmul_low_rank_with(
 /// out(M, N) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows of inp (M, K), with `w` (2N, K)
 /// holding W_gate's rows then W_up's (`Linear::upload_stacked`): a gated MLP's two
 /// projections and its activation in one launch, for decoding on GPUs; with `norm`, of
-/// inp's rows normed as they are read; or with a term over the stacked rows (LoRA's h·Bᵀ of
-/// gate and up: its `stacked` starts up's rows at N).
+/// inp's rows normed as they are read; with `term`, plus a low-rank term over the stacked
+/// rows (LoRA's h·Bᵀ of gate and up: its `stacked` starts up's rows at N).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, norm: Option<InputNorm>, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_gemv_gated";
-    check_gemv(op, d, norm)?;
-    check_len(op, "inp", inp, d.m * d.k)?;
     check_len(op, "w", w, 2 * d.n * d.k)?;
-    check_len(op, "out", out, d.m * d.n)?;
-    let params = StridedParams { norm_eps: norm.map_or(0.0, |x| x.eps), ..gemv_term_params(gemv_params(d, Accumulate::OVERWRITE), term) };
-    let (shader, inputs) = match (norm, term) {
-        (Some(_), Some(_)) => return Err(Error::Shape(format!("{op}: an input norm or a low-rank term, not both"))),
-        (Some(norm), None) => (Shader::MatmulTiledNormed, vec![inp, w, norm.weight]),
-        (None, Some(t)) => {
-            t.check(op, MatmulKind::Forward, d.m, 2 * d.n)?;
-            (Shader::MatmulTiledLowRank, vec![inp, w, t.h, t.v])
-        }
-        (None, None) => (Shader::MatmulTiled, vec![inp, w]),
-    };
+    let (shader, inputs, params) = gemv_launch(op, out, inp, w, d, 2 * d.n, norm, term)?;
     let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
     ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(d.n), 4.0 * (d.m * d.n * d.k) as f64)
 }
 
-/// out(M, N) = rmsnorm(inp)·Wᵀ for 1 to 4 rows of inp (M, K) and w (N, K): the norm and the
-/// projection after it in one matrix-vector launch, for decoding on GPUs.
-pub fn matmul_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, norm: InputNorm) -> Result<()> {
+/// out(M, N) = rmsnorm(inp)·Wᵀ (+ a forward's low-rank term) for 1 to 4 rows of inp (M, K)
+/// and w (N, K): the norm and the projection after it in one matrix-vector launch, for
+/// decoding on GPUs.
+pub fn matmul_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, norm: InputNorm, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_gemv_normed";
-    check_gemv(op, d, Some(norm))?;
-    check_len(op, "inp", inp, d.m * d.k)?;
     check_len(op, "w", w, d.n * d.k)?;
+    let (shader, inputs, params) = gemv_launch(op, out, inp, w, d, d.n, Some(norm), term)?;
+    ctx.dispatch_counted(&Kernel::new(shader, "matmul_gemv", 0), &inputs, &[out], &params, grid_rows(d.n), 2.0 * (d.m * d.n * d.k) as f64)
+}
+
+/// The checks, shader, inputs and params of a matrix-vector launch of `d` over `rows` rows
+/// of w (the gated kernel's gate and up), with an input norm and a term as given: the normed
+/// composition binds a term's operands (any buffers where there is none: its rank 0 never
+/// reads them).
+#[allow(clippy::too_many_arguments)]
+fn gemv_launch<'a>(op: &str, out: &GpuBuffer, inp: &'a GpuBuffer, w: &'a GpuBuffer, d: MatmulDims, rows: usize, norm: Option<InputNorm<'a>>, term: Option<LowRankTerm<'a>>) -> Result<(Shader, Vec<&'a GpuBuffer>, StridedParams)> {
+    check_gemv(op, d, norm)?;
+    check_len(op, "inp", inp, d.m * d.k)?;
     check_len(op, "out", out, d.m * d.n)?;
-    let params = StridedParams { norm_eps: norm.eps, ..gemv_params(d, Accumulate::OVERWRITE) };
-    let kernel = Kernel::new(Shader::MatmulTiledNormed, "matmul_gemv", 0);
-    ctx.dispatch_counted(&kernel, &[inp, w, norm.weight], &[out], &params, grid_rows(d.n), 2.0 * (d.m * d.n * d.k) as f64)
+    if let Some(t) = term {
+        t.check(op, MatmulKind::Forward, d.m, rows)?;
+    }
+    let params = StridedParams { norm_eps: norm.map_or(0.0, |x| x.eps), ..gemv_term_params(gemv_params(d, Accumulate::OVERWRITE), term) };
+    let (h, v) = term.map_or((inp, inp), |t| (t.h, t.v));
+    let (shader, inputs) = match (norm, term) {
+        (Some(norm), _) => (Shader::MatmulTiledNormed, vec![inp, w, norm.weight, h, v]),
+        (None, Some(_)) => (Shader::MatmulTiledLowRank, vec![inp, w, h, v]),
+        (None, None) => (Shader::MatmulTiled, vec![inp, w]),
+    };
+    Ok((shader, inputs, params))
 }
 
 /// The shapes the matrix-vector kernels take: the forward of 1 to 4 rows, and a norm weight

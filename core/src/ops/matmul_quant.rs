@@ -172,50 +172,57 @@ pub fn matmul_quant_low_rank(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer
 /// out(M, N) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows of inp (M, K), with `w` (2N, K)
 /// holding W_gate's rows then W_up's (`Linear::upload_stacked`): a gated MLP's two
 /// projections and its activation in one launch, for decoding on GPUs; with `norm`, of
-/// inp's rows normed as they are read.
+/// inp's rows normed as they are read; with `term`, plus a low-rank term over the stacked
+/// rows (LoRA's h·Bᵀ of gate and up).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: Option<InputNorm>, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_quant_gemv_gated";
     let n = w.rows / 2;
     ensure(w.rows.is_multiple_of(2) && n > 0, || format!("{op}: the weight holds {} rows, not gate's and up's", w.rows))?;
-    let (mut shader, mut params) = gemv_launch(op, inp, out, w, m, n, norm)?;
-    let mut inputs = gemv_inputs(w, inp, norm);
-    if let Some(t) = term {
-        ensure(norm.is_none(), || format!("{op}: an input norm or a low-rank term, not both"))?;
-        t.check(op, MatmulKind::Forward, m, w.rows)?;
-        let (term_v_sj, term_v_sr) = t.v_strides(MatmulKind::Forward, w.rows);
-        let [term_h_row, term_h_part, term_start1, term_start2] = t.gemv_layout();
-        params = Params { term_r: t.rank as u32, term_scale: t.scale, term_v_sj, term_v_sr, term_h_row, term_h_part, term_start1, term_start2, ..params };
-        shader = shaders(w.format).low_rank;
-        inputs.extend([t.h, t.v]);
-    }
+    let (shader, inputs, params) = gemv_launch(op, inp, out, w, m, n, norm, term)?;
     let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
     ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(n), 4.0 * (m * n * w.cols) as f64)
 }
 
-/// out(M, N) = rmsnorm(inp)·Wᵀ for 1 to 4 rows of inp (M, K): the norm and the projection
-/// after it in one matrix-vector launch, for decoding on GPUs (not NF4).
-pub fn matmul_quant_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: InputNorm) -> Result<()> {
+/// out(M, N) = rmsnorm(inp)·Wᵀ (+ a forward's low-rank term) for 1 to 4 rows of inp (M, K):
+/// the norm and the projection after it in one matrix-vector launch, for decoding on GPUs
+/// (not NF4).
+pub fn matmul_quant_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: InputNorm, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_quant_gemv_normed";
-    let (shader, params) = gemv_launch(op, inp, out, w, m, w.rows, Some(norm))?;
-    ctx.dispatch_counted(&Kernel::new(shader, "matmul_quant_gemv", 0), &gemv_inputs(w, inp, Some(norm)), &[out], &params, grid_rows(w.rows), 2.0 * (m * w.rows * w.cols) as f64)
+    let (shader, inputs, params) = gemv_launch(op, inp, out, w, m, w.rows, Some(norm), term)?;
+    ctx.dispatch_counted(&Kernel::new(shader, "matmul_quant_gemv", 0), &inputs, &[out], &params, grid_rows(w.rows), 2.0 * (m * w.rows * w.cols) as f64)
 }
 
-/// The checks, shader and params of a matrix-vector launch over `m` rows of inp with `n`
-/// outputs per row (a normed input: the format's `_normed` composition).
-fn gemv_launch(op: &str, inp: &GpuBuffer, out: &GpuBuffer, w: &GpuQuantWeight, m: usize, n: usize, norm: Option<InputNorm>) -> Result<(Shader, Params)> {
+/// The checks, shader, inputs and params of a matrix-vector launch over `m` rows of inp with
+/// `n` outputs per row, with an input norm (the format's `_normed` composition, which binds a
+/// term's operands: any buffers where there is none, its rank 0 never reading them) and a
+/// term over the weight's rows as given.
+#[allow(clippy::too_many_arguments)]
+fn gemv_launch<'a>(op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, w: &'a GpuQuantWeight, m: usize, n: usize, norm: Option<InputNorm<'a>>, term: Option<LowRankTerm<'a>>) -> Result<(Shader, Vec<&'a GpuBuffer>, Params)> {
     let k = w.cols;
     ensure((1..=4).contains(&m), || format!("{op}: the matrix-vector kernel takes 1 to 4 rows, got {m}"))?;
     ensure(k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
     check_len(op, "inp", inp, m * k)?;
     check_len(op, "out", out, m * n)?;
-    let shader = match norm {
-        Some(norm) => {
+    if let Some(t) = term {
+        t.check(op, MatmulKind::Forward, m, w.rows)?;
+    }
+    let mut inputs = weight_and_input(w, inp);
+    let (h, v) = term.map_or((inp, inp), |t| (t.h, t.v));
+    let shader = match (norm, term) {
+        (Some(norm), _) => {
             check_len(op, "norm weight", norm.weight, k)?;
+            inputs.extend([norm.weight, h, v]);
             shaders(w.format).normed.ok_or_else(|| Error::Shape(format!("{op}: {:?} weights have no matrix-vector kernel with an input norm", w.format)))?
         }
-        None => shaders(w.format).plain,
+        (None, Some(_)) => {
+            inputs.extend([h, v]);
+            shaders(w.format).low_rank
+        }
+        (None, None) => shaders(w.format).plain,
     };
+    let (term_v_sj, term_v_sr) = term.map_or((0, 0), |t| t.v_strides(MatmulKind::Forward, w.rows));
+    let [term_h_row, term_h_part, term_start1, term_start2] = term.map_or([0; 4], |t| t.gemv_layout());
     let params = Params {
         m: m as u32,
         n: n as u32,
@@ -224,17 +231,17 @@ fn gemv_launch(op: &str, inp: &GpuBuffer, out: &GpuBuffer, w: &GpuQuantWeight, m
         aux: w.nf4.as_ref().map_or(0.0, |nf4| nf4.2),
         splits: 1,
         norm_eps: norm.map_or(0.0, |x| x.eps),
+        term_r: term.map_or(0, |t| t.rank as u32),
+        term_scale: term.map_or(0.0, |t| t.scale),
+        term_v_sj,
+        term_v_sr,
+        term_h_row,
+        term_h_part,
+        term_start1,
+        term_start2,
         ..bytemuck::Zeroable::zeroed()
     };
-    Ok((shader, params))
-}
-
-/// A matrix-vector launch's inputs by the binding convention: W's buffers, inp, the norm's
-/// weight.
-fn gemv_inputs<'a>(w: &'a GpuQuantWeight, inp: &'a GpuBuffer, norm: Option<InputNorm<'a>>) -> Vec<&'a GpuBuffer> {
-    let mut inputs = weight_and_input(w, inp);
-    inputs.extend(norm.map(|x| x.weight));
-    inputs
+    Ok((shader, inputs, params))
 }
 
 /// W's buffers, then inp: every launch's first inputs.
