@@ -94,7 +94,8 @@ impl<'a> StackedLora<'a> {
     /// Records h = x·Aᵀ of the targets for `m` rows of `x` (normed as they are read where
     /// `norm` says: the stacked launch norms them too) and returns their term.
     pub fn down(self, ctx: &GpuContext, x: &GpuBuffer, m: usize, norm: Option<InputNorm>) -> Result<LowRankTerm<'a>> {
-        let (width, d) = (self.count * self.rank, MatmulDims::new(m, self.count * self.rank, self.d_in));
+        let width = self.count * self.rank;
+        let d = MatmulDims::new(m, width, self.d_in);
         match norm {
             Some(norm) => matmul_gemv_normed(ctx, self.h, x, self.a, d, norm, None)?,
             None => matmul(ctx, MatmulKind::Forward, self.h, x, self.a, d, Accumulate::OVERWRITE)?,
@@ -154,15 +155,14 @@ impl LoraLayout {
         LoraLayout { sizes, a, b, seed_index, groups, layers }
     }
 
-    /// An arena's parts (read in arena order) in the adapter's order: A then B of each tensor.
-    pub fn canonical(&self, mut parts: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
-        self.a.iter().zip(&self.b).flat_map(|(&a, &b)| [std::mem::take(&mut parts[a]), std::mem::take(&mut parts[b])]).collect()
-    }
-
-    /// The arena part each of the adapter's order's values goes to (the inverse of
-    /// [`LoraLayout::canonical`]).
+    /// The arena part of each of A and B in the adapter's order (A then B of each tensor).
     pub fn arena_order(&self) -> Vec<usize> {
         self.a.iter().zip(&self.b).flat_map(|(&a, &b)| [a, b]).collect()
+    }
+
+    /// An arena's parts (read in arena order) in the adapter's order.
+    pub fn canonical(&self, mut parts: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+        self.arena_order().into_iter().map(|p| std::mem::take(&mut parts[p])).collect()
     }
 }
 

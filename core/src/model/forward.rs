@@ -151,7 +151,8 @@ impl GpuLayer {
 
     /// out(n, q + 2·kv) = inp·[W_q; W_k; W_v]ᵀ (+ the biases): the three projections of `n`
     /// tokens in one matmul, where the layer holds them stacked (else an error); with `norm`,
-    /// of inp's rows normed in the same launch (1 to 4 rows, on GPUs).
+    /// of inp's rows normed in the same launch (1 to 4 rows, on GPUs); with `term`, plus the
+    /// adapter's q, k and v (a term over the stacked rows).
     pub(crate) fn qkv_forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, n: usize, norm: Option<InputNorm>, term: Option<LowRankTerm>) -> Result<()> {
         let Some((w, bias)) = &self.qkv else {
             return Err(Error::Shape("q, k and v are not stacked in this layer".into()));
