@@ -106,3 +106,25 @@ fn bench_ops_json_names_each_kernel() {
         assert!(!kernels.is_empty() && kernels.iter().all(|k| k.as_str().unwrap().starts_with(prefix)), "{r}");
     }
 }
+
+/// HEARTH_ADAPTER=noop: wgpu's backend that runs nothing, shaped like a GPU, so that a bench
+/// times the host's side alone (recording, bind groups, submissions): the GPU kernels' paths,
+/// the same launches every step as a real GPU would get, no GPU time claimed.
+#[test]
+fn bench_train_on_the_noop_backend_times_the_host_alone() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["bench", "train", "tests/fixtures/tiny-llama", "--seq-len", "16", "--batch-size", "2", "--steps", "2", "--r", "4", "--json"])
+        .env("HEARTH_ADAPTER", "noop")
+        .current_dir(repo())
+        .output()
+        .expect("run hearth");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(v["adapter"]["backend"], "Noop", "{v}");
+    assert!(v["gpu_ms_per_step"].is_null() && v["gpu_time_note"].is_string(), "{v}");
+    assert!(f(&v, "host_ms_per_step") > 0.0 && f(&v, "dispatches_per_step") > 10.0, "{v}");
+    // the GPU kernels (workgroup-tiled attention), not a software adapter's
+    let kernels: Vec<&str> = v["kernels"].as_array().unwrap().iter().map(|k| k["kernel"].as_str().unwrap()).collect();
+    assert!(kernels.iter().any(|k| k.starts_with("attention:attention_forward_tiled")), "{kernels:?}");
+    assert_eq!((f(&v, "bind_groups_created_per_step"), f(&v, "buffers_created_per_step")), (0.0, 0.0));
+}

@@ -108,6 +108,39 @@ impl std::fmt::Display for AdapterSummary {
     }
 }
 
+/// The adapter name (HEARTH_ADAPTER) that picks wgpu's noop backend: a device that runs
+/// nothing, shaped like a discrete GPU (the GPU kernels, subgroups of 32, shader-f16, no
+/// timestamps), so that `hearth bench` times the host's side of a step alone: recording,
+/// validation, bind groups, submissions. Every result it reads back is zeros.
+#[cfg(not(target_arch = "wasm32"))]
+pub const NOOP_ADAPTER: &str = "noop";
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn noop_adapter() -> Result<wgpu::Adapter> {
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: (1 << 31) - 4,
+        max_buffer_size: 1 << 36,
+        max_compute_workgroup_storage_size: 48 << 10,
+        max_storage_buffers_per_shader_stage: 16,
+        ..wgpu::Limits::default()
+    };
+    let noop = wgpu::NoopBackendOptions {
+        enable: true,
+        limits: Some(limits),
+        features: Some(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP),
+        device_type: None,
+        subgroup_min_size: Some(32),
+        subgroup_max_size: Some(32),
+    };
+    let descriptor = wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::NOOP,
+        backend_options: wgpu::BackendOptions { noop, ..Default::default() },
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    };
+    let instance = wgpu::Instance::new(descriptor);
+    instance.request_adapter(&Default::default()).await.map_err(|e| Error::NoAdapter(format!("wgpu's noop backend: {e}")))
+}
+
 impl GpuContext {
     /// Picks an adapter (the first whose name contains `name_filter`, case-insensitive, when
     /// given; otherwise the high-performance default), then requests a device with the
@@ -120,6 +153,8 @@ impl GpuContext {
     pub async fn new_with(name_filter: Option<&str>, options: ContextOptions) -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let adapter = match name_filter {
+            #[cfg(not(target_arch = "wasm32"))]
+            Some(NOOP_ADAPTER) => noop_adapter().await?,
             Some(filter) => {
                 let wanted = filter.to_lowercase();
                 let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
@@ -300,9 +335,11 @@ impl GpuContext {
         }
     }
 
-    /// True for CPU-emulated adapters (lavapipe, SwiftShader, a browser's fallback adapter).
+    /// True for CPU-emulated adapters (lavapipe, SwiftShader, a browser's fallback adapter);
+    /// not for wgpu's noop backend, which stands for a GPU (HEARTH_ADAPTER=noop) though wgpu 30
+    /// reports it as a CPU whatever its options say.
     pub fn is_software(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
+        self.info.device_type == wgpu::DeviceType::Cpu && self.info.backend != wgpu::Backend::Noop
     }
 
     /// True for Mesa's lavapipe (llvmpipe): the CI's and the dev machines' adapter.
