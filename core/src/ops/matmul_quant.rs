@@ -221,8 +221,6 @@ fn gemv_launch<'a>(op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, w: &'a GpuQuan
         }
         (None, None) => shaders(w.format).plain,
     };
-    let (term_v_sj, term_v_sr) = term.map_or((0, 0), |t| t.v_strides(MatmulKind::Forward, w.rows));
-    let [term_h_row, term_h_part, term_start1, term_start2] = term.map_or([0; 4], |t| t.gemv_layout());
     let params = Params {
         m: m as u32,
         n: n as u32,
@@ -231,17 +229,30 @@ fn gemv_launch<'a>(op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, w: &'a GpuQuan
         aux: w.nf4.as_ref().map_or(0.0, |nf4| nf4.2),
         splits: 1,
         norm_eps: norm.map_or(0.0, |x| x.eps),
-        term_r: term.map_or(0, |t| t.rank as u32),
-        term_scale: term.map_or(0.0, |t| t.scale),
+        ..bytemuck::Zeroable::zeroed()
+    };
+    Ok((shader, inputs, term_params(params, term, MatmulKind::Forward, w.rows)))
+}
+
+/// `params` with a low-rank term's fields over `out_cols` outputs (kind's): its rank, scale,
+/// V's strides, dropout and its layout over stacked weights; unchanged where there is none.
+fn term_params(params: Params, term: Option<LowRankTerm>, kind: MatmulKind, out_cols: usize) -> Params {
+    let Some(t) = term else { return params };
+    let (term_v_sj, term_v_sr) = t.v_strides(kind, out_cols);
+    let [term_h_row, term_h_part, term_start1, term_start2] = t.gemv_layout();
+    Params {
+        term_r: t.rank as u32,
+        term_scale: t.scale,
         term_v_sj,
         term_v_sr,
+        drop_seed: super::cpu::lowbias32(t.dropout.1),
+        drop_p: t.dropout.0,
         term_h_row,
         term_h_part,
         term_start1,
         term_start2,
-        ..bytemuck::Zeroable::zeroed()
-    };
-    Ok((shader, inputs, params))
+        ..params
+    }
 }
 
 /// W's buffers, then inp: every launch's first inputs.
@@ -360,9 +371,7 @@ pub fn matmul_quant_with(
         (1, 0)
     };
     let accumulates = (tiled || block == QuantBlock::Gemv) && splits == 1;
-    let (term_v_sj, term_v_sr) = term.map_or((0, 0), |t| t.v_strides(kind, out_cols));
     ensure(term.is_none_or(|t| t.stacked.is_none()) || block == QuantBlock::Gemv, || format!("{op}: a term over stacked weights is the matrix-vector kernel's, not {block:?}'s"))?;
-    let [term_h_row, term_h_part, term_start1, term_start2] = term.map_or([0; 4], |t| t.gemv_layout());
     let params = Params {
         m: m as u32,
         n: n as u32,
@@ -372,18 +381,9 @@ pub fn matmul_quant_with(
         beta: if accumulates { acc.beta } else { 0.0 },
         splits: splits as u32,
         r_split: r_split as u32,
-        term_r: term.map_or(0, |t| t.rank as u32),
-        term_scale: term.map_or(0.0, |t| t.scale),
-        term_v_sj,
-        term_v_sr,
-        drop_seed: term.map_or(0, |t| super::cpu::lowbias32(t.dropout.1)),
-        drop_p: term.map_or(0.0, |t| t.dropout.0),
-        norm_eps: 0.0,
-        term_h_row,
-        term_h_part,
-        term_start1,
-        term_start2,
+        ..bytemuck::Zeroable::zeroed()
     };
+    let params = term_params(params, term, kind, out_cols);
     let groups = [groups[0], groups[1], splits as u32];
     let flops = 2.0 * (m * n * k + m * out_cols * term.map_or(0, |t| t.rank)) as f64;
     let kernel = Kernel::new(sh, op, 0).with_variant(variant);
