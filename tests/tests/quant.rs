@@ -6,6 +6,7 @@ use hearth_core::ops::matmul::{Accumulate, MatmulKind};
 use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::ops::swiglu::Activation;
 use hearth_core::ops::matmul::{InputNorm, LowRankTerm};
+use hearth_core::model::weights::{Matrix, MatrixData};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_tests::*;
 
@@ -22,6 +23,44 @@ fn quantize_round_trip_error_is_bounded() {
         let amax = data.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let worst = data.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst <= bound * amax, "{format:?}: worst error {worst} vs absmax {amax}");
+    }
+}
+
+#[test]
+fn gathered_rows_are_the_dequantized_rows() {
+    // A token embedding's lookup (Model::upload_embeddings): rows in any order, repeated,
+    // scaled (Gemma), exactly the rows of the whole tensor dequantized, in every format; NF4's
+    // from past its first absmax group of 256 blocks too, and its rows cut out (a split
+    // lm_head) as if the whole tensor were dequantized first.
+    let mut rng = Rng::new(2);
+    let (rows, cols) = (300, 128);
+    let data = rng.vec_normal(rows * cols, 0.05);
+    let ids = [299u32, 0, 7, 299, 150];
+    let formats = QuantFormat::ALL.map(Some).into_iter().chain([None]);
+    for format in formats {
+        let (held, dense) = match format {
+            Some(f) => {
+                let t = QuantTensor::quantize(f, &data, rows, cols).unwrap();
+                let dense = t.dequantize();
+                (MatrixData::Quant(t), dense)
+            }
+            None => (MatrixData::F32(data.clone()), data.clone()),
+        };
+        let m = Matrix { name: "embed".into(), rows, cols, data: held };
+        for scale in [1.0, 2.5] {
+            let mut bytes = vec![0u8; ids.len() * cols * 4];
+            m.gather_rows(&ids, scale, |i, row| bytes[i * cols * 4..(i + 1) * cols * 4].copy_from_slice(row));
+            let got: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_ne_bytes(b.try_into().unwrap())).collect();
+            for (i, &id) in ids.iter().enumerate() {
+                let want: Vec<f32> = dense[id as usize * cols..][..cols].iter().map(|x| x * scale).collect();
+                assert_eq!(got[i * cols..][..cols], want[..], "{format:?}, scale {scale}: row {id}");
+            }
+        }
+        if format == Some(QuantFormat::Nf4) {
+            let cut = m.rows_slice(260, 300).unwrap();
+            let want = QuantTensor::quantize(QuantFormat::Nf4, &dense[260 * cols..300 * cols], 40, cols).unwrap();
+            assert_eq!(cut.data, MatrixData::Quant(want), "NF4 rows 260..300");
+        }
     }
 }
 

@@ -514,6 +514,20 @@ impl GpuContext {
         }
     }
 
+    /// Writes `len` bytes (a multiple of 4) at the start of `buf` in pieces: `fill` copies
+    /// each through `put(offset, bytes)` straight into the upload's staging memory, so that
+    /// what it gathers is copied once on the host.
+    pub fn write_pieces(&self, buf: &GpuBuffer, len: usize, fill: impl FnOnce(&mut dyn FnMut(usize, &[u8]))) {
+        let Some(size) = wgpu::BufferSize::new(len as u64) else { return };
+        self.flush();
+        let Some(mut view) = self.queue.write_buffer_with(buf.raw(), buf.offset(), size) else {
+            // wgpu has reported the invalid write (out of the buffer's bounds) to the device's
+            // error handler, as write_buffer would
+            return;
+        };
+        fill(&mut |at, bytes| view.slice(at..at + bytes.len()).copy_from_slice(bytes));
+    }
+
     pub fn write_f32(&self, buf: &GpuBuffer, data: &[f32]) {
         self.write_bytes(buf, bytemuck::cast_slice(data));
     }

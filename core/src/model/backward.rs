@@ -498,8 +498,7 @@ impl TrainPass {
         if n == 0 || n > self.max_tokens {
             return Err(Error::Shape(format!("a micro-batch of {n} tokens; this pass holds 1 to {}", self.max_tokens)));
         }
-        let emb = model.embed_rows(&batch.tokens)?;
-        ctx.write_f32(&self.xs[0], &emb);
+        model.upload_embeddings(ctx, &self.xs[0], &batch.tokens)?;
         ctx.write_bytes(&self.s.pos, bytemuck::cast_slice(&batch.pos));
         ctx.write_bytes(&self.s.seg, bytemuck::cast_slice(&batch.seg));
         let (runs, lens) = segment_runs(&batch.seg, n)?;

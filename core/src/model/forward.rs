@@ -480,20 +480,15 @@ impl Model {
         std::mem::replace(&mut self.adapter, adapter)
     }
 
-    /// The token embedding rows of `tokens`, checked against the vocabulary.
-    pub(crate) fn embed_rows(&self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let mut emb = Vec::with_capacity(tokens.len() * self.cfg.hidden_size);
-        for &id in tokens {
-            if id as usize >= self.cfg.vocab_size {
-                return Err(Error::Shape(format!("token id {id} is outside the vocabulary of {}", self.cfg.vocab_size)));
-            }
-            let row = self.embed.row(id as usize)?;
-            match self.cfg.embed_scale {
-                1.0 => emb.extend(row),
-                scale => emb.extend(row.into_iter().map(|x| x * scale)),
-            }
+    /// Uploads the token embeddings of `tokens` (checked against the vocabulary) to the start
+    /// of `out`, each row copied once on the host.
+    pub(crate) fn upload_embeddings(&self, ctx: &GpuContext, out: &GpuBuffer, tokens: &[u32]) -> Result<()> {
+        if let Some(id) = tokens.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
+            return Err(Error::Shape(format!("token id {id} is outside the vocabulary of {}", self.cfg.vocab_size)));
         }
-        Ok(emb)
+        let row_bytes = 4 * self.cfg.hidden_size;
+        ctx.write_pieces(out, tokens.len() * row_bytes, |put| self.embed.gather_rows(tokens, self.cfg.embed_scale, |i, row| put(i * row_bytes, row)));
+        Ok(())
     }
 
     /// The adapter and how it adapts layer `i`'s `target`, if it does.
@@ -591,9 +586,8 @@ impl Model {
     pub(crate) fn run_layers<'a>(&'a self, ctx: &GpuContext, tokens: &[u32], pos: &[u32], attention: &dyn Fn(usize) -> Attention<'a>) -> Result<()> {
         let cfg = &self.cfg;
         let t = tokens.len();
-        let emb = self.embed_rows(tokens)?;
         let s = &self.state;
-        ctx.write_f32(&s.x, &emb);
+        self.upload_embeddings(ctx, &s.x, tokens)?;
         ctx.write_bytes(&s.pos, bytemuck::cast_slice(pos));
         let b = BlockBuffers {
             x: &s.x,

@@ -100,12 +100,28 @@ impl Matrix {
         }
     }
 
-    /// Row `r` in f32 (a token's embedding).
-    pub fn row(&self, r: usize) -> Result<Vec<f32>> {
-        Ok(match self.rows_data(r, r + 1)? {
-            MatrixData::F32(v) => v,
-            MatrixData::Quant(q) => q.dequantize(),
-        })
+    /// Rows `ids` (each below `rows`) times `scale` in f32, handed one by one to `put` with
+    /// their place in `ids`, as the bytes an upload takes: a lookup of token embeddings that
+    /// copies each row once, straight into where it goes.
+    pub fn gather_rows(&self, ids: &[u32], scale: f32, mut put: impl FnMut(usize, &[u8])) {
+        let c = self.cols;
+        let mut row = Vec::with_capacity(c);
+        for (i, &id) in ids.iter().enumerate() {
+            let r = id as usize;
+            match &self.data {
+                MatrixData::F32(v) if scale == 1.0 => {
+                    put(i, bytemuck::cast_slice(&v[r * c..(r + 1) * c]));
+                    continue;
+                }
+                MatrixData::F32(v) => row.extend_from_slice(&v[r * c..(r + 1) * c]),
+                MatrixData::Quant(q) => q.dequantize_rows_into(r, r + 1, &mut row),
+            }
+            if scale != 1.0 {
+                row.iter_mut().for_each(|x| *x *= scale);
+            }
+            put(i, bytemuck::cast_slice(&row));
+            row.clear();
+        }
     }
 
     /// Converts to `format` (dequantizing first when needed); a no-op when it already is.
@@ -141,8 +157,9 @@ impl Matrix {
                 MatrixData::Quant(QuantTensor::from_blocks(q.format, end - start, self.cols, q.q[start * row_bytes..end * row_bytes].to_vec())?)
             }
             MatrixData::Quant(q) => {
-                let dense = q.dequantize();
-                MatrixData::Quant(QuantTensor::quantize(q.format, &dense[start * self.cols..end * self.cols], end - start, self.cols)?)
+                let mut dense = Vec::with_capacity((end - start) * self.cols);
+                q.dequantize_rows_into(start, end, &mut dense);
+                MatrixData::Quant(QuantTensor::quantize(q.format, &dense, end - start, self.cols)?)
             }
         })
     }

@@ -92,25 +92,32 @@ impl QuantTensor {
     }
 
     pub fn dequantize(&self) -> Vec<f32> {
-        let bb = self.format.block_bytes();
         let mut out = Vec::with_capacity(self.rows * self.cols);
+        self.dequantize_rows_into(0, self.rows, &mut out);
+        out
+    }
+
+    /// Rows `start..end` in f32, appended to `out` (a row's blocks are contiguous).
+    pub fn dequantize_rows_into(&self, start: usize, end: usize, out: &mut Vec<f32>) {
+        let bb = self.format.block_bytes();
+        let row_blocks = self.cols / self.block_size;
+        let q = &self.q[start * row_blocks * bb..end * row_blocks * bb];
         match self.format {
-            QuantFormat::F16 => out.extend(kquants::dequantize_f16(&self.q)),
-            QuantFormat::Q8_0 => self.q.chunks(bb).for_each(|b| {
+            QuantFormat::F16 => out.extend(kquants::dequantize_f16(q)),
+            QuantFormat::Q8_0 => q.chunks(bb).for_each(|b| {
                 let d = le_f16(b, 0);
                 out.extend(b[2..34].iter().map(|&v| v as i8 as f32 * d));
             }),
-            QuantFormat::Q4_0 => self.q.chunks(bb).for_each(|b| {
+            QuantFormat::Q4_0 => q.chunks(bb).for_each(|b| {
                 let d = le_f16(b, 0);
                 out.extend(nibbles(&b[2..18]).map(|v| (v as f32 - 8.0) * d));
             }),
-            QuantFormat::Q4_1 => self.q.chunks(bb).for_each(|b| {
+            QuantFormat::Q4_1 => q.chunks(bb).for_each(|b| {
                 let (d, m) = (le_f16(b, 0), le_f16(b, 2));
                 out.extend(nibbles(&b[4..20]).map(|v| v as f32 * d + m));
             }),
-            QuantFormat::Nf4 => nf4::dequantize(&self.q, self.nf4.as_ref().expect("NF4 scales"), &mut out),
+            QuantFormat::Nf4 => nf4::dequantize(q, self.nf4.as_ref().expect("NF4 scales"), start * row_blocks, out),
         }
-        out
     }
 }
 

@@ -60,9 +60,9 @@ pub(super) fn quantize(data: &[f32], q: &mut Vec<u8>) -> Nf4Scales {
     dq
 }
 
-pub(super) fn dequantize(q: &[u8], s: &Nf4Scales, out: &mut Vec<f32>) {
+pub(super) fn dequantize(q: &[u8], s: &Nf4Scales, first_block: usize, out: &mut Vec<f32>) {
     for (b, block) in q.chunks(BLOCK / 2).enumerate() {
-        let a = s.absmax(b);
+        let a = s.absmax(first_block + b);
         for &byte in block {
             out.push(NF4_CODEBOOK[(byte & 0x0F) as usize] * a);
             out.push(NF4_CODEBOOK[(byte >> 4) as usize] * a);
