@@ -77,6 +77,8 @@ run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
 # The f32 matmul's cost against each of M·N and K alone: a fixed cost per launch shows as
 # equal times down the sweep.
 run ops-sweep 20 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --shape 64x64x8 --shape 64x64x4096 --shape 4096x4096x8 --shape 1024x1024x1024 --shape 2048x2048x2048
+# the same f32 forwards without wgpu's bounds checks, loop bounds and zeroed workgroup memory
+run ops-unchecked 20 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --shape 64x64x4096 --shape 2048x1536x576 --shape 4096x4096x4096
 # LoRA's thin matmuls at 4 × 512 tokens, r 16 (their weight gradients take the split reduction)
 run ops-lora 20 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 for model in $MODEL_LIST; do
@@ -90,6 +92,8 @@ for model in $MODEL_LIST; do
         run "train-$model-f32-attention-matmul" 30 env HEARTH_ATTENTION=matmul "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         # forwards in f16 (cooperative matrices where the GPU has them, else f16 tiles; the
         # quantized base's always in f16 tiles), where it has shader-f16 (else the f32 runs)
+        # the kernels without wgpu's bounds checks, loop bounds and zeroed workgroup memory
+        run "train-$model-f32-unchecked" 30 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         for base in f32 q4_1; do
             run "train-$model-$base-f16-forward" 30 env HEARTH_F16_MATMUL=1 "$HEARTH" bench train "$MODELS/$model" --quant $base --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         done

@@ -70,6 +70,10 @@ def main():
         if mm and tiled:
             rows.append((f"{name} f32 train tokens/s: attention as matmuls (HEARTH_ATTENTION=matmul) vs the adapter's own (tiled on GPUs)",
                          num(mm["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(mm["tokens_per_s"], tiled["tokens_per_s"]), ""))
+        unchecked = results.get(f"train-{name}-f32-unchecked")
+        if unchecked and tiled:
+            rows.append((f"{name} f32 train tokens/s: shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0) vs with them",
+                         num(unchecked["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(unchecked["tokens_per_s"], tiled["tokens_per_s"]), ""))
         for base in ("f32", "q4_1"):
             f16 = results.get(f"train-{name}-{base}-f16-forward")
             plain = results.get(f"train-{name}-{base}")
@@ -103,6 +107,7 @@ def main():
                       "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
             lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in model_rows]
     for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
+                       ("ops-unchecked", "f32 forward matmul, shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0)"),
                        ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)")):
         sweep = results.get(key)
         if sweep:

@@ -73,8 +73,9 @@ enum Command {
 /// with the kernels HEARTH_KERNELS names (gpu, software or llvmpipe; default: the adapter's
 /// own) and the training attention HEARTH_ATTENTION names (rows, tiled or matmul), without
 /// subgroup operations where HEARTH_SUBGROUPS=0, with forward matmuls in f16 where
-/// HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), and says
-/// which it picked.
+/// HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), the
+/// kernels without wgpu's runtime checks where HEARTH_SHADER_CHECKS=0, and says which it
+/// picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_forward = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
@@ -82,7 +83,12 @@ pub fn open_gpu() -> Result<GpuContext> {
         Ok("0") | Err(_) => false,
         Ok(other) => bail!("HEARTH_F16_MATMUL={other:?}: expected 1 (forwards on cooperative matrices in f16) or 0 (f32, the default)"),
     };
-    let options = ContextOptions { cooperative_matrix: f16_forward };
+    let unchecked_shaders = match std::env::var("HEARTH_SHADER_CHECKS").as_deref() {
+        Ok("0") => true,
+        Ok("1") | Err(_) => false,
+        Ok(other) => bail!("HEARTH_SHADER_CHECKS={other:?}: expected 0 (the kernels without wgpu's bounds checks, loop bounds and zeroed workgroup memory) or 1 (with them, the default)"),
+    };
+    let options = ContextOptions { cooperative_matrix: f16_forward, unchecked_shaders };
     let mut ctx = pollster::block_on(GpuContext::new_with(filter.as_deref(), options))?.with_f16_forward(f16_forward);
     if f16_forward && !ctx.f16_forward() {
         eprintln!("HEARTH_F16_MATMUL=1: this adapter has neither shader-f16 nor cooperative matrices (`hearth selftest` says what it offers); the matmuls stay f32");
@@ -105,7 +111,7 @@ pub fn open_gpu() -> Result<GpuContext> {
         Ok(other) => bail!("HEARTH_SUBGROUPS={other:?}: expected 0 (off) or 1 (where the adapter has them, the default)"),
     }
     eprintln!(
-        "adapter: {} ({:?} kernels, {:?} attention, {} reductions{})",
+        "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{})",
         ctx.summary(),
         ctx.kernel_paths(),
         AttentionKernels::for_adapter(&ctx),
@@ -114,7 +120,8 @@ pub fn open_gpu() -> Result<GpuContext> {
             (false, _) => "",
             (true, true) => ", f16 forwards on cooperative matrices",
             (true, false) => ", f16 forwards in f16 tiles",
-        }
+        },
+        if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" }
     );
     Ok(ctx)
 }
@@ -127,7 +134,7 @@ pub fn open_coop_gpu(ctx: &GpuContext) -> Result<Option<GpuContext>> {
         return Ok(None);
     }
     let filter = std::env::var("HEARTH_ADAPTER").ok();
-    let coop = pollster::block_on(GpuContext::new_with(filter.as_deref(), ContextOptions { cooperative_matrix: true }))?;
+    let coop = pollster::block_on(GpuContext::new_with(filter.as_deref(), ContextOptions { cooperative_matrix: true, ..Default::default() }))?;
     Ok(coop.has_cooperative_matrix().then_some(coop))
 }
 

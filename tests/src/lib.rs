@@ -43,7 +43,7 @@ pub fn gpu_coop() -> Option<&'static GpuContext> {
         return None;
     }
     CTX.get_or_init(|| {
-        let coop = new_context(ContextOptions { cooperative_matrix: true }).expect("a context with cooperative matrices");
+        let coop = new_context(ContextOptions { cooperative_matrix: true, ..Default::default() }).expect("a context with cooperative matrices");
         coop.has_cooperative_matrix().then_some(coop)
     })
     .as_ref()
@@ -56,10 +56,12 @@ pub fn own_gpu() -> Option<GpuContext> {
     Some(new_context(ContextOptions::default()).expect("a second context on the adapter"))
 }
 
-/// A context on the adapter HEARTH_ADAPTER names (else the default one).
+/// A context on the adapter HEARTH_ADAPTER names (else the default one), its kernels without
+/// wgpu's runtime checks where HEARTH_SHADER_CHECKS=0 (as the CLI's).
 fn new_context(options: ContextOptions) -> hearth_core::Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
-    pollster::block_on(GpuContext::new_with(filter.as_deref(), options))
+    let unchecked_shaders = std::env::var("HEARTH_SHADER_CHECKS").as_deref() == Ok("0");
+    pollster::block_on(GpuContext::new_with(filter.as_deref(), ContextOptions { unchecked_shaders, ..options }))
 }
 
 fn shared(cell: &'static OnceLock<Option<GpuContext>>, paths: Option<KernelPaths>) -> Option<&'static GpuContext> {

@@ -45,6 +45,8 @@ pub struct GpuContext {
     /// Forward matmuls run in f16, summed in f32 (opt-in: on cooperative matrices or in f16
     /// tiles, where the device has them).
     f16_forward: bool,
+    /// ContextOptions::unchecked_shaders.
+    unchecked_shaders: bool,
 }
 
 /// matmul_coop.wgsl's workgroup memory: two 64 × 40 tiles of f16 and a 64 × 64 tile of f32.
@@ -57,6 +59,11 @@ pub struct ContextOptions {
     /// products of f16 into f32, subgroups of exactly 32). Opt-in: wgpu marks them
     /// experimental, and on Vulkan it then compiles every shader under the Vulkan memory model.
     pub cooperative_matrix: bool,
+    /// The kernels compiled without wgpu's safeguards (`HEARTH_SHADER_CHECKS=0`): no bounds
+    /// checks injected where the driver does not enforce them itself, no counters bounding
+    /// every loop, workgroup memory not zeroed before each workgroup. Opt-in, to measure
+    /// what they cost on a GPU (bench/gpu.sh).
+    pub unchecked_shaders: bool,
 }
 
 /// The kernel families: each op has a variant for software adapters and one for GPUs.
@@ -258,6 +265,7 @@ impl GpuContext {
             offers_cooperative_matrix,
             coop_fits,
             f16_forward: false,
+            unchecked_shaders: options.unchecked_shaders,
         }
         .with_adapter_paths())
     }
@@ -286,6 +294,11 @@ impl GpuContext {
     /// The kernel family the launchers pick.
     pub fn kernel_paths(&self) -> KernelPaths {
         self.paths
+    }
+
+    /// Whether the kernels are compiled without wgpu's safeguards (ContextOptions).
+    pub fn unchecked_shaders(&self) -> bool {
+        self.unchecked_shaders
     }
 
     /// This context with training attention on `kernels` whatever the kernel family (to

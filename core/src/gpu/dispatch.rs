@@ -117,10 +117,18 @@ impl GpuContext {
             modules
                 .entry(k.shader)
                 .or_insert_with(|| {
-                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    let desc = wgpu::ShaderModuleDescriptor {
                         label: Some(k.shader.file_name()),
                         source: wgpu::ShaderSource::Wgsl(k.shader.source().into()),
-                    })
+                    };
+                    if !self.unchecked_shaders() {
+                        return self.device.create_shader_module(desc);
+                    }
+                    let checks = wgpu::ShaderRuntimeChecks { bounds_checks: false, force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() };
+                    // SAFETY: Hearth's own kernels only, opted into (ContextOptions): each
+                    // bounds its loops by its params and guards its indexes by them, and every
+                    // launcher checks the buffers' lengths against those params.
+                    unsafe { self.device.create_shader_module_trusted(desc, checks) }
                 })
                 .clone()
         };
@@ -137,6 +145,8 @@ impl GpuContext {
             entry_point: Some(k.entry),
             compilation_options: wgpu::PipelineCompilationOptions {
                 constants: k.variant.constants,
+                // every kernel writes its workgroup memory before it reads it
+                zero_initialize_workgroup_memory: !self.unchecked_shaders(),
                 ..Default::default()
             },
             cache: None,
