@@ -46,7 +46,12 @@ def main():
             target = {"f32 forward": "≥ 0.5", "f16 coop forward": "≥ 0.3"}.get(r["op"], "")
             rows.append((f"matmul 4096³ {r['op']} (GFLOP/s) vs torch {peer_dtype}", num(r["rate"]), num(torch_rate.get(peer_dtype)),
                          ratio(r["rate"], torch_rate.get(peer_dtype)), target))
-    for name, peer in peers.items():
+    # every model with a result of its own, so that Hearth's figures show where the peer failed
+    models = sorted({k.removeprefix("generate-") for k, v in results.items() if v and k.startswith("generate-")}
+                    | {k.removeprefix("train-").rsplit("-", 1)[0] for k, v in results.items() if v and k.startswith("train-") and k.endswith(("-f32", "-q4_1", "-nf4"))}
+                    | set(peers))
+    for name in models:
+        peer = peers.get(name, {})
         fp32 = next((t for t in peer.get("train", []) if t["precision"] == "fp32"), {})
         bf16 = next((t for t in peer.get("train", []) if t["precision"] == "bf16"), {})
         for base in ("f32", "q4_1", "nf4"):
