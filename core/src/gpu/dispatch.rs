@@ -147,7 +147,6 @@ impl GpuContext {
                 constants: k.variant.constants,
                 // every kernel writes its workgroup memory before it reads it
                 zero_initialize_workgroup_memory: !self.unchecked_shaders(),
-                ..Default::default()
             },
             cache: None,
         }));
