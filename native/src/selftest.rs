@@ -141,7 +141,7 @@ fn check_quant_f16(ctx: &GpuContext, format: QuantFormat, rng: &mut Rng) -> Resu
 pub fn run() -> Result<()> {
     let ctx = crate::open_gpu()?;
     print_paths(&ctx);
-    if ctx.summary().backend == "Noop" {
+    if ctx.is_noop() {
         println!("wgpu's noop backend runs nothing, so there are no kernels to check (it is for timing the host's side of `hearth bench`)");
         return Ok(());
     }

@@ -352,7 +352,12 @@ impl GpuContext {
     /// not for wgpu's noop backend, which stands for a GPU (HEARTH_ADAPTER=noop) though wgpu 30
     /// reports it as a CPU whatever its options say.
     pub fn is_software(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu && self.info.backend != wgpu::Backend::Noop
+        self.info.device_type == wgpu::DeviceType::Cpu && !self.is_noop()
+    }
+
+    /// True for wgpu's noop backend (HEARTH_ADAPTER=noop): launches recorded, nothing run.
+    pub fn is_noop(&self) -> bool {
+        self.info.backend == wgpu::Backend::Noop
     }
 
     /// True for Mesa's lavapipe (llvmpipe): the CI's and the dev machines' adapter.
