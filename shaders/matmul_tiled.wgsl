@@ -21,12 +21,17 @@
 // reduction into `splits` ranges of `r_split` steps, one per z, each writing its partial
 // product (alpha 1, beta 0) to its own M × N slice of a scratch; matmul_sum_splits then
 // forms c = beta·c + alpha·Σ partials. Batches are not split (z is either).
+//
+// Blocks along the reduction (pieces/reduction_blocks.wgsl): A, and a term's H, may each be
+// up to three row-major matrices stored apart, one after another along r (a stacked weight's
+// input gradient from its parts' output gradients, and their LoRA terms, in one launch).
 
 // #include "pieces/strided_gemm.wgsl"
 // #include "pieces/gemm_output.wgsl"
 // #include "pieces/tile_f32.wgsl"
 // #include "pieces/gated_activations.wgsl"
 // #include "pieces/input_norm_none.wgsl"
+// #include "pieces/reduction_blocks.wgsl"
 
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
@@ -68,9 +73,12 @@ fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
         var v = 0.0;
         if (i < p.M && rr < r_end) {
             if (term) {
-                v = term_h_at(i * p.term_r + rr);
+                v = term_h_at(term_h_index(i, rr));
             } else {
-                let idx = a_off + i * p.a_si + rr * p.a_sr;
+                var idx = a_off + i * p.a_si + rr * p.a_sr;
+                if (p.a_block2 != 0u) {
+                    idx = block_index(i, rr, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R);
+                }
                 v = drop_at(DROP_A, idx, a[idx]);
             }
         }

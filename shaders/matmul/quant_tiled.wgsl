@@ -21,6 +21,7 @@
 // #include "../pieces/tile_f32.wgsl"
 // #include "../pieces/gated_activations.wgsl"
 // #include "../pieces/input_norm_none.wgsl"
+// #include "../pieces/reduction_blocks.wgsl"
 
 override TQ: u32 = 8u;
 
@@ -28,7 +29,7 @@ var<workgroup> qt_a: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][row]: in
 var<workgroup> qt_b: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][col]: W
 
 // inp(i0 + row, r0 + r) into qt_a[r][row] (zero past r_end), for a row-major inp with
-// `stride` columns.
+// `stride` columns, or in blocks along them (the input gradient of stacked weights).
 fn qt_stage_inp(i0: u32, r0: u32, r_end: u32, stride: u32, flat: u32) {
     let rows = 8u * TQ;
     for (var e = flat; e < rows * 8u; e += TQ * TQ) {
@@ -36,7 +37,10 @@ fn qt_stage_inp(i0: u32, r0: u32, r_end: u32, stride: u32, flat: u32) {
         let r = e % 8u;
         var v = 0.0;
         if (i0 + row < p.M && r0 + r < r_end) {
-            let idx = (i0 + row) * stride + r0 + r;
+            var idx = (i0 + row) * stride + r0 + r;
+            if (p.a_block2 != 0u) {
+                idx = block_index(i0 + row, r0 + r, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), stride);
+            }
             v = inp[idx / 4u][idx % 4u];
         }
         qt_a[r * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(v);
@@ -58,7 +62,7 @@ fn qt_stage_term(i0: u32, j0: u32, q0: u32, ncols: u32, flat: u32) {
         var v = 0.0;
         if (q < p.term_r) {
             if (i0 + row < p.M) {
-                h = term_h_at((i0 + row) * p.term_r + q);
+                h = term_h_at(term_h_index(i0 + row, q));
             }
             if (j0 + row < ncols) {
                 v = p.term_scale * term_v_at((j0 + row) * p.term_v_sj + q * p.term_v_sr);

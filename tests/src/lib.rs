@@ -234,6 +234,26 @@ pub fn stacked_term_reference(h: &[f32], v: &[f32], m: usize, rows: usize, rank:
     out
 }
 
+/// The dense (m, Σ widths) matrix `dense` stored in blocks along its columns, each a
+/// row-major (m, width) matrix of its own, `gap` NaNs between them (a kernel reading past a
+/// block reads NaN): the buffer, and each block's (offset, width) for
+/// ops::matmul::ReductionBlocks.
+pub fn in_blocks(dense: &[f32], m: usize, widths: &[usize], gap: usize) -> (Vec<f32>, Vec<(usize, usize)>) {
+    let total: usize = widths.iter().sum();
+    let (mut buf, mut blocks, mut col) = (Vec::new(), Vec::new(), 0);
+    for &w in widths {
+        if !buf.is_empty() {
+            buf.extend(std::iter::repeat_n(f32::NAN, gap));
+        }
+        blocks.push((buf.len(), w));
+        for i in 0..m {
+            buf.extend_from_slice(&dense[i * total + col..][..w]);
+        }
+        col += w;
+    }
+    (buf, blocks)
+}
+
 /// The RMSNorm of x's m rows of k with `weight` (the CPU reference), for the kernels that norm
 /// their input as they read it.
 pub fn rmsnorm_reference(x: &[f32], weight: &[f32], m: usize, k: usize, eps: f32) -> Vec<f64> {

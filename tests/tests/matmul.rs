@@ -3,7 +3,7 @@
 
 use hearth_core::ops::cpu;
 use hearth_core::ops::swiglu::Activation;
-use hearth_core::ops::matmul::{matmul_dropout_with, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank_with, matmul_with, Accumulate, DropOn, InputNorm, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout};
+use hearth_core::ops::matmul::{matmul_dropout_with, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank_with, matmul_with, Accumulate, DropOn, InputNorm, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout, ReductionBlocks, TermLayout};
 use hearth_tests::*;
 
 // f32 accumulation over K ≤ 300 terms of magnitude ≤ 1: differences stay near 1e-5.
@@ -101,7 +101,7 @@ fn coop_matmul_matches_cpu_where_offered() {
         let d = random_dims(&mut rng, false);
         check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate::OVERWRITE, &mut rng);
     }
-    let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false };
+    let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false, a_blocks: None };
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, batched, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
     // LoRA's h·Bᵀ added after the reduction (matmul_coop_low_rank.wgsl)
@@ -139,7 +139,7 @@ fn f16_tiles_match_cpu_where_offered() {
                     check_on(ctx, kind, tiling, random_dims(&mut rng, false), acc, &mut rng);
                 }
             }
-            let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false };
+            let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false, a_blocks: None };
             check_on(ctx, MatmulKind::Forward, tiling, batched, Accumulate::OVERWRITE, &mut rng);
             check_on(ctx, MatmulKind::Forward, tiling, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
             for (d, rank) in [(MatmulDims::new(37, 24, 52), 8), (MatmulDims::new(130, 72, 36), 13)] {
@@ -367,14 +367,14 @@ fn matmul_batched() {
             if kind == MatmulKind::BackwardWeight && !b_batched {
                 continue;
             }
-            let d = MatmulDims { batch: 3, m: 37, n: 20, k: 44, b_batched, a_shared: false };
+            let d = MatmulDims { batch: 3, m: 37, n: 20, k: 44, b_batched, a_shared: false, a_blocks: None };
             for tiling in MatmulTiling::ALL {
                 check(kind, tiling, d, Accumulate::OVERWRITE, &mut rng);
             }
         }
     }
     with_gpu!(ctx => {
-        let d = MatmulDims { batch: 2, m: 4, n: 4, k: 4, b_batched: false, a_shared: false };
+        let d = MatmulDims { batch: 2, m: 4, n: 4, k: 4, b_batched: false, a_shared: false, a_blocks: None };
         let buf = upload(ctx, &[0.0; 32]);
         let err = matmul_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Register, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
         assert!(err.to_string().contains("fold it into M"), "{err}");
@@ -399,7 +399,7 @@ fn matmul_rejects_wrong_sizes() {
 fn matmul_dropout_on_each_side() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(31);
-        let shapes = [MatmulDims::new(37, 24, 52), MatmulDims { batch: 2, m: 9, n: 12, k: 16, b_batched: true, a_shared: false }, MatmulDims::new(8, 12, 3000)];
+        let shapes = [MatmulDims::new(37, 24, 52), MatmulDims { batch: 2, m: 9, n: 12, k: 16, b_batched: true, a_shared: false, a_blocks: None }, MatmulDims::new(8, 12, 3000)];
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
             for d in shapes {
                 if kind == MatmulKind::BackwardWeight && d.batch > 1 && !d.b_batched {
@@ -466,7 +466,7 @@ fn matmul_low_rank_term_in_the_epilogue() {
         assert_eq!(profile.kernels.values().map(|k| k.launches).sum::<u64>(), 1, "{:?}", profile.kernels);
         // nor anything but a forward or an input gradient of one matrix
         let buf = upload(ctx, &[0.0; 64]);
-        let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0), stacked: None };
+        let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0), layout: TermLayout::Rows };
         let err = matmul_low_rank_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE, term).unwrap_err();
         assert!(err.to_string().contains("low-rank term"), "{err}");
         let short = upload(ctx, &[0.0; 7]);
@@ -476,6 +476,91 @@ fn matmul_low_rank_term_in_the_epilogue() {
         let drop = OperandDropout { on: DropOn::Term, p: 0.5, seed: 1 };
         let err = matmul_dropout_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 4, 4), Accumulate::OVERWRITE, drop).unwrap_err();
         assert!(err.to_string().contains("needs the term"), "{err}");
+    });
+}
+
+/// The input gradient of weights stacked by rows from their parts' output gradients in
+/// blocks apart (ops::matmul::ReductionBlocks: q's, k's and v's; gate's and up's), with no
+/// term, a term as rows and a term in blocks (LoRA's dh of each part against their A's back
+/// to back), with and without the term's dropout, in both tile sizes and across a split
+/// reduction: against the CPU on the dense matrices, in one launch (split: and its sum). A
+/// kernel that cannot read blocks refuses them.
+#[test]
+fn tiled_input_gradient_reads_its_input_in_blocks() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(43);
+        let own = own_gpu().expect("a second context on the adapter");
+        for (m, widths, k) in [(37, vec![24, 8, 8], 52), (130, vec![40, 16], 36), (9, vec![3000, 2000], 20)] {
+            let n: usize = widths.iter().sum();
+            let d = MatmulDims::new(m, n, k);
+            let dense = rng.vec_uniform(m * n, -1.0, 1.0);
+            let (a, blocks) = in_blocks(&dense, m, &widths, 5);
+            let a_blocks = ReductionBlocks::new(&blocks).unwrap();
+            let w = rng.vec_uniform(n * k, -1.0, 1.0);
+            let (ab, wb) = (upload(ctx, &a), upload(ctx, &w));
+            let product = reference(MatmulKind::BackwardInput, &dense, &w, &d);
+            let rank = 3;
+            let count = widths.len();
+            // the term: each part's dh (m, rank) in blocks, their A's (count·rank, k) back to back
+            let h_dense = rng.vec_uniform(m * count * rank, -1.0, 1.0);
+            let (h, h_blocks) = in_blocks(&h_dense, m, &vec![rank; count], 3);
+            let v = rng.vec_uniform(count * rank * k, -1.0, 1.0);
+            let (hb, hdb, vb) = (upload(ctx, &h), upload(ctx, &h_dense), upload(ctx, &v));
+            let term_product = reference(MatmulKind::BackwardInput, &h_dense, &v, &MatmulDims::new(m, count * rank, k));
+            for tiling in [MatmulTiling::Tiled, MatmulTiling::TiledWide] {
+                for (layout, dropout) in [(None, (0.0, 0)), (Some(TermLayout::Rows), (0.0, 0)), (Some(TermLayout::Blocks(ReductionBlocks::new(&h_blocks).unwrap())), (0.0, 0)), (Some(TermLayout::Blocks(ReductionBlocks::new(&h_blocks).unwrap())), (0.3, 9))] {
+                    let prior = rng.vec_uniform(m * k, -1.0, 1.0);
+                    let out = upload(ctx, &prior);
+                    let acc = Accumulate { alpha: 1.0, beta: 0.5 };
+                    let blocked = MatmulDims { a_blocks: Some(a_blocks), ..d };
+                    let h_buf = if matches!(layout, Some(TermLayout::Blocks(_))) { &hb } else { &hdb };
+                    let what = format!("{tiling:?} {m}×{widths:?}×{k}, term {layout:?}, dropout {dropout:?}");
+                    match layout {
+                        Some(layout) => {
+                            let term = LowRankTerm { h: h_buf, v: &vb, rank: count * rank, scale: 1.25, dropout, layout };
+                            matmul_low_rank_with(ctx, MatmulKind::BackwardInput, tiling, &out, &ab, &wb, blocked, acc, term).unwrap()
+                        }
+                        None => matmul_with(ctx, MatmulKind::BackwardInput, tiling, &out, &ab, &wb, blocked, acc).unwrap(),
+                    }
+                    let mut extra = vec![0.0; m * k];
+                    if layout.is_some() {
+                        cpu::dropout_forward(&mut extra, &term_product, dropout.0, dropout.1, 0.0);
+                    }
+                    let want: Vec<f64> = (0..m * k).map(|i| product[i] + 1.25 * extra[i] + 0.5 * prior[i] as f64).collect();
+                    assert_close(&what, &read(ctx, &out), &want, ATOL, 4e-4);
+                    // one launch (a split reduction: and the sum of its parts), counted on a
+                    // context of its own
+                    own.profile_begin();
+                    let (ab, wb, hb2, hdb2, vb2) = (upload(&own, &a), upload(&own, &w), upload(&own, &h), upload(&own, &h_dense), upload(&own, &v));
+                    let out = upload(&own, &prior);
+                    let h_own = if matches!(layout, Some(TermLayout::Blocks(_))) { &hb2 } else { &hdb2 };
+                    match layout {
+                        Some(layout) => {
+                            let term = LowRankTerm { h: h_own, v: &vb2, rank: count * rank, scale: 1.25, dropout, layout };
+                            matmul_low_rank_with(&own, MatmulKind::BackwardInput, tiling, &out, &ab, &wb, blocked, acc, term).unwrap()
+                        }
+                        None => matmul_with(&own, MatmulKind::BackwardInput, tiling, &out, &ab, &wb, blocked, acc).unwrap(),
+                    }
+                    let launches: u64 = pollster::block_on(own.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
+                    assert_eq!(launches, if n > 4096 { 2 } else { 1 }, "{what}: launches");
+                }
+            }
+        }
+        // blocks only where the tiled kernels take an input gradient, spanning its reduction
+        let buf = upload(ctx, &[0.0; 256]);
+        let blocks = ReductionBlocks::new(&[(0, 4), (20, 4)]).unwrap();
+        let d = MatmulDims { a_blocks: Some(blocks), ..MatmulDims::new(4, 8, 4) };
+        let err = matmul_with(ctx, MatmulKind::BackwardInput, MatmulTiling::Register, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("in blocks"), "{err}");
+        let err = matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("in blocks"), "{err}");
+        let wide = MatmulDims { a_blocks: Some(blocks), ..MatmulDims::new(4, 12, 4) };
+        let err = matmul_with(ctx, MatmulKind::BackwardInput, MatmulTiling::Tiled, &buf, &buf, &buf, wide, Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("span 8 columns, the reduction 12"), "{err}");
+        let term = LowRankTerm { h: &buf, v: &buf, rank: 8, scale: 1.0, dropout: (0.0, 0), layout: TermLayout::Blocks(blocks) };
+        let err = matmul_low_rank_with(ctx, MatmulKind::BackwardInput, MatmulTiling::Register, &buf, &buf, &buf, MatmulDims::new(4, 8, 4), Accumulate::OVERWRITE, term).unwrap_err();
+        assert!(err.to_string().contains("cannot read a term laid out as Blocks"), "{err}");
+        assert!(ReductionBlocks::new(&[(4, 4), (20, 4)]).is_err() && ReductionBlocks::new(&[(0, 4)]).is_err());
     });
 }
 
@@ -498,7 +583,7 @@ fn check_low_rank(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: Matmu
     let out = if acc.beta == 0.0 { poisoned(ctx, c_len) } else { upload(ctx, &prior) };
     let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
     let scale = if coop { 2.0 } else { 1.75 };
-    let term = LowRankTerm { h: &hb, v: &vb, rank, scale, dropout, stacked: None };
+    let term = LowRankTerm { h: &hb, v: &vb, rank, scale, dropout, layout: TermLayout::Rows };
     matmul_low_rank_with(ctx, kind, tiling, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc, term).unwrap();
     let product = reference(kind, &a, &b, &d);
     let mut extra = vec![0.0; c_len];
@@ -599,7 +684,7 @@ fn gemv_adds_a_term_over_stacked_weights() {
             let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(long * k, -1.0, 1.0));
             let (h, v) = (rng.vec_uniform(2 * h_part + m * h_row, -1.0, 1.0), rng.vec_uniform(long * rank, -1.0, 1.0));
             let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-            let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0), stacked: Some(stacked) };
+            let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0), layout: TermLayout::Stacked(stacked) };
             let out = poisoned(ctx, m * rows);
             ctx.profile_begin();
             matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Gemv, &out, &upload(ctx, &x), &upload(ctx, &w[..rows * k]), MatmulDims::new(m, rows, k), Accumulate::OVERWRITE, term).unwrap();
@@ -624,7 +709,7 @@ fn gemv_adds_a_term_over_stacked_weights() {
             // gate's rows then up's, the first `n` of the parts above
             let n = sizes[0];
             let gated = StackedTerm { starts: [n, usize::MAX], ..stacked };
-            let term = LowRankTerm { stacked: Some(gated), ..term };
+            let term = LowRankTerm { layout: TermLayout::Stacked(gated), ..term };
             for act in [Activation::Silu, Activation::GeluTanh] {
                 let out = poisoned(ctx, m * n);
                 matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w[..2 * n * k]), MatmulDims::new(m, n, k), None, Some(term)).unwrap();
@@ -640,7 +725,7 @@ fn gemv_adds_a_term_over_stacked_weights() {
     }
     // only the matrix-vector kernels read a stacked term
     let buf = upload(ctx, &[0.0; 4096]);
-    let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0), stacked: Some(StackedTerm { h_row: 4, h_part: 2, starts: [8, 16] }) };
+    let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0), layout: TermLayout::Stacked(StackedTerm { h_row: 4, h_part: 2, starts: [8, 16] }) };
     let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(8, 24, 8), Accumulate::OVERWRITE, term).unwrap_err();
     assert!(err.to_string().contains("a term over stacked weights is the matrix-vector kernel's"), "{err}");
 }

@@ -3,9 +3,9 @@
 
 use hearth_core::ops::cpu;
 use hearth_core::ops::matmul::{Accumulate, MatmulKind};
-use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_with, GpuQuantWeight, QuantBlock};
+use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_blocked_input, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::ops::swiglu::Activation;
-use hearth_core::ops::matmul::{InputNorm, LowRankTerm};
+use hearth_core::ops::matmul::{InputNorm, LowRankTerm, ReductionBlocks, TermLayout};
 use hearth_core::model::weights::{Matrix, MatrixData};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_tests::*;
@@ -162,7 +162,7 @@ fn low_rank_term_in_the_tiled_epilogue() {
                         let prior = rng.vec_uniform(m * width, -1.0, 1.0);
                         let out = upload(ctx, &prior);
                         let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-                        let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout, stacked: None };
+                        let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout, layout: TermLayout::Rows };
                         let acc = Accumulate { alpha: 1.0, beta: 0.5 };
                         matmul_quant_with(ctx, block, kind, &out, &upload(ctx, &x), &gw, m, acc, Some(term)).unwrap();
                         let mut product = vec![0.0; m * width];
@@ -186,6 +186,46 @@ fn low_rank_term_in_the_tiled_epilogue() {
     });
 }
 
+/// QLoRA's input gradient through stacked weights (q, k, v; gate, up) from the parts' output
+/// gradients in blocks apart, with LoRA's term in blocks too (and its dropout), in one tiled
+/// launch (ops::matmul_quant::matmul_quant_blocked_input), across a split reduction: against
+/// the CPU on the dense matrices, per format.
+#[test]
+fn tiled_input_gradient_reads_its_input_in_blocks() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(27);
+        for format in QuantFormat::ALL {
+            for (m, widths, k) in [(37, vec![40, 16, 16], 64), (9, vec![3000, 2000], 64)] {
+                let n: usize = widths.iter().sum();
+                let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
+                let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+                let dense = rng.vec_uniform(m * n, -1.0, 1.0);
+                let (dy, blocks) = in_blocks(&dense, m, &widths, 6);
+                let (rank, count) = (4, widths.len());
+                let h_dense = rng.vec_uniform(m * count * rank, -1.0, 1.0);
+                let (h, h_blocks) = in_blocks(&h_dense, m, &vec![rank; count], 2);
+                let v = rng.vec_uniform(count * rank * k, -1.0, 1.0);
+                let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
+                for dropout in [(0.0, 0), (0.3, 5)] {
+                    let layout = TermLayout::Blocks(ReductionBlocks::new(&h_blocks).unwrap());
+                    let term = LowRankTerm { h: &hb, v: &vb, rank: count * rank, scale: 1.5, dropout, layout };
+                    let prior = rng.vec_uniform(m * k, -1.0, 1.0);
+                    let out = upload(ctx, &prior);
+                    matmul_quant_blocked_input(ctx, &out, &upload(ctx, &dy), ReductionBlocks::new(&blocks).unwrap(), &gw, m, 1.0, Some(term)).unwrap();
+                    let (mut product, mut extra, mut masked) = (vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k]);
+                    cpu::matmul_backward_input(&mut product, &to_f64(&dense), &to_f64(&t.dequantize()), m, n, k);
+                    cpu::matmul_backward_input(&mut extra, &to_f64(&h_dense), &to_f64(&v), m, count * rank, k);
+                    cpu::dropout_forward(&mut masked, &extra, dropout.0, dropout.1, 0.0);
+                    let want: Vec<f64> = (0..m * k).map(|i| product[i] + 1.5 * masked[i] + prior[i] as f64).collect();
+                    // f32 sums of N products of magnitude ≤ 1 (as in the plain input gradient's check)
+                    let atol = 2e-4 * (n.max(576) as f64 / 576.0).sqrt();
+                    assert_close(&format!("{format:?} {m}×{widths:?}×{k} in blocks, dropout {dropout:?}"), &read(ctx, &out), &want, atol, 1e-4);
+                }
+            }
+        }
+    });
+}
+
 #[test]
 fn gemv_adds_the_low_rank_term_in_its_launch() {
     // decoding with an adapter: the matrix-vector kernel adds LoRA's h·Bᵀ in its launch, over
@@ -203,7 +243,7 @@ fn gemv_adds_the_low_rank_term_in_its_launch() {
             let prior = rng.vec_uniform(m * n, -1.0, 1.0);
             let out = upload(ctx, &prior);
             let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-            let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0), stacked: None };
+            let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0), layout: TermLayout::Rows };
             ctx.profile_begin();
             matmul_quant_with(ctx, QuantBlock::Gemv, MatmulKind::Forward, &out, &upload(ctx, &x), &gw, m, Accumulate { alpha: 1.0, beta: 0.5 }, Some(term)).unwrap();
             let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
@@ -310,7 +350,7 @@ fn f16_tiles_quantized_forward_matches_where_offered() {
                     let prior = rng.vec_uniform(m * n, -1.0, 1.0);
                     let out = upload(ctx, &prior);
                     let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-                    let term = (rank > 0).then_some(LowRankTerm { h: &hb, v: &vb, rank, scale: 2.0, dropout, stacked: None });
+                    let term = (rank > 0).then_some(LowRankTerm { h: &hb, v: &vb, rank, scale: 2.0, dropout, layout: TermLayout::Rows });
                     let acc = Accumulate { alpha: 1.0, beta: 0.5 };
                     matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::Forward, &out, &upload(ctx, &x), &gw, m, acc, term).unwrap();
                     let (mut product, mut extra, mut masked) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
@@ -371,7 +411,7 @@ fn gemv_adds_a_term_over_stacked_weights() {
                 // v long enough for the stacked rows and for gate's and up's (2 × the first part)
                 let (h, v) = (rng.vec_uniform(m * 3 * rank, -1.0, 1.0), rng.vec_uniform(rows.max(2 * sizes[0]) * rank, -1.0, 1.0));
                 let (xb, hb, vb) = (upload(ctx, &x), upload(ctx, &h), upload(ctx, &v));
-                let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 0.5, dropout: (0.0, 0), stacked: Some(stacked) };
+                let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 0.5, dropout: (0.0, 0), layout: TermLayout::Stacked(stacked) };
                 let t = QuantTensor::quantize(format, &rng.vec_uniform(rows * k, -1.0, 1.0), rows, k).unwrap();
                 let out = poisoned(ctx, m * rows);
                 matmul_quant_with(ctx, QuantBlock::Gemv, MatmulKind::Forward, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, Accumulate::OVERWRITE, Some(term)).unwrap();
@@ -396,13 +436,13 @@ fn gemv_adds_a_term_over_stacked_weights() {
                 let gated = StackedTerm { starts: [n, usize::MAX], ..stacked };
                 let t = QuantTensor::quantize(format, &rng.vec_uniform(2 * n * k, -1.0, 1.0), 2 * n, k).unwrap();
                 let out = poisoned(ctx, m * n);
-                matmul_quant_gemv_gated(ctx, Activation::Silu, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, None, Some(LowRankTerm { stacked: Some(gated), ..term })).unwrap();
+                matmul_quant_gemv_gated(ctx, Activation::Silu, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, None, Some(LowRankTerm { layout: TermLayout::Stacked(gated), ..term })).unwrap();
                 let extra = stacked_term_reference(&h, &v, m, 2 * n, rank, 0.5, gated.h_row, gated.h_part, gated.starts);
                 let want = gated_reference(false, &to_f64(&x), &t.dequantize(), m, n, k, Some(&extra));
                 assert_close(&format!("{format:?} gated {m}×{n}×{k} + rank {rank} term"), &read(ctx, &out), &want, 4e-4, 1e-4);
                 if format != QuantFormat::Nf4 {
                     let out = poisoned(ctx, m * n);
-                    matmul_quant_gemv_gated(ctx, Activation::Silu, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, Some(norm), Some(LowRankTerm { stacked: Some(gated), ..term })).unwrap();
+                    matmul_quant_gemv_gated(ctx, Activation::Silu, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, Some(norm), Some(LowRankTerm { layout: TermLayout::Stacked(gated), ..term })).unwrap();
                     let want = gated_reference(false, &xn, &t.dequantize(), m, n, k, Some(&extra));
                     assert_close(&format!("{format:?} normed gated {m}×{n}×{k} + rank {rank} term"), &read(ctx, &out), &want, 4e-4, 1e-4);
                 }

@@ -4,7 +4,7 @@ use super::{Adapter, LoraTensor, Target};
 use crate::error::ensure;
 use crate::gpu::Arena;
 use crate::ops::lora::{lora_down, lora_down_shared, LoraDims};
-use crate::ops::matmul::{matmul, matmul_gemv_normed, Accumulate, InputNorm, LowRankTerm, MatmulDims, MatmulKind, SplitParts, StackedTerm};
+use crate::ops::matmul::{matmul, matmul_gemv_normed, Accumulate, InputNorm, LowRankTerm, MatmulDims, MatmulKind, SplitParts, StackedTerm, TermLayout};
 use crate::{GpuBuffer, GpuContext, Result};
 
 pub struct GpuLora {
@@ -100,8 +100,8 @@ impl<'a> StackedLora<'a> {
             Some(norm) => matmul_gemv_normed(ctx, self.h, x, self.a, d, norm, None)?,
             None => matmul(ctx, MatmulKind::Forward, self.h, x, self.a, d, Accumulate::OVERWRITE)?,
         }
-        let stacked = Some(StackedTerm { h_row: width, h_part: self.rank, starts: self.starts });
-        Ok(LowRankTerm { h: self.h, v: self.b, rank: self.rank, scale: self.scale, dropout: (0.0, 0), stacked })
+        let layout = TermLayout::Stacked(StackedTerm { h_row: width, h_part: self.rank, starts: self.starts });
+        Ok(LowRankTerm { h: self.h, v: self.b, rank: self.rank, scale: self.scale, dropout: (0.0, 0), layout })
     }
 }
 

@@ -1,8 +1,8 @@
 //! A frozen linear weight on the GPU, f32 or a block format; its kind picks the matmul kernel.
 
 use crate::model::weights::{Matrix, MatrixData, WeightFormat};
-use crate::ops::matmul::{matmul, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank, Accumulate, InputNorm, LowRankTerm, MatmulDims, MatmulKind};
-use crate::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_low_rank, GpuQuantWeight};
+use crate::ops::matmul::{choose_tiling, matmul, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank, matmul_low_rank_with, matmul_with, Accumulate, InputNorm, LowRankTerm, MatmulDims, MatmulKind, ReductionBlocks};
+use crate::ops::matmul_quant::{matmul_quant, matmul_quant_blocked_input, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_low_rank, takes_input_blocks, GpuQuantWeight};
 use crate::ops::swiglu::Activation;
 use crate::quant::QuantFormat;
 use crate::{GpuBuffer, GpuContext, Result};
@@ -81,6 +81,35 @@ impl Linear {
     /// a whole).
     pub fn backward_input(&self, ctx: &GpuContext, dinp: &GpuBuffer, dout: &GpuBuffer, m: usize, beta: f32, term: Option<LowRankTerm>) -> Result<()> {
         self.product(ctx, MatmulKind::BackwardInput, dinp, dout, m, Accumulate { alpha: 1.0, beta }, term)
+    }
+
+    /// Whether the input gradient of `m` rows runs here on the tiled kernels, which read
+    /// the output gradient in blocks ([`Linear::backward_input_blocked`]).
+    pub fn takes_input_blocks(&self, ctx: &GpuContext, m: usize) -> bool {
+        match self {
+            Linear::F32 { rows, cols, .. } => choose_tiling(ctx, MatmulKind::BackwardInput, &MatmulDims::new(m, *rows, *cols)).is_tiled(),
+            Linear::Quant(q) => takes_input_blocks(ctx, q, m),
+        }
+    }
+
+    /// dinp(M, cols) = beta·dinp + dout·W (+ the term), for weights stacked by rows
+    /// ([`Linear::upload_stacked`]) with dout (M, rows), the parts' output gradients, in
+    /// `blocks` where the backward wrote them: the parts' input gradients summed, in one
+    /// launch (where [`Linear::takes_input_blocks`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_input_blocked(&self, ctx: &GpuContext, dinp: &GpuBuffer, dout: &GpuBuffer, blocks: ReductionBlocks, m: usize, beta: f32, term: Option<LowRankTerm>) -> Result<()> {
+        match self {
+            Linear::F32 { w, rows, cols } => {
+                let d = MatmulDims { a_blocks: Some(blocks), ..MatmulDims::new(m, *rows, *cols) };
+                let tiling = choose_tiling(ctx, MatmulKind::BackwardInput, &d);
+                let acc = Accumulate { alpha: 1.0, beta };
+                match term {
+                    Some(t) => matmul_low_rank_with(ctx, MatmulKind::BackwardInput, tiling, dinp, dout, w, d, acc, t),
+                    None => matmul_with(ctx, MatmulKind::BackwardInput, tiling, dinp, dout, w, d, acc),
+                }
+            }
+            Linear::Quant(q) => matmul_quant_blocked_input(ctx, dinp, dout, blocks, q, m, beta, term),
+        }
     }
 
     /// out(M, rows/2) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows, where this weight holds

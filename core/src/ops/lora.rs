@@ -4,7 +4,7 @@
 //! in the base layer's output (h·Bᵀ, dh·A) in the base matmul's own launch, as its low-rank
 //! term (`lora_up_term`, `lora_input_term`; the model's projections pass them to the base).
 
-use super::matmul::{matmul, matmul_dropout, matmul_shared_input, matmul_weight_parts, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts};
+use super::matmul::{matmul, matmul_dropout, matmul_shared_input, matmul_weight_parts, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts, TermLayout};
 use crate::{GpuBuffer, GpuContext, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -69,7 +69,7 @@ pub fn lora_down_shared(ctx: &GpuContext, h: SplitParts, x: &GpuBuffer, a: &GpuB
 /// scale·h·Bᵀ, the forward's second product, as the base forward's low-rank term (B: the
 /// layer's, or a fused layer's part's rows, `d.d_out` of them).
 pub fn lora_up_term<'a>(h: &'a GpuBuffer, b: &'a GpuBuffer, d: LoraDims) -> LowRankTerm<'a> {
-    LowRankTerm { h, v: b, rank: d.rank, scale: d.scale, dropout: (0.0, 0), stacked: None }
+    LowRankTerm { h, v: b, rank: d.rank, scale: d.scale, dropout: (0.0, 0), layout: TermLayout::Rows }
 }
 
 /// From dy (M, out): dA (r, in), dB (out, r), and dx (M, in) = dx_beta·dx + the LoRA path's
@@ -108,5 +108,5 @@ pub fn lora_grad_a(ctx: &GpuContext, da: GradDest, dh: &GpuBuffer, x: &GpuBuffer
 /// dropout(dh·A), the LoRA path's part of dx through the forward's mask, as the base layer's
 /// input-gradient low-rank term.
 pub fn lora_input_term<'a>(dh: &'a GpuBuffer, a: &'a GpuBuffer, d: LoraDims) -> LowRankTerm<'a> {
-    LowRankTerm { h: dh, v: a, rank: d.rank, scale: 1.0, dropout: d.dropout, stacked: None }
+    LowRankTerm { h: dh, v: a, rank: d.rank, scale: 1.0, dropout: d.dropout, layout: TermLayout::Rows }
 }

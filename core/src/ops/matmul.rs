@@ -29,17 +29,70 @@ pub struct MatmulDims {
     /// One a for the whole batch (with b batched: one input by several weights; the tiled
     /// kernels only).
     pub a_shared: bool,
+    /// An input gradient's a (the output gradient) in blocks along its columns, the
+    /// reduction (the tiled kernels only): a stacked weight's, from its parts' gradients.
+    pub a_blocks: Option<ReductionBlocks>,
 }
 
 impl MatmulDims {
     pub fn new(m: usize, n: usize, k: usize) -> Self {
-        MatmulDims { batch: 1, m, n, k, b_batched: false, a_shared: false }
+        MatmulDims { batch: 1, m, n, k, b_batched: false, a_shared: false, a_blocks: None }
     }
 
     /// Whether the register-blocked kernels can take these sizes: all three products read N
     /// and K as vec4.
     pub fn register_fits(&self) -> bool {
         self.k.is_multiple_of(4) && self.n.is_multiple_of(4)
+    }
+}
+
+/// An operand of the tiled kernels whose reduction columns lie in two or three blocks, each a
+/// row-major matrix of its own width stored apart in the bound buffer
+/// (shaders/pieces/reduction_blocks.wgsl): the input gradient of weights stacked by rows (q,
+/// k and v; gate and up) reads its parts' output gradients, and LoRA's dh of each, where the
+/// backward wrote them, in one launch instead of one per part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReductionBlocks {
+    /// (offset in floats from the bound buffer's start, width) of each block, in reduction
+    /// order; the first at offset 0. Unused entries are (0, 0).
+    blocks: [(usize, usize); 3],
+}
+
+impl ReductionBlocks {
+    /// From each block's (offset in floats, width): two or three, the first at offset 0, none
+    /// empty.
+    pub fn new(blocks: &[(usize, usize)]) -> Result<Self> {
+        ensure((2..=3).contains(&blocks.len()) && blocks[0].0 == 0 && blocks.iter().all(|&(_, w)| w > 0), || {
+            format!("reduction blocks: two or three of them, the first at offset 0, none empty; got {blocks:?}")
+        })?;
+        let mut all = [(0, 0); 3];
+        all[..blocks.len()].copy_from_slice(blocks);
+        Ok(ReductionBlocks { blocks: all })
+    }
+
+    /// The reduction's length: the blocks' widths summed.
+    pub fn width(&self) -> usize {
+        self.blocks.iter().map(|&(_, w)| w).sum()
+    }
+
+    /// Floats the operand spans for `m` rows.
+    fn span(&self, m: usize) -> usize {
+        self.blocks.iter().map(|&(at, w)| at + m * w).max().unwrap_or(0)
+    }
+
+    /// The kernels' (block2, block3, block2_at, block3_at): the columns where the second and
+    /// third blocks start (0: none) and their offsets.
+    pub(crate) fn params(blocks: Option<Self>) -> [u32; 4] {
+        let Some(b) = blocks else { return [0; 4] };
+        let [(_, w0), (at1, w1), (at2, w2)] = b.blocks;
+        let third = if w2 > 0 { (w0 + w1) as u32 } else { 0 };
+        [w0 as u32, third, at1 as u32, at2 as u32]
+    }
+
+    /// Checks these blocks against a reduction of `reduction` steps over `m` rows of `buf`.
+    pub(crate) fn check(&self, op: &str, what: &str, buf: &GpuBuffer, m: usize, reduction: usize) -> Result<()> {
+        ensure(self.width() == reduction, || format!("{op}: {what}'s blocks {self:?} span {} columns, the reduction {reduction}", self.width()))?;
+        check_len(op, what, buf, self.span(m))
     }
 }
 
@@ -185,6 +238,9 @@ struct StridedParams {
     term_h_part: u32,
     term_start1: u32,
     term_start2: u32,
+    /// The tiled kernels' a and term's H in blocks along the reduction ([`ReductionBlocks`]).
+    a_blocks: [u32; 4],
+    h_blocks: [u32; 4],
 }
 
 /// LoRA dropout on one side of a product: the mask of ops::dropout at each value's flat index
@@ -447,8 +503,20 @@ pub struct LowRankTerm<'a> {
     /// Dropout on the term's product alone, at each output's flat index (LoRA's mask on its
     /// part of dx): (p, seed); p 0 for none.
     pub dropout: (f32, u32),
+    /// How H is laid out.
+    pub layout: TermLayout,
+}
+
+/// The layout of a low-rank term's H.
+#[derive(Clone, Copy, Debug)]
+pub enum TermLayout {
+    /// One row-major (M, rank) matrix.
+    Rows,
     /// A forward's term over stacked weights (the matrix-vector kernels only).
-    pub stacked: Option<StackedTerm>,
+    Stacked(StackedTerm),
+    /// An input gradient's term over stacked weights (the tiled kernels only): the parts' dh
+    /// in blocks along the rank, against their A's back to back in V.
+    Blocks(ReductionBlocks),
 }
 
 /// The term of stacked weights' product (q, k and v as one matmul, each target with its LoRA;
@@ -465,9 +533,27 @@ pub struct StackedTerm {
 impl LowRankTerm<'_> {
     /// The matrix-vector kernels' (term_h_row, term_h_part, term_start1, term_start2).
     pub(crate) fn gemv_layout(&self) -> [u32; 4] {
-        match self.stacked {
-            Some(s) => [s.h_row as u32, s.h_part as u32, s.starts[0].min(u32::MAX as usize) as u32, s.starts[1].min(u32::MAX as usize) as u32],
-            None => [self.rank as u32, 0, u32::MAX, u32::MAX],
+        match self.layout {
+            TermLayout::Stacked(s) => [s.h_row as u32, s.h_part as u32, s.starts[0].min(u32::MAX as usize) as u32, s.starts[1].min(u32::MAX as usize) as u32],
+            _ => [self.rank as u32, 0, u32::MAX, u32::MAX],
+        }
+    }
+
+    /// The tiled kernels' h_blocks params.
+    pub(crate) fn block_params(&self) -> [u32; 4] {
+        ReductionBlocks::params(match self.layout {
+            TermLayout::Blocks(b) => Some(b),
+            _ => None,
+        })
+    }
+
+    /// Whether a launch of `kernel` (tiled: the workgroup-tiled kernels; gemv: the
+    /// matrix-vector ones) reads this term's layout.
+    pub(crate) fn layout_fits(&self, tiled: bool, gemv: bool) -> bool {
+        match self.layout {
+            TermLayout::Rows => true,
+            TermLayout::Stacked(_) => gemv,
+            TermLayout::Blocks(_) => tiled,
         }
     }
 
@@ -501,15 +587,18 @@ impl LowRankTerm<'_> {
             format!("{op}: the low-rank term's dropout probability {} is outside [0, 1)", self.dropout.0)
         })?;
         let (h_len, v_len, _) = kind.operand_lens(&self.dims(kind, m, width));
-        let h_len = match self.stacked {
-            Some(s) => {
+        match self.layout {
+            TermLayout::Stacked(s) => {
                 let parts = 1 + s.starts.iter().filter(|&&x| x < width).count();
                 ensure(kind == MatmulKind::Forward && self.dropout.0 == 0.0 && s.h_row >= self.rank, || format!("{op}: a term over stacked weights is a forward's, without dropout, its rows no shorter than its rank ({s:?})"))?;
-                (parts - 1) * s.h_part + (m - 1) * s.h_row + self.rank
+                check_len(op, "the low-rank term's h", self.h, (parts - 1) * s.h_part + (m - 1) * s.h_row + self.rank)?;
             }
-            None => h_len,
-        };
-        check_len(op, "the low-rank term's h", self.h, h_len)?;
+            TermLayout::Blocks(b) => {
+                ensure(kind == MatmulKind::BackwardInput, || format!("{op}: a term in blocks is an input gradient's, not {kind:?}'s"))?;
+                b.check(op, "the low-rank term's h", self.h, m, self.rank)?;
+            }
+            TermLayout::Rows => check_len(op, "the low-rank term's h", self.h, h_len)?,
+        }
         check_len(op, "the low-rank term's v", self.v, v_len)
     }
 
@@ -554,6 +643,8 @@ pub fn matmul_low_rank_with(
     let op = kind.entry();
     ensure(d.batch == 1, || format!("{op}: a low-rank term is added to a product of one matrix, got {d:?}"))?;
     term.check(op, kind, d.m, kind.out_shape(&d).1)?;
+    // (the kernels that cannot add the term add it alone, which reads H as rows)
+    ensure(term.layout_fits(tiling.is_tiled(), tiling == MatmulTiling::Gemv), || format!("{op}: {tiling:?} cannot read a term laid out as {:?}", term.layout))?;
     let masked = term.dropout.0 > 0.0;
     if tiling.is_tiled() || (matches!(tiling, MatmulTiling::Coop | MatmulTiling::Gemv) && !masked) {
         let drop = masked.then(|| term.operand_dropout(DropOn::Term));
@@ -719,7 +810,10 @@ fn launch(
     let bb = if d.b_batched { d.batch } else { 1 };
     let (rows, cols) = kind.out_shape(&d);
     let (a_len, b_len, _) = kind.operand_lens(&d);
-    check_len(op, "a", a, if d.a_shared { a_len } else { d.batch * a_len })?;
+    match d.a_blocks {
+        Some(blocks) => blocks.check(op, "a", a, d.m, d.n)?,
+        None => check_len(op, "a", a, if d.a_shared { a_len } else { d.batch * a_len })?,
+    }
     check_len(op, "b", b, bb * b_len)?;
     if into.is_none() {
         check_len(op, "out", out, d.batch * rows * cols)?;
@@ -735,7 +829,10 @@ fn launch(
     ensure(term.is_none() || takes_term, || {
         format!("{op}: a low-rank term is added by the tiled kernels to one unbatched product, with no dropout but its own (none on cooperative matrices and in the matrix-vector kernel)")
     })?;
-    ensure(term.is_none_or(|t| t.stacked.is_none()) || tiling == MatmulTiling::Gemv, || format!("{op}: a term over stacked weights is the matrix-vector kernel's, not {tiling:?}'s"))?;
+    ensure(term.is_none_or(|t| t.layout_fits(tiling.is_tiled(), tiling == MatmulTiling::Gemv)), || format!("{op}: {tiling:?} cannot read a term laid out as {:?}", term.map(|t| t.layout)))?;
+    ensure(d.a_blocks.is_none() || (tiling.is_tiled() && kind == MatmulKind::BackwardInput && d.batch == 1 && into.is_none()), || {
+        format!("{op}: a in blocks is for one input gradient on the tiled kernels, not {kind:?} on {tiling:?} ({d:?})")
+    })?;
     match tiling {
         MatmulTiling::Register | MatmulTiling::RegisterNarrow => {
             ensure(d.register_fits(), || {
@@ -780,7 +877,8 @@ fn launch(
             // (rows, cols, reduction, a_si, a_sr, b_sj, b_sr)
             let (pm, pn, pr, a_si, a_sr, b_sj, b_sr) = match kind {
                 MatmulKind::Forward => (m, n, k, k, 1, k, 1),
-                MatmulKind::BackwardInput => (m, k, n, n, 1, 1, k),
+                // in blocks, a's first block's rows are its width long
+                MatmulKind::BackwardInput => (m, k, n, d.a_blocks.map_or(n, |b| b.blocks[0].1 as u32), 1, 1, k),
                 MatmulKind::BackwardWeight => (n, k, m, 1, n, 1, k),
             };
             let tile = tiling.tiled_side().map_or(COOP_TILE, |side| 8 * side as usize);
@@ -816,6 +914,8 @@ fn launch(
                 term_scale: term.map_or(0.0, |t| t.scale),
                 term_v_sj,
                 term_v_sr,
+                a_blocks: ReductionBlocks::params(d.a_blocks),
+                h_blocks: term.map_or([0; 4], |t| t.block_params()),
                 ..bytemuck::Zeroable::zeroed()
             };
             let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];

@@ -5,7 +5,7 @@ use super::{check_len, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits, Accumulate, InputNorm, LowRankTerm, MatmulKind};
+use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits, Accumulate, InputNorm, LowRankTerm, MatmulKind, ReductionBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -74,6 +74,10 @@ struct Params {
     term_h_part: u32,
     term_start1: u32,
     term_start2: u32,
+    /// The tiled input gradient's inp and term's H in blocks along the reduction
+    /// (ops::matmul::ReductionBlocks).
+    a_blocks: [u32; 4],
+    h_blocks: [u32; 4],
 }
 
 /// The entry points of a matmul_<format>.wgsl, named by core/build/ after its blocks.
@@ -251,6 +255,7 @@ fn term_params(params: Params, term: Option<LowRankTerm>, kind: MatmulKind, out_
         term_h_part,
         term_start1,
         term_start2,
+        h_blocks: t.block_params(),
         ..params
     }
 }
@@ -284,6 +289,21 @@ fn choose_block(ctx: &GpuContext, kind: MatmulKind, w: &GpuQuantWeight, m: usize
     }
 }
 
+/// Whether the input gradient through `w` of `m` rows runs on the tiled kernel here, which
+/// reads its input in blocks ([`matmul_quant_blocked_input`]).
+pub fn takes_input_blocks(ctx: &GpuContext, w: &GpuQuantWeight, m: usize) -> bool {
+    choose_block(ctx, MatmulKind::BackwardInput, w, m) == QuantBlock::Tiled
+}
+
+/// out(M, K) = beta·out + inp·W (+ a term) for weights stacked by rows (`Linear::upload_stacked`),
+/// with inp (M, N), the parts' output gradients, in `blocks` along N where the backward wrote
+/// them, and the term's H likewise where it is in blocks: one launch of the tiled kernel
+/// (where [`takes_input_blocks`]) instead of one per part.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_quant_blocked_input(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, blocks: ReductionBlocks, w: &GpuQuantWeight, m: usize, beta: f32, term: Option<LowRankTerm>) -> Result<()> {
+    quant_launch(ctx, QuantBlock::Tiled, MatmulKind::BackwardInput, out, inp, Some(blocks), w, m, Accumulate { alpha: 1.0, beta }, term)
+}
+
 /// [`matmul_quant`] with the block size given (tests run both), and a low-rank term if any.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_quant_with(
@@ -297,10 +317,30 @@ pub fn matmul_quant_with(
     acc: Accumulate,
     term: Option<LowRankTerm>,
 ) -> Result<()> {
+    quant_launch(ctx, block, kind, out, inp, None, w, m, acc, term)
+}
+
+/// One product, inp in blocks along the reduction where `blocks` says so (the tiled input
+/// gradient only).
+#[allow(clippy::too_many_arguments)]
+fn quant_launch(
+    ctx: &GpuContext,
+    block: QuantBlock,
+    kind: MatmulKind,
+    out: &GpuBuffer,
+    inp: &GpuBuffer,
+    blocks: Option<ReductionBlocks>,
+    w: &GpuQuantWeight,
+    m: usize,
+    acc: Accumulate,
+    term: Option<LowRankTerm>,
+) -> Result<()> {
     let tiled = matches!(block, QuantBlock::Tiled | QuantBlock::TiledF16);
     // the tiled kernels add a term (and its dropout) in their launch, the matrix-vector one a
     // term without dropout (a forward's h·Bᵀ)
     let takes_term = |t: &LowRankTerm| tiled || (block == QuantBlock::Gemv && t.dropout.0 == 0.0);
+    ensure(blocks.is_none() || (block == QuantBlock::Tiled && kind == MatmulKind::BackwardInput), || format!("inp in blocks is for the tiled input gradient, not {kind:?} on {block:?}"))?;
+    ensure(term.is_none_or(|t| t.layout_fits(tiled, block == QuantBlock::Gemv)), || format!("the {block:?} kernels cannot read a term laid out as {:?}", term.map(|t| t.layout)))?;
     if let Some(t) = term.filter(|t| !takes_term(t)) {
         matmul_quant_with(ctx, block, kind, out, inp, w, m, acc, None)?;
         let width = if kind == MatmulKind::Forward { w.rows } else { w.cols };
@@ -357,7 +397,10 @@ pub fn matmul_quant_with(
         format!("{op}: the weight's rows (N = {n}) must be a multiple of 4 for the input gradient")
     })?;
     ensure(m > 0, || format!("{op}: no rows"))?;
-    check_len(op, "inp", inp, in_len)?;
+    match blocks {
+        Some(b) => b.check(op, "inp", inp, m, n)?,
+        None => check_len(op, "inp", inp, in_len)?,
+    }
     check_len(op, "out", out, out_len)?;
     if let Some(t) = term {
         t.check(op, kind, m, out_cols)?;
@@ -371,7 +414,6 @@ pub fn matmul_quant_with(
         (1, 0)
     };
     let accumulates = (tiled || block == QuantBlock::Gemv) && splits == 1;
-    ensure(term.is_none_or(|t| t.stacked.is_none()) || block == QuantBlock::Gemv, || format!("{op}: a term over stacked weights is the matrix-vector kernel's, not {block:?}'s"))?;
     let params = Params {
         m: m as u32,
         n: n as u32,
@@ -381,6 +423,7 @@ pub fn matmul_quant_with(
         beta: if accumulates { acc.beta } else { 0.0 },
         splits: splits as u32,
         r_split: r_split as u32,
+        a_blocks: ReductionBlocks::params(blocks),
         ..bytemuck::Zeroable::zeroed()
     };
     let params = term_params(params, term, kind, out_cols);
