@@ -95,6 +95,9 @@ def main():
                          ratio(g["decode_tokens_per_s"], pg.get("decode_tokens_per_s")), "≥ 1.5"))
             rows.append((f"{name} prefill tokens/s vs transformers fp32", num(g["prefill_tokens_per_s"]), num(pg.get("prefill_tokens_per_s")),
                          ratio(g["prefill_tokens_per_s"], pg.get("prefill_tokens_per_s")), "≥ 1.0"))
+            if g.get("prefill_dispatches") is not None:
+                gpu_ms = g.get("prefill_gpu_ms")
+                rows.append((f"{name} prefill: launches; host ms (GPU ms)", f"{g['prefill_dispatches']}; {num(g['prefill_host_ms'])} ({num(gpu_ms)})", "", "", ""))
     adapter = (ops or {}).get("adapter") or next((v["adapter"] for v in results.values() if v and "adapter" in v), {})
     lines = [
         f"{env.get('date', '')}: {env.get('gpu') or adapter.get('name', '')}, driver {adapter.get('driver') or env.get('driver', '')}, "

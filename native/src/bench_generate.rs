@@ -45,9 +45,11 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     block(model.forward(&ctx, &prompt[..prompt.len().min(8)]))?;
     block(model.forward(&ctx, &prompt[..1]))?;
     model.reset();
+    ctx.profile_begin();
     let start = Instant::now();
     let mut logits = block(model.forward(&ctx, &prompt))?;
     let prefill = start.elapsed().as_secs_f64();
+    let prefill_profile = block(ctx.profile_end())?;
     ctx.profile_begin_with(a.kernel_times);
     let start = Instant::now();
     for _ in 0..a.new_tokens {
@@ -67,6 +69,9 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
             "new_tokens": a.new_tokens,
             "prefill_tokens_per_s": prompt.len() as f64 / prefill,
             "decode_tokens_per_s": a.new_tokens as f64 / decode,
+            "prefill_dispatches": prefill_profile.dispatches,
+            "prefill_host_ms": prefill_profile.host_ms,
+            "prefill_gpu_ms": prefill_profile.gpu_ms,
             "dispatches_per_token": profile.dispatches as f64 / per_token,
             "host_ms_per_token": profile.host_ms / per_token,
             "bind_groups_created_per_token": profile.bind_groups_created as f64 / per_token,
@@ -82,6 +87,12 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     println!("|---------|-------:|--------:|---------:|");
     println!("| prefill | {:6} | {:7.3} | {:8.1} |", prompt.len(), prefill, prompt.len() as f64 / prefill);
     println!("| decode  | {:6} | {:7.3} | {:8.1} |", a.new_tokens, decode, a.new_tokens as f64 / decode);
+    println!(
+        "prefill: {} launches, {:.2} ms of host time{}",
+        prefill_profile.dispatches,
+        prefill_profile.host_ms,
+        prefill_profile.gpu_ms.map_or(String::new(), |g| format!(", {g:.2} ms of GPU time"))
+    );
     println!(
         "decode: {:.0} launches and {:.2} ms of host time per token{}; {} bind groups and {} buffers created in all",
         profile.dispatches as f64 / per_token,

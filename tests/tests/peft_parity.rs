@@ -342,6 +342,79 @@ fn lora_fused_into_the_tiled_matmuls_gives_the_same_gradients() {
     }
 }
 
+/// The input gradients of the targets that read one input (q, k, v; gate, up) in one launch
+/// through the layer's stacked weights, the parts' output gradients and LoRA's dh read in
+/// blocks where the backward wrote them (TrainPass::inputs_backward): the step-one gradients
+/// (which the earlier layers' LoRA gradients carry the input gradients into) agree with
+/// lavapipe's kernels, one launch per target, for adapters on every target, on some of a
+/// group, on one of a group, on none of them, and with q's rank unlike k's and v's (no
+/// group: one launch per target), without dropout and with it; through rope, the q/k head
+/// norms (Qwen3) and layers without rope (SmolLM3). With every target adapted, a layer's
+/// backward runs 4 input-gradient launches instead of 7.
+#[test]
+fn stacked_input_gradients_match_one_launch_per_target() {
+    use hearth_core::gpu::KernelPaths;
+    use hearth_core::lora::{Target, Target::*};
+    use hearth_core::model::WeightFormat;
+    let (Some(plain), Some(own)) = (hearth_tests::gpu(), hearth_tests::own_gpu()) else { return };
+    // a context of its own: the launches are counted
+    let tiled = own.with_kernel_paths(KernelPaths::Gpu);
+    let adapter = |m: &LoadedModel, targets: &[Target], q_rank: usize| -> Adapter {
+        let cfg = LoraConfig { r: 4, alpha: 8.0, rslora: false, dropout: 0.0, targets: targets.to_vec() };
+        let mut a = Adapter::init(&m.cfg, &cfg, 3).unwrap();
+        let mut rng = hearth_core::rng::Rng::new(5);
+        for t in &mut a.tensors {
+            if t.target == Q && q_rank != t.rank {
+                t.rank = q_rank;
+                t.a = rng.vec_uniform(q_rank * t.d_in, -0.1, 0.1);
+            }
+            // B ≠ 0 (as after training), so that h·Bᵀ and dh·A count
+            t.b = rng.vec_uniform(t.d_out * t.rank, -0.1, 0.1);
+        }
+        a
+    };
+    let mut counted = false;
+    for name in ["tiny-llama", "tiny-qwen3", "tiny-smollm3"] {
+        let m = load(name);
+        let examples = fixture_examples(name, &m);
+        let batch = pack(&[&examples[0], &examples[1]]);
+        // the gradients, and the input-gradient launches where `counted` (the context of its own)
+        let grads = |ctx: &GpuContext, a: &Adapter, dropout: Dropout, counted: bool| -> (Vec<f32>, u64) {
+            let mut mdl = model(ctx, &m);
+            mdl.set_adapter(ctx, Some(a.clone()), "random").unwrap();
+            let mut pass = TrainPass::new(ctx, &mdl, 128, false).unwrap();
+            if counted {
+                ctx.profile_begin();
+            }
+            pollster::block_on(pass.forward_backward(ctx, &mdl, &batch, 0.1, dropout, false)).unwrap();
+            let input_grads = match counted {
+                true => pollster::block_on(ctx.profile_end()).unwrap().kernels.iter().filter(|(k, _)| k.contains("backward_input")).map(|(_, k)| k.launches).sum(),
+                false => 0,
+            };
+            (pass.grads.iter().flat_map(|(da, db)| [da, db]).flat_map(|b| pollster::block_on(ctx.read_f32(b)).unwrap()).collect(), input_grads)
+        };
+        let all = [Q, K, V, O, Gate, Up, Down];
+        for (targets, q_rank) in [(&all[..], 4), (&[Q, V, Down][..], 4), (&[K, Up][..], 4), (&[O][..], 4), (&all[..], 2)] {
+            let a = adapter(&m, targets, q_rank);
+            for dropout in [Dropout::OFF, Dropout { p: 0.2, seed: 9 }] {
+                let (fused, launches) = grads(&tiled, &a, dropout, true);
+                let want: Vec<f64> = grads(plain, &a, dropout, false).0.iter().map(|&x| x as f64).collect();
+                let what = format!("{name}, LoRA on {targets:?} (q's rank {q_rank}), dropout {}", dropout.p);
+                assert_close(&format!("{what}: gradients, stacked input gradients against one launch per target"), &fused, &want, 1e-6, 1e-3);
+                // (counted where the weights are f16, whose input gradients have a kernel of
+                // their own: the f32 ones share the tiled GEMM's entry point)
+                if targets == all && q_rank == 4 && m.weights.layers[0].q.format() != WeightFormat::F32 {
+                    // down, o, q/k/v, gate/up per layer, and the lm_head's per row chunk
+                    let layers = m.cfg.n_layers as u64;
+                    assert_eq!(launches, 4 * layers + 1, "{what}: input-gradient launches");
+                    counted = true;
+                }
+            }
+        }
+    }
+    assert!(counted, "no model with f16 weights counted its launches");
+}
+
 /// Over a micro-batch long enough for the tiled kernels to split the LoRA weight gradients'
 /// reductions (≥ 512 tokens), each gradient's parts go into one scratch per layer and one
 /// launch per layer sums them (TrainPass's GradSums). The gradients agree with lavapipe's

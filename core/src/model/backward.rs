@@ -18,6 +18,9 @@ use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::lora::{lora_backward_b, lora_grad_a, lora_input_term, lora_up_term, GradDest, LoraDims};
+use crate::ops::matmul::{LowRankTerm, ReductionBlocks, TermLayout};
+use crate::lora::gpu::LoraUse;
+use crate::model::linear::Linear;
 use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, SplitParts};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
@@ -134,46 +137,26 @@ buffer_set! {
         seg,
         /// (3N) u32: (0, start, len) per example (attention's runs)
         runs,
-        /// (N) u32
-        targets,
         /// (N, NH·HS) before rope
         q,
         /// (N, NKV·HS)
         k,
         /// (N, C) attention / MLP output; the lm_head's input rows
         proj,
-        /// (N, C) final norm output
-        xnf,
         /// (N)
         rstdf,
         /// (N, C) gradient of the residual stream
         dres,
         /// (N, C)
-        dxn,
-        /// (N, C)
         dtmp,
         /// (N, FF)
         dh,
-        /// (N, FF)
-        dgate,
-        /// (N, FF)
-        dup,
         /// (N, NH·HS)
         datt,
-        /// (N, NH·HS)
-        dq_rot,
-        /// (N, NH·HS)
-        dq,
-        /// (N, NKV·HS)
-        dk_rot,
-        /// (N, NKV·HS)
-        dk,
-        /// (N, NKV·HS)
-        dv,
-        /// (N, largest rank)
-        dr,
-        /// (N) ∂loss/∂(each token's NLL)
-        weights,
+        /// (N, NH·HS) q's gradient on its way back through rope and the head norm
+        dq_step,
+        /// (N, NKV·HS) k's likewise
+        dk_step,
         /// (R) u32
         row_targets,
         /// (R)
@@ -186,8 +169,6 @@ buffer_set! {
         vocab_part,
         /// (R)
         losses,
-        /// (N)
-        all_losses,
     }
 }
 
@@ -218,6 +199,14 @@ pub(crate) struct PassLayout {
     /// (L+1) × N·C: each layer's input, and the last layer's output.
     xs: usize,
     scratch: ScratchSizes,
+    /// (N, NH·HS), (N, NKV·HS) twice: q's, k's and v's output gradients ([`GroupParts`]).
+    dqkv: [usize; 3],
+    /// (N, FF) twice: gate's and up's.
+    dgate_up: [usize; 2],
+    /// (N, largest rank) thrice: LoRA's dh of each target that reads an input.
+    lora_dh: [usize; 3],
+    /// The head's per-token buffers, in [`HeadPart`] order ([`HeadRows`]).
+    head: [usize; HeadPart::COUNT],
     /// R: logits rows per cross-entropy pass.
     rows: usize,
 }
@@ -264,34 +253,30 @@ impl PassLayout {
                 pos: n,
                 seg: n,
                 runs: 3 * n,
-                targets: n,
                 q: n * qd,
                 k: n * kvd,
                 proj: n * c,
-                xnf: n * c,
                 rstdf: n,
                 dres: n * c,
-                dxn: n * c,
                 dtmp: n * c,
                 dh: n * ff,
-                dgate: n * ff,
-                dup: n * ff,
                 datt: n * qd,
-                dq_rot: n * qd,
-                dq: n * qd,
-                dk_rot: n * kvd,
-                dk: n * kvd,
-                dv: n * kvd,
-                dr: n * max_rank,
-                weights: n,
+                dq_step: n * qd,
+                dk_step: n * kvd,
                 row_targets: rows,
                 row_weights: rows,
                 logits: rows * v,
                 dlogits: rows * v,
                 vocab_part: if split { rows * part_rows } else { 1 },
                 losses: rows,
-                all_losses: n,
             },
+            dqkv: [n * qd, n * kvd, n * kvd],
+            dgate_up: [n * ff; 2],
+            lora_dh: [n * max_rank; 3],
+            head: HeadPart::ALL.map(|p| match p {
+                HeadPart::Xnf | HeadPart::Dxn => n * c,
+                HeadPart::Targets | HeadPart::Weights | HeadPart::Losses => n,
+            }),
             rows,
         }
     }
@@ -299,8 +284,138 @@ impl PassLayout {
     /// Bytes of the activations, the LoRA inputs, the layer inputs and the scratch (not the
     /// gradients, which are the adapter's size).
     pub(crate) fn bytes(&self, n_layers: usize) -> u64 {
+        let bytes = |parts: &[usize]| -> u64 { parts.iter().map(|&n| pooled_bytes(4 * n.max(1) as u64)).sum() };
         let lora: u64 = self.lora_h.iter().flatten().map(|&n| pooled_bytes(4 * n.max(1) as u64)).sum();
-        self.slots as u64 * (self.layer.bytes() + lora) + (n_layers as u64 + 1) * pooled_bytes(4 * self.xs as u64) + self.scratch.bytes()
+        let groups = bytes(&self.dqkv) + bytes(&self.dgate_up) + bytes(&self.lora_dh) + bytes(&self.head);
+        self.slots as u64 * (self.layer.bytes() + lora) + (n_layers as u64 + 1) * pooled_bytes(4 * self.xs as u64) + self.scratch.bytes() + groups
+    }
+}
+
+/// Buffers for what the targets that read one input (q, k, v; gate, up) each have in the
+/// backward: their output gradients, or LoRA's dh. In one buffer where it fits one binding, so
+/// that the input gradient through the layer's stacked weights reads them in blocks where
+/// they lie (one launch for the targets' input gradients: [`TrainPass::inputs_backward`]);
+/// else apart.
+struct GroupParts {
+    views: Vec<GpuBuffer>,
+    /// The buffer the views lie in; None where they are apart.
+    whole: Option<Arc<GpuBuffer>>,
+}
+
+impl GroupParts {
+    fn alloc(ctx: &GpuContext, sizes: &[usize]) -> Result<Self> {
+        let sizes: Vec<usize> = sizes.iter().map(|&n| n.max(1)).collect();
+        let align = ctx.storage_offset_alignment();
+        let bytes: u64 = sizes.iter().map(|&n| (4 * n as u64).next_multiple_of(align)).sum();
+        let limits = ctx.limits();
+        if bytes <= limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) {
+            let arena = ctx.alloc_arena(&sizes)?;
+            return Ok(GroupParts { views: arena.views, whole: Some(arena.whole) });
+        }
+        Ok(GroupParts { views: sizes.iter().map(|&n| ctx.alloc_f32(n)).collect::<Result<_>>()?, whole: None })
+    }
+
+    /// The first `widths.len()` parts (two or three) as blocks of rows of those widths, and
+    /// the buffer to bind; None where they lie apart.
+    fn blocks(&self, widths: &[usize]) -> Option<(GpuBuffer, ReductionBlocks)> {
+        let whole = self.whole.as_ref()?;
+        let blocks: Vec<(usize, usize)> = self.views.iter().zip(widths).map(|(v, &w)| (((v.offset() - whole.offset()) / 4) as usize, w)).collect();
+        Some((GpuBuffer::view(whole, 0, whole.len_bytes()), ReductionBlocks::new(&blocks).ok()?))
+    }
+}
+
+/// The head's per-token buffers (N rows each), which it reads and writes in chunks of R rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeadPart {
+    /// (N, C) final norm output, the lm_head's input
+    Xnf,
+    /// (N) u32: the next token where it carries loss
+    Targets,
+    /// (N) ∂loss/∂(each token's NLL)
+    Weights,
+    /// (N, C) ∂loss/∂xnf; the layers' input-gradient scratch
+    Dxn,
+    /// (N) each token's NLL
+    Losses,
+}
+
+impl HeadPart {
+    const COUNT: usize = 5;
+    const ALL: [HeadPart; HeadPart::COUNT] = [HeadPart::Xnf, HeadPart::Targets, HeadPart::Weights, HeadPart::Dxn, HeadPart::Losses];
+    /// What the head's launches read, and what they write.
+    const READ: [HeadPart; 3] = [HeadPart::Xnf, HeadPart::Targets, HeadPart::Weights];
+    const WRITTEN: [HeadPart; 2] = [HeadPart::Dxn, HeadPart::Losses];
+}
+
+/// The [`HeadPart`]s as views of two arenas, so that each chunk of R rows binds its rows where
+/// they lie (where they start at an offset the GPU can bind: R a multiple of 64 with the usual
+/// 256-byte alignment) instead of copying them into the chunk's buffers and back: five copies
+/// per chunk, 32 chunks in a step of 2,048 tokens, each copy ending the compute pass. What a
+/// chunk's launches read (xnf, targets, weights) and what they write (dxn, losses) lie in
+/// different buffers: a launch may not bind one buffer both read-only and read-write.
+struct HeadRows {
+    read: Arena,
+    written: Arena,
+}
+
+impl HeadRows {
+    fn alloc(ctx: &GpuContext, sizes: &[usize; HeadPart::COUNT]) -> Result<Self> {
+        let of = |parts: &[HeadPart]| parts.iter().map(|&p| sizes[p as usize]).collect::<Vec<_>>();
+        Ok(HeadRows { read: ctx.alloc_arena(&of(&HeadPart::READ))?, written: ctx.alloc_arena(&of(&HeadPart::WRITTEN))? })
+    }
+
+    /// The arena `part` lies in, and its index there.
+    fn place(&self, part: HeadPart) -> (&Arena, usize) {
+        match HeadPart::READ.iter().position(|&p| p == part) {
+            Some(i) => (&self.read, i),
+            None => (&self.written, HeadPart::WRITTEN.iter().position(|&p| p == part).expect("read or written")),
+        }
+    }
+
+    fn get(&self, part: HeadPart) -> &GpuBuffer {
+        let (arena, i) = self.place(part);
+        &arena.views[i]
+    }
+
+    /// Rows r0..r0 + rows of `part` (`width` values each) for a chunk, which has `own` for
+    /// them where the GPU cannot bind them where they start.
+    fn chunk<'a>(&'a self, ctx: &GpuContext, part: HeadPart, r0: usize, rows: usize, width: usize, own: &'a GpuBuffer) -> ChunkRows<'a> {
+        let (at, bytes) = ((4 * r0 * width) as u64, (4 * rows * width) as u64);
+        let (arena, i) = self.place(part);
+        let view = arena.sub_view(i, at, bytes, ctx.storage_offset_alignment(), "the head's rows").ok();
+        ChunkRows { view, own, whole: self.get(part), at, bytes }
+    }
+}
+
+/// A chunk's rows of one of the head's per-token buffers: a view of them, or the chunk's own
+/// buffer, which they are copied into (an input) or out of (an output).
+struct ChunkRows<'a> {
+    view: Option<GpuBuffer>,
+    own: &'a GpuBuffer,
+    whole: &'a GpuBuffer,
+    /// Where the rows lie in `whole`, and their length, in bytes.
+    at: u64,
+    bytes: u64,
+}
+
+impl ChunkRows<'_> {
+    fn buf(&self) -> &GpuBuffer {
+        self.view.as_ref().unwrap_or(self.own)
+    }
+
+    /// For rows the chunk reads: copied into its own buffer where there is no view.
+    fn read(self, ctx: &GpuContext) -> Self {
+        if self.view.is_none() {
+            ctx.copy_region(self.whole, self.at, self.own, 0, self.bytes);
+        }
+        self
+    }
+
+    /// For rows the chunk wrote: copied back where there is no view.
+    fn write_back(&self, ctx: &GpuContext) {
+        if self.view.is_none() {
+            ctx.copy_region(self.own, 0, self.whole, self.at, self.bytes);
+        }
     }
 }
 
@@ -379,6 +494,10 @@ pub struct TrainPass {
     xs: Vec<GpuBuffer>, // (L+1) × (N, C): each layer's input, and the last layer's output
     acts: Vec<LayerActs>, // L, or 1 with checkpointing
     s: Scratch,
+    dqkv: GroupParts,
+    dgate_up: GroupParts,
+    lora_dh: GroupParts,
+    head: HeadRows,
     /// (dA, dB) per adapter tensor, in the adapter's order: views of `grad_arena`.
     pub grads: Vec<(GpuBuffer, GpuBuffer)>,
     /// Per adapter tensor, a fused layer's parts and their rows of dB (empty otherwise).
@@ -441,6 +560,10 @@ impl TrainPass {
             xs: (0..=cfg.n_layers).map(|_| f(layout.xs)).collect::<Result<_>>()?,
             acts,
             s,
+            dqkv: GroupParts::alloc(ctx, &layout.dqkv)?,
+            dgate_up: GroupParts::alloc(ctx, &layout.dgate_up)?,
+            lora_dh: GroupParts::alloc(ctx, &layout.lora_dh)?,
+            head: HeadRows::alloc(ctx, &layout.head)?,
             grads,
             grad_parts,
             grad_arena,
@@ -504,7 +627,7 @@ impl TrainPass {
         let (runs, lens) = segment_runs(&batch.seg, n)?;
         ctx.write_bytes(&self.s.runs, bytemuck::cast_slice(&runs));
         self.run_lens = lens;
-        ctx.write_bytes(&self.s.targets, bytemuck::cast_slice(&batch.targets));
+        ctx.write_bytes(self.head.get(HeadPart::Targets), bytemuck::cast_slice(&batch.targets));
         let layers = model.cfg.n_layers;
         for i in 0..layers {
             self.layer_forward(ctx, model, i, n, drop)?;
@@ -515,7 +638,7 @@ impl TrainPass {
                 return self.losses(ctx, n).await;
             }
             Some(TokenWeights::Uniform(scale)) => {
-                ctx.write_f32(&self.s.weights, &vec![scale; n]);
+                ctx.write_f32(self.head.get(HeadPart::Weights), &vec![scale; n]);
                 self.head(ctx, model, n, true)?;
                 None
             }
@@ -527,7 +650,7 @@ impl TrainPass {
                 if w.len() != n {
                     return Err(Error::Shape(format!("{} token weights for {n} tokens", w.len())));
                 }
-                ctx.write_f32(&self.s.weights, &w);
+                ctx.write_f32(self.head.get(HeadPart::Weights), &w);
                 self.head(ctx, model, n, true)?;
                 Some(losses)
             }
@@ -549,7 +672,7 @@ impl TrainPass {
 
     /// The NLL of each of the `n` tokens the head last ran.
     async fn losses(&self, ctx: &GpuContext, n: usize) -> Result<Vec<f32>> {
-        let losses = ctx.read_f32_prefix(&self.s.all_losses, n).await?;
+        let losses = ctx.read_f32_prefix(self.head.get(HeadPart::Losses), n).await?;
         ctx.take_device_error()?;
         Ok(losses)
     }
@@ -593,31 +716,92 @@ impl TrainPass {
         let Some((adapter, u)) = model.adapted(i, target) else {
             return base.backward_input(ctx, dinp, dout, n, beta, None);
         };
-        let (idx, lora) = (u.index, &adapter.tensors[u.index]);
-        let h = &acts.lora_h.views[adapter.adapter.tensors[idx].target as usize];
-        let (da, db) = &self.grads[idx];
-        let parts = self.layer_parts(ctx, i, n);
-        let dest = |g| grad_dest(parts, g);
-        // the forward's dropout mask (same seed): A saw dropout(x), and only the kept inputs
-        // receive the LoRA path's gradient
-        let d = LoraDims { accumulate: self.accumulate_grads, dropout: (drop.p, drop.seed_for(u.seed_index)), ..lora.dims(n) };
-        let dh = &self.s.dr;
-        match u.part {
+        let lora = &adapter.tensors[u.index];
+        let dh = &self.lora_dh.views[0];
+        let d = match u.part {
             // a fused layer: each part adds its rows' dB and its share of dh (which the parts'
             // backwards, run one after another, add up); the last finishes dA and dx
             Some(p) => {
-                let part = LoraDims { d_out: p.rows, ..d };
-                let db_part = &self.grad_parts[idx][p.index].1;
-                lora_backward_b(ctx, dest(db_part), dh, if p.first { 0.0 } else { 1.0 }, dout, h, &lora.parts[p.index].1, part)?;
+                let d = self.lora_dims(model, u, n, drop);
+                let (parts, h) = (self.layer_parts(ctx, i, n), self.lora_input(model, u.index, acts));
+                let db_part = &self.grad_parts[u.index][p.index].1;
+                lora_backward_b(ctx, grad_dest(parts, db_part), dh, if p.first { 0.0 } else { 1.0 }, dout, h, &lora.parts[p.index].1, LoraDims { d_out: p.rows, ..d })?;
                 if !p.last {
                     return base.backward_input(ctx, dinp, dout, n, beta, None);
                 }
+                lora_grad_a(ctx, grad_dest(parts, &self.grads[u.index].0), dh, inp, d)?;
+                d
             }
-            None => lora_backward_b(ctx, dest(db), dh, 0.0, dout, h, &lora.b, d)?,
-        }
-        lora_grad_a(ctx, dest(da), dh, inp, d)?;
+            None => self.lora_grads(ctx, model, i, u, dh, dout, inp, n, acts, drop)?,
+        };
         // dx: the base's part, with the LoRA path's as its low-rank term
         base.backward_input(ctx, dinp, dout, n, beta, Some(lora_input_term(dh, &lora.a, d)))
+    }
+
+    /// The dims of the LoRA tensor `u` tells of, for this backward: its gradients added to or
+    /// replaced as `accumulate_grads` says, and the forward's dropout mask (same seed: A saw
+    /// dropout(x), and only the kept inputs receive the LoRA path's gradient).
+    fn lora_dims(&self, model: &Model, u: LoraUse, n: usize, drop: Dropout) -> LoraDims {
+        let lora = &model.adapter.as_ref().expect("an adapted layer").tensors[u.index];
+        LoraDims { accumulate: self.accumulate_grads, dropout: (drop.p, drop.seed_for(u.seed_index)), ..lora.dims(n) }
+    }
+
+    /// The forward's x·Aᵀ of adapter tensor `index`.
+    fn lora_input<'a>(&self, model: &Model, index: usize, acts: &'a LayerActs) -> &'a GpuBuffer {
+        &acts.lora_h.views[model.adapter.as_ref().expect("an adapted layer").adapter.tensors[index].target as usize]
+    }
+
+    /// The gradients of the LoRA tensor `u` tells of (adapting one target alone) from its
+    /// output's gradient `dout`: dB, dh = scale·dout·B into `dh`, and dA. Returns its dims.
+    #[allow(clippy::too_many_arguments)]
+    fn lora_grads(&self, ctx: &GpuContext, model: &Model, i: usize, u: LoraUse, dh: &GpuBuffer, dout: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<LoraDims> {
+        let lora = &model.adapter.as_ref().expect("an adapted layer").tensors[u.index];
+        let d = self.lora_dims(model, u, n, drop);
+        let parts = self.layer_parts(ctx, i, n);
+        let (da, db) = &self.grads[u.index];
+        lora_backward_b(ctx, grad_dest(parts, db), dh, 0.0, dout, self.lora_input(model, u.index, acts), &lora.b, d)?;
+        lora_grad_a(ctx, grad_dest(parts, da), dh, inp, d)?;
+        Ok(d)
+    }
+
+    /// dinp = the input gradient of `targets`, which read one input (q, k, v; gate, up), from
+    /// their output gradients (`douts`' parts, in target order), and their LoRA gradients. One
+    /// launch over the layer's `stacked` weight reads the parts in blocks where they lie, with
+    /// the LoRA terms of the adapted targets as one term over their A's back to back (their dh
+    /// in blocks too), where the kernels read blocks (the tiled ones) and the adapter adapts
+    /// the targets alone, one of them or several as one group (equal ranks); else one launch
+    /// per target.
+    #[allow(clippy::too_many_arguments)]
+    fn inputs_backward(&self, ctx: &GpuContext, model: &Model, i: usize, targets: &[Target], stacked: Option<&Linear>, dinp: &GpuBuffer, douts: &GroupParts, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
+        let widths: Vec<usize> = targets.iter().map(|&t| model.layers[i].linear(t).shape().0).collect();
+        // (the target's place in `targets`, its LoRA) for each adapted target
+        let uses: Vec<(usize, LoraUse)> = targets.iter().enumerate().filter_map(|(t, &target)| model.adapted(i, target).map(|(_, u)| (t, u))).collect();
+        let group = match (uses.as_slice(), model.adapter.as_ref()) {
+            ([_, _, ..], Some(a)) => uses[0].1.shared.map(|s| &a.shared[s.group]).filter(|g| g.members.iter().eq(uses.iter().map(|(_, u)| &u.index))),
+            _ => None,
+        };
+        let alone = uses.iter().all(|(_, u)| u.part.is_none()) && (uses.len() < 2 || group.is_some());
+        let rank = uses.first().map_or(0, |(_, u)| model.adapter.as_ref().expect("adapted").tensors[u.index].rank);
+        let plan = stacked.filter(|w| alone && w.takes_input_blocks(ctx, n)).zip(douts.blocks(&widths));
+        let dh_blocks = if uses.len() > 1 { self.lora_dh.blocks(&vec![rank; uses.len()]) } else { None };
+        let Some((w, (dout, blocks))) = plan.filter(|_| uses.len() < 2 || dh_blocks.is_some()) else {
+            for (t, &target) in targets.iter().enumerate() {
+                self.project_backward(ctx, model, i, target, dinp, if t == 0 { 0.0 } else { 1.0 }, &douts.views[t], inp, n, acts, drop)?;
+            }
+            return Ok(());
+        };
+        // each adapted target's dB, dh (into its part of lora_dh, in target order) and dA
+        let mut dims = None;
+        for (slot, &(t, u)) in uses.iter().enumerate() {
+            dims = Some(self.lora_grads(ctx, model, i, u, &self.lora_dh.views[slot], &douts.views[t], inp, n, acts, drop)?);
+        }
+        // their LoRA paths' part of dx: Σ dh·A, under the mask they share
+        let term = match (dims, group, &dh_blocks) {
+            (None, ..) => None,
+            (Some(d), Some(g), Some((h, h_blocks))) => Some(LowRankTerm { h, v: &g.a, rank: uses.len() * rank, scale: 1.0, dropout: d.dropout, layout: TermLayout::Blocks(*h_blocks) }),
+            (Some(d), ..) => Some(lora_input_term(&self.lora_dh.views[0], &model.adapter.as_ref().expect("adapted").tensors[uses[0].1.index].a, d)),
+        };
+        w.backward_input_blocked(ctx, dinp, &dout, blocks, n, 0.0, term)
     }
 
     /// Layer i from xs[i] to xs[i+1], keeping its activations in its slot.
@@ -665,7 +849,7 @@ impl TrainPass {
         }
         let next = match (model.layers.get(i + 1), self.acts.get(i + 1)) {
             (Some(layer), Some(slot)) => NextNorm { weight: &layer.attn_norm, out: &slot.xn1, rstd: &slot.rstd1 },
-            _ => NextNorm { weight: &model.final_norm, out: &self.s.xnf, rstd: &self.s.rstdf },
+            _ => NextNorm { weight: &model.final_norm, out: self.head.get(HeadPart::Xnf), rstd: &self.s.rstdf },
         };
         Chain { input_normed: i > 0, next_norm: Some(next) }
     }
@@ -685,10 +869,10 @@ impl TrainPass {
             None => &s.dres,
         };
         self.project_backward(ctx, model, i, Target::Down, &s.dh, 0.0, d_down, &a.h, n, a, drop)?;
-        gated_backward(ctx, cfg.activation, &s.dgate, &s.dup, &s.dh, &a.gate, &a.up, n * ff)?;
-        self.project_backward(ctx, model, i, Target::Gate, &s.dxn, 0.0, &s.dgate, &a.xn2, n, a, drop)?;
-        self.project_backward(ctx, model, i, Target::Up, &s.dxn, 1.0, &s.dup, &a.xn2, n, a, drop)?;
-        rmsnorm_backward_add(ctx, &s.dres, &s.dxn, &a.x_mid, &l.ffn_norm, &a.rstd2, n, c)?;
+        let dgate_up = &self.dgate_up.views;
+        gated_backward(ctx, cfg.activation, &dgate_up[0], &dgate_up[1], &s.dh, &a.gate, &a.up, n * ff)?;
+        self.inputs_backward(ctx, model, i, &[Target::Gate, Target::Up], l.gate_up.as_ref(), self.head.get(HeadPart::Dxn), &self.dgate_up, &a.xn2, n, a, drop)?;
+        rmsnorm_backward_add(ctx, &s.dres, self.head.get(HeadPart::Dxn), &a.x_mid, &l.ffn_norm, &a.rstd2, n, c)?;
         let d_o = match &l.post_attn_norm {
             Some(w) => {
                 rmsnorm_backward(ctx, &s.dtmp, &s.dres, &a.o_out, w, &a.rstd_po, n, c)?;
@@ -697,24 +881,28 @@ impl TrainPass {
             None => &s.dres,
         };
         self.project_backward(ctx, model, i, Target::O, &s.datt, 0.0, d_o, &a.att, n, a, drop)?;
-        attention_backward(ctx, &s.dq_rot, &s.dk_rot, &s.dv, &s.datt, &a.q_rot, &a.k_rot, &a.v, &a.att, &a.stats, self.segments(), att)?;
-        // q's and k's gradients go back through rope and the head norms; each step writes
-        // into the pair of buffers the previous one read from
-        let (mut cur, mut spare) = ((&s.dq_rot, &s.dk_rot), (&s.dq, &s.dk));
+        // q's and k's gradients go back through rope and the head norms, each step writing
+        // into the pair of buffers the previous one read from, so that the last writes
+        // dqkv's (where attention writes v's): attention starts in the other pair after an
+        // odd number of steps
+        let dqkv = &self.dqkv.views;
+        let norms = l.q_norm.as_ref().zip(l.k_norm.as_ref());
+        let (mut cur, mut spare) = ((&dqkv[0], &dqkv[1]), (&s.dq_step, &s.dk_step));
+        if (l.rope as usize + norms.is_some() as usize) % 2 == 1 {
+            std::mem::swap(&mut cur, &mut spare);
+        }
+        attention_backward(ctx, cur.0, cur.1, &dqkv[2], &s.datt, &a.q_rot, &a.k_rot, &a.v, &a.att, &a.stats, self.segments(), att)?;
         if l.rope {
             rope_backward(ctx, spare, cur.0, cur.1, &s.pos, rope)?;
             std::mem::swap(&mut cur, &mut spare);
         }
-        if let (Some(q_norm), Some(k_norm)) = (&l.q_norm, &l.k_norm) {
+        if let Some((q_norm, k_norm)) = norms {
             rmsnorm_backward(ctx, spare.0, cur.0, &a.q_raw, q_norm, &a.rstd_q, n * cfg.n_heads, cfg.head_size)?;
             rmsnorm_backward(ctx, spare.1, cur.1, &a.k_raw, k_norm, &a.rstd_k, n * cfg.n_kv_heads, cfg.head_size)?;
-            std::mem::swap(&mut cur, &mut spare);
         }
-        let (dq, dk) = cur;
-        self.project_backward(ctx, model, i, Target::Q, &s.dxn, 0.0, dq, &a.xn1, n, a, drop)?;
-        self.project_backward(ctx, model, i, Target::K, &s.dxn, 1.0, dk, &a.xn1, n, a, drop)?;
-        self.project_backward(ctx, model, i, Target::V, &s.dxn, 1.0, &s.dv, &a.xn1, n, a, drop)?;
-        rmsnorm_backward_add(ctx, &s.dres, &s.dxn, &self.xs[i], &l.attn_norm, &a.rstd1, n, c)?;
+        let stacked = l.qkv.as_ref().map(|(w, _)| w);
+        self.inputs_backward(ctx, model, i, &[Target::Q, Target::K, Target::V], stacked, self.head.get(HeadPart::Dxn), &self.dqkv, &a.xn1, n, a, drop)?;
+        rmsnorm_backward_add(ctx, &s.dres, self.head.get(HeadPart::Dxn), &self.xs[i], &l.attn_norm, &a.rstd1, n, c)?;
         match (self.layer_parts(ctx, i, n), &self.grad_arena) {
             (Some((sums, at, splits)), Some(arena)) => {
                 let region = GpuBuffer::view(&arena.whole, at - arena.whole.offset(), (4 * sums.len) as u64);
@@ -735,35 +923,38 @@ impl TrainPass {
 
     /// Final norm, lm_head and cross-entropy in chunks of R rows, per-token losses into
     /// all_losses; with `backward`, dres = ∂loss/∂xs[L] for the token weights in `weights`.
+    /// Each chunk binds its rows of the per-token buffers where they lie ([`HeadRows`]), or
+    /// copies them through the chunk's own buffers where the GPU cannot bind them there.
     fn head(&self, ctx: &GpuContext, model: &Model, n: usize, backward: bool) -> Result<()> {
+        use HeadPart::*;
         let cfg = &model.cfg;
         let (c, v) = (cfg.hidden_size, cfg.vocab_size);
-        let s = &self.s;
+        let (s, h) = (&self.s, &self.head);
         let last = &self.xs[cfg.n_layers];
         // (without checkpointing, the last block's launch normed it: `chain`)
         if self.checkpointing {
-            rmsnorm_forward(ctx, &s.xnf, &s.rstdf, last, &model.final_norm, n, c, cfg.rms_norm_eps)?;
+            rmsnorm_forward(ctx, h.get(Xnf), &s.rstdf, last, &model.final_norm, n, c, cfg.rms_norm_eps)?;
         }
         for r0 in (0..n).step_by(self.rows) {
             let rows = self.rows.min(n - r0);
-            // the matmuls read their operands from offset 0
-            ctx.copy_region(&s.xnf, (r0 * c * 4) as u64, &s.proj, 0, (rows * c * 4) as u64);
-            ctx.copy_region(&s.targets, (r0 * 4) as u64, &s.row_targets, 0, (rows * 4) as u64);
-            model.head_logits(ctx, &s.logits, &s.vocab_part, &s.proj, rows)?;
+            let chunk = |part, width, own| h.chunk(ctx, part, r0, rows, width, own);
+            let (targets, losses) = (chunk(Targets, 1, &s.row_targets).read(ctx), chunk(Losses, 1, &s.losses));
+            model.head_logits(ctx, &s.logits, &s.vocab_part, chunk(Xnf, c, &s.proj).read(ctx).buf(), rows)?;
             match backward {
-                false => cross_entropy_forward(ctx, &s.losses, &s.logits, &s.row_targets, rows, v)?,
+                false => cross_entropy_forward(ctx, losses.buf(), &s.logits, targets.buf(), rows, v)?,
                 true => {
-                    ctx.copy_region(&s.weights, (r0 * 4) as u64, &s.row_weights, 0, (rows * 4) as u64);
-                    cross_entropy_backward(ctx, &s.losses, &s.dlogits, &s.logits, &s.row_targets, &s.row_weights, rows, v)?;
-                    // ∂loss/∂(head input rows) into dtmp, then into its rows of dxn
-                    model.head_backward_input(ctx, &s.dtmp, &s.dlogits, &s.vocab_part, rows)?;
-                    ctx.copy_region(&s.dtmp, 0, &s.dxn, (r0 * c * 4) as u64, (rows * c * 4) as u64);
+                    let weights = chunk(Weights, 1, &s.row_weights).read(ctx);
+                    cross_entropy_backward(ctx, losses.buf(), &s.dlogits, &s.logits, targets.buf(), weights.buf(), rows, v)?;
+                    // ∂loss/∂(head input rows) into its rows of dxn
+                    let dxn = chunk(Dxn, c, &s.dtmp);
+                    model.head_backward_input(ctx, dxn.buf(), &s.dlogits, &s.vocab_part, rows)?;
+                    dxn.write_back(ctx);
                 }
             }
-            ctx.copy_region(&s.losses, 0, &s.all_losses, (r0 * 4) as u64, (rows * 4) as u64);
+            losses.write_back(ctx);
         }
         if backward {
-            rmsnorm_backward(ctx, &s.dres, &s.dxn, last, &model.final_norm, &s.rstdf, n, c)?;
+            rmsnorm_backward(ctx, &s.dres, h.get(Dxn), last, &model.final_norm, &s.rstdf, n, c)?;
         }
         Ok(())
     }
