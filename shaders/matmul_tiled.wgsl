@@ -22,16 +22,18 @@
 // product (alpha 1, beta 0) to its own M × N slice of a scratch; matmul_sum_splits then
 // forms c = beta·c + alpha·Σ partials. Batches are not split (z is either).
 //
-// Blocks along the reduction (pieces/reduction_blocks.wgsl): A, and a term's H, may each be
-// up to three row-major matrices stored apart, one after another along r (a stacked weight's
-// input gradient from its parts' output gradients, and their LoRA terms, in one launch).
+// Column blocks (pieces/column_blocks.wgsl): A, and a term's H, may each be up to three
+// row-major matrices stored apart, one after another along r (a stacked weight's input
+// gradient from its parts' output gradients, and their LoRA terms, in one launch); so may c
+// along its columns (a stacked weight's forward into its parts' outputs, each part's LoRA
+// term its own: V block-diagonal).
 
 // #include "pieces/strided_gemm.wgsl"
 // #include "pieces/gemm_output.wgsl"
 // #include "pieces/tile_f32.wgsl"
 // #include "pieces/gated_activations.wgsl"
 // #include "pieces/input_norm_none.wgsl"
-// #include "pieces/reduction_blocks.wgsl"
+// #include "pieces/column_blocks.wgsl"
 
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
@@ -98,7 +100,10 @@ fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
         var v = 0.0;
         if (j < p.N && rr < r_end) {
             if (term) {
-                v = p.term_scale * term_v_at(j * p.term_v_sj + rr * p.term_v_sr);
+                let at = term_v_index(j, rr);
+                if (at >= 0) {
+                    v = p.term_scale * term_v_at(u32(at));
+                }
             } else {
                 let idx = b_off + j * p.b_sj + rr * p.b_sr;
                 v = drop_at(DROP_B, idx, b[idx]);
@@ -116,7 +121,10 @@ fn store4(z: u32, i: u32, j: u32, v: vec4<f32>, term: bool) {
     }
     for (var t = 0u; t < 4u; t++) {
         if (j + t < p.N) {
-            let idx = z * p.c_batch + i * p.N + j + t;
+            var idx = z * p.c_batch + i * p.N + j + t;
+            if (p.c_block2 != 0u) {
+                idx = block_index(i, j + t, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
+            }
             if (term) {
                 c[idx] += drop_at(DROP_TERM, idx, p.alpha * v[t]);
                 continue;

@@ -31,14 +31,18 @@ struct Params {
     term_h_part: u32,                  //   (pieces/low_rank_term.wgsl's term_h_of)
     term_start1: u32,
     term_start2: u32,
-    a_block2: u32,                     // quant_tiled.wgsl's input gradient: inp and the
-    a_block3: u32,                     //   term's H in blocks along the reduction
-    a_block2_at: u32,                  //   (pieces/reduction_blocks.wgsl; 0: one matrix)
+    a_block2: u32,                     // quant_tiled.wgsl's operands in column blocks
+    a_block3: u32,                     //   (pieces/column_blocks.wgsl; 0: one matrix): the
+    a_block2_at: u32,                  //   input gradient's inp and the term's H
     a_block3_at: u32,
     h_block2: u32,
     h_block3: u32,
     h_block2_at: u32,
     h_block3_at: u32,
+    c_block2: u32,                     // the tiled forward's out in blocks
+    c_block3: u32,
+    c_block2_at: u32,
+    c_block3_at: u32,
 }
 
 @group(1) @binding(0) var<uniform> p: Params;

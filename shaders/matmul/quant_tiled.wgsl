@@ -21,7 +21,7 @@
 // #include "../pieces/tile_f32.wgsl"
 // #include "../pieces/gated_activations.wgsl"
 // #include "../pieces/input_norm_none.wgsl"
-// #include "../pieces/reduction_blocks.wgsl"
+// #include "../pieces/column_blocks.wgsl"
 
 override TQ: u32 = 8u;
 
@@ -29,7 +29,8 @@ var<workgroup> qt_a: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][row]: in
 var<workgroup> qt_b: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][col]: W
 
 // inp(i0 + row, r0 + r) into qt_a[r][row] (zero past r_end), for a row-major inp with
-// `stride` columns, or in blocks along them (the input gradient of stacked weights).
+// `stride` columns, or in blocks along them (the input gradient of stacked weights; the
+// forward of stacked weights may write out in blocks likewise: qt_store).
 fn qt_stage_inp(i0: u32, r0: u32, r_end: u32, stride: u32, flat: u32) {
     let rows = 8u * TQ;
     for (var e = flat; e < rows * 8u; e += TQ * TQ) {
@@ -64,8 +65,9 @@ fn qt_stage_term(i0: u32, j0: u32, q0: u32, ncols: u32, flat: u32) {
             if (i0 + row < p.M) {
                 h = term_h_at(term_h_index(i0 + row, q));
             }
-            if (j0 + row < ncols) {
-                v = p.term_scale * term_v_at((j0 + row) * p.term_v_sj + q * p.term_v_sr);
+            let at = term_v_index(j0 + row, q);
+            if (j0 + row < ncols && at >= 0) {
+                v = p.term_scale * term_v_at(u32(at));
             }
         }
         qt_a[(e % 8u) * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(h);
@@ -81,7 +83,10 @@ fn qt_store(z: u32, i: u32, j: u32, ncols: u32, v: vec4<f32>, term: bool) {
     }
     for (var t = 0u; t < 4u; t++) {
         if (j + t < ncols) {
-            let idx = (z * p.M + i) * ncols + j + t;
+            var idx = (z * p.M + i) * ncols + j + t;
+            if (p.c_block2 != 0u) {
+                idx = block_index(i, j + t, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), ncols);
+            }
             if (term) {
                 let keep = dropout_keep(vec4<u32>(idx), p.drop_seed, p.drop_p).x;
                 out[idx] += select(0.0, p.alpha * v[t] / (1.0 - p.drop_p), keep);

@@ -6,8 +6,8 @@
 // pieces/gemm_output_low_rank.wgsl (which declares H, V and c) instead of
 // pieces/gemm_output.wgsl (c alone): LoRA's h·Bᵀ added in the base matmul's epilogue.
 //   H(i,q) = term_h[i·term_r + q] (q < term_r),  V(j,q) = term_v[j·term_v_sj + q·term_v_sr]
-// (A and H in blocks along the reduction where a_block2 and h_block2 say so:
-// pieces/reduction_blocks.wgsl.)
+// (A and H in blocks along the reduction, and c along its columns, where a_block2, h_block2
+// and c_block2 say so: pieces/column_blocks.wgsl.)
 
 struct Params {
     M: u32,
@@ -44,9 +44,9 @@ struct Params {
     term_h_part: u32,
     term_start1: u32,
     term_start2: u32,
-    // The tiled kernels' operands in blocks along the reduction (pieces/reduction_blocks.wgsl):
-    // A's (an input gradient's, with a_sr 1 and the first block's rows a_block2 long) and a
-    // low-rank term's H; 0 where one is a single matrix.
+    // The tiled kernels' operands in column blocks (pieces/column_blocks.wgsl): A's (an input
+    // gradient's, with a_sr 1 and the first block's rows a_block2 long) and a low-rank term's
+    // H, along the reduction; 0 where one is a single matrix.
     a_block2: u32,
     a_block3: u32,
     a_block2_at: u32,
@@ -55,6 +55,11 @@ struct Params {
     h_block3: u32,
     h_block2_at: u32,
     h_block3_at: u32,
+    // ... and the output's (a forward's, unbatched and unsplit)
+    c_block2: u32,
+    c_block3: u32,
+    c_block2_at: u32,
+    c_block3_at: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;

@@ -237,7 +237,7 @@ pub fn stacked_term_reference(h: &[f32], v: &[f32], m: usize, rows: usize, rank:
 /// The dense (m, Σ widths) matrix `dense` stored in blocks along its columns, each a
 /// row-major (m, width) matrix of its own, `gap` NaNs between them (a kernel reading past a
 /// block reads NaN): the buffer, and each block's (offset, width) for
-/// ops::matmul::ReductionBlocks.
+/// ops::matmul::ColumnBlocks.
 pub fn in_blocks(dense: &[f32], m: usize, widths: &[usize], gap: usize) -> (Vec<f32>, Vec<(usize, usize)>) {
     let total: usize = widths.iter().sum();
     let (mut buf, mut blocks, mut col) = (Vec::new(), Vec::new(), 0);
@@ -252,6 +252,18 @@ pub fn in_blocks(dense: &[f32], m: usize, widths: &[usize], gap: usize) -> (Vec<
         col += w;
     }
     (buf, blocks)
+}
+
+/// The dense (m, Σ widths) matrix that `buf` holds in `blocks` ((offset, width) each), the
+/// inverse of [`in_blocks`].
+pub fn from_blocks(buf: &[f32], m: usize, blocks: &[(usize, usize)]) -> Vec<f32> {
+    let mut dense = Vec::with_capacity(m * blocks.iter().map(|b| b.1).sum::<usize>());
+    for i in 0..m {
+        for &(at, w) in blocks {
+            dense.extend_from_slice(&buf[at + i * w..][..w]);
+        }
+    }
+    dense
 }
 
 /// The RMSNorm of x's m rows of k with `weight` (the CPU reference), for the kernels that norm

@@ -3,7 +3,7 @@
 
 use hearth_core::ops::cpu;
 use hearth_core::ops::swiglu::Activation;
-use hearth_core::ops::matmul::{matmul_dropout_with, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank_with, matmul_with, Accumulate, DropOn, InputNorm, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout, ReductionBlocks, TermLayout};
+use hearth_core::ops::matmul::{matmul_dropout_with, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank_with, matmul_with, Accumulate, DropOn, InputNorm, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout, ColumnBlocks, TermLayout};
 use hearth_tests::*;
 
 // f32 accumulation over K ≤ 300 terms of magnitude ≤ 1: differences stay near 1e-5.
@@ -101,7 +101,7 @@ fn coop_matmul_matches_cpu_where_offered() {
         let d = random_dims(&mut rng, false);
         check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate::OVERWRITE, &mut rng);
     }
-    let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false, a_blocks: None };
+    let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false, a_blocks: None, c_blocks: None };
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, batched, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
     // LoRA's h·Bᵀ added after the reduction (matmul_coop_low_rank.wgsl)
@@ -139,7 +139,7 @@ fn f16_tiles_match_cpu_where_offered() {
                     check_on(ctx, kind, tiling, random_dims(&mut rng, false), acc, &mut rng);
                 }
             }
-            let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false, a_blocks: None };
+            let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false, a_blocks: None, c_blocks: None };
             check_on(ctx, MatmulKind::Forward, tiling, batched, Accumulate::OVERWRITE, &mut rng);
             check_on(ctx, MatmulKind::Forward, tiling, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
             for (d, rank) in [(MatmulDims::new(37, 24, 52), 8), (MatmulDims::new(130, 72, 36), 13)] {
@@ -367,14 +367,14 @@ fn matmul_batched() {
             if kind == MatmulKind::BackwardWeight && !b_batched {
                 continue;
             }
-            let d = MatmulDims { batch: 3, m: 37, n: 20, k: 44, b_batched, a_shared: false, a_blocks: None };
+            let d = MatmulDims { batch: 3, m: 37, n: 20, k: 44, b_batched, a_shared: false, a_blocks: None, c_blocks: None };
             for tiling in MatmulTiling::ALL {
                 check(kind, tiling, d, Accumulate::OVERWRITE, &mut rng);
             }
         }
     }
     with_gpu!(ctx => {
-        let d = MatmulDims { batch: 2, m: 4, n: 4, k: 4, b_batched: false, a_shared: false, a_blocks: None };
+        let d = MatmulDims { batch: 2, m: 4, n: 4, k: 4, b_batched: false, a_shared: false, a_blocks: None, c_blocks: None };
         let buf = upload(ctx, &[0.0; 32]);
         let err = matmul_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Register, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
         assert!(err.to_string().contains("fold it into M"), "{err}");
@@ -399,7 +399,7 @@ fn matmul_rejects_wrong_sizes() {
 fn matmul_dropout_on_each_side() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(31);
-        let shapes = [MatmulDims::new(37, 24, 52), MatmulDims { batch: 2, m: 9, n: 12, k: 16, b_batched: true, a_shared: false, a_blocks: None }, MatmulDims::new(8, 12, 3000)];
+        let shapes = [MatmulDims::new(37, 24, 52), MatmulDims { batch: 2, m: 9, n: 12, k: 16, b_batched: true, a_shared: false, a_blocks: None, c_blocks: None }, MatmulDims::new(8, 12, 3000)];
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
             for d in shapes {
                 if kind == MatmulKind::BackwardWeight && d.batch > 1 && !d.b_batched {
@@ -480,7 +480,7 @@ fn matmul_low_rank_term_in_the_epilogue() {
 }
 
 /// The input gradient of weights stacked by rows from their parts' output gradients in
-/// blocks apart (ops::matmul::ReductionBlocks: q's, k's and v's; gate's and up's), with no
+/// blocks apart (ops::matmul::ColumnBlocks: q's, k's and v's; gate's and up's), with no
 /// term, a term as rows and a term in blocks (LoRA's dh of each part against their A's back
 /// to back), with and without the term's dropout, in both tile sizes and across a split
 /// reduction: against the CPU on the dense matrices, in one launch (split: and its sum). A
@@ -495,7 +495,7 @@ fn tiled_input_gradient_reads_its_input_in_blocks() {
             let d = MatmulDims::new(m, n, k);
             let dense = rng.vec_uniform(m * n, -1.0, 1.0);
             let (a, blocks) = in_blocks(&dense, m, &widths, 5);
-            let a_blocks = ReductionBlocks::new(&blocks).unwrap();
+            let a_blocks = ColumnBlocks::new(&blocks).unwrap();
             let w = rng.vec_uniform(n * k, -1.0, 1.0);
             let (ab, wb) = (upload(ctx, &a), upload(ctx, &w));
             let product = reference(MatmulKind::BackwardInput, &dense, &w, &d);
@@ -508,7 +508,7 @@ fn tiled_input_gradient_reads_its_input_in_blocks() {
             let (hb, hdb, vb) = (upload(ctx, &h), upload(ctx, &h_dense), upload(ctx, &v));
             let term_product = reference(MatmulKind::BackwardInput, &h_dense, &v, &MatmulDims::new(m, count * rank, k));
             for tiling in [MatmulTiling::Tiled, MatmulTiling::TiledWide] {
-                for (layout, dropout) in [(None, (0.0, 0)), (Some(TermLayout::Rows), (0.0, 0)), (Some(TermLayout::Blocks(ReductionBlocks::new(&h_blocks).unwrap())), (0.0, 0)), (Some(TermLayout::Blocks(ReductionBlocks::new(&h_blocks).unwrap())), (0.3, 9))] {
+                for (layout, dropout) in [(None, (0.0, 0)), (Some(TermLayout::Rows), (0.0, 0)), (Some(TermLayout::Blocks(ColumnBlocks::new(&h_blocks).unwrap())), (0.0, 0)), (Some(TermLayout::Blocks(ColumnBlocks::new(&h_blocks).unwrap())), (0.3, 9))] {
                     let prior = rng.vec_uniform(m * k, -1.0, 1.0);
                     let out = upload(ctx, &prior);
                     let acc = Accumulate { alpha: 1.0, beta: 0.5 };
@@ -548,7 +548,7 @@ fn tiled_input_gradient_reads_its_input_in_blocks() {
         }
         // blocks only where the tiled kernels take an input gradient, spanning its reduction
         let buf = upload(ctx, &[0.0; 256]);
-        let blocks = ReductionBlocks::new(&[(0, 4), (20, 4)]).unwrap();
+        let blocks = ColumnBlocks::new(&[(0, 4), (20, 4)]).unwrap();
         let d = MatmulDims { a_blocks: Some(blocks), ..MatmulDims::new(4, 8, 4) };
         let err = matmul_with(ctx, MatmulKind::BackwardInput, MatmulTiling::Register, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
         assert!(err.to_string().contains("in blocks"), "{err}");
@@ -556,11 +556,76 @@ fn tiled_input_gradient_reads_its_input_in_blocks() {
         assert!(err.to_string().contains("in blocks"), "{err}");
         let wide = MatmulDims { a_blocks: Some(blocks), ..MatmulDims::new(4, 12, 4) };
         let err = matmul_with(ctx, MatmulKind::BackwardInput, MatmulTiling::Tiled, &buf, &buf, &buf, wide, Accumulate::OVERWRITE).unwrap_err();
-        assert!(err.to_string().contains("span 8 columns, the reduction 12"), "{err}");
+        assert!(err.to_string().contains("span 8 columns, not 12"), "{err}");
         let term = LowRankTerm { h: &buf, v: &buf, rank: 8, scale: 1.0, dropout: (0.0, 0), layout: TermLayout::Blocks(blocks) };
         let err = matmul_low_rank_with(ctx, MatmulKind::BackwardInput, MatmulTiling::Register, &buf, &buf, &buf, MatmulDims::new(4, 8, 4), Accumulate::OVERWRITE, term).unwrap_err();
         assert!(err.to_string().contains("cannot read a term laid out as Blocks"), "{err}");
-        assert!(ReductionBlocks::new(&[(4, 4), (20, 4)]).is_err() && ReductionBlocks::new(&[(0, 4)]).is_err());
+        assert!(ColumnBlocks::new(&[(4, 4), (20, 4)]).is_err() && ColumnBlocks::new(&[(0, 4)]).is_err());
+    });
+}
+
+/// The forward of weights stacked by rows into their parts' outputs in blocks apart
+/// (MatmulDims::c_blocks), without a term and with each part's LoRA term (H: each part's x·Aᵀ
+/// in blocks, V: their B's stacked by rows, block-diagonal), in both tile sizes: against the
+/// CPU per part, the gaps between the blocks untouched; and what cannot be is refused.
+#[test]
+fn tiled_forward_writes_its_output_in_blocks() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(47);
+        for (m, widths, k) in [(37, vec![24, 8, 8], 52), (130, vec![40, 36], 36)] {
+            let n: usize = widths.iter().sum();
+            let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(n * k, -1.0, 1.0));
+            let (xb, wb) = (upload(ctx, &x), upload(ctx, &w));
+            let (gapped, blocks) = in_blocks(&vec![0.0; m * n], m, &widths, 7);
+            let out_blocks = ColumnBlocks::new(&blocks).unwrap();
+            let (rank, count) = (3, widths.len());
+            let h_dense = rng.vec_uniform(m * count * rank, -1.0, 1.0);
+            let (h, h_blocks) = in_blocks(&h_dense, m, &vec![rank; count], 3);
+            // each part's B (width × rank), stacked by rows
+            let v = rng.vec_uniform(n * rank, -1.0, 1.0);
+            let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
+            let d = MatmulDims { c_blocks: Some(out_blocks), ..MatmulDims::new(m, n, k) };
+            let product = reference(MatmulKind::Forward, &x, &w, &MatmulDims::new(m, n, k));
+            for tiling in [MatmulTiling::Tiled, MatmulTiling::TiledWide] {
+                for with_term in [false, true] {
+                    let out = upload(ctx, &gapped);
+                    match with_term {
+                        true => {
+                            let term = LowRankTerm { h: &hb, v: &vb, rank: count * rank, scale: 1.5, dropout: (0.0, 0), layout: TermLayout::Blocks(ColumnBlocks::new(&h_blocks).unwrap()) };
+                            matmul_low_rank_with(ctx, MatmulKind::Forward, tiling, &out, &xb, &wb, d, Accumulate::OVERWRITE, term).unwrap()
+                        }
+                        false => matmul_with(ctx, MatmulKind::Forward, tiling, &out, &xb, &wb, d, Accumulate::OVERWRITE).unwrap(),
+                    }
+                    let got = read(ctx, &out);
+                    let mut want = product.clone();
+                    if with_term {
+                        // part t's columns take h_t·B_tᵀ
+                        let mut col = 0;
+                        for (t, &width) in widths.iter().enumerate() {
+                            for i in 0..m {
+                                for j in col..col + width {
+                                    let dot: f64 = (0..rank).map(|q| h_dense[i * count * rank + t * rank + q] as f64 * v[j * rank + q] as f64).sum();
+                                    want[i * n + j] += 1.5 * dot;
+                                }
+                            }
+                            col += width;
+                        }
+                    }
+                    let what = format!("{tiling:?} {m}×{widths:?}×{k} forward into blocks, term {with_term}");
+                    assert_close(&what, &from_blocks(&got, m, &blocks), &want, ATOL, RTOL);
+                    assert!(got.iter().zip(&gapped).all(|(g, p)| p.is_finite() || g.is_nan()), "{what}: wrote between the blocks");
+                }
+            }
+        }
+        // only the tiled forward writes blocks; a blocked term needs the output's blocks
+        let buf = upload(ctx, &[0.0; 256]);
+        let blocks = ColumnBlocks::new(&[(0, 4), (20, 4)]).unwrap();
+        let d = MatmulDims { c_blocks: Some(blocks), ..MatmulDims::new(4, 8, 4) };
+        let err = matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Register, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("an output in blocks"), "{err}");
+        let term = LowRankTerm { h: &buf, v: &buf, rank: 8, scale: 1.0, dropout: (0.0, 0), layout: TermLayout::Blocks(blocks) };
+        let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 8, 4), Accumulate::OVERWRITE, term).unwrap_err();
+        assert!(err.to_string().contains("needs the output in as many blocks"), "{err}");
     });
 }
 

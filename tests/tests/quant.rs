@@ -3,9 +3,9 @@
 
 use hearth_core::ops::cpu;
 use hearth_core::ops::matmul::{Accumulate, MatmulKind};
-use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_blocked_input, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_with, GpuQuantWeight, QuantBlock};
+use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_blocked_input, matmul_quant_blocked_output, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::ops::swiglu::Activation;
-use hearth_core::ops::matmul::{InputNorm, LowRankTerm, ReductionBlocks, TermLayout};
+use hearth_core::ops::matmul::{InputNorm, LowRankTerm, ColumnBlocks, TermLayout};
 use hearth_core::model::weights::{Matrix, MatrixData};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_tests::*;
@@ -207,11 +207,11 @@ fn tiled_input_gradient_reads_its_input_in_blocks() {
                 let v = rng.vec_uniform(count * rank * k, -1.0, 1.0);
                 let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
                 for dropout in [(0.0, 0), (0.3, 5)] {
-                    let layout = TermLayout::Blocks(ReductionBlocks::new(&h_blocks).unwrap());
+                    let layout = TermLayout::Blocks(ColumnBlocks::new(&h_blocks).unwrap());
                     let term = LowRankTerm { h: &hb, v: &vb, rank: count * rank, scale: 1.5, dropout, layout };
                     let prior = rng.vec_uniform(m * k, -1.0, 1.0);
                     let out = upload(ctx, &prior);
-                    matmul_quant_blocked_input(ctx, &out, &upload(ctx, &dy), ReductionBlocks::new(&blocks).unwrap(), &gw, m, 1.0, Some(term)).unwrap();
+                    matmul_quant_blocked_input(ctx, &out, &upload(ctx, &dy), ColumnBlocks::new(&blocks).unwrap(), &gw, m, 1.0, Some(term)).unwrap();
                     let (mut product, mut extra, mut masked) = (vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k]);
                     cpu::matmul_backward_input(&mut product, &to_f64(&dense), &to_f64(&t.dequantize()), m, n, k);
                     cpu::matmul_backward_input(&mut extra, &to_f64(&h_dense), &to_f64(&v), m, count * rank, k);
@@ -222,6 +222,47 @@ fn tiled_input_gradient_reads_its_input_in_blocks() {
                     assert_close(&format!("{format:?} {m}×{widths:?}×{k} in blocks, dropout {dropout:?}"), &read(ctx, &out), &want, atol, 1e-4);
                 }
             }
+        }
+    });
+}
+
+/// QLoRA's forward through stacked weights into the parts' outputs in blocks apart, each part
+/// with its own LoRA term (x·Aᵀ in blocks, B's stacked by rows), in one tiled launch
+/// (ops::matmul_quant::matmul_quant_blocked_output): against the CPU per part, per format, the
+/// gaps between the blocks untouched.
+#[test]
+fn tiled_forward_writes_its_output_in_blocks() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(29);
+        for format in QuantFormat::ALL {
+            let (m, widths, k) = (37, vec![40, 16, 16], 64);
+            let n: usize = widths.iter().sum();
+            let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
+            let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+            let x = rng.vec_uniform(m * k, -1.0, 1.0);
+            let (gapped, blocks) = in_blocks(&vec![0.0; m * n], m, &widths, 5);
+            let (rank, count) = (4, widths.len());
+            let h_dense = rng.vec_uniform(m * count * rank, -1.0, 1.0);
+            let (h, h_blocks) = in_blocks(&h_dense, m, &vec![rank; count], 2);
+            let v = rng.vec_uniform(n * rank, -1.0, 1.0);
+            let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
+            let term = LowRankTerm { h: &hb, v: &vb, rank: count * rank, scale: 1.5, dropout: (0.0, 0), layout: TermLayout::Blocks(ColumnBlocks::new(&h_blocks).unwrap()) };
+            let out = upload(ctx, &gapped);
+            matmul_quant_blocked_output(ctx, &out, ColumnBlocks::new(&blocks).unwrap(), &upload(ctx, &x), &gw, m, Some(term)).unwrap();
+            let mut want = vec![0.0; m * n];
+            cpu::matmul_forward(&mut want, &to_f64(&x), &to_f64(&t.dequantize()), m, n, k);
+            let mut col = 0;
+            for (p, &width) in widths.iter().enumerate() {
+                for i in 0..m {
+                    for j in col..col + width {
+                        want[i * n + j] += 1.5 * (0..rank).map(|q| h_dense[i * count * rank + p * rank + q] as f64 * v[j * rank + q] as f64).sum::<f64>();
+                    }
+                }
+                col += width;
+            }
+            let got = read(ctx, &out);
+            assert_close(&format!("{format:?} {m}×{widths:?}×{k} forward into blocks"), &from_blocks(&got, m, &blocks), &want, 2e-4, 1e-4);
+            assert!(got.iter().zip(&gapped).all(|(g, p)| p.is_finite() || g.is_nan()), "{format:?}: wrote between the blocks");
         }
     });
 }

@@ -18,7 +18,7 @@ use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::lora::{lora_backward_b, lora_grad_a, lora_input_term, lora_up_term, GradDest, LoraDims};
-use crate::ops::matmul::{LowRankTerm, ReductionBlocks, TermLayout};
+use crate::ops::matmul::{LowRankTerm, ColumnBlocks, TermLayout};
 use crate::lora::gpu::LoraUse;
 use crate::model::linear::Linear;
 use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, SplitParts};
@@ -317,10 +317,10 @@ impl GroupParts {
 
     /// The first `widths.len()` parts (two or three) as blocks of rows of those widths, and
     /// the buffer to bind; None where they lie apart.
-    fn blocks(&self, widths: &[usize]) -> Option<(GpuBuffer, ReductionBlocks)> {
+    fn blocks(&self, widths: &[usize]) -> Option<(GpuBuffer, ColumnBlocks)> {
         let whole = self.whole.as_ref()?;
         let blocks: Vec<(usize, usize)> = self.views.iter().zip(widths).map(|(v, &w)| (((v.offset() - whole.offset()) / 4) as usize, w)).collect();
-        Some((GpuBuffer::view(whole, 0, whole.len_bytes()), ReductionBlocks::new(&blocks).ok()?))
+        Some((GpuBuffer::view(whole, 0, whole.len_bytes()), ColumnBlocks::new(&blocks).ok()?))
     }
 }
 

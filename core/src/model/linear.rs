@@ -1,7 +1,7 @@
 //! A frozen linear weight on the GPU, f32 or a block format; its kind picks the matmul kernel.
 
 use crate::model::weights::{Matrix, MatrixData, WeightFormat};
-use crate::ops::matmul::{choose_tiling, matmul, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank, matmul_low_rank_with, matmul_with, Accumulate, InputNorm, LowRankTerm, MatmulDims, MatmulKind, ReductionBlocks};
+use crate::ops::matmul::{choose_tiling, matmul, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank, matmul_low_rank_with, matmul_with, Accumulate, InputNorm, LowRankTerm, MatmulDims, MatmulKind, ColumnBlocks};
 use crate::ops::matmul_quant::{matmul_quant, matmul_quant_blocked_input, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_low_rank, takes_input_blocks, GpuQuantWeight};
 use crate::ops::swiglu::Activation;
 use crate::quant::QuantFormat;
@@ -97,7 +97,7 @@ impl Linear {
     /// `blocks` where the backward wrote them: the parts' input gradients summed, in one
     /// launch (where [`Linear::takes_input_blocks`]).
     #[allow(clippy::too_many_arguments)]
-    pub fn backward_input_blocked(&self, ctx: &GpuContext, dinp: &GpuBuffer, dout: &GpuBuffer, blocks: ReductionBlocks, m: usize, beta: f32, term: Option<LowRankTerm>) -> Result<()> {
+    pub fn backward_input_blocked(&self, ctx: &GpuContext, dinp: &GpuBuffer, dout: &GpuBuffer, blocks: ColumnBlocks, m: usize, beta: f32, term: Option<LowRankTerm>) -> Result<()> {
         match self {
             Linear::F32 { w, rows, cols } => {
                 let d = MatmulDims { a_blocks: Some(blocks), ..MatmulDims::new(m, *rows, *cols) };

@@ -15,7 +15,7 @@ use super::residual::residual_accumulate;
 use super::swiglu::Activation;
 use crate::error::ensure;
 use crate::gpu::{grid_1d, Kernel, KernelPaths, Shader, Variant};
-use crate::{GpuBuffer, GpuContext, Result};
+use crate::{Error, GpuBuffer, GpuContext, Result};
 use std::sync::Arc;
 
 /// Sizes of one matmul call; `batch` matrices of a and c, b shared unless `b_batched`.
@@ -31,12 +31,15 @@ pub struct MatmulDims {
     pub a_shared: bool,
     /// An input gradient's a (the output gradient) in blocks along its columns, the
     /// reduction (the tiled kernels only): a stacked weight's, from its parts' gradients.
-    pub a_blocks: Option<ReductionBlocks>,
+    pub a_blocks: Option<ColumnBlocks>,
+    /// A forward's output in blocks along its columns (the tiled kernels only, one matrix,
+    /// its reduction not split): a stacked weight's, into its parts' outputs.
+    pub c_blocks: Option<ColumnBlocks>,
 }
 
 impl MatmulDims {
     pub fn new(m: usize, n: usize, k: usize) -> Self {
-        MatmulDims { batch: 1, m, n, k, b_batched: false, a_shared: false, a_blocks: None }
+        MatmulDims { batch: 1, m, n, k, b_batched: false, a_shared: false, a_blocks: None, c_blocks: None }
     }
 
     /// Whether the register-blocked kernels can take these sizes: all three products read N
@@ -46,33 +49,46 @@ impl MatmulDims {
     }
 }
 
-/// An operand of the tiled kernels whose reduction columns lie in two or three blocks, each a
-/// row-major matrix of its own width stored apart in the bound buffer
-/// (shaders/pieces/reduction_blocks.wgsl): the input gradient of weights stacked by rows (q,
-/// k and v; gate and up) reads its parts' output gradients, and LoRA's dh of each, where the
-/// backward wrote them, in one launch instead of one per part.
+/// An operand of the tiled kernels whose columns lie in two or three blocks, each a row-major
+/// matrix of its own width stored apart in the bound buffer
+/// (shaders/pieces/column_blocks.wgsl). Weights stacked by rows (q, k and v; gate and up)
+/// take one launch for all their parts instead of one each: the input gradient reads the
+/// parts' output gradients, and LoRA's dh of each, where the backward wrote them (blocks
+/// along the reduction); the forward writes each part's output where the block wants it, each
+/// with its own LoRA term (blocks of the output, and of the term's x·Aᵀ).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReductionBlocks {
-    /// (offset in floats from the bound buffer's start, width) of each block, in reduction
+pub struct ColumnBlocks {
+    /// (offset in floats from the bound buffer's start, width) of each block, in column
     /// order; the first at offset 0. Unused entries are (0, 0).
     blocks: [(usize, usize); 3],
 }
 
-impl ReductionBlocks {
+impl ColumnBlocks {
     /// From each block's (offset in floats, width): two or three, the first at offset 0, none
     /// empty.
     pub fn new(blocks: &[(usize, usize)]) -> Result<Self> {
         ensure((2..=3).contains(&blocks.len()) && blocks[0].0 == 0 && blocks.iter().all(|&(_, w)| w > 0), || {
-            format!("reduction blocks: two or three of them, the first at offset 0, none empty; got {blocks:?}")
+            format!("column blocks: two or three of them, the first at offset 0, none empty; got {blocks:?}")
         })?;
         let mut all = [(0, 0); 3];
         all[..blocks.len()].copy_from_slice(blocks);
-        Ok(ReductionBlocks { blocks: all })
+        Ok(ColumnBlocks { blocks: all })
     }
 
-    /// The reduction's length: the blocks' widths summed.
+    /// The columns in all: the blocks' widths summed.
     pub fn width(&self) -> usize {
         self.blocks.iter().map(|&(_, w)| w).sum()
+    }
+
+    /// How many blocks.
+    pub fn count(&self) -> usize {
+        self.blocks.iter().filter(|&&(_, w)| w > 0).count()
+    }
+
+    /// The blocks' width where they all have one.
+    fn uniform_width(&self) -> Option<usize> {
+        let w = self.blocks[0].1;
+        self.blocks.iter().all(|&(_, x)| x == 0 || x == w).then_some(w)
     }
 
     /// Floats the operand spans for `m` rows.
@@ -89,9 +105,9 @@ impl ReductionBlocks {
         [w0 as u32, third, at1 as u32, at2 as u32]
     }
 
-    /// Checks these blocks against a reduction of `reduction` steps over `m` rows of `buf`.
-    pub(crate) fn check(&self, op: &str, what: &str, buf: &GpuBuffer, m: usize, reduction: usize) -> Result<()> {
-        ensure(self.width() == reduction, || format!("{op}: {what}'s blocks {self:?} span {} columns, the reduction {reduction}", self.width()))?;
+    /// Checks these blocks against `m` rows of `columns` columns in `buf`.
+    pub(crate) fn check(&self, op: &str, what: &str, buf: &GpuBuffer, m: usize, columns: usize) -> Result<()> {
+        ensure(self.width() == columns, || format!("{op}: {what}'s blocks {self:?} span {} columns, not {columns}", self.width()))?;
         check_len(op, what, buf, self.span(m))
     }
 }
@@ -238,9 +254,11 @@ struct StridedParams {
     term_h_part: u32,
     term_start1: u32,
     term_start2: u32,
-    /// The tiled kernels' a and term's H in blocks along the reduction ([`ReductionBlocks`]).
+    /// The tiled kernels' a and term's H in blocks along the reduction ([`ColumnBlocks`]).
     a_blocks: [u32; 4],
     h_blocks: [u32; 4],
+    /// ... and a forward's output.
+    c_blocks: [u32; 4],
 }
 
 /// LoRA dropout on one side of a product: the mask of ops::dropout at each value's flat index
@@ -386,6 +404,16 @@ pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> Matm
     }
 }
 
+/// Whether the forward of `d` runs here on the tiled kernels in one launch (its reduction not
+/// split), which write the output in blocks (`MatmulDims::c_blocks`).
+pub fn forward_takes_blocks(ctx: &GpuContext, d: &MatmulDims) -> bool {
+    let tiling = choose_tiling(ctx, MatmulKind::Forward, d);
+    let Some(side) = tiling.tiled_side() else { return false };
+    let tile = 8 * side as usize;
+    let tiles = d.n.div_ceil(tile) * d.m.div_ceil(tile);
+    d.batch == 1 && reduction_split("", tiles, d.k, 1).is_ok_and(|(splits, _)| splits == 1)
+}
+
 /// The workgroup-tiled kernel's tiling for a `kind` product of `d`: 128 × 128 tiles for
 /// large outputs, else 64 × 64; with its tiles in f16 where `f16`.
 pub fn tiled_for(kind: MatmulKind, d: &MatmulDims, f16: bool) -> MatmulTiling {
@@ -514,9 +542,11 @@ pub enum TermLayout {
     Rows,
     /// A forward's term over stacked weights (the matrix-vector kernels only).
     Stacked(StackedTerm),
-    /// An input gradient's term over stacked weights (the tiled kernels only): the parts' dh
-    /// in blocks along the rank, against their A's back to back in V.
-    Blocks(ReductionBlocks),
+    /// A term over stacked weights (the tiled kernels only), each part's H a block along the
+    /// rank: an input gradient's parts' dh against their A's back to back in V; a forward's
+    /// parts' x·Aᵀ (one rank) against their B's stacked by rows in V, each output block taking
+    /// its own (V block-diagonal; the output in as many blocks: `MatmulDims::c_blocks`).
+    Blocks(ColumnBlocks),
 }
 
 /// The term of stacked weights' product (q, k and v as one matmul, each target with its LoRA;
@@ -541,7 +571,7 @@ impl LowRankTerm<'_> {
 
     /// The tiled kernels' h_blocks params.
     pub(crate) fn block_params(&self) -> [u32; 4] {
-        ReductionBlocks::params(match self.layout {
+        ColumnBlocks::params(match self.layout {
             TermLayout::Blocks(b) => Some(b),
             _ => None,
         })
@@ -566,9 +596,14 @@ impl LowRankTerm<'_> {
     }
 
     /// V's strides (term_v_sj, term_v_sr) for a `kind` product into `width` columns: B (width,
-    /// rank) for a forward, A (rank, width) for an input gradient.
+    /// rank) for a forward (a blocked forward's B's: one block's rank wide), A (rank, width)
+    /// for an input gradient.
     pub(crate) fn v_strides(&self, kind: MatmulKind, width: usize) -> (u32, u32) {
-        if kind == MatmulKind::Forward { (self.rank as u32, 1) } else { (1, width as u32) }
+        match (kind, self.layout) {
+            (MatmulKind::Forward, TermLayout::Blocks(b)) => (b.uniform_width().unwrap_or(self.rank) as u32, 1),
+            (MatmulKind::Forward, _) => (self.rank as u32, 1),
+            _ => (1, width as u32),
+        }
     }
 
     /// out(m, width) += alpha·scale·term as a launch of its own, for a `kind` product (the
@@ -594,8 +629,13 @@ impl LowRankTerm<'_> {
                 check_len(op, "the low-rank term's h", self.h, (parts - 1) * s.h_part + (m - 1) * s.h_row + self.rank)?;
             }
             TermLayout::Blocks(b) => {
-                ensure(kind == MatmulKind::BackwardInput, || format!("{op}: a term in blocks is an input gradient's, not {kind:?}'s"))?;
                 b.check(op, "the low-rank term's h", self.h, m, self.rank)?;
+                if kind == MatmulKind::Forward {
+                    // the parts' B's stacked by rows, one block's rank wide
+                    let r = b.uniform_width().ok_or_else(|| Error::Shape(format!("{op}: a forward's term in blocks of unequal ranks ({b:?})")))?;
+                    ensure(self.dropout.0 == 0.0, || format!("{op}: a forward's term in blocks has no dropout of its own"))?;
+                    return check_len(op, "the low-rank term's v", self.v, width * r);
+                }
             }
             TermLayout::Rows => check_len(op, "the low-rank term's h", self.h, h_len)?,
         }
@@ -815,8 +855,10 @@ fn launch(
         None => check_len(op, "a", a, if d.a_shared { a_len } else { d.batch * a_len })?,
     }
     check_len(op, "b", b, bb * b_len)?;
-    if into.is_none() {
-        check_len(op, "out", out, d.batch * rows * cols)?;
+    match (into, d.c_blocks) {
+        (Some(_), _) => {}
+        (None, Some(blocks)) => blocks.check(op, "out", out, rows, cols)?,
+        (None, None) => check_len(op, "out", out, d.batch * rows * cols)?,
     }
     let term_rank = term.map_or(0, |t| t.rank);
     let flops = 2.0 * (d.batch * d.m * d.n * d.k + rows * cols * term_rank) as f64;
@@ -832,6 +874,17 @@ fn launch(
     ensure(term.is_none_or(|t| t.layout_fits(tiling.is_tiled(), tiling == MatmulTiling::Gemv)), || format!("{op}: {tiling:?} cannot read a term laid out as {:?}", term.map(|t| t.layout)))?;
     ensure(d.a_blocks.is_none() || (tiling.is_tiled() && kind == MatmulKind::BackwardInput && d.batch == 1 && into.is_none()), || {
         format!("{op}: a in blocks is for one input gradient on the tiled kernels, not {kind:?} on {tiling:?} ({d:?})")
+    })?;
+    ensure(d.c_blocks.is_none() || (tiling.is_tiled() && kind == MatmulKind::Forward && d.batch == 1 && into.is_none() && drop.is_none()), || {
+        format!("{op}: an output in blocks is for one forward on the tiled kernels, without dropout, not {kind:?} on {tiling:?} ({d:?})")
+    })?;
+    // a forward's term in blocks takes the output's blocks, one each
+    let term_blocks = term.and_then(|t| match t.layout {
+        TermLayout::Blocks(b) => Some(b.count()),
+        _ => None,
+    });
+    ensure(kind != MatmulKind::Forward || term_blocks.is_none() || term_blocks == d.c_blocks.map(|b| b.count()), || {
+        format!("{op}: a forward's term in blocks needs the output in as many blocks ({d:?})")
     })?;
     match tiling {
         MatmulTiling::Register | MatmulTiling::RegisterNarrow => {
@@ -914,8 +967,9 @@ fn launch(
                 term_scale: term.map_or(0.0, |t| t.scale),
                 term_v_sj,
                 term_v_sr,
-                a_blocks: ReductionBlocks::params(d.a_blocks),
+                a_blocks: ColumnBlocks::params(d.a_blocks),
                 h_blocks: term.map_or([0; 4], |t| t.block_params()),
+                c_blocks: ColumnBlocks::params(d.c_blocks),
                 ..bytemuck::Zeroable::zeroed()
             };
             let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];
@@ -943,6 +997,7 @@ fn launch(
             if splits == 1 {
                 return ctx.dispatch_counted(&kernel, &inputs, &[out], &params, groups, flops);
             }
+            ensure(d.c_blocks.is_none(), || format!("{op}: an output in blocks from a split reduction ({d:?}; see forward_takes_blocks)"))?;
             let parts = ctx.alloc_scratch_f32(splits * rows * cols)?;
             ctx.dispatch_counted(&kernel, &inputs, &[&parts], &params, groups, flops)?;
             sum_splits_dropping(ctx, out, &parts, rows, cols, splits, acc, drop)

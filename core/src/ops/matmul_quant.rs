@@ -5,7 +5,7 @@ use super::{check_len, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits, Accumulate, InputNorm, LowRankTerm, MatmulKind, ReductionBlocks};
+use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -75,9 +75,11 @@ struct Params {
     term_start1: u32,
     term_start2: u32,
     /// The tiled input gradient's inp and term's H in blocks along the reduction
-    /// (ops::matmul::ReductionBlocks).
+    /// (ops::matmul::ColumnBlocks).
     a_blocks: [u32; 4],
     h_blocks: [u32; 4],
+    /// ... and the tiled forward's out.
+    c_blocks: [u32; 4],
 }
 
 /// The entry points of a matmul_<format>.wgsl, named by core/build/ after its blocks.
@@ -300,8 +302,40 @@ pub fn takes_input_blocks(ctx: &GpuContext, w: &GpuQuantWeight, m: usize) -> boo
 /// them, and the term's H likewise where it is in blocks: one launch of the tiled kernel
 /// (where [`takes_input_blocks`]) instead of one per part.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_quant_blocked_input(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, blocks: ReductionBlocks, w: &GpuQuantWeight, m: usize, beta: f32, term: Option<LowRankTerm>) -> Result<()> {
-    quant_launch(ctx, QuantBlock::Tiled, MatmulKind::BackwardInput, out, inp, Some(blocks), w, m, Accumulate { alpha: 1.0, beta }, term)
+pub fn matmul_quant_blocked_input(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, blocks: ColumnBlocks, w: &GpuQuantWeight, m: usize, beta: f32, term: Option<LowRankTerm>) -> Result<()> {
+    let blocks = Blocks { inp: Some(blocks), out: None };
+    quant_launch(ctx, QuantBlock::Tiled, MatmulKind::BackwardInput, out, inp, blocks, w, m, Accumulate { alpha: 1.0, beta }, term)
+}
+
+/// Whether the forward through `w` of `m` rows runs here on the tiled kernel in one launch
+/// (its reduction not split), which writes out in blocks ([`matmul_quant_blocked_output`]).
+pub fn forward_takes_blocks(ctx: &GpuContext, w: &GpuQuantWeight, m: usize) -> bool {
+    let tq = tiles_side(m, w.rows);
+    let tiles = w.rows.div_ceil(8 * tq) * m.div_ceil(8 * tq);
+    choose_block(ctx, MatmulKind::Forward, w, m) == QuantBlock::Tiled && reduction_split("", tiles, w.cols, 1).is_ok_and(|(splits, _)| splits == 1)
+}
+
+/// out(M, N) = inp·Wᵀ (+ a term) for weights stacked by rows (`Linear::upload_stacked`), with
+/// out in `blocks` (one per part, where the block wants each part's output) and the term in
+/// blocks likewise (each part's LoRA: ops::matmul::TermLayout::Blocks): one launch of the
+/// tiled kernel (where [`forward_takes_blocks`]) instead of one per part.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_quant_blocked_output(ctx: &GpuContext, out: &GpuBuffer, blocks: ColumnBlocks, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, term: Option<LowRankTerm>) -> Result<()> {
+    let blocks = Blocks { inp: None, out: Some(blocks) };
+    quant_launch(ctx, QuantBlock::Tiled, MatmulKind::Forward, out, inp, blocks, w, m, Accumulate::OVERWRITE, term)
+}
+
+/// Which operands of a tiled launch lie in column blocks.
+#[derive(Clone, Copy, Default)]
+struct Blocks {
+    inp: Option<ColumnBlocks>,
+    out: Option<ColumnBlocks>,
+}
+
+/// Invocations per side of the tiled kernels' workgroups for `m` rows of `cols` outputs: 16
+/// for outputs of at least 1024 × 1024 (as the f32 matmul's), else 8.
+fn tiles_side(m: usize, cols: usize) -> usize {
+    if m * cols >= 1 << 20 { 16 } else { 8 }
 }
 
 /// [`matmul_quant`] with the block size given (tests run both), and a low-rank term if any.
@@ -317,11 +351,11 @@ pub fn matmul_quant_with(
     acc: Accumulate,
     term: Option<LowRankTerm>,
 ) -> Result<()> {
-    quant_launch(ctx, block, kind, out, inp, None, w, m, acc, term)
+    quant_launch(ctx, block, kind, out, inp, Blocks::default(), w, m, acc, term)
 }
 
-/// One product, inp in blocks along the reduction where `blocks` says so (the tiled input
-/// gradient only).
+/// One product, inp or out in column blocks where `blocks` says so (the tiled input gradient's
+/// inp, the tiled forward's out).
 #[allow(clippy::too_many_arguments)]
 fn quant_launch(
     ctx: &GpuContext,
@@ -329,7 +363,7 @@ fn quant_launch(
     kind: MatmulKind,
     out: &GpuBuffer,
     inp: &GpuBuffer,
-    blocks: Option<ReductionBlocks>,
+    blocks: Blocks,
     w: &GpuQuantWeight,
     m: usize,
     acc: Accumulate,
@@ -339,7 +373,8 @@ fn quant_launch(
     // the tiled kernels add a term (and its dropout) in their launch, the matrix-vector one a
     // term without dropout (a forward's h·Bᵀ)
     let takes_term = |t: &LowRankTerm| tiled || (block == QuantBlock::Gemv && t.dropout.0 == 0.0);
-    ensure(blocks.is_none() || (block == QuantBlock::Tiled && kind == MatmulKind::BackwardInput), || format!("inp in blocks is for the tiled input gradient, not {kind:?} on {block:?}"))?;
+    ensure(blocks.inp.is_none() || (block == QuantBlock::Tiled && kind == MatmulKind::BackwardInput), || format!("inp in blocks is for the tiled input gradient, not {kind:?} on {block:?}"))?;
+    ensure(blocks.out.is_none() || (tiled && kind == MatmulKind::Forward), || format!("out in blocks is for the tiled forward, not {kind:?} on {block:?}"))?;
     ensure(term.is_none_or(|t| t.layout_fits(tiled, block == QuantBlock::Gemv)), || format!("the {block:?} kernels cannot read a term laid out as {:?}", term.map(|t| t.layout)))?;
     if let Some(t) = term.filter(|t| !takes_term(t)) {
         matmul_quant_with(ctx, block, kind, out, inp, w, m, acc, None)?;
@@ -375,9 +410,7 @@ fn quant_launch(
         (MatmulKind::Forward, QuantBlock::Gemv) => "matmul_quant_gemv",
         (_, QuantBlock::Gemv) => return Err(Error::Shape("the matrix-vector kernel computes forwards only".into())),
     };
-    // The tiled kernels: 16 × 16 invocations for outputs of at least 1024 × 1024 (as the f32
-    // matmul's), else 8 × 8.
-    let tq: usize = if m * out_cols >= 1 << 20 { 16 } else { 8 };
+    let tq = tiles_side(m, out_cols);
     let groups = match block {
         QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
         QuantBlock::Tiled | QuantBlock::TiledF16 => [out_cols.div_ceil(8 * tq) as u32, m.div_ceil(8 * tq) as u32, 1],
@@ -397,13 +430,21 @@ fn quant_launch(
         format!("{op}: the weight's rows (N = {n}) must be a multiple of 4 for the input gradient")
     })?;
     ensure(m > 0, || format!("{op}: no rows"))?;
-    match blocks {
+    match blocks.inp {
         Some(b) => b.check(op, "inp", inp, m, n)?,
         None => check_len(op, "inp", inp, in_len)?,
     }
-    check_len(op, "out", out, out_len)?;
+    match blocks.out {
+        Some(b) => b.check(op, "out", out, m, out_cols)?,
+        None => check_len(op, "out", out, out_len)?,
+    }
     if let Some(t) = term {
         t.check(op, kind, m, out_cols)?;
+        let term_blocks = match t.layout {
+            crate::ops::matmul::TermLayout::Blocks(b) => Some(b.count()),
+            _ => None,
+        };
+        ensure(kind != MatmulKind::Forward || term_blocks.is_none() || term_blocks == blocks.out.map(|b| b.count()), || format!("{op}: a forward's term in blocks needs out in as many blocks"))?;
     }
     // The tiled kernels split long reductions (ops::matmul::reduction_split) into parts that
     // matmul_sum_splits adds up; every other kernel runs whole.
@@ -423,7 +464,8 @@ fn quant_launch(
         beta: if accumulates { acc.beta } else { 0.0 },
         splits: splits as u32,
         r_split: r_split as u32,
-        a_blocks: ReductionBlocks::params(blocks),
+        a_blocks: ColumnBlocks::params(blocks.inp),
+        c_blocks: ColumnBlocks::params(blocks.out),
         ..bytemuck::Zeroable::zeroed()
     };
     let params = term_params(params, term, kind, out_cols);
@@ -439,6 +481,7 @@ fn quant_launch(
     }
     let launch = |dest: &GpuBuffer| ctx.dispatch_counted(&kernel, &inputs, &[dest], &params, groups, flops);
     if splits > 1 {
+        ensure(blocks.out.is_none(), || format!("{op}: out in blocks from a split reduction (see forward_takes_blocks)"))?;
         let parts = ctx.alloc_scratch_f32(splits * out_len)?;
         launch(&parts)?;
         return sum_splits(ctx, out, &parts, m, out_cols, splits, acc);
