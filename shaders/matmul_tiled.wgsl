@@ -122,7 +122,8 @@ fn store4(z: u32, i: u32, j: u32, v: vec4<f32>, term: bool) {
     for (var t = 0u; t < 4u; t++) {
         if (j + t < p.N) {
             var idx = z * p.c_batch + i * p.N + j + t;
-            if (p.c_block2 != 0u) {
+            // (a split reduction's parts go to their scratch as they are; its sum into the blocks)
+            if (p.c_block2 != 0u && p.splits <= 1u) {
                 idx = block_index(i, j + t, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
             }
             if (term) {
@@ -220,7 +221,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(6) var<storage, read_write> summed: array<f32>;
 
 // summed[i] = beta·summed[i] + alpha·Σ_s parts[s·M·N + i]: the split reduction's last step
-// (which applies DROP_OUT: the partial products do not).
+// (which applies DROP_OUT: the partial products do not), into column blocks where the
+// product's output is in them.
 @compute @workgroup_size(256)
 fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
@@ -230,11 +232,16 @@ fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     for (var s = 0u; s < p.splits; s++) {
         total += parts[s * len + i];
     }
-    var v = drop_at(DROP_OUT, i, p.alpha * total);
-    if (p.beta != 0.0) {
-        v += p.beta * summed[i];
+    // the summed output in column blocks where c_block2 says so (a stacked forward's)
+    var at = i;
+    if (p.c_block2 != 0u) {
+        at = block_index(i / p.N, i % p.N, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
     }
-    summed[i] = v;
+    var v = drop_at(DROP_OUT, at, p.alpha * total);
+    if (p.beta != 0.0) {
+        v += p.beta * summed[at];
+    }
+    summed[at] = v;
 }
 
 // The forward of at most 4 rows of x (decoding a token), for real GPUs: a tile of 64 × 64

@@ -84,7 +84,8 @@ fn qt_store(z: u32, i: u32, j: u32, ncols: u32, v: vec4<f32>, term: bool) {
     for (var t = 0u; t < 4u; t++) {
         if (j + t < ncols) {
             var idx = (z * p.M + i) * ncols + j + t;
-            if (p.c_block2 != 0u) {
+            // (a split reduction's parts go to their scratch as they are; its sum into the blocks)
+            if (p.c_block2 != 0u && p.splits <= 1u) {
                 idx = block_index(i, j + t, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), ncols);
             }
             if (term) {

@@ -566,13 +566,15 @@ fn tiled_input_gradient_reads_its_input_in_blocks() {
 
 /// The forward of weights stacked by rows into their parts' outputs in blocks apart
 /// (MatmulDims::c_blocks), without a term and with each part's LoRA term (H: each part's x·Aᵀ
-/// in blocks, V: their B's stacked by rows, block-diagonal), in both tile sizes: against the
-/// CPU per part, the gaps between the blocks untouched; and what cannot be is refused.
+/// in blocks, V: their B's stacked by rows, block-diagonal), in both tile sizes and across a
+/// split reduction: against the CPU per part, the gaps between the blocks untouched; and what
+/// cannot be is refused.
 #[test]
 fn tiled_forward_writes_its_output_in_blocks() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(47);
-        for (m, widths, k) in [(37, vec![24, 8, 8], 52), (130, vec![40, 36], 36)] {
+        // (the last: a split reduction, its parts summed into the blocks)
+        for (m, widths, k) in [(37, vec![24, 8, 8], 52), (130, vec![40, 36], 36), (9, vec![24, 8, 8], 3000)] {
             let n: usize = widths.iter().sum();
             let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(n * k, -1.0, 1.0));
             let (xb, wb) = (upload(ctx, &x), upload(ctx, &w));

@@ -94,6 +94,35 @@ fn tiny_models_with_the_gpu_kernels_a_few_tokens_at_a_time() {
     assert_eq!(launches_of("rmsnorm"), tokens, "{kernels:?}");
 }
 
+/// Prompts in chunks of more than a few tokens on the GPU kernels: q, k and v as one tiled
+/// launch through the layer's stacked weight, each written where the block reads it (column
+/// blocks of one buffer), gate and up likewise, with Qwen2's biases on the parts, through
+/// Qwen3's head norms and SmolLM3's layers without rope: transformers' logits, in 4 quantized
+/// launches per layer and chunk where there were 7.
+#[test]
+fn chunks_project_each_input_once_with_the_gpu_kernels() {
+    // a context of its own, so that its launches are counted alone
+    let Some(own) = hearth_tests::own_gpu() else { return };
+    let ctx = &own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu);
+    for name in ["tiny-llama", "tiny-qwen3", "tiny-smollm3"] {
+        let m = load_hf_folder(&DirFiles(fixture(name)), Some(WeightFormat::F32)).unwrap();
+        check_on(ctx, &format!("{name} (GPU kernels, chunks of 8)"), name, m, 8, None, 2e-4, 1e-4);
+    }
+    let m = load_hf_folder(&DirFiles(fixture("tiny-qwen2")), Some(WeightFormat::parse("q8_0").unwrap())).unwrap();
+    let layers = m.cfg.n_layers as u64;
+    ctx.profile_begin();
+    check_on(ctx, "tiny-qwen2 q8_0 (GPU kernels, chunks of 8)", "tiny-qwen2", m, 8, None, 3e-3, 3e-2);
+    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+    let launches = |name: &str| kernels.iter().filter(|(k, _)| k.contains(&format!(":{name} ["))).map(|(_, s)| s.launches).sum::<u64>();
+    // the chunks of more than 4 tokens (fewer take the matrix-vector kernels): q/k/v, o,
+    // gate/up and down each
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture("tiny-qwen2").join("reference.json")).unwrap()).unwrap();
+    let tokens = r["ids"].as_array().unwrap().len();
+    let tiled_chunks = (0..tokens).step_by(8).filter(|&start| tokens - start > 4).count() as u64;
+    assert!(tiled_chunks >= 2, "{tokens} tokens");
+    assert_eq!(launches("matmul_quant_forward_tiled"), 4 * layers * tiled_chunks, "{kernels:?}");
+}
+
 /// Decoding with an adapter on all seven targets: the GPU kernels give the logits of
 /// lavapipe's kernels (each target's products launched apart), over a prompt and six decoded
 /// tokens. On the GPU kernels the prompt's x·Aᵀ of q, k and v is one launch, as is gate's and

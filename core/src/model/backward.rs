@@ -18,9 +18,9 @@ use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::lora::{lora_backward_b, lora_grad_a, lora_input_term, lora_up_term, GradDest, LoraDims};
-use crate::ops::matmul::{LowRankTerm, ColumnBlocks, TermLayout};
+use crate::ops::matmul::{LowRankTerm, TermLayout};
 use crate::lora::gpu::LoraUse;
-use crate::model::linear::Linear;
+use crate::model::linear::{Linear, StackedParts};
 use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, SplitParts};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
@@ -199,7 +199,7 @@ pub(crate) struct PassLayout {
     /// (L+1) × N·C: each layer's input, and the last layer's output.
     xs: usize,
     scratch: ScratchSizes,
-    /// (N, NH·HS), (N, NKV·HS) twice: q's, k's and v's output gradients ([`GroupParts`]).
+    /// (N, NH·HS), (N, NKV·HS) twice: q's, k's and v's output gradients ([`StackedParts`]).
     dqkv: [usize; 3],
     /// (N, FF) twice: gate's and up's.
     dgate_up: [usize; 2],
@@ -288,39 +288,6 @@ impl PassLayout {
         let lora: u64 = self.lora_h.iter().flatten().map(|&n| pooled_bytes(4 * n.max(1) as u64)).sum();
         let groups = bytes(&self.dqkv) + bytes(&self.dgate_up) + bytes(&self.lora_dh) + bytes(&self.head);
         self.slots as u64 * (self.layer.bytes() + lora) + (n_layers as u64 + 1) * pooled_bytes(4 * self.xs as u64) + self.scratch.bytes() + groups
-    }
-}
-
-/// Buffers for what the targets that read one input (q, k, v; gate, up) each have in the
-/// backward: their output gradients, or LoRA's dh. In one buffer where it fits one binding, so
-/// that the input gradient through the layer's stacked weights reads them in blocks where
-/// they lie (one launch for the targets' input gradients: [`TrainPass::inputs_backward`]);
-/// else apart.
-struct GroupParts {
-    views: Vec<GpuBuffer>,
-    /// The buffer the views lie in; None where they are apart.
-    whole: Option<Arc<GpuBuffer>>,
-}
-
-impl GroupParts {
-    fn alloc(ctx: &GpuContext, sizes: &[usize]) -> Result<Self> {
-        let sizes: Vec<usize> = sizes.iter().map(|&n| n.max(1)).collect();
-        let align = ctx.storage_offset_alignment();
-        let bytes: u64 = sizes.iter().map(|&n| (4 * n as u64).next_multiple_of(align)).sum();
-        let limits = ctx.limits();
-        if bytes <= limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) {
-            let arena = ctx.alloc_arena(&sizes)?;
-            return Ok(GroupParts { views: arena.views, whole: Some(arena.whole) });
-        }
-        Ok(GroupParts { views: sizes.iter().map(|&n| ctx.alloc_f32(n)).collect::<Result<_>>()?, whole: None })
-    }
-
-    /// The first `widths.len()` parts (two or three) as blocks of rows of those widths, and
-    /// the buffer to bind; None where they lie apart.
-    fn blocks(&self, widths: &[usize]) -> Option<(GpuBuffer, ColumnBlocks)> {
-        let whole = self.whole.as_ref()?;
-        let blocks: Vec<(usize, usize)> = self.views.iter().zip(widths).map(|(v, &w)| (((v.offset() - whole.offset()) / 4) as usize, w)).collect();
-        Some((GpuBuffer::view(whole, 0, whole.len_bytes()), ColumnBlocks::new(&blocks).ok()?))
     }
 }
 
@@ -494,9 +461,9 @@ pub struct TrainPass {
     xs: Vec<GpuBuffer>, // (L+1) × (N, C): each layer's input, and the last layer's output
     acts: Vec<LayerActs>, // L, or 1 with checkpointing
     s: Scratch,
-    dqkv: GroupParts,
-    dgate_up: GroupParts,
-    lora_dh: GroupParts,
+    dqkv: StackedParts,
+    dgate_up: StackedParts,
+    lora_dh: StackedParts,
     head: HeadRows,
     /// (dA, dB) per adapter tensor, in the adapter's order: views of `grad_arena`.
     pub grads: Vec<(GpuBuffer, GpuBuffer)>,
@@ -560,9 +527,9 @@ impl TrainPass {
             xs: (0..=cfg.n_layers).map(|_| f(layout.xs)).collect::<Result<_>>()?,
             acts,
             s,
-            dqkv: GroupParts::alloc(ctx, &layout.dqkv)?,
-            dgate_up: GroupParts::alloc(ctx, &layout.dgate_up)?,
-            lora_dh: GroupParts::alloc(ctx, &layout.lora_dh)?,
+            dqkv: StackedParts::alloc(ctx, &layout.dqkv)?,
+            dgate_up: StackedParts::alloc(ctx, &layout.dgate_up)?,
+            lora_dh: StackedParts::alloc(ctx, &layout.lora_dh)?,
             head: HeadRows::alloc(ctx, &layout.head)?,
             grads,
             grad_parts,
@@ -772,7 +739,7 @@ impl TrainPass {
     /// the targets alone, one of them or several as one group (equal ranks); else one launch
     /// per target.
     #[allow(clippy::too_many_arguments)]
-    fn inputs_backward(&self, ctx: &GpuContext, model: &Model, i: usize, targets: &[Target], stacked: Option<&Linear>, dinp: &GpuBuffer, douts: &GroupParts, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
+    fn inputs_backward(&self, ctx: &GpuContext, model: &Model, i: usize, targets: &[Target], stacked: Option<&Linear>, dinp: &GpuBuffer, douts: &StackedParts, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<()> {
         let widths: Vec<usize> = targets.iter().map(|&t| model.layers[i].linear(t).shape().0).collect();
         // (the target's place in `targets`, its LoRA) for each adapted target
         let uses: Vec<(usize, LoraUse)> = targets.iter().enumerate().filter_map(|(t, &target)| model.adapted(i, target).map(|(_, u)| (t, u))).collect();

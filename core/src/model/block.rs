@@ -7,7 +7,7 @@
 //! reads), the attention mode, and how a projection adds its LoRA part.
 
 use super::forward::GpuLayer;
-use super::linear::Linear;
+use super::linear::{Linear, StackedParts};
 use super::Config;
 use crate::lora::Target;
 use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, cached_row_by_row, AttentionDims, Segments};
@@ -126,6 +126,12 @@ pub(crate) struct Fused<'a> {
     pub qkv_lora: Option<StackedLora<'a>>,
     /// The adapter's gate and up over the gate/up launch.
     pub gate_up_lora: Option<StackedLora<'a>>,
+    /// q, k and v of the block's tokens as one tiled launch through the layer's stacked
+    /// weight, which writes them into these parts (`GpuLayer::stacked_forward`): the block's
+    /// q, k and v (q_raw, k_raw and v with per-head norms). Where no adapter changes them.
+    pub qkv_out: Option<&'a StackedParts>,
+    /// gate and up likewise: the block's gate and up.
+    pub gate_up_out: Option<&'a StackedParts>,
 }
 
 /// out = inp·Wᵀ (+ bias) (+ the adapter's part) for one target of the block, combined with
@@ -171,24 +177,28 @@ pub(crate) fn block_forward(
         None if !chain.input_normed => rmsnorm_forward(ctx, b.xn1, b.rstd1, b.x, &layer.attn_norm, n, c, eps)?,
         None => {}
     }
-    match (fused.qkv, &layer.q_norm, &layer.k_norm) {
-        (Some(qkv), ..) => {
+    // the targets that read one input as one launch through the layer's stacked weight, where
+    // the caller gives their outputs as its parts (and that can run here)
+    let stacked = |out: Option<&StackedParts>, targets: &[Target], inp| out.map_or(Ok(false), |out| layer.stacked_forward(ctx, targets, out, inp, n));
+    match (fused.qkv, layer.q_norm.as_ref().zip(layer.k_norm.as_ref())) {
+        (Some(qkv), _) => {
             let input = if qkv_norm.is_some() { b.x } else { b.xn1 };
             let term = fused.qkv_lora.map(|l| l.down(ctx, input, n, qkv_norm)).transpose()?;
             layer.qkv_forward(ctx, qkv, input, n, qkv_norm, term)?
         }
-        (None, Some(q_norm), Some(k_norm)) => {
-            project_new(Target::Q, b.q_raw, b.xn1)?;
-            project_new(Target::K, b.k_raw, b.xn1)?;
-            // each head's HS values are one row of the norm
-            rmsnorm_forward(ctx, b.q, b.rstd_q, b.q_raw, q_norm, n * cfg.n_heads, cfg.head_size, eps)?;
-            rmsnorm_forward(ctx, b.k, b.rstd_k, b.k_raw, k_norm, n * cfg.n_kv_heads, cfg.head_size, eps)?;
-            project_new(Target::V, b.v, b.xn1)?;
-        }
-        (None, ..) => {
-            project_new(Target::Q, b.q, b.xn1)?;
-            project_new(Target::K, b.k, b.xn1)?;
-            project_new(Target::V, b.v, b.xn1)?;
+        (None, norms) => {
+            // with per-head norms, q and k as projected go to q_raw and k_raw
+            let (q, k) = if norms.is_some() { (b.q_raw, b.k_raw) } else { (b.q, b.k) };
+            if !stacked(fused.qkv_out, &[Target::Q, Target::K, Target::V], b.xn1)? {
+                project_new(Target::Q, q, b.xn1)?;
+                project_new(Target::K, k, b.xn1)?;
+                project_new(Target::V, b.v, b.xn1)?;
+            }
+            if let Some((q_norm, k_norm)) = norms {
+                // each head's HS values are one row of the norm
+                rmsnorm_forward(ctx, b.q, b.rstd_q, b.q_raw, q_norm, n * cfg.n_heads, cfg.head_size, eps)?;
+                rmsnorm_forward(ctx, b.k, b.rstd_k, b.k_raw, k_norm, n * cfg.n_kv_heads, cfg.head_size, eps)?;
+            }
         }
     }
     if layer.rope {
@@ -248,8 +258,10 @@ pub(crate) fn block_forward(
             gate_up.gated_forward(ctx, cfg.activation, b.h, input, n, gate_up_norm, term)?
         }
         None => {
-            project_new(Target::Gate, b.gate, b.xn2)?;
-            project_new(Target::Up, b.up, b.xn2)?;
+            if !stacked(fused.gate_up_out, &[Target::Gate, Target::Up], b.xn2)? {
+                project_new(Target::Gate, b.gate, b.xn2)?;
+                project_new(Target::Up, b.up, b.xn2)?;
+            }
             gated_forward(ctx, cfg.activation, b.h, b.gate, b.up, n * ff)?;
         }
     }

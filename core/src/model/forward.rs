@@ -11,7 +11,7 @@ use crate::model::backward::lm_head_parts;
 use crate::model::block::{block_forward, Attention, BlockBuffers, Chain, Fused, NextNorm};
 use crate::lora::{Adapter, Target};
 use crate::model::config::Config;
-use crate::model::linear::Linear;
+use crate::model::linear::{Linear, StackedParts};
 use crate::model::weights::{HostLayer, HostWeights, Matrix, TensorSource, WeightFormat, WeightReader};
 use crate::ops::block_copy::{block_copy, Columns};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
@@ -57,20 +57,14 @@ buffer_set! {
         xn,
         /// (T)
         rstd,
-        /// (T, NH·HS) q before its per-head norm (Qwen3; else empty)
-        q_raw,
-        /// (T, NKV·HS) k before its per-head norm (Qwen3; else empty)
-        k_raw,
         /// (T·NH) the q norm's 1/rms (Qwen3; else empty)
         rstd_q,
         /// (T·NKV) the k norm's 1/rms (Qwen3; else empty)
         rstd_k,
-        /// (T, NH·HS)
+        /// (T, NH·HS), (T, NKV·HS): q and k after their per-head norms (Qwen3; else empty:
+        /// the projections' outputs, `Model::qkv_out`, are q and k)
         q,
-        /// (T, NKV·HS)
         k,
-        /// (T, NKV·HS)
-        v,
         /// (T, NH·HS)
         q_rot,
         /// (T, NKV·HS)
@@ -79,10 +73,6 @@ buffer_set! {
         att,
         /// (T, C) attention / MLP output before the residual add; the lm_head's input
         proj,
-        /// (T, FF)
-        gate,
-        /// (T, FF)
-        up,
         /// (T, FF)
         h,
         /// (T) u32
@@ -165,6 +155,39 @@ impl GpuLayer {
             Some(b) => bias_forward(ctx, out, b, n, w.shape().0),
             None => Ok(()),
         }
+    }
+
+    /// The layer's stacked weight over `targets` (q, k, v; gate, up) where it has one.
+    pub(crate) fn stacked(&self, targets: &[Target]) -> Option<&Linear> {
+        match targets {
+            [Target::Q, Target::K, Target::V] => self.qkv.as_ref().map(|(w, _)| w),
+            [Target::Gate, Target::Up] => self.gate_up.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The forward of `targets` (q, k, v; gate, up) for `n` tokens as one launch through the
+    /// layer's stacked weight, each target's output (and bias) into its part of `out`: false
+    /// where that cannot run here (no stacked weight, kernels that write no blocks, parts
+    /// apart), and nothing was recorded.
+    pub(crate) fn stacked_forward(&self, ctx: &GpuContext, targets: &[Target], out: &StackedParts, inp: &GpuBuffer, n: usize) -> Result<bool> {
+        let widths: Vec<usize> = targets.iter().map(|&t| self.linear(t).shape().0).collect();
+        let (Some(w), Some((whole, blocks))) = (self.stacked(targets).filter(|w| w.takes_output_blocks(ctx, n)), out.blocks(&widths)) else {
+            return Ok(false);
+        };
+        w.forward_blocked(ctx, &whole, blocks, inp, n, None)?;
+        for (t, (&target, part)) in targets.iter().zip(&out.views).enumerate() {
+            let bias = match target {
+                Target::Q => self.q_bias.as_ref(),
+                Target::K => self.k_bias.as_ref(),
+                Target::V => self.v_bias.as_ref(),
+                _ => None,
+            };
+            if let Some(b) = bias {
+                bias_forward(ctx, part, b, n, widths[t])?;
+            }
+        }
+        Ok(true)
     }
 
     pub(crate) fn linear(&self, t: Target) -> &Linear {
@@ -289,6 +312,11 @@ pub struct Model {
     pub(crate) binding_limit: u64,
     pub adapter: Option<GpuAdapter>,
     pub(crate) state: RunState,
+    /// A chunk's q, k and v as projected (before q's and k's per-head norms), and its gate and
+    /// up, each in one buffer: one tiled launch through the layer's stacked weights writes
+    /// them all (`GpuLayer::stacked_forward`).
+    qkv_out: StackedParts,
+    gate_up_out: StackedParts,
     /// x·Aᵀ of the adapted layer being projected, or of the targets one launch projects
     /// together (their parts in slot order).
     lora_h: Arena,
@@ -308,6 +336,10 @@ pub struct Model {
 /// the memory estimates read).
 pub(crate) struct StateLayout {
     state: RunStateSizes,
+    /// q's, k's and v's outputs (before q's and k's per-head norms): [`Model::qkv_out`].
+    qkv_out: [usize; 3],
+    /// gate's and up's: [`Model::gate_up_out`].
+    gate_up_out: [usize; 2],
     /// Floats in each part of the x·Aᵀ scratch.
     lora_h: usize,
     /// (S, NKV·HS) per layer, for k and for v.
@@ -338,19 +370,14 @@ impl StateLayout {
             x: chunk * c,
             xn: chunk * c,
             rstd: chunk,
-            q_raw: if cfg.qk_norm { chunk * qd } else { 0 },
-            k_raw: if cfg.qk_norm { chunk * kvd } else { 0 },
             rstd_q: if cfg.qk_norm { chunk * cfg.n_heads } else { 0 },
             rstd_k: if cfg.qk_norm { chunk * cfg.n_kv_heads } else { 0 },
-            q: chunk * qd,
-            k: chunk * kvd,
-            v: chunk * kvd,
+            q: if cfg.qk_norm { chunk * qd } else { 0 },
+            k: if cfg.qk_norm { chunk * kvd } else { 0 },
             q_rot: chunk * qd,
             k_rot: chunk * kvd,
             att: chunk * qd,
             proj: chunk * c,
-            gate: chunk * ff,
-            up: chunk * ff,
             h: chunk * ff,
             pos: chunk,
             logits: logit_rows * v,
@@ -361,13 +388,14 @@ impl StateLayout {
             decode_q: qd,
             decode_att: qd,
         };
-        StateLayout { state, lora_h: lora_h_len(chunk, max_rank), cache: max_seq * kvd, logit_rows }
+        StateLayout { state, qkv_out: [chunk * qd, chunk * kvd, chunk * kvd], gate_up_out: [chunk * ff; 2], lora_h: lora_h_len(chunk, max_rank), cache: max_seq * kvd, logit_rows }
     }
 
     /// Bytes of the run state and the KV cache.
     pub(crate) fn bytes(&self, n_layers: usize) -> u64 {
         let lora_h = SHARED_INPUT_TARGETS as u64 * pooled_bytes(4 * self.lora_h as u64);
-        self.state.bytes() + lora_h + 2 * n_layers as u64 * pooled_bytes(4 * self.cache as u64)
+        let outs: u64 = self.qkv_out.iter().chain(&self.gate_up_out).map(|&n| pooled_bytes(4 * n as u64)).sum();
+        self.state.bytes() + outs + lora_h + 2 * n_layers as u64 * pooled_bytes(4 * self.cache as u64)
     }
 }
 
@@ -406,6 +434,7 @@ impl Model {
         let layout = StateLayout::new(cfg, chunk, max_seq, 0, limit);
         let logit_rows = layout.logit_rows;
         let state = RunState::alloc(ctx, &layout.state)?;
+        let (qkv_out, gate_up_out) = (StackedParts::alloc(ctx, &layout.qkv_out)?, StackedParts::alloc(ctx, &layout.gate_up_out)?);
         let lora_h = lora_h_arena(ctx, chunk, 0)?;
         let cache = KvCache::alloc(ctx, cfg, max_seq)?;
         let one_token_qkv = if layers.iter().any(|l| l.qkv.is_some()) { one_token_qkv(ctx, cfg)? } else { None };
@@ -418,6 +447,8 @@ impl Model {
             binding_limit: limit,
             adapter: None,
             state,
+            qkv_out,
+            gate_up_out,
             lora_h,
             cache,
             chunk,
@@ -541,6 +572,9 @@ impl Model {
             .filter(|_| t == 1 && layer.qkv.is_some() && layer.q_norm.is_none() && qkv_lora.is_ok())
             .map(|(whole, _)| whole);
         let gate_up = layer.gate_up.as_ref().filter(|_| gemv && gate_up_lora.is_ok());
+        // else, where no adapter changes them, one tiled launch each (where it can run)
+        let qkv_out = (qkv.is_none() && matches!(qkv_lora, Ok(None))).then_some(&self.qkv_out);
+        let gate_up_out = (gate_up.is_none() && matches!(gate_up_lora, Ok(None))).then_some(&self.gate_up_out);
         let (qkv_lora, gate_up_lora) = (qkv_lora.ok().flatten().filter(|_| qkv.is_some()), gate_up_lora.ok().flatten().filter(|_| gate_up.is_some()));
         Fused {
             qkv,
@@ -549,6 +583,8 @@ impl Model {
             gate_up_norms: gate_up.is_some() && layer.post_attn_norm.is_none(),
             qkv_lora,
             gate_up_lora,
+            qkv_out,
+            gate_up_out,
         }
     }
 
@@ -597,13 +633,13 @@ impl Model {
             rstd1: &s.rstd,
             xn2: &s.xn,
             rstd2: &s.rstd,
-            q_raw: &s.q_raw,
-            k_raw: &s.k_raw,
+            q_raw: &self.qkv_out.views[0],
+            k_raw: &self.qkv_out.views[1],
             rstd_q: &s.rstd_q,
             rstd_k: &s.rstd_k,
-            q: &s.q,
-            k: &s.k,
-            v: &s.v,
+            q: if cfg.qk_norm { &s.q } else { &self.qkv_out.views[0] },
+            k: if cfg.qk_norm { &s.k } else { &self.qkv_out.views[1] },
+            v: &self.qkv_out.views[2],
             q_rot: &s.q_rot,
             k_rot: &s.k_rot,
             att: &s.att,
@@ -613,8 +649,8 @@ impl Model {
             down_out: &s.xn,
             rstd_po: &s.rstd,
             rstd_pf: &s.rstd,
-            gate: &s.gate,
-            up: &s.up,
+            gate: &self.gate_up_out.views[0],
+            up: &self.gate_up_out.views[1],
             h: &s.h,
             pos: &s.pos,
         };

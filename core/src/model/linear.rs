@@ -1,11 +1,12 @@
 //! A frozen linear weight on the GPU, f32 or a block format; its kind picks the matmul kernel.
 
 use crate::model::weights::{Matrix, MatrixData, WeightFormat};
-use crate::ops::matmul::{choose_tiling, matmul, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank, matmul_low_rank_with, matmul_with, Accumulate, InputNorm, LowRankTerm, MatmulDims, MatmulKind, ColumnBlocks};
-use crate::ops::matmul_quant::{matmul_quant, matmul_quant_blocked_input, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_low_rank, takes_input_blocks, GpuQuantWeight};
+use crate::ops::matmul::{choose_tiling, forward_takes_blocks, matmul, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank, matmul_low_rank_with, matmul_with, Accumulate, ColumnBlocks, InputNorm, LowRankTerm, MatmulDims, MatmulKind};
+use crate::ops::matmul_quant::{self, matmul_quant, matmul_quant_blocked_input, matmul_quant_blocked_output, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_low_rank, takes_input_blocks, GpuQuantWeight};
 use crate::ops::swiglu::Activation;
 use crate::quant::QuantFormat;
 use crate::{GpuBuffer, GpuContext, Result};
+use std::sync::Arc;
 
 pub enum Linear {
     F32 { w: GpuBuffer, rows: usize, cols: usize },
@@ -112,6 +113,32 @@ impl Linear {
         }
     }
 
+    /// Whether the forward of `m` rows runs here on the tiled kernels in one launch, which
+    /// write the output in blocks ([`Linear::forward_blocked`]).
+    pub fn takes_output_blocks(&self, ctx: &GpuContext, m: usize) -> bool {
+        match self {
+            Linear::F32 { rows, cols, .. } => forward_takes_blocks(ctx, &MatmulDims::new(m, *rows, *cols)),
+            Linear::Quant(q) => matmul_quant::forward_takes_blocks(ctx, q, m),
+        }
+    }
+
+    /// out = inp·Wᵀ (+ the term) for weights stacked by rows ([`Linear::upload_stacked`]),
+    /// each part's output in its block of `out` (where the block wants it), in one launch
+    /// (where [`Linear::takes_output_blocks`]).
+    pub fn forward_blocked(&self, ctx: &GpuContext, out: &GpuBuffer, blocks: ColumnBlocks, inp: &GpuBuffer, m: usize, term: Option<LowRankTerm>) -> Result<()> {
+        match self {
+            Linear::F32 { w, rows, cols } => {
+                let d = MatmulDims { c_blocks: Some(blocks), ..MatmulDims::new(m, *rows, *cols) };
+                let tiling = choose_tiling(ctx, MatmulKind::Forward, &d);
+                match term {
+                    Some(t) => matmul_low_rank_with(ctx, MatmulKind::Forward, tiling, out, inp, w, d, Accumulate::OVERWRITE, t),
+                    None => matmul_with(ctx, MatmulKind::Forward, tiling, out, inp, w, d, Accumulate::OVERWRITE),
+                }
+            }
+            Linear::Quant(q) => matmul_quant_blocked_output(ctx, out, blocks, inp, q, m, term),
+        }
+    }
+
     /// out(M, rows/2) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows, where this weight holds
     /// gate's rows then up's ([`Linear::upload_stacked`]): one launch on GPUs for what
     /// otherwise takes two matmuls and the activation; with `norm`, of inp's rows normed as
@@ -144,5 +171,37 @@ impl Linear {
             (Linear::Quant(q), None) => matmul_quant(ctx, kind, out, a, q, m, acc),
             (Linear::Quant(q), Some(t)) => matmul_quant_low_rank(ctx, kind, out, a, q, m, acc, t),
         }
+    }
+}
+
+/// Buffers for what each part of weights stacked by rows (q, k, v; gate, up) has of its own:
+/// its output, its output's gradient, or LoRA's dh. In one buffer where it fits one binding,
+/// so that one launch through the stacked weight reads or writes them in blocks where they lie
+/// (the forward's outputs, the input gradient's output gradients and LoRA terms); else apart.
+pub(crate) struct StackedParts {
+    pub views: Vec<GpuBuffer>,
+    /// The buffer the views lie in; None where they are apart.
+    whole: Option<Arc<GpuBuffer>>,
+}
+
+impl StackedParts {
+    pub fn alloc(ctx: &GpuContext, sizes: &[usize]) -> Result<Self> {
+        let sizes: Vec<usize> = sizes.iter().map(|&n| n.max(1)).collect();
+        let align = ctx.storage_offset_alignment();
+        let bytes: u64 = sizes.iter().map(|&n| (4 * n as u64).next_multiple_of(align)).sum();
+        let limits = ctx.limits();
+        if bytes <= limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) {
+            let arena = ctx.alloc_arena(&sizes)?;
+            return Ok(StackedParts { views: arena.views, whole: Some(arena.whole) });
+        }
+        Ok(StackedParts { views: sizes.iter().map(|&n| ctx.alloc_f32(n)).collect::<Result<_>>()?, whole: None })
+    }
+
+    /// The first `widths.len()` parts (two or three) as blocks of rows of those widths, and
+    /// the buffer to bind; None where they lie apart.
+    pub fn blocks(&self, widths: &[usize]) -> Option<(GpuBuffer, ColumnBlocks)> {
+        let whole = self.whole.as_ref()?;
+        let blocks: Vec<(usize, usize)> = self.views.iter().zip(widths).map(|(v, &w)| (((v.offset() - whole.offset()) / 4) as usize, w)).collect();
+        Some((GpuBuffer::view(whole, 0, whole.len_bytes()), ColumnBlocks::new(&blocks).ok()?))
     }
 }

@@ -32,8 +32,8 @@ pub struct MatmulDims {
     /// An input gradient's a (the output gradient) in blocks along its columns, the
     /// reduction (the tiled kernels only): a stacked weight's, from its parts' gradients.
     pub a_blocks: Option<ColumnBlocks>,
-    /// A forward's output in blocks along its columns (the tiled kernels only, one matrix,
-    /// its reduction not split): a stacked weight's, into its parts' outputs.
+    /// A forward's output in blocks along its columns (the tiled kernels only, one matrix): a
+    /// stacked weight's, into its parts' outputs.
     pub c_blocks: Option<ColumnBlocks>,
 }
 
@@ -322,12 +322,19 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, reduction: usize, batch: u
 /// The split reduction's last step: out = beta·out + alpha·Σ of the `splits` (rows × cols)
 /// partial products in `parts`.
 pub(crate) fn sum_splits(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, rows: usize, cols: usize, splits: usize, acc: Accumulate) -> Result<()> {
-    sum_splits_dropping(ctx, out, parts, rows, cols, splits, acc, None)
+    sum_splits_dropping(ctx, out, parts, rows, cols, splits, acc, None, None)
 }
 
-/// [`sum_splits`], with the output's dropout where `drop` masks it (DropOn::Out).
+/// [`sum_splits`] into an output in column blocks (a stacked forward's parts' outputs).
 #[allow(clippy::too_many_arguments)]
-fn sum_splits_dropping(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, rows: usize, cols: usize, splits: usize, acc: Accumulate, drop: Option<OperandDropout>) -> Result<()> {
+pub(crate) fn sum_splits_into_blocks(ctx: &GpuContext, out: &GpuBuffer, blocks: Option<ColumnBlocks>, parts: &GpuBuffer, rows: usize, cols: usize, splits: usize, acc: Accumulate) -> Result<()> {
+    sum_splits_dropping(ctx, out, parts, rows, cols, splits, acc, None, blocks)
+}
+
+/// [`sum_splits`], with the output's dropout where `drop` masks it (DropOn::Out), into an
+/// output in column blocks where `blocks` says so.
+#[allow(clippy::too_many_arguments)]
+fn sum_splits_dropping(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, rows: usize, cols: usize, splits: usize, acc: Accumulate, drop: Option<OperandDropout>, blocks: Option<ColumnBlocks>) -> Result<()> {
     let (drop_on, drop_seed, drop_p) = drop_params(drop.filter(|x| x.on == DropOn::Out));
     let params = StridedParams {
         m: rows as u32,
@@ -347,6 +354,7 @@ fn sum_splits_dropping(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, row
         drop_on,
         drop_seed,
         drop_p,
+        c_blocks: ColumnBlocks::params(blocks),
         ..bytemuck::Zeroable::zeroed()
     };
     ctx.dispatch(&Kernel::new(Shader::MatmulTiled, "matmul_sum_splits", 5), &[parts], &[out], &params, grid_1d((rows * cols) as u64, 256))
@@ -404,14 +412,10 @@ pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> Matm
     }
 }
 
-/// Whether the forward of `d` runs here on the tiled kernels in one launch (its reduction not
-/// split), which write the output in blocks (`MatmulDims::c_blocks`).
+/// Whether the forward of `d` runs here on the tiled kernels, which write the output in
+/// blocks (`MatmulDims::c_blocks`).
 pub fn forward_takes_blocks(ctx: &GpuContext, d: &MatmulDims) -> bool {
-    let tiling = choose_tiling(ctx, MatmulKind::Forward, d);
-    let Some(side) = tiling.tiled_side() else { return false };
-    let tile = 8 * side as usize;
-    let tiles = d.n.div_ceil(tile) * d.m.div_ceil(tile);
-    d.batch == 1 && reduction_split("", tiles, d.k, 1).is_ok_and(|(splits, _)| splits == 1)
+    d.batch == 1 && choose_tiling(ctx, MatmulKind::Forward, d).is_tiled()
 }
 
 /// The workgroup-tiled kernel's tiling for a `kind` product of `d`: 128 × 128 tiles for
@@ -997,10 +1001,9 @@ fn launch(
             if splits == 1 {
                 return ctx.dispatch_counted(&kernel, &inputs, &[out], &params, groups, flops);
             }
-            ensure(d.c_blocks.is_none(), || format!("{op}: an output in blocks from a split reduction ({d:?}; see forward_takes_blocks)"))?;
             let parts = ctx.alloc_scratch_f32(splits * rows * cols)?;
             ctx.dispatch_counted(&kernel, &inputs, &[&parts], &params, groups, flops)?;
-            sum_splits_dropping(ctx, out, &parts, rows, cols, splits, acc, drop)
+            sum_splits_dropping(ctx, out, &parts, rows, cols, splits, acc, drop, d.c_blocks)
         }
     }
 }

@@ -5,7 +5,7 @@ use super::{check_len, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
+use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -307,12 +307,10 @@ pub fn matmul_quant_blocked_input(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBu
     quant_launch(ctx, QuantBlock::Tiled, MatmulKind::BackwardInput, out, inp, blocks, w, m, Accumulate { alpha: 1.0, beta }, term)
 }
 
-/// Whether the forward through `w` of `m` rows runs here on the tiled kernel in one launch
-/// (its reduction not split), which writes out in blocks ([`matmul_quant_blocked_output`]).
+/// Whether the forward through `w` of `m` rows runs here on the tiled kernel, which writes out
+/// in blocks ([`matmul_quant_blocked_output`]).
 pub fn forward_takes_blocks(ctx: &GpuContext, w: &GpuQuantWeight, m: usize) -> bool {
-    let tq = tiles_side(m, w.rows);
-    let tiles = w.rows.div_ceil(8 * tq) * m.div_ceil(8 * tq);
-    choose_block(ctx, MatmulKind::Forward, w, m) == QuantBlock::Tiled && reduction_split("", tiles, w.cols, 1).is_ok_and(|(splits, _)| splits == 1)
+    choose_block(ctx, MatmulKind::Forward, w, m) == QuantBlock::Tiled
 }
 
 /// out(M, N) = inp·Wᵀ (+ a term) for weights stacked by rows (`Linear::upload_stacked`), with
@@ -481,10 +479,9 @@ fn quant_launch(
     }
     let launch = |dest: &GpuBuffer| ctx.dispatch_counted(&kernel, &inputs, &[dest], &params, groups, flops);
     if splits > 1 {
-        ensure(blocks.out.is_none(), || format!("{op}: out in blocks from a split reduction (see forward_takes_blocks)"))?;
         let parts = ctx.alloc_scratch_f32(splits * out_len)?;
         launch(&parts)?;
-        return sum_splits(ctx, out, &parts, m, out_cols, splits, acc);
+        return sum_splits_into_blocks(ctx, out, blocks.out, &parts, m, out_cols, splits, acc);
     }
     // The generated kernels only overwrite (see shaders/matmul/quant.wgsl's `st1`); the tiled
     // and matrix-vector ones accumulate themselves.
