@@ -115,10 +115,6 @@ buffer_set! {
         xn2,
         /// (N)
         rstd2,
-        /// (N, FF)
-        gate,
-        /// (N, FF)
-        up,
         /// (N, FF) swiglu output
         h,
         /// (N, C) down's output before its post-norm (Gemma 3; else empty)
@@ -172,11 +168,14 @@ buffer_set! {
     }
 }
 
-/// One layer's saved activations and, per target (`Target as usize`, empty where none is
+/// One layer's saved activations; gate's and up's outputs (N, FF) in one buffer, so that one
+/// launch through the layer's stacked weight writes both where no adapter changes them
+/// (`GpuLayer::stacked_forward`); and, per target (`Target as usize`, empty where none is
 /// adapted), its LoRA input x·Aᵀ (N, r): one arena, where the targets that read one input
 /// (q, k, v; gate, up) have equal parts, so that one launch writes theirs.
 struct LayerActs {
     tensors: LayerTensors,
+    gate_up: StackedParts,
     lora_h: Arena,
 }
 
@@ -203,6 +202,8 @@ pub(crate) struct PassLayout {
     dqkv: [usize; 3],
     /// (N, FF) twice: gate's and up's.
     dgate_up: [usize; 2],
+    /// (N, FF) twice, per slot: gate's and up's outputs ([`LayerActs`]).
+    gate_up: [usize; 2],
     /// (N, largest rank) thrice: LoRA's dh of each target that reads an input.
     lora_dh: [usize; 3],
     /// The head's per-token buffers, in [`HeadPart`] order ([`HeadRows`]).
@@ -237,8 +238,6 @@ impl PassLayout {
                 x_mid: n * c,
                 xn2: n * c,
                 rstd2: n,
-                gate: n * ff,
-                up: n * ff,
                 h: n * ff,
                 down_out: if cfg.post_norms { n * c } else { 0 },
                 rstd_pf: if cfg.post_norms { n } else { 0 },
@@ -272,6 +271,7 @@ impl PassLayout {
             },
             dqkv: [n * qd, n * kvd, n * kvd],
             dgate_up: [n * ff; 2],
+            gate_up: [n * ff; 2],
             lora_dh: [n * max_rank; 3],
             head: HeadPart::ALL.map(|p| match p {
                 HeadPart::Xnf | HeadPart::Dxn => n * c,
@@ -287,7 +287,7 @@ impl PassLayout {
         let bytes = |parts: &[usize]| -> u64 { parts.iter().map(|&n| pooled_bytes(4 * n.max(1) as u64)).sum() };
         let lora: u64 = self.lora_h.iter().flatten().map(|&n| pooled_bytes(4 * n.max(1) as u64)).sum();
         let groups = bytes(&self.dqkv) + bytes(&self.dgate_up) + bytes(&self.lora_dh) + bytes(&self.head);
-        self.slots as u64 * (self.layer.bytes() + lora) + (n_layers as u64 + 1) * pooled_bytes(4 * self.xs as u64) + self.scratch.bytes() + groups
+        self.slots as u64 * (self.layer.bytes() + bytes(&self.gate_up) + lora) + (n_layers as u64 + 1) * pooled_bytes(4 * self.xs as u64) + self.scratch.bytes() + groups
     }
 }
 
@@ -503,7 +503,7 @@ impl TrainPass {
         let acts = (0..layout.slots)
             .map(|_| {
                 let lora_h = ctx.alloc_arena(&layout.lora_h.map(|n| n.unwrap_or(0)))?;
-                Ok(LayerActs { tensors: LayerTensors::alloc(ctx, &layout.layer)?, lora_h })
+                Ok(LayerActs { tensors: LayerTensors::alloc(ctx, &layout.layer)?, gate_up: StackedParts::alloc(ctx, &layout.gate_up)?, lora_h })
             })
             .collect::<Result<Vec<_>>>()?;
         let s = Scratch::alloc(ctx, &layout.scratch)?;
@@ -797,13 +797,16 @@ impl TrainPass {
             down_out: &a.down_out,
             rstd_po: &a.rstd_po,
             rstd_pf: &a.rstd_pf,
-            gate: &a.gate,
-            up: &a.up,
+            gate: &a.gate_up.views[0],
+            up: &a.gate_up.views[1],
             h: &a.h,
             pos: &s.pos,
         };
         let attention = Attention::Packed { seg: self.segments(), stats: &a.stats };
-        block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, self.chain(model, i), Fused::default(), &|target, out, inp, acc| self.project(ctx, model, i, target, out, inp, n, acc, a, drop))
+        // gate and up in one launch where no adapter changes them
+        let unadapted = [Target::Gate, Target::Up].iter().all(|&t| model.adapted(i, t).is_none());
+        let fused = Fused { gate_up_out: unadapted.then_some(&a.gate_up), ..Fused::default() };
+        block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, self.chain(model, i), fused, &|target, out, inp, acc| self.project(ctx, model, i, target, out, inp, n, acc, a, drop))
     }
 
     /// Without checkpointing, each block's last launch norms its output into the next
@@ -837,7 +840,7 @@ impl TrainPass {
         };
         self.project_backward(ctx, model, i, Target::Down, &s.dh, 0.0, d_down, &a.h, n, a, drop)?;
         let dgate_up = &self.dgate_up.views;
-        gated_backward(ctx, cfg.activation, &dgate_up[0], &dgate_up[1], &s.dh, &a.gate, &a.up, n * ff)?;
+        gated_backward(ctx, cfg.activation, &dgate_up[0], &dgate_up[1], &s.dh, &a.gate_up.views[0], &a.gate_up.views[1], n * ff)?;
         self.inputs_backward(ctx, model, i, &[Target::Gate, Target::Up], l.gate_up.as_ref(), self.head.get(HeadPart::Dxn), &self.dgate_up, &a.xn2, n, a, drop)?;
         rmsnorm_backward_add(ctx, &s.dres, self.head.get(HeadPart::Dxn), &a.x_mid, &l.ffn_norm, &a.rstd2, n, c)?;
         let d_o = match &l.post_attn_norm {
