@@ -10,7 +10,7 @@
 
 use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::Arena;
-use crate::lora::gpu::{fused_part_views, LoraLayout};
+use crate::lora::gpu::{fused_part_views, LoraLayout, LoraUse};
 use crate::lora::Target;
 use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers, Chain, Fused, NextNorm};
 use crate::model::forward::Model;
@@ -18,10 +18,8 @@ use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::lora::{lora_backward_b, lora_grad_a, lora_input_term, lora_up_term, GradDest, LoraDims};
-use crate::ops::matmul::{LowRankTerm, TermLayout};
-use crate::lora::gpu::LoraUse;
 use crate::model::linear::{Linear, StackedParts};
-use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, SplitParts};
+use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, LowRankTerm, SplitParts, TermLayout};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
 use crate::ops::swiglu::gated_backward;
