@@ -497,7 +497,8 @@ fn tiled_input_gradient_reads_its_input_in_blocks() {
             let (a, blocks) = in_blocks(&dense, m, &widths, 5);
             let a_blocks = ColumnBlocks::new(&blocks).unwrap();
             let w = rng.vec_uniform(n * k, -1.0, 1.0);
-            let (ab, wb) = (upload(ctx, &a), upload(ctx, &w));
+            // on a context of its own, so that its launches are counted alone
+            let (ab, wb) = (upload(&own, &a), upload(&own, &w));
             let product = reference(MatmulKind::BackwardInput, &dense, &w, &d);
             let rank = 3;
             let count = widths.len();
@@ -505,44 +506,33 @@ fn tiled_input_gradient_reads_its_input_in_blocks() {
             let h_dense = rng.vec_uniform(m * count * rank, -1.0, 1.0);
             let (h, h_blocks) = in_blocks(&h_dense, m, &vec![rank; count], 3);
             let v = rng.vec_uniform(count * rank * k, -1.0, 1.0);
-            let (hb, hdb, vb) = (upload(ctx, &h), upload(ctx, &h_dense), upload(ctx, &v));
+            let (hb, hdb, vb) = (upload(&own, &h), upload(&own, &h_dense), upload(&own, &v));
             let term_product = reference(MatmulKind::BackwardInput, &h_dense, &v, &MatmulDims::new(m, count * rank, k));
             for tiling in [MatmulTiling::Tiled, MatmulTiling::TiledWide] {
                 for (layout, dropout) in [(None, (0.0, 0)), (Some(TermLayout::Rows), (0.0, 0)), (Some(TermLayout::Blocks(ColumnBlocks::new(&h_blocks).unwrap())), (0.0, 0)), (Some(TermLayout::Blocks(ColumnBlocks::new(&h_blocks).unwrap())), (0.3, 9))] {
                     let prior = rng.vec_uniform(m * k, -1.0, 1.0);
-                    let out = upload(ctx, &prior);
+                    let out = upload(&own, &prior);
                     let acc = Accumulate { alpha: 1.0, beta: 0.5 };
                     let blocked = MatmulDims { a_blocks: Some(a_blocks), ..d };
                     let h_buf = if matches!(layout, Some(TermLayout::Blocks(_))) { &hb } else { &hdb };
                     let what = format!("{tiling:?} {m}×{widths:?}×{k}, term {layout:?}, dropout {dropout:?}");
+                    own.profile_begin();
                     match layout {
                         Some(layout) => {
                             let term = LowRankTerm { h: h_buf, v: &vb, rank: count * rank, scale: 1.25, dropout, layout };
-                            matmul_low_rank_with(ctx, MatmulKind::BackwardInput, tiling, &out, &ab, &wb, blocked, acc, term).unwrap()
+                            matmul_low_rank_with(&own, MatmulKind::BackwardInput, tiling, &out, &ab, &wb, blocked, acc, term).unwrap()
                         }
-                        None => matmul_with(ctx, MatmulKind::BackwardInput, tiling, &out, &ab, &wb, blocked, acc).unwrap(),
+                        None => matmul_with(&own, MatmulKind::BackwardInput, tiling, &out, &ab, &wb, blocked, acc).unwrap(),
                     }
+                    // one launch (a split reduction: and the sum of its parts)
+                    let launches: u64 = pollster::block_on(own.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
+                    assert_eq!(launches, if n > 4096 { 2 } else { 1 }, "{what}: launches");
                     let mut extra = vec![0.0; m * k];
                     if layout.is_some() {
                         cpu::dropout_forward(&mut extra, &term_product, dropout.0, dropout.1, 0.0);
                     }
                     let want: Vec<f64> = (0..m * k).map(|i| product[i] + 1.25 * extra[i] + 0.5 * prior[i] as f64).collect();
-                    assert_close(&what, &read(ctx, &out), &want, ATOL, 4e-4);
-                    // one launch (a split reduction: and the sum of its parts), counted on a
-                    // context of its own
-                    own.profile_begin();
-                    let (ab, wb, hb2, hdb2, vb2) = (upload(&own, &a), upload(&own, &w), upload(&own, &h), upload(&own, &h_dense), upload(&own, &v));
-                    let out = upload(&own, &prior);
-                    let h_own = if matches!(layout, Some(TermLayout::Blocks(_))) { &hb2 } else { &hdb2 };
-                    match layout {
-                        Some(layout) => {
-                            let term = LowRankTerm { h: h_own, v: &vb2, rank: count * rank, scale: 1.25, dropout, layout };
-                            matmul_low_rank_with(&own, MatmulKind::BackwardInput, tiling, &out, &ab, &wb, blocked, acc, term).unwrap()
-                        }
-                        None => matmul_with(&own, MatmulKind::BackwardInput, tiling, &out, &ab, &wb, blocked, acc).unwrap(),
-                    }
-                    let launches: u64 = pollster::block_on(own.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
-                    assert_eq!(launches, if n > 4096 { 2 } else { 1 }, "{what}: launches");
+                    assert_close(&what, &read(&own, &out), &want, ATOL, 4e-4);
                 }
             }
         }
@@ -628,6 +618,10 @@ fn tiled_forward_writes_its_output_in_blocks() {
         let term = LowRankTerm { h: &buf, v: &buf, rank: 8, scale: 1.0, dropout: (0.0, 0), layout: TermLayout::Blocks(blocks) };
         let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 8, 4), Accumulate::OVERWRITE, term).unwrap_err();
         assert!(err.to_string().contains("needs the output in as many blocks"), "{err}");
+        // nor an output in blocks a term as rows (one H for every part)
+        let rows = LowRankTerm { layout: TermLayout::Rows, rank: 2, ..term };
+        let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, d, Accumulate::OVERWRITE, rows).unwrap_err();
+        assert!(err.to_string().contains("an output in blocks a term in as many"), "{err}");
     });
 }
 

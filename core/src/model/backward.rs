@@ -348,7 +348,7 @@ impl HeadRows {
         let (at, bytes) = ((4 * r0 * width) as u64, (4 * rows * width) as u64);
         let (arena, i) = self.place(part);
         let view = arena.sub_view(i, at, bytes, ctx.storage_offset_alignment(), "the head's rows").ok();
-        ChunkRows { view, own, whole: self.get(part), at, bytes }
+        ChunkRows { view, own, whole: &arena.views[i], at, bytes }
     }
 }
 

@@ -176,18 +176,22 @@ impl GpuLayer {
             return Ok(false);
         };
         w.forward_blocked(ctx, &whole, blocks, inp, n, None)?;
-        for (t, (&target, part)) in targets.iter().zip(&out.views).enumerate() {
-            let bias = match target {
-                Target::Q => self.q_bias.as_ref(),
-                Target::K => self.k_bias.as_ref(),
-                Target::V => self.v_bias.as_ref(),
-                _ => None,
-            };
-            if let Some(b) = bias {
-                bias_forward(ctx, part, b, n, widths[t])?;
+        for ((&target, part), &width) in targets.iter().zip(&out.views).zip(&widths) {
+            if let Some(b) = self.bias(target) {
+                bias_forward(ctx, part, b, n, width)?;
             }
         }
         Ok(true)
+    }
+
+    /// `t`'s bias, where it has one (q, k and v: Qwen2's).
+    fn bias(&self, t: Target) -> Option<&GpuBuffer> {
+        match t {
+            Target::Q => self.q_bias.as_ref(),
+            Target::K => self.k_bias.as_ref(),
+            Target::V => self.v_bias.as_ref(),
+            _ => None,
+        }
     }
 
     pub(crate) fn linear(&self, t: Target) -> &Linear {
@@ -210,13 +214,7 @@ impl GpuLayer {
     pub(crate) fn base_forward(&self, ctx: &GpuContext, t: Target, out: &GpuBuffer, inp: &GpuBuffer, n: usize, acc: Accumulate, term: Option<LowRankTerm>) -> Result<()> {
         let lin = self.linear(t);
         lin.forward_into(ctx, out, inp, n, acc, term)?;
-        let bias = match t {
-            Target::Q => self.q_bias.as_ref(),
-            Target::K => self.k_bias.as_ref(),
-            Target::V => self.v_bias.as_ref(),
-            _ => None,
-        };
-        match bias {
+        match self.bias(t) {
             Some(b) => bias_forward(ctx, out, b, n, lin.shape().0),
             None => Ok(()),
         }

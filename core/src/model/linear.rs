@@ -1,7 +1,7 @@
 //! A frozen linear weight on the GPU, f32 or a block format; its kind picks the matmul kernel.
 
 use crate::model::weights::{Matrix, MatrixData, WeightFormat};
-use crate::ops::matmul::{choose_tiling, forward_takes_blocks, matmul, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank, matmul_low_rank_with, matmul_with, Accumulate, ColumnBlocks, InputNorm, LowRankTerm, MatmulDims, MatmulKind};
+use crate::ops::matmul::{choose_tiling, forward_takes_blocks, matmul, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank, Accumulate, ColumnBlocks, InputNorm, LowRankTerm, MatmulDims, MatmulKind};
 use crate::ops::matmul_quant::{self, matmul_quant, matmul_quant_blocked_input, matmul_quant_blocked_output, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_low_rank, takes_input_blocks, GpuQuantWeight};
 use crate::ops::swiglu::Activation;
 use crate::quant::QuantFormat;
@@ -102,12 +102,7 @@ impl Linear {
         match self {
             Linear::F32 { w, rows, cols } => {
                 let d = MatmulDims { a_blocks: Some(blocks), ..MatmulDims::new(m, *rows, *cols) };
-                let tiling = choose_tiling(ctx, MatmulKind::BackwardInput, &d);
-                let acc = Accumulate { alpha: 1.0, beta };
-                match term {
-                    Some(t) => matmul_low_rank_with(ctx, MatmulKind::BackwardInput, tiling, dinp, dout, w, d, acc, t),
-                    None => matmul_with(ctx, MatmulKind::BackwardInput, tiling, dinp, dout, w, d, acc),
-                }
+                f32_product(ctx, MatmulKind::BackwardInput, dinp, dout, w, d, Accumulate { alpha: 1.0, beta }, term)
             }
             Linear::Quant(q) => matmul_quant_blocked_input(ctx, dinp, dout, blocks, q, m, beta, term),
         }
@@ -129,11 +124,7 @@ impl Linear {
         match self {
             Linear::F32 { w, rows, cols } => {
                 let d = MatmulDims { c_blocks: Some(blocks), ..MatmulDims::new(m, *rows, *cols) };
-                let tiling = choose_tiling(ctx, MatmulKind::Forward, &d);
-                match term {
-                    Some(t) => matmul_low_rank_with(ctx, MatmulKind::Forward, tiling, out, inp, w, d, Accumulate::OVERWRITE, t),
-                    None => matmul_with(ctx, MatmulKind::Forward, tiling, out, inp, w, d, Accumulate::OVERWRITE),
-                }
+                f32_product(ctx, MatmulKind::Forward, out, inp, w, d, Accumulate::OVERWRITE, term)
             }
             Linear::Quant(q) => matmul_quant_blocked_output(ctx, out, blocks, inp, q, m, term),
         }
@@ -166,11 +157,19 @@ impl Linear {
     #[allow(clippy::too_many_arguments)]
     fn product(&self, ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, a: &GpuBuffer, m: usize, acc: Accumulate, term: Option<LowRankTerm>) -> Result<()> {
         match (self, term) {
-            (Linear::F32 { w, rows, cols }, None) => matmul(ctx, kind, out, a, w, MatmulDims::new(m, *rows, *cols), acc),
-            (Linear::F32 { w, rows, cols }, Some(t)) => matmul_low_rank(ctx, kind, out, a, w, MatmulDims::new(m, *rows, *cols), acc, t),
+            (Linear::F32 { w, rows, cols }, _) => f32_product(ctx, kind, out, a, w, MatmulDims::new(m, *rows, *cols), acc, term),
             (Linear::Quant(q), None) => matmul_quant(ctx, kind, out, a, q, m, acc),
             (Linear::Quant(q), Some(t)) => matmul_quant_low_rank(ctx, kind, out, a, q, m, acc, t),
         }
+    }
+}
+
+/// A `kind` product with an f32 weight `w` of `d`, and a low-rank term if any.
+#[allow(clippy::too_many_arguments)]
+fn f32_product(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer, a: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, acc: Accumulate, term: Option<LowRankTerm>) -> Result<()> {
+    match term {
+        Some(t) => matmul_low_rank(ctx, kind, out, a, w, d, acc, t),
+        None => matmul(ctx, kind, out, a, w, d, acc),
     }
 }
 

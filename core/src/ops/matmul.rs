@@ -646,6 +646,18 @@ impl LowRankTerm<'_> {
         check_len(op, "the low-rank term's v", self.v, v_len)
     }
 
+    /// Checks that a forward's term is in blocks where its output is (`out_blocks`), as many:
+    /// each output block takes its own part's term (V block-diagonal).
+    pub(crate) fn check_out_blocks(&self, op: &str, kind: MatmulKind, out_blocks: Option<ColumnBlocks>) -> Result<()> {
+        let term_blocks = match self.layout {
+            TermLayout::Blocks(b) => Some(b.count()),
+            _ => None,
+        };
+        ensure(kind != MatmulKind::Forward || term_blocks == out_blocks.map(|o| o.count()), || {
+            format!("{op}: a forward's term in blocks needs the output in as many blocks, and an output in blocks a term in as many; got the term's {:?}, the output's {out_blocks:?}", self.layout)
+        })
+    }
+
     /// Its dropout, as the mask on `on`.
     fn operand_dropout(&self, on: DropOn) -> OperandDropout {
         OperandDropout { on, p: self.dropout.0, seed: self.dropout.1 }
@@ -882,14 +894,9 @@ fn launch(
     ensure(d.c_blocks.is_none() || (tiling.is_tiled() && kind == MatmulKind::Forward && d.batch == 1 && into.is_none() && drop.is_none()), || {
         format!("{op}: an output in blocks is for one forward on the tiled kernels, without dropout, not {kind:?} on {tiling:?} ({d:?})")
     })?;
-    // a forward's term in blocks takes the output's blocks, one each
-    let term_blocks = term.and_then(|t| match t.layout {
-        TermLayout::Blocks(b) => Some(b.count()),
-        _ => None,
-    });
-    ensure(kind != MatmulKind::Forward || term_blocks.is_none() || term_blocks == d.c_blocks.map(|b| b.count()), || {
-        format!("{op}: a forward's term in blocks needs the output in as many blocks ({d:?})")
-    })?;
+    if let Some(t) = term {
+        t.check_out_blocks(op, kind, d.c_blocks)?;
+    }
     match tiling {
         MatmulTiling::Register | MatmulTiling::RegisterNarrow => {
             ensure(d.register_fits(), || {

@@ -438,11 +438,7 @@ fn quant_launch(
     }
     if let Some(t) = term {
         t.check(op, kind, m, out_cols)?;
-        let term_blocks = match t.layout {
-            crate::ops::matmul::TermLayout::Blocks(b) => Some(b.count()),
-            _ => None,
-        };
-        ensure(kind != MatmulKind::Forward || term_blocks.is_none() || term_blocks == blocks.out.map(|b| b.count()), || format!("{op}: a forward's term in blocks needs out in as many blocks"))?;
+        t.check_out_blocks(op, kind, blocks.out)?;
     }
     // The tiled kernels split long reductions (ops::matmul::reduction_split) into parts that
     // matmul_sum_splits adds up; every other kernel runs whole.
