@@ -26,7 +26,8 @@
 // row-major matrices stored apart, one after another along r (a stacked weight's input
 // gradient from its parts' output gradients, and their LoRA terms, in one launch); so may c
 // along its columns (a stacked weight's forward into its parts' outputs, each part's LoRA
-// term its own: V block-diagonal).
+// term its own: V block-diagonal). A weight gradient's a, read transposed, may lie in blocks
+// along the output's rows (the dA of LoRA's targets that share an input, from each one's dh).
 
 // #include "pieces/strided_gemm.wgsl"
 // #include "pieces/gemm_output.wgsl"
@@ -79,7 +80,11 @@ fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
             } else {
                 var idx = a_off + i * p.a_si + rr * p.a_sr;
                 if (p.a_block2 != 0u) {
-                    idx = block_index(i, rr, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R);
+                    let starts = vec2<u32>(p.a_block2, p.a_block3);
+                    let offsets = vec2<u32>(p.a_block2_at, p.a_block3_at);
+                    // an input gradient's a: blocks along the reduction; a weight gradient's
+                    // (aᵀ read): along the output's rows
+                    idx = select(block_index(i, rr, starts, offsets, p.R), block_index(rr, i, starts, offsets, p.M), p.a_blocks_on_rows != 0u);
                 }
                 v = drop_at(DROP_A, idx, a[idx]);
             }

@@ -7,7 +7,7 @@
 // pieces/gemm_output.wgsl (c alone): LoRA's h·Bᵀ added in the base matmul's epilogue.
 //   H(i,q) = term_h[i·term_r + q] (q < term_r),  V(j,q) = term_v[j·term_v_sj + q·term_v_sr]
 // (A and H in blocks along the reduction, and c along its columns, where a_block2, h_block2
-// and c_block2 say so: pieces/column_blocks.wgsl.)
+// and c_block2 say so: pieces/column_blocks.wgsl; a weight gradient's A along its rows.)
 
 struct Params {
     M: u32,
@@ -60,6 +60,9 @@ struct Params {
     c_block3: u32,
     c_block2_at: u32,
     c_block3_at: u32,
+    // 1: A's blocks lie along its rows i instead (a weight gradient's a, dy read transposed:
+    // the output's rows in blocks)
+    a_blocks_on_rows: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;

@@ -554,6 +554,57 @@ fn tiled_input_gradient_reads_its_input_in_blocks() {
     });
 }
 
+/// A weight gradient whose a lies in blocks along its columns, the gradient's rows (LoRA's dA
+/// of the targets that share an input from each one's dh, MatmulDims::a_blocks): against the
+/// CPU in both tile sizes, with and without dropout on the input, across a reduction long
+/// enough to split (summed by the launcher, or left as parts for a later sum), in one launch.
+#[test]
+fn tiled_weight_gradient_reads_its_a_in_blocks() {
+    use hearth_core::ops::matmul::{matmul_weight_parts, SplitParts};
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(53);
+        let own = own_gpu().expect("a second context on the adapter");
+        for (m, widths, k) in [(37, vec![3, 3, 3], 52), (130, vec![16, 16], 36), (3000, vec![8, 8, 8], 20)] {
+            let n: usize = widths.iter().sum();
+            let dense = rng.vec_uniform(m * n, -1.0, 1.0);
+            let (a, blocks) = in_blocks(&dense, m, &widths, 5);
+            let d = MatmulDims { a_blocks: Some(ColumnBlocks::new(&blocks).unwrap()), ..MatmulDims::new(m, n, k) };
+            let x = rng.vec_uniform(m * k, -1.0, 1.0);
+            let (ab, xb) = (upload(&own, &a), upload(&own, &x));
+            for (tiling, p) in [(MatmulTiling::Tiled, 0.0), (MatmulTiling::Tiled, 0.3), (MatmulTiling::TiledWide, 0.3)] {
+                let drop = OperandDropout { on: DropOn::B, p, seed: 11 };
+                let mut masked = vec![0.0; m * k];
+                cpu::dropout_forward(&mut masked, &to_f64(&x), p, drop.seed, 0.0);
+                let masked: Vec<f32> = masked.into_iter().map(|v| v as f32).collect();
+                let product = reference(MatmulKind::BackwardWeight, &dense, &masked, &MatmulDims::new(m, n, k));
+                let what = format!("{tiling:?} {m}×{widths:?}×{k}, dropout {p}");
+                let prior = rng.vec_uniform(n * k, -1.0, 1.0);
+                let out = upload(&own, &prior);
+                own.profile_begin();
+                matmul_dropout_with(&own, MatmulKind::BackwardWeight, tiling, &out, &ab, &xb, d, Accumulate { alpha: 0.5, beta: 1.0 }, drop).unwrap();
+                let launches: u64 = pollster::block_on(own.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
+                assert_eq!(launches, if m > 1000 { 2 } else { 1 }, "{what}: launches");
+                let want: Vec<f64> = product.iter().zip(&prior).map(|(v, &c)| 0.5 * v + c as f64).collect();
+                assert_close(&what, &read(&own, &out), &want, ATOL, 4e-4);
+                // as parts, each reduction's part at a stride from the last
+                let splits = 3;
+                let stride = n * k + 20;
+                let parts = std::sync::Arc::new(upload(&own, &vec![0.0; 64 + splits * stride]));
+                let dest = SplitParts { parts: &parts, at: 256, stride, splits };
+                matmul_weight_parts(&own, dest, &ab, &xb, d, 0.5, Some(drop)).unwrap();
+                let all = read(&own, &parts);
+                let summed: Vec<f32> = (0..n * k).map(|i| (0..splits).map(|s| all[64 + s * stride + i]).sum()).collect();
+                let want: Vec<f64> = product.iter().map(|v| 0.5 * v).collect();
+                assert_close(&format!("{what}, as {splits} parts"), &summed, &want, ATOL, 4e-4);
+            }
+        }
+        let buf = upload(ctx, &[0.0; 256]);
+        let d = MatmulDims { a_blocks: Some(ColumnBlocks::new(&[(0, 4), (20, 4)]).unwrap()), ..MatmulDims::new(4, 8, 4) };
+        let err = matmul_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Register, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("in blocks"), "{err}");
+    });
+}
+
 /// The forward of weights stacked by rows into their parts' outputs in blocks apart
 /// (MatmulDims::c_blocks), without a term and with each part's LoRA term (H: each part's x·Aᵀ
 /// in blocks, V: their B's stacked by rows, block-diagonal), in both tile sizes and across a

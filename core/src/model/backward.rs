@@ -17,7 +17,7 @@ use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
-use crate::ops::lora::{lora_backward_b, lora_grad_a, lora_input_term, lora_up_term, GradDest, LoraDims};
+use crate::ops::lora::{lora_backward_b, lora_grad_a, lora_grad_a_shared, lora_input_term, lora_up_term, GradDest, LoraDims};
 use crate::model::linear::{Linear, StackedParts};
 use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, LowRankTerm, SplitParts, TermLayout};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
@@ -441,6 +441,13 @@ impl GradSums {
     }
 }
 
+/// The parts `views` of `arena`, back to back, as one buffer.
+fn span_of<'a>(arena: &Arena, mut views: impl DoubleEndedIterator<Item = &'a GpuBuffer>) -> GpuBuffer {
+    let first = views.next().expect("one view or more");
+    let end = views.next_back().map_or(first.offset() + first.len_bytes(), |last| last.offset() + last.len_bytes());
+    GpuBuffer::view(&arena.whole, first.offset() - arena.whole.offset(), end - first.offset())
+}
+
 /// Where a weight gradient `g` goes: into the layer's parts where it has them (see
 /// `TrainPass::layer_parts`), else into `g`.
 fn grad_dest<'a>(parts: Option<(&'a GradSums, u64, usize)>, g: &'a GpuBuffer) -> GradDest<'a> {
@@ -465,6 +472,9 @@ pub struct TrainPass {
     head: HeadRows,
     /// (dA, dB) per adapter tensor, in the adapter's order: views of `grad_arena`.
     pub grads: Vec<(GpuBuffer, GpuBuffer)>,
+    /// Per input group of the adapter (`GpuAdapter::shared`), its members' dA's as one matrix
+    /// (they lie back to back, as their A's do).
+    group_grads: Vec<GpuBuffer>,
     /// Per adapter tensor, a fused layer's parts and their rows of dB (empty otherwise).
     grad_parts: Vec<Vec<(Target, GpuBuffer)>>,
     /// The gradients in one buffer, laid out as the adapter's weights (`lora_parts`); the
@@ -514,6 +524,10 @@ impl TrainPass {
                 grad_parts.push(if t.target.is_fused() { fused_part_views(ctx, g, db, t.target, t.rank, cfg)? } else { Vec::new() });
             }
         }
+        let group_grads = match (adapter, &grad_arena) {
+            (Some(a), Some(g)) => a.shared.iter().map(|s| span_of(g, s.members.iter().map(|&m| &grads[m].0))).collect(),
+            _ => Vec::new(),
+        };
         let grad_sums = match (adapter, &grad_arena) {
             (Some(a), Some(g)) => GradSums::new(ctx, &a.layout, g, n)?,
             _ => None,
@@ -530,6 +544,7 @@ impl TrainPass {
             lora_dh: StackedParts::alloc(ctx, &layout.lora_dh)?,
             head: HeadRows::alloc(ctx, &layout.head)?,
             grads,
+            group_grads,
             grad_parts,
             grad_arena,
             accumulate_grads: false,
@@ -720,12 +735,18 @@ impl TrainPass {
     /// output's gradient `dout`: dB, dh = scale·dout·B into `dh`, and dA. Returns its dims.
     #[allow(clippy::too_many_arguments)]
     fn lora_grads(&self, ctx: &GpuContext, model: &Model, i: usize, u: LoraUse, dh: &GpuBuffer, dout: &GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<LoraDims> {
+        let d = self.lora_grad_b(ctx, model, i, u, dh, dout, n, acts, drop)?;
+        lora_grad_a(ctx, grad_dest(self.layer_parts(ctx, i, n), &self.grads[u.index].0), dh, inp, d)?;
+        Ok(d)
+    }
+
+    /// [`Self::lora_grads`] but dA: dB and dh. Returns the tensor's dims.
+    #[allow(clippy::too_many_arguments)]
+    fn lora_grad_b(&self, ctx: &GpuContext, model: &Model, i: usize, u: LoraUse, dh: &GpuBuffer, dout: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<LoraDims> {
         let lora = &model.adapter.as_ref().expect("an adapted layer").tensors[u.index];
         let d = self.lora_dims(model, u, n, drop);
-        let parts = self.layer_parts(ctx, i, n);
-        let (da, db) = &self.grads[u.index];
-        lora_backward_b(ctx, grad_dest(parts, db), dh, 0.0, dout, self.lora_input(model, u.index, acts), &lora.b, d)?;
-        lora_grad_a(ctx, grad_dest(parts, da), dh, inp, d)?;
+        let db = grad_dest(self.layer_parts(ctx, i, n), &self.grads[u.index].1);
+        lora_backward_b(ctx, db, dh, 0.0, dout, self.lora_input(model, u.index, acts), &lora.b, d)?;
         Ok(d)
     }
 
@@ -755,16 +776,26 @@ impl TrainPass {
             }
             return Ok(());
         };
-        // each adapted target's dB, dh (into its part of lora_dh, in target order) and dA
+        // each adapted target's dB and dh (into its part of lora_dh, in target order)
         let mut dims = None;
         for (slot, &(t, u)) in uses.iter().enumerate() {
-            dims = Some(self.lora_grads(ctx, model, i, u, &self.lora_dh.views[slot], &douts.views[t], inp, n, acts, drop)?);
+            dims = Some(self.lora_grad_b(ctx, model, i, u, &self.lora_dh.views[slot], &douts.views[t], n, acts, drop)?);
         }
-        // their LoRA paths' part of dx: Σ dh·A, under the mask they share
+        // their dA's (a group's in one product, its dh's as blocks), and their LoRA paths' part
+        // of dx: Σ dh·A, under the mask they share
+        let parts = self.layer_parts(ctx, i, n);
         let term = match (dims, group, &dh_blocks) {
             (None, ..) => None,
-            (Some(d), Some(g), Some((h, h_blocks))) => Some(LowRankTerm { h, v: &g.a, rank: uses.len() * rank, scale: 1.0, dropout: d.dropout, layout: TermLayout::Blocks(*h_blocks) }),
-            (Some(d), ..) => Some(lora_input_term(&self.lora_dh.views[0], &model.adapter.as_ref().expect("adapted").tensors[uses[0].1.index].a, d)),
+            (Some(d), Some(g), Some((h, h_blocks))) => {
+                let s = uses[0].1.shared.expect("a group's member").group;
+                lora_grad_a_shared(ctx, grad_dest(parts, &self.group_grads[s]), h, *h_blocks, inp, d)?;
+                Some(LowRankTerm { h, v: &g.a, rank: uses.len() * rank, scale: 1.0, dropout: d.dropout, layout: TermLayout::Blocks(*h_blocks) })
+            }
+            (Some(d), ..) => {
+                let (dh, u) = (&self.lora_dh.views[0], uses[0].1);
+                lora_grad_a(ctx, grad_dest(parts, &self.grads[u.index].0), dh, inp, d)?;
+                Some(lora_input_term(dh, &model.adapter.as_ref().expect("adapted").tensors[u.index].a, d))
+            }
         };
         w.backward_input_blocked(ctx, dinp, &dout, blocks, n, 0.0, term)
     }

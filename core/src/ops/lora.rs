@@ -4,7 +4,7 @@
 //! in the base layer's output (h·Bᵀ, dh·A) in the base matmul's own launch, as its low-rank
 //! term (`lora_up_term`, `lora_input_term`; the model's projections pass them to the base).
 
-use super::matmul::{matmul, matmul_dropout, matmul_shared_input, matmul_weight_parts, Accumulate, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts, TermLayout};
+use super::matmul::{matmul, matmul_dropout, matmul_shared_input, matmul_weight_parts, Accumulate, ColumnBlocks, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts, TermLayout};
 use crate::{GpuBuffer, GpuContext, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -98,7 +98,17 @@ pub fn lora_backward_b(ctx: &GpuContext, db: GradDest, dh: &GpuBuffer, dh_beta: 
 
 /// dA = dhᵀ·dropout(x) (added to with `d.accumulate`), with the forward's mask.
 pub fn lora_grad_a(ctx: &GpuContext, da: GradDest, dh: &GpuBuffer, x: &GpuBuffer, d: LoraDims) -> Result<()> {
-    let dims = MatmulDims::new(d.m, d.rank, d.d_in);
+    grad_a(ctx, da, dh, x, MatmulDims::new(d.m, d.rank, d.d_in), d)
+}
+
+/// The dA's of the targets that read one input x, their A's (and so their dA's: `da`) back to
+/// back, as one product dhᵀ·dropout(x) under the mask they share: each target's dh is a block
+/// of `dh` (`blocks`, in target order; the tiled kernels).
+pub fn lora_grad_a_shared(ctx: &GpuContext, da: GradDest, dh: &GpuBuffer, blocks: ColumnBlocks, x: &GpuBuffer, d: LoraDims) -> Result<()> {
+    grad_a(ctx, da, dh, x, MatmulDims { a_blocks: Some(blocks), ..MatmulDims::new(d.m, blocks.width(), d.d_in) }, d)
+}
+
+fn grad_a(ctx: &GpuContext, da: GradDest, dh: &GpuBuffer, x: &GpuBuffer, dims: MatmulDims, d: LoraDims) -> Result<()> {
     match da {
         GradDest::Grad(da) => matmul_dropout(ctx, MatmulKind::BackwardWeight, da, dh, x, dims, Accumulate { alpha: 1.0, beta: d.grad_beta() }, d.drop_on(DropOn::B)),
         GradDest::Parts(parts) => matmul_weight_parts(ctx, parts, dh, x, dims, 1.0, Some(d.drop_on(DropOn::B))),

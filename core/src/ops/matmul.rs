@@ -29,8 +29,10 @@ pub struct MatmulDims {
     /// One a for the whole batch (with b batched: one input by several weights; the tiled
     /// kernels only).
     pub a_shared: bool,
-    /// An input gradient's a (the output gradient) in blocks along its columns, the
-    /// reduction (the tiled kernels only): a stacked weight's, from its parts' gradients.
+    /// a in blocks along its columns (the tiled kernels only, one product): an input
+    /// gradient's (the output gradient; its columns the reduction), a stacked weight's from its
+    /// parts' gradients; or a weight gradient's (its columns the gradient's rows), LoRA's dA of
+    /// the targets that share an input from each one's dh.
     pub a_blocks: Option<ColumnBlocks>,
     /// A forward's output in blocks along its columns (the tiled kernels only, one matrix): a
     /// stacked weight's, into its parts' outputs.
@@ -259,6 +261,8 @@ struct StridedParams {
     h_blocks: [u32; 4],
     /// ... and a forward's output.
     c_blocks: [u32; 4],
+    /// 1 where a's blocks lie along the output's rows (a weight gradient's a, read transposed).
+    a_blocks_on_rows: u32,
 }
 
 /// LoRA dropout on one side of a product: the mask of ops::dropout at each value's flat index
@@ -888,8 +892,8 @@ fn launch(
         format!("{op}: a low-rank term is added by the tiled kernels to one unbatched product, with no dropout but its own (none on cooperative matrices and in the matrix-vector kernel)")
     })?;
     ensure(term.is_none_or(|t| t.layout_fits(tiling.is_tiled(), tiling == MatmulTiling::Gemv)), || format!("{op}: {tiling:?} cannot read a term laid out as {:?}", term.map(|t| t.layout)))?;
-    ensure(d.a_blocks.is_none() || (tiling.is_tiled() && kind == MatmulKind::BackwardInput && d.batch == 1 && into.is_none()), || {
-        format!("{op}: a in blocks is for one input gradient on the tiled kernels, not {kind:?} on {tiling:?} ({d:?})")
+    ensure(d.a_blocks.is_none() || (tiling.is_tiled() && kind != MatmulKind::Forward && d.batch == 1 && (into.is_none() || kind == MatmulKind::BackwardWeight)), || {
+        format!("{op}: a in blocks is for one input or weight gradient on the tiled kernels (split parts: a weight gradient's), not {kind:?} on {tiling:?} ({d:?})")
     })?;
     ensure(d.c_blocks.is_none() || (tiling.is_tiled() && kind == MatmulKind::Forward && d.batch == 1 && into.is_none() && drop.is_none()), || {
         format!("{op}: an output in blocks is for one forward on the tiled kernels, without dropout, not {kind:?} on {tiling:?} ({d:?})")
@@ -943,7 +947,7 @@ fn launch(
                 MatmulKind::Forward => (m, n, k, k, 1, k, 1),
                 // in blocks, a's first block's rows are its width long
                 MatmulKind::BackwardInput => (m, k, n, d.a_blocks.map_or(n, |b| b.blocks[0].1 as u32), 1, 1, k),
-                MatmulKind::BackwardWeight => (n, k, m, 1, n, 1, k),
+                MatmulKind::BackwardWeight => (n, k, m, 1, d.a_blocks.map_or(n, |b| b.blocks[0].1 as u32), 1, k),
             };
             let tile = tiling.tiled_side().map_or(COOP_TILE, |side| 8 * side as usize);
             let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
@@ -981,6 +985,7 @@ fn launch(
                 a_blocks: ColumnBlocks::params(d.a_blocks),
                 h_blocks: term.map_or([0; 4], |t| t.block_params()),
                 c_blocks: ColumnBlocks::params(d.c_blocks),
+                a_blocks_on_rows: (kind == MatmulKind::BackwardWeight) as u32,
                 ..bytemuck::Zeroable::zeroed()
             };
             let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];
