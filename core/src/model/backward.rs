@@ -10,16 +10,16 @@
 
 use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::Arena;
-use crate::lora::gpu::{fused_part_views, LoraLayout, LoraUse};
+use crate::lora::gpu::{fused_part_views, LoraLayout, LoraUse, SharedA};
 use crate::lora::Target;
-use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers, Chain, Fused, NextNorm};
+use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers, Chain, Fused, LoraDown, NextNorm};
 use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::lora::{lora_backward_b, lora_grad_a, lora_grad_a_shared, lora_input_term, lora_up_term, GradDest, LoraDims};
 use crate::model::linear::{Linear, StackedParts};
-use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, LowRankTerm, SplitParts, TermLayout};
+use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, ColumnBlocks, LowRankTerm, SplitParts, TermLayout};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
 use crate::ops::swiglu::gated_backward;
@@ -175,6 +175,9 @@ struct LayerActs {
     tensors: LayerTensors,
     gate_up: StackedParts,
     lora_h: Arena,
+    /// `lora_h` from gate's part on, where gate and up have parts: their x·Aᵀ as blocks of
+    /// one binding, the term of the stacked gate/up launch.
+    gate_up_h: Option<GpuBuffer>,
 }
 
 impl std::ops::Deref for LayerActs {
@@ -441,6 +444,13 @@ impl GradSums {
     }
 }
 
+/// The adapter's input group (`GpuAdapter::shared`) that holds exactly the tensors of `uses`
+/// (two or more, in target order), where one does.
+fn shared_group<'a>(model: &'a Model, uses: &[LoraUse]) -> Option<&'a SharedA> {
+    let a = model.adapter.as_ref().filter(|_| uses.len() > 1)?;
+    uses[0].shared.map(|s| &a.shared[s.group]).filter(|g| g.members.iter().eq(uses.iter().map(|u| &u.index)))
+}
+
 /// The parts `views` of `arena`, back to back, as one buffer.
 fn span_of<'a>(arena: &Arena, mut views: impl DoubleEndedIterator<Item = &'a GpuBuffer>) -> GpuBuffer {
     let first = views.next().expect("one view or more");
@@ -511,7 +521,11 @@ impl TrainPass {
         let acts = (0..layout.slots)
             .map(|_| {
                 let lora_h = ctx.alloc_arena(&layout.lora_h.map(|n| n.unwrap_or(0)))?;
-                Ok(LayerActs { tensors: LayerTensors::alloc(ctx, &layout.layer)?, gate_up: StackedParts::alloc(ctx, &layout.gate_up)?, lora_h })
+                let gate_up_h = (layout.lora_h[Target::Gate as usize].is_some() && layout.lora_h[Target::Up as usize].is_some()).then(|| {
+                    let at = lora_h.views[Target::Gate as usize].offset() - lora_h.whole.offset();
+                    GpuBuffer::view(&lora_h.whole, at, lora_h.whole.len_bytes() - at)
+                });
+                Ok(LayerActs { tensors: LayerTensors::alloc(ctx, &layout.layer)?, gate_up: StackedParts::alloc(ctx, &layout.gate_up)?, lora_h, gate_up_h })
             })
             .collect::<Result<Vec<_>>>()?;
         let s = Scratch::alloc(ctx, &layout.scratch)?;
@@ -762,10 +776,7 @@ impl TrainPass {
         let widths: Vec<usize> = targets.iter().map(|&t| model.layers[i].linear(t).shape().0).collect();
         // (the target's place in `targets`, its LoRA) for each adapted target
         let uses: Vec<(usize, LoraUse)> = targets.iter().enumerate().filter_map(|(t, &target)| model.adapted(i, target).map(|(_, u)| (t, u))).collect();
-        let group = match (uses.as_slice(), model.adapter.as_ref()) {
-            ([_, _, ..], Some(a)) => uses[0].1.shared.map(|s| &a.shared[s.group]).filter(|g| g.members.iter().eq(uses.iter().map(|(_, u)| &u.index))),
-            _ => None,
-        };
+        let group = shared_group(model, &uses.iter().map(|&(_, u)| u).collect::<Vec<_>>());
         let alone = uses.iter().all(|(_, u)| u.part.is_none()) && (uses.len() < 2 || group.is_some());
         let rank = uses.first().map_or(0, |(_, u)| model.adapter.as_ref().expect("adapted").tensors[u.index].rank);
         let plan = stacked.filter(|w| alone && w.takes_input_blocks(ctx, n)).zip(douts.blocks(&widths));
@@ -800,6 +811,21 @@ impl TrainPass {
         w.backward_input_blocked(ctx, dinp, &dout, blocks, n, 0.0, term)
     }
 
+    /// Records x·Aᵀ of the adapter's gate and up (their input group `g`, whose first tensor
+    /// `u` tells of) from `inp`, and gives their LoRA as the stacked gate/up launch's term:
+    /// x·Aᵀ in blocks, the B's stacked.
+    #[allow(clippy::too_many_arguments)]
+    fn gate_up_lora_down<'a>(&self, ctx: &GpuContext, model: &'a Model, g: &'a SharedA, u: LoraUse, inp: &GpuBuffer, n: usize, acts: &'a LayerActs, drop: Dropout) -> Result<LowRankTerm<'a>> {
+        let adapter = model.adapter.as_ref().expect("an adapted layer");
+        let lora = &adapter.tensors[u.index];
+        let d = LoraDims { dropout: (drop.p, drop.seed_for(u.seed_index)), ..lora.dims(n) };
+        adapter.lora_down(ctx, u, inp, &acts.lora_h, &|t| adapter.adapter.tensors[t].target as usize, d)?;
+        let (h, v) = (acts.gate_up_h.as_ref().expect("gate's and up's x·Aᵀ"), g.b.as_ref().expect("stacked B's"));
+        let up_at = (acts.lora_h.views[Target::Up as usize].offset() - acts.lora_h.views[Target::Gate as usize].offset()) / 4;
+        let blocks = ColumnBlocks::new(&[(0, lora.rank), (up_at as usize, lora.rank)])?;
+        Ok(LowRankTerm { h, v, rank: 2 * lora.rank, scale: lora.scale, dropout: (0.0, 0), layout: TermLayout::Blocks(blocks) })
+    }
+
     /// Layer i from xs[i] to xs[i+1], keeping its activations in its slot.
     fn layer_forward(&self, ctx: &GpuContext, model: &Model, i: usize, n: usize, drop: Dropout) -> Result<()> {
         let (a, s) = (self.slot(i), &self.s);
@@ -832,9 +858,17 @@ impl TrainPass {
             pos: &s.pos,
         };
         let attention = Attention::Packed { seg: self.segments(), stats: &a.stats };
-        // gate and up in one launch where no adapter changes them
-        let unadapted = [Target::Gate, Target::Up].iter().all(|&t| model.adapted(i, t).is_none());
-        let fused = Fused { gate_up_out: unadapted.then_some(&a.gate_up), ..Fused::default() };
+        // gate and up in one launch where no adapter changes them, or one adapts them alike
+        // (their LoRA as its term)
+        let gate_up = [Target::Gate, Target::Up];
+        let uses: Vec<LoraUse> = gate_up.iter().filter_map(|&t| model.adapted(i, t).map(|(_, u)| u)).collect();
+        let group = shared_group(model, &uses).filter(|g| uses.len() == gate_up.len() && g.b.is_some());
+        let lora_down = |inp: &GpuBuffer| self.gate_up_lora_down(ctx, model, group.expect("a group"), uses[0], inp, n, a, drop);
+        let fused = Fused {
+            gate_up_out: (uses.is_empty() || group.is_some()).then_some(&a.gate_up),
+            gate_up_out_lora: group.is_some().then_some(&lora_down as &LoraDown),
+            ..Fused::default()
+        };
         block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, self.chain(model, i), fused, &|target, out, inp, acc| self.project(ctx, model, i, target, out, inp, n, acc, a, drop))
     }
 

@@ -17,7 +17,7 @@ use crate::ops::rope::{rope_forward, RopeDims};
 use crate::ops::swiglu::gated_forward;
 use crate::lora::gpu::StackedLora;
 use crate::error::ensure;
-use crate::ops::matmul::{Accumulate, InputNorm};
+use crate::ops::matmul::{Accumulate, InputNorm, LowRankTerm};
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
 pub(crate) enum Attention<'a> {
@@ -132,7 +132,14 @@ pub(crate) struct Fused<'a> {
     pub qkv_out: Option<&'a StackedParts>,
     /// gate and up likewise: the block's gate and up.
     pub gate_up_out: Option<&'a StackedParts>,
+    /// With `gate_up_out`, the adapter's gate and up as that launch's term (training, where
+    /// it adapts both alike).
+    pub gate_up_out_lora: Option<&'a LoraDown<'a>>,
 }
+
+/// Records x·Aᵀ of the parts of a stacked weight that an adapter adapts alike, from their
+/// input, and gives their LoRA as the stacked launch's term.
+pub(crate) type LoraDown<'a> = dyn Fn(&GpuBuffer) -> Result<LowRankTerm<'a>> + 'a;
 
 /// out = inp·Wᵀ (+ bias) (+ the adapter's part) for one target of the block, combined with
 /// what out holds as the Accumulate says.
@@ -179,7 +186,7 @@ pub(crate) fn block_forward(
     }
     // the targets that read one input as one launch through the layer's stacked weight, where
     // the caller gives their outputs as its parts (and that can run here)
-    let stacked = |out: Option<&StackedParts>, targets: &[Target], inp| out.map_or(Ok(false), |out| layer.stacked_forward(ctx, targets, out, inp, n));
+    let stacked = |out: Option<&StackedParts>, targets: &[Target], inp, lora| out.map_or(Ok(false), |out| layer.stacked_forward(ctx, targets, out, inp, n, lora));
     match (fused.qkv, layer.q_norm.as_ref().zip(layer.k_norm.as_ref())) {
         (Some(qkv), _) => {
             let input = if qkv_norm.is_some() { b.x } else { b.xn1 };
@@ -189,7 +196,7 @@ pub(crate) fn block_forward(
         (None, norms) => {
             // with per-head norms, q and k as projected go to q_raw and k_raw
             let (q, k) = if norms.is_some() { (b.q_raw, b.k_raw) } else { (b.q, b.k) };
-            if !stacked(fused.qkv_out, &[Target::Q, Target::K, Target::V], b.xn1)? {
+            if !stacked(fused.qkv_out, &[Target::Q, Target::K, Target::V], b.xn1, None)? {
                 project_new(Target::Q, q, b.xn1)?;
                 project_new(Target::K, k, b.xn1)?;
                 project_new(Target::V, b.v, b.xn1)?;
@@ -258,7 +265,7 @@ pub(crate) fn block_forward(
             gate_up.gated_forward(ctx, cfg.activation, b.h, input, n, gate_up_norm, term)?
         }
         None => {
-            if !stacked(fused.gate_up_out, &[Target::Gate, Target::Up], b.xn2)? {
+            if !stacked(fused.gate_up_out, &[Target::Gate, Target::Up], b.xn2, fused.gate_up_out_lora)? {
                 project_new(Target::Gate, b.gate, b.xn2)?;
                 project_new(Target::Up, b.up, b.xn2)?;
             }

@@ -8,7 +8,7 @@ use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::{Arena, KernelPaths};
 use crate::lora::gpu::{GpuAdapter, LoraUse, StackedLora};
 use crate::model::backward::lm_head_parts;
-use crate::model::block::{block_forward, Attention, BlockBuffers, Chain, Fused, NextNorm};
+use crate::model::block::{block_forward, Attention, BlockBuffers, Chain, Fused, LoraDown, NextNorm};
 use crate::lora::{Adapter, Target};
 use crate::model::config::Config;
 use crate::model::linear::{Linear, StackedParts};
@@ -167,15 +167,16 @@ impl GpuLayer {
     }
 
     /// The forward of `targets` (q, k, v; gate, up) for `n` tokens as one launch through the
-    /// layer's stacked weight, each target's output (and bias) into its part of `out`: false
-    /// where that cannot run here (no stacked weight, kernels that write no blocks, parts
-    /// apart), and nothing was recorded.
-    pub(crate) fn stacked_forward(&self, ctx: &GpuContext, targets: &[Target], out: &StackedParts, inp: &GpuBuffer, n: usize) -> Result<bool> {
+    /// layer's stacked weight, each target's output (and bias) into its part of `out`, with
+    /// the term `lora` records where it is given: false where that cannot run here (no stacked
+    /// weight, kernels that write no blocks, parts apart), and nothing was recorded.
+    pub(crate) fn stacked_forward(&self, ctx: &GpuContext, targets: &[Target], out: &StackedParts, inp: &GpuBuffer, n: usize, lora: Option<&LoraDown>) -> Result<bool> {
         let widths: Vec<usize> = targets.iter().map(|&t| self.linear(t).shape().0).collect();
         let (Some(w), Some((whole, blocks))) = (self.stacked(targets).filter(|w| w.takes_output_blocks(ctx, n)), out.blocks(&widths)) else {
             return Ok(false);
         };
-        w.forward_blocked(ctx, &whole, blocks, inp, n, None)?;
+        let term = lora.map(|down| down(inp)).transpose()?;
+        w.forward_blocked(ctx, &whole, blocks, inp, n, term)?;
         for ((&target, part), &width) in targets.iter().zip(&out.views).zip(&widths) {
             if let Some(b) = self.bias(target) {
                 bias_forward(ctx, part, b, n, width)?;
@@ -583,6 +584,7 @@ impl Model {
             gate_up_lora,
             qkv_out,
             gate_up_out,
+            gate_up_out_lora: None,
         }
     }
 
