@@ -19,8 +19,9 @@
 // Split reduction: an output of few tiles over a long reduction (LoRA's weight gradients:
 // r × in over all the tokens) would leave most of a GPU idle, so the launcher may split the
 // reduction into `splits` ranges of `r_split` steps, one per z, each writing its partial
-// product (alpha 1, beta 0) to its own M × N slice of a scratch; matmul_sum_splits then
-// forms c = beta·c + alpha·Σ partials. Batches are not split (z is either).
+// product (alpha 1, beta 0) to its own M × N slice of a scratch (c_split apart);
+// matmul_sum_splits then forms c = beta·c + alpha·Σ partials. z counts the batch's items,
+// each split alike (LoRA's dB of several targets, as parts summed later).
 //
 // Column blocks (pieces/column_blocks.wgsl): A, and a term's H, may each be up to three
 // row-major matrices stored apart, one after another along r (a stacked weight's input
@@ -118,15 +119,15 @@ fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     }
 }
 
-// c[i, j..j+4] = alpha·v + beta·c, within bounds; or, for a masked term (`term`),
-// c += alpha·dropout(v).
-fn store4(z: u32, i: u32, j: u32, v: vec4<f32>, term: bool) {
+// c[i, j..j+4] = alpha·v + beta·c (this workgroup's c from `c_off`), within bounds; or, for a
+// masked term (`term`), c += alpha·dropout(v).
+fn store4(c_off: u32, i: u32, j: u32, v: vec4<f32>, term: bool) {
     if (i >= p.M) {
         return;
     }
     for (var t = 0u; t < 4u; t++) {
         if (j + t < p.N) {
-            var idx = z * p.c_batch + i * p.N + j + t;
+            var idx = c_off + i * p.N + j + t;
             // (a split reduction's parts go to their scratch as they are; its sum into the blocks)
             if (p.c_block2 != 0u && p.splits <= 1u) {
                 idx = block_index(i, j + t, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
@@ -145,13 +146,13 @@ fn store4(z: u32, i: u32, j: u32, v: vec4<f32>, term: bool) {
 }
 
 // An invocation's 8 × 8 block (rows ia.. and ib.., columns ja.. and jb..: see matmul_tiled).
-fn store_block(z: u32, ia: u32, ib: u32, ja: u32, jb: u32, acc00: mat4x4<f32>, acc01: mat4x4<f32>,
+fn store_block(c_off: u32, ia: u32, ib: u32, ja: u32, jb: u32, acc00: mat4x4<f32>, acc01: mat4x4<f32>,
                acc10: mat4x4<f32>, acc11: mat4x4<f32>, term: bool) {
     for (var t = 0u; t < 4u; t++) {
-        store4(z, ia + t, ja, acc00[t], term);
-        store4(z, ia + t, jb, acc01[t], term);
-        store4(z, ib + t, ja, acc10[t], term);
-        store4(z, ib + t, jb, acc11[t], term);
+        store4(c_off, ia + t, ja, acc00[t], term);
+        store4(c_off, ia + t, jb, acc01[t], term);
+        store4(c_off, ib + t, ja, acc10[t], term);
+        store4(c_off, ib + t, jb, acc11[t], term);
     }
 }
 
@@ -160,8 +161,12 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
     let i0 = wid.y * 8u * TY;
     let j0 = wid.x * 8u * TX;
-    let a_off = wid.z * p.a_batch;
-    let b_off = wid.z * p.b_batch;
+    // z: the batch item, and within it the part of a split reduction
+    let zb = wid.z / p.splits;
+    let zs = wid.z % p.splits;
+    let a_off = zb * p.a_batch;
+    let b_off = zb * p.b_batch;
+    let c_off = zb * p.c_batch + zs * p.c_split;
     let flat = lid.y * TX + lid.x;
     let sa = 2u * TY + 1u;
     let sb = 2u * TX + 1u;
@@ -175,24 +180,23 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     var r_begin = 0u;
     var r_end = p.R;
     if (p.splits > 1u) {
-        r_begin = wid.z * p.r_split;
+        r_begin = zs * p.r_split;
         r_end = min(p.R, r_begin + p.r_split);
     }
-    let z = wid.z;
     let ia = i0 + 4u * lid.y;
     let ib = i0 + 4u * TY + 4u * lid.y;
     let ja = j0 + 4u * lid.x;
     let jb = j0 + 4u * TX + 4u * lid.x;
     // the reduction's part, then the low-rank term's steps (by the first part of a split
     // reduction; the launcher never gives a batched launch a term)
-    let segments = select(1u, 2u, LOW_RANK && z == 0u);
+    let segments = select(1u, 2u, LOW_RANK && wid.z == 0u);
     // Dropout on the term alone (LoRA's on dx): the product is stored first, and the term,
     // summed afresh, added through the mask.
     let masked_term = segments == 2u && p.drop_on == DROP_TERM;
     for (var s = 0u; s < segments; s++) {
         let term = s == 1u;
         if (term && masked_term) {
-            store_block(z, ia, ib, ja, jb, acc00, acc01, acc10, acc11, false);
+            store_block(c_off, ia, ib, ja, jb, acc00, acc01, acc10, acc11, false);
             acc00 = mat4x4<f32>();
             acc01 = mat4x4<f32>();
             acc10 = mat4x4<f32>();
@@ -218,7 +222,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
             workgroupBarrier();
         }
     }
-    store_block(z, ia, ib, ja, jb, acc00, acc01, acc10, acc11, masked_term);
+    store_block(c_off, ia, ib, ja, jb, acc00, acc01, acc10, acc11, masked_term);
 }
 
 // (bindings past matmul_tiled_low_rank.wgsl's c)

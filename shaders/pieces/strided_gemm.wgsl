@@ -2,6 +2,7 @@
 // matmul_coop.wgsl (their Rust twin: StridedParams in core/src/ops/matmul.rs):
 //   c[z](M,N) = beta·c[z] + alpha · (Σ_r A(i,r)·B(j,r) + term_scale · Σ_q H(i,q)·V(j,q))
 //   A(i,r) = a[z·a_batch + i·a_si + r·a_sr],  B(j,r) = b[z·b_batch + j·b_sj + r·b_sr]
+// (z the batch item; c[z] at z·c_batch)
 // The second sum, a low-rank term, only where the includer is composed with
 // pieces/gemm_output_low_rank.wgsl (which declares H, V and c) instead of
 // pieces/gemm_output.wgsl (c alone): LoRA's h·Bᵀ added in the base matmul's epilogue.
@@ -63,6 +64,9 @@ struct Params {
     // 1: A's blocks lie along its rows i instead (a weight gradient's a, dy read transposed:
     // the output's rows in blocks)
     a_blocks_on_rows: u32,
+    // A split reduction's parts: floats between one part of c and the next (matmul_tiled.wgsl;
+    // matmul_coop.wgsl, which splits unbatched products only, reads c_batch)
+    c_split: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;

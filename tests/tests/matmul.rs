@@ -101,7 +101,7 @@ fn coop_matmul_matches_cpu_where_offered() {
         let d = random_dims(&mut rng, false);
         check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate::OVERWRITE, &mut rng);
     }
-    let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false, a_blocks: None, c_blocks: None };
+    let batched = MatmulDims { batch: 3, b_batched: true, ..MatmulDims::new(70, 33, 48) };
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, batched, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
     // LoRA's h·Bᵀ added after the reduction (matmul_coop_low_rank.wgsl)
@@ -139,7 +139,7 @@ fn f16_tiles_match_cpu_where_offered() {
                     check_on(ctx, kind, tiling, random_dims(&mut rng, false), acc, &mut rng);
                 }
             }
-            let batched = MatmulDims { batch: 3, m: 70, n: 33, k: 48, b_batched: true, a_shared: false, a_blocks: None, c_blocks: None };
+            let batched = MatmulDims { batch: 3, b_batched: true, ..MatmulDims::new(70, 33, 48) };
             check_on(ctx, MatmulKind::Forward, tiling, batched, Accumulate::OVERWRITE, &mut rng);
             check_on(ctx, MatmulKind::Forward, tiling, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
             for (d, rank) in [(MatmulDims::new(37, 24, 52), 8), (MatmulDims::new(130, 72, 36), 13)] {
@@ -367,14 +367,14 @@ fn matmul_batched() {
             if kind == MatmulKind::BackwardWeight && !b_batched {
                 continue;
             }
-            let d = MatmulDims { batch: 3, m: 37, n: 20, k: 44, b_batched, a_shared: false, a_blocks: None, c_blocks: None };
+            let d = MatmulDims { batch: 3, b_batched, ..MatmulDims::new(37, 20, 44) };
             for tiling in MatmulTiling::ALL {
                 check(kind, tiling, d, Accumulate::OVERWRITE, &mut rng);
             }
         }
     }
     with_gpu!(ctx => {
-        let d = MatmulDims { batch: 2, m: 4, n: 4, k: 4, b_batched: false, a_shared: false, a_blocks: None, c_blocks: None };
+        let d = MatmulDims { batch: 2, b_batched: false, ..MatmulDims::new(4, 4, 4) };
         let buf = upload(ctx, &[0.0; 32]);
         let err = matmul_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Register, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
         assert!(err.to_string().contains("fold it into M"), "{err}");
@@ -399,7 +399,7 @@ fn matmul_rejects_wrong_sizes() {
 fn matmul_dropout_on_each_side() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(31);
-        let shapes = [MatmulDims::new(37, 24, 52), MatmulDims { batch: 2, m: 9, n: 12, k: 16, b_batched: true, a_shared: false, a_blocks: None, c_blocks: None }, MatmulDims::new(8, 12, 3000)];
+        let shapes = [MatmulDims::new(37, 24, 52), MatmulDims { batch: 2, b_batched: true, ..MatmulDims::new(9, 12, 16) }, MatmulDims::new(8, 12, 3000)];
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
             for d in shapes {
                 if kind == MatmulKind::BackwardWeight && d.batch > 1 && !d.b_batched {
@@ -602,6 +602,61 @@ fn tiled_weight_gradient_reads_its_a_in_blocks() {
         let d = MatmulDims { a_blocks: Some(ColumnBlocks::new(&[(0, 4), (20, 4)]).unwrap()), ..MatmulDims::new(4, 8, 4) };
         let err = matmul_with(ctx, MatmulKind::BackwardWeight, MatmulTiling::Register, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
         assert!(err.to_string().contains("in blocks"), "{err}");
+    });
+}
+
+/// A batch whose operands lie apart (MatmulDims::batch_strides: parts of arenas, as LoRA's
+/// gradients of several targets at once read and write them): input and weight gradients
+/// against the CPU item by item, the gaps untouched; and a batch of weight gradients as the
+/// split parts of a long reduction (z: item and part), each part holding every item's.
+#[test]
+fn batched_products_at_strides_match_cpu() {
+    use hearth_core::ops::matmul::{matmul_weight_parts, BatchStrides, SplitParts};
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(59);
+        // (lay `items` of `len` floats `stride` apart, NaN between them)
+        let apart = |items: &[f32], len: usize, stride: usize| -> Vec<f32> {
+            let mut buf = vec![f32::NAN; (items.len() / len - 1) * stride + len];
+            for (z, item) in items.chunks(len).enumerate() {
+                buf[z * stride..][..len].copy_from_slice(item);
+            }
+            buf
+        };
+        for (kind, m, n, k) in [(MatmulKind::BackwardInput, 70, 40, 16), (MatmulKind::BackwardWeight, 70, 40, 16), (MatmulKind::BackwardWeight, 9, 33, 20)] {
+            let d = MatmulDims { batch: 2, b_batched: true, ..MatmulDims::new(m, n, k) };
+            let (a_len, b_len, c_len) = lens(kind, &d);
+            let strides = BatchStrides { a: a_len + 12, b: b_len + 4, c: c_len + 8 };
+            let (a, b) = (rng.vec_uniform(2 * a_len, -1.0, 1.0), rng.vec_uniform(2 * b_len, -1.0, 1.0));
+            let want = reference(kind, &a, &b, &d);
+            let (ab, bb) = (upload(ctx, &apart(&a, a_len, strides.a)), upload(ctx, &apart(&b, b_len, strides.b)));
+            let d = MatmulDims { batch_strides: Some(strides), ..d };
+            let prior = vec![7.0; strides.c + c_len];
+            let out = upload(ctx, &prior);
+            matmul_with(ctx, kind, MatmulTiling::Tiled, &out, &ab, &bb, d, Accumulate { alpha: 0.5, beta: 1.0 }).unwrap();
+            let got = read(ctx, &out);
+            let what = format!("{kind:?} {m}×{n}×{k}, two items at {strides:?}");
+            for z in 0..2 {
+                let want: Vec<f64> = want[z * c_len..][..c_len].iter().map(|v| 0.5 * v + 7.0).collect();
+                assert_close(&format!("{what}: item {z}"), &got[z * strides.c..][..c_len], &want, ATOL, RTOL);
+            }
+            assert!(got[c_len..strides.c].iter().all(|&v| v == 7.0), "{what}: the gap between the outputs changed");
+            if kind == MatmulKind::BackwardWeight {
+                // as 3 parts, 40 floats past the items' span apart
+                let (splits, span) = (3, strides.c + c_len);
+                let parts = std::sync::Arc::new(upload(ctx, &vec![0.0; 64 + splits * (span + 40)]));
+                matmul_weight_parts(ctx, SplitParts { parts: &parts, at: 256, stride: span + 40, splits }, &ab, &bb, d, 0.5, None).unwrap();
+                let all = read(ctx, &parts);
+                for z in 0..2 {
+                    let summed: Vec<f32> = (0..c_len).map(|i| (0..splits).map(|s| all[64 + s * (span + 40) + z * strides.c + i]).sum()).collect();
+                    let want: Vec<f64> = want[z * c_len..][..c_len].iter().map(|v| 0.5 * v).collect();
+                    assert_close(&format!("{what}: item {z} as {splits} parts"), &summed, &want, ATOL, RTOL);
+                }
+            }
+        }
+        let buf = upload(ctx, &[0.0; 256]);
+        let d = MatmulDims { batch: 2, b_batched: true, batch_strides: Some(BatchStrides { a: 20, b: 20, c: 20 }), ..MatmulDims::new(4, 4, 4) };
+        let err = matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Register, &buf, &buf, &buf, d, Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("batch strides"), "{err}");
     });
 }
 

@@ -350,8 +350,9 @@ fn lora_fused_into_the_tiled_matmuls_gives_the_same_gradients() {
 /// group, on one of a group, on none of them, and with q's rank unlike k's and v's (no
 /// group: one launch per target), without dropout and with it; through rope, the q/k head
 /// norms (Qwen3) and layers without rope (SmolLM3). With every target adapted, a layer's
-/// backward runs 4 input-gradient launches instead of 7; a group's dA's are one launch, and the
-/// forward's gate and up one launch with their LoRA as its term (which these gradients carry).
+/// backward runs 4 input-gradient launches instead of 7; a group's dA's are one launch, dB and
+/// dh of two targets of one shape (k, v; gate, up) one batch each, and the forward's gate and
+/// up one launch with their LoRA as its term (which these gradients carry).
 #[test]
 fn stacked_input_gradients_match_one_launch_per_target() {
     use hearth_core::gpu::KernelPaths;

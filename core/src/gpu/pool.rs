@@ -76,6 +76,12 @@ impl GpuBuffer {
         GpuBuffer { buffer: whole.buffer.clone(), offset: whole.offset + offset, len, owner: Owner::View { _whole: Arc::clone(whole) } }
     }
 
+    /// The views `first` to `last` of `whole` (in that order in it) and what lies between
+    /// them, as one view: parts of an arena that one launch binds as one operand.
+    pub fn spanning(whole: &Arc<GpuBuffer>, first: &GpuBuffer, last: &GpuBuffer) -> GpuBuffer {
+        GpuBuffer::view(whole, first.offset - whole.offset, last.offset + last.len - first.offset)
+    }
+
     /// Number of f32 (or u32) elements.
     pub fn len_words(&self) -> usize {
         (self.len / 4) as usize

@@ -17,7 +17,7 @@ use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
-use crate::ops::lora::{lora_backward_b, lora_grad_a, lora_grad_a_shared, lora_input_term, lora_up_term, GradDest, LoraDims};
+use crate::ops::lora::{lora_b_batches, lora_backward_b, lora_backward_b_batched, lora_grad_a, lora_grad_a_shared, lora_input_term, lora_up_term, GradDest, LoraDims};
 use crate::model::linear::{Linear, StackedParts};
 use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, ColumnBlocks, LowRankTerm, SplitParts, TermLayout};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
@@ -175,8 +175,8 @@ struct LayerActs {
     tensors: LayerTensors,
     gate_up: StackedParts,
     lora_h: Arena,
-    /// `lora_h` from gate's part on, where gate and up have parts: their x·Aᵀ as blocks of
-    /// one binding, the term of the stacked gate/up launch.
+    /// `lora_h`'s parts of gate and up as one view, where both have one: their x·Aᵀ as blocks
+    /// of one binding, the term of the stacked gate/up launch.
     gate_up_h: Option<GpuBuffer>,
 }
 
@@ -451,13 +451,6 @@ fn shared_group<'a>(model: &'a Model, uses: &[LoraUse]) -> Option<&'a SharedA> {
     uses[0].shared.map(|s| &a.shared[s.group]).filter(|g| g.members.iter().eq(uses.iter().map(|u| &u.index)))
 }
 
-/// The parts `views` of `arena`, back to back, as one buffer.
-fn span_of<'a>(arena: &Arena, mut views: impl DoubleEndedIterator<Item = &'a GpuBuffer>) -> GpuBuffer {
-    let first = views.next().expect("one view or more");
-    let end = views.next_back().map_or(first.offset() + first.len_bytes(), |last| last.offset() + last.len_bytes());
-    GpuBuffer::view(&arena.whole, first.offset() - arena.whole.offset(), end - first.offset())
-}
-
 /// Where a weight gradient `g` goes: into the layer's parts where it has them (see
 /// `TrainPass::layer_parts`), else into `g`.
 fn grad_dest<'a>(parts: Option<(&'a GradSums, u64, usize)>, g: &'a GpuBuffer) -> GradDest<'a> {
@@ -521,10 +514,8 @@ impl TrainPass {
         let acts = (0..layout.slots)
             .map(|_| {
                 let lora_h = ctx.alloc_arena(&layout.lora_h.map(|n| n.unwrap_or(0)))?;
-                let gate_up_h = (layout.lora_h[Target::Gate as usize].is_some() && layout.lora_h[Target::Up as usize].is_some()).then(|| {
-                    let at = lora_h.views[Target::Gate as usize].offset() - lora_h.whole.offset();
-                    GpuBuffer::view(&lora_h.whole, at, lora_h.whole.len_bytes() - at)
-                });
+                let (gate, up) = (Target::Gate as usize, Target::Up as usize);
+                let gate_up_h = (layout.lora_h[gate].is_some() && layout.lora_h[up].is_some()).then(|| GpuBuffer::spanning(&lora_h.whole, &lora_h.views[gate], &lora_h.views[up]));
                 Ok(LayerActs { tensors: LayerTensors::alloc(ctx, &layout.layer)?, gate_up: StackedParts::alloc(ctx, &layout.gate_up)?, lora_h, gate_up_h })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -539,7 +530,7 @@ impl TrainPass {
             }
         }
         let group_grads = match (adapter, &grad_arena) {
-            (Some(a), Some(g)) => a.shared.iter().map(|s| span_of(g, s.members.iter().map(|&m| &grads[m].0))).collect(),
+            (Some(a), Some(g)) => a.shared.iter().map(|s| GpuBuffer::spanning(&g.whole, &grads[s.members[0]].0, &grads[*s.members.last().expect("a group")].0)).collect(),
             _ => Vec::new(),
         };
         let grad_sums = match (adapter, &grad_arena) {
@@ -764,6 +755,40 @@ impl TrainPass {
         Ok(d)
     }
 
+    /// [`Self::lora_grad_b`] of the first two of `uses` (adapted targets of one input: their
+    /// places in `douts`, their LoRA) in one batch, their dh's into lora_dh's parts `slot` and
+    /// `slot + 1`, where they are of one shape with their B's back to back, and their buffers
+    /// lie in order in one arena each: their dims, or None (nothing recorded).
+    #[allow(clippy::too_many_arguments)]
+    fn lora_grad_b_pair(&self, ctx: &GpuContext, model: &Model, i: usize, uses: &[(usize, LoraUse)], slot: usize, douts: &StackedParts, n: usize, acts: &LayerActs, drop: Dropout) -> Result<Option<LoraDims>> {
+        let (Some(&(t0, u0)), Some(&(t1, u1)), Some(adapter)) = (uses.first(), uses.get(1), model.adapter.as_ref()) else { return Ok(None) };
+        let (l0, l1) = (&adapter.tensors[u0.index], &adapter.tensors[u1.index]);
+        let ((_, db0), (_, db1)) = (&self.grads[u0.index], &self.grads[u1.index]);
+        let parts = self.layer_parts(ctx, i, n);
+        let d = self.lora_dims(model, u0, n, drop);
+        let after = |x: &GpuBuffer, y: &GpuBuffer| x.offset() + x.len_bytes() == y.offset();
+        let alike = (l0.d_out, l0.rank, l0.scale) == (l1.d_out, l1.rank, l1.scale) && u0.part.is_none() && u1.part.is_none() && after(&l0.b, &l1.b) && after(db0, db1);
+        let (h0, h1) = (self.lora_input(model, u0.index, acts), self.lora_input(model, u1.index, acts));
+        let stride = |x: &GpuBuffer, y: &GpuBuffer| (y.offset() > x.offset()).then(|| ((y.offset() - x.offset()) / 4) as usize);
+        let (dh0, dh1) = (&self.lora_dh.views[slot], &self.lora_dh.views[slot + 1]);
+        let strides = [stride(&douts.views[t0], &douts.views[t1]), stride(h0, h1), stride(dh0, dh1)];
+        let (Some(dy), Some(dh), [Some(dy_stride), Some(h_stride), Some(dh_stride)], true) = (douts.span(t0, t1), self.lora_dh.span(slot, slot + 1), strides, alike && lora_b_batches(&d, parts.is_some())) else {
+            return Ok(None);
+        };
+        let h = GpuBuffer::spanning(&acts.lora_h.whole, h0, h1);
+        let b = GpuBuffer::spanning(&adapter.params.whole, &l0.b, &l1.b);
+        let db_span;
+        let db = match parts {
+            Some(_) => grad_dest(parts, db0),
+            None => {
+                db_span = GpuBuffer::spanning(&self.grad_arena.as_ref().expect("gradients").whole, db0, db1);
+                GradDest::Grad(&db_span)
+            }
+        };
+        lora_backward_b_batched(ctx, db, &dh, &dy, &h, &b, 2, [dy_stride, h_stride, dh_stride], d)?;
+        Ok(Some(d))
+    }
+
     /// dinp = the input gradient of `targets`, which read one input (q, k, v; gate, up), from
     /// their output gradients (`douts`' parts, in target order), and their LoRA gradients. One
     /// launch over the layer's `stacked` weight reads the parts in blocks where they lie, with
@@ -787,10 +812,17 @@ impl TrainPass {
             }
             return Ok(());
         };
-        // each adapted target's dB and dh (into its part of lora_dh, in target order)
-        let mut dims = None;
-        for (slot, &(t, u)) in uses.iter().enumerate() {
+        // each adapted target's dB and dh (into its part of lora_dh, in target order), two of
+        // one shape at once where they can be
+        let (mut dims, mut slot) = (None, 0);
+        while slot < uses.len() {
+            if let Some(d) = self.lora_grad_b_pair(ctx, model, i, &uses[slot..], slot, douts, n, acts, drop)? {
+                (dims, slot) = (Some(d), slot + 2);
+                continue;
+            }
+            let (t, u) = uses[slot];
             dims = Some(self.lora_grad_b(ctx, model, i, u, &self.lora_dh.views[slot], &douts.views[t], n, acts, drop)?);
+            slot += 1;
         }
         // their dA's (a group's in one product, its dh's as blocks), and their LoRA paths' part
         // of dx: Σ dh·A, under the mask they share

@@ -196,6 +196,11 @@ impl StackedParts {
         Ok(StackedParts { views: sizes.iter().map(|&n| ctx.alloc_f32(n)).collect::<Result<_>>()?, whole: None })
     }
 
+    /// Parts `first` to `last` as one view, where they lie in one buffer.
+    pub fn span(&self, first: usize, last: usize) -> Option<GpuBuffer> {
+        self.whole.as_ref().map(|whole| GpuBuffer::spanning(whole, &self.views[first], &self.views[last]))
+    }
+
     /// The first `widths.len()` parts (two or three) as blocks of rows of those widths, and
     /// the buffer to bind; None where they lie apart.
     pub fn blocks(&self, widths: &[usize]) -> Option<(GpuBuffer, ColumnBlocks)> {

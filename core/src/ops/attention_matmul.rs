@@ -99,7 +99,7 @@ impl Chunk<'_> {
 
     /// Sizes of the products: per pair, G·TP query rows against TP keys over HS.
     fn dims(&self) -> MatmulDims {
-        MatmulDims { batch: self.pairs, m: self.group() * self.tp, n: self.tp, k: self.d.hs, b_batched: true, a_shared: false, a_blocks: None, c_blocks: None }
+        MatmulDims { batch: self.pairs, b_batched: true, ..MatmulDims::new(self.group() * self.tp, self.tp, self.d.hs) }
     }
 
     fn alloc_scores(&self) -> Result<GpuBuffer> {

@@ -4,7 +4,7 @@
 //! in the base layer's output (h·Bᵀ, dh·A) in the base matmul's own launch, as its low-rank
 //! term (`lora_up_term`, `lora_input_term`; the model's projections pass them to the base).
 
-use super::matmul::{matmul, matmul_dropout, matmul_shared_input, matmul_weight_parts, Accumulate, ColumnBlocks, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts, TermLayout};
+use super::matmul::{matmul, matmul_dropout, matmul_shared_input, matmul_weight_parts, Accumulate, BatchStrides, ColumnBlocks, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts, TermLayout, BATCHED_MAX_REDUCTION};
 use crate::{GpuBuffer, GpuContext, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -94,6 +94,30 @@ pub fn lora_backward_b(ctx: &GpuContext, db: GradDest, dh: &GpuBuffer, dh_beta: 
         GradDest::Parts(parts) => matmul_weight_parts(ctx, parts, dy, h, dims, d.scale, None)?,
     }
     matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, dims, Accumulate { alpha: d.scale, beta: dh_beta })
+}
+
+/// [`lora_backward_b`] of `count` targets of one shape at once (targets of one width that
+/// read one input: gate and up; k and v), in two launches of the tiled kernels: their dy's,
+/// x·Aᵀ's and dh's each `strides` apart ([dy, h, dh], floats), their B's back to back in `b`
+/// and their dB's in `db`. Where [`lora_b_batches`].
+#[allow(clippy::too_many_arguments)]
+pub fn lora_backward_b_batched(ctx: &GpuContext, db: GradDest, dh: &GpuBuffer, dy: &GpuBuffer, h: &GpuBuffer, b: &GpuBuffer, count: usize, strides: [usize; 3], d: LoraDims) -> Result<()> {
+    let [dy_stride, h_stride, dh_stride] = strides;
+    let b_len = d.d_out * d.rank;
+    let batch = |a, b, c| MatmulDims { batch: count, b_batched: true, batch_strides: Some(BatchStrides { a, b, c }), ..MatmulDims::new(d.m, d.d_out, d.rank) };
+    let dims = batch(dy_stride, h_stride, b_len);
+    match db {
+        GradDest::Grad(db) => matmul(ctx, MatmulKind::BackwardWeight, db, dy, h, dims, Accumulate { alpha: d.scale, beta: d.grad_beta() })?,
+        GradDest::Parts(parts) => matmul_weight_parts(ctx, parts, dy, h, dims, d.scale, None)?,
+    }
+    matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, batch(dy_stride, b_len, dh_stride), Accumulate { alpha: d.scale, beta: 0.0 })
+}
+
+/// Whether [`lora_backward_b_batched`] takes targets of `d`'s shape, with their dB's as split
+/// parts or not: a batched launch splits a reduction only into parts summed later, so the
+/// others must fit one launch's.
+pub fn lora_b_batches(d: &LoraDims, db_parts: bool) -> bool {
+    d.d_out <= BATCHED_MAX_REDUCTION && (db_parts || d.m <= BATCHED_MAX_REDUCTION)
 }
 
 /// dA = dhᵀ·dropout(x) (added to with `d.accumulate`), with the forward's mask.

@@ -37,11 +37,23 @@ pub struct MatmulDims {
     /// A forward's output in blocks along its columns (the tiled kernels only, one matrix): a
     /// stacked weight's, into its parts' outputs.
     pub c_blocks: Option<ColumnBlocks>,
+    /// Where a batch's operands lie apart (the tiled kernels only): parts of arenas, as LoRA's
+    /// gradients of several targets at once read and write them. None: each operand's items
+    /// back to back.
+    pub batch_strides: Option<BatchStrides>,
+}
+
+/// Floats from one batch item's a, b and output to the next's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchStrides {
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
 }
 
 impl MatmulDims {
     pub fn new(m: usize, n: usize, k: usize) -> Self {
-        MatmulDims { batch: 1, m, n, k, b_batched: false, a_shared: false, a_blocks: None, c_blocks: None }
+        MatmulDims { batch: 1, m, n, k, b_batched: false, a_shared: false, a_blocks: None, c_blocks: None, batch_strides: None }
     }
 
     /// Whether the register-blocked kernels can take these sizes: all three products read N
@@ -263,6 +275,8 @@ struct StridedParams {
     c_blocks: [u32; 4],
     /// 1 where a's blocks lie along the output's rows (a weight gradient's a, read transposed).
     a_blocks_on_rows: u32,
+    /// Floats between a split reduction's parts of the output (matmul_tiled.wgsl).
+    c_split: u32,
 }
 
 /// LoRA dropout on one side of a product: the mask of ops::dropout at each value's flat index
@@ -813,15 +827,18 @@ pub fn weight_grad_parts(m: usize) -> usize {
 
 /// The split parts of the weight gradient `alpha·aᵀ·b` (a BackwardWeight product, with LoRA
 /// dropout on b's side where `drop` has p > 0) into `dest`, on the tiled kernel; a later
-/// [`sum_splits`] adds them into the gradient.
+/// [`sum_splits`] adds them into the gradient. A batch (b batched) gives one gradient per item,
+/// each part holding them all (`d.batch_strides`' c apart).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_weight_parts(ctx: &GpuContext, dest: SplitParts, a: &GpuBuffer, b: &GpuBuffer, d: MatmulDims, alpha: f32, drop: Option<OperandDropout>) -> Result<()> {
     let op = MatmulKind::BackwardWeight.entry();
     let drop = drop.filter(|x| x.p > 0.0);
     ensure(drop.is_none_or(|x| x.on == DropOn::B && x.p < 1.0), || format!("{op}: split parts take dropout below 1 on the input's side only"))?;
     let (_, _, len) = MatmulKind::BackwardWeight.operand_lens(&d);
+    // a batch's gradients (one per item) lie in each part
+    let len = batch_span(d.batch_strides.map_or(len, |s| s.c), len, d.batch);
     let end = dest.at + 4 * ((dest.splits - 1) * dest.stride + len) as u64;
-    ensure(d.batch == 1 && dest.splits > 1 && end <= dest.parts.len_bytes(), || {
+    ensure(dest.splits > 1 && dest.stride >= len && end <= dest.parts.len_bytes(), || {
         format!("{op}: {} parts of {len} floats every {} from byte {} do not fit a buffer of {} bytes ({d:?})", dest.splits, dest.stride, dest.at, dest.parts.len_bytes())
     })?;
     let acc = Accumulate { alpha, beta: 0.0 };
@@ -839,6 +856,7 @@ pub fn matmul_shared_input(ctx: &GpuContext, dest: SplitParts, x: &GpuBuffer, w:
         format!("{op}: {} outputs of {}×{} every {} floats from byte {} do not fit a buffer of {} bytes ({d:?})", d.batch, d.m, d.n, dest.stride, dest.at, dest.parts.len_bytes())
     })?;
     ensure(drop.on == DropOn::A && (0.0..1.0).contains(&drop.p), || format!("{op}: dropout below 1 on the input only, got {drop:?}"))?;
+    let d = MatmulDims { batch_strides: Some(BatchStrides { a: 0, b: d.n * d.k, c: dest.stride }), ..d };
     let tiling = tiled_for(MatmulKind::Forward, &d, false);
     launch(ctx, MatmulKind::Forward, tiling, dest.parts, x, w, d, Accumulate::OVERWRITE, (drop.p > 0.0).then_some(drop), None, Some(dest))
 }
@@ -867,18 +885,20 @@ fn launch(
         format!("{op}: a batch of weight gradients needs b batched too (one gradient per batch); to sum over a batch, fold it into M")
     })?;
     ensure(!d.a_shared || tiling.is_tiled(), || format!("{op}: one a for a batch is for the tiled kernels, not {tiling:?}"))?;
+    ensure(d.batch_strides.is_none() || tiling.is_tiled(), || format!("{op}: batch strides are for the tiled kernels, not {tiling:?}"))?;
     let bb = if d.b_batched { d.batch } else { 1 };
     let (rows, cols) = kind.out_shape(&d);
-    let (a_len, b_len, _) = kind.operand_lens(&d);
+    let (a_len, b_len, c_len) = kind.operand_lens(&d);
+    let strides = d.batch_strides.unwrap_or(BatchStrides { a: a_len, b: b_len, c: c_len });
     match d.a_blocks {
         Some(blocks) => blocks.check(op, "a", a, d.m, d.n)?,
-        None => check_len(op, "a", a, if d.a_shared { a_len } else { d.batch * a_len })?,
+        None => check_len(op, "a", a, batch_span(strides.a, a_len, if d.a_shared { 1 } else { d.batch }))?,
     }
-    check_len(op, "b", b, bb * b_len)?;
+    check_len(op, "b", b, batch_span(strides.b, b_len, bb))?;
     match (into, d.c_blocks) {
         (Some(_), _) => {}
         (None, Some(blocks)) => blocks.check(op, "out", out, rows, cols)?,
-        (None, None) => check_len(op, "out", out, d.batch * rows * cols)?,
+        (None, None) => check_len(op, "out", out, batch_span(strides.c, c_len, d.batch))?,
     }
     let term_rank = term.map_or(0, |t| t.rank);
     let flops = 2.0 * (d.batch * d.m * d.n * d.k + rows * cols * term_rank) as f64;
@@ -952,9 +972,11 @@ fn launch(
             let tile = tiling.tiled_side().map_or(COOP_TILE, |side| 8 * side as usize);
             let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
             let (splits, r_split) = match into {
-                Some(p) if d.batch == 1 => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
-                _ => reduction_split(op, tiles, pr as usize, d.batch)?,
+                Some(p) => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
+                None => reduction_split(op, tiles, pr as usize, d.batch)?,
             };
+            // floats between the parts of a split output: its scratch's, or the caller's
+            let c_split = into.map_or(c_len, |p| p.stride);
             // a split product's parts are unmasked: sum_splits masks their sum
             let (drop_on, drop_seed, drop_p) = drop_params(drop.filter(|x| splits == 1 || x.on != DropOn::Out));
             // parts to be summed later carry alpha (the one sum serves gradients of other alphas)
@@ -970,9 +992,11 @@ fn launch(
                 a_sr,
                 b_sj,
                 b_sr,
-                a_batch: if splits > 1 || d.a_shared { 0 } else { a_len as u32 },
-                b_batch: if d.b_batched { b_len as u32 } else { 0 },
-                c_batch: into.map_or(rows * cols, |p| p.stride) as u32,
+                a_batch: if d.batch == 1 || d.a_shared { 0 } else { strides.a as u32 },
+                b_batch: if d.batch > 1 && d.b_batched { strides.b as u32 } else { 0 },
+                // (an unbatched split's parts at c_batch too, for the cooperative-matrix kernel)
+                c_batch: if d.batch > 1 { strides.c } else { c_split } as u32,
+                c_split: c_split as u32,
                 splits: splits as u32,
                 r_split: r_split as u32,
                 drop_on,
@@ -1018,6 +1042,11 @@ fn launch(
             sum_splits_dropping(ctx, out, &parts, rows, cols, splits, acc, drop, d.c_blocks)
         }
     }
+}
+
+/// Floats that `items` operands of `len`, `stride` apart, span.
+fn batch_span(stride: usize, len: usize, items: usize) -> usize {
+    (items - 1) * stride + len
 }
 
 /// Runs `write`, which stores `alpha·product` into the buffer it is given: straight into
