@@ -13,55 +13,12 @@
 // sin may be far coarser away from 0 (WGSL bounds their error only on [−π, π], to 2⁻¹¹;
 // SwiftShader's were off by 2e-4 at 30 radians).
 
-struct Params {
-    N: u32,
-    H: u32,
-    HK: u32,
-    HS: u32,
-    rot: u32,
-    mscale: f32,
-    zero: u32, // 0: see `kept`
-}
+// #include "pieces/rope_rotate.wgsl"
 
-@group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k: array<f32>;
-@group(0) @binding(2) var<storage, read> pos: array<u32>;
-@group(0) @binding(3) var<storage, read> freqs: array<f32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> k: array<f32>;
 @group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> k_out: array<f32>;
-@group(1) @binding(0) var<uniform> p: Params;
-
-// π/2 as C1 + C2 + C3 + C4, the first three of at most 7 significant bits, so that k·Ci is
-// exact for quadrant counts k below 2¹⁷ (angles up to 2·10⁵ radians) and each subtraction
-// cancels exactly (Cody and Waite's reduction).
-const C1: f32 = 1.578125;
-const C2: f32 = -0.00732421875;
-const C3: f32 = -4.4703483581542969e-06;
-const C4: f32 = 1.5893254712295857e-08;
-
-// v, where a compiler may not regroup the sums around it: llvmpipe turned
-// ((x − k·C1) − k·C2) into x − k·(C1 + C2), losing the reduction's exactness (4e-3 at 10⁵
-// radians). The zero comes from the parameters, so that it cannot be folded away.
-fn kept(v: f32) -> f32 {
-    return bitcast<f32>(bitcast<u32>(v) ^ p.zero);
-}
-
-// (sin x, cos x): x reduced to r in [−π/4, π/4] by its quadrant k, then Cephes' minimax
-// polynomials for sin and cos on that range (about 1 ulp).
-fn sincos(x: f32) -> vec2<f32> {
-    let k = round(x * 0.63661977236758134);
-    let r = (kept(kept(x - k * C1) - k * C2) - k * C3) - k * C4;
-    let z = r * r;
-    let s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r;
-    let c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0;
-    // sin and cos of r + k·π/2
-    switch (i32(k) & 3) {
-        case 0: { return vec2<f32>(s, c); }
-        case 1: { return vec2<f32>(c, -s); }
-        case 2: { return vec2<f32>(-s, -c); }
-        default: { return vec2<f32>(-c, s); }
-    }
-}
 
 fn load(on_k: bool, e: u32) -> f32 {
     if (on_k) { return k[e]; }
@@ -70,36 +27,6 @@ fn load(on_k: bool, e: u32) -> f32 {
 
 fn store(on_k: bool, e: u32, v: f32) {
     if (on_k) { k_out[e] = v; } else { q_out[e] = v; }
-}
-
-// Invocations 0 .. N·H·HS/2 rotate the queries, the next N·HK·HS/2 the keys: invocation i of
-// a tensor handles pair j = i mod HS/2 of its head i / (HS/2), a rotated pair (j, j + R/2)
-// when j < R/2, else two passed-through dims.
-fn rotate(flat: u32, sign: f32) {
-    let half = p.HS / 2u;
-    let q_pairs = p.N * p.H * half;
-    let on_k = flat >= q_pairs;
-    let i = select(flat, flat - q_pairs, on_k);
-    let heads = select(p.H, p.HK, on_k);
-    if (i >= p.N * heads * half) { return; }
-    let j = i % half;
-    let head = i / half;          // n·heads + h
-    let n = head / heads;
-    let base = head * p.HS;
-    let rh = p.rot / 2u;
-    if (j >= rh) {
-        let e = base + p.rot + 2u * (j - rh);
-        store(on_k, e, load(on_k, e));
-        store(on_k, e + 1u, load(on_k, e + 1u));
-        return;
-    }
-    let sc = sincos(f32(pos[n]) * freqs[j]);
-    let c = p.mscale * sc.y;
-    let s = p.mscale * sign * sc.x;
-    let x1 = load(on_k, base + j);
-    let x2 = load(on_k, base + j + rh);
-    store(on_k, base + j, x1 * c - x2 * s);
-    store(on_k, base + j + rh, x2 * c + x1 * s);
 }
 
 @compute @workgroup_size(256)

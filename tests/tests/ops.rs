@@ -224,8 +224,8 @@ fn cpu_rmsnorm_backward_matches_finite_differences() {
     assert_grad("dweight", &dw, &finite_diff(&mut |v| loss(&x, v), &w, &(0..c).collect::<Vec<_>>(), 1e-6));
 }
 
-/// Queries and keys rotated in one launch (a different number of heads each), against the
-/// CPU reference of each.
+/// Queries and keys rotated in one launch (a different number of heads each), into buffers of
+/// their own and in place, against the CPU reference of each.
 #[test]
 fn rope_matches_cpu() {
     with_gpu!(ctx => {
@@ -261,6 +261,15 @@ fn rope_matches_cpu() {
                 cpu::rope(&mut want_k, &to_f64(&k), &pos, &rope::RopeDims { heads: hk, ..d }, sign);
                 assert_close(&format!("{name} q {d:?}"), &read(ctx, &q_out), &want_q, 1e-6, 1e-5);
                 assert_close(&format!("{name} k {d:?}"), &read(ctx, &k_out), &want_k, 1e-6, 1e-5);
+                if sign > 0.0 {
+                    // in place, q and k two parts of one buffer (as training projects them)
+                    let arena = ctx.alloc_arena(&[q.len(), k.len()]).unwrap();
+                    ctx.write_f32(&arena.views[0], &q);
+                    ctx.write_f32(&arena.views[1], &k);
+                    rope::rope_forward_in_place(ctx, &arena.views[0], &arena.views[1], &pb, d).unwrap();
+                    assert_close(&format!("{name} in place, q {d:?}"), &read(ctx, &arena.views[0]), &want_q, 1e-6, 1e-5);
+                    assert_close(&format!("{name} in place, k {d:?}"), &read(ctx, &arena.views[1]), &want_k, 1e-6, 1e-5);
+                }
             }
         }
     });

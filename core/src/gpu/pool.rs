@@ -82,6 +82,11 @@ impl GpuBuffer {
         GpuBuffer::view(whole, first.offset - whole.offset, last.offset + last.len - first.offset)
     }
 
+    /// Whether `other` is this buffer: the same bytes of the same device buffer.
+    pub fn same(&self, other: &GpuBuffer) -> bool {
+        self.buffer == other.buffer && (self.offset, self.len) == (other.offset, other.len)
+    }
+
     /// Number of f32 (or u32) elements.
     pub fn len_words(&self) -> usize {
         (self.len / 4) as usize

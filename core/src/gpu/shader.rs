@@ -44,6 +44,8 @@ pub enum Shader {
     Embedding,
     Rmsnorm,
     Rope,
+    /// rope.wgsl's forward in place (training's q and k where attention reads them).
+    RopeInPlace,
     Attention,
     /// attention.wgsl for heads above 128 (core/build/).
     AttentionWide,
@@ -63,7 +65,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 43] = [
+    pub const ALL: [Shader; 44] = [
         Shader::Matmul,
         Shader::MatmulTiled,
         Shader::MatmulTiledLowRank,
@@ -94,6 +96,7 @@ impl Shader {
         Shader::Embedding,
         Shader::Rmsnorm,
         Shader::Rope,
+        Shader::RopeInPlace,
         Shader::Attention,
         Shader::AttentionWide,
         Shader::AttentionMatmul,
@@ -141,6 +144,7 @@ impl Shader {
             Shader::Embedding => "embedding.wgsl",
             Shader::Rmsnorm => "rmsnorm.wgsl",
             Shader::Rope => "rope.wgsl",
+            Shader::RopeInPlace => "rope_in_place.wgsl",
             Shader::Attention => "attention.wgsl",
             Shader::AttentionWide => "attention_wide.wgsl",
             Shader::AttentionMatmul => "attention_matmul.wgsl",
@@ -189,6 +193,7 @@ impl Shader {
             Shader::Embedding => include_str!(concat!(env!("OUT_DIR"), "/shaders/embedding.wgsl")),
             Shader::Rmsnorm => include_str!(concat!(env!("OUT_DIR"), "/shaders/rmsnorm.wgsl")),
             Shader::Rope => include_str!(concat!(env!("OUT_DIR"), "/shaders/rope.wgsl")),
+            Shader::RopeInPlace => include_str!(concat!(env!("OUT_DIR"), "/shaders/rope_in_place.wgsl")),
             Shader::Attention => include_str!(concat!(env!("OUT_DIR"), "/shaders/attention.wgsl")),
             Shader::AttentionWide => include_str!(concat!(env!("OUT_DIR"), "/shaders/attention_wide.wgsl")),
             Shader::AttentionMatmul => include_str!(concat!(env!("OUT_DIR"), "/shaders/attention_matmul.wgsl")),

@@ -85,20 +85,15 @@ buffer_set! {
         xn1,
         /// (N)
         rstd1,
-        /// (N, NH·HS) q before its per-head norm (Qwen3; else empty)
-        q_raw,
-        /// (N, NKV·HS) k before its per-head norm (Qwen3; else empty)
-        k_raw,
         /// (N·NH) the q norm's 1/rms (Qwen3; else empty)
         rstd_q,
         /// (N·NKV) the k norm's 1/rms (Qwen3; else empty)
         rstd_k,
-        /// (N, NH·HS)
+        /// (N, NH·HS) q after its per-head norm and rope (Qwen3; else empty: q is rotated in
+        /// place, in `LayerActs::qkv`)
         q_rot,
-        /// (N, NKV·HS)
+        /// (N, NKV·HS) k's likewise
         k_rot,
-        /// (N, NKV·HS)
-        v,
         /// (N, NH·HS)
         att,
         /// (NH, N, 2)
@@ -131,9 +126,9 @@ buffer_set! {
         seg,
         /// (3N) u32: (0, start, len) per example (attention's runs)
         runs,
-        /// (N, NH·HS) before rope
+        /// (N, NH·HS) q after its per-head norm, before rope (Qwen3; else empty)
         q,
-        /// (N, NKV·HS)
+        /// (N, NKV·HS) k's likewise
         k,
         /// (N, C) attention / MLP output; the lm_head's input rows
         proj,
@@ -166,18 +161,42 @@ buffer_set! {
     }
 }
 
-/// One layer's saved activations; gate's and up's outputs (N, FF) in one buffer, so that one
-/// launch through the layer's stacked weight writes both where no adapter changes them
-/// (`GpuLayer::stacked_forward`); and, per target (`Target as usize`, empty where none is
-/// adapted), its LoRA input x·Aᵀ (N, r): one arena, where the targets that read one input
-/// (q, k, v; gate, up) have equal parts, so that one launch writes theirs.
+/// One layer's saved activations; q's, k's and v's outputs in one buffer, gate's and up's in
+/// another, so that one launch through the layer's stacked weight writes each group
+/// (`GpuLayer::stacked_forward`) where no adapter changes them or one adapts them alike; and,
+/// per target (`Target as usize`, empty where none is adapted), its LoRA input x·Aᵀ (N, r):
+/// one arena, where the targets that read one input (q, k, v; gate, up) have equal parts, so
+/// that one launch writes theirs.
 struct LayerActs {
     tensors: LayerTensors,
+    /// (N, NH·HS), (N, NKV·HS) twice: q, k and v as projected; q and k then rotated in place
+    /// where no per-head norm comes between (else kept as they were projected, before their
+    /// norms, and rotated into `tensors.q_rot`, `k_rot`).
+    qkv: StackedParts,
+    /// (N, FF) twice: gate's and up's outputs.
     gate_up: StackedParts,
     lora_h: Arena,
-    /// `lora_h`'s parts of gate and up as one view, where both have one: their x·Aᵀ as blocks
-    /// of one binding, the term of the stacked gate/up launch.
+    /// `lora_h`'s parts of q to v, and of gate to up, each as one view where they have parts:
+    /// their x·Aᵀ as blocks of one binding, the term of the stacked launch.
+    qkv_h: Option<GpuBuffer>,
     gate_up_h: Option<GpuBuffer>,
+    /// Whether per-head norms come between q's and k's projections and rope (Qwen3).
+    qk_norm: bool,
+}
+
+impl LayerActs {
+    /// q as attention reads it: rotated (after its head norm).
+    fn rotated_q(&self) -> &GpuBuffer {
+        if self.qk_norm { &self.tensors.q_rot } else { &self.qkv.views[0] }
+    }
+
+    fn rotated_k(&self) -> &GpuBuffer {
+        if self.qk_norm { &self.tensors.k_rot } else { &self.qkv.views[1] }
+    }
+
+    fn v(&self) -> &GpuBuffer {
+        &self.qkv.views[2]
+    }
 }
 
 impl std::ops::Deref for LayerActs {
@@ -203,7 +222,8 @@ pub(crate) struct PassLayout {
     dqkv: [usize; 3],
     /// (N, FF) twice: gate's and up's.
     dgate_up: [usize; 2],
-    /// (N, FF) twice, per slot: gate's and up's outputs ([`LayerActs`]).
+    /// Per slot: q's, k's and v's outputs, gate's and up's ([`LayerActs`]).
+    qkv: [usize; 3],
     gate_up: [usize; 2],
     /// (N, largest rank) thrice: LoRA's dh of each target that reads an input.
     lora_dh: [usize; 3],
@@ -225,13 +245,10 @@ impl PassLayout {
             layer: LayerActSizes {
                 xn1: n * c,
                 rstd1: n,
-                q_raw: if cfg.qk_norm { n * qd } else { 0 },
-                k_raw: if cfg.qk_norm { n * kvd } else { 0 },
                 rstd_q: if cfg.qk_norm { n * cfg.n_heads } else { 0 },
                 rstd_k: if cfg.qk_norm { n * cfg.n_kv_heads } else { 0 },
-                q_rot: n * qd,
-                k_rot: n * kvd,
-                v: n * kvd,
+                q_rot: if cfg.qk_norm { n * qd } else { 0 },
+                k_rot: if cfg.qk_norm { n * kvd } else { 0 },
                 att: n * qd,
                 stats: cfg.n_heads * n * 2,
                 o_out: if cfg.post_norms { n * c } else { 0 },
@@ -253,8 +270,8 @@ impl PassLayout {
                 pos: n,
                 seg: n,
                 runs: 3 * n,
-                q: n * qd,
-                k: n * kvd,
+                q: if cfg.qk_norm { n * qd } else { 0 },
+                k: if cfg.qk_norm { n * kvd } else { 0 },
                 proj: n * c,
                 rstdf: n,
                 dres: n * c,
@@ -272,6 +289,7 @@ impl PassLayout {
             },
             dqkv: [n * qd, n * kvd, n * kvd],
             dgate_up: [n * ff; 2],
+            qkv: [n * qd, n * kvd, n * kvd],
             gate_up: [n * ff; 2],
             lora_dh: [n * max_rank; 3],
             head: HeadPart::ALL.map(|p| match p {
@@ -288,7 +306,7 @@ impl PassLayout {
         let bytes = |parts: &[usize]| -> u64 { parts.iter().map(|&n| pooled_bytes(4 * n.max(1) as u64)).sum() };
         let lora: u64 = self.lora_h.iter().flatten().map(|&n| pooled_bytes(4 * n.max(1) as u64)).sum();
         let groups = bytes(&self.dqkv) + bytes(&self.dgate_up) + bytes(&self.lora_dh) + bytes(&self.head);
-        self.slots as u64 * (self.layer.bytes() + bytes(&self.gate_up) + lora) + (n_layers as u64 + 1) * pooled_bytes(4 * self.xs as u64) + self.scratch.bytes() + groups
+        self.slots as u64 * (self.layer.bytes() + bytes(&self.qkv) + bytes(&self.gate_up) + lora) + (n_layers as u64 + 1) * pooled_bytes(4 * self.xs as u64) + self.scratch.bytes() + groups
     }
 }
 
@@ -444,6 +462,41 @@ impl GradSums {
     }
 }
 
+/// How training's forward projects a layer's targets that read one input (q, k, v; gate, up).
+#[derive(Clone, Copy)]
+enum Stacking<'a> {
+    /// One launch through the stacked weight: no adapter changes them.
+    Plain,
+    /// One launch with their LoRA as its term: one input group adapts them all alike (its
+    /// B's stacked), its first tensor's use.
+    Adapted(&'a SharedA, LoraUse),
+    /// One launch each.
+    Apart,
+}
+
+impl<'a> Stacking<'a> {
+    fn of(model: &'a Model, i: usize, targets: &[Target]) -> Self {
+        let uses: Vec<LoraUse> = targets.iter().filter_map(|&t| model.adapted(i, t).map(|(_, u)| u)).collect();
+        match shared_group(model, &uses) {
+            _ if uses.is_empty() => Stacking::Plain,
+            Some(g) if uses.len() == targets.len() && g.b.is_some() => Stacking::Adapted(g, uses[0]),
+            _ => Stacking::Apart,
+        }
+    }
+
+    fn stacks(self) -> bool {
+        !matches!(self, Stacking::Apart)
+    }
+
+    /// The group and use of `Adapted` (only asked of it).
+    fn adapted(self) -> (&'a SharedA, LoraUse) {
+        match self {
+            Stacking::Adapted(g, u) => (g, u),
+            _ => unreachable!("a stacked launch's term where no group adapts its targets"),
+        }
+    }
+}
+
 /// The adapter's input group (`GpuAdapter::shared`) that holds exactly the tensors of `uses`
 /// (two or more, in target order), where one does.
 fn shared_group<'a>(model: &'a Model, uses: &[LoraUse]) -> Option<&'a SharedA> {
@@ -514,9 +567,20 @@ impl TrainPass {
         let acts = (0..layout.slots)
             .map(|_| {
                 let lora_h = ctx.alloc_arena(&layout.lora_h.map(|n| n.unwrap_or(0)))?;
-                let (gate, up) = (Target::Gate as usize, Target::Up as usize);
-                let gate_up_h = (layout.lora_h[gate].is_some() && layout.lora_h[up].is_some()).then(|| GpuBuffer::spanning(&lora_h.whole, &lora_h.views[gate], &lora_h.views[up]));
-                Ok(LayerActs { tensors: LayerTensors::alloc(ctx, &layout.layer)?, gate_up: StackedParts::alloc(ctx, &layout.gate_up)?, lora_h, gate_up_h })
+                let span = |first: Target, last: Target| {
+                    let (first, last) = (first as usize, last as usize);
+                    (layout.lora_h[first].is_some() && layout.lora_h[last].is_some()).then(|| GpuBuffer::spanning(&lora_h.whole, &lora_h.views[first], &lora_h.views[last]))
+                };
+                let (qkv_h, gate_up_h) = (span(Target::Q, Target::V), span(Target::Gate, Target::Up));
+                Ok(LayerActs {
+                    tensors: LayerTensors::alloc(ctx, &layout.layer)?,
+                    qkv: StackedParts::alloc(ctx, &layout.qkv)?,
+                    gate_up: StackedParts::alloc(ctx, &layout.gate_up)?,
+                    lora_h,
+                    qkv_h,
+                    gate_up_h,
+                    qk_norm: cfg.qk_norm,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let s = Scratch::alloc(ctx, &layout.scratch)?;
@@ -843,24 +907,27 @@ impl TrainPass {
         w.backward_input_blocked(ctx, dinp, &dout, blocks, n, 0.0, term)
     }
 
-    /// Records x·Aᵀ of the adapter's gate and up (their input group `g`, whose first tensor
-    /// `u` tells of) from `inp`, and gives their LoRA as the stacked gate/up launch's term:
-    /// x·Aᵀ in blocks, the B's stacked.
+    /// Records x·Aᵀ of the adapter's `targets` (which read one input: q, k, v; gate, up), that
+    /// `group` adapts alike (its first tensor `u` tells of), from `inp`, and gives their LoRA
+    /// as the stacked launch's term: x·Aᵀ in blocks (`h`: lora_h's parts of the targets as one
+    /// view), the B's stacked.
     #[allow(clippy::too_many_arguments)]
-    fn gate_up_lora_down<'a>(&self, ctx: &GpuContext, model: &'a Model, g: &'a SharedA, u: LoraUse, inp: &GpuBuffer, n: usize, acts: &'a LayerActs, drop: Dropout) -> Result<LowRankTerm<'a>> {
+    fn stacked_lora_down<'a>(&self, ctx: &GpuContext, model: &'a Model, targets: &[Target], h: &'a GpuBuffer, (g, u): (&'a SharedA, LoraUse), inp: &GpuBuffer, n: usize, acts: &'a LayerActs, drop: Dropout) -> Result<LowRankTerm<'a>> {
         let adapter = model.adapter.as_ref().expect("an adapted layer");
         let lora = &adapter.tensors[u.index];
         let d = LoraDims { dropout: (drop.p, drop.seed_for(u.seed_index)), ..lora.dims(n) };
         adapter.lora_down(ctx, u, inp, &acts.lora_h, &|t| adapter.adapter.tensors[t].target as usize, d)?;
-        let (h, v) = (acts.gate_up_h.as_ref().expect("gate's and up's x·Aᵀ"), g.b.as_ref().expect("stacked B's"));
-        let up_at = (acts.lora_h.views[Target::Up as usize].offset() - acts.lora_h.views[Target::Gate as usize].offset()) / 4;
-        let blocks = ColumnBlocks::new(&[(0, lora.rank), (up_at as usize, lora.rank)])?;
-        Ok(LowRankTerm { h, v, rank: 2 * lora.rank, scale: lora.scale, dropout: (0.0, 0), layout: TermLayout::Blocks(blocks) })
+        let at = |t: Target| acts.lora_h.views[t as usize].offset();
+        let blocks: Vec<(usize, usize)> = targets.iter().map(|&t| (((at(t) - at(targets[0])) / 4) as usize, lora.rank)).collect();
+        let v = g.b.as_ref().expect("stacked B's");
+        Ok(LowRankTerm { h, v, rank: targets.len() * lora.rank, scale: lora.scale, dropout: (0.0, 0), layout: TermLayout::Blocks(ColumnBlocks::new(&blocks)?) })
     }
 
     /// Layer i from xs[i] to xs[i+1], keeping its activations in its slot.
     fn layer_forward(&self, ctx: &GpuContext, model: &Model, i: usize, n: usize, drop: Dropout) -> Result<()> {
         let (a, s) = (self.slot(i), &self.s);
+        // without head norms, q and k are rotated where they were projected
+        let (q, k) = if a.qk_norm { (&s.q, &s.k) } else { (&a.qkv.views[0], &a.qkv.views[1]) };
         let b = BlockBuffers {
             x: &self.xs[i],
             x_mid: Some(&a.x_mid),
@@ -869,15 +936,15 @@ impl TrainPass {
             rstd1: &a.rstd1,
             xn2: &a.xn2,
             rstd2: &a.rstd2,
-            q_raw: &a.q_raw,
-            k_raw: &a.k_raw,
+            q_raw: &a.qkv.views[0],
+            k_raw: &a.qkv.views[1],
             rstd_q: &a.rstd_q,
             rstd_k: &a.rstd_k,
-            q: &s.q,
-            k: &s.k,
-            v: &a.v,
-            q_rot: &a.q_rot,
-            k_rot: &a.k_rot,
+            q,
+            k,
+            v: a.v(),
+            q_rot: a.rotated_q(),
+            k_rot: a.rotated_k(),
             att: &a.att,
             proj: &s.proj,
             o_out: &a.o_out,
@@ -890,15 +957,17 @@ impl TrainPass {
             pos: &s.pos,
         };
         let attention = Attention::Packed { seg: self.segments(), stats: &a.stats };
-        // gate and up in one launch where no adapter changes them, or one adapts them alike
-        // (their LoRA as its term)
-        let gate_up = [Target::Gate, Target::Up];
-        let uses: Vec<LoraUse> = gate_up.iter().filter_map(|&t| model.adapted(i, t).map(|(_, u)| u)).collect();
-        let group = shared_group(model, &uses).filter(|g| uses.len() == gate_up.len() && g.b.is_some());
-        let lora_down = |inp: &GpuBuffer| self.gate_up_lora_down(ctx, model, group.expect("a group"), uses[0], inp, n, a, drop);
+        // q, k, v and gate, up each in one launch where no adapter changes them, or one
+        // adapts them alike (their LoRA as its term)
+        let (qkv, gate_up) = ([Target::Q, Target::K, Target::V], [Target::Gate, Target::Up]);
+        let (qkv_plan, gate_up_plan) = (Stacking::of(model, i, &qkv), Stacking::of(model, i, &gate_up));
+        let qkv_down = |inp: &GpuBuffer| self.stacked_lora_down(ctx, model, &qkv, a.qkv_h.as_ref().expect("q's to v's x·Aᵀ"), qkv_plan.adapted(), inp, n, a, drop);
+        let gate_up_down = |inp: &GpuBuffer| self.stacked_lora_down(ctx, model, &gate_up, a.gate_up_h.as_ref().expect("gate's and up's x·Aᵀ"), gate_up_plan.adapted(), inp, n, a, drop);
         let fused = Fused {
-            gate_up_out: (uses.is_empty() || group.is_some()).then_some(&a.gate_up),
-            gate_up_out_lora: group.is_some().then_some(&lora_down as &LoraDown),
+            qkv_out: qkv_plan.stacks().then_some(&a.qkv),
+            qkv_out_lora: matches!(qkv_plan, Stacking::Adapted(..)).then_some(&qkv_down as &LoraDown),
+            gate_up_out: gate_up_plan.stacks().then_some(&a.gate_up),
+            gate_up_out_lora: matches!(gate_up_plan, Stacking::Adapted(..)).then_some(&gate_up_down as &LoraDown),
             ..Fused::default()
         };
         block_forward(ctx, &model.cfg, i, &model.layers[i], &b, n, attention, self.chain(model, i), fused, &|target, out, inp, acc| self.project(ctx, model, i, target, out, inp, n, acc, a, drop))
@@ -956,14 +1025,14 @@ impl TrainPass {
         if (l.rope as usize + norms.is_some() as usize) % 2 == 1 {
             std::mem::swap(&mut cur, &mut spare);
         }
-        attention_backward(ctx, cur.0, cur.1, &dqkv[2], &s.datt, &a.q_rot, &a.k_rot, &a.v, &a.att, &a.stats, self.segments(), att)?;
+        attention_backward(ctx, cur.0, cur.1, &dqkv[2], &s.datt, a.rotated_q(), a.rotated_k(), a.v(), &a.att, &a.stats, self.segments(), att)?;
         if l.rope {
             rope_backward(ctx, spare, cur.0, cur.1, &s.pos, rope)?;
             std::mem::swap(&mut cur, &mut spare);
         }
         if let Some((q_norm, k_norm)) = norms {
-            rmsnorm_backward(ctx, spare.0, cur.0, &a.q_raw, q_norm, &a.rstd_q, n * cfg.n_heads, cfg.head_size)?;
-            rmsnorm_backward(ctx, spare.1, cur.1, &a.k_raw, k_norm, &a.rstd_k, n * cfg.n_kv_heads, cfg.head_size)?;
+            rmsnorm_backward(ctx, spare.0, cur.0, &a.qkv.views[0], q_norm, &a.rstd_q, n * cfg.n_heads, cfg.head_size)?;
+            rmsnorm_backward(ctx, spare.1, cur.1, &a.qkv.views[1], k_norm, &a.rstd_k, n * cfg.n_kv_heads, cfg.head_size)?;
         }
         let stacked = l.qkv.as_ref().map(|(w, _)| w);
         self.inputs_backward(ctx, model, i, &[Target::Q, Target::K, Target::V], stacked, self.head.get(HeadPart::Dxn), &self.dqkv, &a.xn1, n, a, drop)?;

@@ -13,7 +13,7 @@ use crate::lora::Target;
 use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, cached_row_by_row, AttentionDims, Segments};
 use crate::ops::residual::{residual_accumulate, residual_forward};
 use crate::ops::rmsnorm::{add_rmsnorm_forward, rmsnorm_forward};
-use crate::ops::rope::{rope_forward, RopeDims};
+use crate::ops::rope::{rope_forward, rope_forward_in_place, RopeDims};
 use crate::ops::swiglu::gated_forward;
 use crate::lora::gpu::StackedLora;
 use crate::error::ensure;
@@ -128,8 +128,12 @@ pub(crate) struct Fused<'a> {
     pub gate_up_lora: Option<StackedLora<'a>>,
     /// q, k and v of the block's tokens as one tiled launch through the layer's stacked
     /// weight, which writes them into these parts (`GpuLayer::stacked_forward`): the block's
-    /// q, k and v (q_raw, k_raw and v with per-head norms). Where no adapter changes them.
+    /// q, k and v (q_raw, k_raw and v with per-head norms). Where no adapter changes them, or
+    /// with `qkv_out_lora`.
     pub qkv_out: Option<&'a StackedParts>,
+    /// With `qkv_out`, the adapter's q, k and v as that launch's term (training, where it
+    /// adapts all three alike).
+    pub qkv_out_lora: Option<&'a LoraDown<'a>>,
     /// gate and up likewise: the block's gate and up.
     pub gate_up_out: Option<&'a StackedParts>,
     /// With `gate_up_out`, the adapter's gate and up as that launch's term (training, where
@@ -196,7 +200,7 @@ pub(crate) fn block_forward(
         (None, norms) => {
             // with per-head norms, q and k as projected go to q_raw and k_raw
             let (q, k) = if norms.is_some() { (b.q_raw, b.k_raw) } else { (b.q, b.k) };
-            if !stacked(fused.qkv_out, &[Target::Q, Target::K, Target::V], b.xn1, None)? {
+            if !stacked(fused.qkv_out, &[Target::Q, Target::K, Target::V], b.xn1, fused.qkv_out_lora)? {
                 project_new(Target::Q, q, b.xn1)?;
                 project_new(Target::K, k, b.xn1)?;
                 project_new(Target::V, b.v, b.xn1)?;
@@ -208,11 +212,17 @@ pub(crate) fn block_forward(
             }
         }
     }
-    if layer.rope {
-        rope_forward(ctx, (b.q_rot, b.k_rot), b.q, b.k, b.pos, rope)?;
-    } else {
-        ctx.copy_region(b.q, 0, b.q_rot, 0, (n * cfg.q_dim() * 4) as u64);
-        ctx.copy_region(b.k, 0, b.k_rot, 0, (n * cfg.kv_dim() * 4) as u64);
+    // (training rotates q and k where they were projected, where no head norm comes between)
+    let in_place = b.q_rot.same(b.q);
+    ensure(in_place == b.k_rot.same(b.k), || format!("layer {i}: q and k are rotated both in place or both apart"))?;
+    match (layer.rope, in_place) {
+        (true, true) => rope_forward_in_place(ctx, b.q, b.k, b.pos, rope)?,
+        (true, false) => rope_forward(ctx, (b.q_rot, b.k_rot), b.q, b.k, b.pos, rope)?,
+        (false, true) => {}
+        (false, false) => {
+            ctx.copy_region(b.q, 0, b.q_rot, 0, (n * cfg.q_dim() * 4) as u64);
+            ctx.copy_region(b.k, 0, b.k_rot, 0, (n * cfg.kv_dim() * 4) as u64);
+        }
     }
     match attention {
         Attention::Cached { k_cache, v_cache, past, scores, q_one, att_one } => {

@@ -583,6 +583,7 @@ impl Model {
             qkv_lora,
             gate_up_lora,
             qkv_out,
+            qkv_out_lora: None,
             gate_up_out,
             gate_up_out_lora: None,
         }

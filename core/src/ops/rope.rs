@@ -86,8 +86,8 @@ fn llama3(f: f32, s: &RopeScaling) -> f32 {
     (1.0 - smooth) * scaled / s.factor + smooth * scaled
 }
 
-/// Queries and keys (`q`, `k`) into `out` (q's, k's).
-fn launch(ctx: &GpuContext, op: &'static str, out: (&GpuBuffer, &GpuBuffer), q: &GpuBuffer, k: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
+/// Queries and keys (`q`, `k`) into `out` (q's, k's); in place where `out` is None.
+fn launch(ctx: &GpuContext, op: &'static str, out: Option<(&GpuBuffer, &GpuBuffer)>, q: &GpuBuffer, k: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
     ensure(d.head_size.is_multiple_of(2), || format!("{op}: head size {} must be even", d.head_size))?;
     ensure(d.rotary.is_multiple_of(2) && d.rotary <= d.head_size, || {
         format!("{op}: {} rotary dims of a head of {}: expected an even number up to the head size", d.rotary, d.head_size)
@@ -96,8 +96,10 @@ fn launch(ctx: &GpuContext, op: &'static str, out: (&GpuBuffer, &GpuBuffer), q: 
     let (q_len, k_len) = (d.n * d.heads * d.head_size, d.n * d.kv_heads * d.head_size);
     check_len(op, "q", q, q_len)?;
     check_len(op, "k", k, k_len)?;
-    check_len(op, "q out", out.0, q_len)?;
-    check_len(op, "k out", out.1, k_len)?;
+    if let Some((q_out, k_out)) = out {
+        check_len(op, "q out", q_out, q_len)?;
+        check_len(op, "k out", k_out, k_len)?;
+    }
     check_len(op, "pos", pos, d.n)?;
     let params = Params {
         n: d.n as u32,
@@ -108,17 +110,24 @@ fn launch(ctx: &GpuContext, op: &'static str, out: (&GpuBuffer, &GpuBuffer), q: 
         mscale: d.longrope.map_or(1.0, |l| l.mscale),
         zero: 0,
     };
-    ctx.with_constant(&frequencies(&d), |freqs| {
-        ctx.dispatch(&Kernel::new(Shader::Rope, op, 0), &[q, k, pos, freqs], &[out.0, out.1], &params, grid_1d(((q_len + k_len) / 2) as u64, 256))
+    let grid = grid_1d(((q_len + k_len) / 2) as u64, 256);
+    ctx.with_constant(&frequencies(&d), |freqs| match out {
+        Some((q_out, k_out)) => ctx.dispatch(&Kernel::new(Shader::Rope, op, 0), &[pos, freqs, q, k], &[q_out, k_out], &params, grid),
+        None => ctx.dispatch(&Kernel::new(Shader::RopeInPlace, op, 0), &[pos, freqs], &[q, k], &params, grid),
     })
 }
 
 /// `out` = (rope(q), rope(k)).
 pub fn rope_forward(ctx: &GpuContext, out: (&GpuBuffer, &GpuBuffer), q: &GpuBuffer, k: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
-    launch(ctx, "rope_forward", out, q, k, pos, d)
+    launch(ctx, "rope_forward", Some(out), q, k, pos, d)
+}
+
+/// (q, k) = (rope(q), rope(k)), where they lie.
+pub fn rope_forward_in_place(ctx: &GpuContext, q: &GpuBuffer, k: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
+    launch(ctx, "rope_forward_in_place", None, q, k, pos, d)
 }
 
 /// (dq, dk) into `out` from the rotated ones' gradients: the transposed rotation.
 pub fn rope_backward(ctx: &GpuContext, out: (&GpuBuffer, &GpuBuffer), dq: &GpuBuffer, dk: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
-    launch(ctx, "rope_backward", out, dq, dk, pos, d)
+    launch(ctx, "rope_backward", Some(out), dq, dk, pos, d)
 }
