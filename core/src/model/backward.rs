@@ -240,7 +240,7 @@ impl PassLayout {
         let (c, ff, qd, kvd, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim(), cfg.vocab_size);
         let max_rank = ranks.iter().flatten().copied().max().unwrap_or(0);
         let (part_rows, split) = lm_head_parts(cfg, binding_limit);
-        let rows = ((binding_limit / (v as u64 * 4)) as usize).clamp(1, n.min(64));
+        let rows = head_rows(n, v, binding_limit);
         PassLayout {
             layer: LayerActSizes {
                 xn1: n * c,
@@ -403,6 +403,22 @@ impl ChunkRows<'_> {
             ctx.copy_region(self.own, 0, self.whole, self.at, self.bytes);
         }
     }
+}
+
+/// Most bytes of a chunk's logits (and of their gradient).
+const HEAD_CHUNK_BYTES: u64 = 128 << 20;
+/// Most rows of a chunk: past it, fewer launches gain little.
+const HEAD_CHUNK_ROWS: usize = 256;
+
+/// R, the head's rows per chunk for micro-batches of `n` tokens and a vocabulary of `v`: as
+/// many as fit HEAD_CHUNK_BYTES and one binding, in multiples of 64 (where a chunk's rows of
+/// the head's per-token buffers start at offsets a launch can bind, [`HeadRows`]), at most
+/// HEAD_CHUNK_ROWS and `n`. Each chunk is four launches or so (the lm_head, cross-entropy, the
+/// input gradient and its split's sum): SmolLM2 at 4 × 512 tokens takes 8 chunks, not 32.
+fn head_rows(n: usize, v: usize, binding_limit: u64) -> usize {
+    let fit = (HEAD_CHUNK_BYTES.min(binding_limit) / (v as u64 * 4)) as usize;
+    let rows = if fit >= 64 { fit / 64 * 64 } else { fit.max(1) };
+    rows.min(HEAD_CHUNK_ROWS).min(n)
 }
 
 /// Rows per part of the lm_head split to fit `binding_limit` (as if in f32, the widest
