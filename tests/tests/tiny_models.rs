@@ -126,7 +126,7 @@ fn chunks_project_each_input_once_with_the_gpu_kernels() {
 /// Decoding with an adapter on all seven targets: the GPU kernels give the logits of
 /// lavapipe's kernels (each target's products launched apart), over a prompt and six decoded
 /// tokens. On the GPU kernels the prompt's x·Aᵀ of q, k and v is one launch, as is gate's and
-/// up's; a decoded token's q, k and v are one launch with their three LoRA terms, gate, up and
+/// up's, and so are their base products with their LoRA terms; a decoded token's q, k and v are one launch with their three LoRA terms, gate, up and
 /// the activation another, after one x·Aᵀ launch each, all of them norming the stream as they
 /// read it.
 #[test]
@@ -167,9 +167,11 @@ fn an_adapter_decodes_alike_on_both_kernel_paths() {
         assert_close(&format!("tiny-llama with an adapter, row {i} (0: the prompt)"), g, &w, 1e-5, 1e-5);
     }
     let count = |l: &Launches, key: &str| l.get(key).copied().unwrap_or(0);
-    // the prompt: x·Aᵀ in 4 launches per layer (q/k/v's, o's, gate/up's, down's), not 7 (the
-    // base products with their terms are matmul_tiled_low_rank's)
+    // the prompt: x·Aᵀ in 4 launches per layer (q/k/v's, o's, gate/up's, down's), not 7, and
+    // the base products with their terms in 4 (q/k/v and gate/up through their stacked
+    // weights, the LoRA of each part its block's)
     assert_eq!(count(&prefill, "matmul_tiled:matmul_tiled [64x64]"), 4 * layers, "{prefill:#?}");
+    assert_eq!(count(&prefill, "matmul_tiled_low_rank:matmul_tiled [64x64]"), 4 * layers, "{prefill:#?}");
     let per_token = layers * steps.len() as u64;
     // a decoded token: per layer x·Aᵀ of o and of down (2), o and down with their terms (2),
     // q/k/v's and gate/up's x·Aᵀ and q/k/v itself norming the stream (3), the gated launch

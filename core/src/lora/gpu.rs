@@ -4,7 +4,7 @@ use super::{Adapter, LoraTensor, Target};
 use crate::error::ensure;
 use crate::gpu::Arena;
 use crate::ops::lora::{lora_down, lora_down_shared, LoraDims};
-use crate::ops::matmul::{matmul, matmul_gemv_normed, Accumulate, InputNorm, LowRankTerm, MatmulDims, MatmulKind, SplitParts, StackedTerm, TermLayout};
+use crate::ops::matmul::{matmul, matmul_gemv_normed, Accumulate, ColumnBlocks, InputNorm, LowRankTerm, MatmulDims, MatmulKind, SplitParts, StackedTerm, TermLayout};
 use crate::{GpuBuffer, GpuContext, Result};
 
 pub struct GpuLora {
@@ -69,6 +69,25 @@ pub struct SharedA {
     /// Their B's as one (Σ out, r) matrix, where they too lie back to back and the targets
     /// share a scale: the term of the layer's stacked weights ([`GpuAdapter::stacked`]).
     pub b: Option<GpuBuffer>,
+}
+
+/// How a layer's targets that read one input (q, k, v; gate, up) are projected in one launch
+/// through their stacked weight, for chunks of tokens (`GpuAdapter::stacking`).
+#[derive(Clone, Copy)]
+pub enum Stacking<'a> {
+    /// No adapter changes them: the base weight alone.
+    Plain,
+    /// One input group adapts them all alike (their B's stacked, one scale): its LoRA as the
+    /// launch's term (`GpuAdapter::stacked_term`); the group and its first tensor's use.
+    Adapted(&'a SharedA, LoraUse),
+    /// Otherwise: one launch each.
+    Apart,
+}
+
+impl Stacking<'_> {
+    pub fn stacks(self) -> bool {
+        !matches!(self, Stacking::Apart)
+    }
 }
 
 /// An adapter's targets over a layer's stacked weights (q, k and v as one matmul; gate and
@@ -256,6 +275,37 @@ impl GpuAdapter {
 
     pub fn get(&self, layer: usize, target: Target) -> Option<&GpuLora> {
         self.index(layer, target).map(|i| &self.tensors[i])
+    }
+
+    /// The input group that holds exactly the tensors of `uses` (two or more, in target
+    /// order), where one does.
+    pub fn group_of(&self, uses: &[LoraUse]) -> Option<&SharedA> {
+        let first = uses.first().filter(|_| uses.len() > 1)?;
+        first.shared.map(|s| &self.shared[s.group]).filter(|g| g.members.iter().eq(uses.iter().map(|u| &u.index)))
+    }
+
+    /// How this adapter adapts `targets` of `layer`, which read one input (q, k, v; gate, up),
+    /// for one launch through their stacked weight.
+    pub fn stacking(&self, layer: usize, targets: &[Target]) -> Stacking<'_> {
+        let uses: Vec<LoraUse> = targets.iter().filter_map(|&t| self.lora_use(layer, t)).collect();
+        match self.group_of(&uses) {
+            _ if uses.is_empty() => Stacking::Plain,
+            Some(g) if uses.len() == targets.len() && g.b.is_some() => Stacking::Adapted(g, uses[0]),
+            _ => Stacking::Apart,
+        }
+    }
+
+    /// Records x·Aᵀ of the targets that group `g` adapts alike (its first tensor's use `u`)
+    /// from `x` into their parts of `h` (`h_part` of each tensor), and gives their LoRA as the
+    /// term of their stacked launch: x·Aᵀ in blocks of `h_view` (h's parts of the group as one
+    /// binding, from the first's), their B's stacked (V block-diagonal).
+    #[allow(clippy::too_many_arguments)]
+    pub fn stacked_term<'a>(&'a self, ctx: &GpuContext, (g, u): (&'a SharedA, LoraUse), x: &GpuBuffer, h: &Arena, h_part: &dyn Fn(usize) -> usize, h_view: &'a GpuBuffer, d: LoraDims) -> Result<LowRankTerm<'a>> {
+        self.lora_down(ctx, u, x, h, h_part, d)?;
+        let at = |m: usize| h.views[h_part(m)].offset();
+        let blocks: Vec<(usize, usize)> = g.members.iter().map(|&m| (((at(m) - at(g.members[0])) / 4) as usize, d.rank)).collect();
+        let v = g.b.as_ref().expect("stacked B's");
+        Ok(LowRankTerm { h: h_view, v, rank: blocks.len() * d.rank, scale: d.scale, dropout: (0.0, 0), layout: TermLayout::Blocks(ColumnBlocks::new(&blocks)?) })
     }
 
     /// Target `i`'s slot in its input's launch (0 where none).

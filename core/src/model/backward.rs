@@ -10,7 +10,7 @@
 
 use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::Arena;
-use crate::lora::gpu::{fused_part_views, LoraLayout, LoraUse, SharedA};
+use crate::lora::gpu::{fused_part_views, LoraLayout, LoraUse, Stacking};
 use crate::lora::Target;
 use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers, Chain, Fused, LoraDown, NextNorm};
 use crate::model::forward::Model;
@@ -19,7 +19,7 @@ use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Seg
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::lora::{lora_b_batches, lora_backward_b, lora_backward_b_batched, lora_grad_a, lora_grad_a_shared, lora_input_term, lora_up_term, GradDest, LoraDims};
 use crate::model::linear::{Linear, StackedParts};
-use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, ColumnBlocks, LowRankTerm, SplitParts, TermLayout};
+use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, LowRankTerm, SplitParts, TermLayout};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
 use crate::ops::rope::{rope_backward, RopeDims};
 use crate::ops::swiglu::gated_backward;
@@ -478,48 +478,6 @@ impl GradSums {
     }
 }
 
-/// How training's forward projects a layer's targets that read one input (q, k, v; gate, up).
-#[derive(Clone, Copy)]
-enum Stacking<'a> {
-    /// One launch through the stacked weight: no adapter changes them.
-    Plain,
-    /// One launch with their LoRA as its term: one input group adapts them all alike (its
-    /// B's stacked), its first tensor's use.
-    Adapted(&'a SharedA, LoraUse),
-    /// One launch each.
-    Apart,
-}
-
-impl<'a> Stacking<'a> {
-    fn of(model: &'a Model, i: usize, targets: &[Target]) -> Self {
-        let uses: Vec<LoraUse> = targets.iter().filter_map(|&t| model.adapted(i, t).map(|(_, u)| u)).collect();
-        match shared_group(model, &uses) {
-            _ if uses.is_empty() => Stacking::Plain,
-            Some(g) if uses.len() == targets.len() && g.b.is_some() => Stacking::Adapted(g, uses[0]),
-            _ => Stacking::Apart,
-        }
-    }
-
-    fn stacks(self) -> bool {
-        !matches!(self, Stacking::Apart)
-    }
-
-    /// The group and use of `Adapted` (only asked of it).
-    fn adapted(self) -> (&'a SharedA, LoraUse) {
-        match self {
-            Stacking::Adapted(g, u) => (g, u),
-            _ => unreachable!("a stacked launch's term where no group adapts its targets"),
-        }
-    }
-}
-
-/// The adapter's input group (`GpuAdapter::shared`) that holds exactly the tensors of `uses`
-/// (two or more, in target order), where one does.
-fn shared_group<'a>(model: &'a Model, uses: &[LoraUse]) -> Option<&'a SharedA> {
-    let a = model.adapter.as_ref().filter(|_| uses.len() > 1)?;
-    uses[0].shared.map(|s| &a.shared[s.group]).filter(|g| g.members.iter().eq(uses.iter().map(|u| &u.index)))
-}
-
 /// Where a weight gradient `g` goes: into the layer's parts where it has them (see
 /// `TrainPass::layer_parts`), else into `g`.
 fn grad_dest<'a>(parts: Option<(&'a GradSums, u64, usize)>, g: &'a GpuBuffer) -> GradDest<'a> {
@@ -881,7 +839,7 @@ impl TrainPass {
         let widths: Vec<usize> = targets.iter().map(|&t| model.layers[i].linear(t).shape().0).collect();
         // (the target's place in `targets`, its LoRA) for each adapted target
         let uses: Vec<(usize, LoraUse)> = targets.iter().enumerate().filter_map(|(t, &target)| model.adapted(i, target).map(|(_, u)| (t, u))).collect();
-        let group = shared_group(model, &uses.iter().map(|&(_, u)| u).collect::<Vec<_>>());
+        let group = model.adapter.as_ref().and_then(|a| a.group_of(&uses.iter().map(|&(_, u)| u).collect::<Vec<_>>()));
         let alone = uses.iter().all(|(_, u)| u.part.is_none()) && (uses.len() < 2 || group.is_some());
         let rank = uses.first().map_or(0, |(_, u)| model.adapter.as_ref().expect("adapted").tensors[u.index].rank);
         let plan = stacked.filter(|w| alone && w.takes_input_blocks(ctx, n)).zip(douts.blocks(&widths));
@@ -923,20 +881,16 @@ impl TrainPass {
         w.backward_input_blocked(ctx, dinp, &dout, blocks, n, 0.0, term)
     }
 
-    /// Records x·Aᵀ of the adapter's `targets` (which read one input: q, k, v; gate, up), that
-    /// `group` adapts alike (its first tensor `u` tells of), from `inp`, and gives their LoRA
-    /// as the stacked launch's term: x·Aᵀ in blocks (`h`: lora_h's parts of the targets as one
-    /// view), the B's stacked.
+    /// The LoRA of the targets `stacking` tells of (adapted alike) as their stacked launch's
+    /// term, after recording their x·Aᵀ from `inp` into their parts of the slot's lora_h (`h`:
+    /// those parts as one view).
     #[allow(clippy::too_many_arguments)]
-    fn stacked_lora_down<'a>(&self, ctx: &GpuContext, model: &'a Model, targets: &[Target], h: &'a GpuBuffer, (g, u): (&'a SharedA, LoraUse), inp: &GpuBuffer, n: usize, acts: &'a LayerActs, drop: Dropout) -> Result<LowRankTerm<'a>> {
-        let adapter = model.adapter.as_ref().expect("an adapted layer");
-        let lora = &adapter.tensors[u.index];
-        let d = LoraDims { dropout: (drop.p, drop.seed_for(u.seed_index)), ..lora.dims(n) };
-        adapter.lora_down(ctx, u, inp, &acts.lora_h, &|t| adapter.adapter.tensors[t].target as usize, d)?;
-        let at = |t: Target| acts.lora_h.views[t as usize].offset();
-        let blocks: Vec<(usize, usize)> = targets.iter().map(|&t| (((at(t) - at(targets[0])) / 4) as usize, lora.rank)).collect();
-        let v = g.b.as_ref().expect("stacked B's");
-        Ok(LowRankTerm { h, v, rank: targets.len() * lora.rank, scale: lora.scale, dropout: (0.0, 0), layout: TermLayout::Blocks(ColumnBlocks::new(&blocks)?) })
+    fn stacked_term<'a>(&self, ctx: &GpuContext, model: &'a Model, stacking: Stacking<'a>, h: &'a GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<LowRankTerm<'a>> {
+        let (adapter, Stacking::Adapted(g, u)) = (model.adapter.as_ref().expect("an adapted layer"), stacking) else {
+            unreachable!("a stacked launch's term where no group adapts its targets")
+        };
+        let d = LoraDims { dropout: (drop.p, drop.seed_for(u.seed_index)), ..adapter.tensors[u.index].dims(n) };
+        adapter.stacked_term(ctx, (g, u), inp, &acts.lora_h, &|t| adapter.adapter.tensors[t].target as usize, h, d)
     }
 
     /// Layer i from xs[i] to xs[i+1], keeping its activations in its slot.
@@ -976,9 +930,9 @@ impl TrainPass {
         // q, k, v and gate, up each in one launch where no adapter changes them, or one
         // adapts them alike (their LoRA as its term)
         let (qkv, gate_up) = ([Target::Q, Target::K, Target::V], [Target::Gate, Target::Up]);
-        let (qkv_plan, gate_up_plan) = (Stacking::of(model, i, &qkv), Stacking::of(model, i, &gate_up));
-        let qkv_down = |inp: &GpuBuffer| self.stacked_lora_down(ctx, model, &qkv, a.qkv_h.as_ref().expect("q's to v's x·Aᵀ"), qkv_plan.adapted(), inp, n, a, drop);
-        let gate_up_down = |inp: &GpuBuffer| self.stacked_lora_down(ctx, model, &gate_up, a.gate_up_h.as_ref().expect("gate's and up's x·Aᵀ"), gate_up_plan.adapted(), inp, n, a, drop);
+        let (qkv_plan, gate_up_plan) = (model.stacking(i, &qkv), model.stacking(i, &gate_up));
+        let qkv_down = |inp: &GpuBuffer| self.stacked_term(ctx, model, qkv_plan, a.qkv_h.as_ref().expect("q's to v's x·Aᵀ"), inp, n, a, drop);
+        let gate_up_down = |inp: &GpuBuffer| self.stacked_term(ctx, model, gate_up_plan, a.gate_up_h.as_ref().expect("gate's and up's x·Aᵀ"), inp, n, a, drop);
         let fused = Fused {
             qkv_out: qkv_plan.stacks().then_some(&a.qkv),
             qkv_out_lora: matches!(qkv_plan, Stacking::Adapted(..)).then_some(&qkv_down as &LoraDown),

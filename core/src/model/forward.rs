@@ -6,7 +6,7 @@
 
 use crate::gpu::layout::{buffer_set, pooled_bytes};
 use crate::gpu::{Arena, KernelPaths};
-use crate::lora::gpu::{GpuAdapter, LoraUse, StackedLora};
+use crate::lora::gpu::{GpuAdapter, LoraUse, StackedLora, Stacking};
 use crate::model::backward::lm_head_parts;
 use crate::model::block::{block_forward, Attention, BlockBuffers, Chain, Fused, LoraDown, NextNorm};
 use crate::lora::{Adapter, Target};
@@ -526,6 +526,22 @@ impl Model {
         self.adapter.as_ref().and_then(|a| a.lora_use(i, target).map(|u| (a, u)))
     }
 
+    /// How layer `i`'s `targets`, which read one input (q, k, v; gate, up), are adapted, for
+    /// one launch through their stacked weight.
+    pub(crate) fn stacking(&self, i: usize, targets: &[Target]) -> Stacking<'_> {
+        self.adapter.as_ref().map_or(Stacking::Plain, |a| a.stacking(i, targets))
+    }
+
+    /// The adapter's LoRA over layer `i`'s stacked `targets` (adapted alike) as the term of
+    /// their launch for `t` tokens, after recording their x·Aᵀ from `inp`.
+    fn stacked_term(&self, ctx: &GpuContext, i: usize, targets: &[Target], inp: &GpuBuffer, t: usize) -> Result<LowRankTerm<'_>> {
+        let (Some(adapter), Stacking::Adapted(g, u)) = (self.adapter.as_ref(), self.stacking(i, targets)) else {
+            unreachable!("a stacked launch's term where no group adapts its targets")
+        };
+        // one part of the scratch per slot of the group, from its first
+        adapter.stacked_term(ctx, (g, u), inp, &self.lora_h, &|m| adapter.shared_slot(m), &self.lora_h.whole, adapter.tensors[u.index].dims(t))
+    }
+
     /// out(T, out) = inp·Wᵀ (+ bias) (+ the adapter's part) for layer `i`'s `target`, combined
     /// with what out holds as `acc` says.
     #[allow(clippy::too_many_arguments)]
@@ -571,9 +587,10 @@ impl Model {
             .filter(|_| t == 1 && layer.qkv.is_some() && layer.q_norm.is_none() && qkv_lora.is_ok())
             .map(|(whole, _)| whole);
         let gate_up = layer.gate_up.as_ref().filter(|_| gemv && gate_up_lora.is_ok());
-        // else, where no adapter changes them, one tiled launch each (where it can run)
-        let qkv_out = (qkv.is_none() && matches!(qkv_lora, Ok(None))).then_some(&self.qkv_out);
-        let gate_up_out = (gate_up.is_none() && matches!(gate_up_lora, Ok(None))).then_some(&self.gate_up_out);
+        // else, where no adapter changes them or one adapts them alike, one tiled launch each
+        // (where it can run; the adapter's as its term, which `run_layers` gives)
+        let qkv_out = (qkv.is_none() && self.stacking(i, &[Target::Q, Target::K, Target::V]).stacks()).then_some(&self.qkv_out);
+        let gate_up_out = (gate_up.is_none() && self.stacking(i, &[Target::Gate, Target::Up]).stacks()).then_some(&self.gate_up_out);
         let (qkv_lora, gate_up_lora) = (qkv_lora.ok().flatten().filter(|_| qkv.is_some()), gate_up_lora.ok().flatten().filter(|_| gate_up.is_some()));
         Fused {
             qkv,
@@ -671,6 +688,16 @@ impl Model {
             let b = match (fused.qkv, &self.one_token_qkv) {
                 (Some(_), Some((_, [q, k, v]))) => BlockBuffers { q, k, v, ..b },
                 _ => b,
+            };
+            // the adapter's LoRA as the stacked launches' term, where one adapts their targets alike
+            let (qkv, gate_up) = ([Target::Q, Target::K, Target::V], [Target::Gate, Target::Up]);
+            let qkv_term = |inp: &GpuBuffer| self.stacked_term(ctx, i, &qkv, inp, t);
+            let gate_up_term = |inp: &GpuBuffer| self.stacked_term(ctx, i, &gate_up, inp, t);
+            let adapted = |targets: &[Target]| matches!(self.stacking(i, targets), Stacking::Adapted(..));
+            let fused = Fused {
+                qkv_out_lora: (fused.qkv_out.is_some() && adapted(&qkv)).then_some(&qkv_term as &LoraDown),
+                gate_up_out_lora: (fused.gate_up_out.is_some() && adapted(&gate_up)).then_some(&gate_up_term as &LoraDown),
+                ..fused
             };
             block_forward(ctx, cfg, i, l, &b, t, attention(i), chain, fused, &|target, out, inp, acc| self.project(ctx, i, target, out, inp, t, acc))?;
         }
