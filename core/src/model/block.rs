@@ -103,9 +103,11 @@ pub(crate) struct NextNorm<'a> {
     pub rstd: &'a GpuBuffer,
 }
 
-/// What the block runs as one launch instead of several: inference on a few tokens, where no
-/// adapter changes those weights or one adapts all of them alike (`qkv_lora`,
-/// `gate_up_lora`). Training (Default) projects each target alone.
+/// What the block runs as one launch instead of several, where no adapter changes those
+/// weights or one adapts all of them alike: decoding's matrix-vector launches (`qkv`,
+/// `gate_up`, with `qkv_lora`, `gate_up_lora`), and a chunk's (inference's or training's)
+/// tiled launches through the stacked weights (`qkv_out`, `gate_up_out`, with their `_lora`).
+/// Default: each target alone.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Fused<'a> {
     /// q, k and v of one token as one matmul (`GpuLayer::qkv_forward`) into this buffer, of
