@@ -559,18 +559,15 @@ impl TrainPass {
             .collect::<Result<Vec<_>>>()?;
         let s = Scratch::alloc(ctx, &layout.scratch)?;
         let grad_arena = adapter.map(|a| ctx.alloc_arena(&a.layout.sizes)).transpose()?;
-        let (mut grads, mut grad_parts) = (Vec::new(), Vec::new());
+        let (mut grads, mut grad_parts, mut group_grads) = (Vec::new(), Vec::new(), Vec::new());
         if let (Some(a), Some(g)) = (adapter, &grad_arena) {
             for (i, t) in a.adapter.tensors.iter().enumerate() {
                 let (da, db) = (a.layout.a[i], a.layout.b[i]);
                 grads.push((g.view(da), g.view(db)));
                 grad_parts.push(if t.target.is_fused() { fused_part_views(ctx, g, db, t.target, t.rank, cfg)? } else { Vec::new() });
             }
+            group_grads = a.shared.iter().map(|s| GpuBuffer::spanning(&g.whole, &grads[s.members[0]].0, &grads[*s.members.last().expect("a group")].0)).collect();
         }
-        let group_grads = match (adapter, &grad_arena) {
-            (Some(a), Some(g)) => a.shared.iter().map(|s| GpuBuffer::spanning(&g.whole, &grads[s.members[0]].0, &grads[*s.members.last().expect("a group")].0)).collect(),
-            _ => Vec::new(),
-        };
         let grad_sums = match (adapter, &grad_arena) {
             (Some(a), Some(g)) => GradSums::new(ctx, &a.layout, g, n)?,
             _ => None,

@@ -837,7 +837,7 @@ pub fn matmul_weight_parts(ctx: &GpuContext, dest: SplitParts, a: &GpuBuffer, b:
     let (_, _, len) = MatmulKind::BackwardWeight.operand_lens(&d);
     // a batch's gradients (one per item) lie in each part
     let len = batch_span(d.batch_strides.map_or(len, |s| s.c), len, d.batch);
-    let end = dest.at + 4 * ((dest.splits - 1) * dest.stride + len) as u64;
+    let end = dest.at + 4 * batch_span(dest.stride, len, dest.splits) as u64;
     ensure(dest.splits > 1 && dest.stride >= len && end <= dest.parts.len_bytes(), || {
         format!("{op}: {} parts of {len} floats every {} from byte {} do not fit a buffer of {} bytes ({d:?})", dest.splits, dest.stride, dest.at, dest.parts.len_bytes())
     })?;
@@ -851,7 +851,7 @@ pub fn matmul_weight_parts(ctx: &GpuContext, dest: SplitParts, a: &GpuBuffer, b:
 /// of them (LoRA's x·Aᵀ of the targets that read the same input).
 pub fn matmul_shared_input(ctx: &GpuContext, dest: SplitParts, x: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, drop: OperandDropout) -> Result<()> {
     let op = "matmul_shared_input";
-    let end = dest.at + 4 * ((d.batch - 1) * dest.stride + d.m * d.n) as u64;
+    let end = dest.at + 4 * batch_span(dest.stride, d.m * d.n, d.batch) as u64;
     ensure(d.a_shared && d.b_batched && dest.splits == 1 && dest.stride >= d.m * d.n && end <= dest.parts.len_bytes(), || {
         format!("{op}: {} outputs of {}×{} every {} floats from byte {} do not fit a buffer of {} bytes ({d:?})", d.batch, d.m, d.n, dest.stride, dest.at, dest.parts.len_bytes())
     })?;
@@ -1044,7 +1044,7 @@ fn launch(
     }
 }
 
-/// Floats that `items` operands of `len`, `stride` apart, span.
+/// Floats that `items` operands (or parts) of `len`, `stride` apart, span.
 fn batch_span(stride: usize, len: usize, items: usize) -> usize {
     (items - 1) * stride + len
 }
