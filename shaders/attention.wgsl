@@ -6,8 +6,10 @@
 // Each invocation owns one query (or key) row and streams over the other side with an
 // online softmax, so memory grows with T·HS and no T×T matrix exists.
 //   attention_forward_*:        out, stats.lse
-//   attention_backward_prep:    stats.dsum = Σ dout·out          (per query row)
-//   attention_backward_query_*: dq = scale·Σ_j P(dP − dsum)·k_j
+//   attention_backward_prep:    stats.dsum = Σ dout·out          (per query row; the
+//                               matmul kernels' first step: the _rows and _tiled query
+//                               kernels work it out themselves)
+//   attention_backward_query_*: stats.dsum, and dq = scale·Σ_j P(dP − dsum)·k_j
 //   attention_backward_kv_*:    dk = scale·Σ_t P(dP − dsum)·q_t,  dv = Σ_t P·dout_t
 //                               summed over the query heads that share the KV head.
 //   (* = rows or tiled: the same results, see the tiled kernels' comment.)
@@ -58,18 +60,19 @@ fn query_end(j: u32) -> u32 {
 @group(0) @binding(10) var<storage, read> q_q: array<f32>;
 @group(0) @binding(11) var<storage, read> q_k: array<f32>;
 @group(0) @binding(12) var<storage, read> q_v: array<f32>;
-@group(0) @binding(13) var<storage, read> q_stats: array<f32>;
+@group(0) @binding(13) var<storage, read> q_out: array<f32>;
 @group(0) @binding(14) var<storage, read> q_seg: array<u32>;
-@group(0) @binding(15) var<storage, read_write> dq: array<f32>;
+@group(0) @binding(15) var<storage, read_write> q_stats: array<f32>;
+@group(0) @binding(16) var<storage, read_write> dq: array<f32>;
 
-@group(0) @binding(16) var<storage, read> kv_dout: array<f32>;
-@group(0) @binding(17) var<storage, read> kv_q: array<f32>;
-@group(0) @binding(18) var<storage, read> kv_k: array<f32>;
-@group(0) @binding(19) var<storage, read> kv_v: array<f32>;
-@group(0) @binding(20) var<storage, read> kv_stats: array<f32>;
-@group(0) @binding(21) var<storage, read> kv_seg: array<u32>;
-@group(0) @binding(22) var<storage, read_write> dk: array<f32>;
-@group(0) @binding(23) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(17) var<storage, read> kv_dout: array<f32>;
+@group(0) @binding(18) var<storage, read> kv_q: array<f32>;
+@group(0) @binding(19) var<storage, read> kv_k: array<f32>;
+@group(0) @binding(20) var<storage, read> kv_v: array<f32>;
+@group(0) @binding(21) var<storage, read> kv_stats: array<f32>;
+@group(0) @binding(22) var<storage, read> kv_seg: array<u32>;
+@group(0) @binding(23) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(24) var<storage, read_write> dv: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
 // Offset of head `h` of token (b, t) in a (B, T, heads, HS) tensor.
@@ -113,6 +116,14 @@ fn attention_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     stats[stat(b, h, t)] = m + log(l);
 }
 
+// Σ dout·out of the query row at `qb` (its dout in `go`), in attention_backward_prep's order:
+// the query kernels' dsum, which they store for the keys' kernel after them.
+fn query_dsum(qb: u32, go: ptr<function, array<f32, MAX_HS>>) -> f32 {
+    var s = 0.0;
+    for (var d = 0u; d < p.HS; d++) { s += (*go)[d] * q_out[qb + d]; }
+    return s;
+}
+
 @compute @workgroup_size(64)
 fn attention_backward_query_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
@@ -123,12 +134,13 @@ fn attention_backward_query_rows(@builtin(global_invocation_id) gid: vec3<u32>, 
     let kvh = h / (p.NH / p.NKV);
     let qb = row(b, t, p.NH, h);
     let lse = q_stats[stat(b, h, t)];
-    let dsum = q_stats[stat(b, h, t) + 1u];
     let my_seg = q_seg[b * p.T + t];
     var qv: array<f32, MAX_HS>;
     var go: array<f32, MAX_HS>;
     var acc: array<f32, MAX_HS>;
     for (var d = 0u; d < p.HS; d++) { qv[d] = q_q[qb + d] * p.scale; go[d] = q_dout[qb + d]; acc[d] = 0.0; }
+    let dsum = query_dsum(qb, &go);
+    q_stats[stat(b, h, t) + 1u] = dsum;
     for (var j = first_key(t); j <= t; j++) {
         if (q_seg[b * p.T + j] != my_seg) { continue; }
         let kb = row(b, j, p.NKV, kvh);
@@ -268,12 +280,13 @@ fn attention_backward_query_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builti
     let kvh = h / (p.NH / p.NKV);
     let qb = row(b, tq, p.NH, h);
     let lse = q_stats[stat(b, h, tq)];
-    let dsum = q_stats[stat(b, h, tq) + 1u];
     let my_seg = q_seg[b * p.T + tq];
     var qv: array<f32, MAX_HS>;
     var go: array<f32, MAX_HS>;
     var acc: array<f32, MAX_HS>;
     for (var d = 0u; d < p.HS; d++) { qv[d] = q_q[qb + d] * p.scale; go[d] = q_dout[qb + d]; acc[d] = 0.0; }
+    let dsum = query_dsum(qb, &go);
+    if (live) { q_stats[stat(b, h, t) + 1u] = dsum; }
     let kt = tile_rows();
     let last = min(t0 + 63u, p.T - 1u);
     for (var j0 = first_key(t0); j0 <= last; j0 += kt) {
@@ -365,10 +378,10 @@ fn attention_backward_kv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
     }
 }
 
-@group(0) @binding(24) var<storage, read> c_q: array<f32>;
-@group(0) @binding(25) var<storage, read> c_k: array<f32>;
-@group(0) @binding(26) var<storage, read> c_v: array<f32>;
-@group(0) @binding(27) var<storage, read_write> c_out: array<f32>;
+@group(0) @binding(25) var<storage, read> c_q: array<f32>;
+@group(0) @binding(26) var<storage, read> c_k: array<f32>;
+@group(0) @binding(27) var<storage, read> c_v: array<f32>;
+@group(0) @binding(28) var<storage, read_write> c_out: array<f32>;
 
 @compute @workgroup_size(64)
 fn attention_forward_cached(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -402,9 +415,9 @@ fn attention_forward_cached(@builtin(global_invocation_id) gid: vec3<u32>, @buil
 // cache). HS must be a multiple of 4: vec4 loads.
 //   attention_decode_scores: scores (NH, past+1) = scale · q_h · k_j, one invocation per (h, j)
 //   attention_decode_mix:    out (NH, HS) = Σ_j softmax(scores[h])_j · v_j, one per (h, vec4 of HS)
-@group(0) @binding(28) var<storage, read> d_q: array<vec4<f32>>;
-@group(0) @binding(29) var<storage, read> d_k: array<vec4<f32>>;
-@group(0) @binding(30) var<storage, read_write> d_scores: array<f32>;
+@group(0) @binding(29) var<storage, read> d_q: array<vec4<f32>>;
+@group(0) @binding(30) var<storage, read> d_k: array<vec4<f32>>;
+@group(0) @binding(31) var<storage, read_write> d_scores: array<f32>;
 
 @compute @workgroup_size(64)
 fn attention_decode_scores(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -421,9 +434,9 @@ fn attention_decode_scores(@builtin(global_invocation_id) gid: vec3<u32>, @built
     d_scores[i] = p.scale * (s.x + s.y + s.z + s.w);
 }
 
-@group(0) @binding(31) var<storage, read> m_scores: array<f32>;
-@group(0) @binding(32) var<storage, read> m_v: array<vec4<f32>>;
-@group(0) @binding(33) var<storage, read_write> m_out: array<vec4<f32>>;
+@group(0) @binding(32) var<storage, read> m_scores: array<f32>;
+@group(0) @binding(33) var<storage, read> m_v: array<vec4<f32>>;
+@group(0) @binding(34) var<storage, read_write> m_out: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn attention_decode_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -224,16 +224,17 @@ pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: 
     ] {
         check_len(op, name, buf, len)?;
     }
-    let q_rows = grid_1d((d.b * d.nh * d.t) as u64, 64);
-    ctx.dispatch(&Kernel::new(d.shader(), "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
     if kernels == AttentionKernels::Matmul {
         check_len(op, "runs", seg.runs, 3 * seg.lens.len())?;
+        let q_rows = grid_1d((d.b * d.nh * d.t) as u64, 64);
+        ctx.dispatch(&Kernel::new(d.shader(), "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
         return ctx.profile_scope("attention", || attention_matmul::backward(ctx, dq, dk, dv, dout, q, k, v, stats, seg, d));
     }
+    // the queries' kernel also stores each row's Σ dout·out, which the keys' kernel reads
     let (entry, grid) = kernels.launch("attention_backward_query_rows", "attention_backward_query_tiled", &d, d.nh);
-    ctx.dispatch(&Kernel::new(d.shader(), entry, 9), &[dout, q, k, v, stats, seg.ids], &[dq], &params, grid)?;
+    ctx.dispatch(&Kernel::new(d.shader(), entry, 9), &[dout, q, k, v, out, seg.ids], &[stats, dq], &params, grid)?;
     let (entry, grid) = kernels.launch("attention_backward_kv_rows", "attention_backward_kv_tiled", &d, d.nkv);
-    ctx.dispatch(&Kernel::new(d.shader(), entry, 16), &[dout, q, k, v, stats, seg.ids], &[dk, dv], &params, grid)
+    ctx.dispatch(&Kernel::new(d.shader(), entry, 17), &[dout, q, k, v, stats, seg.ids], &[dk, dv], &params, grid)
 }
 
 /// Mesa's llvmpipe (lavapipe; Mesa 22.3 here and on CI) ends a shader's loops once an
@@ -292,7 +293,7 @@ pub fn attention_forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer
     for (name, buf, len) in [("q", q, d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("out", out, d.q_len())] {
         check_len(op, name, buf, len)?;
     }
-    ctx.dispatch(&Kernel::new(d.shader(), op, 24), &[q, k_cache, v_cache], &[out], &params, grid_1d((d.nh * d.t) as u64, 64))
+    ctx.dispatch(&Kernel::new(d.shader(), op, 25), &[q, k_cache, v_cache], &[out], &params, grid_1d((d.nh * d.t) as u64, 64))
 }
 
 /// Decoding one token at position `past` (T = 1, one sequence) over a KV cache: `scores`
@@ -315,6 +316,6 @@ pub fn attention_decode(ctx: &GpuContext, out: &GpuBuffer, scores: &GpuBuffer, q
     for (name, buf, len) in [("q", q, d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("scores", scores, d.nh * n), ("out", out, d.q_len())] {
         check_len(op, name, buf, len)?;
     }
-    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_scores", 28), &[q, k_cache], &[scores], &params, grid_1d((d.nh * n) as u64, 64))?;
-    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_mix", 31), &[scores, v_cache], &[out], &params, grid_1d((d.nh * d.hs / 4) as u64, 64))
+    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_scores", 29), &[q, k_cache], &[scores], &params, grid_1d((d.nh * n) as u64, 64))?;
+    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_mix", 32), &[scores, v_cache], &[out], &params, grid_1d((d.nh * d.hs / 4) as u64, 64))
 }
