@@ -11,7 +11,8 @@
 //!   the quantized kernels likewise (`matmul_<format>_low_rank`, `_f16_tiles`, `_normed`);
 //! - matmul.wgsl is shaders/matmul/f32.wgsl and the unrolled entry points of `matmul.rs`;
 //!   matmul_<format>.wgsl is shaders/matmul/quant.wgsl, shaders/matmul/<format>.wgsl,
-//!   theirs and shaders/matmul/quant_tiled.wgsl (the GPU kernels, written by hand). The entry tables name those entry points for the launchers, so a name is
+//!   theirs, shaders/matmul/quant_tiled.wgsl (the GPU kernels, written by hand) and
+//!   shaders/matmul/gather.wgsl (token embeddings from a tied lm_head). The entry tables name those entry points for the launchers, so a name is
 //!   spelled in one place: here, from the block sizes in core/src/ops/matmul_blocks.rs.
 //!
 //! shaders/README.md explains the composition.
@@ -83,7 +84,8 @@ fn main() {
         let text = compose(&dir.join("quant.wgsl"))
             + &compose(&dir.join(format!("{}.wgsl", f.name)))
             + &matmul::quant_file_entries(f)
-            + &compose(&dir.join("quant_tiled.wgsl"));
+            + &compose(&dir.join("quant_tiled.wgsl"))
+            + &compose(&dir.join("gather.wgsl"));
         write(&out.join(format!("matmul_{}.wgsl", f.name)), &text);
         // the GPU kernels again (no generated entry points) with more inputs bound before
         // `out` and pieces swapped: a low-rank term, that with f16 tiles too (whose `enable`

@@ -1,6 +1,7 @@
 // The declarations every quantized matmul shares. core/build/ composes matmul_<format>.wgsl
 // from this file, the format's file beside it (its bindings and block decoding: `dequant8`,
-// `Chunk`, `load_chunk`, `decode8`, `dot32`) and the unrolled entry points it generates.
+// `Chunk`, `load_chunk`, `decode8`, `dot32`), the unrolled entry points it generates and
+// gather.wgsl (token embeddings from a tied lm_head's rows).
 //
 // Fused dequantization: the dense weight is never built. The forwards read a chunk of a W row
 // once and decode it 8 weights at a time in registers; the input gradient decodes 8
@@ -43,6 +44,7 @@ struct Params {
     c_block3: u32,
     c_block2_at: u32,
     c_block3_at: u32,
+    first_row: u32,                    // gather.wgsl: the table's row that W's row 0 is
 }
 
 @group(1) @binding(0) var<uniform> p: Params;

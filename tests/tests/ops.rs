@@ -21,17 +21,28 @@ fn u(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 #[test]
 fn embedding_matches_cpu() {
+    // an f32 table whole, and in two parts (a split lm_head) each launch writing its tokens'
+    // rows, scaled (Gemma) or not: exactly the table's rows
     with_gpu!(ctx => {
         let mut rng = Rng::new(1);
         for _ in 0..3 {
             let (n, c, v) = (1 + rng.below(50), 1 + rng.below(70), 2 + rng.below(100));
             let tokens: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
             let wte = u(&mut rng, v * c);
-            let out = poisoned(ctx, n * c);
-            embedding::embedding_forward(ctx, &out, &ctx.upload_u32(&tokens).unwrap(), &upload(ctx, &wte), n, c, v).unwrap();
-            let mut want = vec![0.0; n * c];
-            cpu::embedding_forward(&mut want, &tokens, &to_f64(&wte), c);
-            assert_close("embedding", &read(ctx, &out), &want, 0.0, 0.0);
+            let ids = upload(ctx, &embedding::token_ids(&tokens));
+            let scale = if rng.below(2) == 0 { 1.0 } else { 2.5 };
+            let split = 1 + rng.below(v - 1);
+            for parts in [vec![(0, v)], vec![(0, split), (split, v)]] {
+                let out = poisoned(ctx, n * c);
+                for &(first, end) in &parts {
+                    let rows = embedding::TableRows { first_row: first, scale };
+                    embedding::embedding_forward(ctx, &out, &ids, &upload(ctx, &wte[first * c..end * c]), n, c, end - first, rows).unwrap();
+                }
+                let mut want = vec![0.0; n * c];
+                cpu::embedding_forward(&mut want, &tokens, &to_f64(&wte), c);
+                want.iter_mut().for_each(|x| *x *= scale as f64);
+                assert_close(&format!("embedding in parts {parts:?}"), &read(ctx, &out), &want, 0.0, 0.0);
+            }
         }
     });
 }

@@ -1,7 +1,8 @@
 //! Block formats: CPU round trips, and each quantized matmul against the f32 reference over
 //! the CPU-dequantized weight (so only kernel arithmetic, not quantization error, is tested).
 
-use hearth_core::ops::cpu;
+use hearth_core::model::linear::Linear;
+use hearth_core::ops::{cpu, embedding};
 use hearth_core::ops::matmul::{Accumulate, MatmulKind};
 use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_blocked_input, matmul_quant_blocked_output, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::ops::swiglu::Activation;
@@ -62,6 +63,52 @@ fn gathered_rows_are_the_dequantized_rows() {
             assert_eq!(cut.data, MatrixData::Quant(want), "NF4 rows 260..300");
         }
     }
+}
+
+#[test]
+fn embeddings_gathered_on_the_gpu_are_the_host_rows() {
+    // A tied lm_head's rows looked up on the GPU (Model::upload_embeddings): in every format
+    // the rows the host's lookup gives, whole and with the head in two parts (NF4's parts
+    // quantized again, as the model cuts them; a token's row comes from its part), scaled or
+    // not. Tolerance: Q4_1's d·q + m and NF4's absmax may round once more or less on the GPU
+    // (a fused multiply-add); the others are exact.
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(3);
+        let (rows, cols) = (300, 128);
+        let data = rng.vec_normal(rows * cols, 0.05);
+        let ids = [299u32, 0, 7, 299, 150, 160, 159, 1];
+        let ids_buf = upload(ctx, &embedding::token_ids(&ids));
+        for format in QuantFormat::ALL.map(Some).into_iter().chain([None]) {
+            let whole = match format {
+                Some(f) => Matrix { name: "embed".into(), rows, cols, data: MatrixData::Quant(QuantTensor::quantize(f, &data, rows, cols).unwrap()) },
+                None => Matrix { name: "embed".into(), rows, cols, data: MatrixData::F32(data.clone()) },
+            };
+            for parts in [vec![(0, rows)], vec![(0, 160), (160, rows)]] {
+                for scale in [1.0, 2.5] {
+                    let out = poisoned(ctx, ids.len() * cols);
+                    let mut want = vec![0.0; ids.len() * cols];
+                    for &(first, end) in &parts {
+                        let cut;
+                        let part = if parts.len() == 1 {
+                            &whole
+                        } else {
+                            cut = whole.rows_slice(first, end).unwrap();
+                            &cut
+                        };
+                        let w = Linear::upload(ctx, part).unwrap();
+                        w.gather(ctx, &out, &ids_buf, ids.len(), embedding::TableRows { first_row: first, scale }).unwrap();
+                        for (i, &id) in ids.iter().enumerate().filter(|(_, &id)| (first..end).contains(&(id as usize))) {
+                            part.gather_rows(&[id - first as u32], scale, |_, row| {
+                                let row = row.chunks_exact(4).map(|b| f32::from_ne_bytes(b.try_into().unwrap()) as f64);
+                                want[i * cols..(i + 1) * cols].iter_mut().zip(row).for_each(|(w, x)| *w = x);
+                            });
+                        }
+                    }
+                    assert_close(&format!("{format:?} gathered in parts {parts:?}, scale {scale}"), &read(ctx, &out), &want, 0.0, 1e-6);
+                }
+            }
+        }
+    });
 }
 
 #[test]

@@ -15,9 +15,11 @@ use crate::model::linear::{Linear, StackedParts};
 use crate::model::weights::{HostLayer, HostWeights, Matrix, TensorSource, WeightFormat, WeightReader};
 use crate::ops::block_copy::{block_copy, Columns};
 use crate::ops::cross_entropy::{cross_entropy_forward, IGNORE};
+use crate::ops::embedding::{token_ids, TableRows};
 use crate::ops::lora::lora_up_term;
 use crate::ops::matmul::{Accumulate, InputNorm, LowRankTerm, GEMV_ROWS};
 use crate::ops::residual::bias_forward;
+use crate::quant::QuantFormat;
 use crate::{Error, GpuBuffer, GpuContext, Result};
 
 pub(crate) struct GpuLayer {
@@ -301,8 +303,9 @@ impl Default for ModelOptions {
 
 pub struct Model {
     pub cfg: Config,
-    /// The token embedding stays on the host: a lookup needs only T rows of it.
-    pub(crate) embed: Matrix,
+    /// The token embedding, where it stays on the host (a lookup needs only T rows of it):
+    /// None where the tied lm_head holds it on the GPU, which looks tokens up there.
+    pub(crate) embed: Option<Matrix>,
     pub(crate) layers: Vec<GpuLayer>,
     pub(crate) final_norm: GpuBuffer,
     /// (first row, part): the lm_head in row parts that each fit one storage binding.
@@ -405,7 +408,7 @@ impl Model {
     }
 
     /// The model read from `src` a layer at a time, each put on the GPU before the next is
-    /// read: the host holds one layer (and the embedding, which stays on the host), never the
+    /// read: the host holds one layer (and the embedding, where it stays there), never the
     /// whole model.
     pub fn stream(ctx: &GpuContext, cfg: &Config, src: &dyn TensorSource, quant: Option<WeightFormat>, opts: ModelOptions) -> Result<Self> {
         let r = WeightReader { cfg, src, quant };
@@ -428,6 +431,13 @@ impl Model {
             let part = if start == 0 && end == v { Linear::upload(ctx, head)? } else { Linear::upload(ctx, &head.rows_slice(start, end)?)? };
             lm_head.push((start, part));
         }
+        // A tied head's rows are the embeddings themselves, but for NF4 cut into parts (each
+        // quantized again) and rows the gather cannot decode; token ids go to the GPU as f32.
+        let gathers = lm_head_w.is_none()
+            && (lm_head.len() == 1 || embed.format() != WeightFormat::Quant(QuantFormat::Nf4))
+            && (embed.format() == WeightFormat::F32 || embed.cols.is_multiple_of(8))
+            && v < 1 << 24;
+        let embed = (!gathers).then_some(embed);
         let chunk = opts.chunk.max(1);
         let max_seq = opts.max_seq.max(1);
         let layout = StateLayout::new(cfg, chunk, max_seq, 0, limit);
@@ -510,14 +520,23 @@ impl Model {
         std::mem::replace(&mut self.adapter, adapter)
     }
 
-    /// Uploads the token embeddings of `tokens` (checked against the vocabulary) to the start
-    /// of `out`, each row copied once on the host.
+    /// Puts the token embeddings of `tokens` (checked against the vocabulary) at the start of
+    /// `out`: looked up on the GPU where the tied lm_head holds them, else each row copied once
+    /// on the host.
     pub(crate) fn upload_embeddings(&self, ctx: &GpuContext, out: &GpuBuffer, tokens: &[u32]) -> Result<()> {
         if let Some(id) = tokens.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
             return Err(Error::Shape(format!("token id {id} is outside the vocabulary of {}", self.cfg.vocab_size)));
         }
+        let Some(embed) = &self.embed else {
+            let ids = ctx.alloc_scratch_f32(tokens.len().next_multiple_of(4))?;
+            ctx.write_f32(&ids, &token_ids(tokens));
+            for (first_row, part) in &self.lm_head {
+                part.gather(ctx, out, &ids, tokens.len(), TableRows { first_row: *first_row, scale: self.cfg.embed_scale })?;
+            }
+            return Ok(());
+        };
         let row_bytes = 4 * self.cfg.hidden_size;
-        ctx.write_pieces(out, tokens.len() * row_bytes, |put| self.embed.gather_rows(tokens, self.cfg.embed_scale, |i, row| put(i * row_bytes, row)));
+        ctx.write_pieces(out, tokens.len() * row_bytes, |put| embed.gather_rows(tokens, self.cfg.embed_scale, |i, row| put(i * row_bytes, row)));
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! A frozen linear weight on the GPU, f32 or a block format; its kind picks the matmul kernel.
 
 use crate::model::weights::{Matrix, MatrixData, WeightFormat};
+use crate::ops::embedding::{embedding_forward, TableRows};
 use crate::ops::matmul::{choose_tiling, forward_takes_blocks, matmul, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank, Accumulate, ColumnBlocks, InputNorm, LowRankTerm, MatmulDims, MatmulKind};
 use crate::ops::matmul_quant::{self, matmul_quant, matmul_quant_blocked_input, matmul_quant_blocked_output, matmul_quant_gemv_gated, matmul_quant_gemv_normed, matmul_quant_low_rank, takes_input_blocks, GpuQuantWeight};
 use crate::ops::swiglu::Activation;
@@ -63,6 +64,16 @@ impl Linear {
         match self {
             Linear::F32 { rows, cols, .. } => (*rows, *cols),
             Linear::Quant(q) => (q.rows, q.cols),
+        }
+    }
+
+    /// The token embeddings of the `n` ids in `ids` (ops::embedding::token_ids) whose rows
+    /// this weight holds (`rows` says which), into their rows of out (n, cols): a tied
+    /// lm_head's rows, decoded on the GPU.
+    pub fn gather(&self, ctx: &GpuContext, out: &GpuBuffer, ids: &GpuBuffer, n: usize, rows: TableRows) -> Result<()> {
+        match self {
+            Linear::F32 { w, rows: v, cols } => embedding_forward(ctx, out, ids, w, n, *cols, *v, rows),
+            Linear::Quant(q) => matmul_quant::embedding_gather(ctx, out, ids, q, n, rows),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Matmul against a frozen quantized weight (N, K), dequantized inside the kernel:
 //! forward y = x·Wᵀ and input gradient dx = dy·W. Frozen weights get no gradient.
 
-use super::{check_len, grid_rows};
+use super::embedding::TableRows;
+use super::{check_len, grid_1d, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
@@ -80,6 +81,8 @@ struct Params {
     h_blocks: [u32; 4],
     /// ... and the tiled forward's out.
     c_blocks: [u32; 4],
+    /// The gather's first row of the table (gather.wgsl).
+    first_row: u32,
 }
 
 /// The entry points of a matmul_<format>.wgsl, named by core/build/ after its blocks.
@@ -263,6 +266,28 @@ fn term_params(params: Params, term: Option<LowRankTerm>, kind: MatmulKind, out_
 }
 
 /// W's buffers, then inp: every launch's first inputs.
+/// out(N, K) = scale·W[id − first_row] for each of the N token ids in `ids`
+/// (ops::embedding::token_ids) whose row W holds (a tied lm_head, or a part of it): token
+/// embeddings decoded from the head's blocks on the GPU, one launch in every format. The
+/// other rows of out are left as they are.
+pub fn embedding_gather(ctx: &GpuContext, out: &GpuBuffer, ids: &GpuBuffer, w: &GpuQuantWeight, n: usize, rows: TableRows) -> Result<()> {
+    let op = "embedding_gather";
+    ensure(w.cols.is_multiple_of(8), || format!("{op}: rows of {} values; a multiple of 8 expected", w.cols))?;
+    check_len(op, "ids", ids, n.next_multiple_of(4))?;
+    check_len(op, "out", out, n * w.cols)?;
+    let params = Params {
+        m: n as u32,
+        n: w.rows as u32,
+        k: w.cols as u32,
+        alpha: rows.scale,
+        aux: w.nf4.as_ref().map_or(0.0, |nf4| nf4.2),
+        first_row: rows.first_row as u32,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    let kernel = Kernel::new(shaders(w.format).plain, op, 0);
+    ctx.dispatch(&kernel, &weight_and_input(w, ids), &[out], &params, grid_1d((n * w.cols / 8) as u64, 64))
+}
+
 fn weight_and_input<'a>(w: &'a GpuQuantWeight, inp: &'a GpuBuffer) -> Vec<&'a GpuBuffer> {
     let mut inputs: Vec<&GpuBuffer> = vec![&w.q];
     if let Some((codes, scales, _)) = &w.nf4 {
