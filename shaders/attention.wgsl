@@ -26,6 +26,14 @@ struct Params {
     scale: f32,
     past: u32,   // attention_forward_cached and the decode kernels
     window: u32, // a query at t sees keys t − window < j ≤ t (Gemma's sliding layers); 0: all
+    // The backward's rope (0 rotary dims: none): the _rows and _tiled kernels store dq and dk
+    // rotated back as rope_backward_in_place would, for a token at the position that the
+    // segment ids' binding holds `pos_at` words on (rope.wgsl: θ = pos·freqs[i], m = mscale).
+    rot: u32,
+    mscale: f32,
+    zero: u32,   // 0 (pieces/sincos.wgsl's `kept`)
+    pos_at: u32,
+    freqs: array<vec4<f32>, 28>,
 }
 
 // The largest head: the per-row arrays below hold one head. core/build/ also writes
@@ -74,6 +82,24 @@ fn query_end(j: u32) -> u32 {
 @group(0) @binding(23) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(24) var<storage, read_write> dv: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
+
+// #include "pieces/sincos.wgsl"
+
+// Rope's backward on the gradient `g` of a head of the token at position `pos`, where the
+// params ask for it: the transposed rotation (rope.wgsl's, θ → −θ), in its order of operations.
+// (Without rope, pos_at is 0 and the callers' `pos` is the token's segment id, unused.)
+fn rotate_back(g: ptr<function, array<f32, MAX_HS>>, pos: u32) {
+    let rh = p.rot / 2u;
+    for (var j = 0u; j < rh; j++) {
+        let sc = sincos(f32(pos) * p.freqs[j / 4u][j % 4u]);
+        let c = p.mscale * sc.y;
+        let s = p.mscale * -1.0 * sc.x;
+        let x1 = (*g)[j];
+        let x2 = (*g)[j + rh];
+        (*g)[j] = x1 * c - x2 * s;
+        (*g)[j + rh] = x2 * c + x1 * s;
+    }
+}
 
 // Offset of head `h` of token (b, t) in a (B, T, heads, HS) tensor.
 fn row(b: u32, t: u32, heads: u32, h: u32) -> u32 {
@@ -150,6 +176,7 @@ fn attention_backward_query_rows(@builtin(global_invocation_id) gid: vec3<u32>, 
         let ds = exp(s - lse) * (dp - dsum) * p.scale;
         for (var d = 0u; d < p.HS; d++) { acc[d] += ds * q_k[kb + d]; }
     }
+    rotate_back(&acc, q_seg[p.pos_at + b * p.T + t]);
     for (var d = 0u; d < p.HS; d++) { dq[qb + d] = acc[d]; }
 }
 
@@ -183,6 +210,7 @@ fn attention_backward_kv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @bu
             }
         }
     }
+    rotate_back(&dka, kv_seg[p.pos_at + b * p.T + j]);
     for (var d = 0u; d < p.HS; d++) { dk[kb + d] = dka[d]; dv[kb + d] = dva[d]; }
 }
 
@@ -315,6 +343,7 @@ fn attention_backward_query_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builti
         }
     }
     if (live) {
+        rotate_back(&acc, q_seg[p.pos_at + b * p.T + t]);
         for (var d = 0u; d < p.HS; d++) { dq[qb + d] = acc[d]; }
     }
 }
@@ -374,6 +403,7 @@ fn attention_backward_kv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
         }
     }
     if (live) {
+        rotate_back(&dka, kv_seg[p.pos_at + b * p.T + j]);
         for (var d = 0u; d < p.HS; d++) { dk[kb + d] = dka[d]; dv[kb + d] = dva[d]; }
     }
 }

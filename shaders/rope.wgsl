@@ -4,9 +4,10 @@
 // θ = pos[n]·freqs[i]:
 //   out[i]       = m·(x[i]·cos θ − x[i + R/2]·sin θ)
 //   out[i + R/2] = m·(x[i + R/2]·cos θ + x[i]·sin θ)
-// with m = `mscale` (LongRoPE's attention factor; 1 otherwise). rope_backward applies the
-// transposed map (θ → −θ, the same m) to the gradients. Positions come from a buffer so that
-// packed sequences can restart at 0.
+// with m = `mscale` (LongRoPE's attention factor; 1 otherwise). rope_backward_in_place
+// (rope_in_place.wgsl) applies the transposed map (θ → −θ, the same m) to the gradients, as
+// attention's backward kernels do where they can (attention.wgsl). Positions come from a
+// buffer so that packed sequences can restart at 0.
 // The frequencies come from the host (core/src/ops/rope.rs: `frequencies`), in f32 as HF
 // computes them, so that θ is the same f32 product as PyTorch's; cos θ and sin θ are
 // evaluated here to f32 precision at any position (`sincos`), since an adapter's own cos and
@@ -32,9 +33,4 @@ fn store(on_k: bool, e: u32, v: f32) {
 @compute @workgroup_size(256)
 fn rope_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     rotate(gid.x + gid.y * nwg.x * 256u, 1.0);
-}
-
-@compute @workgroup_size(256)
-fn rope_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    rotate(gid.x + gid.y * nwg.x * 256u, -1.0);
 }

@@ -264,23 +264,24 @@ fn rope_matches_cpu() {
             // The same f32 frequencies and angles as the reference (HF's); what remains is the
             // kernel's cos and sin, good to about 1e-7 at any of these angles.
             for (sign, name) in [(1.0, "rope_forward"), (-1.0, "rope_backward")] {
-                let (q_out, k_out) = (poisoned(ctx, q.len()), poisoned(ctx, k.len()));
-                let out = (&q_out, &k_out);
-                if sign > 0.0 { rope::rope_forward(ctx, out, &qb, &kb, &pb, d) } else { rope::rope_backward(ctx, out, &qb, &kb, &pb, d) }.unwrap();
                 let (mut want_q, mut want_k) = (vec![0.0; q.len()], vec![0.0; k.len()]);
                 cpu::rope(&mut want_q, &to_f64(&q), &pos, &d, sign);
                 cpu::rope(&mut want_k, &to_f64(&k), &pos, &rope::RopeDims { heads: hk, ..d }, sign);
-                assert_close(&format!("{name} q {d:?}"), &read(ctx, &q_out), &want_q, 1e-6, 1e-5);
-                assert_close(&format!("{name} k {d:?}"), &read(ctx, &k_out), &want_k, 1e-6, 1e-5);
                 if sign > 0.0 {
-                    // in place, q and k two parts of one buffer (as training projects them)
-                    let arena = ctx.alloc_arena(&[q.len(), k.len()]).unwrap();
-                    ctx.write_f32(&arena.views[0], &q);
-                    ctx.write_f32(&arena.views[1], &k);
-                    rope::rope_forward_in_place(ctx, &arena.views[0], &arena.views[1], &pb, d).unwrap();
-                    assert_close(&format!("{name} in place, q {d:?}"), &read(ctx, &arena.views[0]), &want_q, 1e-6, 1e-5);
-                    assert_close(&format!("{name} in place, k {d:?}"), &read(ctx, &arena.views[1]), &want_k, 1e-6, 1e-5);
+                    let (q_out, k_out) = (poisoned(ctx, q.len()), poisoned(ctx, k.len()));
+                    rope::rope_forward(ctx, (&q_out, &k_out), &qb, &kb, &pb, d).unwrap();
+                    assert_close(&format!("{name} q {d:?}"), &read(ctx, &q_out), &want_q, 1e-6, 1e-5);
+                    assert_close(&format!("{name} k {d:?}"), &read(ctx, &k_out), &want_k, 1e-6, 1e-5);
                 }
+                // in place, q and k two parts of one buffer (as training projects them, and
+                // as attention's backward writes their gradients)
+                let arena = ctx.alloc_arena(&[q.len(), k.len()]).unwrap();
+                ctx.write_f32(&arena.views[0], &q);
+                ctx.write_f32(&arena.views[1], &k);
+                let (q_in, k_in) = (&arena.views[0], &arena.views[1]);
+                if sign > 0.0 { rope::rope_forward_in_place(ctx, q_in, k_in, &pb, d) } else { rope::rope_backward_in_place(ctx, q_in, k_in, &pb, d) }.unwrap();
+                assert_close(&format!("{name} in place, q {d:?}"), &read(ctx, q_in), &want_q, 1e-6, 1e-5);
+                assert_close(&format!("{name} in place, k {d:?}"), &read(ctx, k_in), &want_k, 1e-6, 1e-5);
             }
         }
     });
@@ -348,13 +349,28 @@ fn attention_matches_cpu() {
         cpu::attention_forward(&mut want, &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
         let (mut wq, mut wk, mut wv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
         cpu::attention_backward(&mut wq, &mut wk, &mut wv, &to_f64(&g), &to_f64(&q), &to_f64(&k), &to_f64(&v), &seg, s);
+        // where q and k went through rope first (up to 150 tokens): dq and dk rotated back, all
+        // dims or some, with LongRoPE's factor where the head is small (heads of 256 take more
+        // frequencies than the kernels' params hold: rope's own launch follows them)
+        let rope_case = (t <= 150).then(|| {
+            let rotary = if hs % 4 == 0 && rng.below(2) == 0 { hs / 2 } else { hs - hs % 2 };
+            let mut dims = rope::RopeDims { n: b * t, heads: nh, kv_heads: nkv, head_size: hs, rotary, theta: 10000.0, scaling: Default::default(), longrope: None };
+            if rotary <= 16 {
+                dims.longrope = Some(rope::LongRope { divisors: [1.5; rope::MAX_FREQS], mscale: 1.19 });
+            }
+            let pos: Vec<u32> = (0..b * t).map(|_| rng.below(2048) as u32).collect();
+            let (mut rq, mut rk) = (vec![0.0; wq.len()], vec![0.0; wk.len()]);
+            cpu::rope(&mut rq, &wq, &pos, &dims, -1.0);
+            cpu::rope(&mut rk, &wk, &pos, &rope::RopeDims { heads: nkv, ..dims }, -1.0);
+            (dims, pos, rq, rk)
+        });
         // every kernel on this adapter's own matmuls, and the matmul one on the GPU
         // kernels' tiled matmuls too (where HEARTH_ATTENTION=matmul puts it on a GPU)
         let runs_on = |ctx: &hearth_core::GpuContext, all: &[AttentionKernels], paths: &str| {
             let (qb, kb, vb, gb, sb) = (upload(ctx, &q), upload(ctx, &k), upload(ctx, &v), upload(ctx, &g), ctx.upload_u32(&seg).unwrap());
             let (runs, lens) = segment_runs(&seg, t).unwrap();
             let runs = ctx.upload_u32(&runs).unwrap();
-            let sb = Segments { ids: &sb, runs: &runs, lens: &lens };
+            let sb = Segments { ids: &sb, runs: &runs, lens: &lens, with_pos: None };
             for &kernels in all {
                 let what = format!("{kernels:?} ({paths}) {s:?}");
                 let (out, stats) = (poisoned(ctx, q.len()), poisoned(ctx, d.stats_len()));
@@ -368,10 +384,27 @@ fn attention_matches_cpu() {
                 }
                 assert_close(&format!("attention out {what}"), &read(ctx, &out), &want, ATTN.0, ATTN.1);
                 let (dq, dk, dv) = (poisoned(ctx, q.len()), poisoned(ctx, k.len()), poisoned(ctx, v.len()));
-                attention_backward_with(ctx, kernels, &dq, &dk, &dv, &gb, &qb, &kb, &vb, &out, &stats, sb, d).unwrap();
+                attention_backward_with(ctx, kernels, &dq, &dk, &dv, &gb, &qb, &kb, &vb, &out, &stats, sb, d, None).unwrap();
                 assert_close(&format!("attention dq {what}"), &read(ctx, &dq), &wq, ATTN.0, ATTN.1);
                 assert_close(&format!("attention dk {what}"), &read(ctx, &dk), &wk, ATTN.0, ATTN.1);
                 assert_close(&format!("attention dv {what}"), &read(ctx, &dv), &wv, ATTN.0, ATTN.1);
+                let Some((dims, pos, rq, rk)) = &rope_case else { continue };
+                // the positions beside the ids in one buffer (as training holds them), and apart
+                let table = ctx.alloc_arena(&[b * t, b * t]).unwrap();
+                ctx.write_bytes(&table.views[0], &seg.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>());
+                ctx.write_bytes(&table.views[1], &pos.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>());
+                let both = hearth_core::GpuBuffer::spanning(&table.whole, &table.views[0], &table.views[1]);
+                let pos_at = ((table.views[1].offset() - table.views[0].offset()) / 4) as usize;
+                for with_pos in [Some((&both, pos_at)), None] {
+                    let (dq, dk, dv) = (poisoned(ctx, q.len()), poisoned(ctx, k.len()), poisoned(ctx, v.len()));
+                    let sb = Segments { ids: &table.views[0], with_pos, ..sb };
+                    let rope_grad = hearth_core::ops::attention::RopeGrad { pos: &table.views[1], dims: *dims };
+                    attention_backward_with(ctx, kernels, &dq, &dk, &dv, &gb, &qb, &kb, &vb, &out, &stats, sb, d, Some(rope_grad)).unwrap();
+                    let what = format!("{what} through rope ({} rotary dims; positions beside the ids: {})", dims.rotary, with_pos.is_some());
+                    assert_close(&format!("attention dq {what}"), &read(ctx, &dq), rq, ATTN.0, ATTN.1);
+                    assert_close(&format!("attention dk {what}"), &read(ctx, &dk), rk, ATTN.0, ATTN.1);
+                    assert_close(&format!("attention dv {what}"), &read(ctx, &dv), &wv, ATTN.0, ATTN.1);
+                }
             }
         };
         with_gpu!(ctx => { runs_on(ctx, &AttentionKernels::ALL, "adapter's matmuls") });

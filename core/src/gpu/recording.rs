@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Bytes the ring binds per launch: the largest `Params` struct a kernel may declare.
-pub(crate) const PARAMS_BINDING: u64 = 256;
+/// Bytes the ring binds per launch: the largest `Params` struct a kernel may declare
+/// (attention's, with rope's frequencies for its backward: 496).
+pub(crate) const PARAMS_BINDING: u64 = 512;
 /// Timestamps per profiling window (two per submission).
 const MAX_QUERIES: u32 = 4096;
 /// Launches after which the recorded work is submitted, so that the GPU runs it while the
@@ -22,7 +23,8 @@ const MAX_QUERIES: u32 = 4096;
 /// about as much host time as a few launches.
 pub(crate) const SUBMIT_EVERY: u32 = 128;
 /// The ring's size: a submission's launches, each at an offset aligned to at most 256 bytes
-/// (WebGPU's largest uniform offset alignment) and binding at most PARAMS_BINDING from it.
+/// (WebGPU's largest uniform offset alignment), taking at most PARAMS_BINDING bytes from
+/// there and binding PARAMS_BINDING.
 const RING_BYTES: u64 = SUBMIT_EVERY as u64 * PARAMS_BINDING;
 const _: () = assert!(PARAMS_BINDING >= 256);
 

@@ -15,13 +15,13 @@ use crate::lora::Target;
 use crate::model::block::{attention_dims, block_forward, rope_dims, Attention, BlockBuffers, Chain, Fused, LoraDown, NextNorm};
 use crate::model::forward::Model;
 use crate::model::Config;
-use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, Segments};
+use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, RopeGrad, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
 use crate::ops::lora::{lora_b_batches, lora_backward_b, lora_backward_b_batched, lora_grad_a, lora_grad_a_shared, lora_input_term, lora_up_term, GradDest, LoraDims};
 use crate::model::linear::{Linear, StackedParts};
 use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, LowRankTerm, SplitParts, TermLayout};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
-use crate::ops::rope::{rope_backward, RopeDims};
+use crate::ops::rope::RopeDims;
 use crate::ops::swiglu::gated_backward;
 use crate::{Error, GpuBuffer, GpuContext, Result};
 use std::sync::Arc;
@@ -120,10 +120,6 @@ buffer_set! {
 buffer_set! {
     /// Buffers used within one layer or the head, then reused.
     Scratch / ScratchSizes {
-        /// (N) u32
-        pos,
-        /// (N) u32
-        seg,
         /// (3N) u32: (0, start, len) per example (attention's runs)
         runs,
         /// (N, NH·HS) q after its per-head norm, before rope (Qwen3; else empty)
@@ -142,7 +138,7 @@ buffer_set! {
         dh,
         /// (N, NH·HS)
         datt,
-        /// (N, NH·HS) q's gradient on its way back through rope and the head norm
+        /// (N, NH·HS) q's gradient before its per-head norm (Qwen3; else empty)
         dq_step,
         /// (N, NKV·HS) k's likewise
         dk_step,
@@ -218,6 +214,9 @@ pub(crate) struct PassLayout {
     /// (L+1) × N·C: each layer's input, and the last layer's output.
     xs: usize,
     scratch: ScratchSizes,
+    /// (N) u32 twice: the tokens' segment ids and positions, in one buffer where attention's
+    /// backward kernels read both ([`Segments::with_pos`]).
+    seg_pos: [usize; 2],
     /// (N, NH·HS), (N, NKV·HS) twice: q's, k's and v's output gradients ([`StackedParts`]).
     dqkv: [usize; 3],
     /// (N, FF) twice: gate's and up's.
@@ -267,8 +266,6 @@ impl PassLayout {
             slots: if checkpointing { 1 } else { cfg.n_layers },
             xs: n * c,
             scratch: ScratchSizes {
-                pos: n,
-                seg: n,
                 runs: 3 * n,
                 q: if cfg.qk_norm { n * qd } else { 0 },
                 k: if cfg.qk_norm { n * kvd } else { 0 },
@@ -278,8 +275,8 @@ impl PassLayout {
                 dtmp: n * c,
                 dh: n * ff,
                 datt: n * qd,
-                dq_step: n * qd,
-                dk_step: n * kvd,
+                dq_step: if cfg.qk_norm { n * qd } else { 0 },
+                dk_step: if cfg.qk_norm { n * kvd } else { 0 },
                 row_targets: rows,
                 row_weights: rows,
                 logits: rows * v,
@@ -287,6 +284,7 @@ impl PassLayout {
                 vocab_part: if split { rows * part_rows } else { 1 },
                 losses: rows,
             },
+            seg_pos: [n; 2],
             dqkv: [n * qd, n * kvd, n * kvd],
             dgate_up: [n * ff; 2],
             qkv: [n * qd, n * kvd, n * kvd],
@@ -305,7 +303,7 @@ impl PassLayout {
     pub(crate) fn bytes(&self, n_layers: usize) -> u64 {
         let bytes = |parts: &[usize]| -> u64 { parts.iter().map(|&n| pooled_bytes(4 * n.max(1) as u64)).sum() };
         let lora: u64 = self.lora_h.iter().flatten().map(|&n| pooled_bytes(4 * n.max(1) as u64)).sum();
-        let groups = bytes(&self.dqkv) + bytes(&self.dgate_up) + bytes(&self.lora_dh) + bytes(&self.head);
+        let groups = bytes(&self.seg_pos) + bytes(&self.dqkv) + bytes(&self.dgate_up) + bytes(&self.lora_dh) + bytes(&self.head);
         self.slots as u64 * (self.layer.bytes() + bytes(&self.qkv) + bytes(&self.gate_up) + lora) + (n_layers as u64 + 1) * pooled_bytes(4 * self.xs as u64) + self.scratch.bytes() + groups
     }
 }
@@ -496,6 +494,10 @@ pub struct TrainPass {
     xs: Vec<GpuBuffer>, // (L+1) × (N, C): each layer's input, and the last layer's output
     acts: Vec<LayerActs>, // L, or 1 with checkpointing
     s: Scratch,
+    /// The tokens' segment ids and positions, and both as one view where they lie in one
+    /// buffer (as attention's backward reads them: [`Segments::with_pos`]).
+    seg_pos: StackedParts,
+    seg_pos_span: Option<GpuBuffer>,
     dqkv: StackedParts,
     dgate_up: StackedParts,
     lora_dh: StackedParts,
@@ -572,6 +574,7 @@ impl TrainPass {
             (Some(a), Some(g)) => GradSums::new(ctx, &a.layout, g, n)?,
             _ => None,
         };
+        let seg_pos = StackedParts::alloc(ctx, &layout.seg_pos)?;
         Ok(TrainPass {
             max_tokens: n,
             checkpointing,
@@ -579,6 +582,8 @@ impl TrainPass {
             xs: (0..=cfg.n_layers).map(|_| f(layout.xs)).collect::<Result<_>>()?,
             acts,
             s,
+            seg_pos_span: seg_pos.span(0, 1),
+            seg_pos,
             dqkv: StackedParts::alloc(ctx, &layout.dqkv)?,
             dgate_up: StackedParts::alloc(ctx, &layout.dgate_up)?,
             lora_dh: StackedParts::alloc(ctx, &layout.lora_dh)?,
@@ -642,8 +647,8 @@ impl TrainPass {
             return Err(Error::Shape(format!("a micro-batch of {n} tokens; this pass holds 1 to {}", self.max_tokens)));
         }
         model.upload_embeddings(ctx, &self.xs[0], &batch.tokens)?;
-        ctx.write_bytes(&self.s.pos, bytemuck::cast_slice(&batch.pos));
-        ctx.write_bytes(&self.s.seg, bytemuck::cast_slice(&batch.seg));
+        ctx.write_bytes(self.pos(), bytemuck::cast_slice(&batch.pos));
+        ctx.write_bytes(&self.seg_pos.views[0], bytemuck::cast_slice(&batch.seg));
         let (runs, lens) = segment_runs(&batch.seg, n)?;
         ctx.write_bytes(&self.s.runs, bytemuck::cast_slice(&runs));
         self.run_lens = lens;
@@ -698,7 +703,14 @@ impl TrainPass {
     }
 
     fn segments(&self) -> Segments<'_> {
-        Segments { ids: &self.s.seg, runs: &self.s.runs, lens: &self.run_lens }
+        let (seg, pos) = (&self.seg_pos.views[0], self.pos());
+        let with_pos = self.seg_pos_span.as_ref().map(|both| (both, ((pos.offset() - seg.offset()) / 4) as usize));
+        Segments { ids: seg, runs: &self.s.runs, lens: &self.run_lens, with_pos }
+    }
+
+    /// The tokens' positions (rope's).
+    fn pos(&self) -> &GpuBuffer {
+        &self.seg_pos.views[1]
     }
 
     fn slot(&self, i: usize) -> &LayerActs {
@@ -921,7 +933,7 @@ impl TrainPass {
             gate: &a.gate_up.views[0],
             up: &a.gate_up.views[1],
             h: &a.h,
-            pos: &s.pos,
+            pos: self.pos(),
         };
         let attention = Attention::Packed { seg: self.segments(), stats: &a.stats };
         // q, k, v and gate, up each in one launch where no adapter changes them, or one
@@ -982,24 +994,17 @@ impl TrainPass {
             None => &s.dres,
         };
         self.project_backward(ctx, model, i, Target::O, &s.datt, 0.0, d_o, &a.att, n, a, drop)?;
-        // q's and k's gradients go back through rope and the head norms, each step writing
-        // into the pair of buffers the previous one read from, so that the last writes
-        // dqkv's (where attention writes v's): attention starts in the other pair after an
-        // odd number of steps
+        // q's and k's gradients go back through attention and rope (one step) and the head
+        // norms into dqkv's (where attention writes v's): attention writes them there, or
+        // into the other pair of buffers, which the norms read
         let dqkv = &self.dqkv.views;
         let norms = l.q_norm.as_ref().zip(l.k_norm.as_ref());
-        let (mut cur, mut spare) = ((&dqkv[0], &dqkv[1]), (&s.dq_step, &s.dk_step));
-        if (l.rope as usize + norms.is_some() as usize) % 2 == 1 {
-            std::mem::swap(&mut cur, &mut spare);
-        }
-        attention_backward(ctx, cur.0, cur.1, &dqkv[2], &s.datt, a.rotated_q(), a.rotated_k(), a.v(), &a.att, &a.stats, self.segments(), att)?;
-        if l.rope {
-            rope_backward(ctx, spare, cur.0, cur.1, &s.pos, rope)?;
-            std::mem::swap(&mut cur, &mut spare);
-        }
+        let (dq, dk) = if norms.is_some() { (&s.dq_step, &s.dk_step) } else { (&dqkv[0], &dqkv[1]) };
+        let rope_grad = l.rope.then_some(RopeGrad { pos: self.pos(), dims: rope });
+        attention_backward(ctx, dq, dk, &dqkv[2], &s.datt, a.rotated_q(), a.rotated_k(), a.v(), &a.att, &a.stats, self.segments(), att, rope_grad)?;
         if let Some((q_norm, k_norm)) = norms {
-            rmsnorm_backward(ctx, spare.0, cur.0, &a.qkv.views[0], q_norm, &a.rstd_q, n * cfg.n_heads, cfg.head_size)?;
-            rmsnorm_backward(ctx, spare.1, cur.1, &a.qkv.views[1], k_norm, &a.rstd_k, n * cfg.n_kv_heads, cfg.head_size)?;
+            rmsnorm_backward(ctx, &dqkv[0], dq, &a.qkv.views[0], q_norm, &a.rstd_q, n * cfg.n_heads, cfg.head_size)?;
+            rmsnorm_backward(ctx, &dqkv[1], dk, &a.qkv.views[1], k_norm, &a.rstd_k, n * cfg.n_kv_heads, cfg.head_size)?;
         }
         let stacked = l.qkv.as_ref().map(|(w, _)| w);
         self.inputs_backward(ctx, model, i, &[Target::Q, Target::K, Target::V], stacked, self.head.get(HeadPart::Dxn), &self.dqkv, &a.xn1, n, a, drop)?;

@@ -2,6 +2,7 @@
 //! an online softmax (memory O(T·HS)); software adapters run training's as batched matmuls
 //! over chunks of materialized scores instead (attention_matmul.rs).
 
+use super::rope::{self, RopeDims};
 use super::{attention_matmul, check_len, grid_1d};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader};
@@ -34,7 +35,19 @@ struct Params {
     scale: f32,
     past: u32,
     window: u32,
+    /// The backward's rope (attention.wgsl's Params say how): its rotary dims (0: none), its
+    /// factor, always 0, where the positions start in the segment ids' binding, and its
+    /// frequencies.
+    rot: u32,
+    mscale: f32,
+    zero: u32,
+    pos_at: u32,
+    freqs: [f32; MAX_FUSED_FREQS],
 }
+
+/// The most rope frequencies attention's backward takes in its params (heads of up to 224
+/// rotary dims; wider ones get rope's own launch).
+const MAX_FUSED_FREQS: usize = 112;
 
 impl AttentionDims {
     /// Plain causal attention: scale 1/√HS, no window.
@@ -56,8 +69,8 @@ impl AttentionDims {
             nkv: self.nkv as u32,
             hs: self.hs as u32,
             scale: self.scale,
-            past: 0,
             window: self.window as u32,
+            ..bytemuck::Zeroable::zeroed()
         })
     }
 
@@ -95,6 +108,18 @@ pub struct Segments<'a> {
     pub runs: &'a GpuBuffer,
     /// The runs' lengths, in the same order.
     pub lens: &'a [u32],
+    /// The ids and the tokens' positions in one binding, where they lie so (a view from the
+    /// ids' start over the positions), and where the positions start in it, in words: what
+    /// lets the backward kernels apply rope's backward themselves ([`RopeGrad`]).
+    pub with_pos: Option<(&'a GpuBuffer, usize)>,
+}
+
+/// Rope's backward, for attention's backward to apply to dq and dk: the positions (the same
+/// as those [`Segments::with_pos`] holds, where it holds them) and the rotation.
+#[derive(Clone, Copy)]
+pub struct RopeGrad<'a> {
+    pub pos: &'a GpuBuffer,
+    pub dims: RopeDims,
 }
 
 /// The runs of equal ids in each row of `ids` (B rows of `t`), longest first (so that the
@@ -205,17 +230,33 @@ pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: 
     ctx.dispatch(&Kernel::new(d.shader(), entry, 0), &[q, k, v, seg.ids], &[out, stats], &params, grid)
 }
 
-/// dq, dk, dv from dout and the forward's tensors; `stats` gains Σ dout·out on the way.
+/// dq, dk, dv from dout and the forward's tensors; `stats` gains Σ dout·out on the way. With
+/// `rope`, q and k were rotated: dq and dk are the gradients of q and k before rope.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
-    attention_backward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(ctx, &d, seg.lens), dq, dk, dv, dout, q, k, v, out, stats, seg, d)
+pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims, rope: Option<RopeGrad>) -> Result<()> {
+    attention_backward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(ctx, &d, seg.lens), dq, dk, dv, dout, q, k, v, out, stats, seg, d, rope)
 }
 
-/// [`attention_backward`] with the kernels given.
+/// [`attention_backward`] with the kernels given. The per-row and tiled kernels apply rope's
+/// backward as they store dq and dk, where the segment ids' binding holds the positions and
+/// the params the frequencies; otherwise rope's own launch follows.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
+pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims, rope: Option<RopeGrad>) -> Result<()> {
     let op = "attention_backward";
-    let params = d.check(op)?;
+    let mut params = d.check(op)?;
+    let fused = match (rope, seg.with_pos) {
+        (Some(r), Some((ids, pos_at))) if kernels != AttentionKernels::Matmul && r.dims.rotary / 2 <= MAX_FUSED_FREQS => {
+            rope::check(op, &r.dims)?;
+            check_len(op, "positions", ids, pos_at + d.b * d.t)?;
+            params.rot = r.dims.rotary as u32;
+            params.mscale = r.dims.longrope.map_or(1.0, |l| l.mscale);
+            params.pos_at = pos_at as u32;
+            params.freqs[..r.dims.rotary / 2].copy_from_slice(&rope::frequencies(&r.dims));
+            Some(ids)
+        }
+        _ => None,
+    };
+    let ids = fused.unwrap_or(seg.ids);
     check_llvmpipe_loops(ctx, op, kernels, &d)?;
     for (name, buf, len) in [
         ("dout", dout, d.q_len()), ("q", q, d.q_len()), ("k", k, d.kv_len()), ("v", v, d.kv_len()),
@@ -228,13 +269,18 @@ pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: 
         check_len(op, "runs", seg.runs, 3 * seg.lens.len())?;
         let q_rows = grid_1d((d.b * d.nh * d.t) as u64, 64);
         ctx.dispatch(&Kernel::new(d.shader(), "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
-        return ctx.profile_scope("attention", || attention_matmul::backward(ctx, dq, dk, dv, dout, q, k, v, stats, seg, d));
+        ctx.profile_scope("attention", || attention_matmul::backward(ctx, dq, dk, dv, dout, q, k, v, stats, seg, d))?;
+    } else {
+        // the queries' kernel also stores each row's Σ dout·out, which the keys' kernel reads
+        let (entry, grid) = kernels.launch("attention_backward_query_rows", "attention_backward_query_tiled", &d, d.nh);
+        ctx.dispatch(&Kernel::new(d.shader(), entry, 9), &[dout, q, k, v, out, ids], &[stats, dq], &params, grid)?;
+        let (entry, grid) = kernels.launch("attention_backward_kv_rows", "attention_backward_kv_tiled", &d, d.nkv);
+        ctx.dispatch(&Kernel::new(d.shader(), entry, 17), &[dout, q, k, v, stats, ids], &[dk, dv], &params, grid)?;
     }
-    // the queries' kernel also stores each row's Σ dout·out, which the keys' kernel reads
-    let (entry, grid) = kernels.launch("attention_backward_query_rows", "attention_backward_query_tiled", &d, d.nh);
-    ctx.dispatch(&Kernel::new(d.shader(), entry, 9), &[dout, q, k, v, out, seg.ids], &[stats, dq], &params, grid)?;
-    let (entry, grid) = kernels.launch("attention_backward_kv_rows", "attention_backward_kv_tiled", &d, d.nkv);
-    ctx.dispatch(&Kernel::new(d.shader(), entry, 17), &[dout, q, k, v, stats, seg.ids], &[dk, dv], &params, grid)
+    match rope {
+        Some(r) if fused.is_none() => rope::rope_backward_in_place(ctx, dq, dk, r.pos, r.dims),
+        _ => Ok(()),
+    }
 }
 
 /// Mesa's llvmpipe (lavapipe; Mesa 22.3 here and on CI) ends a shader's loops once an
@@ -247,7 +293,8 @@ const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
 /// busiest invocation (the keys' and values' gradient of the first key) loops over its
 /// group's query heads × the queries of the row × a score's and the sums' loops over the head.
 fn within_llvmpipe_loops(d: &AttentionDims) -> bool {
-    (d.nh / d.nkv).max(1) * d.t * (3 * d.hs + 2) < LLVMPIPE_LOOP_LIMIT
+    // (and rope's backward as it stores: at most HS/2 rotated pairs)
+    (d.nh / d.nkv).max(1) * d.t * (3 * d.hs + 2) + d.hs / 2 < LLVMPIPE_LOOP_LIMIT
 }
 
 /// Whether a chunk of `d.t` tokens over a cache of `past` goes a token at a time through the

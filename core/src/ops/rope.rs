@@ -86,13 +86,19 @@ fn llama3(f: f32, s: &RopeScaling) -> f32 {
     (1.0 - smooth) * scaled / s.factor + smooth * scaled
 }
 
-/// Queries and keys (`q`, `k`) into `out` (q's, k's); in place where `out` is None.
-fn launch(ctx: &GpuContext, op: &'static str, out: Option<(&GpuBuffer, &GpuBuffer)>, q: &GpuBuffer, k: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
+/// Whether `d` is a rotation the kernels make (an even head, an even number of rotary dims
+/// up to it, LongRoPE's divisors for them): for `op`'s error.
+pub(crate) fn check(op: &str, d: &RopeDims) -> Result<()> {
     ensure(d.head_size.is_multiple_of(2), || format!("{op}: head size {} must be even", d.head_size))?;
     ensure(d.rotary.is_multiple_of(2) && d.rotary <= d.head_size, || {
         format!("{op}: {} rotary dims of a head of {}: expected an even number up to the head size", d.rotary, d.head_size)
     })?;
-    ensure(d.longrope.is_none() || d.rotary / 2 <= MAX_FREQS, || format!("{op}: LongRoPE over {} rotary dims; at most {}", d.rotary, 2 * MAX_FREQS))?;
+    ensure(d.longrope.is_none() || d.rotary / 2 <= MAX_FREQS, || format!("{op}: LongRoPE over {} rotary dims; at most {}", d.rotary, 2 * MAX_FREQS))
+}
+
+/// Queries and keys (`q`, `k`) into `out` (q's, k's); in place where `out` is None.
+fn launch(ctx: &GpuContext, op: &'static str, out: Option<(&GpuBuffer, &GpuBuffer)>, q: &GpuBuffer, k: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
+    check(op, &d)?;
     let (q_len, k_len) = (d.n * d.heads * d.head_size, d.n * d.kv_heads * d.head_size);
     check_len(op, "q", q, q_len)?;
     check_len(op, "k", k, k_len)?;
@@ -127,7 +133,7 @@ pub fn rope_forward_in_place(ctx: &GpuContext, q: &GpuBuffer, k: &GpuBuffer, pos
     launch(ctx, "rope_forward_in_place", None, q, k, pos, d)
 }
 
-/// (dq, dk) into `out` from the rotated ones' gradients: the transposed rotation.
-pub fn rope_backward(ctx: &GpuContext, out: (&GpuBuffer, &GpuBuffer), dq: &GpuBuffer, dk: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
-    launch(ctx, "rope_backward", Some(out), dq, dk, pos, d)
+/// (dq, dk) from the rotated ones' gradients, where they lie: the transposed rotation.
+pub fn rope_backward_in_place(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, pos: &GpuBuffer, d: RopeDims) -> Result<()> {
+    launch(ctx, "rope_backward_in_place", None, dq, dk, pos, d)
 }
