@@ -408,7 +408,7 @@ impl Model {
     }
 
     /// The model read from `src` a layer at a time, each put on the GPU before the next is
-    /// read: the host holds one layer (and the embedding, where it stays there), never the
+    /// read: the host holds one layer (and the embedding, unless the GPU looks tokens up), never the
     /// whole model.
     pub fn stream(ctx: &GpuContext, cfg: &Config, src: &dyn TensorSource, quant: Option<WeightFormat>, opts: ModelOptions) -> Result<Self> {
         let r = WeightReader { cfg, src, quant };
