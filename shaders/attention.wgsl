@@ -197,7 +197,7 @@ fn attention_backward_kv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @bu
     for (var d = 0u; d < p.HS; d++) { kvec[d] = kv_k[kb + d]; vvec[d] = kv_v[kb + d]; dka[d] = 0.0; dva[d] = 0.0; }
     for (var h = kvh * group; h < (kvh + 1u) * group; h++) {
         for (var t = j; t < query_end(j); t++) {
-            if (kv_seg[b * p.T + t] != my_seg) { continue; }
+            if (kv_seg[b * p.T + t] != my_seg) { break; } // (a later run: so are the rest)
             let qb = row(b, t, p.NH, h);
             var s = 0.0;
             var dp = 0.0;
@@ -232,6 +232,34 @@ fn tile_rows() -> u32 {
     return min(TILE / p.HS, 64u);
 }
 
+// Packed rows hold several sequences, each a run of equal segment ids: a workgroup's queries
+// (from t0 on) see no key before the run t0 lies in, and a workgroup's keys (up to j_last) no
+// query past the run j_last lies in. The tiled kernels start their loops over keys at that run
+// (found by bisection: within lo..=t0 the keys of t0's run are the last ones) and end those
+// over queries at the first tile of a later run, so that a row of 4 × 512 tokens costs what
+// 4 rows of 512 would, not a row of 2,048. One copy per kernel's binding of the ids.
+fn run_start(b: u32, t0: u32, lo: u32) -> u32 {
+    let s = seg[b * p.T + t0];
+    var a = lo;
+    var z = t0;
+    while (a < z) {
+        let mid = (a + z) / 2u;
+        if (seg[b * p.T + mid] == s) { z = mid; } else { a = mid + 1u; }
+    }
+    return a;
+}
+
+fn q_run_start(b: u32, t0: u32, lo: u32) -> u32 {
+    let s = q_seg[b * p.T + t0];
+    var a = lo;
+    var z = t0;
+    while (a < z) {
+        let mid = (a + z) / 2u;
+        if (q_seg[b * p.T + mid] == s) { z = mid; } else { a = mid + 1u; }
+    }
+    return a;
+}
+
 @compute @workgroup_size(64)
 fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = wid.z;
@@ -250,7 +278,7 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     var l = 0.0;
     let kt = tile_rows();
     let last = min(t0 + 63u, p.T - 1u);
-    for (var j0 = first_key(t0); j0 <= last; j0 += kt) {
+    for (var j0 = run_start(b, t0, first_key(t0)); j0 <= last; j0 += kt) {
         workgroupBarrier();
         for (var e = lid.x; e < kt * p.HS; e += 64u) {
             let j = j0 + e / p.HS;
@@ -317,7 +345,7 @@ fn attention_backward_query_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builti
     if (live) { q_stats[stat(b, h, t) + 1u] = dsum; }
     let kt = tile_rows();
     let last = min(t0 + 63u, p.T - 1u);
-    for (var j0 = first_key(t0); j0 <= last; j0 += kt) {
+    for (var j0 = q_run_start(b, t0, first_key(t0)); j0 <= last; j0 += kt) {
         workgroupBarrier();
         for (var e = lid.x; e < kt * p.HS; e += 64u) {
             let j = j0 + e / p.HS;
@@ -353,6 +381,7 @@ fn attention_backward_kv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
     let b = wid.z;
     let kvh = wid.y;
     let j_first = wid.x * 64u;
+    let j_last = min(j_first + 63u, p.T - 1u);
     let j = j_first + lid.x;
     let live = j < p.T;
     let jk = min(j, p.T - 1u);
@@ -366,7 +395,9 @@ fn attention_backward_kv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
     for (var d = 0u; d < p.HS; d++) { kvec[d] = kv_k[kb + d]; vvec[d] = kv_v[kb + d]; dka[d] = 0.0; dva[d] = 0.0; }
     let qt = tile_rows();
     for (var h = kvh * group; h < (kvh + 1u) * group; h++) {
-        for (var t0 = j_first; t0 < query_end(min(j_first + 63u, p.T - 1u)); t0 += qt) {
+        for (var t0 = j_first; t0 < query_end(j_last); t0 += qt) {
+            // (queries of a later run than the last key's see none of the keys: run_start)
+            if (t0 > j_last && kv_seg[b * p.T + t0] != kv_seg[b * p.T + j_last]) { break; }
             workgroupBarrier();
             for (var e = lid.x; e < qt * p.HS; e += 64u) {
                 let t = t0 + e / p.HS;

@@ -293,8 +293,9 @@ const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
 /// busiest invocation (the keys' and values' gradient of the first key) loops over its
 /// group's query heads × the queries of the row × a score's and the sums' loops over the head.
 fn within_llvmpipe_loops(d: &AttentionDims) -> bool {
-    // (and rope's backward as it stores: at most HS/2 rotated pairs)
-    (d.nh / d.nkv).max(1) * d.t * (3 * d.hs + 2) + d.hs / 2 < LLVMPIPE_LOOP_LIMIT
+    // (and rope's backward as it stores: at most HS/2 rotated pairs; and the tiled kernels'
+    // bisection for a run's start: at most 32 steps)
+    (d.nh / d.nkv).max(1) * d.t * (3 * d.hs + 2) + d.hs / 2 + 32 < LLVMPIPE_LOOP_LIMIT
 }
 
 /// Whether a chunk of `d.t` tokens over a cache of `past` goes a token at a time through the
