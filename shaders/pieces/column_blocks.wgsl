@@ -36,7 +36,9 @@ fn term_h_index(i: u32, q: u32) -> u32 {
 
 // The index of V(j, q) of a low-rank term, or -1 where it is 0: over an output in blocks (a
 // stacked forward, each part with its own LoRA), V is block-diagonal: output block t takes H's
-// block t against its B, the B's stacked by rows (j·term_v_sj + (q − H's block start)).
+// block t against its B, the B's stacked by rows (j·term_v_sj + (q − H's block start)). A
+// part the adapter leaves alone (k of PEFT's default q, v) has no term: H has no block for
+// the last output block, or an empty second one (h_block2 == h_block3), and V no rows for it.
 fn term_v_index(j: u32, q: u32) -> i32 {
     if (p.c_block2 == 0u) {
         return i32(j * p.term_v_sj + q * p.term_v_sr);
@@ -47,5 +49,6 @@ fn term_v_index(j: u32, q: u32) -> i32 {
         return -1;
     }
     let q0 = select(0u, select(h_starts.x, h_starts.y, t == 2u), t != 0u);
-    return i32(j * p.term_v_sj + (q - q0) * p.term_v_sr);
+    let skipped = select(0u, p.c_block3 - p.c_block2, t == 2u && h_starts.x == h_starts.y);
+    return i32((j - skipped) * p.term_v_sj + (q - q0) * p.term_v_sr);
 }

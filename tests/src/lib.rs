@@ -254,6 +254,63 @@ pub fn in_blocks(dense: &[f32], m: usize, widths: &[usize], gap: usize) -> (Vec<
     (buf, blocks)
 }
 
+/// A stacked forward's LoRA term (ops::matmul::TermLayout::Blocks), random, over the parts
+/// of widths `widths` that `adapted` marks (all, or all but the middle or the last of three),
+/// `rank` each: H the adapted parts' x·Aᵀ in blocks (an empty one for a middle part left
+/// alone), V their B's stacked by rows; and the CPU's sum of it.
+pub struct BlockedTerm {
+    h: Vec<f32>,
+    v: Vec<f32>,
+    rank: usize,
+    widths: Vec<usize>,
+    adapted: Vec<bool>,
+    blocks: hearth_core::ops::matmul::ColumnBlocks,
+}
+
+pub const BLOCKED_TERM_SCALE: f32 = 1.5;
+
+impl BlockedTerm {
+    /// The term and its H and V uploaded, for m rows.
+    pub fn new(ctx: &GpuContext, rng: &mut Rng, m: usize, widths: &[usize], adapted: &[bool], rank: usize) -> (Self, hearth_core::GpuBuffer, hearth_core::GpuBuffer) {
+        let count = adapted.iter().filter(|&&a| a).count();
+        let h = rng.vec_uniform(m * count * rank, -1.0, 1.0);
+        let mut h_widths: Vec<usize> = adapted.iter().map(|&a| if a { rank } else { 0 }).collect();
+        while h_widths.last() == Some(&0) {
+            h_widths.pop();
+        }
+        let (h_buf, h_blocks) = in_blocks(&h, m, &h_widths, 3);
+        let v_rows: usize = widths.iter().zip(adapted).filter(|(_, &a)| a).map(|(w, _)| w).sum();
+        let v = rng.vec_uniform(v_rows * rank, -1.0, 1.0);
+        let (hb, vb) = (upload(ctx, &h_buf), upload(ctx, &v));
+        let blocks = hearth_core::ops::matmul::ColumnBlocks::new(&h_blocks).unwrap();
+        (BlockedTerm { h, v, rank, widths: widths.to_vec(), adapted: adapted.to_vec(), blocks }, hb, vb)
+    }
+
+    /// The term over `h` and `v` (its uploads).
+    pub fn of<'a>(&self, h: &'a hearth_core::GpuBuffer, v: &'a hearth_core::GpuBuffer) -> hearth_core::ops::matmul::LowRankTerm<'a> {
+        let rank = self.adapted.iter().filter(|&&a| a).count() * self.rank;
+        hearth_core::ops::matmul::LowRankTerm { h, v, rank, scale: BLOCKED_TERM_SCALE, dropout: (0.0, 0), layout: hearth_core::ops::matmul::TermLayout::Blocks(self.blocks) }
+    }
+
+    /// want (m, Σ widths) += scale·h_p·B_pᵀ in each adapted part p's columns.
+    pub fn add_to(&self, want: &mut [f64], m: usize) {
+        let (n, h_row) = (self.widths.iter().sum::<usize>(), self.adapted.iter().filter(|&&a| a).count() * self.rank);
+        let (mut col, mut v_row, mut part) = (0, 0, 0);
+        for (&width, &adapted) in self.widths.iter().zip(&self.adapted) {
+            if adapted {
+                for i in 0..m {
+                    for j in 0..width {
+                        let dot: f64 = (0..self.rank).map(|q| self.h[i * h_row + part * self.rank + q] as f64 * self.v[(v_row + j) * self.rank + q] as f64).sum();
+                        want[i * n + col + j] += BLOCKED_TERM_SCALE as f64 * dot;
+                    }
+                }
+                (v_row, part) = (v_row + width, part + 1);
+            }
+            col += width;
+        }
+    }
+}
+
 /// The dense (m, Σ widths) matrix that `buf` holds in `blocks` ((offset, width) each), the
 /// inverse of [`in_blocks`].
 pub fn from_blocks(buf: &[f32], m: usize, blocks: &[(usize, usize)]) -> Vec<f32> {

@@ -661,8 +661,9 @@ fn batched_products_at_strides_match_cpu() {
 }
 
 /// The forward of weights stacked by rows into their parts' outputs in blocks apart
-/// (MatmulDims::c_blocks), without a term and with each part's LoRA term (H: each part's x·Aᵀ
-/// in blocks, V: their B's stacked by rows, block-diagonal), in both tile sizes and across a
+/// (MatmulDims::c_blocks), without a term and with the LoRA term of each part, or of all but
+/// the middle part or the last (H: the adapted parts' x·Aᵀ in blocks, an empty one for the
+/// middle; V: their B's stacked by rows, block-diagonal), in both tile sizes and across a
 /// split reduction: against the CPU per part, the gaps between the blocks untouched; and what
 /// cannot be is refused.
 #[test]
@@ -676,40 +677,26 @@ fn tiled_forward_writes_its_output_in_blocks() {
             let (xb, wb) = (upload(ctx, &x), upload(ctx, &w));
             let (gapped, blocks) = in_blocks(&vec![0.0; m * n], m, &widths, 7);
             let out_blocks = ColumnBlocks::new(&blocks).unwrap();
-            let (rank, count) = (3, widths.len());
-            let h_dense = rng.vec_uniform(m * count * rank, -1.0, 1.0);
-            let (h, h_blocks) = in_blocks(&h_dense, m, &vec![rank; count], 3);
-            // each part's B (width × rank), stacked by rows
-            let v = rng.vec_uniform(n * rank, -1.0, 1.0);
-            let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
             let d = MatmulDims { c_blocks: Some(out_blocks), ..MatmulDims::new(m, n, k) };
             let product = reference(MatmulKind::Forward, &x, &w, &MatmulDims::new(m, n, k));
+            let mut adapted = vec![None, Some(vec![true; widths.len()])];
+            if widths.len() == 3 {
+                adapted.extend([Some(vec![true, false, true]), Some(vec![true, true, false])]);
+            }
             for tiling in [MatmulTiling::Tiled, MatmulTiling::TiledWide] {
-                for with_term in [false, true] {
+                for parts in &adapted {
                     let out = upload(ctx, &gapped);
-                    match with_term {
-                        true => {
-                            let term = LowRankTerm { h: &hb, v: &vb, rank: count * rank, scale: 1.5, dropout: (0.0, 0), layout: TermLayout::Blocks(ColumnBlocks::new(&h_blocks).unwrap()) };
-                            matmul_low_rank_with(ctx, MatmulKind::Forward, tiling, &out, &xb, &wb, d, Accumulate::OVERWRITE, term).unwrap()
+                    let mut want = product.clone();
+                    match parts {
+                        Some(parts) => {
+                            let (term, h, v) = BlockedTerm::new(ctx, &mut rng, m, &widths, parts, 3);
+                            matmul_low_rank_with(ctx, MatmulKind::Forward, tiling, &out, &xb, &wb, d, Accumulate::OVERWRITE, term.of(&h, &v)).unwrap();
+                            term.add_to(&mut want, m);
                         }
-                        false => matmul_with(ctx, MatmulKind::Forward, tiling, &out, &xb, &wb, d, Accumulate::OVERWRITE).unwrap(),
+                        None => matmul_with(ctx, MatmulKind::Forward, tiling, &out, &xb, &wb, d, Accumulate::OVERWRITE).unwrap(),
                     }
                     let got = read(ctx, &out);
-                    let mut want = product.clone();
-                    if with_term {
-                        // part t's columns take h_t·B_tᵀ
-                        let mut col = 0;
-                        for (t, &width) in widths.iter().enumerate() {
-                            for i in 0..m {
-                                for j in col..col + width {
-                                    let dot: f64 = (0..rank).map(|q| h_dense[i * count * rank + t * rank + q] as f64 * v[j * rank + q] as f64).sum();
-                                    want[i * n + j] += 1.5 * dot;
-                                }
-                            }
-                            col += width;
-                        }
-                    }
-                    let what = format!("{tiling:?} {m}×{widths:?}×{k} forward into blocks, term {with_term}");
+                    let what = format!("{tiling:?} {m}×{widths:?}×{k} forward into blocks, the term of {parts:?}");
                     assert_close(&what, &from_blocks(&got, m, &blocks), &want, ATOL, RTOL);
                     assert!(got.iter().zip(&gapped).all(|(g, p)| p.is_finite() || g.is_nan()), "{what}: wrote between the blocks");
                 }
@@ -727,7 +714,17 @@ fn tiled_forward_writes_its_output_in_blocks() {
         // nor an output in blocks a term as rows (one H for every part)
         let rows = LowRankTerm { layout: TermLayout::Rows, rank: 2, ..term };
         let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, d, Accumulate::OVERWRITE, rows).unwrap_err();
-        assert!(err.to_string().contains("an output in blocks a term in as many"), "{err}");
+        assert!(err.to_string().contains("an output in blocks a term in blocks"), "{err}");
+        // nor an output in fewer blocks than the term (its empty second counted)
+        let skipping = LowRankTerm { layout: TermLayout::Blocks(ColumnBlocks::new(&[(0, 4), (0, 0), (20, 4)]).unwrap()), ..term };
+        let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, d, Accumulate::OVERWRITE, skipping).unwrap_err();
+        assert!(err.to_string().contains("needs the output in as many blocks or one more"), "{err}");
+        // and only the second of three blocks may be empty, and only in a forward's term
+        for empty in [&[(0, 0), (4, 4)][..], &[(0, 4), (4, 0)], &[(0, 4), (4, 4), (8, 0)]] {
+            assert!(ColumnBlocks::new(empty).unwrap_err().to_string().contains("none empty but the second of three"), "{empty:?}");
+        }
+        let err = matmul_low_rank_with(ctx, MatmulKind::BackwardInput, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(4, 8, 4), Accumulate::OVERWRITE, skipping).unwrap_err();
+        assert!(err.to_string().contains("an input gradient's term in blocks with an empty one"), "{err}");
     });
 }
 

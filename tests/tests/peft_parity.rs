@@ -352,7 +352,9 @@ fn lora_fused_into_the_tiled_matmuls_gives_the_same_gradients() {
 /// norms (Qwen3) and layers without rope (SmolLM3). With every target adapted, a layer's
 /// backward runs 4 input-gradient launches instead of 7; a group's dA's are one launch, dB and
 /// dh of two targets of one shape (k, v; gate, up) one batch each, and the forward's gate and
-/// up one launch with their LoRA as its term (which these gradients carry).
+/// up one launch with their LoRA as its term (which these gradients carry); so are q, k and
+/// v, also where the adapter leaves k or v alone (PEFT's default q_proj, v_proj): 4 forward
+/// launches per layer.
 #[test]
 fn stacked_input_gradients_match_one_launch_per_target() {
     use hearth_core::gpu::KernelPaths;
@@ -380,8 +382,9 @@ fn stacked_input_gradients_match_one_launch_per_target() {
         let m = load(name);
         let examples = fixture_examples(name, &m);
         let batch = pack(&[&examples[0], &examples[1]]);
-        // the gradients, and the input-gradient launches where `counted` (the context of its own)
-        let grads = |ctx: &GpuContext, a: &Adapter, dropout: Dropout, counted: bool| -> (Vec<f32>, u64) {
+        // the gradients, and the input-gradient and forward launches of the base weights where
+        // `counted` (the context of its own)
+        let grads = |ctx: &GpuContext, a: &Adapter, dropout: Dropout, counted: bool| -> (Vec<f32>, [u64; 2]) {
             let mut mdl = model(ctx, &m);
             mdl.set_adapter(ctx, Some(a.clone()), "random").unwrap();
             let mut pass = TrainPass::new(ctx, &mdl, 128, false).unwrap();
@@ -389,14 +392,17 @@ fn stacked_input_gradients_match_one_launch_per_target() {
                 ctx.profile_begin();
             }
             pollster::block_on(pass.forward_backward(ctx, &mdl, &batch, 0.1, dropout, false)).unwrap();
-            let input_grads = match counted {
-                true => pollster::block_on(ctx.profile_end()).unwrap().kernels.iter().filter(|(k, _)| k.contains("backward_input")).map(|(_, k)| k.launches).sum(),
-                false => 0,
+            let launches = match counted {
+                true => {
+                    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+                    ["backward_input", "matmul_quant_forward"].map(|name| kernels.iter().filter(|(k, _)| k.contains(name)).map(|(_, k)| k.launches).sum())
+                }
+                false => [0; 2],
             };
-            (pass.grads.iter().flat_map(|(da, db)| [da, db]).flat_map(|b| pollster::block_on(ctx.read_f32(b)).unwrap()).collect(), input_grads)
+            (pass.grads.iter().flat_map(|(da, db)| [da, db]).flat_map(|b| pollster::block_on(ctx.read_f32(b)).unwrap()).collect(), launches)
         };
         let all = [Q, K, V, O, Gate, Up, Down];
-        for (targets, q_rank) in [(&all[..], 4), (&[Q, V, Down][..], 4), (&[K, Up][..], 4), (&[O][..], 4), (&all[..], 2)] {
+        for (targets, q_rank) in [(&all[..], 4), (&[Q, V, Down][..], 4), (&[Q, K][..], 4), (&[K, Up][..], 4), (&[O][..], 4), (&all[..], 2)] {
             let a = adapter(&m, targets, q_rank);
             for dropout in [Dropout::OFF, Dropout { p: 0.2, seed: 9 }] {
                 let (fused, launches) = grads(&tiled, &a, dropout, true);
@@ -405,10 +411,16 @@ fn stacked_input_gradients_match_one_launch_per_target() {
                 assert_close(&format!("{what}: gradients, stacked input gradients against one launch per target"), &fused, &want, 1e-6, 1e-3);
                 // (counted where the weights are f16, whose input gradients have a kernel of
                 // their own: the f32 ones share the tiled GEMM's entry point)
-                if targets == all && q_rank == 4 && m.weights.layers[0].q.format() != WeightFormat::F32 {
-                    // down, o, q/k/v, gate/up per layer, and the lm_head's per row chunk
+                if q_rank == 4 && m.weights.layers[0].q.format() != WeightFormat::F32 {
+                    // down, o, q/k/v, gate/up per layer, and the lm_head's per row chunk: in
+                    // the forward wherever one group adapts q, k and v or all but k or v
                     let layers = m.cfg.n_layers as u64;
-                    assert_eq!(launches, 4 * layers + 1, "{what}: input-gradient launches");
+                    if targets != [K, Up] {
+                        assert_eq!(launches[1], 4 * layers + 1, "{what}: forward launches");
+                    }
+                    if targets == all {
+                        assert_eq!(launches[0], 4 * layers + 1, "{what}: input-gradient launches");
+                    }
                     counted = true;
                 }
             }

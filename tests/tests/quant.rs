@@ -273,10 +273,11 @@ fn tiled_input_gradient_reads_its_input_in_blocks() {
     });
 }
 
-/// QLoRA's forward through stacked weights into the parts' outputs in blocks apart, each part
-/// with its own LoRA term (x·Aᵀ in blocks, B's stacked by rows), in one tiled launch
-/// (ops::matmul_quant::matmul_quant_blocked_output), also across a split reduction: against
-/// the CPU per part, per format, the gaps between the blocks untouched.
+/// QLoRA's forward through stacked weights into the parts' outputs in blocks apart, with the
+/// LoRA term of each part, or of all but the middle part or the last (x·Aᵀ in blocks, B's
+/// stacked by rows), in one tiled launch (ops::matmul_quant::matmul_quant_blocked_output),
+/// also across a split reduction: against the CPU per part, per format, the gaps between the
+/// blocks untouched.
 #[test]
 fn tiled_forward_writes_its_output_in_blocks() {
     with_gpu!(ctx => {
@@ -288,29 +289,21 @@ fn tiled_forward_writes_its_output_in_blocks() {
             let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
             let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
             let x = rng.vec_uniform(m * k, -1.0, 1.0);
+            let xb = upload(ctx, &x);
             let (gapped, blocks) = in_blocks(&vec![0.0; m * n], m, &widths, 5);
-            let (rank, count) = (4, widths.len());
-            let h_dense = rng.vec_uniform(m * count * rank, -1.0, 1.0);
-            let (h, h_blocks) = in_blocks(&h_dense, m, &vec![rank; count], 2);
-            let v = rng.vec_uniform(n * rank, -1.0, 1.0);
-            let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-            let term = LowRankTerm { h: &hb, v: &vb, rank: count * rank, scale: 1.5, dropout: (0.0, 0), layout: TermLayout::Blocks(ColumnBlocks::new(&h_blocks).unwrap()) };
-            let out = upload(ctx, &gapped);
-            matmul_quant_blocked_output(ctx, &out, ColumnBlocks::new(&blocks).unwrap(), &upload(ctx, &x), &gw, m, Some(term)).unwrap();
-            let mut want = vec![0.0; m * n];
-            cpu::matmul_forward(&mut want, &to_f64(&x), &to_f64(&t.dequantize()), m, n, k);
-            let mut col = 0;
-            for (p, &width) in widths.iter().enumerate() {
-                for i in 0..m {
-                    for j in col..col + width {
-                        want[i * n + j] += 1.5 * (0..rank).map(|q| h_dense[i * count * rank + p * rank + q] as f64 * v[j * rank + q] as f64).sum::<f64>();
-                    }
-                }
-                col += width;
+            let mut product = vec![0.0; m * n];
+            cpu::matmul_forward(&mut product, &to_f64(&x), &to_f64(&t.dequantize()), m, n, k);
+            for adapted in [[true; 3], [true, false, true], [true, true, false]] {
+                let (term, h, v) = BlockedTerm::new(ctx, &mut rng, m, &widths, &adapted, 4);
+                let out = upload(ctx, &gapped);
+                matmul_quant_blocked_output(ctx, &out, ColumnBlocks::new(&blocks).unwrap(), &xb, &gw, m, Some(term.of(&h, &v))).unwrap();
+                let mut want = product.clone();
+                term.add_to(&mut want, m);
+                let got = read(ctx, &out);
+                let what = format!("{format:?} {m}×{widths:?}×{k} forward into blocks, the term of {adapted:?}");
+                assert_close(&what, &from_blocks(&got, m, &blocks), &want, 2e-4 * (k as f64 / 64.0).sqrt(), 1e-4);
+                assert!(got.iter().zip(&gapped).all(|(g, p)| p.is_finite() || g.is_nan()), "{what}: wrote between the blocks");
             }
-            let got = read(ctx, &out);
-            assert_close(&format!("{format:?} {m}×{widths:?}×{k} forward into blocks"), &from_blocks(&got, m, &blocks), &want, 2e-4 * (k as f64 / 64.0).sqrt(), 1e-4);
-            assert!(got.iter().zip(&gapped).all(|(g, p)| p.is_finite() || g.is_nan()), "{format:?}: wrote between the blocks");
         }
     });
 }

@@ -123,15 +123,16 @@ fn chunks_project_each_input_once_with_the_gpu_kernels() {
     assert_eq!(launches("matmul_quant_forward_tiled"), 4 * layers * tiled_chunks, "{kernels:?}");
 }
 
-/// Decoding with an adapter on all seven targets: the GPU kernels give the logits of
-/// lavapipe's kernels (each target's products launched apart), over a prompt and six decoded
-/// tokens. On the GPU kernels the prompt's x·Aᵀ of q, k and v is one launch, as is gate's and
-/// up's, and so are their base products with their LoRA terms; a decoded token's q, k and v are one launch with their three LoRA terms, gate, up and
-/// the activation another, after one x·Aᵀ launch each, all of them norming the stream as they
-/// read it.
+/// Decoding with an adapter on all seven targets, and with PEFT's default q_proj, v_proj: the
+/// GPU kernels give the logits of lavapipe's kernels (each target's products launched apart),
+/// over a prompt and six decoded tokens. On the GPU kernels the prompt's x·Aᵀ of q, k and v
+/// is one launch, as is gate's and up's, and so are their base products with their LoRA terms
+/// (k's block without one where only q and v are adapted); a decoded token's q, k and v are
+/// one launch with their three LoRA terms, gate, up and the activation another, after one x·Aᵀ
+/// launch each, all of them norming the stream as they read it.
 #[test]
 fn an_adapter_decodes_alike_on_both_kernel_paths() {
-    use hearth_core::lora::{Adapter, LoraConfig};
+    use hearth_core::lora::{Adapter, LoraConfig, Target};
     let (Some(plain), Some(own)) = (hearth_tests::gpu(), hearth_tests::own_gpu()) else { return };
     // a context of its own, so that its launches are counted alone
     let tiled = &own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu);
@@ -142,11 +143,11 @@ fn an_adapter_decodes_alike_on_both_kernel_paths() {
         run();
         pollster::block_on(ctx.profile_end()).unwrap().kernels.into_iter().map(|(k, s)| (k, s.launches)).collect()
     };
-    let run = |ctx: &GpuContext| -> (Vec<Vec<f32>>, Launches, Launches, u64) {
+    let run = |ctx: &GpuContext, targets: &[Target]| -> (Vec<Vec<f32>>, Launches, Launches, u64) {
         let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), Some(WeightFormat::F32)).unwrap();
         let layers = m.cfg.n_layers as u64;
         let mut model = Model::new(ctx, &m.cfg, m.weights, ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
-        let mut a = Adapter::init(&m.cfg, &LoraConfig { r: 4, alpha: 8.0, ..Default::default() }, 7).unwrap();
+        let mut a = Adapter::init(&m.cfg, &LoraConfig { r: 4, alpha: 8.0, targets: targets.to_vec(), ..Default::default() }, 7).unwrap();
         for t in &mut a.tensors {
             t.b.iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 7) as f32 - 3.0) * 0.05);
         }
@@ -160,13 +161,22 @@ fn an_adapter_decodes_alike_on_both_kernel_paths() {
         });
         (rows, prefill, decode, layers)
     };
-    let (want, ..) = run(plain);
-    let (got, prefill, decode, layers) = run(tiled);
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        let w: Vec<f64> = w.iter().map(|&x| x as f64).collect();
-        assert_close(&format!("tiny-llama with an adapter, row {i} (0: the prompt)"), g, &w, 1e-5, 1e-5);
-    }
+    let alike = |targets: &[Target]| -> (Launches, Launches, u64) {
+        let (want, ..) = run(plain, targets);
+        let (got, prefill, decode, layers) = run(tiled, targets);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let w: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+            assert_close(&format!("tiny-llama with an adapter on {targets:?}, row {i} (0: the prompt)"), g, &w, 1e-5, 1e-5);
+        }
+        (prefill, decode, layers)
+    };
     let count = |l: &Launches, key: &str| l.get(key).copied().unwrap_or(0);
+    // q and v: their x·Aᵀ in one launch per layer, q/k/v in one with the term of q's and v's
+    // blocks, o, gate/up and down without
+    let (prefill, _, layers) = alike(&[Target::Q, Target::V]);
+    assert_eq!(count(&prefill, "matmul_tiled:matmul_tiled [64x64]"), 4 * layers, "{prefill:#?}");
+    assert_eq!(count(&prefill, "matmul_tiled_low_rank:matmul_tiled [64x64]"), layers, "{prefill:#?}");
+    let (prefill, decode, layers) = alike(&Target::ALL);
     // the prompt: x·Aᵀ in 4 launches per layer (q/k/v's, o's, gate/up's, down's), not 7, and
     // the base products with their terms in 4 (q/k/v and gate/up through their stacked
     // weights, the LoRA of each part its block's)

@@ -77,9 +77,9 @@ pub struct SharedA {
 pub enum Stacking<'a> {
     /// No adapter changes them: the base weight alone.
     Plain,
-    /// One input group adapts them all alike (their B's stacked, one scale): its LoRA as the
-    /// launch's term (`GpuAdapter::stacked_term`); the group and its first tensor's use.
-    Adapted(&'a SharedA, LoraUse),
+    /// One input group adapts them alike (their B's stacked, one scale): its LoRA as the
+    /// launch's term (`GpuAdapter::stacked_term`).
+    Adapted(StackedGroup<'a>),
     /// Otherwise: one launch each.
     Apart,
 }
@@ -88,6 +88,18 @@ impl Stacking<'_> {
     pub fn stacks(self) -> bool {
         !matches!(self, Stacking::Apart)
     }
+}
+
+/// The input group that adapts a layer's stacked targets: all of them, or all but the middle
+/// one or the last of three (k of PEFT's default q_proj, v_proj; v of q_proj, k_proj), whose
+/// outputs then take no term.
+#[derive(Clone, Copy)]
+pub struct StackedGroup<'a> {
+    pub group: &'a SharedA,
+    /// Its first tensor's use.
+    pub first: LoraUse,
+    /// Whether the middle target is left alone.
+    pub skips_middle: bool,
 }
 
 /// An adapter's targets over a layer's stacked weights (q, k and v as one matmul; gate and
@@ -287,25 +299,32 @@ impl GpuAdapter {
     /// How this adapter adapts `targets` of `layer`, which read one input (q, k, v; gate, up),
     /// for one launch through their stacked weight.
     pub fn stacking(&self, layer: usize, targets: &[Target]) -> Stacking<'_> {
-        let uses: Vec<LoraUse> = targets.iter().filter_map(|&t| self.lora_use(layer, t)).collect();
+        let adapted: Vec<Option<LoraUse>> = targets.iter().map(|&t| self.lora_use(layer, t)).collect();
+        let uses: Vec<LoraUse> = adapted.iter().flatten().copied().collect();
+        // all of them, or two of three, the first among them
+        let stackable = uses.len() == targets.len() || (uses.len() == 2 && targets.len() == 3 && adapted[0].is_some());
         match self.group_of(&uses) {
             _ if uses.is_empty() => Stacking::Plain,
-            Some(g) if uses.len() == targets.len() && g.b.is_some() => Stacking::Adapted(g, uses[0]),
+            Some(group) if stackable && group.b.is_some() => Stacking::Adapted(StackedGroup { group, first: uses[0], skips_middle: adapted[1].is_none() }),
             _ => Stacking::Apart,
         }
     }
 
-    /// Records x·Aᵀ of the targets that group `g` adapts alike (its first tensor's use `u`)
-    /// from `x` into their parts of `h` (`h_part` of each tensor), and gives their LoRA as the
-    /// term of their stacked launch: x·Aᵀ in blocks of `h_view` (h's parts of the group as one
-    /// binding, from the first's), their B's stacked (V block-diagonal).
+    /// Records x·Aᵀ of the targets that group `s` adapts alike from `x` into their parts of `h`
+    /// (`h_part` of each tensor), and gives their LoRA as the term of their stacked launch:
+    /// x·Aᵀ in blocks of `h_view` (h's parts of the group as one binding, from the first's; an
+    /// empty block for a middle target left alone), their B's stacked (V block-diagonal).
     #[allow(clippy::too_many_arguments)]
-    pub fn stacked_term<'a>(&'a self, ctx: &GpuContext, (g, u): (&'a SharedA, LoraUse), x: &GpuBuffer, h: &Arena, h_part: &dyn Fn(usize) -> usize, h_view: &'a GpuBuffer, d: LoraDims) -> Result<LowRankTerm<'a>> {
-        self.lora_down(ctx, u, x, h, h_part, d)?;
+    pub fn stacked_term<'a>(&'a self, ctx: &GpuContext, s: StackedGroup<'a>, x: &GpuBuffer, h: &Arena, h_part: &dyn Fn(usize) -> usize, h_view: &'a GpuBuffer, d: LoraDims) -> Result<LowRankTerm<'a>> {
+        self.lora_down(ctx, s.first, x, h, h_part, d)?;
+        let members = &s.group.members;
         let at = |m: usize| h.views[h_part(m)].offset();
-        let blocks: Vec<(usize, usize)> = g.members.iter().map(|&m| (((at(m) - at(g.members[0])) / 4) as usize, d.rank)).collect();
-        let v = g.b.as_ref().expect("stacked B's");
-        Ok(LowRankTerm { h: h_view, v, rank: blocks.len() * d.rank, scale: d.scale, dropout: (0.0, 0), layout: TermLayout::Blocks(ColumnBlocks::new(&blocks)?) })
+        let mut blocks: Vec<(usize, usize)> = members.iter().map(|&m| (((at(m) - at(members[0])) / 4) as usize, d.rank)).collect();
+        if s.skips_middle {
+            blocks.insert(1, (0, 0));
+        }
+        let v = s.group.b.as_ref().expect("stacked B's");
+        Ok(LowRankTerm { h: h_view, v, rank: members.len() * d.rank, scale: d.scale, dropout: (0.0, 0), layout: TermLayout::Blocks(ColumnBlocks::new(&blocks)?) })
     }
 
     /// Target `i`'s slot in its input's launch (0 where none).

@@ -543,11 +543,12 @@ impl TrainPass {
         let acts = (0..layout.slots)
             .map(|_| {
                 let lora_h = ctx.alloc_arena(&layout.lora_h.map(|n| n.unwrap_or(0)))?;
-                let span = |first: Target, last: Target| {
-                    let (first, last) = (first as usize, last as usize);
-                    (layout.lora_h[first].is_some() && layout.lora_h[last].is_some()).then(|| GpuBuffer::spanning(&lora_h.whole, &lora_h.views[first], &lora_h.views[last]))
+                // from the first adapted of `targets` to the last, where two or more are
+                let span = |targets: &[Target]| {
+                    let adapted: Vec<usize> = targets.iter().map(|&t| t as usize).filter(|&t| layout.lora_h[t].is_some()).collect();
+                    (adapted.len() > 1).then(|| GpuBuffer::spanning(&lora_h.whole, &lora_h.views[adapted[0]], &lora_h.views[adapted[adapted.len() - 1]]))
                 };
-                let (qkv_h, gate_up_h) = (span(Target::Q, Target::V), span(Target::Gate, Target::Up));
+                let (qkv_h, gate_up_h) = (span(&[Target::Q, Target::K, Target::V]), span(&[Target::Gate, Target::Up]));
                 Ok(LayerActs {
                     tensors: LayerTensors::alloc(ctx, &layout.layer)?,
                     qkv: StackedParts::alloc(ctx, &layout.qkv)?,
@@ -895,11 +896,11 @@ impl TrainPass {
     /// those parts as one view).
     #[allow(clippy::too_many_arguments)]
     fn stacked_term<'a>(&self, ctx: &GpuContext, model: &'a Model, stacking: Stacking<'a>, h: &'a GpuBuffer, inp: &GpuBuffer, n: usize, acts: &LayerActs, drop: Dropout) -> Result<LowRankTerm<'a>> {
-        let (adapter, Stacking::Adapted(g, u)) = (model.adapter.as_ref().expect("an adapted layer"), stacking) else {
+        let (adapter, Stacking::Adapted(s)) = (model.adapter.as_ref().expect("an adapted layer"), stacking) else {
             unreachable!("a stacked launch's term where no group adapts its targets")
         };
-        let d = LoraDims { dropout: (drop.p, drop.seed_for(u.seed_index)), ..adapter.tensors[u.index].dims(n) };
-        adapter.stacked_term(ctx, (g, u), inp, &acts.lora_h, &|t| adapter.adapter.tensors[t].target as usize, h, d)
+        let d = LoraDims { dropout: (drop.p, drop.seed_for(s.first.seed_index)), ..adapter.tensors[s.first.index].dims(n) };
+        adapter.stacked_term(ctx, s, inp, &acts.lora_h, &|t| adapter.adapter.tensors[t].target as usize, h, d)
     }
 
     /// Layer i from xs[i] to xs[i+1], keeping its activations in its slot.

@@ -554,11 +554,11 @@ impl Model {
     /// The adapter's LoRA over layer `i`'s stacked `targets` (adapted alike) as the term of
     /// their launch for `t` tokens, after recording their x·Aᵀ from `inp`.
     fn stacked_term(&self, ctx: &GpuContext, i: usize, targets: &[Target], inp: &GpuBuffer, t: usize) -> Result<LowRankTerm<'_>> {
-        let (Some(adapter), Stacking::Adapted(g, u)) = (self.adapter.as_ref(), self.stacking(i, targets)) else {
+        let (Some(adapter), Stacking::Adapted(s)) = (self.adapter.as_ref(), self.stacking(i, targets)) else {
             unreachable!("a stacked launch's term where no group adapts its targets")
         };
         // one part of the scratch per slot of the group, from its first
-        adapter.stacked_term(ctx, (g, u), inp, &self.lora_h, &|m| adapter.shared_slot(m), &self.lora_h.whole, adapter.tensors[u.index].dims(t))
+        adapter.stacked_term(ctx, s, inp, &self.lora_h, &|m| adapter.shared_slot(m), &self.lora_h.whole, adapter.tensors[s.first.index].dims(t))
     }
 
     /// out(T, out) = inp·Wᵀ (+ bias) (+ the adapter's part) for layer `i`'s `target`, combined

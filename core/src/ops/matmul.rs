@@ -79,10 +79,11 @@ pub struct ColumnBlocks {
 
 impl ColumnBlocks {
     /// From each block's (offset in floats, width): two or three, the first at offset 0, none
-    /// empty.
+    /// empty but the second of three (a stacked forward's term: a part without one).
     pub fn new(blocks: &[(usize, usize)]) -> Result<Self> {
-        ensure((2..=3).contains(&blocks.len()) && blocks[0].0 == 0 && blocks.iter().all(|&(_, w)| w > 0), || {
-            format!("column blocks: two or three of them, the first at offset 0, none empty; got {blocks:?}")
+        let empty_allowed = |i: usize| i == 1 && blocks.len() == 3;
+        ensure((2..=3).contains(&blocks.len()) && blocks[0].0 == 0 && blocks.iter().enumerate().all(|(i, &(_, w))| w > 0 || empty_allowed(i)), || {
+            format!("column blocks: two or three of them, the first at offset 0, none empty but the second of three; got {blocks:?}")
         })?;
         let mut all = [(0, 0); 3];
         all[..blocks.len()].copy_from_slice(blocks);
@@ -94,9 +95,15 @@ impl ColumnBlocks {
         self.blocks.iter().map(|&(_, w)| w).sum()
     }
 
-    /// How many blocks.
+    /// How many blocks (an empty second one of three counted).
     pub fn count(&self) -> usize {
-        self.blocks.iter().filter(|&&(_, w)| w > 0).count()
+        if self.blocks[2].1 > 0 { 3 } else { 2 }
+    }
+
+    /// The width of the empty second block's part of `out` (the output's blocks), where this
+    /// (a forward's term) has one: V has no rows for it.
+    fn skipped_in(&self, out: ColumnBlocks) -> usize {
+        if self.count() == 3 && self.blocks[1].1 == 0 { out.blocks[1].1 } else { 0 }
     }
 
     /// The blocks' width where they all have one.
@@ -653,27 +660,40 @@ impl LowRankTerm<'_> {
             TermLayout::Blocks(b) => {
                 b.check(op, "the low-rank term's h", self.h, m, self.rank)?;
                 if kind == MatmulKind::Forward {
-                    // the parts' B's stacked by rows, one block's rank wide
-                    let r = b.uniform_width().ok_or_else(|| Error::Shape(format!("{op}: a forward's term in blocks of unequal ranks ({b:?})")))?;
+                    // the parts' B's stacked by rows, one block's rank wide: checked against
+                    // the output's blocks (check_out_blocks)
+                    b.uniform_width().ok_or_else(|| Error::Shape(format!("{op}: a forward's term in blocks of unequal ranks ({b:?})")))?;
                     ensure(self.dropout.0 == 0.0, || format!("{op}: a forward's term in blocks has no dropout of its own"))?;
-                    return check_len(op, "the low-rank term's v", self.v, width * r);
+                    return Ok(());
                 }
+                ensure(b.blocks[..b.count()].iter().all(|&(_, w)| w > 0), || format!("{op}: an input gradient's term in blocks with an empty one ({b:?})"))?;
             }
             TermLayout::Rows => check_len(op, "the low-rank term's h", self.h, h_len)?,
         }
         check_len(op, "the low-rank term's v", self.v, v_len)
     }
 
-    /// Checks that a forward's term is in blocks where its output is (`out_blocks`), as many:
-    /// each output block takes its own part's term (V block-diagonal).
-    pub(crate) fn check_out_blocks(&self, op: &str, kind: MatmulKind, out_blocks: Option<ColumnBlocks>) -> Result<()> {
-        let term_blocks = match self.layout {
-            TermLayout::Blocks(b) => Some(b.count()),
-            _ => None,
+    /// Checks that a forward's term is in blocks where its output (`out_blocks`, of `width`
+    /// columns) is: each output block takes its own part's term (V block-diagonal: the parts'
+    /// B's stacked by rows), where the term has a block for it that is not empty; as many
+    /// blocks, or one fewer (the last part without a term).
+    pub(crate) fn check_out_blocks(&self, op: &str, kind: MatmulKind, out_blocks: Option<ColumnBlocks>, width: usize) -> Result<()> {
+        if kind != MatmulKind::Forward {
+            return Ok(());
+        }
+        let (term, out) = match (self.layout, out_blocks) {
+            (TermLayout::Blocks(t), Some(o)) if t.count() <= o.count() => (t, o),
+            (TermLayout::Blocks(_), None) | (_, Some(_)) => {
+                return Err(Error::Shape(format!(
+                    "{op}: a forward's term in blocks needs the output in as many blocks or one more, and an output in blocks a term in blocks; got the term's {:?}, the output's {out_blocks:?}",
+                    self.layout
+                )))
+            }
+            _ => return Ok(()),
         };
-        ensure(kind != MatmulKind::Forward || term_blocks == out_blocks.map(|o| o.count()), || {
-            format!("{op}: a forward's term in blocks needs the output in as many blocks, and an output in blocks a term in as many; got the term's {:?}, the output's {out_blocks:?}", self.layout)
-        })
+        let last = if term.count() < out.count() { out.blocks[out.count() - 1].1 } else { 0 };
+        let r = term.uniform_width().expect("checked by check");
+        check_len(op, "the low-rank term's v", self.v, (width - last - term.skipped_in(out)) * r)
     }
 
     /// Its dropout, as the mask on `on`.
@@ -919,7 +939,7 @@ fn launch(
         format!("{op}: an output in blocks is for one forward on the tiled kernels, without dropout, not {kind:?} on {tiling:?} ({d:?})")
     })?;
     if let Some(t) = term {
-        t.check_out_blocks(op, kind, d.c_blocks)?;
+        t.check_out_blocks(op, kind, d.c_blocks, cols)?;
     }
     match tiling {
         MatmulTiling::Register | MatmulTiling::RegisterNarrow => {
