@@ -45,6 +45,8 @@ struct Params {
     c_block2_at: u32,
     c_block3_at: u32,
     first_row: u32,                    // gather.wgsl: the table's row that W's row 0 is
+    term_skip_at: u32,                 // the matrix-vector kernels' term: output rows of a
+    term_skip: u32,                    //   stacked part without one (gemv_term)
 }
 
 @group(1) @binding(0) var<uniform> p: Params;

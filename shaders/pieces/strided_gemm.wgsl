@@ -67,6 +67,10 @@ struct Params {
     // A split reduction's parts: floats between one part of c and the next (matmul_tiled.wgsl;
     // matmul_coop.wgsl, which splits unbatched products only, reads c_batch)
     c_split: u32,
+    // The matrix-vector kernels' term over stacked weights: the output rows of a part without
+    // one (pieces/low_rank_term.wgsl's gemv_term); 0 rows: none.
+    term_skip_at: u32,
+    term_skip: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;

@@ -219,16 +219,18 @@ pub fn gated_reference(gelu: bool, x: &[f64], w: &[f32], m: usize, n: usize, k: 
     out
 }
 
-/// scale·Σ_q H_p(i, q)·V(j, q) for m rows of `rows` outputs of stacked weights
+/// scale·Σ_q H_p(i, q)·V(j', q) for m rows of `rows` outputs of stacked weights
 /// (ops::matmul::StackedTerm): H_p(i, q) = h[p·h_part + i·h_row + q], p the part row j falls
-/// in (1 from starts[0] on, 2 from starts[1] on).
+/// in (1 from starts[0] on, 2 from starts[1] on); 0 in the `skipped[1]` rows from
+/// `skipped[0]` on, and j' = j less those rows past them.
 #[allow(clippy::too_many_arguments)]
-pub fn stacked_term_reference(h: &[f32], v: &[f32], m: usize, rows: usize, rank: usize, scale: f32, h_row: usize, h_part: usize, starts: [usize; 2]) -> Vec<f64> {
+pub fn stacked_term_reference(h: &[f32], v: &[f32], m: usize, rows: usize, rank: usize, scale: f32, h_row: usize, h_part: usize, starts: [usize; 2], skipped: [usize; 2]) -> Vec<f64> {
     let mut out = vec![0.0; m * rows];
     for i in 0..m {
-        for j in 0..rows {
+        for j in (0..rows).filter(|&j| j < skipped[0] || j >= skipped[0] + skipped[1]) {
             let part = starts.iter().filter(|&&s| j >= s).count();
-            out[i * rows + j] = scale as f64 * (0..rank).map(|q| h[part * h_part + i * h_row + q] as f64 * v[j * rank + q] as f64).sum::<f64>();
+            let vj = if j >= skipped[0] { j - skipped[1] } else { j };
+            out[i * rows + j] = scale as f64 * (0..rank).map(|q| h[part * h_part + i * h_row + q] as f64 * v[vj * rank + q] as f64).sum::<f64>();
         }
     }
     out

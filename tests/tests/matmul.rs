@@ -828,10 +828,11 @@ fn matmul_shared_input_matches_cpu() {
 }
 
 /// Decoding with an adapter over stacked weights: the matrix-vector kernel adds each stacked
-/// part's h·Bᵀ from that part's h (q, k and v: three parts; the gated kernel: gate's and up's),
-/// in its launch, for H laid out as decoding writes it (the parts' h side by side in each row)
-/// and as the shared-input launch does (each part's rows apart); and with the input norm
-/// (which scales the product, not the term); against the CPU.
+/// part's h·Bᵀ from that part's h (q, k and v: three parts, or all but the middle or the last
+/// adapted, whose rows take none; the gated kernel: gate's and up's), in its launch, for H
+/// laid out as decoding writes it (the parts' h side by side in each row) and as the
+/// shared-input launch does (each part's rows apart); and with the input norm (which scales
+/// the product, not the term); against the CPU.
 #[test]
 fn gemv_adds_a_term_over_stacked_weights() {
     use hearth_core::ops::matmul::StackedTerm;
@@ -840,9 +841,10 @@ fn gemv_adds_a_term_over_stacked_weights() {
     let mut rng = Rng::new(43);
     for (m, rank, sizes) in [(1, 16, [64, 24, 24]), (3, 5, [40, 8, 16]), (4, 70, [9, 9, 9])] {
         let (rows, k) = (sizes.iter().sum::<usize>(), 96);
-        let starts = [sizes[0], sizes[0] + sizes[1]];
-        for (h_row, h_part) in [(3 * rank, rank), (rank, m * rank + 3)] {
-            let stacked = StackedTerm { h_row, h_part, starts };
+        // (starts, skipped): every part adapted, all but the middle, all but the last
+        let layouts = [([sizes[0], sizes[0] + sizes[1]], [0, 0]), ([sizes[0] + sizes[1], usize::MAX], [sizes[0], sizes[1]]), ([sizes[0], usize::MAX], [sizes[0] + sizes[1], sizes[2]])];
+        for ((starts, skipped), (h_row, h_part)) in layouts.into_iter().flat_map(|l| [(3 * rank, rank), (rank, m * rank + 3)].map(|h| (l, h))) {
+            let stacked = StackedTerm { h_row, h_part, starts, skipped };
             // w and v long enough for the stacked rows and for gate's and up's (2 × the first part)
             let long = rows.max(2 * sizes[0]);
             let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(long * k, -1.0, 1.0));
@@ -856,7 +858,7 @@ fn gemv_adds_a_term_over_stacked_weights() {
             assert_eq!(launches, 1);
             let mut want = vec![0.0; m * rows];
             cpu::matmul_forward(&mut want, &to_f64(&x), &to_f64(&w[..rows * k]), m, rows, k);
-            let extra = stacked_term_reference(&h, &v, m, rows, rank, 1.5, h_row, h_part, starts);
+            let extra = stacked_term_reference(&h, &v, m, rows, rank, 1.5, h_row, h_part, starts, skipped);
             let want: Vec<f64> = want.iter().zip(&extra).map(|(a, b)| a + b).collect();
             assert_close(&format!("{m}×{rows}×{k} + rank {rank} term over {sizes:?}, {stacked:?}"), &read(ctx, &out), &want, ATOL, RTOL);
             // normed: the stream's rows (far from unit RMS) normed as they are read
@@ -872,12 +874,12 @@ fn gemv_adds_a_term_over_stacked_weights() {
             assert_close(&format!("normed {m}×{rows}×{k} + rank {rank} term, {stacked:?}"), &read(ctx, &out), &normed, ATOL, RTOL);
             // gate's rows then up's, the first `n` of the parts above
             let n = sizes[0];
-            let gated = StackedTerm { starts: [n, usize::MAX], ..stacked };
+            let gated = StackedTerm { starts: [n, usize::MAX], skipped: [0, 0], ..stacked };
             let term = LowRankTerm { layout: TermLayout::Stacked(gated), ..term };
             for act in [Activation::Silu, Activation::GeluTanh] {
                 let out = poisoned(ctx, m * n);
                 matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w[..2 * n * k]), MatmulDims::new(m, n, k), None, Some(term)).unwrap();
-                let extra = stacked_term_reference(&h, &v, m, 2 * n, rank, 1.5, h_row, h_part, gated.starts);
+                let extra = stacked_term_reference(&h, &v, m, 2 * n, rank, 1.5, h_row, h_part, gated.starts, gated.skipped);
                 let want = gated_reference(act == Activation::GeluTanh, &to_f64(&x), &w[..2 * n * k], m, n, k, Some(&extra));
                 assert_close(&format!("{act:?} {m}×{n}×{k} + rank {rank} term, {gated:?}"), &read(ctx, &out), &want, ATOL, RTOL);
                 let out = poisoned(ctx, m * n);
@@ -889,7 +891,7 @@ fn gemv_adds_a_term_over_stacked_weights() {
     }
     // only the matrix-vector kernels read a stacked term
     let buf = upload(ctx, &[0.0; 4096]);
-    let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0), layout: TermLayout::Stacked(StackedTerm { h_row: 4, h_part: 2, starts: [8, 16] }) };
+    let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0), layout: TermLayout::Stacked(StackedTerm { h_row: 4, h_part: 2, starts: [8, 16], skipped: [0, 0] }) };
     let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(8, 24, 8), Accumulate::OVERWRITE, term).unwrap_err();
     assert!(err.to_string().contains("Tiled cannot read a term laid out as Stacked"), "{err}");
 }

@@ -477,18 +477,25 @@ fn one_row_forward_matches_for_any_k() {
 }
 
 /// The quantized matrix-vector kernels with a term over stacked weights (decoding with an
-/// adapter over q, k and v as one matmul, and over gate and up): each part's h·Bᵀ from that
-/// part's h, every format, plain and gated, and with the input norm (every format that
-/// stacks: not NF4); against the CPU over the dequantized weights.
+/// adapter over q, k and v as one matmul, also with k or v left alone, and over gate and up):
+/// each adapted part's h·Bᵀ from that part's h, every format, plain and gated, and with the
+/// input norm (every format that stacks: not NF4); against the CPU over the dequantized
+/// weights.
 #[test]
 fn gemv_adds_a_term_over_stacked_weights() {
     use hearth_core::ops::matmul::StackedTerm;
     with_gpu!(ctx => {
         let mut rng = Rng::new(44);
         for format in QuantFormat::ALL {
-            for (m, rank, sizes) in [(1, 16, [64, 32, 32]), (4, 3, [32, 16, 8])] {
+            // (the second: k left alone; the third: v)
+            for (m, rank, sizes, skip) in [(1, 16, [64, 32, 32], None), (4, 3, [32, 16, 8], None), (1, 16, [64, 32, 32], Some(1)), (4, 3, [32, 16, 8], Some(2))] {
                 let (rows, k) = (sizes.iter().sum::<usize>(), 128);
-                let stacked = StackedTerm { h_row: 3 * rank, h_part: rank, starts: [sizes[0], sizes[0] + sizes[1]] };
+                let (starts, skipped) = match skip {
+                    None => ([sizes[0], sizes[0] + sizes[1]], [0, 0]),
+                    Some(1) => ([sizes[0] + sizes[1], usize::MAX], [sizes[0], sizes[1]]),
+                    _ => ([sizes[0], usize::MAX], [sizes[0] + sizes[1], sizes[2]]),
+                };
+                let stacked = StackedTerm { h_row: 3 * rank, h_part: rank, starts, skipped };
                 let x = rng.vec_uniform(m * k, -1.0, 1.0);
                 // v long enough for the stacked rows and for gate's and up's (2 × the first part)
                 let (h, v) = (rng.vec_uniform(m * 3 * rank, -1.0, 1.0), rng.vec_uniform(rows.max(2 * sizes[0]) * rank, -1.0, 1.0));
@@ -499,9 +506,9 @@ fn gemv_adds_a_term_over_stacked_weights() {
                 matmul_quant_with(ctx, QuantBlock::Gemv, MatmulKind::Forward, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, Accumulate::OVERWRITE, Some(term)).unwrap();
                 let mut want = vec![0.0; m * rows];
                 cpu::matmul_forward(&mut want, &to_f64(&x), &to_f64(&t.dequantize()), m, rows, k);
-                let extra = stacked_term_reference(&h, &v, m, rows, rank, 0.5, stacked.h_row, stacked.h_part, stacked.starts);
+                let extra = stacked_term_reference(&h, &v, m, rows, rank, 0.5, stacked.h_row, stacked.h_part, stacked.starts, stacked.skipped);
                 let want: Vec<f64> = want.iter().zip(&extra).map(|(a, b)| a + b).collect();
-                assert_close(&format!("{format:?} {m}×{rows}×{k} + rank {rank} term over {sizes:?}"), &read(ctx, &out), &want, 4e-4, 1e-4);
+                assert_close(&format!("{format:?} {m}×{rows}×{k} + rank {rank} term over {sizes:?}, part {skip:?} left alone"), &read(ctx, &out), &want, 4e-4, 1e-4);
                 let (nw, eps) = (rng.vec_uniform(k, 0.5, 1.5), 1e-5);
                 let nwb = upload(ctx, &nw);
                 let norm = InputNorm { weight: &nwb, eps };
@@ -515,11 +522,11 @@ fn gemv_adds_a_term_over_stacked_weights() {
                     assert_close(&format!("{format:?} normed {m}×{rows}×{k} + rank {rank} term"), &read(ctx, &out), &want, 4e-4, 1e-4);
                 }
                 let n = sizes[0];
-                let gated = StackedTerm { starts: [n, usize::MAX], ..stacked };
+                let gated = StackedTerm { starts: [n, usize::MAX], skipped: [0, 0], ..stacked };
                 let t = QuantTensor::quantize(format, &rng.vec_uniform(2 * n * k, -1.0, 1.0), 2 * n, k).unwrap();
                 let out = poisoned(ctx, m * n);
                 matmul_quant_gemv_gated(ctx, Activation::Silu, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, None, Some(LowRankTerm { layout: TermLayout::Stacked(gated), ..term })).unwrap();
-                let extra = stacked_term_reference(&h, &v, m, 2 * n, rank, 0.5, gated.h_row, gated.h_part, gated.starts);
+                let extra = stacked_term_reference(&h, &v, m, 2 * n, rank, 0.5, gated.h_row, gated.h_part, gated.starts, gated.skipped);
                 let want = gated_reference(false, &to_f64(&x), &t.dequantize(), m, n, k, Some(&extra));
                 assert_close(&format!("{format:?} gated {m}×{n}×{k} + rank {rank} term"), &read(ctx, &out), &want, 4e-4, 1e-4);
                 if format != QuantFormat::Nf4 {

@@ -117,8 +117,10 @@ pub struct StackedLora<'a> {
     pub rank: usize,
     pub d_in: usize,
     pub scale: f32,
-    /// The stacked rows where the second target's and the third's start (usize::MAX: none).
+    /// The stacked rows where the second adapted target's and the third's start (usize::MAX:
+    /// none), and those of a target it leaves alone (first row, rows; [0, 0]: none).
     pub starts: [usize; 2],
+    pub skipped: [usize; 2],
 }
 
 impl<'a> StackedLora<'a> {
@@ -131,7 +133,7 @@ impl<'a> StackedLora<'a> {
             Some(norm) => matmul_gemv_normed(ctx, self.h, x, self.a, d, norm, None)?,
             None => matmul(ctx, MatmulKind::Forward, self.h, x, self.a, d, Accumulate::OVERWRITE)?,
         }
-        let layout = TermLayout::Stacked(StackedTerm { h_row: width, h_part: self.rank, starts: self.starts });
+        let layout = TermLayout::Stacked(StackedTerm { h_row: width, h_part: self.rank, starts: self.starts, skipped: self.skipped });
         Ok(LowRankTerm { h: self.h, v: self.b, rank: self.rank, scale: self.scale, dropout: (0.0, 0), layout })
     }
 }
@@ -348,24 +350,22 @@ impl GpuAdapter {
         }
     }
 
-    /// The adapter over layer `layer`'s stacked `targets` (q, k, v; gate, up), where it adapts
-    /// each of them alone, through one [`SharedA`] with their B's back to back; `h` is the
-    /// scratch for their x·Aᵀ.
-    pub fn stacked<'a>(&'a self, layer: usize, targets: &[Target], h: &'a GpuBuffer) -> Option<StackedLora<'a>> {
-        let tensors: Vec<usize> = targets.iter().map(|&t| self.index(layer, t)).collect::<Option<_>>()?;
-        let group = self.shared_of[tensors[0]]?.group;
-        let shared = &self.shared[group];
-        if shared.members != tensors {
-            return None;
+    /// The adapter over layer `layer`'s stacked `targets` (q, k, v; gate, up; `widths` their
+    /// outputs), where one [`SharedA`] with their B's back to back adapts them as
+    /// [`Stacking::Adapted`] says; `h` is the scratch for their x·Aᵀ.
+    pub fn stacked<'a>(&'a self, layer: usize, targets: &[Target], widths: &[usize], h: &'a GpuBuffer) -> Option<StackedLora<'a>> {
+        let Stacking::Adapted(s) = self.stacking(layer, targets) else { return None };
+        let (mut starts, mut skipped, mut row, mut parts) = ([usize::MAX; 2], [0; 2], 0, 0);
+        for (&t, &width) in targets.iter().zip(widths) {
+            match self.index(layer, t) {
+                Some(_) if parts > 0 => (starts[parts - 1], parts) = (row, parts + 1),
+                Some(_) => parts = 1,
+                None => skipped = [row, width],
+            }
+            row += width;
         }
-        let first = &self.tensors[tensors[0]];
-        let mut starts = [usize::MAX; 2];
-        let mut end = 0;
-        for (start, &i) in starts.iter_mut().zip(&tensors[..tensors.len() - 1]) {
-            end += self.tensors[i].d_out;
-            *start = end;
-        }
-        Some(StackedLora { a: &shared.a, b: shared.b.as_ref()?, h, count: tensors.len(), rank: first.rank, d_in: first.d_in, scale: first.scale, starts })
+        let first = &self.tensors[s.first.index];
+        Some(StackedLora { a: &s.group.a, b: s.group.b.as_ref()?, h, count: parts, rank: first.rank, d_in: first.d_in, scale: first.scale, starts, skipped })
     }
 
     /// The largest rank (scratch buffers are sized by it).

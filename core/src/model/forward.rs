@@ -597,7 +597,8 @@ impl Model {
                 return Ok(None);
             }
             let adapter = self.adapter.as_ref().filter(|_| gemv).ok_or(())?;
-            adapter.stacked(i, targets, &self.lora_h.whole).map(Some).ok_or(())
+            let widths: Vec<usize> = targets.iter().map(|&t| layer.linear(t).shape().0).collect();
+            adapter.stacked(i, targets, &widths, &self.lora_h.whole).map(Some).ok_or(())
         };
         let (qkv_lora, gate_up_lora) = (lora(&[Target::Q, Target::K, Target::V]), lora(&[Target::Gate, Target::Up]));
         let qkv = self

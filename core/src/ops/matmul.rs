@@ -284,6 +284,10 @@ struct StridedParams {
     a_blocks_on_rows: u32,
     /// Floats between a split reduction's parts of the output (matmul_tiled.wgsl).
     c_split: u32,
+    /// The matrix-vector kernels' term over stacked weights: the rows of a part without one
+    /// ([`StackedTerm::skipped`]).
+    term_skip_at: u32,
+    term_skip: u32,
 }
 
 /// LoRA dropout on one side of a product: the mask of ops::dropout at each value's flat index
@@ -578,23 +582,30 @@ pub enum TermLayout {
     Blocks(ColumnBlocks),
 }
 
-/// The term of stacked weights' product (q, k and v as one matmul, each target with its LoRA;
-/// V: their B's back to back): the targets' h lie side by side in H, `h_part` floats apart,
-/// each row `h_row` floats long; output rows from `starts[0]` on take the second's, from
-/// `starts[1]` on the third's (usize::MAX: no third).
+/// The term of stacked weights' product (q, k and v as one matmul, each adapted target with
+/// its LoRA; V: their B's back to back): the adapted targets' h lie side by side in H,
+/// `h_part` floats apart, each row `h_row` floats long; output rows from `starts[0]` on take
+/// the second's, from `starts[1]` on the third's (usize::MAX: none); the `skipped[1]` rows from
+/// `skipped[0]` on (a target the adapter leaves alone: k of q_proj, v_proj) take none, and V
+/// holds no rows for them ([0, 0]: none).
 #[derive(Clone, Copy, Debug)]
 pub struct StackedTerm {
     pub h_row: usize,
     pub h_part: usize,
     pub starts: [usize; 2],
+    pub skipped: [usize; 2],
 }
 
 impl LowRankTerm<'_> {
-    /// The matrix-vector kernels' (term_h_row, term_h_part, term_start1, term_start2).
-    pub(crate) fn gemv_layout(&self) -> [u32; 4] {
+    /// The matrix-vector kernels' (term_h_row, term_h_part, term_start1, term_start2,
+    /// term_skip_at, term_skip).
+    pub(crate) fn gemv_layout(&self) -> [u32; 6] {
         match self.layout {
-            TermLayout::Stacked(s) => [s.h_row as u32, s.h_part as u32, s.starts[0].min(u32::MAX as usize) as u32, s.starts[1].min(u32::MAX as usize) as u32],
-            _ => [self.rank as u32, 0, u32::MAX, u32::MAX],
+            TermLayout::Stacked(s) => {
+                let [start1, start2] = s.starts.map(|x| x.min(u32::MAX as usize) as u32);
+                [s.h_row as u32, s.h_part as u32, start1, start2, s.skipped[0] as u32, s.skipped[1] as u32]
+            }
+            _ => [self.rank as u32, 0, u32::MAX, u32::MAX, 0, 0],
         }
     }
 
@@ -655,7 +666,9 @@ impl LowRankTerm<'_> {
             TermLayout::Stacked(s) => {
                 let parts = 1 + s.starts.iter().filter(|&&x| x < width).count();
                 ensure(kind == MatmulKind::Forward && self.dropout.0 == 0.0 && s.h_row >= self.rank, || format!("{op}: a term over stacked weights is a forward's, without dropout, its rows no shorter than its rank ({s:?})"))?;
+                ensure(s.skipped[0] + s.skipped[1] <= width, || format!("{op}: a term over stacked weights skips rows {:?} past its {width}", s.skipped))?;
                 check_len(op, "the low-rank term's h", self.h, (parts - 1) * s.h_part + (m - 1) * s.h_row + self.rank)?;
+                return check_len(op, "the low-rank term's v", self.v, (width - s.skipped[1]) * self.rank);
             }
             TermLayout::Blocks(b) => {
                 b.check(op, "the low-rank term's h", self.h, m, self.rank)?;
@@ -808,8 +821,8 @@ fn check_gemv(op: &str, d: MatmulDims, norm: Option<InputNorm>) -> Result<()> {
 fn gemv_term_params(params: StridedParams, term: Option<LowRankTerm>) -> StridedParams {
     let Some(t) = term else { return params };
     let (term_v_sj, term_v_sr) = t.v_strides(MatmulKind::Forward, 0);
-    let [term_h_row, term_h_part, term_start1, term_start2] = t.gemv_layout();
-    StridedParams { term_r: t.rank as u32, term_scale: t.scale, term_v_sj, term_v_sr, term_h_row, term_h_part, term_start1, term_start2, ..params }
+    let [term_h_row, term_h_part, term_start1, term_start2, term_skip_at, term_skip] = t.gemv_layout();
+    StridedParams { term_r: t.rank as u32, term_scale: t.scale, term_v_sj, term_v_sr, term_h_row, term_h_part, term_start1, term_start2, term_skip_at, term_skip, ..params }
 }
 
 /// The matrix-vector kernels' params for out(M, N) = beta·out + alpha·inp(M, K)·W(N, K)ᵀ.

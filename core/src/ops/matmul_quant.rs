@@ -83,6 +83,10 @@ struct Params {
     c_blocks: [u32; 4],
     /// The gather's first row of the table (gather.wgsl).
     first_row: u32,
+    /// The matrix-vector kernels' term over stacked weights: the rows of a part without one
+    /// (ops::matmul::StackedTerm::skipped).
+    term_skip_at: u32,
+    term_skip: u32,
 }
 
 /// The entry points of a matmul_<format>.wgsl, named by core/build/ after its blocks.
@@ -248,7 +252,7 @@ fn gemv_launch<'a>(op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, w: &'a GpuQuan
 fn term_params(params: Params, term: Option<LowRankTerm>, kind: MatmulKind, out_cols: usize) -> Params {
     let Some(t) = term else { return params };
     let (term_v_sj, term_v_sr) = t.v_strides(kind, out_cols);
-    let [term_h_row, term_h_part, term_start1, term_start2] = t.gemv_layout();
+    let [term_h_row, term_h_part, term_start1, term_start2, term_skip_at, term_skip] = t.gemv_layout();
     Params {
         term_r: t.rank as u32,
         term_scale: t.scale,
@@ -260,6 +264,8 @@ fn term_params(params: Params, term: Option<LowRankTerm>, kind: MatmulKind, out_
         term_h_part,
         term_start1,
         term_start2,
+        term_skip_at,
+        term_skip,
         h_blocks: t.block_params(),
         ..params
     }
