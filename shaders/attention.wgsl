@@ -33,6 +33,12 @@ struct Params {
     mscale: f32,
     zero: u32,   // 0 (pieces/sincos.wgsl's `kept`)
     pos_at: u32,
+    // The decode kernels: 1 where the token's key and value come apart from the cache (d_k_new,
+    // m_v_new), which the kernels store them into at row `past`.
+    append: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
     freqs: array<vec4<f32>, 28>,
 }
 
@@ -476,9 +482,13 @@ fn attention_forward_cached(@builtin(global_invocation_id) gid: vec3<u32>, @buil
 // cache). HS must be a multiple of 4: vec4 loads.
 //   attention_decode_scores: scores (NH, past+1) = scale · q_h · k_j, one invocation per (h, j)
 //   attention_decode_mix:    out (NH, HS) = Σ_j softmax(scores[h])_j · v_j, one per (h, vec4 of HS)
+// Where `append` says so, the token's own key and value (j = past) come apart from the cache,
+// and the first query head of each KV head's group stores them into it: no copy between the
+// launches, which would end their compute pass.
 @group(0) @binding(29) var<storage, read> d_q: array<vec4<f32>>;
-@group(0) @binding(30) var<storage, read> d_k: array<vec4<f32>>;
+@group(0) @binding(30) var<storage, read> d_k_new: array<vec4<f32>>;
 @group(0) @binding(31) var<storage, read_write> d_scores: array<f32>;
+@group(0) @binding(32) var<storage, read_write> d_k: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn attention_decode_scores(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -489,15 +499,26 @@ fn attention_decode_scores(@builtin(global_invocation_id) gid: vec3<u32>, @built
     let j = i % n;
     let h4 = p.HS / 4u;
     let qb = h * h4;
-    let kb = (j * p.NKV + h / (p.NH / p.NKV)) * h4;
+    let group = p.NH / p.NKV;
+    let kvh = h / group;
+    let kb = (j * p.NKV + kvh) * h4;
     var s = vec4<f32>();
-    for (var e = 0u; e < h4; e++) { s += d_q[qb + e] * d_k[kb + e]; }
+    if (p.append != 0u && j == p.past) {
+        for (var e = 0u; e < h4; e++) {
+            let k = d_k_new[kvh * h4 + e];
+            s += d_q[qb + e] * k;
+            if (h % group == 0u) { d_k[kb + e] = k; }
+        }
+    } else {
+        for (var e = 0u; e < h4; e++) { s += d_q[qb + e] * d_k[kb + e]; }
+    }
     d_scores[i] = p.scale * (s.x + s.y + s.z + s.w);
 }
 
-@group(0) @binding(32) var<storage, read> m_scores: array<f32>;
-@group(0) @binding(33) var<storage, read> m_v: array<vec4<f32>>;
-@group(0) @binding(34) var<storage, read_write> m_out: array<vec4<f32>>;
+@group(0) @binding(33) var<storage, read> m_scores: array<f32>;
+@group(0) @binding(34) var<storage, read> m_v_new: array<vec4<f32>>;
+@group(0) @binding(35) var<storage, read_write> m_out: array<vec4<f32>>;
+@group(0) @binding(36) var<storage, read_write> m_v: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn attention_decode_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -506,18 +527,28 @@ fn attention_decode_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     if (i >= p.NH * h4) { return; }
     let h = i / h4;
     let e = i % h4;
-    let kvh = h / (p.NH / p.NKV);
+    let group = p.NH / p.NKV;
+    let kvh = h / group;
     let n = p.past + 1u;
     let sb = h * n;
     var m = -3.0e38;
     // the keys before the window (their scores were computed too) are left out
     for (var j = first_key(p.past); j < n; j++) { m = max(m, m_scores[sb + j]); }
+    // the cache's values, then the token's own where it comes apart
+    let cached = select(n, p.past, p.append != 0u);
     var l = 0.0;
     var acc = vec4<f32>();
-    for (var j = first_key(p.past); j < n; j++) {
+    for (var j = first_key(p.past); j < cached; j++) {
         let w = exp(m_scores[sb + j] - m);
         l += w;
         acc += w * m_v[(j * p.NKV + kvh) * h4 + e];
+    }
+    if (cached < n) {
+        let v = m_v_new[kvh * h4 + e];
+        let w = exp(m_scores[sb + p.past] - m);
+        l += w;
+        acc += w * v;
+        if (h % group == 0u) { m_v[(p.past * p.NKV + kvh) * h4 + e] = v; }
     }
     m_out[i] = acc / l;
 }

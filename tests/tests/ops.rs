@@ -471,17 +471,31 @@ fn cached_attention_matches_cpu() {
                 assert_close(&format!("cached attention {what}"), &read(ctx, &out), &full[past * nh * hs..], ATTN.0, ATTN.1);
             }
             if hs % 4 != 0 {
-                let res = attention_decode(ctx, &out, &poisoned(ctx, nh * s_len), &upload(ctx, &q[..nh * hs]), &kb, &vb, 0, AttentionDims { t: 1, ..d });
+                let res = attention_decode(ctx, &out, &poisoned(ctx, nh * s_len), &upload(ctx, &q[..nh * hs]), (&kb, &vb), None, 0, AttentionDims { t: 1, ..d });
                 assert!(res.unwrap_err().to_string().contains("multiple of 4"));
                 continue;
             }
-            // each of the T tokens alone over the cache before it
-            let one = AttentionDims { t: 1, ..d };
+            // each of the T tokens alone over the cache before it: its key and value in the
+            // cache, and apart (the launches store them into caches whose rows from `past` on
+            // are NaN until then)
+            let (one, row) = (AttentionDims { t: 1, ..d }, nkv * hs);
+            let poison_from_past = |x: &[f32]| -> Vec<f32> { x.iter().enumerate().map(|(i, &x)| if i < past * row { x } else { f32::NAN }).collect() };
+            let (k_grown, v_grown) = (upload(ctx, &poison_from_past(&k)), upload(ctx, &poison_from_past(&v)));
             for r in past..s_len {
-                let (out, scores) = (poisoned(ctx, nh * hs), poisoned(ctx, nh * s_len));
-                attention_decode(ctx, &out, &scores, &upload(ctx, &q[r * nh * hs..(r + 1) * nh * hs]), &kb, &vb, r, one).unwrap();
-                assert_close(&format!("decode attention {what}, token {r}"), &read(ctx, &out), &full[r * nh * hs..(r + 1) * nh * hs], ATTN.0, ATTN.1);
+                for apart in [false, true] {
+                    let (out, scores) = (poisoned(ctx, nh * hs), poisoned(ctx, nh * s_len));
+                    let q_r = upload(ctx, &q[r * nh * hs..(r + 1) * nh * hs]);
+                    match apart {
+                        false => attention_decode(ctx, &out, &scores, &q_r, (&kb, &vb), None, r, one).unwrap(),
+                        true => {
+                            let new = (upload(ctx, &k[r * row..(r + 1) * row]), upload(ctx, &v[r * row..(r + 1) * row]));
+                            attention_decode(ctx, &out, &scores, &q_r, (&k_grown, &v_grown), Some((&new.0, &new.1)), r, one).unwrap()
+                        }
+                    }
+                    assert_close(&format!("decode attention {what}, token {r}, its key and value apart: {apart}"), &read(ctx, &out), &full[r * nh * hs..(r + 1) * nh * hs], ATTN.0, ATTN.1);
+                }
             }
+            assert!(read(ctx, &k_grown) == k && read(ctx, &v_grown) == v, "{what}: the keys and values stored into the caches");
         }
     });
 }

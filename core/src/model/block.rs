@@ -227,13 +227,15 @@ pub(crate) fn block_forward(
         }
     }
     match attention {
+        // a decoded token's key and value go into the cache in its attention's launches
+        Attention::Cached { k_cache, v_cache, past, scores, .. } if n == 1 && cfg.head_size.is_multiple_of(4) => {
+            attention_decode(ctx, b.att, scores, b.q_rot, (k_cache, v_cache), Some((b.k_rot, b.v)), past, att)?;
+        }
         Attention::Cached { k_cache, v_cache, past, scores, q_one, att_one } => {
             let (at, bytes) = ((past * cfg.kv_dim() * 4) as u64, (n * cfg.kv_dim() * 4) as u64);
             ctx.copy_region(b.k_rot, 0, k_cache, at, bytes);
             ctx.copy_region(b.v, 0, v_cache, at, bytes);
-            if n == 1 && cfg.head_size.is_multiple_of(4) {
-                attention_decode(ctx, b.att, scores, b.q_rot, k_cache, v_cache, past, att)?;
-            } else if cached_row_by_row(ctx, &att, past) {
+            if cached_row_by_row(ctx, &att, past) {
                 let one = OneRow { q_one, att_one, scores, dims: attention_dims(cfg, i, 1) };
                 for r in 0..n {
                     one.attend(ctx, b, r, k_cache, v_cache, past + r)?;
@@ -317,7 +319,7 @@ impl OneRow<'_> {
         let q_bytes = (self.dims.nh * self.dims.hs * 4) as u64;
         ctx.copy_region(b.q_rot, r as u64 * q_bytes, self.q_one, 0, q_bytes);
         if self.dims.hs.is_multiple_of(4) {
-            attention_decode(ctx, self.att_one, self.scores, self.q_one, k, v, past, self.dims)?;
+            attention_decode(ctx, self.att_one, self.scores, self.q_one, (k, v), None, past, self.dims)?;
         } else {
             attention_forward_cached(ctx, self.att_one, self.q_one, k, v, past, self.dims)?;
         }

@@ -42,8 +42,15 @@ struct Params {
     mscale: f32,
     zero: u32,
     pos_at: u32,
+    /// The decode kernels: 1 where the token's key and value come apart from the cache.
+    append: u32,
+    /// (the frequencies start 16-byte aligned, as WGSL places an array of vec4s)
+    pad: [u32; 3],
     freqs: [f32; MAX_FUSED_FREQS],
 }
+
+// attention.wgsl's Params place the frequencies, an array of vec4s, 16-byte aligned
+const _: () = assert!(std::mem::offset_of!(Params, freqs) % 16 == 0);
 
 /// The most rope frequencies attention's backward takes in its params (heads of up to 224
 /// rotary dims; wider ones get rope's own launch).
@@ -347,14 +354,16 @@ pub fn attention_forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer
 /// Decoding one token at position `past` (T = 1, one sequence) over a KV cache: `scores`
 /// (NH × (past+1), scratch) = scale·q·kᵀ, then out (NH, HS) = softmax(scores)·v. The same
 /// result as [`attention_forward_cached`] with T = 1, in two passes that spread over NH·(past+1)
-/// and NH·HS/4 invocations instead of one per head. HS must be a multiple of 4.
+/// and NH·HS/4 invocations instead of one per head. HS must be a multiple of 4. The token's
+/// own key and value are the caches' row `past`, or, where `new` gives them, those buffers'
+/// (NKV·HS each), which the launches store into that row.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_decode(ctx: &GpuContext, out: &GpuBuffer, scores: &GpuBuffer, q: &GpuBuffer, k_cache: &GpuBuffer, v_cache: &GpuBuffer, past: usize, d: AttentionDims) -> Result<()> {
+pub fn attention_decode(ctx: &GpuContext, out: &GpuBuffer, scores: &GpuBuffer, q: &GpuBuffer, (k_cache, v_cache): (&GpuBuffer, &GpuBuffer), new: Option<(&GpuBuffer, &GpuBuffer)>, past: usize, d: AttentionDims) -> Result<()> {
     let op = "attention_decode";
     ensure(d.b == 1 && d.t == 1, || format!("{op}: one token of one sequence, got batch {} × {} tokens", d.b, d.t))?;
     ensure(d.hs.is_multiple_of(4), || format!("{op}: head size {} must be a multiple of 4", d.hs))?;
     let mut params = d.check(op)?;
-    params.past = past as u32;
+    (params.past, params.append) = (past as u32, new.is_some() as u32);
     let n = past + 1;
     // attention_decode_mix walks the cache twice per invocation
     ensure(!ctx.is_llvmpipe() || 2 * n < LLVMPIPE_LOOP_LIMIT, || {
@@ -364,6 +373,12 @@ pub fn attention_decode(ctx: &GpuContext, out: &GpuBuffer, scores: &GpuBuffer, q
     for (name, buf, len) in [("q", q, d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("scores", scores, d.nh * n), ("out", out, d.q_len())] {
         check_len(op, name, buf, len)?;
     }
-    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_scores", 29), &[q, k_cache], &[scores], &params, grid_1d((d.nh * n) as u64, 64))?;
-    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_mix", 32), &[scores, v_cache], &[out], &params, grid_1d((d.nh * d.hs / 4) as u64, 64))
+    if let Some((k, v)) = new {
+        check_len(op, "the token's key", k, d.nkv * d.hs)?;
+        check_len(op, "the token's value", v, d.nkv * d.hs)?;
+    }
+    // (without `new`, other read-only buffers stand in for its bindings: never read)
+    let (k_new, v_new) = new.unwrap_or((q, scores));
+    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_scores", 29), &[q, k_new], &[scores, k_cache], &params, grid_1d((d.nh * n) as u64, 64))?;
+    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_mix", 33), &[scores, v_new], &[out, v_cache], &params, grid_1d((d.nh * d.hs / 4) as u64, 64))
 }
