@@ -34,11 +34,12 @@ struct Params {
     zero: u32,   // 0 (pieces/sincos.wgsl's `kept`)
     pos_at: u32,
     // The decode kernels: 1 where the token's key and value come apart from the cache (d_k_new,
-    // m_v_new), which the kernels store them into at row `past`.
+    // m_v_new), which the kernels store them into at row `past`; the token's row in the
+    // query, the output and those (a batch's sequences, one token each).
     append: u32,
+    row: u32,
     pad0: u32,
     pad1: u32,
-    pad2: u32,
     freqs: array<vec4<f32>, 28>,
 }
 
@@ -498,14 +499,14 @@ fn attention_decode_scores(@builtin(global_invocation_id) gid: vec3<u32>, @built
     let h = i / n;
     let j = i % n;
     let h4 = p.HS / 4u;
-    let qb = h * h4;
+    let qb = (p.row * p.NH + h) * h4;
     let group = p.NH / p.NKV;
     let kvh = h / group;
     let kb = (j * p.NKV + kvh) * h4;
     var s = vec4<f32>();
     if (p.append != 0u && j == p.past) {
         for (var e = 0u; e < h4; e++) {
-            let k = d_k_new[kvh * h4 + e];
+            let k = d_k_new[(p.row * p.NKV + kvh) * h4 + e];
             s += d_q[qb + e] * k;
             if (h % group == 0u) { d_k[kb + e] = k; }
         }
@@ -544,11 +545,11 @@ fn attention_decode_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
         acc += w * m_v[(j * p.NKV + kvh) * h4 + e];
     }
     if (cached < n) {
-        let v = m_v_new[kvh * h4 + e];
+        let v = m_v_new[(p.row * p.NKV + kvh) * h4 + e];
         let w = exp(m_scores[sb + p.past] - m);
         l += w;
         acc += w * v;
         if (h % group == 0u) { m_v[(p.past * p.NKV + kvh) * h4 + e] = v; }
     }
-    m_out[i] = acc / l;
+    m_out[p.row * p.NH * h4 + i] = acc / l;
 }

@@ -1,7 +1,7 @@
 //! Every non-matmul kernel against its CPU reference on random shapes, and every CPU
 //! backward against central finite differences in f64.
 
-use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, cached_row_by_row, segment_runs, AttentionDims, AttentionKernels, Segments};
+use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, cached_row_by_row, segment_runs, AttentionDims, AttentionKernels, DecodeToken, Segments};
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::block_copy::{block_copy, Columns};
 use hearth_core::ops::swiglu::Activation;
@@ -471,29 +471,28 @@ fn cached_attention_matches_cpu() {
                 assert_close(&format!("cached attention {what}"), &read(ctx, &out), &full[past * nh * hs..], ATTN.0, ATTN.1);
             }
             if hs % 4 != 0 {
-                let res = attention_decode(ctx, &out, &poisoned(ctx, nh * s_len), &upload(ctx, &q[..nh * hs]), (&kb, &vb), None, 0, AttentionDims { t: 1, ..d });
+                let token = DecodeToken { q: &upload(ctx, &q[..nh * hs]), out: &out, new: None, row: 0, past: 0 };
+                let res = attention_decode(ctx, token, (&kb, &vb), &poisoned(ctx, nh * s_len), AttentionDims { t: 1, ..d });
                 assert!(res.unwrap_err().to_string().contains("multiple of 4"));
                 continue;
             }
-            // each of the T tokens alone over the cache before it: its key and value in the
-            // cache, and apart (the launches store them into caches whose rows from `past` on
-            // are NaN until then)
+            // each of the T tokens alone over the cache before it: its query alone and its key
+            // and value in the cache; and as row r of the sequence's queries, outputs, keys and
+            // values, the launches storing the key and value into caches whose rows from
+            // `past` on are NaN until then
             let (one, row) = (AttentionDims { t: 1, ..d }, nkv * hs);
             let poison_from_past = |x: &[f32]| -> Vec<f32> { x.iter().enumerate().map(|(i, &x)| if i < past * row { x } else { f32::NAN }).collect() };
             let (k_grown, v_grown) = (upload(ctx, &poison_from_past(&k)), upload(ctx, &poison_from_past(&v)));
+            let (q_all, out_all) = (upload(ctx, &q), poisoned(ctx, s_len * nh * hs));
             for r in past..s_len {
-                for apart in [false, true] {
-                    let (out, scores) = (poisoned(ctx, nh * hs), poisoned(ctx, nh * s_len));
-                    let q_r = upload(ctx, &q[r * nh * hs..(r + 1) * nh * hs]);
-                    match apart {
-                        false => attention_decode(ctx, &out, &scores, &q_r, (&kb, &vb), None, r, one).unwrap(),
-                        true => {
-                            let new = (upload(ctx, &k[r * row..(r + 1) * row]), upload(ctx, &v[r * row..(r + 1) * row]));
-                            attention_decode(ctx, &out, &scores, &q_r, (&k_grown, &v_grown), Some((&new.0, &new.1)), r, one).unwrap()
-                        }
-                    }
-                    assert_close(&format!("decode attention {what}, token {r}, its key and value apart: {apart}"), &read(ctx, &out), &full[r * nh * hs..(r + 1) * nh * hs], ATTN.0, ATTN.1);
-                }
+                let (out, scores) = (poisoned(ctx, nh * hs), poisoned(ctx, nh * s_len));
+                let want = &full[r * nh * hs..(r + 1) * nh * hs];
+                let alone = DecodeToken { q: &upload(ctx, &q[r * nh * hs..(r + 1) * nh * hs]), out: &out, new: None, row: 0, past: r };
+                attention_decode(ctx, alone, (&kb, &vb), &scores, one).unwrap();
+                assert_close(&format!("decode attention {what}, token {r} over the cache"), &read(ctx, &out), want, ATTN.0, ATTN.1);
+                let in_rows = DecodeToken { q: &q_all, out: &out_all, new: Some((&kb, &vb)), row: r, past: r };
+                attention_decode(ctx, in_rows, (&k_grown, &v_grown), &scores, one).unwrap();
+                assert_close(&format!("decode attention {what}, token {r} as row {r}, its key and value appended"), &read(ctx, &out_all)[r * nh * hs..(r + 1) * nh * hs], want, ATTN.0, ATTN.1);
             }
             assert!(read(ctx, &k_grown) == k && read(ctx, &v_grown) == v, "{what}: the keys and values stored into the caches");
         }

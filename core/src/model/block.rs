@@ -10,7 +10,7 @@ use super::forward::GpuLayer;
 use super::linear::{Linear, StackedParts};
 use super::Config;
 use crate::lora::Target;
-use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, cached_row_by_row, AttentionDims, Segments};
+use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, cached_row_by_row, AttentionDims, DecodeToken, Segments};
 use crate::ops::residual::{residual_accumulate, residual_forward};
 use crate::ops::rmsnorm::{add_rmsnorm_forward, rmsnorm_forward};
 use crate::ops::rope::{rope_forward, rope_forward_in_place, RopeDims};
@@ -24,14 +24,15 @@ pub(crate) enum Attention<'a> {
     /// Inference: the chunk's keys and values are appended to the layer's cache at `past`
     /// tokens, and each token attends to everything cached before it. `q_one` and `att_one`
     /// (NH·HS): one token's query and output where the chunk goes a token at a time (lavapipe
-    /// over a long cache: `cached_row_by_row`).
+    /// over a long cache: `cached_row_by_row`) and heads are not a multiple of 4.
     Cached { k_cache: &'a GpuBuffer, v_cache: &'a GpuBuffer, past: usize, scores: &'a GpuBuffer, q_one: &'a GpuBuffer, att_one: &'a GpuBuffer },
     /// Training: packed examples, kept apart by their segment ids; the softmax statistics
     /// are kept for the backward.
     Packed { seg: Segments<'a>, stats: &'a GpuBuffer },
     /// Inference for several sequences, one token each: token r's key and value go to
     /// `seqs[r]`'s cache, and it attends to that cache alone, one sequence after another
-    /// through `q_one` and `att_one` (NH·HS); the projections around it run on all the rows.
+    /// (through `q_one` and `att_one`, NH·HS, where heads are not a multiple of 4); the
+    /// projections around it run on all the rows.
     Batched { seqs: Vec<CachedSeq<'a>>, scores: &'a GpuBuffer, q_one: &'a GpuBuffer, att_one: &'a GpuBuffer },
 }
 
@@ -229,7 +230,8 @@ pub(crate) fn block_forward(
     match attention {
         // a decoded token's key and value go into the cache in its attention's launches
         Attention::Cached { k_cache, v_cache, past, scores, .. } if n == 1 && cfg.head_size.is_multiple_of(4) => {
-            attention_decode(ctx, b.att, scores, b.q_rot, (k_cache, v_cache), Some((b.k_rot, b.v)), past, att)?;
+            let token = DecodeToken { q: b.q_rot, out: b.att, new: Some((b.k_rot, b.v)), row: 0, past };
+            attention_decode(ctx, token, (k_cache, v_cache), scores, att)?;
         }
         Attention::Cached { k_cache, v_cache, past, scores, q_one, att_one } => {
             let (at, bytes) = ((past * cfg.kv_dim() * 4) as u64, (n * cfg.kv_dim() * 4) as u64);
@@ -238,7 +240,7 @@ pub(crate) fn block_forward(
             if cached_row_by_row(ctx, &att, past) {
                 let one = OneRow { q_one, att_one, scores, dims: attention_dims(cfg, i, 1) };
                 for r in 0..n {
-                    one.attend(ctx, b, r, k_cache, v_cache, past + r)?;
+                    one.attend(ctx, b, r, (k_cache, v_cache), false, past + r)?;
                 }
             } else {
                 attention_forward_cached(ctx, b.att, b.q_rot, k_cache, v_cache, past, att)?;
@@ -246,12 +248,8 @@ pub(crate) fn block_forward(
         }
         Attention::Batched { seqs, scores, q_one, att_one } => {
             let one = OneRow { q_one, att_one, scores, dims: attention_dims(cfg, i, 1) };
-            let kv_bytes = (cfg.kv_dim() * 4) as u64;
             for (r, seq) in seqs.iter().enumerate() {
-                let at = seq.past as u64 * kv_bytes;
-                ctx.copy_region(b.k_rot, r as u64 * kv_bytes, seq.k, at, kv_bytes);
-                ctx.copy_region(b.v, r as u64 * kv_bytes, seq.v, at, kv_bytes);
-                one.attend(ctx, b, r, seq.k, seq.v, seq.past)?;
+                one.attend(ctx, b, r, (seq.k, seq.v), true, seq.past)?;
             }
         }
         Attention::Packed { seg, stats } => attention_forward(ctx, b.att, stats, b.q_rot, b.k_rot, b.v, seg, att)?,
@@ -302,9 +300,10 @@ pub(crate) fn block_forward(
     }
 }
 
-/// One token's attention over a cache at a time, through buffers of one row (`q_one`,
-/// `att_one`, from offset 0 as the kernels read them): a batch's sequences, or a chunk over a
-/// cache too long for attention_forward_cached on lavapipe.
+/// One token's attention over a cache at a time: a batch's sequences, or a chunk over a cache
+/// too long for attention_forward_cached on lavapipe. The decode kernels read and write the
+/// token's rows where they lie; attention_forward_cached (heads not a multiple of 4) through
+/// buffers of one row (`q_one`, `att_one`, from offset 0 as it reads them).
 struct OneRow<'a> {
     q_one: &'a GpuBuffer,
     att_one: &'a GpuBuffer,
@@ -313,16 +312,22 @@ struct OneRow<'a> {
 }
 
 impl OneRow<'_> {
-    /// Row `r` of the block's queries over `k` and `v` (`past` tokens before it) into row `r`
-    /// of its attention output.
-    fn attend(&self, ctx: &GpuContext, b: &BlockBuffers, r: usize, k: &GpuBuffer, v: &GpuBuffer, past: usize) -> Result<()> {
+    /// Row `r` of the block's queries over the caches `(k, v)` (`past` tokens before it) into
+    /// row `r` of its attention output; with `append`, its key and value (row `r` of the
+    /// block's) go into the caches' row `past` first.
+    fn attend(&self, ctx: &GpuContext, b: &BlockBuffers, r: usize, (k, v): (&GpuBuffer, &GpuBuffer), append: bool, past: usize) -> Result<()> {
+        if self.dims.hs.is_multiple_of(4) {
+            let token = DecodeToken { q: b.q_rot, out: b.att, new: append.then_some((b.k_rot, b.v)), row: r, past };
+            return attention_decode(ctx, token, (k, v), self.scores, self.dims);
+        }
+        if append {
+            let kv_bytes = (self.dims.nkv * self.dims.hs * 4) as u64;
+            ctx.copy_region(b.k_rot, r as u64 * kv_bytes, k, past as u64 * kv_bytes, kv_bytes);
+            ctx.copy_region(b.v, r as u64 * kv_bytes, v, past as u64 * kv_bytes, kv_bytes);
+        }
         let q_bytes = (self.dims.nh * self.dims.hs * 4) as u64;
         ctx.copy_region(b.q_rot, r as u64 * q_bytes, self.q_one, 0, q_bytes);
-        if self.dims.hs.is_multiple_of(4) {
-            attention_decode(ctx, self.att_one, self.scores, self.q_one, (k, v), None, past, self.dims)?;
-        } else {
-            attention_forward_cached(ctx, self.att_one, self.q_one, k, v, past, self.dims)?;
-        }
+        attention_forward_cached(ctx, self.att_one, self.q_one, k, v, past, self.dims)?;
         ctx.copy_region(self.att_one, 0, b.att, r as u64 * q_bytes, q_bytes);
         Ok(())
     }

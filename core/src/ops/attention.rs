@@ -42,10 +42,12 @@ struct Params {
     mscale: f32,
     zero: u32,
     pos_at: u32,
-    /// The decode kernels: 1 where the token's key and value come apart from the cache.
+    /// The decode kernels: 1 where the token's key and value come apart from the cache; the
+    /// token's row in its buffers.
     append: u32,
+    row: u32,
     /// (the frequencies start 16-byte aligned, as WGSL places an array of vec4s)
-    pad: [u32; 3],
+    pad: [u32; 2],
     freqs: [f32; MAX_FUSED_FREQS],
 }
 
@@ -351,31 +353,43 @@ pub fn attention_forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer
     ctx.dispatch(&Kernel::new(d.shader(), op, 25), &[q, k_cache, v_cache], &[out], &params, grid_1d((d.nh * d.t) as u64, 64))
 }
 
-/// Decoding one token at position `past` (T = 1, one sequence) over a KV cache: `scores`
-/// (NH × (past+1), scratch) = scale·q·kᵀ, then out (NH, HS) = softmax(scores)·v. The same
-/// result as [`attention_forward_cached`] with T = 1, in two passes that spread over NH·(past+1)
-/// and NH·HS/4 invocations instead of one per head. HS must be a multiple of 4. The token's
-/// own key and value are the caches' row `past`, or, where `new` gives them, those buffers'
-/// (NKV·HS each), which the launches store into that row.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_decode(ctx: &GpuContext, out: &GpuBuffer, scores: &GpuBuffer, q: &GpuBuffer, (k_cache, v_cache): (&GpuBuffer, &GpuBuffer), new: Option<(&GpuBuffer, &GpuBuffer)>, past: usize, d: AttentionDims) -> Result<()> {
+/// One token that [`attention_decode`] attends with: row `row` of `q` (its query, NH·HS) and of
+/// `out`, at position `past` of its sequence; its own key and value the caches' row `past`,
+/// or, where `new` gives them, row `row` of those buffers (NKV·HS each), which the launches
+/// store into that row of the caches.
+#[derive(Clone, Copy)]
+pub struct DecodeToken<'a> {
+    pub q: &'a GpuBuffer,
+    pub out: &'a GpuBuffer,
+    pub new: Option<(&'a GpuBuffer, &'a GpuBuffer)>,
+    pub row: usize,
+    pub past: usize,
+}
+
+/// Decoding one token (T = 1, one sequence) over a KV cache: `scores` (NH × (past+1),
+/// scratch) = scale·q·kᵀ, then out (NH, HS) = softmax(scores)·v. The same result as
+/// [`attention_forward_cached`] with T = 1, in two passes that spread over NH·(past+1) and
+/// NH·HS/4 invocations instead of one per head. HS must be a multiple of 4.
+pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache): (&GpuBuffer, &GpuBuffer), scores: &GpuBuffer, d: AttentionDims) -> Result<()> {
     let op = "attention_decode";
+    let DecodeToken { q, out, new, row, past } = token;
     ensure(d.b == 1 && d.t == 1, || format!("{op}: one token of one sequence, got batch {} × {} tokens", d.b, d.t))?;
     ensure(d.hs.is_multiple_of(4), || format!("{op}: head size {} must be a multiple of 4", d.hs))?;
     let mut params = d.check(op)?;
-    (params.past, params.append) = (past as u32, new.is_some() as u32);
+    (params.past, params.append, params.row) = (past as u32, new.is_some() as u32, row as u32);
     let n = past + 1;
     // attention_decode_mix walks the cache twice per invocation
     ensure(!ctx.is_llvmpipe() || 2 * n < LLVMPIPE_LOOP_LIMIT, || {
         format!("{op}: a context of {n} tokens would loop past lavapipe's limit of {LLVMPIPE_LOOP_LIMIT} iterations per invocation, where it returns wrong values")
     })?;
     let cache_len = n * d.nkv * d.hs;
-    for (name, buf, len) in [("q", q, d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("scores", scores, d.nh * n), ("out", out, d.q_len())] {
+    let rows = row + 1;
+    for (name, buf, len) in [("q", q, rows * d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("scores", scores, d.nh * n), ("out", out, rows * d.q_len())] {
         check_len(op, name, buf, len)?;
     }
     if let Some((k, v)) = new {
-        check_len(op, "the token's key", k, d.nkv * d.hs)?;
-        check_len(op, "the token's value", v, d.nkv * d.hs)?;
+        check_len(op, "the token's key", k, rows * d.nkv * d.hs)?;
+        check_len(op, "the token's value", v, rows * d.nkv * d.hs)?;
     }
     // (without `new`, other read-only buffers stand in for its bindings: never read)
     let (k_new, v_new) = new.unwrap_or((q, scores));
