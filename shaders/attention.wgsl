@@ -481,39 +481,88 @@ fn attention_forward_cached(@builtin(global_invocation_id) gid: vec3<u32>, @buil
 // Decoding one token (T = 1) at position `past`, in two passes that each spread over many
 // invocations (attention_forward_cached gives each head one invocation that walks the whole
 // cache). HS must be a multiple of 4: vec4 loads.
-//   attention_decode_scores: scores (NH, past+1) = scale · q_h · k_j, one invocation per (h, j)
+//   attention_decode_scores: scores (NH, past+1) = scale · q_h · k_j, a workgroup per head and
+//                            64 keys, an invocation per key
 //   attention_decode_mix:    out (NH, HS) = Σ_j softmax(scores[h])_j · v_j, one per (h, vec4 of HS)
 // Where `append` says so, the token's own key and value (j = past) come apart from the cache,
 // and the first query head of each KV head's group stores them into it: no copy between the
-// launches, which would end their compute pass.
+// launches, which would end their compute pass. Where `rot` says so, the scores' workgroups
+// rotate the query, and the token's own key, to position `past` as rope.wgsl does (its
+// frequencies and factor in the params): no rope launch before them; the cache holds keys
+// rotated.
 @group(0) @binding(29) var<storage, read> d_q: array<vec4<f32>>;
 @group(0) @binding(30) var<storage, read> d_k_new: array<vec4<f32>>;
 @group(0) @binding(31) var<storage, read_write> d_scores: array<f32>;
 @group(0) @binding(32) var<storage, read_write> d_k: array<vec4<f32>>;
 
+// (scalars, so that invocations rotating neighbouring dims never write one vec4)
+var<workgroup> d_q_head: array<f32, MAX_HS>;
+var<workgroup> d_k_head: array<f32, MAX_HS>;
+
+// (WGSL passes no pointers to workgroup memory: the staged heads are named by `on_k`.)
+fn staged(on_k: bool, e: u32) -> f32 {
+    if (on_k) { return d_k_head[e]; }
+    return d_q_head[e];
+}
+
+fn set_staged(on_k: bool, e: u32, v: f32) {
+    if (on_k) { d_k_head[e] = v; } else { d_q_head[e] = v; }
+}
+
+// Rope's rotation of the staged query (or key) by invocation `lid` of 64: its pairs
+// (e, e + rot/2) for e < rot/2, at position `past` (rope.wgsl's rotate, sign +1).
+fn rotate_staged(on_k: bool, lid: u32) {
+    let rh = p.rot / 2u;
+    for (var e = lid; e < rh; e += 64u) {
+        let sc = sincos(f32(p.past) * p.freqs[e / 4u][e % 4u]);
+        let c = p.mscale * sc.y;
+        let s = p.mscale * sc.x;
+        let x1 = staged(on_k, e);
+        let x2 = staged(on_k, e + rh);
+        set_staged(on_k, e, x1 * c - x2 * s);
+        set_staged(on_k, e + rh, x2 * c + x1 * s);
+    }
+}
+
+// Dims 4·e .. 4·e + 3 of the staged query (or key).
+fn staged4(on_k: bool, e: u32) -> vec4<f32> {
+    return vec4<f32>(staged(on_k, 4u * e), staged(on_k, 4u * e + 1u), staged(on_k, 4u * e + 2u), staged(on_k, 4u * e + 3u));
+}
+
 @compute @workgroup_size(64)
-fn attention_decode_scores(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
+fn attention_decode_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n = p.past + 1u;
-    if (i >= p.NH * n) { return; }
-    let h = i / n;
-    let j = i % n;
+    let h = wid.y;
+    let j = wid.x * 64u + lid;
     let h4 = p.HS / 4u;
-    let qb = (p.row * p.NH + h) * h4;
     let group = p.NH / p.NKV;
     let kvh = h / group;
+    // the head's query, and in the last workgroup the token's own key where it comes apart,
+    // staged (and rotated) once per workgroup
+    let own_key = p.append != 0u && wid.x == p.past / 64u;
+    for (var e = lid; e < p.HS; e += 64u) {
+        d_q_head[e] = d_q[(p.row * p.NH + h) * h4 + e / 4u][e % 4u];
+        if (own_key) { d_k_head[e] = d_k_new[(p.row * p.NKV + kvh) * h4 + e / 4u][e % 4u]; }
+    }
+    workgroupBarrier();
+    if (p.rot != 0u) {
+        rotate_staged(false, lid);
+        if (own_key) { rotate_staged(true, lid); }
+    }
+    workgroupBarrier();
+    if (j >= n) { return; }
     let kb = (j * p.NKV + kvh) * h4;
     var s = vec4<f32>();
-    if (p.append != 0u && j == p.past) {
+    if (own_key && j == p.past) {
         for (var e = 0u; e < h4; e++) {
-            let k = d_k_new[(p.row * p.NKV + kvh) * h4 + e];
-            s += d_q[qb + e] * k;
+            let k = staged4(true, e);
+            s += staged4(false, e) * k;
             if (h % group == 0u) { d_k[kb + e] = k; }
         }
     } else {
-        for (var e = 0u; e < h4; e++) { s += d_q[qb + e] * d_k[kb + e]; }
+        for (var e = 0u; e < h4; e++) { s += staged4(false, e) * d_k[kb + e]; }
     }
-    d_scores[i] = p.scale * (s.x + s.y + s.z + s.w);
+    d_scores[h * n + j] = p.scale * (s.x + s.y + s.z + s.w);
 }
 
 @group(0) @binding(33) var<storage, read> m_scores: array<f32>;

@@ -471,7 +471,7 @@ fn cached_attention_matches_cpu() {
                 assert_close(&format!("cached attention {what}"), &read(ctx, &out), &full[past * nh * hs..], ATTN.0, ATTN.1);
             }
             if hs % 4 != 0 {
-                let token = DecodeToken { q: &upload(ctx, &q[..nh * hs]), out: &out, new: None, row: 0, past: 0 };
+                let token = DecodeToken { q: &upload(ctx, &q[..nh * hs]), out: &out, new: None, row: 0, past: 0, rope: None };
                 let res = attention_decode(ctx, token, (&kb, &vb), &poisoned(ctx, nh * s_len), AttentionDims { t: 1, ..d });
                 assert!(res.unwrap_err().to_string().contains("multiple of 4"));
                 continue;
@@ -487,14 +487,42 @@ fn cached_attention_matches_cpu() {
             for r in past..s_len {
                 let (out, scores) = (poisoned(ctx, nh * hs), poisoned(ctx, nh * s_len));
                 let want = &full[r * nh * hs..(r + 1) * nh * hs];
-                let alone = DecodeToken { q: &upload(ctx, &q[r * nh * hs..(r + 1) * nh * hs]), out: &out, new: None, row: 0, past: r };
+                let alone = DecodeToken { q: &upload(ctx, &q[r * nh * hs..(r + 1) * nh * hs]), out: &out, new: None, row: 0, past: r, rope: None };
                 attention_decode(ctx, alone, (&kb, &vb), &scores, one).unwrap();
                 assert_close(&format!("decode attention {what}, token {r} over the cache"), &read(ctx, &out), want, ATTN.0, ATTN.1);
-                let in_rows = DecodeToken { q: &q_all, out: &out_all, new: Some((&kb, &vb)), row: r, past: r };
+                let in_rows = DecodeToken { q: &q_all, out: &out_all, new: Some((&kb, &vb)), row: r, past: r, rope: None };
                 attention_decode(ctx, in_rows, (&k_grown, &v_grown), &scores, one).unwrap();
                 assert_close(&format!("decode attention {what}, token {r} as row {r}, its key and value appended"), &read(ctx, &out_all)[r * nh * hs..(r + 1) * nh * hs], want, ATTN.0, ATTN.1);
             }
             assert!(read(ctx, &k_grown) == k && read(ctx, &v_grown) == v, "{what}: the keys and values stored into the caches");
+            // the token's query and key unrotated, rotated by the launches to its position (all
+            // dims, or half; a cache of rotated keys): the attention of the rotated sequence;
+            // rotations past the params' frequencies are refused
+            for rotary in [hs, hs / 2].into_iter().filter(|r| r % 2 == 0) {
+                let dims = |heads: usize, n: usize| rope::RopeDims { n, heads, kv_heads: nkv, head_size: hs, rotary, theta: 10000.0, scaling: Default::default(), longrope: None };
+                let pos: Vec<u32> = (0..s_len as u32).collect();
+                let (mut q_rot, mut k_rot) = (vec![0.0; q.len()], vec![0.0; k.len()]);
+                cpu::rope(&mut q_rot, &to_f64(&q), &pos, &dims(nh, s_len), 1.0);
+                cpu::rope(&mut k_rot, &to_f64(&k), &pos, &dims(nkv, s_len), 1.0);
+                let mut full_rot = vec![0.0; q.len()];
+                cpu::attention_forward(&mut full_rot, &q_rot, &k_rot, &to_f64(&v), &vec![0; s_len], sizes);
+                let k_rot32: Vec<f32> = k_rot.iter().map(|&x| x as f32).collect();
+                let (k_cache, v_cache) = (upload(ctx, &poison_from_past(&k_rot32)), upload(ctx, &poison_from_past(&v)));
+                for r in past..s_len {
+                    let (out, scores) = (poisoned(ctx, s_len * nh * hs), poisoned(ctx, nh * s_len));
+                    let token = DecodeToken { q: &q_all, out: &out, new: Some((&kb, &vb)), row: r, past: r, rope: Some(dims(nh, 1)) };
+                    let res = attention_decode(ctx, token, (&k_cache, &v_cache), &scores, one);
+                    if !DecodeToken::rotates(&dims(nh, 1)) {
+                        assert!(res.unwrap_err().to_string().contains("rotary dims"), "{what}");
+                        continue;
+                    }
+                    res.unwrap();
+                    assert_close(&format!("decode attention {what}, token {r} rotated ({rotary} dims)"), &read(ctx, &out)[r * nh * hs..(r + 1) * nh * hs], &full_rot[r * nh * hs..(r + 1) * nh * hs], ATTN.0, ATTN.1);
+                }
+                if DecodeToken::rotates(&dims(nh, 1)) {
+                    assert_close(&format!("{what}: the rotated keys stored into the cache ({rotary} dims)"), &read(ctx, &k_cache), &k_rot, 1e-5, 1e-5);
+                }
+            }
         }
     });
 }

@@ -215,10 +215,14 @@ pub(crate) fn block_forward(
             }
         }
     }
+    // a decoded token's attention rotates its query and key itself (where it can), and puts
+    // its key and value into the cache
+    let decode = matches!(attention, Attention::Cached { .. }) && n == 1 && cfg.head_size.is_multiple_of(4) && DecodeToken::rotates(&rope);
     // (training rotates q and k where they were projected, where no head norm comes between)
     let in_place = b.q_rot.same(b.q);
     ensure(in_place == b.k_rot.same(b.k), || format!("layer {i}: q and k are rotated both in place or both apart"))?;
     match (layer.rope, in_place) {
+        _ if decode => {}
         (true, true) => rope_forward_in_place(ctx, b.q, b.k, b.pos, rope)?,
         (true, false) => rope_forward(ctx, (b.q_rot, b.k_rot), b.q, b.k, b.pos, rope)?,
         (false, true) => {}
@@ -228,9 +232,8 @@ pub(crate) fn block_forward(
         }
     }
     match attention {
-        // a decoded token's key and value go into the cache in its attention's launches
-        Attention::Cached { k_cache, v_cache, past, scores, .. } if n == 1 && cfg.head_size.is_multiple_of(4) => {
-            let token = DecodeToken { q: b.q_rot, out: b.att, new: Some((b.k_rot, b.v)), row: 0, past };
+        Attention::Cached { k_cache, v_cache, past, scores, .. } if decode => {
+            let token = DecodeToken { q: b.q, out: b.att, new: Some((b.k, b.v)), row: 0, past, rope: layer.rope.then_some(rope) };
             attention_decode(ctx, token, (k_cache, v_cache), scores, att)?;
         }
         Attention::Cached { k_cache, v_cache, past, scores, q_one, att_one } => {
@@ -317,7 +320,7 @@ impl OneRow<'_> {
     /// block's) go into the caches' row `past` first.
     fn attend(&self, ctx: &GpuContext, b: &BlockBuffers, r: usize, (k, v): (&GpuBuffer, &GpuBuffer), append: bool, past: usize) -> Result<()> {
         if self.dims.hs.is_multiple_of(4) {
-            let token = DecodeToken { q: b.q_rot, out: b.att, new: append.then_some((b.k_rot, b.v)), row: r, past };
+            let token = DecodeToken { q: b.q_rot, out: b.att, new: append.then_some((b.k_rot, b.v)), row: r, past, rope: None };
             return attention_decode(ctx, token, (k, v), self.scores, self.dims);
         }
         if append {

@@ -356,7 +356,8 @@ pub fn attention_forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer
 /// One token that [`attention_decode`] attends with: row `row` of `q` (its query, NH·HS) and of
 /// `out`, at position `past` of its sequence; its own key and value the caches' row `past`,
 /// or, where `new` gives them, row `row` of those buffers (NKV·HS each), which the launches
-/// store into that row of the caches.
+/// store into that row of the caches. With `rope`, its query and new key come unrotated, and
+/// the launches rotate them to position `past` (the cache's keys are rotated).
 #[derive(Clone, Copy)]
 pub struct DecodeToken<'a> {
     pub q: &'a GpuBuffer,
@@ -364,6 +365,15 @@ pub struct DecodeToken<'a> {
     pub new: Option<(&'a GpuBuffer, &'a GpuBuffer)>,
     pub row: usize,
     pub past: usize,
+    pub rope: Option<RopeDims>,
+}
+
+impl DecodeToken<'_> {
+    /// Whether the decode kernels can rotate a token as `rope` does (its frequencies fit
+    /// their params).
+    pub fn rotates(rope: &RopeDims) -> bool {
+        rope.rotary / 2 <= MAX_FUSED_FREQS
+    }
 }
 
 /// Decoding one token (T = 1, one sequence) over a KV cache: `scores` (NH × (past+1),
@@ -372,11 +382,18 @@ pub struct DecodeToken<'a> {
 /// NH·HS/4 invocations instead of one per head. HS must be a multiple of 4.
 pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache): (&GpuBuffer, &GpuBuffer), scores: &GpuBuffer, d: AttentionDims) -> Result<()> {
     let op = "attention_decode";
-    let DecodeToken { q, out, new, row, past } = token;
+    let DecodeToken { q, out, new, row, past, rope } = token;
     ensure(d.b == 1 && d.t == 1, || format!("{op}: one token of one sequence, got batch {} × {} tokens", d.b, d.t))?;
     ensure(d.hs.is_multiple_of(4), || format!("{op}: head size {} must be a multiple of 4", d.hs))?;
     let mut params = d.check(op)?;
     (params.past, params.append, params.row) = (past as u32, new.is_some() as u32, row as u32);
+    if let Some(r) = rope {
+        rope::check(op, &r)?;
+        ensure(DecodeToken::rotates(&r) && r.head_size == d.hs, || format!("{op}: rope over {} rotary dims of heads of {}; at most {} of heads of {}", r.rotary, r.head_size, 2 * MAX_FUSED_FREQS, d.hs))?;
+        params.rot = r.rotary as u32;
+        params.mscale = r.longrope.map_or(1.0, |l| l.mscale);
+        params.freqs[..r.rotary / 2].copy_from_slice(&rope::frequencies(&r));
+    }
     let n = past + 1;
     // attention_decode_mix walks the cache twice per invocation
     ensure(!ctx.is_llvmpipe() || 2 * n < LLVMPIPE_LOOP_LIMIT, || {
@@ -393,6 +410,7 @@ pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache)
     }
     // (without `new`, other read-only buffers stand in for its bindings: never read)
     let (k_new, v_new) = new.unwrap_or((q, scores));
-    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_scores", 29), &[q, k_new], &[scores, k_cache], &params, grid_1d((d.nh * n) as u64, 64))?;
+    // a workgroup per head and 64 keys
+    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_scores", 29), &[q, k_new], &[scores, k_cache], &params, [n.div_ceil(64) as u32, d.nh as u32, 1])?;
     ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_mix", 33), &[scores, v_new], &[out, v_cache], &params, grid_1d((d.nh * d.hs / 4) as u64, 64))
 }
