@@ -215,14 +215,15 @@ pub(crate) fn block_forward(
             }
         }
     }
-    // a decoded token's attention rotates its query and key itself (where it can), and puts
-    // its key and value into the cache
-    let decode = matches!(attention, Attention::Cached { .. }) && n == 1 && cfg.head_size.is_multiple_of(4) && DecodeToken::rotates(&rope);
+    // a decoded token's attention puts its key and value into the cache, and rotates its
+    // query and key itself where it can (rope's frequencies fit its params)
+    let decode = matches!(attention, Attention::Cached { .. }) && n == 1 && cfg.head_size.is_multiple_of(4);
+    let rotated_in_attention = decode && DecodeToken::rotates(&rope);
     // (training rotates q and k where they were projected, where no head norm comes between)
     let in_place = b.q_rot.same(b.q);
     ensure(in_place == b.k_rot.same(b.k), || format!("layer {i}: q and k are rotated both in place or both apart"))?;
     match (layer.rope, in_place) {
-        _ if decode => {}
+        _ if rotated_in_attention => {}
         (true, true) => rope_forward_in_place(ctx, b.q, b.k, b.pos, rope)?,
         (true, false) => rope_forward(ctx, (b.q_rot, b.k_rot), b.q, b.k, b.pos, rope)?,
         (false, true) => {}
@@ -233,7 +234,10 @@ pub(crate) fn block_forward(
     }
     match attention {
         Attention::Cached { k_cache, v_cache, past, scores, .. } if decode => {
-            let token = DecodeToken { q: b.q, out: b.att, new: Some((b.k, b.v)), row: 0, past, rope: layer.rope.then_some(rope) };
+            let token = match rotated_in_attention {
+                true => DecodeToken { q: b.q, out: b.att, new: Some((b.k, b.v)), row: 0, past, rope: layer.rope.then_some(rope) },
+                false => DecodeToken { q: b.q_rot, out: b.att, new: Some((b.k_rot, b.v)), row: 0, past, rope: None },
+            };
             attention_decode(ctx, token, (k_cache, v_cache), scores, att)?;
         }
         Attention::Cached { k_cache, v_cache, past, scores, q_one, att_one } => {
