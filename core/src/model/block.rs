@@ -215,9 +215,14 @@ pub(crate) fn block_forward(
             }
         }
     }
-    // a decoded token's attention puts its key and value into the cache, and rotates its
-    // query and key itself where it can (rope's frequencies fit its params)
-    let decode = matches!(attention, Attention::Cached { .. }) && n == 1 && cfg.head_size.is_multiple_of(4);
+    // a decoded token's attention (one token, or a batch's one per sequence) puts its key and
+    // value into the cache, and rotates its query and key itself where it can (rope's
+    // frequencies fit its params)
+    let decode = match attention {
+        Attention::Cached { .. } => n == 1,
+        Attention::Batched { .. } => true,
+        Attention::Packed { .. } => false,
+    } && cfg.head_size.is_multiple_of(4);
     let rotated_in_attention = decode && DecodeToken::rotates(&rope);
     // (training rotates q and k where they were projected, where no head norm comes between)
     let in_place = b.q_rot.same(b.q);
@@ -232,14 +237,15 @@ pub(crate) fn block_forward(
             ctx.copy_region(b.k, 0, b.k_rot, 0, (n * cfg.kv_dim() * 4) as u64);
         }
     }
+    // a decoded token's query and key: as projected where its attention rotates them, else as
+    // rope's launch left them
+    let (q_in, k_in, token_rope) = match rotated_in_attention {
+        true => (b.q, b.k, layer.rope.then_some(rope)),
+        false => (b.q_rot, b.k_rot, None),
+    };
+    let token = |row: usize, past: usize| DecodeToken { q: q_in, out: b.att, new: Some((k_in, b.v)), row, past, rope: token_rope };
     match attention {
-        Attention::Cached { k_cache, v_cache, past, scores, .. } if decode => {
-            let token = match rotated_in_attention {
-                true => DecodeToken { q: b.q, out: b.att, new: Some((b.k, b.v)), row: 0, past, rope: layer.rope.then_some(rope) },
-                false => DecodeToken { q: b.q_rot, out: b.att, new: Some((b.k_rot, b.v)), row: 0, past, rope: None },
-            };
-            attention_decode(ctx, token, (k_cache, v_cache), scores, att)?;
-        }
+        Attention::Cached { k_cache, v_cache, past, scores, .. } if decode => attention_decode(ctx, token(0, past), (k_cache, v_cache), scores, att)?,
         Attention::Cached { k_cache, v_cache, past, scores, q_one, att_one } => {
             let (at, bytes) = ((past * cfg.kv_dim() * 4) as u64, (n * cfg.kv_dim() * 4) as u64);
             ctx.copy_region(b.k_rot, 0, k_cache, at, bytes);
@@ -251,6 +257,11 @@ pub(crate) fn block_forward(
                 }
             } else {
                 attention_forward_cached(ctx, b.att, b.q_rot, k_cache, v_cache, past, att)?;
+            }
+        }
+        Attention::Batched { seqs, scores, .. } if decode => {
+            for (r, seq) in seqs.iter().enumerate() {
+                attention_decode(ctx, token(r, seq.past), (seq.k, seq.v), scores, attention_dims(cfg, i, 1))?;
             }
         }
         Attention::Batched { seqs, scores, q_one, att_one } => {
@@ -307,10 +318,11 @@ pub(crate) fn block_forward(
     }
 }
 
-/// One token's attention over a cache at a time: a batch's sequences, or a chunk over a cache
-/// too long for attention_forward_cached on lavapipe. The decode kernels read and write the
-/// token's rows where they lie; attention_forward_cached (heads not a multiple of 4) through
-/// buffers of one row (`q_one`, `att_one`, from offset 0 as it reads them).
+/// One token's attention over a cache at a time, after rope's launch: a chunk over a cache
+/// too long for attention_forward_cached on lavapipe, or a batch's sequences where heads are
+/// not a multiple of 4. The decode kernels read and write the token's rows where they lie;
+/// attention_forward_cached (heads not a multiple of 4) through buffers of one row (`q_one`,
+/// `att_one`, from offset 0 as it reads them).
 struct OneRow<'a> {
     q_one: &'a GpuBuffer,
     att_one: &'a GpuBuffer,
