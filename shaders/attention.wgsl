@@ -92,19 +92,24 @@ fn query_end(j: u32) -> u32 {
 
 // #include "pieces/sincos.wgsl"
 
+// Rope's rotation (rope.wgsl's, in its order of operations) of the pair (x1, x2), dims j and
+// j + rot/2 of a head, at position `pos`; sign −1: the transposed rotation (θ → −θ).
+fn rope_pair(x1: f32, x2: f32, j: u32, pos: u32, sign: f32) -> vec2<f32> {
+    let sc = sincos(f32(pos) * p.freqs[j / 4u][j % 4u]);
+    let c = p.mscale * sc.y;
+    let s = p.mscale * sign * sc.x;
+    return vec2<f32>(x1 * c - x2 * s, x2 * c + x1 * s);
+}
+
 // Rope's backward on the gradient `g` of a head of the token at position `pos`, where the
-// params ask for it: the transposed rotation (rope.wgsl's, θ → −θ), in its order of operations.
-// (Without rope, pos_at is 0 and the callers' `pos` is the token's segment id, unused.)
+// params ask for it. (Without rope, pos_at is 0 and the callers' `pos` is the token's segment
+// id, unused.)
 fn rotate_back(g: ptr<function, array<f32, MAX_HS>>, pos: u32) {
     let rh = p.rot / 2u;
     for (var j = 0u; j < rh; j++) {
-        let sc = sincos(f32(pos) * p.freqs[j / 4u][j % 4u]);
-        let c = p.mscale * sc.y;
-        let s = p.mscale * -1.0 * sc.x;
-        let x1 = (*g)[j];
-        let x2 = (*g)[j + rh];
-        (*g)[j] = x1 * c - x2 * s;
-        (*g)[j + rh] = x2 * c + x1 * s;
+        let r = rope_pair((*g)[j], (*g)[j + rh], j, pos, -1.0);
+        (*g)[j] = r.x;
+        (*g)[j + rh] = r.y;
     }
 }
 
@@ -510,17 +515,13 @@ fn set_staged(on_k: bool, e: u32, v: f32) {
 }
 
 // Rope's rotation of the staged query (or key) by invocation `lid` of 64: its pairs
-// (e, e + rot/2) for e < rot/2, at position `past` (rope.wgsl's rotate, sign +1).
+// (e, e + rot/2) for e < rot/2, at position `past`.
 fn rotate_staged(on_k: bool, lid: u32) {
     let rh = p.rot / 2u;
     for (var e = lid; e < rh; e += 64u) {
-        let sc = sincos(f32(p.past) * p.freqs[e / 4u][e % 4u]);
-        let c = p.mscale * sc.y;
-        let s = p.mscale * sc.x;
-        let x1 = staged(on_k, e);
-        let x2 = staged(on_k, e + rh);
-        set_staged(on_k, e, x1 * c - x2 * s);
-        set_staged(on_k, e + rh, x2 * c + x1 * s);
+        let r = rope_pair(staged(on_k, e), staged(on_k, e + rh), e, p.past, 1.0);
+        set_staged(on_k, e, r.x);
+        set_staged(on_k, e + rh, r.y);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Every non-matmul kernel against its CPU reference on random shapes, and every CPU
 //! backward against central finite differences in f64.
 
-use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, cached_row_by_row, segment_runs, AttentionDims, AttentionKernels, DecodeToken, Segments};
+use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, cached_row_by_row, rope_fits, segment_runs, AttentionDims, AttentionKernels, DecodeToken, Segments};
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::block_copy::{block_copy, Columns};
 use hearth_core::ops::swiglu::Activation;
@@ -512,14 +512,14 @@ fn cached_attention_matches_cpu() {
                     let (out, scores) = (poisoned(ctx, s_len * nh * hs), poisoned(ctx, nh * s_len));
                     let token = DecodeToken { q: &q_all, out: &out, new: Some((&kb, &vb)), row: r, past: r, rope: Some(dims(nh, 1)) };
                     let res = attention_decode(ctx, token, (&k_cache, &v_cache), &scores, one);
-                    if !DecodeToken::rotates(&dims(nh, 1)) {
+                    if !rope_fits(&dims(nh, 1)) {
                         assert!(res.unwrap_err().to_string().contains("rotary dims"), "{what}");
                         continue;
                     }
                     res.unwrap();
                     assert_close(&format!("decode attention {what}, token {r} rotated ({rotary} dims)"), &read(ctx, &out)[r * nh * hs..(r + 1) * nh * hs], &full_rot[r * nh * hs..(r + 1) * nh * hs], ATTN.0, ATTN.1);
                 }
-                if DecodeToken::rotates(&dims(nh, 1)) {
+                if rope_fits(&dims(nh, 1)) {
                     assert_close(&format!("{what}: the rotated keys stored into the cache ({rotary} dims)"), &read(ctx, &k_cache), &k_rot, 1e-5, 1e-5);
                 }
             }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Bytes the ring binds per launch: the largest `Params` struct a kernel may declare
-/// (attention's, with rope's frequencies for its backward: 496).
+/// (attention's, with rope's frequencies: 512).
 pub(crate) const PARAMS_BINDING: u64 = 512;
 /// Timestamps per profiling window (two per submission).
 const MAX_QUERIES: u32 = 4096;

@@ -10,7 +10,7 @@ use super::forward::GpuLayer;
 use super::linear::{Linear, StackedParts};
 use super::Config;
 use crate::lora::Target;
-use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, cached_row_by_row, AttentionDims, DecodeToken, Segments};
+use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, cached_row_by_row, rope_fits, AttentionDims, DecodeToken, Segments};
 use crate::ops::residual::{residual_accumulate, residual_forward};
 use crate::ops::rmsnorm::{add_rmsnorm_forward, rmsnorm_forward};
 use crate::ops::rope::{rope_forward, rope_forward_in_place, RopeDims};
@@ -223,7 +223,7 @@ pub(crate) fn block_forward(
         Attention::Batched { .. } => true,
         Attention::Packed { .. } => false,
     } && cfg.head_size.is_multiple_of(4);
-    let rotated_in_attention = decode && DecodeToken::rotates(&rope);
+    let rotated_in_attention = decode && rope_fits(&rope);
     // (training rotates q and k where they were projected, where no head norm comes between)
     let in_place = b.q_rot.same(b.q);
     ensure(in_place == b.k_rot.same(b.k), || format!("layer {i}: q and k are rotated both in place or both apart"))?;

@@ -54,9 +54,28 @@ struct Params {
 // attention.wgsl's Params place the frequencies, an array of vec4s, 16-byte aligned
 const _: () = assert!(std::mem::offset_of!(Params, freqs) % 16 == 0);
 
-/// The most rope frequencies attention's backward takes in its params (heads of up to 224
+/// The most rope frequencies attention's kernels take in their params (heads of up to 224
 /// rotary dims; wider ones get rope's own launch).
 const MAX_FUSED_FREQS: usize = 112;
+
+/// Whether attention's kernels can apply `rope` themselves (the backward's, and a decoded
+/// token's): its frequencies fit their params.
+pub fn rope_fits(rope: &RopeDims) -> bool {
+    rope.rotary / 2 <= MAX_FUSED_FREQS
+}
+
+impl Params {
+    /// Rope's rotation for the kernels that apply it (`rope_fits`): its rotary dims, its
+    /// factor and its frequencies.
+    fn set_rope(&mut self, op: &str, r: &RopeDims) -> Result<()> {
+        rope::check(op, r)?;
+        ensure(rope_fits(r), || format!("{op}: rope over {} rotary dims; at most {} in attention's params", r.rotary, 2 * MAX_FUSED_FREQS))?;
+        self.rot = r.rotary as u32;
+        self.mscale = r.longrope.map_or(1.0, |l| l.mscale);
+        self.freqs[..r.rotary / 2].copy_from_slice(&rope::frequencies(r));
+        Ok(())
+    }
+}
 
 impl AttentionDims {
     /// Plain causal attention: scale 1/√HS, no window.
@@ -254,13 +273,10 @@ pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: 
     let op = "attention_backward";
     let mut params = d.check(op)?;
     let fused = match (rope, seg.with_pos) {
-        (Some(r), Some((ids, pos_at))) if kernels != AttentionKernels::Matmul && r.dims.rotary / 2 <= MAX_FUSED_FREQS => {
-            rope::check(op, &r.dims)?;
+        (Some(r), Some((ids, pos_at))) if kernels != AttentionKernels::Matmul && rope_fits(&r.dims) => {
+            params.set_rope(op, &r.dims)?;
             check_len(op, "positions", ids, pos_at + d.b * d.t)?;
-            params.rot = r.dims.rotary as u32;
-            params.mscale = r.dims.longrope.map_or(1.0, |l| l.mscale);
             params.pos_at = pos_at as u32;
-            params.freqs[..r.dims.rotary / 2].copy_from_slice(&rope::frequencies(&r.dims));
             Some(ids)
         }
         _ => None,
@@ -368,14 +384,6 @@ pub struct DecodeToken<'a> {
     pub rope: Option<RopeDims>,
 }
 
-impl DecodeToken<'_> {
-    /// Whether the decode kernels can rotate a token as `rope` does (its frequencies fit
-    /// their params).
-    pub fn rotates(rope: &RopeDims) -> bool {
-        rope.rotary / 2 <= MAX_FUSED_FREQS
-    }
-}
-
 /// Decoding one token (T = 1, one sequence) over a KV cache: `scores` (NH × (past+1),
 /// scratch) = scale·q·kᵀ, then out (NH, HS) = softmax(scores)·v. The same result as
 /// [`attention_forward_cached`] with T = 1, in two passes that spread over NH·(past+1) and
@@ -388,11 +396,8 @@ pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache)
     let mut params = d.check(op)?;
     (params.past, params.append, params.row) = (past as u32, new.is_some() as u32, row as u32);
     if let Some(r) = rope {
-        rope::check(op, &r)?;
-        ensure(DecodeToken::rotates(&r) && r.head_size == d.hs, || format!("{op}: rope over {} rotary dims of heads of {}; at most {} of heads of {}", r.rotary, r.head_size, 2 * MAX_FUSED_FREQS, d.hs))?;
-        params.rot = r.rotary as u32;
-        params.mscale = r.longrope.map_or(1.0, |l| l.mscale);
-        params.freqs[..r.rotary / 2].copy_from_slice(&rope::frequencies(&r));
+        ensure(r.head_size == d.hs, || format!("{op}: rope over heads of {}, attention over heads of {}", r.head_size, d.hs))?;
+        params.set_rope(op, &r)?;
     }
     let n = past + 1;
     // attention_decode_mix walks the cache twice per invocation

@@ -100,12 +100,6 @@ impl ColumnBlocks {
         if self.blocks[2].1 > 0 { 3 } else { 2 }
     }
 
-    /// The width of the empty second block's part of `out` (the output's blocks), where this
-    /// (a forward's term) has one: V has no rows for it.
-    fn skipped_in(&self, out: ColumnBlocks) -> usize {
-        if self.count() == 3 && self.blocks[1].1 == 0 { out.blocks[1].1 } else { 0 }
-    }
-
     /// The blocks' width where they all have one.
     fn uniform_width(&self) -> Option<usize> {
         let w = self.blocks[0].1;
@@ -686,11 +680,11 @@ impl LowRankTerm<'_> {
         check_len(op, "the low-rank term's v", self.v, v_len)
     }
 
-    /// Checks that a forward's term is in blocks where its output (`out_blocks`, of `width`
-    /// columns) is: each output block takes its own part's term (V block-diagonal: the parts'
-    /// B's stacked by rows), where the term has a block for it that is not empty; as many
-    /// blocks, or one fewer (the last part without a term).
-    pub(crate) fn check_out_blocks(&self, op: &str, kind: MatmulKind, out_blocks: Option<ColumnBlocks>, width: usize) -> Result<()> {
+    /// Checks that a forward's term is in blocks where its output (`out_blocks`) is: each
+    /// output block takes its own part's term (V block-diagonal: the parts' B's stacked by
+    /// rows), where the term has a block for it that is not empty; as many blocks, or one
+    /// fewer (the last part without a term).
+    pub(crate) fn check_out_blocks(&self, op: &str, kind: MatmulKind, out_blocks: Option<ColumnBlocks>) -> Result<()> {
         if kind != MatmulKind::Forward {
             return Ok(());
         }
@@ -704,9 +698,10 @@ impl LowRankTerm<'_> {
             }
             _ => return Ok(()),
         };
-        let last = if term.count() < out.count() { out.blocks[out.count() - 1].1 } else { 0 };
+        // V: the B's of the output blocks whose term block is not empty
+        let rows: usize = out.blocks.iter().zip(term.blocks).filter(|(_, (_, w))| *w > 0).map(|(&(_, cols), _)| cols).sum();
         let r = term.uniform_width().expect("checked by check");
-        check_len(op, "the low-rank term's v", self.v, (width - last - term.skipped_in(out)) * r)
+        check_len(op, "the low-rank term's v", self.v, rows * r)
     }
 
     /// Its dropout, as the mask on `on`.
@@ -952,7 +947,7 @@ fn launch(
         format!("{op}: an output in blocks is for one forward on the tiled kernels, without dropout, not {kind:?} on {tiling:?} ({d:?})")
     })?;
     if let Some(t) = term {
-        t.check_out_blocks(op, kind, d.c_blocks, cols)?;
+        t.check_out_blocks(op, kind, d.c_blocks)?;
     }
     match tiling {
         MatmulTiling::Register | MatmulTiling::RegisterNarrow => {

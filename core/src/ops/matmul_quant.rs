@@ -469,7 +469,7 @@ fn quant_launch(
     }
     if let Some(t) = term {
         t.check(op, kind, m, out_cols)?;
-        t.check_out_blocks(op, kind, blocks.out, out_cols)?;
+        t.check_out_blocks(op, kind, blocks.out)?;
     }
     // The tiled kernels split long reductions (ops::matmul::reduction_split) into parts that
     // matmul_sum_splits adds up; every other kernel runs whole.
