@@ -488,7 +488,7 @@ fn attention_forward_cached(@builtin(global_invocation_id) gid: vec3<u32>, @buil
 // cache). HS must be a multiple of 4: vec4 loads.
 //   attention_decode_scores: scores (NH, past+1) = scale · q_h · k_j, a workgroup per head and
 //                            64 keys, an invocation per key
-//   attention_decode_mix:    out (NH, HS) = Σ_j softmax(scores[h])_j · v_j, one per (h, vec4 of HS)
+//   attention_decode_mix:    out (NH, HS) = Σ_j softmax(scores[h])_j · v_j, a workgroup per head
 // Where `append` says so, the token's own key and value (j = past) come apart from the cache,
 // and the first query head of each KV head's group stores them into it: no copy between the
 // launches, which would end their compute pass. Where `rot` says so, the scores' workgroups
@@ -571,35 +571,82 @@ fn attention_decode_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
 @group(0) @binding(35) var<storage, read_write> m_out: array<vec4<f32>>;
 @group(0) @binding(36) var<storage, read_write> m_v: array<vec4<f32>>;
 
-@compute @workgroup_size(64)
-fn attention_decode_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
+// attention_decode_mix's workgroup: one per head. Its invocations split the keys twice: for
+// the softmax's maximum and sum (each invocation its share in one pass, then the shares
+// combined in groups of 8), then as (key chunk c, vec4 e of HS) pairs, chunk c taking keys
+// first + c, first + c + chunks, ... So no invocation walks the whole cache, and there are
+// few barriers. The launcher sets MIX_WG (a multiple of 8 and of HS/4): 256 on GPUs, 64 on
+// lavapipe, whose barriers cost more than the work they spread.
+override MIX_WG: u32 = 256u;
+var<workgroup> mix_max: array<f32, MIX_WG>;
+var<workgroup> mix_sum: array<f32, MIX_WG>;
+var<workgroup> mix_part: array<vec4<f32>, MIX_WG>;
+
+// The `count` shares' (maximum, sum) from `at` on in workgroup memory as one: their
+// maximum, and their sums rescaled to it and added in order.
+fn mix_combine(at: u32, count: u32) -> vec2<f32> {
+    var m = -3.0e38;
+    for (var i = at; i < at + count; i++) { m = max(m, mix_max[i]); }
+    var l = 0.0;
+    for (var i = at; i < at + count; i++) { l += mix_sum[i] * exp(mix_max[i] - m); }
+    return vec2<f32>(m, l);
+}
+
+@compute @workgroup_size(MIX_WG)
+fn attention_decode_mix(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wid.x;
     let h4 = p.HS / 4u;
-    if (i >= p.NH * h4) { return; }
-    let h = i / h4;
-    let e = i % h4;
     let group = p.NH / p.NKV;
     let kvh = h / group;
     let n = p.past + 1u;
     let sb = h * n;
-    var m = -3.0e38;
     // the keys before the window (their scores were computed too) are left out
-    for (var j = first_key(p.past); j < n; j++) { m = max(m, m_scores[sb + j]); }
-    // the cache's values, then the token's own where it comes apart
-    let cached = select(n, p.past, p.append != 0u);
+    let first = first_key(p.past);
+    // this invocation's share of the keys: their maximum and Σ exp(s − maximum), in one pass
+    var m = -3.0e38;
     var l = 0.0;
+    for (var j = first + lid; j < n; j += MIX_WG) {
+        let s = m_scores[sb + j];
+        let m_new = max(m, s);
+        l = l * exp(m - m_new) + exp(s - m_new);
+        m = m_new;
+    }
+    mix_max[lid] = m;
+    mix_sum[lid] = l;
+    workgroupBarrier();
+    // the workgroup's: 8 shares at a time, then the 8 results by every invocation alike
+    var ml = vec2<f32>();
+    if (lid < MIX_WG / 8u) { ml = mix_combine(8u * lid, 8u); }
+    workgroupBarrier();
+    if (lid < MIX_WG / 8u) {
+        mix_max[lid] = ml.x;
+        mix_sum[lid] = ml.y;
+    }
+    workgroupBarrier();
+    ml = mix_combine(0u, MIX_WG / 8u);
+    m = ml.x;
+    l = ml.y;
+    let chunks = MIX_WG / h4;
+    let c = lid / h4;
+    let e = lid % h4;
     var acc = vec4<f32>();
-    for (var j = first_key(p.past); j < cached; j++) {
-        let w = exp(m_scores[sb + j] - m);
-        l += w;
-        acc += w * m_v[(j * p.NKV + kvh) * h4 + e];
+    // the cache's values, then the token's own where it comes apart (by chunk 0)
+    let cached = select(n, p.past, p.append != 0u);
+    if (c < chunks) {
+        for (var j = first + c; j < cached; j += chunks) {
+            acc += exp(m_scores[sb + j] - m) * m_v[(j * p.NKV + kvh) * h4 + e];
+        }
+        if (cached < n && c == 0u) {
+            let v = m_v_new[(p.row * p.NKV + kvh) * h4 + e];
+            acc += exp(m_scores[sb + p.past] - m) * v;
+            if (h % group == 0u) { m_v[(p.past * p.NKV + kvh) * h4 + e] = v; }
+        }
     }
-    if (cached < n) {
-        let v = m_v_new[(p.row * p.NKV + kvh) * h4 + e];
-        let w = exp(m_scores[sb + p.past] - m);
-        l += w;
-        acc += w * v;
-        if (h % group == 0u) { m_v[(p.past * p.NKV + kvh) * h4 + e] = v; }
+    mix_part[lid] = acc;
+    workgroupBarrier();
+    if (lid < h4) {
+        var sum = vec4<f32>();
+        for (var i = 0u; i < chunks; i++) { sum += mix_part[i * h4 + lid]; }
+        m_out[(p.row * p.NH + h) * h4 + lid] = sum / l;
     }
-    m_out[p.row * p.NH * h4 + i] = acc / l;
 }

@@ -528,6 +528,53 @@ fn cached_attention_matches_cpu() {
 }
 
 #[test]
+fn decode_attention_takes_contexts_past_a_walk_of_the_cache() {
+    // A token over 40,000 cached tokens (all of them, or a window of the last 1,000): more
+    // than one invocation walking the cache twice could on lavapipe (its loop limit, 65,535
+    // iterations), so each takes a share of the keys; with the workgroups of lavapipe's paths
+    // and of the GPU kernels. The query's softmax over the keys, in f64, for each head.
+    let mut rng = Rng::new(12);
+    let (past, nh, nkv, hs) = (40_000, 4, 2, 64);
+    let n = past + 1;
+    let (q, k, v) = (u(&mut rng, nh * hs), u(&mut rng, n * nkv * hs), u(&mut rng, n * nkv * hs));
+    let want = |window: usize| {
+        let first = if window == 0 { 0 } else { n - window };
+        let scale = 1.0 / (hs as f64).sqrt();
+        let mut want = vec![0.0; nh * hs];
+        for h in 0..nh {
+            let kvh = h / (nh / nkv);
+            let head = |j: usize| (j * nkv + kvh) * hs..(j * nkv + kvh + 1) * hs;
+            let s: Vec<f64> = (first..n).map(|j| scale * q[h * hs..(h + 1) * hs].iter().zip(&k[head(j)]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>()).collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let w: Vec<f64> = s.iter().map(|&x| (x - m).exp()).collect();
+            let l: f64 = w.iter().sum();
+            for (j, wj) in (first..n).zip(&w) {
+                for (o, &x) in want[h * hs..(h + 1) * hs].iter_mut().zip(&v[head(j)]) {
+                    *o += wj * x as f64 / l;
+                }
+            }
+        }
+        want
+    };
+    let row = nkv * hs;
+    let poisoned_last = |x: &[f32]| -> Vec<f32> { x.iter().enumerate().map(|(i, &x)| if i < past * row { x } else { f32::NAN }).collect() };
+    for ctx in [gpu(), gpu_kernels()].into_iter().flatten() {
+        for window in [0, 1000] {
+            let what = format!("decode attention over {n} tokens, window {window}, {:?} kernels", ctx.kernel_paths());
+            // the token's key and value come apart and are stored into the caches' last rows
+            let (k_cache, v_cache) = (upload(ctx, &poisoned_last(&k)), upload(ctx, &poisoned_last(&v)));
+            let (k_new, v_new) = (upload(ctx, &k[past * row..]), upload(ctx, &v[past * row..]));
+            let out = poisoned(ctx, nh * hs);
+            let token = DecodeToken { q: &upload(ctx, &q), out: &out, new: Some((&k_new, &v_new)), row: 0, past, rope: None };
+            let d = AttentionDims { window, ..AttentionDims::causal(1, 1, nh, nkv, hs) };
+            attention_decode(ctx, token, (&k_cache, &v_cache), &poisoned(ctx, nh * n), d).unwrap();
+            assert_close(&what, &read(ctx, &out), &want(window), ATTN.0, ATTN.1);
+            assert!(read(ctx, &k_cache) == k && read(ctx, &v_cache) == v, "{what}: the token's key and value stored into the caches");
+        }
+    }
+}
+
+#[test]
 fn cpu_attention_backward_matches_finite_differences() {
     let mut rng = Rng::new(9);
     // a window of 3 and a scale other than 1/√HS

@@ -5,7 +5,7 @@
 use super::rope::{self, RopeDims};
 use super::{attention_matmul, check_len, grid_1d};
 use crate::error::ensure;
-use crate::gpu::{Kernel, KernelPaths, Shader};
+use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::{GpuBuffer, GpuContext, Result};
 
 /// The largest head size the kernels hold in registers (attention.wgsl's MAX_HS).
@@ -324,10 +324,11 @@ fn within_llvmpipe_loops(d: &AttentionDims) -> bool {
 }
 
 /// Whether a chunk of `d.t` tokens over a cache of `past` goes a token at a time through the
-/// decode kernels ([`attention_decode`], whose loops stay within lavapipe's limit up to
-/// contexts of 32K) instead of [`attention_forward_cached`], which gives each query one
-/// invocation that walks the whole cache: on lavapipe past the limit's reach (about 500
-/// tokens of heads of 64), where the head size suits the decode kernels.
+/// decode kernels ([`attention_decode`], whose invocations each take a share of the context:
+/// within lavapipe's limit up to 64K tokens with heads of 256, 256K with heads of 64)
+/// instead of [`attention_forward_cached`], which gives each query one invocation that walks
+/// the whole cache: on lavapipe past the limit's reach (about 500 tokens of heads of 64),
+/// where the head size suits the decode kernels.
 pub fn cached_row_by_row(ctx: &GpuContext, d: &AttentionDims, past: usize) -> bool {
     ctx.is_llvmpipe() && d.hs.is_multiple_of(4) && !cached_within_llvmpipe_loops(d, past)
 }
@@ -400,8 +401,8 @@ pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache)
         params.set_rope(op, &r)?;
     }
     let n = past + 1;
-    // attention_decode_mix walks the cache twice per invocation
-    ensure(!ctx.is_llvmpipe() || 2 * n < LLVMPIPE_LOOP_LIMIT, || {
+    let mix = DecodeMix::for_paths(ctx.kernel_paths());
+    ensure(!ctx.is_llvmpipe() || mix.loops(n, d.hs) < LLVMPIPE_LOOP_LIMIT, || {
         format!("{op}: a context of {n} tokens would loop past lavapipe's limit of {LLVMPIPE_LOOP_LIMIT} iterations per invocation, where it returns wrong values")
     })?;
     let cache_len = n * d.nkv * d.hs;
@@ -415,7 +416,31 @@ pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache)
     }
     // (without `new`, other read-only buffers stand in for its bindings: never read)
     let (k_new, v_new) = new.unwrap_or((q, scores));
-    // a workgroup per head and 64 keys
+    // a workgroup per head and 64 keys; then a workgroup per head
     ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_scores", 29), &[q, k_new], &[scores, k_cache], &params, [n.div_ceil(64) as u32, d.nh as u32, 1])?;
-    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_mix", 33), &[scores, v_new], &[out, v_cache], &params, grid_1d((d.nh * d.hs / 4) as u64, 64))
+    let mix_kernel = Kernel::new(d.shader(), "attention_decode_mix", 33).with_variant(mix.variant);
+    ctx.dispatch(&mix_kernel, &[scores, v_new], &[out, v_cache], &params, [d.nh as u32, 1, 1])
+}
+
+/// attention_decode_mix's workgroup size (its MIX_WG) on some kernel paths.
+struct DecodeMix {
+    wg: usize,
+    variant: Variant,
+}
+
+impl DecodeMix {
+    fn for_paths(paths: KernelPaths) -> Self {
+        match paths {
+            KernelPaths::Gpu => DecodeMix { wg: 256, variant: Variant::DEFAULT },
+            KernelPaths::Llvmpipe | KernelPaths::Software => DecodeMix { wg: 64, variant: Variant { name: "mix_wg64", constants: &[("MIX_WG", 64.0)] } },
+        }
+    }
+
+    /// The loop iterations of one invocation over a context of `n` tokens with heads of `hs`:
+    /// its share of the scores, the shares' combining (twice over 8 of them, two loops each),
+    /// its share of the values and the chunks' sum.
+    fn loops(&self, n: usize, hs: usize) -> usize {
+        let chunks = self.wg / (hs / 4);
+        n.div_ceil(self.wg) + 4 * 8 + n.div_ceil(chunks) + chunks
+    }
 }
