@@ -24,7 +24,7 @@ struct Params {
     NKV: u32,
     HS: u32,
     scale: f32,
-    past: u32,   // attention_forward_cached and the decode kernels
+    past: u32,   // attention_forward_cached and attention_decode
     window: u32, // a query at t sees keys t − window < j ≤ t (Gemma's sliding layers); 0: all
     // The backward's rope (0 rotary dims: none): the _rows and _tiled kernels store dq and dk
     // rotated back as rope_backward_in_place would, for a token at the position that the
@@ -33,9 +33,9 @@ struct Params {
     mscale: f32,
     zero: u32,   // 0 (pieces/sincos.wgsl's `kept`)
     pos_at: u32,
-    // The decode kernels: 1 where the token's key and value come apart from the cache (d_k_new,
-    // m_v_new), which the kernels store them into at row `past`; the token's row in the
-    // query, the output and those (a batch's sequences, one token each).
+    // attention_decode: 1 where the token's key and value come apart from the cache (d_k_new,
+    // d_v_new), which it stores them into at row `past`; the token's row in the query, the
+    // output and those (a batch's sequences, one token each).
     append: u32,
     row: u32,
     pad0: u32,
@@ -483,26 +483,40 @@ fn attention_forward_cached(@builtin(global_invocation_id) gid: vec3<u32>, @buil
     for (var d = 0u; d < p.HS; d++) { c_out[qb + d] = acc[d] / l; }
 }
 
-// Decoding one token (T = 1) at position `past`, in two passes that each spread over many
-// invocations (attention_forward_cached gives each head one invocation that walks the whole
-// cache). HS must be a multiple of 4: vec4 loads.
-//   attention_decode_scores: scores (NH, past+1) = scale · q_h · k_j, a workgroup per head and
-//                            64 keys, an invocation per key
-//   attention_decode_mix:    out (NH, HS) = Σ_j softmax(scores[h])_j · v_j, a workgroup per head
+// Decoding one token (T = 1) at position `past` (attention_forward_cached gives each query
+// one invocation that walks the whole cache; here a workgroup of DECODE_WG invocations shares
+// each head's). HS must be a multiple of 4: vec4 loads.
+//   attention_decode: out (NH, HS) = Σ_j softmax(scale · q_h · k_j)_j · v_j, a workgroup per
+//                     query head; scores (NH, past+1) its scratch
+// The workgroup stages the head's query, then its invocations split the keys twice: for the
+// scores (written to `scores`) and their softmax's maximum and sum (each invocation its share
+// in one pass, then the shares combined 8 at a time), then as (key chunk c, vec4 e of HS)
+// pairs for the values, chunk c taking keys first + c, first + c + chunks, ... So no
+// invocation walks the whole cache, and there are few barriers. The launcher sets DECODE_WG
+// (a multiple of 8 and of HS/4): 256 on GPUs, 64 on lavapipe, whose barriers cost more than
+// the work they spread.
 // Where `append` says so, the token's own key and value (j = past) come apart from the cache,
-// and the first query head of each KV head's group stores them into it: no copy between the
-// launches, which would end their compute pass. Where `rot` says so, the scores' workgroups
-// rotate the query, and the token's own key, to position `past` as rope.wgsl does (its
-// frequencies and factor in the params): no rope launch before them; the cache holds keys
+// and the workgroup of the first query head of each KV head's group stores them into it: no
+// copy before the launch, which would end its compute pass. Where `rot` says so, the
+// workgroup rotates the query, and the token's own key, to position `past` as rope.wgsl does
+// (its frequencies and factor in the params): no rope launch before it; the cache holds keys
 // rotated.
 @group(0) @binding(29) var<storage, read> d_q: array<vec4<f32>>;
 @group(0) @binding(30) var<storage, read> d_k_new: array<vec4<f32>>;
-@group(0) @binding(31) var<storage, read_write> d_scores: array<f32>;
-@group(0) @binding(32) var<storage, read_write> d_k: array<vec4<f32>>;
+@group(0) @binding(31) var<storage, read> d_v_new: array<vec4<f32>>;
+@group(0) @binding(32) var<storage, read_write> d_scores: array<f32>;
+@group(0) @binding(33) var<storage, read_write> d_out: array<vec4<f32>>;
+@group(0) @binding(34) var<storage, read_write> d_k: array<vec4<f32>>;
+@group(0) @binding(35) var<storage, read_write> d_v: array<vec4<f32>>;
+
+override DECODE_WG: u32 = 256u;
 
 // (scalars, so that invocations rotating neighbouring dims never write one vec4)
 var<workgroup> d_q_head: array<f32, MAX_HS>;
 var<workgroup> d_k_head: array<f32, MAX_HS>;
+var<workgroup> d_max: array<f32, DECODE_WG>;
+var<workgroup> d_sum: array<f32, DECODE_WG>;
+var<workgroup> d_part: array<vec4<f32>, DECODE_WG>;
 
 // (WGSL passes no pointers to workgroup memory: the staged heads are named by `on_k`.)
 fn staged(on_k: bool, e: u32) -> f32 {
@@ -514,11 +528,11 @@ fn set_staged(on_k: bool, e: u32, v: f32) {
     if (on_k) { d_k_head[e] = v; } else { d_q_head[e] = v; }
 }
 
-// Rope's rotation of the staged query (or key) by invocation `lid` of 64: its pairs
-// (e, e + rot/2) for e < rot/2, at position `past`.
+// Rope's rotation of the staged query (or key) by invocation `lid`: its pairs (e, e + rot/2)
+// for e < rot/2, at position `past`.
 fn rotate_staged(on_k: bool, lid: u32) {
     let rh = p.rot / 2u;
-    for (var e = lid; e < rh; e += 64u) {
+    for (var e = lid; e < rh; e += DECODE_WG) {
         let r = rope_pair(staged(on_k, e), staged(on_k, e + rh), e, p.past, 1.0);
         set_staged(on_k, e, r.x);
         set_staged(on_k, e + rh, r.y);
@@ -530,123 +544,104 @@ fn staged4(on_k: bool, e: u32) -> vec4<f32> {
     return vec4<f32>(staged(on_k, 4u * e), staged(on_k, 4u * e + 1u), staged(on_k, 4u * e + 2u), staged(on_k, 4u * e + 3u));
 }
 
-@compute @workgroup_size(64)
-fn attention_decode_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let n = p.past + 1u;
-    let h = wid.y;
-    let j = wid.x * 64u + lid;
+// The staged query's score against key j of KV head kvh: the token's own (staged) where
+// `own`, which head `h`'s workgroup stores into the cache where it leads its group.
+fn decode_score(j: u32, kvh: u32, h: u32, own: bool) -> f32 {
     let h4 = p.HS / 4u;
-    let group = p.NH / p.NKV;
-    let kvh = h / group;
-    // the head's query, and in the last workgroup the token's own key where it comes apart,
-    // staged (and rotated) once per workgroup
-    let own_key = p.append != 0u && wid.x == p.past / 64u;
-    for (var e = lid; e < p.HS; e += 64u) {
-        d_q_head[e] = d_q[(p.row * p.NH + h) * h4 + e / 4u][e % 4u];
-        if (own_key) { d_k_head[e] = d_k_new[(p.row * p.NKV + kvh) * h4 + e / 4u][e % 4u]; }
-    }
-    workgroupBarrier();
-    if (p.rot != 0u) {
-        rotate_staged(false, lid);
-        if (own_key) { rotate_staged(true, lid); }
-    }
-    workgroupBarrier();
-    if (j >= n) { return; }
     let kb = (j * p.NKV + kvh) * h4;
     var s = vec4<f32>();
-    if (own_key && j == p.past) {
+    if (own) {
         for (var e = 0u; e < h4; e++) {
             let k = staged4(true, e);
             s += staged4(false, e) * k;
-            if (h % group == 0u) { d_k[kb + e] = k; }
+            if (h % (p.NH / p.NKV) == 0u) { d_k[kb + e] = k; }
         }
     } else {
         for (var e = 0u; e < h4; e++) { s += staged4(false, e) * d_k[kb + e]; }
     }
-    d_scores[h * n + j] = p.scale * (s.x + s.y + s.z + s.w);
+    return p.scale * (s.x + s.y + s.z + s.w);
 }
-
-@group(0) @binding(33) var<storage, read> m_scores: array<f32>;
-@group(0) @binding(34) var<storage, read> m_v_new: array<vec4<f32>>;
-@group(0) @binding(35) var<storage, read_write> m_out: array<vec4<f32>>;
-@group(0) @binding(36) var<storage, read_write> m_v: array<vec4<f32>>;
-
-// attention_decode_mix's workgroup: one per head. Its invocations split the keys twice: for
-// the softmax's maximum and sum (each invocation its share in one pass, then the shares
-// combined in groups of 8), then as (key chunk c, vec4 e of HS) pairs, chunk c taking keys
-// first + c, first + c + chunks, ... So no invocation walks the whole cache, and there are
-// few barriers. The launcher sets MIX_WG (a multiple of 8 and of HS/4): 256 on GPUs, 64 on
-// lavapipe, whose barriers cost more than the work they spread.
-override MIX_WG: u32 = 256u;
-var<workgroup> mix_max: array<f32, MIX_WG>;
-var<workgroup> mix_sum: array<f32, MIX_WG>;
-var<workgroup> mix_part: array<vec4<f32>, MIX_WG>;
 
 // The `count` shares' (maximum, sum) from `at` on in workgroup memory as one: their
 // maximum, and their sums rescaled to it and added in order.
-fn mix_combine(at: u32, count: u32) -> vec2<f32> {
+fn decode_combine(at: u32, count: u32) -> vec2<f32> {
     var m = -3.0e38;
-    for (var i = at; i < at + count; i++) { m = max(m, mix_max[i]); }
+    for (var i = at; i < at + count; i++) { m = max(m, d_max[i]); }
     var l = 0.0;
-    for (var i = at; i < at + count; i++) { l += mix_sum[i] * exp(mix_max[i] - m); }
+    for (var i = at; i < at + count; i++) { l += d_sum[i] * exp(d_max[i] - m); }
     return vec2<f32>(m, l);
 }
 
-@compute @workgroup_size(MIX_WG)
-fn attention_decode_mix(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+@compute @workgroup_size(DECODE_WG)
+fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
     let h4 = p.HS / 4u;
     let group = p.NH / p.NKV;
     let kvh = h / group;
     let n = p.past + 1u;
     let sb = h * n;
-    // the keys before the window (their scores were computed too) are left out
+    let append = p.append != 0u;
+    // the head's query, and the token's own key where it comes apart, staged (and rotated)
+    for (var e = lid; e < p.HS; e += DECODE_WG) {
+        d_q_head[e] = d_q[(p.row * p.NH + h) * h4 + e / 4u][e % 4u];
+        if (append) { d_k_head[e] = d_k_new[(p.row * p.NKV + kvh) * h4 + e / 4u][e % 4u]; }
+    }
+    workgroupBarrier();
+    if (p.rot != 0u) {
+        rotate_staged(false, lid);
+        if (append) { rotate_staged(true, lid); }
+    }
+    workgroupBarrier();
+    // this invocation's share of the keys (those before the window are left out): their
+    // scores, and their maximum and Σ exp(s − maximum) in one pass
     let first = first_key(p.past);
-    // this invocation's share of the keys: their maximum and Σ exp(s − maximum), in one pass
     var m = -3.0e38;
     var l = 0.0;
-    for (var j = first + lid; j < n; j += MIX_WG) {
-        let s = m_scores[sb + j];
+    for (var j = first + lid; j < n; j += DECODE_WG) {
+        let s = decode_score(j, kvh, h, append && j == p.past);
+        d_scores[sb + j] = s;
         let m_new = max(m, s);
         l = l * exp(m - m_new) + exp(s - m_new);
         m = m_new;
     }
-    mix_max[lid] = m;
-    mix_sum[lid] = l;
+    d_max[lid] = m;
+    d_sum[lid] = l;
     workgroupBarrier();
     // the workgroup's: 8 shares at a time, then the 8 results by every invocation alike
     var ml = vec2<f32>();
-    if (lid < MIX_WG / 8u) { ml = mix_combine(8u * lid, 8u); }
+    if (lid < DECODE_WG / 8u) { ml = decode_combine(8u * lid, 8u); }
     workgroupBarrier();
-    if (lid < MIX_WG / 8u) {
-        mix_max[lid] = ml.x;
-        mix_sum[lid] = ml.y;
+    if (lid < DECODE_WG / 8u) {
+        d_max[lid] = ml.x;
+        d_sum[lid] = ml.y;
     }
     workgroupBarrier();
-    ml = mix_combine(0u, MIX_WG / 8u);
+    ml = decode_combine(0u, DECODE_WG / 8u);
     m = ml.x;
     l = ml.y;
-    let chunks = MIX_WG / h4;
+    // (the scores other invocations wrote)
+    storageBarrier();
+    let chunks = DECODE_WG / h4;
     let c = lid / h4;
     let e = lid % h4;
     var acc = vec4<f32>();
     // the cache's values, then the token's own where it comes apart (by chunk 0)
-    let cached = select(n, p.past, p.append != 0u);
+    let cached = select(n, p.past, append);
     if (c < chunks) {
         for (var j = first + c; j < cached; j += chunks) {
-            acc += exp(m_scores[sb + j] - m) * m_v[(j * p.NKV + kvh) * h4 + e];
+            acc += exp(d_scores[sb + j] - m) * d_v[(j * p.NKV + kvh) * h4 + e];
         }
         if (cached < n && c == 0u) {
-            let v = m_v_new[(p.row * p.NKV + kvh) * h4 + e];
-            acc += exp(m_scores[sb + p.past] - m) * v;
-            if (h % group == 0u) { m_v[(p.past * p.NKV + kvh) * h4 + e] = v; }
+            let v = d_v_new[(p.row * p.NKV + kvh) * h4 + e];
+            acc += exp(d_scores[sb + p.past] - m) * v;
+            if (h % group == 0u) { d_v[(p.past * p.NKV + kvh) * h4 + e] = v; }
         }
     }
-    mix_part[lid] = acc;
+    d_part[lid] = acc;
     workgroupBarrier();
     if (lid < h4) {
         var sum = vec4<f32>();
-        for (var i = 0u; i < chunks; i++) { sum += mix_part[i * h4 + lid]; }
-        m_out[(p.row * p.NH + h) * h4 + lid] = sum / l;
+        for (var i = 0u; i < chunks; i++) { sum += d_part[i * h4 + lid]; }
+        d_out[(p.row * p.NH + h) * h4 + lid] = sum / l;
     }
 }

@@ -446,9 +446,9 @@ fn segment_runs_are_the_sequences_of_each_row() {
 #[test]
 fn cached_attention_matches_cpu() {
     // The last T of S tokens over a KV cache that holds all S: rows S−T.. of the CPU attention
-    // over the whole sequence. T = 1 also runs the two-pass decode kernel. Over 1,200 tokens
+    // over the whole sequence. Each token also runs the decode kernel. Over 1,200 tokens
     // of heads of 64, lavapipe's loop limit refuses attention_forward_cached: the model runs
-    // such a chunk a token at a time through the decode kernels (`cached_row_by_row`), as
+    // such a chunk a token at a time through the decode kernel (`cached_row_by_row`), as
     // here.
     with_gpu!(ctx => {
         let mut rng = Rng::new(10);

@@ -79,8 +79,9 @@ fn tiny_models_with_the_gpu_kernels_a_few_tokens_at_a_time() {
         assert_eq!(normed, name == "tiny-llama", "{name}: {kernels:?}");
     }
     // Q8_0 weights one token at a time: q, k and v with Qwen2's biases as one quantized
-    // matmul and one bias launch per layer and token (three apart), gate and up as one, each
-    // with the norm before it, so that the only norm launch is the final one
+    // matmul and one bias launch per layer and token (three apart), attention as one with
+    // rope inside it, gate and up as one, each matmul with the norm before it, so that the
+    // only norm launch is the final one
     let m = load_hf_folder(&DirFiles(fixture("tiny-qwen2")), Some(WeightFormat::parse("q8_0").unwrap())).unwrap();
     let (layers, tokens) = (m.cfg.n_layers as u64, 27);
     ctx.profile_begin();
@@ -89,7 +90,10 @@ fn tiny_models_with_the_gpu_kernels_a_few_tokens_at_a_time() {
     let launches = |name: &str| kernels.iter().filter(|(k, _)| k.contains(&format!(":{name} ["))).map(|(_, s)| s.launches).sum::<u64>();
     assert_eq!(launches("bias_forward"), layers * tokens, "{kernels:?}");
     assert_eq!(launches("matmul_quant_gemv_gated"), layers * tokens, "{kernels:?}");
+    // attention in one launch, rope inside it
+    assert_eq!(launches("attention_decode"), layers * tokens, "{kernels:?}");
     let launches_of = |shader: &str| kernels.iter().filter(|(k, _)| k.starts_with(shader)).map(|(_, s)| s.launches).sum::<u64>();
+    assert_eq!(launches_of("rope"), 0, "{kernels:?}");
     assert_eq!(launches_of("matmul_q8_0_normed:"), 2 * layers * tokens, "{kernels:?}");
     assert_eq!(launches_of("rmsnorm"), tokens, "{kernels:?}");
 }

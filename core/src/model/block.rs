@@ -320,7 +320,7 @@ pub(crate) fn block_forward(
 
 /// One token's attention over a cache at a time, after rope's launch: a chunk over a cache
 /// too long for attention_forward_cached on lavapipe, or a batch's sequences where heads are
-/// not a multiple of 4. The decode kernels read and write the token's rows where they lie;
+/// not a multiple of 4. The decode kernel reads and writes the token's rows where they lie;
 /// attention_forward_cached (heads not a multiple of 4) through buffers of one row (`q_one`,
 /// `att_one`, from offset 0 as it reads them).
 struct OneRow<'a> {

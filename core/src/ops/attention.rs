@@ -42,7 +42,7 @@ struct Params {
     mscale: f32,
     zero: u32,
     pos_at: u32,
-    /// The decode kernels: 1 where the token's key and value come apart from the cache; the
+    /// The decode kernel: 1 where the token's key and value come apart from the cache; the
     /// token's row in its buffers.
     append: u32,
     row: u32,
@@ -324,11 +324,11 @@ fn within_llvmpipe_loops(d: &AttentionDims) -> bool {
 }
 
 /// Whether a chunk of `d.t` tokens over a cache of `past` goes a token at a time through the
-/// decode kernels ([`attention_decode`], whose invocations each take a share of the context:
-/// within lavapipe's limit up to 64K tokens with heads of 256, 256K with heads of 64)
+/// decode kernel ([`attention_decode`], whose invocations each take a share of the context:
+/// within lavapipe's limit up to 32K tokens with heads of 256, 120K with heads of 64)
 /// instead of [`attention_forward_cached`], which gives each query one invocation that walks
 /// the whole cache: on lavapipe past the limit's reach (about 500 tokens of heads of 64),
-/// where the head size suits the decode kernels.
+/// where the head size suits the decode kernel.
 pub fn cached_row_by_row(ctx: &GpuContext, d: &AttentionDims, past: usize) -> bool {
     ctx.is_llvmpipe() && d.hs.is_multiple_of(4) && !cached_within_llvmpipe_loops(d, past)
 }
@@ -385,10 +385,10 @@ pub struct DecodeToken<'a> {
     pub rope: Option<RopeDims>,
 }
 
-/// Decoding one token (T = 1, one sequence) over a KV cache: `scores` (NH × (past+1),
-/// scratch) = scale·q·kᵀ, then out (NH, HS) = softmax(scores)·v. The same result as
-/// [`attention_forward_cached`] with T = 1, in two passes that spread over NH·(past+1) and
-/// NH·HS/4 invocations instead of one per head. HS must be a multiple of 4.
+/// Decoding one token (T = 1, one sequence) over a KV cache: out (NH, HS) =
+/// softmax(scale·q·kᵀ)·v, with `scores` (NH × (past+1)) as scratch. The same result as
+/// [`attention_forward_cached`] with T = 1, in one launch of a workgroup per head whose
+/// invocations share the keys instead of one invocation per head. HS must be a multiple of 4.
 pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache): (&GpuBuffer, &GpuBuffer), scores: &GpuBuffer, d: AttentionDims) -> Result<()> {
     let op = "attention_decode";
     let DecodeToken { q, out, new, row, past, rope } = token;
@@ -401,8 +401,8 @@ pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache)
         params.set_rope(op, &r)?;
     }
     let n = past + 1;
-    let mix = DecodeMix::for_paths(ctx.kernel_paths());
-    ensure(!ctx.is_llvmpipe() || mix.loops(n, d.hs) < LLVMPIPE_LOOP_LIMIT, || {
+    let wg = DecodeWorkgroup::for_paths(ctx.kernel_paths());
+    ensure(!ctx.is_llvmpipe() || wg.loops(n, d.hs) < LLVMPIPE_LOOP_LIMIT, || {
         format!("{op}: a context of {n} tokens would loop past lavapipe's limit of {LLVMPIPE_LOOP_LIMIT} iterations per invocation, where it returns wrong values")
     })?;
     let cache_len = n * d.nkv * d.hs;
@@ -414,33 +414,32 @@ pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache)
         check_len(op, "the token's key", k, rows * d.nkv * d.hs)?;
         check_len(op, "the token's value", v, rows * d.nkv * d.hs)?;
     }
-    // (without `new`, other read-only buffers stand in for its bindings: never read)
-    let (k_new, v_new) = new.unwrap_or((q, scores));
-    // a workgroup per head and 64 keys; then a workgroup per head
-    ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_scores", 29), &[q, k_new], &[scores, k_cache], &params, [n.div_ceil(64) as u32, d.nh as u32, 1])?;
-    let mix_kernel = Kernel::new(d.shader(), "attention_decode_mix", 33).with_variant(mix.variant);
-    ctx.dispatch(&mix_kernel, &[scores, v_new], &[out, v_cache], &params, [d.nh as u32, 1, 1])
+    // (without `new`, the query stands in for its bindings: never read)
+    let (k_new, v_new) = new.unwrap_or((q, q));
+    let kernel = Kernel::new(d.shader(), op, 29).with_variant(wg.variant);
+    ctx.dispatch(&kernel, &[q, k_new, v_new], &[scores, out, k_cache, v_cache], &params, [d.nh as u32, 1, 1])
 }
 
-/// attention_decode_mix's workgroup size (its MIX_WG) on some kernel paths.
-struct DecodeMix {
-    wg: usize,
+/// attention_decode's workgroup size (its DECODE_WG) on some kernel paths.
+struct DecodeWorkgroup {
+    size: usize,
     variant: Variant,
 }
 
-impl DecodeMix {
+impl DecodeWorkgroup {
     fn for_paths(paths: KernelPaths) -> Self {
         match paths {
-            KernelPaths::Gpu => DecodeMix { wg: 256, variant: Variant::DEFAULT },
-            KernelPaths::Llvmpipe | KernelPaths::Software => DecodeMix { wg: 64, variant: Variant { name: "mix_wg64", constants: &[("MIX_WG", 64.0)] } },
+            KernelPaths::Gpu => DecodeWorkgroup { size: 256, variant: Variant::DEFAULT },
+            KernelPaths::Llvmpipe | KernelPaths::Software => DecodeWorkgroup { size: 64, variant: Variant { name: "decode_wg64", constants: &[("DECODE_WG", 64.0)] } },
         }
     }
 
     /// The loop iterations of one invocation over a context of `n` tokens with heads of `hs`:
-    /// its share of the scores, the shares' combining (twice over 8 of them, two loops each),
-    /// its share of the values and the chunks' sum.
+    /// its share of the scores (each a loop over the head), the shares' combining (twice over
+    /// 8 of them, two loops each), its share of the values, the chunks' sum, and the staging
+    /// and rotation of the query and key.
     fn loops(&self, n: usize, hs: usize) -> usize {
-        let chunks = self.wg / (hs / 4);
-        n.div_ceil(self.wg) + 4 * 8 + n.div_ceil(chunks) + chunks
+        let chunks = self.size / (hs / 4);
+        n.div_ceil(self.size) * (hs / 4 + 1) + 4 * 8 + n.div_ceil(chunks) + chunks + 3 * hs.div_ceil(self.size)
     }
 }
