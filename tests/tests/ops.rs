@@ -571,6 +571,12 @@ fn decode_attention_takes_contexts_past_a_walk_of_the_cache() {
             assert_close(&what, &read(ctx, &out), &want(window), ATTN.0, ATTN.1);
             assert!(read(ctx, &k_cache) == k && read(ctx, &v_cache) == v, "{what}: the token's key and value stored into the caches");
         }
+        // lavapipe refuses a context past its loop limit's reach (before the buffers' checks)
+        if ctx.is_llvmpipe() {
+            let token = DecodeToken { q: &upload(ctx, &q), out: &poisoned(ctx, nh * hs), new: None, row: 0, past: 2_000_000, rope: None };
+            let err = attention_decode(ctx, token, (&upload(ctx, &k), &upload(ctx, &v)), &poisoned(ctx, nh), AttentionDims::causal(1, 1, nh, nkv, hs)).unwrap_err();
+            assert!(err.to_string().contains("lavapipe's limit"), "{err}");
+        }
     }
 }
 
