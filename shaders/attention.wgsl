@@ -493,7 +493,7 @@ fn attention_forward_cached(@builtin(global_invocation_id) gid: vec3<u32>, @buil
 // in one pass, then the shares combined 8 at a time), then as (key chunk c, vec4 e of HS)
 // pairs for the values, chunk c taking keys first + c, first + c + chunks, ... So no
 // invocation walks the whole cache, and there are few barriers. The launcher sets DECODE_WG
-// (a multiple of 8 and of HS/4): 256 on GPUs, 64 on lavapipe, whose barriers cost more than
+// (a multiple of 8, at least HS/4): 256 on GPUs, 64 on lavapipe, whose barriers cost more than
 // the work they spread.
 // Where `append` says so, the token's own key and value (j = past) come apart from the cache,
 // and the workgroup of the first query head of each KV head's group stores them into it: no
