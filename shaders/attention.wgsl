@@ -545,8 +545,8 @@ fn staged4(on_k: bool, e: u32) -> vec4<f32> {
 }
 
 // The staged query's score against key j of KV head kvh: the token's own (staged) where
-// `own`, which head `h`'s workgroup stores into the cache where it leads its group.
-fn decode_score(j: u32, kvh: u32, h: u32, own: bool) -> f32 {
+// `own`, which the workgroup stores into the cache where it `leads` its group.
+fn decode_score(j: u32, kvh: u32, own: bool, leads: bool) -> f32 {
     let h4 = p.HS / 4u;
     let kb = (j * p.NKV + kvh) * h4;
     var s = vec4<f32>();
@@ -554,7 +554,7 @@ fn decode_score(j: u32, kvh: u32, h: u32, own: bool) -> f32 {
         for (var e = 0u; e < h4; e++) {
             let k = staged4(true, e);
             s += staged4(false, e) * k;
-            if (h % (p.NH / p.NKV) == 0u) { d_k[kb + e] = k; }
+            if (leads) { d_k[kb + e] = k; }
         }
     } else {
         for (var e = 0u; e < h4; e++) { s += staged4(false, e) * d_k[kb + e]; }
@@ -578,6 +578,8 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     let h4 = p.HS / 4u;
     let group = p.NH / p.NKV;
     let kvh = h / group;
+    // (the first query head of its KV head's group: it stores the token's key and value)
+    let leads = h % group == 0u;
     let n = p.past + 1u;
     let sb = h * n;
     let append = p.append != 0u;
@@ -598,7 +600,7 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     var m = -3.0e38;
     var l = 0.0;
     for (var j = first + lid; j < n; j += DECODE_WG) {
-        let s = decode_score(j, kvh, h, append && j == p.past);
+        let s = decode_score(j, kvh, append && j == p.past, leads);
         d_scores[sb + j] = s;
         let m_new = max(m, s);
         l = l * exp(m - m_new) + exp(s - m_new);
@@ -634,7 +636,7 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         if (cached < n && c == 0u) {
             let v = d_v_new[(p.row * p.NKV + kvh) * h4 + e];
             acc += exp(d_scores[sb + p.past] - m) * v;
-            if (h % group == 0u) { d_v[(p.past * p.NKV + kvh) * h4 + e] = v; }
+            if (leads) { d_v[(p.past * p.NKV + kvh) * h4 + e] = v; }
         }
     }
     d_part[lid] = acc;

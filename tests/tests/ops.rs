@@ -532,28 +532,15 @@ fn decode_attention_takes_contexts_past_a_walk_of_the_cache() {
     // A token over 40,000 cached tokens (all of them, or a window of the last 1,000): more
     // than one invocation walking the cache twice could on lavapipe (its loop limit, 65,535
     // iterations), so each takes a share of the keys; with the workgroups of lavapipe's paths
-    // and of the GPU kernels. The query's softmax over the keys, in f64, for each head.
+    // and of the GPU kernels. The CPU's attention of the last token alone.
     let mut rng = Rng::new(12);
     let (past, nh, nkv, hs) = (40_000, 4, 2, 64);
     let n = past + 1;
     let (q, k, v) = (u(&mut rng, nh * hs), u(&mut rng, n * nkv * hs), u(&mut rng, n * nkv * hs));
+    let (q64, k64, v64, seg) = (to_f64(&q), to_f64(&k), to_f64(&v), vec![0; n]);
     let want = |window: usize| {
-        let first = if window == 0 { 0 } else { n - window };
-        let scale = 1.0 / (hs as f64).sqrt();
         let mut want = vec![0.0; nh * hs];
-        for h in 0..nh {
-            let kvh = h / (nh / nkv);
-            let head = |j: usize| (j * nkv + kvh) * hs..(j * nkv + kvh + 1) * hs;
-            let s: Vec<f64> = (first..n).map(|j| scale * q[h * hs..(h + 1) * hs].iter().zip(&k[head(j)]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>()).collect();
-            let m = s.iter().cloned().fold(f64::MIN, f64::max);
-            let w: Vec<f64> = s.iter().map(|&x| (x - m).exp()).collect();
-            let l: f64 = w.iter().sum();
-            for (j, wj) in (first..n).zip(&w) {
-                for (o, &x) in want[h * hs..(h + 1) * hs].iter_mut().zip(&v[head(j)]) {
-                    *o += wj * x as f64 / l;
-                }
-            }
-        }
+        cpu::attention_forward_token(&mut want, &q64, &k64, &v64, &seg, AttnSizes { window, ..AttnSizes::causal(1, n, nh, nkv, hs) }, 0, past);
         want
     };
     let row = nkv * hs;

@@ -131,18 +131,18 @@ impl AttnSizes {
         ((b * self.t + t) * heads + h) * self.hs
     }
 
-    /// Softmax probabilities of query (b, h, t) over keys 0..=t of its segment (and window).
-    fn probs(&self, q: &[f64], k: &[f64], seg: &[u32], b: usize, h: usize, t: usize) -> Vec<f64> {
+    /// Softmax probabilities of query (b, h, t), `q_head` its HS values, over keys 0..=t of
+    /// its segment (and window).
+    fn probs(&self, q_head: &[f64], k: &[f64], seg: &[u32], b: usize, h: usize, t: usize) -> Vec<f64> {
         let kvh = h / (self.nh / self.nkv);
         let scale = self.scale;
-        let qi = self.at(b, t, self.nh, h);
         let scores: Vec<f64> = (0..=t)
             .map(|j| {
                 if seg[b * self.t + j] != seg[b * self.t + t] || (self.window > 0 && t - j >= self.window) {
                     return f64::NEG_INFINITY;
                 }
                 let kj = self.at(b, j, self.nkv, kvh);
-                scale * (0..self.hs).map(|d| q[qi + d] * k[kj + d]).sum::<f64>()
+                scale * (0..self.hs).map(|d| q_head[d] * k[kj + d]).sum::<f64>()
             })
             .collect();
         let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -154,16 +154,24 @@ impl AttnSizes {
 
 /// Causal GQA attention with segment masking; the naive T×T form.
 pub fn attention_forward(out: &mut [f64], q: &[f64], k: &[f64], v: &[f64], seg: &[u32], s: AttnSizes) {
+    let row = s.nh * s.hs;
     for b in 0..s.b {
-        for h in 0..s.nh {
-            let kvh = h / (s.nh / s.nkv);
-            for t in 0..s.t {
-                let p = s.probs(q, k, seg, b, h, t);
-                let oi = s.at(b, t, s.nh, h);
-                for d in 0..s.hs {
-                    out[oi + d] = (0..=t).map(|j| p[j] * v[s.at(b, j, s.nkv, kvh) + d]).sum();
-                }
-            }
+        for t in 0..s.t {
+            let at = s.at(b, t, s.nh, 0);
+            attention_forward_token(&mut out[at..at + row], &q[at..at + row], k, v, seg, s, b, t);
+        }
+    }
+}
+
+/// [`attention_forward`]'s row for token t of sequence b alone, from its query alone (NH·HS
+/// each): a decoded token's attention over its cache.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_token(out: &mut [f64], q: &[f64], k: &[f64], v: &[f64], seg: &[u32], s: AttnSizes, b: usize, t: usize) {
+    for h in 0..s.nh {
+        let kvh = h / (s.nh / s.nkv);
+        let p = s.probs(&q[h * s.hs..(h + 1) * s.hs], k, seg, b, h, t);
+        for d in 0..s.hs {
+            out[h * s.hs + d] = (0..=t).map(|j| p[j] * v[s.at(b, j, s.nkv, kvh) + d]).sum();
         }
     }
 }
@@ -177,8 +185,8 @@ pub fn attention_backward(dq: &mut [f64], dk: &mut [f64], dv: &mut [f64], dout: 
         for h in 0..s.nh {
             let kvh = h / (s.nh / s.nkv);
             for t in 0..s.t {
-                let p = s.probs(q, k, seg, b, h, t);
                 let qi = s.at(b, t, s.nh, h);
+                let p = s.probs(&q[qi..qi + s.hs], k, seg, b, h, t);
                 let dp: Vec<f64> = (0..=t)
                     .map(|j| (0..s.hs).map(|d| dout[qi + d] * v[s.at(b, j, s.nkv, kvh) + d]).sum())
                     .collect();
