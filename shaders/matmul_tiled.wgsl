@@ -36,6 +36,7 @@
 // #include "pieces/gated_activations.wgsl"
 // #include "pieces/input_norm_none.wgsl"
 // #include "pieces/column_blocks.wgsl"
+// #include "pieces/row_scales.wgsl"
 
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
@@ -63,35 +64,70 @@ const BK: u32 = 8u;    // reduction steps staged per iteration
 var<workgroup> tile_a: array<vec4<TileElem>, BK * (2u * TY + 1u)>;
 var<workgroup> tile_b: array<vec4<TileElem>, BK * (2u * TX + 1u)>;
 
-// Stages A(i0.., r0..) into tile_a[r][row] (zero past r_end), or H's where `term`.
-// Consecutive invocations take consecutive addresses of `a`: along r when r is its
-// contiguous index, else along the rows.
+// A(i, rr) (dropout applied where it masks A), or H(i, rr) where `term`.
+fn a_value(term: bool, a_off: u32, i: u32, rr: u32) -> f32 {
+    if (term) {
+        return term_h_at(term_h_index(i, rr));
+    }
+    var idx = a_off + i * p.a_si + rr * p.a_sr;
+    if (p.a_block2 != 0u) {
+        let starts = vec2<u32>(p.a_block2, p.a_block3);
+        let offsets = vec2<u32>(p.a_block2_at, p.a_block3_at);
+        // an input gradient's a: blocks along the reduction; a weight gradient's (aᵀ read):
+        // along the output's rows
+        idx = select(block_index(i, rr, starts, offsets, p.R), block_index(rr, i, starts, offsets, p.M), p.a_blocks_on_rows != 0u);
+    }
+    return drop_at(DROP_A, idx, a[idx]);
+}
+
+// Stages A(i0.., r0..) into tile_a[r][row] (zero past r_end), or H's where `term`, each row
+// scaled where the launch scales rows. Consecutive invocations take consecutive addresses of
+// `a`: along r when r is its contiguous index, else along the rows.
 fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let rows = 8u * TY;
     let along_r = term || p.a_sr == 1u;
     for (var e = flat; e < rows * BK; e += TX * TY) {
         let row = select(e % rows, e / BK, along_r);
         let r = select(e / rows, e % BK, along_r);
-        let i = i0 + row;
-        let rr = r0 + r;
         var v = 0.0;
-        if (i < p.M && rr < r_end) {
-            if (term) {
-                v = term_h_at(term_h_index(i, rr));
-            } else {
-                var idx = a_off + i * p.a_si + rr * p.a_sr;
-                if (p.a_block2 != 0u) {
-                    let starts = vec2<u32>(p.a_block2, p.a_block3);
-                    let offsets = vec2<u32>(p.a_block2_at, p.a_block3_at);
-                    // an input gradient's a: blocks along the reduction; a weight gradient's
-                    // (aᵀ read): along the output's rows
-                    idx = select(block_index(i, rr, starts, offsets, p.R), block_index(rr, i, starts, offsets, p.M), p.a_blocks_on_rows != 0u);
-                }
-                v = drop_at(DROP_A, idx, a[idx]);
-            }
+        if (i0 + row < p.M && r0 + r < r_end) {
+            v = row_scaled(row, a_value(term, a_off, i0 + row, r0 + r));
         }
         tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = to_tile(v);
     }
+}
+
+// The row scales (pieces/row_scales.wgsl) of this workgroup's rows of A over its reduction
+// steps r_begin..r_end, and of H over the term's rank where it adds one, read in stage_a's
+// order: each invocation notes its largest magnitude as its row changes (with A read along
+// the rows, its row never does).
+fn scale_rows(with_term: bool, a_off: u32, i0: u32, r_begin: u32, r_end: u32, flat: u32) {
+    let rows = 8u * TY;
+    row_scales_clear(flat, TX * TY);
+    workgroupBarrier();
+    for (var s = 0u; s < select(1u, 2u, with_term); s++) {
+        let term = s == 1u;
+        let lo = select(r_begin, 0u, term);
+        let span = select(r_end, p.term_r, term) - lo;
+        let along_r = term || p.a_sr == 1u;
+        var row = rows;
+        var m = 0.0;
+        for (var e = flat; e < rows * span; e += TX * TY) {
+            let at = select(e % rows, e / span, along_r);
+            if (at != row) {
+                if (row < rows) { row_scales_note(row, m); }
+                row = at;
+                m = 0.0;
+            }
+            if (i0 + row < p.M) {
+                m = max(m, abs(a_value(term, a_off, i0 + row, lo + select(e / rows, e % span, along_r))));
+            }
+        }
+        if (row < rows) { row_scales_note(row, m); }
+    }
+    workgroupBarrier();
+    row_scales_settle(flat, TX * TY);
+    workgroupBarrier();
 }
 
 // B's, or term_scale·V's where `term`.
@@ -132,11 +168,13 @@ fn store4(c_off: u32, i: u32, j: u32, v: vec4<f32>, term: bool) {
             if (p.c_block2 != 0u && p.splits <= 1u) {
                 idx = block_index(i, j + t, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
             }
+            // (i's row in the tile: i0 is a multiple of its rows)
+            let prod = row_unscaled(i % (8u * TY), p.alpha * v[t]);
             if (term) {
-                c[idx] += drop_at(DROP_TERM, idx, p.alpha * v[t]);
+                c[idx] += drop_at(DROP_TERM, idx, prod);
                 continue;
             }
-            var out = drop_at(DROP_OUT, idx, p.alpha * v[t]);
+            var out = drop_at(DROP_OUT, idx, prod);
             if (p.beta != 0.0) {
                 out += p.beta * c[idx];
             }
@@ -193,6 +231,9 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     // Dropout on the term alone (LoRA's on dx): the product is stored first, and the term,
     // summed afresh, added through the mask.
     let masked_term = segments == 2u && p.drop_on == DROP_TERM;
+    if (p.scale_rows != 0u) {
+        scale_rows(segments == 2u, a_off, i0, r_begin, r_end, flat);
+    }
     for (var s = 0u; s < segments; s++) {
         let term = s == 1u;
         if (term && masked_term) {

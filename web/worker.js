@@ -10,7 +10,7 @@ let wasm = null; // the module's exports: its memory's size is reported with eac
 let model = null; // where the loaded model came from: {kind: "url", url} or {kind: "local", name, files}
 let run = null; // the current run: settings, data, metrics, control flags
 let deviceLost = false;
-let f16Forward = false; // the page's f16 switch, applied again to a session opened after a lost device
+let f16Matmuls = false; // the page's f16 switch, applied again to a session opened after a lost device
 
 const post = (msg) => self.postMessage(msg);
 const event = (name, fields) => post({ event: name, ...fields });
@@ -143,7 +143,7 @@ async function train(msg) {
   if (run && run.active) throw new Error("a run is already going");
   if (deviceLost) {
     session = await Session.open();
-    session.set_f16_forward(f16Forward);
+    session.set_f16_matmuls(f16Matmuls);
     deviceLost = false;
   }
   const saved = msg.resume ? await loadRun() : null;
@@ -280,8 +280,8 @@ const ops = {
   train,
   f16: (m) =>
     exclusive(() => {
-      f16Forward = session.set_f16_forward(m.on);
-      return f16Forward;
+      f16Matmuls = session.set_f16_matmuls(m.on);
+      return f16Matmuls;
     }),
   pause() {
     if (run) run.paused = true;

@@ -82,7 +82,7 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
         "subgroups": s.subgroups,
         "subgroup_reductions": ctx.subgroup_reductions(),
         "cooperative_matrix": { "offered": ctx.offers_cooperative_matrix().0, "usable": ctx.offers_cooperative_matrix().1 },
-        "f16_forward": ctx.f16_forward(),
+        "f16_matmuls": ctx.f16_matmuls(),
         "shader_checks": !ctx.unchecked_shaders(),
         "gpu_timestamps": ctx.has_gpu_timer(),
     })

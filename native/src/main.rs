@@ -78,7 +78,7 @@ enum Command {
 /// picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
-    let f16_forward = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
+    let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
         Ok("1") => true,
         Ok("0") | Err(_) => false,
         Ok(other) => bail!("HEARTH_F16_MATMUL={other:?}: expected 1 (forwards on cooperative matrices in f16) or 0 (f32, the default)"),
@@ -88,9 +88,9 @@ pub fn open_gpu() -> Result<GpuContext> {
         Ok("1") | Err(_) => false,
         Ok(other) => bail!("HEARTH_SHADER_CHECKS={other:?}: expected 0 (the kernels without wgpu's bounds checks, loop bounds and zeroed workgroup memory) or 1 (with them, the default)"),
     };
-    let options = ContextOptions { cooperative_matrix: f16_forward, unchecked_shaders };
-    let mut ctx = pollster::block_on(GpuContext::new_with(filter.as_deref(), options))?.with_f16_forward(f16_forward);
-    if f16_forward && !ctx.f16_forward() {
+    let options = ContextOptions { cooperative_matrix: f16_matmuls, unchecked_shaders };
+    let mut ctx = pollster::block_on(GpuContext::new_with(filter.as_deref(), options))?.with_f16_matmuls(f16_matmuls);
+    if f16_matmuls && !ctx.f16_matmuls() {
         eprintln!("HEARTH_F16_MATMUL=1: this adapter has neither shader-f16 nor cooperative matrices (`hearth selftest` says what it offers); the matmuls stay f32");
     }
     if let Ok(name) = std::env::var("HEARTH_KERNELS") {
@@ -116,7 +116,7 @@ pub fn open_gpu() -> Result<GpuContext> {
         ctx.kernel_paths(),
         AttentionKernels::for_adapter(&ctx),
         if ctx.subgroup_reductions() { "subgroup" } else { "workgroup" },
-        match (ctx.f16_forward(), ctx.has_cooperative_matrix()) {
+        match (ctx.f16_matmuls(), ctx.has_cooperative_matrix()) {
             (false, _) => "",
             (true, true) => ", f16 forwards on cooperative matrices",
             (true, false) => ", f16 forwards in f16 tiles",

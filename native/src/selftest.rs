@@ -34,7 +34,7 @@ fn print_paths(ctx: &GpuContext) {
         choose_tiling(ctx, MatmulKind::Forward, &row)
     );
     let quant_f16 = if ctx.has_f16() && QuantBlock::for_adapter(ctx) == QuantBlock::Tiled {
-        if ctx.f16_forward() { "; forwards in f16 tiles (HEARTH_F16_MATMUL=1)" } else { "; forwards in f16 tiles with HEARTH_F16_MATMUL=1" }
+        if ctx.f16_matmuls() { "; forwards in f16 tiles (HEARTH_F16_MATMUL=1)" } else { "; forwards in f16 tiles with HEARTH_F16_MATMUL=1" }
     } else {
         ""
     };
@@ -64,7 +64,7 @@ fn print_paths(ctx: &GpuContext) {
         (true, false) if ctx.kernel_paths() == KernelPaths::Gpu => "in the tiled kernels' f16 tiles, products summed in f32 (checked below)",
         (true, false) => "in the tiled kernels' f16 tiles (checked below), which this adapter's kernels use only where the register kernels cannot take the sizes",
     };
-    let on = if ctx.f16_forward() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" };
+    let on = if ctx.f16_matmuls() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" };
     println!("  f16 forwards         {f16}{}", if ctx.has_f16() { format!("; {on}") } else { String::new() });
     println!(
         "  reductions           {} (rmsnorm, cross-entropy, gradient norm)",
@@ -75,7 +75,7 @@ fn print_paths(ctx: &GpuContext) {
         (true, false) => "offered, but not as 16 × 16 × 16 f16 products into f32 with subgroups of 32 (matmul_coop.wgsl's form)".to_string(),
         (true, true) => format!(
             "f16 forwards on matmul_coop.wgsl {} (checked below)",
-            if ctx.f16_forward() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" }
+            if ctx.f16_matmuls() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" }
         ),
     };
     println!("  cooperative matrices {coop}");

@@ -47,6 +47,8 @@ struct Params {
     first_row: u32,                    // gather.wgsl: the table's row that W's row 0 is
     term_skip_at: u32,                 // the matrix-vector kernels' term: output rows of a
     term_skip: u32,                    //   stacked part without one (gemv_term)
+    scale_rows: u32,                   // quant_tiled.wgsl's f16 tiles: inp's and H's rows
+                                       //   scaled (pieces/row_scales.wgsl; input gradients)
 }
 
 @group(1) @binding(0) var<uniform> p: Params;

@@ -22,15 +22,26 @@
 // #include "../pieces/gated_activations.wgsl"
 // #include "../pieces/input_norm_none.wgsl"
 // #include "../pieces/column_blocks.wgsl"
+// #include "../pieces/row_scales.wgsl"
 
 override TQ: u32 = 8u;
 
 var<workgroup> qt_a: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][row]: inp
 var<workgroup> qt_b: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][col]: W
 
-// inp(i0 + row, r0 + r) into qt_a[r][row] (zero past r_end), for a row-major inp with
-// `stride` columns, or in blocks along them (the input gradient of stacked weights; the
-// forward of stacked weights may write out in blocks likewise: qt_store).
+// inp(i, r), for a row-major inp with `stride` columns, or in blocks along them (the input
+// gradient of stacked weights; the forward of stacked weights may write out in blocks
+// likewise: qt_store).
+fn qt_inp_at(i: u32, r: u32, stride: u32) -> f32 {
+    var idx = i * stride + r;
+    if (p.a_block2 != 0u) {
+        idx = block_index(i, r, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), stride);
+    }
+    return inp[idx / 4u][idx % 4u];
+}
+
+// inp(i0 + row, r0 + r) into qt_a[r][row] (zero past r_end), each row scaled where the launch
+// scales rows.
 fn qt_stage_inp(i0: u32, r0: u32, r_end: u32, stride: u32, flat: u32) {
     let rows = 8u * TQ;
     for (var e = flat; e < rows * 8u; e += TQ * TQ) {
@@ -38,14 +49,45 @@ fn qt_stage_inp(i0: u32, r0: u32, r_end: u32, stride: u32, flat: u32) {
         let r = e % 8u;
         var v = 0.0;
         if (i0 + row < p.M && r0 + r < r_end) {
-            var idx = (i0 + row) * stride + r0 + r;
-            if (p.a_block2 != 0u) {
-                idx = block_index(i0 + row, r0 + r, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), stride);
-            }
-            v = inp[idx / 4u][idx % 4u];
+            v = row_scaled(row, qt_inp_at(i0 + row, r0 + r, stride));
         }
         qt_a[r * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(v);
     }
+}
+
+// The row scales (pieces/row_scales.wgsl) of this workgroup's rows of inp over its reduction
+// steps r_begin..r_end, and of H over the term's rank where it adds one, read in
+// qt_stage_inp's order: each invocation notes its largest magnitude as its row changes.
+fn qt_scale_rows(with_term: bool, i0: u32, r_begin: u32, r_end: u32, stride: u32, flat: u32) {
+    let rows = 8u * TQ;
+    row_scales_clear(flat, TQ * TQ);
+    workgroupBarrier();
+    for (var s = 0u; s < select(1u, 2u, with_term); s++) {
+        let term = s == 1u;
+        let lo = select(r_begin, 0u, term);
+        let span = select(r_end, p.term_r, term) - lo;
+        var row = rows;
+        var m = 0.0;
+        for (var e = flat; e < rows * span; e += TQ * TQ) {
+            if (e / span != row) {
+                if (row < rows) { row_scales_note(row, m); }
+                row = e / span;
+                m = 0.0;
+            }
+            if (i0 + row < p.M) {
+                let r = lo + e % span;
+                if (term) {
+                    m = max(m, abs(term_h_at(term_h_index(i0 + row, r))));
+                } else {
+                    m = max(m, abs(qt_inp_at(i0 + row, r, stride)));
+                }
+            }
+        }
+        if (row < rows) { row_scales_note(row, m); }
+    }
+    workgroupBarrier();
+    row_scales_settle(flat, TQ * TQ);
+    workgroupBarrier();
 }
 
 fn qt_put(r: u32, col: u32, v: f32) {
@@ -70,7 +112,7 @@ fn qt_stage_term(i0: u32, j0: u32, q0: u32, ncols: u32, flat: u32) {
                 v = p.term_scale * term_v_at(u32(at));
             }
         }
-        qt_a[(e % 8u) * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(h);
+        qt_a[(e % 8u) * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(row_scaled(row, h));
         qt_put(e % 8u, row, v);
     }
 }
@@ -88,12 +130,14 @@ fn qt_store(z: u32, i: u32, j: u32, ncols: u32, v: vec4<f32>, term: bool) {
             if (p.c_block2 != 0u && p.splits <= 1u) {
                 idx = block_index(i, j + t, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), ncols);
             }
+            // (i's row in the tile: i0 is a multiple of its rows)
+            let prod = row_unscaled(i % (8u * TQ), p.alpha * v[t]);
             if (term) {
                 let keep = dropout_keep(vec4<u32>(idx), p.drop_seed, p.drop_p).x;
-                out[idx] += select(0.0, p.alpha * v[t] / (1.0 - p.drop_p), keep);
+                out[idx] += select(0.0, prod / (1.0 - p.drop_p), keep);
                 continue;
             }
-            var o = p.alpha * v[t];
+            var o = prod;
             if (p.beta != 0.0) {
                 o += p.beta * out[idx];
             }
@@ -168,6 +212,9 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
     // matmul_tiled.wgsl; with dropout on the term, the product is stored first
     let segments = select(1u, 2u, LOW_RANK && wid.z == 0u);
     let masked_term = segments == 2u && p.drop_p > 0.0;
+    if (p.scale_rows != 0u) {
+        qt_scale_rows(segments == 2u, i0, r_begin, r_end, reduce, flat);
+    }
     for (var seg = 0u; seg < segments; seg++) {
         let term = seg == 1u;
         if (term && masked_term) {

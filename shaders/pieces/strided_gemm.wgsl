@@ -71,6 +71,9 @@ struct Params {
     // one (pieces/low_rank_term.wgsl's gemv_term); 0 rows: none.
     term_skip_at: u32,
     term_skip: u32,
+    // 1: the tiled kernels' f16 tiles scale each row of A and H (pieces/row_scales.wgsl; input
+    // gradients)
+    scale_rows: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;

@@ -131,6 +131,37 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
+/// Magnitudes for the rows of an output gradient, cycling from 1e-9 (below f16's smallest
+/// subnormal, 6e-8) to 1e5 (past its largest, 65504): what an input gradient in f16 tiles must
+/// keep (pieces/row_scales.wgsl).
+pub const GRADIENT_ROW_MAGNITUDES: [f32; 7] = [1e-9, 1e-7, 1e-5, 1e-3, 1.0, 1e2, 1e5];
+
+/// `v` (rows of `cols`) with row i scaled by GRADIENT_ROW_MAGNITUDES[i % 7].
+pub fn rows_at_magnitudes(mut v: Vec<f32>, cols: usize) -> Vec<f32> {
+    for (i, row) in v.chunks_mut(cols.max(1)).enumerate() {
+        row.iter_mut().for_each(|x| *x *= GRADIENT_ROW_MAGNITUDES[i % GRADIENT_ROW_MAGNITUDES.len()]);
+    }
+    v
+}
+
+/// Asserts `|got − want| ≤ rel·bound` element-wise, `bound` being Σ|a·b| over the products
+/// that sum to each value: rounding each operand to f16 errs by 2^-11 of it, so `rel` bounds
+/// the error relative to the products' sizes, whatever their scale and however they cancel.
+pub fn assert_within_products(what: &str, got: &[f32], want: &[f64], bound: &[f64], rel: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
+    let bad: Vec<usize> = (0..got.len()).filter(|&i| !((got[i] as f64 - want[i]).abs() <= rel * bound[i])).collect();
+    if let Some(&i) = bad.first() {
+        panic!(
+            "{what}: {} of {} values beyond {rel}·Σ|products|; the first at index {i}: got {}, want {}, Σ|products| {:.3e}",
+            bad.len(),
+            got.len(),
+            got[i],
+            want[i],
+            bound[i]
+        );
+    }
+}
+
 /// Asserts `|got − want| ≤ atol + rtol·|want|` element-wise; on failure prints the first
 /// values and the largest difference.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {

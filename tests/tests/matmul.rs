@@ -116,7 +116,7 @@ fn to_f16(v: Vec<f32>) -> Vec<f32> {
 }
 
 /// matmul_tiled_f16.wgsl (the tiled kernel with its tiles in f16), where the adapter has
-/// shader-f16 (lavapipe has; SwiftShader has not, and refuses it): all three layouts (the launchers use it for forwards) on random
+/// shader-f16 (lavapipe has; SwiftShader has not, and refuses it): all three layouts (the launchers use it for forwards and input gradients) on random
 /// shapes off the tiles, batched, accumulating, over a reduction long enough to split, with
 /// LoRA's term and its dropout, with dropout on an input; and inputs past f16's range
 /// saturate at ±65504.
@@ -152,6 +152,60 @@ fn f16_tiles_match_cpu_where_offered() {
             let (x, w, y) = (upload(ctx, &[1e5, 0.0, 0.0, -1e5]), upload(ctx, &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]), poisoned(ctx, 2));
             matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, MatmulDims::new(1, 2, 4), Accumulate::OVERWRITE).unwrap();
             assert_eq!(read(ctx, &y), [65504.0, -65504.0], "{tiling:?}");
+        }
+    });
+}
+
+/// Input gradients in f16 tiles scale each row of the output gradient, and of LoRA's dh,
+/// by a power of two before rounding it (pieces/row_scales.wgsl): rows of magnitudes from
+/// 1e-9 to 1e5 ([`GRADIENT_ROW_MAGNITUDES`]) come out within f16's rounding of both operands,
+/// 1.5e-3 of Σ|products| (2·2^-11 per product, and the f32 sums), for a product alone, split
+/// over a long reduction, and with LoRA's term with and without its dropout. Rounded as they
+/// are, the rows below 6e-8 would come out 0 and those past 65504 saturated.
+#[test]
+fn f16_tiles_keep_small_input_gradients() {
+    with_gpu!(ctx => {
+        if !ctx.has_f16() {
+            eprintln!("SKIPPED: this adapter has no shader-f16");
+            return;
+        }
+        let mut rng = Rng::new(47);
+        let acc = Accumulate { alpha: 0.5, beta: 0.0 };
+        let abs = |v: &[f32]| -> Vec<f32> { v.iter().map(|x| x.abs()).collect() };
+        for tiling in [MatmulTiling::TiledF16, MatmulTiling::TiledWideF16] {
+            for (d, rank, dropout) in [
+                (MatmulDims::new(70, 96, 40), 0, (0.0, 0)),
+                (MatmulDims::new(8, 5000, 40), 0, (0.0, 0)),
+                (MatmulDims::new(37, 52, 24), 8, (0.0, 0)),
+                (MatmulDims::new(130, 36, 72), 13, (0.5, 7)),
+            ] {
+                let (m, n, k) = (d.m, d.n, d.k);
+                let dy = rows_at_magnitudes(rng.vec_uniform(m * n, -1.0, 1.0), n);
+                let w = rng.vec_uniform(n * k, -1.0, 1.0);
+                // dh's rows 3 magnitudes on from dy's: the scale of a row is the larger's
+                let dh = rows_at_magnitudes(rng.vec_uniform((m + 3) * rank, -1.0, 1.0), rank)[3 * rank..].to_vec();
+                let lora_a = rng.vec_uniform(rank * k, -1.0, 1.0);
+                let out = poisoned(ctx, m * k);
+                let (hb, vb) = (upload(ctx, &dh), upload(ctx, &lora_a));
+                let (dyb, wb) = (upload(ctx, &dy), upload(ctx, &w));
+                let scale = 1.75;
+                if rank == 0 {
+                    matmul_with(ctx, MatmulKind::BackwardInput, tiling, &out, &dyb, &wb, d, acc).unwrap();
+                } else {
+                    let term = LowRankTerm { h: &hb, v: &vb, rank, scale, dropout, layout: TermLayout::Rows };
+                    matmul_low_rank_with(ctx, MatmulKind::BackwardInput, tiling, &out, &dyb, &wb, d, acc, term).unwrap();
+                }
+                let term_dims = MatmulDims::new(m, rank, k);
+                let mut masked = vec![0.0; m * k];
+                cpu::dropout_forward(&mut masked, &reference(MatmulKind::BackwardInput, &dh, &lora_a, &term_dims), dropout.0, dropout.1, 0.0);
+                let product = reference(MatmulKind::BackwardInput, &dy, &w, &d);
+                let want: Vec<f64> = (0..m * k).map(|i| 0.5 * (product[i] + scale as f64 * masked[i])).collect();
+                let sizes = reference(MatmulKind::BackwardInput, &abs(&dy), &abs(&w), &d);
+                let term_sizes = reference(MatmulKind::BackwardInput, &abs(&dh), &abs(&lora_a), &term_dims);
+                let bound: Vec<f64> = (0..m * k).map(|i| 0.5 * (sizes[i] + scale as f64 * term_sizes[i] / (1.0 - dropout.0 as f64))).collect();
+                let what = format!("{tiling:?} {d:?} + rank {rank} term, dropout {dropout:?}");
+                assert_within_products(&what, &read(ctx, &out), &want, &bound, 1.5e-3);
+            }
         }
     });
 }

@@ -406,9 +406,12 @@ fn to_f16(v: Vec<f32>) -> Vec<f32> {
 /// shader-f16 (lavapipe has; SwiftShader has not, and refuses it). The CPU's inputs are rounded
 /// the same way, so what is compared is the f32 accumulation: ragged edges, 128 × 128 tiles,
 /// a split reduction, with and without LoRA's term (scale 2, exact in f16) and its dropout,
-/// accumulating. The input gradient is refused: gradients fall below f16's range.
+/// accumulating. The input gradient, its rows scaled by powers of two (pieces/row_scales.wgsl),
+/// on output gradients of rows from 1e-9 to 1e5 (GRADIENT_ROW_MAGNITUDES), with LoRA's term
+/// and its dropout, split over a long reduction, and reading its input in blocks: within
+/// 1.5e-3 of Σ|products| of the CPU's on the unrounded inputs.
 #[test]
-fn f16_tiles_quantized_forward_matches_where_offered() {
+fn f16_tiles_quantized_match_where_offered() {
     with_gpu!(ctx => {
         let small = GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::F16, &[0.5; 64], 2, 32).unwrap()).unwrap();
         let f16_tiles = |kind, out: &_, inp: &_| matmul_quant_with(ctx, QuantBlock::TiledF16, kind, out, inp, &small, 1, Accumulate::OVERWRITE, None);
@@ -418,8 +421,6 @@ fn f16_tiles_quantized_forward_matches_where_offered() {
             eprintln!("SKIPPED: this adapter has no shader-f16 (the f16 tiles were refused)");
             return;
         }
-        let err = f16_tiles(MatmulKind::BackwardInput, &poisoned(ctx, 32), &upload(ctx, &[0.0; 2])).unwrap_err();
-        assert!(err.to_string().contains("forwards only"), "{err}");
         let mut rng = Rng::new(29);
         for format in QuantFormat::ALL {
             for (m, n, k) in [(37, 70, 128), (1030, 1040, 64), (10, 36, 1024)] {
@@ -444,6 +445,43 @@ fn f16_tiles_quantized_forward_matches_where_offered() {
                     let what = format!("{format:?} TiledF16 {m}×{n}×{k} + rank {rank} term, dropout {dropout:?}");
                     assert_close(&what, &read(ctx, &out), &want, 4e-4, 1e-4);
                 }
+            }
+        }
+        let abs = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x.abs()).collect() };
+        // (a context of f16 matmuls, for the launch in blocks, which takes the context's tiles)
+        let f16 = own_gpu().unwrap().with_f16_matmuls(true);
+        for format in QuantFormat::ALL {
+            let ctx = &f16;
+            for (m, n, k, rank, dropout, blocked) in [(37, 72, 128, 0, (0.0, 0), false), (10, 2048, 64, 0, (0.0, 0), false), (70, 40, 128, 16, (0.3, 7), false), (45, 48, 64, 8, (0.0, 0), true)] {
+                let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
+                let wd = to_f64(&t.dequantize());
+                let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+                let dy = rows_at_magnitudes(rng.vec_uniform(m * n, -1.0, 1.0), n);
+                // dh's rows 3 magnitudes on from dy's: the scale of a row is the larger's
+                let dh = rows_at_magnitudes(rng.vec_uniform((m + 3) * rank, -1.0, 1.0), rank)[3 * rank..].to_vec();
+                let lora_a = rng.vec_uniform(rank * k, -1.0, 1.0);
+                let (hb, vb) = (upload(ctx, &dh), upload(ctx, &lora_a));
+                let term = (rank > 0).then_some(LowRankTerm { h: &hb, v: &vb, rank, scale: 2.0, dropout, layout: TermLayout::Rows });
+                let out = poisoned(ctx, m * k);
+                if blocked {
+                    // dy as three parts' gradients stored apart (a stacked weight's)
+                    let (parts, blocks) = in_blocks(&dy, m, &[n / 2, n / 4, n / 4], 5);
+                    let blocks = ColumnBlocks::new(&blocks).unwrap();
+                    matmul_quant_blocked_input(ctx, &out, &upload(ctx, &parts), blocks, &gw, m, 0.0, term).unwrap();
+                } else {
+                    matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::BackwardInput, &out, &upload(ctx, &dy), &gw, m, Accumulate::OVERWRITE, term).unwrap();
+                }
+                let (mut product, mut sizes, mut extra, mut extra_sizes, mut masked) = (vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k]);
+                let (dy, dh, lora_a) = (to_f64(&dy), to_f64(&dh), to_f64(&lora_a));
+                cpu::matmul_backward_input(&mut product, &dy, &wd, m, n, k);
+                cpu::matmul_backward_input(&mut sizes, &abs(&dy), &abs(&wd), m, n, k);
+                cpu::matmul_backward_input(&mut extra, &dh, &lora_a, m, rank, k);
+                cpu::matmul_backward_input(&mut extra_sizes, &abs(&dh), &abs(&lora_a), m, rank, k);
+                cpu::dropout_forward(&mut masked, &extra, dropout.0, dropout.1, 0.0);
+                let want: Vec<f64> = (0..m * k).map(|i| product[i] + 2.0 * masked[i]).collect();
+                let bound: Vec<f64> = (0..m * k).map(|i| sizes[i] + 2.0 * extra_sizes[i] / (1.0 - dropout.0 as f64)).collect();
+                let what = format!("{format:?} TiledF16 input gradient {m}×{n}×{k} + rank {rank} term, dropout {dropout:?}, in blocks {blocked}");
+                assert_within_products(&what, &read(ctx, &out), &want, &bound, 1.5e-3);
             }
         }
         // past f16's range the staged values saturate at ±65504 instead of becoming inf

@@ -212,7 +212,7 @@ fn check_f16_tiles(what: &str, fixture_name: &str, format: WeightFormat, atol: f
         eprintln!("SKIPPED: this adapter has no shader-f16");
         return;
     }
-    let ctx = own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu).with_f16_forward(true);
+    let ctx = own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu).with_f16_matmuls(true);
     let m = load_hf_folder(&DirFiles(fixture(fixture_name)), Some(format)).unwrap();
     ctx.profile_begin();
     check_on(&ctx, what, fixture_name, m, 8, None, atol, rtol);

@@ -44,7 +44,7 @@ pub struct GpuContext {
     coop_fits: bool,
     /// Forward matmuls run in f16, summed in f32 (opt-in: on cooperative matrices or in f16
     /// tiles, where the device has them).
-    f16_forward: bool,
+    f16_matmuls: bool,
     /// ContextOptions::unchecked_shaders.
     unchecked_shaders: bool,
 }
@@ -264,7 +264,7 @@ impl GpuContext {
             subgroup_reductions: features.contains(wgpu::Features::SUBGROUP),
             offers_cooperative_matrix,
             coop_fits,
-            f16_forward: false,
+            f16_matmuls: false,
             unchecked_shaders: options.unchecked_shaders,
         }
         .with_adapter_paths())
@@ -386,18 +386,18 @@ impl GpuContext {
     /// wherever it has shader-f16. Faster, but the inputs are rounded to f16, so it is a choice,
     /// not the default (`HEARTH_F16_MATMUL=1`). Only where the tiled kernels run: software
     /// adapters keep their f32 register kernels.
-    pub fn with_f16_forward(mut self, on: bool) -> Self {
-        self.set_f16_forward(on);
+    pub fn with_f16_matmuls(mut self, on: bool) -> Self {
+        self.set_f16_matmuls(on);
         self
     }
 
-    /// [`GpuContext::with_f16_forward`] in place (the web app's switch).
-    pub fn set_f16_forward(&mut self, on: bool) {
-        self.f16_forward = on && (self.has_cooperative_matrix() || self.has_f16());
+    /// [`GpuContext::with_f16_matmuls`] in place (the web app's switch).
+    pub fn set_f16_matmuls(&mut self, on: bool) {
+        self.f16_matmuls = on && (self.has_cooperative_matrix() || self.has_f16());
     }
 
-    pub fn f16_forward(&self) -> bool {
-        self.f16_forward
+    pub fn f16_matmuls(&self) -> bool {
+        self.f16_matmuls
     }
 
     pub fn has_subgroups(&self) -> bool {

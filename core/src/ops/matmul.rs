@@ -181,7 +181,7 @@ pub enum MatmulTiling {
     /// A workgroup per output column: the forward of at most 4 rows (decoding) on GPUs.
     Gemv,
     /// The tiled kernel's 64 × 64 tiles on cooperative matrices, inputs rounded to f16:
-    /// forwards where the context asks for it ([`GpuContext::with_f16_forward`]).
+    /// forwards where the context asks for it ([`GpuContext::with_f16_matmuls`]).
     Coop,
 }
 
@@ -282,6 +282,9 @@ struct StridedParams {
     /// ([`StackedTerm::skipped`]).
     term_skip_at: u32,
     term_skip: u32,
+    /// 1 where the f16 tiles scale each row of a and of the term's H by a power of two
+    /// (pieces/row_scales.wgsl): input gradients, whose small values f16 would lose.
+    scale_rows: u32,
 }
 
 /// LoRA dropout on one side of a product: the mask of ops::dropout at each value's flat index
@@ -428,10 +431,11 @@ pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> Matm
         }
     } else if ctx.kernel_paths() == KernelPaths::Gpu && kind == MatmulKind::Forward && d.batch == 1 && d.m <= GEMV_ROWS {
         MatmulTiling::Gemv
-    } else if ctx.f16_forward() && kind == MatmulKind::Forward && ctx.has_cooperative_matrix() {
+    } else if ctx.f16_matmuls() && kind == MatmulKind::Forward && ctx.has_cooperative_matrix() {
         MatmulTiling::Coop
     } else {
-        tiled_for(kind, d, ctx.f16_forward() && kind == MatmulKind::Forward)
+        // (input gradients in f16 tiles with their rows scaled: not on cooperative matrices yet)
+        tiled_for(kind, d, ctx.f16_matmuls() && kind != MatmulKind::BackwardWeight)
     }
 }
 
@@ -1038,6 +1042,7 @@ fn launch(
                 h_blocks: term.map_or([0; 4], |t| t.block_params()),
                 c_blocks: ColumnBlocks::params(d.c_blocks),
                 a_blocks_on_rows: (kind == MatmulKind::BackwardWeight) as u32,
+                scale_rows: (tiling.rounds_to_f16() && kind == MatmulKind::BackwardInput) as u32,
                 ..bytemuck::Zeroable::zeroed()
             };
             let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];

@@ -87,6 +87,9 @@ struct Params {
     /// (ops::matmul::StackedTerm::skipped).
     term_skip_at: u32,
     term_skip: u32,
+    /// The tiled kernels' f16 tiles: 1 where each row of inp and of the term's H is scaled by
+    /// a power of two (pieces/row_scales.wgsl), as input gradients need.
+    scale_rows: u32,
 }
 
 /// The entry points of a matmul_<format>.wgsl, named by core/build/ after its blocks.
@@ -135,15 +138,21 @@ pub enum QuantBlock {
     /// 64 × 64 outputs per workgroup of 8 × 8 invocations (128 × 128 for large outputs),
     /// W decoded into workgroup memory.
     Tiled,
-    /// Forward only: [`QuantBlock::Tiled`] with inp and W rounded to f16 as they are staged
-    /// (saturating at ±65504), the products summed in f32; shader-f16 only, where the context
-    /// asks for f16 forwards (`GpuContext::with_f16_forward`).
+    /// [`QuantBlock::Tiled`] with inp and W rounded to f16 as they are staged (saturating at
+    /// ±65504), the products summed in f32; shader-f16 only, where the context asks for f16
+    /// matmuls (`GpuContext::with_f16_matmuls`). An input gradient's rows are scaled by powers
+    /// of two first (pieces/row_scales.wgsl), so that its small values keep their digits.
     TiledF16,
     /// Forward only, 1 to 4 rows, K a multiple of 8: a workgroup per row of W (GPUs decoding).
     Gemv,
 }
 
 impl QuantBlock {
+    /// Whether it is quant_tiled.wgsl's kernel (f32 or f16 tiles).
+    pub fn is_tiled(self) -> bool {
+        matches!(self, QuantBlock::Tiled | QuantBlock::TiledF16)
+    }
+
     pub fn for_adapter(ctx: &GpuContext) -> Self {
         match ctx.kernel_paths() {
             KernelPaths::Llvmpipe => QuantBlock::Large,
@@ -316,16 +325,21 @@ fn choose_block(ctx: &GpuContext, kind: MatmulKind, w: &GpuQuantWeight, m: usize
         ..=8 if !gpu => QuantBlock::Small,
         _ => match QuantBlock::for_adapter(ctx) {
             QuantBlock::Tiled if !w.cols.is_multiple_of(8) => QuantBlock::Small,
-            QuantBlock::Tiled if kind == MatmulKind::Forward && ctx.f16_forward() && ctx.has_f16() => QuantBlock::TiledF16,
+            QuantBlock::Tiled => tiled_block(ctx),
             block => block,
         },
     }
 }
 
+/// The tiled kernels' tiles here: f16 where the context asks for f16 matmuls.
+fn tiled_block(ctx: &GpuContext) -> QuantBlock {
+    if ctx.f16_matmuls() && ctx.has_f16() { QuantBlock::TiledF16 } else { QuantBlock::Tiled }
+}
+
 /// Whether the input gradient through `w` of `m` rows runs on the tiled kernel here, which
 /// reads its input in blocks ([`matmul_quant_blocked_input`]).
 pub fn takes_input_blocks(ctx: &GpuContext, w: &GpuQuantWeight, m: usize) -> bool {
-    choose_block(ctx, MatmulKind::BackwardInput, w, m) == QuantBlock::Tiled
+    choose_block(ctx, MatmulKind::BackwardInput, w, m).is_tiled()
 }
 
 /// out(M, K) = beta·out + inp·W (+ a term) for weights stacked by rows (`Linear::upload_stacked`),
@@ -335,13 +349,13 @@ pub fn takes_input_blocks(ctx: &GpuContext, w: &GpuQuantWeight, m: usize) -> boo
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_quant_blocked_input(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, blocks: ColumnBlocks, w: &GpuQuantWeight, m: usize, beta: f32, term: Option<LowRankTerm>) -> Result<()> {
     let blocks = Blocks { inp: Some(blocks), out: None };
-    quant_launch(ctx, QuantBlock::Tiled, MatmulKind::BackwardInput, out, inp, blocks, w, m, Accumulate { alpha: 1.0, beta }, term)
+    quant_launch(ctx, tiled_block(ctx), MatmulKind::BackwardInput, out, inp, blocks, w, m, Accumulate { alpha: 1.0, beta }, term)
 }
 
 /// Whether the forward through `w` of `m` rows runs here on the tiled kernel, which writes out
 /// in blocks ([`matmul_quant_blocked_output`]).
 pub fn forward_takes_blocks(ctx: &GpuContext, w: &GpuQuantWeight, m: usize) -> bool {
-    choose_block(ctx, MatmulKind::Forward, w, m) == QuantBlock::Tiled
+    choose_block(ctx, MatmulKind::Forward, w, m).is_tiled()
 }
 
 /// out(M, N) = inp·Wᵀ (+ a term) for weights stacked by rows (`Linear::upload_stacked`), with
@@ -351,7 +365,7 @@ pub fn forward_takes_blocks(ctx: &GpuContext, w: &GpuQuantWeight, m: usize) -> b
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_quant_blocked_output(ctx: &GpuContext, out: &GpuBuffer, blocks: ColumnBlocks, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, term: Option<LowRankTerm>) -> Result<()> {
     let blocks = Blocks { inp: None, out: Some(blocks) };
-    quant_launch(ctx, QuantBlock::Tiled, MatmulKind::Forward, out, inp, blocks, w, m, Accumulate::OVERWRITE, term)
+    quant_launch(ctx, tiled_block(ctx), MatmulKind::Forward, out, inp, blocks, w, m, Accumulate::OVERWRITE, term)
 }
 
 /// Which operands of a tiled launch lie in column blocks.
@@ -398,11 +412,11 @@ fn quant_launch(
     acc: Accumulate,
     term: Option<LowRankTerm>,
 ) -> Result<()> {
-    let tiled = matches!(block, QuantBlock::Tiled | QuantBlock::TiledF16);
+    let tiled = block.is_tiled();
     // the tiled kernels add a term (and its dropout) in their launch, the matrix-vector one a
     // term without dropout (a forward's h·Bᵀ)
     let takes_term = |t: &LowRankTerm| tiled || (block == QuantBlock::Gemv && t.dropout.0 == 0.0);
-    ensure(blocks.inp.is_none() || (block == QuantBlock::Tiled && kind == MatmulKind::BackwardInput), || format!("inp in blocks is for the tiled input gradient, not {kind:?} on {block:?}"))?;
+    ensure(blocks.inp.is_none() || (tiled && kind == MatmulKind::BackwardInput), || format!("inp in blocks is for the tiled input gradient, not {kind:?} on {block:?}"))?;
     ensure(blocks.out.is_none() || (tiled && kind == MatmulKind::Forward), || format!("out in blocks is for the tiled forward, not {kind:?} on {block:?}"))?;
     ensure(term.is_none_or(|t| t.layout_fits(tiled, block == QuantBlock::Gemv)), || format!("the {block:?} kernels cannot read a term laid out as {:?}", term.map(|t| t.layout)))?;
     if let Some(t) = term.filter(|t| !takes_term(t)) {
@@ -434,8 +448,7 @@ fn quant_launch(
         (_, QuantBlock::Small) => entries.backward_input_small,
         (_, QuantBlock::Row) => return Err(Error::Shape("the row kernel computes forwards only".into())),
         (MatmulKind::Forward, QuantBlock::Tiled | QuantBlock::TiledF16) => "matmul_quant_forward_tiled",
-        (_, QuantBlock::Tiled) => "matmul_quant_backward_input_tiled",
-        (_, QuantBlock::TiledF16) => return Err(Error::Shape("the f16 tiles compute forwards only (gradients fall below f16's range)".into())),
+        (_, QuantBlock::Tiled | QuantBlock::TiledF16) => "matmul_quant_backward_input_tiled",
         (MatmulKind::Forward, QuantBlock::Gemv) => "matmul_quant_gemv",
         (_, QuantBlock::Gemv) => return Err(Error::Shape("the matrix-vector kernel computes forwards only".into())),
     };
@@ -491,6 +504,7 @@ fn quant_launch(
         r_split: r_split as u32,
         a_blocks: ColumnBlocks::params(blocks.inp),
         c_blocks: ColumnBlocks::params(blocks.out),
+        scale_rows: (block == QuantBlock::TiledF16 && kind == MatmulKind::BackwardInput) as u32,
         ..bytemuck::Zeroable::zeroed()
     };
     let params = term_params(params, term, kind, out_cols);
