@@ -80,11 +80,11 @@ def main():
             rows.append((f"{name} f32 train tokens/s: shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0) vs with them",
                          num(unchecked["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(unchecked["tokens_per_s"], tiled["tokens_per_s"]), ""))
         for base in ("f32", "q4_1"):
-            f16 = results.get(f"train-{name}-{base}-f16-forward")
+            f16 = results.get(f"train-{name}-{base}-f16-matmuls")
             plain = results.get(f"train-{name}-{base}")
             if not (f16 and plain):
                 continue
-            rows.append((f"{name} base {base} train tokens/s: forwards in f16 (HEARTH_F16_MATMUL=1: cooperative matrices or f16 tiles) vs f32",
+            rows.append((f"{name} base {base} train tokens/s: f16 matmuls (HEARTH_F16_MATMUL=1: forwards on cooperative matrices or f16 tiles, input gradients in f16 tiles) vs f32",
                          num(f16["tokens_per_s"]), num(plain["tokens_per_s"]), ratio(f16["tokens_per_s"], plain["tokens_per_s"]), ""))
             rows.append((f"{name} the same vs PEFT bf16", num(f16["tokens_per_s"]), num(bf16.get("tokens_per_s")),
                          ratio(f16["tokens_per_s"], bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else ""))
@@ -114,6 +114,12 @@ def main():
             lines += ["", "The forwards at the model's shapes (f32 in both tile sizes, f16, each quantized format):", "",
                       "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
             lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in model_rows]
+        # and the input gradients (training's other half of the frozen base's FLOPs)
+        dx_rows = [r for r in ops["rows"] if (r["m"], r["n"], r["k"]) != (4096, 4096, 4096) and "backward_input" in r["op"]]
+        if dx_rows:
+            lines += ["", "The input gradients at the model's shapes (f32, f16 tiles with their rows scaled, each quantized format):", "",
+                      "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
+            lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in dx_rows]
     for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
                        ("ops-unchecked", "f32 forward matmul, shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0)"),
                        ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)")):

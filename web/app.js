@@ -413,7 +413,7 @@ $("f16-matmul").onchange = async () => {
   const box = $("f16-matmul");
   try {
     box.checked = await call("f16", { on: box.checked });
-    say(box.checked ? "The forward matmuls now run in f16 tiles, summed in f32." : "The matmuls are f32 again.", "ok");
+    say(box.checked ? "The forward matmuls and input gradients now run in f16 tiles, summed in f32." : "The matmuls are f32 again.", "ok");
   } catch (e) {
     box.checked = false;
     say(e.message, "error");

@@ -156,8 +156,10 @@ fn linear_shapes(cfg: &Config) -> Vec<(String, usize, usize)> {
 
 /// The row of matmul_coop.wgsl's forward (where the adapter has cooperative matrices).
 const COOP_OP: &str = "f16 coop forward";
-/// The row of the tiled forward with f16 tiles (where the adapter has shader-f16).
+/// The rows of the tiled forward and input gradient with f16 tiles (where the adapter has
+/// shader-f16; the input gradient's rows scaled first).
 const F16_TILES_OP: &str = "f16 tiles forward";
+const F16_TILES_DX_OP: &str = "f16 tiles backward_input";
 
 /// The row of the f32 forward in the workgroup tiles `matmul` did not pick (GPU kernels).
 const OTHER_TILES_OP: &str = "f32 forward, other tiles";
@@ -208,6 +210,13 @@ fn ops(a: OpsArgs) -> Result<()> {
             let (ms, kernels) = time(&ctx, reps, || matmul_with(&ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
             rows.push(Row { op: F16_TILES_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
+        if ctx.has_f16() && wanted(F16_TILES_DX_OP) {
+            let (dy, w, dx) = (random(&ctx, &mut rng, m * n)?, random(&ctx, &mut rng, n * k)?, random(&ctx, &mut rng, m * k)?);
+            let d = MatmulDims::new(m, n, k);
+            let tiling = tiled_for(MatmulKind::BackwardInput, &d, true);
+            let (ms, kernels) = time(&ctx, reps, || matmul_with(&ctx, MatmulKind::BackwardInput, tiling, &dx, &dy, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            rows.push(Row { op: F16_TILES_DX_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+        }
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
             let op = format!("f32 {}", kind_name(kind));
             if !wanted(&op) {
@@ -239,9 +248,12 @@ fn ops(a: OpsArgs) -> Result<()> {
         for format in QuantFormat::ALL {
             let wanted_kinds: Vec<MatmulKind> =
                 [MatmulKind::Forward, MatmulKind::BackwardInput].into_iter().filter(|&kind| wanted(&format!("{} {}", format_name(format), kind_name(kind)))).collect();
-            let f16_tiles_op = format!("{} {F16_TILES_OP}", format_name(format));
-            let f16_tiles = ctx.has_f16() && wanted(&f16_tiles_op);
-            if wanted_kinds.is_empty() && !f16_tiles {
+            let f16_kinds: Vec<(MatmulKind, String)> = [(MatmulKind::Forward, F16_TILES_OP), (MatmulKind::BackwardInput, F16_TILES_DX_OP)]
+                .into_iter()
+                .map(|(kind, op)| (kind, format!("{} {op}", format_name(format))))
+                .filter(|(_, op)| ctx.has_f16() && wanted(op))
+                .collect();
+            if wanted_kinds.is_empty() && f16_kinds.is_empty() {
                 continue;
             }
             let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
@@ -252,12 +264,11 @@ fn ops(a: OpsArgs) -> Result<()> {
                 let (ms, kernels) = time(&ctx, reps, || matmul_quant(&ctx, kind, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch"))?;
                 rows.push(Row { op: format!("{} {}", format_name(format), kind_name(kind)), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
             }
-            if f16_tiles {
-                let (x, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, m * n)?);
-                let (ms, kernels) = time(&ctx, reps, || {
-                    matmul_quant_with(&ctx, QuantBlock::TiledF16, MatmulKind::Forward, &y, &x, &gw, m, Accumulate::OVERWRITE, None).expect("launch")
-                })?;
-                rows.push(Row { op: f16_tiles_op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+            for (kind, op) in f16_kinds {
+                let (in_len, out_len) = if kind == MatmulKind::Forward { (m * k, m * n) } else { (m * n, m * k) };
+                let (x, y) = (random(&ctx, &mut rng, in_len)?, random(&ctx, &mut rng, out_len)?);
+                let (ms, kernels) = time(&ctx, reps, || matmul_quant_with(&ctx, QuantBlock::TiledF16, kind, &y, &x, &gw, m, Accumulate::OVERWRITE, None).expect("launch"))?;
+                rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
             }
         }
     }

@@ -72,8 +72,9 @@ enum Command {
 /// Opens the GPU named by HEARTH_ADAPTER (a substring of its name), or the default one,
 /// with the kernels HEARTH_KERNELS names (gpu, software or llvmpipe; default: the adapter's
 /// own) and the training attention HEARTH_ATTENTION names (rows, tiled or matmul), without
-/// subgroup operations where HEARTH_SUBGROUPS=0, with forward matmuls in f16 where
-/// HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), the
+/// subgroup operations where HEARTH_SUBGROUPS=0, with matmuls in f16 where HEARTH_F16_MATMUL=1
+/// (forwards on cooperative matrices, or in f16 tiles with shader-f16; input gradients in f16
+/// tiles), the
 /// kernels without wgpu's runtime checks where HEARTH_SHADER_CHECKS=0, and says which it
 /// picked.
 pub fn open_gpu() -> Result<GpuContext> {
@@ -81,7 +82,7 @@ pub fn open_gpu() -> Result<GpuContext> {
     let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
         Ok("1") => true,
         Ok("0") | Err(_) => false,
-        Ok(other) => bail!("HEARTH_F16_MATMUL={other:?}: expected 1 (forwards on cooperative matrices in f16) or 0 (f32, the default)"),
+        Ok(other) => bail!("HEARTH_F16_MATMUL={other:?}: expected 1 (forwards and input gradients in f16, summed in f32) or 0 (f32, the default)"),
     };
     let unchecked_shaders = match std::env::var("HEARTH_SHADER_CHECKS").as_deref() {
         Ok("0") => true,
@@ -118,8 +119,8 @@ pub fn open_gpu() -> Result<GpuContext> {
         if ctx.subgroup_reductions() { "subgroup" } else { "workgroup" },
         match (ctx.f16_matmuls(), ctx.has_cooperative_matrix()) {
             (false, _) => "",
-            (true, true) => ", f16 forwards on cooperative matrices",
-            (true, false) => ", f16 forwards in f16 tiles",
+            (true, true) => ", f16 matmuls: forwards on cooperative matrices, input gradients in f16 tiles",
+            (true, false) => ", f16 matmuls: forwards and input gradients in f16 tiles",
         },
         if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" }
     );

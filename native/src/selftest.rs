@@ -34,7 +34,7 @@ fn print_paths(ctx: &GpuContext) {
         choose_tiling(ctx, MatmulKind::Forward, &row)
     );
     let quant_f16 = if ctx.has_f16() && QuantBlock::for_adapter(ctx) == QuantBlock::Tiled {
-        if ctx.f16_matmuls() { "; forwards in f16 tiles (HEARTH_F16_MATMUL=1)" } else { "; forwards in f16 tiles with HEARTH_F16_MATMUL=1" }
+        if ctx.f16_matmuls() { "; forwards and input gradients in f16 tiles (HEARTH_F16_MATMUL=1)" } else { "; forwards and input gradients in f16 tiles with HEARTH_F16_MATMUL=1" }
     } else {
         ""
     };
@@ -60,12 +60,12 @@ fn print_paths(ctx: &GpuContext) {
     println!("  f16 weights          unpacked to f32 in the matmul (any adapter)");
     let f16 = match (ctx.has_f16(), ctx.offers_cooperative_matrix().1) {
         (false, _) => "none (the adapter has no shader-f16)",
-        (true, true) => "on cooperative matrices, below",
-        (true, false) if ctx.kernel_paths() == KernelPaths::Gpu => "in the tiled kernels' f16 tiles, products summed in f32 (checked below)",
+        (true, true) => "forwards on cooperative matrices, below; input gradients in the tiled kernels' f16 tiles, each row scaled first (checked below)",
+        (true, false) if ctx.kernel_paths() == KernelPaths::Gpu => "forwards and input gradients in the tiled kernels' f16 tiles, products summed in f32, a gradient's rows scaled first (checked below)",
         (true, false) => "in the tiled kernels' f16 tiles (checked below), which this adapter's kernels use only where the register kernels cannot take the sizes",
     };
     let on = if ctx.f16_matmuls() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" };
-    println!("  f16 forwards         {f16}{}", if ctx.has_f16() { format!("; {on}") } else { String::new() });
+    println!("  f16 matmuls          {f16}{}", if ctx.has_f16() { format!("; {on}") } else { String::new() });
     println!(
         "  reductions           {} (rmsnorm, cross-entropy, gradient norm)",
         if ctx.subgroup_reductions() { "subgroup operations" } else { "workgroup memory (the adapter has no subgroups; wgpu passes none through WebGPU)" }
@@ -123,6 +123,39 @@ fn check_f16(ctx: &GpuContext, tiling: MatmulTiling, rng: &mut Rng) -> Result<Ve
     Ok(out)
 }
 
+/// An input gradient in f16 tiles (`format`: a quantized weight's, else f32's in `tiling`) of
+/// an output gradient whose rows range from 1e-9 to 1e5, against the CPU's on the unrounded
+/// inputs: the largest difference relative to Σ|products| of its value. The rows are scaled by
+/// powers of two before they are rounded to f16 (pieces/row_scales.wgsl), so each keeps f16's
+/// 11 bits: 2·2^-11 per product, and the f32 sums.
+fn check_f16_input_gradient(ctx: &GpuContext, tiling: MatmulTiling, format: Option<QuantFormat>, rng: &mut Rng) -> Result<f64> {
+    const MAGNITUDES: [f32; 7] = [1e-9, 1e-7, 1e-5, 1e-3, 1.0, 1e2, 1e5];
+    let (m, n, k) = (70, 1024, 128);
+    let mut dy = rng.vec_uniform(m * n, -1.0, 1.0);
+    for (i, row) in dy.chunks_mut(n).enumerate() {
+        row.iter_mut().for_each(|x| *x *= MAGNITUDES[i % MAGNITUDES.len()]);
+    }
+    let w = rng.vec_uniform(n * k, -1.0, 1.0);
+    let (dyb, out) = (ctx.upload_f32(&dy)?, ctx.alloc_f32(m * k)?);
+    let w = match format {
+        Some(format) => {
+            let t = QuantTensor::quantize(format, &w, n, k)?;
+            matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::BackwardInput, &out, &dyb, &GpuQuantWeight::upload(ctx, &t)?, m, Accumulate::OVERWRITE, None)?;
+            t.dequantize()
+        }
+        None => {
+            matmul_with(ctx, MatmulKind::BackwardInput, tiling, &out, &dyb, &ctx.upload_f32(&w)?, MatmulDims::new(m, n, k), Accumulate::OVERWRITE)?;
+            w
+        }
+    };
+    let (mut want, mut sizes) = (vec![0.0; m * k], vec![0.0; m * k]);
+    let abs = |v: &[f32]| -> Vec<f64> { v.iter().map(|x| x.abs() as f64).collect() };
+    cpu::matmul_backward_input(&mut want, &to64(&dy), &to64(&w), m, n, k);
+    cpu::matmul_backward_input(&mut sizes, &abs(&dy), &abs(&w), m, n, k);
+    let got = pollster::block_on(ctx.read_f32(&out))?;
+    Ok((0..m * k).map(|i| (got[i] as f64 - want[i]).abs() / sizes[i]).fold(0.0, f64::max))
+}
+
 /// A quantized forward in f16 tiles against the CPU's over x and the dequantized weight
 /// rounded to f16 (a weight whose f32 decoding lands an ulp away may round to the other
 /// neighbour: 5e-4 at most for weights below 1), over a reduction long enough to split.
@@ -153,16 +186,17 @@ pub fn run() -> Result<()> {
     let mut want = vec![0.0; m * n];
     cpu::matmul_forward(&mut want, &to64(&x), &to64(&w), m, n, k);
     let mut failed = 0;
-    // Tolerance: f32 sums of 128 products of magnitude ≤ 1.
-    let mut report = |name: String, diff: f64| {
-        let ok = diff < 1e-3;
+    // Tolerance: f32 sums of 128 products of magnitude ≤ 1; an f16 input gradient's error
+    // relative to its products (check_f16_input_gradient): 1.5e-3.
+    let mut report = |name: String, diff: f64, limit: f64| {
+        let ok = diff < limit;
         failed += usize::from(!ok);
         println!("{:<44} largest difference {diff:.2e}  {}", name, if ok { "ok" } else { "FAILED" });
     };
     for tiling in MatmulTiling::ALL {
         matmul_with(&ctx, MatmulKind::Forward, tiling, &yb, &xb, &wb, MatmulDims::new(m, n, k), Accumulate::OVERWRITE)?;
         let got = pollster::block_on(ctx.read_f32(&yb))?;
-        report(format!("matmul_forward ({tiling:?})"), largest_diff(&got, &want));
+        report(format!("matmul_forward ({tiling:?})"), largest_diff(&got, &want), 1e-3);
     }
     for format in QuantFormat::ALL {
         let t = QuantTensor::quantize(format, &w, n, k)?;
@@ -171,7 +205,7 @@ pub fn run() -> Result<()> {
         let gw = GpuQuantWeight::upload(&ctx, &t)?;
         matmul_quant(&ctx, MatmulKind::Forward, &yb, &xb, &gw, m, Accumulate::OVERWRITE)?;
         let got = pollster::block_on(ctx.read_f32(&yb))?;
-        report(format!("matmul_{format:?}_forward").to_lowercase(), largest_diff(&got, &want));
+        report(format!("matmul_{format:?}_forward").to_lowercase(), largest_diff(&got, &want), 1e-3);
     }
     // The reductions' variants: the subgroup one (where the adapter has subgroups), then
     // the workgroup-memory one.
@@ -184,24 +218,29 @@ pub fn run() -> Result<()> {
         ctx = ctx.with_subgroup_reductions(subgroups);
         let variant = if subgroups { "subgroups" } else { "workgroup memory" };
         for (name, diff) in check_reductions(&ctx, &mut rng)? {
-            report(format!("{name} ({variant})"), diff);
+            report(format!("{name} ({variant})"), diff, 1e-3);
         }
     }
     if ctx.has_f16() {
         for tiling in [MatmulTiling::TiledF16, MatmulTiling::TiledWideF16] {
             for (shape, diff) in check_f16(&ctx, tiling, &mut rng)? {
-                report(format!("matmul_forward ({tiling:?}) {shape}"), diff);
+                report(format!("matmul_forward ({tiling:?}) {shape}"), diff, 1e-3);
             }
+            let name = format!("matmul_backward_input ({tiling:?}), rows 1e-9..1e5, error ÷ Σ|products|");
+            report(name, check_f16_input_gradient(&ctx, tiling, None, &mut rng)?, 1.5e-3);
         }
     }
     if ctx.has_f16() {
         for format in QuantFormat::ALL {
-            report(format!("matmul_{}_forward (TiledF16)", format!("{format:?}").to_lowercase()), check_quant_f16(&ctx, format, &mut rng)?);
+            let name = format!("{format:?}").to_lowercase();
+            report(format!("matmul_{name}_forward (TiledF16)"), check_quant_f16(&ctx, format, &mut rng)?, 1e-3);
+            let diff = check_f16_input_gradient(&ctx, MatmulTiling::TiledF16, Some(format), &mut rng)?;
+            report(format!("matmul_{name}_backward_input (TiledF16), rows 1e-9..1e5, error ÷ Σ|products|"), diff, 1.5e-3);
         }
     }
     if let Some(coop) = crate::open_coop_gpu(&ctx)? {
         for (shape, diff) in check_f16(&coop, MatmulTiling::Coop, &mut rng)? {
-            report(format!("matmul_coop forward {shape}"), diff);
+            report(format!("matmul_coop forward {shape}"), diff, 1e-3);
         }
     }
     if failed > 0 {

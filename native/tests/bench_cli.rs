@@ -85,7 +85,8 @@ fn bench_generate_json_reports_both_phases() {
     assert_eq!((f(&v, "bind_groups_created_per_token"), f(&v, "buffers_created_per_token")), (0.0, 0.0));
 }
 
-/// The Q8_0 rows, with the forward in f16 tiles where the adapter has shader-f16.
+/// The Q8_0 rows, with the forward and input gradient in f16 tiles where the adapter has
+/// shader-f16.
 #[test]
 fn bench_ops_json_names_each_kernel() {
     let Some(ctx) = hearth_tests::gpu() else { return };
@@ -95,14 +96,15 @@ fn bench_ops_json_names_each_kernel() {
     let rows = v["rows"].as_array().unwrap();
     let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
     let want: &[&str] = match ctx.has_f16() {
-        true => &["q8_0 forward", "q8_0 backward_input", "q8_0 f16 tiles forward", "q8_0 forward_row"],
+        true => &["q8_0 forward", "q8_0 backward_input", "q8_0 f16 tiles forward", "q8_0 f16 tiles backward_input", "q8_0 forward_row"],
         false => &["q8_0 forward", "q8_0 backward_input", "q8_0 forward_row"],
     };
     assert_eq!(ops, want);
     for r in rows {
         assert!(f(r, "rate") > 0.0 && f(r, "ms") > 0.0);
         let kernels = r["kernels"].as_array().unwrap();
-        let prefix = if r["op"] == "q8_0 f16 tiles forward" { "matmul_q8_0_f16_tiles:" } else { "matmul_q8_0:" };
+        let f16_tiles = r["op"].as_str().unwrap().contains("f16 tiles");
+        let prefix = if f16_tiles { "matmul_q8_0_f16_tiles:" } else { "matmul_q8_0:" };
         assert!(!kernels.is_empty() && kernels.iter().all(|k| k.as_str().unwrap().starts_with(prefix)), "{r}");
     }
 }

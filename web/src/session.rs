@@ -155,7 +155,8 @@ impl Session {
         self.ctx.is_lost()
     }
 
-    /// Forward matmuls in f16 tiles, summed in f32, where the adapter has shader-f16 (the
+    /// Forwards and input gradients in f16 tiles, summed in f32, where the adapter has
+    /// shader-f16 (the
     /// CLI's HEARTH_F16_MATMUL=1): faster on most GPUs, at f16's precision. Returns whether it
     /// is on. The kernels read it at each launch, so it applies from the next one.
     pub fn set_f16_matmuls(&mut self, on: bool) -> bool {

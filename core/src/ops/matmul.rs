@@ -3,9 +3,11 @@
 //! Software adapters get the register-blocked kernels of matmul.wgsl when the vec4 rule
 //! holds; everything else runs the workgroup-tiled strided kernel of matmul_tiled.wgsl, in
 //! 64 × 64 tiles, or 128 × 128 where the output has enough of them to fill a large GPU.
-//! Where a context asks for f16 forwards, forwards run matmul_coop.wgsl instead where its
+//! Where a context asks for f16 matmuls, forwards run matmul_coop.wgsl instead where its
 //! device has cooperative matrices (the same strided GEMM on tensor cores), else the tiled
-//! kernel with its tiles in f16 where it has shader-f16. The tiled kernels can also add a
+//! kernel with its tiles in f16 where it has shader-f16; input gradients run the f16 tiles,
+//! each row of the output gradient scaled by a power of two as it is staged
+//! (shaders/pieces/row_scales.wgsl). The tiled kernels can also add a
 //! low-rank product in the same launch ([`matmul_low_rank`]: LoRA's), and leave a weight
 //! gradient's split parts for a later sum over many gradients ([`matmul_weight_parts`]).
 
