@@ -92,9 +92,9 @@ for model in $MODEL_LIST; do
         # training attention as batched matmuls (software adapters' choice) against the
         # GPU's tiled attention kernels
         run "train-$model-f32-attention-matmul" 30 env HEARTH_ATTENTION=matmul "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
-        # f16 matmuls: forwards on cooperative matrices where the GPU has them, else in f16
-        # tiles (the quantized base's always), input gradients in f16 tiles with their rows
-        # scaled; where it has shader-f16 (else the f32 runs)
+        # f16 matmuls: forwards and input gradients (their rows scaled) on cooperative
+        # matrices where the GPU has them, else in f16 tiles (the quantized base's always);
+        # where it has shader-f16 (else the f32 runs)
         # the kernels without wgpu's bounds checks, loop bounds and zeroed workgroup memory
         run "train-$model-f32-unchecked" 30 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         for base in f32 q4_1; do

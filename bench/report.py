@@ -84,7 +84,7 @@ def main():
             plain = results.get(f"train-{name}-{base}")
             if not (f16 and plain):
                 continue
-            rows.append((f"{name} base {base} train tokens/s: f16 matmuls (HEARTH_F16_MATMUL=1: forwards on cooperative matrices or f16 tiles, input gradients in f16 tiles) vs f32",
+            rows.append((f"{name} base {base} train tokens/s: f16 matmuls (HEARTH_F16_MATMUL=1: forwards and input gradients on cooperative matrices or in f16 tiles) vs f32",
                          num(f16["tokens_per_s"]), num(plain["tokens_per_s"]), ratio(f16["tokens_per_s"], plain["tokens_per_s"]), ""))
             rows.append((f"{name} the same vs PEFT bf16", num(f16["tokens_per_s"]), num(bf16.get("tokens_per_s")),
                          ratio(f16["tokens_per_s"], bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else ""))

@@ -8,8 +8,11 @@ enable wgpu_cooperative_matrix;
 //
 // A and B are rounded to f16 as they are staged (clamped to ±65504, so an overflow saturates
 // instead of becoming inf); the products are summed in f32. The launcher uses it for forwards
-// only: gradients fall below f16's range (6e-8), as mixed-precision training's loss scaling
-// exists to avoid.
+// and input gradients. An input gradient's values fall below f16's range (6e-8), as
+// mixed-precision training's loss scaling exists to avoid: there each row of A (the output
+// gradient) and of the term's H is scaled by a power of two as it is staged, and its outputs by
+// the inverse (pieces/row_scales.wgsl); A and H may lie in column blocks (a stacked weight's
+// parts' gradients: pieces/column_blocks.wgsl).
 //
 // A workgroup of 4 subgroups computes a 64 × 64 tile of c; subgroup s its 32 × 32 quadrant
 // (s / 2, s % 2), as 2 × 2 cooperative 16 × 16 accumulators. Per step, BK reduction steps of
@@ -17,11 +20,16 @@ enable wgpu_cooperative_matrix;
 // which is row-major for A (M × K) and column-major for B (K × N). The accumulators go
 // through workgroup memory on the way out, so that alpha, beta and the bounds apply per
 // element. Split reductions and batches as in matmul_tiled.wgsl (the launcher shares them),
-// and so is the low-rank term (LoRA's h·Bᵀ; no dropout mask) of the composition
+// and so is the low-rank term (LoRA's h·Bᵀ, or dh·A with its dropout mask) of the composition
 // matmul_coop_low_rank.wgsl, summed after the reduction through the same tiles.
 
 // #include "pieces/strided_gemm.wgsl"
 // #include "pieces/gemm_output.wgsl"
+// #include "pieces/column_blocks.wgsl"
+// #include "pieces/row_scales.wgsl"
+// #include "pieces/dropout_mask.wgsl"
+
+const DROP_TERM: u32 = 4u; // as matmul_tiled.wgsl's: the mask on the term's product alone
 
 const TILE: u32 = 64u;
 const BK: u32 = 32u;
@@ -35,9 +43,21 @@ var<workgroup> tile_a: array<f16, TILE * LD>;
 var<workgroup> tile_b: array<f16, TILE * LD>;
 var<workgroup> tile_c: array<f32, TILE * TILE>;
 
+// A(i, r), in blocks along r where a_block2 says so (an input gradient's), or H(i, r) where
+// `term`.
+fn a_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
+    if (term) {
+        return term_h_at(term_h_index(i, r));
+    }
+    if (p.a_block2 != 0u) {
+        return a[block_index(i, r, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R)];
+    }
+    return a[a_off + i * p.a_si + r * p.a_sr];
+}
+
 // Stages A(i0.., r0..) into tile_a[row · LD + r] (zero past the edges), or H's where
-// `term`. Consecutive invocations take consecutive addresses of `a`: along r when r is its
-// contiguous index, else along the rows.
+// `term`, each row scaled where the launch scales rows. Consecutive invocations take
+// consecutive addresses of `a`: along r when r is its contiguous index, else along the rows.
 fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let along_r = term || p.a_sr == 1u;
     for (var e = flat; e < TILE * BK; e += WG) {
@@ -45,15 +65,17 @@ fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
         let r = select(e / TILE, e % BK, along_r);
         var v = 0.0;
         if (i0 + row < p.M && r0 + r < r_end) {
-            if (term) {
-                v = term_h_at((i0 + row) * p.term_r + r0 + r);
-            } else {
-                v = a[a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr];
-            }
+            v = row_scaled(row, a_value(term, a_off, i0 + row, r0 + r));
         }
         tile_a[row * LD + r] = f16(clamp(v, -F16_MAX, F16_MAX));
     }
 }
+
+// What pieces/row_scales.wgsl's scale_rows reads.
+fn staged_rows() -> u32 { return TILE; }
+fn staged_invocations() -> u32 { return WG; }
+fn staged_along_r(term: bool) -> bool { return term || p.a_sr == 1u; }
+fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 { return a_value(term, a_off, i, r); }
 
 // B's, or term_scale·V's where `term`.
 fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
@@ -64,12 +86,38 @@ fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
         var v = 0.0;
         if (j0 + col < p.N && r0 + r < r_end) {
             if (term) {
-                v = p.term_scale * term_v_at((j0 + col) * p.term_v_sj + (r0 + r) * p.term_v_sr);
+                let at = term_v_index(j0 + col, r0 + r);
+                if (at >= 0) {
+                    v = p.term_scale * term_v_at(u32(at));
+                }
             } else {
                 v = b[b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr];
             }
         }
         tile_b[col * LD + r] = f16(clamp(v, -F16_MAX, F16_MAX));
+    }
+}
+
+// c = alpha·tile_c + beta·c over this workgroup's tile within bounds, each row unscaled where
+// the launch scales rows; or, for a masked term (`term`), c += alpha·dropout(tile_c).
+fn store_tile(z: u32, i0: u32, j0: u32, flat: u32, term: bool) {
+    for (var e = flat; e < TILE * TILE; e += WG) {
+        let i = i0 + e / TILE;
+        let j = j0 + e % TILE;
+        if (i < p.M && j < p.N) {
+            let idx = z * p.c_batch + i * p.N + j;
+            let v = row_unscaled(e / TILE, p.alpha * tile_c[e]);
+            if (term) {
+                let keep = dropout_keep(vec4<u32>(idx), p.drop_seed, p.drop_p).x;
+                c[idx] += select(0.0, v / (1.0 - p.drop_p), keep);
+                continue;
+            }
+            var out = v;
+            if (p.beta != 0.0) {
+                out += p.beta * c[idx];
+            }
+            c[idx] = out;
+        }
     }
 }
 
@@ -95,8 +143,25 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,
     }
     // the reduction's part, then the low-rank term's steps (by the first part)
     let segments = select(1u, 2u, LOW_RANK && wid.z == 0u);
+    // Dropout on the term alone (LoRA's on dx): the product is stored first, and the term,
+    // summed afresh, added through the mask.
+    let masked_term = segments == 2u && p.drop_on == DROP_TERM;
+    scale_rows(segments == 2u, a_off, i0, r_begin, r_end, flat);
     for (var s = 0u; s < segments; s++) {
         let term = s == 1u;
+        if (term && masked_term) {
+            coopStoreT(c00, &tile_c[qi * TILE + qj], TILE);
+            coopStoreT(c01, &tile_c[qi * TILE + qj + 16u], TILE);
+            coopStoreT(c10, &tile_c[(qi + 16u) * TILE + qj], TILE);
+            coopStoreT(c11, &tile_c[(qi + 16u) * TILE + qj + 16u], TILE);
+            workgroupBarrier();
+            store_tile(wid.z, i0, j0, flat, false);
+            workgroupBarrier();
+            c00 = coop_mat16x16<f32, C>();
+            c01 = coop_mat16x16<f32, C>();
+            c10 = coop_mat16x16<f32, C>();
+            c11 = coop_mat16x16<f32, C>();
+        }
         let lo = select(r_begin, 0u, term);
         let hi = select(r_end, p.term_r, term);
         for (var r0 = lo; r0 < hi; r0 += BK) {
@@ -121,16 +186,5 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,
     coopStoreT(c10, &tile_c[(qi + 16u) * TILE + qj], TILE);
     coopStoreT(c11, &tile_c[(qi + 16u) * TILE + qj + 16u], TILE);
     workgroupBarrier();
-    for (var e = flat; e < TILE * TILE; e += WG) {
-        let i = i0 + e / TILE;
-        let j = j0 + e % TILE;
-        if (i < p.M && j < p.N) {
-            let idx = wid.z * p.c_batch + i * p.N + j;
-            var v = p.alpha * tile_c[e];
-            if (p.beta != 0.0) {
-                v += p.beta * c[idx];
-            }
-            c[idx] = v;
-        }
-    }
+    store_tile(wid.z, i0, j0, flat, masked_term);
 }

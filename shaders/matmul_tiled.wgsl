@@ -36,7 +36,6 @@
 // #include "pieces/gated_activations.wgsl"
 // #include "pieces/input_norm_none.wgsl"
 // #include "pieces/column_blocks.wgsl"
-// #include "pieces/row_scales.wgsl"
 
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
@@ -97,38 +96,11 @@ fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     }
 }
 
-// The row scales (pieces/row_scales.wgsl) of this workgroup's rows of A over its reduction
-// steps r_begin..r_end, and of H over the term's rank where it adds one, read in stage_a's
-// order: each invocation notes its largest magnitude as its row changes (with A read along
-// the rows, its row never does).
-fn scale_rows(with_term: bool, a_off: u32, i0: u32, r_begin: u32, r_end: u32, flat: u32) {
-    let rows = 8u * TY;
-    row_scales_clear(flat, TX * TY);
-    workgroupBarrier();
-    for (var s = 0u; s < select(1u, 2u, with_term); s++) {
-        let term = s == 1u;
-        let lo = select(r_begin, 0u, term);
-        let span = select(r_end, p.term_r, term) - lo;
-        let along_r = term || p.a_sr == 1u;
-        var row = rows;
-        var m = 0.0;
-        for (var e = flat; e < rows * span; e += TX * TY) {
-            let at = select(e % rows, e / span, along_r);
-            if (at != row) {
-                if (row < rows) { row_scales_note(row, m); }
-                row = at;
-                m = 0.0;
-            }
-            if (i0 + row < p.M) {
-                m = max(m, abs(a_value(term, a_off, i0 + row, lo + select(e / rows, e % span, along_r))));
-            }
-        }
-        if (row < rows) { row_scales_note(row, m); }
-    }
-    workgroupBarrier();
-    row_scales_settle(flat, TX * TY);
-    workgroupBarrier();
-}
+// What pieces/row_scales.wgsl's scale_rows reads (f16 tiles).
+fn staged_rows() -> u32 { return 8u * TY; }
+fn staged_invocations() -> u32 { return TX * TY; }
+fn staged_along_r(term: bool) -> bool { return term || p.a_sr == 1u; }
+fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 { return a_value(term, a_off, i, r); }
 
 // B's, or term_scale·V's where `term`.
 fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
@@ -231,9 +203,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     // Dropout on the term alone (LoRA's on dx): the product is stored first, and the term,
     // summed afresh, added through the mask.
     let masked_term = segments == 2u && p.drop_on == DROP_TERM;
-    if (p.scale_rows != 0u) {
-        scale_rows(segments == 2u, a_off, i0, r_begin, r_end, flat);
-    }
+    scale_rows(segments == 2u, a_off, i0, r_begin, r_end, flat);
     for (var s = 0u; s < segments; s++) {
         let term = s == 1u;
         if (term && masked_term) {

@@ -72,9 +72,8 @@ enum Command {
 /// Opens the GPU named by HEARTH_ADAPTER (a substring of its name), or the default one,
 /// with the kernels HEARTH_KERNELS names (gpu, software or llvmpipe; default: the adapter's
 /// own) and the training attention HEARTH_ATTENTION names (rows, tiled or matmul), without
-/// subgroup operations where HEARTH_SUBGROUPS=0, with matmuls in f16 where HEARTH_F16_MATMUL=1
-/// (forwards on cooperative matrices, or in f16 tiles with shader-f16; input gradients in f16
-/// tiles), the
+/// subgroup operations where HEARTH_SUBGROUPS=0, with forwards and input gradients in f16
+/// where HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), the
 /// kernels without wgpu's runtime checks where HEARTH_SHADER_CHECKS=0, and says which it
 /// picked.
 pub fn open_gpu() -> Result<GpuContext> {
@@ -119,7 +118,7 @@ pub fn open_gpu() -> Result<GpuContext> {
         if ctx.subgroup_reductions() { "subgroup" } else { "workgroup" },
         match (ctx.f16_matmuls(), ctx.has_cooperative_matrix()) {
             (false, _) => "",
-            (true, true) => ", f16 matmuls: forwards on cooperative matrices, input gradients in f16 tiles",
+            (true, true) => ", f16 matmuls on cooperative matrices (quantized weights' in f16 tiles)",
             (true, false) => ", f16 matmuls: forwards and input gradients in f16 tiles",
         },
         if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" }

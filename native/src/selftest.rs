@@ -49,7 +49,7 @@ fn print_paths(ctx: &GpuContext) {
             "; gate and up apart (their one-launch kernel is the GPU kernels')"
         }
     );
-    let fused = { let t = choose_tiling(ctx, MatmulKind::Forward, &large); t.is_tiled() || t == MatmulTiling::Coop };
+    let fused = choose_tiling(ctx, MatmulKind::Forward, &large).is_strided_gemm();
     println!(
         "  LoRA's h·Bᵀ and dx   {}",
         if fused { "inside the base matmul's launch (its low-rank term)" } else { "launched after the base matmul (the register kernels take no term)" }
@@ -60,7 +60,7 @@ fn print_paths(ctx: &GpuContext) {
     println!("  f16 weights          unpacked to f32 in the matmul (any adapter)");
     let f16 = match (ctx.has_f16(), ctx.offers_cooperative_matrix().1) {
         (false, _) => "none (the adapter has no shader-f16)",
-        (true, true) => "forwards on cooperative matrices, below; input gradients in the tiled kernels' f16 tiles, each row scaled first (checked below)",
+        (true, true) => "forwards and input gradients on cooperative matrices (a gradient's rows scaled first), below; quantized weights' in the tiled kernels' f16 tiles",
         (true, false) if ctx.kernel_paths() == KernelPaths::Gpu => "forwards and input gradients in the tiled kernels' f16 tiles, products summed in f32, a gradient's rows scaled first (checked below)",
         (true, false) => "in the tiled kernels' f16 tiles (checked below), which this adapter's kernels use only where the register kernels cannot take the sizes",
     };
@@ -74,7 +74,7 @@ fn print_paths(ctx: &GpuContext) {
         (false, _) => "not offered by this adapter".to_string(),
         (true, false) => "offered, but not as 16 × 16 × 16 f16 products into f32 with subgroups of 32 (matmul_coop.wgsl's form)".to_string(),
         (true, true) => format!(
-            "f16 forwards on matmul_coop.wgsl {} (checked below)",
+            "f16 forwards and input gradients on matmul_coop.wgsl {} (checked below)",
             if ctx.f16_matmuls() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" }
         ),
     };
@@ -242,6 +242,8 @@ pub fn run() -> Result<()> {
         for (shape, diff) in check_f16(&coop, MatmulTiling::Coop, &mut rng)? {
             report(format!("matmul_coop forward {shape}"), diff, 1e-3);
         }
+        let diff = check_f16_input_gradient(&coop, MatmulTiling::Coop, None, &mut rng)?;
+        report("matmul_coop backward_input, rows 1e-9..1e5, error ÷ Σ|products|".into(), diff, 1.5e-3);
     }
     if failed > 0 {
         bail!("{failed} kernel checks failed on this adapter");

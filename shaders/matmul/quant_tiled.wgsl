@@ -22,7 +22,6 @@
 // #include "../pieces/gated_activations.wgsl"
 // #include "../pieces/input_norm_none.wgsl"
 // #include "../pieces/column_blocks.wgsl"
-// #include "../pieces/row_scales.wgsl"
 
 override TQ: u32 = 8u;
 
@@ -55,39 +54,16 @@ fn qt_stage_inp(i0: u32, r0: u32, r_end: u32, stride: u32, flat: u32) {
     }
 }
 
-// The row scales (pieces/row_scales.wgsl) of this workgroup's rows of inp over its reduction
-// steps r_begin..r_end, and of H over the term's rank where it adds one, read in
-// qt_stage_inp's order: each invocation notes its largest magnitude as its row changes.
-fn qt_scale_rows(with_term: bool, i0: u32, r_begin: u32, r_end: u32, stride: u32, flat: u32) {
-    let rows = 8u * TQ;
-    row_scales_clear(flat, TQ * TQ);
-    workgroupBarrier();
-    for (var s = 0u; s < select(1u, 2u, with_term); s++) {
-        let term = s == 1u;
-        let lo = select(r_begin, 0u, term);
-        let span = select(r_end, p.term_r, term) - lo;
-        var row = rows;
-        var m = 0.0;
-        for (var e = flat; e < rows * span; e += TQ * TQ) {
-            if (e / span != row) {
-                if (row < rows) { row_scales_note(row, m); }
-                row = e / span;
-                m = 0.0;
-            }
-            if (i0 + row < p.M) {
-                let r = lo + e % span;
-                if (term) {
-                    m = max(m, abs(term_h_at(term_h_index(i0 + row, r))));
-                } else {
-                    m = max(m, abs(qt_inp_at(i0 + row, r, stride)));
-                }
-            }
-        }
-        if (row < rows) { row_scales_note(row, m); }
+// What pieces/row_scales.wgsl's scale_rows reads (f16 tiles; the launcher scales the rows of
+// input gradients only, whose inp has N columns).
+fn staged_rows() -> u32 { return 8u * TQ; }
+fn staged_invocations() -> u32 { return TQ * TQ; }
+fn staged_along_r(term: bool) -> bool { return true; }
+fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
+    if (term) {
+        return term_h_at(term_h_index(i, r));
     }
-    workgroupBarrier();
-    row_scales_settle(flat, TQ * TQ);
-    workgroupBarrier();
+    return qt_inp_at(i, r, p.N);
 }
 
 fn qt_put(r: u32, col: u32, v: f32) {
@@ -212,9 +188,7 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
     // matmul_tiled.wgsl; with dropout on the term, the product is stored first
     let segments = select(1u, 2u, LOW_RANK && wid.z == 0u);
     let masked_term = segments == 2u && p.drop_p > 0.0;
-    if (p.scale_rows != 0u) {
-        qt_scale_rows(segments == 2u, i0, r_begin, r_end, reduce, flat);
-    }
+    scale_rows(segments == 2u, 0u, i0, r_begin, r_end, flat);
     for (var seg = 0u; seg < segments; seg++) {
         let term = seg == 1u;
         if (term && masked_term) {

@@ -8,9 +8,13 @@
 // from the values this workgroup stages (its part of a split reduction), so no pass or
 // launch of its own is needed, and anything a row holds stays 4× below f16's largest value.
 //
-// Use: row_scales_clear, workgroupBarrier, row_scales_note for each value the workgroup will
-// stage (its row within the tile), workgroupBarrier, row_scales_settle, workgroupBarrier; then
-// row_scaled(row, v) as a value is staged and row_unscaled(row, v) as an output is stored.
+// pieces/tile_f16.wgsl includes this file (and matmul_coop.wgsl, whose tiles are f16);
+// pieces/tile_f32.wgsl includes row_scales_none.wgsl instead. The includer calls scale_rows
+// before its reduction (in uniform control flow: it has barriers), then row_scaled(row, v) as
+// it stages a value of A or H and row_unscaled(row, v) as it stores an output; and it defines
+// what scale_rows reads: staged_rows() (its tile's rows), staged_invocations() (its
+// workgroup's), staged_along_r(term) (whether consecutive invocations stage along r) and
+// staged_value(term, a_off, i, r) (A(i, r), or H(i, r) where `term`, as it stages them).
 
 // Rows of the largest tile (128 × 128).
 const SCALED_ROWS: u32 = 128u;
@@ -19,20 +23,42 @@ const SCALED_ROWS: u32 = 128u;
 var<workgroup> row_max_bits: array<atomic<u32>, SCALED_ROWS>;
 var<workgroup> row_scale: array<f32, SCALED_ROWS>;
 
-fn row_scales_clear(flat: u32, invocations: u32) {
+// The scales of this workgroup's rows i0.. of A over its reduction steps r_begin..r_end,
+// and of H over the term's rank where it adds one (`with_term`), where the launch scales rows.
+// A and H are read in the order they are staged, each invocation noting its largest magnitude
+// as its row changes (read along the rows, its row never does: the tiles' rows divide the
+// invocations).
+fn scale_rows(with_term: bool, a_off: u32, i0: u32, r_begin: u32, r_end: u32, flat: u32) {
+    if (p.scale_rows == 0u) {
+        return;
+    }
+    let rows = staged_rows();
+    let invocations = staged_invocations();
     for (var r = flat; r < SCALED_ROWS; r += invocations) {
         atomicStore(&row_max_bits[r], 0u);
     }
-}
-
-// Notes one invocation's largest magnitude `m` in row `row` of the tile.
-fn row_scales_note(row: u32, m: f32) {
-    if (m > 0.0) {
-        atomicMax(&row_max_bits[row], bitcast<u32>(m));
+    workgroupBarrier();
+    for (var s = 0u; s < select(1u, 2u, with_term); s++) {
+        let term = s == 1u;
+        let lo = select(r_begin, 0u, term);
+        let span = select(r_end, p.term_r, term) - lo;
+        let along_r = staged_along_r(term);
+        var row = rows;
+        var m = 0.0;
+        for (var e = flat; e < rows * span; e += invocations) {
+            let at = select(e % rows, e / span, along_r);
+            if (at != row) {
+                note_row_max(row, rows, m);
+                row = at;
+                m = 0.0;
+            }
+            if (i0 + row < p.M) {
+                m = max(m, abs(staged_value(term, a_off, i0 + row, lo + select(e / rows, e % span, along_r))));
+            }
+        }
+        note_row_max(row, rows, m);
     }
-}
-
-fn row_scales_settle(flat: u32, invocations: u32) {
+    workgroupBarrier();
     for (var r = flat; r < SCALED_ROWS; r += invocations) {
         let m = bitcast<f32>(atomicLoad(&row_max_bits[r]));
         var s = 1.0;
@@ -41,6 +67,14 @@ fn row_scales_settle(flat: u32, invocations: u32) {
             s = exp2(f32(clamp(14 - frexp(m).exp, -120, 120)));
         }
         row_scale[r] = s;
+    }
+    workgroupBarrier();
+}
+
+// Notes an invocation's largest magnitude `m` in row `row` of the tile (none past its rows).
+fn note_row_max(row: u32, rows: u32, m: f32) {
+    if (row < rows && m > 0.0) {
+        atomicMax(&row_max_bits[row], bitcast<u32>(m));
     }
 }
 

@@ -11,3 +11,5 @@ const F16_MAX: f32 = 65504.0;
 fn to_tile(v: f32) -> TileElem {
     return f16(clamp(v, -F16_MAX, F16_MAX));
 }
+
+// #include "row_scales.wgsl"

@@ -7,3 +7,5 @@ alias TileElem = f32;
 fn to_tile(v: f32) -> TileElem {
     return v;
 }
+
+// #include "row_scales_none.wgsl"

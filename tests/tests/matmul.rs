@@ -89,7 +89,8 @@ fn lens(kind: MatmulKind, d: &MatmulDims) -> (usize, usize, usize) {
 /// matmul_coop.wgsl, where the adapter offers cooperative matrices in its form. lavapipe
 /// and SwiftShader offer none, so CI skips this; on such GPUs `hearth selftest` (which
 /// bench/gpu.sh runs) checks the kernel too. Forwards on random shapes off the 64 × 64 tile,
-/// batched, accumulating, and over reductions long enough to split.
+/// batched, accumulating, and over reductions long enough to split; input gradients likewise,
+/// with LoRA's term and its dropout, rows from 1e-9 to 1e5, and in blocks.
 #[test]
 fn coop_matmul_matches_cpu_where_offered() {
     let Some(ctx) = gpu_coop() else {
@@ -108,6 +109,16 @@ fn coop_matmul_matches_cpu_where_offered() {
     for (d, rank) in [(MatmulDims::new(37, 24, 52), 8), (MatmulDims::new(130, 72, 36), 13), (MatmulDims::new(10, 12, 3000), 16)] {
         check_low_rank(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate { alpha: 0.5, beta: 1.0 }, rank, (0.0, 0), &mut rng);
     }
+    // input gradients: their rows scaled (pieces/row_scales.wgsl), LoRA's dropout(dh·A) after
+    // the product, the parts' gradients and dh's in blocks
+    for _ in 0..3 {
+        check_on(ctx, MatmulKind::BackwardInput, MatmulTiling::Coop, random_dims(&mut rng, false), Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+    }
+    for (d, rank) in [(MatmulDims::new(37, 52, 24), 8), (MatmulDims::new(10, 3000, 12), 16)] {
+        check_low_rank(ctx, MatmulKind::BackwardInput, MatmulTiling::Coop, d, Accumulate { alpha: 0.5, beta: 1.0 }, rank, (0.5, 7), &mut rng);
+    }
+    check_small_input_gradients(ctx, MatmulTiling::Coop, &mut rng);
+    check_input_gradient_in_blocks(ctx, MatmulTiling::Coop, &mut rng);
 }
 
 /// Values as f16 holds them.
@@ -160,8 +171,9 @@ fn f16_tiles_match_cpu_where_offered() {
 /// by a power of two before rounding it (pieces/row_scales.wgsl): rows of magnitudes from
 /// 1e-9 to 1e5 ([`GRADIENT_ROW_MAGNITUDES`]) come out within f16's rounding of both operands,
 /// 1.5e-3 of Σ|products| (2·2^-11 per product, and the f32 sums), for a product alone, split
-/// over a long reduction, and with LoRA's term with and without its dropout. Rounded as they
-/// are, the rows below 6e-8 would come out 0 and those past 65504 saturated.
+/// over a long reduction, and with LoRA's term with and without its dropout (and, on inputs
+/// in f16, in blocks). Rounded as they are, the rows below 6e-8 would come out 0 and those
+/// past 65504 saturated.
 #[test]
 fn f16_tiles_keep_small_input_gradients() {
     with_gpu!(ctx => {
@@ -170,44 +182,80 @@ fn f16_tiles_keep_small_input_gradients() {
             return;
         }
         let mut rng = Rng::new(47);
-        let acc = Accumulate { alpha: 0.5, beta: 0.0 };
-        let abs = |v: &[f32]| -> Vec<f32> { v.iter().map(|x| x.abs()).collect() };
         for tiling in [MatmulTiling::TiledF16, MatmulTiling::TiledWideF16] {
-            for (d, rank, dropout) in [
-                (MatmulDims::new(70, 96, 40), 0, (0.0, 0)),
-                (MatmulDims::new(8, 5000, 40), 0, (0.0, 0)),
-                (MatmulDims::new(37, 52, 24), 8, (0.0, 0)),
-                (MatmulDims::new(130, 36, 72), 13, (0.5, 7)),
-            ] {
-                let (m, n, k) = (d.m, d.n, d.k);
-                let dy = rows_at_magnitudes(rng.vec_uniform(m * n, -1.0, 1.0), n);
-                let w = rng.vec_uniform(n * k, -1.0, 1.0);
-                // dh's rows 3 magnitudes on from dy's: the scale of a row is the larger's
-                let dh = rows_at_magnitudes(rng.vec_uniform((m + 3) * rank, -1.0, 1.0), rank)[3 * rank..].to_vec();
-                let lora_a = rng.vec_uniform(rank * k, -1.0, 1.0);
-                let out = poisoned(ctx, m * k);
-                let (hb, vb) = (upload(ctx, &dh), upload(ctx, &lora_a));
-                let (dyb, wb) = (upload(ctx, &dy), upload(ctx, &w));
-                let scale = 1.75;
-                if rank == 0 {
-                    matmul_with(ctx, MatmulKind::BackwardInput, tiling, &out, &dyb, &wb, d, acc).unwrap();
-                } else {
-                    let term = LowRankTerm { h: &hb, v: &vb, rank, scale, dropout, layout: TermLayout::Rows };
-                    matmul_low_rank_with(ctx, MatmulKind::BackwardInput, tiling, &out, &dyb, &wb, d, acc, term).unwrap();
-                }
-                let term_dims = MatmulDims::new(m, rank, k);
-                let mut masked = vec![0.0; m * k];
-                cpu::dropout_forward(&mut masked, &reference(MatmulKind::BackwardInput, &dh, &lora_a, &term_dims), dropout.0, dropout.1, 0.0);
-                let product = reference(MatmulKind::BackwardInput, &dy, &w, &d);
-                let want: Vec<f64> = (0..m * k).map(|i| 0.5 * (product[i] + scale as f64 * masked[i])).collect();
-                let sizes = reference(MatmulKind::BackwardInput, &abs(&dy), &abs(&w), &d);
-                let term_sizes = reference(MatmulKind::BackwardInput, &abs(&dh), &abs(&lora_a), &term_dims);
-                let bound: Vec<f64> = (0..m * k).map(|i| 0.5 * (sizes[i] + scale as f64 * term_sizes[i] / (1.0 - dropout.0 as f64))).collect();
-                let what = format!("{tiling:?} {d:?} + rank {rank} term, dropout {dropout:?}");
-                assert_within_products(&what, &read(ctx, &out), &want, &bound, 1.5e-3);
-            }
+            check_small_input_gradients(ctx, tiling, &mut rng);
+            check_input_gradient_in_blocks(ctx, tiling, &mut rng);
         }
     });
+}
+
+/// [`f16_tiles_keep_small_input_gradients`]'s checks on `tiling`.
+fn check_small_input_gradients(ctx: &hearth_core::GpuContext, tiling: MatmulTiling, rng: &mut Rng) {
+    let acc = Accumulate { alpha: 0.5, beta: 0.0 };
+    let abs = |v: &[f32]| -> Vec<f32> { v.iter().map(|x| x.abs()).collect() };
+    for (d, rank, dropout) in [
+        (MatmulDims::new(70, 96, 40), 0, (0.0, 0)),
+        (MatmulDims::new(8, 5000, 40), 0, (0.0, 0)),
+        (MatmulDims::new(37, 52, 24), 8, (0.0, 0)),
+        (MatmulDims::new(130, 36, 72), 13, (0.5, 7)),
+    ] {
+        let (m, n, k) = (d.m, d.n, d.k);
+        let dy = rows_at_magnitudes(rng.vec_uniform(m * n, -1.0, 1.0), n);
+        let w = rng.vec_uniform(n * k, -1.0, 1.0);
+        // dh's rows 3 magnitudes on from dy's: the scale of a row is the larger's
+        let dh = rows_at_magnitudes(rng.vec_uniform((m + 3) * rank, -1.0, 1.0), rank)[3 * rank..].to_vec();
+        let lora_a = rng.vec_uniform(rank * k, -1.0, 1.0);
+        let out = poisoned(ctx, m * k);
+        let (hb, vb) = (upload(ctx, &dh), upload(ctx, &lora_a));
+        let (dyb, wb) = (upload(ctx, &dy), upload(ctx, &w));
+        let scale = 1.75;
+        if rank == 0 {
+            matmul_with(ctx, MatmulKind::BackwardInput, tiling, &out, &dyb, &wb, d, acc).unwrap();
+        } else {
+            let term = LowRankTerm { h: &hb, v: &vb, rank, scale, dropout, layout: TermLayout::Rows };
+            matmul_low_rank_with(ctx, MatmulKind::BackwardInput, tiling, &out, &dyb, &wb, d, acc, term).unwrap();
+        }
+        let term_dims = MatmulDims::new(m, rank, k);
+        let mut masked = vec![0.0; m * k];
+        cpu::dropout_forward(&mut masked, &reference(MatmulKind::BackwardInput, &dh, &lora_a, &term_dims), dropout.0, dropout.1, 0.0);
+        let product = reference(MatmulKind::BackwardInput, &dy, &w, &d);
+        let want: Vec<f64> = (0..m * k).map(|i| 0.5 * (product[i] + scale as f64 * masked[i])).collect();
+        let sizes = reference(MatmulKind::BackwardInput, &abs(&dy), &abs(&w), &d);
+        let term_sizes = reference(MatmulKind::BackwardInput, &abs(&dh), &abs(&lora_a), &term_dims);
+        let bound: Vec<f64> = (0..m * k).map(|i| 0.5 * (sizes[i] + scale as f64 * term_sizes[i] / (1.0 - dropout.0 as f64))).collect();
+        let what = format!("{tiling:?} {d:?} + rank {rank} term, dropout {dropout:?}");
+        assert_within_products(&what, &read(ctx, &out), &want, &bound, 1.5e-3);
+    }
+}
+
+/// The input gradient of a stacked weight from its parts' gradients in blocks, with LoRA's
+/// term in blocks and its dropout, on `tiling` (the strided GEMM kernels), inputs rounded to
+/// f16 where it rounds them (and a term scale of 2, exact in f16, since V is staged scaled):
+/// against the CPU on the dense matrices.
+fn check_input_gradient_in_blocks(ctx: &hearth_core::GpuContext, tiling: MatmulTiling, rng: &mut Rng) {
+    let round = |v: Vec<f32>| -> Vec<f32> { if tiling.rounds_to_f16() { to_f16(v) } else { v } };
+    let (m, widths, k) = (70, [48, 16, 16], 52);
+    let n: usize = widths.iter().sum();
+    let (rank, count) = (4, widths.len());
+    let dense = round(rng.vec_uniform(m * n, -1.0, 1.0));
+    let (a, blocks) = in_blocks(&dense, m, &widths, 5);
+    let w = round(rng.vec_uniform(n * k, -1.0, 1.0));
+    let h_dense = round(rng.vec_uniform(m * count * rank, -1.0, 1.0));
+    let (h, h_blocks) = in_blocks(&h_dense, m, &vec![rank; count], 3);
+    let v = round(rng.vec_uniform(count * rank * k, -1.0, 1.0));
+    let (ab, wb, hb, vb) = (upload(ctx, &a), upload(ctx, &w), upload(ctx, &h), upload(ctx, &v));
+    let prior = rng.vec_uniform(m * k, -1.0, 1.0);
+    let out = upload(ctx, &prior);
+    let dropout = (0.3, 9);
+    let layout = TermLayout::Blocks(ColumnBlocks::new(&h_blocks).unwrap());
+    let term = LowRankTerm { h: &hb, v: &vb, rank: count * rank, scale: 2.0, dropout, layout };
+    let d = MatmulDims { a_blocks: Some(ColumnBlocks::new(&blocks).unwrap()), ..MatmulDims::new(m, n, k) };
+    matmul_low_rank_with(ctx, MatmulKind::BackwardInput, tiling, &out, &ab, &wb, d, Accumulate { alpha: 1.0, beta: 0.5 }, term).unwrap();
+    let product = reference(MatmulKind::BackwardInput, &dense, &w, &MatmulDims::new(m, n, k));
+    let mut extra = vec![0.0; m * k];
+    cpu::dropout_forward(&mut extra, &reference(MatmulKind::BackwardInput, &h_dense, &v, &MatmulDims::new(m, count * rank, k)), dropout.0, dropout.1, 0.0);
+    let want: Vec<f64> = (0..m * k).map(|i| product[i] + 2.0 * extra[i] + 0.5 * prior[i] as f64).collect();
+    assert_close(&format!("{tiling:?} {m}×{widths:?}×{k} in blocks, term in blocks, dropout {dropout:?}"), &read(ctx, &out), &want, ATOL, 4e-4);
 }
 
 #[test]

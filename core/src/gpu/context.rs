@@ -380,11 +380,11 @@ impl GpuContext {
         self.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
     }
 
-    /// This context with matmuls in f16, summed in f32: forwards on cooperative matrices where
-    /// the device has them (see [`ContextOptions`]), else in the tiled kernels with f16 tiles
-    /// where it has shader-f16; input gradients, and quantized weights' forwards, in the tiled
-    /// kernels' f16 tiles wherever it has shader-f16, each row of an output gradient scaled by
-    /// a power of two first (shaders/pieces/row_scales.wgsl). Weight gradients stay f32.
+    /// This context with forwards and input gradients in f16, summed in f32: on cooperative
+    /// matrices where the device has them (see [`ContextOptions`]), else in the tiled kernels
+    /// with f16 tiles where it has shader-f16; quantized weights' in their tiled kernels' f16
+    /// tiles wherever it has shader-f16. Each row of an output gradient is scaled by a power of
+    /// two first (shaders/pieces/row_scales.wgsl). Weight gradients stay f32.
     /// Faster, but the inputs are rounded to f16, so it is a choice, not the default
     /// (`HEARTH_F16_MATMUL=1`). Only where the tiled kernels run: software adapters keep their
     /// f32 register kernels.

@@ -99,7 +99,7 @@ impl Linear {
     /// the output gradient in blocks ([`Linear::backward_input_blocked`]).
     pub fn takes_input_blocks(&self, ctx: &GpuContext, m: usize) -> bool {
         match self {
-            Linear::F32 { rows, cols, .. } => choose_tiling(ctx, MatmulKind::BackwardInput, &MatmulDims::new(m, *rows, *cols)).is_tiled(),
+            Linear::F32 { rows, cols, .. } => choose_tiling(ctx, MatmulKind::BackwardInput, &MatmulDims::new(m, *rows, *cols)).is_strided_gemm(),
             Linear::Quant(q) => takes_input_blocks(ctx, q, m),
         }
     }

@@ -3,11 +3,11 @@
 //! Software adapters get the register-blocked kernels of matmul.wgsl when the vec4 rule
 //! holds; everything else runs the workgroup-tiled strided kernel of matmul_tiled.wgsl, in
 //! 64 × 64 tiles, or 128 × 128 where the output has enough of them to fill a large GPU.
-//! Where a context asks for f16 matmuls, forwards run matmul_coop.wgsl instead where its
-//! device has cooperative matrices (the same strided GEMM on tensor cores), else the tiled
-//! kernel with its tiles in f16 where it has shader-f16; input gradients run the f16 tiles,
-//! each row of the output gradient scaled by a power of two as it is staged
-//! (shaders/pieces/row_scales.wgsl). The tiled kernels can also add a
+//! Where a context asks for f16 matmuls, forwards and input gradients run matmul_coop.wgsl
+//! instead where its device has cooperative matrices (the same strided GEMM on tensor cores),
+//! else the tiled kernel with its tiles in f16 where it has shader-f16; an input gradient's
+//! rows are scaled by powers of two as they are staged (shaders/pieces/row_scales.wgsl). The
+//! tiled kernels can also add a
 //! low-rank product in the same launch ([`matmul_low_rank`]: LoRA's), and leave a weight
 //! gradient's split parts for a later sum over many gradients ([`matmul_weight_parts`]).
 
@@ -183,7 +183,8 @@ pub enum MatmulTiling {
     /// A workgroup per output column: the forward of at most 4 rows (decoding) on GPUs.
     Gemv,
     /// The tiled kernel's 64 × 64 tiles on cooperative matrices, inputs rounded to f16:
-    /// forwards where the context asks for it ([`GpuContext::with_f16_matmuls`]).
+    /// forwards and input gradients where the context asks for it
+    /// ([`GpuContext::with_f16_matmuls`]), an input gradient's rows scaled first.
     Coop,
 }
 
@@ -203,6 +204,13 @@ impl MatmulTiling {
     /// Whether it is matmul_tiled.wgsl's kernel (which fuses dropout and low-rank terms).
     pub fn is_tiled(self) -> bool {
         self.tiled_side().is_some()
+    }
+
+    /// Whether it is one of the strided GEMM kernels (matmul_tiled.wgsl, matmul_coop.wgsl),
+    /// which add a low-rank term with its dropout in their launch and read an input
+    /// gradient's operands in column blocks (only the tiled ones write an output in blocks).
+    pub fn is_strided_gemm(self) -> bool {
+        self.is_tiled() || self == MatmulTiling::Coop
     }
 
     /// Whether it rounds its inputs to f16 (and needs a device with shader-f16, or with
@@ -433,10 +441,9 @@ pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> Matm
         }
     } else if ctx.kernel_paths() == KernelPaths::Gpu && kind == MatmulKind::Forward && d.batch == 1 && d.m <= GEMV_ROWS {
         MatmulTiling::Gemv
-    } else if ctx.f16_matmuls() && kind == MatmulKind::Forward && ctx.has_cooperative_matrix() {
+    } else if ctx.f16_matmuls() && kind != MatmulKind::BackwardWeight && ctx.has_cooperative_matrix() {
         MatmulTiling::Coop
     } else {
-        // (input gradients in f16 tiles with their rows scaled: not on cooperative matrices yet)
         tiled_for(kind, d, ctx.f16_matmuls() && kind != MatmulKind::BackwardWeight)
     }
 }
@@ -752,9 +759,9 @@ pub fn matmul_low_rank_with(
     ensure(d.batch == 1, || format!("{op}: a low-rank term is added to a product of one matrix, got {d:?}"))?;
     term.check(op, kind, d.m, kind.out_shape(&d).1)?;
     // (the kernels that cannot add the term add it alone, which reads H as rows)
-    ensure(term.layout_fits(tiling.is_tiled(), tiling == MatmulTiling::Gemv), || format!("{op}: {tiling:?} cannot read a term laid out as {:?}", term.layout))?;
+    ensure(term.layout_fits(tiling.is_strided_gemm(), tiling == MatmulTiling::Gemv), || format!("{op}: {tiling:?} cannot read a term laid out as {:?}", term.layout))?;
     let masked = term.dropout.0 > 0.0;
-    if tiling.is_tiled() || (matches!(tiling, MatmulTiling::Coop | MatmulTiling::Gemv) && !masked) {
+    if tiling.is_strided_gemm() || (tiling == MatmulTiling::Gemv && !masked) {
         let drop = masked.then(|| term.operand_dropout(DropOn::Term));
         return launch(ctx, kind, tiling, out, a, b, d, acc, drop, Some(term), None);
     }
@@ -938,16 +945,21 @@ fn launch(
     let flops = 2.0 * (d.batch * d.m * d.n * d.k + rows * cols * term_rank) as f64;
     let takes_term = d.batch == 1
         && match tiling {
-            t if t.is_tiled() => drop.is_none_or(|x| x.on == DropOn::Term),
-            MatmulTiling::Coop | MatmulTiling::Gemv => drop.is_none(),
+            t if t.is_strided_gemm() => drop.is_none_or(|x| x.on == DropOn::Term),
+            MatmulTiling::Gemv => drop.is_none(),
             _ => false,
         };
     ensure(term.is_none() || takes_term, || {
-        format!("{op}: a low-rank term is added by the tiled kernels to one unbatched product, with no dropout but its own (none on cooperative matrices and in the matrix-vector kernel)")
+        format!("{op}: a low-rank term is added by the tiled kernels (and on cooperative matrices) to one unbatched product, with no dropout but its own (none in the matrix-vector kernel)")
     })?;
-    ensure(term.is_none_or(|t| t.layout_fits(tiling.is_tiled(), tiling == MatmulTiling::Gemv)), || format!("{op}: {tiling:?} cannot read a term laid out as {:?}", term.map(|t| t.layout)))?;
-    ensure(d.a_blocks.is_none() || (tiling.is_tiled() && kind != MatmulKind::Forward && d.batch == 1 && (into.is_none() || kind == MatmulKind::BackwardWeight)), || {
-        format!("{op}: a in blocks is for one input or weight gradient on the tiled kernels (split parts: a weight gradient's), not {kind:?} on {tiling:?} ({d:?})")
+    ensure(term.is_none_or(|t| t.layout_fits(tiling.is_strided_gemm(), tiling == MatmulTiling::Gemv)), || format!("{op}: {tiling:?} cannot read a term laid out as {:?}", term.map(|t| t.layout)))?;
+    let a_blocks_fit = match tiling {
+        t if t.is_tiled() => kind != MatmulKind::Forward && (into.is_none() || kind == MatmulKind::BackwardWeight),
+        MatmulTiling::Coop => kind == MatmulKind::BackwardInput && into.is_none(),
+        _ => false,
+    };
+    ensure(d.a_blocks.is_none() || (a_blocks_fit && d.batch == 1), || {
+        format!("{op}: a in blocks is for one input or weight gradient on the tiled kernels (split parts: a weight gradient's; on cooperative matrices: an input gradient's), not {kind:?} on {tiling:?} ({d:?})")
     })?;
     ensure(d.c_blocks.is_none() || (tiling.is_tiled() && kind == MatmulKind::Forward && d.batch == 1 && into.is_none() && drop.is_none()), || {
         format!("{op}: an output in blocks is for one forward on the tiled kernels, without dropout, not {kind:?} on {tiling:?} ({d:?})")
