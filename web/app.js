@@ -610,7 +610,7 @@ async function start() {
     state.gpu = gpu;
     buildSettings(schema, defaults);
     $("f16-matmul").disabled = !gpu.f16;
-    $("f16-note").textContent = gpu.f16 ? "(forward inputs rounded to f16, sums in f32; off by default)" : "(this GPU has no shader-f16: the matmuls stay f32)";
+    $("f16-note").textContent = gpu.f16 ? "(forward and input-gradient matmuls read f16, sum in f32; off by default)" : "(this GPU has no shader-f16: the matmuls stay f32)";
     await listModels();
     $("app").hidden = false;
     say(`Ready on ${gpu.summary}${gpu.software ? " — a software adapter, so training is slow: use a tiny model" : ""}. Load a model to begin.`, "ok");

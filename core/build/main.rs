@@ -197,10 +197,17 @@ fn expand(path: &Path, swaps: &[(&str, &str)], seen: &mut HashSet<PathBuf>, text
 /// Writes only when the text changed, so that cargo does not rebuild hearth-core needlessly. A
 /// kernel built for the web (wasm32) goes without its comments, indentation and blank lines:
 /// about a third of the kernels' text, which the page would otherwise download in its wasm;
-/// native builds keep them for reading (shaders/README.md).
+/// native builds keep them for reading (shaders/README.md). The cooperative-matrix kernels go
+/// empty there: wgpu's browser backend offers no cooperative matrices, so no context asks for
+/// them (an empty module would fail to compile, not run wrong).
 fn write(path: &Path, text: &str) {
     let for_web = path.extension().is_some_and(|e| e == "wgsl") && std::env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|a| a == "wasm32");
-    let text = if for_web { without_comments(text) } else { text.to_string() };
+    let coop = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("matmul_coop"));
+    let text = match (for_web, coop) {
+        (true, true) => String::new(),
+        (true, false) => without_comments(text),
+        (false, _) => text.to_string(),
+    };
     if fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
         fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }

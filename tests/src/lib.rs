@@ -149,7 +149,9 @@ pub fn rows_at_magnitudes(mut v: Vec<f32>, cols: usize) -> Vec<f32> {
 /// the error relative to the products' sizes, whatever their scale and however they cancel.
 pub fn assert_within_products(what: &str, got: &[f32], want: &[f64], bound: &[f64], rel: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
-    let bad: Vec<usize> = (0..got.len()).filter(|&i| !((got[i] as f64 - want[i]).abs() <= rel * bound[i])).collect();
+    // (a NaN difference fails too)
+    let within = |i: usize| (got[i] as f64 - want[i]).abs() <= rel * bound[i];
+    let bad: Vec<usize> = (0..got.len()).filter(|&i| !within(i)).collect();
     if let Some(&i) = bad.first() {
         panic!(
             "{what}: {} of {} values beyond {rel}·Σ|products|; the first at index {i}: got {}, want {}, Σ|products| {:.3e}",
