@@ -154,8 +154,10 @@ fn linear_shapes(cfg: &Config) -> Vec<(String, usize, usize)> {
     shapes
 }
 
-/// The row of matmul_coop.wgsl's forward (where the adapter has cooperative matrices).
+/// The rows of matmul_coop.wgsl's forward and input gradient (where the adapter has
+/// cooperative matrices).
 const COOP_OP: &str = "f16 coop forward";
+const COOP_DX_OP: &str = "f16 coop backward_input";
 /// The rows of the tiled forward and input gradient with f16 tiles (where the adapter has
 /// shader-f16; the input gradient's rows scaled first).
 const F16_TILES_OP: &str = "f16 tiles forward";
@@ -190,18 +192,18 @@ fn ops(a: OpsArgs) -> Result<()> {
         }
     }
     // cooperative matrices on a context of their own (see open_coop_gpu)
-    let coop = if wanted(COOP_OP) { crate::open_coop_gpu(&ctx)? } else { None };
+    let coop = if wanted(COOP_OP) || wanted(COOP_DX_OP) { crate::open_coop_gpu(&ctx)? } else { None };
     let mut rows: Vec<Row> = Vec::new();
     for (_, m, n, k) in &shapes {
         let (m, n, k) = (*m, *n, *k);
         let flop = 2.0 * (m * n * k) as f64;
-        if let Some(coop) = &coop {
-            let (x, w, y) = (random(coop, &mut rng, m * k)?, random(coop, &mut rng, n * k)?, random(coop, &mut rng, m * n)?);
+        for (kind, op) in [(MatmulKind::Forward, COOP_OP), (MatmulKind::BackwardInput, COOP_DX_OP)] {
+            let Some(coop) = coop.as_ref().filter(|_| wanted(op)) else { continue };
+            let (a_len, c_len) = if kind == MatmulKind::Forward { (m * k, m * n) } else { (m * n, m * k) };
+            let (x, w, y) = (random(coop, &mut rng, a_len)?, random(coop, &mut rng, n * k)?, random(coop, &mut rng, c_len)?);
             let d = MatmulDims::new(m, n, k);
-            let (ms, kernels) = time(coop, reps, || {
-                matmul_with(coop, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch")
-            })?;
-            rows.push(Row { op: COOP_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+            let (ms, kernels) = time(coop, reps, || matmul_with(coop, kind, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            rows.push(Row { op: op.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
         if ctx.has_f16() && wanted(F16_TILES_OP) {
             let (x, w, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, n * k)?, random(&ctx, &mut rng, m * n)?);

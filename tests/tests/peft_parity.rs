@@ -248,6 +248,23 @@ fn training_through_a_quantized_base_matches_with_the_gpu_kernels() {
     with_gpu_kernels!(ctx => { quantized_base_on(ctx) });
 }
 
+/// The same with f16 matmuls (the quantized and f32 tiled kernels' f16 tiles, forwards and
+/// input gradients, their gradients' rows scaled), where the adapter has shader-f16: the same
+/// weights round to the same f16 values in either kernel, so the bound stays 1e-4.
+#[test]
+fn training_through_a_quantized_base_matches_with_f16_matmuls() {
+    let Some(own) = hearth_tests::own_gpu() else { return };
+    if !own.has_f16() {
+        eprintln!("SKIPPED: this adapter has no shader-f16");
+        return;
+    }
+    let ctx = own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu).with_f16_matmuls(true);
+    ctx.profile_begin();
+    quantized_base_on(&ctx);
+    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+    assert!(kernels.keys().any(|k| k.starts_with("matmul_q4_0_f16_tiles:matmul_quant_backward_input_tiled")), "{kernels:?}");
+}
+
 fn quantized_base_on(ctx: &GpuContext) {
     use hearth_core::model::weights::{Matrix, MatrixData};
     use hearth_core::model::WeightFormat;
