@@ -59,7 +59,8 @@ const BK: u32 = 8u;    // reduction steps staged per iteration
 // Tiles in vec4s: BK rows of (8·T)/4 = 2·T vec4s, and one vec4 of padding per row so that
 // the transposing stores of a row-major operand spread over the banks. Their elements are
 // f32, or f16 in matmul_tiled_f16.wgsl (pieces/tile_f16.wgsl: the inputs rounded to f16 as
-// they are staged, for forwards where the context asks for f16).
+// they are staged, for forwards and input gradients where the context asks for f16, the
+// gradients' rows scaled by pieces/row_scales.wgsl).
 var<workgroup> tile_a: array<vec4<TileElem>, BK * (2u * TY + 1u)>;
 var<workgroup> tile_b: array<vec4<TileElem>, BK * (2u * TX + 1u)>;
 

@@ -13,8 +13,9 @@
 // pieces/low_rank_term.wgsl in low_rank_none.wgsl's place: the tiled entry points then add
 // the term after the reduction, as matmul_tiled.wgsl does (LoRA's h·Bᵀ, dropout(dh·A)).
 // And it composes that once more with pieces/tile_f16.wgsl in tile_f32.wgsl's place, as
-// matmul_<format>_f16_tiles.wgsl: the tiles in f16, the sums in f32 (forwards where the
-// context asks for f16; the launcher binds placeholders for H and V where there is no term).
+// matmul_<format>_f16_tiles.wgsl: the tiles in f16, the sums in f32 (forwards and input
+// gradients where the context asks for f16, the gradients' rows scaled: pieces/row_scales.wgsl;
+// the launcher binds placeholders for H and V where there is no term).
 
 // #include "../pieces/low_rank_none.wgsl"
 // #include "../pieces/dropout_mask.wgsl"

@@ -175,8 +175,8 @@ pub enum MatmulTiling {
     /// The same kernel in 128 × 128 tiles (256 invocations): for large outputs.
     TiledWide,
     /// `Tiled` with its tiles staged in f16, products summed in f32 (matmul_tiled_f16.wgsl):
-    /// forwards where the context asks for f16 and the device has shader-f16 but no
-    /// cooperative matrices.
+    /// forwards and input gradients (their rows scaled) where the context asks for f16 and
+    /// the device has shader-f16 but no cooperative matrices.
     TiledF16,
     /// `TiledWide` in f16.
     TiledWideF16,
