@@ -198,8 +198,13 @@ fn tiny_llama_lora_training_with_f16_matmuls_stays_close_to_peft() {
     let ctx = own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu).with_f16_matmuls(true);
     ctx.profile_begin();
     check_on(&ctx, "tiny-llama", &Tolerance { grads: (0.0, 1e-3), grads_of_largest: 3e-3, ..F32 });
+    // the base (its weights f16 in the fixture: the F16 format's kernels) in f16 tiles,
+    // forwards and input gradients; LoRA's own products in f32 tiles
     let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
-    assert!(kernels.keys().any(|k| k.starts_with("matmul_tiled_f16")), "{kernels:?}");
+    for kernel in ["matmul_f16_f16_tiles:matmul_quant_forward_tiled", "matmul_f16_f16_tiles:matmul_quant_backward_input_tiled", "matmul_tiled:matmul_tiled"] {
+        assert!(kernels.keys().any(|k| k.starts_with(kernel)), "{kernel} did not run: {kernels:?}");
+    }
+    assert!(!kernels.keys().any(|k| k.starts_with("matmul_tiled_f16")), "LoRA's products ran in f16: {kernels:?}");
 }
 
 #[test]

@@ -4,7 +4,7 @@ use super::{Adapter, LoraTensor, Target};
 use crate::error::ensure;
 use crate::gpu::Arena;
 use crate::ops::lora::{lora_down, lora_down_shared, LoraDims};
-use crate::ops::matmul::{matmul, matmul_gemv_normed, Accumulate, ColumnBlocks, InputNorm, LowRankTerm, MatmulDims, MatmulKind, SplitParts, StackedTerm, TermLayout};
+use crate::ops::matmul::{choose_f32_tiling, matmul_gemv_normed, matmul_with, Accumulate, ColumnBlocks, InputNorm, LowRankTerm, MatmulDims, MatmulKind, SplitParts, StackedTerm, TermLayout};
 use crate::{GpuBuffer, GpuContext, Result};
 
 pub struct GpuLora {
@@ -131,7 +131,8 @@ impl<'a> StackedLora<'a> {
         let d = MatmulDims::new(m, width, self.d_in);
         match norm {
             Some(norm) => matmul_gemv_normed(ctx, self.h, x, self.a, d, norm, None)?,
-            None => matmul(ctx, MatmulKind::Forward, self.h, x, self.a, d, Accumulate::OVERWRITE)?,
+            // (f32 where the context asks for f16 matmuls, as LoRA's products are: ops::lora)
+            None => matmul_with(ctx, MatmulKind::Forward, choose_f32_tiling(ctx, MatmulKind::Forward, &d), self.h, x, self.a, d, Accumulate::OVERWRITE)?,
         }
         let layout = TermLayout::Stacked(StackedTerm { h_row: width, h_part: self.rank, starts: self.starts, skipped: self.skipped });
         Ok(LowRankTerm { h: self.h, v: self.b, rank: self.rank, scale: self.scale, dropout: (0.0, 0), layout })

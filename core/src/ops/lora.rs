@@ -3,8 +3,9 @@
 //! ones apply the dropout mask themselves (`matmul_dropout`) and add the products that end
 //! in the base layer's output (h·Bᵀ, dh·A) in the base matmul's own launch, as its low-rank
 //! term (`lora_up_term`, `lora_input_term`; the model's projections pass them to the base).
+//! Its own products stay f32 where the context asks for f16 matmuls (`choose_f32_tiling`).
 
-use super::matmul::{matmul, matmul_dropout, matmul_shared_input, matmul_weight_parts, Accumulate, BatchStrides, ColumnBlocks, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts, TermLayout, BATCHED_MAX_REDUCTION};
+use super::matmul::{choose_f32_tiling, matmul, matmul_dropout, matmul_dropout_with, matmul_shared_input, matmul_weight_parts, matmul_with, Accumulate, BatchStrides, ColumnBlocks, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts, TermLayout, BATCHED_MAX_REDUCTION};
 use crate::{GpuBuffer, GpuContext, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,7 +56,8 @@ pub fn lora_forward(ctx: &GpuContext, y: &GpuBuffer, h: &GpuBuffer, x: &GpuBuffe
 /// share it).
 pub fn lora_down(ctx: &GpuContext, h: &GpuBuffer, x: &GpuBuffer, a: &GpuBuffer, d: LoraDims) -> Result<()> {
     let dims = MatmulDims::new(d.m, d.rank, d.d_in);
-    matmul_dropout(ctx, MatmulKind::Forward, h, x, a, dims, Accumulate::OVERWRITE, d.drop_on(DropOn::A))
+    let tiling = choose_f32_tiling(ctx, MatmulKind::Forward, &dims);
+    matmul_dropout_with(ctx, MatmulKind::Forward, tiling, h, x, a, dims, Accumulate::OVERWRITE, d.drop_on(DropOn::A))
 }
 
 /// h_z(M, r) = dropout(x)·A_zᵀ for `count` targets that read the input x, their A's back to
@@ -80,7 +82,9 @@ pub fn lora_up_term<'a>(h: &'a GpuBuffer, b: &'a GpuBuffer, d: LoraDims) -> LowR
 pub fn lora_backward(ctx: &GpuContext, da: &GpuBuffer, db: &GpuBuffer, dx: &GpuBuffer, dx_beta: f32, dh: &GpuBuffer, dy: &GpuBuffer, x: &GpuBuffer, h: &GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, d: LoraDims) -> Result<()> {
     lora_backward_b(ctx, GradDest::Grad(db), dh, 0.0, dy, h, b, d)?;
     lora_grad_a(ctx, GradDest::Grad(da), dh, x, d)?;
-    matmul_dropout(ctx, MatmulKind::BackwardInput, dx, dh, a, MatmulDims::new(d.m, d.rank, d.d_in), Accumulate { alpha: 1.0, beta: dx_beta }, d.drop_on(DropOn::Out))
+    let dims = MatmulDims::new(d.m, d.rank, d.d_in);
+    let tiling = choose_f32_tiling(ctx, MatmulKind::BackwardInput, &dims);
+    matmul_dropout_with(ctx, MatmulKind::BackwardInput, tiling, dx, dh, a, dims, Accumulate { alpha: 1.0, beta: dx_beta }, d.drop_on(DropOn::Out))
 }
 
 /// The B half of the backward: dB = scale·dyᵀ·h (added to with `d.accumulate`) and
@@ -93,7 +97,12 @@ pub fn lora_backward_b(ctx: &GpuContext, db: GradDest, dh: &GpuBuffer, dh_beta: 
         GradDest::Grad(db) => matmul(ctx, MatmulKind::BackwardWeight, db, dy, h, dims, Accumulate { alpha: d.scale, beta: d.grad_beta() })?,
         GradDest::Parts(parts) => matmul_weight_parts(ctx, parts, dy, h, dims, d.scale, None)?,
     }
-    matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, dims, Accumulate { alpha: d.scale, beta: dh_beta })
+    input_gradient(ctx, dh, dy, b, dims, Accumulate { alpha: d.scale, beta: dh_beta })
+}
+
+/// dh = beta·dh + alpha·dy·B in f32 tiles.
+fn input_gradient(ctx: &GpuContext, dh: &GpuBuffer, dy: &GpuBuffer, b: &GpuBuffer, dims: MatmulDims, acc: Accumulate) -> Result<()> {
+    matmul_with(ctx, MatmulKind::BackwardInput, choose_f32_tiling(ctx, MatmulKind::BackwardInput, &dims), dh, dy, b, dims, acc)
 }
 
 /// [`lora_backward_b`] of `count` targets of one shape at once (targets of one width that
@@ -110,7 +119,7 @@ pub fn lora_backward_b_batched(ctx: &GpuContext, db: GradDest, dh: &GpuBuffer, d
         GradDest::Grad(db) => matmul(ctx, MatmulKind::BackwardWeight, db, dy, h, dims, Accumulate { alpha: d.scale, beta: d.grad_beta() })?,
         GradDest::Parts(parts) => matmul_weight_parts(ctx, parts, dy, h, dims, d.scale, None)?,
     }
-    matmul(ctx, MatmulKind::BackwardInput, dh, dy, b, batch(dy_stride, b_len, dh_stride), Accumulate { alpha: d.scale, beta: 0.0 })
+    input_gradient(ctx, dh, dy, b, batch(dy_stride, b_len, dh_stride), Accumulate { alpha: d.scale, beta: 0.0 })
 }
 
 /// Whether [`lora_backward_b_batched`] takes targets of `d`'s shape, with their dB's as split

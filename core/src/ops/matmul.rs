@@ -430,8 +430,20 @@ impl MatmulKind {
     }
 }
 
-/// The tiling `matmul` picks for this adapter and these sizes.
+/// The tiling `matmul` picks for this adapter and these sizes: f16 for forwards and input
+/// gradients where the context asks for f16 matmuls.
 pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> MatmulTiling {
+    tiling_for(ctx, kind, d, ctx.f16_matmuls() && kind != MatmulKind::BackwardWeight)
+}
+
+/// The tiling for LoRA's own products, whose reduction or output is the rank wide: f32 even
+/// where the context asks for f16 matmuls. Their FLOPs are few, and an adapter's values (B
+/// starts at 0 and grows by the learning rate) would fall below f16's normal range.
+pub fn choose_f32_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> MatmulTiling {
+    tiling_for(ctx, kind, d, false)
+}
+
+fn tiling_for(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims, f16: bool) -> MatmulTiling {
     let (_, cols) = kind.out_shape(d);
     if ctx.kernel_paths() != KernelPaths::Gpu && d.register_fits() {
         if cols <= REGISTER_NARROW_MAX_COLS {
@@ -441,10 +453,11 @@ pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> Matm
         }
     } else if ctx.kernel_paths() == KernelPaths::Gpu && kind == MatmulKind::Forward && d.batch == 1 && d.m <= GEMV_ROWS {
         MatmulTiling::Gemv
-    } else if ctx.f16_matmuls() && kind != MatmulKind::BackwardWeight && ctx.has_cooperative_matrix() {
+    } else if f16 && ctx.has_cooperative_matrix() && d.batch_strides.is_none() && !d.a_shared {
+        // (operands at strides of their own, or one a for a batch: the tiled kernels only)
         MatmulTiling::Coop
     } else {
-        tiled_for(kind, d, ctx.f16_matmuls() && kind != MatmulKind::BackwardWeight)
+        tiled_for(kind, d, f16)
     }
 }
 
