@@ -197,53 +197,36 @@ fn ops(a: OpsArgs) -> Result<()> {
     for (_, m, n, k) in &shapes {
         let (m, n, k) = (*m, *n, *k);
         let flop = 2.0 * (m * n * k) as f64;
-        for (kind, op) in [(MatmulKind::Forward, COOP_OP), (MatmulKind::BackwardInput, COOP_DX_OP)] {
-            let Some(coop) = coop.as_ref().filter(|_| wanted(op)) else { continue };
-            let (a_len, c_len) = if kind == MatmulKind::Forward { (m * k, m * n) } else { (m * n, m * k) };
-            let (x, w, y) = (random(coop, &mut rng, a_len)?, random(coop, &mut rng, n * k)?, random(coop, &mut rng, c_len)?);
-            let d = MatmulDims::new(m, n, k);
-            let (ms, kernels) = time(coop, reps, || matmul_with(coop, kind, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+        let d = MatmulDims::new(m, n, k);
+        // the f16 products: on cooperative matrices (a context of their own), in f16 tiles
+        let coop_rows = [(COOP_OP, MatmulKind::Forward), (COOP_DX_OP, MatmulKind::BackwardInput)].map(|(op, kind)| (op, kind, coop.as_ref(), MatmulTiling::Coop));
+        let tile_rows = [(F16_TILES_OP, MatmulKind::Forward), (F16_TILES_DX_OP, MatmulKind::BackwardInput)].map(|(op, kind)| (op, kind, Some(&ctx).filter(|c| c.has_f16()), tiled_for(kind, &d, true)));
+        for (op, kind, on, tiling) in coop_rows.into_iter().chain(tile_rows) {
+            let Some(on) = on.filter(|_| wanted(op)) else { continue };
+            let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);
+            let (x, w, y) = (random(on, &mut rng, a_len)?, random(on, &mut rng, b_len)?, random(on, &mut rng, c_len)?);
+            let (ms, kernels) = time(on, reps, || matmul_with(on, kind, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
             rows.push(Row { op: op.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
-        }
-        if ctx.has_f16() && wanted(F16_TILES_OP) {
-            let (x, w, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, n * k)?, random(&ctx, &mut rng, m * n)?);
-            let d = MatmulDims::new(m, n, k);
-            let tiling = tiled_for(MatmulKind::Forward, &d, true);
-            let (ms, kernels) = time(&ctx, reps, || matmul_with(&ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
-            rows.push(Row { op: F16_TILES_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
-        }
-        if ctx.has_f16() && wanted(F16_TILES_DX_OP) {
-            let (dy, w, dx) = (random(&ctx, &mut rng, m * n)?, random(&ctx, &mut rng, n * k)?, random(&ctx, &mut rng, m * k)?);
-            let d = MatmulDims::new(m, n, k);
-            let tiling = tiled_for(MatmulKind::BackwardInput, &d, true);
-            let (ms, kernels) = time(&ctx, reps, || matmul_with(&ctx, MatmulKind::BackwardInput, tiling, &dx, &dy, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
-            rows.push(Row { op: F16_TILES_DX_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
             let op = format!("f32 {}", kind_name(kind));
             if !wanted(&op) {
                 continue;
             }
-            let d = MatmulDims::new(m, n, k);
-            let (a_len, b_len, c_len) = match kind {
-                MatmulKind::Forward => (m * k, n * k, m * n),
-                MatmulKind::BackwardInput => (m * n, n * k, m * k),
-                MatmulKind::BackwardWeight => (m * n, m * k, n * k),
-            };
+            let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);
             let (x, w, y) = (random(&ctx, &mut rng, a_len)?, random(&ctx, &mut rng, b_len)?, random(&ctx, &mut rng, c_len)?);
             let (ms, kernels) = time(&ctx, reps, || matmul(&ctx, kind, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
             rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
         // the f32 forward in the tile size `matmul` did not pick (64 × 64 against 128 × 128
         // workgroup tiles): where the threshold between them (WIDE_OUTPUTS) should be
-        let other = match choose_tiling(&ctx, MatmulKind::Forward, &MatmulDims::new(m, n, k)) {
+        let other = match choose_tiling(&ctx, MatmulKind::Forward, &d) {
             MatmulTiling::Tiled => Some(MatmulTiling::TiledWide),
             MatmulTiling::TiledWide => Some(MatmulTiling::Tiled),
             _ => None,
         };
         if let Some(tiling) = other.filter(|_| wanted(OTHER_TILES_OP)) {
             let (x, w, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, n * k)?, random(&ctx, &mut rng, m * n)?);
-            let d = MatmulDims::new(m, n, k);
             let (ms, kernels) = time(&ctx, reps, || matmul_with(&ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
             rows.push(Row { op: OTHER_TILES_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
@@ -261,13 +244,13 @@ fn ops(a: OpsArgs) -> Result<()> {
             let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
             let gw = GpuQuantWeight::upload(&ctx, &t)?;
             for kind in wanted_kinds {
-                let (in_len, out_len) = if kind == MatmulKind::Forward { (m * k, m * n) } else { (m * n, m * k) };
+                let (in_len, _, out_len) = operand_lens(kind, m, n, k);
                 let (x, y) = (random(&ctx, &mut rng, in_len)?, random(&ctx, &mut rng, out_len)?);
                 let (ms, kernels) = time(&ctx, reps, || matmul_quant(&ctx, kind, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch"))?;
                 rows.push(Row { op: format!("{} {}", format_name(format), kind_name(kind)), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
             }
             for (kind, op) in f16_kinds {
-                let (in_len, out_len) = if kind == MatmulKind::Forward { (m * k, m * n) } else { (m * n, m * k) };
+                let (in_len, _, out_len) = operand_lens(kind, m, n, k);
                 let (x, y) = (random(&ctx, &mut rng, in_len)?, random(&ctx, &mut rng, out_len)?);
                 let (ms, kernels) = time(&ctx, reps, || matmul_quant_with(&ctx, QuantBlock::TiledF16, kind, &y, &x, &gw, m, Accumulate::OVERWRITE, None).expect("launch"))?;
                 rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
@@ -306,6 +289,15 @@ fn ops(a: OpsArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Lengths of a, b and the output of a `kind` product of M × N × K (ops::matmul's layouts).
+fn operand_lens(kind: MatmulKind, m: usize, n: usize, k: usize) -> (usize, usize, usize) {
+    match kind {
+        MatmulKind::Forward => (m * k, n * k, m * n),
+        MatmulKind::BackwardInput => (m * n, n * k, m * k),
+        MatmulKind::BackwardWeight => (m * n, m * k, n * k),
+    }
 }
 
 fn kind_name(kind: MatmulKind) -> &'static str {

@@ -56,6 +56,18 @@ pub fn own_gpu() -> Option<GpuContext> {
     Some(new_context(ContextOptions::default()).expect("a second context on the adapter"))
 }
 
+/// A context of its own that runs the GPU kernels with f16 matmuls (forwards and input
+/// gradients in f16 tiles), or None (after saying why) where there is no adapter or it has no
+/// shader-f16.
+pub fn own_gpu_f16_matmuls() -> Option<GpuContext> {
+    let own = own_gpu()?;
+    if !own.has_f16() {
+        eprintln!("SKIPPED: this adapter has no shader-f16");
+        return None;
+    }
+    Some(own.with_kernel_paths(KernelPaths::Gpu).with_f16_matmuls(true))
+}
+
 /// A context on the adapter HEARTH_ADAPTER names (else the default one), its kernels without
 /// wgpu's runtime checks where HEARTH_SHADER_CHECKS=0 (as the CLI's).
 fn new_context(options: ContextOptions) -> hearth_core::Result<GpuContext> {

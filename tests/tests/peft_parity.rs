@@ -190,12 +190,7 @@ fn tiny_llama_lora_training_matches_peft_with_the_gpu_kernels() {
 /// keep f32's.
 #[test]
 fn tiny_llama_lora_training_with_f16_matmuls_stays_close_to_peft() {
-    let Some(own) = hearth_tests::own_gpu() else { return };
-    if !own.has_f16() {
-        eprintln!("SKIPPED: this adapter has no shader-f16");
-        return;
-    }
-    let ctx = own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu).with_f16_matmuls(true);
+    let Some(ctx) = hearth_tests::own_gpu_f16_matmuls() else { return };
     ctx.profile_begin();
     check_on(&ctx, "tiny-llama", &Tolerance { grads: (0.0, 1e-3), grads_of_largest: 3e-3, ..F32 });
     // the base (its weights f16 in the fixture: the F16 format's kernels) in f16 tiles,
@@ -258,12 +253,7 @@ fn training_through_a_quantized_base_matches_with_the_gpu_kernels() {
 /// weights round to the same f16 values in either kernel, so the bound stays 1e-4.
 #[test]
 fn training_through_a_quantized_base_matches_with_f16_matmuls() {
-    let Some(own) = hearth_tests::own_gpu() else { return };
-    if !own.has_f16() {
-        eprintln!("SKIPPED: this adapter has no shader-f16");
-        return;
-    }
-    let ctx = own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu).with_f16_matmuls(true);
+    let Some(ctx) = hearth_tests::own_gpu_f16_matmuls() else { return };
     ctx.profile_begin();
     quantized_base_on(&ctx);
     let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;

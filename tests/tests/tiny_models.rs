@@ -207,12 +207,7 @@ fn an_adapter_decodes_alike_on_both_kernel_paths() {
 /// transformers within `atol` + `rtol`·|x|; the kernel named `kernel...` must have run.
 /// Skipped where the adapter has no shader-f16.
 fn check_f16_tiles(what: &str, fixture_name: &str, format: WeightFormat, atol: f64, rtol: f64, kernel: &str) {
-    let Some(own) = hearth_tests::own_gpu() else { return };
-    if !own.has_f16() {
-        eprintln!("SKIPPED: this adapter has no shader-f16");
-        return;
-    }
-    let ctx = own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu).with_f16_matmuls(true);
+    let Some(ctx) = hearth_tests::own_gpu_f16_matmuls() else { return };
     let m = load_hf_folder(&DirFiles(fixture(fixture_name)), Some(format)).unwrap();
     ctx.profile_begin();
     check_on(&ctx, what, fixture_name, m, 8, None, atol, rtol);

@@ -42,8 +42,8 @@ pub struct GpuContext {
     /// The adapter offers cooperative matrices, and whether in the form matmul_coop.wgsl needs.
     offers_cooperative_matrix: bool,
     coop_fits: bool,
-    /// Forward matmuls run in f16, summed in f32 (opt-in: on cooperative matrices or in f16
-    /// tiles, where the device has them).
+    /// Forwards and input gradients run in f16, summed in f32 (opt-in: on cooperative
+    /// matrices or in f16 tiles, where the device has them).
     f16_matmuls: bool,
     /// ContextOptions::unchecked_shaders.
     unchecked_shaders: bool,

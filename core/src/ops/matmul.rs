@@ -7,9 +7,9 @@
 //! instead where its device has cooperative matrices (the same strided GEMM on tensor cores),
 //! else the tiled kernel with its tiles in f16 where it has shader-f16; an input gradient's
 //! rows are scaled by powers of two as they are staged (shaders/pieces/row_scales.wgsl). The
-//! tiled kernels can also add a
-//! low-rank product in the same launch ([`matmul_low_rank`]: LoRA's), and leave a weight
-//! gradient's split parts for a later sum over many gradients ([`matmul_weight_parts`]).
+//! tiled kernels can also add a low-rank product in the same launch ([`matmul_low_rank`]:
+//! LoRA's), and leave a weight gradient's split parts for a later sum over many gradients
+//! ([`matmul_weight_parts`]).
 
 use super::{check_len, grid_rows};
 use super::dropout::dropout_forward;
@@ -433,17 +433,18 @@ impl MatmulKind {
 /// The tiling `matmul` picks for this adapter and these sizes: f16 for forwards and input
 /// gradients where the context asks for f16 matmuls.
 pub fn choose_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> MatmulTiling {
-    tiling_for(ctx, kind, d, ctx.f16_matmuls() && kind != MatmulKind::BackwardWeight)
+    choose_tiling_f16(ctx, kind, d, ctx.f16_matmuls() && kind != MatmulKind::BackwardWeight)
 }
 
 /// The tiling for LoRA's own products, whose reduction or output is the rank wide: f32 even
 /// where the context asks for f16 matmuls. Their FLOPs are few, and an adapter's values (B
 /// starts at 0 and grows by the learning rate) would fall below f16's normal range.
 pub fn choose_f32_tiling(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims) -> MatmulTiling {
-    tiling_for(ctx, kind, d, false)
+    choose_tiling_f16(ctx, kind, d, false)
 }
 
-fn tiling_for(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims, f16: bool) -> MatmulTiling {
+/// [`choose_tiling`] with f16 tilings where `f16`.
+fn choose_tiling_f16(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims, f16: bool) -> MatmulTiling {
     let (_, cols) = kind.out_shape(d);
     if ctx.kernel_paths() != KernelPaths::Gpu && d.register_fits() {
         if cols <= REGISTER_NARROW_MAX_COLS {
