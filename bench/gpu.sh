@@ -92,18 +92,23 @@ for model in $MODEL_LIST; do
         # training attention as batched matmuls (software adapters' choice) against the
         # GPU's tiled attention kernels
         run "train-$model-f32-attention-matmul" 30 env HEARTH_ATTENTION=matmul "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        # the kernels without wgpu's bounds checks, loop bounds and zeroed workgroup memory
+        run "train-$model-f32-unchecked" 30 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         # f16 matmuls: forwards and input gradients (their rows scaled) on cooperative
         # matrices where the GPU has them, else in f16 tiles (the quantized base's always);
         # where it has shader-f16 (else the f32 runs)
-        # the kernels without wgpu's bounds checks, loop bounds and zeroed workgroup memory
-        run "train-$model-f32-unchecked" 30 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         for base in f32 q4_1; do
             run "train-$model-$base-f16-matmuls" 30 env HEARTH_F16_MATMUL=1 "$HEARTH" bench train "$MODELS/$model" --quant $base --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         done
     fi
     run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --json
     # decoding past a long prompt, where attention's share of a token grows (results.json)
-    [ "$model" = smollm2-135m ] && run "generate-long-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json
+    if [ "$model" = smollm2-135m ]; then
+        run "generate-long-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json
+        # the prompt's attention over the cache with an invocation per query and head, against
+        # the tiled kernel's workgroups of 64 queries
+        run "generate-long-$model-attention-rows" 15 env HEARTH_ATTENTION=rows "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json
+    fi
     run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW
 done
 # hearth serve under 8 concurrent clients, by --max-batch (requests decoded together)

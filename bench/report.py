@@ -47,7 +47,7 @@ def main():
             rows.append((f"matmul 4096³ {r['op']} (GFLOP/s) vs torch {peer_dtype}", num(r["rate"]), num(torch_rate.get(peer_dtype)),
                          ratio(r["rate"], torch_rate.get(peer_dtype)), target))
     # every model with a result of its own, so that Hearth's figures show where the peer failed
-    models = sorted({k.removeprefix("generate-") for k, v in results.items() if v and k.startswith("generate-")}
+    models = sorted({k.removeprefix("generate-") for k, v in results.items() if v and k.startswith("generate-") and not k.startswith("generate-long-")}
                     | {k.removeprefix("train-").rsplit("-", 1)[0] for k, v in results.items() if v and k.startswith("train-") and k.endswith(("-f32", "-q4_1", "-nf4"))}
                     | set(peers))
     for name in models:
@@ -98,6 +98,13 @@ def main():
             if g.get("prefill_dispatches") is not None:
                 gpu_ms = g.get("prefill_gpu_ms")
                 rows.append((f"{name} prefill: launches; host ms (GPU ms)", f"{g['prefill_dispatches']}; {num(g['prefill_host_ms'])} ({num(gpu_ms)})", "", "", ""))
+        long, long_rows = results.get(f"generate-long-{name}"), results.get(f"generate-long-{name}-attention-rows")
+        if long:
+            rows.append((f"{name} after a long prompt ({long['prompt_tokens']} tokens): prefill; decode tokens/s",
+                         f"{num(long['prefill_tokens_per_s'])}; {num(long['decode_tokens_per_s'])}", "", "", ""))
+        if long and long_rows:
+            rows.append((f"{name} long prompt's prefill tokens/s: attention over the cache in tiles (GPUs' default) vs an invocation per query (HEARTH_ATTENTION=rows)",
+                         num(long["prefill_tokens_per_s"]), num(long_rows["prefill_tokens_per_s"]), ratio(long["prefill_tokens_per_s"], long_rows["prefill_tokens_per_s"]), ""))
     adapter = (ops or {}).get("adapter") or next((v["adapter"] for v in results.values() if v and "adapter" in v), {})
     lines = [
         f"{env.get('date', '')}: {env.get('gpu') or adapter.get('name', '')}, driver {adapter.get('driver') or env.get('driver', '')}, "

@@ -13,9 +13,10 @@
 //   attention_backward_kv_*:    dk = scale·Σ_t P(dP − dsum)·q_t,  dv = Σ_t P·dout_t
 //                               summed over the query heads that share the KV head.
 //   (* = rows or tiled: the same results, see the tiled kernels' comment.)
-//   attention_forward_cached:  inference with a KV cache, one sequence: q (T, NH, HS) for the
-//                              tokens at positions past..past+T, k and v caches (≥ past+T, NKV, HS)
-//                              that already hold them; query t sees cache rows 0..=past+t.
+//   attention_forward_cached(_tiled): inference with a KV cache, one sequence: q (T, NH, HS)
+//                              for the tokens at positions past..past+T, k and v caches
+//                              (≥ past+T, NKV, HS) that already hold them; query t sees cache
+//                              rows 0..=past+t.
 
 struct Params {
     B: u32,
@@ -481,6 +482,59 @@ fn attention_forward_cached(@builtin(global_invocation_id) gid: vec3<u32>, @buil
         m = m_new;
     }
     for (var d = 0u; d < p.HS; d++) { c_out[qb + d] = acc[d] / l; }
+}
+
+// attention_forward_cached for GPUs: a workgroup per 64 queries of a head, which streams the
+// cache's keys and values through workgroup memory as attention_forward_tiled does (each
+// key read from memory once per workgroup, not once per query and head), from the first key
+// its first query sees to the last one its last query sees.
+@compute @workgroup_size(64)
+fn attention_forward_cached_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let h = wid.y;
+    let t0 = wid.x * 64u;
+    let t = t0 + lid.x;
+    let live = t < p.T;
+    let tq = min(t, p.T - 1u);
+    let kvh = h / (p.NH / p.NKV);
+    let qb = (tq * p.NH + h) * p.HS;
+    var qv: array<f32, MAX_HS>;
+    var acc: array<f32, MAX_HS>;
+    for (var d = 0u; d < p.HS; d++) { qv[d] = c_q[qb + d] * p.scale; acc[d] = 0.0; }
+    var m = -3.0e38;
+    var l = 0.0;
+    let kt = tile_rows();
+    let last = p.past + min(t0 + 63u, p.T - 1u);
+    for (var j0 = first_key(p.past + t0); j0 <= last; j0 += kt) {
+        workgroupBarrier();
+        for (var e = lid.x; e < kt * p.HS; e += 64u) {
+            let j = j0 + e / p.HS;
+            if (j <= last) {
+                let kb = (j * p.NKV + kvh) * p.HS + e % p.HS;
+                tile_x[e] = c_k[kb];
+                tile_y[e] = c_v[kb];
+            }
+        }
+        workgroupBarrier();
+        if (live) {
+            for (var jj = 0u; jj < kt; jj++) {
+                let j = j0 + jj;
+                if (j > p.past + t) { break; }
+                if (j < first_key(p.past + t)) { continue; }
+                let kb = jj * p.HS;
+                var s = 0.0;
+                for (var d = 0u; d < p.HS; d++) { s += qv[d] * tile_x[kb + d]; }
+                let m_new = max(m, s);
+                let corr = exp(m - m_new);
+                let e = exp(s - m_new);
+                l = l * corr + e;
+                for (var d = 0u; d < p.HS; d++) { acc[d] = acc[d] * corr + e * tile_y[kb + d]; }
+                m = m_new;
+            }
+        }
+    }
+    if (live) {
+        for (var d = 0u; d < p.HS; d++) { c_out[qb + d] = acc[d] / l; }
+    }
 }
 
 // Decoding one token (T = 1) at position `past` (attention_forward_cached gives each query

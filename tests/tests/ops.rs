@@ -1,7 +1,7 @@
 //! Every non-matmul kernel against its CPU reference on random shapes, and every CPU
 //! backward against central finite differences in f64.
 
-use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached, attention_forward_with, cached_row_by_row, rope_fits, segment_runs, AttentionDims, AttentionKernels, DecodeToken, Segments};
+use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached_with, attention_forward_with, cached_row_by_row, rope_fits, segment_runs, AttentionDims, AttentionKernels, DecodeToken, Segments};
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::block_copy::{block_copy, Columns};
 use hearth_core::ops::swiglu::Activation;
@@ -452,7 +452,13 @@ fn cached_attention_matches_cpu() {
     // here.
     with_gpu!(ctx => {
         let mut rng = Rng::new(10);
-        let shapes = [(1, 1, 1, 1, 4, 0), (9, 1, 6, 2, 16, 0), (130, 1, 9, 3, 64, 0), (40, 3, 4, 4, 128, 0), (17, 1, 4, 2, 6, 0), (40, 3, 4, 2, 256, 9), (30, 1, 4, 2, 16, 8), (1200, 4, 9, 3, 64, 0)];
+        let shapes = [
+            (1, 1, 1, 1, 4, 0), (9, 1, 6, 2, 16, 0), (130, 1, 9, 3, 64, 0), (40, 3, 4, 4, 128, 0), (17, 1, 4, 2, 6, 0), (40, 3, 4, 2, 256, 9),
+            (30, 1, 4, 2, 16, 8), (1200, 4, 9, 3, 64, 0),
+            // more queries than a workgroup's 64 (over a cache, and from an empty one), with a
+            // window that leaves out the first keys of the later queries
+            (250, 150, 6, 2, 16, 0), (150, 150, 3, 1, 32, 0), (300, 140, 4, 2, 8, 50),
+        ];
         for (s_len, t, nh, nkv, hs, window) in shapes {
             let past = s_len - t;
             let sizes = AttnSizes { window, ..AttnSizes::causal(1, s_len, nh, nkv, hs) };
@@ -462,14 +468,18 @@ fn cached_attention_matches_cpu() {
             let d = AttentionDims { window, ..AttentionDims::causal(1, t, nh, nkv, hs) };
             let (kb, vb) = (upload(ctx, &k), upload(ctx, &v));
             let what = format!("S {s_len} T {t} {nh}/{nkv}×{hs}");
-            let out = poisoned(ctx, t * nh * hs);
-            let cached = attention_forward_cached(ctx, &out, &upload(ctx, &q[past * nh * hs..]), &kb, &vb, past, d);
-            if cached_row_by_row(ctx, &d, past) {
-                assert!(cached.unwrap_err().to_string().contains("lavapipe's limit"), "{what}");
-            } else {
-                cached.unwrap();
-                assert_close(&format!("cached attention {what}"), &read(ctx, &out), &full[past * nh * hs..], ATTN.0, ATTN.1);
+            // one invocation per query and head, and the GPUs' workgroups of 64 queries
+            for kernels in [AttentionKernels::Rows, AttentionKernels::Tiled] {
+                let out = poisoned(ctx, t * nh * hs);
+                let cached = attention_forward_cached_with(ctx, kernels, &out, &upload(ctx, &q[past * nh * hs..]), &kb, &vb, past, d);
+                if cached_row_by_row(ctx, &d, past) {
+                    assert!(cached.unwrap_err().to_string().contains("lavapipe's limit"), "{what}");
+                } else {
+                    cached.unwrap();
+                    assert_close(&format!("cached attention {what}, {kernels:?} kernels"), &read(ctx, &out), &full[past * nh * hs..], ATTN.0, ATTN.1);
+                }
             }
+            let out = poisoned(ctx, t * nh * hs);
             if hs % 4 != 0 {
                 let token = DecodeToken { q: &upload(ctx, &q[..nh * hs]), out: &out, new: None, row: 0, past: 0, rope: None };
                 let res = attention_decode(ctx, token, (&kb, &vb), &poisoned(ctx, nh * s_len), AttentionDims { t: 1, ..d });

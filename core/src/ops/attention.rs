@@ -334,9 +334,10 @@ pub fn cached_row_by_row(ctx: &GpuContext, d: &AttentionDims, past: usize) -> bo
 }
 
 /// attention_forward_cached's loops per invocation within lavapipe's limit: each key of the
-/// cache, a score's and the sum's loops over the head.
+/// cache, a score's and the sum's loops over the head (and the tiled kernel's staging of
+/// the keys and values, HS/64 values of each key per invocation, and its loop over tiles).
 fn cached_within_llvmpipe_loops(d: &AttentionDims, past: usize) -> bool {
-    (past + d.t) * (2 * d.hs + 1) < LLVMPIPE_LOOP_LIMIT
+    (past + d.t) * (2 * d.hs + 2 + d.hs.div_ceil(64)) < LLVMPIPE_LOOP_LIMIT
 }
 
 /// The error for kernels lavapipe would run past its loop limit.
@@ -356,6 +357,14 @@ fn check_llvmpipe_loops(ctx: &GpuContext, op: &str, kernels: AttentionKernels, d
 /// hold their keys and values. Query t attends to cache rows 0..=past+t.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer, k_cache: &GpuBuffer, v_cache: &GpuBuffer, past: usize, d: AttentionDims) -> Result<()> {
+    attention_forward_cached_with(ctx, AttentionKernels::for_adapter(ctx), out, q, k_cache, v_cache, past, d)
+}
+
+/// [`attention_forward_cached`] with the kernels given: `Tiled`'s workgroups stream the
+/// cache's keys and values through workgroup memory for 64 queries at a time (GPUs); the
+/// others give each query and head an invocation that reads the cache itself.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_cached_with(ctx: &GpuContext, kernels: AttentionKernels, out: &GpuBuffer, q: &GpuBuffer, k_cache: &GpuBuffer, v_cache: &GpuBuffer, past: usize, d: AttentionDims) -> Result<()> {
     let op = "attention_forward_cached";
     ensure(d.b == 1, || format!("{op}: one sequence at a time, got batch {}", d.b))?;
     let mut params = d.check(op)?;
@@ -367,7 +376,11 @@ pub fn attention_forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer
     for (name, buf, len) in [("q", q, d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("out", out, d.q_len())] {
         check_len(op, name, buf, len)?;
     }
-    ctx.dispatch(&Kernel::new(d.shader(), op, 25), &[q, k_cache, v_cache], &[out], &params, grid_1d((d.nh * d.t) as u64, 64))
+    let (entry, grid) = match kernels {
+        AttentionKernels::Tiled => ("attention_forward_cached_tiled", [d.t.div_ceil(64) as u32, d.nh as u32, 1]),
+        _ => (op, grid_1d((d.nh * d.t) as u64, 64)),
+    };
+    ctx.dispatch(&Kernel::new(d.shader(), entry, 25), &[q, k_cache, v_cache], &[out], &params, grid)
 }
 
 /// One token that [`attention_decode`] attends with: row `row` of `q` (its query, NH·HS) and of
