@@ -301,8 +301,9 @@ impl GpuContext {
         self.unchecked_shaders
     }
 
-    /// This context with training attention on `kernels` whatever the kernel family (to
-    /// compare them on one adapter: `HEARTH_ATTENTION`).
+    /// This context with attention (training's, and a prompt's over the KV cache) on
+    /// `kernels` whatever the kernel family (to compare them on one adapter:
+    /// `HEARTH_ATTENTION`).
     pub fn with_attention_kernels(mut self, kernels: crate::ops::attention::AttentionKernels) -> Self {
         self.attention = Some(kernels);
         self
