@@ -39,7 +39,9 @@ struct Params {
     // output and those (a batch's sequences, one token each).
     append: u32,
     row: u32,
-    pad0: u32,
+    // attention_decode: keys per workgroup where it splits a head's keys over several
+    // (attention_decode_combine then forms the output); 0: one workgroup per head
+    split_len: u32,
     pad1: u32,
     freqs: array<vec4<f32>, 28>,
 }
@@ -549,6 +551,11 @@ fn attention_forward_cached_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builti
 // invocation walks the whole cache, and there are few barriers. The launcher sets DECODE_WG
 // (a multiple of 8, at least HS/4): 256 on GPUs, 64 on lavapipe, whose barriers cost more than
 // the work they spread.
+// A long context splits each head's keys over several workgroups (y of the grid, `split_len`
+// keys each from the window's first): each leaves its maximum, its sum and its unnormalized
+// Σ exp(s − maximum)·v in `scores` after the NH × (past+1) scores, and
+// attention_decode_combine forms the head's output from those, so that a context of
+// thousands of tokens keeps more than NH workgroups busy.
 // Where `append` says so, the token's own key and value (j = past) come apart from the cache,
 // and the workgroup of the first query head of each KV head's group stores them into it: no
 // copy before the launch, which would end its compute pass. Where `rot` says so, the
@@ -627,7 +634,8 @@ fn decode_combine(at: u32, count: u32) -> vec2<f32> {
 }
 
 @compute @workgroup_size(DECODE_WG)
-fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
     let h4 = p.HS / 4u;
     let group = p.NH / p.NKV;
@@ -648,12 +656,18 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         if (append) { rotate_staged(true, lid); }
     }
     workgroupBarrier();
-    // this invocation's share of the keys (those before the window are left out): their
-    // scores, and their maximum and Σ exp(s − maximum) in one pass
-    let first = first_key(p.past);
+    // the workgroup's keys: the head's (those before the window left out), or its split's
+    var lo = first_key(p.past);
+    var hi = n;
+    if (p.split_len != 0u) {
+        lo += wid.y * p.split_len;
+        hi = min(lo + p.split_len, n);
+    }
+    // this invocation's share of them: their scores, and their maximum and
+    // Σ exp(s − maximum) in one pass
     var m = -3.0e38;
     var l = 0.0;
-    for (var j = first + lid; j < n; j += DECODE_WG) {
+    for (var j = lo + lid; j < hi; j += DECODE_WG) {
         let s = decode_score(j, kvh, append && j == p.past, leads);
         d_scores[sb + j] = s;
         let m_new = max(m, s);
@@ -681,13 +695,14 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     let c = lid / h4;
     let e = lid % h4;
     var acc = vec4<f32>();
-    // the cache's values, then the token's own where it comes apart (by chunk 0)
+    // the cache's values, then the token's own where it comes apart (by chunk 0 of the
+    // workgroup whose keys end with it)
     let cached = select(n, p.past, append);
     if (c < chunks) {
-        for (var j = first + c; j < cached; j += chunks) {
+        for (var j = lo + c; j < min(cached, hi); j += chunks) {
             acc += exp(d_scores[sb + j] - m) * d_v[(j * p.NKV + kvh) * h4 + e];
         }
-        if (cached < n && c == 0u) {
+        if (cached < n && c == 0u && hi == n) {
             let v = d_v_new[(p.row * p.NKV + kvh) * h4 + e];
             acc += exp(d_scores[sb + p.past] - m) * v;
             if (leads) { d_v[(p.past * p.NKV + kvh) * h4 + e] = v; }
@@ -698,6 +713,43 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     if (lid < h4) {
         var sum = vec4<f32>();
         for (var i = 0u; i < chunks; i++) { sum += d_part[i * h4 + lid]; }
-        d_out[(p.row * p.NH + h) * h4 + lid] = sum / l;
+        if (p.split_len == 0u) {
+            d_out[(p.row * p.NH + h) * h4 + lid] = sum / l;
+        } else {
+            let at = split_at(h, wid.y, nwg.y);
+            if (lid == 0u) {
+                d_scores[at] = m;
+                d_scores[at + 1u] = l;
+            }
+            for (var i = 0u; i < 4u; i++) { d_scores[at + 2u + 4u * lid + i] = sum[i]; }
+        }
     }
+}
+
+// Where split `s` of head h's `splits` leaves (maximum, sum, HS sums of values) in `scores`.
+fn split_at(h: u32, s: u32, splits: u32) -> u32 {
+    return p.NH * (p.past + 1u) + (h * splits + s) * (p.HS + 2u);
+}
+
+// A head's output (a workgroup per head) from the splits attention_decode left, as many as
+// its launcher made of the keys: their sums of values rescaled to the largest maximum and
+// added in order, over their sums of exponentials rescaled alike.
+@compute @workgroup_size(64)
+fn attention_decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wid.x;
+    let h4 = p.HS / 4u;
+    let splits = (p.past + 1u - first_key(p.past) + p.split_len - 1u) / p.split_len;
+    if (lid >= h4) { return; }
+    var m = -3.0e38;
+    for (var s = 0u; s < splits; s++) { m = max(m, d_scores[split_at(h, s, splits)]); }
+    var l = 0.0;
+    var acc = vec4<f32>();
+    for (var s = 0u; s < splits; s++) {
+        let at = split_at(h, s, splits);
+        let w = exp(d_scores[at] - m);
+        l += w * d_scores[at + 1u];
+        let v = at + 2u + 4u * lid;
+        acc += w * vec4<f32>(d_scores[v], d_scores[v + 1u], d_scores[v + 2u], d_scores[v + 3u]);
+    }
+    d_out[(p.row * p.NH + h) * h4 + lid] = acc / l;
 }

@@ -1,7 +1,7 @@
 //! Every non-matmul kernel against its CPU reference on random shapes, and every CPU
 //! backward against central finite differences in f64.
 
-use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached_with, attention_forward_with, cached_row_by_row, rope_fits, segment_runs, AttentionDims, AttentionKernels, DecodeToken, Segments};
+use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached_with, decode_scratch_len, attention_forward_with, cached_row_by_row, rope_fits, segment_runs, AttentionDims, AttentionKernels, DecodeToken, Segments};
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::block_copy::{block_copy, Columns};
 use hearth_core::ops::swiglu::Activation;
@@ -564,16 +564,63 @@ fn decode_attention_takes_contexts_past_a_walk_of_the_cache() {
             let out = poisoned(ctx, nh * hs);
             let token = DecodeToken { q: &upload(ctx, &q), out: &out, new: Some((&k_new, &v_new)), row: 0, past, rope: None };
             let d = AttentionDims { window, ..AttentionDims::causal(1, 1, nh, nkv, hs) };
-            attention_decode(ctx, token, (&k_cache, &v_cache), &poisoned(ctx, nh * n), d).unwrap();
+            attention_decode(ctx, token, (&k_cache, &v_cache), &poisoned(ctx, decode_scratch_len(nh, hs, n)), d).unwrap();
             assert_close(&what, &read(ctx, &out), &want(window), ATTN.0, ATTN.1);
             assert!(read(ctx, &k_cache) == k && read(ctx, &v_cache) == v, "{what}: the token's key and value stored into the caches");
         }
-        // lavapipe refuses a context past its loop limit's reach (before the buffers' checks)
+        // lavapipe refuses a context past its loop limit's reach (before the buffers' checks;
+        // the GPU kernels' splits of at most 1/32 of the keys reach further)
         if ctx.is_llvmpipe() {
-            let token = DecodeToken { q: &upload(ctx, &q), out: &poisoned(ctx, nh * hs), new: None, row: 0, past: 2_000_000, rope: None };
+            let token = DecodeToken { q: &upload(ctx, &q), out: &poisoned(ctx, nh * hs), new: None, row: 0, past: 100_000_000, rope: None };
             let err = attention_decode(ctx, token, (&upload(ctx, &k), &upload(ctx, &v)), &poisoned(ctx, nh), AttentionDims::causal(1, 1, nh, nkv, hs)).unwrap_err();
             assert!(err.to_string().contains("lavapipe's limit"), "{err}");
         }
+    }
+}
+
+#[test]
+fn decode_attention_splits_long_contexts_over_workgroups() {
+    // On the GPU kernel paths a token over more than 256 keys splits each head's keys over
+    // several workgroups, and a second launch combines them: contexts at the edge (256 keys:
+    // one workgroup; 257: two), over a window, with the token's key and value appended and
+    // with rope applied by the launches. The CPU's attention of the rotated sequence's last
+    // token, and the launches the kernels made.
+    let Some(own) = hearth_tests::own_gpu() else { return };
+    let ctx = &own.with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu);
+    let mut rng = Rng::new(13);
+    let (nh, nkv, hs) = (6, 2, 16);
+    for (past, window, split) in [(255, 0, false), (256, 0, true), (600, 0, true), (1999, 0, true), (1999, 300, true), (9000, 0, true)] {
+        let n = past + 1;
+        let what = format!("decode attention over {n} tokens, window {window}");
+        let (q, k, v) = (u(&mut rng, nh * hs), u(&mut rng, n * nkv * hs), u(&mut rng, n * nkv * hs));
+        let dims = |heads: usize, n: usize| rope::RopeDims { n, heads, kv_heads: nkv, head_size: hs, rotary: hs, theta: 10000.0, scaling: Default::default(), longrope: None };
+        let (mut q_rot, mut k_rot) = (vec![0.0; q.len()], vec![0.0; k.len()]);
+        cpu::rope(&mut q_rot, &to_f64(&q), &[past as u32], &dims(nh, 1), 1.0);
+        cpu::rope(&mut k_rot, &to_f64(&k), &(0..n as u32).collect::<Vec<_>>(), &dims(nkv, n), 1.0);
+        let mut want = vec![0.0; nh * hs];
+        let sizes = AttnSizes { window, ..AttnSizes::causal(1, n, nh, nkv, hs) };
+        cpu::attention_forward_token(&mut want, &q_rot, &k_rot, &to_f64(&v), &vec![0; n], sizes, 0, past);
+        // the cache holds the earlier keys rotated, its last row NaN until the launch stores
+        // the token's own (given unrotated)
+        let row = nkv * hs;
+        let cached = |x: &[f32]| -> Vec<f32> { x.iter().enumerate().map(|(i, &x)| if i < past * row { x } else { f32::NAN }).collect() };
+        let k_rot32: Vec<f32> = k_rot.iter().map(|&x| x as f32).collect();
+        let (k_cache, v_cache) = (upload(ctx, &cached(&k_rot32)), upload(ctx, &cached(&v)));
+        let (k_new, v_new) = (upload(ctx, &k[past * row..]), upload(ctx, &v[past * row..]));
+        let out = poisoned(ctx, nh * hs);
+        let token = DecodeToken { q: &upload(ctx, &q), out: &out, new: Some((&k_new, &v_new)), row: 0, past, rope: Some(dims(nh, 1)) };
+        let d = AttentionDims { window, ..AttentionDims::causal(1, 1, nh, nkv, hs) };
+        // a scratch of the scores alone is too short where the keys split
+        let short = attention_decode(ctx, token, (&k_cache, &v_cache), &poisoned(ctx, nh * n), d);
+        assert_eq!(short.is_err(), split, "{what}");
+        ctx.profile_begin();
+        attention_decode(ctx, token, (&k_cache, &v_cache), &poisoned(ctx, decode_scratch_len(nh, hs, n)), d).unwrap();
+        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+        assert_close(&what, &read(ctx, &out), &want, ATTN.0, ATTN.1);
+        assert_close(&format!("{what}: the token's rotated key stored into the cache"), &read(ctx, &k_cache)[past * row..], &k_rot[past * row..], 1e-5, 1e-5);
+        assert!(read(ctx, &v_cache)[past * row..] == v[past * row..], "{what}: the token's value stored into the cache");
+        let launches = |entry: &str| kernels.iter().filter(|(k, _)| k.contains(&format!(":{entry} ["))).map(|(_, s)| s.launches).sum::<u64>();
+        assert_eq!((launches("attention_decode"), launches("attention_decode_combine")), (1, split as u64), "{what}: {kernels:?}");
     }
 }
 

@@ -386,7 +386,7 @@ impl StateLayout {
             targets: logit_rows,
             losses: logit_rows,
             vocab_part: if split { logit_rows * part_rows } else { 1 },
-            scores: cfg.n_heads * max_seq,
+            scores: crate::ops::attention::decode_scratch_len(cfg.n_heads, cfg.head_size, max_seq),
             decode_q: qd,
             decode_att: qd,
         };

@@ -46,8 +46,10 @@ struct Params {
     /// token's row in its buffers.
     append: u32,
     row: u32,
+    /// The decode kernel's keys per workgroup where it splits a head's keys (0: it does not).
+    split_len: u32,
     /// (the frequencies start 16-byte aligned, as WGSL places an array of vec4s)
-    pad: [u32; 2],
+    pad: u32,
     freqs: [f32; MAX_FUSED_FREQS],
 }
 
@@ -398,10 +400,24 @@ pub struct DecodeToken<'a> {
     pub rope: Option<RopeDims>,
 }
 
+/// Keys per workgroup from which the GPU kernels split a decoded token's keys over several
+/// workgroups per head (one key per invocation of the scores' pass), and the most
+/// workgroups per head they split them over.
+const DECODE_SPLIT_KEYS: usize = 256;
+const DECODE_MAX_SPLITS: usize = 32;
+
+/// The scratch [`attention_decode`] takes for `nh` heads of `hs` over contexts of up to
+/// `max_seq` tokens: the scores, and after them each split's maximum, sum and sums of values.
+pub fn decode_scratch_len(nh: usize, hs: usize, max_seq: usize) -> usize {
+    nh * max_seq + nh * DECODE_MAX_SPLITS * (hs + 2)
+}
+
 /// Decoding one token (T = 1, one sequence) over a KV cache: out (NH, HS) =
-/// softmax(scale·q·kᵀ)·v, with `scores` (NH × (past+1)) as scratch. The same result as
-/// [`attention_forward_cached`] with T = 1, in one launch of a workgroup per head whose
-/// invocations share the keys instead of one invocation per head. HS must be a multiple of 4.
+/// softmax(scale·q·kᵀ)·v, with `scores` ([`decode_scratch_len`]) as scratch. The same result
+/// as [`attention_forward_cached`] with T = 1, in one launch of a workgroup per head whose
+/// invocations share the keys instead of one invocation per head. On the GPU kernel paths a
+/// context of more than `DECODE_SPLIT_KEYS` keys is split over several workgroups per head,
+/// and a second launch combines their parts. HS must be a multiple of 4.
 pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache): (&GpuBuffer, &GpuBuffer), scores: &GpuBuffer, d: AttentionDims) -> Result<()> {
     let op = "attention_decode";
     let DecodeToken { q, out, new, row, past, rope } = token;
@@ -415,12 +431,21 @@ pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache)
     }
     let n = past + 1;
     let wg = DecodeWorkgroup::for_paths(ctx.kernel_paths());
-    ensure(!ctx.is_llvmpipe() || wg.loops(n, d.hs) < LLVMPIPE_LOOP_LIMIT, || {
+    // the keys the token sees (attention.wgsl's first_key), split on the GPU kernel paths
+    let keys = if d.window == 0 || past < d.window { n } else { d.window };
+    let split_len = match ctx.kernel_paths() {
+        KernelPaths::Gpu if keys > DECODE_SPLIT_KEYS => keys.div_ceil(keys.div_ceil(DECODE_SPLIT_KEYS).min(DECODE_MAX_SPLITS)),
+        _ => keys,
+    };
+    let splits = keys.div_ceil(split_len);
+    params.split_len = if splits > 1 { split_len as u32 } else { 0 };
+    ensure(!ctx.is_llvmpipe() || wg.loops(split_len, d.hs) < LLVMPIPE_LOOP_LIMIT, || {
         format!("{op}: a context of {n} tokens would loop past lavapipe's limit of {LLVMPIPE_LOOP_LIMIT} iterations per invocation, where it returns wrong values")
     })?;
     let cache_len = n * d.nkv * d.hs;
     let rows = row + 1;
-    for (name, buf, len) in [("q", q, rows * d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("scores", scores, d.nh * n), ("out", out, rows * d.q_len())] {
+    let scratch = d.nh * n + if splits > 1 { d.nh * splits * (d.hs + 2) } else { 0 };
+    for (name, buf, len) in [("q", q, rows * d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("scores", scores, scratch), ("out", out, rows * d.q_len())] {
         check_len(op, name, buf, len)?;
     }
     if let Some((k, v)) = new {
@@ -430,7 +455,11 @@ pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache)
     // (without `new`, the query stands in for its bindings: never read)
     let (k_new, v_new) = new.unwrap_or((q, q));
     let kernel = Kernel::new(d.shader(), op, 29).with_variant(wg.variant);
-    ctx.dispatch(&kernel, &[q, k_new, v_new], &[scores, out, k_cache, v_cache], &params, [d.nh as u32, 1, 1])
+    ctx.dispatch(&kernel, &[q, k_new, v_new], &[scores, out, k_cache, v_cache], &params, [d.nh as u32, splits as u32, 1])?;
+    if splits > 1 {
+        ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_combine", 32), &[], &[scores, out], &params, [d.nh as u32, 1, 1])?;
+    }
+    Ok(())
 }
 
 /// attention_decode's workgroup size (its DECODE_WG) on some kernel paths.
@@ -447,7 +476,7 @@ impl DecodeWorkgroup {
         }
     }
 
-    /// The loop iterations of one invocation over a context of `n` tokens with heads of `hs`:
+    /// The loop iterations of one invocation over `n` keys with heads of `hs`:
     /// its share of the scores (each a loop over the head), the shares' combining (twice over
     /// 8 of them, two loops each), its share of the values, the chunks' sum, and the staging
     /// and rotation of the query and key.
