@@ -48,7 +48,9 @@ if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then export VK_DRIVER_FILES="
 gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
 printf '{"date": "%s", "gpu": "%s", "driver": "%s"}\n' "$(date -u +%F)" "${gpu%%,*}" "${gpu##*, }" > "$WORK/env.json"
 echo "== $(date -u +%T) $gpu" | tee -a "$LOG"
-"$HEARTH" selftest >> "$LOG" 2>&1 || echo "selftest failed" | tee -a "$LOG"
+# (under a limit of its own: its kernel checks are the first launches of the cooperative-matrix
+# kernels on any GPU, and a hang there must not take the device call's time)
+timeout $((60 * SLOW)) "$HEARTH" selftest >> "$LOG" 2>&1 || echo "selftest failed or timed out" | tee -a "$LOG"
 
 # The whole script ends by BUDGET seconds (the device call's timeout should leave a minute
 # more): each step's limit is cut to what is left, keeping 15 s for the report.
