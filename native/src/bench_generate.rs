@@ -41,8 +41,10 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     if prompt.len() + a.new_tokens > model.cache.capacity {
         bail!("{} + {} tokens do not fit the context of {} (raise --ctx)", prompt.len(), a.new_tokens, model.cache.capacity);
     }
-    // warm-up: compiles every pipeline the two phases use
-    block(model.forward(&ctx, &prompt[..prompt.len().min(8)]))?;
+    // warm-up: the whole prompt and a token after it, so that every pipeline and bind group
+    // the two phases use exists before they are timed (past 256 tokens of context a decoded
+    // token's attention takes launches a shorter one does not)
+    block(model.forward(&ctx, &prompt))?;
     block(model.forward(&ctx, &prompt[..1]))?;
     model.reset();
     ctx.profile_begin();
