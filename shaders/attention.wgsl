@@ -275,6 +275,20 @@ fn q_run_start(b: u32, t0: u32, lo: u32) -> u32 {
     return a;
 }
 
+// The online softmax's step for the staged key jj of a tile (tile_x, tile_y: keys and values)
+// against the query `qv` (scaled): its score, then `ml` (maximum, sum) and `acc` (Σ of values
+// weighted by exp(score − maximum)) rescaled to the new maximum and added to.
+fn attend_staged(jj: u32, qv: ptr<function, array<f32, MAX_HS>>, acc: ptr<function, array<f32, MAX_HS>>, ml: ptr<function, vec2<f32>>) {
+    let kb = jj * p.HS;
+    var s = 0.0;
+    for (var d = 0u; d < p.HS; d++) { s += (*qv)[d] * tile_x[kb + d]; }
+    let m_new = max((*ml).x, s);
+    let corr = exp((*ml).x - m_new);
+    let e = exp(s - m_new);
+    *ml = vec2<f32>(m_new, (*ml).y * corr + e);
+    for (var d = 0u; d < p.HS; d++) { (*acc)[d] = (*acc)[d] * corr + e * tile_y[kb + d]; }
+}
+
 @compute @workgroup_size(64)
 fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = wid.z;
@@ -289,8 +303,8 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     var qv: array<f32, MAX_HS>;
     var acc: array<f32, MAX_HS>;
     for (var d = 0u; d < p.HS; d++) { qv[d] = q[qb + d] * p.scale; acc[d] = 0.0; }
-    var m = -3.0e38;
-    var l = 0.0;
+    // (maximum, sum) of the online softmax
+    var ml = vec2<f32>(-3.0e38, 0.0);
     let kt = tile_rows();
     let last = min(t0 + 63u, p.T - 1u);
     for (var j0 = run_start(b, t0, first_key(t0)); j0 <= last; j0 += kt) {
@@ -309,21 +323,13 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
             for (var jj = 0u; jj < kt; jj++) {
                 if (j0 + jj > t) { break; }
                 if (j0 + jj < first_key(t) || tile_seg[jj] != my_seg) { continue; }
-                let kb = jj * p.HS;
-                var s = 0.0;
-                for (var d = 0u; d < p.HS; d++) { s += qv[d] * tile_x[kb + d]; }
-                let m_new = max(m, s);
-                let corr = exp(m - m_new);
-                let e = exp(s - m_new);
-                l = l * corr + e;
-                for (var d = 0u; d < p.HS; d++) { acc[d] = acc[d] * corr + e * tile_y[kb + d]; }
-                m = m_new;
+                attend_staged(jj, &qv, &acc, &ml);
             }
         }
     }
     if (live) {
-        for (var d = 0u; d < p.HS; d++) { out[qb + d] = acc[d] / l; }
-        stats[stat(b, h, t)] = m + log(l);
+        for (var d = 0u; d < p.HS; d++) { out[qb + d] = acc[d] / ml.y; }
+        stats[stat(b, h, t)] = ml.x + log(ml.y);
     }
 }
 
@@ -502,8 +508,8 @@ fn attention_forward_cached_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builti
     var qv: array<f32, MAX_HS>;
     var acc: array<f32, MAX_HS>;
     for (var d = 0u; d < p.HS; d++) { qv[d] = c_q[qb + d] * p.scale; acc[d] = 0.0; }
-    var m = -3.0e38;
-    var l = 0.0;
+    // (maximum, sum) of the online softmax
+    var ml = vec2<f32>(-3.0e38, 0.0);
     let kt = tile_rows();
     let last = p.past + min(t0 + 63u, p.T - 1u);
     for (var j0 = first_key(p.past + t0); j0 <= last; j0 += kt) {
@@ -522,20 +528,12 @@ fn attention_forward_cached_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builti
                 let j = j0 + jj;
                 if (j > p.past + t) { break; }
                 if (j < first_key(p.past + t)) { continue; }
-                let kb = jj * p.HS;
-                var s = 0.0;
-                for (var d = 0u; d < p.HS; d++) { s += qv[d] * tile_x[kb + d]; }
-                let m_new = max(m, s);
-                let corr = exp(m - m_new);
-                let e = exp(s - m_new);
-                l = l * corr + e;
-                for (var d = 0u; d < p.HS; d++) { acc[d] = acc[d] * corr + e * tile_y[kb + d]; }
-                m = m_new;
+                attend_staged(jj, &qv, &acc, &ml);
             }
         }
     }
     if (live) {
-        for (var d = 0u; d < p.HS; d++) { c_out[qb + d] = acc[d] / l; }
+        for (var d = 0u; d < p.HS; d++) { c_out[qb + d] = acc[d] / ml.y; }
     }
 }
 
