@@ -1,5 +1,6 @@
 """PyTorch + PEFT on the same model, settings and data shapes as `hearth bench train` and
-`hearth bench generate`, and torch's own matmuls as the chip's practical peaks. Prints one
+`hearth bench generate`, and torch's own matmuls and a device-to-device copy as the chip's
+practical peaks (FLOP/s and memory bandwidth: bench/report.py's limits). Prints one
 JSON object (bench/gpu.sh stores it beside Hearth's).
 
     python3 bench/peer.py MODEL_DIR [--seq-len 512 --batch-size 4 --steps 3 --r 16]
@@ -110,6 +111,22 @@ def matmul_peak(device, dtype, n, reps):
     return {"dtype": str(dtype).removeprefix("torch."), "n": n, "ms": best * 1e3, "gflops": 2 * n**3 / best / 1e9}
 
 
+def bandwidth(device, mib, reps):
+    """The practical memory bandwidth: a device-to-device copy (each byte read and written)."""
+    a = torch.empty(mib << 18, device=device)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    sync(device)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(reps):
+            b.copy_(a)
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / reps)
+    return {"mib": mib, "ms": best * 1e3, "gb_per_s": 2 * a.numel() * 4 / best / 1e9}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model")
@@ -136,6 +153,7 @@ def main():
     if "matmul" in only:
         reps = 20 if device.type == "cuda" else 1
         out["matmul"] = [matmul_peak(device, torch.float32, a.matmul_n, reps), matmul_peak(device, torch.bfloat16, a.matmul_n, reps)]
+        out["bandwidth"] = bandwidth(device, 1024 if device.type == "cuda" else 128, reps)
     if "train" in only:
         out["train"] = [train(a.model, device, precision, a) for precision in ("fp32", "bf16")]
     if "generate" in only:

@@ -1,6 +1,7 @@
 """Combines the JSON files bench/gpu.sh wrote into one (results.json) and a markdown table
-of ratios, Hearth ÷ peer, for docs/PERF.md (report.md), both written to OUT_DIR (default:
-the same folder).
+of ratios, Hearth ÷ peer, and of each figure's share of what the chip allows (its practical
+peaks, measured by bench/peer.py), for docs/PERF.md (report.md), both written to OUT_DIR
+(default: the same folder).
 
     python3 bench/report.py RESULTS_DIR [OUT_DIR]
 
@@ -27,25 +28,57 @@ def num(x, digits=1):
     return f"{x:,.{digits}f}" if isinstance(x, (int, float)) else "—"
 
 
+def train_limit(h, gflops):
+    """The share of a training step that its matmul FLOPs take at `gflops` (a practical peak):
+    the step's speed as a fraction of what those FLOPs alone allow."""
+    if not (h and gflops and h.get("matmul_gflop_per_step") and h.get("ms_per_step")):
+        return None
+    return h["matmul_gflop_per_step"] / gflops / (h["ms_per_step"] / 1e3)
+
+
+def decode_limit(g, gb_per_s):
+    """Decoding's speed as a fraction of the bandwidth's: each token reads every weight and
+    the KV cache of its context (the mean over the decoded tokens) once."""
+    if not (g and gb_per_s and g.get("weight_bytes")):
+        return None
+    context = g["prompt_tokens"] + g["new_tokens"] / 2
+    bytes_per_token = g["weight_bytes"] + g.get("kv_bytes_per_context_token", 0) * context
+    return g["decode_tokens_per_s"] * bytes_per_token / (gb_per_s * 1e9)
+
+
+def prefill_limit(g, gflops, gb_per_s):
+    """The prompt's speed as a fraction of the larger of its matmul FLOPs at `gflops` and its
+    weights read once at the bandwidth."""
+    if not (g and gflops and gb_per_s and g.get("prefill_matmul_gflop") and g.get("weight_bytes")):
+        return None
+    least_s = max(g["prefill_matmul_gflop"] / gflops, g["weight_bytes"] / (gb_per_s * 1e9))
+    return least_s * g["prefill_tokens_per_s"] / g["prompt_tokens"]
+
+
 def main():
     d = Path(sys.argv[1])
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else d
     results = {p.stem: load(p) for p in sorted(d.glob("*.json")) if p.name != "results.json"}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     env = results.get("env") or {}
-    rows = []  # (figure, hearth, peer, ratio, target)
+    rows = []  # (figure, hearth, peer, ratio, target, Hearth's share of the limit)
+
+    def add(figure, hearth, peer, r, target, limit=None):
+        rows.append((figure, hearth, peer, r, target, num(limit, 2) if limit is not None else ""))
 
     ops = results.get("ops")
     peers = {k.removeprefix("peer-"): v for k, v in results.items() if k.startswith("peer-") and v}
     peak = next(iter(peers.values()), {}).get("matmul", []) if peers else []
     torch_rate = {m["dtype"]: m["gflops"] for m in peak}
+    f32_peak, bf16_peak = torch_rate.get("float32"), torch_rate.get("bfloat16")
+    gb_per_s = next((v.get("bandwidth", {}).get("gb_per_s") for v in peers.values() if v.get("bandwidth")), None)
     if ops:
         square = [r for r in ops["rows"] if (r["m"], r["n"], r["k"]) == (4096, 4096, 4096)]
         for r in square:
             peer_dtype = "float32" if r["op"].startswith("f32") else "bfloat16"
             target = {"f32 forward": "≥ 0.5", "f16 coop forward": "≥ 0.3"}.get(r["op"], "")
-            rows.append((f"matmul 4096³ {r['op']} (GFLOP/s) vs torch {peer_dtype}", num(r["rate"]), num(torch_rate.get(peer_dtype)),
-                         ratio(r["rate"], torch_rate.get(peer_dtype)), target))
+            add(f"matmul 4096³ {r['op']} (GFLOP/s) vs torch {peer_dtype}", num(r["rate"]), num(torch_rate.get(peer_dtype)),
+                         ratio(r["rate"], torch_rate.get(peer_dtype)), target, r["rate"] / torch_rate[peer_dtype] if torch_rate.get(peer_dtype) else None)
     # every model with a result of its own, so that Hearth's figures show where the peer failed
     models = sorted({k.removeprefix("generate-") for k, v in results.items() if v and k.startswith("generate-") and not k.startswith("generate-long-")}
                     | {k.removeprefix("train-").rsplit("-", 1)[0] for k, v in results.items() if v and k.startswith("train-") and k.endswith(("-f32", "-q4_1", "-nf4"))}
@@ -59,61 +92,66 @@ def main():
             if not h:
                 continue
             t = h["tokens_per_s"]
-            rows.append((f"{name} LoRA train tokens/s, base {base}, vs PEFT fp32", num(t), num(fp32.get("tokens_per_s")),
-                         ratio(t, fp32.get("tokens_per_s")), "≥ 1.0" if base == "f32" else ""))
-            rows.append((f"{name} LoRA train tokens/s, base {base}, vs PEFT bf16", num(t), num(bf16.get("tokens_per_s")),
-                         ratio(t, bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else ""))
-            rows.append((f"{name} base {base}: GPU busy / step wall time", num(h.get("gpu_busy"), 2), "", "", "≥ 0.8"))
-            rows.append((f"{name} base {base}: launches / step; host ms / step", f"{num(h['dispatches_per_step'], 0)}; {num(h['host_ms_per_step'])}", "", "", ""))
-            rows.append((f"{name} base {base}: bind groups; buffers created / step after the warm-up",
-                         f"{num(h.get('bind_groups_created_per_step'), 0)}; {num(h.get('buffers_created_per_step'), 0)}", "", "", "0; 0"))
-            rows.append((f"{name} base {base}: matmul_efficiency", num(h["matmul_efficiency"], 2), "", "", ""))
-            rows.append((f"{name} base {base}: peak GPU MiB (PEFT fp32)", num(h["peak_gpu_memory_mib"], 0), num(fp32.get("peak_gpu_memory_mib"), 0),
-                         ratio(h["peak_gpu_memory_mib"], fp32.get("peak_gpu_memory_mib")), ""))
+            add(f"{name} LoRA train tokens/s, base {base}, vs PEFT fp32", num(t), num(fp32.get("tokens_per_s")),
+                         ratio(t, fp32.get("tokens_per_s")), "≥ 1.0" if base == "f32" else "", train_limit(h, f32_peak))
+            add(f"{name} LoRA train tokens/s, base {base}, vs PEFT bf16", num(t), num(bf16.get("tokens_per_s")),
+                         ratio(t, bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else "", train_limit(h, bf16_peak))
+            add(f"{name} base {base}: GPU busy / step wall time", num(h.get("gpu_busy"), 2), "", "", "≥ 0.8")
+            add(f"{name} base {base}: launches / step; host ms / step", f"{num(h['dispatches_per_step'], 0)}; {num(h['host_ms_per_step'])}", "", "", "")
+            add(f"{name} base {base}: bind groups; buffers created / step after the warm-up",
+                         f"{num(h.get('bind_groups_created_per_step'), 0)}; {num(h.get('buffers_created_per_step'), 0)}", "", "", "0; 0")
+            add(f"{name} base {base}: matmul_efficiency", num(h["matmul_efficiency"], 2), "", "", "")
+            add(f"{name} base {base}: peak GPU MiB (PEFT fp32)", num(h["peak_gpu_memory_mib"], 0), num(fp32.get("peak_gpu_memory_mib"), 0),
+                         ratio(h["peak_gpu_memory_mib"], fp32.get("peak_gpu_memory_mib")), "")
         mm = results.get(f"train-{name}-f32-attention-matmul")
         tiled = results.get(f"train-{name}-f32")
         if mm and tiled:
-            rows.append((f"{name} f32 train tokens/s: attention as matmuls (HEARTH_ATTENTION=matmul) vs the adapter's own (tiled on GPUs)",
-                         num(mm["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(mm["tokens_per_s"], tiled["tokens_per_s"]), ""))
+            add(f"{name} f32 train tokens/s: attention as matmuls (HEARTH_ATTENTION=matmul) vs the adapter's own (tiled on GPUs)",
+                         num(mm["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(mm["tokens_per_s"], tiled["tokens_per_s"]), "")
         unchecked = results.get(f"train-{name}-f32-unchecked")
         if unchecked and tiled:
-            rows.append((f"{name} f32 train tokens/s: shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0) vs with them",
-                         num(unchecked["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(unchecked["tokens_per_s"], tiled["tokens_per_s"]), ""))
+            add(f"{name} f32 train tokens/s: shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0) vs with them",
+                         num(unchecked["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(unchecked["tokens_per_s"], tiled["tokens_per_s"]), "")
         for base in ("f32", "q4_1"):
             f16 = results.get(f"train-{name}-{base}-f16-matmuls")
             plain = results.get(f"train-{name}-{base}")
             if not (f16 and plain):
                 continue
-            rows.append((f"{name} base {base} train tokens/s: f16 matmuls (HEARTH_F16_MATMUL=1: forwards and input gradients on cooperative matrices or in f16 tiles) vs f32",
-                         num(f16["tokens_per_s"]), num(plain["tokens_per_s"]), ratio(f16["tokens_per_s"], plain["tokens_per_s"]), ""))
-            rows.append((f"{name} the same vs PEFT bf16", num(f16["tokens_per_s"]), num(bf16.get("tokens_per_s")),
-                         ratio(f16["tokens_per_s"], bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else ""))
+            add(f"{name} base {base} train tokens/s: f16 matmuls (HEARTH_F16_MATMUL=1: forwards and input gradients on cooperative matrices or in f16 tiles) vs f32",
+                         num(f16["tokens_per_s"]), num(plain["tokens_per_s"]), ratio(f16["tokens_per_s"], plain["tokens_per_s"]), "", train_limit(f16, bf16_peak))
+            add(f"{name} the same vs PEFT bf16", num(f16["tokens_per_s"]), num(bf16.get("tokens_per_s")),
+                         ratio(f16["tokens_per_s"], bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else "")
         g = results.get(f"generate-{name}")
         pg = peer.get("generate", {})
         if g:
-            rows.append((f"{name} decode tokens/s vs transformers fp32", num(g["decode_tokens_per_s"]), num(pg.get("decode_tokens_per_s")),
-                         ratio(g["decode_tokens_per_s"], pg.get("decode_tokens_per_s")), "≥ 1.5"))
-            rows.append((f"{name} prefill tokens/s vs transformers fp32", num(g["prefill_tokens_per_s"]), num(pg.get("prefill_tokens_per_s")),
-                         ratio(g["prefill_tokens_per_s"], pg.get("prefill_tokens_per_s")), "≥ 1.0"))
+            add(f"{name} decode tokens/s vs transformers fp32", num(g["decode_tokens_per_s"]), num(pg.get("decode_tokens_per_s")),
+                         ratio(g["decode_tokens_per_s"], pg.get("decode_tokens_per_s")), "≥ 1.5", decode_limit(g, gb_per_s))
+            add(f"{name} prefill tokens/s vs transformers fp32", num(g["prefill_tokens_per_s"]), num(pg.get("prefill_tokens_per_s")),
+                         ratio(g["prefill_tokens_per_s"], pg.get("prefill_tokens_per_s")), "≥ 1.0", prefill_limit(g, f32_peak, gb_per_s))
             if g.get("prefill_dispatches") is not None:
                 gpu_ms = g.get("prefill_gpu_ms")
-                rows.append((f"{name} prefill: launches; host ms (GPU ms)", f"{g['prefill_dispatches']}; {num(g['prefill_host_ms'])} ({num(gpu_ms)})", "", "", ""))
+                add(f"{name} prefill: launches; host ms (GPU ms)", f"{g['prefill_dispatches']}; {num(g['prefill_host_ms'])} ({num(gpu_ms)})", "", "", "")
         long, long_rows = results.get(f"generate-long-{name}"), results.get(f"generate-long-{name}-attention-rows")
         if long:
-            rows.append((f"{name} after a long prompt ({long['prompt_tokens']} tokens): prefill; decode tokens/s",
-                         f"{num(long['prefill_tokens_per_s'])}; {num(long['decode_tokens_per_s'])}", "", "", ""))
+            add(f"{name} after a long prompt ({long['prompt_tokens']} tokens): prefill; decode tokens/s",
+                         f"{num(long['prefill_tokens_per_s'])}; {num(long['decode_tokens_per_s'])}", "", "", "")
         if long and long_rows:
-            rows.append((f"{name} long prompt's prefill tokens/s: attention over the cache in tiles (GPUs' default) vs an invocation per query (HEARTH_ATTENTION=rows)",
-                         num(long["prefill_tokens_per_s"]), num(long_rows["prefill_tokens_per_s"]), ratio(long["prefill_tokens_per_s"], long_rows["prefill_tokens_per_s"]), ""))
+            add(f"{name} long prompt's prefill tokens/s: attention over the cache in tiles (GPUs' default) vs an invocation per query (HEARTH_ATTENTION=rows)",
+                         num(long["prefill_tokens_per_s"]), num(long_rows["prefill_tokens_per_s"]), ratio(long["prefill_tokens_per_s"], long_rows["prefill_tokens_per_s"]), "")
     adapter = (ops or {}).get("adapter") or next((v["adapter"] for v in results.values() if v and "adapter" in v), {})
     lines = [
         f"{env.get('date', '')}: {env.get('gpu') or adapter.get('name', '')}, driver {adapter.get('driver') or env.get('driver', '')}, "
         f"{adapter.get('backend', '')}; torch {next(iter(peers.values()), {}).get('torch', '—')}",
         "",
-        "| figure | Hearth | peer | ratio | target |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| figure | Hearth | peer | ratio | target | of the limit |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
     ]
-    lines += [f"| {f} | {h} | {p} | {r} | {t} |" for f, h, p, r, t in rows]
+    lines += [f"| {f} | {h} | {p} | {r} | {t} | {lim} |" for f, h, p, r, t, lim in rows]
+    lines += ["", "Of the limit: Hearth's figure as a fraction of what the chip's practical peaks allow "
+              f"(torch's matmuls at 4096³: f32 {num(f32_peak, 0)}, bf16 {num(bf16_peak, 0)} GFLOP/s; a device-to-device copy: {num(gb_per_s)} GB/s). "
+              "Training: the step's matmul FLOPs at the f32 peak (the bf16 peak on the bf16 and f16 rows); decoding: every weight "
+              "and the KV cache of the context read once per token; prefill: the larger of its matmul FLOPs at the f32 peak and its "
+              "weights read once; the 4096³ matmuls: torch's rate."]
     if ops:
         # the forwards at the model's shapes: f32 in both tile sizes, f16, each quantized format
         model_rows = [r for r in ops["rows"] if (r["m"], r["n"], r["k"]) != (4096, 4096, 4096) and "forward" in r["op"] and "row" not in r["op"]]

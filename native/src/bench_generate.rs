@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 use hearth_core::model::sampling::argmax;
+use hearth_core::train::memory::base_bytes;
 use serde_json::json;
 
 use crate::bench::{adapter_json, kernels_json};
@@ -61,6 +62,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     let decode = start.elapsed().as_secs_f64();
     let profile = block(ctx.profile_end())?;
     let per_token = a.new_tokens.max(1) as f64;
+    let (linear, head) = model.formats();
     if a.json {
         let out = json!({
             "bench": "generate",
@@ -74,6 +76,11 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
             "prefill_dispatches": prefill_profile.dispatches,
             "prefill_host_ms": prefill_profile.host_ms,
             "prefill_gpu_ms": prefill_profile.gpu_ms,
+            "prefill_matmul_gflop": prefill_profile.matmul_flops() / 1e9,
+            // what a decoded token reads at least, for bench/report.py's bandwidth limit: every
+            // weight once, and the KV cache's keys and values of each token of context
+            "weight_bytes": base_bytes(&model.cfg, linear, head),
+            "kv_bytes_per_context_token": model.cache.bytes() / model.cache.capacity.max(1) as u64,
             "dispatches_per_token": profile.dispatches as f64 / per_token,
             "host_ms_per_token": profile.host_ms / per_token,
             "bind_groups_created_per_token": profile.bind_groups_created as f64 / per_token,
