@@ -42,7 +42,10 @@ struct Params {
     // attention_decode: keys per workgroup where it splits a head's keys over several
     // (attention_decode_combine then forms the output); 0: one workgroup per head
     split_len: u32,
-    pad1: u32,
+    // attention_decode of a batch's sequences, one token each (z of the grid: the row), in
+    // one launch: the floats of each one's part of the scratch; 0: one token (past, row and
+    // split_len above), else each row's own in d_seqs
+    batch_scratch: u32,
     freqs: array<vec4<f32>, 28>,
 }
 
@@ -560,13 +563,56 @@ fn attention_forward_cached_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builti
 // workgroup rotates the query, and the token's own key, to position `past` as rope.wgsl does
 // (its frequencies and factor in the params): no rope launch before it; the cache holds keys
 // rotated.
+// A batch's sequences may each have their own cache in one pair of buffers d_k, d_v (a
+// server's requests): then one launch runs all their tokens, each row's in workgroups of its
+// own (z), and d_seqs holds each row's position (its cache's tokens) and where its cache
+// starts in d_k and d_v (in vec4s). A row splits its keys over fewer workgroups than the
+// grid's y where another splits them over more: the workgroups past its own find no keys and
+// write nothing.
 @group(0) @binding(29) var<storage, read> d_q: array<vec4<f32>>;
 @group(0) @binding(30) var<storage, read> d_k_new: array<vec4<f32>>;
 @group(0) @binding(31) var<storage, read> d_v_new: array<vec4<f32>>;
-@group(0) @binding(32) var<storage, read_write> d_scores: array<f32>;
-@group(0) @binding(33) var<storage, read_write> d_out: array<vec4<f32>>;
-@group(0) @binding(34) var<storage, read_write> d_k: array<vec4<f32>>;
-@group(0) @binding(35) var<storage, read_write> d_v: array<vec4<f32>>;
+@group(0) @binding(32) var<storage, read> d_seqs: array<vec2<u32>>;
+@group(0) @binding(33) var<storage, read_write> d_scores: array<f32>;
+@group(0) @binding(34) var<storage, read_write> d_out: array<vec4<f32>>;
+@group(0) @binding(35) var<storage, read_write> d_k: array<vec4<f32>>;
+@group(0) @binding(36) var<storage, read_write> d_v: array<vec4<f32>>;
+
+// The token a decode workgroup runs: its row (in d_q, d_out and the new keys and values), its
+// position, where its cache starts in d_k and d_v (vec4s) and its part of d_scores (floats),
+// and its keys per split (0: none).
+struct DecodeSeq {
+    row: u32,
+    past: u32,
+    kv_at: u32,
+    scores_at: u32,
+    split_len: u32,
+}
+
+fn decode_seq(z: u32) -> DecodeSeq {
+    if (p.batch_scratch == 0u) {
+        return DecodeSeq(p.row, p.past, 0u, 0u, p.split_len);
+    }
+    let s = d_seqs[z];
+    return DecodeSeq(z, s.x, s.y, z * p.batch_scratch, batch_split_len(s.x));
+}
+
+// A batch's row's keys per split, as attention.rs's decode_split makes them: none up to
+// p.split_len keys (its DECODE_SPLIT_KEYS; 0: never split), else even parts of at most that
+// many, at most DECODE_MAX_SPLITS (its own) of them.
+const DECODE_MAX_SPLITS: u32 = 32u;
+fn batch_split_len(past: u32) -> u32 {
+    let keys = past + 1u - first_key(past);
+    if (p.split_len == 0u || keys <= p.split_len) { return 0u; }
+    let parts = min((keys + p.split_len - 1u) / p.split_len, DECODE_MAX_SPLITS);
+    return (keys + parts - 1u) / parts;
+}
+
+// The workgroups a token's keys are split over: one, or a part per split_len of them.
+fn decode_splits(sq: DecodeSeq) -> u32 {
+    if (sq.split_len == 0u) { return 1u; }
+    return (sq.past + 1u - first_key(sq.past) + sq.split_len - 1u) / sq.split_len;
+}
 
 override DECODE_WG: u32 = 256u;
 
@@ -588,11 +634,11 @@ fn set_staged(on_k: bool, e: u32, v: f32) {
 }
 
 // Rope's rotation of the staged query (or key) by invocation `lid`: its pairs (e, e + rot/2)
-// for e < rot/2, at position `past`.
-fn rotate_staged(on_k: bool, lid: u32) {
+// for e < rot/2, at position `pos`.
+fn rotate_staged(on_k: bool, lid: u32, pos: u32) {
     let rh = p.rot / 2u;
     for (var e = lid; e < rh; e += DECODE_WG) {
-        let r = rope_pair(staged(on_k, e), staged(on_k, e + rh), e, p.past, 1.0);
+        let r = rope_pair(staged(on_k, e), staged(on_k, e + rh), e, pos, 1.0);
         set_staged(on_k, e, r.x);
         set_staged(on_k, e + rh, r.y);
     }
@@ -603,11 +649,12 @@ fn staged4(on_k: bool, e: u32) -> vec4<f32> {
     return vec4<f32>(staged(on_k, 4u * e), staged(on_k, 4u * e + 1u), staged(on_k, 4u * e + 2u), staged(on_k, 4u * e + 3u));
 }
 
-// The staged query's score against key j of KV head kvh: the token's own (staged) where
-// `own`, which the workgroup stores into the cache where it `leads` its group.
-fn decode_score(j: u32, kvh: u32, own: bool, leads: bool) -> f32 {
+// The staged query's score against key j of KV head kvh in the cache from `kv_at`: the
+// token's own (staged) where `own`, which the workgroup stores into the cache where it
+// `leads` its group.
+fn decode_score(j: u32, kvh: u32, kv_at: u32, own: bool, leads: bool) -> f32 {
     let h4 = p.HS / 4u;
-    let kb = (j * p.NKV + kvh) * h4;
+    let kb = kv_at + (j * p.NKV + kvh) * h4;
     var s = vec4<f32>();
     if (own) {
         for (var e = 0u; e < h4; e++) {
@@ -634,39 +681,44 @@ fn decode_combine(at: u32, count: u32) -> vec2<f32> {
 @compute @workgroup_size(DECODE_WG)
 fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
+    let sq = decode_seq(wid.z);
     let h = wid.x;
     let h4 = p.HS / 4u;
     let group = p.NH / p.NKV;
     let kvh = h / group;
     // (the first query head of its KV head's group: it stores the token's key and value)
     let leads = h % group == 0u;
-    let n = p.past + 1u;
-    let sb = h * n;
+    let n = sq.past + 1u;
+    let sb = sq.scores_at + h * n;
     let append = p.append != 0u;
     // the head's query, and the token's own key where it comes apart, staged (and rotated)
     for (var e = lid; e < p.HS; e += DECODE_WG) {
-        d_q_head[e] = d_q[(p.row * p.NH + h) * h4 + e / 4u][e % 4u];
-        if (append) { d_k_head[e] = d_k_new[(p.row * p.NKV + kvh) * h4 + e / 4u][e % 4u]; }
+        d_q_head[e] = d_q[(sq.row * p.NH + h) * h4 + e / 4u][e % 4u];
+        if (append) { d_k_head[e] = d_k_new[(sq.row * p.NKV + kvh) * h4 + e / 4u][e % 4u]; }
     }
     workgroupBarrier();
     if (p.rot != 0u) {
-        rotate_staged(false, lid);
-        if (append) { rotate_staged(true, lid); }
+        rotate_staged(false, lid, sq.past);
+        if (append) { rotate_staged(true, lid, sq.past); }
     }
     workgroupBarrier();
     // the workgroup's keys: the head's (those before the window left out), or its split's
-    var lo = first_key(p.past);
+    // (none where a batch's token splits its keys over fewer workgroups than the grid's y,
+    // past its own: not `own_split`)
+    let splits = decode_splits(sq);
+    let own_split = wid.y < splits;
+    var lo = first_key(sq.past);
     var hi = n;
-    if (p.split_len != 0u) {
-        lo += wid.y * p.split_len;
-        hi = min(lo + p.split_len, n);
+    if (sq.split_len != 0u) {
+        lo = min(lo + wid.y * sq.split_len, n);
+        hi = min(lo + sq.split_len, n);
     }
     // this invocation's share of them: their scores, and their maximum and
     // Σ exp(s − maximum) in one pass
     var m = -3.0e38;
     var l = 0.0;
     for (var j = lo + lid; j < hi; j += DECODE_WG) {
-        let s = decode_score(j, kvh, append && j == p.past, leads);
+        let s = decode_score(j, kvh, sq.kv_at, append && j == sq.past, leads);
         d_scores[sb + j] = s;
         let m_new = max(m, s);
         l = l * exp(m - m_new) + exp(s - m_new);
@@ -695,26 +747,26 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     var acc = vec4<f32>();
     // the cache's values, then the token's own where it comes apart (by chunk 0 of the
     // workgroup whose keys end with it)
-    let cached = select(n, p.past, append);
+    let cached = select(n, sq.past, append);
     if (c < chunks) {
         for (var j = lo + c; j < min(cached, hi); j += chunks) {
-            acc += exp(d_scores[sb + j] - m) * d_v[(j * p.NKV + kvh) * h4 + e];
+            acc += exp(d_scores[sb + j] - m) * d_v[sq.kv_at + (j * p.NKV + kvh) * h4 + e];
         }
-        if (cached < n && c == 0u && hi == n) {
-            let v = d_v_new[(p.row * p.NKV + kvh) * h4 + e];
-            acc += exp(d_scores[sb + p.past] - m) * v;
-            if (leads) { d_v[(p.past * p.NKV + kvh) * h4 + e] = v; }
+        if (cached < n && c == 0u && hi == n && own_split) {
+            let v = d_v_new[(sq.row * p.NKV + kvh) * h4 + e];
+            acc += exp(d_scores[sb + sq.past] - m) * v;
+            if (leads) { d_v[sq.kv_at + (sq.past * p.NKV + kvh) * h4 + e] = v; }
         }
     }
     d_part[lid] = acc;
     workgroupBarrier();
-    if (lid < h4) {
+    if (lid < h4 && own_split) {
         var sum = vec4<f32>();
         for (var i = 0u; i < chunks; i++) { sum += d_part[i * h4 + lid]; }
-        if (p.split_len == 0u) {
-            d_out[(p.row * p.NH + h) * h4 + lid] = sum / l;
+        if (sq.split_len == 0u) {
+            d_out[(sq.row * p.NH + h) * h4 + lid] = sum / l;
         } else {
-            let at = split_at(h, wid.y, nwg.y);
+            let at = split_at(sq, h, wid.y, splits);
             if (lid == 0u) {
                 d_scores[at] = m;
                 d_scores[at + 1u] = l;
@@ -724,30 +776,33 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     }
 }
 
-// Where split `s` of head h's `splits` leaves (maximum, sum, HS sums of values) in `scores`.
-fn split_at(h: u32, s: u32, splits: u32) -> u32 {
-    return p.NH * (p.past + 1u) + (h * splits + s) * (p.HS + 2u);
+// Where split `s` of head h's `splits` leaves (maximum, sum, HS sums of values) in the
+// token's part of `scores`.
+fn split_at(sq: DecodeSeq, h: u32, s: u32, splits: u32) -> u32 {
+    return sq.scores_at + p.NH * (sq.past + 1u) + (h * splits + s) * (p.HS + 2u);
 }
 
-// A head's output (a workgroup per head) from the splits attention_decode left, as many as
-// its launcher made of the keys: their sums of values rescaled to the largest maximum and
-// added in order, over their sums of exponentials rescaled alike.
+// A head's output (a workgroup per head, and per row of a batch) from the splits
+// attention_decode left, as many as it made of the token's keys: their sums of values
+// rescaled to the largest maximum and added in order, over their sums of exponentials
+// rescaled alike. Nothing for a token whose keys did not split (a batch's shorter ones).
 @compute @workgroup_size(64)
 fn attention_decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let sq = decode_seq(wid.z);
     let h = wid.x;
     let h4 = p.HS / 4u;
-    let splits = (p.past + 1u - first_key(p.past) + p.split_len - 1u) / p.split_len;
-    if (lid >= h4) { return; }
+    let splits = decode_splits(sq);
+    if (lid >= h4 || sq.split_len == 0u) { return; }
     var m = -3.0e38;
-    for (var s = 0u; s < splits; s++) { m = max(m, d_scores[split_at(h, s, splits)]); }
+    for (var s = 0u; s < splits; s++) { m = max(m, d_scores[split_at(sq, h, s, splits)]); }
     var l = 0.0;
     var acc = vec4<f32>();
     for (var s = 0u; s < splits; s++) {
-        let at = split_at(h, s, splits);
+        let at = split_at(sq, h, s, splits);
         let w = exp(d_scores[at] - m);
         l += w * d_scores[at + 1u];
         let v = at + 2u + 4u * lid;
         acc += w * vec4<f32>(d_scores[v], d_scores[v + 1u], d_scores[v + 2u], d_scores[v + 3u]);
     }
-    d_out[(p.row * p.NH + h) * h4 + lid] = acc / l;
+    d_out[(sq.row * p.NH + h) * h4 + lid] = acc / l;
 }

@@ -1,7 +1,7 @@
 //! Every non-matmul kernel against its CPU reference on random shapes, and every CPU
 //! backward against central finite differences in f64.
 
-use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_forward_cached_with, decode_scratch_len, attention_forward_with, cached_row_by_row, rope_fits, segment_runs, AttentionDims, AttentionKernels, DecodeToken, Segments};
+use hearth_core::ops::attention::{attention_backward_with, attention_decode, attention_decode_batch, attention_forward_cached_with, decode_batch_table, decode_scratch_len, BatchSeq, DecodeBatch, attention_forward_with, cached_row_by_row, rope_fits, segment_runs, AttentionDims, AttentionKernels, DecodeToken, Segments};
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::block_copy::{block_copy, Columns};
 use hearth_core::ops::swiglu::Activation;
@@ -622,6 +622,82 @@ fn decode_attention_splits_long_contexts_over_workgroups() {
         let launches = |entry: &str| kernels.iter().filter(|(k, _)| k.contains(&format!(":{entry} ["))).map(|(_, s)| s.launches).sum::<u64>();
         assert_eq!((launches("attention_decode"), launches("attention_decode_combine")), (1, split as u64), "{what}: {kernels:?}");
     }
+}
+
+#[test]
+fn decode_attention_of_a_batch_in_one_launch_matches_each_token_alone() {
+    // A server's requests: each sequence's cache a part of one pair of buffers (in another
+    // order than the batch's rows), their tokens attending in one launch, keys and values
+    // appended and rope applied by it. Contexts short and long (on the GPU kernel paths the
+    // long ones split their keys, the short ones in the same launch not), without and with a
+    // window, on both kernel paths: exactly what a launch per token gives (the same sums in
+    // the same order), and the same keys and values stored, each into its own cache alone.
+    let mut rng = Rng::new(14);
+    let (nh, nkv, hs, capacity) = (6, 2, 16, 2100);
+    let row = nkv * hs;
+    let pasts = [0, 1999, 255, 40, 600];
+    let slots = [3, 0, 4, 1, 2];
+    let dims = |heads: usize| rope::RopeDims { n: 1, heads, kv_heads: nkv, head_size: hs, rotary: hs, theta: 10000.0, scaling: Default::default(), longrope: None };
+    let per_row = decode_scratch_len(nh, hs, capacity);
+    // contexts of their own, so that their launches are counted alone
+    let Some(own) = hearth_tests::own_gpu() else { return };
+    let own_gpu_kernels = hearth_tests::own_gpu().expect("a second context").with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu);
+    for ctx in [&own, &own_gpu_kernels] {
+        for window in [0, 300] {
+            let what = format!("a batch's decode attention, window {window}, {:?} kernels", ctx.kernel_paths());
+            let d = AttentionDims { window, ..AttentionDims::causal(1, 1, nh, nkv, hs) };
+            let rows = pasts.len();
+            let (q, k_new, v_new) = (u(&mut rng, rows * nh * hs), u(&mut rng, rows * row), u(&mut rng, rows * row));
+            let (k_all, v_all) = (u(&mut rng, slots.len() * capacity * row), u(&mut rng, slots.len() * capacity * row));
+            let (k_caches, v_caches) = (upload(ctx, &k_all), upload(ctx, &v_all));
+            let seqs: Vec<BatchSeq> = pasts.iter().zip(slots).map(|(&past, slot)| BatchSeq { past, at: slot * capacity * row }).collect();
+            let table: Vec<f32> = decode_batch_table(&seqs).into_iter().map(f32::from_bits).collect();
+            let out = poisoned(ctx, rows * nh * hs);
+            let (q_b, k_new_b, v_new_b, table_b) = (upload(ctx, &q), upload(ctx, &k_new), upload(ctx, &v_new), upload(ctx, &table));
+            let batch = DecodeBatch { q: &q_b, out: &out, new: (&k_new_b, &v_new_b), rope: Some(dims(nh)), caches: (&k_caches, &v_caches), seqs: &seqs, table: &table_b };
+            ctx.profile_begin();
+            attention_decode_batch(ctx, batch, &poisoned(ctx, rows * per_row), per_row, d).unwrap();
+            let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+            let launches = |entry: &str| kernels.iter().filter(|(k, _)| k.contains(&format!(":{entry} ["))).map(|(_, s)| s.launches).sum::<u64>();
+            let gpu_paths = ctx.kernel_paths() == hearth_core::gpu::KernelPaths::Gpu;
+            assert_eq!((launches("attention_decode"), launches("attention_decode_combine")), (1, gpu_paths as u64), "{what}: {kernels:?}");
+            let (got, k_got, v_got) = (read(ctx, &out), read(ctx, &k_caches), read(ctx, &v_caches));
+            let (mut k_want, mut v_want) = (k_all.clone(), v_all.clone());
+            for (r, s) in seqs.iter().enumerate() {
+                // the same token alone, over a cache of its own
+                let part = |all: &[f32]| all[s.at..s.at + capacity * row].to_vec();
+                let (k_one, v_one) = (upload(ctx, &part(&k_all)), upload(ctx, &part(&v_all)));
+                let (k_r, v_r) = (upload(ctx, &k_new[r * row..(r + 1) * row]), upload(ctx, &v_new[r * row..(r + 1) * row]));
+                let one = poisoned(ctx, nh * hs);
+                let token = DecodeToken { q: &upload(ctx, &q[r * nh * hs..(r + 1) * nh * hs]), out: &one, new: Some((&k_r, &v_r)), row: 0, past: s.past, rope: Some(dims(nh)) };
+                attention_decode(ctx, token, (&k_one, &v_one), &poisoned(ctx, per_row), d).unwrap();
+                assert!(got[r * nh * hs..(r + 1) * nh * hs] == read(ctx, &one)[..], "{what}: row {r} (past {}) against its token alone", s.past);
+                k_want[s.at..s.at + capacity * row].copy_from_slice(&read(ctx, &k_one));
+                v_want[s.at..s.at + capacity * row].copy_from_slice(&read(ctx, &v_one));
+            }
+            assert!(k_got == k_want && v_got == v_want, "{what}: the keys and values stored, each into its own cache");
+        }
+    }
+    // what the launch refuses: a scratch too short for a row, a cache past its buffer, a
+    // table of fewer rows
+    let Some(ctx) = gpu() else { return };
+    let d = AttentionDims::causal(1, 1, nh, nkv, hs);
+    let (q, new) = (upload(ctx, &vec![0.0; 2 * nh * hs]), upload(ctx, &vec![0.0; 2 * row]));
+    let (caches, out) = (upload(ctx, &vec![0.0; 2 * 100 * row]), poisoned(ctx, 2 * nh * hs));
+    let seqs = [BatchSeq { past: 10, at: 0 }, BatchSeq { past: 99, at: 100 * row }];
+    let table = upload(ctx, &decode_batch_table(&seqs).into_iter().map(f32::from_bits).collect::<Vec<_>>());
+    let scratch = poisoned(ctx, 2 * decode_scratch_len(nh, hs, 100));
+    let launch = |seqs: &[BatchSeq], table: &hearth_core::GpuBuffer, per_row: usize| {
+        let batch = DecodeBatch { q: &q, out: &out, new: (&new, &new), rope: None, caches: (&caches, &caches), seqs, table };
+        attention_decode_batch(ctx, batch, &scratch, per_row, d).map_err(|e| e.to_string())
+    };
+    assert!(launch(&seqs, &table, decode_scratch_len(nh, hs, 100)).is_ok());
+    let err = launch(&seqs, &table, nh * 50).unwrap_err();
+    assert!(err.contains("row 1") && err.contains("too short"), "{err}");
+    let err = launch(&[seqs[0], BatchSeq { past: 100, at: 100 * row }], &table, decode_scratch_len(nh, hs, 101)).unwrap_err();
+    assert!(err.contains("row 1") && err.contains("k_caches"), "{err}");
+    let err = launch(&seqs, &upload(ctx, &[0.0; 2]), decode_scratch_len(nh, hs, 100)).unwrap_err();
+    assert!(err.contains("table"), "{err}");
 }
 
 #[test]

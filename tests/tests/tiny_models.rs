@@ -11,9 +11,10 @@
 //! (3e-3 + 3e-2·|x|, logits here are ~0.05; measured 7e-4): 8-bit weights against the f32 reference.
 
 use hearth_core::io::load::{load_hf_folder, LoadedModel};
+use hearth_core::model::forward::KvCache;
 use hearth_core::model::{Model, ModelOptions, WeightFormat};
 use hearth_core::GpuContext;
-use hearth_tests::{assert_close, fixture, with_gpu, with_gpu_kernels, DirFiles};
+use hearth_tests::{assert_close, fixture, with_gpu, DirFiles};
 use serde_json::Value;
 
 fn check(name: &str, quant: Option<WeightFormat>, max_binding: Option<u64>, atol: f64, rtol: f64) {
@@ -461,7 +462,10 @@ fn unimplemented_features_are_refused_by_name() {
 /// prompts of different lengths, each with its own cache, then steps of one token each, on
 /// the emulator's kernels and the GPU ones (where several rows take another matmul kernel
 /// than one, so the sums' order differs: 1e-5). A model with per-head norms, one with sliding
-/// windows (the longest prompt passes the window) and one with an adapter.
+/// windows (the longest prompt passes the window) and one with an adapter. With caches made
+/// apart, each sequence's token attends in a launch of its own; with caches made together (as
+/// a server makes them), all of them in one launch per layer, whatever order the batch holds
+/// them in.
 #[test]
 fn batched_decoding_gives_each_sequence_its_own_logits() {
     use hearth_core::lora::{Adapter, LoraConfig};
@@ -487,31 +491,52 @@ fn batched_decoding_gives_each_sequence_its_own_logits() {
             }
             alone.push(rows);
         }
-        // together: each prompt into a cache of its own (the first the model's own, taken
-        // out as a server does), then one batched step per token
-        model.reset();
-        let mut caches = vec![model.take_cache(ctx).unwrap()];
-        caches.extend((1..prompts.len()).map(|_| model.new_cache(ctx).unwrap()));
-        for (s, (prompt, cache)) in prompts.iter().zip(&mut caches).enumerate() {
-            model.swap_cache(cache);
-            let first = pollster::block_on(model.forward(ctx, prompt)).unwrap();
-            model.swap_cache(cache);
-            assert!(first == alone[s][0], "{name}: sequence {s}'s prompt");
-        }
-        let v = model.cfg.vocab_size;
-        for (i, step) in steps.iter().enumerate() {
-            let mut held: Vec<_> = caches.iter_mut().collect();
-            let logits = pollster::block_on(model.decode_batch(ctx, &mut held, step)).unwrap();
-            for s in 0..3 {
-                let want: Vec<f64> = alone[s][i + 1].iter().map(|&x| x as f64).collect();
-                assert_close(&format!("{name}: sequence {s}, step {i}"), &logits[s * v..(s + 1) * v], &want, 1e-5, 1e-5);
+        let (layers, decode_kernel) = (m.cfg.n_layers as u64, m.cfg.head_size.is_multiple_of(4));
+        for together in [false, true] {
+            // each prompt into a cache of its own: apart (the first the model's own, taken out),
+            // or made together
+            model.reset();
+            let mut caches = if together {
+                model.new_caches(ctx, prompts.len()).unwrap()
+            } else {
+                let mut caches = vec![model.take_cache(ctx).unwrap()];
+                caches.extend((1..prompts.len()).map(|_| model.new_cache(ctx).unwrap()));
+                caches
+            };
+            for (s, (prompt, cache)) in prompts.iter().zip(&mut caches).enumerate() {
+                model.swap_cache(cache);
+                let first = pollster::block_on(model.forward(ctx, prompt)).unwrap();
+                model.swap_cache(cache);
+                assert!(first == alone[s][0], "{name}: sequence {s}'s prompt");
+            }
+            let order = if together { [2, 0, 1] } else { [0, 1, 2] };
+            let v = model.cfg.vocab_size;
+            for (i, step) in steps.iter().enumerate() {
+                let mut slots: Vec<Option<&mut KvCache>> = caches.iter_mut().map(Some).collect();
+                let mut held: Vec<&mut KvCache> = order.iter().map(|&s| slots[s].take().unwrap()).collect();
+                let tokens: Vec<u32> = order.iter().map(|&s| step[s]).collect();
+                ctx.profile_begin();
+                let logits = pollster::block_on(model.decode_batch(ctx, &mut held, &tokens)).unwrap();
+                let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+                for (r, &s) in order.iter().enumerate() {
+                    let want: Vec<f64> = alone[s][i + 1].iter().map(|&x| x as f64).collect();
+                    assert_close(&format!("{name}: sequence {s}, step {i}, caches made together: {together}"), &logits[r * v..(r + 1) * v], &want, 1e-5, 1e-5);
+                }
+                let launches: u64 = kernels.iter().filter(|(k, _)| k.contains(":attention_decode [")).map(|(_, s)| s.launches).sum();
+                let want = match (decode_kernel, together) {
+                    (false, _) => 0,
+                    (true, false) => 3 * layers,
+                    (true, true) => layers,
+                };
+                assert_eq!(launches, want, "{name}: the decode attention's launches, caches made together: {together}");
             }
         }
     };
-    with_gpu!(ctx => {
-        for (name, adapter) in [("tiny-qwen3", false), ("tiny-gemma3-p6", false), ("tiny-llama", true)] {
-            run(ctx, name, adapter);
-        }
-    });
-    with_gpu_kernels!(ctx => { run(ctx, "tiny-llama", true) });
+    // contexts of their own, so that their launches are counted alone
+    let Some(own) = hearth_tests::own_gpu() else { return };
+    for (name, adapter) in [("tiny-qwen3", false), ("tiny-gemma3-p6", false), ("tiny-llama", true)] {
+        run(&own, name, adapter);
+    }
+    let own = hearth_tests::own_gpu().expect("a second context").with_kernel_paths(hearth_core::gpu::KernelPaths::Gpu);
+    run(&own, "tiny-llama", true);
 }

@@ -3,9 +3,11 @@
 //! are read once per step for all of them instead of once per sequence. All of them run
 //! under the adapter the model applies now.
 
-use crate::model::block::{Attention, CachedSeq};
-use crate::model::forward::{KvCache, Model};
+use crate::model::block::{Attention, CachedSeq, SharedBatch};
+use crate::model::forward::{BatchScratch, KvCache, Model, SharedCaches};
+use crate::ops::attention::{decode_batch_table, decode_scratch_len, BatchSeq};
 use crate::{Error, GpuContext, Result};
+use std::sync::Arc;
 
 impl Model {
     /// The longest context in tokens (the length of the caches it makes).
@@ -16,6 +18,17 @@ impl Model {
     /// An empty KV cache of the model's context length, for one more sequence.
     pub fn new_cache(&self, ctx: &GpuContext) -> Result<KvCache> {
         KvCache::alloc(ctx, &self.cfg, self.max_seq)
+    }
+
+    /// `count` empty KV caches of the model's context length (a server's, one for each
+    /// request it runs at once), each layer's keys of all of them in one buffer and its values
+    /// in another where those fit one storage binding: then a batch of them attends in one
+    /// launch per layer ([`Model::decode_batch`]); else apart.
+    pub fn new_caches(&self, ctx: &GpuContext, count: usize) -> Result<Vec<KvCache>> {
+        match KvCache::alloc_shared(ctx, &self.cfg, self.max_seq, count)? {
+            Some(caches) => Ok(caches),
+            None => (0..count).map(|_| self.new_cache(ctx)).collect(),
+        }
     }
 
     /// Takes the model's own cache out, leaving one of a single token in its place: a server
@@ -50,12 +63,22 @@ impl Model {
             self.check_room(cache, 1)?;
         }
         let pos: Vec<u32> = caches.iter().map(|c| c.len() as u32).collect();
-        let (held, s): (&[&mut KvCache], _) = (caches, &self.state);
+        let one_launch = self.share_attention(ctx, caches)?;
+        let (held, s, scratch) = (&*caches, &self.state, self.batch_attention.as_ref());
+        let per_row = decode_scratch_len(self.cfg.n_heads, self.cfg.head_size, self.max_seq);
         let attention = |i: usize| Attention::Batched {
             seqs: held.iter().map(|c| CachedSeq { k: &c.k[i], v: &c.v[i], past: c.len() }).collect(),
             scores: &s.scores,
             q_one: &s.decode_q,
             att_one: &s.decode_att,
+            shared: one_launch.as_ref().zip(scratch).map(|((shared, seqs), scratch)| SharedBatch {
+                k: &shared.k[i],
+                v: &shared.v[i],
+                seqs,
+                table: &scratch.table,
+                scores: &scratch.scores,
+                per_row,
+            }),
         };
         self.run_layers(ctx, tokens, &pos, &attention)?;
         for (cache, &t) in caches.iter_mut().zip(tokens) {
@@ -63,5 +86,34 @@ impl Model {
         }
         self.lm_head_rows(ctx, 0, n)?;
         ctx.read_f32_prefix(&self.state.logits, n * self.cfg.vocab_size).await
+    }
+
+    /// Where `caches` share their buffers (made together by [`Model::new_caches`]), at the
+    /// same place in every layer's: those buffers and each one's sequence, with the table of
+    /// them written for this step's launches (and the scratch grown to the batch). None: their
+    /// tokens attend one launch each.
+    fn share_attention(&mut self, ctx: &GpuContext, caches: &[&mut KvCache]) -> Result<Option<(Arc<SharedCaches>, Vec<BatchSeq>)>> {
+        let Some(shared) = caches.first().and_then(|c| c.shared.clone()) else { return Ok(None) };
+        let at = |part: &crate::GpuBuffer, whole: &crate::GpuBuffer| ((part.offset() - whole.offset()) / 4) as usize;
+        let mut seqs = Vec::with_capacity(caches.len());
+        for c in caches {
+            let first = at(&c.k[0], &shared.k[0]);
+            let same_place = |parts: &[crate::GpuBuffer], wholes: &[Arc<crate::GpuBuffer>]| parts.iter().zip(wholes).all(|(p, w)| p.raw() == w.raw() && at(p, w) == first);
+            if !c.shared.as_ref().is_some_and(|s| Arc::ptr_eq(s, &shared)) || !same_place(&c.k, &shared.k) || !same_place(&c.v, &shared.v) {
+                return Ok(None);
+            }
+            seqs.push(BatchSeq { past: c.len(), at: first });
+        }
+        let (rows, per_row) = (caches.len(), decode_scratch_len(self.cfg.n_heads, self.cfg.head_size, self.max_seq));
+        // (a scratch past one storage binding: a launch per token, each reusing one row's)
+        if 4 * (rows * per_row) as u64 > ctx.limits().max_storage_buffer_binding_size.min(ctx.limits().max_buffer_size) {
+            return Ok(None);
+        }
+        if self.batch_attention.as_ref().is_none_or(|b| b.rows < rows) {
+            self.batch_attention = Some(BatchScratch { rows, table: ctx.alloc_f32(2 * rows)?, scores: ctx.alloc_f32(rows * per_row)? });
+        }
+        let table = &self.batch_attention.as_ref().expect("made above").table;
+        ctx.write_bytes(table, bytemuck::cast_slice(&decode_batch_table(&seqs)));
+        Ok(Some((shared, seqs)))
     }
 }

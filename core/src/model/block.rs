@@ -10,7 +10,7 @@ use super::forward::GpuLayer;
 use super::linear::{Linear, StackedParts};
 use super::Config;
 use crate::lora::Target;
-use crate::ops::attention::{attention_decode, attention_forward, attention_forward_cached, cached_row_by_row, rope_fits, AttentionDims, DecodeToken, Segments};
+use crate::ops::attention::{attention_decode, attention_decode_batch, attention_forward, attention_forward_cached, cached_row_by_row, rope_fits, AttentionDims, BatchSeq, DecodeBatch, DecodeToken, Segments};
 use crate::ops::residual::{residual_accumulate, residual_forward};
 use crate::ops::rmsnorm::{add_rmsnorm_forward, rmsnorm_forward};
 use crate::ops::rope::{rope_forward, rope_forward_in_place, RopeDims};
@@ -30,10 +30,23 @@ pub(crate) enum Attention<'a> {
     /// are kept for the backward.
     Packed { seg: Segments<'a>, stats: &'a GpuBuffer },
     /// Inference for several sequences, one token each: token r's key and value go to
-    /// `seqs[r]`'s cache, and it attends to that cache alone, one sequence after another
-    /// (through `q_one` and `att_one`, NH·HS, where heads are not a multiple of 4); the
-    /// projections around it run on all the rows.
-    Batched { seqs: Vec<CachedSeq<'a>>, scores: &'a GpuBuffer, q_one: &'a GpuBuffer, att_one: &'a GpuBuffer },
+    /// `seqs[r]`'s cache, and it attends to that cache alone, all in one launch where the
+    /// caches are `shared`, else one sequence after another (through `q_one` and `att_one`,
+    /// NH·HS, where heads are not a multiple of 4); the projections around it run on all the
+    /// rows.
+    Batched { seqs: Vec<CachedSeq<'a>>, scores: &'a GpuBuffer, q_one: &'a GpuBuffer, att_one: &'a GpuBuffer, shared: Option<SharedBatch<'a>> },
+}
+
+/// A batch's caches as parts of one pair of buffers for the layer (`Model::new_caches`), and
+/// what one launch over them reads: each sequence's place (`seqs`, and the table of them),
+/// and a scratch of `per_row` floats for each.
+pub(crate) struct SharedBatch<'a> {
+    pub k: &'a GpuBuffer,
+    pub v: &'a GpuBuffer,
+    pub seqs: &'a [BatchSeq],
+    pub table: &'a GpuBuffer,
+    pub scores: &'a GpuBuffer,
+    pub per_row: usize,
 }
 
 /// One sequence's cache for layer i, holding `past` tokens.
@@ -259,12 +272,16 @@ pub(crate) fn block_forward(
                 attention_forward_cached(ctx, b.att, b.q_rot, k_cache, v_cache, past, att)?;
             }
         }
+        Attention::Batched { shared: Some(sh), .. } if decode => {
+            let batch = DecodeBatch { q: q_in, out: b.att, new: (k_in, b.v), rope: token_rope, caches: (sh.k, sh.v), seqs: sh.seqs, table: sh.table };
+            attention_decode_batch(ctx, batch, sh.scores, sh.per_row, attention_dims(cfg, i, 1))?
+        }
         Attention::Batched { seqs, scores, .. } if decode => {
             for (r, seq) in seqs.iter().enumerate() {
                 attention_decode(ctx, token(r, seq.past), (seq.k, seq.v), scores, attention_dims(cfg, i, 1))?;
             }
         }
-        Attention::Batched { seqs, scores, q_one, att_one } => {
+        Attention::Batched { seqs, scores, q_one, att_one, .. } => {
             let one = OneRow { q_one, att_one, scores, dims: attention_dims(cfg, i, 1) };
             for (r, seq) in seqs.iter().enumerate() {
                 one.attend(ctx, b, r, (seq.k, seq.v), true, seq.past)?;

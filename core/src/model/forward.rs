@@ -21,6 +21,7 @@ use crate::ops::matmul::{Accumulate, InputNorm, LowRankTerm, GEMV_ROWS};
 use crate::ops::residual::bias_forward;
 use crate::quant::QuantFormat;
 use crate::{Error, GpuBuffer, GpuContext, Result};
+use std::sync::Arc;
 
 pub(crate) struct GpuLayer {
     pub(crate) attn_norm: GpuBuffer, // (C)
@@ -248,6 +249,16 @@ pub struct KvCache {
     pub(crate) ids: Vec<u32>,
     /// S: the most tokens it can hold.
     pub capacity: usize,
+    /// The buffers it shares with other caches (`k` and `v` are views of their parts), where
+    /// it was made with them ([`Model::new_caches`](crate::model::Model::new_caches)).
+    pub(crate) shared: Option<Arc<SharedCaches>>,
+}
+
+/// Caches of one length made together: each layer's keys of all of them in one buffer, and
+/// its values in another, so that one launch attends over all of them.
+pub(crate) struct SharedCaches {
+    pub k: Vec<Arc<GpuBuffer>>,
+    pub v: Vec<Arc<GpuBuffer>>,
 }
 
 impl KvCache {
@@ -259,7 +270,34 @@ impl KvCache {
             v: (0..cfg.n_layers).map(|_| layer()).collect::<Result<_>>()?,
             ids: Vec::new(),
             capacity,
+            shared: None,
         })
+    }
+
+    /// `count` empty caches of `capacity` tokens sharing one buffer per layer for keys and
+    /// one for values (each cache's part aligned for binding alone); None where fewer than two,
+    /// or where those buffers would not fit one storage binding.
+    pub(crate) fn alloc_shared(ctx: &GpuContext, cfg: &Config, capacity: usize, count: usize) -> Result<Option<Vec<Self>>> {
+        let len = capacity * cfg.kv_dim();
+        let limit = ctx.limits().max_storage_buffer_binding_size.min(ctx.limits().max_buffer_size);
+        if count < 2 || (4 * len as u64).next_multiple_of(ctx.storage_offset_alignment()) * count as u64 > limit {
+            return Ok(None);
+        }
+        let layers = || (0..cfg.n_layers).map(|_| ctx.alloc_arena(&vec![len; count])).collect::<Result<Vec<_>>>();
+        let (k, v) = (layers()?, layers()?);
+        // (an Arc keeps caches Send natively, as arenas; on the web wgpu's buffers are not Send)
+        #[allow(clippy::arc_with_non_send_sync)]
+        let shared = Arc::new(SharedCaches { k: k.iter().map(|a| Arc::clone(&a.whole)).collect(), v: v.iter().map(|a| Arc::clone(&a.whole)).collect() });
+        let caches = (0..count)
+            .map(|c| KvCache {
+                k: k.iter().map(|a| a.view(c)).collect(),
+                v: v.iter().map(|a| a.view(c)).collect(),
+                ids: Vec::new(),
+                capacity,
+                shared: Some(Arc::clone(&shared)),
+            })
+            .collect();
+        Ok(Some(caches))
     }
 
     /// Bytes of GPU memory its keys and values take.
@@ -331,6 +369,17 @@ pub struct Model {
     /// project them in one matmul (`GpuLayer::qkv`); None where the parts' offsets cannot be
     /// bound or no layer holds them stacked.
     one_token_qkv: Option<(GpuBuffer, [GpuBuffer; 3])>,
+    /// A batched decode's table of sequences and its scratch, made by the first batch over
+    /// shared caches ([`Model::decode_batch`]) and grown with the batch.
+    pub(crate) batch_attention: Option<BatchScratch>,
+}
+
+/// What a batch over shared caches attends with, for up to `rows` sequences: the table
+/// (ops::attention::decode_batch_table) and a scratch part per row.
+pub(crate) struct BatchScratch {
+    pub rows: usize,
+    pub table: GpuBuffer,
+    pub scores: GpuBuffer,
 }
 
 /// What a [`Model`] allocates besides its weights: the run state for chunks of `chunk`
@@ -464,6 +513,7 @@ impl Model {
             max_seq,
             logit_rows,
             one_token_qkv,
+            batch_attention: None,
         })
     }
 

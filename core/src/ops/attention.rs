@@ -46,10 +46,12 @@ struct Params {
     /// token's row in its buffers.
     append: u32,
     row: u32,
-    /// The decode kernel's keys per workgroup where it splits a head's keys (0: it does not).
+    /// The decode kernel's keys per workgroup where it splits a head's keys (0: it does not);
+    /// of a batch: the keys past which each row's split (`DECODE_SPLIT_KEYS`; 0: none).
     split_len: u32,
-    /// (the frequencies start 16-byte aligned, as WGSL places an array of vec4s)
-    pad: u32,
+    /// The decode kernel over a batch ([`attention_decode_batch`]): floats of each row's part
+    /// of the scratch; 0: one token.
+    batch_scratch: u32,
     freqs: [f32; MAX_FUSED_FREQS],
 }
 
@@ -402,7 +404,8 @@ pub struct DecodeToken<'a> {
 
 /// Keys per workgroup from which the GPU kernels split a decoded token's keys over several
 /// workgroups per head (one key per invocation of the scores' pass), and the most
-/// workgroups per head they split them over.
+/// workgroups per head they split them over (attention.wgsl holds a copy for a batch's rows,
+/// which split in the kernel: ops' batch test fails where the two differ).
 const DECODE_SPLIT_KEYS: usize = 256;
 const DECODE_MAX_SPLITS: usize = 32;
 
@@ -422,42 +425,147 @@ pub fn attention_decode(ctx: &GpuContext, token: DecodeToken, (k_cache, v_cache)
     let op = "attention_decode";
     let DecodeToken { q, out, new, row, past, rope } = token;
     ensure(d.b == 1 && d.t == 1, || format!("{op}: one token of one sequence, got batch {} × {} tokens", d.b, d.t))?;
+    let mut params = decode_params(op, d, new.is_some(), rope)?;
+    let n = past + 1;
+    let (split_len, splits) = decode_split(ctx.kernel_paths(), past, d.window);
+    (params.past, params.row, params.split_len) = (past as u32, row as u32, split_len as u32);
+    check_decode_loops(ctx, op, past, d)?;
+    let cache_len = n * d.nkv * d.hs;
+    let rows = row + 1;
+    for (name, buf, len) in [("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("scores", scores, decode_scratch_needs(d, past, splits))] {
+        check_len(op, name, buf, len)?;
+    }
+    check_decode_rows(op, q, out, new, rows, d)?;
+    // (without `new`, the query stands in for its bindings: never read; and for the batch's
+    // table, read only in a batch)
+    let (k_new, v_new) = new.unwrap_or((q, q));
+    launch_decode(ctx, d, &params, [q, k_new, v_new, q], [scores, out, k_cache, v_cache], [d.nh as u32, splits as u32, 1], splits > 1)
+}
+
+/// One sequence of [`attention_decode_batch`]: its token goes to position `past`, and its
+/// caches start `at` floats into the layer's buffers of caches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchSeq {
+    pub past: usize,
+    pub at: usize,
+}
+
+/// A batch's tokens, one per sequence, whose caches lie in one pair of buffers (a server's
+/// requests), for [`attention_decode_batch`]: row r of the tokens' buffers (as
+/// [`DecodeToken`]'s, with their keys and values apart) is `seqs[r]`'s. `table` holds
+/// [`decode_batch_table`] of `seqs`, written once for every layer of a step.
+#[derive(Clone, Copy)]
+pub struct DecodeBatch<'a> {
+    pub q: &'a GpuBuffer,
+    pub out: &'a GpuBuffer,
+    pub new: (&'a GpuBuffer, &'a GpuBuffer),
+    pub rope: Option<RopeDims>,
+    pub caches: (&'a GpuBuffer, &'a GpuBuffer),
+    pub seqs: &'a [BatchSeq],
+    pub table: &'a GpuBuffer,
+}
+
+/// What [`attention_decode_batch`] reads of `seqs` from its table: each row's position and
+/// where its caches start, in vec4s.
+pub fn decode_batch_table(seqs: &[BatchSeq]) -> Vec<u32> {
+    seqs.iter().flat_map(|s| [s.past as u32, (s.at / 4) as u32]).collect()
+}
+
+/// [`attention_decode`] of a batch's tokens in one launch (and one more where a row's keys
+/// split): a workgroup per head and row, each row over its own cache, into its own part of
+/// `scores` ([`decode_scratch_len`] floats each, `per_row`). The same results as a launch per
+/// row.
+pub fn attention_decode_batch(ctx: &GpuContext, batch: DecodeBatch, scores: &GpuBuffer, per_row: usize, d: AttentionDims) -> Result<()> {
+    let op = "attention_decode_batch";
+    let DecodeBatch { q, out, new, rope, caches: (k_caches, v_caches), seqs, table } = batch;
+    ensure(d.b == 1 && d.t == 1 && !seqs.is_empty(), || format!("{op}: one token per sequence, got batch {} × {} tokens of {} sequences", d.b, d.t, seqs.len()))?;
+    let mut params = decode_params(op, d, true, rope)?;
+    // (the paths decode_split splits on)
+    let split = ctx.kernel_paths() == KernelPaths::Gpu;
+    (params.split_len, params.batch_scratch) = (if split { DECODE_SPLIT_KEYS as u32 } else { 0 }, per_row as u32);
+    let mut splits = 1;
+    for (r, s) in seqs.iter().enumerate() {
+        let what = format!("{op}: row {r}");
+        check_decode_loops(ctx, &what, s.past, d)?;
+        ensure(s.at.is_multiple_of(4), || format!("{what}: its caches start at float {}, not a multiple of 4", s.at))?;
+        let s_splits = decode_split(ctx.kernel_paths(), s.past, d.window).1;
+        ensure(decode_scratch_needs(d, s.past, s_splits) <= per_row, || format!("{what}: a scratch of {per_row} floats per row is too short for a token at {}", s.past))?;
+        let cache_end = s.at + (s.past + 1) * d.nkv * d.hs;
+        check_len(&what, "k_caches", k_caches, cache_end)?;
+        check_len(&what, "v_caches", v_caches, cache_end)?;
+        splits = splits.max(s_splits);
+    }
+    check_len(op, "table", table, 2 * seqs.len())?;
+    check_len(op, "scores", scores, seqs.len() * per_row)?;
+    check_decode_rows(op, q, out, Some(new), seqs.len(), d)?;
+    launch_decode(ctx, d, &params, [q, new.0, new.1, table], [scores, out, k_caches, v_caches], [d.nh as u32, splits as u32, seqs.len() as u32], splits > 1)
+}
+
+/// The decode kernel's params for `d` (HS a multiple of 4), with the token's key and value
+/// apart where `append`, and rope where given.
+fn decode_params(op: &str, d: AttentionDims, append: bool, rope: Option<RopeDims>) -> Result<Params> {
     ensure(d.hs.is_multiple_of(4), || format!("{op}: head size {} must be a multiple of 4", d.hs))?;
     let mut params = d.check(op)?;
-    (params.past, params.append, params.row) = (past as u32, new.is_some() as u32, row as u32);
+    params.append = append as u32;
     if let Some(r) = rope {
         ensure(r.head_size == d.hs, || format!("{op}: rope over heads of {}, attention over heads of {}", r.head_size, d.hs))?;
         params.set_rope(op, &r)?;
     }
-    let n = past + 1;
-    let wg = DecodeWorkgroup::for_paths(ctx.kernel_paths());
-    // the keys the token sees (attention.wgsl's first_key), split on the GPU kernel paths
-    let keys = if d.window == 0 || past < d.window { n } else { d.window };
-    let split_len = match ctx.kernel_paths() {
-        KernelPaths::Gpu if keys > DECODE_SPLIT_KEYS => keys.div_ceil(keys.div_ceil(DECODE_SPLIT_KEYS).min(DECODE_MAX_SPLITS)),
-        _ => keys,
-    };
-    let splits = keys.div_ceil(split_len);
-    params.split_len = if splits > 1 { split_len as u32 } else { 0 };
-    ensure(!ctx.is_llvmpipe() || wg.loops(split_len, d.hs) < LLVMPIPE_LOOP_LIMIT, || {
-        format!("{op}: a context of {n} tokens would loop past lavapipe's limit of {LLVMPIPE_LOOP_LIMIT} iterations per invocation, where it returns wrong values")
-    })?;
-    let cache_len = n * d.nkv * d.hs;
-    let rows = row + 1;
-    let scratch = d.nh * n + if splits > 1 { d.nh * splits * (d.hs + 2) } else { 0 };
-    for (name, buf, len) in [("q", q, rows * d.q_len()), ("k_cache", k_cache, cache_len), ("v_cache", v_cache, cache_len), ("scores", scores, scratch), ("out", out, rows * d.q_len())] {
-        check_len(op, name, buf, len)?;
+    Ok(params)
+}
+
+/// A decoded token's keys per workgroup at position `past` (attention.wgsl's first_key for
+/// the window) on these kernel paths, split on the GPU's past `DECODE_SPLIT_KEYS` (0: not
+/// split), and the workgroups they take per head. attention.wgsl's batch_split_len splits
+/// alike.
+fn decode_split(paths: KernelPaths, past: usize, window: usize) -> (usize, usize) {
+    let keys = if window == 0 || past < window { past + 1 } else { window };
+    match paths {
+        KernelPaths::Gpu if keys > DECODE_SPLIT_KEYS => {
+            let len = keys.div_ceil(keys.div_ceil(DECODE_SPLIT_KEYS).min(DECODE_MAX_SPLITS));
+            (len, keys.div_ceil(len))
+        }
+        _ => (0, 1),
     }
+}
+
+/// The scratch a token at `past` takes: its scores, and where its keys split in `splits`,
+/// each part's maximum, sum and sums of values.
+fn decode_scratch_needs(d: AttentionDims, past: usize, splits: usize) -> usize {
+    d.nh * (past + 1) + if splits > 1 { d.nh * splits * (d.hs + 2) } else { 0 }
+}
+
+/// lavapipe returns wrong values from invocations that loop too long: a decoded token at
+/// `past` that would is refused.
+fn check_decode_loops(ctx: &GpuContext, op: &str, past: usize, d: AttentionDims) -> Result<()> {
+    let (split_len, _) = decode_split(ctx.kernel_paths(), past, d.window);
+    let keys = if split_len > 0 { split_len } else { past + 1 };
+    let wg = DecodeWorkgroup::for_paths(ctx.kernel_paths());
+    ensure(!ctx.is_llvmpipe() || wg.loops(keys, d.hs) < LLVMPIPE_LOOP_LIMIT, || {
+        format!("{op}: a context of {} tokens would loop past lavapipe's limit of {LLVMPIPE_LOOP_LIMIT} iterations per invocation, where it returns wrong values", past + 1)
+    })
+}
+
+/// The decode kernel's query, output and (where apart) new keys and values hold `rows` rows.
+fn check_decode_rows(op: &str, q: &GpuBuffer, out: &GpuBuffer, new: Option<(&GpuBuffer, &GpuBuffer)>, rows: usize, d: AttentionDims) -> Result<()> {
+    check_len(op, "q", q, rows * d.q_len())?;
+    check_len(op, "out", out, rows * d.q_len())?;
     if let Some((k, v)) = new {
         check_len(op, "the token's key", k, rows * d.nkv * d.hs)?;
         check_len(op, "the token's value", v, rows * d.nkv * d.hs)?;
     }
-    // (without `new`, the query stands in for its bindings: never read)
-    let (k_new, v_new) = new.unwrap_or((q, q));
-    let kernel = Kernel::new(d.shader(), op, 29).with_variant(wg.variant);
-    ctx.dispatch(&kernel, &[q, k_new, v_new], &[scores, out, k_cache, v_cache], &params, [d.nh as u32, splits as u32, 1])?;
-    if splits > 1 {
-        ctx.dispatch(&Kernel::new(d.shader(), "attention_decode_combine", 32), &[], &[scores, out], &params, [d.nh as u32, 1, 1])?;
+    Ok(())
+}
+
+/// The decode kernel over `grid` (heads, splits, rows), and where keys split, the launch that
+/// combines their parts. Bindings: q, the new key and value, the batch's table, then the
+/// scratch, out and the two caches.
+fn launch_decode(ctx: &GpuContext, d: AttentionDims, params: &Params, inputs: [&GpuBuffer; 4], [scores, out, k, v]: [&GpuBuffer; 4], grid: [u32; 3], combine: bool) -> Result<()> {
+    let wg = DecodeWorkgroup::for_paths(ctx.kernel_paths());
+    let shader = d.shader();
+    ctx.dispatch(&Kernel::new(shader, "attention_decode", 29).with_variant(wg.variant), &inputs, &[scores, out, k, v], params, grid)?;
+    if combine {
+        ctx.dispatch(&Kernel::new(shader, "attention_decode_combine", 32), &[inputs[3]], &[scores, out], params, [grid[0], 1, grid[2]])?;
     }
     Ok(())
 }

@@ -100,11 +100,11 @@ fn load_engine(a: &ModelArgs, adapters: &[(String, PathBuf)], max_batch: usize) 
     if max_batch > model.max_batch() {
         bail!("--max-batch {max_batch}: this model decodes at most {} requests at once on this GPU", model.max_batch());
     }
-    // the model's own cache is the first
-    let caches = std::iter::once(model.take_cache(&ctx))
-        .chain((1..max_batch).map(|_| model.new_cache(&ctx)))
-        .collect::<hearth_core::Result<Vec<_>>>()
-        .with_context(|| format!("{max_batch} KV caches of {} tokens: lower --max-batch or --ctx", a.ctx))?;
+    // the requests' caches are made together (a batch of them attends in one launch); the
+    // model's own goes back to the device first
+    drop(model.take_cache(&ctx)?);
+    ctx.trim_pool();
+    let caches = model.new_caches(&ctx, max_batch).with_context(|| format!("{max_batch} KV caches of {} tokens: lower --max-batch or --ctx", a.ctx))?;
     let bytes: u64 = caches.iter().map(KvCache::bytes).sum();
     eprintln!("{max_batch} KV caches of {} tokens (--max-batch, --ctx): {:.0} MiB", model.context(), bytes as f64 / (1 << 20) as f64);
     Ok(Engine { ctx, model, tok: Arc::new(tok), held, caches })
