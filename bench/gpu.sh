@@ -104,6 +104,10 @@ for model in $MODEL_LIST; do
         done
     fi
     run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --json
+    if [ "$model" = smollm2-135m ]; then
+        # where a decoded token goes (each launch run and waited for alone)
+        run "decode-kernels-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --kernel-times --json
+    fi
     # decoding past a long prompt, where attention's share of a token grows (results.json)
     if [ "$model" = smollm2-135m ]; then
         run "generate-long-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json

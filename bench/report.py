@@ -173,13 +173,15 @@ def main():
             lines += ["", f"{title}:", "", "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
             lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in sweep["rows"]]
     for key, v in results.items():
-        if key.startswith("kernels-") and v:
+        if key.startswith(("kernels-", "decode-kernels-")) and v:
             ks = sorted(v["kernels"], key=lambda k: -k.get("ms", 0))
             total = sum(k.get("ms", 0) for k in ks) or 1
-            lines += ["", f"Where a training step of {key.removeprefix('kernels-')} goes (f32 base, each launch run alone), slowest first:", "",
+            what = (f"a decoded token of {key.removeprefix('decode-kernels-')} goes ({v.get('prompt_tokens')}-token prompt, per token"
+                    if key.startswith("decode-") else f"a training step of {key.removeprefix('kernels-')} goes (f32 base")
+            lines += ["", f"Where {what}, each launch run alone), slowest first:", "",
                       "| kernel | launches | ms | % | GFLOP/s |", "| --- | ---: | ---: | ---: | ---: |"]
             lines += [f"| {k['kernel']} | {k['launches']:.0f} | {k['ms']:.1f} | {100 * k['ms'] / total:.1f} | "
-                      f"{(k['gflop'] / k['ms'] * 1e3 if k['gflop'] and k['ms'] else 0):,.0f} |" for k in ks[:12]]
+                      f"{(k['gflop'] / k['ms'] * 1e3 if k['gflop'] and k['ms'] else 0):,.1f} |" for k in ks[:12]]
     for key, v in results.items():
         if key.startswith("serve-") and v:
             lines += ["", f"hearth serve, {key.removeprefix('serve-')}: {v['clients']} clients at once, {v['tokens']} greedy tokens each, by --max-batch:", "",
