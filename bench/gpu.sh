@@ -75,7 +75,7 @@ run() {
     [ $rc -eq 0 ] || echo "   $name failed: exit $rc" | tee -a "$LOG"
 }
 
-run make-models 60 python3 bench/make_models.py "$MODELS" $MODEL_LIST
+run make-models 120 python3 bench/make_models.py "$MODELS" $MODEL_LIST
 rm -f "$WORK/make-models.json"
 run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
 # The f32 matmul's cost against each of M·N and K alone: a fixed cost per launch shows as
@@ -119,6 +119,14 @@ for model in $MODEL_LIST; do
 done
 # hearth serve under 8 concurrent clients, by --max-batch (requests decoded together)
 run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/smollm2-135m" 8 64 1,4,8,16
+# The tiled kernels' heuristics against their alternatives on this GPU, after the figures
+# above: SmolLM2's f32 training step with every output in tiles of 64, or of 128, and with
+# launches of few tiles splitting their reductions towards 256 workgroups (64 by default;
+# LoRA's thin products alone too)
+for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256; do
+    run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+done
+run ops-lora-split256 20 env HEARTH_SPLIT_WORKGROUPS=256 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 # Last, so that the benches get their time: the GPU kernels against the CPU references on
 # this GPU (the test binaries bench/prepare.sh carried): failures and summaries into the log.
 for t in "$CARRY"/tests/*; do

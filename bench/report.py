@@ -108,6 +108,12 @@ def main():
         if mm and tiled:
             add(f"{name} f32 train tokens/s: attention as matmuls (HEARTH_ATTENTION=matmul) vs the adapter's own (tiled on GPUs)",
                          num(mm["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(mm["tokens_per_s"], tiled["tokens_per_s"]), "")
+        for tag, what in (("tiles64", "every output in tiles of 64 (HEARTH_TILES=64)"), ("tiles128", "every output in tiles of 128 (HEARTH_TILES=128)"),
+                          ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
+            knob = results.get(f"train-{name}-f32-{tag}")
+            if knob and tiled:
+                add(f"{name} f32 train tokens/s: {what} vs the heuristics", num(knob["tokens_per_s"]), num(tiled["tokens_per_s"]),
+                    ratio(knob["tokens_per_s"], tiled["tokens_per_s"]), "")
         unchecked = results.get(f"train-{name}-f32-unchecked")
         if unchecked and tiled:
             add(f"{name} f32 train tokens/s: shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0) vs with them",
@@ -167,7 +173,8 @@ def main():
             lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in dx_rows]
     for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
                        ("ops-unchecked", "f32 forward matmul, shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0)"),
-                       ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)")):
+                       ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)"),
+                       ("ops-lora-split256", "LoRA's thin f32 matmuls, few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
         sweep = results.get(key)
         if sweep:
             lines += ["", f"{title}:", "", "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]

@@ -20,7 +20,7 @@ mod web;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use hearth_core::gpu::{ContextOptions, KernelPaths};
+use hearth_core::gpu::{ContextOptions, KernelPaths, TileChoice};
 use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::{Error, GpuContext};
 
@@ -74,8 +74,9 @@ enum Command {
 /// own) and the attention HEARTH_ATTENTION names (rows, tiled or matmul), without
 /// subgroup operations where HEARTH_SUBGROUPS=0, with forwards and input gradients in f16
 /// where HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), the
-/// kernels without wgpu's runtime checks where HEARTH_SHADER_CHECKS=0, and says which it
-/// picked.
+/// kernels without wgpu's runtime checks where HEARTH_SHADER_CHECKS=0, the tiled kernels'
+/// tiles and split reductions as HEARTH_TILES and HEARTH_SPLIT_WORKGROUPS say (to compare
+/// with the heuristics on a GPU), and says which it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
@@ -105,13 +106,29 @@ pub fn open_gpu() -> Result<GpuContext> {
     if let Ok(name) = std::env::var("HEARTH_ATTENTION") {
         ctx = ctx.with_attention_kernels(AttentionKernels::parse(&name).context("HEARTH_ATTENTION")?);
     }
+    let tiles = TileChoice {
+        side: match std::env::var("HEARTH_TILES").as_deref() {
+            Ok("64") => Some(64),
+            Ok("128") => Some(128),
+            Err(_) => None,
+            Ok(other) => bail!("HEARTH_TILES={other:?}: expected 64 or 128 (the tiled kernels' output tiles, whatever the output's size; unset: 128 from a million outputs)"),
+        },
+        split_workgroups: match std::env::var("HEARTH_SPLIT_WORKGROUPS") {
+            Ok(n) => match n.parse::<usize>() {
+                Ok(w) if w >= 2 => Some(w),
+                _ => bail!("HEARTH_SPLIT_WORKGROUPS={n:?}: expected a number of workgroups, at least 2, that a tiled launch of few tiles splits its reduction towards (unset: 64)"),
+            },
+            Err(_) => None,
+        },
+    };
+    ctx = ctx.with_tile_choice(tiles);
     match std::env::var("HEARTH_SUBGROUPS").as_deref() {
         Ok("0") => ctx = ctx.with_subgroup_reductions(false),
         Ok("1") | Err(_) => {}
         Ok(other) => bail!("HEARTH_SUBGROUPS={other:?}: expected 0 (off) or 1 (where the adapter has them, the default)"),
     }
     eprintln!(
-        "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{})",
+        "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{}{}{})",
         ctx.summary(),
         ctx.kernel_paths(),
         AttentionKernels::for_adapter(&ctx),
@@ -121,7 +138,9 @@ pub fn open_gpu() -> Result<GpuContext> {
             (true, true) => ", f16 matmuls on cooperative matrices (quantized weights' in f16 tiles)",
             (true, false) => ", f16 matmuls: forwards and input gradients in f16 tiles",
         },
-        if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" }
+        if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" },
+        tiles.side.map_or(String::new(), |s| format!(", tiles of {s} × {s}")),
+        tiles.split_workgroups.map_or(String::new(), |w| format!(", few tiles' reductions split towards {w} workgroups"))
     );
     Ok(ctx)
 }

@@ -997,3 +997,43 @@ fn gemv_adds_a_term_over_stacked_weights() {
     let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(8, 24, 8), Accumulate::OVERWRITE, term).unwrap_err();
     assert!(err.to_string().contains("Tiled cannot read a term laid out as Stacked"), "{err}");
 }
+
+#[test]
+fn a_tile_choice_overrides_the_heuristics() {
+    // What HEARTH_TILES and HEARTH_SPLIT_WORKGROUPS ask for (bench/gpu.sh compares them with
+    // the heuristics on a GPU), on the GPU kernel paths: output tiles of the side asked for
+    // whatever the output's size, and a launch of few tiles (LoRA's x·Aᵀ of q, k and v at 4 ×
+    // 512 tokens: 32 tiles, not split by default) split towards the workgroups asked for; an
+    // f32 and a quantized weight; the CPU's products either way.
+    use hearth_core::gpu::{KernelPaths, TileChoice};
+    use hearth_core::ops::matmul::matmul;
+    use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
+    use hearth_core::quant::{QuantFormat, QuantTensor};
+    let mut rng = Rng::new(31);
+    let (wide, thin) = (MatmulDims::new(1024, 1024, 64), MatmulDims::new(2048, 48, 576));
+    let side = |side| TileChoice { side: Some(side), split_workgroups: None };
+    let split = TileChoice { side: None, split_workgroups: Some(256) };
+    // (choice, the wide output's tiles, the thin one's, whether the thin one splits: in
+    // tiles of 128, 16 of them, under half the 64 workgroups a split aims for)
+    for (choice, wide_tiles, thin_tiles, thin_splits) in [(TileChoice::default(), "128x128", "64x64", false), (side(64), "64x64", "64x64", false), (side(128), "128x128", "128x128", true), (split, "128x128", "64x64", true)] {
+        let Some(own) = own_gpu() else { return };
+        let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(choice);
+        for (d, tiles, splits) in [(wide, wide_tiles, false), (thin, thin_tiles, thin_splits)] {
+            let what = format!("{choice:?}, {} × {} × {}", d.m, d.n, d.k);
+            let (x, w) = (rng.vec_uniform(d.m * d.k, -1.0, 1.0), rng.vec_uniform(d.n * d.k, -1.0, 1.0));
+            let q = QuantTensor::quantize(QuantFormat::Q8_0, &w, d.n, d.k).unwrap();
+            let (out, out_q) = (poisoned(ctx, d.m * d.n), poisoned(ctx, d.m * d.n));
+            ctx.profile_begin();
+            matmul(ctx, MatmulKind::Forward, &out, &upload(ctx, &x), &upload(ctx, &w), d, Accumulate::OVERWRITE).unwrap();
+            matmul_quant(ctx, MatmulKind::Forward, &out_q, &upload(ctx, &x), &GpuQuantWeight::upload(ctx, &q).unwrap(), d.m, Accumulate::OVERWRITE).unwrap();
+            let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+            for shader in ["matmul_tiled:matmul_tiled", "matmul_q8_0:matmul_quant_forward_tiled"] {
+                assert!(kernels.keys().any(|k| k.starts_with(shader) && k.ends_with(&format!("[{tiles}]"))), "{what}: {shader} in {tiles} tiles: {kernels:?}");
+            }
+            let summed = kernels.iter().filter(|(k, _)| k.contains(":matmul_sum_splits")).map(|(_, s)| s.launches).sum::<u64>();
+            assert_eq!(summed, if splits { 2 } else { 0 }, "{what}: the split reductions' sums: {kernels:?}");
+            assert_close(&what, &read(ctx, &out), &reference(MatmulKind::Forward, &x, &w, &d), ATOL, RTOL);
+            assert_close(&format!("{what}, Q8_0"), &read(ctx, &out_q), &reference(MatmulKind::Forward, &x, &q.dequantize(), &d), ATOL, RTOL);
+        }
+    }
+}

@@ -47,6 +47,23 @@ pub struct GpuContext {
     f16_matmuls: bool,
     /// ContextOptions::unchecked_shaders.
     unchecked_shaders: bool,
+    /// The tiled kernels' shape, where a run overrides the launchers' heuristics.
+    tiles: TileChoice,
+}
+
+/// The tiled kernels' shape where a run overrides what the launchers would pick
+/// (`HEARTH_TILES`, `HEARTH_SPLIT_WORKGROUPS`), so that one run on a GPU can compare the
+/// heuristics with their alternatives (bench/gpu.sh). The results are the same either way
+/// but for rounding: a split reduction sums in another order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TileChoice {
+    /// Output tiles of this side, 64 or 128, whatever the output's size. None: 128 for
+    /// outputs of a million values and more, else 64.
+    pub side: Option<usize>,
+    /// The workgroups a launch of few tiles splits its reduction towards (ops::matmul's
+    /// reduction_split; at least 2). None: 64. Training's split weight gradients keep theirs
+    /// (their parts' buffers are laid out for them).
+    pub split_workgroups: Option<usize>,
 }
 
 /// matmul_coop.wgsl's workgroup memory: two 64 × 40 tiles of f16 and a 64 × 64 tile of f32.
@@ -266,6 +283,7 @@ impl GpuContext {
             coop_fits,
             f16_matmuls: false,
             unchecked_shaders: options.unchecked_shaders,
+            tiles: TileChoice::default(),
         }
         .with_adapter_paths())
     }
@@ -299,6 +317,21 @@ impl GpuContext {
     /// Whether the kernels are compiled without wgpu's safeguards (ContextOptions).
     pub fn unchecked_shaders(&self) -> bool {
         self.unchecked_shaders
+    }
+
+    /// This context with the tiled kernels' shape overridden where `tiles` says (a side of 64
+    /// or 128, a split target of at least 2; others are ignored).
+    pub fn with_tile_choice(mut self, tiles: TileChoice) -> Self {
+        self.tiles = TileChoice {
+            side: tiles.side.filter(|s| [64, 128].contains(s)),
+            split_workgroups: tiles.split_workgroups.filter(|&w| w >= 2),
+        };
+        self
+    }
+
+    /// The tiled kernels' shape where this context overrides the heuristics.
+    pub fn tile_choice(&self) -> TileChoice {
+        self.tiles
     }
 
     /// This context with attention (training's, and a prompt's over the KV cache) on

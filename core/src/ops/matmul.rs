@@ -324,13 +324,12 @@ fn drop_params(drop: Option<OperandDropout>) -> (u32, u32, f32) {
 }
 
 /// The split reduction of the tiled kernels (matmul_tiled.wgsl, quant_tiled.wgsl): an output
-/// of fewer tiles than this over a reduction of at least `SPLIT_MIN_REDUCTION` steps is
-/// computed in parts of at least `SPLIT_MIN_STEPS` steps each, up to `SPLIT_WORKGROUPS`
-/// workgroups in all; and no workgroup reduces over more than `SPLIT_MAX_STEPS` steps (on
-/// lavapipe a workgroup that loops over more than ~2,500 stages of 8 steps, two barriers
-/// each, returned wrong sums, while SwiftShader's were right; the lm_head's input gradient
-/// reduces over the whole vocabulary).
-const SPLIT_BELOW_TILES: usize = 32;
+/// of fewer tiles than half of `SPLIT_WORKGROUPS` (or of the context's TileChoice) over a
+/// reduction of at least `SPLIT_MIN_REDUCTION` steps is computed in parts of at least
+/// `SPLIT_MIN_STEPS` steps each, up to `SPLIT_WORKGROUPS` workgroups in all; and no workgroup
+/// reduces over more than `SPLIT_MAX_STEPS` steps (on lavapipe a workgroup that loops over
+/// more than ~2,500 stages of 8 steps, two barriers each, returned wrong sums, while
+/// SwiftShader's were right; the lm_head's input gradient reduces over the whole vocabulary).
 const SPLIT_MIN_REDUCTION: usize = 512;
 const SPLIT_MIN_STEPS: usize = 256;
 const SPLIT_WORKGROUPS: usize = 64;
@@ -338,12 +337,13 @@ const SPLIT_MAX_STEPS: usize = 4096;
 /// The longest reduction of a batched tiled launch (it cannot split).
 pub(crate) const BATCHED_MAX_REDUCTION: usize = SPLIT_MAX_STEPS;
 
-/// Parts the reduction of a tiled launch is split into (1: none), and the steps of each
-/// (a multiple of the 8 staged per iteration). Batched launches use z for the batch, so they
-/// cannot split; their reductions must fit one part.
-pub(crate) fn reduction_split(op: &str, tiles: usize, reduction: usize, batch: usize) -> Result<(usize, usize)> {
-    let few_tiles = if tiles < SPLIT_BELOW_TILES && reduction >= SPLIT_MIN_REDUCTION {
-        SPLIT_WORKGROUPS.div_ceil(tiles).min(reduction / SPLIT_MIN_STEPS)
+/// Parts the reduction of a tiled launch of `tiles` output tiles is split into (1: none),
+/// towards `workgroups` in all ([`split_workgroups`]), and the steps of each (a multiple of
+/// the 8 staged per iteration). Batched launches use z for the batch, so they cannot split;
+/// their reductions must fit one part.
+pub(crate) fn reduction_split(op: &str, tiles: usize, workgroups: usize, reduction: usize, batch: usize) -> Result<(usize, usize)> {
+    let few_tiles = if 2 * tiles < workgroups && reduction >= SPLIT_MIN_REDUCTION {
+        workgroups.div_ceil(tiles).min(reduction / SPLIT_MIN_STEPS)
     } else {
         1
     };
@@ -353,6 +353,23 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, reduction: usize, batch: u
         return Ok((1, reduction.next_multiple_of(8)));
     }
     Ok((splits, reduction.div_ceil(splits).next_multiple_of(8)))
+}
+
+/// The workgroups a tiled launch of few tiles splits its reduction towards on `ctx`.
+pub(crate) fn split_workgroups(ctx: &GpuContext) -> usize {
+    ctx.tile_choice().split_workgroups.unwrap_or(SPLIT_WORKGROUPS)
+}
+
+/// `tiling` in the tile side `ctx` asks for, if any (the tiled kernels; others as they are).
+fn with_side(ctx: &GpuContext, tiling: MatmulTiling) -> MatmulTiling {
+    use MatmulTiling::*;
+    match (ctx.tile_choice().side, tiling) {
+        (Some(64), TiledWide) => Tiled,
+        (Some(64), TiledWideF16) => TiledF16,
+        (Some(128), Tiled) => TiledWide,
+        (Some(128), TiledF16) => TiledWideF16,
+        _ => tiling,
+    }
 }
 
 /// The split reduction's last step: out = beta·out + alpha·Σ of the `splits` (rows × cols)
@@ -458,7 +475,7 @@ fn choose_tiling_f16(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims, f16: bo
         // (operands at strides of their own, or one a for a batch: the tiled kernels only)
         MatmulTiling::Coop
     } else {
-        tiled_for(kind, d, f16)
+        with_side(ctx, tiled_for(kind, d, f16))
     }
 }
 
@@ -877,7 +894,7 @@ pub fn weight_grad_splits(ctx: &GpuContext, m: usize) -> Option<usize> {
 
 /// The parts of [`weight_grad_splits`] on any context that runs the tiled kernels (1: none).
 pub fn weight_grad_parts(m: usize) -> usize {
-    reduction_split("a weight gradient", 1, m, 1).map_or(1, |(splits, _)| splits)
+    reduction_split("a weight gradient", 1, SPLIT_WORKGROUPS, m, 1).map_or(1, |(splits, _)| splits)
 }
 
 /// The split parts of the weight gradient `alpha·aᵀ·b` (a BackwardWeight product, with LoRA
@@ -897,7 +914,7 @@ pub fn matmul_weight_parts(ctx: &GpuContext, dest: SplitParts, a: &GpuBuffer, b:
         format!("{op}: {} parts of {len} floats every {} from byte {} do not fit a buffer of {} bytes ({d:?})", dest.splits, dest.stride, dest.at, dest.parts.len_bytes())
     })?;
     let acc = Accumulate { alpha, beta: 0.0 };
-    launch(ctx, MatmulKind::BackwardWeight, MatmulTiling::Tiled, dest.parts, a, b, d, acc, drop, None, Some(dest))
+    launch(ctx, MatmulKind::BackwardWeight, with_side(ctx, MatmulTiling::Tiled), dest.parts, a, b, d, acc, drop, None, Some(dest))
 }
 
 /// out[z](M, N) = dropout(x)·w_zᵀ for the `d.batch` weights w_z (N, K) back to back in `w`,
@@ -912,7 +929,7 @@ pub fn matmul_shared_input(ctx: &GpuContext, dest: SplitParts, x: &GpuBuffer, w:
     })?;
     ensure(drop.on == DropOn::A && (0.0..1.0).contains(&drop.p), || format!("{op}: dropout below 1 on the input only, got {drop:?}"))?;
     let d = MatmulDims { batch_strides: Some(BatchStrides { a: 0, b: d.n * d.k, c: dest.stride }), ..d };
-    let tiling = tiled_for(MatmulKind::Forward, &d, false);
+    let tiling = with_side(ctx, tiled_for(MatmulKind::Forward, &d, false));
     launch(ctx, MatmulKind::Forward, tiling, dest.parts, x, w, d, Accumulate::OVERWRITE, (drop.p > 0.0).then_some(drop), None, Some(dest))
 }
 
@@ -1033,7 +1050,7 @@ fn launch(
             let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
             let (splits, r_split) = match into {
                 Some(p) => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
-                None => reduction_split(op, tiles, pr as usize, d.batch)?,
+                None => reduction_split(op, tiles, split_workgroups(ctx), pr as usize, d.batch)?,
             };
             // floats between the parts of a split output: its scratch's, or the caller's
             let c_split = into.map_or(c_len, |p| p.stride);

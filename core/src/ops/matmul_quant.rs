@@ -6,7 +6,7 @@ use super::{check_len, grid_1d, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{overwrite_then_accumulate, reduction_split, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
+use super::matmul::{overwrite_then_accumulate, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -452,7 +452,7 @@ fn quant_launch(
         (MatmulKind::Forward, QuantBlock::Gemv) => "matmul_quant_gemv",
         (_, QuantBlock::Gemv) => return Err(Error::Shape("the matrix-vector kernel computes forwards only".into())),
     };
-    let tq = tiles_side(m, out_cols);
+    let tq = ctx.tile_choice().side.map_or_else(|| tiles_side(m, out_cols), |side| side / 8);
     let groups = match block {
         QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
         QuantBlock::Tiled | QuantBlock::TiledF16 => [out_cols.div_ceil(8 * tq) as u32, m.div_ceil(8 * tq) as u32, 1],
@@ -488,7 +488,7 @@ fn quant_launch(
     // matmul_sum_splits adds up; every other kernel runs whole.
     let (splits, r_split) = if tiled {
         let tiles = out_cols.div_ceil(8 * tq) * m.div_ceil(8 * tq);
-        reduction_split(op, tiles, if kind == MatmulKind::Forward { k } else { n }, 1)?
+        reduction_split(op, tiles, split_workgroups(ctx), if kind == MatmulKind::Forward { k } else { n }, 1)?
     } else {
         (1, 0)
     };
