@@ -47,7 +47,7 @@ struct Params {
     append: u32,
     row: u32,
     /// The decode kernel's keys per workgroup where it splits a head's keys (0: it does not);
-    /// of a batch: the keys past which each row's split (`DECODE_SPLIT_KEYS`; 0: none).
+    /// over a batch: the keys past which a row splits its keys (`DECODE_SPLIT_KEYS`; 0: never).
     split_len: u32,
     /// The decode kernel over a batch ([`attention_decode_batch`]): floats of each row's part
     /// of the scratch; 0: one token.
