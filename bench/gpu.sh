@@ -103,7 +103,7 @@ for model in $MODEL_LIST; do
             run "train-$model-$base-f16-matmuls" 30 env HEARTH_F16_MATMUL=1 "$HEARTH" bench train "$MODELS/$model" --quant $base --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         done
     fi
-    run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --json
+    run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --batch 8 --json
     if [ "$model" = smollm2-135m ]; then
         # where a decoded token goes (each launch run and waited for alone)
         run "decode-kernels-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --kernel-times --json

@@ -134,6 +134,11 @@ def main():
                          ratio(g["decode_tokens_per_s"], pg.get("decode_tokens_per_s")), "≥ 1.5", decode_limit(g, gb_per_s))
             add(f"{name} prefill tokens/s vs transformers fp32", num(g["prefill_tokens_per_s"]), num(pg.get("prefill_tokens_per_s")),
                          ratio(g["prefill_tokens_per_s"], pg.get("prefill_tokens_per_s")), "≥ 1.0", prefill_limit(g, f32_peak, gb_per_s))
+            together = g.get("batch")
+            if together:
+                add(f"{name} {together['sequences']} sequences decoded together (serve's batch): tokens/s in all; launches and host ms per step, vs one sequence's tokens/s",
+                    f"{num(together['decode_tokens_per_s'])}; {num(together['dispatches_per_step'], 0)}, {num(together['host_ms_per_step'], 2)}",
+                    num(g["decode_tokens_per_s"]), ratio(together["decode_tokens_per_s"], g["decode_tokens_per_s"]), "")
             if g.get("prefill_dispatches") is not None:
                 gpu_ms = g.get("prefill_gpu_ms")
                 add(f"{name} prefill: launches; host ms (GPU ms)", f"{g['prefill_dispatches']}; {num(g['prefill_host_ms'])} ({num(gpu_ms)})", "", "", "")

@@ -4,7 +4,11 @@ use anyhow::{bail, Result};
 use std::time::Instant;
 
 use clap::Args;
+use hearth_core::gpu::Profile;
+use hearth_core::model::forward::KvCache;
 use hearth_core::model::sampling::argmax;
+use hearth_core::model::Model;
+use hearth_core::GpuContext;
 use hearth_core::train::memory::base_bytes;
 use serde_json::json;
 
@@ -24,6 +28,11 @@ pub struct BenchGenerateArgs {
     /// Also time each kernel of the decode loop: every launch is run and waited for alone.
     #[arg(long)]
     pub kernel_times: bool,
+    /// Then decode this many sequences together (as `hearth serve --max-batch` does, each
+    /// after the prompt in a cache of its own): their tokens per second in all, and the
+    /// launches of a step.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -61,6 +70,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     }
     let decode = start.elapsed().as_secs_f64();
     let profile = block(ctx.profile_end())?;
+    let batch = if a.batch > 1 { Some(decode_together(&ctx, &mut model, &prompt, a.batch, a.new_tokens)?) } else { None };
     let per_token = a.new_tokens.max(1) as f64;
     let (linear, head) = model.formats();
     if a.json {
@@ -88,6 +98,14 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
             "gpu_ms_per_token": profile.gpu_ms.map(|g| g / per_token),
             "gpu_time_note": profile.gpu_time_note,
             "kernels": kernels_json(&profile, per_token),
+            "batch": batch.as_ref().map(|b| json!({
+                "sequences": a.batch,
+                "decode_tokens_per_s": b.tokens_per_s,
+                "dispatches_per_step": b.profile.dispatches as f64 / per_token,
+                "host_ms_per_step": b.profile.host_ms / per_token,
+                "gpu_ms_per_step": b.profile.gpu_ms.map(|g| g / per_token),
+                "kernels": kernels_json(&b.profile, per_token),
+            })),
         });
         println!("{out}");
         return Ok(());
@@ -113,7 +131,55 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     if a.kernel_times {
         crate::bench::print_kernel_times(&profile, per_token);
     }
+    if let Some(b) = batch {
+        println!(
+            "{} sequences decoded together: {:.1} tokens/s in all, {:.0} launches and {:.2} ms of host time per step{}",
+            a.batch,
+            b.tokens_per_s,
+            b.profile.dispatches as f64 / per_token,
+            b.profile.host_ms / per_token,
+            b.profile.gpu_ms.map_or(String::new(), |g| format!(", {:.2} ms of GPU time", g / per_token))
+        );
+    }
     Ok(())
+}
+
+/// A batched decode's figures: tokens per second over all its sequences, and its profile.
+struct Together {
+    tokens_per_s: f64,
+    profile: Profile,
+}
+
+/// `batch` sequences, each after `prompt` in a cache of its own (made together, as `hearth
+/// serve` makes them), decoded together `new_tokens` steps (greedy), after one step to warm up.
+fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: usize, new_tokens: usize) -> Result<Together> {
+    if batch > model.max_batch() {
+        bail!("--batch {batch}: this model decodes at most {} sequences at once here (the prompt's chunk)", model.max_batch());
+    }
+    let mut caches = model.new_caches(ctx, batch)?;
+    let mut next = Vec::with_capacity(batch);
+    for cache in &mut caches {
+        model.swap_cache(cache);
+        let logits = block(model.forward(ctx, prompt));
+        model.swap_cache(cache);
+        next.push(argmax(&logits?));
+    }
+    let vocab = model.cfg.vocab_size;
+    let step = |model: &mut Model, caches: &mut [KvCache], tokens: &[u32]| -> Result<Vec<u32>> {
+        let mut held: Vec<&mut KvCache> = caches.iter_mut().collect();
+        Ok(block(model.decode_batch(ctx, &mut held, tokens))?.chunks(vocab).map(argmax).collect())
+    };
+    step(model, &mut caches, &next)?;
+    for cache in &mut caches {
+        cache.rewind(prompt.len());
+    }
+    ctx.profile_begin();
+    let start = Instant::now();
+    for _ in 0..new_tokens {
+        next = step(model, &mut caches, &next)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Together { tokens_per_s: (batch * new_tokens) as f64 / secs, profile: block(ctx.profile_end())? })
 }
 
 fn block<T>(f: impl std::future::Future<Output = hearth_core::Result<T>>) -> Result<T> {
