@@ -314,7 +314,11 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         workgroupBarrier();
     }
     if (live && lid < p.M) {
-        let idx = lid * p.N + j;
+        // (q, k and v of a few tokens in blocks: the stacked weights' parts apart)
+        var idx = lid * p.N + j;
+        if (p.c_block2 != 0u) {
+            idx = block_index(lid, j, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
+        }
         var v = p.alpha * (gemv_part[0][lid] * gemv_input_scale(lid) + gemv_term(j, lid));
         if (p.beta != 0.0) {
             v += p.beta * c[idx];

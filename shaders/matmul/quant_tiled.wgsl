@@ -282,7 +282,11 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         workgroupBarrier();
     }
     if (j < p.N && lid < p.M) {
-        let idx = lid * p.N + j;
+        // (q, k and v of a few tokens in blocks: the stacked weights' parts apart)
+        var idx = lid * p.N + j;
+        if (p.c_block2 != 0u) {
+            idx = block_index(lid, j, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
+        }
         var o = p.alpha * (qg_part[0][lid] * qg_input_scale(lid) + gemv_term(j, lid));
         if (p.beta != 0.0) {
             o += p.beta * out[idx];

@@ -422,3 +422,14 @@ pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
     eprintln!("SKIPPED: {} is missing (run tests/reference/fetch_smollm2.sh)", path.display());
     None
 }
+
+/// Three column blocks of an output of `m` rows and `n` columns, with gaps between (q, k and
+/// v of a few tokens, each in a buffer of its own): the blocks, their (offset in floats,
+/// width) for [`from_blocks`], and the floats they span.
+pub fn three_blocks(m: usize, n: usize) -> (hearth_core::ops::matmul::ColumnBlocks, [(usize, usize); 3], usize) {
+    let (w0, w1) = (n / 2, n / 4);
+    let at1 = m * w0 + 5;
+    let at2 = at1 + m * w1 + 3;
+    let layout = [(0, w0), (at1, w1), (at2, n - w0 - w1)];
+    (hearth_core::ops::matmul::ColumnBlocks::new(&layout).expect("three blocks"), layout, at2 + m * layout[2].1 + 2)
+}

@@ -432,6 +432,11 @@ fn matmul_gemv_normed_is_the_norm_then_the_product() {
         let mut want = vec![0.0; m * n];
         cpu::matmul_forward(&mut want, &xn, &to_f64(&w[..n * k]), m, n, k);
         assert_close(&format!("normed {m}×{n}×{k}"), &read(ctx, &out), &want, ATOL, RTOL);
+        // the output in three blocks apart (q, k and v of a few tokens)
+        let (blocks, layout, len) = three_blocks(m, n);
+        let out = poisoned(ctx, len);
+        one_launch("normed, out in blocks", &|| matmul_gemv_normed(ctx, &out, &xb, &wb, MatmulDims { c_blocks: Some(blocks), ..MatmulDims::new(m, n, k) }, norm, None).unwrap());
+        assert_close(&format!("normed {m}×{n}×{k}, out in blocks"), &from_blocks(&read(ctx, &out), m, &layout), &want, ATOL, RTOL);
         for act in [Activation::Silu, Activation::GeluTanh] {
             let out = poisoned(ctx, m * n);
             one_launch("normed gated", &|| matmul_gemv_gated(ctx, act, &out, &xb, &wb, MatmulDims::new(m, n, k), Some(norm), None).unwrap());

@@ -376,7 +376,7 @@ fn gemv_normed_is_the_norm_then_the_product() {
                 let plain = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
                 let stacked = QuantTensor::quantize(format, &rng.vec_uniform(2 * n * k, -1.0, 1.0), 2 * n, k).unwrap();
                 let out = poisoned(ctx, m * n);
-                let normed = matmul_quant_gemv_normed(ctx, &out, &xb, &GpuQuantWeight::upload(ctx, &plain).unwrap(), m, norm, None);
+                let normed = matmul_quant_gemv_normed(ctx, &out, None, &xb, &GpuQuantWeight::upload(ctx, &plain).unwrap(), m, norm, None);
                 if format == QuantFormat::Nf4 {
                     let err = normed.unwrap_err();
                     assert!(err.to_string().contains("Nf4 weights have no matrix-vector kernel with an input norm"), "{err}");
@@ -387,6 +387,11 @@ fn gemv_normed_is_the_norm_then_the_product() {
                 let mut want = vec![0.0; m * n];
                 cpu::matmul_forward(&mut want, &xn, &to_f64(&plain.dequantize()), m, n, k);
                 assert_close(&format!("{format:?} normed {m}×{n}×{k}"), &read(ctx, &out), &want, 4e-4, 1e-4);
+                // the output in three blocks apart (q, k and v of a few tokens)
+                let (blocks, layout, len) = three_blocks(m, n);
+                let out = poisoned(ctx, len);
+                matmul_quant_gemv_normed(ctx, &out, Some(blocks), &xb, &GpuQuantWeight::upload(ctx, &plain).unwrap(), m, norm, None).unwrap();
+                assert_close(&format!("{format:?} normed {m}×{n}×{k}, out in blocks"), &from_blocks(&read(ctx, &out), m, &layout), &want, 4e-4, 1e-4);
                 let out = poisoned(ctx, m * n);
                 matmul_quant_gemv_gated(ctx, Activation::Silu, &out, &xb, &GpuQuantWeight::upload(ctx, &stacked).unwrap(), m, Some(norm), None).unwrap();
                 let want = gated_reference(false, &xn, &stacked.dequantize(), m, n, k, None);
@@ -553,7 +558,7 @@ fn gemv_adds_a_term_over_stacked_weights() {
                 let xn = rmsnorm_reference(&x, &nw, m, k, eps);
                 if format != QuantFormat::Nf4 {
                     let out = poisoned(ctx, m * rows);
-                    matmul_quant_gemv_normed(ctx, &out, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, norm, Some(term)).unwrap();
+                    matmul_quant_gemv_normed(ctx, &out, None, &xb, &GpuQuantWeight::upload(ctx, &t).unwrap(), m, norm, Some(term)).unwrap();
                     let mut want = vec![0.0; m * rows];
                     cpu::matmul_forward(&mut want, &xn, &to_f64(&t.dequantize()), m, rows, k);
                     let want: Vec<f64> = want.iter().zip(&extra).map(|(a, b)| a + b).collect();

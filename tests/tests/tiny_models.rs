@@ -465,7 +465,7 @@ fn unimplemented_features_are_refused_by_name() {
 /// windows (the longest prompt passes the window) and one with an adapter. With caches made
 /// apart, each sequence's token attends in a launch of its own; with caches made together (as
 /// a server makes them), all of them in one launch per layer, whatever order the batch holds
-/// them in.
+/// them in. On the GPU kernels, the rows' q, k and v are one normed launch per layer.
 #[test]
 fn batched_decoding_gives_each_sequence_its_own_logits() {
     use hearth_core::lora::{Adapter, LoraConfig};
@@ -529,6 +529,13 @@ fn batched_decoding_gives_each_sequence_its_own_logits() {
                     (true, true) => layers,
                 };
                 assert_eq!(launches, want, "{name}: the decode attention's launches, caches made together: {together}");
+                // on GPUs, the three tokens' q, k and v in one matrix-vector launch per layer
+                // that norms its input, writing each part apart (the f16 weights' kernel; the
+                // f32 one runs the adapter's x·Aᵀ)
+                if ctx.kernel_paths() == hearth_core::gpu::KernelPaths::Gpu {
+                    let qkv: u64 = kernels.iter().filter(|(k, _)| k.contains("_normed:matmul_quant_gemv [")).map(|(_, s)| s.launches).sum();
+                    assert_eq!(qkv, layers, "{name}: q, k and v's launches: {kernels:?}");
+                }
             }
         }
     };

@@ -6,7 +6,7 @@
 //! buffers and adds to the residual stream in place; training keeps what its backward
 //! reads), the attention mode, and how a projection adds its LoRA part.
 
-use super::forward::GpuLayer;
+use super::forward::{GpuLayer, QkvOut};
 use super::linear::{Linear, StackedParts};
 use super::Config;
 use crate::lora::Target;
@@ -124,10 +124,10 @@ pub(crate) struct NextNorm<'a> {
 /// Default: each target alone.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Fused<'a> {
-    /// q, k and v of one token as one matmul (`GpuLayer::qkv_forward`) into this buffer, of
-    /// which the block's q, k and v are the views of its three parts (layers without per-head
-    /// norms of q and k).
-    pub qkv: Option<&'a GpuBuffer>,
+    /// q, k and v as one matmul (`GpuLayer::qkv_forward`): one token's into a buffer of which
+    /// the block's q, k and v are the views of its three parts, or a few tokens' (on GPUs) in
+    /// blocks, the block's own q, k and v (layers without per-head norms of q and k).
+    pub qkv: Option<QkvOut<'a>>,
     /// gate, up and the activation in one matrix-vector launch (`Linear::gated_forward`) with
     /// the layer's stacked gate and up, into the block's h.
     pub gate_up: Option<&'a Linear>,

@@ -142,16 +142,33 @@ impl GpuLayer {
         })
     }
 
-    /// out(n, q + 2·kv) = inp·[W_q; W_k; W_v]ᵀ (+ the biases): the three projections of `n`
-    /// tokens in one matmul, where the layer holds them stacked (else an error); with `norm`,
-    /// of inp's rows normed in the same launch (1 to 4 rows, on GPUs); with `term`, plus the
-    /// adapter's q, k and v (a term over the stacked rows).
-    pub(crate) fn qkv_forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, n: usize, norm: Option<InputNorm>, term: Option<LowRankTerm>) -> Result<()> {
+    /// inp·[W_q; W_k; W_v]ᵀ (+ the biases): the three projections of `n` tokens in one
+    /// matmul, where the layer holds them stacked (else an error), into `out`; with `norm`, of
+    /// inp's rows normed in the same launch (1 to 4 rows, on GPUs; out in blocks takes it);
+    /// with `term`, plus the adapter's q, k and v (a term over the stacked rows).
+    pub(crate) fn qkv_forward(&self, ctx: &GpuContext, out: QkvOut, inp: &GpuBuffer, n: usize, norm: Option<InputNorm>, term: Option<LowRankTerm>) -> Result<()> {
         let Some((w, bias)) = &self.qkv else {
             return Err(Error::Shape("q, k and v are not stacked in this layer".into()));
         };
+        let out = match out {
+            QkvOut::Row(out) => out,
+            QkvOut::Blocks(parts) => {
+                let targets = [Target::Q, Target::K, Target::V];
+                let widths = targets.map(|t| self.linear(t).shape().0);
+                let (Some((whole, blocks)), Some(norm)) = (parts.blocks(&widths), norm) else {
+                    return Err(Error::Shape("q, k and v in blocks: parts of one buffer, and the launch that norms the input".into()));
+                };
+                w.normed_forward(ctx, &whole, Some(blocks), inp, n, norm, term)?;
+                for ((t, part), width) in targets.into_iter().zip(&parts.views).zip(widths) {
+                    if let Some(b) = self.bias(t) {
+                        bias_forward(ctx, part, b, n, width)?;
+                    }
+                }
+                return Ok(());
+            }
+        };
         match norm {
-            Some(norm) => w.normed_forward(ctx, out, inp, n, norm, term)?,
+            Some(norm) => w.normed_forward(ctx, out, None, inp, n, norm, term)?,
             None => w.forward(ctx, out, inp, n, term)?,
         }
         match bias {
@@ -233,6 +250,15 @@ fn stacked<const N: usize>(ctx: &GpuContext, parts: [&Matrix; N]) -> Result<(Opt
         None => (None, parts.iter().map(|m| Linear::upload(ctx, m)).collect::<Result<Vec<_>>>()?),
     };
     Ok((whole, each.try_into().unwrap_or_else(|_| unreachable!("one weight per part"))))
+}
+
+/// Where [`GpuLayer::qkv_forward`] writes: one token's q, k and v one after another (a
+/// buffer of which the block's q, k and v are views), or each part of a few tokens' in its
+/// own buffer of `parts` (the matrix-vector launch writing its output in blocks).
+#[derive(Clone, Copy)]
+pub(crate) enum QkvOut<'a> {
+    Row(&'a GpuBuffer),
+    Blocks(&'a StackedParts),
 }
 
 /// A buffer for one token's q, k and v, one after another, and a view of each: None where a
@@ -651,11 +677,14 @@ impl Model {
             adapter.stacked(i, targets, &widths, &self.lora_h.whole).map(Some).ok_or(())
         };
         let (qkv_lora, gate_up_lora) = (lora(&[Target::Q, Target::K, Target::V]), lora(&[Target::Gate, Target::Up]));
-        let qkv = self
-            .one_token_qkv
-            .as_ref()
-            .filter(|_| t == 1 && layer.qkv.is_some() && layer.q_norm.is_none() && qkv_lora.is_ok())
-            .map(|(whole, _)| whole);
+        // one token's into its own buffer; 2 to 4 tokens' on GPUs into the chunk's q, k and v,
+        // in blocks (that launch norms its input)
+        let qkv = match &self.one_token_qkv {
+            Some((whole, _)) if t == 1 => Some(QkvOut::Row(whole)),
+            _ if t > 1 && gemv && self.qkv_out.together() => Some(QkvOut::Blocks(&self.qkv_out)),
+            _ => None,
+        }
+        .filter(|_| layer.qkv.is_some() && layer.q_norm.is_none() && qkv_lora.is_ok());
         let gate_up = layer.gate_up.as_ref().filter(|_| gemv && gate_up_lora.is_ok());
         // else, where no adapter changes them or one adapts them alike, one tiled launch each
         // (where it can run; the adapter's as its term, which `run_layers` gives)
@@ -756,7 +785,7 @@ impl Model {
             };
             let chain = Chain { input_normed: i > 0 && !fused.qkv_norms, next_norm };
             let b = match (fused.qkv, &self.one_token_qkv) {
-                (Some(_), Some((_, [q, k, v]))) => BlockBuffers { q, k, v, ..b },
+                (Some(QkvOut::Row(_)), Some((_, [q, k, v]))) => BlockBuffers { q, k, v, ..b },
                 _ => b,
             };
             // the adapter's LoRA as the stacked launches' term, where one adapts their targets alike

@@ -155,11 +155,13 @@ impl Linear {
     }
 
     /// out(M, rows) = rmsnorm(inp)·Wᵀ (+ the term: the adapter's h·Bᵀ) for 1 to 4 rows: the
-    /// norm and this projection in one launch on GPUs (decoding).
-    pub fn normed_forward(&self, ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, m: usize, norm: InputNorm, term: Option<LowRankTerm>) -> Result<()> {
+    /// norm and this projection in one launch on GPUs (decoding); out in `blocks` where given
+    /// (the parts of weights stacked by rows apart).
+    #[allow(clippy::too_many_arguments)]
+    pub fn normed_forward(&self, ctx: &GpuContext, out: &GpuBuffer, blocks: Option<ColumnBlocks>, inp: &GpuBuffer, m: usize, norm: InputNorm, term: Option<LowRankTerm>) -> Result<()> {
         match self {
-            Linear::F32 { w, rows, cols } => matmul_gemv_normed(ctx, out, inp, w, MatmulDims::new(m, *rows, *cols), norm, term),
-            Linear::Quant(q) => matmul_quant_gemv_normed(ctx, out, inp, q, m, norm, term),
+            Linear::F32 { w, rows, cols } => matmul_gemv_normed(ctx, out, inp, w, MatmulDims { c_blocks: blocks, ..MatmulDims::new(m, *rows, *cols) }, norm, term),
+            Linear::Quant(q) => matmul_quant_gemv_normed(ctx, out, blocks, inp, q, m, norm, term),
         }
     }
 
@@ -195,6 +197,11 @@ pub(crate) struct StackedParts {
 }
 
 impl StackedParts {
+    /// Whether the parts lie in one buffer (so that one launch writes them all).
+    pub fn together(&self) -> bool {
+        self.whole.is_some()
+    }
+
     pub fn alloc(ctx: &GpuContext, sizes: &[usize]) -> Result<Self> {
         let sizes: Vec<usize> = sizes.iter().map(|&n| n.max(1)).collect();
         let align = ctx.storage_offset_alignment();

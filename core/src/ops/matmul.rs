@@ -816,7 +816,8 @@ pub fn matmul_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp
 
 /// out(M, N) = rmsnorm(inp)·Wᵀ (+ a forward's low-rank term) for 1 to 4 rows of inp (M, K)
 /// and w (N, K): the norm and the projection after it in one matrix-vector launch, for
-/// decoding on GPUs.
+/// decoding on GPUs; out in column blocks where `d.c_blocks` says (stacked weights' parts
+/// apart: q, k and v of a few tokens).
 pub fn matmul_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, norm: InputNorm, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_gemv_normed";
     check_len(op, "w", w, d.n * d.k)?;
@@ -832,11 +833,14 @@ pub fn matmul_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w:
 fn gemv_launch<'a>(op: &str, out: &GpuBuffer, inp: &'a GpuBuffer, w: &'a GpuBuffer, d: MatmulDims, rows: usize, norm: Option<InputNorm<'a>>, term: Option<LowRankTerm<'a>>) -> Result<(Shader, Vec<&'a GpuBuffer>, StridedParams)> {
     check_gemv(op, d, norm)?;
     check_len(op, "inp", inp, d.m * d.k)?;
-    check_len(op, "out", out, d.m * d.n)?;
+    match d.c_blocks {
+        Some(b) => b.check(op, "out", out, d.m, d.n)?,
+        None => check_len(op, "out", out, d.m * d.n)?,
+    }
     if let Some(t) = term {
         t.check(op, MatmulKind::Forward, d.m, rows)?;
     }
-    let params = StridedParams { norm_eps: norm.map_or(0.0, |x| x.eps), ..gemv_term_params(gemv_params(d, Accumulate::OVERWRITE), term) };
+    let params = StridedParams { norm_eps: norm.map_or(0.0, |x| x.eps), c_blocks: ColumnBlocks::params(d.c_blocks), ..gemv_term_params(gemv_params(d, Accumulate::OVERWRITE), term) };
     let (h, v) = term.map_or((inp, inp), |t| (t.h, t.v));
     let (shader, inputs) = match (norm, term) {
         (Some(norm), _) => (Shader::MatmulTiledNormed, vec![inp, w, norm.weight, h, v]),

@@ -201,31 +201,36 @@ pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffe
     let op = "matmul_quant_gemv_gated";
     let n = w.rows / 2;
     ensure(w.rows.is_multiple_of(2) && n > 0, || format!("{op}: the weight holds {} rows, not gate's and up's", w.rows))?;
-    let (shader, inputs, params) = gemv_launch(op, inp, out, w, m, n, norm, term)?;
+    let (shader, inputs, params) = gemv_launch(op, inp, out, None, w, m, n, norm, term)?;
     let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
     ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(n), 4.0 * (m * n * w.cols) as f64)
 }
 
 /// out(M, N) = rmsnorm(inp)·Wᵀ (+ a forward's low-rank term) for 1 to 4 rows of inp (M, K):
 /// the norm and the projection after it in one matrix-vector launch, for decoding on GPUs
-/// (not NF4).
-pub fn matmul_quant_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: InputNorm, term: Option<LowRankTerm>) -> Result<()> {
+/// (not NF4); out in `blocks` where given (stacked weights' parts apart: q, k and v of a few
+/// tokens).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_quant_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, blocks: Option<ColumnBlocks>, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: InputNorm, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_quant_gemv_normed";
-    let (shader, inputs, params) = gemv_launch(op, inp, out, w, m, w.rows, Some(norm), term)?;
+    let (shader, inputs, params) = gemv_launch(op, inp, out, blocks, w, m, w.rows, Some(norm), term)?;
     ctx.dispatch_counted(&Kernel::new(shader, "matmul_quant_gemv", 0), &inputs, &[out], &params, grid_rows(w.rows), 2.0 * (m * w.rows * w.cols) as f64)
 }
 
 /// The checks, shader, inputs and params of a matrix-vector launch over `m` rows of inp with
-/// `n` outputs per row, with an input norm (the format's `_normed` composition, which binds a
-/// term's operands: any buffers where there is none, its rank 0 never reading them) and a
-/// term over the weight's rows as given.
+/// `n` outputs per row (in `blocks` where given), with an input norm (the format's `_normed`
+/// composition, which binds a term's operands: any buffers where there is none, its rank 0
+/// never reading them) and a term over the weight's rows as given.
 #[allow(clippy::too_many_arguments)]
-fn gemv_launch<'a>(op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, w: &'a GpuQuantWeight, m: usize, n: usize, norm: Option<InputNorm<'a>>, term: Option<LowRankTerm<'a>>) -> Result<(Shader, Vec<&'a GpuBuffer>, Params)> {
+fn gemv_launch<'a>(op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, blocks: Option<ColumnBlocks>, w: &'a GpuQuantWeight, m: usize, n: usize, norm: Option<InputNorm<'a>>, term: Option<LowRankTerm<'a>>) -> Result<(Shader, Vec<&'a GpuBuffer>, Params)> {
     let k = w.cols;
     ensure((1..=4).contains(&m), || format!("{op}: the matrix-vector kernel takes 1 to 4 rows, got {m}"))?;
     ensure(k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
     check_len(op, "inp", inp, m * k)?;
-    check_len(op, "out", out, m * n)?;
+    match blocks {
+        Some(b) => b.check(op, "out", out, m, n)?,
+        None => check_len(op, "out", out, m * n)?,
+    }
     if let Some(t) = term {
         t.check(op, MatmulKind::Forward, m, w.rows)?;
     }
@@ -251,6 +256,7 @@ fn gemv_launch<'a>(op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, w: &'a GpuQuan
         aux: w.nf4.as_ref().map_or(0.0, |nf4| nf4.2),
         splits: 1,
         norm_eps: norm.map_or(0.0, |x| x.eps),
+        c_blocks: ColumnBlocks::params(blocks),
         ..bytemuck::Zeroable::zeroed()
     };
     Ok((shader, inputs, term_params(params, term, MatmulKind::Forward, w.rows)))
