@@ -82,6 +82,13 @@ fn tiny_models_with_the_gpu_kernels_a_few_tokens_at_a_time() {
         let normed = kernels.keys().any(|k| k.starts_with("matmul_tiled_normed:matmul_gemv_gated"));
         assert_eq!(normed, name == "tiny-llama", "{name}: {kernels:?}");
     }
+    // Q8_0 weights a few tokens at a time (chunks of 3): q, k and v in one normed launch that
+    // writes each part apart, then each part's bias (Qwen2's)
+    let m = load_hf_folder(&DirFiles(fixture("tiny-qwen2")), Some(WeightFormat::parse("q8_0").unwrap())).unwrap();
+    ctx.profile_begin();
+    check_on(ctx, "tiny-qwen2 q8_0 (GPU kernels, chunks of 3)", "tiny-qwen2", m, 3, None, 3e-3, 3e-2);
+    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+    assert!(kernels.keys().any(|k| k.starts_with("matmul_q8_0_normed:matmul_quant_gemv [")), "{kernels:?}");
     // Q8_0 weights one token at a time: q, k and v with Qwen2's biases as one quantized
     // matmul and one bias launch per layer and token (three apart), attention as one with
     // rope inside it, gate and up as one, each matmul with the norm before it, so that the
