@@ -395,15 +395,17 @@ try {
   await page.click("#train");
   check(dialogs.length === asked + 1 && /not been downloaded/.test(dialogs.at(-1)) && !(await page.locator("#train").isDisabled()), "a new run over an adapter not downloaded asks first (and No keeps it)");
   await page.evaluate(() => (window.hearth.finished = null));
+  // (40 steps: Stop, clicked after step 2, must not race the run's end on a busy machine)
+  await page.fill("#set-max_steps", "40");
   await page.click("#train"); // accepted this time
   await page.waitForFunction(() => window.hearth.metrics.some((m) => m.step >= 2), null, { timeout: 4 * MINUTE });
   await page.click("#stop");
   await waitRunEnd(page, 4 * MINUTE);
   const stopped = await page.evaluate(() => window.hearth.finished);
-  check(stopped?.stopped && stopped.step < 8 && /^Stopped at step/.test(await page.textContent("#status")), `Stop ends the run at step ${stopped?.step} and keeps it`);
+  check(stopped?.stopped && stopped.step < 40 && /^Stopped at step/.test(await page.textContent("#status")), `Stop ends the run at step ${stopped?.step} and keeps it`);
   await page.reload();
   await page.waitForFunction(() => !document.getElementById("resume-banner").hidden, null, { timeout: 2 * MINUTE });
-  check(new RegExp(`saved at step ${stopped?.step} of 8`).test(await page.textContent("#resume-text")), "a stopped run is offered after a reload");
+  check(new RegExp(`saved at step ${stopped?.step} of 40`).test(await page.textContent("#resume-text")), "a stopped run is offered after a reload");
   await page.click("#discard-run");
   await statusIs(page, /discarded/);
   await page.reload();
