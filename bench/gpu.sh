@@ -107,9 +107,7 @@ for model in $MODEL_LIST; do
     if [ "$model" = smollm2-135m ]; then
         # where a decoded token goes (each launch run and waited for alone)
         run "decode-kernels-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --kernel-times --json
-    fi
-    # decoding past a long prompt, where attention's share of a token grows (results.json)
-    if [ "$model" = smollm2-135m ]; then
+        # decoding past a long prompt, where attention's share of a token grows (results.json)
         run "generate-long-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json
         # the prompt's attention over the cache with an invocation per query and head, against
         # the tiled kernel's workgroups of 64 queries

@@ -78,7 +78,7 @@ def main():
             peer_dtype = "float32" if r["op"].startswith("f32") else "bfloat16"
             target = {"f32 forward": "≥ 0.5", "f16 coop forward": "≥ 0.3"}.get(r["op"], "")
             add(f"matmul 4096³ {r['op']} (GFLOP/s) vs torch {peer_dtype}", num(r["rate"]), num(torch_rate.get(peer_dtype)),
-                         ratio(r["rate"], torch_rate.get(peer_dtype)), target, r["rate"] / torch_rate[peer_dtype] if torch_rate.get(peer_dtype) else None)
+                ratio(r["rate"], torch_rate.get(peer_dtype)), target, r["rate"] / torch_rate[peer_dtype] if torch_rate.get(peer_dtype) else None)
     # every model with a result of its own, so that Hearth's figures show where the peer failed
     models = sorted({k.removeprefix("generate-") for k, v in results.items() if v and k.startswith("generate-") and not k.startswith("generate-long-")}
                     | {k.removeprefix("train-").rsplit("-", 1)[0] for k, v in results.items() if v and k.startswith("train-") and k.endswith(("-f32", "-q4_1", "-nf4"))}
@@ -93,21 +93,21 @@ def main():
                 continue
             t = h["tokens_per_s"]
             add(f"{name} LoRA train tokens/s, base {base}, vs PEFT fp32", num(t), num(fp32.get("tokens_per_s")),
-                         ratio(t, fp32.get("tokens_per_s")), "≥ 1.0" if base == "f32" else "", train_limit(h, f32_peak))
+                ratio(t, fp32.get("tokens_per_s")), "≥ 1.0" if base == "f32" else "", train_limit(h, f32_peak))
             add(f"{name} LoRA train tokens/s, base {base}, vs PEFT bf16", num(t), num(bf16.get("tokens_per_s")),
-                         ratio(t, bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else "", train_limit(h, bf16_peak))
+                ratio(t, bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else "", train_limit(h, bf16_peak))
             add(f"{name} base {base}: GPU busy / step wall time", num(h.get("gpu_busy"), 2), "", "", "≥ 0.8")
             add(f"{name} base {base}: launches / step; host ms / step", f"{num(h['dispatches_per_step'], 0)}; {num(h['host_ms_per_step'])}", "", "", "")
             add(f"{name} base {base}: bind groups; buffers created / step after the warm-up",
-                         f"{num(h.get('bind_groups_created_per_step'), 0)}; {num(h.get('buffers_created_per_step'), 0)}", "", "", "0; 0")
+                f"{num(h.get('bind_groups_created_per_step'), 0)}; {num(h.get('buffers_created_per_step'), 0)}", "", "", "0; 0")
             add(f"{name} base {base}: matmul_efficiency", num(h["matmul_efficiency"], 2), "", "", "")
             add(f"{name} base {base}: peak GPU MiB (PEFT fp32)", num(h["peak_gpu_memory_mib"], 0), num(fp32.get("peak_gpu_memory_mib"), 0),
-                         ratio(h["peak_gpu_memory_mib"], fp32.get("peak_gpu_memory_mib")), "")
+                ratio(h["peak_gpu_memory_mib"], fp32.get("peak_gpu_memory_mib")), "")
         mm = results.get(f"train-{name}-f32-attention-matmul")
         tiled = results.get(f"train-{name}-f32")
         if mm and tiled:
             add(f"{name} f32 train tokens/s: attention as matmuls (HEARTH_ATTENTION=matmul) vs the adapter's own (tiled on GPUs)",
-                         num(mm["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(mm["tokens_per_s"], tiled["tokens_per_s"]), "")
+                num(mm["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(mm["tokens_per_s"], tiled["tokens_per_s"]), "")
         for tag, what in (("tiles64", "every output in tiles of 64 (HEARTH_TILES=64)"), ("tiles128", "every output in tiles of 128 (HEARTH_TILES=128)"),
                           ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
             knob = results.get(f"train-{name}-f32-{tag}")
@@ -117,23 +117,23 @@ def main():
         unchecked = results.get(f"train-{name}-f32-unchecked")
         if unchecked and tiled:
             add(f"{name} f32 train tokens/s: shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0) vs with them",
-                         num(unchecked["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(unchecked["tokens_per_s"], tiled["tokens_per_s"]), "")
+                num(unchecked["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(unchecked["tokens_per_s"], tiled["tokens_per_s"]), "")
         for base in ("f32", "q4_1"):
             f16 = results.get(f"train-{name}-{base}-f16-matmuls")
             plain = results.get(f"train-{name}-{base}")
             if not (f16 and plain):
                 continue
             add(f"{name} base {base} train tokens/s: f16 matmuls (HEARTH_F16_MATMUL=1: forwards and input gradients on cooperative matrices or in f16 tiles) vs f32",
-                         num(f16["tokens_per_s"]), num(plain["tokens_per_s"]), ratio(f16["tokens_per_s"], plain["tokens_per_s"]), "", train_limit(f16, bf16_peak))
+                num(f16["tokens_per_s"]), num(plain["tokens_per_s"]), ratio(f16["tokens_per_s"], plain["tokens_per_s"]), "", train_limit(f16, bf16_peak))
             add(f"{name} the same vs PEFT bf16", num(f16["tokens_per_s"]), num(bf16.get("tokens_per_s")),
-                         ratio(f16["tokens_per_s"], bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else "")
+                ratio(f16["tokens_per_s"], bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else "")
         g = results.get(f"generate-{name}")
         pg = peer.get("generate", {})
         if g:
             add(f"{name} decode tokens/s vs transformers fp32", num(g["decode_tokens_per_s"]), num(pg.get("decode_tokens_per_s")),
-                         ratio(g["decode_tokens_per_s"], pg.get("decode_tokens_per_s")), "≥ 1.5", decode_limit(g, gb_per_s))
+                ratio(g["decode_tokens_per_s"], pg.get("decode_tokens_per_s")), "≥ 1.5", decode_limit(g, gb_per_s))
             add(f"{name} prefill tokens/s vs transformers fp32", num(g["prefill_tokens_per_s"]), num(pg.get("prefill_tokens_per_s")),
-                         ratio(g["prefill_tokens_per_s"], pg.get("prefill_tokens_per_s")), "≥ 1.0", prefill_limit(g, f32_peak, gb_per_s))
+                ratio(g["prefill_tokens_per_s"], pg.get("prefill_tokens_per_s")), "≥ 1.0", prefill_limit(g, f32_peak, gb_per_s))
             together = g.get("batch")
             if together:
                 add(f"{name} {together['sequences']} sequences decoded together (serve's batch): tokens/s in all; launches and host ms per step, vs one sequence's tokens/s",
@@ -145,10 +145,10 @@ def main():
         long, long_rows = results.get(f"generate-long-{name}"), results.get(f"generate-long-{name}-attention-rows")
         if long:
             add(f"{name} after a long prompt ({long['prompt_tokens']} tokens): prefill; decode tokens/s",
-                         f"{num(long['prefill_tokens_per_s'])}; {num(long['decode_tokens_per_s'])}", "", "", "")
+                f"{num(long['prefill_tokens_per_s'])}; {num(long['decode_tokens_per_s'])}", "", "", "")
         if long and long_rows:
             add(f"{name} long prompt's prefill tokens/s: attention over the cache in tiles (GPUs' default) vs an invocation per query (HEARTH_ATTENTION=rows)",
-                         num(long["prefill_tokens_per_s"]), num(long_rows["prefill_tokens_per_s"]), ratio(long["prefill_tokens_per_s"], long_rows["prefill_tokens_per_s"]), "")
+                num(long["prefill_tokens_per_s"]), num(long_rows["prefill_tokens_per_s"]), ratio(long["prefill_tokens_per_s"], long_rows["prefill_tokens_per_s"]), "")
     adapter = (ops or {}).get("adapter") or next((v["adapter"] for v in results.values() if v and "adapter" in v), {})
     lines = [
         f"{env.get('date', '')}: {env.get('gpu') or adapter.get('name', '')}, driver {adapter.get('driver') or env.get('driver', '')}, "

@@ -444,6 +444,12 @@ impl GpuContext {
         &self.limits
     }
 
+    /// The most bytes one buffer may hold and still be bound whole (the storage binding
+    /// limit, or the buffer size limit where that is lower).
+    pub fn max_bound_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
     pub fn device(&self) -> &wgpu::Device {
         &self.device
     }
@@ -493,8 +499,7 @@ impl GpuContext {
     pub fn upload_packed(&self, parts: &[&[u8]]) -> Result<Option<Arena>> {
         let align = self.storage_offset_alignment();
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        let max_binding = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
-        if parts.iter().any(|p| !(p.len() as u64).is_multiple_of(align)) || len > max_binding {
+        if parts.iter().any(|p| !(p.len() as u64).is_multiple_of(align)) || len > self.max_bound_bytes() {
             return Ok(None);
         }
         // An Arc keeps arenas Send natively; on the web wgpu's buffers are not Send anyway.
@@ -523,8 +528,7 @@ impl GpuContext {
     pub fn alloc_scratch_f32(&self, n: usize) -> Result<GpuBuffer> {
         let len = 4 * n as u64;
         let class = super::layout::scratch_bytes(len);
-        let fits = class <= self.limits.max_storage_buffer_binding_size && class <= self.limits.max_buffer_size;
-        self.alloc(if fits { class } else { len })
+        self.alloc(if class <= self.max_bound_bytes() { class } else { len })
     }
 
     pub fn upload_bytes(&self, data: &[u8]) -> Result<GpuBuffer> {

@@ -65,7 +65,6 @@ impl Model {
         let pos: Vec<u32> = caches.iter().map(|c| c.len() as u32).collect();
         let one_launch = self.share_attention(ctx, caches)?;
         let (held, s, scratch) = (&*caches, &self.state, self.batch_attention.as_ref());
-        let per_row = decode_scratch_len(self.cfg.n_heads, self.cfg.head_size, self.max_seq);
         let attention = |i: usize| Attention::Batched {
             seqs: held.iter().map(|c| CachedSeq { k: &c.k[i], v: &c.v[i], past: c.len() }).collect(),
             scores: &s.scores,
@@ -77,7 +76,7 @@ impl Model {
                 seqs,
                 table: &scratch.table,
                 scores: &scratch.scores,
-                per_row,
+                per_row: scratch.per_row,
             }),
         };
         self.run_layers(ctx, tokens, &pos, &attention)?;
@@ -106,11 +105,11 @@ impl Model {
         }
         let (rows, per_row) = (caches.len(), decode_scratch_len(self.cfg.n_heads, self.cfg.head_size, self.max_seq));
         // (a scratch past one storage binding: a launch per token, each reusing one row's)
-        if 4 * (rows * per_row) as u64 > ctx.limits().max_storage_buffer_binding_size.min(ctx.limits().max_buffer_size) {
+        if 4 * (rows * per_row) as u64 > ctx.max_bound_bytes() {
             return Ok(None);
         }
         if self.batch_attention.as_ref().is_none_or(|b| b.rows < rows) {
-            self.batch_attention = Some(BatchScratch { rows, table: ctx.alloc_f32(2 * rows)?, scores: ctx.alloc_f32(rows * per_row)? });
+            self.batch_attention = Some(BatchScratch { rows, per_row, table: ctx.alloc_f32(2 * rows)?, scores: ctx.alloc_f32(rows * per_row)? });
         }
         let table = &self.batch_attention.as_ref().expect("made above").table;
         ctx.write_bytes(table, bytemuck::cast_slice(&decode_batch_table(&seqs)));

@@ -305,8 +305,7 @@ impl KvCache {
     /// or where those buffers would not fit one storage binding.
     pub(crate) fn alloc_shared(ctx: &GpuContext, cfg: &Config, capacity: usize, count: usize) -> Result<Option<Vec<Self>>> {
         let len = capacity * cfg.kv_dim();
-        let limit = ctx.limits().max_storage_buffer_binding_size.min(ctx.limits().max_buffer_size);
-        if count < 2 || (4 * len as u64).next_multiple_of(ctx.storage_offset_alignment()) * count as u64 > limit {
+        if count < 2 || (4 * len as u64).next_multiple_of(ctx.storage_offset_alignment()) * count as u64 > ctx.max_bound_bytes() {
             return Ok(None);
         }
         let layers = || (0..cfg.n_layers).map(|_| ctx.alloc_arena(&vec![len; count])).collect::<Result<Vec<_>>>();
@@ -401,9 +400,10 @@ pub struct Model {
 }
 
 /// What a batch over shared caches attends with, for up to `rows` sequences: the table
-/// (ops::attention::decode_batch_table) and a scratch part per row.
+/// (ops::attention::decode_batch_table) and a scratch part of `per_row` floats per row.
 pub(crate) struct BatchScratch {
     pub rows: usize,
+    pub per_row: usize,
     pub table: GpuBuffer,
     pub scores: GpuBuffer,
 }

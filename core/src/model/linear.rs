@@ -206,8 +206,7 @@ impl StackedParts {
         let sizes: Vec<usize> = sizes.iter().map(|&n| n.max(1)).collect();
         let align = ctx.storage_offset_alignment();
         let bytes: u64 = sizes.iter().map(|&n| (4 * n as u64).next_multiple_of(align)).sum();
-        let limits = ctx.limits();
-        if bytes <= limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) {
+        if bytes <= ctx.max_bound_bytes() {
             let arena = ctx.alloc_arena(&sizes)?;
             return Ok(StackedParts { views: arena.views, whole: Some(arena.whole) });
         }

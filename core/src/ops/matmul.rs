@@ -129,6 +129,14 @@ impl ColumnBlocks {
     }
 }
 
+/// Checks `buf` as `m` rows of `columns` columns: in `blocks` where given, else row-major.
+pub(crate) fn check_rows(op: &str, what: &str, buf: &GpuBuffer, blocks: Option<ColumnBlocks>, m: usize, columns: usize) -> Result<()> {
+    match blocks {
+        Some(b) => b.check(op, what, buf, m, columns),
+        None => check_len(op, what, buf, m * columns),
+    }
+}
+
 /// How the result is combined with what `out` holds: `out = beta·out + alpha·product`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Accumulate {
@@ -833,10 +841,7 @@ pub fn matmul_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w:
 fn gemv_launch<'a>(op: &str, out: &GpuBuffer, inp: &'a GpuBuffer, w: &'a GpuBuffer, d: MatmulDims, rows: usize, norm: Option<InputNorm<'a>>, term: Option<LowRankTerm<'a>>) -> Result<(Shader, Vec<&'a GpuBuffer>, StridedParams)> {
     check_gemv(op, d, norm)?;
     check_len(op, "inp", inp, d.m * d.k)?;
-    match d.c_blocks {
-        Some(b) => b.check(op, "out", out, d.m, d.n)?,
-        None => check_len(op, "out", out, d.m * d.n)?,
-    }
+    check_rows(op, "out", out, d.c_blocks, d.m, d.n)?;
     if let Some(t) = term {
         t.check(op, MatmulKind::Forward, d.m, rows)?;
     }

@@ -6,7 +6,7 @@ use super::{check_len, grid_1d, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{overwrite_then_accumulate, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
+use super::matmul::{check_rows, overwrite_then_accumulate, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -227,10 +227,7 @@ fn gemv_launch<'a>(op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, blocks: Option
     ensure((1..=4).contains(&m), || format!("{op}: the matrix-vector kernel takes 1 to 4 rows, got {m}"))?;
     ensure(k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
     check_len(op, "inp", inp, m * k)?;
-    match blocks {
-        Some(b) => b.check(op, "out", out, m, n)?,
-        None => check_len(op, "out", out, m * n)?,
-    }
+    check_rows(op, "out", out, blocks, m, n)?;
     if let Some(t) = term {
         t.check(op, MatmulKind::Forward, m, w.rows)?;
     }
@@ -482,10 +479,7 @@ fn quant_launch(
         Some(b) => b.check(op, "inp", inp, m, n)?,
         None => check_len(op, "inp", inp, in_len)?,
     }
-    match blocks.out {
-        Some(b) => b.check(op, "out", out, m, out_cols)?,
-        None => check_len(op, "out", out, out_len)?,
-    }
+    check_rows(op, "out", out, blocks.out, m, out_cols)?;
     if let Some(t) = term {
         t.check(op, kind, m, out_cols)?;
         t.check_out_blocks(op, kind, blocks.out)?;
