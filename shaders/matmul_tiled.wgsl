@@ -268,28 +268,27 @@ fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 // The forward of at most 4 rows of x (decoding a token), for real GPUs: a tile of 64 × 64
 // outputs would leave all but a few rows idle. One workgroup of 64 invocations per output
 // column j (row j of W) splits the reduction, consecutive invocations reading consecutive
-// weights, and sums the parts in workgroup memory:
+// weights, and sums the parts over the workgroup (pieces/gemv_sum.wgsl; on subgroup
+// operations in the `_subgroups` variants):
 //   c(i, j) = beta·c(i, j) + alpha · (Σ_r a(i, r)·b(j, r) + term_scale · Σ_q H(i,q)·V(j,q))
 // (strides as above, z = 0; the low-rank term, LoRA's h·Bᵀ, where composed with one: summed
 // after the reduction, pieces/low_rank_term.wgsl's gemv_term). Composed with an input norm
 // (matmul_tiled_normed.wgsl, pieces/input_norm.wgsl, with a term's bindings too), a(i, ·)
 // is normed as it is read: Σ_r a(i, r)·norm_w(r)·b(j, r) / rms(a(i, ·)), the term added
 // unscaled. The grid folds columns past 65535 into y.
-const GEMV_WG: u32 = 64u;
-var<workgroup> gemv_part: array<vec4<f32>, GEMV_WG>;
-var<workgroup> gemv_ss_part: array<vec4<f32>, GEMV_WG>; // the rows' sums of squares (NORMED)
+// #include "pieces/gemv_sum.wgsl"
 
-// 1/rms of input row i from the reduced sums of squares; 1 without an input norm.
-fn gemv_input_scale(i: u32) -> f32 {
+// 1/rms of input row i from the rows' summed squares `ss`; 1 without an input norm.
+fn gemv_input_scale(ss: vec4<f32>, i: u32) -> f32 {
     if (!NORMED) {
         return 1.0;
     }
-    return inverseSqrt(gemv_ss_part[0][i] / f32(p.R) + p.norm_eps);
+    return inverseSqrt(ss[i] / f32(p.R) + p.norm_eps);
 }
 
 @compute @workgroup_size(64)
-fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
+fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: GemvLane) {
+    let lid = lane.index;
     let j = wid.x + wid.y * nwg.x;
     let live = j < p.N;
     let jb = min(j, p.N - 1u) * p.b_sj;
@@ -303,23 +302,14 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             ss[i] += x * x;
         }
     }
-    gemv_part[lid] = acc;
-    if (NORMED) { gemv_ss_part[lid] = ss; }
-    workgroupBarrier();
-    for (var s = GEMV_WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            gemv_part[lid] += gemv_part[lid + s];
-            if (NORMED) { gemv_ss_part[lid] += gemv_ss_part[lid + s]; }
-        }
-        workgroupBarrier();
-    }
+    var sums = gemv_sum(lane, array<vec4<f32>, 3>(acc, ss, vec4<f32>()), select(1u, 2u, NORMED));
     if (live && lid < p.M) {
         // (q, k and v of a few tokens in blocks: the stacked weights' parts apart)
         var idx = lid * p.N + j;
         if (p.c_block2 != 0u) {
             idx = block_index(lid, j, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
         }
-        var v = p.alpha * (gemv_part[0][lid] * gemv_input_scale(lid) + gemv_term(j, lid));
+        var v = p.alpha * (sums[0][lid] * gemv_input_scale(sums[1], lid) + gemv_term(j, lid));
         if (p.beta != 0.0) {
             v += p.beta * c[idx];
         }
@@ -333,11 +323,10 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // where composed with one):
 //   c(i, j) = act(Σ_r a(i, r)·b(j, r)) · Σ_r a(i, r)·b(N + j, r),   act: silu, or gelu where GATE_GELU
 override GATE_GELU: bool = false;
-var<workgroup> gemv_up_part: array<vec4<f32>, GEMV_WG>;
 
 @compute @workgroup_size(64)
-fn matmul_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
+fn matmul_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: GemvLane) {
+    let lid = lane.index;
     let j = wid.x + wid.y * nwg.x;
     let jg = min(j, p.N - 1u) * p.b_sj;
     let ju = jg + p.N * p.b_sj;
@@ -355,22 +344,11 @@ fn matmul_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             ss[i] += x * x;
         }
     }
-    gemv_part[lid] = gate;
-    gemv_up_part[lid] = up;
-    if (NORMED) { gemv_ss_part[lid] = ss; }
-    workgroupBarrier();
-    for (var s = GEMV_WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            gemv_part[lid] += gemv_part[lid + s];
-            gemv_up_part[lid] += gemv_up_part[lid + s];
-            if (NORMED) { gemv_ss_part[lid] += gemv_ss_part[lid + s]; }
-        }
-        workgroupBarrier();
-    }
+    var sums = gemv_sum(lane, array<vec4<f32>, 3>(gate, up, ss), select(2u, 3u, NORMED));
     if (j < p.N && lid < p.M) {
         // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
-        let scale = gemv_input_scale(lid);
-        let gate = gemv_part[0][lid] * scale + gemv_term(j, lid);
-        c[lid * p.N + j] = gated(gate, gemv_up_part[0][lid] * scale + gemv_term(j + p.N, lid), GATE_GELU);
+        let scale = gemv_input_scale(sums[2], lid);
+        let gate = sums[0][lid] * scale + gemv_term(j, lid);
+        c[lid * p.N + j] = gated(gate, sums[1][lid] * scale + gemv_term(j + p.N, lid), GATE_GELU);
     }
 }

@@ -5,6 +5,8 @@
 //!   file they name (relative to the including file; each file once per shader).
 //! - <op>_subgroups.wgsl, for each op that includes pieces/reduce.wgsl, is the op with
 //!   pieces/reduce_subgroups.wgsl in its place (adapters with subgroups);
+//! - <file>_subgroups.wgsl, for each file the matrix-vector kernels run from, is that file
+//!   with pieces/gemv_sum_subgroups.wgsl in pieces/gemv_sum.wgsl's place;
 //! - attention_wide.wgsl is attention.wgsl for heads of up to 256 (its MAX_HS);
 //! - matmul_tiled.wgsl is composed again with a low-rank term (`_low_rank`), f16 tiles
 //!   (`_f16`, `_f16_low_rank`) and an input norm for its matrix-vector kernels (`_normed`);
@@ -64,6 +66,10 @@ fn main() {
     }
     // the matrix-vector kernels with an input norm (decoding)
     write(&out.join("matmul_tiled_normed.wgsl"), &compose_swapping(&tiled, &[NORMED_OUTPUT, INPUT_NORM]));
+    // those that run the matrix-vector kernels again, their sums on subgroup operations
+    for (name, swaps) in [("matmul_tiled", &[][..]), ("matmul_tiled_low_rank", &[LOW_RANK_OUTPUT]), ("matmul_tiled_normed", &[NORMED_OUTPUT, INPUT_NORM])] {
+        write(&out.join(format!("{name}_subgroups.wgsl")), &compose_swapping(&tiled, &[swaps, &[GEMV_SUM]].concat()));
+    }
     let coop = compose_swapping(&shaders.join("matmul_coop.wgsl"), &[LOW_RANK_OUTPUT]);
     write(&out.join("matmul_coop_low_rank.wgsl"), &coop);
     let attention = compose(&shaders.join("attention.wgsl"));
@@ -101,8 +107,16 @@ fn main() {
         write(&out.join(format!("matmul_{}_low_rank.wgsl", f.name)), &gpu_kernels_with(&term, &[LOW_RANK_TERM]));
         let f16_tiles = gpu_kernels_with(&term, &[LOW_RANK_TERM, QUANT_TILE_F16]);
         write(&out.join(format!("matmul_{}_f16_tiles.wgsl", f.name)), &format!("enable f16;\n\n{f16_tiles}"));
+        let normed = ["norm_w", "term_h", "term_v"];
         if f.name != "nf4" {
-            write(&out.join(format!("matmul_{}_normed.wgsl", f.name)), &gpu_kernels_with(&["norm_w", "term_h", "term_v"], &[QUANT_INPUT_NORM, LOW_RANK_TERM]));
+            write(&out.join(format!("matmul_{}_normed.wgsl", f.name)), &gpu_kernels_with(&normed, &[QUANT_INPUT_NORM, LOW_RANK_TERM]));
+        }
+        // each file the matrix-vector kernels run from, their sums on subgroup operations
+        // (matmul_<format>.wgsl's: the GPU kernels alone, with its bindings)
+        write(&out.join(format!("matmul_{}_subgroups.wgsl", f.name)), &gpu_kernels_with(&[], &[QUANT_GEMV_SUM]));
+        write(&out.join(format!("matmul_{}_low_rank_subgroups.wgsl", f.name)), &gpu_kernels_with(&term, &[LOW_RANK_TERM, QUANT_GEMV_SUM]));
+        if f.name != "nf4" {
+            write(&out.join(format!("matmul_{}_normed_subgroups.wgsl", f.name)), &gpu_kernels_with(&normed, &[QUANT_INPUT_NORM, LOW_RANK_TERM, QUANT_GEMV_SUM]));
         }
         writeln!(entries, "/// matmul_{}.wgsl's entry points.", f.name).unwrap();
         writeln!(entries, "pub const {}_ENTRIES: QuantEntries = QuantEntries {{", f.name.to_uppercase()).unwrap();
@@ -159,6 +173,13 @@ const QUANT_INPUT_NORM: (&str, &str) = ("../pieces/input_norm_none.wgsl", "../pi
 /// The piece whose includers also get a `_subgroups` variant.
 const REDUCE_PIECE: &str = "pieces/reduce.wgsl";
 
+/// The matrix-vector kernels' sums, swapped for sums on subgroup operations (the
+/// `_subgroups` variants of the files they run from).
+const GEMV_SUM: (&str, &str) = ("pieces/gemv_sum.wgsl", "pieces/gemv_sum_subgroups.wgsl");
+
+/// The same, as quant_tiled.wgsl includes them.
+const QUANT_GEMV_SUM: (&str, &str) = ("../pieces/gemv_sum.wgsl", "../pieces/gemv_sum_subgroups.wgsl");
+
 /// The file at `path` with its includes expanded.
 fn compose(path: &Path) -> String {
     compose_swapping(path, &[])
@@ -197,13 +218,15 @@ fn expand(path: &Path, swaps: &[(&str, &str)], seen: &mut HashSet<PathBuf>, text
 /// Writes only when the text changed, so that cargo does not rebuild hearth-core needlessly. A
 /// kernel built for the web (wasm32) goes without its comments, indentation and blank lines:
 /// about a third of the kernels' text, which the page would otherwise download in its wasm;
-/// native builds keep them for reading (shaders/README.md). The cooperative-matrix kernels go
-/// empty there: wgpu's browser backend offers no cooperative matrices, so no context asks for
-/// them (an empty module would fail to compile, not run wrong).
+/// native builds keep them for reading (shaders/README.md). The cooperative-matrix kernels and
+/// the `_subgroups` variants go empty there: wgpu's browser backend offers neither cooperative
+/// matrices nor subgroups, so no context asks for them (an empty module would fail to compile,
+/// not run wrong).
 fn write(path: &Path, text: &str) {
     let for_web = path.extension().is_some_and(|e| e == "wgsl") && std::env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|a| a == "wasm32");
-    let coop = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("matmul_coop"));
-    let text = match (for_web, coop) {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let native_only = name.starts_with("matmul_coop") || name.ends_with("_subgroups.wgsl");
+    let text = match (for_web, native_only) {
         (true, true) => String::new(),
         (true, false) => without_comments(text),
         (false, _) => text.to_string(),

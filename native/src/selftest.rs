@@ -4,8 +4,8 @@
 use anyhow::{bail, Result};
 use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::ops::{cpu, cross_entropy, rmsnorm};
-use hearth_core::ops::matmul::{choose_tiling, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
-use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_with, GpuQuantWeight, QuantBlock};
+use hearth_core::ops::matmul::{choose_tiling, matmul_gemv_normed, matmul_with, Accumulate, InputNorm, MatmulDims, MatmulKind, MatmulTiling};
+use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_normed, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::gpu::KernelPaths;
 use hearth_core::GpuContext;
 use hearth_core::quant::{QuantFormat, QuantTensor};
@@ -67,7 +67,7 @@ fn print_paths(ctx: &GpuContext) {
     let on = if ctx.f16_matmuls() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" };
     println!("  f16 matmuls          {f16}{}", if ctx.has_f16() { format!("; {on}") } else { String::new() });
     println!(
-        "  reductions           {} (rmsnorm, cross-entropy, gradient norm)",
+        "  reductions           {} (rmsnorm, cross-entropy, gradient norm, matrix-vector products)",
         if ctx.subgroup_reductions() { "subgroup operations" } else { "workgroup memory (the adapter has no subgroups; wgpu passes none through WebGPU)" }
     );
     let coop = match ctx.offers_cooperative_matrix() {
@@ -92,7 +92,7 @@ fn check_reductions(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(&'static str
     rmsnorm::rmsnorm_forward(ctx, &out, &rstd, &xb, &wb, n, c, 1e-5)?;
     let (mut want, mut want_rstd) = (vec![0.0; n * c], vec![0.0; n]);
     cpu::rmsnorm_forward(&mut want, &mut want_rstd, &to64(&x), &to64(&w), n, c, 1e-5);
-    let norm = largest_diff(&pollster::block_on(ctx.read_f32(&out))?, &want);
+    let rmsnorm = largest_diff(&pollster::block_on(ctx.read_f32(&out))?, &want);
 
     let (r, v) = (5, 5000);
     let logits = rng.vec_uniform(r * v, -8.0, 8.0);
@@ -102,7 +102,24 @@ fn check_reductions(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(&'static str
     let mut want = vec![0.0; r];
     cpu::cross_entropy_forward(&mut want, &to64(&logits), &targets, v);
     let ce = largest_diff(&pollster::block_on(ctx.read_f32(&losses))?, &want);
-    Ok(vec![("rmsnorm_forward", norm), ("cross_entropy_forward", ce)])
+
+    // the matrix-vector kernels' sums (decoding on GPUs), norming 3 rows as they read them,
+    // over f32 and Q4_1 weights
+    let (m, rows, k) = (3, 70, 576);
+    let (x, nw, w) = (rng.vec_uniform(m * k, -3.0, 3.0), rng.vec_uniform(k, 0.5, 1.5), rng.vec_uniform(rows * k, -1.0, 1.0));
+    let (mut xn, mut rms) = (vec![0.0; m * k], vec![0.0; m]);
+    cpu::rmsnorm_forward(&mut xn, &mut rms, &to64(&x), &to64(&nw), m, k, 1e-5);
+    let (xb, nwb, wb, yb) = (ctx.upload_f32(&x)?, ctx.upload_f32(&nw)?, ctx.upload_f32(&w)?, ctx.alloc_f32(m * rows)?);
+    let norm = InputNorm { weight: &nwb, eps: 1e-5 };
+    let mut want = vec![0.0; m * rows];
+    matmul_gemv_normed(ctx, &yb, &xb, &wb, MatmulDims::new(m, rows, k), norm, None)?;
+    cpu::matmul_forward(&mut want, &xn, &to64(&w), m, rows, k);
+    let gemv = largest_diff(&pollster::block_on(ctx.read_f32(&yb))?, &want);
+    let q = QuantTensor::quantize(QuantFormat::Q4_1, &w, rows, k)?;
+    matmul_quant_gemv_normed(ctx, &yb, None, &xb, &GpuQuantWeight::upload(ctx, &q)?, m, norm, None)?;
+    cpu::matmul_forward(&mut want, &xn, &to64(&q.dequantize()), m, rows, k);
+    let quant_gemv = largest_diff(&pollster::block_on(ctx.read_f32(&yb))?, &want);
+    Ok(vec![("rmsnorm_forward", rmsnorm), ("cross_entropy_forward", ce), ("matmul_gemv_normed", gemv), ("matmul_q4_1_gemv_normed", quant_gemv)])
 }
 
 /// An f16 forward (`tiling`: the f16 tiles or cooperative matrices) against the CPU's on

@@ -236,30 +236,29 @@ fn matmul_quant_backward_input_tiled(@builtin(workgroup_id) wid: vec3<u32>, @bui
 
 // The forward of at most 4 rows of inp (decoding a token) on GPUs: one workgroup of 64
 // invocations per row j of W, each decoding groups of 8 weights along K (consecutive
-// invocations take consecutive groups), then a sum in workgroup memory, and the low-rank
-// term where composed with one (LoRA's h·Bᵀ: pieces/low_rank_term.wgsl's gemv_term). Composed
-// with an input norm (matmul_<format>_normed.wgsl, pieces/input_norm.wgsl), each row of inp
-// is normed as it is read, as matmul_tiled.wgsl's matmul_gemv does. The grid folds rows past
-// 65535 into y.
-var<workgroup> qg_part: array<vec4<f32>, 64>;
-var<workgroup> qg_ss_part: array<vec4<f32>, 64>; // the rows' sums of squares (NORMED)
+// invocations take consecutive groups), then a sum over the workgroup (pieces/gemv_sum.wgsl;
+// on subgroup operations in the `_subgroups` variants), and the low-rank term where composed
+// with one (LoRA's h·Bᵀ: pieces/low_rank_term.wgsl's gemv_term). Composed with an input norm
+// (matmul_<format>_normed.wgsl, pieces/input_norm.wgsl), each row of inp is normed as it is
+// read, as matmul_tiled.wgsl's matmul_gemv does. The grid folds rows past 65535 into y.
+// #include "../pieces/gemv_sum.wgsl"
 
-// 1/rms of inp's row i from the reduced sums of squares; 1 without an input norm.
-fn qg_input_scale(i: u32) -> f32 {
+// 1/rms of inp's row i from the rows' summed squares `ss`; 1 without an input norm.
+fn qg_input_scale(ss: vec4<f32>, i: u32) -> f32 {
     if (!NORMED) {
         return 1.0;
     }
-    return inverseSqrt(qg_ss_part[0][i] / f32(p.K) + p.norm_eps);
+    return inverseSqrt(ss[i] / f32(p.K) + p.norm_eps);
 }
 
 @compute @workgroup_size(64)
-fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
+fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: GemvLane) {
+    let lid = lane.index;
     let j = wid.x + wid.y * nwg.x;
     let jw = min(j, p.N - 1u);
     var acc = vec4<f32>();
     var ss = vec4<f32>();
-    for (var g = lid; g < p.K / 8u; g += 64u) {
+    for (var g = lid; g < p.K / 8u; g += GEMV_WG) {
         let w = dequant8(jw, g);
         let w0 = w[0] * norm_weight4(2u * g);
         let w1 = w[1] * norm_weight4(2u * g + 1u);
@@ -271,23 +270,14 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             ss[i] += dot(x0, x0) + dot(x1, x1);
         }
     }
-    qg_part[lid] = acc;
-    if (NORMED) { qg_ss_part[lid] = ss; }
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            qg_part[lid] += qg_part[lid + s];
-            if (NORMED) { qg_ss_part[lid] += qg_ss_part[lid + s]; }
-        }
-        workgroupBarrier();
-    }
+    var sums = gemv_sum(lane, array<vec4<f32>, 3>(acc, ss, vec4<f32>()), select(1u, 2u, NORMED));
     if (j < p.N && lid < p.M) {
         // (q, k and v of a few tokens in blocks: the stacked weights' parts apart)
         var idx = lid * p.N + j;
         if (p.c_block2 != 0u) {
             idx = block_index(lid, j, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
         }
-        var o = p.alpha * (qg_part[0][lid] * qg_input_scale(lid) + gemv_term(j, lid));
+        var o = p.alpha * (sums[0][lid] * qg_input_scale(sums[1], lid) + gemv_term(j, lid));
         if (p.beta != 0.0) {
             o += p.beta * out[idx];
         }
@@ -301,17 +291,16 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 // stacked rows, where composed with one):
 //   out(i, j) = act(inp(i)·W_gate(j)) · inp(i)·W_up(j),   act: silu, or gelu where GATE_GELU
 override GATE_GELU: bool = false;
-var<workgroup> qg_up_part: array<vec4<f32>, 64>;
 
 @compute @workgroup_size(64)
-fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                           @builtin(local_invocation_index) lid: u32) {
+fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: GemvLane) {
+    let lid = lane.index;
     let j = wid.x + wid.y * nwg.x;
     let jw = min(j, p.N - 1u);
     var gate = vec4<f32>();
     var up = vec4<f32>();
     var ss = vec4<f32>();
-    for (var g = lid; g < p.K / 8u; g += 64u) {
+    for (var g = lid; g < p.K / 8u; g += GEMV_WG) {
         let nw0 = norm_weight4(2u * g);
         let nw1 = norm_weight4(2u * g + 1u);
         let wg = dequant8(jw, g);
@@ -329,22 +318,11 @@ fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
             ss[i] += dot(x0, x0) + dot(x1, x1);
         }
     }
-    qg_part[lid] = gate;
-    qg_up_part[lid] = up;
-    if (NORMED) { qg_ss_part[lid] = ss; }
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            qg_part[lid] += qg_part[lid + s];
-            qg_up_part[lid] += qg_up_part[lid + s];
-            if (NORMED) { qg_ss_part[lid] += qg_ss_part[lid + s]; }
-        }
-        workgroupBarrier();
-    }
+    var sums = gemv_sum(lane, array<vec4<f32>, 3>(gate, up, ss), select(2u, 3u, NORMED));
     if (j < p.N && lid < p.M) {
         // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
-        let scale = qg_input_scale(lid);
-        let gate = qg_part[0][lid] * scale + gemv_term(j, lid);
-        out[lid * p.N + j] = gated(gate, qg_up_part[0][lid] * scale + gemv_term(j + p.N, lid), GATE_GELU);
+        let scale = qg_input_scale(sums[2], lid);
+        let gate = sums[0][lid] * scale + gemv_term(j, lid);
+        out[lid * p.N + j] = gated(gate, sums[1][lid] * scale + gemv_term(j + p.N, lid), GATE_GELU);
     }
 }

@@ -22,8 +22,8 @@ pub fn gpu_kernels() -> Option<&'static GpuContext> {
 }
 
 /// The shared context, then (where the adapter has subgroups, so that the shared context
-/// reduces with them) one whose rmsnorm, cross-entropy and gradient norm reduce in
-/// workgroup memory only: tests of those ops run both variants.
+/// reduces with them) one whose rmsnorm, cross-entropy, gradient norm and matrix-vector
+/// kernels reduce in workgroup memory only: tests of those ops run both variants.
 pub fn gpu_each_reduction() -> Vec<&'static GpuContext> {
     static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
     let Some(ctx) = gpu() else { return Vec::new() };
@@ -54,6 +54,16 @@ pub fn gpu_coop() -> Option<&'static GpuContext> {
 pub fn own_gpu() -> Option<GpuContext> {
     gpu()?;
     Some(new_context(ContextOptions::default()).expect("a second context on the adapter"))
+}
+
+/// [`own_gpu`], then (where the adapter has subgroups, so that it reduces with them) one more
+/// that reduces in workgroup memory only: for tests that count launches of both variants.
+pub fn own_gpu_each_reduction() -> Vec<GpuContext> {
+    let Some(own) = own_gpu() else { return Vec::new() };
+    if !own.subgroup_reductions() {
+        return vec![own];
+    }
+    vec![own, own_gpu().unwrap().with_subgroup_reductions(false)]
 }
 
 /// A context of its own that runs the GPU kernels with f16 matmuls (forwards and input
@@ -123,6 +133,13 @@ macro_rules! with_gpu_kernels {
     ($ctx:ident => $body:block) => {
         if let Some($ctx) = $crate::gpu_kernels() $body
     };
+}
+
+/// The kernels of the work recorded since `ctx.profile_begin()`, each `<file>_subgroups`
+/// counted as its file: tests that count launches by file hold for either reduction variant.
+pub fn profiled_kernels(ctx: &GpuContext) -> std::collections::BTreeMap<String, hearth_core::gpu::KernelStat> {
+    let profile = pollster::block_on(ctx.profile_end()).expect("a profile");
+    profile.kernels.into_iter().map(|(name, stat)| (name.replacen("_subgroups:", ":", 1), stat)).collect()
 }
 
 /// Reads a buffer back, blocking (tests are native only).

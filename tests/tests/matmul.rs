@@ -352,13 +352,17 @@ fn matmul_tiled_splits_long_reductions() {
 fn matmul_gemv_for_decoding_rows() {
     // 1 to 4 rows of x (decoding), reductions that are not multiples of the workgroup, and
     // more columns than one grid dimension holds (the lm_head of a large vocabulary).
+    // (each reduction variant: on subgroup operations where the adapter has them, and in
+    // workgroup memory)
     let mut rng = Rng::new(13);
-    for (m, n, k) in [(1, 1, 1), (1, 70, 576), (2, 33, 100), (3, 129, 64), (4, 576, 1536), (1, 70000, 8)] {
-        for acc in [Accumulate::OVERWRITE, Accumulate { alpha: 0.5, beta: 1.0 }] {
-            check(MatmulKind::Forward, MatmulTiling::Gemv, MatmulDims::new(m, n, k), acc, &mut rng);
+    with_each_reduction!(ctx => {
+        for (m, n, k) in [(1, 1, 1), (1, 70, 576), (2, 33, 100), (3, 129, 64), (4, 576, 1536), (1, 70000, 8)] {
+            for acc in [Accumulate::OVERWRITE, Accumulate { alpha: 0.5, beta: 1.0 }] {
+                check_on(ctx, MatmulKind::Forward, MatmulTiling::Gemv, MatmulDims::new(m, n, k), acc, &mut rng);
+            }
         }
-    }
-    with_gpu!(ctx => {
+    });
+    with_each_reduction!(ctx => {
         let err = matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Gemv, &upload(ctx, &[0.0; 5 * 4]), &upload(ctx, &[0.0; 5 * 8]), &upload(ctx, &[0.0; 4 * 8]), MatmulDims::new(5, 4, 8), Accumulate::OVERWRITE).unwrap_err();
         assert!(err.to_string().contains("1 to 4 rows"), "{err}");
         // LoRA's h·Bᵀ in the same launch (decoding with an adapter), over ranks of fewer and
@@ -383,26 +387,29 @@ fn matmul_gemv_for_decoding_rows() {
 fn matmul_gemv_gated_is_both_products_and_the_activation() {
     // decoding's gated MLP in one launch: 1 to 4 rows, both activations, reductions off the
     // workgroup's 64, more columns than one grid dimension holds (on a context of its own, so
-    // that its launches are counted alone)
-    let Some(own) = own_gpu() else { return };
-    let ctx = &own;
-    let mut rng = Rng::new(14);
-    for act in [Activation::Silu, Activation::GeluTanh] {
-        for (m, n, k) in [(1, 96, 64), (4, 33, 100), (2, 1536, 576), (1, 70000, 8)] {
-            let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(2 * n * k, -1.0, 1.0));
-            let out = poisoned(ctx, m * n);
-            ctx.profile_begin();
-            matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w), MatmulDims::new(m, n, k), None, None).unwrap();
-            let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
-            assert_eq!(launches, 1);
-            assert_close(&format!("{act:?} {m}×{n}×{k}"), &read(ctx, &out), &gated_reference(act == Activation::GeluTanh, &to_f64(&x), &w, m, n, k, None), ATOL, RTOL);
+    // that its launches are counted alone, the file it runs from named: each reduction
+    // variant's)
+    for own in hearth_tests::own_gpu_each_reduction() {
+        let ctx = &own;
+        let mut rng = Rng::new(14);
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            for (m, n, k) in [(1, 96, 64), (4, 33, 100), (2, 1536, 576), (1, 70000, 8)] {
+                let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(2 * n * k, -1.0, 1.0));
+                let out = poisoned(ctx, m * n);
+                ctx.profile_begin();
+                matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w), MatmulDims::new(m, n, k), None, None).unwrap();
+                let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+                assert_eq!(kernels.values().map(|k| k.launches).sum::<u64>(), 1);
+                assert!(kernels.keys().all(|name| name.contains("_subgroups:") == ctx.subgroup_reductions()), "{kernels:?}");
+                assert_close(&format!("{act:?} {m}×{n}×{k}"), &read(ctx, &out), &gated_reference(act == Activation::GeluTanh, &to_f64(&x), &w, m, n, k, None), ATOL, RTOL);
+            }
         }
+        let buf = upload(ctx, &[0.0; 5 * 16]);
+        let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &buf, MatmulDims::new(5, 4, 4), None, None).unwrap_err();
+        assert!(err.to_string().contains("1 to 4 rows"), "{err}");
+        let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &upload(ctx, &[0.0; 16]), MatmulDims::new(1, 4, 4), None, None).unwrap_err();
+        assert!(err.to_string().contains("w holds 16 values, expected at least 32"), "{err}");
     }
-    let buf = upload(ctx, &[0.0; 5 * 16]);
-    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &buf, MatmulDims::new(5, 4, 4), None, None).unwrap_err();
-    assert!(err.to_string().contains("1 to 4 rows"), "{err}");
-    let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &upload(ctx, &[0.0; 16]), MatmulDims::new(1, 4, 4), None, None).unwrap_err();
-    assert!(err.to_string().contains("w holds 16 values, expected at least 32"), "{err}");
 }
 
 #[test]
@@ -411,42 +418,43 @@ fn matmul_gemv_normed_is_the_norm_then_the_product() {
     // rows of a residual stream (values far from unit RMS, so that the norm matters), the
     // plain and the gated kernel, reductions off the workgroup's 64, more columns than one
     // grid dimension holds (on a context of its own: one launch each)
-    let Some(own) = own_gpu() else { return };
-    let ctx = &own;
-    let mut rng = Rng::new(31);
-    let eps = 1e-5;
-    let one_launch = |what: &str, run: &dyn Fn()| {
-        ctx.profile_begin();
-        run();
-        let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
-        assert_eq!(launches, 1, "{what}");
-    };
-    for (m, n, k) in [(1, 96, 64), (4, 33, 100), (2, 1536, 576), (1, 70000, 8)] {
-        let (x, nw, w) = (rng.vec_uniform(m * k, -3.0, 3.0), rng.vec_uniform(k, 0.5, 1.5), rng.vec_uniform(2 * n * k, -1.0, 1.0));
-        let xn = rmsnorm_reference(&x, &nw, m, k, eps);
-        let (xb, nwb, wb) = (upload(ctx, &x), upload(ctx, &nw), upload(ctx, &w));
-        let norm = InputNorm { weight: &nwb, eps };
-        // the plain kernel over the first n rows of w
-        let out = poisoned(ctx, m * n);
-        one_launch("normed", &|| matmul_gemv_normed(ctx, &out, &xb, &wb, MatmulDims::new(m, n, k), norm, None).unwrap());
-        let mut want = vec![0.0; m * n];
-        cpu::matmul_forward(&mut want, &xn, &to_f64(&w[..n * k]), m, n, k);
-        assert_close(&format!("normed {m}×{n}×{k}"), &read(ctx, &out), &want, ATOL, RTOL);
-        // the output in three blocks apart (q, k and v of a few tokens)
-        let (blocks, layout, len) = three_blocks(m, n);
-        let out = poisoned(ctx, len);
-        one_launch("normed, out in blocks", &|| matmul_gemv_normed(ctx, &out, &xb, &wb, MatmulDims { c_blocks: Some(blocks), ..MatmulDims::new(m, n, k) }, norm, None).unwrap());
-        assert_close(&format!("normed {m}×{n}×{k}, out in blocks"), &from_blocks(&read(ctx, &out), m, &layout), &want, ATOL, RTOL);
-        for act in [Activation::Silu, Activation::GeluTanh] {
+    for own in hearth_tests::own_gpu_each_reduction() {
+        let ctx = &own;
+        let mut rng = Rng::new(31);
+        let eps = 1e-5;
+        let one_launch = |what: &str, run: &dyn Fn()| {
+            ctx.profile_begin();
+            run();
+            let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
+            assert_eq!(launches, 1, "{what}");
+        };
+        for (m, n, k) in [(1, 96, 64), (4, 33, 100), (2, 1536, 576), (1, 70000, 8)] {
+            let (x, nw, w) = (rng.vec_uniform(m * k, -3.0, 3.0), rng.vec_uniform(k, 0.5, 1.5), rng.vec_uniform(2 * n * k, -1.0, 1.0));
+            let xn = rmsnorm_reference(&x, &nw, m, k, eps);
+            let (xb, nwb, wb) = (upload(ctx, &x), upload(ctx, &nw), upload(ctx, &w));
+            let norm = InputNorm { weight: &nwb, eps };
+            // the plain kernel over the first n rows of w
             let out = poisoned(ctx, m * n);
-            one_launch("normed gated", &|| matmul_gemv_gated(ctx, act, &out, &xb, &wb, MatmulDims::new(m, n, k), Some(norm), None).unwrap());
-            let want = gated_reference(act == Activation::GeluTanh, &xn, &w, m, n, k, None);
-            assert_close(&format!("normed {act:?} {m}×{n}×{k}"), &read(ctx, &out), &want, ATOL, RTOL);
+            one_launch("normed", &|| matmul_gemv_normed(ctx, &out, &xb, &wb, MatmulDims::new(m, n, k), norm, None).unwrap());
+            let mut want = vec![0.0; m * n];
+            cpu::matmul_forward(&mut want, &xn, &to_f64(&w[..n * k]), m, n, k);
+            assert_close(&format!("normed {m}×{n}×{k}"), &read(ctx, &out), &want, ATOL, RTOL);
+            // the output in three blocks apart (q, k and v of a few tokens)
+            let (blocks, layout, len) = three_blocks(m, n);
+            let out = poisoned(ctx, len);
+            one_launch("normed, out in blocks", &|| matmul_gemv_normed(ctx, &out, &xb, &wb, MatmulDims { c_blocks: Some(blocks), ..MatmulDims::new(m, n, k) }, norm, None).unwrap());
+            assert_close(&format!("normed {m}×{n}×{k}, out in blocks"), &from_blocks(&read(ctx, &out), m, &layout), &want, ATOL, RTOL);
+            for act in [Activation::Silu, Activation::GeluTanh] {
+                let out = poisoned(ctx, m * n);
+                one_launch("normed gated", &|| matmul_gemv_gated(ctx, act, &out, &xb, &wb, MatmulDims::new(m, n, k), Some(norm), None).unwrap());
+                let want = gated_reference(act == Activation::GeluTanh, &xn, &w, m, n, k, None);
+                assert_close(&format!("normed {act:?} {m}×{n}×{k}"), &read(ctx, &out), &want, ATOL, RTOL);
+            }
         }
+        let buf = upload(ctx, &[0.0; 64]);
+        let err = matmul_gemv_normed(ctx, &buf, &buf, &buf, MatmulDims::new(1, 4, 8), InputNorm { weight: &upload(ctx, &[1.0; 4]), eps }, None).unwrap_err();
+        assert!(err.to_string().contains("norm weight holds 4 values, expected at least 8"), "{err}");
     }
-    let buf = upload(ctx, &[0.0; 64]);
-    let err = matmul_gemv_normed(ctx, &buf, &buf, &buf, MatmulDims::new(1, 4, 8), InputNorm { weight: &upload(ctx, &[1.0; 4]), eps }, None).unwrap_err();
-    assert!(err.to_string().contains("norm weight holds 4 values, expected at least 8"), "{err}");
 }
 
 #[test]
@@ -943,64 +951,65 @@ fn matmul_shared_input_matches_cpu() {
 #[test]
 fn gemv_adds_a_term_over_stacked_weights() {
     use hearth_core::ops::matmul::StackedTerm;
-    let Some(own) = own_gpu() else { return };
-    let ctx = &own;
-    let mut rng = Rng::new(43);
-    for (m, rank, sizes) in [(1, 16, [64, 24, 24]), (3, 5, [40, 8, 16]), (4, 70, [9, 9, 9])] {
-        let (rows, k) = (sizes.iter().sum::<usize>(), 96);
-        // (starts, skipped): every part adapted, all but the middle, all but the last
-        let layouts = [([sizes[0], sizes[0] + sizes[1]], [0, 0]), ([sizes[0] + sizes[1], usize::MAX], [sizes[0], sizes[1]]), ([sizes[0], usize::MAX], [sizes[0] + sizes[1], sizes[2]])];
-        for ((starts, skipped), (h_row, h_part)) in layouts.into_iter().flat_map(|l| [(3 * rank, rank), (rank, m * rank + 3)].map(|h| (l, h))) {
-            let stacked = StackedTerm { h_row, h_part, starts, skipped };
-            // w and v long enough for the stacked rows and for gate's and up's (2 × the first part)
-            let long = rows.max(2 * sizes[0]);
-            let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(long * k, -1.0, 1.0));
-            let (h, v) = (rng.vec_uniform(2 * h_part + m * h_row, -1.0, 1.0), rng.vec_uniform(long * rank, -1.0, 1.0));
-            let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-            let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0), layout: TermLayout::Stacked(stacked) };
-            let out = poisoned(ctx, m * rows);
-            ctx.profile_begin();
-            matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Gemv, &out, &upload(ctx, &x), &upload(ctx, &w[..rows * k]), MatmulDims::new(m, rows, k), Accumulate::OVERWRITE, term).unwrap();
-            let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
-            assert_eq!(launches, 1);
-            let mut want = vec![0.0; m * rows];
-            cpu::matmul_forward(&mut want, &to_f64(&x), &to_f64(&w[..rows * k]), m, rows, k);
-            let extra = stacked_term_reference(&h, &v, m, rows, rank, 1.5, h_row, h_part, starts, skipped);
-            let want: Vec<f64> = want.iter().zip(&extra).map(|(a, b)| a + b).collect();
-            assert_close(&format!("{m}×{rows}×{k} + rank {rank} term over {sizes:?}, {stacked:?}"), &read(ctx, &out), &want, ATOL, RTOL);
-            // normed: the stream's rows (far from unit RMS) normed as they are read
-            let (nw, eps) = (rng.vec_uniform(k, 0.5, 1.5), 1e-5);
-            let (x3, nwb): (Vec<f32>, _) = (x.iter().map(|v| 3.0 * v).collect(), upload(ctx, &nw));
-            let norm = InputNorm { weight: &nwb, eps };
-            let xn = rmsnorm_reference(&x3, &nw, m, k, eps);
-            let out = poisoned(ctx, m * rows);
-            matmul_gemv_normed(ctx, &out, &upload(ctx, &x3), &upload(ctx, &w[..rows * k]), MatmulDims::new(m, rows, k), norm, Some(term)).unwrap();
-            let mut normed = vec![0.0; m * rows];
-            cpu::matmul_forward(&mut normed, &xn, &to_f64(&w[..rows * k]), m, rows, k);
-            let normed: Vec<f64> = normed.iter().zip(&extra).map(|(a, b)| a + b).collect();
-            assert_close(&format!("normed {m}×{rows}×{k} + rank {rank} term, {stacked:?}"), &read(ctx, &out), &normed, ATOL, RTOL);
-            // gate's rows then up's, the first `n` of the parts above
-            let n = sizes[0];
-            let gated = StackedTerm { starts: [n, usize::MAX], skipped: [0, 0], ..stacked };
-            let term = LowRankTerm { layout: TermLayout::Stacked(gated), ..term };
-            for act in [Activation::Silu, Activation::GeluTanh] {
-                let out = poisoned(ctx, m * n);
-                matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w[..2 * n * k]), MatmulDims::new(m, n, k), None, Some(term)).unwrap();
-                let extra = stacked_term_reference(&h, &v, m, 2 * n, rank, 1.5, h_row, h_part, gated.starts, gated.skipped);
-                let want = gated_reference(act == Activation::GeluTanh, &to_f64(&x), &w[..2 * n * k], m, n, k, Some(&extra));
-                assert_close(&format!("{act:?} {m}×{n}×{k} + rank {rank} term, {gated:?}"), &read(ctx, &out), &want, ATOL, RTOL);
-                let out = poisoned(ctx, m * n);
-                matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x3), &upload(ctx, &w[..2 * n * k]), MatmulDims::new(m, n, k), Some(norm), Some(term)).unwrap();
-                let want = gated_reference(act == Activation::GeluTanh, &xn, &w[..2 * n * k], m, n, k, Some(&extra));
-                assert_close(&format!("normed {act:?} {m}×{n}×{k} + rank {rank} term, {gated:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+    for own in hearth_tests::own_gpu_each_reduction() {
+        let ctx = &own;
+        let mut rng = Rng::new(43);
+        for (m, rank, sizes) in [(1, 16, [64, 24, 24]), (3, 5, [40, 8, 16]), (4, 70, [9, 9, 9])] {
+            let (rows, k) = (sizes.iter().sum::<usize>(), 96);
+            // (starts, skipped): every part adapted, all but the middle, all but the last
+            let layouts = [([sizes[0], sizes[0] + sizes[1]], [0, 0]), ([sizes[0] + sizes[1], usize::MAX], [sizes[0], sizes[1]]), ([sizes[0], usize::MAX], [sizes[0] + sizes[1], sizes[2]])];
+            for ((starts, skipped), (h_row, h_part)) in layouts.into_iter().flat_map(|l| [(3 * rank, rank), (rank, m * rank + 3)].map(|h| (l, h))) {
+                let stacked = StackedTerm { h_row, h_part, starts, skipped };
+                // w and v long enough for the stacked rows and for gate's and up's (2 × the first part)
+                let long = rows.max(2 * sizes[0]);
+                let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(long * k, -1.0, 1.0));
+                let (h, v) = (rng.vec_uniform(2 * h_part + m * h_row, -1.0, 1.0), rng.vec_uniform(long * rank, -1.0, 1.0));
+                let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
+                let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0), layout: TermLayout::Stacked(stacked) };
+                let out = poisoned(ctx, m * rows);
+                ctx.profile_begin();
+                matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Gemv, &out, &upload(ctx, &x), &upload(ctx, &w[..rows * k]), MatmulDims::new(m, rows, k), Accumulate::OVERWRITE, term).unwrap();
+                let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
+                assert_eq!(launches, 1);
+                let mut want = vec![0.0; m * rows];
+                cpu::matmul_forward(&mut want, &to_f64(&x), &to_f64(&w[..rows * k]), m, rows, k);
+                let extra = stacked_term_reference(&h, &v, m, rows, rank, 1.5, h_row, h_part, starts, skipped);
+                let want: Vec<f64> = want.iter().zip(&extra).map(|(a, b)| a + b).collect();
+                assert_close(&format!("{m}×{rows}×{k} + rank {rank} term over {sizes:?}, {stacked:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+                // normed: the stream's rows (far from unit RMS) normed as they are read
+                let (nw, eps) = (rng.vec_uniform(k, 0.5, 1.5), 1e-5);
+                let (x3, nwb): (Vec<f32>, _) = (x.iter().map(|v| 3.0 * v).collect(), upload(ctx, &nw));
+                let norm = InputNorm { weight: &nwb, eps };
+                let xn = rmsnorm_reference(&x3, &nw, m, k, eps);
+                let out = poisoned(ctx, m * rows);
+                matmul_gemv_normed(ctx, &out, &upload(ctx, &x3), &upload(ctx, &w[..rows * k]), MatmulDims::new(m, rows, k), norm, Some(term)).unwrap();
+                let mut normed = vec![0.0; m * rows];
+                cpu::matmul_forward(&mut normed, &xn, &to_f64(&w[..rows * k]), m, rows, k);
+                let normed: Vec<f64> = normed.iter().zip(&extra).map(|(a, b)| a + b).collect();
+                assert_close(&format!("normed {m}×{rows}×{k} + rank {rank} term, {stacked:?}"), &read(ctx, &out), &normed, ATOL, RTOL);
+                // gate's rows then up's, the first `n` of the parts above
+                let n = sizes[0];
+                let gated = StackedTerm { starts: [n, usize::MAX], skipped: [0, 0], ..stacked };
+                let term = LowRankTerm { layout: TermLayout::Stacked(gated), ..term };
+                for act in [Activation::Silu, Activation::GeluTanh] {
+                    let out = poisoned(ctx, m * n);
+                    matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x), &upload(ctx, &w[..2 * n * k]), MatmulDims::new(m, n, k), None, Some(term)).unwrap();
+                    let extra = stacked_term_reference(&h, &v, m, 2 * n, rank, 1.5, h_row, h_part, gated.starts, gated.skipped);
+                    let want = gated_reference(act == Activation::GeluTanh, &to_f64(&x), &w[..2 * n * k], m, n, k, Some(&extra));
+                    assert_close(&format!("{act:?} {m}×{n}×{k} + rank {rank} term, {gated:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+                    let out = poisoned(ctx, m * n);
+                    matmul_gemv_gated(ctx, act, &out, &upload(ctx, &x3), &upload(ctx, &w[..2 * n * k]), MatmulDims::new(m, n, k), Some(norm), Some(term)).unwrap();
+                    let want = gated_reference(act == Activation::GeluTanh, &xn, &w[..2 * n * k], m, n, k, Some(&extra));
+                    assert_close(&format!("normed {act:?} {m}×{n}×{k} + rank {rank} term, {gated:?}"), &read(ctx, &out), &want, ATOL, RTOL);
+                }
             }
         }
+        // only the matrix-vector kernels read a stacked term
+        let buf = upload(ctx, &[0.0; 4096]);
+        let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0), layout: TermLayout::Stacked(StackedTerm { h_row: 4, h_part: 2, starts: [8, 16], skipped: [0, 0] }) };
+        let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(8, 24, 8), Accumulate::OVERWRITE, term).unwrap_err();
+        assert!(err.to_string().contains("Tiled cannot read a term laid out as Stacked"), "{err}");
     }
-    // only the matrix-vector kernels read a stacked term
-    let buf = upload(ctx, &[0.0; 4096]);
-    let term = LowRankTerm { h: &buf, v: &buf, rank: 2, scale: 1.0, dropout: (0.0, 0), layout: TermLayout::Stacked(StackedTerm { h_row: 4, h_part: 2, starts: [8, 16], skipped: [0, 0] }) };
-    let err = matmul_low_rank_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &buf, &buf, &buf, MatmulDims::new(8, 24, 8), Accumulate::OVERWRITE, term).unwrap_err();
-    assert!(err.to_string().contains("Tiled cannot read a term laid out as Stacked"), "{err}");
 }
 
 #[test]

@@ -312,29 +312,35 @@ fn tiled_forward_writes_its_output_in_blocks() {
 fn gemv_adds_the_low_rank_term_in_its_launch() {
     // decoding with an adapter: the matrix-vector kernel adds LoRA's h·Bᵀ in its launch, over
     // ranks of fewer and more than its 64 invocations (on a context of its own, so that its
-    // launches are counted alone)
-    let Some(own) = hearth_tests::own_gpu() else { return };
-    let ctx = &own;
-    let mut rng = Rng::new(25);
-    for format in QuantFormat::ALL {
-        for (m, n, k, rank) in [(1, 72, 128, 16), (3, 40, 1024, 70), (4, 9, 64, 1)] {
-            let w = rng.vec_uniform(n * k, -1.0, 1.0);
-            let t = QuantTensor::quantize(format, &w, n, k).unwrap();
-            let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
-            let (x, h, v) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(m * rank, -1.0, 1.0), rng.vec_uniform(n * rank, -1.0, 1.0));
-            let prior = rng.vec_uniform(m * n, -1.0, 1.0);
-            let out = upload(ctx, &prior);
-            let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-            let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0), layout: TermLayout::Rows };
-            ctx.profile_begin();
-            matmul_quant_with(ctx, QuantBlock::Gemv, MatmulKind::Forward, &out, &upload(ctx, &x), &gw, m, Accumulate { alpha: 1.0, beta: 0.5 }, Some(term)).unwrap();
-            let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
-            assert_eq!(launches, 1, "{format:?} gemv + rank {rank} term");
-            let (mut product, mut extra) = (vec![0.0; m * n], vec![0.0; m * n]);
-            cpu::matmul_forward(&mut product, &to_f64(&x), &to_f64(&t.dequantize()), m, n, k);
-            cpu::matmul_forward(&mut extra, &to_f64(&h), &to_f64(&v), m, n, rank);
-            let want: Vec<f64> = (0..m * n).map(|i| product[i] + 1.5 * extra[i] + 0.5 * prior[i] as f64).collect();
-            assert_close(&format!("{format:?} Gemv {m}×{n}×{k} + rank {rank} term"), &read(ctx, &out), &want, 4e-4, 1e-4);
+    // launches are counted alone); then without a term; in each reduction variant, which the
+    // launch's file names
+    for own in hearth_tests::own_gpu_each_reduction() {
+        let ctx = &own;
+        let mut rng = Rng::new(25);
+        for format in QuantFormat::ALL {
+            for (m, n, k, rank) in [(1, 72, 128, 16), (3, 40, 1024, 70), (4, 9, 64, 1)] {
+                let w = rng.vec_uniform(n * k, -1.0, 1.0);
+                let t = QuantTensor::quantize(format, &w, n, k).unwrap();
+                let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+                let (x, h, v) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(m * rank, -1.0, 1.0), rng.vec_uniform(n * rank, -1.0, 1.0));
+                let prior = rng.vec_uniform(m * n, -1.0, 1.0);
+                let out = upload(ctx, &prior);
+                let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
+                let term = LowRankTerm { h: &hb, v: &vb, rank, scale: 1.5, dropout: (0.0, 0), layout: TermLayout::Rows };
+                ctx.profile_begin();
+                matmul_quant_with(ctx, QuantBlock::Gemv, MatmulKind::Forward, &out, &upload(ctx, &x), &gw, m, Accumulate { alpha: 1.0, beta: 0.5 }, Some(term)).unwrap();
+                let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+                assert_eq!(kernels.values().map(|k| k.launches).sum::<u64>(), 1, "{format:?} gemv + rank {rank} term");
+                assert!(kernels.keys().all(|name| name.contains("_subgroups:") == ctx.subgroup_reductions()), "{kernels:?}");
+                let (mut product, mut extra) = (vec![0.0; m * n], vec![0.0; m * n]);
+                cpu::matmul_forward(&mut product, &to_f64(&x), &to_f64(&t.dequantize()), m, n, k);
+                cpu::matmul_forward(&mut extra, &to_f64(&h), &to_f64(&v), m, n, rank);
+                let want: Vec<f64> = (0..m * n).map(|i| product[i] + 1.5 * extra[i] + 0.5 * prior[i] as f64).collect();
+                assert_close(&format!("{format:?} Gemv {m}×{n}×{k} + rank {rank} term"), &read(ctx, &out), &want, 4e-4, 1e-4);
+                let out = poisoned(ctx, m * n);
+                matmul_quant_with(ctx, QuantBlock::Gemv, MatmulKind::Forward, &out, &upload(ctx, &x), &gw, m, Accumulate::OVERWRITE, None).unwrap();
+                assert_close(&format!("{format:?} Gemv {m}×{n}×{k}"), &read(ctx, &out), &product, 4e-4, 1e-4);
+            }
         }
     }
 }
@@ -343,7 +349,7 @@ fn gemv_adds_the_low_rank_term_in_its_launch() {
 fn gemv_gated_is_both_products_and_the_activation() {
     // decoding's gated MLP in one launch with gate's and up's rows stacked in one quantized
     // weight: every format, both activations, 1 to 4 rows
-    with_gpu!(ctx => {
+    with_each_reduction!(ctx => {
         let mut rng = Rng::new(24);
         for format in QuantFormat::ALL {
             for act in [Activation::Silu, Activation::GeluTanh] {
@@ -365,7 +371,7 @@ fn gemv_normed_is_the_norm_then_the_product() {
     // decoding's norms before q/k/v and before gate/up inside the quantized matrix-vector
     // launch: every format that stacks (NF4 is refused by name), the plain and the gated
     // kernel, 1 to 4 rows of a residual stream far from unit RMS
-    with_gpu!(ctx => {
+    with_each_reduction!(ctx => {
         let mut rng = Rng::new(32);
         let eps = 1e-6;
         for format in QuantFormat::ALL {
@@ -527,7 +533,7 @@ fn one_row_forward_matches_for_any_k() {
 #[test]
 fn gemv_adds_a_term_over_stacked_weights() {
     use hearth_core::ops::matmul::StackedTerm;
-    with_gpu!(ctx => {
+    with_each_reduction!(ctx => {
         let mut rng = Rng::new(44);
         for format in QuantFormat::ALL {
             // (the second: k left alone; the third: v)

@@ -56,6 +56,15 @@ fn every_piece_is_included() {
             assert!(Shader::ALL.iter().any(|s| s.source().contains("subgroupAdd")), "no `_subgroups` variant was composed");
             continue;
         }
+        // and this one in gemv_sum.wgsl's, for the files the matrix-vector kernels run from
+        if name == "gemv_sum_subgroups.wgsl" {
+            for shader in [Shader::MatmulTiledNormed, Shader::MatmulQ4_1, Shader::MatmulNf4LowRank] {
+                let twin = shader.with_subgroups().expect("a `_subgroups` variant");
+                assert!(twin.source().contains("subgroupAdd(v[0])"), "{} does not sum on subgroups", twin.file_name());
+                assert!(!shader.source().contains("subgroupAdd"), "{} sums on subgroups", shader.file_name());
+            }
+            continue;
+        }
         // and this one in gemm_output.wgsl's, for matmul_tiled_low_rank.wgsl
         if name == "gemm_output_low_rank.wgsl" {
             assert!(Shader::MatmulTiledLowRank.source().contains("term_h["), "matmul_tiled_low_rank.wgsl has no low-rank term");

@@ -70,7 +70,7 @@ fn tiny_models_with_the_gpu_kernels_a_few_tokens_at_a_time() {
         let m = load_hf_folder(&DirFiles(fixture(name)), Some(WeightFormat::F32)).unwrap();
         ctx.profile_begin();
         check_on(ctx, &format!("{name} (GPU kernels, chunks of {chunk})"), name, m, chunk, None, 2e-4, 1e-4);
-        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+        let kernels = hearth_tests::profiled_kernels(ctx);
         for kernel in ["matmul_gemv", "matmul_gemv_gated"] {
             assert!(kernels.keys().any(|k| k.contains(&format!(":{kernel} ["))), "{name}: {kernel} in {kernels:?}");
         }
@@ -87,7 +87,7 @@ fn tiny_models_with_the_gpu_kernels_a_few_tokens_at_a_time() {
     let m = load_hf_folder(&DirFiles(fixture("tiny-qwen2")), Some(WeightFormat::parse("q8_0").unwrap())).unwrap();
     ctx.profile_begin();
     check_on(ctx, "tiny-qwen2 q8_0 (GPU kernels, chunks of 3)", "tiny-qwen2", m, 3, None, 3e-3, 3e-2);
-    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+    let kernels = hearth_tests::profiled_kernels(ctx);
     assert!(kernels.keys().any(|k| k.starts_with("matmul_q8_0_normed:matmul_quant_gemv [")), "{kernels:?}");
     // Q8_0 weights one token at a time: q, k and v with Qwen2's biases as one quantized
     // matmul and one bias launch per layer and token (three apart), attention as one with
@@ -97,7 +97,7 @@ fn tiny_models_with_the_gpu_kernels_a_few_tokens_at_a_time() {
     let (layers, tokens) = (m.cfg.n_layers as u64, 27);
     ctx.profile_begin();
     check_on(ctx, "tiny-qwen2 q8_0 (GPU kernels, one token at a time)", "tiny-qwen2", m, 1, None, 3e-3, 3e-2);
-    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+    let kernels = hearth_tests::profiled_kernels(ctx);
     let launches = |name: &str| kernels.iter().filter(|(k, _)| k.contains(&format!(":{name} ["))).map(|(_, s)| s.launches).sum::<u64>();
     assert_eq!(launches("bias_forward"), layers * tokens, "{kernels:?}");
     assert_eq!(launches("matmul_quant_gemv_gated"), layers * tokens, "{kernels:?}");
@@ -156,7 +156,7 @@ fn an_adapter_decodes_alike_on_both_kernel_paths() {
     let profiled = |ctx: &GpuContext, run: &mut dyn FnMut()| -> Launches {
         ctx.profile_begin();
         run();
-        pollster::block_on(ctx.profile_end()).unwrap().kernels.into_iter().map(|(k, s)| (k, s.launches)).collect()
+        hearth_tests::profiled_kernels(ctx).into_iter().map(|(k, s)| (k, s.launches)).collect()
     };
     let run = |ctx: &GpuContext, targets: &[Target]| -> (Vec<Vec<f32>>, Launches, Launches, u64) {
         let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), Some(WeightFormat::F32)).unwrap();
@@ -524,7 +524,7 @@ fn batched_decoding_gives_each_sequence_its_own_logits() {
                 let tokens: Vec<u32> = order.iter().map(|&s| step[s]).collect();
                 ctx.profile_begin();
                 let logits = pollster::block_on(model.decode_batch(ctx, &mut held, &tokens)).unwrap();
-                let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+                let kernels = hearth_tests::profiled_kernels(ctx);
                 for (r, &s) in order.iter().enumerate() {
                     let want: Vec<f64> = alone[s][i + 1].iter().map(|&x| x as f64).collect();
                     assert_close(&format!("{name}: sequence {s}, step {i}, caches made together: {together}"), &logits[r * v..(r + 1) * v], &want, 1e-5, 1e-5);

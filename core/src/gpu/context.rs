@@ -349,7 +349,8 @@ impl GpuContext {
         self
     }
 
-    /// True when rmsnorm, cross-entropy and the gradient norm reduce with subgroup operations.
+    /// True when rmsnorm, cross-entropy, the gradient norm and the matrix-vector kernels
+    /// (decoding on GPUs) reduce with subgroup operations.
     pub fn subgroup_reductions(&self) -> bool {
         self.subgroup_reductions
     }

@@ -817,7 +817,7 @@ pub fn matmul_low_rank_with(
 pub fn matmul_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, norm: Option<InputNorm>, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_gemv_gated";
     check_len(op, "w", w, 2 * d.n * d.k)?;
-    let (shader, inputs, params) = gemv_launch(op, out, inp, w, d, 2 * d.n, norm, term)?;
+    let (shader, inputs, params) = gemv_launch(ctx, op, out, inp, w, d, 2 * d.n, norm, term)?;
     let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
     ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(d.n), 4.0 * (d.m * d.n * d.k) as f64)
 }
@@ -829,7 +829,7 @@ pub fn matmul_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp
 pub fn matmul_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w: &GpuBuffer, d: MatmulDims, norm: InputNorm, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_gemv_normed";
     check_len(op, "w", w, d.n * d.k)?;
-    let (shader, inputs, params) = gemv_launch(op, out, inp, w, d, d.n, Some(norm), term)?;
+    let (shader, inputs, params) = gemv_launch(ctx, op, out, inp, w, d, d.n, Some(norm), term)?;
     ctx.dispatch_counted(&Kernel::new(shader, "matmul_gemv", 0), &inputs, &[out], &params, grid_rows(d.n), 2.0 * (d.m * d.n * d.k) as f64)
 }
 
@@ -838,7 +838,7 @@ pub fn matmul_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w:
 /// composition binds a term's operands (any buffers where there is none: its rank 0 never
 /// reads them).
 #[allow(clippy::too_many_arguments)]
-fn gemv_launch<'a>(op: &str, out: &GpuBuffer, inp: &'a GpuBuffer, w: &'a GpuBuffer, d: MatmulDims, rows: usize, norm: Option<InputNorm<'a>>, term: Option<LowRankTerm<'a>>) -> Result<(Shader, Vec<&'a GpuBuffer>, StridedParams)> {
+fn gemv_launch<'a>(ctx: &GpuContext, op: &str, out: &GpuBuffer, inp: &'a GpuBuffer, w: &'a GpuBuffer, d: MatmulDims, rows: usize, norm: Option<InputNorm<'a>>, term: Option<LowRankTerm<'a>>) -> Result<(Shader, Vec<&'a GpuBuffer>, StridedParams)> {
     check_gemv(op, d, norm)?;
     check_len(op, "inp", inp, d.m * d.k)?;
     check_rows(op, "out", out, d.c_blocks, d.m, d.n)?;
@@ -852,7 +852,7 @@ fn gemv_launch<'a>(op: &str, out: &GpuBuffer, inp: &'a GpuBuffer, w: &'a GpuBuff
         (None, Some(_)) => (Shader::MatmulTiledLowRank, vec![inp, w, h, v]),
         (None, None) => (Shader::MatmulTiled, vec![inp, w]),
     };
-    Ok((shader, inputs, params))
+    Ok((ctx.reduction_shader(shader), inputs, params))
 }
 
 /// The shapes the matrix-vector kernels take: the forward of 1 to 4 rows, and a norm weight
@@ -1040,7 +1040,7 @@ fn launch(
                 Some(t) => (Shader::MatmulTiledLowRank, vec![a, b, t.h, t.v]),
                 None => (Shader::MatmulTiled, vec![a, b]),
             };
-            ctx.dispatch_counted(&Kernel::new(shader, "matmul_gemv", 0), &inputs, &[out], &params, groups, flops)
+            ctx.dispatch_counted(&Kernel::new(ctx.reduction_shader(shader), "matmul_gemv", 0), &inputs, &[out], &params, groups, flops)
         }
         MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::TiledF16 | MatmulTiling::TiledWideF16 | MatmulTiling::Coop => {
             ensure(tiling != MatmulTiling::Coop || ctx.has_cooperative_matrix(), || {

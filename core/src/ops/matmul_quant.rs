@@ -201,7 +201,7 @@ pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffe
     let op = "matmul_quant_gemv_gated";
     let n = w.rows / 2;
     ensure(w.rows.is_multiple_of(2) && n > 0, || format!("{op}: the weight holds {} rows, not gate's and up's", w.rows))?;
-    let (shader, inputs, params) = gemv_launch(op, inp, out, None, w, m, n, norm, term)?;
+    let (shader, inputs, params) = gemv_launch(ctx, op, inp, out, None, w, m, n, norm, term)?;
     let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
     ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(n), 4.0 * (m * n * w.cols) as f64)
 }
@@ -213,7 +213,7 @@ pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffe
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_quant_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, blocks: Option<ColumnBlocks>, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: InputNorm, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_quant_gemv_normed";
-    let (shader, inputs, params) = gemv_launch(op, inp, out, blocks, w, m, w.rows, Some(norm), term)?;
+    let (shader, inputs, params) = gemv_launch(ctx, op, inp, out, blocks, w, m, w.rows, Some(norm), term)?;
     ctx.dispatch_counted(&Kernel::new(shader, "matmul_quant_gemv", 0), &inputs, &[out], &params, grid_rows(w.rows), 2.0 * (m * w.rows * w.cols) as f64)
 }
 
@@ -222,7 +222,7 @@ pub fn matmul_quant_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, blocks: Optio
 /// composition, which binds a term's operands: any buffers where there is none, its rank 0
 /// never reading them) and a term over the weight's rows as given.
 #[allow(clippy::too_many_arguments)]
-fn gemv_launch<'a>(op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, blocks: Option<ColumnBlocks>, w: &'a GpuQuantWeight, m: usize, n: usize, norm: Option<InputNorm<'a>>, term: Option<LowRankTerm<'a>>) -> Result<(Shader, Vec<&'a GpuBuffer>, Params)> {
+fn gemv_launch<'a>(ctx: &GpuContext, op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, blocks: Option<ColumnBlocks>, w: &'a GpuQuantWeight, m: usize, n: usize, norm: Option<InputNorm<'a>>, term: Option<LowRankTerm<'a>>) -> Result<(Shader, Vec<&'a GpuBuffer>, Params)> {
     let k = w.cols;
     ensure((1..=4).contains(&m), || format!("{op}: the matrix-vector kernel takes 1 to 4 rows, got {m}"))?;
     ensure(k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
@@ -256,7 +256,7 @@ fn gemv_launch<'a>(op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, blocks: Option
         c_blocks: ColumnBlocks::params(blocks),
         ..bytemuck::Zeroable::zeroed()
     };
-    Ok((shader, inputs, term_params(params, term, MatmulKind::Forward, w.rows)))
+    Ok((ctx.reduction_shader(shader), inputs, term_params(params, term, MatmulKind::Forward, w.rows)))
 }
 
 /// `params` with a low-rank term's fields over `out_cols` outputs (kind's): its rank, scale,
@@ -431,6 +431,8 @@ fn quant_launch(
     let entries = &shaders.entries;
     let sh = match (block, term) {
         (QuantBlock::TiledF16, _) => shaders.f16_tiles,
+        (QuantBlock::Gemv, Some(_)) => ctx.reduction_shader(shaders.low_rank),
+        (QuantBlock::Gemv, None) => ctx.reduction_shader(shaders.plain),
         (_, Some(_)) => shaders.low_rank,
         (_, None) => shaders.plain,
     };
