@@ -265,25 +265,44 @@ fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     summed[at] = v;
 }
 
-// The forward of at most 4 rows of x (decoding a token), for real GPUs: a tile of 64 × 64
-// outputs would leave all but a few rows idle. One workgroup of 64 invocations per output
-// column j (row j of W) splits the reduction, consecutive invocations reading consecutive
-// weights, and sums the parts over the workgroup (pieces/gemv_sum.wgsl; on subgroup
-// operations in the `_subgroups` variants):
+// The forward of at most 16 rows of x (decoding: a token, or a server's batch of a few), for
+// real GPUs: a tile of 64 × 64 outputs would leave all but a few rows idle. One workgroup of
+// 64 invocations per output column j (row j of W) splits the reduction, consecutive
+// invocations reading consecutive weights, each weight read once for all the rows, and sums
+// the parts over the workgroup (pieces/gemv_sum.wgsl; on subgroup operations in the
+// `_subgroups` variants):
 //   c(i, j) = beta·c(i, j) + alpha · (Σ_r a(i, r)·b(j, r) + term_scale · Σ_q H(i,q)·V(j,q))
 // (strides as above, z = 0; the low-rank term, LoRA's h·Bᵀ, where composed with one: summed
 // after the reduction, pieces/low_rank_term.wgsl's gemv_term). Composed with an input norm
 // (matmul_tiled_normed.wgsl, pieces/input_norm.wgsl, with a term's bindings too), a(i, ·)
 // is normed as it is read: Σ_r a(i, r)·norm_w(r)·b(j, r) / rms(a(i, ·)), the term added
 // unscaled. The grid folds columns past 65535 into y.
+override GATE_GELU: bool = false; // (the gated kernel's activation, declared before GEMV_QUADS)
+// #include "pieces/gemv_rows.wgsl"
 // #include "pieces/gemv_sum.wgsl"
 
-// 1/rms of input row i from the rows' summed squares `ss`; 1 without an input norm.
-fn gemv_input_scale(ss: vec4<f32>, i: u32) -> f32 {
+// 1/rms of an input row from its summed squares; 1 without an input norm.
+fn gemv_input_scale(ss: f32) -> f32 {
     if (!NORMED) {
         return 1.0;
     }
-    return inverseSqrt(ss[i] / f32(p.R) + p.norm_eps);
+    return inverseSqrt(ss / f32(p.R) + p.norm_eps);
+}
+
+// Adds a(i, r)·w[s] to set s of `sums` for each row i (s < sets; w: one weight per set, the
+// last set's unused) and a(i, r)² to set `sets` (the sums of squares, read where NORMED).
+fn gemv_add(sums: ptr<function, GemvSums>, r: u32, w: vec2<f32>, sets: u32) {
+    for (var q = 0u; q < GEMV_QUADS; q++) {
+        for (var c = 0u; c < 4u; c++) {
+            let i = 4u * q + c;
+            if (i < p.M) {
+                let x = a[i * p.a_si + r * p.a_sr];
+                (*sums)[q][c] += x * w.x;
+                if (sets == 2u) { (*sums)[GEMV_QUADS + q][c] += x * w.y; }
+                (*sums)[sets * GEMV_QUADS + q][c] += x * x;
+            }
+        }
+    }
 }
 
 @compute @workgroup_size(64)
@@ -292,24 +311,18 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let j = wid.x + wid.y * nwg.x;
     let live = j < p.N;
     let jb = min(j, p.N - 1u) * p.b_sj;
-    var acc = vec4<f32>();
-    var ss = vec4<f32>();
+    var sums: GemvSums;
     for (var r = lid; r < p.R; r += GEMV_WG) {
-        let w = b[jb + r * p.b_sr] * norm_weight(r);
-        for (var i = 0u; i < p.M; i++) {
-            let x = a[i * p.a_si + r * p.a_sr];
-            acc[i] += x * w;
-            ss[i] += x * x;
-        }
+        gemv_add(&sums, r, vec2<f32>(b[jb + r * p.b_sr] * norm_weight(r), 0.0), 1u);
     }
-    var sums = gemv_sum(lane, array<vec4<f32>, 3>(acc, ss, vec4<f32>()), select(1u, 2u, NORMED));
+    gemv_sum(lane, &sums, select(1u, 2u, NORMED));
     if (live && lid < p.M) {
         // (q, k and v of a few tokens in blocks: the stacked weights' parts apart)
         var idx = lid * p.N + j;
         if (p.c_block2 != 0u) {
             idx = block_index(lid, j, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
         }
-        var v = p.alpha * (sums[0][lid] * gemv_input_scale(sums[1], lid) + gemv_term(j, lid));
+        var v = p.alpha * (gemv_row_sum(&sums, 0u, lid) * gemv_input_scale(gemv_row_sum(&sums, 1u, lid)) + gemv_term(j, lid));
         if (p.beta != 0.0) {
             v += p.beta * c[idx];
         }
@@ -317,12 +330,11 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
-// The gate and up projections of a gated MLP and its activation for at most 4 rows, in one
+// The gate and up projections of a gated MLP and its activation for at most 16 rows, in one
 // launch (decoding): b holds W_gate's N rows, then W_up's, and workgroup j reduces rows j and
 // N + j as matmul_gemv does (with its input norm, or a low-rank term over the stacked rows,
 // where composed with one):
 //   c(i, j) = act(Σ_r a(i, r)·b(j, r)) · Σ_r a(i, r)·b(N + j, r),   act: silu, or gelu where GATE_GELU
-override GATE_GELU: bool = false;
 
 @compute @workgroup_size(64)
 fn matmul_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: GemvLane) {
@@ -330,25 +342,16 @@ fn matmul_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let j = wid.x + wid.y * nwg.x;
     let jg = min(j, p.N - 1u) * p.b_sj;
     let ju = jg + p.N * p.b_sj;
-    var gate = vec4<f32>();
-    var up = vec4<f32>();
-    var ss = vec4<f32>();
+    var sums: GemvSums;
     for (var r = lid; r < p.R; r += GEMV_WG) {
         let nw = norm_weight(r);
-        let wg = b[jg + r * p.b_sr] * nw;
-        let wu = b[ju + r * p.b_sr] * nw;
-        for (var i = 0u; i < p.M; i++) {
-            let x = a[i * p.a_si + r * p.a_sr];
-            gate[i] += x * wg;
-            up[i] += x * wu;
-            ss[i] += x * x;
-        }
+        gemv_add(&sums, r, vec2<f32>(b[jg + r * p.b_sr], b[ju + r * p.b_sr]) * nw, 2u);
     }
-    var sums = gemv_sum(lane, array<vec4<f32>, 3>(gate, up, ss), select(2u, 3u, NORMED));
+    gemv_sum(lane, &sums, select(2u, 3u, NORMED));
     if (j < p.N && lid < p.M) {
         // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
-        let scale = gemv_input_scale(sums[2], lid);
-        let gate = sums[0][lid] * scale + gemv_term(j, lid);
-        c[lid * p.N + j] = gated(gate, sums[1][lid] * scale + gemv_term(j + p.N, lid), GATE_GELU);
+        let scale = gemv_input_scale(gemv_row_sum(&sums, 2u, lid));
+        let gate = gemv_row_sum(&sums, 0u, lid) * scale + gemv_term(j, lid);
+        c[lid * p.N + j] = gated(gate, gemv_row_sum(&sums, 1u, lid) * scale + gemv_term(j + p.N, lid), GATE_GELU);
     }
 }

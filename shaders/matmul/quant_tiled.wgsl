@@ -234,21 +234,43 @@ fn matmul_quant_backward_input_tiled(@builtin(workgroup_id) wid: vec3<u32>, @bui
     qt_matmul(wid, lid, false);
 }
 
-// The forward of at most 4 rows of inp (decoding a token) on GPUs: one workgroup of 64
-// invocations per row j of W, each decoding groups of 8 weights along K (consecutive
-// invocations take consecutive groups), then a sum over the workgroup (pieces/gemv_sum.wgsl;
-// on subgroup operations in the `_subgroups` variants), and the low-rank term where composed
-// with one (LoRA's h·Bᵀ: pieces/low_rank_term.wgsl's gemv_term). Composed with an input norm
+// The forward of at most 16 rows of inp (decoding: a token, or a server's batch of a few) on
+// GPUs: one workgroup of 64 invocations per row j of W, each decoding groups of 8 weights
+// along K (consecutive invocations take consecutive groups) once for all the rows, then a sum
+// over the workgroup (pieces/gemv_sum.wgsl; on subgroup operations in the `_subgroups`
+// variants), and the low-rank term where composed with one (LoRA's h·Bᵀ:
+// pieces/low_rank_term.wgsl's gemv_term). Composed with an input norm
 // (matmul_<format>_normed.wgsl, pieces/input_norm.wgsl), each row of inp is normed as it is
 // read, as matmul_tiled.wgsl's matmul_gemv does. The grid folds rows past 65535 into y.
+override GATE_GELU: bool = false; // (the gated kernel's activation, declared before GEMV_QUADS)
+// #include "../pieces/gemv_rows.wgsl"
 // #include "../pieces/gemv_sum.wgsl"
 
-// 1/rms of inp's row i from the rows' summed squares `ss`; 1 without an input norm.
-fn qg_input_scale(ss: vec4<f32>, i: u32) -> f32 {
+// 1/rms of a row of inp from its summed squares; 1 without an input norm.
+fn qg_input_scale(ss: f32) -> f32 {
     if (!NORMED) {
         return 1.0;
     }
-    return inverseSqrt(ss[i] / f32(p.K) + p.norm_eps);
+    return inverseSqrt(ss / f32(p.K) + p.norm_eps);
+}
+
+// Adds inp(i, 8g .. 8g + 8)·w[s] to set s of `sums` for each row i (s < sets; the second of
+// w unused where sets is 1) and inp(i, ..)² to set `sets` (the sums of squares, read where
+// NORMED).
+fn qg_add(sums: ptr<function, GemvSums>, g: u32, w: array<array<vec4<f32>, 2>, 2>, sets: u32) {
+    for (var q = 0u; q < GEMV_QUADS; q++) {
+        for (var c = 0u; c < 4u; c++) {
+            let i = 4u * q + c;
+            if (i < p.M) {
+                let x = i * (p.K / 4u) + 2u * g;
+                let x0 = inp[x];
+                let x1 = inp[x + 1u];
+                (*sums)[q][c] += dot(x0, w[0][0]) + dot(x1, w[0][1]);
+                if (sets == 2u) { (*sums)[GEMV_QUADS + q][c] += dot(x0, w[1][0]) + dot(x1, w[1][1]); }
+                (*sums)[sets * GEMV_QUADS + q][c] += dot(x0, x0) + dot(x1, x1);
+            }
+        }
+    }
 }
 
 @compute @workgroup_size(64)
@@ -256,28 +278,21 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let lid = lane.index;
     let j = wid.x + wid.y * nwg.x;
     let jw = min(j, p.N - 1u);
-    var acc = vec4<f32>();
-    var ss = vec4<f32>();
+    var sums: GemvSums;
     for (var g = lid; g < p.K / 8u; g += GEMV_WG) {
         let w = dequant8(jw, g);
-        let w0 = w[0] * norm_weight4(2u * g);
-        let w1 = w[1] * norm_weight4(2u * g + 1u);
-        for (var i = 0u; i < p.M; i++) {
-            let x = i * (p.K / 4u) + 2u * g;
-            let x0 = inp[x];
-            let x1 = inp[x + 1u];
-            acc[i] += dot(x0, w0) + dot(x1, w1);
-            ss[i] += dot(x0, x0) + dot(x1, x1);
-        }
+        let nw = array<vec4<f32>, 2>(norm_weight4(2u * g), norm_weight4(2u * g + 1u));
+        let none = array<vec4<f32>, 2>();
+        qg_add(&sums, g, array<array<vec4<f32>, 2>, 2>(array<vec4<f32>, 2>(w[0] * nw[0], w[1] * nw[1]), none), 1u);
     }
-    var sums = gemv_sum(lane, array<vec4<f32>, 3>(acc, ss, vec4<f32>()), select(1u, 2u, NORMED));
+    gemv_sum(lane, &sums, select(1u, 2u, NORMED));
     if (j < p.N && lid < p.M) {
         // (q, k and v of a few tokens in blocks: the stacked weights' parts apart)
         var idx = lid * p.N + j;
         if (p.c_block2 != 0u) {
             idx = block_index(lid, j, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
         }
-        var o = p.alpha * (sums[0][lid] * qg_input_scale(sums[1], lid) + gemv_term(j, lid));
+        var o = p.alpha * (gemv_row_sum(&sums, 0u, lid) * qg_input_scale(gemv_row_sum(&sums, 1u, lid)) + gemv_term(j, lid));
         if (p.beta != 0.0) {
             o += p.beta * out[idx];
         }
@@ -285,44 +300,31 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     }
 }
 
-// The gate and up projections of a gated MLP and its activation for at most 4 rows of inp,
+// The gate and up projections of a gated MLP and its activation for at most 16 rows of inp,
 // in one launch (decoding): W holds W_gate's N rows, then W_up's, and workgroup j decodes rows
 // j and N + j as matmul_quant_gemv does (with its input norm, or a low-rank term over the
 // stacked rows, where composed with one):
 //   out(i, j) = act(inp(i)·W_gate(j)) · inp(i)·W_up(j),   act: silu, or gelu where GATE_GELU
-override GATE_GELU: bool = false;
 
 @compute @workgroup_size(64)
 fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: GemvLane) {
     let lid = lane.index;
     let j = wid.x + wid.y * nwg.x;
     let jw = min(j, p.N - 1u);
-    var gate = vec4<f32>();
-    var up = vec4<f32>();
-    var ss = vec4<f32>();
+    var sums: GemvSums;
     for (var g = lid; g < p.K / 8u; g += GEMV_WG) {
         let nw0 = norm_weight4(2u * g);
         let nw1 = norm_weight4(2u * g + 1u);
         let wg = dequant8(jw, g);
         let wu = dequant8(jw + p.N, g);
-        let wg0 = wg[0] * nw0;
-        let wg1 = wg[1] * nw1;
-        let wu0 = wu[0] * nw0;
-        let wu1 = wu[1] * nw1;
-        for (var i = 0u; i < p.M; i++) {
-            let x = i * (p.K / 4u) + 2u * g;
-            let x0 = inp[x];
-            let x1 = inp[x + 1u];
-            gate[i] += dot(x0, wg0) + dot(x1, wg1);
-            up[i] += dot(x0, wu0) + dot(x1, wu1);
-            ss[i] += dot(x0, x0) + dot(x1, x1);
-        }
+        let w = array<array<vec4<f32>, 2>, 2>(array<vec4<f32>, 2>(wg[0] * nw0, wg[1] * nw1), array<vec4<f32>, 2>(wu[0] * nw0, wu[1] * nw1));
+        qg_add(&sums, g, w, 2u);
     }
-    var sums = gemv_sum(lane, array<vec4<f32>, 3>(gate, up, ss), select(2u, 3u, NORMED));
+    gemv_sum(lane, &sums, select(2u, 3u, NORMED));
     if (j < p.N && lid < p.M) {
         // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
-        let scale = qg_input_scale(sums[2], lid);
-        let gate = sums[0][lid] * scale + gemv_term(j, lid);
-        out[lid * p.N + j] = gated(gate, sums[1][lid] * scale + gemv_term(j + p.N, lid), GATE_GELU);
+        let scale = qg_input_scale(gemv_row_sum(&sums, 2u, lid));
+        let gate = gemv_row_sum(&sums, 0u, lid) * scale + gemv_term(j, lid);
+        out[lid * p.N + j] = gated(gate, gemv_row_sum(&sums, 1u, lid) * scale + gemv_term(j + p.N, lid), GATE_GELU);
     }
 }

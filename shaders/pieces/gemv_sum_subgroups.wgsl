@@ -3,8 +3,6 @@
 // leaves them in workgroup memory, and every invocation adds those few in the same order,
 // so all get the same sums. One barrier instead of log2(GEMV_WG) + 1; any subgroup size.
 
-const GEMV_WG: u32 = 64u;
-
 struct GemvLane {
     @builtin(local_invocation_index) index: u32,
     @builtin(subgroup_id) subgroup: u32,
@@ -12,18 +10,18 @@ struct GemvLane {
     @builtin(subgroup_invocation_id) in_subgroup: u32,
 }
 
-var<workgroup> gemv_parts: array<array<vec4<f32>, 3>, GEMV_WG>;
+var<workgroup> gemv_parts: array<vec4<f32>, GEMV_WG * 3u * GEMV_QUADS>;
 
-fn gemv_sum(lane: GemvLane, v: array<vec4<f32>, 3>, parts: u32) -> array<vec4<f32>, 3> {
-    var own = v;
-    own[0] = subgroupAdd(v[0]);
-    if (parts > 1u) { own[1] = subgroupAdd(v[1]); }
-    if (parts > 2u) { own[2] = subgroupAdd(v[2]); }
-    if (lane.in_subgroup == 0u) { gemv_parts[lane.subgroup] = own; }
-    workgroupBarrier();
-    var total = gemv_parts[0];
-    for (var i = 1u; i < lane.subgroups; i++) {
-        for (var k = 0u; k < parts; k++) { total[k] += gemv_parts[i][k]; }
+fn gemv_sum(lane: GemvLane, v: ptr<function, GemvSums>, sets: u32) {
+    let n = sets * GEMV_QUADS;
+    for (var k = 0u; k < n; k++) { (*v)[k] = subgroupAdd((*v)[k]); }
+    if (lane.in_subgroup == 0u) {
+        for (var k = 0u; k < n; k++) { gemv_parts[lane.subgroup * n + k] = (*v)[k]; }
     }
-    return total;
+    workgroupBarrier();
+    for (var k = 0u; k < n; k++) {
+        var total = gemv_parts[k];
+        for (var i = 1u; i < lane.subgroups; i++) { total += gemv_parts[i * n + k]; }
+        (*v)[k] = total;
+    }
 }

@@ -350,24 +350,25 @@ fn matmul_tiled_splits_long_reductions() {
 
 #[test]
 fn matmul_gemv_for_decoding_rows() {
-    // 1 to 4 rows of x (decoding), reductions that are not multiples of the workgroup, and
+    // 1 to 16 rows of x (decoding; each count of fours), reductions that are not multiples of
+    // the workgroup, and
     // more columns than one grid dimension holds (the lm_head of a large vocabulary).
     // (each reduction variant: on subgroup operations where the adapter has them, and in
     // workgroup memory)
     let mut rng = Rng::new(13);
     with_each_reduction!(ctx => {
-        for (m, n, k) in [(1, 1, 1), (1, 70, 576), (2, 33, 100), (3, 129, 64), (4, 576, 1536), (1, 70000, 8)] {
+        for (m, n, k) in [(1, 1, 1), (1, 70, 576), (2, 33, 100), (3, 129, 64), (4, 576, 1536), (5, 40, 96), (8, 70, 576), (11, 33, 100), (16, 129, 200), (1, 70000, 8), (13, 70000, 8)] {
             for acc in [Accumulate::OVERWRITE, Accumulate { alpha: 0.5, beta: 1.0 }] {
                 check_on(ctx, MatmulKind::Forward, MatmulTiling::Gemv, MatmulDims::new(m, n, k), acc, &mut rng);
             }
         }
     });
     with_each_reduction!(ctx => {
-        let err = matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Gemv, &upload(ctx, &[0.0; 5 * 4]), &upload(ctx, &[0.0; 5 * 8]), &upload(ctx, &[0.0; 4 * 8]), MatmulDims::new(5, 4, 8), Accumulate::OVERWRITE).unwrap_err();
-        assert!(err.to_string().contains("1 to 4 rows"), "{err}");
+        let err = matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Gemv, &upload(ctx, &[0.0; 17 * 4]), &upload(ctx, &[0.0; 17 * 8]), &upload(ctx, &[0.0; 4 * 8]), MatmulDims::new(17, 4, 8), Accumulate::OVERWRITE).unwrap_err();
+        assert!(err.to_string().contains("1 to 16 rows"), "{err}");
         // LoRA's h·Bᵀ in the same launch (decoding with an adapter), over ranks of fewer and
         // more than the workgroup's 64 invocations
-        for (m, n, k) in [(1, 70, 576), (4, 33, 100), (2, 70000, 8)] {
+        for (m, n, k) in [(1, 70, 576), (4, 33, 100), (2, 70000, 8), (9, 33, 100), (16, 70, 64)] {
             for rank in [1, 16, 70] {
                 for acc in [Accumulate::OVERWRITE, Accumulate { alpha: 0.5, beta: 1.0 }] {
                     check_low_rank(ctx, MatmulKind::Forward, MatmulTiling::Gemv, MatmulDims::new(m, n, k), acc, rank, (0.0, 0), &mut rng);
@@ -385,7 +386,7 @@ fn matmul_gemv_for_decoding_rows() {
 
 #[test]
 fn matmul_gemv_gated_is_both_products_and_the_activation() {
-    // decoding's gated MLP in one launch: 1 to 4 rows, both activations, reductions off the
+    // decoding's gated MLP in one launch: 1 to 16 rows, both activations, reductions off the
     // workgroup's 64, more columns than one grid dimension holds (on a context of its own, so
     // that its launches are counted alone, the file it runs from named: each reduction
     // variant's)
@@ -393,7 +394,7 @@ fn matmul_gemv_gated_is_both_products_and_the_activation() {
         let ctx = &own;
         let mut rng = Rng::new(14);
         for act in [Activation::Silu, Activation::GeluTanh] {
-            for (m, n, k) in [(1, 96, 64), (4, 33, 100), (2, 1536, 576), (1, 70000, 8)] {
+            for (m, n, k) in [(1, 96, 64), (4, 33, 100), (2, 1536, 576), (7, 96, 64), (16, 33, 100), (1, 70000, 8)] {
                 let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(2 * n * k, -1.0, 1.0));
                 let out = poisoned(ctx, m * n);
                 ctx.profile_begin();
@@ -404,9 +405,9 @@ fn matmul_gemv_gated_is_both_products_and_the_activation() {
                 assert_close(&format!("{act:?} {m}×{n}×{k}"), &read(ctx, &out), &gated_reference(act == Activation::GeluTanh, &to_f64(&x), &w, m, n, k, None), ATOL, RTOL);
             }
         }
-        let buf = upload(ctx, &[0.0; 5 * 16]);
-        let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &buf, MatmulDims::new(5, 4, 4), None, None).unwrap_err();
-        assert!(err.to_string().contains("1 to 4 rows"), "{err}");
+        let buf = upload(ctx, &[0.0; 17 * 16]);
+        let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &buf, MatmulDims::new(17, 4, 4), None, None).unwrap_err();
+        assert!(err.to_string().contains("1 to 16 rows"), "{err}");
         let err = matmul_gemv_gated(ctx, Activation::Silu, &buf, &buf, &upload(ctx, &[0.0; 16]), MatmulDims::new(1, 4, 4), None, None).unwrap_err();
         assert!(err.to_string().contains("w holds 16 values, expected at least 32"), "{err}");
     }
@@ -414,7 +415,7 @@ fn matmul_gemv_gated_is_both_products_and_the_activation() {
 
 #[test]
 fn matmul_gemv_normed_is_the_norm_then_the_product() {
-    // decoding's norms before q/k/v and before gate/up inside the matrix-vector launch: 1 to 4
+    // decoding's norms before q/k/v and before gate/up inside the matrix-vector launch: 1 to 16
     // rows of a residual stream (values far from unit RMS, so that the norm matters), the
     // plain and the gated kernel, reductions off the workgroup's 64, more columns than one
     // grid dimension holds (on a context of its own: one launch each)
@@ -428,7 +429,7 @@ fn matmul_gemv_normed_is_the_norm_then_the_product() {
             let launches: u64 = pollster::block_on(ctx.profile_end()).unwrap().kernels.values().map(|k| k.launches).sum();
             assert_eq!(launches, 1, "{what}");
         };
-        for (m, n, k) in [(1, 96, 64), (4, 33, 100), (2, 1536, 576), (1, 70000, 8)] {
+        for (m, n, k) in [(1, 96, 64), (4, 33, 100), (2, 1536, 576), (12, 96, 64), (15, 33, 100), (1, 70000, 8)] {
             let (x, nw, w) = (rng.vec_uniform(m * k, -3.0, 3.0), rng.vec_uniform(k, 0.5, 1.5), rng.vec_uniform(2 * n * k, -1.0, 1.0));
             let xn = rmsnorm_reference(&x, &nw, m, k, eps);
             let (xb, nwb, wb) = (upload(ctx, &x), upload(ctx, &nw), upload(ctx, &w));
@@ -954,7 +955,7 @@ fn gemv_adds_a_term_over_stacked_weights() {
     for own in hearth_tests::own_gpu_each_reduction() {
         let ctx = &own;
         let mut rng = Rng::new(43);
-        for (m, rank, sizes) in [(1, 16, [64, 24, 24]), (3, 5, [40, 8, 16]), (4, 70, [9, 9, 9])] {
+        for (m, rank, sizes) in [(1, 16, [64, 24, 24]), (3, 5, [40, 8, 16]), (4, 70, [9, 9, 9]), (10, 16, [64, 24, 24])] {
             let (rows, k) = (sizes.iter().sum::<usize>(), 96);
             // (starts, skipped): every part adapted, all but the middle, all but the last
             let layouts = [([sizes[0], sizes[0] + sizes[1]], [0, 0]), ([sizes[0] + sizes[1], usize::MAX], [sizes[0], sizes[1]]), ([sizes[0], usize::MAX], [sizes[0] + sizes[1], sizes[2]])];

@@ -146,7 +146,7 @@ fn quantized_matmuls_match_f32_over_dequantized_weight() {
                     if block == QuantBlock::Row && !k.is_multiple_of(32) {
                         continue; // refused; one_row_forward_matches_for_any_k covers the fallback
                     }
-                    if block == QuantBlock::Gemv && m > 4 {
+                    if block == QuantBlock::Gemv && m > 16 {
                         continue; // refused: decoding's kernel
                     }
                     if m * n > 1_000_000 && block != QuantBlock::Gemv {
@@ -318,7 +318,7 @@ fn gemv_adds_the_low_rank_term_in_its_launch() {
         let ctx = &own;
         let mut rng = Rng::new(25);
         for format in QuantFormat::ALL {
-            for (m, n, k, rank) in [(1, 72, 128, 16), (3, 40, 1024, 70), (4, 9, 64, 1)] {
+            for (m, n, k, rank) in [(1, 72, 128, 16), (3, 40, 1024, 70), (4, 9, 64, 1), (9, 40, 128, 16), (16, 9, 64, 3)] {
                 let w = rng.vec_uniform(n * k, -1.0, 1.0);
                 let t = QuantTensor::quantize(format, &w, n, k).unwrap();
                 let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
@@ -348,12 +348,12 @@ fn gemv_adds_the_low_rank_term_in_its_launch() {
 #[test]
 fn gemv_gated_is_both_products_and_the_activation() {
     // decoding's gated MLP in one launch with gate's and up's rows stacked in one quantized
-    // weight: every format, both activations, 1 to 4 rows
+    // weight: every format, both activations, 1 to 16 rows
     with_each_reduction!(ctx => {
         let mut rng = Rng::new(24);
         for format in QuantFormat::ALL {
             for act in [Activation::Silu, Activation::GeluTanh] {
-                for (m, n, k) in [(1, 96, 64), (4, 40, 1024), (2, 1536, 576)] {
+                for (m, n, k) in [(1, 96, 64), (4, 40, 1024), (2, 1536, 576), (14, 40, 128)] {
                     let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(2 * n * k, -1.0, 1.0));
                     let t = QuantTensor::quantize(format, &w, 2 * n, k).unwrap();
                     let out = poisoned(ctx, m * n);
@@ -370,12 +370,12 @@ fn gemv_gated_is_both_products_and_the_activation() {
 fn gemv_normed_is_the_norm_then_the_product() {
     // decoding's norms before q/k/v and before gate/up inside the quantized matrix-vector
     // launch: every format that stacks (NF4 is refused by name), the plain and the gated
-    // kernel, 1 to 4 rows of a residual stream far from unit RMS
+    // kernel, 1 to 16 rows of a residual stream far from unit RMS
     with_each_reduction!(ctx => {
         let mut rng = Rng::new(32);
         let eps = 1e-6;
         for format in QuantFormat::ALL {
-            for (m, n, k) in [(1, 96, 64), (4, 40, 1024), (2, 1536, 576)] {
+            for (m, n, k) in [(1, 96, 64), (4, 40, 1024), (2, 1536, 576), (8, 96, 64), (16, 40, 128)] {
                 let (x, nw) = (rng.vec_uniform(m * k, -3.0, 3.0), rng.vec_uniform(k, 0.5, 1.5));
                 let (xb, nwb) = (upload(ctx, &x), upload(ctx, &nw));
                 let norm = InputNorm { weight: &nwb, eps };
@@ -537,7 +537,7 @@ fn gemv_adds_a_term_over_stacked_weights() {
         let mut rng = Rng::new(44);
         for format in QuantFormat::ALL {
             // (the second: k left alone; the third: v)
-            for (m, rank, sizes, skip) in [(1, 16, [64, 32, 32], None), (4, 3, [32, 16, 8], None), (1, 16, [64, 32, 32], Some(1)), (4, 3, [32, 16, 8], Some(2))] {
+            for (m, rank, sizes, skip) in [(1, 16, [64, 32, 32], None), (4, 3, [32, 16, 8], None), (1, 16, [64, 32, 32], Some(1)), (4, 3, [32, 16, 8], Some(2)), (11, 5, [32, 16, 8], Some(1))] {
                 let (rows, k) = (sizes.iter().sum::<usize>(), 128);
                 let (starts, skipped) = match skip {
                     None => ([sizes[0], sizes[0] + sizes[1]], [0, 0]),

@@ -60,7 +60,7 @@ fn every_piece_is_included() {
         if name == "gemv_sum_subgroups.wgsl" {
             for shader in [Shader::MatmulTiledNormed, Shader::MatmulQ4_1, Shader::MatmulNf4LowRank] {
                 let twin = shader.with_subgroups().expect("a `_subgroups` variant");
-                assert!(twin.source().contains("subgroupAdd(v[0])"), "{} does not sum on subgroups", twin.file_name());
+                assert!(twin.source().contains("subgroupAdd("), "{} does not sum on subgroups", twin.file_name());
                 assert!(!shader.source().contains("subgroupAdd"), "{} sums on subgroups", shader.file_name());
             }
             continue;

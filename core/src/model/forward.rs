@@ -144,7 +144,7 @@ impl GpuLayer {
 
     /// inp·[W_q; W_k; W_v]ᵀ (+ the biases): the three projections of `n` tokens in one
     /// matmul, where the layer holds them stacked (else an error), into `out`; with `norm`, of
-    /// inp's rows normed in the same launch (1 to 4 rows, on GPUs; out in blocks takes it);
+    /// inp's rows normed in the same launch (1 to 16 rows, on GPUs; out in blocks takes it);
     /// with `term`, plus the adapter's q, k and v (a term over the stacked rows).
     pub(crate) fn qkv_forward(&self, ctx: &GpuContext, out: QkvOut, inp: &GpuBuffer, n: usize, norm: Option<InputNorm>, term: Option<LowRankTerm>) -> Result<()> {
         let Some((w, bias)) = &self.qkv else {
@@ -658,7 +658,7 @@ impl Model {
     }
 
     /// What layer `i` runs as one launch for `t` tokens: q, k and v of one token as one matmul,
-    /// and gate, up and the activation of up to 4 as one matrix-vector launch on GPUs (the
+    /// and gate, up and the activation of up to 16 as one matrix-vector launch on GPUs (the
     /// other kernel paths have no such kernel), where the layer holds them stacked and no
     /// adapter changes them, or (on GPUs) the adapter adapts all of them alike; on GPUs each
     /// with the norm before it (after attention's output is added to the stream in o's launch,
@@ -677,7 +677,7 @@ impl Model {
             adapter.stacked(i, targets, &widths, &self.lora_h.whole).map(Some).ok_or(())
         };
         let (qkv_lora, gate_up_lora) = (lora(&[Target::Q, Target::K, Target::V]), lora(&[Target::Gate, Target::Up]));
-        // one token's into its own buffer; 2 to 4 tokens' on GPUs into the chunk's q, k and v,
+        // one token's into its own buffer; 2 to 16 tokens' on GPUs into the chunk's q, k and v,
         // in blocks (that launch norms its input)
         let qkv = match &self.one_token_qkv {
             Some((whole, _)) if t == 1 => Some(QkvOut::Row(whole)),

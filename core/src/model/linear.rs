@@ -141,7 +141,7 @@ impl Linear {
         }
     }
 
-    /// out(M, rows/2) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows, where this weight holds
+    /// out(M, rows/2) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 16 rows, where this weight holds
     /// gate's rows then up's ([`Linear::upload_stacked`]): one launch on GPUs for what
     /// otherwise takes two matmuls and the activation; with `norm`, of inp's rows normed as
     /// they are read (the norm before the MLP in the same launch), or with a term over the
@@ -154,7 +154,7 @@ impl Linear {
         }
     }
 
-    /// out(M, rows) = rmsnorm(inp)·Wᵀ (+ the term: the adapter's h·Bᵀ) for 1 to 4 rows: the
+    /// out(M, rows) = rmsnorm(inp)·Wᵀ (+ the term: the adapter's h·Bᵀ) for 1 to 16 rows: the
     /// norm and this projection in one launch on GPUs (decoding); out in `blocks` where given
     /// (the parts of weights stacked by rows apart).
     #[allow(clippy::too_many_arguments)]

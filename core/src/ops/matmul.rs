@@ -188,7 +188,7 @@ pub enum MatmulTiling {
     TiledF16,
     /// `TiledWide` in f16.
     TiledWideF16,
-    /// A workgroup per output column: the forward of at most 4 rows (decoding) on GPUs.
+    /// A workgroup per output column: the forward of at most 16 rows (decoding) on GPUs.
     Gemv,
     /// The tiled kernel's 64 × 64 tiles on cooperative matrices, inputs rounded to f16:
     /// forwards and input gradients where the context asks for it
@@ -228,8 +228,38 @@ impl MatmulTiling {
     }
 }
 
-/// Rows of x up to which a GPU's forward runs as matrix-vector products.
-pub const GEMV_ROWS: usize = 4;
+/// Rows of x up to which a GPU's forward runs as matrix-vector products (a decoded token, a
+/// server's batch, a prompt's last few tokens): each weight read once for all of them.
+pub const GEMV_ROWS: usize = 16;
+
+/// The matrix-vector kernels' variant for `m` rows (pieces/gemv_rows.wgsl's GEMV_QUADS: the
+/// rows in fours), ending in `act` where it is the gated kernel.
+pub(crate) fn gemv_variant(m: usize, act: Option<Activation>) -> Variant {
+    const PLAIN: [Variant; 4] = [
+        Variant::DEFAULT,
+        Variant { name: "8 rows", constants: &[("GEMV_QUADS", 2.0)] },
+        Variant { name: "12 rows", constants: &[("GEMV_QUADS", 3.0)] },
+        Variant { name: "16 rows", constants: &[("GEMV_QUADS", 4.0)] },
+    ];
+    const SILU: [Variant; 4] = [
+        Variant { name: "silu", constants: &[("GATE_GELU", 0.0)] },
+        Variant { name: "silu, 8 rows", constants: &[("GATE_GELU", 0.0), ("GEMV_QUADS", 2.0)] },
+        Variant { name: "silu, 12 rows", constants: &[("GATE_GELU", 0.0), ("GEMV_QUADS", 3.0)] },
+        Variant { name: "silu, 16 rows", constants: &[("GATE_GELU", 0.0), ("GEMV_QUADS", 4.0)] },
+    ];
+    const GELU: [Variant; 4] = [
+        Variant { name: "gelu", constants: &[("GATE_GELU", 1.0)] },
+        Variant { name: "gelu, 8 rows", constants: &[("GATE_GELU", 1.0), ("GEMV_QUADS", 2.0)] },
+        Variant { name: "gelu, 12 rows", constants: &[("GATE_GELU", 1.0), ("GEMV_QUADS", 3.0)] },
+        Variant { name: "gelu, 16 rows", constants: &[("GATE_GELU", 1.0), ("GEMV_QUADS", 4.0)] },
+    ];
+    let quads = m.clamp(1, GEMV_ROWS).div_ceil(4) - 1;
+    match act {
+        None => PLAIN[quads],
+        Some(Activation::Silu) => SILU[quads],
+        Some(Activation::GeluTanh) => GELU[quads],
+    }
+}
 
 /// Outputs of at most this many columns take the narrow register kernels: the 32-column
 /// blocks of the wide ones would fill at most 4 of llvmpipe's 8 SIMD lanes (which run along
@@ -808,7 +838,7 @@ pub fn matmul_low_rank_with(
     term.add_alone(ctx, kind, out, d.m, kind.out_shape(&d).1, acc.alpha)
 }
 
-/// out(M, N) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows of inp (M, K), with `w` (2N, K)
+/// out(M, N) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 16 rows of inp (M, K), with `w` (2N, K)
 /// holding W_gate's rows then W_up's (`Linear::upload_stacked`): a gated MLP's two
 /// projections and its activation in one launch, for decoding on GPUs; with `norm`, of
 /// inp's rows normed as they are read; with `term`, plus a low-rank term over the stacked
@@ -818,11 +848,11 @@ pub fn matmul_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffer, inp
     let op = "matmul_gemv_gated";
     check_len(op, "w", w, 2 * d.n * d.k)?;
     let (shader, inputs, params) = gemv_launch(ctx, op, out, inp, w, d, 2 * d.n, norm, term)?;
-    let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
+    let kernel = Kernel::new(shader, op, 0).with_variant(gemv_variant(d.m, Some(act)));
     ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(d.n), 4.0 * (d.m * d.n * d.k) as f64)
 }
 
-/// out(M, N) = rmsnorm(inp)·Wᵀ (+ a forward's low-rank term) for 1 to 4 rows of inp (M, K)
+/// out(M, N) = rmsnorm(inp)·Wᵀ (+ a forward's low-rank term) for 1 to 16 rows of inp (M, K)
 /// and w (N, K): the norm and the projection after it in one matrix-vector launch, for
 /// decoding on GPUs; out in column blocks where `d.c_blocks` says (stacked weights' parts
 /// apart: q, k and v of a few tokens).
@@ -830,7 +860,8 @@ pub fn matmul_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, inp: &GpuBuffer, w:
     let op = "matmul_gemv_normed";
     check_len(op, "w", w, d.n * d.k)?;
     let (shader, inputs, params) = gemv_launch(ctx, op, out, inp, w, d, d.n, Some(norm), term)?;
-    ctx.dispatch_counted(&Kernel::new(shader, "matmul_gemv", 0), &inputs, &[out], &params, grid_rows(d.n), 2.0 * (d.m * d.n * d.k) as f64)
+    let kernel = Kernel::new(shader, "matmul_gemv", 0).with_variant(gemv_variant(d.m, None));
+    ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(d.n), 2.0 * (d.m * d.n * d.k) as f64)
 }
 
 /// The checks, shader, inputs and params of a matrix-vector launch of `d` over `rows` rows
@@ -855,7 +886,7 @@ fn gemv_launch<'a>(ctx: &GpuContext, op: &str, out: &GpuBuffer, inp: &'a GpuBuff
     Ok((ctx.reduction_shader(shader), inputs, params))
 }
 
-/// The shapes the matrix-vector kernels take: the forward of 1 to 4 rows, and a norm weight
+/// The shapes the matrix-vector kernels take: the forward of 1 to GEMV_ROWS rows, and a norm weight
 /// as long as a row.
 fn check_gemv(op: &str, d: MatmulDims, norm: Option<InputNorm>) -> Result<()> {
     ensure(d.batch == 1 && (1..=GEMV_ROWS).contains(&d.m) && d.n > 0 && d.k > 0, || format!("{op}: the forward of 1 to {GEMV_ROWS} rows, got {d:?}"))?;
@@ -1040,7 +1071,8 @@ fn launch(
                 Some(t) => (Shader::MatmulTiledLowRank, vec![a, b, t.h, t.v]),
                 None => (Shader::MatmulTiled, vec![a, b]),
             };
-            ctx.dispatch_counted(&Kernel::new(ctx.reduction_shader(shader), "matmul_gemv", 0), &inputs, &[out], &params, groups, flops)
+            let kernel = Kernel::new(ctx.reduction_shader(shader), "matmul_gemv", 0).with_variant(gemv_variant(d.m, None));
+            ctx.dispatch_counted(&kernel, &inputs, &[out], &params, groups, flops)
         }
         MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::TiledF16 | MatmulTiling::TiledWideF16 | MatmulTiling::Coop => {
             ensure(tiling != MatmulTiling::Coop || ctx.has_cooperative_matrix(), || {

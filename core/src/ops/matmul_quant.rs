@@ -6,7 +6,7 @@ use super::{check_len, grid_1d, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{check_rows, overwrite_then_accumulate, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
+use super::matmul::{check_rows, gemv_variant, overwrite_then_accumulate, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -143,7 +143,7 @@ pub enum QuantBlock {
     /// matmuls (`GpuContext::with_f16_matmuls`). An input gradient's rows are scaled by powers
     /// of two first (pieces/row_scales.wgsl), so that its small values keep their digits.
     TiledF16,
-    /// Forward only, 1 to 4 rows, K a multiple of 8: a workgroup per row of W (GPUs decoding).
+    /// Forward only, 1 to 16 rows, K a multiple of 8: a workgroup per row of W (GPUs decoding).
     Gemv,
 }
 
@@ -191,7 +191,7 @@ pub fn matmul_quant_low_rank(ctx: &GpuContext, kind: MatmulKind, out: &GpuBuffer
     matmul_quant_with(ctx, block, kind, out, inp, w, m, acc, Some(term))
 }
 
-/// out(M, N) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 4 rows of inp (M, K), with `w` (2N, K)
+/// out(M, N) = act(inp·W_gateᵀ)·(inp·W_upᵀ) for 1 to 16 rows of inp (M, K), with `w` (2N, K)
 /// holding W_gate's rows then W_up's (`Linear::upload_stacked`): a gated MLP's two
 /// projections and its activation in one launch, for decoding on GPUs; with `norm`, of
 /// inp's rows normed as they are read; with `term`, plus a low-rank term over the stacked
@@ -202,11 +202,11 @@ pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffe
     let n = w.rows / 2;
     ensure(w.rows.is_multiple_of(2) && n > 0, || format!("{op}: the weight holds {} rows, not gate's and up's", w.rows))?;
     let (shader, inputs, params) = gemv_launch(ctx, op, inp, out, None, w, m, n, norm, term)?;
-    let kernel = Kernel::new(shader, op, 0).with_variant(act.gemv_variant());
+    let kernel = Kernel::new(shader, op, 0).with_variant(gemv_variant(m, Some(act)));
     ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(n), 4.0 * (m * n * w.cols) as f64)
 }
 
-/// out(M, N) = rmsnorm(inp)·Wᵀ (+ a forward's low-rank term) for 1 to 4 rows of inp (M, K):
+/// out(M, N) = rmsnorm(inp)·Wᵀ (+ a forward's low-rank term) for 1 to 16 rows of inp (M, K):
 /// the norm and the projection after it in one matrix-vector launch, for decoding on GPUs
 /// (not NF4); out in `blocks` where given (stacked weights' parts apart: q, k and v of a few
 /// tokens).
@@ -214,7 +214,8 @@ pub fn matmul_quant_gemv_gated(ctx: &GpuContext, act: Activation, out: &GpuBuffe
 pub fn matmul_quant_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, blocks: Option<ColumnBlocks>, inp: &GpuBuffer, w: &GpuQuantWeight, m: usize, norm: InputNorm, term: Option<LowRankTerm>) -> Result<()> {
     let op = "matmul_quant_gemv_normed";
     let (shader, inputs, params) = gemv_launch(ctx, op, inp, out, blocks, w, m, w.rows, Some(norm), term)?;
-    ctx.dispatch_counted(&Kernel::new(shader, "matmul_quant_gemv", 0), &inputs, &[out], &params, grid_rows(w.rows), 2.0 * (m * w.rows * w.cols) as f64)
+    let kernel = Kernel::new(shader, "matmul_quant_gemv", 0).with_variant(gemv_variant(m, None));
+    ctx.dispatch_counted(&kernel, &inputs, &[out], &params, grid_rows(w.rows), 2.0 * (m * w.rows * w.cols) as f64)
 }
 
 /// The checks, shader, inputs and params of a matrix-vector launch over `m` rows of inp with
@@ -224,7 +225,7 @@ pub fn matmul_quant_gemv_normed(ctx: &GpuContext, out: &GpuBuffer, blocks: Optio
 #[allow(clippy::too_many_arguments)]
 fn gemv_launch<'a>(ctx: &GpuContext, op: &str, inp: &'a GpuBuffer, out: &GpuBuffer, blocks: Option<ColumnBlocks>, w: &'a GpuQuantWeight, m: usize, n: usize, norm: Option<InputNorm<'a>>, term: Option<LowRankTerm<'a>>) -> Result<(Shader, Vec<&'a GpuBuffer>, Params)> {
     let k = w.cols;
-    ensure((1..=4).contains(&m), || format!("{op}: the matrix-vector kernel takes 1 to 4 rows, got {m}"))?;
+    ensure((1..=GEMV_ROWS).contains(&m), || format!("{op}: the matrix-vector kernel takes 1 to {GEMV_ROWS} rows, got {m}"))?;
     ensure(k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
     check_len(op, "inp", inp, m * k)?;
     check_rows(op, "out", out, blocks, m, n)?;
@@ -322,7 +323,7 @@ fn choose_block(ctx: &GpuContext, kind: MatmulKind, w: &GpuQuantWeight, m: usize
     // 4 × 4 blocks and 3.4 ms in its 32 × 24 ones; from 12 rows on neither wins clearly.
     let gpu = ctx.kernel_paths() == KernelPaths::Gpu;
     match m {
-        ..=4 if gpu && kind == MatmulKind::Forward && w.cols.is_multiple_of(8) => QuantBlock::Gemv,
+        ..=GEMV_ROWS if gpu && kind == MatmulKind::Forward && w.cols.is_multiple_of(8) => QuantBlock::Gemv,
         1 if kind == MatmulKind::Forward && w.cols.is_multiple_of(32) => QuantBlock::Row,
         ..=4 => QuantBlock::Small,
         ..=8 if !gpu => QuantBlock::Small,
@@ -467,11 +468,12 @@ fn quant_launch(
     let variant = match (tiled, tq) {
         (true, 16) => Variant { name: "128x128", constants: &[("TQ", 16.0)] },
         (true, _) => Variant { name: "64x64", constants: &[("TQ", 8.0)] },
+        _ if block == QuantBlock::Gemv => gemv_variant(m, None),
         _ => Variant::DEFAULT,
     };
     ensure(block != QuantBlock::TiledF16 || ctx.has_f16(), || format!("{op}: the f16 tiles need an adapter with shader-f16"))?;
     ensure(!(tiled || block == QuantBlock::Gemv) || k.is_multiple_of(8), || format!("{op}: K = {k} must be a multiple of 8"))?;
-    ensure(block != QuantBlock::Gemv || m <= 4, || format!("{op}: the matrix-vector kernel takes 1 to 4 rows, got {m}"))?;
+    ensure(block != QuantBlock::Gemv || m <= GEMV_ROWS, || format!("{op}: the matrix-vector kernel takes 1 to {GEMV_ROWS} rows, got {m}"))?;
     ensure(block != QuantBlock::Row || k.is_multiple_of(32), || format!("{op}: K = {k} must be a multiple of 32"))?;
     ensure(kind != MatmulKind::BackwardInput || n % 4 == 0, || {
         format!("{op}: the weight's rows (N = {n}) must be a multiple of 4 for the input gradient")

@@ -2,7 +2,7 @@
 //! with PyTorch's tanh approximation (GeGLU: Gemma).
 
 use super::{check_len, grid_1d};
-use crate::gpu::{Kernel, Shader, Variant};
+use crate::gpu::{Kernel, Shader};
 use crate::{GpuBuffer, GpuContext, Result};
 
 /// The activation of a gated MLP.
@@ -18,15 +18,6 @@ impl Activation {
         match self {
             Activation::Silu => "silu",
             Activation::GeluTanh => "gelu_pytorch_tanh",
-        }
-    }
-
-    /// The variant of the matrix-vector kernels that end in this activation
-    /// (`matmul_gemv_gated`, `matmul_quant_gemv_gated`).
-    pub(crate) fn gemv_variant(self) -> Variant {
-        match self {
-            Activation::Silu => Variant { name: "silu", constants: &[("GATE_GELU", 0.0)] },
-            Activation::GeluTanh => Variant { name: "gelu", constants: &[("GATE_GELU", 1.0)] },
         }
     }
 
