@@ -124,6 +124,9 @@ run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/
 for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256; do
     run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
 done
+# decoding with every reduction in workgroup memory (the browser's kernels), against the
+# subgroup sums of the matrix-vector kernels, rmsnorm's and the rest (one and 8 sequences)
+run generate-smollm2-135m-nosubgroups 20 env HEARTH_SUBGROUPS=0 "$HEARTH" bench generate "$MODELS/smollm2-135m" --prompt-tokens 128 --new-tokens $NEW --batch 8 --json
 run ops-lora-split256 20 env HEARTH_SPLIT_WORKGROUPS=256 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 # Last, so that the benches get their time: the GPU kernels against the CPU references on
 # this GPU (the test binaries bench/prepare.sh carried): failures and summaries into the log.

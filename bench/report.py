@@ -80,7 +80,7 @@ def main():
             add(f"matmul 4096³ {r['op']} (GFLOP/s) vs torch {peer_dtype}", num(r["rate"]), num(torch_rate.get(peer_dtype)),
                 ratio(r["rate"], torch_rate.get(peer_dtype)), target, r["rate"] / torch_rate[peer_dtype] if torch_rate.get(peer_dtype) else None)
     # every model with a result of its own, so that Hearth's figures show where the peer failed
-    models = sorted({k.removeprefix("generate-") for k, v in results.items() if v and k.startswith("generate-") and not k.startswith("generate-long-")}
+    models = sorted({k.removeprefix("generate-") for k, v in results.items() if v and k.startswith("generate-") and not k.startswith("generate-long-") and not k.endswith("-nosubgroups")}
                     | {k.removeprefix("train-").rsplit("-", 1)[0] for k, v in results.items() if v and k.startswith("train-") and k.endswith(("-f32", "-q4_1", "-nf4"))}
                     | set(peers))
     for name in models:
@@ -139,6 +139,12 @@ def main():
                 add(f"{name} {together['sequences']} sequences decoded together (serve's batch): tokens/s in all; launches and host ms per step, vs one sequence's tokens/s",
                     f"{num(together['decode_tokens_per_s'])}; {num(together['dispatches_per_step'], 0)}, {num(together['host_ms_per_step'], 2)}",
                     num(g["decode_tokens_per_s"]), ratio(together["decode_tokens_per_s"], g["decode_tokens_per_s"]), "")
+            portable = results.get(f"generate-{name}-nosubgroups")
+            if portable:
+                add(f"{name} decode tokens/s, one sequence; 8 together: subgroup sums (the default) vs workgroup memory only (HEARTH_SUBGROUPS=0, the browser's kernels)",
+                    f"{num(g['decode_tokens_per_s'])}; {num((together or {}).get('decode_tokens_per_s'))}",
+                    f"{num(portable['decode_tokens_per_s'])}; {num((portable.get('batch') or {}).get('decode_tokens_per_s'))}",
+                    ratio(g["decode_tokens_per_s"], portable["decode_tokens_per_s"]), "")
             if g.get("prefill_dispatches") is not None:
                 gpu_ms = g.get("prefill_gpu_ms")
                 add(f"{name} prefill: launches; host ms (GPU ms)", f"{g['prefill_dispatches']}; {num(g['prefill_host_ms'])} ({num(gpu_ms)})", "", "", "")
