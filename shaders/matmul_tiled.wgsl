@@ -289,19 +289,24 @@ fn gemv_input_scale(ss: f32) -> f32 {
     return inverseSqrt(ss / f32(p.R) + p.norm_eps);
 }
 
-// Adds a(i, r)·w[s] to set s of `sums` for each row i (s < sets; w: one weight per set, the
-// last set's unused) and a(i, r)² to set `sets` (the sums of squares, read where NORMED).
+// Adds a(i, r)·w[s] to set s of `sums` for each row i (s < sets; w.y unused where sets is 1)
+// and a(i, r)² to set `sets` (the sums of squares, read where NORMED).
 fn gemv_add(sums: ptr<function, GemvSums>, r: u32, w: vec2<f32>, sets: u32) {
     for (var q = 0u; q < GEMV_QUADS; q++) {
-        for (var c = 0u; c < 4u; c++) {
-            let i = 4u * q + c;
-            if (i < p.M) {
-                let x = a[i * p.a_si + r * p.a_sr];
-                (*sums)[q][c] += x * w.x;
-                if (sets == 2u) { (*sums)[GEMV_QUADS + q][c] += x * w.y; }
-                (*sums)[sets * GEMV_QUADS + q][c] += x * x;
-            }
+        // the quad's rows up to M (no work for rows past it), in vec4s of their own: the sums
+        // indexed only by the quad, whose loop has constant bounds, stay in registers
+        var first = vec4<f32>();
+        var second = vec4<f32>();
+        var squares = vec4<f32>();
+        for (var i = 4u * q; i < min(4u * q + 4u, p.M); i++) {
+            let x = a[i * p.a_si + r * p.a_sr];
+            first[i % 4u] = x * w.x;
+            second[i % 4u] = x * w.y;
+            squares[i % 4u] = x * x;
         }
+        (*sums)[q] += first;
+        if (sets == 2u) { (*sums)[GEMV_QUADS + q] += second; }
+        (*sums)[sets * GEMV_QUADS + q] += squares;
     }
 }
 

@@ -259,17 +259,22 @@ fn qg_input_scale(ss: f32) -> f32 {
 // NORMED).
 fn qg_add(sums: ptr<function, GemvSums>, g: u32, w: array<array<vec4<f32>, 2>, 2>, sets: u32) {
     for (var q = 0u; q < GEMV_QUADS; q++) {
-        for (var c = 0u; c < 4u; c++) {
-            let i = 4u * q + c;
-            if (i < p.M) {
-                let x = i * (p.K / 4u) + 2u * g;
-                let x0 = inp[x];
-                let x1 = inp[x + 1u];
-                (*sums)[q][c] += dot(x0, w[0][0]) + dot(x1, w[0][1]);
-                if (sets == 2u) { (*sums)[GEMV_QUADS + q][c] += dot(x0, w[1][0]) + dot(x1, w[1][1]); }
-                (*sums)[sets * GEMV_QUADS + q][c] += dot(x0, x0) + dot(x1, x1);
-            }
+        // the quad's rows up to M (no work for rows past it), in vec4s of their own: the sums
+        // indexed only by the quad, whose loop has constant bounds, stay in registers
+        var first = vec4<f32>();
+        var second = vec4<f32>();
+        var squares = vec4<f32>();
+        for (var i = 4u * q; i < min(4u * q + 4u, p.M); i++) {
+            let x = i * (p.K / 4u) + 2u * g;
+            let x0 = inp[x];
+            let x1 = inp[x + 1u];
+            first[i % 4u] = dot(x0, w[0][0]) + dot(x1, w[0][1]);
+            second[i % 4u] = dot(x0, w[1][0]) + dot(x1, w[1][1]);
+            squares[i % 4u] = dot(x0, x0) + dot(x1, x1);
         }
+        (*sums)[q] += first;
+        if (sets == 2u) { (*sums)[GEMV_QUADS + q] += second; }
+        (*sums)[sets * GEMV_QUADS + q] += squares;
     }
 }
 

@@ -14,7 +14,12 @@ override GEMV_QUADS: u32 = 1u;
 
 alias GemvSums = array<vec4<f32>, 3u * GEMV_MAX_QUADS>;
 
-// Row i's sum in set s.
+// Row i's sum in set s. (The quads by a loop of constant bounds, so that no index into the
+// sums varies by invocation: an array indexed so would leave registers for memory.)
 fn gemv_row_sum(v: ptr<function, GemvSums>, s: u32, i: u32) -> f32 {
-    return (*v)[s * GEMV_QUADS + i / 4u][i % 4u];
+    var sum = 0.0;
+    for (var q = 0u; q < GEMV_QUADS; q++) {
+        if (q == i / 4u) { sum = (*v)[s * GEMV_QUADS + q][i % 4u]; }
+    }
+    return sum;
 }
