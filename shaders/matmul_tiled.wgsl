@@ -281,33 +281,13 @@ override GATE_GELU: bool = false; // (the gated kernel's activation, declared be
 // #include "pieces/gemv_rows.wgsl"
 // #include "pieces/gemv_sum.wgsl"
 
-// 1/rms of an input row from its summed squares; 1 without an input norm.
-fn gemv_input_scale(ss: f32) -> f32 {
-    if (!NORMED) {
-        return 1.0;
-    }
-    return inverseSqrt(ss / f32(p.R) + p.norm_eps);
-}
+// One step of the reduction: W's value at r of the column (gate's, then up's where gated).
+alias GemvWeights = vec2<f32>;
 
-// Adds a(i, r)·w[s] to set s of `sums` for each row i (s < sets; w.y unused where sets is 1)
-// and a(i, r)² to set `sets` (the sums of squares, read where NORMED).
-fn gemv_add(sums: ptr<function, GemvSums>, r: u32, w: vec2<f32>, sets: u32) {
-    for (var q = 0u; q < GEMV_QUADS; q++) {
-        // the quad's rows up to M (no work for rows past it), in vec4s of their own: the sums
-        // indexed only by the quad, whose loop has constant bounds, stay in registers
-        var first = vec4<f32>();
-        var second = vec4<f32>();
-        var squares = vec4<f32>();
-        for (var i = 4u * q; i < min(4u * q + 4u, p.M); i++) {
-            let x = a[i * p.a_si + r * p.a_sr];
-            first[i % 4u] = x * w.x;
-            second[i % 4u] = x * w.y;
-            squares[i % 4u] = x * x;
-        }
-        (*sums)[q] += first;
-        if (sets == 2u) { (*sums)[GEMV_QUADS + q] += second; }
-        (*sums)[sets * GEMV_QUADS + q] += squares;
-    }
+// Row i's products at step r with w's two weights, and its square.
+fn gemv_products(i: u32, r: u32, w: GemvWeights) -> vec3<f32> {
+    let x = a[i * p.a_si + r * p.a_sr];
+    return vec3<f32>(x * w, x * x);
 }
 
 @compute @workgroup_size(64)
@@ -318,7 +298,7 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let jb = min(j, p.N - 1u) * p.b_sj;
     var sums: GemvSums;
     for (var r = lid; r < p.R; r += GEMV_WG) {
-        gemv_add(&sums, r, vec2<f32>(b[jb + r * p.b_sr] * norm_weight(r), 0.0), 1u);
+        gemv_add(&sums, r, GemvWeights(b[jb + r * p.b_sr] * norm_weight(r), 0.0), 1u);
     }
     gemv_sum(lane, &sums, select(1u, 2u, NORMED));
     if (live && lid < p.M) {
@@ -327,7 +307,7 @@ fn matmul_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         if (p.c_block2 != 0u) {
             idx = block_index(lid, j, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
         }
-        var v = p.alpha * (gemv_row_sum(&sums, 0u, lid) * gemv_input_scale(gemv_row_sum(&sums, 1u, lid)) + gemv_term(j, lid));
+        var v = p.alpha * (gemv_row_sum(&sums, 0u, lid) * gemv_input_scale(gemv_row_sum(&sums, 1u, lid), p.R) + gemv_term(j, lid));
         if (p.beta != 0.0) {
             v += p.beta * c[idx];
         }
@@ -350,12 +330,12 @@ fn matmul_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     var sums: GemvSums;
     for (var r = lid; r < p.R; r += GEMV_WG) {
         let nw = norm_weight(r);
-        gemv_add(&sums, r, vec2<f32>(b[jg + r * p.b_sr], b[ju + r * p.b_sr]) * nw, 2u);
+        gemv_add(&sums, r, GemvWeights(b[jg + r * p.b_sr], b[ju + r * p.b_sr]) * nw, 2u);
     }
     gemv_sum(lane, &sums, select(2u, 3u, NORMED));
     if (j < p.N && lid < p.M) {
         // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
-        let scale = gemv_input_scale(gemv_row_sum(&sums, 2u, lid));
+        let scale = gemv_input_scale(gemv_row_sum(&sums, 2u, lid), p.R);
         let gate = gemv_row_sum(&sums, 0u, lid) * scale + gemv_term(j, lid);
         c[lid * p.N + j] = gated(gate, gemv_row_sum(&sums, 1u, lid) * scale + gemv_term(j + p.N, lid), GATE_GELU);
     }

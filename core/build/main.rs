@@ -107,15 +107,13 @@ fn main() {
         write(&out.join(format!("matmul_{}_low_rank.wgsl", f.name)), &gpu_kernels_with(&term, &[LOW_RANK_TERM]));
         let f16_tiles = gpu_kernels_with(&term, &[LOW_RANK_TERM, QUANT_TILE_F16]);
         write(&out.join(format!("matmul_{}_f16_tiles.wgsl", f.name)), &format!("enable f16;\n\n{f16_tiles}"));
-        let normed = ["norm_w", "term_h", "term_v"];
-        if f.name != "nf4" {
-            write(&out.join(format!("matmul_{}_normed.wgsl", f.name)), &gpu_kernels_with(&normed, &[QUANT_INPUT_NORM, LOW_RANK_TERM]));
-        }
-        // each file the matrix-vector kernels run from, their sums on subgroup operations
+        // each file the matrix-vector kernels run from again, their sums on subgroup operations
         // (matmul_<format>.wgsl's: the GPU kernels alone, with its bindings)
         write(&out.join(format!("matmul_{}_subgroups.wgsl", f.name)), &gpu_kernels_with(&[], &[QUANT_GEMV_SUM]));
         write(&out.join(format!("matmul_{}_low_rank_subgroups.wgsl", f.name)), &gpu_kernels_with(&term, &[LOW_RANK_TERM, QUANT_GEMV_SUM]));
         if f.name != "nf4" {
+            let normed = ["norm_w", "term_h", "term_v"];
+            write(&out.join(format!("matmul_{}_normed.wgsl", f.name)), &gpu_kernels_with(&normed, &[QUANT_INPUT_NORM, LOW_RANK_TERM]));
             write(&out.join(format!("matmul_{}_normed_subgroups.wgsl", f.name)), &gpu_kernels_with(&normed, &[QUANT_INPUT_NORM, LOW_RANK_TERM, QUANT_GEMV_SUM]));
         }
         writeln!(entries, "/// matmul_{}.wgsl's entry points.", f.name).unwrap();

@@ -246,36 +246,27 @@ override GATE_GELU: bool = false; // (the gated kernel's activation, declared be
 // #include "../pieces/gemv_rows.wgsl"
 // #include "../pieces/gemv_sum.wgsl"
 
-// 1/rms of a row of inp from its summed squares; 1 without an input norm.
-fn qg_input_scale(ss: f32) -> f32 {
-    if (!NORMED) {
-        return 1.0;
-    }
-    return inverseSqrt(ss / f32(p.K) + p.norm_eps);
+// One step of the reduction: 8 weights of the row (gate's, then up's where gated), as two
+// vec4s each.
+alias GemvWeights = array<array<vec4<f32>, 2>, 2>;
+
+// Row i's products with w's two sets of weights 8g .. 8g + 8, and its squares there.
+fn gemv_products(i: u32, g: u32, w: GemvWeights) -> vec3<f32> {
+    let x = i * (p.K / 4u) + 2u * g;
+    let x0 = inp[x];
+    let x1 = inp[x + 1u];
+    return vec3<f32>(dot(x0, w[0][0]) + dot(x1, w[0][1]), dot(x0, w[1][0]) + dot(x1, w[1][1]), dot(x0, x0) + dot(x1, x1));
 }
 
-// Adds inp(i, 8g .. 8g + 8)·w[s] to set s of `sums` for each row i (s < sets; the second of
-// w unused where sets is 1) and inp(i, ..)² to set `sets` (the sums of squares, read where
-// NORMED).
-fn qg_add(sums: ptr<function, GemvSums>, g: u32, w: array<array<vec4<f32>, 2>, 2>, sets: u32) {
-    for (var q = 0u; q < GEMV_QUADS; q++) {
-        // the quad's rows up to M (no work for rows past it), in vec4s of their own: the sums
-        // indexed only by the quad, whose loop has constant bounds, stay in registers
-        var first = vec4<f32>();
-        var second = vec4<f32>();
-        var squares = vec4<f32>();
-        for (var i = 4u * q; i < min(4u * q + 4u, p.M); i++) {
-            let x = i * (p.K / 4u) + 2u * g;
-            let x0 = inp[x];
-            let x1 = inp[x + 1u];
-            first[i % 4u] = dot(x0, w[0][0]) + dot(x1, w[0][1]);
-            second[i % 4u] = dot(x0, w[1][0]) + dot(x1, w[1][1]);
-            squares[i % 4u] = dot(x0, x0) + dot(x1, x1);
-        }
-        (*sums)[q] += first;
-        if (sets == 2u) { (*sums)[GEMV_QUADS + q] += second; }
-        (*sums)[sets * GEMV_QUADS + q] += squares;
-    }
+// Weights 8g .. 8g + 8 of W's row n, the input norm's weights there (`nw`) folded in.
+fn qg_normed8(n: u32, g: u32, nw: array<vec4<f32>, 2>) -> array<vec4<f32>, 2> {
+    let w = dequant8(n, g);
+    return array<vec4<f32>, 2>(w[0] * nw[0], w[1] * nw[1]);
+}
+
+// The input norm's weights 8g .. 8g + 8 (ones without a norm).
+fn qg_norm8(g: u32) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(norm_weight4(2u * g), norm_weight4(2u * g + 1u));
 }
 
 @compute @workgroup_size(64)
@@ -285,10 +276,7 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let jw = min(j, p.N - 1u);
     var sums: GemvSums;
     for (var g = lid; g < p.K / 8u; g += GEMV_WG) {
-        let w = dequant8(jw, g);
-        let nw = array<vec4<f32>, 2>(norm_weight4(2u * g), norm_weight4(2u * g + 1u));
-        let none = array<vec4<f32>, 2>();
-        qg_add(&sums, g, array<array<vec4<f32>, 2>, 2>(array<vec4<f32>, 2>(w[0] * nw[0], w[1] * nw[1]), none), 1u);
+        gemv_add(&sums, g, GemvWeights(qg_normed8(jw, g, qg_norm8(g)), array<vec4<f32>, 2>()), 1u);
     }
     gemv_sum(lane, &sums, select(1u, 2u, NORMED));
     if (j < p.N && lid < p.M) {
@@ -297,7 +285,7 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         if (p.c_block2 != 0u) {
             idx = block_index(lid, j, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
         }
-        var o = p.alpha * (gemv_row_sum(&sums, 0u, lid) * qg_input_scale(gemv_row_sum(&sums, 1u, lid)) + gemv_term(j, lid));
+        var o = p.alpha * (gemv_row_sum(&sums, 0u, lid) * gemv_input_scale(gemv_row_sum(&sums, 1u, lid), p.K) + gemv_term(j, lid));
         if (p.beta != 0.0) {
             o += p.beta * out[idx];
         }
@@ -318,17 +306,13 @@ fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let jw = min(j, p.N - 1u);
     var sums: GemvSums;
     for (var g = lid; g < p.K / 8u; g += GEMV_WG) {
-        let nw0 = norm_weight4(2u * g);
-        let nw1 = norm_weight4(2u * g + 1u);
-        let wg = dequant8(jw, g);
-        let wu = dequant8(jw + p.N, g);
-        let w = array<array<vec4<f32>, 2>, 2>(array<vec4<f32>, 2>(wg[0] * nw0, wg[1] * nw1), array<vec4<f32>, 2>(wu[0] * nw0, wu[1] * nw1));
-        qg_add(&sums, g, w, 2u);
+        let nw = qg_norm8(g);
+        gemv_add(&sums, g, GemvWeights(qg_normed8(jw, g, nw), qg_normed8(jw + p.N, g, nw)), 2u);
     }
     gemv_sum(lane, &sums, select(2u, 3u, NORMED));
     if (j < p.N && lid < p.M) {
         // composed with a low-rank term (LoRA's h·Bᵀ of gate and of up): V's rows j and N + j
-        let scale = qg_input_scale(gemv_row_sum(&sums, 2u, lid));
+        let scale = gemv_input_scale(gemv_row_sum(&sums, 2u, lid), p.K);
         let gate = gemv_row_sum(&sums, 0u, lid) * scale + gemv_term(j, lid);
         out[lid * p.N + j] = gated(gate, gemv_row_sum(&sums, 1u, lid) * scale + gemv_term(j + p.N, lid), GATE_GELU);
     }

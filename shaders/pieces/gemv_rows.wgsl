@@ -4,7 +4,9 @@
 // so that loops over the quads have constant bounds and their sums stay in registers), and
 // each invocation keeps its partial sums in a GemvSums: `sets` sets (the rows' products;
 // up's where gated; the rows' sums of squares where normed) of GEMV_QUADS vec4s, set s's quad
-// q (rows 4q .. 4q + 3) at s·GEMV_QUADS + q.
+// q (rows 4q .. 4q + 3) at s·GEMV_QUADS + q. The includer says what one step of the
+// reduction reads: `GemvWeights` (that step's weights of the first set and of the second) and
+// `gemv_products(i, at, w)` (row i's products with them at step `at`, and its squares).
 
 const GEMV_WG: u32 = 64u;
 const GEMV_MAX_QUADS: u32 = 4u;
@@ -22,4 +24,34 @@ fn gemv_row_sum(v: ptr<function, GemvSums>, s: u32, i: u32) -> f32 {
         if (q == i / 4u) { sum = (*v)[s * GEMV_QUADS + q][i % 4u]; }
     }
     return sum;
+}
+
+// Adds row i's products at step `at` with w's first weights to set 0 of `sums` and with its
+// second to set 1 where sets is 2, for each row i, and its squares to set `sets` (read where
+// NORMED).
+fn gemv_add(sums: ptr<function, GemvSums>, at: u32, w: GemvWeights, sets: u32) {
+    for (var q = 0u; q < GEMV_QUADS; q++) {
+        // the quad's rows up to M (no work for rows past it), in vec4s of their own: the sums
+        // indexed only by the quad, whose loop has constant bounds, stay in registers
+        var first = vec4<f32>();
+        var second = vec4<f32>();
+        var squares = vec4<f32>();
+        for (var i = 4u * q; i < min(4u * q + 4u, p.M); i++) {
+            let v = gemv_products(i, at, w);
+            first[i % 4u] = v.x;
+            second[i % 4u] = v.y;
+            squares[i % 4u] = v.z;
+        }
+        (*sums)[q] += first;
+        if (sets == 2u) { (*sums)[GEMV_QUADS + q] += second; }
+        (*sums)[sets * GEMV_QUADS + q] += squares;
+    }
+}
+
+// 1/rms of an input row from its summed squares over `len` values; 1 without an input norm.
+fn gemv_input_scale(ss: f32, len: u32) -> f32 {
+    if (!NORMED) {
+        return 1.0;
+    }
+    return inverseSqrt(ss / f32(len) + p.norm_eps);
 }
