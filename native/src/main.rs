@@ -157,7 +157,21 @@ pub fn open_coop_gpu(ctx: &GpuContext) -> Result<Option<GpuContext>> {
     Ok(coop.has_cooperative_matrix().then_some(coop))
 }
 
+/// Mesa's Vulkan device-select layer (an implicit layer on Debian and others) asks the Wayland
+/// compositor which GPU is the default, and where there is none (a headless machine, a
+/// container, ssh without XDG_RUNTIME_DIR) libwayland prints "error: XDG_RUNTIME_DIR is
+/// invalid or not set in the environment." twice before every command. wgpu chooses among the
+/// adapters itself, so the layer is turned off there, unless the user steers it
+/// (MESA_VK_DEVICE_SELECT) or has said either way (NODEVICE_SELECT). Runs before any thread.
+fn quiet_device_select() {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    if !set("XDG_RUNTIME_DIR") && !set("MESA_VK_DEVICE_SELECT") && std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 fn main() {
+    quiet_device_select();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Selftest => selftest::run(),
