@@ -214,23 +214,29 @@ fn expand(path: &Path, swaps: &[(&str, &str)], seen: &mut HashSet<PathBuf>, text
 }
 
 /// Writes only when the text changed, so that cargo does not rebuild hearth-core needlessly. A
-/// kernel built for the web (wasm32) goes without its comments, indentation and blank lines:
-/// about a third of the kernels' text, which the page would otherwise download in its wasm;
-/// native builds keep them for reading (shaders/README.md). The cooperative-matrix kernels and
-/// the `_subgroups` variants go empty there: wgpu's browser backend offers neither cooperative
-/// matrices nor subgroups, so no context asks for them (an empty module would fail to compile,
-/// not run wrong).
+/// kernel built for the web (wasm32) goes without its comments, indentation and blank lines,
+/// and deflated into `<name>.deflate` (core/src/gpu/shader.rs inflates it on first use): the
+/// composed kernels repeat their pieces, so 770 KB of text, most of what the page would
+/// otherwise download in its wasm, come to about 160 KB. Native builds keep the text as it is,
+/// for reading (shaders/README.md). The cooperative-matrix kernels and the `_subgroups`
+/// variants go empty there: wgpu's browser backend offers neither cooperative matrices nor
+/// subgroups, so no context asks for them (an empty module would fail to compile, not run
+/// wrong).
 fn write(path: &Path, text: &str) {
     let for_web = path.extension().is_some_and(|e| e == "wgsl") && std::env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|a| a == "wasm32");
+    if !for_web {
+        write_bytes(path, text.as_bytes());
+        return;
+    }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let native_only = name.starts_with("matmul_coop") || name.ends_with("_subgroups.wgsl");
-    let text = match (for_web, native_only) {
-        (true, true) => String::new(),
-        (true, false) => without_comments(text),
-        (false, _) => text.to_string(),
-    };
-    if fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
-        fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = if native_only { String::new() } else { without_comments(text) };
+    write_bytes(&path.with_file_name(format!("{name}.deflate")), &miniz_oxide::deflate::compress_to_vec(text.as_bytes(), 10));
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) {
+    if fs::read(path).ok().as_deref() != Some(bytes) {
+        fs::write(path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }
 

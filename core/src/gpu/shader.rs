@@ -21,10 +21,24 @@ macro_rules! shaders {
                 }
             }
 
+            #[cfg(not(target_arch = "wasm32"))]
             pub fn source(self) -> &'static str {
                 match self {
                     $(Shader::$name => include_str!(concat!(env!("OUT_DIR"), "/shaders/", $file)),)*
                 }
+            }
+
+            /// The page carries each file deflated (core/build/): inflated on first use.
+            #[cfg(target_arch = "wasm32")]
+            pub fn source(self) -> &'static str {
+                static TEXT: [std::sync::OnceLock<String>; Shader::ALL.len()] = [const { std::sync::OnceLock::new() }; Shader::ALL.len()];
+                let packed: &[u8] = match self {
+                    $(Shader::$name => include_bytes!(concat!(env!("OUT_DIR"), "/shaders/", $file, ".deflate")),)*
+                };
+                TEXT[self as usize].get_or_init(|| {
+                    let text = miniz_oxide::inflate::decompress_to_vec(packed).expect("a kernel deflated by core/build/");
+                    String::from_utf8(text).expect("WGSL text")
+                })
             }
 
             /// This file's variant on subgroup operations: for the ops with workgroup
