@@ -18,10 +18,10 @@ MODELS="${MODELS:-/tmp/hearth-bench-models}"
 # QUICK=1: a dry run of the whole script on a CPU emulator (small shapes, one model,
 # longer limits); the device run uses the defaults.
 if [ "${QUICK:-0}" = 1 ]; then
-    SEQ=64 BATCH=1 STEPS=1 NEW=4 LONG_PROMPT=256 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" SLOW=20
+    SEQ=64 BATCH=1 STEPS=1 NEW=4 LONG_PROMPT=256 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" TILES_ARGS="--quick" SLOW=20
     UNCHECKED_SHAPES="--shape 64x64x4096 --shape 512x576x576"
 else
-    SEQ=512 BATCH=4 STEPS=3 NEW=64 LONG_PROMPT=2048 MODEL_LIST="smollm2-135m qwen2.5-0.5b qwen3-0.6b" OPS_ARGS="--reps 3" SLOW=1
+    SEQ=512 BATCH=4 STEPS=3 NEW=64 LONG_PROMPT=2048 MODEL_LIST="smollm2-135m qwen2.5-0.5b qwen3-0.6b" OPS_ARGS="--reps 3" TILES_ARGS="" SLOW=1
     UNCHECKED_SHAPES="--shape 64x64x4096 --shape 2048x1536x576 --shape 4096x4096x4096"
 fi
 rm -rf "$WORK"
@@ -75,6 +75,9 @@ run() {
     [ $rc -eq 0 ] || echo "   $name failed: exit $rc" | tee -a "$LOG"
 }
 
+# the tile size tuned for this GPU, measured afresh and kept: every later command takes it
+# (selftest above tuned it once already; the two measurements also show their noise)
+run tiles 20 "$HEARTH" bench tiles --json $TILES_ARGS
 run make-models 120 python3 bench/make_models.py "$MODELS" $MODEL_LIST
 rm -f "$WORK/make-models.json"
 run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
@@ -117,8 +120,8 @@ for model in $MODEL_LIST; do
 done
 # hearth serve under 8 concurrent clients, by --max-batch (requests decoded together)
 run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/smollm2-135m" 8 64 1,4,8,16
-# The tiled kernels' heuristics against their alternatives on this GPU, after the figures
-# above: SmolLM2's f32 training step with every output in tiles of 64, or of 128, and with
+# The tiled kernels' tuned tile size and heuristics against their alternatives on this GPU,
+# after the figures above: SmolLM2's f32 training step with every output in tiles of 64, or of 128, and with
 # launches of few tiles splitting their reductions towards 256 workgroups (64 by default;
 # LoRA's thin products alone too)
 for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256; do

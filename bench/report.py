@@ -112,7 +112,7 @@ def main():
                           ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
             knob = results.get(f"train-{name}-f32-{tag}")
             if knob and tiled:
-                add(f"{name} f32 train tokens/s: {what} vs the heuristics", num(knob["tokens_per_s"]), num(tiled["tokens_per_s"]),
+                add(f"{name} f32 train tokens/s: {what} vs the tuned tile size and heuristics", num(knob["tokens_per_s"]), num(tiled["tokens_per_s"]),
                     ratio(knob["tokens_per_s"], tiled["tokens_per_s"]), "")
         unchecked = results.get(f"train-{name}-f32-unchecked")
         if unchecked and tiled:
@@ -182,6 +182,13 @@ def main():
             lines += ["", "The input gradients at the model's shapes (f32, f16 tiles with their rows scaled, each quantized format):", "",
                       "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
             lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in dx_rows]
+    tiles = results.get("tiles")
+    if tiles:
+        wide = f"from {tiles['wide_outputs']:,} outputs" if tiles.get("wide_outputs") else "never"
+        lines += ["", f"The tile size tuned for this GPU (`hearth bench tiles`): 128 × 128 tiles {wide}, 64 × 64 below "
+                  "(the fixed guess: from 1,048,576 outputs):", "",
+                  "| format | M × N × K | outputs | ms, 64 × 64 | ms, 128 × 128 |", "| --- | --- | ---: | ---: | ---: |"]
+        lines += [f"| {t['format']} | {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |" for t in tiles["timed"]]
     for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
                        ("ops-unchecked", "f32 forward matmul, shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0)"),
                        ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)"),

@@ -30,6 +30,22 @@ pub enum BenchCommand {
     ///
     /// Example: hearth bench train SmolLM2-135M-Instruct.Q4_1.gguf --seq-len 128 --batch-size 4
     Train(crate::bench_train::BenchTrainArgs),
+    /// Time the tiled f32 and Q4_1 forwards in 64 × 64 and 128 × 128 output tiles at training's
+    /// shapes and keep, for this GPU, the output size from which 128 × 128 tiles pay (what
+    /// the first command on a GPU does by itself; HEARTH_TUNE says when).
+    ///
+    /// Example: hearth bench tiles
+    Tiles(TilesArgs),
+}
+
+#[derive(Args)]
+pub struct TilesArgs {
+    /// Small shapes, for CPU emulators; the result is shown, not kept.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -67,7 +83,37 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Ops(a) => ops(a),
         BenchCommand::Generate(a) => crate::bench_generate::run(a),
         BenchCommand::Train(a) => crate::bench_train::run(a),
+        BenchCommand::Tiles(a) => tiles(a),
     }
+}
+
+/// `bench tiles`: the tile tuning measured afresh (and kept, but for `--quick`).
+fn tiles(a: TilesArgs) -> Result<()> {
+    use crate::tile_tuning::{cache_path, describe, measure, write_cache};
+    let mut ctx = crate::open_gpu()?;
+    let tuning = measure(&mut ctx, a.quick)?;
+    let path = cache_path(&ctx)?;
+    if !a.quick {
+        write_cache(&path, &tuning)?;
+    }
+    let choice = hearth_core::gpu::TileChoice { side: None, wide_outputs: Some(tuning.wide_outputs), split_workgroups: None };
+    if a.json {
+        let mut v = tuning.to_json();
+        v["bench"] = json!("tiles");
+        v["adapter"] = adapter_json(&ctx);
+        v["cache"] = json!(path);
+        v["kept"] = json!(!a.quick);
+        println!("{v}");
+        return Ok(());
+    }
+    println!("adapter: {}", ctx.summary());
+    println!("{:<6} {:<22} {:>10} {:>10} {:>10}", "format", "shape", "outputs", "ms 64×64", "ms 128×128");
+    for t in &tuning.timed {
+        let (m, n, k) = t.shape;
+        println!("{:<6} {:<22} {:>10} {:>10.3} {:>10.3}", t.format, format!("M{m} N{n} K{k}"), m * n, t.ms_64, t.ms_128);
+    }
+    println!("{}{}", describe(choice), if a.quick { String::new() } else { format!(": kept in {}", path.display()) });
+    Ok(())
 }
 
 /// The adapter as the JSON reports name it.
@@ -85,6 +131,13 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
         "f16_matmuls": ctx.f16_matmuls(),
         "shader_checks": !ctx.unchecked_shaders(),
         "gpu_timestamps": ctx.has_gpu_timer(),
+        "tiles": {
+            "side": ctx.tile_choice().side,
+            "wide_outputs": ctx.tile_choice().wide_outputs.filter(|&w| w != usize::MAX),
+            "never_wide": ctx.tile_choice().wide_outputs == Some(usize::MAX),
+            "split_workgroups": ctx.tile_choice().split_workgroups,
+            "in_words": crate::tile_tuning::describe(ctx.tile_choice()),
+        },
     })
 }
 
@@ -200,7 +253,7 @@ fn ops(a: OpsArgs) -> Result<()> {
         let d = MatmulDims::new(m, n, k);
         // the f16 products: on cooperative matrices (a context of their own), in f16 tiles
         let coop_rows = [(COOP_OP, MatmulKind::Forward), (COOP_DX_OP, MatmulKind::BackwardInput)].map(|(op, kind)| (op, kind, coop.as_ref(), MatmulTiling::Coop));
-        let tile_rows = [(F16_TILES_OP, MatmulKind::Forward), (F16_TILES_DX_OP, MatmulKind::BackwardInput)].map(|(op, kind)| (op, kind, Some(&ctx).filter(|c| c.has_f16()), tiled_for(kind, &d, true)));
+        let tile_rows = [(F16_TILES_OP, MatmulKind::Forward), (F16_TILES_DX_OP, MatmulKind::BackwardInput)].map(|(op, kind)| (op, kind, Some(&ctx).filter(|c| c.has_f16()), tiled_for(&ctx, kind, &d, true)));
         for (op, kind, on, tiling) in coop_rows.into_iter().chain(tile_rows) {
             let Some(on) = on.filter(|_| wanted(op)) else { continue };
             let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);

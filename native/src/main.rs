@@ -14,6 +14,7 @@ mod score;
 mod selftest;
 mod serve;
 mod settings_args;
+mod tile_tuning;
 mod tokenize;
 mod train;
 mod web;
@@ -76,7 +77,8 @@ enum Command {
 /// where HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), the
 /// kernels without wgpu's runtime checks where HEARTH_SHADER_CHECKS=0, the tiled kernels'
 /// tiles and split reductions as HEARTH_TILES and HEARTH_SPLIT_WORKGROUPS say (to compare
-/// with the heuristics on a GPU), and says which it picked.
+/// with the heuristics on a GPU), the tile size tuned for the GPU as HEARTH_TUNE says
+/// (tile_tuning.rs), and says which it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
@@ -111,8 +113,9 @@ pub fn open_gpu() -> Result<GpuContext> {
             Ok("64") => Some(64),
             Ok("128") => Some(128),
             Err(_) => None,
-            Ok(other) => bail!("HEARTH_TILES={other:?}: expected 64 or 128 (the tiled kernels' output tiles, whatever the output's size; unset: 128 from a million outputs)"),
+            Ok(other) => bail!("HEARTH_TILES={other:?}: expected 64 or 128 (the tiled kernels' output tiles, whatever the output's size; unset: 128 from a million outputs, or as tuned for the GPU)"),
         },
+        wide_outputs: None,
         split_workgroups: match std::env::var("HEARTH_SPLIT_WORKGROUPS") {
             Ok(n) => match n.parse::<usize>() {
                 Ok(w) if w >= 2 => Some(w),
@@ -127,6 +130,7 @@ pub fn open_gpu() -> Result<GpuContext> {
         Ok("1") | Err(_) => {}
         Ok(other) => bail!("HEARTH_SUBGROUPS={other:?}: expected 0 (off) or 1 (where the adapter has them, the default)"),
     }
+    tile_tuning::apply(&mut ctx)?;
     eprintln!(
         "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{}{}{})",
         ctx.summary(),
@@ -139,7 +143,7 @@ pub fn open_gpu() -> Result<GpuContext> {
             (true, false) => ", f16 matmuls: forwards and input gradients in f16 tiles",
         },
         if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" },
-        tiles.side.map_or(String::new(), |s| format!(", tiles of {s} × {s}")),
+        if ctx.kernel_paths() == KernelPaths::Gpu { format!(", {}", tile_tuning::describe(ctx.tile_choice())) } else { String::new() },
         tiles.split_workgroups.map_or(String::new(), |w| format!(", few tiles' reductions split towards {w} workgroups"))
     );
     Ok(ctx)

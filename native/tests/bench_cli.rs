@@ -130,3 +130,50 @@ fn bench_train_on_the_noop_backend_times_the_host_alone() {
     assert!(kernels.iter().any(|k| k.starts_with("attention:attention_forward_tiled")), "{kernels:?}");
     assert_eq!((f(&v, "bind_groups_created_per_step"), f(&v, "buffers_created_per_step")), (0.0, 0.0));
 }
+
+/// `hearth <args> --json` with `env`, caches under `cache` (XDG_CACHE_HOME).
+fn bench_with(args: &[&str], env: &[(&str, &str)], cache: &Path) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth")).arg("bench").args(args).arg("--json").envs(env.iter().copied()).env("XDG_CACHE_HOME", cache).current_dir(repo()).output().expect("run hearth");
+    assert!(out.status.success(), "hearth bench {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `bench tiles` times the tiled forwards in both tile sizes and picks the threshold with the
+/// least total time; a kept tuning (HEARTH_TUNE=1 on this CPU adapter, which is otherwise
+/// not tuned) decides the tiles of every tiled launch after it.
+#[test]
+fn the_tile_tuning_is_measured_kept_and_applied() {
+    if hearth_tests::gpu().is_none() {
+        return;
+    }
+    let cache = std::env::temp_dir().join(format!("hearth-tiles-{}", std::process::id()));
+    let gpu = [("HEARTH_KERNELS", "gpu")];
+    let v = bench_with(&["tiles", "--quick"], &gpu, &cache);
+    assert_eq!((v["bench"].as_str(), v["kept"].as_bool()), (Some("tiles"), Some(false)), "{v}");
+    let timed = v["timed"].as_array().unwrap();
+    assert_eq!(timed.len(), 6, "{v}");
+    assert!(timed.iter().all(|t| f(t, "ms_64") > 0.0 && f(t, "ms_128") > 0.0), "{v}");
+    // the threshold: the timed output size (or never) with the least total
+    let total = |from: f64| -> f64 { timed.iter().map(|t| if f(t, "m") * f(t, "n") >= from { f(t, "ms_128") } else { f(t, "ms_64") }).sum() };
+    let chosen = v["wide_outputs"].as_f64().unwrap_or(f64::INFINITY);
+    assert!(timed.iter().all(|t| total(chosen) <= total(f(t, "m") * f(t, "n"))) && total(chosen) <= total(f64::INFINITY), "{v}");
+    let path = PathBuf::from(v["cache"].as_str().unwrap());
+    assert!(path.starts_with(&cache) && !path.exists(), "--quick keeps nothing: {v}");
+
+    // 64 × 64 tiles for a 256 × 256 output by default; 128 × 128 once a tuning says from 1
+    let tiles_of_forward = |v: &Value| -> String {
+        let row = v["rows"].as_array().unwrap().iter().find(|r| r["op"] == "f32 forward").unwrap_or_else(|| panic!("{v}"));
+        row["kernels"][0].as_str().unwrap().to_string()
+    };
+    let ops = ["ops", "--quick", "--reps", "1", "--filter", "f32 forward"];
+    let plain = bench_with(&ops, &gpu, &cache);
+    assert!(tiles_of_forward(&plain).ends_with("[64x64]") && plain["adapter"]["tiles"]["wide_outputs"].is_null(), "{plain}");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, r#"{"version": 1, "wide_outputs": 1}"#).unwrap();
+    let tuned = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1")], &cache);
+    assert!(tiles_of_forward(&tuned).ends_with("[128x128]") && tuned["adapter"]["tiles"]["wide_outputs"] == 1, "{tuned}");
+    // HEARTH_TILES wins over the tuning
+    let forced = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_TILES", "64")], &cache);
+    assert!(tiles_of_forward(&forced).ends_with("[64x64]"), "{forced}");
+    std::fs::remove_dir_all(&cache).unwrap();
+}

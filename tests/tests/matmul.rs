@@ -1018,19 +1018,28 @@ fn a_tile_choice_overrides_the_heuristics() {
     // What HEARTH_TILES and HEARTH_SPLIT_WORKGROUPS ask for (bench/gpu.sh compares them with
     // the heuristics on a GPU), on the GPU kernel paths: output tiles of the side asked for
     // whatever the output's size, and a launch of few tiles (LoRA's x·Aᵀ of q, k and v at 4 ×
-    // 512 tokens: 32 tiles, not split by default) split towards the workgroups asked for; an
-    // f32 and a quantized weight; the CPU's products either way.
+    // 512 tokens: 32 tiles, not split by default) split towards the workgroups asked for; and
+    // the threshold the CLI tunes for a GPU (128 × 128 tiles never, or from the thin output's
+    // size); an f32 and a quantized weight; the CPU's products either way.
     use hearth_core::gpu::{KernelPaths, TileChoice};
     use hearth_core::ops::matmul::matmul;
     use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
     use hearth_core::quant::{QuantFormat, QuantTensor};
     let mut rng = Rng::new(31);
     let (wide, thin) = (MatmulDims::new(1024, 1024, 64), MatmulDims::new(2048, 48, 576));
-    let side = |side| TileChoice { side: Some(side), split_workgroups: None };
-    let split = TileChoice { side: None, split_workgroups: Some(256) };
+    let side = |side| TileChoice { side: Some(side), ..Default::default() };
+    let split = TileChoice { split_workgroups: Some(256), ..Default::default() };
+    let tuned = |from| TileChoice { wide_outputs: Some(from), ..Default::default() };
     // (choice, the wide output's tiles, the thin one's, whether the thin one splits: in
     // tiles of 128, 16 of them, under half the 64 workgroups a split aims for)
-    for (choice, wide_tiles, thin_tiles, thin_splits) in [(TileChoice::default(), "128x128", "64x64", false), (side(64), "64x64", "64x64", false), (side(128), "128x128", "128x128", true), (split, "128x128", "64x64", true)] {
+    for (choice, wide_tiles, thin_tiles, thin_splits) in [
+        (TileChoice::default(), "128x128", "64x64", false),
+        (side(64), "64x64", "64x64", false),
+        (side(128), "128x128", "128x128", true),
+        (split, "128x128", "64x64", true),
+        (tuned(usize::MAX), "64x64", "64x64", false),
+        (tuned(thin.m * thin.n), "128x128", "128x128", true),
+    ] {
         let Some(own) = own_gpu() else { return };
         let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(choice);
         for (d, tiles, splits) in [(wide, wide_tiles, false), (thin, thin_tiles, thin_splits)] {

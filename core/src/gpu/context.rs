@@ -53,13 +53,18 @@ pub struct GpuContext {
 
 /// The tiled kernels' shape where a run overrides what the launchers would pick
 /// (`HEARTH_TILES`, `HEARTH_SPLIT_WORKGROUPS`), so that one run on a GPU can compare the
-/// heuristics with their alternatives (bench/gpu.sh). The results are the same either way
-/// but for rounding: a split reduction sums in another order.
+/// heuristics with their alternatives (bench/gpu.sh), or where the tile size was tuned for the
+/// adapter (the CLI's tile tuning). The results are the same either way but for rounding: a
+/// split reduction sums in another order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TileChoice {
-    /// Output tiles of this side, 64 or 128, whatever the output's size. None: 128 for
-    /// outputs of a million values and more, else 64.
+    /// Output tiles of this side, 64 or 128, whatever the output's size. None: as
+    /// `wide_outputs` says.
     pub side: Option<usize>,
+    /// The outputs (values) from which 128 × 128 tiles are taken, smaller ones 64 × 64: as
+    /// measured on this adapter (usize::MAX: never). None: ops::matmul's WIDE_OUTPUTS, a
+    /// million.
+    pub wide_outputs: Option<usize>,
     /// The workgroups a launch of few tiles splits its reduction towards (ops::matmul's
     /// reduction_split; at least 2). None: 64. Training's split weight gradients keep theirs
     /// (their parts' buffers are laid out for them).
@@ -322,14 +327,20 @@ impl GpuContext {
     /// This context with the tiled kernels' shape overridden where `tiles` says (a side of 64
     /// or 128, a split target of at least 2; others are ignored).
     pub fn with_tile_choice(mut self, tiles: TileChoice) -> Self {
-        self.tiles = TileChoice {
-            side: tiles.side.filter(|s| [64, 128].contains(s)),
-            split_workgroups: tiles.split_workgroups.filter(|&w| w >= 2),
-        };
+        self.set_tile_choice(tiles);
         self
     }
 
-    /// The tiled kernels' shape where this context overrides the heuristics.
+    /// [`GpuContext::with_tile_choice`] in place (the CLI's tile tuning times both sides).
+    pub fn set_tile_choice(&mut self, tiles: TileChoice) {
+        self.tiles = TileChoice {
+            side: tiles.side.filter(|s| [64, 128].contains(s)),
+            wide_outputs: tiles.wide_outputs,
+            split_workgroups: tiles.split_workgroups.filter(|&w| w >= 2),
+        };
+    }
+
+    /// The tiled kernels' shape where this context overrides the heuristics or was tuned.
     pub fn tile_choice(&self) -> TileChoice {
         self.tiles
     }

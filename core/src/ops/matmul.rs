@@ -270,8 +270,10 @@ const REGISTER_NARROW_MAX_COLS: usize = 128;
 /// The output tile of matmul_coop.wgsl.
 const COOP_TILE: usize = 64;
 
-/// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output).
-const WIDE_OUTPUTS: usize = 1 << 20;
+/// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output). A
+/// guess for GPUs of every size; the CLI measures where it lies on the user's GPU
+/// (`TileChoice::wide_outputs`).
+pub const WIDE_OUTPUTS: usize = 1 << 20;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -398,15 +400,14 @@ pub(crate) fn split_workgroups(ctx: &GpuContext) -> usize {
     ctx.tile_choice().split_workgroups.unwrap_or(SPLIT_WORKGROUPS)
 }
 
-/// `tiling` in the tile side `ctx` asks for, if any (the tiled kernels; others as they are).
-fn with_side(ctx: &GpuContext, tiling: MatmulTiling) -> MatmulTiling {
-    use MatmulTiling::*;
-    match (ctx.tile_choice().side, tiling) {
-        (Some(64), TiledWide) => Tiled,
-        (Some(64), TiledWideF16) => TiledF16,
-        (Some(128), Tiled) => TiledWide,
-        (Some(128), TiledF16) => TiledWideF16,
-        _ => tiling,
+/// Whether the tiled kernels compute an output of `outputs` values in 128 × 128 tiles on `ctx`
+/// (else 64 × 64): the side the context asks for, else from its tuned threshold, else from
+/// [`WIDE_OUTPUTS`].
+pub fn wide_tiles(ctx: &GpuContext, outputs: usize) -> bool {
+    let tiles = ctx.tile_choice();
+    match tiles.side {
+        Some(side) => side == 128,
+        None => outputs >= tiles.wide_outputs.unwrap_or(WIDE_OUTPUTS),
     }
 }
 
@@ -513,7 +514,7 @@ fn choose_tiling_f16(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims, f16: bo
         // (operands at strides of their own, or one a for a batch: the tiled kernels only)
         MatmulTiling::Coop
     } else {
-        with_side(ctx, tiled_for(kind, d, f16))
+        tiled_for(ctx, kind, d, f16)
     }
 }
 
@@ -523,11 +524,11 @@ pub fn forward_takes_blocks(ctx: &GpuContext, d: &MatmulDims) -> bool {
     d.batch == 1 && choose_tiling(ctx, MatmulKind::Forward, d).is_tiled()
 }
 
-/// The workgroup-tiled kernel's tiling for a `kind` product of `d`: 128 × 128 tiles for
-/// large outputs, else 64 × 64; with its tiles in f16 where `f16`.
-pub fn tiled_for(kind: MatmulKind, d: &MatmulDims, f16: bool) -> MatmulTiling {
+/// The workgroup-tiled kernel's tiling on `ctx` for a `kind` product of `d`: 128 × 128 tiles
+/// for large outputs ([`wide_tiles`]), else 64 × 64; with its tiles in f16 where `f16`.
+pub fn tiled_for(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims, f16: bool) -> MatmulTiling {
     let (rows, cols) = kind.out_shape(d);
-    match (f16, d.batch * rows * cols >= WIDE_OUTPUTS) {
+    match (f16, wide_tiles(ctx, d.batch * rows * cols)) {
         (false, false) => MatmulTiling::Tiled,
         (false, true) => MatmulTiling::TiledWide,
         (true, false) => MatmulTiling::TiledF16,
@@ -954,7 +955,10 @@ pub fn matmul_weight_parts(ctx: &GpuContext, dest: SplitParts, a: &GpuBuffer, b:
         format!("{op}: {} parts of {len} floats every {} from byte {} do not fit a buffer of {} bytes ({d:?})", dest.splits, dest.stride, dest.at, dest.parts.len_bytes())
     })?;
     let acc = Accumulate { alpha, beta: 0.0 };
-    launch(ctx, MatmulKind::BackwardWeight, with_side(ctx, MatmulTiling::Tiled), dest.parts, a, b, d, acc, drop, None, Some(dest))
+    // (64 × 64 tiles whatever the output, unless the run asks for 128: training lays the
+    // parts out for the split SPLIT_WORKGROUPS gives them)
+    let tiling = if ctx.tile_choice().side == Some(128) { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
+    launch(ctx, MatmulKind::BackwardWeight, tiling, dest.parts, a, b, d, acc, drop, None, Some(dest))
 }
 
 /// out[z](M, N) = dropout(x)·w_zᵀ for the `d.batch` weights w_z (N, K) back to back in `w`,
@@ -969,7 +973,7 @@ pub fn matmul_shared_input(ctx: &GpuContext, dest: SplitParts, x: &GpuBuffer, w:
     })?;
     ensure(drop.on == DropOn::A && (0.0..1.0).contains(&drop.p), || format!("{op}: dropout below 1 on the input only, got {drop:?}"))?;
     let d = MatmulDims { batch_strides: Some(BatchStrides { a: 0, b: d.n * d.k, c: dest.stride }), ..d };
-    let tiling = with_side(ctx, tiled_for(MatmulKind::Forward, &d, false));
+    let tiling = tiled_for(ctx, MatmulKind::Forward, &d, false);
     launch(ctx, MatmulKind::Forward, tiling, dest.parts, x, w, d, Accumulate::OVERWRITE, (drop.p > 0.0).then_some(drop), None, Some(dest))
 }
 

@@ -6,7 +6,7 @@ use super::{check_len, grid_1d, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{check_rows, gemv_variant, overwrite_then_accumulate, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
+use super::matmul::{check_rows, gemv_variant, overwrite_then_accumulate, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -379,12 +379,6 @@ struct Blocks {
     out: Option<ColumnBlocks>,
 }
 
-/// Invocations per side of the tiled kernels' workgroups for `m` rows of `cols` outputs: 16
-/// for outputs of at least 1024 × 1024 (as the f32 matmul's), else 8.
-fn tiles_side(m: usize, cols: usize) -> usize {
-    if m * cols >= 1 << 20 { 16 } else { 8 }
-}
-
 /// [`matmul_quant`] with the block size given (tests run both), and a low-rank term if any.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_quant_with(
@@ -458,7 +452,8 @@ fn quant_launch(
         (MatmulKind::Forward, QuantBlock::Gemv) => "matmul_quant_gemv",
         (_, QuantBlock::Gemv) => return Err(Error::Shape("the matrix-vector kernel computes forwards only".into())),
     };
-    let tq = ctx.tile_choice().side.map_or_else(|| tiles_side(m, out_cols), |side| side / 8);
+    // invocations per side of the tiled kernels' workgroups (8 outputs each way per invocation)
+    let tq = if wide_tiles(ctx, m * out_cols) { 16 } else { 8 };
     let groups = match block {
         QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
         QuantBlock::Tiled | QuantBlock::TiledF16 => [out_cols.div_ceil(8 * tq) as u32, m.div_ceil(8 * tq) as u32, 1],
