@@ -55,6 +55,10 @@ for batch in batches:
                 c.getresponse().read()
                 break
             except OSError:
+                # (a server that exited, say on a model it cannot load, ends the bench now
+                # instead of at the step's time limit)
+                if server.poll() is not None:
+                    sys.exit(f"hearth serve exited with {server.returncode} before it answered (--max-batch {batch})")
                 time.sleep(0.2)
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         c.request("GET", "/v1/models")
