@@ -92,6 +92,9 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
         timed.push(Timed { format: "q4_1", shape: (m, n, k), ms_64: q4_1_ms[0], ms_128: q4_1_ms[1] });
     }
     ctx.set_tile_choice(before);
+    // (the timed buffers go back to the device, not into the command's pool and its peak)
+    ctx.trim_pool();
+    ctx.reset_peak_memory();
     Ok(Tuning { wide_outputs: best_threshold(&timed), timed })
 }
 
