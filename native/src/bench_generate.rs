@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use hearth_core::gpu::Profile;
 use hearth_core::model::forward::KvCache;
-use hearth_core::model::sampling::argmax;
+use hearth_core::model::sampling::{Sampler, SamplingParams};
 use hearth_core::model::Model;
 use hearth_core::GpuContext;
 use hearth_core::train::memory::base_bytes;
@@ -33,6 +33,14 @@ pub struct BenchGenerateArgs {
     /// launches of a step.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Sample the decoded tokens at this temperature, as generate and serve do (0: greedy,
+    /// the default); with --top-p and --top-k. The host's sampling is part of a token's time.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -62,15 +70,17 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     let mut logits = block(model.forward(&ctx, &prompt))?;
     let prefill = start.elapsed().as_secs_f64();
     let prefill_profile = block(ctx.profile_end())?;
+    let sampling = SamplingParams { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, ..Default::default() };
+    let mut sampler = Sampler::new(sampling.clone());
     ctx.profile_begin_with(a.kernel_times);
     let start = Instant::now();
     for _ in 0..a.new_tokens {
-        let next = argmax(&logits);
+        let next = sampler.sample(&mut logits, &[]);
         logits = block(model.forward(&ctx, &[next]))?;
     }
     let decode = start.elapsed().as_secs_f64();
     let profile = block(ctx.profile_end())?;
-    let batch = if a.batch > 1 { Some(decode_together(&ctx, &mut model, &prompt, a.batch, a.new_tokens)?) } else { None };
+    let batch = if a.batch > 1 { Some(decode_together(&ctx, &mut model, &prompt, a.batch, a.new_tokens, &sampling)?) } else { None };
     let per_token = a.new_tokens.max(1) as f64;
     let (linear, head) = model.formats();
     if a.json {
@@ -81,6 +91,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
             "quant": a.model.quant,
             "prompt_tokens": prompt.len(),
             "new_tokens": a.new_tokens,
+            "sampling": { "temperature": a.temperature, "top_p": a.top_p, "top_k": a.top_k },
             "prefill_tokens_per_s": prompt.len() as f64 / prefill,
             "decode_tokens_per_s": a.new_tokens as f64 / decode,
             "prefill_dispatches": prefill_profile.dispatches,
@@ -114,6 +125,9 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     println!("|---------|-------:|--------:|---------:|");
     println!("| prefill | {:6} | {:7.3} | {:8.1} |", prompt.len(), prefill, prompt.len() as f64 / prefill);
     println!("| decode  | {:6} | {:7.3} | {:8.1} |", a.new_tokens, decode, a.new_tokens as f64 / decode);
+    if a.temperature > 0.0 {
+        println!("decode sampled at temperature {}, top-p {}, top-k {}", a.temperature, a.top_p, a.top_k);
+    }
     println!(
         "prefill: {} launches, {:.2} ms of host time{}",
         prefill_profile.dispatches,
@@ -151,32 +165,35 @@ struct Together {
 }
 
 /// `batch` sequences, each after `prompt` in a cache of its own (made together, as `hearth
-/// serve` makes them), decoded together `new_tokens` steps (greedy), after one step to warm up.
-fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: usize, new_tokens: usize) -> Result<Together> {
+/// serve` makes them), decoded together `new_tokens` steps (each sequence sampled as
+/// `sampling` says, with a seed of its own), after one step to warm up.
+fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: usize, new_tokens: usize, sampling: &SamplingParams) -> Result<Together> {
     if batch > model.max_batch() {
         bail!("--batch {batch}: this model decodes at most {} sequences at once here (the prompt's chunk)", model.max_batch());
     }
     let mut caches = model.new_caches(ctx, batch)?;
+    let mut samplers: Vec<Sampler> = (0..batch as u64).map(|seed| Sampler::new(SamplingParams { seed, ..sampling.clone() })).collect();
     let mut next = Vec::with_capacity(batch);
-    for cache in &mut caches {
+    for (cache, sampler) in caches.iter_mut().zip(&mut samplers) {
         model.swap_cache(cache);
         let logits = block(model.forward(ctx, prompt));
         model.swap_cache(cache);
-        next.push(argmax(&logits?));
+        next.push(sampler.sample(&mut logits?, &[]));
     }
     let vocab = model.cfg.vocab_size;
-    let step = |model: &mut Model, caches: &mut [KvCache], tokens: &[u32]| -> Result<Vec<u32>> {
+    let step = |model: &mut Model, caches: &mut [KvCache], samplers: &mut [Sampler], tokens: &[u32]| -> Result<Vec<u32>> {
         let mut held: Vec<&mut KvCache> = caches.iter_mut().collect();
-        Ok(block(model.decode_batch(ctx, &mut held, tokens))?.chunks(vocab).map(argmax).collect())
+        let mut logits = block(model.decode_batch(ctx, &mut held, tokens))?;
+        Ok(logits.chunks_mut(vocab).zip(samplers).map(|(row, sampler)| sampler.sample(row, &[])).collect())
     };
-    step(model, &mut caches, &next)?;
+    step(model, &mut caches, &mut samplers, &next)?;
     for cache in &mut caches {
         cache.rewind(prompt.len());
     }
     ctx.profile_begin();
     let start = Instant::now();
     for _ in 0..new_tokens {
-        next = step(model, &mut caches, &next)?;
+        next = step(model, &mut caches, &mut samplers, &next)?;
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(Together { tokens_per_s: (batch * new_tokens) as f64 / secs, profile: block(ctx.profile_end())? })

@@ -83,6 +83,11 @@ fn bench_generate_json_reports_both_phases() {
     assert!(per_token > 5.0 && per_token.fract() == 0.0, "{per_token}");
     assert!(f(&v, "host_ms_per_token") > 0.0);
     assert_eq!((f(&v, "bind_groups_created_per_token"), f(&v, "buffers_created_per_token")), (0.0, 0.0));
+    assert_eq!(f(&v["sampling"], "temperature"), 0.0, "greedy by default: {v}");
+    // sampled, one sequence and two together (each its own sampler, as serve's requests)
+    let v = bench(&["generate", "tests/fixtures/tiny-llama", "--prompt-tokens", "8", "--new-tokens", "3", "--temperature", "0.8", "--top-p", "0.9", "--batch", "2"]);
+    assert_eq!((f(&v["sampling"], "temperature"), f(&v["sampling"], "top_k")), (0.8f32 as f64, 0.0), "{v}");
+    assert!(f(&v, "decode_tokens_per_s") > 0.0 && f(&v["batch"], "decode_tokens_per_s") > 0.0, "{v}");
 }
 
 /// The Q8_0 rows, with the forward and input gradient in f16 tiles where the adapter has
