@@ -189,14 +189,16 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
     if !wanted || ctx.tile_choice().side.is_some() {
         return Ok(());
     }
-    let path = cache_path(ctx)?;
-    let wide_outputs = match read_cache(&path) {
+    // (no cache folder, say HOME unset: tuned for this command alone)
+    let path = cache_path(ctx);
+    let wide_outputs = match path.as_ref().map_err(|e| format!("{e:#}")).and_then(|p| read_cache(p)) {
         Ok(w) => w,
         Err(why) => {
-            if path.exists() {
-                eprintln!("tile tuning: {} cannot be used ({why}); tuning again", path.display());
+            match &path {
+                Ok(p) if p.exists() => eprintln!("tile tuning: {} cannot be used ({why}); tuning again", p.display()),
+                Ok(p) => eprintln!("tuning the tiled matmuls' tile size for this GPU (once; kept in {})", p.display()),
+                Err(_) => eprintln!("tuning the tiled matmuls' tile size for this GPU ({why}: not kept)"),
             }
-            eprintln!("tuning the tiled matmuls' tile size for this GPU (once; kept in {})", path.display());
             let start = Instant::now();
             // (a tuning that fails leaves the fixed guess: the command goes on, and says so)
             let tuning = match measure(ctx, false) {
@@ -207,7 +209,7 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
                 }
             };
             eprintln!("tuned in {:.1} s: {}", start.elapsed().as_secs_f64(), describe(TileChoice { wide_outputs: Some(tuning.wide_outputs), ..Default::default() }));
-            if let Err(e) = write_cache(&path, &tuning) {
+            if let Err(e) = path.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|p| write_cache(p, &tuning)) {
                 eprintln!("tile tuning: not kept ({e:#}); the next command tunes again");
             }
             tuning.wide_outputs
