@@ -68,7 +68,8 @@ impl Sampler {
         // the nucleus: the fewest candidates whose probability reaches top_p, and its total
         let (keep, kept) = if p.top_p < 1.0 {
             let (mut acc, mut i) = (0.0, 0);
-            while i < order.idx.len() && acc < p.top_p as f64 {
+            // (at least one: a top_p of 0 keeps the most likely)
+            while i < order.idx.len() && (i == 0 || acc < p.top_p as f64) {
                 acc += weight(order.at(i, &by_logit)) / sum;
                 i += 1;
             }
@@ -203,7 +204,7 @@ mod tests {
             let params = SamplingParams {
                 temperature: [0.3, 0.7, 1.0, 1.5][case % 4],
                 top_k: [0, 0, 1, 5, 50, 70][(case / 4) % 6],
-                top_p: [1.0, 0.9, 0.5, 0.999][(case / 3) % 4],
+                top_p: [1.0, 0.9, 0.5, 0.999, 0.0][(case / 3) % 5],
                 repetition_penalty: 1.0,
                 seed: case as u64,
             };
