@@ -12,6 +12,7 @@ Generation: a prompt of random ids, then greedy tokens one at a time through the
 (the same loop as `hearth bench generate`), in fp32.
 """
 import argparse
+import inspect
 import json
 import time
 
@@ -84,11 +85,14 @@ def generate(model_dir, device, a):
     nxt = out.logits[:, -1:].argmax(-1)
     sync(device)
     prefill = time.perf_counter() - start
-    past = out.past_key_values
+    # (transformers 5.24 renamed past_key_values to cache, the old name to go in 5.40: the
+    # name this version's forward takes)
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    past = getattr(out, name)
     start = time.perf_counter()
     for _ in range(a.new_tokens):
-        out = model(nxt, past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(nxt, use_cache=True, **{name: past})
+        past = getattr(out, name)
         nxt = out.logits[:, -1:].argmax(-1)
     sync(device)
     decode = time.perf_counter() - start

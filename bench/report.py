@@ -185,10 +185,12 @@ def main():
     tiles = results.get("tiles")
     if tiles:
         wide = f"from {tiles['wide_outputs']:,} outputs" if tiles.get("wide_outputs") else "never"
-        lines += ["", f"The tile size tuned for this GPU (`hearth bench tiles`): 128 × 128 tiles {wide}, 64 × 64 below "
-                  "(the fixed guess: from 1,048,576 outputs):", "",
-                  "| format | M × N × K | outputs | ms, 64 × 64 | ms, 128 × 128 |", "| --- | --- | ---: | ---: | ---: |"]
-        lines += [f"| {t['format']} | {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |" for t in tiles["timed"]]
+        lines += ["", f"The tiles tuned for this GPU (`hearth bench tiles`): 128 × 128 tiles {wide}, 64 × 64 below "
+                  f"(the fixed guess: from 1,048,576 outputs), few tiles' reductions split towards {tiles.get('split_workgroups', 64)} workgroups "
+                  "(the fixed guess: 64; where a split count splits as 64 does, 64's times stand for it):", "",
+                  "| format | M × N × K | outputs | split towards | ms, 64 × 64 | ms, 128 × 128 |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {t['format']} | {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t.get('split_workgroups', 64)} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |"
+                  for t in tiles["timed"]]
     for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
                        ("ops-unchecked", "f32 forward matmul, shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0)"),
                        ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)"),

@@ -96,7 +96,6 @@ fn tiles(a: TilesArgs) -> Result<()> {
     if !a.quick {
         write_cache(&path, &tuning)?;
     }
-    let choice = hearth_core::gpu::TileChoice { side: None, wide_outputs: Some(tuning.wide_outputs), split_workgroups: None };
     if a.json {
         let mut v = tuning.to_json();
         v["bench"] = json!("tiles");
@@ -107,12 +106,12 @@ fn tiles(a: TilesArgs) -> Result<()> {
         return Ok(());
     }
     println!("adapter: {}", ctx.summary());
-    println!("{:<6} {:<22} {:>10} {:>10} {:>10}", "format", "shape", "outputs", "ms 64×64", "ms 128×128");
+    println!("{:<6} {:<22} {:>10} {:>6} {:>10} {:>10}", "format", "shape", "outputs", "split", "ms 64×64", "ms 128×128");
     for t in &tuning.timed {
         let (m, n, k) = t.shape;
-        println!("{:<6} {:<22} {:>10} {:>10.3} {:>10.3}", t.format, format!("M{m} N{n} K{k}"), m * n, t.ms_64, t.ms_128);
+        println!("{:<6} {:<22} {:>10} {:>6} {:>10.3} {:>10.3}", t.format, format!("M{m} N{n} K{k}"), m * n, t.split_workgroups, t.ms_64, t.ms_128);
     }
-    println!("{}{}", describe(choice), if a.quick { String::new() } else { format!(": kept in {}", path.display()) });
+    println!("{}{}", describe(tuning.choice()), if a.quick { String::new() } else { format!(": kept in {}", path.display()) });
     Ok(())
 }
 

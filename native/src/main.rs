@@ -132,7 +132,7 @@ pub fn open_gpu() -> Result<GpuContext> {
     }
     tile_tuning::apply(&mut ctx)?;
     eprintln!(
-        "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{}{}{})",
+        "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{}{})",
         ctx.summary(),
         ctx.kernel_paths(),
         AttentionKernels::for_adapter(&ctx),
@@ -143,8 +143,12 @@ pub fn open_gpu() -> Result<GpuContext> {
             (true, false) => ", f16 matmuls: forwards and input gradients in f16 tiles",
         },
         if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" },
-        if ctx.kernel_paths() == KernelPaths::Gpu { format!(", {}", tile_tuning::describe(ctx.tile_choice())) } else { String::new() },
-        tiles.split_workgroups.map_or(String::new(), |w| format!(", few tiles' reductions split towards {w} workgroups"))
+        // (the split where it is not described with the tiles)
+        match (ctx.kernel_paths(), tiles.split_workgroups) {
+            (KernelPaths::Gpu, _) => format!(", {}", tile_tuning::describe(ctx.tile_choice())),
+            (_, Some(w)) => format!(", few tiles' reductions split towards {w} workgroups"),
+            (_, None) => String::new(),
+        }
     );
     Ok(ctx)
 }

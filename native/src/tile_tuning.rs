@@ -1,15 +1,18 @@
-//! The tiled matmuls' tile size, measured on the user's GPU. Whether an output is computed in
-//! 128 × 128 tiles (more work per workgroup, fewer workgroups) or 64 × 64 pays depends on how
-//! many compute units the GPU has to fill, which no API reports: a laptop's integrated GPU
-//! fills with few workgroups, an H100 wants hundreds. So the first command on a GPU times both
-//! at training's shapes (f32 and Q4_1 forwards), takes the output size from which 128 × 128
-//! tiles cost least in total, and keeps it in the cache; later commands read it. Only the
-//! tile size changes: results differ at most by rounding (a launch of few tiles may split
-//! its reduction, which sums in another order).
+//! The tiled matmuls' tile size and split reductions, measured on the user's GPU. Whether an
+//! output is computed in 128 × 128 tiles (more work per workgroup, fewer workgroups) or 64 × 64
+//! pays depends on how many compute units the GPU has to fill, which no API reports: a
+//! laptop's integrated GPU fills with few workgroups, an H100 wants hundreds. So does whether a
+//! launch of few tiles should split its reduction into parts summed by a second launch (more
+//! workgroups, more memory traffic). So the first command on a GPU times both sizes at
+//! training's shapes (f32 and Q4_1 forwards), with few tiles splitting towards each of
+//! `SPLIT_CANDIDATES` workgroups, takes the pair (the output size from which 128 × 128 tiles
+//! are taken, the split's workgroups) that costs least in total, and keeps it in the cache;
+//! later commands read it. Results differ at most by rounding (a split reduction sums in
+//! another order).
 
 use anyhow::{Context, Result};
 use hearth_core::gpu::{Shader, TileChoice};
-use hearth_core::ops::matmul::{matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling, WIDE_OUTPUTS};
+use hearth_core::ops::matmul::{forward_splits, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling, SPLIT_WORKGROUPS, WIDE_OUTPUTS};
 use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -22,24 +25,35 @@ use std::time::Instant;
 /// (M, N, K) of the forwards timed: SmolLM2's projections over a short and a full micro-batch
 /// (q/o, down, gate/up alone and stacked), and a larger model's.
 const SHAPES: [(usize, usize, usize); 6] = [(512, 576, 576), (2048, 576, 576), (2048, 576, 1536), (2048, 1536, 576), (2048, 3072, 576), (4096, 4096, 1024)];
-/// `--quick`: small shapes for CPU emulators (the tests).
-const QUICK_SHAPES: [(usize, usize, usize); 3] = [(64, 64, 64), (128, 256, 64), (256, 256, 128)];
+/// `--quick`: small shapes for CPU emulators (the tests); the last one splits towards 256
+/// workgroups in 64 × 64 tiles, not towards 64.
+const QUICK_SHAPES: [(usize, usize, usize); 3] = [(64, 64, 64), (128, 256, 64), (512, 512, 512)];
 
 /// What the cache file's layout and the shapes are; a change re-tunes.
-const TUNING_VERSION: u32 = 1;
+const TUNING_VERSION: u32 = 2;
 
-/// One shape's forward in both tile sizes, ms per launch.
+/// The workgroups a launch of few tiles may split its reduction towards, the fixed default
+/// first: another is taken only where it saves `SPLIT_MARGIN` of the default's total (a split
+/// costs memory traffic that timings at a few shapes may not show).
+const SPLIT_CANDIDATES: [usize; 3] = [SPLIT_WORKGROUPS, 256, 1024];
+const SPLIT_MARGIN: f64 = 0.03;
+
+/// One shape's forward in both tile sizes with few tiles splitting towards `split_workgroups`,
+/// ms per launch.
 pub struct Timed {
     pub format: &'static str,
     pub shape: (usize, usize, usize),
+    pub split_workgroups: usize,
     pub ms_64: f64,
     pub ms_128: f64,
 }
 
-/// The measured threshold and what it came from.
+/// The measured choice and what it came from.
 pub struct Tuning {
     /// Outputs from which 128 × 128 tiles are taken (usize::MAX: never).
     pub wide_outputs: usize,
+    /// The workgroups a launch of few tiles splits its reduction towards.
+    pub split_workgroups: usize,
     pub timed: Vec<Timed>,
 }
 
@@ -48,26 +62,61 @@ impl Tuning {
         let timed: Vec<Value> = self
             .timed
             .iter()
-            .map(|t| json!({ "format": t.format, "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_64": t.ms_64, "ms_128": t.ms_128 }))
+            .map(|t| json!({ "format": t.format, "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "split_workgroups": t.split_workgroups, "ms_64": t.ms_64, "ms_128": t.ms_128 }))
             .collect();
-        json!({ "version": TUNING_VERSION, "wide_outputs": (self.wide_outputs != usize::MAX).then_some(self.wide_outputs), "timed": timed })
+        json!({
+            "version": TUNING_VERSION,
+            "wide_outputs": (self.wide_outputs != usize::MAX).then_some(self.wide_outputs),
+            "split_workgroups": self.split_workgroups,
+            "timed": timed,
+        })
+    }
+
+    /// The tile choice it makes (the split as None where it is the fixed default).
+    pub fn choice(&self) -> TileChoice {
+        TileChoice { side: None, wide_outputs: Some(self.wide_outputs), split_workgroups: (self.split_workgroups != SPLIT_WORKGROUPS).then_some(self.split_workgroups) }
     }
 }
 
-/// The threshold with the least total time over `timed`: 128 × 128 tiles from each timed
-/// output size in turn, or never. Ties go to the larger threshold (fewer wide launches).
-pub fn best_threshold(timed: &[Timed]) -> usize {
+/// The threshold with the least total time over `timed`, and that total: 128 × 128 tiles from
+/// each timed output size in turn, or never. Ties go to the larger threshold (fewer wide
+/// launches).
+fn best_threshold(timed: &[&Timed]) -> (usize, f64) {
     let outputs = |t: &Timed| t.shape.0 * t.shape.1;
     let total = |from: usize| -> f64 { timed.iter().map(|t| if outputs(t) >= from { t.ms_128 } else { t.ms_64 }).sum() };
-    let mut candidates: Vec<usize> = timed.iter().map(outputs).collect();
+    let mut candidates: Vec<usize> = timed.iter().map(|t| outputs(t)).collect();
     candidates.push(usize::MAX);
     candidates.sort_unstable();
     candidates.dedup();
-    candidates.into_iter().rev().min_by(|&a, &b| total(a).total_cmp(&total(b))).expect("at least `never`")
+    let best = candidates.into_iter().rev().min_by(|&a, &b| total(a).total_cmp(&total(b))).expect("at least `never`");
+    (best, total(best))
 }
 
-/// Times the f32 and Q4_1 tiled forwards at the shapes in both tile sizes on `ctx` (its own
-/// tile choice is restored after).
+/// (wide_outputs, split_workgroups) with the least total time over `timed`: each split's best
+/// threshold, the first split timed (the default) unless another saves `SPLIT_MARGIN` of its
+/// total.
+pub fn best_choice(timed: &[Timed]) -> (usize, usize) {
+    let mut splits: Vec<usize> = Vec::new();
+    for t in timed {
+        if !splits.contains(&t.split_workgroups) {
+            splits.push(t.split_workgroups);
+        }
+    }
+    let best = |w: usize| best_threshold(&timed.iter().filter(|t| t.split_workgroups == w).collect::<Vec<_>>());
+    let default = splits.first().copied().unwrap_or(SPLIT_WORKGROUPS);
+    let (threshold, total) = best(default);
+    splits
+        .into_iter()
+        .skip(1)
+        .map(|w| (w, best(w)))
+        .filter(|(_, (_, t))| *t < total * (1.0 - SPLIT_MARGIN))
+        .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
+        .map_or((threshold, default), |(w, (threshold, _))| (threshold, w))
+}
+
+/// Times the f32 and Q4_1 tiled forwards at the shapes in both tile sizes, few tiles splitting
+/// towards each of `SPLIT_CANDIDATES`, on `ctx` (its own tile choice is restored after). Where
+/// a split candidate splits a shape as the default does, the default's times stand for it.
 pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     let shapes: &[(usize, usize, usize)] = if quick { &QUICK_SHAPES } else { &SHAPES };
     let before = ctx.tile_choice();
@@ -80,22 +129,35 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
         let w = ctx.upload_f32(&w_values)?;
         let q = GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::Q4_1, &w_values, n, k)?)?;
         let d = MatmulDims::new(m, n, k);
-        let (mut f32_ms, mut q4_1_ms) = ([0.0; 2], [0.0; 2]);
-        for (i, side) in [64, 128].into_iter().enumerate() {
-            ctx.set_tile_choice(TileChoice { side: Some(side), ..before });
-            let ctx = &*ctx;
-            let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
-            f32_ms[i] = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
-            q4_1_ms[i] = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, &q, m, Accumulate::OVERWRITE, None))?;
+        // [side][format]: the default split's, then each candidate's
+        let mut default_ms = [[0.0; 2]; 2];
+        for split in SPLIT_CANDIDATES {
+            let mut ms = [[0.0; 2]; 2];
+            for (i, side) in [64, 128].into_iter().enumerate() {
+                if split != SPLIT_WORKGROUPS && forward_splits(m, n, k, side, split) == forward_splits(m, n, k, side, SPLIT_WORKGROUPS) {
+                    ms[i] = default_ms[i];
+                    continue;
+                }
+                ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), ..before });
+                let ctx = &*ctx;
+                let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
+                ms[i][0] = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
+                ms[i][1] = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, &q, m, Accumulate::OVERWRITE, None))?;
+            }
+            if split == SPLIT_WORKGROUPS {
+                default_ms = ms;
+            }
+            for (f, format) in ["f32", "q4_1"].into_iter().enumerate() {
+                timed.push(Timed { format, shape: (m, n, k), split_workgroups: split, ms_64: ms[0][f], ms_128: ms[1][f] });
+            }
         }
-        timed.push(Timed { format: "f32", shape: (m, n, k), ms_64: f32_ms[0], ms_128: f32_ms[1] });
-        timed.push(Timed { format: "q4_1", shape: (m, n, k), ms_64: q4_1_ms[0], ms_128: q4_1_ms[1] });
     }
     ctx.set_tile_choice(before);
     // (the timed buffers go back to the device, not into the command's pool and its peak)
     ctx.trim_pool();
     ctx.reset_peak_memory();
-    Ok(Tuning { wide_outputs: best_threshold(&timed), timed })
+    let (wide_outputs, split_workgroups) = best_choice(&timed);
+    Ok(Tuning { wide_outputs, split_workgroups, timed })
 }
 
 /// ms per launch of `launch`: bench's fastest of 5 batches, each batch long enough (about
@@ -135,17 +197,20 @@ pub fn cache_path(ctx: &GpuContext) -> Result<PathBuf> {
     Ok(cache.join("hearth/tuning").join(format!("{name}-{digest}.json")))
 }
 
-/// The threshold in a cache file, or why it cannot be used.
-pub fn read_cache(path: &Path) -> Result<usize, String> {
+/// The tile choice in a cache file (its side None), or why it cannot be used.
+pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let v: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON ({e})"))?;
     if v["version"].as_u64() != Some(TUNING_VERSION as u64) {
         return Err(format!("version {} where this build writes {TUNING_VERSION}", v["version"]));
     }
-    match &v["wide_outputs"] {
-        Value::Null => Ok(usize::MAX),
-        w => w.as_u64().filter(|&w| w > 0).map(|w| w as usize).ok_or_else(|| format!("wide_outputs {w}: expected a number of outputs, or null for never")),
-    }
+    let wide_outputs = match &v["wide_outputs"] {
+        Value::Null => usize::MAX,
+        w => w.as_u64().filter(|&w| w > 0).ok_or_else(|| format!("wide_outputs {w}: expected a number of outputs, or null for never"))? as usize,
+    };
+    let split = &v["split_workgroups"];
+    let split_workgroups = split.as_u64().filter(|&w| w >= 2).ok_or_else(|| format!("split_workgroups {split}: expected a number of workgroups, at least 2"))? as usize;
+    Ok(Tuning { wide_outputs, split_workgroups, timed: Vec::new() }.choice())
 }
 
 pub fn write_cache(path: &Path, tuning: &Tuning) -> Result<()> {
@@ -153,13 +218,18 @@ pub fn write_cache(path: &Path, tuning: &Tuning) -> Result<()> {
     crate::export::write_atomic(path, serde_json::to_string_pretty(&tuning.to_json())?.as_bytes())
 }
 
-/// In words, for the adapter line: what decides the tile size on `ctx`.
+/// In words, for the adapter line: what decides the tile size on `ctx`, and where few tiles
+/// split their reductions towards other than the fixed default.
 pub fn describe(tiles: TileChoice) -> String {
-    match (tiles.side, tiles.wide_outputs) {
+    let size = match (tiles.side, tiles.wide_outputs) {
         (Some(side), _) => format!("tiles of {side} × {side} (HEARTH_TILES)"),
         (None, Some(usize::MAX)) => "tiles of 64 × 64 whatever the output (tuned for this GPU)".to_string(),
         (None, Some(w)) => format!("128 × 128 tiles from {} outputs (tuned for this GPU)", grouped(w)),
         (None, None) => format!("128 × 128 tiles from {} outputs", grouped(WIDE_OUTPUTS)),
+    };
+    match tiles.split_workgroups {
+        Some(w) => format!("{size}, few tiles' reductions split towards {w} workgroups"),
+        None => size,
     }
 }
 
@@ -176,28 +246,29 @@ fn grouped(n: usize) -> String {
     out
 }
 
-/// Sets the tile size on `ctx` as tuned for its adapter, tuning it first where the cache has
-/// none: on the GPU kernels of a GPU (HEARTH_TUNE unset), on any adapter (HEARTH_TUNE=1), or
-/// never (HEARTH_TUNE=0: the fixed threshold). HEARTH_TILES wins over all.
+/// Sets the tile size and split on `ctx` as tuned for its adapter, tuning them first where the
+/// cache has none: on the GPU kernels of a GPU (HEARTH_TUNE unset), on any adapter
+/// (HEARTH_TUNE=1), or never (HEARTH_TUNE=0: the fixed threshold and split). HEARTH_TILES wins
+/// over all, HEARTH_SPLIT_WORKGROUPS over the tuned split.
 pub fn apply(ctx: &mut GpuContext) -> Result<()> {
     let wanted = match std::env::var("HEARTH_TUNE").as_deref() {
         Ok("0") => false,
         Ok("1") => true,
         Err(_) => ctx.kernel_paths() == hearth_core::gpu::KernelPaths::Gpu && !ctx.is_software() && !ctx.is_noop(),
-        Ok(other) => anyhow::bail!("HEARTH_TUNE={other:?}: expected 0 (the fixed tile-size threshold), 1 (tuned on any adapter) or unset (tuned on GPUs)"),
+        Ok(other) => anyhow::bail!("HEARTH_TUNE={other:?}: expected 0 (the fixed tile-size threshold and split), 1 (tuned on any adapter) or unset (tuned on GPUs)"),
     };
     if !wanted || ctx.tile_choice().side.is_some() {
         return Ok(());
     }
     // (no cache folder, say HOME unset: tuned for this command alone)
     let path = cache_path(ctx);
-    let wide_outputs = match path.as_ref().map_err(|e| format!("{e:#}")).and_then(|p| read_cache(p)) {
-        Ok(w) => w,
+    let tuned = match path.as_ref().map_err(|e| format!("{e:#}")).and_then(|p| read_cache(p)) {
+        Ok(tuned) => tuned,
         Err(why) => {
             match &path {
                 Ok(p) if p.exists() => eprintln!("tile tuning: {} cannot be used ({why}); tuning again", p.display()),
-                Ok(p) => eprintln!("tuning the tiled matmuls' tile size for this GPU (once; kept in {})", p.display()),
-                Err(_) => eprintln!("tuning the tiled matmuls' tile size for this GPU ({why}: not kept)"),
+                Ok(p) => eprintln!("tuning the tiled matmuls' tiles for this GPU (once; kept in {})", p.display()),
+                Err(_) => eprintln!("tuning the tiled matmuls' tiles for this GPU ({why}: not kept)"),
             }
             let start = Instant::now();
             // (a tuning that fails leaves the fixed guess: the command goes on, and says so)
@@ -208,14 +279,16 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
                     return Ok(());
                 }
             };
-            eprintln!("tuned in {:.1} s: {}", start.elapsed().as_secs_f64(), describe(TileChoice { wide_outputs: Some(tuning.wide_outputs), ..Default::default() }));
+            eprintln!("tuned in {:.1} s: {}", start.elapsed().as_secs_f64(), describe(tuning.choice()));
             if let Err(e) = path.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|p| write_cache(p, &tuning)) {
                 eprintln!("tile tuning: not kept ({e:#}); the next command tunes again");
             }
-            tuning.wide_outputs
+            tuning.choice()
         }
     };
-    ctx.set_tile_choice(TileChoice { wide_outputs: Some(wide_outputs), ..ctx.tile_choice() });
+    // (HEARTH_SPLIT_WORKGROUPS wins over the tuned split)
+    let now = ctx.tile_choice();
+    ctx.set_tile_choice(TileChoice { wide_outputs: tuned.wide_outputs, split_workgroups: now.split_workgroups.or(tuned.split_workgroups), ..now });
     Ok(())
 }
 
@@ -224,27 +297,49 @@ mod tests {
     use super::*;
 
     fn timed(shape: (usize, usize, usize), ms_64: f64, ms_128: f64) -> Timed {
-        Timed { format: "f32", shape, ms_64, ms_128 }
+        split(SPLIT_WORKGROUPS, shape, ms_64, ms_128)
+    }
+
+    fn split(split_workgroups: usize, shape: (usize, usize, usize), ms_64: f64, ms_128: f64) -> Timed {
+        Timed { format: "f32", shape, split_workgroups, ms_64, ms_128 }
     }
 
     #[test]
     fn the_threshold_minimises_the_total() {
+        let threshold = |t: &[Timed]| best_choice(t).0;
         // 128 × 128 tiles lose on the small output, win on the two large ones
         let t = [timed((512, 576, 576), 1.0, 1.5), timed((2048, 576, 576), 2.0, 1.8), timed((2048, 3072, 576), 8.0, 5.0)];
-        assert_eq!(best_threshold(&t), 2048 * 576);
+        assert_eq!(threshold(&t), 2048 * 576);
         // never, where they always lose
         let t = [timed((512, 576, 576), 1.0, 1.5), timed((2048, 3072, 576), 5.0, 6.0)];
-        assert_eq!(best_threshold(&t), usize::MAX);
+        assert_eq!(threshold(&t), usize::MAX);
         // from the smallest, where they always win
         let t = [timed((512, 576, 576), 1.5, 1.0), timed((2048, 3072, 576), 6.0, 5.0)];
-        assert_eq!(best_threshold(&t), 512 * 576);
+        assert_eq!(threshold(&t), 512 * 576);
         // not monotone: the total decides (128 × 128 tiles win on the small one and the large
         // one, lose 0.1 on the middle one)
         let t = [timed((512, 576, 576), 1.5, 1.0), timed((2048, 576, 576), 2.0, 2.1), timed((2048, 3072, 576), 8.0, 5.0)];
-        assert_eq!(best_threshold(&t), 512 * 576);
+        assert_eq!(threshold(&t), 512 * 576);
         // a tie keeps the larger threshold
         let t = [timed((512, 576, 576), 1.0, 1.0)];
-        assert_eq!(best_threshold(&t), usize::MAX);
+        assert_eq!(threshold(&t), usize::MAX);
+    }
+
+    #[test]
+    fn a_split_is_taken_where_it_saves_more_than_the_margin() {
+        let (a, b) = ((512, 576, 576), (2048, 3072, 576));
+        // the default's best: 64 × 64 tiles, 1.0 + 5.0; 256's: 128 × 128 from b, 1.0 + 4.0
+        let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 1.0, 1.5), split(256, b, 5.0, 4.0)];
+        assert_eq!(best_choice(&t), (2048 * 3072, 256));
+        // the least total wins among the splits that save enough
+        let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 1.0, 1.5), split(256, b, 5.0, 4.0), split(1024, a, 0.8, 1.5), split(1024, b, 5.0, 4.0)];
+        assert_eq!(best_choice(&t), (2048 * 3072, 1024));
+        // a saving within the margin (6.0 against 5.9) keeps the default
+        let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 0.9, 1.5), split(256, b, 5.0, 6.0)];
+        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS));
+        // and so does a slower split
+        let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 2.0, 2.5), split(256, b, 7.0, 6.0)];
+        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS));
     }
 
     #[test]
@@ -256,12 +351,19 @@ mod tests {
     fn a_cache_file_is_read_back_or_refused_with_the_reason() {
         let dir = std::env::temp_dir().join(format!("hearth-tile-tuning-{}", std::process::id()));
         let path = dir.join("gpu.json");
-        let tuning = Tuning { wide_outputs: 1 << 21, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)] };
+        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)] };
         write_cache(&path, &tuning).unwrap();
-        assert_eq!(read_cache(&path), Ok(1 << 21));
-        write_cache(&path, &Tuning { wide_outputs: usize::MAX, timed: vec![] }).unwrap();
-        assert_eq!(read_cache(&path), Ok(usize::MAX));
-        for (text, why) in [("{", "not JSON"), (r#"{"version": 0, "wide_outputs": 5}"#, "version 0"), (r#"{"version": 1, "wide_outputs": "many"}"#, "wide_outputs \"many\"")] {
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), split_workgroups: Some(256) }));
+        // never wide, the default split (None: as if untuned)
+        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, timed: vec![] }).unwrap();
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), split_workgroups: None }));
+        for (text, why) in [
+            ("{", "not JSON"),
+            (r#"{"version": 1, "wide_outputs": 5}"#, "version 1"),
+            (r#"{"version": 2, "wide_outputs": "many", "split_workgroups": 64}"#, "wide_outputs \"many\""),
+            (r#"{"version": 2, "wide_outputs": 5}"#, "split_workgroups null"),
+            (r#"{"version": 2, "wide_outputs": 5, "split_workgroups": 1}"#, "split_workgroups 1"),
+        ] {
             std::fs::write(&path, text).unwrap();
             let err = read_cache(&path).unwrap_err();
             assert!(err.contains(why), "{text}: {err}");

@@ -372,7 +372,7 @@ fn drop_params(drop: Option<OperandDropout>) -> (u32, u32, f32) {
 /// SwiftShader's were right; the lm_head's input gradient reduces over the whole vocabulary).
 const SPLIT_MIN_REDUCTION: usize = 512;
 const SPLIT_MIN_STEPS: usize = 256;
-const SPLIT_WORKGROUPS: usize = 64;
+pub const SPLIT_WORKGROUPS: usize = 64;
 const SPLIT_MAX_STEPS: usize = 4096;
 /// The longest reduction of a batched tiled launch (it cannot split).
 pub(crate) const BATCHED_MAX_REDUCTION: usize = SPLIT_MAX_STEPS;
@@ -393,6 +393,13 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, workgroups: usize, reducti
         return Ok((1, reduction.next_multiple_of(8)));
     }
     Ok((splits, reduction.div_ceil(splits).next_multiple_of(8)))
+}
+
+/// Parts a tiled forward's reduction (m × n outputs in tiles of `side`, over k steps) is split
+/// into where few tiles split towards `workgroups` (the CLI's tile tuning times only the
+/// choices that split differently).
+pub fn forward_splits(m: usize, n: usize, k: usize, side: usize, workgroups: usize) -> usize {
+    reduction_split("a forward", m.div_ceil(side) * n.div_ceil(side), workgroups, k, 1).map_or(1, |(splits, _)| splits)
 }
 
 /// The workgroups a tiled launch of few tiles splits its reduction towards on `ctx`.
