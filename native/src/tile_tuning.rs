@@ -25,6 +25,10 @@ use std::time::Instant;
 /// (M, N, K) of the forwards timed: SmolLM2's projections over a short and a full micro-batch
 /// (q/o, down, gate/up alone and stacked), and a larger model's.
 const SHAPES: [(usize, usize, usize); 6] = [(512, 576, 576), (2048, 576, 576), (2048, 576, 1536), (2048, 1536, 576), (2048, 3072, 576), (4096, 4096, 1024)];
+/// And LoRA's thin products at SmolLM2's full micro-batch, f32 only (the adapter's weights are
+/// never quantized): x·Aᵀ of q, k and v together, and of down, r 16. A step has as many of
+/// them as of the projections, and they are the launches of few tiles that split.
+const THIN_SHAPES: [(usize, usize, usize); 2] = [(2048, 48, 576), (2048, 16, 1536)];
 /// `--quick`: small shapes for CPU emulators (the tests); the last one splits towards 256
 /// workgroups in 64 × 64 tiles, not towards 64.
 const QUICK_SHAPES: [(usize, usize, usize); 3] = [(64, 64, 64), (128, 256, 64), (512, 512, 512)];
@@ -114,20 +118,27 @@ pub fn best_choice(timed: &[Timed]) -> (usize, usize) {
         .map_or((threshold, default), |(w, (threshold, _))| (threshold, w))
 }
 
-/// Times the f32 and Q4_1 tiled forwards at the shapes in both tile sizes, few tiles splitting
+/// Times the f32 and Q4_1 tiled forwards at the shapes (f32 only at the thin ones) in both tile sizes, few tiles splitting
 /// towards each of `SPLIT_CANDIDATES`, on `ctx` (its own tile choice is restored after). Where
 /// a split candidate splits a shape as the default does, the default's times stand for it.
 pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
-    let shapes: &[(usize, usize, usize)] = if quick { &QUICK_SHAPES } else { &SHAPES };
+    // (m, n, k, and whether the Q4_1 forward is timed too)
+    let shapes: Vec<(usize, usize, usize, bool)> = match quick {
+        true => QUICK_SHAPES.iter().map(|&(m, n, k)| (m, n, k, true)).collect(),
+        false => SHAPES.iter().map(|&(m, n, k)| (m, n, k, true)).chain(THIN_SHAPES.iter().map(|&(m, n, k)| (m, n, k, false))).collect(),
+    };
     let before = ctx.tile_choice();
     let mut rng = Rng::new(0);
     let mut timed = Vec::new();
-    for &(m, n, k) in shapes {
+    for (m, n, k, quantized) in shapes {
         let x = ctx.upload_f32(&rng.vec_uniform(m * k, -1.0, 1.0))?;
         let y = ctx.alloc_f32(m * n)?;
         let w_values = rng.vec_uniform(n * k, -1.0, 1.0);
         let w = ctx.upload_f32(&w_values)?;
-        let q = GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::Q4_1, &w_values, n, k)?)?;
+        let q = match quantized {
+            true => Some(GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::Q4_1, &w_values, n, k)?)?),
+            false => None,
+        };
         let d = MatmulDims::new(m, n, k);
         // [side][format]: the default split's, then each candidate's
         let mut default_ms = [[0.0; 2]; 2];
@@ -142,12 +153,14 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                 let ctx = &*ctx;
                 let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
                 ms[i][0] = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
-                ms[i][1] = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, &q, m, Accumulate::OVERWRITE, None))?;
+                if let Some(q) = &q {
+                    ms[i][1] = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, q, m, Accumulate::OVERWRITE, None))?;
+                }
             }
             if split == SPLIT_WORKGROUPS {
                 default_ms = ms;
             }
-            for (f, format) in ["f32", "q4_1"].into_iter().enumerate() {
+            for (f, format) in ["f32", "q4_1"].into_iter().enumerate().take(if quantized { 2 } else { 1 }) {
                 timed.push(Timed { format, shape: (m, n, k), split_workgroups: split, ms_64: ms[0][f], ms_128: ms[1][f] });
             }
         }
