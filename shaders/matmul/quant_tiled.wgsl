@@ -269,13 +269,27 @@ fn qg_norm8(g: u32) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(norm_weight4(2u * g), norm_weight4(2u * g + 1u));
 }
 
+// Groups an invocation decodes before it adds any (their loads in flight together, as
+// matmul_tiled.wgsl's GEMV_UNROLL steps; two: each group is already a few words, and the
+// decoded weights take registers). Added in order: the same sums as one at a time.
+const QGEMV_UNROLL: u32 = 2u;
+
 @compute @workgroup_size(64)
 fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: GemvLane) {
     let lid = lane.index;
     let j = wid.x + wid.y * nwg.x;
     let jw = min(j, p.N - 1u);
     var sums: GemvSums;
-    for (var g = lid; g < p.K / 8u; g += GEMV_WG) {
+    var g = lid;
+    for (; g + (QGEMV_UNROLL - 1u) * GEMV_WG < p.K / 8u; g += QGEMV_UNROLL * GEMV_WG) {
+        var w: array<GemvWeights, QGEMV_UNROLL>;
+        for (var u = 0u; u < QGEMV_UNROLL; u++) {
+            let gu = g + u * GEMV_WG;
+            w[u] = GemvWeights(qg_normed8(jw, gu, qg_norm8(gu)), array<vec4<f32>, 2>());
+        }
+        for (var u = 0u; u < QGEMV_UNROLL; u++) { gemv_add(&sums, g + u * GEMV_WG, w[u], 1u); }
+    }
+    for (; g < p.K / 8u; g += GEMV_WG) {
         gemv_add(&sums, g, GemvWeights(qg_normed8(jw, g, qg_norm8(g)), array<vec4<f32>, 2>()), 1u);
     }
     gemv_sum(lane, &sums, select(1u, 2u, NORMED));
@@ -305,7 +319,17 @@ fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let j = wid.x + wid.y * nwg.x;
     let jw = min(j, p.N - 1u);
     var sums: GemvSums;
-    for (var g = lid; g < p.K / 8u; g += GEMV_WG) {
+    var g = lid;
+    for (; g + (QGEMV_UNROLL - 1u) * GEMV_WG < p.K / 8u; g += QGEMV_UNROLL * GEMV_WG) {
+        var w: array<GemvWeights, QGEMV_UNROLL>;
+        for (var u = 0u; u < QGEMV_UNROLL; u++) {
+            let gu = g + u * GEMV_WG;
+            let nw = qg_norm8(gu);
+            w[u] = GemvWeights(qg_normed8(jw, gu, nw), qg_normed8(jw + p.N, gu, nw));
+        }
+        for (var u = 0u; u < QGEMV_UNROLL; u++) { gemv_add(&sums, g + u * GEMV_WG, w[u], 2u); }
+    }
+    for (; g < p.K / 8u; g += GEMV_WG) {
         let nw = qg_norm8(g);
         gemv_add(&sums, g, GemvWeights(qg_normed8(jw, g, nw), qg_normed8(jw + p.N, g, nw)), 2u);
     }
