@@ -86,6 +86,31 @@ fn a_value(term: bool, a_off: u32, i: u32, rr: u32) -> f32 {
 fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let rows = 8u * TY;
     let along_r = term || p.a_sr == 1u;
+    // A plain strided read (no term, no blocks, no mask on A: every forward and most
+    // gradients): the same values in the same order as the loop below, its index arithmetic
+    // (which a GPU issues in the FMAs' slots) hoisted. That loop's e = flat + k·TX·TY keeps
+    // an invocation's step r and walks its rows by TX·TY/BK where A runs along r, else keeps
+    // its row and walks r by TX·TY/rows: its address and its place in the tile each advance
+    // by a constant.
+    if (!term && p.a_block2 == 0u && p.drop_on != DROP_A) {
+        let d_row = select(0u, TX * TY / BK, along_r);
+        let d_r = select(TX * TY / rows, 0u, along_r);
+        var row = select(flat % rows, flat / BK, along_r);
+        var r = select(flat / rows, flat % BK, along_r);
+        var at = a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr;
+        let d_at = d_row * p.a_si + d_r * p.a_sr;
+        for (var k = 0u; k < rows * BK / (TX * TY); k++) {
+            var v = 0.0;
+            if (i0 + row < p.M && r0 + r < r_end) {
+                v = row_scaled(row, a[at]);
+            }
+            tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = to_tile(v);
+            row += d_row;
+            r += d_r;
+            at += d_at;
+        }
+        return;
+    }
     for (var e = flat; e < rows * BK; e += TX * TY) {
         let row = select(e % rows, e / BK, along_r);
         let r = select(e / rows, e % BK, along_r);
@@ -107,6 +132,26 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 { return a_value(
 fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let cols = 8u * TX;
     let along_r = select(p.b_sr, p.term_v_sr, term) == 1u;
+    // B's plain read, its index arithmetic hoisted as stage_a's
+    if (!term && p.drop_on != DROP_B) {
+        let d_col = select(0u, TX * TY / BK, along_r);
+        let d_r = select(TX * TY / cols, 0u, along_r);
+        var col = select(flat % cols, flat / BK, along_r);
+        var r = select(flat / cols, flat % BK, along_r);
+        var at = b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr;
+        let d_at = d_col * p.b_sj + d_r * p.b_sr;
+        for (var k = 0u; k < cols * BK / (TX * TY); k++) {
+            var v = 0.0;
+            if (j0 + col < p.N && r0 + r < r_end) {
+                v = b[at];
+            }
+            tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = to_tile(v);
+            col += d_col;
+            r += d_r;
+            at += d_at;
+        }
+        return;
+    }
     for (var e = flat; e < cols * BK; e += TX * TY) {
         let col = select(e % cols, e / BK, along_r);
         let r = select(e / cols, e % BK, along_r);
