@@ -118,9 +118,10 @@ pub fn best_choice(timed: &[Timed]) -> (usize, usize) {
         .map_or((threshold, default), |(w, (threshold, _))| (threshold, w))
 }
 
-/// Times the f32 and Q4_1 tiled forwards at the shapes (f32 only at the thin ones) in both tile sizes, few tiles splitting
-/// towards each of `SPLIT_CANDIDATES`, on `ctx` (its own tile choice is restored after). Where
-/// a split candidate splits a shape as the default does, the default's times stand for it.
+/// Times the f32 and Q4_1 tiled forwards at the shapes (f32 alone at the thin ones) in both
+/// tile sizes, few tiles splitting towards each of `SPLIT_CANDIDATES`, on `ctx` (its own tile
+/// choice is restored after). Where a split candidate splits a shape as the default does, the
+/// default's times stand for it.
 pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     // (m, n, k, and whether the Q4_1 forward is timed too)
     let shapes: Vec<(usize, usize, usize, bool)> = match quick {
