@@ -80,45 +80,50 @@ fn a_value(term: bool, a_off: u32, i: u32, rr: u32) -> f32 {
     return drop_at(DROP_A, idx, a[idx]);
 }
 
+// An invocation's walk through a stage of `lines` rows of A (or columns of B) by BK steps:
+// its elements e = flat + k·TX·TY, consecutive invocations at consecutive addresses (along r
+// where r is the operand's contiguous index, else along the lines). Such an e keeps its step
+// r and walks its line by TX·TY/BK where the operand runs along r, else keeps its line and
+// walks r by TX·TY/lines: its address and its place in the tile each advance by a constant,
+// so the staging (whose index arithmetic a GPU issues in the FMAs' slots) computes them once.
+struct StageWalk {
+    line: u32,
+    r: u32,
+    d_line: u32,
+    d_r: u32,
+}
+
+fn stage_walk(flat: u32, lines: u32, along_r: bool) -> StageWalk {
+    return StageWalk(select(flat % lines, flat / BK, along_r), select(flat / lines, flat % BK, along_r),
+                     select(0u, TX * TY / BK, along_r), select(TX * TY / lines, 0u, along_r));
+}
+
 // Stages A(i0.., r0..) into tile_a[r][row] (zero past r_end), or H's where `term`, each row
 // scaled where the launch scales rows. Consecutive invocations take consecutive addresses of
 // `a`: along r when r is its contiguous index, else along the rows.
 fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let rows = 8u * TY;
-    let along_r = term || p.a_sr == 1u;
-    // A plain strided read (no term, no blocks, no mask on A: every forward and most
-    // gradients): the same values in the same order as the loop below, its index arithmetic
-    // (which a GPU issues in the FMAs' slots) hoisted. That loop's e = flat + k·TX·TY keeps
-    // an invocation's step r and walks its rows by TX·TY/BK where A runs along r, else keeps
-    // its row and walks r by TX·TY/rows: its address and its place in the tile each advance
-    // by a constant.
-    if (!term && p.a_block2 == 0u && p.drop_on != DROP_A) {
-        let d_row = select(0u, TX * TY / BK, along_r);
-        let d_r = select(TX * TY / rows, 0u, along_r);
-        var row = select(flat % rows, flat / BK, along_r);
-        var r = select(flat / rows, flat % BK, along_r);
-        var at = a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr;
-        let d_at = d_row * p.a_si + d_r * p.a_sr;
-        for (var k = 0u; k < rows * BK / (TX * TY); k++) {
-            var v = 0.0;
-            if (i0 + row < p.M && r0 + r < r_end) {
-                v = row_scaled(row, a[at]);
-            }
-            tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = to_tile(v);
-            row += d_row;
-            r += d_r;
-            at += d_at;
-        }
-        return;
-    }
-    for (var e = flat; e < rows * BK; e += TX * TY) {
-        let row = select(e % rows, e / BK, along_r);
-        let r = select(e / rows, e % BK, along_r);
+    let w = stage_walk(flat, rows, term || p.a_sr == 1u);
+    // a's address steps with the walk, but for a term's H and for A in blocks (a_value)
+    let indexed = term || p.a_block2 != 0u;
+    var row = w.line;
+    var r = w.r;
+    var at = a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr;
+    let d_at = w.d_line * p.a_si + w.d_r * p.a_sr;
+    for (var k = 0u; k < rows * BK / (TX * TY); k++) {
         var v = 0.0;
         if (i0 + row < p.M && r0 + r < r_end) {
-            v = row_scaled(row, a_value(term, a_off, i0 + row, r0 + r));
+            if (indexed) {
+                v = a_value(term, a_off, i0 + row, r0 + r);
+            } else {
+                v = drop_at(DROP_A, at, a[at]);
+            }
+            v = row_scaled(row, v);
         }
         tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = to_tile(v);
+        row += w.d_line;
+        r += w.d_r;
+        at += d_at;
     }
 }
 
@@ -128,48 +133,32 @@ fn staged_invocations() -> u32 { return TX * TY; }
 fn staged_along_r(term: bool) -> bool { return term || p.a_sr == 1u; }
 fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 { return a_value(term, a_off, i, r); }
 
-// B's, or term_scale·V's where `term`.
+// B's, or term_scale·V's where `term`, along stage_walk's walk.
 fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let cols = 8u * TX;
-    let along_r = select(p.b_sr, p.term_v_sr, term) == 1u;
-    // B's plain read, its index arithmetic hoisted as stage_a's
-    if (!term && p.drop_on != DROP_B) {
-        let d_col = select(0u, TX * TY / BK, along_r);
-        let d_r = select(TX * TY / cols, 0u, along_r);
-        var col = select(flat % cols, flat / BK, along_r);
-        var r = select(flat / cols, flat % BK, along_r);
-        var at = b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr;
-        let d_at = d_col * p.b_sj + d_r * p.b_sr;
-        for (var k = 0u; k < cols * BK / (TX * TY); k++) {
-            var v = 0.0;
-            if (j0 + col < p.N && r0 + r < r_end) {
-                v = b[at];
-            }
-            tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = to_tile(v);
-            col += d_col;
-            r += d_r;
-            at += d_at;
-        }
-        return;
-    }
-    for (var e = flat; e < cols * BK; e += TX * TY) {
-        let col = select(e % cols, e / BK, along_r);
-        let r = select(e / cols, e % BK, along_r);
+    let w = stage_walk(flat, cols, select(p.b_sr, p.term_v_sr, term) == 1u);
+    var col = w.line;
+    var r = w.r;
+    var at = b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr;
+    let d_at = w.d_line * p.b_sj + w.d_r * p.b_sr;
+    for (var k = 0u; k < cols * BK / (TX * TY); k++) {
         let j = j0 + col;
         let rr = r0 + r;
         var v = 0.0;
         if (j < p.N && rr < r_end) {
             if (term) {
-                let at = term_v_index(j, rr);
-                if (at >= 0) {
-                    v = p.term_scale * term_v_at(u32(at));
+                let at_v = term_v_index(j, rr);
+                if (at_v >= 0) {
+                    v = p.term_scale * term_v_at(u32(at_v));
                 }
             } else {
-                let idx = b_off + j * p.b_sj + rr * p.b_sr;
-                v = drop_at(DROP_B, idx, b[idx]);
+                v = drop_at(DROP_B, at, b[at]);
             }
         }
         tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = to_tile(v);
+        col += w.d_line;
+        r += w.d_r;
+        at += d_at;
     }
 }
 
