@@ -44,23 +44,6 @@ fn qt_inp_at(i: u32, r: u32, stride: u32) -> f32 {
 // scales rows.
 fn qt_stage_inp(i0: u32, r0: u32, r_end: u32, stride: u32, flat: u32) {
     let rows = 8u * TQ;
-    // not in blocks: the loop below with its index arithmetic hoisted (an invocation keeps
-    // its step r and walks its rows by TQ·TQ/8), as matmul_tiled.wgsl's stage_a
-    if (p.a_block2 == 0u) {
-        var row = flat / 8u;
-        let r = flat % 8u;
-        var at = (i0 + row) * stride + r0 + r;
-        for (var k = 0u; k < rows * 8u / (TQ * TQ); k++) {
-            var v = 0.0;
-            if (i0 + row < p.M && r0 + r < r_end) {
-                v = row_scaled(row, inp[at / 4u][at % 4u]);
-            }
-            qt_a[r * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(v);
-            row += TQ * TQ / 8u;
-            at += TQ * TQ / 8u * stride;
-        }
-        return;
-    }
     for (var e = flat; e < rows * 8u; e += TQ * TQ) {
         let row = e / 8u;
         let r = e % 8u;
