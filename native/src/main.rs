@@ -146,7 +146,7 @@ pub fn open_gpu() -> Result<GpuContext> {
         // (the split where it is not described with the tiles)
         match (ctx.kernel_paths(), tiles.split_workgroups) {
             (KernelPaths::Gpu, _) => format!(", {}", tile_tuning::describe(ctx.tile_choice())),
-            (_, Some(w)) => format!(", few tiles' reductions split towards {w} workgroups"),
+            (_, Some(w)) => format!(", {}", tile_tuning::split_words(w)),
             (_, None) => String::new(),
         }
     );

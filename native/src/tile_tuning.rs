@@ -242,9 +242,14 @@ pub fn describe(tiles: TileChoice) -> String {
         (None, None) => format!("128 × 128 tiles from {} outputs", grouped(WIDE_OUTPUTS)),
     };
     match tiles.split_workgroups {
-        Some(w) => format!("{size}, few tiles' reductions split towards {w} workgroups"),
+        Some(w) => format!("{size}, {}", split_words(w)),
         None => size,
     }
+}
+
+/// In words: where a launch of few tiles splits its reduction towards `workgroups`.
+pub fn split_words(workgroups: usize) -> String {
+    format!("few tiles' reductions split towards {workgroups} workgroups")
 }
 
 /// `n` with its thousands grouped: 1,048,576.
