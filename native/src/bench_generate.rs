@@ -6,6 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use hearth_core::gpu::Profile;
 use hearth_core::model::forward::KvCache;
+use hearth_core::model::greedy::decode_greedy;
 use hearth_core::model::sampling::{Sampler, SamplingParams};
 use hearth_core::model::Model;
 use hearth_core::GpuContext;
@@ -62,21 +63,32 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     // warm-up: the whole prompt and a token after it, so that every pipeline and bind group
     // the two phases use exists before they are timed (past 256 tokens of context a decoded
     // token's attention takes launches a shorter one does not)
+    let sampling = SamplingParams { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, ..Default::default() };
+    let mut sampler = Sampler::new(sampling.clone());
+    // greedy decoding picks on the GPU, a token ahead, where it can (as generate does)
+    let ahead = sampler.is_greedy() && model.decodes_ahead(&ctx);
     block(model.forward(&ctx, &prompt))?;
-    block(model.forward(&ctx, &prompt[..1]))?;
+    if ahead {
+        block(decode_greedy(&ctx, &mut model, 3, |_| Ok(true)))?;
+    } else {
+        block(model.forward(&ctx, &prompt[..1]))?;
+    }
     model.reset();
     ctx.profile_begin();
     let start = Instant::now();
     let mut logits = block(model.forward(&ctx, &prompt))?;
     let prefill = start.elapsed().as_secs_f64();
     let prefill_profile = block(ctx.profile_end())?;
-    let sampling = SamplingParams { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, ..Default::default() };
-    let mut sampler = Sampler::new(sampling.clone());
     ctx.profile_begin_with(a.kernel_times);
     let start = Instant::now();
-    for _ in 0..a.new_tokens {
-        let next = sampler.sample(&mut logits, &[]);
-        logits = block(model.forward(&ctx, &[next]))?;
+    if ahead {
+        // new_tokens run, and the one after them picked, as the loop below
+        block(decode_greedy(&ctx, &mut model, a.new_tokens + 1, |_| Ok(true)))?;
+    } else {
+        for _ in 0..a.new_tokens {
+            let next = sampler.sample(&mut logits, &[]);
+            logits = block(model.forward(&ctx, &[next]))?;
+        }
     }
     let decode = start.elapsed().as_secs_f64();
     let profile = block(ctx.profile_end())?;
@@ -92,6 +104,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
             "prompt_tokens": prompt.len(),
             "new_tokens": a.new_tokens,
             "sampling": { "temperature": a.temperature, "top_p": a.top_p, "top_k": a.top_k },
+            "decode_ahead": ahead,
             "prefill_tokens_per_s": prompt.len() as f64 / prefill,
             "decode_tokens_per_s": a.new_tokens as f64 / decode,
             "prefill_dispatches": prefill_profile.dispatches,
@@ -127,6 +140,8 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     println!("| decode  | {:6} | {:7.3} | {:8.1} |", a.new_tokens, decode, a.new_tokens as f64 / decode);
     if a.temperature > 0.0 {
         println!("decode sampled at temperature {}, top-p {}, top-k {}", a.temperature, a.top_p, a.top_k);
+    } else if ahead {
+        println!("decode greedy, each token picked on the GPU and run before the host reads it");
     }
     println!(
         "prefill: {} launches, {:.2} ms of host time{}",

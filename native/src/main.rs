@@ -78,7 +78,8 @@ enum Command {
 /// kernels without wgpu's runtime checks where HEARTH_SHADER_CHECKS=0, the tiled kernels'
 /// tiles and split reductions as HEARTH_TILES and HEARTH_SPLIT_WORKGROUPS say (to compare
 /// with the heuristics on a GPU), the tile size tuned for the GPU as HEARTH_TUNE says
-/// (tile_tuning.rs), and says which it picked.
+/// (tile_tuning.rs), greedy decoding on the host where HEARTH_DECODE_AHEAD=0, and says which
+/// it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
@@ -125,6 +126,11 @@ pub fn open_gpu() -> Result<GpuContext> {
         },
     };
     ctx = ctx.with_tile_choice(tiles);
+    match std::env::var("HEARTH_DECODE_AHEAD").as_deref() {
+        Ok("0") => ctx = ctx.with_decode_ahead(false),
+        Ok("1") | Err(_) => {}
+        Ok(other) => bail!("HEARTH_DECODE_AHEAD={other:?}: expected 0 (greedy decoding reads the logits and picks on the host, a token at a time) or 1 (picks on the GPU, a token ahead, the default)"),
+    }
     match std::env::var("HEARTH_SUBGROUPS").as_deref() {
         Ok("0") => ctx = ctx.with_subgroup_reductions(false),
         Ok("1") | Err(_) => {}
@@ -132,7 +138,7 @@ pub fn open_gpu() -> Result<GpuContext> {
     }
     tile_tuning::apply(&mut ctx)?;
     eprintln!(
-        "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{}{})",
+        "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{}{}{})",
         ctx.summary(),
         ctx.kernel_paths(),
         AttentionKernels::for_adapter(&ctx),
@@ -143,6 +149,7 @@ pub fn open_gpu() -> Result<GpuContext> {
             (true, false) => ", f16 matmuls: forwards and input gradients in f16 tiles",
         },
         if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" },
+        if ctx.decode_ahead() { "" } else { ", greedy decoding picking on the host" },
         // (the split where it is not described with the tiles)
         match (ctx.kernel_paths(), tiles.split_workgroups) {
             (KernelPaths::Gpu, _) => format!(", {}", tile_tuning::describe(ctx.tile_choice())),

@@ -84,6 +84,21 @@ fn bench_generate_json_reports_both_phases() {
     assert!(f(&v, "host_ms_per_token") > 0.0);
     assert_eq!((f(&v, "bind_groups_created_per_token"), f(&v, "buffers_created_per_token")), (0.0, 0.0));
     assert_eq!(f(&v["sampling"], "temperature"), 0.0, "greedy by default: {v}");
+    // greedy tokens are picked on the GPU, a token ahead, where it looks them up (tied
+    // embeddings, as tiny-llama32's; tiny-llama's stay on the host), unless
+    // HEARTH_DECODE_AHEAD=0: one launch more a token (the argmax) and one picking the token
+    // after the last (where the host reads the last logits), nothing created
+    assert_eq!(v["decode_ahead"], false, "{v}");
+    let args = ["generate", "tests/fixtures/tiny-llama32", "--prompt-tokens", "8", "--new-tokens", "3"];
+    let ahead = bench(&args);
+    assert_eq!(ahead["decode_ahead"], true, "{ahead}");
+    assert_eq!((f(&ahead, "bind_groups_created_per_token"), f(&ahead, "buffers_created_per_token")), (0.0, 0.0));
+    let cache = std::env::temp_dir().join(format!("hearth-ahead-{}", std::process::id()));
+    let host = bench_with(&args, &[("HEARTH_DECODE_AHEAD", "0")], &cache);
+    let _ = std::fs::remove_dir_all(&cache);
+    assert_eq!(host["decode_ahead"], false, "{host}");
+    let launches = |v: &Value| 3.0 * f(v, "dispatches_per_token");
+    assert!((launches(&ahead) - (launches(&host) + 3.0 + 1.0)).abs() < 1e-9, "{ahead}\n{host}");
     // sampled, one sequence and two together (each its own sampler, as serve's requests)
     let v = bench(&["generate", "tests/fixtures/tiny-llama", "--prompt-tokens", "8", "--new-tokens", "3", "--temperature", "0.8", "--top-p", "0.9", "--batch", "2"]);
     assert_eq!((f(&v["sampling"], "temperature"), f(&v["sampling"], "top_k")), (0.8f32 as f64, 0.0), "{v}");

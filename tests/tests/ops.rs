@@ -5,7 +5,7 @@ use hearth_core::ops::attention::{attention_backward_with, attention_decode, att
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::block_copy::{block_copy, Columns};
 use hearth_core::ops::swiglu::Activation;
-use hearth_core::ops::{adamw, cross_entropy, dropout, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
+use hearth_core::ops::{adamw, argmax, cross_entropy, dropout, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
 use hearth_tests::*;
 
 // Element-wise kernels: f32 rounding of a few operations.
@@ -924,5 +924,34 @@ fn arena_views_keep_to_their_parts() {
         let total: usize = parts.iter().sum();
         let nonzero = a.iter().filter(|&&x| x != 0.0).count();
         assert_eq!(nonzero, total, "the gaps between the parts stay zero");
+    });
+}
+
+#[test]
+fn argmax_matches_the_hosts() {
+    // the first of equal largest values (few levels: many ties), -inf, a largest value first
+    // or last, lengths around the workgroup's 256 and a vocabulary's
+    use hearth_core::model::sampling::argmax;
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(31);
+        let out = poisoned(ctx, 4);
+        for n in [1, 2, 255, 256, 257, 1000, 49_152, 151_936] {
+            let levels: Vec<f32> = (0..n).map(|_| (rng.below(7) as f32 - 3.0) * 0.5).collect();
+            let mut first = levels.clone();
+            first[0] = 9.0;
+            let mut last = levels.clone();
+            last[n - 1] = 9.0;
+            let fine = u(&mut rng, n);
+            let mut none = vec![f32::NEG_INFINITY; n];
+            if n > 3 {
+                none[n - 2] = -1e30;
+            }
+            for (what, x) in [("levels", levels), ("largest first", first), ("largest last", last), ("uniform", fine), ("-inf", none)] {
+                argmax::argmax(ctx, &out, &upload(ctx, &x), n).unwrap();
+                assert_eq!(read(ctx, &out)[0], argmax(&x) as f32, "{what}, {n} values");
+            }
+        }
+        let err = argmax::argmax(ctx, &out, &upload(ctx, &[1.0; 8]), 0).unwrap_err().to_string();
+        assert!(err.contains("argmax: 0 values"), "{err}");
     });
 }

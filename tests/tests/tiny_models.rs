@@ -419,6 +419,90 @@ fn reusing_the_cache_generates_what_a_fresh_start_does() {
     });
 }
 
+/// Greedy generation picks each token on the GPU and runs it before the host reads it
+/// (model/greedy.rs); it must generate what reading the logits and picking on the host does
+/// (the loop `hearth serve` runs), token for token and piece for piece, and leave the cache
+/// as it does, wherever it stops: at max_new_tokens (0, 1 and 8), at a stop string, at EOS,
+/// when the caller cancels, and with no room left in the cache (the same error). The tokens
+/// it ran ahead are dropped. Both kernel paths, a model of tied embeddings (looked up on the
+/// GPU) and a prompt of two chunks.
+#[test]
+fn greedy_decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
+    use hearth_core::model::generate::{generate_until, Decoding, GenerateParams, Generation, StopReason};
+    use hearth_core::model::Tokenizer;
+    type Outcome = (Result<Generation, String>, Vec<String>, usize);
+    fn on_host(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, prompt: &[u32], params: &GenerateParams, cancel_at: usize) -> Outcome {
+        let mut pieces = Vec::new();
+        let mut on_text = |p: &str| {
+            pieces.push(p.to_string());
+            pieces.len() < cancel_at
+        };
+        let mut run = || -> hearth_core::Result<Generation> {
+            let (mut d, mut logits) = pollster::block_on(Decoding::prefill(ctx, model, prompt, params))?;
+            while let Some(id) = d.next(tok, &mut logits, &mut on_text)? {
+                logits = pollster::block_on(model.forward(ctx, &[id]))?;
+            }
+            d.finish(tok, &mut on_text)
+        };
+        let g = run().map_err(|e| e.to_string());
+        (g, pieces, model.cache.len())
+    }
+    fn ahead(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, prompt: &[u32], params: &GenerateParams, cancel_at: usize) -> Outcome {
+        let mut pieces = Vec::new();
+        let g = pollster::block_on(generate_until(ctx, model, tok, prompt, params, |p| {
+            pieces.push(p.to_string());
+            pieces.len() < cancel_at
+        }));
+        (g.map_err(|e| e.to_string()), pieces, model.cache.len())
+    }
+    let m = load_hf_folder(&DirFiles(fixture("tiny-llama32")), None).unwrap();
+    let mut tok = m.tokenizer;
+    let model_eos = tok.eos_ids.clone();
+    for ctx in [hearth_tests::gpu(), hearth_tests::gpu_kernels()].into_iter().flatten() {
+        tok.eos_ids = model_eos.clone();
+        let prompt: Vec<u32> = (0..11).map(|i| 3 + 17 * i % 290).collect();
+        let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
+        assert!(model.decodes_ahead(ctx), "tied embeddings are looked up on the GPU");
+        let params = GenerateParams { max_new_tokens: 8, ..Default::default() };
+        let (first, _, _) = on_host(ctx, &mut model, &tok, &prompt, &params, usize::MAX);
+        let ids = first.unwrap().ids;
+        assert_eq!(ids.len(), 8, "{ids:?}");
+        // an id that first comes third or later, as EOS; a stop string inside the text
+        let eos = ids.iter().enumerate().skip(2).find(|(k, id)| !ids[..*k].contains(id)).map(|(_, &id)| id).expect("a new id");
+        let text = tok.decode(&ids, true).unwrap();
+        let stop: String = text.chars().skip(text.chars().count() / 2).take(2).collect();
+        struct Case {
+            what: String,
+            params: GenerateParams,
+            /// on_text cancels at this piece
+            cancel_at: usize,
+            eos: Option<u32>,
+            max_seq: usize,
+            /// how the host's generation ends (None: an error)
+            ends: Option<StopReason>,
+        }
+        let case = |what: String, params: &GenerateParams| Case { what, params: params.clone(), cancel_at: usize::MAX, eos: None, max_seq: 64, ends: Some(StopReason::MaxTokens) };
+        let mut cases: Vec<Case> = [0, 1, 8].iter().map(|&n| case(format!("max_new_tokens {n}"), &GenerateParams { max_new_tokens: n, ..Default::default() })).collect();
+        cases.push(Case { ends: Some(StopReason::StopString), ..case(format!("stop string {stop:?}"), &GenerateParams { stop_strings: vec![stop.clone()], ..params.clone() }) });
+        cases.push(Case { eos: Some(eos), ends: Some(StopReason::Eos), ..case(format!("EOS {eos}"), &params) });
+        cases.push(Case { cancel_at: 1, ends: Some(StopReason::Cancelled), ..case("cancelled at the first piece".into(), &params) });
+        cases.push(Case { max_seq: prompt.len() + 3, ends: None, ..case("no room for the fourth token".into(), &params) });
+        for Case { what, params, cancel_at, eos, max_seq, ends } in cases {
+            tok.eos_ids = eos.map_or(model_eos.clone(), |id| vec![id]);
+            let what = format!("{:?} kernels, {what}", ctx.kernel_paths());
+            let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq, max_binding: None }).unwrap();
+            let want = on_host(ctx, &mut model, &tok, &prompt, &params, cancel_at);
+            let cached = |model: &Model, g: &Result<Generation, String>| g.as_ref().ok().map(|g| model.cached_prefix(&[&prompt[..], &g.ids].concat()));
+            let want_cached = cached(&model, &want.0);
+            assert_eq!(want.0.as_ref().ok().map(|g| g.stop.clone()), ends, "{what}: the host's generation {:?}", want.0);
+            let got = ahead(ctx, &mut model, &tok, &prompt, &params, cancel_at);
+            let got_cached = cached(&model, &got.0);
+            assert_eq!(format!("{:?}", got.0), format!("{:?}", want.0), "{what}: the generation");
+            assert_eq!((&got.1, got.2, got_cached), (&want.1, want.2, want_cached), "{what}: the pieces streamed, the tokens cached and those that match");
+        }
+    }
+}
+
 #[test]
 fn tiny_qwen3_with_head_norms_matches_transformers() {
     check("tiny-qwen3", None, None, 2e-4, 1e-4);

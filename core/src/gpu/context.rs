@@ -49,6 +49,8 @@ pub struct GpuContext {
     unchecked_shaders: bool,
     /// The tiled kernels' shape, where a run overrides the launchers' heuristics.
     tiles: TileChoice,
+    /// Greedy decoding picks tokens on the GPU and runs one ahead (model/greedy.rs).
+    decode_ahead: bool,
 }
 
 /// The tiled kernels' shape where a run overrides what the launchers would pick
@@ -289,6 +291,7 @@ impl GpuContext {
             f16_matmuls: false,
             unchecked_shaders: options.unchecked_shaders,
             tiles: TileChoice::default(),
+            decode_ahead: true,
         }
         .with_adapter_paths())
     }
@@ -376,6 +379,18 @@ impl GpuContext {
 
     pub(crate) fn attention_kernels(&self) -> Option<crate::ops::attention::AttentionKernels> {
         self.attention
+    }
+
+    /// This context with greedy decoding picking each token on the GPU and running it before
+    /// the host has read it (the default), or reading the logits and picking on the host, a
+    /// token at a time (`HEARTH_DECODE_AHEAD=0`, to compare them on a GPU; tests run both).
+    pub fn with_decode_ahead(mut self, on: bool) -> Self {
+        self.decode_ahead = on;
+        self
+    }
+
+    pub fn decode_ahead(&self) -> bool {
+        self.decode_ahead
     }
 
     pub fn summary(&self) -> AdapterSummary {
@@ -654,16 +669,17 @@ impl GpuContext {
     }
 
     /// Submits every dispatch recorded so far.
-    pub fn flush(&self) {
+    /// Submits the work recorded so far; its submission's index, where there was any.
+    pub fn flush(&self) -> Option<wgpu::SubmissionIndex> {
         let mut rec = self.recording.lock().unwrap();
-        self.submit(&mut rec);
+        self.submit(&mut rec)
     }
 
-    fn submit(&self, rec: &mut Recording) {
+    fn submit(&self, rec: &mut Recording) -> Option<wgpu::SubmissionIndex> {
         let started = Stopwatch::start();
         rec.pass = None;
         rec.launches = 0;
-        let Some(mut encoder) = rec.encoder.take() else { return };
+        let mut encoder = rec.encoder.take()?;
         if let Some(i) = rec.timed_from.take() {
             if let Some(timer) = self.profiling.lock().unwrap().as_ref().and_then(|p| p.timer.as_ref()) {
                 encoder.write_timestamp(&timer.queries, i + 1);
@@ -673,9 +689,10 @@ impl GpuContext {
             self.queue.write_buffer(&self.ring.buffer, 0, &rec.params);
             rec.params.clear();
         }
-        self.queue.submit([encoder.finish()]);
+        let submission = self.queue.submit([encoder.finish()]);
         self.counters.submissions.fetch_add(1, Ordering::Relaxed);
         self.counters.add_host_time(started);
+        Some(submission)
     }
 
     /// Counts a launch of `k`, just recorded, in the open profile, if any; in a profile
@@ -689,8 +706,8 @@ impl GpuContext {
         let mut ms = 0.0;
         if timed {
             let start = Stopwatch::start();
-            self.flush();
-            self.wait_native()?;
+            let submission = self.flush();
+            self.wait_native(submission)?;
             ms = start.elapsed_ns() as f64 / 1e6;
         }
         if let Some(p) = self.profiling.lock().unwrap().as_mut() {

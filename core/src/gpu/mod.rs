@@ -13,5 +13,6 @@ mod shader;
 pub use context::{AdapterSummary, Arena, ContextOptions, GpuContext, KernelPaths, TileChoice};
 pub use dispatch::{grid_1d, Kernel, Variant};
 pub use pool::{GpuBuffer, MemoryStats};
+pub(crate) use readback::PendingRead;
 pub use recording::{KernelStat, Profile};
 pub use shader::Shader;

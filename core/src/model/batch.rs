@@ -79,7 +79,8 @@ impl Model {
                 per_row: scratch.per_row,
             }),
         };
-        self.run_layers(ctx, tokens, &pos, &attention)?;
+        self.upload_embeddings(ctx, &self.state.x, tokens)?;
+        self.run_layers(ctx, n, &pos, &attention)?;
         for (cache, &t) in caches.iter_mut().zip(tokens) {
             cache.ids.push(t);
         }

@@ -93,6 +93,9 @@ buffer_set! {
         /// (NH·HS) one sequence's query and attention output in a batched decode
         decode_q,
         decode_att,
+        /// (4) the token greedy decoding picked on the GPU, as an f32 id (padded as the
+        /// lookups read ids)
+        picked,
     }
 }
 
@@ -331,7 +334,8 @@ impl KvCache {
     }
 
     /// Tokens it holds.
-    pub(crate) fn len(&self) -> usize {
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
         self.ids.len()
     }
 
@@ -464,6 +468,7 @@ impl StateLayout {
             scores: crate::ops::attention::decode_scratch_len(cfg.n_heads, cfg.head_size, max_seq),
             decode_q: qd,
             decode_att: qd,
+            picked: 4,
         };
         StateLayout { state, qkv_out: [chunk * qd, chunk * kvd, chunk * kvd], gate_up_out: [chunk * ff; 2], lora_h: lora_h_len(chunk, max_rank), cache: max_seq * kvd, logit_rows }
     }
@@ -606,13 +611,25 @@ impl Model {
         let Some(embed) = &self.embed else {
             let ids = ctx.alloc_scratch_f32(tokens.len().next_multiple_of(4))?;
             ctx.write_f32(&ids, &token_ids(tokens));
-            for (first_row, part) in &self.lm_head {
-                part.gather(ctx, out, &ids, tokens.len(), TableRows { first_row: *first_row, scale: self.cfg.embed_scale })?;
-            }
-            return Ok(());
+            return self.look_up_on_gpu(ctx, out, &ids, tokens.len());
         };
         let row_bytes = 4 * self.cfg.hidden_size;
         ctx.write_pieces(out, tokens.len() * row_bytes, |put| embed.gather_rows(tokens, self.cfg.embed_scale, |i, row| put(i * row_bytes, row)));
+        Ok(())
+    }
+
+    /// Whether the GPU looks tokens up (the tied lm_head holds the embeddings there), so that
+    /// it can run a token it picked itself (model/greedy.rs).
+    pub fn looks_up_on_gpu(&self) -> bool {
+        self.embed.is_none()
+    }
+
+    /// Puts the embeddings of the `n` token ids in `ids` ([`token_ids`]) at the start of `out`,
+    /// from the tied lm_head's rows (where [`Model::looks_up_on_gpu`]).
+    pub(crate) fn look_up_on_gpu(&self, ctx: &GpuContext, out: &GpuBuffer, ids: &GpuBuffer, n: usize) -> Result<()> {
+        for (first_row, part) in &self.lm_head {
+            part.gather(ctx, out, ids, n, TableRows { first_row: *first_row, scale: self.cfg.embed_scale })?;
+        }
         Ok(())
     }
 
@@ -725,22 +742,29 @@ impl Model {
     /// their keys and values to the cache and leaves the final normed states in `xn`.
     fn forward_chunk(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<()> {
         self.check_room(&self.cache, tokens.len())?;
-        let past = self.cache.len();
-        let pos: Vec<u32> = (past as u32..(past + tokens.len()) as u32).collect();
-        let (cache, s) = (&self.cache, &self.state);
-        let (scores, q_one, att_one) = (&s.scores, &s.decode_q, &s.decode_att);
-        self.run_layers(ctx, tokens, &pos, &|i| Attention::Cached { k_cache: &cache.k[i], v_cache: &cache.v[i], past, scores, q_one, att_one })?;
+        self.upload_embeddings(ctx, &self.state.x, tokens)?;
+        self.run_cached(ctx, tokens.len())?;
         self.cache.ids.extend_from_slice(tokens);
         Ok(())
     }
 
-    /// Pushes `tokens` (at most `chunk`), at positions `pos`, through the layers, layer `i`
-    /// attending as `attention(i)` says, and leaves the final normed states in `xn`.
-    pub(crate) fn run_layers<'a>(&'a self, ctx: &GpuContext, tokens: &[u32], pos: &[u32], attention: &dyn Fn(usize) -> Attention<'a>) -> Result<()> {
+    /// Pushes the `t` tokens whose embeddings are in `x` through the layers at positions
+    /// cache.len().. (which has room for them), writing their keys and values into the cache
+    /// (the caller records their ids), and leaves the final normed states in `xn`.
+    pub(crate) fn run_cached(&self, ctx: &GpuContext, t: usize) -> Result<()> {
+        let past = self.cache.len();
+        let pos: Vec<u32> = (past as u32..(past + t) as u32).collect();
+        let (cache, s) = (&self.cache, &self.state);
+        let (scores, q_one, att_one) = (&s.scores, &s.decode_q, &s.decode_att);
+        self.run_layers(ctx, t, &pos, &|i| Attention::Cached { k_cache: &cache.k[i], v_cache: &cache.v[i], past, scores, q_one, att_one })
+    }
+
+    /// Pushes the `t` tokens (at most `chunk`) whose embeddings are in `x`, at positions `pos`,
+    /// through the layers, layer `i` attending as `attention(i)` says, and leaves the final
+    /// normed states in `xn`.
+    pub(crate) fn run_layers<'a>(&'a self, ctx: &GpuContext, t: usize, pos: &[u32], attention: &dyn Fn(usize) -> Attention<'a>) -> Result<()> {
         let cfg = &self.cfg;
-        let t = tokens.len();
         let s = &self.state;
-        self.upload_embeddings(ctx, &s.x, tokens)?;
         ctx.write_bytes(&s.pos, bytemuck::cast_slice(pos));
         let b = BlockBuffers {
             x: &s.x,
@@ -805,6 +829,13 @@ impl Model {
 
     /// Appends `tokens` to the context (in chunks) and returns the logits (V) after the last.
     pub async fn forward(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.run(ctx, tokens)?;
+        self.read_logits(ctx).await
+    }
+
+    /// [`Model::forward`] without reading the logits: they stay on the GPU, where greedy
+    /// decoding picks from them (model/greedy.rs).
+    pub fn run(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::Shape("no tokens to run".into()));
         }
@@ -813,7 +844,11 @@ impl Model {
             self.forward_chunk(ctx, part)?;
             last_t = part.len();
         }
-        self.lm_head_rows(ctx, last_t - 1, 1)?;
+        self.lm_head_rows(ctx, last_t - 1, 1)
+    }
+
+    /// The logits (V) after the token the model last ran.
+    pub async fn read_logits(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
         ctx.read_f32_prefix(&self.state.logits, self.cfg.vocab_size).await
     }
 

@@ -2,6 +2,7 @@
 //! streaming text as it comes, until EOS, a stop string or max_new_tokens.
 
 use crate::model::forward::Model;
+use crate::model::greedy::decode_greedy;
 use crate::model::sampling::{Sampler, SamplingParams};
 use crate::model::tokenizer::Tokenizer;
 use crate::{Error, GpuContext, Result};
@@ -66,7 +67,12 @@ pub async fn generate_until(
     params: &GenerateParams,
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generation> {
-    let (mut decoding, mut logits) = Decoding::prefill(ctx, model, prompt, params).await?;
+    let mut decoding = Decoding::run_prompt(ctx, model, prompt, params)?;
+    if decoding.sampler.is_greedy() && model.decodes_ahead(ctx) {
+        decode_greedy(ctx, model, params.max_new_tokens, |id| Ok(decoding.accept(tok, id, &mut on_text)?.is_some())).await?;
+        return decoding.finish(tok, &mut on_text);
+    }
+    let mut logits = model.read_logits(ctx).await?;
     while let Some(id) = decoding.next(tok, &mut logits, &mut on_text)? {
         logits = model.forward(ctx, &[id]).await?;
     }
@@ -89,31 +95,42 @@ impl Decoding {
     /// Runs `prompt` into the model's cache (keeping what it shares with the cache when
     /// `params.reuse_cache`) and returns the decoding with the logits of its first token.
     pub async fn prefill(ctx: &GpuContext, model: &mut Model, prompt: &[u32], params: &GenerateParams) -> Result<(Self, Vec<f32>)> {
+        let decoding = Self::run_prompt(ctx, model, prompt, params)?;
+        Ok((decoding, model.read_logits(ctx).await?))
+    }
+
+    /// [`Decoding::prefill`] without reading the logits: they stay on the GPU.
+    fn run_prompt(ctx: &GpuContext, model: &mut Model, prompt: &[u32], params: &GenerateParams) -> Result<Self> {
         if prompt.is_empty() {
             return Err(Error::Shape("the prompt is empty: give at least one token".into()));
         }
         // at least the last prompt token runs, for the logits of the first new one
         let keep = if params.reuse_cache { model.cached_prefix(prompt).min(prompt.len() - 1) } else { 0 };
         model.rewind(keep);
-        let logits = model.forward(ctx, &prompt[keep..]).await?;
-        let decoding = Decoding {
+        model.run(ctx, &prompt[keep..])?;
+        Ok(Decoding {
             params: params.clone(),
             sampler: Sampler::new(params.sampling.clone()),
             seen: prompt.to_vec(),
             ids: Vec::new(),
             text: String::new(),
             stop: StopReason::MaxTokens,
-        };
-        Ok((decoding, logits))
+        })
     }
 
     /// Samples the next token from `logits` and streams the new text to `on_text`; returns
     /// the token to run next, or None when the generation has ended (then [`Decoding::finish`]).
     pub fn next(&mut self, tok: &Tokenizer, logits: &mut [f32], on_text: &mut impl FnMut(&str) -> bool) -> Result<Option<u32>> {
+        let id = self.sampler.sample(logits, &self.seen);
+        self.accept(tok, id, on_text)
+    }
+
+    /// Takes `id` as the next token (sampled or picked on the GPU) and streams the new text
+    /// to `on_text`; returns the token to run next, or None when the generation has ended.
+    fn accept(&mut self, tok: &Tokenizer, id: u32, on_text: &mut impl FnMut(&str) -> bool) -> Result<Option<u32>> {
         if self.ids.len() >= self.params.max_new_tokens {
             return Ok(None);
         }
-        let id = self.sampler.sample(logits, &self.seen);
         if tok.is_eos(id) {
             self.stop = StopReason::Eos;
             return Ok(None);

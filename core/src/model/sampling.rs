@@ -33,6 +33,12 @@ impl Sampler {
         Sampler { rng: Rng::new(params.seed), params }
     }
 
+    /// Whether it picks the most likely token, unchanged: the logits' argmax, which the GPU
+    /// can take itself (model/greedy.rs).
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature <= 0.0 && self.params.repetition_penalty == 1.0
+    }
+
     /// The next token; `seen` holds the ids the repetition penalty applies to.
     pub fn sample(&mut self, logits: &mut [f32], seen: &[u32]) -> u32 {
         let p = &self.params;

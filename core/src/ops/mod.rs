@@ -2,6 +2,7 @@
 //! [`cpu`] holds the reference implementation of every op, in f64.
 
 pub mod adamw;
+pub mod argmax;
 pub mod attention;
 mod attention_matmul;
 pub mod block_copy;

@@ -1,0 +1,95 @@
+//! Greedy decoding that keeps the GPU busy. Picking a token on the host means reading the
+//! logits, then recording and submitting the next token's launches while the GPU waits.
+//! Here the GPU picks each token itself (the argmax of the logits) and looks it up, so the
+//! host submits a token's launches before it has read the token before it: it reads each
+//! token while the GPU runs the next. Where the caller stops on a token (end of sequence, a
+//! stop string), the token run after it speculatively is dropped from the cache.
+
+use crate::gpu::PendingRead;
+use crate::model::forward::Model;
+use crate::ops::argmax::argmax;
+use crate::{GpuContext, Result};
+
+/// A token picked on the GPU, its id not yet read.
+struct Picked {
+    read: PendingRead,
+    /// Whether it was also run (appended to the cache, its logits computed).
+    ran: bool,
+}
+
+/// The id a cache holds for a token that ran before the host read it, until it is read.
+const UNREAD: u32 = u32::MAX;
+
+impl Model {
+    /// Whether greedy decoding can pick tokens on the GPU and run one ahead here: the model
+    /// looks tokens up on the GPU and the context lets it.
+    pub fn decodes_ahead(&self, ctx: &GpuContext) -> bool {
+        ctx.decode_ahead() && self.looks_up_on_gpu()
+    }
+
+    /// Picks the next token from the logits on the GPU (the last token's) and, with `run`,
+    /// runs it, all submitted; its id is read by [`Model::read_picked`].
+    fn pick(&mut self, ctx: &GpuContext, run: bool) -> Result<Picked> {
+        let s = &self.state;
+        argmax(ctx, &s.picked, &s.logits, self.cfg.vocab_size)?;
+        let read = ctx.read_later(&s.picked, 4);
+        if run {
+            self.look_up_on_gpu(ctx, &s.x, &s.picked, 1)?;
+            self.run_cached(ctx, 1)?;
+            self.cache.ids.push(UNREAD);
+            self.lm_head_rows(ctx, 0, 1)?;
+            ctx.flush();
+        }
+        Ok(Picked { read, ran: run })
+    }
+
+    /// The id of a token [`Model::pick`] picked, recorded in the cache where it ran at `at`.
+    async fn read_picked(&mut self, ctx: &GpuContext, picked: Picked, at: usize) -> Result<u32> {
+        let bytes = ctx.finish_read(picked.read).await?;
+        let id = f32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as u32;
+        if picked.ran {
+            self.cache.ids[at] = id;
+        }
+        Ok(id)
+    }
+}
+
+/// Decodes greedily after the tokens the model last ran (a prompt's prefill: their logits on
+/// the GPU), picking at most `max` tokens. Each picked token goes to `accept`, in order: true
+/// keeps it in the cache and goes on (the max-th is not run: decoding ends there), false ends
+/// decoding before it. The cache holds the kept tokens after; none of those run ahead.
+/// Where the cache has no room for an accepted token, the error is the one
+/// [`Model::forward`] gives. Needs [`Model::decodes_ahead`].
+pub async fn decode_greedy(ctx: &GpuContext, model: &mut Model, max: usize, accept: impl FnMut(u32) -> Result<bool>) -> Result<()> {
+    let start = model.cache.len();
+    let mut kept = 0;
+    let run = decode_ahead(ctx, model, max, accept, &mut kept).await;
+    model.rewind(start + kept);
+    run
+}
+
+async fn decode_ahead(ctx: &GpuContext, model: &mut Model, max: usize, mut accept: impl FnMut(u32) -> Result<bool>, kept: &mut usize) -> Result<()> {
+    if max == 0 {
+        return Ok(());
+    }
+    let start = model.cache.len();
+    // runs the k-th token (from 1) where another may follow it and the cache has room
+    let can_run = |model: &Model, k: usize| k < max && model.check_room(&model.cache, 1).is_ok();
+    let mut pending = model.pick(ctx, can_run(model, 1))?;
+    for k in 1..=max {
+        // the next token is picked (and run) while this one is read, where this one ran
+        let ahead = if pending.ran && k < max { Some(model.pick(ctx, can_run(model, k + 1))?) } else { None };
+        let ran = pending.ran;
+        let id = model.read_picked(ctx, pending, start + k - 1).await?;
+        if !accept(id)? || k == max {
+            return Ok(());
+        }
+        if !ran {
+            // no room for it: the error running it gives
+            return model.check_room(&model.cache, 1);
+        }
+        *kept += 1;
+        pending = ahead.expect("picked ahead of a token that ran");
+    }
+    Ok(())
+}
