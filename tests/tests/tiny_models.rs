@@ -423,11 +423,12 @@ fn reusing_the_cache_generates_what_a_fresh_start_does() {
 /// (model/greedy.rs); it must generate what reading the logits and picking on the host does
 /// (the loop `hearth serve` runs), token for token and piece for piece, and leave the cache
 /// as it does, wherever it stops: at max_new_tokens (0, 1 and 8), at a stop string, at EOS,
-/// when the caller cancels, and with no room left in the cache (the same error). The tokens
-/// it ran ahead are dropped. Both kernel paths, a model of tied embeddings (looked up on the
-/// GPU) and a prompt of two chunks.
+/// when the caller cancels, and with no room left in the cache (the same error); and with an
+/// adapter on every linear layer. The tokens it ran ahead are dropped. Both kernel paths, a
+/// model of tied embeddings (looked up on the GPU) and a prompt of two chunks.
 #[test]
 fn greedy_decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
+    use hearth_core::lora::{Adapter, LoraConfig, Target};
     use hearth_core::model::generate::{generate_until, Decoding, GenerateParams, Generation, StopReason};
     use hearth_core::model::Tokenizer;
     type Outcome = (Result<Generation, String>, Vec<String>, usize);
@@ -478,23 +479,35 @@ fn greedy_decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
             cancel_at: usize,
             eos: Option<u32>,
             max_seq: usize,
+            adapter: bool,
             /// how the host's generation ends (None: an error)
             ends: Option<StopReason>,
         }
-        let case = |what: String, params: &GenerateParams| Case { what, params: params.clone(), cancel_at: usize::MAX, eos: None, max_seq: 64, ends: Some(StopReason::MaxTokens) };
+        let case = |what: String, params: &GenerateParams| Case { what, params: params.clone(), cancel_at: usize::MAX, eos: None, max_seq: 64, adapter: false, ends: Some(StopReason::MaxTokens) };
         let mut cases: Vec<Case> = [0, 1, 8].iter().map(|&n| case(format!("max_new_tokens {n}"), &GenerateParams { max_new_tokens: n, ..Default::default() })).collect();
         cases.push(Case { ends: Some(StopReason::StopString), ..case(format!("stop string {stop:?}"), &GenerateParams { stop_strings: vec![stop.clone()], ..params.clone() }) });
         cases.push(Case { eos: Some(eos), ends: Some(StopReason::Eos), ..case(format!("EOS {eos}"), &params) });
         cases.push(Case { cancel_at: 1, ends: Some(StopReason::Cancelled), ..case("cancelled at the first piece".into(), &params) });
         cases.push(Case { max_seq: prompt.len() + 3, ends: None, ..case("no room for the fourth token".into(), &params) });
-        for Case { what, params, cancel_at, eos, max_seq, ends } in cases {
+        cases.push(Case { adapter: true, ..case("an adapter on every linear layer".into(), &params) });
+        for Case { what, params, cancel_at, eos, max_seq, adapter, ends } in cases {
             tok.eos_ids = eos.map_or(model_eos.clone(), |id| vec![id]);
             let what = format!("{:?} kernels, {what}", ctx.kernel_paths());
             let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq, max_binding: None }).unwrap();
+            if adapter {
+                let mut a = Adapter::init(&m.cfg, &LoraConfig { r: 4, alpha: 8.0, targets: Target::ALL.to_vec(), ..Default::default() }, 5).unwrap();
+                for t in &mut a.tensors {
+                    t.b.iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 5) as f32 - 2.0) * 0.1);
+                }
+                model.set_adapter(ctx, Some(a), "a nonzero adapter").unwrap();
+            }
             let want = on_host(ctx, &mut model, &tok, &prompt, &params, cancel_at);
             let cached = |model: &Model, g: &Result<Generation, String>| g.as_ref().ok().map(|g| model.cached_prefix(&[&prompt[..], &g.ids].concat()));
             let want_cached = cached(&model, &want.0);
             assert_eq!(want.0.as_ref().ok().map(|g| g.stop.clone()), ends, "{what}: the host's generation {:?}", want.0);
+            if adapter {
+                assert_ne!(want.0.as_ref().unwrap().ids, ids, "{what}: the adapter should change the tokens");
+            }
             let got = ahead(ctx, &mut model, &tok, &prompt, &params, cancel_at);
             let got_cached = cached(&model, &got.0);
             assert_eq!(format!("{:?}", got.0), format!("{:?}", want.0), "{what}: the generation");
