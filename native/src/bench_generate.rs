@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::bench::{adapter_json, kernels_json};
 use crate::load::{load_on_gpu, ModelArgs};
+use crate::on_cores::map_on_cores;
 
 #[derive(Args)]
 pub struct BenchGenerateArgs {
@@ -199,7 +200,8 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
     let step = |model: &mut Model, caches: &mut [KvCache], samplers: &mut [Sampler], tokens: &[u32]| -> Result<Vec<u32>> {
         let mut held: Vec<&mut KvCache> = caches.iter_mut().collect();
         let mut logits = block(model.decode_batch(ctx, &mut held, tokens))?;
-        Ok(logits.chunks_mut(vocab).zip(samplers).map(|(row, sampler)| sampler.sample(row, &[])).collect())
+        // the rows sampled at once, as hearth serve samples them
+        Ok(map_on_cores(logits.chunks_mut(vocab).zip(samplers).collect(), |(row, sampler)| sampler.sample(row, &[])))
     };
     step(model, &mut caches, &mut samplers, &next)?;
     for cache in &mut caches {

@@ -10,6 +10,7 @@ mod generate;
 mod info;
 mod load;
 mod merge;
+mod on_cores;
 mod score;
 mod selftest;
 mod serve;

@@ -18,6 +18,7 @@ use hearth_core::GpuContext;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::openai::ApiError;
+use crate::on_cores::map_on_cores;
 
 /// A request for the GPU: which model (0: the base, i: the i-th adapter), the prompt's ids
 /// and how to sample; what happens goes back through `events`.
@@ -176,16 +177,25 @@ impl Engine {
                 return;
             }
         };
-        let mut still = Vec::with_capacity(running.len());
-        for (mut r, row) in running.drain(..).zip(logits.chunks_exact_mut(self.model.cfg.vocab_size)) {
+        // each row sampled (and its text streamed) at once, on the machine's cores
+        let tok = &self.tok;
+        let rows: Vec<_> = running.drain(..).zip(logits.chunks_exact_mut(self.model.cfg.vocab_size)).collect();
+        let sampled = map_on_cores(rows, |(mut r, row)| {
             let events = &r.job.events;
             let mut on_text = |piece: &str| events.send(Event::Text(piece.to_string())).is_ok();
-            match r.decoding.next(&self.tok, row, &mut on_text) {
+            let next = r.decoding.next(tok, row, &mut on_text);
+            (r, next)
+        });
+        let mut still = Vec::with_capacity(sampled.len());
+        for (mut r, next) in sampled {
+            match next {
                 Ok(Some(id)) => {
                     r.next = id;
                     still.push(r);
                 }
                 Ok(None) => {
+                    let events = &r.job.events;
+                    let mut on_text = |piece: &str| events.send(Event::Text(piece.to_string())).is_ok();
                     let out = r.decoding.finish(&self.tok, &mut on_text).map_err(|e| e.to_string());
                     end(r.job, out, r.cache, free, stats);
                 }
