@@ -57,8 +57,8 @@ impl Model {
 /// Decodes greedily after the tokens the model last ran (a prompt's prefill: their logits on
 /// the GPU), picking at most `max` tokens. Each picked token goes to `accept`, in order: true
 /// keeps it in the cache and goes on (the max-th is not run: decoding ends there), false ends
-/// decoding before it. The cache holds the kept tokens after; none of those run ahead.
-/// Where the cache has no room for an accepted token, the error is the one
+/// decoding before it. After it, on success or error, the cache holds the kept tokens and not
+/// those run ahead of them. Where the cache has no room for an accepted token, the error is the one
 /// [`Model::forward`] gives. Needs [`Model::decodes_ahead`].
 pub async fn decode_greedy(ctx: &GpuContext, model: &mut Model, max: usize, accept: impl FnMut(u32) -> Result<bool>) -> Result<()> {
     let start = model.cache.len();
@@ -68,6 +68,8 @@ pub async fn decode_greedy(ctx: &GpuContext, model: &mut Model, max: usize, acce
     run
 }
 
+/// [`decode_greedy`]'s loop, counting the tokens it keeps in `kept` as it goes (so that the
+/// cache can be rewound to them whatever ends it).
 async fn decode_ahead(ctx: &GpuContext, model: &mut Model, max: usize, mut accept: impl FnMut(u32) -> Result<bool>, kept: &mut usize) -> Result<()> {
     if max == 0 {
         return Ok(());
