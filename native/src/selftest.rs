@@ -2,6 +2,8 @@
 //! against their CPU references.
 
 use anyhow::{bail, Result};
+use hearth_core::model::sampling;
+use hearth_core::ops::argmax::argmax;
 use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::ops::{cpu, cross_entropy, rmsnorm};
 use hearth_core::ops::matmul::{choose_tiling, matmul_gemv_normed, matmul_with, Accumulate, InputNorm, MatmulDims, MatmulKind, MatmulTiling};
@@ -47,6 +49,14 @@ fn print_paths(ctx: &GpuContext) {
             "; gate, up and the activation in one launch; each of the two with the norm before it (o's and down's launches add to the stream); LoRA's h·Bᵀ inside the matrix-vector kernels"
         } else {
             "; gate and up apart (their one-launch kernel is the GPU kernels')"
+        }
+    );
+    println!(
+        "  greedy decoding      {}",
+        if ctx.decode_ahead() {
+            "each token picked on the GPU (argmax) and run before the host reads it, where the model's embeddings are on the GPU (tied)"
+        } else {
+            "the logits read and the token picked on the host (HEARTH_DECODE_AHEAD=0)"
         }
     );
     let fused = choose_tiling(ctx, MatmulKind::Forward, &large).is_strided_gemm();
@@ -204,7 +214,7 @@ pub fn run() -> Result<()> {
     cpu::matmul_forward(&mut want, &to64(&x), &to64(&w), m, n, k);
     let mut failed = 0;
     // Tolerance: f32 sums of 128 products of magnitude ≤ 1; an f16 input gradient's error
-    // relative to its products (check_f16_input_gradient): 1.5e-3.
+    // relative to its products (check_f16_input_gradient): 1.5e-3; the argmax's index exactly.
     let mut report = |name: String, diff: f64, limit: f64| {
         let ok = diff < limit;
         failed += usize::from(!ok);
@@ -224,6 +234,13 @@ pub fn run() -> Result<()> {
         let got = pollster::block_on(ctx.read_f32(&yb))?;
         report(format!("matmul_{format:?}_forward").to_lowercase(), largest_diff(&got, &want), 1e-3);
     }
+    // greedy decoding's pick: a vocabulary's logits of seven levels (the first of ties)
+    let v = 49_152;
+    let logits: Vec<f32> = (0..v).map(|_| rng.below(7) as f32).collect();
+    let picked = ctx.alloc_f32(4)?;
+    argmax(&ctx, &picked, &ctx.upload_f32(&logits)?, v)?;
+    let got = pollster::block_on(ctx.read_f32(&picked))?[0] as f64;
+    report(format!("argmax of {v} values (greedy decoding's pick)"), (got - sampling::argmax(&logits) as f64).abs(), 0.5);
     // The reductions' variants: the subgroup one (where the adapter has subgroups), then
     // the workgroup-memory one.
     let with_subgroups = ctx.subgroup_reductions();
