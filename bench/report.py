@@ -147,8 +147,10 @@ def main():
                     ratio(g["decode_tokens_per_s"], portable["decode_tokens_per_s"]), "")
             host_picks = results.get(f"generate-{name}-host-picks")
             if host_picks:
-                add(f"{name} decode tokens/s: greedy tokens picked on the GPU, run a token ahead (the default) vs the logits read and picked on the host (HEARTH_DECODE_AHEAD=0)",
-                    num(g["decode_tokens_per_s"]), num(host_picks["decode_tokens_per_s"]), ratio(g["decode_tokens_per_s"], host_picks["decode_tokens_per_s"]), "")
+                add(f"{name} decode tokens/s, one sequence; 8 together: greedy tokens picked on the GPU (the default; one sequence run a token ahead) vs the logits read and picked on the host (HEARTH_DECODE_AHEAD=0)",
+                    f"{num(g['decode_tokens_per_s'])}; {num((together or {}).get('decode_tokens_per_s'))}",
+                    f"{num(host_picks['decode_tokens_per_s'])}; {num((host_picks.get('batch') or {}).get('decode_tokens_per_s'))}",
+                    ratio(g["decode_tokens_per_s"], host_picks["decode_tokens_per_s"]), "")
             if g.get("prefill_dispatches") is not None:
                 gpu_ms = g.get("prefill_gpu_ms")
                 add(f"{name} prefill: launches; host ms (GPU ms)", f"{g['prefill_dispatches']}; {num(g['prefill_host_ms'])} ({num(gpu_ms)})", "", "", "")

@@ -125,6 +125,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
             "kernels": kernels_json(&profile, per_token),
             "batch": batch.as_ref().map(|b| json!({
                 "sequences": a.batch,
+                "picked_on_gpu": b.picked_on_gpu,
                 "decode_tokens_per_s": b.tokens_per_s,
                 "dispatches_per_step": b.profile.dispatches as f64 / per_token,
                 "host_ms_per_step": b.profile.host_ms / per_token,
@@ -178,6 +179,9 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
 struct Together {
     tokens_per_s: f64,
     profile: Profile,
+    /// Whether each step's tokens were picked on the GPU (greedy) rather than sampled from
+    /// the logits read back.
+    picked_on_gpu: bool,
 }
 
 /// `batch` sequences, each after `prompt` in a cache of its own (made together, as `hearth
@@ -197,8 +201,13 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
         next.push(sampler.sample(&mut logits?, &[]));
     }
     let vocab = model.cfg.vocab_size;
+    // as hearth serve steps: greedy sequences' tokens picked on the GPU
+    let greedy = ctx.decode_ahead() && samplers[0].is_greedy();
     let step = |model: &mut Model, caches: &mut [KvCache], samplers: &mut [Sampler], tokens: &[u32]| -> Result<Vec<u32>> {
         let mut held: Vec<&mut KvCache> = caches.iter_mut().collect();
+        if greedy {
+            return block(model.decode_batch_greedy(ctx, &mut held, tokens));
+        }
         let mut logits = block(model.decode_batch(ctx, &mut held, tokens))?;
         // the rows sampled at once, as hearth serve samples them
         Ok(map_on_cores(logits.chunks_mut(vocab).zip(samplers).collect(), |(row, sampler)| sampler.sample(row, &[])))
@@ -213,7 +222,7 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
         next = step(model, &mut caches, &mut samplers, &next)?;
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok(Together { tokens_per_s: (batch * new_tokens) as f64 / secs, profile: block(ctx.profile_end())? })
+    Ok(Together { tokens_per_s: (batch * new_tokens) as f64 / secs, profile: block(ctx.profile_end())?, picked_on_gpu: greedy })
 }
 
 fn block<T>(f: impl std::future::Future<Output = hearth_core::Result<T>>) -> Result<T> {

@@ -238,7 +238,7 @@ pub fn run() -> Result<()> {
     let v = 49_152;
     let logits: Vec<f32> = (0..v).map(|_| rng.below(7) as f32).collect();
     let picked = ctx.alloc_f32(4)?;
-    argmax(&ctx, &picked, &ctx.upload_f32(&logits)?, v)?;
+    argmax(&ctx, &picked, &ctx.upload_f32(&logits)?, 1, v)?;
     let got = pollster::block_on(ctx.read_f32(&picked))?[0] as f64;
     report(format!("argmax of {v} values (greedy decoding's pick)"), (got - sampling::argmax(&logits) as f64).abs(), 0.5);
     // The reductions' variants: the subgroup one (where the adapter has subgroups), then

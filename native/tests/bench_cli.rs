@@ -103,6 +103,11 @@ fn bench_generate_json_reports_both_phases() {
     let v = bench(&["generate", "tests/fixtures/tiny-llama", "--prompt-tokens", "8", "--new-tokens", "3", "--temperature", "0.8", "--top-p", "0.9", "--batch", "2"]);
     assert_eq!((f(&v["sampling"], "temperature"), f(&v["sampling"], "top_k")), (0.8f32 as f64, 0.0), "{v}");
     assert!(f(&v, "decode_tokens_per_s") > 0.0 && f(&v["batch"], "decode_tokens_per_s") > 0.0, "{v}");
+    assert_eq!(v["batch"]["picked_on_gpu"], false, "{v}");
+    // greedy sequences together: their tokens picked on the GPU, one launch more a step
+    let greedy = bench(&["generate", "tests/fixtures/tiny-llama", "--prompt-tokens", "8", "--new-tokens", "3", "--batch", "2"]);
+    assert_eq!(greedy["batch"]["picked_on_gpu"], true, "{greedy}");
+    assert_eq!(f(&greedy["batch"], "dispatches_per_step"), f(&v["batch"], "dispatches_per_step") + 1.0, "{greedy}\n{v}");
 }
 
 /// The Q8_0 rows, with the forward and input gradient in f16 tiles where the adapter has

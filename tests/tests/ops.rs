@@ -930,11 +930,11 @@ fn arena_views_keep_to_their_parts() {
 #[test]
 fn argmax_matches_the_hosts() {
     // the first of equal largest values (few levels: many ties), -inf, a largest value first
-    // or last, lengths around the workgroup's 256 and a vocabulary's
+    // or last, lengths around the workgroup's 256 and a vocabulary's; each row alone and all
+    // of them as the rows of one launch
     use hearth_core::model::sampling::argmax;
     with_gpu!(ctx => {
         let mut rng = Rng::new(31);
-        let out = poisoned(ctx, 4);
         for n in [1, 2, 255, 256, 257, 1000, 49_152, 151_936] {
             let levels: Vec<f32> = (0..n).map(|_| (rng.below(7) as f32 - 3.0) * 0.5).collect();
             let mut first = levels.clone();
@@ -946,12 +946,18 @@ fn argmax_matches_the_hosts() {
             if n > 3 {
                 none[n - 2] = -1e30;
             }
-            for (what, x) in [("levels", levels), ("largest first", first), ("largest last", last), ("uniform", fine), ("-inf", none)] {
-                argmax::argmax(ctx, &out, &upload(ctx, &x), n).unwrap();
-                assert_eq!(read(ctx, &out)[0], argmax(&x) as f32, "{what}, {n} values");
+            let rows = [("levels", levels), ("largest first", first), ("largest last", last), ("uniform", fine), ("-inf", none)];
+            let out = poisoned(ctx, rows.len());
+            for (what, x) in &rows {
+                argmax::argmax(ctx, &out, &upload(ctx, x), 1, n).unwrap();
+                assert_eq!(read(ctx, &out)[0], argmax(x) as f32, "{what}, {n} values");
             }
+            argmax::argmax(ctx, &out, &upload(ctx, &rows.iter().flat_map(|r| r.1.clone()).collect::<Vec<_>>()), rows.len(), n).unwrap();
+            let want: Vec<f32> = rows.iter().map(|(_, x)| argmax(x) as f32).collect();
+            assert_eq!(read(ctx, &out), want, "{} rows of {n} values", rows.len());
         }
-        let err = argmax::argmax(ctx, &out, &upload(ctx, &[1.0; 8]), 0).unwrap_err().to_string();
+        let out = poisoned(ctx, 4);
+        let err = argmax::argmax(ctx, &out, &upload(ctx, &[1.0; 8]), 1, 0).unwrap_err().to_string();
         assert!(err.contains("argmax: 0 values"), "{err}");
     });
 }

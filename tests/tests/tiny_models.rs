@@ -516,6 +516,43 @@ fn greedy_decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
     }
 }
 
+/// A batch of greedy sequences (a server's requests at temperature 0) has its tokens picked
+/// on the GPU and reads only them: the argmax of each row of the logits the batch would have
+/// read, step after step, on both kernel paths, caches made together (one attention launch)
+/// or apart, one row and three.
+#[test]
+fn a_greedy_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
+    use hearth_core::model::sampling::argmax;
+    let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+    let prompts: [Vec<u32>; 3] = [vec![3, 17, 99], vec![5, 8, 13, 21, 34, 55, 89], (0..20).map(|i| (i * 37 + 11) % 250).collect()];
+    for ctx in [hearth_tests::gpu(), hearth_tests::gpu_kernels()].into_iter().flatten() {
+        let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
+        for (rows, together) in [(1, false), (3, false), (3, true)] {
+            let what = format!("{:?} kernels, {rows} rows, caches made together: {together}", ctx.kernel_paths());
+            let mut sets: Vec<Vec<KvCache>> = (0..2)
+                .map(|_| if together { model.new_caches(ctx, rows).unwrap() } else { (0..rows).map(|_| model.new_cache(ctx).unwrap()).collect() })
+                .collect();
+            let mut tokens = Vec::new();
+            for set in &mut sets {
+                tokens.clear();
+                for (prompt, cache) in prompts.iter().zip(set.iter_mut()) {
+                    model.swap_cache(cache);
+                    tokens.push(argmax(&pollster::block_on(model.forward(ctx, prompt)).unwrap()));
+                    model.swap_cache(cache);
+                }
+            }
+            let [read, picked] = &mut sets[..] else { unreachable!() };
+            for step in 0..6 {
+                let logits = pollster::block_on(model.decode_batch(ctx, &mut read.iter_mut().collect::<Vec<_>>(), &tokens)).unwrap();
+                let want: Vec<u32> = logits.chunks(m.cfg.vocab_size).map(argmax).collect();
+                let got = pollster::block_on(model.decode_batch_greedy(ctx, &mut picked.iter_mut().collect::<Vec<_>>(), &tokens)).unwrap();
+                assert_eq!(got, want, "{what}, step {step}");
+                tokens = got;
+            }
+        }
+    }
+}
+
 #[test]
 fn tiny_qwen3_with_head_norms_matches_transformers() {
     check("tiny-qwen3", None, None, 2e-4, 1e-4);

@@ -49,7 +49,7 @@ pub struct GpuContext {
     unchecked_shaders: bool,
     /// The tiled kernels' shape, where a run overrides the launchers' heuristics.
     tiles: TileChoice,
-    /// Greedy decoding picks tokens on the GPU and runs one ahead (model/greedy.rs).
+    /// Greedy decoding picks tokens on the GPU (one sequence's a token ahead: model/greedy.rs).
     decode_ahead: bool,
 }
 
@@ -381,9 +381,10 @@ impl GpuContext {
         self.attention
     }
 
-    /// This context with greedy decoding picking each token on the GPU and running it before
-    /// the host has read it (the default), or reading the logits and picking on the host, a
-    /// token at a time (`HEARTH_DECODE_AHEAD=0`, to compare them on a GPU; tests run both).
+    /// This context with greedy decoding picking each token on the GPU (the default): one
+    /// sequence's run before the host has read it, a batch's read instead of their logits; or
+    /// reading the logits and picking on the host (`HEARTH_DECODE_AHEAD=0`, to compare them on
+    /// a GPU).
     pub fn with_decode_ahead(mut self, on: bool) -> Self {
         self.decode_ahead = on;
         self

@@ -5,6 +5,7 @@
 
 use crate::model::block::{Attention, CachedSeq, SharedBatch};
 use crate::model::forward::{BatchScratch, KvCache, Model, SharedCaches};
+use crate::ops::argmax::argmax;
 use crate::ops::attention::{decode_batch_table, decode_scratch_len, BatchSeq};
 use crate::{Error, GpuContext, Result};
 use std::sync::Arc;
@@ -55,6 +56,23 @@ impl Model {
     /// Appends `tokens[r]` to the sequence in `caches[r]`, for every r at once, and returns
     /// the logits (R, V) after each.
     pub async fn decode_batch(&mut self, ctx: &GpuContext, caches: &mut [&mut KvCache], tokens: &[u32]) -> Result<Vec<f32>> {
+        self.run_batch(ctx, caches, tokens)?;
+        ctx.read_f32_prefix(&self.state.logits, tokens.len() * self.cfg.vocab_size).await
+    }
+
+    /// [`Model::decode_batch`] for sequences decoded greedily: the most likely next token of
+    /// each (its logits' argmax, the first of equals), picked on the GPU, so that only the
+    /// tokens are read back, not R × V logits.
+    pub async fn decode_batch_greedy(&mut self, ctx: &GpuContext, caches: &mut [&mut KvCache], tokens: &[u32]) -> Result<Vec<u32>> {
+        self.run_batch(ctx, caches, tokens)?;
+        let n = tokens.len();
+        argmax(ctx, &self.state.picked, &self.state.logits, n, self.cfg.vocab_size)?;
+        let ids = ctx.read_f32_prefix(&self.state.picked, n).await?;
+        Ok(ids.into_iter().map(|id| id as u32).collect())
+    }
+
+    /// Runs [`Model::decode_batch`]'s step, leaving the logits (R, V) on the GPU.
+    fn run_batch(&mut self, ctx: &GpuContext, caches: &mut [&mut KvCache], tokens: &[u32]) -> Result<()> {
         let n = tokens.len();
         if n == 0 || n != caches.len() || n > self.max_batch() {
             return Err(Error::Shape(format!("a batched decode takes 1 to {} sequences with one token each, got {} sequences and {n} tokens", self.max_batch(), caches.len())));
@@ -84,8 +102,7 @@ impl Model {
         for (cache, &t) in caches.iter_mut().zip(tokens) {
             cache.ids.push(t);
         }
-        self.lm_head_rows(ctx, 0, n)?;
-        ctx.read_f32_prefix(&self.state.logits, n * self.cfg.vocab_size).await
+        self.lm_head_rows(ctx, 0, n)
     }
 
     /// Where `caches` share their buffers (made together by [`Model::new_caches`]), at the

@@ -93,8 +93,8 @@ buffer_set! {
         /// (NH·HS) one sequence's query and attention output in a batched decode
         decode_q,
         decode_att,
-        /// (4) the token greedy decoding picked on the GPU, as an f32 id (padded as the
-        /// lookups read ids)
+        /// (R, padded to 4) the tokens greedy decoding picked on the GPU, as f32 ids (padded
+        /// as the lookups read ids): one sequence's, or a batch's
         picked,
     }
 }
@@ -468,7 +468,7 @@ impl StateLayout {
             scores: crate::ops::attention::decode_scratch_len(cfg.n_heads, cfg.head_size, max_seq),
             decode_q: qd,
             decode_att: qd,
-            picked: 4,
+            picked: logit_rows.next_multiple_of(4),
         };
         StateLayout { state, qkv_out: [chunk * qd, chunk * kvd, chunk * kvd], gate_up_out: [chunk * ff; 2], lora_h: lora_h_len(chunk, max_rank), cache: max_seq * kvd, logit_rows }
     }

@@ -68,7 +68,7 @@ pub async fn generate_until(
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generation> {
     let mut decoding = Decoding::run_prompt(ctx, model, prompt, params)?;
-    if decoding.sampler.is_greedy() && model.decodes_ahead(ctx) {
+    if decoding.is_greedy() && model.decodes_ahead(ctx) {
         decode_greedy(ctx, model, params.max_new_tokens, |id| Ok(decoding.accept(tok, id, &mut on_text)?.is_some())).await?;
         return decoding.finish(tok, &mut on_text);
     }
@@ -125,9 +125,16 @@ impl Decoding {
         self.accept(tok, id, on_text)
     }
 
-    /// Takes `id` as the next token (sampled or picked on the GPU) and streams the new text
-    /// to `on_text`; returns the token to run next, or None when the generation has ended.
-    fn accept(&mut self, tok: &Tokenizer, id: u32, on_text: &mut impl FnMut(&str) -> bool) -> Result<Option<u32>> {
+    /// Whether it takes the most likely token each time, which the GPU can pick itself
+    /// ([`Decoding::accept`] then takes it).
+    pub fn is_greedy(&self) -> bool {
+        self.sampler.is_greedy()
+    }
+
+    /// Takes `id` as the next token (sampled, or picked on the GPU where [`Decoding::is_greedy`])
+    /// and streams the new text to `on_text`; returns the token to run next, or None when the
+    /// generation has ended.
+    pub fn accept(&mut self, tok: &Tokenizer, id: u32, on_text: &mut impl FnMut(&str) -> bool) -> Result<Option<u32>> {
         if self.ids.len() >= self.params.max_new_tokens {
             return Ok(None);
         }

@@ -31,7 +31,7 @@ impl Model {
     /// runs it, all submitted; its id is read by [`Model::read_picked`].
     fn pick(&mut self, ctx: &GpuContext, run: bool) -> Result<Picked> {
         let s = &self.state;
-        argmax(ctx, &s.picked, &s.logits, self.cfg.vocab_size)?;
+        argmax(ctx, &s.picked, &s.logits, 1, self.cfg.vocab_size)?;
         let read = ctx.read_later(&s.picked, 4);
         if run {
             self.look_up_on_gpu(ctx, &s.x, &s.picked, 1)?;

@@ -167,9 +167,16 @@ impl Engine {
     fn step(&mut self, running: &mut Vec<Running>, free: &mut Vec<FreeCache>, stats: &Stats) {
         stats.largest_batch.fetch_max(running.len(), Ordering::SeqCst);
         let tokens: Vec<u32> = running.iter().map(|r| r.next).collect();
+        // where every request decodes greedily, the GPU picks their tokens: only those are read
+        let greedy = self.ctx.decode_ahead() && running.iter().all(|r| r.decoding.is_greedy());
         let mut caches: Vec<&mut KvCache> = running.iter_mut().map(|r| &mut r.cache).collect();
-        let mut logits = match pollster::block_on(self.model.decode_batch(&self.ctx, &mut caches, &tokens)) {
-            Ok(l) => l,
+        let stepped = if greedy {
+            pollster::block_on(self.model.decode_batch_greedy(&self.ctx, &mut caches, &tokens)).map(Step::Picked)
+        } else {
+            pollster::block_on(self.model.decode_batch(&self.ctx, &mut caches, &tokens)).map(Step::Logits)
+        };
+        let stepped = match stepped {
+            Ok(s) => s,
             Err(e) => {
                 for r in running.drain(..) {
                     end(r.job, Err(e.to_string()), r.cache, free, stats);
@@ -177,15 +184,29 @@ impl Engine {
                 return;
             }
         };
-        // each row sampled (and its text streamed) at once, on the machine's cores
         let tok = &self.tok;
-        let rows: Vec<_> = running.drain(..).zip(logits.chunks_exact_mut(self.model.cfg.vocab_size)).collect();
-        let sampled = map_on_cores(rows, |(mut r, row)| {
-            let events = &r.job.events;
-            let mut on_text = |piece: &str| events.send(Event::Text(piece.to_string())).is_ok();
-            let next = r.decoding.next(tok, row, &mut on_text);
-            (r, next)
-        });
+        let sampled: Vec<_> = match stepped {
+            Step::Picked(ids) => running
+                .drain(..)
+                .zip(ids)
+                .map(|(mut r, id)| {
+                    let events = &r.job.events;
+                    let mut on_text = |piece: &str| events.send(Event::Text(piece.to_string())).is_ok();
+                    let next = r.decoding.accept(tok, id, &mut on_text);
+                    (r, next)
+                })
+                .collect(),
+            // each row sampled (and its text streamed) at once, on the machine's cores
+            Step::Logits(mut logits) => {
+                let rows: Vec<_> = running.drain(..).zip(logits.chunks_exact_mut(self.model.cfg.vocab_size)).collect();
+                map_on_cores(rows, |(mut r, row)| {
+                    let events = &r.job.events;
+                    let mut on_text = |piece: &str| events.send(Event::Text(piece.to_string())).is_ok();
+                    let next = r.decoding.next(tok, row, &mut on_text);
+                    (r, next)
+                })
+            }
+        };
         let mut still = Vec::with_capacity(sampled.len());
         for (mut r, next) in sampled {
             match next {
@@ -204,6 +225,13 @@ impl Engine {
         }
         *running = still;
     }
+}
+
+/// What a batched decode step gives: each request's token picked on the GPU (all greedy), or
+/// the logits to sample from.
+enum Step {
+    Picked(Vec<u32>),
+    Logits(Vec<f32>),
 }
 
 /// The free cache for `job`: one of its model that already holds the longest start of its
