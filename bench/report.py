@@ -80,7 +80,7 @@ def main():
             add(f"matmul 4096³ {r['op']} (GFLOP/s) vs torch {peer_dtype}", num(r["rate"]), num(torch_rate.get(peer_dtype)),
                 ratio(r["rate"], torch_rate.get(peer_dtype)), target, r["rate"] / torch_rate[peer_dtype] if torch_rate.get(peer_dtype) else None)
     # every model with a result of its own, so that Hearth's figures show where the peer failed
-    models = sorted({k.removeprefix("generate-") for k, v in results.items() if v and k.startswith("generate-") and not k.startswith("generate-long-") and not k.endswith(("-nosubgroups", "-host-picks"))}
+    models = sorted({k.removeprefix("generate-") for k, v in results.items() if v and k.startswith("generate-") and not k.startswith("generate-long-") and not k.endswith(("-nosubgroups", "-host-picks", "-sampled"))}
                     | {k.removeprefix("train-").rsplit("-", 1)[0] for k, v in results.items() if v and k.startswith("train-") and k.endswith(("-f32", "-q4_1", "-nf4"))}
                     | set(peers))
     for name in models:
@@ -151,6 +151,13 @@ def main():
                     f"{num(g['decode_tokens_per_s'])}; {num((together or {}).get('decode_tokens_per_s'))}",
                     f"{num(host_picks['decode_tokens_per_s'])}; {num((host_picks.get('batch') or {}).get('decode_tokens_per_s'))}",
                     ratio(g["decode_tokens_per_s"], host_picks["decode_tokens_per_s"]), "")
+            sampled = results.get(f"generate-{name}-sampled")
+            if sampled:
+                add(f"{name} decode tokens/s, one sequence; 8 together: sampled (temperature 0.7, top_p 0.9; the host's sampling ms a token; a step) vs greedy",
+                    f"{num(sampled['decode_tokens_per_s'])}; {num((sampled.get('batch') or {}).get('decode_tokens_per_s'))} "
+                    f"({num(sampled.get('host_sampling_ms_per_token'), 3)}; {num((sampled.get('batch') or {}).get('host_sampling_ms_per_step'), 3)} ms)",
+                    f"{num(g['decode_tokens_per_s'])}; {num((together or {}).get('decode_tokens_per_s'))}",
+                    ratio(sampled["decode_tokens_per_s"], g["decode_tokens_per_s"]), "")
             if g.get("prefill_dispatches") is not None:
                 gpu_ms = g.get("prefill_gpu_ms")
                 add(f"{name} prefill: launches; host ms (GPU ms)", f"{g['prefill_dispatches']}; {num(g['prefill_host_ms'])} ({num(gpu_ms)})", "", "", "")

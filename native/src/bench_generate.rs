@@ -82,12 +82,16 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     let prefill_profile = block(ctx.profile_end())?;
     ctx.profile_begin_with(a.kernel_times);
     let start = Instant::now();
+    // the host's time picking tokens from the logits read back (none where the GPU picks)
+    let mut sampling_s = 0.0;
     if ahead {
         // new_tokens run, and the one after them picked, as the loop below
         block(decode_greedy(&ctx, &mut model, a.new_tokens + 1, |_| Ok(true)))?;
     } else {
         for _ in 0..a.new_tokens {
+            let sampled = Instant::now();
             let next = sampler.sample(&mut logits, &[]);
+            sampling_s += sampled.elapsed().as_secs_f64();
             logits = block(model.forward(&ctx, &[next]))?;
         }
     }
@@ -118,6 +122,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
             "kv_bytes_per_context_token": model.cache.bytes() / model.cache.capacity.max(1) as u64,
             "dispatches_per_token": profile.dispatches as f64 / per_token,
             "host_ms_per_token": profile.host_ms / per_token,
+            "host_sampling_ms_per_token": (!ahead).then(|| sampling_s * 1e3 / per_token),
             "bind_groups_created_per_token": profile.bind_groups_created as f64 / per_token,
             "buffers_created_per_token": profile.buffers_created as f64 / per_token,
             "gpu_ms_per_token": profile.gpu_ms.map(|g| g / per_token),
@@ -129,6 +134,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
                 "decode_tokens_per_s": b.tokens_per_s,
                 "dispatches_per_step": b.profile.dispatches as f64 / per_token,
                 "host_ms_per_step": b.profile.host_ms / per_token,
+                "host_sampling_ms_per_step": b.sampling_ms_per_step,
                 "gpu_ms_per_step": b.profile.gpu_ms.map(|g| g / per_token),
                 "kernels": kernels_json(&b.profile, per_token),
             })),
@@ -141,7 +147,13 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     println!("| prefill | {:6} | {:7.3} | {:8.1} |", prompt.len(), prefill, prompt.len() as f64 / prefill);
     println!("| decode  | {:6} | {:7.3} | {:8.1} |", a.new_tokens, decode, a.new_tokens as f64 / decode);
     if a.temperature > 0.0 {
-        println!("decode sampled at temperature {}, top-p {}, top-k {}", a.temperature, a.top_p, a.top_k);
+        println!(
+            "decode sampled at temperature {}, top-p {}, top-k {}: {:.3} ms of host time a token sampling",
+            a.temperature,
+            a.top_p,
+            a.top_k,
+            sampling_s * 1e3 / per_token
+        );
     } else if ahead {
         println!("decode greedy, each token picked on the GPU and run before the host reads it");
     }
@@ -182,6 +194,8 @@ struct Together {
     /// Whether each step's tokens were picked on the GPU (greedy) rather than sampled from
     /// the logits read back.
     picked_on_gpu: bool,
+    /// The host's time sampling a step's rows (on its cores at once), where it does.
+    sampling_ms_per_step: Option<f64>,
 }
 
 /// `batch` sequences, each after `prompt` in a cache of its own (made together, as `hearth
@@ -203,6 +217,7 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
     let vocab = model.cfg.vocab_size;
     // as hearth serve steps: greedy sequences' tokens picked on the GPU
     let greedy = ctx.decode_ahead() && samplers[0].is_greedy();
+    let sampling_s = std::cell::Cell::new(0.0);
     let step = |model: &mut Model, caches: &mut [KvCache], samplers: &mut [Sampler], tokens: &[u32]| -> Result<Vec<u32>> {
         let mut held: Vec<&mut KvCache> = caches.iter_mut().collect();
         if greedy {
@@ -210,9 +225,13 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
         }
         let mut logits = block(model.decode_batch(ctx, &mut held, tokens))?;
         // the rows sampled at once, as hearth serve samples them
-        Ok(map_on_cores(logits.chunks_mut(vocab).zip(samplers).collect(), |(row, sampler)| sampler.sample(row, &[])))
+        let sampled = Instant::now();
+        let ids = map_on_cores(logits.chunks_mut(vocab).zip(samplers).collect(), |(row, sampler)| sampler.sample(row, &[]));
+        sampling_s.set(sampling_s.get() + sampled.elapsed().as_secs_f64());
+        Ok(ids)
     };
     step(model, &mut caches, &mut samplers, &next)?;
+    sampling_s.set(0.0);
     for cache in &mut caches {
         cache.rewind(prompt.len());
     }
@@ -222,7 +241,8 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
         next = step(model, &mut caches, &mut samplers, &next)?;
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok(Together { tokens_per_s: (batch * new_tokens) as f64 / secs, profile: block(ctx.profile_end())?, picked_on_gpu: greedy })
+    let sampling_ms_per_step = (!greedy).then(|| sampling_s.get() * 1e3 / new_tokens.max(1) as f64);
+    Ok(Together { tokens_per_s: (batch * new_tokens) as f64 / secs, profile: block(ctx.profile_end())?, picked_on_gpu: greedy, sampling_ms_per_step })
 }
 
 fn block<T>(f: impl std::future::Future<Output = hearth_core::Result<T>>) -> Result<T> {

@@ -92,6 +92,7 @@ fn bench_generate_json_reports_both_phases() {
     let args = ["generate", "tests/fixtures/tiny-llama32", "--prompt-tokens", "8", "--new-tokens", "3"];
     let ahead = bench(&args);
     assert_eq!(ahead["decode_ahead"], true, "{ahead}");
+    assert!(ahead["host_sampling_ms_per_token"].is_null(), "{ahead}");
     assert_eq!((f(&ahead, "bind_groups_created_per_token"), f(&ahead, "buffers_created_per_token")), (0.0, 0.0));
     let cache = std::env::temp_dir().join(format!("hearth-ahead-{}", std::process::id()));
     let host = bench_with(&args, &[("HEARTH_DECODE_AHEAD", "0")], &cache);
@@ -104,9 +105,12 @@ fn bench_generate_json_reports_both_phases() {
     assert_eq!((f(&v["sampling"], "temperature"), f(&v["sampling"], "top_k")), (0.8f32 as f64, 0.0), "{v}");
     assert!(f(&v, "decode_tokens_per_s") > 0.0 && f(&v["batch"], "decode_tokens_per_s") > 0.0, "{v}");
     assert_eq!(v["batch"]["picked_on_gpu"], false, "{v}");
+    // the host's time sampling: a token's, a step's rows'
+    assert!(f(&v, "host_sampling_ms_per_token") > 0.0 && f(&v["batch"], "host_sampling_ms_per_step") > 0.0, "{v}");
     // greedy sequences together: their tokens picked on the GPU, one launch more a step
     let greedy = bench(&["generate", "tests/fixtures/tiny-llama", "--prompt-tokens", "8", "--new-tokens", "3", "--batch", "2"]);
     assert_eq!(greedy["batch"]["picked_on_gpu"], true, "{greedy}");
+    assert!(greedy["batch"]["host_sampling_ms_per_step"].is_null(), "{greedy}");
     assert_eq!(f(&greedy["batch"], "dispatches_per_step"), f(&v["batch"], "dispatches_per_step") + 1.0, "{greedy}\n{v}");
 }
 
