@@ -139,25 +139,20 @@ def main():
                 add(f"{name} {together['sequences']} sequences decoded together (serve's batch): tokens/s in all; launches and host ms per step, vs one sequence's tokens/s",
                     f"{num(together['decode_tokens_per_s'])}; {num(together['dispatches_per_step'], 0)}, {num(together['host_ms_per_step'], 2)}",
                     num(g["decode_tokens_per_s"]), ratio(together["decode_tokens_per_s"], g["decode_tokens_per_s"]), "")
-            portable = results.get(f"generate-{name}-nosubgroups")
-            if portable:
-                add(f"{name} decode tokens/s, one sequence; 8 together: subgroup sums (the default) vs workgroup memory only (HEARTH_SUBGROUPS=0, the browser's kernels)",
-                    f"{num(g['decode_tokens_per_s'])}; {num((together or {}).get('decode_tokens_per_s'))}",
-                    f"{num(portable['decode_tokens_per_s'])}; {num((portable.get('batch') or {}).get('decode_tokens_per_s'))}",
-                    ratio(g["decode_tokens_per_s"], portable["decode_tokens_per_s"]), "")
-            host_picks = results.get(f"generate-{name}-host-picks")
-            if host_picks:
-                add(f"{name} decode tokens/s, one sequence; 8 together: greedy tokens picked on the GPU (the default; one sequence run a token ahead) vs the logits read and picked on the host (HEARTH_DECODE_AHEAD=0)",
-                    f"{num(g['decode_tokens_per_s'])}; {num((together or {}).get('decode_tokens_per_s'))}",
-                    f"{num(host_picks['decode_tokens_per_s'])}; {num((host_picks.get('batch') or {}).get('decode_tokens_per_s'))}",
-                    ratio(g["decode_tokens_per_s"], host_picks["decode_tokens_per_s"]), "")
+            # one sequence's decode tokens/s; 8 together's
+            def pair(gen):
+                return f"{num(gen['decode_tokens_per_s'])}; {num((gen.get('batch') or {}).get('decode_tokens_per_s'))}"
+            for suffix, against in (("nosubgroups", "subgroup sums (the default) vs workgroup memory only (HEARTH_SUBGROUPS=0, the browser's kernels)"),
+                                    ("host-picks", "greedy tokens picked on the GPU (the default; one sequence run a token ahead) vs the logits read and picked on the host (HEARTH_DECODE_AHEAD=0)")):
+                other = results.get(f"generate-{name}-{suffix}")
+                if other:
+                    add(f"{name} decode tokens/s, one sequence; 8 together: {against}", pair(g), pair(other),
+                        ratio(g["decode_tokens_per_s"], other["decode_tokens_per_s"]), "")
             sampled = results.get(f"generate-{name}-sampled")
             if sampled:
                 add(f"{name} decode tokens/s, one sequence; 8 together: sampled (temperature 0.7, top_p 0.9; the host's sampling ms a token; a step) vs greedy",
-                    f"{num(sampled['decode_tokens_per_s'])}; {num((sampled.get('batch') or {}).get('decode_tokens_per_s'))} "
-                    f"({num(sampled.get('host_sampling_ms_per_token'), 3)}; {num((sampled.get('batch') or {}).get('host_sampling_ms_per_step'), 3)} ms)",
-                    f"{num(g['decode_tokens_per_s'])}; {num((together or {}).get('decode_tokens_per_s'))}",
-                    ratio(sampled["decode_tokens_per_s"], g["decode_tokens_per_s"]), "")
+                    f"{pair(sampled)} ({num(sampled.get('host_sampling_ms_per_token'), 3)}; {num((sampled.get('batch') or {}).get('host_sampling_ms_per_step'), 3)} ms)",
+                    pair(g), ratio(sampled["decode_tokens_per_s"], g["decode_tokens_per_s"]), "")
             if g.get("prefill_dispatches") is not None:
                 gpu_ms = g.get("prefill_gpu_ms")
                 add(f"{name} prefill: launches; host ms (GPU ms)", f"{g['prefill_dispatches']}; {num(g['prefill_host_ms'])} ({num(gpu_ms)})", "", "", "")

@@ -669,8 +669,7 @@ impl GpuContext {
         rec.encoder.as_mut().expect("encoder just made")
     }
 
-    /// Submits every dispatch recorded so far.
-    /// Submits the work recorded so far; its submission's index, where there was any.
+    /// Submits every dispatch recorded so far; the submission's index, where there was any.
     pub fn flush(&self) -> Option<wgpu::SubmissionIndex> {
         let mut rec = self.recording.lock().unwrap();
         self.submit(&mut rec)

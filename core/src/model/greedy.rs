@@ -63,18 +63,17 @@ impl Model {
 pub async fn decode_greedy(ctx: &GpuContext, model: &mut Model, max: usize, accept: impl FnMut(u32) -> Result<bool>) -> Result<()> {
     let start = model.cache.len();
     let mut kept = 0;
-    let run = decode_ahead(ctx, model, max, accept, &mut kept).await;
+    let run = pick_ahead(ctx, model, start, max, accept, &mut kept).await;
     model.rewind(start + kept);
     run
 }
 
-/// [`decode_greedy`]'s loop, counting the tokens it keeps in `kept` as it goes (so that the
-/// cache can be rewound to them whatever ends it).
-async fn decode_ahead(ctx: &GpuContext, model: &mut Model, max: usize, mut accept: impl FnMut(u32) -> Result<bool>, kept: &mut usize) -> Result<()> {
+/// [`decode_greedy`]'s loop after the `start` tokens the cache held, counting the tokens it
+/// keeps in `kept` as it goes (so that the cache can be rewound to them whatever ends it).
+async fn pick_ahead(ctx: &GpuContext, model: &mut Model, start: usize, max: usize, mut accept: impl FnMut(u32) -> Result<bool>, kept: &mut usize) -> Result<()> {
     if max == 0 {
         return Ok(());
     }
-    let start = model.cache.len();
     // runs the k-th token (from 1) where another may follow it and the cache has room
     let can_run = |model: &Model, k: usize| k < max && model.check_room(&model.cache, 1).is_ok();
     let mut pending = model.pick(ctx, can_run(model, 1))?;
