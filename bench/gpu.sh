@@ -133,8 +133,8 @@ run generate-smollm2-135m-nosubgroups 20 env HEARTH_SUBGROUPS=0 "$HEARTH" bench 
 # greedy decoding reading the logits and picking on the host, against picking on the GPU
 # (the default: one sequence a token ahead; 8 together reading their tokens, not their logits)
 run generate-smollm2-135m-host-picks 20 env HEARTH_DECODE_AHEAD=0 "$HEARTH" bench generate "$MODELS/smollm2-135m" --prompt-tokens 128 --new-tokens $NEW --batch 8 --json
-# sampled decoding (the host samples from the logits it reads; a server's default), one
-# sequence and 8 together: tokens/s and the host's sampling time
+# sampled decoding (a server's default), one sequence and 8 together: its tokens drawn on the
+# GPU as greedy ones are picked (a token ahead; the tokens read, not the logits)
 run generate-smollm2-135m-sampled 20 "$HEARTH" bench generate "$MODELS/smollm2-135m" --prompt-tokens 128 --new-tokens $NEW --temperature 0.7 --top-p 0.9 --batch 8 --json
 run ops-lora-split256 20 env HEARTH_SPLIT_WORKGROUPS=256 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 # Last, so that the benches get their time: the GPU kernels against the CPU references on

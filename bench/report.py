@@ -150,7 +150,7 @@ def main():
                         ratio(g["decode_tokens_per_s"], other["decode_tokens_per_s"]), "")
             sampled = results.get(f"generate-{name}-sampled")
             if sampled:
-                add(f"{name} decode tokens/s, one sequence; 8 together: sampled (temperature 0.7, top_p 0.9; the host's sampling ms a token; a step) vs greedy",
+                add(f"{name} decode tokens/s, one sequence; 8 together: sampled (temperature 0.7, top_p 0.9, drawn on the GPU; the host's sampling ms a token; a step, where it samples) vs greedy",
                     f"{pair(sampled)} ({num(sampled.get('host_sampling_ms_per_token'), 3)}; {num((sampled.get('batch') or {}).get('host_sampling_ms_per_step'), 3)} ms)",
                     pair(g), ratio(sampled["decode_tokens_per_s"], g["decode_tokens_per_s"]), "")
             if g.get("prefill_dispatches") is not None:

@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use hearth_core::gpu::Profile;
 use hearth_core::model::forward::KvCache;
-use hearth_core::model::greedy::decode_greedy;
+use hearth_core::model::gpu_picks::decode_on_gpu;
 use hearth_core::model::sampling::{Sampler, SamplingParams};
 use hearth_core::model::Model;
 use hearth_core::GpuContext;
@@ -36,7 +36,8 @@ pub struct BenchGenerateArgs {
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Sample the decoded tokens at this temperature, as generate and serve do (0: greedy,
-    /// the default); with --top-p and --top-k. The host's sampling is part of a token's time.
+    /// the default); with --top-p and --top-k. The GPU picks them where it can
+    /// (`HEARTH_DECODE_AHEAD=0`: the host, its sampling part of a token's time).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
     #[arg(long, default_value_t = 1.0)]
@@ -65,12 +66,12 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     // the two phases use exists before they are timed (past 256 tokens of context a decoded
     // token's attention takes launches a shorter one does not)
     let sampling = SamplingParams { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, ..Default::default() };
-    let mut sampler = Sampler::new(sampling.clone());
-    // greedy decoding picks on the GPU, a token ahead, where it can (as generate does)
-    let ahead = sampler.is_greedy() && model.decodes_ahead(&ctx);
+    let sampler = Sampler::new(sampling.clone());
+    // decoding picks on the GPU, a token ahead, where it can (as generate does)
+    let ahead = sampler.picks_on_gpu() && model.decodes_ahead(&ctx);
     block(model.forward(&ctx, &prompt))?;
     if ahead {
-        block(decode_greedy(&ctx, &mut model, 3, |_| Ok(true)))?;
+        block(decode_on_gpu(&ctx, &mut model, sampler.pick(0), 3, |_| Ok(true)))?;
     } else {
         block(model.forward(&ctx, &prompt[..1]))?;
     }
@@ -86,11 +87,11 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     let mut sampling_s = 0.0;
     if ahead {
         // new_tokens run, and the one after them picked, as the loop below
-        block(decode_greedy(&ctx, &mut model, a.new_tokens + 1, |_| Ok(true)))?;
+        block(decode_on_gpu(&ctx, &mut model, sampler.pick(0), a.new_tokens + 1, |_| Ok(true)))?;
     } else {
-        for _ in 0..a.new_tokens {
+        for draw in 0..a.new_tokens as u32 {
             let sampled = Instant::now();
-            let next = sampler.sample(&mut logits, &[]);
+            let next = sampler.sample(&mut logits, &[], draw);
             sampling_s += sampled.elapsed().as_secs_f64();
             logits = block(model.forward(&ctx, &[next]))?;
         }
@@ -146,16 +147,11 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     println!("|---------|-------:|--------:|---------:|");
     println!("| prefill | {:6} | {:7.3} | {:8.1} |", prompt.len(), prefill, prompt.len() as f64 / prefill);
     println!("| decode  | {:6} | {:7.3} | {:8.1} |", a.new_tokens, decode, a.new_tokens as f64 / decode);
-    if a.temperature > 0.0 {
-        println!(
-            "decode sampled at temperature {}, top-p {}, top-k {}: {:.3} ms of host time a token sampling",
-            a.temperature,
-            a.top_p,
-            a.top_k,
-            sampling_s * 1e3 / per_token
-        );
-    } else if ahead {
-        println!("decode greedy, each token picked on the GPU and run before the host reads it");
+    let how = if a.temperature > 0.0 { format!("sampled at temperature {}, top-p {}, top-k {}", a.temperature, a.top_p, a.top_k) } else { "greedy".into() };
+    if ahead {
+        println!("decode {how}, each token picked on the GPU and run before the host reads it");
+    } else {
+        println!("decode {how}: {:.3} ms of host time a token picking it", sampling_s * 1e3 / per_token);
     }
     println!(
         "prefill: {} launches, {:.2} ms of host time{}",
@@ -191,8 +187,8 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
 struct Together {
     tokens_per_s: f64,
     profile: Profile,
-    /// Whether each step's tokens were picked on the GPU (greedy) rather than sampled from
-    /// the logits read back.
+    /// Whether each step's tokens were picked on the GPU rather than sampled from the logits
+    /// read back.
     picked_on_gpu: bool,
     /// The host's time sampling a step's rows (on its cores at once), where it does.
     sampling_ms_per_step: Option<f64>,
@@ -206,43 +202,45 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
         bail!("--batch {batch}: this model decodes at most {} sequences at once here (the prompt's chunk)", model.max_batch());
     }
     let mut caches = model.new_caches(ctx, batch)?;
-    let mut samplers: Vec<Sampler> = (0..batch as u64).map(|seed| Sampler::new(SamplingParams { seed, ..sampling.clone() })).collect();
+    let samplers: Vec<Sampler> = (0..batch as u64).map(|seed| Sampler::new(SamplingParams { seed, ..sampling.clone() })).collect();
     let mut next = Vec::with_capacity(batch);
-    for (cache, sampler) in caches.iter_mut().zip(&mut samplers) {
+    for (cache, sampler) in caches.iter_mut().zip(&samplers) {
         model.swap_cache(cache);
         let logits = block(model.forward(ctx, prompt));
         model.swap_cache(cache);
-        next.push(sampler.sample(&mut logits?, &[]));
+        next.push(sampler.sample(&mut logits?, &[], 0));
     }
     let vocab = model.cfg.vocab_size;
-    // as hearth serve steps: greedy sequences' tokens picked on the GPU
-    let greedy = ctx.decode_ahead() && samplers[0].is_greedy();
+    // as hearth serve steps: the tokens picked on the GPU where it can
+    let on_gpu = ctx.decode_ahead() && samplers[0].picks_on_gpu();
     let sampling_s = std::cell::Cell::new(0.0);
-    let step = |model: &mut Model, caches: &mut [KvCache], samplers: &mut [Sampler], tokens: &[u32]| -> Result<Vec<u32>> {
+    // step `draw` (the first new token was draw 0)
+    let step = |model: &mut Model, caches: &mut [KvCache], tokens: &[u32], draw: u32| -> Result<Vec<u32>> {
         let mut held: Vec<&mut KvCache> = caches.iter_mut().collect();
-        if greedy {
-            return block(model.decode_batch_greedy(ctx, &mut held, tokens));
+        if on_gpu {
+            let picks: Vec<_> = samplers.iter().map(|s| s.pick(draw)).collect();
+            return block(model.decode_batch_picked(ctx, &mut held, tokens, &picks));
         }
         let mut logits = block(model.decode_batch(ctx, &mut held, tokens))?;
         // the rows sampled at once, as hearth serve samples them
         let sampled = Instant::now();
-        let ids = map_on_cores(logits.chunks_mut(vocab).zip(samplers).collect(), |(row, sampler)| sampler.sample(row, &[]));
+        let ids = map_on_cores(logits.chunks_mut(vocab).zip(&samplers).collect(), |(row, sampler)| sampler.sample(row, &[], draw));
         sampling_s.set(sampling_s.get() + sampled.elapsed().as_secs_f64());
         Ok(ids)
     };
-    step(model, &mut caches, &mut samplers, &next)?;
+    step(model, &mut caches, &next, 1)?;
     sampling_s.set(0.0);
     for cache in &mut caches {
         cache.rewind(prompt.len());
     }
     ctx.profile_begin();
     let start = Instant::now();
-    for _ in 0..new_tokens {
-        next = step(model, &mut caches, &mut samplers, &next)?;
+    for draw in 1..=new_tokens as u32 {
+        next = step(model, &mut caches, &next, draw)?;
     }
     let secs = start.elapsed().as_secs_f64();
-    let sampling_ms_per_step = (!greedy).then(|| sampling_s.get() * 1e3 / new_tokens.max(1) as f64);
-    Ok(Together { tokens_per_s: (batch * new_tokens) as f64 / secs, profile: block(ctx.profile_end())?, picked_on_gpu: greedy, sampling_ms_per_step })
+    let sampling_ms_per_step = (!on_gpu).then(|| sampling_s.get() * 1e3 / new_tokens.max(1) as f64);
+    Ok(Together { tokens_per_s: (batch * new_tokens) as f64 / secs, profile: block(ctx.profile_end())?, picked_on_gpu: on_gpu, sampling_ms_per_step })
 }
 
 fn block<T>(f: impl std::future::Future<Output = hearth_core::Result<T>>) -> Result<T> {

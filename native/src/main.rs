@@ -79,8 +79,8 @@ enum Command {
 /// kernels without wgpu's runtime checks where HEARTH_SHADER_CHECKS=0, the tiled kernels'
 /// tiles and split reductions as HEARTH_TILES and HEARTH_SPLIT_WORKGROUPS say (to compare
 /// with the heuristics on a GPU), the tile size tuned for the GPU as HEARTH_TUNE says
-/// (tile_tuning.rs), greedy decoding on the host where HEARTH_DECODE_AHEAD=0, and says which
-/// it picked.
+/// (tile_tuning.rs), decoding's tokens picked on the host where HEARTH_DECODE_AHEAD=0, and
+/// says which it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
@@ -130,7 +130,7 @@ pub fn open_gpu() -> Result<GpuContext> {
     match std::env::var("HEARTH_DECODE_AHEAD").as_deref() {
         Ok("0") => ctx = ctx.with_decode_ahead(false),
         Ok("1") | Err(_) => {}
-        Ok(other) => bail!("HEARTH_DECODE_AHEAD={other:?}: expected 0 (greedy decoding reads the logits and picks on the host, a token at a time) or 1 (picks on the GPU, a token ahead, the default)"),
+        Ok(other) => bail!("HEARTH_DECODE_AHEAD={other:?}: expected 0 (decoding reads the logits and picks each token on the host, a token at a time) or 1 (picks on the GPU, a token ahead, the default)"),
     }
     match std::env::var("HEARTH_SUBGROUPS").as_deref() {
         Ok("0") => ctx = ctx.with_subgroup_reductions(false),
@@ -150,7 +150,7 @@ pub fn open_gpu() -> Result<GpuContext> {
             (true, false) => ", f16 matmuls: forwards and input gradients in f16 tiles",
         },
         if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" },
-        if ctx.decode_ahead() { "" } else { ", greedy decoding picking on the host" },
+        if ctx.decode_ahead() { "" } else { ", decoding picking its tokens on the host" },
         // (the split where it is not described with the tiles)
         match (ctx.kernel_paths(), tiles.split_workgroups) {
             (KernelPaths::Gpu, _) => format!(", {}", tile_tuning::describe(ctx.tile_choice())),

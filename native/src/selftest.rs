@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use hearth_core::model::sampling;
-use hearth_core::ops::argmax::argmax;
+use hearth_core::ops::sample::{pick_tokens, TokenPick};
 use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::ops::{cpu, cross_entropy, rmsnorm};
 use hearth_core::ops::matmul::{choose_tiling, matmul_gemv_normed, matmul_with, Accumulate, InputNorm, MatmulDims, MatmulKind, MatmulTiling};
@@ -52,9 +52,9 @@ fn print_paths(ctx: &GpuContext) {
         }
     );
     println!(
-        "  greedy decoding      {}",
+        "  picking tokens       {}",
         if ctx.decode_ahead() {
-            "each token picked on the GPU (argmax) and run before the host reads it, where the model's embeddings are on the GPU (tied)"
+            "each token picked on the GPU (greedy, or drawn as the host's sampler draws) and run before the host reads it, where the model's embeddings are on the GPU (tied)"
         } else {
             "the logits read and the token picked on the host (HEARTH_DECODE_AHEAD=0)"
         }
@@ -214,7 +214,8 @@ pub fn run() -> Result<()> {
     cpu::matmul_forward(&mut want, &to64(&x), &to64(&w), m, n, k);
     let mut failed = 0;
     // Tolerance: f32 sums of 128 products of magnitude ≤ 1; an f16 input gradient's error
-    // relative to its products (check_f16_input_gradient): 1.5e-3; the argmax's index exactly.
+    // relative to its products (check_f16_input_gradient): 1.5e-3; the greedy pick's index
+    // exactly, a draw's perturbed logit to rounding (sampling::draw_score).
     let mut report = |name: String, diff: f64, limit: f64| {
         let ok = diff < limit;
         failed += usize::from(!ok);
@@ -234,13 +235,24 @@ pub fn run() -> Result<()> {
         let got = pollster::block_on(ctx.read_f32(&yb))?;
         report(format!("matmul_{format:?}_forward").to_lowercase(), largest_diff(&got, &want), 1e-3);
     }
-    // greedy decoding's pick: a vocabulary's logits of seven levels (the first of ties)
+    // decoding's picks from a vocabulary's logits: greedy among seven levels (the first of
+    // ties), and a draw from the top 50's nucleus of 0.9 at temperature 0.8
     let v = 49_152;
-    let logits: Vec<f32> = (0..v).map(|_| rng.below(7) as f32).collect();
+    let levels: Vec<f32> = (0..v).map(|_| rng.below(7) as f32).collect();
+    let spread = rng.vec_uniform(v, -8.0, 8.0);
     let picked = ctx.alloc_f32(4)?;
-    argmax(&ctx, &picked, &ctx.upload_f32(&logits)?, 1, v)?;
-    let got = pollster::block_on(ctx.read_f32(&picked))?[0] as f64;
-    report(format!("argmax of {v} values (greedy decoding's pick)"), (got - sampling::argmax(&logits) as f64).abs(), 0.5);
+    let greedy = TokenPick { temperature: 0.0, top_k: 0, top_p: 1.0, seed_hash: 0, draw: 0 };
+    let drawn = TokenPick { temperature: 0.8, top_k: 50, top_p: 0.9, seed_hash: sampling::seed_hash(7), draw: 3 };
+    for (what, logits, pick) in [("greedy", &levels, greedy), ("a draw", &spread, drawn)] {
+        pick_tokens(&ctx, &picked, &ctx.upload_f32(logits)?, &[pick], v)?;
+        let got = pollster::block_on(ctx.read_f32(&picked))?[0] as u32;
+        let want = sampling::pick_token(logits, &pick);
+        let diff = match pick.temperature > 0.0 {
+            true => (sampling::draw_score(logits, &pick, got) - sampling::draw_score(logits, &pick, want)).abs() as f64,
+            false => got.abs_diff(want) as f64,
+        };
+        report(format!("pick of {v} logits ({what})"), diff, if pick.temperature > 0.0 { 1e-4 } else { 0.5 });
+    }
     // The reductions' variants: the subgroup one (where the adapter has subgroups), then
     // the workgroup-memory one.
     let with_subgroups = ctx.subgroup_reductions();

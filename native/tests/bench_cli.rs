@@ -84,34 +84,44 @@ fn bench_generate_json_reports_both_phases() {
     assert!(f(&v, "host_ms_per_token") > 0.0);
     assert_eq!((f(&v, "bind_groups_created_per_token"), f(&v, "buffers_created_per_token")), (0.0, 0.0));
     assert_eq!(f(&v["sampling"], "temperature"), 0.0, "greedy by default: {v}");
-    // greedy tokens are picked on the GPU, a token ahead, where it looks them up (tied
-    // embeddings, as tiny-llama32's; tiny-llama's stay on the host), unless
-    // HEARTH_DECODE_AHEAD=0: one launch more a token (the argmax) and one picking the token
+    // tokens are picked on the GPU, a token ahead, where it looks them up (tied embeddings,
+    // as tiny-llama32's; tiny-llama's stay on the host), greedy or sampled, unless
+    // HEARTH_DECODE_AHEAD=0: one launch more a token (the pick) and one picking the token
     // after the last (where the host reads the last logits), nothing created
     assert_eq!(v["decode_ahead"], false, "{v}");
     let args = ["generate", "tests/fixtures/tiny-llama32", "--prompt-tokens", "8", "--new-tokens", "3"];
-    let ahead = bench(&args);
-    assert_eq!(ahead["decode_ahead"], true, "{ahead}");
-    assert!(ahead["host_sampling_ms_per_token"].is_null(), "{ahead}");
-    assert_eq!((f(&ahead, "bind_groups_created_per_token"), f(&ahead, "buffers_created_per_token")), (0.0, 0.0));
     let cache = std::env::temp_dir().join(format!("hearth-ahead-{}", std::process::id()));
-    let host = bench_with(&args, &[("HEARTH_DECODE_AHEAD", "0")], &cache);
-    let _ = std::fs::remove_dir_all(&cache);
-    assert_eq!(host["decode_ahead"], false, "{host}");
-    let launches = |v: &Value| 3.0 * f(v, "dispatches_per_token");
-    assert!((launches(&ahead) - (launches(&host) + 3.0 + 1.0)).abs() < 1e-9, "{ahead}\n{host}");
-    // sampled, one sequence and two together (each its own sampler, as serve's requests)
-    let v = bench(&["generate", "tests/fixtures/tiny-llama", "--prompt-tokens", "8", "--new-tokens", "3", "--temperature", "0.8", "--top-p", "0.9", "--batch", "2"]);
+    let on_host = [("HEARTH_DECODE_AHEAD", "0")];
+    for sampled in [&[][..], &["--temperature", "0.7", "--top-k", "20", "--top-p", "0.9"]] {
+        let args = [&args[..], sampled].concat();
+        let ahead = bench(&args);
+        assert_eq!(ahead["decode_ahead"], true, "{ahead}");
+        assert!(ahead["host_sampling_ms_per_token"].is_null(), "{ahead}");
+        assert_eq!((f(&ahead, "bind_groups_created_per_token"), f(&ahead, "buffers_created_per_token")), (0.0, 0.0));
+        let host = bench_with(&args, &on_host, &cache);
+        assert_eq!(host["decode_ahead"], false, "{host}");
+        let launches = |v: &Value| 3.0 * f(v, "dispatches_per_token");
+        assert!((launches(&ahead) - (launches(&host) + 3.0 + 1.0)).abs() < 1e-9, "{ahead}\n{host}");
+    }
+    // sampled, one sequence and two together (each its own sampler, as serve's requests): the
+    // one's tokens sampled on the host here, the batch's picked on the GPU
+    let args = ["generate", "tests/fixtures/tiny-llama", "--prompt-tokens", "8", "--new-tokens", "3", "--temperature", "0.8", "--top-p", "0.9", "--batch", "2"];
+    let v = bench(&args);
     assert_eq!((f(&v["sampling"], "temperature"), f(&v["sampling"], "top_k")), (0.8f32 as f64, 0.0), "{v}");
     assert!(f(&v, "decode_tokens_per_s") > 0.0 && f(&v["batch"], "decode_tokens_per_s") > 0.0, "{v}");
-    assert_eq!(v["batch"]["picked_on_gpu"], false, "{v}");
-    // the host's time sampling: a token's, a step's rows'
-    assert!(f(&v, "host_sampling_ms_per_token") > 0.0 && f(&v["batch"], "host_sampling_ms_per_step") > 0.0, "{v}");
-    // greedy sequences together: their tokens picked on the GPU, one launch more a step
+    assert!(f(&v, "host_sampling_ms_per_token") > 0.0, "{v}");
+    assert_eq!(v["batch"]["picked_on_gpu"], true, "{v}");
+    assert!(v["batch"]["host_sampling_ms_per_step"].is_null(), "{v}");
+    // the batch's rows sampled on the host: one launch fewer a step, the host's time sampling
+    let host = bench_with(&args, &on_host, &cache);
+    let _ = std::fs::remove_dir_all(&cache);
+    assert_eq!(host["batch"]["picked_on_gpu"], false, "{host}");
+    assert!(f(&host["batch"], "host_sampling_ms_per_step") > 0.0, "{host}");
+    assert_eq!(f(&v["batch"], "dispatches_per_step"), f(&host["batch"], "dispatches_per_step") + 1.0, "{v}\n{host}");
+    // greedy sequences together: as sampled ones
     let greedy = bench(&["generate", "tests/fixtures/tiny-llama", "--prompt-tokens", "8", "--new-tokens", "3", "--batch", "2"]);
     assert_eq!(greedy["batch"]["picked_on_gpu"], true, "{greedy}");
-    assert!(greedy["batch"]["host_sampling_ms_per_step"].is_null(), "{greedy}");
-    assert_eq!(f(&greedy["batch"], "dispatches_per_step"), f(&v["batch"], "dispatches_per_step") + 1.0, "{greedy}\n{v}");
+    assert_eq!(f(&greedy["batch"], "dispatches_per_step"), f(&v["batch"], "dispatches_per_step"), "{greedy}\n{v}");
 }
 
 /// The Q8_0 rows, with the forward and input gradient in f16 tiles where the adapter has

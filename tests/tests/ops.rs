@@ -5,7 +5,7 @@ use hearth_core::ops::attention::{attention_backward_with, attention_decode, att
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::block_copy::{block_copy, Columns};
 use hearth_core::ops::swiglu::Activation;
-use hearth_core::ops::{adamw, argmax, cross_entropy, dropout, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
+use hearth_core::ops::{adamw, cross_entropy, dropout, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
 use hearth_tests::*;
 
 // Element-wise kernels: f32 rounding of a few operations.
@@ -928,36 +928,67 @@ fn arena_views_keep_to_their_parts() {
 }
 
 #[test]
-fn argmax_matches_the_hosts() {
-    // the first of equal largest values (few levels: many ties), -inf, a largest value first
-    // or last, lengths around the workgroup's 256 and a vocabulary's; each row alone and all
-    // of them as the rows of one launch
-    use hearth_core::model::sampling::argmax;
+fn picked_tokens_match_the_hosts() {
+    // Greedy: the first of equal largest values (few levels: many ties), -inf, a largest value
+    // first or last, lengths around the workgroup's 256 and a vocabulary's. Sampled: the same
+    // logits at temperatures, top-k and top-p (ties at the thresholds among the levels), draws
+    // and seeds of their own. Each row alone and all of them as the rows of launches of 16.
+    use hearth_core::model::sampling::{draw_score, pick_token, seed_hash};
+    use hearth_core::ops::sample::{pick_tokens, TokenPick};
     with_gpu!(ctx => {
         let mut rng = Rng::new(31);
+        let (mut picks_compared, mut near_ties) = (0, 0);
         for n in [1, 2, 255, 256, 257, 1000, 49_152, 151_936] {
             let levels: Vec<f32> = (0..n).map(|_| (rng.below(7) as f32 - 3.0) * 0.5).collect();
             let mut first = levels.clone();
             first[0] = 9.0;
             let mut last = levels.clone();
             last[n - 1] = 9.0;
-            let fine = u(&mut rng, n);
+            let fine: Vec<f32> = u(&mut rng, n).iter().map(|x| 8.0 * x).collect();
             let mut none = vec![f32::NEG_INFINITY; n];
             if n > 3 {
                 none[n - 2] = -1e30;
             }
-            let rows = [("levels", levels), ("largest first", first), ("largest last", last), ("uniform", fine), ("-inf", none)];
+            let logits = [("levels", levels), ("largest first", first), ("largest last", last), ("uniform", fine), ("-inf", none)];
+            let greedy = TokenPick { temperature: 0.0, top_k: 0, top_p: 1.0, seed_hash: 0, draw: 0 };
+            let sampled = |i: usize| TokenPick {
+                temperature: [1.0, 0.7, 1.5, 0.3][i % 4],
+                top_k: [0, 0, 1, 40, 3][i % 5],
+                top_p: [1.0, 0.9, 0.5, 1.0, 0.0, 0.95][i % 6],
+                seed_hash: seed_hash(i as u64 / 3),
+                draw: (i % 3) as u32,
+            };
+            // (which logits, how): every logits greedy, the uniform and the levels' sampled
+            let mut rows: Vec<(usize, TokenPick)> = (0..logits.len()).map(|l| (l, greedy)).collect();
+            rows.extend((0..if n > 50_000 { 6 } else { 24 }).map(|i| (if i % 2 == 0 { 3 } else { 0 }, sampled(i))));
             let out = poisoned(ctx, rows.len());
-            for (what, x) in &rows {
-                argmax::argmax(ctx, &out, &upload(ctx, x), 1, n).unwrap();
-                assert_eq!(read(ctx, &out)[0], argmax(x) as f32, "{what}, {n} values");
+            let mut check = |got: f32, (l, pick): &(usize, TokenPick), launch: &str| {
+                let (what, x) = &logits[*l];
+                let want = pick_token(x, pick);
+                picks_compared += 1;
+                if got == want as f32 || pick.temperature <= 0.0 {
+                    assert_eq!(got, want as f32, "{what}, {n} values, {pick:?} ({launch})");
+                    return;
+                }
+                // a draw's two best perturbed logits agreeing to rounding may swap
+                let (g, w) = (draw_score(x, pick, got as u32), draw_score(x, pick, want));
+                assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{what}, {n} values, {pick:?} ({launch}): picked {got} (score {g}), the host {want} (score {w})");
+                near_ties += 1;
+            };
+            for row in &rows {
+                pick_tokens(ctx, &out, &upload(ctx, &logits[row.0].1), &[row.1], n).unwrap();
+                check(read(ctx, &out)[0], row, "alone");
             }
-            argmax::argmax(ctx, &out, &upload(ctx, &rows.iter().flat_map(|r| r.1.clone()).collect::<Vec<_>>()), rows.len(), n).unwrap();
-            let want: Vec<f32> = rows.iter().map(|(_, x)| argmax(x) as f32).collect();
-            assert_eq!(read(ctx, &out), want, "{} rows of {n} values", rows.len());
+            let all: Vec<f32> = rows.iter().flat_map(|(l, _)| logits[*l].1.clone()).collect();
+            let picks: Vec<TokenPick> = rows.iter().map(|r| r.1).collect();
+            pick_tokens(ctx, &out, &upload(ctx, &all), &picks, n).unwrap();
+            for (got, row) in read(ctx, &out).into_iter().zip(&rows) {
+                check(got, row, "in launches of 16");
+            }
         }
+        assert!(near_ties * 100 <= picks_compared, "{near_ties} of {picks_compared} picks differ from the host's");
         let out = poisoned(ctx, 4);
-        let err = argmax::argmax(ctx, &out, &upload(ctx, &[1.0; 8]), 1, 0).unwrap_err().to_string();
-        assert!(err.contains("argmax: 0 values"), "{err}");
+        let err = pick_tokens(ctx, &out, &upload(ctx, &[1.0; 8]), &[TokenPick { temperature: 0.0, top_k: 0, top_p: 1.0, seed_hash: 0, draw: 0 }], 0).unwrap_err().to_string();
+        assert!(err.contains("pick_tokens: 0 logits a row"), "{err}");
     });
 }

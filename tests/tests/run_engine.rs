@@ -4,7 +4,8 @@
 
 use hearth_core::io::load::{load_hf_folder, LoadedModel};
 use hearth_core::lora::{Adapter, LoraConfig, Target};
-use hearth_core::model::greedy::decode_greedy;
+use hearth_core::model::gpu_picks::decode_on_gpu;
+use hearth_core::model::sampling::{Sampler, SamplingParams};
 use hearth_core::model::{Model, ModelOptions, WeightFormat};
 use hearth_core::ops::adamw::AdamwConfig;
 use hearth_core::train::data::{parse_records, DataOptions, Record, Template};
@@ -351,8 +352,9 @@ fn a_run_creates_no_buffers_or_bind_groups_after_its_first_epoch() {
 
 /// Decoding creates no GPU buffers and no bind groups after its first token, on both kernel
 /// paths (Q4_0 weights, as GGUF models decode): the attention over a longer cache each
-/// token binds the same buffers. Likewise greedy decoding on the GPU, a token ahead, after its
-/// first two (a model of tied embeddings, which the GPU looks up): two readbacks in flight.
+/// token binds the same buffers. Likewise decoding on the GPU, a token ahead, after its first
+/// two (a model of tied embeddings, which the GPU looks up; tokens drawn at a temperature from
+/// a nucleus): two readbacks in flight.
 #[test]
 fn decoding_creates_no_buffers_or_bind_groups_after_its_first_token() {
     let q4_0 = || Some(WeightFormat::parse("q4_0").unwrap());
@@ -361,9 +363,10 @@ fn decoding_creates_no_buffers_or_bind_groups_after_its_first_token() {
         let mut model = Model::new(&ctx, &tied.cfg, tied.weights.clone(), ModelOptions { chunk: 16, max_seq: 128, max_binding: None }).unwrap();
         assert!(model.decodes_ahead(&ctx));
         pollster::block_on(model.forward(&ctx, &[1, 2, 3, 4, 5])).unwrap();
-        pollster::block_on(decode_greedy(&ctx, &mut model, 3, |_| Ok(true))).unwrap();
+        let sampler = Sampler::new(SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.9, ..Default::default() });
+        pollster::block_on(decode_on_gpu(&ctx, &mut model, sampler.pick(0), 3, |_| Ok(true))).unwrap();
         ctx.profile_begin();
-        pollster::block_on(decode_greedy(&ctx, &mut model, 40, |_| Ok(true))).unwrap();
+        pollster::block_on(decode_on_gpu(&ctx, &mut model, sampler.pick(3), 40, |_| Ok(true))).unwrap();
         let p = pollster::block_on(ctx.profile_end()).unwrap();
         let what = format!("{:?} kernels, 40 tokens picked on the GPU ({} launches)", ctx.kernel_paths(), p.dispatches);
         assert_eq!((p.bind_groups_created, p.buffers_created), (0, 0), "{what}: bind groups and buffers created");

@@ -419,17 +419,19 @@ fn reusing_the_cache_generates_what_a_fresh_start_does() {
     });
 }
 
-/// Greedy generation picks each token on the GPU and runs it before the host reads it
-/// (model/greedy.rs); it must generate what reading the logits and picking on the host does
+/// Generation picks each token on the GPU and runs it before the host reads it
+/// (model/gpu_picks.rs); it must generate what reading the logits and picking on the host does
 /// (the loop `hearth serve` runs), token for token and piece for piece, and leave the cache
 /// as it does, wherever it stops: at max_new_tokens (0, 1 and 8), at a stop string, at EOS,
-/// when the caller cancels, and with no room left in the cache (the same error); and with an
-/// adapter on every linear layer. The tokens it ran ahead are dropped. Both kernel paths, a
-/// model of tied embeddings (looked up on the GPU) and a prompt of two chunks.
+/// when the caller cancels, and with no room left in the cache (the same error); with an
+/// adapter on every linear layer; greedy and sampled (the same seeded draws). The tokens it ran
+/// ahead are dropped. Both kernel paths, a model of tied embeddings (looked up on the GPU) and a
+/// prompt of two chunks.
 #[test]
-fn greedy_decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
+fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
     use hearth_core::lora::{Adapter, LoraConfig, Target};
     use hearth_core::model::generate::{generate_until, Decoding, GenerateParams, Generation, StopReason};
+    use hearth_core::model::sampling::SamplingParams;
     use hearth_core::model::Tokenizer;
     type Outcome = (Result<Generation, String>, Vec<String>, usize);
     fn on_host(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, prompt: &[u32], params: &GenerateParams, cancel_at: usize) -> Outcome {
@@ -490,6 +492,16 @@ fn greedy_decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
         cases.push(Case { cancel_at: 1, ends: Some(StopReason::Cancelled), ..case("cancelled at the first piece".into(), &params) });
         cases.push(Case { max_seq: prompt.len() + 3, ends: None, ..case("no room for the fourth token".into(), &params) });
         cases.push(Case { adapter: true, ..case("an adapter on every linear layer".into(), &params) });
+        for (t, top_k, top_p) in [(0.8, 0, 1.0), (1.2, 20, 0.9), (0.6, 0, 0.5)] {
+            let sampling = SamplingParams { temperature: t, top_k, top_p, seed: 5, ..Default::default() };
+            let params = GenerateParams { sampling, max_new_tokens: 12, ..params.clone() };
+            cases.push(case(format!("sampled at T {t}, top-k {top_k}, top-p {top_p}"), &params));
+        }
+        // sampled until a token it draws (a new one, third or later) as EOS
+        let sampled = GenerateParams { sampling: SamplingParams { temperature: 1.0, seed: 1, ..Default::default() }, ..params.clone() };
+        let ids = on_host(ctx, &mut model, &tok, &prompt, &sampled, usize::MAX).0.unwrap().ids;
+        let eos = ids.iter().enumerate().skip(2).find(|(k, id)| !ids[..*k].contains(id)).map(|(_, &id)| id).expect("a new id");
+        cases.push(Case { ends: Some(StopReason::Eos), eos: Some(eos), ..case(format!("sampled, EOS {eos}"), &sampled) });
         for Case { what, params, cancel_at, eos, max_seq, adapter, ends } in cases {
             tok.eos_ids = eos.map_or(model_eos.clone(), |id| vec![id]);
             let what = format!("{:?} kernels, {what}", ctx.kernel_paths());
@@ -516,19 +528,25 @@ fn greedy_decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
     }
 }
 
-/// A batch of greedy sequences (a server's requests at temperature 0) has its tokens picked
-/// on the GPU and reads only them: the argmax of each row of the logits the batch would have
-/// read, step after step, on both kernel paths, caches made together (one attention launch)
-/// or apart, one row and three.
+/// A batch of sequences (a server's requests) has its tokens picked on the GPU and reads only
+/// them: what the host picks from each row of the logits the batch would have read, step after
+/// step (greedy rows, and rows drawing at their own temperature, top-k, top-p and seed), on
+/// both kernel paths, caches made together (one attention launch) or apart, one row and three.
 #[test]
-fn a_greedy_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
-    use hearth_core::model::sampling::argmax;
+fn a_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
+    use hearth_core::model::sampling::{argmax, pick_token, Sampler, SamplingParams};
     let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
     let prompts: [Vec<u32>; 3] = [vec![3, 17, 99], vec![5, 8, 13, 21, 34, 55, 89], (0..20).map(|i| (i * 37 + 11) % 250).collect()];
+    let samplers = [
+        Sampler::new(SamplingParams::default()),
+        Sampler::new(SamplingParams { temperature: 1.0, seed: 9, ..Default::default() }),
+        Sampler::new(SamplingParams { temperature: 0.7, top_k: 30, top_p: 0.9, seed: 4, ..Default::default() }),
+    ];
     for ctx in [hearth_tests::gpu(), hearth_tests::gpu_kernels()].into_iter().flatten() {
         let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
-        for (rows, together) in [(1, false), (3, false), (3, true)] {
-            let what = format!("{:?} kernels, {rows} rows, caches made together: {together}", ctx.kernel_paths());
+        for (rows, together, first) in [(1, false, 0), (1, false, 1), (3, false, 0), (3, true, 0)] {
+            let samplers = &samplers[first..first + rows];
+            let what = format!("{:?} kernels, {rows} rows from sampler {first}, caches made together: {together}", ctx.kernel_paths());
             let mut sets: Vec<Vec<KvCache>> = (0..2)
                 .map(|_| if together { model.new_caches(ctx, rows).unwrap() } else { (0..rows).map(|_| model.new_cache(ctx).unwrap()).collect() })
                 .collect();
@@ -543,9 +561,10 @@ fn a_greedy_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
             }
             let [read, picked] = &mut sets[..] else { unreachable!() };
             for step in 0..6 {
+                let picks: Vec<_> = samplers.iter().map(|s| s.pick(step)).collect();
                 let logits = pollster::block_on(model.decode_batch(ctx, &mut read.iter_mut().collect::<Vec<_>>(), &tokens)).unwrap();
-                let want: Vec<u32> = logits.chunks(m.cfg.vocab_size).map(argmax).collect();
-                let got = pollster::block_on(model.decode_batch_greedy(ctx, &mut picked.iter_mut().collect::<Vec<_>>(), &tokens)).unwrap();
+                let want: Vec<u32> = logits.chunks(m.cfg.vocab_size).zip(&picks).map(|(row, pick)| pick_token(row, pick)).collect();
+                let got = pollster::block_on(model.decode_batch_picked(ctx, &mut picked.iter_mut().collect::<Vec<_>>(), &tokens, &picks)).unwrap();
                 assert_eq!(got, want, "{what}, step {step}");
                 tokens = got;
             }

@@ -91,7 +91,7 @@ shaders! {
     MatmulQ8_0Normed => "matmul_q8_0_normed.wgsl" | MatmulQ8_0NormedSubgroups,
     MatmulF16Normed => "matmul_f16_normed.wgsl" | MatmulF16NormedSubgroups,
     Embedding => "embedding.wgsl",
-    Argmax => "argmax.wgsl",
+    Sample => "sample.wgsl",
     Rmsnorm => "rmsnorm.wgsl" | RmsnormSubgroups,
     Rope => "rope.wgsl",
     /// rope.wgsl's forward in place (training's q and k where attention reads them).

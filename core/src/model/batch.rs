@@ -5,7 +5,7 @@
 
 use crate::model::block::{Attention, CachedSeq, SharedBatch};
 use crate::model::forward::{BatchScratch, KvCache, Model, SharedCaches};
-use crate::ops::argmax::argmax;
+use crate::ops::sample::{pick_tokens, TokenPick};
 use crate::ops::attention::{decode_batch_table, decode_scratch_len, BatchSeq};
 use crate::{Error, GpuContext, Result};
 use std::sync::Arc;
@@ -60,13 +60,16 @@ impl Model {
         ctx.read_f32_prefix(&self.state.logits, tokens.len() * self.cfg.vocab_size).await
     }
 
-    /// [`Model::decode_batch`] for sequences decoded greedily: the most likely next token of
-    /// each (its logits' argmax, the first of equals), picked on the GPU, so that only the
-    /// tokens are read back, not R × V logits.
-    pub async fn decode_batch_greedy(&mut self, ctx: &GpuContext, caches: &mut [&mut KvCache], tokens: &[u32]) -> Result<Vec<u32>> {
+    /// [`Model::decode_batch`] with each sequence's next token picked on the GPU as `picks`
+    /// says (each its sampler's next draw), so that only the tokens are read back, not R × V
+    /// logits.
+    pub async fn decode_batch_picked(&mut self, ctx: &GpuContext, caches: &mut [&mut KvCache], tokens: &[u32], picks: &[TokenPick]) -> Result<Vec<u32>> {
+        if picks.len() != tokens.len() {
+            return Err(Error::Shape(format!("a batched decode of {} sequences was given {} ways to pick their tokens", tokens.len(), picks.len())));
+        }
         self.run_batch(ctx, caches, tokens)?;
         let n = tokens.len();
-        argmax(ctx, &self.state.picked, &self.state.logits, n, self.cfg.vocab_size)?;
+        pick_tokens(ctx, &self.state.picked, &self.state.logits, picks, self.cfg.vocab_size)?;
         let ids = ctx.read_f32_prefix(&self.state.picked, n).await?;
         Ok(ids.into_iter().map(|id| id as u32).collect())
     }

@@ -2,8 +2,9 @@
 //! streaming text as it comes, until EOS, a stop string or max_new_tokens.
 
 use crate::model::forward::Model;
-use crate::model::greedy::decode_greedy;
+use crate::model::gpu_picks::decode_on_gpu;
 use crate::model::sampling::{Sampler, SamplingParams};
+use crate::ops::sample::TokenPick;
 use crate::model::tokenizer::Tokenizer;
 use crate::{Error, GpuContext, Result};
 
@@ -68,8 +69,9 @@ pub async fn generate_until(
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generation> {
     let mut decoding = Decoding::run_prompt(ctx, model, prompt, params)?;
-    if decoding.is_greedy() && model.decodes_ahead(ctx) {
-        decode_greedy(ctx, model, params.max_new_tokens, |id| Ok(decoding.accept(tok, id, &mut on_text)?.is_some())).await?;
+    if decoding.picks_on_gpu() && model.decodes_ahead(ctx) {
+        let first = decoding.pick();
+        decode_on_gpu(ctx, model, first, params.max_new_tokens, |id| Ok(decoding.accept(tok, id, &mut on_text)?.is_some())).await?;
         return decoding.finish(tok, &mut on_text);
     }
     let mut logits = model.read_logits(ctx).await?;
@@ -121,17 +123,28 @@ impl Decoding {
     /// Samples the next token from `logits` and streams the new text to `on_text`; returns
     /// the token to run next, or None when the generation has ended (then [`Decoding::finish`]).
     pub fn next(&mut self, tok: &Tokenizer, logits: &mut [f32], on_text: &mut impl FnMut(&str) -> bool) -> Result<Option<u32>> {
-        let id = self.sampler.sample(logits, &self.seen);
+        let id = self.sampler.sample(logits, &self.seen, self.draws());
         self.accept(tok, id, on_text)
     }
 
-    /// Whether it takes the most likely token each time, which the GPU can pick itself
-    /// ([`Decoding::accept`] then takes it).
-    pub fn is_greedy(&self) -> bool {
-        self.sampler.is_greedy()
+    /// Whether the GPU can pick its tokens as its sampler would (from the logits where they
+    /// are: [`Decoding::pick`]; [`Decoding::accept`] then takes them).
+    pub fn picks_on_gpu(&self) -> bool {
+        self.sampler.picks_on_gpu()
     }
 
-    /// Takes `id` as the next token (sampled, or picked on the GPU where [`Decoding::is_greedy`])
+    /// How its next token is picked, for the GPU: its sampler's next draw.
+    pub fn pick(&self) -> TokenPick {
+        self.sampler.pick(self.draws())
+    }
+
+    /// The tokens drawn so far (each draw's noise is its own): those taken, since a draw that
+    /// is not taken ends the generation.
+    fn draws(&self) -> u32 {
+        self.ids.len() as u32
+    }
+
+    /// Takes `id` as the next token (sampled, or picked on the GPU where [`Decoding::picks_on_gpu`])
     /// and streams the new text to `on_text`; returns the token to run next, or None when the
     /// generation has ended.
     pub fn accept(&mut self, tok: &Tokenizer, id: u32, on_text: &mut impl FnMut(&str) -> bool) -> Result<Option<u32>> {

@@ -9,7 +9,7 @@ pub mod config;
 pub mod forward;
 pub mod generate;
 pub mod gguf_tokenizer;
-pub mod greedy;
+pub mod gpu_picks;
 pub mod linear;
 pub mod sampling;
 pub mod tokenizer;

@@ -2,7 +2,6 @@
 //! [`cpu`] holds the reference implementation of every op, in f64.
 
 pub mod adamw;
-pub mod argmax;
 pub mod attention;
 mod attention_matmul;
 pub mod block_copy;
@@ -18,6 +17,7 @@ pub mod matmul_quant;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
+pub mod sample;
 pub mod swiglu;
 
 use crate::error::ensure;

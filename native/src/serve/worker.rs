@@ -167,11 +167,13 @@ impl Engine {
     fn step(&mut self, running: &mut Vec<Running>, free: &mut Vec<FreeCache>, stats: &Stats) {
         stats.largest_batch.fetch_max(running.len(), Ordering::SeqCst);
         let tokens: Vec<u32> = running.iter().map(|r| r.next).collect();
-        // where every request decodes greedily, the GPU picks their tokens: only those are read
-        let greedy = self.ctx.decode_ahead() && running.iter().all(|r| r.decoding.is_greedy());
+        // where the GPU can pick every request's token (none has a repetition penalty), only
+        // those are read
+        let on_gpu = self.ctx.decode_ahead() && running.iter().all(|r| r.decoding.picks_on_gpu());
+        let picks: Vec<_> = running.iter().filter(|_| on_gpu).map(|r| r.decoding.pick()).collect();
         let mut caches: Vec<&mut KvCache> = running.iter_mut().map(|r| &mut r.cache).collect();
-        let stepped = if greedy {
-            pollster::block_on(self.model.decode_batch_greedy(&self.ctx, &mut caches, &tokens)).map(Step::Picked)
+        let stepped = if on_gpu {
+            pollster::block_on(self.model.decode_batch_picked(&self.ctx, &mut caches, &tokens, &picks)).map(Step::Picked)
         } else {
             pollster::block_on(self.model.decode_batch(&self.ctx, &mut caches, &tokens)).map(Step::Logits)
         };
@@ -227,8 +229,8 @@ impl Engine {
     }
 }
 
-/// What a batched decode step gives: each request's token picked on the GPU (all greedy), or
-/// the logits to sample from.
+/// What a batched decode step gives: each request's token picked on the GPU, or the logits to
+/// sample from.
 enum Step {
     Picked(Vec<u32>),
     Logits(Vec<f32>),

@@ -1,13 +1,14 @@
-//! Greedy decoding that keeps the GPU busy. Picking a token on the host means reading the
-//! logits, then recording and submitting the next token's launches while the GPU waits.
-//! Here the GPU picks each token itself (the argmax of the logits) and looks it up, so the
-//! host submits a token's launches before it has read the token before it: it reads each
-//! token while the GPU runs the next. Where the caller stops on a token (end of sequence, a
-//! stop string), the token run after it speculatively is dropped from the cache.
+//! Decoding that keeps the GPU busy. Picking a token on the host means reading the logits,
+//! then recording and submitting the next token's launches while the GPU waits. Here the GPU
+//! picks each token itself (sample.wgsl: the most likely, or the draw the host's sampler would
+//! make) and looks it up, so the host submits a token's launches before it has read the token
+//! before it: it reads each token while the GPU runs the next. Where the caller stops on a
+//! token (end of sequence, a stop string), the token run after it speculatively is dropped
+//! from the cache.
 
 use crate::gpu::PendingRead;
 use crate::model::forward::Model;
-use crate::ops::argmax::argmax;
+use crate::ops::sample::{pick_tokens, TokenPick};
 use crate::{GpuContext, Result};
 
 /// A token picked on the GPU, its id not yet read.
@@ -21,17 +22,17 @@ struct Picked {
 const UNREAD: u32 = u32::MAX;
 
 impl Model {
-    /// Whether greedy decoding can pick tokens on the GPU and run one ahead here: the model
-    /// looks tokens up on the GPU and the context lets it.
+    /// Whether decoding can pick tokens on the GPU and run one ahead here: the model looks
+    /// tokens up on the GPU and the context lets it.
     pub fn decodes_ahead(&self, ctx: &GpuContext) -> bool {
         ctx.decode_ahead() && self.looks_up_on_gpu()
     }
 
-    /// Picks the next token from the logits on the GPU (the last token's) and, with `run`,
-    /// runs it, all submitted; its id is read by [`Model::read_picked`].
-    fn pick(&mut self, ctx: &GpuContext, run: bool) -> Result<Picked> {
+    /// Picks the next token as `how` says from the logits on the GPU (the last token's) and,
+    /// with `run`, runs it, all submitted; its id is read by [`Model::read_picked`].
+    fn pick(&mut self, ctx: &GpuContext, how: TokenPick, run: bool) -> Result<Picked> {
         let s = &self.state;
-        argmax(ctx, &s.picked, &s.logits, 1, self.cfg.vocab_size)?;
+        pick_tokens(ctx, &s.picked, &s.logits, &[how], self.cfg.vocab_size)?;
         let read = ctx.read_later(&s.picked, 4);
         if run {
             self.look_up_on_gpu(ctx, &s.x, &s.picked, 1)?;
@@ -54,32 +55,35 @@ impl Model {
     }
 }
 
-/// Decodes greedily after the tokens the model last ran (a prompt's prefill: their logits on
-/// the GPU), picking at most `max` tokens. Each picked token goes to `accept`, in order: true
+/// Decodes after the tokens the model last ran (a prompt's prefill: their logits on the GPU),
+/// picking at most `max` tokens on the GPU, the first as `first` says and each after it as the
+/// sampler's next draw. Each picked token goes to `accept`, in order: true
 /// keeps it in the cache and goes on (the max-th is not run: decoding ends there), false ends
 /// decoding before it. After it, on success or error, the cache holds the kept tokens and not
 /// those run ahead of them. Where the cache has no room for an accepted token, the error is the one
 /// [`Model::forward`] gives. Needs [`Model::decodes_ahead`].
-pub async fn decode_greedy(ctx: &GpuContext, model: &mut Model, max: usize, accept: impl FnMut(u32) -> Result<bool>) -> Result<()> {
+pub async fn decode_on_gpu(ctx: &GpuContext, model: &mut Model, first: TokenPick, max: usize, accept: impl FnMut(u32) -> Result<bool>) -> Result<()> {
     let start = model.cache.len();
     let mut kept = 0;
-    let run = pick_ahead(ctx, model, start, max, accept, &mut kept).await;
+    let run = pick_ahead(ctx, model, start, first, max, accept, &mut kept).await;
     model.rewind(start + kept);
     run
 }
 
-/// [`decode_greedy`]'s loop after the `start` tokens the cache held, counting the tokens it
+/// [`decode_on_gpu`]'s loop after the `start` tokens the cache held, counting the tokens it
 /// keeps in `kept` as it goes (so that the cache can be rewound to them whatever ends it).
-async fn pick_ahead(ctx: &GpuContext, model: &mut Model, start: usize, max: usize, mut accept: impl FnMut(u32) -> Result<bool>, kept: &mut usize) -> Result<()> {
+async fn pick_ahead(ctx: &GpuContext, model: &mut Model, start: usize, first: TokenPick, max: usize, mut accept: impl FnMut(u32) -> Result<bool>, kept: &mut usize) -> Result<()> {
     if max == 0 {
         return Ok(());
     }
     // runs the k-th token (from 1) where another may follow it and the cache has room
     let can_run = |model: &Model, k: usize| k < max && model.check_room(&model.cache, 1).is_ok();
-    let mut pending = model.pick(ctx, can_run(model, 1))?;
+    // how the k-th is picked: the sampler's draws in turn
+    let how = |k: usize| TokenPick { draw: first.draw + (k - 1) as u32, ..first };
+    let mut pending = model.pick(ctx, how(1), can_run(model, 1))?;
     for k in 1..=max {
         // the next token is picked (and run) while this one is read, where this one ran
-        let ahead = if pending.ran && k < max { Some(model.pick(ctx, can_run(model, k + 1))?) } else { None };
+        let ahead = if pending.ran && k < max { Some(model.pick(ctx, how(k + 1), can_run(model, k + 1))?) } else { None };
         let ran = pending.ran;
         let id = model.read_picked(ctx, pending, start + k - 1).await?;
         if !accept(id)? || k == max {

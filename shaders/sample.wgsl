@@ -1,0 +1,217 @@
+// Each row's next token, picked from its N logits as the host's sampler picks it
+// (model/sampling.rs, `pick_token`): the most likely at temperature 0, else a draw from
+// softmax(logits / T) over the top-k tokens' nucleus (top-p). Written as an f32 (a token id as
+// the lookups read it: exact below 2²⁴). Decoding picks its next token with it on the GPU, so
+// the host records the token's launches before it has read the token (model/gpu_picks.rs), and
+// a batched decode reads its rows' tokens instead of their logits.
+//
+// A workgroup per row. The draw is the Gumbel-max trick: the candidate with the largest
+// (l − max)/T − ln(E), E a standard exponential hashed from (the seed, the draw's index, the
+// token id), is a draw from the candidates' softmax. So no sort and no prefix sum: the kept set
+// is every logit at or above a threshold, and each threshold (the k-th largest logit; the
+// smallest logit whose nucleus reaches top_p of the candidates' mass) is found by a search over
+// the logits' bits (`search`), each pass counting (or weighing) the logits above 8 probes.
+
+struct Params {
+    N: u32,
+    // the launch's first row (a launch takes at most 16)
+    first: u32,
+    // row first + r: (temperature's bits, top_k (0: all), top_p's bits, the draw's index)
+    rows: array<vec4<u32>, 16>,
+    // row r's seed, hashed on the host, at [r / 4][r % 4]
+    seeds: array<vec4<u32>, 4>,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(1) @binding(0) var<uniform> p: Params;
+
+const WG: u32 = 256u;
+const PROBES: u32 = 8u;
+var<workgroup> best_v: array<f32, WG>;
+var<workgroup> best_i: array<u32, WG>;
+var<workgroup> sums: array<array<f32, PROBES>, WG>;
+
+// #include "pieces/lowbias32.wgsl"
+
+// v's place in f32's total order as an unsigned integer (larger value, larger key).
+fn value_key(v: f32) -> u32 {
+    let b = bitcast<u32>(v);
+    return select(b | 0x80000000u, ~b, (b >> 31u) == 1u);
+}
+
+// A standard exponential for token `id` of the draw whose hashed key is `draw_key`: from 23
+// random bits u in (0, 1), −ln(u), and where u > 1/2 the same from 1 − u (exact) through
+// 2·atanh(z), z = (1 − u)/(1 + u), whose series keeps E's relative error near f32's where
+// ln(u) of u near 1 would lose it.
+fn exponential(draw_key: u32, id: u32) -> f32 {
+    let h = lowbias32(id ^ draw_key) >> 9u;
+    let u = (f32(h) + 0.5) * (1.0 / 8388608.0);
+    if (u <= 0.5) {
+        return -log(u);
+    }
+    let v = (f32(8388607u - h) + 0.5) * (1.0 / 8388608.0);
+    let z = v / (2.0 - v);
+    let z2 = z * z;
+    return 2.0 * z * (1.0 + z2 * (1.0 / 3.0 + z2 * (1.0 / 5.0 + z2 * (1.0 / 7.0 + z2 * (1.0 / 9.0 + z2 * (1.0 / 11.0 + z2 * (1.0 / 13.0)))))));
+}
+
+// whether (v, i) goes before (w, j): larger, or as large and earlier
+fn before(v: f32, i: u32, w: f32, j: u32) -> bool {
+    return v > w || (v == w && i < j);
+}
+
+// The index of the best of the invocations' (v, i) (by `before`), for every invocation.
+fn best_index(lid: u32, v: f32, i: u32) -> u32 {
+    best_v[lid] = v;
+    best_i[lid] = i;
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        workgroupBarrier();
+        if (lid < half && before(best_v[lid + half], best_i[lid + half], best_v[lid], best_i[lid])) {
+            best_v[lid] = best_v[lid + half];
+            best_i[lid] = best_i[lid + half];
+        }
+    }
+    // (uniform, so that the callers' barriers stay in uniform control flow)
+    let best = workgroupUniformLoad(&best_i[0]);
+    workgroupBarrier();
+    return best;
+}
+
+// The probe j (1..8) of the keys (lo, hi]: spread evenly, the 8th at hi.
+fn probe(lo: u32, hi: u32, j: u32) -> u32 {
+    let span = hi - lo;
+    return lo + (span / PROBES) * j + min(j, span % PROBES);
+}
+
+// The largest key t in [lo, hi] whose logits at or above it weigh at least `goal` (each
+// weighs 1 where `count`, else exp((l − m)/T)), given that lo's do: 8 probes a pass narrow
+// the keys to an eighth, so 32-bit keys take at most 11 passes.
+fn search(lid: u32, row: u32, count: bool, lo_key: u32, hi_key: u32, goal: f32, m: f32, t: f32) -> u32 {
+    var lo = lo_key;
+    var hi = hi_key;
+    while (lo < hi) {
+        var probes: array<u32, PROBES>;
+        for (var j = 0u; j < PROBES; j++) {
+            probes[j] = probe(lo, hi, j + 1u);
+        }
+        var s: array<f32, PROBES>;
+        for (var i = lid; i < p.N; i += WG) {
+            let l = x[row + i];
+            let key = value_key(l);
+            // (no probe is at or below lo)
+            if (key > lo) {
+                var w = 1.0;
+                if (!count) {
+                    w = exp((l - m) / t);
+                }
+                for (var j = 0u; j < PROBES; j++) {
+                    if (key >= probes[j]) {
+                        s[j] += w;
+                    }
+                }
+            }
+        }
+        sums[lid] = s;
+        for (var half = WG / 2u; half > 0u; half /= 2u) {
+            workgroupBarrier();
+            if (lid < half) {
+                for (var j = 0u; j < PROBES; j++) {
+                    sums[lid][j] += sums[lid + half][j];
+                }
+            }
+        }
+        let totals = workgroupUniformLoad(&sums[0]);
+        workgroupBarrier();
+        // the last probe that still reaches the goal (they weigh less and less), and the
+        // one after it, which does not
+        var next_hi = hi;
+        for (var j = PROBES; j > 0u; j--) {
+            if (totals[j - 1u] >= goal) {
+                lo = probes[j - 1u];
+                break;
+            }
+            next_hi = probes[j - 1u] - 1u;
+        }
+        hi = next_hi;
+    }
+    return lo;
+}
+
+// The logits' total weight exp((l − m)/T) at or above the key `lowest`.
+fn mass_from(lid: u32, row: u32, lowest: u32, m: f32, t: f32) -> f32 {
+    var s: array<f32, PROBES>;
+    for (var i = lid; i < p.N; i += WG) {
+        let l = x[row + i];
+        if (value_key(l) >= lowest) {
+            s[0] += exp((l - m) / t);
+        }
+    }
+    sums[lid] = s;
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        workgroupBarrier();
+        if (lid < half) {
+            sums[lid][0] += sums[lid + half][0];
+        }
+    }
+    let total = workgroupUniformLoad(&sums[0][0]);
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(256)
+fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let r = wid.x;
+    let row = (p.first + r) * p.N;
+    let t = bitcast<f32>(p.rows[r].x);
+    let top_k = p.rows[r].y;
+    let top_p = bitcast<f32>(p.rows[r].z);
+    let draw_key = lowbias32(p.seeds[r / 4u][r % 4u] ^ lowbias32(p.rows[r].w));
+
+    // the most likely token (an invocation past the end holds index N, which any goes before)
+    var v = bitcast<f32>(0xff800000u); // -inf
+    var i = p.N;
+    for (var j = lid; j < p.N; j += WG) {
+        let w = x[row + j];
+        if (i == p.N || w > v) {
+            v = w;
+            i = j;
+        }
+    }
+    let most = best_index(lid, v, i);
+    if (t <= 0.0) {
+        if (lid == 0u) {
+            out[p.first + r] = f32(most);
+        }
+        return;
+    }
+    let m = x[row + most];
+    let top = value_key(m);
+
+    // the candidates: the logits at or above `lowest`
+    var lowest = 0u;
+    if (top_k > 0u && top_k < p.N) {
+        lowest = search(lid, row, true, 0u, top, f32(top_k), m, t);
+    }
+    if (top_p < 1.0) {
+        lowest = search(lid, row, false, lowest, top, top_p * mass_from(lid, row, lowest, m, t), m, t);
+    }
+
+    // the draw: the candidate with the largest Gumbel-perturbed logit
+    v = bitcast<f32>(0xff800000u);
+    i = p.N;
+    for (var j = lid; j < p.N; j += WG) {
+        let l = x[row + j];
+        if (value_key(l) >= lowest) {
+            let score = (l - m) / t - log(exponential(draw_key, j));
+            if (i == p.N || score > v) {
+                v = score;
+                i = j;
+            }
+        }
+    }
+    let picked = best_index(lid, v, i);
+    if (lid == 0u) {
+        out[p.first + r] = f32(picked);
+    }
+}
