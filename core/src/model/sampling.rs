@@ -93,21 +93,46 @@ pub fn pick_token(logits: &[f32], pick: &TokenPick) -> u32 {
         let mut keys: Vec<u32> = logits.iter().map(|&l| value_key(l)).collect();
         from = *keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a)).1;
     }
-    if pick.top_p < 1.0 {
-        from = nucleus_from(logits, from, m, t, pick.top_p);
-    }
+    // The kept token of the largest score, the first of equals. The most likely token's score
+    // first: then a token whose logit alone is further below than any noise can lift it needs
+    // no noise drawn (most of a vocabulary, where a few tokens are likely).
     let draw_key = draw_key(pick);
-    let mut best: Option<(f32, usize)> = None;
-    for (i, &l) in logits.iter().enumerate() {
-        if value_key(l) >= from {
-            let score = (l - m) / t - exponential(draw_key, i as u32).ln();
-            if best.is_none_or(|(b, _)| score > b) {
-                best = Some((score, i));
+    let score = |i: usize, base: f32| base - exponential(draw_key, i as u32).ln();
+    let mut best = (score(most as usize, 0.0), most as usize);
+    // whether token i can still win (then it has been scored)
+    let mut consider = |i: usize, l: f32| {
+        let base = (l - m) / t;
+        if base + MAX_NOISE < best.0 {
+            return false;
+        }
+        let s = score(i, base);
+        if s > best.0 || (s == best.0 && i < best.1) {
+            best = (s, i);
+        }
+        true
+    };
+    if pick.top_p < 1.0 {
+        // the nucleus in its order, most likely first, so the walk ends where no more can win
+        let (mut order, least) = nucleus(logits, from, m, t, pick.top_p);
+        for i in 0..order.keys.len() {
+            let key = order.at(i);
+            let l = logits[id_of(key) as usize];
+            if value_key(l) < least || !consider(id_of(key) as usize, l) {
+                break;
+            }
+        }
+    } else {
+        for (i, &l) in logits.iter().enumerate() {
+            if value_key(l) >= from {
+                consider(i, l);
             }
         }
     }
-    best.map_or(most, |(_, i)| i as u32)
+    best.1 as u32
 }
+
+/// More than the largest −ln(E) of `exponential` (16.64, at its smallest E).
+const MAX_NOISE: f32 = 17.0;
 
 /// The perturbed logit of token `id` that [`pick_token`] maximizes over the kept tokens (the
 /// draw's scores: where a GPU's pick is not the host's, the two should agree to rounding).
@@ -121,12 +146,13 @@ fn draw_key(pick: &TokenPick) -> u32 {
     lowbias32(pick.seed_hash ^ lowbias32(pick.draw))
 }
 
-/// The key of the least logit of the nucleus among the logits at or above the key `from`: the
-/// fewest most likely (by logit, then id) whose weight exp((l − m)/T) reaches top_p of theirs,
-/// at least one. Only as many are sorted as the nucleus reaches: a whole vocabulary's sort took
-/// 2 ms a token for SmolLM2's 49,152 and 8 ms for Qwen's 151,936, and sorting indices by the
-/// logits they point to took 3 to 4 times as long as the integer keys.
-fn nucleus_from(logits: &[f32], from: u32, m: f32, t: f32, top_p: f32) -> u32 {
+/// The nucleus among the logits at or above the key `from`: the fewest most likely (by logit,
+/// then id) whose weight exp((l − m)/T) reaches top_p of theirs, at least one, and any as likely
+/// as the least of them. Returned as those logits in that order (sorted as far as the nucleus
+/// reaches) and the key of its least logit. Only as many are sorted as the nucleus reaches: a
+/// whole vocabulary's sort took 2 ms a token for SmolLM2's 49,152 and 8 ms for Qwen's 151,936,
+/// and sorting indices by the logits they point to took 3 to 4 times as long as the integer keys.
+fn nucleus(logits: &[f32], from: u32, m: f32, t: f32, top_p: f32) -> (SortedPrefix, u32) {
     let weight = |key: u64| ((logits[id_of(key) as usize] - m) / t).exp() as f64;
     let keys: Vec<u64> = logits.iter().enumerate().filter(|(_, &l)| value_key(l) >= from).map(|(i, &l)| draw_order(l, i as u32)).collect();
     let target = top_p as f64 * keys.iter().map(|&k| weight(k)).sum::<f64>();
@@ -137,7 +163,8 @@ fn nucleus_from(logits: &[f32], from: u32, m: f32, t: f32, top_p: f32) -> u32 {
         acc += weight(key);
         i += 1;
         if acc >= target || i == order.keys.len() {
-            return value_key(logits[id_of(key) as usize]);
+            let least = value_key(logits[id_of(key) as usize]);
+            return (order, least);
         }
     }
 }
@@ -298,6 +325,21 @@ mod tests {
     }
 
     #[test]
+    fn equal_scores_go_to_the_first_id() {
+        let pick = TokenPick { temperature: 1.0, top_k: 0, top_p: 1.0, seed_hash: seed_hash(1), draw: 0 };
+        let key = draw_key(&pick);
+        // two ids of the same noise (23 bits: a collision among a few thousand ids)
+        let mut seen = std::collections::HashMap::new();
+        let (i, j) = (0..1u32 << 16).find_map(|id| seen.insert(lowbias32(id ^ key) >> 9, id).map(|first| (first as usize, id as usize))).expect("a collision");
+        let mut logits = vec![-30.0; j + 1];
+        logits[i] = 1.0;
+        logits[j] = 1.0;
+        assert_eq!(pick_token(&logits, &pick), i as u32);
+        // in the nucleus' order too
+        assert_eq!(pick_token(&logits, &TokenPick { top_p: 0.99, ..pick }), i as u32);
+    }
+
+    #[test]
     fn the_nucleus_threshold_is_the_sorted_walks() {
         let mut gen = Rng::new(11);
         for case in 0..300 {
@@ -315,7 +357,7 @@ mod tests {
             let top_p = [0.9, 0.5, 0.999, 0.0, 0.3][(case / 3) % 5];
             let m = logits[argmax(&logits) as usize];
             let want = kept_probabilities(&logits, t, 0, top_p);
-            let from = nucleus_from(&logits, 0, m, t, top_p);
+            let from = nucleus(&logits, 0, m, t, top_p).1;
             for (i, &l) in logits.iter().enumerate() {
                 assert_eq!(value_key(l) >= from, want[i] > 0.0, "case {case} (T {t}, top_p {top_p}, {v} logits): logit {i}");
             }
