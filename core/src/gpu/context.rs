@@ -49,7 +49,7 @@ pub struct GpuContext {
     unchecked_shaders: bool,
     /// The tiled kernels' shape, where a run overrides the launchers' heuristics.
     tiles: TileChoice,
-    /// Greedy decoding picks tokens on the GPU (one sequence's a token ahead: model/greedy.rs).
+    /// Decoding picks tokens on the GPU (one sequence's a token ahead: model/gpu_picks.rs).
     decode_ahead: bool,
 }
 

@@ -619,7 +619,7 @@ impl Model {
     }
 
     /// Whether the GPU looks tokens up (the tied lm_head holds the embeddings there), so that
-    /// it can run a token it picked itself (model/greedy.rs).
+    /// it can run a token it picked itself (model/gpu_picks.rs).
     pub fn looks_up_on_gpu(&self) -> bool {
         self.embed.is_none()
     }
@@ -833,8 +833,8 @@ impl Model {
         self.read_logits(ctx).await
     }
 
-    /// [`Model::forward`] without reading the logits: they stay on the GPU, where greedy
-    /// decoding picks from them (model/greedy.rs).
+    /// [`Model::forward`] without reading the logits: they stay on the GPU, where decoding
+    /// picks from them (model/gpu_picks.rs).
     pub fn run(&mut self, ctx: &GpuContext, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::Shape("no tokens to run".into()));
