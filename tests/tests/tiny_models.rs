@@ -458,6 +458,29 @@ fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
         }));
         (g.map_err(|e| e.to_string()), pieces, model.cache.len())
     }
+    // as `hearth serve` decodes a request: its first token taken by `Decoding::start`, then
+    // steps of a batch of one, each token picked on the GPU where the sampler lets it
+    fn served(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, prompt: &[u32], params: &GenerateParams, cancel_at: usize) -> Outcome {
+        let mut pieces = Vec::new();
+        let mut on_text = |p: &str| {
+            pieces.push(p.to_string());
+            pieces.len() < cancel_at
+        };
+        let mut cache = model.new_cache(ctx).unwrap();
+        model.swap_cache(&mut cache);
+        let started = pollster::block_on(Decoding::start(ctx, model, tok, prompt, params, &mut on_text));
+        model.swap_cache(&mut cache);
+        let run = || -> hearth_core::Result<Generation> {
+            let (mut d, mut next) = started?;
+            while let Some(id) = next {
+                let picked = pollster::block_on(model.decode_batch_picked(ctx, &mut [&mut cache], &[id], &[d.pick()]))?;
+                next = d.accept(tok, picked[0], &mut on_text)?;
+            }
+            d.finish(tok, &mut on_text)
+        };
+        let g = run().map_err(|e| e.to_string());
+        (g, pieces, cache.len())
+    }
     let m = load_hf_folder(&DirFiles(fixture("tiny-llama32")), None).unwrap();
     let mut tok = m.tokenizer;
     let model_eos = tok.eos_ids.clone();
@@ -524,6 +547,13 @@ fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
             let got_cached = cached(&model, &got.0);
             assert_eq!(format!("{:?}", got.0), format!("{:?}", want.0), "{what}: the generation");
             assert_eq!((&got.1, got.2, got_cached), (&want.1, want.2, want_cached), "{what}: the pieces streamed, the tokens cached and those that match");
+            // served (the batch's own error where the cache has no room)
+            let (g, pieces, _) = served(ctx, &mut model, &tok, &prompt, &params, cancel_at);
+            match (&g, &want.0) {
+                (Ok(g), Ok(w)) => assert_eq!((format!("{g:?}"), &pieces), (format!("{w:?}"), &want.1), "{what}: served"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{what}: served {g:?}, the host's {:?}", want.0),
+            }
         }
     }
 }

@@ -101,6 +101,21 @@ impl Decoding {
         Ok((decoding, model.read_logits(ctx).await?))
     }
 
+    /// Runs `prompt` as [`Decoding::prefill`] does and takes its first new token, its text
+    /// streamed to `on_text`: picked on the GPU where it can be (only the token is read back),
+    /// else sampled from the logits read. Returns the token to run next, or None where the
+    /// generation has already ended (then [`Decoding::finish`]).
+    pub async fn start(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, prompt: &[u32], params: &GenerateParams, on_text: &mut impl FnMut(&str) -> bool) -> Result<(Self, Option<u32>)> {
+        let mut decoding = Self::run_prompt(ctx, model, prompt, params)?;
+        let next = if ctx.decode_ahead() && decoding.picks_on_gpu() {
+            let id = model.pick_now(ctx, decoding.pick()).await?;
+            decoding.accept(tok, id, on_text)?
+        } else {
+            decoding.next(tok, &mut model.read_logits(ctx).await?, on_text)?
+        };
+        Ok((decoding, next))
+    }
+
     /// [`Decoding::prefill`] without reading the logits: they stay on the GPU.
     fn run_prompt(ctx: &GpuContext, model: &mut Model, prompt: &[u32], params: &GenerateParams) -> Result<Self> {
         if prompt.is_empty() {

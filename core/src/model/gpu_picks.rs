@@ -44,6 +44,13 @@ impl Model {
         Ok(Picked { read, ran: run })
     }
 
+    /// The next token picked on the GPU as `how` says from the logits there (the last token's),
+    /// read back: 4 bytes instead of the logits.
+    pub async fn pick_now(&mut self, ctx: &GpuContext, how: TokenPick) -> Result<u32> {
+        let picked = self.pick(ctx, how, false)?;
+        self.read_picked(ctx, picked, 0).await
+    }
+
     /// The id of a token [`Model::pick`] picked, recorded in the cache where it ran at `at`.
     async fn read_picked(&mut self, ctx: &GpuContext, picked: Picked, at: usize) -> Result<u32> {
         let bytes = ctx.finish_read(picked.read).await?;

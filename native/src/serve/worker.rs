@@ -132,25 +132,18 @@ impl Engine {
         }
     }
 
-    /// Runs `job`'s prompt into `cache` and samples its first token; None when it has
-    /// already ended (its cache is then free again).
+    /// Runs `job`'s prompt into `cache` and takes its first token; None when it has already
+    /// ended (its cache is then free again).
     fn start(&mut self, job: Job, mut cache: KvCache, free: &mut Vec<FreeCache>, stats: &Stats) -> Option<Running> {
         let _ = job.events.send(Event::Started);
-        self.model.swap_cache(&mut cache);
-        let prefilled = pollster::block_on(Decoding::prefill(&self.ctx, &mut self.model, &job.prompt, &job.params));
-        self.model.swap_cache(&mut cache);
-        let (mut decoding, mut logits) = match prefilled {
-            Ok(p) => p,
-            Err(e) => {
-                end(job, Err(e.to_string()), cache, free, stats);
-                return None;
-            }
-        };
         let events = &job.events;
         let mut on_text = |piece: &str| events.send(Event::Text(piece.to_string())).is_ok();
-        match decoding.next(&self.tok, &mut logits, &mut on_text) {
-            Ok(Some(next)) => Some(Running { job, decoding, cache, next }),
-            Ok(None) => {
+        self.model.swap_cache(&mut cache);
+        let started = pollster::block_on(Decoding::start(&self.ctx, &mut self.model, &self.tok, &job.prompt, &job.params, &mut on_text));
+        self.model.swap_cache(&mut cache);
+        match started {
+            Ok((decoding, Some(next))) => Some(Running { job, decoding, cache, next }),
+            Ok((decoding, None)) => {
                 let out = decoding.finish(&self.tok, &mut on_text).map_err(|e| e.to_string());
                 end(job, out, cache, free, stats);
                 None
