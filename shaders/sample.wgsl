@@ -34,6 +34,21 @@ var<workgroup> sums: array<array<f32, PROBES>, WG>;
 
 // #include "pieces/lowbias32.wgsl"
 
+// Logits an invocation loads together at each step of a pass: one workgroup reads a row (once
+// to 25 times), and a GPU hides a load's latency only behind other loads in flight, so a load
+// at a time would leave it waiting on each.
+const UNROLL: u32 = 8u;
+
+// The logits at j, j + WG, …, j + 7·WG of the row from `row` (−∞ past its end).
+fn load_step(row: u32, j: u32) -> array<f32, UNROLL> {
+    var v: array<f32, UNROLL>;
+    for (var u = 0u; u < UNROLL; u++) {
+        let at = j + u * WG;
+        v[u] = select(bitcast<f32>(0xff800000u), x[row + min(at, p.N - 1u)], at < p.N);
+    }
+    return v;
+}
+
 // v's place in f32's total order as an unsigned integer (larger value, larger key).
 fn value_key(v: f32) -> u32 {
     let b = bitcast<u32>(v);
@@ -96,18 +111,21 @@ fn search(lid: u32, row: u32, count: bool, lo_key: u32, hi_key: u32, goal: f32, 
             probes[j] = probe(lo, hi, j + 1u);
         }
         var s: array<f32, PROBES>;
-        for (var i = lid; i < p.N; i += WG) {
-            let l = x[row + i];
-            let key = value_key(l);
-            // (no probe is at or below lo)
-            if (key > lo) {
-                var w = 1.0;
-                if (!count) {
-                    w = exp((l - m) / t);
-                }
-                for (var j = 0u; j < PROBES; j++) {
-                    if (key >= probes[j]) {
-                        s[j] += w;
+        for (var i = lid; i < p.N; i += UNROLL * WG) {
+            let step = load_step(row, i);
+            for (var u = 0u; u < UNROLL; u++) {
+                let l = step[u];
+                let key = value_key(l);
+                // (no probe is at or below lo; past the end: -inf, below any)
+                if (i + u * WG < p.N && key > lo) {
+                    var w = 1.0;
+                    if (!count) {
+                        w = exp((l - m) / t);
+                    }
+                    for (var j = 0u; j < PROBES; j++) {
+                        if (key >= probes[j]) {
+                            s[j] += w;
+                        }
                     }
                 }
             }
@@ -141,10 +159,12 @@ fn search(lid: u32, row: u32, count: bool, lo_key: u32, hi_key: u32, goal: f32, 
 // The logits' total weight exp((l − m)/T) at or above the key `lowest`.
 fn mass_from(lid: u32, row: u32, lowest: u32, m: f32, t: f32) -> f32 {
     var s: array<f32, PROBES>;
-    for (var i = lid; i < p.N; i += WG) {
-        let l = x[row + i];
-        if (value_key(l) >= lowest) {
-            s[0] += exp((l - m) / t);
+    for (var i = lid; i < p.N; i += UNROLL * WG) {
+        let step = load_step(row, i);
+        for (var u = 0u; u < UNROLL; u++) {
+            if (i + u * WG < p.N && value_key(step[u]) >= lowest) {
+                s[0] += exp((step[u] - m) / t);
+            }
         }
     }
     sums[lid] = s;
@@ -171,11 +191,14 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
     // the most likely token (an invocation past the end holds index N, which any goes before)
     var v = bitcast<f32>(0xff800000u); // -inf
     var i = p.N;
-    for (var j = lid; j < p.N; j += WG) {
-        let w = x[row + j];
-        if (i == p.N || w > v) {
-            v = w;
-            i = j;
+    for (var j0 = lid; j0 < p.N; j0 += UNROLL * WG) {
+        let step = load_step(row, j0);
+        for (var u = 0u; u < UNROLL; u++) {
+            let j = j0 + u * WG;
+            if (j < p.N && (i == p.N || step[u] > v)) {
+                v = step[u];
+                i = j;
+            }
         }
     }
     let most = best_index(lid, v, i);
@@ -200,13 +223,16 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
     // the draw: the candidate with the largest Gumbel-perturbed logit
     v = bitcast<f32>(0xff800000u);
     i = p.N;
-    for (var j = lid; j < p.N; j += WG) {
-        let l = x[row + j];
-        if (value_key(l) >= lowest) {
-            let score = (l - m) / t - log(exponential(draw_key, j));
-            if (i == p.N || score > v) {
-                v = score;
-                i = j;
+    for (var j0 = lid; j0 < p.N; j0 += UNROLL * WG) {
+        let step = load_step(row, j0);
+        for (var u = 0u; u < UNROLL; u++) {
+            let j = j0 + u * WG;
+            if (j < p.N && value_key(step[u]) >= lowest) {
+                let score = (step[u] - m) / t - log(exponential(draw_key, j));
+                if (i == p.N || score > v) {
+                    v = score;
+                    i = j;
+                }
             }
         }
     }
