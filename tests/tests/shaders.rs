@@ -1,5 +1,5 @@
-//! Every WGSL file parses and validates with naga (the compiler inside wgpu), and every
-//! file under shaders/ is in the registry.
+//! Every WGSL file parses and validates with naga (the compiler inside wgpu) and translates
+//! for Metal and DX12, and every file under shaders/ is in the registry.
 
 use hearth_core::gpu::Shader;
 
@@ -12,6 +12,34 @@ fn every_shader_validates_with_naga() {
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(shader.source())));
         assert!(!module.entry_points.is_empty(), "{} has no entry point", shader.file_name());
+    }
+}
+
+/// Each entry point, its overrides at their defaults, through naga's MSL and HLSL writers as
+/// wgpu writes it on Metal (MSL 2.4: simdgroup operations, half) and DX12 (shader model 6.2:
+/// wave operations, 16-bit types): what a Mac or a Windows machine compiles, which no machine
+/// here runs. Not the cooperative-matrix kernels: wgpu offers the 16 × 16 f16 products they
+/// take on Vulkan only.
+#[test]
+fn every_shader_translates_for_metal_and_dx12() {
+    use naga::back::{hlsl, msl};
+    for shader in Shader::ALL.iter().filter(|s| !s.file_name().contains("coop")) {
+        let name = shader.file_name();
+        let module = naga::front::wgsl::parse_str(shader.source()).unwrap();
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all()).validate(&module).unwrap();
+        for ep in &module.entry_points {
+            let entry = Some((ep.stage, ep.name.clone()));
+            let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, Some((ep.stage, &ep.name)), &Default::default())
+                .unwrap_or_else(|e| panic!("{name}, {}: overrides: {e}", ep.name));
+            let options = msl::Options { lang_version: (2, 4), ..Default::default() };
+            msl::write_string(&module, &info, &options, &msl::PipelineOptions { entry_point: entry.clone(), ..Default::default() })
+                .unwrap_or_else(|e| panic!("{name}, {}: MSL: {e}", ep.name));
+            let options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_2, ..Default::default() };
+            let mut out = String::new();
+            hlsl::Writer::new(&mut out, &options, &hlsl::PipelineOptions { entry_point: entry })
+                .write(&module, &info, None)
+                .unwrap_or_else(|e| panic!("{name}, {}: HLSL: {e}", ep.name));
+        }
     }
 }
 
