@@ -93,6 +93,23 @@ fn best_index(lid: u32, v: f32, i: u32) -> u32 {
     return best;
 }
 
+// Each invocation's 8 partial sums added over the workgroup, for every invocation (uniform, so
+// that the callers' barriers stay in uniform control flow).
+fn workgroup_sums(lid: u32, s: array<f32, PROBES>) -> array<f32, PROBES> {
+    sums[lid] = s;
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        workgroupBarrier();
+        if (lid < half) {
+            for (var j = 0u; j < PROBES; j++) {
+                sums[lid][j] += sums[lid + half][j];
+            }
+        }
+    }
+    let totals = workgroupUniformLoad(&sums[0]);
+    workgroupBarrier();
+    return totals;
+}
+
 // The probe j (1..8) of the keys (lo, hi]: spread evenly, the 8th at hi.
 fn probe(lo: u32, hi: u32, j: u32) -> u32 {
     let span = hi - lo;
@@ -130,17 +147,7 @@ fn search(lid: u32, row: u32, count: bool, lo_key: u32, hi_key: u32, goal: f32, 
                 }
             }
         }
-        sums[lid] = s;
-        for (var half = WG / 2u; half > 0u; half /= 2u) {
-            workgroupBarrier();
-            if (lid < half) {
-                for (var j = 0u; j < PROBES; j++) {
-                    sums[lid][j] += sums[lid + half][j];
-                }
-            }
-        }
-        let totals = workgroupUniformLoad(&sums[0]);
-        workgroupBarrier();
+        let totals = workgroup_sums(lid, s);
         // the last probe that still reaches the goal (they weigh less and less), and the
         // one after it, which does not
         var next_hi = hi;
@@ -167,16 +174,7 @@ fn mass_from(lid: u32, row: u32, lowest: u32, m: f32, t: f32) -> f32 {
             }
         }
     }
-    sums[lid] = s;
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        workgroupBarrier();
-        if (lid < half) {
-            sums[lid][0] += sums[lid + half][0];
-        }
-    }
-    let total = workgroupUniformLoad(&sums[0][0]);
-    workgroupBarrier();
-    return total;
+    return workgroup_sums(lid, s)[0];
 }
 
 @compute @workgroup_size(256)

@@ -241,17 +241,16 @@ pub fn run() -> Result<()> {
     let levels: Vec<f32> = (0..v).map(|_| rng.below(7) as f32).collect();
     let spread = rng.vec_uniform(v, -8.0, 8.0);
     let picked = ctx.alloc_f32(4)?;
-    let greedy = TokenPick { temperature: 0.0, top_k: 0, top_p: 1.0, seed_hash: 0, draw: 0 };
     let drawn = TokenPick { temperature: 0.8, top_k: 50, top_p: 0.9, seed_hash: sampling::seed_hash(7), draw: 3 };
-    for (what, logits, pick) in [("greedy", &levels, greedy), ("a draw", &spread, drawn)] {
+    for (what, logits, pick) in [("greedy", &levels, TokenPick::GREEDY), ("a draw", &spread, drawn)] {
         pick_tokens(&ctx, &picked, &ctx.upload_f32(logits)?, &[pick], v)?;
         let got = pollster::block_on(ctx.read_f32(&picked))?[0] as u32;
         let want = sampling::pick_token(logits, &pick);
-        let diff = match pick.temperature > 0.0 {
-            true => (sampling::draw_score(logits, &pick, got) - sampling::draw_score(logits, &pick, want)).abs() as f64,
-            false => got.abs_diff(want) as f64,
+        let (diff, limit) = match pick.temperature > 0.0 {
+            true => ((sampling::draw_score(logits, &pick, got) - sampling::draw_score(logits, &pick, want)).abs() as f64, 1e-4),
+            false => (got.abs_diff(want) as f64, 0.5),
         };
-        report(format!("pick of {v} logits ({what})"), diff, if pick.temperature > 0.0 { 1e-4 } else { 0.5 });
+        report(format!("pick of {v} logits ({what})"), diff, limit);
     }
     // The reductions' variants: the subgroup one (where the adapter has subgroups), then
     // the workgroup-memory one.

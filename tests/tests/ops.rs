@@ -950,7 +950,6 @@ fn picked_tokens_match_the_hosts() {
                 none[n - 2] = -1e30;
             }
             let logits = [("levels", levels), ("largest first", first), ("largest last", last), ("uniform", fine), ("-inf", none)];
-            let greedy = TokenPick { temperature: 0.0, top_k: 0, top_p: 1.0, seed_hash: 0, draw: 0 };
             let sampled = |i: usize| TokenPick {
                 temperature: [1.0, 0.7, 1.5, 0.3][i % 4],
                 top_k: [0, 0, 1, 40, 3][i % 5],
@@ -959,7 +958,7 @@ fn picked_tokens_match_the_hosts() {
                 draw: (i % 3) as u32,
             };
             // (which logits, how): every logits greedy, the uniform and the levels' sampled
-            let mut rows: Vec<(usize, TokenPick)> = (0..logits.len()).map(|l| (l, greedy)).collect();
+            let mut rows: Vec<(usize, TokenPick)> = (0..logits.len()).map(|l| (l, TokenPick::GREEDY)).collect();
             rows.extend((0..if n > 50_000 { 6 } else { 24 }).map(|i| (if i % 2 == 0 { 3 } else { 0 }, sampled(i))));
             let out = poisoned(ctx, rows.len());
             let mut check = |got: f32, (l, pick): &(usize, TokenPick), launch: &str| {
@@ -988,7 +987,7 @@ fn picked_tokens_match_the_hosts() {
         }
         assert!(near_ties * 100 <= picks_compared, "{near_ties} of {picks_compared} picks differ from the host's");
         let out = poisoned(ctx, 4);
-        let err = pick_tokens(ctx, &out, &upload(ctx, &[1.0; 8]), &[TokenPick { temperature: 0.0, top_k: 0, top_p: 1.0, seed_hash: 0, draw: 0 }], 0).unwrap_err().to_string();
+        let err = pick_tokens(ctx, &out, &upload(ctx, &[1.0; 8]), &[TokenPick::GREEDY], 0).unwrap_err().to_string();
         assert!(err.contains("pick_tokens: 0 logits a row"), "{err}");
     });
 }

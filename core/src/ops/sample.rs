@@ -24,6 +24,11 @@ pub struct TokenPick {
     pub draw: u32,
 }
 
+impl TokenPick {
+    /// The most likely token (the seed and the draw play no part).
+    pub const GREEDY: TokenPick = TokenPick { temperature: 0.0, top_k: 0, top_p: 1.0, seed_hash: 0, draw: 0 };
+}
+
 /// The rows one launch picks for.
 const LAUNCH_ROWS: usize = 16;
 

@@ -163,7 +163,7 @@ impl Engine {
         // where the GPU can pick every request's token (none has a repetition penalty), only
         // those are read
         let on_gpu = self.ctx.decode_ahead() && running.iter().all(|r| r.decoding.picks_on_gpu());
-        let picks: Vec<_> = running.iter().filter(|_| on_gpu).map(|r| r.decoding.pick()).collect();
+        let picks: Vec<_> = running.iter().map(|r| r.decoding.pick()).collect();
         let mut caches: Vec<&mut KvCache> = running.iter_mut().map(|r| &mut r.cache).collect();
         let stepped = if on_gpu {
             pollster::block_on(self.model.decode_batch_picked(&self.ctx, &mut caches, &tokens, &picks)).map(Step::Picked)
