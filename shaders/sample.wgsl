@@ -1,9 +1,10 @@
 // Each row's next token, picked from its N logits as the host's sampler picks it
-// (model/sampling.rs, `pick_token`): the most likely at temperature 0, else a draw from
-// softmax(logits / T) over the top-k tokens' nucleus (top-p). Written as an f32 (a token id as
-// the lookups read it: exact below 2²⁴). Decoding picks its next token with it on the GPU, so
-// the host records the token's launches before it has read the token (model/gpu_picks.rs), and
-// a batched decode reads its rows' tokens instead of their logits.
+// (model/sampling.rs, `Sampler::sample`): after a repetition penalty on the tokens its sequence
+// has seen, the most likely at temperature 0, else a draw from softmax(logits / T) over the
+// top-k tokens' nucleus (top-p). Written as an f32 (a token id as the lookups read it: exact
+// below 2²⁴), and marked seen in the row's mask. Decoding picks its next token with it on the
+// GPU, so the host records the token's launches before it has read the token
+// (model/gpu_picks.rs), and a batched decode reads its rows' tokens instead of their logits.
 //
 // A workgroup per row. The draw is the Gumbel-max trick: the candidate with the largest
 // (l − max)/T − ln(E), E a standard exponential hashed from (the seed, the draw's index, the
@@ -16,14 +17,21 @@ struct Params {
     N: u32,
     // the launch's first row (a launch takes at most 16)
     first: u32,
-    // row first + r: (temperature's bits, top_k (0: all), top_p's bits, the draw's index)
+    // row first + r: (temperature's bits, top_k (0: all), top_p's bits, the draw's key: its
+    // seed and index hashed on the host)
     rows: array<vec4<u32>, 16>,
-    // row r's seed, hashed on the host, at [r / 4][r % 4]
-    seeds: array<vec4<u32>, 4>,
+    // row r's repetition penalty (1: none) and its reciprocal, at [r / 4][r % 4]
+    penalties: array<vec4<f32>, 4>,
+    inverse_penalties: array<vec4<f32>, 4>,
+    // the word of `seen` where row r's mask starts, at [r / 4][r % 4]
+    seen_at: array<vec4<u32>, 4>,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
+// each row's sequence's tokens so far: bit i % 32 of word i / 32 set where token i is among
+// them (HF's repetition penalty applies to the prompt's and the generated tokens)
+@group(0) @binding(2) var<storage, read_write> seen: array<u32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
 const WG: u32 = 256u;
@@ -39,12 +47,29 @@ var<workgroup> sums: array<array<f32, PROBES>, WG>;
 // at a time would leave it waiting on each.
 const UNROLL: u32 = 8u;
 
-// The logits at j, j + WG, …, j + 7·WG of the row from `row` (−∞ past its end).
-fn load_step(row: u32, j: u32) -> array<f32, UNROLL> {
+// This workgroup's row: its logits start at x[row], its mask at seen[mask], and seen tokens'
+// logits are divided by `penalty` where positive (multiplied by `inverse`, which is exact
+// everywhere, as on the host; a GPU's division need not be), else multiplied by it.
+var<private> row: u32;
+var<private> mask: u32;
+var<private> penalty: f32;
+var<private> inverse: f32;
+
+// Logit `i` of the row (i < N) after the repetition penalty.
+fn logit(i: u32) -> f32 {
+    let l = x[row + i];
+    if (penalty == 1.0 || ((seen[mask + i / 32u] >> (i % 32u)) & 1u) == 0u) {
+        return l;
+    }
+    return l * select(penalty, inverse, l > 0.0);
+}
+
+// The logits at j, j + WG, …, j + 7·WG of the row (−∞ past its end).
+fn load_step(j: u32) -> array<f32, UNROLL> {
     var v: array<f32, UNROLL>;
     for (var u = 0u; u < UNROLL; u++) {
         let at = j + u * WG;
-        v[u] = select(bitcast<f32>(0xff800000u), x[row + min(at, p.N - 1u)], at < p.N);
+        v[u] = select(bitcast<f32>(0xff800000u), logit(min(at, p.N - 1u)), at < p.N);
     }
     return v;
 }
@@ -119,7 +144,7 @@ fn probe(lo: u32, hi: u32, j: u32) -> u32 {
 // The largest key t in [lo, hi] whose logits at or above it weigh at least `goal` (each
 // weighs 1 where `count`, else exp((l − m)/T)), given that lo's do: 8 probes a pass narrow
 // the keys to an eighth, so 32-bit keys take at most 11 passes.
-fn search(lid: u32, row: u32, count: bool, lo_key: u32, hi_key: u32, goal: f32, m: f32, t: f32) -> u32 {
+fn search(lid: u32, count: bool, lo_key: u32, hi_key: u32, goal: f32, m: f32, t: f32) -> u32 {
     var lo = lo_key;
     var hi = hi_key;
     while (lo < hi) {
@@ -129,7 +154,7 @@ fn search(lid: u32, row: u32, count: bool, lo_key: u32, hi_key: u32, goal: f32, 
         }
         var s: array<f32, PROBES>;
         for (var i = lid; i < p.N; i += UNROLL * WG) {
-            let step = load_step(row, i);
+            let step = load_step(i);
             for (var u = 0u; u < UNROLL; u++) {
                 let l = step[u];
                 let key = value_key(l);
@@ -164,10 +189,10 @@ fn search(lid: u32, row: u32, count: bool, lo_key: u32, hi_key: u32, goal: f32, 
 }
 
 // The logits' total weight exp((l − m)/T) at or above the key `lowest`.
-fn mass_from(lid: u32, row: u32, lowest: u32, m: f32, t: f32) -> f32 {
+fn mass_from(lid: u32, lowest: u32, m: f32, t: f32) -> f32 {
     var s: array<f32, PROBES>;
     for (var i = lid; i < p.N; i += UNROLL * WG) {
-        let step = load_step(row, i);
+        let step = load_step(i);
         for (var u = 0u; u < UNROLL; u++) {
             if (i + u * WG < p.N && value_key(step[u]) >= lowest) {
                 s[0] += exp((step[u] - m) / t);
@@ -177,20 +202,30 @@ fn mass_from(lid: u32, row: u32, lowest: u32, m: f32, t: f32) -> f32 {
     return workgroup_sums(lid, s)[0];
 }
 
+// The row's pick: its token id into out, and its bit into the mask (the token runs next, so a
+// pick ahead of it sees it). By one invocation, after every read of the mask.
+fn take(r: u32, token: u32) {
+    out[p.first + r] = f32(token);
+    seen[mask + token / 32u] |= 1u << (token % 32u);
+}
+
 @compute @workgroup_size(256)
 fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let r = wid.x;
-    let row = (p.first + r) * p.N;
+    row = (p.first + r) * p.N;
+    mask = p.seen_at[r / 4u][r % 4u];
+    penalty = p.penalties[r / 4u][r % 4u];
+    inverse = p.inverse_penalties[r / 4u][r % 4u];
     let t = bitcast<f32>(p.rows[r].x);
     let top_k = p.rows[r].y;
     let top_p = bitcast<f32>(p.rows[r].z);
-    let draw_key = lowbias32(p.seeds[r / 4u][r % 4u] ^ lowbias32(p.rows[r].w));
+    let draw_key = p.rows[r].w;
 
     // the most likely token (an invocation past the end holds index N, which any goes before)
     var v = bitcast<f32>(0xff800000u); // -inf
     var i = p.N;
     for (var j0 = lid; j0 < p.N; j0 += UNROLL * WG) {
-        let step = load_step(row, j0);
+        let step = load_step(j0);
         for (var u = 0u; u < UNROLL; u++) {
             let j = j0 + u * WG;
             if (j < p.N && (i == p.N || step[u] > v)) {
@@ -202,27 +237,27 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
     let most = best_index(lid, v, i);
     if (t <= 0.0) {
         if (lid == 0u) {
-            out[p.first + r] = f32(most);
+            take(r, most);
         }
         return;
     }
-    let m = x[row + most];
+    let m = logit(most);
     let top = value_key(m);
 
     // the candidates: the logits at or above `lowest`
     var lowest = 0u;
     if (top_k > 0u && top_k < p.N) {
-        lowest = search(lid, row, true, 0u, top, f32(top_k), m, t);
+        lowest = search(lid, true, 0u, top, f32(top_k), m, t);
     }
     if (top_p < 1.0) {
-        lowest = search(lid, row, false, lowest, top, top_p * mass_from(lid, row, lowest, m, t), m, t);
+        lowest = search(lid, false, lowest, top, top_p * mass_from(lid, lowest, m, t), m, t);
     }
 
     // the draw: the candidate with the largest Gumbel-perturbed logit
     v = bitcast<f32>(0xff800000u);
     i = p.N;
     for (var j0 = lid; j0 < p.N; j0 += UNROLL * WG) {
-        let step = load_step(row, j0);
+        let step = load_step(j0);
         for (var u = 0u; u < UNROLL; u++) {
             let j = j0 + u * WG;
             if (j < p.N && value_key(step[u]) >= lowest) {
@@ -236,6 +271,6 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
     }
     let picked = best_index(lid, v, i);
     if (lid == 0u) {
-        out[p.first + r] = f32(picked);
+        take(r, picked);
     }
 }

@@ -68,7 +68,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     let sampling = SamplingParams { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, ..Default::default() };
     let sampler = Sampler::new(sampling.clone());
     // decoding picks on the GPU, a token ahead, where it can (as generate does)
-    let ahead = sampler.picks_on_gpu() && model.decodes_ahead(&ctx);
+    let ahead = model.decodes_ahead(&ctx);
     block(model.forward(&ctx, &prompt))?;
     if ahead {
         block(decode_on_gpu(&ctx, &mut model, sampler.pick(0), 3, |_| Ok(true)))?;
@@ -212,7 +212,7 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
     }
     let vocab = model.cfg.vocab_size;
     // as hearth serve steps: the tokens picked on the GPU where it can
-    let on_gpu = ctx.decode_ahead() && samplers[0].picks_on_gpu();
+    let on_gpu = ctx.decode_ahead();
     let sampling_s = std::cell::Cell::new(0.0);
     // step `draw` (the first new token was draw 0)
     let step = |model: &mut Model, caches: &mut [KvCache], tokens: &[u32], draw: u32| -> Result<Vec<u32>> {

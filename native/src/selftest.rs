@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use hearth_core::model::sampling;
-use hearth_core::ops::sample::{pick_tokens, TokenPick};
+use hearth_core::ops::sample::{pick_tokens, seen_mask, SeenTokens, TokenPick};
 use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::ops::{cpu, cross_entropy, rmsnorm};
 use hearth_core::ops::matmul::{choose_tiling, matmul_gemv_normed, matmul_with, Accumulate, InputNorm, MatmulDims, MatmulKind, MatmulTiling};
@@ -236,15 +236,21 @@ pub fn run() -> Result<()> {
         report(format!("matmul_{format:?}_forward").to_lowercase(), largest_diff(&got, &want), 1e-3);
     }
     // decoding's picks from a vocabulary's logits: greedy among seven levels (the first of
-    // ties), and a draw from the top 50's nucleus of 0.9 at temperature 0.8
+    // ties), and a draw from the top 50's nucleus of 0.9 at temperature 0.8 after a repetition
+    // penalty of 1.3 on 200 tokens seen
     let v = 49_152;
     let levels: Vec<f32> = (0..v).map(|_| rng.below(7) as f32).collect();
     let spread = rng.vec_uniform(v, -8.0, 8.0);
     let picked = ctx.alloc_f32(4)?;
-    let drawn = TokenPick { temperature: 0.8, top_k: 50, top_p: 0.9, seed_hash: sampling::seed_hash(7), draw: 3 };
+    let seen_ids: Vec<u32> = (0..200).map(|i| (i * 7919) % v as u32).collect();
+    let drawn = TokenPick { temperature: 0.8, top_k: 50, top_p: 0.9, repetition_penalty: 1.3, seed_hash: sampling::seed_hash(7), draw: 3 };
     for (what, logits, pick) in [("greedy", &levels, TokenPick::GREEDY), ("a draw", &spread, drawn)] {
-        pick_tokens(&ctx, &picked, &ctx.upload_f32(logits)?, &[pick], v)?;
+        let seen = ctx.upload_u32(&seen_mask(&seen_ids, v))?;
+        pick_tokens(&ctx, &picked, &ctx.upload_f32(logits)?, 0, &[pick], &SeenTokens { masks: &seen, at: &[0] }, v)?;
         let got = pollster::block_on(ctx.read_f32(&picked))?[0] as u32;
+        let mut logits = logits.clone();
+        sampling::penalize(&mut logits, &seen_ids, pick.repetition_penalty);
+        let logits = &logits;
         let want = sampling::pick_token(logits, &pick);
         let (diff, limit) = match pick.temperature > 0.0 {
             true => ((sampling::draw_score(logits, &pick, got) - sampling::draw_score(logits, &pick, want)).abs() as f64, 1e-4),

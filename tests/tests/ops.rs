@@ -932,9 +932,12 @@ fn picked_tokens_match_the_hosts() {
     // Greedy: the first of equal largest values (few levels: many ties), -inf, a largest value
     // first or last, lengths around the workgroup's 256 and a vocabulary's. Sampled: the same
     // logits at temperatures, top-k and top-p (ties at the thresholds among the levels), draws
-    // and seeds of their own. Each row alone and all of them as the rows of launches of 16.
-    use hearth_core::model::sampling::{draw_score, pick_token, seed_hash};
-    use hearth_core::ops::sample::{pick_tokens, TokenPick};
+    // and seeds of their own. Repetition penalties above and below 1, greedy and sampled, on
+    // seen tokens that include the most likely (positive and negative logits). Each row alone
+    // and all of them as the rows of launches of 16, their masks at words of no alignment,
+    // each left holding its pick's bit and nothing else new.
+    use hearth_core::model::sampling::{draw_score, penalize, pick_token, seed_hash};
+    use hearth_core::ops::sample::{pick_tokens, seen_mask, seen_words, SeenTokens, TokenPick};
     with_gpu!(ctx => {
         let mut rng = Rng::new(31);
         let (mut picks_compared, mut near_ties) = (0, 0);
@@ -954,40 +957,81 @@ fn picked_tokens_match_the_hosts() {
                 temperature: [1.0, 0.7, 1.5, 0.3][i % 4],
                 top_k: [0, 0, 1, 40, 3][i % 5],
                 top_p: [1.0, 0.9, 0.5, 1.0, 0.0, 0.95][i % 6],
+                repetition_penalty: [1.0, 1.3, 1.0, 0.8, 2.0, 1.0, 1.1][i % 7],
                 seed_hash: seed_hash(i as u64 / 3),
                 draw: (i % 3) as u32,
             };
-            // (which logits, how): every logits greedy, the uniform and the levels' sampled
+            // (which logits, how): every logits greedy, and greedy after a penalty; the uniform
+            // and the levels' sampled
             let mut rows: Vec<(usize, TokenPick)> = (0..logits.len()).map(|l| (l, TokenPick::GREEDY)).collect();
+            rows.extend((0..logits.len()).map(|l| (l, TokenPick { repetition_penalty: [1.5, 0.5][l % 2], ..TokenPick::GREEDY })));
             rows.extend((0..if n > 50_000 { 6 } else { 24 }).map(|i| (if i % 2 == 0 { 3 } else { 0 }, sampled(i))));
+            // each row's seen tokens: its logits' most likely and a few others
+            let seen: Vec<Vec<u32>> = rows
+                .iter()
+                .map(|(l, _)| {
+                    let most = hearth_core::model::sampling::argmax(&logits[*l].1);
+                    std::iter::once(most).chain((0..1 + rng.below(40)).map(|_| rng.below(n) as u32)).collect()
+                })
+                .collect();
+            let words = seen_words(n);
             let out = poisoned(ctx, rows.len());
-            let mut check = |got: f32, (l, pick): &(usize, TokenPick), launch: &str| {
+            let mut check = |got: f32, row: usize, launch: &str| {
+                let ((l, pick), seen) = (&rows[row], &seen[row]);
                 let (what, x) = &logits[*l];
-                let want = pick_token(x, pick);
+                let mut x = x.clone();
+                penalize(&mut x, seen, pick.repetition_penalty);
+                let want = pick_token(&x, pick);
                 picks_compared += 1;
                 if got == want as f32 || pick.temperature <= 0.0 {
                     assert_eq!(got, want as f32, "{what}, {n} values, {pick:?} ({launch})");
                     return;
                 }
                 // a draw's two best perturbed logits agreeing to rounding may swap
-                let (g, w) = (draw_score(x, pick, got as u32), draw_score(x, pick, want));
+                let (g, w) = (draw_score(&x, pick, got as u32), draw_score(&x, pick, want));
                 assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{what}, {n} values, {pick:?} ({launch}): picked {got} (score {g}), the host {want} (score {w})");
                 near_ties += 1;
             };
-            for row in &rows {
-                pick_tokens(ctx, &out, &upload(ctx, &logits[row.0].1), &[row.1], n).unwrap();
-                check(read(ctx, &out)[0], row, "alone");
+            // the masks after a launch: each row's seen tokens and its pick
+            let check_masks = |masks: &[f32], at: &[u32], picked: &[f32], first_row: usize, launch: &str| {
+                for (r, (&at, &id)) in at.iter().zip(picked).enumerate() {
+                    let want = seen_mask(&[&seen[first_row + r][..], &[id as u32]].concat(), n);
+                    let got: Vec<u32> = masks[at as usize..][..words].iter().map(|w| w.to_bits()).collect();
+                    assert!(got == want, "{n} values, row {} ({launch}): the mask after picking {id}", first_row + r);
+                }
+            };
+            for (r, row) in rows.iter().enumerate() {
+                let at = [5];
+                let masks = upload(ctx, &[vec![0.0; 5], seen_mask(&seen[r], n).iter().map(|&w| f32::from_bits(w)).collect()].concat());
+                pick_tokens(ctx, &out, &upload(ctx, &logits[row.0].1), 0, &[row.1], &SeenTokens { masks: &masks, at: &at }, n).unwrap();
+                let got = read(ctx, &out)[0];
+                check(got, r, "alone");
+                check_masks(&read(ctx, &masks), &at, &[got], r, "alone");
             }
             let all: Vec<f32> = rows.iter().flat_map(|(l, _)| logits[*l].1.clone()).collect();
             let picks: Vec<TokenPick> = rows.iter().map(|r| r.1).collect();
-            pick_tokens(ctx, &out, &upload(ctx, &all), &picks, n).unwrap();
-            for (got, row) in read(ctx, &out).into_iter().zip(&rows) {
-                check(got, row, "in launches of 16");
+            // row r's mask at r·(words + 3) + 1
+            let at: Vec<u32> = (0..rows.len()).map(|r| (r * (words + 3) + 1) as u32).collect();
+            let mut masks = vec![0.0f32; rows.len() * (words + 3) + 1];
+            for (r, &a) in at.iter().enumerate() {
+                masks[a as usize..][..words].copy_from_slice(&seen_mask(&seen[r], n).iter().map(|&w| f32::from_bits(w)).collect::<Vec<_>>());
             }
+            let masks = upload(ctx, &masks);
+            pick_tokens(ctx, &out, &upload(ctx, &all), 0, &picks, &SeenTokens { masks: &masks, at: &at }, n).unwrap();
+            let got = read(ctx, &out);
+            for (r, &g) in got.iter().enumerate() {
+                check(g, r, "in launches of 16");
+            }
+            check_masks(&read(ctx, &masks), &at, &got, 0, "in launches of 16");
         }
         assert!(near_ties * 100 <= picks_compared, "{near_ties} of {picks_compared} picks differ from the host's");
-        let out = poisoned(ctx, 4);
-        let err = pick_tokens(ctx, &out, &upload(ctx, &[1.0; 8]), &[TokenPick::GREEDY], 0).unwrap_err().to_string();
+        let (out, masks) = (poisoned(ctx, 4), poisoned(ctx, 4));
+        let pick = |n, at: &[u32]| pick_tokens(ctx, &out, &upload(ctx, &[1.0; 200]), 0, &[TokenPick::GREEDY], &SeenTokens { masks: &masks, at }, n).unwrap_err().to_string();
+        let err = pick(0, &[0]);
         assert!(err.contains("pick_tokens: 0 logits a row"), "{err}");
+        let err = pick(200, &[0]);
+        assert!(err.contains("pick_tokens: seen holds 4 values, expected at least 7"), "{err}");
+        let err = pick(8, &[0, 1]);
+        assert!(err.contains("pick_tokens: 1 rows but 2 masks of seen tokens"), "{err}");
     });
 }

@@ -424,8 +424,9 @@ fn reusing_the_cache_generates_what_a_fresh_start_does() {
 /// (the loop `hearth serve` runs), token for token and piece for piece, and leave the cache
 /// as it does, wherever it stops: at max_new_tokens (0, 1 and 8), at a stop string, at EOS,
 /// when the caller cancels, and with no room left in the cache (the same error); with an
-/// adapter on every linear layer; greedy and sampled (the same seeded draws). The tokens it ran
-/// ahead are dropped. Both kernel paths, a model of tied embeddings (looked up on the GPU) and a
+/// adapter on every linear layer; greedy and sampled (the same seeded draws), with a repetition
+/// penalty. The tokens it ran ahead are dropped. Both kernel paths, a model of tied embeddings
+/// (looked up on the GPU) and one of untied (each token picked on the GPU, read, then run), a
 /// prompt of two chunks.
 #[test]
 fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
@@ -481,78 +482,90 @@ fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
         let g = run().map_err(|e| e.to_string());
         (g, pieces, cache.len())
     }
-    let m = load_hf_folder(&DirFiles(fixture("tiny-llama32")), None).unwrap();
-    let mut tok = m.tokenizer;
-    let model_eos = tok.eos_ids.clone();
-    for ctx in [hearth_tests::gpu(), hearth_tests::gpu_kernels()].into_iter().flatten() {
-        tok.eos_ids = model_eos.clone();
-        let prompt: Vec<u32> = (0..11).map(|i| 3 + 17 * i % 290).collect();
-        let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
-        assert!(model.decodes_ahead(ctx), "tied embeddings are looked up on the GPU");
-        let params = GenerateParams { max_new_tokens: 8, ..Default::default() };
-        let (first, _, _) = on_host(ctx, &mut model, &tok, &prompt, &params, usize::MAX);
-        let ids = first.unwrap().ids;
-        assert_eq!(ids.len(), 8, "{ids:?}");
-        // an id that first comes third or later, as EOS; a stop string inside the text
-        let eos = ids.iter().enumerate().skip(2).find(|(k, id)| !ids[..*k].contains(id)).map(|(_, &id)| id).expect("a new id");
-        let text = tok.decode(&ids, true).unwrap();
-        let stop: String = text.chars().skip(text.chars().count() / 2).take(2).collect();
-        struct Case {
-            what: String,
-            params: GenerateParams,
-            /// on_text cancels at this piece
-            cancel_at: usize,
-            eos: Option<u32>,
-            max_seq: usize,
-            adapter: bool,
-            /// how the host's generation ends (None: an error)
-            ends: Option<StopReason>,
-        }
-        let case = |what: String, params: &GenerateParams| Case { what, params: params.clone(), cancel_at: usize::MAX, eos: None, max_seq: 64, adapter: false, ends: Some(StopReason::MaxTokens) };
-        let mut cases: Vec<Case> = [0, 1, 8].iter().map(|&n| case(format!("max_new_tokens {n}"), &GenerateParams { max_new_tokens: n, ..Default::default() })).collect();
-        cases.push(Case { ends: Some(StopReason::StopString), ..case(format!("stop string {stop:?}"), &GenerateParams { stop_strings: vec![stop.clone()], ..params.clone() }) });
-        cases.push(Case { eos: Some(eos), ends: Some(StopReason::Eos), ..case(format!("EOS {eos}"), &params) });
-        cases.push(Case { cancel_at: 1, ends: Some(StopReason::Cancelled), ..case("cancelled at the first piece".into(), &params) });
-        cases.push(Case { max_seq: prompt.len() + 3, ends: None, ..case("no room for the fourth token".into(), &params) });
-        cases.push(Case { adapter: true, ..case("an adapter on every linear layer".into(), &params) });
-        for (t, top_k, top_p) in [(0.8, 0, 1.0), (1.2, 20, 0.9), (0.6, 0, 0.5)] {
-            let sampling = SamplingParams { temperature: t, top_k, top_p, seed: 5, ..Default::default() };
-            let params = GenerateParams { sampling, max_new_tokens: 12, ..params.clone() };
-            cases.push(case(format!("sampled at T {t}, top-k {top_k}, top-p {top_p}"), &params));
-        }
-        // sampled until a token it draws (a new one, third or later) as EOS
-        let sampled = GenerateParams { sampling: SamplingParams { temperature: 1.0, seed: 1, ..Default::default() }, ..params.clone() };
-        let ids = on_host(ctx, &mut model, &tok, &prompt, &sampled, usize::MAX).0.unwrap().ids;
-        let eos = ids.iter().enumerate().skip(2).find(|(k, id)| !ids[..*k].contains(id)).map(|(_, &id)| id).expect("a new id");
-        cases.push(Case { ends: Some(StopReason::Eos), eos: Some(eos), ..case(format!("sampled, EOS {eos}"), &sampled) });
-        for Case { what, params, cancel_at, eos, max_seq, adapter, ends } in cases {
-            tok.eos_ids = eos.map_or(model_eos.clone(), |id| vec![id]);
-            let what = format!("{:?} kernels, {what}", ctx.kernel_paths());
-            let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq, max_binding: None }).unwrap();
-            if adapter {
-                let mut a = Adapter::init(&m.cfg, &LoraConfig { r: 4, alpha: 8.0, targets: Target::ALL.to_vec(), ..Default::default() }, 5).unwrap();
-                for t in &mut a.tensors {
-                    t.b.iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 5) as f32 - 2.0) * 0.1);
+    for (name, tied) in [("tiny-llama32", true), ("tiny-llama", false)] {
+        let m = load_hf_folder(&DirFiles(fixture(name)), None).unwrap();
+        let mut tok = m.tokenizer;
+        let model_eos = tok.eos_ids.clone();
+        for ctx in [hearth_tests::gpu(), hearth_tests::gpu_kernels()].into_iter().flatten() {
+            tok.eos_ids = model_eos.clone();
+            let prompt: Vec<u32> = (0..11).map(|i| 3 + 17 * i % 290).collect();
+            let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
+            assert_eq!(model.decodes_ahead(ctx), tied, "{name}: tied embeddings are looked up on the GPU, untied ones on the host");
+            let params = GenerateParams { max_new_tokens: 8, ..Default::default() };
+            let (first, _, _) = on_host(ctx, &mut model, &tok, &prompt, &params, usize::MAX);
+            let ids = first.unwrap().ids;
+            assert_eq!(ids.len(), 8, "{ids:?}");
+            // an id that first comes third or later, as EOS; a stop string inside the text
+            let eos = ids.iter().enumerate().skip(2).find(|(k, id)| !ids[..*k].contains(id)).map(|(_, &id)| id).expect("a new id");
+            let text = tok.decode(&ids, true).unwrap();
+            let stop: String = text.chars().skip(text.chars().count() / 2).take(2).collect();
+            struct Case {
+                what: String,
+                params: GenerateParams,
+                /// on_text cancels at this piece
+                cancel_at: usize,
+                eos: Option<u32>,
+                max_seq: usize,
+                adapter: bool,
+                /// whether its tokens are not the greedy ones
+                changes_greedy: bool,
+                /// how the host's generation ends (None: an error)
+                ends: Option<StopReason>,
+            }
+            let case = |what: String, params: &GenerateParams| Case { what, params: params.clone(), cancel_at: usize::MAX, eos: None, max_seq: 64, adapter: false, changes_greedy: false, ends: Some(StopReason::MaxTokens) };
+            let mut cases: Vec<Case> = [0, 1, 8].iter().map(|&n| case(format!("max_new_tokens {n}"), &GenerateParams { max_new_tokens: n, ..Default::default() })).collect();
+            cases.push(Case { ends: Some(StopReason::StopString), ..case(format!("stop string {stop:?}"), &GenerateParams { stop_strings: vec![stop.clone()], ..params.clone() }) });
+            cases.push(Case { eos: Some(eos), ends: Some(StopReason::Eos), ..case(format!("EOS {eos}"), &params) });
+            cases.push(Case { cancel_at: 1, ends: Some(StopReason::Cancelled), ..case("cancelled at the first piece".into(), &params) });
+            cases.push(Case { max_seq: prompt.len() + 3, ends: None, ..case("no room for the fourth token".into(), &params) });
+            cases.push(Case { adapter: true, changes_greedy: true, ..case("an adapter on every linear layer".into(), &params) });
+            for (t, top_k, top_p) in [(0.8, 0, 1.0), (1.2, 20, 0.9), (0.6, 0, 0.5)] {
+                let sampling = SamplingParams { temperature: t, top_k, top_p, seed: 5, ..Default::default() };
+                let params = GenerateParams { sampling, max_new_tokens: 12, ..params.clone() };
+                cases.push(case(format!("sampled at T {t}, top-k {top_k}, top-p {top_p}"), &params));
+            }
+            // a repetition penalty over the prompt and the tokens picked ahead: greedy (which it
+            // changes) and sampled, and with the cache reused (its kept tokens are seen too)
+            for (t, penalty, reuse_cache) in [(0.0, 1.5, false), (0.9, 1.3, false), (0.0, 0.7, false), (0.0, 1.5, true)] {
+                let sampling = SamplingParams { temperature: t, repetition_penalty: penalty, seed: 3, ..Default::default() };
+                let params = GenerateParams { sampling, max_new_tokens: 12, reuse_cache, ..params.clone() };
+                let what = format!("repetition penalty {penalty} at T {t}, reusing the cache: {reuse_cache}");
+                cases.push(Case { changes_greedy: t == 0.0, ..case(what, &params) });
+            }
+            // sampled until a token it draws (a new one, third or later) as EOS
+            let sampled = GenerateParams { sampling: SamplingParams { temperature: 1.0, seed: 1, ..Default::default() }, ..params.clone() };
+            let ids = on_host(ctx, &mut model, &tok, &prompt, &sampled, usize::MAX).0.unwrap().ids;
+            let eos = ids.iter().enumerate().skip(2).find(|(k, id)| !ids[..*k].contains(id)).map(|(_, &id)| id).expect("a new id");
+            cases.push(Case { ends: Some(StopReason::Eos), eos: Some(eos), ..case(format!("sampled, EOS {eos}"), &sampled) });
+            for Case { what, params, cancel_at, eos, max_seq, adapter, changes_greedy, ends } in cases {
+                tok.eos_ids = eos.map_or(model_eos.clone(), |id| vec![id]);
+                let what = format!("{name}, {:?} kernels, {what}", ctx.kernel_paths());
+                let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq, max_binding: None }).unwrap();
+                if adapter {
+                    let mut a = Adapter::init(&m.cfg, &LoraConfig { r: 4, alpha: 8.0, targets: Target::ALL.to_vec(), ..Default::default() }, 5).unwrap();
+                    for t in &mut a.tensors {
+                        t.b.iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 5) as f32 - 2.0) * 0.1);
+                    }
+                    model.set_adapter(ctx, Some(a), "a nonzero adapter").unwrap();
                 }
-                model.set_adapter(ctx, Some(a), "a nonzero adapter").unwrap();
-            }
-            let want = on_host(ctx, &mut model, &tok, &prompt, &params, cancel_at);
-            let cached = |model: &Model, g: &Result<Generation, String>| g.as_ref().ok().map(|g| model.cached_prefix(&[&prompt[..], &g.ids].concat()));
-            let want_cached = cached(&model, &want.0);
-            assert_eq!(want.0.as_ref().ok().map(|g| g.stop.clone()), ends, "{what}: the host's generation {:?}", want.0);
-            if adapter {
-                assert_ne!(want.0.as_ref().unwrap().ids, ids, "{what}: the adapter should change the tokens");
-            }
-            let got = ahead(ctx, &mut model, &tok, &prompt, &params, cancel_at);
-            let got_cached = cached(&model, &got.0);
-            assert_eq!(format!("{:?}", got.0), format!("{:?}", want.0), "{what}: the generation");
-            assert_eq!((&got.1, got.2, got_cached), (&want.1, want.2, want_cached), "{what}: the pieces streamed, the tokens cached and those that match");
-            // served (the batch's own error where the cache has no room)
-            let (g, pieces, _) = served(ctx, &mut model, &tok, &prompt, &params, cancel_at);
-            match (&g, &want.0) {
-                (Ok(g), Ok(w)) => assert_eq!((format!("{g:?}"), &pieces), (format!("{w:?}"), &want.1), "{what}: served"),
-                (Err(_), Err(_)) => {}
-                _ => panic!("{what}: served {g:?}, the host's {:?}", want.0),
+                let want = on_host(ctx, &mut model, &tok, &prompt, &params, cancel_at);
+                let cached = |model: &Model, g: &Result<Generation, String>| g.as_ref().ok().map(|g| model.cached_prefix(&[&prompt[..], &g.ids].concat()));
+                let want_cached = cached(&model, &want.0);
+                assert_eq!(want.0.as_ref().ok().map(|g| g.stop.clone()), ends, "{what}: the host's generation {:?}", want.0);
+                if changes_greedy {
+                    assert_ne!(want.0.as_ref().unwrap().ids[..8], ids, "{what}: the tokens should not be the greedy ones");
+                }
+                let got = ahead(ctx, &mut model, &tok, &prompt, &params, cancel_at);
+                let got_cached = cached(&model, &got.0);
+                assert_eq!(format!("{:?}", got.0), format!("{:?}", want.0), "{what}: the generation");
+                assert_eq!((&got.1, got.2, got_cached), (&want.1, want.2, want_cached), "{what}: the pieces streamed, the tokens cached and those that match");
+                // served (the batch's own error where the cache has no room)
+                let (g, pieces, _) = served(ctx, &mut model, &tok, &prompt, &params, cancel_at);
+                match (&g, &want.0) {
+                    (Ok(g), Ok(w)) => assert_eq!((format!("{g:?}"), &pieces), (format!("{w:?}"), &want.1), "{what}: served"),
+                    (Err(_), Err(_)) => {}
+                    _ => panic!("{what}: served {g:?}, the host's {:?}", want.0),
+                }
             }
         }
     }
@@ -560,22 +573,26 @@ fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
 
 /// A batch of sequences (a server's requests) has its tokens picked on the GPU and reads only
 /// them: what the host picks from each row of the logits the batch would have read, step after
-/// step (greedy rows, and rows drawing at their own temperature, top-k, top-p and seed), on
-/// both kernel paths, caches made together (one attention launch) or apart, one row and three.
+/// step (greedy rows, and rows drawing at their own temperature, top-k, top-p and seed, with
+/// and without a repetition penalty over the prompt's and the picked tokens), on both kernel
+/// paths, caches made together (one attention launch, one pick launch) or apart, one row and
+/// three.
 #[test]
 fn a_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
     use hearth_core::model::sampling::{argmax, pick_token, Sampler, SamplingParams};
     let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
     let prompts: [Vec<u32>; 3] = [vec![3, 17, 99], vec![5, 8, 13, 21, 34, 55, 89], (0..20).map(|i| (i * 37 + 11) % 250).collect()];
-    let samplers = [
+    let all_samplers = [
         Sampler::new(SamplingParams::default()),
         Sampler::new(SamplingParams { temperature: 1.0, seed: 9, ..Default::default() }),
         Sampler::new(SamplingParams { temperature: 0.7, top_k: 30, top_p: 0.9, seed: 4, ..Default::default() }),
+        Sampler::new(SamplingParams { repetition_penalty: 1.8, ..Default::default() }),
+        Sampler::new(SamplingParams { temperature: 0.9, top_p: 0.95, repetition_penalty: 1.3, seed: 2, ..Default::default() }),
     ];
     for ctx in [hearth_tests::gpu(), hearth_tests::gpu_kernels()].into_iter().flatten() {
         let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
-        for (rows, together, first) in [(1, false, 0), (1, false, 1), (3, false, 0), (3, true, 0)] {
-            let samplers = &samplers[first..first + rows];
+        for (rows, together, first) in [(1, false, 0), (1, false, 1), (3, false, 0), (3, true, 0), (3, false, 2), (3, true, 2)] {
+            let samplers = &all_samplers[first..first + rows];
             let what = format!("{:?} kernels, {rows} rows from sampler {first}, caches made together: {together}", ctx.kernel_paths());
             let mut sets: Vec<Vec<KvCache>> = (0..2)
                 .map(|_| if together { model.new_caches(ctx, rows).unwrap() } else { (0..rows).map(|_| model.new_cache(ctx).unwrap()).collect() })
@@ -590,14 +607,25 @@ fn a_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
                 }
             }
             let [read, picked] = &mut sets[..] else { unreachable!() };
-            for step in 0..6 {
+            // each sequence's tokens so far (a repetition penalty's)
+            let mut seen: Vec<Vec<u32>> = prompts[..rows].to_vec();
+            // picks a penalty changed
+            let mut penalized = 0;
+            for step in 0..8 {
                 let picks: Vec<_> = samplers.iter().map(|s| s.pick(step)).collect();
                 let logits = pollster::block_on(model.decode_batch(ctx, &mut read.iter_mut().collect::<Vec<_>>(), &tokens)).unwrap();
-                let want: Vec<u32> = logits.chunks(m.cfg.vocab_size).zip(&picks).map(|(row, pick)| pick_token(row, pick)).collect();
+                seen.iter_mut().zip(&tokens).for_each(|(s, &t)| s.push(t));
+                let mut want = Vec::new();
+                for ((row, s), seen) in logits.chunks(m.cfg.vocab_size).zip(samplers).zip(&seen) {
+                    want.push(s.sample(&mut row.to_vec(), seen, step));
+                    penalized += usize::from(pick_token(row, &s.pick(step)) != want[want.len() - 1]);
+                }
                 let got = pollster::block_on(model.decode_batch_picked(ctx, &mut picked.iter_mut().collect::<Vec<_>>(), &tokens, &picks)).unwrap();
                 assert_eq!(got, want, "{what}, step {step}");
                 tokens = got;
             }
+            let penalties = samplers.iter().any(|s| s.pick(0).repetition_penalty != 1.0);
+            assert_eq!(penalized > 0, penalties, "{what}: {penalized} picks changed by a penalty");
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::model::block::{Attention, CachedSeq, SharedBatch};
 use crate::model::forward::{BatchScratch, KvCache, Model, SharedCaches};
-use crate::ops::sample::{pick_tokens, TokenPick};
+use crate::ops::sample::{pick_tokens, SeenTokens, TokenPick};
 use crate::ops::attention::{decode_batch_table, decode_scratch_len, BatchSeq};
 use crate::{Error, GpuContext, Result};
 use std::sync::Arc;
@@ -61,16 +61,30 @@ impl Model {
     }
 
     /// [`Model::decode_batch`] with each sequence's next token picked on the GPU as `picks`
-    /// says (each its sampler's next draw), so that only the tokens are read back, not R × V
-    /// logits.
+    /// says (each its sampler's next draw, after its repetition penalty over the tokens its
+    /// cache holds), so that only the tokens are read back, not R × V logits.
     pub async fn decode_batch_picked(&mut self, ctx: &GpuContext, caches: &mut [&mut KvCache], tokens: &[u32], picks: &[TokenPick]) -> Result<Vec<u32>> {
         if picks.len() != tokens.len() {
             return Err(Error::Shape(format!("a batched decode of {} sequences was given {} ways to pick their tokens", tokens.len(), picks.len())));
         }
         self.run_batch(ctx, caches, tokens)?;
-        let n = tokens.len();
-        pick_tokens(ctx, &self.state.picked, &self.state.logits, picks, self.cfg.vocab_size)?;
-        let ids = ctx.read_f32_prefix(&self.state.picked, n).await?;
+        let (n, vocab) = (tokens.len(), self.cfg.vocab_size);
+        // (the host knows every token the caches hold here: their masks are written each step)
+        for (cache, pick) in caches.iter().zip(picks) {
+            if pick.repetition_penalty != 1.0 {
+                cache.write_seen(ctx, vocab);
+            }
+        }
+        let s = &self.state;
+        match shared_masks(caches) {
+            Some((masks, at)) => pick_tokens(ctx, &s.picked, &s.logits, 0, picks, &SeenTokens { masks: &masks, at: &at }, vocab)?,
+            None => {
+                for (r, (cache, pick)) in caches.iter().zip(picks).enumerate() {
+                    pick_tokens(ctx, &s.picked, &s.logits, r, &[*pick], &SeenTokens { masks: &cache.seen, at: &[0] }, vocab)?;
+                }
+            }
+        }
+        let ids = ctx.read_f32_prefix(&s.picked, n).await?;
         Ok(ids.into_iter().map(|id| id as u32).collect())
     }
 
@@ -136,4 +150,12 @@ impl Model {
         ctx.write_bytes(table, bytemuck::cast_slice(&decode_batch_table(&seqs)));
         Ok(Some((shared, seqs)))
     }
+}
+
+/// Where `caches`' masks of seen tokens are parts of one buffer (made together): that buffer and
+/// the word where each one's starts. None: each in a buffer of its own.
+fn shared_masks(caches: &[&mut KvCache]) -> Option<(Arc<crate::GpuBuffer>, Vec<u32>)> {
+    let whole = &caches.first()?.shared.as_ref()?.seen;
+    let at = caches.iter().map(|c| (c.seen.raw() == whole.raw()).then(|| ((c.seen.offset() - whole.offset()) / 4) as u32));
+    Some((Arc::clone(whole), at.collect::<Option<_>>()?))
 }

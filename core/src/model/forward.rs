@@ -19,6 +19,7 @@ use crate::ops::embedding::{token_ids, TableRows};
 use crate::ops::lora::lora_up_term;
 use crate::ops::matmul::{Accumulate, InputNorm, LowRankTerm, GEMV_ROWS};
 use crate::ops::residual::bias_forward;
+use crate::ops::sample::{seen_mask, seen_words};
 use crate::quant::QuantFormat;
 use crate::{Error, GpuBuffer, GpuContext, Result};
 use std::sync::Arc;
@@ -276,6 +277,10 @@ pub struct KvCache {
     pub(crate) v: Vec<GpuBuffer>, // L × (S, NKV·HS)
     /// The ids of the tokens it holds (what `forward` ran since the last reset).
     pub(crate) ids: Vec<u32>,
+    /// Those tokens as a mask over the vocabulary, for a repetition penalty applied on the GPU
+    /// (`ops::sample::SeenTokens`): written from `ids` before the GPU picks with one, then kept
+    /// by the picks themselves while decoding runs ahead.
+    pub(crate) seen: GpuBuffer,
     /// S: the most tokens it can hold.
     pub capacity: usize,
     /// The buffers it shares with other caches (`k` and `v` are views of their parts), where
@@ -288,6 +293,8 @@ pub struct KvCache {
 pub(crate) struct SharedCaches {
     pub k: Vec<Arc<GpuBuffer>>,
     pub v: Vec<Arc<GpuBuffer>>,
+    /// Their masks of seen tokens, so that one launch picks all their next tokens.
+    pub seen: Arc<GpuBuffer>,
 }
 
 impl KvCache {
@@ -298,6 +305,7 @@ impl KvCache {
             k: (0..cfg.n_layers).map(|_| layer()).collect::<Result<_>>()?,
             v: (0..cfg.n_layers).map(|_| layer()).collect::<Result<_>>()?,
             ids: Vec::new(),
+            seen: ctx.alloc_f32(seen_words(cfg.vocab_size))?,
             capacity,
             shared: None,
         })
@@ -313,14 +321,20 @@ impl KvCache {
         }
         let layers = || (0..cfg.n_layers).map(|_| ctx.alloc_arena(&vec![len; count])).collect::<Result<Vec<_>>>();
         let (k, v) = (layers()?, layers()?);
+        let seen = ctx.alloc_arena(&vec![seen_words(cfg.vocab_size); count])?;
         // (an Arc keeps caches Send natively, as arenas; on the web wgpu's buffers are not Send)
         #[allow(clippy::arc_with_non_send_sync)]
-        let shared = Arc::new(SharedCaches { k: k.iter().map(|a| Arc::clone(&a.whole)).collect(), v: v.iter().map(|a| Arc::clone(&a.whole)).collect() });
+        let shared = Arc::new(SharedCaches {
+            k: k.iter().map(|a| Arc::clone(&a.whole)).collect(),
+            v: v.iter().map(|a| Arc::clone(&a.whole)).collect(),
+            seen: Arc::clone(&seen.whole),
+        });
         let caches = (0..count)
             .map(|c| KvCache {
                 k: k.iter().map(|a| a.view(c)).collect(),
                 v: v.iter().map(|a| a.view(c)).collect(),
                 ids: Vec::new(),
+                seen: seen.view(c),
                 capacity,
                 shared: Some(Arc::clone(&shared)),
             })
@@ -342,6 +356,11 @@ impl KvCache {
     /// Keeps the first `len` tokens (at most those held).
     pub fn rewind(&mut self, len: usize) {
         self.ids.truncate(len);
+    }
+
+    /// Writes its mask of seen tokens from the ids it holds (all read: none picked ahead).
+    pub(crate) fn write_seen(&self, ctx: &GpuContext, vocab: usize) {
+        ctx.write_bytes(&self.seen, bytemuck::cast_slice(&seen_mask(&self.ids, vocab)));
     }
 
     /// How many leading tokens of `tokens` it already holds.

@@ -68,15 +68,17 @@ pub async fn generate_until(
     params: &GenerateParams,
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generation> {
-    let mut decoding = Decoding::run_prompt(ctx, model, prompt, params)?;
-    if decoding.picks_on_gpu() && model.decodes_ahead(ctx) {
+    if model.decodes_ahead(ctx) {
+        let mut decoding = Decoding::run_prompt(ctx, model, prompt, params)?;
         let first = decoding.pick();
         decode_on_gpu(ctx, model, first, params.max_new_tokens, |id| Ok(decoding.accept(tok, id, &mut on_text)?.is_some())).await?;
         return decoding.finish(tok, &mut on_text);
     }
-    let mut logits = model.read_logits(ctx).await?;
-    while let Some(id) = decoding.next(tok, &mut logits, &mut on_text)? {
-        logits = model.forward(ctx, &[id]).await?;
+    // a token at a time: each read before it runs
+    let (mut decoding, mut next) = Decoding::start(ctx, model, tok, prompt, params, &mut on_text).await?;
+    while let Some(id) = next {
+        model.run(ctx, &[id])?;
+        next = decoding.take_next(ctx, model, tok, &mut on_text).await?;
     }
     decoding.finish(tok, &mut on_text)
 }
@@ -101,19 +103,26 @@ impl Decoding {
         Ok((decoding, model.read_logits(ctx).await?))
     }
 
-    /// Runs `prompt` as [`Decoding::prefill`] does and takes its first new token, its text
-    /// streamed to `on_text`: picked on the GPU where it can be (only the token is read back),
-    /// else sampled from the logits read. Returns the token to run next, or None where the
-    /// generation has already ended (then [`Decoding::finish`]).
+    /// Runs `prompt` as [`Decoding::prefill`] does and takes its first new token as
+    /// [`Decoding::take_next`] does: the token to run next, or None where the generation has
+    /// already ended (then [`Decoding::finish`]).
     pub async fn start(ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, prompt: &[u32], params: &GenerateParams, on_text: &mut impl FnMut(&str) -> bool) -> Result<(Self, Option<u32>)> {
         let mut decoding = Self::run_prompt(ctx, model, prompt, params)?;
-        let next = if ctx.decode_ahead() && decoding.picks_on_gpu() {
-            let id = model.pick_now(ctx, decoding.pick()).await?;
-            decoding.accept(tok, id, on_text)?
-        } else {
-            decoding.next(tok, &mut model.read_logits(ctx).await?, on_text)?
-        };
+        let next = decoding.take_next(ctx, model, tok, on_text).await?;
         Ok((decoding, next))
+    }
+
+    /// Takes the next token after the one the model last ran, its text streamed to `on_text`:
+    /// picked on the GPU where the context lets it (only the token is read back), else sampled
+    /// from the logits read. Returns the token to run next, or None where the generation has
+    /// ended.
+    async fn take_next(&mut self, ctx: &GpuContext, model: &mut Model, tok: &Tokenizer, on_text: &mut impl FnMut(&str) -> bool) -> Result<Option<u32>> {
+        if ctx.decode_ahead() {
+            let id = model.pick_now(ctx, self.pick()).await?;
+            self.accept(tok, id, on_text)
+        } else {
+            self.next(tok, &mut model.read_logits(ctx).await?, on_text)
+        }
     }
 
     /// [`Decoding::prefill`] without reading the logits: they stay on the GPU.
@@ -142,13 +151,8 @@ impl Decoding {
         self.accept(tok, id, on_text)
     }
 
-    /// Whether the GPU can pick its tokens as its sampler would (from the logits where they
-    /// are: [`Decoding::pick`]; [`Decoding::accept`] then takes them).
-    pub fn picks_on_gpu(&self) -> bool {
-        self.sampler.picks_on_gpu()
-    }
-
-    /// How its next token is picked, for the GPU: its sampler's next draw.
+    /// How its next token is picked, for the GPU (from the logits where they are;
+    /// [`Decoding::accept`] then takes it): its sampler's next draw.
     pub fn pick(&self) -> TokenPick {
         self.sampler.pick(self.draws())
     }
@@ -159,7 +163,7 @@ impl Decoding {
         self.ids.len() as u32
     }
 
-    /// Takes `id` as the next token (sampled, or picked on the GPU where [`Decoding::picks_on_gpu`])
+    /// Takes `id` as the next token (sampled, or picked on the GPU as [`Decoding::pick`] says)
     /// and streams the new text to `on_text`; returns the token to run next, or None when the
     /// generation has ended.
     pub fn accept(&mut self, tok: &Tokenizer, id: u32, on_text: &mut impl FnMut(&str) -> bool) -> Result<Option<u32>> {

@@ -8,7 +8,7 @@
 
 use crate::gpu::PendingRead;
 use crate::model::forward::Model;
-use crate::ops::sample::{pick_tokens, TokenPick};
+use crate::ops::sample::{pick_tokens, SeenTokens, TokenPick};
 use crate::{GpuContext, Result};
 
 /// A token picked on the GPU, its id not yet read.
@@ -29,10 +29,13 @@ impl Model {
     }
 
     /// Picks the next token as `how` says from the logits on the GPU (the last token's) and,
-    /// with `run`, runs it, all submitted; its id is read by [`Model::read_picked`].
+    /// with `run`, runs it, all submitted; its id is read by [`Model::read_picked`]. The
+    /// cache's mask of seen tokens must hold its tokens where `how` has a repetition penalty
+    /// ([`Model::write_seen`], or the pick before this one, which ran).
     fn pick(&mut self, ctx: &GpuContext, how: TokenPick, run: bool) -> Result<Picked> {
         let s = &self.state;
-        pick_tokens(ctx, &s.picked, &s.logits, &[how], self.cfg.vocab_size)?;
+        let seen = SeenTokens { masks: &self.cache.seen, at: &[0] };
+        pick_tokens(ctx, &s.picked, &s.logits, 0, &[how], &seen, self.cfg.vocab_size)?;
         let read = ctx.read_later(&s.picked, 4);
         if run {
             self.look_up_on_gpu(ctx, &s.x, &s.picked, 1)?;
@@ -47,8 +50,17 @@ impl Model {
     /// The next token picked on the GPU as `how` says from the logits there (the last token's),
     /// read back: 4 bytes instead of the logits.
     pub async fn pick_now(&mut self, ctx: &GpuContext, how: TokenPick) -> Result<u32> {
+        self.write_seen(ctx, &how);
         let picked = self.pick(ctx, how, false)?;
         self.read_picked(ctx, picked, 0).await
+    }
+
+    /// Writes the cache's mask of seen tokens from its ids where `how` has a repetition
+    /// penalty (it reads them).
+    fn write_seen(&self, ctx: &GpuContext, how: &TokenPick) {
+        if how.repetition_penalty != 1.0 {
+            self.cache.write_seen(ctx, self.cfg.vocab_size);
+        }
     }
 
     /// The id of a token [`Model::pick`] picked, recorded in the cache where it ran at `at`.
@@ -87,6 +99,8 @@ async fn pick_ahead(ctx: &GpuContext, model: &mut Model, start: usize, first: To
     let can_run = |model: &Model, k: usize| k < max && model.check_room(&model.cache, 1).is_ok();
     // how the k-th is picked: the sampler's draws in turn
     let how = |k: usize| TokenPick { draw: first.draw + (k - 1) as u32, ..first };
+    // (each pick after the first sees the tokens before it: each marks its own, which runs)
+    model.write_seen(ctx, &first);
     let mut pending = model.pick(ctx, how(1), can_run(model, 1))?;
     for k in 1..=max {
         // the next token is picked (and run) while this one is read, where this one ran

@@ -40,33 +40,44 @@ impl Sampler {
         Sampler { seed_hash: seed_hash(params.seed), params }
     }
 
-    /// Whether the GPU can pick its tokens (sample.wgsl): all but a repetition penalty, which
-    /// reads the tokens seen so far.
-    pub fn picks_on_gpu(&self) -> bool {
-        self.params.repetition_penalty == 1.0
-    }
-
-    /// How draw `draw` of a sequence (0: its first new token) picks its token, for the GPU.
+    /// How draw `draw` of a sequence (0: its first new token) picks its token, for the GPU
+    /// (which keeps the sequence's seen tokens itself: `ops::sample::SeenTokens`).
     pub fn pick(&self, draw: u32) -> TokenPick {
         let p = &self.params;
-        TokenPick { temperature: p.temperature, top_k: p.top_k.min(u32::MAX as usize) as u32, top_p: p.top_p, seed_hash: self.seed_hash, draw }
+        TokenPick {
+            temperature: p.temperature,
+            top_k: p.top_k.min(u32::MAX as usize) as u32,
+            top_p: p.top_p,
+            repetition_penalty: p.repetition_penalty,
+            seed_hash: self.seed_hash,
+            draw,
+        }
     }
 
     /// Draw `draw`'s token (0: the sequence's first new one); `seen` holds the ids the
     /// repetition penalty applies to.
     pub fn sample(&self, logits: &mut [f32], seen: &[u32], draw: u32) -> u32 {
-        let p = &self.params;
-        if p.repetition_penalty != 1.0 {
-            let mut done = vec![false; logits.len()];
-            for &id in seen {
-                let i = id as usize;
-                if i < logits.len() && !done[i] {
-                    done[i] = true;
-                    logits[i] = if logits[i] > 0.0 { logits[i] / p.repetition_penalty } else { logits[i] * p.repetition_penalty };
-                }
-            }
-        }
+        penalize(logits, seen, self.params.repetition_penalty);
         pick_token(logits, &self.pick(draw))
+    }
+}
+
+/// HF's repetition penalty: the logits of the tokens in `seen` (each once) divided by
+/// `penalty` where positive, else multiplied by it. Divided as multiplied by its reciprocal:
+/// within an ulp of HF's quotient, and what every GPU computes too (sample.wgsl), where a
+/// GPU's division may be off by more and turn a tie.
+pub fn penalize(logits: &mut [f32], seen: &[u32], penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    let inverse = 1.0 / penalty;
+    let mut done = vec![false; logits.len()];
+    for &id in seen {
+        let i = id as usize;
+        if i < logits.len() && !done[i] {
+            done[i] = true;
+            logits[i] *= if logits[i] > 0.0 { inverse } else { penalty };
+        }
     }
 }
 
@@ -75,9 +86,10 @@ pub fn seed_hash(seed: u64) -> u32 {
     lowbias32(seed as u32 ^ lowbias32((seed >> 32) as u32))
 }
 
-/// The token `pick` picks from `logits`: the first most likely at temperature 0, else the
-/// Gumbel-max draw over the kept tokens, those at or above a threshold: the k-th largest logit
-/// (top-k), then the least logit of the nucleus (top-p). Ties at a threshold are all kept.
+/// The token `pick` picks from `logits` (its repetition penalty already applied: [`penalize`]):
+/// the first most likely at temperature 0, else the Gumbel-max draw over the kept tokens, those
+/// at or above a threshold: the k-th largest logit (top-k), then the least logit of the nucleus
+/// (top-p). Ties at a threshold are all kept.
 /// sample.wgsl does the same in f32 (here the nucleus' mass is summed in f64); they can differ
 /// where two tokens' perturbed logits, or the nucleus' mass and top_p, agree to about 1e-6.
 pub fn pick_token(logits: &[f32], pick: &TokenPick) -> u32 {
@@ -142,7 +154,7 @@ pub fn draw_score(logits: &[f32], pick: &TokenPick, id: u32) -> f32 {
 }
 
 /// The hash a draw's noise starts from: its seed's and its index's.
-fn draw_key(pick: &TokenPick) -> u32 {
+pub(crate) fn draw_key(pick: &TokenPick) -> u32 {
     lowbias32(pick.seed_hash ^ lowbias32(pick.draw))
 }
 
@@ -254,7 +266,6 @@ mod tests {
     fn repetition_penalty_can_change_the_choice() {
         let params = SamplingParams { repetition_penalty: 2.0, ..Default::default() };
         let s = Sampler::new(params);
-        assert!(!s.picks_on_gpu());
         assert_eq!(s.sample(&mut [0.1, 3.0, -1.0, 2.0], &[1], 0), 3);
     }
 
@@ -326,7 +337,7 @@ mod tests {
 
     #[test]
     fn equal_scores_go_to_the_first_id() {
-        let pick = TokenPick { temperature: 1.0, top_k: 0, top_p: 1.0, seed_hash: seed_hash(1), draw: 0 };
+        let pick = TokenPick { temperature: 1.0, seed_hash: seed_hash(1), ..TokenPick::GREEDY };
         let key = draw_key(&pick);
         // two ids of the same noise (23 bits: a collision among a few thousand ids)
         let mut seen = std::collections::HashMap::new();

@@ -160,9 +160,8 @@ impl Engine {
     fn step(&mut self, running: &mut Vec<Running>, free: &mut Vec<FreeCache>, stats: &Stats) {
         stats.largest_batch.fetch_max(running.len(), Ordering::SeqCst);
         let tokens: Vec<u32> = running.iter().map(|r| r.next).collect();
-        // where the GPU can pick every request's token (none has a repetition penalty), only
-        // those are read
-        let on_gpu = self.ctx.decode_ahead() && running.iter().all(|r| r.decoding.picks_on_gpu());
+        // where the GPU picks the requests' tokens, only those are read
+        let on_gpu = self.ctx.decode_ahead();
         let picks: Vec<_> = running.iter().map(|r| r.decoding.pick()).collect();
         let mut caches: Vec<&mut KvCache> = running.iter_mut().map(|r| &mut r.cache).collect();
         let stepped = if on_gpu {
