@@ -44,6 +44,9 @@ pub struct BenchGenerateArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
+    /// HF's repetition penalty over the prompt's and the decoded tokens (1: none).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -65,7 +68,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     // warm-up: the whole prompt and a token after it, so that every pipeline and bind group
     // the two phases use exists before they are timed (past 256 tokens of context a decoded
     // token's attention takes launches a shorter one does not)
-    let sampling = SamplingParams { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, ..Default::default() };
+    let sampling = SamplingParams { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, repetition_penalty: a.repetition_penalty, seed: 0 };
     let sampler = Sampler::new(sampling.clone());
     // decoding picks on the GPU, a token ahead, where it can (as generate does)
     let ahead = model.decodes_ahead(&ctx);
@@ -89,10 +92,12 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
         // new_tokens run, and the one after them picked, as the loop below
         block(decode_on_gpu(&ctx, &mut model, sampler.pick(0), a.new_tokens + 1, |_| Ok(true)))?;
     } else {
+        let mut seen = prompt.clone();
         for draw in 0..a.new_tokens as u32 {
             let sampled = Instant::now();
-            let next = sampler.sample(&mut logits, &[], draw);
+            let next = sampler.sample(&mut logits, &seen, draw);
             sampling_s += sampled.elapsed().as_secs_f64();
+            seen.push(next);
             logits = block(model.forward(&ctx, &[next]))?;
         }
     }
@@ -109,7 +114,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
             "quant": a.model.quant,
             "prompt_tokens": prompt.len(),
             "new_tokens": a.new_tokens,
-            "sampling": { "temperature": a.temperature, "top_p": a.top_p, "top_k": a.top_k },
+            "sampling": { "temperature": a.temperature, "top_p": a.top_p, "top_k": a.top_k, "repetition_penalty": a.repetition_penalty },
             "decode_ahead": ahead,
             "prefill_tokens_per_s": prompt.len() as f64 / prefill,
             "decode_tokens_per_s": a.new_tokens as f64 / decode,
@@ -147,7 +152,10 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
     println!("|---------|-------:|--------:|---------:|");
     println!("| prefill | {:6} | {:7.3} | {:8.1} |", prompt.len(), prefill, prompt.len() as f64 / prefill);
     println!("| decode  | {:6} | {:7.3} | {:8.1} |", a.new_tokens, decode, a.new_tokens as f64 / decode);
-    let how = if a.temperature > 0.0 { format!("sampled at temperature {}, top-p {}, top-k {}", a.temperature, a.top_p, a.top_k) } else { "greedy".into() };
+    let mut how = if a.temperature > 0.0 { format!("sampled at temperature {}, top-p {}, top-k {}", a.temperature, a.top_p, a.top_k) } else { "greedy".into() };
+    if a.repetition_penalty != 1.0 {
+        how += &format!(" after a repetition penalty of {}", a.repetition_penalty);
+    }
     if ahead {
         println!("decode {how}, each token picked on the GPU and run before the host reads it");
     } else {
@@ -208,12 +216,14 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
         model.swap_cache(cache);
         let logits = block(model.forward(ctx, prompt));
         model.swap_cache(cache);
-        next.push(sampler.sample(&mut logits?, &[], 0));
+        next.push(sampler.sample(&mut logits?, prompt, 0));
     }
     let vocab = model.cfg.vocab_size;
     // as hearth serve steps: the tokens picked on the GPU where it can
     let on_gpu = ctx.decode_ahead();
     let sampling_s = std::cell::Cell::new(0.0);
+    // each sequence's tokens, where the host samples (a repetition penalty's)
+    let seen = std::cell::RefCell::new(vec![prompt.to_vec(); batch]);
     // step `draw` (the first new token was draw 0)
     let step = |model: &mut Model, caches: &mut [KvCache], tokens: &[u32], draw: u32| -> Result<Vec<u32>> {
         let mut held: Vec<&mut KvCache> = caches.iter_mut().collect();
@@ -224,7 +234,10 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
         let mut logits = block(model.decode_batch(ctx, &mut held, tokens))?;
         // the rows sampled at once, as hearth serve samples them
         let sampled = Instant::now();
-        let ids = map_on_cores(logits.chunks_mut(vocab).zip(&samplers).collect(), |(row, sampler)| sampler.sample(row, &[], draw));
+        let mut seen = seen.borrow_mut();
+        seen.iter_mut().zip(tokens).for_each(|(s, &t)| s.push(t));
+        let rows = logits.chunks_mut(vocab).zip(&samplers).zip(seen.iter()).collect();
+        let ids = map_on_cores(rows, |((row, sampler), seen)| sampler.sample(row, seen, draw));
         sampling_s.set(sampling_s.get() + sampled.elapsed().as_secs_f64());
         Ok(ids)
     };
@@ -233,6 +246,7 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
     for cache in &mut caches {
         cache.rewind(prompt.len());
     }
+    seen.borrow_mut().iter_mut().for_each(|s| s.truncate(prompt.len()));
     ctx.profile_begin();
     let start = Instant::now();
     for draw in 1..=new_tokens as u32 {
