@@ -241,7 +241,10 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
         }
         return;
     }
-    let m = logit(most);
+    // (its value as the reduction left it, loaded uniformly: the searches' bounds derive from
+    // it and their loops hold barriers, and a value read through the private row, mask and
+    // penalty would not count as uniform)
+    let m = workgroupUniformLoad(&best_v[0]);
     let top = value_key(m);
 
     // the candidates: the logits at or above `lowest`
@@ -250,7 +253,17 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
         lowest = search(lid, true, 0u, top, f32(top_k), m, t);
     }
     if (top_p < 1.0) {
-        lowest = search(lid, false, lowest, top, top_p * mass_from(lid, lowest, m, t), m, t);
+        let mass = mass_from(lid, lowest, m, t);
+        // The nucleus' least logit is at or above m + T·ln((1 − top_p)·mass / 2N): the
+        // candidates below that weigh less than (1 − top_p)·mass / 2 together, so those above
+        // it reach top_p of the mass with a margin no rounding of the sums closes. Searching
+        // from there skips the keys of the unlikely logits (2 to 3 of 11 passes, where that
+        // bound is positive).
+        let floor = m + t * log((1.0 - top_p) * mass / (2.0 * f32(p.N)));
+        if (floor > bitcast<f32>(0xff800000u) && floor < m) {
+            lowest = max(lowest, value_key(floor));
+        }
+        lowest = search(lid, false, lowest, top, top_p * mass, m, t);
     }
 
     // the draw: the candidate with the largest Gumbel-perturbed logit
