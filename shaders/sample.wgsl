@@ -17,6 +17,9 @@ struct Params {
     N: u32,
     // the launch's first row (a launch takes at most 16)
     first: u32,
+    // −∞'s bits: WGSL has no literal for it, and a constant expression may not evaluate to
+    // it (Tint, the browsers' compiler, rejects a constant bitcast of 0xff800000)
+    neg_inf: u32,
     // row first + r: (temperature's bits, top_k (0: all), top_p's bits, the draw's key: its
     // seed and index hashed on the host)
     rows: array<vec4<u32>, 16>,
@@ -69,7 +72,7 @@ fn load_step(j: u32) -> array<f32, UNROLL> {
     var v: array<f32, UNROLL>;
     for (var u = 0u; u < UNROLL; u++) {
         let at = j + u * WG;
-        v[u] = select(bitcast<f32>(0xff800000u), logit(min(at, p.N - 1u)), at < p.N);
+        v[u] = select(bitcast<f32>(p.neg_inf), logit(min(at, p.N - 1u)), at < p.N);
     }
     return v;
 }
@@ -222,7 +225,7 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
     let draw_key = p.rows[r].w;
 
     // the most likely token (an invocation past the end holds index N, which any goes before)
-    var v = bitcast<f32>(0xff800000u); // -inf
+    var v = bitcast<f32>(p.neg_inf);
     var i = p.N;
     for (var j0 = lid; j0 < p.N; j0 += UNROLL * WG) {
         let step = load_step(j0);
@@ -260,14 +263,14 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
         // from there skips the keys of the unlikely logits (2 to 3 of 11 passes, where that
         // bound is positive).
         let floor = m + t * log((1.0 - top_p) * mass / (2.0 * f32(p.N)));
-        if (floor > bitcast<f32>(0xff800000u) && floor < m) {
+        if (floor > bitcast<f32>(p.neg_inf) && floor < m) {
             lowest = max(lowest, value_key(floor));
         }
         lowest = search(lid, false, lowest, top, top_p * mass, m, t);
     }
 
     // the draw: the candidate with the largest Gumbel-perturbed logit
-    v = bitcast<f32>(0xff800000u);
+    v = bitcast<f32>(p.neg_inf);
     i = p.N;
     for (var j0 = lid; j0 < p.N; j0 += UNROLL * WG) {
         let step = load_step(j0);

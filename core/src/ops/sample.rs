@@ -65,7 +65,8 @@ const LAUNCH_ROWS: usize = 16;
 struct Params {
     n: u32,
     first: u32,
-    _pad: [u32; 2],
+    neg_inf: u32,
+    _pad: u32,
     rows: [[u32; 4]; LAUNCH_ROWS],
     penalties: [[f32; 4]; LAUNCH_ROWS / 4],
     inverse_penalties: [[f32; 4]; LAUNCH_ROWS / 4],
@@ -87,7 +88,8 @@ pub fn pick_tokens(ctx: &GpuContext, out: &GpuBuffer, logits: &GpuBuffer, first:
     let last_mask = seen.at.iter().max().map_or(0, |&at| at as usize);
     check_len(op, "seen", seen.masks, last_mask + seen_words(n))?;
     for (launch, (picks, seen_at)) in picks.chunks(LAUNCH_ROWS).zip(seen.at.chunks(LAUNCH_ROWS)).enumerate() {
-        let mut params = Params { n: n as u32, first: (first + launch * LAUNCH_ROWS) as u32, ..bytemuck::Zeroable::zeroed() };
+        let first = (first + launch * LAUNCH_ROWS) as u32;
+        let mut params = Params { n: n as u32, first, neg_inf: f32::NEG_INFINITY.to_bits(), ..bytemuck::Zeroable::zeroed() };
         for (r, (pick, &at)) in picks.iter().zip(seen_at).enumerate() {
             params.rows[r] = [pick.temperature.to_bits(), pick.top_k, pick.top_p.to_bits(), draw_key(pick)];
             params.penalties[r / 4][r % 4] = pick.repetition_penalty;
