@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use hearth_core::gpu::Profile;
 use hearth_core::model::forward::KvCache;
-use hearth_core::model::gpu_picks::decode_on_gpu;
+use hearth_core::model::gpu_picks::{decode_batch_on_gpu, decode_on_gpu};
 use hearth_core::model::sampling::{Sampler, SamplingParams};
 use hearth_core::model::Model;
 use hearth_core::GpuContext;
@@ -224,24 +224,34 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
     let sampling_s = std::cell::Cell::new(0.0);
     // each sequence's tokens, where the host samples (a repetition penalty's)
     let seen = std::cell::RefCell::new(vec![prompt.to_vec(); batch]);
-    // step `draw` (the first new token was draw 0)
-    let step = |model: &mut Model, caches: &mut [KvCache], tokens: &[u32], draw: u32| -> Result<Vec<u32>> {
+    // `steps` steps from draw `draw` (the first new token was draw 0): the last one's tokens
+    let decode = |model: &mut Model, caches: &mut [KvCache], tokens: &[u32], draw: u32, steps: usize| -> Result<Vec<u32>> {
         let mut held: Vec<&mut KvCache> = caches.iter_mut().collect();
         if on_gpu {
-            let picks: Vec<_> = samplers.iter().map(|s| s.pick(draw)).collect();
-            return block(model.decode_batch_picked(ctx, &mut held, tokens, &picks));
+            // each step run while the host reads the one before
+            let first: Vec<_> = samplers.iter().map(|s| s.pick(draw)).collect();
+            let mut last = Vec::new();
+            let accept = |ids: &[u32]| {
+                last = ids.to_vec();
+                Ok(true)
+            };
+            block(decode_batch_on_gpu(ctx, model, &mut held, tokens, &first, steps, accept, || true))?;
+            return Ok(last);
         }
-        let mut logits = block(model.decode_batch(ctx, &mut held, tokens))?;
-        // the rows sampled at once, as hearth serve samples them
-        let sampled = Instant::now();
-        let mut seen = seen.borrow_mut();
-        seen.iter_mut().zip(tokens).for_each(|(s, &t)| s.push(t));
-        let rows = logits.chunks_mut(vocab).zip(&samplers).zip(seen.iter()).collect();
-        let ids = map_on_cores(rows, |((row, sampler), seen)| sampler.sample(row, seen, draw));
-        sampling_s.set(sampling_s.get() + sampled.elapsed().as_secs_f64());
-        Ok(ids)
+        let mut tokens = tokens.to_vec();
+        for draw in draw..draw + steps as u32 {
+            let mut logits = block(model.decode_batch(ctx, &mut held, &tokens))?;
+            // the rows sampled at once, as hearth serve samples them
+            let sampled = Instant::now();
+            let mut seen = seen.borrow_mut();
+            seen.iter_mut().zip(&tokens).for_each(|(s, &t)| s.push(t));
+            let rows = logits.chunks_mut(vocab).zip(&samplers).zip(seen.iter()).collect();
+            tokens = map_on_cores(rows, |((row, sampler), seen)| sampler.sample(row, seen, draw));
+            sampling_s.set(sampling_s.get() + sampled.elapsed().as_secs_f64());
+        }
+        Ok(tokens)
     };
-    step(model, &mut caches, &next, 1)?;
+    decode(model, &mut caches, &next, 1, 1)?;
     sampling_s.set(0.0);
     for cache in &mut caches {
         cache.rewind(prompt.len());
@@ -249,9 +259,7 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
     seen.borrow_mut().iter_mut().for_each(|s| s.truncate(prompt.len()));
     ctx.profile_begin();
     let start = Instant::now();
-    for draw in 1..=new_tokens as u32 {
-        next = step(model, &mut caches, &next, draw)?;
-    }
+    decode(model, &mut caches, &next, 1, new_tokens)?;
     let secs = start.elapsed().as_secs_f64();
     let sampling_ms_per_step = (!on_gpu).then(|| sampling_s.get() * 1e3 / new_tokens.max(1) as f64);
     Ok(Together { tokens_per_s: (batch * new_tokens) as f64 / secs, profile: block(ctx.profile_end())?, picked_on_gpu: on_gpu, sampling_ms_per_step })

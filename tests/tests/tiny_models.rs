@@ -432,6 +432,7 @@ fn reusing_the_cache_generates_what_a_fresh_start_does() {
 fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
     use hearth_core::lora::{Adapter, LoraConfig, Target};
     use hearth_core::model::generate::{generate_until, Decoding, GenerateParams, Generation, StopReason};
+    use hearth_core::model::gpu_picks::decode_batch_on_gpu;
     use hearth_core::model::sampling::SamplingParams;
     use hearth_core::model::Tokenizer;
     type Outcome = (Result<Generation, String>, Vec<String>, usize);
@@ -474,8 +475,15 @@ fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
         let run = || -> hearth_core::Result<Generation> {
             let (mut d, mut next) = started?;
             while let Some(id) = next {
-                let picked = pollster::block_on(model.decode_batch_picked(ctx, &mut [&mut cache], &[id], &[d.pick()]))?;
-                next = d.accept(tok, picked[0], &mut on_text)?;
+                let (first, steps, mut out) = (d.pick(), d.left().max(1), None);
+                let accept = |ids: &[u32]| {
+                    let o = d.accept(tok, ids[0], &mut on_text);
+                    let go_on = matches!(o, Ok(Some(_)));
+                    out = Some(o);
+                    Ok(go_on)
+                };
+                pollster::block_on(decode_batch_on_gpu(ctx, model, &mut [&mut cache], &[id], &[first], steps, accept, || true))?;
+                next = out.expect("a step ran")?;
             }
             d.finish(tok, &mut on_text)
         };
@@ -560,9 +568,9 @@ fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
                 assert_eq!(format!("{:?}", got.0), format!("{:?}", want.0), "{what}: the generation");
                 assert_eq!((&got.1, got.2, got_cached), (&want.1, want.2, want_cached), "{what}: the pieces streamed, the tokens cached and those that match");
                 // served (the batch's own error where the cache has no room)
-                let (g, pieces, _) = served(ctx, &mut model, &tok, &prompt, &params, cancel_at);
+                let (g, pieces, cached) = served(ctx, &mut model, &tok, &prompt, &params, cancel_at);
                 match (&g, &want.0) {
-                    (Ok(g), Ok(w)) => assert_eq!((format!("{g:?}"), &pieces), (format!("{w:?}"), &want.1), "{what}: served"),
+                    (Ok(g), Ok(w)) => assert_eq!((format!("{g:?}"), &pieces, cached), (format!("{w:?}"), &want.1, want.2), "{what}: served (and the tokens cached)"),
                     (Err(_), Err(_)) => {}
                     _ => panic!("{what}: served {g:?}, the host's {:?}", want.0),
                 }
@@ -576,11 +584,15 @@ fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
 /// step (greedy rows, and rows drawing at their own temperature, top-k, top-p and seed, with
 /// and without a repetition penalty over the prompt's and the picked tokens), on both kernel
 /// paths, caches made together (one attention launch, one pick launch) or apart, one row and
-/// three.
+/// three. Where the model looks its tokens up on the GPU (tied embeddings), each step runs
+/// ahead of the host's read of the one before: decoding that the caller ends after a step
+/// (as a server does when a request ends), or that stops stepping ahead (a request waits to
+/// join), leaves the caches holding the tokens up to the picks it accepted, and goes on from
+/// there as if it had not stopped.
 #[test]
 fn a_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
+    use hearth_core::model::gpu_picks::decode_batch_on_gpu;
     use hearth_core::model::sampling::{argmax, pick_token, Sampler, SamplingParams};
-    let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
     let prompts: [Vec<u32>; 3] = [vec![3, 17, 99], vec![5, 8, 13, 21, 34, 55, 89], (0..20).map(|i| (i * 37 + 11) % 250).collect()];
     let all_samplers = [
         Sampler::new(SamplingParams::default()),
@@ -589,43 +601,76 @@ fn a_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
         Sampler::new(SamplingParams { repetition_penalty: 1.8, ..Default::default() }),
         Sampler::new(SamplingParams { temperature: 0.9, top_p: 0.95, repetition_penalty: 1.3, seed: 2, ..Default::default() }),
     ];
-    for ctx in [hearth_tests::gpu(), hearth_tests::gpu_kernels()].into_iter().flatten() {
-        let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
-        for (rows, together, first) in [(1, false, 0), (1, false, 1), (3, false, 0), (3, true, 0), (3, false, 2), (3, true, 2)] {
-            let samplers = &all_samplers[first..first + rows];
-            let what = format!("{:?} kernels, {rows} rows from sampler {first}, caches made together: {together}", ctx.kernel_paths());
-            let mut sets: Vec<Vec<KvCache>> = (0..2)
-                .map(|_| if together { model.new_caches(ctx, rows).unwrap() } else { (0..rows).map(|_| model.new_cache(ctx).unwrap()).collect() })
-                .collect();
-            let mut tokens = Vec::new();
-            for set in &mut sets {
-                tokens.clear();
-                for (prompt, cache) in prompts.iter().zip(set.iter_mut()) {
-                    model.swap_cache(cache);
-                    tokens.push(argmax(&pollster::block_on(model.forward(ctx, prompt)).unwrap()));
-                    model.swap_cache(cache);
+    const STEPS: usize = 8;
+    // the calls decoding the STEPS steps, in turn: (how many steps run ahead before the caller
+    // stops stepping ahead, the step after which the caller ends decoding); then calls that
+    // do neither, where steps are left (none runs ahead where the host looks tokens up)
+    let calls = [(usize::MAX, 2), (1, usize::MAX)];
+    for (name, tied) in [("tiny-llama", false), ("tiny-llama32", true)] {
+        let m = load_hf_folder(&DirFiles(fixture(name)), None).unwrap();
+        for ctx in [hearth_tests::gpu(), hearth_tests::gpu_kernels()].into_iter().flatten() {
+            let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 8, max_seq: 64, max_binding: None }).unwrap();
+            assert_eq!(model.decodes_ahead(ctx), tied, "{name}");
+            for (rows, together, first) in [(1, false, 0), (1, false, 1), (3, false, 0), (3, true, 0), (3, false, 2), (3, true, 2)] {
+                let samplers = &all_samplers[first..first + rows];
+                let what = format!("{name}, {:?} kernels, {rows} rows from sampler {first}, caches made together: {together}", ctx.kernel_paths());
+                let mut sets: Vec<Vec<KvCache>> = (0..2)
+                    .map(|_| if together { model.new_caches(ctx, rows).unwrap() } else { (0..rows).map(|_| model.new_cache(ctx).unwrap()).collect() })
+                    .collect();
+                let mut starts = Vec::new();
+                for set in &mut sets {
+                    starts.clear();
+                    for (prompt, cache) in prompts.iter().zip(set.iter_mut()) {
+                        model.swap_cache(cache);
+                        starts.push(argmax(&pollster::block_on(model.forward(ctx, prompt)).unwrap()));
+                        model.swap_cache(cache);
+                    }
                 }
-            }
-            let [read, picked] = &mut sets[..] else { unreachable!() };
-            // each sequence's tokens so far (a repetition penalty's)
-            let mut seen: Vec<Vec<u32>> = prompts[..rows].to_vec();
-            // picks a penalty changed
-            let mut penalized = 0;
-            for step in 0..8 {
-                let picks: Vec<_> = samplers.iter().map(|s| s.pick(step)).collect();
-                let logits = pollster::block_on(model.decode_batch(ctx, &mut read.iter_mut().collect::<Vec<_>>(), &tokens)).unwrap();
-                seen.iter_mut().zip(&tokens).for_each(|(s, &t)| s.push(t));
-                let mut want = Vec::new();
-                for ((row, s), seen) in logits.chunks(m.cfg.vocab_size).zip(samplers).zip(&seen) {
-                    want.push(s.sample(&mut row.to_vec(), seen, step));
-                    penalized += usize::from(pick_token(row, &s.pick(step)) != want[want.len() - 1]);
+                let [read, picked] = &mut sets[..] else { unreachable!() };
+                // the host's picks from the logits read, step by step; each sequence's tokens
+                // (a repetition penalty's)
+                let mut want: Vec<Vec<u32>> = Vec::new();
+                let mut seen: Vec<Vec<u32>> = prompts[..rows].to_vec();
+                // picks a penalty changed
+                let mut penalized = 0;
+                let mut tokens = starts.clone();
+                for step in 0..STEPS as u32 {
+                    let logits = pollster::block_on(model.decode_batch(ctx, &mut read.iter_mut().collect::<Vec<_>>(), &tokens)).unwrap();
+                    seen.iter_mut().zip(&tokens).for_each(|(s, &t)| s.push(t));
+                    tokens = Vec::new();
+                    for ((row, s), seen) in logits.chunks(m.cfg.vocab_size).zip(samplers).zip(&seen) {
+                        tokens.push(s.sample(&mut row.to_vec(), seen, step));
+                        penalized += usize::from(pick_token(row, &s.pick(step)) != tokens[tokens.len() - 1]);
+                    }
+                    want.push(tokens.clone());
                 }
-                let got = pollster::block_on(model.decode_batch_picked(ctx, &mut picked.iter_mut().collect::<Vec<_>>(), &tokens, &picks)).unwrap();
-                assert_eq!(got, want, "{what}, step {step}");
-                tokens = got;
+                let penalties = samplers.iter().any(|s| s.pick(0).repetition_penalty != 1.0);
+                assert_eq!(penalized > 0, penalties, "{what}: {penalized} picks changed by a penalty");
+                // the same steps picked on the GPU, in the calls above
+                let (mut step, mut tokens) = (0, starts.clone());
+                for c in 0.. {
+                    let Some(&(ahead_for, ends_after)) = calls.get(c).or((step < STEPS).then_some(&(usize::MAX, usize::MAX))) else { break };
+                    let first_picks: Vec<_> = samplers.iter().map(|s| s.pick(step as u32)).collect();
+                    let (mut held, mut asked, input, left) = (picked.iter_mut().collect::<Vec<_>>(), 0, tokens.clone(), STEPS - step);
+                    let accept = |ids: &[u32]| {
+                        assert_eq!(ids, want[step], "{what}, call {c}, step {step}");
+                        tokens = ids.to_vec();
+                        step += 1;
+                        Ok(step - 1 != ends_after)
+                    };
+                    let ahead = || {
+                        asked += 1;
+                        asked <= ahead_for
+                    };
+                    pollster::block_on(decode_batch_on_gpu(ctx, &mut model, &mut held, &input, &first_picks, left, accept, ahead)).unwrap();
+                    assert!(!tied || asked > 0, "{what}, call {c}: no step ran ahead");
+                    for (r, cache) in picked.iter().enumerate() {
+                        let held = prompts[r].len() + step;
+                        assert_eq!((cache.len(), cache.cached_prefix(&seen[r][..held])), (held, held), "{what}, call {c}: sequence {r}'s cache after step {step}");
+                    }
+                }
+                assert_eq!(step, STEPS, "{what}");
             }
-            let penalties = samplers.iter().any(|s| s.pick(0).repetition_penalty != 1.0);
-            assert_eq!(penalized > 0, penalties, "{what}: {penalized} picks changed by a penalty");
         }
     }
 }

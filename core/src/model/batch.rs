@@ -5,7 +5,7 @@
 
 use crate::model::block::{Attention, CachedSeq, SharedBatch};
 use crate::model::forward::{BatchScratch, KvCache, Model, SharedCaches};
-use crate::ops::sample::{pick_tokens, SeenTokens, TokenPick};
+use crate::model::gpu_picks::UNREAD;
 use crate::ops::attention::{decode_batch_table, decode_scratch_len, BatchSeq};
 use crate::{Error, GpuContext, Result};
 use std::sync::Arc;
@@ -56,40 +56,12 @@ impl Model {
     /// Appends `tokens[r]` to the sequence in `caches[r]`, for every r at once, and returns
     /// the logits (R, V) after each.
     pub async fn decode_batch(&mut self, ctx: &GpuContext, caches: &mut [&mut KvCache], tokens: &[u32]) -> Result<Vec<f32>> {
-        self.run_batch(ctx, caches, tokens)?;
+        self.run_batch(ctx, caches, BatchTokens::Host(tokens))?;
         ctx.read_f32_prefix(&self.state.logits, tokens.len() * self.cfg.vocab_size).await
     }
 
-    /// [`Model::decode_batch`] with each sequence's next token picked on the GPU as `picks`
-    /// says (each its sampler's next draw, after its repetition penalty over the tokens its
-    /// cache holds), so that only the tokens are read back, not R × V logits.
-    pub async fn decode_batch_picked(&mut self, ctx: &GpuContext, caches: &mut [&mut KvCache], tokens: &[u32], picks: &[TokenPick]) -> Result<Vec<u32>> {
-        if picks.len() != tokens.len() {
-            return Err(Error::Shape(format!("a batched decode of {} sequences was given {} ways to pick their tokens", tokens.len(), picks.len())));
-        }
-        self.run_batch(ctx, caches, tokens)?;
-        let (n, vocab) = (tokens.len(), self.cfg.vocab_size);
-        // (the host knows every token the caches hold here: their masks are written each step)
-        for (cache, pick) in caches.iter().zip(picks) {
-            if pick.repetition_penalty != 1.0 {
-                cache.write_seen(ctx, vocab);
-            }
-        }
-        let s = &self.state;
-        match shared_masks(caches) {
-            Some((masks, at)) => pick_tokens(ctx, &s.picked, &s.logits, 0, picks, &SeenTokens { masks: &masks, at: &at }, vocab)?,
-            None => {
-                for (r, (cache, pick)) in caches.iter().zip(picks).enumerate() {
-                    pick_tokens(ctx, &s.picked, &s.logits, r, &[*pick], &SeenTokens { masks: &cache.seen, at: &[0] }, vocab)?;
-                }
-            }
-        }
-        let ids = ctx.read_f32_prefix(&s.picked, n).await?;
-        Ok(ids.into_iter().map(|id| id as u32).collect())
-    }
-
     /// Runs [`Model::decode_batch`]'s step, leaving the logits (R, V) on the GPU.
-    fn run_batch(&mut self, ctx: &GpuContext, caches: &mut [&mut KvCache], tokens: &[u32]) -> Result<()> {
+    pub(crate) fn run_batch(&mut self, ctx: &GpuContext, caches: &mut [&mut KvCache], tokens: BatchTokens) -> Result<()> {
         let n = tokens.len();
         if n == 0 || n != caches.len() || n > self.max_batch() {
             return Err(Error::Shape(format!("a batched decode takes 1 to {} sequences with one token each, got {} sequences and {n} tokens", self.max_batch(), caches.len())));
@@ -114,10 +86,16 @@ impl Model {
                 per_row: scratch.per_row,
             }),
         };
-        self.upload_embeddings(ctx, &self.state.x, tokens)?;
+        match tokens {
+            BatchTokens::Host(ids) => self.upload_embeddings(ctx, &self.state.x, ids)?,
+            BatchTokens::Picked(n) => self.look_up_on_gpu(ctx, &self.state.x, &self.state.picked, n)?,
+        }
         self.run_layers(ctx, n, &pos, &attention)?;
-        for (cache, &t) in caches.iter_mut().zip(tokens) {
-            cache.ids.push(t);
+        for (r, cache) in caches.iter_mut().enumerate() {
+            cache.ids.push(match tokens {
+                BatchTokens::Host(ids) => ids[r],
+                BatchTokens::Picked(_) => UNREAD,
+            });
         }
         self.lm_head_rows(ctx, 0, n)
     }
@@ -152,9 +130,26 @@ impl Model {
     }
 }
 
+/// Where a batched step's tokens come from: the host, or the rows the GPU picked after the step
+/// before (not yet read: the caches hold them as [`UNREAD`] until they are).
+#[derive(Clone, Copy)]
+pub(crate) enum BatchTokens<'a> {
+    Host(&'a [u32]),
+    Picked(usize),
+}
+
+impl BatchTokens<'_> {
+    fn len(&self) -> usize {
+        match self {
+            BatchTokens::Host(ids) => ids.len(),
+            BatchTokens::Picked(n) => *n,
+        }
+    }
+}
+
 /// Where `caches`' masks of seen tokens are parts of one buffer (made together): that buffer and
 /// the word where each one's starts. None: each in a buffer of its own.
-fn shared_masks(caches: &[&mut KvCache]) -> Option<(Arc<crate::GpuBuffer>, Vec<u32>)> {
+pub(crate) fn shared_masks(caches: &[&mut KvCache]) -> Option<(Arc<crate::GpuBuffer>, Vec<u32>)> {
     let whole = &caches.first()?.shared.as_ref()?.seen;
     let at = caches.iter().map(|c| (c.seen.raw() == whole.raw()).then(|| ((c.seen.offset() - whole.offset()) / 4) as u32));
     Some((Arc::clone(whole), at.collect::<Option<_>>()?))

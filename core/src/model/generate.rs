@@ -157,6 +157,11 @@ impl Decoding {
         self.sampler.pick(self.draws())
     }
 
+    /// How many more tokens it may take (the last of them ends it).
+    pub fn left(&self) -> usize {
+        self.params.max_new_tokens.saturating_sub(self.ids.len())
+    }
+
     /// The tokens drawn so far (each draw's noise is its own): those taken, since a draw that
     /// is not taken ends the generation.
     fn draws(&self) -> u32 {

@@ -4,12 +4,14 @@
 //! make) and looks it up, so the host submits a token's launches before it has read the token
 //! before it: it reads each token while the GPU runs the next. Where the caller stops on a
 //! token (end of sequence, a stop string), the token run after it speculatively is dropped
-//! from the cache.
+//! from the cache. A server's batch of sequences decodes the same way, a step at a time
+//! ([`decode_batch_on_gpu`]), until one of them ends or the batch changes.
 
 use crate::gpu::PendingRead;
-use crate::model::forward::Model;
+use crate::model::batch::{shared_masks, BatchTokens};
+use crate::model::forward::{KvCache, Model};
 use crate::ops::sample::{pick_tokens, SeenTokens, TokenPick};
-use crate::{GpuContext, Result};
+use crate::{Error, GpuContext, Result};
 
 /// A token picked on the GPU, its id not yet read.
 struct Picked {
@@ -19,7 +21,7 @@ struct Picked {
 }
 
 /// The id a cache holds for a token that ran before the host read it, until it is read.
-const UNREAD: u32 = u32::MAX;
+pub(crate) const UNREAD: u32 = u32::MAX;
 
 impl Model {
     /// Whether decoding can pick tokens on the GPU and run one ahead here: the model looks
@@ -61,6 +63,22 @@ impl Model {
         if how.repetition_penalty != 1.0 {
             self.cache.write_seen(ctx, self.cfg.vocab_size);
         }
+    }
+
+    /// Picks each row's next token from a batched step's logits as `picks` says (after its
+    /// repetition penalty over the tokens its cache's mask marks), all submitted; the ids are
+    /// read by [`read_batch_picks`].
+    fn pick_batch(&self, ctx: &GpuContext, caches: &[&mut KvCache], picks: &[TokenPick]) -> Result<PendingRead> {
+        let (s, vocab) = (&self.state, self.cfg.vocab_size);
+        match shared_masks(caches) {
+            Some((masks, at)) => pick_tokens(ctx, &s.picked, &s.logits, 0, picks, &SeenTokens { masks: &masks, at: &at }, vocab)?,
+            None => {
+                for (r, (cache, pick)) in caches.iter().zip(picks).enumerate() {
+                    pick_tokens(ctx, &s.picked, &s.logits, r, &[*pick], &SeenTokens { masks: &cache.seen, at: &[0] }, vocab)?;
+                }
+            }
+        }
+        Ok(ctx.read_later(&s.picked, 4 * picks.len() as u64))
     }
 
     /// The id of a token [`Model::pick`] picked, recorded in the cache where it ran at `at`.
@@ -116,6 +134,98 @@ async fn pick_ahead(ctx: &GpuContext, model: &mut Model, start: usize, first: To
         }
         *kept += 1;
         pending = ahead.expect("picked ahead of a token that ran");
+    }
+    Ok(())
+}
+
+/// The ids of a batched step's picks ([`Model::pick_batch`]).
+async fn read_batch_picks(ctx: &GpuContext, read: PendingRead) -> Result<Vec<u32>> {
+    let bytes = ctx.finish_read(read).await?;
+    Ok(bytemuck::cast_slice::<u8, f32>(&bytes).iter().map(|&id| id as u32).collect())
+}
+
+/// Decodes the sequences in `caches` together (a server's requests, one token of each a step,
+/// [`Model::decode_batch`]), each step's tokens picked on the GPU: the first step runs
+/// `tokens` (one for each cache) and picks as `first` says, each after it the sampler's next
+/// draws. `accept` takes each step's picks in order (one for each cache) and says whether
+/// every sequence goes on with its pick; false ends decoding before running them (a
+/// sequence ended, or the caller changes the batch). At most `max_steps` steps; `ahead` is
+/// asked before each step that would run before the host has read the step before it (the
+/// picks go straight into the next step's token lookup on the GPU, where the model looks
+/// tokens up there): false, and decoding ends after that step's picks. After it, on success or
+/// error, each cache holds its tokens up to the last picks accepted, not those: the caller
+/// runs those next.
+pub async fn decode_batch_on_gpu(
+    ctx: &GpuContext,
+    model: &mut Model,
+    caches: &mut [&mut KvCache],
+    tokens: &[u32],
+    first: &[TokenPick],
+    max_steps: usize,
+    accept: impl FnMut(&[u32]) -> Result<bool>,
+    ahead: impl FnMut() -> bool,
+) -> Result<()> {
+    if first.len() != tokens.len() {
+        return Err(Error::Shape(format!("a batched decode of {} sequences was given {} ways to pick their tokens", tokens.len(), first.len())));
+    }
+    let starts: Vec<usize> = caches.iter().map(|c| c.len()).collect();
+    let mut kept = 0;
+    let run = batch_ahead(ctx, model, caches, tokens, first, max_steps, accept, ahead, &mut kept).await;
+    for (cache, start) in caches.iter_mut().zip(starts) {
+        cache.rewind(start + kept);
+    }
+    run
+}
+
+/// [`decode_batch_on_gpu`]'s loop, counting in `kept` the steps whose tokens the caches keep
+/// (so that they can be rewound to them whatever ends it).
+#[allow(clippy::too_many_arguments)]
+async fn batch_ahead(
+    ctx: &GpuContext,
+    model: &mut Model,
+    caches: &mut [&mut KvCache],
+    tokens: &[u32],
+    first: &[TokenPick],
+    max_steps: usize,
+    mut accept: impl FnMut(&[u32]) -> Result<bool>,
+    mut ahead: impl FnMut() -> bool,
+    kept: &mut usize,
+) -> Result<()> {
+    if max_steps == 0 {
+        return Ok(());
+    }
+    // how step k (from 1) picks: each sampler's draws in turn
+    let how = |k: usize| -> Vec<TokenPick> { first.iter().map(|p| TokenPick { draw: p.draw + (k - 1) as u32, ..*p }).collect() };
+    model.run_batch(ctx, caches, BatchTokens::Host(tokens))?;
+    *kept = 1;
+    // (the host knows every token the caches hold here; from here on each pick marks its own)
+    for (cache, pick) in caches.iter().zip(first) {
+        if pick.repetition_penalty != 1.0 {
+            cache.write_seen(ctx, model.cfg.vocab_size);
+        }
+    }
+    let mut pending = model.pick_batch(ctx, caches, &how(1))?;
+    for k in 1..=max_steps {
+        // the next step runs while this one's picks are read
+        let run_ahead = k < max_steps && model.decodes_ahead(ctx) && caches.iter().all(|c| model.check_room(c, 1).is_ok()) && ahead();
+        let next = if run_ahead {
+            model.run_batch(ctx, caches, BatchTokens::Picked(caches.len()))?;
+            Some(model.pick_batch(ctx, caches, &how(k + 1))?)
+        } else {
+            None
+        };
+        let ids = read_batch_picks(ctx, pending).await?;
+        if run_ahead {
+            for (cache, &id) in caches.iter_mut().zip(&ids) {
+                *cache.ids.last_mut().expect("the step ahead ran a token") = id;
+            }
+        }
+        if !accept(&ids)? {
+            return Ok(());
+        }
+        let Some(next) = next else { return Ok(()) };
+        *kept += 1;
+        pending = next;
     }
     Ok(())
 }

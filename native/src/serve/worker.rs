@@ -13,6 +13,7 @@ use std::sync::Arc;
 use hearth_core::lora::gpu::GpuAdapter;
 use hearth_core::model::forward::KvCache;
 use hearth_core::model::generate::{Decoding, GenerateParams, Generation, StopReason};
+use hearth_core::model::gpu_picks::decode_batch_on_gpu;
 use hearth_core::model::{Model, Tokenizer};
 use hearth_core::GpuContext;
 use tokio::sync::mpsc::UnboundedSender;
@@ -126,7 +127,13 @@ impl Engine {
                 stats.running.store(running.len(), Ordering::SeqCst);
             }
             if !running.is_empty() {
-                self.step(&mut running, &mut free, &stats);
+                // whether a request that came meanwhile could join those running
+                let n = running.len();
+                let joins = || {
+                    waiting.extend(jobs.try_iter());
+                    n < limit && waiting.front().is_some_and(|j: &Job| j.model == current)
+                };
+                self.step(&mut running, &mut free, &stats, joins);
                 stats.running.store(running.len(), Ordering::SeqCst);
             }
         }
@@ -155,22 +162,17 @@ impl Engine {
         }
     }
 
-    /// One decode step of every running request (they all use the model that runs now);
-    /// those that end leave `running`.
-    fn step(&mut self, running: &mut Vec<Running>, free: &mut Vec<FreeCache>, stats: &Stats) {
+    /// Decodes every running request (they all use the model that runs now) until one of them
+    /// ends, or after a step where `joins` says a waiting request could join them: a step
+    /// at a time, each run, where the GPU picks their tokens, while the host reads the one
+    /// before. Those that end leave `running`.
+    fn step(&mut self, running: &mut Vec<Running>, free: &mut Vec<FreeCache>, stats: &Stats, joins: impl FnMut() -> bool) {
         stats.largest_batch.fetch_max(running.len(), Ordering::SeqCst);
         let tokens: Vec<u32> = running.iter().map(|r| r.next).collect();
         // where the GPU picks the requests' tokens, only those are read
-        let on_gpu = self.ctx.decode_ahead();
-        let picks: Vec<_> = running.iter().map(|r| r.decoding.pick()).collect();
-        let mut caches: Vec<&mut KvCache> = running.iter_mut().map(|r| &mut r.cache).collect();
-        let stepped = if on_gpu {
-            pollster::block_on(self.model.decode_batch_picked(&self.ctx, &mut caches, &tokens, &picks)).map(Step::Picked)
-        } else {
-            pollster::block_on(self.model.decode_batch(&self.ctx, &mut caches, &tokens)).map(Step::Logits)
-        };
-        let stepped = match stepped {
-            Ok(s) => s,
+        let stepped = if self.ctx.decode_ahead() { self.decode_picked(running, &tokens, joins) } else { self.decode_sampled(running, &tokens) };
+        let outcomes = match stepped {
+            Ok(o) => o,
             Err(e) => {
                 for r in running.drain(..) {
                     end(r.job, Err(e.to_string()), r.cache, free, stats);
@@ -178,31 +180,8 @@ impl Engine {
                 return;
             }
         };
-        let tok = &self.tok;
-        let sampled: Vec<_> = match stepped {
-            Step::Picked(ids) => running
-                .drain(..)
-                .zip(ids)
-                .map(|(mut r, id)| {
-                    let events = &r.job.events;
-                    let mut on_text = |piece: &str| events.send(Event::Text(piece.to_string())).is_ok();
-                    let next = r.decoding.accept(tok, id, &mut on_text);
-                    (r, next)
-                })
-                .collect(),
-            // each row sampled (and its text streamed) at once, on the machine's cores
-            Step::Logits(mut logits) => {
-                let rows: Vec<_> = running.drain(..).zip(logits.chunks_exact_mut(self.model.cfg.vocab_size)).collect();
-                map_on_cores(rows, |(mut r, row)| {
-                    let events = &r.job.events;
-                    let mut on_text = |piece: &str| events.send(Event::Text(piece.to_string())).is_ok();
-                    let next = r.decoding.next(tok, row, &mut on_text);
-                    (r, next)
-                })
-            }
-        };
-        let mut still = Vec::with_capacity(sampled.len());
-        for (mut r, next) in sampled {
+        let mut still = Vec::with_capacity(running.len());
+        for (mut r, next) in running.drain(..).zip(outcomes) {
             match next {
                 Ok(Some(id)) => {
                     r.next = id;
@@ -219,14 +198,41 @@ impl Engine {
         }
         *running = still;
     }
+
+    /// [`Engine::step`]'s steps with the tokens picked on the GPU: each request's outcome
+    /// after the last step (the token to run next, or None where it ended).
+    fn decode_picked(&mut self, running: &mut [Running], tokens: &[u32], mut joins: impl FnMut() -> bool) -> hearth_core::Result<Vec<Outcome>> {
+        let first: Vec<_> = running.iter().map(|r| r.decoding.pick()).collect();
+        // (one step at least: a request with no token left ends at its first)
+        let max_steps = running.iter().map(|r| r.decoding.left()).min().unwrap_or(0).max(1);
+        let (mut caches, mut rows): (Vec<&mut KvCache>, Vec<(&mut Decoding, &Job)>) = running.iter_mut().map(|r| (&mut r.cache, (&mut r.decoding, &r.job))).unzip();
+        let tok = &self.tok;
+        let mut outcomes = Vec::new();
+        let accept = |ids: &[u32]| {
+            outcomes = rows.iter_mut().zip(ids).map(|((decoding, job), &id)| decoding.accept(tok, id, &mut |piece: &str| job.events.send(Event::Text(piece.to_string())).is_ok())).collect();
+            Ok(outcomes.iter().all(|o| matches!(o, Ok(Some(_)))))
+        };
+        pollster::block_on(decode_batch_on_gpu(&self.ctx, &mut self.model, &mut caches, tokens, &first, max_steps, accept, || !joins()))?;
+        Ok(outcomes)
+    }
+
+    /// One step of [`Engine::step`]'s with the logits read and each request's token sampled
+    /// on the host (its text streamed), the rows at once on the machine's cores.
+    fn decode_sampled(&mut self, running: &mut [Running], tokens: &[u32]) -> hearth_core::Result<Vec<Outcome>> {
+        let mut caches: Vec<&mut KvCache> = running.iter_mut().map(|r| &mut r.cache).collect();
+        let mut logits = pollster::block_on(self.model.decode_batch(&self.ctx, &mut caches, tokens))?;
+        let tok = &self.tok;
+        let rows: Vec<_> = running.iter_mut().zip(logits.chunks_exact_mut(self.model.cfg.vocab_size)).collect();
+        Ok(map_on_cores(rows, |(r, row)| {
+            let events = &r.job.events;
+            r.decoding.next(tok, row, &mut |piece: &str| events.send(Event::Text(piece.to_string())).is_ok())
+        }))
+    }
 }
 
-/// What a batched decode step gives: each request's token picked on the GPU, or the logits to
-/// sample from.
-enum Step {
-    Picked(Vec<u32>),
-    Logits(Vec<f32>),
-}
+/// What a step leaves a request: the token to run next, None where it has ended, or the error
+/// that ended it.
+type Outcome = hearth_core::Result<Option<u32>>;
 
 /// The free cache for `job`: one of its model that already holds the longest start of its
 /// prompt, else any (emptied).
