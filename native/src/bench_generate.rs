@@ -235,7 +235,7 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
                 last = ids.to_vec();
                 Ok(true)
             };
-            block(decode_batch_on_gpu(ctx, model, &mut held, tokens, &first, steps, accept, || true))?;
+            block(decode_batch_on_gpu(ctx, model, &mut held, tokens, &first, accept, |k| k < steps))?;
             return Ok(last);
         }
         let mut tokens = tokens.to_vec();

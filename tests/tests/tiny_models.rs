@@ -475,14 +475,14 @@ fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
         let run = || -> hearth_core::Result<Generation> {
             let (mut d, mut next) = started?;
             while let Some(id) = next {
-                let (first, steps, mut out) = (d.pick(), d.left().max(1), None);
+                let (first, steps, mut out) = (d.pick(), d.left(), None);
                 let accept = |ids: &[u32]| {
                     let o = d.accept(tok, ids[0], &mut on_text);
                     let go_on = matches!(o, Ok(Some(_)));
                     out = Some(o);
                     Ok(go_on)
                 };
-                pollster::block_on(decode_batch_on_gpu(ctx, model, &mut [&mut cache], &[id], &[first], steps, accept, || true))?;
+                pollster::block_on(decode_batch_on_gpu(ctx, model, &mut [&mut cache], &[id], &[first], accept, |k| k < steps))?;
                 next = out.expect("a step ran")?;
             }
             d.finish(tok, &mut on_text)
@@ -658,11 +658,11 @@ fn a_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
                         step += 1;
                         Ok(step - 1 != ends_after)
                     };
-                    let ahead = || {
+                    let ahead = |k| {
                         asked += 1;
-                        asked <= ahead_for
+                        k < left && asked <= ahead_for
                     };
-                    pollster::block_on(decode_batch_on_gpu(ctx, &mut model, &mut held, &input, &first_picks, left, accept, ahead)).unwrap();
+                    pollster::block_on(decode_batch_on_gpu(ctx, &mut model, &mut held, &input, &first_picks, accept, ahead)).unwrap();
                     assert!(!tied || asked > 0, "{what}, call {c}: no step ran ahead");
                     for (r, cache) in picked.iter().enumerate() {
                         let held = prompts[r].len() + step;

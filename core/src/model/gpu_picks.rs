@@ -149,28 +149,26 @@ async fn read_batch_picks(ctx: &GpuContext, read: PendingRead) -> Result<Vec<u32
 /// `tokens` (one for each cache) and picks as `first` says, each after it the sampler's next
 /// draws. `accept` takes each step's picks in order (one for each cache) and says whether
 /// every sequence goes on with its pick; false ends decoding before running them (a
-/// sequence ended, or the caller changes the batch). At most `max_steps` steps; `ahead` is
-/// asked before each step that would run before the host has read the step before it (the
-/// picks go straight into the next step's token lookup on the GPU, where the model looks
-/// tokens up there): false, and decoding ends after that step's picks. After it, on success or
-/// error, each cache holds its tokens up to the last picks accepted, not those: the caller
-/// runs those next.
+/// sequence ended, or the caller changes the batch). `ahead(k)`, asked after k steps, says
+/// whether another may run before the host has read the k-th's picks (they go straight into
+/// its token lookup on the GPU, where the model looks tokens up there); false, and decoding
+/// ends after the k-th step's picks. After it, on success or error, each cache holds its
+/// tokens up to the last picks accepted, not those: the caller runs those next.
 pub async fn decode_batch_on_gpu(
     ctx: &GpuContext,
     model: &mut Model,
     caches: &mut [&mut KvCache],
     tokens: &[u32],
     first: &[TokenPick],
-    max_steps: usize,
     accept: impl FnMut(&[u32]) -> Result<bool>,
-    ahead: impl FnMut() -> bool,
+    ahead: impl FnMut(usize) -> bool,
 ) -> Result<()> {
     if first.len() != tokens.len() {
         return Err(Error::Shape(format!("a batched decode of {} sequences was given {} ways to pick their tokens", tokens.len(), first.len())));
     }
     let starts: Vec<usize> = caches.iter().map(|c| c.len()).collect();
     let mut kept = 0;
-    let run = batch_ahead(ctx, model, caches, tokens, first, max_steps, accept, ahead, &mut kept).await;
+    let run = batch_ahead(ctx, model, caches, tokens, first, accept, ahead, &mut kept).await;
     for (cache, start) in caches.iter_mut().zip(starts) {
         cache.rewind(start + kept);
     }
@@ -178,7 +176,7 @@ pub async fn decode_batch_on_gpu(
 }
 
 /// [`decode_batch_on_gpu`]'s loop, counting in `kept` the steps whose tokens the caches keep
-/// (so that they can be rewound to them whatever ends it).
+/// (so that they can be rewound to them whatever ends it): those run, but for one run ahead.
 #[allow(clippy::too_many_arguments)]
 async fn batch_ahead(
     ctx: &GpuContext,
@@ -186,14 +184,10 @@ async fn batch_ahead(
     caches: &mut [&mut KvCache],
     tokens: &[u32],
     first: &[TokenPick],
-    max_steps: usize,
     mut accept: impl FnMut(&[u32]) -> Result<bool>,
-    mut ahead: impl FnMut() -> bool,
+    mut ahead: impl FnMut(usize) -> bool,
     kept: &mut usize,
 ) -> Result<()> {
-    if max_steps == 0 {
-        return Ok(());
-    }
     // how step k (from 1) picks: each sampler's draws in turn
     let how = |k: usize| -> Vec<TokenPick> { first.iter().map(|p| TokenPick { draw: p.draw + (k - 1) as u32, ..*p }).collect() };
     model.run_batch(ctx, caches, BatchTokens::Host(tokens))?;
@@ -205,12 +199,12 @@ async fn batch_ahead(
         }
     }
     let mut pending = model.pick_batch(ctx, caches, &how(1))?;
-    for k in 1..=max_steps {
+    loop {
         // the next step runs while this one's picks are read
-        let run_ahead = k < max_steps && model.decodes_ahead(ctx) && caches.iter().all(|c| model.check_room(c, 1).is_ok()) && ahead();
+        let run_ahead = model.decodes_ahead(ctx) && caches.iter().all(|c| model.check_room(c, 1).is_ok()) && ahead(*kept);
         let next = if run_ahead {
             model.run_batch(ctx, caches, BatchTokens::Picked(caches.len()))?;
-            Some(model.pick_batch(ctx, caches, &how(k + 1))?)
+            Some(model.pick_batch(ctx, caches, &how(*kept + 1))?)
         } else {
             None
         };
@@ -227,5 +221,4 @@ async fn batch_ahead(
         *kept += 1;
         pending = next;
     }
-    Ok(())
 }

@@ -133,7 +133,7 @@ impl Engine {
                     waiting.extend(jobs.try_iter());
                     n < limit && waiting.front().is_some_and(|j: &Job| j.model == current)
                 };
-                self.step(&mut running, &mut free, &stats, joins);
+                self.decode(&mut running, &mut free, &stats, joins);
                 stats.running.store(running.len(), Ordering::SeqCst);
             }
         }
@@ -166,7 +166,7 @@ impl Engine {
     /// ends, or after a step where `joins` says a waiting request could join them: a step
     /// at a time, each run, where the GPU picks their tokens, while the host reads the one
     /// before. Those that end leave `running`.
-    fn step(&mut self, running: &mut Vec<Running>, free: &mut Vec<FreeCache>, stats: &Stats, joins: impl FnMut() -> bool) {
+    fn decode(&mut self, running: &mut Vec<Running>, free: &mut Vec<FreeCache>, stats: &Stats, joins: impl FnMut() -> bool) {
         stats.largest_batch.fetch_max(running.len(), Ordering::SeqCst);
         let tokens: Vec<u32> = running.iter().map(|r| r.next).collect();
         // where the GPU picks the requests' tokens, only those are read
@@ -199,12 +199,12 @@ impl Engine {
         *running = still;
     }
 
-    /// [`Engine::step`]'s steps with the tokens picked on the GPU: each request's outcome
+    /// [`Engine::decode`]'s steps with the tokens picked on the GPU: each request's outcome
     /// after the last step (the token to run next, or None where it ended).
     fn decode_picked(&mut self, running: &mut [Running], tokens: &[u32], mut joins: impl FnMut() -> bool) -> hearth_core::Result<Vec<Outcome>> {
         let first: Vec<_> = running.iter().map(|r| r.decoding.pick()).collect();
-        // (one step at least: a request with no token left ends at its first)
-        let max_steps = running.iter().map(|r| r.decoding.left()).min().unwrap_or(0).max(1);
+        // (no step past the one where the first of them must end)
+        let max_steps = running.iter().map(|r| r.decoding.left()).min().unwrap_or(0);
         let (mut caches, mut rows): (Vec<&mut KvCache>, Vec<(&mut Decoding, &Job)>) = running.iter_mut().map(|r| (&mut r.cache, (&mut r.decoding, &r.job))).unzip();
         let tok = &self.tok;
         let mut outcomes = Vec::new();
@@ -212,11 +212,11 @@ impl Engine {
             outcomes = rows.iter_mut().zip(ids).map(|((decoding, job), &id)| decoding.accept(tok, id, &mut |piece: &str| job.events.send(Event::Text(piece.to_string())).is_ok())).collect();
             Ok(outcomes.iter().all(|o| matches!(o, Ok(Some(_)))))
         };
-        pollster::block_on(decode_batch_on_gpu(&self.ctx, &mut self.model, &mut caches, tokens, &first, max_steps, accept, || !joins()))?;
+        pollster::block_on(decode_batch_on_gpu(&self.ctx, &mut self.model, &mut caches, tokens, &first, accept, |k| k < max_steps && !joins()))?;
         Ok(outcomes)
     }
 
-    /// One step of [`Engine::step`]'s with the logits read and each request's token sampled
+    /// One step of [`Engine::decode`]'s with the logits read and each request's token sampled
     /// on the host (its text streamed), the rows at once on the machine's cores.
     fn decode_sampled(&mut self, running: &mut [Running], tokens: &[u32]) -> hearth_core::Result<Vec<Outcome>> {
         let mut caches: Vec<&mut KvCache> = running.iter_mut().map(|r| &mut r.cache).collect();
