@@ -20,9 +20,12 @@ MODELS="${MODELS:-/tmp/hearth-bench-models}"
 if [ "${QUICK:-0}" = 1 ]; then
     SEQ=64 BATCH=1 STEPS=1 NEW=4 LONG_PROMPT=256 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" TILES_ARGS="--quick" SLOW=20
     UNCHECKED_SHAPES="--shape 64x64x4096 --shape 512x576x576"
+    # (a CPU's bf16 matmul at 4096³ takes minutes; 8 answers of 64 tokens one at a time, more)
+    PEER_ARGS="--matmul-n 1024" SERVE_LOAD="4 8 1,4"
 else
     SEQ=512 BATCH=4 STEPS=3 NEW=64 LONG_PROMPT=2048 MODEL_LIST="smollm2-135m qwen2.5-0.5b qwen3-0.6b" OPS_ARGS="--reps 3" TILES_ARGS="" SLOW=1
     UNCHECKED_SHAPES="--shape 64x64x4096 --shape 2048x1536x576 --shape 4096x4096x4096"
+    PEER_ARGS="" SERVE_LOAD="8 64 1,4,8,16"
 fi
 rm -rf "$WORK"
 mkdir -p "$OUT" "$WORK"
@@ -116,10 +119,10 @@ for model in $MODEL_LIST; do
         # the tiled kernel's workgroups of 64 queries
         run "generate-long-$model-attention-rows" 15 env HEARTH_ATTENTION=rows "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json
     fi
-    run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW
+    run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW $PEER_ARGS
 done
 # hearth serve under 8 concurrent clients, by --max-batch (requests decoded together)
-run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/smollm2-135m" 8 64 1,4,8,16
+run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/smollm2-135m" $SERVE_LOAD
 # The tiled kernels' tuned tile size and heuristics against their alternatives on this GPU,
 # after the figures above: SmolLM2's f32 training step with every output in tiles of 64, or of 128, and with
 # launches of few tiles splitting their reductions towards 256 workgroups (64 by default;
