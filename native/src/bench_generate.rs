@@ -227,18 +227,23 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
     // `steps` steps from draw `draw` (the first new token was draw 0): the last one's tokens
     let decode = |model: &mut Model, caches: &mut [KvCache], tokens: &[u32], draw: u32, steps: usize| -> Result<Vec<u32>> {
         let mut held: Vec<&mut KvCache> = caches.iter_mut().collect();
-        if on_gpu {
-            // each step run while the host reads the one before
-            let first: Vec<_> = samplers.iter().map(|s| s.pick(draw)).collect();
-            let mut last = Vec::new();
-            let accept = |ids: &[u32]| {
-                last = ids.to_vec();
-                Ok(true)
-            };
-            block(decode_batch_on_gpu(ctx, model, &mut held, tokens, &first, accept, |k| k < steps))?;
-            return Ok(last);
-        }
         let mut tokens = tokens.to_vec();
+        if on_gpu {
+            // each step run while the host reads the one before (where the model looks its
+            // tokens up on the GPU; else a call a step)
+            let mut done = 0;
+            while done < steps {
+                let first: Vec<_> = samplers.iter().map(|s| s.pick(draw + done as u32)).collect();
+                let (input, left) = (tokens.clone(), steps - done);
+                let accept = |ids: &[u32]| {
+                    tokens = ids.to_vec();
+                    done += 1;
+                    Ok(true)
+                };
+                block(decode_batch_on_gpu(ctx, model, &mut held, &input, &first, accept, |k| k < left))?;
+            }
+            return Ok(tokens);
+        }
         for draw in draw..draw + steps as u32 {
             let mut logits = block(model.decode_batch(ctx, &mut held, &tokens))?;
             // the rows sampled at once, as hearth serve samples them
