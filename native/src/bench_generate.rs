@@ -235,9 +235,9 @@ fn decode_together(ctx: &GpuContext, model: &mut Model, prompt: &[u32], batch: u
             while done < steps {
                 let first: Vec<_> = samplers.iter().map(|s| s.pick(draw + done as u32)).collect();
                 let (input, left) = (tokens.clone(), steps - done);
-                let accept = |ids: &[u32]| {
-                    tokens = ids.to_vec();
-                    done += 1;
+                let accept = |r: usize, id| {
+                    tokens[r] = id;
+                    done += usize::from(r + 1 == batch);
                     Ok(true)
                 };
                 block(decode_batch_on_gpu(ctx, model, &mut held, &input, &first, accept, |k| k < left))?;

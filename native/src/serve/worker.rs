@@ -121,6 +121,8 @@ impl Engine {
                 }
                 self.switch_to(job.model, &mut current);
                 let cache = take_cache(&mut free, &job);
+                // (running from its prompt on: its first text goes out before start returns)
+                stats.running.store(running.len() + 1, Ordering::SeqCst);
                 if let Some(r) = self.start(job, cache, &mut free, &stats) {
                     running.push(r);
                 }
@@ -165,7 +167,8 @@ impl Engine {
     /// Decodes every running request (they all use the model that runs now) until one of them
     /// ends, or after a step where `joins` says a waiting request could join them: a step
     /// at a time, each run, where the GPU picks their tokens, while the host reads the one
-    /// before. Those that end leave `running`.
+    /// before (where one ends, the others keep the step run ahead). Those that end leave
+    /// `running`.
     fn decode(&mut self, running: &mut Vec<Running>, free: &mut Vec<FreeCache>, stats: &Stats, joins: impl FnMut() -> bool) {
         stats.largest_batch.fetch_max(running.len(), Ordering::SeqCst);
         let tokens: Vec<u32> = running.iter().map(|r| r.next).collect();
@@ -203,14 +206,15 @@ impl Engine {
     /// after the last step (the token to run next, or None where it ended).
     fn decode_picked(&mut self, running: &mut [Running], tokens: &[u32], mut joins: impl FnMut() -> bool) -> hearth_core::Result<Vec<Outcome>> {
         let first: Vec<_> = running.iter().map(|r| r.decoding.pick()).collect();
-        // (no step past the one where the first of them must end)
-        let max_steps = running.iter().map(|r| r.decoding.left()).min().unwrap_or(0);
+        // (no step past the one where the last of them must end)
+        let max_steps = running.iter().map(|r| r.decoding.left()).max().unwrap_or(0);
         let (mut caches, mut rows): (Vec<&mut KvCache>, Vec<(&mut Decoding, &Job)>) = running.iter_mut().map(|r| (&mut r.cache, (&mut r.decoding, &r.job))).unzip();
         let tok = &self.tok;
-        let mut outcomes = Vec::new();
-        let accept = |ids: &[u32]| {
-            outcomes = rows.iter_mut().zip(ids).map(|((decoding, job), &id)| decoding.accept(tok, id, &mut |piece: &str| job.events.send(Event::Text(piece.to_string())).is_ok())).collect();
-            Ok(outcomes.iter().all(|o| matches!(o, Ok(Some(_)))))
+        let mut outcomes: Vec<Outcome> = rows.iter().map(|_| Ok(None)).collect();
+        let accept = |r: usize, id| {
+            let (decoding, job) = &mut rows[r];
+            outcomes[r] = decoding.accept(tok, id, &mut |piece: &str| job.events.send(Event::Text(piece.to_string())).is_ok());
+            Ok(matches!(outcomes[r], Ok(Some(_))))
         };
         pollster::block_on(decode_batch_on_gpu(&self.ctx, &mut self.model, &mut caches, tokens, &first, accept, |k| k < max_steps && !joins()))?;
         Ok(outcomes)
