@@ -68,7 +68,7 @@ impl Model {
 
     /// Picks each row's next token from a batched step's logits as `picks` says (after its
     /// repetition penalty over the tokens its cache's mask marks), all submitted; the ids are
-    /// read by [`read_batch_picks`].
+    /// read by [`read_picks`].
     fn pick_batch(&self, ctx: &GpuContext, caches: &[&mut KvCache], picks: &[TokenPick]) -> Result<PendingRead> {
         let (s, vocab) = (&self.state, self.cfg.vocab_size);
         match shared_masks(caches) {
@@ -84,8 +84,7 @@ impl Model {
 
     /// The id of a token [`Model::pick`] picked, recorded in the cache where it ran at `at`.
     async fn read_picked(&mut self, ctx: &GpuContext, picked: Picked, at: usize) -> Result<u32> {
-        let bytes = ctx.finish_read(picked.read).await?;
-        let id = f32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as u32;
+        let id = read_picks(ctx, picked.read).await?[0];
         if picked.ran {
             self.cache.ids[at] = id;
         }
@@ -139,10 +138,11 @@ async fn pick_ahead(ctx: &GpuContext, model: &mut Model, start: usize, first: To
     Ok(())
 }
 
-/// The ids of a batched step's picks ([`Model::pick_batch`]).
-async fn read_batch_picks(ctx: &GpuContext, read: PendingRead) -> Result<Vec<u32>> {
+/// The ids a pick launch wrote (as f32s, [`pick_tokens`]'s output), read: one sequence's
+/// ([`Model::pick`]) or a batched step's ([`Model::pick_batch`]).
+async fn read_picks(ctx: &GpuContext, read: PendingRead) -> Result<Vec<u32>> {
     let bytes = ctx.finish_read(read).await?;
-    Ok(bytemuck::cast_slice::<u8, f32>(&bytes).iter().map(|&id| id as u32).collect())
+    Ok(bytes.chunks_exact(4).map(|id| f32::from_le_bytes(id.try_into().expect("4 bytes")) as u32).collect())
 }
 
 /// Decodes the sequences in `caches` together (a server's requests, one token of each a step,
@@ -214,7 +214,7 @@ async fn batch_ahead(
         } else {
             None
         };
-        let ids = read_batch_picks(ctx, pending).await?;
+        let ids = read_picks(ctx, pending).await?;
         if run_ahead {
             for (cache, &id) in caches.iter_mut().zip(&ids) {
                 *cache.ids.last_mut().expect("the step ahead ran a token") = id;
@@ -236,7 +236,7 @@ async fn batch_ahead(
         }
         if going.iter().any(|&go| go) {
             // those that go on take their picks after it (the caller runs them)
-            let ids = read_batch_picks(ctx, next).await?;
+            let ids = read_picks(ctx, next).await?;
             for (r, &id) in ids.iter().enumerate().filter(|&(r, _)| going[r]) {
                 accept(r, id)?;
             }
