@@ -2,7 +2,8 @@ enable f16;
 enable wgpu_cooperative_matrix;
 
 // matmul_tiled.wgsl's strided GEMM on cooperative matrices (tensor cores), for adapters that
-// offer 16 × 16 × 16 products of f16 into f32 and subgroups of exactly 32 invocations:
+// offer D × D × D products of f16 into f32 (D = 16 here, 8 in the composition
+// matmul_coop_8x8.wgsl) and subgroups of one size (8 to 64 invocations):
 //
 //   c[z](M,N) = beta·c[z] + alpha · Σ_r A(i,r)·B(j,r)      (strides as matmul_tiled.wgsl's)
 //
@@ -14,12 +15,15 @@ enable wgpu_cooperative_matrix;
 // the inverse (pieces/row_scales.wgsl); A and H may lie in column blocks (a stacked weight's
 // parts' gradients: pieces/column_blocks.wgsl).
 //
-// A workgroup of 4 subgroups computes a 64 × 64 tile of c; subgroup s its 32 × 32 quadrant
-// (s / 2, s % 2), as 2 × 2 cooperative 16 × 16 accumulators. Per step, BK reduction steps of
-// A (rows of the tile × r) and B (columns × r) are staged in workgroup memory, r contiguous,
-// which is row-major for A (M × K) and column-major for B (K × N). The accumulators go
-// through workgroup memory on the way out, so that alpha, beta and the bounds apply per
-// element. Split reductions and batches as in matmul_tiled.wgsl (the launcher shares them),
+// A workgroup computes a 64 × 64 tile of c in G × G blocks of 2D × 2D, G = 64 / 2D (2 × 2
+// blocks of 32 × 32 for D = 16, 4 × 4 of 16 × 16 for D = 8): one subgroup per block, s the
+// block (s / G, s % G), as 2 × 2 cooperative D × D accumulators. The launcher sets WG to G²
+// times the adapter's subgroup size (128 for 16 × 16 on NVIDIA's 32; 128 for 8 × 8 on
+// lavapipe's 8). Per step, BK
+// reduction steps of A (rows of the tile × r) and B (columns × r) are staged in workgroup
+// memory, r contiguous, which is row-major for A (M × K) and column-major for B (K × N). The
+// accumulators go through workgroup memory on the way out, so that alpha, beta and the
+// bounds apply per element. Split reductions and batches as in matmul_tiled.wgsl (the launcher shares them),
 // and so is the low-rank term (LoRA's h·Bᵀ, or dh·A with its dropout mask) of the composition
 // matmul_coop_low_rank.wgsl, summed after the reduction through the same tiles.
 
@@ -28,12 +32,15 @@ enable wgpu_cooperative_matrix;
 // #include "pieces/column_blocks.wgsl"
 // #include "pieces/row_scales.wgsl"
 // #include "pieces/dropout_mask.wgsl"
+// #include "pieces/coop_16x16.wgsl"
 
 const DROP_TERM: u32 = 4u; // as matmul_tiled.wgsl's: the mask on the term's product alone
 
 const TILE: u32 = 64u;
 const BK: u32 = 32u;
-const WG: u32 = 128u;
+// blocks per side of the tile, and the workgroup's invocations (G² subgroups)
+const G: u32 = TILE / (2u * D);
+override WG: u32 = 128u;
 // Row stride of the staged tiles in f16s: BK plus 8 of padding (80 bytes, a multiple of the
 // 16 bytes a cooperative load's rows must be aligned to), so that rows start on other banks.
 const LD: u32 = 40u;
@@ -121,7 +128,7 @@ fn store_tile(z: u32, i0: u32, j0: u32, flat: u32, term: bool) {
     }
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(WG)
 fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(local_invocation_index) flat: u32,
                @builtin(subgroup_id) sg: u32) {
@@ -129,12 +136,12 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,
     let j0 = wid.x * TILE;
     let a_off = wid.z * p.a_batch;
     let b_off = wid.z * p.b_batch;
-    let qi = (sg / 2u) * 32u;
-    let qj = (sg % 2u) * 32u;
-    var c00 = coop_mat16x16<f32, C>();
-    var c01 = coop_mat16x16<f32, C>();
-    var c10 = coop_mat16x16<f32, C>();
-    var c11 = coop_mat16x16<f32, C>();
+    let qi = (sg / G) * 2u * D;
+    let qj = (sg % G) * 2u * D;
+    var c00 = CoopC();
+    var c01 = CoopC();
+    var c10 = CoopC();
+    var c11 = CoopC();
     var r_begin = 0u;
     var r_end = p.R;
     if (p.splits > 1u) {
@@ -151,16 +158,16 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,
         let term = s == 1u;
         if (term && masked_term) {
             coopStoreT(c00, &tile_c[qi * TILE + qj], TILE);
-            coopStoreT(c01, &tile_c[qi * TILE + qj + 16u], TILE);
-            coopStoreT(c10, &tile_c[(qi + 16u) * TILE + qj], TILE);
-            coopStoreT(c11, &tile_c[(qi + 16u) * TILE + qj + 16u], TILE);
+            coopStoreT(c01, &tile_c[qi * TILE + qj + D], TILE);
+            coopStoreT(c10, &tile_c[(qi + D) * TILE + qj], TILE);
+            coopStoreT(c11, &tile_c[(qi + D) * TILE + qj + D], TILE);
             workgroupBarrier();
             store_tile(wid.z, i0, j0, flat, false);
             workgroupBarrier();
-            c00 = coop_mat16x16<f32, C>();
-            c01 = coop_mat16x16<f32, C>();
-            c10 = coop_mat16x16<f32, C>();
-            c11 = coop_mat16x16<f32, C>();
+            c00 = CoopC();
+            c01 = CoopC();
+            c10 = CoopC();
+            c11 = CoopC();
         }
         let lo = select(r_begin, 0u, term);
         let hi = select(r_end, p.term_r, term);
@@ -168,11 +175,11 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,
             stage_a(term, a_off, i0, r0, hi, flat);
             stage_b(term, b_off, j0, r0, hi, flat);
             workgroupBarrier();
-            for (var kk = 0u; kk < BK; kk += 16u) {
-                let a0 = coopLoadT<coop_mat16x16<f16, A>>(&tile_a[qi * LD + kk], LD);
-                let a1 = coopLoadT<coop_mat16x16<f16, A>>(&tile_a[(qi + 16u) * LD + kk], LD);
-                let b0 = coopLoad<coop_mat16x16<f16, B>>(&tile_b[qj * LD + kk], LD);
-                let b1 = coopLoad<coop_mat16x16<f16, B>>(&tile_b[(qj + 16u) * LD + kk], LD);
+            for (var kk = 0u; kk < BK; kk += D) {
+                let a0 = coopLoadT<CoopA>(&tile_a[qi * LD + kk], LD);
+                let a1 = coopLoadT<CoopA>(&tile_a[(qi + D) * LD + kk], LD);
+                let b0 = coopLoad<CoopB>(&tile_b[qj * LD + kk], LD);
+                let b1 = coopLoad<CoopB>(&tile_b[(qj + D) * LD + kk], LD);
                 c00 = coopMultiplyAdd(a0, b0, c00);
                 c01 = coopMultiplyAdd(a0, b1, c01);
                 c10 = coopMultiplyAdd(a1, b0, c10);
@@ -182,9 +189,9 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,
         }
     }
     coopStoreT(c00, &tile_c[qi * TILE + qj], TILE);
-    coopStoreT(c01, &tile_c[qi * TILE + qj + 16u], TILE);
-    coopStoreT(c10, &tile_c[(qi + 16u) * TILE + qj], TILE);
-    coopStoreT(c11, &tile_c[(qi + 16u) * TILE + qj + 16u], TILE);
+    coopStoreT(c01, &tile_c[qi * TILE + qj + D], TILE);
+    coopStoreT(c10, &tile_c[(qi + D) * TILE + qj], TILE);
+    coopStoreT(c11, &tile_c[(qi + D) * TILE + qj + D], TILE);
     workgroupBarrier();
     store_tile(wid.z, i0, j0, flat, masked_term);
 }

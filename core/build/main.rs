@@ -8,6 +8,8 @@
 //! - <file>_subgroups.wgsl, for each file the matrix-vector kernels run from, is that file
 //!   with pieces/gemv_sum_subgroups.wgsl in pieces/gemv_sum.wgsl's place;
 //! - attention_wide.wgsl is attention.wgsl for heads of up to 256 (its MAX_HS);
+//! - matmul_coop.wgsl is composed again with a low-rank term (`_low_rank`) and on 8 × 8
+//!   cooperative matrices (`_8x8`, `_8x8_low_rank`);
 //! - matmul_tiled.wgsl is composed again with a low-rank term (`_low_rank`), f16 tiles
 //!   (`_f16`, `_f16_low_rank`) and an input norm for its matrix-vector kernels (`_normed`);
 //!   the quantized kernels likewise (`matmul_<format>_low_rank`, `_f16_tiles`, `_normed`);
@@ -70,8 +72,11 @@ fn main() {
     for (name, swaps) in [("matmul_tiled", &[][..]), ("matmul_tiled_low_rank", &[LOW_RANK_OUTPUT]), ("matmul_tiled_normed", &[NORMED_OUTPUT, INPUT_NORM])] {
         write(&out.join(format!("{name}_subgroups.wgsl")), &compose_swapping(&tiled, &[swaps, &[GEMV_SUM]].concat()));
     }
-    let coop = compose_swapping(&shaders.join("matmul_coop.wgsl"), &[LOW_RANK_OUTPUT]);
-    write(&out.join("matmul_coop_low_rank.wgsl"), &coop);
+    let coop = shaders.join("matmul_coop.wgsl");
+    write(&out.join("matmul_coop_low_rank.wgsl"), &compose_swapping(&coop, &[LOW_RANK_OUTPUT]));
+    // on 8 × 8 cooperative matrices (Apple's, lavapipe's)
+    write(&out.join("matmul_coop_8x8.wgsl"), &compose_swapping(&coop, &[COOP_8X8]));
+    write(&out.join("matmul_coop_8x8_low_rank.wgsl"), &compose_swapping(&coop, &[COOP_8X8, LOW_RANK_OUTPUT]));
     let attention = compose(&shaders.join("attention.wgsl"));
     let narrow = "const MAX_HS: u32 = 128u;";
     assert!(attention.contains(narrow), "shaders/attention.wgsl: `{narrow}` is rewritten for attention_wide.wgsl");
@@ -129,6 +134,9 @@ fn main() {
 /// The strided GEMM's output, swapped for one with a low-rank term: matmul_tiled.wgsl and
 /// matmul_coop.wgsl are composed again with it.
 const LOW_RANK_OUTPUT: (&str, &str) = ("pieces/gemm_output.wgsl", "pieces/gemm_output_low_rank.wgsl");
+
+/// matmul_coop.wgsl's 16 × 16 cooperative matrices, swapped for 8 × 8 ones.
+const COOP_8X8: (&str, &str) = ("pieces/coop_16x16.wgsl", "pieces/coop_8x8.wgsl");
 
 /// matmul_tiled.wgsl's f32 tiles, swapped for f16 ones.
 const TILE_F16: (&str, &str) = ("pieces/tile_f32.wgsl", "pieces/tile_f16.wgsl");

@@ -242,6 +242,20 @@ fn ops(a: OpsArgs) -> Result<()> {
         if !a.no_square {
             shapes.push(("square".into(), 4096, 4096, 4096));
         }
+        // An operand past what one binding holds is split by the model (the lm_head and the
+        // logits, on adapters with WebGPU's 128 MiB), never given to one matmul launch.
+        shapes.retain(|(label, m, n, k)| {
+            let largest = 4 * (m * k).max(n * k).max(m * n) as u64;
+            let fits = largest <= ctx.max_bound_bytes();
+            if !fits {
+                eprintln!(
+                    "bench ops: {label} ({m} × {n} × {k}) left out: an operand of {} MiB is past this adapter's storage binding limit ({} MiB), where the model splits it",
+                    largest >> 20,
+                    ctx.max_bound_bytes() >> 20
+                );
+            }
+            fits
+        });
     }
     // cooperative matrices on a context of their own (see open_coop_gpu)
     let coop = if wanted(COOP_OP) || wanted(COOP_DX_OP) { crate::open_coop_gpu(&ctx)? } else { None };

@@ -80,11 +80,13 @@ fn print_paths(ctx: &GpuContext) {
         "  reductions           {} (rmsnorm, cross-entropy, gradient norm, matrix-vector products)",
         if ctx.subgroup_reductions() { "subgroup operations" } else { "workgroup memory (the adapter has no subgroups; wgpu passes none through WebGPU)" }
     );
-    let coop = match ctx.offers_cooperative_matrix() {
+    let coop = match (ctx.offers_cooperative_matrix().0, ctx.coop_shape()) {
         (false, _) => "not offered by this adapter".to_string(),
-        (true, false) => "offered, but not as 16 × 16 × 16 f16 products into f32 with subgroups of 32 (matmul_coop.wgsl's form)".to_string(),
-        (true, true) => format!(
-            "f16 forwards and input gradients on matmul_coop.wgsl {} (checked below)",
+        (true, None) => "offered, but not as 16 × 16 × 16 or 8 × 8 × 8 f16 products into f32 with subgroups of one size (matmul_coop.wgsl's form)".to_string(),
+        (true, Some(shape)) => format!(
+            "f16 forwards and input gradients on matmul_coop.wgsl ({0} × {0} × {0}, subgroups of {1}) {2} (checked below)",
+            shape.side,
+            shape.subgroup,
             if ctx.f16_matmuls() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" }
         ),
     };

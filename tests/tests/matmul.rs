@@ -94,7 +94,7 @@ fn lens(kind: MatmulKind, d: &MatmulDims) -> (usize, usize, usize) {
 #[test]
 fn coop_matmul_matches_cpu_where_offered() {
     let Some(ctx) = gpu_coop() else {
-        eprintln!("SKIPPED: this adapter has no cooperative matrices of 16 × 16 × 16 f16 products into f32 with subgroups of 32");
+        eprintln!("SKIPPED: this adapter has no cooperative matrices of 16 × 16 × 16 f16 products into f32 with subgroups of one size");
         return;
     };
     let mut rng = Rng::new(21);

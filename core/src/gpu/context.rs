@@ -41,7 +41,7 @@ pub struct GpuContext {
     subgroup_reductions: bool,
     /// The adapter offers cooperative matrices, and whether in the form matmul_coop.wgsl needs.
     offers_cooperative_matrix: bool,
-    coop_fits: bool,
+    coop_shape: Option<CoopShape>,
     /// Forwards and input gradients run in f16, summed in f32 (opt-in: on cooperative
     /// matrices or in f16 tiles, where the device has them).
     f16_matmuls: bool,
@@ -73,6 +73,14 @@ pub struct TileChoice {
     pub split_workgroups: Option<usize>,
 }
 
+/// The cooperative matrices matmul_coop.wgsl runs on: products of `side` × `side` × `side`
+/// (f16 into f32), by subgroups of `subgroup` invocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoopShape {
+    pub side: u32,
+    pub subgroup: u32,
+}
+
 /// matmul_coop.wgsl's workgroup memory: two 64 × 40 tiles of f16 and a 64 × 64 tile of f32.
 const COOP_WORKGROUP_BYTES: u32 = 2 * 64 * 40 * 2 + 64 * 64 * 4;
 
@@ -80,7 +88,7 @@ const COOP_WORKGROUP_BYTES: u32 = 2 * 64 * 40 * 2 + 64 * 64 * 4;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ContextOptions {
     /// Cooperative matrices, where the adapter offers what matmul_coop.wgsl needs (16 × 16 × 16
-    /// products of f16 into f32, subgroups of exactly 32). Opt-in: wgpu marks them
+    /// or 8 × 8 × 8 products of f16 into f32, subgroups of one size). Opt-in: wgpu marks them
     /// experimental, and on Vulkan it then compiles every shader under the Vulkan memory model.
     pub cooperative_matrix: bool,
     /// The kernels compiled without wgpu's safeguards (`HEARTH_SHADER_CHECKS=0`): no bounds
@@ -222,16 +230,25 @@ impl GpuContext {
                 | wgpu::Features::TIMESTAMP_QUERY
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
         let offers_cooperative_matrix = adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
-        let coop_fits = offers_cooperative_matrix
-            && features.contains(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP)
-            && (info.subgroup_min_size, info.subgroup_max_size) == (32, 32)
-            && limits.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES
-            && adapter.cooperative_matrix_properties().iter().any(|c| {
-                (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
-                    && c.ab_type == wgpu::CooperativeScalarType::F16
-                    && c.cr_type == wgpu::CooperativeScalarType::F32
+        // The kernel's workgroup is subgroups of a known size, one per block of its tile.
+        let coop_shape = [16, 8]
+            .into_iter()
+            .find(|&side| {
+                adapter.cooperative_matrix_properties().iter().any(|c| {
+                    (c.m_size, c.n_size, c.k_size) == (side, side, side)
+                        && c.ab_type == wgpu::CooperativeScalarType::F16
+                        && c.cr_type == wgpu::CooperativeScalarType::F32
+                })
+            })
+            .map(|side| CoopShape { side, subgroup: info.subgroup_min_size })
+            .filter(|&shape| {
+                offers_cooperative_matrix
+                    && features.contains(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP)
+                    && info.subgroup_min_size == info.subgroup_max_size
+                    && crate::ops::matmul::coop_variant(shape).is_some_and(|v| v.constants[0].1 <= limits.max_compute_invocations_per_workgroup as f64)
+                    && limits.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES
             });
-        let experimental_features = if options.cooperative_matrix && coop_fits {
+        let experimental_features = if options.cooperative_matrix && coop_shape.is_some() {
             features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
             // SAFETY: the one experimental feature requested is cooperative matrices, used
             // only by matmul_coop.wgsl in the configuration checked just above.
@@ -287,7 +304,7 @@ impl GpuContext {
             attention: None,
             subgroup_reductions: features.contains(wgpu::Features::SUBGROUP),
             offers_cooperative_matrix,
-            coop_fits,
+            coop_shape,
             f16_matmuls: false,
             unchecked_shaders: options.unchecked_shaders,
             tiles: TileChoice::default(),
@@ -431,10 +448,15 @@ impl GpuContext {
         self.features.contains(wgpu::Features::SHADER_F16)
     }
 
-    /// Whether the adapter offers cooperative matrices at all, and in the form
-    /// matmul_coop.wgsl needs (16 × 16 × 16, f16 into f32, subgroups of exactly 32).
+    /// Whether the adapter offers cooperative matrices at all, and in a form matmul_coop.wgsl
+    /// runs on (16 × 16 × 16 or 8 × 8 × 8 products of f16 into f32, subgroups of one size).
     pub fn offers_cooperative_matrix(&self) -> (bool, bool) {
-        (self.offers_cooperative_matrix, self.coop_fits)
+        (self.offers_cooperative_matrix, self.coop_shape.is_some())
+    }
+
+    /// The cooperative matrices matmul_coop.wgsl runs on here, where it runs.
+    pub fn coop_shape(&self) -> Option<CoopShape> {
+        self.coop_shape
     }
 
     /// True when this device can run matmul_coop.wgsl (it was requested and granted).

@@ -68,6 +68,9 @@ shaders! {
     MatmulCoop => "matmul_coop.wgsl",
     /// The same with a low-rank term (core/build/).
     MatmulCoopLowRank => "matmul_coop_low_rank.wgsl",
+    /// The two on 8 × 8 cooperative matrices (core/build/).
+    MatmulCoop8x8 => "matmul_coop_8x8.wgsl",
+    MatmulCoop8x8LowRank => "matmul_coop_8x8_low_rank.wgsl",
     MatmulNf4 => "matmul_nf4.wgsl" | MatmulNf4Subgroups,
     MatmulQ4_0 => "matmul_q4_0.wgsl" | MatmulQ4_0Subgroups,
     MatmulQ4_1 => "matmul_q4_1.wgsl" | MatmulQ4_1Subgroups,

@@ -16,7 +16,7 @@ use super::dropout::dropout_forward;
 use super::residual::residual_accumulate;
 use super::swiglu::Activation;
 use crate::error::ensure;
-use crate::gpu::{grid_1d, Kernel, KernelPaths, Shader, Variant};
+use crate::gpu::{grid_1d, CoopShape, Kernel, KernelPaths, Shader, Variant};
 use crate::{Error, GpuBuffer, GpuContext, Result};
 use std::sync::Arc;
 
@@ -269,6 +269,21 @@ const REGISTER_NARROW_MAX_COLS: usize = 128;
 
 /// The output tile of matmul_coop.wgsl.
 const COOP_TILE: usize = 64;
+
+/// matmul_coop.wgsl's workgroup on cooperative matrices of `shape`: one subgroup per
+/// 2·side × 2·side block of the 64 × 64 tile; None where no variant has its invocations.
+pub(crate) fn coop_variant(shape: CoopShape) -> Option<Variant> {
+    const VARIANTS: [Variant; 6] = [
+        Variant { name: "32 invocations", constants: &[("WG", 32.0)] },
+        Variant { name: "64 invocations", constants: &[("WG", 64.0)] },
+        Variant { name: "128 invocations", constants: &[("WG", 128.0)] },
+        Variant { name: "256 invocations", constants: &[("WG", 256.0)] },
+        Variant { name: "512 invocations", constants: &[("WG", 512.0)] },
+        Variant { name: "1024 invocations", constants: &[("WG", 1024.0)] },
+    ];
+    let blocks = COOP_TILE as u32 / (2 * shape.side);
+    VARIANTS.into_iter().find(|v| v.constants[0].1 == (blocks * blocks * shape.subgroup) as f64)
+}
 
 /// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output). A
 /// guess for GPUs of every size; the CLI measures where it lies on the user's GPU
@@ -1150,8 +1165,17 @@ fn launch(
                 (true, true) => Shader::MatmulTiledF16LowRank,
             };
             let kernel = match tiling {
-                MatmulTiling::Coop if term.is_some() => Kernel::new(Shader::MatmulCoopLowRank, "matmul_coop", 0),
-                MatmulTiling::Coop => Kernel::new(Shader::MatmulCoop, "matmul_coop", 0),
+                MatmulTiling::Coop => {
+                    // (the context has cooperative matrices only in a shape with a variant)
+                    let shape = ctx.coop_shape().expect("cooperative matrices in a shape matmul_coop.wgsl runs on");
+                    let shader = match (shape.side, term.is_some()) {
+                        (16, false) => Shader::MatmulCoop,
+                        (16, true) => Shader::MatmulCoopLowRank,
+                        (_, false) => Shader::MatmulCoop8x8,
+                        (_, true) => Shader::MatmulCoop8x8LowRank,
+                    };
+                    Kernel::new(shader, "matmul_coop", 0).with_variant(coop_variant(shape).expect("a variant for the context's shape"))
+                }
                 MatmulTiling::TiledWide | MatmulTiling::TiledWideF16 => Kernel::new(shader, "matmul_tiled", 0)
                     .with_variant(Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] }),
                 _ => Kernel::new(shader, "matmul_tiled", 0).with_variant(Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] }),

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The cooperative-matrix kernels (shaders/matmul_coop.wgsl) run on the CPU: Mesa's lavapipe
+# offers VK_KHR_cooperative_matrix (8 × 8 × 8 products of f16 into f32, subgroups of 8) from
+# Mesa 26.1, which Debian ships for trixie (trixie-backports) but not for the bookworm CI runs
+# on. So a minimal trixie with that Mesa is kept in ~/.cache/hearth-trixie (debootstrap: about
+# two minutes the first time), and `hearth selftest` and the matmul tests' cooperative-matrix
+# tests run inside it, in a mount namespace of their own, with the clone bound at its path.
+# Either fails where the kernel is not offered (a test that skips would prove nothing).
+#
+# usage: tests/coop/run.sh HEARTH_BINARY MATMUL_TEST_BINARY   (as root)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+hearth=$(realpath "$1")
+matmul=$(realpath "$2")
+root=${HEARTH_TRIXIE:-$HOME/.cache/hearth-trixie}
+
+if [ ! -e "$root/.ready" ]; then
+  command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap
+  rm -rf "$root"
+  debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian >/dev/null
+  echo 'deb http://deb.debian.org/debian trixie-backports main' >"$root/etc/apt/sources.list.d/backports.list"
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  chroot "$root" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t trixie-backports mesa-vulkan-drivers libvulkan1' >/dev/null
+  touch "$root/.ready"
+fi
+mkdir -p "$root/opt/hearth" "$root$PWD"
+cp "$hearth" "$matmul" "$root/opt/hearth/"
+out=$(mktemp)
+unshare --mount --propagation private sh -c '
+  set -e
+  root=$1
+  for dir in /proc /dev "$PWD"; do mount --bind "$dir" "$root$dir"; done
+  chroot "$root" sh -c "cd $PWD && /opt/hearth/hearth selftest && cd tests && HEARTH_REQUIRE_GPU=1 /opt/hearth/$2 coop --nocapture"
+' sh "$root" "$(basename "$matmul")" 2>&1 | tee "$out"
+grep -q "cooperative matrices f16 forwards and input gradients on matmul_coop.wgsl" "$out" || { echo "tests/coop: lavapipe offered no cooperative matrices in matmul_coop.wgsl's form"; exit 1; }
+if grep -q "SKIPPED" "$out"; then echo "tests/coop: the cooperative-matrix tests skipped"; exit 1; fi
+grep -q "^test result: ok. 2 passed" "$out" || { echo "tests/coop: the cooperative-matrix tests failed"; exit 1; }
+echo "tests/coop: passed"
