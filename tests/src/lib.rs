@@ -78,6 +78,19 @@ pub fn own_gpu_f16_matmuls() -> Option<GpuContext> {
     Some(own.with_kernel_paths(KernelPaths::Gpu).with_f16_matmuls(true))
 }
 
+/// A context of its own that runs the GPU kernels with f16 matmuls on cooperative matrices,
+/// or None (after saying why) where the adapter offers none in matmul_coop.wgsl's form (CI's
+/// lavapipe 26.1 does: tests/coop/run.sh).
+pub fn own_gpu_coop_matmuls() -> Option<GpuContext> {
+    gpu()?;
+    if gpu_coop().is_none() {
+        eprintln!("SKIPPED: this adapter has no cooperative matrices in matmul_coop.wgsl's form");
+        return None;
+    }
+    let own = new_context(ContextOptions { cooperative_matrix: true, ..Default::default() }).expect("a context with cooperative matrices");
+    Some(own.with_kernel_paths(KernelPaths::Gpu).with_f16_matmuls(true))
+}
+
 /// A context on the adapter HEARTH_ADAPTER names (else the default one), its kernels without
 /// wgpu's runtime checks where HEARTH_SHADER_CHECKS=0 (as the CLI's).
 fn new_context(options: ContextOptions) -> hearth_core::Result<GpuContext> {

@@ -202,6 +202,18 @@ fn tiny_llama_lora_training_with_f16_matmuls_stays_close_to_peft() {
     assert!(!kernels.keys().any(|k| k.starts_with("matmul_tiled_f16")), "LoRA's products ran in f16: {kernels:?}");
 }
 
+/// The same on cooperative matrices (matmul_coop.wgsl), through tiny-qwen3, whose f32 base
+/// goes to them (tiny-llama's f16 one stays in its format's f16 tiles). Skips where the adapter
+/// has none: tests/coop/run.sh runs it on lavapipe 26.1 (8 × 8 × 8).
+#[test]
+fn tiny_qwen3_lora_training_on_cooperative_matrices_stays_close_to_peft() {
+    let Some(ctx) = hearth_tests::own_gpu_coop_matmuls() else { return };
+    ctx.profile_begin();
+    check_on(&ctx, "tiny-qwen3", &Tolerance { grads: (0.0, 1e-3), grads_of_largest: 3e-3, ..F32 });
+    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+    assert!(kernels.keys().any(|k| k.starts_with("matmul_coop")), "the cooperative-matrix kernel did not run: {kernels:?}");
+}
+
 #[test]
 fn tiny_qwen2_lora_training_matches_peft() {
     check("tiny-qwen2");
