@@ -17,7 +17,7 @@ parity=$(realpath "$3")
 root=${HEARTH_TRIXIE:-$HOME/.cache/hearth-trixie}
 
 if [ ! -e "$root/.ready" ]; then
-  command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap
+  command -v debootstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }
   rm -rf "$root"
   debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian >/dev/null
   echo 'deb http://deb.debian.org/debian trixie-backports main' >"$root/etc/apt/sources.list.d/backports.list"
