@@ -39,7 +39,8 @@ pub struct GpuContext {
     attention: Option<crate::ops::attention::AttentionKernels>,
     /// Whether the ops with workgroup reductions run their `_subgroups` variants.
     subgroup_reductions: bool,
-    /// The adapter offers cooperative matrices, and whether in the form matmul_coop.wgsl needs.
+    /// The adapter offers cooperative matrices, and the shape matmul_coop.wgsl runs on
+    /// (where the adapter offers one it can).
     offers_cooperative_matrix: bool,
     coop_shape: Option<CoopShape>,
     /// Forwards and input gradients run in f16, summed in f32 (opt-in: on cooperative
