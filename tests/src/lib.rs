@@ -82,8 +82,7 @@ pub fn own_gpu_f16_matmuls() -> Option<GpuContext> {
 /// or None (after saying why) where the adapter offers none in matmul_coop.wgsl's form (CI's
 /// lavapipe 26.1 does: tests/coop/run.sh).
 pub fn own_gpu_coop_matmuls() -> Option<GpuContext> {
-    gpu()?;
-    if gpu_coop().is_none() {
+    if !gpu()?.offers_cooperative_matrix().1 {
         eprintln!("SKIPPED: this adapter has no cooperative matrices in matmul_coop.wgsl's form");
         return None;
     }
