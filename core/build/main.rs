@@ -9,7 +9,8 @@
 //!   with pieces/gemv_sum_subgroups.wgsl in pieces/gemv_sum.wgsl's place;
 //! - attention_wide.wgsl is attention.wgsl for heads of up to 256 (its MAX_HS);
 //! - matmul_coop.wgsl is composed again with a low-rank term (`_low_rank`) and on 8 × 8
-//!   cooperative matrices (`_8x8`, `_8x8_low_rank`);
+//!   cooperative matrices (`_8x8`, `_8x8_low_rank`), and the quantized formats' kernels on
+//!   cooperative matrices likewise (`matmul_<format>_coop`, `_coop_8x8`);
 //! - matmul_tiled.wgsl is composed again with a low-rank term (`_low_rank`), f16 tiles
 //!   (`_f16`, `_f16_low_rank`) and an input norm for its matrix-vector kernels (`_normed`);
 //!   the quantized kernels likewise (`matmul_<format>_low_rank`, `_f16_tiles`, `_normed`);
@@ -102,16 +103,22 @@ fn main() {
         // `out` and pieces swapped: a low-rank term, that with f16 tiles too (whose `enable`
         // must open the file), and an input norm with a term (no NF4: its weights are never
         // stacked)
-        let gpu_kernels_with = |inputs: &[&str], swaps: &[(&str, &str)]| {
+        let kernels_with = |kernels: &str, inputs: &[&str], swaps: &[(&str, &str)]| {
             compose(&dir.join("quant.wgsl"))
                 + &with_bindings_before_out(&compose(&dir.join(format!("{}.wgsl", f.name))), f.name, inputs)
                 + &matmul::quant_file_tables(f)
-                + &compose_swapping(&dir.join("quant_tiled.wgsl"), swaps)
+                + &compose_swapping(&dir.join(kernels), swaps)
         };
+        let gpu_kernels_with = |inputs: &[&str], swaps: &[(&str, &str)]| kernels_with("quant_tiled.wgsl", inputs, swaps);
         let term = ["term_h", "term_v"];
         write(&out.join(format!("matmul_{}_low_rank.wgsl", f.name)), &gpu_kernels_with(&term, &[LOW_RANK_TERM]));
         let f16_tiles = gpu_kernels_with(&term, &[LOW_RANK_TERM, QUANT_TILE_F16]);
         write(&out.join(format!("matmul_{}_f16_tiles.wgsl", f.name)), &format!("enable f16;\n\n{f16_tiles}"));
+        // on cooperative matrices (quant_coop.wgsl instead of the tiled kernels), 16 × 16 and 8 × 8
+        for (suffix, swaps) in [("coop", &[][..]), ("coop_8x8", &[COOP_8X8])] {
+            let kernels = kernels_with("quant_coop.wgsl", &term, swaps);
+            write(&out.join(format!("matmul_{}_{suffix}.wgsl", f.name)), &format!("{COOP_ENABLES}{kernels}"));
+        }
         // each file the matrix-vector kernels run from again, their sums on subgroup operations
         // (matmul_<format>.wgsl's: the GPU kernels alone, with its bindings)
         write(&out.join(format!("matmul_{}_subgroups.wgsl", f.name)), &gpu_kernels_with(&[], &[QUANT_GEMV_SUM]));
@@ -135,8 +142,12 @@ fn main() {
 /// matmul_coop.wgsl are composed again with it.
 const LOW_RANK_OUTPUT: (&str, &str) = ("pieces/gemm_output.wgsl", "pieces/gemm_output_low_rank.wgsl");
 
-/// matmul_coop.wgsl's 16 × 16 cooperative matrices, swapped for 8 × 8 ones.
-const COOP_8X8: (&str, &str) = ("pieces/coop_16x16.wgsl", "pieces/coop_8x8.wgsl");
+/// pieces/coop_gemm.wgsl's 16 × 16 cooperative matrices, swapped for 8 × 8 ones.
+const COOP_8X8: (&str, &str) = ("coop_16x16.wgsl", "coop_8x8.wgsl");
+
+/// What must open a file of quantized kernels on cooperative matrices (matmul_coop.wgsl
+/// opens with them itself).
+const COOP_ENABLES: &str = "enable f16;\nenable wgpu_cooperative_matrix;\n\n";
 
 /// matmul_tiled.wgsl's f32 tiles, swapped for f16 ones.
 const TILE_F16: (&str, &str) = ("pieces/tile_f32.wgsl", "pieces/tile_f16.wgsl");
@@ -237,7 +248,7 @@ fn write(path: &Path, text: &str) {
         return;
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let native_only = name.starts_with("matmul_coop") || name.ends_with("_subgroups.wgsl");
+    let native_only = name.contains("_coop") || name.ends_with("_subgroups.wgsl");
     let text = if native_only { String::new() } else { without_comments(text) };
     write_bytes(&path.with_file_name(format!("{name}.deflate")), &miniz_oxide::deflate::compress_to_vec(text.as_bytes(), 10));
 }

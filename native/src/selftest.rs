@@ -70,7 +70,7 @@ fn print_paths(ctx: &GpuContext) {
     println!("  f16 weights          unpacked to f32 in the matmul (any adapter)");
     let f16 = match (ctx.has_f16(), ctx.offers_cooperative_matrix().1) {
         (false, _) => "none (the adapter has no shader-f16)",
-        (true, true) => "forwards and input gradients on cooperative matrices (a gradient's rows scaled first), below; quantized weights' in the tiled kernels' f16 tiles",
+        (true, true) => "forwards and input gradients, of f32 and of quantized weights, on cooperative matrices (a gradient's rows scaled first), below",
         (true, false) if ctx.kernel_paths() == KernelPaths::Gpu => "forwards and input gradients in the tiled kernels' f16 tiles, products summed in f32, a gradient's rows scaled first (checked below)",
         (true, false) => "in the tiled kernels' f16 tiles (checked below), which this adapter's kernels use only where the register kernels cannot take the sizes",
     };
@@ -84,7 +84,7 @@ fn print_paths(ctx: &GpuContext) {
         (false, _) => "not offered by this adapter".to_string(),
         (true, None) => "offered, but not as 16 × 16 × 16 or 8 × 8 × 8 f16 products into f32 with subgroups of one size (matmul_coop.wgsl's form)".to_string(),
         (true, Some(shape)) => format!(
-            "f16 forwards and input gradients on matmul_coop.wgsl ({0} × {0} × {0}, subgroups of {1}) {2} (checked below)",
+            "f16 forwards and input gradients on matmul_coop.wgsl, quantized weights' on matmul/quant_coop.wgsl ({0} × {0} × {0}, subgroups of {1}) {2} (checked below)",
             shape.side,
             shape.subgroup,
             if ctx.f16_matmuls() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" }
@@ -152,7 +152,8 @@ fn check_f16(ctx: &GpuContext, tiling: MatmulTiling, rng: &mut Rng) -> Result<Ve
     Ok(out)
 }
 
-/// An input gradient in f16 tiles (`format`: a quantized weight's, else f32's in `tiling`) of
+/// An input gradient in f16 (`format`: a quantized weight's, on cooperative matrices where
+/// `tiling` is theirs, else in f16 tiles; else f32's in `tiling`) of
 /// an output gradient whose rows range from 1e-9 to 1e5, against the CPU's on the unrounded
 /// inputs: the largest difference relative to Σ|products| of its value. The rows are scaled by
 /// powers of two before they are rounded to f16 (pieces/row_scales.wgsl), so each keeps f16's
@@ -169,7 +170,8 @@ fn check_f16_input_gradient(ctx: &GpuContext, tiling: MatmulTiling, format: Opti
     let w = match format {
         Some(format) => {
             let t = QuantTensor::quantize(format, &w, n, k)?;
-            matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::BackwardInput, &out, &dyb, &GpuQuantWeight::upload(ctx, &t)?, m, Accumulate::OVERWRITE, None)?;
+            let block = if tiling == MatmulTiling::Coop { QuantBlock::Coop } else { QuantBlock::TiledF16 };
+            matmul_quant_with(ctx, block, MatmulKind::BackwardInput, &out, &dyb, &GpuQuantWeight::upload(ctx, &t)?, m, Accumulate::OVERWRITE, None)?;
             t.dequantize()
         }
         None => {
@@ -185,16 +187,17 @@ fn check_f16_input_gradient(ctx: &GpuContext, tiling: MatmulTiling, format: Opti
     Ok((0..m * k).map(|i| (got[i] as f64 - want[i]).abs() / sizes[i]).fold(0.0, f64::max))
 }
 
-/// A quantized forward in f16 tiles against the CPU's over x and the dequantized weight
-/// rounded to f16 (a weight whose f32 decoding lands an ulp away may round to the other
-/// neighbour: 5e-4 at most for weights below 1), over a reduction long enough to split.
-fn check_quant_f16(ctx: &GpuContext, format: QuantFormat, rng: &mut Rng) -> Result<f64> {
+/// A quantized forward in f16 (`block`: f16 tiles or cooperative matrices) against the CPU's
+/// over x and the dequantized weight rounded to f16 (a weight whose f32 decoding lands an ulp
+/// away may round to the other neighbour: 5e-4 at most for weights below 1), over a reduction
+/// long enough to split.
+fn check_quant_f16(ctx: &GpuContext, block: QuantBlock, format: QuantFormat, rng: &mut Rng) -> Result<f64> {
     let (m, n, k) = (40, 72, 1024);
     let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() };
     let x = round(rng.vec_uniform(m * k, -1.0, 1.0));
     let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
     let (xb, yb, gw) = (ctx.upload_f32(&x)?, ctx.alloc_f32(m * n)?, GpuQuantWeight::upload(ctx, &t)?);
-    matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::Forward, &yb, &xb, &gw, m, Accumulate::OVERWRITE, None)?;
+    matmul_quant_with(ctx, block, MatmulKind::Forward, &yb, &xb, &gw, m, Accumulate::OVERWRITE, None)?;
     let mut want = vec![0.0; m * n];
     cpu::matmul_forward(&mut want, &to64(&x), &to64(&round(t.dequantize())), m, n, k);
     Ok(largest_diff(&pollster::block_on(ctx.read_f32(&yb))?, &want))
@@ -286,7 +289,7 @@ pub fn run() -> Result<()> {
     if ctx.has_f16() {
         for format in QuantFormat::ALL {
             let name = format!("{format:?}").to_lowercase();
-            report(format!("matmul_{name}_forward (TiledF16)"), check_quant_f16(&ctx, format, &mut rng)?, 1e-3);
+            report(format!("matmul_{name}_forward (TiledF16)"), check_quant_f16(&ctx, QuantBlock::TiledF16, format, &mut rng)?, 1e-3);
             let diff = check_f16_input_gradient(&ctx, MatmulTiling::TiledF16, Some(format), &mut rng)?;
             report(format!("matmul_{name}_backward_input (TiledF16), rows 1e-9..1e5, error ÷ Σ|products|"), diff, 1.5e-3);
         }
@@ -297,6 +300,12 @@ pub fn run() -> Result<()> {
         }
         let diff = check_f16_input_gradient(&coop, MatmulTiling::Coop, None, &mut rng)?;
         report("matmul_coop backward_input, rows 1e-9..1e5, error ÷ Σ|products|".into(), diff, 1.5e-3);
+        for format in QuantFormat::ALL {
+            let name = format!("{format:?}").to_lowercase();
+            report(format!("matmul_{name}_forward (Coop)"), check_quant_f16(&coop, QuantBlock::Coop, format, &mut rng)?, 1e-3);
+            let diff = check_f16_input_gradient(&coop, MatmulTiling::Coop, Some(format), &mut rng)?;
+            report(format!("matmul_{name}_backward_input (Coop), rows 1e-9..1e5, error ÷ Σ|products|"), diff, 1.5e-3);
+        }
     }
     if failed > 0 {
         bail!("{failed} kernel checks failed on this adapter");

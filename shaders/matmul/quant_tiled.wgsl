@@ -23,22 +23,12 @@
 // #include "../pieces/gated_activations.wgsl"
 // #include "../pieces/input_norm_none.wgsl"
 // #include "../pieces/column_blocks.wgsl"
+// #include "quant_inp.wgsl"
 
 override TQ: u32 = 8u;
 
 var<workgroup> qt_a: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][row]: inp
 var<workgroup> qt_b: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][col]: W
-
-// inp(i, r), for a row-major inp with `stride` columns, or in blocks along them (the input
-// gradient of stacked weights; the forward of stacked weights may write out in blocks
-// likewise: qt_store).
-fn qt_inp_at(i: u32, r: u32, stride: u32) -> f32 {
-    var idx = i * stride + r;
-    if (p.a_block2 != 0u) {
-        idx = block_index(i, r, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), stride);
-    }
-    return inp[idx / 4u][idx % 4u];
-}
 
 // inp(i0 + row, r0 + r) into qt_a[r][row] (zero past r_end), each row scaled where the launch
 // scales rows.
@@ -49,7 +39,7 @@ fn qt_stage_inp(i0: u32, r0: u32, r_end: u32, stride: u32, flat: u32) {
         let r = e % 8u;
         var v = 0.0;
         if (i0 + row < p.M && r0 + r < r_end) {
-            v = row_scaled(row, qt_inp_at(i0 + row, r0 + r, stride));
+            v = row_scaled(row, inp_at(i0 + row, r0 + r, stride));
         }
         qt_a[r * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(v);
     }
@@ -64,7 +54,7 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
     if (term) {
         return term_h_at(term_h_index(i, r));
     }
-    return qt_inp_at(i, r, p.N);
+    return inp_at(i, r, p.N);
 }
 
 fn qt_put(r: u32, col: u32, v: f32) {

@@ -4,16 +4,18 @@
 # Mesa 26.1, which Debian ships for trixie (trixie-backports) but not for the bookworm CI runs
 # on. So a minimal trixie with that Mesa is kept in ~/.cache/hearth-trixie (debootstrap: about
 # two minutes the first time), and `hearth selftest`, the matmul tests' cooperative-matrix
-# tests and PEFT parity through them (tiny-qwen3) run inside it, in a mount namespace of their
+# tests, the quantized ones' (and their launches in blocks, which run on each kind of tiles)
+# and PEFT parity through them (tiny-qwen3) run inside it, in a mount namespace of their
 # own, with the clone bound at its path. It fails where the kernel is not offered (a test that
 # skips would prove nothing).
 #
-# usage: tests/coop/run.sh HEARTH_BINARY MATMUL_TEST_BINARY PEFT_PARITY_TEST_BINARY   (as root)
+# usage: tests/coop/run.sh HEARTH_BINARY MATMUL_TEST_BINARY QUANT_TEST_BINARY PEFT_PARITY_TEST_BINARY   (as root)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 hearth=$(realpath "$1")
 matmul=$(realpath "$2")
-parity=$(realpath "$3")
+quant=$(realpath "$3")
+parity=$(realpath "$4")
 root=${HEARTH_TRIXIE:-$HOME/.cache/hearth-trixie}
 
 if [ ! -e "$root/.ready" ]; then
@@ -26,15 +28,16 @@ if [ ! -e "$root/.ready" ]; then
   touch "$root/.ready"
 fi
 mkdir -p "$root/opt/hearth" "$root$PWD"
-cp "$hearth" "$matmul" "$parity" "$root/opt/hearth/"
+cp "$hearth" "$matmul" "$quant" "$parity" "$root/opt/hearth/"
 out=$(mktemp)
 unshare --mount --propagation private sh -c '
   set -e
   root=$1
   for dir in /proc /dev "$PWD"; do mount --bind "$dir" "$root$dir"; done
-  chroot "$root" sh -c "cd $PWD && /opt/hearth/hearth selftest && cd tests && export HEARTH_REQUIRE_GPU=1 && /opt/hearth/$2 coop --nocapture && /opt/hearth/$3 cooperative --nocapture"
-' sh "$root" "$(basename "$matmul")" "$(basename "$parity")" 2>&1 | tee "$out"
+  chroot "$root" sh -c "cd $PWD && /opt/hearth/hearth selftest && cd tests && export HEARTH_REQUIRE_GPU=1 && /opt/hearth/$2 coop --nocapture && /opt/hearth/$3 coop in_blocks --nocapture && /opt/hearth/$4 cooperative --nocapture"
+' sh "$root" "$(basename "$matmul")" "$(basename "$quant")" "$(basename "$parity")" 2>&1 | tee "$out"
 grep -q "cooperative matrices f16 forwards and input gradients on matmul_coop.wgsl" "$out" || { echo "tests/coop: lavapipe offered no cooperative matrices in matmul_coop.wgsl's form"; exit 1; }
 if grep -q "SKIPPED" "$out"; then echo "tests/coop: the cooperative-matrix tests skipped"; exit 1; fi
-[ "$(grep -c "^test result: ok" "$out")" = 2 ] && grep -q "^test result: ok. 2 passed" "$out" && grep -q "^test result: ok. 1 passed" "$out" || { echo "tests/coop: the cooperative-matrix tests failed"; exit 1; }
+# (the matmul tests' two, the quantized ones' three, PEFT parity's two)
+[ "$(grep "^test result: ok" "$out" | grep -o "[0-9]* passed" | tr '\n' ' ')" = "2 passed 3 passed 2 passed " ] || { echo "tests/coop: the cooperative-matrix tests failed"; exit 1; }
 echo "tests/coop: passed"

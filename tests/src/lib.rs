@@ -343,20 +343,27 @@ pub struct BlockedTerm {
     blocks: hearth_core::ops::matmul::ColumnBlocks,
 }
 
-pub const BLOCKED_TERM_SCALE: f32 = 1.5;
+/// (a power of two: its products with f16 values are f16 values)
+pub const BLOCKED_TERM_SCALE: f32 = 2.0;
+
+/// Values as f16 holds them.
+pub fn to_f16(v: Vec<f32>) -> Vec<f32> {
+    v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect()
+}
 
 impl BlockedTerm {
-    /// The term and its H and V uploaded, for m rows.
+    /// The term and its H and V uploaded, for m rows: values f16 holds, so that kernels that
+    /// round their inputs to f16 add the same term.
     pub fn new(ctx: &GpuContext, rng: &mut Rng, m: usize, widths: &[usize], adapted: &[bool], rank: usize) -> (Self, hearth_core::GpuBuffer, hearth_core::GpuBuffer) {
         let count = adapted.iter().filter(|&&a| a).count();
-        let h = rng.vec_uniform(m * count * rank, -1.0, 1.0);
+        let h = to_f16(rng.vec_uniform(m * count * rank, -1.0, 1.0));
         let mut h_widths: Vec<usize> = adapted.iter().map(|&a| if a { rank } else { 0 }).collect();
         while h_widths.last() == Some(&0) {
             h_widths.pop();
         }
         let (h_buf, h_blocks) = in_blocks(&h, m, &h_widths, 3);
         let v_rows: usize = widths.iter().zip(adapted).filter(|(_, &a)| a).map(|(w, _)| w).sum();
-        let v = rng.vec_uniform(v_rows * rank, -1.0, 1.0);
+        let v = to_f16(rng.vec_uniform(v_rows * rank, -1.0, 1.0));
         let (hb, vb) = (upload(ctx, &h_buf), upload(ctx, &v));
         let blocks = hearth_core::ops::matmul::ColumnBlocks::new(&h_blocks).unwrap();
         (BlockedTerm { h, v, rank, widths: widths.to_vec(), adapted: adapted.to_vec(), blocks }, hb, vb)

@@ -121,11 +121,6 @@ fn coop_matmul_matches_cpu_where_offered() {
     check_input_gradient_in_blocks(ctx, MatmulTiling::Coop, &mut rng);
 }
 
-/// Values as f16 holds them.
-fn to_f16(v: Vec<f32>) -> Vec<f32> {
-    v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect()
-}
-
 /// matmul_tiled_f16.wgsl (the tiled kernel with its tiles in f16), where the adapter has
 /// shader-f16 (lavapipe has; SwiftShader has not, and refuses it): all three layouts (the launchers use it for forwards and input gradients) on random
 /// shapes off the tiles, batched, accumulating, over a reduction long enough to split, with

@@ -275,6 +275,19 @@ fn training_through_a_quantized_base_matches_with_f16_matmuls() {
     assert!(kernels.keys().any(|k| k.starts_with("matmul_q4_0_f16_tiles:matmul_quant_backward_input_tiled")), "{kernels:?}");
 }
 
+/// The same on cooperative matrices (matmul/quant_coop.wgsl against matmul_coop.wgsl for the
+/// dense base), where the adapter offers them: tests/coop/run.sh runs it on lavapipe 26.1.
+#[test]
+fn training_through_a_quantized_base_matches_on_cooperative_matrices() {
+    let Some(ctx) = hearth_tests::own_gpu_coop_matmuls() else { return };
+    ctx.profile_begin();
+    quantized_base_on(&ctx);
+    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+    for kernel in ["matmul_q4_0_coop", "matmul_nf4_coop"] {
+        assert!(kernels.keys().any(|k| k.starts_with(kernel) && k.contains(":matmul_quant_backward_input_coop")), "{kernel} did not run: {kernels:?}");
+    }
+}
+
 fn quantized_base_on(ctx: &GpuContext) {
     use hearth_core::model::weights::{Matrix, MatrixData};
     use hearth_core::model::WeightFormat;

@@ -9,6 +9,7 @@ use hearth_core::ops::swiglu::Activation;
 use hearth_core::ops::matmul::{InputNorm, LowRankTerm, ColumnBlocks, TermLayout};
 use hearth_core::model::weights::{Matrix, MatrixData};
 use hearth_core::quant::{QuantFormat, QuantTensor};
+use hearth_core::GpuContext;
 use hearth_tests::*;
 
 #[test]
@@ -233,54 +234,71 @@ fn low_rank_term_in_the_tiled_epilogue() {
     });
 }
 
+/// The contexts whose tiled launches the tests in blocks run: the shared one's (f32 tiles)
+/// and, where the adapter offers them, one of f16 matmuls on cooperative matrices (quant_coop.wgsl;
+/// tests/coop/run.sh runs these tests there), with a function that rounds the inputs as its
+/// kernel does (to f16), so that what is compared is the accumulation.
+fn tiled_contexts() -> Vec<(GpuContext, fn(Vec<f32>) -> Vec<f32>)> {
+    let Some(own) = own_gpu() else { return Vec::new() };
+    let keep: fn(Vec<f32>) -> Vec<f32> = |v| v;
+    let mut contexts = vec![(own, keep)];
+    if gpu_coop().is_some() {
+        contexts.extend(own_gpu_coop_matmuls().map(|c| (c, to_f16 as fn(Vec<f32>) -> Vec<f32>)));
+    }
+    contexts
+}
+
 /// QLoRA's input gradient through stacked weights (q, k, v; gate, up) from the parts' output
 /// gradients in blocks apart, with LoRA's term in blocks too (and its dropout), in one tiled
 /// launch (ops::matmul_quant::matmul_quant_blocked_input), across a split reduction: against
-/// the CPU on the dense matrices, per format.
+/// the CPU on the dense matrices, per format, on each of [`tiled_contexts`].
 #[test]
 fn tiled_input_gradient_reads_its_input_in_blocks() {
-    with_gpu!(ctx => {
+    for (own, round) in tiled_contexts() {
+        let ctx = &own;
         let mut rng = Rng::new(27);
         for format in QuantFormat::ALL {
             for (m, widths, k) in [(37, vec![40, 16, 16], 64), (9, vec![3000, 2000], 64)] {
                 let n: usize = widths.iter().sum();
                 let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
                 let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
-                let dense = rng.vec_uniform(m * n, -1.0, 1.0);
+                let dense = round(rng.vec_uniform(m * n, -1.0, 1.0));
                 let (dy, blocks) = in_blocks(&dense, m, &widths, 6);
                 let (rank, count) = (4, widths.len());
-                let h_dense = rng.vec_uniform(m * count * rank, -1.0, 1.0);
+                let h_dense = round(rng.vec_uniform(m * count * rank, -1.0, 1.0));
                 let (h, h_blocks) = in_blocks(&h_dense, m, &vec![rank; count], 2);
-                let v = rng.vec_uniform(count * rank * k, -1.0, 1.0);
+                let v = round(rng.vec_uniform(count * rank * k, -1.0, 1.0));
                 let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
                 for dropout in [(0.0, 0), (0.3, 5)] {
                     let layout = TermLayout::Blocks(ColumnBlocks::new(&h_blocks).unwrap());
-                    let term = LowRankTerm { h: &hb, v: &vb, rank: count * rank, scale: 1.5, dropout, layout };
+                    // (scale 2: exact in f16)
+                    let term = LowRankTerm { h: &hb, v: &vb, rank: count * rank, scale: 2.0, dropout, layout };
                     let prior = rng.vec_uniform(m * k, -1.0, 1.0);
                     let out = upload(ctx, &prior);
                     matmul_quant_blocked_input(ctx, &out, &upload(ctx, &dy), ColumnBlocks::new(&blocks).unwrap(), &gw, m, 1.0, Some(term)).unwrap();
                     let (mut product, mut extra, mut masked) = (vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k]);
-                    cpu::matmul_backward_input(&mut product, &to_f64(&dense), &to_f64(&t.dequantize()), m, n, k);
+                    cpu::matmul_backward_input(&mut product, &to_f64(&dense), &to_f64(&round(t.dequantize())), m, n, k);
                     cpu::matmul_backward_input(&mut extra, &to_f64(&h_dense), &to_f64(&v), m, count * rank, k);
                     cpu::dropout_forward(&mut masked, &extra, dropout.0, dropout.1, 0.0);
-                    let want: Vec<f64> = (0..m * k).map(|i| product[i] + 1.5 * masked[i] + prior[i] as f64).collect();
+                    let want: Vec<f64> = (0..m * k).map(|i| product[i] + 2.0 * masked[i] + prior[i] as f64).collect();
                     // f32 sums of N products of magnitude ≤ 1 (as in the plain input gradient's check)
                     let atol = 2e-4 * (n.max(576) as f64 / 576.0).sqrt();
-                    assert_close(&format!("{format:?} {m}×{widths:?}×{k} in blocks, dropout {dropout:?}"), &read(ctx, &out), &want, atol, 1e-4);
+                    assert_close(&format!("{format:?} {m}×{widths:?}×{k} in blocks, dropout {dropout:?}, f16 matmuls {}", ctx.f16_matmuls()), &read(ctx, &out), &want, atol, 1e-4);
                 }
             }
         }
-    });
+    }
 }
 
 /// QLoRA's forward through stacked weights into the parts' outputs in blocks apart, with the
 /// LoRA term of each part, or of all but the middle part or the last (x·Aᵀ in blocks, B's
 /// stacked by rows), in one tiled launch (ops::matmul_quant::matmul_quant_blocked_output),
 /// also across a split reduction: against the CPU per part, per format, the gaps between the
-/// blocks untouched.
+/// blocks untouched; on each of [`tiled_contexts`].
 #[test]
 fn tiled_forward_writes_its_output_in_blocks() {
-    with_gpu!(ctx => {
+    for (own, round) in tiled_contexts() {
+        let ctx = &own;
         let mut rng = Rng::new(29);
         // (the second: a split reduction, its parts summed into the blocks)
         for (format, (m, k)) in QuantFormat::ALL.into_iter().flat_map(|f| [(f, (37, 64)), (f, (9, 1024))]) {
@@ -288,11 +306,11 @@ fn tiled_forward_writes_its_output_in_blocks() {
             let n: usize = widths.iter().sum();
             let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
             let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
-            let x = rng.vec_uniform(m * k, -1.0, 1.0);
+            let x = round(rng.vec_uniform(m * k, -1.0, 1.0));
             let xb = upload(ctx, &x);
             let (gapped, blocks) = in_blocks(&vec![0.0; m * n], m, &widths, 5);
             let mut product = vec![0.0; m * n];
-            cpu::matmul_forward(&mut product, &to_f64(&x), &to_f64(&t.dequantize()), m, n, k);
+            cpu::matmul_forward(&mut product, &to_f64(&x), &to_f64(&round(t.dequantize())), m, n, k);
             for adapted in [[true; 3], [true, false, true], [true, true, false]] {
                 let (term, h, v) = BlockedTerm::new(ctx, &mut rng, m, &widths, &adapted, 4);
                 let out = upload(ctx, &gapped);
@@ -300,12 +318,12 @@ fn tiled_forward_writes_its_output_in_blocks() {
                 let mut want = product.clone();
                 term.add_to(&mut want, m);
                 let got = read(ctx, &out);
-                let what = format!("{format:?} {m}×{widths:?}×{k} forward into blocks, the term of {adapted:?}");
+                let what = format!("{format:?} {m}×{widths:?}×{k} forward into blocks, the term of {adapted:?}, f16 matmuls {}", ctx.f16_matmuls());
                 assert_close(&what, &from_blocks(&got, m, &blocks), &want, 2e-4 * (k as f64 / 64.0).sqrt(), 1e-4);
                 assert!(got.iter().zip(&gapped).all(|(g, p)| p.is_finite() || g.is_nan()), "{what}: wrote between the blocks");
             }
         }
-    });
+    }
 }
 
 #[test]
@@ -407,100 +425,120 @@ fn gemv_normed_is_the_norm_then_the_product() {
     });
 }
 
-/// Values as f16 holds them.
-fn to_f16(v: Vec<f32>) -> Vec<f32> {
-    v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect()
-}
-
 /// The quantized forward in f16 tiles (`QuantBlock::TiledF16`: inp and the decoded weight
 /// rounded to f16 as they are staged, products summed in f32), where the adapter has
-/// shader-f16 (lavapipe has; SwiftShader has not, and refuses it). The CPU's inputs are rounded
-/// the same way, so what is compared is the f32 accumulation: ragged edges, 128 × 128 tiles,
-/// a split reduction, with and without LoRA's term (scale 2, exact in f16) and its dropout,
-/// accumulating. The input gradient, its rows scaled by powers of two (pieces/row_scales.wgsl),
-/// on output gradients of rows from 1e-9 to 1e5 (GRADIENT_ROW_MAGNITUDES), with LoRA's term
-/// and its dropout, split over a long reduction, and reading its input in blocks: within
-/// 1.5e-3 of Σ|products| of the CPU's on the unrounded inputs.
+/// shader-f16 (lavapipe has; SwiftShader has not, and refuses it): [`check_f16_quantized`].
 #[test]
 fn f16_tiles_quantized_match_where_offered() {
     with_gpu!(ctx => {
         let small = GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::F16, &[0.5; 64], 2, 32).unwrap()).unwrap();
-        let f16_tiles = |kind, out: &_, inp: &_| matmul_quant_with(ctx, QuantBlock::TiledF16, kind, out, inp, &small, 1, Accumulate::OVERWRITE, None);
         if !ctx.has_f16() {
-            let err = f16_tiles(MatmulKind::Forward, &poisoned(ctx, 2), &upload(ctx, &[0.0; 32])).unwrap_err();
+            let err = matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::Forward, &poisoned(ctx, 2), &upload(ctx, &[0.0; 32]), &small, 1, Accumulate::OVERWRITE, None).unwrap_err();
             assert!(err.to_string().contains("shader-f16"), "{err}");
             eprintln!("SKIPPED: this adapter has no shader-f16 (the f16 tiles were refused)");
             return;
         }
-        let mut rng = Rng::new(29);
-        for format in QuantFormat::ALL {
-            for (m, n, k) in [(37, 70, 128), (1030, 1040, 64), (10, 36, 1024)] {
-                let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
-                let wd = to_f64(&to_f16(t.dequantize()));
-                let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
-                for (rank, dropout) in [(0, (0.0, 0)), (16, (0.3, 7))] {
-                    let x = to_f16(rng.vec_uniform(m * k, -1.0, 1.0));
-                    let (h, v) = (to_f16(rng.vec_uniform(m * rank, -1.0, 1.0)), to_f16(rng.vec_uniform(rank * n, -1.0, 1.0)));
-                    let prior = rng.vec_uniform(m * n, -1.0, 1.0);
-                    let out = upload(ctx, &prior);
-                    let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
-                    let term = (rank > 0).then_some(LowRankTerm { h: &hb, v: &vb, rank, scale: 2.0, dropout, layout: TermLayout::Rows });
-                    let acc = Accumulate { alpha: 1.0, beta: 0.5 };
-                    matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::Forward, &out, &upload(ctx, &x), &gw, m, acc, term).unwrap();
-                    let (mut product, mut extra, mut masked) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
-                    cpu::matmul_forward(&mut product, &to_f64(&x), &wd, m, n, k);
-                    cpu::matmul_forward(&mut extra, &to_f64(&h), &to_f64(&v), m, n, rank);
-                    cpu::dropout_forward(&mut masked, &extra, dropout.0, dropout.1, 0.0);
-                    let want: Vec<f64> = (0..m * n).map(|i| product[i] + 2.0 * masked[i] + 0.5 * prior[i] as f64).collect();
-                    // f32 sums of products of magnitude ≤ 1, as in the f32 tiles' test
-                    let what = format!("{format:?} TiledF16 {m}×{n}×{k} + rank {rank} term, dropout {dropout:?}");
-                    assert_close(&what, &read(ctx, &out), &want, 4e-4, 1e-4);
-                }
-            }
-        }
-        let abs = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x.abs()).collect() };
         // (a context of f16 matmuls, for the launch in blocks, which takes the context's tiles)
-        let f16 = own_gpu().unwrap().with_f16_matmuls(true);
-        for format in QuantFormat::ALL {
-            let ctx = &f16;
-            for (m, n, k, rank, dropout, blocked) in [(37, 72, 128, 0, (0.0, 0), false), (10, 2048, 64, 0, (0.0, 0), false), (70, 40, 128, 16, (0.3, 7), false), (45, 48, 64, 8, (0.0, 0), true)] {
-                let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
-                let wd = to_f64(&t.dequantize());
-                let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
-                let dy = rows_at_magnitudes(rng.vec_uniform(m * n, -1.0, 1.0), n);
-                // dh's rows 3 magnitudes on from dy's: the scale of a row is the larger's
-                let dh = rows_at_magnitudes(rng.vec_uniform((m + 3) * rank, -1.0, 1.0), rank)[3 * rank..].to_vec();
-                let lora_a = rng.vec_uniform(rank * k, -1.0, 1.0);
-                let (hb, vb) = (upload(ctx, &dh), upload(ctx, &lora_a));
+        check_f16_quantized(ctx, &own_gpu().unwrap().with_f16_matmuls(true), QuantBlock::TiledF16);
+    });
+}
+
+/// The quantized forward and input gradient on cooperative matrices (matmul/quant_coop.wgsl),
+/// where the adapter offers them in its form (lavapipe from Mesa 26.1: tests/coop/run.sh runs
+/// this), as [`check_f16_quantized`]; refused on a context without them.
+#[test]
+fn coop_quantized_matches_where_offered() {
+    with_gpu!(ctx => {
+        if !ctx.has_cooperative_matrix() {
+            let small = GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::Q8_0, &[0.5; 64], 2, 32).unwrap()).unwrap();
+            let err = matmul_quant_with(ctx, QuantBlock::Coop, MatmulKind::Forward, &poisoned(ctx, 2), &upload(ctx, &[0.0; 32]), &small, 1, Accumulate::OVERWRITE, None).unwrap_err();
+            assert!(err.to_string().contains("no cooperative matrices"), "{err}");
+        }
+    });
+    let Some(ctx) = gpu_coop() else {
+        eprintln!("SKIPPED: this adapter has no cooperative matrices in matmul_coop.wgsl's form");
+        return;
+    };
+    check_f16_quantized(ctx, &own_gpu_coop_matmuls().expect("a context of f16 matmuls on cooperative matrices"), QuantBlock::Coop);
+}
+
+/// A kernel that rounds its inputs to f16 (`block`) on `ctx`, and on `f16_matmuls` (a context
+/// of f16 matmuls that runs it) where the launch takes the context's kernel: the CPU's inputs
+/// are rounded the same way, so what is compared is the f32 accumulation: ragged edges, large
+/// outputs, a split reduction, with and without LoRA's term (scale 2, exact in f16) and its
+/// dropout, accumulating. The input gradient, its rows scaled by powers of two
+/// (pieces/row_scales.wgsl), on output gradients of rows from 1e-9 to 1e5
+/// (GRADIENT_ROW_MAGNITUDES), with LoRA's term and its dropout, split over a long reduction,
+/// and reading its input in blocks: within 1.5e-3 of Σ|products| of the CPU's on the
+/// unrounded inputs. Past f16's range the staged values saturate at ±65504 instead of
+/// becoming inf.
+fn check_f16_quantized(ctx: &GpuContext, f16_matmuls: &GpuContext, block: QuantBlock) {
+    let mut rng = Rng::new(29);
+    for format in QuantFormat::ALL {
+        for (m, n, k) in [(37, 70, 128), (1030, 1040, 64), (10, 36, 1024)] {
+            let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
+            let wd = to_f64(&to_f16(t.dequantize()));
+            let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+            for (rank, dropout) in [(0, (0.0, 0)), (16, (0.3, 7))] {
+                let x = to_f16(rng.vec_uniform(m * k, -1.0, 1.0));
+                let (h, v) = (to_f16(rng.vec_uniform(m * rank, -1.0, 1.0)), to_f16(rng.vec_uniform(rank * n, -1.0, 1.0)));
+                let prior = rng.vec_uniform(m * n, -1.0, 1.0);
+                let out = upload(ctx, &prior);
+                let (hb, vb) = (upload(ctx, &h), upload(ctx, &v));
                 let term = (rank > 0).then_some(LowRankTerm { h: &hb, v: &vb, rank, scale: 2.0, dropout, layout: TermLayout::Rows });
-                let out = poisoned(ctx, m * k);
-                if blocked {
-                    // dy as three parts' gradients stored apart (a stacked weight's)
-                    let (parts, blocks) = in_blocks(&dy, m, &[n / 2, n / 4, n / 4], 5);
-                    let blocks = ColumnBlocks::new(&blocks).unwrap();
-                    matmul_quant_blocked_input(ctx, &out, &upload(ctx, &parts), blocks, &gw, m, 0.0, term).unwrap();
-                } else {
-                    matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::BackwardInput, &out, &upload(ctx, &dy), &gw, m, Accumulate::OVERWRITE, term).unwrap();
-                }
-                let (mut product, mut sizes, mut extra, mut extra_sizes, mut masked) = (vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k]);
-                let (dy, dh, lora_a) = (to_f64(&dy), to_f64(&dh), to_f64(&lora_a));
-                cpu::matmul_backward_input(&mut product, &dy, &wd, m, n, k);
-                cpu::matmul_backward_input(&mut sizes, &abs(&dy), &abs(&wd), m, n, k);
-                cpu::matmul_backward_input(&mut extra, &dh, &lora_a, m, rank, k);
-                cpu::matmul_backward_input(&mut extra_sizes, &abs(&dh), &abs(&lora_a), m, rank, k);
+                let acc = Accumulate { alpha: 1.0, beta: 0.5 };
+                matmul_quant_with(ctx, block, MatmulKind::Forward, &out, &upload(ctx, &x), &gw, m, acc, term).unwrap();
+                let (mut product, mut extra, mut masked) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
+                cpu::matmul_forward(&mut product, &to_f64(&x), &wd, m, n, k);
+                cpu::matmul_forward(&mut extra, &to_f64(&h), &to_f64(&v), m, n, rank);
                 cpu::dropout_forward(&mut masked, &extra, dropout.0, dropout.1, 0.0);
-                let want: Vec<f64> = (0..m * k).map(|i| product[i] + 2.0 * masked[i]).collect();
-                let bound: Vec<f64> = (0..m * k).map(|i| sizes[i] + 2.0 * extra_sizes[i] / (1.0 - dropout.0 as f64)).collect();
-                let what = format!("{format:?} TiledF16 input gradient {m}×{n}×{k} + rank {rank} term, dropout {dropout:?}, in blocks {blocked}");
-                assert_within_products(&what, &read(ctx, &out), &want, &bound, 1.5e-3);
+                let want: Vec<f64> = (0..m * n).map(|i| product[i] + 2.0 * masked[i] + 0.5 * prior[i] as f64).collect();
+                // f32 sums of products of magnitude ≤ 1, as in the f32 tiles' test
+                let what = format!("{format:?} {block:?} {m}×{n}×{k} + rank {rank} term, dropout {dropout:?}");
+                assert_close(&what, &read(ctx, &out), &want, 4e-4, 1e-4);
             }
         }
-        // past f16's range the staged values saturate at ±65504 instead of becoming inf
-        let x = upload(ctx, &[[1e5f32; 1].as_slice(), &[0.0; 31]].concat());
-        let y = poisoned(ctx, 2);
-        matmul_quant_with(ctx, QuantBlock::TiledF16, MatmulKind::Forward, &y, &x, &small, 1, Accumulate::OVERWRITE, None).unwrap();
-        assert_eq!(read(ctx, &y), [65504.0 * 0.5; 2]);
-    });
+    }
+    let abs = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x.abs()).collect() };
+    for format in QuantFormat::ALL {
+        for (m, n, k, rank, dropout, blocked) in [(37, 72, 128, 0, (0.0, 0), false), (10, 2048, 64, 0, (0.0, 0), false), (70, 40, 128, 16, (0.3, 7), false), (45, 48, 64, 8, (0.0, 0), true)] {
+            let ctx = if blocked { f16_matmuls } else { ctx };
+            let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k).unwrap();
+            let wd = to_f64(&t.dequantize());
+            let gw = GpuQuantWeight::upload(ctx, &t).unwrap();
+            let dy = rows_at_magnitudes(rng.vec_uniform(m * n, -1.0, 1.0), n);
+            // dh's rows 3 magnitudes on from dy's: the scale of a row is the larger's
+            let dh = rows_at_magnitudes(rng.vec_uniform((m + 3) * rank, -1.0, 1.0), rank)[3 * rank..].to_vec();
+            let lora_a = rng.vec_uniform(rank * k, -1.0, 1.0);
+            let (hb, vb) = (upload(ctx, &dh), upload(ctx, &lora_a));
+            let term = (rank > 0).then_some(LowRankTerm { h: &hb, v: &vb, rank, scale: 2.0, dropout, layout: TermLayout::Rows });
+            let out = poisoned(ctx, m * k);
+            if blocked {
+                // dy as three parts' gradients stored apart (a stacked weight's)
+                let (parts, blocks) = in_blocks(&dy, m, &[n / 2, n / 4, n / 4], 5);
+                let blocks = ColumnBlocks::new(&blocks).unwrap();
+                matmul_quant_blocked_input(ctx, &out, &upload(ctx, &parts), blocks, &gw, m, 0.0, term).unwrap();
+            } else {
+                matmul_quant_with(ctx, block, MatmulKind::BackwardInput, &out, &upload(ctx, &dy), &gw, m, Accumulate::OVERWRITE, term).unwrap();
+            }
+            let (mut product, mut sizes, mut extra, mut extra_sizes, mut masked) = (vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k], vec![0.0; m * k]);
+            let (dy, dh, lora_a) = (to_f64(&dy), to_f64(&dh), to_f64(&lora_a));
+            cpu::matmul_backward_input(&mut product, &dy, &wd, m, n, k);
+            cpu::matmul_backward_input(&mut sizes, &abs(&dy), &abs(&wd), m, n, k);
+            cpu::matmul_backward_input(&mut extra, &dh, &lora_a, m, rank, k);
+            cpu::matmul_backward_input(&mut extra_sizes, &abs(&dh), &abs(&lora_a), m, rank, k);
+            cpu::dropout_forward(&mut masked, &extra, dropout.0, dropout.1, 0.0);
+            let want: Vec<f64> = (0..m * k).map(|i| product[i] + 2.0 * masked[i]).collect();
+            let bound: Vec<f64> = (0..m * k).map(|i| sizes[i] + 2.0 * extra_sizes[i] / (1.0 - dropout.0 as f64)).collect();
+            let what = format!("{format:?} {block:?} input gradient {m}×{n}×{k} + rank {rank} term, dropout {dropout:?}, in blocks {blocked}");
+            assert_within_products(&what, &read(ctx, &out), &want, &bound, 1.5e-3);
+        }
+    }
+    let small = GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::F16, &[0.5; 64], 2, 32).unwrap()).unwrap();
+    let x = upload(ctx, &[[1e5f32; 1].as_slice(), &[0.0; 31]].concat());
+    let y = poisoned(ctx, 2);
+    matmul_quant_with(ctx, block, MatmulKind::Forward, &y, &x, &small, 1, Accumulate::OVERWRITE, None).unwrap();
+    assert_eq!(read(ctx, &y), [65504.0 * 0.5; 2]);
 }
 
 #[test]

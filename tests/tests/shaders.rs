@@ -24,9 +24,9 @@ fn every_shader_validates_with_naga() {
 #[test]
 fn every_shader_translates_for_metal_and_dx12() {
     use naga::back::{hlsl, msl};
-    for shader in Shader::ALL.iter().filter(|s| !s.file_name().starts_with("matmul_coop") || s.file_name().contains("_8x8")) {
+    for shader in Shader::ALL.iter().filter(|s| !s.file_name().contains("_coop") || s.file_name().contains("_8x8")) {
         let name = shader.file_name();
-        let coop = name.starts_with("matmul_coop");
+        let coop = name.contains("_coop");
         let module = naga::front::wgsl::parse_str(shader.source()).unwrap();
         let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all()).validate(&module).unwrap();
         for ep in &module.entry_points {
@@ -103,9 +103,9 @@ fn every_piece_is_included() {
             assert!(Shader::MatmulTiledLowRank.source().contains("term_h["), "matmul_tiled_low_rank.wgsl has no low-rank term");
             continue;
         }
-        // and this one in coop_16x16.wgsl's, for matmul_coop_8x8.wgsl
+        // and this one in coop_16x16.wgsl's, for matmul_coop_8x8.wgsl and matmul_<format>_coop_8x8.wgsl
         if name == "coop_8x8.wgsl" {
-            for shader in [Shader::MatmulCoop8x8, Shader::MatmulCoop8x8LowRank] {
+            for shader in [Shader::MatmulCoop8x8, Shader::MatmulCoop8x8LowRank, Shader::MatmulQ4_1Coop8x8] {
                 assert!(shader.source().contains("alias CoopC = coop_mat8x8<f32, C>;"), "{}'s matrices are not 8 × 8", shader.file_name());
             }
             continue;

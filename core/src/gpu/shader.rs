@@ -88,6 +88,19 @@ shaders! {
     MatmulQ4_1F16Tiles => "matmul_q4_1_f16_tiles.wgsl",
     MatmulQ8_0F16Tiles => "matmul_q8_0_f16_tiles.wgsl",
     MatmulF16F16Tiles => "matmul_f16_f16_tiles.wgsl",
+    /// Their forwards and input gradients on 16 × 16 cooperative matrices, with a low-rank
+    /// term (matmul/quant_coop.wgsl; core/build/).
+    MatmulNf4Coop => "matmul_nf4_coop.wgsl",
+    MatmulQ4_0Coop => "matmul_q4_0_coop.wgsl",
+    MatmulQ4_1Coop => "matmul_q4_1_coop.wgsl",
+    MatmulQ8_0Coop => "matmul_q8_0_coop.wgsl",
+    MatmulF16Coop => "matmul_f16_coop.wgsl",
+    /// The same on 8 × 8 cooperative matrices (core/build/).
+    MatmulNf4Coop8x8 => "matmul_nf4_coop_8x8.wgsl",
+    MatmulQ4_0Coop8x8 => "matmul_q4_0_coop_8x8.wgsl",
+    MatmulQ4_1Coop8x8 => "matmul_q4_1_coop_8x8.wgsl",
+    MatmulQ8_0Coop8x8 => "matmul_q8_0_coop_8x8.wgsl",
+    MatmulF16Coop8x8 => "matmul_f16_coop_8x8.wgsl",
     /// The quantized matrix-vector kernels norming their input rows (core/build/; no NF4).
     MatmulQ4_0Normed => "matmul_q4_0_normed.wgsl" | MatmulQ4_0NormedSubgroups,
     MatmulQ4_1Normed => "matmul_q4_1_normed.wgsl" | MatmulQ4_1NormedSubgroups,

@@ -6,7 +6,7 @@ use super::{check_len, grid_1d, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{check_rows, gemv_variant, overwrite_then_accumulate, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
+use super::matmul::{check_rows, coop_variant, gemv_variant, overwrite_then_accumulate, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -104,25 +104,27 @@ pub struct QuantEntries {
 include!(concat!(env!("OUT_DIR"), "/matmul_quant_entries.rs"));
 
 /// A format's shaders: matmul_<format>.wgsl with its entry points, its tiled kernels again
-/// with a low-rank term, in f32 tiles and in f16 ones, and its matrix-vector kernels with an
-/// input norm (none for NF4, whose weights are never stacked).
+/// with a low-rank term, in f32 tiles and in f16 ones, its forward and input gradient on 16 × 16
+/// and on 8 × 8 cooperative matrices, and its matrix-vector kernels with an input norm (none
+/// for NF4, whose weights are never stacked).
 struct FormatShaders {
     plain: Shader,
     low_rank: Shader,
     f16_tiles: Shader,
+    coop: [Shader; 2],
     normed: Option<Shader>,
     entries: QuantEntries,
 }
 
 fn shaders(format: QuantFormat) -> FormatShaders {
-    let (plain, low_rank, f16_tiles, normed, entries) = match format {
-        QuantFormat::F16 => (Shader::MatmulF16, Shader::MatmulF16LowRank, Shader::MatmulF16F16Tiles, Some(Shader::MatmulF16Normed), F16_ENTRIES),
-        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, Shader::MatmulQ4_0LowRank, Shader::MatmulQ4_0F16Tiles, Some(Shader::MatmulQ4_0Normed), Q4_0_ENTRIES),
-        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, Shader::MatmulQ4_1LowRank, Shader::MatmulQ4_1F16Tiles, Some(Shader::MatmulQ4_1Normed), Q4_1_ENTRIES),
-        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, Shader::MatmulQ8_0LowRank, Shader::MatmulQ8_0F16Tiles, Some(Shader::MatmulQ8_0Normed), Q8_0_ENTRIES),
-        QuantFormat::Nf4 => (Shader::MatmulNf4, Shader::MatmulNf4LowRank, Shader::MatmulNf4F16Tiles, None, NF4_ENTRIES),
+    let (plain, low_rank, f16_tiles, coop, normed, entries) = match format {
+        QuantFormat::F16 => (Shader::MatmulF16, Shader::MatmulF16LowRank, Shader::MatmulF16F16Tiles, [Shader::MatmulF16Coop, Shader::MatmulF16Coop8x8], Some(Shader::MatmulF16Normed), F16_ENTRIES),
+        QuantFormat::Q4_0 => (Shader::MatmulQ4_0, Shader::MatmulQ4_0LowRank, Shader::MatmulQ4_0F16Tiles, [Shader::MatmulQ4_0Coop, Shader::MatmulQ4_0Coop8x8], Some(Shader::MatmulQ4_0Normed), Q4_0_ENTRIES),
+        QuantFormat::Q4_1 => (Shader::MatmulQ4_1, Shader::MatmulQ4_1LowRank, Shader::MatmulQ4_1F16Tiles, [Shader::MatmulQ4_1Coop, Shader::MatmulQ4_1Coop8x8], Some(Shader::MatmulQ4_1Normed), Q4_1_ENTRIES),
+        QuantFormat::Q8_0 => (Shader::MatmulQ8_0, Shader::MatmulQ8_0LowRank, Shader::MatmulQ8_0F16Tiles, [Shader::MatmulQ8_0Coop, Shader::MatmulQ8_0Coop8x8], Some(Shader::MatmulQ8_0Normed), Q8_0_ENTRIES),
+        QuantFormat::Nf4 => (Shader::MatmulNf4, Shader::MatmulNf4LowRank, Shader::MatmulNf4F16Tiles, [Shader::MatmulNf4Coop, Shader::MatmulNf4Coop8x8], None, NF4_ENTRIES),
     };
-    FormatShaders { plain, low_rank, f16_tiles, normed, entries }
+    FormatShaders { plain, low_rank, f16_tiles, coop, normed, entries }
 }
 
 /// The blocks of outputs per invocation of the entry points: the generated large ones for
@@ -143,14 +145,26 @@ pub enum QuantBlock {
     /// matmuls (`GpuContext::with_f16_matmuls`). An input gradient's rows are scaled by powers
     /// of two first (pieces/row_scales.wgsl), so that its small values keep their digits.
     TiledF16,
+    /// 64 × 64 outputs per workgroup on cooperative matrices (matmul/quant_coop.wgsl), inp
+    /// and W rounded to f16 as they are staged (an input gradient's rows scaled) as in
+    /// [`QuantBlock::TiledF16`]; where the device has them and the context asks for f16
+    /// matmuls.
+    Coop,
     /// Forward only, 1 to 16 rows, K a multiple of 8: a workgroup per row of W (GPUs decoding).
     Gemv,
 }
 
 impl QuantBlock {
-    /// Whether it is quant_tiled.wgsl's kernel (f32 or f16 tiles).
+    /// Whether it is a kernel in workgroup tiles (quant_tiled.wgsl's in f32 or f16 tiles,
+    /// quant_coop.wgsl's): those add a low-rank term and its dropout, split long reductions
+    /// and read or write operands in column blocks.
     pub fn is_tiled(self) -> bool {
-        matches!(self, QuantBlock::Tiled | QuantBlock::TiledF16)
+        matches!(self, QuantBlock::Tiled | QuantBlock::TiledF16 | QuantBlock::Coop)
+    }
+
+    /// Whether it rounds its inputs to f16 (and scales an input gradient's rows).
+    fn rounds_to_f16(self) -> bool {
+        matches!(self, QuantBlock::TiledF16 | QuantBlock::Coop)
     }
 
     pub fn for_adapter(ctx: &GpuContext) -> Self {
@@ -161,7 +175,7 @@ impl QuantBlock {
         }
     }
 
-    /// (rows, cols) per invocation.
+    /// (rows, cols) per invocation (the tiled kernels' grid is their tiles: [`tile_side`]).
     pub fn dims(self, kind: MatmulKind) -> (usize, usize) {
         match (self, kind) {
             (QuantBlock::Large, MatmulKind::Forward) => QUANT_FORWARD_LARGE,
@@ -169,7 +183,7 @@ impl QuantBlock {
             (QuantBlock::Small, MatmulKind::Forward) => QUANT_FORWARD_SMALL,
             (QuantBlock::Small, _) => QUANT_BACKWARD_INPUT_SMALL,
             (QuantBlock::Row, _) => QUANT_FORWARD_ROW,
-            (QuantBlock::Tiled | QuantBlock::TiledF16, _) => (8, 8),
+            (QuantBlock::Tiled | QuantBlock::TiledF16 | QuantBlock::Coop, _) => (8, 8),
             (QuantBlock::Gemv, _) => (4, 1),
         }
     }
@@ -335,9 +349,23 @@ fn choose_block(ctx: &GpuContext, kind: MatmulKind, w: &GpuQuantWeight, m: usize
     }
 }
 
-/// The tiled kernels' tiles here: f16 where the context asks for f16 matmuls.
+/// The tiled kernels here: where the context asks for f16 matmuls, on cooperative matrices
+/// where the device has them, else in f16 tiles.
 fn tiled_block(ctx: &GpuContext) -> QuantBlock {
-    if ctx.f16_matmuls() && ctx.has_f16() { QuantBlock::TiledF16 } else { QuantBlock::Tiled }
+    match ctx.f16_matmuls() {
+        true if ctx.has_cooperative_matrix() => QuantBlock::Coop,
+        true if ctx.has_f16() => QuantBlock::TiledF16,
+        _ => QuantBlock::Tiled,
+    }
+}
+
+/// The side of a tiled kernel's square tile of outputs for `outputs` of them.
+fn tile_side(ctx: &GpuContext, block: QuantBlock, outputs: usize) -> usize {
+    match block {
+        QuantBlock::Coop => 64,
+        _ if wide_tiles(ctx, outputs) => 128,
+        _ => 64,
+    }
 }
 
 /// Whether the input gradient through `w` of `m` rows runs on the tiled kernel here, which
@@ -426,6 +454,11 @@ fn quant_launch(
     let entries = &shaders.entries;
     let sh = match (block, term) {
         (QuantBlock::TiledF16, _) => shaders.f16_tiles,
+        (QuantBlock::Coop, _) => {
+            let shape = ctx.coop_shape().filter(|_| ctx.has_cooperative_matrix());
+            let shape = shape.ok_or_else(|| Error::Shape("quantized matmuls on cooperative matrices: this device has no cooperative matrices (ContextOptions::cooperative_matrix, on an adapter that offers them)".into()))?;
+            shaders.coop[usize::from(shape.side != 16)]
+        }
         (QuantBlock::Gemv, Some(_)) => ctx.reduction_shader(shaders.low_rank),
         (QuantBlock::Gemv, None) => ctx.reduction_shader(shaders.plain),
         (_, Some(_)) => shaders.low_rank,
@@ -449,21 +482,25 @@ fn quant_launch(
         (_, QuantBlock::Row) => return Err(Error::Shape("the row kernel computes forwards only".into())),
         (MatmulKind::Forward, QuantBlock::Tiled | QuantBlock::TiledF16) => "matmul_quant_forward_tiled",
         (_, QuantBlock::Tiled | QuantBlock::TiledF16) => "matmul_quant_backward_input_tiled",
+        (MatmulKind::Forward, QuantBlock::Coop) => "matmul_quant_forward_coop",
+        (_, QuantBlock::Coop) => "matmul_quant_backward_input_coop",
         (MatmulKind::Forward, QuantBlock::Gemv) => "matmul_quant_gemv",
         (_, QuantBlock::Gemv) => return Err(Error::Shape("the matrix-vector kernel computes forwards only".into())),
     };
-    // invocations per side of the tiled kernels' workgroups (8 outputs each way per invocation)
-    let tq = if wide_tiles(ctx, m * out_cols) { 16 } else { 8 };
+    let side = tile_side(ctx, block, m * out_cols);
     let groups = match block {
         QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
-        QuantBlock::Tiled | QuantBlock::TiledF16 => [out_cols.div_ceil(8 * tq) as u32, m.div_ceil(8 * tq) as u32, 1],
+        _ if tiled => [out_cols.div_ceil(side) as u32, m.div_ceil(side) as u32, 1],
         QuantBlock::Gemv => grid_rows(n),
         _ => [out_cols.div_ceil(tn * QUANT_WG.0) as u32, m.div_ceil(tm * QUANT_WG.1) as u32, 1],
     };
-    let variant = match (tiled, tq) {
-        (true, 16) => Variant { name: "128x128", constants: &[("TQ", 16.0)] },
-        (true, _) => Variant { name: "64x64", constants: &[("TQ", 8.0)] },
-        _ if block == QuantBlock::Gemv => gemv_variant(m, None),
+    let variant = match block {
+        // (the context has cooperative matrices only in a shape with a variant)
+        QuantBlock::Coop => ctx.coop_shape().and_then(coop_variant).expect("a variant for the context's cooperative matrices"),
+        // quant_tiled.wgsl's invocations per side (8 outputs each way per invocation)
+        _ if tiled && side == 128 => Variant { name: "128x128", constants: &[("TQ", 16.0)] },
+        _ if tiled => Variant { name: "64x64", constants: &[("TQ", 8.0)] },
+        QuantBlock::Gemv => gemv_variant(m, None),
         _ => Variant::DEFAULT,
     };
     ensure(block != QuantBlock::TiledF16 || ctx.has_f16(), || format!("{op}: the f16 tiles need an adapter with shader-f16"))?;
@@ -486,7 +523,7 @@ fn quant_launch(
     // The tiled kernels split long reductions (ops::matmul::reduction_split) into parts that
     // matmul_sum_splits adds up; every other kernel runs whole.
     let (splits, r_split) = if tiled {
-        let tiles = out_cols.div_ceil(8 * tq) * m.div_ceil(8 * tq);
+        let tiles = out_cols.div_ceil(side) * m.div_ceil(side);
         reduction_split(op, tiles, split_workgroups(ctx), if kind == MatmulKind::Forward { k } else { n }, 1)?
     } else {
         (1, 0)
@@ -503,7 +540,7 @@ fn quant_launch(
         r_split: r_split as u32,
         a_blocks: ColumnBlocks::params(blocks.inp),
         c_blocks: ColumnBlocks::params(blocks.out),
-        scale_rows: (block == QuantBlock::TiledF16 && kind == MatmulKind::BackwardInput) as u32,
+        scale_rows: (block.rounds_to_f16() && kind == MatmulKind::BackwardInput) as u32,
         ..bytemuck::Zeroable::zeroed()
     };
     let params = term_params(params, term, kind, out_cols);
@@ -513,8 +550,9 @@ fn quant_launch(
     let mut inputs = weight_and_input(w, inp);
     match term {
         Some(t) => inputs.extend([t.h, t.v]),
-        // the f16 tiles' only composition binds a term: a rank of 0 never reads these
-        None if block == QuantBlock::TiledF16 => inputs.extend([inp, inp]),
+        // the f16 tiles' and cooperative matrices' only composition binds a term: a rank of 0
+        // never reads these
+        None if block.rounds_to_f16() => inputs.extend([inp, inp]),
         None => {}
     }
     let launch = |dest: &GpuBuffer| ctx.dispatch_counted(&kernel, &inputs, &[dest], &params, groups, flops);

@@ -1,0 +1,122 @@
+// The quantized forward and input gradient on cooperative matrices (pieces/coop_gemm.wgsl),
+// where the device has them and the context asks for f16 matmuls:
+//   matmul_quant_forward_coop:        out(M,N) = beta · out + alpha · inp(M,K) · Wᵀ
+//   matmul_quant_backward_input_coop: out(M,K) = beta · out + alpha · inp(M,N) · W
+// each plus a low-rank term (QLoRA's h·Bᵀ, dropout(dh·A); the launcher binds placeholders
+// for H and V where there is none, rank 0). W is decoded 8 weights at a time (`dequant8`) as
+// it is staged, into f16: the forward's B(j, r) = W(j, r) along a row of W, the input
+// gradient's B(j, r) = W(r, j) across its rows. A split reduction's parts write their own
+// M × out_cols slices of a scratch, as quant_tiled.wgsl's do; the input gradient's inp (and
+// H) may lie in column blocks, as may the forward's out. K is a multiple of 8.
+// core/build/ composes matmul_<format>_coop.wgsl from matmul/quant.wgsl, the format's file
+// with H and V bound before `out`, and this file (and matmul_<format>_coop_8x8.wgsl with
+// pieces/coop_8x8.wgsl in pieces/coop_16x16.wgsl's place), with `enable`s first.
+
+// #include "../pieces/low_rank_term.wgsl"
+// #include "../pieces/dropout_mask.wgsl"
+// #include "../pieces/column_blocks.wgsl"
+// #include "quant_inp.wgsl"
+// #include "../pieces/coop_gemm.wgsl"
+
+fn reduction_end(forward: bool) -> u32 { return select(p.N, p.K, forward); }
+fn out_cols(forward: bool) -> u32 { return select(p.K, p.N, forward); }
+fn term_masked() -> bool { return p.drop_p > 0.0; }
+fn a_offset(z: u32) -> u32 { return 0u; }
+
+fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
+    let stride = reduction_end(forward);
+    for (var e = flat; e < TILE * BK; e += WG) {
+        let row = e / BK;
+        let r = e % BK;
+        var v = 0.0;
+        if (i0 + row < p.M && r0 + r < r_end) {
+            v = row_scaled(row, inp_at(i0 + row, r0 + r, stride));
+        }
+        tile_a[row * LD + r] = to_tile(v);
+    }
+}
+
+// What pieces/row_scales.wgsl's scale_rows reads (the launcher scales the rows of input
+// gradients only, whose inp has N columns).
+fn staged_rows() -> u32 { return TILE; }
+fn staged_invocations() -> u32 { return WG; }
+fn staged_along_r(term: bool) -> bool { return true; }
+fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
+    if (term) {
+        return term_h_at(term_h_index(i, r));
+    }
+    return inp_at(i, r, p.N);
+}
+
+// Eight decoded weights into tile_b from `at` on, `step` f16s apart.
+fn put8(at: u32, step: u32, w: array<vec4<f32>, 2>) {
+    for (var t = 0u; t < 8u; t++) {
+        tile_b[at + t * step] = to_tile(w[t / 4u][t % 4u]);
+    }
+}
+
+fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
+    if (forward) {
+        // W(j0 + col, r0 + g ..): eight weights along a row of W per invocation and pass
+        for (var e = flat; e < TILE * BK / 8u; e += WG) {
+            let col = e / (BK / 8u);
+            let g = 8u * (e % (BK / 8u));
+            var w = array<vec4<f32>, 2>();
+            if (j0 + col < p.N && r0 + g < r_end) {
+                w = dequant8(j0 + col, (r0 + g) / 8u);
+            }
+            put8(col * LD + g, 1u, w);
+        }
+    } else {
+        // W(r0 + r, j0 + g ..): eight weights of row r0 + r of W, each a column of B
+        for (var e = flat; e < BK * TILE / 8u; e += WG) {
+            let r = e / (TILE / 8u);
+            let g = 8u * (e % (TILE / 8u));
+            var w = array<vec4<f32>, 2>();
+            if (r0 + r < r_end && j0 + g < p.K) {
+                w = dequant8(r0 + r, (j0 + g) / 8u);
+            }
+            put8(g * LD + r, LD, w);
+        }
+    }
+}
+
+fn store_tile(forward: bool, z: u32, i0: u32, j0: u32, flat: u32, term: bool) {
+    let ncols = out_cols(forward);
+    for (var e = flat; e < TILE * TILE; e += WG) {
+        let i = i0 + e / TILE;
+        let j = j0 + e % TILE;
+        if (i < p.M && j < ncols) {
+            var idx = (z * p.M + i) * ncols + j;
+            // (a split reduction's parts go to their scratch as they are; its sum into the blocks)
+            if (p.c_block2 != 0u && p.splits <= 1u) {
+                idx = block_index(i, j, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), ncols);
+            }
+            let v = row_unscaled(e / TILE, p.alpha * tile_c[e]);
+            if (term) {
+                let keep = dropout_keep(vec4<u32>(idx), p.drop_seed, p.drop_p).x;
+                out[idx] += select(0.0, v / (1.0 - p.drop_p), keep);
+                continue;
+            }
+            var o = v;
+            if (p.beta != 0.0) {
+                o += p.beta * out[idx];
+            }
+            out[idx] = o;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn matmul_quant_forward_coop(@builtin(workgroup_id) wid: vec3<u32>,
+                             @builtin(local_invocation_index) flat: u32,
+                             @builtin(subgroup_id) sg: u32) {
+    coop_gemm(wid, flat, sg, true);
+}
+
+@compute @workgroup_size(WG)
+fn matmul_quant_backward_input_coop(@builtin(workgroup_id) wid: vec3<u32>,
+                                    @builtin(local_invocation_index) flat: u32,
+                                    @builtin(subgroup_id) sg: u32) {
+    coop_gemm(wid, flat, sg, false);
+}

@@ -1,0 +1,148 @@
+// The GEMM on cooperative matrices (tensor cores) that matmul_coop.wgsl (a strided GEMM) and
+// matmul/quant_coop.wgsl (x·Wᵀ and dy·W of a quantized W) run, for adapters that offer
+// D × D × D products of f16 into f32 (D = 16 in pieces/coop_16x16.wgsl, 8 where core/build/
+// swaps in pieces/coop_8x8.wgsl) and subgroups of one size (8 to 64 invocations):
+//
+//   c(i, j) = beta·c + alpha · (Σ_r A(i,r)·B(j,r) + term_scale · Σ_q H(i,q)·V(j,q))
+//
+// A and B are rounded to f16 as they are staged (clamped to ±65504, so an overflow saturates
+// instead of becoming inf: pieces/tile_f16.wgsl's to_tile); the products are summed in f32.
+// An input gradient's values fall below f16's range (6e-8), as mixed-precision training's
+// loss scaling exists to avoid: there each row of A (the output gradient) and of the term's H
+// is scaled by a power of two as it is staged, and its outputs by the inverse
+// (pieces/row_scales.wgsl).
+//
+// A workgroup computes a 64 × 64 tile of c in G × G blocks of 2D × 2D, G = 64 / 2D (2 × 2
+// blocks of 32 × 32 for D = 16, 4 × 4 of 16 × 16 for D = 8): one subgroup per block, s the
+// block (s / G, s % G), as 2 × 2 cooperative D × D accumulators. The launcher sets WG to G²
+// times the adapter's subgroup size (128 for 16 × 16 on NVIDIA's 32; 128 for 8 × 8 on
+// lavapipe's 8). Per step, BK reduction steps of A (rows of the tile × r) and B (columns × r)
+// are staged in workgroup memory, r contiguous. The accumulators go through workgroup memory
+// on the way out, so that alpha, beta and the bounds apply per element. A split reduction's
+// part is z of the grid (r_split steps each); the low-rank term (LoRA's h·Bᵀ, or dh·A through
+// its dropout mask), where the includer has one (pieces/low_rank_term.wgsl), is summed after
+// the reduction by the first part, through the same tiles.
+//
+// The includer declares Params `p` (M, splits, r_split, term_r, term_scale, term_v_sr and the
+// blocks pieces/column_blocks.wgsl reads) and defines its operands; `forward` is passed
+// through to them (the quantized kernels' choice of product; the strided GEMM has one):
+//   reduction_end(forward): the reduction's steps;  out_cols(forward): c's columns;
+//   term_masked(): whether the term goes through the dropout mask alone (the product first);
+//   a_offset(z): A's offset for z of the grid (passed on to stage_a and scale_rows);
+//   stage_a(forward, a_off, i0, r0, r_end, flat): A(i0 + row, r0 + r) into
+//     tile_a[row · LD + r], B's likewise (stage_b(forward, z, j0, ...): B(j0 + col, r0 + r)
+//     into tile_b[col · LD + r]), rounded by to_tile, zero past the edges, A's rows scaled;
+//   store_tile(forward, z, i0, j0, flat, term): the tile's outputs from tile_c (alpha·v, each
+//     row unscaled, plus beta·c; or for a masked term (`term`) c += alpha·dropout(v));
+//   and what pieces/row_scales.wgsl's scale_rows reads.
+
+// #include "coop_16x16.wgsl"
+// #include "tile_f16.wgsl"
+
+const TILE: u32 = 64u;
+const BK: u32 = 32u;
+// blocks per side of the tile, and the workgroup's invocations (G² subgroups)
+const G: u32 = TILE / (2u * D);
+override WG: u32 = 128u;
+// Row stride of the staged tiles in f16s: BK plus 8 of padding (80 bytes, a multiple of the
+// 16 bytes a cooperative load's rows must be aligned to), so that rows start on other banks.
+const LD: u32 = 40u;
+
+var<workgroup> tile_a: array<f16, TILE * LD>;
+var<workgroup> tile_b: array<f16, TILE * LD>;
+var<workgroup> tile_c: array<f32, TILE * TILE>;
+
+// H(i0 + row, q0 + q) into tile_a and term_scale·V(j0 + col, q0 + q) into tile_b (zero past
+// the term's rank and the output's edges; H's rows scaled as A's).
+fn stage_term(i0: u32, j0: u32, q0: u32, q_end: u32, ncols: u32, flat: u32) {
+    for (var e = flat; e < TILE * BK; e += WG) {
+        let row = e / BK;
+        let q = e % BK;
+        var v = 0.0;
+        if (i0 + row < p.M && q0 + q < q_end) {
+            v = row_scaled(row, term_h_at(term_h_index(i0 + row, q0 + q)));
+        }
+        tile_a[row * LD + q] = to_tile(v);
+    }
+    let along_q = p.term_v_sr == 1u;
+    for (var e = flat; e < TILE * BK; e += WG) {
+        let col = select(e % TILE, e / BK, along_q);
+        let q = select(e / TILE, e % BK, along_q);
+        var v = 0.0;
+        let at = term_v_index(j0 + col, q0 + q);
+        if (j0 + col < ncols && q0 + q < q_end && at >= 0) {
+            v = p.term_scale * term_v_at(u32(at));
+        }
+        tile_b[col * LD + q] = to_tile(v);
+    }
+}
+
+// The workgroup's 64 × 64 tile of c (wid.x its columns, wid.y its rows, wid.z a batch item or
+// a split reduction's part), `sg` its subgroup.
+fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, forward: bool) {
+    let i0 = wid.y * TILE;
+    let j0 = wid.x * TILE;
+    let a_off = a_offset(wid.z);
+    let qi = (sg / G) * 2u * D;
+    let qj = (sg % G) * 2u * D;
+    var c00 = CoopC();
+    var c01 = CoopC();
+    var c10 = CoopC();
+    var c11 = CoopC();
+    var r_begin = 0u;
+    var r_end = reduction_end(forward);
+    if (p.splits > 1u) {
+        r_begin = wid.z * p.r_split;
+        r_end = min(r_end, r_begin + p.r_split);
+    }
+    // the reduction's part, then the low-rank term's steps (by the first part)
+    let segments = select(1u, 2u, LOW_RANK && wid.z == 0u);
+    // Dropout on the term alone (LoRA's on dx): the product is stored first, and the term,
+    // summed afresh, added through the mask.
+    let masked_term = segments == 2u && term_masked();
+    scale_rows(segments == 2u, a_off, i0, r_begin, r_end, flat);
+    for (var s = 0u; s < segments; s++) {
+        let term = s == 1u;
+        if (term && masked_term) {
+            coopStoreT(c00, &tile_c[qi * TILE + qj], TILE);
+            coopStoreT(c01, &tile_c[qi * TILE + qj + D], TILE);
+            coopStoreT(c10, &tile_c[(qi + D) * TILE + qj], TILE);
+            coopStoreT(c11, &tile_c[(qi + D) * TILE + qj + D], TILE);
+            workgroupBarrier();
+            store_tile(forward, wid.z, i0, j0, flat, false);
+            workgroupBarrier();
+            c00 = CoopC();
+            c01 = CoopC();
+            c10 = CoopC();
+            c11 = CoopC();
+        }
+        let lo = select(r_begin, 0u, term);
+        let hi = select(r_end, p.term_r, term);
+        for (var r0 = lo; r0 < hi; r0 += BK) {
+            if (term) {
+                stage_term(i0, j0, r0, hi, out_cols(forward), flat);
+            } else {
+                stage_a(forward, a_off, i0, r0, hi, flat);
+                stage_b(forward, wid.z, j0, r0, hi, flat);
+            }
+            workgroupBarrier();
+            for (var kk = 0u; kk < BK; kk += D) {
+                let a0 = coopLoadT<CoopA>(&tile_a[qi * LD + kk], LD);
+                let a1 = coopLoadT<CoopA>(&tile_a[(qi + D) * LD + kk], LD);
+                let b0 = coopLoad<CoopB>(&tile_b[qj * LD + kk], LD);
+                let b1 = coopLoad<CoopB>(&tile_b[(qj + D) * LD + kk], LD);
+                c00 = coopMultiplyAdd(a0, b0, c00);
+                c01 = coopMultiplyAdd(a0, b1, c01);
+                c10 = coopMultiplyAdd(a1, b0, c10);
+                c11 = coopMultiplyAdd(a1, b1, c11);
+            }
+            workgroupBarrier();
+        }
+    }
+    coopStoreT(c00, &tile_c[qi * TILE + qj], TILE);
+    coopStoreT(c01, &tile_c[qi * TILE + qj + D], TILE);
+    coopStoreT(c10, &tile_c[(qi + D) * TILE + qj], TILE);
+    coopStoreT(c11, &tile_c[(qi + D) * TILE + qj + D], TILE);
+    workgroupBarrier();
+    store_tile(forward, wid.z, i0, j0, flat, masked_term);
+}
