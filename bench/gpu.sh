@@ -102,9 +102,9 @@ for model in $MODEL_LIST; do
         run "train-$model-f32-attention-matmul" 30 env HEARTH_ATTENTION=matmul "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         # the kernels without wgpu's bounds checks, loop bounds and zeroed workgroup memory
         run "train-$model-f32-unchecked" 30 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
-        # f16 matmuls: forwards and input gradients (their rows scaled) on cooperative
-        # matrices where the GPU has them, else in f16 tiles (the quantized base's always);
-        # where it has shader-f16 (else the f32 runs)
+        # f16 matmuls: forwards and input gradients (their rows scaled), the f32 base's and
+        # the quantized one's, on cooperative matrices where the GPU has them, else in f16
+        # tiles; where it has shader-f16 (else the f32 runs)
         for base in f32 q4_1; do
             run "train-$model-$base-f16-matmuls" 30 env HEARTH_F16_MATMUL=1 "$HEARTH" bench train "$MODELS/$model" --quant $base --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         done

@@ -207,11 +207,12 @@ fn linear_shapes(cfg: &Config) -> Vec<(String, usize, usize)> {
 }
 
 /// The rows of matmul_coop.wgsl's forward and input gradient (where the adapter has
-/// cooperative matrices).
+/// cooperative matrices), and after a format's name quant_coop.wgsl's.
 const COOP_OP: &str = "f16 coop forward";
 const COOP_DX_OP: &str = "f16 coop backward_input";
 /// The rows of the tiled forward and input gradient with f16 tiles (where the adapter has
-/// shader-f16; the input gradient's rows scaled first).
+/// shader-f16; the input gradient's rows scaled first), and after a format's name the quantized
+/// kernels'.
 const F16_TILES_OP: &str = "f16 tiles forward";
 const F16_TILES_DX_OP: &str = "f16 tiles backward_input";
 
@@ -258,7 +259,8 @@ fn ops(a: OpsArgs) -> Result<()> {
         });
     }
     // cooperative matrices on a context of their own (see open_coop_gpu)
-    let coop = if wanted(COOP_OP) || wanted(COOP_DX_OP) { crate::open_coop_gpu(&ctx)? } else { None };
+    let coop_wanted = [COOP_OP, COOP_DX_OP].iter().any(|op| wanted(op) || QuantFormat::ALL.iter().any(|&f| wanted(&format!("{} {op}", format_name(f)))));
+    let coop = if coop_wanted { crate::open_coop_gpu(&ctx)? } else { None };
     let mut rows: Vec<Row> = Vec::new();
     for (_, m, n, k) in &shapes {
         let (m, n, k) = (*m, *n, *k);
@@ -299,11 +301,20 @@ fn ops(a: OpsArgs) -> Result<()> {
         for format in QuantFormat::ALL {
             let wanted_kinds: Vec<MatmulKind> =
                 [MatmulKind::Forward, MatmulKind::BackwardInput].into_iter().filter(|&kind| wanted(&format!("{} {}", format_name(format), kind_name(kind)))).collect();
-            let f16_kinds: Vec<(MatmulKind, String)> = [(MatmulKind::Forward, F16_TILES_OP), (MatmulKind::BackwardInput, F16_TILES_DX_OP)]
-                .into_iter()
-                .map(|(kind, op)| (kind, format!("{} {op}", format_name(format))))
-                .filter(|(_, op)| ctx.has_f16() && wanted(op))
-                .collect();
+            // in f16: on cooperative matrices (a context of their own), in f16 tiles
+            let f16_tiles = Some(&ctx).filter(|c| c.has_f16());
+            let f16_kinds: Vec<(MatmulKind, String, QuantBlock, &GpuContext)> = [
+                (MatmulKind::Forward, COOP_OP, QuantBlock::Coop, coop.as_ref()),
+                (MatmulKind::BackwardInput, COOP_DX_OP, QuantBlock::Coop, coop.as_ref()),
+                (MatmulKind::Forward, F16_TILES_OP, QuantBlock::TiledF16, f16_tiles),
+                (MatmulKind::BackwardInput, F16_TILES_DX_OP, QuantBlock::TiledF16, f16_tiles),
+            ]
+            .into_iter()
+            .filter_map(|(kind, op, block, on)| {
+                let op = format!("{} {op}", format_name(format));
+                Some((kind, op.clone(), block, on.filter(|_| wanted(&op))?))
+            })
+            .collect();
             if wanted_kinds.is_empty() && f16_kinds.is_empty() {
                 continue;
             }
@@ -315,10 +326,13 @@ fn ops(a: OpsArgs) -> Result<()> {
                 let (ms, kernels) = time(&ctx, reps, || matmul_quant(&ctx, kind, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch"))?;
                 rows.push(Row { op: format!("{} {}", format_name(format), kind_name(kind)), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
             }
-            for (kind, op) in f16_kinds {
+            for (kind, op, block, on) in f16_kinds {
                 let (in_len, _, out_len) = operand_lens(kind, m, n, k);
-                let (x, y) = (random(&ctx, &mut rng, in_len)?, random(&ctx, &mut rng, out_len)?);
-                let (ms, kernels) = time(&ctx, reps, || matmul_quant_with(&ctx, QuantBlock::TiledF16, kind, &y, &x, &gw, m, Accumulate::OVERWRITE, None).expect("launch"))?;
+                let (x, y) = (random(on, &mut rng, in_len)?, random(on, &mut rng, out_len)?);
+                // (the cooperative matrices' context is a device of its own)
+                let on_coop = if block == QuantBlock::Coop { Some(GpuQuantWeight::upload(on, &t)?) } else { None };
+                let gw = on_coop.as_ref().unwrap_or(&gw);
+                let (ms, kernels) = time(on, reps, || matmul_quant_with(on, block, kind, &y, &x, gw, m, Accumulate::OVERWRITE, None).expect("launch"))?;
                 rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
             }
         }
@@ -348,10 +362,10 @@ fn ops(a: OpsArgs) -> Result<()> {
         for (l, m, n, k) in &shapes {
             println!("shape M{m} N{n} K{k}: {l}");
         }
-        println!("{:<24} {:<22} {:>10} {:>16}  kernel", "op", "shape", "ms", "rate");
+        println!("{:<30} {:<22} {:>10} {:>16}  kernel", "op", "shape", "ms", "rate");
         for r in &rows {
             let (m, n, k) = r.shape;
-            println!("{:<24} {:<22} {:>10.3} {:>9.1} {:<7} {}", r.op, format!("M{m} N{n} K{k}"), r.ms, r.rate.0, r.rate.1, r.kernels.join(" + "));
+            println!("{:<30} {:<22} {:>10.3} {:>9.1} {:<7} {}", r.op, format!("M{m} N{n} K{k}"), r.ms, r.rate.0, r.rate.1, r.kernels.join(" + "));
         }
     }
     Ok(())

@@ -146,7 +146,7 @@ pub fn open_gpu() -> Result<GpuContext> {
         if ctx.subgroup_reductions() { "subgroup" } else { "workgroup" },
         match (ctx.f16_matmuls(), ctx.has_cooperative_matrix()) {
             (false, _) => "",
-            (true, true) => ", f16 matmuls on cooperative matrices (quantized weights' in f16 tiles)",
+            (true, true) => ", f16 matmuls on cooperative matrices",
             (true, false) => ", f16 matmuls: forwards and input gradients in f16 tiles",
         },
         if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" },

@@ -238,15 +238,17 @@ fn low_rank_term_in_the_tiled_epilogue() {
 /// and, where the adapter offers them, one of f16 matmuls on cooperative matrices (quant_coop.wgsl;
 /// tests/coop/run.sh runs these tests there), with a function that rounds the inputs as its
 /// kernel does (to f16), so that what is compared is the accumulation.
-fn tiled_contexts() -> Vec<(GpuContext, fn(Vec<f32>) -> Vec<f32>)> {
+fn tiled_contexts() -> Vec<(GpuContext, Rounding)> {
     let Some(own) = own_gpu() else { return Vec::new() };
-    let keep: fn(Vec<f32>) -> Vec<f32> = |v| v;
-    let mut contexts = vec![(own, keep)];
+    let mut contexts: Vec<(GpuContext, Rounding)> = vec![(own, |v| v)];
     if gpu_coop().is_some() {
-        contexts.extend(own_gpu_coop_matmuls().map(|c| (c, to_f16 as fn(Vec<f32>) -> Vec<f32>)));
+        contexts.extend(own_gpu_coop_matmuls().map(|c| (c, to_f16 as Rounding)));
     }
     contexts
 }
+
+/// How a kernel rounds its inputs (values as they are, or as f16 holds them).
+type Rounding = fn(Vec<f32>) -> Vec<f32>;
 
 /// QLoRA's input gradient through stacked weights (q, k, v; gate, up) from the parts' output
 /// gradients in blocks apart, with LoRA's term in blocks too (and its dropout), in one tiled
