@@ -97,6 +97,7 @@ fn store_tile(forward: bool, z: u32, i0: u32, j0: u32, flat: u32, term: bool) {
 @compute @workgroup_size(WG)
 fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(local_invocation_index) flat: u32,
-               @builtin(subgroup_id) sg: u32) {
-    coop_gemm(wid, flat, sg, true);
+               @builtin(subgroup_id) sg: u32,
+               @builtin(num_subgroups) subgroups: u32) {
+    coop_gemm(wid, flat, sg, subgroups, true);
 }

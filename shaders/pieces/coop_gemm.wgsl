@@ -1,7 +1,7 @@
 // The GEMM on cooperative matrices (tensor cores) that matmul_coop.wgsl (a strided GEMM) and
 // matmul/quant_coop.wgsl (x·Wᵀ and dy·W of a quantized W) run, for adapters that offer
 // D × D × D products of f16 into f32 (D = 16 in pieces/coop_16x16.wgsl, 8 where core/build/
-// swaps in pieces/coop_8x8.wgsl) and subgroups of one size (8 to 64 invocations):
+// swaps in pieces/coop_8x8.wgsl), on subgroups of any size:
 //
 //   c(i, j) = beta·c + alpha · (Σ_r A(i,r)·B(j,r) + term_scale · Σ_q H(i,q)·V(j,q))
 //
@@ -13,10 +13,16 @@
 // (pieces/row_scales.wgsl).
 //
 // A workgroup computes a 64 × 64 tile of c in G × G blocks of 2D × 2D, G = 64 / 2D (2 × 2
-// blocks of 32 × 32 for D = 16, 4 × 4 of 16 × 16 for D = 8): one subgroup per block, s the
-// block (s / G, s % G), as 2 × 2 cooperative D × D accumulators. The launcher sets WG to G²
-// times the adapter's subgroup size (128 for 16 × 16 on NVIDIA's 32; 128 for 8 × 8 on
-// lavapipe's 8). Per step, BK reduction steps of A (rows of the tile × r) and B (columns × r)
+// blocks of 32 × 32 for D = 16, 4 × 4 of 16 × 16 for D = 8), each by one subgroup as 2 × 2
+// cooperative D × D accumulators: block b is (b / G, b % G). The launcher sets WG to G² times
+// the subgroup size it expects (GpuContext::coop_shape: the adapter's size, 128 for
+// 16 × 16 on NVIDIA's 32 and for 8 × 8 on lavapipe's 8; 32 where wgpu reports a range, as on
+// AMD and Metal), so that subgroup s takes block s. Where the subgroups are wider than
+// expected, there are fewer of them than blocks (S, which divides G²: both are powers of
+// two), and subgroup s takes blocks s, s + S, ... in turns, each over the whole reduction.
+// Where they are narrower, subgroup s computes block s mod G², as another does, and stores the
+// same values: wasted work, but the cooperative operations may not stand in a branch that
+// differs between subgroups (and a subgroup past the blocks cannot keep out of one). Per step, BK reduction steps of A (rows of the tile × r) and B (columns × r)
 // are staged in workgroup memory, r contiguous. The accumulators go through workgroup memory
 // on the way out, so that alpha, beta and the bounds apply per element. A split reduction's
 // part is z of the grid (r_split steps each); the low-rank term (LoRA's h·Bᵀ, or dh·A through
@@ -78,17 +84,11 @@ fn stage_term(i0: u32, j0: u32, q0: u32, q_end: u32, ncols: u32, flat: u32) {
 }
 
 // The workgroup's 64 × 64 tile of c (wid.x its columns, wid.y its rows, wid.z a batch item or
-// a split reduction's part), `sg` its subgroup.
-fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, forward: bool) {
+// a split reduction's part), `sg` its subgroup of `subgroups`.
+fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, subgroups: u32, forward: bool) {
     let i0 = wid.y * TILE;
     let j0 = wid.x * TILE;
     let a_off = a_offset(wid.z);
-    let qi = (sg / G) * 2u * D;
-    let qj = (sg % G) * 2u * D;
-    var c00 = CoopC();
-    var c01 = CoopC();
-    var c10 = CoopC();
-    var c11 = CoopC();
     var r_begin = 0u;
     var r_end = reduction_end(forward);
     if (p.splits > 1u) {
@@ -97,52 +97,55 @@ fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, forward: bool) {
     }
     // the reduction's part, then the low-rank term's steps (by the first part)
     let segments = select(1u, 2u, LOW_RANK && wid.z == 0u);
-    // Dropout on the term alone (LoRA's on dx): the product is stored first, and the term,
-    // summed afresh, added through the mask.
-    let masked_term = segments == 2u && term_masked();
+    // Dropout on the term alone (LoRA's on dx): two phases, the product's stored first, then
+    // the term, summed afresh, added through the mask.
+    let phases = select(1u, 2u, segments == 2u && term_masked());
+    let passes = (G * G + subgroups - 1u) / subgroups;
     scale_rows(segments == 2u, a_off, i0, r_begin, r_end, flat);
-    for (var s = 0u; s < segments; s++) {
-        let term = s == 1u;
-        if (term && masked_term) {
+    for (var phase = 0u; phase < phases; phase++) {
+        for (var turn = 0u; turn < passes; turn++) {
+            let block = (turn * subgroups + sg) % (G * G);
+            let qi = (block / G) * 2u * D;
+            let qj = (block % G) * 2u * D;
+            var c00 = CoopC();
+            var c01 = CoopC();
+            var c10 = CoopC();
+            var c11 = CoopC();
+            for (var s = 0u; s < segments; s++) {
+                if (phases == 2u && s != phase) {
+                    continue;
+                }
+                let term = s == 1u;
+                let lo = select(r_begin, 0u, term);
+                let hi = select(r_end, p.term_r, term);
+                for (var r0 = lo; r0 < hi; r0 += BK) {
+                    if (term) {
+                        stage_term(i0, j0, r0, hi, out_cols(forward), flat);
+                    } else {
+                        stage_a(forward, a_off, i0, r0, hi, flat);
+                        stage_b(forward, wid.z, j0, r0, hi, flat);
+                    }
+                    workgroupBarrier();
+                    for (var kk = 0u; kk < BK; kk += D) {
+                        let a0 = coopLoadT<CoopA>(&tile_a[qi * LD + kk], LD);
+                        let a1 = coopLoadT<CoopA>(&tile_a[(qi + D) * LD + kk], LD);
+                        let b0 = coopLoad<CoopB>(&tile_b[qj * LD + kk], LD);
+                        let b1 = coopLoad<CoopB>(&tile_b[(qj + D) * LD + kk], LD);
+                        c00 = coopMultiplyAdd(a0, b0, c00);
+                        c01 = coopMultiplyAdd(a0, b1, c01);
+                        c10 = coopMultiplyAdd(a1, b0, c10);
+                        c11 = coopMultiplyAdd(a1, b1, c11);
+                    }
+                    workgroupBarrier();
+                }
+            }
             coopStoreT(c00, &tile_c[qi * TILE + qj], TILE);
             coopStoreT(c01, &tile_c[qi * TILE + qj + D], TILE);
             coopStoreT(c10, &tile_c[(qi + D) * TILE + qj], TILE);
             coopStoreT(c11, &tile_c[(qi + D) * TILE + qj + D], TILE);
-            workgroupBarrier();
-            store_tile(forward, wid.z, i0, j0, flat, false);
-            workgroupBarrier();
-            c00 = CoopC();
-            c01 = CoopC();
-            c10 = CoopC();
-            c11 = CoopC();
         }
-        let lo = select(r_begin, 0u, term);
-        let hi = select(r_end, p.term_r, term);
-        for (var r0 = lo; r0 < hi; r0 += BK) {
-            if (term) {
-                stage_term(i0, j0, r0, hi, out_cols(forward), flat);
-            } else {
-                stage_a(forward, a_off, i0, r0, hi, flat);
-                stage_b(forward, wid.z, j0, r0, hi, flat);
-            }
-            workgroupBarrier();
-            for (var kk = 0u; kk < BK; kk += D) {
-                let a0 = coopLoadT<CoopA>(&tile_a[qi * LD + kk], LD);
-                let a1 = coopLoadT<CoopA>(&tile_a[(qi + D) * LD + kk], LD);
-                let b0 = coopLoad<CoopB>(&tile_b[qj * LD + kk], LD);
-                let b1 = coopLoad<CoopB>(&tile_b[(qj + D) * LD + kk], LD);
-                c00 = coopMultiplyAdd(a0, b0, c00);
-                c01 = coopMultiplyAdd(a0, b1, c01);
-                c10 = coopMultiplyAdd(a1, b0, c10);
-                c11 = coopMultiplyAdd(a1, b1, c11);
-            }
-            workgroupBarrier();
-        }
+        workgroupBarrier();
+        store_tile(forward, wid.z, i0, j0, flat, phase == 1u);
+        workgroupBarrier();
     }
-    coopStoreT(c00, &tile_c[qi * TILE + qj], TILE);
-    coopStoreT(c01, &tile_c[qi * TILE + qj + D], TILE);
-    coopStoreT(c10, &tile_c[(qi + D) * TILE + qj], TILE);
-    coopStoreT(c11, &tile_c[(qi + D) * TILE + qj + D], TILE);
-    workgroupBarrier();
-    store_tile(forward, wid.z, i0, j0, flat, masked_term);
 }

@@ -90,6 +90,22 @@ pub fn own_gpu_coop_matmuls() -> Option<GpuContext> {
     Some(own.with_kernel_paths(KernelPaths::Gpu).with_f16_matmuls(true))
 }
 
+/// Contexts of [`own_gpu_coop_matmuls`] whose cooperative-matrix kernels are sized for
+/// subgroups of half and of four times the adapter's: each subgroup takes two blocks of the
+/// tile in turn, or four subgroups compute each block (pieces/coop_gemm.wgsl). Empty where
+/// the adapter offers none.
+pub fn coop_contexts_sized_otherwise() -> Vec<GpuContext> {
+    let Some(shape) = gpu_coop().and_then(|c| c.coop_shape()) else { return Vec::new() };
+    [shape.sized_for / 2, shape.sized_for * 4]
+        .into_iter()
+        .map(|sized_for| {
+            let ctx = own_gpu_coop_matmuls().expect("a context with cooperative matrices").with_coop_sized_for(sized_for);
+            assert_eq!(ctx.coop_shape().map(|s| s.sized_for), Some(sized_for), "no workgroup for subgroups of {sized_for} on {shape:?}");
+            ctx
+        })
+        .collect()
+}
+
 /// A context on the adapter HEARTH_ADAPTER names (else the default one), its kernels without
 /// wgpu's runtime checks where HEARTH_SHADER_CHECKS=0 (as the CLI's).
 fn new_context(options: ContextOptions) -> hearth_core::Result<GpuContext> {

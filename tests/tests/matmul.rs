@@ -94,7 +94,7 @@ fn lens(kind: MatmulKind, d: &MatmulDims) -> (usize, usize, usize) {
 #[test]
 fn coop_matmul_matches_cpu_where_offered() {
     let Some(ctx) = gpu_coop() else {
-        eprintln!("SKIPPED: this adapter has no cooperative matrices of 16 × 16 × 16 f16 products into f32 with subgroups of one size");
+        eprintln!("SKIPPED: this adapter has no cooperative matrices of 16 × 16 × 16 or 8 × 8 × 8 f16 products into f32");
         return;
     };
     let mut rng = Rng::new(21);
@@ -119,6 +119,13 @@ fn coop_matmul_matches_cpu_where_offered() {
     }
     check_small_input_gradients(ctx, MatmulTiling::Coop, &mut rng);
     check_input_gradient_in_blocks(ctx, MatmulTiling::Coop, &mut rng);
+    // workgroups sized for other subgroups than the adapter's (a subgroup's blocks in turn,
+    // blocks computed by several subgroups), through LoRA's masked term's two phases
+    for other in coop_contexts_sized_otherwise() {
+        let ctx = &other;
+        check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(70, 130, 200), Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+        check_low_rank(ctx, MatmulKind::BackwardInput, MatmulTiling::Coop, MatmulDims::new(37, 52, 24), Accumulate { alpha: 0.5, beta: 1.0 }, 8, (0.5, 7), &mut rng);
+    }
 }
 
 /// matmul_tiled_f16.wgsl (the tiled kernel with its tiles in f16), where the adapter has

@@ -462,6 +462,11 @@ fn coop_quantized_matches_where_offered() {
         return;
     };
     check_f16_quantized(ctx, &own_gpu_coop_matmuls().expect("a context of f16 matmuls on cooperative matrices"), QuantBlock::Coop);
+    // workgroups sized for other subgroups than the adapter's (a subgroup's blocks in turn,
+    // blocks computed by several subgroups)
+    for other in coop_contexts_sized_otherwise() {
+        check_f16_quantized(&other, &other, QuantBlock::Coop);
+    }
 }
 
 /// A kernel that rounds its inputs to f16 (`block`) on `ctx`, and on `f16_matmuls` (a context

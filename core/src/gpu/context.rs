@@ -74,12 +74,30 @@ pub struct TileChoice {
     pub split_workgroups: Option<usize>,
 }
 
-/// The cooperative matrices matmul_coop.wgsl runs on: products of `side` × `side` × `side`
-/// (f16 into f32), by subgroups of `subgroup` invocations.
+/// The cooperative matrices the kernels on them (pieces/coop_gemm.wgsl) run on: products of
+/// `side` × `side` × `side` (f16 into f32), by subgroups of `subgroups.0` to `subgroups.1`
+/// invocations (one size on NVIDIA and lavapipe; wgpu reports a range on AMD and Metal), their
+/// workgroups sized for subgroups of `sized_for` (the one size, else 32 where the range holds
+/// it): a subgroup per block of the tile where they are that size. The kernels are correct on
+/// subgroups of any size (wider ones take blocks in turn, narrower ones past the blocks idle).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CoopShape {
     pub side: u32,
-    pub subgroup: u32,
+    pub subgroups: (u32, u32),
+    pub sized_for: u32,
+}
+
+impl CoopShape {
+    /// Blocks of 2·side × 2·side in the kernels' 64 × 64 tile of outputs.
+    pub fn blocks(&self) -> u32 {
+        let per_side = 64 / (2 * self.side);
+        per_side * per_side
+    }
+
+    /// Invocations per workgroup.
+    pub fn invocations(&self) -> u32 {
+        self.blocks() * self.sized_for
+    }
 }
 
 /// matmul_coop.wgsl's workgroup memory: two 64 × 40 tiles of f16 and a 64 × 64 tile of f32.
@@ -89,7 +107,7 @@ const COOP_WORKGROUP_BYTES: u32 = 2 * 64 * 40 * 2 + 64 * 64 * 4;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ContextOptions {
     /// Cooperative matrices, where the adapter offers what matmul_coop.wgsl needs (16 × 16 × 16
-    /// or 8 × 8 × 8 products of f16 into f32, subgroups of one size). Opt-in: wgpu marks them
+    /// or 8 × 8 × 8 products of f16 into f32, with subgroups and shader-f16). Opt-in: wgpu marks them
     /// experimental, and on Vulkan it then compiles every shader under the Vulkan memory model.
     pub cooperative_matrix: bool,
     /// The kernels compiled without wgpu's safeguards (`HEARTH_SHADER_CHECKS=0`): no bounds
@@ -231,7 +249,6 @@ impl GpuContext {
                 | wgpu::Features::TIMESTAMP_QUERY
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
         let offers_cooperative_matrix = adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
-        // The kernel's workgroup is subgroups of a known size, one per block of its tile.
         let coop_shape = [16, 8]
             .into_iter()
             .find(|&side| {
@@ -241,12 +258,15 @@ impl GpuContext {
                         && c.cr_type == wgpu::CooperativeScalarType::F32
                 })
             })
-            .map(|side| CoopShape { side, subgroup: info.subgroup_min_size })
+            .map(|side| {
+                let subgroups = (info.subgroup_min_size, info.subgroup_max_size);
+                CoopShape { side, subgroups, sized_for: 32.clamp(subgroups.0, subgroups.1) }
+            })
             .filter(|&shape| {
                 offers_cooperative_matrix
                     && features.contains(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP)
-                    && info.subgroup_min_size == info.subgroup_max_size
-                    && crate::ops::matmul::coop_variant(shape).is_some_and(|v| v.constants[0].1 <= limits.max_compute_invocations_per_workgroup as f64)
+                    && shape.invocations() <= limits.max_compute_invocations_per_workgroup
+                    && crate::ops::matmul::coop_variant(shape).is_some()
                     && limits.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES
             });
         let experimental_features = if options.cooperative_matrix && coop_shape.is_some() {
@@ -450,7 +470,7 @@ impl GpuContext {
     }
 
     /// Whether the adapter offers cooperative matrices at all, and in a form matmul_coop.wgsl
-    /// runs on (16 × 16 × 16 or 8 × 8 × 8 products of f16 into f32, subgroups of one size).
+    /// runs on (16 × 16 × 16 or 8 × 8 × 8 products of f16 into f32).
     pub fn offers_cooperative_matrix(&self) -> (bool, bool) {
         (self.offers_cooperative_matrix, self.coop_shape.is_some())
     }
@@ -460,6 +480,19 @@ impl GpuContext {
         self.coop_shape
     }
 
+    /// This context with the cooperative-matrix kernels' workgroups sized for subgroups of
+    /// `subgroup` invocations (tests: a subgroup taking several blocks in turn, subgroups past
+    /// the blocks idle; the kernels are correct on any). Unchanged where no variant has that
+    /// many invocations, or the device allows fewer.
+    pub fn with_coop_sized_for(mut self, subgroup: u32) -> Self {
+        if let Some(shape) = self.coop_shape.map(|s| CoopShape { sized_for: subgroup, ..s }) {
+            if shape.invocations() <= self.limits.max_compute_invocations_per_workgroup && crate::ops::matmul::coop_variant(shape).is_some() {
+                self.coop_shape = Some(shape);
+            }
+        }
+        self
+    }
+
     /// True when this device can run matmul_coop.wgsl (it was requested and granted).
     pub fn has_cooperative_matrix(&self) -> bool {
         self.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
@@ -467,8 +500,8 @@ impl GpuContext {
 
     /// This context with forwards and input gradients in f16, summed in f32: on cooperative
     /// matrices where the device has them (see [`ContextOptions`]), else in the tiled kernels
-    /// with f16 tiles where it has shader-f16; quantized weights' in their tiled kernels' f16
-    /// tiles wherever it has shader-f16. Each row of an output gradient is scaled by a power of
+    /// with f16 tiles where it has shader-f16; quantized weights' likewise, decoded into f16 as
+    /// they are staged. Each row of an output gradient is scaled by a power of
     /// two first (shaders/pieces/row_scales.wgsl). Weight gradients stay f32.
     /// Faster, but the inputs are rounded to f16, so it is a choice, not the default
     /// (`HEARTH_F16_MATMUL=1`). Only where the tiled kernels run: software adapters keep their

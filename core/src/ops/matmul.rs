@@ -270,8 +270,8 @@ const REGISTER_NARROW_MAX_COLS: usize = 128;
 /// The output tile of matmul_coop.wgsl.
 const COOP_TILE: usize = 64;
 
-/// matmul_coop.wgsl's workgroup on cooperative matrices of `shape`: one subgroup per
-/// 2·side × 2·side block of the 64 × 64 tile; None where no variant has its invocations.
+/// The cooperative-matrix kernels' workgroup on `shape` (its invocations: a subgroup of the
+/// size it is sized for per block of the tile); None where no variant has as many.
 pub(crate) fn coop_variant(shape: CoopShape) -> Option<Variant> {
     const VARIANTS: [Variant; 6] = [
         Variant { name: "32 invocations", constants: &[("WG", 32.0)] },
@@ -281,8 +281,7 @@ pub(crate) fn coop_variant(shape: CoopShape) -> Option<Variant> {
         Variant { name: "512 invocations", constants: &[("WG", 512.0)] },
         Variant { name: "1024 invocations", constants: &[("WG", 1024.0)] },
     ];
-    let blocks = COOP_TILE as u32 / (2 * shape.side);
-    VARIANTS.into_iter().find(|v| v.constants[0].1 == (blocks * blocks * shape.subgroup) as f64)
+    VARIANTS.into_iter().find(|v| v.constants[0].1 == shape.invocations() as f64)
 }
 
 /// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output). A
