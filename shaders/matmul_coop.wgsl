@@ -15,7 +15,6 @@ enable wgpu_cooperative_matrix;
 // #include "pieces/strided_gemm.wgsl"
 // #include "pieces/gemm_output.wgsl"
 // #include "pieces/column_blocks.wgsl"
-// #include "pieces/dropout_mask.wgsl"
 // #include "pieces/coop_gemm.wgsl"
 
 const DROP_TERM: u32 = 4u; // as matmul_tiled.wgsl's: the mask on the term's product alone
@@ -73,26 +72,9 @@ fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     }
 }
 
-fn store_tile(forward: bool, z: u32, i0: u32, j0: u32, flat: u32, term: bool) {
-    for (var e = flat; e < TILE * TILE; e += WG) {
-        let i = i0 + e / TILE;
-        let j = j0 + e % TILE;
-        if (i < p.M && j < p.N) {
-            let idx = z * p.c_batch + i * p.N + j;
-            let v = row_unscaled(e / TILE, p.alpha * tile_c[e]);
-            if (term) {
-                let keep = dropout_keep(vec4<u32>(idx), p.drop_seed, p.drop_p).x;
-                c[idx] += select(0.0, v / (1.0 - p.drop_p), keep);
-                continue;
-            }
-            var out = v;
-            if (p.beta != 0.0) {
-                out += p.beta * c[idx];
-            }
-            c[idx] = out;
-        }
-    }
-}
+fn out_index(forward: bool, z: u32, i: u32, j: u32) -> u32 { return z * p.c_batch + i * p.N + j; }
+fn out_at(idx: u32) -> f32 { return c[idx]; }
+fn set_out(idx: u32, v: f32) { c[idx] = v; }
 
 @compute @workgroup_size(WG)
 fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,

@@ -13,7 +13,6 @@
 // pieces/coop_8x8.wgsl in pieces/coop_16x16.wgsl's place), with `enable`s first.
 
 // #include "../pieces/low_rank_term.wgsl"
-// #include "../pieces/dropout_mask.wgsl"
 // #include "../pieces/column_blocks.wgsl"
 // #include "quant_inp.wgsl"
 // #include "../pieces/coop_gemm.wgsl"
@@ -81,31 +80,16 @@ fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     }
 }
 
-fn store_tile(forward: bool, z: u32, i0: u32, j0: u32, flat: u32, term: bool) {
+// (a split reduction's parts go to their scratch as they are; its sum into the blocks)
+fn out_index(forward: bool, z: u32, i: u32, j: u32) -> u32 {
     let ncols = out_cols(forward);
-    for (var e = flat; e < TILE * TILE; e += WG) {
-        let i = i0 + e / TILE;
-        let j = j0 + e % TILE;
-        if (i < p.M && j < ncols) {
-            var idx = (z * p.M + i) * ncols + j;
-            // (a split reduction's parts go to their scratch as they are; its sum into the blocks)
-            if (p.c_block2 != 0u && p.splits <= 1u) {
-                idx = block_index(i, j, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), ncols);
-            }
-            let v = row_unscaled(e / TILE, p.alpha * tile_c[e]);
-            if (term) {
-                let keep = dropout_keep(vec4<u32>(idx), p.drop_seed, p.drop_p).x;
-                out[idx] += select(0.0, v / (1.0 - p.drop_p), keep);
-                continue;
-            }
-            var o = v;
-            if (p.beta != 0.0) {
-                o += p.beta * out[idx];
-            }
-            out[idx] = o;
-        }
+    if (p.c_block2 != 0u && p.splits <= 1u) {
+        return block_index(i, j, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), ncols);
     }
+    return (z * p.M + i) * ncols + j;
 }
+fn out_at(idx: u32) -> f32 { return out[idx]; }
+fn set_out(idx: u32, v: f32) { out[idx] = v; }
 
 @compute @workgroup_size(WG)
 fn matmul_quant_forward_coop(@builtin(workgroup_id) wid: vec3<u32>,

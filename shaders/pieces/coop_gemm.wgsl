@@ -38,12 +38,13 @@
 //   stage_a(forward, a_off, i0, r0, r_end, flat): A(i0 + row, r0 + r) into
 //     tile_a[row · LD + r], B's likewise (stage_b(forward, z, j0, ...): B(j0 + col, r0 + r)
 //     into tile_b[col · LD + r]), rounded by to_tile, zero past the edges, A's rows scaled;
-//   store_tile(forward, z, i0, j0, flat, term): the tile's outputs from tile_c (alpha·v, each
-//     row unscaled, plus beta·c; or for a masked term (`term`) c += alpha·dropout(v));
+//   out_index(forward, z, i, j): where c(i, j) lies, for z of the grid (its dropout mask is
+//     drawn at that index too); out_at(idx) and set_out(idx, v) read and write it there;
 //   and what pieces/row_scales.wgsl's scale_rows reads.
 
 // #include "coop_16x16.wgsl"
 // #include "tile_f16.wgsl"
+// #include "dropout_mask.wgsl"
 
 const TILE: u32 = 64u;
 const BK: u32 = 32u;
@@ -80,6 +81,30 @@ fn stage_term(i0: u32, j0: u32, q0: u32, q_end: u32, ncols: u32, flat: u32) {
             v = p.term_scale * term_v_at(u32(at));
         }
         tile_b[col * LD + q] = to_tile(v);
+    }
+}
+
+// c(i0.., j0..) = alpha·tile_c + beta·c within bounds, each row unscaled where the launch
+// scales rows; or, for a masked term (`term`), c += alpha·dropout(tile_c).
+fn store_tile(forward: bool, z: u32, i0: u32, j0: u32, flat: u32, term: bool) {
+    let ncols = out_cols(forward);
+    for (var e = flat; e < TILE * TILE; e += WG) {
+        let i = i0 + e / TILE;
+        let j = j0 + e % TILE;
+        if (i < p.M && j < ncols) {
+            let idx = out_index(forward, z, i, j);
+            let v = row_unscaled(e / TILE, p.alpha * tile_c[e]);
+            if (term) {
+                let keep = dropout_keep(vec4<u32>(idx), p.drop_seed, p.drop_p).x;
+                set_out(idx, out_at(idx) + select(0.0, v / (1.0 - p.drop_p), keep));
+                continue;
+            }
+            var o = v;
+            if (p.beta != 0.0) {
+                o += p.beta * out_at(idx);
+            }
+            set_out(idx, o);
+        }
     }
 }
 

@@ -79,7 +79,8 @@ pub struct TileChoice {
 /// invocations (one size on NVIDIA and lavapipe; wgpu reports a range on AMD and Metal), their
 /// workgroups sized for subgroups of `sized_for` (the one size, else 32 where the range holds
 /// it): a subgroup per block of the tile where they are that size. The kernels are correct on
-/// subgroups of any size (wider ones take blocks in turn, narrower ones past the blocks idle).
+/// subgroups of any size (wider ones take blocks in turn, the ones past the blocks compute a
+/// block again).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CoopShape {
     pub side: u32,
@@ -90,13 +91,18 @@ pub struct CoopShape {
 impl CoopShape {
     /// Blocks of 2·side × 2·side in the kernels' 64 × 64 tile of outputs.
     pub fn blocks(&self) -> u32 {
-        let per_side = 64 / (2 * self.side);
+        let per_side = crate::ops::matmul::COOP_TILE as u32 / (2 * self.side);
         per_side * per_side
     }
 
     /// Invocations per workgroup.
     pub fn invocations(&self) -> u32 {
         self.blocks() * self.sized_for
+    }
+
+    /// Whether its workgroup has a variant of the kernels and the device allows it.
+    fn fits(&self, limits: &wgpu::Limits) -> bool {
+        self.invocations() <= limits.max_compute_invocations_per_workgroup && crate::ops::matmul::coop_variant(*self).is_some()
     }
 }
 
@@ -265,8 +271,7 @@ impl GpuContext {
             .filter(|&shape| {
                 offers_cooperative_matrix
                     && features.contains(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP)
-                    && shape.invocations() <= limits.max_compute_invocations_per_workgroup
-                    && crate::ops::matmul::coop_variant(shape).is_some()
+                    && shape.fits(&limits)
                     && limits.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES
             });
         let experimental_features = if options.cooperative_matrix && coop_shape.is_some() {
@@ -482,13 +487,11 @@ impl GpuContext {
 
     /// This context with the cooperative-matrix kernels' workgroups sized for subgroups of
     /// `subgroup` invocations (tests: a subgroup taking several blocks in turn, subgroups past
-    /// the blocks idle; the kernels are correct on any). Unchanged where no variant has that
-    /// many invocations, or the device allows fewer.
+    /// the blocks computing one again; the kernels are correct on any). Unchanged where no
+    /// variant has that many invocations, or the device allows fewer.
     pub fn with_coop_sized_for(mut self, subgroup: u32) -> Self {
-        if let Some(shape) = self.coop_shape.map(|s| CoopShape { sized_for: subgroup, ..s }) {
-            if shape.invocations() <= self.limits.max_compute_invocations_per_workgroup && crate::ops::matmul::coop_variant(shape).is_some() {
-                self.coop_shape = Some(shape);
-            }
+        if let Some(shape) = self.coop_shape.map(|s| CoopShape { sized_for: subgroup, ..s }).filter(|s| s.fits(&self.limits)) {
+            self.coop_shape = Some(shape);
         }
         self
     }

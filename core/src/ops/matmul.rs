@@ -267,8 +267,8 @@ pub(crate) fn gemv_variant(m: usize, act: Option<Activation>) -> Variant {
 /// (input and weight gradients) 6–7 → 14–17 GFLOP/s; 128 columns (forward) 9–13 → 11–14.
 const REGISTER_NARROW_MAX_COLS: usize = 128;
 
-/// The output tile of matmul_coop.wgsl.
-const COOP_TILE: usize = 64;
+/// The output tile of the cooperative-matrix kernels (pieces/coop_gemm.wgsl's TILE).
+pub(crate) const COOP_TILE: usize = 64;
 
 /// The cooperative-matrix kernels' workgroup on `shape` (its invocations: a subgroup of the
 /// size it is sized for per block of the tile); None where no variant has as many.

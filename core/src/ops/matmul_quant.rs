@@ -6,7 +6,7 @@ use super::{check_len, grid_1d, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{check_rows, coop_variant, gemv_variant, overwrite_then_accumulate, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
+use super::matmul::{check_rows, coop_variant, COOP_TILE, gemv_variant, overwrite_then_accumulate, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -362,7 +362,7 @@ fn tiled_block(ctx: &GpuContext) -> QuantBlock {
 /// The side of a tiled kernel's square tile of outputs for `outputs` of them.
 fn tile_side(ctx: &GpuContext, block: QuantBlock, outputs: usize) -> usize {
     match block {
-        QuantBlock::Coop => 64,
+        QuantBlock::Coop => COOP_TILE,
         _ if wide_tiles(ctx, outputs) => 128,
         _ => 64,
     }
