@@ -19,12 +19,13 @@ MODELS="${MODELS:-/tmp/hearth-bench-models}"
 # longer limits); the device run uses the defaults.
 if [ "${QUICK:-0}" = 1 ]; then
     SEQ=64 BATCH=1 STEPS=1 NEW=4 LONG_PROMPT=256 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" TILES_ARGS="--quick" SLOW=20
-    UNCHECKED_SHAPES="--shape 64x64x4096 --shape 512x576x576"
+    UNCHECKED_SHAPES="--shape 64x64x4096 --shape 512x576x576" COOP_SHAPES="--shape 256x256x256"
     # (a CPU's bf16 matmul at 4096³ takes minutes; 8 answers of 64 tokens one at a time, more)
     PEER_ARGS="--matmul-n 1024" SERVE_LOAD="4 8 1,4"
 else
     SEQ=512 BATCH=4 STEPS=3 NEW=64 LONG_PROMPT=2048 MODEL_LIST="smollm2-135m qwen2.5-0.5b qwen3-0.6b" OPS_ARGS="--reps 3" TILES_ARGS="" SLOW=1
     UNCHECKED_SHAPES="--shape 64x64x4096 --shape 2048x1536x576 --shape 4096x4096x4096"
+    COOP_SHAPES="--shape 2048x576x576 --shape 2048x1536x576 --shape 2048x576x1536 --shape 4096x4096x4096"
     PEER_ARGS="" SERVE_LOAD="8 64 1,4,8,16"
 fi
 rm -rf "$WORK"
@@ -139,6 +140,11 @@ run generate-smollm2-135m-host-picks 20 env HEARTH_DECODE_AHEAD=0 "$HEARTH" benc
 # sampled decoding (a server's default), one sequence and 8 together: its tokens drawn on the
 # GPU as greedy ones are picked (a token ahead; the tokens read, not the logits)
 run generate-smollm2-135m-sampled 20 "$HEARTH" bench generate "$MODELS/smollm2-135m" --prompt-tokens 128 --new-tokens $NEW --temperature 0.7 --top-p 0.9 --batch 8 --json
+# the cooperative-matrix kernels (f32 and each quantized format) in tiles of 64 (2 × 2
+# accumulators per subgroup) against 128 (4 × 4) at SmolLM2's shapes and at 4096³
+for side in 64 128; do
+    run "ops-coop$side" 20 env HEARTH_TILES=$side "$HEARTH" bench ops --json --filter "f16 coop" --reps 3 $COOP_SHAPES
+done
 run ops-lora-split256 20 env HEARTH_SPLIT_WORKGROUPS=256 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 # Last, so that the benches get their time: the GPU kernels against the CPU references on
 # this GPU (the test binaries bench/prepare.sh carried): failures and summaries into the log.

@@ -218,6 +218,17 @@ def main():
         if sweep:
             lines += ["", f"{title}:", "", "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
             lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in sweep["rows"]]
+    coop = {side: results.get(f"ops-coop{side}") for side in (64, 128)}
+    if all(coop.values()):
+        lines += ["", "The cooperative-matrix kernels (HEARTH_F16_MATMUL=1's forwards and input gradients) in tiles of 64 "
+                  "(2 × 2 accumulators per subgroup) and of 128 (4 × 4), HEARTH_TILES=64 and =128:", "",
+                  "| op | M × N × K | ms, 64 × 64 | ms, 128 × 128 | GFLOP/s, 64 | GFLOP/s, 128 | 128 ÷ 64 |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        wide = {(r["op"], r["m"], r["n"], r["k"]): r for r in coop[128]["rows"]}
+        for r in coop[64]["rows"]:
+            w = wide.get((r["op"], r["m"], r["n"], r["k"]))
+            if w:
+                lines.append(f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {r['ms']:.3f} | {w['ms']:.3f} | {r['rate']:,.0f} | {w['rate']:,.0f} | {ratio(w['rate'], r['rate'])} |")
     for key, v in results.items():
         if key.startswith(("kernels-", "decode-kernels-")) and v:
             ks = sorted(v["kernels"], key=lambda k: -k.get("ms", 0))

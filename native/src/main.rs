@@ -163,13 +163,16 @@ pub fn open_gpu() -> Result<GpuContext> {
 
 /// A second context on `ctx`'s adapter with cooperative matrices, where it offers them in the
 /// form matmul_coop.wgsl needs: `selftest` and `bench ops` check and time them beside the
-/// default context, whose other kernels then run as they do in training.
+/// default context, whose other kernels then run as they do in training. Its tiles and shader
+/// checks are `ctx`'s (HEARTH_TILES, the tuned threshold of 128 × 128 tiles,
+/// HEARTH_SHADER_CHECKS).
 pub fn open_coop_gpu(ctx: &GpuContext) -> Result<Option<GpuContext>> {
     if !ctx.offers_cooperative_matrix().1 {
         return Ok(None);
     }
     let filter = std::env::var("HEARTH_ADAPTER").ok();
-    let coop = pollster::block_on(GpuContext::new_with(filter.as_deref(), ContextOptions { cooperative_matrix: true, ..Default::default() }))?;
+    let options = ContextOptions { cooperative_matrix: true, unchecked_shaders: ctx.unchecked_shaders() };
+    let coop = pollster::block_on(GpuContext::new_with(filter.as_deref(), options))?.with_tile_choice(ctx.tile_choice());
     Ok(coop.has_cooperative_matrix().then_some(coop))
 }
 

@@ -8,7 +8,7 @@ use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::ops::{cpu, cross_entropy, rmsnorm};
 use hearth_core::ops::matmul::{choose_tiling, matmul_gemv_normed, matmul_with, Accumulate, InputNorm, MatmulDims, MatmulKind, MatmulTiling};
 use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_gemv_normed, matmul_quant_with, GpuQuantWeight, QuantBlock};
-use hearth_core::gpu::KernelPaths;
+use hearth_core::gpu::{KernelPaths, TileChoice};
 use hearth_core::GpuContext;
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -297,17 +297,21 @@ pub fn run() -> Result<()> {
             report(format!("matmul_{name}_backward_input (TiledF16), rows 1e-9..1e5, error ÷ Σ|products|"), diff, 1.5e-3);
         }
     }
-    if let Some(coop) = crate::open_coop_gpu(&ctx)? {
-        for (shape, diff) in check_f16(&coop, MatmulTiling::Coop, &mut rng)? {
-            report(format!("matmul_coop forward {shape}"), diff, 1e-3);
-        }
-        let diff = check_f16_input_gradient(&coop, MatmulTiling::Coop, None, &mut rng)?;
-        report("matmul_coop backward_input, rows 1e-9..1e5, error ÷ Σ|products|".into(), diff, 1.5e-3);
-        for format in QuantFormat::ALL {
-            let name = format!("{format:?}").to_lowercase();
-            report(format!("matmul_{name}_forward (Coop)"), check_quant_f16(&coop, QuantBlock::Coop, format, &mut rng)?, 1e-3);
-            let diff = check_f16_input_gradient(&coop, MatmulTiling::Coop, Some(format), &mut rng)?;
-            report(format!("matmul_{name}_backward_input (Coop), rows 1e-9..1e5, error ÷ Σ|products|"), diff, 1.5e-3);
+    if let Some(mut coop) = crate::open_coop_gpu(&ctx)? {
+        // in each of the kernels' tiles (64 × 64, and 128 × 128 for large outputs)
+        for side in [64, 128] {
+            coop.set_tile_choice(TileChoice { side: Some(side), ..Default::default() });
+            for (shape, diff) in check_f16(&coop, MatmulTiling::Coop, &mut rng)? {
+                report(format!("matmul_coop forward {shape}, tiles of {side}"), diff, 1e-3);
+            }
+            let diff = check_f16_input_gradient(&coop, MatmulTiling::Coop, None, &mut rng)?;
+            report(format!("matmul_coop backward_input, tiles of {side}, rows 1e-9..1e5, error ÷ Σ|products|"), diff, 1.5e-3);
+            for format in QuantFormat::ALL {
+                let name = format!("{format:?}").to_lowercase();
+                report(format!("matmul_{name}_forward (Coop), tiles of {side}"), check_quant_f16(&coop, QuantBlock::Coop, format, &mut rng)?, 1e-3);
+                let diff = check_f16_input_gradient(&coop, MatmulTiling::Coop, Some(format), &mut rng)?;
+                report(format!("matmul_{name}_backward_input (Coop), tiles of {side}, rows 1e-9..1e5, error ÷ Σ|products|"), diff, 1.5e-3);
+            }
         }
     }
     if failed > 0 {

@@ -12,22 +12,25 @@
 // is scaled by a power of two as it is staged, and its outputs by the inverse
 // (pieces/row_scales.wgsl).
 //
-// A workgroup computes a 64 × 64 tile of c in G × G blocks of 2D × 2D, G = 64 / 2D (2 × 2
-// blocks of 32 × 32 for D = 16, 4 × 4 of 16 × 16 for D = 8), each by one subgroup as 2 × 2
-// cooperative D × D accumulators: block b is (b / G, b % G). The launcher sets WG to G² times
-// the subgroup size it expects (GpuContext::coop_shape: the adapter's size, 128 for
-// 16 × 16 on NVIDIA's 32 and for 8 × 8 on lavapipe's 8; 32 where wgpu reports a range, as on
-// AMD and Metal), so that subgroup s takes block s. Where the subgroups are wider than
-// expected, there are fewer of them than blocks (S, which divides G²: both are powers of
-// two), and subgroup s takes blocks s, s + S, ... in turns, each over the whole reduction.
-// Where they are narrower, subgroup s computes block s mod G², as another does, and stores the
-// same values: wasted work, but the cooperative operations may not stand in a branch that
-// differs between subgroups (and a subgroup past the blocks cannot keep out of one). Per step, BK reduction steps of A (rows of the tile × r) and B (columns × r)
-// are staged in workgroup memory, r contiguous. The accumulators go through workgroup memory
-// on the way out, so that alpha, beta and the bounds apply per element. A split reduction's
-// part is z of the grid (r_split steps each); the low-rank term (LoRA's h·Bᵀ, or dh·A through
-// its dropout mask), where the includer has one (pieces/low_rank_term.wgsl), is summed after
-// the reduction by the first part, through the same tiles.
+// A workgroup computes a TILE × TILE tile of c (64, or 128 for large outputs: the launcher's
+// choice) in G × G blocks, G = 32 / D (2 × 2 for D = 16, 4 × 4 for D = 8), each by one
+// subgroup as ACC × ACC cooperative D × D accumulators, ACC = TILE / 32 (2 or 4): block b is
+// (b / G, b % G). The launcher sets WG to G² times the subgroup size it expects
+// (GpuContext::coop_shape: the adapter's size, 128 for 16 × 16 on NVIDIA's 32 and for 8 × 8
+// on lavapipe's 8; 32 where wgpu reports a range, as on AMD and Metal), so that subgroup s
+// takes block s. Where the subgroups are wider than expected, there are fewer of them than
+// blocks (S, which divides G²: both are powers of two), and subgroup s takes blocks s, s + S,
+// ... in turns, each over the whole reduction. Where they are narrower, subgroup s computes
+// block s mod G², as another does, and stores the same values: wasted work, but the
+// cooperative operations may not stand in a branch that differs between subgroups (and a
+// subgroup past the blocks cannot keep out of one). Per step, BK reduction steps of A (rows
+// of the tile × r) and B (columns × r) are staged in workgroup memory, r contiguous. The
+// accumulators go through workgroup memory on the way out, one of each block at a time
+// (tile_c: G² · D² = 1024 values, 4 KB whatever the tile), so that alpha, beta and the bounds
+// apply per element. A split reduction's part is z of the grid (r_split steps each); the
+// low-rank term (LoRA's h·Bᵀ, or dh·A through its dropout mask), where the includer has one
+// (pieces/low_rank_term.wgsl), is summed after the reduction by the first part, through the
+// same tiles.
 //
 // The includer declares Params `p` (M, splits, r_split, term_r, term_scale, term_v_sr and the
 // blocks pieces/column_blocks.wgsl reads) and defines its operands; `forward` is passed
@@ -46,18 +49,21 @@
 // #include "tile_f16.wgsl"
 // #include "dropout_mask.wgsl"
 
-const TILE: u32 = 64u;
-const BK: u32 = 32u;
-// blocks per side of the tile, and the workgroup's invocations (G² subgroups)
-const G: u32 = TILE / (2u * D);
+// the tile's side (64 or 128), and the workgroup's invocations (G² subgroups)
+override TILE: u32 = 64u;
 override WG: u32 = 128u;
+const BK: u32 = 32u;
+// blocks per side of the tile; accumulators per side of a block are TILE / (G · D)
+const G: u32 = 32u / D;
+const MAX_ACC: u32 = 4u;
 // Row stride of the staged tiles in f16s: BK plus 8 of padding (80 bytes, a multiple of the
 // 16 bytes a cooperative load's rows must be aligned to), so that rows start on other banks.
 const LD: u32 = 40u;
 
 var<workgroup> tile_a: array<f16, TILE * LD>;
 var<workgroup> tile_b: array<f16, TILE * LD>;
-var<workgroup> tile_c: array<f32, TILE * TILE>;
+// one D × D accumulator of each block, row-major, block b's at b · D²
+var<workgroup> tile_c: array<f32, G * G * D * D>;
 
 // H(i0 + row, q0 + q) into tile_a and term_scale·V(j0 + col, q0 + q) into tile_b (zero past
 // the term's rank and the output's edges; H's rows scaled as A's).
@@ -84,16 +90,23 @@ fn stage_term(i0: u32, j0: u32, q0: u32, q_end: u32, ncols: u32, flat: u32) {
     }
 }
 
-// c(i0.., j0..) = alpha·tile_c + beta·c within bounds, each row unscaled where the launch
-// scales rows; or, for a masked term (`term`), c += alpha·dropout(tile_c).
-fn store_tile(forward: bool, z: u32, i0: u32, j0: u32, flat: u32, term: bool) {
+// Accumulator (a, b) of the blocks this turn computed, from tile_c into c: c(i, j) =
+// alpha·v + beta·c within bounds, each row unscaled where the launch scales rows; or, for a
+// masked term (`term`), c += alpha·dropout(v). An output's element is handled by the same
+// invocation in both phases (a masked term reads what the first stored).
+fn store_part(forward: bool, z: u32, i0: u32, j0: u32, first: u32, fresh: u32, a: u32, b: u32, flat: u32, term: bool) {
     let ncols = out_cols(forward);
-    for (var e = flat; e < TILE * TILE; e += WG) {
-        let i = i0 + e / TILE;
-        let j = j0 + e % TILE;
+    let side = TILE / G;
+    for (var e = flat; e < fresh * D * D; e += WG) {
+        let block = (first + e / (D * D)) % (G * G);
+        let w = e % (D * D);
+        let row = (block / G) * side + a * D + w / D;
+        let col = (block % G) * side + b * D + w % D;
+        let i = i0 + row;
+        let j = j0 + col;
         if (i < p.M && j < ncols) {
             let idx = out_index(forward, z, i, j);
-            let v = row_unscaled(e / TILE, p.alpha * tile_c[e]);
+            let v = row_unscaled(row, p.alpha * tile_c[block * D * D + w]);
             if (term) {
                 let keep = dropout_keep(vec4<u32>(idx), p.drop_seed, p.drop_p).x;
                 set_out(idx, out_at(idx) + select(0.0, v / (1.0 - p.drop_p), keep));
@@ -108,8 +121,8 @@ fn store_tile(forward: bool, z: u32, i0: u32, j0: u32, flat: u32, term: bool) {
     }
 }
 
-// The workgroup's 64 × 64 tile of c (wid.x its columns, wid.y its rows, wid.z a batch item or
-// a split reduction's part), `sg` its subgroup of `subgroups`.
+// The workgroup's TILE × TILE tile of c (wid.x its columns, wid.y its rows, wid.z a batch item
+// or a split reduction's part), `sg` its subgroup of `subgroups`.
 fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, subgroups: u32, forward: bool) {
     let i0 = wid.y * TILE;
     let j0 = wid.x * TILE;
@@ -126,16 +139,17 @@ fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, subgroups: u32, forward: bool) 
     // the term, summed afresh, added through the mask.
     let phases = select(1u, 2u, segments == 2u && term_masked());
     let passes = (G * G + subgroups - 1u) / subgroups;
+    // blocks computed per turn (all of them where subgroups are narrower than expected)
+    let fresh = min(subgroups, G * G);
+    let acc_n = TILE / (G * D);
     scale_rows(segments == 2u, a_off, i0, r_begin, r_end, flat);
     for (var phase = 0u; phase < phases; phase++) {
         for (var turn = 0u; turn < passes; turn++) {
             let block = (turn * subgroups + sg) % (G * G);
-            let qi = (block / G) * 2u * D;
-            let qj = (block % G) * 2u * D;
-            var c00 = CoopC();
-            var c01 = CoopC();
-            var c10 = CoopC();
-            var c11 = CoopC();
+            let qi = (block / G) * acc_n * D;
+            let qj = (block % G) * acc_n * D;
+            // accumulator (a, b) at a · acc_n + b
+            var acc = array<CoopC, MAX_ACC * MAX_ACC>();
             for (var s = 0u; s < segments; s++) {
                 if (phases == 2u && s != phase) {
                     continue;
@@ -152,25 +166,26 @@ fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, subgroups: u32, forward: bool) 
                     }
                     workgroupBarrier();
                     for (var kk = 0u; kk < BK; kk += D) {
-                        let a0 = coopLoadT<CoopA>(&tile_a[qi * LD + kk], LD);
-                        let a1 = coopLoadT<CoopA>(&tile_a[(qi + D) * LD + kk], LD);
-                        let b0 = coopLoad<CoopB>(&tile_b[qj * LD + kk], LD);
-                        let b1 = coopLoad<CoopB>(&tile_b[(qj + D) * LD + kk], LD);
-                        c00 = coopMultiplyAdd(a0, b0, c00);
-                        c01 = coopMultiplyAdd(a0, b1, c01);
-                        c10 = coopMultiplyAdd(a1, b0, c10);
-                        c11 = coopMultiplyAdd(a1, b1, c11);
+                        var fb: array<CoopB, MAX_ACC>;
+                        for (var b = 0u; b < acc_n; b++) {
+                            fb[b] = coopLoad<CoopB>(&tile_b[(qj + b * D) * LD + kk], LD);
+                        }
+                        for (var a = 0u; a < acc_n; a++) {
+                            let fa = coopLoadT<CoopA>(&tile_a[(qi + a * D) * LD + kk], LD);
+                            for (var b = 0u; b < acc_n; b++) {
+                                acc[a * acc_n + b] = coopMultiplyAdd(fa, fb[b], acc[a * acc_n + b]);
+                            }
+                        }
                     }
                     workgroupBarrier();
                 }
             }
-            coopStoreT(c00, &tile_c[qi * TILE + qj], TILE);
-            coopStoreT(c01, &tile_c[qi * TILE + qj + D], TILE);
-            coopStoreT(c10, &tile_c[(qi + D) * TILE + qj], TILE);
-            coopStoreT(c11, &tile_c[(qi + D) * TILE + qj + D], TILE);
+            for (var t = 0u; t < acc_n * acc_n; t++) {
+                coopStoreT(acc[t], &tile_c[block * D * D], D);
+                workgroupBarrier();
+                store_part(forward, wid.z, i0, j0, turn * subgroups, fresh, t / acc_n, t % acc_n, flat, phase == 1u);
+                workgroupBarrier();
+            }
         }
-        workgroupBarrier();
-        store_tile(forward, wid.z, i0, j0, flat, phase == 1u);
-        workgroupBarrier();
     }
 }

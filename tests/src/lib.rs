@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use hearth_core::gpu::{ContextOptions, KernelPaths};
+use hearth_core::gpu::{ContextOptions, KernelPaths, TileChoice};
 use hearth_core::GpuContext;
 pub use hearth_core::rng::Rng;
 
@@ -90,20 +90,27 @@ pub fn own_gpu_coop_matmuls() -> Option<GpuContext> {
     Some(own.with_kernel_paths(KernelPaths::Gpu).with_f16_matmuls(true))
 }
 
+/// [`own_gpu_coop_matmuls`] with every output in 128 × 128 tiles (the cooperative-matrix
+/// kernels' 4 × 4 accumulators per subgroup, which large outputs take), or None as it.
+pub fn own_gpu_coop_wide_tiles() -> Option<GpuContext> {
+    own_gpu_coop_matmuls().map(|c| c.with_tile_choice(TileChoice { side: Some(128), ..Default::default() }))
+}
+
 /// Contexts of [`own_gpu_coop_matmuls`] whose cooperative-matrix kernels are sized for
 /// subgroups of half and of four times the adapter's: each subgroup takes two blocks of the
-/// tile in turn, or four subgroups compute each block (pieces/coop_gemm.wgsl). Empty where
-/// the adapter offers none.
+/// tile in turn, or four subgroups compute each block (pieces/coop_gemm.wgsl); each in tiles
+/// of 64 and of 128. Empty where the adapter offers none.
 pub fn coop_contexts_sized_otherwise() -> Vec<GpuContext> {
     let Some(shape) = gpu_coop().and_then(|c| c.coop_shape()) else { return Vec::new() };
-    [shape.sized_for / 2, shape.sized_for * 4]
-        .into_iter()
-        .map(|sized_for| {
+    let mut contexts = Vec::new();
+    for sized_for in [shape.sized_for / 2, shape.sized_for * 4] {
+        for side in [64, 128] {
             let ctx = own_gpu_coop_matmuls().expect("a context with cooperative matrices").with_coop_sized_for(sized_for);
             assert_eq!(ctx.coop_shape().map(|s| s.sized_for), Some(sized_for), "no workgroup for subgroups of {sized_for} on {shape:?}");
-            ctx
-        })
-        .collect()
+            contexts.push(ctx.with_tile_choice(TileChoice { side: Some(side), ..Default::default() }));
+        }
+    }
+    contexts
 }
 
 /// A context on the adapter HEARTH_ADAPTER names (else the default one), its kernels without

@@ -86,11 +86,11 @@ fn lens(kind: MatmulKind, d: &MatmulDims) -> (usize, usize, usize) {
     }
 }
 
-/// matmul_coop.wgsl, where the adapter offers cooperative matrices in its form. lavapipe
-/// and SwiftShader offer none, so CI skips this; on such GPUs `hearth selftest` (which
-/// bench/gpu.sh runs) checks the kernel too. Forwards on random shapes off the 64 × 64 tile,
-/// batched, accumulating, and over reductions long enough to split; input gradients likewise,
-/// with LoRA's term and its dropout, rows from 1e-9 to 1e5, and in blocks.
+/// matmul_coop.wgsl, where the adapter offers cooperative matrices in its form (lavapipe
+/// from Mesa 26.1: tests/coop/run.sh runs this), in tiles of 64 (as taken for outputs below a
+/// million) and of 128: forwards on random shapes off the tiles, batched, accumulating, and
+/// over reductions long enough to split; input gradients likewise, with LoRA's term and its
+/// dropout, rows from 1e-9 to 1e5, and in blocks.
 #[test]
 fn coop_matmul_matches_cpu_where_offered() {
     let Some(ctx) = gpu_coop() else {
@@ -98,27 +98,8 @@ fn coop_matmul_matches_cpu_where_offered() {
         return;
     };
     let mut rng = Rng::new(21);
-    for _ in 0..6 {
-        let d = random_dims(&mut rng, false);
-        check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate::OVERWRITE, &mut rng);
-    }
-    let batched = MatmulDims { batch: 3, b_batched: true, ..MatmulDims::new(70, 33, 48) };
-    check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, batched, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
-    check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, &mut rng);
-    // LoRA's h·Bᵀ added after the reduction (matmul_coop_low_rank.wgsl)
-    for (d, rank) in [(MatmulDims::new(37, 24, 52), 8), (MatmulDims::new(130, 72, 36), 13), (MatmulDims::new(10, 12, 3000), 16)] {
-        check_low_rank(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate { alpha: 0.5, beta: 1.0 }, rank, (0.0, 0), &mut rng);
-    }
-    // input gradients: their rows scaled (pieces/row_scales.wgsl), LoRA's dropout(dh·A) after
-    // the product, the parts' gradients and dh's in blocks
-    for _ in 0..3 {
-        check_on(ctx, MatmulKind::BackwardInput, MatmulTiling::Coop, random_dims(&mut rng, false), Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
-    }
-    for (d, rank) in [(MatmulDims::new(37, 52, 24), 8), (MatmulDims::new(10, 3000, 12), 16)] {
-        check_low_rank(ctx, MatmulKind::BackwardInput, MatmulTiling::Coop, d, Accumulate { alpha: 0.5, beta: 1.0 }, rank, (0.5, 7), &mut rng);
-    }
-    check_small_input_gradients(ctx, MatmulTiling::Coop, &mut rng);
-    check_input_gradient_in_blocks(ctx, MatmulTiling::Coop, &mut rng);
+    check_coop(ctx, &mut rng);
+    check_coop(&own_gpu_coop_wide_tiles().expect("a context with cooperative matrices"), &mut rng);
     // workgroups sized for other subgroups than the adapter's (a subgroup's blocks in turn,
     // blocks computed by several subgroups), through LoRA's masked term's two phases
     for other in coop_contexts_sized_otherwise() {
@@ -126,6 +107,31 @@ fn coop_matmul_matches_cpu_where_offered() {
         check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(70, 130, 200), Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
         check_low_rank(ctx, MatmulKind::BackwardInput, MatmulTiling::Coop, MatmulDims::new(37, 52, 24), Accumulate { alpha: 0.5, beta: 1.0 }, 8, (0.5, 7), &mut rng);
     }
+}
+
+/// [`coop_matmul_matches_cpu_where_offered`]'s checks on one context.
+fn check_coop(ctx: &hearth_core::GpuContext, rng: &mut Rng) {
+    for _ in 0..6 {
+        let d = random_dims(rng, false);
+        check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate::OVERWRITE, rng);
+    }
+    let batched = MatmulDims { batch: 3, b_batched: true, ..MatmulDims::new(70, 33, 48) };
+    check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, batched, Accumulate { alpha: 0.5, beta: 1.0 }, rng);
+    check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, rng);
+    // LoRA's h·Bᵀ added after the reduction (matmul_coop_low_rank.wgsl)
+    for (d, rank) in [(MatmulDims::new(37, 24, 52), 8), (MatmulDims::new(130, 72, 36), 13), (MatmulDims::new(10, 12, 3000), 16)] {
+        check_low_rank(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate { alpha: 0.5, beta: 1.0 }, rank, (0.0, 0), rng);
+    }
+    // input gradients: their rows scaled (pieces/row_scales.wgsl), LoRA's dropout(dh·A) after
+    // the product, the parts' gradients and dh's in blocks
+    for _ in 0..3 {
+        check_on(ctx, MatmulKind::BackwardInput, MatmulTiling::Coop, random_dims(rng, false), Accumulate { alpha: 0.5, beta: 1.0 }, rng);
+    }
+    for (d, rank) in [(MatmulDims::new(37, 52, 24), 8), (MatmulDims::new(10, 3000, 12), 16)] {
+        check_low_rank(ctx, MatmulKind::BackwardInput, MatmulTiling::Coop, d, Accumulate { alpha: 0.5, beta: 1.0 }, rank, (0.5, 7), rng);
+    }
+    check_small_input_gradients(ctx, MatmulTiling::Coop, rng);
+    check_input_gradient_in_blocks(ctx, MatmulTiling::Coop, rng);
 }
 
 /// matmul_tiled_f16.wgsl (the tiled kernel with its tiles in f16), where the adapter has

@@ -276,15 +276,20 @@ fn training_through_a_quantized_base_matches_with_f16_matmuls() {
 }
 
 /// The same on cooperative matrices (matmul/quant_coop.wgsl against matmul_coop.wgsl for the
-/// dense base), where the adapter offers them: tests/coop/run.sh runs it on lavapipe 26.1.
+/// dense base), where the adapter offers them, in tiles of 64 and of 128 (4 × 4 accumulators
+/// per subgroup): tests/coop/run.sh runs it on lavapipe 26.1.
 #[test]
 fn training_through_a_quantized_base_matches_on_cooperative_matrices() {
-    let Some(ctx) = hearth_tests::own_gpu_coop_matmuls() else { return };
-    ctx.profile_begin();
-    quantized_base_on(&ctx);
-    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
-    for kernel in ["matmul_q4_0_coop", "matmul_nf4_coop"] {
-        assert!(kernels.keys().any(|k| k.starts_with(kernel) && k.contains(":matmul_quant_backward_input_coop")), "{kernel} did not run: {kernels:?}");
+    let Some(narrow) = hearth_tests::own_gpu_coop_matmuls() else { return };
+    let wide = hearth_tests::own_gpu_coop_wide_tiles().unwrap();
+    for (ctx, tile) in [(narrow, "64x64"), (wide, "128x128")] {
+        ctx.profile_begin();
+        quantized_base_on(&ctx);
+        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+        for kernel in ["matmul_q4_0_coop", "matmul_nf4_coop"] {
+            let ran = |k: &String| k.starts_with(kernel) && k.contains(":matmul_quant_backward_input_coop") && k.contains(tile);
+            assert!(kernels.keys().any(ran), "{kernel} did not run in {tile} tiles: {kernels:?}");
+        }
     }
 }
 

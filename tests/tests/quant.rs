@@ -235,14 +235,15 @@ fn low_rank_term_in_the_tiled_epilogue() {
 }
 
 /// The contexts whose tiled launches the tests in blocks run: the shared one's (f32 tiles)
-/// and, where the adapter offers them, one of f16 matmuls on cooperative matrices (quant_coop.wgsl;
-/// tests/coop/run.sh runs these tests there), with a function that rounds the inputs as its
+/// and, where the adapter offers them, two of f16 matmuls on cooperative matrices (quant_coop.wgsl,
+/// in tiles of 64 and of 128; tests/coop/run.sh runs these tests there), with a function that rounds the inputs as its
 /// kernel does (to f16), so that what is compared is the accumulation.
 fn tiled_contexts() -> Vec<(GpuContext, Rounding)> {
     let Some(own) = own_gpu() else { return Vec::new() };
     let mut contexts: Vec<(GpuContext, Rounding)> = vec![(own, |v| v)];
     if gpu_coop().is_some() {
         contexts.extend(own_gpu_coop_matmuls().map(|c| (c, to_f16 as Rounding)));
+        contexts.extend(own_gpu_coop_wide_tiles().map(|c| (c, to_f16 as Rounding)));
     }
     contexts
 }
@@ -462,8 +463,10 @@ fn coop_quantized_matches_where_offered() {
         return;
     };
     check_f16_quantized(ctx, &own_gpu_coop_matmuls().expect("a context of f16 matmuls on cooperative matrices"), QuantBlock::Coop);
+    let wide = own_gpu_coop_wide_tiles().expect("a context of f16 matmuls on cooperative matrices");
+    check_f16_quantized(&wide, &wide, QuantBlock::Coop);
     // workgroups sized for other subgroups than the adapter's (a subgroup's blocks in turn,
-    // blocks computed by several subgroups)
+    // blocks computed by several subgroups), in either tile
     for other in coop_contexts_sized_otherwise() {
         check_f16_quantized(&other, &other, QuantBlock::Coop);
     }

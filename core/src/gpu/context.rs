@@ -89,9 +89,10 @@ pub struct CoopShape {
 }
 
 impl CoopShape {
-    /// Blocks of 2·side × 2·side in the kernels' 64 × 64 tile of outputs.
+    /// Blocks of the kernels' tile of outputs, a subgroup's each: (32 / side)², whatever the
+    /// tile (a block of a 128 × 128 tile has 4 × 4 accumulators, of a 64 × 64 one 2 × 2).
     pub fn blocks(&self) -> u32 {
-        let per_side = crate::ops::matmul::COOP_TILE as u32 / (2 * self.side);
+        let per_side = 32 / self.side;
         per_side * per_side
     }
 
@@ -102,12 +103,14 @@ impl CoopShape {
 
     /// Whether its workgroup has a variant of the kernels and the device allows it.
     fn fits(&self, limits: &wgpu::Limits) -> bool {
-        self.invocations() <= limits.max_compute_invocations_per_workgroup && crate::ops::matmul::coop_variant(*self).is_some()
+        // (both tiles' workgroups have as many invocations)
+        self.invocations() <= limits.max_compute_invocations_per_workgroup && crate::ops::matmul::coop_variant(*self, 64).is_some()
     }
 }
 
-/// matmul_coop.wgsl's workgroup memory: two 64 × 40 tiles of f16 and a 64 × 64 tile of f32.
-const COOP_WORKGROUP_BYTES: u32 = 2 * 64 * 40 * 2 + 64 * 64 * 4;
+/// The cooperative-matrix kernels' workgroup memory in 128 × 128 tiles: two 128 × 40 tiles of
+/// f16, 1,024 f32 outputs on their way out, and 128 rows' scales (pieces/row_scales.wgsl).
+const COOP_WORKGROUP_BYTES: u32 = 2 * 128 * 40 * 2 + 1024 * 4 + 128 * 2 * 4;
 
 /// What to request of the device beyond the defaults.
 #[derive(Clone, Copy, Debug, Default)]

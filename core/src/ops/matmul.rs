@@ -190,7 +190,8 @@ pub enum MatmulTiling {
     TiledWideF16,
     /// A workgroup per output column: the forward of at most 16 rows (decoding) on GPUs.
     Gemv,
-    /// The tiled kernel's 64 × 64 tiles on cooperative matrices, inputs rounded to f16:
+    /// Tiles of 64 × 64 on cooperative matrices (128 × 128 for large outputs, as `TiledWide`),
+    /// inputs rounded to f16:
     /// forwards and input gradients where the context asks for it
     /// ([`GpuContext::with_f16_matmuls`]), an input gradient's rows scaled first.
     Coop,
@@ -267,21 +268,29 @@ pub(crate) fn gemv_variant(m: usize, act: Option<Activation>) -> Variant {
 /// (input and weight gradients) 6–7 → 14–17 GFLOP/s; 128 columns (forward) 9–13 → 11–14.
 const REGISTER_NARROW_MAX_COLS: usize = 128;
 
-/// The output tile of the cooperative-matrix kernels (pieces/coop_gemm.wgsl's TILE).
-pub(crate) const COOP_TILE: usize = 64;
+/// The output tiles of the cooperative-matrix kernels (pieces/coop_gemm.wgsl's TILE): 64 × 64,
+/// and 128 × 128 for large outputs ([`wide_tiles`], as the tiled kernels).
+pub(crate) const COOP_TILES: [usize; 2] = [64, 128];
+
+/// The cooperative-matrix kernels' tile side for `outputs` values.
+pub(crate) fn coop_tile(ctx: &GpuContext, outputs: usize) -> usize {
+    COOP_TILES[usize::from(wide_tiles(ctx, outputs))]
+}
 
 /// The cooperative-matrix kernels' workgroup on `shape` (its invocations: a subgroup of the
-/// size it is sized for per block of the tile); None where no variant has as many.
-pub(crate) fn coop_variant(shape: CoopShape) -> Option<Variant> {
-    const VARIANTS: [Variant; 6] = [
-        Variant { name: "32 invocations", constants: &[("WG", 32.0)] },
-        Variant { name: "64 invocations", constants: &[("WG", 64.0)] },
-        Variant { name: "128 invocations", constants: &[("WG", 128.0)] },
-        Variant { name: "256 invocations", constants: &[("WG", 256.0)] },
-        Variant { name: "512 invocations", constants: &[("WG", 512.0)] },
-        Variant { name: "1024 invocations", constants: &[("WG", 1024.0)] },
-    ];
-    VARIANTS.into_iter().find(|v| v.constants[0].1 == shape.invocations() as f64)
+/// size it is sized for per block of the tile) in tiles of `tile` (one of [`COOP_TILES`]); None
+/// where no variant has as many invocations.
+pub(crate) fn coop_variant(shape: CoopShape, tile: usize) -> Option<Variant> {
+    macro_rules! variants {
+        ($($wg:literal),*) => {
+            [$(
+                Variant { name: concat!("64x64, ", $wg, " invocations"), constants: &[("WG", $wg as f64), ("TILE", 64.0)] },
+                Variant { name: concat!("128x128, ", $wg, " invocations"), constants: &[("WG", $wg as f64), ("TILE", 128.0)] },
+            )*]
+        };
+    }
+    const VARIANTS: [Variant; 12] = variants!(32, 64, 128, 256, 512, 1024);
+    VARIANTS.into_iter().find(|v| v.constants[0].1 == shape.invocations() as f64 && v.constants[1].1 == tile as f64)
 }
 
 /// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output). A
@@ -1112,7 +1121,7 @@ fn launch(
                 MatmulKind::BackwardInput => (m, k, n, d.a_blocks.map_or(n, |b| b.blocks[0].1 as u32), 1, 1, k),
                 MatmulKind::BackwardWeight => (n, k, m, 1, d.a_blocks.map_or(n, |b| b.blocks[0].1 as u32), 1, k),
             };
-            let tile = tiling.tiled_side().map_or(COOP_TILE, |side| 8 * side as usize);
+            let tile = tiling.tiled_side().map_or_else(|| coop_tile(ctx, d.batch * rows * cols), |side| 8 * side as usize);
             let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
             let (splits, r_split) = match into {
                 Some(p) => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
@@ -1173,7 +1182,7 @@ fn launch(
                         (_, false) => Shader::MatmulCoop8x8,
                         (_, true) => Shader::MatmulCoop8x8LowRank,
                     };
-                    Kernel::new(shader, "matmul_coop", 0).with_variant(coop_variant(shape).expect("a variant for the context's shape"))
+                    Kernel::new(shader, "matmul_coop", 0).with_variant(coop_variant(shape, tile).expect("a variant for the context's shape"))
                 }
                 MatmulTiling::TiledWide | MatmulTiling::TiledWideF16 => Kernel::new(shader, "matmul_tiled", 0)
                     .with_variant(Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] }),

@@ -6,7 +6,7 @@ use super::{check_len, grid_1d, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{check_rows, coop_variant, COOP_TILE, gemv_variant, overwrite_then_accumulate, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
+use super::matmul::{check_rows, coop_variant, gemv_variant, overwrite_then_accumulate, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -145,10 +145,10 @@ pub enum QuantBlock {
     /// matmuls (`GpuContext::with_f16_matmuls`). An input gradient's rows are scaled by powers
     /// of two first (pieces/row_scales.wgsl), so that its small values keep their digits.
     TiledF16,
-    /// 64 × 64 outputs per workgroup on cooperative matrices (matmul/quant_coop.wgsl), inp
-    /// and W rounded to f16 as they are staged (an input gradient's rows scaled) as in
-    /// [`QuantBlock::TiledF16`]; where the device has them and the context asks for f16
-    /// matmuls.
+    /// 64 × 64 outputs per workgroup on cooperative matrices (128 × 128 for large outputs;
+    /// matmul/quant_coop.wgsl), inp and W rounded to f16 as they are staged (an input
+    /// gradient's rows scaled) as in [`QuantBlock::TiledF16`]; where the device has them and
+    /// the context asks for f16 matmuls.
     Coop,
     /// Forward only, 1 to 16 rows, K a multiple of 8: a workgroup per row of W (GPUs decoding).
     Gemv,
@@ -360,11 +360,11 @@ fn tiled_block(ctx: &GpuContext) -> QuantBlock {
 }
 
 /// The side of a tiled kernel's square tile of outputs for `outputs` of them.
-fn tile_side(ctx: &GpuContext, block: QuantBlock, outputs: usize) -> usize {
-    match block {
-        QuantBlock::Coop => COOP_TILE,
-        _ if wide_tiles(ctx, outputs) => 128,
-        _ => 64,
+fn tile_side(ctx: &GpuContext, outputs: usize) -> usize {
+    if wide_tiles(ctx, outputs) {
+        128
+    } else {
+        64
     }
 }
 
@@ -487,7 +487,7 @@ fn quant_launch(
         (MatmulKind::Forward, QuantBlock::Gemv) => "matmul_quant_gemv",
         (_, QuantBlock::Gemv) => return Err(Error::Shape("the matrix-vector kernel computes forwards only".into())),
     };
-    let side = tile_side(ctx, block, m * out_cols);
+    let side = tile_side(ctx, m * out_cols);
     let groups = match block {
         QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
         _ if tiled => [out_cols.div_ceil(side) as u32, m.div_ceil(side) as u32, 1],
@@ -496,7 +496,7 @@ fn quant_launch(
     };
     let variant = match block {
         // (the context has cooperative matrices only in a shape with a variant)
-        QuantBlock::Coop => ctx.coop_shape().and_then(coop_variant).expect("a variant for the context's cooperative matrices"),
+        QuantBlock::Coop => ctx.coop_shape().and_then(|s| coop_variant(s, side)).expect("a variant for the context's cooperative matrices"),
         // quant_tiled.wgsl's invocations per side (8 outputs each way per invocation)
         _ if tiled && side == 128 => Variant { name: "128x128", constants: &[("TQ", 16.0)] },
         _ if tiled => Variant { name: "64x64", constants: &[("TQ", 8.0)] },
