@@ -7,15 +7,19 @@
 # tests, the quantized ones' (and their launches in blocks, which run on each kind of tiles)
 # and PEFT parity through them (tiny-qwen3) run inside it, in a mount namespace of their
 # own, with the clone bound at its path. It fails where the kernel is not offered (a test that
-# skips would prove nothing).
+# skips would prove nothing). The same lavapipe has shader-f16 and Dawn takes it, so the
+# page's kernels, its f16 ones included, are compiled by Dawn's Tint there too
+# (tests/browser/shaders_dawn.mjs, with this machine's node; Chromium's SwiftShader has no f16).
 #
-# usage: tests/coop/run.sh HEARTH_BINARY MATMUL_TEST_BINARY QUANT_TEST_BINARY PEFT_PARITY_TEST_BINARY   (as root)
+# usage: tests/coop/run.sh HEARTH_BINARY MATMUL_TEST_BINARY QUANT_TEST_BINARY PEFT_PARITY_TEST_BINARY SHADERS_DIR   (as root)
+# (SHADERS_DIR: the composed kernels, core's OUT_DIR/shaders; tests/browser's npm ci done)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 hearth=$(realpath "$1")
 matmul=$(realpath "$2")
 quant=$(realpath "$3")
 parity=$(realpath "$4")
+shaders=$(realpath "$5")
 root=${HEARTH_TRIXIE:-$HOME/.cache/hearth-trixie}
 
 if [ ! -e "$root/.ready" ]; then
@@ -28,7 +32,8 @@ if [ ! -e "$root/.ready" ]; then
   touch "$root/.ready"
 fi
 mkdir -p "$root/opt/hearth" "$root$PWD"
-cp "$hearth" "$matmul" "$quant" "$parity" "$root/opt/hearth/"
+cp "$hearth" "$matmul" "$quant" "$parity" "$(command -v node)" "$root/opt/hearth/"
+rm -rf "$root/opt/hearth/shaders" && cp -r "$shaders" "$root/opt/hearth/shaders"
 out=$(mktemp)
 # Only lavapipe's driver is loaded (VK_DRIVER_FILES): with all of Mesa's, trixie's Vulkan loader
 # loads and unloads the eight other drivers as each test's context enumerates the devices, and
@@ -39,10 +44,11 @@ unshare --mount --propagation private sh -c '
   set -e
   root=$1
   for dir in /proc /dev "$PWD"; do mount --bind "$dir" "$root$dir"; done
-  chroot "$root" sh -c "cd $PWD && export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json && /opt/hearth/hearth selftest && cd tests && export HEARTH_REQUIRE_GPU=1 && /opt/hearth/$2 coop --nocapture && /opt/hearth/$3 coop in_blocks --nocapture && /opt/hearth/$4 cooperative --nocapture"
+  chroot "$root" sh -c "cd $PWD && export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json && /opt/hearth/hearth selftest && cd tests && export HEARTH_REQUIRE_GPU=1 && /opt/hearth/$2 coop --nocapture && /opt/hearth/$3 coop in_blocks --nocapture && /opt/hearth/$4 cooperative --nocapture && cd .. && /opt/hearth/node tests/browser/shaders_dawn.mjs /opt/hearth/shaders"
 ' sh "$root" "$(basename "$matmul")" "$(basename "$quant")" "$(basename "$parity")" 2>&1 | tee "$out"
 grep -q "cooperative matrices f16 forwards and input gradients on matmul_coop.wgsl" "$out" || { echo "tests/coop: lavapipe offered no cooperative matrices in matmul_coop.wgsl's form"; exit 1; }
 if grep -q "SKIPPED" "$out"; then echo "tests/coop: the cooperative-matrix tests skipped"; exit 1; fi
 # (the matmul tests' two, the quantized ones' three, PEFT parity's two)
 [ "$(grep "^test result: ok" "$out" | grep -o "[0-9]* passed" | tr '\n' ' ')" = "2 passed 3 passed 2 passed " ] || { echo "tests/coop: the cooperative-matrix tests failed"; exit 1; }
+grep -q "kernel files compile in Dawn's Tint (0 failed, 0 skipped)" "$out" || { echo "tests/coop: Dawn's Tint did not compile every page kernel"; exit 1; }
 echo "tests/coop: passed"
