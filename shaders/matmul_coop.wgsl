@@ -32,18 +32,31 @@ fn a_value(a_off: u32, i: u32, r: u32) -> f32 {
     return a[a_off + i * p.a_si + r * p.a_sr];
 }
 
-// Consecutive invocations take consecutive addresses of `a`: along r when r is its contiguous
-// index, else along the rows.
+// Four consecutive values of `a` per invocation and pass, along its contiguous index (r, or
+// the rows), consecutive invocations taking the next four: one address and one bounds check
+// for the four where they lie inside and A is not in blocks.
 fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let along_r = p.a_sr == 1u;
-    for (var e = flat; e < TILE * BK; e += WG) {
-        let row = select(e % TILE, e / BK, along_r);
-        let r = select(e / TILE, e % BK, along_r);
-        var v = 0.0;
-        if (i0 + row < p.M && r0 + r < r_end) {
-            v = row_scaled(row, a_value(a_off, i0 + row, r0 + r));
+    // (row, r) from one value to the next, and the address
+    let step = select(vec2<u32>(1u, 0u), vec2<u32>(0u, 1u), along_r);
+    let stride = select(p.a_si, p.a_sr, along_r);
+    for (var e = flat; e < TILE * BK / 4u; e += WG) {
+        let row = select(4u * (e % (TILE / 4u)), e / (BK / 4u), along_r);
+        let r = select(e / (TILE / 4u), 4u * (e % (BK / 4u)), along_r);
+        let last = vec2<u32>(i0 + row, r0 + r) + 3u * step;
+        let inside = last.x < p.M && last.y < r_end && p.a_block2 == 0u;
+        let at = a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr;
+        for (var t = 0u; t < 4u; t++) {
+            let rt = row + t * step.x;
+            let kt = r + t * step.y;
+            var v = 0.0;
+            if (inside) {
+                v = a[at + t * stride];
+            } else if (i0 + rt < p.M && r0 + kt < r_end) {
+                v = a_value(a_off, i0 + rt, r0 + kt);
+            }
+            tile_a[rt * LD + kt] = to_tile(row_scaled(rt, v));
         }
-        tile_a[row * LD + r] = to_tile(v);
     }
 }
 
@@ -58,17 +71,28 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
     return a_value(a_off, i, r);
 }
 
+// As stage_a: four consecutive values of `b` along r, or along the columns.
 fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let b_off = z * p.b_batch;
     let along_r = p.b_sr == 1u;
-    for (var e = flat; e < TILE * BK; e += WG) {
-        let col = select(e % TILE, e / BK, along_r);
-        let r = select(e / TILE, e % BK, along_r);
-        var v = 0.0;
-        if (j0 + col < p.N && r0 + r < r_end) {
-            v = b[b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr];
+    // (col, r) from one value to the next, and the address
+    let step = select(vec2<u32>(1u, 0u), vec2<u32>(0u, 1u), along_r);
+    let stride = select(p.b_sj, p.b_sr, along_r);
+    for (var e = flat; e < TILE * BK / 4u; e += WG) {
+        let col = select(4u * (e % (TILE / 4u)), e / (BK / 4u), along_r);
+        let r = select(e / (TILE / 4u), 4u * (e % (BK / 4u)), along_r);
+        let last = vec2<u32>(j0 + col, r0 + r) + 3u * step;
+        let inside = last.x < p.N && last.y < r_end;
+        let at = b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr;
+        for (var t = 0u; t < 4u; t++) {
+            let ct = col + t * step.x;
+            let kt = r + t * step.y;
+            var v = 0.0;
+            if (inside || (j0 + ct < p.N && r0 + kt < r_end)) {
+                v = b[at + t * stride];
+            }
+            tile_b[ct * LD + kt] = to_tile(v);
         }
-        tile_b[col * LD + r] = to_tile(v);
     }
 }
 

@@ -22,16 +22,31 @@ fn out_cols(forward: bool) -> u32 { return select(p.K, p.N, forward); }
 fn term_masked() -> bool { return p.drop_p > 0.0; }
 fn a_offset(z: u32) -> u32 { return 0u; }
 
+// Four consecutive values of inp's row per invocation and pass, consecutive invocations taking
+// the next four: one aligned vec4 load where they lie inside and inp is not in blocks (its
+// rows, K or N long, are multiples of 4, as are r0 and r).
 fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let stride = reduction_end(forward);
-    for (var e = flat; e < TILE * BK; e += WG) {
-        let row = e / BK;
-        let r = e % BK;
-        var v = 0.0;
-        if (i0 + row < p.M && r0 + r < r_end) {
-            v = row_scaled(row, inp_at(i0 + row, r0 + r, stride));
+    for (var e = flat; e < TILE * BK / 4u; e += WG) {
+        let row = e / (BK / 4u);
+        let r = 4u * (e % (BK / 4u));
+        var v = vec4<f32>();
+        if (i0 + row < p.M) {
+            if (r0 + r + 4u <= r_end && p.a_block2 == 0u) {
+                v = inp[((i0 + row) * stride + r0 + r) / 4u];
+            } else {
+                for (var t = 0u; t < 4u; t++) {
+                    if (r0 + r + t < r_end) {
+                        v[t] = inp_at(i0 + row, r0 + r + t, stride);
+                    }
+                }
+            }
         }
-        tile_a[row * LD + r] = to_tile(v);
+        // (the row's scale: row_scaled of 1)
+        v *= row_scaled(row, 1.0);
+        for (var t = 0u; t < 4u; t++) {
+            tile_a[row * LD + r + t] = to_tile(v[t]);
+        }
     }
 }
 

@@ -90,7 +90,7 @@ fn lens(kind: MatmulKind, d: &MatmulDims) -> (usize, usize, usize) {
 /// from Mesa 26.1: tests/coop/run.sh runs this), in tiles of 64 (as taken for outputs below a
 /// million) and of 128: forwards on random shapes off the tiles, batched, accumulating, and
 /// over reductions long enough to split; input gradients likewise, with LoRA's term and its
-/// dropout, rows from 1e-9 to 1e5, and in blocks.
+/// dropout, rows from 1e-9 to 1e5, and in blocks; and a weight gradient's layout.
 #[test]
 fn coop_matmul_matches_cpu_where_offered() {
     let Some(ctx) = gpu_coop() else {
@@ -132,6 +132,9 @@ fn check_coop(ctx: &hearth_core::GpuContext, rng: &mut Rng) {
     }
     check_small_input_gradients(ctx, MatmulTiling::Coop, rng);
     check_input_gradient_in_blocks(ctx, MatmulTiling::Coop, rng);
+    // a weight gradient's layout (the launchers keep those in f32, but the kernel takes it):
+    // A staged along its rows
+    check_on(ctx, MatmulKind::BackwardWeight, MatmulTiling::Coop, random_dims(rng, false), Accumulate { alpha: 0.5, beta: 1.0 }, rng);
 }
 
 /// matmul_tiled_f16.wgsl (the tiled kernel with its tiles in f16), where the adapter has
