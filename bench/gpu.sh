@@ -82,6 +82,9 @@ run() {
 # the tile size tuned for this GPU, measured afresh and kept: every later command takes it
 # (selftest above tuned it once already; the two measurements also show their noise)
 run tiles 20 "$HEARTH" bench tiles --json $TILES_ARGS
+# and on a context with cooperative matrices (HEARTH_F16_MATMUL=1), which times theirs too and
+# keeps a tuning of its own for the f16-matmul runs below
+run tiles-coop 30 env HEARTH_F16_MATMUL=1 "$HEARTH" bench tiles --json $TILES_ARGS
 run make-models 120 python3 bench/make_models.py "$MODELS" $MODEL_LIST
 rm -f "$WORK/make-models.json"
 run ops 60 "$HEARTH" bench ops --json $OPS_ARGS

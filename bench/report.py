@@ -210,6 +210,14 @@ def main():
                   "| format | M × N × K | outputs | split towards | ms, 64 × 64 | ms, 128 × 128 |", "| --- | --- | ---: | ---: | ---: | ---: |"]
         lines += [f"| {t['format']} | {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t.get('split_workgroups', 64)} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |"
                   for t in tiles["timed"]]
+    coop_tiles = results.get("tiles-coop")
+    coop_rows = [t for t in (coop_tiles or {}).get("timed", []) if t["format"] == "f16 coop"]
+    if coop_rows:
+        wide = f"from {coop_tiles['coop_wide_outputs']:,} outputs" if coop_tiles.get("coop_wide_outputs") else "never"
+        lines += ["", f"The cooperative-matrix kernels' tiles tuned for this GPU (`HEARTH_F16_MATMUL=1 hearth bench tiles`): 128 × 128 tiles {wide}, "
+                  "64 × 64 below (a context without this tuning follows the tiled kernels' threshold):", "",
+                  "| M × N × K | outputs | ms, 64 × 64 | ms, 128 × 128 |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |" for t in coop_rows]
     for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
                        ("ops-unchecked", "f32 forward matmul, shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0)"),
                        ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)"),

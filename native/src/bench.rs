@@ -106,10 +106,10 @@ fn tiles(a: TilesArgs) -> Result<()> {
         return Ok(());
     }
     println!("adapter: {}", ctx.summary());
-    println!("{:<6} {:<22} {:>10} {:>6} {:>10} {:>10}", "format", "shape", "outputs", "split", "ms 64×64", "ms 128×128");
+    println!("{:<8} {:<22} {:>10} {:>6} {:>10} {:>10}", "format", "shape", "outputs", "split", "ms 64×64", "ms 128×128");
     for t in &tuning.timed {
         let (m, n, k) = t.shape;
-        println!("{:<6} {:<22} {:>10} {:>6} {:>10.3} {:>10.3}", t.format, format!("M{m} N{n} K{k}"), m * n, t.split_workgroups, t.ms_64, t.ms_128);
+        println!("{:<8} {:<22} {:>10} {:>6} {:>10.3} {:>10.3}", t.format, format!("M{m} N{n} K{k}"), m * n, t.split_workgroups, t.ms_64, t.ms_128);
     }
     println!("{}{}", describe(tuning.choice()), if a.quick { String::new() } else { format!(": kept in {}", path.display()) });
     Ok(())
@@ -134,6 +134,8 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
             "side": ctx.tile_choice().side,
             "wide_outputs": ctx.tile_choice().wide_outputs.filter(|&w| w != usize::MAX),
             "never_wide": ctx.tile_choice().wide_outputs == Some(usize::MAX),
+            "coop_wide_outputs": ctx.tile_choice().coop_wide_outputs.filter(|&w| w != usize::MAX),
+            "coop_never_wide": ctx.tile_choice().coop_wide_outputs == Some(usize::MAX),
             "split_workgroups": ctx.tile_choice().split_workgroups,
             "in_words": crate::tile_tuning::describe(ctx.tile_choice()),
         },

@@ -118,6 +118,7 @@ pub fn open_gpu() -> Result<GpuContext> {
             Ok(other) => bail!("HEARTH_TILES={other:?}: expected 64 or 128 (the tiled kernels' output tiles, whatever the output's size; unset: 128 from a million outputs, or as tuned for the GPU)"),
         },
         wide_outputs: None,
+        coop_wide_outputs: None,
         split_workgroups: match std::env::var("HEARTH_SPLIT_WORKGROUPS") {
             Ok(n) => match n.parse::<usize>() {
                 Ok(w) if w >= 2 => Some(w),

@@ -7,7 +7,9 @@
 //! training's shapes (f32 and Q4_1 forwards), with few tiles splitting towards each of
 //! `SPLIT_CANDIDATES` workgroups, takes the pair (the output size from which 128 × 128 tiles
 //! are taken, the split's workgroups) that costs least in total, and keeps it in the cache;
-//! later commands read it. Results differ at most by rounding (a split reduction sums in
+//! later commands read it. Where the context has cooperative matrices (HEARTH_F16_MATMUL=1),
+//! their kernels' forward is timed in both tiles too, for a threshold of their own (kept in a
+//! cache file of its own). Results differ at most by rounding (a split reduction sums in
 //! another order).
 
 use anyhow::{Context, Result};
@@ -34,7 +36,11 @@ const THIN_SHAPES: [(usize, usize, usize); 2] = [(2048, 48, 576), (2048, 16, 153
 const QUICK_SHAPES: [(usize, usize, usize); 3] = [(64, 64, 64), (128, 256, 64), (512, 512, 512)];
 
 /// What the cache file's layout and the shapes are; a change re-tunes.
-const TUNING_VERSION: u32 = 2;
+const TUNING_VERSION: u32 = 3;
+
+/// The format the cooperative-matrix kernels' timings are listed under (f32 operands rounded
+/// to f16 as they are staged).
+const COOP_FORMAT: &str = "f16 coop";
 
 /// The workgroups a launch of few tiles may split its reduction towards, the fixed default
 /// first: another is taken only where it saves `SPLIT_MARGIN` of the default's total (a split
@@ -58,6 +64,9 @@ pub struct Tuning {
     pub wide_outputs: usize,
     /// The workgroups a launch of few tiles splits its reduction towards.
     pub split_workgroups: usize,
+    /// Outputs from which the cooperative-matrix kernels take 128 × 128 tiles (usize::MAX:
+    /// never), where they were timed.
+    pub coop_wide_outputs: Option<usize>,
     pub timed: Vec<Timed>,
 }
 
@@ -68,17 +77,27 @@ impl Tuning {
             .iter()
             .map(|t| json!({ "format": t.format, "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "split_workgroups": t.split_workgroups, "ms_64": t.ms_64, "ms_128": t.ms_128 }))
             .collect();
-        json!({
+        let mut v = json!({
             "version": TUNING_VERSION,
             "wide_outputs": (self.wide_outputs != usize::MAX).then_some(self.wide_outputs),
             "split_workgroups": self.split_workgroups,
             "timed": timed,
-        })
+        });
+        // (absent where they were not timed; null for never, as wide_outputs)
+        if let Some(w) = self.coop_wide_outputs {
+            v["coop_wide_outputs"] = json!((w != usize::MAX).then_some(w));
+        }
+        v
     }
 
     /// The tile choice it makes (the split as None where it is the fixed default).
     pub fn choice(&self) -> TileChoice {
-        TileChoice { side: None, wide_outputs: Some(self.wide_outputs), split_workgroups: (self.split_workgroups != SPLIT_WORKGROUPS).then_some(self.split_workgroups) }
+        TileChoice {
+            side: None,
+            wide_outputs: Some(self.wide_outputs),
+            coop_wide_outputs: self.coop_wide_outputs,
+            split_workgroups: (self.split_workgroups != SPLIT_WORKGROUPS).then_some(self.split_workgroups),
+        }
     }
 }
 
@@ -96,17 +115,18 @@ fn best_threshold(timed: &[&Timed]) -> (usize, f64) {
     (best, total(best))
 }
 
-/// (wide_outputs, split_workgroups) with the least total time over `timed`: each split's best
-/// threshold, the first split timed (the default) unless another saves `SPLIT_MARGIN` of its
-/// total.
+/// (wide_outputs, split_workgroups) with the least total time over the tiled kernels' rows of
+/// `timed`: each split's best threshold, the first split timed (the default) unless another
+/// saves `SPLIT_MARGIN` of its total.
 pub fn best_choice(timed: &[Timed]) -> (usize, usize) {
+    let timed: Vec<&Timed> = timed.iter().filter(|t| t.format != COOP_FORMAT).collect();
     let mut splits: Vec<usize> = Vec::new();
-    for t in timed {
+    for t in &timed {
         if !splits.contains(&t.split_workgroups) {
             splits.push(t.split_workgroups);
         }
     }
-    let best = |w: usize| best_threshold(&timed.iter().filter(|t| t.split_workgroups == w).collect::<Vec<_>>());
+    let best = |w: usize| best_threshold(&timed.iter().copied().filter(|t| t.split_workgroups == w).collect::<Vec<_>>());
     let default = splits.first().copied().unwrap_or(SPLIT_WORKGROUPS);
     let (threshold, total) = best(default);
     splits
@@ -118,9 +138,16 @@ pub fn best_choice(timed: &[Timed]) -> (usize, usize) {
         .map_or((threshold, default), |(w, (threshold, _))| (threshold, w))
 }
 
+/// The cooperative-matrix kernels' threshold, where `timed` has their rows.
+fn coop_threshold(timed: &[Timed]) -> Option<usize> {
+    let coop: Vec<&Timed> = timed.iter().filter(|t| t.format == COOP_FORMAT).collect();
+    (!coop.is_empty()).then(|| best_threshold(&coop).0)
+}
+
 /// Times the f32 and Q4_1 tiled forwards at the shapes (f32 alone at the thin ones) in both
 /// tile sizes, few tiles splitting towards each of `SPLIT_CANDIDATES`, on `ctx` (its own tile
-/// choice is restored after). Where a split candidate splits a shape as the default does, the
+/// choice is restored after), and the cooperative-matrix kernels' forward at the default split
+/// where `ctx` has them. Where a split candidate splits a shape as the default does, the
 /// default's times stand for it.
 pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     // (m, n, k, and whether the Q4_1 forward is timed too)
@@ -160,6 +187,16 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
             }
             if split == SPLIT_WORKGROUPS {
                 default_ms = ms;
+                // (not at LoRA's thin shapes, whose products stay f32)
+                if ctx.has_cooperative_matrix() && quantized {
+                    let mut coop = [0.0; 2];
+                    for (i, side) in [64, 128].into_iter().enumerate() {
+                        ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), ..before });
+                        let ctx = &*ctx;
+                        coop[i] = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE))?;
+                    }
+                    timed.push(Timed { format: COOP_FORMAT, shape: (m, n, k), split_workgroups: split, ms_64: coop[0], ms_128: coop[1] });
+                }
             }
             for (f, format) in ["f32", "q4_1"].into_iter().enumerate().take(if quantized { 2 } else { 1 }) {
                 timed.push(Timed { format, shape: (m, n, k), split_workgroups: split, ms_64: ms[0][f], ms_128: ms[1][f] });
@@ -171,7 +208,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     ctx.trim_pool();
     ctx.reset_peak_memory();
     let (wide_outputs, split_workgroups) = best_choice(&timed);
-    Ok(Tuning { wide_outputs, split_workgroups, timed })
+    Ok(Tuning { wide_outputs, split_workgroups, coop_wide_outputs: coop_threshold(&timed), timed })
 }
 
 /// ms per launch of `launch`: bench's fastest of 5 batches, each batch long enough (about
@@ -194,11 +231,13 @@ fn time_launch(ctx: &GpuContext, launch: &mut dyn FnMut() -> hearth_core::Result
 
 /// Where the tuning of `ctx`'s adapter is kept: under $XDG_CACHE_HOME (or ~/.cache)
 /// /hearth/tuning/, named for the adapter and a hash of what the timings depend on (the
-/// adapter, its driver, this build's kernels), so that a new driver or new kernels re-tune.
+/// adapter, its driver, this build's kernels, whether the context has cooperative matrices),
+/// so that a new driver or new kernels re-tune, and a context with cooperative matrices tunes
+/// theirs too.
 pub fn cache_path(ctx: &GpuContext) -> Result<PathBuf> {
     let s = ctx.summary();
     let mut hash = Sha256::new();
-    hash.update(format!("{TUNING_VERSION}\n{}\n{}\n{}\n", s.name, s.backend, s.driver));
+    hash.update(format!("{TUNING_VERSION}\n{}\n{}\n{}\n{}\n", s.name, s.backend, s.driver, ctx.has_cooperative_matrix()));
     for shader in Shader::ALL {
         hash.update(shader.source());
     }
@@ -224,7 +263,12 @@ pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
     };
     let split = &v["split_workgroups"];
     let split_workgroups = split.as_u64().filter(|&w| w >= 2).ok_or_else(|| format!("split_workgroups {split}: expected a number of workgroups, at least 2"))? as usize;
-    Ok(Tuning { wide_outputs, split_workgroups, timed: Vec::new() }.choice())
+    let coop_wide_outputs = match v.get("coop_wide_outputs") {
+        None => None,
+        Some(Value::Null) => Some(usize::MAX),
+        Some(w) => Some(w.as_u64().filter(|&w| w > 0).ok_or_else(|| format!("coop_wide_outputs {w}: expected a number of outputs, or null for never"))? as usize),
+    };
+    Ok(Tuning { wide_outputs, split_workgroups, coop_wide_outputs, timed: Vec::new() }.choice())
 }
 
 pub fn write_cache(path: &Path, tuning: &Tuning) -> Result<()> {
@@ -240,6 +284,11 @@ pub fn describe(tiles: TileChoice) -> String {
         (None, Some(usize::MAX)) => "tiles of 64 × 64 whatever the output (tuned for this GPU)".to_string(),
         (None, Some(w)) => format!("128 × 128 tiles from {} outputs (tuned for this GPU)", grouped(w)),
         (None, None) => format!("128 × 128 tiles from {} outputs", grouped(WIDE_OUTPUTS)),
+    };
+    let size = match (tiles.side, tiles.coop_wide_outputs) {
+        (None, Some(usize::MAX)) => format!("{size}; cooperative matrices' tiles of 64 × 64 whatever the output (tuned)"),
+        (None, Some(w)) => format!("{size}; cooperative matrices' 128 × 128 tiles from {} outputs (tuned)", grouped(w)),
+        _ => size,
     };
     match tiles.split_workgroups {
         Some(w) => format!("{size}, {}", split_words(w)),
@@ -307,7 +356,12 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
     };
     // (HEARTH_SPLIT_WORKGROUPS wins over the tuned split)
     let now = ctx.tile_choice();
-    ctx.set_tile_choice(TileChoice { wide_outputs: tuned.wide_outputs, split_workgroups: now.split_workgroups.or(tuned.split_workgroups), ..now });
+    ctx.set_tile_choice(TileChoice {
+        wide_outputs: tuned.wide_outputs,
+        coop_wide_outputs: tuned.coop_wide_outputs,
+        split_workgroups: now.split_workgroups.or(tuned.split_workgroups),
+        ..now
+    });
     Ok(())
 }
 
@@ -362,6 +416,20 @@ mod tests {
     }
 
     #[test]
+    fn the_cooperative_matrix_kernels_get_a_threshold_of_their_own() {
+        let coop = |shape, ms_64, ms_128| Timed { format: COOP_FORMAT, ..timed(shape, ms_64, ms_128) };
+        let (a, b) = ((512, 576, 576), (2048, 3072, 576));
+        // the tiled kernels' 128 × 128 tiles never pay, the cooperative matrices' do from b
+        let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), coop(a, 0.5, 0.6), coop(b, 2.0, 1.0)];
+        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS));
+        assert_eq!(coop_threshold(&t), Some(2048 * 3072));
+        // none where they were not timed
+        assert_eq!(coop_threshold(&t[..2]), None);
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, coop_wide_outputs: coop_threshold(&t), timed: vec![] }.choice());
+        assert!(words.ends_with("cooperative matrices' 128 × 128 tiles from 6,291,456 outputs (tuned)"), "{words}");
+    }
+
+    #[test]
     fn outputs_are_grouped_by_thousands() {
         assert_eq!([grouped(1), grouped(999), grouped(1000), grouped(1048576)], ["1", "999", "1,000", "1,048,576"]);
     }
@@ -370,18 +438,24 @@ mod tests {
     fn a_cache_file_is_read_back_or_refused_with_the_reason() {
         let dir = std::env::temp_dir().join(format!("hearth-tile-tuning-{}", std::process::id()));
         let path = dir.join("gpu.json");
-        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)] };
+        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)] };
         write_cache(&path, &tuning).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), split_workgroups: Some(256) }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256) }));
         // never wide, the default split (None: as if untuned)
-        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, timed: vec![] }).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), split_workgroups: None }));
+        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, coop_wide_outputs: None, timed: vec![] }).unwrap();
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None }));
+        // the cooperative-matrix kernels' threshold, a number or never
+        for coop in [1 << 20, usize::MAX] {
+            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, coop_wide_outputs: Some(coop), timed: vec![] }).unwrap();
+            assert_eq!(read_cache(&path).unwrap().coop_wide_outputs, Some(coop));
+        }
         for (text, why) in [
             ("{", "not JSON"),
-            (r#"{"version": 1, "wide_outputs": 5}"#, "version 1"),
-            (r#"{"version": 2, "wide_outputs": "many", "split_workgroups": 64}"#, "wide_outputs \"many\""),
-            (r#"{"version": 2, "wide_outputs": 5}"#, "split_workgroups null"),
-            (r#"{"version": 2, "wide_outputs": 5, "split_workgroups": 1}"#, "split_workgroups 1"),
+            (r#"{"version": 2, "wide_outputs": 5}"#, "version 2"),
+            (r#"{"version": 3, "wide_outputs": "many", "split_workgroups": 64}"#, "wide_outputs \"many\""),
+            (r#"{"version": 3, "wide_outputs": 5}"#, "split_workgroups null"),
+            (r#"{"version": 3, "wide_outputs": 5, "split_workgroups": 1}"#, "split_workgroups 1"),
+            (r#"{"version": 3, "wide_outputs": 5, "split_workgroups": 64, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = read_cache(&path).unwrap_err();

@@ -3,11 +3,11 @@
 # offers VK_KHR_cooperative_matrix (8 × 8 × 8 products of f16 into f32, subgroups of 8) from
 # Mesa 26.1, which Debian ships for trixie (trixie-backports) but not for the bookworm CI runs
 # on. So a minimal trixie with that Mesa is kept in ~/.cache/hearth-trixie (debootstrap: about
-# two minutes the first time), and `hearth selftest`, the matmul tests' cooperative-matrix
-# tests, the quantized ones' (and their launches in blocks, which run on each kind of tiles)
-# and PEFT parity through them (tiny-qwen3) run inside it, in a mount namespace of their
-# own, with the clone bound at its path. It fails where the kernel is not offered (a test that
-# skips would prove nothing). The same lavapipe has shader-f16 and Dawn takes it, so the
+# two minutes the first time), and `hearth selftest`, the tile tuning (which times them:
+# `bench tiles`), the matmul tests' cooperative-matrix tests, the quantized ones' (and their
+# launches in blocks, which run on each kind of tiles) and PEFT parity through them
+# (tiny-qwen3) run inside it, in a mount namespace of their own, with the clone bound at its
+# path. It fails where the kernel is not offered (a test that skips would prove nothing). The same lavapipe has shader-f16 and Dawn takes it, so the
 # page's kernels, its f16 ones included, are compiled by Dawn's Tint there too
 # (tests/browser/shaders_dawn.mjs, with this machine's node; Chromium's SwiftShader has no f16).
 #
@@ -44,11 +44,12 @@ unshare --mount --propagation private sh -c '
   set -e
   root=$1
   for dir in /proc /dev "$PWD"; do mount --bind "$dir" "$root$dir"; done
-  chroot "$root" sh -c "cd $PWD && export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json && /opt/hearth/hearth selftest && cd tests && export HEARTH_REQUIRE_GPU=1 && /opt/hearth/$2 coop --nocapture && /opt/hearth/$3 coop in_blocks --nocapture && /opt/hearth/$4 cooperative --nocapture && cd .. && /opt/hearth/node tests/browser/shaders_dawn.mjs /opt/hearth/shaders"
+  chroot "$root" sh -c "cd $PWD && export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json && /opt/hearth/hearth selftest && HEARTH_F16_MATMUL=1 /opt/hearth/hearth bench tiles --quick --json && cd tests && export HEARTH_REQUIRE_GPU=1 && /opt/hearth/$2 coop --nocapture && /opt/hearth/$3 coop in_blocks --nocapture && /opt/hearth/$4 cooperative --nocapture && cd .. && /opt/hearth/node tests/browser/shaders_dawn.mjs /opt/hearth/shaders"
 ' sh "$root" "$(basename "$matmul")" "$(basename "$quant")" "$(basename "$parity")" 2>&1 | tee "$out"
 grep -q "cooperative matrices f16 forwards and input gradients on matmul_coop.wgsl" "$out" || { echo "tests/coop: lavapipe offered no cooperative matrices in matmul_coop.wgsl's form"; exit 1; }
 if grep -q "SKIPPED" "$out"; then echo "tests/coop: the cooperative-matrix tests skipped"; exit 1; fi
 # (the matmul tests' two, the quantized ones' three, PEFT parity's two)
 [ "$(grep "^test result: ok" "$out" | grep -o "[0-9]* passed" | tr '\n' ' ')" = "2 passed 3 passed 2 passed " ] || { echo "tests/coop: the cooperative-matrix tests failed"; exit 1; }
+grep -q '"format":"f16 coop"' "$out" && grep -q '"coop_wide_outputs"' "$out" || { echo "tests/coop: the tile tuning did not time the cooperative-matrix kernels"; exit 1; }
 grep -q "kernel files compile in Dawn's Tint (0 failed, 0 skipped)" "$out" || { echo "tests/coop: Dawn's Tint did not compile every page kernel"; exit 1; }
 echo "tests/coop: passed"

@@ -68,6 +68,9 @@ pub struct TileChoice {
     /// measured on this adapter (usize::MAX: never). None: ops::matmul's WIDE_OUTPUTS, a
     /// million.
     pub wide_outputs: Option<usize>,
+    /// The outputs from which the cooperative-matrix kernels take 128 × 128 tiles, as measured
+    /// on this adapter (usize::MAX: never). None: as `wide_outputs`.
+    pub coop_wide_outputs: Option<usize>,
     /// The workgroups a launch of few tiles splits its reduction towards (ops::matmul's
     /// reduction_split; at least 2). None: 64. Training's split weight gradients keep theirs
     /// (their parts' buffers are laid out for them).
@@ -385,6 +388,7 @@ impl GpuContext {
         self.tiles = TileChoice {
             side: tiles.side.filter(|s| [64, 128].contains(s)),
             wide_outputs: tiles.wide_outputs,
+            coop_wide_outputs: tiles.coop_wide_outputs,
             split_workgroups: tiles.split_workgroups.filter(|&w| w >= 2),
         };
     }

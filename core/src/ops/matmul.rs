@@ -268,18 +268,25 @@ pub(crate) fn gemv_variant(m: usize, act: Option<Activation>) -> Variant {
 /// (input and weight gradients) 6–7 → 14–17 GFLOP/s; 128 columns (forward) 9–13 → 11–14.
 const REGISTER_NARROW_MAX_COLS: usize = 128;
 
-/// The output tiles of the cooperative-matrix kernels (pieces/coop_gemm.wgsl's TILE): 64 × 64,
-/// and 128 × 128 for large outputs ([`wide_tiles`], as the tiled kernels).
-pub(crate) const COOP_TILES: [usize; 2] = [64, 128];
-
-/// The cooperative-matrix kernels' tile side for `outputs` values.
-pub(crate) fn coop_tile(ctx: &GpuContext, outputs: usize) -> usize {
-    COOP_TILES[usize::from(wide_tiles(ctx, outputs))]
+/// The cooperative-matrix kernels' tile side for `outputs` values (pieces/coop_gemm.wgsl's
+/// TILE): the side the context asks for, else 128 from its threshold for them as tuned
+/// (`TileChoice::coop_wide_outputs`), else as the tiled kernels' ([`wide_tiles`]); else 64.
+pub fn coop_tile(ctx: &GpuContext, outputs: usize) -> usize {
+    let tiles = ctx.tile_choice();
+    let wide = match (tiles.side, tiles.coop_wide_outputs) {
+        (None, Some(from)) => outputs >= from,
+        _ => wide_tiles(ctx, outputs),
+    };
+    if wide {
+        128
+    } else {
+        64
+    }
 }
 
 /// The cooperative-matrix kernels' workgroup on `shape` (its invocations: a subgroup of the
-/// size it is sized for per block of the tile) in tiles of `tile` (one of [`COOP_TILES`]); None
-/// where no variant has as many invocations.
+/// size it is sized for per block of the tile) in tiles of `tile` (64 or 128); None where no
+/// variant has as many invocations.
 pub(crate) fn coop_variant(shape: CoopShape, tile: usize) -> Option<Variant> {
     macro_rules! variants {
         ($($wg:literal),*) => {

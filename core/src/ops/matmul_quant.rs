@@ -6,7 +6,7 @@ use super::{check_len, grid_1d, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{check_rows, coop_variant, gemv_variant, overwrite_then_accumulate, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
+use super::matmul::{check_rows, coop_tile, coop_variant, gemv_variant, overwrite_then_accumulate, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -360,11 +360,11 @@ fn tiled_block(ctx: &GpuContext) -> QuantBlock {
 }
 
 /// The side of a tiled kernel's square tile of outputs for `outputs` of them.
-fn tile_side(ctx: &GpuContext, outputs: usize) -> usize {
-    if wide_tiles(ctx, outputs) {
-        128
-    } else {
-        64
+fn tile_side(ctx: &GpuContext, block: QuantBlock, outputs: usize) -> usize {
+    match block {
+        QuantBlock::Coop => coop_tile(ctx, outputs),
+        _ if wide_tiles(ctx, outputs) => 128,
+        _ => 64,
     }
 }
 
@@ -487,7 +487,7 @@ fn quant_launch(
         (MatmulKind::Forward, QuantBlock::Gemv) => "matmul_quant_gemv",
         (_, QuantBlock::Gemv) => return Err(Error::Shape("the matrix-vector kernel computes forwards only".into())),
     };
-    let side = tile_side(ctx, m * out_cols);
+    let side = tile_side(ctx, block, m * out_cols);
     let groups = match block {
         QuantBlock::Row => [out_cols.div_ceil(tn * QUANT_ROW_WG) as u32, m as u32, 1],
         _ if tiled => [out_cols.div_ceil(side) as u32, m.div_ceil(side) as u32, 1],
