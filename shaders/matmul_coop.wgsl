@@ -32,17 +32,28 @@ fn a_value(a_off: u32, i: u32, r: u32) -> f32 {
     return a[a_off + i * p.a_si + r * p.a_sr];
 }
 
+// Where pass `e` of stage_a and stage_b starts its four values, (row or column, r) in the
+// tile, and the step from one to the next: along r where r is the operand's contiguous index,
+// else along the rows (columns), consecutive passes taking the next four.
+fn quad_start(e: u32, along_r: bool) -> vec2<u32> {
+    return select(vec2<u32>(4u * (e % (TILE / 4u)), e / (TILE / 4u)), vec2<u32>(e / (BK / 4u), 4u * (e % (BK / 4u))), along_r);
+}
+fn quad_step(along_r: bool) -> vec2<u32> {
+    return select(vec2<u32>(1u, 0u), vec2<u32>(0u, 1u), along_r);
+}
+
 // Four consecutive values of `a` per invocation and pass, along its contiguous index (r, or
 // the rows), consecutive invocations taking the next four: one address and one bounds check
 // for the four where they lie inside and A is not in blocks.
 fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let along_r = p.a_sr == 1u;
     // (row, r) from one value to the next, and the address
-    let step = select(vec2<u32>(1u, 0u), vec2<u32>(0u, 1u), along_r);
+    let step = quad_step(along_r);
     let stride = select(p.a_si, p.a_sr, along_r);
     for (var e = flat; e < TILE * BK / 4u; e += WG) {
-        let row = select(4u * (e % (TILE / 4u)), e / (BK / 4u), along_r);
-        let r = select(e / (TILE / 4u), 4u * (e % (BK / 4u)), along_r);
+        let start = quad_start(e, along_r);
+        let row = start.x;
+        let r = start.y;
         let last = vec2<u32>(i0 + row, r0 + r) + 3u * step;
         let inside = last.x < p.M && last.y < r_end && p.a_block2 == 0u;
         let at = a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr;
@@ -76,11 +87,12 @@ fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let b_off = z * p.b_batch;
     let along_r = p.b_sr == 1u;
     // (col, r) from one value to the next, and the address
-    let step = select(vec2<u32>(1u, 0u), vec2<u32>(0u, 1u), along_r);
+    let step = quad_step(along_r);
     let stride = select(p.b_sj, p.b_sr, along_r);
     for (var e = flat; e < TILE * BK / 4u; e += WG) {
-        let col = select(4u * (e % (TILE / 4u)), e / (BK / 4u), along_r);
-        let r = select(e / (TILE / 4u), 4u * (e % (BK / 4u)), along_r);
+        let start = quad_start(e, along_r);
+        let col = start.x;
+        let r = start.y;
         let last = vec2<u32>(j0 + col, r0 + r) + 3u * step;
         let inside = last.x < p.N && last.y < r_end;
         let at = b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr;

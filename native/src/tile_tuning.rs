@@ -257,18 +257,20 @@ pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
     if v["version"].as_u64() != Some(TUNING_VERSION as u64) {
         return Err(format!("version {} where this build writes {TUNING_VERSION}", v["version"]));
     }
-    let wide_outputs = match &v["wide_outputs"] {
-        Value::Null => usize::MAX,
-        w => w.as_u64().filter(|&w| w > 0).ok_or_else(|| format!("wide_outputs {w}: expected a number of outputs, or null for never"))? as usize,
-    };
+    let wide_outputs = threshold(&v, "wide_outputs")?;
     let split = &v["split_workgroups"];
     let split_workgroups = split.as_u64().filter(|&w| w >= 2).ok_or_else(|| format!("split_workgroups {split}: expected a number of workgroups, at least 2"))? as usize;
-    let coop_wide_outputs = match v.get("coop_wide_outputs") {
-        None => None,
-        Some(Value::Null) => Some(usize::MAX),
-        Some(w) => Some(w.as_u64().filter(|&w| w > 0).ok_or_else(|| format!("coop_wide_outputs {w}: expected a number of outputs, or null for never"))? as usize),
-    };
+    // (absent where the cooperative-matrix kernels were not timed)
+    let coop_wide_outputs = v.get("coop_wide_outputs").map(|_| threshold(&v, "coop_wide_outputs")).transpose()?;
     Ok(Tuning { wide_outputs, split_workgroups, coop_wide_outputs, timed: Vec::new() }.choice())
+}
+
+/// A threshold of 128 × 128 tiles in a cache file: outputs, or null for never (usize::MAX).
+fn threshold(v: &Value, key: &str) -> Result<usize, String> {
+    match &v[key] {
+        Value::Null => Ok(usize::MAX),
+        w => w.as_u64().filter(|&w| w > 0).map(|w| w as usize).ok_or_else(|| format!("{key} {w}: expected a number of outputs, or null for never")),
+    }
 }
 
 pub fn write_cache(path: &Path, tuning: &Tuning) -> Result<()> {
