@@ -21,12 +21,12 @@ if [ "${QUICK:-0}" = 1 ]; then
     SEQ=64 BATCH=1 STEPS=1 NEW=4 LONG_PROMPT=256 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" TILES_ARGS="--quick" SLOW=20
     UNCHECKED_SHAPES="--shape 64x64x4096 --shape 512x576x576" COOP_SHAPES="--shape 256x256x256"
     # (a CPU's bf16 matmul at 4096³ takes minutes; 8 answers of 64 tokens one at a time, more)
-    PEER_ARGS="--matmul-n 1024" SERVE_LOAD="4 8 1,4"
+    PEER_ARGS="--matmul-n 1024" SERVE_LOAD="4 8 1,4" IN_TURN_SHAPES="--shape 256x256x256"
 else
     SEQ=512 BATCH=4 STEPS=3 NEW=64 LONG_PROMPT=2048 MODEL_LIST="smollm2-135m qwen2.5-0.5b qwen3-0.6b" OPS_ARGS="--reps 3" TILES_ARGS="" SLOW=1
     UNCHECKED_SHAPES="--shape 64x64x4096 --shape 2048x1536x576 --shape 4096x4096x4096"
     COOP_SHAPES="--shape 2048x576x576 --shape 2048x1536x576 --shape 2048x576x1536 --shape 4096x4096x4096"
-    PEER_ARGS="" SERVE_LOAD="8 64 1,4,8,16"
+    PEER_ARGS="" SERVE_LOAD="8 64 1,4,8,16" IN_TURN_SHAPES="--shape 2048x1536x576 --shape 4096x4096x4096"
 fi
 rm -rf "$WORK"
 mkdir -p "$OUT" "$WORK"
@@ -130,10 +130,13 @@ run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/
 # The tiled kernels' tuned tile size and heuristics against their alternatives on this GPU,
 # after the figures above: SmolLM2's f32 training step with every output in tiles of 64, or of 128, and with
 # launches of few tiles splitting their reductions towards 256 workgroups (64 by default;
-# LoRA's thin products alone too)
-for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256; do
+# LoRA's thin products alone too), and with the tiled kernels loading each step's values just
+# before staging them instead of a step ahead (during the previous step's sums)
+for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 in-turn:HEARTH_TILE_PREFETCH=0; do
     run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
 done
+# every matmul variant loaded in turn, at shapes of `ops` above (report.md pairs their rows)
+run ops-in-turn 20 env HEARTH_TILE_PREFETCH=0 "$HEARTH" bench ops --json --reps 3 $IN_TURN_SHAPES
 # decoding with every reduction in workgroup memory (the browser's kernels), against the
 # subgroup sums of the matrix-vector kernels, rmsnorm's and the rest (one and 8 sequences)
 run generate-smollm2-135m-nosubgroups 20 env HEARTH_SUBGROUPS=0 "$HEARTH" bench generate "$MODELS/smollm2-135m" --prompt-tokens 128 --new-tokens $NEW --batch 8 --json

@@ -120,7 +120,8 @@ def main():
             add(f"{name} f32 train tokens/s: attention as matmuls (HEARTH_ATTENTION=matmul) vs the adapter's own (tiled on GPUs)",
                 num(mm["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(mm["tokens_per_s"], tiled["tokens_per_s"]), "")
         for tag, what in (("tiles64", "every output in tiles of 64 (HEARTH_TILES=64)"), ("tiles128", "every output in tiles of 128 (HEARTH_TILES=128)"),
-                          ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
+                          ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)"),
+                          ("in-turn", "the tiled matmuls' values loaded just before they are staged, not a step ahead (HEARTH_TILE_PREFETCH=0)")):
             knob = results.get(f"train-{name}-f32-{tag}")
             if knob and tiled:
                 add(f"{name} f32 train tokens/s: {what} vs the tuned tile size and heuristics", num(knob["tokens_per_s"]), num(tiled["tokens_per_s"]),
@@ -226,6 +227,18 @@ def main():
         if sweep:
             lines += ["", f"{title}:", "", "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
             lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in sweep["rows"]]
+    # the rows of tiled kernels loaded in turn that `ops` timed too (none on a software adapter's kernels)
+    ahead = {(r["op"], r["m"], r["n"], r["k"]): r for r in (results.get("ops") or {}).get("rows", [])}
+    pairs = [(ahead.get((r["op"], r["m"], r["n"], r["k"])), r) for r in (results.get("ops-in-turn") or {}).get("rows", [])
+             if any("loaded in turn" in k for k in r["kernels"])]
+    pairs = [(a, r) for a, r in pairs if a]
+    if pairs:
+        lines += ["", "The tiled matmuls loading each step's values a step ahead, during the previous step's sums (the default), "
+                  "vs just before staging them (HEARTH_TILE_PREFETCH=0):", "",
+                  "| op | M × N × K | ms, ahead | ms, in turn | GFLOP/s, ahead | GFLOP/s, in turn | ahead ÷ in turn |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {a['ms']:.3f} | {r['ms']:.3f} | {a['rate']:,.0f} | {r['rate']:,.0f} | {ratio(a['rate'], r['rate'])} |"
+                  for a, r in pairs]
     coop = {side: results.get(f"ops-coop{side}") for side in (64, 128)}
     # (an adapter without cooperative matrices gives no rows: no table then)
     if all(c and c["rows"] for c in coop.values()):

@@ -13,7 +13,10 @@
 // an 8 × 8 block of it, as two 4-row by two 4-column quarters spread over the tile (so that
 // neighbouring invocations read neighbouring words of the staged tiles and write
 // neighbouring words of c). Per step, BK reduction steps of A and B are staged in
-// workgroup memory, reduction-major, so that the inner loop reads vec4s of rows and columns.
+// workgroup memory, reduction-major, so that the inner loop reads vec4s of rows and columns;
+// each invocation loads its values of the next step into registers before it sums the
+// current one (PREFETCH), so that the loads' latency hides behind the sums (one tile in
+// workgroup memory, where a second one would pass WebGPU's 16 KB).
 // The launcher sets TX and TY (matmul.rs: 8 × 8 for small outputs, 16 × 16 for large).
 //
 // Split reduction: an output of few tiles over a long reduction (LoRA's weight gradients:
@@ -54,6 +57,10 @@ fn drop_at(on: u32, idx: u32, v: f32) -> f32 {
 
 override TX: u32 = 8u; // invocations along N
 override TY: u32 = 8u; // invocations along M
+// Each step's values loaded during the previous step's sums (the default), or just before
+// they are staged (the launcher's variants "loaded in turn", HEARTH_TILE_PREFETCH=0: to
+// compare on a GPU).
+override PREFETCH: bool = true;
 const BK: u32 = 8u;    // reduction steps staged per iteration
 
 // Tiles in vec4s: BK rows of (8·T)/4 = 2·T vec4s, and one vec4 of padding per row so that
@@ -98,18 +105,26 @@ fn stage_walk(flat: u32, lines: u32, along_r: bool) -> StageWalk {
                      select(0u, TX * TY / BK, along_r), select(TX * TY / lines, 0u, along_r));
 }
 
-// Stages A(i0.., r0..) into tile_a[r][row] (zero past r_end), or H's where `term`, each row
-// scaled where the launch scales rows. Consecutive invocations take consecutive addresses of
-// `a`: along r when r is its contiguous index, else along the rows.
-fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
+// The values an invocation stages of one operand per iteration, loaded before the previous
+// iteration's sums so that their latency hides behind them (load_a, load_b), and written to
+// the tiles after its barrier (put_a, put_b): (8·T)·BK / (TX·TY) of them, 8 in a workgroup of
+// 8 × 8 and 4 in one of 16 × 16.
+const STAGED: u32 = 8u;
+alias Staged = array<f32, STAGED>;
+
+// A(i0.., r0..) along stage_walk's walk (zero past r_end and M), or H's where `term`, each
+// row scaled where the launch scales rows. Consecutive invocations take consecutive
+// addresses of `a`: along r when r is its contiguous index, else along the rows.
+fn load_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
     let rows = 8u * TY;
-    let w = stage_walk(flat, rows, term || p.a_sr == 1u);
+    let w = stage_walk(flat, rows, staged_along_r(term));
     // a's address steps with the walk, but for a term's H and for A in blocks (a_value)
     let indexed = term || p.a_block2 != 0u;
     var row = w.line;
     var r = w.r;
     var at = a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr;
     let d_at = w.d_line * p.a_si + w.d_r * p.a_sr;
+    var staged: Staged;
     for (var k = 0u; k < rows * BK / (TX * TY); k++) {
         var v = 0.0;
         if (i0 + row < p.M && r0 + r < r_end) {
@@ -120,10 +135,24 @@ fn stage_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
             }
             v = row_scaled(row, v);
         }
-        tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = to_tile(v);
+        staged[k] = v;
         row += w.d_line;
         r += w.d_r;
         at += d_at;
+    }
+    return staged;
+}
+
+// load_a's values into tile_a[r][row].
+fn put_a(term: bool, staged: Staged, flat: u32) {
+    let rows = 8u * TY;
+    let w = stage_walk(flat, rows, staged_along_r(term));
+    var row = w.line;
+    var r = w.r;
+    for (var k = 0u; k < rows * BK / (TX * TY); k++) {
+        tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = to_tile(staged[k]);
+        row += w.d_line;
+        r += w.d_r;
     }
 }
 
@@ -133,14 +162,18 @@ fn staged_invocations() -> u32 { return TX * TY; }
 fn staged_along_r(term: bool) -> bool { return term || p.a_sr == 1u; }
 fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 { return a_value(term, a_off, i, r); }
 
-// B's, or term_scale·V's where `term`, along stage_walk's walk.
-fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
+// Whether consecutive invocations stage B (or V where `term`) along r.
+fn b_along_r(term: bool) -> bool { return select(p.b_sr, p.term_v_sr, term) == 1u; }
+
+// B's, or term_scale·V's where `term`, along stage_walk's walk (zero past r_end and N).
+fn load_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
     let cols = 8u * TX;
-    let w = stage_walk(flat, cols, select(p.b_sr, p.term_v_sr, term) == 1u);
+    let w = stage_walk(flat, cols, b_along_r(term));
     var col = w.line;
     var r = w.r;
     var at = b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr;
     let d_at = w.d_line * p.b_sj + w.d_r * p.b_sr;
+    var staged: Staged;
     for (var k = 0u; k < cols * BK / (TX * TY); k++) {
         let j = j0 + col;
         let rr = r0 + r;
@@ -155,10 +188,24 @@ fn stage_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
                 v = drop_at(DROP_B, at, b[at]);
             }
         }
-        tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = to_tile(v);
+        staged[k] = v;
         col += w.d_line;
         r += w.d_r;
         at += d_at;
+    }
+    return staged;
+}
+
+// load_b's values into tile_b[r][col].
+fn put_b(term: bool, staged: Staged, flat: u32) {
+    let cols = 8u * TX;
+    let w = stage_walk(flat, cols, b_along_r(term));
+    var col = w.line;
+    var r = w.r;
+    for (var k = 0u; k < cols * BK / (TX * TY); k++) {
+        tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = to_tile(staged[k]);
+        col += w.d_line;
+        r += w.d_r;
     }
 }
 
@@ -250,10 +297,25 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         }
         let lo = select(r_begin, 0u, term);
         let hi = select(r_end, p.term_r, term);
+        var staged_a: Staged;
+        var staged_b: Staged;
+        if (PREFETCH) {
+            staged_a = load_a(term, a_off, i0, lo, hi, flat);
+            staged_b = load_b(term, b_off, j0, lo, hi, flat);
+        }
         for (var r0 = lo; r0 < hi; r0 += BK) {
-            stage_a(term, a_off, i0, r0, hi, flat);
-            stage_b(term, b_off, j0, r0, hi, flat);
+            if (!PREFETCH) {
+                staged_a = load_a(term, a_off, i0, r0, hi, flat);
+                staged_b = load_b(term, b_off, j0, r0, hi, flat);
+            }
+            put_a(term, staged_a, flat);
+            put_b(term, staged_b, flat);
             workgroupBarrier();
+            // the next iteration's values on their way while this one's are summed
+            if (PREFETCH && r0 + BK < hi) {
+                staged_a = load_a(term, a_off, i0, r0 + BK, hi, flat);
+                staged_b = load_b(term, b_off, j0, r0 + BK, hi, flat);
+            }
             for (var r = 0u; r < BK; r++) {
                 let a0 = vec4<f32>(tile_a[r * sa + lid.y]);
                 let a1 = vec4<f32>(tile_a[r * sa + TY + lid.y]);

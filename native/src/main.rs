@@ -79,8 +79,9 @@ enum Command {
 /// kernels without wgpu's runtime checks where HEARTH_SHADER_CHECKS=0, the tiled kernels'
 /// tiles and split reductions as HEARTH_TILES and HEARTH_SPLIT_WORKGROUPS say (to compare
 /// with the heuristics on a GPU), the tile size tuned for the GPU as HEARTH_TUNE says
-/// (tile_tuning.rs), decoding's tokens picked on the host where HEARTH_DECODE_AHEAD=0, and
-/// says which it picked.
+/// (tile_tuning.rs), decoding's tokens picked on the host where HEARTH_DECODE_AHEAD=0, the
+/// tiled matmuls loading each step's values just before they stage them (not a step ahead)
+/// where HEARTH_TILE_PREFETCH=0, and says which it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
@@ -133,6 +134,11 @@ pub fn open_gpu() -> Result<GpuContext> {
         Ok("1") | Err(_) => {}
         Ok(other) => bail!("HEARTH_DECODE_AHEAD={other:?}: expected 0 (decoding reads the logits and picks each token on the host, a token at a time) or 1 (picks on the GPU, a token ahead, the default)"),
     }
+    match std::env::var("HEARTH_TILE_PREFETCH").as_deref() {
+        Ok("0") => ctx = ctx.with_tile_prefetch(false),
+        Ok("1") | Err(_) => {}
+        Ok(other) => bail!("HEARTH_TILE_PREFETCH={other:?}: expected 0 (the tiled matmuls load each step's values just before they stage them) or 1 (a step ahead, during the sums: the default)"),
+    }
     match std::env::var("HEARTH_SUBGROUPS").as_deref() {
         Ok("0") => ctx = ctx.with_subgroup_reductions(false),
         Ok("1") | Err(_) => {}
@@ -140,7 +146,7 @@ pub fn open_gpu() -> Result<GpuContext> {
     }
     tile_tuning::apply(&mut ctx)?;
     eprintln!(
-        "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{}{}{})",
+        "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{}{}{}{})",
         ctx.summary(),
         ctx.kernel_paths(),
         AttentionKernels::for_adapter(&ctx),
@@ -152,6 +158,7 @@ pub fn open_gpu() -> Result<GpuContext> {
         },
         if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" },
         if ctx.decode_ahead() { "" } else { ", decoding picking its tokens on the host" },
+        if ctx.tile_prefetch() { "" } else { ", the tiled matmuls' values loaded in turn" },
         // (the split where it is not described with the tiles)
         match (ctx.kernel_paths(), tiles.split_workgroups) {
             (KernelPaths::Gpu, _) => format!(", {}", tile_tuning::describe(ctx.tile_choice())),

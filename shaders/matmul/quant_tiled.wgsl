@@ -1,7 +1,8 @@
 // The quantized matmuls for real GPUs: matmul_tiled.wgsl's workgroup tiles (each invocation
 // an 8 × 8 block of out as four 4 × 4 quarters; 8 reduction steps staged per iteration in
-// workgroup memory), with W decoded 8 weights at a time (`dequant8`) as it is staged, so
-// that each weight is decoded once per workgroup. core/build/ appends this file to every
+// workgroup memory, the next ones loaded into registers while these are summed), with W
+// decoded 8 weights at a time (`dequant8`) as it is staged, so that each weight is decoded
+// once per workgroup. core/build/ appends this file to every
 // matmul_<format>.wgsl, after the format's own file.
 //   matmul_quant_forward_tiled:        out(M,N) = beta · out + alpha · inp(M,K) · Wᵀ
 //   matmul_quant_backward_input_tiled: out(M,K) = beta · out + alpha · inp(M,N) · W
@@ -26,24 +27,12 @@
 // #include "quant_inp.wgsl"
 
 override TQ: u32 = 8u;
+// Each step's values loaded during the previous step's sums, or just before they are staged
+// (as matmul_tiled.wgsl's PREFETCH).
+override PREFETCH: bool = true;
 
 var<workgroup> qt_a: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][row]: inp
 var<workgroup> qt_b: array<vec4<TileElem>, 8u * (2u * TQ + 1u)>; // [r][col]: W
-
-// inp(i0 + row, r0 + r) into qt_a[r][row] (zero past r_end), each row scaled where the launch
-// scales rows.
-fn qt_stage_inp(i0: u32, r0: u32, r_end: u32, stride: u32, flat: u32) {
-    let rows = 8u * TQ;
-    for (var e = flat; e < rows * 8u; e += TQ * TQ) {
-        let row = e / 8u;
-        let r = e % 8u;
-        var v = 0.0;
-        if (i0 + row < p.M && r0 + r < r_end) {
-            v = row_scaled(row, inp_at(i0 + row, r0 + r, stride));
-        }
-        qt_a[r * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(v);
-    }
-}
 
 // What pieces/row_scales.wgsl's scale_rows reads (f16 tiles; the launcher scales the rows of
 // input gradients only, whose inp has N columns).
@@ -124,29 +113,60 @@ fn qt_store_block(z: u32, ia: u32, ib: u32, ja: u32, jb: u32, ncols: u32, acc00:
     }
 }
 
-// Stages the product's steps r0.. of inp and W: W(j, r) for the forward, W(r, j) for the
-// input gradient.
-fn qt_stage_product(forward: bool, i0: u32, j0: u32, r0: u32, r_end: u32, reduce: u32, flat: u32) {
-    qt_stage_inp(i0, r0, r_end, reduce, flat);
-    if (forward) {
-        // 8·TQ columns (rows of W), 8 weights of each
-        for (var col = flat; col < 8u * TQ; col += TQ * TQ) {
-            var w = array<vec4<f32>, 2>();
-            if (j0 + col < p.N) {
-                w = dequant8(j0 + col, r0 / 8u);
-            }
-            for (var r = 0u; r < 8u; r++) { qt_put(r, col, w[r / 4u][r % 4u]); }
+// What an invocation stages of the product per iteration: its values of inp (8·TQ rows by 8
+// steps over TQ² invocations: 8 or 4) and the 8 weights it decodes (those with flat < 8·TQ),
+// loaded before the previous iteration's sums so that their latency hides behind them
+// (qt_load_product) and written to the tiles after its barrier (qt_put_product).
+struct QtStaged {
+    inp: array<f32, 8>,
+    w: array<vec4<f32>, 2>,
+}
+
+// inp(i0.., r0..) (zero past r_end and M, each row scaled where the launch scales rows) and
+// W's 8 weights: of column j0 + flat at r0.. for the forward (W(j, r)); for the input
+// gradient (W(r, j)), of row r0 + flat / TQ at the flat % TQ-th 8 of its columns j0...
+fn qt_load_product(forward: bool, i0: u32, j0: u32, r0: u32, r_end: u32, reduce: u32, flat: u32) -> QtStaged {
+    var staged: QtStaged;
+    var k = 0u;
+    for (var e = flat; e < 8u * TQ * 8u; e += TQ * TQ) {
+        let row = e / 8u;
+        let r = e % 8u;
+        if (i0 + row < p.M && r0 + r < r_end) {
+            staged.inp[k] = row_scaled(row, inp_at(i0 + row, r0 + r, reduce));
         }
-    } else {
-        // 8 rows of W, 8·TQ columns of each in groups of 8
-        for (var e = flat; e < 8u * TQ; e += TQ * TQ) {
-            let r = e / TQ;
-            let g = e % TQ;
-            var w = array<vec4<f32>, 2>();
-            if (r0 + r < r_end && j0 + 8u * g < p.K) {
-                w = dequant8(r0 + r, j0 / 8u + g);
+        k++;
+    }
+    if (flat < 8u * TQ) {
+        if (forward) {
+            if (j0 + flat < p.N) {
+                staged.w = dequant8(j0 + flat, r0 / 8u);
             }
-            for (var c = 0u; c < 8u; c++) { qt_put(r, 8u * g + c, w[c / 4u][c % 4u]); }
+        } else {
+            let r = flat / TQ;
+            let g = flat % TQ;
+            if (r0 + r < r_end && j0 + 8u * g < p.K) {
+                staged.w = dequant8(r0 + r, j0 / 8u + g);
+            }
+        }
+    }
+    return staged;
+}
+
+// qt_load_product's values into qt_a[r][row] and qt_b[r][col].
+fn qt_put_product(forward: bool, staged: QtStaged, flat: u32) {
+    var k = 0u;
+    for (var e = flat; e < 8u * TQ * 8u; e += TQ * TQ) {
+        let row = e / 8u;
+        qt_a[(e % 8u) * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(staged.inp[k]);
+        k++;
+    }
+    if (flat < 8u * TQ) {
+        if (forward) {
+            for (var r = 0u; r < 8u; r++) { qt_put(r, flat, staged.w[r / 4u][r % 4u]); }
+        } else {
+            let r = flat / TQ;
+            let g = flat % TQ;
+            for (var c = 0u; c < 8u; c++) { qt_put(r, 8u * g + c, staged.w[c / 4u][c % 4u]); }
         }
     }
 }
@@ -191,13 +211,25 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
         }
         let lo = select(r_begin, 0u, term);
         let hi = select(r_end, p.term_r, term);
+        // (the term's steps, a rank's few, are staged as they come)
+        var staged: QtStaged;
+        if (PREFETCH && !term) {
+            staged = qt_load_product(forward, i0, j0, lo, hi, reduce, flat);
+        }
         for (var r0 = lo; r0 < hi; r0 += 8u) {
             if (term) {
                 qt_stage_term(i0, j0, r0, ncols, flat);
             } else {
-                qt_stage_product(forward, i0, j0, r0, r_end, reduce, flat);
+                if (!PREFETCH) {
+                    staged = qt_load_product(forward, i0, j0, r0, hi, reduce, flat);
+                }
+                qt_put_product(forward, staged, flat);
             }
             workgroupBarrier();
+            // the next iteration's values on their way while this one's are summed
+            if (PREFETCH && !term && r0 + 8u < hi) {
+                staged = qt_load_product(forward, i0, j0, r0 + 8u, hi, reduce, flat);
+            }
             for (var r = 0u; r < 8u; r++) {
                 let a0 = vec4<f32>(qt_a[r * s + lid.y]);
                 let a1 = vec4<f32>(qt_a[r * s + TQ + lid.y]);

@@ -1072,3 +1072,50 @@ fn a_tile_choice_overrides_the_heuristics() {
         }
     }
 }
+
+#[test]
+fn tiles_loaded_in_turn_match_cpu() {
+    // HEARTH_TILE_PREFETCH=0 (bench/gpu.sh compares it with the default on a GPU): the tiled
+    // kernels, f32 and quantized, each step's values loaded just before they are staged
+    // instead of during the previous step's sums; in both tile sizes, f32 and f16 tiles,
+    // forwards and both gradients, off the tiles and with reductions ending inside a stage.
+    use hearth_core::gpu::{KernelPaths, TileChoice};
+    use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
+    use hearth_core::quant::{QuantFormat, QuantTensor};
+    let mut rng = Rng::new(41);
+    for side in [64, 128] {
+        let Some(own) = own_gpu() else { return };
+        let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_prefetch(false).with_tile_choice(TileChoice { side: Some(side), ..Default::default() });
+        let (tiled, f16) = if side == 64 { (MatmulTiling::Tiled, MatmulTiling::TiledF16) } else { (MatmulTiling::TiledWide, MatmulTiling::TiledWideF16) };
+        ctx.profile_begin();
+        for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+            for (m, n, k) in [(300, 270, 37), (129, 72, 200), (10, 12, 3000)] {
+                let d = MatmulDims::new(m, n, k);
+                check_on(ctx, kind, tiled, d, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+                if ctx.has_f16() && kind != MatmulKind::BackwardWeight {
+                    check_on(ctx, kind, f16, d, Accumulate::OVERWRITE, &mut rng);
+                }
+            }
+        }
+        for format in [QuantFormat::Q4_1, QuantFormat::Nf4] {
+            let (m, n, k) = (70, 72, 576);
+            let w = rng.vec_uniform(n * k, -1.0, 1.0);
+            let t = QuantTensor::quantize(format, &w, n, k).unwrap();
+            let (wd, gw) = (t.dequantize(), GpuQuantWeight::upload(ctx, &t).unwrap());
+            let x = rng.vec_uniform(m * k, -1.0, 1.0);
+            let y = poisoned(ctx, m * n);
+            matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &upload(ctx, &x), &gw, m, Accumulate::OVERWRITE, None).unwrap();
+            assert_close(&format!("{format:?} forward, {side} tiles"), &read(ctx, &y), &reference(MatmulKind::Forward, &x, &wd, &MatmulDims::new(m, n, k)), ATOL, RTOL);
+            let dy = rng.vec_uniform(m * n, -1.0, 1.0);
+            let dx = poisoned(ctx, m * k);
+            matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::BackwardInput, &dx, &upload(ctx, &dy), &gw, m, Accumulate::OVERWRITE, None).unwrap();
+            assert_close(&format!("{format:?} input gradient, {side} tiles"), &read(ctx, &dx), &reference(MatmulKind::BackwardInput, &dy, &wd, &MatmulDims::new(m, n, k)), ATOL, RTOL);
+        }
+        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+        let variant = format!("[{side}x{side}, loaded in turn]");
+        for shader in ["matmul_tiled:matmul_tiled", "matmul_q4_1:matmul_quant_forward_tiled", "matmul_nf4:matmul_quant_backward_input_tiled"] {
+            assert!(kernels.keys().any(|k| k.starts_with(shader) && k.ends_with(&variant)), "{shader} {variant}: {kernels:?}");
+        }
+        assert!(kernels.keys().all(|k| !k.contains("tiled [") || k.ends_with(&variant)), "every tiled launch {variant}: {kernels:?}");
+    }
+}

@@ -52,6 +52,8 @@ pub struct GpuContext {
     tiles: TileChoice,
     /// Decoding picks tokens on the GPU (one sequence's a token ahead: model/gpu_picks.rs).
     decode_ahead: bool,
+    /// The tiled kernels load each step's values during the previous step's sums.
+    tile_prefetch: bool,
 }
 
 /// The tiled kernels' shape where a run overrides what the launchers would pick
@@ -341,6 +343,7 @@ impl GpuContext {
             unchecked_shaders: options.unchecked_shaders,
             tiles: TileChoice::default(),
             decode_ahead: true,
+            tile_prefetch: true,
         }
         .with_adapter_paths())
     }
@@ -442,6 +445,18 @@ impl GpuContext {
 
     pub fn decode_ahead(&self) -> bool {
         self.decode_ahead
+    }
+
+    /// This context with the tiled matmuls (f32 and quantized) loading each step's values
+    /// into registers while the previous step's are summed (the default), or just before
+    /// they are staged (`HEARTH_TILE_PREFETCH=0`, to compare them on a GPU).
+    pub fn with_tile_prefetch(mut self, on: bool) -> Self {
+        self.tile_prefetch = on;
+        self
+    }
+
+    pub fn tile_prefetch(&self) -> bool {
+        self.tile_prefetch
     }
 
     pub fn summary(&self) -> AdapterSummary {

@@ -300,6 +300,25 @@ pub(crate) fn coop_variant(shape: CoopShape, tile: usize) -> Option<Variant> {
     VARIANTS.into_iter().find(|v| v.constants[0].1 == shape.invocations() as f64 && v.constants[1].1 == tile as f64)
 }
 
+/// The tiled kernels' workgroup in tiles of `side` (64 or 128; 8 outputs each way per
+/// invocation), each step's values loaded during the previous step's sums or, where the
+/// context says so (`GpuContext::tile_prefetch`), just before they are staged ("loaded in
+/// turn"). matmul_tiled.wgsl sizes its workgroup by TX and TY, matmul/quant_tiled.wgsl by TQ
+/// (`quantized`).
+pub(crate) fn tiled_variant(ctx: &GpuContext, side: usize, quantized: bool) -> Variant {
+    const VARIANTS: [Variant; 8] = [
+        Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] },
+        Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] },
+        Variant { name: "64x64, loaded in turn", constants: &[("TX", 8.0), ("TY", 8.0), ("PREFETCH", 0.0)] },
+        Variant { name: "128x128, loaded in turn", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0)] },
+        Variant { name: "64x64", constants: &[("TQ", 8.0)] },
+        Variant { name: "128x128", constants: &[("TQ", 16.0)] },
+        Variant { name: "64x64, loaded in turn", constants: &[("TQ", 8.0), ("PREFETCH", 0.0)] },
+        Variant { name: "128x128, loaded in turn", constants: &[("TQ", 16.0), ("PREFETCH", 0.0)] },
+    ];
+    VARIANTS[4 * quantized as usize + 2 * !ctx.tile_prefetch() as usize + (side == 128) as usize]
+}
+
 /// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output). A
 /// guess for GPUs of every size; the CLI measures where it lies on the user's GPU
 /// (`TileChoice::wide_outputs`).
@@ -1191,9 +1210,8 @@ fn launch(
                     };
                     Kernel::new(shader, "matmul_coop", 0).with_variant(coop_variant(shape, tile).expect("a variant for the context's shape"))
                 }
-                MatmulTiling::TiledWide | MatmulTiling::TiledWideF16 => Kernel::new(shader, "matmul_tiled", 0)
-                    .with_variant(Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] }),
-                _ => Kernel::new(shader, "matmul_tiled", 0).with_variant(Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] }),
+                MatmulTiling::TiledWide | MatmulTiling::TiledWideF16 => Kernel::new(shader, "matmul_tiled", 0).with_variant(tiled_variant(ctx, 128, false)),
+                _ => Kernel::new(shader, "matmul_tiled", 0).with_variant(tiled_variant(ctx, 64, false)),
             };
             let inputs: Vec<&GpuBuffer> = match term {
                 Some(t) => vec![a, b, t.h, t.v],

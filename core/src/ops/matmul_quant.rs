@@ -6,7 +6,7 @@ use super::{check_len, grid_1d, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{check_rows, coop_tile, coop_variant, gemv_variant, overwrite_then_accumulate, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
+use super::matmul::{check_rows, coop_tile, coop_variant, gemv_variant, overwrite_then_accumulate, tiled_variant, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -497,9 +497,7 @@ fn quant_launch(
     let variant = match block {
         // (the context has cooperative matrices only in a shape with a variant)
         QuantBlock::Coop => ctx.coop_shape().and_then(|s| coop_variant(s, side)).expect("a variant for the context's cooperative matrices"),
-        // quant_tiled.wgsl's invocations per side (8 outputs each way per invocation)
-        _ if tiled && side == 128 => Variant { name: "128x128", constants: &[("TQ", 16.0)] },
-        _ if tiled => Variant { name: "64x64", constants: &[("TQ", 8.0)] },
+        _ if tiled => tiled_variant(ctx, side, true),
         QuantBlock::Gemv => gemv_variant(m, None),
         _ => Variant::DEFAULT,
     };
