@@ -107,7 +107,7 @@ fn stage_walk(flat: u32, lines: u32, along_r: bool) -> StageWalk {
 
 // The values an invocation stages of one operand per iteration, loaded before the previous
 // iteration's sums so that their latency hides behind them (load_a, load_b), and written to
-// the tiles after its barrier (put_a, put_b): (8·T)·BK / (TX·TY) of them, 8 in a workgroup of
+// the tiles after its barrier (put): (8·T)·BK / (TX·TY) of them, 8 in a workgroup of
 // 8 × 8 and 4 in one of 16 × 16.
 const STAGED: u32 = 8u;
 alias Staged = array<f32, STAGED>;
@@ -141,19 +141,6 @@ fn load_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) -> St
         at += d_at;
     }
     return staged;
-}
-
-// load_a's values into tile_a[r][row].
-fn put_a(term: bool, staged: Staged, flat: u32) {
-    let rows = 8u * TY;
-    let w = stage_walk(flat, rows, staged_along_r(term));
-    var row = w.line;
-    var r = w.r;
-    for (var k = 0u; k < rows * BK / (TX * TY); k++) {
-        tile_a[r * (2u * TY + 1u) + row / 4u][row % 4u] = to_tile(staged[k]);
-        row += w.d_line;
-        r += w.d_r;
-    }
 }
 
 // What pieces/row_scales.wgsl's scale_rows reads (f16 tiles).
@@ -196,15 +183,21 @@ fn load_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> St
     return staged;
 }
 
-// load_b's values into tile_b[r][col].
-fn put_b(term: bool, staged: Staged, flat: u32) {
-    let cols = 8u * TX;
-    let w = stage_walk(flat, cols, b_along_r(term));
-    var col = w.line;
+// load_a's values into tile_a[r][row], or load_b's into tile_b[r][col] (`on_b`): the walk
+// over `lines` rows (columns) they were loaded along.
+fn put(on_b: bool, lines: u32, along_r: bool, staged: Staged, flat: u32) {
+    let w = stage_walk(flat, lines, along_r);
+    var line = w.line;
     var r = w.r;
-    for (var k = 0u; k < cols * BK / (TX * TY); k++) {
-        tile_b[r * (2u * TX + 1u) + col / 4u][col % 4u] = to_tile(staged[k]);
-        col += w.d_line;
+    for (var k = 0u; k < lines * BK / (TX * TY); k++) {
+        // (a tile's rows: lines / 4 vec4s and one of padding)
+        let at = r * (lines / 4u + 1u) + line / 4u;
+        if (on_b) {
+            tile_b[at][line % 4u] = to_tile(staged[k]);
+        } else {
+            tile_a[at][line % 4u] = to_tile(staged[k]);
+        }
+        line += w.d_line;
         r += w.d_r;
     }
 }
@@ -308,8 +301,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                 staged_a = load_a(term, a_off, i0, r0, hi, flat);
                 staged_b = load_b(term, b_off, j0, r0, hi, flat);
             }
-            put_a(term, staged_a, flat);
-            put_b(term, staged_b, flat);
+            put(false, 8u * TY, staged_along_r(term), staged_a, flat);
+            put(true, 8u * TX, b_along_r(term), staged_b, flat);
             workgroupBarrier();
             // the next iteration's values on their way while this one's are summed
             if (PREFETCH && r0 + BK < hi) {
