@@ -130,12 +130,15 @@ run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/
 # The tiled kernels' tuned tile size and heuristics against their alternatives on this GPU,
 # after the figures above: SmolLM2's f32 training step with every output in tiles of 64, or of 128, and with
 # launches of few tiles splitting their reductions towards 256 workgroups (64 by default;
-# LoRA's thin products alone too), and with the tiled kernels loading each step's values just
-# before staging them instead of a step ahead (during the previous step's sums)
-for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 in-turn:HEARTH_TILE_PREFETCH=0; do
+# LoRA's thin products alone too), and with the tiled kernels loading each step's values a
+# step ahead (during the previous step's sums) and just before staging them, whatever the
+# tuning chose (one of the two is the default run's order)
+for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0; do
     run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
 done
-# every matmul variant loaded in turn, at shapes of `ops` above (report.md pairs their rows)
+# every matmul variant loaded a step ahead and in turn, at shapes of `ops` above (report.md
+# pairs their rows)
+run ops-ahead 20 env HEARTH_TILE_PREFETCH=1 "$HEARTH" bench ops --json --reps 3 $IN_TURN_SHAPES
 run ops-in-turn 20 env HEARTH_TILE_PREFETCH=0 "$HEARTH" bench ops --json --reps 3 $IN_TURN_SHAPES
 # decoding with every reduction in workgroup memory (the browser's kernels), against the
 # subgroup sums of the matrix-vector kernels, rmsnorm's and the rest (one and 8 sequences)

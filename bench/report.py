@@ -120,12 +120,15 @@ def main():
             add(f"{name} f32 train tokens/s: attention as matmuls (HEARTH_ATTENTION=matmul) vs the adapter's own (tiled on GPUs)",
                 num(mm["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(mm["tokens_per_s"], tiled["tokens_per_s"]), "")
         for tag, what in (("tiles64", "every output in tiles of 64 (HEARTH_TILES=64)"), ("tiles128", "every output in tiles of 128 (HEARTH_TILES=128)"),
-                          ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)"),
-                          ("in-turn", "the tiled matmuls' values loaded just before they are staged, not a step ahead (HEARTH_TILE_PREFETCH=0)")):
+                          ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
             knob = results.get(f"train-{name}-f32-{tag}")
             if knob and tiled:
                 add(f"{name} f32 train tokens/s: {what} vs the tuned tile size and heuristics", num(knob["tokens_per_s"]), num(tiled["tokens_per_s"]),
                     ratio(knob["tokens_per_s"], tiled["tokens_per_s"]), "")
+        ahead, in_turn = results.get(f"train-{name}-f32-ahead"), results.get(f"train-{name}-f32-in-turn")
+        if ahead and in_turn:
+            add(f"{name} f32 train tokens/s: the tiled matmuls' values loaded a step ahead (HEARTH_TILE_PREFETCH=1) vs just before they are staged (=0)",
+                num(ahead["tokens_per_s"]), num(in_turn["tokens_per_s"]), ratio(ahead["tokens_per_s"], in_turn["tokens_per_s"]), "")
         unchecked = results.get(f"train-{name}-f32-unchecked")
         if unchecked and tiled:
             add(f"{name} f32 train tokens/s: shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0) vs with them",
@@ -205,11 +208,13 @@ def main():
     tiles = results.get("tiles")
     if tiles:
         wide = f"from {tiles['wide_outputs']:,} outputs" if tiles.get("wide_outputs") else "never"
+        loads = lambda t: "ahead" if t.get("prefetch", True) else "in turn"
         lines += ["", f"The tiles tuned for this GPU (`hearth bench tiles`): 128 × 128 tiles {wide}, 64 × 64 below "
                   f"(the fixed guess: from 1,048,576 outputs), few tiles' reductions split towards {tiles.get('split_workgroups', 64)} workgroups "
-                  "(the fixed guess: 64; where a split count splits as 64 does, 64's times stand for it):", "",
-                  "| format | M × N × K | outputs | split towards | ms, 64 × 64 | ms, 128 × 128 |", "| --- | --- | ---: | ---: | ---: | ---: |"]
-        lines += [f"| {t['format']} | {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t.get('split_workgroups', 64)} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |"
+                  f"(the fixed guess: 64; where a split count splits as 64 does, 64's times stand for it), the values loaded {loads(tiles)} "
+                  "(the fixed guess: a step ahead, during the previous step's sums):", "",
+                  "| format | M × N × K | outputs | split towards | loads | ms, 64 × 64 | ms, 128 × 128 |", "| --- | --- | ---: | ---: | --- | ---: | ---: |"]
+        lines += [f"| {t['format']} | {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t.get('split_workgroups', 64)} | {loads(t)} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |"
                   for t in tiles["timed"]]
     coop_tiles = results.get("tiles-coop")
     coop_rows = [t for t in (coop_tiles or {}).get("timed", []) if t["format"] == "f16 coop"]
@@ -227,14 +232,15 @@ def main():
         if sweep:
             lines += ["", f"{title}:", "", "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
             lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in sweep["rows"]]
-    # the rows of tiled kernels loaded in turn that `ops` timed too (none on a software adapter's kernels)
-    ahead = {(r["op"], r["m"], r["n"], r["k"]): r for r in (results.get("ops") or {}).get("rows", [])}
+    # the rows of tiled kernels loaded in turn that were timed loaded ahead too (none on a
+    # software adapter's kernels)
+    ahead = {(r["op"], r["m"], r["n"], r["k"]): r for r in (results.get("ops-ahead") or {}).get("rows", [])}
     pairs = [(ahead.get((r["op"], r["m"], r["n"], r["k"])), r) for r in (results.get("ops-in-turn") or {}).get("rows", [])
              if any("loaded in turn" in k for k in r["kernels"])]
     pairs = [(a, r) for a, r in pairs if a]
     if pairs:
-        lines += ["", "The tiled matmuls loading each step's values a step ahead, during the previous step's sums (the default), "
-                  "vs just before staging them (HEARTH_TILE_PREFETCH=0):", "",
+        lines += ["", "The tiled matmuls loading each step's values a step ahead, during the previous step's sums (HEARTH_TILE_PREFETCH=1), "
+                  "vs just before staging them (=0); the tuning above chose one for every other run:", "",
                   "| op | M × N × K | ms, ahead | ms, in turn | GFLOP/s, ahead | GFLOP/s, in turn | ahead ÷ in turn |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {a['ms']:.3f} | {r['ms']:.3f} | {a['rate']:,.0f} | {r['rate']:,.0f} | {ratio(a['rate'], r['rate'])} |"

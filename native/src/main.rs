@@ -81,7 +81,7 @@ enum Command {
 /// with the heuristics on a GPU), the tile size tuned for the GPU as HEARTH_TUNE says
 /// (tile_tuning.rs), decoding's tokens picked on the host where HEARTH_DECODE_AHEAD=0, the
 /// tiled matmuls loading each step's values just before they stage them (not a step ahead)
-/// where HEARTH_TILE_PREFETCH=0, and says which it picked.
+/// or a step ahead as HEARTH_TILE_PREFETCH says (over the tuning), and says which it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
@@ -127,17 +127,18 @@ pub fn open_gpu() -> Result<GpuContext> {
             },
             Err(_) => None,
         },
+        prefetch: match std::env::var("HEARTH_TILE_PREFETCH").as_deref() {
+            Ok("0") => Some(false),
+            Ok("1") => Some(true),
+            Err(_) => None,
+            Ok(other) => bail!("HEARTH_TILE_PREFETCH={other:?}: expected 0 (the tiled matmuls load each step's values just before they stage them) or 1 (a step ahead, during the sums; unset: a step ahead, or as tuned for the GPU)"),
+        },
     };
     ctx = ctx.with_tile_choice(tiles);
     match std::env::var("HEARTH_DECODE_AHEAD").as_deref() {
         Ok("0") => ctx = ctx.with_decode_ahead(false),
         Ok("1") | Err(_) => {}
         Ok(other) => bail!("HEARTH_DECODE_AHEAD={other:?}: expected 0 (decoding reads the logits and picks each token on the host, a token at a time) or 1 (picks on the GPU, a token ahead, the default)"),
-    }
-    match std::env::var("HEARTH_TILE_PREFETCH").as_deref() {
-        Ok("0") => ctx = ctx.with_tile_prefetch(false),
-        Ok("1") | Err(_) => {}
-        Ok(other) => bail!("HEARTH_TILE_PREFETCH={other:?}: expected 0 (the tiled matmuls load each step's values just before they stage them) or 1 (a step ahead, during the sums: the default)"),
     }
     match std::env::var("HEARTH_SUBGROUPS").as_deref() {
         Ok("0") => ctx = ctx.with_subgroup_reductions(false),
@@ -158,12 +159,15 @@ pub fn open_gpu() -> Result<GpuContext> {
         },
         if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" },
         if ctx.decode_ahead() { "" } else { ", decoding picking its tokens on the host" },
-        if ctx.tile_prefetch() { "" } else { ", the tiled matmuls' values loaded in turn" },
-        // (the split where it is not described with the tiles)
+        // (the split and the loads' order where they are not described with the tiles)
         match (ctx.kernel_paths(), tiles.split_workgroups) {
             (KernelPaths::Gpu, _) => format!(", {}", tile_tuning::describe(ctx.tile_choice())),
             (_, Some(w)) => format!(", {}", tile_tuning::split_words(w)),
             (_, None) => String::new(),
+        },
+        match (ctx.kernel_paths(), ctx.tile_prefetch()) {
+            (KernelPaths::Gpu, _) | (_, true) => "",
+            (_, false) => ", the tiled matmuls' values loaded in turn",
         }
     );
     Ok(ctx)

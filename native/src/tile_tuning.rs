@@ -3,11 +3,13 @@
 //! pays depends on how many compute units the GPU has to fill, which no API reports: a
 //! laptop's integrated GPU fills with few workgroups, an H100 wants hundreds. So does whether a
 //! launch of few tiles should split its reduction into parts summed by a second launch (more
-//! workgroups, more memory traffic). So the first command on a GPU times both sizes at
-//! training's shapes (f32 and Q4_1 forwards), with few tiles splitting towards each of
-//! `SPLIT_CANDIDATES` workgroups, takes the pair (the output size from which 128 × 128 tiles
-//! are taken, the split's workgroups) that costs least in total, and keeps it in the cache;
-//! later commands read it. Where the context has cooperative matrices (HEARTH_F16_MATMUL=1),
+//! workgroups, more memory traffic), and whether loading each step's values a step ahead
+//! (during the previous step's sums: latency hidden, more registers held) beats loading them
+//! just before they are staged. So the first command on a GPU times both sizes at training's
+//! shapes (f32 and Q4_1 forwards), with few tiles splitting towards each of
+//! `SPLIT_CANDIDATES` workgroups, each with the values loaded ahead and in turn, takes the
+//! choice (the output size from which 128 × 128 tiles are taken, the split's workgroups, the
+//! loads' order) that costs least in total, and keeps it in the cache; later commands read it. Where the context has cooperative matrices (HEARTH_F16_MATMUL=1),
 //! their kernels' forward is timed in both tiles too, for a threshold of their own (kept in a
 //! cache file of its own). Results differ at most by rounding (a split reduction sums in
 //! another order).
@@ -36,24 +38,27 @@ const THIN_SHAPES: [(usize, usize, usize); 2] = [(2048, 48, 576), (2048, 16, 153
 const QUICK_SHAPES: [(usize, usize, usize); 3] = [(64, 64, 64), (128, 256, 64), (512, 512, 512)];
 
 /// What the cache file's layout and the shapes are; a change re-tunes.
-const TUNING_VERSION: u32 = 3;
+const TUNING_VERSION: u32 = 4;
 
 /// The format the cooperative-matrix kernels' timings are listed under (f32 operands rounded
 /// to f16 as they are staged).
 const COOP_FORMAT: &str = "f16 coop";
 
 /// The workgroups a launch of few tiles may split its reduction towards, the fixed default
-/// first: another is taken only where it saves `SPLIT_MARGIN` of the default's total (a split
-/// costs memory traffic that timings at a few shapes may not show).
+/// first. Each is timed with the values loaded a step ahead (the default) and in turn; another
+/// pair than the defaults is taken only where it saves `MARGIN` of their total (a split costs
+/// memory traffic, and either order registers or latency, that timings at a few shapes may
+/// not show).
 const SPLIT_CANDIDATES: [usize; 3] = [SPLIT_WORKGROUPS, 256, 1024];
-const SPLIT_MARGIN: f64 = 0.03;
+const MARGIN: f64 = 0.03;
 
-/// One shape's forward in both tile sizes with few tiles splitting towards `split_workgroups`,
-/// ms per launch.
+/// One shape's forward in both tile sizes with few tiles splitting towards `split_workgroups`
+/// and the values loaded a step ahead (`prefetch`) or in turn, ms per launch.
 pub struct Timed {
     pub format: &'static str,
     pub shape: (usize, usize, usize),
     pub split_workgroups: usize,
+    pub prefetch: bool,
     pub ms_64: f64,
     pub ms_128: f64,
 }
@@ -64,6 +69,8 @@ pub struct Tuning {
     pub wide_outputs: usize,
     /// The workgroups a launch of few tiles splits its reduction towards.
     pub split_workgroups: usize,
+    /// The tiled kernels load each step's values a step ahead (else in turn).
+    pub prefetch: bool,
     /// Outputs from which the cooperative-matrix kernels take 128 × 128 tiles (usize::MAX:
     /// never), where they were timed.
     pub coop_wide_outputs: Option<usize>,
@@ -75,12 +82,13 @@ impl Tuning {
         let timed: Vec<Value> = self
             .timed
             .iter()
-            .map(|t| json!({ "format": t.format, "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "split_workgroups": t.split_workgroups, "ms_64": t.ms_64, "ms_128": t.ms_128 }))
+            .map(|t| json!({ "format": t.format, "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "split_workgroups": t.split_workgroups, "prefetch": t.prefetch, "ms_64": t.ms_64, "ms_128": t.ms_128 }))
             .collect();
         let mut v = json!({
             "version": TUNING_VERSION,
             "wide_outputs": (self.wide_outputs != usize::MAX).then_some(self.wide_outputs),
             "split_workgroups": self.split_workgroups,
+            "prefetch": self.prefetch,
             "timed": timed,
         });
         // (absent where they were not timed; null for never, as wide_outputs)
@@ -90,13 +98,15 @@ impl Tuning {
         v
     }
 
-    /// The tile choice it makes (the split as None where it is the fixed default).
+    /// The tile choice it makes (the split and the loads' order as None where they are the
+    /// defaults).
     pub fn choice(&self) -> TileChoice {
         TileChoice {
             side: None,
             wide_outputs: Some(self.wide_outputs),
             coop_wide_outputs: self.coop_wide_outputs,
             split_workgroups: (self.split_workgroups != SPLIT_WORKGROUPS).then_some(self.split_workgroups),
+            prefetch: (!self.prefetch).then_some(false),
         }
     }
 }
@@ -115,27 +125,28 @@ fn best_threshold(timed: &[&Timed]) -> (usize, f64) {
     (best, total(best))
 }
 
-/// (wide_outputs, split_workgroups) with the least total time over the tiled kernels' rows of
-/// `timed`: each split's best threshold, the first split timed (the default) unless another
-/// saves `SPLIT_MARGIN` of its total.
-pub fn best_choice(timed: &[Timed]) -> (usize, usize) {
+/// (wide_outputs, split_workgroups, prefetch) with the least total time over the tiled
+/// kernels' rows of `timed`: each (split, loads' order) pair's best threshold, the first pair
+/// timed (the defaults) unless another saves `MARGIN` of its total.
+pub fn best_choice(timed: &[Timed]) -> (usize, usize, bool) {
     let timed: Vec<&Timed> = timed.iter().filter(|t| t.format != COOP_FORMAT).collect();
-    let mut splits: Vec<usize> = Vec::new();
+    let mut pairs: Vec<(usize, bool)> = Vec::new();
     for t in &timed {
-        if !splits.contains(&t.split_workgroups) {
-            splits.push(t.split_workgroups);
+        if !pairs.contains(&(t.split_workgroups, t.prefetch)) {
+            pairs.push((t.split_workgroups, t.prefetch));
         }
     }
-    let best = |w: usize| best_threshold(&timed.iter().copied().filter(|t| t.split_workgroups == w).collect::<Vec<_>>());
-    let default = splits.first().copied().unwrap_or(SPLIT_WORKGROUPS);
+    let best = |p: (usize, bool)| best_threshold(&timed.iter().copied().filter(|t| (t.split_workgroups, t.prefetch) == p).collect::<Vec<_>>());
+    let default = pairs.first().copied().unwrap_or((SPLIT_WORKGROUPS, true));
     let (threshold, total) = best(default);
-    splits
+    let ((split, prefetch), (threshold, _)) = pairs
         .into_iter()
         .skip(1)
-        .map(|w| (w, best(w)))
-        .filter(|(_, (_, t))| *t < total * (1.0 - SPLIT_MARGIN))
+        .map(|p| (p, best(p)))
+        .filter(|(_, (_, t))| *t < total * (1.0 - MARGIN))
         .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
-        .map_or((threshold, default), |(w, (threshold, _))| (threshold, w))
+        .unwrap_or((default, (threshold, total)));
+    (threshold, split, prefetch)
 }
 
 /// The cooperative-matrix kernels' threshold, where `timed` has their rows.
@@ -145,10 +156,11 @@ fn coop_threshold(timed: &[Timed]) -> Option<usize> {
 }
 
 /// Times the f32 and Q4_1 tiled forwards at the shapes (f32 alone at the thin ones) in both
-/// tile sizes, few tiles splitting towards each of `SPLIT_CANDIDATES`, on `ctx` (its own tile
-/// choice is restored after), and the cooperative-matrix kernels' forward at the default split
-/// where `ctx` has them. Where a split candidate splits a shape as the default does, the
-/// default's times stand for it.
+/// tile sizes, few tiles splitting towards each of `SPLIT_CANDIDATES`, the values loaded
+/// ahead and in turn, on `ctx` (its own tile choice is restored after), and the
+/// cooperative-matrix kernels' forward at the default split where `ctx` has them. Where a split
+/// candidate splits a shape as the default does, the default's times (in the same order of
+/// loads) stand for it.
 pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     // (m, n, k, and whether the Q4_1 forward is timed too)
     let shapes: Vec<(usize, usize, usize, bool)> = match quick {
@@ -168,16 +180,16 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
             false => None,
         };
         let d = MatmulDims::new(m, n, k);
-        // [side][format]: the default split's, then each candidate's
-        let mut default_ms = [[0.0; 2]; 2];
-        for split in SPLIT_CANDIDATES {
+        // [prefetch][side][format]: the default split's, then each candidate's
+        let mut default_ms = [[[0.0; 2]; 2]; 2];
+        for (split, prefetch) in SPLIT_CANDIDATES.into_iter().flat_map(|split| [(split, true), (split, false)]) {
             let mut ms = [[0.0; 2]; 2];
             for (i, side) in [64, 128].into_iter().enumerate() {
                 if split != SPLIT_WORKGROUPS && forward_splits(m, n, k, side, split) == forward_splits(m, n, k, side, SPLIT_WORKGROUPS) {
-                    ms[i] = default_ms[i];
+                    ms[i] = default_ms[prefetch as usize][i];
                     continue;
                 }
-                ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), ..before });
+                ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), prefetch: Some(prefetch), ..before });
                 let ctx = &*ctx;
                 let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
                 ms[i][0] = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
@@ -186,20 +198,21 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                 }
             }
             if split == SPLIT_WORKGROUPS {
-                default_ms = ms;
-                // (not at LoRA's thin shapes, whose products stay f32)
-                if ctx.has_cooperative_matrix() && quantized {
+                default_ms[prefetch as usize] = ms;
+                // (not at LoRA's thin shapes, whose products stay f32; their staging has no
+                // order of loads to choose)
+                if ctx.has_cooperative_matrix() && quantized && prefetch {
                     let mut coop = [0.0; 2];
                     for (i, side) in [64, 128].into_iter().enumerate() {
                         ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), ..before });
                         let ctx = &*ctx;
                         coop[i] = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE))?;
                     }
-                    timed.push(Timed { format: COOP_FORMAT, shape: (m, n, k), split_workgroups: split, ms_64: coop[0], ms_128: coop[1] });
+                    timed.push(Timed { format: COOP_FORMAT, shape: (m, n, k), split_workgroups: split, prefetch, ms_64: coop[0], ms_128: coop[1] });
                 }
             }
             for (f, format) in ["f32", "q4_1"].into_iter().enumerate().take(if quantized { 2 } else { 1 }) {
-                timed.push(Timed { format, shape: (m, n, k), split_workgroups: split, ms_64: ms[0][f], ms_128: ms[1][f] });
+                timed.push(Timed { format, shape: (m, n, k), split_workgroups: split, prefetch, ms_64: ms[0][f], ms_128: ms[1][f] });
             }
         }
     }
@@ -207,8 +220,8 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     // (the timed buffers go back to the device, not into the command's pool and its peak)
     ctx.trim_pool();
     ctx.reset_peak_memory();
-    let (wide_outputs, split_workgroups) = best_choice(&timed);
-    Ok(Tuning { wide_outputs, split_workgroups, coop_wide_outputs: coop_threshold(&timed), timed })
+    let (wide_outputs, split_workgroups, prefetch) = best_choice(&timed);
+    Ok(Tuning { wide_outputs, split_workgroups, prefetch, coop_wide_outputs: coop_threshold(&timed), timed })
 }
 
 /// ms per launch of `launch`: bench's fastest of 5 batches, each batch long enough (about
@@ -260,9 +273,10 @@ pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
     let wide_outputs = threshold(&v, "wide_outputs")?;
     let split = &v["split_workgroups"];
     let split_workgroups = split.as_u64().filter(|&w| w >= 2).ok_or_else(|| format!("split_workgroups {split}: expected a number of workgroups, at least 2"))? as usize;
+    let prefetch = v["prefetch"].as_bool().ok_or_else(|| format!("prefetch {}: expected true (the values loaded a step ahead) or false (in turn)", v["prefetch"]))?;
     // (absent where the cooperative-matrix kernels were not timed)
     let coop_wide_outputs = v.get("coop_wide_outputs").map(|_| threshold(&v, "coop_wide_outputs")).transpose()?;
-    Ok(Tuning { wide_outputs, split_workgroups, coop_wide_outputs, timed: Vec::new() }.choice())
+    Ok(Tuning { wide_outputs, split_workgroups, prefetch, coop_wide_outputs, timed: Vec::new() }.choice())
 }
 
 /// A threshold of 128 × 128 tiles in a cache file: outputs, or null for never (usize::MAX).
@@ -278,8 +292,9 @@ pub fn write_cache(path: &Path, tuning: &Tuning) -> Result<()> {
     crate::export::write_atomic(path, serde_json::to_string_pretty(&tuning.to_json())?.as_bytes())
 }
 
-/// In words, for the adapter line: what decides the tile size on `ctx`, and where few tiles
-/// split their reductions towards other than the fixed default.
+/// In words, for the adapter line: what decides the tile size on `ctx`, where few tiles split
+/// their reductions towards other than the fixed default, and where the values are loaded in
+/// turn.
 pub fn describe(tiles: TileChoice) -> String {
     let size = match (tiles.side, tiles.wide_outputs) {
         (Some(side), _) => format!("tiles of {side} × {side} (HEARTH_TILES)"),
@@ -292,9 +307,13 @@ pub fn describe(tiles: TileChoice) -> String {
         (None, Some(w)) => format!("{size}; cooperative matrices' 128 × 128 tiles from {} outputs (tuned)", grouped(w)),
         _ => size,
     };
-    match tiles.split_workgroups {
+    let size = match tiles.split_workgroups {
         Some(w) => format!("{size}, {}", split_words(w)),
         None => size,
+    };
+    match tiles.prefetch {
+        Some(false) => format!("{size}, their values loaded in turn"),
+        _ => size,
     }
 }
 
@@ -318,8 +337,9 @@ fn grouped(n: usize) -> String {
 
 /// Sets the tile size and split on `ctx` as tuned for its adapter, tuning them first where the
 /// cache has none: on the GPU kernels of a GPU (HEARTH_TUNE unset), on any adapter
-/// (HEARTH_TUNE=1), or never (HEARTH_TUNE=0: the fixed threshold and split). HEARTH_TILES wins
-/// over all, HEARTH_SPLIT_WORKGROUPS over the tuned split.
+/// (HEARTH_TUNE=1), or never (HEARTH_TUNE=0: the fixed threshold and split, loads a step
+/// ahead). HEARTH_TILES wins over all, HEARTH_SPLIT_WORKGROUPS over the tuned split,
+/// HEARTH_TILE_PREFETCH over the tuned order of loads.
 pub fn apply(ctx: &mut GpuContext) -> Result<()> {
     let wanted = match std::env::var("HEARTH_TUNE").as_deref() {
         Ok("0") => false,
@@ -356,12 +376,13 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
             tuning.choice()
         }
     };
-    // (HEARTH_SPLIT_WORKGROUPS wins over the tuned split)
+    // (HEARTH_SPLIT_WORKGROUPS and HEARTH_TILE_PREFETCH win over the tuning)
     let now = ctx.tile_choice();
     ctx.set_tile_choice(TileChoice {
         wide_outputs: tuned.wide_outputs,
         coop_wide_outputs: tuned.coop_wide_outputs,
         split_workgroups: now.split_workgroups.or(tuned.split_workgroups),
+        prefetch: now.prefetch.or(tuned.prefetch),
         ..now
     });
     Ok(())
@@ -376,7 +397,11 @@ mod tests {
     }
 
     fn split(split_workgroups: usize, shape: (usize, usize, usize), ms_64: f64, ms_128: f64) -> Timed {
-        Timed { format: "f32", shape, split_workgroups, ms_64, ms_128 }
+        Timed { format: "f32", shape, split_workgroups, prefetch: true, ms_64, ms_128 }
+    }
+
+    fn in_turn(split_workgroups: usize, shape: (usize, usize, usize), ms_64: f64, ms_128: f64) -> Timed {
+        Timed { prefetch: false, ..split(split_workgroups, shape, ms_64, ms_128) }
     }
 
     #[test]
@@ -405,16 +430,42 @@ mod tests {
         let (a, b) = ((512, 576, 576), (2048, 3072, 576));
         // the default's best: 64 × 64 tiles, 1.0 + 5.0; 256's: 128 × 128 from b, 1.0 + 4.0
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 1.0, 1.5), split(256, b, 5.0, 4.0)];
-        assert_eq!(best_choice(&t), (2048 * 3072, 256));
+        assert_eq!(best_choice(&t), (2048 * 3072, 256, true));
         // the least total wins among the splits that save enough
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 1.0, 1.5), split(256, b, 5.0, 4.0), split(1024, a, 0.8, 1.5), split(1024, b, 5.0, 4.0)];
-        assert_eq!(best_choice(&t), (2048 * 3072, 1024));
+        assert_eq!(best_choice(&t), (2048 * 3072, 1024, true));
         // a saving within the margin (6.0 against 5.9) keeps the default
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 0.9, 1.5), split(256, b, 5.0, 6.0)];
-        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS));
+        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS, true));
         // and so does a slower split
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 2.0, 2.5), split(256, b, 7.0, 6.0)];
-        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS));
+        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS, true));
+    }
+
+    #[test]
+    fn values_are_loaded_in_turn_where_that_saves_more_than_the_margin() {
+        let (a, b) = ((512, 576, 576), (2048, 3072, 576));
+        // loaded in turn, the default split's best total is 0.9 + 4.0 (128 × 128 tiles from
+        // b) against 1.0 + 5.0 ahead
+        let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), in_turn(SPLIT_WORKGROUPS, a, 0.9, 1.5), in_turn(SPLIT_WORKGROUPS, b, 4.5, 4.0)];
+        assert_eq!(best_choice(&t), (2048 * 3072, SPLIT_WORKGROUPS, false));
+        // within the margin (5.9 against 6.0), a step ahead stays
+        let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), in_turn(SPLIT_WORKGROUPS, a, 0.9, 1.5), in_turn(SPLIT_WORKGROUPS, b, 5.0, 6.0)];
+        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS, true));
+        // a split with the values in turn where that pair is the fastest of all
+        let t = [
+            timed(a, 1.0, 1.5),
+            timed(b, 5.0, 6.0),
+            in_turn(SPLIT_WORKGROUPS, a, 0.9, 1.5),
+            in_turn(SPLIT_WORKGROUPS, b, 5.0, 6.0),
+            split(256, a, 0.8, 1.5),
+            split(256, b, 5.0, 6.0),
+            in_turn(256, a, 0.5, 1.5),
+            in_turn(256, b, 5.0, 6.0),
+        ];
+        assert_eq!(best_choice(&t), (usize::MAX, 256, false));
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 256, prefetch: false, coop_wide_outputs: None, timed: vec![] }.choice());
+        assert!(words.ends_with("split towards 256 workgroups, their values loaded in turn"), "{words}");
     }
 
     #[test]
@@ -423,11 +474,11 @@ mod tests {
         let (a, b) = ((512, 576, 576), (2048, 3072, 576));
         // the tiled kernels' 128 × 128 tiles never pay, the cooperative matrices' do from b
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), coop(a, 0.5, 0.6), coop(b, 2.0, 1.0)];
-        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS));
+        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS, true));
         assert_eq!(coop_threshold(&t), Some(2048 * 3072));
         // none where they were not timed
         assert_eq!(coop_threshold(&t[..2]), None);
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, coop_wide_outputs: coop_threshold(&t), timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, prefetch: true, coop_wide_outputs: coop_threshold(&t), timed: vec![] }.choice());
         assert!(words.ends_with("cooperative matrices' 128 × 128 tiles from 6,291,456 outputs (tuned)"), "{words}");
     }
 
@@ -440,24 +491,26 @@ mod tests {
     fn a_cache_file_is_read_back_or_refused_with_the_reason() {
         let dir = std::env::temp_dir().join(format!("hearth-tile-tuning-{}", std::process::id()));
         let path = dir.join("gpu.json");
-        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)] };
+        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, prefetch: false, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)] };
         write_cache(&path, &tuning).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256) }));
-        // never wide, the default split (None: as if untuned)
-        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, coop_wide_outputs: None, timed: vec![] }).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), prefetch: Some(false) }));
+        // never wide, the default split and loads (None: as if untuned)
+        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, prefetch: true, coop_wide_outputs: None, timed: vec![] }).unwrap();
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, prefetch: None }));
         // the cooperative-matrix kernels' threshold, a number or never
         for coop in [1 << 20, usize::MAX] {
-            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, coop_wide_outputs: Some(coop), timed: vec![] }).unwrap();
+            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, prefetch: true, coop_wide_outputs: Some(coop), timed: vec![] }).unwrap();
             assert_eq!(read_cache(&path).unwrap().coop_wide_outputs, Some(coop));
         }
         for (text, why) in [
             ("{", "not JSON"),
-            (r#"{"version": 2, "wide_outputs": 5}"#, "version 2"),
-            (r#"{"version": 3, "wide_outputs": "many", "split_workgroups": 64}"#, "wide_outputs \"many\""),
-            (r#"{"version": 3, "wide_outputs": 5}"#, "split_workgroups null"),
-            (r#"{"version": 3, "wide_outputs": 5, "split_workgroups": 1}"#, "split_workgroups 1"),
-            (r#"{"version": 3, "wide_outputs": 5, "split_workgroups": 64, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
+            (r#"{"version": 3, "wide_outputs": 5, "split_workgroups": 64}"#, "version 3"),
+            (r#"{"version": 4, "wide_outputs": "many", "split_workgroups": 64, "prefetch": true}"#, "wide_outputs \"many\""),
+            (r#"{"version": 4, "wide_outputs": 5, "prefetch": true}"#, "split_workgroups null"),
+            (r#"{"version": 4, "wide_outputs": 5, "split_workgroups": 1, "prefetch": true}"#, "split_workgroups 1"),
+            (r#"{"version": 4, "wide_outputs": 5, "split_workgroups": 64}"#, "prefetch null"),
+            (r#"{"version": 4, "wide_outputs": 5, "split_workgroups": 64, "prefetch": 0}"#, "prefetch 0"),
+            (r#"{"version": 4, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = read_cache(&path).unwrap_err();

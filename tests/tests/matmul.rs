@@ -1075,17 +1075,17 @@ fn a_tile_choice_overrides_the_heuristics() {
 
 #[test]
 fn tiles_loaded_in_turn_match_cpu() {
-    // HEARTH_TILE_PREFETCH=0 (bench/gpu.sh compares it with the default on a GPU): the tiled
-    // kernels, f32 and quantized, each step's values loaded just before they are staged
-    // instead of during the previous step's sums; in both tile sizes, f32 and f16 tiles,
-    // forwards and both gradients, off the tiles and with reductions ending inside a stage.
+    // HEARTH_TILE_PREFETCH=0, or where the tile tuning chose it: the tiled kernels, f32 and
+    // quantized, each step's values loaded just before they are staged instead of during the
+    // previous step's sums; in both tile sizes, f32 and f16 tiles, forwards and both
+    // gradients, off the tiles and with reductions ending inside a stage.
     use hearth_core::gpu::{KernelPaths, TileChoice};
     use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
     use hearth_core::quant::{QuantFormat, QuantTensor};
     let mut rng = Rng::new(41);
     for side in [64, 128] {
         let Some(own) = own_gpu() else { return };
-        let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_prefetch(false).with_tile_choice(TileChoice { side: Some(side), ..Default::default() });
+        let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(TileChoice { side: Some(side), prefetch: Some(false), ..Default::default() });
         let (tiled, f16) = if side == 64 { (MatmulTiling::Tiled, MatmulTiling::TiledF16) } else { (MatmulTiling::TiledWide, MatmulTiling::TiledWideF16) };
         ctx.profile_begin();
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {

@@ -52,12 +52,10 @@ pub struct GpuContext {
     tiles: TileChoice,
     /// Decoding picks tokens on the GPU (one sequence's a token ahead: model/gpu_picks.rs).
     decode_ahead: bool,
-    /// The tiled kernels load each step's values during the previous step's sums.
-    tile_prefetch: bool,
 }
 
 /// The tiled kernels' shape where a run overrides what the launchers would pick
-/// (`HEARTH_TILES`, `HEARTH_SPLIT_WORKGROUPS`), so that one run on a GPU can compare the
+/// (`HEARTH_TILES`, `HEARTH_SPLIT_WORKGROUPS`, `HEARTH_TILE_PREFETCH`), so that one run on a GPU can compare the
 /// heuristics with their alternatives (bench/gpu.sh), or where the tile size was tuned for the
 /// adapter (the CLI's tile tuning). The results are the same either way but for rounding: a
 /// split reduction sums in another order.
@@ -77,6 +75,10 @@ pub struct TileChoice {
     /// reduction_split; at least 2). None: 64. Training's split weight gradients keep theirs
     /// (their parts' buffers are laid out for them).
     pub split_workgroups: Option<usize>,
+    /// Whether the tiled kernels (f32 and quantized) load each step's values into registers
+    /// while the previous step's are summed, or just before they are staged ("loaded in
+    /// turn"), as measured on this adapter or forced. None: a step ahead.
+    pub prefetch: Option<bool>,
 }
 
 /// The cooperative matrices the kernels on them (pieces/coop_gemm.wgsl) run on: products of
@@ -343,7 +345,6 @@ impl GpuContext {
             unchecked_shaders: options.unchecked_shaders,
             tiles: TileChoice::default(),
             decode_ahead: true,
-            tile_prefetch: true,
         }
         .with_adapter_paths())
     }
@@ -393,6 +394,7 @@ impl GpuContext {
             wide_outputs: tiles.wide_outputs,
             coop_wide_outputs: tiles.coop_wide_outputs,
             split_workgroups: tiles.split_workgroups.filter(|&w| w >= 2),
+            prefetch: tiles.prefetch,
         };
     }
 
@@ -447,16 +449,9 @@ impl GpuContext {
         self.decode_ahead
     }
 
-    /// This context with the tiled matmuls (f32 and quantized) loading each step's values
-    /// into registers while the previous step's are summed (the default), or just before
-    /// they are staged (`HEARTH_TILE_PREFETCH=0`, to compare them on a GPU).
-    pub fn with_tile_prefetch(mut self, on: bool) -> Self {
-        self.tile_prefetch = on;
-        self
-    }
-
+    /// Whether the tiled matmuls load each step's values a step ahead (`TileChoice::prefetch`).
     pub fn tile_prefetch(&self) -> bool {
-        self.tile_prefetch
+        self.tiles.prefetch.unwrap_or(true)
     }
 
     pub fn summary(&self) -> AdapterSummary {
