@@ -192,9 +192,13 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                 ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), prefetch: Some(prefetch), ..before });
                 let ctx = &*ctx;
                 let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
-                ms[i][0] = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
+                let (f32_ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
+                ran_as_timed(&kernels, side, prefetch)?;
+                ms[i][0] = f32_ms;
                 if let Some(q) = &q {
-                    ms[i][1] = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, q, m, Accumulate::OVERWRITE, None))?;
+                    let (q_ms, kernels) = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, q, m, Accumulate::OVERWRITE, None))?;
+                    ran_as_timed(&kernels, side, prefetch)?;
+                    ms[i][1] = q_ms;
                 }
             }
             if split == SPLIT_WORKGROUPS {
@@ -206,7 +210,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                     for (i, side) in [64, 128].into_iter().enumerate() {
                         ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), ..before });
                         let ctx = &*ctx;
-                        coop[i] = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE))?;
+                        coop[i] = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE))?.0;
                     }
                     timed.push(Timed { format: COOP_FORMAT, shape: (m, n, k), split_workgroups: split, prefetch, ms_64: coop[0], ms_128: coop[1] });
                 }
@@ -226,7 +230,8 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
 
 /// ms per launch of `launch`: bench's fastest of 5 batches, each batch long enough (about
 /// 5 ms, at most 50 launches) that submitting and waiting do not hide the difference.
-fn time_launch(ctx: &GpuContext, launch: &mut dyn FnMut() -> hearth_core::Result<()>) -> Result<f64> {
+/// Also the kernels it ran.
+fn time_launch(ctx: &GpuContext, launch: &mut dyn FnMut() -> hearth_core::Result<()>) -> Result<(f64, Vec<String>)> {
     let mut failed = None;
     let mut run = || {
         if let Err(e) = launch() {
@@ -235,10 +240,23 @@ fn time_launch(ctx: &GpuContext, launch: &mut dyn FnMut() -> hearth_core::Result
     };
     let (rough, _) = crate::bench::time(ctx, 1, &mut run)?;
     let reps = ((5.0 / rough.max(1e-3)).ceil() as usize).clamp(1, 50);
-    let (ms, _) = crate::bench::time(ctx, reps, &mut run)?;
+    let (ms, kernels) = crate::bench::time(ctx, reps, &mut run)?;
     match failed {
         Some(e) => Err(e.into()),
-        None => Ok(ms),
+        None => Ok((ms, kernels)),
+    }
+}
+
+/// An error unless the tiled kernel among `kernels` (beside a split's sum) is the variant
+/// timed: tiles of `side`, its values loaded ahead or in turn as `prefetch` says.
+fn ran_as_timed(kernels: &[String], side: usize, prefetch: bool) -> Result<()> {
+    let variant = match prefetch {
+        true => format!("[{side}x{side}]"),
+        false => format!("[{side}x{side}, loaded in turn]"),
+    };
+    match kernels.iter().any(|k| k.ends_with(&variant)) {
+        true => Ok(()),
+        false => anyhow::bail!("the tile tuning timed {variant} but {kernels:?} ran"),
     }
 }
 
