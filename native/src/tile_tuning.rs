@@ -9,9 +9,9 @@
 //! shapes (f32 and Q4_1 forwards), with few tiles splitting towards each of
 //! `SPLIT_CANDIDATES` workgroups, each with the values loaded ahead and in turn, takes the
 //! choice (the output size from which 128 × 128 tiles are taken, the split's workgroups, the
-//! loads' order) that costs least in total, and keeps it in the cache; later commands read it. Where the context has cooperative matrices (HEARTH_F16_MATMUL=1),
-//! their kernels' forward is timed in both tiles too, for a threshold of their own (kept in a
-//! cache file of its own). Results differ at most by rounding (a split reduction sums in
+//! loads' order) that costs least in total, and keeps it in the cache; later commands read it.
+//! Where the context has cooperative matrices (HEARTH_F16_MATMUL=1), their kernels' forward is
+//! timed in both tiles too, for a threshold of their own (kept in a cache file of its own). Results differ at most by rounding (a split reduction sums in
 //! another order).
 
 use anyhow::{Context, Result};
@@ -203,8 +203,8 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
             }
             if split == SPLIT_WORKGROUPS {
                 default_ms[prefetch as usize] = ms;
-                // (not at LoRA's thin shapes, whose products stay f32; their staging has no
-                // order of loads to choose)
+                // (not at LoRA's thin shapes, whose products stay f32; and once, as the
+                // cooperative-matrix kernels stage in one order only)
                 if ctx.has_cooperative_matrix() && quantized && prefetch {
                     let mut coop = [0.0; 2];
                     for (i, side) in [64, 128].into_iter().enumerate() {

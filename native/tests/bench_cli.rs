@@ -178,8 +178,8 @@ fn bench_with(args: &[&str], env: &[(&str, &str)], cache: &Path) -> Value {
 }
 
 /// `bench tiles` times the tiled forwards in both tile sizes, each split and order of loads,
-/// and picks the threshold with the least total time; a kept tuning (HEARTH_TUNE=1 on this CPU adapter, which is otherwise
-/// not tuned) decides the tiles of every tiled launch after it.
+/// and picks the threshold with the least total time; a kept tuning (HEARTH_TUNE=1 on this
+/// CPU adapter, which is otherwise not tuned) decides the tiles of every tiled launch after it.
 #[test]
 fn the_tile_tuning_is_measured_kept_and_applied() {
     if hearth_tests::gpu().is_none() {

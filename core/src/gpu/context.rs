@@ -55,9 +55,9 @@ pub struct GpuContext {
 }
 
 /// The tiled kernels' shape where a run overrides what the launchers would pick
-/// (`HEARTH_TILES`, `HEARTH_SPLIT_WORKGROUPS`, `HEARTH_TILE_PREFETCH`), so that one run on a GPU can compare the
-/// heuristics with their alternatives (bench/gpu.sh), or where the tile size was tuned for the
-/// adapter (the CLI's tile tuning). The results are the same either way but for rounding: a
+/// (`HEARTH_TILES`, `HEARTH_SPLIT_WORKGROUPS`, `HEARTH_TILE_PREFETCH`), so that one run on a
+/// GPU can compare the heuristics with their alternatives (bench/gpu.sh), or where the tile
+/// size was tuned for the adapter (the CLI's tile tuning). The results are the same either way but for rounding: a
 /// split reduction sums in another order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TileChoice {
