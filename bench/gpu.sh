@@ -15,6 +15,7 @@ WORK="${WORK:-/tmp/hearth-bench-work}"
 CARRY="${CARRY:-/tmp/hearth-carry}"
 HEARTH="${HEARTH:-$CARRY/hearth}"
 MODELS="${MODELS:-/tmp/hearth-bench-models}"
+# PEER=0: no PyTorch + PEFT runs (where an earlier call's results.json has them).
 # QUICK=1: a dry run of the whole script on a CPU emulator (small shapes, one model,
 # longer limits); the device run uses the defaults.
 if [ "${QUICK:-0}" = 1 ]; then
@@ -46,15 +47,58 @@ if [ -d .gl ] && ! ldconfig -p | grep -q libvulkan.so.1; then
     for f in .gl/*.deb; do dpkg -x "$f" /; done
     ldconfig
 fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; fi
-
 gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
 printf '{"date": "%s", "gpu": "%s", "driver": "%s"}\n' "$(date -u +%F)" "${gpu%%,*}" "${gpu##*, }" > "$WORK/env.json"
 echo "== $(date -u +%T) $gpu" | tee -a "$LOG"
-# (under a limit of its own: its kernel checks are the first launches of the cooperative-matrix
-# kernels on any GPU, and a hang there must not take the device call's time)
-timeout $((60 * SLOW)) "$HEARTH" selftest >> "$LOG" 2>&1 || echo "selftest failed or timed out" | tee -a "$LOG"
+# try_icd MANIFEST LIBRARY_PATH: `hearth selftest` (into the log: the adapter, its kernel paths
+# and the kernel checks) with that Vulkan ICD manifest (none: the loader's own search) and
+# library path; false where it found no adapter, else both are kept for every later command.
+# (selftest runs under a limit of its own: its kernel checks are the first launches of the
+# cooperative-matrix kernels on any GPU, and a hang there must not take the device call's time)
+try_icd() {
+    echo "== Vulkan ICD: ${1:-none (the loader searches)}${2:+, LD_LIBRARY_PATH=$2}" | tee -a "$LOG"
+    env -u VK_DRIVER_FILES ${1:+VK_DRIVER_FILES=$1} ${2:+LD_LIBRARY_PATH=$2} \
+        timeout $((60 * SLOW)) "$HEARTH" selftest > "$WORK/selftest.txt" 2>&1
+    local rc=$?
+    cat "$WORK/selftest.txt" >> "$LOG"
+    grep -q "no usable GPU adapter" "$WORK/selftest.txt" && return 1
+    [ $rc -eq 0 ] || echo "selftest failed or timed out" | tee -a "$LOG"
+    if [ -n "$1" ]; then export VK_DRIVER_FILES="$1"; else unset VK_DRIVER_FILES; fi
+    [ -z "$2" ] || export LD_LIBRARY_PATH="$2"
+}
+# The NVIDIA driver's Vulkan ICD. On a Firecracker machine (2026-12-04) the manifest that the
+# driver's folder and the image both hold (libGLX_nvidia.so.0) gave no adapter ("Could not get
+# 'vkCreateInstance' via 'vk_icdGetInstanceProcAddr'"), also by its full path: so the driver's
+# headless library (libEGL_nvidia.so.0, which exports the same entry points) too, and first
+# the modeset device that NVIDIA's Vulkan driver opens, where the machine lacks it.
+nv=/usr/local/nvidia
+if [ -e /dev/nvidiactl ] && [ ! -e /dev/nvidia-modeset ]; then
+    { PATH="$PATH:$nv/bin" nvidia-modprobe -m || mknod -m 666 /dev/nvidia-modeset c 195 254; } >> "$LOG" 2>&1
+fi
+for lib in GLX EGL; do
+    printf '{"file_format_version": "1.0.1", "ICD": {"library_path": "%s", "api_version": "1.3.0"}}\n' \
+        "$nv/lib64/lib${lib}_nvidia.so.0" > "$WORK/nvidia_icd_$lib.json"
+done
+if ! { { [ -n "${VK_DRIVER_FILES:-}" ] && try_icd "$VK_DRIVER_FILES" ""; } \
+    || try_icd "" "" \
+    || try_icd "$WORK/nvidia_icd_GLX.json" "$nv/lib64" \
+    || try_icd "$WORK/nvidia_icd_EGL.json" "$nv/lib64"; }; then
+    # Without an adapter nothing below measures Hearth: say what the loader saw, and stop.
+    {
+        echo "== no adapter"
+        cat /usr/share/vulkan/icd.d/nvidia_icd.json "$nv/share/vulkan/icd.d/nvidia_icd.json"
+        ls -la /usr/lib/libGLX_nvidia* /usr/lib/libnvidia-glcore* /usr/share/vulkan/icd.d
+        ls "$nv/lib64" | grep -E 'GLX|glcore|glvk|gpucomp|vulkan|egl'
+        ldd "$nv/lib64/libGLX_nvidia.so.0"
+        cat /proc/driver/nvidia/version
+        ls -la /dev/nvidia*
+        grep -i nvidia /proc/modules /proc/devices
+        ls "$nv/bin" "$nv/modules"/*
+        VK_LOADER_DEBUG=error,warn,driver LD_LIBRARY_PATH="$nv/lib64" VK_DRIVER_FILES="$WORK/nvidia_icd_EGL.json" \
+            timeout 30 "$HEARTH" selftest 2>&1 | head -40
+    } >> "$LOG" 2>&1
+    exit 1
+fi
 
 # The whole script ends by BUDGET seconds (the device call's timeout should leave a minute
 # more): each step's limit is cut to what is left, keeping 15 s for the report.
@@ -123,7 +167,7 @@ for model in $MODEL_LIST; do
         # the tiled kernel's workgroups of 64 queries
         run "generate-long-$model-attention-rows" 15 env HEARTH_ATTENTION=rows "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json
     fi
-    run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW $PEER_ARGS
+    [ "${PEER:-1}" = 0 ] || run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW $PEER_ARGS
 done
 # hearth serve under 8 concurrent clients, by --max-batch (requests decoded together)
 run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/smollm2-135m" $SERVE_LOAD
