@@ -150,7 +150,7 @@ pub fn open_gpu() -> Result<GpuContext> {
         "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{}{}{}{})",
         ctx.summary(),
         ctx.kernel_paths(),
-        AttentionKernels::for_adapter(&ctx),
+        AttentionKernels::for_training(&ctx),
         if ctx.subgroup_reductions() { "subgroup" } else { "workgroup" },
         match (ctx.f16_matmuls(), ctx.has_cooperative_matrix()) {
             (false, _) => "",

@@ -64,9 +64,14 @@ fn print_paths(ctx: &GpuContext) {
         "  LoRA's h·Bᵀ and dx   {}",
         if fused { "inside the base matmul's launch (its low-rank term)" } else { "launched after the base matmul (the register kernels take no term)" }
     );
-    let attention = AttentionKernels::for_adapter(ctx);
-    let fallback = if attention == AttentionKernels::Matmul { " (Rows for sequences whose scores exceed a chunk, or heads not a multiple of 4)" } else { "" };
-    println!("  attention            {attention:?} kernels for training{fallback}");
+    let attention = AttentionKernels::for_training(ctx);
+    let gives_way = if ctx.kernel_paths() == KernelPaths::Gpu { AttentionKernels::Tiled } else { AttentionKernels::Rows };
+    let fallback = if attention == AttentionKernels::Matmul {
+        format!(" ({gives_way:?} for sequences whose scores exceed a chunk, or heads not a multiple of 4)")
+    } else {
+        String::new()
+    };
+    println!("  attention            {attention:?} kernels for training{fallback}; {:?} over a KV cache", AttentionKernels::for_cache(ctx));
     println!("  f16 weights          unpacked to f32 in the matmul (any adapter)");
     let f16 = match (ctx.has_f16(), ctx.offers_cooperative_matrix().1) {
         (false, _) => "none (the adapter has no shader-f16)",

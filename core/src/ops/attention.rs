@@ -180,24 +180,34 @@ pub enum AttentionKernels {
     /// One invocation per row reads the other side from memory (software adapters, for
     /// sequences too long for `Matmul`'s chunks).
     Rows,
-    /// Workgroups of 64 rows stage the other side in workgroup memory (real GPUs).
+    /// Workgroups of 64 rows stage the other side in workgroup memory (GPUs: inference over a
+    /// KV cache, and training where `Matmul`'s chunks cannot take the sizes).
     Tiled,
     /// The scores of a chunk of heads materialized and the products run as batched matmuls
-    /// (software adapters: attention_matmul.rs).
+    /// (training on every adapter: attention_matmul.rs).
     Matmul,
 }
 
 impl AttentionKernels {
     pub const ALL: [AttentionKernels; 3] = [AttentionKernels::Rows, AttentionKernels::Tiled, AttentionKernels::Matmul];
 
-    /// What this adapter prefers (unless the context names kernels): on llvmpipe the tiled
-    /// kernels were 2–2.6× slower than the per-row ones, and the matmuls several times
-    /// faster than those (docs/PERF.md).
-    pub fn for_adapter(ctx: &GpuContext) -> Self {
+    /// What training prefers (unless the context names kernels): the matmuls, on every
+    /// adapter. On an H200 they made SmolLM2's training step twice as fast as the tiled
+    /// kernels did (2,324 → 4,677 tokens/s at 4 × 512 tokens; docs/PERF.md, 2026-12-04), and on
+    /// llvmpipe several times faster than the per-row kernels, which beat the tiled ones.
+    pub fn for_training(ctx: &GpuContext) -> Self {
+        ctx.attention_kernels().unwrap_or(AttentionKernels::Matmul)
+    }
+
+    /// What inference over a KV cache prefers (unless the context names kernels): the tiled
+    /// kernels on GPUs (a 2,048-token prompt's prefill 1.35× faster than with the per-row ones
+    /// on an H200), the per-row ones elsewhere (on llvmpipe the tiled kernels were 2–2.6×
+    /// slower). `Matmul` has no cached kernels and runs the per-row ones.
+    pub fn for_cache(ctx: &GpuContext) -> Self {
         match ctx.attention_kernels() {
             Some(k) => k,
             None if ctx.kernel_paths() == KernelPaths::Gpu => AttentionKernels::Tiled,
-            None => AttentionKernels::Matmul,
+            None => AttentionKernels::Rows,
         }
     }
 
@@ -242,7 +252,7 @@ impl AttentionKernels {
 /// out (B,T,NH,HS) and stats.lse from q, k, v and segment ids seg (B,T).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
-    attention_forward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(ctx, &d, seg.lens), out, stats, q, k, v, seg, d)
+    attention_forward_with(ctx, AttentionKernels::for_training(ctx).for_dims(ctx, &d, seg.lens), out, stats, q, k, v, seg, d)
 }
 
 /// [`attention_forward`] with the kernels given.
@@ -266,7 +276,7 @@ pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: 
 /// `rope`, q and k were rotated: dq and dk are the gradients of q and k before rope.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims, rope: Option<RopeGrad>) -> Result<()> {
-    attention_backward_with(ctx, AttentionKernels::for_adapter(ctx).for_dims(ctx, &d, seg.lens), dq, dk, dv, dout, q, k, v, out, stats, seg, d, rope)
+    attention_backward_with(ctx, AttentionKernels::for_training(ctx).for_dims(ctx, &d, seg.lens), dq, dk, dv, dout, q, k, v, out, stats, seg, d, rope)
 }
 
 /// [`attention_backward`] with the kernels given. The per-row and tiled kernels apply rope's
@@ -361,7 +371,7 @@ fn check_llvmpipe_loops(ctx: &GpuContext, op: &str, kernels: AttentionKernels, d
 /// hold their keys and values. Query t attends to cache rows 0..=past+t.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer, k_cache: &GpuBuffer, v_cache: &GpuBuffer, past: usize, d: AttentionDims) -> Result<()> {
-    attention_forward_cached_with(ctx, AttentionKernels::for_adapter(ctx), out, q, k_cache, v_cache, past, d)
+    attention_forward_cached_with(ctx, AttentionKernels::for_cache(ctx), out, q, k_cache, v_cache, past, d)
 }
 
 /// [`attention_forward_cached`] with the kernels given: `Tiled`'s workgroups stream the
