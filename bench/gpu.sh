@@ -20,14 +20,14 @@ MODELS="${MODELS:-/tmp/hearth-bench-models}"
 # longer limits); the device run uses the defaults.
 if [ "${QUICK:-0}" = 1 ]; then
     SEQ=64 BATCH=1 STEPS=1 NEW=4 LONG_PROMPT=256 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" TILES_ARGS="--quick" SLOW=20
-    UNCHECKED_SHAPES="--shape 64x64x4096 --shape 512x576x576" COOP_SHAPES="--shape 256x256x256"
+    CHECKS_SHAPES="--shape 64x64x4096 --shape 512x576x576" COOP_SHAPES="--shape 256x256x256"
     # (a CPU's bf16 matmul at 4096³ takes minutes; 8 answers of 64 tokens one at a time, more)
-    PEER_ARGS="--matmul-n 1024" SERVE_LOAD="4 8 1,4" IN_TURN_SHAPES="--shape 256x256x256"
+    PEER_ARGS="--matmul-n 1024" SERVE_LOAD="4 8 1,4"
 else
     SEQ=512 BATCH=4 STEPS=3 NEW=64 LONG_PROMPT=2048 MODEL_LIST="smollm2-135m qwen2.5-0.5b qwen3-0.6b" OPS_ARGS="--reps 3" TILES_ARGS="" SLOW=1
-    UNCHECKED_SHAPES="--shape 64x64x4096 --shape 2048x1536x576 --shape 4096x4096x4096"
+    CHECKS_SHAPES="--shape 64x64x4096 --shape 2048x1536x576 --shape 4096x4096x4096"
     COOP_SHAPES="--shape 2048x576x576 --shape 2048x1536x576 --shape 2048x576x1536 --shape 4096x4096x4096"
-    PEER_ARGS="" SERVE_LOAD="8 64 1,4,8,16" IN_TURN_SHAPES="--shape 2048x1536x576 --shape 4096x4096x4096"
+    PEER_ARGS="" SERVE_LOAD="8 64 1,4,8,16"
 fi
 rm -rf "$WORK"
 mkdir -p "$OUT" "$WORK"
@@ -135,8 +135,9 @@ run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
 # The f32 matmul's cost against each of M·N and K alone: a fixed cost per launch shows as
 # equal times down the sweep.
 run ops-sweep 20 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --shape 64x64x8 --shape 64x64x4096 --shape 4096x4096x8 --shape 1024x1024x1024 --shape 2048x2048x2048
-# the same f32 forwards without wgpu's bounds checks, loop bounds and zeroed workgroup memory
-run ops-unchecked 20 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $UNCHECKED_SHAPES
+# the same f32 forwards with every one of wgpu's safeguards (the loop counters too), and with none
+run ops-checks-all 20 env HEARTH_SHADER_CHECKS=1 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $CHECKS_SHAPES
+run ops-checks-none 20 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $CHECKS_SHAPES
 # LoRA's thin matmuls at 4 × 512 tokens, r 16 (their weight gradients take the split reduction)
 run ops-lora 20 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 for model in $MODEL_LIST; do
@@ -145,11 +146,15 @@ for model in $MODEL_LIST; do
     done
     if [ "$model" = smollm2-135m ]; then
         run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps 1 --kernel-times --json
-        # training attention as batched matmuls (software adapters' choice) against the
-        # GPU's tiled attention kernels
-        run "train-$model-f32-attention-matmul" 30 env HEARTH_ATTENTION=matmul "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
-        # the kernels without wgpu's bounds checks, loop bounds and zeroed workgroup memory
-        run "train-$model-f32-unchecked" 30 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        # training attention in the GPU's tiled attention kernels against the batched
+        # matmuls (the default)
+        run "train-$model-f32-attention-tiled" 30 env HEARTH_ATTENTION=tiled "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        # the kernels with each of wgpu's safeguards against the default (bounds checks and
+        # zeroed workgroup memory, no loop counters): all three, without the bounds checks,
+        # without the zeroing, none
+        for checks in all:1 no-bounds:zeroing no-zeroing:bounds none:0; do
+            run "train-$model-f32-checks-${checks%%:*}" 30 env HEARTH_SHADER_CHECKS="${checks#*:}" "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        done
         # f16 matmuls: forwards and input gradients (their rows scaled), the f32 base's and
         # the quantized one's, on cooperative matrices where the GPU has them, else in f16
         # tiles; where it has shader-f16 (else the f32 runs)
@@ -180,10 +185,6 @@ run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/
 for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0; do
     run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
 done
-# every matmul variant loaded a step ahead and in turn, at shapes of `ops` above (report.md
-# pairs their rows)
-run ops-ahead 20 env HEARTH_TILE_PREFETCH=1 "$HEARTH" bench ops --json --reps 3 $IN_TURN_SHAPES
-run ops-in-turn 20 env HEARTH_TILE_PREFETCH=0 "$HEARTH" bench ops --json --reps 3 $IN_TURN_SHAPES
 # decoding with every reduction in workgroup memory (the browser's kernels), against the
 # subgroup sums of the matrix-vector kernels, rmsnorm's and the rest (one and 8 sequences)
 run generate-smollm2-135m-nosubgroups 20 env HEARTH_SUBGROUPS=0 "$HEARTH" bench generate "$MODELS/smollm2-135m" --prompt-tokens 128 --new-tokens $NEW --batch 8 --json

@@ -20,6 +20,11 @@ def load(path):
         return None
 
 
+def loss_gap(run, default):
+    """The largest difference between two train runs' losses, step by step."""
+    return max((abs(a - b) for a, b in zip(run["losses"], default["losses"])), default=0.0)
+
+
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "—"
 
@@ -114,25 +119,41 @@ def main():
             add(f"{name} base {base}: matmul_efficiency", num(h["matmul_efficiency"], 2), "", "", "")
             add(f"{name} base {base}: peak GPU MiB (PEFT fp32)", num(h["peak_gpu_memory_mib"], 0), num(fp32.get("peak_gpu_memory_mib"), 0),
                 ratio(h["peak_gpu_memory_mib"], fp32.get("peak_gpu_memory_mib")), "")
-        mm = results.get(f"train-{name}-f32-attention-matmul")
-        tiled = results.get(f"train-{name}-f32")
-        if mm and tiled:
-            add(f"{name} f32 train tokens/s: attention as matmuls (HEARTH_ATTENTION=matmul) vs the adapter's own (tiled on GPUs)",
-                num(mm["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(mm["tokens_per_s"], tiled["tokens_per_s"]), "")
+        default = results.get(f"train-{name}-f32")
+        tiled = results.get(f"train-{name}-f32-attention-tiled")
+        if tiled and default:
+            add(f"{name} f32 train tokens/s: the tiled attention kernels (HEARTH_ATTENTION=tiled) vs the matmuls (the default)",
+                num(tiled["tokens_per_s"]), num(default["tokens_per_s"]), ratio(tiled["tokens_per_s"], default["tokens_per_s"]), "")
         for tag, what in (("tiles64", "every output in tiles of 64 (HEARTH_TILES=64)"), ("tiles128", "every output in tiles of 128 (HEARTH_TILES=128)"),
                           ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
             knob = results.get(f"train-{name}-f32-{tag}")
-            if knob and tiled:
-                add(f"{name} f32 train tokens/s: {what} vs the tuned tile size and heuristics", num(knob["tokens_per_s"]), num(tiled["tokens_per_s"]),
-                    ratio(knob["tokens_per_s"], tiled["tokens_per_s"]), "")
+            if knob and default:
+                add(f"{name} f32 train tokens/s: {what} vs the tuned tile size and heuristics", num(knob["tokens_per_s"]), num(default["tokens_per_s"]),
+                    ratio(knob["tokens_per_s"], default["tokens_per_s"]), "")
         ahead, in_turn = results.get(f"train-{name}-f32-ahead"), results.get(f"train-{name}-f32-in-turn")
         if ahead and in_turn:
             add(f"{name} f32 train tokens/s: the tiled matmuls' values loaded a step ahead (HEARTH_TILE_PREFETCH=1) vs just before they are staged (=0)",
                 num(ahead["tokens_per_s"]), num(in_turn["tokens_per_s"]), ratio(ahead["tokens_per_s"], in_turn["tokens_per_s"]), "")
-        unchecked = results.get(f"train-{name}-f32-unchecked")
-        if unchecked and tiled:
-            add(f"{name} f32 train tokens/s: shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0) vs with them",
-                num(unchecked["tokens_per_s"]), num(tiled["tokens_per_s"]), ratio(unchecked["tokens_per_s"], tiled["tokens_per_s"]), "")
+        for tag, what in (("all", "every one of wgpu's shader safeguards, the loop counters too (HEARTH_SHADER_CHECKS=1)"),
+                          ("no-bounds", "without wgpu's bounds checks (HEARTH_SHADER_CHECKS=zeroing)"),
+                          ("no-zeroing", "without zeroed workgroup memory (HEARTH_SHADER_CHECKS=bounds)"),
+                          ("none", "none of wgpu's shader safeguards (HEARTH_SHADER_CHECKS=0)")):
+            checks = results.get(f"train-{name}-f32-checks-{tag}")
+            if checks and default:
+                add(f"{name} f32 train tokens/s: {what} vs the default (bounds checks and zeroing, no loop counters)",
+                    num(checks["tokens_per_s"]), num(default["tokens_per_s"]), ratio(checks["tokens_per_s"], default["tokens_per_s"]), "")
+        # Every f32 variant trains the same model on the same batches from the same seed: its
+        # losses should be the default's but for the order of float sums (f16 matmuls: f16's
+        # rounding), so a variant whose kernels go wrong on this GPU shows here.
+        variants = sorted(k for k, v in results.items()
+                          if v and k.startswith(f"train-{name}-f32-") and not k.endswith("-f16-matmuls") and v.get("losses"))
+        if default and default.get("losses") and variants:
+            worst = max(variants, key=lambda k: loss_gap(results[k], default))
+            add(f"{name} f32 train: largest loss difference from the default run over its steps, of {len(variants)} f32 variants ({worst.removeprefix(f'train-{name}-f32-')})",
+                f"{loss_gap(results[worst], default):.1e}", "", "", "≤ 1e-3")
+        f16 = results.get(f"train-{name}-f32-f16-matmuls")
+        if default and default.get("losses") and f16 and f16.get("losses"):
+            add(f"{name} f32 train: largest loss difference of the f16 matmuls (HEARTH_F16_MATMUL=1) from the default run", f"{loss_gap(f16, default):.1e}", "", "", "")
         for base in ("f32", "q4_1"):
             f16 = results.get(f"train-{name}-{base}-f16-matmuls")
             plain = results.get(f"train-{name}-{base}")
@@ -225,26 +246,14 @@ def main():
                   "| M × N × K | outputs | ms, 64 × 64 | ms, 128 × 128 |", "| --- | ---: | ---: | ---: |"]
         lines += [f"| {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |" for t in coop_rows]
     for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
-                       ("ops-unchecked", "f32 forward matmul, shaders without wgpu's checks (HEARTH_SHADER_CHECKS=0)"),
+                       ("ops-checks-all", "f32 forward matmul with every one of wgpu's shader safeguards, the loop counters too (HEARTH_SHADER_CHECKS=1)"),
+                       ("ops-checks-none", "f32 forward matmul with none of wgpu's shader safeguards (HEARTH_SHADER_CHECKS=0)"),
                        ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)"),
                        ("ops-lora-split256", "LoRA's thin f32 matmuls, few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
         sweep = results.get(key)
         if sweep:
             lines += ["", f"{title}:", "", "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
             lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in sweep["rows"]]
-    # the rows of tiled kernels loaded in turn that were timed loaded ahead too (none on a
-    # software adapter's kernels)
-    ahead = {(r["op"], r["m"], r["n"], r["k"]): r for r in (results.get("ops-ahead") or {}).get("rows", [])}
-    pairs = [(ahead.get((r["op"], r["m"], r["n"], r["k"])), r) for r in (results.get("ops-in-turn") or {}).get("rows", [])
-             if any("loaded in turn" in k for k in r["kernels"])]
-    pairs = [(a, r) for a, r in pairs if a]
-    if pairs:
-        lines += ["", "The tiled matmuls loading each step's values a step ahead, during the previous step's sums (HEARTH_TILE_PREFETCH=1), "
-                  "vs just before staging them (=0); the tuning above chose one for every other run:", "",
-                  "| op | M × N × K | ms, ahead | ms, in turn | GFLOP/s, ahead | GFLOP/s, in turn | ahead ÷ in turn |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-        lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {a['ms']:.3f} | {r['ms']:.3f} | {a['rate']:,.0f} | {r['rate']:,.0f} | {ratio(a['rate'], r['rate'])} |"
-                  for a, r in pairs]
     coop = {side: results.get(f"ops-coop{side}") for side in (64, 128)}
     # (an adapter without cooperative matrices gives no rows: no table then)
     if all(c and c["rows"] for c in coop.values()):
@@ -257,16 +266,22 @@ def main():
             w = wide.get((r["op"], r["m"], r["n"], r["k"]))
             if w:
                 lines.append(f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {r['ms']:.3f} | {w['ms']:.3f} | {r['rate']:,.0f} | {w['rate']:,.0f} | {ratio(w['rate'], r['rate'])} |")
+    def kernel_table(what, kernels):
+        ks = sorted(kernels, key=lambda k: -k.get("ms", 0))
+        total = sum(k.get("ms", 0) for k in ks) or 1
+        return ["", f"Where {what}, each launch run alone), slowest first:", "",
+                "| kernel | launches | ms | % | GFLOP/s |", "| --- | ---: | ---: | ---: | ---: |"] + [
+                f"| {k['kernel']} | {k['launches']:.0f} | {k['ms']:.1f} | {100 * k['ms'] / total:.1f} | "
+                f"{(k['gflop'] / k['ms'] * 1e3 if k['gflop'] and k['ms'] else 0):,.1f} |" for k in ks[:12]]
     for key, v in results.items():
-        if key.startswith(("kernels-", "decode-kernels-")) and v:
-            ks = sorted(v["kernels"], key=lambda k: -k.get("ms", 0))
-            total = sum(k.get("ms", 0) for k in ks) or 1
-            what = (f"a decoded token of {key.removeprefix('decode-kernels-')} goes ({v.get('prompt_tokens')}-token prompt, per token"
-                    if key.startswith("decode-") else f"a training step of {key.removeprefix('kernels-')} goes (f32 base")
-            lines += ["", f"Where {what}, each launch run alone), slowest first:", "",
-                      "| kernel | launches | ms | % | GFLOP/s |", "| --- | ---: | ---: | ---: | ---: |"]
-            lines += [f"| {k['kernel']} | {k['launches']:.0f} | {k['ms']:.1f} | {100 * k['ms'] / total:.1f} | "
-                      f"{(k['gflop'] / k['ms'] * 1e3 if k['gflop'] and k['ms'] else 0):,.1f} |" for k in ks[:12]]
+        if key.startswith("kernels-") and v:
+            lines += kernel_table(f"a training step of {key.removeprefix('kernels-')} goes (f32 base", v["kernels"])
+        if key.startswith("decode-kernels-") and v:
+            model = key.removeprefix("decode-kernels-")
+            # (older runs timed the decoded tokens alone)
+            if any("ms" in k for k in v.get("prefill_kernels", [])):
+                lines += kernel_table(f"the {v.get('prompt_tokens')}-token prompt of {model} goes (its prefill", v["prefill_kernels"])
+            lines += kernel_table(f"a decoded token of {model} goes ({v.get('prompt_tokens')}-token prompt, per token", v["kernels"])
     for key, v in results.items():
         if key.startswith("serve-") and v:
             lines += ["", f"hearth serve, {key.removeprefix('serve-')}: {v['clients']} clients at once, {v['tokens']} greedy tokens each, by --max-batch:", "",

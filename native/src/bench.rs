@@ -129,7 +129,7 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
         "subgroup_reductions": ctx.subgroup_reductions(),
         "cooperative_matrix": { "offered": ctx.offers_cooperative_matrix().0, "usable": ctx.offers_cooperative_matrix().1 },
         "f16_matmuls": ctx.f16_matmuls(),
-        "shader_checks": !ctx.unchecked_shaders(),
+        "shader_checks": { "bounds": ctx.shader_checks().bounds, "loops": ctx.shader_checks().loops, "zeroing": ctx.shader_checks().zeroing },
         "gpu_timestamps": ctx.has_gpu_timer(),
         "tiles": {
             "side": ctx.tile_choice().side,

@@ -79,7 +79,8 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
         block(model.forward(&ctx, &prompt[..1]))?;
     }
     model.reset();
-    ctx.profile_begin();
+    // (with --kernel-times the prompt's launches are timed one by one too)
+    ctx.profile_begin_with(a.kernel_times);
     let start = Instant::now();
     let mut logits = block(model.forward(&ctx, &prompt))?;
     let prefill = start.elapsed().as_secs_f64();
@@ -122,6 +123,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
             "prefill_host_ms": prefill_profile.host_ms,
             "prefill_gpu_ms": prefill_profile.gpu_ms,
             "prefill_matmul_gflop": prefill_profile.matmul_flops() / 1e9,
+            "prefill_kernels": kernels_json(&prefill_profile, 1.0),
             // what a decoded token reads at least, for bench/report.py's bandwidth limit: every
             // weight once, and the KV cache's keys and values of each token of context
             "weight_bytes": base_bytes(&model.cfg, linear, head),
@@ -176,6 +178,9 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
         profile.buffers_created
     );
     if a.kernel_times {
+        println!("the prompt:");
+        crate::bench::print_kernel_times(&prefill_profile, 1.0);
+        println!("a decoded token:");
         crate::bench::print_kernel_times(&profile, per_token);
     }
     if let Some(b) = batch {

@@ -74,15 +74,20 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
     let time_reference = || {
         time(&ctx, 2, || matmul(&ctx, MatmulKind::Forward, &y, &x, &w, MatmulDims::new(m, nn, k), Accumulate::OVERWRITE).expect("matmul launch"))
     };
+    // every step's loss, the warm-up's too: runs of one model that differ only in their kernels
+    // should agree on them (bench/report.py compares them)
+    let mut losses = Vec::new();
     for _ in 0..a.warmup {
-        pollster::block_on(t.step(&ctx))?;
+        losses.push(pollster::block_on(t.step(&ctx))?.loss);
     }
     let ref_before = time_reference()?;
     ctx.profile_begin_with(a.kernel_times);
     let start = Instant::now();
     let mut tokens = 0;
     for _ in 0..a.steps {
-        tokens += pollster::block_on(t.step(&ctx))?.tokens;
+        let stats = pollster::block_on(t.step(&ctx))?;
+        tokens += stats.tokens;
+        losses.push(stats.loss);
     }
     let profile = pollster::block_on(ctx.profile_end())?;
     let secs = start.elapsed().as_secs_f64();
@@ -116,6 +121,7 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
             "reference_matmul": { "m": m, "n": nn, "k": k, "kernels": ref_kernels, "gflops": ref_rate / 1e9 },
             "matmul_efficiency": matmul_rate / ref_rate,
             "kernels": kernels_json(&profile, steps),
+            "losses": losses,
         });
         println!("{out}");
         return Ok(());
@@ -132,6 +138,7 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
     }
     println!("matmuls        {:.1} GFLOP/step at {:.1} GFLOP/s; f32 forward M{m} N{nn} K{k} alone {:.1} GFLOP/s: efficiency {:.2}", profile.matmul_flops() / steps / 1e9, matmul_rate / 1e9, ref_rate / 1e9, matmul_rate / ref_rate);
     println!("GPU memory     {peak_mib:.0} MiB peak");
+    println!("loss           {}", losses.iter().map(|l| format!("{l:.4}")).collect::<Vec<_>>().join(" → "));
     if a.kernel_times {
         crate::bench::print_kernel_times(&profile, steps);
     }

@@ -22,7 +22,7 @@ mod web;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use hearth_core::gpu::{ContextOptions, KernelPaths, TileChoice};
+use hearth_core::gpu::{ContextOptions, KernelPaths, ShaderChecks, TileChoice};
 use hearth_core::ops::attention::AttentionKernels;
 use hearth_core::{Error, GpuContext};
 
@@ -76,7 +76,7 @@ enum Command {
 /// own) and the attention HEARTH_ATTENTION names (rows, tiled or matmul), without
 /// subgroup operations where HEARTH_SUBGROUPS=0, with forwards and input gradients in f16
 /// where HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), the
-/// kernels without wgpu's runtime checks where HEARTH_SHADER_CHECKS=0, the tiled kernels'
+/// kernels with the wgpu safeguards HEARTH_SHADER_CHECKS names (ShaderChecks), the tiled kernels'
 /// tiles and split reductions as HEARTH_TILES and HEARTH_SPLIT_WORKGROUPS say (to compare
 /// with the heuristics on a GPU), the tile size tuned for the GPU as HEARTH_TUNE says
 /// (tile_tuning.rs), decoding's tokens picked on the host where HEARTH_DECODE_AHEAD=0, the
@@ -89,12 +89,11 @@ pub fn open_gpu() -> Result<GpuContext> {
         Ok("0") | Err(_) => false,
         Ok(other) => bail!("HEARTH_F16_MATMUL={other:?}: expected 1 (forwards and input gradients in f16, summed in f32) or 0 (f32, the default)"),
     };
-    let unchecked_shaders = match std::env::var("HEARTH_SHADER_CHECKS").as_deref() {
-        Ok("0") => true,
-        Ok("1") | Err(_) => false,
-        Ok(other) => bail!("HEARTH_SHADER_CHECKS={other:?}: expected 0 (the kernels without wgpu's bounds checks, loop bounds and zeroed workgroup memory) or 1 (with them, the default)"),
+    let shader_checks = match std::env::var("HEARTH_SHADER_CHECKS") {
+        Ok(value) => ShaderChecks::parse(&value)?,
+        Err(_) => ShaderChecks::DEFAULT,
     };
-    let options = ContextOptions { cooperative_matrix: f16_matmuls, unchecked_shaders };
+    let options = ContextOptions { cooperative_matrix: f16_matmuls, shader_checks };
     let mut ctx = pollster::block_on(GpuContext::new_with(filter.as_deref(), options))?.with_f16_matmuls(f16_matmuls);
     if f16_matmuls && !ctx.f16_matmuls() {
         eprintln!("HEARTH_F16_MATMUL=1: this adapter has neither shader-f16 nor cooperative matrices (`hearth selftest` says what it offers); the matmuls stay f32");
@@ -157,7 +156,10 @@ pub fn open_gpu() -> Result<GpuContext> {
             (true, true) => ", f16 matmuls on cooperative matrices",
             (true, false) => ", f16 matmuls: forwards and input gradients in f16 tiles",
         },
-        if ctx.unchecked_shaders() { ", shaders without wgpu's checks" } else { "" },
+        match ctx.shader_checks().describe() {
+            d if d.is_empty() => d,
+            d => format!(", {d}"),
+        },
         if ctx.decode_ahead() { "" } else { ", decoding picking its tokens on the host" },
         // (the split and the loads' order where they are not described with the tiles)
         match (ctx.kernel_paths(), tiles.split_workgroups) {
@@ -183,7 +185,7 @@ pub fn open_coop_gpu(ctx: &GpuContext) -> Result<Option<GpuContext>> {
         return Ok(None);
     }
     let filter = std::env::var("HEARTH_ADAPTER").ok();
-    let options = ContextOptions { cooperative_matrix: true, unchecked_shaders: ctx.unchecked_shaders() };
+    let options = ContextOptions { cooperative_matrix: true, shader_checks: ctx.shader_checks() };
     let coop = pollster::block_on(GpuContext::new_with(filter.as_deref(), options))?.with_tile_choice(ctx.tile_choice());
     Ok(coop.has_cooperative_matrix().then_some(coop))
 }
@@ -248,6 +250,8 @@ fn advice(e: &anyhow::Error) -> Option<String> {
         }
         Error::DeviceLost(_) => "run again (training: with --resume and the last checkpoint)".into(),
         Error::Diverged { .. } => "lower --lr, or check the data".into(),
+        // (an environment variable's message says what it takes)
+        Error::InvalidSetting { setting, .. } if setting.starts_with("HEARTH_") => return None,
         Error::InvalidSetting { setting, .. } => format!("change --{}", settings_args::flag(setting)),
         Error::NoAdapter(_) => {
             "install a Vulkan, Metal or DX12 driver (without a GPU: apt-get install mesa-vulkan-drivers)".into()

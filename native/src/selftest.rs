@@ -100,6 +100,10 @@ fn print_paths(ctx: &GpuContext) {
     };
     println!("  cooperative matrices {coop}");
     println!("  GPU timestamps       {}", if ctx.has_gpu_timer() { "yes (bench reports GPU time)" } else { "no (bench reports host and wall time only)" });
+    let c = ctx.shader_checks();
+    let kept: Vec<&str> = [(c.bounds, "bounds checks"), (c.loops, "loop counters"), (c.zeroing, "zeroed workgroup memory")].iter().filter(|k| k.0).map(|k| k.1).collect();
+    let kept = if kept.is_empty() { "none of wgpu's".to_string() } else { format!("wgpu's {}", kept.join(", ")) };
+    println!("  shader safeguards    {kept} (HEARTH_SHADER_CHECKS; a browser adds its own)");
 }
 
 /// rmsnorm's and cross-entropy's forwards, with the context's reductions: (name, largest

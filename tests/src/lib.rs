@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use hearth_core::gpu::{ContextOptions, KernelPaths, TileChoice};
+use hearth_core::gpu::{ContextOptions, KernelPaths, ShaderChecks, TileChoice};
 use hearth_core::GpuContext;
 pub use hearth_core::rng::Rng;
 
@@ -113,12 +113,15 @@ pub fn coop_contexts_sized_otherwise() -> Vec<GpuContext> {
     contexts
 }
 
-/// A context on the adapter HEARTH_ADAPTER names (else the default one), its kernels without
-/// wgpu's runtime checks where HEARTH_SHADER_CHECKS=0 (as the CLI's).
+/// A context on the adapter HEARTH_ADAPTER names (else the default one), its kernels with the
+/// safeguards HEARTH_SHADER_CHECKS names (as the CLI's; else Hearth's default).
 fn new_context(options: ContextOptions) -> hearth_core::Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
-    let unchecked_shaders = std::env::var("HEARTH_SHADER_CHECKS").as_deref() == Ok("0");
-    pollster::block_on(GpuContext::new_with(filter.as_deref(), ContextOptions { unchecked_shaders, ..options }))
+    let shader_checks = match std::env::var("HEARTH_SHADER_CHECKS") {
+        Ok(value) => ShaderChecks::parse(&value)?,
+        Err(_) => ShaderChecks::DEFAULT,
+    };
+    pollster::block_on(GpuContext::new_with(filter.as_deref(), ContextOptions { shader_checks, ..options }))
 }
 
 fn shared(cell: &'static OnceLock<Option<GpuContext>>, paths: Option<KernelPaths>) -> Option<&'static GpuContext> {

@@ -46,8 +46,8 @@ pub struct GpuContext {
     /// Forwards and input gradients run in f16, summed in f32 (opt-in: on cooperative
     /// matrices or in f16 tiles, where the device has them).
     f16_matmuls: bool,
-    /// ContextOptions::unchecked_shaders.
-    unchecked_shaders: bool,
+    /// ContextOptions::shader_checks.
+    shader_checks: ShaderChecks,
     /// The tiled kernels' shape, where a run overrides the launchers' heuristics.
     tiles: TileChoice,
     /// Decoding picks tokens on the GPU (one sequence's a token ahead: model/gpu_picks.rs).
@@ -126,11 +126,76 @@ pub struct ContextOptions {
     /// or 8 × 8 × 8 products of f16 into f32, with subgroups and shader-f16). Opt-in: wgpu marks them
     /// experimental, and on Vulkan it then compiles every shader under the Vulkan memory model.
     pub cooperative_matrix: bool,
-    /// The kernels compiled without wgpu's safeguards (`HEARTH_SHADER_CHECKS=0`): no bounds
-    /// checks injected where the driver does not enforce them itself, no counters bounding
-    /// every loop, workgroup memory not zeroed before each workgroup. Opt-in, to measure
-    /// what they cost on a GPU (bench/gpu.sh).
-    pub unchecked_shaders: bool,
+    /// Which of wgpu's safeguards the kernels are compiled with (`HEARTH_SHADER_CHECKS`).
+    pub shader_checks: ShaderChecks,
+}
+
+/// wgpu's runtime safeguards in Hearth's kernels on native adapters (a browser applies its
+/// own whatever these say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShaderChecks {
+    /// Indexes clamped into their arrays and buffers where the driver does not enforce that.
+    pub bounds: bool,
+    /// A counter ending every loop, against compilers that assume that loops end.
+    pub loops: bool,
+    /// Workgroup memory zeroed before each workgroup runs.
+    pub zeroing: bool,
+}
+
+impl ShaderChecks {
+    /// wgpu's defaults: every safeguard.
+    pub const ALL: ShaderChecks = ShaderChecks { bounds: true, loops: true, zeroing: true };
+    pub const NONE: ShaderChecks = ShaderChecks { bounds: false, loops: false, zeroing: false };
+    /// Hearth's default: the bounds checks and the zeroing, without the loop counters. Every
+    /// kernel's loops are bounded by its params, so the counters guard nothing here, and they
+    /// keep compilers from unrolling and analysing the loops: wgpu's own tracker has them
+    /// slowing a compute shader 100× (gfx-rs/wgpu#7698). On an H200 the three together cost
+    /// SmolLM2's training step 1.69× (docs/PERF.md, 2026-12-04).
+    pub const DEFAULT: ShaderChecks = ShaderChecks { bounds: true, loops: false, zeroing: true };
+
+    /// Parses `HEARTH_SHADER_CHECKS`: `1` (every safeguard), `0` (none), or the safeguards to
+    /// keep, comma-separated, of `bounds`, `loops` and `zeroing`.
+    pub fn parse(value: &str) -> Result<Self> {
+        match value {
+            "1" | "all" => return Ok(ShaderChecks::ALL),
+            "0" | "none" => return Ok(ShaderChecks::NONE),
+            _ => {}
+        }
+        let mut checks = ShaderChecks::NONE;
+        for name in value.split(',').map(str::trim) {
+            match name {
+                "bounds" => checks.bounds = true,
+                "loops" => checks.loops = true,
+                "zeroing" => checks.zeroing = true,
+                other => {
+                    return Err(Error::invalid_setting(
+                        "HEARTH_SHADER_CHECKS",
+                        format!("{other:?}: expected 1 (all of wgpu's safeguards), 0 (none), or those to keep of bounds, loops and zeroing, comma-separated"),
+                    ))
+                }
+            }
+        }
+        Ok(checks)
+    }
+
+    /// How these differ from the default, for the adapter line ("" where they don't).
+    pub fn describe(&self) -> String {
+        let d = ShaderChecks::DEFAULT;
+        let changed = [(self.bounds, d.bounds, "bounds checks"), (self.loops, d.loops, "loop counters"), (self.zeroing, d.zeroing, "zeroed workgroup memory")];
+        let names = |on: bool| changed.iter().filter(|(now, default, _)| *now == on && now != default).map(|c| c.2).collect::<Vec<_>>().join(" and ");
+        match (names(true), names(false)) {
+            (with, without) if without.is_empty() && with.is_empty() => String::new(),
+            (with, without) if without.is_empty() => format!("shaders with wgpu's {with} too"),
+            (with, without) if with.is_empty() => format!("shaders without wgpu's {without}"),
+            (with, without) => format!("shaders with wgpu's {with}, without its {without}"),
+        }
+    }
+}
+
+impl Default for ShaderChecks {
+    fn default() -> Self {
+        ShaderChecks::DEFAULT
+    }
 }
 
 /// The kernel families: each op has a variant for software adapters and one for GPUs.
@@ -342,7 +407,7 @@ impl GpuContext {
             offers_cooperative_matrix,
             coop_shape,
             f16_matmuls: false,
-            unchecked_shaders: options.unchecked_shaders,
+            shader_checks: options.shader_checks,
             tiles: TileChoice::default(),
             decode_ahead: true,
         }
@@ -375,9 +440,9 @@ impl GpuContext {
         self.paths
     }
 
-    /// Whether the kernels are compiled without wgpu's safeguards (ContextOptions).
-    pub fn unchecked_shaders(&self) -> bool {
-        self.unchecked_shaders
+    /// Which of wgpu's safeguards the kernels are compiled with (ContextOptions).
+    pub fn shader_checks(&self) -> ShaderChecks {
+        self.shader_checks
     }
 
     /// This context with the tiled kernels' shape overridden where `tiles` says (a side of 64
@@ -947,7 +1012,22 @@ impl Arena {
 
 #[cfg(test)]
 mod tests {
-    use super::busy_ticks;
+    use super::{busy_ticks, ShaderChecks};
+
+    #[test]
+    fn shader_checks_parse_and_say_how_they_differ_from_the_default() {
+        assert_eq!(ShaderChecks::parse("1").unwrap(), ShaderChecks::ALL);
+        assert_eq!(ShaderChecks::parse("0").unwrap(), ShaderChecks::NONE);
+        assert_eq!(ShaderChecks::parse("bounds, zeroing").unwrap(), ShaderChecks::DEFAULT);
+        assert_eq!(ShaderChecks::parse("loops").unwrap(), ShaderChecks { bounds: false, loops: true, zeroing: false });
+        let err = ShaderChecks::parse("bounds,loop").unwrap_err().to_string();
+        assert!(err.contains("\"loop\"") && err.contains("bounds, loops and zeroing"), "{err}");
+        assert_eq!(ShaderChecks::DEFAULT.describe(), "");
+        assert_eq!(ShaderChecks::default(), ShaderChecks::DEFAULT);
+        assert_eq!(ShaderChecks::ALL.describe(), "shaders with wgpu's loop counters too");
+        assert_eq!(ShaderChecks::NONE.describe(), "shaders without wgpu's bounds checks and zeroed workgroup memory");
+        assert_eq!(ShaderChecks::parse("loops,zeroing").unwrap().describe(), "shaders with wgpu's loop counters, without its bounds checks");
+    }
 
     #[test]
     fn busy_time_counts_overlapping_submissions_once() {

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::recording::{Stopwatch, PARAMS_BINDING};
-use super::{GpuBuffer, GpuContext, Shader};
+use super::{GpuBuffer, GpuContext, Shader, ShaderChecks};
 use crate::{Error, Result};
 
 /// A tiling of a kernel: a name for the cache key and the WGSL `override` values it sets.
@@ -121,13 +121,14 @@ impl GpuContext {
                         label: Some(k.shader.file_name()),
                         source: wgpu::ShaderSource::Wgsl(k.shader.source().into()),
                     };
-                    if !self.unchecked_shaders() {
+                    let c = self.shader_checks();
+                    if c == ShaderChecks::ALL {
                         return self.device.create_shader_module(desc);
                     }
-                    let checks = wgpu::ShaderRuntimeChecks { bounds_checks: false, force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() };
-                    // SAFETY: Hearth's own kernels only, opted into (ContextOptions): each
-                    // bounds its loops by its params and guards its indexes by them, and every
-                    // launcher checks the buffers' lengths against those params.
+                    let checks = wgpu::ShaderRuntimeChecks { bounds_checks: c.bounds, force_loop_bounding: c.loops, ..wgpu::ShaderRuntimeChecks::checked() };
+                    // SAFETY: Hearth's own kernels only (ShaderChecks): each bounds its loops
+                    // by its params and guards its indexes by them, and every launcher checks
+                    // the buffers' lengths against those params.
                     unsafe { self.device.create_shader_module_trusted(desc, checks) }
                 })
                 .clone()
@@ -146,7 +147,7 @@ impl GpuContext {
             compilation_options: wgpu::PipelineCompilationOptions {
                 constants: k.variant.constants,
                 // every kernel writes its workgroup memory before it reads it
-                zero_initialize_workgroup_memory: !self.unchecked_shaders(),
+                zero_initialize_workgroup_memory: self.shader_checks().zeroing,
             },
             cache: None,
         }));

@@ -10,7 +10,7 @@ mod readback;
 mod recording;
 mod shader;
 
-pub use context::{AdapterSummary, Arena, ContextOptions, CoopShape, GpuContext, KernelPaths, TileChoice};
+pub use context::{AdapterSummary, Arena, ContextOptions, CoopShape, GpuContext, KernelPaths, ShaderChecks, TileChoice};
 pub use dispatch::{grid_1d, Kernel, Variant};
 pub use pool::{GpuBuffer, MemoryStats};
 pub(crate) use readback::PendingRead;
