@@ -65,9 +65,8 @@ fn print_paths(ctx: &GpuContext) {
         if fused { "inside the base matmul's launch (its low-rank term)" } else { "launched after the base matmul (the register kernels take no term)" }
     );
     let attention = AttentionKernels::for_training(ctx);
-    let gives_way = if ctx.kernel_paths() == KernelPaths::Gpu { AttentionKernels::Tiled } else { AttentionKernels::Rows };
     let fallback = if attention == AttentionKernels::Matmul {
-        format!(" ({gives_way:?} for sequences whose scores exceed a chunk, or heads not a multiple of 4)")
+        format!(" ({:?} for sequences whose scores exceed a chunk, or heads not a multiple of 4)", AttentionKernels::without_matmuls(ctx))
     } else {
         String::new()
     };
@@ -100,8 +99,7 @@ fn print_paths(ctx: &GpuContext) {
     };
     println!("  cooperative matrices {coop}");
     println!("  GPU timestamps       {}", if ctx.has_gpu_timer() { "yes (bench reports GPU time)" } else { "no (bench reports host and wall time only)" });
-    let c = ctx.shader_checks();
-    let kept: Vec<&str> = [(c.bounds, "bounds checks"), (c.loops, "loop counters"), (c.zeroing, "zeroed workgroup memory")].iter().filter(|k| k.0).map(|k| k.1).collect();
+    let kept: Vec<&str> = ctx.shader_checks().named().into_iter().filter(|(_, on)| *on).map(|(name, _)| name).collect();
     let kept = if kept.is_empty() { "none of wgpu's".to_string() } else { format!("wgpu's {}", kept.join(", ")) };
     println!("  shader safeguards    {kept} (HEARTH_SHADER_CHECKS; a browser adds its own)");
 }

@@ -178,11 +178,15 @@ impl ShaderChecks {
         Ok(checks)
     }
 
+    /// Each safeguard's name, and whether these keep it.
+    pub fn named(&self) -> [(&'static str, bool); 3] {
+        [("bounds checks", self.bounds), ("loop counters", self.loops), ("zeroed workgroup memory", self.zeroing)]
+    }
+
     /// How these differ from the default, for the adapter line ("" where they don't).
     pub fn describe(&self) -> String {
-        let d = ShaderChecks::DEFAULT;
-        let changed = [(self.bounds, d.bounds, "bounds checks"), (self.loops, d.loops, "loop counters"), (self.zeroing, d.zeroing, "zeroed workgroup memory")];
-        let names = |on: bool| changed.iter().filter(|(now, default, _)| *now == on && now != default).map(|c| c.2).collect::<Vec<_>>().join(" and ");
+        let changed: Vec<(&str, bool)> = self.named().into_iter().zip(ShaderChecks::DEFAULT.named()).filter(|(now, default)| now != default).map(|(now, _)| now).collect();
+        let names = |on: bool| changed.iter().filter(|(_, now)| *now == on).map(|(name, _)| *name).collect::<Vec<_>>().join(" and ");
         match (names(true), names(false)) {
             (with, without) if without.is_empty() && with.is_empty() => String::new(),
             (with, without) if without.is_empty() => format!("shaders with wgpu's {with} too"),

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::recording::{Stopwatch, PARAMS_BINDING};
-use super::{GpuBuffer, GpuContext, Shader, ShaderChecks};
+use super::{GpuBuffer, GpuContext, Shader};
 use crate::{Error, Result};
 
 /// A tiling of a kernel: a name for the cache key and the WGSL `override` values it sets.
@@ -121,8 +121,9 @@ impl GpuContext {
                         label: Some(k.shader.file_name()),
                         source: wgpu::ShaderSource::Wgsl(k.shader.source().into()),
                     };
+                    // (the zeroing is the pipeline's, below)
                     let c = self.shader_checks();
-                    if c == ShaderChecks::ALL {
+                    if c.bounds && c.loops {
                         return self.device.create_shader_module(desc);
                     }
                     let checks = wgpu::ShaderRuntimeChecks { bounds_checks: c.bounds, force_loop_bounding: c.loops, ..wgpu::ShaderRuntimeChecks::checked() };

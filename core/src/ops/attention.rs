@@ -204,10 +204,16 @@ impl AttentionKernels {
     /// on an H200), the per-row ones elsewhere (on llvmpipe the tiled kernels were 2–2.6×
     /// slower). `Matmul` has no cached kernels and runs the per-row ones.
     pub fn for_cache(ctx: &GpuContext) -> Self {
-        match ctx.attention_kernels() {
-            Some(k) => k,
-            None if ctx.kernel_paths() == KernelPaths::Gpu => AttentionKernels::Tiled,
-            None => AttentionKernels::Rows,
+        ctx.attention_kernels().unwrap_or_else(|| AttentionKernels::without_matmuls(ctx))
+    }
+
+    /// This adapter's kernels where the matmuls do not run: the tiled ones on GPUs, the
+    /// per-row ones elsewhere.
+    pub fn without_matmuls(ctx: &GpuContext) -> Self {
+        if ctx.kernel_paths() == KernelPaths::Gpu {
+            AttentionKernels::Tiled
+        } else {
+            AttentionKernels::Rows
         }
     }
 
@@ -222,10 +228,8 @@ impl AttentionKernels {
             AttentionKernels::Matmul
         } else if self != AttentionKernels::Matmul || matmul_fits {
             self
-        } else if ctx.kernel_paths() == KernelPaths::Gpu {
-            AttentionKernels::Tiled
         } else {
-            AttentionKernels::Rows
+            AttentionKernels::without_matmuls(ctx)
         }
     }
 
