@@ -105,7 +105,7 @@ fi
 # benches leave TESTS_RESERVE seconds to the test binaries at the end (on the first H200 run
 # the benches took it all, and no test ran).
 BUDGET="${BUDGET:-$((390 * SLOW))}"
-TESTS_RESERVE=$((75 * SLOW))
+TESTS_RESERVE=$(( $([ "${FOCUS:-}" = kernels ] && echo 200 || echo 75) * SLOW ))
 DEADLINE=$(($(date +%s) + BUDGET))
 # left [RESERVE]: seconds left before the deadline, less RESERVE
 left() { echo $((DEADLINE - $(date +%s) - 15 - ${1:-0})); }
@@ -127,6 +127,18 @@ run() {
     [ $rc -eq 0 ] || echo "   $name failed: exit $rc" | tee -a "$LOG"
 }
 
+# FOCUS=kernels: a short call (some 4 minutes) after a full one: where a training step's and
+# a prompt's time goes, each launch timed in the step (--kernel-times), SmolLM2's and
+# Qwen2.5's, then the tests.
+if [ "${FOCUS:-}" = kernels ]; then
+    run make-models 60 python3 bench/make_models.py "$MODELS" smollm2-135m qwen2.5-0.5b
+    rm -f "$WORK/make-models.json"
+    for model in smollm2-135m qwen2.5-0.5b; do
+        run "train-$model-f32" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps 1 --kernel-times --json
+        run "decode-kernels-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --kernel-times --json
+    done
+else
 # the tile size tuned for this GPU, measured afresh and kept: every later command takes it
 # (selftest above tuned it once already; the two measurements also show their noise)
 run tiles 20 "$HEARTH" bench tiles --json $TILES_ARGS
@@ -204,18 +216,25 @@ for side in 64 128; do
     run "ops-coop$side" 20 env HEARTH_TILES=$side "$HEARTH" bench ops --json --filter "f16 coop" --reps 3 $COOP_SHAPES
 done
 run ops-lora-split256 20 env HEARTH_SPLIT_WORKGROUPS=256 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
+fi
 # Last, so that the benches get their time: the GPU kernels against the CPU references on
 # this GPU (the test binaries bench/prepare.sh carried): failures and summaries into the log.
-for t in "$CARRY"/tests/*; do
+# (quant last: its checks take the longest, and the others must not wait on its limit)
+for t in $(ls "$CARRY"/tests/* 2>/dev/null | grep -v '/quant$') "$CARRY/tests/quant"; do
     [ -x "$t" ] || continue
     name=$(basename "$t")
     echo "== $(date -u +%T) tests $name" | tee -a "$LOG"
-    limit=$((45 * SLOW))
+    # (quant's exhaustive checks took more than 45 s on the H200)
+    limit=$(( $([ "$name" = quant ] && echo 120 || echo 45) * SLOW ))
     [ "$(left)" -lt "$limit" ] && limit=$(left)
     [ "$limit" -gt 0 ] || { echo "   skipped: out of time" | tee -a "$LOG"; continue; }
     HEARTH_FIXTURES="$PWD/tests/fixtures" HEARTH_REQUIRE_GPU=1 timeout "$limit" "$t" --test-threads 1 > "$WORK/tests-$name.txt" 2>&1
-    echo "   exit $?" | tee -a "$LOG"
+    rc=$?
+    echo "   exit $rc" | tee -a "$LOG"
     grep -E "^test .*FAILED|panicked|^test result" "$WORK/tests-$name.txt" | tee -a "$LOG"
+    # a failure's messages, or where a limit stopped it, the tests that had finished
+    [ $rc -eq 0 ] || grep -E -A6 "panicked" "$WORK/tests-$name.txt" | cut -c1-1500 | head -60 >> "$LOG"
+    [ $rc -ne 124 ] || grep -E "^test " "$WORK/tests-$name.txt" | tail -20 >> "$LOG"
 done
 python3 bench/report.py "$WORK" "$OUT" | tee -a "$LOG"
 echo "== $(date -u +%T) done" | tee -a "$LOG"

@@ -267,22 +267,23 @@ def main():
             w = wide.get((r["op"], r["m"], r["n"], r["k"]))
             if w:
                 lines.append(f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {r['ms']:.3f} | {w['ms']:.3f} | {r['rate']:,.0f} | {w['rate']:,.0f} | {ratio(w['rate'], r['rate'])} |")
-    def kernel_table(what, kernels):
+    # (runs before the in-step timestamps timed each launch alone)
+    def kernel_table(what, kernels, timing):
         ks = sorted(kernels, key=lambda k: -k.get("ms", 0))
         total = sum(k.get("ms", 0) for k in ks) or 1
-        return ["", f"Where {what}, each launch run alone), slowest first:", "",
+        return ["", f"Where {what}, {timing or 'each launch run alone'}), slowest first:", "",
                 "| kernel | launches | ms | % | GFLOP/s |", "| --- | ---: | ---: | ---: | ---: |"] + [
                 f"| {k['kernel']} | {k['launches']:.0f} | {k['ms']:.1f} | {100 * k['ms'] / total:.1f} | "
-                f"{(k['gflop'] / k['ms'] * 1e3 if k['gflop'] and k['ms'] else 0):,.1f} |" for k in ks[:12]]
+                f"{(k['gflop'] / k['ms'] * 1e3 if k['gflop'] and k['ms'] else 0):,.1f} |" for k in ks[:20]]
     for key, v in results.items():
         if key.startswith("kernels-") and v:
-            lines += kernel_table(f"a training step of {key.removeprefix('kernels-')} goes (f32 base", v["kernels"])
+            lines += kernel_table(f"a training step of {key.removeprefix('kernels-')} goes (f32 base", v["kernels"], v.get("kernel_timing"))
         if key.startswith("decode-kernels-") and v:
             model = key.removeprefix("decode-kernels-")
             # (older runs timed the decoded tokens alone)
             if any("ms" in k for k in v.get("prefill_kernels", [])):
-                lines += kernel_table(f"the {v.get('prompt_tokens')}-token prompt of {model} goes (its prefill", v["prefill_kernels"])
-            lines += kernel_table(f"a decoded token of {model} goes ({v.get('prompt_tokens')}-token prompt, per token", v["kernels"])
+                lines += kernel_table(f"the {v.get('prompt_tokens')}-token prompt of {model} goes (its prefill", v["prefill_kernels"], v.get("kernel_timing"))
+            lines += kernel_table(f"a decoded token of {model} goes ({v.get('prompt_tokens')}-token prompt, per token", v["kernels"], v.get("kernel_timing"))
     for key, v in results.items():
         if key.startswith("serve-") and v:
             lines += ["", f"hearth serve, {key.removeprefix('serve-')}: {v['clients']} clients at once, {v['tokens']} greedy tokens each, by --max-batch:", "",

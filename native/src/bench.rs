@@ -150,7 +150,7 @@ pub fn kernels_json(p: &Profile, per: f64) -> Value {
         .iter()
         .map(|(name, k)| {
             let mut v = json!({ "kernel": name, "launches": k.launches as f64 / per, "gflop": k.flops / per / 1e9 });
-            if p.kernel_times {
+            if p.kernel_times.is_some() {
                 v["ms"] = json!(k.ms / per);
             }
             v
@@ -409,7 +409,8 @@ pub fn print_kernel_times(p: &Profile, per: f64) {
     let total: f64 = p.kernels.values().map(|k| k.ms).sum();
     let mut rows: Vec<(&String, &hearth_core::gpu::KernelStat)> = p.kernels.iter().collect();
     rows.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
-    println!("{:<56} {:>9} {:>10} {:>6} {:>10}", "kernel (each launch run alone)", "launches", "ms", "%", "GFLOP/s");
+    let how = format!("kernel ({})", p.kernel_times.map_or("not timed", |t| t.describe()));
+    println!("{how:<56} {:>9} {:>10} {:>6} {:>10}", "launches", "ms", "%", "GFLOP/s");
     for (name, k) in rows {
         let rate = if k.flops > 0.0 { format!("{:.1}", k.flops / k.ms / 1e6) } else { String::new() };
         println!("{:<56} {:>9.0} {:>10.1} {:>6.1} {:>10}", name, k.launches as f64 / per, k.ms / per, 100.0 * k.ms / total, rate);

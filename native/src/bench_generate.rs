@@ -27,7 +27,8 @@ pub struct BenchGenerateArgs {
     /// Tokens decoded one at a time after it (EOS does not stop the benchmark).
     #[arg(long, default_value_t = 64)]
     pub new_tokens: usize,
-    /// Also time each kernel of the decode loop: every launch is run and waited for alone.
+    /// Also time each kernel of the prompt and the decode loop (as `bench train
+    /// --kernel-times`: in place where the adapter can, else every launch run alone).
     #[arg(long)]
     pub kernel_times: bool,
     /// Then decode this many sequences together (as `hearth serve --max-batch` does, each
@@ -79,7 +80,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
         block(model.forward(&ctx, &prompt[..1]))?;
     }
     model.reset();
-    // (with --kernel-times the prompt's launches are timed one by one too)
+    // (with --kernel-times the prompt's launches are timed too)
     ctx.profile_begin_with(a.kernel_times);
     let start = Instant::now();
     let mut logits = block(model.forward(&ctx, &prompt))?;
@@ -136,6 +137,7 @@ pub fn run(a: BenchGenerateArgs) -> Result<()> {
             "gpu_ms_per_token": profile.gpu_ms.map(|g| g / per_token),
             "gpu_time_note": profile.gpu_time_note,
             "kernels": kernels_json(&profile, per_token),
+            "kernel_timing": profile.kernel_times.map(|t| t.describe()),
             "batch": batch.as_ref().map(|b| json!({
                 "sequences": a.batch,
                 "picked_on_gpu": b.picked_on_gpu,

@@ -39,8 +39,10 @@ pub struct BenchTrainArgs {
     /// auto, on or off.
     #[arg(long, default_value = "auto")]
     pub gradient_checkpointing: String,
-    /// Also time each kernel: every launch of the timed steps is run and waited for alone
-    /// (the step's own figures then include those waits).
+    /// Also time each kernel: timestamps on either side of every launch of the timed steps,
+    /// in the step, where the adapter has them inside compute passes (Vulkan, Metal, DX12);
+    /// else every launch run and waited for alone (the step's own figures then include those
+    /// waits).
     #[arg(long)]
     pub kernel_times: bool,
     /// Print one JSON object instead of the table.
@@ -121,6 +123,7 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
             "reference_matmul": { "m": m, "n": nn, "k": k, "kernels": ref_kernels, "gflops": ref_rate / 1e9 },
             "matmul_efficiency": matmul_rate / ref_rate,
             "kernels": kernels_json(&profile, steps),
+            "kernel_timing": profile.kernel_times.map(|t| t.describe()),
             "losses": losses,
         });
         println!("{out}");

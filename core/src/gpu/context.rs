@@ -1,12 +1,12 @@
 //! [`GpuContext`]: the adapter, device and queue, created once and shared by every op.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::dispatch::PipelineCache;
 use super::pool::{GpuBuffer, MemoryStats, Pool};
-use super::recording::{Counters, KernelStat, Profile, ProfileSlot, Profiling, Recording, Stopwatch, Timer, UniformRing, SUBMIT_EVERY};
+use super::recording::{Counters, KernelStat, KernelTiming, LaunchTimer, Profile, ProfileSlot, Profiling, Recording, Stopwatch, Timer, UniformRing, SUBMIT_EVERY};
 use super::Kernel;
 use crate::{Error, Result};
 
@@ -332,7 +332,8 @@ impl GpuContext {
             & (wgpu::Features::SHADER_F16
                 | wgpu::Features::SUBGROUP
                 | wgpu::Features::TIMESTAMP_QUERY
-                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
         let offers_cooperative_matrix = adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
         let coop_shape = [16, 8]
             .into_iter()
@@ -786,18 +787,33 @@ impl GpuContext {
         f(self.encoder(&mut rec))
     }
 
-    /// Runs `f` in the shared compute pass with the ring offset of `params`; true when the
-    /// recording now holds `SUBMIT_EVERY` launches and should be submitted.
-    pub(crate) fn in_pass(&self, params: &[u8], f: impl FnOnce(&mut wgpu::ComputePass<'static>, u32)) -> bool {
+    /// Runs `f` in the shared compute pass with the ring offset of `params`: whether the
+    /// recording now holds `SUBMIT_EVERY` launches and should be submitted, and in a profile
+    /// timed in passes, the launch's number among those timed (timestamps on either side).
+    pub(crate) fn in_pass(&self, params: &[u8], f: impl FnOnce(&mut wgpu::ComputePass<'static>, u32)) -> (bool, Option<usize>) {
         let mut rec = self.recording.lock().unwrap();
         let offset = self.ring.place(&mut rec.params, params);
         if rec.pass.is_none() {
             let pass = self.encoder(&mut rec).begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
             rec.pass = Some(pass.forget_lifetime());
         }
-        f(rec.pass.as_mut().expect("pass just opened"), offset);
+        let pass = rec.pass.as_mut().expect("pass just opened");
+        let mut profiling = self.profiling.lock().unwrap();
+        let timed = match profiling.as_mut().and_then(|p| p.launch_timer.as_mut()).and_then(|t| t.take_pair(&self.device)) {
+            Some((queries, first, launch)) => {
+                pass.write_timestamp(queries, first);
+                f(pass, offset);
+                pass.write_timestamp(queries, first + 1);
+                Some(launch)
+            }
+            None => {
+                f(pass, offset);
+                None
+            }
+        };
+        drop(profiling);
         rec.launches += 1;
-        rec.launches >= SUBMIT_EVERY
+        (rec.launches >= SUBMIT_EVERY, timed)
     }
 
     fn encoder<'r>(&self, rec: &'r mut Recording) -> &'r mut wgpu::CommandEncoder {
@@ -840,16 +856,17 @@ impl GpuContext {
         Some(submission)
     }
 
-    /// Counts a launch of `k`, just recorded, in the open profile, if any; in a profile
-    /// with kernel times, submits it and waits for it first.
-    pub(crate) fn note_launch(&self, k: &Kernel, flops: f64) -> Result<()> {
+    /// Counts a launch of `k`, just recorded (`timed`: its number among those timed in
+    /// passes), in the open profile, if any; in a profile that times launches alone, submits
+    /// it and waits for it first.
+    pub(crate) fn note_launch(&self, k: &Kernel, flops: f64, timed: Option<usize>) -> Result<()> {
         // one lock per launch outside a profile
-        let timed = match self.profiling.lock().unwrap().as_ref() {
+        let alone = match self.profiling.lock().unwrap().as_ref() {
             None => return Ok(()),
-            Some(p) => p.kernel_times,
+            Some(p) => p.kernel_times == Some(KernelTiming::Alone),
         };
         let mut ms = 0.0;
-        if timed {
+        if alone {
             let start = Stopwatch::start();
             let submission = self.flush();
             self.wait_native(submission)?;
@@ -858,6 +875,10 @@ impl GpuContext {
         if let Some(p) = self.profiling.lock().unwrap().as_mut() {
             let scope = p.scope.map_or(String::new(), |s| format!("{s}/"));
             let name = format!("{scope}{}:{} [{}]", k.shader.file_name().trim_end_matches(".wgsl"), k.entry, k.variant.name);
+            if let (Some(i), Some(t)) = (timed, p.launch_timer.as_mut()) {
+                t.names.resize(t.names.len().max(i + 1), String::new());
+                t.names[i].clone_from(&name);
+            }
             let stat = p.kernels.entry(name).or_insert_with(KernelStat::default);
             stat.launches += 1;
             stat.flops += flops;
@@ -877,13 +898,17 @@ impl GpuContext {
         self.profile_begin_with(false);
     }
 
-    /// [`GpuContext::profile_begin`]; with `kernel_times`, each launch is submitted and
-    /// waited for alone, to time it (natively only: the browser cannot wait).
+    /// [`GpuContext::profile_begin`]; with `kernel_times`, each launch is timed: by
+    /// timestamps on either side of it in the step where the adapter has them inside passes,
+    /// else submitted and waited for alone (natively only: the browser cannot wait).
     pub fn profile_begin_with(&self, kernel_times: bool) {
         self.flush();
         let start = self.counters.snapshot();
         let timer = self.has_gpu_timer().then(|| Timer::new(&self.device));
-        *self.profiling.lock().unwrap() = Some(Profiling { start, kernel_times, kernels: Default::default(), timer, scope: None });
+        let in_pass = self.features.contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+        let kernel_times = kernel_times.then_some(if in_pass { KernelTiming::InPass } else { KernelTiming::Alone });
+        let launch_timer = (kernel_times == Some(KernelTiming::InPass)).then(LaunchTimer::new);
+        *self.profiling.lock().unwrap() = Some(Profiling { start, kernel_times, kernels: Default::default(), timer, launch_timer, scope: None });
     }
 
     /// Runs `f`, listing its launches in an open profile as parts of the op `scope` (their
@@ -916,6 +941,9 @@ impl GpuContext {
             kernels: p.kernels,
             kernel_times: p.kernel_times,
         };
+        if let Some(t) = &p.launch_timer {
+            self.add_launch_times(t, &mut profile.kernels).await?;
+        }
         match p.timer {
             None => profile.gpu_time_note = Some("this adapter offers no timestamp queries inside command encoders".into()),
             Some(t) if t.overflowed => profile.gpu_time_note = Some("more submissions than the timestamp set holds".into()),
@@ -930,6 +958,23 @@ impl GpuContext {
             }
         }
         Ok(profile)
+    }
+
+    /// Adds each timed launch's time between its timestamps to its kernel's.
+    async fn add_launch_times(&self, t: &LaunchTimer, kernels: &mut BTreeMap<String, KernelStat>) -> Result<()> {
+        let period = self.queue.get_timestamp_period() as f64;
+        let mut names = t.names.iter();
+        for (i, (queries, resolved)) in t.sets.iter().enumerate() {
+            let used = t.used_in(i);
+            self.record(|e| e.resolve_query_set(queries, 0..used, resolved, 0));
+            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&self.read_raw(resolved, 0, used as u64 * 8).await?);
+            for (pair, name) in ticks.chunks(2).zip(&mut names) {
+                if let Some(stat) = kernels.get_mut(name) {
+                    stat.ms += pair[1].saturating_sub(pair[0]) as f64 * period / 1e6;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the device was lost (a new context is needed).

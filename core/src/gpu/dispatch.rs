@@ -235,7 +235,7 @@ impl GpuContext {
         let pipeline = self.pipeline(k, inputs.len(), outputs.len());
         let buffers: Vec<&GpuBuffer> = inputs.iter().chain(outputs).copied().collect();
         let storage = self.storage_group((k.base, inputs.len(), outputs.len()), &buffers);
-        let full = self.in_pass(bytes, |pass, offset| {
+        let (full, timed) = self.in_pass(bytes, |pass, offset| {
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &storage, &[]);
             pass.set_bind_group(1, &self.ring.group, &[offset]);
@@ -247,7 +247,7 @@ impl GpuContext {
             // (a submission adds its own host time)
             self.flush();
         }
-        self.note_launch(k, flops)
+        self.note_launch(k, flops, timed)
     }
 
     /// Records a fill of `buf` with zeros.

@@ -14,5 +14,5 @@ pub use context::{AdapterSummary, Arena, ContextOptions, CoopShape, GpuContext, 
 pub use dispatch::{grid_1d, Kernel, Variant};
 pub use pool::{GpuBuffer, MemoryStats};
 pub(crate) use readback::PendingRead;
-pub use recording::{KernelStat, Profile};
+pub use recording::{KernelStat, KernelTiming, Profile};
 pub use shader::Shader;

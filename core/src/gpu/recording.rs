@@ -189,8 +189,28 @@ pub struct Profile {
     /// By `shader:entry [variant]`, prefixed by `scope/` for launches in a
     /// [`GpuContext::profile_scope`](super::GpuContext::profile_scope).
     pub kernels: BTreeMap<String, KernelStat>,
-    /// Whether each launch was run and waited for alone, timing it (and slowing the whole).
-    pub kernel_times: bool,
+    /// How each launch was timed (its `KernelStat::ms`), where the profile asked for it.
+    pub kernel_times: Option<KernelTiming>,
+}
+
+/// How a profile with kernel times times each launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelTiming {
+    /// Timestamps before and after it in the step's own compute pass (adapters with
+    /// timestamps inside passes): its share of the step as it runs.
+    InPass,
+    /// Submitted and waited for alone (elsewhere): the step slows, and each launch adds the
+    /// fixed cost of a submission (some 0.04 ms on an H200), which inflates the small ones.
+    Alone,
+}
+
+impl KernelTiming {
+    pub fn describe(self) -> &'static str {
+        match self {
+            KernelTiming::InPass => "timed in the step",
+            KernelTiming::Alone => "each launch run alone",
+        }
+    }
 }
 
 impl Profile {
@@ -204,9 +224,11 @@ impl Profile {
 /// The state of an open profiling window.
 pub(crate) struct Profiling {
     pub start: CounterSnapshot,
-    pub kernel_times: bool,
+    pub kernel_times: Option<KernelTiming>,
     pub kernels: BTreeMap<String, KernelStat>,
     pub timer: Option<Timer>,
+    /// With `KernelTiming::InPass`: the launches' timestamps.
+    pub launch_timer: Option<LaunchTimer>,
     /// The op whose launches are being recorded (`GpuContext::profile_scope`).
     pub scope: Option<&'static str>,
 }
@@ -246,6 +268,53 @@ impl Timer {
         }
         self.next += 2;
         Some(self.next - 2)
+    }
+}
+
+/// Timestamps before and after each launch in its compute pass, in sets of `MAX_QUERIES`
+/// made as the launches need them, and the launches' kernel names in order.
+pub(crate) struct LaunchTimer {
+    pub sets: Vec<(wgpu::QuerySet, wgpu::Buffer)>,
+    pub names: Vec<String>,
+    /// Launches given a pair so far.
+    pub launches: u32,
+}
+
+/// Most timed launches per profile (`MAX_LAUNCH_SETS` sets of timestamps: some 60 training
+/// steps of SmolLM2); later ones are not timed, which the profile's total then shows.
+const MAX_LAUNCH_SETS: usize = 64;
+
+impl LaunchTimer {
+    pub fn new() -> Self {
+        LaunchTimer { sets: Vec::new(), names: Vec::new(), launches: 0 }
+    }
+
+    /// The set and first index of the next launch's pair of timestamps, and its number; None
+    /// past the most this timer holds.
+    pub fn take_pair(&mut self, device: &wgpu::Device) -> Option<(&wgpu::QuerySet, u32, usize)> {
+        let per_set = MAX_QUERIES / 2;
+        let (set, slot) = ((self.launches / per_set) as usize, self.launches % per_set);
+        if set >= MAX_LAUNCH_SETS {
+            return None;
+        }
+        if set == self.sets.len() {
+            let queries = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("launch timestamps"), ty: wgpu::QueryType::Timestamp, count: MAX_QUERIES });
+            let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("resolved launch timestamps"),
+                size: MAX_QUERIES as u64 * 8,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            self.sets.push((queries, resolved));
+        }
+        self.launches += 1;
+        Some((&self.sets[set].0, 2 * slot, self.launches as usize - 1))
+    }
+
+    /// Queries written in set `i`.
+    pub fn used_in(&self, i: usize) -> u32 {
+        let per_set = MAX_QUERIES / 2;
+        2 * self.launches.saturating_sub(i as u32 * per_set).min(per_set)
     }
 }
 
