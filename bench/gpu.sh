@@ -137,6 +137,10 @@ if [ "${FOCUS:-}" = kernels ]; then
         run "train-$model-f32" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps 1 --kernel-times --json
         run "decode-kernels-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --kernel-times --json
+        # LoRA's thin products split into parts of 32 and 64 steps (default 256)
+        for steps in 32 64; do
+            run "train-$model-f32-split-steps$steps" 30 env HEARTH_SPLIT_MIN_STEPS=$steps "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        done
     done
 else
 # the tile size tuned for this GPU, measured afresh and kept: every later command takes it
@@ -180,7 +184,7 @@ for model in $MODEL_LIST; do
     fi
     run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --batch 8 --json
     if [ "$model" = smollm2-135m ]; then
-        # where a decoded token goes (each launch run and waited for alone)
+        # where a prompt's and a decoded token's time goes (each launch timed)
         run "decode-kernels-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --kernel-times --json
         # decoding past a long prompt, where attention's share of a token grows (results.json)
         run "generate-long-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json
@@ -195,10 +199,10 @@ run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/
 # The tiled kernels' tuned tile size and heuristics against their alternatives on this GPU,
 # after the figures above: SmolLM2's f32 training step with every output in tiles of 64, or of 128, and with
 # launches of few tiles splitting their reductions towards 256 workgroups (64 by default;
-# LoRA's thin products alone too), and with the tiled kernels loading each step's values a
+# LoRA's thin products alone too), in parts of 32 or 64 steps (256), and with the tiled kernels loading each step's values a
 # step ahead (during the previous step's sums) and just before staging them, whatever the
 # tuning chose (one of the two is the default run's order)
-for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0; do
+for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 split-steps32:HEARTH_SPLIT_MIN_STEPS=32 split-steps64:HEARTH_SPLIT_MIN_STEPS=64 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0; do
     run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
 done
 # decoding with every reduction in workgroup memory (the browser's kernels), against the

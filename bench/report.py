@@ -125,7 +125,9 @@ def main():
             add(f"{name} f32 train tokens/s: the tiled attention kernels (HEARTH_ATTENTION=tiled) vs the matmuls (the default)",
                 num(tiled["tokens_per_s"]), num(default["tokens_per_s"]), ratio(tiled["tokens_per_s"], default["tokens_per_s"]), "")
         for tag, what in (("tiles64", "every output in tiles of 64 (HEARTH_TILES=64)"), ("tiles128", "every output in tiles of 128 (HEARTH_TILES=128)"),
-                          ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
+                          ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)"),
+                          ("split-steps32", "split reductions in parts of 32 steps or more (HEARTH_SPLIT_MIN_STEPS=32; default 256)"),
+                          ("split-steps64", "split reductions in parts of 64 steps or more (HEARTH_SPLIT_MIN_STEPS=64)")):
             knob = results.get(f"train-{name}-f32-{tag}")
             if knob and default:
                 add(f"{name} f32 train tokens/s: {what} vs the tuned tile size and heuristics", num(knob["tokens_per_s"]), num(default["tokens_per_s"]),

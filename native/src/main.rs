@@ -77,7 +77,8 @@ enum Command {
 /// subgroup operations where HEARTH_SUBGROUPS=0, with forwards and input gradients in f16
 /// where HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), the
 /// kernels with the wgpu safeguards HEARTH_SHADER_CHECKS names (ShaderChecks), the tiled kernels'
-/// tiles and split reductions as HEARTH_TILES and HEARTH_SPLIT_WORKGROUPS say (to compare
+/// tiles and split reductions as HEARTH_TILES, HEARTH_SPLIT_WORKGROUPS and
+/// HEARTH_SPLIT_MIN_STEPS say (to compare
 /// with the heuristics on a GPU), the tile size tuned for the GPU as HEARTH_TUNE says
 /// (tile_tuning.rs), decoding's tokens picked on the host where HEARTH_DECODE_AHEAD=0, the
 /// tiled matmuls loading each step's values just before they stage them (not a step ahead)
@@ -126,6 +127,13 @@ pub fn open_gpu() -> Result<GpuContext> {
             },
             Err(_) => None,
         },
+        split_min_steps: match std::env::var("HEARTH_SPLIT_MIN_STEPS") {
+            Ok(n) => match n.parse::<usize>() {
+                Ok(s) if (8..=4096).contains(&s) && s.is_multiple_of(8) => Some(s),
+                _ => bail!("HEARTH_SPLIT_MIN_STEPS={n:?}: expected the fewest steps of each part of a split reduction, a multiple of 8 from 8 to 4096 (unset: 256)"),
+            },
+            Err(_) => None,
+        },
         prefetch: match std::env::var("HEARTH_TILE_PREFETCH").as_deref() {
             Ok("0") => Some(false),
             Ok("1") => Some(true),
@@ -162,10 +170,9 @@ pub fn open_gpu() -> Result<GpuContext> {
         },
         if ctx.decode_ahead() { "" } else { ", decoding picking its tokens on the host" },
         // (the split and the loads' order where they are not described with the tiles)
-        match (ctx.kernel_paths(), tiles.split_workgroups) {
-            (KernelPaths::Gpu, _) => format!(", {}", tile_tuning::describe(ctx.tile_choice())),
-            (_, Some(w)) => format!(", {}", tile_tuning::split_words(w)),
-            (_, None) => String::new(),
+        match (ctx.kernel_paths(), tiles.split_workgroups, tiles.split_min_steps) {
+            (KernelPaths::Gpu, _, _) => format!(", {}", tile_tuning::describe(ctx.tile_choice())),
+            (_, w, s) => w.map(|w| format!(", {}", tile_tuning::split_words(w))).into_iter().chain(s.map(|s| format!(", {}", tile_tuning::split_steps_words(s)))).collect(),
         },
         match (ctx.kernel_paths(), ctx.tile_prefetch()) {
             (KernelPaths::Gpu, _) | (_, true) => "",

@@ -106,6 +106,7 @@ impl Tuning {
             wide_outputs: Some(self.wide_outputs),
             coop_wide_outputs: self.coop_wide_outputs,
             split_workgroups: (self.split_workgroups != SPLIT_WORKGROUPS).then_some(self.split_workgroups),
+            split_min_steps: None,
             prefetch: (!self.prefetch).then_some(false),
         }
     }
@@ -329,6 +330,10 @@ pub fn describe(tiles: TileChoice) -> String {
         Some(w) => format!("{size}, {}", split_words(w)),
         None => size,
     };
+    let size = match tiles.split_min_steps {
+        Some(s) => format!("{size}, {}", split_steps_words(s)),
+        None => size,
+    };
     match tiles.prefetch {
         Some(false) => format!("{size}, their values loaded in turn"),
         _ => size,
@@ -338,6 +343,11 @@ pub fn describe(tiles: TileChoice) -> String {
 /// In words: where a launch of few tiles splits its reduction towards `workgroups`.
 pub fn split_words(workgroups: usize) -> String {
     format!("few tiles' reductions split towards {workgroups} workgroups")
+}
+
+/// In words: the fewest steps of each part of a split reduction.
+pub fn split_steps_words(steps: usize) -> String {
+    format!("split reductions in parts of {steps} steps or more (HEARTH_SPLIT_MIN_STEPS)")
 }
 
 /// `n` with its thousands grouped: 1,048,576.
@@ -511,10 +521,10 @@ mod tests {
         let path = dir.join("gpu.json");
         let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, prefetch: false, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)] };
         write_cache(&path, &tuning).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), prefetch: Some(false) }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false) }));
         // never wide, the default split and loads (None: as if untuned)
         write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, prefetch: true, coop_wide_outputs: None, timed: vec![] }).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, prefetch: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None }));
         // the cooperative-matrix kernels' threshold, a number or never
         for coop in [1 << 20, usize::MAX] {
             write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, prefetch: true, coop_wide_outputs: Some(coop), timed: vec![] }).unwrap();

@@ -1040,6 +1040,8 @@ fn a_tile_choice_overrides_the_heuristics() {
     let (wide, thin) = (MatmulDims::new(1024, 1024, 64), MatmulDims::new(2048, 48, 576));
     let side = |side| TileChoice { side: Some(side), ..Default::default() };
     let split = TileChoice { split_workgroups: Some(256), ..Default::default() };
+    // (8 parts of 72 steps instead of 2 of 288)
+    let short_parts = TileChoice { split_min_steps: Some(32), ..split };
     let tuned = |from| TileChoice { wide_outputs: Some(from), ..Default::default() };
     // (choice, the wide output's tiles, the thin one's, whether the thin one splits: in
     // tiles of 128, 16 of them, under half the 64 workgroups a split aims for)
@@ -1048,6 +1050,7 @@ fn a_tile_choice_overrides_the_heuristics() {
         (side(64), "64x64", "64x64", false),
         (side(128), "128x128", "128x128", true),
         (split, "128x128", "64x64", true),
+        (short_parts, "128x128", "64x64", true),
         (tuned(usize::MAX), "64x64", "64x64", false),
         (tuned(thin.m * thin.n), "128x128", "128x128", true),
     ] {

@@ -520,7 +520,8 @@ fn stacked_input_gradients_match_one_launch_per_target() {
 /// sums each gradient on its own, with more launches.
 #[test]
 fn split_weight_gradients_summed_once_per_layer_match() {
-    use hearth_core::gpu::KernelPaths;
+    use hearth_core::gpu::{KernelPaths, TileChoice};
+    use hearth_core::ops::matmul::weight_grad_splits;
     let (Some(plain), Some(own)) = (hearth_tests::gpu(), hearth_tests::own_gpu()) else { return };
     // a context of its own: the launches are counted
     let tiled = own.with_kernel_paths(KernelPaths::Gpu);
@@ -577,6 +578,13 @@ fn split_weight_gradients_summed_once_per_layer_match() {
                 assert_eq!(launches, grads(&tiled, reference).1, "{name}: the adapter {variant:?} takes other launches than {reference:?}");
             }
         }
+        // in parts of 64 steps (HEARTH_SPLIT_MIN_STEPS=64) instead of 256: more of them, the
+        // same gradients
+        let short = hearth_tests::own_gpu().unwrap().with_kernel_paths(KernelPaths::Gpu).with_tile_choice(TileChoice { split_min_steps: Some(64), ..Default::default() });
+        let parts = (weight_grad_splits(&tiled, batch.len()), weight_grad_splits(&short, batch.len()));
+        assert_eq!(parts, (Some(batch.len() / 256), Some(batch.len() / 64)), "{name}: the parts of {} tokens", batch.len());
+        let want: Vec<f64> = grads(plain, Variant::ByLayer).0.iter().map(|&x| x as f64).collect();
+        assert_close(&format!("{name}: gradients in parts of 64 steps"), &grads(&short, Variant::ByLayer).0, &want, 1e-6, 1e-3);
         let (by_layer, uneven) = (grads(&tiled, Variant::ByLayer).1, grads(&tiled, Variant::Uneven).1);
         assert!(uneven > by_layer, "{name}: {uneven} launches with a sum per gradient, {by_layer} with the sums per layer");
     }

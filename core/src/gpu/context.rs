@@ -75,6 +75,10 @@ pub struct TileChoice {
     /// reduction_split; at least 2). None: 64. Training's split weight gradients keep theirs
     /// (their parts' buffers are laid out for them).
     pub split_workgroups: Option<usize>,
+    /// The fewest steps of a reduction each part of a split one takes (ops::matmul's
+    /// reduction_split, training's split weight gradients too; a multiple of 8 from 8 to
+    /// 4096). None: 256.
+    pub split_min_steps: Option<usize>,
     /// Whether the tiled kernels (f32 and quantized) load each step's values into registers
     /// while the previous step's are summed, or just before they are staged ("loaded in
     /// turn"), as measured on this adapter or forced. None: a step ahead.
@@ -464,6 +468,7 @@ impl GpuContext {
             wide_outputs: tiles.wide_outputs,
             coop_wide_outputs: tiles.coop_wide_outputs,
             split_workgroups: tiles.split_workgroups.filter(|&w| w >= 2),
+            split_min_steps: tiles.split_min_steps.filter(|&s| (8..=4096).contains(&s) && s.is_multiple_of(8)),
             prefetch: tiles.prefetch,
         };
     }

@@ -415,24 +415,26 @@ fn drop_params(drop: Option<OperandDropout>) -> (u32, u32, f32) {
 /// The split reduction of the tiled kernels (matmul_tiled.wgsl, quant_tiled.wgsl): an output
 /// of fewer tiles than half of `SPLIT_WORKGROUPS` (or of the context's TileChoice) over a
 /// reduction of at least `SPLIT_MIN_REDUCTION` steps is computed in parts of at least
-/// `SPLIT_MIN_STEPS` steps each, up to `SPLIT_WORKGROUPS` workgroups in all; and no workgroup
+/// `SPLIT_MIN_STEPS` steps each (or the TileChoice's: on the H200 a part's loop of 256 steps,
+/// one workgroup per tile and part, looked like most of the 0.2 ms that LoRA's thin products
+/// took each), up to `SPLIT_WORKGROUPS` workgroups in all; and no workgroup
 /// reduces over more than `SPLIT_MAX_STEPS` steps (on lavapipe a workgroup that loops over
 /// more than ~2,500 stages of 8 steps, two barriers each, returned wrong sums, while
 /// SwiftShader's were right; the lm_head's input gradient reduces over the whole vocabulary).
 const SPLIT_MIN_REDUCTION: usize = 512;
-const SPLIT_MIN_STEPS: usize = 256;
+pub const SPLIT_MIN_STEPS: usize = 256;
 pub const SPLIT_WORKGROUPS: usize = 64;
 const SPLIT_MAX_STEPS: usize = 4096;
 /// The longest reduction of a batched tiled launch (it cannot split).
 pub(crate) const BATCHED_MAX_REDUCTION: usize = SPLIT_MAX_STEPS;
 
 /// Parts the reduction of a tiled launch of `tiles` output tiles is split into (1: none),
-/// towards `workgroups` in all ([`split_workgroups`]), and the steps of each (a multiple of
-/// the 8 staged per iteration). Batched launches use z for the batch, so they cannot split;
-/// their reductions must fit one part.
-pub(crate) fn reduction_split(op: &str, tiles: usize, workgroups: usize, reduction: usize, batch: usize) -> Result<(usize, usize)> {
+/// towards `workgroups` in all, each of at least `min_steps` ([`split_choice`]), and the steps of each (a multiple of the 8 staged per iteration).
+/// Batched launches use z for the batch, so they cannot split; their reductions must fit one
+/// part.
+pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (usize, usize), reduction: usize, batch: usize) -> Result<(usize, usize)> {
     let few_tiles = if 2 * tiles < workgroups && reduction >= SPLIT_MIN_REDUCTION {
-        workgroups.div_ceil(tiles).min(reduction / SPLIT_MIN_STEPS)
+        workgroups.div_ceil(tiles).min(reduction / min_steps)
     } else {
         1
     };
@@ -448,12 +450,14 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, workgroups: usize, reducti
 /// into where few tiles split towards `workgroups` (the CLI's tile tuning times only the
 /// choices that split differently).
 pub fn forward_splits(m: usize, n: usize, k: usize, side: usize, workgroups: usize) -> usize {
-    reduction_split("a forward", m.div_ceil(side) * n.div_ceil(side), workgroups, k, 1).map_or(1, |(splits, _)| splits)
+    reduction_split("a forward", m.div_ceil(side) * n.div_ceil(side), (workgroups, SPLIT_MIN_STEPS), k, 1).map_or(1, |(splits, _)| splits)
 }
 
-/// The workgroups a tiled launch of few tiles splits its reduction towards on `ctx`.
-pub(crate) fn split_workgroups(ctx: &GpuContext) -> usize {
-    ctx.tile_choice().split_workgroups.unwrap_or(SPLIT_WORKGROUPS)
+/// The workgroups a tiled launch of few tiles splits its reduction towards on `ctx`, and the
+/// fewest steps of each part.
+pub(crate) fn split_choice(ctx: &GpuContext) -> (usize, usize) {
+    let tiles = ctx.tile_choice();
+    (tiles.split_workgroups.unwrap_or(SPLIT_WORKGROUPS), tiles.split_min_steps.unwrap_or(SPLIT_MIN_STEPS))
 }
 
 /// Whether the tiled kernels compute an output of `outputs` values in 128 × 128 tiles on `ctx`
@@ -985,13 +989,15 @@ pub struct SplitParts<'a> {
 /// (so every gradient of a layer can share it); None where they would not split it or the
 /// context does not run them (the register kernels do not split).
 pub fn weight_grad_splits(ctx: &GpuContext, m: usize) -> Option<usize> {
-    let splits = weight_grad_parts(m);
+    let splits = weight_grad_parts(m, split_choice(ctx).1);
     (ctx.kernel_paths() == KernelPaths::Gpu && splits > 1).then_some(splits)
 }
 
 /// The parts of [`weight_grad_splits`] on any context that runs the tiled kernels (1: none).
-pub fn weight_grad_parts(m: usize) -> usize {
-    reduction_split("a weight gradient", 1, SPLIT_WORKGROUPS, m, 1).map_or(1, |(splits, _)| splits)
+/// Parts of at least `min_steps` each ([`SPLIT_MIN_STEPS`] unless the context's TileChoice
+/// says otherwise).
+pub fn weight_grad_parts(m: usize, min_steps: usize) -> usize {
+    reduction_split("a weight gradient", 1, (SPLIT_WORKGROUPS, min_steps), m, 1).map_or(1, |(splits, _)| splits)
 }
 
 /// The split parts of the weight gradient `alpha·aᵀ·b` (a BackwardWeight product, with LoRA
@@ -1151,7 +1157,7 @@ fn launch(
             let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
             let (splits, r_split) = match into {
                 Some(p) => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
-                None => reduction_split(op, tiles, split_workgroups(ctx), pr as usize, d.batch)?,
+                None => reduction_split(op, tiles, split_choice(ctx), pr as usize, d.batch)?,
             };
             // floats between the parts of a split output: its scratch's, or the caller's
             let c_split = into.map_or(c_len, |p| p.stride);

@@ -6,7 +6,7 @@ use super::{check_len, grid_1d, grid_rows};
 pub use super::matmul_blocks::{QUANT_ROW_WG, QUANT_WG};
 use super::matmul_blocks::*;
 use super::swiglu::Activation;
-use super::matmul::{check_rows, coop_tile, coop_variant, gemv_variant, overwrite_then_accumulate, tiled_variant, wide_tiles, GEMV_ROWS, reduction_split, split_workgroups, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
+use super::matmul::{check_rows, coop_tile, coop_variant, gemv_variant, overwrite_then_accumulate, tiled_variant, wide_tiles, GEMV_ROWS, reduction_split, split_choice, sum_splits_into_blocks, Accumulate, InputNorm, LowRankTerm, MatmulKind, ColumnBlocks};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::quant::{QuantFormat, QuantTensor};
@@ -522,7 +522,7 @@ fn quant_launch(
     // matmul_sum_splits adds up; every other kernel runs whole.
     let (splits, r_split) = if tiled {
         let tiles = out_cols.div_ceil(side) * m.div_ceil(side);
-        reduction_split(op, tiles, split_workgroups(ctx), if kind == MatmulKind::Forward { k } else { n }, 1)?
+        reduction_split(op, tiles, split_choice(ctx), if kind == MatmulKind::Forward { k } else { n }, 1)?
     } else {
         (1, 0)
     };

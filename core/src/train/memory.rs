@@ -5,7 +5,7 @@
 use super::preference::Objective;
 use crate::lora::{LoraConfig, Target};
 use crate::model::backward::activation_bytes;
-use crate::ops::matmul::weight_grad_parts;
+use crate::ops::matmul::{weight_grad_parts, SPLIT_MIN_STEPS};
 use crate::model::forward::StateLayout;
 use crate::model::{Config, WeightFormat};
 
@@ -88,9 +88,10 @@ pub fn estimate(cfg: &Config, format: WeightFormat, lora: &LoraConfig, tokens: u
 }
 
 /// The scratch where the GPU kernels put one layer's LoRA gradients as the parts of their
-/// split reductions, for micro-batches of `tokens` (none where they do not split them).
+/// split reductions, for micro-batches of `tokens` (none where they do not split them), in
+/// parts of the default length (HEARTH_SPLIT_MIN_STEPS's shorter ones take more).
 fn split_parts_bytes(params: u64, tokens: usize, n_layers: usize) -> u64 {
-    match weight_grad_parts(tokens) {
+    match weight_grad_parts(tokens, SPLIT_MIN_STEPS) {
         1 => 0,
         parts => parts as u64 * params / n_layers.max(1) as u64,
     }
