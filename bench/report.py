@@ -235,10 +235,11 @@ def main():
         loads = lambda t: "ahead" if t.get("prefetch", True) else "in turn"
         lines += ["", f"The tiles tuned for this GPU (`hearth bench tiles`): 128 × 128 tiles {wide}, 64 × 64 below "
                   f"(the fixed guess: from 1,048,576 outputs), few tiles' reductions split towards {tiles.get('split_workgroups', 64)} workgroups "
-                  f"(the fixed guess: 64; where a split count splits as 64 does, 64's times stand for it), the values loaded {loads(tiles)} "
+                  f"in parts of {tiles.get('split_min_steps', 256)} steps or more "
+                  f"(the fixed guess: 64 and 256; where a split splits a shape as the guess does, the guess's times stand for it), the values loaded {loads(tiles)} "
                   "(the fixed guess: a step ahead, during the previous step's sums):", "",
-                  "| format | M × N × K | outputs | split towards | loads | ms, 64 × 64 | ms, 128 × 128 |", "| --- | --- | ---: | ---: | --- | ---: | ---: |"]
-        lines += [f"| {t['format']} | {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t.get('split_workgroups', 64)} | {loads(t)} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |"
+                  "| format | M × N × K | outputs | split towards | parts of | loads | ms, 64 × 64 | ms, 128 × 128 |", "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+        lines += [f"| {t['format']} | {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t.get('split_workgroups', 64)} | {t.get('split_min_steps', 256)} | {loads(t)} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |"
                   for t in tiles["timed"]]
     coop_tiles = results.get("tiles-coop")
     coop_rows = [t for t in (coop_tiles or {}).get("timed", []) if t["format"] == "f16 coop"]

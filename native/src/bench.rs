@@ -106,11 +106,11 @@ fn tiles(a: TilesArgs) -> Result<()> {
         return Ok(());
     }
     println!("adapter: {}", ctx.summary());
-    println!("{:<8} {:<22} {:>10} {:>6} {:>8} {:>10} {:>10}", "format", "shape", "outputs", "split", "loads", "ms 64×64", "ms 128×128");
+    println!("{:<8} {:<22} {:>10} {:>6} {:>6} {:>8} {:>10} {:>10}", "format", "shape", "outputs", "split", "steps", "loads", "ms 64×64", "ms 128×128");
     for t in &tuning.timed {
         let (m, n, k) = t.shape;
         let loads = if t.prefetch { "ahead" } else { "in turn" };
-        println!("{:<8} {:<22} {:>10} {:>6} {:>8} {:>10.3} {:>10.3}", t.format, format!("M{m} N{n} K{k}"), m * n, t.split_workgroups, loads, t.ms_64, t.ms_128);
+        println!("{:<8} {:<22} {:>10} {:>6} {:>6} {:>8} {:>10.3} {:>10.3}", t.format, format!("M{m} N{n} K{k}"), m * n, t.split_workgroups, t.split_min_steps, loads, t.ms_64, t.ms_128);
     }
     println!("{}{}", describe(tuning.choice()), if a.quick { String::new() } else { format!(": kept in {}", path.display()) });
     Ok(())
@@ -138,6 +138,7 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
             "coop_wide_outputs": ctx.tile_choice().coop_wide_outputs.filter(|&w| w != usize::MAX),
             "coop_never_wide": ctx.tile_choice().coop_wide_outputs == Some(usize::MAX),
             "split_workgroups": ctx.tile_choice().split_workgroups,
+            "split_min_steps": ctx.tile_choice().split_min_steps,
             "prefetch": ctx.tile_prefetch(),
             "in_words": crate::tile_tuning::describe(ctx.tile_choice()),
         },

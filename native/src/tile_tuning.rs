@@ -6,17 +6,17 @@
 //! workgroups, more memory traffic), and whether loading each step's values a step ahead
 //! (during the previous step's sums: latency hidden, more registers held) beats loading them
 //! just before they are staged. So the first command on a GPU times both sizes at training's
-//! shapes (f32 and Q4_1 forwards), with few tiles splitting towards each of
-//! `SPLIT_CANDIDATES` workgroups, each with the values loaded ahead and in turn, takes the
-//! choice (the output size from which 128 × 128 tiles are taken, the split's workgroups, the
-//! loads' order) that costs least in total, and keeps it in the cache; later commands read it.
+//! shapes (f32 and Q4_1 forwards), with few tiles splitting as each of `SPLIT_CANDIDATES`
+//! (towards so many workgroups, in parts of so many steps or more), each with the values
+//! loaded ahead and in turn, takes the choice (the output size from which 128 × 128 tiles are
+//! taken, the split, the loads' order) that costs least in total, and keeps it in the cache; later commands read it.
 //! Where the context has cooperative matrices (HEARTH_F16_MATMUL=1), their kernels' forward is
 //! timed in both tiles too, for a threshold of their own (kept in a cache file of its own). Results differ at most by rounding (a split reduction sums in
 //! another order).
 
 use anyhow::{Context, Result};
 use hearth_core::gpu::{Shader, TileChoice};
-use hearth_core::ops::matmul::{forward_splits, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling, SPLIT_WORKGROUPS, WIDE_OUTPUTS};
+use hearth_core::ops::matmul::{forward_splits, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, WIDE_OUTPUTS};
 use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -38,26 +38,30 @@ const THIN_SHAPES: [(usize, usize, usize); 2] = [(2048, 48, 576), (2048, 16, 153
 const QUICK_SHAPES: [(usize, usize, usize); 3] = [(64, 64, 64), (128, 256, 64), (512, 512, 512)];
 
 /// What the cache file's layout and the shapes are; a change re-tunes.
-const TUNING_VERSION: u32 = 4;
+const TUNING_VERSION: u32 = 5;
 
 /// The format the cooperative-matrix kernels' timings are listed under (f32 operands rounded
 /// to f16 as they are staged).
 const COOP_FORMAT: &str = "f16 coop";
 
-/// The workgroups a launch of few tiles may split its reduction towards, the fixed default
-/// first. Each is timed with the values loaded a step ahead (the default) and in turn; another
-/// pair than the defaults is taken only where it saves `MARGIN` of their total (a split costs
-/// memory traffic, and either order registers or latency, that timings at a few shapes may
-/// not show).
-const SPLIT_CANDIDATES: [usize; 3] = [SPLIT_WORKGROUPS, 256, 1024];
+/// The splits a launch of few tiles may take: the workgroups it splits its reduction towards
+/// and the fewest steps of each part, the fixed default first. (256-step parts cap the split
+/// of a reduction over 576 at 2, whatever the workgroups: on the H200 LoRA's thin products,
+/// split so, took 0.22 ms each.) Each is timed with the values loaded a step ahead (the
+/// default) and in turn; another choice than the defaults is taken only where it saves
+/// `MARGIN` of their total (a split costs memory traffic, and either order registers or
+/// latency, that timings at a few shapes may not show).
+const SPLIT_CANDIDATES: [(usize, usize); 5] = [(SPLIT_WORKGROUPS, SPLIT_MIN_STEPS), (256, SPLIT_MIN_STEPS), (1024, SPLIT_MIN_STEPS), (256, 64), (1024, 32)];
 const MARGIN: f64 = 0.03;
 
 /// One shape's forward in both tile sizes with few tiles splitting towards `split_workgroups`
-/// and the values loaded a step ahead (`prefetch`) or in turn, ms per launch.
+/// in parts of `split_min_steps` or more, and the values loaded a step ahead (`prefetch`) or
+/// in turn, ms per launch.
 pub struct Timed {
     pub format: &'static str,
     pub shape: (usize, usize, usize),
     pub split_workgroups: usize,
+    pub split_min_steps: usize,
     pub prefetch: bool,
     pub ms_64: f64,
     pub ms_128: f64,
@@ -69,6 +73,8 @@ pub struct Tuning {
     pub wide_outputs: usize,
     /// The workgroups a launch of few tiles splits its reduction towards.
     pub split_workgroups: usize,
+    /// The fewest steps of each part of a split reduction.
+    pub split_min_steps: usize,
     /// The tiled kernels load each step's values a step ahead (else in turn).
     pub prefetch: bool,
     /// Outputs from which the cooperative-matrix kernels take 128 × 128 tiles (usize::MAX:
@@ -82,12 +88,13 @@ impl Tuning {
         let timed: Vec<Value> = self
             .timed
             .iter()
-            .map(|t| json!({ "format": t.format, "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "split_workgroups": t.split_workgroups, "prefetch": t.prefetch, "ms_64": t.ms_64, "ms_128": t.ms_128 }))
+            .map(|t| json!({ "format": t.format, "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "split_workgroups": t.split_workgroups, "split_min_steps": t.split_min_steps, "prefetch": t.prefetch, "ms_64": t.ms_64, "ms_128": t.ms_128 }))
             .collect();
         let mut v = json!({
             "version": TUNING_VERSION,
             "wide_outputs": (self.wide_outputs != usize::MAX).then_some(self.wide_outputs),
             "split_workgroups": self.split_workgroups,
+            "split_min_steps": self.split_min_steps,
             "prefetch": self.prefetch,
             "timed": timed,
         });
@@ -106,7 +113,7 @@ impl Tuning {
             wide_outputs: Some(self.wide_outputs),
             coop_wide_outputs: self.coop_wide_outputs,
             split_workgroups: (self.split_workgroups != SPLIT_WORKGROUPS).then_some(self.split_workgroups),
-            split_min_steps: None,
+            split_min_steps: (self.split_min_steps != SPLIT_MIN_STEPS).then_some(self.split_min_steps),
             prefetch: (!self.prefetch).then_some(false),
         }
     }
@@ -126,19 +133,20 @@ fn best_threshold(timed: &[&Timed]) -> (usize, f64) {
     (best, total(best))
 }
 
-/// (wide_outputs, split_workgroups, prefetch) with the least total time over the tiled
-/// kernels' rows of `timed`: each (split, loads' order) pair's best threshold, the first pair
-/// timed (the defaults) unless another saves `MARGIN` of its total.
-pub fn best_choice(timed: &[Timed]) -> (usize, usize, bool) {
+/// (wide_outputs, (split_workgroups, split_min_steps), prefetch) with the least total time over
+/// the tiled kernels' rows of `timed`: each (split, loads' order) pair's best threshold, the
+/// first pair timed (the defaults) unless another saves `MARGIN` of its total.
+pub fn best_choice(timed: &[Timed]) -> (usize, (usize, usize), bool) {
     let timed: Vec<&Timed> = timed.iter().filter(|t| t.format != COOP_FORMAT).collect();
-    let mut pairs: Vec<(usize, bool)> = Vec::new();
+    let key = |t: &Timed| ((t.split_workgroups, t.split_min_steps), t.prefetch);
+    let mut pairs: Vec<((usize, usize), bool)> = Vec::new();
     for t in &timed {
-        if !pairs.contains(&(t.split_workgroups, t.prefetch)) {
-            pairs.push((t.split_workgroups, t.prefetch));
+        if !pairs.contains(&key(t)) {
+            pairs.push(key(t));
         }
     }
-    let best = |p: (usize, bool)| best_threshold(&timed.iter().copied().filter(|t| (t.split_workgroups, t.prefetch) == p).collect::<Vec<_>>());
-    let default = pairs.first().copied().unwrap_or((SPLIT_WORKGROUPS, true));
+    let best = |p: ((usize, usize), bool)| best_threshold(&timed.iter().copied().filter(|t| key(t) == p).collect::<Vec<_>>());
+    let default = pairs.first().copied().unwrap_or((SPLIT_CANDIDATES[0], true));
     let (threshold, total) = best(default);
     let ((split, prefetch), (threshold, _)) = pairs
         .into_iter()
@@ -157,7 +165,7 @@ fn coop_threshold(timed: &[Timed]) -> Option<usize> {
 }
 
 /// Times the f32 and Q4_1 tiled forwards at the shapes (f32 alone at the thin ones) in both
-/// tile sizes, few tiles splitting towards each of `SPLIT_CANDIDATES`, the values loaded
+/// tile sizes, few tiles splitting as each of `SPLIT_CANDIDATES`, the values loaded
 /// ahead and in turn, on `ctx` (its own tile choice is restored after), and the
 /// cooperative-matrix kernels' forward at the default split where `ctx` has them. Where a split
 /// candidate splits a shape as the default does, the default's times (in the same order of
@@ -183,14 +191,15 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
         let d = MatmulDims::new(m, n, k);
         // [prefetch][side][format]: the default split's, then each candidate's
         let mut default_ms = [[[0.0; 2]; 2]; 2];
-        for (split, prefetch) in SPLIT_CANDIDATES.into_iter().flat_map(|split| [(split, true), (split, false)]) {
+        let default_split = SPLIT_CANDIDATES[0];
+        for ((split, steps), prefetch) in SPLIT_CANDIDATES.into_iter().flat_map(|split| [(split, true), (split, false)]) {
             let mut ms = [[0.0; 2]; 2];
             for (i, side) in [64, 128].into_iter().enumerate() {
-                if split != SPLIT_WORKGROUPS && forward_splits(m, n, k, side, split) == forward_splits(m, n, k, side, SPLIT_WORKGROUPS) {
+                if (split, steps) != default_split && forward_splits(m, n, k, side, (split, steps)) == forward_splits(m, n, k, side, default_split) {
                     ms[i] = default_ms[prefetch as usize][i];
                     continue;
                 }
-                ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), prefetch: Some(prefetch), ..before });
+                ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), split_min_steps: Some(steps), prefetch: Some(prefetch), ..before });
                 let ctx = &*ctx;
                 let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
                 let (f32_ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
@@ -202,22 +211,22 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                     ms[i][1] = q_ms;
                 }
             }
-            if split == SPLIT_WORKGROUPS {
+            if (split, steps) == default_split {
                 default_ms[prefetch as usize] = ms;
                 // (not at LoRA's thin shapes, whose products stay f32; and once, as the
                 // cooperative-matrix kernels stage in one order only)
                 if ctx.has_cooperative_matrix() && quantized && prefetch {
                     let mut coop = [0.0; 2];
                     for (i, side) in [64, 128].into_iter().enumerate() {
-                        ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), ..before });
+                        ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), split_min_steps: Some(steps), ..before });
                         let ctx = &*ctx;
                         coop[i] = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE))?.0;
                     }
-                    timed.push(Timed { format: COOP_FORMAT, shape: (m, n, k), split_workgroups: split, prefetch, ms_64: coop[0], ms_128: coop[1] });
+                    timed.push(Timed { format: COOP_FORMAT, shape: (m, n, k), split_workgroups: split, split_min_steps: steps, prefetch, ms_64: coop[0], ms_128: coop[1] });
                 }
             }
             for (f, format) in ["f32", "q4_1"].into_iter().enumerate().take(if quantized { 2 } else { 1 }) {
-                timed.push(Timed { format, shape: (m, n, k), split_workgroups: split, prefetch, ms_64: ms[0][f], ms_128: ms[1][f] });
+                timed.push(Timed { format, shape: (m, n, k), split_workgroups: split, split_min_steps: steps, prefetch, ms_64: ms[0][f], ms_128: ms[1][f] });
             }
         }
     }
@@ -225,8 +234,8 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     // (the timed buffers go back to the device, not into the command's pool and its peak)
     ctx.trim_pool();
     ctx.reset_peak_memory();
-    let (wide_outputs, split_workgroups, prefetch) = best_choice(&timed);
-    Ok(Tuning { wide_outputs, split_workgroups, prefetch, coop_wide_outputs: coop_threshold(&timed), timed })
+    let (wide_outputs, (split_workgroups, split_min_steps), prefetch) = best_choice(&timed);
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, coop_wide_outputs: coop_threshold(&timed), timed })
 }
 
 /// ms per launch of `launch`: bench's fastest of 5 batches, each batch long enough (about
@@ -292,10 +301,12 @@ pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
     let wide_outputs = threshold(&v, "wide_outputs")?;
     let split = &v["split_workgroups"];
     let split_workgroups = split.as_u64().filter(|&w| w >= 2).ok_or_else(|| format!("split_workgroups {split}: expected a number of workgroups, at least 2"))? as usize;
+    let steps = &v["split_min_steps"];
+    let split_min_steps = steps.as_u64().filter(|&s| (8..=4096).contains(&s) && s % 8 == 0).ok_or_else(|| format!("split_min_steps {steps}: expected a multiple of 8 from 8 to 4096"))? as usize;
     let prefetch = v["prefetch"].as_bool().ok_or_else(|| format!("prefetch {}: expected true (the values loaded a step ahead) or false (in turn)", v["prefetch"]))?;
     // (absent where the cooperative-matrix kernels were not timed)
     let coop_wide_outputs = v.get("coop_wide_outputs").map(|_| threshold(&v, "coop_wide_outputs")).transpose()?;
-    Ok(Tuning { wide_outputs, split_workgroups, prefetch, coop_wide_outputs, timed: Vec::new() }.choice())
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, coop_wide_outputs, timed: Vec::new() }.choice())
 }
 
 /// A threshold of 128 × 128 tiles in a cache file: outputs, or null for never (usize::MAX).
@@ -347,7 +358,7 @@ pub fn split_words(workgroups: usize) -> String {
 
 /// In words: the fewest steps of each part of a split reduction.
 pub fn split_steps_words(steps: usize) -> String {
-    format!("split reductions in parts of {steps} steps or more (HEARTH_SPLIT_MIN_STEPS)")
+    format!("split reductions in parts of {steps} steps or more")
 }
 
 /// `n` with its thousands grouped: 1,048,576.
@@ -366,7 +377,7 @@ fn grouped(n: usize) -> String {
 /// Sets the tile size and split on `ctx` as tuned for its adapter, tuning them first where the
 /// cache has none: on the GPU kernels of a GPU (HEARTH_TUNE unset), on any adapter
 /// (HEARTH_TUNE=1), or never (HEARTH_TUNE=0: the fixed threshold and split, loads a step
-/// ahead). HEARTH_TILES wins over all, HEARTH_SPLIT_WORKGROUPS over the tuned split,
+/// ahead). HEARTH_TILES wins over all, HEARTH_SPLIT_WORKGROUPS and HEARTH_SPLIT_MIN_STEPS over the tuned split,
 /// HEARTH_TILE_PREFETCH over the tuned order of loads.
 pub fn apply(ctx: &mut GpuContext) -> Result<()> {
     let wanted = match std::env::var("HEARTH_TUNE").as_deref() {
@@ -404,12 +415,13 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
             tuning.choice()
         }
     };
-    // (HEARTH_SPLIT_WORKGROUPS and HEARTH_TILE_PREFETCH win over the tuning)
+    // (HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS and HEARTH_TILE_PREFETCH win over the tuning)
     let now = ctx.tile_choice();
     ctx.set_tile_choice(TileChoice {
         wide_outputs: tuned.wide_outputs,
         coop_wide_outputs: tuned.coop_wide_outputs,
         split_workgroups: now.split_workgroups.or(tuned.split_workgroups),
+        split_min_steps: now.split_min_steps.or(tuned.split_min_steps),
         prefetch: now.prefetch.or(tuned.prefetch),
         ..now
     });
@@ -425,7 +437,16 @@ mod tests {
     }
 
     fn split(split_workgroups: usize, shape: (usize, usize, usize), ms_64: f64, ms_128: f64) -> Timed {
-        Timed { format: "f32", shape, split_workgroups, prefetch: true, ms_64, ms_128 }
+        Timed { format: "f32", shape, split_workgroups, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, ms_64, ms_128 }
+    }
+
+    fn short_parts(split_workgroups: usize, split_min_steps: usize, shape: (usize, usize, usize), ms_64: f64, ms_128: f64) -> Timed {
+        Timed { split_min_steps, ..split(split_workgroups, shape, ms_64, ms_128) }
+    }
+
+    /// A split towards `w` workgroups in parts of the default length.
+    fn w(workgroups: usize) -> (usize, usize) {
+        (workgroups, SPLIT_MIN_STEPS)
     }
 
     fn in_turn(split_workgroups: usize, shape: (usize, usize, usize), ms_64: f64, ms_128: f64) -> Timed {
@@ -458,16 +479,22 @@ mod tests {
         let (a, b) = ((512, 576, 576), (2048, 3072, 576));
         // the default's best: 64 × 64 tiles, 1.0 + 5.0; 256's: 128 × 128 from b, 1.0 + 4.0
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 1.0, 1.5), split(256, b, 5.0, 4.0)];
-        assert_eq!(best_choice(&t), (2048 * 3072, 256, true));
+        assert_eq!(best_choice(&t), (2048 * 3072, w(256), true));
         // the least total wins among the splits that save enough
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 1.0, 1.5), split(256, b, 5.0, 4.0), split(1024, a, 0.8, 1.5), split(1024, b, 5.0, 4.0)];
-        assert_eq!(best_choice(&t), (2048 * 3072, 1024, true));
+        assert_eq!(best_choice(&t), (2048 * 3072, w(1024), true));
         // a saving within the margin (6.0 against 5.9) keeps the default
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 0.9, 1.5), split(256, b, 5.0, 6.0)];
-        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS, true));
+        assert_eq!(best_choice(&t), (usize::MAX, w(SPLIT_WORKGROUPS), true));
         // and so does a slower split
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(256, a, 2.0, 2.5), split(256, b, 7.0, 6.0)];
-        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS, true));
+        assert_eq!(best_choice(&t), (usize::MAX, w(SPLIT_WORKGROUPS), true));
+        // shorter parts are a split of their own: towards 1024 workgroups, in parts of 32 steps
+        // or more, where those save enough over 1024's of 256
+        let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(1024, a, 0.9, 1.5), split(1024, b, 5.0, 6.0), short_parts(1024, 32, a, 0.5, 1.5), short_parts(1024, 32, b, 5.0, 6.0)];
+        assert_eq!(best_choice(&t), (usize::MAX, (1024, 32), true));
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 1024, split_min_steps: 32, prefetch: true, coop_wide_outputs: None, timed: vec![] }.choice());
+        assert!(words.ends_with("split towards 1024 workgroups, split reductions in parts of 32 steps or more"), "{words}");
     }
 
     #[test]
@@ -476,10 +503,10 @@ mod tests {
         // loaded in turn, the default split's best total is 0.9 + 4.0 (128 × 128 tiles from
         // b) against 1.0 + 5.0 ahead
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), in_turn(SPLIT_WORKGROUPS, a, 0.9, 1.5), in_turn(SPLIT_WORKGROUPS, b, 4.5, 4.0)];
-        assert_eq!(best_choice(&t), (2048 * 3072, SPLIT_WORKGROUPS, false));
+        assert_eq!(best_choice(&t), (2048 * 3072, w(SPLIT_WORKGROUPS), false));
         // within the margin (5.9 against 6.0), a step ahead stays
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), in_turn(SPLIT_WORKGROUPS, a, 0.9, 1.5), in_turn(SPLIT_WORKGROUPS, b, 5.0, 6.0)];
-        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS, true));
+        assert_eq!(best_choice(&t), (usize::MAX, w(SPLIT_WORKGROUPS), true));
         // a split with the values in turn where that pair is the fastest of all
         let t = [
             timed(a, 1.0, 1.5),
@@ -491,8 +518,8 @@ mod tests {
             in_turn(256, a, 0.5, 1.5),
             in_turn(256, b, 5.0, 6.0),
         ];
-        assert_eq!(best_choice(&t), (usize::MAX, 256, false));
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 256, prefetch: false, coop_wide_outputs: None, timed: vec![] }.choice());
+        assert_eq!(best_choice(&t), (usize::MAX, w(256), false));
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, coop_wide_outputs: None, timed: vec![] }.choice());
         assert!(words.ends_with("split towards 256 workgroups, their values loaded in turn"), "{words}");
     }
 
@@ -502,11 +529,11 @@ mod tests {
         let (a, b) = ((512, 576, 576), (2048, 3072, 576));
         // the tiled kernels' 128 × 128 tiles never pay, the cooperative matrices' do from b
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), coop(a, 0.5, 0.6), coop(b, 2.0, 1.0)];
-        assert_eq!(best_choice(&t), (usize::MAX, SPLIT_WORKGROUPS, true));
+        assert_eq!(best_choice(&t), (usize::MAX, w(SPLIT_WORKGROUPS), true));
         assert_eq!(coop_threshold(&t), Some(2048 * 3072));
         // none where they were not timed
         assert_eq!(coop_threshold(&t[..2]), None);
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, prefetch: true, coop_wide_outputs: coop_threshold(&t), timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, coop_wide_outputs: coop_threshold(&t), timed: vec![] }.choice());
         assert!(words.ends_with("cooperative matrices' 128 × 128 tiles from 6,291,456 outputs (tuned)"), "{words}");
     }
 
@@ -519,26 +546,31 @@ mod tests {
     fn a_cache_file_is_read_back_or_refused_with_the_reason() {
         let dir = std::env::temp_dir().join(format!("hearth-tile-tuning-{}", std::process::id()));
         let path = dir.join("gpu.json");
-        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, prefetch: false, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)] };
+        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)] };
         write_cache(&path, &tuning).unwrap();
         assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false) }));
         // never wide, the default split and loads (None: as if untuned)
-        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, prefetch: true, coop_wide_outputs: None, timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, coop_wide_outputs: None, timed: vec![] }).unwrap();
         assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None }));
+        // parts shorter than the default's
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, prefetch: true, coop_wide_outputs: None, timed: vec![] }).unwrap();
+        assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.split_min_steps)), Ok((Some(1024), Some(32))));
         // the cooperative-matrix kernels' threshold, a number or never
         for coop in [1 << 20, usize::MAX] {
-            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, prefetch: true, coop_wide_outputs: Some(coop), timed: vec![] }).unwrap();
+            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, coop_wide_outputs: Some(coop), timed: vec![] }).unwrap();
             assert_eq!(read_cache(&path).unwrap().coop_wide_outputs, Some(coop));
         }
         for (text, why) in [
             ("{", "not JSON"),
-            (r#"{"version": 3, "wide_outputs": 5, "split_workgroups": 64}"#, "version 3"),
-            (r#"{"version": 4, "wide_outputs": "many", "split_workgroups": 64, "prefetch": true}"#, "wide_outputs \"many\""),
-            (r#"{"version": 4, "wide_outputs": 5, "prefetch": true}"#, "split_workgroups null"),
-            (r#"{"version": 4, "wide_outputs": 5, "split_workgroups": 1, "prefetch": true}"#, "split_workgroups 1"),
-            (r#"{"version": 4, "wide_outputs": 5, "split_workgroups": 64}"#, "prefetch null"),
-            (r#"{"version": 4, "wide_outputs": 5, "split_workgroups": 64, "prefetch": 0}"#, "prefetch 0"),
-            (r#"{"version": 4, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
+            (r#"{"version": 4, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "version 4"),
+            (r#"{"version": 5, "wide_outputs": "many", "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "wide_outputs \"many\""),
+            (r#"{"version": 5, "wide_outputs": 5, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups null"),
+            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 1, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups 1"),
+            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "split_min_steps null"),
+            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 12, "prefetch": true}"#, "split_min_steps 12"),
+            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256}"#, "prefetch null"),
+            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": 0}"#, "prefetch 0"),
+            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = read_cache(&path).unwrap_err();

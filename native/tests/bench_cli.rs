@@ -191,28 +191,32 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let gpu = [("HEARTH_KERNELS", "gpu")];
     let v = bench_with(&["tiles", "--quick"], &gpu, &cache);
     assert_eq!((v["bench"].as_str(), v["kept"].as_bool()), (Some("tiles"), Some(false)), "{v}");
-    // three shapes in two formats, few tiles splitting towards each of three workgroup
-    // counts, the values loaded a step ahead and in turn
+    // three shapes in two formats, few tiles splitting as each of five choices (towards 64,
+    // 256 and 1024 workgroups in parts of 256 steps or more, towards 256 in parts of 64 and
+    // 1024 in parts of 32), the values loaded a step ahead and in turn
     let timed = v["timed"].as_array().unwrap();
-    assert_eq!(timed.len(), 36, "{v}");
+    assert_eq!(timed.len(), 60, "{v}");
     assert!(timed.iter().all(|t| f(t, "ms_64") > 0.0 && f(t, "ms_128") > 0.0), "{v}");
-    let splits: Vec<f64> = timed.iter().map(|t| f(t, "split_workgroups")).collect();
-    assert_eq!([splits[0], splits[4], splits[8]], [64.0, 256.0, 1024.0], "{v}");
+    let splits: Vec<(f64, f64)> = timed.iter().map(|t| (f(t, "split_workgroups"), f(t, "split_min_steps"))).collect();
+    assert_eq!([splits[0], splits[4], splits[8], splits[12], splits[16]], [(64.0, 256.0), (256.0, 256.0), (1024.0, 256.0), (256.0, 64.0), (1024.0, 32.0)], "{v}");
     assert_eq!([&timed[0]["prefetch"], &timed[2]["prefetch"]], [true, false], "{v}");
-    // a split count that splits as 64 does has 64's times in the same order of loads;
-    // 512 × 512 × 512 in tiles of 64 splits towards 256 (and 1024), not towards 64, and is
-    // timed so
-    let ms = |m: f64, split: f64, ahead: bool, key: &str| {
-        timed.iter().find(|t| f(t, "m") == m && f(t, "split_workgroups") == split && t["prefetch"] == ahead).map(|t| f(t, key)).unwrap()
+    // a split that splits as the default does has the default's times in the same order of
+    // loads; 512 × 512 × 512 in tiles of 64 splits towards 256 (in 2 parts; in 4 of 64 steps),
+    // not towards 64, and is timed so
+    let ms = |m: f64, split: (f64, f64), ahead: bool, key: &str| {
+        timed.iter().find(|t| f(t, "m") == m && (f(t, "split_workgroups"), f(t, "split_min_steps")) == split && t["prefetch"] == ahead).map(|t| f(t, key)).unwrap()
     };
+    let default = (64.0, 256.0);
     for ahead in [true, false] {
-        assert!(ms(64.0, 256.0, ahead, "ms_64") == ms(64.0, 64.0, ahead, "ms_64") && ms(512.0, 256.0, ahead, "ms_128") == ms(512.0, 64.0, ahead, "ms_128"), "{v}");
-        assert!(ms(512.0, 256.0, ahead, "ms_64") != ms(512.0, 64.0, ahead, "ms_64"), "{v}");
+        for split in [(256.0, 256.0), (256.0, 64.0)] {
+            assert!(ms(64.0, split, ahead, "ms_64") == ms(64.0, default, ahead, "ms_64") && ms(512.0, split, ahead, "ms_64") != ms(512.0, default, ahead, "ms_64"), "{split:?}: {v}");
+        }
+        assert!(ms(512.0, (256.0, 256.0), ahead, "ms_128") == ms(512.0, default, ahead, "ms_128"), "{v}");
     }
     // the threshold: the timed output size (or never) with the least total at the chosen
     // split and order of loads
-    let chosen = (f(&v, "split_workgroups"), &v["prefetch"]);
-    let at_split: Vec<&Value> = timed.iter().filter(|t| (f(t, "split_workgroups"), &t["prefetch"]) == chosen).collect();
+    let chosen = ((f(&v, "split_workgroups"), f(&v, "split_min_steps")), &v["prefetch"]);
+    let at_split: Vec<&Value> = timed.iter().filter(|t| ((f(t, "split_workgroups"), f(t, "split_min_steps")), &t["prefetch"]) == chosen).collect();
     assert_eq!(at_split.len(), 6, "{v}");
     let total = |from: f64| -> f64 { at_split.iter().map(|t| if f(t, "m") * f(t, "n") >= from { f(t, "ms_128") } else { f(t, "ms_64") }).sum() };
     let chosen = v["wide_outputs"].as_f64().unwrap_or(f64::INFINITY);
@@ -229,14 +233,17 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let plain = bench_with(&ops, &gpu, &cache);
     assert!(tiles_of_forward(&plain).ends_with("[64x64]") && plain["adapter"]["tiles"]["wide_outputs"].is_null(), "{plain}");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, r#"{"version": 4, "wide_outputs": 1, "split_workgroups": 512, "prefetch": false}"#).unwrap();
+    std::fs::write(&path, r#"{"version": 5, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "prefetch": false}"#).unwrap();
     let tuned = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1")], &cache);
     let tiles = &tuned["adapter"]["tiles"];
-    assert!(tiles_of_forward(&tuned).ends_with("[128x128, loaded in turn]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512, "{tuned}");
-    // HEARTH_SPLIT_WORKGROUPS and HEARTH_TILE_PREFETCH win over the tuning
-    let split = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_SPLIT_WORKGROUPS", "128"), ("HEARTH_TILE_PREFETCH", "1")], &cache);
+    assert!(tiles_of_forward(&tuned).ends_with("[128x128, loaded in turn]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512 && tiles["split_min_steps"] == 32, "{tuned}");
+    // HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS and HEARTH_TILE_PREFETCH win over the tuning
+    let split = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_SPLIT_WORKGROUPS", "128"), ("HEARTH_SPLIT_MIN_STEPS", "64"), ("HEARTH_TILE_PREFETCH", "1")], &cache);
     let tiles = &split["adapter"]["tiles"];
-    assert!(tiles_of_forward(&split).ends_with("[128x128]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 128 && tiles["prefetch"] == true, "{split}");
+    assert!(
+        tiles_of_forward(&split).ends_with("[128x128]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 128 && tiles["split_min_steps"] == 64 && tiles["prefetch"] == true,
+        "{split}"
+    );
     // HEARTH_TILES wins over the tuning
     let forced = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_TILES", "64")], &cache);
     assert!(tiles_of_forward(&forced).ends_with("[64x64]"), "{forced}");

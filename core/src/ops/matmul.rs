@@ -447,10 +447,10 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (
 }
 
 /// Parts a tiled forward's reduction (m × n outputs in tiles of `side`, over k steps) is split
-/// into where few tiles split towards `workgroups` (the CLI's tile tuning times only the
-/// choices that split differently).
-pub fn forward_splits(m: usize, n: usize, k: usize, side: usize, workgroups: usize) -> usize {
-    reduction_split("a forward", m.div_ceil(side) * n.div_ceil(side), (workgroups, SPLIT_MIN_STEPS), k, 1).map_or(1, |(splits, _)| splits)
+/// into where few tiles split towards `split.0` workgroups in parts of `split.1` steps or more
+/// (the CLI's tile tuning times only the choices that split differently).
+pub fn forward_splits(m: usize, n: usize, k: usize, side: usize, split: (usize, usize)) -> usize {
+    reduction_split("a forward", m.div_ceil(side) * n.div_ceil(side), split, k, 1).map_or(1, |(splits, _)| splits)
 }
 
 /// The workgroups a tiled launch of few tiles splits its reduction towards on `ctx`, and the
