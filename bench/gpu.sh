@@ -221,6 +221,24 @@ for side in 64 128; do
 done
 run ops-lora-split256 20 env HEARTH_SPLIT_WORKGROUPS=256 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 fi
+# run_each BINARY NAME: BINARY's tests that its output ($WORK/tests-NAME.txt) shows no result
+# for, each alone under a limit of its own, its exit and seconds into the log.
+run_each() {
+    local t=$1 name=$2 test r l start finished
+    finished=$(sed -nE 's/^test (.*) \.\.\. (ok|FAILED|ignored)$/\1/p' "$WORK/tests-$name.txt")
+    for test in $("$t" --list 2>/dev/null | sed -n 's/: test$//p'); do
+        grep -qxF "$test" <<< "$finished" && continue
+        l=$((30 * SLOW))
+        [ "$(left)" -lt "$l" ] && l=$(left)
+        [ "$l" -gt 0 ] || { echo "   $test: out of time" | tee -a "$LOG"; return; }
+        start=$(date +%s)
+        HEARTH_FIXTURES="$PWD/tests/fixtures" HEARTH_REQUIRE_GPU=1 timeout "$l" "$t" --exact "$test" --test-threads 1 > "$WORK/test-$name-$test.txt" 2>&1
+        r=$?
+        echo "   $test alone: exit $r in $(($(date +%s) - start)) s" | tee -a "$LOG"
+        [ $r -eq 0 ] || [ $r -eq 124 ] || grep -E -A6 "panicked" "$WORK/test-$name-$test.txt" | cut -c1-1500 | head -20 >> "$LOG"
+    done
+}
+
 # Last, so that the benches get their time: the GPU kernels against the CPU references on
 # this GPU (the test binaries bench/prepare.sh carried): failures and summaries into the log.
 # (quant last: its checks take the longest, and the others must not wait on its limit)
@@ -228,8 +246,8 @@ for t in $(ls "$CARRY"/tests/* 2>/dev/null | grep -v '/quant$') "$CARRY/tests/qu
     [ -x "$t" ] || continue
     name=$(basename "$t")
     echo "== $(date -u +%T) tests $name" | tee -a "$LOG"
-    # (quant's exhaustive checks took more than 45 s on the H200)
-    limit=$(( $([ "$name" = quant ] && echo 120 || echo 45) * SLOW ))
+    # (quant's exhaustive checks took more than 45 s on the H200, matmul's 40)
+    limit=$(( $([ "$name" = quant ] && echo 120 || echo 60) * SLOW ))
     [ "$(left)" -lt "$limit" ] && limit=$(left)
     [ "$limit" -gt 0 ] || { echo "   skipped: out of time" | tee -a "$LOG"; continue; }
     HEARTH_FIXTURES="$PWD/tests/fixtures" HEARTH_REQUIRE_GPU=1 timeout "$limit" "$t" --test-threads 1 > "$WORK/tests-$name.txt" 2>&1
@@ -239,6 +257,9 @@ for t in $(ls "$CARRY"/tests/* 2>/dev/null | grep -v '/quant$') "$CARRY/tests/qu
     # a failure's messages, or where a limit stopped it, the tests that had finished
     [ $rc -eq 0 ] || grep -E -A6 "panicked" "$WORK/tests-$name.txt" | cut -c1-1500 | head -60 >> "$LOG"
     [ $rc -ne 124 ] || grep -E "^test " "$WORK/tests-$name.txt" | tail -20 >> "$LOG"
+    # Where the limit stopped it, the tests it had not finished, one at a time (30 s each):
+    # one that stalls is named, and the others still run.
+    [ $rc -eq 124 ] && run_each "$t" "$name"
 done
 python3 bench/report.py "$WORK" "$OUT" | tee -a "$LOG"
 echo "== $(date -u +%T) done" | tee -a "$LOG"
