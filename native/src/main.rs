@@ -129,7 +129,7 @@ pub fn open_gpu() -> Result<GpuContext> {
         },
         split_min_steps: match std::env::var("HEARTH_SPLIT_MIN_STEPS") {
             Ok(n) => match n.parse::<usize>() {
-                Ok(s) if (8..=4096).contains(&s) && s.is_multiple_of(8) => Some(s),
+                Ok(s) if hearth_core::ops::matmul::valid_split_min_steps(s) => Some(s),
                 _ => bail!("HEARTH_SPLIT_MIN_STEPS={n:?}: expected the fewest steps of each part of a split reduction, a multiple of 8 from 8 to 4096 (unset: 256)"),
             },
             Err(_) => None,

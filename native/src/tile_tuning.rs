@@ -9,14 +9,15 @@
 //! shapes (f32 and Q4_1 forwards), with few tiles splitting as each of `SPLIT_CANDIDATES`
 //! (towards so many workgroups, in parts of so many steps or more), each with the values
 //! loaded ahead and in turn, takes the choice (the output size from which 128 × 128 tiles are
-//! taken, the split, the loads' order) that costs least in total, and keeps it in the cache; later commands read it.
+//! taken, the split, the loads' order) that costs least in total, and keeps it in the cache;
+//! later commands read it.
 //! Where the context has cooperative matrices (HEARTH_F16_MATMUL=1), their kernels' forward is
 //! timed in both tiles too, for a threshold of their own (kept in a cache file of its own). Results differ at most by rounding (a split reduction sums in
 //! another order).
 
 use anyhow::{Context, Result};
 use hearth_core::gpu::{Shader, TileChoice};
-use hearth_core::ops::matmul::{forward_splits, matmul_with, Accumulate, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, WIDE_OUTPUTS};
+use hearth_core::ops::matmul::{forward_splits, matmul_with, valid_split_min_steps, Accumulate, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, WIDE_OUTPUTS};
 use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -302,7 +303,7 @@ pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
     let split = &v["split_workgroups"];
     let split_workgroups = split.as_u64().filter(|&w| w >= 2).ok_or_else(|| format!("split_workgroups {split}: expected a number of workgroups, at least 2"))? as usize;
     let steps = &v["split_min_steps"];
-    let split_min_steps = steps.as_u64().filter(|&s| (8..=4096).contains(&s) && s % 8 == 0).ok_or_else(|| format!("split_min_steps {steps}: expected a multiple of 8 from 8 to 4096"))? as usize;
+    let split_min_steps = steps.as_u64().map(|s| s as usize).filter(|&s| valid_split_min_steps(s)).ok_or_else(|| format!("split_min_steps {steps}: expected a multiple of 8 from 8 to 4096"))?;
     let prefetch = v["prefetch"].as_bool().ok_or_else(|| format!("prefetch {}: expected true (the values loaded a step ahead) or false (in turn)", v["prefetch"]))?;
     // (absent where the cooperative-matrix kernels were not timed)
     let coop_wide_outputs = v.get("coop_wide_outputs").map(|_| threshold(&v, "coop_wide_outputs")).transpose()?;
@@ -377,8 +378,8 @@ fn grouped(n: usize) -> String {
 /// Sets the tile size and split on `ctx` as tuned for its adapter, tuning them first where the
 /// cache has none: on the GPU kernels of a GPU (HEARTH_TUNE unset), on any adapter
 /// (HEARTH_TUNE=1), or never (HEARTH_TUNE=0: the fixed threshold and split, loads a step
-/// ahead). HEARTH_TILES wins over all, HEARTH_SPLIT_WORKGROUPS and HEARTH_SPLIT_MIN_STEPS over the tuned split,
-/// HEARTH_TILE_PREFETCH over the tuned order of loads.
+/// ahead). HEARTH_TILES wins over all, HEARTH_SPLIT_WORKGROUPS and HEARTH_SPLIT_MIN_STEPS
+/// over the tuned split, HEARTH_TILE_PREFETCH over the tuned order of loads.
 pub fn apply(ctx: &mut GpuContext) -> Result<()> {
     let wanted = match std::env::var("HEARTH_TUNE").as_deref() {
         Ok("0") => false,

@@ -469,7 +469,7 @@ impl GpuContext {
             wide_outputs: tiles.wide_outputs,
             coop_wide_outputs: tiles.coop_wide_outputs,
             split_workgroups: tiles.split_workgroups.filter(|&w| w >= 2),
-            split_min_steps: tiles.split_min_steps.filter(|&s| (8..=4096).contains(&s) && s.is_multiple_of(8)),
+            split_min_steps: tiles.split_min_steps.filter(|&s| crate::ops::matmul::valid_split_min_steps(s)),
             prefetch: tiles.prefetch,
         };
     }
@@ -805,18 +805,15 @@ impl GpuContext {
         }
         let pass = rec.pass.as_mut().expect("pass just opened");
         let mut profiling = self.profiling.lock().unwrap();
-        let timed = match profiling.as_mut().and_then(|p| p.launch_timer.as_mut()).and_then(|t| t.take_pair(&self.device)) {
-            Some((queries, first, launch)) => {
-                pass.write_timestamp(queries, first);
-                f(pass, offset);
-                pass.write_timestamp(queries, first + 1);
-                Some(launch)
-            }
-            None => {
-                f(pass, offset);
-                None
-            }
-        };
+        let pair = profiling.as_mut().and_then(|p| p.launch_timer.as_mut()).and_then(|t| t.take_pair(&self.device));
+        if let Some((queries, first, _)) = pair {
+            pass.write_timestamp(queries, first);
+        }
+        f(pass, offset);
+        if let Some((queries, first, _)) = pair {
+            pass.write_timestamp(queries, first + 1);
+        }
+        let timed = pair.map(|(_, _, launch)| launch);
         drop(profiling);
         rec.launches += 1;
         (rec.launches >= SUBMIT_EVERY, timed)

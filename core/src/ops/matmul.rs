@@ -429,9 +429,9 @@ const SPLIT_MAX_STEPS: usize = 4096;
 pub(crate) const BATCHED_MAX_REDUCTION: usize = SPLIT_MAX_STEPS;
 
 /// Parts the reduction of a tiled launch of `tiles` output tiles is split into (1: none),
-/// towards `workgroups` in all, each of at least `min_steps` ([`split_choice`]), and the steps of each (a multiple of the 8 staged per iteration).
-/// Batched launches use z for the batch, so they cannot split; their reductions must fit one
-/// part.
+/// towards `workgroups` in all, each of at least `min_steps` ([`split_choice`]), and the steps
+/// of each (a multiple of the 8 staged per iteration). Batched launches use z for the batch,
+/// so they cannot split; their reductions must fit one part.
 pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (usize, usize), reduction: usize, batch: usize) -> Result<(usize, usize)> {
     let few_tiles = if 2 * tiles < workgroups && reduction >= SPLIT_MIN_REDUCTION {
         workgroups.div_ceil(tiles).min(reduction / min_steps)
@@ -451,6 +451,13 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (
 /// (the CLI's tile tuning times only the choices that split differently).
 pub fn forward_splits(m: usize, n: usize, k: usize, side: usize, split: (usize, usize)) -> usize {
     reduction_split("a forward", m.div_ceil(side) * n.div_ceil(side), split, k, 1).map_or(1, |(splits, _)| splits)
+}
+
+/// Whether `steps` can be the fewest steps of a split reduction's parts
+/// (`TileChoice::split_min_steps`): a multiple of the 8 staged per iteration, at most
+/// `SPLIT_MAX_STEPS`.
+pub fn valid_split_min_steps(steps: usize) -> bool {
+    (8..=SPLIT_MAX_STEPS).contains(&steps) && steps.is_multiple_of(8)
 }
 
 /// The workgroups a tiled launch of few tiles splits its reduction towards on `ctx`, and the
