@@ -105,7 +105,13 @@ fi
 # benches leave TESTS_RESERVE seconds to the test binaries at the end (on the first H200 run
 # the benches took it all, and no test ran).
 BUDGET="${BUDGET:-$((390 * SLOW))}"
-TESTS_RESERVE=$(( $([ "${FOCUS:-}" = kernels ] && echo 200 || echo 75) * SLOW ))
+TESTS_RESERVE=$(( ${TESTS_RESERVE:-$(case "${FOCUS:-}" in kernels) echo 200;; attention) echo 120;; *) echo 75;; esac)} * SLOW ))
+# the test binaries to run at the end, quant last (FOCUS=attention: those whose tests train)
+if [ "${FOCUS:-}" = attention ]; then
+    TESTS="${TESTS:-ops peft_parity tiny_models run_engine}"
+else
+    TESTS="${TESTS:-$(ls "$CARRY"/tests 2>/dev/null | grep -v '^quant$') quant}"
+fi
 DEADLINE=$(($(date +%s) + BUDGET))
 # left [RESERVE]: seconds left before the deadline, less RESERVE
 left() { echo $((DEADLINE - $(date +%s) - 15 - ${1:-0})); }
@@ -142,6 +148,18 @@ if [ "${FOCUS:-}" = kernels ]; then
             run "train-$model-f32-split-steps$steps" 30 env HEARTH_SPLIT_MIN_STEPS=$steps "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
         done
     done
+elif [ "${FOCUS:-}" = attention ]; then
+    # FOCUS=attention: a short call: each model's training step with the flash attention
+    # kernels (the default) against attention as batched matmuls, where SmolLM2's step goes,
+    # then the tests that train (TESTS below)
+    run make-models 90 python3 bench/make_models.py "$MODELS" $MODEL_LIST
+    rm -f "$WORK/make-models.json"
+    for model in $MODEL_LIST; do
+        run "train-$model-f32" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        run "train-$model-f32-attention-matmul" 30 env HEARTH_ATTENTION=matmul "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps 1 --kernel-times --json
+    done
+    run "train-smollm2-135m-q4_1" 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant q4_1 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
 else
 # the tile size tuned for this GPU, measured afresh and kept: every later command takes it
 # (selftest above tuned it once already; the two measurements also show their noise)
@@ -242,9 +260,9 @@ run_each() {
 # Last, so that the benches get their time: the GPU kernels against the CPU references on
 # this GPU (the test binaries bench/prepare.sh carried): failures and summaries into the log.
 # (quant last: its checks take the longest, and the others must not wait on its limit)
-for t in $(ls "$CARRY"/tests/* 2>/dev/null | grep -v '/quant$') "$CARRY/tests/quant"; do
+for name in $TESTS; do
+    t="$CARRY/tests/$name"
     [ -x "$t" ] || continue
-    name=$(basename "$t")
     echo "== $(date -u +%T) tests $name" | tee -a "$LOG"
     # (quant's exhaustive checks took more than 45 s on the H200, matmul's 40)
     limit=$(( $([ "$name" = quant ] && echo 120 || echo 60) * SLOW ))

@@ -120,10 +120,11 @@ def main():
             add(f"{name} base {base}: peak GPU MiB (PEFT fp32)", num(h["peak_gpu_memory_mib"], 0), num(fp32.get("peak_gpu_memory_mib"), 0),
                 ratio(h["peak_gpu_memory_mib"], fp32.get("peak_gpu_memory_mib")), "")
         default = results.get(f"train-{name}-f32")
-        tiled = results.get(f"train-{name}-f32-attention-tiled")
-        if tiled and default:
-            add(f"{name} f32 train tokens/s: the tiled attention kernels (HEARTH_ATTENTION=tiled) vs the matmuls (the default)",
-                num(tiled["tokens_per_s"]), num(default["tokens_per_s"]), ratio(tiled["tokens_per_s"], default["tokens_per_s"]), "")
+        for tag, what in (("tiled", "the tiled attention kernels (HEARTH_ATTENTION=tiled)"), ("matmul", "attention as batched matmuls (HEARTH_ATTENTION=matmul)")):
+            other = results.get(f"train-{name}-f32-attention-{tag}")
+            if other and default:
+                add(f"{name} f32 train tokens/s: {what} vs the flash kernels (the default)",
+                    num(other["tokens_per_s"]), num(default["tokens_per_s"]), ratio(other["tokens_per_s"], default["tokens_per_s"]), "")
         for tag, what in (("tiles64", "every output in tiles of 64 (HEARTH_TILES=64)"), ("tiles128", "every output in tiles of 128 (HEARTH_TILES=128)"),
                           ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)"),
                           ("split-steps32", "split reductions in parts of 32 steps or more (HEARTH_SPLIT_MIN_STEPS=32; default 256)"),

@@ -65,10 +65,10 @@ fn print_paths(ctx: &GpuContext) {
         if fused { "inside the base matmul's launch (its low-rank term)" } else { "launched after the base matmul (the register kernels take no term)" }
     );
     let attention = AttentionKernels::for_training(ctx);
-    let fallback = if attention == AttentionKernels::Matmul {
-        format!(" ({:?} for sequences whose scores exceed a chunk, or heads not a multiple of 4)", AttentionKernels::without_matmuls(ctx))
-    } else {
-        String::new()
+    let fallback = match attention {
+        AttentionKernels::Matmul => format!(" ({:?} for sequences whose scores exceed a chunk, or heads not a multiple of 4)", AttentionKernels::without_matmuls(ctx)),
+        AttentionKernels::Flash => format!(" (Matmul for heads above 128 or too little workgroup memory, else {:?})", AttentionKernels::without_matmuls(ctx)),
+        _ => String::new(),
     };
     println!("  attention            {attention:?} kernels for training{fallback}; {:?} over a KV cache", AttentionKernels::for_cache(ctx));
     println!("  f16 weights          unpacked to f32 in the matmul (any adapter)");

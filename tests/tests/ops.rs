@@ -479,7 +479,7 @@ fn segment_runs_are_the_sequences_of_each_row() {
         assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, long), AttentionKernels::Tiled);
     });
     assert_eq!(AttentionKernels::parse("Matmul").unwrap(), AttentionKernels::Matmul);
-    assert!(AttentionKernels::parse("fast").unwrap_err().to_string().contains("expected rows, tiled or matmul"));
+    assert!(AttentionKernels::parse("fast").unwrap_err().to_string().contains("expected rows, tiled, matmul or flash"));
 }
 
 #[test]

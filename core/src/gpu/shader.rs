@@ -117,6 +117,8 @@ shaders! {
     AttentionWide => "attention_wide.wgsl",
     /// Training attention as matmuls (software adapters).
     AttentionMatmul => "attention_matmul.wgsl",
+    /// Training attention in 64 × 64 tiles of scores that stay in workgroup memory (GPUs).
+    AttentionFlash => "attention_flash.wgsl",
     Swiglu => "swiglu.wgsl",
     Residual => "residual.wgsl",
     CrossEntropy => "cross_entropy.wgsl" | CrossEntropySubgroups,

@@ -1,9 +1,10 @@
 //! Causal grouped-query self-attention over packed examples. The attention.wgsl kernels use
-//! an online softmax (memory O(T·HS)); software adapters run training's as batched matmuls
-//! over chunks of materialized scores instead (attention_matmul.rs).
+//! an online softmax (memory O(T·HS)); GPUs train with attention_flash.rs's tiles of scores in
+//! workgroup memory, software adapters with batched matmuls over chunks of materialized scores
+//! (attention_matmul.rs).
 
 use super::rope::{self, RopeDims};
-use super::{attention_matmul, check_len, grid_1d};
+use super::{attention_flash, attention_matmul, check_len, grid_1d};
 use crate::error::ensure;
 use crate::gpu::{Kernel, KernelPaths, Shader, Variant};
 use crate::{GpuBuffer, GpuContext, Result};
@@ -174,7 +175,7 @@ pub fn segment_runs(ids: &[u32], t: usize) -> Result<(Vec<u32>, Vec<u32>)> {
     Ok((runs.iter().flatten().copied().collect(), runs.iter().map(|r| r[2]).collect()))
 }
 
-/// How the training kernels compute attention (tests run all three).
+/// How the training kernels compute attention (tests run all four).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionKernels {
     /// One invocation per row reads the other side from memory (software adapters, for
@@ -184,19 +185,23 @@ pub enum AttentionKernels {
     /// KV cache, and training where `Matmul`'s chunks cannot take the sizes).
     Tiled,
     /// The scores of a chunk of heads materialized and the products run as batched matmuls
-    /// (training on every adapter: attention_matmul.rs).
+    /// (training on software adapters: attention_matmul.rs).
     Matmul,
+    /// 64 × 64 tiles of scores in workgroup memory, flash-attention's way (training on GPUs:
+    /// attention_flash.rs).
+    Flash,
 }
 
 impl AttentionKernels {
-    pub const ALL: [AttentionKernels; 3] = [AttentionKernels::Rows, AttentionKernels::Tiled, AttentionKernels::Matmul];
+    pub const ALL: [AttentionKernels; 4] = [AttentionKernels::Rows, AttentionKernels::Tiled, AttentionKernels::Matmul, AttentionKernels::Flash];
 
-    /// What training prefers (unless the context names kernels): the matmuls, on every
-    /// adapter. On an H200 they made SmolLM2's training step twice as fast as the tiled
-    /// kernels did (2,324 → 4,677 tokens/s at 4 × 512 tokens; docs/PERF.md, 2026-12-04), and on
-    /// llvmpipe several times faster than the per-row kernels, which beat the tiled ones.
+    /// What training prefers (unless the context names kernels): the flash kernels on GPUs,
+    /// the matmuls elsewhere. On an H200 the matmuls made SmolLM2's training step twice as
+    /// fast as the tiled kernels did (2,324 → 4,677 tokens/s at 4 × 512 tokens; docs/PERF.md,
+    /// 2026-12-04) but still took 38 % of it, at 2 TFLOP/s; on llvmpipe they run 1.5 times
+    /// faster than the flash kernels and several times faster than the per-row ones.
     pub fn for_training(ctx: &GpuContext) -> Self {
-        ctx.attention_kernels().unwrap_or(AttentionKernels::Matmul)
+        ctx.attention_kernels().unwrap_or(if ctx.kernel_paths() == KernelPaths::Gpu { AttentionKernels::Flash } else { AttentionKernels::Matmul })
     }
 
     /// What inference over a KV cache prefers (unless the context names kernels): the tiled
@@ -217,29 +222,46 @@ impl AttentionKernels {
         }
     }
 
-    /// What runs `d` over runs of these lengths (longest first): the preference, but `Matmul`
-    /// gives way where its chunks cannot take the sizes (`attention_matmul::pairs_per_chunk`):
-    /// to the tiled kernels on GPUs, the per-row ones elsewhere. On lavapipe the matmuls also
-    /// take over from the others where those would loop past its limit (`LLVMPIPE_LOOP_LIMIT`).
+    /// What runs `d` over runs of these lengths (longest first): the preference, but `Flash`
+    /// gives way where it cannot take `d` (heads above 128, too little workgroup memory) to
+    /// the matmuls, and `Matmul` where its chunks cannot take the sizes
+    /// (`attention_matmul::pairs_per_chunk`) to the tiled kernels on GPUs, the per-row ones
+    /// elsewhere. On lavapipe the matmuls also take over from the others where those would
+    /// loop past its limit (`LLVMPIPE_LOOP_LIMIT`).
     pub fn for_dims(self, ctx: &GpuContext, d: &AttentionDims, lens: &[u32]) -> Self {
         let longest = lens.first().map_or(0, |&l| l as usize);
         let matmul_fits = attention_matmul::pairs_per_chunk(ctx, d, longest).is_some();
-        if self != AttentionKernels::Matmul && ctx.is_llvmpipe() && !within_llvmpipe_loops(d) && matmul_fits {
+        let chosen = match self {
+            AttentionKernels::Flash if !attention_flash::fits(ctx, d) && matmul_fits => AttentionKernels::Matmul,
+            AttentionKernels::Flash if !attention_flash::fits(ctx, d) => AttentionKernels::without_matmuls(ctx),
+            AttentionKernels::Matmul if !matmul_fits => AttentionKernels::without_matmuls(ctx),
+            kernels => kernels,
+        };
+        if chosen != AttentionKernels::Matmul && ctx.is_llvmpipe() && !within_llvmpipe_loops(chosen, d) && matmul_fits {
             AttentionKernels::Matmul
-        } else if self != AttentionKernels::Matmul || matmul_fits {
-            self
         } else {
-            AttentionKernels::without_matmuls(ctx)
+            chosen
         }
     }
 
-    /// Parses a name (`HEARTH_ATTENTION`): rows, tiled or matmul.
+    /// `Flash` where it takes `d` on this adapter, else the kernels that attend without
+    /// matmuls; the others as they are.
+    fn runnable(self, ctx: &GpuContext, d: &AttentionDims) -> Self {
+        if self == AttentionKernels::Flash && !attention_flash::fits(ctx, d) {
+            AttentionKernels::without_matmuls(ctx)
+        } else {
+            self
+        }
+    }
+
+    /// Parses a name (`HEARTH_ATTENTION`): rows, tiled, matmul or flash.
     pub fn parse(name: &str) -> Result<Self> {
         match name.to_lowercase().as_str() {
             "rows" => Ok(AttentionKernels::Rows),
             "tiled" => Ok(AttentionKernels::Tiled),
             "matmul" => Ok(AttentionKernels::Matmul),
-            other => Err(crate::Error::Shape(format!("attention kernels {other:?}: expected rows, tiled or matmul"))),
+            "flash" => Ok(AttentionKernels::Flash),
+            other => Err(crate::Error::Shape(format!("attention kernels {other:?}: expected rows, tiled, matmul or flash"))),
         }
     }
 
@@ -264,6 +286,7 @@ pub fn attention_forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q
 pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
     let op = "attention_forward";
     let params = d.check(op)?;
+    let kernels = kernels.runnable(ctx, &d);
     check_llvmpipe_loops(ctx, op, kernels, &d)?;
     for (name, buf, len) in [("q", q, d.q_len()), ("k", k, d.kv_len()), ("v", v, d.kv_len()), ("seg", seg.ids, d.b * d.t), ("out", out, d.q_len()), ("stats", stats, d.stats_len())] {
         check_len(op, name, buf, len)?;
@@ -271,6 +294,9 @@ pub fn attention_forward_with(ctx: &GpuContext, kernels: AttentionKernels, out: 
     if kernels == AttentionKernels::Matmul {
         check_len(op, "runs", seg.runs, 3 * seg.lens.len())?;
         return ctx.profile_scope("attention", || attention_matmul::forward(ctx, out, stats, q, k, v, seg, d));
+    }
+    if kernels == AttentionKernels::Flash {
+        return attention_flash::forward(ctx, out, stats, q, k, v, seg, d);
     }
     let (entry, grid) = kernels.launch("attention_forward_rows", "attention_forward_tiled", &d, d.nh);
     ctx.dispatch(&Kernel::new(d.shader(), entry, 0), &[q, k, v, seg.ids], &[out, stats], &params, grid)
@@ -290,8 +316,10 @@ pub fn attention_backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: 
 pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, out: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims, rope: Option<RopeGrad>) -> Result<()> {
     let op = "attention_backward";
     let mut params = d.check(op)?;
+    let kernels = kernels.runnable(ctx, &d);
+    let fuses_rope = matches!(kernels, AttentionKernels::Rows | AttentionKernels::Tiled);
     let fused = match (rope, seg.with_pos) {
-        (Some(r), Some((ids, pos_at))) if kernels != AttentionKernels::Matmul && rope_fits(&r.dims) => {
+        (Some(r), Some((ids, pos_at))) if fuses_rope && rope_fits(&r.dims) => {
             params.set_rope(op, &r.dims)?;
             check_len(op, "positions", ids, pos_at + d.b * d.t)?;
             params.pos_at = pos_at as u32;
@@ -308,11 +336,15 @@ pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: 
     ] {
         check_len(op, name, buf, len)?;
     }
-    if kernels == AttentionKernels::Matmul {
-        check_len(op, "runs", seg.runs, 3 * seg.lens.len())?;
+    if matches!(kernels, AttentionKernels::Matmul | AttentionKernels::Flash) {
         let q_rows = grid_1d((d.b * d.nh * d.t) as u64, 64);
         ctx.dispatch(&Kernel::new(d.shader(), "attention_backward_prep", 6), &[dout, out], &[stats], &params, q_rows)?;
-        ctx.profile_scope("attention", || attention_matmul::backward(ctx, dq, dk, dv, dout, q, k, v, stats, seg, d))?;
+        if kernels == AttentionKernels::Flash {
+            attention_flash::backward(ctx, dq, dk, dv, dout, q, k, v, stats, seg, d)?;
+        } else {
+            check_len(op, "runs", seg.runs, 3 * seg.lens.len())?;
+            ctx.profile_scope("attention", || attention_matmul::backward(ctx, dq, dk, dv, dout, q, k, v, stats, seg, d))?;
+        }
     } else {
         // the queries' kernel also stores each row's Σ dout·out, which the keys' kernel reads
         let (entry, grid) = kernels.launch("attention_backward_query_rows", "attention_backward_query_tiled", &d, d.nh);
@@ -332,13 +364,18 @@ pub fn attention_backward_with(ctx: &GpuContext, kernels: AttentionKernels, dq: 
 /// keys' and values' gradients were NaN at 512 tokens, SwiftShader's right; docs/PERF.md).
 const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
 
-/// Whether the per-row and tiled kernels stay within lavapipe's loop limit for `d`: their
-/// busiest invocation (the keys' and values' gradient of the first key) loops over its
-/// group's query heads × the queries of the row × a score's and the sums' loops over the head.
-fn within_llvmpipe_loops(d: &AttentionDims) -> bool {
-    // (and rope's backward as it stores: at most HS/2 rotated pairs; and the tiled kernels'
-    // bisection for a run's start: at most 32 steps)
-    (d.nh / d.nkv).max(1) * d.t * (3 * d.hs + 2) + d.hs / 2 + 32 < LLVMPIPE_LOOP_LIMIT
+/// Whether `kernels` stay within lavapipe's loop limit for `d` (the matmuls always do). The
+/// per-row and tiled kernels' busiest invocation (the keys' and values' gradient of the first
+/// key) loops over its group's query heads × the queries of the row × a score's and the sums'
+/// loops over the head.
+fn within_llvmpipe_loops(kernels: AttentionKernels, d: &AttentionDims) -> bool {
+    match kernels {
+        AttentionKernels::Matmul => true,
+        AttentionKernels::Flash => attention_flash::loop_iterations(d) < LLVMPIPE_LOOP_LIMIT,
+        // (and rope's backward as it stores: at most HS/2 rotated pairs; and the tiled
+        // kernels' bisection for a run's start: at most 32 steps)
+        _ => (d.nh / d.nkv).max(1) * d.t * (3 * d.hs + 2) + d.hs / 2 + 32 < LLVMPIPE_LOOP_LIMIT,
+    }
 }
 
 /// Whether a chunk of `d.t` tokens over a cache of `past` goes a token at a time through the
@@ -360,7 +397,7 @@ fn cached_within_llvmpipe_loops(d: &AttentionDims, past: usize) -> bool {
 
 /// The error for kernels lavapipe would run past its loop limit.
 fn check_llvmpipe_loops(ctx: &GpuContext, op: &str, kernels: AttentionKernels, d: &AttentionDims) -> Result<()> {
-    ensure(kernels == AttentionKernels::Matmul || !ctx.is_llvmpipe() || within_llvmpipe_loops(d), || {
+    ensure(!ctx.is_llvmpipe() || within_llvmpipe_loops(kernels, d), || {
         format!(
             "{op}: the {kernels:?} kernels over {} tokens with {} query heads of {} per KV head would loop past lavapipe's limit of {LLVMPIPE_LOOP_LIMIT} iterations per invocation, where it returns wrong values: use the matmul attention (HEARTH_ATTENTION=matmul) or shorter sequences",
             d.t,

@@ -3,6 +3,7 @@
 
 pub mod adamw;
 pub mod attention;
+mod attention_flash;
 mod attention_matmul;
 pub mod block_copy;
 pub mod cpu;

@@ -1,0 +1,382 @@
+// Training attention flash-attention's way (GPUs): a workgroup takes 64 queries (or 64 keys)
+// of one head and streams the other side through workgroup memory in blocks of 64, its
+// scores and their gradients 64 × 64 tiles that never reach memory. attention.wgsl's
+// contract: q (B, T, NH, HS), k and v (B, T, NKV, HS), seg (B, T) (token t sees token j iff
+// j ≤ t, seg[j] = seg[t] and, with a window W, t − j < W), stats (B, NH, T, 2) = (lse,
+// Σ dout·out); query head h reads KV head h / (NH / NKV).
+//   attention_flash_forward:        out and stats.lse                  grid (T/64, NH, B)
+//   attention_flash_backward_query: dq = scale·Σ_j dS·k_j              grid (T/64, NH, B)
+//   attention_flash_backward_kv:    dk = scale·Σ_t dSᵀ·q_t, dv = Σ_t Pᵀ·dout_t, each query
+//                                   head's share (B, T, NH, HS)         grid (T/64, NH, B)
+//   attention_flash_sum_heads:      dk and dv: the shares of the query heads that share a
+//                                   KV head summed (where they are several)
+// where P = exp(scale·q·kᵀ − lse) and dS = P·(dout·vᵀ − dsum); the backward's stats hold
+// dsum already (attention_backward_prep).
+// Workgroups of 256 invocations, (ty, tx) = (index / 16, index % 16): an invocation holds
+// rows ty + 16i and columns tx + 16j (i, j < 4) of a tile, and dims tx + 16c of a head's
+// rows (c < HS/16, rounded up), interleaved so that neighbouring invocations read
+// neighbouring words of workgroup memory.
+
+struct Params {
+    B: u32,
+    T: u32,
+    NH: u32,
+    NKV: u32,
+    HS: u32,
+    scale: f32,
+    window: u32,
+    zero: u32,
+}
+
+const BLOCK: u32 = 64u;
+// Dims of a head per invocation: HS/16 rounded up (the launcher's variant), up to 8 (heads of
+// up to 128, attention_flash.rs's MAX_HEAD_SIZE). A constant, so that the loops over them
+// unroll and the accumulators stay in registers.
+override DIMS: u32 = 8u;
+// Row stride of the transposed stages and of the tile (one word of padding: the 16
+// invocations reading a column read 16 banks).
+const PAD: u32 = 65u;
+// A masked score, and below what a score counts as masked.
+const MASKED: f32 = -3.0e38;
+const MASKED_BELOW: f32 = -1.0e38;
+
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> k: array<f32>;
+@group(0) @binding(2) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read> seg: array<u32>;
+@group(0) @binding(4) var<storage, read> dout: array<f32>;
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
+// forward: out; backward_query: dq; backward_kv: dk (and dv)
+@group(0) @binding(6) var<storage, read_write> res: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dv: array<f32>;
+
+@group(0) @binding(8) var<storage, read> share_k: array<f32>;
+@group(0) @binding(9) var<storage, read> share_v: array<f32>;
+@group(0) @binding(10) var<storage, read_write> sum_k: array<f32>;
+@group(0) @binding(11) var<storage, read_write> sum_v: array<f32>;
+@group(1) @binding(0) var<uniform> p: Params;
+
+// Two transposed chunks of 16 dims of 64 rows (at 0 and at 16·PAD), or 16 rows of a head
+// (row-major, up to 16 × 128).
+var<workgroup> stage: array<f32, 2080>;
+// 64 × 64 scores, probabilities or their gradients (rows × PAD)
+var<workgroup> tile: array<f32, 4160>;
+var<workgroup> red: array<f32, 256>;
+// per tile row (forward: maximum, sum, rescale; backward_query: lse, dsum) or column
+// (backward_kv: the queries' lse, dsum)
+var<workgroup> stat_a: array<f32, 64>;
+var<workgroup> stat_b: array<f32, 64>;
+var<workgroup> stat_c: array<f32, 64>;
+var<workgroup> seg_rows: array<u32, 64>;
+var<workgroup> seg_cols: array<u32, 64>;
+
+// Offset of head `h` of token (b, t) in a (B, T, heads, HS) tensor.
+fn row(b: u32, t: u32, heads: u32, h: u32) -> u32 {
+    return ((b * p.T + t) * heads + h) * p.HS;
+}
+
+// Index of (b, h, t) in stats, times 2.
+fn stat(b: u32, h: u32, t: u32) -> u32 {
+    return ((b * p.NH + h) * p.T + t) * 2u;
+}
+
+fn fetch(which: u32, i: u32) -> f32 {
+    switch which {
+        case 0u: { return q[i]; }
+        case 1u: { return k[i]; }
+        case 2u: { return v[i]; }
+        default: { return dout[i]; }
+    }
+}
+
+// Whether query t sees key j (both < T), their segment ids given.
+fn sees(t: u32, j: u32, seg_t: u32, seg_j: u32) -> bool {
+    return j <= t && seg_t == seg_j && (p.window == 0u || t - j < p.window);
+}
+
+// Dims d0..d0 + 16 of rows r0..r0 + 64 of `which` (head hh of `heads`) into the stage at
+// `at`, transposed (zeros past T and HS).
+fn stage_transposed(li: u32, which: u32, at: u32, b: u32, r0: u32, heads: u32, hh: u32, d0: u32) {
+    for (var e = li; e < 1024u; e += 256u) {
+        let r = e / 16u;
+        let dd = e % 16u;
+        var x = 0.0;
+        if (r0 + r < p.T && d0 + dd < p.HS) { x = fetch(which, row(b, r0 + r, heads, hh) + d0 + dd); }
+        stage[at + dd * PAD + r] = x;
+    }
+}
+
+// Rows r0..r0 + 16 of `which` (head hh of `heads`) into the stage, row-major (zeros past T).
+fn stage_rows(li: u32, which: u32, b: u32, r0: u32, heads: u32, hh: u32) {
+    for (var e = li; e < 16u * p.HS; e += 256u) {
+        let r = r0 + e / p.HS;
+        var x = 0.0;
+        if (r < p.T) { x = fetch(which, row(b, r, heads, hh) + e % p.HS); }
+        stage[e] = x;
+    }
+}
+
+// The invocation's 4 × 4 of the tile's products of rows of `a` (rows a0.., head ha of
+// a_heads) with rows of `c` (rows c0.., head hc of c_heads) over the head.
+fn products(li: u32, a: u32, b: u32, a0: u32, a_heads: u32, ha: u32, c: u32, c0: u32, c_heads: u32, hc: u32) -> array<vec4<f32>, 4> {
+    let tx = li % 16u;
+    let ty = li / 16u;
+    var s: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) { s[i] = vec4<f32>(0.0); }
+    for (var d0 = 0u; d0 < p.HS; d0 += 16u) {
+        workgroupBarrier();
+        stage_transposed(li, a, 0u, b, a0, a_heads, ha, d0);
+        stage_transposed(li, c, 16u * PAD, b, c0, c_heads, hc, d0);
+        workgroupBarrier();
+        for (var dd = 0u; dd < 16u; dd++) {
+            let ra = dd * PAD + ty;
+            let rc = 16u * PAD + dd * PAD + tx;
+            let cv = vec4<f32>(stage[rc], stage[rc + 16u], stage[rc + 32u], stage[rc + 48u]);
+            s[0] += stage[ra] * cv;
+            s[1] += stage[ra + 16u] * cv;
+            s[2] += stage[ra + 32u] * cv;
+            s[3] += stage[ra + 48u] * cv;
+        }
+    }
+    return s;
+}
+
+// acc (4 rows × DIMS) += tile's rows · rows c0..c0 + 64 of `which` (head hh of heads).
+fn add_tile_times(li: u32, acc: ptr<function, array<f32, 32>>, which: u32, b: u32, c0: u32, heads: u32, hh: u32) {
+    let tx = li % 16u;
+    let ty = li / 16u;
+    for (var k0 = 0u; k0 < BLOCK; k0 += 16u) {
+        workgroupBarrier();
+        stage_rows(li, which, b, c0 + k0, heads, hh);
+        workgroupBarrier();
+        for (var kk = 0u; kk < 16u; kk++) {
+            let col = k0 + kk;
+            let w = vec4<f32>(tile[ty * PAD + col], tile[(ty + 16u) * PAD + col], tile[(ty + 32u) * PAD + col], tile[(ty + 48u) * PAD + col]);
+            for (var c = 0u; c < DIMS; c++) {
+                let d = tx + 16u * c;
+                let x = select(0.0, stage[kk * p.HS + d], d < p.HS);
+                for (var i = 0u; i < 4u; i++) { (*acc)[i * DIMS + c] += w[i] * x; }
+            }
+        }
+    }
+}
+
+// Where acc's row i (tile row ty + 16i, token r0 + that) and dim c go in a (B, T, heads, HS)
+// tensor (head hh), or -1 past T or HS.
+fn stored_at(li: u32, i: u32, c: u32, b: u32, r0: u32, heads: u32, hh: u32) -> i32 {
+    let t = r0 + li / 16u + 16u * i;
+    let d = li % 16u + 16u * c;
+    if (t >= p.T || d >= p.HS) { return -1; }
+    return i32(row(b, t, heads, hh) + d);
+}
+
+// acc's rows times `scale` into res (head hh of heads; rows r0..).
+fn store_rows(li: u32, acc: ptr<function, array<f32, 32>>, b: u32, r0: u32, heads: u32, hh: u32, scale: f32) {
+    for (var i = 0u; i < 4u; i++) {
+        for (var c = 0u; c < DIMS; c++) {
+            let at = stored_at(li, i, c, b, r0, heads, hh);
+            if (at >= 0) { res[at] = (*acc)[i * DIMS + c] * scale; }
+        }
+    }
+}
+
+// Block x of queries, the last first: they see the most keys, and start before the lighter
+// ones.
+fn last_blocks_first(x: u32) -> u32 {
+    return ((p.T + BLOCK - 1u) / BLOCK - 1u - x) * BLOCK;
+}
+
+// The first block of keys that queries t0.. may see (sliding windows start later).
+fn first_key_block(t0: u32) -> u32 {
+    if (p.window == 0u || t0 < p.window) { return 0u; }
+    return (t0 + 1u - p.window) / BLOCK * BLOCK;
+}
+
+// Whether no query from t0 on sees a key of j0..=j_end (< t0): they lie before t0's
+// sequence or window. (Sequences are runs, so later queries see no earlier keys.)
+fn keys_before(b: u32, t0: u32, j_end: u32) -> bool {
+    return j_end < t0 && (seg[b * p.T + j_end] != seg[b * p.T + t0] || (p.window != 0u && t0 - j_end >= p.window));
+}
+
+@compute @workgroup_size(256)
+fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let b = wid.z;
+    let h = wid.y;
+    let t0 = last_blocks_first(wid.x);
+    let kvh = h / (p.NH / p.NKV);
+    let tx = li % 16u;
+    let ty = li / 16u;
+    if (li < BLOCK) {
+        seg_rows[li] = seg[b * p.T + min(t0 + li, p.T - 1u)];
+        stat_a[li] = MASKED;
+        stat_b[li] = 0.0;
+    }
+    var o: array<f32, 32>;
+    for (var e = 0u; e < 32u; e++) { o[e] = 0.0; }
+    let last = min(t0 + BLOCK, p.T) - 1u;
+    let r = li / 4u;
+    let part = li % 4u;
+    for (var j0 = first_key_block(t0); j0 <= last; j0 += BLOCK) {
+        if (keys_before(b, t0, min(j0 + BLOCK, p.T) - 1u)) { continue; }
+        if (li < BLOCK) { seg_cols[li] = seg[b * p.T + min(j0 + li, p.T - 1u)]; }
+        let s = products(li, 0u, b, t0, p.NH, h, 1u, j0, p.NKV, kvh);
+        for (var i = 0u; i < 4u; i++) {
+            let t = t0 + ty + 16u * i;
+            for (var j = 0u; j < 4u; j++) {
+                let jj = tx + 16u * j;
+                let seen = t < p.T && j0 + jj < p.T && sees(t, j0 + jj, seg_rows[ty + 16u * i], seg_cols[jj]);
+                tile[(ty + 16u * i) * PAD + jj] = select(MASKED, s[i][j] * p.scale, seen);
+            }
+        }
+        workgroupBarrier();
+        // the online softmax, 4 invocations per row: the block's maximum, then its sum
+        var mx = MASKED;
+        for (var c = 0u; c < 16u; c++) { mx = max(mx, tile[r * PAD + part * 16u + c]); }
+        red[li] = mx;
+        workgroupBarrier();
+        let m_old = stat_a[r];
+        let m_new = max(m_old, max(max(red[4u * r], red[4u * r + 1u]), max(red[4u * r + 2u], red[4u * r + 3u])));
+        var sum = 0.0;
+        for (var c = 0u; c < 16u; c++) {
+            let at = r * PAD + part * 16u + c;
+            let x = tile[at];
+            let e = select(0.0, exp(x - m_new), x > MASKED_BELOW);
+            tile[at] = e;
+            sum += e;
+        }
+        workgroupBarrier();
+        red[li] = sum;
+        workgroupBarrier();
+        if (part == 0u) {
+            let rescale = exp(m_old - m_new);
+            stat_a[r] = m_new;
+            stat_b[r] = stat_b[r] * rescale + red[4u * r] + red[4u * r + 1u] + red[4u * r + 2u] + red[4u * r + 3u];
+            stat_c[r] = rescale;
+        }
+        workgroupBarrier();
+        for (var i = 0u; i < 4u; i++) {
+            let rescale = stat_c[ty + 16u * i];
+            for (var c = 0u; c < DIMS; c++) { o[i * DIMS + c] *= rescale; }
+        }
+        add_tile_times(li, &o, 2u, b, j0, p.NKV, kvh);
+    }
+    workgroupBarrier();
+    for (var i = 0u; i < 4u; i++) {
+        let sum = stat_b[ty + 16u * i];
+        for (var c = 0u; c < DIMS; c++) { o[i * DIMS + c] /= sum; }
+    }
+    store_rows(li, &o, b, t0, p.NH, h, 1.0);
+    if (li < BLOCK && t0 + li < p.T) { stats[stat(b, h, t0 + li)] = stat_a[li] + log(stat_b[li]); }
+}
+
+@compute @workgroup_size(256)
+fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let b = wid.z;
+    let h = wid.y;
+    let t0 = last_blocks_first(wid.x);
+    let kvh = h / (p.NH / p.NKV);
+    let tx = li % 16u;
+    let ty = li / 16u;
+    if (li < BLOCK) {
+        let t = min(t0 + li, p.T - 1u);
+        seg_rows[li] = seg[b * p.T + t];
+        stat_a[li] = stats[stat(b, h, t)];
+        stat_b[li] = stats[stat(b, h, t) + 1u];
+    }
+    var acc: array<f32, 32>;
+    for (var e = 0u; e < 32u; e++) { acc[e] = 0.0; }
+    let last = min(t0 + BLOCK, p.T) - 1u;
+    for (var j0 = first_key_block(t0); j0 <= last; j0 += BLOCK) {
+        if (keys_before(b, t0, min(j0 + BLOCK, p.T) - 1u)) { continue; }
+        if (li < BLOCK) { seg_cols[li] = seg[b * p.T + min(j0 + li, p.T - 1u)]; }
+        let s = products(li, 0u, b, t0, p.NH, h, 1u, j0, p.NKV, kvh);
+        let dp = products(li, 3u, b, t0, p.NH, h, 2u, j0, p.NKV, kvh);
+        for (var i = 0u; i < 4u; i++) {
+            let ri = ty + 16u * i;
+            let t = t0 + ri;
+            for (var j = 0u; j < 4u; j++) {
+                let jj = tx + 16u * j;
+                let seen = t < p.T && j0 + jj < p.T && sees(t, j0 + jj, seg_rows[ri], seg_cols[jj]);
+                tile[ri * PAD + jj] = select(0.0, exp(s[i][j] * p.scale - stat_a[ri]) * (dp[i][j] - stat_b[ri]), seen);
+            }
+        }
+        add_tile_times(li, &acc, 1u, b, j0, p.NKV, kvh);
+    }
+    store_rows(li, &acc, b, t0, p.NH, h, p.scale);
+}
+
+@compute @workgroup_size(256)
+fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let b = wid.z;
+    let h = wid.y;
+    let kvh = h / (p.NH / p.NKV);
+    let j0 = wid.x * BLOCK;
+    let j_last = min(j0 + BLOCK, p.T) - 1u;
+    let tx = li % 16u;
+    let ty = li / 16u;
+    if (li < BLOCK) { seg_rows[li] = seg[b * p.T + min(j0 + li, p.T - 1u)]; }
+    var dk_acc: array<f32, 32>;
+    var dv_acc: array<f32, 32>;
+    for (var e = 0u; e < 32u; e++) { dk_acc[e] = 0.0; dv_acc[e] = 0.0; }
+    for (var t0 = j0; t0 < p.T; t0 += BLOCK) {
+        // no query from t0 on sees these keys: a later sequence, or past the window
+        if (t0 > j_last && (seg[b * p.T + t0] != seg[b * p.T + j_last] || (p.window != 0u && t0 - j_last >= p.window))) { break; }
+        workgroupBarrier();
+        if (li < BLOCK) {
+            let t = min(t0 + li, p.T - 1u);
+            seg_cols[li] = seg[b * p.T + t];
+            stat_a[li] = stats[stat(b, h, t)];
+            stat_b[li] = stats[stat(b, h, t) + 1u];
+        }
+        // the tile's rows are keys, its columns queries
+        let s = products(li, 1u, b, j0, p.NKV, kvh, 0u, t0, p.NH, h);
+        let dp = products(li, 2u, b, j0, p.NKV, kvh, 3u, t0, p.NH, h);
+        var ds: array<vec4<f32>, 4>;
+        for (var i = 0u; i < 4u; i++) {
+            let ri = ty + 16u * i;
+            let j = j0 + ri;
+            for (var c = 0u; c < 4u; c++) {
+                let cj = tx + 16u * c;
+                let t = t0 + cj;
+                let seen = t < p.T && j < p.T && sees(t, j, seg_cols[cj], seg_rows[ri]);
+                let pr = select(0.0, exp(s[i][c] * p.scale - stat_a[cj]), seen);
+                tile[ri * PAD + cj] = pr;
+                ds[i][c] = pr * (dp[i][c] - stat_b[cj]);
+            }
+        }
+        add_tile_times(li, &dv_acc, 3u, b, t0, p.NH, h);
+        workgroupBarrier();
+        for (var i = 0u; i < 4u; i++) {
+            for (var c = 0u; c < 4u; c++) { tile[(ty + 16u * i) * PAD + tx + 16u * c] = ds[i][c]; }
+        }
+        add_tile_times(li, &dk_acc, 0u, b, t0, p.NH, h);
+    }
+    // (with one query head per KV head, (NH, h) is (NKV, kvh): dk and dv themselves)
+    store_rows(li, &dk_acc, b, j0, p.NH, h, p.scale);
+    for (var i = 0u; i < 4u; i++) {
+        for (var c = 0u; c < DIMS; c++) {
+            let at = stored_at(li, i, c, b, j0, p.NH, h);
+            if (at >= 0) { dv[at] = dv_acc[i * DIMS + c]; }
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn attention_flash_sum_heads(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = gid.x + gid.y * nwg.x * 256u;
+    if (e >= p.B * p.T * p.NKV * p.HS) { return; }
+    let group = p.NH / p.NKV;
+    // (b·T + t, kvh, d) of dk → the share of query head kvh·group + g
+    let d = e % p.HS;
+    let kvh = (e / p.HS) % p.NKV;
+    let bt = e / (p.HS * p.NKV);
+    var sk = 0.0;
+    var sv = 0.0;
+    for (var g = 0u; g < group; g++) {
+        let at = (bt * p.NH + kvh * group + g) * p.HS + d;
+        sk += share_k[at];
+        sv += share_v[at];
+    }
+    sum_k[e] = sk;
+    sum_v[e] = sv;
+}
