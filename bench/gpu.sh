@@ -29,6 +29,9 @@ else
     COOP_SHAPES="--shape 2048x576x576 --shape 2048x1536x576 --shape 2048x576x1536 --shape 4096x4096x4096"
     PEER_ARGS="" SERVE_LOAD="8 64 1,4,8,16"
 fi
+# PEFT's runs keep every activation (no gradient checkpointing): Hearth's too, where its default
+# (auto) would recompute the forward for Qwen's 4 × 512 tokens (past 4 GiB of activations)
+TRAIN_SHAPE="--seq-len $SEQ --batch-size $BATCH --gradient-checkpointing off"
 rm -rf "$WORK"
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/log.txt"
@@ -105,7 +108,12 @@ fi
 # benches leave TESTS_RESERVE seconds to the test binaries at the end (on the first H200 run
 # the benches took it all, and no test ran).
 BUDGET="${BUDGET:-$((390 * SLOW))}"
-TESTS_RESERVE=$(( ${TESTS_RESERVE:-$(case "${FOCUS:-}" in kernels) echo 200;; attention) echo 120;; *) echo 75;; esac)} * SLOW ))
+case "${FOCUS:-}" in
+    kernels) TESTS_RESERVE="${TESTS_RESERVE:-200}" ;;
+    attention) TESTS_RESERVE="${TESTS_RESERVE:-120}" ;;
+    *) TESTS_RESERVE="${TESTS_RESERVE:-75}" ;;
+esac
+TESTS_RESERVE=$((TESTS_RESERVE * SLOW))
 # the test binaries to run at the end, quant last (FOCUS=attention: those whose tests train)
 if [ "${FOCUS:-}" = attention ]; then
     TESTS="${TESTS:-ops peft_parity tiny_models run_engine}"
@@ -140,26 +148,30 @@ if [ "${FOCUS:-}" = kernels ]; then
     run make-models 60 python3 bench/make_models.py "$MODELS" smollm2-135m qwen2.5-0.5b
     rm -f "$WORK/make-models.json"
     for model in smollm2-135m qwen2.5-0.5b; do
-        run "train-$model-f32" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
-        run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps 1 --kernel-times --json
+        run "train-$model-f32" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
+        run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
         run "decode-kernels-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --kernel-times --json
         # LoRA's thin products split into parts of 32 and 64 steps (default 256)
         for steps in 32 64; do
-            run "train-$model-f32-split-steps$steps" 30 env HEARTH_SPLIT_MIN_STEPS=$steps "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+            run "train-$model-f32-split-steps$steps" 30 env HEARTH_SPLIT_MIN_STEPS=$steps "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
         done
     done
 elif [ "${FOCUS:-}" = attention ]; then
     # FOCUS=attention: a short call: each model's training step with the flash attention
-    # kernels (the default) against attention as batched matmuls, where SmolLM2's step goes,
-    # then the tests that train (TESTS below)
+    # kernels (the default) against attention as batched matmuls (not with AB=0), where
+    # SmolLM2's and Qwen2.5's steps go, SmolLM2's quantized bases, Qwen2.5's prompt and
+    # decoding, then the tests that train (TESTS below)
     run make-models 90 python3 bench/make_models.py "$MODELS" $MODEL_LIST
     rm -f "$WORK/make-models.json"
     for model in $MODEL_LIST; do
-        run "train-$model-f32" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
-        run "train-$model-f32-attention-matmul" 30 env HEARTH_ATTENTION=matmul "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
-        run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps 1 --kernel-times --json
+        run "train-$model-f32" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
+        [ "${AB:-1}" = 0 ] || run "train-$model-f32-attention-matmul" 30 env HEARTH_ATTENTION=matmul "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
+        [ "$model" = qwen3-0.6b ] || run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
     done
-    run "train-smollm2-135m-q4_1" 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant q4_1 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+    for base in q4_1 nf4; do
+        run "train-smollm2-135m-$base" 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant $base $TRAIN_SHAPE --steps $STEPS --json
+    done
+    run generate-qwen2.5-0.5b 20 "$HEARTH" bench generate "$MODELS/qwen2.5-0.5b" --prompt-tokens 128 --new-tokens $NEW --batch 8 --json
 else
 # the tile size tuned for this GPU, measured afresh and kept: every later command takes it
 # (selftest above tuned it once already; the two measurements also show their noise)
@@ -180,24 +192,24 @@ run ops-checks-none 20 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench ops --json --f
 run ops-lora 20 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 for model in $MODEL_LIST; do
     for base in f32 q4_1 nf4; do
-        run "train-$model-$base" 30 "$HEARTH" bench train "$MODELS/$model" --quant "$base" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        run "train-$model-$base" 30 "$HEARTH" bench train "$MODELS/$model" --quant "$base" $TRAIN_SHAPE --steps $STEPS --json
     done
     if [ "$model" = smollm2-135m ]; then
-        run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps 1 --kernel-times --json
+        run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
         # training attention in the GPU's tiled attention kernels against the batched
         # matmuls (the default)
-        run "train-$model-f32-attention-tiled" 30 env HEARTH_ATTENTION=tiled "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+        run "train-$model-f32-attention-tiled" 30 env HEARTH_ATTENTION=tiled "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
         # the kernels with each of wgpu's safeguards against the default (bounds checks and
         # zeroed workgroup memory, no loop counters): all three, without the bounds checks,
         # without the zeroing, none
         for checks in all:1 no-bounds:zeroing no-zeroing:bounds none:0; do
-            run "train-$model-f32-checks-${checks%%:*}" 30 env HEARTH_SHADER_CHECKS="${checks#*:}" "$HEARTH" bench train "$MODELS/$model" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+            run "train-$model-f32-checks-${checks%%:*}" 30 env HEARTH_SHADER_CHECKS="${checks#*:}" "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
         done
         # f16 matmuls: forwards and input gradients (their rows scaled), the f32 base's and
         # the quantized one's, on cooperative matrices where the GPU has them, else in f16
         # tiles; where it has shader-f16 (else the f32 runs)
         for base in f32 q4_1; do
-            run "train-$model-$base-f16-matmuls" 30 env HEARTH_F16_MATMUL=1 "$HEARTH" bench train "$MODELS/$model" --quant $base --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+            run "train-$model-$base-f16-matmuls" 30 env HEARTH_F16_MATMUL=1 "$HEARTH" bench train "$MODELS/$model" --quant $base $TRAIN_SHAPE --steps $STEPS --json
         done
     fi
     run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --batch 8 --json
@@ -221,7 +233,7 @@ run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/
 # step ahead (during the previous step's sums) and just before staging them, whatever the
 # tuning chose (one of the two is the default run's order)
 for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 split-steps32:HEARTH_SPLIT_MIN_STEPS=32 split-steps64:HEARTH_SPLIT_MIN_STEPS=64 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0; do
-    run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 --seq-len $SEQ --batch-size $BATCH --steps $STEPS --json
+    run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
 done
 # decoding with every reduction in workgroup memory (the browser's kernels), against the
 # subgroup sums of the matrix-vector kernels, rmsnorm's and the rest (one and 8 sequences)

@@ -108,9 +108,11 @@ def main():
             if not h:
                 continue
             t = h["tokens_per_s"]
-            add(f"{name} LoRA train tokens/s, base {base}, vs PEFT fp32", num(t), num(fp32.get("tokens_per_s")),
+            # (PEFT's runs keep their activations; gpu.sh asks Hearth's to, where its auto would not)
+            label = f"{base} (gradient checkpointing)" if h.get("settings", {}).get("checkpointing") else base
+            add(f"{name} LoRA train tokens/s, base {label}, vs PEFT fp32", num(t), num(fp32.get("tokens_per_s")),
                 ratio(t, fp32.get("tokens_per_s")), "≥ 1.0" if base == "f32" else "", train_limit(h, f32_peak))
-            add(f"{name} LoRA train tokens/s, base {base}, vs PEFT bf16", num(t), num(bf16.get("tokens_per_s")),
+            add(f"{name} LoRA train tokens/s, base {label}, vs PEFT bf16", num(t), num(bf16.get("tokens_per_s")),
                 ratio(t, bf16.get("tokens_per_s")), "≥ 1.0 (stretch)" if base == "f32" else "", train_limit(h, bf16_peak))
             add(f"{name} base {base}: GPU busy / step wall time", num(h.get("gpu_busy"), 2), "", "", "≥ 0.8")
             add(f"{name} base {base}: launches / step; host ms / step", f"{num(h['dispatches_per_step'], 0)}; {num(h['host_ms_per_step'])}", "", "", "")

@@ -804,11 +804,11 @@ fn cpu_cross_entropy_backward_matches_finite_differences() {
 fn adamw_and_grad_norm_match_cpu() {
     with_each_reduction!(ctx => {
         let mut rng = Rng::new(12);
-        let sizes = [1usize, 300, 5000];
+        let sizes = [1usize, 300, 5000, 70_000];
         let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| u(&mut rng, n)).collect();
         let bufs: Vec<_> = grads.iter().map(|g| upload(ctx, g)).collect();
         let list: Vec<_> = bufs.iter().zip(sizes).collect();
-        let (out, sums) = (poisoned(ctx, 2), poisoned(ctx, sizes.len()));
+        let (out, sums) = (poisoned(ctx, 2), poisoned(ctx, grad_norm::PARTS * sizes.len()));
         let norm: f64 = grads.iter().flatten().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
         grad_norm::grad_norm(ctx, &out, &sums, &list, 1.0).unwrap();
         assert_close("grad norm, clip", &read(ctx, &out), &[norm, (1.0 / (norm + 1e-6)).min(1.0)], 1e-4, 1e-5);

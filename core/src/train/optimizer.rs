@@ -24,7 +24,7 @@ pub struct Optimizer {
     /// tensor): checkpoints keep that order.
     arena_order: Vec<usize>,
     clip: GpuBuffer, // (2): ‖g‖, clip factor
-    sums: GpuBuffer, // one per chunk
+    sums: GpuBuffer, // grad_norm's PARTS per chunk
 }
 
 impl Optimizer {
@@ -33,7 +33,7 @@ impl Optimizer {
         let (m, v) = (ctx.alloc_arena(parts)?, ctx.alloc_arena(parts)?);
         let chunks = chunks(ctx, &m).len();
         let arena_order = adapter.layout.arena_order();
-        Ok(Optimizer { cfg, max_grad_norm, steps: 0, m, v, arena_order, clip: ctx.alloc_f32(2)?, sums: ctx.alloc_f32(chunks)? })
+        Ok(Optimizer { cfg, max_grad_norm, steps: 0, m, v, arena_order, clip: ctx.alloc_f32(2)?, sums: ctx.alloc_f32(crate::ops::grad_norm::PARTS * chunks)? })
     }
 
     /// Clips the gradients to max_grad_norm as a whole, then one AdamW step at `lr`.
