@@ -73,7 +73,7 @@ enum Command {
 
 /// Opens the GPU named by HEARTH_ADAPTER (a substring of its name), or the default one,
 /// with the kernels HEARTH_KERNELS names (gpu, software or llvmpipe; default: the adapter's
-/// own) and the attention HEARTH_ATTENTION names (rows, tiled or matmul), without
+/// own) and the attention HEARTH_ATTENTION names (rows, tiled, matmul or flash), without
 /// subgroup operations where HEARTH_SUBGROUPS=0, with forwards and input gradients in f16
 /// where HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), the
 /// kernels with the wgpu safeguards HEARTH_SHADER_CHECKS names (ShaderChecks), the tiled kernels'
