@@ -218,9 +218,9 @@ for model in $MODEL_LIST; do
         run "decode-kernels-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --kernel-times --json
         # decoding past a long prompt, where attention's share of a token grows (results.json)
         run "generate-long-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json
-        # the prompt's attention over the cache with an invocation per query and head, against
-        # the tiled kernel's workgroups of 64 queries
-        run "generate-long-$model-attention-rows" 15 env HEARTH_ATTENTION=rows "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json
+        # the prompt's attention over the cache in the tiled kernel's workgroups of 64 queries
+        # (each walking the keys), against the flash kernel's 64 × 64 tiles of scores
+        run "generate-long-$model-attention-tiled" 15 env HEARTH_ATTENTION=tiled "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json
     fi
     [ "${PEER:-1}" = 0 ] || run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW $PEER_ARGS
 done
@@ -262,10 +262,12 @@ run_each() {
         [ "$(left)" -lt "$l" ] && l=$(left)
         [ "$l" -gt 0 ] || { echo "   $test: out of time" | tee -a "$LOG"; return; }
         start=$(date +%s)
-        HEARTH_FIXTURES="$PWD/tests/fixtures" HEARTH_REQUIRE_GPU=1 timeout "$l" "$t" --exact "$test" --test-threads 1 > "$WORK/test-$name-$test.txt" 2>&1
+        HEARTH_FIXTURES="$PWD/tests/fixtures" HEARTH_REQUIRE_GPU=1 timeout "$l" "$t" --exact "$test" --test-threads 1 --nocapture > "$WORK/test-$name-$test.txt" 2>&1
         r=$?
         echo "   $test alone: exit $r in $(($(date +%s) - start)) s" | tee -a "$LOG"
         [ $r -eq 0 ] || [ $r -eq 124 ] || grep -E -A6 "panicked" "$WORK/test-$name-$test.txt" | cut -c1-1500 | head -20 >> "$LOG"
+        # where its limit stopped it, the last lines it printed (a test's progress)
+        [ $r -ne 124 ] || tail -5 "$WORK/test-$name-$test.txt" | cut -c1-300 >> "$LOG"
     done
 }
 

@@ -198,12 +198,16 @@ def main():
             if g.get("prefill_dispatches") is not None:
                 gpu_ms = g.get("prefill_gpu_ms")
                 add(f"{name} prefill: launches; host ms (GPU ms)", f"{g['prefill_dispatches']}; {num(g['prefill_host_ms'])} ({num(gpu_ms)})", "", "", "")
-        long, long_rows = results.get(f"generate-long-{name}"), results.get(f"generate-long-{name}-attention-rows")
+        long, long_tiled = results.get(f"generate-long-{name}"), results.get(f"generate-long-{name}-attention-tiled")
+        long_rows = results.get(f"generate-long-{name}-attention-rows")  # (calls before the flash kernels)
         if long:
             add(f"{name} after a long prompt ({long['prompt_tokens']} tokens): prefill; decode tokens/s",
                 f"{num(long['prefill_tokens_per_s'])}; {num(long['decode_tokens_per_s'])}", "", "", "")
+        if long and long_tiled:
+            add(f"{name} long prompt's prefill tokens/s: attention over the cache in the flash kernel's tiles of scores (GPUs' default) vs workgroups of 64 queries (HEARTH_ATTENTION=tiled)",
+                num(long["prefill_tokens_per_s"]), num(long_tiled["prefill_tokens_per_s"]), ratio(long["prefill_tokens_per_s"], long_tiled["prefill_tokens_per_s"]), "")
         if long and long_rows:
-            add(f"{name} long prompt's prefill tokens/s: attention over the cache in tiles (GPUs' default) vs an invocation per query (HEARTH_ATTENTION=rows)",
+            add(f"{name} long prompt's prefill tokens/s: attention over the cache in tiles (the GPUs' default then) vs an invocation per query (HEARTH_ATTENTION=rows)",
                 num(long["prefill_tokens_per_s"]), num(long_rows["prefill_tokens_per_s"]), ratio(long["prefill_tokens_per_s"], long_rows["prefill_tokens_per_s"]), "")
     adapter = (ops or {}).get("adapter") or next((v["adapter"] for v in results.values() if v and "adapter" in v), {})
     lines = [

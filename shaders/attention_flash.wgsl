@@ -11,7 +11,9 @@
 //   attention_flash_sum_heads:      dk and dv: the shares of the query heads that share a
 //                                   KV head summed (where they are several)
 // where P = exp(scale·q·kᵀ − lse) and dS = P·(dout·vᵀ − dsum); the backward's stats hold
-// dsum already (attention_backward_prep).
+// dsum already (attention_backward_prep). The forward also runs a prompt over the KV cache
+// (B = 1, no segment ids): q and out (T, NH, HS) for the tokens at positions past..past+T,
+// whose keys and values the caches' rows 0..past+T hold.
 // Workgroups of 256 invocations, (ty, tx) = (index / 16, index % 16): an invocation holds
 // rows ty + 16i and columns tx + 16j (i, j < 4) of a tile, and dims tx + 16c of a head's
 // rows (c < HS/16, rounded up), interleaved so that neighbouring invocations read
@@ -25,7 +27,10 @@ struct Params {
     HS: u32,
     scale: f32,
     window: u32,
-    zero: u32,
+    // the queries' first position: 0, or the tokens already in the KV cache
+    past: u32,
+    // 1: seg holds the tokens' segment ids; 0: one sequence (the KV cache)
+    segs: u32,
 }
 
 const BLOCK: u32 = 64u;
@@ -80,6 +85,17 @@ fn stat(b: u32, h: u32, t: u32) -> u32 {
     return ((b * p.NH + h) * p.T + t) * 2u;
 }
 
+// The segment id of token i of row b.
+fn seg_at(b: u32, i: u32) -> u32 {
+    if (p.segs == 0u) { return 0u; }
+    return seg[b * p.T + i];
+}
+
+// Rows of q (0) and dout (3): T; of k (1) and v (2): past + T.
+fn rows_of(which: u32) -> u32 {
+    return select(p.T, p.past + p.T, which == 1u || which == 2u);
+}
+
 fn fetch(which: u32, i: u32) -> f32 {
     switch which {
         case 0u: { return q[i]; }
@@ -89,29 +105,30 @@ fn fetch(which: u32, i: u32) -> f32 {
     }
 }
 
-// Whether query t sees key j (both < T), their segment ids given.
+// Whether the query at position t sees the key at j (both present), their segment ids given.
 fn sees(t: u32, j: u32, seg_t: u32, seg_j: u32) -> bool {
     return j <= t && seg_t == seg_j && (p.window == 0u || t - j < p.window);
 }
 
 // Dims d0..d0 + 16 of rows r0..r0 + 64 of `which` (head hh of `heads`) into the stage at
-// `at`, transposed (zeros past T and HS).
+// `at`, transposed (zeros past its rows and HS).
 fn stage_transposed(li: u32, which: u32, at: u32, b: u32, r0: u32, heads: u32, hh: u32, d0: u32) {
     for (var e = li; e < 1024u; e += 256u) {
         let r = e / 16u;
         let dd = e % 16u;
         var x = 0.0;
-        if (r0 + r < p.T && d0 + dd < p.HS) { x = fetch(which, row(b, r0 + r, heads, hh) + d0 + dd); }
+        if (r0 + r < rows_of(which) && d0 + dd < p.HS) { x = fetch(which, row(b, r0 + r, heads, hh) + d0 + dd); }
         stage[at + dd * PAD + r] = x;
     }
 }
 
-// Rows r0..r0 + 16 of `which` (head hh of `heads`) into the stage, row-major (zeros past T).
+// Rows r0..r0 + 16 of `which` (head hh of `heads`) into the stage, row-major (zeros past its
+// rows).
 fn stage_rows(li: u32, which: u32, b: u32, r0: u32, heads: u32, hh: u32) {
     for (var e = li; e < 16u * p.HS; e += 256u) {
         let r = r0 + e / p.HS;
         var x = 0.0;
-        if (r < p.T) { x = fetch(which, row(b, r, heads, hh) + e % p.HS); }
+        if (r < rows_of(which)) { x = fetch(which, row(b, r, heads, hh) + e % p.HS); }
         stage[e] = x;
     }
 }
@@ -192,10 +209,11 @@ fn first_key_block(t0: u32) -> u32 {
     return (t0 + 1u - p.window) / BLOCK * BLOCK;
 }
 
-// Whether no query from t0 on sees a key of j0..=j_end (< t0): they lie before t0's
-// sequence or window. (Sequences are runs, so later queries see no earlier keys.)
+// Whether no query from the t0-th on sees a key of j0..=j_end (before it): they lie before
+// its sequence or window. (Sequences are runs, so later queries see no earlier keys.)
 fn keys_before(b: u32, t0: u32, j_end: u32) -> bool {
-    return j_end < t0 && (seg[b * p.T + j_end] != seg[b * p.T + t0] || (p.window != 0u && t0 - j_end >= p.window));
+    let pos = p.past + t0;
+    return j_end < pos && (seg_at(b, j_end) != seg_at(b, t0) || (p.window != 0u && pos - j_end >= p.window));
 }
 
 @compute @workgroup_size(256)
@@ -207,24 +225,26 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     let tx = li % 16u;
     let ty = li / 16u;
     if (li < BLOCK) {
-        seg_rows[li] = seg[b * p.T + min(t0 + li, p.T - 1u)];
+        seg_rows[li] = seg_at(b, min(t0 + li, p.T - 1u));
         stat_a[li] = MASKED;
         stat_b[li] = 0.0;
     }
     var o: array<f32, 32>;
     for (var e = 0u; e < 32u; e++) { o[e] = 0.0; }
-    let last = min(t0 + BLOCK, p.T) - 1u;
+    // the keys: up to the last query's position
+    let keys = p.past + p.T;
+    let last = p.past + min(t0 + BLOCK, p.T) - 1u;
     let r = li / 4u;
     let part = li % 4u;
-    for (var j0 = first_key_block(t0); j0 <= last; j0 += BLOCK) {
-        if (keys_before(b, t0, min(j0 + BLOCK, p.T) - 1u)) { continue; }
-        if (li < BLOCK) { seg_cols[li] = seg[b * p.T + min(j0 + li, p.T - 1u)]; }
+    for (var j0 = first_key_block(p.past + t0); j0 <= last; j0 += BLOCK) {
+        if (keys_before(b, t0, min(j0 + BLOCK, keys) - 1u)) { continue; }
+        if (li < BLOCK) { seg_cols[li] = seg_at(b, min(j0 + li, keys - 1u)); }
         let s = products(li, 0u, b, t0, p.NH, h, 1u, j0, p.NKV, kvh);
         for (var i = 0u; i < 4u; i++) {
             let t = t0 + ty + 16u * i;
             for (var j = 0u; j < 4u; j++) {
                 let jj = tx + 16u * j;
-                let seen = t < p.T && j0 + jj < p.T && sees(t, j0 + jj, seg_rows[ty + 16u * i], seg_cols[jj]);
+                let seen = t < p.T && j0 + jj < keys && sees(p.past + t, j0 + jj, seg_rows[ty + 16u * i], seg_cols[jj]);
                 tile[(ty + 16u * i) * PAD + jj] = select(MASKED, s[i][j] * p.scale, seen);
             }
         }
@@ -279,7 +299,7 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
     let ty = li / 16u;
     if (li < BLOCK) {
         let t = min(t0 + li, p.T - 1u);
-        seg_rows[li] = seg[b * p.T + t];
+        seg_rows[li] = seg_at(b, t);
         stat_a[li] = stats[stat(b, h, t)];
         stat_b[li] = stats[stat(b, h, t) + 1u];
     }
@@ -288,7 +308,7 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
     let last = min(t0 + BLOCK, p.T) - 1u;
     for (var j0 = first_key_block(t0); j0 <= last; j0 += BLOCK) {
         if (keys_before(b, t0, min(j0 + BLOCK, p.T) - 1u)) { continue; }
-        if (li < BLOCK) { seg_cols[li] = seg[b * p.T + min(j0 + li, p.T - 1u)]; }
+        if (li < BLOCK) { seg_cols[li] = seg_at(b, min(j0 + li, p.T - 1u)); }
         let s = products(li, 0u, b, t0, p.NH, h, 1u, j0, p.NKV, kvh);
         let dp = products(li, 3u, b, t0, p.NH, h, 2u, j0, p.NKV, kvh);
         for (var i = 0u; i < 4u; i++) {
@@ -314,17 +334,17 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
     let j_last = min(j0 + BLOCK, p.T) - 1u;
     let tx = li % 16u;
     let ty = li / 16u;
-    if (li < BLOCK) { seg_rows[li] = seg[b * p.T + min(j0 + li, p.T - 1u)]; }
+    if (li < BLOCK) { seg_rows[li] = seg_at(b, min(j0 + li, p.T - 1u)); }
     var dk_acc: array<f32, 32>;
     var dv_acc: array<f32, 32>;
     for (var e = 0u; e < 32u; e++) { dk_acc[e] = 0.0; dv_acc[e] = 0.0; }
     for (var t0 = j0; t0 < p.T; t0 += BLOCK) {
         // no query from t0 on sees these keys: a later sequence, or past the window
-        if (t0 > j_last && (seg[b * p.T + t0] != seg[b * p.T + j_last] || (p.window != 0u && t0 - j_last >= p.window))) { break; }
+        if (t0 > j_last && (seg_at(b, t0) != seg_at(b, j_last) || (p.window != 0u && t0 - j_last >= p.window))) { break; }
         workgroupBarrier();
         if (li < BLOCK) {
             let t = min(t0 + li, p.T - 1u);
-            seg_cols[li] = seg[b * p.T + t];
+            seg_cols[li] = seg_at(b, t);
             stat_a[li] = stats[stat(b, h, t)];
             stat_b[li] = stats[stat(b, h, t) + 1u];
         }

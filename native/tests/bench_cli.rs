@@ -164,11 +164,12 @@ fn bench_train_on_the_noop_backend_times_the_host_alone() {
     assert_eq!(v["adapter"]["backend"], "Noop", "{v}");
     assert!(v["gpu_ms_per_step"].is_null() && v["gpu_time_note"].is_string(), "{v}");
     assert!(f(&v, "host_ms_per_step") > 0.0 && f(&v, "dispatches_per_step") > 10.0, "{v}");
-    // the GPU kernels (attention's matmuls in the workgroup-tiled kernels), not a software
-    // adapter's register kernels
+    // the GPU kernels (flash attention, the workgroup-tiled matmuls), not a software
+    // adapter's (attention as matmuls, the register kernels)
     let kernels: Vec<&str> = v["kernels"].as_array().unwrap().iter().map(|k| k["kernel"].as_str().unwrap()).collect();
-    assert!(kernels.iter().any(|k| k.starts_with("attention/matmul_tiled:matmul_tiled")), "{kernels:?}");
-    assert!(!kernels.iter().any(|k| k.starts_with("attention/matmul:")), "{kernels:?}");
+    assert!(kernels.iter().any(|k| k.starts_with("attention_flash:attention_flash_backward_kv")), "{kernels:?}");
+    assert!(kernels.iter().any(|k| k.starts_with("matmul_tiled:matmul_tiled")), "{kernels:?}");
+    assert!(!kernels.iter().any(|k| k.starts_with("attention/") || k.starts_with("matmul:")), "{kernels:?}");
     assert_eq!((f(&v, "bind_groups_created_per_step"), f(&v, "buffers_created_per_step")), (0.0, 0.0));
 }
 

@@ -477,8 +477,16 @@ fn segment_runs_are_the_sequences_of_each_row() {
     with_gpu_kernels!(ctx => {
         assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, fits), AttentionKernels::Matmul);
         assert_eq!(AttentionKernels::Matmul.for_dims(ctx, &d, long), AttentionKernels::Tiled);
+        // the GPU kernels train with the flash kernels, which give heads above 128 to the
+        // matmuls (or, where those cannot take the sizes either, to the tiled kernels)
+        assert_eq!(AttentionKernels::for_training(ctx), AttentionKernels::Flash);
+        let wide = AttentionDims::causal(1, 4096, 8, 4, 256);
+        assert_eq!(AttentionKernels::Flash.for_dims(ctx, &wide, &[512; 8]), AttentionKernels::Matmul);
+        assert_eq!(AttentionKernels::Flash.for_dims(ctx, &wide, &[4096]), AttentionKernels::Tiled);
+        assert_eq!(AttentionKernels::Flash.for_dims(ctx, &d, too_long), AttentionKernels::Flash);
     });
     assert_eq!(AttentionKernels::parse("Matmul").unwrap(), AttentionKernels::Matmul);
+    assert_eq!(AttentionKernels::parse("flash").unwrap(), AttentionKernels::Flash);
     assert!(AttentionKernels::parse("fast").unwrap_err().to_string().contains("expected rows, tiled, matmul or flash"));
 }
 
@@ -507,8 +515,9 @@ fn cached_attention_matches_cpu() {
             let d = AttentionDims { window, ..AttentionDims::causal(1, t, nh, nkv, hs) };
             let (kb, vb) = (upload(ctx, &k), upload(ctx, &v));
             let what = format!("S {s_len} T {t} {nh}/{nkv}×{hs}");
-            // one invocation per query and head, and the GPUs' workgroups of 64 queries
-            for kernels in [AttentionKernels::Rows, AttentionKernels::Tiled] {
+            // one invocation per query and head, workgroups of 64 queries, and the GPUs'
+            // flash kernels' 64 × 64 tiles of scores (heads above 128: the tiled kernels)
+            for kernels in [AttentionKernels::Rows, AttentionKernels::Tiled, AttentionKernels::Flash] {
                 let out = poisoned(ctx, t * nh * hs);
                 let cached = attention_forward_cached_with(ctx, kernels, &out, &upload(ctx, &q[past * nh * hs..]), &kb, &vb, past, d);
                 if cached_row_by_row(ctx, &d, past) {

@@ -128,6 +128,7 @@ fn gguf_blocks_decode_like_llama_cpp() {
 fn quantized_matmuls_match_f32_over_dequantized_weight() {
     with_gpu!(ctx => {
         let mut rng = Rng::new(2);
+        let started = std::time::Instant::now();
         for format in QuantFormat::ALL {
             // Partial blocks on every edge; (300, 36, 64) spans two large workgroups of rows;
             // the last two give the tiled kernels outputs of over 1024² (128 × 128 tiles) in
@@ -154,6 +155,9 @@ fn quantized_matmuls_match_f32_over_dequantized_weight() {
                         continue; // the matrix-vector kernel's grid test only
                     }
                     let what = format!("{format:?} {block:?} {m}×{n}×{k}");
+                    // (each case's start, for a run that stalls: on the H200 this test passed
+                    // its 100 s, where lavapipe takes 15; gpu.sh shows a lone test's output)
+                    eprintln!("{:?} {what}", started.elapsed());
                     let x = rng.vec_uniform(m * k, -1.0, 1.0);
                     let y = poisoned(ctx, m * n);
                     matmul_quant_with(ctx, block, MatmulKind::Forward, &y, &upload(ctx, &x), &gw, m, Accumulate::OVERWRITE, None).unwrap();

@@ -30,7 +30,10 @@ struct Params {
     hs: u32,
     scale: f32,
     window: u32,
-    zero: u32,
+    /// The queries' first position (a prompt over the KV cache).
+    past: u32,
+    /// 1 where the segment ids' binding holds them; 0: one sequence.
+    segs: u32,
 }
 
 /// Whether the kernels take `d` on this adapter: heads of up to 128, and room for their
@@ -41,9 +44,9 @@ pub(crate) fn fits(ctx: &GpuContext, d: &AttentionDims) -> bool {
 }
 
 /// The most loop iterations one invocation runs (lavapipe's limit counts them): the keys'
-/// kernel's, over the blocks of queries × two products (16-dim
-/// chunks: staging 2 × 4, 16 steps) and two sums over the tile (4 stagings of 16 rows, 16
-/// rows × the dims × 4 rows), with some to spare.
+/// kernel's, over the blocks of queries × two products (16-dim chunks: staging 2 × 4, 16
+/// steps) and two sums over the tile (4 stagings of 16 rows, 16 rows × the dims × 4 rows),
+/// with some to spare.
 pub(crate) fn loop_iterations(d: &AttentionDims) -> usize {
     let per_block = 2 * d.hs.div_ceil(16) * 24 + 2 * 4 * (d.hs / 16 + 16 * (1 + 5 * dims(d.hs))) + 40;
     d.t.div_ceil(BLOCK) * per_block
@@ -64,8 +67,10 @@ fn variant(hs: usize) -> Variant {
     VARIANTS[dims(hs).trailing_zeros() as usize]
 }
 
-fn params(d: &AttentionDims) -> Params {
-    Params { b: d.b as u32, t: d.t as u32, nh: d.nh as u32, nkv: d.nkv as u32, hs: d.hs as u32, scale: d.scale, window: d.window as u32, zero: 0 }
+/// The params of queries from position `past` on, with segment ids or one sequence.
+fn params(d: &AttentionDims, past: usize, segs: bool) -> Params {
+    let segs = segs as u32;
+    Params { b: d.b as u32, t: d.t as u32, nh: d.nh as u32, nkv: d.nkv as u32, hs: d.hs as u32, scale: d.scale, window: d.window as u32, past: past as u32, segs }
 }
 
 /// Multiply-adds of one product over the pairs that see each other (counted in profiles):
@@ -81,16 +86,29 @@ fn product_flops(d: &AttentionDims, lens: &[u32]) -> f64 {
     2.0 * pairs * (d.nh * d.hs) as f64
 }
 
-fn launch(ctx: &GpuContext, entry: &'static str, inputs: &[&GpuBuffer], outputs: &[&GpuBuffer], d: &AttentionDims, heads: usize, flops: f64) -> Result<()> {
+fn launch(ctx: &GpuContext, entry: &'static str, inputs: &[&GpuBuffer], outputs: &[&GpuBuffer], params: &Params, d: &AttentionDims, heads: usize, flops: f64) -> Result<()> {
     let kernel = Kernel::new(Shader::AttentionFlash, entry, 0).with_variant(variant(d.hs));
-    ctx.dispatch_counted(&kernel, inputs, outputs, &params(d), [d.t.div_ceil(BLOCK) as u32, heads as u32, d.b as u32], flops)
+    ctx.dispatch_counted(&kernel, inputs, outputs, params, [d.t.div_ceil(BLOCK) as u32, heads as u32, d.b as u32], flops)
 }
 
 /// out (B,T,NH,HS) and stats.lse, as attention.wgsl's forward computes them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
     // (q stands in for dout, which the forward does not read)
-    launch(ctx, "attention_flash_forward", &[q, k, v, seg.ids, q], &[stats, out], &d, d.nh, 2.0 * product_flops(&d, seg.lens))
+    launch(ctx, "attention_flash_forward", &[q, k, v, seg.ids, q], &[stats, out], &params(&d, 0, true), &d, d.nh, 2.0 * product_flops(&d, seg.lens))
+}
+
+/// A prompt over the KV cache (`d.b` = 1): out and q (T, NH, HS) for the tokens at positions
+/// past..past+T, whose keys and values the caches' rows 0..past+T (NKV, HS) already hold.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer, k_cache: &GpuBuffer, v_cache: &GpuBuffer, past: usize, d: AttentionDims) -> Result<()> {
+    // the forward's lse, which a prompt does not keep; q stands in for the segment ids (one
+    // sequence: not read) and for dout
+    let lse = ctx.alloc_scratch_f32(2 * d.t * d.nh)?;
+    let params = params(&d, past, false);
+    // each query sees the cache's `past` keys and the prompt's up to its own
+    let pairs = (d.t * past + d.t * (d.t + 1) / 2) as f64;
+    launch(ctx, "attention_flash_forward", &[q, k_cache, v_cache, q, q], &[&lse, out], &params, &d, d.nh, 4.0 * pairs * (d.nh * d.hs) as f64)
 }
 
 /// dq, dk, dv; `stats` holds (lse, Σ dout·out) per query row (attention_backward_prep).
@@ -98,15 +116,16 @@ pub(crate) fn forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q: &
 pub(crate) fn backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
     let product = product_flops(&d, seg.lens);
     let inputs = [q, k, v, seg.ids, dout];
-    launch(ctx, "attention_flash_backward_query", &inputs, &[stats, dq], &d, d.nh, 3.0 * product)?;
+    let params = params(&d, 0, true);
+    launch(ctx, "attention_flash_backward_query", &inputs, &[stats, dq], &params, &d, d.nh, 3.0 * product)?;
     // a workgroup per block of keys and query head (a KV head's alone would leave most of a
     // GPU idle: 96 workgroups for SmolLM2 at 4 × 512 tokens), each query head's share summed
     // after where several share a KV head
     if d.nh == d.nkv {
-        return launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, dk, dv], &d, d.nh, 4.0 * product);
+        return launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, dk, dv], &params, &d, d.nh, 4.0 * product);
     }
     let (share_k, share_v) = (ctx.alloc_scratch_f32(d.b * d.t * d.nh * d.hs)?, ctx.alloc_scratch_f32(d.b * d.t * d.nh * d.hs)?);
-    launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, &share_k, &share_v], &d, d.nh, 4.0 * product)?;
+    launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, &share_k, &share_v], &params, &d, d.nh, 4.0 * product)?;
     let kernel = Kernel::new(Shader::AttentionFlash, "attention_flash_sum_heads", 8);
-    ctx.dispatch(&kernel, &[&share_k, &share_v], &[dk, dv], &params(&d), grid_1d((d.b * d.t * d.nkv * d.hs) as u64, 256))
+    ctx.dispatch(&kernel, &[&share_k, &share_v], &[dk, dv], &params, grid_1d((d.b * d.t * d.nkv * d.hs) as u64, 256))
 }
