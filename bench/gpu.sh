@@ -196,9 +196,11 @@ for model in $MODEL_LIST; do
     done
     if [ "$model" = smollm2-135m ]; then
         run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
-        # training attention in the GPU's tiled attention kernels against the batched
-        # matmuls (the default)
-        run "train-$model-f32-attention-tiled" 30 env HEARTH_ATTENTION=tiled "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
+        # training attention in the tiled attention kernels and as batched matmuls, against
+        # the flash kernels (the default)
+        for attention in tiled matmul; do
+            run "train-$model-f32-attention-$attention" 30 env HEARTH_ATTENTION=$attention "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
+        done
         # the kernels with each of wgpu's safeguards against the default (bounds checks and
         # zeroed workgroup memory, no loop counters): all three, without the bounds checks,
         # without the zeroing, none

@@ -278,16 +278,21 @@ def main():
             if w:
                 lines.append(f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {r['ms']:.3f} | {w['ms']:.3f} | {r['rate']:,.0f} | {w['rate']:,.0f} | {ratio(w['rate'], r['rate'])} |")
     # (runs before the in-step timestamps timed each launch alone)
-    def kernel_table(what, kernels, timing):
+    def kernel_table(what, kernels, timing, total=None, rows=20):
         ks = sorted(kernels, key=lambda k: -k.get("ms", 0))
-        total = sum(k.get("ms", 0) for k in ks) or 1
+        total = total or sum(k.get("ms", 0) for k in ks) or 1
         return ["", f"Where {what}, {timing or 'each launch run alone'}), slowest first:", "",
                 "| kernel | launches | ms | % | GFLOP/s |", "| --- | ---: | ---: | ---: | ---: |"] + [
                 f"| {k['kernel']} | {k['launches']:.0f} | {k['ms']:.1f} | {100 * k['ms'] / total:.1f} | "
-                f"{(k['gflop'] / k['ms'] * 1e3 if k['gflop'] and k['ms'] else 0):,.1f} |" for k in ks[:20]]
+                f"{(k['gflop'] / k['ms'] * 1e3 if k['gflop'] and k['ms'] else 0):,.1f} |" for k in ks[:rows]]
     for key, v in results.items():
         if key.startswith("kernels-") and v:
-            lines += kernel_table(f"a training step of {key.removeprefix('kernels-')} goes (f32 base", v["kernels"], v.get("kernel_timing"))
+            model = key.removeprefix("kernels-")
+            lines += kernel_table(f"a training step of {model} goes (f32 base", v["kernels"], v.get("kernel_timing"))
+            # the products by launch grid (workgroups x×y×z): which shapes are slow
+            if v.get("launch_grids"):
+                step = sum(k.get("ms", 0) for k in v["kernels"])
+                lines += kernel_table(f"the products of {model}'s training step go by launch grid (f32 base", v["launch_grids"], v.get("kernel_timing"), step, 30)
         if key.startswith("decode-kernels-") and v:
             model = key.removeprefix("decode-kernels-")
             # (older runs timed the decoded tokens alone)

@@ -2,10 +2,12 @@
 //! as one JSON object for scripts (bench/gpu.sh).
 
 use anyhow::Result;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
+use hearth_core::gpu::KernelStat;
 use hearth_core::model::Config;
 use hearth_core::ops::matmul::{choose_tiling, matmul, matmul_with, tiled_for, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
 use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_with, GpuQuantWeight, QuantBlock};
@@ -147,11 +149,21 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
 
 /// The launches of a profile, per kernel (entry point and variant), divided by `per`.
 pub fn kernels_json(p: &Profile, per: f64) -> Value {
-    p.kernels
+    stats_json(&p.by_kernel(), p.kernel_times.is_some(), per)
+}
+
+/// With kernel times, the launches that count FLOPs by kernel and grid (each shape apart);
+/// else null.
+pub fn grids_json(p: &Profile, per: f64) -> Value {
+    if p.kernel_times.is_some() { stats_json(&p.by_grid(), true, per) } else { Value::Null }
+}
+
+fn stats_json(stats: &BTreeMap<String, KernelStat>, timed: bool, per: f64) -> Value {
+    stats
         .iter()
         .map(|(name, k)| {
             let mut v = json!({ "kernel": name, "launches": k.launches as f64 / per, "gflop": k.flops / per / 1e9 });
-            if p.kernel_times.is_some() {
+            if timed {
                 v["ms"] = json!(k.ms / per);
             }
             v
@@ -405,15 +417,23 @@ fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
     }
 }
 
-/// The kernels of a profile with kernel times, slowest first, as a table.
+/// The kernels of a profile with kernel times, slowest first, as a table; then the launches
+/// that count FLOPs by grid, the slowest 25.
 pub fn print_kernel_times(p: &Profile, per: f64) {
     let total: f64 = p.kernels.values().map(|k| k.ms).sum();
-    let mut rows: Vec<(&String, &hearth_core::gpu::KernelStat)> = p.kernels.iter().collect();
-    rows.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
-    let how = format!("kernel ({})", p.kernel_times.map_or("not timed", |t| t.describe()));
-    println!("{how:<56} {:>9} {:>10} {:>6} {:>10}", "launches", "ms", "%", "GFLOP/s");
-    for (name, k) in rows {
-        let rate = if k.flops > 0.0 { format!("{:.1}", k.flops / k.ms / 1e6) } else { String::new() };
-        println!("{:<56} {:>9.0} {:>10.1} {:>6.1} {:>10}", name, k.launches as f64 / per, k.ms / per, 100.0 * k.ms / total, rate);
+    let print = |title: &str, stats: BTreeMap<String, KernelStat>, most: usize| {
+        let mut rows: Vec<(String, KernelStat)> = stats.into_iter().collect();
+        rows.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
+        println!("{title:<72} {:>9} {:>10} {:>6} {:>10}", "launches", "ms", "%", "GFLOP/s");
+        for (name, k) in rows.into_iter().take(most) {
+            let rate = if k.flops > 0.0 { format!("{:.1}", k.flops / k.ms / 1e6) } else { String::new() };
+            println!("{:<72} {:>9.0} {:>10.1} {:>6.1} {:>10}", name, k.launches as f64 / per, k.ms / per, 100.0 * k.ms / total, rate);
+        }
+    };
+    print(&format!("kernel ({})", p.kernel_times.map_or("not timed", |t| t.describe())), p.by_kernel(), usize::MAX);
+    let grids = p.by_grid();
+    if !grids.is_empty() {
+        println!();
+        print("the products by grid (workgroups), slowest first", grids, 25);
     }
 }

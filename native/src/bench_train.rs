@@ -13,7 +13,7 @@ use hearth_core::train::data::Example;
 use hearth_core::train::trainer::{parse_checkpointing, TrainConfig, Trainer};
 use serde_json::json;
 
-use crate::bench::{adapter_json, kernels_json, random, time};
+use crate::bench::{adapter_json, grids_json, kernels_json, random, time};
 use crate::load::{load, ModelArgs};
 
 #[derive(Args)]
@@ -123,6 +123,7 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
             "reference_matmul": { "m": m, "n": nn, "k": k, "kernels": ref_kernels, "gflops": ref_rate / 1e9 },
             "matmul_efficiency": matmul_rate / ref_rate,
             "kernels": kernels_json(&profile, steps),
+            "launch_grids": grids_json(&profile, steps),
             "kernel_timing": profile.kernel_times.map(|t| t.describe()),
             "losses": losses,
         });

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::dispatch::PipelineCache;
 use super::pool::{GpuBuffer, MemoryStats, Pool};
-use super::recording::{Counters, KernelStat, KernelTiming, LaunchTimer, Profile, ProfileSlot, Profiling, Recording, Stopwatch, Timer, UniformRing, SUBMIT_EVERY};
+use super::recording::{Counters, KernelStat, KernelTiming, LaunchTimer, Profile, ProfileSlot, Profiling, Recording, Stopwatch, Timer, UniformRing, GRID_MARK, SUBMIT_EVERY};
 use super::Kernel;
 use crate::{Error, Result};
 
@@ -862,7 +862,7 @@ impl GpuContext {
     /// Counts a launch of `k`, just recorded (`timed`: its number among those timed in
     /// passes), in the open profile, if any; in a profile that times launches alone, submits
     /// it and waits for it first.
-    pub(crate) fn note_launch(&self, k: &Kernel, flops: f64, timed: Option<usize>) -> Result<()> {
+    pub(crate) fn note_launch(&self, k: &Kernel, flops: f64, timed: Option<usize>, grid: [u32; 3]) -> Result<()> {
         // one lock per launch outside a profile
         let alone = match self.profiling.lock().unwrap().as_ref() {
             None => return Ok(()),
@@ -877,7 +877,12 @@ impl GpuContext {
         }
         if let Some(p) = self.profiling.lock().unwrap().as_mut() {
             let scope = p.scope.map_or(String::new(), |s| format!("{s}/"));
-            let name = format!("{scope}{}:{} [{}]", k.shader.file_name().trim_end_matches(".wgsl"), k.entry, k.variant.name);
+            let mut name = format!("{scope}{}:{} [{}]", k.shader.file_name().trim_end_matches(".wgsl"), k.entry, k.variant.name);
+            // timed, the launches that count their FLOPs (matmuls, attention) apart by their
+            // grid, which tells the shapes apart (GRID_MARK: a table by kernel drops it)
+            if p.kernel_times.is_some() && flops > 0.0 {
+                name.push_str(&format!("{GRID_MARK}{}×{}×{}", grid[0], grid[1], grid[2]));
+            }
             if let (Some(i), Some(t)) = (timed, p.launch_timer.as_mut()) {
                 t.names.resize(t.names.len().max(i + 1), String::new());
                 t.names[i].clone_from(&name);

@@ -247,7 +247,7 @@ impl GpuContext {
             // (a submission adds its own host time)
             self.flush();
         }
-        self.note_launch(k, flops, timed)
+        self.note_launch(k, flops, timed, workgroups)
     }
 
     /// Records a fill of `buf` with zeros.

@@ -14,5 +14,5 @@ pub use context::{AdapterSummary, Arena, ContextOptions, CoopShape, GpuContext, 
 pub use dispatch::{grid_1d, Kernel, Variant};
 pub use pool::{GpuBuffer, MemoryStats};
 pub(crate) use readback::PendingRead;
-pub use recording::{KernelStat, KernelTiming, Profile};
+pub use recording::{KernelStat, KernelTiming, Profile, GRID_MARK};
 pub use shader::Shader;

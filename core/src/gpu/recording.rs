@@ -187,10 +187,34 @@ pub struct Profile {
     pub gpu_ms: Option<f64>,
     pub gpu_time_note: Option<String>,
     /// By `shader:entry [variant]`, prefixed by `scope/` for launches in a
-    /// [`GpuContext::profile_scope`](super::GpuContext::profile_scope).
+    /// [`GpuContext::profile_scope`](super::GpuContext::profile_scope). With kernel times,
+    /// the launches that count FLOPs by their grid too, after [`GRID_MARK`] (`by_kernel`
+    /// sums them per kernel).
     pub kernels: BTreeMap<String, KernelStat>,
     /// How each launch was timed (its `KernelStat::ms`), where the profile asked for it.
     pub kernel_times: Option<KernelTiming>,
+}
+
+/// Where a timed launch's grid (workgroups x×y×z) follows its kernel in [`Profile::kernels`].
+pub const GRID_MARK: &str = " · grid ";
+
+impl Profile {
+    /// The kernels' stats summed over their grids.
+    pub fn by_kernel(&self) -> BTreeMap<String, KernelStat> {
+        let mut out: BTreeMap<String, KernelStat> = BTreeMap::new();
+        for (name, k) in &self.kernels {
+            let sum = out.entry(name.split(GRID_MARK).next().unwrap_or(name).to_string()).or_default();
+            sum.launches += k.launches;
+            sum.flops += k.flops;
+            sum.ms += k.ms;
+        }
+        out
+    }
+
+    /// The timed launches that count FLOPs, by kernel and grid.
+    pub fn by_grid(&self) -> BTreeMap<String, KernelStat> {
+        self.kernels.iter().filter(|(name, _)| name.contains(GRID_MARK)).map(|(name, k)| (name.clone(), k.clone())).collect()
+    }
 }
 
 /// How a profile with kernel times times each launch.
