@@ -119,15 +119,7 @@ fn rotate_back(g: ptr<function, array<f32, MAX_HS>>, pos: u32) {
     }
 }
 
-// Offset of head `h` of token (b, t) in a (B, T, heads, HS) tensor.
-fn row(b: u32, t: u32, heads: u32, h: u32) -> u32 {
-    return ((b * p.T + t) * heads + h) * p.HS;
-}
-
-// Index of (b, h, t) in stats, times 2.
-fn stat(b: u32, h: u32, t: u32) -> u32 {
-    return ((b * p.NH + h) * p.T + t) * 2u;
-}
+// #include "pieces/attention_layout.wgsl"
 
 @compute @workgroup_size(64)
 fn attention_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -75,15 +75,7 @@ var<workgroup> stat_c: array<f32, 64>;
 var<workgroup> seg_rows: array<u32, 64>;
 var<workgroup> seg_cols: array<u32, 64>;
 
-// Offset of head `h` of token (b, t) in a (B, T, heads, HS) tensor.
-fn row(b: u32, t: u32, heads: u32, h: u32) -> u32 {
-    return ((b * p.T + t) * heads + h) * p.HS;
-}
-
-// Index of (b, h, t) in stats, times 2.
-fn stat(b: u32, h: u32, t: u32) -> u32 {
-    return ((b * p.NH + h) * p.T + t) * 2u;
-}
+// #include "pieces/attention_layout.wgsl"
 
 // The segment id of token i of row b.
 fn seg_at(b: u32, i: u32) -> u32 {

@@ -233,8 +233,13 @@ impl AttentionKernels {
         let longest = lens.first().map_or(0, |&l| l as usize);
         let matmul_fits = attention_matmul::pairs_per_chunk(ctx, d, longest).is_some();
         let chosen = match self {
-            AttentionKernels::Flash if !attention_flash::fits(ctx, d) && matmul_fits => AttentionKernels::Matmul,
-            AttentionKernels::Flash if !attention_flash::fits(ctx, d) => AttentionKernels::without_matmuls(ctx),
+            AttentionKernels::Flash if !attention_flash::fits(ctx, d) => {
+                if matmul_fits {
+                    AttentionKernels::Matmul
+                } else {
+                    AttentionKernels::without_matmuls(ctx)
+                }
+            }
             AttentionKernels::Matmul if !matmul_fits => AttentionKernels::without_matmuls(ctx),
             kernels => kernels,
         };
