@@ -188,6 +188,8 @@ run ops-sweep 20 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --sh
 # the same f32 forwards with every one of wgpu's safeguards (the loop counters too), and with none
 run ops-checks-all 20 env HEARTH_SHADER_CHECKS=1 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $CHECKS_SHAPES
 run ops-checks-none 20 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $CHECKS_SHAPES
+# the f32 matmuls in tiles of 128 staging 16 reduction steps per iteration (the ops table: 8)
+run ops-steps16 20 env HEARTH_TILE_STEPS=16 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536
 # LoRA's thin matmuls at 4 × 512 tokens, r 16 (their weight gradients take the split reduction)
 run ops-lora 20 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 for model in $MODEL_LIST; do
@@ -233,8 +235,9 @@ run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/
 # launches of few tiles splitting their reductions towards 256 workgroups (64 by default;
 # LoRA's thin products alone too), in parts of 32 or 64 steps (256), and with the tiled kernels loading each step's values a
 # step ahead (during the previous step's sums) and just before staging them, whatever the
-# tuning chose (one of the two is the default run's order)
-for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 split-steps32:HEARTH_SPLIT_MIN_STEPS=32 split-steps64:HEARTH_SPLIT_MIN_STEPS=64 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0; do
+# tuning chose (one of the two is the default run's order), and with the f32 tiles of 128
+# staging 16 reduction steps per iteration (8 by default)
+for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 split-steps32:HEARTH_SPLIT_MIN_STEPS=32 split-steps64:HEARTH_SPLIT_MIN_STEPS=64 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0 steps16:HEARTH_TILE_STEPS=16; do
     run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
 done
 # decoding with every reduction in workgroup memory (the browser's kernels), against the

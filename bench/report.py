@@ -130,7 +130,8 @@ def main():
         for tag, what in (("tiles64", "every output in tiles of 64 (HEARTH_TILES=64)"), ("tiles128", "every output in tiles of 128 (HEARTH_TILES=128)"),
                           ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)"),
                           ("split-steps32", "split reductions in parts of 32 steps or more (HEARTH_SPLIT_MIN_STEPS=32; default 256)"),
-                          ("split-steps64", "split reductions in parts of 64 steps or more (HEARTH_SPLIT_MIN_STEPS=64)")):
+                          ("split-steps64", "split reductions in parts of 64 steps or more (HEARTH_SPLIT_MIN_STEPS=64)"),
+                          ("steps16", "f32 tiles of 128 staging 16 reduction steps per iteration (HEARTH_TILE_STEPS=16; default 8)")):
             knob = results.get(f"train-{name}-f32-{tag}")
             if knob and default:
                 add(f"{name} f32 train tokens/s: {what} vs the tuned tile size and heuristics", num(knob["tokens_per_s"]), num(default["tokens_per_s"]),
@@ -259,6 +260,7 @@ def main():
     for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
                        ("ops-checks-all", "f32 forward matmul with every one of wgpu's shader safeguards, the loop counters too (HEARTH_SHADER_CHECKS=1)"),
                        ("ops-checks-none", "f32 forward matmul with none of wgpu's shader safeguards (HEARTH_SHADER_CHECKS=0)"),
+                       ("ops-steps16", "f32 matmuls with tiles of 128 staging 16 reduction steps per iteration (HEARTH_TILE_STEPS=16; the ops table above: 8)"),
                        ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)"),
                        ("ops-lora-split256", "LoRA's thin f32 matmuls, few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
         sweep = results.get(key)

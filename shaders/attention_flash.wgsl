@@ -141,10 +141,11 @@ fn products(li: u32, a: u32, b: u32, a0: u32, a_heads: u32, ha: u32, c: u32, c0:
             let ra = dd * PAD + ty;
             let rc = 16u * PAD + dd * PAD + tx;
             let cv = vec4<f32>(stage[rc], stage[rc + 16u], stage[rc + 32u], stage[rc + 48u]);
-            s[0] += stage[ra] * cv;
-            s[1] += stage[ra + 16u] * cv;
-            s[2] += stage[ra + 32u] * cv;
-            s[3] += stage[ra + 48u] * cv;
+            // (fused multiply-adds written out: see pieces/block_fma.wgsl)
+            s[0] = fma(vec4<f32>(stage[ra]), cv, s[0]);
+            s[1] = fma(vec4<f32>(stage[ra + 16u]), cv, s[1]);
+            s[2] = fma(vec4<f32>(stage[ra + 32u]), cv, s[2]);
+            s[3] = fma(vec4<f32>(stage[ra + 48u]), cv, s[3]);
         }
     }
     return s;
@@ -164,7 +165,7 @@ fn add_tile_times(li: u32, acc: ptr<function, array<f32, 32>>, which: u32, b: u3
             for (var c = 0u; c < DIMS; c++) {
                 let d = tx + 16u * c;
                 let x = select(0.0, stage[kk * p.HS + d], d < p.HS);
-                for (var i = 0u; i < 4u; i++) { (*acc)[i * DIMS + c] += w[i] * x; }
+                for (var i = 0u; i < 4u; i++) { (*acc)[i * DIMS + c] = fma(w[i], x, (*acc)[i * DIMS + c]); }
             }
         }
     }

@@ -39,6 +39,7 @@
 // #include "pieces/gated_activations.wgsl"
 // #include "pieces/input_norm_none.wgsl"
 // #include "pieces/column_blocks.wgsl"
+// #include "pieces/block_fma.wgsl"
 
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
@@ -61,7 +62,11 @@ override TY: u32 = 8u; // invocations along M
 // they are staged (the launcher's variants "loaded in turn", HEARTH_TILE_PREFETCH=0: to
 // compare on a GPU).
 override PREFETCH: bool = true;
-const BK: u32 = 8u;    // reduction steps staged per iteration
+// Reduction steps staged per iteration: 8, or 16 in tiles of 128 where the launcher says so
+// (half the barriers; twice the workgroup memory, past WebGPU's 16 KB in f32). The staging
+// below holds (8·T)·BK / (TX·TY) values per invocation, at most STAGED: 16 steps in tiles of
+// 64 would take 16.
+override BK: u32 = 8u;
 
 // Tiles in vec4s: BK rows of (8·T)/4 = 2·T vec4s, and one vec4 of padding per row so that
 // the transposing stores of a row-major operand spread over the banks. Their elements are
@@ -314,11 +319,10 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                 let a1 = vec4<f32>(tile_a[r * sa + TY + lid.y]);
                 let b0 = vec4<f32>(tile_b[r * sb + lid.x]);
                 let b1 = vec4<f32>(tile_b[r * sb + TX + lid.x]);
-                // column t of acc is row t of the block: acc[t] += a[t] · b
-                acc00 += mat4x4<f32>(a0.x * b0, a0.y * b0, a0.z * b0, a0.w * b0);
-                acc01 += mat4x4<f32>(a0.x * b1, a0.y * b1, a0.z * b1, a0.w * b1);
-                acc10 += mat4x4<f32>(a1.x * b0, a1.y * b0, a1.z * b0, a1.w * b0);
-                acc11 += mat4x4<f32>(a1.x * b1, a1.y * b1, a1.z * b1, a1.w * b1);
+                block_fma(&acc00, a0, b0);
+                block_fma(&acc01, a0, b1);
+                block_fma(&acc10, a1, b0);
+                block_fma(&acc11, a1, b1);
             }
             workgroupBarrier();
         }

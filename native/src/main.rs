@@ -82,7 +82,9 @@ enum Command {
 /// with the heuristics on a GPU), the tile size tuned for the GPU as HEARTH_TUNE says
 /// (tile_tuning.rs), decoding's tokens picked on the host where HEARTH_DECODE_AHEAD=0, the
 /// tiled matmuls loading each step's values just before they stage them (not a step ahead)
-/// or a step ahead as HEARTH_TILE_PREFETCH says (over the tuning), and says which it picked.
+/// or a step ahead as HEARTH_TILE_PREFETCH says (over the tuning), the f32 tiles of 128
+/// staging 16 reduction steps per iteration where HEARTH_TILE_STEPS=16, and says which it
+/// picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
@@ -139,6 +141,11 @@ pub fn open_gpu() -> Result<GpuContext> {
             Ok("1") => Some(true),
             Err(_) => None,
             Ok(other) => bail!("HEARTH_TILE_PREFETCH={other:?}: expected 0 (the tiled matmuls load each step's values just before they stage them) or 1 (a step ahead, during the sums; unset: a step ahead, or as tuned for the GPU)"),
+        },
+        steps: match std::env::var("HEARTH_TILE_STEPS").as_deref() {
+            Ok("8") | Err(_) => None,
+            Ok("16") => Some(16),
+            Ok(other) => bail!("HEARTH_TILE_STEPS={other:?}: expected 8 (the f32 tiled matmuls stage 8 reduction steps per iteration, the default) or 16 (in tiles of 128, where the GPU's workgroup memory holds them)"),
         },
     };
     ctx = ctx.with_tile_choice(tiles);

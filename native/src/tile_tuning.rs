@@ -116,6 +116,7 @@ impl Tuning {
             split_workgroups: (self.split_workgroups != SPLIT_WORKGROUPS).then_some(self.split_workgroups),
             split_min_steps: (self.split_min_steps != SPLIT_MIN_STEPS).then_some(self.split_min_steps),
             prefetch: (!self.prefetch).then_some(false),
+            steps: None,
         }
     }
 }
@@ -549,10 +550,10 @@ mod tests {
         let path = dir.join("gpu.json");
         let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)] };
         write_cache(&path, &tuning).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false) }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false), steps: None }));
         // never wide, the default split and loads (None: as if untuned)
         write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, coop_wide_outputs: None, timed: vec![] }).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None, steps: None }));
         // parts shorter than the default's
         write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, prefetch: true, coop_wide_outputs: None, timed: vec![] }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.split_min_steps)), Ok((Some(1024), Some(32))));

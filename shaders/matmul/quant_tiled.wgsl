@@ -24,6 +24,7 @@
 // #include "../pieces/gated_activations.wgsl"
 // #include "../pieces/input_norm_none.wgsl"
 // #include "../pieces/column_blocks.wgsl"
+// #include "../pieces/block_fma.wgsl"
 // #include "quant_inp.wgsl"
 
 override TQ: u32 = 8u;
@@ -235,10 +236,10 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
                 let a1 = vec4<f32>(qt_a[r * s + TQ + lid.y]);
                 let b0 = vec4<f32>(qt_b[r * s + lid.x]);
                 let b1 = vec4<f32>(qt_b[r * s + TQ + lid.x]);
-                acc00 += mat4x4<f32>(a0.x * b0, a0.y * b0, a0.z * b0, a0.w * b0);
-                acc01 += mat4x4<f32>(a0.x * b1, a0.y * b1, a0.z * b1, a0.w * b1);
-                acc10 += mat4x4<f32>(a1.x * b0, a1.y * b0, a1.z * b0, a1.w * b0);
-                acc11 += mat4x4<f32>(a1.x * b1, a1.y * b1, a1.z * b1, a1.w * b1);
+                block_fma(&acc00, a0, b0);
+                block_fma(&acc01, a0, b1);
+                block_fma(&acc10, a1, b0);
+                block_fma(&acc11, a1, b1);
             }
             workgroupBarrier();
         }

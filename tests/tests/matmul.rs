@@ -1077,6 +1077,34 @@ fn a_tile_choice_overrides_the_heuristics() {
 }
 
 #[test]
+fn wide_tiles_of_16_steps_match_cpu() {
+    // HEARTH_TILE_STEPS=16: the f32 tiles of 128 (and the f16 ones) staging 16 reduction steps
+    // per iteration, their values loaded ahead and in turn; forwards and both gradients, off
+    // the tiles, with reductions ending inside a stage and split ones.
+    use hearth_core::gpu::{KernelPaths, TileChoice};
+    let mut rng = Rng::new(43);
+    for prefetch in [true, false] {
+        let Some(own) = own_gpu() else { return };
+        let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(16), ..Default::default() });
+        assert_eq!(ctx.tile_steps(), 16, "lavapipe's 32 KiB of workgroup memory hold 16 steps");
+        ctx.profile_begin();
+        for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+            for (m, n, k) in [(300, 270, 37), (129, 72, 200), (10, 12, 3000), (260, 130, 16)] {
+                let d = MatmulDims::new(m, n, k);
+                check_on(ctx, kind, MatmulTiling::TiledWide, d, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+                if ctx.has_f16() && kind != MatmulKind::BackwardWeight {
+                    check_on(ctx, kind, MatmulTiling::TiledWideF16, d, Accumulate::OVERWRITE, &mut rng);
+                }
+            }
+        }
+        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+        let variant = if prefetch { "[128x128, 16 steps]" } else { "[128x128, loaded in turn, 16 steps]" };
+        assert!(kernels.keys().any(|k| k.starts_with("matmul_tiled:matmul_tiled") && k.ends_with(variant)), "{variant}: {kernels:?}");
+        assert!(kernels.keys().all(|k| !k.contains("tiled [") || k.ends_with(variant)), "every tiled launch {variant}: {kernels:?}");
+    }
+}
+
+#[test]
 fn tiles_loaded_in_turn_match_cpu() {
     // HEARTH_TILE_PREFETCH=0, or where the tile tuning chose it: the tiled kernels, f32 and
     // quantized, each step's values loaded just before they are staged instead of during the

@@ -83,6 +83,11 @@ pub struct TileChoice {
     /// while the previous step's are summed, or just before they are staged ("loaded in
     /// turn"), as measured on this adapter or forced. None: a step ahead.
     pub prefetch: Option<bool>,
+    /// Reduction steps the f32 tiled kernel stages per iteration in 128 × 128 tiles: 16 (half
+    /// the barriers per product, twice the workgroup memory: 16.5 KB, past WebGPU's 16 KB)
+    /// where this is Some(16) and the device allows it, else 8 (`HEARTH_TILE_STEPS`, to
+    /// compare them on a GPU).
+    pub steps: Option<usize>,
 }
 
 /// The cooperative matrices the kernels on them (pieces/coop_gemm.wgsl) run on: products of
@@ -471,6 +476,7 @@ impl GpuContext {
             split_workgroups: tiles.split_workgroups.filter(|&w| w >= 2),
             split_min_steps: tiles.split_min_steps.filter(|&s| crate::ops::matmul::valid_split_min_steps(s)),
             prefetch: tiles.prefetch,
+            steps: tiles.steps.filter(|&s| s == 16 && self.limits.max_compute_workgroup_storage_size >= crate::ops::matmul::WIDE_16_STEPS_BYTES),
         };
     }
 
@@ -528,6 +534,12 @@ impl GpuContext {
     /// Whether the tiled matmuls load each step's values a step ahead (`TileChoice::prefetch`).
     pub fn tile_prefetch(&self) -> bool {
         self.tiles.prefetch.unwrap_or(true)
+    }
+
+    /// Reduction steps the f32 tiled kernel stages per iteration in 128 × 128 tiles
+    /// (`TileChoice::steps`): 8 or 16.
+    pub fn tile_steps(&self) -> usize {
+        self.tiles.steps.unwrap_or(8)
     }
 
     pub fn summary(&self) -> AdapterSummary {

@@ -316,8 +316,20 @@ pub(crate) fn tiled_variant(ctx: &GpuContext, side: usize, quantized: bool) -> V
         Variant { name: "64x64, loaded in turn", constants: &[("TQ", 8.0), ("PREFETCH", 0.0)] },
         Variant { name: "128x128, loaded in turn", constants: &[("TQ", 16.0), ("PREFETCH", 0.0)] },
     ];
+    // (f32 and f16 tiles of 128 staging 16 steps per iteration, where the context says so)
+    const WIDE_16_STEPS: [Variant; 2] = [
+        Variant { name: "128x128, 16 steps", constants: &[("TX", 16.0), ("TY", 16.0), ("BK", 16.0)] },
+        Variant { name: "128x128, loaded in turn, 16 steps", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("BK", 16.0)] },
+    ];
+    if !quantized && side == 128 && ctx.tile_steps() == 16 {
+        return WIDE_16_STEPS[!ctx.tile_prefetch() as usize];
+    }
     VARIANTS[4 * quantized as usize + 2 * !ctx.tile_prefetch() as usize + (side == 128) as usize]
 }
+
+/// Workgroup memory of matmul_tiled.wgsl's f32 tiles of 128 staging 16 steps per iteration:
+/// A's and B's, 16 rows of 33 vec4s each.
+pub const WIDE_16_STEPS_BYTES: u32 = 2 * 16 * 33 * 16;
 
 /// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output). A
 /// guess for GPUs of every size; the CLI measures where it lies on the user's GPU
