@@ -53,9 +53,10 @@
 override TILE: u32 = 64u;
 override WG: u32 = 128u;
 const BK: u32 = 32u;
-// blocks per side of the tile; accumulators per side of a block are TILE / (G · D)
+// blocks per side of the tile
 const G: u32 = 32u / D;
-const MAX_ACC: u32 = 4u;
+// accumulators per side of a block: 2 in tiles of 64, 4 in tiles of 128
+override ACC: u32 = TILE / (G * D);
 // Row stride of the staged tiles in f16s: BK plus 8 of padding (80 bytes, a multiple of the
 // 16 bytes a cooperative load's rows must be aligned to), so that rows start on other banks.
 const LD: u32 = 40u;
@@ -121,6 +122,29 @@ fn store_part(forward: bool, z: u32, i0: u32, j0: u32, first: u32, fresh: u32, a
     }
 }
 
+// Where a turn's accumulators go (store_acc): the product (`forward`), z of the grid, the
+// tile's corner, the subgroup's block, the first block the turn computed and how many, the
+// invocation, and whether it is the masked term's phase.
+struct CoopOut {
+    forward: bool,
+    z: u32,
+    i0: u32,
+    j0: u32,
+    block: u32,
+    first: u32,
+    fresh: u32,
+    flat: u32,
+    term: bool,
+}
+
+// Accumulator (a, b) of every block the turn computed into c, through tile_c (store_part).
+fn store_acc(o: CoopOut, acc: CoopC, a: u32, b: u32) {
+    coopStoreT(acc, &tile_c[o.block * D * D], D);
+    workgroupBarrier();
+    store_part(o.forward, o.z, o.i0, o.j0, o.first, o.fresh, a, b, o.flat, o.term);
+    workgroupBarrier();
+}
+
 // The workgroup's TILE × TILE tile of c (wid.x its columns, wid.y its rows, wid.z a batch item
 // or a split reduction's part), `sg` its subgroup of `subgroups`.
 fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, subgroups: u32, forward: bool) {
@@ -141,15 +165,19 @@ fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, subgroups: u32, forward: bool) 
     let passes = (G * G + subgroups - 1u) / subgroups;
     // blocks computed per turn (all of them where subgroups are narrower than expected)
     let fresh = min(subgroups, G * G);
-    let acc_n = TILE / (G * D);
     scale_rows(segments == 2u, a_off, i0, r_begin, r_end, flat);
     for (var phase = 0u; phase < phases; phase++) {
         for (var turn = 0u; turn < passes; turn++) {
             let block = (turn * subgroups + sg) % (G * G);
-            let qi = (block / G) * acc_n * D;
-            let qj = (block % G) * acc_n * D;
-            // accumulator (a, b) at a · acc_n + b
-            var acc = array<CoopC, MAX_ACC * MAX_ACC>();
+            let qi = (block / G) * ACC * D;
+            let qj = (block % G) * ACC * D;
+            // Accumulator (a, b) is c{a}{b}: named, not an array that loops index, which a
+            // driver that does not unroll those loops keeps in memory. The ones past 2 × 2 are
+            // used only where ACC is 4 (a branch on an override: gone from the pipeline).
+            var c00 = CoopC(); var c01 = CoopC(); var c02 = CoopC(); var c03 = CoopC();
+            var c10 = CoopC(); var c11 = CoopC(); var c12 = CoopC(); var c13 = CoopC();
+            var c20 = CoopC(); var c21 = CoopC(); var c22 = CoopC(); var c23 = CoopC();
+            var c30 = CoopC(); var c31 = CoopC(); var c32 = CoopC(); var c33 = CoopC();
             for (var s = 0u; s < segments; s++) {
                 if (phases == 2u && s != phase) {
                     continue;
@@ -166,25 +194,57 @@ fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, subgroups: u32, forward: bool) 
                     }
                     workgroupBarrier();
                     for (var kk = 0u; kk < BK; kk += D) {
-                        var fb: array<CoopB, MAX_ACC>;
-                        for (var b = 0u; b < acc_n; b++) {
-                            fb[b] = coopLoad<CoopB>(&tile_b[(qj + b * D) * LD + kk], LD);
-                        }
-                        for (var a = 0u; a < acc_n; a++) {
-                            let fa = coopLoadT<CoopA>(&tile_a[(qi + a * D) * LD + kk], LD);
-                            for (var b = 0u; b < acc_n; b++) {
-                                acc[a * acc_n + b] = coopMultiplyAdd(fa, fb[b], acc[a * acc_n + b]);
-                            }
+                        // the block's rows qi + a·D.. of A and columns qj + b·D.. of B
+                        let at_a = qi * LD + kk;
+                        let at_b = qj * LD + kk;
+                        let fa0 = coopLoadT<CoopA>(&tile_a[at_a], LD);
+                        let fa1 = coopLoadT<CoopA>(&tile_a[at_a + D * LD], LD);
+                        let fb0 = coopLoad<CoopB>(&tile_b[at_b], LD);
+                        let fb1 = coopLoad<CoopB>(&tile_b[at_b + D * LD], LD);
+                        c00 = coopMultiplyAdd(fa0, fb0, c00);
+                        c01 = coopMultiplyAdd(fa0, fb1, c01);
+                        c10 = coopMultiplyAdd(fa1, fb0, c10);
+                        c11 = coopMultiplyAdd(fa1, fb1, c11);
+                        if (ACC == 4u) {
+                            let fa2 = coopLoadT<CoopA>(&tile_a[at_a + 2u * D * LD], LD);
+                            let fa3 = coopLoadT<CoopA>(&tile_a[at_a + 3u * D * LD], LD);
+                            let fb2 = coopLoad<CoopB>(&tile_b[at_b + 2u * D * LD], LD);
+                            let fb3 = coopLoad<CoopB>(&tile_b[at_b + 3u * D * LD], LD);
+                            c02 = coopMultiplyAdd(fa0, fb2, c02);
+                            c03 = coopMultiplyAdd(fa0, fb3, c03);
+                            c12 = coopMultiplyAdd(fa1, fb2, c12);
+                            c13 = coopMultiplyAdd(fa1, fb3, c13);
+                            c20 = coopMultiplyAdd(fa2, fb0, c20);
+                            c21 = coopMultiplyAdd(fa2, fb1, c21);
+                            c22 = coopMultiplyAdd(fa2, fb2, c22);
+                            c23 = coopMultiplyAdd(fa2, fb3, c23);
+                            c30 = coopMultiplyAdd(fa3, fb0, c30);
+                            c31 = coopMultiplyAdd(fa3, fb1, c31);
+                            c32 = coopMultiplyAdd(fa3, fb2, c32);
+                            c33 = coopMultiplyAdd(fa3, fb3, c33);
                         }
                     }
                     workgroupBarrier();
                 }
             }
-            for (var t = 0u; t < acc_n * acc_n; t++) {
-                coopStoreT(acc[t], &tile_c[block * D * D], D);
-                workgroupBarrier();
-                store_part(forward, wid.z, i0, j0, turn * subgroups, fresh, t / acc_n, t % acc_n, flat, phase == 1u);
-                workgroupBarrier();
+            let out = CoopOut(forward, wid.z, i0, j0, block, turn * subgroups, fresh, flat, phase == 1u);
+            store_acc(out, c00, 0u, 0u);
+            store_acc(out, c01, 0u, 1u);
+            store_acc(out, c10, 1u, 0u);
+            store_acc(out, c11, 1u, 1u);
+            if (ACC == 4u) {
+                store_acc(out, c02, 0u, 2u);
+                store_acc(out, c03, 0u, 3u);
+                store_acc(out, c12, 1u, 2u);
+                store_acc(out, c13, 1u, 3u);
+                store_acc(out, c20, 2u, 0u);
+                store_acc(out, c21, 2u, 1u);
+                store_acc(out, c22, 2u, 2u);
+                store_acc(out, c23, 2u, 3u);
+                store_acc(out, c30, 3u, 0u);
+                store_acc(out, c31, 3u, 1u);
+                store_acc(out, c32, 3u, 2u);
+                store_acc(out, c33, 3u, 3u);
             }
         }
     }
