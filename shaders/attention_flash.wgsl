@@ -34,9 +34,8 @@ struct Params {
 }
 
 const BLOCK: u32 = 64u;
-// Dims of a head per invocation: HS/16 rounded up (the launcher's variant), up to 8 (heads of
-// up to 128, attention_flash.rs's MAX_HEAD_SIZE). A constant, so that the loops over them
-// unroll and the accumulators stay in registers.
+// Dims of a head per invocation: HS/16 rounded up to 1, 2, 4 or 8 (the launcher's variant;
+// heads of up to 128, attention_flash.rs's MAX_HEAD_SIZE).
 override DIMS: u32 = 8u;
 // Row stride of the transposed stages and of the tile (one word of padding: the 16
 // invocations reading a column read 16 banks).
@@ -151,8 +150,67 @@ fn products(li: u32, a: u32, b: u32, a0: u32, a_heads: u32, ha: u32, c: u32, c0:
     return s;
 }
 
+// An invocation's 4 rows × DIMS dims of a head's rows: dim tx + 16c of row ty + 16i is
+// c{c}[i]. Named vectors, not an array that loops index (which a driver that does not unroll
+// the loops keeps in memory); those past DIMS stay zero (branches on an override).
+struct Rows {
+    c0: vec4<f32>,
+    c1: vec4<f32>,
+    c2: vec4<f32>,
+    c3: vec4<f32>,
+    c4: vec4<f32>,
+    c5: vec4<f32>,
+    c6: vec4<f32>,
+    c7: vec4<f32>,
+}
+
+// Dims tx + 16c of the 4 rows.
+fn dims_of(acc: ptr<function, Rows>, c: u32) -> vec4<f32> {
+    switch c {
+        case 0u: { return (*acc).c0; }
+        case 1u: { return (*acc).c1; }
+        case 2u: { return (*acc).c2; }
+        case 3u: { return (*acc).c3; }
+        case 4u: { return (*acc).c4; }
+        case 5u: { return (*acc).c5; }
+        case 6u: { return (*acc).c6; }
+        default: { return (*acc).c7; }
+    }
+}
+
+// Every dim of row i times f[i].
+fn scale_rows(acc: ptr<function, Rows>, f: vec4<f32>) {
+    let a = *acc;
+    *acc = Rows(a.c0 * f, a.c1 * f, a.c2 * f, a.c3 * f, a.c4 * f, a.c5 * f, a.c6 * f, a.c7 * f);
+}
+
+// Dim d of the stage's row at `row` (zero past HS).
+fn staged_dim(row: u32, d: u32) -> f32 {
+    return select(0.0, stage[row + d], d < p.HS);
+}
+
+// acc += w ⊗ the stage's row kk: row i of acc gains w[i] times each of its dims (fused
+// multiply-adds written out: see pieces/block_fma.wgsl).
+fn add_weighted(acc: ptr<function, Rows>, w: vec4<f32>, kk: u32, tx: u32) {
+    let row = kk * p.HS;
+    (*acc).c0 = fma(w, vec4<f32>(staged_dim(row, tx)), (*acc).c0);
+    if (DIMS > 1u) {
+        (*acc).c1 = fma(w, vec4<f32>(staged_dim(row, tx + 16u)), (*acc).c1);
+    }
+    if (DIMS > 2u) {
+        (*acc).c2 = fma(w, vec4<f32>(staged_dim(row, tx + 32u)), (*acc).c2);
+        (*acc).c3 = fma(w, vec4<f32>(staged_dim(row, tx + 48u)), (*acc).c3);
+    }
+    if (DIMS > 4u) {
+        (*acc).c4 = fma(w, vec4<f32>(staged_dim(row, tx + 64u)), (*acc).c4);
+        (*acc).c5 = fma(w, vec4<f32>(staged_dim(row, tx + 80u)), (*acc).c5);
+        (*acc).c6 = fma(w, vec4<f32>(staged_dim(row, tx + 96u)), (*acc).c6);
+        (*acc).c7 = fma(w, vec4<f32>(staged_dim(row, tx + 112u)), (*acc).c7);
+    }
+}
+
 // acc (4 rows × DIMS) += tile's rows · rows c0..c0 + 64 of `which` (head hh of heads).
-fn add_tile_times(li: u32, acc: ptr<function, array<f32, 32>>, which: u32, b: u32, c0: u32, heads: u32, hh: u32) {
+fn add_tile_times(li: u32, acc: ptr<function, Rows>, which: u32, b: u32, c0: u32, heads: u32, hh: u32) {
     let tx = li % 16u;
     let ty = li / 16u;
     for (var k0 = 0u; k0 < BLOCK; k0 += 16u) {
@@ -162,11 +220,7 @@ fn add_tile_times(li: u32, acc: ptr<function, array<f32, 32>>, which: u32, b: u3
         for (var kk = 0u; kk < 16u; kk++) {
             let col = k0 + kk;
             let w = vec4<f32>(tile[ty * PAD + col], tile[(ty + 16u) * PAD + col], tile[(ty + 32u) * PAD + col], tile[(ty + 48u) * PAD + col]);
-            for (var c = 0u; c < DIMS; c++) {
-                let d = tx + 16u * c;
-                let x = select(0.0, stage[kk * p.HS + d], d < p.HS);
-                for (var i = 0u; i < 4u; i++) { (*acc)[i * DIMS + c] = fma(w[i], x, (*acc)[i * DIMS + c]); }
-            }
+            add_weighted(acc, w, kk, tx);
         }
     }
 }
@@ -181,11 +235,12 @@ fn stored_at(li: u32, i: u32, c: u32, b: u32, r0: u32, heads: u32, hh: u32) -> i
 }
 
 // acc's rows times `scale` into res (head hh of heads; rows r0..).
-fn store_rows(li: u32, acc: ptr<function, array<f32, 32>>, b: u32, r0: u32, heads: u32, hh: u32, scale: f32) {
-    for (var i = 0u; i < 4u; i++) {
-        for (var c = 0u; c < DIMS; c++) {
+fn store_rows(li: u32, acc: ptr<function, Rows>, b: u32, r0: u32, heads: u32, hh: u32, scale: f32) {
+    for (var c = 0u; c < DIMS; c++) {
+        let dims = dims_of(acc, c);
+        for (var i = 0u; i < 4u; i++) {
             let at = stored_at(li, i, c, b, r0, heads, hh);
-            if (at >= 0) { res[at] = (*acc)[i * DIMS + c] * scale; }
+            if (at >= 0) { res[at] = dims[i] * scale; }
         }
     }
 }
@@ -222,8 +277,7 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
         stat_a[li] = MASKED;
         stat_b[li] = 0.0;
     }
-    var o: array<f32, 32>;
-    for (var e = 0u; e < 32u; e++) { o[e] = 0.0; }
+    var o = Rows();
     // the keys: up to the last query's position
     let keys = p.past + p.T;
     let last = p.past + min(t0 + BLOCK, p.T) - 1u;
@@ -267,17 +321,11 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
             stat_c[r] = rescale;
         }
         workgroupBarrier();
-        for (var i = 0u; i < 4u; i++) {
-            let rescale = stat_c[ty + 16u * i];
-            for (var c = 0u; c < DIMS; c++) { o[i * DIMS + c] *= rescale; }
-        }
+        scale_rows(&o, vec4<f32>(stat_c[ty], stat_c[ty + 16u], stat_c[ty + 32u], stat_c[ty + 48u]));
         add_tile_times(li, &o, 2u, b, j0, p.NKV, kvh);
     }
     workgroupBarrier();
-    for (var i = 0u; i < 4u; i++) {
-        let sum = stat_b[ty + 16u * i];
-        for (var c = 0u; c < DIMS; c++) { o[i * DIMS + c] /= sum; }
-    }
+    scale_rows(&o, 1.0 / vec4<f32>(stat_b[ty], stat_b[ty + 16u], stat_b[ty + 32u], stat_b[ty + 48u]));
     store_rows(li, &o, b, t0, p.NH, h, 1.0);
     if (li < BLOCK && t0 + li < p.T) { stats[stat(b, h, t0 + li)] = stat_a[li] + log(stat_b[li]); }
 }
@@ -296,8 +344,7 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
         stat_a[li] = stats[stat(b, h, t)];
         stat_b[li] = stats[stat(b, h, t) + 1u];
     }
-    var acc: array<f32, 32>;
-    for (var e = 0u; e < 32u; e++) { acc[e] = 0.0; }
+    var acc = Rows();
     let last = min(t0 + BLOCK, p.T) - 1u;
     for (var j0 = first_key_block(t0); j0 <= last; j0 += BLOCK) {
         if (keys_before(b, t0, min(j0 + BLOCK, p.T) - 1u)) { continue; }
@@ -328,9 +375,8 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
     let tx = li % 16u;
     let ty = li / 16u;
     if (li < BLOCK) { seg_rows[li] = seg_at(b, min(j0 + li, p.T - 1u)); }
-    var dk_acc: array<f32, 32>;
-    var dv_acc: array<f32, 32>;
-    for (var e = 0u; e < 32u; e++) { dk_acc[e] = 0.0; dv_acc[e] = 0.0; }
+    var dk_acc = Rows();
+    var dv_acc = Rows();
     for (var t0 = j0; t0 < p.T; t0 += BLOCK) {
         // no query from t0 on sees these keys: a later sequence, or past the window
         if (t0 > j_last && (seg_at(b, t0) != seg_at(b, j_last) || (p.window != 0u && t0 - j_last >= p.window))) { break; }
@@ -366,10 +412,11 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
     }
     // (with one query head per KV head, (NH, h) is (NKV, kvh): dk and dv themselves)
     store_rows(li, &dk_acc, b, j0, p.NH, h, p.scale);
-    for (var i = 0u; i < 4u; i++) {
-        for (var c = 0u; c < DIMS; c++) {
+    for (var c = 0u; c < DIMS; c++) {
+        let dims = dims_of(&dv_acc, c);
+        for (var i = 0u; i < 4u; i++) {
             let at = stored_at(li, i, c, b, j0, p.NH, h);
-            if (at >= 0) { dv[at] = dv_acc[i * DIMS + c]; }
+            if (at >= 0) { dv[at] = dims[i]; }
         }
     }
 }
