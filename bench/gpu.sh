@@ -121,6 +121,18 @@ else
     TESTS="${TESTS:-$(ls "$CARRY"/tests 2>/dev/null | grep -v '^quant$') quant}"
 fi
 DEADLINE=$(($(date +%s) + BUDGET))
+# The GPU's clocks, P-state, power and load every 200 ms while the benches run (clocks.csv;
+# report.md gives each step's median): a figure low by a constant factor may be a GPU that
+# did not clock up, not its kernels. (The reasons a clock is held down, where the driver
+# names that field; nvidia-smi refuses a query with a field it does not know.)
+clocks_pid=
+if command -v nvidia-smi >/dev/null; then
+    fields=timestamp,pstate,clocks.sm,clocks.mem,clocks.max.sm,power.draw,utilization.gpu,temperature.gpu
+    nvidia-smi --query-gpu=$fields,clocks_event_reasons.active --format=csv,noheader,nounits >/dev/null 2>&1 && fields=$fields,clocks_event_reasons.active
+    echo "$fields" > "$WORK/clocks.csv"
+    nvidia-smi --query-gpu=$fields --format=csv,noheader,nounits -lms 200 >> "$WORK/clocks.csv" 2>> "$LOG" &
+    clocks_pid=$!
+fi
 # left [RESERVE]: seconds left before the deadline, less RESERVE
 left() { echo $((DEADLINE - $(date +%s) - 15 - ${1:-0})); }
 
@@ -136,8 +148,12 @@ run() {
         return
     fi
     echo "== $(date -u +%T) $name (limit ${limit}s): $*" | tee -a "$LOG"
+    local start
+    start=$(date +%s.%N)
     timeout "$limit" "$@" > "$WORK/$name.json" 2>> "$LOG"
     local rc=$?
+    # (the step's time window, for its clocks)
+    printf '%s\t%s\t%s\n' "$name" "$start" "$(date +%s.%N)" >> "$WORK/steps.tsv"
     [ $rc -eq 0 ] || echo "   $name failed: exit $rc" | tee -a "$LOG"
 }
 
@@ -298,5 +314,6 @@ for name in $TESTS; do
     # one that stalls is named, and the others still run.
     [ $rc -eq 124 ] && run_each "$t" "$name"
 done
+[ -z "$clocks_pid" ] || kill "$clocks_pid" 2>/dev/null
 python3 bench/report.py "$WORK" "$OUT" | tee -a "$LOG"
 echo "== $(date -u +%T) done" | tee -a "$LOG"

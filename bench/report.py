@@ -6,10 +6,16 @@ peaks, measured by bench/peer.py), for docs/PERF.md (report.md), both written to
     python3 bench/report.py RESULTS_DIR [OUT_DIR]
 
 Files it reads (any may be missing: a bench that failed or ran out of time is reported as
-such): ops.json, train-MODEL-BASE.json, generate-MODEL.json, peer-MODEL.json, env.json.
+such): ops.json, train-MODEL-BASE.json, generate-MODEL.json, peer-MODEL.json, env.json; and
+clocks.csv (nvidia-smi's samples) with steps.tsv (each step's start and end), summarised
+per step as results.json's "clocks".
 """
+import csv
 import json
+import statistics
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 
@@ -60,10 +66,56 @@ def prefill_limit(g, gflops, gb_per_s):
     return least_s * g["prefill_tokens_per_s"] / g["prompt_tokens"]
 
 
+def step_clocks(d):
+    """Each step's GPU clocks from nvidia-smi's samples during it: the medians of the SM and
+    memory clocks (MHz), power (W) and load (%), the slowest SM clock, the P-states and the
+    reasons the driver gave for holding the clocks down; None without the files."""
+    try:
+        rows = list(csv.reader((d / "clocks.csv").read_text().splitlines()))
+        steps = [line.split("\t") for line in (d / "steps.tsv").read_text().splitlines() if line]
+    except OSError:
+        return None
+    fields = [f.strip() for f in rows[0]]
+    samples = []
+    for r in rows[1:]:
+        v = dict(zip(fields, (x.strip() for x in r)))
+        try:
+            # (nvidia-smi writes the machine's local time, as mktime reads it)
+            at = datetime.strptime(v["timestamp"], "%Y/%m/%d %H:%M:%S.%f")
+            v["at"] = time.mktime(at.timetuple()) + at.microsecond / 1e6
+            samples.append(v)
+        except (KeyError, ValueError):
+            continue
+
+    def median(vs, key):
+        xs = []
+        for v in vs:
+            try:
+                xs.append(float(v[key]))
+            except (KeyError, ValueError):
+                pass
+        return (statistics.median(xs), min(xs)) if xs else (None, None)
+
+    out = {}
+    for name, start, end in steps:
+        during = [v for v in samples if float(start) <= v["at"] <= float(end)]
+        if not during:
+            continue
+        sm, sm_min = median(during, "clocks.sm")
+        out[name] = {"samples": len(during), "sm_mhz": sm, "sm_mhz_min": sm_min, "mem_mhz": median(during, "clocks.mem")[0],
+                     "max_sm_mhz": median(during, "clocks.max.sm")[0], "power_w": median(during, "power.draw")[0],
+                     "util_pct": median(during, "utilization.gpu")[0], "pstates": sorted({v.get("pstate", "") for v in during}),
+                     "held_down_by": sorted({v["clocks_event_reasons.active"] for v in during if "clocks_event_reasons.active" in v})}
+    return out
+
+
 def main():
     d = Path(sys.argv[1])
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else d
     results = {p.stem: load(p) for p in sorted(d.glob("*.json")) if p.name != "results.json"}
+    clocks = step_clocks(d)
+    if clocks is not None:
+        results["clocks"] = clocks
     (out / "results.json").write_text(json.dumps(results, indent=1))
     env = results.get("env") or {}
     rows = []  # (figure, hearth, peer, ratio, target, Hearth's share of the limit)
@@ -306,6 +358,14 @@ def main():
             lines += ["", f"hearth serve, {key.removeprefix('serve-')}: {v['clients']} clients at once, {v['tokens']} greedy tokens each, by --max-batch:", "",
                       "| --max-batch | generated tokens/s | mean s per answer | largest batch |", "| ---: | ---: | ---: | ---: |"]
             lines += [f"| {r['max_batch']} | {r['tokens_per_s']:.1f} | {r['mean_s']:.2f} | {r['largest_batch']} |" for r in v["rows"]]
+    if clocks:
+        lines += ["", "The GPU's clocks during each step (nvidia-smi every 200 ms; medians; the SM clock's lowest; "
+                  "the driver's reasons for holding the clocks down, as its bit mask):", "",
+                  "| step | samples | SM MHz (lowest; most) | memory MHz | power W | load % | P-states | held down by |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+        f = lambda x: "—" if x is None else f"{x:,.0f}"
+        lines += [f"| {name} | {c['samples']} | {f(c['sm_mhz'])} ({f(c['sm_mhz_min'])}; {f(c['max_sm_mhz'])}) | {f(c['mem_mhz'])} | {f(c['power_w'])} | "
+                  f"{f(c['util_pct'])} | {', '.join(c['pstates'])} | {', '.join(c['held_down_by']) or '—'} |" for name, c in clocks.items()]
     missing = [k for k, v in results.items() if v is None]
     if missing:
         lines += ["", "No result (failed or out of time; see the logs): " + ", ".join(missing)]
