@@ -142,6 +142,7 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
             "split_workgroups": ctx.tile_choice().split_workgroups,
             "split_min_steps": ctx.tile_choice().split_min_steps,
             "prefetch": ctx.tile_prefetch(),
+            "steps": ctx.tile_steps(),
             "in_words": crate::tile_tuning::describe(ctx.tile_choice()),
         },
     })
