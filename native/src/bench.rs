@@ -72,7 +72,8 @@ pub struct OpsArgs {
     /// separates a launch's fixed cost from its work.
     #[arg(long, value_parser = parse_shape)]
     shape: Vec<(usize, usize, usize)>,
-    /// Timed launches per batch (the fastest of 5 batches counts); default 5, 2 with --quick.
+    /// Timed launches per batch at least (the fastest of 5 batches counts; more where fewer
+    /// would run under 10 ms); default 5, 2 with --quick.
     #[arg(long)]
     reps: Option<usize>,
     /// Print one JSON object instead of the table.
@@ -173,14 +174,23 @@ fn stats_json(stats: &BTreeMap<String, KernelStat>, timed: bool, per: f64) -> Va
 }
 
 /// Runs `launch` once to warm up (pipeline compile) inside a profile, which names the
-/// kernels it ran; then `BATCHES` batches of `reps` runs. Returns ms per run of the fastest
-/// batch (on a shared machine the slower batches measure the neighbours, not the kernel)
-/// and the kernels.
-pub fn time(ctx: &GpuContext, reps: usize, mut launch: impl FnMut()) -> Result<(f64, Vec<String>)> {
+/// kernels it ran, and once more alone; then `BATCHES` batches of `reps` runs or more: as many
+/// as fill `batch_ms` at the lone run's pace (at most `MAX_REPS`). Submitting a batch and
+/// waiting for it cost the same whatever the kernel (on the 2026-12-04 H200 the same
+/// 2048 × 1536 × 576 product read 0.43 and 0.91 ms in batches of 3), so short batches of
+/// short launches time the waiting. Returns ms per run of the fastest batch (on a shared
+/// machine the slower batches measure the neighbours, not the kernel) and the kernels.
+pub fn time(ctx: &GpuContext, reps: usize, batch_ms: f64, mut launch: impl FnMut()) -> Result<(f64, Vec<String>)> {
     const BATCHES: usize = 5;
+    const MAX_REPS: usize = 1000;
     ctx.profile_begin();
     launch();
     let kernels = pollster::block_on(ctx.profile_end())?.kernels.into_keys().collect();
+    let start = Instant::now();
+    launch();
+    pollster::block_on(ctx.finish())?;
+    let alone = start.elapsed().as_secs_f64() * 1e3;
+    let reps = reps.max(((batch_ms / alone.max(1e-3)).ceil() as usize).min(MAX_REPS));
     let mut best = f64::INFINITY;
     for _ in 0..BATCHES {
         let start = Instant::now();
@@ -192,6 +202,9 @@ pub fn time(ctx: &GpuContext, reps: usize, mut launch: impl FnMut()) -> Result<(
     }
     Ok((best, kernels))
 }
+
+/// How long a batch of `bench ops`' launches runs at least (ms).
+pub const BATCH_MS: f64 = 10.0;
 
 pub fn random(ctx: &GpuContext, rng: &mut Rng, n: usize) -> Result<GpuBuffer> {
     Ok(ctx.upload_f32(&rng.vec_uniform(n, -1.0, 1.0))?)
@@ -291,7 +304,7 @@ fn ops(a: OpsArgs) -> Result<()> {
             let Some(on) = on.filter(|_| wanted(op)) else { continue };
             let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);
             let (x, w, y) = (random(on, &mut rng, a_len)?, random(on, &mut rng, b_len)?, random(on, &mut rng, c_len)?);
-            let (ms, kernels) = time(on, reps, || matmul_with(on, kind, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            let (ms, kernels) = time(on, reps, BATCH_MS, || matmul_with(on, kind, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
             rows.push(Row { op: op.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
@@ -301,7 +314,7 @@ fn ops(a: OpsArgs) -> Result<()> {
             }
             let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);
             let (x, w, y) = (random(&ctx, &mut rng, a_len)?, random(&ctx, &mut rng, b_len)?, random(&ctx, &mut rng, c_len)?);
-            let (ms, kernels) = time(&ctx, reps, || matmul(&ctx, kind, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            let (ms, kernels) = time(&ctx, reps, BATCH_MS, || matmul(&ctx, kind, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
             rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
         // the f32 forward in the tile size `matmul` did not pick (64 × 64 against 128 × 128
@@ -313,7 +326,7 @@ fn ops(a: OpsArgs) -> Result<()> {
         };
         if let Some(tiling) = other.filter(|_| wanted(OTHER_TILES_OP)) {
             let (x, w, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, n * k)?, random(&ctx, &mut rng, m * n)?);
-            let (ms, kernels) = time(&ctx, reps, || matmul_with(&ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            let (ms, kernels) = time(&ctx, reps, BATCH_MS, || matmul_with(&ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
             rows.push(Row { op: OTHER_TILES_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
         for format in QuantFormat::ALL {
@@ -341,7 +354,7 @@ fn ops(a: OpsArgs) -> Result<()> {
             for kind in wanted_kinds {
                 let (in_len, _, out_len) = operand_lens(kind, m, n, k);
                 let (x, y) = (random(&ctx, &mut rng, in_len)?, random(&ctx, &mut rng, out_len)?);
-                let (ms, kernels) = time(&ctx, reps, || matmul_quant(&ctx, kind, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch"))?;
+                let (ms, kernels) = time(&ctx, reps, BATCH_MS, || matmul_quant(&ctx, kind, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch"))?;
                 rows.push(Row { op: format!("{} {}", format_name(format), kind_name(kind)), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
             }
             for (kind, op, block, on) in f16_kinds {
@@ -350,7 +363,7 @@ fn ops(a: OpsArgs) -> Result<()> {
                 // (the cooperative matrices' context is a device of its own)
                 let on_coop = if block == QuantBlock::Coop { Some(GpuQuantWeight::upload(on, &t)?) } else { None };
                 let gw = on_coop.as_ref().unwrap_or(&gw);
-                let (ms, kernels) = time(on, reps, || matmul_quant_with(on, block, kind, &y, &x, gw, m, Accumulate::OVERWRITE, None).expect("launch"))?;
+                let (ms, kernels) = time(on, reps, BATCH_MS, || matmul_quant_with(on, block, kind, &y, &x, gw, m, Accumulate::OVERWRITE, None).expect("launch"))?;
                 rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
             }
         }
@@ -365,7 +378,7 @@ fn ops(a: OpsArgs) -> Result<()> {
         let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
         let gw = GpuQuantWeight::upload(&ctx, &t)?;
         let (x, y) = (random(&ctx, &mut rng, k)?, random(&ctx, &mut rng, n)?);
-        let (ms, kernels) = time(&ctx, reps * 10, || matmul_quant(&ctx, MatmulKind::Forward, &y, &x, &gw, 1, Accumulate::OVERWRITE).expect("launch"))?;
+        let (ms, kernels) = time(&ctx, reps * 10, BATCH_MS, || matmul_quant(&ctx, MatmulKind::Forward, &y, &x, &gw, 1, Accumulate::OVERWRITE).expect("launch"))?;
         rows.push(Row { op, kernels, shape: (1, n, k), ms, rate: (gw.bytes() as f64 / ms / 1e6, "GB/s") });
     }
     if a.json {

@@ -74,7 +74,7 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
     let (m, nn, k) = (a.batch_size * a.seq_len, cfg.intermediate_size, cfg.hidden_size);
     let (x, w, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, nn * k)?, random(&ctx, &mut rng, m * nn)?);
     let time_reference = || {
-        time(&ctx, 2, || matmul(&ctx, MatmulKind::Forward, &y, &x, &w, MatmulDims::new(m, nn, k), Accumulate::OVERWRITE).expect("matmul launch"))
+        time(&ctx, 2, crate::bench::BATCH_MS, || matmul(&ctx, MatmulKind::Forward, &y, &x, &w, MatmulDims::new(m, nn, k), Accumulate::OVERWRITE).expect("matmul launch"))
     };
     // every step's loss, the warm-up's too: runs of one model that differ only in their kernels
     // should agree on them (bench/report.py compares them)

@@ -241,8 +241,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
 }
 
 /// ms per launch of `launch`: bench's fastest of 5 batches, each batch long enough (about
-/// 5 ms, at most 50 launches) that submitting and waiting do not hide the difference.
-/// Also the kernels it ran.
+/// 5 ms) that submitting and waiting do not hide the difference. Also the kernels it ran.
 fn time_launch(ctx: &GpuContext, launch: &mut dyn FnMut() -> hearth_core::Result<()>) -> Result<(f64, Vec<String>)> {
     let mut failed = None;
     let mut run = || {
@@ -250,9 +249,7 @@ fn time_launch(ctx: &GpuContext, launch: &mut dyn FnMut() -> hearth_core::Result
             failed.get_or_insert(e);
         }
     };
-    let (rough, _) = crate::bench::time(ctx, 1, &mut run)?;
-    let reps = ((5.0 / rough.max(1e-3)).ceil() as usize).clamp(1, 50);
-    let (ms, kernels) = crate::bench::time(ctx, reps, &mut run)?;
+    let (ms, kernels) = crate::bench::time(ctx, 1, 5.0, &mut run)?;
     match failed {
         Some(e) => Err(e.into()),
         None => Ok((ms, kernels)),
