@@ -113,7 +113,9 @@ fn stage_walk(flat: u32, lines: u32, along_r: bool) -> StageWalk {
 // The values an invocation stages of one operand per iteration, loaded before the previous
 // iteration's sums so that their latency hides behind them (load_a, load_b), and written to
 // the tiles after its barrier (put): (8·T)·BK / (TX·TY) of them, 8 in a workgroup of
-// 8 × 8 and 4 in one of 16 × 16.
+// 8 × 8 and 4 in one of 16 × 16. Loaded in turn (PREFETCH off), they go straight into the
+// tiles instead, with no array between: a driver that does not unroll the walk would keep
+// the array in memory.
 const STAGED: u32 = 8u;
 alias Staged = array<f32, STAGED>;
 
@@ -140,7 +142,11 @@ fn load_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) -> St
             }
             v = row_scaled(row, v);
         }
-        staged[k] = v;
+        if (PREFETCH) {
+            staged[k] = v;
+        } else {
+            put_value(false, rows, row, r, v);
+        }
         row += w.d_line;
         r += w.d_r;
         at += d_at;
@@ -180,7 +186,11 @@ fn load_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> St
                 v = drop_at(DROP_B, at, b[at]);
             }
         }
-        staged[k] = v;
+        if (PREFETCH) {
+            staged[k] = v;
+        } else {
+            put_value(true, cols, col, r, v);
+        }
         col += w.d_line;
         r += w.d_r;
         at += d_at;
@@ -188,20 +198,25 @@ fn load_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> St
     return staged;
 }
 
-// load_a's values into tile_a[r][row], or load_b's into tile_b[r][col] (`on_b`): the walk
-// over `lines` rows (columns) they were loaded along.
+// v into tile_a[r][line], or tile_b[r][line] (`on_b`), of `lines` rows (columns).
+fn put_value(on_b: bool, lines: u32, line: u32, r: u32, v: f32) {
+    // (a tile's rows: lines / 4 vec4s and one of padding)
+    let at = r * (lines / 4u + 1u) + line / 4u;
+    if (on_b) {
+        tile_b[at][line % 4u] = to_tile(v);
+    } else {
+        tile_a[at][line % 4u] = to_tile(v);
+    }
+}
+
+// load_a's values into tile_a, or load_b's into tile_b (`on_b`): the walk over `lines` rows
+// (columns) they were loaded along.
 fn put(on_b: bool, lines: u32, along_r: bool, staged: Staged, flat: u32) {
     let w = stage_walk(flat, lines, along_r);
     var line = w.line;
     var r = w.r;
     for (var k = 0u; k < lines * BK / (TX * TY); k++) {
-        // (a tile's rows: lines / 4 vec4s and one of padding)
-        let at = r * (lines / 4u + 1u) + line / 4u;
-        if (on_b) {
-            tile_b[at][line % 4u] = to_tile(staged[k]);
-        } else {
-            tile_a[at][line % 4u] = to_tile(staged[k]);
-        }
+        put_value(on_b, lines, line, r, staged[k]);
         line += w.d_line;
         r += w.d_r;
     }
@@ -302,12 +317,14 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
             staged_b = load_b(term, b_off, j0, lo, hi, flat);
         }
         for (var r0 = lo; r0 < hi; r0 += BK) {
-            if (!PREFETCH) {
-                staged_a = load_a(term, a_off, i0, r0, hi, flat);
-                staged_b = load_b(term, b_off, j0, r0, hi, flat);
+            if (PREFETCH) {
+                put(false, 8u * TY, staged_along_r(term), staged_a, flat);
+                put(true, 8u * TX, b_along_r(term), staged_b, flat);
+            } else {
+                // (straight into the tiles)
+                _ = load_a(term, a_off, i0, r0, hi, flat);
+                _ = load_b(term, b_off, j0, r0, hi, flat);
             }
-            put(false, 8u * TY, staged_along_r(term), staged_a, flat);
-            put(true, 8u * TX, b_along_r(term), staged_b, flat);
             workgroupBarrier();
             // the next iteration's values on their way while this one's are summed
             if (PREFETCH && r0 + BK < hi) {

@@ -585,11 +585,15 @@ fn split_weight_gradients_summed_once_per_layer_match() {
         assert_eq!(parts, (Some(batch.len() / 256), Some(batch.len() / 64)), "{name}: the parts of {} tokens", batch.len());
         let want: Vec<f64> = grads(plain, Variant::ByLayer).0.iter().map(|&x| x as f64).collect();
         assert_close(&format!("{name}: gradients in parts of 64 steps"), &grads(&short, Variant::ByLayer).0, &want, 1e-6, 1e-3);
-        // every output in tiles of 128, their f32 ones staging 16 reduction steps per
-        // iteration (HEARTH_TILE_STEPS=16): the same gradients
-        let steps16 = hearth_tests::own_gpu().unwrap().with_kernel_paths(KernelPaths::Gpu).with_tile_choice(TileChoice { side: Some(128), steps: Some(16), ..Default::default() });
-        assert_eq!(steps16.tile_steps(), 16, "{name}: this adapter's workgroup memory holds 16 steps");
-        assert_close(&format!("{name}: gradients in tiles of 128 staging 16 steps"), &grads(&steps16, Variant::ByLayer).0, &want, 1e-6, 1e-3);
+        // each step's values loaded just before they are staged (HEARTH_TILE_PREFETCH=0, the
+        // LoRA terms' too), and every output in tiles of 128, their f32 ones staging 16
+        // reduction steps per iteration (HEARTH_TILE_STEPS=16): the same gradients
+        for (side, steps) in [(None, None), (Some(128), Some(16))] {
+            let tiles = TileChoice { side, steps, prefetch: Some(false), ..Default::default() };
+            let ctx = hearth_tests::own_gpu().unwrap().with_kernel_paths(KernelPaths::Gpu).with_tile_choice(tiles);
+            assert_eq!(ctx.tile_steps(), steps.unwrap_or(8), "{name}: this adapter's workgroup memory holds 16 steps");
+            assert_close(&format!("{name}: gradients loaded in turn, {tiles:?}"), &grads(&ctx, Variant::ByLayer).0, &want, 1e-6, 1e-3);
+        }
         let (by_layer, uneven) = (grads(&tiled, Variant::ByLayer).1, grads(&tiled, Variant::Uneven).1);
         assert!(uneven > by_layer, "{name}: {uneven} launches with a sum per gradient, {by_layer} with the sums per layer");
     }
