@@ -117,37 +117,83 @@ fn qt_store_block(z: u32, ia: u32, ib: u32, ja: u32, jb: u32, ncols: u32, acc00:
 // What an invocation stages of the product per iteration: its values of inp (8·TQ rows by 8
 // steps over TQ² invocations: 8 or 4) and the 8 weights it decodes (those with flat < 8·TQ),
 // loaded before the previous iteration's sums so that their latency hides behind them
-// (qt_load_product) and written to the tiles after its barrier (qt_put_product).
+// (qt_load_product) and written to the tiles after its barrier (qt_put_product). Loaded in
+// turn (PREFETCH off), they go straight into the tiles instead, with no array between (as
+// matmul_tiled.wgsl's).
 struct QtStaged {
     inp: array<f32, 8>,
     w: array<vec4<f32>, 2>,
 }
 
+// Walk step e's value of inp into qt_a[r][row].
+fn qt_put_inp(e: u32, v: f32) {
+    let row = e / 8u;
+    qt_a[(e % 8u) * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(v);
+}
+
+// Weight t of the 8 an invocation decoded into qt_b: of column `flat` at step t (the
+// forward), or of step flat / TQ at column 8·(flat % TQ) + t (the input gradient).
+fn qt_put_weight(forward: bool, flat: u32, t: u32, v: f32) {
+    if (forward) {
+        qt_put(t, flat, v);
+    } else {
+        qt_put(flat / TQ, 8u * (flat % TQ) + t, v);
+    }
+}
+
+// The 8 weights, written out (not a loop indexing the array).
+fn qt_put_weights(forward: bool, flat: u32, w: array<vec4<f32>, 2>) {
+    let lo = w[0];
+    let hi = w[1];
+    qt_put_weight(forward, flat, 0u, lo.x);
+    qt_put_weight(forward, flat, 1u, lo.y);
+    qt_put_weight(forward, flat, 2u, lo.z);
+    qt_put_weight(forward, flat, 3u, lo.w);
+    qt_put_weight(forward, flat, 4u, hi.x);
+    qt_put_weight(forward, flat, 5u, hi.y);
+    qt_put_weight(forward, flat, 6u, hi.z);
+    qt_put_weight(forward, flat, 7u, hi.w);
+}
+
 // inp(i0.., r0..) (zero past r_end and M, each row scaled where the launch scales rows) and
 // W's 8 weights: of column j0 + flat at r0.. for the forward (W(j, r)); for the input
-// gradient (W(r, j)), of row r0 + flat / TQ at the flat % TQ-th 8 of its columns j0...
+// gradient (W(r, j)), of row r0 + flat / TQ at the flat % TQ-th 8 of its columns j0... Into
+// the staged values, or (loaded in turn) straight into the tiles.
 fn qt_load_product(forward: bool, i0: u32, j0: u32, r0: u32, r_end: u32, reduce: u32, flat: u32) -> QtStaged {
     var staged: QtStaged;
     var k = 0u;
     for (var e = flat; e < 8u * TQ * 8u; e += TQ * TQ) {
         let row = e / 8u;
         let r = e % 8u;
+        var v = 0.0;
         if (i0 + row < p.M && r0 + r < r_end) {
-            staged.inp[k] = row_scaled(row, inp_at(i0 + row, r0 + r, reduce));
+            v = row_scaled(row, inp_at(i0 + row, r0 + r, reduce));
+        }
+        if (PREFETCH) {
+            staged.inp[k] = v;
+        } else {
+            qt_put_inp(e, v);
         }
         k++;
     }
     if (flat < 8u * TQ) {
+        // (zero past the edges)
+        var w = array<vec4<f32>, 2>();
         if (forward) {
             if (j0 + flat < p.N) {
-                staged.w = dequant8(j0 + flat, r0 / 8u);
+                w = dequant8(j0 + flat, r0 / 8u);
             }
         } else {
             let r = flat / TQ;
             let g = flat % TQ;
             if (r0 + r < r_end && j0 + 8u * g < p.K) {
-                staged.w = dequant8(r0 + r, j0 / 8u + g);
+                w = dequant8(r0 + r, j0 / 8u + g);
             }
+        }
+        if (PREFETCH) {
+            staged.w = w;
+        } else {
+            qt_put_weights(forward, flat, w);
         }
     }
     return staged;
@@ -157,18 +203,11 @@ fn qt_load_product(forward: bool, i0: u32, j0: u32, r0: u32, r_end: u32, reduce:
 fn qt_put_product(forward: bool, staged: QtStaged, flat: u32) {
     var k = 0u;
     for (var e = flat; e < 8u * TQ * 8u; e += TQ * TQ) {
-        let row = e / 8u;
-        qt_a[(e % 8u) * (2u * TQ + 1u) + row / 4u][row % 4u] = to_tile(staged.inp[k]);
+        qt_put_inp(e, staged.inp[k]);
         k++;
     }
     if (flat < 8u * TQ) {
-        if (forward) {
-            for (var r = 0u; r < 8u; r++) { qt_put(r, flat, staged.w[r / 4u][r % 4u]); }
-        } else {
-            let r = flat / TQ;
-            let g = flat % TQ;
-            for (var c = 0u; c < 8u; c++) { qt_put(r, 8u * g + c, staged.w[c / 4u][c % 4u]); }
-        }
+        qt_put_weights(forward, flat, staged.w);
     }
 }
 
@@ -220,11 +259,11 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
         for (var r0 = lo; r0 < hi; r0 += 8u) {
             if (term) {
                 qt_stage_term(i0, j0, r0, ncols, flat);
-            } else {
-                if (!PREFETCH) {
-                    staged = qt_load_product(forward, i0, j0, r0, hi, reduce, flat);
-                }
+            } else if (PREFETCH) {
                 qt_put_product(forward, staged, flat);
+            } else {
+                // (straight into the tiles)
+                _ = qt_load_product(forward, i0, j0, r0, hi, reduce, flat);
             }
             workgroupBarrier();
             // the next iteration's values on their way while this one's are summed
