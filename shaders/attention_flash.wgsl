@@ -179,7 +179,7 @@ fn dims_of(acc: ptr<function, Rows>, c: u32) -> vec4<f32> {
 }
 
 // Every dim of row i times f[i].
-fn scale_rows(acc: ptr<function, Rows>, f: vec4<f32>) {
+fn rows_times(acc: ptr<function, Rows>, f: vec4<f32>) {
     let a = *acc;
     *acc = Rows(a.c0 * f, a.c1 * f, a.c2 * f, a.c3 * f, a.c4 * f, a.c5 * f, a.c6 * f, a.c7 * f);
 }
@@ -321,11 +321,11 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
             stat_c[r] = rescale;
         }
         workgroupBarrier();
-        scale_rows(&o, vec4<f32>(stat_c[ty], stat_c[ty + 16u], stat_c[ty + 32u], stat_c[ty + 48u]));
+        rows_times(&o, vec4<f32>(stat_c[ty], stat_c[ty + 16u], stat_c[ty + 32u], stat_c[ty + 48u]));
         add_tile_times(li, &o, 2u, b, j0, p.NKV, kvh);
     }
     workgroupBarrier();
-    scale_rows(&o, 1.0 / vec4<f32>(stat_b[ty], stat_b[ty + 16u], stat_b[ty + 32u], stat_b[ty + 48u]));
+    rows_times(&o, 1.0 / vec4<f32>(stat_b[ty], stat_b[ty + 16u], stat_b[ty + 32u], stat_b[ty + 48u]));
     store_rows(li, &o, b, t0, p.NH, h, 1.0);
     if (li < BLOCK && t0 + li < p.T) { stats[stat(b, h, t0 + li)] = stat_a[li] + log(stat_b[li]); }
 }
