@@ -204,6 +204,9 @@ run ops-sweep 20 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --sh
 # the same f32 forwards with every one of wgpu's safeguards (the loop counters too), and with none
 run ops-checks-all 20 env HEARTH_SHADER_CHECKS=1 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $CHECKS_SHAPES
 run ops-checks-none 20 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $CHECKS_SHAPES
+# the f32 forward on the register-blocked kernels that CPU emulators get (matmul.wgsl: each
+# invocation reads its operands from memory, no workgroup tiles, no barriers)
+run ops-register 20 env HEARTH_KERNELS=llvmpipe "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536
 # the f32 matmuls in tiles of 128 staging 16 reduction steps per iteration (the ops table: 8)
 run ops-steps16 20 env HEARTH_TILE_STEPS=16 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536
 # LoRA's thin matmuls at 4 × 512 tokens, r 16 (their weight gradients take the split reduction)

@@ -136,6 +136,20 @@ def main():
             target = {"f32 forward": "≥ 0.5", "f16 coop forward": "≥ 0.3"}.get(r["op"], "")
             add(f"matmul 4096³ {r['op']} (GFLOP/s) vs torch {peer_dtype}", num(r["rate"]), num(torch_rate.get(peer_dtype)),
                 ratio(r["rate"], torch_rate.get(peer_dtype)), target, r["rate"] / torch_rate[peer_dtype] if torch_rate.get(peer_dtype) else None)
+        # this GPU's own peaks through Hearth's pipeline (bench ops' first rows): a matmul
+        # figure low by the same factor as the FMA rate is the GPU's (its clocks, the
+        # driver), not the kernel's
+        own = {r["op"]: r for r in ops["rows"] if r["op"].startswith("peak ")}
+        fma, add_bw = own.get("peak fma"), own.get("peak a + b")
+        if fma:
+            add("this GPU's f32 rate through Hearth's pipeline, no memory traffic (`peak fma`, GFLOP/s) vs torch's f32 matmul 4096³",
+                num(fma["rate"]), num(f32_peak), ratio(fma["rate"], f32_peak), "")
+            for r in square:
+                if r["op"] in ("f32 forward", "f16 coop forward"):
+                    add(f"matmul 4096³ {r['op']} vs that f32 rate (GFLOP/s)", num(r["rate"]), num(fma["rate"]), ratio(r["rate"], fma["rate"]), "")
+        if add_bw:
+            add("this GPU's bandwidth through Hearth's pipeline (`peak a + b`: residual_forward, 12 bytes a value, GB/s) vs torch's device copy",
+                num(add_bw["rate"]), num(gb_per_s), ratio(add_bw["rate"], gb_per_s), "")
         # each quantized format's fastest kernel (f32 tiles, f16 tiles, cooperative matrices)
         # against the f32 matmul of the same shape and kind: the issue's "no slower"
         f32_rate = {r["op"].split()[-1]: r["rate"] for r in square if r["op"] in ("f32 forward", "f32 backward_input")}
@@ -312,6 +326,7 @@ def main():
     for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
                        ("ops-checks-all", "f32 forward matmul with every one of wgpu's shader safeguards, the loop counters too (HEARTH_SHADER_CHECKS=1)"),
                        ("ops-checks-none", "f32 forward matmul with none of wgpu's shader safeguards (HEARTH_SHADER_CHECKS=0)"),
+                       ("ops-register", "f32 forward matmul on the register-blocked kernels of CPU emulators (matmul.wgsl, no workgroup memory; HEARTH_KERNELS=llvmpipe)"),
                        ("ops-steps16", "f32 matmuls with tiles of 128 staging 16 reduction steps per iteration (HEARTH_TILE_STEPS=16; the ops table above: 8)"),
                        ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)"),
                        ("ops-lora-split256", "LoRA's thin f32 matmuls, few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):

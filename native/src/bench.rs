@@ -9,6 +9,8 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use hearth_core::gpu::KernelStat;
 use hearth_core::model::Config;
+use hearth_core::ops::fma_peak::{fma_peak, fma_peak_flop};
+use hearth_core::ops::residual::residual_forward;
 use hearth_core::ops::matmul::{choose_tiling, matmul, matmul_with, tiled_for, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
 use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
@@ -292,7 +294,7 @@ fn ops(a: OpsArgs) -> Result<()> {
     // cooperative matrices on a context of their own (see open_coop_gpu)
     let coop_wanted = [COOP_OP, COOP_DX_OP].iter().any(|op| wanted(op) || QuantFormat::ALL.iter().any(|&f| wanted(&format!("{} {op}", format_name(f)))));
     let coop = if coop_wanted { crate::open_coop_gpu(&ctx)? } else { None };
-    let mut rows: Vec<Row> = Vec::new();
+    let mut rows = peak_rows(&ctx, a.quick, reps, &wanted)?;
     for (_, m, n, k) in &shapes {
         let (m, n, k) = (*m, *n, *k);
         let flop = 2.0 * (m * n * k) as f64;
@@ -401,6 +403,32 @@ fn ops(a: OpsArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The rows of this GPU's practical peaks, as the matmuls' rows are read against them:
+/// "peak fma", its f32 rate with no memory traffic (shaders/fma_peak.wgsl; M: invocations,
+/// N: chains each, K: rounds), and "peak a + b", the bandwidth of residual_forward over
+/// buffers as large as one binding holds, up to 256 MiB (its 12 bytes a value read and
+/// written; M: values).
+fn peak_rows(ctx: &GpuContext, quick: bool, reps: usize, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    if wanted(PEAK_FMA_OP) {
+        let (n, iters) = if quick { (1 << 16, 256) } else { (1 << 20, 1024) };
+        let out = ctx.alloc_f32(n)?;
+        let (ms, kernels) = time(ctx, reps, BATCH_MS, || fma_peak(ctx, &out, n, iters, 0.999, 0.001).expect("fma_peak launch"))?;
+        rows.push(Row { op: PEAK_FMA_OP.into(), kernels, shape: (n, 32, iters), ms, rate: (fma_peak_flop(n, iters) / ms / 1e6, "GFLOP/s") });
+    }
+    if wanted(PEAK_ADD_OP) {
+        let n = if quick { 1 << 20 } else { (ctx.max_bound_bytes().min(256 << 20) / 4) as usize };
+        let mut rng = Rng::new(1);
+        let (a, b, out) = (random(ctx, &mut rng, n)?, random(ctx, &mut rng, n)?, ctx.alloc_f32(n)?);
+        let (ms, kernels) = time(ctx, reps, BATCH_MS, || residual_forward(ctx, &out, &a, &b, n).expect("residual_forward launch"))?;
+        rows.push(Row { op: PEAK_ADD_OP.into(), kernels, shape: (n, 1, 1), ms, rate: (12.0 * n as f64 / ms / 1e6, "GB/s") });
+    }
+    Ok(rows)
+}
+
+const PEAK_FMA_OP: &str = "peak fma";
+const PEAK_ADD_OP: &str = "peak a + b";
 
 /// Lengths of a, b and the output of a `kind` product of M × N × K (ops::matmul's layouts).
 fn operand_lens(kind: MatmulKind, m: usize, n: usize, k: usize) -> (usize, usize, usize) {

@@ -148,6 +148,26 @@ fn bench_ops_json_names_each_kernel() {
     }
 }
 
+/// The GPU's own peaks that the matmuls' rows are read against: its f32 rate with no memory
+/// traffic and a bandwidth, each named with its kernel and unit.
+#[test]
+fn bench_ops_json_times_the_gpus_peaks() {
+    if hearth_tests::gpu().is_none() {
+        return;
+    }
+    let v = bench(&["ops", "--quick", "--reps", "1", "--filter", "peak"]);
+    let rows = v["rows"].as_array().unwrap();
+    let got: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r["op"].as_str().unwrap(), r["kernels"][0].as_str().unwrap(), r["unit"].as_str().unwrap())).collect();
+    assert_eq!(got, [("peak fma", "fma_peak:fma_peak [default]", "GFLOP/s"), ("peak a + b", "residual:residual_forward [default]", "GB/s")], "{v}");
+    for r in rows {
+        assert!(f(r, "rate") > 0.0 && f(r, "ms") > 0.0, "{r}");
+    }
+    // 64 FLOPs a round of each invocation's chains
+    let fma = &rows[0];
+    let flop = 64.0 * f(fma, "m") * f(fma, "k");
+    assert!((flop / f(fma, "ms") / 1e6 / f(fma, "rate") - 1.0).abs() < 1e-9, "{fma}");
+}
+
 /// HEARTH_ADAPTER=noop: wgpu's backend that runs nothing, shaped like a GPU, so that a bench
 /// times the host's side alone (recording, bind groups, submissions): the GPU kernels' paths,
 /// the same launches every step as a real GPU would get, no GPU time claimed.

@@ -5,7 +5,7 @@ use hearth_core::ops::attention::{attention_backward_with, attention_decode, att
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::block_copy::{block_copy, Columns};
 use hearth_core::ops::swiglu::Activation;
-use hearth_core::ops::{adamw, cross_entropy, dropout, embedding, grad_norm, lora, residual, rmsnorm, rope, swiglu};
+use hearth_core::ops::{adamw, cross_entropy, dropout, embedding, fma_peak, grad_norm, lora, residual, rmsnorm, rope, swiglu};
 use hearth_tests::*;
 
 // Element-wise kernels: f32 rounding of a few operations.
@@ -101,6 +101,26 @@ fn residual_and_swiglu_match_cpu() {
                 assert_close(&format!("{act:?} dgate"), &read(ctx, &dg), &wdg, ELEM.0, ELEM.1);
                 assert_close(&format!("{act:?} dup"), &read(ctx, &du), &wdu, ELEM.0, ELEM.1);
             }
+        }
+    });
+}
+
+/// `bench ops`' "peak fma" kernel computes what it claims, so that its rate counts real
+/// FLOPs: every chain from its own start (|m| near 1 over a few rounds, so that a chain's start
+/// still shows in the sum: 0.9¹⁷ ≈ 0.17), workgroups past the last one's invocations idle.
+#[test]
+fn fma_peak_matches_cpu() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(29);
+        for (n, iters) in [(1, 0), (255, 1), (1000, 3), (70_001, 17)] {
+            let sign = if rng.uniform(0.0, 1.0) < 0.5 { -1.0 } else { 1.0 };
+            let (m, c) = (sign * rng.uniform(0.9, 1.0), rng.uniform(-0.1, 0.1));
+            let out = poisoned(ctx, n);
+            fma_peak::fma_peak(ctx, &out, n, iters, m, c).unwrap();
+            let mut want = vec![0.0; n];
+            cpu::fma_peak(&mut want, iters, m as f64, c as f64);
+            // each chain within 3.7 of 0, its f32 rounding ≤ 2.4e-7 a round; 32 chains summed
+            assert_close(&format!("fma_peak n {n}, {iters} rounds"), &read(ctx, &out), &want, 2e-4, 1e-5);
         }
     });
 }

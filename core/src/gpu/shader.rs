@@ -126,6 +126,8 @@ shaders! {
     GradNorm => "grad_norm.wgsl" | GradNormSubgroups,
     Dropout => "dropout.wgsl",
     BlockCopy => "block_copy.wgsl",
+    /// The GPU's f32 rate with no memory traffic (`hearth bench ops`).
+    FmaPeak => "fma_peak.wgsl",
     /// The ops with workgroup reductions, on subgroup operations (core/build/).
     RmsnormSubgroups => "rmsnorm_subgroups.wgsl",
     CrossEntropySubgroups => "cross_entropy_subgroups.wgsl",

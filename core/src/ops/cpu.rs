@@ -258,6 +258,15 @@ pub fn block_copy(dst: &mut [f64], dst_stride: usize, dst_col: usize, src: &[f64
     }
 }
 
+/// shaders/fma_peak.wgsl: out[i] = the sum of 32 chains x ← x·m + c after `iters` rounds,
+/// chain j of invocation i starting at (i mod 1024) / 1024 + j / 32.
+pub fn fma_peak(out: &mut [f64], iters: usize, m: f64, c: f64) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let s = (i % 1024) as f64 / 1024.0;
+        *o = (0..32).map(|j| (0..iters).fold(s + j as f64 / 32.0, |x, _| x * m + c)).sum();
+    }
+}
+
 /// out = a + b
 pub fn residual_forward(out: &mut [f64], a: &[f64], b: &[f64]) {
     for i in 0..out.len() {

@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod embedding;
+pub mod fma_peak;
 pub mod grad_norm;
 pub mod lora;
 pub mod matmul;
