@@ -409,13 +409,20 @@ const HEAD_CHUNK_BYTES: u64 = 128 << 20;
 const HEAD_CHUNK_ROWS: usize = 256;
 
 /// R, the head's rows per chunk for micro-batches of `n` tokens and a vocabulary of `v`: as
-/// many as fit HEAD_CHUNK_BYTES and one binding, in multiples of 64 (where a chunk's rows of
-/// the head's per-token buffers start at offsets a launch can bind, [`HeadRows`]), at most
-/// HEAD_CHUNK_ROWS and `n`. Each chunk is four launches or so (the lm_head, cross-entropy, the
-/// input gradient and its split's sum): SmolLM2 at 4 × 512 tokens takes 8 chunks, not 32.
+/// many as fit HEAD_CHUNK_BYTES and one binding, at most HEAD_CHUNK_ROWS and `n`, in multiples
+/// of 128 where that many fit, else of 64 (where a chunk's rows of the head's per-token
+/// buffers start at offsets a launch can bind, [`HeadRows`]). 128 is the side of the GPUs'
+/// wide tiles: Qwen2.5's 151,936 words a row fit 220 rows, and chunks of 192 had each product
+/// compute a second row of tiles, half of it empty: a third more than the head's FLOPs. Each
+/// chunk is four launches or so (the lm_head, cross-entropy, the input gradient and its
+/// split's sum): SmolLM2 at 4 × 512 tokens takes 8 chunks, not 32.
 fn head_rows(n: usize, v: usize, binding_limit: u64) -> usize {
     let fit = (HEAD_CHUNK_BYTES.min(binding_limit) / (v as u64 * 4)) as usize;
-    let rows = if fit >= 64 { fit / 64 * 64 } else { fit.max(1) };
+    let rows = match fit {
+        128.. => fit / 128 * 128,
+        64.. => 64,
+        _ => fit.max(1),
+    };
     rows.min(HEAD_CHUNK_ROWS).min(n)
 }
 
@@ -1064,5 +1071,24 @@ impl TrainPass {
             rmsnorm_backward(ctx, &s.dres, h.get(Dxn), last, &model.final_norm, &s.rstdf, n, c)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_rows;
+
+    #[test]
+    fn head_chunks_take_whole_wide_tiles_of_rows() {
+        let big = 2047 << 20;
+        // SmolLM2 (fits 682 rows), Llama 3 (261), Qwen2.5 (220: 128, not 192), Gemma 3 (128)
+        for (v, want) in [(49_152, 256), (128_256, 256), (151_936, 128), (262_144, 128)] {
+            assert_eq!(head_rows(2048, v, big), want, "vocabulary {v}");
+        }
+        // fewer rows fit a small binding: 64, then as many as fit
+        assert_eq!(head_rows(2048, 151_936, 64 << 20), 64);
+        assert_eq!(head_rows(2048, 151_936, 16 << 20), 27);
+        // never past the micro-batch
+        assert_eq!(head_rows(100, 49_152, big), 100);
     }
 }
