@@ -76,19 +76,24 @@ override BK: u32 = 8u;
 var<workgroup> tile_a: array<vec4<TileElem>, BK * (2u * TY + 1u)>;
 var<workgroup> tile_b: array<vec4<TileElem>, BK * (2u * TX + 1u)>;
 
+// Where A(i, rr) lies in `a`: past `a_off` by its strides, or in its column blocks.
+fn a_index(a_off: u32, i: u32, rr: u32) -> u32 {
+    if (p.a_block2 == 0u) {
+        return a_off + i * p.a_si + rr * p.a_sr;
+    }
+    let starts = vec2<u32>(p.a_block2, p.a_block3);
+    let offsets = vec2<u32>(p.a_block2_at, p.a_block3_at);
+    // an input gradient's a: blocks along the reduction; a weight gradient's (aᵀ read):
+    // along the output's rows
+    return select(block_index(i, rr, starts, offsets, p.R), block_index(rr, i, starts, offsets, p.M), p.a_blocks_on_rows != 0u);
+}
+
 // A(i, rr) (dropout applied where it masks A), or H(i, rr) where `term`.
 fn a_value(term: bool, a_off: u32, i: u32, rr: u32) -> f32 {
     if (term) {
         return term_h_at(term_h_index(i, rr));
     }
-    var idx = a_off + i * p.a_si + rr * p.a_sr;
-    if (p.a_block2 != 0u) {
-        let starts = vec2<u32>(p.a_block2, p.a_block3);
-        let offsets = vec2<u32>(p.a_block2_at, p.a_block3_at);
-        // an input gradient's a: blocks along the reduction; a weight gradient's (aᵀ read):
-        // along the output's rows
-        idx = select(block_index(i, rr, starts, offsets, p.R), block_index(rr, i, starts, offsets, p.M), p.a_blocks_on_rows != 0u);
-    }
+    let idx = a_index(a_off, i, rr);
     return drop_at(DROP_A, idx, a[idx]);
 }
 
@@ -110,48 +115,63 @@ fn stage_walk(flat: u32, lines: u32, along_r: bool) -> StageWalk {
                      select(0u, TX * TY / BK, along_r), select(TX * TY / lines, 0u, along_r));
 }
 
-// The values an invocation stages of one operand per iteration, loaded before the previous
-// iteration's sums so that their latency hides behind them (load_a, load_b), and written to
-// the tiles after its barrier (put): (8·T)·BK / (TX·TY) of them, 8 in a workgroup of
-// 8 × 8 and 4 in one of 16 × 16. Loaded in turn (PREFETCH off), they go straight into the
-// tiles instead, with no array between: a driver that does not unroll the walk would keep
-// the array in memory.
+// The values an invocation stages of one operand per iteration (load_a, load_b), written to
+// the tiles by put_a and put_b: (8·T)·BK / (TX·TY) of them, 8 in a workgroup of 8 × 8 and 4
+// in one of 16 × 16. Loaded a step ahead (PREFETCH), before the previous iteration's sums so
+// that their latency hides behind them; else just before they are written.
+// Each value is loaded whether or not it lies inside the product (from index 0 where it does
+// not; put_a and put_b zero it), and nothing is done to it in between: a load under a branch
+// waits for the branch, so the walk's loads would reach memory one round trip at a time
+// instead of all in flight together.
 const STAGED: u32 = 8u;
 alias Staged = array<f32, STAGED>;
 
-// A(i0.., r0..) along stage_walk's walk (zero past r_end and M), or H's where `term`, each
-// row scaled where the launch scales rows. Consecutive invocations take consecutive
-// addresses of `a`: along r when r is its contiguous index, else along the rows.
+// A's values of rows i0.. and steps r0.. along stage_walk's walk (or H's where `term`); those
+// past r_end or M are put_a's to zero. Consecutive invocations take consecutive addresses of
+// `a`: along r when r is its contiguous index, else along the rows.
 fn load_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
     let rows = 8u * TY;
     let w = stage_walk(flat, rows, staged_along_r(term));
-    // a's address steps with the walk, but for a term's H and for A in blocks (a_value)
-    let indexed = term || p.a_block2 != 0u;
-    var row = w.line;
-    var r = w.r;
-    var at = a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr;
-    let d_at = w.d_line * p.a_si + w.d_r * p.a_sr;
     var staged: Staged;
-    for (var k = 0u; k < rows * BK / (TX * TY); k++) {
-        var v = 0.0;
-        if (i0 + row < p.M && r0 + r < r_end) {
-            if (indexed) {
-                v = a_value(term, a_off, i0 + row, r0 + r);
-            } else {
-                v = drop_at(DROP_A, at, a[at]);
-            }
-            v = row_scaled(row, v);
+    if (term) {
+        for (var k = 0u; k < rows * BK / (TX * TY); k++) {
+            let i = i0 + w.line + k * w.d_line;
+            let rr = r0 + w.r + k * w.d_r;
+            staged[k] = term_h_at(select(0u, term_h_index(i, rr), (i < p.M) & (rr < r_end)));
         }
-        if (PREFETCH) {
-            staged[k] = v;
-        } else {
-            put_value(false, rows, row, r, v);
+    } else if (p.a_block2 != 0u) {
+        for (var k = 0u; k < rows * BK / (TX * TY); k++) {
+            let i = i0 + w.line + k * w.d_line;
+            let rr = r0 + w.r + k * w.d_r;
+            staged[k] = a[select(0u, a_index(a_off, i, rr), (i < p.M) & (rr < r_end))];
         }
-        row += w.d_line;
-        r += w.d_r;
-        at += d_at;
+    } else {
+        // (a's address steps with the walk)
+        var at = a_index(a_off, i0 + w.line, r0 + w.r);
+        let d_at = w.d_line * p.a_si + w.d_r * p.a_sr;
+        for (var k = 0u; k < rows * BK / (TX * TY); k++) {
+            let inside = (i0 + w.line + k * w.d_line < p.M) & (r0 + w.r + k * w.d_r < r_end);
+            staged[k] = a[select(0u, at, inside)];
+            at += d_at;
+        }
     }
     return staged;
+}
+
+// load_a's values into tile_a: zero past r_end and M, dropout applied where it masks A, each
+// row scaled where the launch scales rows.
+fn put_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32, staged: Staged) {
+    let rows = 8u * TY;
+    let w = stage_walk(flat, rows, staged_along_r(term));
+    for (var k = 0u; k < rows * BK / (TX * TY); k++) {
+        let row = w.line + k * w.d_line;
+        let r = w.r + k * w.d_r;
+        var v = select(0.0, staged[k], (i0 + row < p.M) & (r0 + r < r_end));
+        if (!term && p.drop_on == DROP_A) {
+            v = drop_at(DROP_A, a_index(a_off, i0 + row, r0 + r), v);
+        }
+        put_value(false, rows, row, r, row_scaled(row, v));
+    }
 }
 
 // What pieces/row_scales.wgsl's scale_rows reads (f16 tiles).
@@ -163,39 +183,51 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 { return a_value(
 // Whether consecutive invocations stage B (or V where `term`) along r.
 fn b_along_r(term: bool) -> bool { return select(p.b_sr, p.term_v_sr, term) == 1u; }
 
-// B's, or term_scale·V's where `term`, along stage_walk's walk (zero past r_end and N).
+// B's values of columns j0.. and steps r0.. along stage_walk's walk (or V's where `term`);
+// those past r_end or N, and V's off its blocks, are put_b's to zero.
 fn load_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
     let cols = 8u * TX;
     let w = stage_walk(flat, cols, b_along_r(term));
-    var col = w.line;
-    var r = w.r;
-    var at = b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr;
-    let d_at = w.d_line * p.b_sj + w.d_r * p.b_sr;
     var staged: Staged;
-    for (var k = 0u; k < cols * BK / (TX * TY); k++) {
-        let j = j0 + col;
-        let rr = r0 + r;
-        var v = 0.0;
-        if (j < p.N && rr < r_end) {
-            if (term) {
-                let at_v = term_v_index(j, rr);
-                if (at_v >= 0) {
-                    v = p.term_scale * term_v_at(u32(at_v));
-                }
-            } else {
-                v = drop_at(DROP_B, at, b[at]);
-            }
+    if (term) {
+        for (var k = 0u; k < cols * BK / (TX * TY); k++) {
+            let j = j0 + w.line + k * w.d_line;
+            let rr = r0 + w.r + k * w.d_r;
+            let at_v = term_v_index(j, rr);
+            staged[k] = term_v_at(select(0u, u32(at_v), (j < p.N) & (rr < r_end) & (at_v >= 0)));
         }
-        if (PREFETCH) {
-            staged[k] = v;
-        } else {
-            put_value(true, cols, col, r, v);
+    } else {
+        var at = b_off + (j0 + w.line) * p.b_sj + (r0 + w.r) * p.b_sr;
+        let d_at = w.d_line * p.b_sj + w.d_r * p.b_sr;
+        for (var k = 0u; k < cols * BK / (TX * TY); k++) {
+            let inside = (j0 + w.line + k * w.d_line < p.N) & (r0 + w.r + k * w.d_r < r_end);
+            staged[k] = b[select(0u, at, inside)];
+            at += d_at;
         }
-        col += w.d_line;
-        r += w.d_r;
-        at += d_at;
     }
     return staged;
+}
+
+// load_b's values into tile_b: zero past r_end and N (and V's off its blocks), dropout
+// applied where it masks B, V's times term_scale.
+fn put_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32, staged: Staged) {
+    let cols = 8u * TX;
+    let w = stage_walk(flat, cols, b_along_r(term));
+    for (var k = 0u; k < cols * BK / (TX * TY); k++) {
+        let col = w.line + k * w.d_line;
+        let r = w.r + k * w.d_r;
+        let j = j0 + col;
+        let rr = r0 + r;
+        var inside = (j < p.N) & (rr < r_end);
+        var v = staged[k];
+        if (term) {
+            inside = inside & (term_v_index(j, rr) >= 0);
+            v *= p.term_scale;
+        } else if (p.drop_on == DROP_B) {
+            v = drop_at(DROP_B, b_off + j * p.b_sj + rr * p.b_sr, v);
+        }
+        put_value(true, cols, col, r, select(0.0, v, inside));
+    }
 }
 
 // v into tile_a[r][line], or tile_b[r][line] (`on_b`), of `lines` rows (columns).
@@ -206,19 +238,6 @@ fn put_value(on_b: bool, lines: u32, line: u32, r: u32, v: f32) {
         tile_b[at][line % 4u] = to_tile(v);
     } else {
         tile_a[at][line % 4u] = to_tile(v);
-    }
-}
-
-// load_a's values into tile_a, or load_b's into tile_b (`on_b`): the walk over `lines` rows
-// (columns) they were loaded along.
-fn put(on_b: bool, lines: u32, along_r: bool, staged: Staged, flat: u32) {
-    let w = stage_walk(flat, lines, along_r);
-    var line = w.line;
-    var r = w.r;
-    for (var k = 0u; k < lines * BK / (TX * TY); k++) {
-        put_value(on_b, lines, line, r, staged[k]);
-        line += w.d_line;
-        r += w.d_r;
     }
 }
 
@@ -317,14 +336,12 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
             staged_b = load_b(term, b_off, j0, lo, hi, flat);
         }
         for (var r0 = lo; r0 < hi; r0 += BK) {
-            if (PREFETCH) {
-                put(false, 8u * TY, staged_along_r(term), staged_a, flat);
-                put(true, 8u * TX, b_along_r(term), staged_b, flat);
-            } else {
-                // (straight into the tiles)
-                _ = load_a(term, a_off, i0, r0, hi, flat);
-                _ = load_b(term, b_off, j0, r0, hi, flat);
+            if (!PREFETCH) {
+                staged_a = load_a(term, a_off, i0, r0, hi, flat);
+                staged_b = load_b(term, b_off, j0, r0, hi, flat);
             }
+            put_a(term, a_off, i0, r0, hi, flat, staged_a);
+            put_b(term, b_off, j0, r0, hi, flat, staged_b);
             workgroupBarrier();
             // the next iteration's values on their way while this one's are summed
             if (PREFETCH && r0 + BK < hi) {

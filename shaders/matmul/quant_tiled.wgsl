@@ -116,10 +116,11 @@ fn qt_store_block(z: u32, ia: u32, ib: u32, ja: u32, jb: u32, ncols: u32, acc00:
 
 // What an invocation stages of the product per iteration: its values of inp (8·TQ rows by 8
 // steps over TQ² invocations: 8 or 4) and the 8 weights it decodes (those with flat < 8·TQ),
-// loaded before the previous iteration's sums so that their latency hides behind them
-// (qt_load_product) and written to the tiles after its barrier (qt_put_product). Loaded in
-// turn (PREFETCH off), they go straight into the tiles instead, with no array between (as
-// matmul_tiled.wgsl's).
+// loaded before the previous iteration's sums so that their latency hides behind them, or
+// (PREFETCH off) just before they are written (qt_load_product), then written to the tiles
+// (qt_put_product). As in matmul_tiled.wgsl, each is loaded whether or not it lies inside the
+// product (from index 0, or block 0, where it does not; qt_put_product zeroes it), so that the
+// loads are one run with no branch between them, all in flight together.
 struct QtStaged {
     inp: array<f32, 8>,
     w: array<vec4<f32>, 2>,
@@ -155,59 +156,63 @@ fn qt_put_weights(forward: bool, flat: u32, w: array<vec4<f32>, 2>) {
     qt_put_weight(forward, flat, 7u, hi.w);
 }
 
-// inp(i0.., r0..) (zero past r_end and M, each row scaled where the launch scales rows) and
-// W's 8 weights: of column j0 + flat at r0.. for the forward (W(j, r)); for the input
-// gradient (W(r, j)), of row r0 + flat / TQ at the flat % TQ-th 8 of its columns j0... Into
-// the staged values, or (loaded in turn) straight into the tiles.
+// Whether the 8 weights an invocation decodes lie inside the product: of column j0 + flat for
+// the forward; of row r0 + flat / TQ at the flat % TQ-th 8 of its columns j0.. for the input
+// gradient.
+fn qt_weights_inside(forward: bool, j0: u32, r0: u32, r_end: u32, flat: u32) -> bool {
+    if (forward) {
+        return j0 + flat < p.N;
+    }
+    return (r0 + flat / TQ < r_end) & (j0 + 8u * (flat % TQ) < p.K);
+}
+
+// inp(i0.., r0..) along the walk e = flat + k·TQ² (row e / 8, step e % 8), and W's 8 weights
+// (W(j, r) for the forward, W(r, j) for the input gradient); those outside the product are
+// qt_put_product's to zero.
 fn qt_load_product(forward: bool, i0: u32, j0: u32, r0: u32, r_end: u32, reduce: u32, flat: u32) -> QtStaged {
     var staged: QtStaged;
-    var k = 0u;
-    for (var e = flat; e < 8u * TQ * 8u; e += TQ * TQ) {
-        let row = e / 8u;
-        let r = e % 8u;
-        var v = 0.0;
-        if (i0 + row < p.M && r0 + r < r_end) {
-            v = row_scaled(row, inp_at(i0 + row, r0 + r, reduce));
+    let r = r0 + flat % 8u;
+    if (p.a_block2 != 0u) {
+        var k = 0u;
+        for (var e = flat; e < 8u * TQ * 8u; e += TQ * TQ) {
+            let i = i0 + e / 8u;
+            staged.inp[k] = inp_word(select(0u, inp_index(i, r, reduce), (i < p.M) & (r < r_end)));
+            k++;
         }
-        if (PREFETCH) {
-            staged.inp[k] = v;
-        } else {
-            qt_put_inp(e, v);
+    } else {
+        // (the walk keeps its step and moves TQ² / 8 rows at a time)
+        var idx = (i0 + flat / 8u) * reduce + r;
+        var k = 0u;
+        for (var e = flat; e < 8u * TQ * 8u; e += TQ * TQ) {
+            staged.inp[k] = inp_word(select(0u, idx, (i0 + e / 8u < p.M) & (r < r_end)));
+            idx += TQ * TQ / 8u * reduce;
+            k++;
         }
-        k++;
     }
     if (flat < 8u * TQ) {
-        // (zero past the edges)
-        var w = array<vec4<f32>, 2>();
+        let inside = qt_weights_inside(forward, j0, r0, r_end, flat);
         if (forward) {
-            if (j0 + flat < p.N) {
-                w = dequant8(j0 + flat, r0 / 8u);
-            }
+            staged.w = dequant8(select(0u, j0 + flat, inside), select(0u, r0 / 8u, inside));
         } else {
-            let r = flat / TQ;
-            let g = flat % TQ;
-            if (r0 + r < r_end && j0 + 8u * g < p.K) {
-                w = dequant8(r0 + r, j0 / 8u + g);
-            }
-        }
-        if (PREFETCH) {
-            staged.w = w;
-        } else {
-            qt_put_weights(forward, flat, w);
+            staged.w = dequant8(select(0u, r0 + flat / TQ, inside), select(0u, j0 / 8u + flat % TQ, inside));
         }
     }
     return staged;
 }
 
-// qt_load_product's values into qt_a[r][row] and qt_b[r][col].
-fn qt_put_product(forward: bool, staged: QtStaged, flat: u32) {
+// qt_load_product's values into qt_a[r][row] and qt_b[r][col]: zero outside the product (past
+// r_end and the edges), inp's rows scaled where the launch scales rows.
+fn qt_put_product(forward: bool, staged: QtStaged, i0: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
+    let step_inside = r0 + flat % 8u < r_end;
     var k = 0u;
     for (var e = flat; e < 8u * TQ * 8u; e += TQ * TQ) {
-        qt_put_inp(e, staged.inp[k]);
+        let row = e / 8u;
+        qt_put_inp(e, select(0.0, row_scaled(row, staged.inp[k]), step_inside & (i0 + row < p.M)));
         k++;
     }
     if (flat < 8u * TQ) {
-        qt_put_weights(forward, flat, staged.w);
+        let inside = qt_weights_inside(forward, j0, r0, r_end, flat);
+        qt_put_weights(forward, flat, array<vec4<f32>, 2>(select(vec4<f32>(), staged.w[0], inside), select(vec4<f32>(), staged.w[1], inside)));
     }
 }
 
@@ -259,11 +264,11 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
         for (var r0 = lo; r0 < hi; r0 += 8u) {
             if (term) {
                 qt_stage_term(i0, j0, r0, ncols, flat);
-            } else if (PREFETCH) {
-                qt_put_product(forward, staged, flat);
             } else {
-                // (straight into the tiles)
-                _ = qt_load_product(forward, i0, j0, r0, hi, reduce, flat);
+                if (!PREFETCH) {
+                    staged = qt_load_product(forward, i0, j0, r0, hi, reduce, flat);
+                }
+                qt_put_product(forward, staged, i0, j0, r0, hi, flat);
             }
             workgroupBarrier();
             // the next iteration's values on their way while this one's are summed

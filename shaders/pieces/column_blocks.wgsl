@@ -14,15 +14,16 @@ fn block_of(r: u32, starts: vec2<u32>) -> u32 {
     return select(0u, 1u, starts.x != 0u && r >= starts.x) + select(0u, 1u, starts.y != 0u && r >= starts.y);
 }
 
-// The flat index of element (i, r).
+// The flat index of element (i, r). (Selects, not branches: the tiled kernels load through
+// it, and a load under a branch waits for the branch.)
 fn block_index(i: u32, r: u32, starts: vec2<u32>, offsets: vec2<u32>, end: u32) -> u32 {
-    if (starts.y != 0u && r >= starts.y) {
-        return offsets.y + i * (end - starts.y) + r - starts.y;
-    }
-    if (r >= starts.x) {
-        return offsets.x + i * (select(end, starts.y, starts.y != 0u) - starts.x) + r - starts.x;
-    }
-    return i * starts.x + r;
+    let third = (starts.y != 0u) & (r >= starts.y);
+    let second = !third & (r >= starts.x);
+    // each block's first column, width and place
+    let first = select(select(0u, starts.x, second), starts.y, third);
+    let width = select(select(starts.x, select(end, starts.y, starts.y != 0u) - starts.x, second), end - starts.y, third);
+    let at = select(select(0u, offsets.x, second), offsets.y, third);
+    return at + i * width + r - first;
 }
 
 // H(i, q) of a low-rank term: blocked where h_block2 is set (the dh, or the x·Aᵀ, of each of
