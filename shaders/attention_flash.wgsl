@@ -101,26 +101,43 @@ fn sees(t: u32, j: u32, seg_t: u32, seg_j: u32) -> bool {
     return j <= t && seg_t == seg_j && (p.window == 0u || t - j < p.window);
 }
 
+// Both stages load their four values first, each from a clamped index (0 where it lies past
+// the rows or HS), and zero those outside as they store them: a load under a branch waits
+// for the branch, and the four would reach memory one round trip at a time (as
+// matmul_tiled.wgsl's load_a).
+
 // Dims d0..d0 + 16 of rows r0..r0 + 64 of `which` (head hh of `heads`) into the stage at
 // `at`, transposed (zeros past its rows and HS).
 fn stage_transposed(li: u32, which: u32, at: u32, b: u32, r0: u32, heads: u32, hh: u32, d0: u32) {
-    for (var e = li; e < 1024u; e += 256u) {
-        let r = e / 16u;
-        let dd = e % 16u;
-        var x = 0.0;
-        if (r0 + r < rows_of(which) && d0 + dd < p.HS) { x = fetch(which, row(b, r0 + r, heads, hh) + d0 + dd); }
-        stage[at + dd * PAD + r] = x;
+    var x: vec4<f32>;
+    var inside: vec4<bool>;
+    for (var n = 0u; n < 4u; n++) {
+        let e = li + 256u * n;
+        inside[n] = (r0 + e / 16u < rows_of(which)) & (d0 + e % 16u < p.HS);
+        x[n] = fetch(which, select(0u, row(b, r0 + e / 16u, heads, hh) + d0 + e % 16u, inside[n]));
+    }
+    for (var n = 0u; n < 4u; n++) {
+        let e = li + 256u * n;
+        stage[at + (e % 16u) * PAD + e / 16u] = select(0.0, x[n], inside[n]);
     }
 }
 
 // Rows r0..r0 + 16 of `which` (head hh of `heads`) into the stage, row-major (zeros past its
-// rows).
+// rows), four values an invocation at a time.
 fn stage_rows(li: u32, which: u32, b: u32, r0: u32, heads: u32, hh: u32) {
-    for (var e = li; e < 16u * p.HS; e += 256u) {
-        let r = r0 + e / p.HS;
-        var x = 0.0;
-        if (r < rows_of(which)) { x = fetch(which, row(b, r, heads, hh) + e % p.HS); }
-        stage[e] = x;
+    let end = 16u * p.HS;
+    for (var e0 = li; e0 < end; e0 += 1024u) {
+        var x: vec4<f32>;
+        var inside: vec4<bool>;
+        for (var n = 0u; n < 4u; n++) {
+            let e = e0 + 256u * n;
+            inside[n] = (e < end) & (r0 + e / p.HS < rows_of(which));
+            x[n] = fetch(which, select(0u, row(b, r0 + e / p.HS, heads, hh) + e % p.HS, inside[n]));
+        }
+        for (var n = 0u; n < 4u; n++) {
+            let e = e0 + 256u * n;
+            if (e < end) { stage[e] = select(0.0, x[n], inside[n]); }
+        }
     }
 }
 
