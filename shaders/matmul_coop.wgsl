@@ -42,31 +42,46 @@ fn quad_step(along_r: bool) -> vec2<u32> {
     return select(vec2<u32>(1u, 0u), vec2<u32>(0u, 1u), along_r);
 }
 
-// Four consecutive values of `a` per invocation and pass, along its contiguous index (r, or
-// the rows), consecutive invocations taking the next four: one address and one bounds check
-// for the four where they lie inside and A is not in blocks.
-fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
+// Both stages take their passes four at a time: every value of the four loaded first, each
+// from a clamped index (0 where it lies outside the product), then each stored, zeroed where
+// outside. A load under a branch waits for the branch, and the passes' loads would reach
+// memory one round trip at a time (as matmul_tiled.wgsl's load_a).
+
+// Pass e's values of `a` (four consecutive along its contiguous index: r, or the rows;
+// consecutive invocations taking the next four) at its place in the tile: (row, r) of value t.
+fn a_place(e: u32, t: u32) -> vec2<u32> {
     let along_r = p.a_sr == 1u;
-    // (row, r) from one value to the next, and the address
-    let step = quad_step(along_r);
-    let stride = select(p.a_si, p.a_sr, along_r);
-    for (var e = flat; e < TILE * BK / 4u; e += WG) {
-        let start = quad_start(e, along_r);
-        let row = start.x;
-        let r = start.y;
-        let last = vec2<u32>(i0 + row, r0 + r) + 3u * step;
-        let inside = last.x < p.M && last.y < r_end && p.a_block2 == 0u;
-        let at = a_off + (i0 + row) * p.a_si + (r0 + r) * p.a_sr;
-        for (var t = 0u; t < 4u; t++) {
-            let rt = row + t * step.x;
-            let kt = r + t * step.y;
-            var v = 0.0;
-            if (inside) {
-                v = a[at + t * stride];
-            } else if (i0 + rt < p.M && r0 + kt < r_end) {
-                v = a_value(a_off, i0 + rt, r0 + kt);
+    return quad_start(e, along_r) + t * quad_step(along_r);
+}
+
+fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
+    let end = TILE * BK / 4u;
+    for (var e0 = flat; e0 < end; e0 += 4u * WG) {
+        var quads: array<vec4<f32>, 4>;
+        if (p.a_block2 != 0u) {
+            for (var n = 0u; n < 4u; n++) {
+                for (var t = 0u; t < 4u; t++) {
+                    let at = vec2<u32>(i0, r0) + a_place(e0 + n * WG, t);
+                    let idx = block_index(at.x, at.y, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R);
+                    quads[n][t] = a[select(0u, idx, (e0 + n * WG < end) & (at.x < p.M) & (at.y < r_end))];
+                }
             }
-            tile_a[rt * LD + kt] = to_tile(row_scaled(rt, v));
+        } else {
+            for (var n = 0u; n < 4u; n++) {
+                for (var t = 0u; t < 4u; t++) {
+                    let at = vec2<u32>(i0, r0) + a_place(e0 + n * WG, t);
+                    quads[n][t] = a[select(0u, a_off + at.x * p.a_si + at.y * p.a_sr, (e0 + n * WG < end) & (at.x < p.M) & (at.y < r_end))];
+                }
+            }
+        }
+        for (var n = 0u; n < 4u; n++) {
+            if (e0 + n * WG < end) {
+                for (var t = 0u; t < 4u; t++) {
+                    let place = a_place(e0 + n * WG, t);
+                    let inside = (i0 + place.x < p.M) & (r0 + place.y < r_end);
+                    tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, select(0.0, quads[n][t], inside)));
+                }
+            }
         }
     }
 }
@@ -82,28 +97,32 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
     return a_value(a_off, i, r);
 }
 
-// As stage_a: four consecutive values of `b` along r, or along the columns.
+// As stage_a: four consecutive values of `b` along r, or along the columns; (col, r) of
+// value t of pass e.
+fn b_place(e: u32, t: u32) -> vec2<u32> {
+    let along_r = p.b_sr == 1u;
+    return quad_start(e, along_r) + t * quad_step(along_r);
+}
+
 fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let b_off = z * p.b_batch;
-    let along_r = p.b_sr == 1u;
-    // (col, r) from one value to the next, and the address
-    let step = quad_step(along_r);
-    let stride = select(p.b_sj, p.b_sr, along_r);
-    for (var e = flat; e < TILE * BK / 4u; e += WG) {
-        let start = quad_start(e, along_r);
-        let col = start.x;
-        let r = start.y;
-        let last = vec2<u32>(j0 + col, r0 + r) + 3u * step;
-        let inside = last.x < p.N && last.y < r_end;
-        let at = b_off + (j0 + col) * p.b_sj + (r0 + r) * p.b_sr;
-        for (var t = 0u; t < 4u; t++) {
-            let ct = col + t * step.x;
-            let kt = r + t * step.y;
-            var v = 0.0;
-            if (inside || (j0 + ct < p.N && r0 + kt < r_end)) {
-                v = b[at + t * stride];
+    let end = TILE * BK / 4u;
+    for (var e0 = flat; e0 < end; e0 += 4u * WG) {
+        var quads: array<vec4<f32>, 4>;
+        for (var n = 0u; n < 4u; n++) {
+            for (var t = 0u; t < 4u; t++) {
+                let at = vec2<u32>(j0, r0) + b_place(e0 + n * WG, t);
+                quads[n][t] = b[select(0u, b_off + at.x * p.b_sj + at.y * p.b_sr, (e0 + n * WG < end) & (at.x < p.N) & (at.y < r_end))];
             }
-            tile_b[ct * LD + kt] = to_tile(v);
+        }
+        for (var n = 0u; n < 4u; n++) {
+            if (e0 + n * WG < end) {
+                for (var t = 0u; t < 4u; t++) {
+                    let place = b_place(e0 + n * WG, t);
+                    let inside = (j0 + place.x < p.N) & (r0 + place.y < r_end);
+                    tile_b[place.x * LD + place.y] = to_tile(select(0.0, quads[n][t], inside));
+                }
+            }
         }
     }
 }

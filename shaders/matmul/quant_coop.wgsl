@@ -22,30 +22,48 @@ fn out_cols(forward: bool) -> u32 { return select(p.K, p.N, forward); }
 fn term_masked() -> bool { return p.drop_p > 0.0; }
 fn a_offset(z: u32) -> u32 { return 0u; }
 
+// Both stages take their passes four at a time: every value of the four loaded first (a
+// weight's block decoded), each from a clamped index (0 where it lies outside the product),
+// then each stored, zeroed where outside. A load under a branch waits for the branch, and the
+// passes' loads would reach memory one round trip at a time (as matmul_tiled.wgsl's load_a).
+
 // Four consecutive values of inp's row per invocation and pass, consecutive invocations taking
-// the next four: one aligned vec4 load where they lie inside and inp is not in blocks (its
-// rows, K or N long, are multiples of 4, as are r0 and r).
+// the next four: one aligned vec4 load where inp is not in blocks (its rows, K or N long, are
+// multiples of 4, as are r0 and r).
 fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let stride = reduction_end(forward);
-    for (var e = flat; e < TILE * BK / 4u; e += WG) {
-        let row = e / (BK / 4u);
-        let r = 4u * (e % (BK / 4u));
-        var v = vec4<f32>();
-        if (i0 + row < p.M) {
-            if (r0 + r + 4u <= r_end && p.a_block2 == 0u) {
-                v = inp[((i0 + row) * stride + r0 + r) / 4u];
-            } else {
+    let end = TILE * BK / 4u;
+    for (var e0 = flat; e0 < end; e0 += 4u * WG) {
+        var quads: array<vec4<f32>, 4>;
+        if (p.a_block2 != 0u) {
+            for (var n = 0u; n < 4u; n++) {
+                let e = e0 + n * WG;
+                let i = i0 + e / (BK / 4u);
+                let r = r0 + 4u * (e % (BK / 4u));
                 for (var t = 0u; t < 4u; t++) {
-                    if (r0 + r + t < r_end) {
-                        v[t] = inp_at(i0 + row, r0 + r + t, stride);
-                    }
+                    quads[n][t] = inp_word(select(0u, inp_index(i, r + t, stride), (e < end) & (i < p.M) & (r + t < r_end)));
                 }
             }
+        } else {
+            for (var n = 0u; n < 4u; n++) {
+                let e = e0 + n * WG;
+                let i = i0 + e / (BK / 4u);
+                let r = r0 + 4u * (e % (BK / 4u));
+                quads[n] = inp[select(0u, (i * stride + r) / 4u, (e < end) & (i < p.M) & (r < r_end))];
+            }
         }
-        // (the row's scale: row_scaled of 1)
-        v *= row_scaled(row, 1.0);
-        for (var t = 0u; t < 4u; t++) {
-            tile_a[row * LD + r + t] = to_tile(v[t]);
+        for (var n = 0u; n < 4u; n++) {
+            let e = e0 + n * WG;
+            if (e < end) {
+                let row = e / (BK / 4u);
+                let r = 4u * (e % (BK / 4u));
+                let inside = (vec4<u32>(r0 + r) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(r_end)) & vec4<bool>(i0 + row < p.M);
+                // (the row's scale: row_scaled of 1)
+                let v = select(vec4<f32>(), quads[n], inside) * row_scaled(row, 1.0);
+                for (var t = 0u; t < 4u; t++) {
+                    tile_a[row * LD + r + t] = to_tile(v[t]);
+                }
+            }
         }
     }
 }
@@ -69,28 +87,46 @@ fn put8(at: u32, step: u32, w: array<vec4<f32>, 2>) {
     }
 }
 
-fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
+// Pass e's eight weights: W's row and group of 8 (x, y), where they go in tile_b (z) and how
+// far apart (w). The forward's run along a row of W (W(j0 + col, r0 + g ..)); the input
+// gradient's are eight of row r0 + r of W (W(r0 + r, j0 + g ..)), each a column of B.
+fn b_eight(forward: bool, j0: u32, r0: u32, e: u32) -> vec4<u32> {
     if (forward) {
-        // W(j0 + col, r0 + g ..): eight weights along a row of W per invocation and pass
-        for (var e = flat; e < TILE * BK / 8u; e += WG) {
-            let col = e / (BK / 8u);
-            let g = 8u * (e % (BK / 8u));
-            var w = array<vec4<f32>, 2>();
-            if (j0 + col < p.N && r0 + g < r_end) {
-                w = dequant8(j0 + col, (r0 + g) / 8u);
-            }
-            put8(col * LD + g, 1u, w);
+        let col = e / (BK / 8u);
+        let g = 8u * (e % (BK / 8u));
+        return vec4<u32>(j0 + col, (r0 + g) / 8u, col * LD + g, 1u);
+    }
+    let r = e / (TILE / 8u);
+    let g = 8u * (e % (TILE / 8u));
+    return vec4<u32>(r0 + r, (j0 + g) / 8u, g * LD + r, LD);
+}
+
+// Whether pass e's eight weights lie inside the product.
+fn b_eight_inside(forward: bool, j0: u32, r0: u32, r_end: u32, e: u32) -> bool {
+    let at = b_eight(forward, j0, r0, e);
+    if (forward) {
+        return (at.x < p.N) & (r0 + 8u * (e % (BK / 8u)) < r_end);
+    }
+    return (at.x < r_end) & (8u * at.y < p.K);
+}
+
+fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
+    let end = TILE * BK / 8u;
+    for (var e0 = flat; e0 < end; e0 += 4u * WG) {
+        var eights: array<array<vec4<f32>, 2>, 4>;
+        for (var n = 0u; n < 4u; n++) {
+            let e = e0 + n * WG;
+            let at = b_eight(forward, j0, r0, e);
+            let inside = (e < end) & b_eight_inside(forward, j0, r0, r_end, e);
+            eights[n] = dequant8(select(0u, at.x, inside), select(0u, at.y, inside));
         }
-    } else {
-        // W(r0 + r, j0 + g ..): eight weights of row r0 + r of W, each a column of B
-        for (var e = flat; e < BK * TILE / 8u; e += WG) {
-            let r = e / (TILE / 8u);
-            let g = 8u * (e % (TILE / 8u));
-            var w = array<vec4<f32>, 2>();
-            if (r0 + r < r_end && j0 + g < p.K) {
-                w = dequant8(r0 + r, (j0 + g) / 8u);
+        for (var n = 0u; n < 4u; n++) {
+            let e = e0 + n * WG;
+            if (e < end) {
+                let at = b_eight(forward, j0, r0, e);
+                let inside = b_eight_inside(forward, j0, r0, r_end, e);
+                put8(at.z, at.w, array<vec4<f32>, 2>(select(vec4<f32>(), eights[n][0], inside), select(vec4<f32>(), eights[n][1], inside)));
             }
-            put8(g * LD + r, LD, w);
         }
     }
 }
