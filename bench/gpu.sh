@@ -21,11 +21,13 @@ MODELS="${MODELS:-/tmp/hearth-bench-models}"
 if [ "${QUICK:-0}" = 1 ]; then
     SEQ=64 BATCH=1 STEPS=1 NEW=4 LONG_PROMPT=256 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" TILES_ARGS="--quick" SLOW=20
     CHECKS_SHAPES="--shape 64x64x4096 --shape 512x576x576" COOP_SHAPES="--shape 256x256x256"
+    REGISTER_SHAPES="--shape 256x256x256 --shape 512x576x576"
     # (a CPU's bf16 matmul at 4096³ takes minutes; 8 answers of 64 tokens one at a time, more)
     PEER_ARGS="--matmul-n 1024" SERVE_LOAD="4 8 1,4"
 else
     SEQ=512 BATCH=4 STEPS=3 NEW=64 LONG_PROMPT=2048 MODEL_LIST="smollm2-135m qwen2.5-0.5b qwen3-0.6b" OPS_ARGS="--reps 3" TILES_ARGS="" SLOW=1
     CHECKS_SHAPES="--shape 64x64x4096 --shape 2048x1536x576 --shape 4096x4096x4096"
+    REGISTER_SHAPES="--shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536"
     COOP_SHAPES="--shape 2048x576x576 --shape 2048x1536x576 --shape 2048x576x1536 --shape 4096x4096x4096"
     PEER_ARGS="" SERVE_LOAD="8 64 1,4,8,16"
 fi
@@ -110,6 +112,7 @@ fi
 BUDGET="${BUDGET:-$((390 * SLOW))}"
 case "${FOCUS:-}" in
     kernels) TESTS_RESERVE="${TESTS_RESERVE:-200}" ;;
+    loads) TESTS_RESERVE="${TESTS_RESERVE:-120}" ;;
     attention) TESTS_RESERVE="${TESTS_RESERVE:-120}" ;;
     *) TESTS_RESERVE="${TESTS_RESERVE:-75}" ;;
 esac
@@ -172,6 +175,25 @@ if [ "${FOCUS:-}" = kernels ]; then
             run "train-$model-f32-split-steps$steps" 30 env HEARTH_SPLIT_MIN_STEPS=$steps "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
         done
     done
+elif [ "${FOCUS:-}" = loads ]; then
+    # FOCUS=loads: a short call (some 5 minutes) for the forty-second session's changes: the
+    # tiles tuned afresh (which order of loads wins, the staging's loads now in one run), the
+    # GPU's own peaks and every matmul (ops), the register-blocked kernels, SmolLM2's step in
+    # each order of loads and with its kernels timed, Qwen2.5's (its head in whole tiles of
+    # rows), then the tests
+    run tiles 20 "$HEARTH" bench tiles --json $TILES_ARGS
+    run make-models 60 python3 bench/make_models.py "$MODELS" smollm2-135m qwen2.5-0.5b
+    rm -f "$WORK/make-models.json"
+    run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
+    run ops-register 20 env HEARTH_KERNELS=llvmpipe "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $REGISTER_SHAPES
+    run train-smollm2-135m-f32 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
+    for knob in ahead:1 in-turn:0; do
+        run "train-smollm2-135m-f32-${knob%%:*}" 30 env HEARTH_TILE_PREFETCH="${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
+    done
+    run kernels-smollm2-135m 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
+    run train-smollm2-135m-q4_1 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant q4_1 $TRAIN_SHAPE --steps $STEPS --json
+    run train-qwen2.5-0.5b-f32 30 "$HEARTH" bench train "$MODELS/qwen2.5-0.5b" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
+    run kernels-qwen2.5-0.5b 30 "$HEARTH" bench train "$MODELS/qwen2.5-0.5b" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
 elif [ "${FOCUS:-}" = attention ]; then
     # FOCUS=attention: a short call: each model's training step with the flash attention
     # kernels (the default) against attention as batched matmuls (not with AB=0), where
@@ -206,7 +228,7 @@ run ops-checks-all 20 env HEARTH_SHADER_CHECKS=1 "$HEARTH" bench ops --json --fi
 run ops-checks-none 20 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $CHECKS_SHAPES
 # the f32 forward on the register-blocked kernels that CPU emulators get (matmul.wgsl: each
 # invocation reads its operands from memory, no workgroup tiles, no barriers)
-run ops-register 20 env HEARTH_KERNELS=llvmpipe "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536
+run ops-register 20 env HEARTH_KERNELS=llvmpipe "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $REGISTER_SHAPES
 # the f32 matmuls in tiles of 128 staging 16 reduction steps per iteration (the ops table: 8)
 run ops-steps16 20 env HEARTH_TILE_STEPS=16 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536
 # LoRA's thin matmuls at 4 × 512 tokens, r 16 (their weight gradients take the split reduction)
