@@ -32,36 +32,28 @@ fn a_value(a_off: u32, i: u32, r: u32) -> f32 {
     return a[a_off + i * p.a_si + r * p.a_sr];
 }
 
-// Where pass `e` of stage_a and stage_b starts its four values, (row or column, r) in the
-// tile, and the step from one to the next: along r where r is the operand's contiguous index,
-// else along the rows (columns), consecutive passes taking the next four.
-fn quad_start(e: u32, along_r: bool) -> vec2<u32> {
-    return select(vec2<u32>(4u * (e % (TILE / 4u)), e / (TILE / 4u)), vec2<u32>(e / (BK / 4u), 4u * (e % (BK / 4u))), along_r);
-}
-fn quad_step(along_r: bool) -> vec2<u32> {
-    return select(vec2<u32>(1u, 0u), vec2<u32>(0u, 1u), along_r);
-}
-
 // Both stages take their passes four at a time: every value of the four loaded first, each
 // from a clamped index (0 where it lies outside the product), then each stored, zeroed where
 // outside. A load under a branch waits for the branch, and the passes' loads would reach
 // memory one round trip at a time (as matmul_tiled.wgsl's load_a).
 
-// Pass e's values of `a` (four consecutive along its contiguous index: r, or the rows;
-// consecutive invocations taking the next four) at its place in the tile: (row, r) of value t.
-fn a_place(e: u32, t: u32) -> vec2<u32> {
-    let along_r = p.a_sr == 1u;
-    return quad_start(e, along_r) + t * quad_step(along_r);
+// Where value t of pass e lies in the tile, (row or column, r): each pass four consecutive
+// values along the operand's contiguous index (r where `along_r`, else the rows or columns),
+// consecutive passes taking the next four.
+fn quad_place(e: u32, t: u32, along_r: bool) -> vec2<u32> {
+    let start = select(vec2<u32>(4u * (e % (TILE / 4u)), e / (TILE / 4u)), vec2<u32>(e / (BK / 4u), 4u * (e % (BK / 4u))), along_r);
+    return start + t * select(vec2<u32>(1u, 0u), vec2<u32>(0u, 1u), along_r);
 }
 
 fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
+    let along_r = p.a_sr == 1u;
     let end = TILE * BK / 4u;
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
         var quads: array<vec4<f32>, 4>;
         if (p.a_block2 != 0u) {
             for (var n = 0u; n < 4u; n++) {
                 for (var t = 0u; t < 4u; t++) {
-                    let at = vec2<u32>(i0, r0) + a_place(e0 + n * WG, t);
+                    let at = vec2<u32>(i0, r0) + quad_place(e0 + n * WG, t, along_r);
                     let idx = block_index(at.x, at.y, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R);
                     quads[n][t] = a[select(0u, idx, (e0 + n * WG < end) & (at.x < p.M) & (at.y < r_end))];
                 }
@@ -69,7 +61,7 @@ fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
         } else {
             for (var n = 0u; n < 4u; n++) {
                 for (var t = 0u; t < 4u; t++) {
-                    let at = vec2<u32>(i0, r0) + a_place(e0 + n * WG, t);
+                    let at = vec2<u32>(i0, r0) + quad_place(e0 + n * WG, t, along_r);
                     quads[n][t] = a[select(0u, a_off + at.x * p.a_si + at.y * p.a_sr, (e0 + n * WG < end) & (at.x < p.M) & (at.y < r_end))];
                 }
             }
@@ -77,7 +69,7 @@ fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
         for (var n = 0u; n < 4u; n++) {
             if (e0 + n * WG < end) {
                 for (var t = 0u; t < 4u; t++) {
-                    let place = a_place(e0 + n * WG, t);
+                    let place = quad_place(e0 + n * WG, t, along_r);
                     let inside = (i0 + place.x < p.M) & (r0 + place.y < r_end);
                     tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, select(0.0, quads[n][t], inside)));
                 }
@@ -97,28 +89,23 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
     return a_value(a_off, i, r);
 }
 
-// As stage_a: four consecutive values of `b` along r, or along the columns; (col, r) of
-// value t of pass e.
-fn b_place(e: u32, t: u32) -> vec2<u32> {
-    let along_r = p.b_sr == 1u;
-    return quad_start(e, along_r) + t * quad_step(along_r);
-}
-
+// As stage_a: four consecutive values of `b` along r, or along the columns.
 fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let b_off = z * p.b_batch;
+    let along_r = p.b_sr == 1u;
     let end = TILE * BK / 4u;
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
         var quads: array<vec4<f32>, 4>;
         for (var n = 0u; n < 4u; n++) {
             for (var t = 0u; t < 4u; t++) {
-                let at = vec2<u32>(j0, r0) + b_place(e0 + n * WG, t);
+                let at = vec2<u32>(j0, r0) + quad_place(e0 + n * WG, t, along_r);
                 quads[n][t] = b[select(0u, b_off + at.x * p.b_sj + at.y * p.b_sr, (e0 + n * WG < end) & (at.x < p.N) & (at.y < r_end))];
             }
         }
         for (var n = 0u; n < 4u; n++) {
             if (e0 + n * WG < end) {
                 for (var t = 0u; t < 4u; t++) {
-                    let place = b_place(e0 + n * WG, t);
+                    let place = quad_place(e0 + n * WG, t, along_r);
                     let inside = (j0 + place.x < p.N) & (r0 + place.y < r_end);
                     tile_b[place.x * LD + place.y] = to_tile(select(0.0, quads[n][t], inside));
                 }

@@ -115,6 +115,11 @@ fn stage_walk(flat: u32, lines: u32, along_r: bool) -> StageWalk {
                      select(0u, TX * TY / BK, along_r), select(TX * TY / lines, 0u, along_r));
 }
 
+// (line, r) of the walk's k-th element.
+fn walk_at(w: StageWalk, k: u32) -> vec2<u32> {
+    return vec2<u32>(w.line + k * w.d_line, w.r + k * w.d_r);
+}
+
 // The values an invocation stages of one operand per iteration (load_a, load_b), written to
 // the tiles by put_a and put_b: (8·T)·BK / (TX·TY) of them, 8 in a workgroup of 8 × 8 and 4
 // in one of 16 × 16. Loaded a step ahead (PREFETCH), before the previous iteration's sums so
@@ -135,23 +140,21 @@ fn load_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) -> St
     var staged: Staged;
     if (term) {
         for (var k = 0u; k < rows * BK / (TX * TY); k++) {
-            let i = i0 + w.line + k * w.d_line;
-            let rr = r0 + w.r + k * w.d_r;
-            staged[k] = term_h_at(select(0u, term_h_index(i, rr), (i < p.M) & (rr < r_end)));
+            let at = vec2<u32>(i0, r0) + walk_at(w, k);
+            staged[k] = term_h_at(select(0u, term_h_index(at.x, at.y), (at.x < p.M) & (at.y < r_end)));
         }
     } else if (p.a_block2 != 0u) {
         for (var k = 0u; k < rows * BK / (TX * TY); k++) {
-            let i = i0 + w.line + k * w.d_line;
-            let rr = r0 + w.r + k * w.d_r;
-            staged[k] = a[select(0u, a_index(a_off, i, rr), (i < p.M) & (rr < r_end))];
+            let at = vec2<u32>(i0, r0) + walk_at(w, k);
+            staged[k] = a[select(0u, a_index(a_off, at.x, at.y), (at.x < p.M) & (at.y < r_end))];
         }
     } else {
         // (a's address steps with the walk)
         var at = a_index(a_off, i0 + w.line, r0 + w.r);
         let d_at = w.d_line * p.a_si + w.d_r * p.a_sr;
         for (var k = 0u; k < rows * BK / (TX * TY); k++) {
-            let inside = (i0 + w.line + k * w.d_line < p.M) & (r0 + w.r + k * w.d_r < r_end);
-            staged[k] = a[select(0u, at, inside)];
+            let e = vec2<u32>(i0, r0) + walk_at(w, k);
+            staged[k] = a[select(0u, at, (e.x < p.M) & (e.y < r_end))];
             at += d_at;
         }
     }
@@ -164,8 +167,9 @@ fn put_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32, staged
     let rows = 8u * TY;
     let w = stage_walk(flat, rows, staged_along_r(term));
     for (var k = 0u; k < rows * BK / (TX * TY); k++) {
-        let row = w.line + k * w.d_line;
-        let r = w.r + k * w.d_r;
+        let place = walk_at(w, k);
+        let row = place.x;
+        let r = place.y;
         var v = select(0.0, staged[k], (i0 + row < p.M) & (r0 + r < r_end));
         if (!term && p.drop_on == DROP_A) {
             v = drop_at(DROP_A, a_index(a_off, i0 + row, r0 + r), v);
@@ -191,17 +195,16 @@ fn load_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> St
     var staged: Staged;
     if (term) {
         for (var k = 0u; k < cols * BK / (TX * TY); k++) {
-            let j = j0 + w.line + k * w.d_line;
-            let rr = r0 + w.r + k * w.d_r;
-            let at_v = term_v_index(j, rr);
-            staged[k] = term_v_at(select(0u, u32(at_v), (j < p.N) & (rr < r_end) & (at_v >= 0)));
+            let at = vec2<u32>(j0, r0) + walk_at(w, k);
+            let at_v = term_v_index(at.x, at.y);
+            staged[k] = term_v_at(select(0u, u32(at_v), (at.x < p.N) & (at.y < r_end) & (at_v >= 0)));
         }
     } else {
         var at = b_off + (j0 + w.line) * p.b_sj + (r0 + w.r) * p.b_sr;
         let d_at = w.d_line * p.b_sj + w.d_r * p.b_sr;
         for (var k = 0u; k < cols * BK / (TX * TY); k++) {
-            let inside = (j0 + w.line + k * w.d_line < p.N) & (r0 + w.r + k * w.d_r < r_end);
-            staged[k] = b[select(0u, at, inside)];
+            let e = vec2<u32>(j0, r0) + walk_at(w, k);
+            staged[k] = b[select(0u, at, (e.x < p.N) & (e.y < r_end))];
             at += d_at;
         }
     }
@@ -214,8 +217,9 @@ fn put_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32, staged
     let cols = 8u * TX;
     let w = stage_walk(flat, cols, b_along_r(term));
     for (var k = 0u; k < cols * BK / (TX * TY); k++) {
-        let col = w.line + k * w.d_line;
-        let r = w.r + k * w.d_r;
+        let place = walk_at(w, k);
+        let col = place.x;
+        let r = place.y;
         let j = j0 + col;
         let rr = r0 + r;
         var inside = (j < p.N) & (rr < r_end);
