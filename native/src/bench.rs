@@ -78,6 +78,8 @@ pub struct OpsArgs {
     /// would run under 10 ms); default 5, 2 with --quick.
     #[arg(long)]
     reps: Option<usize>,
+    #[command(flatten)]
+    stats: crate::kernel_stats::KernelStatsArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -383,13 +385,16 @@ fn ops(a: OpsArgs) -> Result<()> {
         let (ms, kernels) = time(&ctx, reps * 10, BATCH_MS, || matmul_quant(&ctx, MatmulKind::Forward, &y, &x, &gw, 1, Accumulate::OVERWRITE).expect("launch"))?;
         rows.push(Row { op, kernels, shape: (1, n, k), ms, rate: (gw.bytes() as f64 / ms / 1e6, "GB/s") });
     }
+    let mut made = ctx.kernels_made();
+    made.extend(coop.iter().flat_map(|c| c.kernels_made()));
+    let kernel_stats = a.stats.collect(&ctx, &made)?;
     if a.json {
         let rows: Vec<Value> = rows
             .iter()
             .map(|r| json!({ "op": r.op, "kernels": r.kernels, "m": r.shape.0, "n": r.shape.1, "k": r.shape.2, "ms": r.ms, "rate": r.rate.0, "unit": r.rate.1 }))
             .collect();
         let shapes: Vec<Value> = shapes.iter().map(|(l, m, n, k)| json!({ "layers": l, "m": m, "n": n, "k": k })).collect();
-        println!("{}", json!({ "bench": "ops", "adapter": adapter_json(&ctx), "shapes": shapes, "rows": rows }));
+        println!("{}", json!({ "bench": "ops", "adapter": adapter_json(&ctx), "shapes": shapes, "rows": rows, "kernel_stats": kernel_stats }));
     } else {
         println!("adapter: {}", ctx.summary());
         for (l, m, n, k) in &shapes {
@@ -399,6 +404,9 @@ fn ops(a: OpsArgs) -> Result<()> {
         for r in &rows {
             let (m, n, k) = r.shape;
             println!("{:<30} {:<22} {:>10.3} {:>9.1} {:<7} {}", r.op, format!("M{m} N{n} K{k}"), r.ms, r.rate.0, r.rate.1, r.kernels.join(" + "));
+        }
+        if let Some(stats) = &kernel_stats {
+            crate::kernel_stats::print_kernel_stats(stats);
         }
     }
     Ok(())

@@ -45,6 +45,8 @@ pub struct BenchTrainArgs {
     /// waits).
     #[arg(long)]
     pub kernel_times: bool,
+    #[command(flatten)]
+    pub stats: crate::kernel_stats::KernelStatsArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -101,6 +103,7 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
     let (ref_ms, ref_kernels) = if ref_after.0 < ref_before.0 { ref_after } else { ref_before };
     let ref_rate = 2.0 * (m * nn * k) as f64 / (ref_ms / 1e3);
     let gpu_ms = profile.gpu_ms.map(|g| g / steps);
+    let kernel_stats = a.stats.collect(&ctx, &ctx.kernels_made())?;
     if a.json {
         let out = json!({
             "bench": "train",
@@ -126,6 +129,7 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
             "launch_grids": grids_json(&profile, steps),
             "kernel_timing": profile.kernel_times.map(|t| t.describe()),
             "losses": losses,
+            "kernel_stats": kernel_stats,
         });
         println!("{out}");
         return Ok(());
@@ -145,6 +149,9 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
     println!("loss           {}", losses.iter().map(|l| format!("{l:.4}")).collect::<Vec<_>>().join(" → "));
     if a.kernel_times {
         crate::bench::print_kernel_times(&profile, steps);
+    }
+    if let Some(stats) = &kernel_stats {
+        crate::kernel_stats::print_kernel_stats(stats);
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod eval;
 mod export;
 mod generate;
 mod info;
+mod kernel_stats;
 mod load;
 mod merge;
 mod on_cores;

@@ -270,3 +270,48 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     assert!(tiles_of_forward(&forced).ends_with("[64x64]"), "{forced}");
     std::fs::remove_dir_all(&cache).unwrap();
 }
+
+/// `--kernel-stats`: every kernel the step ran, compiled again on a Vulkan device of the
+/// bench's own (the same WGSL, override values and shader checks, through naga's SPIR-V
+/// writer) for the driver's statistics. lavapipe does not offer them
+/// (VK_KHR_pipeline_executable_properties), so here the note says so and each kernel is
+/// compiled without them: what CI proves is that every kernel, the GPU kernels' included,
+/// compiles on that path; a GPU's driver adds the statistics.
+#[test]
+fn bench_train_kernel_stats_compile_every_kernel_it_ran() {
+    let Some(gpu) = hearth_tests::gpu() else {
+        return;
+    };
+    if gpu.summary().backend != "Vulkan" {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["bench", "train", "tests/fixtures/tiny-llama", "--seq-len", "16", "--batch-size", "2", "--steps", "1", "--r", "4", "--kernel-stats", "--json"])
+        .env("HEARTH_KERNELS", "gpu")
+        .current_dir(repo())
+        .output()
+        .expect("run hearth");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let stats = &v["kernel_stats"];
+    let compiled: Vec<&str> = stats["kernels"].as_array().unwrap_or_else(|| panic!("{stats}")).iter().map(|k| k["kernel"].as_str().unwrap()).collect();
+    for k in v["kernels"].as_array().unwrap() {
+        let name = k["kernel"].as_str().unwrap();
+        let name = name.split('/').next_back().unwrap();
+        assert!(compiled.contains(&name), "{name} ran but is not among the compiled kernels {compiled:?}");
+    }
+    assert!(compiled.iter().any(|k| k.starts_with("matmul_tiled:matmul_tiled")) && compiled.iter().any(|k| k.starts_with("attention_flash:")), "{compiled:?}");
+    let offered = stats["note"].is_null();
+    for k in stats["kernels"].as_array().unwrap() {
+        assert_eq!(k["compiled"], true, "{k}");
+        let executables = k["executables"].as_array().unwrap();
+        if offered {
+            assert!(executables.iter().all(|e| !e["statistics"].as_object().unwrap().is_empty()) && !executables.is_empty(), "{k}");
+        } else {
+            assert!(executables.is_empty(), "{k}");
+        }
+    }
+    if !offered {
+        assert!(stats["note"].as_str().unwrap().contains("does not offer VK_KHR_pipeline_executable_properties"), "{stats}");
+    }
+}

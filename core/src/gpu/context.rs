@@ -889,7 +889,7 @@ impl GpuContext {
         }
         if let Some(p) = self.profiling.lock().unwrap().as_mut() {
             let scope = p.scope.map_or(String::new(), |s| format!("{s}/"));
-            let mut name = format!("{scope}{}:{} [{}]", k.shader.file_name().trim_end_matches(".wgsl"), k.entry, k.variant.name);
+            let mut name = format!("{scope}{}", k.name());
             // timed, the launches that count their FLOPs (matmuls, attention) apart by their
             // grid, which tells the shapes apart (GRID_MARK: a table by kernel drops it)
             if p.kernel_times.is_some() && flops > 0.0 {

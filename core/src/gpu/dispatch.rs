@@ -43,6 +43,11 @@ impl Kernel {
     pub const fn with_variant(self, variant: Variant) -> Self {
         Kernel { variant, ..self }
     }
+
+    /// `file:entry [variant]`, as profiles and benches name it.
+    pub fn name(&self) -> String {
+        format!("{}:{} [{}]", self.shader.file_name().trim_end_matches(".wgsl"), self.entry, self.variant.name)
+    }
 }
 
 type PipelineKey = (Shader, &'static str, &'static str, usize, usize);
@@ -59,6 +64,9 @@ const MAX_CACHED_GROUPS: usize = 16384;
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Every kernel a pipeline was made for, in order (`bench --kernel-stats` compiles them
+    /// again to read what the driver made of them).
+    made: Mutex<Vec<Kernel>>,
     storage_layouts: Mutex<HashMap<StorageShape, wgpu::BindGroupLayout>>,
     groups: Mutex<HashMap<GroupKey, wgpu::BindGroup>>,
 }
@@ -153,7 +161,14 @@ impl GpuContext {
             cache: None,
         }));
         self.pipelines.pipelines.lock().unwrap().insert(key, Arc::clone(&pipeline));
+        self.pipelines.made.lock().unwrap().push(*k);
         pipeline
+    }
+
+    /// The kernels this context has made pipelines for, each once (by name), in order.
+    pub fn kernels_made(&self) -> Vec<Kernel> {
+        let mut seen = std::collections::HashSet::new();
+        self.pipelines.made.lock().unwrap().iter().filter(|k| seen.insert(k.name())).copied().collect()
     }
 
     /// The bind group of these buffers for this storage shape, made once.
