@@ -21,19 +21,23 @@ MODELS="${MODELS:-/tmp/hearth-bench-models}"
 if [ "${QUICK:-0}" = 1 ]; then
     SEQ=64 BATCH=1 STEPS=1 NEW=4 LONG_PROMPT=256 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" TILES_ARGS="--quick" SLOW=20
     CHECKS_SHAPES="--shape 64x64x4096 --shape 512x576x576" COOP_SHAPES="--shape 256x256x256"
-    REGISTER_SHAPES="--shape 256x256x256 --shape 512x576x576"
+    REGISTER_SHAPES="--shape 256x256x256 --shape 512x576x576" STATS_SHAPE="--shape 256x256x256"
     # (a CPU's bf16 matmul at 4096³ takes minutes; 8 answers of 64 tokens one at a time, more)
     PEER_ARGS="--matmul-n 1024" SERVE_LOAD="4 8 1,4"
 else
     SEQ=512 BATCH=4 STEPS=3 NEW=64 LONG_PROMPT=2048 MODEL_LIST="smollm2-135m qwen2.5-0.5b qwen3-0.6b" OPS_ARGS="--reps 3" TILES_ARGS="" SLOW=1
     CHECKS_SHAPES="--shape 64x64x4096 --shape 2048x1536x576 --shape 4096x4096x4096"
-    REGISTER_SHAPES="--shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536"
+    REGISTER_SHAPES="--shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536" STATS_SHAPE="--shape 2048x1536x576"
     COOP_SHAPES="--shape 2048x576x576 --shape 2048x1536x576 --shape 2048x576x1536 --shape 4096x4096x4096"
     PEER_ARGS="" SERVE_LOAD="8 64 1,4,8,16"
 fi
 # PEFT's runs keep every activation (no gradient checkpointing): Hearth's too, where its default
 # (auto) would recompute the forward for Qwen's 4 × 512 tokens (past 4 GiB of activations)
 TRAIN_SHAPE="--seq-len $SEQ --batch-size $BATCH --gradient-checkpointing off"
+# SmolLM2's step with its kernels timed also lists what the GPU's compiler made of each kernel
+# (registers, spills: the driver's statistics) and writes the driver's text of each (its IR, its
+# machine code, where it gives them), packed into $OUT/kernel-ir.tar.xz at the end
+KERNEL_STATS="--kernel-stats --kernel-ir $WORK/kernel-ir"
 rm -rf "$WORK"
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/log.txt"
@@ -185,12 +189,15 @@ elif [ "${FOCUS:-}" = loads ]; then
     run make-models 60 python3 bench/make_models.py "$MODELS" smollm2-135m qwen2.5-0.5b
     rm -f "$WORK/make-models.json"
     run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
+# what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
+# tiles and cooperative matrices) at one of SmolLM2's shapes
+run ops-stats 20 "$HEARTH" bench ops --json --filter q4_1 --reps 1 $STATS_SHAPE $KERNEL_STATS
     run ops-register 20 env HEARTH_KERNELS=llvmpipe "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $REGISTER_SHAPES
     run train-smollm2-135m-f32 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
     for knob in ahead:1 in-turn:0; do
         run "train-smollm2-135m-f32-${knob%%:*}" 30 env HEARTH_TILE_PREFETCH="${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
     done
-    run kernels-smollm2-135m 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
+    run kernels-smollm2-135m 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json
     run train-smollm2-135m-q4_1 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant q4_1 $TRAIN_SHAPE --steps $STEPS --json
     run train-qwen2.5-0.5b-f32 30 "$HEARTH" bench train "$MODELS/qwen2.5-0.5b" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
     run kernels-qwen2.5-0.5b 30 "$HEARTH" bench train "$MODELS/qwen2.5-0.5b" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
@@ -220,6 +227,9 @@ run tiles-coop 30 env HEARTH_F16_MATMUL=1 "$HEARTH" bench tiles --json $TILES_AR
 run make-models 120 python3 bench/make_models.py "$MODELS" $MODEL_LIST
 rm -f "$WORK/make-models.json"
 run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
+# what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
+# tiles and cooperative matrices) at one of SmolLM2's shapes
+run ops-stats 20 "$HEARTH" bench ops --json --filter q4_1 --reps 1 $STATS_SHAPE $KERNEL_STATS
 # The f32 matmul's cost against each of M·N and K alone: a fixed cost per launch shows as
 # equal times down the sweep.
 run ops-sweep 20 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --shape 64x64x8 --shape 64x64x4096 --shape 4096x4096x8 --shape 1024x1024x1024 --shape 2048x2048x2048
@@ -238,7 +248,7 @@ for model in $MODEL_LIST; do
         run "train-$model-$base" 30 "$HEARTH" bench train "$MODELS/$model" --quant "$base" $TRAIN_SHAPE --steps $STEPS --json
     done
     if [ "$model" = smollm2-135m ]; then
-        run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
+        run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json
         # training attention in the tiled attention kernels and as batched matmuls, against
         # the flash kernels (the default)
         for attention in tiled matmul; do
@@ -340,5 +350,10 @@ for name in $TESTS; do
     [ $rc -eq 124 ] && run_each "$t" "$name"
 done
 [ -z "$clocks_pid" ] || kill "$clocks_pid" 2>/dev/null
+# the driver's texts of the kernels, one file (the device tool returns at most 8)
+if [ -n "$(ls -A "$WORK/kernel-ir" 2>/dev/null)" ]; then
+    tar -C "$WORK" -cJf "$OUT/kernel-ir.tar.xz" kernel-ir
+    echo "== kernel-ir.tar.xz: $(ls "$WORK/kernel-ir" | wc -l) files, $(du -k "$OUT/kernel-ir.tar.xz" | cut -f1) KiB" | tee -a "$LOG"
+fi
 python3 bench/report.py "$WORK" "$OUT" | tee -a "$LOG"
 echo "== $(date -u +%T) done" | tee -a "$LOG"

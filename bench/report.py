@@ -368,6 +368,31 @@ def main():
             if any("ms" in k for k in v.get("prefill_kernels", [])):
                 lines += kernel_table(f"the {v.get('prompt_tokens')}-token prompt of {model} goes (its prefill", v["prefill_kernels"], v.get("kernel_timing"))
             lines += kernel_table(f"a decoded token of {model} goes ({v.get('prompt_tokens')}-token prompt, per token", v["kernels"], v.get("kernel_timing"))
+    # what the GPU's compiler made of each kernel (bench --kernel-stats): one table per run,
+    # a column per statistic the driver names
+    for key, v in results.items():
+        stats = (v or {}).get("kernel_stats")
+        if not stats:
+            continue
+        kernels = [k for k in stats.get("kernels", []) if k.get("executables")]
+        if stats.get("note"):
+            lines += ["", f"The compiler's statistics of {key}'s kernels: {stats['note']}."]
+        if not kernels:
+            continue
+        names = []
+        for k in kernels:
+            for e in k["executables"]:
+                names += [n for n in e["statistics"] if n not in names]
+        lines += ["", f"What {stats.get('device', 'the GPU')}'s compiler made of {key}'s kernels (the driver's statistics, "
+                  "VK_KHR_pipeline_executable_properties):", "",
+                  "| kernel | compile ms | subgroup | " + " | ".join(names) + " |", "| --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " |"]
+        for k in kernels:
+            for e in k["executables"]:
+                cell = lambda x: "—" if x is None else (f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else f"{x}")
+                lines.append(f"| {k['kernel']} | {k.get('compile_ms', 0):,.0f} | {e.get('subgroup_size', '')} | " + " | ".join(cell(e["statistics"].get(n)) for n in names) + " |")
+        failed = [k for k in stats.get("kernels", []) if k.get("error")]
+        if failed:
+            lines += ["", "Not compiled for their statistics: " + "; ".join(f"{k['kernel']}: {k['error'][:200]}" for k in failed)]
     for key, v in results.items():
         if key.startswith("serve-") and v:
             lines += ["", f"hearth serve, {key.removeprefix('serve-')}: {v['clients']} clients at once, {v['tokens']} greedy tokens each, by --max-batch:", "",
