@@ -109,17 +109,21 @@ fn sees(t: u32, j: u32, seg_t: u32, seg_j: u32) -> bool {
 // Dims d0..d0 + 16 of rows r0..r0 + 64 of `which` (head hh of `heads`) into the stage at
 // `at`, transposed (zeros past its rows and HS).
 fn stage_transposed(li: u32, which: u32, at: u32, b: u32, r0: u32, heads: u32, hh: u32, d0: u32) {
-    var x: vec4<f32>;
-    var inside: vec4<bool>;
+    // (written out, not a loop filling a vector: see matmul_tiled.wgsl's Staged)
+    let x = vec4<f32>(transposed_value(li, which, b, r0, heads, hh, d0, 0u), transposed_value(li, which, b, r0, heads, hh, d0, 1u),
+                      transposed_value(li, which, b, r0, heads, hh, d0, 2u), transposed_value(li, which, b, r0, heads, hh, d0, 3u));
     for (var n = 0u; n < 4u; n++) {
         let e = li + 256u * n;
-        inside[n] = (r0 + e / 16u < rows_of(which)) & (d0 + e % 16u < p.HS);
-        x[n] = fetch(which, select(0u, row(b, r0 + e / 16u, heads, hh) + d0 + e % 16u, inside[n]));
+        stage[at + (e % 16u) * PAD + e / 16u] = x[n];
     }
-    for (var n = 0u; n < 4u; n++) {
-        let e = li + 256u * n;
-        stage[at + (e % 16u) * PAD + e / 16u] = select(0.0, x[n], inside[n]);
-    }
+}
+
+// The n-th of an invocation's values for stage_transposed: e = li + 256·n is row e / 16 and
+// dim d0 + e % 16, 0 past the rows or HS.
+fn transposed_value(li: u32, which: u32, b: u32, r0: u32, heads: u32, hh: u32, d0: u32, n: u32) -> f32 {
+    let e = li + 256u * n;
+    let inside = (r0 + e / 16u < rows_of(which)) & (d0 + e % 16u < p.HS);
+    return select(0.0, fetch(which, select(0u, row(b, r0 + e / 16u, heads, hh) + d0 + e % 16u, inside)), inside);
 }
 
 // Rows r0..r0 + 16 of `which` (head hh of `heads`) into the stage, row-major (zeros past its
@@ -127,27 +131,29 @@ fn stage_transposed(li: u32, which: u32, at: u32, b: u32, r0: u32, heads: u32, h
 fn stage_rows(li: u32, which: u32, b: u32, r0: u32, heads: u32, hh: u32) {
     let end = 16u * p.HS;
     for (var e0 = li; e0 < end; e0 += 1024u) {
-        var x: vec4<f32>;
-        var inside: vec4<bool>;
+        let x = vec4<f32>(row_value(which, b, r0, heads, hh, e0), row_value(which, b, r0, heads, hh, e0 + 256u),
+                          row_value(which, b, r0, heads, hh, e0 + 512u), row_value(which, b, r0, heads, hh, e0 + 768u));
         for (var n = 0u; n < 4u; n++) {
             let e = e0 + 256u * n;
-            inside[n] = (e < end) & (r0 + e / p.HS < rows_of(which));
-            x[n] = fetch(which, select(0u, row(b, r0 + e / p.HS, heads, hh) + e % p.HS, inside[n]));
-        }
-        for (var n = 0u; n < 4u; n++) {
-            let e = e0 + 256u * n;
-            if (e < end) { stage[e] = select(0.0, x[n], inside[n]); }
+            if (e < end) { stage[e] = x[n]; }
         }
     }
 }
 
+// Element e of stage_rows' 16 rows (row e / HS, dim e % HS), 0 past them or the rows of `which`.
+fn row_value(which: u32, b: u32, r0: u32, heads: u32, hh: u32, e: u32) -> f32 {
+    let inside = (e < 16u * p.HS) & (r0 + e / p.HS < rows_of(which));
+    return select(0.0, fetch(which, select(0u, row(b, r0 + e / p.HS, heads, hh) + e % p.HS, inside)), inside);
+}
+
 // The invocation's 4 × 4 of the tile's products of rows of `a` (rows a0.., head ha of
 // a_heads) with rows of `c` (rows c0.., head hc of c_heads) over the head.
-fn products(li: u32, a: u32, b: u32, a0: u32, a_heads: u32, ha: u32, c: u32, c0: u32, c_heads: u32, hc: u32) -> array<vec4<f32>, 4> {
+// Column i of the result holds row ty + 16i (read as quad(s, i)[j]: a matrix, not an array
+// that loops index, which a driver that does not unroll them keeps in memory).
+fn products(li: u32, a: u32, b: u32, a0: u32, a_heads: u32, ha: u32, c: u32, c0: u32, c_heads: u32, hc: u32) -> mat4x4<f32> {
     let tx = li % 16u;
     let ty = li / 16u;
-    var s: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i++) { s[i] = vec4<f32>(0.0); }
+    var s = mat4x4<f32>();
     for (var d0 = 0u; d0 < p.HS; d0 += 16u) {
         workgroupBarrier();
         stage_transposed(li, a, 0u, b, a0, a_heads, ha, d0);
@@ -165,6 +171,12 @@ fn products(li: u32, a: u32, b: u32, a0: u32, a_heads: u32, ha: u32, c: u32, c0:
         }
     }
     return s;
+}
+
+// Column i of a 4 × 4 (products' rows), by selects: never memory, whether or not a loop
+// over i is unrolled.
+fn quad(s: mat4x4<f32>, i: u32) -> vec4<f32> {
+    return select(select(s[3], s[2], i == 2u), select(s[1], s[0], i == 0u), i < 2u);
 }
 
 // An invocation's 4 rows × DIMS dims of a head's rows: dim tx + 16c of row ty + 16i is
@@ -309,7 +321,7 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
             for (var j = 0u; j < 4u; j++) {
                 let jj = tx + 16u * j;
                 let seen = t < p.T && j0 + jj < keys && sees(p.past + t, j0 + jj, seg_rows[ty + 16u * i], seg_cols[jj]);
-                tile[(ty + 16u * i) * PAD + jj] = select(MASKED, s[i][j] * p.scale, seen);
+                tile[(ty + 16u * i) * PAD + jj] = select(MASKED, quad(s, i)[j] * p.scale, seen);
             }
         }
         workgroupBarrier();
@@ -374,12 +386,34 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
             for (var j = 0u; j < 4u; j++) {
                 let jj = tx + 16u * j;
                 let seen = t < p.T && j0 + jj < p.T && sees(t, j0 + jj, seg_rows[ri], seg_cols[jj]);
-                tile[ri * PAD + jj] = select(0.0, exp(s[i][j] * p.scale - stat_a[ri]) * (dp[i][j] - stat_b[ri]), seen);
+                tile[ri * PAD + jj] = select(0.0, exp(quad(s, i)[j] * p.scale - stat_a[ri]) * (quad(dp, i)[j] - stat_b[ri]), seen);
             }
         }
         add_tile_times(li, &acc, 1u, b, j0, p.NKV, kvh);
     }
     store_rows(li, &acc, b, t0, p.NH, h, p.scale);
+}
+
+// Key row ty + 16i of the backward's tile (keys j0.., queries t0..): its probabilities into the
+// tile, and its dS (the probabilities times dp less the queries' dot(dout, out)), returned.
+fn kv_scores(li: u32, i: u32, j0: u32, t0: u32, s: mat4x4<f32>, dp: mat4x4<f32>) -> vec4<f32> {
+    let ri = li / 16u + 16u * i;
+    let sr = quad(s, i);
+    let dpr = quad(dp, i);
+    return vec4<f32>(kv_score(li, ri, j0, t0, 0u, sr.x, dpr.x), kv_score(li, ri, j0, t0, 1u, sr.y, dpr.y),
+                     kv_score(li, ri, j0, t0, 2u, sr.z, dpr.z), kv_score(li, ri, j0, t0, 3u, sr.w, dpr.w));
+}
+
+// kv_scores' query c (column li % 16 + 16c) of key row ri: its probability into the tile, dS
+// returned.
+fn kv_score(li: u32, ri: u32, j0: u32, t0: u32, c: u32, sv: f32, dpv: f32) -> f32 {
+    let cj = li % 16u + 16u * c;
+    let t = t0 + cj;
+    let j = j0 + ri;
+    let seen = t < p.T && j < p.T && sees(t, j, seg_cols[cj], seg_rows[ri]);
+    let pr = select(0.0, exp(sv * p.scale - stat_a[cj]), seen);
+    tile[ri * PAD + cj] = pr;
+    return pr * (dpv - stat_b[cj]);
 }
 
 @compute @workgroup_size(256)
@@ -407,23 +441,11 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
         // the tile's rows are keys, its columns queries
         let s = products(li, 1u, b, j0, p.NKV, kvh, 0u, t0, p.NH, h);
         let dp = products(li, 2u, b, j0, p.NKV, kvh, 3u, t0, p.NH, h);
-        var ds: array<vec4<f32>, 4>;
-        for (var i = 0u; i < 4u; i++) {
-            let ri = ty + 16u * i;
-            let j = j0 + ri;
-            for (var c = 0u; c < 4u; c++) {
-                let cj = tx + 16u * c;
-                let t = t0 + cj;
-                let seen = t < p.T && j < p.T && sees(t, j, seg_cols[cj], seg_rows[ri]);
-                let pr = select(0.0, exp(s[i][c] * p.scale - stat_a[cj]), seen);
-                tile[ri * PAD + cj] = pr;
-                ds[i][c] = pr * (dp[i][c] - stat_b[cj]);
-            }
-        }
+        let ds = mat4x4<f32>(kv_scores(li, 0u, j0, t0, s, dp), kv_scores(li, 1u, j0, t0, s, dp), kv_scores(li, 2u, j0, t0, s, dp), kv_scores(li, 3u, j0, t0, s, dp));
         add_tile_times(li, &dv_acc, 3u, b, t0, p.NH, h);
         workgroupBarrier();
         for (var i = 0u; i < 4u; i++) {
-            for (var c = 0u; c < 4u; c++) { tile[(ty + 16u * i) * PAD + tx + 16u * c] = ds[i][c]; }
+            for (var c = 0u; c < 4u; c++) { tile[(ty + 16u * i) * PAD + tx + 16u * c] = quad(ds, i)[c]; }
         }
         add_tile_times(li, &dk_acc, 0u, b, t0, p.NH, h);
     }

@@ -64,8 +64,8 @@ override TY: u32 = 8u; // invocations along M
 override PREFETCH: bool = true;
 // Reduction steps staged per iteration: 8, or 16 in tiles of 128 where the launcher says so
 // (half the barriers; twice the workgroup memory, past WebGPU's 16 KB in f32). The staging
-// below holds (8·T)·BK / (TX·TY) values per invocation, at most STAGED: 16 steps in tiles of
-// 64 would take 16.
+// below holds (8·T)·BK / (TX·TY) values per invocation, at most 8 (Staged): 16 steps in
+// tiles of 64 would take 16.
 override BK: u32 = 8u;
 
 // Tiles in vec4s: BK rows of (8·T)/4 = 2·T vec4s, and one vec4 of padding per row so that
@@ -128,37 +128,60 @@ fn walk_at(w: StageWalk, k: u32) -> vec2<u32> {
 // not; put_a and put_b zero it), and nothing is done to it in between: a load under a branch
 // waits for the branch, so the walk's loads would reach memory one round trip at a time
 // instead of all in flight together.
-const STAGED: u32 = 8u;
-alias Staged = array<f32, STAGED>;
+// They are held in two vec4s and loaded by eight calls written out, not in an array filled by
+// a loop: a compiler that does not unroll such a loop keeps the array in memory, and each
+// load then waits for the one before it to be stored (so do arrays copied whole, as a
+// function's argument or result). The second vec4 is loaded only where 8 are staged.
+struct Staged {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+// How many of A's and of B's values an invocation stages per iteration (4 or 8).
+fn a_staged() -> u32 { return 8u * TY * BK / (TX * TY); }
+fn b_staged() -> u32 { return 8u * TX * BK / (TX * TY); }
+
+// The k-th staged value (k < 8; a vector's element, never memory).
+fn staged_at(s: Staged, k: u32) -> f32 {
+    return select(s.hi[k % 4u], s.lo[k % 4u], k < 4u);
+}
+
+// The k-th value of an invocation's walk through A (H where `term`) from rows i0.., steps
+// r0..: from a's address `at` + k·d_at where A is not in blocks; 0's index past r_end or M.
+fn a_walk_value(term: bool, blocks: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, w: StageWalk, at: u32, d_at: u32, k: u32) -> f32 {
+    let e = vec2<u32>(i0, r0) + walk_at(w, k);
+    let inside = (e.x < p.M) & (e.y < r_end);
+    if (term) {
+        return term_h_at(select(0u, term_h_index(e.x, e.y), inside));
+    }
+    return a[select(0u, select(at + k * d_at, a_index(a_off, e.x, e.y), blocks), inside)];
+}
 
 // A's values of rows i0.. and steps r0.. along stage_walk's walk (or H's where `term`); those
 // past r_end or M are put_a's to zero. Consecutive invocations take consecutive addresses of
 // `a`: along r when r is its contiguous index, else along the rows.
 fn load_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
-    let rows = 8u * TY;
-    let w = stage_walk(flat, rows, staged_along_r(term));
-    var staged: Staged;
+    // (decided once, not at each load: each gather's `term` is a constant)
     if (term) {
-        for (var k = 0u; k < rows * BK / (TX * TY); k++) {
-            let at = vec2<u32>(i0, r0) + walk_at(w, k);
-            staged[k] = term_h_at(select(0u, term_h_index(at.x, at.y), (at.x < p.M) & (at.y < r_end)));
-        }
-    } else if (p.a_block2 != 0u) {
-        for (var k = 0u; k < rows * BK / (TX * TY); k++) {
-            let at = vec2<u32>(i0, r0) + walk_at(w, k);
-            staged[k] = a[select(0u, a_index(a_off, at.x, at.y), (at.x < p.M) & (at.y < r_end))];
-        }
-    } else {
-        // (a's address steps with the walk)
-        var at = a_index(a_off, i0 + w.line, r0 + w.r);
-        let d_at = w.d_line * p.a_si + w.d_r * p.a_sr;
-        for (var k = 0u; k < rows * BK / (TX * TY); k++) {
-            let e = vec2<u32>(i0, r0) + walk_at(w, k);
-            staged[k] = a[select(0u, at, (e.x < p.M) & (e.y < r_end))];
-            at += d_at;
-        }
+        return gather_a(true, a_off, i0, r0, r_end, flat);
     }
-    return staged;
+    return gather_a(false, a_off, i0, r0, r_end, flat);
+}
+
+fn gather_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
+    let w = stage_walk(flat, 8u * TY, staged_along_r(term));
+    let blocks = p.a_block2 != 0u;
+    // (a's address steps with the walk)
+    let at = a_off + (i0 + w.line) * p.a_si + (r0 + w.r) * p.a_sr;
+    let d_at = w.d_line * p.a_si + w.d_r * p.a_sr;
+    var s: Staged;
+    s.lo = vec4<f32>(a_walk_value(term, blocks, a_off, i0, r0, r_end, w, at, d_at, 0u), a_walk_value(term, blocks, a_off, i0, r0, r_end, w, at, d_at, 1u),
+                     a_walk_value(term, blocks, a_off, i0, r0, r_end, w, at, d_at, 2u), a_walk_value(term, blocks, a_off, i0, r0, r_end, w, at, d_at, 3u));
+    if (a_staged() > 4u) {
+        s.hi = vec4<f32>(a_walk_value(term, blocks, a_off, i0, r0, r_end, w, at, d_at, 4u), a_walk_value(term, blocks, a_off, i0, r0, r_end, w, at, d_at, 5u),
+                         a_walk_value(term, blocks, a_off, i0, r0, r_end, w, at, d_at, 6u), a_walk_value(term, blocks, a_off, i0, r0, r_end, w, at, d_at, 7u));
+    }
+    return s;
 }
 
 // load_a's values into tile_a: zero past r_end and M, dropout applied where it masks A, each
@@ -166,11 +189,11 @@ fn load_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) -> St
 fn put_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32, staged: Staged) {
     let rows = 8u * TY;
     let w = stage_walk(flat, rows, staged_along_r(term));
-    for (var k = 0u; k < rows * BK / (TX * TY); k++) {
+    for (var k = 0u; k < a_staged(); k++) {
         let place = walk_at(w, k);
         let row = place.x;
         let r = place.y;
-        var v = select(0.0, staged[k], (i0 + row < p.M) & (r0 + r < r_end));
+        var v = select(0.0, staged_at(staged, k), (i0 + row < p.M) & (r0 + r < r_end));
         if (!term && p.drop_on == DROP_A) {
             v = drop_at(DROP_A, a_index(a_off, i0 + row, r0 + r), v);
         }
@@ -187,28 +210,39 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 { return a_value(
 // Whether consecutive invocations stage B (or V where `term`) along r.
 fn b_along_r(term: bool) -> bool { return select(p.b_sr, p.term_v_sr, term) == 1u; }
 
+// The k-th value of an invocation's walk through B (V where `term`) from columns j0.., steps
+// r0..: from b's address `at` + k·d_at; 0's index past r_end or N, and V's off its blocks.
+fn b_walk_value(term: bool, j0: u32, r0: u32, r_end: u32, w: StageWalk, at: u32, d_at: u32, k: u32) -> f32 {
+    let e = vec2<u32>(j0, r0) + walk_at(w, k);
+    let inside = (e.x < p.N) & (e.y < r_end);
+    if (term) {
+        let at_v = term_v_index(e.x, e.y);
+        return term_v_at(select(0u, u32(at_v), inside & (at_v >= 0)));
+    }
+    return b[select(0u, at + k * d_at, inside)];
+}
+
 // B's values of columns j0.. and steps r0.. along stage_walk's walk (or V's where `term`);
 // those past r_end or N, and V's off its blocks, are put_b's to zero.
 fn load_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
-    let cols = 8u * TX;
-    let w = stage_walk(flat, cols, b_along_r(term));
-    var staged: Staged;
     if (term) {
-        for (var k = 0u; k < cols * BK / (TX * TY); k++) {
-            let at = vec2<u32>(j0, r0) + walk_at(w, k);
-            let at_v = term_v_index(at.x, at.y);
-            staged[k] = term_v_at(select(0u, u32(at_v), (at.x < p.N) & (at.y < r_end) & (at_v >= 0)));
-        }
-    } else {
-        var at = b_off + (j0 + w.line) * p.b_sj + (r0 + w.r) * p.b_sr;
-        let d_at = w.d_line * p.b_sj + w.d_r * p.b_sr;
-        for (var k = 0u; k < cols * BK / (TX * TY); k++) {
-            let e = vec2<u32>(j0, r0) + walk_at(w, k);
-            staged[k] = b[select(0u, at, (e.x < p.N) & (e.y < r_end))];
-            at += d_at;
-        }
+        return gather_b(true, b_off, j0, r0, r_end, flat);
     }
-    return staged;
+    return gather_b(false, b_off, j0, r0, r_end, flat);
+}
+
+fn gather_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
+    let w = stage_walk(flat, 8u * TX, b_along_r(term));
+    let at = b_off + (j0 + w.line) * p.b_sj + (r0 + w.r) * p.b_sr;
+    let d_at = w.d_line * p.b_sj + w.d_r * p.b_sr;
+    var s: Staged;
+    s.lo = vec4<f32>(b_walk_value(term, j0, r0, r_end, w, at, d_at, 0u), b_walk_value(term, j0, r0, r_end, w, at, d_at, 1u),
+                     b_walk_value(term, j0, r0, r_end, w, at, d_at, 2u), b_walk_value(term, j0, r0, r_end, w, at, d_at, 3u));
+    if (b_staged() > 4u) {
+        s.hi = vec4<f32>(b_walk_value(term, j0, r0, r_end, w, at, d_at, 4u), b_walk_value(term, j0, r0, r_end, w, at, d_at, 5u),
+                         b_walk_value(term, j0, r0, r_end, w, at, d_at, 6u), b_walk_value(term, j0, r0, r_end, w, at, d_at, 7u));
+    }
+    return s;
 }
 
 // load_b's values into tile_b: zero past r_end and N (and V's off its blocks), dropout
@@ -216,14 +250,14 @@ fn load_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> St
 fn put_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32, staged: Staged) {
     let cols = 8u * TX;
     let w = stage_walk(flat, cols, b_along_r(term));
-    for (var k = 0u; k < cols * BK / (TX * TY); k++) {
+    for (var k = 0u; k < b_staged(); k++) {
         let place = walk_at(w, k);
         let col = place.x;
         let r = place.y;
         let j = j0 + col;
         let rr = r0 + r;
         var inside = (j < p.N) & (rr < r_end);
-        var v = staged[k];
+        var v = staged_at(staged, k);
         if (term) {
             inside = inside & (term_v_index(j, rr) >= 0);
             v *= p.term_scale;
@@ -273,15 +307,23 @@ fn store4(c_off: u32, i: u32, j: u32, v: vec4<f32>, term: bool) {
     }
 }
 
+// A 4 × 4 quarter of an invocation's block: rows i.., columns j.. (column t of acc holds row
+// t). Its columns are named, not indexed in a loop: a matrix argument indexed by a loop that
+// a compiler does not unroll is copied to memory.
+fn store_quarter(c_off: u32, i: u32, j: u32, acc: mat4x4<f32>, term: bool) {
+    store4(c_off, i, j, acc[0], term);
+    store4(c_off, i + 1u, j, acc[1], term);
+    store4(c_off, i + 2u, j, acc[2], term);
+    store4(c_off, i + 3u, j, acc[3], term);
+}
+
 // An invocation's 8 × 8 block (rows ia.. and ib.., columns ja.. and jb..: see matmul_tiled).
 fn store_block(c_off: u32, ia: u32, ib: u32, ja: u32, jb: u32, acc00: mat4x4<f32>, acc01: mat4x4<f32>,
                acc10: mat4x4<f32>, acc11: mat4x4<f32>, term: bool) {
-    for (var t = 0u; t < 4u; t++) {
-        store4(c_off, ia + t, ja, acc00[t], term);
-        store4(c_off, ia + t, jb, acc01[t], term);
-        store4(c_off, ib + t, ja, acc10[t], term);
-        store4(c_off, ib + t, jb, acc11[t], term);
-    }
+    store_quarter(c_off, ia, ja, acc00, term);
+    store_quarter(c_off, ia, jb, acc01, term);
+    store_quarter(c_off, ib, ja, acc10, term);
+    store_quarter(c_off, ib, jb, acc11, term);
 }
 
 @compute @workgroup_size(TX, TY, 1)

@@ -103,15 +103,22 @@ fn qt_store(z: u32, i: u32, j: u32, ncols: u32, v: vec4<f32>, term: bool) {
     }
 }
 
+// A 4 × 4 quarter of an invocation's block, its columns named (as matmul_tiled.wgsl's
+// store_quarter).
+fn qt_store_quarter(z: u32, i: u32, j: u32, ncols: u32, acc: mat4x4<f32>, term: bool) {
+    qt_store(z, i, j, ncols, acc[0], term);
+    qt_store(z, i + 1u, j, ncols, acc[1], term);
+    qt_store(z, i + 2u, j, ncols, acc[2], term);
+    qt_store(z, i + 3u, j, ncols, acc[3], term);
+}
+
 // An invocation's 8 × 8 block (rows ia.. and ib.., columns ja.. and jb..).
 fn qt_store_block(z: u32, ia: u32, ib: u32, ja: u32, jb: u32, ncols: u32, acc00: mat4x4<f32>,
                   acc01: mat4x4<f32>, acc10: mat4x4<f32>, acc11: mat4x4<f32>, term: bool) {
-    for (var t = 0u; t < 4u; t++) {
-        qt_store(z, ia + t, ja, ncols, acc00[t], term);
-        qt_store(z, ia + t, jb, ncols, acc01[t], term);
-        qt_store(z, ib + t, ja, ncols, acc10[t], term);
-        qt_store(z, ib + t, jb, ncols, acc11[t], term);
-    }
+    qt_store_quarter(z, ia, ja, ncols, acc00, term);
+    qt_store_quarter(z, ia, jb, ncols, acc01, term);
+    qt_store_quarter(z, ib, ja, ncols, acc10, term);
+    qt_store_quarter(z, ib, jb, ncols, acc11, term);
 }
 
 // What an invocation stages of the product per iteration: its values of inp (8·TQ rows by 8
@@ -120,10 +127,23 @@ fn qt_store_block(z: u32, ia: u32, ib: u32, ja: u32, jb: u32, ncols: u32, acc00:
 // (PREFETCH off) just before they are written (qt_load_product), then written to the tiles
 // (qt_put_product). As in matmul_tiled.wgsl, each is loaded whether or not it lies inside the
 // product (from index 0, or block 0, where it does not; qt_put_product zeroes it), so that the
-// loads are one run with no branch between them, all in flight together.
+// loads are one run with no branch between them, all in flight together. inp's values are
+// held in two vec4s, loaded by calls written out (as matmul_tiled.wgsl's Staged: not an array
+// filled in a loop, which a compiler that does not unroll the loop keeps in memory).
 struct QtStaged {
-    inp: array<f32, 8>,
+    inp_lo: vec4<f32>,
+    inp_hi: vec4<f32>,
     w: array<vec4<f32>, 2>,
+}
+
+// How many of inp's values an invocation stages per iteration (8 or 4).
+fn qt_inp_staged() -> u32 { return 64u / TQ; }
+
+// The walk's k-th value of inp: row i0 + (flat + k·TQ²) / 8 at step r (0's word outside the
+// product).
+fn qt_inp_value(i0: u32, r: u32, r_end: u32, reduce: u32, flat: u32, k: u32) -> f32 {
+    let i = i0 + (flat + k * TQ * TQ) / 8u;
+    return inp_word(select(0u, inp_index(i, r, reduce), (i < p.M) & (r < r_end)));
 }
 
 // Walk step e's value of inp into qt_a[r][row].
@@ -171,23 +191,13 @@ fn qt_weights_inside(forward: bool, j0: u32, r0: u32, r_end: u32, flat: u32) -> 
 // qt_put_product's to zero.
 fn qt_load_product(forward: bool, i0: u32, j0: u32, r0: u32, r_end: u32, reduce: u32, flat: u32) -> QtStaged {
     var staged: QtStaged;
+    // (the walk keeps its step and moves TQ² / 8 rows at a time)
     let r = r0 + flat % 8u;
-    if (p.a_block2 != 0u) {
-        var k = 0u;
-        for (var e = flat; e < 8u * TQ * 8u; e += TQ * TQ) {
-            let i = i0 + e / 8u;
-            staged.inp[k] = inp_word(select(0u, inp_index(i, r, reduce), (i < p.M) & (r < r_end)));
-            k++;
-        }
-    } else {
-        // (the walk keeps its step and moves TQ² / 8 rows at a time)
-        var idx = (i0 + flat / 8u) * reduce + r;
-        var k = 0u;
-        for (var e = flat; e < 8u * TQ * 8u; e += TQ * TQ) {
-            staged.inp[k] = inp_word(select(0u, idx, (i0 + e / 8u < p.M) & (r < r_end)));
-            idx += TQ * TQ / 8u * reduce;
-            k++;
-        }
+    staged.inp_lo = vec4<f32>(qt_inp_value(i0, r, r_end, reduce, flat, 0u), qt_inp_value(i0, r, r_end, reduce, flat, 1u),
+                              qt_inp_value(i0, r, r_end, reduce, flat, 2u), qt_inp_value(i0, r, r_end, reduce, flat, 3u));
+    if (qt_inp_staged() > 4u) {
+        staged.inp_hi = vec4<f32>(qt_inp_value(i0, r, r_end, reduce, flat, 4u), qt_inp_value(i0, r, r_end, reduce, flat, 5u),
+                                  qt_inp_value(i0, r, r_end, reduce, flat, 6u), qt_inp_value(i0, r, r_end, reduce, flat, 7u));
     }
     if (flat < 8u * TQ) {
         let inside = qt_weights_inside(forward, j0, r0, r_end, flat);
@@ -204,11 +214,12 @@ fn qt_load_product(forward: bool, i0: u32, j0: u32, r0: u32, r_end: u32, reduce:
 // r_end and the edges), inp's rows scaled where the launch scales rows.
 fn qt_put_product(forward: bool, staged: QtStaged, i0: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let step_inside = r0 + flat % 8u < r_end;
-    var k = 0u;
-    for (var e = flat; e < 8u * TQ * 8u; e += TQ * TQ) {
+    for (var k = 0u; k < qt_inp_staged(); k++) {
+        let e = flat + k * TQ * TQ;
         let row = e / 8u;
-        qt_put_inp(e, select(0.0, row_scaled(row, staged.inp[k]), step_inside & (i0 + row < p.M)));
-        k++;
+        // (a vector's element, never memory)
+        let v = select(staged.inp_hi[k % 4u], staged.inp_lo[k % 4u], k < 4u);
+        qt_put_inp(e, select(0.0, row_scaled(row, v), step_inside & (i0 + row < p.M)));
     }
     if (flat < 8u * TQ) {
         let inside = qt_weights_inside(forward, j0, r0, r_end, flat);
