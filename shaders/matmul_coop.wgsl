@@ -45,33 +45,33 @@ fn quad_place(e: u32, t: u32, along_r: bool) -> vec2<u32> {
     return start + t * select(vec2<u32>(1u, 0u), vec2<u32>(0u, 1u), along_r);
 }
 
+// Pass e's value t of A (0's index outside the product, or past the stage's `end` passes).
+fn a_pass_value(a_off: u32, i0: u32, r0: u32, r_end: u32, end: u32, along_r: bool, e: u32, t: u32) -> f32 {
+    let at = vec2<u32>(i0, r0) + quad_place(e, t, along_r);
+    let idx = select(a_off + at.x * p.a_si + at.y * p.a_sr, block_index(at.x, at.y, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R), p.a_block2 != 0u);
+    return a[select(0u, idx, (e < end) & (at.x < p.M) & (at.y < r_end))];
+}
+
+// Pass e's four values of A.
+fn a_pass(a_off: u32, i0: u32, r0: u32, r_end: u32, end: u32, along_r: bool, e: u32) -> vec4<f32> {
+    return vec4<f32>(a_pass_value(a_off, i0, r0, r_end, end, along_r, e, 0u), a_pass_value(a_off, i0, r0, r_end, end, along_r, e, 1u),
+                     a_pass_value(a_off, i0, r0, r_end, end, along_r, e, 2u), a_pass_value(a_off, i0, r0, r_end, end, along_r, e, 3u));
+}
+
 fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let along_r = p.a_sr == 1u;
     let end = TILE * BK / 4u;
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
-        var quads: array<vec4<f32>, 4>;
-        if (p.a_block2 != 0u) {
-            for (var n = 0u; n < 4u; n++) {
-                for (var t = 0u; t < 4u; t++) {
-                    let at = vec2<u32>(i0, r0) + quad_place(e0 + n * WG, t, along_r);
-                    let idx = block_index(at.x, at.y, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R);
-                    quads[n][t] = a[select(0u, idx, (e0 + n * WG < end) & (at.x < p.M) & (at.y < r_end))];
-                }
-            }
-        } else {
-            for (var n = 0u; n < 4u; n++) {
-                for (var t = 0u; t < 4u; t++) {
-                    let at = vec2<u32>(i0, r0) + quad_place(e0 + n * WG, t, along_r);
-                    quads[n][t] = a[select(0u, a_off + at.x * p.a_si + at.y * p.a_sr, (e0 + n * WG < end) & (at.x < p.M) & (at.y < r_end))];
-                }
-            }
-        }
+        // (the four passes written out: see column_of)
+        let passes = mat4x4<f32>(a_pass(a_off, i0, r0, r_end, end, along_r, e0), a_pass(a_off, i0, r0, r_end, end, along_r, e0 + WG),
+                                 a_pass(a_off, i0, r0, r_end, end, along_r, e0 + 2u * WG), a_pass(a_off, i0, r0, r_end, end, along_r, e0 + 3u * WG));
         for (var n = 0u; n < 4u; n++) {
             if (e0 + n * WG < end) {
+                let values = column_of(passes, n);
                 for (var t = 0u; t < 4u; t++) {
                     let place = quad_place(e0 + n * WG, t, along_r);
                     let inside = (i0 + place.x < p.M) & (r0 + place.y < r_end);
-                    tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, select(0.0, quads[n][t], inside)));
+                    tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, select(0.0, values[t], inside)));
                 }
             }
         }
@@ -95,23 +95,30 @@ fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let along_r = p.b_sr == 1u;
     let end = TILE * BK / 4u;
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
-        var quads: array<vec4<f32>, 4>;
-        for (var n = 0u; n < 4u; n++) {
-            for (var t = 0u; t < 4u; t++) {
-                let at = vec2<u32>(j0, r0) + quad_place(e0 + n * WG, t, along_r);
-                quads[n][t] = b[select(0u, b_off + at.x * p.b_sj + at.y * p.b_sr, (e0 + n * WG < end) & (at.x < p.N) & (at.y < r_end))];
-            }
-        }
+        let passes = mat4x4<f32>(b_pass(b_off, j0, r0, r_end, end, along_r, e0), b_pass(b_off, j0, r0, r_end, end, along_r, e0 + WG),
+                                 b_pass(b_off, j0, r0, r_end, end, along_r, e0 + 2u * WG), b_pass(b_off, j0, r0, r_end, end, along_r, e0 + 3u * WG));
         for (var n = 0u; n < 4u; n++) {
             if (e0 + n * WG < end) {
+                let values = column_of(passes, n);
                 for (var t = 0u; t < 4u; t++) {
                     let place = quad_place(e0 + n * WG, t, along_r);
                     let inside = (j0 + place.x < p.N) & (r0 + place.y < r_end);
-                    tile_b[place.x * LD + place.y] = to_tile(select(0.0, quads[n][t], inside));
+                    tile_b[place.x * LD + place.y] = to_tile(select(0.0, values[t], inside));
                 }
             }
         }
     }
+}
+
+// Pass e's value t of B, and its four values (as a_pass_value, a_pass).
+fn b_pass_value(b_off: u32, j0: u32, r0: u32, r_end: u32, end: u32, along_r: bool, e: u32, t: u32) -> f32 {
+    let at = vec2<u32>(j0, r0) + quad_place(e, t, along_r);
+    return b[select(0u, b_off + at.x * p.b_sj + at.y * p.b_sr, (e < end) & (at.x < p.N) & (at.y < r_end))];
+}
+
+fn b_pass(b_off: u32, j0: u32, r0: u32, r_end: u32, end: u32, along_r: bool, e: u32) -> vec4<f32> {
+    return vec4<f32>(b_pass_value(b_off, j0, r0, r_end, end, along_r, e, 0u), b_pass_value(b_off, j0, r0, r_end, end, along_r, e, 1u),
+                     b_pass_value(b_off, j0, r0, r_end, end, along_r, e, 2u), b_pass_value(b_off, j0, r0, r_end, end, along_r, e, 3u));
 }
 
 fn out_index(forward: bool, z: u32, i: u32, j: u32) -> u32 { return z * p.c_batch + i * p.N + j; }

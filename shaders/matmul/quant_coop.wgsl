@@ -34,24 +34,9 @@ fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let stride = reduction_end(forward);
     let end = TILE * BK / 4u;
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
-        var quads: array<vec4<f32>, 4>;
-        if (p.a_block2 != 0u) {
-            for (var n = 0u; n < 4u; n++) {
-                let e = e0 + n * WG;
-                let i = i0 + e / (BK / 4u);
-                let r = r0 + 4u * (e % (BK / 4u));
-                for (var t = 0u; t < 4u; t++) {
-                    quads[n][t] = inp_word(select(0u, inp_index(i, r + t, stride), (e < end) & (i < p.M) & (r + t < r_end)));
-                }
-            }
-        } else {
-            for (var n = 0u; n < 4u; n++) {
-                let e = e0 + n * WG;
-                let i = i0 + e / (BK / 4u);
-                let r = r0 + 4u * (e % (BK / 4u));
-                quads[n] = inp[select(0u, (i * stride + r) / 4u, (e < end) & (i < p.M) & (r < r_end))];
-            }
-        }
+        // (the four passes written out: see pieces/coop_gemm.wgsl's column_of)
+        let passes = mat4x4<f32>(inp_pass(stride, i0, r0, r_end, end, e0), inp_pass(stride, i0, r0, r_end, end, e0 + WG),
+                                 inp_pass(stride, i0, r0, r_end, end, e0 + 2u * WG), inp_pass(stride, i0, r0, r_end, end, e0 + 3u * WG));
         for (var n = 0u; n < 4u; n++) {
             let e = e0 + n * WG;
             if (e < end) {
@@ -59,13 +44,26 @@ fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
                 let r = 4u * (e % (BK / 4u));
                 let inside = (vec4<u32>(r0 + r) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(r_end)) & vec4<bool>(i0 + row < p.M);
                 // (the row's scale: row_scaled of 1)
-                let v = select(vec4<f32>(), quads[n], inside) * row_scaled(row, 1.0);
+                let v = select(vec4<f32>(), column_of(passes, n), inside) * row_scaled(row, 1.0);
                 for (var t = 0u; t < 4u; t++) {
                     tile_a[row * LD + r + t] = to_tile(v[t]);
                 }
             }
         }
     }
+}
+
+// Pass e's four values of inp (row i0 + e / (BK / 4), steps from r0 + 4·(e % (BK / 4))), from
+// index 0 outside the product: one aligned vec4 where inp is not in blocks.
+fn inp_pass(stride: u32, i0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> vec4<f32> {
+    let i = i0 + e / (BK / 4u);
+    let r = r0 + 4u * (e % (BK / 4u));
+    let inside = (e < end) & (i < p.M);
+    if (p.a_block2 == 0u) {
+        return inp[select(0u, (i * stride + r) / 4u, inside & (r < r_end))];
+    }
+    return vec4<f32>(inp_word(select(0u, inp_index(i, r, stride), inside & (r < r_end))), inp_word(select(0u, inp_index(i, r + 1u, stride), inside & (r + 1u < r_end))),
+                     inp_word(select(0u, inp_index(i, r + 2u, stride), inside & (r + 2u < r_end))), inp_word(select(0u, inp_index(i, r + 3u, stride), inside & (r + 3u < r_end))));
 }
 
 // What pieces/row_scales.wgsl's scale_rows reads (the launcher scales the rows of input
@@ -80,10 +78,10 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
     return inp_at(i, r, p.N);
 }
 
-// Eight decoded weights into tile_b from `at` on, `step` f16s apart.
-fn put8(at: u32, step: u32, w: array<vec4<f32>, 2>) {
+// Eight decoded weights (lo, then hi) into tile_b from `at` on, `step` f16s apart.
+fn put8(at: u32, step: u32, lo: vec4<f32>, hi: vec4<f32>) {
     for (var t = 0u; t < 8u; t++) {
-        tile_b[at + t * step] = to_tile(w[t / 4u][t % 4u]);
+        tile_b[at + t * step] = to_tile(select(hi[t % 4u], lo[t % 4u], t < 4u));
     }
 }
 
@@ -110,22 +108,30 @@ fn b_eight_inside(forward: bool, j0: u32, r0: u32, r_end: u32, e: u32) -> bool {
     return (at.x < r_end) & (8u * at.y < p.K);
 }
 
+// Pass e's eight weights, decoded from block 0 where they lie outside the product.
+fn b_pass(forward: bool, j0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> array<vec4<f32>, 2> {
+    let at = b_eight(forward, j0, r0, e);
+    let inside = (e < end) & b_eight_inside(forward, j0, r0, r_end, e);
+    return dequant8(select(0u, at.x, inside), select(0u, at.y, inside));
+}
+
 fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let end = TILE * BK / 8u;
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
-        var eights: array<array<vec4<f32>, 2>, 4>;
-        for (var n = 0u; n < 4u; n++) {
-            let e = e0 + n * WG;
-            let at = b_eight(forward, j0, r0, e);
-            let inside = (e < end) & b_eight_inside(forward, j0, r0, r_end, e);
-            eights[n] = dequant8(select(0u, at.x, inside), select(0u, at.y, inside));
-        }
+        // the four passes' weights decoded, each pass's first four in `lo`, the rest in `hi`
+        // (matrices read by column_of, not an array indexed in a loop)
+        let w0 = b_pass(forward, j0, r0, r_end, end, e0);
+        let w1 = b_pass(forward, j0, r0, r_end, end, e0 + WG);
+        let w2 = b_pass(forward, j0, r0, r_end, end, e0 + 2u * WG);
+        let w3 = b_pass(forward, j0, r0, r_end, end, e0 + 3u * WG);
+        let lo = mat4x4<f32>(w0[0], w1[0], w2[0], w3[0]);
+        let hi = mat4x4<f32>(w0[1], w1[1], w2[1], w3[1]);
         for (var n = 0u; n < 4u; n++) {
             let e = e0 + n * WG;
             if (e < end) {
                 let at = b_eight(forward, j0, r0, e);
                 let inside = b_eight_inside(forward, j0, r0, r_end, e);
-                put8(at.z, at.w, array<vec4<f32>, 2>(select(vec4<f32>(), eights[n][0], inside), select(vec4<f32>(), eights[n][1], inside)));
+                put8(at.z, at.w, select(vec4<f32>(), column_of(lo, n), inside), select(vec4<f32>(), column_of(hi, n), inside));
             }
         }
     }
