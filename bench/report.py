@@ -315,6 +315,10 @@ def main():
                   "| format | M × N × K | outputs | split towards | parts of | loads | ms, 64 × 64 | ms, 128 × 128 |", "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
         lines += [f"| {t['format']} | {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t.get('split_workgroups', 64)} | {t.get('split_min_steps', 256)} | {loads(t)} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |"
                   for t in tiles["timed"]]
+        if tiles.get("steps_timed"):
+            lines += ["", f"Then, at the shapes in tiles of 128, the f32 forward staging 16 reduction steps per iteration against 8 "
+                      f"(kept: {tiles.get('steps', 8)}):", "", "| M × N × K | ms, 8 steps | ms, 16 steps | 8 ÷ 16 |", "| --- | ---: | ---: | ---: |"]
+            lines += [f"| {t['m']} × {t['n']} × {t['k']} | {t['ms_8']:.3f} | {t['ms_16']:.3f} | {ratio(t['ms_8'], t['ms_16'])} |" for t in tiles["steps_timed"]]
     coop_tiles = results.get("tiles-coop")
     coop_rows = [t for t in (coop_tiles or {}).get("timed", []) if t["format"] == "f16 coop"]
     if coop_rows:

@@ -119,6 +119,10 @@ fn tiles(a: TilesArgs) -> Result<()> {
         let loads = if t.prefetch { "ahead" } else { "in turn" };
         println!("{:<8} {:<22} {:>10} {:>6} {:>6} {:>8} {:>10.3} {:>10.3}", t.format, format!("M{m} N{n} K{k}"), m * n, t.split_workgroups, t.split_min_steps, loads, t.ms_64, t.ms_128);
     }
+    for t in &tuning.steps_timed {
+        let (m, n, k) = t.shape;
+        println!("f32 in tiles of 128, M{m} N{n} K{k}: {:.3} ms staging 8 steps per iteration, {:.3} ms staging 16", t.ms_8, t.ms_16);
+    }
     println!("{}{}", describe(tuning.choice()), if a.quick { String::new() } else { format!(": kept in {}", path.display()) });
     Ok(())
 }

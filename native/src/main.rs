@@ -84,8 +84,8 @@ enum Command {
 /// (tile_tuning.rs), decoding's tokens picked on the host where HEARTH_DECODE_AHEAD=0, the
 /// tiled matmuls loading each step's values just before they stage them (not a step ahead)
 /// or a step ahead as HEARTH_TILE_PREFETCH says (over the tuning), the f32 tiles of 128
-/// staging 16 reduction steps per iteration where HEARTH_TILE_STEPS=16, and says which it
-/// picked.
+/// staging 16 reduction steps per iteration where HEARTH_TILE_STEPS=16 (8 where =8; unset: as
+/// tuned), and says which it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
@@ -144,7 +144,8 @@ pub fn open_gpu() -> Result<GpuContext> {
             Ok(other) => bail!("HEARTH_TILE_PREFETCH={other:?}: expected 0 (the tiled matmuls load each step's values just before they stage them) or 1 (a step ahead, during the sums; unset: a step ahead, or as tuned for the GPU)"),
         },
         steps: match std::env::var("HEARTH_TILE_STEPS").as_deref() {
-            Ok("8") | Err(_) => None,
+            Err(_) => None,
+            Ok("8") => Some(8),
             Ok("16") => Some(16),
             Ok(other) => bail!("HEARTH_TILE_STEPS={other:?}: expected 8 (the f32 tiled matmuls stage 8 reduction steps per iteration, the default) or 16 (in tiles of 128, where the GPU's workgroup memory holds them)"),
         },

@@ -12,12 +12,15 @@
 //! taken, the split, the loads' order) that costs least in total, and keeps it in the cache;
 //! later commands read it.
 //! Where the context has cooperative matrices (HEARTH_F16_MATMUL=1), their kernels' forward is
-//! timed in both tiles too, for a threshold of their own (kept in a cache file of its own). Results differ at most by rounding (a split reduction sums in
-//! another order).
+//! timed in both tiles too, for a threshold of their own (kept in a cache file of its own).
+//! Last, at the shapes that the choice puts in tiles of 128, the f32 forward staging 16
+//! reduction steps per iteration (half the barriers, twice the workgroup memory) against 8,
+//! where the GPU's workgroup memory holds them. Results differ at most by rounding (a split
+//! reduction sums in another order).
 
 use anyhow::{Context, Result};
 use hearth_core::gpu::{Shader, TileChoice};
-use hearth_core::ops::matmul::{forward_splits, matmul_with, valid_split_min_steps, Accumulate, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, WIDE_OUTPUTS};
+use hearth_core::ops::matmul::{forward_splits, matmul_with, valid_split_min_steps, Accumulate, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, WIDE_16_STEPS_BYTES, WIDE_OUTPUTS};
 use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -39,7 +42,7 @@ const THIN_SHAPES: [(usize, usize, usize); 2] = [(2048, 48, 576), (2048, 16, 153
 const QUICK_SHAPES: [(usize, usize, usize); 3] = [(64, 64, 64), (128, 256, 64), (512, 512, 512)];
 
 /// What the cache file's layout and the shapes are; a change re-tunes.
-const TUNING_VERSION: u32 = 5;
+const TUNING_VERSION: u32 = 6;
 
 /// The format the cooperative-matrix kernels' timings are listed under (f32 operands rounded
 /// to f16 as they are staged).
@@ -68,6 +71,14 @@ pub struct Timed {
     pub ms_128: f64,
 }
 
+/// One shape's f32 forward in tiles of 128 at the chosen split and order of loads, staging 8
+/// and 16 reduction steps per iteration, ms per launch.
+pub struct StepsTimed {
+    pub shape: (usize, usize, usize),
+    pub ms_8: f64,
+    pub ms_16: f64,
+}
+
 /// The measured choice and what it came from.
 pub struct Tuning {
     /// Outputs from which 128 × 128 tiles are taken (usize::MAX: never).
@@ -78,10 +89,13 @@ pub struct Tuning {
     pub split_min_steps: usize,
     /// The tiled kernels load each step's values a step ahead (else in turn).
     pub prefetch: bool,
+    /// Reduction steps the f32 tiles of 128 stage per iteration: 8 or 16.
+    pub steps: usize,
     /// Outputs from which the cooperative-matrix kernels take 128 × 128 tiles (usize::MAX:
     /// never), where they were timed.
     pub coop_wide_outputs: Option<usize>,
     pub timed: Vec<Timed>,
+    pub steps_timed: Vec<StepsTimed>,
 }
 
 impl Tuning {
@@ -97,7 +111,9 @@ impl Tuning {
             "split_workgroups": self.split_workgroups,
             "split_min_steps": self.split_min_steps,
             "prefetch": self.prefetch,
+            "steps": self.steps,
             "timed": timed,
+            "steps_timed": self.steps_timed.iter().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_8": t.ms_8, "ms_16": t.ms_16 })).collect::<Vec<_>>(),
         });
         // (absent where they were not timed; null for never, as wide_outputs)
         if let Some(w) = self.coop_wide_outputs {
@@ -116,7 +132,7 @@ impl Tuning {
             split_workgroups: (self.split_workgroups != SPLIT_WORKGROUPS).then_some(self.split_workgroups),
             split_min_steps: (self.split_min_steps != SPLIT_MIN_STEPS).then_some(self.split_min_steps),
             prefetch: (!self.prefetch).then_some(false),
-            steps: None,
+            steps: (self.steps == 16).then_some(16),
         }
     }
 }
@@ -160,6 +176,16 @@ pub fn best_choice(timed: &[Timed]) -> (usize, (usize, usize), bool) {
     (threshold, split, prefetch)
 }
 
+/// 16 steps per iteration where they save `MARGIN` of the 8 steps' total over `timed`, else 8.
+pub fn best_steps(timed: &[StepsTimed]) -> usize {
+    let (ms_8, ms_16) = timed.iter().fold((0.0, 0.0), |(a, b), t| (a + t.ms_8, b + t.ms_16));
+    if !timed.is_empty() && ms_16 < ms_8 * (1.0 - MARGIN) {
+        16
+    } else {
+        8
+    }
+}
+
 /// The cooperative-matrix kernels' threshold, where `timed` has their rows.
 fn coop_threshold(timed: &[Timed]) -> Option<usize> {
     let coop: Vec<&Timed> = timed.iter().filter(|t| t.format == COOP_FORMAT).collect();
@@ -181,7 +207,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     let before = ctx.tile_choice();
     let mut rng = Rng::new(0);
     let mut timed = Vec::new();
-    for (m, n, k, quantized) in shapes {
+    for &(m, n, k, quantized) in &shapes {
         let x = ctx.upload_f32(&rng.vec_uniform(m * k, -1.0, 1.0))?;
         let y = ctx.alloc_f32(m * n)?;
         let w_values = rng.vec_uniform(n * k, -1.0, 1.0);
@@ -232,12 +258,30 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
             }
         }
     }
+    let (wide_outputs, (split_workgroups, split_min_steps), prefetch) = best_choice(&timed);
+    // 16 steps per iteration against 8, at the shapes the choice puts in tiles of 128
+    let mut steps_timed = Vec::new();
+    if ctx.summary().max_workgroup_storage >= WIDE_16_STEPS_BYTES {
+        for &(m, n, k, _) in shapes.iter().filter(|s| s.0 * s.1 >= wide_outputs) {
+            let chosen = |t: &&Timed| t.format == "f32" && t.shape == (m, n, k) && (t.split_workgroups, t.split_min_steps, t.prefetch) == (split_workgroups, split_min_steps, prefetch);
+            let ms_8 = timed.iter().find(chosen).expect("every shape timed at every split").ms_128;
+            let (x, w) = (ctx.upload_f32(&rng.vec_uniform(m * k, -1.0, 1.0))?, ctx.upload_f32(&rng.vec_uniform(n * k, -1.0, 1.0))?);
+            let y = ctx.alloc_f32(m * n)?;
+            ctx.set_tile_choice(TileChoice { side: Some(128), split_workgroups: Some(split_workgroups), split_min_steps: Some(split_min_steps), prefetch: Some(prefetch), steps: Some(16), ..before });
+            let ctx = &*ctx;
+            let (ms_16, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, MatmulDims::new(m, n, k), Accumulate::OVERWRITE))?;
+            if !kernels.iter().any(|k| k.ends_with(", 16 steps]")) {
+                anyhow::bail!("the tile tuning timed 16 steps per iteration but {kernels:?} ran");
+            }
+            steps_timed.push(StepsTimed { shape: (m, n, k), ms_8, ms_16 });
+        }
+    }
     ctx.set_tile_choice(before);
     // (the timed buffers go back to the device, not into the command's pool and its peak)
     ctx.trim_pool();
     ctx.reset_peak_memory();
-    let (wide_outputs, (split_workgroups, split_min_steps), prefetch) = best_choice(&timed);
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, coop_wide_outputs: coop_threshold(&timed), timed })
+    let steps = best_steps(&steps_timed);
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps, coop_wide_outputs: coop_threshold(&timed), timed, steps_timed })
 }
 
 /// ms per launch of `launch`: bench's fastest of 5 batches, each batch long enough (about
@@ -303,9 +347,10 @@ pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
     let steps = &v["split_min_steps"];
     let split_min_steps = steps.as_u64().map(|s| s as usize).filter(|&s| valid_split_min_steps(s)).ok_or_else(|| format!("split_min_steps {steps}: expected a multiple of 8 from 8 to 4096"))?;
     let prefetch = v["prefetch"].as_bool().ok_or_else(|| format!("prefetch {}: expected true (the values loaded a step ahead) or false (in turn)", v["prefetch"]))?;
+    let tile_steps = v["steps"].as_u64().filter(|&s| s == 8 || s == 16).ok_or_else(|| format!("steps {}: expected 8 or 16 (reduction steps per iteration in tiles of 128)", v["steps"]))? as usize;
     // (absent where the cooperative-matrix kernels were not timed)
     let coop_wide_outputs = v.get("coop_wide_outputs").map(|_| threshold(&v, "coop_wide_outputs")).transpose()?;
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, coop_wide_outputs, timed: Vec::new() }.choice())
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps: tile_steps, coop_wide_outputs, timed: Vec::new(), steps_timed: Vec::new() }.choice())
 }
 
 /// A threshold of 128 × 128 tiles in a cache file: outputs, or null for never (usize::MAX).
@@ -322,8 +367,8 @@ pub fn write_cache(path: &Path, tuning: &Tuning) -> Result<()> {
 }
 
 /// In words, for the adapter line: what decides the tile size on `ctx`, where few tiles split
-/// their reductions towards other than the fixed default, and where the values are loaded in
-/// turn.
+/// their reductions towards other than the fixed default, where the values are loaded in
+/// turn, and where the f32 tiles of 128 stage 16 steps per iteration.
 pub fn describe(tiles: TileChoice) -> String {
     let size = match (tiles.side, tiles.wide_outputs) {
         (Some(side), _) => format!("tiles of {side} × {side} (HEARTH_TILES)"),
@@ -344,8 +389,12 @@ pub fn describe(tiles: TileChoice) -> String {
         Some(s) => format!("{size}, {}", split_steps_words(s)),
         None => size,
     };
-    match tiles.prefetch {
+    let size = match tiles.prefetch {
         Some(false) => format!("{size}, their values loaded in turn"),
+        _ => size,
+    };
+    match tiles.steps {
+        Some(16) => format!("{size}, f32 tiles of 128 staging 16 steps per iteration"),
         _ => size,
     }
 }
@@ -377,7 +426,8 @@ fn grouped(n: usize) -> String {
 /// cache has none: on the GPU kernels of a GPU (HEARTH_TUNE unset), on any adapter
 /// (HEARTH_TUNE=1), or never (HEARTH_TUNE=0: the fixed threshold and split, loads a step
 /// ahead). HEARTH_TILES wins over all, HEARTH_SPLIT_WORKGROUPS and HEARTH_SPLIT_MIN_STEPS
-/// over the tuned split, HEARTH_TILE_PREFETCH over the tuned order of loads.
+/// over the tuned split, HEARTH_TILE_PREFETCH over the tuned order of loads, HEARTH_TILE_STEPS
+/// over the tuned steps per iteration.
 pub fn apply(ctx: &mut GpuContext) -> Result<()> {
     let wanted = match std::env::var("HEARTH_TUNE").as_deref() {
         Ok("0") => false,
@@ -422,6 +472,7 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
         split_workgroups: now.split_workgroups.or(tuned.split_workgroups),
         split_min_steps: now.split_min_steps.or(tuned.split_min_steps),
         prefetch: now.prefetch.or(tuned.prefetch),
+        steps: now.steps.or(tuned.steps),
         ..now
     });
     Ok(())
@@ -492,7 +543,7 @@ mod tests {
         // or more, where those save enough over 1024's of 256
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(1024, a, 0.9, 1.5), split(1024, b, 5.0, 6.0), short_parts(1024, 32, a, 0.5, 1.5), short_parts(1024, 32, b, 5.0, 6.0)];
         assert_eq!(best_choice(&t), (usize::MAX, (1024, 32), true));
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 1024, split_min_steps: 32, prefetch: true, coop_wide_outputs: None, timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }.choice());
         assert!(words.ends_with("split towards 1024 workgroups, split reductions in parts of 32 steps or more"), "{words}");
     }
 
@@ -518,7 +569,7 @@ mod tests {
             in_turn(256, b, 5.0, 6.0),
         ];
         assert_eq!(best_choice(&t), (usize::MAX, w(256), false));
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, coop_wide_outputs: None, timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }.choice());
         assert!(words.ends_with("split towards 256 workgroups, their values loaded in turn"), "{words}");
     }
 
@@ -532,8 +583,20 @@ mod tests {
         assert_eq!(coop_threshold(&t), Some(2048 * 3072));
         // none where they were not timed
         assert_eq!(coop_threshold(&t[..2]), None);
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, coop_wide_outputs: coop_threshold(&t), timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: coop_threshold(&t), timed: vec![], steps_timed: vec![] }.choice());
         assert!(words.ends_with("cooperative matrices' 128 × 128 tiles from 6,291,456 outputs (tuned)"), "{words}");
+    }
+
+    #[test]
+    fn sixteen_steps_are_taken_where_they_save_more_than_the_margin() {
+        let t = |ms_8, ms_16| StepsTimed { shape: (2048, 3072, 576), ms_8, ms_16 };
+        assert_eq!(best_steps(&[t(2.0, 1.0), t(5.0, 4.5)]), 16);
+        // within the margin (5.9 against 6.0), or slower, or nothing timed in tiles of 128: 8
+        assert_eq!(best_steps(&[t(1.0, 0.9), t(5.0, 5.0)]), 8);
+        assert_eq!(best_steps(&[t(1.0, 2.0)]), 8);
+        assert_eq!(best_steps(&[]), 8);
+        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }.choice());
+        assert!(words.ends_with("128 × 128 tiles from 1,048,576 outputs (tuned for this GPU), f32 tiles of 128 staging 16 steps per iteration"), "{words}");
     }
 
     #[test]
@@ -545,31 +608,36 @@ mod tests {
     fn a_cache_file_is_read_back_or_refused_with_the_reason() {
         let dir = std::env::temp_dir().join(format!("hearth-tile-tuning-{}", std::process::id()));
         let path = dir.join("gpu.json");
-        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)] };
+        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)], steps_timed: vec![] };
         write_cache(&path, &tuning).unwrap();
         assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false), steps: None }));
         // never wide, the default split and loads (None: as if untuned)
-        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, coop_wide_outputs: None, timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }).unwrap();
         assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None, steps: None }));
         // parts shorter than the default's
-        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, prefetch: true, coop_wide_outputs: None, timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.split_min_steps)), Ok((Some(1024), Some(32))));
+        // 16 steps per iteration in tiles of 128
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }).unwrap();
+        assert_eq!(read_cache(&path).map(|c| c.steps), Ok(Some(16)));
         // the cooperative-matrix kernels' threshold, a number or never
         for coop in [1 << 20, usize::MAX] {
-            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, coop_wide_outputs: Some(coop), timed: vec![] }).unwrap();
+            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: Some(coop), timed: vec![], steps_timed: vec![] }).unwrap();
             assert_eq!(read_cache(&path).unwrap().coop_wide_outputs, Some(coop));
         }
         for (text, why) in [
             ("{", "not JSON"),
-            (r#"{"version": 4, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "version 4"),
-            (r#"{"version": 5, "wide_outputs": "many", "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "wide_outputs \"many\""),
-            (r#"{"version": 5, "wide_outputs": 5, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups null"),
-            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 1, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups 1"),
-            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "split_min_steps null"),
-            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 12, "prefetch": true}"#, "split_min_steps 12"),
-            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256}"#, "prefetch null"),
-            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": 0}"#, "prefetch 0"),
-            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
+            (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "version 5"),
+            (r#"{"version": 6, "wide_outputs": "many", "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "wide_outputs \"many\""),
+            (r#"{"version": 6, "wide_outputs": 5, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups null"),
+            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 1, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups 1"),
+            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "split_min_steps null"),
+            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 12, "prefetch": true}"#, "split_min_steps 12"),
+            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256}"#, "prefetch null"),
+            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": 0}"#, "prefetch 0"),
+            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
+            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "steps null"),
+            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 12}"#, "steps 12"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = read_cache(&path).unwrap_err();

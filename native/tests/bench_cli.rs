@@ -201,7 +201,8 @@ fn bench_with(args: &[&str], env: &[(&str, &str)], cache: &Path) -> Value {
 }
 
 /// `bench tiles` times the tiled forwards in both tile sizes, each split and order of loads,
-/// and picks the threshold with the least total time; a kept tuning (HEARTH_TUNE=1 on this
+/// and picks the threshold with the least total time, then 16 steps per iteration against 8 in
+/// tiles of 128; a kept tuning (HEARTH_TUNE=1 on this
 /// CPU adapter, which is otherwise not tuned) decides the tiles of every tiled launch after it.
 #[test]
 fn the_tile_tuning_is_measured_kept_and_applied() {
@@ -242,6 +243,16 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let total = |from: f64| -> f64 { at_split.iter().map(|t| if f(t, "m") * f(t, "n") >= from { f(t, "ms_128") } else { f(t, "ms_64") }).sum() };
     let chosen = v["wide_outputs"].as_f64().unwrap_or(f64::INFINITY);
     assert!(at_split.iter().all(|t| total(chosen) <= total(f(t, "m") * f(t, "n"))) && total(chosen) <= total(f64::INFINITY), "{v}");
+    // 16 steps per iteration against 8 at the shapes in tiles of 128 from the threshold (8's
+    // time the chosen split's), 16 kept only where they save 3 %
+    let wide: Vec<&&Value> = at_split.iter().filter(|t| t["format"] == "f32" && f(t, "m") * f(t, "n") >= chosen).collect();
+    let steps = v["steps_timed"].as_array().unwrap();
+    assert_eq!(steps.len(), wide.len(), "{v}");
+    for (s, t) in steps.iter().zip(&wide) {
+        assert!(f(s, "m") == f(t, "m") && f(s, "ms_8") == f(t, "ms_128") && f(s, "ms_16") > 0.0, "{v}");
+    }
+    let (ms_8, ms_16) = steps.iter().fold((0.0, 0.0), |(a, b), s| (a + f(s, "ms_8"), b + f(s, "ms_16")));
+    assert_eq!(f(&v, "steps"), if !steps.is_empty() && ms_16 < 0.97 * ms_8 { 16.0 } else { 8.0 }, "{v}");
     let path = PathBuf::from(v["cache"].as_str().unwrap());
     assert!(path.starts_with(&cache) && !path.exists(), "--quick keeps nothing: {v}");
 
@@ -254,15 +265,19 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let plain = bench_with(&ops, &gpu, &cache);
     assert!(tiles_of_forward(&plain).ends_with("[64x64]") && plain["adapter"]["tiles"]["wide_outputs"].is_null(), "{plain}");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, r#"{"version": 5, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "prefetch": false}"#).unwrap();
+    std::fs::write(&path, r#"{"version": 6, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "prefetch": false, "steps": 16}"#).unwrap();
     let tuned = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1")], &cache);
     let tiles = &tuned["adapter"]["tiles"];
-    assert!(tiles_of_forward(&tuned).ends_with("[128x128, loaded in turn]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512 && tiles["split_min_steps"] == 32, "{tuned}");
-    // HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS and HEARTH_TILE_PREFETCH win over the tuning
-    let split = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_SPLIT_WORKGROUPS", "128"), ("HEARTH_SPLIT_MIN_STEPS", "64"), ("HEARTH_TILE_PREFETCH", "1")], &cache);
+    assert!(
+        tiles_of_forward(&tuned).ends_with("[128x128, loaded in turn, 16 steps]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512 && tiles["split_min_steps"] == 32 && tiles["steps"] == 16,
+        "{tuned}"
+    );
+    // HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS, HEARTH_TILE_PREFETCH and HEARTH_TILE_STEPS
+    // win over the tuning
+    let split = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_SPLIT_WORKGROUPS", "128"), ("HEARTH_SPLIT_MIN_STEPS", "64"), ("HEARTH_TILE_PREFETCH", "1"), ("HEARTH_TILE_STEPS", "8")], &cache);
     let tiles = &split["adapter"]["tiles"];
     assert!(
-        tiles_of_forward(&split).ends_with("[128x128]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 128 && tiles["split_min_steps"] == 64 && tiles["prefetch"] == true,
+        tiles_of_forward(&split).ends_with("[128x128]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 128 && tiles["split_min_steps"] == 64 && tiles["prefetch"] == true && tiles["steps"] == 8,
         "{split}"
     );
     // HEARTH_TILES wins over the tuning

@@ -85,8 +85,8 @@ pub struct TileChoice {
     pub prefetch: Option<bool>,
     /// Reduction steps the f32 tiled kernel stages per iteration in 128 × 128 tiles: 16 (half
     /// the barriers per product, twice the workgroup memory: 16.5 KB, past WebGPU's 16 KB)
-    /// where this is Some(16) and the device allows it, else 8 (`HEARTH_TILE_STEPS`, to
-    /// compare them on a GPU).
+    /// where this is Some(16) and the device allows it, else 8 (as tuned on the GPU, or
+    /// `HEARTH_TILE_STEPS`).
     pub steps: Option<usize>,
 }
 
@@ -476,7 +476,7 @@ impl GpuContext {
             split_workgroups: tiles.split_workgroups.filter(|&w| w >= 2),
             split_min_steps: tiles.split_min_steps.filter(|&s| crate::ops::matmul::valid_split_min_steps(s)),
             prefetch: tiles.prefetch,
-            steps: tiles.steps.filter(|&s| s == 16 && self.limits.max_compute_workgroup_storage_size >= crate::ops::matmul::WIDE_16_STEPS_BYTES),
+            steps: tiles.steps.filter(|&s| s == 8 || (s == 16 && self.limits.max_compute_workgroup_storage_size >= crate::ops::matmul::WIDE_16_STEPS_BYTES)),
         };
     }
 
