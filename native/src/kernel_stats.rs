@@ -114,6 +114,9 @@ impl Compiler {
         // SAFETY: loads the system's Vulkan loader, as wgpu did for this context
         let entry = unsafe { ash::Entry::load() }.context("loading the Vulkan loader")?;
         let loader_api = unsafe { entry.try_enumerate_instance_version() }?.unwrap_or(vk::API_VERSION_1_0);
+        if loader_api < vk::API_VERSION_1_1 {
+            bail!("the Vulkan loader offers Vulkan 1.0; the statistics need 1.1");
+        }
         let app = vk::ApplicationInfo::default().application_name(c"hearth kernel statistics").api_version(loader_api.min(vk::API_VERSION_1_3));
         let instance = unsafe { entry.create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None) }.context("creating a Vulkan instance")?;
         match Self::with_instance(entry, instance, name, checks, loader_api) {
@@ -135,7 +138,7 @@ impl Compiler {
                 }
                 let extensions = unsafe { instance.enumerate_device_extension_properties(pd) }?;
                 let has = |want: &CStr| extensions.iter().any(|e| e.extension_name_as_c_str() == Ok(want));
-                return Ok((pd, props.api_version.min(loader_api), has(EXTENSION), has(COOP_EXTENSION)));
+                return Ok((pd, props.api_version.min(loader_api.min(vk::API_VERSION_1_3)), has(EXTENSION), has(COOP_EXTENSION)));
             }
             bail!("no Vulkan device named {name:?} (the adapter wgpu chose)")
         })();
