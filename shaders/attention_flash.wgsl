@@ -75,6 +75,7 @@ var<workgroup> seg_rows: array<u32, 64>;
 var<workgroup> seg_cols: array<u32, 64>;
 
 // #include "pieces/attention_layout.wgsl"
+// #include "pieces/held_values.wgsl"
 
 // The segment id of token i of row b.
 fn seg_at(b: u32, i: u32) -> u32 {
@@ -148,8 +149,7 @@ fn row_value(which: u32, b: u32, r0: u32, heads: u32, hh: u32, e: u32) -> f32 {
 
 // The invocation's 4 × 4 of the tile's products of rows of `a` (rows a0.., head ha of
 // a_heads) with rows of `c` (rows c0.., head hc of c_heads) over the head.
-// Column i of the result holds row ty + 16i (read as quad(s, i)[j]: a matrix, not an array
-// that loops index, which a driver that does not unroll them keeps in memory).
+// Column i of the result holds row ty + 16i (read as column_of(s, i)[j]: pieces/held_values.wgsl).
 fn products(li: u32, a: u32, b: u32, a0: u32, a_heads: u32, ha: u32, c: u32, c0: u32, c_heads: u32, hc: u32) -> mat4x4<f32> {
     let tx = li % 16u;
     let ty = li / 16u;
@@ -171,12 +171,6 @@ fn products(li: u32, a: u32, b: u32, a0: u32, a_heads: u32, ha: u32, c: u32, c0:
         }
     }
     return s;
-}
-
-// Column i of a 4 × 4 (products' rows), by selects: never memory, whether or not a loop
-// over i is unrolled.
-fn quad(s: mat4x4<f32>, i: u32) -> vec4<f32> {
-    return select(select(s[3], s[2], i == 2u), select(s[1], s[0], i == 0u), i < 2u);
 }
 
 // An invocation's 4 rows × DIMS dims of a head's rows: dim tx + 16c of row ty + 16i is
@@ -321,7 +315,7 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
             for (var j = 0u; j < 4u; j++) {
                 let jj = tx + 16u * j;
                 let seen = t < p.T && j0 + jj < keys && sees(p.past + t, j0 + jj, seg_rows[ty + 16u * i], seg_cols[jj]);
-                tile[(ty + 16u * i) * PAD + jj] = select(MASKED, quad(s, i)[j] * p.scale, seen);
+                tile[(ty + 16u * i) * PAD + jj] = select(MASKED, column_of(s, i)[j] * p.scale, seen);
             }
         }
         workgroupBarrier();
@@ -386,7 +380,7 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
             for (var j = 0u; j < 4u; j++) {
                 let jj = tx + 16u * j;
                 let seen = t < p.T && j0 + jj < p.T && sees(t, j0 + jj, seg_rows[ri], seg_cols[jj]);
-                tile[ri * PAD + jj] = select(0.0, exp(quad(s, i)[j] * p.scale - stat_a[ri]) * (quad(dp, i)[j] - stat_b[ri]), seen);
+                tile[ri * PAD + jj] = select(0.0, exp(column_of(s, i)[j] * p.scale - stat_a[ri]) * (column_of(dp, i)[j] - stat_b[ri]), seen);
             }
         }
         add_tile_times(li, &acc, 1u, b, j0, p.NKV, kvh);
@@ -398,8 +392,8 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
 // tile, and its dS (the probabilities times dp less the queries' dot(dout, out)), returned.
 fn kv_scores(li: u32, i: u32, j0: u32, t0: u32, s: mat4x4<f32>, dp: mat4x4<f32>) -> vec4<f32> {
     let ri = li / 16u + 16u * i;
-    let sr = quad(s, i);
-    let dpr = quad(dp, i);
+    let sr = column_of(s, i);
+    let dpr = column_of(dp, i);
     return vec4<f32>(kv_score(li, ri, j0, t0, 0u, sr.x, dpr.x), kv_score(li, ri, j0, t0, 1u, sr.y, dpr.y),
                      kv_score(li, ri, j0, t0, 2u, sr.z, dpr.z), kv_score(li, ri, j0, t0, 3u, sr.w, dpr.w));
 }
@@ -445,7 +439,7 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
         add_tile_times(li, &dv_acc, 3u, b, t0, p.NH, h);
         workgroupBarrier();
         for (var i = 0u; i < 4u; i++) {
-            for (var c = 0u; c < 4u; c++) { tile[(ty + 16u * i) * PAD + tx + 16u * c] = quad(ds, i)[c]; }
+            for (var c = 0u; c < 4u; c++) { tile[(ty + 16u * i) * PAD + tx + 16u * c] = column_of(ds, i)[c]; }
         }
         add_tile_times(li, &dk_acc, 0u, b, t0, p.NH, h);
     }

@@ -62,16 +62,27 @@ fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let along_r = p.a_sr == 1u;
     let end = TILE * BK / 4u;
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
-        // (the four passes written out: see column_of)
+        // (the four passes written out: see pieces/held_values.wgsl)
         let passes = mat4x4<f32>(a_pass(a_off, i0, r0, r_end, end, along_r, e0), a_pass(a_off, i0, r0, r_end, end, along_r, e0 + WG),
                                  a_pass(a_off, i0, r0, r_end, end, along_r, e0 + 2u * WG), a_pass(a_off, i0, r0, r_end, end, along_r, e0 + 3u * WG));
-        for (var n = 0u; n < 4u; n++) {
-            if (e0 + n * WG < end) {
-                let values = column_of(passes, n);
-                for (var t = 0u; t < 4u; t++) {
-                    let place = quad_place(e0 + n * WG, t, along_r);
-                    let inside = (i0 + place.x < p.M) & (r0 + place.y < r_end);
-                    tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, select(0.0, values[t], inside)));
+        put_passes(false, passes, e0, end, along_r, i0, r0, r_end);
+    }
+}
+
+// The four passes from e0 (columns of `passes`) into tile_a, or tile_b where `on_b`: zero
+// outside the product (rows or columns from i0, steps from r0), A's rows scaled.
+fn put_passes(on_b: bool, passes: mat4x4<f32>, e0: u32, end: u32, along_r: bool, i0: u32, r0: u32, r_end: u32) {
+    let lines = select(p.M, p.N, on_b);
+    for (var n = 0u; n < 4u; n++) {
+        if (e0 + n * WG < end) {
+            let values = column_of(passes, n);
+            for (var t = 0u; t < 4u; t++) {
+                let place = quad_place(e0 + n * WG, t, along_r);
+                let v = select(0.0, values[t], (i0 + place.x < lines) & (r0 + place.y < r_end));
+                if (on_b) {
+                    tile_b[place.x * LD + place.y] = to_tile(v);
+                } else {
+                    tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, v));
                 }
             }
         }
@@ -97,16 +108,7 @@ fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
         let passes = mat4x4<f32>(b_pass(b_off, j0, r0, r_end, end, along_r, e0), b_pass(b_off, j0, r0, r_end, end, along_r, e0 + WG),
                                  b_pass(b_off, j0, r0, r_end, end, along_r, e0 + 2u * WG), b_pass(b_off, j0, r0, r_end, end, along_r, e0 + 3u * WG));
-        for (var n = 0u; n < 4u; n++) {
-            if (e0 + n * WG < end) {
-                let values = column_of(passes, n);
-                for (var t = 0u; t < 4u; t++) {
-                    let place = quad_place(e0 + n * WG, t, along_r);
-                    let inside = (j0 + place.x < p.N) & (r0 + place.y < r_end);
-                    tile_b[place.x * LD + place.y] = to_tile(select(0.0, values[t], inside));
-                }
-            }
-        }
+        put_passes(true, passes, e0, end, along_r, j0, r0, r_end);
     }
 }
 

@@ -40,6 +40,7 @@
 // #include "pieces/input_norm_none.wgsl"
 // #include "pieces/column_blocks.wgsl"
 // #include "pieces/block_fma.wgsl"
+// #include "pieces/held_values.wgsl"
 
 const DROP_A: u32 = 1u;
 const DROP_B: u32 = 2u;
@@ -141,11 +142,6 @@ struct Staged {
 fn a_staged() -> u32 { return 8u * TY * BK / (TX * TY); }
 fn b_staged() -> u32 { return 8u * TX * BK / (TX * TY); }
 
-// The k-th staged value (k < 8; a vector's element, never memory).
-fn staged_at(s: Staged, k: u32) -> f32 {
-    return select(s.hi[k % 4u], s.lo[k % 4u], k < 4u);
-}
-
 // The k-th value of an invocation's walk through A (H where `term`) from rows i0.., steps
 // r0..: from a's address `at` + k·d_at where A is not in blocks; 0's index past r_end or M.
 fn a_walk_value(term: bool, blocks: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, w: StageWalk, at: u32, d_at: u32, k: u32) -> f32 {
@@ -193,7 +189,7 @@ fn put_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32, staged
         let place = walk_at(w, k);
         let row = place.x;
         let r = place.y;
-        var v = select(0.0, staged_at(staged, k), (i0 + row < p.M) & (r0 + r < r_end));
+        var v = select(0.0, one_of_eight(staged.lo, staged.hi, k), (i0 + row < p.M) & (r0 + r < r_end));
         if (!term && p.drop_on == DROP_A) {
             v = drop_at(DROP_A, a_index(a_off, i0 + row, r0 + r), v);
         }
@@ -257,7 +253,7 @@ fn put_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32, staged
         let j = j0 + col;
         let rr = r0 + r;
         var inside = (j < p.N) & (rr < r_end);
-        var v = staged_at(staged, k);
+        var v = one_of_eight(staged.lo, staged.hi, k);
         if (term) {
             inside = inside & (term_v_index(j, rr) >= 0);
             v *= p.term_scale;

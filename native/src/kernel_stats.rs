@@ -117,9 +117,10 @@ impl Compiler {
         if loader_api < vk::API_VERSION_1_1 {
             bail!("the Vulkan loader offers Vulkan 1.0; the statistics need 1.1");
         }
-        let app = vk::ApplicationInfo::default().application_name(c"hearth kernel statistics").api_version(loader_api.min(vk::API_VERSION_1_3));
+        let instance_api = loader_api.min(vk::API_VERSION_1_3);
+        let app = vk::ApplicationInfo::default().application_name(c"hearth kernel statistics").api_version(instance_api);
         let instance = unsafe { entry.create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None) }.context("creating a Vulkan instance")?;
-        match Self::with_instance(entry, instance, name, checks, loader_api) {
+        match Self::with_instance(entry, instance, name, checks, instance_api) {
             Ok(c) => Ok(c),
             Err((instance, e)) => {
                 unsafe { instance.destroy_instance(None) };
@@ -129,7 +130,7 @@ impl Compiler {
     }
 
     #[allow(clippy::result_large_err)]
-    fn with_instance(entry: ash::Entry, instance: ash::Instance, name: &str, checks: ShaderChecks, loader_api: u32) -> Result<Compiler, (ash::Instance, anyhow::Error)> {
+    fn with_instance(entry: ash::Entry, instance: ash::Instance, name: &str, checks: ShaderChecks, instance_api: u32) -> Result<Compiler, (ash::Instance, anyhow::Error)> {
         let found = (|| -> Result<(vk::PhysicalDevice, u32, bool, bool)> {
             for pd in unsafe { instance.enumerate_physical_devices() }? {
                 let props = unsafe { instance.get_physical_device_properties(pd) };
@@ -138,7 +139,7 @@ impl Compiler {
                 }
                 let extensions = unsafe { instance.enumerate_device_extension_properties(pd) }?;
                 let has = |want: &CStr| extensions.iter().any(|e| e.extension_name_as_c_str() == Ok(want));
-                return Ok((pd, props.api_version.min(loader_api.min(vk::API_VERSION_1_3)), has(EXTENSION), has(COOP_EXTENSION)));
+                return Ok((pd, props.api_version.min(instance_api), has(EXTENSION), has(COOP_EXTENSION)));
             }
             bail!("no Vulkan device named {name:?} (the adapter wgpu chose)")
         })();

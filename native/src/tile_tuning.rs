@@ -231,11 +231,11 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                 let ctx = &*ctx;
                 let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
                 let (f32_ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
-                ran_as_timed(&kernels, side, prefetch)?;
+                ran_as_timed(&kernels, side, prefetch, 8)?;
                 ms[i][0] = f32_ms;
                 if let Some(q) = &q {
                     let (q_ms, kernels) = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, q, m, Accumulate::OVERWRITE, None))?;
-                    ran_as_timed(&kernels, side, prefetch)?;
+                    ran_as_timed(&kernels, side, prefetch, 8)?;
                     ms[i][1] = q_ms;
                 }
             }
@@ -270,9 +270,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
             ctx.set_tile_choice(TileChoice { side: Some(128), split_workgroups: Some(split_workgroups), split_min_steps: Some(split_min_steps), prefetch: Some(prefetch), steps: Some(16), ..before });
             let ctx = &*ctx;
             let (ms_16, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, MatmulDims::new(m, n, k), Accumulate::OVERWRITE))?;
-            if !kernels.iter().any(|k| k.ends_with(", 16 steps]")) {
-                anyhow::bail!("the tile tuning timed 16 steps per iteration but {kernels:?} ran");
-            }
+            ran_as_timed(&kernels, 128, prefetch, 16)?;
             steps_timed.push(StepsTimed { shape: (m, n, k), ms_8, ms_16 });
         }
     }
@@ -301,12 +299,12 @@ fn time_launch(ctx: &GpuContext, launch: &mut dyn FnMut() -> hearth_core::Result
 }
 
 /// An error unless the tiled kernel among `kernels` (beside a split's sum) is the variant
-/// timed: tiles of `side`, its values loaded ahead or in turn as `prefetch` says.
-fn ran_as_timed(kernels: &[String], side: usize, prefetch: bool) -> Result<()> {
-    let variant = match prefetch {
-        true => format!("[{side}x{side}]"),
-        false => format!("[{side}x{side}, loaded in turn]"),
-    };
+/// timed: tiles of `side`, its values loaded ahead or in turn as `prefetch` says, staging
+/// `steps` reduction steps per iteration.
+fn ran_as_timed(kernels: &[String], side: usize, prefetch: bool, steps: usize) -> Result<()> {
+    let order = if prefetch { "" } else { ", loaded in turn" };
+    let steps = if steps == 16 { ", 16 steps" } else { "" };
+    let variant = format!("[{side}x{side}{order}{steps}]");
     match kernels.iter().any(|k| k.ends_with(&variant)) {
         true => Ok(()),
         false => anyhow::bail!("the tile tuning timed {variant} but {kernels:?} ran"),

@@ -173,14 +173,7 @@ fn bench_ops_json_times_the_gpus_peaks() {
 /// the same launches every step as a real GPU would get, no GPU time claimed.
 #[test]
 fn bench_train_on_the_noop_backend_times_the_host_alone() {
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["bench", "train", "tests/fixtures/tiny-llama", "--seq-len", "16", "--batch-size", "2", "--steps", "2", "--r", "4", "--json"])
-        .env("HEARTH_ADAPTER", "noop")
-        .current_dir(repo())
-        .output()
-        .expect("run hearth");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let v = bench_with(&["train", "tests/fixtures/tiny-llama", "--seq-len", "16", "--batch-size", "2", "--steps", "2", "--r", "4"], &[("HEARTH_ADAPTER", "noop")], &std::env::temp_dir());
     assert_eq!(v["adapter"]["backend"], "Noop", "{v}");
     assert!(v["gpu_ms_per_step"].is_null() && v["gpu_time_note"].is_string(), "{v}");
     assert!(f(&v, "host_ms_per_step") > 0.0 && f(&v, "dispatches_per_step") > 10.0, "{v}");
@@ -300,14 +293,7 @@ fn bench_train_kernel_stats_compile_every_kernel_it_ran() {
     if gpu.summary().backend != "Vulkan" {
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["bench", "train", "tests/fixtures/tiny-llama", "--seq-len", "16", "--batch-size", "2", "--steps", "1", "--r", "4", "--kernel-stats", "--json"])
-        .env("HEARTH_KERNELS", "gpu")
-        .current_dir(repo())
-        .output()
-        .expect("run hearth");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let v = bench_with(&["train", "tests/fixtures/tiny-llama", "--seq-len", "16", "--batch-size", "2", "--steps", "1", "--r", "4", "--kernel-stats"], &[("HEARTH_KERNELS", "gpu")], &std::env::temp_dir());
     let stats = &v["kernel_stats"];
     let compiled: Vec<&str> = stats["kernels"].as_array().unwrap_or_else(|| panic!("{stats}")).iter().map(|k| k["kernel"].as_str().unwrap()).collect();
     for k in v["kernels"].as_array().unwrap() {

@@ -34,7 +34,7 @@ fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let stride = reduction_end(forward);
     let end = TILE * BK / 4u;
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
-        // (the four passes written out: see pieces/coop_gemm.wgsl's column_of)
+        // (the four passes written out: see pieces/held_values.wgsl)
         let passes = mat4x4<f32>(inp_pass(stride, i0, r0, r_end, end, e0), inp_pass(stride, i0, r0, r_end, end, e0 + WG),
                                  inp_pass(stride, i0, r0, r_end, end, e0 + 2u * WG), inp_pass(stride, i0, r0, r_end, end, e0 + 3u * WG));
         for (var n = 0u; n < 4u; n++) {
@@ -81,7 +81,7 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
 // Eight decoded weights (lo, then hi) into tile_b from `at` on, `step` f16s apart.
 fn put8(at: u32, step: u32, lo: vec4<f32>, hi: vec4<f32>) {
     for (var t = 0u; t < 8u; t++) {
-        tile_b[at + t * step] = to_tile(select(hi[t % 4u], lo[t % 4u], t < 4u));
+        tile_b[at + t * step] = to_tile(one_of_eight(lo, hi, t));
     }
 }
 
@@ -99,9 +99,8 @@ fn b_eight(forward: bool, j0: u32, r0: u32, e: u32) -> vec4<u32> {
     return vec4<u32>(r0 + r, (j0 + g) / 8u, g * LD + r, LD);
 }
 
-// Whether pass e's eight weights lie inside the product.
-fn b_eight_inside(forward: bool, j0: u32, r0: u32, r_end: u32, e: u32) -> bool {
-    let at = b_eight(forward, j0, r0, e);
+// Whether pass e's eight weights, at `at` (b_eight's), lie inside the product.
+fn b_eight_inside(forward: bool, at: vec4<u32>, r0: u32, r_end: u32, e: u32) -> bool {
     if (forward) {
         return (at.x < p.N) & (r0 + 8u * (e % (BK / 8u)) < r_end);
     }
@@ -111,7 +110,7 @@ fn b_eight_inside(forward: bool, j0: u32, r0: u32, r_end: u32, e: u32) -> bool {
 // Pass e's eight weights, decoded from block 0 where they lie outside the product.
 fn b_pass(forward: bool, j0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> array<vec4<f32>, 2> {
     let at = b_eight(forward, j0, r0, e);
-    let inside = (e < end) & b_eight_inside(forward, j0, r0, r_end, e);
+    let inside = (e < end) & b_eight_inside(forward, at, r0, r_end, e);
     return dequant8(select(0u, at.x, inside), select(0u, at.y, inside));
 }
 
@@ -130,7 +129,7 @@ fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
             let e = e0 + n * WG;
             if (e < end) {
                 let at = b_eight(forward, j0, r0, e);
-                let inside = b_eight_inside(forward, j0, r0, r_end, e);
+                let inside = b_eight_inside(forward, at, r0, r_end, e);
                 put8(at.z, at.w, select(vec4<f32>(), column_of(lo, n), inside), select(vec4<f32>(), column_of(hi, n), inside));
             }
         }

@@ -25,6 +25,7 @@
 // #include "../pieces/input_norm_none.wgsl"
 // #include "../pieces/column_blocks.wgsl"
 // #include "../pieces/block_fma.wgsl"
+// #include "../pieces/held_values.wgsl"
 // #include "quant_inp.wgsl"
 
 override TQ: u32 = 8u;
@@ -217,9 +218,7 @@ fn qt_put_product(forward: bool, staged: QtStaged, i0: u32, j0: u32, r0: u32, r_
     for (var k = 0u; k < qt_inp_staged(); k++) {
         let e = flat + k * TQ * TQ;
         let row = e / 8u;
-        // (a vector's element, never memory)
-        let v = select(staged.inp_hi[k % 4u], staged.inp_lo[k % 4u], k < 4u);
-        qt_put_inp(e, select(0.0, row_scaled(row, v), step_inside & (i0 + row < p.M)));
+        qt_put_inp(e, select(0.0, row_scaled(row, one_of_eight(staged.inp_lo, staged.inp_hi, k)), step_inside & (i0 + row < p.M)));
     }
     if (flat < 8u * TQ) {
         let inside = qt_weights_inside(forward, j0, r0, r_end, flat);

@@ -48,15 +48,9 @@
 // #include "coop_16x16.wgsl"
 // #include "tile_f16.wgsl"
 // #include "dropout_mask.wgsl"
+// #include "held_values.wgsl"
 
 // the tile's side (64 or 128), and the workgroup's invocations (G² subgroups)
-// Column n of m, by selects: the stages' four passes of values are held as a matrix, its
-// columns read so, not as an array indexed in a loop (which a driver that does not unroll the
-// loop keeps in memory, each load then waiting for the one before it to be stored).
-fn column_of(m: mat4x4<f32>, n: u32) -> vec4<f32> {
-    return select(select(m[3], m[2], n == 2u), select(m[1], m[0], n == 0u), n < 2u);
-}
-
 override TILE: u32 = 64u;
 override WG: u32 = 128u;
 const BK: u32 = 32u;
