@@ -21,13 +21,14 @@ MODELS="${MODELS:-/tmp/hearth-bench-models}"
 if [ "${QUICK:-0}" = 1 ]; then
     SEQ=64 BATCH=1 STEPS=1 NEW=4 LONG_PROMPT=256 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" TILES_ARGS="--quick" SLOW=20
     CHECKS_SHAPES="--shape 64x64x4096 --shape 512x576x576" COOP_SHAPES="--shape 256x256x256"
-    REGISTER_SHAPES="--shape 256x256x256 --shape 512x576x576" STATS_SHAPE="--shape 256x256x256"
+    REGISTER_SHAPES="--shape 256x256x256 --shape 512x576x576" STATS_SHAPE="--shape 256x256x256" COLUMNS_SHAPES="--shape 256x256x256"
     # (a CPU's bf16 matmul at 4096³ takes minutes; 8 answers of 64 tokens one at a time, more)
     PEER_ARGS="--matmul-n 1024" SERVE_LOAD="4 8 1,4"
 else
     SEQ=512 BATCH=4 STEPS=3 NEW=64 LONG_PROMPT=2048 MODEL_LIST="smollm2-135m qwen2.5-0.5b qwen3-0.6b" OPS_ARGS="--reps 3" TILES_ARGS="" SLOW=1
     CHECKS_SHAPES="--shape 64x64x4096 --shape 2048x1536x576 --shape 4096x4096x4096"
     REGISTER_SHAPES="--shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536" STATS_SHAPE="--shape 2048x1536x576"
+    COLUMNS_SHAPES="--shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536 --shape 2048x49152x576"
     COOP_SHAPES="--shape 2048x576x576 --shape 2048x1536x576 --shape 2048x576x1536 --shape 4096x4096x4096"
     PEER_ARGS="" SERVE_LOAD="8 64 1,4,8,16"
 fi
@@ -189,13 +190,16 @@ elif [ "${FOCUS:-}" = loads ]; then
     run make-models 60 python3 bench/make_models.py "$MODELS" smollm2-135m qwen2.5-0.5b
     rm -f "$WORK/make-models.json"
     run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
-# what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
-# tiles and cooperative matrices) at one of SmolLM2's shapes
-run ops-stats 20 "$HEARTH" bench ops --json --filter q4_1 --reps 1 $STATS_SHAPE $KERNEL_STATS
+    # what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
+    # tiles and cooperative matrices) at one of SmolLM2's shapes
+    run ops-stats 20 "$HEARTH" bench ops --json --filter q4_1 --reps 1 $STATS_SHAPE $KERNEL_STATS
+    # the f32 tiles of 128 rows by 64 columns (8 × 4 outputs an invocation), with what the
+    # compiler made of them
+    run ops-columns64 20 env HEARTH_TILE_COLUMNS=64 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 $COLUMNS_SHAPES $KERNEL_STATS
     run ops-register 20 env HEARTH_KERNELS=llvmpipe "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $REGISTER_SHAPES
     run train-smollm2-135m-f32 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
-    for knob in ahead:1 in-turn:0; do
-        run "train-smollm2-135m-f32-${knob%%:*}" 30 env HEARTH_TILE_PREFETCH="${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
+    for knob in ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0 columns64:HEARTH_TILE_COLUMNS=64; do
+        run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
     done
     run kernels-smollm2-135m 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json
     run train-smollm2-135m-q4_1 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant q4_1 $TRAIN_SHAPE --steps $STEPS --json
@@ -241,6 +245,9 @@ run ops-checks-none 20 env HEARTH_SHADER_CHECKS=0 "$HEARTH" bench ops --json --f
 run ops-register 20 env HEARTH_KERNELS=llvmpipe "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $REGISTER_SHAPES
 # the f32 matmuls in tiles of 128 staging 16 reduction steps per iteration (the ops table: 8)
 run ops-steps16 20 env HEARTH_TILE_STEPS=16 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536
+# in tiles of 128 rows by 64 columns (8 × 4 outputs an invocation: fewer registers), with what
+# the compiler made of them
+run ops-columns64 20 env HEARTH_TILE_COLUMNS=64 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 $COLUMNS_SHAPES $KERNEL_STATS
 # LoRA's thin matmuls at 4 × 512 tokens, r 16 (their weight gradients take the split reduction)
 run ops-lora 20 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 for model in $MODEL_LIST; do
@@ -288,7 +295,7 @@ run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/
 # step ahead (during the previous step's sums) and just before staging them, whatever the
 # tuning chose (one of the two is the default run's order), and with the f32 tiles of 128
 # staging 16 reduction steps per iteration (8 by default)
-for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 split-steps32:HEARTH_SPLIT_MIN_STEPS=32 split-steps64:HEARTH_SPLIT_MIN_STEPS=64 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0 steps16:HEARTH_TILE_STEPS=16; do
+for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 split-steps32:HEARTH_SPLIT_MIN_STEPS=32 split-steps64:HEARTH_SPLIT_MIN_STEPS=64 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0 steps16:HEARTH_TILE_STEPS=16 columns64:HEARTH_TILE_COLUMNS=64; do
     run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
 done
 # decoding with every reduction in workgroup memory (the browser's kernels), against the

@@ -197,7 +197,8 @@ def main():
                           ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)"),
                           ("split-steps32", "split reductions in parts of 32 steps or more (HEARTH_SPLIT_MIN_STEPS=32; default 256)"),
                           ("split-steps64", "split reductions in parts of 64 steps or more (HEARTH_SPLIT_MIN_STEPS=64)"),
-                          ("steps16", "f32 tiles of 128 staging 16 reduction steps per iteration (HEARTH_TILE_STEPS=16; default 8)")):
+                          ("steps16", "f32 tiles of 128 staging 16 reduction steps per iteration (HEARTH_TILE_STEPS=16; default 8)"),
+                          ("columns64", "f32 tiles of 128 rows by 64 columns (HEARTH_TILE_COLUMNS=64; default 128)")):
             knob = results.get(f"train-{name}-f32-{tag}")
             if knob and default:
                 add(f"{name} f32 train tokens/s: {what} vs the tuned tile size and heuristics", num(knob["tokens_per_s"]), num(default["tokens_per_s"]),
@@ -319,6 +320,10 @@ def main():
             lines += ["", f"Then, at the shapes in tiles of 128, the f32 forward staging 16 reduction steps per iteration against 8 "
                       f"(kept: {tiles.get('steps', 8)}):", "", "| M × N × K | ms, 8 steps | ms, 16 steps | 8 ÷ 16 |", "| --- | ---: | ---: | ---: |"]
             lines += [f"| {t['m']} × {t['n']} × {t['k']} | {t['ms_8']:.3f} | {t['ms_16']:.3f} | {ratio(t['ms_8'], t['ms_16'])} |" for t in tiles["steps_timed"]]
+        if tiles.get("columns_timed"):
+            lines += ["", f"Then, at the steps kept, the f32 tiles of 128 rows 64 columns wide (8 × 4 outputs an invocation) against 128 (8 × 8) "
+                      f"(kept: {tiles.get('columns', 128)}):", "", "| M × N × K | ms, 128 columns | ms, 64 columns | 128 ÷ 64 |", "| --- | ---: | ---: | ---: |"]
+            lines += [f"| {t['m']} × {t['n']} × {t['k']} | {t['ms_128']:.3f} | {t['ms_64']:.3f} | {ratio(t['ms_128'], t['ms_64'])} |" for t in tiles["columns_timed"]]
     coop_tiles = results.get("tiles-coop")
     coop_rows = [t for t in (coop_tiles or {}).get("timed", []) if t["format"] == "f16 coop"]
     if coop_rows:
@@ -332,6 +337,7 @@ def main():
                        ("ops-checks-none", "f32 forward matmul with none of wgpu's shader safeguards (HEARTH_SHADER_CHECKS=0)"),
                        ("ops-register", "f32 forward matmul on the register-blocked kernels of CPU emulators (matmul.wgsl, no workgroup memory; HEARTH_KERNELS=llvmpipe)"),
                        ("ops-steps16", "f32 matmuls with tiles of 128 staging 16 reduction steps per iteration (HEARTH_TILE_STEPS=16; the ops table above: 8)"),
+                       ("ops-columns64", "f32 matmuls in tiles of 128 rows by 64 columns, 8 × 4 outputs an invocation (HEARTH_TILE_COLUMNS=64 HEARTH_TILES=128; the ops table above: 128 × 128)"),
                        ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)"),
                        ("ops-lora-split256", "LoRA's thin f32 matmuls, few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
         sweep = results.get(key)

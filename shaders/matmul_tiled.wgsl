@@ -9,15 +9,16 @@
 // kernel also adds a low-rank term (pieces/strided_gemm.wgsl) after the reduction, through
 // the same tiles: LoRA's scale·h·Bᵀ in the base forward and dh·A in its input gradient,
 // without a launch of their own.
-// A workgroup of TX × TY invocations computes a (8·TY) × (8·TX) tile of c; each invocation
-// an 8 × 8 block of it, as two 4-row by two 4-column quarters spread over the tile (so that
+// A workgroup of TX × TY invocations computes a (8·TY) × (4·CQ·TX) tile of c; each invocation
+// an 8 × 4·CQ block of it, as two 4-row by CQ 4-column quarters spread over the tile (so that
 // neighbouring invocations read neighbouring words of the staged tiles and write
 // neighbouring words of c). Per step, BK reduction steps of A and B are staged in
 // workgroup memory, reduction-major, so that the inner loop reads vec4s of rows and columns;
 // each invocation loads its values of the next step into registers before it sums the
 // current one (PREFETCH), so that the loads' latency hides behind the sums (one tile in
 // workgroup memory, where a second one would pass WebGPU's 16 KB).
-// The launcher sets TX and TY (matmul.rs: 8 × 8 for small outputs, 16 × 16 for large).
+// The launcher sets TX and TY (matmul.rs: 8 × 8 for small outputs, 16 × 16 for large), and
+// CQ (2; 1 in tiles of 128 × 64 where the context says so).
 //
 // Split reduction: an output of few tiles over a long reduction (LoRA's weight gradients:
 // r × in over all the tokens) would leave most of a GPU idle, so the launcher may split the
@@ -68,14 +69,21 @@ override PREFETCH: bool = true;
 // below holds (8·T)·BK / (TX·TY) values per invocation, at most 8 (Staged): 16 steps in
 // tiles of 64 would take 16.
 override BK: u32 = 8u;
+// The 4-column quarters of each invocation's block: 2 (8 × 8, tiles as wide as tall), or 1
+// (8 × 4: tiles of 128 rows by 64 columns where the launcher says so). Half the accumulators:
+// where a GPU's compiler gives the 8 × 8 blocks more registers than leave room for a second
+// workgroup on a multiprocessor, the 8 × 4 blocks may hold two or three, whose loads and
+// barriers then overlap each other's sums.
+override CQ: u32 = 2u;
 
-// Tiles in vec4s: BK rows of (8·T)/4 = 2·T vec4s, and one vec4 of padding per row so that
+// Tiles in vec4s: BK rows of A's 8·TY/4 = 2·TY vec4s and of B's 4·CQ·TX/4 = CQ·TX, each with
+// one vec4 of padding so that
 // the transposing stores of a row-major operand spread over the banks. Their elements are
 // f32, or f16 in matmul_tiled_f16.wgsl (pieces/tile_f16.wgsl: the inputs rounded to f16 as
 // they are staged, for forwards and input gradients where the context asks for f16, the
 // gradients' rows scaled by pieces/row_scales.wgsl).
 var<workgroup> tile_a: array<vec4<TileElem>, BK * (2u * TY + 1u)>;
-var<workgroup> tile_b: array<vec4<TileElem>, BK * (2u * TX + 1u)>;
+var<workgroup> tile_b: array<vec4<TileElem>, BK * (CQ * TX + 1u)>;
 
 // Where A(i, rr) lies in `a`: past `a_off` by its strides, or in its column blocks.
 fn a_index(a_off: u32, i: u32, rr: u32) -> u32 {
@@ -122,8 +130,8 @@ fn walk_at(w: StageWalk, k: u32) -> vec2<u32> {
 }
 
 // The values an invocation stages of one operand per iteration (load_a, load_b), written to
-// the tiles by put_a and put_b: (8·T)·BK / (TX·TY) of them, 8 in a workgroup of 8 × 8 and 4
-// in one of 16 × 16. Loaded a step ahead (PREFETCH), before the previous iteration's sums so
+// the tiles by put_a and put_b: (8·T)·BK / (TX·TY) of them (B's 4·CQ·TX·BK / (TX·TY)), 8 in a
+// workgroup of 8 × 8 and 4 in one of 16 × 16 (B's 2 where CQ is 1). Loaded a step ahead (PREFETCH), before the previous iteration's sums so
 // that their latency hides behind them; else just before they are written.
 // Each value is loaded whether or not it lies inside the product (from index 0 where it does
 // not; put_a and put_b zero it), and nothing is done to it in between: a load under a branch
@@ -140,7 +148,10 @@ struct Staged {
 
 // How many of A's and of B's values an invocation stages per iteration (4 or 8).
 fn a_staged() -> u32 { return 8u * TY * BK / (TX * TY); }
-fn b_staged() -> u32 { return 8u * TX * BK / (TX * TY); }
+fn b_staged() -> u32 { return 4u * CQ * TX * BK / (TX * TY); }
+
+// The columns of a tile (B's lines).
+fn tile_columns() -> u32 { return 4u * CQ * TX; }
 
 // The k-th value of an invocation's walk through A (H where `term`) from rows i0.., steps
 // r0..: from a's address `at` + k·d_at where A is not in blocks; 0's index past r_end or M.
@@ -228,12 +239,16 @@ fn load_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> St
 }
 
 fn gather_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
-    let w = stage_walk(flat, 8u * TX, b_along_r(term));
+    let w = stage_walk(flat, tile_columns(), b_along_r(term));
     let at = b_off + (j0 + w.line) * p.b_sj + (r0 + w.r) * p.b_sr;
     let d_at = w.d_line * p.b_sj + w.d_r * p.b_sr;
     var s: Staged;
-    s.lo = vec4<f32>(b_walk_value(term, j0, r0, r_end, w, at, d_at, 0u), b_walk_value(term, j0, r0, r_end, w, at, d_at, 1u),
-                     b_walk_value(term, j0, r0, r_end, w, at, d_at, 2u), b_walk_value(term, j0, r0, r_end, w, at, d_at, 3u));
+    // (2 values where the tiles are 64 columns wide and 8 steps deep)
+    s.lo = vec4<f32>(b_walk_value(term, j0, r0, r_end, w, at, d_at, 0u), b_walk_value(term, j0, r0, r_end, w, at, d_at, 1u), 0.0, 0.0);
+    if (b_staged() > 2u) {
+        s.lo.z = b_walk_value(term, j0, r0, r_end, w, at, d_at, 2u);
+        s.lo.w = b_walk_value(term, j0, r0, r_end, w, at, d_at, 3u);
+    }
     if (b_staged() > 4u) {
         s.hi = vec4<f32>(b_walk_value(term, j0, r0, r_end, w, at, d_at, 4u), b_walk_value(term, j0, r0, r_end, w, at, d_at, 5u),
                          b_walk_value(term, j0, r0, r_end, w, at, d_at, 6u), b_walk_value(term, j0, r0, r_end, w, at, d_at, 7u));
@@ -244,7 +259,7 @@ fn gather_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32) -> 
 // load_b's values into tile_b: zero past r_end and N (and V's off its blocks), dropout
 // applied where it masks B, V's times term_scale.
 fn put_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32, staged: Staged) {
-    let cols = 8u * TX;
+    let cols = tile_columns();
     let w = stage_walk(flat, cols, b_along_r(term));
     for (var k = 0u; k < b_staged(); k++) {
         let place = walk_at(w, k);
@@ -313,20 +328,23 @@ fn store_quarter(c_off: u32, i: u32, j: u32, acc: mat4x4<f32>, term: bool) {
     store4(c_off, i + 3u, j, acc[3], term);
 }
 
-// An invocation's 8 × 8 block (rows ia.. and ib.., columns ja.. and jb..: see matmul_tiled).
+// An invocation's 8 × 4·CQ block (rows ia.. and ib.., columns ja.. and, where CQ is 2, jb..:
+// see matmul_tiled).
 fn store_block(c_off: u32, ia: u32, ib: u32, ja: u32, jb: u32, acc00: mat4x4<f32>, acc01: mat4x4<f32>,
                acc10: mat4x4<f32>, acc11: mat4x4<f32>, term: bool) {
     store_quarter(c_off, ia, ja, acc00, term);
-    store_quarter(c_off, ia, jb, acc01, term);
     store_quarter(c_off, ib, ja, acc10, term);
-    store_quarter(c_off, ib, jb, acc11, term);
+    if (CQ == 2u) {
+        store_quarter(c_off, ia, jb, acc01, term);
+        store_quarter(c_off, ib, jb, acc11, term);
+    }
 }
 
 @compute @workgroup_size(TX, TY, 1)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
     let i0 = wid.y * 8u * TY;
-    let j0 = wid.x * 8u * TX;
+    let j0 = wid.x * tile_columns();
     // z: the batch item, and within it the part of a split reduction
     let zb = wid.z / p.splits;
     let zs = wid.z % p.splits;
@@ -335,9 +353,10 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     let c_off = zb * p.c_batch + zs * p.c_split;
     let flat = lid.y * TX + lid.x;
     let sa = 2u * TY + 1u;
-    let sb = 2u * TX + 1u;
-    // acc{row quarter}{row}{column quarter}: rows 4·ty + row (quarter 0) and
-    // 4·TY + 4·ty + row (quarter 1); columns 4·tx.. and 4·TX + 4·tx..
+    let sb = CQ * TX + 1u;
+    // acc{row quarter}{column quarter}, column t holding row t of the quarter: rows 4·ty..
+    // (quarter 0) and 4·TY + 4·ty.. (quarter 1); columns 4·tx.. and, where CQ is 2, 4·TX + 4·tx..
+    // (acc01 and acc11 unused where it is 1)
     var acc00 = mat4x4<f32>();
     var acc01 = mat4x4<f32>();
     var acc10 = mat4x4<f32>();
@@ -394,11 +413,13 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                 let a0 = vec4<f32>(tile_a[r * sa + lid.y]);
                 let a1 = vec4<f32>(tile_a[r * sa + TY + lid.y]);
                 let b0 = vec4<f32>(tile_b[r * sb + lid.x]);
-                let b1 = vec4<f32>(tile_b[r * sb + TX + lid.x]);
                 block_fma(&acc00, a0, b0);
-                block_fma(&acc01, a0, b1);
                 block_fma(&acc10, a1, b0);
-                block_fma(&acc11, a1, b1);
+                if (CQ == 2u) {
+                    let b1 = vec4<f32>(tile_b[r * sb + TX + lid.x]);
+                    block_fma(&acc01, a0, b1);
+                    block_fma(&acc11, a1, b1);
+                }
             }
             workgroupBarrier();
         }

@@ -123,6 +123,10 @@ fn tiles(a: TilesArgs) -> Result<()> {
         let (m, n, k) = t.shape;
         println!("f32 in tiles of 128, M{m} N{n} K{k}: {:.3} ms staging 8 steps per iteration, {:.3} ms staging 16", t.ms_8, t.ms_16);
     }
+    for t in &tuning.columns_timed {
+        let (m, n, k) = t.shape;
+        println!("f32 in tiles of 128 rows, M{m} N{n} K{k}: {:.3} ms 128 columns wide, {:.3} ms 64 columns wide", t.ms_128, t.ms_64);
+    }
     println!("{}{}", describe(tuning.choice()), if a.quick { String::new() } else { format!(": kept in {}", path.display()) });
     Ok(())
 }
@@ -152,6 +156,7 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
             "split_min_steps": ctx.tile_choice().split_min_steps,
             "prefetch": ctx.tile_prefetch(),
             "steps": ctx.tile_steps(),
+            "columns": ctx.tile_columns(),
             "in_words": crate::tile_tuning::describe(ctx.tile_choice()),
         },
     })

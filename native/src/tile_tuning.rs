@@ -15,8 +15,10 @@
 //! timed in both tiles too, for a threshold of their own (kept in a cache file of its own).
 //! Last, at the shapes that the choice puts in tiles of 128, the f32 forward staging 16
 //! reduction steps per iteration (half the barriers, twice the workgroup memory) against 8,
-//! where the GPU's workgroup memory holds them. Results differ at most by rounding (a split
-//! reduction sums in another order).
+//! where the GPU's workgroup memory holds them; then, at the steps kept, tiles of 128 rows by 64
+//! columns (8 × 4 outputs an invocation: fewer registers, so possibly more workgroups on a
+//! multiprocessor) against 128 columns. Results differ at most by rounding (a split reduction
+//! sums in another order).
 
 use anyhow::{Context, Result};
 use hearth_core::gpu::{Shader, TileChoice};
@@ -42,7 +44,7 @@ const THIN_SHAPES: [(usize, usize, usize); 2] = [(2048, 48, 576), (2048, 16, 153
 const QUICK_SHAPES: [(usize, usize, usize); 3] = [(64, 64, 64), (128, 256, 64), (512, 512, 512)];
 
 /// What the cache file's layout and the shapes are; a change re-tunes.
-const TUNING_VERSION: u32 = 6;
+const TUNING_VERSION: u32 = 7;
 
 /// The format the cooperative-matrix kernels' timings are listed under (f32 operands rounded
 /// to f16 as they are staged).
@@ -79,6 +81,14 @@ pub struct StepsTimed {
     pub ms_16: f64,
 }
 
+/// One shape's f32 forward in tiles of 128 rows at the chosen split, order of loads and steps,
+/// 128 and 64 columns wide, ms per launch.
+pub struct ColumnsTimed {
+    pub shape: (usize, usize, usize),
+    pub ms_128: f64,
+    pub ms_64: f64,
+}
+
 /// The measured choice and what it came from.
 pub struct Tuning {
     /// Outputs from which 128 × 128 tiles are taken (usize::MAX: never).
@@ -91,11 +101,14 @@ pub struct Tuning {
     pub prefetch: bool,
     /// Reduction steps the f32 tiles of 128 stage per iteration: 8 or 16.
     pub steps: usize,
+    /// The columns of the f32 tiles of 128 rows: 128 or 64.
+    pub columns: usize,
     /// Outputs from which the cooperative-matrix kernels take 128 × 128 tiles (usize::MAX:
     /// never), where they were timed.
     pub coop_wide_outputs: Option<usize>,
     pub timed: Vec<Timed>,
     pub steps_timed: Vec<StepsTimed>,
+    pub columns_timed: Vec<ColumnsTimed>,
 }
 
 impl Tuning {
@@ -114,6 +127,8 @@ impl Tuning {
             "steps": self.steps,
             "timed": timed,
             "steps_timed": self.steps_timed.iter().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_8": t.ms_8, "ms_16": t.ms_16 })).collect::<Vec<_>>(),
+            "columns": self.columns,
+            "columns_timed": self.columns_timed.iter().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_128": t.ms_128, "ms_64": t.ms_64 })).collect::<Vec<_>>(),
         });
         // (absent where they were not timed; null for never, as wide_outputs)
         if let Some(w) = self.coop_wide_outputs {
@@ -133,6 +148,7 @@ impl Tuning {
             split_min_steps: (self.split_min_steps != SPLIT_MIN_STEPS).then_some(self.split_min_steps),
             prefetch: (!self.prefetch).then_some(false),
             steps: (self.steps == 16).then_some(16),
+            columns: (self.columns == 64).then_some(64),
         }
     }
 }
@@ -186,6 +202,16 @@ pub fn best_steps(timed: &[StepsTimed]) -> usize {
     }
 }
 
+/// 64 columns where they save `MARGIN` of the 128 columns' total over `timed`, else 128.
+pub fn best_columns(timed: &[ColumnsTimed]) -> usize {
+    let (ms_128, ms_64) = timed.iter().fold((0.0, 0.0), |(a, b), t| (a + t.ms_128, b + t.ms_64));
+    if !timed.is_empty() && ms_64 < ms_128 * (1.0 - MARGIN) {
+        64
+    } else {
+        128
+    }
+}
+
 /// The cooperative-matrix kernels' threshold, where `timed` has their rows.
 fn coop_threshold(timed: &[Timed]) -> Option<usize> {
     let coop: Vec<&Timed> = timed.iter().filter(|t| t.format == COOP_FORMAT).collect();
@@ -231,11 +257,11 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                 let ctx = &*ctx;
                 let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
                 let (f32_ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
-                ran_as_timed(&kernels, side, prefetch, 8)?;
+                ran_as_timed(&kernels, (side, side), prefetch, 8)?;
                 ms[i][0] = f32_ms;
                 if let Some(q) = &q {
                     let (q_ms, kernels) = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, q, m, Accumulate::OVERWRITE, None))?;
-                    ran_as_timed(&kernels, side, prefetch, 8)?;
+                    ran_as_timed(&kernels, (side, side), prefetch, 8)?;
                     ms[i][1] = q_ms;
                 }
             }
@@ -270,16 +296,33 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
             ctx.set_tile_choice(TileChoice { side: Some(128), split_workgroups: Some(split_workgroups), split_min_steps: Some(split_min_steps), prefetch: Some(prefetch), steps: Some(16), ..before });
             let ctx = &*ctx;
             let (ms_16, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, MatmulDims::new(m, n, k), Accumulate::OVERWRITE))?;
-            ran_as_timed(&kernels, 128, prefetch, 16)?;
+            ran_as_timed(&kernels, (128, 128), prefetch, 16)?;
             steps_timed.push(StepsTimed { shape: (m, n, k), ms_8, ms_16 });
         }
+    }
+    let steps = best_steps(&steps_timed);
+    // 64 columns against 128, at the same shapes and the steps kept
+    let mut columns_timed = Vec::new();
+    for &(m, n, k, _) in shapes.iter().filter(|s| s.0 * s.1 >= wide_outputs) {
+        let ms_128 = match steps_timed.iter().find(|t| t.shape == (m, n, k)) {
+            Some(t) if steps == 16 => t.ms_16,
+            Some(t) => t.ms_8,
+            None => timed.iter().find(|t| t.format == "f32" && t.shape == (m, n, k) && (t.split_workgroups, t.split_min_steps, t.prefetch) == (split_workgroups, split_min_steps, prefetch)).expect("every shape timed at every split").ms_128,
+        };
+        let (x, w) = (ctx.upload_f32(&rng.vec_uniform(m * k, -1.0, 1.0))?, ctx.upload_f32(&rng.vec_uniform(n * k, -1.0, 1.0))?);
+        let y = ctx.alloc_f32(m * n)?;
+        ctx.set_tile_choice(TileChoice { side: Some(128), split_workgroups: Some(split_workgroups), split_min_steps: Some(split_min_steps), prefetch: Some(prefetch), steps: Some(steps), columns: Some(64), ..before });
+        let ctx = &*ctx;
+        let (ms_64, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, MatmulDims::new(m, n, k), Accumulate::OVERWRITE))?;
+        ran_as_timed(&kernels, (128, 64), prefetch, steps)?;
+        columns_timed.push(ColumnsTimed { shape: (m, n, k), ms_128, ms_64 });
     }
     ctx.set_tile_choice(before);
     // (the timed buffers go back to the device, not into the command's pool and its peak)
     ctx.trim_pool();
     ctx.reset_peak_memory();
-    let steps = best_steps(&steps_timed);
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps, coop_wide_outputs: coop_threshold(&timed), timed, steps_timed })
+    let columns = best_columns(&columns_timed);
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps, columns, coop_wide_outputs: coop_threshold(&timed), timed, steps_timed, columns_timed })
 }
 
 /// ms per launch of `launch`: bench's fastest of 5 batches, each batch long enough (about
@@ -299,12 +342,12 @@ fn time_launch(ctx: &GpuContext, launch: &mut dyn FnMut() -> hearth_core::Result
 }
 
 /// An error unless the tiled kernel among `kernels` (beside a split's sum) is the variant
-/// timed: tiles of `side`, its values loaded ahead or in turn as `prefetch` says, staging
-/// `steps` reduction steps per iteration.
-fn ran_as_timed(kernels: &[String], side: usize, prefetch: bool, steps: usize) -> Result<()> {
+/// timed: tiles of (rows, columns), its values loaded ahead or in turn as `prefetch` says,
+/// staging `steps` reduction steps per iteration.
+fn ran_as_timed(kernels: &[String], (rows, columns): (usize, usize), prefetch: bool, steps: usize) -> Result<()> {
     let order = if prefetch { "" } else { ", loaded in turn" };
     let steps = if steps == 16 { ", 16 steps" } else { "" };
-    let variant = format!("[{side}x{side}{order}{steps}]");
+    let variant = format!("[{rows}x{columns}{order}{steps}]");
     match kernels.iter().any(|k| k.ends_with(&variant)) {
         true => Ok(()),
         false => anyhow::bail!("the tile tuning timed {variant} but {kernels:?} ran"),
@@ -346,9 +389,10 @@ pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
     let split_min_steps = steps.as_u64().map(|s| s as usize).filter(|&s| valid_split_min_steps(s)).ok_or_else(|| format!("split_min_steps {steps}: expected a multiple of 8 from 8 to 4096"))?;
     let prefetch = v["prefetch"].as_bool().ok_or_else(|| format!("prefetch {}: expected true (the values loaded a step ahead) or false (in turn)", v["prefetch"]))?;
     let tile_steps = v["steps"].as_u64().filter(|&s| s == 8 || s == 16).ok_or_else(|| format!("steps {}: expected 8 or 16 (reduction steps per iteration in tiles of 128)", v["steps"]))? as usize;
+    let columns = v["columns"].as_u64().filter(|&c| c == 64 || c == 128).ok_or_else(|| format!("columns {}: expected 128 or 64 (the columns of the f32 tiles of 128 rows)", v["columns"]))? as usize;
     // (absent where the cooperative-matrix kernels were not timed)
     let coop_wide_outputs = v.get("coop_wide_outputs").map(|_| threshold(&v, "coop_wide_outputs")).transpose()?;
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps: tile_steps, coop_wide_outputs, timed: Vec::new(), steps_timed: Vec::new() }.choice())
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps: tile_steps, columns, coop_wide_outputs, timed: Vec::new(), steps_timed: Vec::new(), columns_timed: Vec::new() }.choice())
 }
 
 /// A threshold of 128 × 128 tiles in a cache file: outputs, or null for never (usize::MAX).
@@ -366,7 +410,8 @@ pub fn write_cache(path: &Path, tuning: &Tuning) -> Result<()> {
 
 /// In words, for the adapter line: what decides the tile size on `ctx`, where few tiles split
 /// their reductions towards other than the fixed default, where the values are loaded in
-/// turn, and where the f32 tiles of 128 stage 16 steps per iteration.
+/// turn, where the f32 tiles of 128 stage 16 steps per iteration, and where they are 64 columns
+/// wide.
 pub fn describe(tiles: TileChoice) -> String {
     let size = match (tiles.side, tiles.wide_outputs) {
         (Some(side), _) => format!("tiles of {side} × {side} (HEARTH_TILES)"),
@@ -391,8 +436,12 @@ pub fn describe(tiles: TileChoice) -> String {
         Some(false) => format!("{size}, their values loaded in turn"),
         _ => size,
     };
-    match tiles.steps {
+    let size = match tiles.steps {
         Some(16) => format!("{size}, f32 tiles of 128 staging 16 steps per iteration"),
+        _ => size,
+    };
+    match tiles.columns {
+        Some(64) => format!("{size}, f32 tiles of 128 rows by 64 columns"),
         _ => size,
     }
 }
@@ -425,7 +474,7 @@ fn grouped(n: usize) -> String {
 /// (HEARTH_TUNE=1), or never (HEARTH_TUNE=0: the fixed threshold and split, loads a step
 /// ahead). HEARTH_TILES wins over all, HEARTH_SPLIT_WORKGROUPS and HEARTH_SPLIT_MIN_STEPS
 /// over the tuned split, HEARTH_TILE_PREFETCH over the tuned order of loads, HEARTH_TILE_STEPS
-/// over the tuned steps per iteration.
+/// over the tuned steps per iteration, HEARTH_TILE_COLUMNS over the tuned columns.
 pub fn apply(ctx: &mut GpuContext) -> Result<()> {
     let wanted = match std::env::var("HEARTH_TUNE").as_deref() {
         Ok("0") => false,
@@ -471,6 +520,7 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
         split_min_steps: now.split_min_steps.or(tuned.split_min_steps),
         prefetch: now.prefetch.or(tuned.prefetch),
         steps: now.steps.or(tuned.steps),
+        columns: now.columns.or(tuned.columns),
         ..now
     });
     Ok(())
@@ -541,7 +591,7 @@ mod tests {
         // or more, where those save enough over 1024's of 256
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(1024, a, 0.9, 1.5), split(1024, b, 5.0, 6.0), short_parts(1024, 32, a, 0.5, 1.5), short_parts(1024, 32, b, 5.0, 6.0)];
         assert_eq!(best_choice(&t), (usize::MAX, (1024, 32), true));
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }.choice());
         assert!(words.ends_with("split towards 1024 workgroups, split reductions in parts of 32 steps or more"), "{words}");
     }
 
@@ -567,7 +617,7 @@ mod tests {
             in_turn(256, b, 5.0, 6.0),
         ];
         assert_eq!(best_choice(&t), (usize::MAX, w(256), false));
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }.choice());
         assert!(words.ends_with("split towards 256 workgroups, their values loaded in turn"), "{words}");
     }
 
@@ -581,7 +631,7 @@ mod tests {
         assert_eq!(coop_threshold(&t), Some(2048 * 3072));
         // none where they were not timed
         assert_eq!(coop_threshold(&t[..2]), None);
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: coop_threshold(&t), timed: vec![], steps_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: coop_threshold(&t), timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }.choice());
         assert!(words.ends_with("cooperative matrices' 128 × 128 tiles from 6,291,456 outputs (tuned)"), "{words}");
     }
 
@@ -593,8 +643,20 @@ mod tests {
         assert_eq!(best_steps(&[t(1.0, 0.9), t(5.0, 5.0)]), 8);
         assert_eq!(best_steps(&[t(1.0, 2.0)]), 8);
         assert_eq!(best_steps(&[]), 8);
-        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }.choice());
         assert!(words.ends_with("128 × 128 tiles from 1,048,576 outputs (tuned for this GPU), f32 tiles of 128 staging 16 steps per iteration"), "{words}");
+    }
+
+    #[test]
+    fn sixty_four_columns_are_taken_where_they_save_more_than_the_margin() {
+        let t = |ms_128, ms_64| ColumnsTimed { shape: (2048, 3072, 576), ms_128, ms_64 };
+        assert_eq!(best_columns(&[t(2.0, 1.0), t(5.0, 4.5)]), 64);
+        // within the margin, or slower, or nothing timed in tiles of 128: 128
+        assert_eq!(best_columns(&[t(1.0, 0.9), t(5.0, 5.0)]), 128);
+        assert_eq!(best_columns(&[t(1.0, 2.0)]), 128);
+        assert_eq!(best_columns(&[]), 128);
+        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 64, columns_timed: vec![] }.choice());
+        assert!(words.ends_with("f32 tiles of 128 staging 16 steps per iteration, f32 tiles of 128 rows by 64 columns"), "{words}");
     }
 
     #[test]
@@ -606,36 +668,41 @@ mod tests {
     fn a_cache_file_is_read_back_or_refused_with_the_reason() {
         let dir = std::env::temp_dir().join(format!("hearth-tile-tuning-{}", std::process::id()));
         let path = dir.join("gpu.json");
-        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)], steps_timed: vec![] };
+        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)], steps_timed: vec![], columns: 128, columns_timed: vec![] };
         write_cache(&path, &tuning).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false), steps: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false), steps: None, columns: None }));
         // never wide, the default split and loads (None: as if untuned)
-        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None, steps: None }));
+        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }).unwrap();
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None, steps: None, columns: None }));
         // parts shorter than the default's
-        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.split_min_steps)), Ok((Some(1024), Some(32))));
         // 16 steps per iteration in tiles of 128
-        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }).unwrap();
         assert_eq!(read_cache(&path).map(|c| c.steps), Ok(Some(16)));
+        // tiles of 128 rows by 64 columns
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 64, columns_timed: vec![] }).unwrap();
+        assert_eq!(read_cache(&path).map(|c| (c.steps, c.columns)), Ok((None, Some(64))));
         // the cooperative-matrix kernels' threshold, a number or never
         for coop in [1 << 20, usize::MAX] {
-            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: Some(coop), timed: vec![], steps_timed: vec![] }).unwrap();
+            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: Some(coop), timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }).unwrap();
             assert_eq!(read_cache(&path).unwrap().coop_wide_outputs, Some(coop));
         }
         for (text, why) in [
             ("{", "not JSON"),
             (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "version 5"),
-            (r#"{"version": 6, "wide_outputs": "many", "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "wide_outputs \"many\""),
-            (r#"{"version": 6, "wide_outputs": 5, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups null"),
-            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 1, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups 1"),
-            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "split_min_steps null"),
-            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 12, "prefetch": true}"#, "split_min_steps 12"),
-            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256}"#, "prefetch null"),
-            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": 0}"#, "prefetch 0"),
-            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
-            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "steps null"),
-            (r#"{"version": 6, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 12}"#, "steps 12"),
+            (r#"{"version": 7, "wide_outputs": "many", "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "wide_outputs \"many\""),
+            (r#"{"version": 7, "wide_outputs": 5, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups null"),
+            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 1, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups 1"),
+            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "split_min_steps null"),
+            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 12, "prefetch": true}"#, "split_min_steps 12"),
+            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256}"#, "prefetch null"),
+            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": 0}"#, "prefetch 0"),
+            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
+            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "steps null"),
+            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 12}"#, "steps 12"),
+            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "columns null"),
+            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 32}"#, "columns 32"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = read_cache(&path).unwrap_err();

@@ -246,6 +246,16 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     }
     let (ms_8, ms_16) = steps.iter().fold((0.0, 0.0), |(a, b), s| (a + f(s, "ms_8"), b + f(s, "ms_16")));
     assert_eq!(f(&v, "steps"), if !steps.is_empty() && ms_16 < 0.97 * ms_8 { 16.0 } else { 8.0 }, "{v}");
+    // then 64 columns against 128 at the same shapes (128's time the steps kept's), 64 kept
+    // only where they save 3 %
+    let columns = v["columns_timed"].as_array().unwrap();
+    assert_eq!(columns.len(), wide.len(), "{v}");
+    for (c, s) in columns.iter().zip(steps) {
+        let kept = if f(&v, "steps") == 16.0 { f(s, "ms_16") } else { f(s, "ms_8") };
+        assert!(f(c, "m") == f(s, "m") && f(c, "ms_128") == kept && f(c, "ms_64") > 0.0, "{v}");
+    }
+    let (ms_128, ms_64) = columns.iter().fold((0.0, 0.0), |(a, b), c| (a + f(c, "ms_128"), b + f(c, "ms_64")));
+    assert_eq!(f(&v, "columns"), if !columns.is_empty() && ms_64 < 0.97 * ms_128 { 64.0 } else { 128.0 }, "{v}");
     let path = PathBuf::from(v["cache"].as_str().unwrap());
     assert!(path.starts_with(&cache) && !path.exists(), "--quick keeps nothing: {v}");
 
@@ -258,19 +268,19 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let plain = bench_with(&ops, &gpu, &cache);
     assert!(tiles_of_forward(&plain).ends_with("[64x64]") && plain["adapter"]["tiles"]["wide_outputs"].is_null(), "{plain}");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, r#"{"version": 6, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "prefetch": false, "steps": 16}"#).unwrap();
+    std::fs::write(&path, r#"{"version": 7, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "prefetch": false, "steps": 16, "columns": 64}"#).unwrap();
     let tuned = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1")], &cache);
     let tiles = &tuned["adapter"]["tiles"];
     assert!(
-        tiles_of_forward(&tuned).ends_with("[128x128, loaded in turn, 16 steps]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512 && tiles["split_min_steps"] == 32 && tiles["steps"] == 16,
+        tiles_of_forward(&tuned).ends_with("[128x64, loaded in turn, 16 steps]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512 && tiles["split_min_steps"] == 32 && tiles["steps"] == 16 && tiles["columns"] == 64,
         "{tuned}"
     );
-    // HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS, HEARTH_TILE_PREFETCH and HEARTH_TILE_STEPS
-    // win over the tuning
-    let split = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_SPLIT_WORKGROUPS", "128"), ("HEARTH_SPLIT_MIN_STEPS", "64"), ("HEARTH_TILE_PREFETCH", "1"), ("HEARTH_TILE_STEPS", "8")], &cache);
+    // HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS, HEARTH_TILE_PREFETCH, HEARTH_TILE_STEPS
+    // and HEARTH_TILE_COLUMNS win over the tuning
+    let split = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_SPLIT_WORKGROUPS", "128"), ("HEARTH_SPLIT_MIN_STEPS", "64"), ("HEARTH_TILE_PREFETCH", "1"), ("HEARTH_TILE_STEPS", "8"), ("HEARTH_TILE_COLUMNS", "128")], &cache);
     let tiles = &split["adapter"]["tiles"];
     assert!(
-        tiles_of_forward(&split).ends_with("[128x128]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 128 && tiles["split_min_steps"] == 64 && tiles["prefetch"] == true && tiles["steps"] == 8,
+        tiles_of_forward(&split).ends_with("[128x128]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 128 && tiles["split_min_steps"] == 64 && tiles["prefetch"] == true && tiles["steps"] == 8 && tiles["columns"] == 128,
         "{split}"
     );
     // HEARTH_TILES wins over the tuning

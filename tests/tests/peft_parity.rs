@@ -587,12 +587,13 @@ fn split_weight_gradients_summed_once_per_layer_match() {
         assert_close(&format!("{name}: gradients in parts of 64 steps"), &grads(&short, Variant::ByLayer).0, &want, 1e-6, 1e-3);
         // each step's values loaded just before they are staged (HEARTH_TILE_PREFETCH=0, the
         // LoRA terms' too), and every output in tiles of 128, their f32 ones staging 16
-        // reduction steps per iteration (HEARTH_TILE_STEPS=16): the same gradients
-        for (side, steps) in [(None, None), (Some(128), Some(16))] {
-            let tiles = TileChoice { side, steps, prefetch: Some(false), ..Default::default() };
+        // reduction steps per iteration (HEARTH_TILE_STEPS=16), or 64 columns wide (HEARTH_TILE_COLUMNS=64,
+        // loaded in turn and ahead): the same gradients
+        for (side, steps, columns, prefetch) in [(None, None, None, false), (Some(128), Some(16), None, false), (Some(128), None, Some(64), false), (Some(128), Some(16), Some(64), true)] {
+            let tiles = TileChoice { side, steps, columns, prefetch: Some(prefetch), ..Default::default() };
             let ctx = hearth_tests::own_gpu().unwrap().with_kernel_paths(KernelPaths::Gpu).with_tile_choice(tiles);
             assert_eq!(ctx.tile_steps(), steps.unwrap_or(8), "{name}: this adapter's workgroup memory holds 16 steps");
-            assert_close(&format!("{name}: gradients loaded in turn, {tiles:?}"), &grads(&ctx, Variant::ByLayer).0, &want, 1e-6, 1e-3);
+            assert_close(&format!("{name}: gradients in {tiles:?}"), &grads(&ctx, Variant::ByLayer).0, &want, 1e-6, 1e-3);
         }
         let (by_layer, uneven) = (grads(&tiled, Variant::ByLayer).1, grads(&tiled, Variant::Uneven).1);
         assert!(uneven > by_layer, "{name}: {uneven} launches with a sum per gradient, {by_layer} with the sums per layer");

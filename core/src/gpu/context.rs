@@ -88,6 +88,11 @@ pub struct TileChoice {
     /// where this is Some(16) and the device allows it, else 8 (as tuned on the GPU, or
     /// `HEARTH_TILE_STEPS`).
     pub steps: Option<usize>,
+    /// The columns of the f32 tiled kernel's tiles of 128 rows (and the f16 tiles'): 64 where
+    /// this is Some(64), each invocation summing an 8 × 4 block (half the accumulators, so
+    /// more workgroups may share a multiprocessor), else 128, blocks of 8 × 8 (as tuned on the
+    /// GPU, or `HEARTH_TILE_COLUMNS`).
+    pub columns: Option<usize>,
 }
 
 /// The cooperative matrices the kernels on them (pieces/coop_gemm.wgsl) run on: products of
@@ -477,6 +482,7 @@ impl GpuContext {
             split_min_steps: tiles.split_min_steps.filter(|&s| crate::ops::matmul::valid_split_min_steps(s)),
             prefetch: tiles.prefetch,
             steps: tiles.steps.filter(|&s| s == 8 || (s == 16 && self.limits.max_compute_workgroup_storage_size >= crate::ops::matmul::WIDE_16_STEPS_BYTES)),
+            columns: tiles.columns.filter(|c| [64, 128].contains(c)),
         };
     }
 
@@ -540,6 +546,12 @@ impl GpuContext {
     /// (`TileChoice::steps`): 8 or 16.
     pub fn tile_steps(&self) -> usize {
         self.tiles.steps.unwrap_or(8)
+    }
+
+    /// The columns of the f32 and f16 tiled kernels' tiles of 128 rows
+    /// (`TileChoice::columns`): 128 or 64.
+    pub fn tile_columns(&self) -> usize {
+        self.tiles.columns.unwrap_or(128)
     }
 
     pub fn summary(&self) -> AdapterSummary {

@@ -180,7 +180,9 @@ pub enum MatmulTiling {
     RegisterNarrow,
     /// Workgroup-memory tiles of 64 × 64 outputs, 8 × 8 per invocation (real GPUs, any shape).
     Tiled,
-    /// The same kernel in 128 × 128 tiles (256 invocations): for large outputs.
+    /// The same kernel in 128 × 128 tiles (256 invocations): for large outputs. Or in tiles of
+    /// 128 × 64, 8 × 4 outputs per invocation, where the context says so
+    /// ([`GpuContext::tile_columns`]).
     TiledWide,
     /// `Tiled` with its tiles staged in f16, products summed in f32 (matmul_tiled_f16.wgsl):
     /// forwards and input gradients (their rows scaled) where the context asks for f16 and
@@ -300,31 +302,50 @@ pub(crate) fn coop_variant(shape: CoopShape, tile: usize) -> Option<Variant> {
     VARIANTS.into_iter().find(|v| v.constants[0].1 == shape.invocations() as f64 && v.constants[1].1 == tile as f64)
 }
 
-/// The tiled kernels' workgroup in tiles of `side` (64 or 128; 8 outputs each way per
+/// The tiled kernels' workgroup in tiles of `side` rows (64 or 128; 8 outputs each way per
 /// invocation), each step's values loaded during the previous step's sums or, where the
 /// context says so (`GpuContext::tile_prefetch`), just before they are staged ("loaded in
 /// turn"). matmul_tiled.wgsl sizes its workgroup by TX and TY, matmul/quant_tiled.wgsl by TQ
-/// (`quantized`).
+/// (`quantized`); the f32 tiles of 128 rows stage 8 or 16 steps (`GpuContext::tile_steps`)
+/// and are 128 or 64 columns wide (`GpuContext::tile_columns`: CQ, 4 columns an invocation).
 pub(crate) fn tiled_variant(ctx: &GpuContext, side: usize, quantized: bool) -> Variant {
-    const VARIANTS: [Variant; 8] = [
+    // [in turn]
+    const NARROW: [Variant; 2] = [
         Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] },
-        Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] },
         Variant { name: "64x64, loaded in turn", constants: &[("TX", 8.0), ("TY", 8.0), ("PREFETCH", 0.0)] },
-        Variant { name: "128x128, loaded in turn", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0)] },
-        Variant { name: "64x64", constants: &[("TQ", 8.0)] },
-        Variant { name: "128x128", constants: &[("TQ", 16.0)] },
-        Variant { name: "64x64, loaded in turn", constants: &[("TQ", 8.0), ("PREFETCH", 0.0)] },
-        Variant { name: "128x128, loaded in turn", constants: &[("TQ", 16.0), ("PREFETCH", 0.0)] },
     ];
-    // (f32 and f16 tiles of 128 staging 16 steps per iteration, where the context says so)
-    const WIDE_16_STEPS: [Variant; 2] = [
+    // (tiles of 128: staging 16 steps per iteration, and 64 columns wide, where the context
+    // says so) [columns 64][16 steps][in turn]
+    const WIDE: [Variant; 8] = [
+        Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] },
+        Variant { name: "128x128, loaded in turn", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0)] },
         Variant { name: "128x128, 16 steps", constants: &[("TX", 16.0), ("TY", 16.0), ("BK", 16.0)] },
         Variant { name: "128x128, loaded in turn, 16 steps", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("BK", 16.0)] },
+        Variant { name: "128x64", constants: &[("TX", 16.0), ("TY", 16.0), ("CQ", 1.0)] },
+        Variant { name: "128x64, loaded in turn", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("CQ", 1.0)] },
+        Variant { name: "128x64, 16 steps", constants: &[("TX", 16.0), ("TY", 16.0), ("BK", 16.0), ("CQ", 1.0)] },
+        Variant { name: "128x64, loaded in turn, 16 steps", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("BK", 16.0), ("CQ", 1.0)] },
     ];
-    if !quantized && side == 128 && ctx.tile_steps() == 16 {
-        return WIDE_16_STEPS[!ctx.tile_prefetch() as usize];
+    // matmul/quant_tiled.wgsl's: [tiles of 128][in turn]
+    const QUANTIZED: [Variant; 4] = [
+        Variant { name: "64x64", constants: &[("TQ", 8.0)] },
+        Variant { name: "64x64, loaded in turn", constants: &[("TQ", 8.0), ("PREFETCH", 0.0)] },
+        Variant { name: "128x128", constants: &[("TQ", 16.0)] },
+        Variant { name: "128x128, loaded in turn", constants: &[("TQ", 16.0), ("PREFETCH", 0.0)] },
+    ];
+    let in_turn = !ctx.tile_prefetch() as usize;
+    match (quantized, side == 128) {
+        (true, wide) => QUANTIZED[2 * wide as usize + in_turn],
+        (false, false) => NARROW[in_turn],
+        (false, true) => WIDE[4 * (ctx.tile_columns() == 64) as usize + 2 * (ctx.tile_steps() == 16) as usize + in_turn],
     }
-    VARIANTS[4 * quantized as usize + 2 * !ctx.tile_prefetch() as usize + (side == 128) as usize]
+}
+
+/// (rows, columns) of the output tiles `tiling` computes on `ctx` (a tiled kernel's), where it
+/// is one of the tiled kernels.
+pub(crate) fn tiled_shape(ctx: &GpuContext, tiling: MatmulTiling) -> Option<(usize, usize)> {
+    let side = 8 * tiling.tiled_side()? as usize;
+    Some(if side == 128 { (128, ctx.tile_columns()) } else { (side, side) })
 }
 
 /// Workgroup memory of matmul_tiled.wgsl's f32 tiles of 128 staging 16 steps per iteration:
@@ -1172,8 +1193,11 @@ fn launch(
                 MatmulKind::BackwardInput => (m, k, n, d.a_blocks.map_or(n, |b| b.blocks[0].1 as u32), 1, 1, k),
                 MatmulKind::BackwardWeight => (n, k, m, 1, d.a_blocks.map_or(n, |b| b.blocks[0].1 as u32), 1, k),
             };
-            let tile = tiling.tiled_side().map_or_else(|| coop_tile(ctx, d.batch * rows * cols), |side| 8 * side as usize);
-            let tiles = cols.div_ceil(tile) * rows.div_ceil(tile);
+            let (tile_rows, tile_cols) = tiled_shape(ctx, tiling).unwrap_or_else(|| {
+                let side = coop_tile(ctx, d.batch * rows * cols);
+                (side, side)
+            });
+            let tiles = cols.div_ceil(tile_cols) * rows.div_ceil(tile_rows);
             let (splits, r_split) = match into {
                 Some(p) => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
                 None => reduction_split(op, tiles, split_choice(ctx), pr as usize, d.batch)?,
@@ -1216,7 +1240,7 @@ fn launch(
                 scale_rows: (tiling.rounds_to_f16() && kind == MatmulKind::BackwardInput) as u32,
                 ..bytemuck::Zeroable::zeroed()
             };
-            let groups = [cols.div_ceil(tile) as u32, rows.div_ceil(tile) as u32, (d.batch * splits) as u32];
+            let groups = [cols.div_ceil(tile_cols) as u32, rows.div_ceil(tile_rows) as u32, (d.batch * splits) as u32];
             let shader = match (term.is_some(), tiling.rounds_to_f16()) {
                 (false, false) => Shader::MatmulTiled,
                 (true, false) => Shader::MatmulTiledLowRank,
@@ -1233,7 +1257,7 @@ fn launch(
                         (_, false) => Shader::MatmulCoop8x8,
                         (_, true) => Shader::MatmulCoop8x8LowRank,
                     };
-                    Kernel::new(shader, "matmul_coop", 0).with_variant(coop_variant(shape, tile).expect("a variant for the context's shape"))
+                    Kernel::new(shader, "matmul_coop", 0).with_variant(coop_variant(shape, tile_rows).expect("a variant for the context's shape"))
                 }
                 MatmulTiling::TiledWide | MatmulTiling::TiledWideF16 => Kernel::new(shader, "matmul_tiled", 0).with_variant(tiled_variant(ctx, 128, false)),
                 _ => Kernel::new(shader, "matmul_tiled", 0).with_variant(tiled_variant(ctx, 64, false)),
