@@ -154,30 +154,37 @@ fn b_staged() -> u32 { return 4u * CQ * TX * BK / (TX * TY); }
 fn tile_columns() -> u32 { return 4u * CQ * TX; }
 
 // The k-th value of an invocation's walk through A (H where `term`) from rows i0.., steps
-// r0..: from a's address `at` + k·d_at where A is not in blocks; 0's index past r_end or M.
+// r0..: from a's address `at` + k·d_at, or where A is in `blocks` from a_index; 0's index
+// past r_end or M. (`term` and `blocks` are constants where gather_a is called: the branches
+// go with the inlining, and the plain walk computes no block index.)
 fn a_walk_value(term: bool, blocks: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, w: StageWalk, at: u32, d_at: u32, k: u32) -> f32 {
     let e = vec2<u32>(i0, r0) + walk_at(w, k);
     let inside = (e.x < p.M) & (e.y < r_end);
     if (term) {
         return term_h_at(select(0u, term_h_index(e.x, e.y), inside));
     }
-    return a[select(0u, select(at + k * d_at, a_index(a_off, e.x, e.y), blocks), inside)];
+    if (blocks) {
+        return a[select(0u, a_index(a_off, e.x, e.y), inside)];
+    }
+    return a[select(0u, at + k * d_at, inside)];
 }
 
 // A's values of rows i0.. and steps r0.. along stage_walk's walk (or H's where `term`); those
 // past r_end or M are put_a's to zero. Consecutive invocations take consecutive addresses of
 // `a`: along r when r is its contiguous index, else along the rows.
 fn load_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
-    // (decided once, not at each load: each gather's `term` is a constant)
+    // (decided once, not at each load: each gather's `term` and `blocks` are constants)
     if (term) {
-        return gather_a(true, a_off, i0, r0, r_end, flat);
+        return gather_a(true, false, a_off, i0, r0, r_end, flat);
     }
-    return gather_a(false, a_off, i0, r0, r_end, flat);
+    if (p.a_block2 != 0u) {
+        return gather_a(false, true, a_off, i0, r0, r_end, flat);
+    }
+    return gather_a(false, false, a_off, i0, r0, r_end, flat);
 }
 
-fn gather_a(term: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
+fn gather_a(term: bool, blocks: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) -> Staged {
     let w = stage_walk(flat, 8u * TY, staged_along_r(term));
-    let blocks = p.a_block2 != 0u;
     // (a's address steps with the walk)
     let at = a_off + (i0 + w.line) * p.a_si + (r0 + w.r) * p.a_sr;
     let d_at = w.d_line * p.a_si + w.d_r * p.a_sr;
