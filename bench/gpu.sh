@@ -181,29 +181,30 @@ if [ "${FOCUS:-}" = kernels ]; then
         done
     done
 elif [ "${FOCUS:-}" = loads ]; then
-    # FOCUS=loads: a short call (some 5 minutes) for the forty-second session's changes: the
-    # tiles tuned afresh (which order of loads wins, the staging's loads now in one run), the
-    # GPU's own peaks and every matmul (ops), the register-blocked kernels, SmolLM2's step in
-    # each order of loads and with its kernels timed, Qwen2.5's (its head in whole tiles of
-    # rows), then the tests
+    # FOCUS=loads: a short call (some 5 minutes) for the changes no GPU has run yet: the tiles
+    # tuned afresh (the order of loads, 16 steps, 64 columns), the GPU's own peaks and every
+    # matmul (ops), what the GPU's compiler made of the kernels (SmolLM2's step with its
+    # kernels timed, Q4_1's, the tiles of 128 × 64), the register-blocked kernels, SmolLM2's
+    # step in each order of loads and 64 columns wide, Qwen2.5's (its head in whole tiles of
+    # rows), then the tests; the most wanted first, where the budget runs short
     run tiles 20 "$HEARTH" bench tiles --json $TILES_ARGS
     run make-models 60 python3 bench/make_models.py "$MODELS" smollm2-135m qwen2.5-0.5b
     rm -f "$WORK/make-models.json"
     run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
+    run kernels-smollm2-135m 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json
     # what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
     # tiles and cooperative matrices) at one of SmolLM2's shapes
     run ops-stats 20 "$HEARTH" bench ops --json --filter q4_1 --reps 1 $STATS_SHAPE $KERNEL_STATS
     # the f32 tiles of 128 rows by 64 columns (8 × 4 outputs an invocation), with what the
     # compiler made of them
     run ops-columns64 20 env HEARTH_TILE_COLUMNS=64 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 $COLUMNS_SHAPES $KERNEL_STATS
-    run ops-register 20 env HEARTH_KERNELS=llvmpipe "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $REGISTER_SHAPES
     run train-smollm2-135m-f32 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
-    for knob in ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0 columns64:HEARTH_TILE_COLUMNS=64; do
+    for knob in columns64:HEARTH_TILE_COLUMNS=64 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0; do
         run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
     done
-    run kernels-smollm2-135m 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json
-    run train-smollm2-135m-q4_1 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant q4_1 $TRAIN_SHAPE --steps $STEPS --json
+    run ops-register 20 env HEARTH_KERNELS=llvmpipe "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $REGISTER_SHAPES
     run train-qwen2.5-0.5b-f32 30 "$HEARTH" bench train "$MODELS/qwen2.5-0.5b" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
+    run train-smollm2-135m-q4_1 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant q4_1 $TRAIN_SHAPE --steps $STEPS --json
     run kernels-qwen2.5-0.5b 30 "$HEARTH" bench train "$MODELS/qwen2.5-0.5b" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
 elif [ "${FOCUS:-}" = attention ]; then
     # FOCUS=attention: a short call: each model's training step with the flash attention
