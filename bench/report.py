@@ -26,6 +26,20 @@ def load(path):
         return None
 
 
+
+def hopper_workgroups_per_sm(registers, invocations, workgroup_bytes):
+    """How many workgroups of a kernel one SM of a Hopper GPU holds at once: its registers
+    (per invocation, allocated in 8s, a warp's in 256s, of 65,536), its workgroup memory (of
+    228 KB, 1 KB of it reserved per workgroup), its invocations (of 2,048) and at most 32
+    workgroups. None where a figure is missing."""
+    if not registers or not invocations or workgroup_bytes is None:
+        return None
+    warps = -(-invocations // 32)
+    per_warp = -(-(-(-registers // 8) * 8 * 32) // 256) * 256
+    by_registers = 65536 // (warps * per_warp)
+    by_memory = (228 * 1024) // (workgroup_bytes + 1024)
+    return min(by_registers, by_memory, 2048 // invocations, 32)
+
 def loss_gap(run, default):
     """The largest difference between two train runs' losses, step by step."""
     return max((abs(a - b) for a, b in zip(run["losses"], default["losses"])), default=0.0)
@@ -393,13 +407,20 @@ def main():
         for k in kernels:
             for e in k["executables"]:
                 names += [n for n in e["statistics"] if n not in names]
+        registers = next((n for n in names if n.lower() == "register count"), None)
         lines += ["", f"What {stats.get('device', 'the GPU')}'s compiler made of {key}'s kernels (the driver's statistics, "
-                  "VK_KHR_pipeline_executable_properties):", "",
-                  "| kernel | compile ms | subgroup | " + " | ".join(names) + " |", "| --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " |"]
+                  "VK_KHR_pipeline_executable_properties)" + (
+                      "; workgroups per SM: how many of a kernel's workgroups one SM of a Hopper GPU (H100, H200) holds at once, "
+                      "by its register count, workgroup memory and invocations (65,536 registers, 228 KB, 2,048 invocations, 32 workgroups)"
+                      if registers else "") + ":", "",
+                  "| kernel | compile ms | invocations | workgroup KB | subgroup | " + " | ".join(names) + (" | workgroups per SM" if registers else "") + " |",
+                  "| --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + (" | ---:" if registers else "") + " |"]
         for k in kernels:
             for e in k["executables"]:
                 cell = lambda x: "—" if x is None else (f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else f"{x}")
-                lines.append(f"| {k['kernel']} | {k.get('compile_ms', 0):,.0f} | {e.get('subgroup_size', '')} | " + " | ".join(cell(e["statistics"].get(n)) for n in names) + " |")
+                held = f" | {cell(hopper_workgroups_per_sm(e['statistics'].get(registers), k.get('invocations'), k.get('workgroup_bytes')))}" if registers else ""
+                lines.append(f"| {k['kernel']} | {k.get('compile_ms', 0):,.0f} | {cell(k.get('invocations'))} | {cell(None if k.get('workgroup_bytes') is None else round(k['workgroup_bytes'] / 1024, 1))} | "
+                             f"{e.get('subgroup_size', '')} | " + " | ".join(cell(e["statistics"].get(n)) for n in names) + held + " |")
         failed = [k for k in stats.get("kernels", []) if k.get("error")]
         if failed:
             lines += ["", "Not compiled for their statistics: " + "; ".join(f"{k['kernel']}: {k['error'][:200]}" for k in failed)]

@@ -86,7 +86,12 @@ pub fn print_kernel_stats(stats: &Value) {
             println!("  {name:<60} not compiled here: {err}");
             continue;
         }
-        let compiled = format!("compiled in {:.0} ms", k["compile_ms"].as_f64().unwrap_or(0.0));
+        let compiled = format!(
+            "{} invocations, {:.1} KB of workgroup memory, compiled in {:.0} ms",
+            k["invocations"],
+            k["workgroup_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+            k["compile_ms"].as_f64().unwrap_or(0.0)
+        );
         let executables = k["executables"].as_array().map_or(&[][..], |e| e.as_slice());
         if executables.is_empty() {
             println!("  {name:<60} {compiled}");
@@ -215,20 +220,22 @@ impl Compiler {
         match self.compile(k, ir_dir) {
             // (the driver's compile of the pipeline: what a first step waits for per kernel,
             // where no cache of the driver's shortens it)
-            Ok((executables, ms)) => json!({ "kernel": name, "compiled": true, "compile_ms": ms, "executables": executables }),
+            Ok((executables, ms, size)) => json!({
+                "kernel": name, "compiled": true, "compile_ms": ms, "invocations": size.invocations, "workgroup_bytes": size.workgroup_bytes, "executables": executables,
+            }),
             Err(e) => json!({ "kernel": name, "error": format!("{e:#}") }),
         }
     }
 
-    fn compile(&self, k: &Kernel, ir_dir: Option<&Path>) -> Result<(Vec<Value>, f64)> {
+    fn compile(&self, k: &Kernel, ir_dir: Option<&Path>) -> Result<(Vec<Value>, f64, WorkgroupSize)> {
         let (module, info) = parsed(k.shader)?;
-        let spirv = spirv(k, &module, &info, &self.options)?;
+        let (spirv, size) = spirv(k, &module, &info, &self.options)?;
         let sets = bindings(k.shader, &module)?;
         let d = &self.device;
         let shader = unsafe { d.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&spirv), None) }.context("vkCreateShaderModule")?;
         let result = self.compile_module(k, shader, &sets, ir_dir);
         unsafe { d.destroy_shader_module(shader, None) };
-        result
+        result.map(|(executables, ms)| (executables, ms, size))
     }
 
     /// The pipeline's executables, and the ms its compile took.
@@ -350,14 +357,37 @@ impl Drop for Compiler {
 }
 
 /// The kernel's SPIR-V: its file's WGSL with its override values, as wgpu writes it.
-fn spirv(k: &Kernel, module: &naga::Module, info: &naga::valid::ModuleInfo, options: &naga::back::spv::Options) -> Result<Vec<u32>> {
+fn spirv(k: &Kernel, module: &naga::Module, info: &naga::valid::ModuleInfo, options: &naga::back::spv::Options) -> Result<(Vec<u32>, WorkgroupSize)> {
     let mut constants = naga::back::PipelineConstants::default();
     for &(name, value) in k.variant.constants {
         constants.insert(name.to_string(), value);
     }
     let (module, info) = naga::back::pipeline_constants::process_overrides(module, info, Some((naga::ShaderStage::Compute, k.entry)), &constants).map_err(|e| anyhow!("override values: {e}"))?;
+    let size = workgroup_size(&module, &info, k.entry)?;
     let pipeline = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: k.entry.to_string() };
-    naga::back::spv::write_vec(&module, &info, options, Some(&pipeline)).map_err(|e| anyhow!("naga's SPIR-V writer: {e}"))
+    let words = naga::back::spv::write_vec(&module, &info, options, Some(&pipeline)).map_err(|e| anyhow!("naga's SPIR-V writer: {e}"))?;
+    Ok((words, size))
+}
+
+/// What a kernel's workgroup asks of a multiprocessor besides registers (with the driver's
+/// register count, how many of its workgroups one holds: report.py's occupancy column).
+struct WorkgroupSize {
+    invocations: u32,
+    /// The workgroup memory its entry point uses.
+    workgroup_bytes: u32,
+}
+
+/// `entry`'s workgroup in `module` (its overrides replaced by their values).
+fn workgroup_size(module: &naga::Module, info: &naga::valid::ModuleInfo, entry: &str) -> Result<WorkgroupSize> {
+    let index = module.entry_points.iter().position(|e| e.name == entry).ok_or_else(|| anyhow!("no entry point {entry}"))?;
+    let uses = info.get_entry_point(index);
+    let workgroup_bytes = module
+        .global_variables
+        .iter()
+        .filter(|(handle, var)| var.space == naga::AddressSpace::WorkGroup && !uses[*handle].is_empty())
+        .map(|(_, var)| module.types[var.ty].inner.size(module.to_ctx()))
+        .sum();
+    Ok(WorkgroupSize { invocations: module.entry_points[index].workgroup_size.iter().product(), workgroup_bytes })
 }
 
 fn parsed(shader: Shader) -> Result<(naga::Module, naga::valid::ModuleInfo)> {

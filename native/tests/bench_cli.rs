@@ -315,6 +315,14 @@ fn bench_train_kernel_stats_compile_every_kernel_it_ran() {
     let offered = stats["note"].is_null();
     for k in stats["kernels"].as_array().unwrap() {
         assert_eq!(k["compiled"], true, "{k}");
+        // each kernel's workgroup as its variant sizes it (for the report's occupancy)
+        let name = k["kernel"].as_str().unwrap();
+        let invocations = k["invocations"].as_u64().unwrap_or_else(|| panic!("{k}"));
+        match name {
+            n if n.starts_with("matmul_tiled:matmul_tiled [64x64") => assert_eq!((invocations, k["workgroup_bytes"].as_u64()), (64, Some(2 * 8 * 17 * 16)), "{k}"),
+            n if n.starts_with("matmul_tiled:matmul_tiled [128x128") => assert_eq!((invocations, k["workgroup_bytes"].as_u64()), (256, Some(2 * 8 * 33 * 16)), "{k}"),
+            _ => assert!(invocations > 0 && k["workgroup_bytes"].is_u64(), "{k}"),
+        }
         let executables = k["executables"].as_array().unwrap();
         if offered {
             assert!(executables.iter().all(|e| !e["statistics"].as_object().unwrap().is_empty()) && !executables.is_empty(), "{k}");
