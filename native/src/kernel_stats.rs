@@ -356,7 +356,8 @@ impl Drop for Compiler {
     }
 }
 
-/// The kernel's SPIR-V: its file's WGSL with its override values, as wgpu writes it.
+/// The kernel's SPIR-V: its file's WGSL with its override values, as wgpu writes it; and its
+/// workgroup with those values.
 fn spirv(k: &Kernel, module: &naga::Module, info: &naga::valid::ModuleInfo, options: &naga::back::spv::Options) -> Result<(Vec<u32>, WorkgroupSize)> {
     let mut constants = naga::back::PipelineConstants::default();
     for &(name, value) in k.variant.constants {
