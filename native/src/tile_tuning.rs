@@ -26,7 +26,7 @@ use hearth_core::ops::matmul::{forward_splits, matmul_with, valid_split_min_step
 use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
-use hearth_core::GpuContext;
+use hearth_core::{GpuBuffer, GpuContext};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -192,24 +192,21 @@ pub fn best_choice(timed: &[Timed]) -> (usize, (usize, usize), bool) {
     (threshold, split, prefetch)
 }
 
+/// Whether the alternative of each (default ms, alternative ms) pair saves `MARGIN` of the
+/// defaults' total (false where nothing was timed).
+fn alternative_saves(pairs: impl Iterator<Item = (f64, f64)>) -> bool {
+    let (default, alternative, n) = pairs.fold((0.0, 0.0, 0), |(a, b, n), (x, y)| (a + x, b + y, n + 1));
+    n > 0 && alternative < default * (1.0 - MARGIN)
+}
+
 /// 16 steps per iteration where they save `MARGIN` of the 8 steps' total over `timed`, else 8.
 pub fn best_steps(timed: &[StepsTimed]) -> usize {
-    let (ms_8, ms_16) = timed.iter().fold((0.0, 0.0), |(a, b), t| (a + t.ms_8, b + t.ms_16));
-    if !timed.is_empty() && ms_16 < ms_8 * (1.0 - MARGIN) {
-        16
-    } else {
-        8
-    }
+    if alternative_saves(timed.iter().map(|t| (t.ms_8, t.ms_16))) { 16 } else { 8 }
 }
 
 /// 64 columns where they save `MARGIN` of the 128 columns' total over `timed`, else 128.
 pub fn best_columns(timed: &[ColumnsTimed]) -> usize {
-    let (ms_128, ms_64) = timed.iter().fold((0.0, 0.0), |(a, b), t| (a + t.ms_128, b + t.ms_64));
-    if !timed.is_empty() && ms_64 < ms_128 * (1.0 - MARGIN) {
-        64
-    } else {
-        128
-    }
+    if alternative_saves(timed.iter().map(|t| (t.ms_128, t.ms_64))) { 64 } else { 128 }
 }
 
 /// The cooperative-matrix kernels' threshold, where `timed` has their rows.
@@ -285,37 +282,31 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
         }
     }
     let (wide_outputs, (split_workgroups, split_min_steps), prefetch) = best_choice(&timed);
-    // 16 steps per iteration against 8, at the shapes the choice puts in tiles of 128
+    // The shapes the choice puts in tiles of 128, each with its time there (the chosen split
+    // and order of loads; 8 steps, 128 columns) and its operands, for the variants below.
+    let chosen = TileChoice { side: Some(128), split_workgroups: Some(split_workgroups), split_min_steps: Some(split_min_steps), prefetch: Some(prefetch), ..before };
+    let mut wide = Vec::new();
+    for &(m, n, k, _) in shapes.iter().filter(|s| s.0 * s.1 >= wide_outputs) {
+        let at_choice = |t: &&Timed| t.format == "f32" && t.shape == (m, n, k) && (t.split_workgroups, t.split_min_steps, t.prefetch) == (split_workgroups, split_min_steps, prefetch);
+        let ms = timed.iter().find(at_choice).expect("every shape timed at every split").ms_128;
+        let operands = (ctx.upload_f32(&rng.vec_uniform(m * k, -1.0, 1.0))?, ctx.upload_f32(&rng.vec_uniform(n * k, -1.0, 1.0))?, ctx.alloc_f32(m * n)?);
+        wide.push(((m, n, k), ms, operands));
+    }
+    // 16 steps per iteration against 8
     let mut steps_timed = Vec::new();
     if ctx.summary().max_workgroup_storage >= WIDE_16_STEPS_BYTES {
-        for &(m, n, k, _) in shapes.iter().filter(|s| s.0 * s.1 >= wide_outputs) {
-            let chosen = |t: &&Timed| t.format == "f32" && t.shape == (m, n, k) && (t.split_workgroups, t.split_min_steps, t.prefetch) == (split_workgroups, split_min_steps, prefetch);
-            let ms_8 = timed.iter().find(chosen).expect("every shape timed at every split").ms_128;
-            let (x, w) = (ctx.upload_f32(&rng.vec_uniform(m * k, -1.0, 1.0))?, ctx.upload_f32(&rng.vec_uniform(n * k, -1.0, 1.0))?);
-            let y = ctx.alloc_f32(m * n)?;
-            ctx.set_tile_choice(TileChoice { side: Some(128), split_workgroups: Some(split_workgroups), split_min_steps: Some(split_min_steps), prefetch: Some(prefetch), steps: Some(16), ..before });
-            let ctx = &*ctx;
-            let (ms_16, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, MatmulDims::new(m, n, k), Accumulate::OVERWRITE))?;
-            ran_as_timed(&kernels, (128, 128), prefetch, 16)?;
-            steps_timed.push(StepsTimed { shape: (m, n, k), ms_8, ms_16 });
+        for (shape, ms_8, (x, w, y)) in &wide {
+            let ms_16 = time_wide(ctx, TileChoice { steps: Some(16), ..chosen }, *shape, x, w, y)?;
+            steps_timed.push(StepsTimed { shape: *shape, ms_8: *ms_8, ms_16 });
         }
     }
     let steps = best_steps(&steps_timed);
-    // 64 columns against 128, at the same shapes and the steps kept
+    // 64 columns against 128, at the steps kept
     let mut columns_timed = Vec::new();
-    for &(m, n, k, _) in shapes.iter().filter(|s| s.0 * s.1 >= wide_outputs) {
-        let ms_128 = match steps_timed.iter().find(|t| t.shape == (m, n, k)) {
-            Some(t) if steps == 16 => t.ms_16,
-            Some(t) => t.ms_8,
-            None => timed.iter().find(|t| t.format == "f32" && t.shape == (m, n, k) && (t.split_workgroups, t.split_min_steps, t.prefetch) == (split_workgroups, split_min_steps, prefetch)).expect("every shape timed at every split").ms_128,
-        };
-        let (x, w) = (ctx.upload_f32(&rng.vec_uniform(m * k, -1.0, 1.0))?, ctx.upload_f32(&rng.vec_uniform(n * k, -1.0, 1.0))?);
-        let y = ctx.alloc_f32(m * n)?;
-        ctx.set_tile_choice(TileChoice { side: Some(128), split_workgroups: Some(split_workgroups), split_min_steps: Some(split_min_steps), prefetch: Some(prefetch), steps: Some(steps), columns: Some(64), ..before });
-        let ctx = &*ctx;
-        let (ms_64, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, MatmulDims::new(m, n, k), Accumulate::OVERWRITE))?;
-        ran_as_timed(&kernels, (128, 64), prefetch, steps)?;
-        columns_timed.push(ColumnsTimed { shape: (m, n, k), ms_128, ms_64 });
+    for (i, (shape, ms_8, (x, w, y))) in wide.iter().enumerate() {
+        let ms_128 = if steps == 16 { steps_timed[i].ms_16 } else { *ms_8 };
+        let ms_64 = time_wide(ctx, TileChoice { steps: Some(steps), columns: Some(64), ..chosen }, *shape, x, w, y)?;
+        columns_timed.push(ColumnsTimed { shape: *shape, ms_128, ms_64 });
     }
     ctx.set_tile_choice(before);
     // (the timed buffers go back to the device, not into the command's pool and its peak)
@@ -323,6 +314,16 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     ctx.reset_peak_memory();
     let columns = best_columns(&columns_timed);
     Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps, columns, coop_wide_outputs: coop_threshold(&timed), timed, steps_timed, columns_timed })
+}
+
+/// ms per launch of the f32 forward y = x·wᵀ of `shape` in tiles of 128 rows as `tiles` has
+/// them (its steps and columns, the order of loads), checked to have run that variant.
+fn time_wide(ctx: &mut GpuContext, tiles: TileChoice, (m, n, k): (usize, usize, usize), x: &GpuBuffer, w: &GpuBuffer, y: &GpuBuffer) -> Result<f64> {
+    ctx.set_tile_choice(tiles);
+    let ctx = &*ctx;
+    let (ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, y, x, w, MatmulDims::new(m, n, k), Accumulate::OVERWRITE))?;
+    ran_as_timed(&kernels, (128, ctx.tile_columns()), ctx.tile_prefetch(), ctx.tile_steps())?;
+    Ok(ms)
 }
 
 /// ms per launch of `launch`: bench's fastest of 5 batches, each batch long enough (about
