@@ -228,6 +228,9 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
         false => SHAPES.iter().map(|&(m, n, k)| (m, n, k, true)).chain(THIN_SHAPES.iter().map(|&(m, n, k)| (m, n, k, false))).collect(),
     };
     let before = ctx.tile_choice();
+    // (each timing sets what it times; the steps and columns, which a run may force, stay at
+    // 8 and 128 but where the variants below time them)
+    let base = TileChoice { steps: None, columns: None, ..before };
     let mut rng = Rng::new(0);
     let mut timed = Vec::new();
     for &(m, n, k, quantized) in &shapes {
@@ -250,7 +253,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                     ms[i] = default_ms[prefetch as usize][i];
                     continue;
                 }
-                ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), split_min_steps: Some(steps), prefetch: Some(prefetch), ..before });
+                ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), split_min_steps: Some(steps), prefetch: Some(prefetch), ..base });
                 let ctx = &*ctx;
                 let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
                 let (f32_ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
@@ -269,7 +272,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                 if ctx.has_cooperative_matrix() && quantized && prefetch {
                     let mut coop = [0.0; 2];
                     for (i, side) in [64, 128].into_iter().enumerate() {
-                        ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), split_min_steps: Some(steps), ..before });
+                        ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), split_min_steps: Some(steps), ..base });
                         let ctx = &*ctx;
                         coop[i] = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE))?.0;
                     }
@@ -284,7 +287,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     let (wide_outputs, (split_workgroups, split_min_steps), prefetch) = best_choice(&timed);
     // The shapes the choice puts in tiles of 128, each with its time there (the chosen split
     // and order of loads; 8 steps, 128 columns) and its operands, for the variants below.
-    let chosen = TileChoice { side: Some(128), split_workgroups: Some(split_workgroups), split_min_steps: Some(split_min_steps), prefetch: Some(prefetch), ..before };
+    let chosen = TileChoice { side: Some(128), split_workgroups: Some(split_workgroups), split_min_steps: Some(split_min_steps), prefetch: Some(prefetch), ..base };
     let mut wide = Vec::new();
     for &(m, n, k, _) in shapes.iter().filter(|s| s.0 * s.1 >= wide_outputs) {
         let at_choice = |t: &&Timed| t.format == "f32" && t.shape == (m, n, k) && (t.split_workgroups, t.split_min_steps, t.prefetch) == (split_workgroups, split_min_steps, prefetch);

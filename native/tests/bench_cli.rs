@@ -204,8 +204,10 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     }
     let cache = std::env::temp_dir().join(format!("hearth-tiles-{}", std::process::id()));
     let gpu = [("HEARTH_KERNELS", "gpu")];
-    let v = bench_with(&["tiles", "--quick"], &gpu, &cache);
+    // (with the steps and columns forced for the run: the tuning times its own variants all the same)
+    let v = bench_with(&["tiles", "--quick"], &[gpu[0], ("HEARTH_TILE_STEPS", "16"), ("HEARTH_TILE_COLUMNS", "64")], &cache);
     assert_eq!((v["bench"].as_str(), v["kept"].as_bool()), (Some("tiles"), Some(false)), "{v}");
+    assert!(v["adapter"]["tiles"]["steps"] == 16 && v["adapter"]["tiles"]["columns"] == 64, "{v}");
     // three shapes in two formats, few tiles splitting as each of five choices (towards 64,
     // 256 and 1024 workgroups in parts of 256 steps or more, towards 256 in parts of 64 and
     // 1024 in parts of 32), the values loaded a step ahead and in turn
