@@ -77,8 +77,8 @@ override BK: u32 = 8u;
 override CQ: u32 = 2u;
 
 // Tiles in vec4s: BK rows of A's 8·TY/4 = 2·TY vec4s and of B's 4·CQ·TX/4 = CQ·TX, each with
-// one vec4 of padding so that
-// the transposing stores of a row-major operand spread over the banks. Their elements are
+// one vec4 of padding so that the transposing stores of a row-major operand spread over the
+// banks. Their elements are
 // f32, or f16 in matmul_tiled_f16.wgsl (pieces/tile_f16.wgsl: the inputs rounded to f16 as
 // they are staged, for forwards and input gradients where the context asks for f16, the
 // gradients' rows scaled by pieces/row_scales.wgsl).
@@ -131,8 +131,9 @@ fn walk_at(w: StageWalk, k: u32) -> vec2<u32> {
 
 // The values an invocation stages of one operand per iteration (load_a, load_b), written to
 // the tiles by put_a and put_b: (8·T)·BK / (TX·TY) of them (B's 4·CQ·TX·BK / (TX·TY)), 8 in a
-// workgroup of 8 × 8 and 4 in one of 16 × 16 (B's 2 where CQ is 1). Loaded a step ahead (PREFETCH), before the previous iteration's sums so
-// that their latency hides behind them; else just before they are written.
+// workgroup of 8 × 8 and 4 in one of 16 × 16 (B's 2 where CQ is 1). Loaded a step ahead
+// (PREFETCH), before the previous iteration's sums so that their latency hides behind them;
+// else just before they are written.
 // Each value is loaded whether or not it lies inside the product (from index 0 where it does
 // not; put_a and put_b zero it), and nothing is done to it in between: a load under a branch
 // waits for the branch, so the walk's loads would reach memory one round trip at a time

@@ -1077,61 +1077,37 @@ fn a_tile_choice_overrides_the_heuristics() {
 }
 
 #[test]
-fn wide_tiles_of_16_steps_match_cpu() {
-    // HEARTH_TILE_STEPS=16: the f32 tiles of 128 (and the f16 ones) staging 16 reduction steps
-    // per iteration, their values loaded ahead and in turn; forwards and both gradients, off
-    // the tiles, with reductions ending inside a stage and split ones.
+fn wide_tile_variants_match_cpu() {
+    // The f32 tiles of 128 (and the f16 ones) in their variants: staging 16 reduction steps
+    // per iteration (HEARTH_TILE_STEPS=16), and 64 columns wide, each invocation summing 8 × 4
+    // outputs (HEARTH_TILE_COLUMNS=64), at 8 and 16 steps; their values loaded ahead and in
+    // turn; forwards and both gradients, batched, off the tiles (a column past 64, one past
+    // 128), with reductions ending inside a stage and split ones.
     use hearth_core::gpu::{KernelPaths, TileChoice};
     let mut rng = Rng::new(43);
-    for prefetch in [true, false] {
-        let Some(own) = own_gpu() else { return };
-        let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(16), ..Default::default() });
-        assert_eq!(ctx.tile_steps(), 16, "lavapipe's 32 KiB of workgroup memory hold 16 steps");
-        ctx.profile_begin();
-        for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
-            for (m, n, k) in [(300, 270, 37), (129, 72, 200), (10, 12, 3000), (260, 130, 16)] {
-                let d = MatmulDims::new(m, n, k);
-                check_on(ctx, kind, MatmulTiling::TiledWide, d, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
-                if ctx.has_f16() && kind != MatmulKind::BackwardWeight {
-                    check_on(ctx, kind, MatmulTiling::TiledWideF16, d, Accumulate::OVERWRITE, &mut rng);
+    for (steps, columns) in [(16, 128), (8, 64), (16, 64)] {
+        for prefetch in [true, false] {
+            let Some(own) = own_gpu() else { return };
+            let tiles = TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(steps), columns: Some(columns), ..Default::default() };
+            let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(tiles);
+            assert_eq!((ctx.tile_steps(), ctx.tile_columns()), (steps, columns), "lavapipe's 32 KiB of workgroup memory hold 16 steps");
+            ctx.profile_begin();
+            for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+                for (m, n, k) in [(300, 270, 37), (300, 65, 37), (129, 129, 200), (10, 12, 3000), (260, 130, 16)] {
+                    let d = MatmulDims::new(m, n, k);
+                    check_on(ctx, kind, MatmulTiling::TiledWide, d, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+                    if ctx.has_f16() && kind != MatmulKind::BackwardWeight {
+                        check_on(ctx, kind, MatmulTiling::TiledWideF16, d, Accumulate::OVERWRITE, &mut rng);
+                    }
                 }
+                let batched = MatmulDims { batch: 3, b_batched: true, ..MatmulDims::new(70, 100, 24) };
+                check_on(ctx, kind, MatmulTiling::TiledWide, batched, Accumulate::OVERWRITE, &mut rng);
             }
+            let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+            let variant = format!("[128x{columns}{}{}]", if prefetch { "" } else { ", loaded in turn" }, if steps == 16 { ", 16 steps" } else { "" });
+            assert!(kernels.keys().any(|k| k.starts_with("matmul_tiled:matmul_tiled") && k.ends_with(&variant)), "{variant}: {kernels:?}");
+            assert!(kernels.keys().all(|k| !k.contains("tiled [") || k.ends_with(&variant)), "every tiled launch {variant}: {kernels:?}");
         }
-        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
-        let variant = if prefetch { "[128x128, 16 steps]" } else { "[128x128, loaded in turn, 16 steps]" };
-        assert!(kernels.keys().any(|k| k.starts_with("matmul_tiled:matmul_tiled") && k.ends_with(variant)), "{variant}: {kernels:?}");
-        assert!(kernels.keys().all(|k| !k.contains("tiled [") || k.ends_with(variant)), "every tiled launch {variant}: {kernels:?}");
-    }
-}
-
-#[test]
-fn wide_tiles_of_64_columns_match_cpu() {
-    // HEARTH_TILE_COLUMNS=64: the f32 tiles of 128 rows (and the f16 ones) 64 columns wide,
-    // each invocation summing 8 × 4 outputs; loaded ahead and in turn, staging 8 and 16 steps;
-    // forwards and both gradients, batched, off the tiles (a column past 64, one past 128),
-    // with reductions ending inside a stage and split ones.
-    use hearth_core::gpu::{KernelPaths, TileChoice};
-    let mut rng = Rng::new(47);
-    for (prefetch, steps) in [(true, 8), (false, 8), (true, 16), (false, 16)] {
-        let Some(own) = own_gpu() else { return };
-        let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(steps), columns: Some(64), ..Default::default() });
-        assert_eq!((ctx.tile_steps(), ctx.tile_columns()), (steps, 64));
-        ctx.profile_begin();
-        for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
-            for (m, n, k) in [(300, 65, 37), (129, 129, 200), (10, 12, 3000), (260, 130, 16)] {
-                let d = MatmulDims::new(m, n, k);
-                check_on(ctx, kind, MatmulTiling::TiledWide, d, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
-                if ctx.has_f16() && kind != MatmulKind::BackwardWeight {
-                    check_on(ctx, kind, MatmulTiling::TiledWideF16, d, Accumulate::OVERWRITE, &mut rng);
-                }
-            }
-            let batched = MatmulDims { batch: 3, b_batched: true, ..MatmulDims::new(70, 100, 24) };
-            check_on(ctx, kind, MatmulTiling::TiledWide, batched, Accumulate::OVERWRITE, &mut rng);
-        }
-        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
-        let variant = format!("[128x64{}{}]", if prefetch { "" } else { ", loaded in turn" }, if steps == 16 { ", 16 steps" } else { "" });
-        assert!(kernels.keys().any(|k| k.starts_with("matmul_tiled:matmul_tiled") && k.ends_with(&variant)), "{variant}: {kernels:?}");
-        assert!(kernels.keys().all(|k| !k.contains("tiled [") || k.ends_with(&variant)), "every tiled launch {variant}: {kernels:?}");
     }
 }
 
