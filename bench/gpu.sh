@@ -190,7 +190,7 @@ elif [ "${FOCUS:-}" = loads ]; then
     run tiles 20 "$HEARTH" bench tiles --json $TILES_ARGS
     run make-models 60 python3 bench/make_models.py "$MODELS" smollm2-135m qwen2.5-0.5b
     rm -f "$WORK/make-models.json"
-    run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
+    run ops 75 "$HEARTH" bench ops --json $OPS_ARGS
     run kernels-smollm2-135m 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json
     # what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
     # tiles and cooperative matrices) at one of SmolLM2's shapes
@@ -231,7 +231,7 @@ run tiles 20 "$HEARTH" bench tiles --json $TILES_ARGS
 run tiles-coop 30 env HEARTH_F16_MATMUL=1 "$HEARTH" bench tiles --json $TILES_ARGS
 run make-models 120 python3 bench/make_models.py "$MODELS" $MODEL_LIST
 rm -f "$WORK/make-models.json"
-run ops 60 "$HEARTH" bench ops --json $OPS_ARGS
+run ops 75 "$HEARTH" bench ops --json $OPS_ARGS
 # what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
 # tiles and cooperative matrices) at one of SmolLM2's shapes
 run ops-stats 20 "$HEARTH" bench ops --json --filter q4_1 --reps 1 $STATS_SHAPE $KERNEL_STATS

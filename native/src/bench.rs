@@ -269,7 +269,6 @@ const SMOLLM2_SHAPES: [(&str, usize, usize); 5] =
 
 fn ops(a: OpsArgs) -> Result<()> {
     let ctx = crate::open_gpu()?;
-    let mut rng = Rng::new(0);
     let reps = a.reps.unwrap_or(if a.quick { 2 } else { 5 }).max(1);
     let wanted = |name: &str| a.filter.as_deref().is_none_or(|f| name.contains(f));
     // (label, M, N, K)
@@ -305,95 +304,11 @@ fn ops(a: OpsArgs) -> Result<()> {
     // cooperative matrices on a context of their own (see open_coop_gpu)
     let coop_wanted = [COOP_OP, COOP_DX_OP].iter().any(|op| wanted(op) || QuantFormat::ALL.iter().any(|&f| wanted(&format!("{} {op}", format_name(f)))));
     let coop = if coop_wanted { crate::open_coop_gpu(&ctx)? } else { None };
-    let mut rows = peak_rows(&ctx, a.quick, reps, &wanted)?;
-    for (_, m, n, k) in &shapes {
-        let (m, n, k) = (*m, *n, *k);
-        let flop = 2.0 * (m * n * k) as f64;
-        let d = MatmulDims::new(m, n, k);
-        // the f16 products: on cooperative matrices (a context of their own), in f16 tiles
-        let coop_rows = [(COOP_OP, MatmulKind::Forward), (COOP_DX_OP, MatmulKind::BackwardInput)].map(|(op, kind)| (op, kind, coop.as_ref(), MatmulTiling::Coop));
-        let tile_rows = [(F16_TILES_OP, MatmulKind::Forward), (F16_TILES_DX_OP, MatmulKind::BackwardInput)].map(|(op, kind)| (op, kind, Some(&ctx).filter(|c| c.has_f16()), tiled_for(&ctx, kind, &d, true)));
-        for (op, kind, on, tiling) in coop_rows.into_iter().chain(tile_rows) {
-            let Some(on) = on.filter(|_| wanted(op)) else { continue };
-            let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);
-            let (x, w, y) = (random(on, &mut rng, a_len)?, random(on, &mut rng, b_len)?, random(on, &mut rng, c_len)?);
-            let (ms, kernels) = time(on, reps, BATCH_MS, || matmul_with(on, kind, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
-            rows.push(Row { op: op.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
-        }
-        for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
-            let op = format!("f32 {}", kind_name(kind));
-            if !wanted(&op) {
-                continue;
-            }
-            let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);
-            let (x, w, y) = (random(&ctx, &mut rng, a_len)?, random(&ctx, &mut rng, b_len)?, random(&ctx, &mut rng, c_len)?);
-            let (ms, kernels) = time(&ctx, reps, BATCH_MS, || matmul(&ctx, kind, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
-            rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
-        }
-        // the f32 forward in the tile size `matmul` did not pick (64 × 64 against 128 × 128
-        // workgroup tiles): where the threshold between them (WIDE_OUTPUTS) should be
-        let other = match choose_tiling(&ctx, MatmulKind::Forward, &d) {
-            MatmulTiling::Tiled => Some(MatmulTiling::TiledWide),
-            MatmulTiling::TiledWide => Some(MatmulTiling::Tiled),
-            _ => None,
-        };
-        if let Some(tiling) = other.filter(|_| wanted(OTHER_TILES_OP)) {
-            let (x, w, y) = (random(&ctx, &mut rng, m * k)?, random(&ctx, &mut rng, n * k)?, random(&ctx, &mut rng, m * n)?);
-            let (ms, kernels) = time(&ctx, reps, BATCH_MS, || matmul_with(&ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
-            rows.push(Row { op: OTHER_TILES_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
-        }
-        for format in QuantFormat::ALL {
-            let wanted_kinds: Vec<MatmulKind> =
-                [MatmulKind::Forward, MatmulKind::BackwardInput].into_iter().filter(|&kind| wanted(&format!("{} {}", format_name(format), kind_name(kind)))).collect();
-            // in f16: on cooperative matrices (a context of their own), in f16 tiles
-            let f16_tiles = Some(&ctx).filter(|c| c.has_f16());
-            let f16_kinds: Vec<(MatmulKind, String, QuantBlock, &GpuContext)> = [
-                (MatmulKind::Forward, COOP_OP, QuantBlock::Coop, coop.as_ref()),
-                (MatmulKind::BackwardInput, COOP_DX_OP, QuantBlock::Coop, coop.as_ref()),
-                (MatmulKind::Forward, F16_TILES_OP, QuantBlock::TiledF16, f16_tiles),
-                (MatmulKind::BackwardInput, F16_TILES_DX_OP, QuantBlock::TiledF16, f16_tiles),
-            ]
-            .into_iter()
-            .filter_map(|(kind, op, block, on)| {
-                let op = format!("{} {op}", format_name(format));
-                Some((kind, op.clone(), block, on.filter(|_| wanted(&op))?))
-            })
-            .collect();
-            if wanted_kinds.is_empty() && f16_kinds.is_empty() {
-                continue;
-            }
-            let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
-            let gw = GpuQuantWeight::upload(&ctx, &t)?;
-            for kind in wanted_kinds {
-                let (in_len, _, out_len) = operand_lens(kind, m, n, k);
-                let (x, y) = (random(&ctx, &mut rng, in_len)?, random(&ctx, &mut rng, out_len)?);
-                let (ms, kernels) = time(&ctx, reps, BATCH_MS, || matmul_quant(&ctx, kind, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch"))?;
-                rows.push(Row { op: format!("{} {}", format_name(format), kind_name(kind)), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
-            }
-            for (kind, op, block, on) in f16_kinds {
-                let (in_len, _, out_len) = operand_lens(kind, m, n, k);
-                let (x, y) = (random(on, &mut rng, in_len)?, random(on, &mut rng, out_len)?);
-                // (the cooperative matrices' context is a device of its own)
-                let on_coop = if block == QuantBlock::Coop { Some(GpuQuantWeight::upload(on, &t)?) } else { None };
-                let gw = on_coop.as_ref().unwrap_or(&gw);
-                let (ms, kernels) = time(on, reps, BATCH_MS, || matmul_quant_with(on, block, kind, &y, &x, gw, m, Accumulate::OVERWRITE, None).expect("launch"))?;
-                rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
-            }
-        }
-    }
-    // One row of x (decoding a token): bound by reading the weight, so the rate is its bytes/s.
-    let (n, k) = if a.quick { (256, 256) } else { (shapes[0].2.max(1536), shapes[0].3) };
-    for format in QuantFormat::ALL {
-        let op = format!("{} forward_row", format_name(format));
-        if !wanted(&op) {
-            continue;
-        }
-        let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
-        let gw = GpuQuantWeight::upload(&ctx, &t)?;
-        let (x, y) = (random(&ctx, &mut rng, k)?, random(&ctx, &mut rng, n)?);
-        let (ms, kernels) = time(&ctx, reps * 10, BATCH_MS, || matmul_quant(&ctx, MatmulKind::Forward, &y, &x, &gw, 1, Accumulate::OVERWRITE).expect("launch"))?;
-        rows.push(Row { op, kernels, shape: (1, n, k), ms, rate: (gw.bytes() as f64 / ms / 1e6, "GB/s") });
-    }
+    let start = Instant::now();
+    op_rows(&ctx, coop.as_ref(), &a, &shapes, reps, Pass::Compile)?;
+    let compile_pass_ms = start.elapsed().as_secs_f64() * 1e3;
+    keep_busy(&ctx, WARM_MS)?;
+    let rows = op_rows(&ctx, coop.as_ref(), &a, &shapes, reps, Pass::Time)?;
     let mut made = ctx.kernels_made();
     made.extend(coop.iter().flat_map(|c| c.kernels_made()));
     let kernel_stats = a.stats.collect(&ctx, &made)?;
@@ -403,9 +318,10 @@ fn ops(a: OpsArgs) -> Result<()> {
             .map(|r| json!({ "op": r.op, "kernels": r.kernels, "m": r.shape.0, "n": r.shape.1, "k": r.shape.2, "ms": r.ms, "rate": r.rate.0, "unit": r.rate.1 }))
             .collect();
         let shapes: Vec<Value> = shapes.iter().map(|(l, m, n, k)| json!({ "layers": l, "m": m, "n": n, "k": k })).collect();
-        println!("{}", json!({ "bench": "ops", "adapter": adapter_json(&ctx), "shapes": shapes, "rows": rows, "kernel_stats": kernel_stats }));
+        println!("{}", json!({ "bench": "ops", "adapter": adapter_json(&ctx), "shapes": shapes, "rows": rows, "compile_pass_ms": compile_pass_ms, "kernel_stats": kernel_stats }));
     } else {
         println!("adapter: {}", ctx.summary());
+        println!("every launch run once first, untimed (its kernels compiled): {:.1} s", compile_pass_ms / 1e3);
         for (l, m, n, k) in &shapes {
             println!("shape M{m} N{n} K{k}: {l}");
         }
@@ -421,24 +337,188 @@ fn ops(a: OpsArgs) -> Result<()> {
     Ok(())
 }
 
+/// What a pass over `bench ops`' rows does with each launch: run it once (`Compile`: its
+/// kernels' pipelines made, nothing timed), or time it. A first pass compiles every kernel, so
+/// that the timed pass runs its launches back to back: on the 2026-12-04 H200 the first shape's
+/// rows, timed between the compiles of their kernels, read up to 4× slower for a stretch of
+/// rows (Q8_0's and NF4's in all three runs), the same kernels at full speed at the next shape,
+/// as a GPU left idle while the host compiles lowers its clocks.
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    Compile,
+    Time,
+}
+
+impl Pass {
+    /// ms per run of `launch` and the kernels it ran (`time`); (0, none) in a compile pass.
+    fn time(self, ctx: &GpuContext, reps: usize, batch_ms: f64, mut launch: impl FnMut()) -> Result<(f64, Vec<String>)> {
+        match self {
+            Pass::Compile => {
+                launch();
+                pollster::block_on(ctx.finish())?;
+                Ok((0.0, Vec::new()))
+            }
+            Pass::Time => time(ctx, reps, batch_ms, launch),
+        }
+    }
+
+    /// An operand of `len` values: uniform in [-1, 1) where timed, zeros in a compile pass
+    /// (which draws nothing from `rng`, so that the timed pass gets the same values either way).
+    fn operand(self, ctx: &GpuContext, rng: &mut Rng, len: usize) -> Result<GpuBuffer> {
+        match self {
+            Pass::Compile => Ok(ctx.alloc_f32(len)?),
+            Pass::Time => random(ctx, rng, len),
+        }
+    }
+
+    /// An n × k weight in `format`, quantized from uniform values where timed, from zeros in
+    /// a compile pass.
+    fn weight(self, format: QuantFormat, rng: &mut Rng, n: usize, k: usize) -> Result<QuantTensor> {
+        let values = match self {
+            Pass::Compile => vec![0.0; n * k],
+            Pass::Time => rng.vec_uniform(n * k, -1.0, 1.0),
+        };
+        Ok(QuantTensor::quantize(format, &values, n, k)?)
+    }
+}
+
+/// How long `bench ops` and the tile tuning keep the GPU busy before they time (ms): its
+/// clocks back up after their compiles, when it mostly waited on the host.
+pub const WARM_MS: f64 = 300.0;
+
+/// Runs shaders/fma_peak.wgsl's arithmetic back to back for `ms`, in batches of about 10 ms
+/// (a launch alone would leave the GPU waiting on each submission).
+pub fn keep_busy(ctx: &GpuContext, ms: f64) -> Result<()> {
+    let n = 1 << 16;
+    let out = ctx.alloc_f32(n)?;
+    let start = Instant::now();
+    fma_peak(ctx, &out, n, 256, 0.999, 0.001)?;
+    pollster::block_on(ctx.finish())?;
+    let launches = (10.0 / (start.elapsed().as_secs_f64() * 1e3).max(1e-3)).ceil().clamp(1.0, 1000.0) as usize;
+    while start.elapsed().as_secs_f64() * 1e3 < ms {
+        for _ in 0..launches {
+            fma_peak(ctx, &out, n, 256, 0.999, 0.001)?;
+        }
+        pollster::block_on(ctx.finish())?;
+    }
+    Ok(())
+}
+
+/// `bench ops`' rows over `shapes` (label, M, N, K): the GPU's peaks, then each shape's
+/// products, then one row of x per format; on the same operands in every pass.
+fn op_rows(ctx: &GpuContext, coop: Option<&GpuContext>, a: &OpsArgs, shapes: &[(String, usize, usize, usize)], reps: usize, pass: Pass) -> Result<Vec<Row>> {
+    let mut rng = Rng::new(0);
+    let wanted = |name: &str| a.filter.as_deref().is_none_or(|f| name.contains(f));
+    let mut rows = peak_rows(ctx, a.quick, reps, pass, &wanted)?;
+    for (_, m, n, k) in shapes {
+        let (m, n, k) = (*m, *n, *k);
+        let flop = 2.0 * (m * n * k) as f64;
+        let d = MatmulDims::new(m, n, k);
+        // the f16 products: on cooperative matrices (a context of their own), in f16 tiles
+        let coop_rows = [(COOP_OP, MatmulKind::Forward), (COOP_DX_OP, MatmulKind::BackwardInput)].map(|(op, kind)| (op, kind, coop, MatmulTiling::Coop));
+        let tile_rows = [(F16_TILES_OP, MatmulKind::Forward), (F16_TILES_DX_OP, MatmulKind::BackwardInput)].map(|(op, kind)| (op, kind, Some(ctx).filter(|c| c.has_f16()), tiled_for(ctx, kind, &d, true)));
+        for (op, kind, on, tiling) in coop_rows.into_iter().chain(tile_rows) {
+            let Some(on) = on.filter(|_| wanted(op)) else { continue };
+            let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);
+            let (x, w, y) = (pass.operand(on, &mut rng, a_len)?, pass.operand(on, &mut rng, b_len)?, pass.operand(on, &mut rng, c_len)?);
+            let (ms, kernels) = pass.time(on, reps, BATCH_MS, || matmul_with(on, kind, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            rows.push(Row { op: op.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+        }
+        for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+            let op = format!("f32 {}", kind_name(kind));
+            if !wanted(&op) {
+                continue;
+            }
+            let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);
+            let (x, w, y) = (pass.operand(ctx, &mut rng, a_len)?, pass.operand(ctx, &mut rng, b_len)?, pass.operand(ctx, &mut rng, c_len)?);
+            let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || matmul(ctx, kind, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+        }
+        // the f32 forward in the tile size `matmul` did not pick (64 × 64 against 128 × 128
+        // workgroup tiles): where the threshold between them (WIDE_OUTPUTS) should be
+        let other = match choose_tiling(ctx, MatmulKind::Forward, &d) {
+            MatmulTiling::Tiled => Some(MatmulTiling::TiledWide),
+            MatmulTiling::TiledWide => Some(MatmulTiling::Tiled),
+            _ => None,
+        };
+        if let Some(tiling) = other.filter(|_| wanted(OTHER_TILES_OP)) {
+            let (x, w, y) = (pass.operand(ctx, &mut rng, m * k)?, pass.operand(ctx, &mut rng, n * k)?, pass.operand(ctx, &mut rng, m * n)?);
+            let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            rows.push(Row { op: OTHER_TILES_OP.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+        }
+        for format in QuantFormat::ALL {
+            let wanted_kinds: Vec<MatmulKind> =
+                [MatmulKind::Forward, MatmulKind::BackwardInput].into_iter().filter(|&kind| wanted(&format!("{} {}", format_name(format), kind_name(kind)))).collect();
+            // in f16: on cooperative matrices (a context of their own), in f16 tiles
+            let f16_tiles = Some(ctx).filter(|c| c.has_f16());
+            let f16_kinds: Vec<(MatmulKind, String, QuantBlock, &GpuContext)> = [
+                (MatmulKind::Forward, COOP_OP, QuantBlock::Coop, coop),
+                (MatmulKind::BackwardInput, COOP_DX_OP, QuantBlock::Coop, coop),
+                (MatmulKind::Forward, F16_TILES_OP, QuantBlock::TiledF16, f16_tiles),
+                (MatmulKind::BackwardInput, F16_TILES_DX_OP, QuantBlock::TiledF16, f16_tiles),
+            ]
+            .into_iter()
+            .filter_map(|(kind, op, block, on)| {
+                let op = format!("{} {op}", format_name(format));
+                Some((kind, op.clone(), block, on.filter(|_| wanted(&op))?))
+            })
+            .collect();
+            if wanted_kinds.is_empty() && f16_kinds.is_empty() {
+                continue;
+            }
+            let t = pass.weight(format, &mut rng, n, k)?;
+            let gw = GpuQuantWeight::upload(ctx, &t)?;
+            for kind in wanted_kinds {
+                let (in_len, _, out_len) = operand_lens(kind, m, n, k);
+                let (x, y) = (pass.operand(ctx, &mut rng, in_len)?, pass.operand(ctx, &mut rng, out_len)?);
+                let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || matmul_quant(ctx, kind, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch"))?;
+                rows.push(Row { op: format!("{} {}", format_name(format), kind_name(kind)), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+            }
+            for (kind, op, block, on) in f16_kinds {
+                let (in_len, _, out_len) = operand_lens(kind, m, n, k);
+                let (x, y) = (pass.operand(on, &mut rng, in_len)?, pass.operand(on, &mut rng, out_len)?);
+                // (the cooperative matrices' context is a device of its own)
+                let on_coop = if block == QuantBlock::Coop { Some(GpuQuantWeight::upload(on, &t)?) } else { None };
+                let gw = on_coop.as_ref().unwrap_or(&gw);
+                let (ms, kernels) = pass.time(on, reps, BATCH_MS, || matmul_quant_with(on, block, kind, &y, &x, gw, m, Accumulate::OVERWRITE, None).expect("launch"))?;
+                rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+            }
+        }
+    }
+    // One row of x (decoding a token): bound by reading the weight, so the rate is its bytes/s.
+    let (n, k) = if a.quick { (256, 256) } else { (shapes[0].2.max(1536), shapes[0].3) };
+    for format in QuantFormat::ALL {
+        let op = format!("{} forward_row", format_name(format));
+        if !wanted(&op) {
+            continue;
+        }
+        let t = pass.weight(format, &mut rng, n, k)?;
+        let gw = GpuQuantWeight::upload(ctx, &t)?;
+        let (x, y) = (pass.operand(ctx, &mut rng, k)?, pass.operand(ctx, &mut rng, n)?);
+        let (ms, kernels) = pass.time(ctx, reps * 10, BATCH_MS, || matmul_quant(ctx, MatmulKind::Forward, &y, &x, &gw, 1, Accumulate::OVERWRITE).expect("launch"))?;
+        rows.push(Row { op, kernels, shape: (1, n, k), ms, rate: (gw.bytes() as f64 / ms / 1e6, "GB/s") });
+    }
+    Ok(rows)
+}
+
 /// The rows of this GPU's practical peaks, as the matmuls' rows are read against them:
 /// "peak fma", its f32 rate with no memory traffic (shaders/fma_peak.wgsl; M: invocations,
 /// N: chains each, K: rounds), and "peak a + b", the bandwidth of residual_forward over
 /// buffers as large as one binding holds, up to 256 MiB (its 12 bytes a value read and
 /// written; M: values).
-fn peak_rows(ctx: &GpuContext, quick: bool, reps: usize, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<Row>> {
+fn peak_rows(ctx: &GpuContext, quick: bool, reps: usize, pass: Pass, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     if wanted(PEAK_FMA_OP) {
         let (n, iters) = if quick { (1 << 16, 256) } else { (1 << 20, 1024) };
         let out = ctx.alloc_f32(n)?;
-        let (ms, kernels) = time(ctx, reps, BATCH_MS, || fma_peak(ctx, &out, n, iters, 0.999, 0.001).expect("fma_peak launch"))?;
+        let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || fma_peak(ctx, &out, n, iters, 0.999, 0.001).expect("fma_peak launch"))?;
         rows.push(Row { op: PEAK_FMA_OP.into(), kernels, shape: (n, 32, iters), ms, rate: (fma_peak_flop(n, iters) / ms / 1e6, "GFLOP/s") });
     }
     if wanted(PEAK_ADD_OP) {
         let n = if quick { 1 << 20 } else { (ctx.max_bound_bytes().min(256 << 20) / 4) as usize };
         let mut rng = Rng::new(1);
-        let (a, b, out) = (random(ctx, &mut rng, n)?, random(ctx, &mut rng, n)?, ctx.alloc_f32(n)?);
-        let (ms, kernels) = time(ctx, reps, BATCH_MS, || residual_forward(ctx, &out, &a, &b, n).expect("residual_forward launch"))?;
+        let (a, b, out) = (pass.operand(ctx, &mut rng, n)?, pass.operand(ctx, &mut rng, n)?, ctx.alloc_f32(n)?);
+        let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || residual_forward(ctx, &out, &a, &b, n).expect("residual_forward launch"))?;
         rows.push(Row { op: PEAK_ADD_OP.into(), kernels, shape: (n, 1, 1), ms, rate: (12.0 * n as f64 / ms / 1e6, "GB/s") });
     }
     Ok(rows)

@@ -29,8 +29,9 @@ pub struct KernelStatsArgs {
     /// VK_KHR_pipeline_executable_properties).
     #[arg(long)]
     pub kernel_stats: bool,
-    /// With --kernel-stats, write the driver's internal representations of each kernel (its
-    /// IR, its machine code, where the driver gives them as text) into this folder.
+    /// With --kernel-stats, write each kernel's SPIR-V (as the driver gets it) and the
+    /// driver's internal representations of it (its IR, its machine code, where the driver
+    /// gives them as text) into this folder.
     #[arg(long, value_name = "DIR", requires = "kernel_stats")]
     pub kernel_ir: Option<PathBuf>,
 }
@@ -54,8 +55,8 @@ const COOP_EXTENSION: &CStr = c"VK_KHR_cooperative_matrix";
 /// `kernels` (made by `ctx`, or by a context on its adapter) compiled again for their
 /// statistics: a JSON object with `device` and `kernels` (each kernel's executables and their
 /// statistics, or its error), or `note` saying why there are none (not Vulkan, no such
-/// extension). Where `ir_dir` is given, the driver's internal representations that are text
-/// go there, a file each.
+/// extension). Where `ir_dir` is given, each kernel's SPIR-V and the driver's internal
+/// representations that are text go there, a file each.
 pub fn kernel_stats(ctx: &GpuContext, kernels: &[Kernel], ir_dir: Option<&Path>) -> Value {
     let summary = ctx.summary();
     if summary.backend != "Vulkan" {
@@ -230,6 +231,12 @@ impl Compiler {
     fn compile(&self, k: &Kernel, ir_dir: Option<&Path>) -> Result<(Vec<Value>, f64, WorkgroupSize)> {
         let (module, info) = parsed(k.shader)?;
         let (spirv, size) = spirv(k, &module, &info, &self.options)?;
+        if let Some(dir) = ir_dir {
+            // (the driver's input, for spirv-dis: the same on every Vulkan device)
+            let file = dir.join(format!("{}.spv", slug(&k.name())));
+            let bytes: Vec<u8> = spirv.iter().flat_map(|w| w.to_le_bytes()).collect();
+            std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
+        }
         let sets = bindings(k.shader, &module)?;
         let d = &self.device;
         let shader = unsafe { d.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&spirv), None) }.context("vkCreateShaderModule")?;

@@ -231,6 +231,9 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     // (each timing sets what it times; the steps and columns, which a run may force, stay at
     // 8 and 128 but where the variants below time them)
     let base = TileChoice { steps: None, columns: None, ..before };
+    compile_variants(ctx, base, shapes[0].0, shapes[0].1, shapes[0].2)?;
+    ctx.set_tile_choice(before);
+    crate::bench::keep_busy(ctx, crate::bench::WARM_MS)?;
     let mut rng = Rng::new(0);
     let mut timed = Vec::new();
     for &(m, n, k, quantized) in &shapes {
@@ -317,6 +320,34 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     ctx.reset_peak_memory();
     let columns = best_columns(&columns_timed);
     Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps, columns, coop_wide_outputs: coop_threshold(&timed), timed, steps_timed, columns_timed })
+}
+
+/// Every kernel variant the tuning times, run once at (m, n, k) before any is timed: each
+/// pipeline is compiled on its first launch, and a GPU left idle while the host compiles
+/// lowers its clocks, so that timings taken between compiles read it slow (see bench ops'
+/// compile pass).
+fn compile_variants(ctx: &mut GpuContext, base: TileChoice, m: usize, n: usize, k: usize) -> Result<()> {
+    let (x, w, y) = (ctx.alloc_f32(m * k)?, ctx.alloc_f32(n * k)?, ctx.alloc_f32(m * n)?);
+    let q = GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::Q4_1, &Rng::new(1).vec_uniform(n * k, -1.0, 1.0), n, k)?)?;
+    let d = MatmulDims::new(m, n, k);
+    let sixteen = ctx.summary().max_workgroup_storage >= WIDE_16_STEPS_BYTES;
+    for prefetch in [true, false] {
+        for side in [64, 128] {
+            ctx.set_tile_choice(TileChoice { side: Some(side), prefetch: Some(prefetch), ..base });
+            let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
+            matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE)?;
+            matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, &q, m, Accumulate::OVERWRITE, None)?;
+            if ctx.has_cooperative_matrix() && prefetch {
+                matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE)?;
+            }
+        }
+        for (steps, columns) in [(16, 128), (8, 64), (16, 64)].into_iter().filter(|&(steps, _)| steps == 8 || sixteen) {
+            ctx.set_tile_choice(TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(steps), columns: Some(columns), ..base });
+            matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, d, Accumulate::OVERWRITE)?;
+        }
+    }
+    pollster::block_on(ctx.finish())?;
+    Ok(())
 }
 
 /// ms per launch of the f32 forward y = x·wᵀ of `shape` in tiles of 128 rows as `tiles` has

@@ -139,6 +139,8 @@ fn bench_ops_json_names_each_kernel() {
         false => &["q8_0 forward", "q8_0 backward_input", "q8_0 forward_row"],
     };
     assert_eq!(ops, want);
+    // (every launch run once, untimed, before the timed pass)
+    assert!(f(&v, "compile_pass_ms") > 0.0, "{v}");
     for r in rows {
         assert!(f(r, "rate") > 0.0 && f(r, "ms") > 0.0);
         let kernels = r["kernels"].as_array().unwrap();
