@@ -22,6 +22,7 @@ if [ "${QUICK:-0}" = 1 ]; then
     SEQ=64 BATCH=1 STEPS=1 NEW=4 LONG_PROMPT=256 MODEL_LIST=smollm2-135m OPS_ARGS="--quick" TILES_ARGS="--quick" SLOW=20
     CHECKS_SHAPES="--shape 64x64x4096 --shape 512x576x576" COOP_SHAPES="--shape 256x256x256"
     REGISTER_SHAPES="--shape 256x256x256 --shape 512x576x576" STATS_SHAPE="--shape 256x256x256" COLUMNS_SHAPES="--shape 256x256x256"
+    PROBE_SHAPES="--shape 256x256x256"
     # (a CPU's bf16 matmul at 4096³ takes minutes; 8 answers of 64 tokens one at a time, more)
     PEER_ARGS="--matmul-n 1024" SERVE_LOAD="4 8 1,4"
 else
@@ -29,6 +30,7 @@ else
     CHECKS_SHAPES="--shape 64x64x4096 --shape 2048x1536x576 --shape 4096x4096x4096"
     REGISTER_SHAPES="--shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536" STATS_SHAPE="--shape 2048x1536x576"
     COLUMNS_SHAPES="--shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x576x1536 --shape 2048x49152x576"
+    PROBE_SHAPES="--shape 4096x4096x4096 --shape 2048x1536x576 --shape 2048x49152x576"
     COOP_SHAPES="--shape 2048x576x576 --shape 2048x1536x576 --shape 2048x576x1536 --shape 4096x4096x4096"
     PEER_ARGS="" SERVE_LOAD="8 64 1,4,8,16"
 fi
@@ -183,14 +185,17 @@ if [ "${FOCUS:-}" = kernels ]; then
 elif [ "${FOCUS:-}" = loads ]; then
     # FOCUS=loads: a short call (some 5 minutes) for the changes no GPU has run yet: the tiles
     # tuned afresh (the order of loads, 16 steps, 64 columns), the GPU's own peaks and every
-    # matmul (ops), what the GPU's compiler made of the kernels (SmolLM2's step with its
-    # kernels timed, Q4_1's, the tiles of 128 × 64), the register-blocked kernels, SmolLM2's
-    # step in each order of loads and 64 columns wide, Qwen2.5's (its head in whole tiles of
-    # rows), then the tests; the most wanted first, where the budget runs short
+    # matmul (ops), where the f32 forward's time goes (its probes), what the GPU's compiler
+    # made of the kernels (SmolLM2's step with its kernels timed, Q4_1's, the tiles of 128 ×
+    # 64), the register-blocked kernels, SmolLM2's step in each order of loads and 64 columns
+    # wide, Qwen2.5's (its head in whole tiles of rows), then the tests; the most wanted
+    # first, where the budget runs short
     run tiles 20 "$HEARTH" bench tiles --json $TILES_ARGS
     run make-models 60 python3 bench/make_models.py "$MODELS" smollm2-135m qwen2.5-0.5b
     rm -f "$WORK/make-models.json"
     run ops 75 "$HEARTH" bench ops --json $OPS_ARGS
+    # where the f32 forward's time goes: its probes without the loads, without the staging
+    run ops-probes 20 "$HEARTH" bench ops --json --filter "f32 forward" --probes --reps 3 $PROBE_SHAPES $KERNEL_STATS
     run kernels-smollm2-135m 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json
     # what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
     # tiles and cooperative matrices) at one of SmolLM2's shapes
@@ -235,6 +240,10 @@ run ops 75 "$HEARTH" bench ops --json $OPS_ARGS
 # what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
 # tiles and cooperative matrices) at one of SmolLM2's shapes
 run ops-stats 20 "$HEARTH" bench ops --json --filter q4_1 --reps 1 $STATS_SHAPE $KERNEL_STATS
+# Where the f32 forward's time goes, with what the compiler made of each: its probes (tiles
+# of 128 × 128 loaded in turn, their sums counted as the forward's) load from memory in the
+# first iteration only, or stage in it only (the inner loop alone)
+run ops-probes 20 "$HEARTH" bench ops --json --filter "f32 forward" --probes --reps 3 $PROBE_SHAPES $KERNEL_STATS
 # The f32 matmul's cost against each of M·N and K alone: a fixed cost per launch shows as
 # equal times down the sweep.
 run ops-sweep 20 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --shape 64x64x8 --shape 64x64x4096 --shape 4096x4096x8 --shape 1024x1024x1024 --shape 2048x2048x2048

@@ -75,6 +75,13 @@ override BK: u32 = 8u;
 // workgroup on a multiprocessor, the 8 × 4 blocks may hold two or three, whose loads and
 // barriers then overlap each other's sums.
 override CQ: u32 = 2u;
+// Bench-only probes (ops::matmul's TileProbe; 0 in every product's kernel). 1 loads from
+// memory in the first iteration only and writes the values it holds to the tiles in every
+// later one; 2 writes the tiles in the first iteration only, every later one summing them
+// again without its writes and barriers. Either sums the first BK steps' product once per
+// iteration, so that a GPU's times tell the loads' share (1 against 0) and the staging's (2
+// against 1) apart from the sums'.
+override PROBE: u32 = 0u;
 
 // Tiles in vec4s: BK rows of A's 8·TY/4 = 2·TY vec4s and of B's 4·CQ·TX/4 = CQ·TX, each with
 // one vec4 of padding so that the transposing stores of a row-major operand spread over the
@@ -405,15 +412,19 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
             staged_b = load_b(term, b_off, j0, lo, hi, flat);
         }
         for (var r0 = lo; r0 < hi; r0 += BK) {
-            if (!PREFETCH) {
+            // (a probe's tiles hold the first iteration's steps throughout)
+            let at = select(r0, lo, PROBE != 0u);
+            if (!PREFETCH && (PROBE == 0u || r0 == lo)) {
                 staged_a = load_a(term, a_off, i0, r0, hi, flat);
                 staged_b = load_b(term, b_off, j0, r0, hi, flat);
             }
-            put_a(term, a_off, i0, r0, hi, flat, staged_a);
-            put_b(term, b_off, j0, r0, hi, flat, staged_b);
-            workgroupBarrier();
+            if (PROBE < 2u || r0 == lo) {
+                put_a(term, a_off, i0, at, hi, flat, staged_a);
+                put_b(term, b_off, j0, at, hi, flat, staged_b);
+                workgroupBarrier();
+            }
             // the next iteration's values on their way while this one's are summed
-            if (PREFETCH && r0 + BK < hi) {
+            if (PREFETCH && PROBE == 0u && r0 + BK < hi) {
                 staged_a = load_a(term, a_off, i0, r0 + BK, hi, flat);
                 staged_b = load_b(term, b_off, j0, r0 + BK, hi, flat);
             }
@@ -429,7 +440,9 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                     block_fma(&acc11, a1, b1);
                 }
             }
-            workgroupBarrier();
+            if (PROBE < 2u) {
+                workgroupBarrier();
+            }
         }
     }
     store_block(c_off, ia, ib, ja, jb, acc00, acc01, acc10, acc11, masked_term);

@@ -11,7 +11,7 @@ use hearth_core::gpu::KernelStat;
 use hearth_core::model::Config;
 use hearth_core::ops::fma_peak::{fma_peak, fma_peak_flop};
 use hearth_core::ops::residual::residual_forward;
-use hearth_core::ops::matmul::{choose_tiling, matmul, matmul_with, tiled_for, Accumulate, MatmulDims, MatmulKind, MatmulTiling};
+use hearth_core::ops::matmul::{choose_tiling, matmul, matmul_tiled_probe, matmul_with, tiled_for, Accumulate, MatmulDims, MatmulKind, MatmulTiling, TileProbe};
 use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -78,6 +78,11 @@ pub struct OpsArgs {
     /// would run under 10 ms); default 5, 2 with --quick.
     #[arg(long)]
     reps: Option<usize>,
+    /// Also time the f32 forward's probes in tiles of 128 × 128 (loaded in turn): its
+    /// arithmetic with the loads from memory left out after the first iteration, and with the
+    /// staging left out too ("f32 forward, probe: ..." rows; not products).
+    #[arg(long)]
+    probes: bool,
     #[command(flatten)]
     stats: crate::kernel_stats::KernelStatsArgs,
     /// Print one JSON object instead of the table.
@@ -432,6 +437,15 @@ fn op_rows(ctx: &GpuContext, coop: Option<&GpuContext>, a: &OpsArgs, shapes: &[(
             let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);
             let (x, w, y) = (pass.operand(ctx, &mut rng, a_len)?, pass.operand(ctx, &mut rng, b_len)?, pass.operand(ctx, &mut rng, c_len)?);
             let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || matmul(ctx, kind, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
+            rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+        }
+        for probe in TileProbe::ALL {
+            let op = format!("f32 forward, probe: {}", probe.name());
+            if !a.probes || !wanted(&op) || k < 8 {
+                continue;
+            }
+            let (x, w, y) = (pass.operand(ctx, &mut rng, m * k)?, pass.operand(ctx, &mut rng, n * k)?, pass.operand(ctx, &mut rng, m * n)?);
+            let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || matmul_tiled_probe(ctx, probe, &y, &x, &w, d).expect("probe launch"))?;
             rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
         // the f32 forward in the tile size `matmul` did not pick (64 × 64 against 128 × 128

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -148,6 +148,24 @@ fn bench_ops_json_names_each_kernel() {
         let prefix = if f16_tiles { "matmul_q8_0_f16_tiles:" } else { "matmul_q8_0:" };
         assert!(!kernels.is_empty() && kernels.iter().all(|k| k.as_str().unwrap().starts_with(prefix)), "{r}");
     }
+}
+
+/// `--probes`: the f32 forward's two probes as rows of their own beside it, each named with
+/// its kernel variant; none without the flag.
+#[test]
+fn bench_ops_json_times_the_forwards_probes_where_asked() {
+    if hearth_tests::gpu().is_none() {
+        return;
+    }
+    let ops = |v: &Value| -> Vec<String> { v["rows"].as_array().unwrap().iter().map(|r| r["op"].as_str().unwrap().to_string()).collect() };
+    let v = bench(&["ops", "--quick", "--reps", "1", "--filter", "probe", "--probes"]);
+    assert_eq!(ops(&v), ["f32 forward, probe: loads once", "f32 forward, probe: sums only"], "{v}");
+    for r in v["rows"].as_array().unwrap() {
+        let probe = r["op"].as_str().unwrap().rsplit(": ").next().unwrap();
+        assert_eq!(r["kernels"], json!([format!("matmul_tiled:matmul_tiled [128x128, loaded in turn, probe: {probe}]")]), "{r}");
+        assert!(f(r, "rate") > 0.0, "{r}");
+    }
+    assert!(ops(&bench(&["ops", "--quick", "--reps", "1", "--filter", "f32 forward"])).iter().all(|op| !op.contains("probe")));
 }
 
 /// The GPU's own peaks that the matmuls' rows are read against: its f32 rate with no memory

@@ -3,7 +3,7 @@
 
 use hearth_core::ops::cpu;
 use hearth_core::ops::swiglu::Activation;
-use hearth_core::ops::matmul::{matmul_dropout_with, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank_with, matmul_with, Accumulate, DropOn, InputNorm, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout, ColumnBlocks, TermLayout};
+use hearth_core::ops::matmul::{matmul_dropout_with, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank_with, matmul_tiled_probe, matmul_with, Accumulate, DropOn, InputNorm, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout, ColumnBlocks, TermLayout, TileProbe};
 use hearth_tests::*;
 
 // f32 accumulation over K ≤ 300 terms of magnitude ≤ 1: differences stay near 1e-5.
@@ -332,6 +332,33 @@ fn matmul_tiled_spans_several_workgroups() {
             }
         }
     }
+}
+
+/// bench ops' probes (TileProbe): the forward's arithmetic on the first 8 steps' tiles, once
+/// per iteration (several tiles, partial ones at both edges, a reduction that ends inside a
+/// stage); a reduction shorter than a stage is refused.
+#[test]
+fn tile_probes_sum_the_first_stage_once_per_iteration() {
+    with_gpu!(ctx => {
+        let mut rng = Rng::new(31);
+        for probe in TileProbe::ALL {
+            for (m, n, k) in [(300, 270, 37), (129, 130, 8), (64, 200, 64)] {
+                let d = MatmulDims::new(m, n, k);
+                let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(n * k, -1.0, 1.0));
+                let out = poisoned(ctx, m * n);
+                matmul_tiled_probe(ctx, probe, &out, &upload(ctx, &x), &upload(ctx, &w), d).unwrap();
+                let first_stage = |v: &[f32], rows: usize| -> Vec<f64> { (0..rows).flat_map(|i| to_f64(&v[i * k..i * k + 8])).collect() };
+                let mut stage = vec![0.0; m * n];
+                cpu::matmul_forward(&mut stage, &first_stage(&x, m), &first_stage(&w, n), m, n, 8);
+                let iterations = k.div_ceil(8) as f64;
+                let want: Vec<f64> = stage.iter().map(|v| v * iterations).collect();
+                assert_close(&format!("{probe:?} {d:?}"), &read(ctx, &out), &want, ATOL * iterations, RTOL);
+            }
+        }
+        let (x, w, out) = (upload(ctx, &[0.0; 28]), upload(ctx, &[0.0; 28]), poisoned(ctx, 16));
+        let err = matmul_tiled_probe(ctx, TileProbe::SumsOnly, &out, &x, &w, MatmulDims::new(4, 4, 7)).unwrap_err().to_string();
+        assert!(err.contains("K ≥ 8"), "{err}");
+    });
 }
 
 #[test]

@@ -348,6 +348,53 @@ pub(crate) fn tiled_shape(ctx: &GpuContext, tiling: MatmulTiling) -> Option<(usi
     Some(if side == 128 { (128, ctx.tile_columns()) } else { (side, side) })
 }
 
+/// What `bench ops --probes` times beside the f32 forward in tiles of 128 × 128 (values
+/// loaded in turn, 8 steps an iteration): matmul_tiled.wgsl's PROBE. Never a product's kernel:
+/// each sums the first 8 steps' product once per iteration, with the forward's arithmetic, so
+/// that its time against the forward's tells where the forward's goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileProbe {
+    /// Loads from memory in the first iteration only, and writes the values it holds to the
+    /// tiles (with both barriers) in every later one: the forward less its loads.
+    LoadsOnce,
+    /// Writes the tiles in the first iteration only, every later one summing them again: the
+    /// inner loop alone (workgroup-memory reads and multiply-adds).
+    SumsOnly,
+}
+
+impl TileProbe {
+    pub const ALL: [TileProbe; 2] = [TileProbe::LoadsOnce, TileProbe::SumsOnly];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TileProbe::LoadsOnce => "loads once",
+            TileProbe::SumsOnly => "sums only",
+        }
+    }
+
+    fn variant(self) -> Variant {
+        match self {
+            TileProbe::LoadsOnce => Variant { name: "128x128, loaded in turn, probe: loads once", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("PROBE", 1.0)] },
+            TileProbe::SumsOnly => Variant { name: "128x128, loaded in turn, probe: sums only", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("PROBE", 2.0)] },
+        }
+    }
+}
+
+/// `probe` over the forward's operands: y(M×N) = ⌈K/8⌉ · Σ_{r<8} x(i, r)·w(j, r) (x M × K, w
+/// N × K, K ≥ 8), in one launch of tiles of 128 × 128, its reduction never split (time it
+/// where the output's tiles fill the GPU). Its FLOPs are counted as the forward's.
+pub fn matmul_tiled_probe(ctx: &GpuContext, probe: TileProbe, out: &GpuBuffer, x: &GpuBuffer, w: &GpuBuffer, d: MatmulDims) -> Result<()> {
+    let op = "matmul_tiled_probe";
+    ensure(d.batch == 1 && d.m > 0 && d.n > 0 && d.k >= 8, || format!("{op}: one product of K ≥ 8 steps, got {d:?}"))?;
+    check_len(op, "x", x, d.m * d.k)?;
+    check_len(op, "w", w, d.n * d.k)?;
+    check_len(op, "out", out, d.m * d.n)?;
+    let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
+    let params = StridedParams { m, n, r: k, alpha: 1.0, a_si: k, a_sr: 1, b_sj: k, b_sr: 1, c_batch: m * n, c_split: m * n, splits: 1, r_split: k, ..bytemuck::Zeroable::zeroed() };
+    let kernel = Kernel::new(Shader::MatmulTiled, "matmul_tiled", 0).with_variant(probe.variant());
+    ctx.dispatch_counted(&kernel, &[x, w], &[out], &params, [n.div_ceil(128), m.div_ceil(128), 1], 2.0 * (d.m * d.n * d.k) as f64)
+}
+
 /// Workgroup memory of matmul_tiled.wgsl's f32 tiles of 128 staging 16 steps per iteration:
 /// A's and B's, 16 rows of 33 vec4s each.
 pub const WIDE_16_STEPS_BYTES: u32 = 2 * 16 * 33 * 16;
