@@ -41,6 +41,9 @@ TRAIN_SHAPE="--seq-len $SEQ --batch-size $BATCH --gradient-checkpointing off"
 # (registers, spills: the driver's statistics) and writes the driver's text of each (its IR, its
 # machine code, where it gives them), packed into $OUT/kernel-ir.tar.xz at the end
 KERNEL_STATS="--kernel-stats --kernel-ir $WORK/kernel-ir"
+# the f32 forward in the tiles its probes run in (128 × 128, loaded in turn, 8 steps), so that
+# ops-probes' rows compare one kernel with its probes whatever the tuning chose
+PROBED_TILES="HEARTH_KERNELS=gpu HEARTH_TILES=128 HEARTH_TILE_PREFETCH=0 HEARTH_TILE_STEPS=8 HEARTH_TILE_COLUMNS=128"
 rm -rf "$WORK"
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/log.txt"
@@ -195,7 +198,7 @@ elif [ "${FOCUS:-}" = loads ]; then
     rm -f "$WORK/make-models.json"
     run ops 75 "$HEARTH" bench ops --json $OPS_ARGS
     # where the f32 forward's time goes: its probes without the loads, without the staging
-    run ops-probes 20 "$HEARTH" bench ops --json --filter "f32 forward" --probes --reps 3 $PROBE_SHAPES $KERNEL_STATS
+    run ops-probes 20 env $PROBED_TILES "$HEARTH" bench ops --json --filter "f32 forward" --probes --reps 3 $PROBE_SHAPES $KERNEL_STATS
     run kernels-smollm2-135m 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json
     # what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
     # tiles and cooperative matrices) at one of SmolLM2's shapes
@@ -243,7 +246,7 @@ run ops-stats 20 "$HEARTH" bench ops --json --filter q4_1 --reps 1 $STATS_SHAPE 
 # Where the f32 forward's time goes, with what the compiler made of each: its probes (tiles
 # of 128 × 128 loaded in turn, their sums counted as the forward's) load from memory in the
 # first iteration only, or stage in it only (the inner loop alone)
-run ops-probes 20 "$HEARTH" bench ops --json --filter "f32 forward" --probes --reps 3 $PROBE_SHAPES $KERNEL_STATS
+run ops-probes 20 env $PROBED_TILES "$HEARTH" bench ops --json --filter "f32 forward" --probes --reps 3 $PROBE_SHAPES $KERNEL_STATS
 # The f32 matmul's cost against each of M·N and K alone: a fixed cost per launch shows as
 # equal times down the sweep.
 run ops-sweep 20 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --shape 64x64x8 --shape 64x64x4096 --shape 4096x4096x8 --shape 1024x1024x1024 --shape 2048x2048x2048
