@@ -206,8 +206,13 @@ elif [ "${FOCUS:-}" = loads ]; then
     # the f32 tiles of 128 rows by 64 columns (8 × 4 outputs an invocation), with what the
     # compiler made of them
     run ops-columns64 20 env HEARTH_TILE_COLUMNS=64 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 $COLUMNS_SHAPES $KERNEL_STATS
+# the tiles of 128 kept twice in workgroup memory, one written while the other is summed (one
+# barrier per iteration, not two), with what the compiler made of them
+run ops-buffers2 20 env HEARTH_TILE_BUFFERS=2 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 $COLUMNS_SHAPES $KERNEL_STATS
+    # the f32 tiles of 128 kept twice in workgroup memory (one barrier per iteration)
+    run ops-buffers2 20 env HEARTH_TILE_BUFFERS=2 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 $COLUMNS_SHAPES $KERNEL_STATS
     run train-smollm2-135m-f32 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
-    for knob in columns64:HEARTH_TILE_COLUMNS=64 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0; do
+    for knob in columns64:HEARTH_TILE_COLUMNS=64 buffers2:HEARTH_TILE_BUFFERS=2 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0; do
         run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
     done
     run ops-register 20 env HEARTH_KERNELS=llvmpipe "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 $REGISTER_SHAPES
@@ -308,7 +313,7 @@ run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/
 # step ahead (during the previous step's sums) and just before staging them, whatever the
 # tuning chose (one of the two is the default run's order), and with the f32 tiles of 128
 # staging 16 reduction steps per iteration (8 by default)
-for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 split-steps32:HEARTH_SPLIT_MIN_STEPS=32 split-steps64:HEARTH_SPLIT_MIN_STEPS=64 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0 steps16:HEARTH_TILE_STEPS=16 columns64:HEARTH_TILE_COLUMNS=64; do
+for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 split-steps32:HEARTH_SPLIT_MIN_STEPS=32 split-steps64:HEARTH_SPLIT_MIN_STEPS=64 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0 steps16:HEARTH_TILE_STEPS=16 columns64:HEARTH_TILE_COLUMNS=64 buffers2:HEARTH_TILE_BUFFERS=2; do
     run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
 done
 # decoding with every reduction in workgroup memory (the browser's kernels), against the

@@ -212,7 +212,8 @@ def main():
                           ("split-steps32", "split reductions in parts of 32 steps or more (HEARTH_SPLIT_MIN_STEPS=32; default 256)"),
                           ("split-steps64", "split reductions in parts of 64 steps or more (HEARTH_SPLIT_MIN_STEPS=64)"),
                           ("steps16", "f32 tiles of 128 staging 16 reduction steps per iteration (HEARTH_TILE_STEPS=16; default 8)"),
-                          ("columns64", "f32 tiles of 128 rows by 64 columns (HEARTH_TILE_COLUMNS=64; default 128)")):
+                          ("columns64", "f32 tiles of 128 rows by 64 columns (HEARTH_TILE_COLUMNS=64; default 128)"),
+                          ("buffers2", "f32 tiles of 128 kept twice in workgroup memory, one barrier per iteration (HEARTH_TILE_BUFFERS=2; default once)")):
             knob = results.get(f"train-{name}-f32-{tag}")
             if knob and default:
                 add(f"{name} f32 train tokens/s: {what} vs the tuned tile size and heuristics", num(knob["tokens_per_s"]), num(default["tokens_per_s"]),
@@ -354,6 +355,7 @@ def main():
                        ("ops-register", "f32 forward matmul on the register-blocked kernels of CPU emulators (matmul.wgsl, no workgroup memory; HEARTH_KERNELS=llvmpipe)"),
                        ("ops-steps16", "f32 matmuls with tiles of 128 staging 16 reduction steps per iteration (HEARTH_TILE_STEPS=16; the ops table above: 8)"),
                        ("ops-columns64", "f32 matmuls in tiles of 128 rows by 64 columns, 8 × 4 outputs an invocation (HEARTH_TILE_COLUMNS=64 HEARTH_TILES=128; the ops table above: 128 × 128)"),
+                       ("ops-buffers2", "f32 matmuls in tiles of 128 kept twice in workgroup memory, one barrier per iteration (HEARTH_TILE_BUFFERS=2 HEARTH_TILES=128; the ops table above: once)"),
                        ("ops-lora", "LoRA's thin f32 matmuls (4 × 512 tokens, r 16)"),
                        ("ops-lora-split256", "LoRA's thin f32 matmuls, few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)")):
         sweep = results.get(key)

@@ -82,6 +82,14 @@ override CQ: u32 = 2u;
 // iteration, so that a GPU's times tell the loads' share (1 against 0) and the staging's (2
 // against 1) apart from the sums'.
 override PROBE: u32 = 0u;
+// The tiles in workgroup memory: 1, or 2 in tiles of 128 where the launcher says so (twice the
+// workgroup memory, past WebGPU's 16 KB). With two, each iteration writes the one the last
+// iteration did not read, so that one barrier per iteration suffices (after the writes): an
+// invocation done with its sums goes on to the next iteration's loads and writes while others
+// still sum.
+override BUFFERS: u32 = 1u;
+// The tiles an iteration writes and sums: 0, or alternately 0 and 1 where BUFFERS is 2.
+var<private> tile_buffer: u32;
 
 // Tiles in vec4s: BK rows of A's 8·TY/4 = 2·TY vec4s and of B's 4·CQ·TX/4 = CQ·TX, each with
 // one vec4 of padding so that the transposing stores of a row-major operand spread over the
@@ -89,8 +97,8 @@ override PROBE: u32 = 0u;
 // f32, or f16 in matmul_tiled_f16.wgsl (pieces/tile_f16.wgsl: the inputs rounded to f16 as
 // they are staged, for forwards and input gradients where the context asks for f16, the
 // gradients' rows scaled by pieces/row_scales.wgsl).
-var<workgroup> tile_a: array<vec4<TileElem>, BK * (2u * TY + 1u)>;
-var<workgroup> tile_b: array<vec4<TileElem>, BK * (CQ * TX + 1u)>;
+var<workgroup> tile_a: array<vec4<TileElem>, BUFFERS * BK * (2u * TY + 1u)>;
+var<workgroup> tile_b: array<vec4<TileElem>, BUFFERS * BK * (CQ * TX + 1u)>;
 
 // Where A(i, rr) lies in `a`: past `a_off` by its strides, or in its column blocks.
 fn a_index(a_off: u32, i: u32, rr: u32) -> u32 {
@@ -294,10 +302,11 @@ fn put_b(term: bool, b_off: u32, j0: u32, r0: u32, r_end: u32, flat: u32, staged
     }
 }
 
-// v into tile_a[r][line], or tile_b[r][line] (`on_b`), of `lines` rows (columns).
+// v into tile_a[r][line], or tile_b[r][line] (`on_b`), of `lines` rows (columns), in the
+// iteration's `tile_buffer`.
 fn put_value(on_b: bool, lines: u32, line: u32, r: u32, v: f32) {
     // (a tile's rows: lines / 4 vec4s and one of padding)
-    let at = r * (lines / 4u + 1u) + line / 4u;
+    let at = (tile_buffer * BK + r) * (lines / 4u + 1u) + line / 4u;
     if (on_b) {
         tile_b[at][line % 4u] = to_tile(v);
     } else {
@@ -394,6 +403,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     // summed afresh, added through the mask.
     let masked_term = segments == 2u && p.drop_on == DROP_TERM;
     scale_rows(segments == 2u, a_off, i0, r_begin, r_end, flat);
+    var iteration = 0u;
     for (var s = 0u; s < segments; s++) {
         let term = s == 1u;
         if (term && masked_term) {
@@ -412,6 +422,10 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
             staged_b = load_b(term, b_off, j0, lo, hi, flat);
         }
         for (var r0 = lo; r0 < hi; r0 += BK) {
+            // (counted across both segments, so that the term's first writes do not go to the
+            // tiles the product's last sums read)
+            tile_buffer = iteration % BUFFERS;
+            iteration++;
             // (a probe's tiles hold the first iteration's steps throughout)
             let at = select(r0, lo, PROBE != 0u);
             if (!PREFETCH && (PROBE == 0u || r0 == lo)) {
@@ -428,19 +442,23 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                 staged_a = load_a(term, a_off, i0, r0 + BK, hi, flat);
                 staged_b = load_b(term, b_off, j0, r0 + BK, hi, flat);
             }
+            let at_a = tile_buffer * BK * sa;
+            let at_b = tile_buffer * BK * sb;
             for (var r = 0u; r < BK; r++) {
-                let a0 = vec4<f32>(tile_a[r * sa + lid.y]);
-                let a1 = vec4<f32>(tile_a[r * sa + TY + lid.y]);
-                let b0 = vec4<f32>(tile_b[r * sb + lid.x]);
+                let a0 = vec4<f32>(tile_a[at_a + r * sa + lid.y]);
+                let a1 = vec4<f32>(tile_a[at_a + r * sa + TY + lid.y]);
+                let b0 = vec4<f32>(tile_b[at_b + r * sb + lid.x]);
                 block_fma(&acc00, a0, b0);
                 block_fma(&acc10, a1, b0);
                 if (CQ == 2u) {
-                    let b1 = vec4<f32>(tile_b[r * sb + TX + lid.x]);
+                    let b1 = vec4<f32>(tile_b[at_b + r * sb + TX + lid.x]);
                     block_fma(&acc01, a0, b1);
                     block_fma(&acc11, a1, b1);
                 }
             }
-            if (PROBE < 2u) {
+            // (with two tiles, the next iteration writes the other one: its barrier after the
+            // writes keeps them from the tiles being summed)
+            if (PROBE < 2u && BUFFERS == 1u) {
                 workgroupBarrier();
             }
         }

@@ -162,6 +162,7 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
             "prefetch": ctx.tile_prefetch(),
             "steps": ctx.tile_steps(),
             "columns": ctx.tile_columns(),
+            "buffers": ctx.tile_buffers(),
             "in_words": crate::tile_tuning::describe(ctx.tile_choice()),
         },
     })

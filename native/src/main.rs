@@ -85,8 +85,9 @@ enum Command {
 /// tiled matmuls loading each step's values just before they stage them (not a step ahead)
 /// or a step ahead as HEARTH_TILE_PREFETCH says (over the tuning), the f32 tiles of 128
 /// staging 16 reduction steps per iteration where HEARTH_TILE_STEPS=16 (8 where =8; unset: as
-/// tuned) and 64 columns wide where HEARTH_TILE_COLUMNS=64 (128 where =128; unset: as tuned),
-/// and says which it picked.
+/// tuned), 64 columns wide where HEARTH_TILE_COLUMNS=64 (128 where =128; unset: as tuned) and
+/// kept twice in workgroup memory where HEARTH_TILE_BUFFERS=2 (not tuned), and says which it
+/// picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {
@@ -155,6 +156,12 @@ pub fn open_gpu() -> Result<GpuContext> {
             Ok("128") => Some(128),
             Ok("64") => Some(64),
             Ok(other) => bail!("HEARTH_TILE_COLUMNS={other:?}: expected 128 (the f32 tiled matmuls' tiles of 128 rows are 128 columns wide, 8 × 8 outputs an invocation, the default) or 64 (8 × 4 an invocation)"),
+        },
+        buffers: match std::env::var("HEARTH_TILE_BUFFERS").as_deref() {
+            Err(_) => None,
+            Ok("1") => Some(1),
+            Ok("2") => Some(2),
+            Ok(other) => bail!("HEARTH_TILE_BUFFERS={other:?}: expected 1 (the f32 tiled matmuls' tiles of 128 kept once in workgroup memory, the default) or 2 (twice, one written while the other is summed, where the GPU's workgroup memory holds them)"),
         },
     };
     ctx = ctx.with_tile_choice(tiles);

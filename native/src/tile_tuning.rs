@@ -149,6 +149,7 @@ impl Tuning {
             prefetch: (!self.prefetch).then_some(false),
             steps: (self.steps == 16).then_some(16),
             columns: (self.columns == 64).then_some(64),
+            buffers: None,
         }
     }
 }
@@ -230,7 +231,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     let before = ctx.tile_choice();
     // (each timing sets what it times; the steps and columns, which a run may force, stay at
     // 8 and 128 but where the variants below time them)
-    let base = TileChoice { steps: None, columns: None, ..before };
+    let base = TileChoice { steps: None, columns: None, buffers: None, ..before };
     compile_variants(ctx, base, shapes[0].0, shapes[0].1, shapes[0].2)?;
     ctx.set_tile_choice(before);
     crate::bench::keep_busy(ctx, crate::bench::WARM_MS)?;
@@ -445,8 +446,8 @@ pub fn write_cache(path: &Path, tuning: &Tuning) -> Result<()> {
 
 /// In words, for the adapter line: what decides the tile size on `ctx`, where few tiles split
 /// their reductions towards other than the fixed default, where the values are loaded in
-/// turn, where the f32 tiles of 128 stage 16 steps per iteration, and where they are 64 columns
-/// wide.
+/// turn, where the f32 tiles of 128 stage 16 steps per iteration, where they are 64 columns
+/// wide, and where they are kept twice in workgroup memory.
 pub fn describe(tiles: TileChoice) -> String {
     let size = match (tiles.side, tiles.wide_outputs) {
         (Some(side), _) => format!("tiles of {side} × {side} (HEARTH_TILES)"),
@@ -475,8 +476,12 @@ pub fn describe(tiles: TileChoice) -> String {
         Some(16) => format!("{size}, f32 tiles of 128 staging 16 steps per iteration"),
         _ => size,
     };
-    match tiles.columns {
+    let size = match tiles.columns {
         Some(64) => format!("{size}, f32 tiles of 128 rows by 64 columns"),
+        _ => size,
+    };
+    match tiles.buffers {
+        Some(2) => format!("{size}, two f32 tiles of 128 in workgroup memory (HEARTH_TILE_BUFFERS)"),
         _ => size,
     }
 }
@@ -556,6 +561,8 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
         prefetch: now.prefetch.or(tuned.prefetch),
         steps: now.steps.or(tuned.steps),
         columns: now.columns.or(tuned.columns),
+        // (not tuned: HEARTH_TILE_BUFFERS alone)
+        buffers: now.buffers,
         ..now
     });
     Ok(())
@@ -705,10 +712,10 @@ mod tests {
         let path = dir.join("gpu.json");
         let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)], steps_timed: vec![], columns: 128, columns_timed: vec![] };
         write_cache(&path, &tuning).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false), steps: None, columns: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false), steps: None, columns: None, buffers: None }));
         // never wide, the default split and loads (None: as if untuned)
         write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None, steps: None, columns: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None, steps: None, columns: None, buffers: None }));
         // parts shorter than the default's
         write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.split_min_steps)), Ok((Some(1024), Some(32))));

@@ -1106,17 +1106,25 @@ fn a_tile_choice_overrides_the_heuristics() {
 #[test]
 fn wide_tile_variants_match_cpu() {
     // The f32 tiles of 128 (and the f16 ones) in their variants: staging 16 reduction steps
-    // per iteration (HEARTH_TILE_STEPS=16), and 64 columns wide, each invocation summing 8 × 4
-    // outputs (HEARTH_TILE_COLUMNS=64), at 8 and 16 steps; their values loaded ahead and in
-    // turn; forwards and both gradients, batched, off the tiles (a column past 64, one past
-    // 128), with reductions ending inside a stage and split ones.
+    // per iteration (HEARTH_TILE_STEPS=16), 64 columns wide, each invocation summing 8 × 4
+    // outputs (HEARTH_TILE_COLUMNS=64), and kept twice in workgroup memory, one barrier per
+    // iteration (HEARTH_TILE_BUFFERS=2), in their combinations (16 steps in two tiles where
+    // the adapter holds 33 KiB: lavapipe's 32 do not); their values loaded ahead and in turn;
+    // forwards and both gradients, batched, off the tiles (a column past 64, one past 128),
+    // with reductions ending inside a stage and split ones, and LoRA's term after the product
+    // (its iterations go on alternating the two tiles).
     use hearth_core::gpu::{KernelPaths, TileChoice};
+    use hearth_core::ops::matmul::wide_tile_bytes;
     let mut rng = Rng::new(43);
-    for (steps, columns) in [(16, 128), (8, 64), (16, 64)] {
+    for (steps, columns, buffers) in [(16, 128, 1), (8, 64, 1), (16, 64, 1), (8, 128, 2), (8, 64, 2), (16, 128, 2)] {
         for prefetch in [true, false] {
             let Some(own) = own_gpu() else { return };
-            let tiles = TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(steps), columns: Some(columns), ..Default::default() };
+            let tiles = TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(steps), columns: Some(columns), buffers: Some(buffers), ..Default::default() };
             let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(tiles);
+            if ctx.tile_buffers() != buffers {
+                assert!(wide_tile_bytes(steps, buffers) > ctx.summary().max_workgroup_storage, "two tiles refused where they fit: {tiles:?}");
+                continue;
+            }
             assert_eq!((ctx.tile_steps(), ctx.tile_columns()), (steps, columns), "lavapipe's 32 KiB of workgroup memory hold 16 steps");
             ctx.profile_begin();
             for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
@@ -1129,9 +1137,13 @@ fn wide_tile_variants_match_cpu() {
                 }
                 let batched = MatmulDims { batch: 3, b_batched: true, ..MatmulDims::new(70, 100, 24) };
                 check_on(ctx, kind, MatmulTiling::TiledWide, batched, Accumulate::OVERWRITE, &mut rng);
+                if kind != MatmulKind::BackwardWeight {
+                    let dropout = if kind == MatmulKind::Forward { (0.0, 0) } else { (0.3, 7) };
+                    check_low_rank(ctx, kind, MatmulTiling::TiledWide, MatmulDims::new(260, 130, 37), Accumulate::OVERWRITE, 5, dropout, &mut rng);
+                }
             }
             let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
-            let variant = format!("[128x{columns}{}{}]", if prefetch { "" } else { ", loaded in turn" }, if steps == 16 { ", 16 steps" } else { "" });
+            let variant = format!("[128x{columns}{}{}{}]", if prefetch { "" } else { ", loaded in turn" }, if steps == 16 { ", 16 steps" } else { "" }, if buffers == 2 { ", two tiles" } else { "" });
             assert!(kernels.keys().any(|k| k.starts_with("matmul_tiled:matmul_tiled") && k.ends_with(&variant)), "{variant}: {kernels:?}");
             assert!(kernels.keys().all(|k| !k.contains("tiled [") || k.ends_with(&variant)), "every tiled launch {variant}: {kernels:?}");
         }

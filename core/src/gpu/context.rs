@@ -93,6 +93,11 @@ pub struct TileChoice {
     /// more workgroups may share a multiprocessor), else 128, blocks of 8 × 8 (as tuned on the
     /// GPU, or `HEARTH_TILE_COLUMNS`).
     pub columns: Option<usize>,
+    /// The tiles in workgroup memory of the f32 tiled kernel's tiles of 128 (and the f16
+    /// tiles'): 2 where this is Some(2) and the device has the room (twice the workgroup
+    /// memory: past WebGPU's 16 KB), one written while the other is summed, one barrier per
+    /// iteration instead of two; else 1 (`HEARTH_TILE_BUFFERS`).
+    pub buffers: Option<usize>,
 }
 
 /// The cooperative matrices the kernels on them (pieces/coop_gemm.wgsl) run on: products of
@@ -483,6 +488,7 @@ impl GpuContext {
             prefetch: tiles.prefetch,
             steps: tiles.steps.filter(|&s| s == 8 || (s == 16 && self.limits.max_compute_workgroup_storage_size >= crate::ops::matmul::WIDE_16_STEPS_BYTES)),
             columns: tiles.columns.filter(|c| [64, 128].contains(c)),
+            buffers: tiles.buffers.filter(|&b| b == 1 || (b == 2 && self.limits.max_compute_workgroup_storage_size >= crate::ops::matmul::wide_tile_bytes(tiles.steps.unwrap_or(8), 2))),
         };
     }
 
@@ -552,6 +558,12 @@ impl GpuContext {
     /// (`TileChoice::columns`): 128 or 64.
     pub fn tile_columns(&self) -> usize {
         self.tiles.columns.unwrap_or(128)
+    }
+
+    /// The tiles in workgroup memory of the f32 and f16 tiled kernels' tiles of 128
+    /// (`TileChoice::buffers`): 1 or 2.
+    pub fn tile_buffers(&self) -> usize {
+        self.tiles.buffers.unwrap_or(1)
     }
 
     pub fn summary(&self) -> AdapterSummary {

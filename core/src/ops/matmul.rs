@@ -306,17 +306,18 @@ pub(crate) fn coop_variant(shape: CoopShape, tile: usize) -> Option<Variant> {
 /// invocation), each step's values loaded during the previous step's sums or, where the
 /// context says so (`GpuContext::tile_prefetch`), just before they are staged ("loaded in
 /// turn"). matmul_tiled.wgsl sizes its workgroup by TX and TY, matmul/quant_tiled.wgsl by TQ
-/// (`quantized`); the f32 tiles of 128 rows stage 8 or 16 steps (`GpuContext::tile_steps`)
-/// and are 128 or 64 columns wide (`GpuContext::tile_columns`: CQ, 4 columns an invocation).
+/// (`quantized`); the f32 tiles of 128 rows stage 8 or 16 steps (`GpuContext::tile_steps`),
+/// are 128 or 64 columns wide (`GpuContext::tile_columns`: CQ, 4 columns an invocation) and
+/// kept once or twice in workgroup memory (`GpuContext::tile_buffers`: BUFFERS).
 pub(crate) fn tiled_variant(ctx: &GpuContext, side: usize, quantized: bool) -> Variant {
     // [in turn]
     const NARROW: [Variant; 2] = [
         Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] },
         Variant { name: "64x64, loaded in turn", constants: &[("TX", 8.0), ("TY", 8.0), ("PREFETCH", 0.0)] },
     ];
-    // (tiles of 128: staging 16 steps per iteration, and 64 columns wide, where the context
-    // says so) [columns 64][16 steps][in turn]
-    const WIDE: [Variant; 8] = [
+    // (tiles of 128: staging 16 steps per iteration, 64 columns wide, and two tiles in
+    // workgroup memory, where the context says so) [two tiles][columns 64][16 steps][in turn]
+    const WIDE: [Variant; 16] = [
         Variant { name: "128x128", constants: &[("TX", 16.0), ("TY", 16.0)] },
         Variant { name: "128x128, loaded in turn", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0)] },
         Variant { name: "128x128, 16 steps", constants: &[("TX", 16.0), ("TY", 16.0), ("BK", 16.0)] },
@@ -325,6 +326,14 @@ pub(crate) fn tiled_variant(ctx: &GpuContext, side: usize, quantized: bool) -> V
         Variant { name: "128x64, loaded in turn", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("CQ", 1.0)] },
         Variant { name: "128x64, 16 steps", constants: &[("TX", 16.0), ("TY", 16.0), ("BK", 16.0), ("CQ", 1.0)] },
         Variant { name: "128x64, loaded in turn, 16 steps", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("BK", 16.0), ("CQ", 1.0)] },
+        Variant { name: "128x128, two tiles", constants: &[("TX", 16.0), ("TY", 16.0), ("BUFFERS", 2.0)] },
+        Variant { name: "128x128, loaded in turn, two tiles", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("BUFFERS", 2.0)] },
+        Variant { name: "128x128, 16 steps, two tiles", constants: &[("TX", 16.0), ("TY", 16.0), ("BK", 16.0), ("BUFFERS", 2.0)] },
+        Variant { name: "128x128, loaded in turn, 16 steps, two tiles", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("BK", 16.0), ("BUFFERS", 2.0)] },
+        Variant { name: "128x64, two tiles", constants: &[("TX", 16.0), ("TY", 16.0), ("CQ", 1.0), ("BUFFERS", 2.0)] },
+        Variant { name: "128x64, loaded in turn, two tiles", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("CQ", 1.0), ("BUFFERS", 2.0)] },
+        Variant { name: "128x64, 16 steps, two tiles", constants: &[("TX", 16.0), ("TY", 16.0), ("BK", 16.0), ("CQ", 1.0), ("BUFFERS", 2.0)] },
+        Variant { name: "128x64, loaded in turn, 16 steps, two tiles", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("BK", 16.0), ("CQ", 1.0), ("BUFFERS", 2.0)] },
     ];
     // matmul/quant_tiled.wgsl's: [tiles of 128][in turn]
     const QUANTIZED: [Variant; 4] = [
@@ -337,7 +346,7 @@ pub(crate) fn tiled_variant(ctx: &GpuContext, side: usize, quantized: bool) -> V
     match (quantized, side == 128) {
         (true, wide) => QUANTIZED[2 * wide as usize + in_turn],
         (false, false) => NARROW[in_turn],
-        (false, true) => WIDE[4 * (ctx.tile_columns() == 64) as usize + 2 * (ctx.tile_steps() == 16) as usize + in_turn],
+        (false, true) => WIDE[8 * (ctx.tile_buffers() == 2) as usize + 4 * (ctx.tile_columns() == 64) as usize + 2 * (ctx.tile_steps() == 16) as usize + in_turn],
     }
 }
 
@@ -398,6 +407,12 @@ pub fn matmul_tiled_probe(ctx: &GpuContext, probe: TileProbe, out: &GpuBuffer, x
 /// Workgroup memory of matmul_tiled.wgsl's f32 tiles of 128 staging 16 steps per iteration:
 /// A's and B's, 16 rows of 33 vec4s each.
 pub const WIDE_16_STEPS_BYTES: u32 = 2 * 16 * 33 * 16;
+
+/// Workgroup memory of matmul_tiled.wgsl's f32 tiles of 128 × 128 staging `steps` steps per
+/// iteration in `buffers` tiles each of A and B (rows of 33 vec4s).
+pub const fn wide_tile_bytes(steps: usize, buffers: usize) -> u32 {
+    (2 * buffers * steps * 33 * 16) as u32
+}
 
 /// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output). A
 /// guess for GPUs of every size; the CLI measures where it lies on the user's GPU
