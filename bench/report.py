@@ -339,6 +339,10 @@ def main():
             lines += ["", f"Then, at the steps kept, the f32 tiles of 128 rows 64 columns wide (8 × 4 outputs an invocation) against 128 (8 × 8) "
                       f"(kept: {tiles.get('columns', 128)}):", "", "| M × N × K | ms, 128 columns | ms, 64 columns | 128 ÷ 64 |", "| --- | ---: | ---: | ---: |"]
             lines += [f"| {t['m']} × {t['n']} × {t['k']} | {t['ms_128']:.3f} | {t['ms_64']:.3f} | {ratio(t['ms_128'], t['ms_64'])} |" for t in tiles["columns_timed"]]
+        if tiles.get("buffers_timed"):
+            lines += ["", f"Then, at the columns kept, the f32 tiles of 128 kept twice in workgroup memory (one barrier per iteration) against once "
+                      f"(kept: {tiles.get('buffers', 1)}):", "", "| M × N × K | ms, once | ms, twice | once ÷ twice |", "| --- | ---: | ---: | ---: |"]
+            lines += [f"| {t['m']} × {t['n']} × {t['k']} | {t['ms_1']:.3f} | {t['ms_2']:.3f} | {ratio(t['ms_1'], t['ms_2'])} |" for t in tiles["buffers_timed"]]
     coop_tiles = results.get("tiles-coop")
     coop_rows = [t for t in (coop_tiles or {}).get("timed", []) if t["format"] == "f16 coop"]
     if coop_rows:

@@ -132,6 +132,10 @@ fn tiles(a: TilesArgs) -> Result<()> {
         let (m, n, k) = t.shape;
         println!("f32 in tiles of 128 rows, M{m} N{n} K{k}: {:.3} ms 128 columns wide, {:.3} ms 64 columns wide", t.ms_128, t.ms_64);
     }
+    for t in &tuning.buffers_timed {
+        let (m, n, k) = t.shape;
+        println!("f32 in tiles of 128 rows, M{m} N{n} K{k}: {:.3} ms kept once in workgroup memory, {:.3} ms twice", t.ms_1, t.ms_2);
+    }
     println!("{}{}", describe(tuning.choice()), if a.quick { String::new() } else { format!(": kept in {}", path.display()) });
     Ok(())
 }

@@ -17,12 +17,13 @@
 //! reduction steps per iteration (half the barriers, twice the workgroup memory) against 8,
 //! where the GPU's workgroup memory holds them; then, at the steps kept, tiles of 128 rows by 64
 //! columns (8 × 4 outputs an invocation: fewer registers, so possibly more workgroups on a
-//! multiprocessor) against 128 columns. Results differ at most by rounding (a split reduction
-//! sums in another order).
+//! multiprocessor) against 128 columns; then, at the columns kept, the tiles kept twice in
+//! workgroup memory (one barrier per iteration) against once, where the GPU holds them.
+//! Results differ at most by rounding (a split reduction sums in another order).
 
 use anyhow::{Context, Result};
 use hearth_core::gpu::{Shader, TileChoice};
-use hearth_core::ops::matmul::{forward_splits, matmul_with, valid_split_min_steps, Accumulate, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, WIDE_16_STEPS_BYTES, WIDE_OUTPUTS};
+use hearth_core::ops::matmul::{forward_splits, matmul_with, valid_split_min_steps, wide_tile_bytes, Accumulate, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, WIDE_16_STEPS_BYTES, WIDE_OUTPUTS};
 use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -44,7 +45,7 @@ const THIN_SHAPES: [(usize, usize, usize); 2] = [(2048, 48, 576), (2048, 16, 153
 const QUICK_SHAPES: [(usize, usize, usize); 3] = [(64, 64, 64), (128, 256, 64), (512, 512, 512)];
 
 /// What the cache file's layout and the shapes are; a change re-tunes.
-const TUNING_VERSION: u32 = 7;
+const TUNING_VERSION: u32 = 8;
 
 /// The format the cooperative-matrix kernels' timings are listed under (f32 operands rounded
 /// to f16 as they are staged).
@@ -89,6 +90,14 @@ pub struct ColumnsTimed {
     pub ms_64: f64,
 }
 
+/// One shape's f32 forward in tiles of 128 rows at the chosen split, order of loads, steps
+/// and columns, its tiles kept once and twice in workgroup memory, ms per launch.
+pub struct BuffersTimed {
+    pub shape: (usize, usize, usize),
+    pub ms_1: f64,
+    pub ms_2: f64,
+}
+
 /// The measured choice and what it came from.
 pub struct Tuning {
     /// Outputs from which 128 × 128 tiles are taken (usize::MAX: never).
@@ -103,12 +112,15 @@ pub struct Tuning {
     pub steps: usize,
     /// The columns of the f32 tiles of 128 rows: 128 or 64.
     pub columns: usize,
+    /// The f32 tiles of 128 kept in workgroup memory once or twice: 1 or 2.
+    pub buffers: usize,
     /// Outputs from which the cooperative-matrix kernels take 128 × 128 tiles (usize::MAX:
     /// never), where they were timed.
     pub coop_wide_outputs: Option<usize>,
     pub timed: Vec<Timed>,
     pub steps_timed: Vec<StepsTimed>,
     pub columns_timed: Vec<ColumnsTimed>,
+    pub buffers_timed: Vec<BuffersTimed>,
 }
 
 impl Tuning {
@@ -129,6 +141,8 @@ impl Tuning {
             "steps_timed": self.steps_timed.iter().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_8": t.ms_8, "ms_16": t.ms_16 })).collect::<Vec<_>>(),
             "columns": self.columns,
             "columns_timed": self.columns_timed.iter().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_128": t.ms_128, "ms_64": t.ms_64 })).collect::<Vec<_>>(),
+            "buffers": self.buffers,
+            "buffers_timed": self.buffers_timed.iter().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_1": t.ms_1, "ms_2": t.ms_2 })).collect::<Vec<_>>(),
         });
         // (absent where they were not timed; null for never, as wide_outputs)
         if let Some(w) = self.coop_wide_outputs {
@@ -149,7 +163,7 @@ impl Tuning {
             prefetch: (!self.prefetch).then_some(false),
             steps: (self.steps == 16).then_some(16),
             columns: (self.columns == 64).then_some(64),
-            buffers: None,
+            buffers: (self.buffers == 2).then_some(2),
         }
     }
 }
@@ -210,6 +224,11 @@ pub fn best_columns(timed: &[ColumnsTimed]) -> usize {
     if alternative_saves(timed.iter().map(|t| (t.ms_128, t.ms_64))) { 64 } else { 128 }
 }
 
+/// Two tiles where they save `MARGIN` of one tile's total over `timed`, else one.
+pub fn best_buffers(timed: &[BuffersTimed]) -> usize {
+    if alternative_saves(timed.iter().map(|t| (t.ms_1, t.ms_2))) { 2 } else { 1 }
+}
+
 /// The cooperative-matrix kernels' threshold, where `timed` has their rows.
 fn coop_threshold(timed: &[Timed]) -> Option<usize> {
     let coop: Vec<&Timed> = timed.iter().filter(|t| t.format == COOP_FORMAT).collect();
@@ -261,11 +280,11 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                 let ctx = &*ctx;
                 let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
                 let (f32_ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
-                ran_as_timed(&kernels, (side, side), prefetch, 8)?;
+                ran_as_timed(&kernels, (side, side), prefetch, 8, 1)?;
                 ms[i][0] = f32_ms;
                 if let Some(q) = &q {
                     let (q_ms, kernels) = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, q, m, Accumulate::OVERWRITE, None))?;
-                    ran_as_timed(&kernels, (side, side), prefetch, 8)?;
+                    ran_as_timed(&kernels, (side, side), prefetch, 8, 1)?;
                     ms[i][1] = q_ms;
                 }
             }
@@ -315,12 +334,22 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
         let ms_64 = time_wide(ctx, TileChoice { steps: Some(steps), columns: Some(64), ..chosen }, *shape, x, w, y)?;
         columns_timed.push(ColumnsTimed { shape: *shape, ms_128, ms_64 });
     }
+    let columns = best_columns(&columns_timed);
+    // two tiles against one, at the steps and columns kept, where the GPU holds them
+    let mut buffers_timed = Vec::new();
+    if ctx.summary().max_workgroup_storage >= wide_tile_bytes(steps, 2) {
+        for (i, (shape, _, (x, w, y))) in wide.iter().enumerate() {
+            let ms_1 = if columns == 64 { columns_timed[i].ms_64 } else { columns_timed[i].ms_128 };
+            let ms_2 = time_wide(ctx, TileChoice { steps: Some(steps), columns: Some(columns), buffers: Some(2), ..chosen }, *shape, x, w, y)?;
+            buffers_timed.push(BuffersTimed { shape: *shape, ms_1, ms_2 });
+        }
+    }
     ctx.set_tile_choice(before);
     // (the timed buffers go back to the device, not into the command's pool and its peak)
     ctx.trim_pool();
     ctx.reset_peak_memory();
-    let columns = best_columns(&columns_timed);
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps, columns, coop_wide_outputs: coop_threshold(&timed), timed, steps_timed, columns_timed })
+    let buffers = best_buffers(&buffers_timed);
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps, columns, buffers, coop_wide_outputs: coop_threshold(&timed), timed, steps_timed, columns_timed, buffers_timed })
 }
 
 /// Every kernel variant the tuning times, run once at (m, n, k) before any is timed: each
@@ -346,18 +375,28 @@ fn compile_variants(ctx: &mut GpuContext, base: TileChoice, m: usize, n: usize, 
             ctx.set_tile_choice(TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(steps), columns: Some(columns), ..base });
             matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, d, Accumulate::OVERWRITE)?;
         }
+        // (two tiles where they fit: set_tile_choice leaves them out elsewhere)
+        for steps in [8, 16] {
+            for columns in [128, 64] {
+                ctx.set_tile_choice(TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(steps), columns: Some(columns), buffers: Some(2), ..base });
+                if ctx.tile_buffers() == 2 && ctx.tile_steps() == steps {
+                    matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, d, Accumulate::OVERWRITE)?;
+                }
+            }
+        }
     }
     pollster::block_on(ctx.finish())?;
     Ok(())
 }
 
 /// ms per launch of the f32 forward y = x·wᵀ of `shape` in tiles of 128 rows as `tiles` has
-/// them (its steps and columns, the order of loads), checked to have run that variant.
+/// them (its steps, columns and tiles kept, the order of loads), checked to have run that
+/// variant.
 fn time_wide(ctx: &mut GpuContext, tiles: TileChoice, (m, n, k): (usize, usize, usize), x: &GpuBuffer, w: &GpuBuffer, y: &GpuBuffer) -> Result<f64> {
     ctx.set_tile_choice(tiles);
     let ctx = &*ctx;
     let (ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, y, x, w, MatmulDims::new(m, n, k), Accumulate::OVERWRITE))?;
-    ran_as_timed(&kernels, (128, ctx.tile_columns()), ctx.tile_prefetch(), ctx.tile_steps())?;
+    ran_as_timed(&kernels, (128, ctx.tile_columns()), ctx.tile_prefetch(), ctx.tile_steps(), ctx.tile_buffers())?;
     Ok(ms)
 }
 
@@ -379,11 +418,12 @@ fn time_launch(ctx: &GpuContext, launch: &mut dyn FnMut() -> hearth_core::Result
 
 /// An error unless the tiled kernel among `kernels` (beside a split's sum) is the variant
 /// timed: tiles of (rows, columns), its values loaded ahead or in turn as `prefetch` says,
-/// staging `steps` reduction steps per iteration.
-fn ran_as_timed(kernels: &[String], (rows, columns): (usize, usize), prefetch: bool, steps: usize) -> Result<()> {
+/// staging `steps` reduction steps per iteration in `buffers` tiles.
+fn ran_as_timed(kernels: &[String], (rows, columns): (usize, usize), prefetch: bool, steps: usize, buffers: usize) -> Result<()> {
     let order = if prefetch { "" } else { ", loaded in turn" };
     let steps = if steps == 16 { ", 16 steps" } else { "" };
-    let variant = format!("[{rows}x{columns}{order}{steps}]");
+    let buffers = if buffers == 2 { ", two tiles" } else { "" };
+    let variant = format!("[{rows}x{columns}{order}{steps}{buffers}]");
     match kernels.iter().any(|k| k.ends_with(&variant)) {
         true => Ok(()),
         false => anyhow::bail!("the tile tuning timed {variant} but {kernels:?} ran"),
@@ -426,9 +466,10 @@ pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
     let prefetch = v["prefetch"].as_bool().ok_or_else(|| format!("prefetch {}: expected true (the values loaded a step ahead) or false (in turn)", v["prefetch"]))?;
     let tile_steps = v["steps"].as_u64().filter(|&s| s == 8 || s == 16).ok_or_else(|| format!("steps {}: expected 8 or 16 (reduction steps per iteration in tiles of 128)", v["steps"]))? as usize;
     let columns = v["columns"].as_u64().filter(|&c| c == 64 || c == 128).ok_or_else(|| format!("columns {}: expected 128 or 64 (the columns of the f32 tiles of 128 rows)", v["columns"]))? as usize;
+    let buffers = v["buffers"].as_u64().filter(|&b| b == 1 || b == 2).ok_or_else(|| format!("buffers {}: expected 1 or 2 (the f32 tiles of 128 kept once or twice in workgroup memory)", v["buffers"]))? as usize;
     // (absent where the cooperative-matrix kernels were not timed)
     let coop_wide_outputs = v.get("coop_wide_outputs").map(|_| threshold(&v, "coop_wide_outputs")).transpose()?;
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps: tile_steps, columns, coop_wide_outputs, timed: Vec::new(), steps_timed: Vec::new(), columns_timed: Vec::new() }.choice())
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps: tile_steps, columns, buffers, coop_wide_outputs, timed: Vec::new(), steps_timed: Vec::new(), columns_timed: Vec::new(), buffers_timed: Vec::new() }.choice())
 }
 
 /// A threshold of 128 × 128 tiles in a cache file: outputs, or null for never (usize::MAX).
@@ -481,7 +522,7 @@ pub fn describe(tiles: TileChoice) -> String {
         _ => size,
     };
     match tiles.buffers {
-        Some(2) => format!("{size}, two f32 tiles of 128 in workgroup memory (HEARTH_TILE_BUFFERS)"),
+        Some(2) => format!("{size}, f32 tiles of 128 kept twice in workgroup memory"),
         _ => size,
     }
 }
@@ -514,7 +555,8 @@ fn grouped(n: usize) -> String {
 /// (HEARTH_TUNE=1), or never (HEARTH_TUNE=0: the fixed threshold and split, loads a step
 /// ahead). HEARTH_TILES wins over all, HEARTH_SPLIT_WORKGROUPS and HEARTH_SPLIT_MIN_STEPS
 /// over the tuned split, HEARTH_TILE_PREFETCH over the tuned order of loads, HEARTH_TILE_STEPS
-/// over the tuned steps per iteration, HEARTH_TILE_COLUMNS over the tuned columns.
+/// over the tuned steps per iteration, HEARTH_TILE_COLUMNS over the tuned columns,
+/// HEARTH_TILE_BUFFERS over the tuned tiles kept.
 pub fn apply(ctx: &mut GpuContext) -> Result<()> {
     let wanted = match std::env::var("HEARTH_TUNE").as_deref() {
         Ok("0") => false,
@@ -561,8 +603,7 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
         prefetch: now.prefetch.or(tuned.prefetch),
         steps: now.steps.or(tuned.steps),
         columns: now.columns.or(tuned.columns),
-        // (not tuned: HEARTH_TILE_BUFFERS alone)
-        buffers: now.buffers,
+        buffers: now.buffers.or(tuned.buffers),
         ..now
     });
     Ok(())
@@ -633,7 +674,7 @@ mod tests {
         // or more, where those save enough over 1024's of 256
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(1024, a, 0.9, 1.5), split(1024, b, 5.0, 6.0), short_parts(1024, 32, a, 0.5, 1.5), short_parts(1024, 32, b, 5.0, 6.0)];
         assert_eq!(best_choice(&t), (usize::MAX, (1024, 32), true));
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }.choice());
         assert!(words.ends_with("split towards 1024 workgroups, split reductions in parts of 32 steps or more"), "{words}");
     }
 
@@ -659,7 +700,7 @@ mod tests {
             in_turn(256, b, 5.0, 6.0),
         ];
         assert_eq!(best_choice(&t), (usize::MAX, w(256), false));
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }.choice());
         assert!(words.ends_with("split towards 256 workgroups, their values loaded in turn"), "{words}");
     }
 
@@ -673,7 +714,7 @@ mod tests {
         assert_eq!(coop_threshold(&t), Some(2048 * 3072));
         // none where they were not timed
         assert_eq!(coop_threshold(&t[..2]), None);
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: coop_threshold(&t), timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: coop_threshold(&t), timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }.choice());
         assert!(words.ends_with("cooperative matrices' 128 × 128 tiles from 6,291,456 outputs (tuned)"), "{words}");
     }
 
@@ -685,7 +726,7 @@ mod tests {
         assert_eq!(best_steps(&[t(1.0, 0.9), t(5.0, 5.0)]), 8);
         assert_eq!(best_steps(&[t(1.0, 2.0)]), 8);
         assert_eq!(best_steps(&[]), 8);
-        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }.choice());
         assert!(words.ends_with("128 × 128 tiles from 1,048,576 outputs (tuned for this GPU), f32 tiles of 128 staging 16 steps per iteration"), "{words}");
     }
 
@@ -697,8 +738,20 @@ mod tests {
         assert_eq!(best_columns(&[t(1.0, 0.9), t(5.0, 5.0)]), 128);
         assert_eq!(best_columns(&[t(1.0, 2.0)]), 128);
         assert_eq!(best_columns(&[]), 128);
-        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 64, columns_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 64, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }.choice());
         assert!(words.ends_with("f32 tiles of 128 staging 16 steps per iteration, f32 tiles of 128 rows by 64 columns"), "{words}");
+    }
+
+    #[test]
+    fn two_tiles_are_taken_where_they_save_more_than_the_margin() {
+        let t = |ms_1, ms_2| BuffersTimed { shape: (2048, 3072, 576), ms_1, ms_2 };
+        assert_eq!(best_buffers(&[t(2.0, 1.0), t(5.0, 4.5)]), 2);
+        // within the margin, or slower, or not timed (the GPU has not the room): one
+        assert_eq!(best_buffers(&[t(1.0, 0.9), t(5.0, 5.0)]), 1);
+        assert_eq!(best_buffers(&[t(1.0, 2.0)]), 1);
+        assert_eq!(best_buffers(&[]), 1);
+        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 64, columns_timed: vec![], buffers: 2, buffers_timed: vec![] }.choice());
+        assert!(words.ends_with("f32 tiles of 128 rows by 64 columns, f32 tiles of 128 kept twice in workgroup memory"), "{words}");
     }
 
     #[test]
@@ -710,41 +763,46 @@ mod tests {
     fn a_cache_file_is_read_back_or_refused_with_the_reason() {
         let dir = std::env::temp_dir().join(format!("hearth-tile-tuning-{}", std::process::id()));
         let path = dir.join("gpu.json");
-        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)], steps_timed: vec![], columns: 128, columns_timed: vec![] };
+        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] };
         write_cache(&path, &tuning).unwrap();
         assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false), steps: None, columns: None, buffers: None }));
         // never wide, the default split and loads (None: as if untuned)
-        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }).unwrap();
         assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None, steps: None, columns: None, buffers: None }));
         // parts shorter than the default's
-        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.split_min_steps)), Ok((Some(1024), Some(32))));
         // 16 steps per iteration in tiles of 128
-        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }).unwrap();
         assert_eq!(read_cache(&path).map(|c| c.steps), Ok(Some(16)));
         // tiles of 128 rows by 64 columns
-        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 64, columns_timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 64, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.steps, c.columns)), Ok((None, Some(64))));
+        // the tiles of 128 kept twice in workgroup memory
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 2, buffers_timed: vec![] }).unwrap();
+        assert_eq!(read_cache(&path).map(|c| (c.columns, c.buffers)), Ok((None, Some(2))));
         // the cooperative-matrix kernels' threshold, a number or never
         for coop in [1 << 20, usize::MAX] {
-            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: Some(coop), timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![] }).unwrap();
+            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: Some(coop), timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }).unwrap();
             assert_eq!(read_cache(&path).unwrap().coop_wide_outputs, Some(coop));
         }
         for (text, why) in [
             ("{", "not JSON"),
             (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "version 5"),
-            (r#"{"version": 7, "wide_outputs": "many", "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "wide_outputs \"many\""),
-            (r#"{"version": 7, "wide_outputs": 5, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups null"),
-            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 1, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups 1"),
-            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "split_min_steps null"),
-            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 12, "prefetch": true}"#, "split_min_steps 12"),
-            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256}"#, "prefetch null"),
-            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": 0}"#, "prefetch 0"),
-            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
-            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "steps null"),
-            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 12}"#, "steps 12"),
-            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "columns null"),
-            (r#"{"version": 7, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 32}"#, "columns 32"),
+            (r#"{"version": 8, "wide_outputs": "many", "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "wide_outputs \"many\""),
+            (r#"{"version": 8, "wide_outputs": 5, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups null"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 1, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups 1"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "split_min_steps null"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 12, "prefetch": true}"#, "split_min_steps 12"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256}"#, "prefetch null"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": 0}"#, "prefetch 0"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "buffers": 1, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "steps null"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 12}"#, "steps 12"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "columns null"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 32}"#, "columns 32"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128}"#, "buffers null"),
+            (r#"{"version": 8, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "buffers": 3}"#, "buffers 3"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = read_cache(&path).unwrap_err();

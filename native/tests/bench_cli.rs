@@ -215,7 +215,8 @@ fn bench_with(args: &[&str], env: &[(&str, &str)], cache: &Path) -> Value {
 
 /// `bench tiles` times the tiled forwards in both tile sizes, each split and order of loads,
 /// and picks the threshold with the least total time, then 16 steps per iteration against 8 in
-/// tiles of 128; a kept tuning (HEARTH_TUNE=1 on this
+/// tiles of 128, 64 columns against 128, and two tiles in workgroup memory against one; a kept
+/// tuning (HEARTH_TUNE=1 on this
 /// CPU adapter, which is otherwise not tuned) decides the tiles of every tiled launch after it.
 #[test]
 fn the_tile_tuning_is_measured_kept_and_applied() {
@@ -224,10 +225,11 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     }
     let cache = std::env::temp_dir().join(format!("hearth-tiles-{}", std::process::id()));
     let gpu = [("HEARTH_KERNELS", "gpu")];
-    // (with the steps and columns forced for the run: the tuning times its own variants all the same)
-    let v = bench_with(&["tiles", "--quick"], &[gpu[0], ("HEARTH_TILE_STEPS", "16"), ("HEARTH_TILE_COLUMNS", "64")], &cache);
+    // (with the steps, columns and tiles forced for the run: the tuning times its own variants
+    // all the same; two tiles of 16 steps, 33 KiB, are past lavapipe's 32 and left out)
+    let v = bench_with(&["tiles", "--quick"], &[gpu[0], ("HEARTH_TILE_STEPS", "16"), ("HEARTH_TILE_COLUMNS", "64"), ("HEARTH_TILE_BUFFERS", "2")], &cache);
     assert_eq!((v["bench"].as_str(), v["kept"].as_bool()), (Some("tiles"), Some(false)), "{v}");
-    assert!(v["adapter"]["tiles"]["steps"] == 16 && v["adapter"]["tiles"]["columns"] == 64, "{v}");
+    assert!(v["adapter"]["tiles"]["steps"] == 16 && v["adapter"]["tiles"]["columns"] == 64 && v["adapter"]["tiles"]["buffers"] == 1, "{v}");
     // three shapes in two formats, few tiles splitting as each of five choices (towards 64,
     // 256 and 1024 workgroups in parts of 256 steps or more, towards 256 in parts of 64 and
     // 1024 in parts of 32), the values loaded a step ahead and in turn
@@ -278,6 +280,16 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     }
     let (ms_128, ms_64) = columns.iter().fold((0.0, 0.0), |(a, b), c| (a + f(c, "ms_128"), b + f(c, "ms_64")));
     assert_eq!(f(&v, "columns"), if !columns.is_empty() && ms_64 < 0.97 * ms_128 { 64.0 } else { 128.0 }, "{v}");
+    // then two tiles against one at the same shapes (one's time the columns kept's), where
+    // lavapipe's 32 KiB hold them (not at 16 steps), two kept only where they save 3 %
+    let buffers = v["buffers_timed"].as_array().unwrap();
+    assert_eq!(buffers.len(), if f(&v, "steps") == 16.0 { 0 } else { wide.len() }, "{v}");
+    for (b, c) in buffers.iter().zip(columns) {
+        let kept = if f(&v, "columns") == 64.0 { f(c, "ms_64") } else { f(c, "ms_128") };
+        assert!(f(b, "m") == f(c, "m") && f(b, "ms_1") == kept && f(b, "ms_2") > 0.0, "{v}");
+    }
+    let (ms_1, ms_2) = buffers.iter().fold((0.0, 0.0), |(a, b), t| (a + f(t, "ms_1"), b + f(t, "ms_2")));
+    assert_eq!(f(&v, "buffers"), if !buffers.is_empty() && ms_2 < 0.97 * ms_1 { 2.0 } else { 1.0 }, "{v}");
     let path = PathBuf::from(v["cache"].as_str().unwrap());
     assert!(path.starts_with(&cache) && !path.exists(), "--quick keeps nothing: {v}");
 
@@ -290,19 +302,19 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let plain = bench_with(&ops, &gpu, &cache);
     assert!(tiles_of_forward(&plain).ends_with("[64x64]") && plain["adapter"]["tiles"]["wide_outputs"].is_null(), "{plain}");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, r#"{"version": 7, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "prefetch": false, "steps": 16, "columns": 64}"#).unwrap();
+    std::fs::write(&path, r#"{"version": 8, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "prefetch": false, "steps": 8, "columns": 64, "buffers": 2}"#).unwrap();
     let tuned = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1")], &cache);
     let tiles = &tuned["adapter"]["tiles"];
     assert!(
-        tiles_of_forward(&tuned).ends_with("[128x64, loaded in turn, 16 steps]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512 && tiles["split_min_steps"] == 32 && tiles["steps"] == 16 && tiles["columns"] == 64,
+        tiles_of_forward(&tuned).ends_with("[128x64, loaded in turn, two tiles]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512 && tiles["split_min_steps"] == 32 && tiles["steps"] == 8 && tiles["columns"] == 64 && tiles["buffers"] == 2,
         "{tuned}"
     );
-    // HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS, HEARTH_TILE_PREFETCH, HEARTH_TILE_STEPS
-    // and HEARTH_TILE_COLUMNS win over the tuning
-    let split = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_SPLIT_WORKGROUPS", "128"), ("HEARTH_SPLIT_MIN_STEPS", "64"), ("HEARTH_TILE_PREFETCH", "1"), ("HEARTH_TILE_STEPS", "8"), ("HEARTH_TILE_COLUMNS", "128")], &cache);
+    // HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS, HEARTH_TILE_PREFETCH, HEARTH_TILE_STEPS,
+    // HEARTH_TILE_COLUMNS and HEARTH_TILE_BUFFERS win over the tuning
+    let split = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_SPLIT_WORKGROUPS", "128"), ("HEARTH_SPLIT_MIN_STEPS", "64"), ("HEARTH_TILE_PREFETCH", "1"), ("HEARTH_TILE_STEPS", "16"), ("HEARTH_TILE_COLUMNS", "128"), ("HEARTH_TILE_BUFFERS", "1")], &cache);
     let tiles = &split["adapter"]["tiles"];
     assert!(
-        tiles_of_forward(&split).ends_with("[128x128]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 128 && tiles["split_min_steps"] == 64 && tiles["prefetch"] == true && tiles["steps"] == 8 && tiles["columns"] == 128,
+        tiles_of_forward(&split).ends_with("[128x128, 16 steps]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 128 && tiles["split_min_steps"] == 64 && tiles["prefetch"] == true && tiles["steps"] == 16 && tiles["columns"] == 128 && tiles["buffers"] == 1,
         "{split}"
     );
     // HEARTH_TILES wins over the tuning
