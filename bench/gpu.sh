@@ -206,9 +206,6 @@ elif [ "${FOCUS:-}" = loads ]; then
     # the f32 tiles of 128 rows by 64 columns (8 × 4 outputs an invocation), with what the
     # compiler made of them
     run ops-columns64 20 env HEARTH_TILE_COLUMNS=64 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 $COLUMNS_SHAPES $KERNEL_STATS
-# the tiles of 128 kept twice in workgroup memory, one written while the other is summed (one
-# barrier per iteration, not two), with what the compiler made of them
-run ops-buffers2 20 env HEARTH_TILE_BUFFERS=2 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 $COLUMNS_SHAPES $KERNEL_STATS
     # the f32 tiles of 128 kept twice in workgroup memory (one barrier per iteration)
     run ops-buffers2 20 env HEARTH_TILE_BUFFERS=2 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 $COLUMNS_SHAPES $KERNEL_STATS
     run train-smollm2-135m-f32 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
@@ -266,6 +263,9 @@ run ops-steps16 20 env HEARTH_TILE_STEPS=16 HEARTH_TILES=128 "$HEARTH" bench ops
 # in tiles of 128 rows by 64 columns (8 × 4 outputs an invocation: fewer registers), with what
 # the compiler made of them
 run ops-columns64 20 env HEARTH_TILE_COLUMNS=64 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 $COLUMNS_SHAPES $KERNEL_STATS
+# the tiles of 128 kept twice in workgroup memory, one written while the other is summed (one
+# barrier per iteration, not two), with what the compiler made of them
+run ops-buffers2 20 env HEARTH_TILE_BUFFERS=2 HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f32" --reps 3 $COLUMNS_SHAPES $KERNEL_STATS
 # LoRA's thin matmuls at 4 × 512 tokens, r 16 (their weight gradients take the split reduction)
 run ops-lora 20 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 2048x16x576 --shape 2048x576x16 --shape 2048x16x1536 --shape 2048x1536x16
 for model in $MODEL_LIST; do
