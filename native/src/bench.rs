@@ -351,8 +351,8 @@ fn ops(a: OpsArgs) -> Result<()> {
 /// kernels' pipelines made, nothing timed), or time it. A first pass compiles every kernel, so
 /// that the timed pass runs its launches back to back: on the 2026-12-04 H200 the first shape's
 /// rows, timed between the compiles of their kernels, read up to 4× slower for a stretch of
-/// rows (Q8_0's and NF4's in all three runs), the same kernels at full speed at the next shape,
-/// as a GPU left idle while the host compiles lowers its clocks.
+/// rows (Q8_0's and NF4's in all three runs), the same kernels at full speed at the next shape:
+/// most likely a GPU left idle while the host compiles, its clocks lowered.
 #[derive(Clone, Copy, PartialEq)]
 enum Pass {
     Compile,
@@ -402,14 +402,20 @@ pub fn keep_busy(ctx: &GpuContext, ms: f64) -> Result<()> {
     let n = 1 << 16;
     let out = ctx.alloc_f32(n)?;
     let start = Instant::now();
-    fma_peak(ctx, &out, n, 256, 0.999, 0.001)?;
-    pollster::block_on(ctx.finish())?;
-    let launches = (10.0 / (start.elapsed().as_secs_f64() * 1e3).max(1e-3)).ceil().clamp(1.0, 1000.0) as usize;
-    while start.elapsed().as_secs_f64() * 1e3 < ms {
+    // ms that `launches` launches took, submitted together
+    let run = |launches: usize| -> Result<f64> {
+        let began = Instant::now();
         for _ in 0..launches {
             fma_peak(ctx, &out, n, 256, 0.999, 0.001)?;
         }
         pollster::block_on(ctx.finish())?;
+        Ok(began.elapsed().as_secs_f64() * 1e3)
+    };
+    // (the first launch may compile the kernel: the second sizes the batches)
+    run(1)?;
+    let launches = (10.0 / run(1)?.max(1e-3)).ceil().clamp(1.0, 1000.0) as usize;
+    while start.elapsed().as_secs_f64() * 1e3 < ms {
+        run(launches)?;
     }
     Ok(())
 }
