@@ -86,8 +86,8 @@ enum Command {
 /// or a step ahead as HEARTH_TILE_PREFETCH says (over the tuning), the f32 tiles of 128
 /// staging 16 reduction steps per iteration where HEARTH_TILE_STEPS=16 (8 where =8; unset: as
 /// tuned), 64 columns wide where HEARTH_TILE_COLUMNS=64 (128 where =128; unset: as tuned) and
-/// kept twice in workgroup memory where HEARTH_TILE_BUFFERS=2 (not tuned), and says which it
-/// picked.
+/// kept twice in workgroup memory where HEARTH_TILE_BUFFERS=2 (once where =1; unset: as
+/// tuned), and says which it picked.
 pub fn open_gpu() -> Result<GpuContext> {
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let f16_matmuls = match std::env::var("HEARTH_F16_MATMUL").as_deref() {

@@ -360,7 +360,6 @@ fn compile_variants(ctx: &mut GpuContext, base: TileChoice, m: usize, n: usize, 
     let (x, w, y) = (ctx.alloc_f32(m * k)?, ctx.alloc_f32(n * k)?, ctx.alloc_f32(m * n)?);
     let q = GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::Q4_1, &Rng::new(1).vec_uniform(n * k, -1.0, 1.0), n, k)?)?;
     let d = MatmulDims::new(m, n, k);
-    let sixteen = ctx.summary().max_workgroup_storage >= WIDE_16_STEPS_BYTES;
     for prefetch in [true, false] {
         for side in [64, 128] {
             ctx.set_tile_choice(TileChoice { side: Some(side), prefetch: Some(prefetch), ..base });
@@ -371,17 +370,11 @@ fn compile_variants(ctx: &mut GpuContext, base: TileChoice, m: usize, n: usize, 
                 matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE)?;
             }
         }
-        for (steps, columns) in [(16, 128), (8, 64), (16, 64)].into_iter().filter(|&(steps, _)| steps == 8 || sixteen) {
-            ctx.set_tile_choice(TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(steps), columns: Some(columns), ..base });
-            matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, d, Accumulate::OVERWRITE)?;
-        }
-        // (two tiles where they fit: set_tile_choice leaves them out elsewhere)
-        for steps in [8, 16] {
-            for columns in [128, 64] {
-                ctx.set_tile_choice(TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(steps), columns: Some(columns), buffers: Some(2), ..base });
-                if ctx.tile_buffers() == 2 && ctx.tile_steps() == steps {
-                    matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, d, Accumulate::OVERWRITE)?;
-                }
+        // the wide variants, where the device holds them (set_tile_choice leaves out the others)
+        for (steps, columns, buffers) in [8, 16].into_iter().flat_map(|s| [128, 64].into_iter().flat_map(move |c| [1, 2].map(|b| (s, c, b)))) {
+            ctx.set_tile_choice(TileChoice { side: Some(128), prefetch: Some(prefetch), steps: Some(steps), columns: Some(columns), buffers: Some(buffers), ..base });
+            if (ctx.tile_steps(), ctx.tile_buffers()) == (steps, buffers) {
+                matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, d, Accumulate::OVERWRITE)?;
             }
         }
     }
@@ -613,6 +606,24 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// The fixed guess's choices, nothing timed: each test's tuning sets what differs.
+    fn tuned() -> Tuning {
+        Tuning {
+            wide_outputs: 1 << 20,
+            split_workgroups: SPLIT_WORKGROUPS,
+            split_min_steps: SPLIT_MIN_STEPS,
+            prefetch: true,
+            steps: 8,
+            columns: 128,
+            buffers: 1,
+            coop_wide_outputs: None,
+            timed: vec![],
+            steps_timed: vec![],
+            columns_timed: vec![],
+            buffers_timed: vec![],
+        }
+    }
+
     fn timed(shape: (usize, usize, usize), ms_64: f64, ms_128: f64) -> Timed {
         split(SPLIT_WORKGROUPS, shape, ms_64, ms_128)
     }
@@ -674,7 +685,7 @@ mod tests {
         // or more, where those save enough over 1024's of 256
         let t = [timed(a, 1.0, 1.5), timed(b, 5.0, 6.0), split(1024, a, 0.9, 1.5), split(1024, b, 5.0, 6.0), short_parts(1024, 32, a, 0.5, 1.5), short_parts(1024, 32, b, 5.0, 6.0)];
         assert_eq!(best_choice(&t), (usize::MAX, (1024, 32), true));
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 1024, split_min_steps: 32, ..tuned() }.choice());
         assert!(words.ends_with("split towards 1024 workgroups, split reductions in parts of 32 steps or more"), "{words}");
     }
 
@@ -700,7 +711,7 @@ mod tests {
             in_turn(256, b, 5.0, 6.0),
         ];
         assert_eq!(best_choice(&t), (usize::MAX, w(256), false));
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: 256, prefetch: false, ..tuned() }.choice());
         assert!(words.ends_with("split towards 256 workgroups, their values loaded in turn"), "{words}");
     }
 
@@ -714,7 +725,7 @@ mod tests {
         assert_eq!(coop_threshold(&t), Some(2048 * 3072));
         // none where they were not timed
         assert_eq!(coop_threshold(&t[..2]), None);
-        let words = describe(Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: coop_threshold(&t), timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }.choice());
+        let words = describe(Tuning { wide_outputs: usize::MAX, coop_wide_outputs: coop_threshold(&t), ..tuned() }.choice());
         assert!(words.ends_with("cooperative matrices' 128 × 128 tiles from 6,291,456 outputs (tuned)"), "{words}");
     }
 
@@ -726,7 +737,7 @@ mod tests {
         assert_eq!(best_steps(&[t(1.0, 0.9), t(5.0, 5.0)]), 8);
         assert_eq!(best_steps(&[t(1.0, 2.0)]), 8);
         assert_eq!(best_steps(&[]), 8);
-        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }.choice());
+        let words = describe(Tuning { steps: 16, ..tuned() }.choice());
         assert!(words.ends_with("128 × 128 tiles from 1,048,576 outputs (tuned for this GPU), f32 tiles of 128 staging 16 steps per iteration"), "{words}");
     }
 
@@ -738,7 +749,7 @@ mod tests {
         assert_eq!(best_columns(&[t(1.0, 0.9), t(5.0, 5.0)]), 128);
         assert_eq!(best_columns(&[t(1.0, 2.0)]), 128);
         assert_eq!(best_columns(&[]), 128);
-        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 64, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }.choice());
+        let words = describe(Tuning { steps: 16, columns: 64, ..tuned() }.choice());
         assert!(words.ends_with("f32 tiles of 128 staging 16 steps per iteration, f32 tiles of 128 rows by 64 columns"), "{words}");
     }
 
@@ -750,7 +761,7 @@ mod tests {
         assert_eq!(best_buffers(&[t(1.0, 0.9), t(5.0, 5.0)]), 1);
         assert_eq!(best_buffers(&[t(1.0, 2.0)]), 1);
         assert_eq!(best_buffers(&[]), 1);
-        let words = describe(Tuning { wide_outputs: 1 << 20, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 64, columns_timed: vec![], buffers: 2, buffers_timed: vec![] }.choice());
+        let words = describe(Tuning { columns: 64, buffers: 2, ..tuned() }.choice());
         assert!(words.ends_with("f32 tiles of 128 rows by 64 columns, f32 tiles of 128 kept twice in workgroup memory"), "{words}");
     }
 
@@ -763,27 +774,27 @@ mod tests {
     fn a_cache_file_is_read_back_or_refused_with_the_reason() {
         let dir = std::env::temp_dir().join(format!("hearth-tile-tuning-{}", std::process::id()));
         let path = dir.join("gpu.json");
-        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, split_min_steps: SPLIT_MIN_STEPS, prefetch: false, steps: 8, coop_wide_outputs: None, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] };
+        let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, prefetch: false, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)], ..tuned() };
         write_cache(&path, &tuning).unwrap();
         assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false), steps: None, columns: None, buffers: None }));
         // never wide, the default split and loads (None: as if untuned)
-        write_cache(&path, &Tuning { wide_outputs: usize::MAX, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: usize::MAX, ..tuned() }).unwrap();
         assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None, steps: None, columns: None, buffers: None }));
         // parts shorter than the default's
-        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, ..tuned() }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.split_min_steps)), Ok((Some(1024), Some(32))));
         // 16 steps per iteration in tiles of 128
-        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 16, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, steps: 16, ..tuned() }).unwrap();
         assert_eq!(read_cache(&path).map(|c| c.steps), Ok(Some(16)));
         // tiles of 128 rows by 64 columns
-        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 64, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, columns: 64, ..tuned() }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.steps, c.columns)), Ok((None, Some(64))));
         // the tiles of 128 kept twice in workgroup memory
-        write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: None, timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 2, buffers_timed: vec![] }).unwrap();
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, buffers: 2, ..tuned() }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.columns, c.buffers)), Ok((None, Some(2))));
         // the cooperative-matrix kernels' threshold, a number or never
         for coop in [1 << 20, usize::MAX] {
-            write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: SPLIT_WORKGROUPS, split_min_steps: SPLIT_MIN_STEPS, prefetch: true, steps: 8, coop_wide_outputs: Some(coop), timed: vec![], steps_timed: vec![], columns: 128, columns_timed: vec![], buffers: 1, buffers_timed: vec![] }).unwrap();
+            write_cache(&path, &Tuning { wide_outputs: 1 << 21, coop_wide_outputs: Some(coop), ..tuned() }).unwrap();
             assert_eq!(read_cache(&path).unwrap().coop_wide_outputs, Some(coop));
         }
         for (text, why) in [

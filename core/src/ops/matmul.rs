@@ -404,15 +404,14 @@ pub fn matmul_tiled_probe(ctx: &GpuContext, probe: TileProbe, out: &GpuBuffer, x
     ctx.dispatch_counted(&kernel, &[x, w], &[out], &params, [n.div_ceil(128), m.div_ceil(128), 1], 2.0 * (d.m * d.n * d.k) as f64)
 }
 
-/// Workgroup memory of matmul_tiled.wgsl's f32 tiles of 128 staging 16 steps per iteration:
-/// A's and B's, 16 rows of 33 vec4s each.
-pub const WIDE_16_STEPS_BYTES: u32 = 2 * 16 * 33 * 16;
-
 /// Workgroup memory of matmul_tiled.wgsl's f32 tiles of 128 × 128 staging `steps` steps per
 /// iteration in `buffers` tiles each of A and B (rows of 33 vec4s).
 pub const fn wide_tile_bytes(steps: usize, buffers: usize) -> u32 {
     (2 * buffers * steps * 33 * 16) as u32
 }
+
+/// Workgroup memory of matmul_tiled.wgsl's f32 tiles of 128 staging 16 steps per iteration.
+pub const WIDE_16_STEPS_BYTES: u32 = wide_tile_bytes(16, 1);
 
 /// Outputs from which 128 × 128 tiles pay: at least 64 of them (a 1024 × 1024 output). A
 /// guess for GPUs of every size; the CLI measures where it lies on the user's GPU
