@@ -2,8 +2,7 @@
 # The cooperative-matrix kernels (shaders/matmul_coop.wgsl) run on the CPU: Mesa's lavapipe
 # offers VK_KHR_cooperative_matrix (8 × 8 × 8 products of f16 into f32, subgroups of 8) from
 # Mesa 26.1, which Debian ships for trixie (trixie-backports) but not for the bookworm CI runs
-# on. So a minimal trixie with that Mesa is kept in ~/.cache/hearth-trixie (debootstrap: about
-# two minutes the first time), and `hearth selftest`, the tile tuning (which times them:
+# on. So a minimal trixie with that Mesa is kept (tests/coop/trixie.sh), and `hearth selftest`, the tile tuning (which times them:
 # `bench tiles`), the matmul tests' cooperative-matrix tests, the quantized ones' (and their
 # launches in blocks, which run on each kind of tiles) and PEFT parity through them
 # (tiny-qwen3) run inside it, in a mount namespace of their own, with the clone bound at its
@@ -20,18 +19,8 @@ matmul=$(realpath "$2")
 quant=$(realpath "$3")
 parity=$(realpath "$4")
 shaders=$(realpath "$5")
-root=${HEARTH_TRIXIE:-$HOME/.cache/hearth-trixie}
-
-if [ ! -e "$root/.ready" ]; then
-  command -v debootstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }
-  rm -rf "$root"
-  debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian >/dev/null
-  echo 'deb http://deb.debian.org/debian trixie-backports main' >"$root/etc/apt/sources.list.d/backports.list"
-  cp /etc/resolv.conf "$root/etc/resolv.conf"
-  chroot "$root" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t trixie-backports mesa-vulkan-drivers libvulkan1' >/dev/null
-  touch "$root/.ready"
-fi
-mkdir -p "$root/opt/hearth" "$root$PWD"
+. tests/coop/trixie.sh
+trixie_ready
 cp "$hearth" "$matmul" "$quant" "$parity" "$(command -v node)" "$root/opt/hearth/"
 rm -rf "$root/opt/hearth/shaders" && cp -r "$shaders" "$root/opt/hearth/shaders"
 out=$(mktemp)
@@ -40,12 +29,8 @@ out=$(mktemp)
 # a test creating a context while another names a pipeline crashed inside the loader (about one
 # run in ten of the quantized tests, which open contexts in parallel; seen under gdb:
 # vkEnumeratePhysicalDevices' dlclose against vkSetDebugUtilsObjectNameEXT).
-unshare --mount --propagation private sh -c '
-  set -e
-  root=$1
-  for dir in /proc /dev "$PWD"; do mount --bind "$dir" "$root$dir"; done
-  chroot "$root" sh -c "cd $PWD && export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json && /opt/hearth/hearth selftest && HEARTH_F16_MATMUL=1 /opt/hearth/hearth bench tiles --quick --json && cd tests && export HEARTH_REQUIRE_GPU=1 && /opt/hearth/$2 coop --nocapture && /opt/hearth/$3 coop in_blocks --nocapture && /opt/hearth/$4 cooperative --nocapture && cd .. && /opt/hearth/node tests/browser/shaders_dawn.mjs /opt/hearth/shaders"
-' sh "$root" "$(basename "$matmul")" "$(basename "$quant")" "$(basename "$parity")" 2>&1 | tee "$out"
+trixie_run 'export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json && /opt/hearth/hearth selftest && HEARTH_F16_MATMUL=1 /opt/hearth/hearth bench tiles --quick --json && cd tests && export HEARTH_REQUIRE_GPU=1 && /opt/hearth/$1 coop --nocapture && /opt/hearth/$2 coop in_blocks --nocapture && /opt/hearth/$3 cooperative --nocapture && cd .. && /opt/hearth/node tests/browser/shaders_dawn.mjs /opt/hearth/shaders' \
+  "$(basename "$matmul")" "$(basename "$quant")" "$(basename "$parity")" 2>&1 | tee "$out"
 grep -q "cooperative matrices f16 forwards and input gradients on matmul_coop.wgsl" "$out" || { echo "tests/coop: lavapipe offered no cooperative matrices in matmul_coop.wgsl's form"; exit 1; }
 if grep -q "SKIPPED" "$out"; then echo "tests/coop: the cooperative-matrix tests skipped"; exit 1; fi
 # (the matmul tests' two, the quantized ones' three, PEFT parity's two)
