@@ -27,7 +27,7 @@ cp "$hearth" "$root/opt/hearth/hearth-isa"
 mkdir -p "$out"
 for gpu in ${GPUS:-navi31}; do
   rm -rf "$root/tmp/isa" && mkdir -p "$root/tmp/isa"
-  trixie_run 'export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/radeon_icd.json AMDGPU_GPU_ID=$1 LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libamdgpu_noop_drm_shim.so HEARTH_TUNE=0 XDG_CACHE_HOME=/tmp/isa/cache && shift && /opt/hearth/hearth-isa bench ops --json --kernel-stats --kernel-ir /tmp/isa/ir "$@" > /tmp/isa/bench.json' \
+  trixie_run 'export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/radeon_icd.json AMDGPU_GPU_ID=$1 LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libamdgpu_noop_drm_shim.so HEARTH_TUNE=0 MESA_SHADER_CACHE_DISABLE=true XDG_CACHE_HOME=/tmp/isa/cache && shift && /opt/hearth/hearth-isa bench ops --json --kernel-stats --kernel-ir /tmp/isa/ir "$@" > /tmp/isa/bench.json' \
     "$gpu" "$@"
   rm -rf "${out:?}/$gpu" && cp -r "$root/tmp/isa/ir" "$out/$gpu" && cp "$root/tmp/isa/bench.json" "$out/$gpu.json"
   python3 bench/isa_loops.py "$out/$gpu.json" "$out/$gpu" | tee "$out/$gpu.md"

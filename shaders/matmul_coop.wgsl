@@ -32,58 +32,103 @@ fn a_value(a_off: u32, i: u32, r: u32) -> f32 {
     return a[a_off + i * p.a_si + r * p.a_sr];
 }
 
-// Both stages take their passes four at a time: every value of the four loaded first, each
-// from a clamped index (0 where it lies outside the product), then each stored, zeroed where
-// outside. A load under a branch waits for the branch, and the passes' loads would reach
-// memory one round trip at a time (as matmul_tiled.wgsl's load_a).
-
-// Where value t of pass e lies in the tile, (row or column, r): each pass four consecutive
-// values along the operand's contiguous index (r where `along_r`, else the rows or columns),
-// consecutive passes taking the next four.
-fn quad_place(e: u32, t: u32, along_r: bool) -> vec2<u32> {
-    let start = select(vec2<u32>(4u * (e % (TILE / 4u)), e / (TILE / 4u)), vec2<u32>(e / (BK / 4u), 4u * (e % (BK / 4u))), along_r);
-    return start + t * select(vec2<u32>(1u, 0u), vec2<u32>(0u, 1u), along_r);
+// An invocation's passes through a stage of TILE lines (A's rows, B's columns) by BK steps:
+// each pass four consecutive values along the operand's contiguous index (r where `along_r`,
+// else the lines), consecutive invocations taking consecutive passes, so that they read
+// consecutive addresses: pass `flat` + k·WG of the stage's TILE · BK / 4 is the invocation's
+// pass k, at its walk's (line, r) + k·(d_line, d_r). WG (32 or more, a power of two) is a
+// multiple of the passes per line (BK / 4, or TILE / 4 across the lines), so a pass's place in
+// the tile, and its address, advance by a constant, computed once per stage (the staging's
+// index arithmetic was most of the loop: bench/amd_isa.sh).
+struct CoopWalk {
+    flat: u32,
+    line: u32,
+    r: u32,
+    d_line: u32,
+    d_r: u32,
+    along_r: bool,
 }
 
-// Pass e's value t of A (0's index outside the product, or past the stage's `end` passes).
-fn a_pass_value(a_off: u32, i0: u32, r0: u32, r_end: u32, end: u32, along_r: bool, e: u32, t: u32) -> f32 {
-    let at = vec2<u32>(i0, r0) + quad_place(e, t, along_r);
-    let idx = select(a_off + at.x * p.a_si + at.y * p.a_sr, block_index(at.x, at.y, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R), p.a_block2 != 0u);
-    return a[select(0u, idx, (e < end) & (at.x < p.M) & (at.y < r_end))];
+fn coop_walk(flat: u32, along_r: bool) -> CoopWalk {
+    if (along_r) {
+        return CoopWalk(flat, flat / (BK / 4u), 4u * (flat % (BK / 4u)), WG / (BK / 4u), 0u, true);
+    }
+    return CoopWalk(flat, 4u * (flat % (TILE / 4u)), flat / (TILE / 4u), 0u, WG / (TILE / 4u), false);
 }
 
-// Pass e's four values of A.
-fn a_pass(a_off: u32, i0: u32, r0: u32, r_end: u32, end: u32, along_r: bool, e: u32) -> vec4<f32> {
-    return vec4<f32>(a_pass_value(a_off, i0, r0, r_end, end, along_r, e, 0u), a_pass_value(a_off, i0, r0, r_end, end, along_r, e, 1u),
-                     a_pass_value(a_off, i0, r0, r_end, end, along_r, e, 2u), a_pass_value(a_off, i0, r0, r_end, end, along_r, e, 3u));
+// (line, r) in the tile of value t of pass k.
+fn walk_place(w: CoopWalk, k: u32, t: u32) -> vec2<u32> {
+    return vec2<u32>(w.line + k * w.d_line + select(t, 0u, w.along_r), w.r + k * w.d_r + select(0u, t, w.along_r));
+}
+
+// A stage's passes, and each invocation's (4 or 8 for 128 invocations; fewer than 4, or none,
+// in workgroups sized for wider subgroups), taken four at a time: every value of the four
+// loaded first, each from a clamped index (0 where it lies outside the product; a pass past
+// the stage's loads from a place inside A or B), then each stored where the pass is the
+// stage's, zeroed where outside. A load under a branch waits for the branch, and the passes'
+// loads would reach memory one round trip at a time (as matmul_tiled.wgsl's load_a).
+// (functions of the overrides, which the pipeline's constants fold)
+fn stage_passes() -> u32 { return TILE * BK / 4u; }
+fn invocation_passes() -> u32 { return (stage_passes() + WG - 1u) / WG; }
+// (the passes an invocation's loops take: whole fours)
+fn taken_passes() -> u32 { return (invocation_passes() + 3u) / 4u * 4u; }
+
+// Value t of pass k of A: at `at` + k·d_at + t·d_t, or where A is in `blocks` from
+// block_index (`blocks` is a constant where gather_a is called: the plain walk computes no
+// block index); 0's index outside the product.
+fn a_pass_value(blocks: bool, w: CoopWalk, i0: u32, r0: u32, r_end: u32, at: u32, d_at: u32, d_t: u32, k: u32, t: u32) -> f32 {
+    let e = vec2<u32>(i0, r0) + walk_place(w, k, t);
+    let inside = (e.x < p.M) & (e.y < r_end);
+    if (blocks) {
+        return a[select(0u, block_index(e.x, e.y, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R), inside)];
+    }
+    return a[select(0u, at + k * d_at + t * d_t, inside)];
+}
+
+fn a_pass(blocks: bool, w: CoopWalk, i0: u32, r0: u32, r_end: u32, at: u32, d_at: u32, d_t: u32, k: u32) -> vec4<f32> {
+    return vec4<f32>(a_pass_value(blocks, w, i0, r0, r_end, at, d_at, d_t, k, 0u), a_pass_value(blocks, w, i0, r0, r_end, at, d_at, d_t, k, 1u),
+                     a_pass_value(blocks, w, i0, r0, r_end, at, d_at, d_t, k, 2u), a_pass_value(blocks, w, i0, r0, r_end, at, d_at, d_t, k, 3u));
 }
 
 fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
-    let along_r = p.a_sr == 1u;
-    let end = TILE * BK / 4u;
-    for (var e0 = flat; e0 < end; e0 += 4u * WG) {
-        // (the four passes written out: see pieces/held_values.wgsl)
-        let passes = mat4x4<f32>(a_pass(a_off, i0, r0, r_end, end, along_r, e0), a_pass(a_off, i0, r0, r_end, end, along_r, e0 + WG),
-                                 a_pass(a_off, i0, r0, r_end, end, along_r, e0 + 2u * WG), a_pass(a_off, i0, r0, r_end, end, along_r, e0 + 3u * WG));
-        put_passes(false, passes, e0, end, along_r, i0, r0, r_end);
+    // (decided once, not at each load)
+    if (p.a_block2 != 0u) {
+        gather_a(true, a_off, i0, r0, r_end, flat);
+    } else {
+        gather_a(false, a_off, i0, r0, r_end, flat);
     }
 }
 
-// The four passes from e0 (columns of `passes`) into tile_a, or tile_b where `on_b`: zero
+fn gather_a(blocks: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
+    let w = coop_walk(flat, p.a_sr == 1u);
+    let at = a_off + (i0 + w.line) * p.a_si + (r0 + w.r) * p.a_sr;
+    let d_at = w.d_line * p.a_si + w.d_r * p.a_sr;
+    let d_t = select(p.a_si, p.a_sr, w.along_r);
+    for (var k = 0u; k < invocation_passes(); k += 4u) {
+        // (the four passes written out: see pieces/held_values.wgsl)
+        let passes = mat4x4<f32>(a_pass(blocks, w, i0, r0, r_end, at, d_at, d_t, k), a_pass(blocks, w, i0, r0, r_end, at, d_at, d_t, k + 1u),
+                                 a_pass(blocks, w, i0, r0, r_end, at, d_at, d_t, k + 2u), a_pass(blocks, w, i0, r0, r_end, at, d_at, d_t, k + 3u));
+        put_passes(false, passes, w, k, i0, r0, r_end);
+    }
+}
+
+// The four passes from k (columns of `passes`) into tile_a, or tile_b where `on_b`: zero
 // outside the product (rows or columns from i0, steps from r0), A's rows scaled.
-fn put_passes(on_b: bool, passes: mat4x4<f32>, e0: u32, end: u32, along_r: bool, i0: u32, r0: u32, r_end: u32) {
+fn put_passes(on_b: bool, passes: mat4x4<f32>, w: CoopWalk, k: u32, i0: u32, r0: u32, r_end: u32) {
     let lines = select(p.M, p.N, on_b);
     for (var n = 0u; n < 4u; n++) {
-        if (e0 + n * WG < end) {
-            let values = column_of(passes, n);
-            for (var t = 0u; t < 4u; t++) {
-                let place = quad_place(e0 + n * WG, t, along_r);
-                let v = select(0.0, values[t], (i0 + place.x < lines) & (r0 + place.y < r_end));
-                if (on_b) {
-                    tile_b[place.x * LD + place.y] = to_tile(v);
-                } else {
-                    tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, v));
-                }
+        // (a constant false where the passes taken cover the stage exactly: 128 invocations or fewer)
+        if (taken_passes() * WG > stage_passes() && w.flat + (k + n) * WG >= stage_passes()) {
+            break;
+        }
+        let values = column_of(passes, n);
+        for (var t = 0u; t < 4u; t++) {
+            let place = walk_place(w, k + n, t);
+            let v = select(0.0, values[t], (i0 + place.x < lines) & (r0 + place.y < r_end));
+            if (on_b) {
+                tile_b[place.x * LD + place.y] = to_tile(v);
+            } else {
+                tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, v));
             }
         }
     }
@@ -100,27 +145,28 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
     return a_value(a_off, i, r);
 }
 
-// As stage_a: four consecutive values of `b` along r, or along the columns.
+// As gather_a: B's passes (its columns from j0, steps from r0).
 fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
-    let b_off = z * p.b_batch;
-    let along_r = p.b_sr == 1u;
-    let end = TILE * BK / 4u;
-    for (var e0 = flat; e0 < end; e0 += 4u * WG) {
-        let passes = mat4x4<f32>(b_pass(b_off, j0, r0, r_end, end, along_r, e0), b_pass(b_off, j0, r0, r_end, end, along_r, e0 + WG),
-                                 b_pass(b_off, j0, r0, r_end, end, along_r, e0 + 2u * WG), b_pass(b_off, j0, r0, r_end, end, along_r, e0 + 3u * WG));
-        put_passes(true, passes, e0, end, along_r, j0, r0, r_end);
+    let w = coop_walk(flat, p.b_sr == 1u);
+    let at = z * p.b_batch + (j0 + w.line) * p.b_sj + (r0 + w.r) * p.b_sr;
+    let d_at = w.d_line * p.b_sj + w.d_r * p.b_sr;
+    let d_t = select(p.b_sj, p.b_sr, w.along_r);
+    for (var k = 0u; k < invocation_passes(); k += 4u) {
+        let passes = mat4x4<f32>(b_pass(w, j0, r0, r_end, at, d_at, d_t, k), b_pass(w, j0, r0, r_end, at, d_at, d_t, k + 1u),
+                                 b_pass(w, j0, r0, r_end, at, d_at, d_t, k + 2u), b_pass(w, j0, r0, r_end, at, d_at, d_t, k + 3u));
+        put_passes(true, passes, w, k, j0, r0, r_end);
     }
 }
 
-// Pass e's value t of B, and its four values (as a_pass_value, a_pass).
-fn b_pass_value(b_off: u32, j0: u32, r0: u32, r_end: u32, end: u32, along_r: bool, e: u32, t: u32) -> f32 {
-    let at = vec2<u32>(j0, r0) + quad_place(e, t, along_r);
-    return b[select(0u, b_off + at.x * p.b_sj + at.y * p.b_sr, (e < end) & (at.x < p.N) & (at.y < r_end))];
+// Value t of pass k of B, and its four values (as a_pass_value, a_pass).
+fn b_pass_value(w: CoopWalk, j0: u32, r0: u32, r_end: u32, at: u32, d_at: u32, d_t: u32, k: u32, t: u32) -> f32 {
+    let e = vec2<u32>(j0, r0) + walk_place(w, k, t);
+    return b[select(0u, at + k * d_at + t * d_t, (e.x < p.N) & (e.y < r_end))];
 }
 
-fn b_pass(b_off: u32, j0: u32, r0: u32, r_end: u32, end: u32, along_r: bool, e: u32) -> vec4<f32> {
-    return vec4<f32>(b_pass_value(b_off, j0, r0, r_end, end, along_r, e, 0u), b_pass_value(b_off, j0, r0, r_end, end, along_r, e, 1u),
-                     b_pass_value(b_off, j0, r0, r_end, end, along_r, e, 2u), b_pass_value(b_off, j0, r0, r_end, end, along_r, e, 3u));
+fn b_pass(w: CoopWalk, j0: u32, r0: u32, r_end: u32, at: u32, d_at: u32, d_t: u32, k: u32) -> vec4<f32> {
+    return vec4<f32>(b_pass_value(w, j0, r0, r_end, at, d_at, d_t, k, 0u), b_pass_value(w, j0, r0, r_end, at, d_at, d_t, k, 1u),
+                     b_pass_value(w, j0, r0, r_end, at, d_at, d_t, k, 2u), b_pass_value(w, j0, r0, r_end, at, d_at, d_t, k, 3u));
 }
 
 fn out_index(forward: bool, z: u32, i: u32, j: u32) -> u32 { return z * p.c_batch + i * p.N + j; }
