@@ -113,6 +113,7 @@ struct Compiler {
     /// compiled without statistics: the path up to them checked where no driver gives them).
     executables: Option<ash::khr::pipeline_executable_properties::Device>,
     options: naga::back::spv::Options<'static>,
+    checks: ShaderChecks,
 }
 
 impl Compiler {
@@ -172,11 +173,11 @@ impl Compiler {
             // (wgpu maps each binding; here WGSL's group and binding are the set and binding)
             fake_missing_bindings: true,
             bounds_check_policies: naga::proc::BoundsCheckPolicies { index: policy, buffer: policy, image_load: policy, binding_array: naga::proc::BoundsCheckPolicy::Unchecked },
-            zero_initialize_workgroup_memory: if checks.zeroing { naga::back::spv::ZeroInitializeWorkgroupMemoryMode::Polyfill } else { naga::back::spv::ZeroInitializeWorkgroupMemoryMode::None },
+            // (each kernel's zeroing as its pipelines': spirv)
             force_loop_bounding: checks.loops,
             ..Default::default()
         };
-        Ok(Compiler { _entry: entry, instance, device, executables, options })
+        Ok(Compiler { _entry: entry, instance, device, executables, options, checks })
     }
 
     /// A device with the statistics (where the driver offers them) and every feature the
@@ -230,7 +231,7 @@ impl Compiler {
 
     fn compile(&self, k: &Kernel, ir_dir: Option<&Path>) -> Result<(Vec<Value>, f64, WorkgroupSize)> {
         let (module, info) = parsed(k.shader)?;
-        let (spirv, size) = spirv(k, &module, &info, &self.options)?;
+        let (spirv, size) = spirv(k, &module, &info, &self.options, self.checks)?;
         if let Some(dir) = ir_dir {
             // (the driver's input, for spirv-dis: the same on every Vulkan device)
             let file = dir.join(format!("{}.spv", slug(&k.name())));
@@ -363,17 +364,20 @@ impl Drop for Compiler {
     }
 }
 
-/// The kernel's SPIR-V: its file's WGSL with its override values, as wgpu writes it; and its
-/// workgroup with those values.
-fn spirv(k: &Kernel, module: &naga::Module, info: &naga::valid::ModuleInfo, options: &naga::back::spv::Options) -> Result<(Vec<u32>, WorkgroupSize)> {
+/// The kernel's SPIR-V: its file's WGSL with its override values and zeroing under `checks`,
+/// as wgpu writes it for its pipelines; and its workgroup with those values.
+fn spirv(k: &Kernel, module: &naga::Module, info: &naga::valid::ModuleInfo, options: &naga::back::spv::Options, checks: ShaderChecks) -> Result<(Vec<u32>, WorkgroupSize)> {
+    let (values, zeroing) = k.pipeline_options(checks);
     let mut constants = naga::back::PipelineConstants::default();
-    for &(name, value) in k.variant.constants {
+    for (name, value) in values {
         constants.insert(name.to_string(), value);
     }
+    let mode = if zeroing { naga::back::spv::ZeroInitializeWorkgroupMemoryMode::Polyfill } else { naga::back::spv::ZeroInitializeWorkgroupMemoryMode::None };
+    let options = naga::back::spv::Options { zero_initialize_workgroup_memory: mode, ..options.clone() };
     let (module, info) = naga::back::pipeline_constants::process_overrides(module, info, Some((naga::ShaderStage::Compute, k.entry)), &constants).map_err(|e| anyhow!("override values: {e}"))?;
     let size = workgroup_size(&module, &info, k.entry)?;
     let pipeline = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: k.entry.to_string() };
-    let words = naga::back::spv::write_vec(&module, &info, options, Some(&pipeline)).map_err(|e| anyhow!("naga's SPIR-V writer: {e}"))?;
+    let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline)).map_err(|e| anyhow!("naga's SPIR-V writer: {e}"))?;
     Ok((words, size))
 }
 

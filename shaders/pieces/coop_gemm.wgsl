@@ -53,6 +53,12 @@
 // the tile's side (64 or 128), and the workgroup's invocations (G² subgroups)
 override TILE: u32 = 64u;
 override WG: u32 = 128u;
+// Whether this kernel zeroes its workgroup memory before its work (where the launcher's
+// context asks for wgpu's zeroing: Kernel::pipeline_options), every invocation a share. Its
+// stages write every value it reads, so the zeroing is a safeguard; wgpu's own, one invocation
+// storing each array whole, took RADV's compiler some 20 s per kernel. (Declared before ACC:
+// naga 30 fails on an override declared after one that an expression initializes.)
+override ZEROED: bool = false;
 const BK: u32 = 32u;
 // blocks per side of the tile
 const G: u32 = 32u / D;
@@ -66,6 +72,24 @@ var<workgroup> tile_a: array<f16, TILE * LD>;
 var<workgroup> tile_b: array<f16, TILE * LD>;
 // one D × D accumulator of each block, row-major, block b's at b · D²
 var<workgroup> tile_c: array<f32, G * G * D * D>;
+
+// (ZEROED's use: its declaration is above, before ACC's)
+
+fn zero_workgroup_memory(flat: u32) {
+    for (var e = flat; e < TILE * LD; e += WG) {
+        tile_a[e] = f16(0.0);
+        tile_b[e] = f16(0.0);
+    }
+    for (var e = flat; e < G * G * D * D; e += WG) {
+        tile_c[e] = 0.0;
+    }
+    // (pieces/row_scales.wgsl's)
+    for (var e = flat; e < SCALED_ROWS; e += WG) {
+        atomicStore(&row_max_bits[e], 0u);
+        row_scale[e] = 0.0;
+    }
+    workgroupBarrier();
+}
 
 // H(i0 + row, q0 + q) into tile_a and term_scale·V(j0 + col, q0 + q) into tile_b (zero past
 // the term's rank and the output's edges; H's rows scaled as A's).
@@ -149,6 +173,9 @@ fn store_acc(o: CoopOut, acc: CoopC, a: u32, b: u32) {
 // The workgroup's TILE × TILE tile of c (wid.x its columns, wid.y its rows, wid.z a batch item
 // or a split reduction's part), `sg` its subgroup of `subgroups`.
 fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, subgroups: u32, forward: bool) {
+    if (ZEROED) {
+        zero_workgroup_memory(flat);
+    }
     let i0 = wid.y * TILE;
     let j0 = wid.x * TILE;
     let a_off = a_offset(wid.z);

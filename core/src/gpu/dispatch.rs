@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::recording::{Stopwatch, PARAMS_BINDING};
-use super::{GpuBuffer, GpuContext, Shader};
+use super::{GpuBuffer, GpuContext, Shader, ShaderChecks};
 use crate::{Error, Result};
 
 /// A tiling of a kernel: a name for the cache key and the WGSL `override` values it sets.
@@ -47,6 +47,20 @@ impl Kernel {
     /// `file:entry [variant]`, as profiles and benches name it.
     pub fn name(&self) -> String {
         format!("{}:{} [{}]", self.shader.file_name().trim_end_matches(".wgsl"), self.entry, self.variant.name)
+    }
+
+    /// The override values this kernel's pipelines are made with under `checks`, and whether
+    /// wgpu zeroes its workgroup memory. The cooperative-matrix kernels zero theirs
+    /// themselves where the checks ask for it (their override ZEROED: every invocation a
+    /// share, pieces/coop_gemm.wgsl): wgpu's zeroing, one invocation storing each array whole,
+    /// took RADV's compiler some 20 s per kernel, against 0.1 s (docs/PERF.md, 2026-12-05).
+    pub fn pipeline_options(&self, checks: ShaderChecks) -> (Vec<(&'static str, f64)>, bool) {
+        let mut constants = self.variant.constants.to_vec();
+        if !self.shader.zeroes_own_workgroup_memory() {
+            return (constants, checks.zeroing);
+        }
+        constants.push(("ZEROED", if checks.zeroing { 1.0 } else { 0.0 }));
+        (constants, false)
     }
 }
 
@@ -148,16 +162,15 @@ impl GpuContext {
             bind_group_layouts: &[Some(&storage_layout), Some(&self.ring.layout)],
             immediate_size: 0,
         });
+        // (every kernel writes its workgroup memory before it reads it: the zeroing is a
+        // safeguard)
+        let (constants, zeroing) = k.pipeline_options(self.shader_checks());
         let pipeline = Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(k.entry),
             layout: Some(&layout),
             module: &module,
             entry_point: Some(k.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: k.variant.constants,
-                // every kernel writes its workgroup memory before it reads it
-                zero_initialize_workgroup_memory: self.shader_checks().zeroing,
-            },
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, zero_initialize_workgroup_memory: zeroing },
             cache: None,
         }));
         self.pipelines.pipelines.lock().unwrap().insert(key, Arc::clone(&pipeline));
@@ -281,5 +294,27 @@ impl GpuContext {
     /// (all multiples of 4).
     pub fn copy_region(&self, src: &GpuBuffer, src_at: u64, dst: &GpuBuffer, dst_at: u64, bytes: u64) {
         self.record(|encoder| encoder.copy_buffer_to_buffer(src.raw(), src.offset() + src_at, dst.raw(), dst.offset() + dst_at, Some(bytes)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cooperative-matrix kernels zero their workgroup memory themselves where the checks
+    /// ask for zeroing (ZEROED), never through wgpu's; every other kernel through wgpu's.
+    #[test]
+    fn only_the_cooperative_kernels_zero_their_own_workgroup_memory() {
+        let variant = Variant { name: "64x64, 128 invocations", constants: &[("WG", 128.0), ("TILE", 64.0)] };
+        for shader in [Shader::MatmulCoop, Shader::MatmulCoop8x8LowRank, Shader::MatmulNf4Coop, Shader::MatmulQ4_1Coop8x8] {
+            let k = Kernel::new(shader, "matmul_coop", 0).with_variant(variant);
+            assert_eq!(k.pipeline_options(ShaderChecks::DEFAULT), (vec![("WG", 128.0), ("TILE", 64.0), ("ZEROED", 1.0)], false), "{shader:?}");
+            assert_eq!(k.pipeline_options(ShaderChecks::NONE), (vec![("WG", 128.0), ("TILE", 64.0), ("ZEROED", 0.0)], false), "{shader:?}");
+        }
+        for shader in [Shader::MatmulTiled, Shader::MatmulQ4_1, Shader::AttentionFlash] {
+            let k = Kernel::new(shader, "k", 0).with_variant(variant);
+            assert_eq!(k.pipeline_options(ShaderChecks::DEFAULT), (vec![("WG", 128.0), ("TILE", 64.0)], true), "{shader:?}");
+            assert!(!k.pipeline_options(ShaderChecks::NONE).1, "{shader:?}");
+        }
     }
 }

@@ -152,3 +152,28 @@ shaders! {
     MatmulQ8_0NormedSubgroups => "matmul_q8_0_normed_subgroups.wgsl",
     MatmulF16NormedSubgroups => "matmul_f16_normed_subgroups.wgsl",
 }
+
+impl Shader {
+    /// The cooperative-matrix kernels, which zero their own workgroup memory (see
+    /// [`Kernel::pipeline_options`](super::Kernel::pipeline_options)).
+    pub fn zeroes_own_workgroup_memory(self) -> bool {
+        use Shader::*;
+        matches!(
+            self,
+            MatmulCoop
+                | MatmulCoopLowRank
+                | MatmulCoop8x8
+                | MatmulCoop8x8LowRank
+                | MatmulNf4Coop
+                | MatmulQ4_0Coop
+                | MatmulQ4_1Coop
+                | MatmulQ8_0Coop
+                | MatmulF16Coop
+                | MatmulNf4Coop8x8
+                | MatmulQ4_0Coop8x8
+                | MatmulQ4_1Coop8x8
+                | MatmulQ8_0Coop8x8
+                | MatmulF16Coop8x8
+        )
+    }
+}
