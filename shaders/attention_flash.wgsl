@@ -37,6 +37,12 @@ const BLOCK: u32 = 64u;
 // Dims of a head per invocation: HS/16 rounded up to 1, 2, 4 or 8 (the launcher's variant;
 // heads of up to 128, attention_flash.rs's MAX_HEAD_SIZE).
 override DIMS: u32 = 8u;
+// Whether this kernel zeroes its workgroup memory before its work (where the launcher's
+// context asks for wgpu's zeroing: Kernel::pipeline_options), every invocation a share, as
+// pieces/coop_gemm.wgsl's do. Every value is written before it is read, so the zeroing is a
+// safeguard; wgpu's own, one invocation storing each array, took RADV's compiler some 3.5 s
+// per kernel. (Declared before any override an expression initializes, which naga 30 needs.)
+override ZEROED: bool = false;
 // Row stride of the transposed stages and of the tile (one word of padding: the 16
 // invocations reading a column read 16 banks).
 const PAD: u32 = 65u;
@@ -62,9 +68,11 @@ const MASKED_BELOW: f32 = -1.0e38;
 
 // Two transposed chunks of 16 dims of 64 rows (at 0 and at 16·PAD), or 16 rows of a head
 // (row-major, up to 16 × 128).
-var<workgroup> stage: array<f32, 2080>;
+const STAGE_LEN: u32 = 2080u;
+var<workgroup> stage: array<f32, STAGE_LEN>;
 // 64 × 64 scores, probabilities or their gradients (rows × PAD)
-var<workgroup> tile: array<f32, 4160>;
+const TILE_LEN: u32 = 4160u;
+var<workgroup> tile: array<f32, TILE_LEN>;
 var<workgroup> red: array<f32, 256>;
 // per tile row (forward: maximum, sum, rescale; backward_query: lse, dsum) or column
 // (backward_kv: the queries' lse, dsum)
@@ -73,6 +81,25 @@ var<workgroup> stat_b: array<f32, 64>;
 var<workgroup> stat_c: array<f32, 64>;
 var<workgroup> seg_rows: array<u32, 64>;
 var<workgroup> seg_cols: array<u32, 64>;
+
+// Every array above zeroed (ZEROED), by the workgroup's 256 invocations.
+fn zero_workgroup_memory(li: u32) {
+    for (var e = li; e < TILE_LEN; e += 256u) {
+        tile[e] = 0.0;
+        if (e < STAGE_LEN) {
+            stage[e] = 0.0;
+        }
+    }
+    red[li] = 0.0;
+    if (li < BLOCK) {
+        stat_a[li] = 0.0;
+        stat_b[li] = 0.0;
+        stat_c[li] = 0.0;
+        seg_rows[li] = 0u;
+        seg_cols[li] = 0u;
+    }
+    workgroupBarrier();
+}
 
 // #include "pieces/attention_layout.wgsl"
 // #include "pieces/held_values.wgsl"
@@ -289,6 +316,9 @@ fn keys_before(b: u32, t0: u32, j_end: u32) -> bool {
 
 @compute @workgroup_size(256)
 fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    if (ZEROED) {
+        zero_workgroup_memory(li);
+    }
     let b = wid.z;
     let h = wid.y;
     let t0 = last_blocks_first(wid.x);
@@ -355,6 +385,9 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
 
 @compute @workgroup_size(256)
 fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    if (ZEROED) {
+        zero_workgroup_memory(li);
+    }
     let b = wid.z;
     let h = wid.y;
     let t0 = last_blocks_first(wid.x);
@@ -412,6 +445,9 @@ fn kv_score(li: u32, ri: u32, j0: u32, t0: u32, c: u32, sv: f32, dpv: f32) -> f3
 
 @compute @workgroup_size(256)
 fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    if (ZEROED) {
+        zero_workgroup_memory(li);
+    }
     let b = wid.z;
     let h = wid.y;
     let kvh = h / (p.NH / p.NKV);

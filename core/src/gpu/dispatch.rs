@@ -50,13 +50,14 @@ impl Kernel {
     }
 
     /// The override values this kernel's pipelines are made with under `checks`, and whether
-    /// wgpu zeroes its workgroup memory. The cooperative-matrix kernels zero theirs
-    /// themselves where the checks ask for it (their override ZEROED: every invocation a
-    /// share, pieces/coop_gemm.wgsl): wgpu's zeroing, one invocation storing each array whole,
-    /// took RADV's compiler some 20 s per kernel, against 0.1 s (docs/PERF.md, 2026-12-05).
+    /// wgpu zeroes its workgroup memory. Flash attention's and the cooperative-matrix kernels
+    /// zero theirs themselves where the checks ask for it (their override ZEROED: every
+    /// invocation a share): wgpu's zeroing, one invocation storing each array whole, took
+    /// RADV's compiler 3.5 s and 20 s per kernel, against 0.03 s and 0.13 s (docs/PERF.md,
+    /// 2026-12-05). A browser zeroes workgroup memory whatever it is asked.
     pub fn pipeline_options(&self, checks: ShaderChecks) -> (Vec<(&'static str, f64)>, bool) {
         let mut constants = self.variant.constants.to_vec();
-        if !self.shader.zeroes_own_workgroup_memory() {
+        if !self.shader.zeroes_own_workgroup_memory() || cfg!(target_arch = "wasm32") {
             return (constants, checks.zeroing);
         }
         constants.push(("ZEROED", if checks.zeroing { 1.0 } else { 0.0 }));
@@ -301,17 +302,18 @@ impl GpuContext {
 mod tests {
     use super::*;
 
-    /// The cooperative-matrix kernels zero their workgroup memory themselves where the checks
-    /// ask for zeroing (ZEROED), never through wgpu's; every other kernel through wgpu's.
+    /// Flash attention's and the cooperative-matrix kernels zero their workgroup memory
+    /// themselves where the checks ask for zeroing (ZEROED), never through wgpu's; every other
+    /// kernel through wgpu's.
     #[test]
-    fn only_the_cooperative_kernels_zero_their_own_workgroup_memory() {
+    fn the_largest_kernels_zero_their_own_workgroup_memory() {
         let variant = Variant { name: "64x64, 128 invocations", constants: &[("WG", 128.0), ("TILE", 64.0)] };
-        for shader in [Shader::MatmulCoop, Shader::MatmulCoop8x8LowRank, Shader::MatmulNf4Coop, Shader::MatmulQ4_1Coop8x8] {
+        for shader in [Shader::AttentionFlash, Shader::MatmulCoop, Shader::MatmulCoop8x8LowRank, Shader::MatmulNf4Coop, Shader::MatmulQ4_1Coop8x8] {
             let k = Kernel::new(shader, "matmul_coop", 0).with_variant(variant);
             assert_eq!(k.pipeline_options(ShaderChecks::DEFAULT), (vec![("WG", 128.0), ("TILE", 64.0), ("ZEROED", 1.0)], false), "{shader:?}");
             assert_eq!(k.pipeline_options(ShaderChecks::NONE), (vec![("WG", 128.0), ("TILE", 64.0), ("ZEROED", 0.0)], false), "{shader:?}");
         }
-        for shader in [Shader::MatmulTiled, Shader::MatmulQ4_1, Shader::AttentionFlash] {
+        for shader in [Shader::MatmulTiled, Shader::MatmulQ4_1, Shader::Attention] {
             let k = Kernel::new(shader, "k", 0).with_variant(variant);
             assert_eq!(k.pipeline_options(ShaderChecks::DEFAULT), (vec![("WG", 128.0), ("TILE", 64.0)], true), "{shader:?}");
             assert!(!k.pipeline_options(ShaderChecks::NONE).1, "{shader:?}");

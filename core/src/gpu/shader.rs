@@ -154,13 +154,15 @@ shaders! {
 }
 
 impl Shader {
-    /// The cooperative-matrix kernels, which zero their own workgroup memory (see
-    /// [`Kernel::pipeline_options`](super::Kernel::pipeline_options)).
+    /// The kernels that zero their own workgroup memory (see
+    /// [`Kernel::pipeline_options`](super::Kernel::pipeline_options)): flash attention's and
+    /// the cooperative-matrix ones, whose arrays are the largest.
     pub fn zeroes_own_workgroup_memory(self) -> bool {
         use Shader::*;
         matches!(
             self,
-            MatmulCoop
+            AttentionFlash
+                | MatmulCoop
                 | MatmulCoopLowRank
                 | MatmulCoop8x8
                 | MatmulCoop8x8LowRank
