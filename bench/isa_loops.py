@@ -67,20 +67,25 @@ def instructions(path):
     return labels, ops
 
 
-def main_loop(labels, ops):
-    """The main loop's [start, end] instruction indices, or None."""
-    loops = []
+def loops(labels, ops):
+    """Every loop's [start, end] instruction indices: a branch back to a label."""
+    found = []
     for i, (op, rest) in enumerate(ops):
         m = BRANCH.match(f"{op} {rest}")
         if m and m.group(2) in labels and labels[m.group(2)] <= i:
-            loops.append((labels[m.group(2)], i))
+            found.append((labels[m.group(2)], i))
+    return found
+
+
+def main_loop(labels, ops):
+    """The main loop's [start, end] instruction indices, or None."""
     work = [i for i, (op, _) in enumerate(ops) if kind(op) in ("matrix", "fma", "fma2")]
     if not work:
         return None
     # (a workgroup of one subgroup needs no barrier: ACO drops it)
     barriers = any(op == "s_barrier" for op, _ in ops)
     best = None
-    for start, end in loops:
+    for start, end in loops(labels, ops):
         inside = sum(1 for i in work if start <= i <= end)
         barrier = not barriers or any(ops[i][0] == "s_barrier" for i in range(start, end + 1))
         if barrier and 2 * inside >= len(work) and (best is None or end - start < best[1] - best[0]):
@@ -103,13 +108,10 @@ def row(kernel, ir_dir):
     if loop is None:
         return head + " | no loop of multiply-adds |" + " |" * 4
     counts = {}
-    inner = 0
     for i in range(loop[0], loop[1] + 1):
         k = kind(ops[i][0])
         counts[k] = counts.get(k, 0) + 1
-        m = BRANCH.match(" ".join(ops[i]))
-        if m and m.group(2) in labels and loop[0] < labels[m.group(2)] <= i and i < loop[1]:
-            inner += 1
+    inner = sum(1 for start, end in loops(labels, ops) if loop[0] < start and end < loop[1])
     total = loop[1] - loop[0] + 1
     work = counts.get("matrix", 0) or counts.get("fma", 0) + counts.get("fma2", 0)
     what = f"{counts['matrix']} matrix" if counts.get("matrix") else f"{counts.get('fma', 0) + 2 * counts.get('fma2', 0)} fma"

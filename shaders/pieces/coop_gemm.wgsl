@@ -73,8 +73,7 @@ var<workgroup> tile_b: array<f16, TILE * LD>;
 // one D × D accumulator of each block, row-major, block b's at b · D²
 var<workgroup> tile_c: array<f32, G * G * D * D>;
 
-// (ZEROED's use: its declaration is above, before ACC's)
-
+// Every workgroup array zeroed (ZEROED), by the workgroup's WG invocations.
 fn zero_workgroup_memory(flat: u32) {
     for (var e = flat; e < TILE * LD; e += WG) {
         tile_a[e] = f16(0.0);

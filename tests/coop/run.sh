@@ -2,13 +2,15 @@
 # The cooperative-matrix kernels (shaders/matmul_coop.wgsl) run on the CPU: Mesa's lavapipe
 # offers VK_KHR_cooperative_matrix (8 × 8 × 8 products of f16 into f32, subgroups of 8) from
 # Mesa 26.1, which Debian ships for trixie (trixie-backports) but not for the bookworm CI runs
-# on. So a minimal trixie with that Mesa is kept (tests/coop/trixie.sh), and `hearth selftest`, the tile tuning (which times them:
-# `bench tiles`), the matmul tests' cooperative-matrix tests, the quantized ones' (and their
-# launches in blocks, which run on each kind of tiles) and PEFT parity through them
-# (tiny-qwen3) run inside it, in a mount namespace of their own, with the clone bound at its
-# path. It fails where the kernel is not offered (a test that skips would prove nothing). The same lavapipe has shader-f16 and Dawn takes it, so the
-# page's kernels, its f16 ones included, are compiled by Dawn's Tint there too
-# (tests/browser/shaders_dawn.mjs, with this machine's node; Chromium's SwiftShader has no f16).
+# on. So a minimal trixie with that Mesa is kept (tests/coop/trixie.sh), and `hearth
+# selftest`, the tile tuning (which times them: `bench tiles`), the matmul tests'
+# cooperative-matrix tests, the quantized ones' (and their launches in blocks, which run on
+# each kind of tiles) and PEFT parity through them (tiny-qwen3) run inside it, in a mount
+# namespace of their own, with the clone bound at its path. It fails where the kernel is not
+# offered (a test that skips would prove nothing). The same lavapipe has shader-f16 and Dawn
+# takes it, so the page's kernels, its f16 ones included, are compiled by Dawn's Tint there
+# too (tests/browser/shaders_dawn.mjs, with this machine's node; Chromium's SwiftShader has
+# no f16).
 #
 # usage: tests/coop/run.sh HEARTH_BINARY MATMUL_TEST_BINARY QUANT_TEST_BINARY PEFT_PARITY_TEST_BINARY SHADERS_DIR   (as root)
 # (SHADERS_DIR: the composed kernels, core's OUT_DIR/shaders; tests/browser's npm ci done)
