@@ -26,12 +26,15 @@ out=$(realpath -m "$2")
 shift 2
 . tests/coop/trixie.sh
 trixie_ready mesa-drm-shim
-cp "$hearth" "$root/opt/hearth/hearth-isa"
+# (names of this run's own: another run, CI's tests/amd, may be using the chroot)
+bin=hearth-isa-$$
+cp "$hearth" "$root/opt/hearth/$bin"
+trap 'rm -rf "$root/opt/hearth/$bin" "$root/tmp/$bin"' EXIT
 mkdir -p "$out"
 for gpu in ${GPUS:-navi31}; do
-  rm -rf "$root/tmp/isa" && mkdir -p "$root/tmp/isa"
-  trixie_run 'export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/radeon_icd.json AMDGPU_GPU_ID=$1 LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libamdgpu_noop_drm_shim.so HEARTH_TUNE=0 MESA_SHADER_CACHE_DISABLE=true XDG_CACHE_HOME=/tmp/isa/cache && shift && /opt/hearth/hearth-isa bench "$@" --json --kernel-stats --kernel-ir /tmp/isa/ir > /tmp/isa/bench.json' \
-    "$gpu" "$@"
-  rm -rf "${out:?}/$gpu" && cp -r "$root/tmp/isa/ir" "$out/$gpu" && cp "$root/tmp/isa/bench.json" "$out/$gpu.json"
+  rm -rf "$root/tmp/$bin" && mkdir -p "$root/tmp/$bin"
+  trixie_run 'export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/radeon_icd.json AMDGPU_GPU_ID=$1 LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libamdgpu_noop_drm_shim.so HEARTH_TUNE=0 MESA_SHADER_CACHE_DISABLE=true XDG_CACHE_HOME=/tmp/$2/cache && bin=$2 && shift 2 && /opt/hearth/$bin bench "$@" --json --kernel-stats --kernel-ir /tmp/$bin/ir > /tmp/$bin/bench.json' \
+    "$gpu" "$bin" "$@"
+  rm -rf "${out:?}/$gpu" && cp -r "$root/tmp/$bin/ir" "$out/$gpu" && cp "$root/tmp/$bin/bench.json" "$out/$gpu.json"
   python3 bench/isa_loops.py "$out/$gpu.json" "$out/$gpu" | tee "$out/$gpu.md"
 done

@@ -104,6 +104,10 @@ fn gather_a(blocks: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let at = a_off + (i0 + w.line) * p.a_si + (r0 + w.r) * p.a_sr;
     let d_at = w.d_line * p.a_si + w.d_r * p.a_sr;
     let d_t = select(p.a_si, p.a_sr, w.along_r);
+    if (!blocks && d_t == 1u && stage_inside(i0, p.M, r0, r_end)) {
+        stage_inside_passes(false, w, at, d_at);
+        return;
+    }
     for (var k = 0u; k < invocation_passes(); k += 4u) {
         // (the four passes written out: see pieces/held_values.wgsl)
         let passes = mat4x4<f32>(a_pass(blocks, w, i0, r0, r_end, at, d_at, d_t, k), a_pass(blocks, w, i0, r0, r_end, at, d_at, d_t, k + 1u),
@@ -134,6 +138,57 @@ fn put_passes(on_b: bool, passes: mat4x4<f32>, w: CoopWalk, k: u32, i0: u32, r0:
     }
 }
 
+// Whether a stage (TILE lines from line0, BK steps from r0) lies wholly inside its operand,
+// as every stage but those at the product's edges does.
+fn stage_inside(line0: u32, lines: u32, r0: u32, r_end: u32) -> bool {
+    return line0 + TILE <= lines && r0 + BK <= r_end;
+}
+
+// A stage inside its operand whose passes read four consecutive values (at + k·d_at + t, a
+// unit stride along the walk), into tile_a, or tile_b where `on_b`: no bounds to test per
+// value, and the walk's direction a constant in each copy, so that the staging costs some
+// ten instructions per value where the edges' costs some thirty (bench/amd_isa.sh).
+fn stage_inside_passes(on_b: bool, w: CoopWalk, at: u32, d_at: u32) {
+    if (w.along_r) {
+        stage_inside_walk(on_b, true, w, at, d_at);
+    } else {
+        stage_inside_walk(on_b, false, w, at, d_at);
+    }
+}
+
+// stage_inside_passes along r, or across the lines (`along_r` a constant where called).
+fn stage_inside_walk(on_b: bool, along_r: bool, w: CoopWalk, at: u32, d_at: u32) {
+    for (var k = 0u; k < invocation_passes(); k += 4u) {
+        // (the four passes written out: see pieces/held_values.wgsl)
+        let passes = mat4x4<f32>(run_of_four(on_b, at + k * d_at), run_of_four(on_b, at + (k + 1u) * d_at),
+                                 run_of_four(on_b, at + (k + 2u) * d_at), run_of_four(on_b, at + (k + 3u) * d_at));
+        for (var n = 0u; n < 4u; n++) {
+            // (a constant false where the passes taken cover the stage exactly: 128 invocations or fewer)
+            if (taken_passes() * WG > stage_passes() && w.flat + (k + n) * WG >= stage_passes()) {
+                break;
+            }
+            let values = column_of(passes, n);
+            let first = vec2<u32>(w.line + (k + n) * w.d_line, w.r + (k + n) * w.d_r);
+            for (var t = 0u; t < 4u; t++) {
+                let place = first + select(vec2<u32>(t, 0u), vec2<u32>(0u, t), along_r);
+                if (on_b) {
+                    tile_b[place.x * LD + place.y] = to_tile(values[t]);
+                } else {
+                    tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, values[t]));
+                }
+            }
+        }
+    }
+}
+
+// The four values of A, or of B where `on_b`, from index `at`.
+fn run_of_four(on_b: bool, at: u32) -> vec4<f32> {
+    if (on_b) {
+        return vec4<f32>(b[at], b[at + 1u], b[at + 2u], b[at + 3u]);
+    }
+    return vec4<f32>(a[at], a[at + 1u], a[at + 2u], a[at + 3u]);
+}
+
 // What pieces/row_scales.wgsl's scale_rows reads.
 fn staged_rows() -> u32 { return TILE; }
 fn staged_invocations() -> u32 { return WG; }
@@ -151,6 +206,10 @@ fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let at = z * p.b_batch + (j0 + w.line) * p.b_sj + (r0 + w.r) * p.b_sr;
     let d_at = w.d_line * p.b_sj + w.d_r * p.b_sr;
     let d_t = select(p.b_sj, p.b_sr, w.along_r);
+    if (d_t == 1u && stage_inside(j0, p.N, r0, r_end)) {
+        stage_inside_passes(true, w, at, d_at);
+        return;
+    }
     for (var k = 0u; k < invocation_passes(); k += 4u) {
         let passes = mat4x4<f32>(b_pass(w, j0, r0, r_end, at, d_at, d_t, k), b_pass(w, j0, r0, r_end, at, d_at, d_t, k + 1u),
                                  b_pass(w, j0, r0, r_end, at, d_at, d_t, k + 2u), b_pass(w, j0, r0, r_end, at, d_at, d_t, k + 3u));

@@ -78,16 +78,12 @@ fn note_row_max(row: u32, rows: u32, m: f32) {
     }
 }
 
+// (selects, not branches: a branch around each staged value kept ACO from issuing a stage's
+// loads together, each waiting on memory before the next began; × 1 and ÷ 1 are exact)
 fn row_scaled(row: u32, v: f32) -> f32 {
-    if (p.scale_rows == 0u) {
-        return v;
-    }
-    return v * row_scale[row];
+    return v * select(1.0, row_scale[row], p.scale_rows != 0u);
 }
 
 fn row_unscaled(row: u32, v: f32) -> f32 {
-    if (p.scale_rows == 0u) {
-        return v;
-    }
-    return v / row_scale[row];
+    return v / select(1.0, row_scale[row], p.scale_rows != 0u);
 }

@@ -115,6 +115,16 @@ fn check_coop(ctx: &hearth_core::GpuContext, rng: &mut Rng) {
         let d = random_dims(rng, false);
         check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate::OVERWRITE, rng);
     }
+    // stages inside both operands (matmul_coop.wgsl's stage_inside_passes, along r and across
+    // the lines) beside the edges' stages, in tiles of 128 too
+    for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+        let (m, n, k) = match kind {
+            MatmulKind::Forward => (260, 200, 100),
+            MatmulKind::BackwardInput => (260, 100, 200),
+            MatmulKind::BackwardWeight => (100, 260, 200),
+        };
+        check_on(ctx, kind, MatmulTiling::Coop, MatmulDims::new(m, n, k), Accumulate { alpha: 0.5, beta: 1.0 }, rng);
+    }
     let batched = MatmulDims { batch: 3, b_batched: true, ..MatmulDims::new(70, 33, 48) };
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, batched, Accumulate { alpha: 0.5, beta: 1.0 }, rng);
     check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(8, 40, 5000), Accumulate { alpha: 2.0, beta: -1.0 }, rng);
