@@ -29,20 +29,30 @@ fn a_offset(z: u32) -> u32 { return 0u; }
 
 // Four consecutive values of inp's row per invocation and pass, consecutive invocations taking
 // the next four: one aligned vec4 load where inp is not in blocks (its rows, K or N long, are
-// multiples of 4, as are r0 and r).
+// multiples of 4, as are r0 and r). A stage that lies inside inp (every stage but the edges',
+// where inp is not in blocks) is staged with no bounds to test (`bounded` false: a constant
+// where stage_a_walk is called, so that its tests go with the inlining).
 fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
+    if (p.a_block2 == 0u && i0 + TILE <= p.M && r0 + BK <= r_end) {
+        stage_a_walk(false, forward, i0, r0, r_end, flat);
+    } else {
+        stage_a_walk(true, forward, i0, r0, r_end, flat);
+    }
+}
+
+fn stage_a_walk(bounded: bool, forward: bool, i0: u32, r0: u32, r_end: u32, flat: u32) {
     let stride = reduction_end(forward);
     let end = TILE * BK / 4u;
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
         // (the four passes written out: see pieces/held_values.wgsl)
-        let passes = mat4x4<f32>(inp_pass(stride, i0, r0, r_end, end, e0), inp_pass(stride, i0, r0, r_end, end, e0 + WG),
-                                 inp_pass(stride, i0, r0, r_end, end, e0 + 2u * WG), inp_pass(stride, i0, r0, r_end, end, e0 + 3u * WG));
+        let passes = mat4x4<f32>(inp_pass(bounded, stride, i0, r0, r_end, end, e0), inp_pass(bounded, stride, i0, r0, r_end, end, e0 + WG),
+                                 inp_pass(bounded, stride, i0, r0, r_end, end, e0 + 2u * WG), inp_pass(bounded, stride, i0, r0, r_end, end, e0 + 3u * WG));
         for (var n = 0u; n < 4u; n++) {
             let e = e0 + n * WG;
             if (e < end) {
                 let row = e / (BK / 4u);
                 let r = 4u * (e % (BK / 4u));
-                let inside = (vec4<u32>(r0 + r) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(r_end)) & vec4<bool>(i0 + row < p.M);
+                let inside = vec4<bool>(!bounded) | ((vec4<u32>(r0 + r) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(r_end)) & vec4<bool>(i0 + row < p.M));
                 // (the row's scale: row_scaled of 1)
                 let v = select(vec4<f32>(), column_of(passes, n), inside) * row_scaled(row, 1.0);
                 for (var t = 0u; t < 4u; t++) {
@@ -54,10 +64,14 @@ fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
 }
 
 // Pass e's four values of inp (row i0 + e / (BK / 4), steps from r0 + 4·(e % (BK / 4))), from
-// index 0 outside the product: one aligned vec4 where inp is not in blocks.
-fn inp_pass(stride: u32, i0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> vec4<f32> {
+// index 0 outside the product (or past the stage: tested only where `bounded`): one aligned
+// vec4 where inp is not in blocks.
+fn inp_pass(bounded: bool, stride: u32, i0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> vec4<f32> {
     let i = i0 + e / (BK / 4u);
     let r = r0 + 4u * (e % (BK / 4u));
+    if (!bounded) {
+        return inp[select(0u, (i * stride + r) / 4u, e < end)];
+    }
     let inside = (e < end) & (i < p.M);
     if (p.a_block2 == 0u) {
         return inp[select(0u, (i * stride + r) / 4u, inside & (r < r_end))];
@@ -107,29 +121,39 @@ fn b_eight_inside(forward: bool, at: vec4<u32>, r0: u32, r_end: u32, e: u32) -> 
     return (at.x < r_end) & (8u * at.y < p.K);
 }
 
-// Pass e's eight weights, decoded from block 0 where they lie outside the product.
-fn b_pass(forward: bool, j0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> array<vec4<f32>, 2> {
+// Pass e's eight weights, decoded from block 0 where they lie outside the product (or past
+// the stage: tested only where `bounded`).
+fn b_pass(bounded: bool, forward: bool, j0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> array<vec4<f32>, 2> {
     let at = b_eight(forward, j0, r0, e);
-    let inside = (e < end) & b_eight_inside(forward, at, r0, r_end, e);
+    let inside = (e < end) & (!bounded | b_eight_inside(forward, at, r0, r_end, e));
     return dequant8(select(0u, at.x, inside), select(0u, at.y, inside));
 }
 
+// As stage_a: a stage inside W (B's TILE columns from j0, BK steps from r0) with no bounds.
 fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
+    if (j0 + TILE <= out_cols(forward) && r0 + BK <= r_end) {
+        stage_b_walk(false, forward, j0, r0, r_end, flat);
+    } else {
+        stage_b_walk(true, forward, j0, r0, r_end, flat);
+    }
+}
+
+fn stage_b_walk(bounded: bool, forward: bool, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let end = TILE * BK / 8u;
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
         // the four passes' weights decoded, each pass's first four in `lo`, the rest in `hi`
         // (matrices read by column_of, not an array indexed in a loop)
-        let w0 = b_pass(forward, j0, r0, r_end, end, e0);
-        let w1 = b_pass(forward, j0, r0, r_end, end, e0 + WG);
-        let w2 = b_pass(forward, j0, r0, r_end, end, e0 + 2u * WG);
-        let w3 = b_pass(forward, j0, r0, r_end, end, e0 + 3u * WG);
+        let w0 = b_pass(bounded, forward, j0, r0, r_end, end, e0);
+        let w1 = b_pass(bounded, forward, j0, r0, r_end, end, e0 + WG);
+        let w2 = b_pass(bounded, forward, j0, r0, r_end, end, e0 + 2u * WG);
+        let w3 = b_pass(bounded, forward, j0, r0, r_end, end, e0 + 3u * WG);
         let lo = mat4x4<f32>(w0[0], w1[0], w2[0], w3[0]);
         let hi = mat4x4<f32>(w0[1], w1[1], w2[1], w3[1]);
         for (var n = 0u; n < 4u; n++) {
             let e = e0 + n * WG;
             if (e < end) {
                 let at = b_eight(forward, j0, r0, e);
-                let inside = b_eight_inside(forward, at, r0, r_end, e);
+                let inside = !bounded | b_eight_inside(forward, at, r0, r_end, e);
                 put8(at.z, at.w, select(vec4<f32>(), column_of(lo, n), inside), select(vec4<f32>(), column_of(hi, n), inside));
             }
         }
