@@ -146,8 +146,10 @@ fn stage_inside(line0: u32, lines: u32, r0: u32, r_end: u32) -> bool {
 
 // A stage inside its operand whose passes read four consecutive values (at + k·d_at + t, a
 // unit stride along the walk), into tile_a, or tile_b where `on_b`: no bounds to test per
-// value, and the walk's direction a constant in each copy, so that the staging costs some
-// ten instructions per value where the edges' costs some thirty (bench/amd_isa.sh).
+// value, and the walk's direction a constant in each copy, so that a value costs about a
+// dozen instructions where the edges' cost some thirty (bench/amd_isa.sh). A pass past the
+// stage (in workgroups sized for wider subgroups) reads past it, harmlessly, and stores
+// nothing.
 fn stage_inside_passes(on_b: bool, w: CoopWalk, at: u32, d_at: u32) {
     if (w.along_r) {
         stage_inside_walk(on_b, true, w, at, d_at);
