@@ -24,6 +24,9 @@ shaders=$(realpath "$5")
 . tests/coop/trixie.sh
 trixie_ready
 cp "$hearth" "$matmul" "$quant" "$parity" "$(command -v node)" "$root/opt/hearth/"
+# (the test binaries' names change with their builds: removed after the run, not left to
+# fill the disk, some 650 MB a set)
+trap 'rm -f "$root/opt/hearth/$(basename "$matmul")" "$root/opt/hearth/$(basename "$quant")" "$root/opt/hearth/$(basename "$parity")"' EXIT
 rm -rf "$root/opt/hearth/shaders" && cp -r "$shaders" "$root/opt/hearth/shaders"
 out=$(mktemp)
 # Only lavapipe's driver is loaded (VK_DRIVER_FILES): with all of Mesa's, trixie's Vulkan loader
