@@ -49,7 +49,7 @@ fn stage_a_walk(bounded: bool, forward: bool, i0: u32, r0: u32, r_end: u32, flat
                                  inp_pass(bounded, stride, i0, r0, r_end, end, e0 + 2u * WG), inp_pass(bounded, stride, i0, r0, r_end, end, e0 + 3u * WG));
         for (var n = 0u; n < 4u; n++) {
             let e = e0 + n * WG;
-            if (e < end) {
+            if (!past_stage(end, e)) {
                 let row = e / (BK / 4u);
                 let r = 4u * (e % (BK / 4u));
                 let inside = vec4<bool>(!bounded) | ((vec4<u32>(r0 + r) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(r_end)) & vec4<bool>(i0 + row < p.M));
@@ -70,14 +70,22 @@ fn inp_pass(bounded: bool, stride: u32, i0: u32, r0: u32, r_end: u32, end: u32, 
     let i = i0 + e / (BK / 4u);
     let r = r0 + 4u * (e % (BK / 4u));
     if (!bounded) {
-        return inp[select(0u, (i * stride + r) / 4u, e < end)];
+        return inp[select(0u, (i * stride + r) / 4u, !past_stage(end, e))];
     }
-    let inside = (e < end) & (i < p.M);
+    let inside = !past_stage(end, e) & (i < p.M);
     if (p.a_block2 == 0u) {
         return inp[select(0u, (i * stride + r) / 4u, inside & (r < r_end))];
     }
     return vec4<f32>(inp_word(select(0u, inp_index(i, r, stride), inside & (r < r_end))), inp_word(select(0u, inp_index(i, r + 1u, stride), inside & (r + 1u < r_end))),
                      inp_word(select(0u, inp_index(i, r + 2u, stride), inside & (r + 2u < r_end))), inp_word(select(0u, inp_index(i, r + 3u, stride), inside & (r + 3u < r_end))));
+}
+
+// Whether pass e lies past a stage of `end` passes. The loops take four passes per invocation
+// at a time from `flat`, so none does where `end` is a multiple of 4 · WG (A's passes, and
+// B's in tiles of 128, at 128 invocations): there the test folds to a constant false, and no
+// pass pays for it.
+fn past_stage(end: u32, e: u32) -> bool {
+    return end % (4u * WG) != 0u && e >= end;
 }
 
 // What pieces/row_scales.wgsl's scale_rows reads (the launcher scales the rows of input
@@ -125,7 +133,7 @@ fn b_eight_inside(forward: bool, at: vec4<u32>, r0: u32, r_end: u32, e: u32) -> 
 // the stage: tested only where `bounded`).
 fn b_pass(bounded: bool, forward: bool, j0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> array<vec4<f32>, 2> {
     let at = b_eight(forward, j0, r0, e);
-    let inside = (e < end) & (!bounded | b_eight_inside(forward, at, r0, r_end, e));
+    let inside = !past_stage(end, e) & (!bounded | b_eight_inside(forward, at, r0, r_end, e));
     return dequant8(select(0u, at.x, inside), select(0u, at.y, inside));
 }
 
@@ -151,7 +159,7 @@ fn stage_b_walk(bounded: bool, forward: bool, j0: u32, r0: u32, r_end: u32, flat
         let hi = mat4x4<f32>(w0[1], w1[1], w2[1], w3[1]);
         for (var n = 0u; n < 4u; n++) {
             let e = e0 + n * WG;
-            if (e < end) {
+            if (!past_stage(end, e)) {
                 let at = b_eight(forward, j0, r0, e);
                 let inside = !bounded | b_eight_inside(forward, at, r0, r_end, e);
                 put8(at.z, at.w, select(vec4<f32>(), column_of(lo, n), inside), select(vec4<f32>(), column_of(hi, n), inside));
