@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 hearth=$(realpath "$1")
 out=$(mktemp -d)
+# (each run's statistics and assembly, some 300 MB: removed when it is done)
+trap 'rm -rf "$out"' EXIT
 export GPUS="navi31 gfx1201"
 timeout 600 bench/amd_isa.sh "$hearth" "$out/ops" ops --quick --shape 256x256x256 --shape 2048x1536x576 >/dev/null
 timeout 600 bench/amd_isa.sh "$hearth" "$out/train" train tests/fixtures/tiny-llama --seq-len 128 --batch-size 2 --steps 2 --warmup 1 >/dev/null

@@ -8,6 +8,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # node-llama-cpp's prebuilt binaries take some 730 MB: a full disk, or a registry that drops
 # the connection, shows here. Tried twice; what npm said, and the free space, are printed.
 log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 install() { (cd "$here" && npm ci --no-audit --no-fund --ignore-scripts) >"$log" 2>&1; }
 if ! install && ! install; then
   tail -n 15 "$log" >&2
