@@ -73,122 +73,119 @@ fn invocation_passes() -> u32 { return (stage_passes() + WG - 1u) / WG; }
 // (the passes an invocation's loops take: whole fours)
 fn taken_passes() -> u32 { return (invocation_passes() + 3u) / 4u * 4u; }
 
-// Value t of pass k of A: at `at` + k·d_at + t·d_t, or where A is in `blocks` from
-// block_index (`blocks` is a constant where gather_a is called: the plain walk computes no
-// block index); 0's index outside the product.
-fn a_pass_value(blocks: bool, w: CoopWalk, i0: u32, r0: u32, r_end: u32, at: u32, d_at: u32, d_t: u32, k: u32, t: u32) -> f32 {
-    let e = vec2<u32>(i0, r0) + walk_place(w, k, t);
-    let inside = (e.x < p.M) & (e.y < r_end);
-    if (blocks) {
-        return a[select(0u, block_index(e.x, e.y, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R), inside)];
-    }
-    return a[select(0u, at + k * d_at + t * d_t, inside)];
-}
-
-fn a_pass(blocks: bool, w: CoopWalk, i0: u32, r0: u32, r_end: u32, at: u32, d_at: u32, d_t: u32, k: u32) -> vec4<f32> {
-    return vec4<f32>(a_pass_value(blocks, w, i0, r0, r_end, at, d_at, d_t, k, 0u), a_pass_value(blocks, w, i0, r0, r_end, at, d_at, d_t, k, 1u),
-                     a_pass_value(blocks, w, i0, r0, r_end, at, d_at, d_t, k, 2u), a_pass_value(blocks, w, i0, r0, r_end, at, d_at, d_t, k, 3u));
+// An operand as stage reads it: its value (line, r) at base + line·s_line + r·s_r, for
+// `lines` lines (A's rows, M; B's columns, N).
+struct Operand {
+    base: u32,
+    s_line: u32,
+    s_r: u32,
+    lines: u32,
 }
 
 fn stage_a(forward: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
+    let o = Operand(a_off, p.a_si, p.a_sr, p.M);
     // (decided once, not at each load)
     if (p.a_block2 != 0u) {
-        gather_a(true, a_off, i0, r0, r_end, flat);
+        stage(false, true, o, i0, r0, r_end, flat);
     } else {
-        gather_a(false, a_off, i0, r0, r_end, flat);
+        stage(false, false, o, i0, r0, r_end, flat);
     }
 }
 
-fn gather_a(blocks: bool, a_off: u32, i0: u32, r0: u32, r_end: u32, flat: u32) {
-    let w = coop_walk(flat, p.a_sr == 1u);
-    let at = a_off + (i0 + w.line) * p.a_si + (r0 + w.r) * p.a_sr;
-    let d_at = w.d_line * p.a_si + w.d_r * p.a_sr;
-    let d_t = select(p.a_si, p.a_sr, w.along_r);
-    if (!blocks && d_t == 1u && stage_inside(i0, p.M, r0, r_end)) {
-        stage_inside_passes(false, w, at, d_at);
+fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
+    stage(true, false, Operand(z * p.b_batch, p.b_sj, p.b_sr, p.N), j0, r0, r_end, flat);
+}
+
+// The stage of A (rows from line0), or of B where `on_b` (columns from line0), steps r0..r_end,
+// into its tile; A in column blocks where `blocks` (`on_b` and `blocks` are constants where
+// stage is called). A stage that lies wholly inside its operand, as every stage but those at
+// the product's edges does, and whose passes read four consecutive values, is staged without
+// bounds (`bounded` false) and in a direction fixed in each of two copies, so that a value
+// costs about a dozen instructions where the edges' cost some thirty (bench/amd_isa.sh).
+fn stage(on_b: bool, blocks: bool, o: Operand, line0: u32, r0: u32, r_end: u32, flat: u32) {
+    let along_r = o.s_r == 1u;
+    let inside = line0 + TILE <= o.lines && r0 + BK <= r_end;
+    if (!blocks && inside && select(o.s_line, o.s_r, along_r) == 1u) {
+        if (along_r) {
+            stage_walk(on_b, false, false, o, coop_walk(flat, true), line0, r0, r_end);
+        } else {
+            stage_walk(on_b, false, false, o, coop_walk(flat, false), line0, r0, r_end);
+        }
         return;
     }
+    stage_walk(on_b, true, blocks, o, coop_walk(flat, along_r), line0, r0, r_end);
+}
+
+// stage's passes along the walk `w` (`bounded`, `blocks` and, where not bounded, w's
+// direction constants in each copy).
+fn stage_walk(on_b: bool, bounded: bool, blocks: bool, o: Operand, w: CoopWalk, line0: u32, r0: u32, r_end: u32) {
+    let at = o.base + (line0 + w.line) * o.s_line + (r0 + w.r) * o.s_r;
+    let d_at = w.d_line * o.s_line + w.d_r * o.s_r;
+    let d_t = select(o.s_line, o.s_r, w.along_r);
+    let s = PassStart(at, d_at, d_t, line0, r0, r_end, o.lines);
     for (var k = 0u; k < invocation_passes(); k += 4u) {
         // (the four passes written out: see pieces/held_values.wgsl)
-        let passes = mat4x4<f32>(a_pass(blocks, w, i0, r0, r_end, at, d_at, d_t, k), a_pass(blocks, w, i0, r0, r_end, at, d_at, d_t, k + 1u),
-                                 a_pass(blocks, w, i0, r0, r_end, at, d_at, d_t, k + 2u), a_pass(blocks, w, i0, r0, r_end, at, d_at, d_t, k + 3u));
-        put_passes(false, passes, w, k, i0, r0, r_end);
-    }
-}
-
-// The four passes from k (columns of `passes`) into tile_a, or tile_b where `on_b`: zero
-// outside the product (rows or columns from i0, steps from r0), A's rows scaled.
-fn put_passes(on_b: bool, passes: mat4x4<f32>, w: CoopWalk, k: u32, i0: u32, r0: u32, r_end: u32) {
-    let lines = select(p.M, p.N, on_b);
-    for (var n = 0u; n < 4u; n++) {
-        // (a constant false where the passes taken cover the stage exactly: 128 invocations or fewer)
-        if (taken_passes() * WG > stage_passes() && w.flat + (k + n) * WG >= stage_passes()) {
-            break;
-        }
-        let values = column_of(passes, n);
-        for (var t = 0u; t < 4u; t++) {
-            let place = walk_place(w, k + n, t);
-            let v = select(0.0, values[t], (i0 + place.x < lines) & (r0 + place.y < r_end));
-            if (on_b) {
-                tile_b[place.x * LD + place.y] = to_tile(v);
-            } else {
-                tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, v));
-            }
-        }
-    }
-}
-
-// Whether a stage (TILE lines from line0, BK steps from r0) lies wholly inside its operand,
-// as every stage but those at the product's edges does.
-fn stage_inside(line0: u32, lines: u32, r0: u32, r_end: u32) -> bool {
-    return line0 + TILE <= lines && r0 + BK <= r_end;
-}
-
-// A stage inside its operand whose passes read four consecutive values (at + k·d_at + t, a
-// unit stride along the walk), into tile_a, or tile_b where `on_b`: no bounds to test per
-// value, and the walk's direction a constant in each copy, so that a value costs about a
-// dozen instructions where the edges' cost some thirty (bench/amd_isa.sh). A pass past the
-// stage (in workgroups sized for wider subgroups) reads past it, harmlessly, and stores
-// nothing.
-fn stage_inside_passes(on_b: bool, w: CoopWalk, at: u32, d_at: u32) {
-    if (w.along_r) {
-        stage_inside_walk(on_b, true, w, at, d_at);
-    } else {
-        stage_inside_walk(on_b, false, w, at, d_at);
-    }
-}
-
-// stage_inside_passes along r, or across the lines (`along_r` a constant where called).
-fn stage_inside_walk(on_b: bool, along_r: bool, w: CoopWalk, at: u32, d_at: u32) {
-    for (var k = 0u; k < invocation_passes(); k += 4u) {
-        // (the four passes written out: see pieces/held_values.wgsl)
-        let passes = mat4x4<f32>(run_of_four(on_b, at + k * d_at), run_of_four(on_b, at + (k + 1u) * d_at),
-                                 run_of_four(on_b, at + (k + 2u) * d_at), run_of_four(on_b, at + (k + 3u) * d_at));
+        let passes = mat4x4<f32>(pass_of(on_b, bounded, blocks, w, s, k), pass_of(on_b, bounded, blocks, w, s, k + 1u),
+                                 pass_of(on_b, bounded, blocks, w, s, k + 2u), pass_of(on_b, bounded, blocks, w, s, k + 3u));
         for (var n = 0u; n < 4u; n++) {
             // (a constant false where the passes taken cover the stage exactly: 128 invocations or fewer)
             if (taken_passes() * WG > stage_passes() && w.flat + (k + n) * WG >= stage_passes()) {
                 break;
             }
             let values = column_of(passes, n);
-            let first = vec2<u32>(w.line + (k + n) * w.d_line, w.r + (k + n) * w.d_r);
             for (var t = 0u; t < 4u; t++) {
-                let place = first + select(vec2<u32>(t, 0u), vec2<u32>(0u, t), along_r);
+                let place = walk_place(w, k + n, t);
+                let keep = !bounded | ((line0 + place.x < o.lines) & (r0 + place.y < r_end));
+                let v = select(0.0, values[t], keep);
                 if (on_b) {
-                    tile_b[place.x * LD + place.y] = to_tile(values[t]);
+                    tile_b[place.x * LD + place.y] = to_tile(v);
                 } else {
-                    tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, values[t]));
+                    tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, v));
                 }
             }
         }
     }
 }
 
-// The four values of A, or of B where `on_b`, from index `at`.
-fn run_of_four(on_b: bool, at: u32) -> vec4<f32> {
-    if (on_b) {
-        return vec4<f32>(b[at], b[at + 1u], b[at + 2u], b[at + 3u]);
+// Where a walk's passes start: value t of pass k at at + k·d_at + t·d_t (d_t is 1 where the
+// stage is not bounded), its tile's first line and step, and the bounds.
+struct PassStart {
+    at: u32,
+    d_at: u32,
+    d_t: u32,
+    line0: u32,
+    r0: u32,
+    r_end: u32,
+    lines: u32,
+}
+
+// Pass k's four values (A's, or B's where `on_b`), loaded from 0's index outside the product
+// (tested only where `bounded`), or where A is in `blocks` from block_index (the plain walk
+// computes no block index).
+fn pass_of(on_b: bool, bounded: bool, blocks: bool, w: CoopWalk, s: PassStart, k: u32) -> vec4<f32> {
+    if (!bounded) {
+        let at = s.at + k * s.d_at;
+        return vec4<f32>(operand_at(on_b, at), operand_at(on_b, at + 1u), operand_at(on_b, at + 2u), operand_at(on_b, at + 3u));
     }
-    return vec4<f32>(a[at], a[at + 1u], a[at + 2u], a[at + 3u]);
+    return vec4<f32>(pass_value(on_b, blocks, w, s, k, 0u), pass_value(on_b, blocks, w, s, k, 1u),
+                     pass_value(on_b, blocks, w, s, k, 2u), pass_value(on_b, blocks, w, s, k, 3u));
+}
+
+fn pass_value(on_b: bool, blocks: bool, w: CoopWalk, s: PassStart, k: u32, t: u32) -> f32 {
+    let e = vec2<u32>(s.line0, s.r0) + walk_place(w, k, t);
+    let inside = (e.x < s.lines) & (e.y < s.r_end);
+    if (blocks) {
+        return a[select(0u, block_index(e.x, e.y, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R), inside)];
+    }
+    return operand_at(on_b, select(0u, s.at + k * s.d_at + t * s.d_t, inside));
+}
+
+// a[idx], or b[idx] where `on_b`.
+fn operand_at(on_b: bool, idx: u32) -> f32 {
+    if (on_b) {
+        return b[idx];
+    }
+    return a[idx];
 }
 
 // What pieces/row_scales.wgsl's scale_rows reads.
@@ -200,34 +197,6 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
         return term_h_at(term_h_index(i, r));
     }
     return a_value(a_off, i, r);
-}
-
-// As gather_a: B's passes (its columns from j0, steps from r0).
-fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
-    let w = coop_walk(flat, p.b_sr == 1u);
-    let at = z * p.b_batch + (j0 + w.line) * p.b_sj + (r0 + w.r) * p.b_sr;
-    let d_at = w.d_line * p.b_sj + w.d_r * p.b_sr;
-    let d_t = select(p.b_sj, p.b_sr, w.along_r);
-    if (d_t == 1u && stage_inside(j0, p.N, r0, r_end)) {
-        stage_inside_passes(true, w, at, d_at);
-        return;
-    }
-    for (var k = 0u; k < invocation_passes(); k += 4u) {
-        let passes = mat4x4<f32>(b_pass(w, j0, r0, r_end, at, d_at, d_t, k), b_pass(w, j0, r0, r_end, at, d_at, d_t, k + 1u),
-                                 b_pass(w, j0, r0, r_end, at, d_at, d_t, k + 2u), b_pass(w, j0, r0, r_end, at, d_at, d_t, k + 3u));
-        put_passes(true, passes, w, k, j0, r0, r_end);
-    }
-}
-
-// Value t of pass k of B, and its four values (as a_pass_value, a_pass).
-fn b_pass_value(w: CoopWalk, j0: u32, r0: u32, r_end: u32, at: u32, d_at: u32, d_t: u32, k: u32, t: u32) -> f32 {
-    let e = vec2<u32>(j0, r0) + walk_place(w, k, t);
-    return b[select(0u, at + k * d_at + t * d_t, (e.x < p.N) & (e.y < r_end))];
-}
-
-fn b_pass(w: CoopWalk, j0: u32, r0: u32, r_end: u32, at: u32, d_at: u32, d_t: u32, k: u32) -> vec4<f32> {
-    return vec4<f32>(b_pass_value(w, j0, r0, r_end, at, d_at, d_t, k, 0u), b_pass_value(w, j0, r0, r_end, at, d_at, d_t, k, 1u),
-                     b_pass_value(w, j0, r0, r_end, at, d_at, d_t, k, 2u), b_pass_value(w, j0, r0, r_end, at, d_at, d_t, k, 3u));
 }
 
 fn out_index(forward: bool, z: u32, i: u32, j: u32) -> u32 { return z * p.c_batch + i * p.N + j; }

@@ -130,8 +130,11 @@ fn b_eight_inside(forward: bool, at: vec4<u32>, r0: u32, r_end: u32, e: u32) -> 
 }
 
 // Pass e's eight weights, decoded from block 0 where they lie outside the product (or past
-// the stage: tested only where `bounded`).
-fn b_pass(bounded: bool, forward: bool, j0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> array<vec4<f32>, 2> {
+// the stage: tested only where `bounded`); none where the pass is not `taken` (a constant).
+fn b_pass(taken: bool, bounded: bool, forward: bool, j0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> array<vec4<f32>, 2> {
+    if (!taken) {
+        return array<vec4<f32>, 2>();
+    }
     let at = b_eight(forward, j0, r0, e);
     let inside = !past_stage(end, e) & (!bounded | b_eight_inside(forward, at, r0, r_end, e));
     return dequant8(select(0u, at.x, inside), select(0u, at.y, inside));
@@ -148,16 +151,19 @@ fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
 
 fn stage_b_walk(bounded: bool, forward: bool, j0: u32, r0: u32, r_end: u32, flat: u32) {
     let end = TILE * BK / 8u;
+    // In tiles of 64 each invocation has two passes (at 128 invocations), and a group of four
+    // takes only those: the other two would decode a block for nothing.
+    let taken = min(4u, (end + WG - 1u) / WG);
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
         // the four passes' weights decoded, each pass's first four in `lo`, the rest in `hi`
         // (matrices read by column_of, not an array indexed in a loop)
-        let w0 = b_pass(bounded, forward, j0, r0, r_end, end, e0);
-        let w1 = b_pass(bounded, forward, j0, r0, r_end, end, e0 + WG);
-        let w2 = b_pass(bounded, forward, j0, r0, r_end, end, e0 + 2u * WG);
-        let w3 = b_pass(bounded, forward, j0, r0, r_end, end, e0 + 3u * WG);
+        let w0 = b_pass(true, bounded, forward, j0, r0, r_end, end, e0);
+        let w1 = b_pass(1u < taken, bounded, forward, j0, r0, r_end, end, e0 + WG);
+        let w2 = b_pass(2u < taken, bounded, forward, j0, r0, r_end, end, e0 + 2u * WG);
+        let w3 = b_pass(3u < taken, bounded, forward, j0, r0, r_end, end, e0 + 3u * WG);
         let lo = mat4x4<f32>(w0[0], w1[0], w2[0], w3[0]);
         let hi = mat4x4<f32>(w0[1], w1[1], w2[1], w3[1]);
-        for (var n = 0u; n < 4u; n++) {
+        for (var n = 0u; n < taken; n++) {
             let e = e0 + n * WG;
             if (!past_stage(end, e)) {
                 let at = b_eight(forward, j0, r0, e);

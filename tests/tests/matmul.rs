@@ -115,7 +115,7 @@ fn check_coop(ctx: &hearth_core::GpuContext, rng: &mut Rng) {
         let d = random_dims(rng, false);
         check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, d, Accumulate::OVERWRITE, rng);
     }
-    // stages inside both operands (matmul_coop.wgsl's stage_inside_passes, along r and across
+    // stages inside both operands (matmul_coop.wgsl's stage without bounds, along r and across
     // the lines) beside the edges' stages, in tiles of 128 too
     for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
         let (m, n, k) = match kind {
