@@ -164,6 +164,12 @@ def main():
         if add_bw:
             add("this GPU's bandwidth through Hearth's pipeline (`peak a + b`: residual_forward, 12 bytes a value, GB/s) vs torch's device copy",
                 num(add_bw["rate"]), num(gb_per_s), ratio(add_bw["rate"], gb_per_s), "")
+        # what a launch costs with next to no work: a step of some 1,500 launches pays it each
+        # time (in a chain, a barrier between each two, as most of a step's launches are)
+        chained, apart = own.get("peak launches, chained"), own.get("peak launches, apart")
+        if chained and apart:
+            add("a launch's own cost (`peak launches`: one workgroup of one round, µs), each writing the last one's output vs 8 outputs in turn",
+                num(chained["ms"] * 1e3, 1), num(apart["ms"] * 1e3, 1), ratio(chained["ms"], apart["ms"]), "")
         # each quantized format's fastest kernel (f32 tiles, f16 tiles, cooperative matrices)
         # against the f32 matmul of the same shape and kind: the "no slower"
         f32_rate = {r["op"].split()[-1]: r["rate"] for r in square if r["op"] in ("f32 forward", "f32 backward_input")}

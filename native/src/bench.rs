@@ -530,7 +530,7 @@ fn op_rows(ctx: &GpuContext, coop: Option<&GpuContext>, a: &OpsArgs, shapes: &[(
 /// "peak fma", its f32 rate with no memory traffic (shaders/fma_peak.wgsl; M: invocations,
 /// N: chains each, K: rounds), and "peak a + b", the bandwidth of residual_forward over
 /// buffers as large as one binding holds, up to 256 MiB (its 12 bytes a value read and
-/// written; M: values).
+/// written; M: values), and the "peak launches" rows (a launch's own cost).
 fn peak_rows(ctx: &GpuContext, quick: bool, reps: usize, pass: Pass, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     if wanted(PEAK_FMA_OP) {
@@ -546,11 +546,34 @@ fn peak_rows(ctx: &GpuContext, quick: bool, reps: usize, pass: Pass, wanted: &dy
         let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || residual_forward(ctx, &out, &a, &b, n).expect("residual_forward launch"))?;
         rows.push(Row { op: PEAK_ADD_OP.into(), kernels, shape: (n, 1, 1), ms, rate: (12.0 * n as f64 / ms / 1e6, "GB/s") });
     }
+    // (one workgroup of one round: the launch's own cost, whatever the work)
+    let launches: Vec<(&str, bool)> = [(PEAK_LAUNCH_CHAINED_OP, false), (PEAK_LAUNCH_APART_OP, true)].into_iter().filter(|(op, _)| wanted(op)).collect();
+    let outs = match launches.is_empty() {
+        true => Vec::new(),
+        false => (0..LAUNCH_OUTPUTS).map(|_| ctx.alloc_f32(256)).collect::<hearth_core::Result<Vec<_>>>()?,
+    };
+    for (op, apart) in launches {
+        let mut turn = 0;
+        let (ms, kernels) = pass.time(ctx, reps * 10, BATCH_MS, || {
+            let out = &outs[if apart { turn % LAUNCH_OUTPUTS } else { 0 }];
+            turn += 1;
+            fma_peak(ctx, out, 256, 1, 0.999, 0.001).expect("fma_peak launch")
+        })?;
+        rows.push(Row { op: op.into(), kernels, shape: (256, 32, 1), ms, rate: (1.0 / ms, "k/s") });
+    }
     Ok(rows)
 }
 
 const PEAK_FMA_OP: &str = "peak fma";
 const PEAK_ADD_OP: &str = "peak a + b";
+/// "peak launches": what a launch costs with next to no work (fma_peak's one workgroup of one
+/// round; M, N, K as "peak fma"'s; the rate in thousands of launches a second), each writing
+/// the output the last one wrote (so that the driver orders them, a barrier between each two,
+/// as between most of a training step's launches), or LAUNCH_OUTPUTS outputs in turn (nothing
+/// to order between neighbours). A step of some 1,500 launches pays this cost each time.
+const PEAK_LAUNCH_CHAINED_OP: &str = "peak launches, chained";
+const PEAK_LAUNCH_APART_OP: &str = "peak launches, apart";
+const LAUNCH_OUTPUTS: usize = 8;
 
 /// Lengths of a, b and the output of a `kind` product of M × N × K (ops::matmul's layouts).
 fn operand_lens(kind: MatmulKind, m: usize, n: usize, k: usize) -> (usize, usize, usize) {

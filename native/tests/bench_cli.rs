@@ -169,7 +169,8 @@ fn bench_ops_json_times_the_forwards_probes_where_asked() {
 }
 
 /// The GPU's own peaks that the matmuls' rows are read against: its f32 rate with no memory
-/// traffic and a bandwidth, each named with its kernel and unit.
+/// traffic, a bandwidth and what a launch costs (chained, and apart), each named with its
+/// kernel and unit.
 #[test]
 fn bench_ops_json_times_the_gpus_peaks() {
     if hearth_tests::gpu().is_none() {
@@ -178,7 +179,17 @@ fn bench_ops_json_times_the_gpus_peaks() {
     let v = bench(&["ops", "--quick", "--reps", "1", "--filter", "peak"]);
     let rows = v["rows"].as_array().unwrap();
     let got: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r["op"].as_str().unwrap(), r["kernels"][0].as_str().unwrap(), r["unit"].as_str().unwrap())).collect();
-    assert_eq!(got, [("peak fma", "fma_peak:fma_peak [default]", "GFLOP/s"), ("peak a + b", "residual:residual_forward [default]", "GB/s")], "{v}");
+    let launch = ("fma_peak:fma_peak [default]", "k/s");
+    assert_eq!(
+        got,
+        [
+            ("peak fma", "fma_peak:fma_peak [default]", "GFLOP/s"),
+            ("peak a + b", "residual:residual_forward [default]", "GB/s"),
+            ("peak launches, chained", launch.0, launch.1),
+            ("peak launches, apart", launch.0, launch.1)
+        ],
+        "{v}"
+    );
     for r in rows {
         assert!(f(r, "rate") > 0.0 && f(r, "ms") > 0.0, "{r}");
     }
@@ -186,6 +197,10 @@ fn bench_ops_json_times_the_gpus_peaks() {
     let fma = &rows[0];
     let flop = 64.0 * f(fma, "m") * f(fma, "k");
     assert!((flop / f(fma, "ms") / 1e6 / f(fma, "rate") - 1.0).abs() < 1e-9, "{fma}");
+    // thousands of launches a second: one a launch's ms
+    for r in &rows[2..] {
+        assert!((f(r, "ms") * f(r, "rate") - 1.0).abs() < 1e-9, "{r}");
+    }
 }
 
 /// HEARTH_ADAPTER=noop: wgpu's backend that runs nothing, shaped like a GPU, so that a bench
