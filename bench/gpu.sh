@@ -200,6 +200,9 @@ elif [ "${FOCUS:-}" = loads ]; then
     # where the f32 forward's time goes: its probes without the loads, without the staging
     run ops-probes 20 env $PROBED_TILES "$HEARTH" bench ops --json --filter "f32 forward" --probes --reps 3 $PROBE_SHAPES $KERNEL_STATS
     run kernels-smollm2-135m 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json
+    # the head's products as a step runs them, in chunks of rows (SmolLM2: 256 of its 49,152
+    # words; Qwen2.5: 128 of 151,936), against the whole micro-batch's 2,048 rows at once
+    run ops-head 20 "$HEARTH" bench ops --json --filter "f32" --reps 3 --shape 256x49152x576 --shape 2048x49152x576 --shape 128x151936x896 --shape 512x151936x896
     # what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
     # tiles and cooperative matrices) at one of SmolLM2's shapes
     run ops-stats 20 "$HEARTH" bench ops --json --filter q4_1 --reps 1 $STATS_SHAPE $KERNEL_STATS
