@@ -34,12 +34,17 @@ fn a_value(a_off: u32, i: u32, r: u32) -> f32 {
 
 // An invocation's passes through a stage of TILE lines (A's rows, B's columns) by BK steps:
 // each pass four consecutive values along the operand's contiguous index (r where `along_r`,
-// else the lines), consecutive invocations taking consecutive passes, so that they read
-// consecutive addresses: pass `flat` + k·WG of the stage's TILE · BK / 4 is the invocation's
-// pass k, at its walk's (line, r) + k·(d_line, d_r). WG (32 or more, a power of two) is a
-// multiple of the passes per line (BK / 4, or TILE / 4 across the lines), so a pass's place in
-// the tile, and its address, advance by a constant, computed once per stage (the staging's
-// index arithmetic was most of the loop: bench/amd_isa.sh).
+// else the lines): pass `flat` + k·WG of the stage's TILE · BK / 4 is the invocation's pass k,
+// at its walk's (line, r) + k·(d_line, d_r). Along r, consecutive invocations take
+// consecutive passes of a line, so that they read consecutive addresses. Across the lines
+// (an input gradient's B: W read down its columns), they take consecutive steps r of the same
+// four lines instead: their stores to the tile, where a line's steps are contiguous, then fall
+// on consecutive banks. Taking consecutive passes along r there (lines 4 apart, at LD · 4 f16s
+// of one another, a multiple of 32 banks) put 8 (tiles of 64) or 16 (tiles of 128) of a
+// subgroup's stores on one bank. WG (32 or more, a power of two) is a multiple of the passes
+// per line (BK / 4) and of BK, so a pass's place in the tile, and its address, advance by a
+// constant, computed once per stage (the staging's index arithmetic was most of the loop:
+// bench/amd_isa.sh).
 struct CoopWalk {
     flat: u32,
     line: u32,
@@ -53,7 +58,7 @@ fn coop_walk(flat: u32, along_r: bool) -> CoopWalk {
     if (along_r) {
         return CoopWalk(flat, flat / (BK / 4u), 4u * (flat % (BK / 4u)), WG / (BK / 4u), 0u, true);
     }
-    return CoopWalk(flat, 4u * (flat % (TILE / 4u)), flat / (TILE / 4u), 0u, WG / (TILE / 4u), false);
+    return CoopWalk(flat, 4u * (flat / BK), flat % BK, 4u * (WG / BK), 0u, false);
 }
 
 // (line, r) in the tile of value t of pass k.

@@ -109,15 +109,19 @@ fn put8(at: u32, step: u32, lo: vec4<f32>, hi: vec4<f32>) {
 
 // Pass e's eight weights: W's row and group of 8 (x, y), where they go in tile_b (z) and how
 // far apart (w). The forward's run along a row of W (W(j0 + col, r0 + g ..)); the input
-// gradient's are eight of row r0 + r of W (W(r0 + r, j0 + g ..)), each a column of B.
+// gradient's are eight of row r0 + r of W (W(r0 + r, j0 + g ..)), each a column of B, and
+// consecutive passes take consecutive rows r of the same group: their stores, a step r of
+// eight columns each, then fall on consecutive banks (consecutive groups of a row, 8 columns
+// and a multiple of 32 banks apart, put a subgroup's stores on one or two banks: 8 or 16 to
+// a bank; see matmul_coop.wgsl's walk across the lines).
 fn b_eight(forward: bool, j0: u32, r0: u32, e: u32) -> vec4<u32> {
     if (forward) {
         let col = e / (BK / 8u);
         let g = 8u * (e % (BK / 8u));
         return vec4<u32>(j0 + col, (r0 + g) / 8u, col * LD + g, 1u);
     }
-    let r = e / (TILE / 8u);
-    let g = 8u * (e % (TILE / 8u));
+    let r = e % BK;
+    let g = 8u * (e / BK);
     return vec4<u32>(r0 + r, (j0 + g) / 8u, g * LD + r, LD);
 }
 

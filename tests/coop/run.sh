@@ -23,19 +23,22 @@ parity=$(realpath "$4")
 shaders=$(realpath "$5")
 . tests/coop/trixie.sh
 trixie_ready
-cp "$hearth" "$matmul" "$quant" "$parity" "$(command -v node)" "$root/opt/hearth/"
-# (the test binaries' names change with their builds: removed after the run, not left to
-# fill the disk, some 650 MB a set)
-trap 'rm -f "$root/opt/hearth/$(basename "$matmul")" "$root/opt/hearth/$(basename "$quant")" "$root/opt/hearth/$(basename "$parity")"' EXIT
-rm -rf "$root/opt/hearth/shaders" && cp -r "$shaders" "$root/opt/hearth/shaders"
+# This run's own copies, in a folder of its own: another run (CI's, a session's) may be using
+# the chroot at the same time, and an executable that is running cannot be overwritten. The
+# folder goes when the run ends (the test binaries are some 650 MB a set).
+run=run-$$
+mkdir -p "$root/opt/hearth/$run"
 out=$(mktemp)
+trap 'rm -rf "${root:?}/opt/hearth/$run" "$out"' EXIT
+cp "$hearth" "$matmul" "$quant" "$parity" "$(command -v node)" "$root/opt/hearth/$run/"
+cp -r "$shaders" "$root/opt/hearth/$run/shaders"
 # Only lavapipe's driver is loaded (VK_DRIVER_FILES): with all of Mesa's, trixie's Vulkan loader
 # loads and unloads the eight other drivers as each test's context enumerates the devices, and
 # a test creating a context while another names a pipeline crashed inside the loader (about one
 # run in ten of the quantized tests, which open contexts in parallel; seen under gdb:
 # vkEnumeratePhysicalDevices' dlclose against vkSetDebugUtilsObjectNameEXT).
-trixie_run 'export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json && /opt/hearth/hearth selftest && HEARTH_F16_MATMUL=1 /opt/hearth/hearth bench tiles --quick --json && cd tests && export HEARTH_REQUIRE_GPU=1 && /opt/hearth/$1 coop --nocapture && /opt/hearth/$2 coop in_blocks --nocapture && /opt/hearth/$3 cooperative --nocapture && cd .. && /opt/hearth/node tests/browser/shaders_dawn.mjs /opt/hearth/shaders' \
-  "$(basename "$matmul")" "$(basename "$quant")" "$(basename "$parity")" 2>&1 | tee "$out"
+trixie_run 'export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json && at=/opt/hearth/$1 && $at/hearth selftest && HEARTH_F16_MATMUL=1 $at/hearth bench tiles --quick --json && cd tests && export HEARTH_REQUIRE_GPU=1 && $at/$2 coop --nocapture && $at/$3 coop in_blocks --nocapture && $at/$4 cooperative --nocapture && cd .. && $at/node tests/browser/shaders_dawn.mjs $at/shaders' \
+  "$run" "$(basename "$matmul")" "$(basename "$quant")" "$(basename "$parity")" 2>&1 | tee "$out"
 grep -q "cooperative matrices f16 forwards and input gradients on matmul_coop.wgsl" "$out" || { echo "tests/coop: lavapipe offered no cooperative matrices in matmul_coop.wgsl's form"; exit 1; }
 if grep -q "SKIPPED" "$out"; then echo "tests/coop: the cooperative-matrix tests skipped"; exit 1; fi
 # (the matmul tests' two, the quantized ones' three, PEFT parity's two)
