@@ -25,16 +25,11 @@ var<workgroup> row_scale: array<f32, SCALED_ROWS>;
 
 // The scales of this workgroup's rows i0.. of A over its reduction steps r_begin..r_end,
 // and of H over the term's rank where it adds one (`with_term`), where the launch scales rows.
-// A and H are read in the order they are staged, each invocation noting its largest magnitude
-// as its row changes (read along the rows, its row never does: the tiles' rows divide the
-// invocations).
 fn scale_rows(with_term: bool, a_off: u32, i0: u32, r_begin: u32, r_end: u32, flat: u32) {
     if (p.scale_rows == 0u) {
         return;
     }
-    let rows = staged_rows();
-    let invocations = staged_invocations();
-    for (var r = flat; r < SCALED_ROWS; r += invocations) {
+    for (var r = flat; r < SCALED_ROWS; r += staged_invocations()) {
         atomicStore(&row_max_bits[r], 0u);
     }
     workgroupBarrier();
@@ -42,24 +37,14 @@ fn scale_rows(with_term: bool, a_off: u32, i0: u32, r_begin: u32, r_end: u32, fl
         let term = s == 1u;
         let lo = select(r_begin, 0u, term);
         let span = select(r_end, p.term_r, term) - lo;
-        let along_r = staged_along_r(term);
-        var row = rows;
-        var m = 0.0;
-        for (var e = flat; e < rows * span; e += invocations) {
-            let at = select(e % rows, e / span, along_r);
-            if (at != row) {
-                note_row_max(row, rows, m);
-                row = at;
-                m = 0.0;
-            }
-            if (i0 + row < p.M) {
-                m = max(m, abs(staged_value(term, a_off, i0 + row, lo + select(e / rows, e % span, along_r))));
-            }
+        if (staged_along_r(term)) {
+            row_maxima_along_r(term, a_off, i0, lo, span, flat);
+        } else {
+            row_maxima_across(term, a_off, i0, lo, span, flat);
         }
-        note_row_max(row, rows, m);
     }
     workgroupBarrier();
-    for (var r = flat; r < SCALED_ROWS; r += invocations) {
+    for (var r = flat; r < SCALED_ROWS; r += staged_invocations()) {
         let m = bitcast<f32>(atomicLoad(&row_max_bits[r]));
         var s = 1.0;
         if (m > 0.0) {
@@ -69,6 +54,54 @@ fn scale_rows(with_term: bool, a_off: u32, i0: u32, r_begin: u32, r_end: u32, fl
         row_scale[r] = s;
     }
     workgroupBarrier();
+}
+
+// The rows' largest magnitudes over steps lo..lo + span where the operand runs along r (an
+// input gradient's A): each row in turn, the invocations across its steps, eight loads in
+// flight at a time. (One value a turn, as the walk below reads, each load waited for the one
+// before it: at 4096 steps a row, a tile's rows took some 4,000 round trips to memory before
+// the product began, as long as the product itself.)
+fn row_maxima_along_r(term: bool, a_off: u32, i0: u32, lo: u32, span: u32, flat: u32) {
+    let rows = staged_rows();
+    let n = staged_invocations();
+    for (var row = 0u; row < rows && i0 + row < p.M; row++) {
+        let i = i0 + row;
+        var m = vec4<f32>();
+        for (var r = flat; r < span; r += 8u * n) {
+            let a = vec4<f32>(row_value(term, a_off, i, lo, span, r), row_value(term, a_off, i, lo, span, r + n),
+                              row_value(term, a_off, i, lo, span, r + 2u * n), row_value(term, a_off, i, lo, span, r + 3u * n));
+            let b = vec4<f32>(row_value(term, a_off, i, lo, span, r + 4u * n), row_value(term, a_off, i, lo, span, r + 5u * n),
+                              row_value(term, a_off, i, lo, span, r + 6u * n), row_value(term, a_off, i, lo, span, r + 7u * n));
+            m = max(m, max(abs(a), abs(b)));
+        }
+        note_row_max(row, rows, max(max(m.x, m.y), max(m.z, m.w)));
+    }
+}
+
+// Step r of row i's span (the span's last step past it: read again, it leaves the maximum as
+// it is).
+fn row_value(term: bool, a_off: u32, i: u32, lo: u32, span: u32, r: u32) -> f32 {
+    return staged_value(term, a_off, i, lo + min(r, span - 1u));
+}
+
+// The rows' largest magnitudes where the operand runs across the rows: read in the order they
+// are staged, each invocation noting its largest magnitude as its row changes.
+fn row_maxima_across(term: bool, a_off: u32, i0: u32, lo: u32, span: u32, flat: u32) {
+    let rows = staged_rows();
+    var row = rows;
+    var m = 0.0;
+    for (var e = flat; e < rows * span; e += staged_invocations()) {
+        let at = e % rows;
+        if (at != row) {
+            note_row_max(row, rows, m);
+            row = at;
+            m = 0.0;
+        }
+        if (i0 + row < p.M) {
+            m = max(m, abs(staged_value(term, a_off, i0 + row, lo + e / rows)));
+        }
+    }
+    note_row_max(row, rows, m);
 }
 
 // Notes an invocation's largest magnitude `m` in row `row` of the tile (none past its rows).

@@ -214,14 +214,25 @@ fn f16_tiles_keep_small_input_gradients() {
 fn check_small_input_gradients(ctx: &hearth_core::GpuContext, tiling: MatmulTiling, rng: &mut Rng) {
     let acc = Accumulate { alpha: 0.5, beta: 0.0 };
     let abs = |v: &[f32]| -> Vec<f32> { v.iter().map(|x| x.abs()).collect() };
-    for (d, rank, dropout) in [
-        (MatmulDims::new(70, 96, 40), 0, (0.0, 0)),
-        (MatmulDims::new(8, 5000, 40), 0, (0.0, 0)),
-        (MatmulDims::new(37, 52, 24), 8, (0.0, 0)),
-        (MatmulDims::new(130, 36, 72), 13, (0.5, 7)),
+    // (the last: each row with one value a thousand times its others somewhere along it, over
+    // a reduction split into parts of some 2,560 steps, which pieces/row_scales.wgsl reads
+    // eight times the workgroup's invocations at a time: a row's scale must come from all its
+    // steps, or that value saturates at f16's largest)
+    for (d, rank, dropout, spikes) in [
+        (MatmulDims::new(70, 96, 40), 0, (0.0, 0), false),
+        (MatmulDims::new(8, 5000, 40), 0, (0.0, 0), false),
+        (MatmulDims::new(37, 52, 24), 8, (0.0, 0), false),
+        (MatmulDims::new(130, 36, 72), 13, (0.5, 7), false),
+        (MatmulDims::new(8, 40 * 4096, 40), 0, (0.0, 0), true),
     ] {
         let (m, n, k) = (d.m, d.n, d.k);
-        let dy = rows_at_magnitudes(rng.vec_uniform(m * n, -1.0, 1.0), n);
+        let mut dy = rows_at_magnitudes(rng.vec_uniform(m * n, -1.0, 1.0), n);
+        if spikes {
+            for row in dy.chunks_mut(n) {
+                let at = rng.below(n);
+                row[at] = 1000.0 * row.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+            }
+        }
         let w = rng.vec_uniform(n * k, -1.0, 1.0);
         // dh's rows 3 magnitudes on from dy's: the scale of a row is the larger's
         let dh = rows_at_magnitudes(rng.vec_uniform((m + 3) * rank, -1.0, 1.0), rank)[3 * rank..].to_vec();
