@@ -166,7 +166,9 @@ struct PassStart {
 
 // Pass k's four values (A's, or B's where `on_b`), loaded from 0's index outside the product
 // (tested only where `bounded`), or where A is in `blocks` from block_index (the plain walk
-// computes no block index).
+// computes no block index). Not bounded, a pass past the stage (in workgroups sized for wider
+// subgroups) reads past it, harmlessly (wgpu's or the driver's bounds checks keep a read
+// inside its buffer), and stores nothing.
 fn pass_of(on_b: bool, bounded: bool, blocks: bool, w: CoopWalk, s: PassStart, k: u32) -> vec4<f32> {
     if (!bounded) {
         let at = s.at + k * s.d_at;
