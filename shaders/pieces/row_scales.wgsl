@@ -57,26 +57,34 @@ fn scale_rows(with_term: bool, a_off: u32, i0: u32, r_begin: u32, r_end: u32, fl
 }
 
 // The rows' largest magnitudes over steps lo..lo + span where the operand runs along r (an
-// input gradient's A): each row in turn, the invocations across its steps, eight loads in
-// flight at a time. (One value a turn, as the walk below reads, each load waited for the one
-// before it: at 4096 steps a row, a tile's rows took some 4,000 round trips to memory before
-// the product began, as long as the product itself.)
+// input gradient's A): each row by a group of ROW_GROUP invocations, at consecutive steps
+// (consecutive addresses), eight loads in flight per invocation, the groups on rows apart.
+// (One value a turn, as the walk below reads, each load waited for the one before it: at
+// 4096 steps a row, a tile's rows took some 4,000 round trips to memory before the product
+// began, as long as the product itself. And a row's maximum is noted by its group alone, not
+// by every invocation at once on the same word of workgroup memory.)
 fn row_maxima_along_r(term: bool, a_off: u32, i0: u32, lo: u32, span: u32, flat: u32) {
     let rows = staged_rows();
-    let n = staged_invocations();
-    for (var row = 0u; row < rows && i0 + row < p.M; row++) {
+    let lane = flat % ROW_GROUP;
+    let groups = staged_invocations() / ROW_GROUP;
+    for (var row = flat / ROW_GROUP; row < rows && i0 + row < p.M; row += groups) {
         let i = i0 + row;
         var m = vec4<f32>();
-        for (var r = flat; r < span; r += 8u * n) {
-            let a = vec4<f32>(row_value(term, a_off, i, lo, span, r), row_value(term, a_off, i, lo, span, r + n),
-                              row_value(term, a_off, i, lo, span, r + 2u * n), row_value(term, a_off, i, lo, span, r + 3u * n));
-            let b = vec4<f32>(row_value(term, a_off, i, lo, span, r + 4u * n), row_value(term, a_off, i, lo, span, r + 5u * n),
-                              row_value(term, a_off, i, lo, span, r + 6u * n), row_value(term, a_off, i, lo, span, r + 7u * n));
+        for (var r = lane; r < span; r += 8u * ROW_GROUP) {
+            let g = ROW_GROUP;
+            let a = vec4<f32>(row_value(term, a_off, i, lo, span, r), row_value(term, a_off, i, lo, span, r + g),
+                              row_value(term, a_off, i, lo, span, r + 2u * g), row_value(term, a_off, i, lo, span, r + 3u * g));
+            let b = vec4<f32>(row_value(term, a_off, i, lo, span, r + 4u * g), row_value(term, a_off, i, lo, span, r + 5u * g),
+                              row_value(term, a_off, i, lo, span, r + 6u * g), row_value(term, a_off, i, lo, span, r + 7u * g));
             m = max(m, max(abs(a), abs(b)));
         }
         note_row_max(row, rows, max(max(m.x, m.y), max(m.z, m.w)));
     }
 }
+
+// Invocations per row in row_maxima_along_r: 8 consecutive steps are 32 bytes, a whole
+// sector of memory; every includer's workgroup is a multiple of 8 (32 to 256 invocations).
+const ROW_GROUP: u32 = 8u;
 
 // Step r of row i's span (the span's last step past it: read again, it leaves the maximum as
 // it is).
