@@ -140,8 +140,7 @@ fn stage_walk(on_b: bool, bounded: bool, blocks: bool, o: Operand, w: CoopWalk, 
             let values = column_of(passes, n);
             for (var t = 0u; t < 4u; t++) {
                 let place = walk_place(w, k + n, t);
-                let keep = !bounded | ((line0 + place.x < o.lines) & (r0 + place.y < r_end));
-                let v = select(0.0, values[t], keep);
+                let v = select(0.0, values[t], !bounded | in_product(s, place));
                 if (on_b) {
                     tile_b[place.x * LD + place.y] = to_tile(v);
                 } else {
@@ -179,12 +178,19 @@ fn pass_of(on_b: bool, bounded: bool, blocks: bool, w: CoopWalk, s: PassStart, k
 }
 
 fn pass_value(on_b: bool, blocks: bool, w: CoopWalk, s: PassStart, k: u32, t: u32) -> f32 {
-    let e = vec2<u32>(s.line0, s.r0) + walk_place(w, k, t);
-    let inside = (e.x < s.lines) & (e.y < s.r_end);
+    let place = walk_place(w, k, t);
+    let inside = in_product(s, place);
     if (blocks) {
+        let e = vec2<u32>(s.line0, s.r0) + place;
         return a[select(0u, block_index(e.x, e.y, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R), inside)];
     }
     return operand_at(on_b, select(0u, s.at + k * s.d_at + t * s.d_t, inside));
+}
+
+// Whether the value at `place` in the tile lies inside the product (its operand's lines and
+// the stage's steps): where a pass loads it from, and where it is stored as it is, not zeroed.
+fn in_product(s: PassStart, place: vec2<u32>) -> bool {
+    return (s.line0 + place.x < s.lines) & (s.r0 + place.y < s.r_end);
 }
 
 // a[idx], or b[idx] where `on_b`.
