@@ -470,20 +470,21 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(5) var<storage, read> parts: array<f32>;
 @group(0) @binding(6) var<storage, read_write> summed: array<f32>;
 
-// summed[i] = beta·summed[i] + alpha·Σ_s parts[s·M·N + i]: the split reduction's last step
-// (which applies DROP_OUT: the partial products do not), into column blocks where the
-// product's output is in them.
+// summed = beta·summed + alpha·Σ_s parts[s·c_split + i]: the split reduction's last step
+// (which applies DROP_OUT: the partial products do not). Each part holds a batch's M × N
+// outputs back to back (c_split floats: one M × N where unbatched), item z's summed into
+// summed[z·c_batch..]; into column blocks where the product's output is in them (unbatched).
 @compute @workgroup_size(256)
 fn matmul_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    let len = p.M * p.N;
-    if (i >= len) { return; }
+    if (i >= p.c_split) { return; }
     var total = 0.0;
     for (var s = 0u; s < p.splits; s++) {
-        total += parts[s * len + i];
+        total += parts[s * p.c_split + i];
     }
-    // the summed output in column blocks where c_block2 says so (a stacked forward's)
-    var at = i;
+    let item = p.M * p.N;
+    var at = (i / item) * p.c_batch + i % item;
+    // (a stacked forward's output in column blocks where c_block2 says so)
     if (p.c_block2 != 0u) {
         at = block_index(i / p.N, i % p.N, vec2<u32>(p.c_block2, p.c_block3), vec2<u32>(p.c_block2_at, p.c_block3_at), p.N);
     }

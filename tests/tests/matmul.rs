@@ -395,6 +395,11 @@ fn matmul_tiled_splits_long_reductions() {
             }
         }
     }
+    // a batch's reductions split alike, also past the longest a workgroup takes
+    for (kind, m, n, k) in [(MatmulKind::Forward, 10, 12, 3000), (MatmulKind::Forward, 70, 20, 5000), (MatmulKind::BackwardInput, 9, 2600, 20)] {
+        let d = MatmulDims { batch: 3, b_batched: kind == MatmulKind::Forward, ..MatmulDims::new(m, n, k) };
+        check(kind, MatmulTiling::Tiled, d, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+    }
     with_gpu!(ctx => {
         // the split path ran: its summing pass is among the launches
         let (m, n, k) = (2000, 12, 20);
@@ -782,8 +787,9 @@ fn tiled_weight_gradient_reads_its_a_in_blocks() {
 
 /// A batch whose operands lie apart (MatmulDims::batch_strides: parts of arenas, as LoRA's
 /// gradients of several targets at once read and write them): input and weight gradients
-/// against the CPU item by item, the gaps untouched; and a batch of weight gradients as the
-/// split parts of a long reduction (z: item and part), each part holding every item's.
+/// against the CPU item by item, the gaps untouched, also where few tiles split their
+/// reductions (z: item and part; the sum writes each item at its stride); and a batch of
+/// weight gradients as the split parts of a long reduction, each part holding every item's.
 #[test]
 fn batched_products_at_strides_match_cpu() {
     use hearth_core::ops::matmul::{matmul_weight_parts, BatchStrides, SplitParts};
@@ -797,7 +803,9 @@ fn batched_products_at_strides_match_cpu() {
             }
             buf
         };
-        for (kind, m, n, k) in [(MatmulKind::BackwardInput, 70, 40, 16), (MatmulKind::BackwardWeight, 70, 40, 16), (MatmulKind::BackwardWeight, 9, 33, 20)] {
+        // (70 × 1536 × 16: LoRA's dh of gate and up, 6 parts; 2000 × 16 × 20: a dB over
+        // 2000 tokens, 7 parts)
+        for (kind, m, n, k) in [(MatmulKind::BackwardInput, 70, 40, 16), (MatmulKind::BackwardWeight, 70, 40, 16), (MatmulKind::BackwardWeight, 9, 33, 20), (MatmulKind::BackwardInput, 70, 1536, 16), (MatmulKind::BackwardWeight, 2000, 16, 20)] {
             let d = MatmulDims { batch: 2, b_batched: true, ..MatmulDims::new(m, n, k) };
             let (a_len, b_len, c_len) = lens(kind, &d);
             let strides = BatchStrides { a: a_len + 12, b: b_len + 4, c: c_len + 8 };
@@ -807,7 +815,10 @@ fn batched_products_at_strides_match_cpu() {
             let d = MatmulDims { batch_strides: Some(strides), ..d };
             let prior = vec![7.0; strides.c + c_len];
             let out = upload(ctx, &prior);
+            ctx.profile_begin();
             matmul_with(ctx, kind, MatmulTiling::Tiled, &out, &ab, &bb, d, Accumulate { alpha: 0.5, beta: 1.0 }).unwrap();
+            let summed = pollster::block_on(ctx.profile_end()).unwrap().kernels.keys().any(|name| name.contains("matmul_sum_splits"));
+            assert_eq!(summed, n == 1536 || m == 2000, "{kind:?} {m}×{n}×{k}: the reduction split where few tiles take it");
             let got = read(ctx, &out);
             let what = format!("{kind:?} {m}×{n}×{k}, two items at {strides:?}");
             for z in 0..2 {
@@ -972,8 +983,11 @@ fn matmul_shared_input_matches_cpu() {
     use hearth_core::ops::matmul::{matmul_shared_input, SplitParts};
     with_gpu!(ctx => {
         let mut rng = Rng::new(41);
-        for _ in 0..4 {
-            let (count, m, n, k) = (2 + rng.below(2), 1 + rng.below(70), 1 + rng.below(40), 8 + rng.below(300));
+        // (the last two over reductions that few tiles split: LoRA's x·Aᵀ of q, k and v, or of
+        // gate and up, each part holding every target's)
+        for round in 0..6 {
+            let k = if round < 4 { 8 + rng.below(300) } else { 512 + rng.below(1100) };
+            let (count, m, n) = (2 + rng.below(2), 1 + rng.below(70), 1 + rng.below(40));
             let d = MatmulDims { batch: count, b_batched: true, a_shared: true, ..MatmulDims::new(m, n, k) };
             let stride = m * n + 64 + rng.below(64) * 4;
             let x = rng.vec_uniform(m * k, -1.0, 1.0);

@@ -519,24 +519,30 @@ const SPLIT_MIN_REDUCTION: usize = 512;
 pub const SPLIT_MIN_STEPS: usize = 256;
 pub const SPLIT_WORKGROUPS: usize = 64;
 const SPLIT_MAX_STEPS: usize = 4096;
-/// The longest reduction of a batched tiled launch (it cannot split).
+/// The longest reduction of a batched launch on the cooperative-matrix kernel (whose z is the
+/// batch or the split, not both: it cannot split a batch's reductions).
 pub(crate) const BATCHED_MAX_REDUCTION: usize = SPLIT_MAX_STEPS;
 
-/// Parts the reduction of a tiled launch of `tiles` output tiles is split into (1: none),
-/// towards `workgroups` in all, each of at least `min_steps` ([`split_choice`]), and the steps
-/// of each (a multiple of the 8 staged per iteration). Batched launches use z for the batch,
-/// so they cannot split; their reductions must fit one part.
-pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (usize, usize), reduction: usize, batch: usize) -> Result<(usize, usize)> {
+/// Parts the reduction of a tiled launch of `batch` items of `tiles` output tiles each is
+/// split into (1: none), towards `workgroups` in all, each of at least `min_steps`
+/// ([`split_choice`]), and the steps of each (a multiple of the 8 staged per iteration).
+/// The tiled kernels split a batch's reductions alike, each part holding every item's
+/// (LoRA's x·Aᵀ of the targets that share an input, and their dh's: 32 tiles of 64 rows and
+/// 2 or 3 items, which unsplit took 64–96 workgroups of an H100's 132 multiprocessors through
+/// 72–192 iterations each); where `batch_splits` is false (the cooperative-matrix kernel), a
+/// batch's reductions must fit one part.
+pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (usize, usize), reduction: usize, batch: usize, batch_splits: bool) -> Result<(usize, usize)> {
+    if batch > 1 && !batch_splits {
+        ensure(reduction <= SPLIT_MAX_STEPS, || format!("{op}: a batched product over {reduction} steps on cooperative matrices; at most {SPLIT_MAX_STEPS} are supported"))?;
+        return Ok((1, reduction.next_multiple_of(8)));
+    }
+    let tiles = tiles * batch;
     let few_tiles = if 2 * tiles < workgroups && reduction >= SPLIT_MIN_REDUCTION {
         workgroups.div_ceil(tiles).min(reduction / min_steps)
     } else {
         1
     };
     let splits = few_tiles.max(reduction.div_ceil(SPLIT_MAX_STEPS)).max(1);
-    if batch > 1 {
-        ensure(reduction <= SPLIT_MAX_STEPS, || format!("{op}: a batched product over {reduction} steps; at most {SPLIT_MAX_STEPS} are supported"))?;
-        return Ok((1, reduction.next_multiple_of(8)));
-    }
     Ok((splits, reduction.div_ceil(splits).next_multiple_of(8)))
 }
 
@@ -544,7 +550,7 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (
 /// into where few tiles split towards `split.0` workgroups in parts of `split.1` steps or more
 /// (the CLI's tile tuning times only the choices that split differently).
 pub fn forward_splits(m: usize, n: usize, k: usize, side: usize, split: (usize, usize)) -> usize {
-    reduction_split("a forward", m.div_ceil(side) * n.div_ceil(side), split, k, 1).map_or(1, |(splits, _)| splits)
+    reduction_split("a forward", m.div_ceil(side) * n.div_ceil(side), split, k, 1, true).map_or(1, |(splits, _)| splits)
 }
 
 /// Whether `steps` can be the fewest steps of a split reduction's parts
@@ -575,20 +581,38 @@ pub fn wide_tiles(ctx: &GpuContext, outputs: usize) -> bool {
 /// The split reduction's last step: out = beta·out + alpha·Σ of the `splits` (rows × cols)
 /// partial products in `parts`.
 pub(crate) fn sum_splits(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, rows: usize, cols: usize, splits: usize, acc: Accumulate) -> Result<()> {
-    sum_splits_dropping(ctx, out, parts, rows, cols, splits, acc, None, None)
+    sum_splits_dropping(ctx, out, parts, rows, cols, SplitSum::one(splits, None), acc, None)
 }
 
 /// [`sum_splits`] into an output in column blocks (a stacked forward's parts' outputs).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sum_splits_into_blocks(ctx: &GpuContext, out: &GpuBuffer, blocks: Option<ColumnBlocks>, parts: &GpuBuffer, rows: usize, cols: usize, splits: usize, acc: Accumulate) -> Result<()> {
-    sum_splits_dropping(ctx, out, parts, rows, cols, splits, acc, None, blocks)
+    sum_splits_dropping(ctx, out, parts, rows, cols, SplitSum::one(splits, blocks), acc, None)
 }
 
-/// [`sum_splits`], with the output's dropout where `drop` masks it (DropOn::Out), into an
-/// output in column blocks where `blocks` says so.
+/// What a split reduction's parts hold and where their sum goes: `splits` parts, each of
+/// `items` outputs of rows × cols back to back (a batch's), summed into the output's items
+/// `item_stride` floats apart, or into its column blocks (one item).
+#[derive(Clone, Copy)]
+struct SplitSum {
+    splits: usize,
+    items: usize,
+    item_stride: usize,
+    blocks: Option<ColumnBlocks>,
+}
+
+impl SplitSum {
+    fn one(splits: usize, blocks: Option<ColumnBlocks>) -> Self {
+        SplitSum { splits, items: 1, item_stride: 0, blocks }
+    }
+}
+
+/// [`sum_splits`] of `sum`'s parts, with the output's dropout where `drop` masks it
+/// (DropOn::Out).
 #[allow(clippy::too_many_arguments)]
-fn sum_splits_dropping(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, rows: usize, cols: usize, splits: usize, acc: Accumulate, drop: Option<OperandDropout>, blocks: Option<ColumnBlocks>) -> Result<()> {
+fn sum_splits_dropping(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, rows: usize, cols: usize, sum: SplitSum, acc: Accumulate, drop: Option<OperandDropout>) -> Result<()> {
     let (drop_on, drop_seed, drop_p) = drop_params(drop.filter(|x| x.on == DropOn::Out));
+    let item = rows * cols;
     let params = StridedParams {
         m: rows as u32,
         n: cols as u32,
@@ -601,16 +625,17 @@ fn sum_splits_dropping(ctx: &GpuContext, out: &GpuBuffer, parts: &GpuBuffer, row
         b_sr: 0,
         a_batch: 0,
         b_batch: 0,
-        c_batch: 0,
-        splits: splits as u32,
+        c_batch: if sum.items > 1 { sum.item_stride } else { item } as u32,
+        c_split: (sum.items * item) as u32,
+        splits: sum.splits as u32,
         r_split: 0,
         drop_on,
         drop_seed,
         drop_p,
-        c_blocks: ColumnBlocks::params(blocks),
+        c_blocks: ColumnBlocks::params(sum.blocks),
         ..bytemuck::Zeroable::zeroed()
     };
-    ctx.dispatch(&Kernel::new(Shader::MatmulTiled, "matmul_sum_splits", 5), &[parts], &[out], &params, grid_1d((rows * cols) as u64, 256))
+    ctx.dispatch(&Kernel::new(Shader::MatmulTiled, "matmul_sum_splits", 5), &[parts], &[out], &params, grid_1d((sum.items * item) as u64, 256))
 }
 
 pub use super::matmul_blocks::{REGISTER_BLOCK, REGISTER_NARROW_BLOCK, REGISTER_NARROW_WG, REGISTER_WG};
@@ -1098,7 +1123,7 @@ pub fn weight_grad_splits(ctx: &GpuContext, m: usize) -> Option<usize> {
 /// Parts of at least `min_steps` each ([`SPLIT_MIN_STEPS`] unless the context's TileChoice
 /// says otherwise).
 pub fn weight_grad_parts(m: usize, min_steps: usize) -> usize {
-    reduction_split("a weight gradient", 1, (SPLIT_WORKGROUPS, min_steps), m, 1).map_or(1, |(splits, _)| splits)
+    reduction_split("a weight gradient", 1, (SPLIT_WORKGROUPS, min_steps), m, 1, true).map_or(1, |(splits, _)| splits)
 }
 
 /// The split parts of the weight gradient `alpha·aᵀ·b` (a BackwardWeight product, with LoRA
@@ -1137,13 +1162,15 @@ pub fn matmul_shared_input(ctx: &GpuContext, dest: SplitParts, x: &GpuBuffer, w:
     ensure(drop.on == DropOn::A && (0.0..1.0).contains(&drop.p), || format!("{op}: dropout below 1 on the input only, got {drop:?}"))?;
     let d = MatmulDims { batch_strides: Some(BatchStrides { a: 0, b: d.n * d.k, c: dest.stride }), ..d };
     let tiling = tiled_for(ctx, MatmulKind::Forward, &d, false);
-    launch(ctx, MatmulKind::Forward, tiling, dest.parts, x, w, d, Accumulate::OVERWRITE, (drop.p > 0.0).then_some(drop), None, Some(dest))
+    // (the outputs as one operand: a few tiles' reductions split, each part holding them all)
+    let out = GpuBuffer::view(dest.parts, dest.at, 4 * batch_span(dest.stride, d.m * d.n, d.batch) as u64);
+    launch(ctx, MatmulKind::Forward, tiling, &out, x, w, d, Accumulate::OVERWRITE, (drop.p > 0.0).then_some(drop), None, None)
 }
 
 /// Records one product with the tiling given; `drop` and `term` only with the tiled kernels
 /// (with a term, only the term's dropout), and `into` only with the plain tiled kernel (then
-/// `out` is the parts' buffer): a split product's parts, or a batch's outputs
-/// ([`matmul_shared_input`]).
+/// `out` is the parts' buffer): a split weight gradient's parts, summed later
+/// ([`matmul_weight_parts`]).
 #[allow(clippy::too_many_arguments)]
 fn launch(
     ctx: &GpuContext,
@@ -1261,10 +1288,16 @@ fn launch(
             let tiles = cols.div_ceil(tile_cols) * rows.div_ceil(tile_rows);
             let (splits, r_split) = match into {
                 Some(p) => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
-                None => reduction_split(op, tiles, split_choice(ctx), pr as usize, d.batch)?,
+                None => reduction_split(op, tiles, split_choice(ctx), pr as usize, d.batch, tiling != MatmulTiling::Coop)?,
             };
-            // floats between the parts of a split output: its scratch's, or the caller's
-            let c_split = into.map_or(c_len, |p| p.stride);
+            // floats between a batch's outputs (c_batch) and between a split output's parts
+            // (c_split): the caller's where it gives the parts, else in the scratch each part
+            // holds the batch's outputs back to back
+            let (c_batch, c_split) = match into {
+                Some(p) => (if d.batch > 1 { strides.c } else { p.stride }, p.stride),
+                None if splits > 1 => (c_len, d.batch * c_len),
+                None => (strides.c, c_len),
+            };
             // a split product's parts are unmasked: sum_splits masks their sum
             let (drop_on, drop_seed, drop_p) = drop_params(drop.filter(|x| splits == 1 || x.on != DropOn::Out));
             // parts to be summed later carry alpha (the one sum serves gradients of other alphas)
@@ -1283,7 +1316,7 @@ fn launch(
                 a_batch: if d.batch == 1 || d.a_shared { 0 } else { strides.a as u32 },
                 b_batch: if d.batch > 1 && d.b_batched { strides.b as u32 } else { 0 },
                 // (an unbatched split's parts at c_batch too, for the cooperative-matrix kernel)
-                c_batch: if d.batch > 1 { strides.c } else { c_split } as u32,
+                c_batch: c_batch as u32,
                 c_split: c_split as u32,
                 splits: splits as u32,
                 r_split: r_split as u32,
@@ -1334,9 +1367,10 @@ fn launch(
             if splits == 1 {
                 return ctx.dispatch_counted(&kernel, &inputs, &[out], &params, groups, flops);
             }
-            let parts = ctx.alloc_scratch_f32(splits * rows * cols)?;
+            let parts = ctx.alloc_scratch_f32(splits * c_split)?;
             ctx.dispatch_counted(&kernel, &inputs, &[&parts], &params, groups, flops)?;
-            sum_splits_dropping(ctx, out, &parts, rows, cols, splits, acc, drop, d.c_blocks)
+            let into = SplitSum { splits, items: d.batch, item_stride: strides.c, blocks: d.c_blocks };
+            sum_splits_dropping(ctx, out, &parts, rows, cols, into, acc, drop)
         }
     }
 }
