@@ -1087,6 +1087,34 @@ fn gemv_adds_a_term_over_stacked_weights() {
 }
 
 #[test]
+fn split_reductions_stay_within_their_workgroups() {
+    // A launch of few tiles splits its reduction into as many parts as keep it within the
+    // workgroups asked for (about what the GPU runs at once, where tuned), not past them: on
+    // the H100's tuning (256 workgroups, parts of 64 steps or more), SmolLM2's 576-wide
+    // outputs of 2,048 tokens, 80 tiles of 128, in 3 parts (240 workgroups; 4 would be 320,
+    // a second round for 56 of them); q, k and v stacked (960 wide: 128 tiles, not under half
+    // the workgroups) and gate and up stacked (384 tiles) whole; LoRA's x·Aᵀ of down (32 tiles
+    // of 64) in 8, the parts' steps permitting; and by default (64 workgroups, parts of 256
+    // steps): 32 tiles whole, 16 in 4 parts, 24 in 2 (48 workgroups: 3 parts would be 72).
+    use hearth_core::ops::matmul::forward_splits;
+    let h100 = (256, 64);
+    for ((m, n, k), side, split, parts) in [
+        ((2048, 576, 1536), 128, h100, 3),
+        ((2048, 576, 576), 128, h100, 3),
+        ((2048, 960, 576), 128, h100, 1),
+        ((2048, 3072, 576), 128, h100, 1),
+        ((2048, 16, 1536), 64, h100, 8),
+        ((2048, 16, 256), 64, h100, 1),
+        ((2048, 16, 1536), 64, (64, 256), 1),
+        ((1024, 16, 1536), 64, (64, 256), 4),
+        ((1536, 16, 1536), 64, (64, 256), 2),
+        ((2048, 576, 1536), 64, (64, 256), 1),
+    ] {
+        assert_eq!(forward_splits(m, n, k, side, split), parts, "{m} × {n} × {k} in tiles of {side}, split as {split:?}");
+    }
+}
+
+#[test]
 fn a_tile_choice_overrides_the_heuristics() {
     // What HEARTH_TILES and HEARTH_SPLIT_WORKGROUPS ask for (bench/gpu.sh compares them with
     // the heuristics on a GPU), on the GPU kernel paths: output tiles of the side asked for

@@ -71,8 +71,8 @@ pub struct TileChoice {
     /// The outputs from which the cooperative-matrix kernels take 128 × 128 tiles, as measured
     /// on this adapter (usize::MAX: never). None: as `wide_outputs`.
     pub coop_wide_outputs: Option<usize>,
-    /// The workgroups a launch of few tiles splits its reduction towards (ops::matmul's
-    /// reduction_split; at least 2). None: 64. Training's split weight gradients keep theirs
+    /// The workgroups a launch of few tiles splits its reduction towards, not past them
+    /// (ops::matmul's reduction_split; at least 2). None: 64. Training's split weight gradients keep theirs
     /// (their parts' buffers are laid out for them).
     pub split_workgroups: Option<usize>,
     /// The fewest steps of a reduction each part of a split one takes (ops::matmul's

@@ -511,7 +511,10 @@ fn drop_params(drop: Option<OperandDropout>) -> (u32, u32, f32) {
 /// reduction of at least `SPLIT_MIN_REDUCTION` steps is computed in parts of at least
 /// `SPLIT_MIN_STEPS` steps each (or the TileChoice's: on the H200 a part's loop of 256 steps,
 /// one workgroup per tile and part, looked like most of the 0.2 ms that LoRA's thin products
-/// took each), up to `SPLIT_WORKGROUPS` workgroups in all; and no workgroup
+/// took each), as many as keep it within `SPLIT_WORKGROUPS` workgroups in all (tuned, they are
+/// about what the GPU runs at once: the H100's 256 against its 264 workgroups of 128 × 128
+/// tiles, two to each of 132 multiprocessors, where 80 tiles in 4 parts, 320 workgroups, would
+/// leave a second round to 56 of them; in 3 parts, 240, one round); and no workgroup
 /// reduces over more than `SPLIT_MAX_STEPS` steps (on lavapipe a workgroup that loops over
 /// more than ~2,500 stages of 8 steps, two barriers each, returned wrong sums, while
 /// SwiftShader's were right; the lm_head's input gradient reduces over the whole vocabulary).
@@ -524,7 +527,7 @@ const SPLIT_MAX_STEPS: usize = 4096;
 pub(crate) const BATCHED_MAX_REDUCTION: usize = SPLIT_MAX_STEPS;
 
 /// Parts the reduction of a tiled launch of `batch` items of `tiles` output tiles each is
-/// split into (1: none), towards `workgroups` in all, each of at least `min_steps`
+/// split into (1: none), towards `workgroups` in all but not past them, each of at least `min_steps`
 /// ([`split_choice`]), and the steps of each (a multiple of the 8 staged per iteration).
 /// The tiled kernels split a batch's reductions alike, each part holding every item's
 /// (LoRA's x·Aᵀ of the targets that share an input, and their dh's: 32 tiles of 64 rows and
@@ -538,7 +541,7 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (
     }
     let tiles = tiles * batch;
     let few_tiles = if 2 * tiles < workgroups && reduction >= SPLIT_MIN_REDUCTION {
-        workgroups.div_ceil(tiles).min(reduction / min_steps)
+        (workgroups / tiles).min(reduction / min_steps)
     } else {
         1
     };
