@@ -18,7 +18,8 @@
 // current one (PREFETCH), so that the loads' latency hides behind the sums (one tile in
 // workgroup memory, where a second one would pass WebGPU's 16 KB).
 // The launcher sets TX and TY (matmul.rs: 8 × 8 for small outputs, 16 × 16 for large), and
-// CQ (2; 1 in tiles of 128 × 64 where the context says so).
+// CQ (2; 1 in tiles of 128 × 64 where the context says so, and in tiles of 64 × 32 for outputs
+// of at most 32 columns: LoRA's products of its rank).
 //
 // Split reduction: an output of few tiles over a long reduction (LoRA's weight gradients:
 // r × in over all the tokens) would leave most of a GPU idle, so the launcher may split the
@@ -70,7 +71,8 @@ override PREFETCH: bool = true;
 // tiles of 64 would take 16.
 override BK: u32 = 8u;
 // The 4-column quarters of each invocation's block: 2 (8 × 8, tiles as wide as tall), or 1
-// (8 × 4: tiles of 128 rows by 64 columns where the launcher says so). Half the accumulators:
+// (8 × 4: tiles of 128 rows by 64 columns where the launcher says so; 64 by 32 for thin
+// outputs, whose 64 × 64 tiles summed three quarters past them). Half the accumulators:
 // where a GPU's compiler gives the 8 × 8 blocks more registers than leave room for a second
 // workgroup on a multiprocessor, the 8 × 4 blocks may hold two or three, whose loads and
 // barriers then overlap each other's sums.

@@ -326,6 +326,49 @@ fn matmul_random_shapes_every_tiling() {
     }
 }
 
+/// Outputs of at most 32 columns (LoRA's x·Aᵀ, dh and dB: the rank wide) in tiles of 64 rows
+/// by 32 columns, 8 × 4 outputs an invocation (THIN_COLUMNS), in f32 and f16 tiles, values
+/// loaded ahead and in turn: forwards and both gradients off the tiles, over reductions that
+/// split and end inside a stage, batched, with a low-rank term and dropout; 33 columns in
+/// tiles of 64 × 64.
+#[test]
+fn thin_outputs_take_tiles_of_32_columns() {
+    use hearth_core::gpu::{KernelPaths, TileChoice};
+    let mut rng = Rng::new(47);
+    for prefetch in [true, false] {
+        let Some(own) = own_gpu() else { return };
+        let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(TileChoice { side: Some(64), prefetch: Some(prefetch), ..Default::default() });
+        for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
+            // (the output's columns: n for a forward, k for the gradients)
+            for (m, cols, r) in [(300, 16, 37), (70, 32, 1100), (129, 1, 200), (10, 31, 3000)] {
+                let d = match kind {
+                    MatmulKind::Forward => MatmulDims::new(m, cols, r),
+                    MatmulKind::BackwardInput => MatmulDims::new(m, r, cols),
+                    MatmulKind::BackwardWeight => MatmulDims::new(r, m, cols),
+                };
+                ctx.profile_begin();
+                check_on(ctx, kind, MatmulTiling::Tiled, d, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+                if ctx.has_f16() && kind != MatmulKind::BackwardWeight {
+                    check_on(ctx, kind, MatmulTiling::TiledF16, d, Accumulate::OVERWRITE, &mut rng);
+                }
+                let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+                let thin = if prefetch { "[64x32]" } else { "[64x32, loaded in turn]" };
+                assert!(kernels.keys().filter(|k| k.contains(":matmul_tiled [")).all(|k| k.ends_with(thin)), "{kind:?} {d:?}: {kernels:?}");
+            }
+            let batched = MatmulDims { batch: 3, b_batched: true, ..MatmulDims::new(70, 20, 24) };
+            check_on(ctx, kind, MatmulTiling::Tiled, batched, Accumulate::OVERWRITE, &mut rng);
+            if kind != MatmulKind::BackwardWeight {
+                let dropout = if kind == MatmulKind::Forward { (0.0, 0) } else { (0.3, 7) };
+                check_low_rank(ctx, kind, MatmulTiling::Tiled, MatmulDims::new(130, 24, 20), Accumulate::OVERWRITE, 5, dropout, &mut rng);
+            }
+        }
+        ctx.profile_begin();
+        check_on(ctx, MatmulKind::Forward, MatmulTiling::Tiled, MatmulDims::new(70, 33, 40), Accumulate::OVERWRITE, &mut rng);
+        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+        assert!(kernels.keys().any(|k| k.starts_with("matmul_tiled:matmul_tiled [64x64")), "33 columns: {kernels:?}");
+    }
+}
+
 #[test]
 fn matmul_register_spans_several_workgroups() {
     // A register workgroup covers 256 rows × 256 columns (the narrow one 128 rows × 16
@@ -1256,6 +1299,8 @@ fn tiles_loaded_in_turn_match_cpu() {
         for shader in ["matmul_tiled:matmul_tiled", "matmul_q4_1:matmul_quant_forward_tiled", "matmul_nf4:matmul_quant_backward_input_tiled"] {
             assert!(kernels.keys().any(|k| k.starts_with(shader) && k.ends_with(&variant)), "{shader} {variant}: {kernels:?}");
         }
-        assert!(kernels.keys().all(|k| !k.contains("tiled [") || k.ends_with(&variant)), "every tiled launch {variant}: {kernels:?}");
+        // (outputs of 12 columns in tiles of 64 rows take 32 columns: THIN_COLUMNS)
+        let in_turn = |k: &String| k.ends_with(&variant) || (side == 64 && k.ends_with("[64x32, loaded in turn]"));
+        assert!(kernels.keys().all(|k| !k.contains("tiled [") || in_turn(k)), "every tiled launch {variant}: {kernels:?}");
     }
 }

@@ -309,11 +309,16 @@ pub(crate) fn coop_variant(shape: CoopShape, tile: usize) -> Option<Variant> {
 /// (`quantized`); the f32 tiles of 128 rows stage 8 or 16 steps (`GpuContext::tile_steps`),
 /// are 128 or 64 columns wide (`GpuContext::tile_columns`: CQ, 4 columns an invocation) and
 /// kept once or twice in workgroup memory (`GpuContext::tile_buffers`: BUFFERS).
-pub(crate) fn tiled_variant(ctx: &GpuContext, side: usize, quantized: bool) -> Variant {
+pub(crate) fn tiled_variant(ctx: &GpuContext, (rows, cols): (usize, usize), quantized: bool) -> Variant {
     // [in turn]
     const NARROW: [Variant; 2] = [
         Variant { name: "64x64", constants: &[("TX", 8.0), ("TY", 8.0)] },
         Variant { name: "64x64, loaded in turn", constants: &[("TX", 8.0), ("TY", 8.0), ("PREFETCH", 0.0)] },
+    ];
+    // (tiles of 64 rows by 32 columns, 8 × 4 outputs an invocation: THIN_COLUMNS) [in turn]
+    const THIN: [Variant; 2] = [
+        Variant { name: "64x32", constants: &[("TX", 8.0), ("TY", 8.0), ("CQ", 1.0)] },
+        Variant { name: "64x32, loaded in turn", constants: &[("TX", 8.0), ("TY", 8.0), ("PREFETCH", 0.0), ("CQ", 1.0)] },
     ];
     // (tiles of 128: staging 16 steps per iteration, 64 columns wide, and two tiles in
     // workgroup memory, where the context says so) [two tiles][columns 64][16 steps][in turn]
@@ -343,18 +348,31 @@ pub(crate) fn tiled_variant(ctx: &GpuContext, side: usize, quantized: bool) -> V
         Variant { name: "128x128, loaded in turn", constants: &[("TQ", 16.0), ("PREFETCH", 0.0)] },
     ];
     let in_turn = !ctx.tile_prefetch() as usize;
-    match (quantized, side == 128) {
+    match (quantized, rows == 128) {
         (true, wide) => QUANTIZED[2 * wide as usize + in_turn],
+        (false, false) if cols == THIN_COLUMNS => THIN[in_turn],
         (false, false) => NARROW[in_turn],
         (false, true) => WIDE[8 * (ctx.tile_buffers() == 2) as usize + 4 * (ctx.tile_columns() == 64) as usize + 2 * (ctx.tile_steps() == 16) as usize + in_turn],
     }
 }
 
-/// (rows, columns) of the output tiles `tiling` computes on `ctx` (a tiled kernel's), where it
-/// is one of the tiled kernels.
-pub(crate) fn tiled_shape(ctx: &GpuContext, tiling: MatmulTiling) -> Option<(usize, usize)> {
+/// Outputs of at most this many columns take the f32 (and f16) tiles of 64 rows by as many
+/// columns, each invocation summing 8 × 4 outputs, instead of 64 × 64: LoRA's x·Aᵀ, dh and dB,
+/// whose columns are the rank (16 by default). In tiles of 64 × 64 three quarters of each
+/// launch's sums fell past the output, and on the H100 those launches, a workgroup or two per
+/// multiprocessor, were bound by each workgroup's iteration (2.4 µs: its loads, barriers and
+/// 512 multiply-adds an invocation), not by the GPU's width.
+pub const THIN_COLUMNS: usize = 32;
+
+/// (rows, columns) of the output tiles `tiling` computes on `ctx` for an output `cols` wide (a
+/// tiled kernel's), where it is one of the tiled kernels.
+pub(crate) fn tiled_shape(ctx: &GpuContext, tiling: MatmulTiling, cols: usize) -> Option<(usize, usize)> {
     let side = 8 * tiling.tiled_side()? as usize;
-    Some(if side == 128 { (128, ctx.tile_columns()) } else { (side, side) })
+    Some(match side {
+        128 => (128, ctx.tile_columns()),
+        _ if cols <= THIN_COLUMNS => (side, THIN_COLUMNS),
+        _ => (side, side),
+    })
 }
 
 /// What `bench ops --probes` times beside the f32 forward in tiles of 128 × 128 (values
@@ -1284,7 +1302,7 @@ fn launch(
                 MatmulKind::BackwardInput => (m, k, n, d.a_blocks.map_or(n, |b| b.blocks[0].1 as u32), 1, 1, k),
                 MatmulKind::BackwardWeight => (n, k, m, 1, d.a_blocks.map_or(n, |b| b.blocks[0].1 as u32), 1, k),
             };
-            let (tile_rows, tile_cols) = tiled_shape(ctx, tiling).unwrap_or_else(|| {
+            let (tile_rows, tile_cols) = tiled_shape(ctx, tiling, cols).unwrap_or_else(|| {
                 let side = coop_tile(ctx, d.batch * rows * cols);
                 (side, side)
             });
@@ -1356,8 +1374,7 @@ fn launch(
                     };
                     Kernel::new(shader, "matmul_coop", 0).with_variant(coop_variant(shape, tile_rows).expect("a variant for the context's shape"))
                 }
-                MatmulTiling::TiledWide | MatmulTiling::TiledWideF16 => Kernel::new(shader, "matmul_tiled", 0).with_variant(tiled_variant(ctx, 128, false)),
-                _ => Kernel::new(shader, "matmul_tiled", 0).with_variant(tiled_variant(ctx, 64, false)),
+                _ => Kernel::new(shader, "matmul_tiled", 0).with_variant(tiled_variant(ctx, (tile_rows, tile_cols), false)),
             };
             let inputs: Vec<&GpuBuffer> = match term {
                 Some(t) => vec![a, b, t.h, t.v],
