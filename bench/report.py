@@ -333,7 +333,9 @@ def main():
                   f"(the fixed guess: from 1,048,576 outputs), few tiles' reductions split towards {tiles.get('split_workgroups', 64)} workgroups "
                   f"in parts of {tiles.get('split_min_steps', 256)} steps or more "
                   f"(the fixed guess: 64 and 256; where a split splits a shape as the guess does, the guess's times stand for it), the values loaded {loads(tiles)} "
-                  "(the fixed guess: a step ahead, during the previous step's sums):", "",
+                  "(the fixed guess: a step ahead, during the previous step's sums)"
+                  + (f"; the GPU runs {tiles['workgroups_at_once']:,} workgroups of the f32 tiles of 128 at once (measured: a split candidate)" if tiles.get("workgroups_at_once") else "")
+                  + ":", "",
                   "| format | M × N × K | outputs | split towards | parts of | loads | ms, 64 × 64 | ms, 128 × 128 |", "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
         lines += [f"| {t['format']} | {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t.get('split_workgroups', 64)} | {t.get('split_min_steps', 256)} | {loads(t)} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |"
                   for t in tiles["timed"]]

@@ -118,6 +118,9 @@ fn tiles(a: TilesArgs) -> Result<()> {
         return Ok(());
     }
     println!("adapter: {}", ctx.summary());
+    if let Some(w) = tuning.workgroups_at_once {
+        println!("workgroups of f32 tiles of 128 this GPU runs at once: {w} (a split candidate)");
+    }
     println!("{:<8} {:<22} {:>10} {:>6} {:>6} {:>8} {:>10} {:>10}", "format", "shape", "outputs", "split", "steps", "loads", "ms 64×64", "ms 128×128");
     for t in &tuning.timed {
         let (m, n, k) = t.shape;

@@ -7,7 +7,8 @@
 //! (during the previous step's sums: latency hidden, more registers held) beats loading them
 //! just before they are staged. So the first command on a GPU times both sizes at training's
 //! shapes (f32 and Q4_1 forwards), with few tiles splitting as each of `SPLIT_CANDIDATES`
-//! (towards so many workgroups, in parts of so many steps or more), each with the values
+//! (towards so many workgroups, in parts of so many steps or more) and towards the workgroups
+//! the GPU runs at once (`workgroups_at_once`, measured first), each with the values
 //! loaded ahead and in turn, takes the choice (the output size from which 128 × 128 tiles are
 //! taken, the split, the loads' order) that costs least in total, and keeps it in the cache;
 //! later commands read it.
@@ -23,7 +24,7 @@
 
 use anyhow::{Context, Result};
 use hearth_core::gpu::{Shader, TileChoice};
-use hearth_core::ops::matmul::{forward_splits, matmul_with, valid_split_min_steps, wide_tile_bytes, Accumulate, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, WIDE_16_STEPS_BYTES, WIDE_OUTPUTS};
+use hearth_core::ops::matmul::{forward_splits, matmul_with, valid_split_min_steps, wide_tile_bytes, Accumulate, BatchStrides, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, THIN_COLUMNS, WIDE_16_STEPS_BYTES, WIDE_OUTPUTS};
 use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -40,9 +41,9 @@ const SHAPES: [(usize, usize, usize); 6] = [(512, 576, 576), (2048, 576, 576), (
 /// never quantized): x·Aᵀ of q, k and v together, and of down, r 16. A step has as many of
 /// them as of the projections, and they are the launches of few tiles that split.
 const THIN_SHAPES: [(usize, usize, usize); 2] = [(2048, 48, 576), (2048, 16, 1536)];
-/// `--quick`: small shapes for CPU emulators (the tests); the last one splits towards 256
-/// workgroups in 64 × 64 tiles, not towards 64.
-const QUICK_SHAPES: [(usize, usize, usize); 3] = [(64, 64, 64), (128, 256, 64), (512, 512, 512)];
+/// `--quick`: small shapes for CPU emulators (the tests); the third splits towards 256
+/// workgroups in 64 × 64 tiles, not towards 64; the last is thin (tiles of 64 × 32).
+const QUICK_SHAPES: [(usize, usize, usize); 4] = [(64, 64, 64), (128, 256, 64), (512, 512, 512), (128, 16, 64)];
 
 /// What the cache file's layout and the shapes are, and what a split's workgroups mean (9:
 /// at most so many, no longer the fewest past them); a change re-tunes.
@@ -59,7 +60,11 @@ const COOP_FORMAT: &str = "f16 coop";
 /// default) and in turn; another choice than the defaults is taken only where it saves
 /// `MARGIN` of their total (a split costs memory traffic, and either order registers or
 /// latency, that timings at a few shapes may not show).
+/// After them, a split towards the workgroups of tiles of 128 that the GPU runs at once
+/// ([`workgroups_at_once`]) in parts of `AT_ONCE_MIN_STEPS` or more, where measured and not
+/// among them.
 const SPLIT_CANDIDATES: [(usize, usize); 5] = [(SPLIT_WORKGROUPS, SPLIT_MIN_STEPS), (256, SPLIT_MIN_STEPS), (1024, SPLIT_MIN_STEPS), (256, 64), (1024, 32)];
+const AT_ONCE_MIN_STEPS: usize = 64;
 const MARGIN: f64 = 0.03;
 
 /// One shape's forward in both tile sizes with few tiles splitting towards `split_workgroups`
@@ -118,6 +123,9 @@ pub struct Tuning {
     /// Outputs from which the cooperative-matrix kernels take 128 × 128 tiles (usize::MAX:
     /// never), where they were timed.
     pub coop_wide_outputs: Option<usize>,
+    /// The workgroups of the f32 tiles of 128 that the GPU runs at once, as measured (not
+    /// kept: the split candidate it gave is).
+    pub workgroups_at_once: Option<usize>,
     pub timed: Vec<Timed>,
     pub steps_timed: Vec<StepsTimed>,
     pub columns_timed: Vec<ColumnsTimed>,
@@ -144,6 +152,7 @@ impl Tuning {
             "columns_timed": self.columns_timed.iter().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_128": t.ms_128, "ms_64": t.ms_64 })).collect::<Vec<_>>(),
             "buffers": self.buffers,
             "buffers_timed": self.buffers_timed.iter().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_1": t.ms_1, "ms_2": t.ms_2 })).collect::<Vec<_>>(),
+            "workgroups_at_once": self.workgroups_at_once,
         });
         // (absent where they were not timed; null for never, as wide_outputs)
         if let Some(w) = self.coop_wide_outputs {
@@ -255,6 +264,11 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     compile_variants(ctx, base, shapes[0].0, shapes[0].1, shapes[0].2)?;
     ctx.set_tile_choice(before);
     crate::bench::keep_busy(ctx, crate::bench::WARM_MS)?;
+    let at_once = workgroups_at_once(ctx, base, quick)?;
+    let mut candidates = SPLIT_CANDIDATES.to_vec();
+    if let Some(w) = at_once.filter(|&w| w >= 2 && !candidates.contains(&(w, AT_ONCE_MIN_STEPS))) {
+        candidates.push((w, AT_ONCE_MIN_STEPS));
+    }
     let mut rng = Rng::new(0);
     let mut timed = Vec::new();
     for &(m, n, k, quantized) in &shapes {
@@ -269,8 +283,8 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
         let d = MatmulDims::new(m, n, k);
         // [prefetch][side][format]: the default split's, then each candidate's
         let mut default_ms = [[[0.0; 2]; 2]; 2];
-        let default_split = SPLIT_CANDIDATES[0];
-        for ((split, steps), prefetch) in SPLIT_CANDIDATES.into_iter().flat_map(|split| [(split, true), (split, false)]) {
+        let default_split = candidates[0];
+        for ((split, steps), prefetch) in candidates.iter().flat_map(|&split| [(split, true), (split, false)]) {
             let mut ms = [[0.0; 2]; 2];
             for (i, side) in [64, 128].into_iter().enumerate() {
                 if (split, steps) != default_split && forward_splits(m, n, k, side, (split, steps)) == forward_splits(m, n, k, side, default_split) {
@@ -281,7 +295,8 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                 let ctx = &*ctx;
                 let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
                 let (f32_ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
-                ran_as_timed(&kernels, (side, side), prefetch, 8, 1)?;
+                let columns = if side == 64 && n <= THIN_COLUMNS { THIN_COLUMNS } else { side };
+                ran_as_timed(&kernels, (side, columns), prefetch, 8, 1)?;
                 ms[i][0] = f32_ms;
                 if let Some(q) = &q {
                     let (q_ms, kernels) = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, q, m, Accumulate::OVERWRITE, None))?;
@@ -350,7 +365,40 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     ctx.trim_pool();
     ctx.reset_peak_memory();
     let buffers = best_buffers(&buffers_timed);
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps, columns, buffers, coop_wide_outputs: coop_threshold(&timed), timed, steps_timed, columns_timed, buffers_timed })
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps, columns, buffers, coop_wide_outputs: coop_threshold(&timed), workgroups_at_once: at_once, timed, steps_timed, columns_timed, buffers_timed })
+}
+
+/// The workgroups of the f32 tiles of 128 that this GPU runs at once (how many of its
+/// multiprocessors it has times how many such workgroups each holds, which no API reports):
+/// the fewest of a launch of equal workgroups that reaches 97 % of the most workgroups per
+/// millisecond seen, counting up by 8 until twice the best so far and 64 more have passed.
+/// A launch of that many takes one round; one more workgroup takes a second. None where no
+/// launch ran. Each workgroup sums a 128 × 128 tile over 512 steps (64 in `quick`), every one
+/// reading the same operands and writing the same output (a batch at strides of 0).
+fn workgroups_at_once(ctx: &mut GpuContext, base: TileChoice, quick: bool) -> Result<Option<usize>> {
+    const STEP: usize = 8;
+    let k = if quick { 64 } else { 512 };
+    let most = if quick { 4 * STEP } else { 4096 };
+    let (x, w, y) = (ctx.upload_f32(&vec![1.0; 128 * k])?, ctx.upload_f32(&vec![1.0; 128 * k])?, ctx.alloc_f32(128 * 128)?);
+    // (tiles of 128, never split: fewer tiles than half of 2 workgroups never are)
+    ctx.set_tile_choice(TileChoice { side: Some(128), split_workgroups: Some(2), ..base });
+    let ctx = &*ctx;
+    let mut rates: Vec<(usize, f64)> = Vec::new();
+    let mut best = (0, 0.0);
+    for n in (STEP..=most).step_by(STEP) {
+        if best.0 > 0 && n > 2 * best.0 + 64 {
+            break;
+        }
+        let d = MatmulDims { batch: n, b_batched: true, batch_strides: Some(BatchStrides { a: 0, b: 0, c: 0 }), ..MatmulDims::new(128, 128, k) };
+        let (ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::TiledWide, &y, &x, &w, d, Accumulate::OVERWRITE))?;
+        ran_as_timed(&kernels, (128, 128), ctx.tile_prefetch(), 8, 1)?;
+        let rate = n as f64 / ms;
+        rates.push((n, rate));
+        if rate > best.1 {
+            best = (n, rate);
+        }
+    }
+    Ok(rates.into_iter().find(|&(_, rate)| rate >= 0.97 * best.1).map(|(n, _)| n))
 }
 
 /// Every kernel variant the tuning times, run once at (m, n, k) before any is timed: each
@@ -367,6 +415,8 @@ fn compile_variants(ctx: &mut GpuContext, base: TileChoice, m: usize, n: usize, 
             let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
             matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE)?;
             matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, &q, m, Accumulate::OVERWRITE, None)?;
+            // (a thin output's tiles of 64 × 32, and the batch workgroups_at_once launches)
+            matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, MatmulDims::new(m, THIN_COLUMNS.min(n), k), Accumulate::OVERWRITE)?;
             if ctx.has_cooperative_matrix() && prefetch {
                 matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Coop, &y, &x, &w, d, Accumulate::OVERWRITE)?;
             }
@@ -463,7 +513,7 @@ pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
     let buffers = v["buffers"].as_u64().filter(|&b| b == 1 || b == 2).ok_or_else(|| format!("buffers {}: expected 1 or 2 (the f32 tiles of 128 kept once or twice in workgroup memory)", v["buffers"]))? as usize;
     // (absent where the cooperative-matrix kernels were not timed)
     let coop_wide_outputs = v.get("coop_wide_outputs").map(|_| threshold(&v, "coop_wide_outputs")).transpose()?;
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps: tile_steps, columns, buffers, coop_wide_outputs, timed: Vec::new(), steps_timed: Vec::new(), columns_timed: Vec::new(), buffers_timed: Vec::new() }.choice())
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps: tile_steps, columns, buffers, coop_wide_outputs, workgroups_at_once: None, timed: Vec::new(), steps_timed: Vec::new(), columns_timed: Vec::new(), buffers_timed: Vec::new() }.choice())
 }
 
 /// A threshold of 128 × 128 tiles in a cache file: outputs, or null for never (usize::MAX).
@@ -617,6 +667,7 @@ mod tests {
             steps: 8,
             columns: 128,
             buffers: 1,
+            workgroups_at_once: None,
             coop_wide_outputs: None,
             timed: vec![],
             steps_timed: vec![],

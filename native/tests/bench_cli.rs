@@ -245,14 +245,20 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let v = bench_with(&["tiles", "--quick"], &[gpu[0], ("HEARTH_TILE_STEPS", "16"), ("HEARTH_TILE_COLUMNS", "64"), ("HEARTH_TILE_BUFFERS", "2")], &cache);
     assert_eq!((v["bench"].as_str(), v["kept"].as_bool()), (Some("tiles"), Some(false)), "{v}");
     assert!(v["adapter"]["tiles"]["steps"] == 16 && v["adapter"]["tiles"]["columns"] == 64 && v["adapter"]["tiles"]["buffers"] == 1, "{v}");
-    // three shapes in two formats, few tiles splitting as each of five choices (towards 64,
-    // 256 and 1024 workgroups in parts of 256 steps or more, towards 256 in parts of 64 and
-    // 1024 in parts of 32), the values loaded a step ahead and in turn
+    // four shapes (the last thin: tiles of 64 × 32) in two formats, few tiles splitting as
+    // each of five choices (towards 64, 256 and 1024 workgroups in parts of 256 steps or
+    // more, towards 256 in parts of 64 and 1024 in parts of 32) and a sixth, towards the
+    // workgroups the GPU was measured to run at once (a multiple of 8) in parts of 64, the
+    // values loaded a step ahead and in turn
+    let at_once = f(&v, "workgroups_at_once");
+    assert!(at_once >= 8.0 && at_once % 8.0 == 0.0, "{v}");
     let timed = v["timed"].as_array().unwrap();
-    assert_eq!(timed.len(), 60, "{v}");
+    let choices = if at_once == 256.0 { 5 } else { 6 };
+    assert_eq!(timed.len(), 4 * 2 * choices * 2, "{v}");
     assert!(timed.iter().all(|t| f(t, "ms_64") > 0.0 && f(t, "ms_128") > 0.0), "{v}");
     let splits: Vec<(f64, f64)> = timed.iter().map(|t| (f(t, "split_workgroups"), f(t, "split_min_steps"))).collect();
     assert_eq!([splits[0], splits[4], splits[8], splits[12], splits[16]], [(64.0, 256.0), (256.0, 256.0), (1024.0, 256.0), (256.0, 64.0), (1024.0, 32.0)], "{v}");
+    assert!(choices == 5 || splits[20] == (at_once, 64.0), "{v}");
     assert_eq!([&timed[0]["prefetch"], &timed[2]["prefetch"]], [true, false], "{v}");
     // a split that splits as the default does has the default's times in the same order of
     // loads; 512 × 512 × 512 in tiles of 64 splits towards 256 (in 2 parts; in 4 of 64 steps),
@@ -271,7 +277,7 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     // split and order of loads
     let chosen = ((f(&v, "split_workgroups"), f(&v, "split_min_steps")), &v["prefetch"]);
     let at_split: Vec<&Value> = timed.iter().filter(|t| ((f(t, "split_workgroups"), f(t, "split_min_steps")), &t["prefetch"]) == chosen).collect();
-    assert_eq!(at_split.len(), 6, "{v}");
+    assert_eq!(at_split.len(), 8, "{v}");
     let total = |from: f64| -> f64 { at_split.iter().map(|t| if f(t, "m") * f(t, "n") >= from { f(t, "ms_128") } else { f(t, "ms_64") }).sum() };
     let chosen = v["wide_outputs"].as_f64().unwrap_or(f64::INFINITY);
     assert!(at_split.iter().all(|t| total(chosen) <= total(f(t, "m") * f(t, "n"))) && total(chosen) <= total(f64::INFINITY), "{v}");

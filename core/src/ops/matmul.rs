@@ -567,11 +567,13 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (
     Ok((splits, reduction.div_ceil(splits).next_multiple_of(8)))
 }
 
-/// Parts a tiled forward's reduction (m × n outputs in tiles of `side`, over k steps) is split
-/// into where few tiles split towards `split.0` workgroups in parts of `split.1` steps or more
-/// (the CLI's tile tuning times only the choices that split differently).
+/// Parts an f32 tiled forward's reduction (m × n outputs in tiles of `side` rows, over k
+/// steps; tiles of 64 rows are 32 columns wide for n up to THIN_COLUMNS) is split into where
+/// few tiles split towards `split.0` workgroups in parts of `split.1` steps or more (the CLI's
+/// tile tuning times only the choices that split differently).
 pub fn forward_splits(m: usize, n: usize, k: usize, side: usize, split: (usize, usize)) -> usize {
-    reduction_split("a forward", m.div_ceil(side) * n.div_ceil(side), split, k, 1, true).map_or(1, |(splits, _)| splits)
+    let columns = if side == 64 && n <= THIN_COLUMNS { THIN_COLUMNS } else { side };
+    reduction_split("a forward", m.div_ceil(side) * n.div_ceil(columns), split, k, 1, true).map_or(1, |(splits, _)| splits)
 }
 
 /// Whether `steps` can be the fewest steps of a split reduction's parts
