@@ -373,11 +373,13 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
 /// the fewest of a launch of equal workgroups that reaches 97 % of the most workgroups per
 /// millisecond seen, counting up by 8 until twice the best so far and 64 more have passed.
 /// A launch of that many takes one round; one more workgroup takes a second. None where no
-/// launch ran. Each workgroup sums a 128 × 128 tile over 512 steps (64 in `quick`), every one
-/// reading the same operands and writing the same output (a batch at strides of 0).
+/// launch ran. Each workgroup sums a 128 × 128 tile over 2,048 steps (64 in `quick`), every
+/// one reading the same operands and writing the same output (a batch at strides of 0): long
+/// enough that a launch's own cost (6 µs on the H100) does not favour the larger launches,
+/// whose rate would otherwise creep up past the first round's.
 fn workgroups_at_once(ctx: &mut GpuContext, base: TileChoice, quick: bool) -> Result<Option<usize>> {
     const STEP: usize = 8;
-    let k = if quick { 64 } else { 512 };
+    let k = if quick { 64 } else { 2048 };
     let most = if quick { 4 * STEP } else { 4096 };
     let (x, w, y) = (ctx.upload_f32(&vec![1.0; 128 * k])?, ctx.upload_f32(&vec![1.0; 128 * k])?, ctx.alloc_f32(128 * 128)?);
     // (tiles of 128, never split: fewer tiles than half of 2 workgroups never are)
@@ -630,7 +632,8 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
                     return Ok(());
                 }
             };
-            eprintln!("tuned in {:.1} s: {}", start.elapsed().as_secs_f64(), describe(tuning.choice()));
+            let at_once = tuning.workgroups_at_once.map_or(String::new(), |w| format!(" ({w} workgroups of tiles of 128 at once)"));
+            eprintln!("tuned in {:.1} s{at_once}: {}", start.elapsed().as_secs_f64(), describe(tuning.choice()));
             if let Err(e) = path.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|p| write_cache(p, &tuning)) {
                 eprintln!("tile tuning: not kept ({e:#}); the next command tunes again");
             }
