@@ -17,7 +17,7 @@ use crate::model::forward::Model;
 use crate::model::Config;
 use crate::ops::attention::{attention_backward, segment_runs, AttentionDims, RopeGrad, Segments};
 use crate::ops::cross_entropy::{counted, cross_entropy_backward, cross_entropy_forward};
-use crate::ops::lora::{lora_b_batches, lora_backward_b, lora_backward_b_batched, lora_grad_a, lora_grad_a_shared, lora_input_term, lora_up_term, GradDest, LoraDims};
+use crate::ops::lora::{lora_backward_b, lora_backward_b_batched, lora_grad_a, lora_grad_a_shared, lora_input_term, lora_up_term, GradDest, LoraDims};
 use crate::model::linear::{Linear, StackedParts};
 use crate::ops::matmul::{sum_splits, weight_grad_splits, Accumulate, LowRankTerm, SplitParts, TermLayout};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_backward_add, rmsnorm_forward};
@@ -827,7 +827,7 @@ impl TrainPass {
         let stride = |x: &GpuBuffer, y: &GpuBuffer| (y.offset() > x.offset()).then(|| ((y.offset() - x.offset()) / 4) as usize);
         let (dh0, dh1) = (&self.lora_dh.views[slot], &self.lora_dh.views[slot + 1]);
         let strides = [stride(&douts.views[t0], &douts.views[t1]), stride(h0, h1), stride(dh0, dh1)];
-        let (Some(dy), Some(dh), [Some(dy_stride), Some(h_stride), Some(dh_stride)], true) = (douts.span(t0, t1), self.lora_dh.span(slot, slot + 1), strides, alike && lora_b_batches(&d, parts.is_some())) else {
+        let (Some(dy), Some(dh), [Some(dy_stride), Some(h_stride), Some(dh_stride)], true) = (douts.span(t0, t1), self.lora_dh.span(slot, slot + 1), strides, alike) else {
             return Ok(None);
         };
         let h = GpuBuffer::spanning(&acts.lora_h.whole, h0, h1);

@@ -33,8 +33,9 @@ struct Params {
 /// (run, KV head) pairs of runs up to `longest` tokens per chunk, or None where the matmuls
 /// cannot take the sizes: one pair's scores alone exceed a chunk (sequences of thousands of
 /// tokens), the head size is not a multiple of 4 (the gathers move vec4s), or, on GPUs, a
-/// pair's G·TP query rows exceed the longest reduction a batched tiled matmul takes (its
-/// weight gradients reduce over them).
+/// pair's G·TP query rows exceed the longest reduction a batched product on cooperative
+/// matrices takes whole (the tiled kernels split a batch's reductions; its weight gradients
+/// reduce over those rows).
 pub(crate) fn pairs_per_chunk(ctx: &GpuContext, d: &AttentionDims, longest: usize) -> Option<usize> {
     let tp = longest.next_multiple_of(4);
     let group = d.nh / d.nkv;

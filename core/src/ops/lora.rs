@@ -5,7 +5,7 @@
 //! term (`lora_up_term`, `lora_input_term`; the model's projections pass them to the base).
 //! Its own products stay f32 where the context asks for f16 matmuls (`choose_f32_tiling`).
 
-use super::matmul::{choose_f32_tiling, matmul, matmul_dropout, matmul_dropout_with, matmul_shared_input, matmul_weight_parts, matmul_with, Accumulate, BatchStrides, ColumnBlocks, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts, TermLayout, BATCHED_MAX_REDUCTION};
+use super::matmul::{choose_f32_tiling, matmul, matmul_dropout, matmul_dropout_with, matmul_shared_input, matmul_weight_parts, matmul_with, Accumulate, BatchStrides, ColumnBlocks, DropOn, LowRankTerm, MatmulDims, MatmulKind, OperandDropout, SplitParts, TermLayout};
 use crate::{GpuBuffer, GpuContext, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -108,7 +108,7 @@ fn input_gradient(ctx: &GpuContext, dh: &GpuBuffer, dy: &GpuBuffer, b: &GpuBuffe
 /// [`lora_backward_b`] of `count` targets of one shape at once (targets of one width that
 /// read one input: gate and up; k and v), in two launches of the tiled kernels: their dy's,
 /// x·Aᵀ's and dh's each `strides` apart ([dy, h, dh], floats), their B's back to back in `b`
-/// and their dB's in `db`. Where [`lora_b_batches`].
+/// and their dB's in `db` (any lengths: the tiled kernels split a batch's reductions).
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward_b_batched(ctx: &GpuContext, db: GradDest, dh: &GpuBuffer, dy: &GpuBuffer, h: &GpuBuffer, b: &GpuBuffer, count: usize, strides: [usize; 3], d: LoraDims) -> Result<()> {
     let [dy_stride, h_stride, dh_stride] = strides;
@@ -120,13 +120,6 @@ pub fn lora_backward_b_batched(ctx: &GpuContext, db: GradDest, dh: &GpuBuffer, d
         GradDest::Parts(parts) => matmul_weight_parts(ctx, parts, dy, h, dims, d.scale, None)?,
     }
     input_gradient(ctx, dh, dy, b, batch(dy_stride, b_len, dh_stride), Accumulate { alpha: d.scale, beta: 0.0 })
-}
-
-/// Whether [`lora_backward_b_batched`] takes targets of `d`'s shape, with their dB's as split
-/// parts or not: a batched launch splits a reduction only into parts summed later, so the
-/// others must fit one launch's.
-pub fn lora_b_batches(d: &LoraDims, db_parts: bool) -> bool {
-    d.d_out <= BATCHED_MAX_REDUCTION && (db_parts || d.m <= BATCHED_MAX_REDUCTION)
 }
 
 /// dA = dhᵀ·dropout(x) (added to with `d.accumulate`), with the forward's mask.
