@@ -26,7 +26,8 @@
 // reduction into `splits` ranges of `r_split` steps, one per z, each writing its partial
 // product (alpha 1, beta 0) to its own M × N slice of a scratch (c_split apart);
 // matmul_sum_splits then forms c = beta·c + alpha·Σ partials. z counts the batch's items,
-// each split alike (LoRA's dB of several targets, as parts summed later).
+// each split alike, a part holding every item's (LoRA's x·Aᵀ and dh of several targets,
+// summed into each item's place; their dB's, as parts summed later with other gradients').
 //
 // Column blocks (pieces/column_blocks.wgsl): A, and a term's H, may each be up to three
 // row-major matrices stored apart, one after another along r (a stacked weight's input
