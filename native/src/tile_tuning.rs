@@ -370,8 +370,8 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
 
 /// The workgroups of the f32 tiles of 128 that this GPU runs at once (how many of its
 /// multiprocessors it has times how many such workgroups each holds, which no API reports):
-/// the fewest of a launch of equal workgroups that reaches 97 % of the most workgroups per
-/// millisecond seen, counting up by 8 until twice the best so far and 64 more have passed.
+/// the smallest launch of equal workgroups whose rate (workgroups per millisecond) reaches
+/// 97 % of the best seen, counting up by 8 until twice the best so far and 64 more have passed.
 /// A launch of that many takes one round; one more workgroup takes a second. None where no
 /// launch ran. Each workgroup sums a 128 × 128 tile over 2,048 steps (64 in `quick`), every
 /// one reading the same operands and writing the same output (a batch at strides of 0): long
