@@ -24,7 +24,7 @@
 
 use anyhow::{Context, Result};
 use hearth_core::gpu::{Shader, TileChoice};
-use hearth_core::ops::matmul::{forward_splits, matmul_with, valid_split_min_steps, wide_tile_bytes, Accumulate, BatchStrides, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, THIN_COLUMNS, WIDE_16_STEPS_BYTES, WIDE_OUTPUTS};
+use hearth_core::ops::matmul::{f32_tile, forward_splits, matmul_with, valid_split_min_steps, wide_tile_bytes, Accumulate, BatchStrides, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, THIN_COLUMNS, WIDE_16_STEPS_BYTES, WIDE_OUTPUTS};
 use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -295,8 +295,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                 let ctx = &*ctx;
                 let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
                 let (f32_ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
-                let columns = if side == 64 && n <= THIN_COLUMNS { THIN_COLUMNS } else { side };
-                ran_as_timed(&kernels, (side, columns), prefetch, 8, 1)?;
+                ran_as_timed(&kernels, f32_tile(side, n), prefetch, 8, 1)?;
                 ms[i][0] = f32_ms;
                 if let Some(q) = &q {
                     let (q_ms, kernels) = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, q, m, Accumulate::OVERWRITE, None))?;

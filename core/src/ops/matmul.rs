@@ -364,14 +364,23 @@ pub(crate) fn tiled_variant(ctx: &GpuContext, (rows, cols): (usize, usize), quan
 /// 512 multiply-adds an invocation), not by the GPU's width.
 pub const THIN_COLUMNS: usize = 32;
 
+/// (rows, columns) of the f32 (and f16) tiles of `side` rows for an output `cols` wide: 64 × 32
+/// for thin outputs, else as wide as tall (the context may narrow tiles of 128:
+/// [`tiled_shape`]).
+pub fn f32_tile(side: usize, cols: usize) -> (usize, usize) {
+    match side {
+        64 if cols <= THIN_COLUMNS => (64, THIN_COLUMNS),
+        _ => (side, side),
+    }
+}
+
 /// (rows, columns) of the output tiles `tiling` computes on `ctx` for an output `cols` wide (a
 /// tiled kernel's), where it is one of the tiled kernels.
 pub(crate) fn tiled_shape(ctx: &GpuContext, tiling: MatmulTiling, cols: usize) -> Option<(usize, usize)> {
     let side = 8 * tiling.tiled_side()? as usize;
     Some(match side {
         128 => (128, ctx.tile_columns()),
-        _ if cols <= THIN_COLUMNS => (side, THIN_COLUMNS),
-        _ => (side, side),
+        _ => f32_tile(side, cols),
     })
 }
 
@@ -567,13 +576,13 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (
     Ok((splits, reduction.div_ceil(splits).next_multiple_of(8)))
 }
 
-/// Parts an f32 tiled forward's reduction (m × n outputs in tiles of `side` rows, over k
-/// steps; tiles of 64 rows are 32 columns wide for n up to THIN_COLUMNS) is split into where
-/// few tiles split towards `split.0` workgroups in parts of `split.1` steps or more (the CLI's
-/// tile tuning times only the choices that split differently).
+/// Parts an f32 tiled forward's reduction (m × n outputs in [`f32_tile`]s of `side` rows, over
+/// k steps) is split into where few tiles split towards `split.0` workgroups in parts of
+/// `split.1` steps or more (the CLI's tile tuning times only the choices that split
+/// differently).
 pub fn forward_splits(m: usize, n: usize, k: usize, side: usize, split: (usize, usize)) -> usize {
-    let columns = if side == 64 && n <= THIN_COLUMNS { THIN_COLUMNS } else { side };
-    reduction_split("a forward", m.div_ceil(side) * n.div_ceil(columns), split, k, 1, true).map_or(1, |(splits, _)| splits)
+    let (rows, columns) = f32_tile(side, n);
+    reduction_split("a forward", m.div_ceil(rows) * n.div_ceil(columns), split, k, 1, true).map_or(1, |(splits, _)| splits)
 }
 
 /// Whether `steps` can be the fewest steps of a split reduction's parts
