@@ -222,6 +222,8 @@ elif [ "${FOCUS:-}" = loads ]; then
     run train-qwen2.5-0.5b-f32 30 "$HEARTH" bench train "$MODELS/qwen2.5-0.5b" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
     run train-smollm2-135m-q4_1 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant q4_1 $TRAIN_SHAPE --steps $STEPS --json
     run kernels-qwen2.5-0.5b 30 "$HEARTH" bench train "$MODELS/qwen2.5-0.5b" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
+    # the first half of each example a prompt (no loss), whose tokens the head skips
+    run train-smollm2-135m-prompt-half 30 "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --prompt-share 0.5 --json
 elif [ "${FOCUS:-}" = attention ]; then
     # FOCUS=attention: a short call: each model's training step with the flash attention
     # kernels (the default) against attention as batched matmuls (not with AB=0), where
@@ -278,6 +280,8 @@ for model in $MODEL_LIST; do
     for base in f32 q4_1 nf4; do
         run "train-$model-$base" 30 "$HEARTH" bench train "$MODELS/$model" --quant "$base" $TRAIN_SHAPE --steps $STEPS --json
     done
+    # the first half of each example a prompt (no loss), whose tokens the head skips
+    run "train-$model-prompt-half" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --prompt-share 0.5 --json
     if [ "$model" = smollm2-135m ]; then
         run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json
         # training attention in the tiled attention kernels and as batched matmuls, against

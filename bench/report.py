@@ -213,6 +213,10 @@ def main():
             if other and default:
                 add(f"{name} f32 train tokens/s: {what} vs the flash kernels (the default)",
                     num(other["tokens_per_s"]), num(default["tokens_per_s"]), ratio(other["tokens_per_s"], default["tokens_per_s"]), "")
+        prompt = results.get(f"train-{name}-prompt-half")
+        if prompt and default:
+            add(f"{name} f32 train tokens/s: the first half of each example a prompt (no loss; the head skips its tokens) vs every token with loss",
+                num(prompt["tokens_per_s"]), num(default["tokens_per_s"]), ratio(prompt["tokens_per_s"], default["tokens_per_s"]), "")
         for tag, what in (("tiles64", "every output in tiles of 64 (HEARTH_TILES=64)"), ("tiles128", "every output in tiles of 128 (HEARTH_TILES=128)"),
                           ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)"),
                           ("split-steps32", "split reductions in parts of 32 steps or more (HEARTH_SPLIT_MIN_STEPS=32; default 256)"),

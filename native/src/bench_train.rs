@@ -26,6 +26,10 @@ pub struct BenchTrainArgs {
     /// Examples per step.
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
+    /// The share of each example's tokens that come first and carry no loss, as a prompt's
+    /// (0: every token carries loss, as on PEFT's side of bench/gpu.sh).
+    #[arg(long, default_value_t = 0.0)]
+    pub prompt_share: f64,
     /// Timed steps (after the warm-up steps).
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
@@ -60,8 +64,10 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
     let model = hearth_core::model::Model::new(&ctx, &cfg, loaded.weights, ModelOptions { chunk: 16, max_seq: 16, max_binding: None })?;
     let mut rng = Rng::new(1);
     let n = (a.steps + a.warmup) * a.batch_size;
+    anyhow::ensure!((0.0..1.0).contains(&a.prompt_share), "--prompt-share {}: expected a share in [0, 1), so that some tokens carry loss", a.prompt_share);
+    let prompt = (a.prompt_share * a.seq_len as f64).round() as usize;
     let examples: Vec<Example> = (0..n)
-        .map(|_| Example { tokens: (0..a.seq_len).map(|_| rng.below(cfg.vocab_size) as u32).collect(), loss: vec![true; a.seq_len] })
+        .map(|_| Example { tokens: (0..a.seq_len).map(|_| rng.below(cfg.vocab_size) as u32).collect(), loss: (0..a.seq_len).map(|t| t >= prompt).collect() })
         .collect();
     let lora = LoraConfig { r: a.r, alpha: 2.0 * a.r as f32, rslora: false, dropout: 0.05, targets: Target::parse_list(&a.targets)? };
     let checkpointing = parse_checkpointing(&a.gradient_checkpointing).flatten();
@@ -109,7 +115,7 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
             "bench": "train",
             "adapter": adapter_json(&ctx),
             "model": { "path": a.model.model.display().to_string(), "arch": cfg.arch.name(), "layers": cfg.n_layers, "hidden": cfg.hidden_size, "base": base_format, "quant": a.model.quant },
-            "settings": { "batch_size": a.batch_size, "seq_len": a.seq_len, "r": a.r, "targets": a.targets, "checkpointing": t.checkpointing(), "steps": a.steps, "warmup": a.warmup },
+            "settings": { "batch_size": a.batch_size, "seq_len": a.seq_len, "prompt_share": a.prompt_share, "r": a.r, "targets": a.targets, "checkpointing": t.checkpointing(), "steps": a.steps, "warmup": a.warmup },
             "tokens_per_s": tokens as f64 / secs,
             "ms_per_step": ms_per_step,
             "host_ms_per_step": profile.host_ms / steps,
@@ -136,7 +142,7 @@ pub fn run(a: BenchTrainArgs) -> Result<()> {
     }
     println!("adapter        {}", ctx.summary());
     println!("model          {} ({} layers, C {}, {})", a.model.model.display(), cfg.n_layers, cfg.hidden_size, base_format);
-    println!("batch          {} × {} tokens, r {}, targets {}, checkpointing {}", a.batch_size, a.seq_len, a.r, a.targets, if t.checkpointing() { "on" } else { "off" });
+    println!("batch          {} × {} tokens ({prompt} without loss), r {}, targets {}, checkpointing {}", a.batch_size, a.seq_len, a.r, a.targets, if t.checkpointing() { "on" } else { "off" });
     println!("train          {:.1} tokens/s ({:.1} ms/step over {} steps)", tokens as f64 / secs, ms_per_step, a.steps);
     println!("host           {:.1} ms/step recording and submitting {:.0} launches in {:.0} submissions", profile.host_ms / steps, profile.dispatches as f64 / steps, profile.submissions as f64 / steps);
     println!("created        {:.0} bind groups and {:.0} buffers per step after the warm-up", profile.bind_groups_created as f64 / steps, profile.buffers_created as f64 / steps);

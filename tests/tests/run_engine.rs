@@ -240,6 +240,70 @@ fn gradients_with_checkpointing_equal_those_without() {
     });
 }
 
+/// The head computes only the tokens that have a target (prompt tokens have none, and their
+/// logits carry no loss): the losses and gradients equal those of a head over every token
+/// where the prompt tokens weigh nothing. Also with the head in chunks of 8 rows (their
+/// targets copied, as 32 bytes cannot be bound where they lie) and the lm_head in 9 parts;
+/// and a micro-batch without a target gets zero gradients.
+#[test]
+fn the_head_runs_on_the_tokens_with_a_target_alone() {
+    use hearth_core::model::backward::{Dropout, TrainPass};
+    use hearth_core::ops::cross_entropy::IGNORE;
+    use hearth_core::train::batch::pack;
+    use hearth_core::train::data::prepare;
+    with_gpu!(ctx => {
+        let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
+        let s = spec(1e-3, 2, None);
+        let (examples, _) = prepare(&records(), &m.tokenizer, &s.data).unwrap();
+        let batch = pack(&examples.iter().take(4).collect::<Vec<_>>());
+        let (n, counted) = (batch.len(), batch.counted());
+        assert!(counted > 8 && n - counted > 8, "{counted} of {n} tokens with a target");
+        // the same tokens, each with a target: the prompt's weigh 0
+        let mut every = batch.clone();
+        every.targets.iter_mut().zip(&batch.tokens).filter(|(t, _)| **t == IGNORE).for_each(|(t, &token)| *t = token);
+        let scale = 1.0 / counted as f32;
+        let weights: Vec<f32> = batch.targets.iter().map(|&t| if t == IGNORE { 0.0 } else { scale }).collect();
+        let mut none = batch.clone();
+        none.targets.fill(IGNORE);
+        let mut adapter = Adapter::init(&m.cfg, &s.train.lora, 5).unwrap();
+        for t in &mut adapter.tensors {
+            t.b.iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 7) as f32 - 3.0) * 0.01);
+        }
+        // 8 rows of 300 logits; lm_head parts of 36 rows of 64
+        for max_binding in [None, Some(9_600)] {
+            let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 64, max_binding }).unwrap();
+            model.set_adapter(ctx, Some(adapter.clone()), "test").unwrap();
+            let mut pass = TrainPass::new(ctx, &model, n, false).unwrap();
+            let mut run = |batch: &hearth_core::model::backward::TokenBatch, weighted: bool| {
+                let losses = pollster::block_on(pass.forward_token_losses(ctx, &model, batch)).unwrap();
+                let trained = if weighted {
+                    pollster::block_on(pass.forward_backward_weighted(ctx, &model, batch, &mut |_| weights.clone(), Dropout::OFF, false)).unwrap()
+                } else {
+                    vec![pollster::block_on(pass.forward_backward(ctx, &model, batch, scale, Dropout::OFF, false)).unwrap() as f32]
+                };
+                let grads: Vec<f32> = pollster::block_on(pass.grad_arena.as_ref().unwrap().read_parts(ctx)).unwrap().concat();
+                (losses, trained, grads)
+            };
+            let (kept, kept_sum, kept_grads) = run(&batch, false);
+            let (all, all_trained, all_grads) = run(&every, true);
+            assert_eq!(all_trained, all, "{max_binding:?}: the weighted pass's losses are its forward's");
+            for (i, ((&k, &a), &t)) in kept.iter().zip(&all).zip(&batch.targets).enumerate() {
+                let want = if t == IGNORE { 0.0 } else { a };
+                assert!((k - want).abs() <= 1e-5 * want.abs().max(1.0), "{max_binding:?}: token {i}: loss {k}, want {want}");
+            }
+            let sum: f32 = kept.iter().sum();
+            assert!((kept_sum[0] - sum).abs() <= 1e-5 * sum, "{max_binding:?}: Σ loss {} vs {sum}", kept_sum[0]);
+            let largest = all_grads.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+            assert!(largest > 0.0, "the gradients are not all zero");
+            let worst = kept_grads.iter().zip(&all_grads).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            // the same products on the same rows: equal but for a reordered sum
+            assert!(worst <= 1e-5 * largest, "{max_binding:?}: the gradients differ by {worst} (largest {largest})");
+            let (losses, _, grads) = run(&none, false);
+            assert!(losses.iter().all(|&l| l == 0.0) && grads.iter().all(|&g| g == 0.0), "{max_binding:?}: no target, yet a loss or a gradient");
+        }
+    });
+}
+
 /// DPO from a starting adapter (the reference: its frozen copy), interrupted and resumed
 /// from a checkpoint, ends with the losses and the adapter of the uninterrupted run; a
 /// resume without that starting adapter is refused (its reference would differ).
