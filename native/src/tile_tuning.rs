@@ -7,8 +7,9 @@
 //! (during the previous step's sums: latency hidden, more registers held) beats loading them
 //! just before they are staged. So the first command on a GPU times both sizes at training's
 //! shapes (f32 and Q4_1 forwards), with few tiles splitting as each of `SPLIT_CANDIDATES`
-//! (towards so many workgroups, in parts of so many steps or more) and towards the workgroups
-//! the GPU runs at once (`workgroups_at_once`, measured first), each with the values
+//! (towards so many workgroups, in parts of so many steps or more; launches of more tiles split
+//! where that takes fewer rounds of those workgroups) and towards the workgroups the GPU runs
+//! at once (`workgroups_at_once`, measured first), each with the values
 //! loaded ahead and in turn, takes the choice (the output size from which 128 × 128 tiles are
 //! taken, the split, the loads' order) that costs least in total, and keeps it in the cache;
 //! later commands read it.
@@ -46,8 +47,9 @@ const THIN_SHAPES: [(usize, usize, usize); 2] = [(2048, 48, 576), (2048, 16, 153
 const QUICK_SHAPES: [(usize, usize, usize); 4] = [(64, 64, 64), (128, 256, 64), (512, 512, 512), (128, 16, 64)];
 
 /// What the cache file's layout and the shapes are, and what a split's workgroups mean (9:
-/// at most so many, no longer the fewest past them); a change re-tunes.
-const TUNING_VERSION: u32 = 9;
+/// at most so many, no longer the fewest past them; 10: launches of more tiles split where
+/// that takes fewer rounds of them); a change re-tunes.
+const TUNING_VERSION: u32 = 10;
 
 /// The format the cooperative-matrix kernels' timings are listed under (f32 operands rounded
 /// to f16 as they are staged).
@@ -854,20 +856,20 @@ mod tests {
         for (text, why) in [
             ("{", "not JSON"),
             (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "version 5"),
-            (r#"{"version": 9, "wide_outputs": "many", "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "wide_outputs \"many\""),
-            (r#"{"version": 9, "wide_outputs": 5, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups null"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 1, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups 1"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "split_min_steps null"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 12, "prefetch": true}"#, "split_min_steps 12"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256}"#, "prefetch null"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": 0}"#, "prefetch 0"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "buffers": 1, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "steps null"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 12}"#, "steps 12"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "columns null"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 32}"#, "columns 32"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128}"#, "buffers null"),
-            (r#"{"version": 9, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "buffers": 3}"#, "buffers 3"),
+            (r#"{"version": 10, "wide_outputs": "many", "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "wide_outputs \"many\""),
+            (r#"{"version": 10, "wide_outputs": 5, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups null"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 1, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups 1"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "split_min_steps null"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 12, "prefetch": true}"#, "split_min_steps 12"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256}"#, "prefetch null"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": 0}"#, "prefetch 0"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "buffers": 1, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "steps null"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 12}"#, "steps 12"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "columns null"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 32}"#, "columns 32"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128}"#, "buffers null"),
+            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "buffers": 3}"#, "buffers 3"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = read_cache(&path).unwrap_err();

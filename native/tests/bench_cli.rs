@@ -323,7 +323,7 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let plain = bench_with(&ops, &gpu, &cache);
     assert!(tiles_of_forward(&plain).ends_with("[64x64]") && plain["adapter"]["tiles"]["wide_outputs"].is_null(), "{plain}");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, r#"{"version": 9, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "prefetch": false, "steps": 8, "columns": 64, "buffers": 2}"#).unwrap();
+    std::fs::write(&path, r#"{"version": 10, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "prefetch": false, "steps": 8, "columns": 64, "buffers": 2}"#).unwrap();
     let tuned = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1")], &cache);
     let tiles = &tuned["adapter"]["tiles"];
     assert!(

@@ -1139,13 +1139,23 @@ fn split_reductions_stay_within_their_workgroups() {
     // the workgroups) and gate and up stacked (384 tiles) whole; LoRA's x·Aᵀ of down (32 tiles
     // of 64) in 8, the parts' steps permitting; and by default (64 workgroups, parts of 256
     // steps): 32 tiles whole, 16 in 4 parts, 24 in 2 (48 workgroups: 3 parts would be 72).
+    // More tiles split where that takes fewer rounds of the workgroups at once: 128 tiles in
+    // 2 parts (one round of 256 workgroups, half the steps); 384 in 2 (three rounds of half
+    // the steps, not two whole); where 264 run at once, 192 in 4 (3 rounds of a quarter); 1,216 (Qwen2.5's gate and up) whole (in 3
+    // parts, 14 rounds of a third: 7 % fewer, not 10); 2,080 tiles of 64 where 2,048 run at
+    // once in 3 (4 rounds of a third; 4 parts, 5 rounds of a quarter, would pass 128 MiB),
+    // 4,160 where 4,096 do whole (2 parts would pass it); none by default.
     use hearth_core::ops::matmul::forward_splits;
-    let h100 = (256, 64);
+    let (h100, at_once) = ((256, 64), (264, 64));
     for ((m, n, k), side, split, parts) in [
         ((2048, 576, 1536), 128, h100, 3),
         ((2048, 576, 576), 128, h100, 3),
-        ((2048, 960, 576), 128, h100, 1),
-        ((2048, 3072, 576), 128, h100, 1),
+        ((2048, 960, 576), 128, h100, 2),
+        ((2048, 3072, 576), 128, h100, 2),
+        ((2048, 1536, 576), 128, at_once, 4),
+        ((2048, 9728, 896), 128, at_once, 1),
+        ((4160, 2048, 1024), 64, (2048, 64), 3),
+        ((4160, 4096, 1024), 64, (4096, 64), 1),
         ((2048, 16, 1536), 64, h100, 8),
         ((2048, 16, 256), 64, h100, 1),
         ((2048, 16, 1536), 64, (64, 256), 1),
@@ -1206,6 +1216,39 @@ fn a_tile_choice_overrides_the_heuristics() {
             assert_close(&what, &read(ctx, &out), &reference(MatmulKind::Forward, &x, &w, &d), ATOL, RTOL);
             assert_close(&format!("{what}, Q8_0"), &read(ctx, &out_q), &reference(MatmulKind::Forward, &x, &q.dequantize(), &d), ATOL, RTOL);
         }
+    }
+}
+
+#[test]
+fn launches_of_more_tiles_split_into_fewer_rounds() {
+    // Where the tuning measured how many workgroups run at once (here 96), a launch of more
+    // than half as many tiles splits where its parts take fewer rounds for the reduction's
+    // length: 64 tiles of 64 over 576 steps in 3 parts (192 workgroups, two rounds of a third
+    // of the steps; whole, one round of all of them). The untuned default (64) leaves it
+    // whole. An f32 and a quantized weight; the CPU's products either way.
+    use hearth_core::gpu::{KernelPaths, TileChoice};
+    use hearth_core::ops::matmul::{forward_splits, matmul};
+    use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
+    use hearth_core::quant::{QuantFormat, QuantTensor};
+    let mut rng = Rng::new(37);
+    let d = MatmulDims::new(512, 512, 576);
+    let measured = TileChoice { side: Some(64), split_workgroups: Some(96), split_min_steps: Some(64), ..Default::default() };
+    let default = TileChoice { side: Some(64), ..Default::default() };
+    assert_eq!(forward_splits(d.m, d.n, d.k, 64, (96, 64)), 3);
+    for (choice, sums) in [(measured, 2), (default, 0)] {
+        let Some(own) = own_gpu() else { return };
+        let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(choice);
+        let (x, w) = (rng.vec_uniform(d.m * d.k, -1.0, 1.0), rng.vec_uniform(d.n * d.k, -1.0, 1.0));
+        let q = QuantTensor::quantize(QuantFormat::Q8_0, &w, d.n, d.k).unwrap();
+        let (out, out_q) = (poisoned(ctx, d.m * d.n), poisoned(ctx, d.m * d.n));
+        ctx.profile_begin();
+        matmul(ctx, MatmulKind::Forward, &out, &upload(ctx, &x), &upload(ctx, &w), d, Accumulate::OVERWRITE).unwrap();
+        matmul_quant(ctx, MatmulKind::Forward, &out_q, &upload(ctx, &x), &GpuQuantWeight::upload(ctx, &q).unwrap(), d.m, Accumulate::OVERWRITE).unwrap();
+        let profile = pollster::block_on(ctx.profile_end()).unwrap();
+        let summed = profile.kernels.iter().filter(|(k, _)| k.contains(":matmul_sum_splits")).map(|(_, s)| s.launches).sum::<u64>();
+        assert_eq!(summed, sums, "{choice:?}: the split reductions' sums: {:?}", profile.kernels);
+        assert_close(&format!("{choice:?}"), &read(ctx, &out), &reference(MatmulKind::Forward, &x, &w, &d), ATOL, RTOL);
+        assert_close(&format!("{choice:?}, Q8_0"), &read(ctx, &out_q), &reference(MatmulKind::Forward, &x, &q.dequantize(), &d), ATOL, RTOL);
     }
 }
 

@@ -541,7 +541,8 @@ fn drop_params(drop: Option<OperandDropout>) -> (u32, u32, f32) {
 /// took each), as many as keep it within `SPLIT_WORKGROUPS` workgroups in all (tuned, they are
 /// about what the GPU runs at once: the H100's 256 against its 264 workgroups of 128 × 128
 /// tiles, two to each of 132 multiprocessors, where 80 tiles in 4 parts, 320 workgroups, would
-/// leave a second round to 56 of them; in 3 parts, 240, one round); and no workgroup
+/// leave a second round to 56 of them; in 3 parts, 240, one round; where tuned, launches of
+/// more tiles split where that takes fewer rounds: `fewer_rounds`); and no workgroup
 /// reduces over more than `SPLIT_MAX_STEPS` steps (on lavapipe a workgroup that loops over
 /// more than ~2,500 stages of 8 steps, two barriers each, returned wrong sums, while
 /// SwiftShader's were right; the lm_head's input gradient reduces over the whole vocabulary).
@@ -553,27 +554,57 @@ const SPLIT_MAX_STEPS: usize = 4096;
 /// batch or the split, not both: it cannot split a batch's reductions).
 pub(crate) const BATCHED_MAX_REDUCTION: usize = SPLIT_MAX_STEPS;
 
-/// Parts the reduction of a tiled launch of `batch` items of `tiles` output tiles each is
-/// split into (1: none), towards `workgroups` in all but not past them, each of at least `min_steps`
-/// ([`split_choice`]), and the steps of each (a multiple of the 8 staged per iteration).
+/// Most parts a launch of many tiles splits into to take fewer rounds ([`fewer_rounds`]).
+const ROUND_PARTS: usize = 4;
+/// What such a split must save of the launch's rounds: each part writes the whole output and
+/// the sum reads it back, in a second launch.
+const ROUND_GAIN: f64 = 0.1;
+/// Most bytes of the parts of such a split: WebGPU's default storage binding size, which
+/// every adapter binds (the outputs of many tiles are large: SmolLM2's gate and up at 2,048
+/// tokens, 25 MB).
+const ROUND_PARTS_BYTES: usize = 128 << 20;
+
+/// Parts the reduction of a tiled launch of `batch` items of `tiles` output tiles each (their
+/// outputs `part_floats` in all) is split into (1: none), and the steps of each (a multiple of
+/// the 8 staged per iteration): each part of at least `min_steps` ([`split_choice`]), and
+/// - few tiles (under half of `workgroups`, about what the GPU runs at once where tuned): as
+///   many parts as keep the launch within `workgroups`;
+/// - more, where `workgroups` were tuned (more than the default [`SPLIT_WORKGROUPS`]): the
+///   parts that take the fewest rounds of `workgroups` at once ([`fewer_rounds`]).
+///
 /// The tiled kernels split a batch's reductions alike, each part holding every item's
 /// (LoRA's x·Aᵀ of the targets that share an input, and their dh's: 32 tiles of 64 rows and
 /// 2 or 3 items, which unsplit took 64–96 workgroups of an H100's 132 multiprocessors through
 /// 72–192 iterations each); where `batch_splits` is false (the cooperative-matrix kernel), a
 /// batch's reductions must fit one part.
-pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (usize, usize), reduction: usize, batch: usize, batch_splits: bool) -> Result<(usize, usize)> {
+pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (usize, usize), reduction: usize, batch: usize, batch_splits: bool, part_floats: usize) -> Result<(usize, usize)> {
     if batch > 1 && !batch_splits {
         ensure(reduction <= SPLIT_MAX_STEPS, || format!("{op}: a batched product over {reduction} steps on cooperative matrices; at most {SPLIT_MAX_STEPS} are supported"))?;
         return Ok((1, reduction.next_multiple_of(8)));
     }
     let tiles = tiles * batch;
-    let few_tiles = if 2 * tiles < workgroups && reduction >= SPLIT_MIN_REDUCTION {
-        (workgroups / tiles).min(reduction / min_steps)
-    } else {
-        1
+    let parts = reduction / min_steps;
+    let split = match reduction >= SPLIT_MIN_REDUCTION {
+        false => 1,
+        true if 2 * tiles < workgroups => (workgroups / tiles).min(parts),
+        // (the untuned default's 64 is no count of what a GPU runs at once)
+        true if workgroups <= SPLIT_WORKGROUPS => 1,
+        true => fewer_rounds(tiles, workgroups, parts.min(ROUND_PARTS).min(ROUND_PARTS_BYTES / (4 * part_floats.max(1)))),
     };
-    let splits = few_tiles.max(reduction.div_ceil(SPLIT_MAX_STEPS)).max(1);
+    let splits = split.max(reduction.div_ceil(SPLIT_MAX_STEPS)).max(1);
     Ok((splits, reduction.div_ceil(splits).next_multiple_of(8)))
+}
+
+/// The parts (1 to `most`) in which a launch of `tiles` workgroups, `workgroups` of them at
+/// once, takes the fewest rounds for the length of its reduction: the fewest such parts, where
+/// they save [`ROUND_GAIN`] of it. On an H100 (264 workgroups of 128 × 128 tiles at once),
+/// SmolLM2's gate and up at 2,048 tokens are 384 tiles: two rounds, the second 45 % full,
+/// which its step's timings showed (17.1 TFLOP/s, where 768 tiles of the same reduction ran
+/// at 24.4: 384 / 528 of it); in 2 parts, three rounds of half the steps (1.5).
+fn fewer_rounds(tiles: usize, workgroups: usize, most: usize) -> usize {
+    let rounds = |parts: usize| (tiles * parts).div_ceil(workgroups.max(1)) as f64 / parts as f64;
+    let best = (1..=most.max(1)).min_by(|&a, &b| rounds(a).total_cmp(&rounds(b))).unwrap_or(1);
+    if rounds(best) <= (1.0 - ROUND_GAIN) * rounds(1) { best } else { 1 }
 }
 
 /// Parts an f32 tiled forward's reduction (m × n outputs in [`f32_tile`]s of `side` rows, over
@@ -582,7 +613,7 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (
 /// differently).
 pub fn forward_splits(m: usize, n: usize, k: usize, side: usize, split: (usize, usize)) -> usize {
     let (rows, columns) = f32_tile(side, n);
-    reduction_split("a forward", m.div_ceil(rows) * n.div_ceil(columns), split, k, 1, true).map_or(1, |(splits, _)| splits)
+    reduction_split("a forward", m.div_ceil(rows) * n.div_ceil(columns), split, k, 1, true, m * n).map_or(1, |(splits, _)| splits)
 }
 
 /// Whether `steps` can be the fewest steps of a split reduction's parts
@@ -1155,7 +1186,7 @@ pub fn weight_grad_splits(ctx: &GpuContext, m: usize) -> Option<usize> {
 /// Parts of at least `min_steps` each ([`SPLIT_MIN_STEPS`] unless the context's TileChoice
 /// says otherwise).
 pub fn weight_grad_parts(m: usize, min_steps: usize) -> usize {
-    reduction_split("a weight gradient", 1, (SPLIT_WORKGROUPS, min_steps), m, 1, true).map_or(1, |(splits, _)| splits)
+    reduction_split("a weight gradient", 1, (SPLIT_WORKGROUPS, min_steps), m, 1, true, 0).map_or(1, |(splits, _)| splits)
 }
 
 /// The split parts of the weight gradient `alpha·aᵀ·b` (a BackwardWeight product, with LoRA
@@ -1320,7 +1351,7 @@ fn launch(
             let tiles = cols.div_ceil(tile_cols) * rows.div_ceil(tile_rows);
             let (splits, r_split) = match into {
                 Some(p) => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
-                None => reduction_split(op, tiles, split_choice(ctx), pr as usize, d.batch, tiling != MatmulTiling::Coop)?,
+                None => reduction_split(op, tiles, split_choice(ctx), pr as usize, d.batch, tiling != MatmulTiling::Coop, d.batch * c_len)?,
             };
             // floats between a batch's outputs (c_batch) and between a split output's parts
             // (c_split): the caller's where it gives the parts, else in the scratch each part

@@ -522,7 +522,7 @@ fn quant_launch(
     // matmul_sum_splits adds up; every other kernel runs whole.
     let (splits, r_split) = if tiled {
         let tiles = out_cols.div_ceil(side) * m.div_ceil(side);
-        reduction_split(op, tiles, split_choice(ctx), if kind == MatmulKind::Forward { k } else { n }, 1, true)?
+        reduction_split(op, tiles, split_choice(ctx), if kind == MatmulKind::Forward { k } else { n }, 1, true, m * out_cols)?
     } else {
         (1, 0)
     };
