@@ -1176,9 +1176,6 @@ fn a_tile_choice_overrides_the_heuristics() {
     // the threshold the CLI tunes for a GPU (128 × 128 tiles never, or from the thin output's
     // size); an f32 and a quantized weight; the CPU's products either way.
     use hearth_core::gpu::{KernelPaths, TileChoice};
-    use hearth_core::ops::matmul::matmul;
-    use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
-    use hearth_core::quant::{QuantFormat, QuantTensor};
     let mut rng = Rng::new(31);
     let (wide, thin) = (MatmulDims::new(1024, 1024, 64), MatmulDims::new(2048, 48, 576));
     let side = |side| TileChoice { side: Some(side), ..Default::default() };
@@ -1201,22 +1198,32 @@ fn a_tile_choice_overrides_the_heuristics() {
         let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(choice);
         for (d, tiles, splits) in [(wide, wide_tiles, false), (thin, thin_tiles, thin_splits)] {
             let what = format!("{choice:?}, {} × {} × {}", d.m, d.n, d.k);
-            let (x, w) = (rng.vec_uniform(d.m * d.k, -1.0, 1.0), rng.vec_uniform(d.n * d.k, -1.0, 1.0));
-            let q = QuantTensor::quantize(QuantFormat::Q8_0, &w, d.n, d.k).unwrap();
-            let (out, out_q) = (poisoned(ctx, d.m * d.n), poisoned(ctx, d.m * d.n));
-            ctx.profile_begin();
-            matmul(ctx, MatmulKind::Forward, &out, &upload(ctx, &x), &upload(ctx, &w), d, Accumulate::OVERWRITE).unwrap();
-            matmul_quant(ctx, MatmulKind::Forward, &out_q, &upload(ctx, &x), &GpuQuantWeight::upload(ctx, &q).unwrap(), d.m, Accumulate::OVERWRITE).unwrap();
-            let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+            let kernels = forwards_match_cpu(ctx, &mut rng, d, &what);
             for shader in ["matmul_tiled:matmul_tiled", "matmul_q8_0:matmul_quant_forward_tiled"] {
                 assert!(kernels.keys().any(|k| k.starts_with(shader) && k.ends_with(&format!("[{tiles}]"))), "{what}: {shader} in {tiles} tiles: {kernels:?}");
             }
             let summed = kernels.iter().filter(|(k, _)| k.contains(":matmul_sum_splits")).map(|(_, s)| s.launches).sum::<u64>();
             assert_eq!(summed, if splits { 2 } else { 0 }, "{what}: the split reductions' sums: {kernels:?}");
-            assert_close(&what, &read(ctx, &out), &reference(MatmulKind::Forward, &x, &w, &d), ATOL, RTOL);
-            assert_close(&format!("{what}, Q8_0"), &read(ctx, &out_q), &reference(MatmulKind::Forward, &x, &q.dequantize(), &d), ATOL, RTOL);
         }
     }
+}
+
+/// The forwards of random x (M × K) through an f32 and a Q8_0 weight w (N × K) on `ctx`,
+/// checked against the CPU's products: the kernels they ran.
+fn forwards_match_cpu(ctx: &hearth_core::GpuContext, rng: &mut Rng, d: MatmulDims, what: &str) -> std::collections::BTreeMap<String, hearth_core::gpu::KernelStat> {
+    use hearth_core::ops::matmul::matmul;
+    use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
+    use hearth_core::quant::{QuantFormat, QuantTensor};
+    let (x, w) = (rng.vec_uniform(d.m * d.k, -1.0, 1.0), rng.vec_uniform(d.n * d.k, -1.0, 1.0));
+    let q = QuantTensor::quantize(QuantFormat::Q8_0, &w, d.n, d.k).unwrap();
+    let (out, out_q) = (poisoned(ctx, d.m * d.n), poisoned(ctx, d.m * d.n));
+    ctx.profile_begin();
+    matmul(ctx, MatmulKind::Forward, &out, &upload(ctx, &x), &upload(ctx, &w), d, Accumulate::OVERWRITE).unwrap();
+    matmul_quant(ctx, MatmulKind::Forward, &out_q, &upload(ctx, &x), &GpuQuantWeight::upload(ctx, &q).unwrap(), d.m, Accumulate::OVERWRITE).unwrap();
+    let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+    assert_close(what, &read(ctx, &out), &reference(MatmulKind::Forward, &x, &w, &d), ATOL, RTOL);
+    assert_close(&format!("{what}, Q8_0"), &read(ctx, &out_q), &reference(MatmulKind::Forward, &x, &q.dequantize(), &d), ATOL, RTOL);
+    kernels
 }
 
 #[test]
@@ -1227,9 +1234,7 @@ fn launches_of_more_tiles_split_into_fewer_rounds() {
     // of the steps; whole, one round of all of them). The untuned default (64) leaves it
     // whole. An f32 and a quantized weight; the CPU's products either way.
     use hearth_core::gpu::{KernelPaths, TileChoice};
-    use hearth_core::ops::matmul::{forward_splits, matmul};
-    use hearth_core::ops::matmul_quant::{matmul_quant, GpuQuantWeight};
-    use hearth_core::quant::{QuantFormat, QuantTensor};
+    use hearth_core::ops::matmul::forward_splits;
     let mut rng = Rng::new(37);
     let d = MatmulDims::new(512, 512, 576);
     let measured = TileChoice { side: Some(64), split_workgroups: Some(96), split_min_steps: Some(64), ..Default::default() };
@@ -1238,17 +1243,9 @@ fn launches_of_more_tiles_split_into_fewer_rounds() {
     for (choice, sums) in [(measured, 2), (default, 0)] {
         let Some(own) = own_gpu() else { return };
         let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(choice);
-        let (x, w) = (rng.vec_uniform(d.m * d.k, -1.0, 1.0), rng.vec_uniform(d.n * d.k, -1.0, 1.0));
-        let q = QuantTensor::quantize(QuantFormat::Q8_0, &w, d.n, d.k).unwrap();
-        let (out, out_q) = (poisoned(ctx, d.m * d.n), poisoned(ctx, d.m * d.n));
-        ctx.profile_begin();
-        matmul(ctx, MatmulKind::Forward, &out, &upload(ctx, &x), &upload(ctx, &w), d, Accumulate::OVERWRITE).unwrap();
-        matmul_quant(ctx, MatmulKind::Forward, &out_q, &upload(ctx, &x), &GpuQuantWeight::upload(ctx, &q).unwrap(), d.m, Accumulate::OVERWRITE).unwrap();
-        let profile = pollster::block_on(ctx.profile_end()).unwrap();
-        let summed = profile.kernels.iter().filter(|(k, _)| k.contains(":matmul_sum_splits")).map(|(_, s)| s.launches).sum::<u64>();
-        assert_eq!(summed, sums, "{choice:?}: the split reductions' sums: {:?}", profile.kernels);
-        assert_close(&format!("{choice:?}"), &read(ctx, &out), &reference(MatmulKind::Forward, &x, &w, &d), ATOL, RTOL);
-        assert_close(&format!("{choice:?}, Q8_0"), &read(ctx, &out_q), &reference(MatmulKind::Forward, &x, &q.dequantize(), &d), ATOL, RTOL);
+        let kernels = forwards_match_cpu(ctx, &mut rng, d, &format!("{choice:?}"));
+        let summed = kernels.iter().filter(|(k, _)| k.contains(":matmul_sum_splits")).map(|(_, s)| s.launches).sum::<u64>();
+        assert_eq!(summed, sums, "{choice:?}: the split reductions' sums: {kernels:?}");
     }
 }
 
