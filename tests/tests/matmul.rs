@@ -1141,10 +1141,11 @@ fn split_reductions_stay_within_their_workgroups() {
     // steps): 32 tiles whole, 16 in 4 parts, 24 in 2 (48 workgroups: 3 parts would be 72).
     // More tiles split where that takes fewer rounds of the workgroups at once: 128 tiles in
     // 2 parts (one round of 256 workgroups, half the steps); 384 in 2 (three rounds of half
-    // the steps, not two whole); where 264 run at once, 192 in 4 (3 rounds of a quarter); 1,216 (Qwen2.5's gate and up) whole (in 3
-    // parts, 14 rounds of a third: 7 % fewer, not 10); 2,080 tiles of 64 where 2,048 run at
-    // once in 3 (4 rounds of a third; 4 parts, 5 rounds of a quarter, would pass 128 MiB),
-    // 4,160 where 4,096 do whole (2 parts would pass it); none by default.
+    // the steps, not two whole); where 264 run at once, 192 in 4 (3 rounds of a quarter) and
+    // 1,216 (Qwen2.5's gate and up) whole (in 3 parts, 14 rounds of a third: 7 % fewer, not
+    // 10); 2,080 tiles of 64 where 2,048 run at once in 3 (4 rounds of a third; 4 parts, 5
+    // rounds of a quarter, would pass 128 MiB), 4,160 where 4,096 do whole (2 parts would
+    // pass it); none by default.
     use hearth_core::ops::matmul::forward_splits;
     let (h100, at_once) = ((256, 64), (264, 64));
     for ((m, n, k), side, split, parts) in [

@@ -205,23 +205,28 @@ fn early_stopping_without_validation_data_is_refused() {
     });
 }
 
+/// The first `count` of `records()` as one micro-batch (prompts masked, as `spec` prepares
+/// them), and an adapter for it whose B is away from zero, so that every LoRA path carries
+/// gradient into the layers below.
+fn packed_batch(m: &LoadedModel, count: usize) -> (hearth_core::model::backward::TokenBatch, Adapter) {
+    let s = spec(1e-3, 2, None);
+    let (examples, _) = hearth_core::train::data::prepare(&records(), &m.tokenizer, &s.data).unwrap();
+    let batch = hearth_core::train::batch::pack(&examples.iter().take(count).collect::<Vec<_>>());
+    let mut adapter = Adapter::init(&m.cfg, &s.train.lora, 5).unwrap();
+    for t in &mut adapter.tensors {
+        t.b.iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 7) as f32 - 3.0) * 0.01);
+    }
+    (batch, adapter)
+}
+
 /// Gradient checkpointing recomputes each layer's activations in the backward instead of
 /// keeping them: the gradients must not change (the same kernels run on the same inputs).
 #[test]
 fn gradients_with_checkpointing_equal_those_without() {
     use hearth_core::model::backward::{Dropout, TrainPass};
-    use hearth_core::train::batch::pack;
-    use hearth_core::train::data::prepare;
     with_gpu!(ctx => {
         let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
-        let s = spec(1e-3, 2, None);
-        let (examples, _) = prepare(&records(), &m.tokenizer, &s.data).unwrap();
-        let batch = pack(&examples.iter().take(3).collect::<Vec<_>>());
-        let mut adapter = Adapter::init(&m.cfg, &s.train.lora, 5).unwrap();
-        for t in &mut adapter.tensors {
-            // B away from zero, so that every LoRA path carries gradient into the layers below
-            t.b.iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 7) as f32 - 3.0) * 0.01);
-        }
+        let (batch, adapter) = packed_batch(&m, 3);
         let grads = |checkpointing: bool| -> Vec<Vec<f32>> {
             let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 64, max_binding: None }).unwrap();
             model.set_adapter(ctx, Some(adapter.clone()), "test").unwrap();
@@ -249,13 +254,9 @@ fn gradients_with_checkpointing_equal_those_without() {
 fn the_head_runs_on_the_tokens_with_a_target_alone() {
     use hearth_core::model::backward::{Dropout, TrainPass};
     use hearth_core::ops::cross_entropy::IGNORE;
-    use hearth_core::train::batch::pack;
-    use hearth_core::train::data::prepare;
     with_gpu!(ctx => {
         let m = load_hf_folder(&DirFiles(fixture("tiny-llama")), None).unwrap();
-        let s = spec(1e-3, 2, None);
-        let (examples, _) = prepare(&records(), &m.tokenizer, &s.data).unwrap();
-        let batch = pack(&examples.iter().take(4).collect::<Vec<_>>());
+        let (batch, adapter) = packed_batch(&m, 4);
         let (n, counted) = (batch.len(), batch.counted());
         assert!(counted > 8 && n - counted > 8, "{counted} of {n} tokens with a target");
         // the same tokens, each with a target: the prompt's weigh 0
@@ -265,10 +266,6 @@ fn the_head_runs_on_the_tokens_with_a_target_alone() {
         let weights: Vec<f32> = batch.targets.iter().map(|&t| if t == IGNORE { 0.0 } else { scale }).collect();
         let mut none = batch.clone();
         none.targets.fill(IGNORE);
-        let mut adapter = Adapter::init(&m.cfg, &s.train.lora, 5).unwrap();
-        for t in &mut adapter.tensors {
-            t.b.iter_mut().enumerate().for_each(|(i, x)| *x = ((i % 7) as f32 - 3.0) * 0.01);
-        }
         // 8 rows of 300 logits; lm_head parts of 36 rows of 64
         for max_binding in [None, Some(9_600)] {
             let mut model = Model::new(ctx, &m.cfg, m.weights.clone(), ModelOptions { chunk: 64, max_seq: 64, max_binding }).unwrap();

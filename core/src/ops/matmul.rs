@@ -608,8 +608,8 @@ fn fewer_rounds(tiles: usize, workgroups: usize, most: usize) -> usize {
 }
 
 /// Parts an f32 tiled forward's reduction (m × n outputs in [`f32_tile`]s of `side` rows, over
-/// k steps) is split into where few tiles split towards `split.0` workgroups in parts of
-/// `split.1` steps or more (the CLI's tile tuning times only the choices that split
+/// k steps) is split into as [`reduction_split`] splits towards `split.0` workgroups in parts
+/// of `split.1` steps or more (the CLI's tile tuning times only the choices that split
 /// differently).
 pub fn forward_splits(m: usize, n: usize, k: usize, side: usize, split: (usize, usize)) -> usize {
     let (rows, columns) = f32_tile(side, n);
