@@ -8,6 +8,7 @@
 //   attention_flash_backward_query: dq = scale·Σ_j dS·k_j              grid (T/64, NH, B)
 //   attention_flash_backward_kv:    dk = scale·Σ_t dSᵀ·q_t, dv = Σ_t Pᵀ·dout_t, each query
 //                                   head's share (B, T, NH, HS)         grid (T/64, NH, B)
+// (each grid's workgroups counted in its order, the blocks slowest: place_of)
 //   attention_flash_sum_heads:      dk and dv: the shares of the query heads that share a
 //                                   KV head summed (where they are several)
 // where P = exp(scale·q·kᵀ − lse) and dS = P·(dout·vᵀ − dsum); the backward's stats hold
@@ -43,8 +44,8 @@ override DIMS: u32 = 8u;
 // safeguard; wgpu's own, one invocation storing each array, took RADV's compiler some 3.5 s
 // per kernel. (Declared before any override an expression initializes, which naga 30 needs.)
 override ZEROED: bool = false;
-// Row stride of the transposed stages and of the tile (one word of padding: the 16
-// invocations reading a column read 16 banks).
+// Row stride of the tile (one word of padding: the 16 invocations reading a column read 16
+// banks).
 const PAD: u32 = 65u;
 // A masked score, and below what a score counts as masked.
 const MASKED: f32 = -3.0e38;
@@ -66,10 +67,15 @@ const MASKED_BELOW: f32 = -1.0e38;
 @group(0) @binding(11) var<storage, read_write> sum_v: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
-// Two transposed chunks of 16 dims of 64 rows (at 0 and at 16·PAD), or 16 rows of a head
-// (row-major, up to 16 × 128).
-const STAGE_LEN: u32 = 2080u;
-var<workgroup> stage: array<f32, STAGE_LEN>;
+// Two transposed chunks of 16 dims of 64 rows (from line 0 and from line 16 on), or 16 rows
+// of a head (row-major, up to 16 × 128, four values a vector).
+const STAGE_VECS: u32 = 544u;
+var<workgroup> stage: array<vec4<f32>, STAGE_VECS>;
+// A transposed chunk's line (one dim of the 64 rows) in vectors: rows r, r + 16, r + 32 and
+// r + 48 in vector r of the line, so that products() reads an invocation's four rows (ty +
+// 16i) of A, or its four of C (tx + 16j), as one vector, not four values. (17: lines 68 words
+// apart, that a subgroup's stores of 16 dims of two rows fall on 16 banks.)
+const LINE: u32 = 17u;
 // 64 × 64 scores, probabilities or their gradients (rows × PAD)
 const TILE_LEN: u32 = 4160u;
 var<workgroup> tile: array<f32, TILE_LEN>;
@@ -86,8 +92,8 @@ var<workgroup> seg_cols: array<u32, 64>;
 fn zero_workgroup_memory(li: u32) {
     for (var e = li; e < TILE_LEN; e += 256u) {
         tile[e] = 0.0;
-        if (e < STAGE_LEN) {
-            stage[e] = 0.0;
+        if (e < STAGE_VECS) {
+            stage[e] = vec4<f32>();
         }
     }
     red[li] = 0.0;
@@ -134,24 +140,32 @@ fn sees(t: u32, j: u32, seg_t: u32, seg_j: u32) -> bool {
 // for the branch, and the four would reach memory one round trip at a time (as
 // matmul_tiled.wgsl's load_a).
 
-// Dims d0..d0 + 16 of rows r0..r0 + 64 of `which` (head hh of `heads`) into the stage at
-// `at`, transposed (zeros past its rows and HS).
+// Dims d0..d0 + 16 of rows r0..r0 + 64 of `which` (head hh of `heads`) into the stage from
+// line `at` on, transposed (zeros past its rows and HS).
 fn stage_transposed(li: u32, which: u32, at: u32, b: u32, r0: u32, heads: u32, hh: u32, d0: u32) {
     // (written out, not a loop filling a vector: see matmul_tiled.wgsl's Staged)
     let x = vec4<f32>(transposed_value(li, which, b, r0, heads, hh, d0, 0u), transposed_value(li, which, b, r0, heads, hh, d0, 1u),
                       transposed_value(li, which, b, r0, heads, hh, d0, 2u), transposed_value(li, which, b, r0, heads, hh, d0, 3u));
     for (var n = 0u; n < 4u; n++) {
-        let e = li + 256u * n;
-        stage[at + (e % 16u) * PAD + e / 16u] = x[n];
+        let e = staged_place(li, n);
+        stage[(at + e.y) * LINE + e.x % 16u][e.x / 16u] = x[n];
     }
 }
 
-// The n-th of an invocation's values for stage_transposed: e = li + 256·n is row e / 16 and
-// dim d0 + e % 16, 0 past the rows or HS.
+// The (row, dim) of the n-th of an invocation's values for stage_transposed: 16 dims of a
+// row, then the same dims 16 rows on (a subgroup's 32 stores on 16 banks), of the rows in
+// the order ((r % 16) · 4 + r / 16) the line keeps them.
+fn staged_place(li: u32, n: u32) -> vec2<u32> {
+    let k = (li + 256u * n) / 16u;
+    return vec2<u32>((k / 2u) % 16u + 16u * (k % 2u + 2u * (k / 32u)), li % 16u);
+}
+
+// The n-th of an invocation's values for stage_transposed: dim d0 + e.y of row r0 + e.x (e:
+// staged_place), 0 past the rows or HS.
 fn transposed_value(li: u32, which: u32, b: u32, r0: u32, heads: u32, hh: u32, d0: u32, n: u32) -> f32 {
-    let e = li + 256u * n;
-    let inside = (r0 + e / 16u < rows_of(which)) & (d0 + e % 16u < p.HS);
-    return select(0.0, fetch(which, select(0u, row(b, r0 + e / 16u, heads, hh) + d0 + e % 16u, inside)), inside);
+    let e = staged_place(li, n);
+    let inside = (r0 + e.x < rows_of(which)) & (d0 + e.y < p.HS);
+    return select(0.0, fetch(which, select(0u, row(b, r0 + e.x, heads, hh) + d0 + e.y, inside)), inside);
 }
 
 // Rows r0..r0 + 16 of `which` (head hh of `heads`) into the stage, row-major (zeros past its
@@ -163,7 +177,7 @@ fn stage_rows(li: u32, which: u32, b: u32, r0: u32, heads: u32, hh: u32) {
                           row_value(which, b, r0, heads, hh, e0 + 512u), row_value(which, b, r0, heads, hh, e0 + 768u));
         for (var n = 0u; n < 4u; n++) {
             let e = e0 + 256u * n;
-            if (e < end) { stage[e] = x[n]; }
+            if (e < end) { stage[e / 4u][e % 4u] = x[n]; }
         }
     }
 }
@@ -184,17 +198,17 @@ fn products(li: u32, a: u32, b: u32, a0: u32, a_heads: u32, ha: u32, c: u32, c0:
     for (var d0 = 0u; d0 < p.HS; d0 += 16u) {
         workgroupBarrier();
         stage_transposed(li, a, 0u, b, a0, a_heads, ha, d0);
-        stage_transposed(li, c, 16u * PAD, b, c0, c_heads, hc, d0);
+        stage_transposed(li, c, 16u, b, c0, c_heads, hc, d0);
         workgroupBarrier();
         for (var dd = 0u; dd < 16u; dd++) {
-            let ra = dd * PAD + ty;
-            let rc = 16u * PAD + dd * PAD + tx;
-            let cv = vec4<f32>(stage[rc], stage[rc + 16u], stage[rc + 32u], stage[rc + 48u]);
+            // rows ty + 16i of A, and rows tx + 16j of C
+            let av = stage[dd * LINE + ty];
+            let cv = stage[(16u + dd) * LINE + tx];
             // (fused multiply-adds written out: see pieces/block_fma.wgsl)
-            s[0] = fma(vec4<f32>(stage[ra]), cv, s[0]);
-            s[1] = fma(vec4<f32>(stage[ra + 16u]), cv, s[1]);
-            s[2] = fma(vec4<f32>(stage[ra + 32u]), cv, s[2]);
-            s[3] = fma(vec4<f32>(stage[ra + 48u]), cv, s[3]);
+            s[0] = fma(vec4<f32>(av.x), cv, s[0]);
+            s[1] = fma(vec4<f32>(av.y), cv, s[1]);
+            s[2] = fma(vec4<f32>(av.z), cv, s[2]);
+            s[3] = fma(vec4<f32>(av.w), cv, s[3]);
         }
     }
     return s;
@@ -236,7 +250,8 @@ fn rows_times(acc: ptr<function, Rows>, f: vec4<f32>) {
 
 // Dim d of the stage's row at `row` (zero past HS).
 fn staged_dim(row: u32, d: u32) -> f32 {
-    return select(0.0, stage[row + d], d < p.HS);
+    let at = row + d;
+    return select(0.0, stage[at / 4u][at % 4u], d < p.HS);
 }
 
 // acc += w ⊗ the stage's row kk: row i of acc gains w[i] times each of its dims (fused
@@ -295,10 +310,28 @@ fn store_rows(li: u32, acc: ptr<function, Rows>, b: u32, r0: u32, heads: u32, hh
     }
 }
 
-// Block x of queries, the last first: they see the most keys, and start before the lighter
-// ones.
-fn last_blocks_first(x: u32) -> u32 {
-    return ((p.T + BLOCK - 1u) / BLOCK - 1u - x) * BLOCK;
+// Where a workgroup works: the rank of its block (0: the block that sees the most keys or
+// queries), its head and its row. GPUs start workgroups in the order of their index, x
+// fastest: ranked blocks vary slowest, so that every head's and row's heaviest blocks start
+// before any lighter one (the longest first, as a list schedule). With x the rank (within a
+// head and row only), SmolLM2's 288 workgroups over some 264 at once left a head's heaviest
+// blocks to start once the first round's lightest were done.
+struct Place {
+    rank: u32,
+    h: u32,
+    b: u32,
+}
+
+fn place_of(wid: vec3<u32>, nwg: vec3<u32>) -> Place {
+    let heads_rows = nwg.y * nwg.z;
+    let linear = wid.x + nwg.x * (wid.y + nwg.y * wid.z);
+    let rest = linear % heads_rows;
+    return Place(linear / heads_rows, rest % nwg.y, rest / nwg.y);
+}
+
+// Block `rank` of queries, the last first: they see the most keys.
+fn last_blocks_first(rank: u32) -> u32 {
+    return ((p.T + BLOCK - 1u) / BLOCK - 1u - rank) * BLOCK;
 }
 
 // The first block of keys that queries t0.. may see (sliding windows start later).
@@ -315,13 +348,14 @@ fn keys_before(b: u32, t0: u32, j_end: u32) -> bool {
 }
 
 @compute @workgroup_size(256)
-fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     if (ZEROED) {
         zero_workgroup_memory(li);
     }
-    let b = wid.z;
-    let h = wid.y;
-    let t0 = last_blocks_first(wid.x);
+    let place = place_of(wid, nwg);
+    let b = place.b;
+    let h = place.h;
+    let t0 = last_blocks_first(place.rank);
     let kvh = h / (p.NH / p.NKV);
     let tx = li % 16u;
     let ty = li / 16u;
@@ -384,13 +418,14 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
 }
 
 @compute @workgroup_size(256)
-fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     if (ZEROED) {
         zero_workgroup_memory(li);
     }
-    let b = wid.z;
-    let h = wid.y;
-    let t0 = last_blocks_first(wid.x);
+    let place = place_of(wid, nwg);
+    let b = place.b;
+    let h = place.h;
+    let t0 = last_blocks_first(place.rank);
     let kvh = h / (p.NH / p.NKV);
     let tx = li % 16u;
     let ty = li / 16u;
@@ -444,14 +479,16 @@ fn kv_score(li: u32, ri: u32, j0: u32, t0: u32, c: u32, sv: f32, dpv: f32) -> f3
 }
 
 @compute @workgroup_size(256)
-fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     if (ZEROED) {
         zero_workgroup_memory(li);
     }
-    let b = wid.z;
-    let h = wid.y;
+    // (the first keys first: the most queries see them)
+    let place = place_of(wid, nwg);
+    let b = place.b;
+    let h = place.h;
     let kvh = h / (p.NH / p.NKV);
-    let j0 = wid.x * BLOCK;
+    let j0 = place.rank * BLOCK;
     let j_last = min(j0 + BLOCK, p.T) - 1u;
     let tx = li % 16u;
     let ty = li / 16u;
