@@ -68,7 +68,7 @@ const MASKED_BELOW: f32 = -1.0e38;
 @group(1) @binding(0) var<uniform> p: Params;
 
 // Two transposed chunks of 16 dims of 64 rows (from line 0 and from line 16 on), or 16 rows
-// of a head (row-major, up to 16 × 128, four values a vector).
+// of a head (up to 16 × 32 vectors: stage_rows).
 const STAGE_VECS: u32 = 544u;
 var<workgroup> stage: array<vec4<f32>, STAGE_VECS>;
 // A transposed chunk's line (one dim of the 64 rows) in vectors: rows r, r + 16, r + 32 and
@@ -168,24 +168,36 @@ fn transposed_value(li: u32, which: u32, b: u32, r0: u32, heads: u32, hh: u32, d
     return select(0.0, fetch(which, select(0u, row(b, r0 + e.x, heads, hh) + d0 + e.y, inside)), inside);
 }
 
-// Rows r0..r0 + 16 of `which` (head hh of `heads`) into the stage, row-major (zeros past its
-// rows), four values an invocation at a time.
+// The dims a staged row holds: the DIMS · 16 an invocation's accumulators take.
+fn row_width() -> u32 { return 16u * DIMS; }
+// A staged row's vectors: 16 (dims tx + 16c, c < 4, in vector tx), or 32 (c < 8: those of
+// c ≥ 4 in vector 16 + tx), so that add_weighted reads an invocation's dims of a row as one
+// vector or two.
+fn row_vectors() -> u32 { return 16u * ((DIMS + 3u) / 4u); }
+
+// Rows r0..r0 + 16 of `which` (head hh of `heads`) into the stage, each row's dim d at
+// vector (d / 64) · 16 + d % 16 of the row, element (d / 16) % 4 (zeros past its rows and HS),
+// four values an invocation at a time.
 fn stage_rows(li: u32, which: u32, b: u32, r0: u32, heads: u32, hh: u32) {
-    let end = 16u * p.HS;
+    let end = 16u * row_width();
     for (var e0 = li; e0 < end; e0 += 1024u) {
         let x = vec4<f32>(row_value(which, b, r0, heads, hh, e0), row_value(which, b, r0, heads, hh, e0 + 256u),
                           row_value(which, b, r0, heads, hh, e0 + 512u), row_value(which, b, r0, heads, hh, e0 + 768u));
         for (var n = 0u; n < 4u; n++) {
             let e = e0 + 256u * n;
-            if (e < end) { stage[e / 4u][e % 4u] = x[n]; }
+            let d = e % row_width();
+            if (e < end) { stage[e / row_width() * row_vectors() + d / 64u * 16u + d % 16u][d / 16u % 4u] = x[n]; }
         }
     }
 }
 
-// Element e of stage_rows' 16 rows (row e / HS, dim e % HS), 0 past them or the rows of `which`.
+// Element e of stage_rows' 16 rows (row e / row_width(), dim e % row_width()), 0 past them,
+// HS or the rows of `which`.
 fn row_value(which: u32, b: u32, r0: u32, heads: u32, hh: u32, e: u32) -> f32 {
-    let inside = (e < 16u * p.HS) & (r0 + e / p.HS < rows_of(which));
-    return select(0.0, fetch(which, select(0u, row(b, r0 + e / p.HS, heads, hh) + e % p.HS, inside)), inside);
+    let r = e / row_width();
+    let d = e % row_width();
+    let inside = (e < 16u * row_width()) & (d < p.HS) & (r0 + r < rows_of(which));
+    return select(0.0, fetch(which, select(0u, row(b, r0 + r, heads, hh) + d, inside)), inside);
 }
 
 // The invocation's 4 × 4 of the tile's products of rows of `a` (rows a0.., head ha of
@@ -248,29 +260,25 @@ fn rows_times(acc: ptr<function, Rows>, f: vec4<f32>) {
     *acc = Rows(a.c0 * f, a.c1 * f, a.c2 * f, a.c3 * f, a.c4 * f, a.c5 * f, a.c6 * f, a.c7 * f);
 }
 
-// Dim d of the stage's row at `row` (zero past HS).
-fn staged_dim(row: u32, d: u32) -> f32 {
-    let at = row + d;
-    return select(0.0, stage[at / 4u][at % 4u], d < p.HS);
-}
-
 // acc += w ⊗ the stage's row kk: row i of acc gains w[i] times each of its dims (fused
 // multiply-adds written out: see pieces/block_fma.wgsl).
 fn add_weighted(acc: ptr<function, Rows>, w: vec4<f32>, kk: u32, tx: u32) {
-    let row = kk * p.HS;
-    (*acc).c0 = fma(w, vec4<f32>(staged_dim(row, tx)), (*acc).c0);
+    // dims tx + 16c (c < 4; a vector's elements past DIMS are never read)
+    let v = stage[kk * row_vectors() + tx];
+    (*acc).c0 = fma(w, vec4<f32>(v.x), (*acc).c0);
     if (DIMS > 1u) {
-        (*acc).c1 = fma(w, vec4<f32>(staged_dim(row, tx + 16u)), (*acc).c1);
+        (*acc).c1 = fma(w, vec4<f32>(v.y), (*acc).c1);
     }
     if (DIMS > 2u) {
-        (*acc).c2 = fma(w, vec4<f32>(staged_dim(row, tx + 32u)), (*acc).c2);
-        (*acc).c3 = fma(w, vec4<f32>(staged_dim(row, tx + 48u)), (*acc).c3);
+        (*acc).c2 = fma(w, vec4<f32>(v.z), (*acc).c2);
+        (*acc).c3 = fma(w, vec4<f32>(v.w), (*acc).c3);
     }
     if (DIMS > 4u) {
-        (*acc).c4 = fma(w, vec4<f32>(staged_dim(row, tx + 64u)), (*acc).c4);
-        (*acc).c5 = fma(w, vec4<f32>(staged_dim(row, tx + 80u)), (*acc).c5);
-        (*acc).c6 = fma(w, vec4<f32>(staged_dim(row, tx + 96u)), (*acc).c6);
-        (*acc).c7 = fma(w, vec4<f32>(staged_dim(row, tx + 112u)), (*acc).c7);
+        let v2 = stage[kk * row_vectors() + 16u + tx];
+        (*acc).c4 = fma(w, vec4<f32>(v2.x), (*acc).c4);
+        (*acc).c5 = fma(w, vec4<f32>(v2.y), (*acc).c5);
+        (*acc).c6 = fma(w, vec4<f32>(v2.z), (*acc).c6);
+        (*acc).c7 = fma(w, vec4<f32>(v2.w), (*acc).c7);
     }
 }
 
