@@ -44,9 +44,6 @@ override DIMS: u32 = 8u;
 // safeguard; wgpu's own, one invocation storing each array, took RADV's compiler some 3.5 s
 // per kernel. (Declared before any override an expression initializes, which naga 30 needs.)
 override ZEROED: bool = false;
-// Row stride of the tile (one word of padding: the 16 invocations reading a column read 16
-// banks).
-const PAD: u32 = 65u;
 // A masked score, and below what a score counts as masked.
 const MASKED: f32 = -3.0e38;
 const MASKED_BELOW: f32 = -1.0e38;
@@ -76,9 +73,12 @@ var<workgroup> stage: array<vec4<f32>, STAGE_VECS>;
 // 16i) of A, or its four of C (tx + 16j), as one vector, not four values. (17: lines 68 words
 // apart, that a subgroup's stores of 16 dims of two rows fall on 16 banks.)
 const LINE: u32 = 17u;
-// 64 × 64 scores, probabilities or their gradients (rows × PAD)
-const TILE_LEN: u32 = 4160u;
-var<workgroup> tile: array<f32, TILE_LEN>;
+// 64 × 64 scores, probabilities or their gradients, a line of LINE vectors per column, its
+// rows in the order the stage's lines keep them: (row, col) is element row / 16 of vector
+// col · LINE + row % 16, so that add_tile_times reads an invocation's four rows (ty + 16i) of
+// a column as one vector.
+const TILE_VECS: u32 = 1088u;
+var<workgroup> tile: array<vec4<f32>, TILE_VECS>;
 var<workgroup> red: array<f32, 256>;
 // per tile row (forward: maximum, sum, rescale; backward_query: lse, dsum) or column
 // (backward_kv: the queries' lse, dsum)
@@ -90,8 +90,8 @@ var<workgroup> seg_cols: array<u32, 64>;
 
 // Every array above zeroed (ZEROED), by the workgroup's 256 invocations.
 fn zero_workgroup_memory(li: u32) {
-    for (var e = li; e < TILE_LEN; e += 256u) {
-        tile[e] = 0.0;
+    for (var e = li; e < TILE_VECS; e += 256u) {
+        tile[e] = vec4<f32>();
         if (e < STAGE_VECS) {
             stage[e] = vec4<f32>();
         }
@@ -292,7 +292,7 @@ fn add_tile_times(li: u32, acc: ptr<function, Rows>, which: u32, b: u32, c0: u32
         workgroupBarrier();
         for (var kk = 0u; kk < 16u; kk++) {
             let col = k0 + kk;
-            let w = vec4<f32>(tile[ty * PAD + col], tile[(ty + 16u) * PAD + col], tile[(ty + 32u) * PAD + col], tile[(ty + 48u) * PAD + col]);
+            let w = tile[col * LINE + ty];
             add_weighted(acc, w, kk, tx);
         }
     }
@@ -355,6 +355,16 @@ fn keys_before(b: u32, t0: u32, j_end: u32) -> bool {
     return j_end < pos && (seg_at(b, j_end) != seg_at(b, t0) || (p.window != 0u && pos - j_end >= p.window));
 }
 
+// The forward's score of the invocation's row ty + 16i and column tx + 16j (keys j0.., queries
+// t0..), scaled, or MASKED where the query does not see the key.
+fn forward_score(li: u32, i: u32, j: u32, t0: u32, j0: u32, s: mat4x4<f32>) -> f32 {
+    let ri = li / 16u + 16u * i;
+    let jj = li % 16u + 16u * j;
+    let t = t0 + ri;
+    let seen = t < p.T && j0 + jj < p.past + p.T && sees(p.past + t, j0 + jj, seg_rows[ri], seg_cols[jj]);
+    return select(MASKED, column_of(s, i)[j] * p.scale, seen);
+}
+
 @compute @workgroup_size(256)
 fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     if (ZEROED) {
@@ -376,34 +386,32 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     // the keys: up to the last query's position
     let keys = p.past + p.T;
     let last = p.past + min(t0 + BLOCK, p.T) - 1u;
-    let r = li / 4u;
-    let part = li % 4u;
+    let r = li % 64u;
+    let part = li / 64u;
     for (var j0 = first_key_block(p.past + t0); j0 <= last; j0 += BLOCK) {
         if (keys_before(b, t0, min(j0 + BLOCK, keys) - 1u)) { continue; }
         if (li < BLOCK) { seg_cols[li] = seg_at(b, min(j0 + li, keys - 1u)); }
         let s = products(li, 0u, b, t0, p.NH, h, 1u, j0, p.NKV, kvh);
-        for (var i = 0u; i < 4u; i++) {
-            let t = t0 + ty + 16u * i;
-            for (var j = 0u; j < 4u; j++) {
-                let jj = tx + 16u * j;
-                let seen = t < p.T && j0 + jj < keys && sees(p.past + t, j0 + jj, seg_rows[ty + 16u * i], seg_cols[jj]);
-                tile[(ty + 16u * i) * PAD + jj] = select(MASKED, column_of(s, i)[j] * p.scale, seen);
-            }
+        for (var j = 0u; j < 4u; j++) {
+            let jj = tx + 16u * j;
+            tile[jj * LINE + ty] = vec4<f32>(forward_score(li, 0u, j, t0, j0, s), forward_score(li, 1u, j, t0, j0, s),
+                                             forward_score(li, 2u, j, t0, j0, s), forward_score(li, 3u, j, t0, j0, s));
         }
         workgroupBarrier();
-        // the online softmax, 4 invocations per row: the block's maximum, then its sum
+        // the online softmax, 4 invocations per row (a quarter of the workgroup each, so that a
+        // subgroup's 32 reads, rows apart, fall on 16 banks): the block's maximum, then its sum
         var mx = MASKED;
-        for (var c = 0u; c < 16u; c++) { mx = max(mx, tile[r * PAD + part * 16u + c]); }
+        for (var c = 0u; c < 16u; c++) { mx = max(mx, tile[(part * 16u + c) * LINE + r % 16u][r / 16u]); }
         red[li] = mx;
         workgroupBarrier();
         let m_old = stat_a[r];
-        let m_new = max(m_old, max(max(red[4u * r], red[4u * r + 1u]), max(red[4u * r + 2u], red[4u * r + 3u])));
+        let m_new = max(m_old, max(max(red[r], red[r + 64u]), max(red[r + 128u], red[r + 192u])));
         var sum = 0.0;
         for (var c = 0u; c < 16u; c++) {
-            let at = r * PAD + part * 16u + c;
-            let x = tile[at];
+            let at = (part * 16u + c) * LINE + r % 16u;
+            let x = tile[at][r / 16u];
             let e = select(0.0, exp(x - m_new), x > MASKED_BELOW);
-            tile[at] = e;
+            tile[at][r / 16u] = e;
             sum += e;
         }
         workgroupBarrier();
@@ -412,7 +420,7 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
         if (part == 0u) {
             let rescale = exp(m_old - m_new);
             stat_a[r] = m_new;
-            stat_b[r] = stat_b[r] * rescale + red[4u * r] + red[4u * r + 1u] + red[4u * r + 2u] + red[4u * r + 3u];
+            stat_b[r] = stat_b[r] * rescale + red[r] + red[r + 64u] + red[r + 128u] + red[r + 192u];
             stat_c[r] = rescale;
         }
         workgroupBarrier();
@@ -423,6 +431,16 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     rows_times(&o, 1.0 / vec4<f32>(stat_b[ty], stat_b[ty + 16u], stat_b[ty + 32u], stat_b[ty + 48u]));
     store_rows(li, &o, b, t0, p.NH, h, 1.0);
     if (li < BLOCK && t0 + li < p.T) { stats[stat(b, h, t0 + li)] = stat_a[li] + log(stat_b[li]); }
+}
+
+// dS of the invocation's query row ty + 16i and key column tx + 16j (queries t0.., keys j0..),
+// 0 where the query does not see the key.
+fn query_ds(li: u32, i: u32, j: u32, t0: u32, j0: u32, s: mat4x4<f32>, dp: mat4x4<f32>) -> f32 {
+    let ri = li / 16u + 16u * i;
+    let jj = li % 16u + 16u * j;
+    let t = t0 + ri;
+    let seen = t < p.T && j0 + jj < p.T && sees(t, j0 + jj, seg_rows[ri], seg_cols[jj]);
+    return select(0.0, exp(column_of(s, i)[j] * p.scale - stat_a[ri]) * (column_of(dp, i)[j] - stat_b[ri]), seen);
 }
 
 @compute @workgroup_size(256)
@@ -450,14 +468,10 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
         if (li < BLOCK) { seg_cols[li] = seg_at(b, min(j0 + li, p.T - 1u)); }
         let s = products(li, 0u, b, t0, p.NH, h, 1u, j0, p.NKV, kvh);
         let dp = products(li, 3u, b, t0, p.NH, h, 2u, j0, p.NKV, kvh);
-        for (var i = 0u; i < 4u; i++) {
-            let ri = ty + 16u * i;
-            let t = t0 + ri;
-            for (var j = 0u; j < 4u; j++) {
-                let jj = tx + 16u * j;
-                let seen = t < p.T && j0 + jj < p.T && sees(t, j0 + jj, seg_rows[ri], seg_cols[jj]);
-                tile[ri * PAD + jj] = select(0.0, exp(column_of(s, i)[j] * p.scale - stat_a[ri]) * (column_of(dp, i)[j] - stat_b[ri]), seen);
-            }
+        for (var j = 0u; j < 4u; j++) {
+            let jj = tx + 16u * j;
+            tile[jj * LINE + ty] = vec4<f32>(query_ds(li, 0u, j, t0, j0, s, dp), query_ds(li, 1u, j, t0, j0, s, dp),
+                                             query_ds(li, 2u, j, t0, j0, s, dp), query_ds(li, 3u, j, t0, j0, s, dp));
         }
         add_tile_times(li, &acc, 1u, b, j0, p.NKV, kvh);
     }
@@ -482,7 +496,7 @@ fn kv_score(li: u32, ri: u32, j0: u32, t0: u32, c: u32, sv: f32, dpv: f32) -> f3
     let j = j0 + ri;
     let seen = t < p.T && j < p.T && sees(t, j, seg_cols[cj], seg_rows[ri]);
     let pr = select(0.0, exp(sv * p.scale - stat_a[cj]), seen);
-    tile[ri * PAD + cj] = pr;
+    tile[cj * LINE + ri % 16u][ri / 16u] = pr;
     return pr * (dpv - stat_b[cj]);
 }
 
@@ -519,9 +533,7 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
         let ds = mat4x4<f32>(kv_scores(li, 0u, j0, t0, s, dp), kv_scores(li, 1u, j0, t0, s, dp), kv_scores(li, 2u, j0, t0, s, dp), kv_scores(li, 3u, j0, t0, s, dp));
         add_tile_times(li, &dv_acc, 3u, b, t0, p.NH, h);
         workgroupBarrier();
-        for (var i = 0u; i < 4u; i++) {
-            for (var c = 0u; c < 4u; c++) { tile[(ty + 16u * i) * PAD + tx + 16u * c] = column_of(ds, i)[c]; }
-        }
+        for (var c = 0u; c < 4u; c++) { tile[(tx + 16u * c) * LINE + ty] = transpose(ds)[c]; }
         add_tile_times(li, &dk_acc, 0u, b, t0, p.NH, h);
     }
     // (with one query head per KV head, (NH, h) is (NKV, kvh): dk and dv themselves)

@@ -18,7 +18,7 @@ const BLOCK: usize = 64;
 
 /// attention_flash.wgsl's workgroup memory: its stage, its tile, a reduction's 256 partials
 /// and five per-row arrays, in 4-byte words.
-const WORKGROUP_BYTES: u32 = 4 * (4 * 544 + 4160 + 256 + 5 * 64);
+const WORKGROUP_BYTES: u32 = 4 * (4 * 544 + 4 * 1088 + 256 + 5 * 64);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
