@@ -8,9 +8,9 @@
 //   attention_flash_backward_query: dq = scale·Σ_j dS·k_j              grid (T/64, NH, B)
 //   attention_flash_backward_kv:    dk = scale·Σ_t dSᵀ·q_t, dv = Σ_t Pᵀ·dout_t, each query
 //                                   head's share (B, T, NH, HS)         grid (T/64, NH, B)
-// (each grid's workgroups counted in its order, the blocks slowest: place_of)
 //   attention_flash_sum_heads:      dk and dv: the shares of the query heads that share a
 //                                   KV head summed (where they are several)
+// (the first three's workgroups are counted with the blocks slowest: place_of)
 // where P = exp(scale·q·kᵀ − lse) and dS = P·(dout·vᵀ − dsum); the backward's stats hold
 // dsum already (attention_backward_prep). The forward also runs a prompt over the KV cache
 // (B = 1, no segment ids): q and out (T, NH, HS) for the tokens at positions past..past+T,
@@ -152,9 +152,9 @@ fn stage_transposed(li: u32, which: u32, at: u32, b: u32, r0: u32, heads: u32, h
     }
 }
 
-// The (row, dim) of the n-th of an invocation's values for stage_transposed: 16 dims of a
-// row, then the same dims 16 rows on (a subgroup's 32 stores on 16 banks), of the rows in
-// the order ((r % 16) · 4 + r / 16) the line keeps them.
+// The (row, dim) of the n-th of an invocation's values for stage_transposed: consecutive
+// invocations take 16 dims of a row, then the same dims of the row 16 on, so that a
+// subgroup's 32 stores (a line's vector r % 16, element r / 16) fall on 16 banks.
 fn staged_place(li: u32, n: u32) -> vec2<u32> {
     let k = (li + 256u * n) / 16u;
     return vec2<u32>((k / 2u) % 16u + 16u * (k % 2u + 2u * (k / 32u)), li % 16u);
