@@ -7,9 +7,10 @@
 //   attention_flash_forward:        out and stats.lse                  grid (T/64, NH, B)
 //   attention_flash_backward_query: dq = scale·Σ_j dS·k_j              grid (T/64, NH, B)
 //   attention_flash_backward_kv:    dk = scale·Σ_t dSᵀ·q_t, dv = Σ_t Pᵀ·dout_t, each query
-//                                   head's share (B, T, NH, HS)         grid (T/64, NH, B)
+//                                   head's share (B, T, NH, HS)   grid (parts, NH, B)
 //   attention_flash_sum_heads:      dk and dv: the shares of the query heads that share a
-//                                   KV head summed (where they are several)
+//                                   KV head summed (where they are several), and of the
+//                                   parts of a split block of keys (kv_part)
 // (the first three's workgroups are counted with the blocks slowest: place_of)
 // where P = exp(scale·q·kᵀ − lse) and dS = P·(dout·vᵀ − dsum); the backward's stats hold
 // dsum already (attention_backward_prep). The forward also runs a prompt over the KV cache
@@ -32,6 +33,8 @@ struct Params {
     past: u32,
     // 1: seg holds the tokens' segment ids; 0: one sequence (the KV cache)
     segs: u32,
+    // 1: the keys' kernel splits the blocks most queries see (kv_part)
+    split: u32,
 }
 
 const BLOCK: u32 = 64u;
@@ -307,13 +310,13 @@ fn stored_at(li: u32, i: u32, c: u32, b: u32, r0: u32, heads: u32, hh: u32) -> i
     return i32(row(b, t, heads, hh) + d);
 }
 
-// acc's rows times `scale` into res (head hh of heads; rows r0..).
-fn store_rows(li: u32, acc: ptr<function, Rows>, b: u32, r0: u32, heads: u32, hh: u32, scale: f32) {
+// acc's rows times `scale` into res from `offset` on (head hh of heads; rows r0..).
+fn store_rows(li: u32, acc: ptr<function, Rows>, b: u32, r0: u32, heads: u32, hh: u32, scale: f32, offset: u32) {
     for (var c = 0u; c < DIMS; c++) {
         let dims = dims_of(acc, c);
         for (var i = 0u; i < 4u; i++) {
             let at = stored_at(li, i, c, b, r0, heads, hh);
-            if (at >= 0) { res[at] = dims[i] * scale; }
+            if (at >= 0) { res[offset + u32(at)] = dims[i] * scale; }
         }
     }
 }
@@ -429,7 +432,7 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     }
     workgroupBarrier();
     rows_times(&o, 1.0 / vec4<f32>(stat_b[ty], stat_b[ty + 16u], stat_b[ty + 32u], stat_b[ty + 48u]));
-    store_rows(li, &o, b, t0, p.NH, h, 1.0);
+    store_rows(li, &o, b, t0, p.NH, h, 1.0, 0u);
     if (li < BLOCK && t0 + li < p.T) { stats[stat(b, h, t0 + li)] = stat_a[li] + log(stat_b[li]); }
 }
 
@@ -475,7 +478,7 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
         }
         add_tile_times(li, &acc, 1u, b, j0, p.NKV, kvh);
     }
-    store_rows(li, &acc, b, t0, p.NH, h, p.scale);
+    store_rows(li, &acc, b, t0, p.NH, h, p.scale, 0u);
 }
 
 // Key row ty + 16i of the backward's tile (keys j0.., queries t0..): its probabilities into the
@@ -500,24 +503,48 @@ fn kv_score(li: u32, ri: u32, j0: u32, t0: u32, c: u32, sv: f32, dpv: f32) -> f3
     return pr * (dpv - stat_b[cj]);
 }
 
+// The keys' kernel's part `rank` of a head and row: its block of keys (x), the blocks of
+// queries it takes (y..z) and the share it writes (w: 0, or 1 past the first B·T·NH·HS).
+// Unsplit, block x takes every query from its own on. Split (p.split: causal, no window, 3
+// blocks or more), the n blocks' work (n − x blocks of queries each) is cut to at most
+// h = ⌈n / 2⌉: blocks x < n − h take the last h blocks of queries in one part (share 1)
+// and the rest in another (share 0), so that the longest part is h, not n. The parts go
+// heaviest first: the n − h parts of h, (n odd) block n − h's h, then for each w from
+// n − h down to 1, block n − w whole and the first part of block n − h − w.
+fn kv_part(rank: u32) -> vec4<u32> {
+    let n = (p.T + BLOCK - 1u) / BLOCK;
+    if (p.split == 0u) { return vec4<u32>(rank, rank, n, 0u); }
+    let h = (n + 1u) / 2u;
+    let tails = n - h;
+    if (rank < tails) { return vec4<u32>(rank, tails, n, 1u); }
+    let odd = 2u * h - n;
+    if (rank < tails + odd) { return vec4<u32>(tails, tails, n, 0u); }
+    let s = rank - tails - odd;
+    let w = tails - s / 2u;
+    if (s % 2u == 0u) { return vec4<u32>(n - w, n - w, n, 0u); }
+    return vec4<u32>(tails - w, tails - w, tails, 0u);
+}
+
 @compute @workgroup_size(256)
 fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     if (ZEROED) {
         zero_workgroup_memory(li);
     }
-    // (the first keys first: the most queries see them)
+    // (the heaviest parts first: kv_part)
     let place = place_of(wid, nwg);
     let b = place.b;
     let h = place.h;
     let kvh = h / (p.NH / p.NKV);
-    let j0 = place.rank * BLOCK;
+    let part = kv_part(place.rank);
+    let j0 = part.x * BLOCK;
     let j_last = min(j0 + BLOCK, p.T) - 1u;
+    let offset = part.w * p.B * p.T * p.NH * p.HS;
     let tx = li % 16u;
     let ty = li / 16u;
     if (li < BLOCK) { seg_rows[li] = seg_at(b, min(j0 + li, p.T - 1u)); }
     var dk_acc = Rows();
     var dv_acc = Rows();
-    for (var t0 = j0; t0 < p.T; t0 += BLOCK) {
+    for (var t0 = part.y * BLOCK; t0 < min(part.z * BLOCK, p.T); t0 += BLOCK) {
         // no query from t0 on sees these keys: a later sequence, or past the window
         if (t0 > j_last && (seg_at(b, t0) != seg_at(b, j_last) || (p.window != 0u && t0 - j_last >= p.window))) { break; }
         workgroupBarrier();
@@ -536,13 +563,14 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
         for (var c = 0u; c < 4u; c++) { tile[(tx + 16u * c) * LINE + ty] = transpose(ds)[c]; }
         add_tile_times(li, &dk_acc, 0u, b, t0, p.NH, h);
     }
-    // (with one query head per KV head, (NH, h) is (NKV, kvh): dk and dv themselves)
-    store_rows(li, &dk_acc, b, j0, p.NH, h, p.scale);
+    // (with one query head per KV head and no split, (NH, h) is (NKV, kvh): dk and dv
+    // themselves)
+    store_rows(li, &dk_acc, b, j0, p.NH, h, p.scale, offset);
     for (var c = 0u; c < DIMS; c++) {
         let dims = dims_of(&dv_acc, c);
         for (var i = 0u; i < 4u; i++) {
             let at = stored_at(li, i, c, b, j0, p.NH, h);
-            if (at >= 0) { dv[at] = dims[i]; }
+            if (at >= 0) { dv[offset + u32(at)] = dims[i]; }
         }
     }
 }
@@ -556,12 +584,20 @@ fn attention_flash_sum_heads(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     let d = e % p.HS;
     let kvh = (e / p.HS) % p.NKV;
     let bt = e / (p.HS * p.NKV);
+    // split: the keys of blocks before n − ⌈n / 2⌉ have a second share (kv_part)
+    let n = (p.T + BLOCK - 1u) / BLOCK;
+    let second = p.split == 1u && (bt % p.T) / BLOCK < n - (n + 1u) / 2u;
+    let slot = p.B * p.T * p.NH * p.HS;
     var sk = 0.0;
     var sv = 0.0;
     for (var g = 0u; g < group; g++) {
         let at = (bt * p.NH + kvh * group + g) * p.HS + d;
         sk += share_k[at];
         sv += share_v[at];
+        if (second) {
+            sk += share_k[slot + at];
+            sv += share_v[slot + at];
+        }
     }
     sum_k[e] = sk;
     sum_v[e] = sv;

@@ -395,6 +395,9 @@ fn attention_matches_cpu() {
         (2, 131, 2, 2, 100, 0, 6), (1, 70, 4, 2, 24, 0, 6), (2, 37, 4, 2, 16, 5, 6), (1, 150, 2, 1, 8, 70, 6), (1, 20, 2, 1, 256, 7, 6),
         (2, 150, 6, 2, 16, 0, 60), (1, 150, 2, 1, 8, 70, usize::MAX), (1, 1100, 8, 8, 4, 0, usize::MAX), (1, 1100, 8, 8, 4, 0, 0),
     ];
+    // the flash kernels again with the keys' blocks split (kv_part: 3 blocks or more, causal),
+    // as where the tuning measured many more workgroups at once than a launch has
+    let keys_split = own_gpu().map(|c| c.with_tile_choice(hearth_core::gpu::TileChoice { split_workgroups: Some(4096), ..Default::default() }));
     for (b, t, nh, nkv, hs, window, mean_len) in shapes {
         let scale = if hs == 256 { 1.0 / 24f32.sqrt() } else { 1.0 / (hs as f32).sqrt() };
         let s = AttnSizes { scale: scale as f64, window, ..AttnSizes::causal(b, t, nh, nkv, hs) };
@@ -466,6 +469,17 @@ fn attention_matches_cpu() {
             }
         };
         with_gpu!(ctx => { runs_on(ctx, &AttentionKernels::ALL, "adapter's matmuls") });
+        if let Some(ctx) = &keys_split {
+            ctx.profile_begin();
+            runs_on(ctx, &[AttentionKernels::Flash], "keys' blocks split");
+            let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+            let launches = |entry: &str| kernels.iter().filter(|(k, _)| k.contains(entry)).map(|(_, s)| s.launches).sum::<u64>();
+            // one query head per KV head: dk and dv are summed only from a split's parts
+            if nh == nkv && launches(":attention_flash_backward_kv") > 0 {
+                let split = window == 0 && t.div_ceil(64) >= 3;
+                assert_eq!(launches(":attention_flash_sum_heads") > 0, split, "{s:?}: the parts' sums ({kernels:?})");
+            }
+        }
         if t <= 150 {
             with_gpu_kernels!(ctx => { runs_on(ctx, &[AttentionKernels::Matmul], "tiled matmuls") });
         }

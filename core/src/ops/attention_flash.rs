@@ -7,6 +7,7 @@
 
 use super::attention::{AttentionDims, Segments};
 use super::grid_1d;
+use super::matmul::SPLIT_WORKGROUPS;
 use crate::gpu::{Kernel, Shader, Variant};
 use crate::{GpuBuffer, GpuContext, Result};
 
@@ -34,6 +35,8 @@ struct Params {
     past: u32,
     /// 1 where the segment ids' binding holds them; 0: one sequence.
     segs: u32,
+    /// 1 where the keys' kernel splits the blocks most queries see (kv_part).
+    split: u32,
 }
 
 /// Whether the kernels take `d` on this adapter: heads of up to 128, and room for their
@@ -70,7 +73,41 @@ fn variant(hs: usize) -> Variant {
 /// The params of queries from position `past` on, with segment ids or one sequence.
 fn params(d: &AttentionDims, past: usize, segs: bool) -> Params {
     let segs = segs as u32;
-    Params { b: d.b as u32, t: d.t as u32, nh: d.nh as u32, nkv: d.nkv as u32, hs: d.hs as u32, scale: d.scale, window: d.window as u32, past: past as u32, segs }
+    Params { b: d.b as u32, t: d.t as u32, nh: d.nh as u32, nkv: d.nkv as u32, hs: d.hs as u32, scale: d.scale, window: d.window as u32, past: past as u32, segs, split: 0 }
+}
+
+/// The keys' kernel's parts per head and row (kv_part): a block of keys per part, or, where
+/// `split`, the blocks before n − ⌈n/2⌉ (of n) in two parts each, so that no part takes more
+/// than ⌈n/2⌉ blocks of queries.
+fn kv_parts(blocks: usize, split: bool) -> usize {
+    let h = blocks.div_ceil(2);
+    if split { 3 * (blocks - h) + (2 * h - blocks) } else { blocks }
+}
+
+/// What a split must save of the keys' kernel's time (its parts' shares are written, then
+/// summed: a second pass over dk and dv).
+const KV_SPLIT_GAIN: f64 = 0.1;
+
+/// Whether the keys' kernel splits its causal blocks of keys (kv_part) on `ctx`: 3 blocks or
+/// more, no window, and where the tuning measured the workgroups the GPU runs at once, where
+/// that saves [`KV_SPLIT_GAIN`] of the launch's time, taken as the longer of its longest
+/// workgroup and all its work over the workgroups at once (in blocks of queries). SmolLM2 at
+/// 4 × 512 tokens on an H100 (264 at once): 8 against 1,296 / 264 = 4.9, split 4.9; a batch
+/// of one sequence, 8 against 4; Qwen2.5's 14 heads (8 against 7.6) or longer sequences,
+/// whole.
+fn kv_split(ctx: &GpuContext, d: &AttentionDims) -> bool {
+    ctx.tile_choice().split_workgroups.filter(|&w| w > SPLIT_WORKGROUPS).is_some_and(|at_once| kv_split_pays(at_once, d))
+}
+
+/// [`kv_split`]'s rule for `at_once` workgroups at once.
+fn kv_split_pays(at_once: usize, d: &AttentionDims) -> bool {
+    let blocks = d.t.div_ceil(BLOCK);
+    if d.window != 0 || blocks < 3 {
+        return false;
+    }
+    let work = (blocks * (blocks + 1) / 2 * d.nh * d.b) as f64 / at_once as f64;
+    let time = |longest: usize| (longest as f64).max(work);
+    time(blocks.div_ceil(2)) <= (1.0 - KV_SPLIT_GAIN) * time(blocks)
 }
 
 /// Multiply-adds of one product over the pairs that see each other (counted in profiles):
@@ -86,16 +123,18 @@ fn product_flops(d: &AttentionDims, lens: &[u32]) -> f64 {
     2.0 * pairs * (d.nh * d.hs) as f64
 }
 
-fn launch(ctx: &GpuContext, entry: &'static str, inputs: &[&GpuBuffer], outputs: &[&GpuBuffer], params: &Params, d: &AttentionDims, heads: usize, flops: f64) -> Result<()> {
+/// A launch of `parts` workgroups per head and row (its blocks, or kv_part's parts).
+#[allow(clippy::too_many_arguments)]
+fn launch(ctx: &GpuContext, entry: &'static str, inputs: &[&GpuBuffer], outputs: &[&GpuBuffer], params: &Params, d: &AttentionDims, parts: usize, flops: f64) -> Result<()> {
     let kernel = Kernel::new(Shader::AttentionFlash, entry, 0).with_variant(variant(d.hs));
-    ctx.dispatch_counted(&kernel, inputs, outputs, params, [d.t.div_ceil(BLOCK) as u32, heads as u32, d.b as u32], flops)
+    ctx.dispatch_counted(&kernel, inputs, outputs, params, [parts as u32, d.nh as u32, d.b as u32], flops)
 }
 
 /// out (B,T,NH,HS) and stats.lse, as attention.wgsl's forward computes them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(ctx: &GpuContext, out: &GpuBuffer, stats: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
     // (q stands in for dout, which the forward does not read)
-    launch(ctx, "attention_flash_forward", &[q, k, v, seg.ids, q], &[stats, out], &params(&d, 0, true), &d, d.nh, 2.0 * product_flops(&d, seg.lens))
+    launch(ctx, "attention_flash_forward", &[q, k, v, seg.ids, q], &[stats, out], &params(&d, 0, true), &d, d.t.div_ceil(BLOCK), 2.0 * product_flops(&d, seg.lens))
 }
 
 /// A prompt over the KV cache (`d.b` = 1): out and q (T, NH, HS) for the tokens at positions
@@ -108,7 +147,7 @@ pub(crate) fn forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer, k
     let params = params(&d, past, false);
     // each query sees the cache's `past` keys and the prompt's up to its own
     let pairs = (d.t * past + d.t * (d.t + 1) / 2) as f64;
-    launch(ctx, "attention_flash_forward", &[q, k_cache, v_cache, q, q], &[&lse, out], &params, &d, d.nh, 4.0 * pairs * (d.nh * d.hs) as f64)
+    launch(ctx, "attention_flash_forward", &[q, k_cache, v_cache, q, q], &[&lse, out], &params, &d, d.t.div_ceil(BLOCK), 4.0 * pairs * (d.nh * d.hs) as f64)
 }
 
 /// dq, dk, dv; `stats` holds (lse, Σ dout·out) per query row (attention_backward_prep).
@@ -116,16 +155,45 @@ pub(crate) fn forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer, k
 pub(crate) fn backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
     let product = product_flops(&d, seg.lens);
     let inputs = [q, k, v, seg.ids, dout];
+    let blocks = d.t.div_ceil(BLOCK);
     let params = params(&d, 0, true);
-    launch(ctx, "attention_flash_backward_query", &inputs, &[stats, dq], &params, &d, d.nh, 3.0 * product)?;
-    // a workgroup per block of keys and query head (a KV head's alone would leave most of a
-    // GPU idle: 96 workgroups for SmolLM2 at 4 × 512 tokens), each query head's share summed
-    // after where several share a KV head
-    if d.nh == d.nkv {
-        return launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, dk, dv], &params, &d, d.nh, 4.0 * product);
+    launch(ctx, "attention_flash_backward_query", &inputs, &[stats, dq], &params, &d, blocks, 3.0 * product)?;
+    // a workgroup per block of keys (or part of one: kv_split) and query head (a KV head's
+    // alone would leave most of a GPU idle: 96 workgroups for SmolLM2 at 4 × 512 tokens), each
+    // query head's share, and each part's, summed after
+    let split = kv_split(ctx, &d);
+    let params = Params { split: split as u32, ..params };
+    let parts = kv_parts(blocks, split);
+    if d.nh == d.nkv && !split {
+        return launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, dk, dv], &params, &d, parts, 4.0 * product);
     }
-    let (share_k, share_v) = (ctx.alloc_scratch_f32(d.b * d.t * d.nh * d.hs)?, ctx.alloc_scratch_f32(d.b * d.t * d.nh * d.hs)?);
-    launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, &share_k, &share_v], &params, &d, d.nh, 4.0 * product)?;
+    let shares = if split { 2 } else { 1 } * d.b * d.t * d.nh * d.hs;
+    let (share_k, share_v) = (ctx.alloc_scratch_f32(shares)?, ctx.alloc_scratch_f32(shares)?);
+    launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, &share_k, &share_v], &params, &d, parts, 4.0 * product)?;
     let kernel = Kernel::new(Shader::AttentionFlash, "attention_flash_sum_heads", 8);
     ctx.dispatch(&kernel, &[&share_k, &share_v], &[dk, dv], &params, grid_1d((d.b * d.t * d.nkv * d.hs) as u64, 256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keys_blocks_split_where_the_longest_bounds_the_launch() {
+        let smollm2 = AttentionDims::causal(4, 512, 9, 3, 64);
+        // 8 blocks: 4 of 8 + 4 and 4 whole: 12 parts, the longest 4
+        assert_eq!(kv_parts(8, true), 12);
+        assert_eq!((kv_parts(7, true), kv_parts(3, true), kv_parts(8, false)), (10, 4, 8));
+        // an H100's 264 at once: SmolLM2 at 4 × 512 (8 against 4.9) and one sequence (8
+        // against 4) split; Qwen2.5's 14 heads (8 against 7.6), 8 × 512 and 4 × 1,024 do not
+        assert!(kv_split_pays(264, &smollm2));
+        assert!(kv_split_pays(264, &AttentionDims::causal(1, 512, 9, 3, 64)));
+        assert!(!kv_split_pays(264, &AttentionDims::causal(4, 512, 14, 2, 64)));
+        assert!(!kv_split_pays(264, &AttentionDims::causal(8, 512, 9, 3, 64)));
+        assert!(!kv_split_pays(264, &AttentionDims::causal(4, 1024, 9, 3, 64)));
+        // nor a window, nor two blocks, nor a GPU of fewer multiprocessors (48 at once)
+        assert!(!kv_split_pays(264, &AttentionDims { window: 256, ..smollm2 }));
+        assert!(!kv_split_pays(264, &AttentionDims::causal(4, 128, 9, 3, 64)));
+        assert!(!kv_split_pays(48, &smollm2));
+    }
 }
