@@ -5,12 +5,13 @@
 // j ≤ t, seg[j] = seg[t] and, with a window W, t − j < W), stats (B, NH, T, 2) = (lse,
 // Σ dout·out); query head h reads KV head h / (NH / NKV).
 //   attention_flash_forward:        out and stats.lse                  grid (T/64, NH, B)
-//   attention_flash_backward_query: dq = scale·Σ_j dS·k_j              grid (T/64, NH, B)
+//   attention_flash_backward_query: dq = scale·Σ_j dS·k_j              grid (parts, NH, B)
 //   attention_flash_backward_kv:    dk = scale·Σ_t dSᵀ·q_t, dv = Σ_t Pᵀ·dout_t, each query
 //                                   head's share (B, T, NH, HS)   grid (parts, NH, B)
 //   attention_flash_sum_heads:      dk and dv: the shares of the query heads that share a
 //                                   KV head summed (where they are several), and of the
 //                                   parts of a split block of keys (kv_part)
+//   attention_flash_sum_queries:    dq: the parts of a split block of queries summed
 // (the first three's workgroups are counted with the blocks slowest: place_of)
 // where P = exp(scale·q·kᵀ − lse) and dS = P·(dout·vᵀ − dsum); the backward's stats hold
 // dsum already (attention_backward_prep). The forward also runs a prompt over the KV cache
@@ -65,6 +66,9 @@ const MASKED_BELOW: f32 = -1.0e38;
 @group(0) @binding(9) var<storage, read> share_v: array<f32>;
 @group(0) @binding(10) var<storage, read_write> sum_k: array<f32>;
 @group(0) @binding(11) var<storage, read_write> sum_v: array<f32>;
+
+@group(0) @binding(12) var<storage, read> share_q: array<f32>;
+@group(0) @binding(13) var<storage, read_write> sum_q: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
 // Two transposed chunks of 16 dims of 64 rows (from line 0 and from line 16 on), or 16 rows
@@ -454,7 +458,14 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
     let place = place_of(wid, nwg);
     let b = place.b;
     let h = place.h;
-    let t0 = last_blocks_first(place.rank);
+    // the keys' kernel's part, mirrored: its block of keys x is block n − 1 − x of queries
+    // here, and its blocks of queries y..z are blocks of keys n − z..n − y (unsplit, the last
+    // block of queries first, against every key up to its own)
+    let part = kv_part(place.rank);
+    let n = (p.T + BLOCK - 1u) / BLOCK;
+    let t0 = (n - 1u - part.x) * BLOCK;
+    let keys_end = min((n - part.y) * BLOCK, p.T);
+    let offset = part.w * p.B * p.T * p.NH * p.HS;
     let kvh = h / (p.NH / p.NKV);
     let tx = li % 16u;
     let ty = li / 16u;
@@ -465,8 +476,7 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
         stat_b[li] = stats[stat(b, h, t) + 1u];
     }
     var acc = Rows();
-    let last = min(t0 + BLOCK, p.T) - 1u;
-    for (var j0 = first_key_block(t0); j0 <= last; j0 += BLOCK) {
+    for (var j0 = max(first_key_block(t0), (n - part.z) * BLOCK); j0 < keys_end; j0 += BLOCK) {
         if (keys_before(b, t0, min(j0 + BLOCK, p.T) - 1u)) { continue; }
         if (li < BLOCK) { seg_cols[li] = seg_at(b, min(j0 + li, p.T - 1u)); }
         let s = products(li, 0u, b, t0, p.NH, h, 1u, j0, p.NKV, kvh);
@@ -478,7 +488,7 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
         }
         add_tile_times(li, &acc, 1u, b, j0, p.NKV, kvh);
     }
-    store_rows(li, &acc, b, t0, p.NH, h, p.scale, 0u);
+    store_rows(li, &acc, b, t0, p.NH, h, p.scale, offset);
 }
 
 // Key row ty + 16i of the backward's tile (keys j0.., queries t0..): its probabilities into the
@@ -510,7 +520,8 @@ fn kv_score(li: u32, ri: u32, j0: u32, t0: u32, c: u32, sv: f32, dpv: f32) -> f3
 // h = ⌈n / 2⌉: blocks x < n − h take the last h blocks of queries in one part (share 1)
 // and the rest in another (share 0), so that the longest part is h, not n. The parts go
 // heaviest first: the n − h parts of h, (n odd) block n − h's h, then for each w from
-// n − h down to 1, block n − w whole and the first part of block n − h − w.
+// n − h down to 1, block n − w whole and the first part of block n − h − w. The query
+// gradient's kernel takes the same parts mirrored (attention_flash_backward_query).
 fn kv_part(rank: u32) -> vec4<u32> {
     let n = (p.T + BLOCK - 1u) / BLOCK;
     if (p.split == 0u) { return vec4<u32>(rank, rank, n, 0u); }
@@ -601,4 +612,16 @@ fn attention_flash_sum_heads(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     }
     sum_k[e] = sk;
     sum_v[e] = sv;
+}
+
+// dq where the query gradient's blocks are split (kv_part, mirrored): the blocks of queries
+// from ⌈n / 2⌉ on have a second share.
+@compute @workgroup_size(256)
+fn attention_flash_sum_queries(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = gid.x + gid.y * nwg.x * 256u;
+    let slot = p.B * p.T * p.NH * p.HS;
+    if (e >= slot) { return; }
+    let n = (p.T + BLOCK - 1u) / BLOCK;
+    let t = (e / (p.NH * p.HS)) % p.T;
+    sum_q[e] = share_q[e] + select(0.0, share_q[slot + e], t / BLOCK >= (n + 1u) / 2u);
 }

@@ -474,10 +474,14 @@ fn attention_matches_cpu() {
             runs_on(ctx, &[AttentionKernels::Flash], "keys' blocks split");
             let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
             let launches = |entry: &str| kernels.iter().filter(|(k, _)| k.contains(entry)).map(|(_, s)| s.launches).sum::<u64>();
-            // one query head per KV head: dk and dv are summed only from a split's parts
+            // dq is summed only from a split's parts, and so are dk and dv where each KV head has
+            // one query head
+            let split = window == 0 && t.div_ceil(64) >= 3;
+            if launches(":attention_flash_backward_query") > 0 {
+                assert_eq!(launches(":attention_flash_sum_queries") > 0, split, "{s:?}: the query parts' sums ({kernels:?})");
+            }
             if nh == nkv && launches(":attention_flash_backward_kv") > 0 {
-                let split = window == 0 && t.div_ceil(64) >= 3;
-                assert_eq!(launches(":attention_flash_sum_heads") > 0, split, "{s:?}: the parts' sums ({kernels:?})");
+                assert_eq!(launches(":attention_flash_sum_heads") > 0, split, "{s:?}: the key parts' sums ({kernels:?})");
             }
         }
         if t <= 150 {

@@ -88,8 +88,8 @@ fn kv_parts(blocks: usize, split: bool) -> usize {
 /// summed: a second pass over dk and dv).
 const KV_SPLIT_GAIN: f64 = 0.1;
 
-/// Whether the keys' kernel splits its causal blocks of keys (kv_part) on `ctx`: 3 blocks or
-/// more, no window, and where the tuning measured the workgroups the GPU runs at once, where
+/// Whether the backward's kernels split their causal blocks (kv_part; the query gradient's
+/// mirrored) on `ctx`: 3 blocks or more, no window, and where the tuning measured the workgroups the GPU runs at once, where
 /// that saves [`KV_SPLIT_GAIN`] of the launch's time, taken as the longer of its longest
 /// workgroup and all its work over the workgroups at once (in blocks of queries). SmolLM2 at
 /// 4 × 512 tokens on an H100 (264 at once): 8 against 1,296 / 264 = 4.9, split 4.9; a batch
@@ -155,19 +155,27 @@ pub(crate) fn forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer, k
 pub(crate) fn backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
     let product = product_flops(&d, seg.lens);
     let inputs = [q, k, v, seg.ids, dout];
-    let blocks = d.t.div_ceil(BLOCK);
-    let params = params(&d, 0, true);
-    launch(ctx, "attention_flash_backward_query", &inputs, &[stats, dq], &params, &d, blocks, 3.0 * product)?;
-    // a workgroup per block of keys (or part of one: kv_split) and query head (a KV head's
-    // alone would leave most of a GPU idle: 96 workgroups for SmolLM2 at 4 × 512 tokens), each
-    // query head's share, and each part's, summed after
+    // split (kv_split), both kernels take the heaviest blocks in two parts, written to two
+    // shares and summed after
     let split = kv_split(ctx, &d);
-    let params = Params { split: split as u32, ..params };
-    let parts = kv_parts(blocks, split);
+    let params = Params { split: split as u32, ..params(&d, 0, true) };
+    let parts = kv_parts(d.t.div_ceil(BLOCK), split);
+    let rows = d.b * d.t * d.nh * d.hs;
+    if split {
+        let share_q = ctx.alloc_scratch_f32(2 * rows)?;
+        launch(ctx, "attention_flash_backward_query", &inputs, &[stats, &share_q], &params, &d, parts, 3.0 * product)?;
+        let kernel = Kernel::new(Shader::AttentionFlash, "attention_flash_sum_queries", 12);
+        ctx.dispatch(&kernel, &[&share_q], &[dq], &params, grid_1d(rows as u64, 256))?;
+    } else {
+        launch(ctx, "attention_flash_backward_query", &inputs, &[stats, dq], &params, &d, parts, 3.0 * product)?;
+    }
+    // a workgroup per block of keys (or part of one) and query head (a KV head's alone would
+    // leave most of a GPU idle: 96 workgroups for SmolLM2 at 4 × 512 tokens), each query
+    // head's share, and each part's, summed after
     if d.nh == d.nkv && !split {
         return launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, dk, dv], &params, &d, parts, 4.0 * product);
     }
-    let shares = if split { 2 } else { 1 } * d.b * d.t * d.nh * d.hs;
+    let shares = if split { 2 * rows } else { rows };
     let (share_k, share_v) = (ctx.alloc_scratch_f32(shares)?, ctx.alloc_scratch_f32(shares)?);
     launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, &share_k, &share_v], &params, &d, parts, 4.0 * product)?;
     let kernel = Kernel::new(Shader::AttentionFlash, "attention_flash_sum_heads", 8);
