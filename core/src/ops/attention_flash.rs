@@ -76,25 +76,26 @@ fn params(d: &AttentionDims, past: usize, segs: bool) -> Params {
     Params { b: d.b as u32, t: d.t as u32, nh: d.nh as u32, nkv: d.nkv as u32, hs: d.hs as u32, scale: d.scale, window: d.window as u32, past: past as u32, segs, split: 0 }
 }
 
-/// The keys' kernel's parts per head and row (kv_part): a block of keys per part, or, where
-/// `split`, the blocks before n − ⌈n/2⌉ (of n) in two parts each, so that no part takes more
-/// than ⌈n/2⌉ blocks of queries.
+/// The backward kernels' parts per head and row (kv_part): a block per part, or, where
+/// `split`, the keys' blocks before n − ⌈n/2⌉ (of n; the queries' from ⌈n/2⌉ on) in two
+/// parts each, so that no part takes more than ⌈n/2⌉ blocks of the other side.
 fn kv_parts(blocks: usize, split: bool) -> usize {
     let h = blocks.div_ceil(2);
     if split { 3 * (blocks - h) + (2 * h - blocks) } else { blocks }
 }
 
-/// What a split must save of the keys' kernel's time (its parts' shares are written, then
-/// summed: a second pass over dk and dv).
+/// What a split must save of the backward kernels' time (their parts' shares are written,
+/// then summed: a second pass over dq, dk and dv).
 const KV_SPLIT_GAIN: f64 = 0.1;
 
-/// Whether the backward's kernels split their causal blocks (kv_part; the query gradient's
-/// mirrored) on `ctx`: 3 blocks or more, no window, and where the tuning measured the workgroups the GPU runs at once, where
-/// that saves [`KV_SPLIT_GAIN`] of the launch's time, taken as the longer of its longest
-/// workgroup and all its work over the workgroups at once (in blocks of queries). SmolLM2 at
-/// 4 × 512 tokens on an H100 (264 at once): 8 against 1,296 / 264 = 4.9, split 4.9; a batch
-/// of one sequence, 8 against 4; Qwen2.5's 14 heads (8 against 7.6) or longer sequences,
-/// whole.
+/// Whether the backward's kernels split their causal blocks in two (kv_part; the query
+/// gradient's kernel mirrored) on `ctx`: 3 blocks or more, no window, and where the tuning
+/// measured the workgroups the GPU runs at once, where that saves [`KV_SPLIT_GAIN`] of a
+/// launch's time, taken as the longer of its longest workgroup and all its work over the
+/// workgroups at once (in blocks). SmolLM2 at 4 × 512 tokens on an H100 (264 at once): 8
+/// against 1,296 / 264 = 4.9, split 4.9; one sequence, 8 against 4; Qwen2.5's 14 heads (8
+/// against 7.6) or longer sequences, whole. The shares take 4 × B·T·NH·HS floats more of
+/// scratch (SmolLM2 at 4 × 512: 19 MB), and only where the launch is small.
 fn kv_split(ctx: &GpuContext, d: &AttentionDims) -> bool {
     ctx.tile_choice().split_workgroups.filter(|&w| w > SPLIT_WORKGROUPS).is_some_and(|at_once| kv_split_pays(at_once, d))
 }
