@@ -344,9 +344,14 @@ fn place_of(wid: vec3<u32>, nwg: vec3<u32>) -> Place {
     return Place(linear / heads_rows, rest % nwg.y, rest / nwg.y);
 }
 
+// The blocks of 64 rows a sequence takes.
+fn blocks() -> u32 { return (p.T + BLOCK - 1u) / BLOCK; }
+// The most blocks of the other side a part takes where the backward splits (kv_part).
+fn split_half() -> u32 { return (blocks() + 1u) / 2u; }
+
 // Block `rank` of queries, the last first: they see the most keys.
 fn last_blocks_first(rank: u32) -> u32 {
-    return ((p.T + BLOCK - 1u) / BLOCK - 1u - rank) * BLOCK;
+    return (blocks() - 1u - rank) * BLOCK;
 }
 
 // The first block of keys that queries t0.. may see (sliding windows start later).
@@ -462,7 +467,7 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
     // here, and its blocks of queries y..z are blocks of keys n − z..n − y (unsplit, the last
     // block of queries first, against every key up to its own)
     let part = kv_part(place.rank);
-    let n = (p.T + BLOCK - 1u) / BLOCK;
+    let n = blocks();
     let t0 = (n - 1u - part.x) * BLOCK;
     let keys_end = min((n - part.y) * BLOCK, p.T);
     let offset = part.w * p.B * p.T * p.NH * p.HS;
@@ -523,9 +528,9 @@ fn kv_score(li: u32, ri: u32, j0: u32, t0: u32, c: u32, sv: f32, dpv: f32) -> f3
 // n − h down to 1, block n − w whole and the first part of block n − h − w. The query
 // gradient's kernel takes the same parts mirrored (attention_flash_backward_query).
 fn kv_part(rank: u32) -> vec4<u32> {
-    let n = (p.T + BLOCK - 1u) / BLOCK;
+    let n = blocks();
     if (p.split == 0u) { return vec4<u32>(rank, rank, n, 0u); }
-    let h = (n + 1u) / 2u;
+    let h = split_half();
     let tails = n - h;
     if (rank < tails) { return vec4<u32>(rank, tails, n, 1u); }
     let odd = 2u * h - n;
@@ -596,8 +601,7 @@ fn attention_flash_sum_heads(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     let kvh = (e / p.HS) % p.NKV;
     let bt = e / (p.HS * p.NKV);
     // split: the keys of blocks before n − ⌈n / 2⌉ have a second share (kv_part)
-    let n = (p.T + BLOCK - 1u) / BLOCK;
-    let second = p.split == 1u && (bt % p.T) / BLOCK < n - (n + 1u) / 2u;
+    let second = p.split == 1u && (bt % p.T) / BLOCK < blocks() - split_half();
     let slot = p.B * p.T * p.NH * p.HS;
     var sk = 0.0;
     var sv = 0.0;
@@ -621,7 +625,6 @@ fn attention_flash_sum_queries(@builtin(global_invocation_id) gid: vec3<u32>, @b
     let e = gid.x + gid.y * nwg.x * 256u;
     let slot = p.B * p.T * p.NH * p.HS;
     if (e >= slot) { return; }
-    let n = (p.T + BLOCK - 1u) / BLOCK;
     let t = (e / (p.NH * p.HS)) % p.T;
-    sum_q[e] = share_q[e] + select(0.0, share_q[slot + e], t / BLOCK >= (n + 1u) / 2u);
+    sum_q[e] = share_q[e] + select(0.0, share_q[slot + e], t / BLOCK >= split_half());
 }

@@ -35,7 +35,7 @@ struct Params {
     past: u32,
     /// 1 where the segment ids' binding holds them; 0: one sequence.
     segs: u32,
-    /// 1 where the keys' kernel splits the blocks most queries see (kv_part).
+    /// 1 where the backward's kernels split their heaviest blocks in two (kv_part).
     split: u32,
 }
 
@@ -162,13 +162,11 @@ pub(crate) fn backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &Gp
     let params = Params { split: split as u32, ..params(&d, 0, true) };
     let parts = kv_parts(d.t.div_ceil(BLOCK), split);
     let rows = d.b * d.t * d.nh * d.hs;
-    if split {
-        let share_q = ctx.alloc_scratch_f32(2 * rows)?;
-        launch(ctx, "attention_flash_backward_query", &inputs, &[stats, &share_q], &params, &d, parts, 3.0 * product)?;
+    let share_q = if split { Some(ctx.alloc_scratch_f32(2 * rows)?) } else { None };
+    launch(ctx, "attention_flash_backward_query", &inputs, &[stats, share_q.as_ref().unwrap_or(dq)], &params, &d, parts, 3.0 * product)?;
+    if let Some(share_q) = &share_q {
         let kernel = Kernel::new(Shader::AttentionFlash, "attention_flash_sum_queries", 12);
-        ctx.dispatch(&kernel, &[&share_q], &[dq], &params, grid_1d(rows as u64, 256))?;
-    } else {
-        launch(ctx, "attention_flash_backward_query", &inputs, &[stats, dq], &params, &d, parts, 3.0 * product)?;
+        ctx.dispatch(&kernel, &[share_q], &[dq], &params, grid_1d(rows as u64, 256))?;
     }
     // a workgroup per block of keys (or part of one) and query head (a KV head's alone would
     // leave most of a GPU idle: 96 workgroups for SmolLM2 at 4 × 512 tokens), each query
