@@ -183,10 +183,9 @@ if [ "${FOCUS:-}" = kernels ]; then
         run "train-$model-f32" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
         run "kernels-$model" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
         run "decode-kernels-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --kernel-times --json
-        # LoRA's thin products split into parts of 32 and 64 steps (default 256)
-        for steps in 32 64; do
-            run "train-$model-f32-split-steps$steps" 30 env HEARTH_SPLIT_MIN_STEPS=$steps "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
-        done
+        # LoRA's thin products split as the other launches, not as the tuning chose for them
+        # apart (its timings: tiles.json's thin_timed; the kernels' grids 1 × 32 × parts)
+        run "train-$model-f32-thin-same" 30 env HEARTH_THIN_SPLIT=same "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
     done
 elif [ "${FOCUS:-}" = loads ]; then
     # FOCUS=loads: a short call (some 5 minutes) for the changes no GPU has run yet: the tiles
@@ -321,9 +320,10 @@ run serve-smollm2-135m 45 python3 bench/serve_load.py --json "$HEARTH" "$MODELS/
 # launches of few tiles splitting their reductions towards 256 workgroups (64 by default;
 # LoRA's thin products alone too), in parts of 32 or 64 steps (256), and with the tiled kernels loading each step's values a
 # step ahead (during the previous step's sums) and just before staging them, whatever the
-# tuning chose (one of the two is the default run's order), and with the f32 tiles of 128
+# tuning chose (one of the two is the default run's order), LoRA's thin products split as the
+# others (not as tuned apart), and with the f32 tiles of 128
 # staging 16 reduction steps per iteration (8 by default)
-for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 split-steps32:HEARTH_SPLIT_MIN_STEPS=32 split-steps64:HEARTH_SPLIT_MIN_STEPS=64 ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0 steps16:HEARTH_TILE_STEPS=16 columns64:HEARTH_TILE_COLUMNS=64 buffers2:HEARTH_TILE_BUFFERS=2; do
+for knob in tiles64:HEARTH_TILES=64 tiles128:HEARTH_TILES=128 split256:HEARTH_SPLIT_WORKGROUPS=256 split-steps32:HEARTH_SPLIT_MIN_STEPS=32 split-steps64:HEARTH_SPLIT_MIN_STEPS=64 thin-same:HEARTH_THIN_SPLIT=same ahead:HEARTH_TILE_PREFETCH=1 in-turn:HEARTH_TILE_PREFETCH=0 steps16:HEARTH_TILE_STEPS=16 columns64:HEARTH_TILE_COLUMNS=64 buffers2:HEARTH_TILE_BUFFERS=2; do
     run "train-smollm2-135m-f32-${knob%%:*}" 30 env "${knob#*:}" "$HEARTH" bench train "$MODELS/smollm2-135m" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
 done
 # decoding with every reduction in workgroup memory (the browser's kernels), against the

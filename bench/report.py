@@ -221,6 +221,7 @@ def main():
                           ("split256", "few tiles' reductions split towards 256 workgroups (HEARTH_SPLIT_WORKGROUPS=256)"),
                           ("split-steps32", "split reductions in parts of 32 steps or more (HEARTH_SPLIT_MIN_STEPS=32; default 256)"),
                           ("split-steps64", "split reductions in parts of 64 steps or more (HEARTH_SPLIT_MIN_STEPS=64)"),
+                          ("thin-same", "LoRA's thin products split as the other launches, not as tuned apart (HEARTH_THIN_SPLIT=same)"),
                           ("steps16", "f32 tiles of 128 staging 16 reduction steps per iteration (HEARTH_TILE_STEPS=16; default 8)"),
                           ("columns64", "f32 tiles of 128 rows by 64 columns (HEARTH_TILE_COLUMNS=64; default 128)"),
                           ("buffers2", "f32 tiles of 128 kept twice in workgroup memory, one barrier per iteration (HEARTH_TILE_BUFFERS=2; default once)")):
@@ -355,6 +356,13 @@ def main():
             lines += ["", f"Then, at the columns kept, the f32 tiles of 128 kept twice in workgroup memory (one barrier per iteration) against once "
                       f"(kept: {tiles.get('buffers', 1)}):", "", "| M × N × K | ms, once | ms, twice | once ÷ twice |", "| --- | ---: | ---: | ---: |"]
             lines += [f"| {t['m']} × {t['n']} × {t['k']} | {t['ms_1']:.3f} | {t['ms_2']:.3f} | {ratio(t['ms_1'], t['ms_2'])} |" for t in tiles["buffers_timed"]]
+        if tiles.get("thin_timed"):
+            thin = tiles.get("thin_split")
+            kept = f"towards {thin['workgroups']:,} workgroups in parts of {thin['min_steps']} steps or more" if thin else "as the others split"
+            lines += ["", f"Last, LoRA's thin products (x·Aᵀ, r 16) in tiles of 64 × 32, split as the others and as the thin tiles' own candidates "
+                      f"(kept: {kept}; `HEARTH_THIN_SPLIT=W,S` forces one):", "",
+                      "| batch × M × N × K | split towards | parts of at least | ms |", "| --- | ---: | ---: | ---: |"]
+            lines += [f"| {t['batch']} × {t['m']} × {t['n']} × {t['k']} | {t['split_workgroups']:,} | {t['split_min_steps']} | {t['ms']:.3f} |" for t in tiles["thin_timed"]]
     coop_tiles = results.get("tiles-coop")
     coop_rows = [t for t in (coop_tiles or {}).get("timed", []) if t["format"] == "f16 coop"]
     if coop_rows:

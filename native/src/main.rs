@@ -78,8 +78,8 @@ enum Command {
 /// subgroup operations where HEARTH_SUBGROUPS=0, with forwards and input gradients in f16
 /// where HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), the
 /// kernels with the wgpu safeguards HEARTH_SHADER_CHECKS names (ShaderChecks), the tiled kernels'
-/// tiles and split reductions as HEARTH_TILES, HEARTH_SPLIT_WORKGROUPS and
-/// HEARTH_SPLIT_MIN_STEPS say (to compare
+/// tiles and split reductions as HEARTH_TILES, HEARTH_SPLIT_WORKGROUPS,
+/// HEARTH_SPLIT_MIN_STEPS and HEARTH_THIN_SPLIT (WORKGROUPS,STEPS or same) say (to compare
 /// with the heuristics on a GPU), the tile size tuned for the GPU as HEARTH_TUNE says
 /// (tile_tuning.rs), decoding's tokens picked on the host where HEARTH_DECODE_AHEAD=0, the
 /// tiled matmuls loading each step's values just before they stage them (not a step ahead)
@@ -139,6 +139,15 @@ pub fn open_gpu() -> Result<GpuContext> {
             },
             Err(_) => None,
         },
+        thin_split: match std::env::var("HEARTH_THIN_SPLIT") {
+            // (after the tuning, below)
+            Ok(v) if v == "same" => None,
+            Ok(v) => match v.split_once(',').map(|(w, s)| (w.trim().parse::<usize>(), s.trim().parse::<usize>())) {
+                Some((Ok(w), Ok(s))) if w >= 2 && hearth_core::ops::matmul::valid_split_min_steps(s) => Some((w, s)),
+                _ => bail!("HEARTH_THIN_SPLIT={v:?}: expected WORKGROUPS,STEPS (say 1024,16): the workgroups a launch in thin tiles (64 × 32, LoRA's x·Aᵀ and dh) splits its reduction towards, at least 2, and the fewest steps of each part, a multiple of 8 from 8 to 4096; or same (as the other launches split, whatever the tuning says; unset: as tuned, else as the others)"),
+            },
+            Err(_) => None,
+        },
         prefetch: match std::env::var("HEARTH_TILE_PREFETCH").as_deref() {
             Ok("0") => Some(false),
             Ok("1") => Some(true),
@@ -176,6 +185,9 @@ pub fn open_gpu() -> Result<GpuContext> {
         Ok(other) => bail!("HEARTH_SUBGROUPS={other:?}: expected 0 (off) or 1 (where the adapter has them, the default)"),
     }
     tile_tuning::apply(&mut ctx)?;
+    if std::env::var("HEARTH_THIN_SPLIT").as_deref() == Ok("same") {
+        ctx.set_tile_choice(TileChoice { thin_split: None, ..ctx.tile_choice() });
+    }
     eprintln!(
         "adapter: {} ({:?} kernels, {:?} attention, {} reductions{}{}{}{}{})",
         ctx.summary(),

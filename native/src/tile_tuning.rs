@@ -20,7 +20,10 @@
 //! where the GPU's workgroup memory holds them; then, at the steps kept, tiles of 128 rows by 64
 //! columns (8 × 4 outputs an invocation: fewer registers, so possibly more workgroups on a
 //! multiprocessor) against 128 columns; then, at the columns kept, the tiles kept twice in
-//! workgroup memory (one barrier per iteration) against once, where the GPU holds them.
+//! workgroup memory (one barrier per iteration) against once, where the GPU holds them. And
+//! LoRA's thin products (tiles of 64 × 32, the rank wide) split as the others against
+//! splits towards more workgroups in shorter parts (`THIN_CANDIDATES`), for a split of their
+//! own (`TileChoice::thin_split`).
 //! Results differ at most by rounding (a split reduction sums in another order).
 
 use anyhow::{Context, Result};
@@ -38,18 +41,22 @@ use std::time::Instant;
 /// (M, N, K) of the forwards timed: SmolLM2's projections over a short and a full micro-batch
 /// (q/o, down, gate/up alone and stacked), and a larger model's.
 const SHAPES: [(usize, usize, usize); 6] = [(512, 576, 576), (2048, 576, 576), (2048, 576, 1536), (2048, 1536, 576), (2048, 3072, 576), (4096, 4096, 1024)];
-/// And LoRA's thin products at SmolLM2's full micro-batch, f32 only (the adapter's weights are
-/// never quantized): x·Aᵀ of q, k and v together, and of down, r 16. A step has as many of
-/// them as of the projections, and they are the launches of few tiles that split.
-const THIN_SHAPES: [(usize, usize, usize); 2] = [(2048, 48, 576), (2048, 16, 1536)];
+/// And LoRA's thin products at SmolLM2's full micro-batch, r 16, timed apart for a split of
+/// their own (`measure_thin`), f32 only (the adapter's weights are never quantized), as
+/// (M, N, K, batch): x·Aᵀ of q, k and v together (one input, three A's: one launch), of o,
+/// of down. A step has as many of them as of the projections (and as many dh's, of the same
+/// shapes), and they are the launches of few tiles that split.
+const THIN_SHAPES: [(usize, usize, usize, usize); 3] = [(2048, 16, 576, 3), (2048, 16, 576, 1), (2048, 16, 1536, 1)];
+/// `--quick`'s: one that splits.
+const QUICK_THIN_SHAPES: [(usize, usize, usize, usize); 1] = [(128, 16, 512, 1)];
 /// `--quick`: small shapes for CPU emulators (the tests); the third splits towards 256
 /// workgroups in 64 × 64 tiles, not towards 64; the last is thin (tiles of 64 × 32).
 const QUICK_SHAPES: [(usize, usize, usize); 4] = [(64, 64, 64), (128, 256, 64), (512, 512, 512), (128, 16, 64)];
 
 /// What the cache file's layout and the shapes are, and what a split's workgroups mean (9:
 /// at most so many, no longer the fewest past them; 10: launches of more tiles split where
-/// that takes fewer rounds of them); a change re-tunes.
-const TUNING_VERSION: u32 = 10;
+/// that takes fewer rounds of them; 11: the thin tiles' split tuned apart); a change re-tunes.
+const TUNING_VERSION: u32 = 11;
 
 /// The format the cooperative-matrix kernels' timings are listed under (f32 operands rounded
 /// to f16 as they are staged).
@@ -69,6 +76,14 @@ const SPLIT_CANDIDATES: [(usize, usize); 5] = [(SPLIT_WORKGROUPS, SPLIT_MIN_STEP
 const AT_ONCE_MIN_STEPS: usize = 64;
 const MARGIN: f64 = 0.03;
 
+/// The splits LoRA's thin products may take instead of the others' (tried after it, kept where
+/// one saves `MARGIN` of its total at the thin shapes): towards more workgroups, in shorter
+/// parts. Their workgroups (64 invocations, tiles of 64 × 32) are small, so a multiprocessor
+/// holds several, and the others' split leaves them a few each: on the H100 (256
+/// workgroups, parts of 64 steps), x·Aᵀ of o took 47 µs in 256 workgroups of 9 iterations,
+/// each iteration a round trip to memory with little else in flight.
+const THIN_CANDIDATES: [(usize, usize); 4] = [(1024, 32), (1024, 16), (2048, 16), (4096, 8)];
+
 /// One shape's forward in both tile sizes with few tiles splitting towards `split_workgroups`
 /// in parts of `split_min_steps` or more, and the values loaded a step ahead (`prefetch`) or
 /// in turn, ms per launch.
@@ -80,6 +95,17 @@ pub struct Timed {
     pub prefetch: bool,
     pub ms_64: f64,
     pub ms_128: f64,
+}
+
+/// A thin shape's f32 forward (`batch` items, one input) in tiles of 64 × 32, split towards
+/// `split_workgroups` in parts of `split_min_steps` or more, ms per launch (the sum of the
+/// parts included).
+pub struct ThinTimed {
+    pub shape: (usize, usize, usize),
+    pub batch: usize,
+    pub split_workgroups: usize,
+    pub split_min_steps: usize,
+    pub ms: f64,
 }
 
 /// One shape's f32 forward in tiles of 128 at the chosen split and order of loads, staging 8
@@ -114,6 +140,9 @@ pub struct Tuning {
     pub split_workgroups: usize,
     /// The fewest steps of each part of a split reduction.
     pub split_min_steps: usize,
+    /// The split of the launches in thin tiles (64 × 32), (workgroups, fewest steps of a part),
+    /// where it is not the others'.
+    pub thin_split: Option<(usize, usize)>,
     /// The tiled kernels load each step's values a step ahead (else in turn).
     pub prefetch: bool,
     /// Reduction steps the f32 tiles of 128 stage per iteration: 8 or 16.
@@ -129,6 +158,7 @@ pub struct Tuning {
     /// kept: the split candidate it gave is).
     pub workgroups_at_once: Option<usize>,
     pub timed: Vec<Timed>,
+    pub thin_timed: Vec<ThinTimed>,
     pub steps_timed: Vec<StepsTimed>,
     pub columns_timed: Vec<ColumnsTimed>,
     pub buffers_timed: Vec<BuffersTimed>,
@@ -146,9 +176,11 @@ impl Tuning {
             "wide_outputs": (self.wide_outputs != usize::MAX).then_some(self.wide_outputs),
             "split_workgroups": self.split_workgroups,
             "split_min_steps": self.split_min_steps,
+            "thin_split": self.thin_split.map(|(w, s)| json!({ "workgroups": w, "min_steps": s })),
             "prefetch": self.prefetch,
             "steps": self.steps,
             "timed": timed,
+            "thin_timed": self.thin_timed.iter().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "batch": t.batch, "split_workgroups": t.split_workgroups, "split_min_steps": t.split_min_steps, "ms": t.ms })).collect::<Vec<_>>(),
             "steps_timed": self.steps_timed.iter().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_8": t.ms_8, "ms_16": t.ms_16 })).collect::<Vec<_>>(),
             "columns": self.columns,
             "columns_timed": self.columns_timed.iter().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_128": t.ms_128, "ms_64": t.ms_64 })).collect::<Vec<_>>(),
@@ -172,6 +204,7 @@ impl Tuning {
             coop_wide_outputs: self.coop_wide_outputs,
             split_workgroups: (self.split_workgroups != SPLIT_WORKGROUPS).then_some(self.split_workgroups),
             split_min_steps: (self.split_min_steps != SPLIT_MIN_STEPS).then_some(self.split_min_steps),
+            thin_split: self.thin_split,
             prefetch: (!self.prefetch).then_some(false),
             steps: (self.steps == 16).then_some(16),
             columns: (self.columns == 64).then_some(64),
@@ -254,11 +287,7 @@ fn coop_threshold(timed: &[Timed]) -> Option<usize> {
 /// candidate splits a shape as the default does, the default's times (in the same order of
 /// loads) stand for it.
 pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
-    // (m, n, k, and whether the Q4_1 forward is timed too)
-    let shapes: Vec<(usize, usize, usize, bool)> = match quick {
-        true => QUICK_SHAPES.iter().map(|&(m, n, k)| (m, n, k, true)).collect(),
-        false => SHAPES.iter().map(|&(m, n, k)| (m, n, k, true)).chain(THIN_SHAPES.iter().map(|&(m, n, k)| (m, n, k, false))).collect(),
-    };
+    let shapes = if quick { &QUICK_SHAPES[..] } else { &SHAPES[..] };
     let before = ctx.tile_choice();
     // (each timing sets what it times; the steps and columns, which a run may force, stay at
     // 8 and 128 but where the variants below time them)
@@ -273,15 +302,12 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     }
     let mut rng = Rng::new(0);
     let mut timed = Vec::new();
-    for &(m, n, k, quantized) in &shapes {
+    for &(m, n, k) in shapes {
         let x = ctx.upload_f32(&rng.vec_uniform(m * k, -1.0, 1.0))?;
         let y = ctx.alloc_f32(m * n)?;
         let w_values = rng.vec_uniform(n * k, -1.0, 1.0);
         let w = ctx.upload_f32(&w_values)?;
-        let q = match quantized {
-            true => Some(GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::Q4_1, &w_values, n, k)?)?),
-            false => None,
-        };
+        let q = GpuQuantWeight::upload(ctx, &QuantTensor::quantize(QuantFormat::Q4_1, &w_values, n, k)?)?;
         let d = MatmulDims::new(m, n, k);
         // [prefetch][side][format]: the default split's, then each candidate's
         let mut default_ms = [[[0.0; 2]; 2]; 2];
@@ -289,7 +315,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
         for ((split, steps), prefetch) in candidates.iter().flat_map(|&split| [(split, true), (split, false)]) {
             let mut ms = [[0.0; 2]; 2];
             for (i, side) in [64, 128].into_iter().enumerate() {
-                if (split, steps) != default_split && forward_splits(m, n, k, side, (split, steps)) == forward_splits(m, n, k, side, default_split) {
+                if (split, steps) != default_split && forward_splits(m, n, k, 1, side, (split, steps)) == forward_splits(m, n, k, 1, side, default_split) {
                     ms[i] = default_ms[prefetch as usize][i];
                     continue;
                 }
@@ -299,17 +325,14 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                 let (f32_ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, tiling, &y, &x, &w, d, Accumulate::OVERWRITE))?;
                 ran_as_timed(&kernels, f32_tile(side, n), prefetch, 8, 1)?;
                 ms[i][0] = f32_ms;
-                if let Some(q) = &q {
-                    let (q_ms, kernels) = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, q, m, Accumulate::OVERWRITE, None))?;
-                    ran_as_timed(&kernels, (side, side), prefetch, 8, 1)?;
-                    ms[i][1] = q_ms;
-                }
+                let (q_ms, kernels) = time_launch(ctx, &mut || matmul_quant_with(ctx, QuantBlock::Tiled, MatmulKind::Forward, &y, &x, &q, m, Accumulate::OVERWRITE, None))?;
+                ran_as_timed(&kernels, (side, side), prefetch, 8, 1)?;
+                ms[i][1] = q_ms;
             }
             if (split, steps) == default_split {
                 default_ms[prefetch as usize] = ms;
-                // (not at LoRA's thin shapes, whose products stay f32; and once, as the
-                // cooperative-matrix kernels stage in one order only)
-                if ctx.has_cooperative_matrix() && quantized && prefetch {
+                // (once, as the cooperative-matrix kernels stage in one order only)
+                if ctx.has_cooperative_matrix() && prefetch {
                     let mut coop = [0.0; 2];
                     for (i, side) in [64, 128].into_iter().enumerate() {
                         ctx.set_tile_choice(TileChoice { side: Some(side), split_workgroups: Some(split), split_min_steps: Some(steps), ..base });
@@ -319,7 +342,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
                     timed.push(Timed { format: COOP_FORMAT, shape: (m, n, k), split_workgroups: split, split_min_steps: steps, prefetch, ms_64: coop[0], ms_128: coop[1] });
                 }
             }
-            for (f, format) in ["f32", "q4_1"].into_iter().enumerate().take(if quantized { 2 } else { 1 }) {
+            for (f, format) in ["f32", "q4_1"].into_iter().enumerate() {
                 timed.push(Timed { format, shape: (m, n, k), split_workgroups: split, split_min_steps: steps, prefetch, ms_64: ms[0][f], ms_128: ms[1][f] });
             }
         }
@@ -329,7 +352,7 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     // and order of loads; 8 steps, 128 columns) and its operands, for the variants below.
     let chosen = TileChoice { side: Some(128), split_workgroups: Some(split_workgroups), split_min_steps: Some(split_min_steps), prefetch: Some(prefetch), ..base };
     let mut wide = Vec::new();
-    for &(m, n, k, _) in shapes.iter().filter(|s| s.0 * s.1 >= wide_outputs) {
+    for &(m, n, k) in shapes.iter().filter(|s| s.0 * s.1 >= wide_outputs) {
         let at_choice = |t: &&Timed| t.format == "f32" && t.shape == (m, n, k) && (t.split_workgroups, t.split_min_steps, t.prefetch) == (split_workgroups, split_min_steps, prefetch);
         let ms = timed.iter().find(at_choice).expect("every shape timed at every split").ms_128;
         let operands = (ctx.upload_f32(&rng.vec_uniform(m * k, -1.0, 1.0))?, ctx.upload_f32(&rng.vec_uniform(n * k, -1.0, 1.0))?, ctx.alloc_f32(m * n)?);
@@ -361,12 +384,50 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
             buffers_timed.push(BuffersTimed { shape: *shape, ms_1, ms_2 });
         }
     }
+    // the thin products' split, at the order of loads kept
+    let thin_shapes = if quick { &QUICK_THIN_SHAPES[..] } else { &THIN_SHAPES[..] };
+    let thin_timed = measure_thin(ctx, TileChoice { side: Some(64), ..chosen }, thin_shapes, &mut rng)?;
     ctx.set_tile_choice(before);
     // (the timed buffers go back to the device, not into the command's pool and its peak)
     ctx.trim_pool();
     ctx.reset_peak_memory();
     let buffers = best_buffers(&buffers_timed);
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps, columns, buffers, coop_wide_outputs: coop_threshold(&timed), workgroups_at_once: at_once, timed, steps_timed, columns_timed, buffers_timed })
+    let thin_split = best_thin_split(&thin_timed, (split_workgroups, split_min_steps));
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, thin_split, prefetch, steps, columns, buffers, coop_wide_outputs: coop_threshold(&timed), workgroups_at_once: at_once, timed, thin_timed, steps_timed, columns_timed, buffers_timed })
+}
+
+/// LoRA's thin products (`shapes`: M, N, K, batch) in tiles of 64 × 32 on `chosen` (its order
+/// of loads), split as it splits them and as each of `THIN_CANDIDATES`, each checked to have run
+/// in those tiles in as many parts as the split gives.
+fn measure_thin(ctx: &mut GpuContext, chosen: TileChoice, shapes: &[(usize, usize, usize, usize)], rng: &mut Rng) -> Result<Vec<ThinTimed>> {
+    let common = (chosen.split_workgroups.unwrap_or(SPLIT_WORKGROUPS), chosen.split_min_steps.unwrap_or(SPLIT_MIN_STEPS));
+    let candidates: Vec<(usize, usize)> = std::iter::once(common).chain(THIN_CANDIDATES.into_iter().filter(|&c| c != common)).collect();
+    let mut timed = Vec::new();
+    for &(m, n, k, batch) in shapes {
+        let (x, w, y) = (ctx.upload_f32(&rng.vec_uniform(m * k, -1.0, 1.0))?, ctx.upload_f32(&rng.vec_uniform(batch * n * k, -1.0, 1.0))?, ctx.alloc_f32(batch * m * n)?);
+        let d = MatmulDims { batch, b_batched: batch > 1, a_shared: batch > 1, ..MatmulDims::new(m, n, k) };
+        for &(split_workgroups, split_min_steps) in &candidates {
+            ctx.set_tile_choice(TileChoice { thin_split: Some((split_workgroups, split_min_steps)), ..chosen });
+            let ctx = &*ctx;
+            let (ms, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::Forward, MatmulTiling::Tiled, &y, &x, &w, d, Accumulate::OVERWRITE))?;
+            ran_as_timed(&kernels, f32_tile(64, n), ctx.tile_prefetch(), 8, 1)?;
+            let parts = forward_splits(m, n, k, batch, 64, (split_workgroups, split_min_steps));
+            anyhow::ensure!(kernels.iter().any(|k| k.contains("matmul_sum_splits")) == (parts > 1), "the tile tuning timed {m} × {n} × {k} (batch {batch}) in {parts} parts, but {kernels:?} ran");
+            timed.push(ThinTimed { shape: (m, n, k), batch, split_workgroups, split_min_steps, ms });
+        }
+    }
+    Ok(timed)
+}
+
+/// The thin launches' split with the least total time over `timed`, where it saves `MARGIN` of
+/// the total of `common` (the others' split); None (as the others) where none does.
+pub fn best_thin_split(timed: &[ThinTimed], common: (usize, usize)) -> Option<(usize, usize)> {
+    let total = |split: (usize, usize)| -> f64 { timed.iter().filter(|t| (t.split_workgroups, t.split_min_steps) == split).map(|t| t.ms).sum() };
+    let mut splits: Vec<(usize, usize)> = timed.iter().map(|t| (t.split_workgroups, t.split_min_steps)).collect();
+    splits.sort_unstable();
+    splits.dedup();
+    let base = total(common);
+    splits.into_iter().filter(|&s| s != common && total(s) < base * (1.0 - MARGIN)).min_by(|&a, &b| total(a).total_cmp(&total(b)))
 }
 
 /// The workgroups of the f32 tiles of 128 that this GPU runs at once (how many of its
@@ -516,7 +577,14 @@ pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
     let buffers = v["buffers"].as_u64().filter(|&b| b == 1 || b == 2).ok_or_else(|| format!("buffers {}: expected 1 or 2 (the f32 tiles of 128 kept once or twice in workgroup memory)", v["buffers"]))? as usize;
     // (absent where the cooperative-matrix kernels were not timed)
     let coop_wide_outputs = v.get("coop_wide_outputs").map(|_| threshold(&v, "coop_wide_outputs")).transpose()?;
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, prefetch, steps: tile_steps, columns, buffers, coop_wide_outputs, workgroups_at_once: None, timed: Vec::new(), steps_timed: Vec::new(), columns_timed: Vec::new(), buffers_timed: Vec::new() }.choice())
+    let thin_split = match &v["thin_split"] {
+        Value::Null => None,
+        t => match (t["workgroups"].as_u64(), t["min_steps"].as_u64()) {
+            (Some(w), Some(s)) if w >= 2 && valid_split_min_steps(s as usize) => Some((w as usize, s as usize)),
+            _ => return Err(format!("thin_split {t}: expected null (as the other launches split) or {{\"workgroups\": at least 2, \"min_steps\": a multiple of 8 from 8 to 4096}}")),
+        },
+    };
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, thin_split, prefetch, steps: tile_steps, columns, buffers, coop_wide_outputs, workgroups_at_once: None, timed: Vec::new(), thin_timed: Vec::new(), steps_timed: Vec::new(), columns_timed: Vec::new(), buffers_timed: Vec::new() }.choice())
 }
 
 /// A threshold of 128 × 128 tiles in a cache file: outputs, or null for never (usize::MAX).
@@ -556,6 +624,10 @@ pub fn describe(tiles: TileChoice) -> String {
         Some(s) => format!("{size}, {}", split_steps_words(s)),
         None => size,
     };
+    let size = match tiles.thin_split {
+        Some((w, s)) => format!("{size}, {}", thin_split_words(w, s)),
+        None => size,
+    };
     let size = match tiles.prefetch {
         Some(false) => format!("{size}, their values loaded in turn"),
         _ => size,
@@ -584,6 +656,11 @@ pub fn split_steps_words(steps: usize) -> String {
     format!("split reductions in parts of {steps} steps or more")
 }
 
+/// In words: how the launches in thin tiles split their reductions, where not as the others.
+pub fn thin_split_words(workgroups: usize, steps: usize) -> String {
+    format!("thin outputs' (64 × 32 tiles) towards {workgroups} workgroups in parts of {steps} steps or more")
+}
+
 /// `n` with its thousands grouped: 1,048,576.
 fn grouped(n: usize) -> String {
     let digits = n.to_string();
@@ -601,7 +678,7 @@ fn grouped(n: usize) -> String {
 /// cache has none: on the GPU kernels of a GPU (HEARTH_TUNE unset), on any adapter
 /// (HEARTH_TUNE=1), or never (HEARTH_TUNE=0: the fixed threshold and split, loads a step
 /// ahead). HEARTH_TILES wins over all, HEARTH_SPLIT_WORKGROUPS and HEARTH_SPLIT_MIN_STEPS
-/// over the tuned split, HEARTH_TILE_PREFETCH over the tuned order of loads, HEARTH_TILE_STEPS
+/// over the tuned split, HEARTH_THIN_SPLIT over the thin tiles' tuned split, HEARTH_TILE_PREFETCH over the tuned order of loads, HEARTH_TILE_STEPS
 /// over the tuned steps per iteration, HEARTH_TILE_COLUMNS over the tuned columns,
 /// HEARTH_TILE_BUFFERS over the tuned tiles kept.
 pub fn apply(ctx: &mut GpuContext) -> Result<()> {
@@ -641,13 +718,15 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
             tuning.choice()
         }
     };
-    // (HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS and HEARTH_TILE_PREFETCH win over the tuning)
+    // (HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS, HEARTH_THIN_SPLIT and HEARTH_TILE_PREFETCH
+    // win over the tuning)
     let now = ctx.tile_choice();
     ctx.set_tile_choice(TileChoice {
         wide_outputs: tuned.wide_outputs,
         coop_wide_outputs: tuned.coop_wide_outputs,
         split_workgroups: now.split_workgroups.or(tuned.split_workgroups),
         split_min_steps: now.split_min_steps.or(tuned.split_min_steps),
+        thin_split: now.thin_split.or(tuned.thin_split),
         prefetch: now.prefetch.or(tuned.prefetch),
         steps: now.steps.or(tuned.steps),
         columns: now.columns.or(tuned.columns),
@@ -667,6 +746,7 @@ mod tests {
             wide_outputs: 1 << 20,
             split_workgroups: SPLIT_WORKGROUPS,
             split_min_steps: SPLIT_MIN_STEPS,
+            thin_split: None,
             prefetch: true,
             steps: 8,
             columns: 128,
@@ -674,6 +754,7 @@ mod tests {
             workgroups_at_once: None,
             coop_wide_outputs: None,
             timed: vec![],
+            thin_timed: vec![],
             steps_timed: vec![],
             columns_timed: vec![],
             buffers_timed: vec![],
@@ -822,6 +903,22 @@ mod tests {
     }
 
     #[test]
+    fn the_thin_products_split_apart_where_that_saves_more_than_the_margin() {
+        let t = |split_workgroups, split_min_steps, shape, ms| ThinTimed { shape, batch: 1, split_workgroups, split_min_steps, ms };
+        let (a, b) = ((2048, 16, 576), (2048, 16, 1536));
+        let common = (256, 64);
+        // the least total of the others: (1024, 16), 0.5 + 0.9 against 1.0 + 2.0
+        let timed = [t(256, 64, a, 1.0), t(1024, 32, a, 0.6), t(1024, 16, a, 0.5), t(256, 64, b, 2.0), t(1024, 32, b, 1.0), t(1024, 16, b, 0.9)];
+        assert_eq!(best_thin_split(&timed, common), Some((1024, 16)));
+        // none saves 3 %: as the others
+        let timed = [t(256, 64, a, 1.0), t(1024, 32, a, 0.99), t(256, 64, b, 2.0), t(1024, 32, b, 1.99)];
+        assert_eq!(best_thin_split(&timed, common), None);
+        assert_eq!(best_thin_split(&[], common), None);
+        let words = describe(Tuning { split_workgroups: 256, split_min_steps: 64, thin_split: Some((1024, 16)), ..tuned() }.choice());
+        assert!(words.ends_with("split reductions in parts of 64 steps or more, thin outputs' (64 × 32 tiles) towards 1024 workgroups in parts of 16 steps or more"), "{words}");
+    }
+
+    #[test]
     fn outputs_are_grouped_by_thousands() {
         assert_eq!([grouped(1), grouped(999), grouped(1000), grouped(1048576)], ["1", "999", "1,000", "1,048,576"]);
     }
@@ -832,10 +929,10 @@ mod tests {
         let path = dir.join("gpu.json");
         let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, prefetch: false, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)], ..tuned() };
         write_cache(&path, &tuning).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, prefetch: Some(false), steps: None, columns: None, buffers: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, thin_split: None, prefetch: Some(false), steps: None, columns: None, buffers: None }));
         // never wide, the default split and loads (None: as if untuned)
         write_cache(&path, &Tuning { wide_outputs: usize::MAX, ..tuned() }).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, prefetch: None, steps: None, columns: None, buffers: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, thin_split: None, prefetch: None, steps: None, columns: None, buffers: None }));
         // parts shorter than the default's
         write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, ..tuned() }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.split_min_steps)), Ok((Some(1024), Some(32))));
@@ -848,6 +945,9 @@ mod tests {
         // the tiles of 128 kept twice in workgroup memory
         write_cache(&path, &Tuning { wide_outputs: 1 << 21, buffers: 2, ..tuned() }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.columns, c.buffers)), Ok((None, Some(2))));
+        // the thin tiles' own split
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, thin_split: Some((2048, 16)), ..tuned() }).unwrap();
+        assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.thin_split)), Ok((None, Some((2048, 16)))));
         // the cooperative-matrix kernels' threshold, a number or never
         for coop in [1 << 20, usize::MAX] {
             write_cache(&path, &Tuning { wide_outputs: 1 << 21, coop_wide_outputs: Some(coop), ..tuned() }).unwrap();
@@ -856,20 +956,22 @@ mod tests {
         for (text, why) in [
             ("{", "not JSON"),
             (r#"{"version": 5, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "version 5"),
-            (r#"{"version": 10, "wide_outputs": "many", "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "wide_outputs \"many\""),
-            (r#"{"version": 10, "wide_outputs": 5, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups null"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 1, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups 1"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "split_min_steps null"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 12, "prefetch": true}"#, "split_min_steps 12"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256}"#, "prefetch null"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": 0}"#, "prefetch 0"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "buffers": 1, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "steps null"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 12}"#, "steps 12"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "columns null"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 32}"#, "columns 32"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128}"#, "buffers null"),
-            (r#"{"version": 10, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "buffers": 3}"#, "buffers 3"),
+            (r#"{"version": 11, "wide_outputs": "many", "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "wide_outputs \"many\""),
+            (r#"{"version": 11, "wide_outputs": 5, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups null"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 1, "split_min_steps": 256, "prefetch": true}"#, "split_workgroups 1"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "prefetch": true}"#, "split_min_steps null"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 12, "prefetch": true}"#, "split_min_steps 12"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256}"#, "prefetch null"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": 0}"#, "prefetch 0"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "buffers": 1, "coop_wide_outputs": 0}"#, "coop_wide_outputs 0"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true}"#, "steps null"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 12}"#, "steps 12"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8}"#, "columns null"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 32}"#, "columns 32"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128}"#, "buffers null"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "buffers": 3}"#, "buffers 3"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "thin_split": {"workgroups": 1024, "min_steps": 12}, "prefetch": true, "steps": 8, "columns": 128, "buffers": 1}"#, "thin_split {\"min_steps\":12"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "thin_split": 1024, "prefetch": true, "steps": 8, "columns": 128, "buffers": 1}"#, "thin_split 1024"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = read_cache(&path).unwrap_err();

@@ -230,8 +230,8 @@ fn bench_with(args: &[&str], env: &[(&str, &str)], cache: &Path) -> Value {
 
 /// `bench tiles` times the tiled forwards in both tile sizes, each split and order of loads,
 /// and picks the threshold with the least total time, then 16 steps per iteration against 8 in
-/// tiles of 128, 64 columns against 128, and two tiles in workgroup memory against one; a kept
-/// tuning (HEARTH_TUNE=1 on this
+/// tiles of 128, 64 columns against 128, two tiles in workgroup memory against one, and LoRA's
+/// thin products' own split; a kept tuning (HEARTH_TUNE=1 on this
 /// CPU adapter, which is otherwise not tuned) decides the tiles of every tiled launch after it.
 #[test]
 fn the_tile_tuning_is_measured_kept_and_applied() {
@@ -311,6 +311,20 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     }
     let (ms_1, ms_2) = buffers.iter().fold((0.0, 0.0), |(a, b), t| (a + f(t, "ms_1"), b + f(t, "ms_2")));
     assert_eq!(f(&v, "buffers"), if !buffers.is_empty() && ms_2 < 0.97 * ms_1 { 2.0 } else { 1.0 }, "{v}");
+    // last, the thin shape (128 × 16 × 512, tiles of 64 × 32) split as the others are, then
+    // towards 1024 workgroups in parts of 32 and 16 steps, 2048 in 16 and 4096 in 8; another
+    // split than the others' kept only where it saves 3 %
+    let thin = v["thin_timed"].as_array().unwrap();
+    let thin_splits: Vec<(f64, f64)> = thin.iter().map(|t| (f(t, "split_workgroups"), f(t, "split_min_steps"))).collect();
+    let common = (f(&v, "split_workgroups"), f(&v, "split_min_steps"));
+    let candidates = [(1024.0, 32.0), (1024.0, 16.0), (2048.0, 16.0), (4096.0, 8.0)];
+    assert!(thin_splits[0] == common && thin_splits[1..].iter().eq(candidates.iter().filter(|&&c| c != common)), "{v}");
+    assert!(thin.iter().all(|t| (f(t, "m"), f(t, "n"), f(t, "k"), f(t, "batch")) == (128.0, 16.0, 512.0, 1.0) && f(t, "ms") > 0.0), "{v}");
+    let fastest = thin.iter().min_by(|a, b| f(a, "ms").total_cmp(&f(b, "ms"))).unwrap();
+    match &v["thin_split"] {
+        Value::Null => assert!(f(fastest, "ms") >= 0.97 * f(&thin[0], "ms") || (f(fastest, "split_workgroups"), f(fastest, "split_min_steps")) == common, "{v}"),
+        t => assert!(f(t, "workgroups") == f(fastest, "split_workgroups") && f(t, "min_steps") == f(fastest, "split_min_steps") && f(fastest, "ms") < 0.97 * f(&thin[0], "ms"), "{v}"),
+    }
     let path = PathBuf::from(v["cache"].as_str().unwrap());
     assert!(path.starts_with(&cache) && !path.exists(), "--quick keeps nothing: {v}");
 
@@ -323,19 +337,19 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let plain = bench_with(&ops, &gpu, &cache);
     assert!(tiles_of_forward(&plain).ends_with("[64x64]") && plain["adapter"]["tiles"]["wide_outputs"].is_null(), "{plain}");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, r#"{"version": 10, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "prefetch": false, "steps": 8, "columns": 64, "buffers": 2}"#).unwrap();
+    std::fs::write(&path, r#"{"version": 11, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "thin_split": {"workgroups": 2048, "min_steps": 16}, "prefetch": false, "steps": 8, "columns": 64, "buffers": 2}"#).unwrap();
     let tuned = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1")], &cache);
     let tiles = &tuned["adapter"]["tiles"];
     assert!(
-        tiles_of_forward(&tuned).ends_with("[128x64, loaded in turn, two tiles]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512 && tiles["split_min_steps"] == 32 && tiles["steps"] == 8 && tiles["columns"] == 64 && tiles["buffers"] == 2,
+        tiles_of_forward(&tuned).ends_with("[128x64, loaded in turn, two tiles]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512 && tiles["split_min_steps"] == 32 && tiles["thin_split"] == json!({"workgroups": 2048, "min_steps": 16}) && tiles["steps"] == 8 && tiles["columns"] == 64 && tiles["buffers"] == 2,
         "{tuned}"
     );
-    // HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS, HEARTH_TILE_PREFETCH, HEARTH_TILE_STEPS,
-    // HEARTH_TILE_COLUMNS and HEARTH_TILE_BUFFERS win over the tuning
-    let split = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_SPLIT_WORKGROUPS", "128"), ("HEARTH_SPLIT_MIN_STEPS", "64"), ("HEARTH_TILE_PREFETCH", "1"), ("HEARTH_TILE_STEPS", "16"), ("HEARTH_TILE_COLUMNS", "128"), ("HEARTH_TILE_BUFFERS", "1")], &cache);
+    // HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS, HEARTH_THIN_SPLIT, HEARTH_TILE_PREFETCH,
+    // HEARTH_TILE_STEPS, HEARTH_TILE_COLUMNS and HEARTH_TILE_BUFFERS win over the tuning
+    let split = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1"), ("HEARTH_SPLIT_WORKGROUPS", "128"), ("HEARTH_SPLIT_MIN_STEPS", "64"), ("HEARTH_THIN_SPLIT", "4096, 8"), ("HEARTH_TILE_PREFETCH", "1"), ("HEARTH_TILE_STEPS", "16"), ("HEARTH_TILE_COLUMNS", "128"), ("HEARTH_TILE_BUFFERS", "1")], &cache);
     let tiles = &split["adapter"]["tiles"];
     assert!(
-        tiles_of_forward(&split).ends_with("[128x128, 16 steps]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 128 && tiles["split_min_steps"] == 64 && tiles["prefetch"] == true && tiles["steps"] == 16 && tiles["columns"] == 128 && tiles["buffers"] == 1,
+        tiles_of_forward(&split).ends_with("[128x128, 16 steps]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 128 && tiles["split_min_steps"] == 64 && tiles["thin_split"] == json!({"workgroups": 4096, "min_steps": 8}) && tiles["prefetch"] == true && tiles["steps"] == 16 && tiles["columns"] == 128 && tiles["buffers"] == 1,
         "{split}"
     );
     // HEARTH_TILES wins over the tuning

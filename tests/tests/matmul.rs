@@ -370,6 +370,40 @@ fn thin_outputs_take_tiles_of_32_columns() {
 }
 
 #[test]
+fn thin_outputs_split_as_their_own_choice_says() {
+    // The launches in thin tiles (LoRA's x·Aᵀ and dh, the rank wide) split their reductions as
+    // the thin tiles' choice says (TileChoice::thin_split, tuned apart: towards more
+    // workgroups in shorter parts), every other launch as the others' choice. On the H100's
+    // tuning (256 workgroups, parts of 64 steps) with a thin split towards 1024 in parts of 16:
+    // x·Aᵀ of o (32 tiles over 576 steps) in 24 parts of 24 steps (32 parts rounded up to whole
+    // stages cover it in 24), of q, k and v together (96 tiles) in 9, of down in 32; a
+    // 576-wide output in tiles of 128 and a 64-wide one in tiles of 64 as the others split.
+    use hearth_core::gpu::{KernelPaths, TileChoice};
+    use hearth_core::ops::matmul::{f32_tile, forward_splits, split_choice_for};
+    let h100 = TileChoice { split_workgroups: Some(256), split_min_steps: Some(64), thin_split: Some((1024, 16)), ..Default::default() };
+    for ((m, n, k, batch), side, parts) in [((2048, 16, 576, 1), 64, 24), ((2048, 16, 576, 3), 64, 9), ((2048, 16, 1536, 1), 64, 32), ((2048, 576, 576, 1), 128, 3), ((2048, 64, 576, 1), 64, 8)] {
+        assert_eq!(forward_splits(m, n, k, batch, side, split_choice_for(h100, f32_tile(side, n))), parts, "{batch} × {m} × {n} × {k} in tiles of {side}");
+    }
+    // On lavapipe: the others' split never splits (towards 2 workgroups), the thin one does;
+    // forwards and input gradients, one and a batch of 3, their sums against the CPU's.
+    let mut rng = Rng::new(53);
+    let Some(own) = own_gpu() else { return };
+    let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(TileChoice { side: Some(64), split_workgroups: Some(2), thin_split: Some((64, 16)), ..Default::default() });
+    for kind in [MatmulKind::Forward, MatmulKind::BackwardInput] {
+        for (m, cols, r, batch, splits) in [(300, 16, 600, 1, true), (130, 24, 1100, 3, true), (300, 40, 600, 1, false)] {
+            let d = match kind {
+                MatmulKind::Forward => MatmulDims { batch, b_batched: batch > 1, ..MatmulDims::new(m, cols, r) },
+                _ => MatmulDims { batch, b_batched: batch > 1, ..MatmulDims::new(m, r, cols) },
+            };
+            ctx.profile_begin();
+            check_on(ctx, kind, MatmulTiling::Tiled, d, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+            let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+            assert_eq!(kernels.keys().any(|k| k.contains("matmul_sum_splits")), splits, "{kind:?} {d:?}: {kernels:?}");
+        }
+    }
+}
+
+#[test]
 fn matmul_register_spans_several_workgroups() {
     // A register workgroup covers 256 rows × 256 columns (the narrow one 128 rows × 16
     // columns, its row blocks on x); these shapes need several, with partial blocks at both
@@ -1164,7 +1198,7 @@ fn split_reductions_stay_within_their_workgroups() {
         ((1536, 16, 1536), 64, (64, 256), 2),
         ((2048, 576, 1536), 64, (64, 256), 1),
     ] {
-        assert_eq!(forward_splits(m, n, k, side, split), parts, "{m} × {n} × {k} in tiles of {side}, split as {split:?}");
+        assert_eq!(forward_splits(m, n, k, 1, side, split), parts, "{m} × {n} × {k} in tiles of {side}, split as {split:?}");
     }
 }
 
@@ -1240,7 +1274,7 @@ fn launches_of_more_tiles_split_into_fewer_rounds() {
     let d = MatmulDims::new(512, 512, 576);
     let measured = TileChoice { side: Some(64), split_workgroups: Some(96), split_min_steps: Some(64), ..Default::default() };
     let default = TileChoice { side: Some(64), ..Default::default() };
-    assert_eq!(forward_splits(d.m, d.n, d.k, 64, (96, 64)), 3);
+    assert_eq!(forward_splits(d.m, d.n, d.k, 1, 64, (96, 64)), 3);
     for (choice, sums) in [(measured, 2), (default, 0)] {
         let Some(own) = own_gpu() else { return };
         let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(choice);

@@ -79,6 +79,11 @@ pub struct TileChoice {
     /// reduction_split, training's split weight gradients too; a multiple of 8 from 8 to
     /// 4096). None: 256.
     pub split_min_steps: Option<usize>,
+    /// The split of the launches in thin tiles (64 × 32: LoRA's x·Aᵀ and dh, the rank wide),
+    /// as (workgroups, fewest steps of a part) like the two above, where tuned apart: their
+    /// workgroups are small (64 invocations), many share a multiprocessor, and a part's
+    /// iterations, each a round trip to memory, are their time. None: as the others split.
+    pub thin_split: Option<(usize, usize)>,
     /// Whether the tiled kernels (f32 and quantized) load each step's values into registers
     /// while the previous step's are summed, or just before they are staged ("loaded in
     /// turn"), as measured on this adapter or forced. None: a step ahead.
@@ -485,6 +490,7 @@ impl GpuContext {
             coop_wide_outputs: tiles.coop_wide_outputs,
             split_workgroups: tiles.split_workgroups.filter(|&w| w >= 2),
             split_min_steps: tiles.split_min_steps.filter(|&s| crate::ops::matmul::valid_split_min_steps(s)),
+            thin_split: tiles.thin_split.filter(|&(w, s)| w >= 2 && crate::ops::matmul::valid_split_min_steps(s)),
             prefetch: tiles.prefetch,
             steps: tiles.steps.filter(|&s| s == 8 || (s == 16 && self.limits.max_compute_workgroup_storage_size >= crate::ops::matmul::WIDE_16_STEPS_BYTES)),
             columns: tiles.columns.filter(|c| [64, 128].contains(c)),

@@ -16,7 +16,7 @@ use super::dropout::dropout_forward;
 use super::residual::residual_accumulate;
 use super::swiglu::Activation;
 use crate::error::ensure;
-use crate::gpu::{grid_1d, CoopShape, Kernel, KernelPaths, Shader, Variant};
+use crate::gpu::{grid_1d, CoopShape, Kernel, KernelPaths, Shader, TileChoice, Variant};
 use crate::{Error, GpuBuffer, GpuContext, Result};
 use std::sync::Arc;
 
@@ -592,7 +592,10 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (
         true => fewer_rounds(tiles, workgroups, parts.min(ROUND_PARTS).min(ROUND_PARTS_BYTES / (4 * part_floats.max(1)))),
     };
     let splits = split.max(reduction.div_ceil(SPLIT_MAX_STEPS)).max(1);
-    Ok((splits, reduction.div_ceil(splits).next_multiple_of(8)))
+    // (parts rounded up to whole stages cover the reduction in fewer of them: 576 steps in 32
+    // parts are 24 of 24 steps, not 32 of which 8 sum nothing)
+    let steps = reduction.div_ceil(splits).next_multiple_of(8);
+    Ok((reduction.div_ceil(steps).max(1), steps))
 }
 
 /// The parts (1 to `most`) in which a launch of `tiles` workgroups, `workgroups` of them at
@@ -607,13 +610,13 @@ fn fewer_rounds(tiles: usize, workgroups: usize, most: usize) -> usize {
     if rounds(best) <= (1.0 - ROUND_GAIN) * rounds(1) { best } else { 1 }
 }
 
-/// Parts an f32 tiled forward's reduction (m × n outputs in [`f32_tile`]s of `side` rows, over
-/// k steps) is split into as [`reduction_split`] splits towards `split.0` workgroups in parts
-/// of `split.1` steps or more (the CLI's tile tuning times only the choices that split
-/// differently).
-pub fn forward_splits(m: usize, n: usize, k: usize, side: usize, split: (usize, usize)) -> usize {
+/// Parts an f32 tiled forward's reduction (`batch` items of m × n outputs in [`f32_tile`]s of
+/// `side` rows, over k steps) is split into as [`reduction_split`] splits towards `split.0`
+/// workgroups in parts of `split.1` steps or more (the CLI's tile tuning times only the choices
+/// that split differently).
+pub fn forward_splits(m: usize, n: usize, k: usize, batch: usize, side: usize, split: (usize, usize)) -> usize {
     let (rows, columns) = f32_tile(side, n);
-    reduction_split("a forward", m.div_ceil(rows) * n.div_ceil(columns), split, k, 1, true, m * n).map_or(1, |(splits, _)| splits)
+    reduction_split("a forward", m.div_ceil(rows) * n.div_ceil(columns), split, k, batch, true, batch * m * n).map_or(1, |(splits, _)| splits)
 }
 
 /// Whether `steps` can be the fewest steps of a split reduction's parts
@@ -626,8 +629,20 @@ pub fn valid_split_min_steps(steps: usize) -> bool {
 /// The workgroups a tiled launch of few tiles splits its reduction towards on `ctx`, and the
 /// fewest steps of each part.
 pub(crate) fn split_choice(ctx: &GpuContext) -> (usize, usize) {
-    let tiles = ctx.tile_choice();
+    common_split(ctx.tile_choice())
+}
+
+fn common_split(tiles: TileChoice) -> (usize, usize) {
     (tiles.split_workgroups.unwrap_or(SPLIT_WORKGROUPS), tiles.split_min_steps.unwrap_or(SPLIT_MIN_STEPS))
+}
+
+/// [`split_choice`] for a launch in tiles of `tile` (rows, columns): the thin tiles' own where
+/// the context has one (`TileChoice::thin_split`).
+pub fn split_choice_for(tiles: TileChoice, tile: (usize, usize)) -> (usize, usize) {
+    match tiles.thin_split {
+        Some(split) if tile == (64, THIN_COLUMNS) => split,
+        _ => common_split(tiles),
+    }
 }
 
 /// Whether the tiled kernels compute an output of `outputs` values in 128 × 128 tiles on `ctx`
@@ -1351,7 +1366,7 @@ fn launch(
             let tiles = cols.div_ceil(tile_cols) * rows.div_ceil(tile_rows);
             let (splits, r_split) = match into {
                 Some(p) => (p.splits, (pr as usize).div_ceil(p.splits).next_multiple_of(8)),
-                None => reduction_split(op, tiles, split_choice(ctx), pr as usize, d.batch, tiling != MatmulTiling::Coop, d.batch * c_len)?,
+                None => reduction_split(op, tiles, split_choice_for(ctx.tile_choice(), (tile_rows, tile_cols)), pr as usize, d.batch, tiling != MatmulTiling::Coop, d.batch * c_len)?,
             };
             // floats between a batch's outputs (c_batch) and between a split output's parts
             // (c_split): the caller's where it gives the parts, else in the scratch each part
