@@ -356,6 +356,11 @@ def main():
             lines += ["", f"Then, at the columns kept, the f32 tiles of 128 kept twice in workgroup memory (one barrier per iteration) against once "
                       f"(kept: {tiles.get('buffers', 1)}):", "", "| M × N × K | ms, once | ms, twice | once ÷ twice |", "| --- | ---: | ---: | ---: |"]
             lines += [f"| {t['m']} × {t['n']} × {t['k']} | {t['ms_1']:.3f} | {t['ms_2']:.3f} | {ratio(t['ms_1'], t['ms_2'])} |" for t in tiles["buffers_timed"]]
+        long = tiles.get("long_timed")
+        if long:
+            lines += ["", f"The lm_head's input gradient ({long['m']} × {long['k']} over {long['n']:,} steps, f32, at everything kept) in tiles of 64: "
+                      f"{long['ms_64']:.3f} ms; of 128: {long['ms_128']:.3f} ms ({ratio(long['ms_64'], long['ms_128'])}; kept: reductions of 16,384 steps or more "
+                      + ("in tiles of 128 whatever their outputs)." if tiles.get("long_wide") else "as their outputs say).")]
         if tiles.get("thin_timed"):
             thin = tiles.get("thin_split")
             kept = f"towards {thin['workgroups']:,} workgroups in parts of {thin['min_steps']} steps or more" if thin else "as the others split"

@@ -131,6 +131,10 @@ fn tiles(a: TilesArgs) -> Result<()> {
         let (m, n, k) = t.shape;
         println!("f32 thin, {t_batch}M{m} N{n} K{k} in tiles of 64 × 32, split towards {} workgroups in parts of {} steps or more: {:.3} ms", t.split_workgroups, t.split_min_steps, t.ms, t_batch = if t.batch > 1 { format!("{} × ", t.batch) } else { String::new() });
     }
+    if let Some(t) = &tuning.long_timed {
+        let (m, n, k) = t.shape;
+        println!("f32 input gradient, {m} × {k} over {n} steps (the lm_head's): {:.3} ms in tiles of 64, {:.3} ms in tiles of 128", t.ms_64, t.ms_128);
+    }
     for t in &tuning.steps_timed {
         let (m, n, k) = t.shape;
         println!("f32 in tiles of 128, M{m} N{n} K{k}: {:.3} ms staging 8 steps per iteration, {:.3} ms staging 16", t.ms_8, t.ms_16);
@@ -171,6 +175,7 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
             "split_workgroups": ctx.tile_choice().split_workgroups,
             "split_min_steps": ctx.tile_choice().split_min_steps,
             "thin_split": ctx.tile_choice().thin_split.map(|(w, s)| json!({ "workgroups": w, "min_steps": s })),
+            "long_wide": ctx.tile_choice().long_wide == Some(true),
             "prefetch": ctx.tile_prefetch(),
             "steps": ctx.tile_steps(),
             "columns": ctx.tile_columns(),

@@ -148,6 +148,8 @@ pub fn open_gpu() -> Result<GpuContext> {
             },
             Err(_) => None,
         },
+        // (tuned only)
+        long_wide: None,
         prefetch: match std::env::var("HEARTH_TILE_PREFETCH").as_deref() {
             Ok("0") => Some(false),
             Ok("1") => Some(true),

@@ -20,15 +20,17 @@
 //! where the GPU's workgroup memory holds them; then, at the steps kept, tiles of 128 rows by 64
 //! columns (8 × 4 outputs an invocation: fewer registers, so possibly more workgroups on a
 //! multiprocessor) against 128 columns; then, at the columns kept, the tiles kept twice in
-//! workgroup memory (one barrier per iteration) against once, where the GPU holds them. And
-//! LoRA's thin products (tiles of 64 × 32, the rank wide) split as the others against
+//! workgroup memory (one barrier per iteration) against once, where the GPU holds them. Then
+//! the lm_head's input gradient (a small output over the whole vocabulary) in tiles of 64
+//! against 128, for whether long reductions take tiles of 128 whatever their outputs
+//! (`TileChoice::long_wide`). And LoRA's thin products (tiles of 64 × 32, the rank wide) split as the others against
 //! splits towards more workgroups in shorter parts (`THIN_CANDIDATES`), for a split of their
 //! own (`TileChoice::thin_split`).
 //! Results differ at most by rounding (a split reduction sums in another order).
 
 use anyhow::{Context, Result};
 use hearth_core::gpu::{Shader, TileChoice};
-use hearth_core::ops::matmul::{f32_tile, forward_splits, matmul_with, valid_split_min_steps, wide_tile_bytes, Accumulate, BatchStrides, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, THIN_COLUMNS, WIDE_16_STEPS_BYTES, WIDE_OUTPUTS};
+use hearth_core::ops::matmul::{f32_tile, forward_splits, matmul_with, LONG_REDUCTION, valid_split_min_steps, wide_tile_bytes, Accumulate, BatchStrides, MatmulDims, MatmulKind, MatmulTiling, SPLIT_MIN_STEPS, SPLIT_WORKGROUPS, THIN_COLUMNS, WIDE_16_STEPS_BYTES, WIDE_OUTPUTS};
 use hearth_core::ops::matmul_quant::{matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -49,6 +51,11 @@ const SHAPES: [(usize, usize, usize); 6] = [(512, 576, 576), (2048, 576, 576), (
 const THIN_SHAPES: [(usize, usize, usize, usize); 3] = [(2048, 16, 576, 3), (2048, 16, 576, 1), (2048, 16, 1536, 1)];
 /// `--quick`'s: one that splits.
 const QUICK_THIN_SHAPES: [(usize, usize, usize, usize); 1] = [(128, 16, 512, 1)];
+/// The lm_head's input gradient, timed in both tile sizes for `TileChoice::long_wide` (M, N,
+/// K: an output of M × K over N steps): a chunk of SmolLM2's 256 rows, 576 wide, over its
+/// 49,152 words; `--quick`'s over 4,096.
+const LONG_SHAPE: (usize, usize, usize) = (256, 49152, 576);
+const QUICK_LONG_SHAPE: (usize, usize, usize) = (64, 4096, 64);
 /// `--quick`: small shapes for CPU emulators (the tests); the third splits towards 256
 /// workgroups in 64 × 64 tiles, not towards 64; the last is thin (tiles of 64 × 32).
 const QUICK_SHAPES: [(usize, usize, usize); 4] = [(64, 64, 64), (128, 256, 64), (512, 512, 512), (128, 16, 64)];
@@ -108,6 +115,14 @@ pub struct ThinTimed {
     pub ms: f64,
 }
 
+/// The lm_head's input gradient (`shape`: M, N, K, an output of M × K over N steps) in tiles of
+/// 64 and of 128 at everything else kept, ms per launch.
+pub struct LongTimed {
+    pub shape: (usize, usize, usize),
+    pub ms_64: f64,
+    pub ms_128: f64,
+}
+
 /// One shape's f32 forward in tiles of 128 at the chosen split and order of loads, staging 8
 /// and 16 reduction steps per iteration, ms per launch.
 pub struct StepsTimed {
@@ -143,6 +158,8 @@ pub struct Tuning {
     /// The split of the launches in thin tiles (64 × 32), (workgroups, fewest steps of a part),
     /// where it is not the others'.
     pub thin_split: Option<(usize, usize)>,
+    /// Whether f32 products over long reductions take tiles of 128 whatever their outputs.
+    pub long_wide: bool,
     /// The tiled kernels load each step's values a step ahead (else in turn).
     pub prefetch: bool,
     /// Reduction steps the f32 tiles of 128 stage per iteration: 8 or 16.
@@ -159,6 +176,7 @@ pub struct Tuning {
     pub workgroups_at_once: Option<usize>,
     pub timed: Vec<Timed>,
     pub thin_timed: Vec<ThinTimed>,
+    pub long_timed: Option<LongTimed>,
     pub steps_timed: Vec<StepsTimed>,
     pub columns_timed: Vec<ColumnsTimed>,
     pub buffers_timed: Vec<BuffersTimed>,
@@ -177,6 +195,8 @@ impl Tuning {
             "split_workgroups": self.split_workgroups,
             "split_min_steps": self.split_min_steps,
             "thin_split": self.thin_split.map(|(w, s)| json!({ "workgroups": w, "min_steps": s })),
+            "long_wide": self.long_wide,
+            "long_timed": self.long_timed.as_ref().map(|t| json!({ "m": t.shape.0, "n": t.shape.1, "k": t.shape.2, "ms_64": t.ms_64, "ms_128": t.ms_128 })),
             "prefetch": self.prefetch,
             "steps": self.steps,
             "timed": timed,
@@ -205,6 +225,7 @@ impl Tuning {
             split_workgroups: (self.split_workgroups != SPLIT_WORKGROUPS).then_some(self.split_workgroups),
             split_min_steps: (self.split_min_steps != SPLIT_MIN_STEPS).then_some(self.split_min_steps),
             thin_split: self.thin_split,
+            long_wide: self.long_wide.then_some(true),
             prefetch: (!self.prefetch).then_some(false),
             steps: (self.steps == 16).then_some(16),
             columns: (self.columns == 64).then_some(64),
@@ -384,16 +405,41 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
             buffers_timed.push(BuffersTimed { shape: *shape, ms_1, ms_2 });
         }
     }
+    let buffers = best_buffers(&buffers_timed);
+    let kept = TileChoice { steps: Some(steps), columns: Some(columns), buffers: Some(buffers), ..chosen };
+    // the lm_head's input gradient in both tile sizes, at everything kept
+    let long_timed = time_long(ctx, kept, if quick { QUICK_LONG_SHAPE } else { LONG_SHAPE })?;
     // the thin products' split, at the order of loads kept
     let thin_shapes = if quick { &QUICK_THIN_SHAPES[..] } else { &THIN_SHAPES[..] };
-    let thin_timed = measure_thin(ctx, TileChoice { side: Some(64), ..chosen }, thin_shapes, &mut rng)?;
+    let thin_timed = measure_thin(ctx, TileChoice { side: Some(64), ..kept }, thin_shapes, &mut rng)?;
     ctx.set_tile_choice(before);
     // (the timed buffers go back to the device, not into the command's pool and its peak)
     ctx.trim_pool();
     ctx.reset_peak_memory();
-    let buffers = best_buffers(&buffers_timed);
     let thin_split = best_thin_split(&thin_timed, (split_workgroups, split_min_steps));
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, thin_split, prefetch, steps, columns, buffers, coop_wide_outputs: coop_threshold(&timed), workgroups_at_once: at_once, timed, thin_timed, steps_timed, columns_timed, buffers_timed })
+    let long_wide = alternative_saves(std::iter::once((long_timed.ms_64, long_timed.ms_128)));
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, thin_split, long_wide, prefetch, steps, columns, buffers, coop_wide_outputs: coop_threshold(&timed), workgroups_at_once: at_once, timed, thin_timed, long_timed: Some(long_timed), steps_timed, columns_timed, buffers_timed })
+}
+
+/// The input gradient of `shape` (M, N, K: an output of M × K over N steps) on `kept` (its split,
+/// order of loads, and the tiles of 128's steps, columns and copies) in tiles of 64 and of 128,
+/// each checked to have run in them.
+fn time_long(ctx: &mut GpuContext, kept: TileChoice, (m, n, k): (usize, usize, usize)) -> Result<LongTimed> {
+    // (the values do not change the time)
+    let (dy, w, dx) = (ctx.upload_f32(&vec![0.5; m * n])?, ctx.upload_f32(&vec![0.25; n * k])?, ctx.alloc_f32(m * k)?);
+    let mut ms = [0.0; 2];
+    for (i, side) in [64, 128].into_iter().enumerate() {
+        ctx.set_tile_choice(TileChoice { side: Some(side), ..kept });
+        let ctx = &*ctx;
+        let tiling = if side == 128 { MatmulTiling::TiledWide } else { MatmulTiling::Tiled };
+        let (t, kernels) = time_launch(ctx, &mut || matmul_with(ctx, MatmulKind::BackwardInput, tiling, &dx, &dy, &w, MatmulDims::new(m, n, k), Accumulate::OVERWRITE))?;
+        match side {
+            128 => ran_as_timed(&kernels, (128, ctx.tile_columns()), ctx.tile_prefetch(), ctx.tile_steps(), ctx.tile_buffers())?,
+            _ => ran_as_timed(&kernels, (64, 64), ctx.tile_prefetch(), 8, 1)?,
+        }
+        ms[i] = t;
+    }
+    Ok(LongTimed { shape: (m, n, k), ms_64: ms[0], ms_128: ms[1] })
 }
 
 /// LoRA's thin products (`shapes`: M, N, K, batch) in tiles of 64 × 32 on `chosen` (its order
@@ -584,7 +630,13 @@ pub fn read_cache(path: &Path) -> Result<TileChoice, String> {
             _ => return Err(format!("thin_split {t}: expected null (as the other launches split) or {{\"workgroups\": at least 2, \"min_steps\": a multiple of 8 from 8 to 4096}}")),
         },
     };
-    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, thin_split, prefetch, steps: tile_steps, columns, buffers, coop_wide_outputs, workgroups_at_once: None, timed: Vec::new(), thin_timed: Vec::new(), steps_timed: Vec::new(), columns_timed: Vec::new(), buffers_timed: Vec::new() }.choice())
+    // (absent: false)
+    let long_wide = match &v["long_wide"] {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        other => return Err(format!("long_wide {other}: expected true (long reductions in tiles of 128) or false")),
+    };
+    Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, thin_split, long_wide, prefetch, steps: tile_steps, columns, buffers, coop_wide_outputs, workgroups_at_once: None, timed: Vec::new(), thin_timed: Vec::new(), long_timed: None, steps_timed: Vec::new(), columns_timed: Vec::new(), buffers_timed: Vec::new() }.choice())
 }
 
 /// A threshold of 128 × 128 tiles in a cache file: outputs, or null for never (usize::MAX).
@@ -627,6 +679,10 @@ pub fn describe(tiles: TileChoice) -> String {
     let size = match tiles.thin_split {
         Some((w, s)) => format!("{size}, {}", thin_split_words(w, s)),
         None => size,
+    };
+    let size = match tiles.long_wide {
+        Some(true) => format!("{size}, f32 reductions of {} steps or more in tiles of 128", grouped(LONG_REDUCTION)),
+        _ => size,
     };
     let size = match tiles.prefetch {
         Some(false) => format!("{size}, their values loaded in turn"),
@@ -727,6 +783,7 @@ pub fn apply(ctx: &mut GpuContext) -> Result<()> {
         split_workgroups: now.split_workgroups.or(tuned.split_workgroups),
         split_min_steps: now.split_min_steps.or(tuned.split_min_steps),
         thin_split: now.thin_split.or(tuned.thin_split),
+        long_wide: tuned.long_wide,
         prefetch: now.prefetch.or(tuned.prefetch),
         steps: now.steps.or(tuned.steps),
         columns: now.columns.or(tuned.columns),
@@ -747,6 +804,7 @@ mod tests {
             split_workgroups: SPLIT_WORKGROUPS,
             split_min_steps: SPLIT_MIN_STEPS,
             thin_split: None,
+            long_wide: false,
             prefetch: true,
             steps: 8,
             columns: 128,
@@ -755,6 +813,7 @@ mod tests {
             coop_wide_outputs: None,
             timed: vec![],
             thin_timed: vec![],
+            long_timed: None,
             steps_timed: vec![],
             columns_timed: vec![],
             buffers_timed: vec![],
@@ -919,6 +978,18 @@ mod tests {
     }
 
     #[test]
+    fn long_reductions_take_tiles_of_128_where_they_save_more_than_the_margin() {
+        let long = |ms_64, ms_128| Tuning { long_timed: Some(LongTimed { shape: LONG_SHAPE, ms_64, ms_128 }), ..tuned() };
+        for (ms_64, ms_128, wide) in [(1.0, 0.6, true), (1.0, 0.98, false), (1.0, 1.5, false)] {
+            let t = long(ms_64, ms_128);
+            assert_eq!(alternative_saves(std::iter::once((ms_64, ms_128))), wide);
+            assert_eq!(Tuning { long_wide: wide, ..t }.choice().long_wide, wide.then_some(true));
+        }
+        let words = describe(Tuning { long_wide: true, ..tuned() }.choice());
+        assert!(words.ends_with("f32 reductions of 16,384 steps or more in tiles of 128"), "{words}");
+    }
+
+    #[test]
     fn outputs_are_grouped_by_thousands() {
         assert_eq!([grouped(1), grouped(999), grouped(1000), grouped(1048576)], ["1", "999", "1,000", "1,048,576"]);
     }
@@ -929,10 +1000,10 @@ mod tests {
         let path = dir.join("gpu.json");
         let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, prefetch: false, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)], ..tuned() };
         write_cache(&path, &tuning).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, thin_split: None, prefetch: Some(false), steps: None, columns: None, buffers: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, thin_split: None, long_wide: None, prefetch: Some(false), steps: None, columns: None, buffers: None }));
         // never wide, the default split and loads (None: as if untuned)
         write_cache(&path, &Tuning { wide_outputs: usize::MAX, ..tuned() }).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, thin_split: None, prefetch: None, steps: None, columns: None, buffers: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, thin_split: None, long_wide: None, prefetch: None, steps: None, columns: None, buffers: None }));
         // parts shorter than the default's
         write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, ..tuned() }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.split_min_steps)), Ok((Some(1024), Some(32))));
@@ -948,6 +1019,9 @@ mod tests {
         // the thin tiles' own split
         write_cache(&path, &Tuning { wide_outputs: 1 << 21, thin_split: Some((2048, 16)), ..tuned() }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.thin_split)), Ok((None, Some((2048, 16)))));
+        // long reductions in tiles of 128 (absent: as their outputs say)
+        write_cache(&path, &Tuning { wide_outputs: 1 << 21, long_wide: true, ..tuned() }).unwrap();
+        assert_eq!(read_cache(&path).map(|c| c.long_wide), Ok(Some(true)));
         // the cooperative-matrix kernels' threshold, a number or never
         for coop in [1 << 20, usize::MAX] {
             write_cache(&path, &Tuning { wide_outputs: 1 << 21, coop_wide_outputs: Some(coop), ..tuned() }).unwrap();
@@ -972,6 +1046,7 @@ mod tests {
             (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "prefetch": true, "steps": 8, "columns": 128, "buffers": 3}"#, "buffers 3"),
             (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "thin_split": {"workgroups": 1024, "min_steps": 12}, "prefetch": true, "steps": 8, "columns": 128, "buffers": 1}"#, "thin_split {\"min_steps\":12"),
             (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "thin_split": 1024, "prefetch": true, "steps": 8, "columns": 128, "buffers": 1}"#, "thin_split 1024"),
+            (r#"{"version": 11, "wide_outputs": 5, "split_workgroups": 64, "split_min_steps": 256, "long_wide": 1, "prefetch": true, "steps": 8, "columns": 128, "buffers": 1}"#, "long_wide 1"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = read_cache(&path).unwrap_err();

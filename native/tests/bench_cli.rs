@@ -320,6 +320,11 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let candidates = [(1024.0, 32.0), (1024.0, 16.0), (2048.0, 16.0), (4096.0, 8.0)];
     assert!(thin_splits[0] == common && thin_splits[1..].iter().eq(candidates.iter().filter(|&&c| c != common)), "{v}");
     assert!(thin.iter().all(|t| (f(t, "m"), f(t, "n"), f(t, "k"), f(t, "batch")) == (128.0, 16.0, 512.0, 1.0) && f(t, "ms") > 0.0), "{v}");
+    // the lm_head's input gradient (64 × 64 over 4,096 steps) in both tile sizes, tiles of 128
+    // kept for long reductions only where they save 3 %
+    let long = &v["long_timed"];
+    assert!((f(long, "m"), f(long, "n"), f(long, "k")) == (64.0, 4096.0, 64.0) && f(long, "ms_64") > 0.0 && f(long, "ms_128") > 0.0, "{v}");
+    assert_eq!(v["long_wide"].as_bool(), Some(f(long, "ms_128") < 0.97 * f(long, "ms_64")), "{v}");
     let fastest = thin.iter().min_by(|a, b| f(a, "ms").total_cmp(&f(b, "ms"))).unwrap();
     match &v["thin_split"] {
         Value::Null => assert!(f(fastest, "ms") >= 0.97 * f(&thin[0], "ms") || (f(fastest, "split_workgroups"), f(fastest, "split_min_steps")) == common, "{v}"),
@@ -337,11 +342,11 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let plain = bench_with(&ops, &gpu, &cache);
     assert!(tiles_of_forward(&plain).ends_with("[64x64]") && plain["adapter"]["tiles"]["wide_outputs"].is_null(), "{plain}");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, r#"{"version": 11, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "thin_split": {"workgroups": 2048, "min_steps": 16}, "prefetch": false, "steps": 8, "columns": 64, "buffers": 2}"#).unwrap();
+    std::fs::write(&path, r#"{"version": 11, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "thin_split": {"workgroups": 2048, "min_steps": 16}, "long_wide": true, "prefetch": false, "steps": 8, "columns": 64, "buffers": 2}"#).unwrap();
     let tuned = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1")], &cache);
     let tiles = &tuned["adapter"]["tiles"];
     assert!(
-        tiles_of_forward(&tuned).ends_with("[128x64, loaded in turn, two tiles]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512 && tiles["split_min_steps"] == 32 && tiles["thin_split"] == json!({"workgroups": 2048, "min_steps": 16}) && tiles["steps"] == 8 && tiles["columns"] == 64 && tiles["buffers"] == 2,
+        tiles_of_forward(&tuned).ends_with("[128x64, loaded in turn, two tiles]") && tiles["wide_outputs"] == 1 && tiles["split_workgroups"] == 512 && tiles["split_min_steps"] == 32 && tiles["thin_split"] == json!({"workgroups": 2048, "min_steps": 16}) && tiles["long_wide"] == true && tiles["steps"] == 8 && tiles["columns"] == 64 && tiles["buffers"] == 2,
         "{tuned}"
     );
     // HEARTH_SPLIT_WORKGROUPS, HEARTH_SPLIT_MIN_STEPS, HEARTH_THIN_SPLIT, HEARTH_TILE_PREFETCH,

@@ -1285,6 +1285,35 @@ fn launches_of_more_tiles_split_into_fewer_rounds() {
 }
 
 #[test]
+fn long_reductions_take_tiles_of_128_where_the_tuning_says() {
+    // The lm_head's input gradient (rows × hidden over the vocabulary) splits into parts that
+    // fill a GPU in either tile size: where the tuning measured tiles of 128 faster there
+    // (TileChoice::long_wide), an f32 product over 16,384 steps or more takes them whatever its
+    // outputs; a shorter one, or where the tuning did not say so, or with HEARTH_TILES=64, takes
+    // tiles of 64 as its outputs say. The CPU's products either way.
+    use hearth_core::gpu::{KernelPaths, TileChoice};
+    use hearth_core::ops::matmul::{matmul, LONG_REDUCTION};
+    let mut rng = Rng::new(59);
+    // (never 128 by the outputs alone)
+    let tuned = |long_wide| TileChoice { wide_outputs: Some(usize::MAX), long_wide, ..Default::default() };
+    let forced = TileChoice { side: Some(64), ..tuned(Some(true)) };
+    for (choice, steps, tiles) in [(tuned(Some(true)), LONG_REDUCTION + 16, "128x128"), (tuned(Some(true)), LONG_REDUCTION - 8, "64x64"), (tuned(None), LONG_REDUCTION + 16, "64x64"), (forced, LONG_REDUCTION + 16, "64x64")] {
+        let Some(own) = own_gpu() else { return };
+        let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(choice);
+        // dx (70 × 40) = dy (70 × steps) · w (steps × 40)
+        let d = MatmulDims::new(70, steps, 40);
+        let (dy, w) = (rng.vec_uniform(d.m * d.n, -1.0, 1.0), rng.vec_uniform(d.n * d.k, -1.0, 1.0));
+        let out = poisoned(ctx, d.m * d.k);
+        ctx.profile_begin();
+        matmul(ctx, MatmulKind::BackwardInput, &out, &upload(ctx, &dy), &upload(ctx, &w), d, Accumulate::OVERWRITE).unwrap();
+        let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+        let what = format!("{choice:?}, 70 × 40 over {steps} steps");
+        assert_close(&what, &read(ctx, &out), &reference(MatmulKind::BackwardInput, &dy, &w, &d), ATOL, RTOL);
+        assert!(kernels.keys().any(|k| k.starts_with("matmul_tiled:matmul_tiled [") && k.contains(&format!("[{tiles}"))), "{what}: {kernels:?}");
+    }
+}
+
+#[test]
 fn wide_tile_variants_match_cpu() {
     // The f32 tiles of 128 (and the f16 ones) in their variants: staging 16 reduction steps
     // per iteration (HEARTH_TILE_STEPS=16), 64 columns wide, each invocation summing 8 × 4

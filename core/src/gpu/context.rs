@@ -84,6 +84,11 @@ pub struct TileChoice {
     /// workgroups are small (64 invocations), many share a multiprocessor, and a part's
     /// iterations, each a round trip to memory, are their time. None: as the others split.
     pub thin_split: Option<(usize, usize)>,
+    /// Whether an f32 product over a reduction of ops::matmul's LONG_REDUCTION steps or more
+    /// (the lm_head's input gradient, over the vocabulary) takes 128 × 128 tiles whatever its
+    /// outputs, as measured on this adapter: its split fills the GPU in either size, so the
+    /// tiles' own speed decides. None: as its outputs say.
+    pub long_wide: Option<bool>,
     /// Whether the tiled kernels (f32 and quantized) load each step's values into registers
     /// while the previous step's are summed, or just before they are staged ("loaded in
     /// turn"), as measured on this adapter or forced. None: a step ahead.
@@ -491,6 +496,7 @@ impl GpuContext {
             split_workgroups: tiles.split_workgroups.filter(|&w| w >= 2),
             split_min_steps: tiles.split_min_steps.filter(|&s| crate::ops::matmul::valid_split_min_steps(s)),
             thin_split: tiles.thin_split.filter(|&(w, s)| w >= 2 && crate::ops::matmul::valid_split_min_steps(s)),
+            long_wide: tiles.long_wide,
             prefetch: tiles.prefetch,
             steps: tiles.steps.filter(|&s| s == 8 || (s == 16 && self.limits.max_compute_workgroup_storage_size >= crate::ops::matmul::WIDE_16_STEPS_BYTES)),
             columns: tiles.columns.filter(|c| [64, 128].contains(c)),

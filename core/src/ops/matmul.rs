@@ -645,6 +645,13 @@ pub fn split_choice_for(tiles: TileChoice, tile: (usize, usize)) -> (usize, usiz
     }
 }
 
+/// The reductions from which an f32 tiled product takes 128 × 128 tiles where the tuning says
+/// so (`TileChoice::long_wide`), whatever its outputs: the lm_head's input gradient (a chunk of
+/// rows × hidden, over the vocabulary; SmolLM2's 256 × 576 over 49,152, split into 12 parts
+/// or more by SPLIT_MAX_STEPS) fills a GPU in either tile size, and on the H100 ran in tiles
+/// of 64 at 13.7 TFLOP/s, where its forward in tiles of 128 ran at 24.
+pub const LONG_REDUCTION: usize = 16384;
+
 /// Whether the tiled kernels compute an output of `outputs` values in 128 × 128 tiles on `ctx`
 /// (else 64 × 64): the side the context asks for, else from its tuned threshold, else from
 /// [`WIDE_OUTPUTS`].
@@ -740,6 +747,15 @@ impl MatmulKind {
         }
     }
 
+    /// The steps of the reduction.
+    fn reduction(self, d: &MatmulDims) -> usize {
+        match self {
+            MatmulKind::Forward => d.k,
+            MatmulKind::BackwardInput => d.n,
+            MatmulKind::BackwardWeight => d.m,
+        }
+    }
+
     /// (rows, cols) of the output.
     fn out_shape(self, d: &MatmulDims) -> (usize, usize) {
         match self {
@@ -789,10 +805,14 @@ pub fn forward_takes_blocks(ctx: &GpuContext, d: &MatmulDims) -> bool {
 }
 
 /// The workgroup-tiled kernel's tiling on `ctx` for a `kind` product of `d`: 128 × 128 tiles
-/// for large outputs ([`wide_tiles`]), else 64 × 64; with its tiles in f16 where `f16`.
+/// for large outputs ([`wide_tiles`]) and, in f32 where the tuning measured them faster there
+/// (`TileChoice::long_wide`), for reductions of `LONG_REDUCTION` steps or more; else 64 × 64;
+/// with its tiles in f16 where `f16`.
 pub fn tiled_for(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims, f16: bool) -> MatmulTiling {
     let (rows, cols) = kind.out_shape(d);
-    match (f16, wide_tiles(ctx, d.batch * rows * cols)) {
+    let tiles = ctx.tile_choice();
+    let long = !f16 && tiles.side.is_none() && tiles.long_wide == Some(true) && kind.reduction(d) >= LONG_REDUCTION;
+    match (f16, long || wide_tiles(ctx, d.batch * rows * cols)) {
         (false, false) => MatmulTiling::Tiled,
         (false, true) => MatmulTiling::TiledWide,
         (true, false) => MatmulTiling::TiledF16,
