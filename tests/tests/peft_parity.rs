@@ -521,7 +521,7 @@ fn stacked_input_gradients_match_one_launch_per_target() {
 #[test]
 fn split_weight_gradients_summed_once_per_layer_match() {
     use hearth_core::gpu::{KernelPaths, TileChoice};
-    use hearth_core::ops::matmul::weight_grad_splits;
+    use hearth_core::ops::matmul::{weight_grad_parts, weight_grad_splits};
     let (Some(plain), Some(own)) = (hearth_tests::gpu(), hearth_tests::own_gpu()) else { return };
     // a context of its own: the launches are counted
     let tiled = own.with_kernel_paths(KernelPaths::Gpu);
@@ -585,6 +585,12 @@ fn split_weight_gradients_summed_once_per_layer_match() {
         assert_eq!(parts, (Some(batch.len() / 256), Some(batch.len() / 64)), "{name}: the parts of {} tokens", batch.len());
         let want: Vec<f64> = grads(plain, Variant::ByLayer).0.iter().map(|&x| x as f64).collect();
         assert_close(&format!("{name}: gradients in parts of 64 steps"), &grads(&short, Variant::ByLayer).0, &want, 1e-6, 1e-3);
+        // the thin tiles' own split (HEARTH_THIN_SPLIT=1024,16, or as tuned) takes the weight
+        // gradients' parts down to 16 steps, 64 parts at most: the same gradients
+        let thin = hearth_tests::own_gpu().unwrap().with_kernel_paths(KernelPaths::Gpu).with_tile_choice(TileChoice { thin_split: Some((1024, 16)), ..Default::default() });
+        let thin_parts = weight_grad_splits(&thin, batch.len());
+        assert!(thin_parts == Some(weight_grad_parts(batch.len(), 16)) && thin_parts > parts.1, "{name}: the parts of {} tokens in the thin split: {thin_parts:?}", batch.len());
+        assert_close(&format!("{name}: gradients in the thin split's parts"), &grads(&thin, Variant::ByLayer).0, &want, 1e-6, 1e-3);
         // each step's values loaded just before they are staged (HEARTH_TILE_PREFETCH=0, the
         // LoRA terms' too), and every output in tiles of 128, their f32 ones staging 16
         // reduction steps per iteration (HEARTH_TILE_STEPS=16), or 64 columns wide (HEARTH_TILE_COLUMNS=64,

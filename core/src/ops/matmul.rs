@@ -1210,10 +1210,12 @@ pub struct SplitParts<'a> {
 
 /// Parts a weight gradient's reduction over `m` rows is split into on this context's
 /// kernels, for [`SplitParts`]: from the split the tiled kernels give an output of one tile
-/// (so every gradient of a layer can share it); None where they would not split it or the
+/// (so every gradient of a layer can share it), in parts of the thin tiles' fewest steps
+/// (LoRA's dB is a thin output, dA the rank's rows: where the tuning found shorter parts
+/// faster for x·Aᵀ, they are taken here too); None where they would not split it or the
 /// context does not run them (the register kernels do not split).
 pub fn weight_grad_splits(ctx: &GpuContext, m: usize) -> Option<usize> {
-    let splits = weight_grad_parts(m, split_choice(ctx).1);
+    let splits = weight_grad_parts(m, split_choice_for(ctx.tile_choice(), (64, THIN_COLUMNS)).1);
     (ctx.kernel_paths() == KernelPaths::Gpu && splits > 1).then_some(splits)
 }
 

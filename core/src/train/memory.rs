@@ -89,8 +89,9 @@ pub fn estimate(cfg: &Config, format: WeightFormat, lora: &LoraConfig, tokens: u
 
 /// The scratch where the GPU kernels put one layer's LoRA gradients as the parts of their
 /// split reductions, for micro-batches of `tokens` (none where they do not split them), in
-/// parts of the default length. Shorter ones (HEARTH_SPLIT_MIN_STEPS, or a GPU's tile tuning,
-/// which the browser does not run) take more: `hearth info` has no GPU to ask.
+/// parts of the default length. Shorter ones (HEARTH_SPLIT_MIN_STEPS or HEARTH_THIN_SPLIT, or
+/// a GPU's tile tuning, which the browser does not run) take more: `hearth info` has no GPU to
+/// ask.
 fn split_parts_bytes(params: u64, tokens: usize, n_layers: usize) -> u64 {
     match weight_grad_parts(tokens, SPLIT_MIN_STEPS) {
         1 => 0,
