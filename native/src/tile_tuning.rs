@@ -23,9 +23,9 @@
 //! workgroup memory (one barrier per iteration) against once, where the GPU holds them. Then
 //! the lm_head's input gradient (a small output over the whole vocabulary) in tiles of 64
 //! against 128, for whether long reductions take tiles of 128 whatever their outputs
-//! (`TileChoice::long_wide`). And LoRA's thin products (tiles of 64 × 32, the rank wide) split as the others against
-//! splits towards more workgroups in shorter parts (`THIN_CANDIDATES`), for a split of their
-//! own (`TileChoice::thin_split`).
+//! (`TileChoice::long_wide`). And LoRA's thin products (tiles of 64 × 32, the rank wide) split
+//! as the others against splits towards more workgroups in shorter parts (`THIN_CANDIDATES`),
+//! for a split of their own (`TileChoice::thin_split`).
 //! Results differ at most by rounding (a split reduction sums in another order).
 
 use anyhow::{Context, Result};
@@ -62,7 +62,8 @@ const QUICK_SHAPES: [(usize, usize, usize); 4] = [(64, 64, 64), (128, 256, 64), 
 
 /// What the cache file's layout and the shapes are, and what a split's workgroups mean (9:
 /// at most so many, no longer the fewest past them; 10: launches of more tiles split where
-/// that takes fewer rounds of them; 11: the thin tiles' split tuned apart); a change re-tunes.
+/// that takes fewer rounds of them; 11: the thin tiles' split and the long reductions' tiles
+/// tuned apart); a change re-tunes.
 const TUNING_VERSION: u32 = 11;
 
 /// The format the cooperative-matrix kernels' timings are listed under (f32 operands rounded
@@ -301,12 +302,13 @@ fn coop_threshold(timed: &[Timed]) -> Option<usize> {
     (!coop.is_empty()).then(|| best_threshold(&coop).0)
 }
 
-/// Times the f32 and Q4_1 tiled forwards at the shapes (f32 alone at the thin ones) in both
-/// tile sizes, few tiles splitting as each of `SPLIT_CANDIDATES`, the values loaded
-/// ahead and in turn, on `ctx` (its own tile choice is restored after), and the
-/// cooperative-matrix kernels' forward at the default split where `ctx` has them. Where a split
-/// candidate splits a shape as the default does, the default's times (in the same order of
-/// loads) stand for it.
+/// Times the f32 and Q4_1 tiled forwards at the shapes in both tile sizes, few tiles splitting
+/// as each of `SPLIT_CANDIDATES`, the values loaded ahead and in turn, on `ctx` (its own tile
+/// choice is restored after), and the cooperative-matrix kernels' forward at the default split
+/// where `ctx` has them. Where a split candidate splits a shape as the default does, the
+/// default's times (in the same order of loads) stand for it. Then the f32 tiles of 128's
+/// variants, the lm_head's input gradient (`time_long`) and LoRA's thin products
+/// (`measure_thin`) at what it kept.
 pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     let shapes = if quick { &QUICK_SHAPES[..] } else { &SHAPES[..] };
     let before = ctx.tile_choice();
