@@ -177,6 +177,12 @@ run() {
 # a prompt's time goes, each launch timed in the step (--kernel-times), SmolLM2's and
 # Qwen2.5's, then the tests.
 if [ "${FOCUS:-}" = kernels ]; then
+    # the tuning selftest made (its timings, the thin products' and the lm_head's among them),
+    # as report.md's tiles tables: the newest file without the cooperative matrices' threshold
+    for f in $(ls -t "${XDG_CACHE_HOME:-$HOME/.cache}"/hearth/tuning/*.json 2>/dev/null); do
+        grep -q '"coop_wide_outputs"' "$f" || { cp "$f" "$WORK/tiles.json"; break; }
+    done
+    [ -f "$WORK/tiles.json" ] || echo "   no tuning kept by selftest" | tee -a "$LOG"
     run make-models 60 python3 bench/make_models.py "$MODELS" smollm2-135m qwen2.5-0.5b
     rm -f "$WORK/make-models.json"
     for model in smollm2-135m qwen2.5-0.5b; do
