@@ -477,6 +477,15 @@ fn matmul_tiled_splits_long_reductions() {
         let d = MatmulDims { batch: 3, b_batched: kind == MatmulKind::Forward, ..MatmulDims::new(m, n, k) };
         check(kind, MatmulTiling::Tiled, d, Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
     }
+    // where the longest part asks for more parts than the workgroups a split aims for hold (5
+    // parts of at most 4,096 steps, towards 4 workgroups of one tile), whole rounds of them: 8
+    use hearth_core::gpu::{KernelPaths, TileChoice};
+    use hearth_core::ops::matmul::forward_splits;
+    assert_eq!(forward_splits(70, 40, 16400, 1, 128, (4, 256)), 8);
+    if let Some(own) = own_gpu() {
+        let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(TileChoice { split_workgroups: Some(4), ..Default::default() });
+        check_on(ctx, MatmulKind::BackwardInput, MatmulTiling::TiledWide, MatmulDims::new(70, 16400, 40), Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+    }
     with_gpu!(ctx => {
         // the split path ran: its summing pass is among the launches
         let (m, n, k) = (2000, 12, 20);
@@ -1197,6 +1206,11 @@ fn split_reductions_stay_within_their_workgroups() {
         ((1024, 16, 1536), 64, (64, 256), 4),
         ((1536, 16, 1536), 64, (64, 256), 2),
         ((2048, 576, 1536), 64, (64, 256), 1),
+        // the lm_head's input gradient (rows × hidden over the vocabulary) in tiles of 128:
+        // SmolLM2's in one round (25 parts, more than the 12 its length needs), Qwen2.5's
+        // in two whole ones (72 parts, not the 38 its length needs: 266 workgroups)
+        ((256, 576, 49152), 128, h100, 25),
+        ((128, 896, 151936), 128, h100, 72),
     ] {
         assert_eq!(forward_splits(m, n, k, 1, side, split), parts, "{m} × {n} × {k} in tiles of {side}, split as {split:?}");
     }

@@ -584,14 +584,26 @@ pub(crate) fn reduction_split(op: &str, tiles: usize, (workgroups, min_steps): (
     }
     let tiles = tiles * batch;
     let parts = reduction / min_steps;
+    let few = 2 * tiles < workgroups;
     let split = match reduction >= SPLIT_MIN_REDUCTION {
         false => 1,
-        true if 2 * tiles < workgroups => (workgroups / tiles).min(parts),
+        true if few => (workgroups / tiles).min(parts),
         // (the untuned default's 64 is no count of what a GPU runs at once)
         true if workgroups <= SPLIT_WORKGROUPS => 1,
         true => fewer_rounds(tiles, workgroups, parts.min(ROUND_PARTS).min(ROUND_PARTS_BYTES / (4 * part_floats.max(1)))),
+    }
+    .max(1);
+    // The longest part a workgroup may take can ask for more parts than fill `workgroups`
+    // (the lm_head's input gradient, over the vocabulary). A few tiles then take whole rounds
+    // of parts: Qwen2.5's (7 tiles of 128 over 151,936 steps) in 38 parts would be 266
+    // workgroups, where an H100 runs 264 at once: two rounds of 4,000 steps; in 72, two of
+    // 2,110.
+    let least = reduction.div_ceil(SPLIT_MAX_STEPS);
+    let splits = match least > split {
+        true if few => (least.div_ceil(split) * split).min(parts.max(least)),
+        true => least,
+        false => split,
     };
-    let splits = split.max(reduction.div_ceil(SPLIT_MAX_STEPS)).max(1);
     // (parts rounded up to whole stages cover the reduction in fewer of them: 576 steps in 32
     // parts are 24 of 24 steps, not 32 of which 8 sum nothing)
     let steps = reduction.div_ceil(splits).next_multiple_of(8);
