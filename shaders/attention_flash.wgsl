@@ -34,7 +34,7 @@ struct Params {
     past: u32,
     // 1: seg holds the tokens' segment ids; 0: one sequence (the KV cache)
     segs: u32,
-    // 1: the keys' kernel splits the blocks most queries see (kv_part)
+    // 1: the backward's kernels split their heaviest blocks in two (kv_part)
     split: u32,
 }
 
@@ -348,6 +348,8 @@ fn place_of(wid: vec3<u32>, nwg: vec3<u32>) -> Place {
 fn blocks() -> u32 { return (p.T + BLOCK - 1u) / BLOCK; }
 // The most blocks of the other side a part takes where the backward splits (kv_part).
 fn split_half() -> u32 { return (blocks() + 1u) / 2u; }
+// Floats of one share of dq, dk or dv (B·T·NH·HS): a split's second share starts there.
+fn share_len() -> u32 { return p.B * p.T * p.NH * p.HS; }
 
 // Block `rank` of queries, the last first: they see the most keys.
 fn last_blocks_first(rank: u32) -> u32 {
@@ -470,7 +472,7 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
     let n = blocks();
     let t0 = (n - 1u - part.x) * BLOCK;
     let keys_end = min((n - part.y) * BLOCK, p.T);
-    let offset = part.w * p.B * p.T * p.NH * p.HS;
+    let offset = part.w * share_len();
     let kvh = h / (p.NH / p.NKV);
     let tx = li % 16u;
     let ty = li / 16u;
@@ -554,7 +556,7 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     let part = kv_part(place.rank);
     let j0 = part.x * BLOCK;
     let j_last = min(j0 + BLOCK, p.T) - 1u;
-    let offset = part.w * p.B * p.T * p.NH * p.HS;
+    let offset = part.w * share_len();
     let tx = li % 16u;
     let ty = li / 16u;
     if (li < BLOCK) { seg_rows[li] = seg_at(b, min(j0 + li, p.T - 1u)); }
@@ -602,7 +604,7 @@ fn attention_flash_sum_heads(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     let bt = e / (p.HS * p.NKV);
     // split: the keys of blocks before n − ⌈n / 2⌉ have a second share (kv_part)
     let second = p.split == 1u && (bt % p.T) / BLOCK < blocks() - split_half();
-    let slot = p.B * p.T * p.NH * p.HS;
+    let slot = share_len();
     var sk = 0.0;
     var sv = 0.0;
     for (var g = 0u; g < group; g++) {
@@ -623,7 +625,7 @@ fn attention_flash_sum_heads(@builtin(global_invocation_id) gid: vec3<u32>, @bui
 @compute @workgroup_size(256)
 fn attention_flash_sum_queries(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = gid.x + gid.y * nwg.x * 256u;
-    let slot = p.B * p.T * p.NH * p.HS;
+    let slot = share_len();
     if (e >= slot) { return; }
     let t = (e / (p.NH * p.HS)) % p.T;
     sum_q[e] = share_q[e] + select(0.0, share_q[slot + e], t / BLOCK >= split_half());
