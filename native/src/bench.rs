@@ -175,7 +175,7 @@ pub fn adapter_json(ctx: &GpuContext) -> Value {
             "split_workgroups": ctx.tile_choice().split_workgroups,
             "split_min_steps": ctx.tile_choice().split_min_steps,
             "thin_split": ctx.tile_choice().thin_split.map(|(w, s)| json!({ "workgroups": w, "min_steps": s })),
-            "long_wide": ctx.tile_choice().long_wide == Some(true),
+            "long_wide": ctx.tile_choice().long_wide,
             "prefetch": ctx.tile_prefetch(),
             "steps": ctx.tile_steps(),
             "columns": ctx.tile_columns(),

@@ -149,7 +149,7 @@ pub fn open_gpu() -> Result<GpuContext> {
             Err(_) => None,
         },
         // (tuned only)
-        long_wide: None,
+        long_wide: false,
         prefetch: match std::env::var("HEARTH_TILE_PREFETCH").as_deref() {
             Ok("0") => Some(false),
             Ok("1") => Some(true),

@@ -226,7 +226,7 @@ impl Tuning {
             split_workgroups: (self.split_workgroups != SPLIT_WORKGROUPS).then_some(self.split_workgroups),
             split_min_steps: (self.split_min_steps != SPLIT_MIN_STEPS).then_some(self.split_min_steps),
             thin_split: self.thin_split,
-            long_wide: self.long_wide.then_some(true),
+            long_wide: self.long_wide,
             prefetch: (!self.prefetch).then_some(false),
             steps: (self.steps == 16).then_some(16),
             columns: (self.columns == 64).then_some(64),
@@ -413,12 +413,13 @@ pub fn measure(ctx: &mut GpuContext, quick: bool) -> Result<Tuning> {
     let long_timed = time_long(ctx, kept, if quick { QUICK_LONG_SHAPE } else { LONG_SHAPE })?;
     // the thin products' split, at the order of loads kept
     let thin_shapes = if quick { &QUICK_THIN_SHAPES[..] } else { &THIN_SHAPES[..] };
-    let thin_timed = measure_thin(ctx, TileChoice { side: Some(64), ..kept }, thin_shapes, &mut rng)?;
+    let common = (split_workgroups, split_min_steps);
+    let thin_timed = measure_thin(ctx, TileChoice { side: Some(64), ..kept }, common, thin_shapes, &mut rng)?;
     ctx.set_tile_choice(before);
     // (the timed buffers go back to the device, not into the command's pool and its peak)
     ctx.trim_pool();
     ctx.reset_peak_memory();
-    let thin_split = best_thin_split(&thin_timed, (split_workgroups, split_min_steps));
+    let thin_split = best_thin_split(&thin_timed, common);
     let long_wide = alternative_saves(std::iter::once((long_timed.ms_64, long_timed.ms_128)));
     Ok(Tuning { wide_outputs, split_workgroups, split_min_steps, thin_split, long_wide, prefetch, steps, columns, buffers, coop_wide_outputs: coop_threshold(&timed), workgroups_at_once: at_once, timed, thin_timed, long_timed: Some(long_timed), steps_timed, columns_timed, buffers_timed })
 }
@@ -445,10 +446,9 @@ fn time_long(ctx: &mut GpuContext, kept: TileChoice, (m, n, k): (usize, usize, u
 }
 
 /// LoRA's thin products (`shapes`: M, N, K, batch) in tiles of 64 × 32 on `chosen` (its order
-/// of loads), split as it splits them and as each of `THIN_CANDIDATES`, each checked to have run
-/// in those tiles in as many parts as the split gives.
-fn measure_thin(ctx: &mut GpuContext, chosen: TileChoice, shapes: &[(usize, usize, usize, usize)], rng: &mut Rng) -> Result<Vec<ThinTimed>> {
-    let common = (chosen.split_workgroups.unwrap_or(SPLIT_WORKGROUPS), chosen.split_min_steps.unwrap_or(SPLIT_MIN_STEPS));
+/// of loads), split as the others split (`common`, chosen's) and as each of `THIN_CANDIDATES`,
+/// each checked to have run in those tiles in as many parts as the split gives.
+fn measure_thin(ctx: &mut GpuContext, chosen: TileChoice, common: (usize, usize), shapes: &[(usize, usize, usize, usize)], rng: &mut Rng) -> Result<Vec<ThinTimed>> {
     let candidates: Vec<(usize, usize)> = std::iter::once(common).chain(THIN_CANDIDATES.into_iter().filter(|&c| c != common)).collect();
     let mut timed = Vec::new();
     for &(m, n, k, batch) in shapes {
@@ -683,8 +683,8 @@ pub fn describe(tiles: TileChoice) -> String {
         None => size,
     };
     let size = match tiles.long_wide {
-        Some(true) => format!("{size}, f32 reductions of {} steps or more in tiles of 128", grouped(LONG_REDUCTION)),
-        _ => size,
+        true => format!("{size}, f32 reductions of {} steps or more in tiles of 128", grouped(LONG_REDUCTION)),
+        false => size,
     };
     let size = match tiles.prefetch {
         Some(false) => format!("{size}, their values loaded in turn"),
@@ -985,7 +985,7 @@ mod tests {
         for (ms_64, ms_128, wide) in [(1.0, 0.6, true), (1.0, 0.98, false), (1.0, 1.5, false)] {
             let t = long(ms_64, ms_128);
             assert_eq!(alternative_saves(std::iter::once((ms_64, ms_128))), wide);
-            assert_eq!(Tuning { long_wide: wide, ..t }.choice().long_wide, wide.then_some(true));
+            assert_eq!(Tuning { long_wide: wide, ..t }.choice().long_wide, wide);
         }
         let words = describe(Tuning { long_wide: true, ..tuned() }.choice());
         assert!(words.ends_with("f32 reductions of 16,384 steps or more in tiles of 128"), "{words}");
@@ -1002,10 +1002,10 @@ mod tests {
         let path = dir.join("gpu.json");
         let tuning = Tuning { wide_outputs: 1 << 21, split_workgroups: 256, prefetch: false, timed: vec![timed((2048, 1024, 576), 2.0, 1.0)], ..tuned() };
         write_cache(&path, &tuning).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, thin_split: None, long_wide: None, prefetch: Some(false), steps: None, columns: None, buffers: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(1 << 21), coop_wide_outputs: None, split_workgroups: Some(256), split_min_steps: None, thin_split: None, long_wide: false, prefetch: Some(false), steps: None, columns: None, buffers: None }));
         // never wide, the default split and loads (None: as if untuned)
         write_cache(&path, &Tuning { wide_outputs: usize::MAX, ..tuned() }).unwrap();
-        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, thin_split: None, long_wide: None, prefetch: None, steps: None, columns: None, buffers: None }));
+        assert_eq!(read_cache(&path), Ok(TileChoice { side: None, wide_outputs: Some(usize::MAX), coop_wide_outputs: None, split_workgroups: None, split_min_steps: None, thin_split: None, long_wide: false, prefetch: None, steps: None, columns: None, buffers: None }));
         // parts shorter than the default's
         write_cache(&path, &Tuning { wide_outputs: 1 << 21, split_workgroups: 1024, split_min_steps: 32, ..tuned() }).unwrap();
         assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.split_min_steps)), Ok((Some(1024), Some(32))));
@@ -1023,7 +1023,7 @@ mod tests {
         assert_eq!(read_cache(&path).map(|c| (c.split_workgroups, c.thin_split)), Ok((None, Some((2048, 16)))));
         // long reductions in tiles of 128 (absent: as their outputs say)
         write_cache(&path, &Tuning { wide_outputs: 1 << 21, long_wide: true, ..tuned() }).unwrap();
-        assert_eq!(read_cache(&path).map(|c| c.long_wide), Ok(Some(true)));
+        assert_eq!(read_cache(&path).map(|c| c.long_wide), Ok(true));
         // the cooperative-matrix kernels' threshold, a number or never
         for coop in [1 << 20, usize::MAX] {
             write_cache(&path, &Tuning { wide_outputs: 1 << 21, coop_wide_outputs: Some(coop), ..tuned() }).unwrap();

@@ -1310,8 +1310,8 @@ fn long_reductions_take_tiles_of_128_where_the_tuning_says() {
     let mut rng = Rng::new(59);
     // (never 128 by the outputs alone)
     let tuned = |long_wide| TileChoice { wide_outputs: Some(usize::MAX), long_wide, ..Default::default() };
-    let forced = TileChoice { side: Some(64), ..tuned(Some(true)) };
-    for (choice, steps, tiles) in [(tuned(Some(true)), LONG_REDUCTION + 16, "128x128"), (tuned(Some(true)), LONG_REDUCTION - 8, "64x64"), (tuned(None), LONG_REDUCTION + 16, "64x64"), (forced, LONG_REDUCTION + 16, "64x64")] {
+    let forced = TileChoice { side: Some(64), ..tuned(true) };
+    for (choice, steps, tiles) in [(tuned(true), LONG_REDUCTION + 16, "128x128"), (tuned(true), LONG_REDUCTION - 8, "64x64"), (tuned(false), LONG_REDUCTION + 16, "64x64"), (forced, LONG_REDUCTION + 16, "64x64")] {
         let Some(own) = own_gpu() else { return };
         let ctx = &own.with_kernel_paths(KernelPaths::Gpu).with_tile_choice(choice);
         // dx (70 × 40) = dy (70 × steps) · w (steps × 40)

@@ -87,8 +87,8 @@ pub struct TileChoice {
     /// Whether an f32 product over a reduction of ops::matmul's LONG_REDUCTION steps or more
     /// (the lm_head's input gradient, over the vocabulary) takes 128 × 128 tiles whatever its
     /// outputs, as measured on this adapter: its split fills the GPU in either size, so the
-    /// tiles' own speed decides. None: as its outputs say.
-    pub long_wide: Option<bool>,
+    /// tiles' own speed decides. False (untuned): as its outputs say.
+    pub long_wide: bool,
     /// Whether the tiled kernels (f32 and quantized) load each step's values into registers
     /// while the previous step's are summed, or just before they are staged ("loaded in
     /// turn"), as measured on this adapter or forced. None: a step ahead.

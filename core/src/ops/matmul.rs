@@ -823,7 +823,7 @@ pub fn forward_takes_blocks(ctx: &GpuContext, d: &MatmulDims) -> bool {
 pub fn tiled_for(ctx: &GpuContext, kind: MatmulKind, d: &MatmulDims, f16: bool) -> MatmulTiling {
     let (rows, cols) = kind.out_shape(d);
     let tiles = ctx.tile_choice();
-    let long = !f16 && tiles.side.is_none() && tiles.long_wide == Some(true) && kind.reduction(d) >= LONG_REDUCTION;
+    let long = !f16 && tiles.side.is_none() && tiles.long_wide && kind.reduction(d) >= LONG_REDUCTION;
     match (f16, long || wide_tiles(ctx, d.batch * rows * cols)) {
         (false, false) => MatmulTiling::Tiled,
         (false, true) => MatmulTiling::TiledWide,
