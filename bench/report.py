@@ -20,10 +20,19 @@ from pathlib import Path
 
 
 def load(path):
+    """A bench's JSON: its stdout's last line (the benches print one object on one line), or
+    the whole file where that is one object over many lines (the tuning file FOCUS=kernels
+    keeps as tiles.json, as selftest wrote it)."""
     try:
-        return json.loads(path.read_text().strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError):
+        text = path.read_text().strip()
+    except OSError:
         return None
+    for candidate in (text, text.splitlines()[-1] if text else ""):
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            pass
+    return None
 
 
 
