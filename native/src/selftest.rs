@@ -13,6 +13,8 @@ use hearth_core::GpuContext;
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
 
+mod training;
+
 fn to64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
@@ -272,6 +274,11 @@ pub fn run() -> Result<()> {
             false => (got.abs_diff(want) as f64, 0.5),
         };
         report(format!("pick of {v} logits ({what})"), diff, limit);
+    }
+    // what a training step runs, as this context runs it (before the reductions' loop below
+    // leaves the context on its workgroup-memory variant)
+    for (name, diff) in training::check(&ctx, &mut rng)? {
+        report(name, diff, training::LIMIT);
     }
     // The reductions' variants: the subgroup one (where the adapter has subgroups), then
     // the workgroup-memory one.
