@@ -280,10 +280,18 @@ pub fn run() -> Result<()> {
     for (name, diff) in training::check(&ctx, &mut rng)? {
         report(name, diff, training::LIMIT);
     }
+    let mut ctx = ctx;
+    if ctx.kernel_paths() == KernelPaths::Gpu {
+        let tuned = ctx.tile_choice();
+        ctx.set_tile_choice(TileChoice { side: Some(128), ..tuned });
+        for (name, diff) in training::products(&ctx, &mut rng)? {
+            report(name, diff, training::LIMIT);
+        }
+        ctx.set_tile_choice(tuned);
+    }
     // The reductions' variants: the subgroup one (where the adapter has subgroups), then
     // the workgroup-memory one.
     let with_subgroups = ctx.subgroup_reductions();
-    let mut ctx = ctx;
     for subgroups in [true, false] {
         if subgroups && !with_subgroups {
             continue;

@@ -38,8 +38,10 @@ pub fn check(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>> {
 
 /// The three kinds of product at (M, N, K): a plain one; LoRA's x·Aᵀ (16 outputs a row: thin
 /// tiles) and its dA (the rank's 16 rows over 300 tokens); a reduction of 4,100 steps (split
-/// into parts where its tiles are few); a weight gradient over 5,000 tokens.
-fn products(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>> {
+/// into parts where its tiles are few); a weight gradient over 5,000 tokens. (selftest runs
+/// them again in tiles of 128, where the GPU kernels run: the base's products at a step's
+/// sizes take them.)
+pub fn products(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>> {
     let mut out = Vec::new();
     for (m, n, k) in [(70, 96, 128), (300, 16, 600), (70, 96, 4100), (5000, 16, 64)] {
         let d = MatmulDims::new(m, n, k);
