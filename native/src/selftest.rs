@@ -284,8 +284,9 @@ pub fn run() -> Result<()> {
     if ctx.kernel_paths() == KernelPaths::Gpu {
         let tuned = ctx.tile_choice();
         ctx.set_tile_choice(TileChoice { side: Some(128), ..tuned });
-        for (name, diff) in training::products(&ctx, &mut rng)? {
-            report(name, diff, training::LIMIT);
+        let products = training::products(&ctx, &mut rng)?;
+        for (name, diff) in products.into_iter().chain(training::quantized(&ctx, &mut rng)?) {
+            report(name.replacen("training:", "training in tiles of 128:", 1), diff, training::LIMIT);
         }
         ctx.set_tile_choice(tuned);
     }

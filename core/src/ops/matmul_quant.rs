@@ -331,7 +331,7 @@ fn weight_and_input<'a>(w: &'a GpuQuantWeight, inp: &'a GpuBuffer) -> Vec<&'a Gp
 }
 
 /// The block `matmul_quant` runs for `m` rows on this adapter.
-fn choose_block(ctx: &GpuContext, kind: MatmulKind, w: &GpuQuantWeight, m: usize) -> QuantBlock {
+pub fn choose_block(ctx: &GpuContext, kind: MatmulKind, w: &GpuQuantWeight, m: usize) -> QuantBlock {
     // A few rows (decoding one token, or a server's batch) would leave most of a large
     // block idle: on lavapipe 8 rows of SmolLM2's M × 1536 × 576 (Q4_1) take 1.1 ms in
     // 4 × 4 blocks and 3.4 ms in its 32 × 24 ones; from 12 rows on neither wins clearly.

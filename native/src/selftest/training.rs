@@ -9,6 +9,8 @@ use anyhow::Result;
 use hearth_core::ops::attention::{attention_backward, attention_forward, segment_runs, AttentionDims, AttentionKernels, Segments};
 use hearth_core::ops::cpu::{self, AttnSizes};
 use hearth_core::ops::matmul::{choose_tiling, matmul, matmul_low_rank, Accumulate, LowRankTerm, MatmulDims, MatmulKind, TermLayout};
+use hearth_core::ops::matmul_quant::{choose_block, matmul_quant, GpuQuantWeight};
+use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
 use hearth_core::GpuContext;
 
@@ -32,6 +34,7 @@ fn read(ctx: &GpuContext, buf: &hearth_core::GpuBuffer) -> Result<Vec<f32>> {
 pub fn check(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>> {
     let mut out = products(ctx, rng)?;
     out.extend(low_rank_terms(ctx, rng)?);
+    out.extend(quantized(ctx, rng)?);
     out.extend(attention(ctx, rng)?);
     Ok(out)
 }
@@ -96,6 +99,30 @@ fn low_rank_terms(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>>
     matmul_low_rank(ctx, MatmulKind::BackwardInput, &dx, &ctx.upload_f32(&dy)?, &ctx.upload_f32(&w)?, d, Accumulate::OVERWRITE, term(&dhb, &ab, 1.0))?;
     let tiling = choose_tiling(ctx, MatmulKind::BackwardInput, &d);
     out.push((format!("training: BackwardInput {m}×{n}×{k} + dh·A, rank {r} ({tiling:?}), relative"), relative_diff(&read(ctx, &dx)?, &want)));
+    Ok(out)
+}
+
+/// QLoRA's base products: the forward and the input gradient of a weight in each quantized
+/// format, against the CPU's over the weight it decodes to.
+pub fn quantized(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>> {
+    let (m, n, k) = (300, 96, 512);
+    let mut out = Vec::new();
+    for format in QuantFormat::ALL {
+        let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
+        let (w, gw) = (to64(&t.dequantize()), GpuQuantWeight::upload(ctx, &t)?);
+        for (kind, a_len, out_len) in [(MatmulKind::Forward, m * k, m * n), (MatmulKind::BackwardInput, m * n, m * k)] {
+            let a = rng.vec_uniform(a_len, -1.0, 1.0);
+            let mut want = vec![0.0; out_len];
+            match kind {
+                MatmulKind::Forward => cpu::matmul_forward(&mut want, &to64(&a), &w, m, n, k),
+                _ => cpu::matmul_backward_input(&mut want, &to64(&a), &w, m, n, k),
+            }
+            let y = ctx.alloc_f32(out_len)?;
+            matmul_quant(ctx, kind, &y, &ctx.upload_f32(&a)?, &gw, m, Accumulate::OVERWRITE)?;
+            let block = choose_block(ctx, kind, &gw, m);
+            out.push((format!("training: {format:?} {kind:?} {m}×{n}×{k} ({block:?}), relative"), relative_diff(&read(ctx, &y)?, &want)));
+        }
+    }
     Ok(out)
 }
 
