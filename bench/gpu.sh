@@ -321,9 +321,11 @@ run "generate-long-$model" 15 "$HEARTH" bench generate "$MODELS/$model" --prompt
 # the prompt's attention over the cache in the tiled kernel's workgroups of 64 queries (each
 # walking the keys), against the flash kernel's 64 × 64 tiles of scores
 run "generate-long-$model-attention-tiled" 15 env HEARTH_ATTENTION=tiled "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens $LONG_PROMPT --ctx $((LONG_PROMPT + NEW)) --new-tokens $NEW --json
-# where Qwen2.5's step goes (its head of 151,936 words, its wider layers), each launch timed
+# where Qwen2.5's step, prompt and decoded tokens go (its head of 151,936 words, its wider
+# layers), each launch timed
 case " $MODEL_LIST " in *" qwen2.5-0.5b "*)
-    run kernels-qwen2.5-0.5b 30 "$HEARTH" bench train "$MODELS/qwen2.5-0.5b" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json ;;
+    run kernels-qwen2.5-0.5b 30 "$HEARTH" bench train "$MODELS/qwen2.5-0.5b" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
+    run decode-kernels-qwen2.5-0.5b 15 "$HEARTH" bench generate "$MODELS/qwen2.5-0.5b" --prompt-tokens 128 --new-tokens $NEW --kernel-times --json ;;
 esac
 # the first half of each example a prompt (no loss), whose tokens the head skips
 for model in $MODEL_LIST; do
