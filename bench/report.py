@@ -132,6 +132,20 @@ def step_clocks(d):
     return out
 
 
+def selftest_lines(path):
+    """What `hearth selftest` (gpu.sh's first command: its kernels against the CPU's, a training
+    step's among them) said on this GPU: its failed checks by name, else how many passed."""
+    try:
+        checks = [line for line in path.read_text().splitlines() if "largest difference" in line]
+    except OSError:
+        return ["", "Kernel checks (`hearth selftest`): no output kept."]
+    failed = [line.split(" largest difference")[0].strip() for line in checks if line.rstrip().endswith("FAILED")]
+    if failed:
+        return ["", f"Kernel checks (`hearth selftest`): {len(failed)} of {len(checks)} FAILED (log.txt has each difference): " + "; ".join(failed)]
+    training = sum("training" in line for line in checks)
+    return ["", f"Kernel checks (`hearth selftest`): all {len(checks)} passed" + (f", {training} of them a training step's" if training else "") + "."]
+
+
 def main():
     d = Path(sys.argv[1])
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else d
@@ -321,6 +335,7 @@ def main():
         "| --- | ---: | ---: | ---: | --- | ---: |",
     ]
     lines += [f"| {f} | {h} | {p} | {r} | {t} | {lim} |" for f, h, p, r, t, lim in rows]
+    lines += selftest_lines(d / "selftest.txt")
     lines += ["", "Of the limit: Hearth's figure as a fraction of what the chip's practical peaks allow "
               f"(torch's matmuls at 4096³: f32 {num(f32_peak, 0)}, bf16 {num(bf16_peak, 0)} GFLOP/s; a device-to-device copy: {num(gb_per_s)} GB/s). "
               "Training: the step's matmul FLOPs at the f32 peak (the bf16 peak on the bf16 and f16 rows); decoding: every weight "
