@@ -251,8 +251,8 @@ elif [ "${FOCUS:-}" = attention ]; then
 else
 # The issue's figures first: each model's training step on each base, its generation and the
 # peers' on the same shapes (PyTorch + PEFT, transformers' generate, torch's matmuls at
-# 4096³), then every matmul (ops); the diagnostics after them, so that a budget cut short
-# drops diagnostics, not ratios.
+# 4096³), every matmul (ops) after the first model's; the diagnostics after them, so that a
+# budget cut short drops diagnostics, not ratios.
 # the tile size tuned for this GPU, measured afresh and kept: every later command takes it
 # (selftest above tuned it once already; the two measurements also show their noise)
 run tiles 20 "$HEARTH" bench tiles --json $TILES_ARGS
@@ -267,8 +267,10 @@ for model in $MODEL_LIST; do
     done
     run "generate-$model" 20 "$HEARTH" bench generate "$MODELS/$model" --prompt-tokens 128 --new-tokens $NEW --batch 8 --json
     [ "${PEER:-1}" = 0 ] || run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW $PEER_ARGS
+    # every matmul (the 4096³ figures against torch's) after the first model's (SmolLM2's: the
+    # issue's training target), before the larger models' figures, which only say how far
+    [ "$model" != "${MODEL_LIST%% *}" ] || run ops 75 "$HEARTH" bench ops --json $OPS_ARGS
 done
-run ops 75 "$HEARTH" bench ops --json $OPS_ARGS
 # what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16
 # tiles and cooperative matrices) at one of SmolLM2's shapes
 run ops-stats 20 "$HEARTH" bench ops --json --filter q4_1 --reps 1 $STATS_SHAPE $KERNEL_STATS
