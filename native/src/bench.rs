@@ -448,7 +448,7 @@ fn op_rows(ctx: &GpuContext, coop: Option<&GpuContext>, a: &OpsArgs, shapes: &[(
         let tile_rows = [(F16_TILES_OP, MatmulKind::Forward), (F16_TILES_DX_OP, MatmulKind::BackwardInput)].map(|(op, kind)| (op, kind, Some(ctx).filter(|c| c.has_f16()), tiled_for(ctx, kind, &d, true)));
         for (op, kind, on, tiling) in coop_rows.into_iter().chain(tile_rows) {
             let Some(on) = on.filter(|_| wanted(op)) else { continue };
-            let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);
+            let (a_len, b_len, c_len) = kind.operand_lens(&MatmulDims::new(m, n, k));
             let (x, w, y) = (pass.operand(on, &mut rng, a_len)?, pass.operand(on, &mut rng, b_len)?, pass.operand(on, &mut rng, c_len)?);
             let (ms, kernels) = pass.time(on, reps, BATCH_MS, || matmul_with(on, kind, tiling, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
             rows.push(Row { op: op.into(), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
@@ -458,7 +458,7 @@ fn op_rows(ctx: &GpuContext, coop: Option<&GpuContext>, a: &OpsArgs, shapes: &[(
             if !wanted(&op) {
                 continue;
             }
-            let (a_len, b_len, c_len) = operand_lens(kind, m, n, k);
+            let (a_len, b_len, c_len) = kind.operand_lens(&MatmulDims::new(m, n, k));
             let (x, w, y) = (pass.operand(ctx, &mut rng, a_len)?, pass.operand(ctx, &mut rng, b_len)?, pass.operand(ctx, &mut rng, c_len)?);
             let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || matmul(ctx, kind, &y, &x, &w, d, Accumulate::OVERWRITE).expect("matmul launch"))?;
             rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
@@ -507,13 +507,13 @@ fn op_rows(ctx: &GpuContext, coop: Option<&GpuContext>, a: &OpsArgs, shapes: &[(
             let t = pass.weight(format, &mut rng, n, k)?;
             let gw = GpuQuantWeight::upload(ctx, &t)?;
             for kind in wanted_kinds {
-                let (in_len, _, out_len) = operand_lens(kind, m, n, k);
+                let (in_len, _, out_len) = kind.operand_lens(&MatmulDims::new(m, n, k));
                 let (x, y) = (pass.operand(ctx, &mut rng, in_len)?, pass.operand(ctx, &mut rng, out_len)?);
                 let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || matmul_quant(ctx, kind, &y, &x, &gw, m, Accumulate::OVERWRITE).expect("launch"))?;
                 rows.push(Row { op: format!("{} {}", format_name(format), kind_name(kind)), kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
             }
             for (kind, op, block, on) in f16_kinds {
-                let (in_len, _, out_len) = operand_lens(kind, m, n, k);
+                let (in_len, _, out_len) = kind.operand_lens(&MatmulDims::new(m, n, k));
                 let (x, y) = (pass.operand(on, &mut rng, in_len)?, pass.operand(on, &mut rng, out_len)?);
                 // (the cooperative matrices' context is a device of its own)
                 let on_coop = if block == QuantBlock::Coop { Some(GpuQuantWeight::upload(on, &t)?) } else { None };
@@ -587,15 +587,6 @@ const PEAK_ADD_OP: &str = "peak a + b";
 const PEAK_LAUNCH_CHAINED_OP: &str = "peak launches, chained";
 const PEAK_LAUNCH_APART_OP: &str = "peak launches, apart";
 const LAUNCH_OUTPUTS: usize = 8;
-
-/// Lengths of a, b and the output of a `kind` product of M × N × K (ops::matmul's layouts).
-fn operand_lens(kind: MatmulKind, m: usize, n: usize, k: usize) -> (usize, usize, usize) {
-    match kind {
-        MatmulKind::Forward => (m * k, n * k, m * n),
-        MatmulKind::BackwardInput => (m * n, n * k, m * k),
-        MatmulKind::BackwardWeight => (m * n, m * k, n * k),
-    }
-}
 
 fn kind_name(kind: MatmulKind) -> &'static str {
     match kind {

@@ -631,7 +631,7 @@ impl MatmulKind {
     }
 
     /// Lengths of a, b and the output for one matrix of a batch.
-    fn operand_lens(self, d: &MatmulDims) -> (usize, usize, usize) {
+    pub fn operand_lens(self, d: &MatmulDims) -> (usize, usize, usize) {
         match self {
             MatmulKind::Forward => (d.m * d.k, d.n * d.k, d.m * d.n),
             MatmulKind::BackwardInput => (d.m * d.n, d.n * d.k, d.m * d.k),

@@ -14,7 +14,7 @@ use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
 use hearth_core::GpuContext;
 
-use super::to64;
+use super::{largest_diff, to64};
 
 /// Each check's largest difference from the CPU's f64 sums, relative to the largest value
 /// wanted (or to 1 where all are smaller): f32 sums of up to 5,000 products differ by some
@@ -22,8 +22,19 @@ use super::to64;
 pub const LIMIT: f64 = 1e-4;
 
 fn relative_diff(got: &[f32], want: &[f64]) -> f64 {
-    let largest = want.iter().fold(1.0f64, |m, w| m.max(w.abs()));
-    got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max) / largest
+    largest_diff(got, want) / want.iter().fold(1.0f64, |m, w| m.max(w.abs()))
+}
+
+/// The CPU's f64 `kind` product of a and b (ops::matmul's layouts).
+fn cpu_product(kind: MatmulKind, a: &[f64], b: &[f64], d: MatmulDims) -> Vec<f64> {
+    let (m, n, k) = (d.m, d.n, d.k);
+    let mut out = vec![0.0; kind.operand_lens(&d).2];
+    match kind {
+        MatmulKind::Forward => cpu::matmul_forward(&mut out, a, b, m, n, k),
+        MatmulKind::BackwardInput => cpu::matmul_backward_input(&mut out, a, b, m, n, k),
+        MatmulKind::BackwardWeight => cpu::matmul_backward_weight(&mut out, a, b, m, n, k),
+    }
+    out
 }
 
 fn read(ctx: &GpuContext, buf: &hearth_core::GpuBuffer) -> Result<Vec<f32>> {
@@ -49,20 +60,9 @@ pub fn products(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>> {
     for (m, n, k) in [(70, 96, 128), (300, 16, 600), (70, 96, 4100), (5000, 16, 64)] {
         let d = MatmulDims::new(m, n, k);
         for kind in [MatmulKind::Forward, MatmulKind::BackwardInput, MatmulKind::BackwardWeight] {
-            // (a, b and the output: x·Wᵀ; dy·W; dyᵀ·x)
-            let (a_len, b_len, out_len) = match kind {
-                MatmulKind::Forward => (m * k, n * k, m * n),
-                MatmulKind::BackwardInput => (m * n, n * k, m * k),
-                MatmulKind::BackwardWeight => (m * n, m * k, n * k),
-            };
+            let (a_len, b_len, out_len) = kind.operand_lens(&d);
             let (a, b) = (rng.vec_uniform(a_len, -1.0, 1.0), rng.vec_uniform(b_len, -1.0, 1.0));
-            let mut want = vec![0.0; out_len];
-            let (a64, b64) = (to64(&a), to64(&b));
-            match kind {
-                MatmulKind::Forward => cpu::matmul_forward(&mut want, &a64, &b64, m, n, k),
-                MatmulKind::BackwardInput => cpu::matmul_backward_input(&mut want, &a64, &b64, m, n, k),
-                MatmulKind::BackwardWeight => cpu::matmul_backward_weight(&mut want, &a64, &b64, m, n, k),
-            }
+            let want = cpu_product(kind, &to64(&a), &to64(&b), d);
             let y = ctx.alloc_f32(out_len)?;
             matmul(ctx, kind, &y, &ctx.upload_f32(&a)?, &ctx.upload_f32(&b)?, d, Accumulate::OVERWRITE)?;
             out.push((format!("training: {kind:?} {m}×{n}×{k} ({:?}), relative", choose_tiling(ctx, kind, &d)), relative_diff(&read(ctx, &y)?, &want)));
@@ -82,18 +82,16 @@ fn low_rank_terms(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>>
     let term = |h, v, scale| LowRankTerm { h, v, rank: r, scale, dropout: (0.0, 0), layout: TermLayout::Rows };
     let mut out = Vec::new();
 
-    let (mut want, mut part) = (vec![0.0; m * n], vec![0.0; m * n]);
-    cpu::matmul_forward(&mut want, &to64(&x), &to64(&w), m, n, k);
-    cpu::matmul_forward(&mut part, &to64(&h), &to64(&lora_b), m, n, r);
+    let mut want = cpu_product(MatmulKind::Forward, &to64(&x), &to64(&w), d);
+    let part = cpu_product(MatmulKind::Forward, &to64(&h), &to64(&lora_b), MatmulDims::new(m, n, r));
     want.iter_mut().zip(&part).for_each(|(w, p)| *w += 2.0 * p);
     let (hb, bb, y) = (ctx.upload_f32(&h)?, ctx.upload_f32(&lora_b)?, ctx.alloc_f32(m * n)?);
     matmul_low_rank(ctx, MatmulKind::Forward, &y, &ctx.upload_f32(&x)?, &ctx.upload_f32(&w)?, d, Accumulate::OVERWRITE, term(&hb, &bb, 2.0))?;
     let tiling = choose_tiling(ctx, MatmulKind::Forward, &d);
     out.push((format!("training: Forward {m}×{n}×{k} + h·Bᵀ, rank {r} ({tiling:?}), relative"), relative_diff(&read(ctx, &y)?, &want)));
 
-    let (mut want, mut part) = (vec![0.0; m * k], vec![0.0; m * k]);
-    cpu::matmul_backward_input(&mut want, &to64(&dy), &to64(&w), m, n, k);
-    cpu::matmul_backward_input(&mut part, &to64(&dh), &to64(&lora_a), m, r, k);
+    let mut want = cpu_product(MatmulKind::BackwardInput, &to64(&dy), &to64(&w), d);
+    let part = cpu_product(MatmulKind::BackwardInput, &to64(&dh), &to64(&lora_a), MatmulDims::new(m, r, k));
     want.iter_mut().zip(&part).for_each(|(w, p)| *w += p);
     let (dhb, ab, dx) = (ctx.upload_f32(&dh)?, ctx.upload_f32(&lora_a)?, ctx.alloc_f32(m * k)?);
     matmul_low_rank(ctx, MatmulKind::BackwardInput, &dx, &ctx.upload_f32(&dy)?, &ctx.upload_f32(&w)?, d, Accumulate::OVERWRITE, term(&dhb, &ab, 1.0))?;
@@ -106,17 +104,15 @@ fn low_rank_terms(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>>
 /// format, against the CPU's over the weight it decodes to.
 pub fn quantized(ctx: &GpuContext, rng: &mut Rng) -> Result<Vec<(String, f64)>> {
     let (m, n, k) = (300, 96, 512);
+    let d = MatmulDims::new(m, n, k);
     let mut out = Vec::new();
     for format in QuantFormat::ALL {
         let t = QuantTensor::quantize(format, &rng.vec_uniform(n * k, -1.0, 1.0), n, k)?;
         let (w, gw) = (to64(&t.dequantize()), GpuQuantWeight::upload(ctx, &t)?);
-        for (kind, a_len, out_len) in [(MatmulKind::Forward, m * k, m * n), (MatmulKind::BackwardInput, m * n, m * k)] {
+        for kind in [MatmulKind::Forward, MatmulKind::BackwardInput] {
+            let (a_len, _, out_len) = kind.operand_lens(&d);
             let a = rng.vec_uniform(a_len, -1.0, 1.0);
-            let mut want = vec![0.0; out_len];
-            match kind {
-                MatmulKind::Forward => cpu::matmul_forward(&mut want, &to64(&a), &w, m, n, k),
-                _ => cpu::matmul_backward_input(&mut want, &to64(&a), &w, m, n, k),
-            }
+            let want = cpu_product(kind, &to64(&a), &w, d);
             let y = ctx.alloc_f32(out_len)?;
             matmul_quant(ctx, kind, &y, &ctx.upload_f32(&a)?, &gw, m, Accumulate::OVERWRITE)?;
             let block = choose_block(ctx, kind, &gw, m);
