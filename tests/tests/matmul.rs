@@ -35,7 +35,7 @@ fn cpu_matmul_backward_matches_finite_differences() {
 fn reference(kind: MatmulKind, a: &[f32], b: &[f32], d: &MatmulDims) -> Vec<f64> {
     let (a, b) = (to_f64(a), to_f64(b));
     let (m, n, k) = (d.m, d.n, d.k);
-    let (a_len, b_len, c_len) = lens(kind, d);
+    let (a_len, b_len, c_len) = kind.operand_lens(d);
     let mut out = vec![0.0; d.batch * c_len];
     for z in 0..d.batch {
         let a = &a[z * a_len..][..a_len];
@@ -59,7 +59,7 @@ fn check(kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate,
 /// [`check`] on `ctx`. The f16 tilings (f16 tiles, cooperative matrices) round their inputs
 /// to f16: so do the inputs here, and what remains to compare is the f32 accumulation.
 fn check_on(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, rng: &mut Rng) {
-    let (a_len, b_len, c_len) = lens(kind, &d);
+    let (a_len, b_len, c_len) = kind.operand_lens(&d);
     let bb = if d.b_batched { d.batch } else { 1 };
     let round = |v: Vec<f32>| -> Vec<f32> {
         if tiling.rounds_to_f16() { to_f16(v) } else { v }
@@ -78,14 +78,6 @@ fn check_on(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTilin
 }
 
 /// Lengths of a, b and the output for one matrix of a batch.
-fn lens(kind: MatmulKind, d: &MatmulDims) -> (usize, usize, usize) {
-    match kind {
-        MatmulKind::Forward => (d.m * d.k, d.n * d.k, d.m * d.n),
-        MatmulKind::BackwardInput => (d.m * d.n, d.n * d.k, d.m * d.k),
-        MatmulKind::BackwardWeight => (d.m * d.n, d.m * d.k, d.n * d.k),
-    }
-}
-
 /// matmul_coop.wgsl, where the adapter offers cooperative matrices in its form (lavapipe
 /// from Mesa 26.1: tests/coop/run.sh runs this), in tiles of 64 (as taken for outputs below a
 /// million) and of 128: forwards on random shapes off the tiles, batched, accumulating, and
@@ -893,7 +885,7 @@ fn batched_products_at_strides_match_cpu() {
         // 2000 tokens, 7 parts)
         for (kind, m, n, k) in [(MatmulKind::BackwardInput, 70, 40, 16), (MatmulKind::BackwardWeight, 70, 40, 16), (MatmulKind::BackwardWeight, 9, 33, 20), (MatmulKind::BackwardInput, 70, 1536, 16), (MatmulKind::BackwardWeight, 2000, 16, 20)] {
             let d = MatmulDims { batch: 2, b_batched: true, ..MatmulDims::new(m, n, k) };
-            let (a_len, b_len, c_len) = lens(kind, &d);
+            let (a_len, b_len, c_len) = kind.operand_lens(&d);
             let strides = BatchStrides { a: a_len + 12, b: b_len + 4, c: c_len + 8 };
             let (a, b) = (rng.vec_uniform(2 * a_len, -1.0, 1.0), rng.vec_uniform(2 * b_len, -1.0, 1.0));
             let want = reference(kind, &a, &b, &d);
@@ -1002,13 +994,13 @@ fn tiled_forward_writes_its_output_in_blocks() {
 
 #[allow(clippy::too_many_arguments)]
 fn check_low_rank(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, rank: usize, dropout: (f32, u32), rng: &mut Rng) {
-    let (a_len, b_len, c_len) = lens(kind, &d);
+    let (a_len, b_len, c_len) = kind.operand_lens(&d);
     // the term as a product of its own in the same layout: h (M, rank) and V as its weight
     let term_dims = match kind {
         MatmulKind::Forward => MatmulDims::new(d.m, d.n, rank),
         _ => MatmulDims::new(d.m, rank, d.k),
     };
-    let (h_len, v_len, _) = lens(kind, &term_dims);
+    let (h_len, v_len, _) = kind.operand_lens(&term_dims);
     // the f16 tilings round what they stage to f16 (check_on): so do the inputs here, and
     // the scale is a power of 2
     let coop = tiling.rounds_to_f16();
@@ -1030,7 +1022,7 @@ fn check_low_rank(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: Matmu
 
 #[allow(clippy::too_many_arguments)]
 fn check_dropout(ctx: &hearth_core::GpuContext, kind: MatmulKind, tiling: MatmulTiling, d: MatmulDims, acc: Accumulate, drop: OperandDropout, rng: &mut Rng) {
-    let (a_len, b_len, c_len) = lens(kind, &d);
+    let (a_len, b_len, c_len) = kind.operand_lens(&d);
     let bb = if d.b_batched { d.batch } else { 1 };
     // the f16 tilings stage dropout(input) rounded to f16: exact for inputs in f16 and a
     // dropout of 1/2 (kept values doubled)
