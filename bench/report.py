@@ -402,7 +402,8 @@ def main():
         lines += [f"| {t['m']} × {t['n']} × {t['k']} | {t['m'] * t['n']:,} | {t['ms_64']:.3f} | {t['ms_128']:.3f} |" for t in coop_rows]
     for key, title in (("ops-sweep", "f32 forward matmul by shape (a fixed cost per launch shows as equal times)"),
                        ("ops-probes", "Where the f32 forward's time goes (tiles of 128 × 128, loaded in turn, 8 steps, the forward's row too): its probes load from memory in the first iteration only "
-                                      "(`loads once`), or stage the tiles in it only (`sums only`: the inner loop alone), each with the forward's arithmetic"),
+                                      "(`loads once`), or stage the tiles in it only (`sums only`: the inner loop alone; `row-major lanes`: each 32 invocations on 16 × 2 blocks of outputs in order, "
+                                      "as before their lanes paired on the words they read), each with the forward's arithmetic"),
                        ("ops-checks-all", "f32 forward matmul with every one of wgpu's shader safeguards, the loop counters too (HEARTH_SHADER_CHECKS=1)"),
                        ("ops-checks-none", "f32 forward matmul with none of wgpu's shader safeguards (HEARTH_SHADER_CHECKS=0)"),
                        ("ops-register", "f32 forward matmul on the register-blocked kernels of CPU emulators (matmul.wgsl, no workgroup memory; HEARTH_KERNELS=llvmpipe)"),

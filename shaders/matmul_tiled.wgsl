@@ -12,7 +12,8 @@
 // A workgroup of TX × TY invocations computes a (8·TY) × (4·CQ·TX) tile of c; each invocation
 // an 8 × 4·CQ block of it, as two 4-row by CQ 4-column quarters spread over the tile (so that
 // neighbouring invocations read neighbouring words of the staged tiles and write
-// neighbouring words of c). Per step, BK reduction steps of A and B are staged in
+// neighbouring words of c), each 32 invocations on 8 × 4 places of the grid, their lanes paired
+// on the words they read (block_place). Per step, BK reduction steps of A and B are staged in
 // workgroup memory, reduction-major, so that the inner loop reads vec4s of rows and columns;
 // each invocation loads its values of the next step into registers before it sums the
 // current one (PREFETCH), so that the loads' latency hides behind the sums (one tile in
@@ -85,6 +86,9 @@ override CQ: u32 = 2u;
 // iteration, so that a GPU's times tell the loads' share (1 against 0) and the staging's (2
 // against 1) apart from the sums'.
 override PROBE: u32 = 0u;
+// Bench-only (TileProbe::SumsOnlyRowMajor; false in every product's kernel): the invocations
+// on their grid of blocks in row-major order, not paired on the words they read (block_place).
+override ROW_LANES: bool = false;
 // The tiles in workgroup memory: 1, or 2 in tiles of 128 where the launcher says so (twice the
 // workgroup memory, past WebGPU's 16 KB). With two, each iteration writes the one the last
 // iteration did not read, so that one barrier per iteration suffices (after the writes): an
@@ -379,6 +383,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     let b_off = zb * p.b_batch;
     let c_off = zb * p.c_batch + zs * p.c_split;
     let flat = lid.y * TX + lid.x;
+    // (this invocation's place in the grid of blocks: pieces/block_fma.wgsl)
+    let place = block_place(flat, TX, ROW_LANES);
     let sa = 2u * TY + 1u;
     let sb = CQ * TX + 1u;
     // acc{row quarter}{column quarter}, column t holding row t of the quarter: rows 4·ty..
@@ -395,10 +401,10 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         r_begin = zs * p.r_split;
         r_end = min(p.R, r_begin + p.r_split);
     }
-    let ia = i0 + 4u * lid.y;
-    let ib = i0 + 4u * TY + 4u * lid.y;
-    let ja = j0 + 4u * lid.x;
-    let jb = j0 + 4u * TX + 4u * lid.x;
+    let ia = i0 + 4u * place.y;
+    let ib = i0 + 4u * TY + 4u * place.y;
+    let ja = j0 + 4u * place.x;
+    let jb = j0 + 4u * TX + 4u * place.x;
     // the reduction's part, then the low-rank term's steps (by the first part of a split
     // reduction; the launcher never gives a batched launch a term)
     let segments = select(1u, 2u, LOW_RANK && wid.z == 0u);
@@ -448,13 +454,13 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
             let at_a = tile_buffer * BK * sa;
             let at_b = tile_buffer * BK * sb;
             for (var r = 0u; r < BK; r++) {
-                let a0 = vec4<f32>(tile_a[at_a + r * sa + lid.y]);
-                let a1 = vec4<f32>(tile_a[at_a + r * sa + TY + lid.y]);
-                let b0 = vec4<f32>(tile_b[at_b + r * sb + lid.x]);
+                let a0 = vec4<f32>(tile_a[at_a + r * sa + place.y]);
+                let a1 = vec4<f32>(tile_a[at_a + r * sa + TY + place.y]);
+                let b0 = vec4<f32>(tile_b[at_b + r * sb + place.x]);
                 block_fma(&acc00, a0, b0);
                 block_fma(&acc10, a1, b0);
                 if (CQ == 2u) {
-                    let b1 = vec4<f32>(tile_b[at_b + r * sb + TX + lid.x]);
+                    let b1 = vec4<f32>(tile_b[at_b + r * sb + TX + place.x]);
                     block_fma(&acc01, a0, b1);
                     block_fma(&acc11, a1, b1);
                 }

@@ -150,7 +150,7 @@ fn bench_ops_json_names_each_kernel() {
     }
 }
 
-/// `--probes`: the f32 forward's two probes as rows of their own beside it, each named with
+/// `--probes`: the f32 forward's three probes as rows of their own beside it, each named with
 /// its kernel variant; none without the flag.
 #[test]
 fn bench_ops_json_times_the_forwards_probes_where_asked() {
@@ -159,7 +159,7 @@ fn bench_ops_json_times_the_forwards_probes_where_asked() {
     }
     let ops = |v: &Value| -> Vec<String> { v["rows"].as_array().unwrap().iter().map(|r| r["op"].as_str().unwrap().to_string()).collect() };
     let v = bench(&["ops", "--quick", "--reps", "1", "--filter", "probe", "--probes"]);
-    assert_eq!(ops(&v), ["f32 forward, probe: loads once", "f32 forward, probe: sums only"], "{v}");
+    assert_eq!(ops(&v), ["f32 forward, probe: loads once", "f32 forward, probe: sums only", "f32 forward, probe: sums only, row-major lanes"], "{v}");
     for r in v["rows"].as_array().unwrap() {
         let probe = r["op"].as_str().unwrap().rsplit(": ").next().unwrap();
         assert_eq!(r["kernels"], json!([format!("matmul_tiled:matmul_tiled [128x128, loaded in turn, probe: {probe}]")]), "{r}");
@@ -342,7 +342,7 @@ fn the_tile_tuning_is_measured_kept_and_applied() {
     let plain = bench_with(&ops, &gpu, &cache);
     assert!(tiles_of_forward(&plain).ends_with("[64x64]") && plain["adapter"]["tiles"]["wide_outputs"].is_null(), "{plain}");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, r#"{"version": 11, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "thin_split": {"workgroups": 2048, "min_steps": 16}, "long_wide": true, "prefetch": false, "steps": 8, "columns": 64, "buffers": 2}"#).unwrap();
+    std::fs::write(&path, r#"{"version": 12, "wide_outputs": 1, "split_workgroups": 512, "split_min_steps": 32, "thin_split": {"workgroups": 2048, "min_steps": 16}, "long_wide": true, "prefetch": false, "steps": 8, "columns": 64, "buffers": 2}"#).unwrap();
     let tuned = bench_with(&ops, &[gpu[0], ("HEARTH_TUNE", "1")], &cache);
     let tiles = &tuned["adapter"]["tiles"];
     assert!(

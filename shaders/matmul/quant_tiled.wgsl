@@ -245,10 +245,12 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
         r_begin = wid.z * p.r_split;
         r_end = min(reduce, r_begin + p.r_split);
     }
-    let ia = i0 + 4u * lid.y;
-    let ib = i0 + 4u * TQ + 4u * lid.y;
-    let ja = j0 + 4u * lid.x;
-    let jb = j0 + 4u * TQ + 4u * lid.x;
+    // (this invocation's place in the grid of blocks: pieces/block_fma.wgsl)
+    let place = block_place(flat, TQ, false);
+    let ia = i0 + 4u * place.y;
+    let ib = i0 + 4u * TQ + 4u * place.y;
+    let ja = j0 + 4u * place.x;
+    let jb = j0 + 4u * TQ + 4u * place.x;
     let z = select(0u, wid.z, p.splits > 1u);
     // the reduction's part, then the low-rank term's steps (by the first part), as in
     // matmul_tiled.wgsl; with dropout on the term, the product is stored first
@@ -286,10 +288,10 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
                 staged = qt_load_product(forward, i0, j0, r0 + 8u, hi, reduce, flat);
             }
             for (var r = 0u; r < 8u; r++) {
-                let a0 = vec4<f32>(qt_a[r * s + lid.y]);
-                let a1 = vec4<f32>(qt_a[r * s + TQ + lid.y]);
-                let b0 = vec4<f32>(qt_b[r * s + lid.x]);
-                let b1 = vec4<f32>(qt_b[r * s + TQ + lid.x]);
+                let a0 = vec4<f32>(qt_a[r * s + place.y]);
+                let a1 = vec4<f32>(qt_a[r * s + TQ + place.y]);
+                let b0 = vec4<f32>(qt_b[r * s + place.x]);
+                let b1 = vec4<f32>(qt_b[r * s + TQ + place.x]);
                 block_fma(&acc00, a0, b0);
                 block_fma(&acc01, a0, b1);
                 block_fma(&acc10, a1, b0);

@@ -400,15 +400,21 @@ pub enum TileProbe {
     /// Writes the tiles in the first iteration only, every later one summing them again: the
     /// inner loop alone (workgroup-memory reads and multiply-adds).
     SumsOnly,
+    /// SumsOnly with the invocations on their blocks in row-major order, each 32 on 16 × 2
+    /// blocks (matmul_tiled.wgsl's ROW_LANES), not on 8 × 4 with their lanes paired on the
+    /// words they read (pieces/block_fma.wgsl's block_place): what the pairs save of the inner
+    /// loop's reads of workgroup memory.
+    SumsOnlyRowMajor,
 }
 
 impl TileProbe {
-    pub const ALL: [TileProbe; 2] = [TileProbe::LoadsOnce, TileProbe::SumsOnly];
+    pub const ALL: [TileProbe; 3] = [TileProbe::LoadsOnce, TileProbe::SumsOnly, TileProbe::SumsOnlyRowMajor];
 
     pub fn name(self) -> &'static str {
         match self {
             TileProbe::LoadsOnce => "loads once",
             TileProbe::SumsOnly => "sums only",
+            TileProbe::SumsOnlyRowMajor => "sums only, row-major lanes",
         }
     }
 
@@ -416,6 +422,9 @@ impl TileProbe {
         match self {
             TileProbe::LoadsOnce => Variant { name: "128x128, loaded in turn, probe: loads once", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("PROBE", 1.0)] },
             TileProbe::SumsOnly => Variant { name: "128x128, loaded in turn, probe: sums only", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("PROBE", 2.0)] },
+            TileProbe::SumsOnlyRowMajor => {
+                Variant { name: "128x128, loaded in turn, probe: sums only, row-major lanes", constants: &[("TX", 16.0), ("TY", 16.0), ("PREFETCH", 0.0), ("PROBE", 2.0), ("ROW_LANES", 1.0)] }
+            }
         }
     }
 }
