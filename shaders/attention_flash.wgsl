@@ -17,9 +17,9 @@
 // dsum already (attention_backward_prep). The forward also runs a prompt over the KV cache
 // (B = 1, no segment ids): q and out (T, NH, HS) for the tokens at positions past..past+T,
 // whose keys and values the caches' rows 0..past+T hold.
-// Workgroups of 256 invocations, (ty, tx) = (index / 16, index % 16): an invocation holds
-// rows ty + 16i and columns tx + 16j (i, j < 4) of a tile, and dims tx + 16c of a head's
-// rows (c < HS/16, rounded up), interleaved so that neighbouring invocations read
+// Workgroups of 256 invocations, each at (tx, ty) of a 16 × 16 grid (tile_place): an
+// invocation holds rows ty + 16i and columns tx + 16j (i, j < 4) of a tile, and dims tx + 16c
+// of a head's rows (c < HS/16, rounded up), interleaved so that neighbouring invocations read
 // neighbouring words of workgroup memory.
 
 struct Params {
@@ -116,6 +116,13 @@ fn zero_workgroup_memory(li: u32) {
 
 // #include "pieces/attention_layout.wgsl"
 // #include "pieces/held_values.wgsl"
+// #include "pieces/block_place.wgsl"
+
+// (tx, ty) of invocation li: each 32 on 8 × 4 places, their lanes paired on the vectors they
+// read (pieces/block_place.wgsl).
+fn tile_place(li: u32) -> vec2<u32> {
+    return block_place(li, 16u, false);
+}
 
 // The segment id of token i of row b.
 fn seg_at(b: u32, i: u32) -> u32 {
@@ -211,8 +218,8 @@ fn row_value(which: u32, b: u32, r0: u32, heads: u32, hh: u32, e: u32) -> f32 {
 // a_heads) with rows of `c` (rows c0.., head hc of c_heads) over the head.
 // Column i of the result holds row ty + 16i (read as column_of(s, i)[j]: pieces/held_values.wgsl).
 fn products(li: u32, a: u32, b: u32, a0: u32, a_heads: u32, ha: u32, c: u32, c0: u32, c_heads: u32, hc: u32) -> mat4x4<f32> {
-    let tx = li % 16u;
-    let ty = li / 16u;
+    let tx = tile_place(li).x;
+    let ty = tile_place(li).y;
     var s = mat4x4<f32>();
     for (var d0 = 0u; d0 < p.HS; d0 += 16u) {
         workgroupBarrier();
@@ -291,8 +298,8 @@ fn add_weighted(acc: ptr<function, Rows>, w: vec4<f32>, kk: u32, tx: u32) {
 
 // acc (4 rows × DIMS) += tile's rows · rows c0..c0 + 64 of `which` (head hh of heads).
 fn add_tile_times(li: u32, acc: ptr<function, Rows>, which: u32, b: u32, c0: u32, heads: u32, hh: u32) {
-    let tx = li % 16u;
-    let ty = li / 16u;
+    let tx = tile_place(li).x;
+    let ty = tile_place(li).y;
     for (var k0 = 0u; k0 < BLOCK; k0 += 16u) {
         workgroupBarrier();
         stage_rows(li, which, b, c0 + k0, heads, hh);
@@ -308,8 +315,8 @@ fn add_tile_times(li: u32, acc: ptr<function, Rows>, which: u32, b: u32, c0: u32
 // Where acc's row i (tile row ty + 16i, token r0 + that) and dim c go in a (B, T, heads, HS)
 // tensor (head hh), or -1 past T or HS.
 fn stored_at(li: u32, i: u32, c: u32, b: u32, r0: u32, heads: u32, hh: u32) -> i32 {
-    let t = r0 + li / 16u + 16u * i;
-    let d = li % 16u + 16u * c;
+    let t = r0 + tile_place(li).y + 16u * i;
+    let d = tile_place(li).x + 16u * c;
     if (t >= p.T || d >= p.HS) { return -1; }
     return i32(row(b, t, heads, hh) + d);
 }
@@ -372,8 +379,8 @@ fn keys_before(b: u32, t0: u32, j_end: u32) -> bool {
 // The forward's score of the invocation's row ty + 16i and column tx + 16j (keys j0.., queries
 // t0..), scaled, or MASKED where the query does not see the key.
 fn forward_score(li: u32, i: u32, j: u32, t0: u32, j0: u32, s: mat4x4<f32>) -> f32 {
-    let ri = li / 16u + 16u * i;
-    let jj = li % 16u + 16u * j;
+    let ri = tile_place(li).y + 16u * i;
+    let jj = tile_place(li).x + 16u * j;
     let t = t0 + ri;
     let seen = t < p.T && j0 + jj < p.past + p.T && sees(p.past + t, j0 + jj, seg_rows[ri], seg_cols[jj]);
     return select(MASKED, column_of(s, i)[j] * p.scale, seen);
@@ -389,8 +396,8 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let h = place.h;
     let t0 = last_blocks_first(place.rank);
     let kvh = h / (p.NH / p.NKV);
-    let tx = li % 16u;
-    let ty = li / 16u;
+    let tx = tile_place(li).x;
+    let ty = tile_place(li).y;
     if (li < BLOCK) {
         seg_rows[li] = seg_at(b, min(t0 + li, p.T - 1u));
         stat_a[li] = MASKED;
@@ -450,8 +457,8 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
 // dS of the invocation's query row ty + 16i and key column tx + 16j (queries t0.., keys j0..),
 // 0 where the query does not see the key.
 fn query_ds(li: u32, i: u32, j: u32, t0: u32, j0: u32, s: mat4x4<f32>, dp: mat4x4<f32>) -> f32 {
-    let ri = li / 16u + 16u * i;
-    let jj = li % 16u + 16u * j;
+    let ri = tile_place(li).y + 16u * i;
+    let jj = tile_place(li).x + 16u * j;
     let t = t0 + ri;
     let seen = t < p.T && j0 + jj < p.T && sees(t, j0 + jj, seg_rows[ri], seg_cols[jj]);
     return select(0.0, exp(column_of(s, i)[j] * p.scale - stat_a[ri]) * (column_of(dp, i)[j] - stat_b[ri]), seen);
@@ -474,8 +481,8 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
     let keys_end = min((n - part.y) * BLOCK, p.T);
     let offset = part.w * share_len();
     let kvh = h / (p.NH / p.NKV);
-    let tx = li % 16u;
-    let ty = li / 16u;
+    let tx = tile_place(li).x;
+    let ty = tile_place(li).y;
     if (li < BLOCK) {
         let t = min(t0 + li, p.T - 1u);
         seg_rows[li] = seg_at(b, t);
@@ -501,17 +508,17 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
 // Key row ty + 16i of the backward's tile (keys j0.., queries t0..): its probabilities into the
 // tile, and its dS (the probabilities times dp less the queries' dot(dout, out)), returned.
 fn kv_scores(li: u32, i: u32, j0: u32, t0: u32, s: mat4x4<f32>, dp: mat4x4<f32>) -> vec4<f32> {
-    let ri = li / 16u + 16u * i;
+    let ri = tile_place(li).y + 16u * i;
     let sr = column_of(s, i);
     let dpr = column_of(dp, i);
     return vec4<f32>(kv_score(li, ri, j0, t0, 0u, sr.x, dpr.x), kv_score(li, ri, j0, t0, 1u, sr.y, dpr.y),
                      kv_score(li, ri, j0, t0, 2u, sr.z, dpr.z), kv_score(li, ri, j0, t0, 3u, sr.w, dpr.w));
 }
 
-// kv_scores' query c (column li % 16 + 16c) of key row ri: its probability into the tile, dS
+// kv_scores' query c (column tx + 16c) of key row ri: its probability into the tile, dS
 // returned.
 fn kv_score(li: u32, ri: u32, j0: u32, t0: u32, c: u32, sv: f32, dpv: f32) -> f32 {
-    let cj = li % 16u + 16u * c;
+    let cj = tile_place(li).x + 16u * c;
     let t = t0 + cj;
     let j = j0 + ri;
     let seen = t < p.T && j < p.T && sees(t, j, seg_cols[cj], seg_rows[ri]);
@@ -557,8 +564,8 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     let j0 = part.x * BLOCK;
     let j_last = min(j0 + BLOCK, p.T) - 1u;
     let offset = part.w * share_len();
-    let tx = li % 16u;
-    let ty = li / 16u;
+    let tx = tile_place(li).x;
+    let ty = tile_place(li).y;
     if (li < BLOCK) { seg_rows[li] = seg_at(b, min(j0 + li, p.T - 1u)); }
     var dk_acc = Rows();
     var dv_acc = Rows();

@@ -44,6 +44,7 @@
 // #include "pieces/input_norm_none.wgsl"
 // #include "pieces/column_blocks.wgsl"
 // #include "pieces/block_fma.wgsl"
+// #include "pieces/block_place.wgsl"
 // #include "pieces/held_values.wgsl"
 
 const DROP_A: u32 = 1u;

@@ -25,6 +25,7 @@
 // #include "../pieces/input_norm_none.wgsl"
 // #include "../pieces/column_blocks.wgsl"
 // #include "../pieces/block_fma.wgsl"
+// #include "../pieces/block_place.wgsl"
 // #include "../pieces/held_values.wgsl"
 // #include "quant_inp.wgsl"
 
