@@ -41,11 +41,7 @@ fn reference(kind: MatmulKind, a: &[f32], b: &[f32], d: &MatmulDims) -> Vec<f64>
         let a = &a[z * a_len..][..a_len];
         let b = if d.b_batched { &b[z * b_len..][..b_len] } else { &b[..b_len] };
         let c = &mut out[z * c_len..][..c_len];
-        match kind {
-            MatmulKind::Forward => cpu::matmul_forward(c, a, b, m, n, k),
-            MatmulKind::BackwardInput => cpu::matmul_backward_input(c, a, b, m, n, k),
-            MatmulKind::BackwardWeight => cpu::matmul_backward_weight(c, a, b, m, n, k),
-        }
+        cpu::matmul(kind, c, a, b, m, n, k);
     }
     out
 }

@@ -29,6 +29,17 @@ pub fn matmul_backward_weight(dweight: &mut [f64], dout: &[f64], inp: &[f64], m:
     }
 }
 
+/// The product of `kind` (MatmulKind's layouts: out = a·bᵀ, a·b or aᵀ·b over the dims m, n, k
+/// of the forward it belongs to) into `out`.
+pub fn matmul(kind: super::matmul::MatmulKind, out: &mut [f64], a: &[f64], b: &[f64], m: usize, n: usize, k: usize) {
+    use super::matmul::MatmulKind;
+    match kind {
+        MatmulKind::Forward => matmul_forward(out, a, b, m, n, k),
+        MatmulKind::BackwardInput => matmul_backward_input(out, a, b, m, n, k),
+        MatmulKind::BackwardWeight => matmul_backward_weight(out, a, b, m, n, k),
+    }
+}
+
 /// out(N, C) = wte[tokens]
 pub fn embedding_forward(out: &mut [f64], tokens: &[u32], wte: &[f64], c: usize) {
     for (n, &t) in tokens.iter().enumerate() {

@@ -29,11 +29,7 @@ fn relative_diff(got: &[f32], want: &[f64]) -> f64 {
 fn cpu_product(kind: MatmulKind, a: &[f64], b: &[f64], d: MatmulDims) -> Vec<f64> {
     let (m, n, k) = (d.m, d.n, d.k);
     let mut out = vec![0.0; kind.operand_lens(&d).2];
-    match kind {
-        MatmulKind::Forward => cpu::matmul_forward(&mut out, a, b, m, n, k),
-        MatmulKind::BackwardInput => cpu::matmul_backward_input(&mut out, a, b, m, n, k),
-        MatmulKind::BackwardWeight => cpu::matmul_backward_weight(&mut out, a, b, m, n, k),
-    }
+    cpu::matmul(kind, &mut out, a, b, m, n, k);
     out
 }
 
