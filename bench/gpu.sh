@@ -329,6 +329,11 @@ case " $MODEL_LIST " in *" qwen2.5-0.5b "*)
     run kernels-qwen2.5-0.5b 30 "$HEARTH" bench train "$MODELS/qwen2.5-0.5b" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times --json
     run decode-kernels-qwen2.5-0.5b 15 "$HEARTH" bench generate "$MODELS/qwen2.5-0.5b" --prompt-tokens 128 --new-tokens $NEW --kernel-times --json ;;
 esac
+# Qwen3's step (heads of 128): where it goes, and the registers its flash kernels take (the
+# keys' kernel: 168 VGPRs on AMD's compiler, one workgroup an SM where NVIDIA's gives as many)
+case " $MODEL_LIST " in *" qwen3-0.6b "*)
+    run kernels-qwen3-0.6b 30 "$HEARTH" bench train "$MODELS/qwen3-0.6b" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json ;;
+esac
 # the first half of each example a prompt (no loss), whose tokens the head skips
 for model in $MODEL_LIST; do
     run "train-$model-prompt-half" 30 "$HEARTH" bench train "$MODELS/$model" --quant f32 $TRAIN_SHAPE --steps $STEPS --prompt-share 0.5 --json
