@@ -384,7 +384,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     let b_off = zb * p.b_batch;
     let c_off = zb * p.c_batch + zs * p.c_split;
     let flat = lid.y * TX + lid.x;
-    // (this invocation's place in the grid of blocks: pieces/block_fma.wgsl)
+    // (this invocation's place in the grid of blocks: pieces/block_place.wgsl)
     let place = block_place(flat, TX, ROW_LANES);
     let sa = 2u * TY + 1u;
     let sb = CQ * TX + 1u;

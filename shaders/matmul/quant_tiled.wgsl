@@ -246,7 +246,7 @@ fn qt_matmul(wid: vec3<u32>, lid: vec3<u32>, forward: bool) {
         r_begin = wid.z * p.r_split;
         r_end = min(reduce, r_begin + p.r_split);
     }
-    // (this invocation's place in the grid of blocks: pieces/block_fma.wgsl)
+    // (this invocation's place in the grid of blocks: pieces/block_place.wgsl)
     let place = block_place(flat, TQ, false);
     let ia = i0 + 4u * place.y;
     let ib = i0 + 4u * TQ + 4u * place.y;

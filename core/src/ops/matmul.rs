@@ -402,7 +402,7 @@ pub enum TileProbe {
     SumsOnly,
     /// SumsOnly with the invocations on their blocks in row-major order, each 32 on 16 × 2
     /// blocks (matmul_tiled.wgsl's ROW_LANES), not on 8 × 4 with their lanes paired on the
-    /// words they read (pieces/block_fma.wgsl's block_place): what the pairs save of the inner
+    /// words they read (pieces/block_place.wgsl): what the pairs save of the inner
     /// loop's reads of workgroup memory.
     SumsOnlyRowMajor,
 }
