@@ -269,6 +269,7 @@ for model in $MODEL_LIST; do
     [ "${PEER:-1}" = 0 ] || run "peer-$model" 60 python3 bench/peer.py "$MODELS/$model" --seq-len $SEQ --batch-size $BATCH --steps $STEPS --new-tokens $NEW $PEER_ARGS
     # every matmul (the 4096³ figures against torch's) after the first model's (SmolLM2's: the
     # issue's training target), before the larger models' figures, which only say how far
+    # those models are from their peers
     [ "$model" != "${MODEL_LIST%% *}" ] || run ops 75 "$HEARTH" bench ops --json $OPS_ARGS
 done
 # what the GPU's compiler made of the quantized kernels (QLoRA's base: Q4_1's tiles, f16

@@ -218,8 +218,9 @@ fn row_value(which: u32, b: u32, r0: u32, heads: u32, hh: u32, e: u32) -> f32 {
 // a_heads) with rows of `c` (rows c0.., head hc of c_heads) over the head.
 // Column i of the result holds row ty + 16i (read as column_of(s, i)[j]: pieces/held_values.wgsl).
 fn products(li: u32, a: u32, b: u32, a0: u32, a_heads: u32, ha: u32, c: u32, c0: u32, c_heads: u32, hc: u32) -> mat4x4<f32> {
-    let tx = tile_place(li).x;
-    let ty = tile_place(li).y;
+    let tile_at = tile_place(li);
+    let tx = tile_at.x;
+    let ty = tile_at.y;
     var s = mat4x4<f32>();
     for (var d0 = 0u; d0 < p.HS; d0 += 16u) {
         workgroupBarrier();
@@ -298,8 +299,9 @@ fn add_weighted(acc: ptr<function, Rows>, w: vec4<f32>, kk: u32, tx: u32) {
 
 // acc (4 rows × DIMS) += tile's rows · rows c0..c0 + 64 of `which` (head hh of heads).
 fn add_tile_times(li: u32, acc: ptr<function, Rows>, which: u32, b: u32, c0: u32, heads: u32, hh: u32) {
-    let tx = tile_place(li).x;
-    let ty = tile_place(li).y;
+    let tile_at = tile_place(li);
+    let tx = tile_at.x;
+    let ty = tile_at.y;
     for (var k0 = 0u; k0 < BLOCK; k0 += 16u) {
         workgroupBarrier();
         stage_rows(li, which, b, c0 + k0, heads, hh);
@@ -315,8 +317,9 @@ fn add_tile_times(li: u32, acc: ptr<function, Rows>, which: u32, b: u32, c0: u32
 // Where acc's row i (tile row ty + 16i, token r0 + that) and dim c go in a (B, T, heads, HS)
 // tensor (head hh), or -1 past T or HS.
 fn stored_at(li: u32, i: u32, c: u32, b: u32, r0: u32, heads: u32, hh: u32) -> i32 {
-    let t = r0 + tile_place(li).y + 16u * i;
-    let d = tile_place(li).x + 16u * c;
+    let tile_at = tile_place(li);
+    let t = r0 + tile_at.y + 16u * i;
+    let d = tile_at.x + 16u * c;
     if (t >= p.T || d >= p.HS) { return -1; }
     return i32(row(b, t, heads, hh) + d);
 }
@@ -379,8 +382,9 @@ fn keys_before(b: u32, t0: u32, j_end: u32) -> bool {
 // The forward's score of the invocation's row ty + 16i and column tx + 16j (keys j0.., queries
 // t0..), scaled, or MASKED where the query does not see the key.
 fn forward_score(li: u32, i: u32, j: u32, t0: u32, j0: u32, s: mat4x4<f32>) -> f32 {
-    let ri = tile_place(li).y + 16u * i;
-    let jj = tile_place(li).x + 16u * j;
+    let tile_at = tile_place(li);
+    let ri = tile_at.y + 16u * i;
+    let jj = tile_at.x + 16u * j;
     let t = t0 + ri;
     let seen = t < p.T && j0 + jj < p.past + p.T && sees(p.past + t, j0 + jj, seg_rows[ri], seg_cols[jj]);
     return select(MASKED, column_of(s, i)[j] * p.scale, seen);
@@ -396,8 +400,9 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let h = place.h;
     let t0 = last_blocks_first(place.rank);
     let kvh = h / (p.NH / p.NKV);
-    let tx = tile_place(li).x;
-    let ty = tile_place(li).y;
+    let tile_at = tile_place(li);
+    let tx = tile_at.x;
+    let ty = tile_at.y;
     if (li < BLOCK) {
         seg_rows[li] = seg_at(b, min(t0 + li, p.T - 1u));
         stat_a[li] = MASKED;
@@ -457,8 +462,9 @@ fn attention_flash_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
 // dS of the invocation's query row ty + 16i and key column tx + 16j (queries t0.., keys j0..),
 // 0 where the query does not see the key.
 fn query_ds(li: u32, i: u32, j: u32, t0: u32, j0: u32, s: mat4x4<f32>, dp: mat4x4<f32>) -> f32 {
-    let ri = tile_place(li).y + 16u * i;
-    let jj = tile_place(li).x + 16u * j;
+    let tile_at = tile_place(li);
+    let ri = tile_at.y + 16u * i;
+    let jj = tile_at.x + 16u * j;
     let t = t0 + ri;
     let seen = t < p.T && j0 + jj < p.T && sees(t, j0 + jj, seg_rows[ri], seg_cols[jj]);
     return select(0.0, exp(column_of(s, i)[j] * p.scale - stat_a[ri]) * (column_of(dp, i)[j] - stat_b[ri]), seen);
@@ -481,8 +487,9 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
     let keys_end = min((n - part.y) * BLOCK, p.T);
     let offset = part.w * share_len();
     let kvh = h / (p.NH / p.NKV);
-    let tx = tile_place(li).x;
-    let ty = tile_place(li).y;
+    let tile_at = tile_place(li);
+    let tx = tile_at.x;
+    let ty = tile_at.y;
     if (li < BLOCK) {
         let t = min(t0 + li, p.T - 1u);
         seg_rows[li] = seg_at(b, t);
@@ -564,8 +571,9 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     let j0 = part.x * BLOCK;
     let j_last = min(j0 + BLOCK, p.T) - 1u;
     let offset = part.w * share_len();
-    let tx = tile_place(li).x;
-    let ty = tile_place(li).y;
+    let tile_at = tile_place(li);
+    let tx = tile_at.x;
+    let ty = tile_at.y;
     if (li < BLOCK) { seg_rows[li] = seg_at(b, min(j0 + li, p.T - 1u)); }
     var dk_acc = Rows();
     var dv_acc = Rows();

@@ -388,8 +388,9 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     let place = block_place(flat, TX, ROW_LANES);
     let sa = 2u * TY + 1u;
     let sb = CQ * TX + 1u;
-    // acc{row quarter}{column quarter}, column t holding row t of the quarter: rows 4·ty..
-    // (quarter 0) and 4·TY + 4·ty.. (quarter 1); columns 4·tx.. and, where CQ is 2, 4·TX + 4·tx..
+    // acc{row quarter}{column quarter}, column t holding row t of the quarter: rows 4·y..
+    // (quarter 0) and 4·TY + 4·y.. (quarter 1); columns 4·x.. and, where CQ is 2, 4·TX + 4·x..
+    // ((x, y): place)
     // (acc01 and acc11 unused where it is 1)
     var acc00 = mat4x4<f32>();
     var acc01 = mat4x4<f32>();
