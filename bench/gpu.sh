@@ -279,6 +279,10 @@ run ops-stats 20 "$HEARTH" bench ops --json --filter q4_1 --reps 1 $STATS_SHAPE 
 # of 128 × 128 loaded in turn, their sums counted as the forward's) load from memory in the
 # first iteration only, or stage in it only (the inner loop alone)
 run ops-probes 20 env $PROBED_TILES "$HEARTH" bench ops --json --filter "f32 forward" --probes --reps 3 $PROBE_SHAPES $KERNEL_STATS
+# The same for the cooperative-matrix forwards (tiles of 128), with what the compiler made of
+# them: the probe's inner loop alone against the forward, and `peak coop` (ops) the products
+# alone; the f16 weights' and the quantized ones' forwards beside them (the filter's)
+run ops-coop-probes 20 env HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f16 coop forward" --probes --reps 3 $PROBE_SHAPES $KERNEL_STATS
 # The f32 matmul's cost against each of M·N and K alone: a fixed cost per launch shows as
 # equal times down the sweep.
 run ops-sweep 20 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --shape 64x64x8 --shape 64x64x4096 --shape 4096x4096x8 --shape 1024x1024x1024 --shape 2048x2048x2048

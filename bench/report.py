@@ -184,6 +184,15 @@ def main():
             for r in square:
                 if r["op"] in ("f32 forward", "f16 coop forward"):
                     add(f"matmul 4096³ {r['op']} vs that f32 rate (GFLOP/s)", num(r["rate"]), num(fma["rate"]), ratio(r["rate"], fma["rate"]), "")
+        # the same on cooperative matrices: how far the f16 coop matmuls are from what this
+        # GPU runs through wgpu's cooperative matrices at all, and that from torch's bf16
+        coop_peak = own.get("peak coop")
+        if coop_peak:
+            add("this GPU's f16 rate on cooperative matrices through Hearth's pipeline, no memory traffic (`peak coop`, GFLOP/s) vs torch's bf16 matmul 4096³",
+                num(coop_peak["rate"]), num(bf16_peak), ratio(coop_peak["rate"], bf16_peak), "")
+            for r in square:
+                if r["op"] in ("f16 coop forward", "f16 f16 coop forward", "q4_0 f16 coop forward"):
+                    add(f"matmul 4096³ {r['op']} vs that cooperative-matrix rate (GFLOP/s)", num(r["rate"]), num(coop_peak["rate"]), ratio(r["rate"], coop_peak["rate"]), "")
         if add_bw:
             add("this GPU's bandwidth through Hearth's pipeline (`peak a + b`: residual_forward, 12 bytes a value, GB/s) vs torch's device copy",
                 num(add_bw["rate"]), num(gb_per_s), ratio(add_bw["rate"], gb_per_s), "")
@@ -404,6 +413,9 @@ def main():
                        ("ops-probes", "Where the f32 forward's time goes (tiles of 128 × 128, loaded in turn, 8 steps, the forward's row too): its probes load from memory in the first iteration only "
                                       "(`loads once`), or stage the tiles in it only (`sums only`: the inner loop alone; `row-major lanes`: each 32 invocations on 16 × 2 blocks of outputs in order, "
                                       "as before their lanes paired on the words they read), each with the forward's arithmetic"),
+                       ("ops-coop-probes", "Where the cooperative-matrix forward's time goes (HEARTH_TILES=128, the forward's rows too): its probe stages the tiles in the first iteration only, "
+                                           "every later one summing them again without barriers (`sums only`: the inner loop alone: cooperative loads from workgroup memory and products); "
+                                           "`peak coop` in the first table is the products alone"),
                        ("ops-checks-all", "f32 forward matmul with every one of wgpu's shader safeguards, the loop counters too (HEARTH_SHADER_CHECKS=1)"),
                        ("ops-checks-none", "f32 forward matmul with none of wgpu's shader safeguards (HEARTH_SHADER_CHECKS=0)"),
                        ("ops-register", "f32 forward matmul on the register-blocked kernels of CPU emulators (matmul.wgsl, no workgroup memory; HEARTH_KERNELS=llvmpipe)"),

@@ -10,7 +10,8 @@
 //! - attention_wide.wgsl is attention.wgsl for heads of up to 256 (its MAX_HS);
 //! - matmul_coop.wgsl is composed again with a low-rank term (`_low_rank`) and on 8 × 8
 //!   cooperative matrices (`_8x8`, `_8x8_low_rank`), and the quantized formats' kernels on
-//!   cooperative matrices likewise (`matmul_<format>_coop`, `_coop_8x8`);
+//!   cooperative matrices likewise (`matmul_<format>_coop`, `_coop_8x8`), and so is
+//!   fma_peak_coop.wgsl (`_8x8`);
 //! - matmul_tiled.wgsl is composed again with a low-rank term (`_low_rank`), f16 tiles
 //!   (`_f16`, `_f16_low_rank`) and an input norm for its matrix-vector kernels (`_normed`);
 //!   the quantized kernels likewise (`matmul_<format>_low_rank`, `_f16_tiles`, `_normed`);
@@ -78,6 +79,7 @@ fn main() {
     // on 8 × 8 cooperative matrices (Apple's, lavapipe's)
     write(&out.join("matmul_coop_8x8.wgsl"), &compose_swapping(&coop, &[COOP_8X8]));
     write(&out.join("matmul_coop_8x8_low_rank.wgsl"), &compose_swapping(&coop, &[COOP_8X8, LOW_RANK_OUTPUT]));
+    write(&out.join("fma_peak_coop_8x8.wgsl"), &compose_swapping(&shaders.join("fma_peak_coop.wgsl"), &[("pieces/coop_16x16.wgsl", "pieces/coop_8x8.wgsl")]));
     let attention = compose(&shaders.join("attention.wgsl"));
     let narrow = "const MAX_HS: u32 = 128u;";
     assert!(attention.contains(narrow), "shaders/attention.wgsl: `{narrow}` is rewritten for attention_wide.wgsl");

@@ -9,9 +9,9 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use hearth_core::gpu::KernelStat;
 use hearth_core::model::Config;
-use hearth_core::ops::fma_peak::{fma_peak, fma_peak_flop};
+use hearth_core::ops::fma_peak::{fma_peak, fma_peak_coop, fma_peak_coop_flop, fma_peak_coop_outputs, fma_peak_flop};
 use hearth_core::ops::residual::residual_forward;
-use hearth_core::ops::matmul::{choose_tiling, matmul, matmul_tiled_probe, matmul_with, tiled_for, Accumulate, MatmulDims, MatmulKind, MatmulTiling, TileProbe};
+use hearth_core::ops::matmul::{choose_tiling, matmul, matmul_coop_probe, matmul_tiled_probe, matmul_with, tiled_for, Accumulate, MatmulDims, MatmulKind, MatmulTiling, TileProbe};
 use hearth_core::ops::matmul_quant::{matmul_quant, matmul_quant_with, GpuQuantWeight, QuantBlock};
 use hearth_core::quant::{QuantFormat, QuantTensor};
 use hearth_core::rng::Rng;
@@ -80,7 +80,9 @@ pub struct OpsArgs {
     reps: Option<usize>,
     /// Also time the f32 forward's probes in tiles of 128 × 128 (loaded in turn): its
     /// arithmetic with the loads from memory left out after the first iteration, and with the
-    /// staging left out too ("f32 forward, probe: ..." rows; not products).
+    /// staging left out too ("f32 forward, probe: ..." rows; not products); and, where the
+    /// adapter has cooperative matrices, their forward's inner loop alone ("f16 coop forward,
+    /// probe: sums only").
     #[arg(long)]
     probes: bool,
     #[command(flatten)]
@@ -325,7 +327,7 @@ fn ops(a: OpsArgs) -> Result<()> {
         });
     }
     // cooperative matrices on a context of their own (see open_coop_gpu)
-    let coop_wanted = [COOP_OP, COOP_DX_OP].iter().any(|op| wanted(op) || QuantFormat::ALL.iter().any(|&f| wanted(&format!("{} {op}", format_name(f)))));
+    let coop_wanted = wanted(PEAK_COOP_OP) || [COOP_OP, COOP_DX_OP].iter().any(|op| wanted(op) || QuantFormat::ALL.iter().any(|&f| wanted(&format!("{} {op}", format_name(f)))));
     let coop = if coop_wanted { crate::open_coop_gpu(&ctx)? } else { None };
     let start = Instant::now();
     op_rows(&ctx, coop.as_ref(), &a, &shapes, reps, Pass::Compile)?;
@@ -438,7 +440,7 @@ pub fn keep_busy(ctx: &GpuContext, ms: f64) -> Result<()> {
 fn op_rows(ctx: &GpuContext, coop: Option<&GpuContext>, a: &OpsArgs, shapes: &[(String, usize, usize, usize)], reps: usize, pass: Pass) -> Result<Vec<Row>> {
     let mut rng = Rng::new(0);
     let wanted = |name: &str| a.filter.as_deref().is_none_or(|f| name.contains(f));
-    let mut rows = peak_rows(ctx, a.quick, reps, pass, &wanted)?;
+    let mut rows = peak_rows(ctx, coop, a.quick, reps, pass, &wanted)?;
     for (_, m, n, k) in shapes {
         let (m, n, k) = (*m, *n, *k);
         let flop = 2.0 * (m * n * k) as f64;
@@ -470,6 +472,13 @@ fn op_rows(ctx: &GpuContext, coop: Option<&GpuContext>, a: &OpsArgs, shapes: &[(
             }
             let (x, w, y) = (pass.operand(ctx, &mut rng, m * k)?, pass.operand(ctx, &mut rng, n * k)?, pass.operand(ctx, &mut rng, m * n)?);
             let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || matmul_tiled_probe(ctx, probe, &y, &x, &w, d).expect("probe launch"))?;
+            rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
+        }
+        // the cooperative-matrix forward's inner loop alone (its tiles of 128 staged once)
+        let op = format!("{COOP_OP}, probe: sums only");
+        if let Some(on) = coop.filter(|_| a.probes && wanted(&op) && k >= 32) {
+            let (x, w, y) = (pass.operand(on, &mut rng, m * k)?, pass.operand(on, &mut rng, n * k)?, pass.operand(on, &mut rng, m * n)?);
+            let (ms, kernels) = pass.time(on, reps, BATCH_MS, || matmul_coop_probe(on, &y, &x, &w, d).expect("probe launch"))?;
             rows.push(Row { op, kernels, shape: (m, n, k), ms, rate: (flop / ms / 1e6, "GFLOP/s") });
         }
         // the f32 forward in the tile size `matmul` did not pick (64 × 64 against 128 × 128
@@ -543,14 +552,25 @@ fn op_rows(ctx: &GpuContext, coop: Option<&GpuContext>, a: &OpsArgs, shapes: &[(
 /// "peak fma", its f32 rate with no memory traffic (shaders/fma_peak.wgsl; M: invocations,
 /// N: chains each, K: rounds), and "peak a + b", the bandwidth of residual_forward over
 /// buffers as large as one binding holds, up to 256 MiB (its 12 bytes a value read and
-/// written; M: values), and the "peak launches" rows (a launch's own cost).
-fn peak_rows(ctx: &GpuContext, quick: bool, reps: usize, pass: Pass, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<Row>> {
+/// written; M: values), and the "peak launches" rows (a launch's own cost). Where there is a
+/// context with cooperative matrices (`coop`), "peak coop", their rate with no memory traffic
+/// (shaders/fma_peak_coop.wgsl; M: workgroups, N: products per block, K: rounds): what the
+/// "f16 coop" rows are read against, as the f32 ones against "peak fma".
+fn peak_rows(ctx: &GpuContext, coop: Option<&GpuContext>, quick: bool, reps: usize, pass: Pass, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     if wanted(PEAK_FMA_OP) {
         let (n, iters) = if quick { (1 << 16, 256) } else { (1 << 20, 1024) };
         let out = ctx.alloc_f32(n)?;
         let (ms, kernels) = pass.time(ctx, reps, BATCH_MS, || fma_peak(ctx, &out, n, iters, 0.999, 0.001).expect("fma_peak launch"))?;
         rows.push(Row { op: PEAK_FMA_OP.into(), kernels, shape: (n, 32, iters), ms, rate: (fma_peak_flop(n, iters) / ms / 1e6, "GFLOP/s") });
+    }
+    if let Some((on, shape)) = coop.and_then(|c| Some((c, c.coop_shape()?))).filter(|_| wanted(PEAK_COOP_OP)) {
+        // (an H100 at 300 TFLOP/s: some 2 ms a launch)
+        let (groups, iters) = if quick { (16, 16) } else { (2048, 1024) };
+        let side = shape.side as usize;
+        let out = on.alloc_f32(groups * fma_peak_coop_outputs(side))?;
+        let (ms, kernels) = pass.time(on, reps, BATCH_MS, || fma_peak_coop(on, &out, groups, iters).expect("fma_peak_coop launch"))?;
+        rows.push(Row { op: PEAK_COOP_OP.into(), kernels, shape: (groups, 8, iters), ms, rate: (fma_peak_coop_flop(side, groups, iters) / ms / 1e6, "GFLOP/s") });
     }
     if wanted(PEAK_ADD_OP) {
         let n = if quick { 1 << 20 } else { (ctx.max_bound_bytes().min(256 << 20) / 4) as usize };
@@ -578,6 +598,7 @@ fn peak_rows(ctx: &GpuContext, quick: bool, reps: usize, pass: Pass, wanted: &dy
 }
 
 const PEAK_FMA_OP: &str = "peak fma";
+const PEAK_COOP_OP: &str = "peak coop";
 const PEAK_ADD_OP: &str = "peak a + b";
 /// "peak launches": what a launch costs with next to no work (fma_peak's one workgroup of one
 /// round; M, N, K as "peak fma"'s; the rate in thousands of launches a second), each writing

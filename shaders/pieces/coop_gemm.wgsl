@@ -59,6 +59,10 @@ override WG: u32 = 128u;
 // storing each array whole, took RADV's compiler some 20 s per kernel. (Declared before ACC:
 // naga 30 fails on an override declared after one that an expression initializes.)
 override ZEROED: bool = false;
+// Bench-only (ops::matmul::matmul_coop_probe; false in every product's kernel): the tiles
+// staged in the first iteration only, every later one summing them again without barriers:
+// the inner loop alone (cooperative loads from workgroup memory and products).
+override SUMS_ONLY: bool = false;
 const BK: u32 = 32u;
 // blocks per side of the tile
 const G: u32 = 32u / D;
@@ -213,13 +217,16 @@ fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, subgroups: u32, forward: bool) 
                 let lo = select(r_begin, 0u, term);
                 let hi = select(r_end, p.term_r, term);
                 for (var r0 = lo; r0 < hi; r0 += BK) {
+                    let staged = !SUMS_ONLY || r0 == lo;
                     if (term) {
                         stage_term(i0, j0, r0, hi, out_cols(forward), flat);
-                    } else {
+                    } else if (staged) {
                         stage_a(forward, a_off, i0, r0, hi, flat);
                         stage_b(forward, wid.z, j0, r0, hi, flat);
                     }
-                    workgroupBarrier();
+                    if (staged) {
+                        workgroupBarrier();
+                    }
                     for (var kk = 0u; kk < BK; kk += D) {
                         // the block's rows qi + a·D.. of A and columns qj + b·D.. of B
                         let at_a = qi * LD + kk;
@@ -251,7 +258,9 @@ fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, subgroups: u32, forward: bool) 
                             c33 = coopMultiplyAdd(fa3, fb3, c33);
                         }
                     }
-                    workgroupBarrier();
+                    if (staged) {
+                        workgroupBarrier();
+                    }
                 }
             }
             let out = CoopOut(forward, wid.z, i0, j0, block, turn * subgroups, fresh, flat, phase == 1u);

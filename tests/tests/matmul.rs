@@ -1,9 +1,9 @@
 //! f32 matmul: the CPU reference against finite differences, and every GPU tiling against
 //! the CPU reference on random shapes (sizes off the tile included).
 
-use hearth_core::ops::cpu;
+use hearth_core::ops::{cpu, fma_peak};
 use hearth_core::ops::swiglu::Activation;
-use hearth_core::ops::matmul::{matmul_dropout_with, matmul_gemv_gated, matmul_gemv_normed, matmul_low_rank_with, matmul_tiled_probe, matmul_with, Accumulate, DropOn, InputNorm, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout, ColumnBlocks, TermLayout, TileProbe};
+use hearth_core::ops::matmul::{matmul_dropout_with, matmul_gemv_gated, matmul_gemv_normed, matmul_coop_probe, matmul_low_rank_with, matmul_tiled_probe, matmul_with, Accumulate, DropOn, InputNorm, LowRankTerm, MatmulDims, MatmulKind, MatmulTiling, OperandDropout, ColumnBlocks, TermLayout, TileProbe};
 use hearth_tests::*;
 
 // f32 accumulation over K ≤ 300 terms of magnitude ≤ 1: differences stay near 1e-5.
@@ -276,6 +276,50 @@ fn check_input_gradient_in_blocks(ctx: &hearth_core::GpuContext, tiling: MatmulT
     cpu::dropout_forward(&mut extra, &reference(MatmulKind::BackwardInput, &h_dense, &v, &MatmulDims::new(m, count * rank, k)), dropout.0, dropout.1, 0.0);
     let want: Vec<f64> = (0..m * k).map(|i| product[i] + 2.0 * extra[i] + 0.5 * prior[i] as f64).collect();
     assert_close(&format!("{tiling:?} {m}×{widths:?}×{k} in blocks, term in blocks, dropout {dropout:?}"), &read(ctx, &out), &want, ATOL, 4e-4);
+}
+
+/// `bench ops`' kernels on cooperative matrices compute what they claim, so that their rates
+/// count real products. "peak coop": each block's 8 products over a few rounds (exact: small
+/// multiples of 1/64), each workgroup's own matrices, on the adapter's workgroups and on those
+/// sized for narrower and wider subgroups (blocks computed twice over, blocks in turn). The
+/// forward's probe: the first stage's product once per iteration (several tiles, partial ones
+/// at both edges, a reduction that ends inside a stage); a reduction shorter than a stage is
+/// refused.
+#[test]
+fn coop_bench_kernels_match_cpu_where_offered() {
+    let Some(ctx) = gpu_coop() else {
+        eprintln!("SKIPPED: this adapter has no cooperative matrices of 16 × 16 × 16 or 8 × 8 × 8 f16 products into f32");
+        return;
+    };
+    let others = coop_contexts_sized_otherwise();
+    for ctx in std::iter::once(ctx).chain(others.iter().step_by(2)) {
+        let side = ctx.coop_shape().unwrap().side as usize;
+        for (groups, iters) in [(1, 0), (1, 1), (3, 5), (5, 37)] {
+            let n = groups * fma_peak::fma_peak_coop_outputs(side);
+            let out = poisoned(ctx, n);
+            fma_peak::fma_peak_coop(ctx, &out, groups, iters).unwrap();
+            let mut want = vec![0.0; n];
+            cpu::fma_peak_coop(&mut want, side, iters);
+            let sized_for = ctx.coop_shape().unwrap().sized_for;
+            assert_close(&format!("fma_peak_coop {groups} workgroups, {iters} rounds, sized for subgroups of {sized_for}"), &read(ctx, &out), &want, 1e-9, 0.0);
+        }
+    }
+    let mut rng = Rng::new(37);
+    for (m, n, k) in [(300, 140, 70), (129, 130, 32), (64, 200, 96)] {
+        let d = MatmulDims::new(m, n, k);
+        let (x, w) = (to_f16(rng.vec_uniform(m * k, -1.0, 1.0)), to_f16(rng.vec_uniform(n * k, -1.0, 1.0)));
+        let out = poisoned(ctx, m * n);
+        matmul_coop_probe(ctx, &out, &upload(ctx, &x), &upload(ctx, &w), d).unwrap();
+        let first_stage = |v: &[f32], rows: usize| -> Vec<f64> { (0..rows).flat_map(|i| to_f64(&v[i * k..i * k + 32])).collect() };
+        let mut stage = vec![0.0; m * n];
+        cpu::matmul_forward(&mut stage, &first_stage(&x, m), &first_stage(&w, n), m, n, 32);
+        let iterations = k.div_ceil(32) as f64;
+        let want: Vec<f64> = stage.iter().map(|v| v * iterations).collect();
+        assert_close(&format!("matmul_coop_probe {d:?}"), &read(ctx, &out), &want, ATOL * iterations, RTOL);
+    }
+    let (x, w, out) = (upload(ctx, &[0.0; 124]), upload(ctx, &[0.0; 124]), poisoned(ctx, 16));
+    let err = matmul_coop_probe(ctx, &out, &x, &w, MatmulDims::new(4, 4, 31)).unwrap_err().to_string();
+    assert!(err.contains("K ≥ 32"), "{err}");
 }
 
 #[test]

@@ -128,6 +128,10 @@ shaders! {
     BlockCopy => "block_copy.wgsl",
     /// The GPU's f32 rate with no memory traffic (`hearth bench ops`).
     FmaPeak => "fma_peak.wgsl",
+    /// The GPU's rate on 16 × 16 × 16 cooperative matrices with no memory traffic (`hearth
+    /// bench ops`), and on 8 × 8 × 8 ones (core/build/).
+    FmaPeakCoop => "fma_peak_coop.wgsl",
+    FmaPeakCoop8x8 => "fma_peak_coop_8x8.wgsl",
     /// The ops with workgroup reductions, on subgroup operations (core/build/).
     RmsnormSubgroups => "rmsnorm_subgroups.wgsl",
     CrossEntropySubgroups => "cross_entropy_subgroups.wgsl",

@@ -278,6 +278,28 @@ pub fn fma_peak(out: &mut [f64], iters: usize, m: f64, c: f64) {
     }
 }
 
+/// shaders/fma_peak_coop.wgsl on side × side matrices: workgroup w's six matrices (A_0, A_1,
+/// B_0..B_3, row-major) hold ((e·7 + w) mod 16 − 8) / 64 at element e of the six, and each of
+/// its (32 / side)² blocks writes iters · A_a·B_b for a < 2, b < 4 (the 4a + b-th product,
+/// row-major), `out` holding `groups` workgroups' blocks in turn.
+pub fn fma_peak_coop(out: &mut [f64], side: usize, iters: usize) {
+    let d2 = side * side;
+    let per_group = (32 / side).pow(2) * 8 * d2;
+    for (w, group) in out.chunks_mut(per_group).enumerate() {
+        let value = |matrix: usize, row: usize, col: usize| {
+            let e = matrix * d2 + row * side + col;
+            ((e * 7 + w) % 16) as f64 / 64.0 - 0.125
+        };
+        for (k, product) in group.chunks_mut(d2).enumerate() {
+            let (a, b) = ((k % 8) / 4, k % 4);
+            for (at, o) in product.iter_mut().enumerate() {
+                let (i, j) = (at / side, at % side);
+                *o = iters as f64 * (0..side).map(|r| value(a, i, r) * value(2 + b, r, j)).sum::<f64>();
+            }
+        }
+    }
+}
+
 /// out = a + b
 pub fn residual_forward(out: &mut [f64], a: &[f64], b: &[f64]) {
     for i in 0..out.len() {

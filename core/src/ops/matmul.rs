@@ -444,6 +444,36 @@ pub fn matmul_tiled_probe(ctx: &GpuContext, probe: TileProbe, out: &GpuBuffer, x
     ctx.dispatch_counted(&kernel, &[x, w], &[out], &params, [n.div_ceil(128), m.div_ceil(128), 1], 2.0 * (d.m * d.n * d.k) as f64)
 }
 
+/// What `bench ops --probes` times beside the cooperative-matrix forward in tiles of 128 ×
+/// 128 (matmul_coop.wgsl, on a context with cooperative matrices): pieces/coop_gemm.wgsl's
+/// SUMS_ONLY, the tiles staged in the first iteration only, every later one summing them
+/// again without barriers: the inner loop alone. y(M×N) = ⌈K/32⌉ · Σ_{r<32} x(i, r)·w(j, r)
+/// (rounded to f16; x M × K, w N × K, K ≥ 32), its reduction never split (time it where the
+/// output's tiles fill the GPU). Never a product's kernel; its FLOPs are counted as the
+/// forward's.
+pub fn matmul_coop_probe(ctx: &GpuContext, out: &GpuBuffer, x: &GpuBuffer, w: &GpuBuffer, d: MatmulDims) -> Result<()> {
+    let op = "matmul_coop_probe";
+    let shape = ctx.coop_shape().filter(|_| ctx.has_cooperative_matrix());
+    let shape = shape.ok_or_else(|| Error::Shape(format!("{op}: this device has no cooperative matrices (ContextOptions::cooperative_matrix, on an adapter that offers them)")))?;
+    ensure(d.batch == 1 && d.m > 0 && d.n > 0 && d.k >= 32, || format!("{op}: one product of K ≥ 32 steps, got {d:?}"))?;
+    check_len(op, "x", x, d.m * d.k)?;
+    check_len(op, "w", w, d.n * d.k)?;
+    check_len(op, "out", out, d.m * d.n)?;
+    macro_rules! variants {
+        ($($wg:literal),*) => {
+            [$(Variant { name: concat!("128x128, ", $wg, " invocations, probe: sums only"), constants: &[("WG", $wg as f64), ("TILE", 128.0), ("SUMS_ONLY", 1.0)] },)*]
+        };
+    }
+    const VARIANTS: [Variant; 6] = variants!(32, 64, 128, 256, 512, 1024);
+    let variant = VARIANTS.into_iter().find(|v| v.constants[0].1 == shape.invocations() as f64);
+    let variant = variant.ok_or_else(|| Error::Shape(format!("{op}: no workgroup of {} invocations", shape.invocations())))?;
+    let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
+    let params = StridedParams { m, n, r: k, alpha: 1.0, a_si: k, a_sr: 1, b_sj: k, b_sr: 1, c_batch: m * n, c_split: m * n, splits: 1, r_split: k, ..bytemuck::Zeroable::zeroed() };
+    let shader = if shape.side == 16 { Shader::MatmulCoop } else { Shader::MatmulCoop8x8 };
+    let kernel = Kernel::new(shader, "matmul_coop", 0).with_variant(variant);
+    ctx.dispatch_counted(&kernel, &[x, w], &[out], &params, [n.div_ceil(128), m.div_ceil(128), 1], 2.0 * (d.m * d.n * d.k) as f64)
+}
+
 /// Workgroup memory of matmul_tiled.wgsl's f32 tiles of 128 × 128 staging `steps` steps per
 /// iteration in `buffers` tiles each of A and B (rows of 33 vec4s).
 pub const fn wide_tile_bytes(steps: usize, buffers: usize) -> u32 {
