@@ -336,8 +336,13 @@ case " $MODEL_LIST " in *" qwen2.5-0.5b "*)
 esac
 # Qwen3's step (heads of 128): where it goes, and the registers its flash kernels take (the
 # keys' kernel: 168 VGPRs on AMD's compiler, one workgroup an SM where NVIDIA's gives as many)
+# The same step with the keys' kernel in two launches, dv's then dk's (HEARTH_FLASH_KV=apart:
+# each recomputes the scores, and holds one head's accumulators, not two: ACO gives 120 and
+# 132 VGPRs against 168), timed and with its kernels' registers
 case " $MODEL_LIST " in *" qwen3-0.6b "*)
-    run kernels-qwen3-0.6b 30 "$HEARTH" bench train "$MODELS/qwen3-0.6b" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json ;;
+    run kernels-qwen3-0.6b 30 "$HEARTH" bench train "$MODELS/qwen3-0.6b" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json
+    run train-qwen3-0.6b-f32-kv-apart 30 env HEARTH_FLASH_KV=apart "$HEARTH" bench train "$MODELS/qwen3-0.6b" --quant f32 $TRAIN_SHAPE --steps $STEPS --json
+    run kernels-qwen3-0.6b-kv-apart 30 env HEARTH_FLASH_KV=apart "$HEARTH" bench train "$MODELS/qwen3-0.6b" --quant f32 $TRAIN_SHAPE --steps 1 --kernel-times $KERNEL_STATS --json ;;
 esac
 # the first half of each example a prompt (no loss), whose tokens the head skips
 for model in $MODEL_LIST; do

@@ -245,6 +245,10 @@ def main():
             if other and default:
                 add(f"{name} f32 train tokens/s: {what} vs the flash kernels (the default)",
                     num(other["tokens_per_s"]), num(default["tokens_per_s"]), ratio(other["tokens_per_s"], default["tokens_per_s"]), "")
+        apart = results.get(f"train-{name}-f32-kv-apart")
+        if apart and default:
+            add(f"{name} f32 train tokens/s: the flash kernels' dk and dv in launches of their own (HEARTH_FLASH_KV=apart) vs in one (the default)",
+                num(apart["tokens_per_s"]), num(default["tokens_per_s"]), ratio(apart["tokens_per_s"], default["tokens_per_s"]), "")
         prompt = results.get(f"train-{name}-prompt-half")
         if prompt and default:
             add(f"{name} f32 train tokens/s: the first half of each example a prompt (no loss; the head skips its tokens) vs every token with loss",

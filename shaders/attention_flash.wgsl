@@ -8,6 +8,7 @@
 //   attention_flash_backward_query: dq = scale·Σ_j dS·k_j              grid (parts, NH, B)
 //   attention_flash_backward_kv:    dk = scale·Σ_t dSᵀ·q_t, dv = Σ_t Pᵀ·dout_t, each query
 //                                   head's share (B, T, NH, HS)   grid (parts, NH, B)
+//                                   (both in one pass, or each in a launch of its own: KV_PASS)
 //   attention_flash_sum_heads:      dk and dv: the shares of the query heads that share a
 //                                   KV head summed (where they are several), and of the
 //                                   parts of a split block of keys (kv_part)
@@ -48,6 +49,12 @@ override DIMS: u32 = 8u;
 // safeguard; wgpu's own, one invocation storing each array, took RADV's compiler some 3.5 s
 // per kernel. (Declared before any override an expression initializes, which naga 30 needs.)
 override ZEROED: bool = false;
+// attention_flash_backward_kv's outputs: 0 dk and dv in one pass; 1 dv alone (the scores and
+// the probabilities' sum); 2 dk alone (the scores, dp and the dS sum). Apart (the launcher's
+// choice: attention_flash.rs's kv_passes), each pass recomputes the scores, some 25 % more of
+// the kernel's multiply-adds, but holds one head's accumulators, not two: at heads of 128 (8
+// dims an invocation) 64 registers fewer, which may let a multiprocessor hold two workgroups.
+override KV_PASS: u32 = 0u;
 // A masked score, and below what a score counts as masked.
 const MASKED: f32 = -3.0e38;
 const MASKED_BELOW: f32 = -1.0e38;
@@ -587,18 +594,30 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
             stat_a[li] = stats[stat(b, h, t)];
             stat_b[li] = stats[stat(b, h, t) + 1u];
         }
-        // the tile's rows are keys, its columns queries
+        // the tile's rows are keys, its columns queries (dv's pass needs no dp: dS goes unused)
         let s = products(li, 1u, b, j0, p.NKV, kvh, 0u, t0, p.NH, h);
-        let dp = products(li, 2u, b, j0, p.NKV, kvh, 3u, t0, p.NH, h);
+        var dp = mat4x4<f32>();
+        if (KV_PASS != 1u) {
+            dp = products(li, 2u, b, j0, p.NKV, kvh, 3u, t0, p.NH, h);
+        }
         let ds = mat4x4<f32>(kv_scores(li, 0u, j0, t0, s, dp), kv_scores(li, 1u, j0, t0, s, dp), kv_scores(li, 2u, j0, t0, s, dp), kv_scores(li, 3u, j0, t0, s, dp));
-        add_tile_times(li, &dv_acc, 3u, b, t0, p.NH, h);
-        workgroupBarrier();
-        for (var c = 0u; c < 4u; c++) { tile[(tx + 16u * c) * LINE + ty] = transpose(ds)[c]; }
-        add_tile_times(li, &dk_acc, 0u, b, t0, p.NH, h);
+        if (KV_PASS != 2u) {
+            add_tile_times(li, &dv_acc, 3u, b, t0, p.NH, h);
+        }
+        if (KV_PASS != 1u) {
+            workgroupBarrier();
+            for (var c = 0u; c < 4u; c++) { tile[(tx + 16u * c) * LINE + ty] = transpose(ds)[c]; }
+            add_tile_times(li, &dk_acc, 0u, b, t0, p.NH, h);
+        }
     }
     // (with one query head per KV head and no split, (NH, h) is (NKV, kvh): dk and dv
     // themselves)
-    store_rows(li, &dk_acc, b, j0, p.NH, h, p.scale, offset);
+    if (KV_PASS != 1u) {
+        store_rows(li, &dk_acc, b, j0, p.NH, h, p.scale, offset);
+    }
+    if (KV_PASS == 2u) {
+        return;
+    }
     for (var c = 0u; c < DIMS; c++) {
         let dims = dims_of(&dv_acc, c);
         for (var i = 0u; i < 4u; i++) {

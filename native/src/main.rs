@@ -74,7 +74,8 @@ enum Command {
 
 /// Opens the GPU named by HEARTH_ADAPTER (a substring of its name), or the default one,
 /// with the kernels HEARTH_KERNELS names (gpu, software or llvmpipe; default: the adapter's
-/// own) and the attention HEARTH_ATTENTION names (rows, tiled, matmul or flash), without
+/// own) and the attention HEARTH_ATTENTION names (rows, tiled, matmul or flash; the flash
+/// kernels' dk and dv in launches of their own where HEARTH_FLASH_KV=apart), without
 /// subgroup operations where HEARTH_SUBGROUPS=0, with forwards and input gradients in f16
 /// where HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), the
 /// kernels with the wgpu safeguards HEARTH_SHADER_CHECKS names (ShaderChecks), the tiled kernels'
@@ -115,6 +116,11 @@ pub fn open_gpu() -> Result<GpuContext> {
     }
     if let Ok(name) = std::env::var("HEARTH_ATTENTION") {
         ctx = ctx.with_attention_kernels(AttentionKernels::parse(&name).context("HEARTH_ATTENTION")?);
+    }
+    match std::env::var("HEARTH_FLASH_KV").as_deref() {
+        Ok("apart") => ctx = ctx.with_flash_kv_apart(true),
+        Ok("together") | Err(_) => {}
+        Ok(other) => bail!("HEARTH_FLASH_KV={other:?}: expected together (the flash kernels' dk and dv in one launch, the default) or apart (dv's launch, then dk's)"),
     }
     let tiles = TileChoice {
         side: match std::env::var("HEARTH_TILES").as_deref() {

@@ -69,7 +69,10 @@ fn print_paths(ctx: &GpuContext) {
     let attention = AttentionKernels::for_training(ctx);
     let fallback = match attention {
         AttentionKernels::Matmul => format!(" ({:?} for sequences whose scores exceed a chunk, or heads not a multiple of 4)", AttentionKernels::without_matmuls(ctx)),
-        AttentionKernels::Flash => format!(" (Matmul for heads above 128 or too little workgroup memory, else {:?})", AttentionKernels::without_matmuls(ctx)),
+        AttentionKernels::Flash => {
+            let apart = if ctx.flash_kv_apart() { ", dk and dv in launches of their own (HEARTH_FLASH_KV=apart)" } else { "" };
+            format!(" (Matmul for heads above 128 or too little workgroup memory, else {:?}){apart}", AttentionKernels::without_matmuls(ctx))
+        }
         _ => String::new(),
     };
     println!("  attention            {attention:?} kernels for training{fallback}; {:?} over a KV cache", AttentionKernels::for_cache(ctx));

@@ -398,6 +398,8 @@ fn attention_matches_cpu() {
     // the flash kernels again with the keys' blocks split (kv_part: 3 blocks or more, causal),
     // as where the tuning measured many more workgroups at once than a launch has
     let keys_split = own_gpu().map(|c| c.with_tile_choice(hearth_core::gpu::TileChoice { split_workgroups: Some(4096), ..Default::default() }));
+    // and with dk and dv in launches of their own (HEARTH_FLASH_KV=apart), split likewise
+    let kv_apart = own_gpu().map(|c| c.with_tile_choice(hearth_core::gpu::TileChoice { split_workgroups: Some(4096), ..Default::default() }).with_flash_kv_apart(true));
     for (b, t, nh, nkv, hs, window, mean_len) in shapes {
         let scale = if hs == 256 { 1.0 / 24f32.sqrt() } else { 1.0 / (hs as f32).sqrt() };
         let s = AttnSizes { scale: scale as f64, window, ..AttnSizes::causal(b, t, nh, nkv, hs) };
@@ -482,6 +484,16 @@ fn attention_matches_cpu() {
             }
             if nh == nkv && launches(":attention_flash_backward_kv") > 0 {
                 assert_eq!(launches(":attention_flash_sum_heads") > 0, split, "{s:?}: the key parts' sums ({kernels:?})");
+            }
+        }
+        if let Some(ctx) = &kv_apart {
+            ctx.profile_begin();
+            runs_on(ctx, &[AttentionKernels::Flash], "dk and dv apart");
+            let kernels = pollster::block_on(ctx.profile_end()).unwrap().kernels;
+            let launched = |name: &str| kernels.iter().any(|(k, s)| k.contains(":attention_flash_backward_kv") && k.contains(name) && s.launches > 0);
+            // (where the flash kernels ran: on lavapipe the matmuls take the longest)
+            if launched("") {
+                assert!(launched("dv alone") && launched("dk alone") && !launched("dims]"), "{s:?}: dv's and dk's launches alone ({kernels:?})");
             }
         }
         if t <= 150 {

@@ -37,6 +37,8 @@ pub struct GpuContext {
     paths: KernelPaths,
     /// The training attention kernels, where set (else the kernel family's).
     attention: Option<crate::ops::attention::AttentionKernels>,
+    /// The flash kernels' dk and dv each in a launch of its own (`with_flash_kv_apart`).
+    flash_kv_apart: bool,
     /// Whether the ops with workgroup reductions run their `_subgroups` variants.
     subgroup_reductions: bool,
     /// The adapter offers cooperative matrices, and the shape matmul_coop.wgsl runs on
@@ -438,6 +440,7 @@ impl GpuContext {
             lost,
             paths: KernelPaths::Gpu,
             attention: None,
+            flash_kv_apart: false,
             subgroup_reductions: features.contains(wgpu::Features::SUBGROUP),
             offers_cooperative_matrix,
             coop_shape,
@@ -540,6 +543,20 @@ impl GpuContext {
 
     pub(crate) fn attention_kernels(&self) -> Option<crate::ops::attention::AttentionKernels> {
         self.attention
+    }
+
+    /// This context with the flash kernels' keys' gradients in two launches, dv's then dk's,
+    /// each recomputing the scores (some 25 % more of that kernel's work, half its
+    /// accumulators), or in one (the default): to compare them on a GPU
+    /// (`HEARTH_FLASH_KV=apart`), where heads of 128 may hold a multiprocessor to one
+    /// workgroup in one launch.
+    pub fn with_flash_kv_apart(mut self, apart: bool) -> Self {
+        self.flash_kv_apart = apart;
+        self
+    }
+
+    pub fn flash_kv_apart(&self) -> bool {
+        self.flash_kv_apart
     }
 
     /// This context with greedy decoding picking each token on the GPU (the default): one

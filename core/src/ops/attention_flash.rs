@@ -70,6 +70,34 @@ fn variant(hs: usize) -> Variant {
     VARIANTS[dims(hs).trailing_zeros() as usize]
 }
 
+/// The keys' kernel's variant for one of its passes (KV_PASS: 0 dk and dv, 1 dv alone, 2 dk
+/// alone).
+fn kv_variant(hs: usize, pass: u32) -> Variant {
+    macro_rules! passes {
+        ($($pass:literal: $suffix:literal),*) => {
+            [$([
+                Variant { name: concat!("1 dim", $suffix), constants: &[("DIMS", 1.0), ("KV_PASS", $pass as f64)] },
+                Variant { name: concat!("2 dims", $suffix), constants: &[("DIMS", 2.0), ("KV_PASS", $pass as f64)] },
+                Variant { name: concat!("4 dims", $suffix), constants: &[("DIMS", 4.0), ("KV_PASS", $pass as f64)] },
+                Variant { name: concat!("8 dims", $suffix), constants: &[("DIMS", 8.0), ("KV_PASS", $pass as f64)] },
+            ],)*]
+        };
+    }
+    const VARIANTS: [[Variant; 4]; 2] = passes!(1: ", dv alone", 2: ", dk alone");
+    match pass {
+        0 => variant(hs),
+        _ => VARIANTS[pass as usize - 1][dims(hs).trailing_zeros() as usize],
+    }
+}
+
+/// The keys' kernel's passes on `ctx` with their FLOPs in products (a product: the scores'
+/// multiply-adds): dk and dv in one (the scores, dp and the two sums), or apart
+/// (`GpuContext::with_flash_kv_apart`): dv (the scores and its sum), then dk (the scores, dp
+/// and its sum).
+fn kv_passes(ctx: &GpuContext) -> &'static [(u32, f64)] {
+    if ctx.flash_kv_apart() { &[(1, 2.0), (2, 3.0)] } else { &[(0, 4.0)] }
+}
+
 /// The params of queries from position `past` on, with segment ids or one sequence.
 fn params(d: &AttentionDims, past: usize, segs: bool) -> Params {
     let segs = segs as u32;
@@ -127,7 +155,12 @@ fn product_flops(d: &AttentionDims, lens: &[u32]) -> f64 {
 /// A launch of `parts` workgroups per head and row (its blocks, or kv_part's parts).
 #[allow(clippy::too_many_arguments)]
 fn launch(ctx: &GpuContext, entry: &'static str, inputs: &[&GpuBuffer], outputs: &[&GpuBuffer], params: &Params, d: &AttentionDims, parts: usize, flops: f64) -> Result<()> {
-    let kernel = Kernel::new(Shader::AttentionFlash, entry, 0).with_variant(variant(d.hs));
+    launch_variant(ctx, entry, variant(d.hs), inputs, outputs, params, d, parts, flops)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_variant(ctx: &GpuContext, entry: &'static str, variant: Variant, inputs: &[&GpuBuffer], outputs: &[&GpuBuffer], params: &Params, d: &AttentionDims, parts: usize, flops: f64) -> Result<()> {
+    let kernel = Kernel::new(Shader::AttentionFlash, entry, 0).with_variant(variant);
     ctx.dispatch_counted(&kernel, inputs, outputs, params, [parts as u32, d.nh as u32, d.b as u32], flops)
 }
 
@@ -171,12 +204,18 @@ pub(crate) fn backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &Gp
     // a workgroup per block of keys (or part of one) and query head (a KV head's alone would
     // leave most of a GPU idle: 96 workgroups for SmolLM2 at 4 × 512 tokens), each query
     // head's share, and each part's, summed after
+    let keys = |outputs: &[&GpuBuffer]| -> Result<()> {
+        for &(pass, products) in kv_passes(ctx) {
+            launch_variant(ctx, "attention_flash_backward_kv", kv_variant(d.hs, pass), &inputs, outputs, &params, &d, parts, products * product)?;
+        }
+        Ok(())
+    };
     if d.nh == d.nkv && !split {
-        return launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, dk, dv], &params, &d, parts, 4.0 * product);
+        return keys(&[stats, dk, dv]);
     }
     let shares = if split { 2 * rows } else { rows };
     let (share_k, share_v) = (ctx.alloc_scratch_f32(shares)?, ctx.alloc_scratch_f32(shares)?);
-    launch(ctx, "attention_flash_backward_kv", &inputs, &[stats, &share_k, &share_v], &params, &d, parts, 4.0 * product)?;
+    keys(&[stats, &share_k, &share_v])?;
     let kernel = Kernel::new(Shader::AttentionFlash, "attention_flash_sum_heads", 8);
     ctx.dispatch(&kernel, &[&share_k, &share_v], &[dk, dv], &params, grid_1d((d.b * d.t * d.nkv * d.hs) as u64, 256))
 }
