@@ -643,6 +643,14 @@ impl GpuContext {
         self.coop_shape
     }
 
+    /// The cooperative matrices `op` runs on, or an error naming it where this device has
+    /// none (not requested, or not offered).
+    pub(crate) fn coop_shape_for(&self, op: &str) -> Result<CoopShape> {
+        self.coop_shape.filter(|_| self.has_cooperative_matrix()).ok_or_else(|| {
+            Error::Shape(format!("{op}: this device has no cooperative matrices (ContextOptions::cooperative_matrix, on an adapter that offers them)"))
+        })
+    }
+
     /// This context with the cooperative-matrix kernels' workgroups sized for subgroups of
     /// `subgroup` invocations (tests: a subgroup taking several blocks in turn, subgroups past
     /// the blocks computing one again; the kernels are correct on any). Unchanged where no

@@ -6,7 +6,7 @@
 use super::{check_len, grid_1d};
 use crate::error::ensure;
 use crate::gpu::{Kernel, Shader, Variant};
-use crate::{GpuBuffer, GpuContext, Result};
+use crate::{Error, GpuBuffer, GpuContext, Result};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -57,14 +57,13 @@ pub fn fma_peak_coop_flop(side: usize, groups: usize, iters: usize) -> f64 {
 /// out holds `groups · fma_peak_coop_outputs(side)` values: ops::cpu's fma_peak_coop.
 pub fn fma_peak_coop(ctx: &GpuContext, out: &GpuBuffer, groups: usize, iters: usize) -> Result<()> {
     let op = "fma_peak_coop";
-    let shape = ctx.coop_shape().filter(|_| ctx.has_cooperative_matrix());
-    let shape = shape.ok_or_else(|| crate::Error::Shape(format!("{op}: this device has no cooperative matrices (ContextOptions::cooperative_matrix, on an adapter that offers them)")))?;
+    let shape = ctx.coop_shape_for(op)?;
     let side = shape.side as usize;
     ensure((1..=65_535).contains(&groups), || format!("{op}: 1 to 65,535 workgroups, got {groups}"))?;
     // (exact in f32 below 16,384 rounds: shaders/fma_peak_coop.wgsl)
     ensure(iters < 16_384, || format!("{op}: fewer than 16,384 rounds, got {iters}"))?;
     check_len(op, "out", out, groups * fma_peak_coop_outputs(side))?;
-    let variant = coop_workgroup(shape.invocations()).ok_or_else(|| crate::Error::Shape(format!("{op}: no workgroup of {} invocations", shape.invocations())))?;
+    let variant = coop_workgroup(shape.invocations()).ok_or_else(|| Error::Shape(format!("{op}: no workgroup of {} invocations", shape.invocations())))?;
     let shader = if side == 16 { Shader::FmaPeakCoop } else { Shader::FmaPeakCoop8x8 };
     ctx.dispatch(&Kernel::new(shader, op, 0).with_variant(variant), &[], &[out], &CoopParams { iters: iters as u32 }, [groups as u32, 1, 1])
 }

@@ -453,8 +453,7 @@ pub fn matmul_tiled_probe(ctx: &GpuContext, probe: TileProbe, out: &GpuBuffer, x
 /// forward's.
 pub fn matmul_coop_probe(ctx: &GpuContext, out: &GpuBuffer, x: &GpuBuffer, w: &GpuBuffer, d: MatmulDims) -> Result<()> {
     let op = "matmul_coop_probe";
-    let shape = ctx.coop_shape().filter(|_| ctx.has_cooperative_matrix());
-    let shape = shape.ok_or_else(|| Error::Shape(format!("{op}: this device has no cooperative matrices (ContextOptions::cooperative_matrix, on an adapter that offers them)")))?;
+    let shape = ctx.coop_shape_for(op)?;
     ensure(d.batch == 1 && d.m > 0 && d.n > 0 && d.k >= 32, || format!("{op}: one product of K ≥ 32 steps, got {d:?}"))?;
     check_len(op, "x", x, d.m * d.k)?;
     check_len(op, "w", w, d.n * d.k)?;
@@ -1300,9 +1299,9 @@ fn launch(
             ctx.dispatch_counted(&kernel, &inputs, &[out], &params, groups, flops)
         }
         MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::TiledF16 | MatmulTiling::TiledWideF16 | MatmulTiling::Coop => {
-            ensure(tiling != MatmulTiling::Coop || ctx.has_cooperative_matrix(), || {
-                format!("{op}: this device has no cooperative matrices (ContextOptions::cooperative_matrix, on an adapter that offers them)")
-            })?;
+            if tiling == MatmulTiling::Coop {
+                ctx.coop_shape_for(op)?;
+            }
             ensure(!tiling.rounds_to_f16() || ctx.has_f16(), || format!("{op}: {tiling:?} needs an adapter with shader-f16"))?;
             let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
             // (rows, cols, reduction, a_si, a_sr, b_sj, b_sr)

@@ -455,8 +455,7 @@ fn quant_launch(
     let sh = match (block, term) {
         (QuantBlock::TiledF16, _) => shaders.f16_tiles,
         (QuantBlock::Coop, _) => {
-            let shape = ctx.coop_shape().filter(|_| ctx.has_cooperative_matrix());
-            let shape = shape.ok_or_else(|| Error::Shape("quantized matmuls on cooperative matrices: this device has no cooperative matrices (ContextOptions::cooperative_matrix, on an adapter that offers them)".into()))?;
+            let shape = ctx.coop_shape_for("quantized matmuls on cooperative matrices")?;
             shaders.coop[usize::from(shape.side != 16)]
         }
         (QuantBlock::Gemv, Some(_)) => ctx.reduction_shader(shaders.low_rank),
