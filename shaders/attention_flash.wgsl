@@ -53,7 +53,8 @@ override ZEROED: bool = false;
 // the probabilities' sum); 2 dk alone (the scores, dp and the dS sum). Apart (the launcher's
 // choice: attention_flash.rs's kv_passes), each pass recomputes the scores, some 25 % more of
 // the kernel's multiply-adds, but holds one head's accumulators, not two: at heads of 128 (8
-// dims an invocation) 64 registers fewer, which may let a multiprocessor hold two workgroups.
+// dims an invocation) 32 values fewer an invocation (ACO: 120 and 132 VGPRs against 168),
+// which may let a multiprocessor hold two workgroups, not one.
 override KV_PASS: u32 = 0u;
 // A masked score, and below what a score counts as masked.
 const MASKED: f32 = -3.0e38;

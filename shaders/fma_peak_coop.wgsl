@@ -38,9 +38,9 @@ fn peak_value(e: u32, w: u32) -> f16 {
 
 @compute @workgroup_size(WG)
 fn fma_peak_coop(@builtin(workgroup_id) wid: vec3<u32>,
-             @builtin(local_invocation_index) flat: u32,
-             @builtin(subgroup_id) sg: u32,
-             @builtin(num_subgroups) subgroups: u32) {
+                 @builtin(local_invocation_index) flat: u32,
+                 @builtin(subgroup_id) sg: u32,
+                 @builtin(num_subgroups) subgroups: u32) {
     for (var e = flat; e < MATRICES * D * D; e += WG) {
         frags[e] = peak_value(e, wid.x);
     }
