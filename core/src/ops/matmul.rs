@@ -1299,9 +1299,8 @@ fn launch(
             ctx.dispatch_counted(&kernel, &inputs, &[out], &params, groups, flops)
         }
         MatmulTiling::Tiled | MatmulTiling::TiledWide | MatmulTiling::TiledF16 | MatmulTiling::TiledWideF16 | MatmulTiling::Coop => {
-            if tiling == MatmulTiling::Coop {
-                ctx.coop_shape_for(op)?;
-            }
+            // (the device's cooperative matrices, checked before anything else is)
+            let coop_shape = if tiling == MatmulTiling::Coop { Some(ctx.coop_shape_for(op)?) } else { None };
             ensure(!tiling.rounds_to_f16() || ctx.has_f16(), || format!("{op}: {tiling:?} needs an adapter with shader-f16"))?;
             let (m, n, k) = (d.m as u32, d.n as u32, d.k as u32);
             // (rows, cols, reduction, a_si, a_sr, b_sj, b_sr)
@@ -1371,19 +1370,18 @@ fn launch(
                 (false, true) => Shader::MatmulTiledF16,
                 (true, true) => Shader::MatmulTiledF16LowRank,
             };
-            let kernel = match tiling {
-                MatmulTiling::Coop => {
-                    // (the context has cooperative matrices only in a shape with a variant)
-                    let shape = ctx.coop_shape().expect("cooperative matrices in a shape matmul_coop.wgsl runs on");
+            let kernel = match coop_shape {
+                Some(shape) => {
                     let shader = match (shape.side, term.is_some()) {
                         (16, false) => Shader::MatmulCoop,
                         (16, true) => Shader::MatmulCoopLowRank,
                         (_, false) => Shader::MatmulCoop8x8,
                         (_, true) => Shader::MatmulCoop8x8LowRank,
                     };
+                    // (the context has cooperative matrices only in a shape with a variant)
                     Kernel::new(shader, "matmul_coop", 0).with_variant(coop_variant(shape, tile_rows).expect("a variant for the context's shape"))
                 }
-                _ => Kernel::new(shader, "matmul_tiled", 0).with_variant(tiled_variant(ctx, (tile_rows, tile_cols), false)),
+                None => Kernel::new(shader, "matmul_tiled", 0).with_variant(tiled_variant(ctx, (tile_rows, tile_cols), false)),
             };
             let inputs: Vec<&GpuBuffer> = match term {
                 Some(t) => vec![a, b, t.h, t.v],
