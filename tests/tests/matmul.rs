@@ -310,12 +310,8 @@ fn coop_bench_kernels_match_cpu_where_offered() {
         let (x, w) = (to_f16(rng.vec_uniform(m * k, -1.0, 1.0)), to_f16(rng.vec_uniform(n * k, -1.0, 1.0)));
         let out = poisoned(ctx, m * n);
         matmul_coop_probe(ctx, &out, &upload(ctx, &x), &upload(ctx, &w), d).unwrap();
-        let first_stage = |v: &[f32], rows: usize| -> Vec<f64> { (0..rows).flat_map(|i| to_f64(&v[i * k..i * k + 32])).collect() };
-        let mut stage = vec![0.0; m * n];
-        cpu::matmul_forward(&mut stage, &first_stage(&x, m), &first_stage(&w, n), m, n, 32);
         let iterations = k.div_ceil(32) as f64;
-        let want: Vec<f64> = stage.iter().map(|v| v * iterations).collect();
-        assert_close(&format!("matmul_coop_probe {d:?}"), &read(ctx, &out), &want, ATOL * iterations, RTOL);
+        assert_close(&format!("matmul_coop_probe {d:?}"), &read(ctx, &out), &probe_reference(&x, &w, d, 32), ATOL * iterations, RTOL);
     }
     let (x, w, out) = (upload(ctx, &[0.0; 124]), upload(ctx, &[0.0; 124]), poisoned(ctx, 16));
     let err = matmul_coop_probe(ctx, &out, &x, &w, MatmulDims::new(4, 4, 31)).unwrap_err().to_string();
@@ -464,6 +460,16 @@ fn matmul_tiled_spans_several_workgroups() {
     }
 }
 
+/// What a probe of the forward (x M × K, w N × K) computes where it stages `steps` reduction
+/// steps an iteration: the first stage's product once per iteration, ⌈K/steps⌉ times.
+fn probe_reference(x: &[f32], w: &[f32], d: MatmulDims, steps: usize) -> Vec<f64> {
+    let first_stage = |v: &[f32], rows: usize| -> Vec<f64> { (0..rows).flat_map(|i| to_f64(&v[i * d.k..i * d.k + steps])).collect() };
+    let mut stage = vec![0.0; d.m * d.n];
+    cpu::matmul_forward(&mut stage, &first_stage(x, d.m), &first_stage(w, d.n), d.m, d.n, steps);
+    let iterations = d.k.div_ceil(steps) as f64;
+    stage.iter().map(|v| v * iterations).collect()
+}
+
 /// bench ops' probes (TileProbe): the forward's arithmetic on the first 8 steps' tiles, once
 /// per iteration (several tiles, partial ones at both edges, a reduction that ends inside a
 /// stage); a reduction shorter than a stage is refused.
@@ -477,12 +483,8 @@ fn tile_probes_sum_the_first_stage_once_per_iteration() {
                 let (x, w) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(n * k, -1.0, 1.0));
                 let out = poisoned(ctx, m * n);
                 matmul_tiled_probe(ctx, probe, &out, &upload(ctx, &x), &upload(ctx, &w), d).unwrap();
-                let first_stage = |v: &[f32], rows: usize| -> Vec<f64> { (0..rows).flat_map(|i| to_f64(&v[i * k..i * k + 8])).collect() };
-                let mut stage = vec![0.0; m * n];
-                cpu::matmul_forward(&mut stage, &first_stage(&x, m), &first_stage(&w, n), m, n, 8);
                 let iterations = k.div_ceil(8) as f64;
-                let want: Vec<f64> = stage.iter().map(|v| v * iterations).collect();
-                assert_close(&format!("{probe:?} {d:?}"), &read(ctx, &out), &want, ATOL * iterations, RTOL);
+                assert_close(&format!("{probe:?} {d:?}"), &read(ctx, &out), &probe_reference(&x, &w, d, 8), ATOL * iterations, RTOL);
             }
         }
         let (x, w, out) = (upload(ctx, &[0.0; 28]), upload(ctx, &[0.0; 28]), poisoned(ctx, 16));
