@@ -530,15 +530,17 @@ fn kv_scores(li: u32, i: u32, j0: u32, t0: u32, s: mat4x4<f32>, dp: mat4x4<f32>)
                      kv_score(li, ri, j0, t0, 2u, sr.z, dpr.z), kv_score(li, ri, j0, t0, 3u, sr.w, dpr.w));
 }
 
-// kv_scores' query c (column tx + 16c) of key row ri: its probability into the tile, dS
-// returned.
+// kv_scores' query c (column tx + 16c) of key row ri: its probability into the tile (for dv's
+// sum: not in dk's pass alone), dS returned.
 fn kv_score(li: u32, ri: u32, j0: u32, t0: u32, c: u32, sv: f32, dpv: f32) -> f32 {
     let cj = tile_place(li).x + 16u * c;
     let t = t0 + cj;
     let j = j0 + ri;
     let seen = t < p.T && j < p.T && sees(t, j, seg_cols[cj], seg_rows[ri]);
     let pr = select(0.0, exp(sv * p.scale - stat_a[cj]), seen);
-    tile[cj * LINE + ri % 16u][ri / 16u] = pr;
+    if (KV_PASS != 2u) {
+        tile[cj * LINE + ri % 16u][ri / 16u] = pr;
+    }
     return pr * (dpv - stat_b[cj]);
 }
 
