@@ -283,6 +283,13 @@ run ops-probes 20 env $PROBED_TILES "$HEARTH" bench ops --json --filter "f32 for
 # them: the probe's inner loop alone against the forward, and `peak coop` (ops) the products
 # alone; the f16 weights' and the quantized ones' forwards beside them (the filter's)
 run ops-coop-probes 20 env HEARTH_TILES=128 "$HEARTH" bench ops --json --filter "f16 coop forward" --probes --reps 3 $PROBE_SHAPES $KERNEL_STATS
+# The cooperative-matrix forwards in tiles of 64 with each stage's values loaded during the
+# last stage's products (HEARTH_COOP_PREFETCH=1) against loaded just before they are staged
+# (the default), with what the compiler made of each (registers, spills); the f16 weights' and
+# the quantized ones' forwards, which stage in turn either way, beside them as a control
+for ahead in 0 1; do
+    run "ops-coop64-ahead$ahead" 20 env HEARTH_TILES=64 HEARTH_COOP_PREFETCH=$ahead "$HEARTH" bench ops --json --filter "f16 coop forward" --reps 3 $COOP_SHAPES $KERNEL_STATS
+done
 # The f32 matmul's cost against each of M·N and K alone: a fixed cost per launch shows as
 # equal times down the sweep.
 run ops-sweep 20 "$HEARTH" bench ops --json --filter "f32 forward" --reps 3 --shape 64x64x8 --shape 64x64x4096 --shape 4096x4096x8 --shape 1024x1024x1024 --shape 2048x2048x2048

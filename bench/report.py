@@ -193,6 +193,13 @@ def main():
             for r in square:
                 if r["op"] in ("f16 coop forward", "f16 f16 coop forward", "q4_0 f16 coop forward"):
                     add(f"matmul 4096³ {r['op']} vs that cooperative-matrix rate (GFLOP/s)", num(r["rate"]), num(coop_peak["rate"]), ratio(r["rate"], coop_peak["rate"]), "")
+        # matmul_coop.wgsl's stages loaded a stage ahead, in tiles of 64, against in turn
+        ahead_rows = [{(r["op"], r["m"], r["n"], r["k"]): r for r in (results.get(f"ops-coop64-ahead{a}") or {}).get("rows", [])} for a in (0, 1)]
+        key = ("f16 coop forward", 4096, 4096, 4096)
+        if all(key in rows_ for rows_ in ahead_rows):
+            t, a = ahead_rows[0][key], ahead_rows[1][key]
+            add("matmul 4096³ f16 coop forward in tiles of 64: each stage's values loaded a stage ahead (HEARTH_COOP_PREFETCH=1) vs in turn (GFLOP/s)",
+                num(a["rate"]), num(t["rate"]), ratio(a["rate"], t["rate"]), "")
         if add_bw:
             add("this GPU's bandwidth through Hearth's pipeline (`peak a + b`: residual_forward, 12 bytes a value, GB/s) vs torch's device copy",
                 num(add_bw["rate"]), num(gb_per_s), ratio(add_bw["rate"], gb_per_s), "")
@@ -432,6 +439,18 @@ def main():
         if sweep:
             lines += ["", f"{title}:", "", "| op | M × N × K | kernel | ms | GFLOP/s |", "| --- | --- | --- | ---: | ---: |"]
             lines += [f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {r['ms']:.3f} | {r['rate']:,.0f} |" for r in sweep["rows"]]
+    ahead = {a: results.get(f"ops-coop64-ahead{a}") for a in (0, 1)}
+    if all(c and c["rows"] for c in ahead.values()):
+        lines += ["", "The cooperative-matrix forwards in tiles of 64 (HEARTH_TILES=64), each stage's values loaded during the last stage's products "
+                  "(HEARTH_COOP_PREFETCH=1: `a stage ahead`, matmul_coop.wgsl's f32 operands only) against loaded just before they are staged (the default); "
+                  "the f16 weights' and quantized forwards stage in turn in both runs (a control):", "",
+                  "| op | M × N × K | kernel, a stage ahead | ms, in turn | ms, a stage ahead | ahead ÷ in turn (rate) |",
+                  "| --- | --- | --- | ---: | ---: | ---: |"]
+        in_turn = {(r["op"], r["m"], r["n"], r["k"]): r for r in ahead[0]["rows"]}
+        for r in ahead[1]["rows"]:
+            t = in_turn.get((r["op"], r["m"], r["n"], r["k"]))
+            if t:
+                lines.append(f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {t['ms']:.3f} | {r['ms']:.3f} | {ratio(r['rate'], t['rate'])} |")
     coop = {side: results.get(f"ops-coop{side}") for side in (64, 128)}
     # (an adapter without cooperative matrices gives no rows: no table then)
     if all(c and c["rows"] for c in coop.values()):

@@ -108,9 +108,12 @@ fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
 // bounds (`bounded` false) and in a direction fixed in each of two copies, so that a value
 // costs about a dozen instructions where the edges' cost some thirty (bench/amd_isa.sh).
 fn stage(on_b: bool, blocks: bool, o: Operand, line0: u32, r0: u32, r_end: u32, flat: u32) {
+    if (PREFETCH) {
+        stage_ahead(on_b, blocks, o, line0, r0, r_end, flat);
+        return;
+    }
     let along_r = o.s_r == 1u;
-    let inside = line0 + TILE <= o.lines && r0 + BK <= r_end;
-    if (!blocks && inside && select(o.s_line, o.s_r, along_r) == 1u) {
+    if (stage_inside(blocks, o, line0, r0, r_end)) {
         if (along_r) {
             stage_walk(on_b, false, false, o, coop_walk(flat, true), line0, r0, r_end);
         } else {
@@ -121,33 +124,134 @@ fn stage(on_b: bool, blocks: bool, o: Operand, line0: u32, r0: u32, r_end: u32, 
     stage_walk(on_b, true, blocks, o, coop_walk(flat, along_r), line0, r0, r_end);
 }
 
+// Whether a stage of `o` from (line0, r0) is staged without bounds: inside the operand, its
+// passes four consecutive values, not in blocks.
+fn stage_inside(blocks: bool, o: Operand, line0: u32, r0: u32, r_end: u32) -> bool {
+    let along_r = o.s_r == 1u;
+    return !blocks && line0 + TILE <= o.lines && r0 + BK <= r_end && select(o.s_line, o.s_r, along_r) == 1u;
+}
+
 // stage's passes along the walk `w` (`bounded`, `blocks` and, where not bounded, w's
 // direction constants in each copy).
 fn stage_walk(on_b: bool, bounded: bool, blocks: bool, o: Operand, w: CoopWalk, line0: u32, r0: u32, r_end: u32) {
-    let at = o.base + (line0 + w.line) * o.s_line + (r0 + w.r) * o.s_r;
-    let d_at = w.d_line * o.s_line + w.d_r * o.s_r;
-    let d_t = select(o.s_line, o.s_r, w.along_r);
-    let s = PassStart(at, d_at, d_t, line0, r0, r_end, o.lines);
+    let s = pass_start(o, w, line0, r0, r_end);
     for (var k = 0u; k < invocation_passes(); k += 4u) {
         // (the four passes written out: see pieces/held_values.wgsl)
         let passes = mat4x4<f32>(pass_of(on_b, bounded, blocks, w, s, k), pass_of(on_b, bounded, blocks, w, s, k + 1u),
                                  pass_of(on_b, bounded, blocks, w, s, k + 2u), pass_of(on_b, bounded, blocks, w, s, k + 3u));
         for (var n = 0u; n < 4u; n++) {
-            // (a constant false where the passes taken cover the stage exactly: 128 invocations or fewer)
-            if (taken_passes() * WG > stage_passes() && w.flat + (k + n) * WG >= stage_passes()) {
+            if (past_stage(w, k + n)) {
                 break;
             }
-            let values = column_of(passes, n);
-            for (var t = 0u; t < 4u; t++) {
-                let place = walk_place(w, k + n, t);
-                let v = select(0.0, values[t], !bounded | in_product(s, place));
-                if (on_b) {
-                    tile_b[place.x * LD + place.y] = to_tile(v);
-                } else {
-                    tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, v));
-                }
-            }
+            put_pass(on_b, bounded, w, s, k + n, column_of(passes, n));
         }
+    }
+}
+
+// Whether pass k of the walk lies past the stage (a constant false where the passes taken
+// cover the stage exactly: 128 invocations or fewer).
+fn past_stage(w: CoopWalk, k: u32) -> bool {
+    return taken_passes() * WG > stage_passes() && w.flat + k * WG >= stage_passes();
+}
+
+// Pass k's four values into the tile (zero outside the product where `bounded`; A's rows scaled).
+fn put_pass(on_b: bool, bounded: bool, w: CoopWalk, s: PassStart, k: u32, values: vec4<f32>) {
+    for (var t = 0u; t < 4u; t++) {
+        let place = walk_place(w, k, t);
+        let v = select(0.0, values[t], !bounded | in_product(s, place));
+        if (on_b) {
+            tile_b[place.x * LD + place.y] = to_tile(v);
+        } else {
+            tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, v));
+        }
+    }
+}
+
+// Loaded a stage ahead (PREFETCH, the launcher's variants "a stage ahead": tiles of 64, at
+// most 8 passes an invocation): each stage puts into its tile the values loaded during the
+// previous stage, then loads the next stage's, whose loads stay in flight through the barrier
+// and this stage's products; only a walk's first stage waits for its loads. The same values
+// in the same places as staged in turn. An invocation holds up to 8 passes of each operand
+// (32 values): `lo` passes 0 to 3, `hi` 4 to 7. A stage's values are the workgroup's whatever
+// the turn of blocks, so a walk may begin with the stage the last one held.
+struct Held {
+    lo: mat4x4<f32>,
+    hi: mat4x4<f32>,
+}
+
+const NONE: u32 = 0xffffffffu;
+var<private> held_a: Held;
+var<private> held_b: Held;
+// the stage (r0) that held_a and held_b hold
+var<private> held_at: vec2<u32> = vec2<u32>(NONE, NONE);
+
+fn stage_ahead(on_b: bool, blocks: bool, o: Operand, line0: u32, r0: u32, r_end: u32, flat: u32) {
+    var held = held_a;
+    if (on_b) {
+        held = held_b;
+    }
+    // (the first stage of a walk over the reduction: nothing loaded ahead)
+    if (select(held_at.x, held_at.y, on_b) != r0) {
+        held = load_ahead(on_b, blocks, o, line0, r0, r_end, flat);
+    }
+    put_ahead(on_b, blocks, o, line0, r0, r_end, flat, held);
+    if (r0 + BK < r_end) {
+        let next = load_ahead(on_b, blocks, o, line0, r0 + BK, r_end, flat);
+        if (on_b) {
+            held_b = next;
+            held_at.y = r0 + BK;
+        } else {
+            held_a = next;
+            held_at.x = r0 + BK;
+        }
+    }
+}
+
+// A stage's passes, along the walk stage would take (its copies' constants as there).
+fn load_ahead(on_b: bool, blocks: bool, o: Operand, line0: u32, r0: u32, r_end: u32, flat: u32) -> Held {
+    let along_r = o.s_r == 1u;
+    if (stage_inside(blocks, o, line0, r0, r_end)) {
+        if (along_r) {
+            return gather(on_b, false, false, o, coop_walk(flat, true), line0, r0, r_end);
+        }
+        return gather(on_b, false, false, o, coop_walk(flat, false), line0, r0, r_end);
+    }
+    return gather(on_b, true, blocks, o, coop_walk(flat, along_r), line0, r0, r_end);
+}
+
+fn gather(on_b: bool, bounded: bool, blocks: bool, o: Operand, w: CoopWalk, line0: u32, r0: u32, r_end: u32) -> Held {
+    let s = pass_start(o, w, line0, r0, r_end);
+    var h: Held;
+    h.lo = mat4x4<f32>(pass_of(on_b, bounded, blocks, w, s, 0u), pass_of(on_b, bounded, blocks, w, s, 1u),
+                       pass_of(on_b, bounded, blocks, w, s, 2u), pass_of(on_b, bounded, blocks, w, s, 3u));
+    if (taken_passes() > 4u) {
+        h.hi = mat4x4<f32>(pass_of(on_b, bounded, blocks, w, s, 4u), pass_of(on_b, bounded, blocks, w, s, 5u),
+                           pass_of(on_b, bounded, blocks, w, s, 6u), pass_of(on_b, bounded, blocks, w, s, 7u));
+    }
+    return h;
+}
+
+// `held`'s passes into the stage's tile, along the walk load_ahead took.
+fn put_ahead(on_b: bool, blocks: bool, o: Operand, line0: u32, r0: u32, r_end: u32, flat: u32, held: Held) {
+    let along_r = o.s_r == 1u;
+    if (stage_inside(blocks, o, line0, r0, r_end)) {
+        if (along_r) {
+            put_held(on_b, false, o, coop_walk(flat, true), line0, r0, r_end, held);
+        } else {
+            put_held(on_b, false, o, coop_walk(flat, false), line0, r0, r_end, held);
+        }
+        return;
+    }
+    put_held(on_b, true, o, coop_walk(flat, along_r), line0, r0, r_end, held);
+}
+
+fn put_held(on_b: bool, bounded: bool, o: Operand, w: CoopWalk, line0: u32, r0: u32, r_end: u32, held: Held) {
+    let s = pass_start(o, w, line0, r0, r_end);
+    for (var k = 0u; k < taken_passes(); k++) {
+        if (past_stage(w, k)) {
+            break;
+        }
+        put_pass(on_b, bounded, w, s, k, select(column_of(held.hi, k % 4u), column_of(held.lo, k % 4u), k < 4u));
     }
 }
 
@@ -161,6 +265,12 @@ struct PassStart {
     r0: u32,
     r_end: u32,
     lines: u32,
+}
+
+fn pass_start(o: Operand, w: CoopWalk, line0: u32, r0: u32, r_end: u32) -> PassStart {
+    let at = o.base + (line0 + w.line) * o.s_line + (r0 + w.r) * o.s_r;
+    let d_at = w.d_line * o.s_line + w.d_r * o.s_r;
+    return PassStart(at, d_at, select(o.s_line, o.s_r, w.along_r), line0, r0, r_end, o.lines);
 }
 
 // Pass k's four values (A's, or B's where `on_b`), loaded from 0's index outside the product

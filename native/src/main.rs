@@ -77,7 +77,8 @@ enum Command {
 /// own) and the attention HEARTH_ATTENTION names (rows, tiled, matmul or flash; the flash
 /// kernels' dk and dv in launches of their own where HEARTH_FLASH_KV=apart), without
 /// subgroup operations where HEARTH_SUBGROUPS=0, with forwards and input gradients in f16
-/// where HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16), the
+/// where HEARTH_F16_MATMUL=1 (on cooperative matrices, or in f16 tiles with shader-f16; the
+/// cooperative matrices' staging a stage ahead where HEARTH_COOP_PREFETCH=1), the
 /// kernels with the wgpu safeguards HEARTH_SHADER_CHECKS names (ShaderChecks), the tiled kernels'
 /// tiles and split reductions as HEARTH_TILES, HEARTH_SPLIT_WORKGROUPS,
 /// HEARTH_SPLIT_MIN_STEPS and HEARTH_THIN_SPLIT (WORKGROUPS,STEPS or same) say (to compare
@@ -121,6 +122,11 @@ pub fn open_gpu() -> Result<GpuContext> {
         Ok("apart") => ctx = ctx.with_flash_kv_apart(true),
         Ok("together") | Err(_) => {}
         Ok(other) => bail!("HEARTH_FLASH_KV={other:?}: expected together (the flash kernels' dk and dv in one launch, the default) or apart (dv's launch, then dk's)"),
+    }
+    match std::env::var("HEARTH_COOP_PREFETCH").as_deref() {
+        Ok("1") => ctx = ctx.with_coop_prefetch(true),
+        Ok("0") | Err(_) => {}
+        Ok(other) => bail!("HEARTH_COOP_PREFETCH={other:?}: expected 0 (the cooperative-matrix matmul loads each stage's values just before it stages them, the default) or 1 (a stage ahead, during the previous stage's products)"),
     }
     let tiles = TileChoice {
         side: match std::env::var("HEARTH_TILES").as_deref() {
@@ -236,7 +242,7 @@ pub fn open_coop_gpu(ctx: &GpuContext) -> Result<Option<GpuContext>> {
     }
     let filter = std::env::var("HEARTH_ADAPTER").ok();
     let options = ContextOptions { cooperative_matrix: true, shader_checks: ctx.shader_checks() };
-    let coop = pollster::block_on(GpuContext::new_with(filter.as_deref(), options))?.with_tile_choice(ctx.tile_choice());
+    let coop = pollster::block_on(GpuContext::new_with(filter.as_deref(), options))?.with_tile_choice(ctx.tile_choice()).with_coop_prefetch(ctx.coop_prefetch());
     Ok(coop.has_cooperative_matrix().then_some(coop))
 }
 

@@ -93,13 +93,14 @@ fn print_paths(ctx: &GpuContext) {
         (false, _) => "not offered by this adapter".to_string(),
         (true, None) => "offered, but not as 16 × 16 × 16 or 8 × 8 × 8 f16 products into f32 (matmul_coop.wgsl's form)".to_string(),
         (true, Some(shape)) => format!(
-            "f16 forwards and input gradients on matmul_coop.wgsl, quantized weights' on matmul/quant_coop.wgsl ({0} × {0} × {0}, {1}) {2} (checked below)",
+            "f16 forwards and input gradients on matmul_coop.wgsl, quantized weights' on matmul/quant_coop.wgsl ({0} × {0} × {0}, {1}) {2}{3} (checked below)",
             shape.side,
             match shape.subgroups {
                 (min, max) if min == max => format!("subgroups of {min}"),
                 (min, max) => format!("subgroups of {min} to {max}, workgroups of {} invocations sized for {}", shape.invocations(), shape.sized_for),
             },
-            if ctx.f16_matmuls() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" }
+            if ctx.f16_matmuls() { "on (HEARTH_F16_MATMUL=1)" } else { "with HEARTH_F16_MATMUL=1; off by default" },
+            if ctx.coop_prefetch() { ", matmul_coop.wgsl's stages loaded a stage ahead (HEARTH_COOP_PREFETCH=1)" } else { "" }
         ),
     };
     println!("  cooperative matrices {coop}");

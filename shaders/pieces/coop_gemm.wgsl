@@ -63,6 +63,10 @@ override ZEROED: bool = false;
 // staged in the first iteration only, every later one summing them again without barriers:
 // the inner loop alone (cooperative loads from workgroup memory and products).
 override SUMS_ONLY: bool = false;
+// Whether the includer's stage_a and stage_b load each stage's values a stage ahead
+// (matmul_coop.wgsl's PREFETCH: the launcher's variants "a stage ahead"); the quantized
+// kernels' stage in turn whatever it says.
+override PREFETCH: bool = false;
 const BK: u32 = 32u;
 // blocks per side of the tile
 const G: u32 = 32u / D;

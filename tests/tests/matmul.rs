@@ -97,6 +97,65 @@ fn coop_matmul_matches_cpu_where_offered() {
     }
 }
 
+/// matmul_coop.wgsl with each stage's values loaded a stage ahead (`with_coop_prefetch`,
+/// PREFETCH), where the adapter offers cooperative matrices: the launches in tiles of 64 take
+/// the "a stage ahead" variant (those of 128 stage in turn) and write the very bits the default (each stage
+/// loaded in turn) writes, over stages inside the operands and at their edges, in all three
+/// layouts, batched and split; and they pass coop_matmul_matches_cpu_where_offered's checks
+/// against the CPU (A in blocks, low-rank terms through their dropout too), in workgroups
+/// sized for other subgroups too.
+#[test]
+fn coop_matmul_a_stage_ahead_matches_in_turn_where_offered() {
+    use hearth_core::gpu::TileChoice;
+    let Some(shape) = gpu_coop().and_then(|c| c.coop_shape()) else {
+        eprintln!("SKIPPED: this adapter has no cooperative matrices of 16 × 16 × 16 or 8 × 8 × 8 f16 products into f32");
+        return;
+    };
+    let mut rng = Rng::new(23);
+    for side in [64, 128] {
+        let tiles = TileChoice { side: Some(side), ..Default::default() };
+        let in_turn = own_gpu_coop_matmuls().expect("a context with cooperative matrices").with_tile_choice(tiles);
+        let ahead = own_gpu_coop_matmuls().expect("a context with cooperative matrices").with_tile_choice(tiles).with_coop_prefetch(true);
+        let shapes = [
+            (MatmulKind::Forward, MatmulDims::new(260, 200, 100)),
+            (MatmulKind::Forward, MatmulDims::new(70, 130, 200)),
+            (MatmulKind::BackwardInput, MatmulDims::new(260, 100, 200)),
+            (MatmulKind::BackwardWeight, MatmulDims::new(100, 260, 200)),
+            (MatmulKind::Forward, MatmulDims { batch: 3, b_batched: true, ..MatmulDims::new(70, 33, 48) }),
+            (MatmulKind::Forward, MatmulDims::new(8, 40, 5000)),
+        ];
+        ahead.profile_begin();
+        for (kind, d) in shapes {
+            let (a_len, b_len, c_len) = kind.operand_lens(&d);
+            let bb = if d.b_batched { d.batch } else { 1 };
+            let a = to_f16(rng.vec_uniform(d.batch * a_len, -1.0, 1.0));
+            let b = to_f16(rng.vec_uniform(bb * b_len, -1.0, 1.0));
+            let prior = rng.vec_uniform(d.batch * c_len, -1.0, 1.0);
+            let acc = Accumulate { alpha: 0.5, beta: 1.0 };
+            let outputs = [&in_turn, &ahead].map(|ctx| {
+                let out = upload(ctx, &prior);
+                matmul_with(ctx, kind, MatmulTiling::Coop, &out, &upload(ctx, &a), &upload(ctx, &b), d, acc).unwrap();
+                read(ctx, &out)
+            });
+            let differ = outputs[0].iter().zip(&outputs[1]).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+            assert_eq!(differ, 0, "{kind:?} {d:?} in tiles of {side}: {differ} of {} values differ from the stages loaded in turn", outputs[0].len());
+        }
+        let kernels = pollster::block_on(ahead.profile_end()).unwrap().kernels;
+        // (tiles of 64 only, where a stage is at most 8 passes an invocation)
+        let wanted = side == 64 && shape.invocations() >= 64;
+        assert!(kernels.keys().filter(|k| k.starts_with("matmul_coop:")).all(|k| k.ends_with(", a stage ahead]") == wanted), "tiles of {side}, {shape:?}: {kernels:?}");
+        check_coop(&ahead, &mut rng);
+    }
+    // workgroups sized for other subgroups: a subgroup's blocks in turn, each a walk of its own
+    // over the reduction (whose first stage is loaded anew, not the last walk's held one), and
+    // a stage of fewer passes than an invocation takes
+    for other in coop_contexts_sized_otherwise() {
+        let ctx = &other.with_coop_prefetch(true);
+        check_on(ctx, MatmulKind::Forward, MatmulTiling::Coop, MatmulDims::new(70, 130, 200), Accumulate { alpha: 0.5, beta: 1.0 }, &mut rng);
+        check_low_rank(ctx, MatmulKind::BackwardInput, MatmulTiling::Coop, MatmulDims::new(37, 52, 24), Accumulate { alpha: 0.5, beta: 1.0 }, 8, (0.5, 7), &mut rng);
+    }
+}
+
 /// [`coop_matmul_matches_cpu_where_offered`]'s checks on one context.
 fn check_coop(ctx: &hearth_core::GpuContext, rng: &mut Rng) {
     for _ in 0..6 {

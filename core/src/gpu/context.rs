@@ -56,6 +56,8 @@ pub struct GpuContext {
     /// Forwards and input gradients run in f16, summed in f32 (opt-in: on cooperative
     /// matrices or in f16 tiles, where the device has them).
     f16_matmuls: bool,
+    /// matmul_coop.wgsl loads each stage's values a stage ahead (`with_coop_prefetch`).
+    coop_prefetch: bool,
     /// ContextOptions::shader_checks.
     shader_checks: ShaderChecks,
     /// The tiled kernels' shape, where a run overrides the launchers' heuristics.
@@ -359,6 +361,7 @@ impl GpuContext {
             offers_cooperative_matrix,
             coop_shape,
             f16_matmuls: false,
+            coop_prefetch: false,
             shader_checks: options.shader_checks,
             tiles: TileChoice::default(),
             decode_ahead: true,

@@ -598,7 +598,7 @@ fn launch(
                         (_, true) => Shader::MatmulCoop8x8LowRank,
                     };
                     // (the context has cooperative matrices only in a shape with a variant)
-                    Kernel::new(shader, "matmul_coop", 0).with_variant(coop_variant(shape, tile_rows).expect("a variant for the context's shape"))
+                    Kernel::new(shader, "matmul_coop", 0).with_variant(coop_variant(shape, tile_rows, ctx.coop_prefetch()).expect("a variant for the context's shape"))
                 }
                 None => Kernel::new(shader, "matmul_tiled", 0).with_variant(tiled_variant(ctx, (tile_rows, tile_cols), false)),
             };

@@ -495,7 +495,7 @@ fn quant_launch(
     };
     let variant = match block {
         // (the context has cooperative matrices only in a shape with a variant)
-        QuantBlock::Coop => ctx.coop_shape().and_then(|s| coop_variant(s, side)).expect("a variant for the context's cooperative matrices"),
+        QuantBlock::Coop => ctx.coop_shape().and_then(|s| coop_variant(s, side, false)).expect("a variant for the context's cooperative matrices"),
         _ if tiled => tiled_variant(ctx, (side, side), true),
         QuantBlock::Gemv => gemv_variant(m, None),
         _ => Variant::DEFAULT,

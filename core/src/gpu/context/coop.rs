@@ -33,7 +33,7 @@ impl CoopShape {
     /// Whether its workgroup has a variant of the kernels and the device allows it.
     pub(super) fn fits(&self, limits: &wgpu::Limits) -> bool {
         // (both tiles' workgroups have as many invocations)
-        self.invocations() <= limits.max_compute_invocations_per_workgroup && crate::ops::matmul::coop_variant(*self, 64).is_some()
+        self.invocations() <= limits.max_compute_invocations_per_workgroup && crate::ops::matmul::coop_variant(*self, 64, false).is_some()
     }
 }
 
@@ -97,5 +97,19 @@ impl GpuContext {
 
     pub fn f16_matmuls(&self) -> bool {
         self.f16_matmuls
+    }
+
+    /// This context with the cooperative-matrix kernel of f32 operands (matmul_coop.wgsl)
+    /// loading each stage's values from memory during the previous stage's products, in tiles of
+    /// 64 (`HEARTH_COOP_PREFETCH=1`; ops::matmul's coop_variant): to compare with the default,
+    /// each stage loaded just before it is staged, on a GPU. The same values summed in the same
+    /// order either way. Tiles of 128 and the quantized weights' kernels stage in turn.
+    pub fn with_coop_prefetch(mut self, ahead: bool) -> Self {
+        self.coop_prefetch = ahead;
+        self
+    }
+
+    pub fn coop_prefetch(&self) -> bool {
+        self.coop_prefetch
     }
 }

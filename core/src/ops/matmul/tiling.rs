@@ -91,18 +91,26 @@ pub fn coop_tile(ctx: &GpuContext, outputs: usize) -> usize {
 
 /// The cooperative-matrix kernels' workgroup on `shape` (its invocations: a subgroup of the
 /// size it is sized for per block of the tile) in tiles of `tile` (64 or 128); None where no
-/// variant has as many invocations.
-pub(crate) fn coop_variant(shape: CoopShape, tile: usize) -> Option<Variant> {
+/// variant has as many invocations. `ahead`: matmul_coop.wgsl's values loaded a stage ahead
+/// (PREFETCH; `GpuContext::coop_prefetch`) in tiles of 64, where its workgroup holds a stage
+/// in 8 passes an invocation or fewer (64 invocations or more); else in turn. In tiles of 128
+/// an invocation's 4 × 4 accumulators and its 64 values held ahead took ACO (RX 7900 XTX) past
+/// its 256 VGPRs: 425 spilled.
+pub(crate) fn coop_variant(shape: CoopShape, tile: usize, ahead: bool) -> Option<Variant> {
     macro_rules! variants {
         ($($wg:literal),*) => {
             [$(
-                Variant { name: concat!("64x64, ", $wg, " invocations"), constants: &[("WG", $wg as f64), ("TILE", 64.0)] },
-                Variant { name: concat!("128x128, ", $wg, " invocations"), constants: &[("WG", $wg as f64), ("TILE", 128.0)] },
+                Variant { name: concat!("64x64, ", $wg, " invocations"), constants: &[("WG", $wg as f64), ("TILE", 64.0), ("PREFETCH", 0.0)] },
+                Variant { name: concat!("128x128, ", $wg, " invocations"), constants: &[("WG", $wg as f64), ("TILE", 128.0), ("PREFETCH", 0.0)] },
+                Variant { name: concat!("64x64, ", $wg, " invocations, a stage ahead"), constants: &[("WG", $wg as f64), ("TILE", 64.0), ("PREFETCH", 1.0)] },
+                Variant { name: concat!("128x128, ", $wg, " invocations, a stage ahead"), constants: &[("WG", $wg as f64), ("TILE", 128.0), ("PREFETCH", 1.0)] },
             )*]
         };
     }
-    const VARIANTS: [Variant; 12] = variants!(32, 64, 128, 256, 512, 1024);
-    VARIANTS.into_iter().find(|v| v.constants[0].1 == shape.invocations() as f64 && v.constants[1].1 == tile as f64)
+    const VARIANTS: [Variant; 24] = variants!(32, 64, 128, 256, 512, 1024);
+    let wg = shape.invocations() as usize;
+    let ahead = ahead && tile == 64 && wg >= 64;
+    VARIANTS.into_iter().find(|v| v.constants[0].1 == wg as f64 && v.constants[1].1 == tile as f64 && v.constants[2].1 == ahead as u8 as f64)
 }
 
 /// The tiled kernels' workgroup in tiles of `side` rows (64 or 128; 8 outputs each way per
