@@ -18,9 +18,9 @@
 // each invocation loads its values of the next step into registers before it sums the
 // current one (PREFETCH), so that the loads' latency hides behind the sums (one tile in
 // workgroup memory, where a second one would pass WebGPU's 16 KB).
-// The launcher sets TX and TY (matmul.rs: 8 × 8 for small outputs, 16 × 16 for large), and
-// CQ (2; 1 in tiles of 128 × 64 where the context says so, and in tiles of 64 × 32 for outputs
-// of at most 32 columns: LoRA's products of its rank).
+// The launcher sets TX and TY (ops/matmul/tiling.rs: 8 × 8 for small outputs, 16 × 16 for
+// large), and CQ (2; 1 in tiles of 128 × 64 where the context says so, and in tiles of 64 × 32
+// for outputs of at most 32 columns: LoRA's products of its rank).
 //
 // Split reduction: an output of few tiles over a long reduction (LoRA's weight gradients:
 // r × in over all the tokens) would leave most of a GPU idle, so the launcher may split the
