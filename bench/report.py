@@ -54,6 +54,14 @@ def loss_gap(run, default):
     return max((abs(a - b) for a, b in zip(run["losses"], default["losses"])), default=0.0)
 
 
+def same_products(first, second):
+    """(row of first, row of second) for each product (op and shape) both runs timed, in
+    first's order."""
+    key = lambda r: (r["op"], r["m"], r["n"], r["k"])
+    by_key = {key(r): r for r in second}
+    return [(r, by_key[key(r)]) for r in first if key(r) in by_key]
+
+
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "—"
 
@@ -194,10 +202,10 @@ def main():
                 if r["op"] in ("f16 coop forward", "f16 f16 coop forward", "q4_0 f16 coop forward"):
                     add(f"matmul 4096³ {r['op']} vs that cooperative-matrix rate (GFLOP/s)", num(r["rate"]), num(coop_peak["rate"]), ratio(r["rate"], coop_peak["rate"]), "")
         # matmul_coop.wgsl's stages loaded a stage ahead, in tiles of 64, against in turn
-        ahead_rows = [{(r["op"], r["m"], r["n"], r["k"]): r for r in (results.get(f"ops-coop64-ahead{a}") or {}).get("rows", [])} for a in (0, 1)]
-        key = ("f16 coop forward", 4096, 4096, 4096)
-        if all(key in rows_ for rows_ in ahead_rows):
-            t, a = ahead_rows[0][key], ahead_rows[1][key]
+        ahead_rows = [(results.get(f"ops-coop64-ahead{a}") or {}).get("rows", []) for a in (1, 0)]
+        for a, t in same_products(*ahead_rows):
+            if (a["op"], a["m"], a["n"], a["k"]) != ("f16 coop forward", 4096, 4096, 4096):
+                continue
             add("matmul 4096³ f16 coop forward in tiles of 64: each stage's values loaded a stage ahead (HEARTH_COOP_PREFETCH=1) vs in turn (GFLOP/s)",
                 num(a["rate"]), num(t["rate"]), ratio(a["rate"], t["rate"]), "")
         if add_bw:
@@ -446,11 +454,8 @@ def main():
                   "the f16 weights' and quantized forwards stage in turn in both runs (a control):", "",
                   "| op | M × N × K | kernel, a stage ahead | ms, in turn | ms, a stage ahead | ahead ÷ in turn (rate) |",
                   "| --- | --- | --- | ---: | ---: | ---: |"]
-        in_turn = {(r["op"], r["m"], r["n"], r["k"]): r for r in ahead[0]["rows"]}
-        for r in ahead[1]["rows"]:
-            t = in_turn.get((r["op"], r["m"], r["n"], r["k"]))
-            if t:
-                lines.append(f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {t['ms']:.3f} | {r['ms']:.3f} | {ratio(r['rate'], t['rate'])} |")
+        for r, t in same_products(ahead[1]["rows"], ahead[0]["rows"]):
+            lines.append(f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {' + '.join(r['kernels'])} | {t['ms']:.3f} | {r['ms']:.3f} | {ratio(r['rate'], t['rate'])} |")
     coop = {side: results.get(f"ops-coop{side}") for side in (64, 128)}
     # (an adapter without cooperative matrices gives no rows: no table then)
     if all(c and c["rows"] for c in coop.values()):
@@ -458,11 +463,8 @@ def main():
                   "(2 × 2 accumulators per subgroup) and of 128 (4 × 4), HEARTH_TILES=64 and =128:", "",
                   "| op | M × N × K | ms, 64 × 64 | ms, 128 × 128 | GFLOP/s, 64 | GFLOP/s, 128 | 128 ÷ 64 |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-        wide = {(r["op"], r["m"], r["n"], r["k"]): r for r in coop[128]["rows"]}
-        for r in coop[64]["rows"]:
-            w = wide.get((r["op"], r["m"], r["n"], r["k"]))
-            if w:
-                lines.append(f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {r['ms']:.3f} | {w['ms']:.3f} | {r['rate']:,.0f} | {w['rate']:,.0f} | {ratio(w['rate'], r['rate'])} |")
+        for r, w in same_products(coop[64]["rows"], coop[128]["rows"]):
+            lines.append(f"| {r['op']} | {r['m']} × {r['n']} × {r['k']} | {r['ms']:.3f} | {w['ms']:.3f} | {r['rate']:,.0f} | {w['rate']:,.0f} | {ratio(w['rate'], r['rate'])} |")
     # (runs before the in-step timestamps timed each launch alone)
     def kernel_table(what, kernels, timing, total=None, rows=20):
         ks = sorted(kernels, key=lambda k: -k.get("ms", 0))
