@@ -3,9 +3,10 @@
 # kernel that `bench ops` (f32, f16, each quantized format, their f16 tiles and cooperative
 # matrices, in tiles of 64 and 128; the cooperative one a stage ahead too) and a training step
 # (flash attention, norms, AdamW, ...) launch with Mesa's RADV and ACO for RDNA 3 (an RX 7900
-# XTX) and RDNA 4 (gfx1201), over Mesa's DRM shim. Each must compile, keep its values in registers (no scratch memory, no
-# vector register spilled) and compile in under 3 s: wgpu's zeroing of large workgroup arrays
-# once made it 3.5 to 23 s a kernel (docs/PERF.md, 2026-12-05).
+# XTX) and RDNA 4 (gfx1201), over Mesa's DRM shim. Each must compile, keep its values in
+# registers (no scratch memory, no vector register spilled) and compile in under 3 s: wgpu's
+# zeroing of large workgroup arrays once made it 3.5 to 23 s a kernel (docs/PERF.md,
+# 2026-12-05).
 #
 # usage: tests/amd/run.sh HEARTH_BINARY   (as root; in tests/coop's trixie chroot)
 set -euo pipefail
