@@ -99,11 +99,11 @@ fn coop_matmul_matches_cpu_where_offered() {
 
 /// matmul_coop.wgsl with each stage's values loaded a stage ahead (`with_coop_prefetch`,
 /// PREFETCH), where the adapter offers cooperative matrices: the launches in tiles of 64 take
-/// the "a stage ahead" variant (those of 128 stage in turn) and write the very bits the default (each stage
-/// loaded in turn) writes, over stages inside the operands and at their edges, in all three
-/// layouts, batched and split; and they pass coop_matmul_matches_cpu_where_offered's checks
-/// against the CPU (A in blocks, low-rank terms through their dropout too), in workgroups
-/// sized for other subgroups too.
+/// the "a stage ahead" variant (those of 128 stage in turn) and write the very bits the
+/// default (each stage loaded in turn) writes, over stages inside the operands and at their
+/// edges, in all three layouts, batched and split; and they pass
+/// coop_matmul_matches_cpu_where_offered's checks against the CPU (A in blocks, low-rank terms
+/// through their dropout too), in workgroups sized for other subgroups too.
 #[test]
 fn coop_matmul_a_stage_ahead_matches_in_turn_where_offered() {
     use hearth_core::gpu::TileChoice;

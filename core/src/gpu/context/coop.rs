@@ -78,7 +78,7 @@ impl GpuContext {
     }
 
     /// This context with forwards and input gradients in f16, summed in f32: on cooperative
-    /// matrices where the device has them (see [`ContextOptions`]), else in the tiled kernels
+    /// matrices where the device has them (see [`ContextOptions`](super::ContextOptions)), else in the tiled kernels
     /// with f16 tiles where it has shader-f16; quantized weights' likewise, decoded into f16 as
     /// they are staged. Each row of an output gradient is scaled by a power of
     /// two first (shaders/pieces/row_scales.wgsl). Weight gradients stay f32.

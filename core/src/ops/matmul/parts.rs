@@ -94,7 +94,7 @@ pub fn weight_grad_splits(ctx: &GpuContext, m: usize) -> Option<usize> {
 }
 
 /// The parts of [`weight_grad_splits`] on any context that runs the tiled kernels (1: none).
-/// Parts of at least `min_steps` each ([`SPLIT_MIN_STEPS`] unless the context's TileChoice
+/// Parts of at least `min_steps` each ([`SPLIT_MIN_STEPS`](super::SPLIT_MIN_STEPS) unless the context's TileChoice
 /// says otherwise).
 pub fn weight_grad_parts(m: usize, min_steps: usize) -> usize {
     reduction_split("a weight gradient", 1, (SPLIT_WORKGROUPS, min_steps), m, 1, true, 0).map_or(1, |(splits, _)| splits)

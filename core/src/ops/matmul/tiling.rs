@@ -103,11 +103,10 @@ pub(crate) fn coop_variant(shape: CoopShape, tile: usize, ahead: bool) -> Option
                 Variant { name: concat!("64x64, ", $wg, " invocations"), constants: &[("WG", $wg as f64), ("TILE", 64.0), ("PREFETCH", 0.0)] },
                 Variant { name: concat!("128x128, ", $wg, " invocations"), constants: &[("WG", $wg as f64), ("TILE", 128.0), ("PREFETCH", 0.0)] },
                 Variant { name: concat!("64x64, ", $wg, " invocations, a stage ahead"), constants: &[("WG", $wg as f64), ("TILE", 64.0), ("PREFETCH", 1.0)] },
-                Variant { name: concat!("128x128, ", $wg, " invocations, a stage ahead"), constants: &[("WG", $wg as f64), ("TILE", 128.0), ("PREFETCH", 1.0)] },
             )*]
         };
     }
-    const VARIANTS: [Variant; 24] = variants!(32, 64, 128, 256, 512, 1024);
+    const VARIANTS: [Variant; 18] = variants!(32, 64, 128, 256, 512, 1024);
     let wg = shape.invocations() as usize;
     let ahead = ahead && tile == 64 && wg >= 64;
     VARIANTS.into_iter().find(|v| v.constants[0].1 == wg as f64 && v.constants[1].1 == tile as f64 && v.constants[2].1 == ahead as u8 as f64)
