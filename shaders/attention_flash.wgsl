@@ -11,7 +11,7 @@
 //                                   (both in one pass, or each in a launch of its own: KV_PASS)
 //   attention_flash_sum_heads:      dk and dv: the shares of the query heads that share a
 //                                   KV head summed (where they are several), and of the
-//                                   parts of a split block of keys (kv_part)
+//                                   parts of a split block of keys (block_part)
 //   attention_flash_sum_queries:    dq: the parts of a split block of queries summed
 // (the first three's workgroups are counted with the blocks slowest: place_of)
 // where P = exp(scale·q·kᵀ − lse) and dS = P·(dout·vᵀ − dsum); the backward's stats hold
@@ -35,7 +35,7 @@ struct Params {
     past: u32,
     // 1: seg holds the tokens' segment ids; 0: one sequence (the KV cache)
     segs: u32,
-    // 1: the backward's kernels split their heaviest blocks in two (kv_part)
+    // 1: the backward's kernels split their heaviest blocks in two (block_part)
     split: u32,
 }
 
@@ -364,7 +364,7 @@ fn place_of(wid: vec3<u32>, nwg: vec3<u32>) -> Place {
 
 // The blocks of 64 rows a sequence takes.
 fn blocks() -> u32 { return (p.T + BLOCK - 1u) / BLOCK; }
-// The most blocks of the other side a part takes where the backward splits (kv_part).
+// The most blocks of the other side a part takes where the backward splits (block_part).
 fn split_half() -> u32 { return (blocks() + 1u) / 2u; }
 // Floats of one share of dq, dk or dv (B·T·NH·HS): a split's second share starts there.
 fn share_len() -> u32 { return p.B * p.T * p.NH * p.HS; }
@@ -489,7 +489,7 @@ fn attention_flash_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builti
     // the keys' kernel's part, mirrored: its block of keys x is block n − 1 − x of queries
     // here, and its blocks of queries y..z are blocks of keys n − z..n − y (unsplit, the last
     // block of queries first, against every key up to its own)
-    let part = kv_part(place.rank);
+    let part = block_part(place.rank);
     let n = blocks();
     let t0 = (n - 1u - part.x) * BLOCK;
     let keys_end = min((n - part.y) * BLOCK, p.T);
@@ -553,7 +553,7 @@ fn kv_score(li: u32, ri: u32, j0: u32, t0: u32, c: u32, sv: f32, dpv: f32) -> f3
 // heaviest first: the n − h parts of h, (n odd) block n − h's h, then for each w from
 // n − h down to 1, block n − w whole and the first part of block n − h − w. The query
 // gradient's kernel takes the same parts mirrored (attention_flash_backward_query).
-fn kv_part(rank: u32) -> vec4<u32> {
+fn block_part(rank: u32) -> vec4<u32> {
     let n = blocks();
     if (p.split == 0u) { return vec4<u32>(rank, rank, n, 0u); }
     let h = split_half();
@@ -572,12 +572,12 @@ fn attention_flash_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     if (ZEROED) {
         zero_workgroup_memory(li);
     }
-    // (the heaviest parts first: kv_part)
+    // (the heaviest parts first: block_part)
     let place = place_of(wid, nwg);
     let b = place.b;
     let h = place.h;
     let kvh = h / (p.NH / p.NKV);
-    let part = kv_part(place.rank);
+    let part = block_part(place.rank);
     let j0 = part.x * BLOCK;
     let j_last = min(j0 + BLOCK, p.T) - 1u;
     let offset = part.w * share_len();
@@ -639,7 +639,7 @@ fn attention_flash_sum_heads(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     let d = e % p.HS;
     let kvh = (e / p.HS) % p.NKV;
     let bt = e / (p.HS * p.NKV);
-    // split: the keys of blocks before n − ⌈n / 2⌉ have a second share (kv_part)
+    // split: the keys of blocks before n − ⌈n / 2⌉ have a second share (block_part)
     let second = p.split == 1u && (bt % p.T) / BLOCK < blocks() - split_half();
     let slot = share_len();
     var sk = 0.0;
@@ -657,8 +657,8 @@ fn attention_flash_sum_heads(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     sum_v[e] = sv;
 }
 
-// dq where the query gradient's blocks are split (kv_part, mirrored): the blocks of queries
-// from ⌈n / 2⌉ on have a second share.
+// dq where the query gradient's blocks are split (block_part, mirrored): the blocks of
+// queries from ⌈n / 2⌉ on have a second share.
 @compute @workgroup_size(256)
 fn attention_flash_sum_queries(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = gid.x + gid.y * nwg.x * 256u;

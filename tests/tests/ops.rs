@@ -395,8 +395,8 @@ fn attention_matches_cpu() {
         (2, 131, 2, 2, 100, 0, 6), (1, 70, 4, 2, 24, 0, 6), (2, 37, 4, 2, 16, 5, 6), (1, 150, 2, 1, 8, 70, 6), (1, 20, 2, 1, 256, 7, 6),
         (2, 150, 6, 2, 16, 0, 60), (1, 150, 2, 1, 8, 70, usize::MAX), (1, 1100, 8, 8, 4, 0, usize::MAX), (1, 1100, 8, 8, 4, 0, 0),
     ];
-    // the flash kernels again with the keys' blocks split (kv_part: 3 blocks or more, causal),
-    // as where the tuning measured many more workgroups at once than a launch has
+    // the flash kernels again with the keys' blocks split (block_part: 3 blocks or more,
+    // causal), as where the tuning measured many more workgroups at once than a launch has
     let keys_split = own_gpu().map(|c| c.with_tile_choice(hearth_core::gpu::TileChoice { split_workgroups: Some(4096), ..Default::default() }));
     // and with dk and dv in launches of their own (HEARTH_FLASH_KV=apart), split likewise
     let kv_apart = own_gpu().map(|c| c.with_tile_choice(hearth_core::gpu::TileChoice { split_workgroups: Some(4096), ..Default::default() }).with_flash_kv_apart(true));

@@ -35,7 +35,7 @@ struct Params {
     past: u32,
     /// 1 where the segment ids' binding holds them; 0: one sequence.
     segs: u32,
-    /// 1 where the backward's kernels split their heaviest blocks in two (kv_part).
+    /// 1 where the backward's kernels split their heaviest blocks in two (block_part).
     split: u32,
 }
 
@@ -104,39 +104,39 @@ fn params(d: &AttentionDims, past: usize, segs: bool) -> Params {
     Params { b: d.b as u32, t: d.t as u32, nh: d.nh as u32, nkv: d.nkv as u32, hs: d.hs as u32, scale: d.scale, window: d.window as u32, past: past as u32, segs, split: 0 }
 }
 
-/// The backward kernels' parts per head and row (kv_part): a block per part, or, where
+/// The backward kernels' parts per head and row (block_part): a block per part, or, where
 /// `split`, the keys' blocks before n − ⌈n/2⌉ (of n; the queries' from ⌈n/2⌉ on) in two
 /// parts each, so that no part takes more than ⌈n/2⌉ blocks of the other side.
-fn kv_parts(blocks: usize, split: bool) -> usize {
+fn block_parts(blocks: usize, split: bool) -> usize {
     let h = blocks.div_ceil(2);
     if split { 3 * (blocks - h) + (2 * h - blocks) } else { blocks }
 }
 
 /// What a split must save of the backward kernels' time (their parts' shares are written,
 /// then summed: a second pass over dq, dk and dv).
-const KV_SPLIT_GAIN: f64 = 0.1;
+const BLOCK_SPLIT_GAIN: f64 = 0.1;
 
-/// Whether the backward's kernels split their causal blocks in two (kv_part; the query
+/// Whether the backward's kernels split their causal blocks in two (block_part; the query
 /// gradient's kernel mirrored) on `ctx`: 3 blocks or more, no window, and where the tuning
-/// measured the workgroups the GPU runs at once, where that saves [`KV_SPLIT_GAIN`] of a
+/// measured the workgroups the GPU runs at once, where that saves [`BLOCK_SPLIT_GAIN`] of a
 /// launch's time, taken as the longer of its longest workgroup and all its work over the
 /// workgroups at once (in blocks). SmolLM2 at 4 × 512 tokens on an H100 (264 at once): 8
 /// against 1,296 / 264 = 4.9, split 4.9; one sequence, 8 against 4; Qwen2.5's 14 heads (8
 /// against 7.6) or longer sequences, whole. The shares take 4 × B·T·NH·HS floats more of
 /// scratch (SmolLM2 at 4 × 512: 19 MB), and only where the launch is small.
-fn kv_split(ctx: &GpuContext, d: &AttentionDims) -> bool {
-    ctx.tile_choice().split_workgroups.filter(|&w| w > SPLIT_WORKGROUPS).is_some_and(|at_once| kv_split_pays(at_once, d))
+fn blocks_split(ctx: &GpuContext, d: &AttentionDims) -> bool {
+    ctx.tile_choice().split_workgroups.filter(|&w| w > SPLIT_WORKGROUPS).is_some_and(|at_once| blocks_split_pays(at_once, d))
 }
 
-/// [`kv_split`]'s rule for `at_once` workgroups at once.
-fn kv_split_pays(at_once: usize, d: &AttentionDims) -> bool {
+/// [`blocks_split`]'s rule for `at_once` workgroups at once.
+fn blocks_split_pays(at_once: usize, d: &AttentionDims) -> bool {
     let blocks = d.t.div_ceil(BLOCK);
     if d.window != 0 || blocks < 3 {
         return false;
     }
     let work = (blocks * (blocks + 1) / 2 * d.nh * d.b) as f64 / at_once as f64;
     let time = |longest: usize| (longest as f64).max(work);
-    time(blocks.div_ceil(2)) <= (1.0 - KV_SPLIT_GAIN) * time(blocks)
+    time(blocks.div_ceil(2)) <= (1.0 - BLOCK_SPLIT_GAIN) * time(blocks)
 }
 
 /// Multiply-adds of one product over the pairs that see each other (counted in profiles):
@@ -152,7 +152,7 @@ fn product_flops(d: &AttentionDims, lens: &[u32]) -> f64 {
     2.0 * pairs * (d.nh * d.hs) as f64
 }
 
-/// A launch of `parts` workgroups per head and row (its blocks, or kv_part's parts).
+/// A launch of `parts` workgroups per head and row (its blocks, or block_part's parts).
 #[allow(clippy::too_many_arguments)]
 fn launch(ctx: &GpuContext, entry: &'static str, inputs: &[&GpuBuffer], outputs: &[&GpuBuffer], params: &Params, d: &AttentionDims, parts: usize, flops: f64) -> Result<()> {
     launch_variant(ctx, entry, variant(d.hs), inputs, outputs, params, d, parts, flops)
@@ -189,11 +189,11 @@ pub(crate) fn forward_cached(ctx: &GpuContext, out: &GpuBuffer, q: &GpuBuffer, k
 pub(crate) fn backward(ctx: &GpuContext, dq: &GpuBuffer, dk: &GpuBuffer, dv: &GpuBuffer, dout: &GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, stats: &GpuBuffer, seg: Segments, d: AttentionDims) -> Result<()> {
     let product = product_flops(&d, seg.lens);
     let inputs = [q, k, v, seg.ids, dout];
-    // split (kv_split), both kernels take the heaviest blocks in two parts, written to two
+    // split (blocks_split), both kernels take the heaviest blocks in two parts, written to two
     // shares and summed after
-    let split = kv_split(ctx, &d);
+    let split = blocks_split(ctx, &d);
     let params = Params { split: split as u32, ..params(&d, 0, true) };
-    let parts = kv_parts(d.t.div_ceil(BLOCK), split);
+    let parts = block_parts(d.t.div_ceil(BLOCK), split);
     let rows = d.b * d.t * d.nh * d.hs;
     let share_q = if split { Some(ctx.alloc_scratch_f32(2 * rows)?) } else { None };
     launch(ctx, "attention_flash_backward_query", &inputs, &[stats, share_q.as_ref().unwrap_or(dq)], &params, &d, parts, 3.0 * product)?;
@@ -228,18 +228,18 @@ mod tests {
     fn the_keys_blocks_split_where_the_longest_bounds_the_launch() {
         let smollm2 = AttentionDims::causal(4, 512, 9, 3, 64);
         // 8 blocks: 4 of 8 + 4 and 4 whole: 12 parts, the longest 4
-        assert_eq!(kv_parts(8, true), 12);
-        assert_eq!((kv_parts(7, true), kv_parts(3, true), kv_parts(8, false)), (10, 4, 8));
+        assert_eq!(block_parts(8, true), 12);
+        assert_eq!((block_parts(7, true), block_parts(3, true), block_parts(8, false)), (10, 4, 8));
         // an H100's 264 at once: SmolLM2 at 4 × 512 (8 against 4.9) and one sequence (8
         // against 4) split; Qwen2.5's 14 heads (8 against 7.6), 8 × 512 and 4 × 1,024 do not
-        assert!(kv_split_pays(264, &smollm2));
-        assert!(kv_split_pays(264, &AttentionDims::causal(1, 512, 9, 3, 64)));
-        assert!(!kv_split_pays(264, &AttentionDims::causal(4, 512, 14, 2, 64)));
-        assert!(!kv_split_pays(264, &AttentionDims::causal(8, 512, 9, 3, 64)));
-        assert!(!kv_split_pays(264, &AttentionDims::causal(4, 1024, 9, 3, 64)));
+        assert!(blocks_split_pays(264, &smollm2));
+        assert!(blocks_split_pays(264, &AttentionDims::causal(1, 512, 9, 3, 64)));
+        assert!(!blocks_split_pays(264, &AttentionDims::causal(4, 512, 14, 2, 64)));
+        assert!(!blocks_split_pays(264, &AttentionDims::causal(8, 512, 9, 3, 64)));
+        assert!(!blocks_split_pays(264, &AttentionDims::causal(4, 1024, 9, 3, 64)));
         // nor a window, nor two blocks, nor a GPU of fewer multiprocessors (48 at once)
-        assert!(!kv_split_pays(264, &AttentionDims { window: 256, ..smollm2 }));
-        assert!(!kv_split_pays(264, &AttentionDims::causal(4, 128, 9, 3, 64)));
-        assert!(!kv_split_pays(48, &smollm2));
+        assert!(!blocks_split_pays(264, &AttentionDims { window: 256, ..smollm2 }));
+        assert!(!blocks_split_pays(264, &AttentionDims::causal(4, 128, 9, 3, 64)));
+        assert!(!blocks_split_pays(48, &smollm2));
     }
 }
