@@ -34,36 +34,44 @@ fn a_value(a_off: u32, i: u32, r: u32) -> f32 {
 
 // An invocation's passes through a stage of TILE lines (A's rows, B's columns) by BK steps:
 // each pass four consecutive values along the operand's contiguous index (r where `along_r`,
-// else the lines): pass `flat` + k·WG of the stage's TILE · BK / 4 is the invocation's pass k,
-// at its walk's (line, r) + k·(d_line, d_r). Along r, consecutive invocations take
-// consecutive passes of a line, so that they read consecutive addresses. Across the lines
-// (an input gradient's B: W read down its columns), they take consecutive steps r of the same
-// four lines instead: their stores to the tile, where a line's steps are contiguous, then fall
-// on consecutive banks. Taking consecutive passes along r there (lines 4 apart, at LD · 4 f16s
-// of one another, a multiple of 32 banks) put 8 (tiles of 64) or 16 (tiles of 128) of a
-// subgroup's stores on one bank. WG (32 or more, a power of two) is a multiple of the passes
-// per line (BK / 4) and of BK, so a pass's place in the tile, and its address, advance by a
-// constant, computed once per stage (the staging's index arithmetic was most of the loop:
+// else the lines), taken four passes at a time (a quad). Along r, pass `flat` + k·WG of the
+// stage's TILE · BK / 4 is the invocation's pass k, at its walk's (line + k·d_line, r), and
+// consecutive invocations take consecutive passes of a line, so that they read consecutive
+// addresses; a pass is four consecutive steps of its line in the tile, one store. Across the
+// lines (an input gradient's B: W read down its columns), quad `flat` + q·WG of the stage's
+// TILE / 4 × BK / 4 is the invocation's quad q, four lines by four steps at
+// (line + q·d_line, r): its pass k = 4q + n reads the four lines at step r + n, and the quad's
+// values, transposed, are four lines' four consecutive steps, four stores (put_quad).
+// Consecutive invocations take consecutive quads of steps of the same four lines: the
+// subgroup's loads read 64 bytes of each of eight rows of W (16 of each of 32 before), and
+// the stores of eight invocations fill 64 bytes of a line. WG (32 or more, a power of two) is
+// a multiple of BK / 4, so that a pass's place in the tile, and its address, advance by
+// constants, computed once per stage (the staging's index arithmetic was most of the loop:
 // bench/amd_isa.sh).
 struct CoopWalk {
     flat: u32,
     line: u32,
     r: u32,
+    // lines from a pass to the next (along r), or from a quad to the next (across)
     d_line: u32,
-    d_r: u32,
     along_r: bool,
 }
 
 fn coop_walk(flat: u32, along_r: bool) -> CoopWalk {
+    let line = flat / (BK / 4u);
+    let r = 4u * (flat % (BK / 4u));
     if (along_r) {
-        return CoopWalk(flat, flat / (BK / 4u), 4u * (flat % (BK / 4u)), WG / (BK / 4u), 0u, true);
+        return CoopWalk(flat, line, r, WG / (BK / 4u), true);
     }
-    return CoopWalk(flat, 4u * (flat / BK), flat % BK, 4u * (WG / BK), 0u, false);
+    return CoopWalk(flat, 4u * line, r, 4u * (WG / (BK / 4u)), false);
 }
 
 // (line, r) in the tile of value t of pass k.
 fn walk_place(w: CoopWalk, k: u32, t: u32) -> vec2<u32> {
-    return vec2<u32>(w.line + k * w.d_line + select(t, 0u, w.along_r), w.r + k * w.d_r + select(0u, t, w.along_r));
+    if (w.along_r) {
+        return vec2<u32>(w.line + k * w.d_line, w.r + t);
+    }
+    return vec2<u32>(w.line + (k / 4u) * w.d_line + t, w.r + k % 4u);
 }
 
 // A stage's passes, and each invocation's (4 or 8 for 128 invocations; fewer than 4, or none,
@@ -139,32 +147,58 @@ fn stage_walk(on_b: bool, bounded: bool, blocks: bool, o: Operand, w: CoopWalk, 
         // (the four passes written out: see pieces/held_values.wgsl)
         let passes = mat4x4<f32>(pass_of(on_b, bounded, blocks, w, s, k), pass_of(on_b, bounded, blocks, w, s, k + 1u),
                                  pass_of(on_b, bounded, blocks, w, s, k + 2u), pass_of(on_b, bounded, blocks, w, s, k + 3u));
-        for (var n = 0u; n < 4u; n++) {
-            if (past_stage(w, k + n)) {
-                break;
-            }
-            put_pass(on_b, bounded, w, s, k + n, column_of(passes, n));
+        put_passes(on_b, bounded, w, s, k, passes);
+    }
+}
+
+// Passes k .. k + 3 (k a multiple of 4) into the tile: each along r (none past the stage),
+// or the quad across the lines.
+fn put_passes(on_b: bool, bounded: bool, w: CoopWalk, s: PassStart, k: u32, passes: mat4x4<f32>) {
+    if (!w.along_r) {
+        if (!past_stage(w, k)) {
+            put_quad(on_b, bounded, w, s, k, transpose(passes));
         }
+        return;
+    }
+    for (var n = 0u; n < 4u; n++) {
+        if (past_stage(w, k + n)) {
+            break;
+        }
+        put_pass(on_b, bounded, w, s, k + n, column_of(passes, n));
     }
 }
 
 // Whether pass k of the walk lies past the stage (a constant false where the passes taken
-// cover the stage exactly: 128 invocations or fewer).
+// cover the stage exactly: 128 invocations or fewer): across the lines, its quad.
 fn past_stage(w: CoopWalk, k: u32) -> bool {
-    return taken_passes() * WG > stage_passes() && w.flat + k * WG >= stage_passes();
+    let index = select(4u * (w.flat + (k / 4u) * WG), w.flat + k * WG, w.along_r);
+    return taken_passes() * WG > stage_passes() && index >= stage_passes();
 }
 
-// Pass k's four values into the tile (zero outside the product where `bounded`; A's rows scaled).
+// Pass k's four values along r, four consecutive steps of a line, into the tile in one store
+// (zero outside the product where `bounded`; A's rows scaled).
 fn put_pass(on_b: bool, bounded: bool, w: CoopWalk, s: PassStart, k: u32, values: vec4<f32>) {
+    put_steps(on_b, bounded, s, walk_place(w, k, 0u), values);
+}
+
+// The quad of passes k .. k + 3 across the lines, transposed (`lines`: line t's four steps
+// in column t), into the tile in four stores.
+fn put_quad(on_b: bool, bounded: bool, w: CoopWalk, s: PassStart, k: u32, lines: mat4x4<f32>) {
     for (var t = 0u; t < 4u; t++) {
-        let place = walk_place(w, k, t);
-        let v = select(0.0, values[t], !bounded | in_product(s, place));
-        if (on_b) {
-            tile_b[place.x * LD + place.y] = to_tile(v);
-        } else {
-            tile_a[place.x * LD + place.y] = to_tile(row_scaled(place.x, v));
-        }
+        put_steps(on_b, bounded, s, walk_place(w, k, t), column_of(lines, t));
     }
+}
+
+// Four consecutive steps of a line from `place` (its step a multiple of 4), zero outside the
+// product where `bounded`, A's row scaled.
+fn put_steps(on_b: bool, bounded: bool, s: PassStart, place: vec2<u32>, values: vec4<f32>) {
+    let steps = vec4<u32>(s.r0 + place.y) + vec4<u32>(0u, 1u, 2u, 3u);
+    let inside = vec4<bool>(!bounded | (s.line0 + place.x < s.lines)) & (vec4<bool>(!bounded) | (steps < vec4<u32>(s.r_end)));
+    var v = select(vec4<f32>(), values, inside);
+    if (!on_b) {
+        v *= row_scaled(place.x, 1.0);
+    }
+    put_tile4(on_b, place.x * LD + place.y, to_tile4(v));
 }
 
 // Loaded a stage ahead (PREFETCH, the launcher's variants "a stage ahead": tiles of 64, at
@@ -247,20 +281,22 @@ fn put_ahead(on_b: bool, blocks: bool, o: Operand, line0: u32, r0: u32, r_end: u
 
 fn put_held(on_b: bool, bounded: bool, o: Operand, w: CoopWalk, line0: u32, r0: u32, r_end: u32, held: Held) {
     let s = pass_start(o, w, line0, r0, r_end);
-    for (var k = 0u; k < taken_passes(); k++) {
-        if (past_stage(w, k)) {
-            break;
-        }
-        put_pass(on_b, bounded, w, s, k, select(column_of(held.hi, k % 4u), column_of(held.lo, k % 4u), k < 4u));
+    put_passes(on_b, bounded, w, s, 0u, held.lo);
+    if (taken_passes() > 4u) {
+        put_passes(on_b, bounded, w, s, 4u, held.hi);
     }
 }
 
-// Where a walk's passes start: value t of pass k at at + k·d_at + t·d_t (d_t is 1 where the
+// Where a walk's passes start: value t of pass k at pass_at(k) + t·d_t (d_t is 1 where the
 // stage is not bounded), its tile's first line and step, and the bounds.
 struct PassStart {
     at: u32,
+    // from a pass to the next along r; from a quad to the next, and a pass to the next in a
+    // quad, across the lines
     d_at: u32,
+    d_in_quad: u32,
     d_t: u32,
+    along_r: bool,
     line0: u32,
     r0: u32,
     r_end: u32,
@@ -269,8 +305,15 @@ struct PassStart {
 
 fn pass_start(o: Operand, w: CoopWalk, line0: u32, r0: u32, r_end: u32) -> PassStart {
     let at = o.base + (line0 + w.line) * o.s_line + (r0 + w.r) * o.s_r;
-    let d_at = w.d_line * o.s_line + w.d_r * o.s_r;
-    return PassStart(at, d_at, select(o.s_line, o.s_r, w.along_r), line0, r0, r_end, o.lines);
+    return PassStart(at, w.d_line * o.s_line, o.s_r, select(o.s_line, o.s_r, w.along_r), w.along_r, line0, r0, r_end, o.lines);
+}
+
+// Where pass k's first value lies.
+fn pass_at(s: PassStart, k: u32) -> u32 {
+    if (s.along_r) {
+        return s.at + k * s.d_at;
+    }
+    return s.at + (k / 4u) * s.d_at + (k % 4u) * s.d_in_quad;
 }
 
 // Pass k's four values (A's, or B's where `on_b`), loaded from 0's index outside the product
@@ -280,7 +323,7 @@ fn pass_start(o: Operand, w: CoopWalk, line0: u32, r0: u32, r_end: u32) -> PassS
 // inside its buffer), and stores nothing.
 fn pass_of(on_b: bool, bounded: bool, blocks: bool, w: CoopWalk, s: PassStart, k: u32) -> vec4<f32> {
     if (!bounded) {
-        let at = s.at + k * s.d_at;
+        let at = pass_at(s, k);
         return vec4<f32>(operand_at(on_b, at), operand_at(on_b, at + 1u), operand_at(on_b, at + 2u), operand_at(on_b, at + 3u));
     }
     return vec4<f32>(pass_value(on_b, blocks, w, s, k, 0u), pass_value(on_b, blocks, w, s, k, 1u),
@@ -294,7 +337,7 @@ fn pass_value(on_b: bool, blocks: bool, w: CoopWalk, s: PassStart, k: u32, t: u3
         let e = vec2<u32>(s.line0, s.r0) + place;
         return a[select(0u, block_index(e.x, e.y, vec2<u32>(p.a_block2, p.a_block3), vec2<u32>(p.a_block2_at, p.a_block3_at), p.R), inside)];
     }
-    return operand_at(on_b, select(0u, s.at + k * s.d_at + t * s.d_t, inside));
+    return operand_at(on_b, select(0u, pass_at(s, k) + t * s.d_t, inside));
 }
 
 // Whether the value at `place` in the tile lies inside the product (its operand's lines and

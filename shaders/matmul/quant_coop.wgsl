@@ -55,9 +55,7 @@ fn stage_a_walk(bounded: bool, forward: bool, i0: u32, r0: u32, r_end: u32, flat
                 let inside = vec4<bool>(!bounded) | ((vec4<u32>(r0 + r) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(r_end)) & vec4<bool>(i0 + row < p.M));
                 // (the row's scale: row_scaled of 1)
                 let v = select(vec4<f32>(), column_of(passes, n), inside) * row_scaled(row, 1.0);
-                for (var t = 0u; t < 4u; t++) {
-                    tile_a[row * LD + r + t] = to_tile(v[t]);
-                }
+                put_tile4(false, row * LD + r, to_tile4(v));
             }
         }
     }
@@ -100,47 +98,28 @@ fn staged_value(term: bool, a_off: u32, i: u32, r: u32) -> f32 {
     return inp_at(i, r, p.N);
 }
 
-// Eight decoded weights (lo, then hi) into tile_b from `at` on, `step` f16s apart.
-fn put8(at: u32, step: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    for (var t = 0u; t < 8u; t++) {
-        tile_b[at + t * step] = to_tile(one_of_eight(lo, hi, t));
-    }
+// The forward's pass e: eight consecutive weights along a row of W (W(j0 + col, r0 + g ..)):
+// W's row and group of 8 (x, y), and where they go in tile_b (z: a multiple of 8).
+fn b_eight(j0: u32, r0: u32, e: u32) -> vec3<u32> {
+    let col = e / (BK / 8u);
+    let g = 8u * (e % (BK / 8u));
+    return vec3<u32>(j0 + col, (r0 + g) / 8u, col * LD + g);
 }
 
-// Pass e's eight weights: W's row and group of 8 (x, y), where they go in tile_b (z) and how
-// far apart (w). The forward's run along a row of W (W(j0 + col, r0 + g ..)); the input
-// gradient's are eight of row r0 + r of W (W(r0 + r, j0 + g ..)), each a column of B, and
-// consecutive passes take consecutive rows r of the same group: their stores, a step r of
-// eight columns each, then fall on consecutive banks (consecutive groups of a row, 8 columns
-// and a multiple of 32 banks apart, put a subgroup's stores on one or two banks: 8 or 16 to
-// a bank; see matmul_coop.wgsl's walk across the lines).
-fn b_eight(forward: bool, j0: u32, r0: u32, e: u32) -> vec4<u32> {
-    if (forward) {
-        let col = e / (BK / 8u);
-        let g = 8u * (e % (BK / 8u));
-        return vec4<u32>(j0 + col, (r0 + g) / 8u, col * LD + g, 1u);
-    }
-    let r = e % BK;
-    let g = 8u * (e / BK);
-    return vec4<u32>(r0 + r, (j0 + g) / 8u, g * LD + r, LD);
+// Whether the forward's pass e, at `at` (b_eight's), lies inside the product.
+fn b_eight_inside(at: vec3<u32>, r0: u32, r_end: u32, e: u32) -> bool {
+    return (at.x < p.N) & (r0 + 8u * (e % (BK / 8u)) < r_end);
 }
 
-// Whether pass e's eight weights, at `at` (b_eight's), lie inside the product.
-fn b_eight_inside(forward: bool, at: vec4<u32>, r0: u32, r_end: u32, e: u32) -> bool {
-    if (forward) {
-        return (at.x < p.N) & (r0 + 8u * (e % (BK / 8u)) < r_end);
-    }
-    return (at.x < r_end) & (8u * at.y < p.K);
-}
-
-// Pass e's eight weights, decoded from block 0 where they lie outside the product (or past
-// the stage: tested only where `bounded`); none where the pass is not `taken` (a constant).
-fn b_pass(taken: bool, bounded: bool, forward: bool, j0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> array<vec4<f32>, 2> {
+// The forward's pass e's eight weights, decoded from block 0 where they lie outside the
+// product (or past the stage: tested only where `bounded`); none where the pass is not
+// `taken` (a constant).
+fn b_pass(taken: bool, bounded: bool, j0: u32, r0: u32, r_end: u32, end: u32, e: u32) -> array<vec4<f32>, 2> {
     if (!taken) {
         return array<vec4<f32>, 2>();
     }
-    let at = b_eight(forward, j0, r0, e);
-    let inside = !past_stage(end, e) & (!bounded | b_eight_inside(forward, at, r0, r_end, e));
+    let at = b_eight(j0, r0, e);
+    let inside = !past_stage(end, e) & (!bounded | b_eight_inside(at, r0, r_end, e));
     return dequant8(select(0u, at.x, inside), select(0u, at.y, inside));
 }
 
@@ -154,6 +133,10 @@ fn stage_b(forward: bool, z: u32, j0: u32, r0: u32, r_end: u32, flat: u32) {
 }
 
 fn stage_b_walk(bounded: bool, forward: bool, j0: u32, r0: u32, r_end: u32, flat: u32) {
+    if (!forward) {
+        stage_b_quads(bounded, j0, r0, r_end, flat);
+        return;
+    }
     let end = TILE * BK / 8u;
     // In tiles of 64 each invocation has two passes (at 128 invocations), and a group of four
     // takes only those: the other two would decode a block for nothing.
@@ -161,21 +144,56 @@ fn stage_b_walk(bounded: bool, forward: bool, j0: u32, r0: u32, r_end: u32, flat
     for (var e0 = flat; e0 < end; e0 += 4u * WG) {
         // the four passes' weights decoded, each pass's first four in `lo`, the rest in `hi`
         // (matrices read by column_of, not an array indexed in a loop)
-        let w0 = b_pass(true, bounded, forward, j0, r0, r_end, end, e0);
-        let w1 = b_pass(1u < taken, bounded, forward, j0, r0, r_end, end, e0 + WG);
-        let w2 = b_pass(2u < taken, bounded, forward, j0, r0, r_end, end, e0 + 2u * WG);
-        let w3 = b_pass(3u < taken, bounded, forward, j0, r0, r_end, end, e0 + 3u * WG);
+        let w0 = b_pass(true, bounded, j0, r0, r_end, end, e0);
+        let w1 = b_pass(1u < taken, bounded, j0, r0, r_end, end, e0 + WG);
+        let w2 = b_pass(2u < taken, bounded, j0, r0, r_end, end, e0 + 2u * WG);
+        let w3 = b_pass(3u < taken, bounded, j0, r0, r_end, end, e0 + 3u * WG);
         let lo = mat4x4<f32>(w0[0], w1[0], w2[0], w3[0]);
         let hi = mat4x4<f32>(w0[1], w1[1], w2[1], w3[1]);
         for (var n = 0u; n < taken; n++) {
             let e = e0 + n * WG;
             if (!past_stage(end, e)) {
-                let at = b_eight(forward, j0, r0, e);
-                let inside = !bounded | b_eight_inside(forward, at, r0, r_end, e);
-                put8(at.z, at.w, select(vec4<f32>(), column_of(lo, n), inside), select(vec4<f32>(), column_of(hi, n), inside));
+                let at = b_eight(j0, r0, e);
+                let inside = !bounded | b_eight_inside(at, r0, r_end, e);
+                put_tile4(true, at.z, to_tile4(select(vec4<f32>(), column_of(lo, n), inside)));
+                put_tile4(true, at.z + 4u, to_tile4(select(vec4<f32>(), column_of(hi, n), inside)));
             }
         }
     }
+}
+
+// The input gradient's stage of B (TILE columns from j0: W's, BK steps from r0: W's rows) in
+// quads: four consecutive rows r of W by a group of eight of its columns, decoded (zero
+// outside the product, tested only where `bounded`), then transposed into those eight columns
+// of B, four consecutive steps each: eight stores, not 32. Quad `flat` + q·WG of the stage's
+// TILE / 8 × BK / 4; consecutive invocations take consecutive quads of rows of the same
+// group, so that eight fill 64 bytes of a column of the tile.
+fn stage_b_quads(bounded: bool, j0: u32, r0: u32, r_end: u32, flat: u32) {
+    for (var q = flat; q < TILE * BK / 32u; q += WG) {
+        let r = 4u * (q % (BK / 4u));
+        let g = 8u * (q / (BK / 4u));
+        // (the four rows written out: see pieces/held_values.wgsl)
+        let w0 = b_row_eight(bounded, j0, r0 + r, r_end, g);
+        let w1 = b_row_eight(bounded, j0, r0 + r + 1u, r_end, g);
+        let w2 = b_row_eight(bounded, j0, r0 + r + 2u, r_end, g);
+        let w3 = b_row_eight(bounded, j0, r0 + r + 3u, r_end, g);
+        // column t: column g + t of B (g + 4 + t for hi) at the four steps
+        let lo = transpose(mat4x4<f32>(w0[0], w1[0], w2[0], w3[0]));
+        let hi = transpose(mat4x4<f32>(w0[1], w1[1], w2[1], w3[1]));
+        for (var t = 0u; t < 4u; t++) {
+            put_tile4(true, (g + t) * LD + r, to_tile4(column_of(lo, t)));
+            put_tile4(true, (g + 4u + t) * LD + r, to_tile4(column_of(hi, t)));
+        }
+    }
+}
+
+// Columns j0 + g .. j0 + g + 7 of W's row `row` (B's columns at step `row`), decoded; zero
+// outside the product (tested only where `bounded`).
+fn b_row_eight(bounded: bool, j0: u32, row: u32, r_end: u32, g: u32) -> array<vec4<f32>, 2> {
+    let group = (j0 + g) / 8u;
+    let inside = !bounded | ((row < r_end) & (8u * group < p.K));
+    let w = dequant8(select(0u, row, inside), select(0u, group, inside));
+    return array<vec4<f32>, 2>(select(vec4<f32>(), w[0], inside), select(vec4<f32>(), w[1], inside));
 }
 
 // (a split reduction's parts go to their scratch as they are; its sum into the blocks)

@@ -38,9 +38,10 @@
 //   reduction_end(forward): the reduction's steps;  out_cols(forward): c's columns;
 //   term_masked(): whether the term goes through the dropout mask alone (the product first);
 //   a_offset(z): A's offset for z of the grid (passed on to stage_a and scale_rows);
-//   stage_a(forward, a_off, i0, r0, r_end, flat): A(i0 + row, r0 + r) into
-//     tile_a[row · LD + r], B's likewise (stage_b(forward, z, j0, ...): B(j0 + col, r0 + r)
-//     into tile_b[col · LD + r]), rounded by to_tile, zero past the edges, A's rows scaled;
+//   stage_a(forward, a_off, i0, r0, r_end, flat): A(i0 + row, r0 + r) into f16 row · LD + r
+//     of tile_a (put_tile, put_tile4), B's likewise (stage_b(forward, z, j0, ...):
+//     B(j0 + col, r0 + r) into col · LD + r of tile_b), rounded by to_tile, zero past the
+//     edges, A's rows scaled;
 //   out_index(forward, z, i, j): where c(i, j) lies, for z of the grid (its dropout mask is
 //     drawn at that index too); out_at(idx) and set_out(idx, v) read and write it there;
 //   and what pieces/row_scales.wgsl's scale_rows reads.
@@ -75,17 +76,33 @@ override ACC: u32 = TILE / (G * D);
 // Row stride of the staged tiles in f16s: BK plus 8 of padding (80 bytes, a multiple of the
 // 16 bytes a cooperative load's rows must be aligned to), so that rows start on other banks.
 const LD: u32 = 40u;
+// (in the vec4s of the tiles below)
+const LD4: u32 = LD / 4u;
 
-var<workgroup> tile_a: array<f16, TILE * LD>;
-var<workgroup> tile_b: array<f16, TILE * LD>;
+// The staged tiles, in vec4s of f16: four consecutive steps of a line, which every staging
+// stores at once (put_tile4; matmul_coop.wgsl's walk across the lines, and
+// matmul/quant_coop.wgsl's input gradient's B, transpose four steps of four or eight lines
+// to do so). The cooperative loads read them as f16s, their offset and stride in vec4s.
+var<workgroup> tile_a: array<vec4<f16>, TILE * LD4>;
+var<workgroup> tile_b: array<vec4<f16>, TILE * LD4>;
 // one D × D accumulator of each block, row-major, block b's at b · D²
 var<workgroup> tile_c: array<f32, G * G * D * D>;
 
+// Four values at e .. e + 3 (e a multiple of 4, in f16s) of tile_a, or of tile_b where
+// `on_b` (a constant where called).
+fn put_tile4(on_b: bool, e: u32, v: vec4<f16>) {
+    if (on_b) {
+        tile_b[e / 4u] = v;
+    } else {
+        tile_a[e / 4u] = v;
+    }
+}
+
 // Every workgroup array zeroed (ZEROED), by the workgroup's WG invocations.
 fn zero_workgroup_memory(flat: u32) {
-    for (var e = flat; e < TILE * LD; e += WG) {
-        tile_a[e] = f16(0.0);
-        tile_b[e] = f16(0.0);
+    for (var e = flat; e < TILE * LD4; e += WG) {
+        tile_a[e] = vec4<f16>();
+        tile_b[e] = vec4<f16>();
     }
     for (var e = flat; e < G * G * D * D; e += WG) {
         tile_c[e] = 0.0;
@@ -99,27 +116,29 @@ fn zero_workgroup_memory(flat: u32) {
 }
 
 // H(i0 + row, q0 + q) into tile_a and term_scale·V(j0 + col, q0 + q) into tile_b (zero past
-// the term's rank and the output's edges; H's rows scaled as A's).
+// the term's rank and the output's edges; H's rows scaled as A's), four consecutive steps q
+// of a line per store. Consecutive invocations take consecutive steps of a line, or of V's
+// columns the same steps where V runs down them.
 fn stage_term(i0: u32, j0: u32, q0: u32, q_end: u32, ncols: u32, flat: u32) {
-    for (var e = flat; e < TILE * BK; e += WG) {
-        let row = e / BK;
-        let q = e % BK;
-        var v = 0.0;
-        if (i0 + row < p.M && q0 + q < q_end) {
-            v = row_scaled(row, term_h_at(term_h_index(i0 + row, q0 + q)));
-        }
-        tile_a[row * LD + q] = to_tile(v);
+    for (var e = flat; e < TILE * BK / 4u; e += WG) {
+        let row = e / (BK / 4u);
+        let q = 4u * (e % (BK / 4u));
+        // (each value loaded from index 0 outside, then zeroed: a load under a branch would wait)
+        let inside = vec4<bool>(i0 + row < p.M) & (vec4<u32>(q0 + q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(q_end));
+        let at = vec4<u32>(term_h_index(i0 + row, q0 + q), term_h_index(i0 + row, q0 + q + 1u), term_h_index(i0 + row, q0 + q + 2u), term_h_index(i0 + row, q0 + q + 3u));
+        let ats = select(vec4<u32>(), at, inside);
+        let v = vec4<f32>(term_h_at(ats.x), term_h_at(ats.y), term_h_at(ats.z), term_h_at(ats.w));
+        put_tile4(false, row * LD + q, to_tile4(select(vec4<f32>(), v, inside) * row_scaled(row, 1.0)));
     }
     let along_q = p.term_v_sr == 1u;
-    for (var e = flat; e < TILE * BK; e += WG) {
-        let col = select(e % TILE, e / BK, along_q);
-        let q = select(e / TILE, e % BK, along_q);
-        var v = 0.0;
-        let at = term_v_index(j0 + col, q0 + q);
-        if (j0 + col < ncols && q0 + q < q_end && at >= 0) {
-            v = p.term_scale * term_v_at(u32(at));
-        }
-        tile_b[col * LD + q] = to_tile(v);
+    for (var e = flat; e < TILE * BK / 4u; e += WG) {
+        let col = select(e % TILE, e / (BK / 4u), along_q);
+        let q = 4u * select(e / TILE, e % (BK / 4u), along_q);
+        let at = vec4<i32>(term_v_index(j0 + col, q0 + q), term_v_index(j0 + col, q0 + q + 1u), term_v_index(j0 + col, q0 + q + 2u), term_v_index(j0 + col, q0 + q + 3u));
+        let inside = vec4<bool>(j0 + col < ncols) & (vec4<u32>(q0 + q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(q_end)) & (at >= vec4<i32>());
+        let ats = select(vec4<u32>(), vec4<u32>(at), inside);
+        let v = vec4<f32>(term_v_at(ats.x), term_v_at(ats.y), term_v_at(ats.z), term_v_at(ats.w));
+        put_tile4(true, col * LD + q, to_tile4(select(vec4<f32>(), p.term_scale * v, inside)));
     }
 }
 
@@ -232,22 +251,23 @@ fn coop_gemm(wid: vec3<u32>, flat: u32, sg: u32, subgroups: u32, forward: bool) 
                         workgroupBarrier();
                     }
                     for (var kk = 0u; kk < BK; kk += D) {
-                        // the block's rows qi + a·D.. of A and columns qj + b·D.. of B
-                        let at_a = qi * LD + kk;
-                        let at_b = qj * LD + kk;
-                        let fa0 = coopLoadT<CoopA>(&tile_a[at_a], LD);
-                        let fa1 = coopLoadT<CoopA>(&tile_a[at_a + D * LD], LD);
-                        let fb0 = coopLoad<CoopB>(&tile_b[at_b], LD);
-                        let fb1 = coopLoad<CoopB>(&tile_b[at_b + D * LD], LD);
+                        // the block's rows qi + a·D.. of A and columns qj + b·D.. of B (in
+                        // vec4s: kk is a multiple of 8)
+                        let at_a = qi * LD4 + kk / 4u;
+                        let at_b = qj * LD4 + kk / 4u;
+                        let fa0 = coopLoadT<CoopA>(&tile_a[at_a], LD4);
+                        let fa1 = coopLoadT<CoopA>(&tile_a[at_a + D * LD4], LD4);
+                        let fb0 = coopLoad<CoopB>(&tile_b[at_b], LD4);
+                        let fb1 = coopLoad<CoopB>(&tile_b[at_b + D * LD4], LD4);
                         c00 = coopMultiplyAdd(fa0, fb0, c00);
                         c01 = coopMultiplyAdd(fa0, fb1, c01);
                         c10 = coopMultiplyAdd(fa1, fb0, c10);
                         c11 = coopMultiplyAdd(fa1, fb1, c11);
                         if (ACC == 4u) {
-                            let fa2 = coopLoadT<CoopA>(&tile_a[at_a + 2u * D * LD], LD);
-                            let fa3 = coopLoadT<CoopA>(&tile_a[at_a + 3u * D * LD], LD);
-                            let fb2 = coopLoad<CoopB>(&tile_b[at_b + 2u * D * LD], LD);
-                            let fb3 = coopLoad<CoopB>(&tile_b[at_b + 3u * D * LD], LD);
+                            let fa2 = coopLoadT<CoopA>(&tile_a[at_a + 2u * D * LD4], LD4);
+                            let fa3 = coopLoadT<CoopA>(&tile_a[at_a + 3u * D * LD4], LD4);
+                            let fb2 = coopLoad<CoopB>(&tile_b[at_b + 2u * D * LD4], LD4);
+                            let fb3 = coopLoad<CoopB>(&tile_b[at_b + 3u * D * LD4], LD4);
                             c02 = coopMultiplyAdd(fa0, fb2, c02);
                             c03 = coopMultiplyAdd(fa0, fb3, c03);
                             c12 = coopMultiplyAdd(fa1, fb2, c12);

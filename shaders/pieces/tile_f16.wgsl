@@ -12,4 +12,9 @@ fn to_tile(v: f32) -> TileElem {
     return f16(clamp(v, -F16_MAX, F16_MAX));
 }
 
+// Four values as to_tile rounds each.
+fn to_tile4(v: vec4<f32>) -> vec4<f16> {
+    return vec4<f16>(clamp(v, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
+}
+
 // #include "row_scales.wgsl"
