@@ -367,10 +367,10 @@ fn matmul_quant_gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             let gu = g + u * GEMV_WG;
             w[u] = GemvWeights(qg_normed8(jw, gu, qg_norm8(gu)), array<vec4<f32>, 2>());
         }
-        for (var u = 0u; u < QGEMV_UNROLL; u++) { gemv_add(&sums, g + u * GEMV_WG, w[u], 1u); }
+        for (var u = 0u; u < QGEMV_UNROLL; u++) { gemv_add(&sums, g + u * GEMV_WG, w[u], 1u, true); }
     }
     for (; g < p.K / 8u; g += GEMV_WG) {
-        gemv_add(&sums, g, GemvWeights(qg_normed8(jw, g, qg_norm8(g)), array<vec4<f32>, 2>()), 1u);
+        gemv_add(&sums, g, GemvWeights(qg_normed8(jw, g, qg_norm8(g)), array<vec4<f32>, 2>()), 1u, true);
     }
     gemv_sum(lane, &sums, select(1u, 2u, NORMED));
     if (j < p.N && lid < p.M) {
@@ -407,11 +407,11 @@ fn matmul_quant_gemv_gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
             let nw = qg_norm8(gu);
             w[u] = GemvWeights(qg_normed8(jw, gu, nw), qg_normed8(jw + p.N, gu, nw));
         }
-        for (var u = 0u; u < QGEMV_UNROLL; u++) { gemv_add(&sums, g + u * GEMV_WG, w[u], 2u); }
+        for (var u = 0u; u < QGEMV_UNROLL; u++) { gemv_add(&sums, g + u * GEMV_WG, w[u], 2u, true); }
     }
     for (; g < p.K / 8u; g += GEMV_WG) {
         let nw = qg_norm8(g);
-        gemv_add(&sums, g, GemvWeights(qg_normed8(jw, g, nw), qg_normed8(jw + p.N, g, nw)), 2u);
+        gemv_add(&sums, g, GemvWeights(qg_normed8(jw, g, nw), qg_normed8(jw + p.N, g, nw)), 2u, true);
     }
     gemv_sum(lane, &sums, select(2u, 3u, NORMED));
     if (j < p.N && lid < p.M) {

@@ -28,19 +28,25 @@ fn gemv_row_sum(v: ptr<function, GemvSums>, s: u32, i: u32) -> f32 {
 
 // Adds row i's products at step `at` with w's first weights to set 0 of `sums` and with its
 // second to set 1 where sets is 2, for each row i, and its squares to set `sets` (read where
-// NORMED).
-fn gemv_add(sums: ptr<function, GemvSums>, at: u32, w: GemvWeights, sets: u32) {
+// NORMED); nothing where the step is not `live` (past the reduction: its products come from
+// a step inside it, and are dropped).
+// Every row of each quad is computed, a row past M from row M − 1 (its sums are never
+// written): loops of constant bounds, which a compiler unrolls, so that a batch of steps
+// issues all its loads (the weights', the rows') before it waits on any. A loop to M put
+// each step's loads behind the last step's wait, one round trip to memory a step
+// (bench/amd_isa.sh, ACO).
+fn gemv_add(sums: ptr<function, GemvSums>, at: u32, w: GemvWeights, sets: u32, live: bool) {
     for (var q = 0u; q < GEMV_QUADS; q++) {
-        // the quad's rows up to M (no work for rows past it), in vec4s of their own: the sums
-        // indexed only by the quad, whose loop has constant bounds, stay in registers
+        // the quad's rows in vec4s of their own: the sums indexed only by the quad, whose
+        // loop has constant bounds, stay in registers
         var first = vec4<f32>();
         var second = vec4<f32>();
         var squares = vec4<f32>();
-        for (var i = 4u * q; i < min(4u * q + 4u, p.M); i++) {
-            let v = gemv_products(i, at, w);
-            first[i % 4u] = v.x;
-            second[i % 4u] = v.y;
-            squares[i % 4u] = v.z;
+        for (var t = 0u; t < 4u; t++) {
+            let v = select(vec3<f32>(), gemv_products(min(4u * q + t, p.M - 1u), at, w), live);
+            first[t] = v.x;
+            second[t] = v.y;
+            squares[t] = v.z;
         }
         (*sums)[q] += first;
         if (sets == 2u) { (*sums)[GEMV_QUADS + q] += second; }
